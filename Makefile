@@ -1,0 +1,58 @@
+# am2z - build, test, examples, benchmarks. `make test` is what CI runs.
+CC      ?= cc
+CFLAGS  ?= -O2
+LDFLAGS ?=
+WARN    := -Wall -Wextra -Wpedantic -Werror
+LIBS    := -pthread -lm
+B       := build
+
+TESTS    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+BENCHES  := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
+HEADERS  := am2z.h am2z_resp.h
+
+.PHONY: all test demo examples bench fuzz clean symbols check check-tsan
+
+all: examples
+
+# Everything CI runs; stops at the first failure and prints "N passed, N failed".
+test:
+	@sh tests/run.sh
+
+demo: $(B)/examples/order
+	./$(B)/examples/order
+
+examples: $(addprefix $(B)/examples/,$(EXAMPLES))
+
+$(B)/examples/%: examples/%.c $(HEADERS) | $(B)/examples
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
+
+bench: $(addprefix $(B)/bench/,$(BENCHES))
+	@for b in $^; do echo "== $$b"; ./$$b || exit 1; done
+
+$(B)/bench/%: bench/%.c $(HEADERS) | $(B)/bench
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
+
+# One test program with ASan+UBSan, for a quick edit-run loop: make check T=json
+check:
+	@mkdir -p $(B)
+	$(CC) -std=c99 $(WARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -fno-omit-frame-pointer -I. -o $(B)/check_$(T) tests/test_$(T).c tests/impl.c $(LIBS) \
+	  && ./$(B)/check_$(T)
+check-tsan:
+	@mkdir -p $(B)
+	clang -std=c99 $(WARN) -O1 -g -fsanitize=thread -I. -o $(B)/tsan_$(T) tests/test_$(T).c \
+	  tests/impl.c $(LIBS) && ./$(B)/tsan_$(T)
+
+# Every exported symbol must carry the am2z prefix, in the normal and the static build.
+symbols:
+	@sh tests/symbols.sh "$(CC)"
+
+fuzz:
+	@sh tests/fuzz.sh
+
+$(B)/examples $(B)/bench:
+	mkdir -p $@
+
+clean:
+	rm -rf $(B)
