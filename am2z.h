@@ -84,7 +84,9 @@
 #include <stdio.h>
 
 #ifndef AM2Z_API
-#  ifdef AM2Z_STATIC
+#  if defined(AM2Z_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#    define AM2Z_API static __attribute__((unused)) /* a program uses only some of them */
+#  elif defined(AM2Z_STATIC)
 #    define AM2Z_API static
 #  else
 #    define AM2Z_API extern
@@ -756,7 +758,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc);
    of the public API: static in an AM2Z_STATIC build, otherwise exported with the am2z__
    prefix. */
 #ifdef AM2Z_STATIC
-#define AM2Z__PRIVATE static
+#define AM2Z__PRIVATE AM2Z_API
 #else
 #define AM2Z__PRIVATE extern
 #endif
@@ -860,6 +862,47 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
 /* ==== 4. logging ====================================================================== */
 
 /* ==== 5. processors =================================================================== */
+
+typedef enum am2z__processor_kind {
+    AM2Z__KIND_PLAIN = 0, AM2Z__KIND_CHAIN, AM2Z__KIND_PARALLEL, AM2Z__KIND_ROUTER, AM2Z__KIND_BATCH
+} am2z__processor_kind;
+
+/* Immutable after construction except for the reference count. desc is a private copy:
+   its strings are owned, desc.dependencies points into children (plain processors).
+   children holds one reference to every processor that must be registered with this
+   one: the dependencies of a plain processor; the steps of a chain; the branches of a
+   parallel; the route targets (in route order) then the fallback of a router; the
+   target of a batch. Composites call their children by name through ctx->ops. */
+struct am2z_processor {
+    int refcount;
+    am2z__processor_kind kind;
+    am2z_processor_desc desc;
+    am2z_processor **children;
+    size_t child_count;
+    /* parallel */
+    am2z_merge_fn merge;
+    void *merge_user_data;
+    /* router: route_keys[i] selects children[i]; the fallback (if any) is the last child */
+    am2z_route_fn select;
+    void *select_user_data;
+    char **route_keys;
+    size_t route_count;
+    am2z_processor *fallback;   /* borrowed from children */
+    /* batch: the target is children[0] */
+    am2z_value *payloads;       /* array of objects fixed at build time, or NULL */
+    char *items_path;
+    char *results_path;
+    char *errors_path;          /* settle-all: results_path + "Errors" */
+    am2z_batch_mode mode;
+};
+
+/* Every processor that must be registered together with p (borrowed; *out stays valid
+   while p is alive). The registry walks this recursively for registration and cycle
+   detection. */
+AM2Z__PRIVATE size_t am2z__processor_children(const am2z_processor *p, am2z_processor *const **out) {
+    if (out) *out = p ? p->children : NULL;
+    return p ? p->child_count : 0;
+}
 
 /* ==== 6. composition ================================================================== */
 

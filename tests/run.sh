@@ -1,0 +1,105 @@
+#!/bin/sh
+# The whole test suite (what `make test` and CI run). Builds every tests/test_*.c in each
+# configuration, runs it, adds up the "N passed, N failed" lines, and stops at the first
+# failure. Ends with one closing line in that format.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+B=build/t
+mkdir -p "$B"
+PASSED=0 FAILED=0 SKIPPED=0
+WARN="-Wall -Wextra -Wpedantic -Werror"
+LIBS="-pthread -lm"
+
+finish() {
+    if [ "$SKIPPED" -gt 0 ]; then echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+    else echo "$PASSED passed, $FAILED failed"; fi
+    [ "$FAILED" -eq 0 ] && exit 0 || exit 1
+}
+fail() { echo "FAILED: $*" >&2; FAILED=$((FAILED + 1)); finish; }
+
+# Runs a program that prints the harness closing line; folds its counts into ours.
+run_counted() { # name, command...
+    name=$1; shift
+    out=$("$@" 2>"$B/$name.err"); rc=$?
+    echo "$out" > "$B/$name.out"
+    line=$(echo "$out" | grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -z "$line" ]; then cat "$B/$name.err" >&2; fail "$name (exit $rc, no closing line)"; fi
+    p=$(echo "$line" | sed -E 's/^([A-Za-z]+: )?([0-9]+) passed.*/\2/')
+    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    s=$(echo "$line" | sed -nE 's/.* ([0-9]+) skipped.*/\1/p')
+    PASSED=$((PASSED + p)); SKIPPED=$((SKIPPED + ${s:-0}))
+    echo "  $name: $line"
+    if [ "$f" -ne 0 ] || [ "$rc" -ne 0 ]; then
+        cat "$B/$name.err" >&2; FAILED=$((FAILED + f)); [ "$f" -eq 0 ] && FAILED=$((FAILED + 1))
+        fail "$name (exit $rc)"
+    fi
+}
+# A check that is one test: passes when the command exits 0.
+run_check() { # name, command...
+    name=$1; shift
+    if "$@" >"$B/$name.log" 2>&1; then PASSED=$((PASSED + 1)); echo "  $name: ok"
+    else cat "$B/$name.log" >&2; fail "$name"; fi
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# configuration name, compiler, flags
+build_and_run() {
+    cfg=$1 cc=$2; shift 2
+    flags="$*"
+    have "$cc" || { echo "== $cfg: $cc not installed, configuration left out"; return 0; }
+    echo "== $cfg ($cc $flags)"
+    mkdir -p "$B/$cfg"
+    $cc $flags $WARN -I. -c tests/impl.c -o "$B/$cfg/impl.o" || fail "$cfg: build tests/impl.c"
+    for src in tests/test_*.c; do
+        t=$(basename "$src" .c)
+        $cc $flags $WARN -I. -o "$B/$cfg/$t" "$src" "$B/$cfg/impl.o" $LIBS || fail "$cfg: build $t"
+        run_counted "$cfg-$t" "./$B/$cfg/$t"
+    done
+}
+
+echo "== compile checks"
+run_check cxx-header   g++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/impl_cxx.o"
+have clang++ && run_check clangxx-header clang++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/impl_clangxx.o"
+run_check two-tu       sh -c "cc -std=c99 $WARN -I. -o $B/two_tu tests/compile/tu_a.c tests/compile/tu_b.c $LIBS && ./$B/two_tu"
+run_check static-build sh -c "cc -std=c99 $WARN -I. -o $B/static tests/compile/static.c $LIBS && ./$B/static"
+run_check symbols      sh tests/symbols.sh cc
+run_check examples     sh -c "make -s examples CC=cc"
+
+build_and_run gcc-c99   gcc   -std=c99 -O2
+build_and_run gcc-c11   gcc   -std=c11 -O2
+build_and_run clang-c99 clang -std=c99 -O2
+build_and_run clang-c11 clang -std=c11 -O2
+build_and_run asan-ubsan clang -std=c11 -O1 -g -fno-omit-frame-pointer \
+    -fsanitize=address,undefined -fno-sanitize-recover=all
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" export TSAN_OPTIONS
+build_and_run tsan clang -std=c11 -O1 -g -fsanitize=thread
+
+echo "== examples"
+for e in build/examples/*; do
+    [ -x "$e" ] || continue
+    case "$(basename "$e")" in worker|producer) continue;; esac  # need a Redis; run by their own test
+    run_check "example-$(basename "$e")" "./$e"
+done
+
+VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime"}
+if have valgrind; then
+    echo "== valgrind (leak check)"
+    for t in $VALGRIND_TESTS; do
+        [ -x "$B/gcc-c11/$t" ] || continue
+        run_counted "valgrind-$t" valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+            --error-exitcode=99 "./$B/gcc-c11/$t"
+    done
+fi
+
+for s in tests/test_*.sh; do
+    [ -f "$s" ] || continue
+    echo "== $s"
+    run_counted "$(basename "$s" .sh)" sh "$s"
+done
+
+if have clang; then
+    echo "== fuzz smoke (corpus replay)"
+    run_check fuzz-smoke sh tests/fuzz.sh smoke
+fi
+finish
