@@ -151,7 +151,28 @@ AM2Z_API int64_t am2z_monotonic_ns(void);
    never a valid value; functions given NULL treat it as absent and do not crash.
    Editing functions follow copy-on-write: they consume the container, edit it in place
    when the caller held the only reference, and otherwise copy only the spine that
-   changes (children are shared, never deep-copied). */
+   changes (children are shared, never deep-copied).
+   Cost model: null, booleans, [] and {} are static, integers within +-2^62 are stored in
+   the pointer itself; every other value is one allocation (a string with its bytes, an
+   array with its items, an object with its members and key bytes). Objects above 16
+   members keep a hash index, so a key lookup is O(1) in states with thousands of keys. */
+
+/* Limits (protection against hostile input; define before including the implementation). */
+#ifndef AM2Z_VALUE_MAX_DEPTH
+#define AM2Z_VALUE_MAX_DEPTH 512      /* nesting of any value; edits that go deeper fail */
+#endif
+#ifndef AM2Z_JSON_MAX_DEPTH
+#define AM2Z_JSON_MAX_DEPTH 256       /* parser default (capped at AM2Z_VALUE_MAX_DEPTH) */
+#endif
+#ifndef AM2Z_JSON_MAX_SIZE
+#define AM2Z_JSON_MAX_SIZE ((size_t)64 << 20)      /* parser default: bytes of input */
+#endif
+#ifndef AM2Z_JSON_MAX_STRING
+#define AM2Z_JSON_MAX_STRING ((size_t)16 << 20)    /* parser default: bytes of one string */
+#endif
+#ifndef AM2Z_JSON_MAX_ELEMENTS
+#define AM2Z_JSON_MAX_ELEMENTS ((size_t)1000000)   /* parser default: members of one container */
+#endif
 
 typedef struct am2z_value am2z_value;
 
@@ -193,10 +214,14 @@ AM2Z_API size_t am2z_value_len(const am2z_value *v);   /* elements, members, or 
 AM2Z_API const am2z_value *am2z_value_at(const am2z_value *array, size_t i);    /* borrowed */
 AM2Z_API const char *am2z_value_key_at(const am2z_value *object, size_t i, size_t *len); /* borrowed */
 AM2Z_API const am2z_value *am2z_value_member_at(const am2z_value *object, size_t i); /* borrowed */
-AM2Z_API const am2z_value *am2z_value_find(const am2z_value *object, const char *key, size_t key_len); /* borrowed */
+/* Looks a key up (key_len 0 means strlen(key)); borrowed, NULL if absent. */
+AM2Z_API const am2z_value *am2z_value_find(const am2z_value *object, const char *key, size_t key_len);
 
 /* Paths. "order.items[2].price" (dot keys and [index]) or a JSON Pointer
-   "/order/items/2/price" (leading '/', "~0" and "~1" escapes). "" is v itself. */
+   "/order/items/2/price" (leading '/', "~0" and "~1" escapes). "" is v itself.
+   In the dot form a backslash takes the next character literally ("a\\.b" is the key
+   "a.b"), and a key of digits also indexes an array ("items.2"). Malformed paths
+   ("a..b", "a[", "[x]", "[01]", "~2") find nothing. */
 AM2Z_API const am2z_value *am2z_value_get(const am2z_value *v, const char *path); /* borrowed, NULL if absent */
 AM2Z_API int64_t am2z_value_get_int(const am2z_value *v, const char *path, int64_t def);
 AM2Z_API double am2z_value_get_double(const am2z_value *v, const char *path, double def);
@@ -205,43 +230,65 @@ AM2Z_API const char *am2z_value_get_string(const am2z_value *v, const char *path
 
 /* Editing: v and x are consumed; the result is the edited value (a new reference), or
    NULL on failure (bad path, wrong container type, index out of range, no memory), in
-   which case both inputs have been released. set creates missing objects along the path;
-   an index equal to the array length appends. */
+   which case both inputs have been released. set creates missing containers along the
+   path (an array before "[n]" or "/-", else an object; NULL v counts as missing);
+   an index equal to the array length (or "-") appends; path "" replaces v by x. */
 AM2Z_API am2z_value *am2z_value_set(am2z_value *v, const char *path, am2z_value *x);
+/* Removing a path that does not exist returns v unchanged; "" or a malformed path fails. */
 AM2Z_API am2z_value *am2z_value_remove(am2z_value *v, const char *path);
-AM2Z_API am2z_value *am2z_value_append(am2z_value *v, const char *path, am2z_value *x); /* array at path */
-/* Shallow merge: every member of `from` (borrowed) is set on object `into` (consumed). */
+/* Appends x to the array at path (created when missing; "" is v itself). */
+AM2Z_API am2z_value *am2z_value_append(am2z_value *v, const char *path, am2z_value *x);
+/* By key, for keys that a path cannot spell (".", "[", "/"); key_len 0 means strlen.
+   set_key: object consumed (NULL means a new object), x consumed.
+   remove_key: object consumed; an absent key returns it unchanged. */
+AM2Z_API am2z_value *am2z_value_set_key(am2z_value *object, const char *key, size_t key_len, am2z_value *x);
+AM2Z_API am2z_value *am2z_value_remove_key(am2z_value *object, const char *key, size_t key_len);
+/* Shallow merge: every member of `from` (borrowed) is set on object `into` (consumed;
+   NULL means {}), keeping into's key order and appending new keys in from's order.
+   NULL from leaves into unchanged; a non-object on either side fails. */
 AM2Z_API am2z_value *am2z_value_merge(am2z_value *into, const am2z_value *from);
 
-/* Deep equality (objects compare as unordered maps; 1 and 1.0 are not equal) and a
-   hash that is the same for equal values in every process and run. */
+/* Deep equality (objects compare as unordered maps; 1 and 1.0 are not equal; 0.0 and
+   -0.0 are equal) and a hash that is the same for equal values in every process and
+   run (it does not depend on key order; NULL == NULL). */
 AM2Z_API int am2z_value_equal(const am2z_value *a, const am2z_value *b);
 AM2Z_API uint64_t am2z_value_hash(const am2z_value *v);
 
 /* JSON (RFC 8259). Limits protect against hostile input; zero fields take the default. */
 typedef struct am2z_json_limits {
-    int max_depth;          /* nesting of arrays/objects; default AM2Z_JSON_MAX_DEPTH (256) */
-    size_t max_size;        /* bytes of input; default 64 MiB */
-    size_t max_string;      /* bytes of one decoded string; default 16 MiB */
+    int max_depth;          /* nesting of arrays/objects; default AM2Z_JSON_MAX_DEPTH (256),
+                               never above AM2Z_VALUE_MAX_DEPTH */
+    size_t max_size;        /* bytes of input; default AM2Z_JSON_MAX_SIZE (64 MiB) */
+    size_t max_string;      /* bytes of one decoded string or key; default 16 MiB */
     size_t max_elements;    /* members of one array or object; default 1,000,000 */
 } am2z_json_limits;
 
+/* offset is where the problem is: the opening '"' of a string over the length limit,
+   the '[' or '{' one level too deep, the first byte of the element over the count
+   limit, max_size for input over the size limit, else the offending byte. */
 typedef struct am2z_json_error {
     size_t offset;          /* byte offset of the problem in the input */
     char message[96];       /* "invalid escape", "depth limit 256 exceeded", ... */
 } am2z_json_error;
 
 /* Parses exactly one JSON text (len 0 means strlen). Returns a new value, or NULL with
-   *err filled (err may be NULL). Invalid UTF-8 and lone surrogates are rejected;
-   integers that do not fit int64 become doubles. */
+   *err filled (err may be NULL). Invalid UTF-8 (overlong forms, encoded surrogates,
+   above U+10FFFF) and lone \u surrogates are rejected, as are a byte-order mark and
+   numbers that overflow a double (1e999). Integers that do not fit int64 become
+   doubles; "-0" is the double -0.0 (so its sign survives a round trip). A repeated key
+   keeps its first position and takes the last value, as JavaScript's JSON.parse. */
 AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_json_limits *limits,
                                      am2z_json_error *err);
 
 enum { AM2Z_JSON_COMPACT = 0, AM2Z_JSON_PRETTY = 1, AM2Z_JSON_SORTED = 2 };
-/* Serialises v; doubles use the shortest text that reads back to the same bits.
-   Returns NUL-terminated text that the caller frees with am2z_free, or NULL when out of
-   memory; *len (if len != NULL) gets its length. AM2Z_JSON_SORTED sorts object keys
-   (bytewise), giving a canonical form for hashing. */
+/* Serialises v; doubles use the shortest of 15, 16 or 17 significant digits that reads
+   back to the same bits, always with '.' (whatever the locale) and always looking like
+   a double ("1.0", "-0.0"), so the type survives a round trip. Control characters,
+   '"' and '\\' are escaped; bytes that are not valid UTF-8 are written as U+FFFD.
+   Returns NUL-terminated text that the caller frees with am2z_free, or NULL when v is
+   NULL or out of memory; *len (if len != NULL) gets its length. AM2Z_JSON_PRETTY
+   indents by two spaces ("key": value, no final newline); AM2Z_JSON_SORTED sorts object
+   keys (bytewise, at every level), giving a canonical form for hashing. */
 AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
 
 /* ==== 2. state ======================================================================== */
@@ -253,24 +300,36 @@ AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
 typedef am2z_value am2z_state;
 
 /* data (consumed, may be NULL) must be an object; its members become the state's
-   fields. Returns a version-1 state, or NULL when data is not an object. */
+   fields, after a new "metadata" member (version 1, createdAt = lastUpdated = now,
+   sessionId = session_id, "default" when NULL). A well-formed "metadata" already in
+   data is kept, as the original lets extra.metadata replace it (well-formed: an object
+   with integer version >= 0, string sessionId, integer createdAt and lastUpdated).
+   Returns the state, or NULL when data is not an object or out of memory. */
 AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data);
-/* Parses JSON text (len 0 means strlen) as the state's data; a "metadata" member in
-   the text is kept when it is well-formed, so serialised states read back unchanged. */
+/* Parses JSON text (len 0 means strlen) as the state's data, as am2z_state_new does:
+   a well-formed "metadata" member in the text is kept (its sessionId wins over
+   session_id), so serialised states read back unchanged. NULL with *err filled when the
+   text is not a JSON object. */
 AM2Z_API am2z_state *am2z_state_parse(const char *session_id, const char *json, size_t len,
                                       am2z_json_error *err);
+/* Metadata readers: 0 (or "") when s has no such field. */
 AM2Z_API int64_t am2z_state_version(const am2z_state *s);
 AM2Z_API const char *am2z_state_session_id(const am2z_state *s); /* borrowed */
 AM2Z_API int64_t am2z_state_created_at(const am2z_state *s);
 AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s);
 /* s consumed; returns the state with version + 1 and lastUpdated = now (the runtimes
-   call this after every successful step). */
+   call this after every successful step). In place, without allocating, when the
+   caller holds the only reference; a state without well-formed metadata gets fresh
+   metadata that continues its version. NULL when s is not an object. */
 AM2Z_API am2z_state *am2z_state_bump(am2z_state *s);
 
 /* ==== 3. errors & results ============================================================= */
+/* The original AM2Z's error classes, as immutable reference-counted values. The kind
+   fixes name, code, category, severity and the default `retryable` (table below);
+   `details` holds the fields the original keeps in its context object. */
 
 typedef enum am2z_error_kind {
-    AM2Z_ERROR_NONE = 0,
+    AM2Z_ERROR_NONE = 0,            /* "Error", UNKNOWN_ERROR: a foreign error read from JSON */
     AM2Z_ERROR_VALIDATION,          /* VALIDATION_FAILED          validation  low      no  */
     AM2Z_ERROR_PROCESSOR_NOT_FOUND, /* PROCESSOR_NOT_FOUND        execution   high     no  */
     AM2Z_ERROR_EXECUTION,           /* PROCESSOR_EXECUTION_FAILED execution   high     yes */
@@ -311,68 +370,133 @@ typedef struct am2z_error {
     int64_t timestamp_ms;
 } am2z_error;
 
-/* Constructors follow the original's messages (see docs). Each returns a new
-   reference; strings are copied; values passed in are borrowed. */
+/* Constructors, with the original's messages and details members. Each returns a new
+   reference, or NULL when out of memory. Strings are copied; a NULL name reads
+   "unknown" and a NULL reason "no reason given". Values passed in are borrowed.
+     validation     "Validation failed for field '<field>': <reason>"
+                    details {field, value (when value != NULL), reason}
+     not_found      "Processor '<name>' not found. Available: a, b" (available_names: an
+                    array, may be NULL) details {processorName, availableProcessors}
+     execution      "Processor '<name>' execution failed" + ": <cause message>"
+                    details {processorName, executionId?, causeType?, causeMessage?,
+                    failedProcessor}; sets the error's processor and execution_id
+     timeout        "Operation '<operation>' timed out after <ms>ms"  {operation, timeoutMs}
+     resource       "Resource '<resource>' exhausted: <current>/<limit>" {resource, limit, current}
+     network        "Network error for endpoint '<endpoint>'" + " (<status>)" when status != 0
+                    {endpoint, statusCode?}
+     configuration  "Configuration error for '<key>': <reason>"  {configKey, reason}
+     business       the formatted message, code (NULL: "BUSINESS_ERROR"), severity
+                    (DEFAULT: medium)  {}
+     call_depth     "Maximum call depth exceeded: <current> >= <max>"  {maxDepth, currentDepth}
+     cancelled      "Execution cancelled" + ": <reason>"  {reason?} */
 AM2Z_API am2z_error *am2z_error_validation(const char *field, const am2z_value *value, const char *reason);
 AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_value *available_names);
-/* cause and partial_state are consumed (both may be NULL). */
+/* cause and partial_state are consumed (both may be NULL). retryable = the cause's
+   retryable (a wrapped ValidationError stays permanent), or 1 without a cause.
+   No double wrap: when cause is already a ProcessorExecutionError of the same processor
+   (and the same execution id where both have one), cause itself is returned, with a
+   missing execution id filled in and partial_state (when not NULL) replacing its own.
+   A different processor gets a new layer: the chain of names is the path the failure
+   took through composition. */
 AM2Z_API am2z_error *am2z_error_execution(const char *processor, const char *execution_id,
                                           am2z_error *cause, am2z_state *partial_state);
 AM2Z_API am2z_error *am2z_error_timeout(const char *operation, int64_t timeout_ms);
 AM2Z_API am2z_error *am2z_error_resource(const char *resource, int64_t limit, int64_t current);
-AM2Z_API am2z_error *am2z_error_network(const char *endpoint, int status_code, am2z_error *cause);
+AM2Z_API am2z_error *am2z_error_network(const char *endpoint, int status_code, am2z_error *cause /* consumed */);
 AM2Z_API am2z_error *am2z_error_configuration(const char *key, const char *reason);
 AM2Z_API am2z_error *am2z_error_business(const char *code, am2z_severity severity, const char *fmt, ...)
     AM2Z_PRINTF(3, 4);
 AM2Z_API am2z_error *am2z_error_call_depth(int max_depth, int current_depth);
 AM2Z_API am2z_error *am2z_error_cancelled(const char *reason);
 
-/* Copy-on-write setters: err is consumed, the edited error is returned (NULL only when
-   out of memory, with err released). details: members of the object are merged. */
+/* Copy-on-write setters: err is consumed and the edited error returned: err itself,
+   edited in place, when the caller held the only reference, else a copy (the shared
+   original is untouched). NULL only when out of memory, with err released.
+   with_details merges the members of the object `details` (borrowed) over err's;
+   with_location sets the fields whose argument is not NULL; with_partial replaces the
+   partial state (NULL removes it). */
 AM2Z_API am2z_error *am2z_error_with_details(am2z_error *err, const am2z_value *details);
 AM2Z_API am2z_error *am2z_error_with_location(am2z_error *err, const char *processor,
                                               const char *execution_id);
 AM2Z_API am2z_error *am2z_error_with_partial(am2z_error *err, am2z_state *partial_state /* consumed */);
 
-AM2Z_API am2z_error *am2z_error_retain(const am2z_error *err);
-AM2Z_API void am2z_error_release(am2z_error *err);
+AM2Z_API am2z_error *am2z_error_retain(const am2z_error *err);  /* NULL stays NULL */
+AM2Z_API void am2z_error_release(am2z_error *err);              /* NULL is a no-op */
 
-AM2Z_API const am2z_error *am2z_error_root_cause(const am2z_error *err); /* borrowed */
-/* "ProcessorExecutionError: msg -> TimeoutError: msg"; caller frees with am2z_free. */
+AM2Z_API const am2z_error *am2z_error_root_cause(const am2z_error *err); /* borrowed; err itself without a cause */
+/* "ProcessorExecutionError: msg -> TimeoutError: msg" (every level); caller frees with
+   am2z_free. NULL err gives ""; NULL only when out of memory. */
 AM2Z_API char *am2z_error_chain(const am2z_error *err);
+
+/* Cause levels to_json writes and from_json reads below the top error; deeper causes are
+   dropped, so hostile JSON cannot nest errors without bound. */
+#ifndef AM2Z_ERROR_MAX_CAUSES
+#define AM2Z_ERROR_MAX_CAUSES 32
+#endif
 /* {name, code, message, category, severity, retryable, processor?, executionId?,
-   details, cause?, partialState?, timestamp}: a new reference. */
+   details, cause?, partialState?, timestamp (ISO 8601 UTC, like the original)}: a new
+   reference (NULL for NULL err or out of memory). JSON is how errors cross Redis. */
 AM2Z_API am2z_value *am2z_error_to_json(const am2z_error *err);
-/* The inverse of to_json; the kind is kept across the round trip. Unknown or missing
-   fields get the kind's defaults; a non-object gives NULL. */
+/* The inverse of to_json; the kind is kept across the round trip (found by "name", else
+   by "code"; neither known gives kind NONE with "code" kept). category, severity,
+   retryable, timestamp (ISO text or ms) come from the JSON when valid, else the kind's
+   defaults; "context" (the original's field) is read when "details" is absent; a missing
+   message reads "An unknown error occurred". A non-object gives NULL. */
 AM2Z_API am2z_error *am2z_error_from_json(const am2z_value *json);
 AM2Z_API const char *am2z_error_kind_name(am2z_error_kind kind);        /* static */
 AM2Z_API const char *am2z_error_category_name(am2z_error_category c);  /* static */
-AM2Z_API const char *am2z_severity_name(am2z_severity s);              /* static */
+AM2Z_API const char *am2z_severity_name(am2z_severity s);              /* static; DEFAULT reads "medium" */
 
 /* A processor's result: success carries a state, failure an error (and the error may
-   carry a partial state). A result owns the references inside it. */
+   carry a partial state). A result owns the references inside it: whoever holds the
+   result passes it on (every helper below consumes it) or clears it. */
 typedef struct am2z_result {
     am2z_state *state;  /* success: non-NULL */
     am2z_error *error;  /* failure: non-NULL, and state is NULL */
 } am2z_result;
 
-AM2Z_API am2z_result am2z_ok(am2z_state *state);  /* consumed; NULL gives a failure */
-AM2Z_API am2z_result am2z_fail(am2z_error *error); /* consumed; NULL gives a generic failure */
-AM2Z_API int am2z_result_is_ok(const am2z_result *r);
-AM2Z_API void am2z_result_clear(am2z_result *r);  /* releases both and zeroes r */
+/* Misuse never crashes: am2z_ok(NULL) (typically a failed edit), am2z_fail(NULL) and a
+   result with neither state nor error become failures whose ProcessorExecutionError
+   (not retryable) says what happened. Only when memory runs out while building that
+   error is a failure {NULL, NULL}: test with am2z_result_is_ok, not `error != NULL`. */
+AM2Z_API am2z_result am2z_ok(am2z_state *state);  /* consumed */
+AM2Z_API am2z_result am2z_fail(am2z_error *error); /* consumed */
+AM2Z_API int am2z_result_is_ok(const am2z_result *r); /* state set, error NULL */
+AM2Z_API void am2z_result_clear(am2z_result *r);  /* releases both and zeroes r; NULL ok */
 
 typedef am2z_result (*am2z_result_fn)(am2z_state *state /* consumed */, void *user_data);
+typedef am2z_state *(*am2z_state_map_fn)(am2z_state *state /* consumed */, void *user_data);
 typedef am2z_error *(*am2z_error_map_fn)(am2z_error *error /* consumed */, void *user_data);
-/* r is consumed by all three. and_then runs fn on success (fn returns a Result); map
-   wraps a state->state function; map_error rewrites the error of a failure. */
+/* r is consumed by all three; a failure passes through and_then and map untouched, a
+   success through map_error. and_then runs fn on success (fn returns a Result); map
+   runs a state->state function (NULL from it becomes a failure); map_error rewrites the
+   error of a failure. A NULL fn passes r through. */
 AM2Z_API am2z_result am2z_result_and_then(am2z_result r, am2z_result_fn fn, void *user_data);
+AM2Z_API am2z_result am2z_result_map(am2z_result r, am2z_state_map_fn fn, void *user_data);
 AM2Z_API am2z_result am2z_result_map_error(am2z_result r, am2z_error_map_fn fn, void *user_data);
-/* All successes: a success whose state is the array of the states in order. Otherwise
-   the first failure in order. results[] are consumed. */
+/* All successes: a success whose state is the array of the states in order (count 0:
+   an empty array). Otherwise the first failure in order. results[] are all consumed
+   and left zeroed. */
 AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count);
 
 /* ==== 4. logging ====================================================================== */
+/* Loggers are immutable and reference counted; any thread may log through any logger.
+   Each entry is formatted into one buffer and written with a single fwrite under
+   flockfile(stream), so lines from different threads (and from different loggers on
+   the same stream) never interleave. Sinks:
+     human     "HH:MM:SS.mmm [source] LEVEL message {context}" (local time, level
+               padded to 5, ANSI colour on the level: debug cyan, info blue, warn
+               yellow, error red; context as compact JSON when not empty)
+     JSON      {"level":"info","message":...,"timestamp":"<ISO 8601 UTC>","source":...,
+               "context":{...}} per line ("source" only when set)
+     silent    nothing (am2z_logger_enabled answers 0)
+     callback  fn(entry, user_data) on the logging thread, possibly concurrently */
+
+/* Bytes of one formatted message; a longer one is cut to this size and ends with
+   "... [truncated]" so the loss is visible. */
+#ifndef AM2Z_LOG_MAX_MESSAGE
+#define AM2Z_LOG_MAX_MESSAGE 65536
+#endif
 
 typedef enum am2z_log_level {
     AM2Z_LOG_DEFAULT = 0, /* info */
@@ -411,18 +535,28 @@ typedef struct am2z_logger_desc {
 
 typedef struct am2z_logger am2z_logger;
 
-/* NULL desc: info level, human sink on stderr. */
+/* NULL desc: info level, human sink on stderr. The stream must outlive the logger and
+   its children. Returns NULL when out of memory or when the desc is invalid (a level
+   or sink out of range, AM2Z_SINK_CALLBACK without callback). */
 AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc);
-/* A logger sharing the parent's sink with more context fields (fields borrowed, its
-   members copied over the parent's) and, if source != NULL, another source. */
+/* A logger writing where the parent writes, at the parent's level, with more context
+   fields (fields borrowed: the members of that object are copied over the parent's; a
+   non-object is ignored) and, if source != NULL, another source. The child does not
+   keep the parent alive. NULL parent or out of memory gives NULL. */
 AM2Z_API am2z_logger *am2z_logger_child(const am2z_logger *parent, const am2z_value *fields,
                                         const char *source);
-AM2Z_API am2z_logger *am2z_logger_retain(const am2z_logger *logger);
-AM2Z_API void am2z_logger_release(am2z_logger *logger);
+AM2Z_API am2z_logger *am2z_logger_retain(const am2z_logger *logger);  /* NULL stays NULL */
+AM2Z_API void am2z_logger_release(am2z_logger *logger);               /* NULL is a no-op */
+/* Non-zero when am2z_log at this level would write something: check it before
+   building an expensive fields object. NULL logger: 0. */
 AM2Z_API int am2z_logger_enabled(const am2z_logger *logger, am2z_log_level level);
-/* One entry, written whole (lines never interleave). fields (borrowed) may be NULL. */
+/* One entry, written whole. NULL logger: no-op. Level DEFAULT means info. fields
+   (borrowed, may be NULL) are merged over the logger's context, the call's fields
+   winning. Out of memory degrades the entry (context or overlong text dropped) rather
+   than failing. */
 AM2Z_API void am2z_log(const am2z_logger *logger, am2z_log_level level, const am2z_value *fields,
                        const char *fmt, ...) AM2Z_PRINTF(4, 5);
+AM2Z_API const char *am2z_log_level_name(am2z_log_level level); /* "debug", "info", ...; static */
 #define am2z_log_debug(lg, ...) am2z_log((lg), AM2Z_LOG_DEBUG, NULL, __VA_ARGS__)
 #define am2z_log_info(lg, ...)  am2z_log((lg), AM2Z_LOG_INFO, NULL, __VA_ARGS__)
 #define am2z_log_warn(lg, ...)  am2z_log((lg), AM2Z_LOG_WARN, NULL, __VA_ARGS__)
@@ -451,10 +585,11 @@ typedef int (*am2z_should_retry_fn)(const am2z_error *error, int attempt, void *
 typedef struct am2z_retry_policy {
     int max_attempts;      /* total attempts; 0 means 1 (no retry) */
     am2z_backoff backoff;
-    int64_t delay_ms;      /* base delay; default 100 */
+    int64_t delay_ms;      /* base delay; default 100; negative: retry at once */
     double multiplier;     /* exponential factor; default 2 */
     int64_t max_delay_ms;  /* cap; default 30000 */
-    double jitter;         /* 0..1: the delay is reduced by up to this fraction at random */
+    double jitter;         /* 0..1: the delay is reduced by up to this fraction at random,
+                              so it lies in [delay * (1 - jitter), delay] */
     am2z_should_retry_fn should_retry; /* default: retry when error->retryable */
     void *user_data;
 } am2z_retry_policy;
@@ -482,15 +617,24 @@ typedef struct am2z_processor_desc {
 #define AM2Z_NAME_MAX 128
 #endif
 
-/* Returns NULL when the desc is invalid (no name, bad characters, no fn). */
+/* Copies the desc (strings duplicated, dependencies retained). Returns NULL when the
+   desc is invalid (no name, a name with other characters or longer than AM2Z_NAME_MAX,
+   no fn, a negative timeout / count / delay / priority, jitter outside 0..1, a NULL
+   dependency) or memory runs out. Processors are immutable: share them freely. */
 AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc);
-AM2Z_API am2z_processor *am2z_processor_retain(const am2z_processor *p);
-AM2Z_API void am2z_processor_release(am2z_processor *p);
+AM2Z_API am2z_processor *am2z_processor_retain(const am2z_processor *p); /* NULL stays NULL */
+AM2Z_API void am2z_processor_release(am2z_processor *p);                 /* NULL is a no-op */
 AM2Z_API const char *am2z_processor_name(const am2z_processor *p); /* borrowed */
+/* Borrowed. For a composite: name, description (given or generated), timeout_ms as
+   given, an internal fn, zero retry and queue options, no dependencies. */
 AM2Z_API const am2z_processor_desc *am2z_processor_desc_of(const am2z_processor *p); /* borrowed */
 
 /* Delay before the attempt after `attempt` (1-based) failed with err, or -1 when the
-   policy says stop (attempts used up, should_retry says no). Both runtimes use it. */
+   policy says stop: attempts used up (max_attempts <= 0 counts as 1), should_retry
+   says no, or (without should_retry) err is NULL or not retryable. Otherwise, before
+   jitter: FIXED delay, LINEAR delay * attempt, EXPONENTIAL / DEFAULT
+   delay * multiplier^(attempt-1), each capped at max_delay_ms. Thread-safe (jitter
+   uses a lock-free generator, not rand()). Both runtimes use it. */
 AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z_error *err, int attempt);
 
 /* What a processor learns about its execution (the original's ctx.meta). */
@@ -503,18 +647,22 @@ typedef struct am2z_meta {
     int64_t started_at_ms;
 } am2z_meta;
 
-/* All pointers returned by ctx functions are borrowed for the execution. */
+/* All pointers returned by ctx functions are borrowed for the execution. The ctx
+   functions are called by the execution's own thread; a NULL ctx gives NULL / 0. */
 AM2Z_API const am2z_meta *am2z_ctx_meta(const am2z_ctx *ctx);
 AM2Z_API const am2z_logger *am2z_ctx_logger(const am2z_ctx *ctx);
-AM2Z_API void *am2z_ctx_user_data(const am2z_ctx *ctx);
-/* Non-zero once the execution was cancelled (timeout, stop_session, stop, parent). */
+AM2Z_API void *am2z_ctx_user_data(const am2z_ctx *ctx); /* the processor desc's user_data */
+/* Non-zero once the execution was cancelled (timeout, stop_session, stop, parent) or
+   its deadline has passed. Long-running processors should poll it. */
 AM2Z_API int am2z_ctx_cancelled(const am2z_ctx *ctx);
-/* Milliseconds left before the deadline; INT64_MAX without a deadline. */
+/* Milliseconds left before the deadline (0 once passed); INT64_MAX without a deadline. */
 AM2Z_API int64_t am2z_ctx_remaining_ms(const am2z_ctx *ctx);
 /* Runs another registered processor with this execution's session, depth + 1 and the
-   remaining budget. Fails with CallDepthExceededError beyond the runtime's limit. */
+   remaining budget. Fails with CallDepthExceededError beyond the runtime's limit. The
+   result is yours (input borrowed); it holds exactly one of state / error. */
 AM2Z_API am2z_result am2z_ctx_call(am2z_ctx *ctx, const char *processor, const am2z_state *input);
-/* Runs count calls concurrently; results[i] gets the outcome of names[i](inputs[i]). */
+/* Runs count calls concurrently; results[i] gets the outcome of names[i](inputs[i]).
+   inputs borrowed; every results[i] is yours to clear. */
 AM2Z_API void am2z_ctx_call_many(am2z_ctx *ctx, const char *const *processors,
                                  const am2z_state *const *inputs, size_t count, am2z_result *results);
 /* Emits a runtime event; data is consumed (may be NULL). */
@@ -525,18 +673,36 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress);
 /* ==== 6. composition ================================================================== */
 /* Each composite is a processor: register it (its children are registered with it),
    nest it in another, call it. Children are referenced, so the caller may release its
-   own references after building. */
+   own references after building. A composite runs its children by name through the
+   context (am2z_ctx_call_many), so it behaves the same on every runtime; each child is
+   a nested call (depth + 1, same session, the parent's remaining time). Every
+   constructor returns NULL for an invalid desc (bad name, no or NULL children, negative
+   timeout) or when memory runs out. Without a description one is generated:
+   "Sequential chain: a -> b", "Parallel execution: a || b", "Router: k1 | k2 | *"
+   ("*" = fallback), "Batch execution: t x3" / "Batch execution: t over items". */
 
+/* Runs the steps in order, each output feeding the next; after each step emits
+   "processor:completed" {processorName, chainName, chainPosition (1-based),
+   totalProcessors, stepCompleted: true}. The first failure stops the chain with a
+   ProcessorExecutionError of the chain: cause = the step's error, partial_state = the
+   state before that step, details {failedProcessor, failedStep (0-based),
+   completedSteps}. A cancelled chain stops before its next step the same way. */
 typedef struct am2z_chain_desc {
     const char *name;
-    am2z_processor *const *steps;  /* borrowed */
+    am2z_processor *const *steps;  /* borrowed; at least one */
     size_t count;
     int64_t timeout_ms;            /* 0: the sum of the steps' timeouts */
     const char *description;
 } am2z_chain_desc;
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc);
 
-/* outputs[i] is branch i's state; return the merged state (a new reference) or a failure. */
+/* A parallel runs every branch on the same input concurrently (one call_many) and emits
+   "processor:completed" {processorName, parallelName, parallelPosition, totalProcessors,
+   stepCompleted} per branch. If any branch fails, the result is a ProcessorExecutionError
+   of the parallel whose cause is the first failure in declaration order, with details
+   {failedProcessor, failedBranch, branches: [{processor, ok, error?: message}...]}.
+   Otherwise the merge function's result.
+   outputs[i] is branch i's state; return the merged state (a new reference) or a failure. */
 typedef am2z_result (*am2z_merge_fn)(am2z_ctx *ctx, const am2z_state *input,
                                      const am2z_state *const *outputs, size_t count, void *user_data);
 typedef struct am2z_parallel_desc {
@@ -549,27 +715,51 @@ typedef struct am2z_parallel_desc {
     const char *description;
 } am2z_parallel_desc;
 AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc);
-/* The default merge: a 3-way merge of each output against the input, in branch order.
-   Changed fields apply; elements appended to an array by several branches are all
-   kept; conflicting scalar writes go to the last branch and emit "merge:conflict". */
+/* The default merge: a 3-way merge of each output against the input, in branch order,
+   starting from the input. What a branch changed relative to the input is applied:
+   added, changed and removed members, recursing into objects both sides changed. An
+   array a branch only appended to (the input's elements are its prefix) contributes
+   its new elements after those of earlier branches (input [x], branches [x,a] and
+   [x,b] give [x,a,b]); any other array change is a replacement. Different writes to
+   the same member resolve to the last branch and emit one "merge:conflict" event per
+   member: {processorName, path (JSON Pointer), values: [each write in branch order;
+   null for a removal], resolved}. The top-level "metadata" stays the input's (the
+   runtime bumps the version). Members whose key contains NUL keep the input's value.
+   Fails with ValidationError when the input or an output is not an object. */
 AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input,
                                      const am2z_state *const *outputs, size_t count, void *user_data);
 
-/* Returns a route key (borrowed until the next call) or NULL for the fallback. */
+/* A router runs the route whose key equals select(input), else the fallback. The
+   target's result is the router's result, unchanged. Without a target the router fails
+   with a ProcessorExecutionError whose cause (code NO_ROUTE, not retryable) says
+   "No route found for: <key>" ("(no key)" for NULL), details {routeKey}.
+   Returns a route key (borrowed until the next call) or NULL for the fallback; called
+   on the execution's thread, possibly from several executions at once. */
 typedef const char *(*am2z_route_fn)(const am2z_state *input, void *user_data);
 typedef struct am2z_route { const char *key; am2z_processor *target; } am2z_route;
 typedef struct am2z_router_desc {
     const char *name;
-    am2z_route_fn select;
+    am2z_route_fn select;          /* required */
     void *user_data;
-    const am2z_route *routes;
-    size_t count;
+    const am2z_route *routes;      /* keys unique and non-NULL (copied) */
+    size_t count;                  /* 0 only with a fallback */
     am2z_processor *fallback;      /* may be NULL: "No route found for: <key>" */
-    int64_t timeout_ms;
+    int64_t timeout_ms;            /* 0: the runtime's default */
     const char *description;
 } am2z_router_desc;
 AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc);
 
+/* A batch runs target once per payload, concurrently (one call_many), and returns its
+   input with the outputs, in payload order, as an array at results_path. A payload
+   object without "metadata" runs as a new state of the execution's session and its
+   output is written back without "metadata" (plain in, plain out); a payload that is a
+   state runs as it is and comes back whole.
+   Fail fast: the first failure by index fails the batch with a ProcessorExecutionError
+   (cause = that item's error, details {failedProcessor, batchIndex}). Settle all: the
+   batch succeeds; a failed item's slot in the results is null and
+   "<results_path>Errors" gets [{index, error (am2z_error_to_json)}...] ([] when none).
+   A run-time items_path that is missing or not an array of objects fails the batch
+   with ValidationError; an empty array gives empty results. */
 typedef enum am2z_batch_mode {
     AM2Z_BATCH_DEFAULT = 0,   /* fail fast */
     AM2Z_BATCH_FAIL_FAST,     /* the first failure by index fails the batch */
@@ -578,18 +768,53 @@ typedef enum am2z_batch_mode {
 typedef struct am2z_batch_desc {
     const char *name;
     am2z_processor *target;       /* registered with the batch */
-    const am2z_value *payloads;   /* array of states fixed at build time (borrowed), or */
-    const char *items_path;       /* path of an array in the input read at run time */
-    const char *results_path;     /* where outputs go; default items_path, else "results" */
+    const am2z_value *payloads;   /* non-empty array of objects fixed at build time (retained), or */
+    const char *items_path;       /* path of an array in the input read at run time (exactly one) */
+    const char *results_path;     /* where outputs go; default items_path, else "results";
+                                     must name an object member (not end in "]" or "/") */
     am2z_batch_mode mode;
-    int64_t timeout_ms;
+    int64_t timeout_ms;           /* 0: the runtime's default */
     const char *description;
 } am2z_batch_desc;
 AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc);
 
 /* ==== 7. runtime interface ============================================================ */
+/* A runtime runs registered processors. Both runtimes (section 8 and am2z_resp.h) share
+   this interface, so moving from local to distributed changes one constructor call.
+
+   REGISTRY  am2z_runtime_register(rt, p) registers p and, recursively, every processor
+   it contains (composite children, batch target, dependencies); the registry keeps a
+   reference to each. Registering the same object again is a no-op (AM2Z_OK); another
+   processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first to
+   replace one); a processor containing, directly or not, a processor with its own name
+   gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper than
+   AM2Z_REGISTER_MAX_DEPTH gives AM2Z_STATUS_LIMIT. On failure nothing is registered.
+   Unregister removes that one name (children stay). Lookups take a shared read lock.
+
+   EVENTS  Handlers run synchronously on the thread that emits: the worker running the
+   execution for job, composite, progress and custom events; the calling thread for
+   "session:created" (first use), "session:cleanup" (stop_session, stop) and for a
+   TimeoutError the waiting caller detects. A slow handler delays only that thread and
+   the execution it serves; it must not free the runtime. data is borrowed for the call
+   and is always an object. Names and payloads:
+     processor:job:started    {processorName, executionId, sessionId, attempt, callDepth}
+     processor:job:completed  {processorName, executionId, sessionId, attempts, callDepth,
+                               executionTime (ms)}
+     processor:job:failed     {... same ..., error}      (final failures only)
+     processor:job:retrying   {processorName, executionId, sessionId, attempt (the one
+                               that failed), delayMs, error}
+     session:created, session:cleanup  {sessionId}
+     processor:completed, merge:conflict, processor:progress  (section 6 / am2z_ctx_*)
+   plus anything passed to am2z_ctx_emit. "*" receives every event.
+
+   THREADING  Every function may be called from any thread, concurrently, except
+   am2z_runtime_free, which must be the last call. */
 
 typedef struct am2z_runtime am2z_runtime;
+
+#ifndef AM2Z_REGISTER_MAX_DEPTH
+#define AM2Z_REGISTER_MAX_DEPTH 64 /* composite nesting walked by register */
+#endif
 
 /* The final outcome of one execution (after all retries). The caller owns it and
    clears it with am2z_outcome_clear. */
@@ -607,8 +832,7 @@ AM2Z_API void am2z_outcome_clear(am2z_outcome *out);
 
 typedef struct am2z_execution am2z_execution; /* a submitted execution */
 
-/* Events: handlers run on the thread that emits (a worker, or a runtime thread for
-   session events) and must be quick; data is borrowed for the call. "*" receives all. */
+/* An event handler (see EVENTS above); data is borrowed for the call. */
 typedef void (*am2z_event_fn)(const char *event, const am2z_value *data, void *user_data);
 
 AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p);
@@ -625,19 +849,31 @@ AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms);
 AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *processor, const am2z_state *input);
 AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
                                                       const am2z_state *input, const char *session_id);
-/* Returns NULL (and sets *status if non-NULL) when it cannot be submitted. */
+/* Starts an execution and returns its handle (free it with am2z_execution_free), or
+   NULL when it cannot be submitted: unknown processor, stopped runtime or session, full
+   queue, no memory (am2z_runtime_execute reports which as an error). input borrowed. */
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor,
                                              const am2z_state *input, const char *session_id);
-/* AM2Z_OK with *out filled, or AM2Z_STATUS_TIMEOUT (still running; wait again or free). */
+/* AM2Z_OK with *out filled (a new outcome each call: clear it), or AM2Z_STATUS_TIMEOUT
+   (still running; wait again or free). timeout_ms < 0 waits without a limit. One
+   thread at a time may wait on a handle. */
 AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
 /* Frees the handle; an unfinished execution is cancelled and its result discarded. */
 AM2Z_API void am2z_execution_free(am2z_execution *e);
-/* Runs count executions concurrently; outs[i] belongs to inputs[i]. */
+/* Runs count executions concurrently; outs[i] (filled for every i, clear each) belongs
+   to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT for NULL arrays; otherwise
+   AM2Z_OK and failures are in the outcomes. */
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
                                                const am2z_state *const *inputs, size_t count,
                                                const char *session_id, am2z_outcome *outs);
 
+/* Stops a session: new executions in it are rejected while it stops, those not started
+   are cancelled, running ones get up to grace_ms, the rest are cancelled
+   (CancelledError "Session <id> stopped"); then it is forgotten ("session:cleanup") and
+   its next use creates it afresh. AM2Z_STATUS_NOT_FOUND for an unknown session. */
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
+/* JSON snapshots (new references; shapes in each runtime's section). session_stats is
+   NULL for an unknown session; active_sessions is an array of ids. */
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt);
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
@@ -693,6 +929,11 @@ typedef struct am2z_ctx_ops {
                       size_t count, am2z_result *results);
     void (*emit)(am2z_ctx *ctx, const char *event, am2z_value *data /* consumed */);
     int (*cancelled)(const am2z_ctx *ctx);
+    /* Optional (NULL = assume yes): non-zero when some handler would receive event, so
+       callers skip building payloads nobody reads. */
+    int (*wants)(const am2z_ctx *ctx, const char *event);
+    /* Optional (NULL = ctx->logger): the execution's child logger, made on first use. */
+    const am2z_logger *(*logger)(const am2z_ctx *ctx);
 } am2z_ctx_ops;
 
 /* Runtimes place contexts where they like (often on the stack); users only see the
@@ -715,16 +956,66 @@ AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ct
 AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t default_ms);
 
 /* ==== 8. local runtime ================================================================ */
+/* The local runtime runs processors on a pthread worker pool in this process.
+   - Timeouts: every top-level execution (execute, submit, execute_many) runs on a worker
+     while the caller waits with the attempt's deadline, so the caller gets a TimeoutError
+     at the deadline (timed waits, ~0.1 ms late) even when the processor ignores
+     cancellation; the processor sees am2z_ctx_cancelled() turn true and whatever it
+     returns late is discarded. An attempt's time starts when a worker starts it: waiting
+     in the queue (behind other work, a concurrency limit, the rate limit, delay_ms) is
+     not counted. Nested calls (am2z_ctx_call, composite steps) run on the calling
+     worker: their own timeouts are cooperative (cancelled() turns true and a late result
+     becomes a TimeoutError when the call returns) inside the exact top-level deadline.
+     Cancelling an execution cancels everything it called.
+   - No deadlock: a call_many (parallel, batch) runs its first call inline and queues the
+     others for idle workers; the waiting parent runs every one nobody took. A processor
+     that waits for an execution it submitted runs it itself when no worker has.
+   - Retries follow the processor's policy (am2z_retry_delay_ms). A top-level retry is
+     rescheduled after its backoff (no worker sleeps); the caller gets the final outcome
+     with attempts and every failed attempt's error in order. A nested call retries on
+     the calling worker, running queued calls of other executions while it waits.
+   - Queue options: priority orders waiting top-level executions: 0 (normal) first, as in
+     BullMQ, then 1, 2, ... (FIFO within a priority). concurrency caps the processor's
+     simultaneous top-level executions; nested calls run inside their caller's turn and
+     never wait for a slot, so a processor calling itself cannot deadlock.
+     rate_limit_per_minute spaces starts at least 60000/rate ms apart (one-token bucket;
+     executions wait, never fail), nested calls included. delay_ms postpones the first
+     attempt of a top-level execution and each nested call.
+   - Sessions: NULL means "default"; first use emits "session:created"; see
+     am2z_runtime_stop_session.
+   - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
+     (CancelledError "Runtime stopped"), joins the workers (a processor ignoring
+     cancellation delays it until it returns) and ends every session ("session:cleanup").
+     Registrations and stats survive; am2z_runtime_start starts it again.
+   - Every successful execution, nested ones and composites included, returns its state
+     through am2z_state_bump, so metadata.version counts the steps that produced it.
+   - Stats: {registeredProcessors, running (attempts executing now), completed, failed,
+     retried (executions incl. nested), queued, workers, uptimeMs, processors: {<name>:
+     {completed, failed, retried, p50Us, p99Us}}}; latency percentiles come from a log
+     histogram (4 buckets per doubling, so within ~10%). session_stats: {sessionId,
+     createdAt, running, submitted, completed, failed, cancelled, stopping}.
+   - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS before they block:
+     a wake-up of a sleeping thread costs far more than a short spin. */
+
+#ifndef AM2Z_LOCAL_MAX_WORKERS
+#define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
+#endif
+#ifndef AM2Z_MAX_CALL_DEPTH
+#define AM2Z_MAX_CALL_DEPTH 10
+#endif
 
 typedef struct am2z_local_desc {
     int workers;                /* default: number of CPUs */
     int64_t default_timeout_ms; /* for processors without one; default 60000 */
     int max_call_depth;         /* default AM2Z_MAX_CALL_DEPTH (10) */
-    size_t queue_capacity;      /* pending executions; default 65536 */
+    size_t queue_capacity;      /* top-level executions waiting to start; default 65536.
+                                   Full: execute fails with ResourceError, submit gives NULL */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
 } am2z_local_desc;
 
-/* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free. */
+/* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
+   NULL when desc is invalid (negative values, workers > AM2Z_LOCAL_MAX_WORKERS) or out
+   of memory / threads. */
 AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc);
 
 #ifdef __cplusplus
@@ -855,11 +1146,3147 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
 
 /* ==== 1. values ======================================================================= */
 
+#include <float.h>
+#include <locale.h>
+
+/* Representation. A value pointer is one of
+   - a tagged small integer: bit 0 set, the integer in the other bits (no allocation);
+   - a static singleton (null, true, false, [], {}): flag AM2Z__STATIC, never freed;
+   - one heap block holding header and payload: strings keep their bytes inline, arrays
+     their item pointers, objects their members and their key bytes.
+   Containers record an upper bound of their nesting depth, so every recursive walk
+   (release, write, equal, hash, edit) is bounded by AM2Z_VALUE_MAX_DEPTH. */
+struct am2z_value {
+    uint32_t rc;     /* atomic reference count; unused by static singletons */
+    uint8_t type;    /* am2z_type */
+    uint8_t flags;
+    uint16_t depth;  /* 0 for scalars; a container's is >= 1 + each child's */
+};
+#define AM2Z__STATIC 1u
+
+typedef struct am2z__num { am2z_value h; union { int64_t i; double d; } u; } am2z__num;
+typedef struct am2z__str { am2z_value h; size_t len; } am2z__str;        /* + len bytes + NUL */
+typedef struct am2z__arr { am2z_value h; size_t len, cap; } am2z__arr;  /* + cap item pointers */
+typedef struct am2z__member {
+    am2z_value *val;
+    size_t koff;     /* offset of the NUL-terminated key in the object's key bytes */
+    uint32_t klen;
+    uint32_t khash;  /* am2z__keyhash of the key, kept while the object has an index */
+} am2z__member;
+typedef struct am2z__obj {
+    am2z_value h;
+    size_t len, cap;     /* members in use / allocated */
+    size_t kused, kcap;  /* key bytes in use / allocated */
+    size_t imask;        /* hash index slots - 1; 0 when there is no index */
+} am2z__obj;             /* + cap members + index slots + kcap key bytes, one block */
+
+/* Objects with room for more than this many members carry a hash index (an
+   open-addressing table of member + 1, 0 = empty, at least twice the capacity, so
+   never more than half full) in the same block; below it a scan is faster. */
+#define AM2Z__INDEX_MIN 16
+#define AM2Z__NPOS ((size_t)-1)
+#define AM2Z__TAGGED(v) ((((uintptr_t)(v)) & 1u) != 0)
+#define AM2Z__ARR(v) ((am2z__arr *)(void *)(v))
+#define AM2Z__OBJ(v) ((am2z__obj *)(void *)(v))
+#define AM2Z__STR(v) ((am2z__str *)(void *)(v))
+#define AM2Z__NUM(v) ((am2z__num *)(void *)(v))
+#if UINTPTR_MAX >= 0xffffffffffffffffu
+#define AM2Z__TAG_MIN (-((int64_t)1 << 62))
+#define AM2Z__TAG_MAX (((int64_t)1 << 62) - 1)
+#else
+#define AM2Z__TAG_MIN (-((int64_t)1 << 30))
+#define AM2Z__TAG_MAX (((int64_t)1 << 30) - 1)
+#endif
+#if AM2Z_VALUE_MAX_DEPTH < 2 || AM2Z_VALUE_MAX_DEPTH > 65535
+#error "am2z: AM2Z_VALUE_MAX_DEPTH must be in 2..65535"
+#endif
+
+static const am2z__num am2z__null_s = {{0, AM2Z_TYPE_NULL, AM2Z__STATIC, 0}, {0}};
+static const am2z__num am2z__true_s = {{0, AM2Z_TYPE_BOOL, AM2Z__STATIC, 0}, {1}};
+static const am2z__num am2z__false_s = {{0, AM2Z_TYPE_BOOL, AM2Z__STATIC, 0}, {0}};
+static const am2z__arr am2z__empty_arr = {{0, AM2Z_TYPE_ARRAY, AM2Z__STATIC, 1}, 0, 0};
+static const am2z__obj am2z__empty_obj = {{0, AM2Z_TYPE_OBJECT, AM2Z__STATIC, 1}, 0, 0, 0, 0, 0};
+
+static am2z_value **am2z__items(const am2z__arr *a) { return (am2z_value **)(void *)(a + 1); }
+static am2z__member *am2z__mems(const am2z__obj *o) { return (am2z__member *)(void *)(o + 1); }
+static uint32_t *am2z__index(const am2z__obj *o) { return (uint32_t *)(void *)(am2z__mems(o) + o->cap); }
+static size_t am2z__nslots(const am2z__obj *o) { return o->imask ? o->imask + 1 : 0; }
+static char *am2z__keys(const am2z__obj *o) { return (char *)(am2z__index(o) + am2z__nslots(o)); }
+static char *am2z__bytes(const am2z__str *s) { return (char *)(s + 1); }
+
+static am2z_type am2z__type(const am2z_value *v) {
+    if (!v) return AM2Z_TYPE_NONE;
+    return AM2Z__TAGGED(v) ? AM2Z_TYPE_INT : (am2z_type)v->type;
+}
+static unsigned am2z__depth(const am2z_value *v) {
+    return (!v || AM2Z__TAGGED(v)) ? 0u : v->depth;
+}
+static void am2z__raise_depth(am2z_value *c, const am2z_value *child) {
+    unsigned d = am2z__depth(child) + 1;
+    if (d > c->depth) c->depth = (uint16_t)d;
+}
+static int64_t am2z__untag(const am2z_value *v) {
+    intptr_t s = (intptr_t)(uintptr_t)v; /* 2i + 1 */
+    return (int64_t)((s - 1) / 2);
+}
+static int64_t am2z__int(const am2z_value *v) {
+    return AM2Z__TAGGED(v) ? am2z__untag(v) : AM2Z__NUM(v)->u.i;
+}
+
+static am2z_value *am2z__alloc(size_t size, am2z_type t) {
+    am2z_value *v = (am2z_value *)am2z__malloc(size);
+    if (!v) return NULL;
+    v->rc = 1;
+    v->type = (uint8_t)t;
+    v->flags = 0;
+    v->depth = 0;
+    return v;
+}
+
+/* ---- hashing ---- */
+
+static uint64_t am2z__mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+/* Reads bytes as little-endian words so the hash is the same on every machine. */
+static uint64_t am2z__hash_bytes(const void *p, size_t n, uint64_t seed) {
+    const unsigned char *s = (const unsigned char *)p;
+    uint64_t h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL), w;
+    size_t i;
+    while (n >= 8) {
+        w = (uint64_t)s[0] | (uint64_t)s[1] << 8 | (uint64_t)s[2] << 16 | (uint64_t)s[3] << 24 |
+            (uint64_t)s[4] << 32 | (uint64_t)s[5] << 40 | (uint64_t)s[6] << 48 | (uint64_t)s[7] << 56;
+        w *= 0x87c37b91114253d5ULL;
+        w ^= w >> 31;
+        h = (h ^ w) * 0x4cf5ad432745937fULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    w = 0;
+    for (i = 0; i < n; i++) w |= (uint64_t)s[i] << (8 * i);
+    h ^= w * 0x87c37b91114253d5ULL;
+    return am2z__mix64(h);
+}
+
+/* Key hashes for object indexes use a per-process seed so that hostile input cannot
+   precompute colliding keys; they never leave the process. */
+static uint32_t am2z__seed_v;
+static uint32_t am2z__seed(void) {
+    uint32_t s = __atomic_load_n(&am2z__seed_v, __ATOMIC_RELAXED), expect = 0;
+    if (s) return s;
+    s = (uint32_t)am2z__mix64((uint64_t)(uintptr_t)&am2z__seed_v ^ (uint64_t)am2z_monotonic_ns() ^
+                              ((uint64_t)am2z_now_ms() << 24)) | 1u;
+    if (!__atomic_compare_exchange_n(&am2z__seed_v, &expect, s, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        s = expect;
+    return s;
+}
+static uint32_t am2z__keyhash(const char *k, size_t n) {
+    return (uint32_t)am2z__hash_bytes(k, n, am2z__seed());
+}
+
+/* ---- constructors, retain, release ---- */
+
+AM2Z_API am2z_value *am2z_value_null(void) { return (am2z_value *)&am2z__null_s; }
+AM2Z_API am2z_value *am2z_value_bool(int b) {
+    return b ? (am2z_value *)&am2z__true_s : (am2z_value *)&am2z__false_s;
+}
+AM2Z_API am2z_value *am2z_value_array(void) { return (am2z_value *)&am2z__empty_arr; }
+AM2Z_API am2z_value *am2z_value_object(void) { return (am2z_value *)&am2z__empty_obj; }
+
+AM2Z_API am2z_value *am2z_value_int(int64_t i) {
+    am2z_value *v;
+    if (i >= AM2Z__TAG_MIN && i <= AM2Z__TAG_MAX)
+        return (am2z_value *)((((uintptr_t)(uint64_t)i) << 1) | 1u);
+    v = am2z__alloc(sizeof(am2z__num), AM2Z_TYPE_INT);
+    if (v) AM2Z__NUM(v)->u.i = i;
+    return v;
+}
+
+AM2Z_API am2z_value *am2z_value_double(double d) {
+    am2z_value *v;
+    if (!(d - d == 0.0)) return am2z_value_null(); /* NaN or infinite: JSON has no spelling */
+    v = am2z__alloc(sizeof(am2z__num), AM2Z_TYPE_DOUBLE);
+    if (v) AM2Z__NUM(v)->u.d = d;
+    return v;
+}
+
+/* A string of len bytes, uninitialised but NUL-terminated. */
+static am2z__str *am2z__str_alloc(size_t len) {
+    am2z__str *s;
+    if (len > SIZE_MAX - sizeof(am2z__str) - 1) return NULL;
+    s = (am2z__str *)(void *)am2z__alloc(sizeof(am2z__str) + len + 1, AM2Z_TYPE_STRING);
+    if (!s) return NULL;
+    s->len = len;
+    am2z__bytes(s)[len] = 0;
+    return s;
+}
+
+AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len) {
+    am2z__str *v;
+    if (!s && len) return NULL;
+    v = am2z__str_alloc(len);
+    if (!v) return NULL;
+    if (len) memcpy(am2z__bytes(v), s, len);
+    return &v->h;
+}
+
+AM2Z_API am2z_value *am2z_value_string(const char *s) {
+    return s ? am2z_value_string_n(s, strlen(s)) : NULL;
+}
+
+AM2Z_API am2z_value *am2z_value_stringf(const char *fmt, ...) {
+    char small[256];
+    va_list ap, ap2;
+    int n;
+    am2z__str *s = NULL;
+    if (!fmt) return NULL;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof small) {
+        va_end(ap2);
+        return am2z_value_string_n(small, (size_t)n);
+    }
+    if (n >= 0) s = am2z__str_alloc((size_t)n);
+    if (s) vsnprintf(am2z__bytes(s), (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return s ? &s->h : NULL;
+}
+
+AM2Z_API am2z_value *am2z_value_retain(const am2z_value *v) {
+    am2z_value *m = (am2z_value *)v;
+    if (m && !AM2Z__TAGGED(m) && !(m->flags & AM2Z__STATIC)) am2z__atomic_inc(&m->rc);
+    return m;
+}
+
+static void am2z__destroy(am2z_value *v) {
+    size_t i;
+    if (v->type == AM2Z_TYPE_ARRAY) {
+        am2z__arr *a = AM2Z__ARR(v);
+        for (i = 0; i < a->len; i++) am2z_value_release(am2z__items(a)[i]);
+    } else if (v->type == AM2Z_TYPE_OBJECT) {
+        am2z__obj *o = AM2Z__OBJ(v);
+        for (i = 0; i < o->len; i++) am2z_value_release(am2z__mems(o)[i].val);
+    }
+    am2z__free(v);
+}
+
+AM2Z_API void am2z_value_release(am2z_value *v) {
+    if (!v || AM2Z__TAGGED(v) || (v->flags & AM2Z__STATIC)) return;
+    /* The sole owner skips the atomic read-modify-write: nobody else can retain it. */
+    if (am2z__atomic_load(&v->rc) == 1 || am2z__atomic_dec(&v->rc) == 0) am2z__destroy(v);
+}
+
+/* ---- reading ---- */
+
+AM2Z_API am2z_type am2z_value_type(const am2z_value *v) { return am2z__type(v); }
+
+AM2Z_API const char *am2z_type_name(am2z_type t) {
+    switch (t) {
+    case AM2Z_TYPE_NONE: return "none";
+    case AM2Z_TYPE_NULL: return "null";
+    case AM2Z_TYPE_BOOL: return "bool";
+    case AM2Z_TYPE_INT: return "int";
+    case AM2Z_TYPE_DOUBLE: return "double";
+    case AM2Z_TYPE_STRING: return "string";
+    case AM2Z_TYPE_ARRAY: return "array";
+    case AM2Z_TYPE_OBJECT: return "object";
+    }
+    return "unknown";
+}
+
+AM2Z_API int am2z_value_as_bool(const am2z_value *v, int def) {
+    return am2z__type(v) == AM2Z_TYPE_BOOL ? (int)AM2Z__NUM(v)->u.i : def;
+}
+
+AM2Z_API int64_t am2z_value_as_int(const am2z_value *v, int64_t def) {
+    am2z_type t = am2z__type(v);
+    if (t == AM2Z_TYPE_INT) return am2z__int(v);
+    if (t == AM2Z_TYPE_DOUBLE) {
+        double d = AM2Z__NUM(v)->u.d;
+        /* The range test comes first: converting an out-of-range double is undefined. */
+        if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && (double)(int64_t)d == d)
+            return (int64_t)d;
+    }
+    return def;
+}
+
+AM2Z_API double am2z_value_as_double(const am2z_value *v, double def) {
+    am2z_type t = am2z__type(v);
+    if (t == AM2Z_TYPE_DOUBLE) return AM2Z__NUM(v)->u.d;
+    if (t == AM2Z_TYPE_INT) return (double)am2z__int(v);
+    return def;
+}
+
+AM2Z_API const char *am2z_value_as_string(const am2z_value *v, size_t *len) {
+    if (am2z__type(v) != AM2Z_TYPE_STRING) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (len) *len = AM2Z__STR(v)->len;
+    return am2z__bytes(AM2Z__STR(v));
+}
+
+AM2Z_API size_t am2z_value_len(const am2z_value *v) {
+    switch (am2z__type(v)) {
+    case AM2Z_TYPE_STRING: return AM2Z__STR(v)->len;
+    case AM2Z_TYPE_ARRAY: return AM2Z__ARR(v)->len;
+    case AM2Z_TYPE_OBJECT: return AM2Z__OBJ(v)->len;
+    default: return 0;
+    }
+}
+
+AM2Z_API const am2z_value *am2z_value_at(const am2z_value *array, size_t i) {
+    if (am2z__type(array) != AM2Z_TYPE_ARRAY || i >= AM2Z__ARR(array)->len) return NULL;
+    return am2z__items(AM2Z__ARR(array))[i];
+}
+
+AM2Z_API const char *am2z_value_key_at(const am2z_value *object, size_t i, size_t *len) {
+    const am2z__obj *o = AM2Z__OBJ(object);
+    if (am2z__type(object) != AM2Z_TYPE_OBJECT || i >= o->len) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (len) *len = am2z__mems(o)[i].klen;
+    return am2z__keys(o) + am2z__mems(o)[i].koff;
+}
+
+AM2Z_API const am2z_value *am2z_value_member_at(const am2z_value *object, size_t i) {
+    if (am2z__type(object) != AM2Z_TYPE_OBJECT || i >= AM2Z__OBJ(object)->len) return NULL;
+    return am2z__mems(AM2Z__OBJ(object))[i].val;
+}
+
+/* ---- objects ---- */
+
+static size_t am2z__obj_find(const am2z__obj *o, const char *k, size_t klen) {
+    const am2z__member *m = am2z__mems(o);
+    const char *keys = am2z__keys(o);
+    const uint32_t *t;
+    size_t i, s;
+    uint32_t h, e;
+    if (o->imask) {
+        h = am2z__keyhash(k, klen);
+        t = am2z__index(o);
+        for (s = h & o->imask; (e = t[s]) != 0; s = (s + 1) & o->imask) {
+            i = e - 1;
+            if (m[i].khash == h && m[i].klen == klen && memcmp(keys + m[i].koff, k, klen) == 0) return i;
+        }
+        return AM2Z__NPOS;
+    }
+    for (i = 0; i < o->len; i++)
+        if (m[i].klen == klen && memcmp(keys + m[i].koff, k, klen) == 0) return i;
+    return AM2Z__NPOS;
+}
+
+AM2Z_API const am2z_value *am2z_value_find(const am2z_value *object, const char *key, size_t key_len) {
+    size_t i;
+    if (am2z__type(object) != AM2Z_TYPE_OBJECT || !key) return NULL;
+    if (key_len == 0) key_len = strlen(key);
+    i = am2z__obj_find(AM2Z__OBJ(object), key, key_len);
+    return i == AM2Z__NPOS ? NULL : am2z__mems(AM2Z__OBJ(object))[i].val;
+}
+
+/* Index slots of an object with room for cap members: none up to AM2Z__INDEX_MIN,
+   else a power of two at least twice cap. */
+static size_t am2z__islots(size_t cap) {
+    size_t s = 64;
+    if (cap <= AM2Z__INDEX_MIN) return 0;
+    while (s / 2 < cap) s *= 2;
+    return s;
+}
+
+/* Bytes of an object block, or 0 when that would not fit a size_t. */
+static size_t am2z__obj_bytes(size_t cap, size_t kcap) {
+    size_t fixed = sizeof(am2z__obj) + 64 * sizeof(uint32_t);
+    if (cap > 0xfffffffeu || kcap > SIZE_MAX / 4 ||
+        cap > (SIZE_MAX / 4 - kcap - fixed) / (sizeof(am2z__member) + 4 * sizeof(uint32_t)))
+        return 0;
+    return sizeof(am2z__obj) + cap * sizeof(am2z__member) + am2z__islots(cap) * sizeof(uint32_t) + kcap;
+}
+
+/* Fills the hash index (if the object has one) from the members; rehash when their
+   key hashes are not computed yet (they are only kept while there is an index). */
+static void am2z__obj_reindex(am2z__obj *o, int rehash) {
+    uint32_t *t = am2z__index(o);
+    am2z__member *m = am2z__mems(o);
+    size_t i, s;
+    if (!o->imask) return;
+    memset(t, 0, (o->imask + 1) * sizeof *t);
+    for (i = 0; i < o->len; i++) {
+        if (rehash) m[i].khash = am2z__keyhash(am2z__keys(o) + m[i].koff, m[i].klen);
+        for (s = m[i].khash & o->imask; t[s]; s = (s + 1) & o->imask) {}
+        t[s] = (uint32_t)(i + 1);
+    }
+}
+
+static am2z__obj *am2z__obj_alloc(size_t cap, size_t kcap) {
+    size_t bytes = am2z__obj_bytes(cap, kcap), slots;
+    am2z__obj *o;
+    if (!bytes) return NULL;
+    o = (am2z__obj *)(void *)am2z__alloc(bytes, AM2Z_TYPE_OBJECT);
+    if (!o) return NULL;
+    slots = am2z__islots(cap);
+    o->h.depth = 1;
+    o->len = 0;
+    o->cap = cap;
+    o->kused = 0;
+    o->kcap = kcap;
+    o->imask = slots ? slots - 1 : 0;
+    if (slots) memset(am2z__index(o), 0, slots * sizeof(uint32_t));
+    return o;
+}
+
+/* Room for nmem more members and nkey more key bytes in an object we own. Returns the
+   (maybe moved) object, or NULL with o unchanged and still valid. */
+static am2z__obj *am2z__obj_reserve(am2z__obj *o, size_t nmem, size_t nkey) {
+    size_t cap = o->cap, kcap = o->kcap, bytes, oldkeys, slots;
+    am2z__obj *n;
+    if (nmem <= cap - o->len && nkey <= kcap - o->kused) return o;
+    if (nmem > 0xfffffffeu - o->len || nkey > SIZE_MAX / 4 - o->kused) return NULL;
+    if (cap - o->len < nmem) {
+        cap = cap < 4 ? 8 : cap * 2;
+        if (cap < o->len + nmem) cap = o->len + nmem;
+    }
+    if (kcap - o->kused < nkey) {
+        kcap = kcap < 32 ? 64 : kcap * 2;
+        if (kcap < o->kused + nkey) kcap = o->kused + nkey;
+    }
+    bytes = am2z__obj_bytes(cap, kcap);
+    if (!bytes) return NULL;
+    oldkeys = (size_t)(am2z__keys(o) - (char *)o);
+    n = (am2z__obj *)am2z__realloc(o, bytes);
+    if (!n) return NULL;
+    n->kcap = kcap;
+    if (cap != n->cap) {
+        /* Members, index and key bytes share the block: slide the key bytes behind the
+           grown member and index areas (never backwards), then rebuild the index. */
+        int had_index = n->imask != 0;
+        slots = am2z__islots(cap);
+        n->cap = cap;
+        n->imask = slots ? slots - 1 : 0;
+        memmove(am2z__keys(n), (char *)n + oldkeys, n->kused);
+        am2z__obj_reindex(n, !had_index);
+    }
+    return n;
+}
+
+/* Appends member (k, val) to an object we own; the key must be absent. val is consumed
+   on success only. Returns the (maybe moved) object, or NULL with o unchanged. */
+static am2z__obj *am2z__obj_add(am2z__obj *o, const char *k, size_t klen, am2z_value *val) {
+    am2z__obj *n;
+    am2z__member *m;
+    char *keys;
+    if (klen >= 0xffffffffu) return NULL;
+    n = am2z__obj_reserve(o, 1, klen + 1);
+    if (!n) return NULL;
+    m = am2z__mems(n) + n->len;
+    keys = am2z__keys(n);
+    if (klen) memcpy(keys + n->kused, k, klen);
+    keys[n->kused + klen] = 0;
+    m->val = val;
+    m->koff = n->kused;
+    m->klen = (uint32_t)klen;
+    m->khash = 0;
+    n->kused += klen + 1;
+    n->len++;
+    am2z__raise_depth(&n->h, val);
+    if (n->imask) {
+        uint32_t *t = am2z__index(n);
+        size_t s;
+        m->khash = am2z__keyhash(k, klen);
+        for (s = m->khash & n->imask; t[s]; s = (s + 1) & n->imask) {}
+        t[s] = (uint32_t)n->len;
+    }
+    return n;
+}
+
+/* Removes member i of an object we own, keeping the others in order. */
+static void am2z__obj_del(am2z__obj *o, size_t i) {
+    am2z__member *m = am2z__mems(o);
+    char *keys = am2z__keys(o);
+    size_t koff = m[i].koff, kl = (size_t)m[i].klen + 1, j;
+    am2z_value_release(m[i].val);
+    memmove(keys + koff, keys + koff + kl, o->kused - koff - kl);
+    o->kused -= kl;
+    memmove(m + i, m + i + 1, (o->len - i - 1) * sizeof *m);
+    o->len--;
+    for (j = 0; j < o->len; j++)
+        if (m[j].koff > koff) m[j].koff -= kl;
+    am2z__obj_reindex(o, 0);
+}
+
+/* A shallow copy with room for extra members and kextra key bytes: members are
+   retained, never copied. */
+static am2z__obj *am2z__obj_copy(const am2z__obj *o, size_t extra, size_t kextra) {
+    am2z__obj *n;
+    size_t i;
+    if (extra > 0xfffffffeu - o->len || kextra > SIZE_MAX / 4 - o->kused) return NULL;
+    n = am2z__obj_alloc(o->len + extra, o->kused + kextra);
+    if (!n) return NULL;
+    if (o->len) memcpy(am2z__mems(n), am2z__mems(o), o->len * sizeof(am2z__member));
+    if (o->kused) memcpy(am2z__keys(n), am2z__keys(o), o->kused);
+    n->len = o->len;
+    n->kused = o->kused;
+    n->h.depth = o->h.depth;
+    for (i = 0; i < n->len; i++) am2z_value_retain(am2z__mems(n)[i].val);
+    /* Same capacity class, same member positions: the index can be copied. */
+    if (n->imask && n->imask == o->imask)
+        memcpy(am2z__index(n), am2z__index(o), (n->imask + 1) * sizeof(uint32_t));
+    else
+        am2z__obj_reindex(n, !o->imask);
+    return n;
+}
+
+/* ---- arrays ---- */
+
+static am2z__arr *am2z__arr_alloc(size_t cap) {
+    am2z__arr *a;
+    if (cap > (SIZE_MAX / 2 - sizeof(am2z__arr)) / sizeof(am2z_value *)) return NULL;
+    a = (am2z__arr *)(void *)am2z__alloc(sizeof(am2z__arr) + cap * sizeof(am2z_value *), AM2Z_TYPE_ARRAY);
+    if (!a) return NULL;
+    a->h.depth = 1;
+    a->len = 0;
+    a->cap = cap;
+    return a;
+}
+
+static am2z__arr *am2z__arr_reserve(am2z__arr *a, size_t extra) {
+    size_t cap = a->cap;
+    am2z__arr *n;
+    if (extra <= cap - a->len) return a;
+    if (extra > SIZE_MAX / 4 - a->len) return NULL;
+    cap = cap < 4 ? 8 : cap * 2;
+    if (cap < a->len + extra) cap = a->len + extra;
+    if (cap > (SIZE_MAX / 2 - sizeof(am2z__arr)) / sizeof(am2z_value *)) return NULL;
+    n = (am2z__arr *)am2z__realloc(a, sizeof(am2z__arr) + cap * sizeof(am2z_value *));
+    if (!n) return NULL;
+    n->cap = cap;
+    return n;
+}
+
+static am2z__arr *am2z__arr_copy(const am2z__arr *a, size_t extra) {
+    am2z__arr *n;
+    size_t i;
+    if (extra > SIZE_MAX / 4 - a->len) return NULL;
+    n = am2z__arr_alloc(a->len + extra);
+    if (!n) return NULL;
+    if (a->len) memcpy(am2z__items(n), am2z__items(a), a->len * sizeof(am2z_value *));
+    n->len = a->len;
+    n->h.depth = a->h.depth;
+    for (i = 0; i < n->len; i++) am2z_value_retain(am2z__items(n)[i]);
+    return n;
+}
+
+/* Copy-on-write: returns container v itself when the caller held the only reference,
+   else a shallow copy with room for `extra` members (and kextra key bytes) and releases
+   v. v is consumed; NULL when out of memory. A copy of an empty container gets the
+   usual starting capacity, so building an object member by member costs one block. */
+static am2z_value *am2z__own(am2z_value *v, size_t extra, size_t kextra) {
+    am2z_value *c;
+    if (!(v->flags & AM2Z__STATIC) && am2z__atomic_load(&v->rc) == 1) return v;
+    if (v->type == AM2Z_TYPE_ARRAY) {
+        if (AM2Z__ARR(v)->len == 0 && extra < 8) extra = 8;
+        c = (am2z_value *)am2z__arr_copy(AM2Z__ARR(v), extra);
+    } else {
+        if (AM2Z__OBJ(v)->len == 0 && extra < 8) extra = 8;
+        if (AM2Z__OBJ(v)->len == 0 && kextra < 64) kextra = 64;
+        c = (am2z_value *)am2z__obj_copy(AM2Z__OBJ(v), extra, kextra);
+    }
+    am2z_value_release(v);
+    return c;
+}
+
+/* Appends x to array a; both consumed; NULL (both released) on failure. */
+static am2z_value *am2z__arr_push(am2z_value *a, am2z_value *x) {
+    am2z__arr *n;
+    if (am2z__depth(x) + 1 > AM2Z_VALUE_MAX_DEPTH) goto fail;
+    a = am2z__own(a, 1, 0);
+    if (!a) goto fail;
+    n = am2z__arr_reserve(AM2Z__ARR(a), 1);
+    if (!n) goto fail;
+    am2z__items(n)[n->len++] = x;
+    am2z__raise_depth(&n->h, x);
+    return &n->h;
+fail:
+    am2z_value_release(a);
+    am2z_value_release(x);
+    return NULL;
+}
+
+/* Sets key k of object v (both v and x consumed; NULL v means a new object). */
+static am2z_value *am2z__obj_set(am2z_value *v, const char *k, size_t klen, am2z_value *x) {
+    size_t i;
+    am2z__obj *o, *n;
+    if (!v) v = am2z_value_object();
+    if (!x || !k || am2z__type(v) != AM2Z_TYPE_OBJECT || am2z__depth(x) + 1 > AM2Z_VALUE_MAX_DEPTH)
+        goto fail;
+    i = am2z__obj_find(AM2Z__OBJ(v), k, klen);
+    v = am2z__own(v, i == AM2Z__NPOS, i == AM2Z__NPOS ? klen + 1 : 0);
+    if (!v) goto fail;
+    o = AM2Z__OBJ(v);
+    if (i != AM2Z__NPOS) {
+        am2z_value_release(am2z__mems(o)[i].val);
+        am2z__mems(o)[i].val = x;
+        am2z__raise_depth(v, x);
+        return v;
+    }
+    n = am2z__obj_add(o, k, klen, x);
+    if (!n) goto fail;
+    return &n->h;
+fail:
+    am2z_value_release(v);
+    am2z_value_release(x);
+    return NULL;
+}
+
+AM2Z_API am2z_value *am2z_value_set_key(am2z_value *object, const char *key, size_t key_len, am2z_value *x) {
+    if (key && key_len == 0) key_len = strlen(key);
+    return am2z__obj_set(object, key, key_len, x);
+}
+
+AM2Z_API am2z_value *am2z_value_remove_key(am2z_value *object, const char *key, size_t key_len) {
+    size_t i;
+    if (am2z__type(object) != AM2Z_TYPE_OBJECT || !key) {
+        am2z_value_release(object);
+        return NULL;
+    }
+    if (key_len == 0) key_len = strlen(key);
+    i = am2z__obj_find(AM2Z__OBJ(object), key, key_len);
+    if (i == AM2Z__NPOS) return object;
+    object = am2z__own(object, 0, 0);
+    if (object) am2z__obj_del(AM2Z__OBJ(object), i);
+    return object;
+}
+
+AM2Z_API am2z_value *am2z_value_merge(am2z_value *into, const am2z_value *from) {
+    const am2z__obj *f = AM2Z__OBJ(from);
+    size_t i;
+    if (!into) into = am2z_value_object();
+    if (am2z__type(into) != AM2Z_TYPE_OBJECT || (from && am2z__type(from) != AM2Z_TYPE_OBJECT)) {
+        am2z_value_release(into);
+        return NULL;
+    }
+    if (!from || f->len == 0) return into;
+    into = am2z__own(into, f->len, f->kused);
+    for (i = 0; into && i < f->len; i++) {
+        const am2z__member *m = am2z__mems(f) + i;
+        into = am2z__obj_set(into, am2z__keys(f) + m->koff, m->klen, am2z_value_retain(m->val));
+    }
+    return into;
+}
+
+/* ---- paths ---- */
+
+typedef struct am2z__seg {
+    const char *s;  /* raw text of the segment (may hold escapes) */
+    size_t n;
+    size_t index;   /* the number when is_index */
+    char bracket;   /* written [n] */
+    char is_index;  /* a canonical non-negative integer */
+    char dash;      /* JSON Pointer "-": one past the end of an array */
+    char esc;       /* the raw text holds escapes */
+} am2z__seg;
+
+typedef struct am2z__path {
+    const char *p;
+    char pointer;   /* JSON Pointer syntax */
+    char first;
+} am2z__path;
+
+static void am2z__path_init(am2z__path *it, const char *path) {
+    it->p = path;
+    it->pointer = path[0] == '/';
+    it->first = 1;
+}
+
+static int am2z__parse_index(const char *s, size_t n, size_t *out) {
+    size_t v = 0, i, d;
+    if (n == 0 || (n > 1 && s[0] == '0')) return 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        d = (size_t)(s[i] - '0');
+        if (v > (SIZE_MAX - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Reads the next segment: 1 = *seg filled, 0 = end of path, -1 = malformed path. */
+static int am2z__path_next(am2z__path *it, am2z__seg *seg) {
+    const char *p = it->p, *q;
+    memset(seg, 0, sizeof *seg);
+    if (*p == 0) return 0;
+    if (it->pointer) {
+        if (*p != '/') return -1;
+        seg->s = ++p;
+        while (*p && *p != '/') {
+            if (*p == '~') {
+                if (p[1] != '0' && p[1] != '1') return -1;
+                seg->esc = 1;
+                p += 2;
+            } else {
+                p++;
+            }
+        }
+        seg->n = (size_t)(p - seg->s);
+        if (!seg->esc) {
+            seg->is_index = (char)am2z__parse_index(seg->s, seg->n, &seg->index);
+            seg->dash = seg->n == 1 && seg->s[0] == '-';
+        }
+    } else if (*p == '[') {
+        for (q = p + 1; *q >= '0' && *q <= '9'; q++) {}
+        if (*q != ']' || !am2z__parse_index(p + 1, (size_t)(q - p - 1), &seg->index)) return -1;
+        seg->s = p + 1;
+        seg->n = (size_t)(q - p - 1);
+        seg->bracket = 1;
+        seg->is_index = 1;
+        p = q + 1;
+    } else {
+        if (!it->first) {
+            if (*p != '.') return -1;
+            p++;
+        }
+        seg->s = p;
+        while (*p && *p != '.' && *p != '[') {
+            if (*p == '\\') {
+                if (!p[1]) return -1;
+                seg->esc = 1;
+                p += 2;
+            } else {
+                p++;
+            }
+        }
+        seg->n = (size_t)(p - seg->s);
+        if (seg->n == 0) return -1;
+        if (!seg->esc) seg->is_index = (char)am2z__parse_index(seg->s, seg->n, &seg->index);
+    }
+    it->first = 0;
+    it->p = p;
+    return 1;
+}
+
+/* The key a segment names, unescaped into buf (or a heap block returned in *heap when
+   it does not fit). NULL when out of memory. */
+static const char *am2z__seg_key(const am2z__seg *seg, int pointer, char *buf, size_t bufsize,
+                                 char **heap, size_t *klen) {
+    char *d = buf;
+    size_t i, n = 0;
+    *heap = NULL;
+    *klen = seg->n;
+    if (!seg->esc) return seg->s;
+    if (seg->n > bufsize) {
+        d = *heap = (char *)am2z__malloc(seg->n);
+        if (!d) return NULL;
+    }
+    for (i = 0; i < seg->n; i++) {
+        char c = seg->s[i];
+        if (pointer && c == '~') c = seg->s[++i] == '0' ? '~' : '/';
+        else if (!pointer && c == '\\') c = seg->s[++i];
+        d[n++] = c;
+    }
+    *klen = n;
+    return d;
+}
+
+/* Walks path: 1 = found (*out borrowed), 0 = absent, -1 = malformed path. */
+static int am2z__lookup(const am2z_value *v, const char *path, const am2z_value **out) {
+    am2z__path it;
+    am2z__seg seg;
+    int r;
+    char buf[64], *heap;
+    const char *k;
+    size_t klen, i;
+    *out = NULL;
+    if (!v || !path) return 0;
+    am2z__path_init(&it, path);
+    while ((r = am2z__path_next(&it, &seg)) > 0) {
+        switch (am2z__type(v)) {
+        case AM2Z_TYPE_ARRAY:
+            if (!seg.is_index || seg.index >= AM2Z__ARR(v)->len) v = NULL;
+            else v = am2z__items(AM2Z__ARR(v))[seg.index];
+            break;
+        case AM2Z_TYPE_OBJECT:
+            if (seg.bracket) {
+                v = NULL;
+                break;
+            }
+            k = am2z__seg_key(&seg, it.pointer, buf, sizeof buf, &heap, &klen);
+            if (!k) return 0;
+            i = am2z__obj_find(AM2Z__OBJ(v), k, klen);
+            am2z__free(heap);
+            v = i == AM2Z__NPOS ? NULL : am2z__mems(AM2Z__OBJ(v))[i].val;
+            break;
+        default:
+            v = NULL;
+        }
+        if (!v) {
+            /* Keep reading so that a malformed tail is reported as such. */
+            while ((r = am2z__path_next(&it, &seg)) > 0) {}
+            return r < 0 ? -1 : 0;
+        }
+    }
+    if (r < 0) return -1;
+    *out = v;
+    return 1;
+}
+
+AM2Z_API const am2z_value *am2z_value_get(const am2z_value *v, const char *path) {
+    const am2z_value *out;
+    am2z__lookup(v, path, &out);
+    return out;
+}
+
+AM2Z_API int64_t am2z_value_get_int(const am2z_value *v, const char *path, int64_t def) {
+    return am2z_value_as_int(am2z_value_get(v, path), def);
+}
+AM2Z_API double am2z_value_get_double(const am2z_value *v, const char *path, double def) {
+    return am2z_value_as_double(am2z_value_get(v, path), def);
+}
+AM2Z_API int am2z_value_get_bool(const am2z_value *v, const char *path, int def) {
+    return am2z_value_as_bool(am2z_value_get(v, path), def);
+}
+AM2Z_API const char *am2z_value_get_string(const am2z_value *v, const char *path, const char *def) {
+    const char *s = am2z_value_as_string(am2z_value_get(v, path), NULL);
+    return s ? s : def;
+}
+
+enum { AM2Z__EDIT_SET, AM2Z__EDIT_APPEND, AM2Z__EDIT_REMOVE };
+
+/* The copy-on-write editor. node (NULL = missing) and x are consumed; returns the new
+   node or NULL with everything released. Each level takes its child out of the (owned)
+   container, edits it, and puts the result back, so only the path's spine is copied and
+   only where it was shared. Recursion is bounded by `budget`. */
+static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_value *x, unsigned budget) {
+    am2z__seg seg, next;
+    am2z__path ahead;
+    int r, last;
+    char buf[64], *heap = NULL;
+    const char *key;
+    size_t klen, i, len;
+    am2z_value *child = NULL, *nc;
+
+    r = am2z__path_next(it, &seg);
+    if (r < 0) goto fail;
+    if (r == 0) {
+        if (op == AM2Z__EDIT_SET) {
+            am2z_value_release(node);
+            return x;
+        }
+        if (op != AM2Z__EDIT_APPEND) goto fail;
+        if (!node) node = am2z_value_array();
+        if (am2z__type(node) != AM2Z_TYPE_ARRAY) goto fail;
+        return am2z__arr_push(node, x);
+    }
+    if (budget == 0) goto fail;
+    ahead = *it;
+    last = am2z__path_next(&ahead, &next) == 0;
+    if (!node) node = (seg.bracket || seg.dash) ? am2z_value_array() : am2z_value_object();
+
+    if (am2z__type(node) == AM2Z_TYPE_ARRAY) {
+        len = AM2Z__ARR(node)->len;
+        if (seg.dash) i = len;
+        else if (seg.is_index) i = seg.index;
+        else goto fail;
+        if (i > len || (i == len && op == AM2Z__EDIT_REMOVE)) goto fail;
+        node = am2z__own(node, i == len, 0);
+        if (!node) goto fail;
+        if (last && op == AM2Z__EDIT_REMOVE) {
+            am2z__arr *a = AM2Z__ARR(node);
+            am2z_value_release(am2z__items(a)[i]);
+            memmove(am2z__items(a) + i, am2z__items(a) + i + 1, (a->len - i - 1) * sizeof(am2z_value *));
+            a->len--;
+            return node;
+        }
+        if (i < len) {
+            child = am2z__items(AM2Z__ARR(node))[i];
+            am2z__items(AM2Z__ARR(node))[i] = NULL;
+        }
+        nc = am2z__edit(child, it, op, x, budget - 1);
+        x = NULL;
+        if (!nc) goto fail;
+        if (i == len) return am2z__arr_push(node, nc);
+        am2z__items(AM2Z__ARR(node))[i] = nc;
+        if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH) goto fail;
+        am2z__raise_depth(node, nc);
+        return node;
+    }
+    if (am2z__type(node) == AM2Z_TYPE_OBJECT && !seg.bracket) {
+        am2z__obj *n;
+        key = am2z__seg_key(&seg, it->pointer, buf, sizeof buf, &heap, &klen);
+        if (!key) goto fail;
+        i = am2z__obj_find(AM2Z__OBJ(node), key, klen);
+        if (i == AM2Z__NPOS && op == AM2Z__EDIT_REMOVE) goto fail;
+        node = am2z__own(node, i == AM2Z__NPOS, i == AM2Z__NPOS ? klen + 1 : 0);
+        if (!node) goto fail;
+        if (last && op == AM2Z__EDIT_REMOVE) {
+            am2z__obj_del(AM2Z__OBJ(node), i);
+            am2z__free(heap);
+            return node;
+        }
+        if (i != AM2Z__NPOS) {
+            child = am2z__mems(AM2Z__OBJ(node))[i].val;
+            am2z__mems(AM2Z__OBJ(node))[i].val = NULL;
+        }
+        nc = am2z__edit(child, it, op, x, budget - 1);
+        x = NULL;
+        if (!nc) goto fail;
+        if (i != AM2Z__NPOS) {
+            am2z__mems(AM2Z__OBJ(node))[i].val = nc;
+            if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH) goto fail;
+            am2z__raise_depth(node, nc);
+        } else {
+            if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH ||
+                !(n = am2z__obj_add(AM2Z__OBJ(node), key, klen, nc))) {
+                am2z_value_release(nc);
+                goto fail;
+            }
+            node = &n->h;
+        }
+        am2z__free(heap);
+        return node;
+    }
+fail:
+    am2z__free(heap);
+    am2z_value_release(node);
+    am2z_value_release(x);
+    return NULL;
+}
+
+AM2Z_API am2z_value *am2z_value_set(am2z_value *v, const char *path, am2z_value *x) {
+    am2z__path it;
+    if (!x || !path) {
+        am2z_value_release(v);
+        am2z_value_release(x);
+        return NULL;
+    }
+    am2z__path_init(&it, path);
+    return am2z__edit(v, &it, AM2Z__EDIT_SET, x, AM2Z_VALUE_MAX_DEPTH);
+}
+
+AM2Z_API am2z_value *am2z_value_append(am2z_value *v, const char *path, am2z_value *x) {
+    am2z__path it;
+    if (!x || !path) {
+        am2z_value_release(v);
+        am2z_value_release(x);
+        return NULL;
+    }
+    am2z__path_init(&it, path);
+    return am2z__edit(v, &it, AM2Z__EDIT_APPEND, x, AM2Z_VALUE_MAX_DEPTH);
+}
+
+AM2Z_API am2z_value *am2z_value_remove(am2z_value *v, const char *path) {
+    am2z__path it;
+    const am2z_value *found;
+    int r;
+    if (!v || !path || !*path) {
+        am2z_value_release(v);
+        return NULL;
+    }
+    r = am2z__lookup(v, path, &found);
+    if (r < 0) {
+        am2z_value_release(v);
+        return NULL;
+    }
+    if (r == 0) return v; /* nothing to remove */
+    am2z__path_init(&it, path);
+    return am2z__edit(v, &it, AM2Z__EDIT_REMOVE, NULL, AM2Z_VALUE_MAX_DEPTH);
+}
+
+/* ---- equality and hashing ---- */
+
+AM2Z_API int am2z_value_equal(const am2z_value *a, const am2z_value *b) {
+    am2z_type t = am2z__type(a);
+    size_t i, j;
+    if (a == b) return 1;
+    if (t != am2z__type(b) || !a) return 0;
+    switch (t) {
+    case AM2Z_TYPE_NULL: return 1;
+    case AM2Z_TYPE_BOOL: return AM2Z__NUM(a)->u.i == AM2Z__NUM(b)->u.i;
+    case AM2Z_TYPE_INT: return am2z__int(a) == am2z__int(b);
+    case AM2Z_TYPE_DOUBLE: return AM2Z__NUM(a)->u.d == AM2Z__NUM(b)->u.d;
+    case AM2Z_TYPE_STRING:
+        return AM2Z__STR(a)->len == AM2Z__STR(b)->len &&
+               memcmp(am2z__bytes(AM2Z__STR(a)), am2z__bytes(AM2Z__STR(b)), AM2Z__STR(a)->len) == 0;
+    case AM2Z_TYPE_ARRAY:
+        if (AM2Z__ARR(a)->len != AM2Z__ARR(b)->len) return 0;
+        for (i = 0; i < AM2Z__ARR(a)->len; i++)
+            if (!am2z_value_equal(am2z__items(AM2Z__ARR(a))[i], am2z__items(AM2Z__ARR(b))[i])) return 0;
+        return 1;
+    case AM2Z_TYPE_OBJECT: {
+        const am2z__obj *x = AM2Z__OBJ(a), *y = AM2Z__OBJ(b);
+        if (x->len != y->len) return 0;
+        for (i = 0; i < x->len; i++) {
+            const am2z__member *m = am2z__mems(x) + i;
+            /* Same key order is the common case: try the same position first. */
+            if (i < y->len && am2z__mems(y)[i].klen == m->klen &&
+                memcmp(am2z__keys(y) + am2z__mems(y)[i].koff, am2z__keys(x) + m->koff, m->klen) == 0)
+                j = i;
+            else
+                j = am2z__obj_find(y, am2z__keys(x) + m->koff, m->klen);
+            if (j == AM2Z__NPOS || !am2z_value_equal(m->val, am2z__mems(y)[j].val)) return 0;
+        }
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
+AM2Z_API uint64_t am2z_value_hash(const am2z_value *v) {
+    size_t i;
+    uint64_t h, bits;
+    double d;
+    switch (am2z__type(v)) {
+    case AM2Z_TYPE_NONE: return am2z__mix64(0x6e6f6e65ULL);
+    case AM2Z_TYPE_NULL: return am2z__mix64(0x6e756c6cULL);
+    case AM2Z_TYPE_BOOL: return am2z__mix64(0x626f6f6cULL + (uint64_t)AM2Z__NUM(v)->u.i);
+    case AM2Z_TYPE_INT: return am2z__mix64((uint64_t)am2z__int(v) ^ 0x696e7420ULL);
+    case AM2Z_TYPE_DOUBLE:
+        d = AM2Z__NUM(v)->u.d;
+        if (d == 0.0) d = 0.0; /* -0.0 equals 0.0, so it hashes the same */
+        memcpy(&bits, &d, sizeof bits);
+        return am2z__mix64(bits ^ 0x646f75626c65ULL) + 1;
+    case AM2Z_TYPE_STRING:
+        return am2z__hash_bytes(am2z__bytes(AM2Z__STR(v)), AM2Z__STR(v)->len, 0x737472ULL);
+    case AM2Z_TYPE_ARRAY:
+        h = 0x617272ULL ^ AM2Z__ARR(v)->len;
+        for (i = 0; i < AM2Z__ARR(v)->len; i++)
+            h = am2z__mix64(h * 31 + am2z_value_hash(am2z__items(AM2Z__ARR(v))[i]));
+        return h;
+    case AM2Z_TYPE_OBJECT:
+        /* A sum of per-member hashes does not depend on the key order. */
+        h = 0;
+        for (i = 0; i < AM2Z__OBJ(v)->len; i++) {
+            const am2z__member *m = am2z__mems(AM2Z__OBJ(v)) + i;
+            uint64_t kh = am2z__hash_bytes(am2z__keys(AM2Z__OBJ(v)) + m->koff, m->klen, 0x6b6579ULL);
+            h += am2z__mix64(kh ^ (am2z_value_hash(m->val) * 0x9e3779b97f4a7c15ULL));
+        }
+        return am2z__mix64(h ^ 0x6f626aULL ^ ((uint64_t)AM2Z__OBJ(v)->len << 32));
+    }
+    return 0;
+}
+
+/* ---- numbers ---- */
+
+/* strtod on the n bytes at s (a JSON number): correct rounding comes from the C
+   library; the text always uses '.', so a locale with another decimal point is
+   handled by retrying with the locale's. */
+static double am2z__strtod(const char *s, size_t n, int *ok) {
+    char small[64], *buf = small, *end, *dot;
+    double d;
+    *ok = 0;
+    if (n >= sizeof small) {
+        buf = (char *)am2z__malloc(n + 8);
+        if (!buf) return 0;
+    }
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    d = strtod(buf, &end);
+    if (end != buf + n && (dot = strchr(buf, '.')) != NULL) {
+        const char *dp = localeconv()->decimal_point;
+        size_t dl = dp ? strlen(dp) : 0;
+        if (dl >= 1 && dl <= 4 && !(dl == 1 && dp[0] == '.')) {
+            char *b2 = buf == small && n + dl < sizeof small ? small : (char *)am2z__malloc(n + dl + 1);
+            if (b2) {
+                size_t pre = (size_t)(dot - buf);
+                memmove(b2 + pre + dl, buf + pre + 1, n - pre); /* includes the NUL */
+                if (b2 != buf) memcpy(b2, buf, pre);
+                memcpy(b2 + pre, dp, dl);
+                if (buf != small) am2z__free(buf);
+                buf = b2;
+                n = n - 1 + dl;
+                d = strtod(buf, &end);
+            }
+        }
+    }
+    *ok = end == buf + n;
+    if (buf != small) am2z__free(buf);
+    return d;
+}
+
+/* When doubles are evaluated in double precision, one IEEE multiply or divide of two
+   exact operands rounds correctly; the exact fast paths of reading and writing numbers
+   rely on that (x87 extended precision would round twice). */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+#define AM2Z__EXACT_DOUBLES 1
+static const double am2z__p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+#else
+#define AM2Z__EXACT_DOUBLES 0
+#endif
+
+/* Exact fast path (Clinger): up to 15 significant digits times a power of ten up to
+   1e22 are both exact doubles, so one multiply or divide gives the correctly rounded
+   value. Returns 0 when the text needs strtod. */
+static int am2z__fast_double(const char *s, size_t n, double *out) {
+#if AM2Z__EXACT_DOUBLES
+    const double *p10 = am2z__p10;
+    uint64_t m = 0;
+    int nd = 0, neg = 0, frac = 0, eneg = 0;
+    long e10 = 0, ex = 0;
+    size_t i = 0;
+    double d;
+    if (i < n && s[i] == '-') neg = 1, i++;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            frac = 1;
+            continue;
+        }
+        if (c < '0' || c > '9') break;
+        if (nd == 0 && c == '0') {
+            if (frac) e10--;
+            continue;
+        }
+        if (nd == 15) return 0;
+        m = m * 10 + (uint64_t)(c - '0');
+        nd++;
+        if (frac) e10--;
+    }
+    if (i < n) { /* exponent */
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) eneg = s[i++] == '-';
+        for (; i < n; i++) {
+            if (ex > 100000) return 0;
+            ex = ex * 10 + (s[i] - '0');
+        }
+        e10 += eneg ? -ex : ex;
+    }
+    if (m == 0) d = 0.0;
+    else if (e10 >= 0 && e10 <= 22) d = (double)m * p10[e10];
+    else if (e10 < 0 && e10 >= -22) d = (double)m / p10[-e10];
+    else return 0;
+    *out = neg ? -d : d;
+    return 1;
+#else
+    (void)s;
+    (void)n;
+    (void)out;
+    return 0;
+#endif
+}
+
+/* Writes the decimal digits of v ending just before end; returns where they start. */
+static char *am2z__utoa(uint64_t v, char *end) {
+    do {
+        *--end = (char)('0' + (int)(v % 10));
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static size_t am2z__fmt_int(int64_t i, char *out /* >= 21 bytes */) {
+    char tmp[24], *p = am2z__utoa(i < 0 ? 0 - (uint64_t)i : (uint64_t)i, tmp + sizeof tmp);
+    size_t n = (size_t)(tmp + sizeof tmp - p), neg = i < 0;
+    out[0] = '-';
+    memcpy(out + neg, p, n);
+    out[n + neg] = 0;
+    return n + neg;
+}
+
+#if AM2Z__EXACT_DOUBLES
+/* m / 10^k in fixed-point notation ("0.0025", "12.5"). */
+static size_t am2z__fmt_fixed(int neg, uint64_t m, size_t k, char *out) {
+    char tmp[24], *p = am2z__utoa(m, tmp + sizeof tmp);
+    size_t nd = (size_t)(tmp + sizeof tmp - p), n = 0;
+    if (neg) out[n++] = '-';
+    if (nd <= k) {
+        out[n++] = '0';
+        out[n++] = '.';
+        memset(out + n, '0', k - nd);
+        n += k - nd;
+        memcpy(out + n, p, nd);
+        n += nd;
+    } else {
+        memcpy(out + n, p, nd - k);
+        n += nd - k;
+        out[n++] = '.';
+        memcpy(out + n, p + nd - k, k);
+        n += k;
+    }
+    out[n] = 0;
+    return n;
+}
+#endif
+
+/* Formats a finite double as the shortest of %.15g/%.16g/%.17g that reads back to the
+   same bits, with '.' whatever the locale, and always looking like a double ("1.0"). */
+static size_t am2z__fmt_double(double d, char *out /* >= 40 bytes */) {
+    char tmp[64];
+    int prec, ok;
+    size_t n = 0, i;
+    if (d == 0.0) {
+        unsigned char b[sizeof d];
+        memcpy(b, &d, sizeof d);
+        /* -0.0 has only its sign bit set, in the byte at one end or the other. */
+        n = (b[0] | b[sizeof d - 1]) ? 4 : 3;
+        memcpy(out, n == 4 ? "-0.0" : "0.0", n + 1);
+        return n;
+    }
+    if (d > -1e15 && d < 1e15 && (double)(int64_t)d == d) { /* as %.15g would, plus ".0" */
+        n = am2z__fmt_int((int64_t)d, out);
+        memcpy(out + n, ".0", 3);
+        return n + 2;
+    }
+#if AM2Z__EXACT_DOUBLES
+    {
+        /* Short decimals (prices, ratios, measurements: the usual case) are found without
+           printf: the first k for which an integer m near |d| * 10^k has m / 10^k == |d|
+           (exact operands, so the division rounds correctly, as reading the text does)
+           gives the shortest fixed-point text. With at most 15 significant digits only
+           one candidate can read back to d (DBL_DIG), so it is the one %.15g prints;
+           longer texts are left to printf, which picks the nearest. */
+        double a = d < 0 ? -d : d, t;
+        uint64_t m, c;
+        size_t k, j;
+        if (a >= 1e-4 && a < 1e15) {
+            for (k = 1; k <= 19; k++) {
+                t = a * am2z__p10[k];
+                if (t >= 1e15) break;
+                m = (uint64_t)(t + 0.5);
+                for (j = 0; j < 3; j++) { /* t may be off by one unit: try the neighbours */
+                    c = j == 0 ? m : j == 1 ? m + 1 : m - 1;
+                    if ((double)c / am2z__p10[k] == a) return am2z__fmt_fixed(d < 0, c, k, out);
+                }
+            }
+        }
+    }
+#endif
+    for (prec = 15; prec <= 17; prec++) {
+        int k = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (k <= 0 || (size_t)k >= sizeof tmp) k = 0;
+        /* Any run of bytes that is not part of a number is the locale's decimal point. */
+        for (i = 0, n = 0; i < (size_t)k; i++) {
+            char c = tmp[i];
+            if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e') out[n++] = c;
+            else if (n == 0 || out[n - 1] != '.') out[n++] = '.';
+        }
+        out[n] = 0;
+        if (prec == 17 || am2z__strtod(out, n, &ok) == d) break;
+    }
+    if (!strchr(out, '.') && !strchr(out, 'e')) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+/* ---- JSON writing ---- */
+
+typedef struct am2z__jbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} am2z__jbuf;
+
+static int am2z__jbuf_reserve(am2z__jbuf *b, size_t add) {
+    size_t cap;
+    char *p;
+    if (b->oom) return 0;
+    if (add <= b->cap - b->n) return 1;
+    if (add > SIZE_MAX / 4 - b->n) {
+        b->oom = 1;
+        return 0;
+    }
+    cap = b->cap < 128 ? 256 : b->cap * 2;
+    if (cap < b->n + add) cap = b->n + add;
+    p = (char *)am2z__realloc(b->p, cap);
+    if (!p) {
+        b->oom = 1;
+        return 0;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+static void am2z__jbuf_put(am2z__jbuf *b, const char *s, size_t n) {
+    if (n && (n <= b->cap - b->n || am2z__jbuf_reserve(b, n))) {
+        memcpy(b->p + b->n, s, n);
+        b->n += n;
+    }
+}
+static void am2z__jbuf_putc(am2z__jbuf *b, char c) {
+    if (b->n < b->cap || am2z__jbuf_reserve(b, 1)) b->p[b->n++] = c;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one: overlong
+   forms, UTF-16 surrogates and code points above U+10FFFF are invalid. */
+static size_t am2z__utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return n >= 3 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return n >= 4 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+/* Writes a quoted JSON string; bytes that are not valid UTF-8 become U+FFFD so the
+   output is always valid JSON. */
+static void am2z__write_str(am2z__jbuf *b, const char *str, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, j, k;
+    am2z__jbuf_putc(b, '"');
+    while (i < n) {
+        for (j = i; j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\'; j++) {}
+        am2z__jbuf_put(b, (const char *)s + i, j - i);
+        if (j == n) break;
+        i = j;
+        if (s[i] >= 0x80) {
+            k = am2z__utf8_len(s + i, n - i);
+            if (k) am2z__jbuf_put(b, (const char *)s + i, k);
+            else am2z__jbuf_put(b, "\xef\xbf\xbd", 3);
+            i += k ? k : 1;
+            continue;
+        }
+        switch (s[i]) {
+        case '"': am2z__jbuf_put(b, "\\\"", 2); break;
+        case '\\': am2z__jbuf_put(b, "\\\\", 2); break;
+        case '\n': am2z__jbuf_put(b, "\\n", 2); break;
+        case '\r': am2z__jbuf_put(b, "\\r", 2); break;
+        case '\t': am2z__jbuf_put(b, "\\t", 2); break;
+        case '\b': am2z__jbuf_put(b, "\\b", 2); break;
+        case '\f': am2z__jbuf_put(b, "\\f", 2); break;
+        default: {
+            char e[6];
+            e[0] = '\\';
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[s[i] >> 4];
+            e[5] = hex[s[i] & 15];
+            am2z__jbuf_put(b, e, 6);
+        }
+        }
+        i++;
+    }
+    am2z__jbuf_putc(b, '"');
+}
+
+static int am2z__keycmp(const am2z__obj *o, size_t a, size_t b) {
+    const am2z__member *m = am2z__mems(o);
+    size_t la = m[a].klen, lb = m[b].klen;
+    int c = memcmp(am2z__keys(o) + m[a].koff, am2z__keys(o) + m[b].koff, la < lb ? la : lb);
+    return c ? c : (la < lb ? -1 : la > lb);
+}
+
+/* Sorts member numbers by key bytes: insertion sort on runs of 16, then merging
+   through tmp (n log n for objects with thousands of keys). */
+static void am2z__sort_keys(const am2z__obj *o, size_t *idx, size_t *tmp, size_t n) {
+    size_t i, j, w, lo, mid, hi, a, b, k;
+    for (lo = 0; lo < n; lo += 16) {
+        hi = lo + 16 < n ? lo + 16 : n;
+        for (i = lo + 1; i < hi; i++) {
+            size_t x = idx[i];
+            for (j = i; j > lo && am2z__keycmp(o, idx[j - 1], x) > 0; j--) idx[j] = idx[j - 1];
+            idx[j] = x;
+        }
+    }
+    for (w = 16; w < n; w *= 2) {
+        for (lo = 0; lo < n; lo += 2 * w) {
+            mid = lo + w < n ? lo + w : n;
+            hi = lo + 2 * w < n ? lo + 2 * w : n;
+            for (a = lo, b = mid, k = lo; k < hi; k++)
+                tmp[k] = (a < mid && (b >= hi || am2z__keycmp(o, idx[a], idx[b]) <= 0)) ? idx[a++] : idx[b++];
+        }
+        memcpy(idx, tmp, n * sizeof *idx);
+    }
+}
+
+static void am2z__indent(am2z__jbuf *b, int flags, int level) {
+    if (!(flags & AM2Z_JSON_PRETTY)) return;
+    am2z__jbuf_putc(b, '\n');
+    if (am2z__jbuf_reserve(b, (size_t)level * 2)) {
+        memset(b->p + b->n, ' ', (size_t)level * 2);
+        b->n += (size_t)level * 2;
+    }
+}
+
+static void am2z__write(am2z__jbuf *b, const am2z_value *v, int flags, int level) {
+    char num[48];
+    size_t i, n;
+    switch (am2z__type(v)) {
+    case AM2Z_TYPE_NONE:
+    case AM2Z_TYPE_NULL: am2z__jbuf_put(b, "null", 4); return;
+    case AM2Z_TYPE_BOOL:
+        if (AM2Z__NUM(v)->u.i) am2z__jbuf_put(b, "true", 4);
+        else am2z__jbuf_put(b, "false", 5);
+        return;
+    case AM2Z_TYPE_INT:
+        n = am2z__fmt_int(am2z__int(v), num);
+        am2z__jbuf_put(b, num, n);
+        return;
+    case AM2Z_TYPE_DOUBLE:
+        n = am2z__fmt_double(AM2Z__NUM(v)->u.d, num);
+        am2z__jbuf_put(b, num, n);
+        return;
+    case AM2Z_TYPE_STRING:
+        am2z__write_str(b, am2z__bytes(AM2Z__STR(v)), AM2Z__STR(v)->len);
+        return;
+    case AM2Z_TYPE_ARRAY: {
+        const am2z__arr *a = AM2Z__ARR(v);
+        am2z__jbuf_putc(b, '[');
+        for (i = 0; i < a->len; i++) {
+            if (i) am2z__jbuf_putc(b, ',');
+            am2z__indent(b, flags, level + 1);
+            am2z__write(b, am2z__items(a)[i], flags, level + 1);
+        }
+        if (a->len) am2z__indent(b, flags, level);
+        am2z__jbuf_putc(b, ']');
+        return;
+    }
+    case AM2Z_TYPE_OBJECT: {
+        const am2z__obj *o = AM2Z__OBJ(v);
+        size_t small[32], *idx = NULL;
+        if ((flags & AM2Z_JSON_SORTED) && o->len > 1) {
+            idx = o->len <= 16 ? small
+                               : (o->len > SIZE_MAX / (2 * sizeof(size_t)) ? NULL
+                                  : (size_t *)am2z__malloc(2 * o->len * sizeof(size_t)));
+            if (!idx) {
+                b->oom = 1;
+                return;
+            }
+            for (i = 0; i < o->len; i++) idx[i] = i;
+            am2z__sort_keys(o, idx, idx + o->len, o->len);
+        }
+        am2z__jbuf_putc(b, '{');
+        for (i = 0; i < o->len; i++) {
+            const am2z__member *m = am2z__mems(o) + (idx ? idx[i] : i);
+            if (i) am2z__jbuf_putc(b, ',');
+            am2z__indent(b, flags, level + 1);
+            am2z__write_str(b, am2z__keys(o) + m->koff, m->klen);
+            am2z__jbuf_putc(b, ':');
+            if (flags & AM2Z_JSON_PRETTY) am2z__jbuf_putc(b, ' ');
+            am2z__write(b, m->val, flags, level + 1);
+        }
+        if (o->len) am2z__indent(b, flags, level);
+        am2z__jbuf_putc(b, '}');
+        if (idx != small) am2z__free(idx);
+        return;
+    }
+    }
+}
+
+AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len) {
+    am2z__jbuf b;
+    if (len) *len = 0;
+    if (!v) return NULL;
+    b.p = NULL;
+    b.n = b.cap = 0;
+    b.oom = 0;
+    am2z__write(&b, v, flags, 0);
+    am2z__jbuf_putc(&b, 0);
+    if (b.oom) {
+        am2z__free(b.p);
+        return NULL;
+    }
+    if (len) *len = b.n - 1;
+    return b.p;
+}
+
+/* ---- JSON parsing ---- */
+
+/* A growable stack whose first block is storage supplied by the caller. */
+typedef struct am2z__vec {
+    void *p;
+    size_t n, cap;
+    void *small;
+} am2z__vec;
+
+static int am2z__vec_reserve(am2z__vec *v, size_t add, size_t elem) {
+    size_t cap;
+    void *p;
+    if (add <= v->cap - v->n) return 1;
+    if (add > SIZE_MAX / 4 / elem - v->n) return 0;
+    cap = v->cap * 2;
+    if (cap < v->n + add) cap = v->n + add;
+    if (cap > SIZE_MAX / 4 / elem) return 0;
+    if (v->p == v->small) {
+        p = am2z__malloc(cap * elem);
+        if (p && v->n) memcpy(p, v->p, v->n * elem);
+    } else {
+        p = am2z__realloc(v->p, cap * elem);
+    }
+    if (!p) return 0;
+    v->p = p;
+    v->cap = cap;
+    return 1;
+}
+static void am2z__vec_init(am2z__vec *v, void *small, size_t cap) {
+    v->p = v->small = small;
+    v->n = 0;
+    v->cap = cap;
+}
+static void am2z__vec_free(am2z__vec *v) {
+    if (v->p != v->small) am2z__free(v->p);
+}
+
+typedef struct am2z__kref { size_t off, len; } am2z__kref;  /* a key in the key bytes */
+typedef struct am2z__frame {
+    size_t vbase, kbase, kbytes;  /* where its values, keys and key bytes start */
+    size_t count;                 /* elements so far */
+    int obj;
+} am2z__frame;
+
+typedef struct am2z__parser {
+    const unsigned char *s;
+    size_t n, pos;
+    am2z_json_limits lim;
+    am2z_json_error *err;
+    am2z__vec vals;   /* am2z_value *: finished elements of open containers */
+    am2z__vec krefs;  /* am2z__kref: keys of open objects' members */
+    am2z__vec kbytes; /* char: key bytes */
+    am2z__vec frames; /* am2z__frame: open containers */
+    am2z__vec sbuf;   /* char: a string being decoded */
+} am2z__parser;
+
+static void am2z__perr(am2z__parser *P, size_t off, const char *fmt, ...) AM2Z_PRINTF(3, 4);
+static void am2z__perr(am2z__parser *P, size_t off, const char *fmt, ...) {
+    va_list ap;
+    if (!P->err) return;
+    P->err->offset = off;
+    va_start(ap, fmt);
+    vsnprintf(P->err->message, sizeof P->err->message, fmt, ap);
+    va_end(ap);
+}
+
+static void am2z__skip_ws(am2z__parser *P) {
+    while (P->pos < P->n) {
+        unsigned char c = P->s[P->pos];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return;
+        P->pos++;
+    }
+}
+
+static int am2z__hex4(const unsigned char *s, unsigned *out) {
+    unsigned v = 0, i, d;
+    for (i = 0; i < 4; i++) {
+        unsigned char c = s[i];
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return 0;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Decodes the string whose '"' is at P->pos. An ASCII string without escapes is
+   returned in place (*raw); otherwise the decoded bytes are appended to dst. The
+   length limit is checked before any byte is stored. */
+static int am2z__pstring(am2z__parser *P, am2z__vec *dst, size_t limit, const char **raw, size_t *rawlen) {
+    const unsigned char *s = P->s;
+    size_t n = P->n, start = P->pos, i = start + 1, j, base = dst->n, k;
+    unsigned char enc[4];
+    unsigned cp, lo;
+    while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') i++;
+    if (i - start - 1 > limit) goto too_long;
+    if (i < n && s[i] == '"') {
+        *raw = (const char *)s + start + 1;
+        *rawlen = i - start - 1;
+        P->pos = i + 1;
+        return 1;
+    }
+    *raw = NULL;
+    j = start + 1;
+    for (;;) {
+        /* copy the plain run [j, i) */
+        if (i > j) {
+            if (i - j > limit - (dst->n - base)) goto too_long;
+            if (!am2z__vec_reserve(dst, i - j, 1)) goto oom;
+            memcpy((char *)dst->p + dst->n, s + j, i - j);
+            dst->n += i - j;
+        }
+        if (i >= n) {
+            am2z__perr(P, n, "unterminated string");
+            return 0;
+        }
+        if (s[i] == '"') break;
+        if (s[i] < 0x20) {
+            am2z__perr(P, i, "control character in string");
+            return 0;
+        }
+        if (s[i] == '\\') {
+            if (i + 1 >= n) {
+                am2z__perr(P, n, "unterminated string");
+                return 0;
+            }
+            k = 1;
+            switch (s[i + 1]) {
+            case '"': enc[0] = '"'; break;
+            case '\\': enc[0] = '\\'; break;
+            case '/': enc[0] = '/'; break;
+            case 'b': enc[0] = '\b'; break;
+            case 'f': enc[0] = '\f'; break;
+            case 'n': enc[0] = '\n'; break;
+            case 'r': enc[0] = '\r'; break;
+            case 't': enc[0] = '\t'; break;
+            case 'u':
+                if (n - i < 6 || !am2z__hex4(s + i + 2, &cp)) {
+                    am2z__perr(P, i, "invalid \\u escape");
+                    return 0;
+                }
+                if (cp >= 0xdc00 && cp <= 0xdfff) {
+                    am2z__perr(P, i, "lone low surrogate");
+                    return 0;
+                }
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    if (n - i < 12 || s[i + 6] != '\\' || s[i + 7] != 'u' || !am2z__hex4(s + i + 8, &lo) ||
+                        lo < 0xdc00 || lo > 0xdfff) {
+                        am2z__perr(P, i, "lone high surrogate");
+                        return 0;
+                    }
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    i += 6;
+                }
+                if (cp < 0x80) {
+                    enc[0] = (unsigned char)cp;
+                } else if (cp < 0x800) {
+                    enc[0] = (unsigned char)(0xc0 | cp >> 6);
+                    enc[1] = (unsigned char)(0x80 | (cp & 0x3f));
+                    k = 2;
+                } else if (cp < 0x10000) {
+                    enc[0] = (unsigned char)(0xe0 | cp >> 12);
+                    enc[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    enc[2] = (unsigned char)(0x80 | (cp & 0x3f));
+                    k = 3;
+                } else {
+                    enc[0] = (unsigned char)(0xf0 | cp >> 18);
+                    enc[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+                    enc[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    enc[3] = (unsigned char)(0x80 | (cp & 0x3f));
+                    k = 4;
+                }
+                i += 4;
+                break;
+            default:
+                am2z__perr(P, i, "invalid escape");
+                return 0;
+            }
+            i += 2;
+            if (k > limit - (dst->n - base)) goto too_long;
+            if (!am2z__vec_reserve(dst, k, 1)) goto oom;
+            memcpy((char *)dst->p + dst->n, enc, k);
+            dst->n += k;
+            j = i;
+        } else if (s[i] >= 0x80) {
+            k = am2z__utf8_len(s + i, n - i);
+            if (!k) {
+                am2z__perr(P, i, "invalid UTF-8");
+                return 0;
+            }
+            j = i;
+            i += k;
+            continue;
+        }
+        j = i;
+        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') i++;
+    }
+    P->pos = i + 1;
+    return 1;
+too_long:
+    am2z__perr(P, start, "string length limit %lu exceeded", (unsigned long)limit);
+    return 0;
+oom:
+    am2z__perr(P, start, "out of memory");
+    return 0;
+}
+
+static am2z_value *am2z__pnumber(am2z__parser *P) {
+    const char *s = (const char *)P->s;
+    size_t n = P->n, start = P->pos, i = start, dig;
+    int neg = 0, isdbl = 0, ok;
+    uint64_t m = 0;
+    double d;
+    if (s[i] == '-') neg = 1, i++;
+    dig = i;
+    if (i < n && s[i] == '0') {
+        i++;
+    } else if (i < n && s[i] >= '1' && s[i] <= '9') {
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    } else {
+        am2z__perr(P, start, "invalid number");
+        return NULL;
+    }
+    if (i < n && s[i] == '.') {
+        i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') {
+            am2z__perr(P, start, "invalid number");
+            return NULL;
+        }
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        isdbl = 1;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') {
+            am2z__perr(P, start, "invalid number");
+            return NULL;
+        }
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        isdbl = 1;
+    }
+    P->pos = i;
+    if (!isdbl) {
+        for (; dig < i; dig++) {
+            unsigned dd = (unsigned)(s[dig] - '0');
+            if (m > (UINT64_MAX - dd) / 10) break;
+            m = m * 10 + dd;
+        }
+        if (dig == i) { /* fits in 64 bits */
+            if (!neg && m <= (uint64_t)INT64_MAX) return am2z_value_int((int64_t)m);
+            /* "-0" stays a double so that its sign survives a round trip */
+            if (neg && m != 0 && m <= (uint64_t)INT64_MAX + 1)
+                return am2z_value_int(m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m);
+        }
+    }
+    if (!am2z__fast_double(s + start, i - start, &d)) {
+        d = am2z__strtod(s + start, i - start, &ok);
+        if (!ok) {
+            am2z__perr(P, start, "out of memory");
+            return NULL;
+        }
+    }
+    if (!(d - d == 0.0)) {
+        am2z__perr(P, start, "number out of range");
+        return NULL;
+    }
+    return am2z_value_double(d);
+}
+
+/* Builds the array or object of the top frame from the stacks. */
+static am2z_value *am2z__pbuild(am2z__parser *P, const am2z__frame *f) {
+    am2z_value **vals = (am2z_value **)P->vals.p + f->vbase;
+    size_t count = P->vals.n - f->vbase, i, j;
+    unsigned depth = 0;
+    if (count == 0) return f->obj ? am2z_value_object() : am2z_value_array();
+    for (i = 0; i < count; i++)
+        if (am2z__depth(vals[i]) > depth) depth = am2z__depth(vals[i]);
+    if (!f->obj) {
+        am2z__arr *a = am2z__arr_alloc(count);
+        if (!a) return NULL;
+        memcpy(am2z__items(a), vals, count * sizeof *vals);
+        a->len = count;
+        a->h.depth = (uint16_t)(depth + 1);
+        P->vals.n = f->vbase;
+        return &a->h;
+    } else {
+        const am2z__kref *kr = (const am2z__kref *)P->krefs.p + f->kbase;
+        const char *kb = (const char *)P->kbytes.p;
+        am2z__obj *o = am2z__obj_alloc(count, P->kbytes.n - f->kbytes + count);
+        if (!o) return NULL;
+        /* Cannot fail from here: the block has room for every member. A repeated key
+           keeps its first position and takes the last value, as JavaScript does. */
+        for (i = 0; i < count; i++) {
+            j = am2z__obj_find(o, kb + kr[i].off, kr[i].len);
+            if (j != AM2Z__NPOS) {
+                am2z_value_release(am2z__mems(o)[j].val);
+                am2z__mems(o)[j].val = vals[i];
+            } else {
+                o = am2z__obj_add(o, kb + kr[i].off, kr[i].len, vals[i]);
+            }
+        }
+        o->h.depth = (uint16_t)(depth + 1);
+        P->vals.n = f->vbase;
+        P->krefs.n = f->kbase;
+        P->kbytes.n = f->kbytes;
+        return &o->h;
+    }
+}
+
+static am2z_value *am2z__parse(am2z__parser *P) {
+    const unsigned char *s = P->s;
+    am2z_value *v = NULL;
+    am2z__frame *top;
+    const char *raw;
+    size_t start, rawlen;
+    unsigned char c;
+
+value:
+    am2z__skip_ws(P);
+    if (P->pos >= P->n) {
+        am2z__perr(P, P->pos, P->pos ? "unexpected end of input" : "empty input");
+        return NULL;
+    }
+    start = P->pos;
+    c = s[start];
+    if (P->frames.n) {
+        top = (am2z__frame *)P->frames.p + P->frames.n - 1;
+        if (!top->obj && top->count++ == P->lim.max_elements) {
+            am2z__perr(P, start, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
+            return NULL;
+        }
+    }
+    switch (c) {
+    case '[':
+    case '{':
+        if (P->frames.n >= (size_t)P->lim.max_depth) {
+            am2z__perr(P, start, "depth limit %d exceeded", P->lim.max_depth);
+            return NULL;
+        }
+        if (!am2z__vec_reserve(&P->frames, 1, sizeof(am2z__frame))) goto oom;
+        top = (am2z__frame *)P->frames.p + P->frames.n++;
+        top->vbase = P->vals.n;
+        top->kbase = P->krefs.n;
+        top->kbytes = P->kbytes.n;
+        top->count = 0;
+        top->obj = c == '{';
+        P->pos++;
+        am2z__skip_ws(P);
+        if (P->pos < P->n && s[P->pos] == (c == '[' ? ']' : '}')) {
+            P->pos++;
+            P->frames.n--;
+            v = c == '[' ? am2z_value_array() : am2z_value_object();
+            goto done;
+        }
+        if (c == '[') goto value;
+        goto key;
+    case '"':
+        P->sbuf.n = 0;
+        if (!am2z__pstring(P, &P->sbuf, P->lim.max_string, &raw, &rawlen)) return NULL;
+        v = raw ? am2z_value_string_n(raw, rawlen) : am2z_value_string_n((const char *)P->sbuf.p, P->sbuf.n);
+        if (!v) goto oom;
+        goto done;
+    case 't':
+        if (P->n - start >= 4 && memcmp(s + start, "true", 4) == 0) {
+            P->pos += 4;
+            v = am2z_value_bool(1);
+            goto done;
+        }
+        break;
+    case 'f':
+        if (P->n - start >= 5 && memcmp(s + start, "false", 5) == 0) {
+            P->pos += 5;
+            v = am2z_value_bool(0);
+            goto done;
+        }
+        break;
+    case 'n':
+        if (P->n - start >= 4 && memcmp(s + start, "null", 4) == 0) {
+            P->pos += 4;
+            v = am2z_value_null();
+            goto done;
+        }
+        break;
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            v = am2z__pnumber(P);
+            if (!v) return NULL;
+            goto done;
+        }
+    }
+    am2z__perr(P, start, c >= 0x20 && c < 0x7f ? "unexpected character '%c'" : "unexpected byte 0x%02x", c);
+    return NULL;
+
+key: /* at a member of the top object, after '{' or ',' */
+    am2z__skip_ws(P);
+    top = (am2z__frame *)P->frames.p + P->frames.n - 1;
+    if (P->pos >= P->n || s[P->pos] != '"') {
+        am2z__perr(P, P->pos, P->pos >= P->n ? "unexpected end of input" : "expected a string key");
+        return NULL;
+    }
+    if (top->count++ == P->lim.max_elements) {
+        am2z__perr(P, P->pos, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
+        return NULL;
+    }
+    {
+        size_t kstart = P->kbytes.n, klimit = P->lim.max_string < 0xfffffffeu ? P->lim.max_string : 0xfffffffeu;
+        am2z__kref kr;
+        if (!am2z__pstring(P, &P->kbytes, klimit, &raw, &rawlen)) return NULL;
+        if (raw) {
+            if (!am2z__vec_reserve(&P->kbytes, rawlen, 1)) goto oom;
+            memcpy((char *)P->kbytes.p + P->kbytes.n, raw, rawlen);
+            P->kbytes.n += rawlen;
+        }
+        kr.off = kstart;
+        kr.len = P->kbytes.n - kstart;
+        if (!am2z__vec_reserve(&P->krefs, 1, sizeof kr)) goto oom;
+        ((am2z__kref *)P->krefs.p)[P->krefs.n++] = kr;
+    }
+    am2z__skip_ws(P);
+    if (P->pos >= P->n || s[P->pos] != ':') {
+        am2z__perr(P, P->pos, P->pos >= P->n ? "unexpected end of input" : "expected ':'");
+        return NULL;
+    }
+    P->pos++;
+    goto value;
+
+done: /* v is a finished value */
+    if (P->frames.n == 0) {
+        am2z__skip_ws(P);
+        if (P->pos != P->n) {
+            am2z__perr(P, P->pos, "unexpected data after the JSON value");
+            am2z_value_release(v);
+            return NULL;
+        }
+        return v;
+    }
+    if (!am2z__vec_reserve(&P->vals, 1, sizeof v)) {
+        am2z_value_release(v);
+        goto oom;
+    }
+    ((am2z_value **)P->vals.p)[P->vals.n++] = v;
+    am2z__skip_ws(P);
+    top = (am2z__frame *)P->frames.p + P->frames.n - 1;
+    if (P->pos >= P->n) {
+        am2z__perr(P, P->pos, "unexpected end of input");
+        return NULL;
+    }
+    c = s[P->pos];
+    if (c == ',') {
+        P->pos++;
+        if (top->obj) goto key;
+        goto value;
+    }
+    if (c == (top->obj ? '}' : ']')) {
+        P->pos++;
+        v = am2z__pbuild(P, top);
+        if (!v) goto oom;
+        P->frames.n--;
+        goto done;
+    }
+    am2z__perr(P, P->pos, top->obj ? "expected ',' or '}'" : "expected ',' or ']'");
+    return NULL;
+oom:
+    am2z__perr(P, P->pos, "out of memory");
+    return NULL;
+}
+
+AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_json_limits *limits,
+                                     am2z_json_error *err) {
+    am2z__parser P;
+    am2z_value *vsmall[64], *v;
+    am2z__kref ksmall[32];
+    am2z__frame fsmall[16];
+    char kbsmall[256], ssmall[256];
+    size_t i;
+    if (err) {
+        err->offset = 0;
+        err->message[0] = 0;
+    }
+    P.err = err;
+    if (!text) {
+        am2z__perr(&P, 0, "no input");
+        return NULL;
+    }
+    if (len == 0) len = strlen(text);
+    P.s = (const unsigned char *)text;
+    P.n = len;
+    P.pos = 0;
+    if (limits) P.lim = *limits;
+    else memset(&P.lim, 0, sizeof P.lim);
+    if (P.lim.max_depth <= 0) P.lim.max_depth = AM2Z_JSON_MAX_DEPTH;
+    if (P.lim.max_depth > AM2Z_VALUE_MAX_DEPTH) P.lim.max_depth = AM2Z_VALUE_MAX_DEPTH;
+    if (!P.lim.max_size) P.lim.max_size = AM2Z_JSON_MAX_SIZE;
+    if (!P.lim.max_string) P.lim.max_string = AM2Z_JSON_MAX_STRING;
+    if (!P.lim.max_elements) P.lim.max_elements = AM2Z_JSON_MAX_ELEMENTS;
+    if (len > P.lim.max_size) {
+        am2z__perr(&P, P.lim.max_size, "input size limit %lu exceeded", (unsigned long)P.lim.max_size);
+        return NULL;
+    }
+    am2z__vec_init(&P.vals, vsmall, sizeof vsmall / sizeof *vsmall);
+    am2z__vec_init(&P.krefs, ksmall, sizeof ksmall / sizeof *ksmall);
+    am2z__vec_init(&P.frames, fsmall, sizeof fsmall / sizeof *fsmall);
+    am2z__vec_init(&P.kbytes, kbsmall, sizeof kbsmall);
+    am2z__vec_init(&P.sbuf, ssmall, sizeof ssmall);
+    v = am2z__parse(&P);
+    for (i = 0; i < P.vals.n; i++) am2z_value_release(((am2z_value **)P.vals.p)[i]);
+    am2z__vec_free(&P.vals);
+    am2z__vec_free(&P.krefs);
+    am2z__vec_free(&P.frames);
+    am2z__vec_free(&P.kbytes);
+    am2z__vec_free(&P.sbuf);
+    return v;
+}
+
 /* ==== 2. state ======================================================================== */
+
+static int am2z__meta_ok(const am2z_value *m) {
+    return am2z__type(m) == AM2Z_TYPE_OBJECT &&
+           am2z__type(am2z_value_find(m, "version", 7)) == AM2Z_TYPE_INT &&
+           am2z_value_as_int(am2z_value_find(m, "version", 7), -1) >= 0 &&
+           am2z__type(am2z_value_find(m, "sessionId", 9)) == AM2Z_TYPE_STRING &&
+           am2z__type(am2z_value_find(m, "createdAt", 9)) == AM2Z_TYPE_INT &&
+           am2z__type(am2z_value_find(m, "lastUpdated", 11)) == AM2Z_TYPE_INT;
+}
+
+/* {version, sessionId, createdAt, lastUpdated} in one block (plus the id string). */
+static am2z_value *am2z__meta_new(const char *session_id, int64_t version, int64_t created, int64_t updated) {
+    am2z__obj *o = am2z__obj_alloc(4, sizeof "version" + sizeof "sessionId" + sizeof "createdAt" +
+                                          sizeof "lastUpdated");
+    am2z_value *sid = am2z_value_string(session_id ? session_id : "default");
+    am2z_value *ver = am2z_value_int(version), *cr = am2z_value_int(created), *up = am2z_value_int(updated);
+    if (!o || !sid || !ver || !cr || !up) {
+        am2z__free(o);
+        am2z_value_release(sid);
+        am2z_value_release(ver);
+        am2z_value_release(cr);
+        am2z_value_release(up);
+        return NULL;
+    }
+    o = am2z__obj_add(o, "version", 7, ver);
+    o = am2z__obj_add(o, "sessionId", 9, sid);
+    o = am2z__obj_add(o, "createdAt", 9, cr);
+    o = am2z__obj_add(o, "lastUpdated", 11, up);
+    return &o->h;
+}
+
+/* Puts meta (consumed) first among the members of object data (consumed), which has
+   no "metadata" member: the original spreads metadata first. */
+static am2z_state *am2z__state_put_meta(am2z_value *data, am2z_value *meta) {
+    am2z__obj *o;
+    am2z__member m;
+    data = am2z__own(data, 1, sizeof "metadata");
+    o = data ? am2z__obj_add(AM2Z__OBJ(data), "metadata", 8, meta) : NULL;
+    if (!o) {
+        am2z_value_release(data);
+        am2z_value_release(meta);
+        return NULL;
+    }
+    m = am2z__mems(o)[o->len - 1];
+    memmove(am2z__mems(o) + 1, am2z__mems(o), (o->len - 1) * sizeof m);
+    am2z__mems(o)[0] = m;
+    am2z__obj_reindex(o, 0);
+    return &o->h;
+}
+
+/* Gives object data (consumed) well-formed metadata, keeping one already there. */
+static am2z_state *am2z__state_attach(const char *session_id, am2z_value *data) {
+    size_t i = am2z__obj_find(AM2Z__OBJ(data), "metadata", 8);
+    int64_t now;
+    am2z_value *meta;
+    if (i != AM2Z__NPOS && am2z__meta_ok(am2z__mems(AM2Z__OBJ(data))[i].val)) return data;
+    now = am2z_now_ms();
+    meta = am2z__meta_new(session_id, 1, now, now);
+    if (!meta) {
+        am2z_value_release(data);
+        return NULL;
+    }
+    if (i != AM2Z__NPOS) return am2z__obj_set(data, "metadata", 8, meta);
+    return am2z__state_put_meta(data, meta);
+}
+
+AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data) {
+    if (!data) data = am2z_value_object();
+    if (am2z__type(data) != AM2Z_TYPE_OBJECT) {
+        am2z_value_release(data);
+        return NULL;
+    }
+    return am2z__state_attach(session_id, data);
+}
+
+AM2Z_API am2z_state *am2z_state_parse(const char *session_id, const char *json, size_t len,
+                                      am2z_json_error *err) {
+    am2z_value *v = am2z_json_parse(json, len, NULL, err);
+    if (!v) return NULL;
+    if (am2z__type(v) != AM2Z_TYPE_OBJECT) {
+        if (err) {
+            err->offset = 0;
+            snprintf(err->message, sizeof err->message, "a state must be a JSON object, not %s",
+                     am2z_type_name(am2z__type(v)));
+        }
+        am2z_value_release(v);
+        return NULL;
+    }
+    v = am2z__state_attach(session_id, v);
+    if (!v && err) {
+        err->offset = 0;
+        snprintf(err->message, sizeof err->message, "out of memory");
+    }
+    return v;
+}
+
+static const am2z_value *am2z__meta_get(const am2z_state *s, const char *key, size_t klen) {
+    return am2z_value_find(am2z_value_find(s, "metadata", 8), key, klen);
+}
+
+AM2Z_API int64_t am2z_state_version(const am2z_state *s) {
+    return am2z_value_as_int(am2z__meta_get(s, "version", 7), 0);
+}
+AM2Z_API const char *am2z_state_session_id(const am2z_state *s) {
+    const char *id = am2z_value_as_string(am2z__meta_get(s, "sessionId", 9), NULL);
+    return id ? id : "";
+}
+AM2Z_API int64_t am2z_state_created_at(const am2z_state *s) {
+    return am2z_value_as_int(am2z__meta_get(s, "createdAt", 9), 0);
+}
+AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
+    return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
+}
+
+AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) {
+    size_t i;
+    int64_t version, now = am2z_now_ms();
+    am2z_value *meta;
+    const char *sid;
+    if (am2z__type(s) != AM2Z_TYPE_OBJECT) {
+        am2z_value_release(s);
+        return NULL;
+    }
+    version = am2z_state_version(s);
+    if (version < INT64_MAX) version++;
+    i = am2z__obj_find(AM2Z__OBJ(s), "metadata", 8);
+    if (i == AM2Z__NPOS || !am2z__meta_ok(am2z__mems(AM2Z__OBJ(s))[i].val)) {
+        /* Repair: fresh metadata that still counts on from the old version. */
+        sid = am2z_state_session_id(s);
+        meta = am2z__meta_new(sid[0] ? sid : NULL, version, now, now);
+        if (!meta) {
+            am2z_value_release(s);
+            return NULL;
+        }
+        if (i != AM2Z__NPOS) return am2z__obj_set(s, "metadata", 8, meta);
+        return am2z__state_put_meta(s, meta);
+    }
+    s = am2z__own(s, 0, 0);
+    if (!s) return NULL;
+    meta = am2z__mems(AM2Z__OBJ(s))[i].val;
+    am2z__mems(AM2Z__OBJ(s))[i].val = NULL;
+    meta = am2z__obj_set(meta, "version", 7, am2z_value_int(version));
+    if (meta) meta = am2z__obj_set(meta, "lastUpdated", 11, am2z_value_int(now));
+    if (!meta) {
+        am2z_value_release(s);
+        return NULL;
+    }
+    am2z__mems(AM2Z__OBJ(s))[i].val = meta;
+    return s;
+}
+
+/* The value representation stays private to sections 1 and 2. */
+#undef AM2Z__STATIC
+#undef AM2Z__INDEX_MIN
+#undef AM2Z__NPOS
+#undef AM2Z__TAGGED
+#undef AM2Z__ARR
+#undef AM2Z__OBJ
+#undef AM2Z__STR
+#undef AM2Z__NUM
+#undef AM2Z__TAG_MIN
+#undef AM2Z__TAG_MAX
+#undef AM2Z__EXACT_DOUBLES
 
 /* ==== 3. errors & results ============================================================= */
 
+/* The public am2z_error is the first member, so an am2z_error* is also an am2z__error*.
+   Every string is owned by the error (name is static). */
+typedef struct am2z__error {
+    am2z_error pub;
+    int refs;
+} am2z__error;
+
+typedef struct am2z__error_kind_info {
+    const char *name;
+    const char *code;
+    am2z_error_category category;
+    am2z_severity severity;
+    int retryable;
+} am2z__error_kind_info;
+
+/* Indexed by am2z_error_kind. Kind NONE describes an error of unknown type read from
+   JSON, with the defaults the original gives non-AM2Z errors. */
+static const am2z__error_kind_info am2z__error_kinds[] = {
+    {"Error", "UNKNOWN_ERROR", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_MEDIUM, 0},
+    {"ValidationError", "VALIDATION_FAILED", AM2Z_CATEGORY_VALIDATION, AM2Z_SEVERITY_LOW, 0},
+    {"ProcessorNotFoundError", "PROCESSOR_NOT_FOUND", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_HIGH, 0},
+    {"ProcessorExecutionError", "PROCESSOR_EXECUTION_FAILED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_HIGH, 1},
+    {"TimeoutError", "OPERATION_TIMEOUT", AM2Z_CATEGORY_TIMEOUT, AM2Z_SEVERITY_MEDIUM, 1},
+    {"ResourceError", "RESOURCE_EXHAUSTED", AM2Z_CATEGORY_RESOURCE, AM2Z_SEVERITY_HIGH, 1},
+    {"NetworkError", "NETWORK_ERROR", AM2Z_CATEGORY_NETWORK, AM2Z_SEVERITY_MEDIUM, 1},
+    {"ConfigurationError", "INVALID_CONFIGURATION", AM2Z_CATEGORY_CONFIGURATION, AM2Z_SEVERITY_CRITICAL, 0},
+    {"BusinessError", "BUSINESS_ERROR", AM2Z_CATEGORY_BUSINESS, AM2Z_SEVERITY_MEDIUM, 0},
+    {"CallDepthExceededError", "CALL_DEPTH_EXCEEDED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_HIGH, 0},
+    {"CancelledError", "EXECUTION_CANCELLED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_MEDIUM, 0}
+};
+#define AM2Z__ERROR_KIND_COUNT ((int)(sizeof am2z__error_kinds / sizeof am2z__error_kinds[0]))
+
+static const char *const am2z__category_names[] = {
+    "none", "validation", "execution", "timeout", "resource", "network", "configuration", "auth", "business"
+};
+/* DEFAULT reads as medium, the severity it resolves to. */
+static const char *const am2z__severity_names[] = {"medium", "low", "medium", "high", "critical"};
+
+static const am2z__error_kind_info *am2z__kind_info(am2z_error_kind kind) {
+    int k = (int)kind;
+    return &am2z__error_kinds[k >= 0 && k < AM2Z__ERROR_KIND_COUNT ? k : 0];
+}
+
+AM2Z_API const char *am2z_error_kind_name(am2z_error_kind kind) { return am2z__kind_info(kind)->name; }
+
+AM2Z_API const char *am2z_error_category_name(am2z_error_category c) {
+    int i = (int)c;
+    return i > 0 && i < (int)(sizeof am2z__category_names / sizeof am2z__category_names[0])
+               ? am2z__category_names[i] : "none";
+}
+
+AM2Z_API const char *am2z_severity_name(am2z_severity s) {
+    int i = (int)s;
+    return i >= 0 && i < (int)(sizeof am2z__severity_names / sizeof am2z__severity_names[0])
+               ? am2z__severity_names[i] : "medium";
+}
+
+/* A new NUL-terminated string from printf arguments, or NULL when out of memory. */
+static char *am2z__err_vfmt(const char *fmt, va_list ap) {
+    char small[256];
+    va_list aq;
+    int n;
+    char *s;
+    va_copy(aq, ap);
+    n = vsnprintf(small, sizeof small, fmt, aq);
+    va_end(aq);
+    if (n < 0) return NULL;
+    s = (char *)am2z__malloc((size_t)n + 1);
+    if (!s) return NULL;
+    if ((size_t)n < sizeof small) memcpy(s, small, (size_t)n + 1);
+    else vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+static char *am2z__err_fmt(const char *fmt, ...) AM2Z_PRINTF(1, 2);
+static char *am2z__err_fmt(const char *fmt, ...) {
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    s = am2z__err_vfmt(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* obj (consumed) with obj[key] = x (consumed); NULL when either is NULL or out of
+   memory. Keys are fixed identifiers, so the path syntax of am2z_value_set is safe. */
+static am2z_value *am2z__obj_put(am2z_value *obj, const char *key, am2z_value *x) {
+    if (!obj || !x) {
+        am2z_value_release(obj);
+        am2z_value_release(x);
+        return NULL;
+    }
+    return am2z_value_set(obj, key, x);
+}
+
+static void am2z__err_free_str(const char *s) { am2z__free((void *)(uintptr_t)s); }
+
+/* Frees err and everything it owns, then releases its cause; a loop, not recursion, so
+   an arbitrarily long cause chain cannot exhaust the stack. */
+AM2Z_API void am2z_error_release(am2z_error *err) {
+    while (err) {
+        am2z__error *e = (am2z__error *)err;
+        am2z_error *cause;
+        if (am2z__atomic_dec(&e->refs) != 0) return;
+        cause = (am2z_error *)(uintptr_t)err->cause;
+        am2z__err_free_str(err->code);
+        am2z__err_free_str(err->message);
+        am2z__err_free_str(err->processor);
+        am2z__err_free_str(err->execution_id);
+        am2z_value_release((am2z_value *)(uintptr_t)err->details);
+        am2z_value_release((am2z_value *)(uintptr_t)err->partial_state);
+        am2z__free(e);
+        err = cause;
+    }
+}
+
+AM2Z_API am2z_error *am2z_error_retain(const am2z_error *err) {
+    am2z__error *e = (am2z__error *)(uintptr_t)err;
+    if (e) am2z__atomic_inc(&e->refs);
+    return (am2z_error *)e;
+}
+
+/* The one constructor. message, details, cause and partial are consumed; code is
+   copied (the kind's code when NULL). A NULL message or details means an earlier
+   allocation failed: everything is released and NULL returned. */
+static am2z_error *am2z__error_make(am2z_error_kind kind, const char *code, char *message,
+                                    am2z_value *details, am2z_error *cause, am2z_state *partial) {
+    const am2z__error_kind_info *info = am2z__kind_info(kind);
+    am2z__error *e = NULL;
+    char *code_copy = am2z__strdup(code ? code : info->code);
+    if (message && details && code_copy) e = (am2z__error *)am2z__malloc(sizeof *e);
+    if (!e) {
+        am2z__free(code_copy);
+        am2z__free(message);
+        am2z_value_release(details);
+        am2z_error_release(cause);
+        am2z_value_release(partial);
+        return NULL;
+    }
+    memset(e, 0, sizeof *e);
+    e->refs = 1;
+    e->pub.kind = (am2z_error_kind)(info - am2z__error_kinds);
+    e->pub.name = info->name;
+    e->pub.code = code_copy;
+    e->pub.message = message;
+    e->pub.category = info->category;
+    e->pub.severity = info->severity;
+    e->pub.retryable = info->retryable;
+    e->pub.details = details;
+    e->pub.cause = cause;
+    e->pub.partial_state = partial;
+    e->pub.timestamp_ms = am2z_now_ms();
+    return &e->pub;
+}
+
+/* How a NULL name or reason reads in messages and details. */
+static const char *am2z__or_unknown(const char *s) { return s ? s : "unknown"; }
+static const char *am2z__or_no_reason(const char *s) { return s ? s : "no reason given"; }
+
+AM2Z_API am2z_error *am2z_error_validation(const char *field, const am2z_value *value, const char *reason) {
+    am2z_value *d;
+    field = am2z__or_unknown(field);
+    reason = am2z__or_no_reason(reason);
+    d = am2z__obj_put(am2z_value_object(), "field", am2z_value_string(field));
+    if (value) d = am2z__obj_put(d, "value", am2z_value_retain(value));
+    d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    return am2z__error_make(AM2Z_ERROR_VALIDATION, NULL,
+                            am2z__err_fmt("Validation failed for field '%s': %s", field, reason),
+                            d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_value *available_names) {
+    /* "a, b, c": strings as they are, anything else as compact JSON. */
+    size_t i, n = am2z_value_type(available_names) == AM2Z_TYPE_ARRAY ? am2z_value_len(available_names) : 0;
+    size_t len = 0, cap = 64;
+    char *list = (char *)am2z__malloc(cap);
+    am2z_value *d, *names;
+    for (i = 0; list && i < n; i++) {
+        const am2z_value *item = am2z_value_at(available_names, i);
+        char *json = NULL;
+        const char *text;
+        size_t tlen;
+        if (am2z_value_type(item) == AM2Z_TYPE_STRING) {
+            text = am2z_value_as_string(item, NULL);
+        } else {
+            text = json = am2z_json_write(item, AM2Z_JSON_COMPACT, NULL);
+            if (!json) { am2z__free(list); list = NULL; break; }
+        }
+        tlen = strlen(text);
+        if (len + tlen + 3 > cap) {
+            char *grown;
+            while (len + tlen + 3 > cap) cap *= 2;
+            grown = (char *)am2z__realloc(list, cap);
+            if (!grown) { am2z__free(list); list = NULL; am2z__free(json); break; }
+            list = grown;
+        }
+        if (i) { list[len++] = ','; list[len++] = ' '; }
+        memcpy(list + len, text, tlen);
+        len += tlen;
+        am2z__free(json);
+    }
+    if (list) list[len] = '\0';
+    processor = am2z__or_unknown(processor);
+    names = n ? am2z_value_retain(available_names) : am2z_value_array();
+    d = am2z__obj_put(am2z_value_object(), "processorName", am2z_value_string(processor));
+    d = am2z__obj_put(d, "availableProcessors", names);
+    if (!list) {
+        am2z_value_release(d);
+        return NULL;
+    }
+    {
+        char *msg = am2z__err_fmt("Processor '%s' not found. Available: %s", processor, list);
+        am2z__free(list);
+        return am2z__error_make(AM2Z_ERROR_PROCESSOR_NOT_FOUND, NULL, msg, d, NULL, NULL);
+    }
+}
+
+static int am2z__str_eq_or_null(const char *a, const char *b) { return !a || !b || strcmp(a, b) == 0; }
+
+AM2Z_API am2z_error *am2z_error_execution(const char *processor, const char *execution_id,
+                                          am2z_error *cause, am2z_state *partial_state) {
+    am2z_value *d;
+    const char *name = am2z__or_unknown(processor);
+    am2z_error *e;
+    /* No pointless double wrap: a ProcessorExecutionError of the same processor (and the
+       same execution, where both know it) is returned as it is, with the missing location
+       filled in and partial_state (if given) attached. A different processor does get a
+       new layer: the chain of names is the path the failure took through composition. */
+    if (cause && cause->kind == AM2Z_ERROR_EXECUTION && processor && cause->processor &&
+        strcmp(processor, cause->processor) == 0 && am2z__str_eq_or_null(execution_id, cause->execution_id)) {
+        e = am2z_error_with_location(cause, NULL, cause->execution_id ? NULL : execution_id);
+        if (e && partial_state) return am2z_error_with_partial(e, partial_state);
+        if (!e) am2z_value_release(partial_state);
+        return e;
+    }
+    d = am2z__obj_put(am2z_value_object(), "processorName", am2z_value_string(name));
+    if (execution_id) d = am2z__obj_put(d, "executionId", am2z_value_string(execution_id));
+    if (cause) {
+        d = am2z__obj_put(d, "causeType", am2z_value_string(cause->name));
+        d = am2z__obj_put(d, "causeMessage", am2z_value_string(cause->message));
+    }
+    d = am2z__obj_put(d, "failedProcessor", am2z_value_string(name));
+    e = am2z__error_make(AM2Z_ERROR_EXECUTION, NULL,
+                         cause ? am2z__err_fmt("Processor '%s' execution failed: %s", name, cause->message)
+                               : am2z__err_fmt("Processor '%s' execution failed", name),
+                         d, cause, partial_state);
+    if (!e) return NULL;
+    /* Retrying cannot fix what the cause says is permanent (the original said yes). */
+    e->retryable = cause ? cause->retryable : 1;
+    if (processor || execution_id) {
+        e = am2z_error_with_location(e, processor, execution_id);
+    }
+    return e;
+}
+
+AM2Z_API am2z_error *am2z_error_timeout(const char *operation, int64_t timeout_ms) {
+    am2z_value *d;
+    operation = am2z__or_unknown(operation);
+    d = am2z__obj_put(am2z_value_object(), "operation", am2z_value_string(operation));
+    d = am2z__obj_put(d, "timeoutMs", am2z_value_int(timeout_ms));
+    return am2z__error_make(AM2Z_ERROR_TIMEOUT, NULL,
+                            am2z__err_fmt("Operation '%s' timed out after %lldms", operation,
+                                          (long long)timeout_ms),
+                            d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_resource(const char *resource, int64_t limit, int64_t current) {
+    am2z_value *d;
+    resource = am2z__or_unknown(resource);
+    d = am2z__obj_put(am2z_value_object(), "resource", am2z_value_string(resource));
+    d = am2z__obj_put(d, "limit", am2z_value_int(limit));
+    d = am2z__obj_put(d, "current", am2z_value_int(current));
+    return am2z__error_make(AM2Z_ERROR_RESOURCE, NULL,
+                            am2z__err_fmt("Resource '%s' exhausted: %lld/%lld", resource, (long long)current,
+                                         (long long)limit),
+                            d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_network(const char *endpoint, int status_code, am2z_error *cause) {
+    am2z_value *d;
+    endpoint = am2z__or_unknown(endpoint);
+    d = am2z__obj_put(am2z_value_object(), "endpoint", am2z_value_string(endpoint));
+    if (status_code) d = am2z__obj_put(d, "statusCode", am2z_value_int(status_code));
+    return am2z__error_make(AM2Z_ERROR_NETWORK, NULL,
+                            status_code
+                                ? am2z__err_fmt("Network error for endpoint '%s' (%d)", endpoint, status_code)
+                                : am2z__err_fmt("Network error for endpoint '%s'", endpoint),
+                            d, cause, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_configuration(const char *key, const char *reason) {
+    am2z_value *d;
+    key = am2z__or_unknown(key);
+    reason = am2z__or_no_reason(reason);
+    d = am2z__obj_put(am2z_value_object(), "configKey", am2z_value_string(key));
+    d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    return am2z__error_make(AM2Z_ERROR_CONFIGURATION, NULL,
+                            am2z__err_fmt("Configuration error for '%s': %s", key, reason), d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_business(const char *code, am2z_severity severity, const char *fmt, ...) {
+    va_list ap;
+    char *msg;
+    am2z_error *e;
+    if (fmt) {
+        va_start(ap, fmt);
+        msg = am2z__err_vfmt(fmt, ap);
+        va_end(ap);
+    } else {
+        msg = am2z__strdup("");
+    }
+    e = am2z__error_make(AM2Z_ERROR_BUSINESS, code, msg, am2z_value_object(), NULL, NULL);
+    if (e && severity > AM2Z_SEVERITY_DEFAULT && severity <= AM2Z_SEVERITY_CRITICAL) e->severity = severity;
+    return e;
+}
+
+AM2Z_API am2z_error *am2z_error_call_depth(int max_depth, int current_depth) {
+    am2z_value *d = am2z__obj_put(am2z_value_object(), "maxDepth", am2z_value_int(max_depth));
+    d = am2z__obj_put(d, "currentDepth", am2z_value_int(current_depth));
+    return am2z__error_make(AM2Z_ERROR_CALL_DEPTH, NULL,
+                            am2z__err_fmt("Maximum call depth exceeded: %d >= %d", current_depth, max_depth),
+                            d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_cancelled(const char *reason) {
+    am2z_value *d = am2z_value_object();
+    if (reason) d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    return am2z__error_make(AM2Z_ERROR_CANCELLED, NULL,
+                            reason ? am2z__err_fmt("Execution cancelled: %s", reason)
+                                   : am2z__strdup("Execution cancelled"),
+                            d, NULL, NULL);
+}
+
+/* A failure error for a misused Result helper: a ProcessorExecutionError without a
+   processor, not retryable (the same call would misbehave again). */
+static am2z_error *am2z__error_misuse(const char *what) {
+    am2z_value *d = am2z__obj_put(am2z_value_object(), "reason", am2z_value_string(what));
+    am2z_error *e = am2z__error_make(AM2Z_ERROR_EXECUTION, NULL, am2z__strdup(what), d, NULL, NULL);
+    if (e) e->retryable = 0;
+    return e;
+}
+
+/* err (consumed) itself when the caller holds the only reference, else a copy sharing
+   details, cause and partial state; NULL when out of memory. The setters edit the
+   result in place, which is how copy-on-write keeps shared errors immutable. */
+static am2z_error *am2z__error_unshare(am2z_error *err) {
+    am2z__error *e = (am2z__error *)err, *c;
+    if (am2z__atomic_load(&e->refs) == 1) return err;
+    c = (am2z__error *)am2z__malloc(sizeof *c);
+    if (c) {
+        c->pub = *err;
+        c->refs = 1;
+        c->pub.code = am2z__strdup(err->code);
+        c->pub.message = am2z__strdup(err->message);
+        c->pub.processor = am2z__strdup(err->processor);
+        c->pub.execution_id = am2z__strdup(err->execution_id);
+        c->pub.details = am2z_value_retain(err->details);
+        c->pub.cause = am2z_error_retain(err->cause);
+        c->pub.partial_state = am2z_value_retain(err->partial_state);
+        if (!c->pub.code || !c->pub.message || (err->processor && !c->pub.processor) ||
+            (err->execution_id && !c->pub.execution_id)) {
+            am2z_error_release(&c->pub);
+            c = NULL;
+        }
+    }
+    am2z_error_release(err);
+    return c ? &c->pub : NULL;
+}
+
+AM2Z_API am2z_error *am2z_error_with_details(am2z_error *err, const am2z_value *details) {
+    am2z_value *merged;
+    if (!err || am2z_value_type(details) != AM2Z_TYPE_OBJECT || am2z_value_len(details) == 0) return err;
+    err = am2z__error_unshare(err);
+    if (!err) return NULL;
+    /* Hand the only error-held reference to merge so it can edit in place. */
+    merged = am2z_value_merge((am2z_value *)(uintptr_t)err->details, details);
+    err->details = merged;
+    if (!merged) {
+        am2z_error_release(err);
+        return NULL;
+    }
+    return err;
+}
+
+AM2Z_API am2z_error *am2z_error_with_location(am2z_error *err, const char *processor,
+                                              const char *execution_id) {
+    char *p = NULL, *x = NULL;
+    if (!err) return NULL;
+    if (!processor && !execution_id) return err;
+    err = am2z__error_unshare(err);
+    if (!err) return NULL;
+    if ((processor && !(p = am2z__strdup(processor))) ||
+        (execution_id && !(x = am2z__strdup(execution_id)))) {
+        am2z__free(p);
+        am2z_error_release(err);
+        return NULL;
+    }
+    if (p) { am2z__err_free_str(err->processor); err->processor = p; }
+    if (x) { am2z__err_free_str(err->execution_id); err->execution_id = x; }
+    return err;
+}
+
+AM2Z_API am2z_error *am2z_error_with_partial(am2z_error *err, am2z_state *partial_state) {
+    if (!err) {
+        am2z_value_release(partial_state);
+        return NULL;
+    }
+    err = am2z__error_unshare(err);
+    if (!err) {
+        am2z_value_release(partial_state);
+        return NULL;
+    }
+    am2z_value_release((am2z_value *)(uintptr_t)err->partial_state);
+    err->partial_state = partial_state;
+    return err;
+}
+
+AM2Z_API const am2z_error *am2z_error_root_cause(const am2z_error *err) {
+    while (err && err->cause) err = err->cause;
+    return err;
+}
+
+AM2Z_API char *am2z_error_chain(const am2z_error *err) {
+    const am2z_error *e;
+    size_t len = 0;
+    char *s, *p;
+    if (!err) return am2z__strdup("");
+    for (e = err; e; e = e->cause) len += strlen(e->name) + 2 + strlen(e->message) + 4;
+    s = (char *)am2z__malloc(len + 1);
+    if (!s) return NULL;
+    p = s;
+    for (e = err; e; e = e->cause) {
+        size_t n = strlen(e->name), m = strlen(e->message);
+        if (e != err) { memcpy(p, " -> ", 4); p += 4; }
+        memcpy(p, e->name, n); p += n;
+        memcpy(p, ": ", 2); p += 2;
+        memcpy(p, e->message, m); p += m;
+    }
+    *p = '\0';
+    return s;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (month 1..12), and its inverse:
+   the era arithmetic keeps every step in exact integer division. */
+static int64_t am2z__days_from_civil(int64_t y, int m, int d) {
+    int64_t era, yoe, doy;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+static void am2z__civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
+    int64_t era, doe, yoe, doy, mp;
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* n decimal digits of v (0 <= v < 10^n), zero-padded. */
+static void am2z__iso_put(char *p, int n, int v) {
+    while (n-- > 0) {
+        p[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* "2024-05-01T12:00:00.123Z" (UTC, like JavaScript's toISOString) into buf. Years are
+   clamped to 0000..9999 so the text always has this fixed shape. */
+static void am2z__iso8601_write(int64_t ms, char buf[32]) {
+    const int64_t lo = -62167219200000LL, hi = 253402300799999LL; /* 0000-01-01 .. 9999-12-31 */
+    int64_t days, rem, y;
+    int m, d;
+    if (ms < lo) ms = lo;
+    if (ms > hi) ms = hi;
+    days = ms / 86400000;
+    rem = ms % 86400000;
+    if (rem < 0) { rem += 86400000; days--; }
+    am2z__civil_from_days(days, &y, &m, &d);
+    am2z__iso_put(buf, 4, (int)y);
+    buf[4] = '-';
+    am2z__iso_put(buf + 5, 2, m);
+    buf[7] = '-';
+    am2z__iso_put(buf + 8, 2, d);
+    buf[10] = 'T';
+    am2z__iso_put(buf + 11, 2, (int)(rem / 3600000));
+    buf[13] = ':';
+    am2z__iso_put(buf + 14, 2, (int)(rem / 60000 % 60));
+    buf[16] = ':';
+    am2z__iso_put(buf + 17, 2, (int)(rem / 1000 % 60));
+    buf[19] = '.';
+    am2z__iso_put(buf + 20, 3, (int)(rem % 1000));
+    buf[23] = 'Z';
+    buf[24] = '\0';
+}
+
+static int am2z__iso_digits(const char *s, int n, int *out) {
+    int i, v = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* Parses "YYYY-MM-DDTHH:MM:SS[.fff...]Z" (the shape am2z__iso8601_write and JavaScript
+   write). Returns 1 and *ms, or 0 for anything else. */
+static int am2z__iso8601_parse(const char *s, size_t len, int64_t *ms) {
+    int y, mo, d, h, mi, se, frac = 0, scale = 100;
+    size_t i = 19;
+    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
+        return 0;
+    if (!am2z__iso_digits(s, 4, &y) || !am2z__iso_digits(s + 5, 2, &mo) || !am2z__iso_digits(s + 8, 2, &d) ||
+        !am2z__iso_digits(s + 11, 2, &h) || !am2z__iso_digits(s + 14, 2, &mi) ||
+        !am2z__iso_digits(s + 17, 2, &se))
+        return 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return 0;
+    if (s[i] == '.') {
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            frac += (s[i] - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if (i + 1 != len || (s[i] != 'Z' && s[i] != 'z')) return 0;
+    *ms = ((am2z__days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000 + frac;
+    return 1;
+}
+
+static am2z_value *am2z__error_to_json_depth(const am2z_error *err, int depth) {
+    char ts[32];
+    am2z_value *j;
+    am2z__iso8601_write(err->timestamp_ms, ts);
+    j = am2z__obj_put(am2z_value_object(), "name", am2z_value_string(err->name));
+    j = am2z__obj_put(j, "code", am2z_value_string(err->code));
+    j = am2z__obj_put(j, "message", am2z_value_string(err->message));
+    j = am2z__obj_put(j, "category", am2z_value_string(am2z_error_category_name(err->category)));
+    j = am2z__obj_put(j, "severity", am2z_value_string(am2z_severity_name(err->severity)));
+    j = am2z__obj_put(j, "retryable", am2z_value_bool(err->retryable));
+    if (err->processor) j = am2z__obj_put(j, "processor", am2z_value_string(err->processor));
+    if (err->execution_id) j = am2z__obj_put(j, "executionId", am2z_value_string(err->execution_id));
+    j = am2z__obj_put(j, "details", err->details ? am2z_value_retain(err->details) : am2z_value_object());
+    if (err->cause && depth < AM2Z_ERROR_MAX_CAUSES)
+        j = am2z__obj_put(j, "cause", am2z__error_to_json_depth(err->cause, depth + 1));
+    if (err->partial_state) j = am2z__obj_put(j, "partialState", am2z_value_retain(err->partial_state));
+    return am2z__obj_put(j, "timestamp", am2z_value_string(ts));
+}
+
+AM2Z_API am2z_value *am2z_error_to_json(const am2z_error *err) {
+    return err ? am2z__error_to_json_depth(err, 0) : NULL;
+}
+
+/* Member key of an object as a NUL-terminated string, or NULL when absent or not a string. */
+static const char *am2z__err_json_str(const am2z_value *obj, const char *key) {
+    const am2z_value *v = am2z_value_find(obj, key, strlen(key));
+    return am2z_value_type(v) == AM2Z_TYPE_STRING ? am2z_value_as_string(v, NULL) : NULL;
+}
+
+static int am2z__name_index(const char *s, const char *const *names, int count) {
+    int i;
+    if (s)
+        for (i = 0; i < count; i++)
+            if (strcmp(s, names[i]) == 0) return i;
+    return -1;
+}
+
+static am2z_error *am2z__error_from_json_depth(const am2z_value *j, int depth) {
+    const char *name, *code, *message, *cat, *sev, *processor, *execution_id, *ts;
+    const am2z_value *details, *cause_json, *partial, *retryable, *tsv;
+    am2z_error *cause = NULL, *e;
+    int kind = -1, i;
+    if (am2z_value_type(j) != AM2Z_TYPE_OBJECT) return NULL;
+    name = am2z__err_json_str(j, "name");
+    code = am2z__err_json_str(j, "code");
+    /* The name decides the kind; a missing or foreign name falls back to the code. */
+    for (i = 1; i < AM2Z__ERROR_KIND_COUNT && kind < 0; i++)
+        if (name && strcmp(name, am2z__error_kinds[i].name) == 0) kind = i;
+    for (i = 1; i < AM2Z__ERROR_KIND_COUNT && kind < 0; i++)
+        if (code && i != AM2Z_ERROR_BUSINESS && strcmp(code, am2z__error_kinds[i].code) == 0) kind = i;
+    if (kind < 0) kind = AM2Z_ERROR_NONE;
+    if (kind != AM2Z_ERROR_BUSINESS && kind != AM2Z_ERROR_NONE) code = NULL; /* the kind's own code */
+    message = am2z__err_json_str(j, "message");
+    details = am2z_value_find(j, "details", 7);
+    if (am2z_value_type(details) != AM2Z_TYPE_OBJECT)
+        details = am2z_value_find(j, "context", 7); /* the original's name for it */
+    cause_json = am2z_value_find(j, "cause", 5);
+    if (am2z_value_type(cause_json) == AM2Z_TYPE_OBJECT && depth < AM2Z_ERROR_MAX_CAUSES) {
+        cause = am2z__error_from_json_depth(cause_json, depth + 1);
+        if (!cause) return NULL; /* out of memory: no silently shortened chain */
+    }
+    partial = am2z_value_find(j, "partialState", 12);
+    e = am2z__error_make((am2z_error_kind)kind, code,
+                         am2z__strdup(message ? message : "An unknown error occurred"),
+                         am2z_value_type(details) == AM2Z_TYPE_OBJECT ? am2z_value_retain(details)
+                                                                      : am2z_value_object(),
+                         cause,
+                         am2z_value_type(partial) == AM2Z_TYPE_OBJECT ? am2z_value_retain(partial) : NULL);
+    if (!e) return NULL;
+    cat = am2z__err_json_str(j, "category");
+    sev = am2z__err_json_str(j, "severity");
+    i = am2z__name_index(cat, am2z__category_names + 1,
+                         (int)(sizeof am2z__category_names / sizeof *am2z__category_names) - 1);
+    if (i >= 0) e->category = (am2z_error_category)(i + 1);
+    i = am2z__name_index(sev, am2z__severity_names + 1,
+                         (int)(sizeof am2z__severity_names / sizeof *am2z__severity_names) - 1);
+    if (i >= 0) e->severity = (am2z_severity)(i + 1);
+    retryable = am2z_value_find(j, "retryable", 9);
+    if (am2z_value_type(retryable) == AM2Z_TYPE_BOOL) e->retryable = am2z_value_as_bool(retryable, 0);
+    tsv = am2z_value_find(j, "timestamp", 9);
+    ts = am2z_value_type(tsv) == AM2Z_TYPE_STRING ? am2z_value_as_string(tsv, NULL) : NULL;
+    if (ts) {
+        int64_t ms;
+        if (am2z__iso8601_parse(ts, strlen(ts), &ms)) e->timestamp_ms = ms;
+    } else if (am2z_value_type(tsv) == AM2Z_TYPE_INT) {
+        e->timestamp_ms = am2z_value_as_int(tsv, e->timestamp_ms);
+    }
+    processor = am2z__err_json_str(j, "processor");
+    execution_id = am2z__err_json_str(j, "executionId");
+    return am2z_error_with_location(e, processor, execution_id);
+}
+
+AM2Z_API am2z_error *am2z_error_from_json(const am2z_value *json) {
+    return am2z__error_from_json_depth(json, 0);
+}
+
+/* ---- results ---- */
+
+AM2Z_API am2z_result am2z_ok(am2z_state *state) {
+    am2z_result r;
+    r.state = state;
+    r.error = state ? NULL : am2z__error_misuse("am2z_ok() was given a NULL state "
+                                                "(an edit failed or memory ran out)");
+    return r;
+}
+
+AM2Z_API am2z_result am2z_fail(am2z_error *error) {
+    am2z_result r;
+    r.state = NULL;
+    r.error = error ? error : am2z__error_misuse("am2z_fail() was given a NULL error "
+                                                 "(memory ran out while building it)");
+    return r;
+}
+
+AM2Z_API int am2z_result_is_ok(const am2z_result *r) { return r && r->state && !r->error; }
+
+AM2Z_API void am2z_result_clear(am2z_result *r) {
+    if (!r) return;
+    am2z_value_release(r->state);
+    am2z_error_release(r->error);
+    r->state = NULL;
+    r->error = NULL;
+}
+
+/* Makes an ill-formed result well-formed: an error wins over a state, and a result with
+   neither gets an error naming who produced it. */
+static am2z_result am2z__result_normalize(am2z_result r, const char *empty_message) {
+    if (r.error) {
+        am2z_value_release(r.state);
+        r.state = NULL;
+    } else if (!r.state) {
+        r.error = am2z__error_misuse(empty_message);
+    }
+    return r;
+}
+
+AM2Z_API am2z_result am2z_result_and_then(am2z_result r, am2z_result_fn fn, void *user_data) {
+    r = am2z__result_normalize(r, "am2z_result_and_then() was given a result with neither state nor error");
+    if (r.error || !fn) return r;
+    return am2z__result_normalize(fn(r.state, user_data),
+                                  "am2z_result_and_then(): the function returned neither state nor error");
+}
+
+AM2Z_API am2z_result am2z_result_map(am2z_result r, am2z_state_map_fn fn, void *user_data) {
+    r = am2z__result_normalize(r, "am2z_result_map() was given a result with neither state nor error");
+    if (r.error || !fn) return r;
+    r.state = fn(r.state, user_data);
+    if (!r.state) r.error = am2z__error_misuse("am2z_result_map(): the function returned a NULL state");
+    return r;
+}
+
+AM2Z_API am2z_result am2z_result_map_error(am2z_result r, am2z_error_map_fn fn, void *user_data) {
+    r = am2z__result_normalize(r, "am2z_result_map_error() was given a result with neither state nor error");
+    if (!r.error || !fn) return r;
+    r.error = fn(r.error, user_data);
+    if (!r.error) r.error = am2z__error_misuse("am2z_result_map_error(): the function returned a NULL error");
+    return r;
+}
+
+AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count) {
+    am2z_result out;
+    am2z_value *arr;
+    size_t i;
+    out.state = NULL;
+    out.error = NULL;
+    if (!results) {
+        return count ? am2z_fail(am2z__error_misuse("am2z_result_combine() was given NULL results"))
+                     : am2z_ok(am2z_value_array());
+    }
+    for (i = 0; i < count; i++) {
+        results[i] = am2z__result_normalize(results[i],
+                                            "am2z_result_combine(): a result had neither state nor error");
+        if (results[i].error && !out.error) out.error = am2z_error_retain(results[i].error);
+    }
+    arr = out.error ? NULL : am2z_value_array();
+    for (i = 0; i < count; i++) {
+        if (arr) {
+            arr = am2z_value_append(arr, "", results[i].state);
+            results[i].state = NULL;
+        }
+        am2z_result_clear(&results[i]);
+    }
+    if (out.error) return out;
+    return am2z_ok(arr);
+}
+
+#undef AM2Z__ERROR_KIND_COUNT
+
 /* ==== 4. logging ====================================================================== */
+
+/* A logger is immutable after creation. Its sink is plain configuration (stream, colour,
+   callback), copied into children, so parent and child write to the same place with no
+   shared mutable state; whole lines come from one fwrite per entry under flockfile. */
+struct am2z_logger {
+    int refs;
+    am2z_log_level min_level;
+    am2z_log_sink sink;
+    FILE *stream;
+    int color;               /* resolved: 1 or 0 */
+    am2z_log_fn callback;
+    void *user_data;
+    char *source;            /* NULL: none */
+    am2z_value *context;     /* object, never NULL */
+};
+
+AM2Z_API const char *am2z_log_level_name(am2z_log_level level) {
+    switch (level) {
+    case AM2Z_LOG_DEBUG: return "debug";
+    case AM2Z_LOG_DEFAULT:
+    case AM2Z_LOG_INFO: return "info";
+    case AM2Z_LOG_WARN: return "warn";
+    case AM2Z_LOG_ERROR: return "error";
+    case AM2Z_LOG_OFF: return "off";
+    }
+    return "unknown";
+}
+
+static am2z_logger *am2z__logger_alloc(const char *source, am2z_value *context /* consumed */) {
+    am2z_logger *lg = NULL;
+    char *src = am2z__strdup(source);
+    if (context && (src || !source)) lg = (am2z_logger *)am2z__malloc(sizeof *lg);
+    if (!lg) {
+        am2z__free(src);
+        am2z_value_release(context);
+        return NULL;
+    }
+    memset(lg, 0, sizeof *lg);
+    lg->refs = 1;
+    lg->source = src;
+    lg->context = context;
+    return lg;
+}
+
+AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc) {
+    am2z_logger_desc d;
+    am2z_logger *lg;
+    if (desc) d = *desc;
+    else memset(&d, 0, sizeof d);
+    if (d.min_level == AM2Z_LOG_DEFAULT) d.min_level = AM2Z_LOG_INFO;
+    if (d.sink == AM2Z_SINK_DEFAULT) d.sink = AM2Z_SINK_HUMAN;
+    if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 ||
+        d.sink > AM2Z_SINK_CALLBACK || (d.sink == AM2Z_SINK_CALLBACK && !d.callback))
+        return NULL;
+    if (!d.stream) d.stream = stderr;
+    lg = am2z__logger_alloc(d.source, am2z_value_object());
+    if (!lg) return NULL;
+    lg->min_level = d.min_level;
+    lg->sink = d.sink;
+    lg->stream = d.stream;
+    lg->color = d.color > 0 || (d.color == 0 && d.sink == AM2Z_SINK_HUMAN && isatty(fileno(d.stream)));
+    lg->callback = d.callback;
+    lg->user_data = d.user_data;
+    return lg;
+}
+
+AM2Z_API am2z_logger *am2z_logger_child(const am2z_logger *parent, const am2z_value *fields,
+                                        const char *source) {
+    am2z_value *ctx;
+    am2z_logger *lg;
+    if (!parent) return NULL;
+    ctx = am2z_value_retain(parent->context);
+    if (am2z_value_type(fields) == AM2Z_TYPE_OBJECT && am2z_value_len(fields) > 0)
+        ctx = am2z_value_merge(ctx, fields);
+    lg = am2z__logger_alloc(source ? source : parent->source, ctx);
+    if (!lg) return NULL;
+    lg->min_level = parent->min_level;
+    lg->sink = parent->sink;
+    lg->stream = parent->stream;
+    lg->color = parent->color;
+    lg->callback = parent->callback;
+    lg->user_data = parent->user_data;
+    return lg;
+}
+
+AM2Z_API am2z_logger *am2z_logger_retain(const am2z_logger *logger) {
+    am2z_logger *lg = (am2z_logger *)(uintptr_t)logger;
+    if (lg) am2z__atomic_inc(&lg->refs);
+    return lg;
+}
+
+AM2Z_API void am2z_logger_release(am2z_logger *logger) {
+    if (!logger || am2z__atomic_dec(&logger->refs) != 0) return;
+    am2z__free(logger->source);
+    am2z_value_release(logger->context);
+    am2z__free(logger);
+}
+
+AM2Z_API int am2z_logger_enabled(const am2z_logger *logger, am2z_log_level level) {
+    if (level == AM2Z_LOG_DEFAULT) level = AM2Z_LOG_INFO;
+    return logger && logger->sink != AM2Z_SINK_SILENT && level >= AM2Z_LOG_DEBUG && level <= AM2Z_LOG_ERROR &&
+           level >= logger->min_level;
+}
+
+/* A growable byte buffer that starts on the stack; `failed` makes later appends no-ops
+   after an allocation failure so callers check once at the end. */
+typedef struct am2z__logbuf {
+    char *p;
+    size_t len, cap;
+    int heap, failed;
+} am2z__logbuf;
+
+static void am2z__logbuf_init(am2z__logbuf *b, char *stack, size_t cap) {
+    b->p = stack;
+    b->len = 0;
+    b->cap = cap;
+    b->heap = 0;
+    b->failed = 0;
+}
+
+static int am2z__logbuf_reserve(am2z__logbuf *b, size_t more) {
+    size_t need, cap;
+    char *p;
+    if (b->failed) return 0;
+    if (more > (size_t)-1 - b->len - 1) { b->failed = 1; return 0; }
+    need = b->len + more + 1;
+    if (need <= b->cap) return 1;
+    for (cap = b->cap * 2; cap < need; cap *= 2) {}
+    p = (char *)(b->heap ? am2z__realloc(b->p, cap) : am2z__malloc(cap));
+    if (!p) { b->failed = 1; return 0; }
+    if (!b->heap) memcpy(p, b->p, b->len);
+    b->p = p;
+    b->cap = cap;
+    b->heap = 1;
+    return 1;
+}
+
+static void am2z__logbuf_put(am2z__logbuf *b, const char *s, size_t n) {
+    if (!am2z__logbuf_reserve(b, n)) return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void am2z__logbuf_puts(am2z__logbuf *b, const char *s) { am2z__logbuf_put(b, s, strlen(s)); }
+
+static void am2z__logbuf_free(am2z__logbuf *b) {
+    if (b->heap) am2z__free(b->p);
+}
+
+/* Formats the message into b, capped at AM2Z_LOG_MAX_MESSAGE bytes; a longer message
+   is cut and marked so the loss is visible. */
+static void am2z__log_format(am2z__logbuf *b, const char *fmt, va_list ap) {
+    static const char mark[] = "... [truncated]";
+    va_list aq;
+    int n;
+    size_t want;
+    if (!fmt) return;
+    va_copy(aq, ap);
+    n = vsnprintf(b->p, b->cap, fmt, aq);
+    va_end(aq);
+    if (n < 0) return;
+    want = (size_t)n > (size_t)AM2Z_LOG_MAX_MESSAGE ? (size_t)AM2Z_LOG_MAX_MESSAGE : (size_t)n;
+    if (want >= b->cap) {
+        if (!am2z__logbuf_reserve(b, want)) {
+            b->failed = 0; /* keep what fits in the first buffer rather than lose the entry */
+            b->len = b->cap - 1;
+            return;
+        }
+        vsnprintf(b->p, want + 1, fmt, ap);
+    }
+    b->len = want;
+    b->p[want] = '\0';
+    if ((size_t)n > want) {
+        b->len = want > sizeof mark - 1 ? want - (sizeof mark - 1) : 0;
+        am2z__logbuf_put(b, mark, sizeof mark - 1);
+    }
+}
+
+static void am2z__log_write(const am2z_logger *lg, const char *line, size_t len) {
+    flockfile(lg->stream);
+    fwrite(line, 1, len, lg->stream);
+    fflush(lg->stream);
+    funlockfile(lg->stream);
+}
+
+static void am2z__log_human(const am2z_logger *lg, const am2z_log_entry *en) {
+    static const char *const labels[] = {"INFO ", "DEBUG", "INFO ", "WARN ", "ERROR"};
+    static const char *const colors[] = {"\x1b[34m", "\x1b[36m", "\x1b[34m", "\x1b[33m", "\x1b[31m"};
+    char stack[512], head[13];
+    am2z__logbuf b;
+    time_t secs = (time_t)(en->timestamp_ms / 1000);
+    struct tm tm;
+    char *ctx = NULL;
+    size_t ctx_len = 0;
+    memset(&tm, 0, sizeof tm);
+    localtime_r(&secs, &tm);
+    /* "HH:MM:SS.mmm " */
+    am2z__iso_put(head, 2, tm.tm_hour);
+    head[2] = ':';
+    am2z__iso_put(head + 3, 2, tm.tm_min);
+    head[5] = ':';
+    am2z__iso_put(head + 6, 2, tm.tm_sec);
+    head[8] = '.';
+    am2z__iso_put(head + 9, 3, (int)(en->timestamp_ms % 1000));
+    head[12] = ' ';
+    am2z__logbuf_init(&b, stack, sizeof stack);
+    am2z__logbuf_put(&b, head, 13);
+    if (en->source) {
+        am2z__logbuf_put(&b, "[", 1);
+        am2z__logbuf_puts(&b, en->source);
+        am2z__logbuf_put(&b, "] ", 2);
+    }
+    if (lg->color) am2z__logbuf_puts(&b, colors[en->level]);
+    am2z__logbuf_puts(&b, labels[en->level]);
+    if (lg->color) am2z__logbuf_puts(&b, "\x1b[0m");
+    am2z__logbuf_put(&b, " ", 1);
+    am2z__logbuf_puts(&b, en->message);
+    if (am2z_value_len(en->context) > 0 &&
+        (ctx = am2z_json_write(en->context, AM2Z_JSON_COMPACT, &ctx_len)) != NULL) {
+        am2z__logbuf_put(&b, " ", 1);
+        am2z__logbuf_put(&b, ctx, ctx_len);
+        am2z_free(ctx);
+    }
+    am2z__logbuf_put(&b, "\n", 1);
+    if (!b.failed) am2z__log_write(lg, b.p, b.len);
+    am2z__logbuf_free(&b);
+}
+
+static void am2z__log_json(const am2z_logger *lg, const am2z_log_entry *en) {
+    char ts[32];
+    char *text;
+    size_t len;
+    am2z_value *j;
+    am2z__iso8601_write(en->timestamp_ms, ts);
+    j = am2z__obj_put(am2z_value_object(), "level", am2z_value_string(am2z_log_level_name(en->level)));
+    j = am2z__obj_put(j, "message", am2z_value_string(en->message));
+    j = am2z__obj_put(j, "timestamp", am2z_value_string(ts));
+    if (en->source) j = am2z__obj_put(j, "source", am2z_value_string(en->source));
+    j = am2z__obj_put(j, "context", am2z_value_retain(en->context));
+    text = am2z_json_write(j, AM2Z_JSON_COMPACT, &len);
+    am2z_value_release(j);
+    if (!text) return;
+    /* The writer leaves room for its NUL, which becomes the newline. */
+    text[len] = '\n';
+    am2z__log_write(lg, text, len + 1);
+    am2z_free(text);
+}
+
+AM2Z_API void am2z_log(const am2z_logger *logger, am2z_log_level level, const am2z_value *fields,
+                       const char *fmt, ...) {
+    char stack[512];
+    am2z__logbuf msg;
+    am2z_log_entry en;
+    am2z_value *merged = NULL;
+    va_list ap;
+    if (level == AM2Z_LOG_DEFAULT) level = AM2Z_LOG_INFO;
+    if (!am2z_logger_enabled(logger, level)) return;
+    am2z__logbuf_init(&msg, stack, sizeof stack);
+    stack[0] = '\0';
+    va_start(ap, fmt);
+    am2z__log_format(&msg, fmt, ap);
+    va_end(ap);
+    if (am2z_value_type(fields) == AM2Z_TYPE_OBJECT && am2z_value_len(fields) > 0)
+        merged = am2z_value_merge(am2z_value_retain(logger->context), fields); /* the call's fields win */
+    en.level = level;
+    en.message = msg.p;
+    en.source = logger->source;
+    en.context = merged ? merged : logger->context;
+    en.timestamp_ms = am2z_now_ms();
+    switch (logger->sink) {
+    case AM2Z_SINK_CALLBACK: logger->callback(&en, logger->user_data); break;
+    case AM2Z_SINK_JSON: am2z__log_json(logger, &en); break;
+    case AM2Z_SINK_DEFAULT:
+    case AM2Z_SINK_HUMAN: am2z__log_human(logger, &en); break;
+    case AM2Z_SINK_SILENT: break;
+    }
+    am2z_value_release(merged);
+    am2z__logbuf_free(&msg);
+}
 
 /* ==== 5. processors =================================================================== */
 
@@ -904,7 +4331,914 @@ AM2Z__PRIVATE size_t am2z__processor_children(const am2z_processor *p, am2z_proc
     return p ? p->child_count : 0;
 }
 
+/* Small helpers shared by sections 5 and 6. */
+
+/* A string value, or JSON null for NULL (so object builders never lose a member). */
+static am2z_value *am2z__proc_str(const char *s) {
+    return s ? am2z_value_string(s) : am2z_value_null();
+}
+
+/* Sets member `key` (a plain identifier) on object o. Both consumed; NULL-safe so a
+   chain of puts yields NULL, with everything released, after the first failure. */
+static am2z_value *am2z__proc_put(am2z_value *o, const char *key, am2z_value *x) {
+    if (!o || !x) {
+        am2z_value_release(o);
+        am2z_value_release(x);
+        return NULL;
+    }
+    return am2z_value_set(o, key, x);
+}
+
+/* Appends x to array a; both consumed, NULL-safe like am2z__proc_put. */
+static am2z_value *am2z__proc_push(am2z_value *a, am2z_value *x) {
+    if (!a || !x) {
+        am2z_value_release(a);
+        am2z_value_release(x);
+        return NULL;
+    }
+    return am2z_value_append(a, "", x);
+}
+
+/* The error for an allocation failure inside a processor or composite. */
+static am2z_result am2z__proc_oom(void) {
+    return am2z_fail(am2z_error_resource("memory", 0, 0));
+}
+
+static int am2z__proc_name_ok(const char *name) {
+    size_t n = 0;
+    if (!name) return 0;
+    for (; name[n]; n++) {
+        char c = name[n];
+        if (n >= AM2Z_NAME_MAX) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return 0;
+    }
+    return n > 0;
+}
+
+static void am2z__processor_free(am2z_processor *p) {
+    size_t i;
+    for (i = 0; i < p->child_count; i++) am2z_processor_release(p->children[i]);
+    for (i = 0; i < p->route_count; i++) am2z__free(p->route_keys[i]);
+    am2z__free(p->children);
+    am2z__free(p->route_keys);
+    am2z__free((void *)p->desc.name);
+    am2z__free((void *)p->desc.description);
+    am2z_value_release(p->payloads);
+    am2z__free(p->items_path);
+    am2z__free(p->results_path);
+    am2z__free(p->errors_path);
+    am2z__free(p);
+}
+
+/* A processor of `kind` with copies of name and description and one reference to each
+   of the count children (all non-NULL, checked by the callers). NULL when out of memory. */
+static am2z_processor *am2z__processor_alloc(am2z__processor_kind kind, const char *name,
+                                             const char *description, am2z_processor *const *children,
+                                             size_t count) {
+    size_t i;
+    am2z_processor *p = (am2z_processor *)am2z__malloc(sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->refcount = 1;
+    p->kind = kind;
+    p->desc.name = am2z__strdup(name);
+    p->desc.description = description ? am2z__strdup(description) : NULL;
+    if (count) {
+        p->children = (am2z_processor **)am2z__malloc(count * sizeof *p->children);
+        if (p->children)
+            for (i = 0; i < count; i++) p->children[p->child_count++] = am2z_processor_retain(children[i]);
+    }
+    if (!p->desc.name || (description && !p->desc.description) || (count && !p->children)) {
+        am2z__processor_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc) {
+    am2z_processor *p;
+    size_t i;
+    const am2z_retry_policy *rp;
+    if (!desc || !desc->fn || !am2z__proc_name_ok(desc->name)) return NULL;
+    rp = &desc->retry;
+    if (desc->timeout_ms < 0 || rp->max_attempts < 0 || rp->max_delay_ms < 0 ||
+        !(rp->multiplier >= 0) || !(rp->jitter >= 0 && rp->jitter <= 1) || desc->queue.concurrency < 0 ||
+        desc->queue.priority < 0 || desc->queue.rate_limit_per_minute < 0 || desc->queue.delay_ms < 0)
+        return NULL;
+    if (desc->dependency_count && !desc->dependencies) return NULL;
+    for (i = 0; i < desc->dependency_count; i++)
+        if (!desc->dependencies[i]) return NULL;
+    p = am2z__processor_alloc(AM2Z__KIND_PLAIN, desc->name, desc->description, desc->dependencies,
+                              desc->dependency_count);
+    if (!p) return NULL;
+    p->desc.fn = desc->fn;
+    p->desc.timeout_ms = desc->timeout_ms;
+    p->desc.retry = desc->retry;
+    p->desc.queue = desc->queue;
+    p->desc.user_data = desc->user_data;
+    p->desc.dependencies = p->children;
+    p->desc.dependency_count = p->child_count;
+    return p;
+}
+
+AM2Z_API am2z_processor *am2z_processor_retain(const am2z_processor *p) {
+    am2z_processor *q = (am2z_processor *)p; /* the count is the one mutable field */
+    if (q) am2z__atomic_inc(&q->refcount);
+    return q;
+}
+
+AM2Z_API void am2z_processor_release(am2z_processor *p) {
+    if (p && am2z__atomic_dec(&p->refcount) == 0) am2z__processor_free(p);
+}
+
+AM2Z_API const char *am2z_processor_name(const am2z_processor *p) { return p ? p->desc.name : NULL; }
+
+AM2Z_API const am2z_processor_desc *am2z_processor_desc_of(const am2z_processor *p) {
+    return p ? &p->desc : NULL;
+}
+
+/* A uniform double in [0, 1) for retry jitter: a lock-free splitmix64 sequence, so
+   threads never share hidden libc state (rand() is not thread-safe). */
+static uint64_t am2z__proc_rng;
+static double am2z__proc_random01(void) {
+    uint64_t z = __atomic_add_fetch(&am2z__proc_rng, (uint64_t)0x9E3779B97F4A7C15ULL, __ATOMIC_RELAXED);
+    z ^= (uint64_t)am2z_monotonic_ns();
+    z = (z ^ (z >> 30)) * (uint64_t)0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * (uint64_t)0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z_error *err, int attempt) {
+    int max_attempts = policy && policy->max_attempts > 0 ? policy->max_attempts : 1;
+    double base, mult, cap, d, jitter;
+    if (attempt < 1) attempt = 1;
+    if (attempt >= max_attempts) return -1;
+    if (policy->should_retry) {
+        if (!policy->should_retry(err, attempt, policy->user_data)) return -1;
+    } else if (!err || !err->retryable) {
+        return -1;
+    }
+    if (policy->delay_ms < 0) return 0;
+    base = policy->delay_ms > 0 ? (double)policy->delay_ms : 100.0;
+    mult = policy->multiplier > 0 ? policy->multiplier : 2.0;
+    cap = policy->max_delay_ms > 0 ? (double)policy->max_delay_ms : 30000.0;
+    switch (policy->backoff) {
+    case AM2Z_BACKOFF_FIXED: d = base; break;
+    case AM2Z_BACKOFF_LINEAR: d = base * (double)attempt; break;
+    case AM2Z_BACKOFF_DEFAULT:
+    case AM2Z_BACKOFF_EXPONENTIAL:
+    default: d = base * pow(mult, (double)(attempt - 1)); break;
+    }
+    if (!(d <= cap)) d = cap; /* also catches overflow to infinity */
+    jitter = policy->jitter;
+    if (jitter > 0) d -= d * (jitter < 1 ? jitter : 1) * am2z__proc_random01();
+    return d > 0 ? (int64_t)d : 0;
+}
+
+static int64_t am2z__proc_sat_add(int64_t a, int64_t b) {
+    if (b <= 0) return a;
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t default_ms) {
+    int64_t t = 0, c;
+    size_t i;
+    if (!p) return default_ms;
+    if (p->desc.timeout_ms > 0) return p->desc.timeout_ms;
+    switch (p->kind) {
+    case AM2Z__KIND_CHAIN:
+        for (i = 0; i < p->child_count; i++)
+            t = am2z__proc_sat_add(t, am2z_processor_timeout_ms(p->children[i], default_ms));
+        return t > 0 ? t : default_ms;
+    case AM2Z__KIND_PARALLEL:
+        for (i = 0; i < p->child_count; i++) {
+            c = am2z_processor_timeout_ms(p->children[i], default_ms);
+            if (c > t) t = c;
+        }
+        return t > 0 ? t : default_ms;
+    case AM2Z__KIND_PLAIN:
+    case AM2Z__KIND_ROUTER:
+    case AM2Z__KIND_BATCH:
+        break;
+    }
+    return default_ms;
+}
+
+/* ---- context ---- */
+
+AM2Z_API const am2z_meta *am2z_ctx_meta(const am2z_ctx *ctx) { return ctx ? &ctx->meta : NULL; }
+
+AM2Z_API const am2z_logger *am2z_ctx_logger(const am2z_ctx *ctx) {
+    if (!ctx) return NULL;
+    return ctx->ops && ctx->ops->logger ? ctx->ops->logger(ctx) : ctx->logger;
+}
+
+/* Non-zero when an event emitted through ctx would reach someone, so composites skip
+   building payloads nobody reads (runtimes without the hint: always). */
+static int am2z__ctx_wants(const am2z_ctx *ctx, const char *event) {
+    return ctx && ctx->ops && ctx->ops->emit && (!ctx->ops->wants || ctx->ops->wants(ctx, event));
+}
+
+AM2Z_API void *am2z_ctx_user_data(const am2z_ctx *ctx) {
+    return ctx && ctx->processor ? ctx->processor->desc.user_data : NULL;
+}
+
+AM2Z_API int am2z_ctx_cancelled(const am2z_ctx *ctx) {
+    if (!ctx) return 0;
+    /* A passed deadline is a timeout even before the runtime has noticed it. */
+    if (ctx->deadline_ns && am2z_monotonic_ns() >= ctx->deadline_ns) return 1;
+    return ctx->ops && ctx->ops->cancelled ? ctx->ops->cancelled(ctx) : 0;
+}
+
+AM2Z_API int64_t am2z_ctx_remaining_ms(const am2z_ctx *ctx) {
+    int64_t left;
+    if (!ctx || !ctx->deadline_ns) return INT64_MAX;
+    left = ctx->deadline_ns - am2z_monotonic_ns();
+    return left > 0 ? left / 1000000 : 0;
+}
+
+/* Makes r hold exactly one of state / error: neither becomes a ProcessorExecutionError,
+   both keeps the error; an error without a location gets processor / execution_id. */
+static am2z_result am2z__proc_normalize(am2z_result r, const char *processor, const char *execution_id) {
+    char *exec_copy;
+    if (!r.state && !r.error) {
+        am2z_error *cause = am2z_error_business("INVALID_RESULT", AM2Z_SEVERITY_HIGH,
+                                                "returned neither a state nor an error");
+        return am2z_fail(am2z_error_execution(processor, execution_id, cause, NULL));
+    }
+    if (r.state && r.error) {
+        am2z_value_release(r.state);
+        r.state = NULL;
+    }
+    if (r.error && !r.error->processor) {
+        /* the error may own the id it already has: copy it before the edit releases it */
+        exec_copy = am2z__strdup(r.error->execution_id ? r.error->execution_id : execution_id);
+        r.error = am2z_error_with_location(r.error, processor, exec_copy);
+        am2z__free(exec_copy);
+        if (!r.error) return am2z_fail(NULL);
+    }
+    return r;
+}
+
+AM2Z_API void am2z_ctx_call_many(am2z_ctx *ctx, const char *const *processors, const am2z_state *const *inputs,
+                                 size_t count, am2z_result *results) {
+    size_t i;
+    if (!results) return;
+    for (i = 0; i < count; i++) results[i].state = NULL, results[i].error = NULL;
+    if (!ctx || !ctx->ops || !ctx->ops->call_many || !processors || !inputs) {
+        for (i = 0; i < count; i++)
+            results[i] = am2z_fail(am2z_error_configuration("ctx", "nested calls need a runtime context"));
+        return;
+    }
+    if (count == 0) return;
+    ctx->ops->call_many(ctx, processors, inputs, count, results);
+    for (i = 0; i < count; i++)
+        results[i] = am2z__proc_normalize(results[i], processors[i], NULL);
+}
+
+AM2Z_API am2z_result am2z_ctx_call(am2z_ctx *ctx, const char *processor, const am2z_state *input) {
+    am2z_result r;
+    am2z_ctx_call_many(ctx, &processor, &input, 1, &r);
+    return r;
+}
+
+AM2Z_API void am2z_ctx_emit(am2z_ctx *ctx, const char *event, am2z_value *data) {
+    if (ctx && event && ctx->ops && ctx->ops->emit) ctx->ops->emit(ctx, event, data);
+    else am2z_value_release(data);
+}
+
+AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress) {
+    am2z_value *d;
+    if (!am2z__ctx_wants(ctx, "processor:progress")) return;
+    d = am2z__proc_put(am2z_value_object(), "processorName", am2z__proc_str(ctx->meta.processor));
+    d = am2z__proc_put(d, "executionId", am2z__proc_str(ctx->meta.execution_id));
+    d = am2z__proc_put(d, "progress", am2z_value_double(progress));
+    if (d) am2z_ctx_emit(ctx, "processor:progress", d);
+}
+
+static am2z_result am2z__composite_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input);
+
+AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    am2z_result r;
+    if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
+    if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
+    else r = am2z__composite_run(p, ctx, input);
+    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
+}
+
 /* ==== 6. composition ================================================================== */
+
+/* A growable byte buffer for descriptions and JSON Pointer paths. A failed append sets
+   `failed` and keeps the buffer as it was, so callers check once at the end. */
+typedef struct am2z__proc_buf {
+    char *data;
+    size_t len, cap;
+    int failed;
+} am2z__proc_buf;
+
+static void am2z__proc_buf_add(am2z__proc_buf *b, const char *s, size_t n) {
+    size_t cap;
+    char *d;
+    if (b->failed) return;
+    if (b->len + n + 1 > b->cap) {
+        cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1) cap *= 2;
+        d = (char *)am2z__realloc(b->data, cap);
+        if (!d) {
+            b->failed = 1;
+            return;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void am2z__proc_buf_str(am2z__proc_buf *b, const char *s) { am2z__proc_buf_add(b, s, strlen(s)); }
+
+/* Appends "/key" with JSON Pointer escapes ("~" -> "~0", "/" -> "~1"). */
+static void am2z__proc_buf_ptr(am2z__proc_buf *b, const char *key, size_t len) {
+    size_t i, start = 0;
+    am2z__proc_buf_add(b, "/", 1);
+    for (i = 0; i < len; i++) {
+        if (key[i] != '~' && key[i] != '/') continue;
+        am2z__proc_buf_add(b, key + start, i - start);
+        am2z__proc_buf_add(b, key[i] == '~' ? "~0" : "~1", 2);
+        start = i + 1;
+    }
+    am2z__proc_buf_add(b, key + start, len - start);
+}
+
+/* Builds "<prefix><name0><sep><name1>...<suffix>" from the children's names. */
+static char *am2z__proc_describe(const char *prefix, am2z_processor *const *children, size_t count,
+                                 const char *sep, const char *suffix) {
+    am2z__proc_buf b;
+    size_t i;
+    memset(&b, 0, sizeof b);
+    am2z__proc_buf_str(&b, prefix);
+    for (i = 0; i < count; i++) {
+        if (!children[i]) b.failed = 1; /* rejected by the caller's validation */
+        if (i) am2z__proc_buf_str(&b, sep);
+        if (!b.failed) am2z__proc_buf_str(&b, children[i]->desc.name);
+    }
+    am2z__proc_buf_str(&b, suffix);
+    if (b.failed) {
+        am2z__free(b.data);
+        return NULL;
+    }
+    return b.data;
+}
+
+/* Builds a composite: validates name and children, copies the description (or the
+   generated one, which it then frees). NULL on invalid input or out of memory. */
+static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char *name, const char *description,
+                                           char *generated, am2z_processor *const *children, size_t count,
+                                           int64_t timeout_ms) {
+    am2z_processor *p = NULL;
+    size_t i;
+    int ok = am2z__proc_name_ok(name) && timeout_ms >= 0 && count > 0 && children != NULL &&
+             (description || generated);
+    for (i = 0; ok && i < count; i++) ok = children[i] != NULL;
+    if (ok) p = am2z__processor_alloc(kind, name, description ? description : generated, children, count);
+    am2z__free(generated);
+    if (p) p->desc.timeout_ms = timeout_ms;
+    return p;
+}
+
+static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input);
+
+/* A ProcessorExecutionError of composite p wrapping cause (consumed) with partial
+   (consumed, may be NULL) and the members of details (consumed, may be NULL). */
+static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, am2z_error *cause,
+                                        am2z_state *partial, am2z_value *details) {
+    am2z_error *err = am2z_error_execution(p->desc.name, ctx ? ctx->meta.execution_id : NULL, cause, partial);
+    if (err && details) err = am2z_error_with_details(err, details);
+    am2z_value_release(details);
+    return am2z_fail(err);
+}
+
+/* ---- chain ---- */
+
+AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc) {
+    am2z_processor *p;
+    if (!desc || !desc->steps || desc->count == 0) return NULL;
+    p = am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
+                            desc->description ? NULL
+                                              : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
+                                                                    " -> ", ""),
+                            desc->steps, desc->count, desc->timeout_ms);
+    if (p) p->desc.fn = am2z__composite_fn;
+    return p;
+}
+
+static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    am2z_state *cur = am2z_value_retain(input);
+    am2z_result r;
+    am2z_value *d;
+    size_t i;
+    for (i = 0; i < p->child_count; i++) {
+        const char *step = p->children[i]->desc.name;
+        if (am2z_ctx_cancelled(ctx)) {
+            r = am2z_fail(am2z_error_cancelled("chain cancelled before its next step"));
+        } else {
+            r = am2z_ctx_call(ctx, step, cur);
+        }
+        if (!r.state) {
+            d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(step));
+            d = am2z__proc_put(d, "failedStep", am2z_value_int((int64_t)i));
+            d = am2z__proc_put(d, "completedSteps", am2z_value_int((int64_t)i));
+            return am2z__composite_fail(p, ctx, r.error, cur, d);
+        }
+        am2z_value_release(cur);
+        cur = r.state;
+        if (!am2z__ctx_wants(ctx, "processor:completed")) continue;
+        d = am2z__proc_put(am2z_value_object(), "processorName", am2z_value_string(step));
+        d = am2z__proc_put(d, "chainName", am2z_value_string(p->desc.name));
+        d = am2z__proc_put(d, "chainPosition", am2z_value_int((int64_t)i + 1));
+        d = am2z__proc_put(d, "totalProcessors", am2z_value_int((int64_t)p->child_count));
+        d = am2z__proc_put(d, "stepCompleted", am2z_value_bool(1));
+        if (d) am2z_ctx_emit(ctx, "processor:completed", d);
+    }
+    return am2z_ok(cur);
+}
+
+/* ---- parallel and the 3-way merge ---- */
+
+AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc) {
+    am2z_processor *p;
+    if (!desc || !desc->branches || desc->count == 0) return NULL;
+    p = am2z__composite_new(AM2Z__KIND_PARALLEL, desc->name, desc->description,
+                            desc->description ? NULL
+                                              : am2z__proc_describe("Parallel execution: ", desc->branches,
+                                                                    desc->count, " || ", ""),
+                            desc->branches, desc->count, desc->timeout_ms);
+    if (!p) return NULL;
+    p->desc.fn = am2z__composite_fn;
+    p->merge = desc->merge;
+    p->merge_user_data = desc->merge_user_data;
+    return p;
+}
+
+/* Merge state: the JSON Pointer of the member being merged, and the conflicts found so
+   far as an array of {path, values: [...]} (one entry per path). */
+typedef struct am2z__merge {
+    am2z__proc_buf path;
+    am2z_value *conflicts;
+    int failed;
+} am2z__merge;
+
+static int am2z__merge_same(const am2z_value *a, const am2z_value *b) {
+    return a == b || am2z_value_equal(a, b);
+}
+
+/* Records that the member at m->path was written as `mine` after another branch wrote
+   `theirs` (NULL for "removed", stored as null). */
+static void am2z__merge_conflict(am2z__merge *m, const am2z_value *theirs, const am2z_value *mine) {
+    size_t i, n = am2z_value_len(m->conflicts);
+    am2z_value *entry, *values;
+    const char *path = m->path.data ? m->path.data : "";
+    if (m->failed || m->path.failed) {
+        m->failed = 1;
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        const am2z_value *e = am2z_value_at(m->conflicts, i);
+        if (strcmp(am2z_value_get_string(e, "path", ""), path) == 0) {
+            char num[40];
+            snprintf(num, sizeof num, "/%lu/values", (unsigned long)i);
+            m->conflicts = am2z_value_append(m->conflicts, num,
+                                             mine ? am2z_value_retain(mine) : am2z_value_null());
+            if (!m->conflicts) m->failed = 1;
+            return;
+        }
+    }
+    values = am2z_value_append(am2z_value_array(), "", theirs ? am2z_value_retain(theirs) : am2z_value_null());
+    values = values ? am2z_value_append(values, "", mine ? am2z_value_retain(mine) : am2z_value_null()) : NULL;
+    entry = am2z__proc_put(am2z_value_object(), "path", am2z_value_string(path));
+    entry = am2z__proc_put(entry, "values", values);
+    m->conflicts = entry ? am2z_value_append(m->conflicts, "", entry) : NULL;
+    if (!m->conflicts) m->failed = 1;
+}
+
+static am2z_value *am2z__merge_object(am2z__merge *m, am2z_value *acc, const am2z_value *base,
+                                      const am2z_value *out, int top);
+
+/* The merge of one member that both an earlier branch (acc, consumed) and this branch
+   (out) changed relative to base (NULL when base lacked the member). */
+static am2z_value *am2z__merge_value(am2z__merge *m, am2z_value *acc, const am2z_value *base,
+                                     const am2z_value *out) {
+    am2z_type ta = am2z_value_type(acc), tb = am2z_value_type(base), to = am2z_value_type(out);
+    size_t i, blen;
+    if (ta == AM2Z_TYPE_OBJECT && to == AM2Z_TYPE_OBJECT && (!base || tb == AM2Z_TYPE_OBJECT))
+        return am2z__merge_object(m, acc, base, out, 0);
+    if (ta == AM2Z_TYPE_ARRAY && to == AM2Z_TYPE_ARRAY && (!base || tb == AM2Z_TYPE_ARRAY)) {
+        int appended;
+        blen = am2z_value_len(base);
+        appended = am2z_value_len(out) >= blen;
+        for (i = 0; appended && i < blen; i++)
+            appended = am2z__merge_same(am2z_value_at(base, i), am2z_value_at(out, i));
+        if (appended) {
+            /* this branch only appended: keep what the others did and add its elements */
+            for (i = blen; acc && i < am2z_value_len(out); i++)
+                acc = am2z_value_append(acc, "", am2z_value_retain(am2z_value_at(out, i)));
+            if (!acc) m->failed = 1;
+            return acc;
+        }
+    }
+    if (am2z__merge_same(acc, out)) return acc;
+    am2z__merge_conflict(m, acc, out);
+    am2z_value_release(acc);
+    return am2z_value_retain(out);
+}
+
+/* Applies the changes from base to out (both objects; base NULL = empty) onto acc
+   (consumed). At the top level "metadata" is left to the runtime. */
+static am2z_value *am2z__merge_object(am2z__merge *m, am2z_value *acc, const am2z_value *base,
+                                      const am2z_value *out, int top) {
+    size_t i, klen, mark = m->path.len, n = am2z_value_len(out);
+    const char *key;
+    const am2z_value *bv, *ov, *av;
+    for (i = 0; acc && !m->failed && i < n; i++) {
+        key = am2z_value_key_at(out, i, &klen);
+        ov = am2z_value_member_at(out, i);
+        if ((top && klen == 8 && memcmp(key, "metadata", 8) == 0) || memchr(key, '\0', klen)) continue;
+        bv = base ? am2z_value_find(base, key, klen) : NULL;
+        if (bv && am2z__merge_same(bv, ov)) continue; /* unchanged by this branch */
+        av = am2z_value_find(acc, key, klen);
+        am2z__proc_buf_ptr(&m->path, key, klen);
+        if (m->path.failed) break;
+        if (!av || (bv && am2z__merge_same(av, bv))) {
+            /* untouched so far (or removed by an earlier branch, which this write overrides) */
+            if (!av && bv) am2z__merge_conflict(m, NULL, ov);
+            acc = am2z_value_set(acc, m->path.data + mark, am2z_value_retain(ov));
+        } else {
+            am2z_value *nv = am2z__merge_value(m, am2z_value_retain(av), bv, ov);
+            acc = nv ? am2z_value_set(acc, m->path.data + mark, nv) : (am2z_value_release(acc), (am2z_value *)NULL);
+        }
+        m->path.len = mark;
+        m->path.data[mark] = '\0';
+    }
+    n = base ? am2z_value_len(base) : 0;
+    for (i = 0; acc && !m->failed && i < n; i++) {
+        key = am2z_value_key_at(base, i, &klen);
+        if ((top && klen == 8 && memcmp(key, "metadata", 8) == 0) || memchr(key, '\0', klen)) continue;
+        if (am2z_value_find(out, key, klen)) continue;
+        av = am2z_value_find(acc, key, klen);
+        if (!av) continue; /* removed already */
+        am2z__proc_buf_ptr(&m->path, key, klen);
+        if (m->path.failed) break;
+        if (!am2z__merge_same(av, am2z_value_member_at(base, i))) am2z__merge_conflict(m, av, NULL);
+        acc = am2z_value_remove(acc, m->path.data + mark);
+        m->path.len = mark;
+        m->path.data[mark] = '\0';
+    }
+    if (m->path.failed) m->failed = 1;
+    if (m->failed) {
+        am2z_value_release(acc);
+        return NULL;
+    }
+    if (!acc) m->failed = 1;
+    return acc;
+}
+
+AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input, const am2z_state *const *outputs,
+                                     size_t count, void *user_data) {
+    am2z__merge m;
+    am2z_value *acc, *ev;
+    size_t i, n;
+    (void)user_data;
+    if (am2z_value_type(input) != AM2Z_TYPE_OBJECT)
+        return am2z_fail(am2z_error_validation("input", input, "must be an object"));
+    for (i = 0; i < count; i++)
+        if (am2z_value_type(outputs[i]) != AM2Z_TYPE_OBJECT)
+            return am2z_fail(am2z_error_validation("outputs", outputs[i], "every output must be an object"));
+    memset(&m, 0, sizeof m);
+    m.conflicts = am2z_value_array();
+    acc = am2z_value_retain(input);
+    if (!m.conflicts) m.failed = 1;
+    for (i = 0; i < count && acc && !m.failed; i++) acc = am2z__merge_object(&m, acc, input, outputs[i], 1);
+    am2z__free(m.path.data);
+    if (m.failed || !acc) {
+        am2z_value_release(acc);
+        am2z_value_release(m.conflicts);
+        return am2z__proc_oom();
+    }
+    n = am2z__ctx_wants(ctx, "merge:conflict") ? am2z_value_len(m.conflicts) : 0;
+    for (i = 0; i < n; i++) {
+        const am2z_value *c = am2z_value_at(m.conflicts, i);
+        const am2z_value *values = am2z_value_get(c, "values");
+        ev = am2z__proc_put(am2z_value_object(), "processorName", am2z__proc_str(ctx ? ctx->meta.processor : NULL));
+        ev = am2z__proc_put(ev, "path", am2z_value_retain(am2z_value_get(c, "path")));
+        ev = am2z__proc_put(ev, "values", am2z_value_retain(values));
+        ev = am2z__proc_put(ev, "resolved", am2z_value_retain(am2z_value_at(values, am2z_value_len(values) - 1)));
+        if (ev) am2z_ctx_emit(ctx, "merge:conflict", ev);
+    }
+    am2z_value_release(m.conflicts);
+    return am2z_ok(acc);
+}
+
+static am2z_result am2z__parallel_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    size_t i, n = p->child_count, failed = n;
+    const char **names = (const char **)am2z__malloc(n * sizeof *names);
+    const am2z_state **inputs = (const am2z_state **)am2z__malloc(n * sizeof *inputs);
+    am2z_result *results = (am2z_result *)am2z__malloc(n * sizeof *results);
+    am2z_result r;
+    am2z_value *d, *branches;
+    if (!names || !inputs || !results) {
+        am2z__free((void *)names);
+        am2z__free((void *)inputs);
+        am2z__free(results);
+        return am2z__proc_oom();
+    }
+    for (i = 0; i < n; i++) {
+        names[i] = p->children[i]->desc.name;
+        inputs[i] = input;
+    }
+    am2z_ctx_call_many(ctx, names, inputs, n, results);
+    for (i = 0; i < n; i++) {
+        if (!results[i].state && failed == n) failed = i;
+        if (!am2z__ctx_wants(ctx, "processor:completed")) continue;
+        d = am2z__proc_put(am2z_value_object(), "processorName", am2z_value_string(names[i]));
+        d = am2z__proc_put(d, "parallelName", am2z_value_string(p->desc.name));
+        d = am2z__proc_put(d, "parallelPosition", am2z_value_int((int64_t)i + 1));
+        d = am2z__proc_put(d, "totalProcessors", am2z_value_int((int64_t)n));
+        d = am2z__proc_put(d, "stepCompleted", am2z_value_bool(results[i].state != NULL));
+        if (d) am2z_ctx_emit(ctx, "processor:completed", d);
+    }
+    if (failed < n) {
+        /* every branch's outcome, so one failure does not hide the others */
+        branches = am2z_value_array();
+        for (i = 0; i < n; i++) {
+            d = am2z__proc_put(am2z_value_object(), "processor", am2z_value_string(names[i]));
+            d = am2z__proc_put(d, "ok", am2z_value_bool(results[i].state != NULL));
+            if (!results[i].state)
+                d = am2z__proc_put(d, "error", am2z__proc_str(results[i].error ? results[i].error->message : NULL));
+            branches = am2z__proc_push(branches, d);
+        }
+        d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(names[failed]));
+        d = am2z__proc_put(d, "failedBranch", am2z_value_int((int64_t)failed));
+        d = am2z__proc_put(d, "branches", branches);
+        r = am2z__composite_fail(p, ctx, am2z_error_retain(results[failed].error), NULL, d);
+    } else {
+        const am2z_state **outs = inputs; /* reuse: the branches' states in order */
+        for (i = 0; i < n; i++) outs[i] = results[i].state;
+        r = (p->merge ? p->merge : am2z_merge_3way)(ctx, input, outs, n, p->merge_user_data);
+        r = am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
+    }
+    for (i = 0; i < n; i++) am2z_result_clear(&results[i]);
+    am2z__free((void *)names);
+    am2z__free((void *)inputs);
+    am2z__free(results);
+    return r;
+}
+
+/* ---- router ---- */
+
+AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc) {
+    am2z_processor *p, **targets;
+    am2z__proc_buf b;
+    size_t i, j, n;
+    if (!desc || !desc->select || (desc->count && !desc->routes) || (desc->count == 0 && !desc->fallback))
+        return NULL;
+    for (i = 0; i < desc->count; i++) {
+        if (!desc->routes[i].key || !desc->routes[i].target) return NULL;
+        for (j = 0; j < i; j++)
+            if (strcmp(desc->routes[i].key, desc->routes[j].key) == 0) return NULL; /* ambiguous */
+    }
+    n = desc->count + (desc->fallback ? 1 : 0);
+    targets = (am2z_processor **)am2z__malloc(n * sizeof *targets);
+    if (!targets) return NULL;
+    for (i = 0; i < desc->count; i++) targets[i] = desc->routes[i].target;
+    if (desc->fallback) targets[desc->count] = desc->fallback;
+    memset(&b, 0, sizeof b);
+    if (!desc->description) {
+        am2z__proc_buf_str(&b, "Router: ");
+        for (i = 0; i < desc->count; i++) {
+            if (i) am2z__proc_buf_str(&b, " | ");
+            am2z__proc_buf_str(&b, desc->routes[i].key);
+        }
+        if (desc->fallback) am2z__proc_buf_str(&b, desc->count ? " | *" : "*");
+        if (b.failed) {
+            am2z__free(b.data);
+            am2z__free(targets);
+            return NULL;
+        }
+    }
+    p = am2z__composite_new(AM2Z__KIND_ROUTER, desc->name, desc->description, b.data, targets, n,
+                            desc->timeout_ms);
+    am2z__free(targets);
+    if (!p) return NULL;
+    p->desc.fn = am2z__composite_fn;
+    p->select = desc->select;
+    p->select_user_data = desc->user_data;
+    p->fallback = desc->fallback ? p->children[desc->count] : NULL;
+    if (desc->count) {
+        p->route_keys = (char **)am2z__malloc(desc->count * sizeof *p->route_keys);
+        if (!p->route_keys) {
+            am2z_processor_release(p);
+            return NULL;
+        }
+        for (i = 0; i < desc->count; i++) {
+            p->route_keys[i] = am2z__strdup(desc->routes[i].key);
+            if (!p->route_keys[i]) {
+                am2z_processor_release(p);
+                return NULL;
+            }
+            p->route_count++;
+        }
+    }
+    return p;
+}
+
+static am2z_result am2z__router_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    const char *key = p->select(input, p->select_user_data);
+    const am2z_processor *target = p->fallback;
+    size_t i;
+    if (key)
+        for (i = 0; i < p->route_count; i++)
+            if (strcmp(p->route_keys[i], key) == 0) {
+                target = p->children[i];
+                break;
+            }
+    if (!target)
+        return am2z__composite_fail(
+            p, ctx, am2z_error_business("NO_ROUTE", AM2Z_SEVERITY_DEFAULT, "No route found for: %s", key ? key : "(no key)"),
+            NULL, am2z__proc_put(am2z_value_object(), "routeKey", am2z__proc_str(key)));
+    return am2z_ctx_call(ctx, target->desc.name, input);
+}
+
+/* ---- batch ---- */
+
+AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc) {
+    am2z_processor *p;
+    am2z__proc_buf b;
+    const char *results_path;
+    char num[32];
+    size_t i, n;
+    if (!desc || !desc->target || (!desc->payloads == !desc->items_path)) return NULL;
+    if (desc->payloads) {
+        if (am2z_value_type(desc->payloads) != AM2Z_TYPE_ARRAY || am2z_value_len(desc->payloads) == 0) return NULL;
+        n = am2z_value_len(desc->payloads);
+        for (i = 0; i < n; i++)
+            if (am2z_value_type(am2z_value_at(desc->payloads, i)) != AM2Z_TYPE_OBJECT) return NULL;
+    }
+    if (desc->mode != AM2Z_BATCH_DEFAULT && desc->mode != AM2Z_BATCH_FAIL_FAST && desc->mode != AM2Z_BATCH_SETTLE_ALL)
+        return NULL;
+    results_path = desc->results_path ? desc->results_path : desc->items_path ? desc->items_path : "results";
+    /* "<results_path>Errors" must name a sibling member, not an array element */
+    if (!results_path[0] || results_path[strlen(results_path) - 1] == ']' ||
+        results_path[strlen(results_path) - 1] == '/')
+        return NULL;
+    memset(&b, 0, sizeof b);
+    if (!desc->description) {
+        am2z__proc_buf_str(&b, "Batch execution: ");
+        am2z__proc_buf_str(&b, desc->target->desc.name);
+        if (desc->payloads) {
+            snprintf(num, sizeof num, " x%lu", (unsigned long)am2z_value_len(desc->payloads));
+            am2z__proc_buf_str(&b, num);
+        } else {
+            am2z__proc_buf_str(&b, " over ");
+            am2z__proc_buf_str(&b, desc->items_path);
+        }
+        if (b.failed) {
+            am2z__free(b.data);
+            return NULL;
+        }
+    }
+    p = am2z__composite_new(AM2Z__KIND_BATCH, desc->name, desc->description, b.data, &desc->target, 1,
+                            desc->timeout_ms);
+    if (!p) return NULL;
+    p->desc.fn = am2z__composite_fn;
+    p->mode = desc->mode == AM2Z_BATCH_SETTLE_ALL ? AM2Z_BATCH_SETTLE_ALL : AM2Z_BATCH_FAIL_FAST;
+    p->payloads = am2z_value_retain(desc->payloads);
+    p->items_path = am2z__strdup(desc->items_path);
+    p->results_path = am2z__strdup(results_path);
+    memset(&b, 0, sizeof b);
+    am2z__proc_buf_str(&b, results_path);
+    am2z__proc_buf_str(&b, "Errors");
+    p->errors_path = b.data;
+    if ((desc->items_path && !p->items_path) || !p->results_path || b.failed) {
+        am2z_processor_release(p);
+        return NULL;
+    }
+    return p;
+}
+
+static am2z_result am2z__batch_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    const am2z_value *items = p->payloads ? p->payloads : am2z_value_get(input, p->items_path);
+    const char *target = p->children[0]->desc.name;
+    const char *session = ctx && ctx->meta.session_id ? ctx->meta.session_id : am2z_state_session_id(input);
+    size_t i, n, failed;
+    int called = 0;
+    const char **names = NULL;
+    am2z_state **inputs = NULL;
+    am2z_result *results = NULL;
+    am2z_result r;
+    am2z_value *out = NULL, *errors = NULL, *d;
+    r.state = NULL;
+    r.error = NULL;
+    if (am2z_value_type(items) != AM2Z_TYPE_ARRAY)
+        return am2z_fail(am2z_error_validation(p->items_path, items, "must be an array of objects"));
+    n = am2z_value_len(items);
+    for (i = 0; i < n; i++)
+        if (am2z_value_type(am2z_value_at(items, i)) != AM2Z_TYPE_OBJECT)
+            return am2z_fail(am2z_error_validation(p->items_path, am2z_value_at(items, i),
+                                                   "every item must be an object"));
+    if (n) {
+        names = (const char **)am2z__malloc(n * sizeof *names);
+        inputs = (am2z_state **)am2z__malloc(n * sizeof *inputs);
+        results = (am2z_result *)am2z__malloc(n * sizeof *results);
+        if (inputs) memset(inputs, 0, n * sizeof *inputs);
+    }
+    out = am2z_value_array();
+    if (p->mode == AM2Z_BATCH_SETTLE_ALL) errors = am2z_value_array();
+    if ((n && (!names || !inputs || !results)) || !out || (p->mode == AM2Z_BATCH_SETTLE_ALL && !errors)) goto oom;
+    for (i = 0; i < n; i++) {
+        const am2z_value *item = am2z_value_at(items, i);
+        names[i] = target;
+        /* a payload that is already a state keeps its metadata; plain objects become
+           states of the parent's session */
+        inputs[i] = am2z_value_find(item, "metadata", 8)
+                        ? am2z_value_retain(item)
+                        : am2z_state_new(session, am2z_value_retain(item));
+        if (!inputs[i]) goto oom;
+    }
+    if (n) am2z_ctx_call_many(ctx, names, (const am2z_state *const *)inputs, n, results);
+    called = 1;
+    for (i = 0, failed = n; i < n; i++)
+        if (!results[i].state) {
+            failed = i;
+            break;
+        }
+    if (failed < n && p->mode != AM2Z_BATCH_SETTLE_ALL) {
+        d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(target));
+        d = am2z__proc_put(d, "batchIndex", am2z_value_int((int64_t)failed));
+        r = am2z__composite_fail(p, ctx, am2z_error_retain(results[failed].error), NULL, d);
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        am2z_value *x;
+        if (!results[i].state) {
+            d = am2z__proc_put(am2z_value_object(), "index", am2z_value_int((int64_t)i));
+            d = am2z__proc_put(d, "error", am2z_error_to_json(results[i].error));
+            errors = am2z__proc_push(errors, d);
+            x = am2z_value_null();
+        } else if (am2z_value_find(am2z_value_at(items, i), "metadata", 8)) {
+            x = am2z_value_retain(results[i].state);
+        } else {
+            /* give plain payloads their results back in the same plain shape */
+            x = am2z_value_remove(am2z_value_retain(results[i].state), "metadata");
+        }
+        out = am2z__proc_push(out, x);
+        if (!out || (p->mode == AM2Z_BATCH_SETTLE_ALL && !errors)) goto oom;
+    }
+    r.state = am2z_value_set(am2z_value_retain(input), p->results_path, out);
+    out = NULL;
+    if (r.state && errors) {
+        r.state = am2z_value_set(r.state, p->errors_path, errors);
+        errors = NULL;
+    }
+    if (!r.state) goto oom;
+    goto done;
+oom:
+    r = am2z__proc_oom();
+done:
+    for (i = 0; i < n; i++) {
+        if (inputs) am2z_value_release(inputs[i]);
+        if (called) am2z_result_clear(&results[i]);
+    }
+    am2z_value_release(out);
+    am2z_value_release(errors);
+    am2z__free((void *)names);
+    am2z__free(inputs);
+    am2z__free(results);
+    return r;
+}
+
+/* ---- dispatch ---- */
+
+static am2z_result am2z__composite_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    switch (p->kind) {
+    case AM2Z__KIND_CHAIN: return am2z__chain_run(p, ctx, input);
+    case AM2Z__KIND_PARALLEL: return am2z__parallel_run(p, ctx, input);
+    case AM2Z__KIND_ROUTER: return am2z__router_run(p, ctx, input);
+    case AM2Z__KIND_BATCH: return am2z__batch_run(p, ctx, input);
+    case AM2Z__KIND_PLAIN: break;
+    }
+    return p->desc.fn(ctx, input);
+}
+
+/* desc.fn of every composite, for callers that call a desc's fn directly. */
+static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
+    if (!ctx || !ctx->processor || ctx->processor->kind == AM2Z__KIND_PLAIN)
+        return am2z_fail(am2z_error_configuration("ctx", "a composite needs ctx->processor"));
+    return am2z__composite_run(ctx->processor, ctx, input);
+}
 
 /* ==== 7. runtime interface ============================================================ */
 

@@ -4,7 +4,71 @@
    Do this:
        #define AM2Z_RESP_IMPLEMENTATION
    before you include this file in ONE C or C++ file. It implies AM2Z_IMPLEMENTATION, so
-   that file compiles the implementation of both headers.
+   that file compiles the implementation of both headers. Link with -pthread.
+
+   RECIPE (a Redis client; cc -O2 -pthread redis.c)
+
+       #define AM2Z_RESP_IMPLEMENTATION
+       #include "am2z_resp.h"
+       #include <stdio.h>
+
+       int main(void) {
+           am2z_redis_desc desc = {0};
+           desc.host = "127.0.0.1"; desc.port = 6379;
+           am2z_redis *r = am2z_redis_new(&desc);
+           am2z_reply reply = {0};
+           if (!r || am2z_redis_connect(r) != AM2Z_OK) {
+               fprintf(stderr, "connect: %s\n", r ? am2z_redis_errstr(r) : "no memory");
+               am2z_redis_free(r);
+               return 1;
+           }
+           am2z_redis_command(r, &reply, "SET greeting %s", "hello world"); // one argument
+           am2z_reply_clear(&reply);
+           if (am2z_redis_command(r, &reply, "GET greeting") == AM2Z_OK)
+               printf("%s\n", am2z_reply_str(&reply));
+           am2z_reply_clear(&reply);
+           for (int i = 0; i < 100; i++) am2z_redis_append(r, "INCR counter");
+           for (int i = 0; i < 100; i++) { am2z_redis_read(r, &reply); am2z_reply_clear(&reply); }
+           am2z_redis_free(r);
+           return 0;
+       }
+
+   CONTENTS (each is a banner "==== N. name ====", first as declarations, then again
+   inside the implementation)
+       1  SHA-256      streaming and one-shot digests, hex; SHA-NI when the CPU has it
+       2  RESP         reply objects, the incremental reader, the command writer
+       3  connection   TCP/Unix connections, pipelines, blocking commands, scripts, pool
+       4  queue runtime
+
+   OPTIONS (define before including the implementation; limits protect against a hostile
+   or broken peer and can also be lowered per reader with am2z_resp_limits)
+       AM2Z_RESP_MAX_DEPTH     nested aggregates in one reply (default 64)
+       AM2Z_RESP_MAX_ELEMENTS  entries of one aggregate, a map counting 2 per pair
+                               (default 16,777,216)
+       AM2Z_RESP_MAX_BULK      bytes of one string (default 512 MiB, as Redis's
+                               proto-max-bulk-len)
+       AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
+                               string payloads are moved out as they arrive, so this
+                               bounds unterminated lines and unread data, not values
+       AM2Z_SHA256_NO_SHANI    build only the portable SHA-256
+
+   RESP READER RULES
+       Lines end in CR LF; a lone CR or LF in a line is an error. Integers are an optional
+       '-' and 1 to 19 digits that fit int64; lengths and counts are -1 (nil) or >= 0.
+       Memory follows the bytes that arrived, never a declared length or count: strings
+       grow as their payload comes in, element arrays in capped steps. Parsing uses an
+       explicit stack (no recursion). Errors are sticky and carry a reason and the stream
+       offset. Streamed RESP3 strings/aggregates ($?, *?) are refused: Redis does not send them.
+
+   THREADING
+       SHA-256 contexts, readers, buffers, replies and connections belong to one thread at
+       a time; they have no locks. Share scripts freely (immutable). The pool is
+       thread-safe. am2z_sha256_select is process-wide: call it before other threads hash.
+
+   OWNERSHIP
+       As in am2z.h. In addition, an am2z_reply is a caller-owned struct: functions fill
+       an empty one, am2z_reply_clear frees its whole tree. Connections free with
+       am2z_redis_free, readers with am2z_resp_reader_free, pools with am2z_redis_pool_free.
 */
 #if defined(AM2Z_RESP_IMPLEMENTATION) && !defined(AM2Z_IMPLEMENTATION)
 #define AM2Z_IMPLEMENTATION
@@ -13,4 +77,2229 @@
 
 #ifndef AM2Z_RESP_H_INCLUDED
 #define AM2Z_RESP_H_INCLUDED
+
+#ifndef AM2Z_RESP_MAX_DEPTH
+#define AM2Z_RESP_MAX_DEPTH 64
+#endif
+#ifndef AM2Z_RESP_MAX_ELEMENTS
+#define AM2Z_RESP_MAX_ELEMENTS ((size_t)1 << 24)
+#endif
+#ifndef AM2Z_RESP_MAX_BULK
+#define AM2Z_RESP_MAX_BULK ((size_t)512 << 20)
+#endif
+#ifndef AM2Z_RESP_MAX_BUFFER
+#define AM2Z_RESP_MAX_BUFFER ((size_t)64 << 20)
+#endif
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== 1. SHA-256 ====================================================================== */
+/* FIPS 180-4 SHA-256. No allocation, no I/O; a context is used by one thread at a time,
+   the one-shot functions are thread-safe. */
+
+#define AM2Z_SHA256_SIZE 32 /* digest bytes; the hex form has 64 characters + NUL */
+
+typedef struct am2z_sha256_ctx {
+    uint32_t state[8];
+    uint64_t total;              /* bytes hashed so far */
+    unsigned char block[64];     /* a partial block waiting for more input */
+    size_t used;                 /* bytes in block */
+} am2z_sha256_ctx;
+
+AM2Z_API void am2z_sha256_init(am2z_sha256_ctx *ctx);
+AM2Z_API void am2z_sha256_update(am2z_sha256_ctx *ctx, const void *data, size_t len);
+/* Writes the digest and leaves ctx initialised again for a new message. */
+AM2Z_API void am2z_sha256_final(am2z_sha256_ctx *ctx, unsigned char digest[AM2Z_SHA256_SIZE]);
+AM2Z_API void am2z_sha256(const void *data, size_t len, unsigned char digest[AM2Z_SHA256_SIZE]);
+/* Lower-case hex of the digest of data, NUL-terminated (65 bytes). */
+AM2Z_API void am2z_sha256_hex(const void *data, size_t len, char hex[2 * AM2Z_SHA256_SIZE + 1]);
+AM2Z_API void am2z_sha256_to_hex(const unsigned char digest[AM2Z_SHA256_SIZE],
+                                 char hex[2 * AM2Z_SHA256_SIZE + 1]);
+
+/* Which block function runs. AUTO (the default) uses the x86-64 SHA extensions when the
+   CPU has them (checked once with cpuid) and portable C otherwise. */
+typedef enum am2z_sha256_impl {
+    AM2Z_SHA256_AUTO = 0, AM2Z_SHA256_PORTABLE, AM2Z_SHA256_SHANI
+} am2z_sha256_impl;
+/* Selects the implementation for the whole process (call it before hashing starts on
+   other threads). Returns AM2Z_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
+   lacks it (the selection is then unchanged). */
+AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl);
+AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* PORTABLE or SHANI, never AUTO */
+
+/* ==== 2. RESP reader/writer =========================================================== */
+/* The Redis protocol: RESP2 and the RESP3 types Redis 7 sends. The reader is an I/O-free
+   state machine: feed it bytes as they arrive, take replies out. */
+
+typedef enum am2z_reply_type {
+    AM2Z_REPLY_NONE = 0,  /* an empty (cleared) reply */
+    AM2Z_REPLY_STRING,    /* +simple string */
+    AM2Z_REPLY_ERROR,     /* -error or !blob error: the message, e.g. "ERR unknown command" */
+    AM2Z_REPLY_INTEGER,   /* :integer -> integer */
+    AM2Z_REPLY_BULK,      /* $bulk string (binary-safe) */
+    AM2Z_REPLY_ARRAY,     /* *array */
+    AM2Z_REPLY_NIL,       /* $-1, *-1 and RESP3 _ */
+    AM2Z_REPLY_DOUBLE,    /* ,double -> number, and its text as the string */
+    AM2Z_REPLY_BOOL,      /* #t / #f -> integer 1 / 0 */
+    AM2Z_REPLY_MAP,       /* %map: element holds key, value, key, value ... (len = 2 * pairs) */
+    AM2Z_REPLY_SET,       /* ~set */
+    AM2Z_REPLY_PUSH,      /* >push (out-of-band data in RESP3) */
+    AM2Z_REPLY_BIGNUM,    /* (big number: its decimal text as the string */
+    AM2Z_REPLY_VERBATIM   /* =verbatim string: format ("txt") and the text after "txt:" */
+} am2z_reply_type;
+
+/* One reply, possibly a tree. The caller owns the storage of the struct (often on the
+   stack); am2z_reply_clear frees everything the reply holds, children included. Strings
+   shorter than 32 bytes live inside the struct, so integers, nil, booleans, doubles and
+   short strings ("OK", "QUEUED", small values) cost no allocation. A reply may be moved
+   by plain assignment (then clear only one of the copies); read its text with
+   am2z_reply_str. RESP3 attributes (|) are parsed and dropped. */
+typedef struct am2z_reply {
+    am2z_reply_type type;
+    char format[4];               /* VERBATIM: "txt", "mkd"; otherwise "" */
+    size_t len;                   /* string types: bytes; aggregates: entries in element */
+    int64_t integer;              /* INTEGER; BOOL: 1 or 0 */
+    double number;                /* DOUBLE */
+    struct am2z_reply *element;   /* ARRAY, MAP, SET, PUSH: len entries (NULL when len is 0) */
+    char *ext;                    /* private: string storage of 32 bytes or more */
+    char small[32];               /* private: shorter strings, NUL-terminated */
+} am2z_reply;
+
+/* The bytes of a STRING, ERROR, BULK, DOUBLE, BIGNUM or VERBATIM reply, NUL-terminated
+   (the string may contain NUL; the length is r->len). Borrowed from r; "" for other types. */
+AM2Z_API const char *am2z_reply_str(const am2z_reply *r);
+/* Element i of an aggregate (borrowed), NULL when out of range or not an aggregate. */
+AM2Z_API const am2z_reply *am2z_reply_at(const am2z_reply *r, size_t i);
+/* Frees what r holds (the whole tree) and zeroes it; r itself is not freed. */
+AM2Z_API void am2z_reply_clear(am2z_reply *r);
+AM2Z_API const char *am2z_reply_type_name(am2z_reply_type type); /* "bulk", ...; static */
+
+/* Reader limits; each zero field takes its compile-time default (see OPTIONS). */
+typedef struct am2z_resp_limits {
+    int max_depth;          /* nested aggregates; AM2Z_RESP_MAX_DEPTH */
+    size_t max_elements;    /* entries of one aggregate (a map counts 2 per pair); AM2Z_RESP_MAX_ELEMENTS */
+    size_t max_bulk;        /* bytes of one string; AM2Z_RESP_MAX_BULK */
+    size_t max_buffer;      /* bytes fed but not yet parsed; AM2Z_RESP_MAX_BUFFER */
+} am2z_resp_limits;
+
+typedef enum am2z_resp_result {
+    AM2Z_RESP_ERROR = -1,   /* protocol error or limit: sticky until am2z_resp_reader_reset */
+    AM2Z_RESP_MORE = 0,     /* no complete reply yet: feed more bytes */
+    AM2Z_RESP_REPLY = 1     /* *out holds a reply */
+} am2z_resp_result;
+
+typedef enum am2z_resp_error {
+    AM2Z_RESP_ERR_NONE = 0,
+    AM2Z_RESP_ERR_PROTOCOL,   /* bytes that are not RESP (bad type byte, bad integer, CR/LF misuse) */
+    AM2Z_RESP_ERR_DEPTH,      /* max_depth exceeded */
+    AM2Z_RESP_ERR_ELEMENTS,   /* max_elements exceeded */
+    AM2Z_RESP_ERR_BULK,       /* a string longer than max_bulk */
+    AM2Z_RESP_ERR_BUFFER,     /* more than max_buffer bytes waiting */
+    AM2Z_RESP_ERR_NO_MEMORY
+} am2z_resp_error;
+
+typedef struct am2z_resp_reader am2z_resp_reader;
+
+/* NULL limits: all defaults. Returns NULL when out of memory. Free with _free. */
+AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits);
+AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd);
+/* Copies len bytes into the reader. AM2Z_OK, or the reader's error status (LIMIT when
+   max_buffer would be exceeded, NO_MEMORY, or the sticky error of an earlier call). */
+AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *data, size_t len);
+/* Parses the next reply. On AM2Z_RESP_REPLY *out (which must be empty or cleared) owns
+   the reply; on the other outcomes *out is left empty. */
+AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out);
+/* The sticky error: its kind, a static reason ("bad integer", "depth limit exceeded",
+   ...) and the byte offset in the stream where it was found. NONE when there is none. */
+AM2Z_API am2z_resp_error am2z_resp_reader_error(const am2z_resp_reader *rd, const char **reason,
+                                                size_t *offset);
+/* PROTOCOL for protocol errors, LIMIT for the four limits, NO_MEMORY, OK for NONE. */
+AM2Z_API am2z_status am2z_resp_error_status(am2z_resp_error e);
+/* Drops buffered bytes, any half-parsed reply and the error. */
+AM2Z_API void am2z_resp_reader_reset(am2z_resp_reader *rd);
+
+/* Writer: commands as RESP arrays of bulk strings, appended to a growable buffer.
+   Zero-initialise the buffer; free it with am2z_resp_buf_free. On failure the buffer
+   keeps its previous contents. */
+typedef struct am2z_resp_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} am2z_resp_buf;
+
+/* argv[i] has argvlen[i] bytes (binary-safe); argvlen NULL means strlen of each. */
+AM2Z_API am2z_status am2z_resp_append_argv(am2z_resp_buf *b, size_t argc, const char *const *argv,
+                                           const size_t *argvlen);
+/* printf-like, but injection-proof: the FORMAT's own spaces and tabs separate arguments;
+   a substituted value is always part of exactly one argument, whatever bytes it holds.
+   Directives: %s (const char *), %b (const void *, size_t: binary), %d (int), %ld (long),
+   %lld (long long), %u (unsigned), %zu (size_t), %f (double: the shortest of 15 to 17
+   significant digits that reads back exactly, with a '.' whatever the locale), %%.
+   Text and directives that touch form one argument: "user:%d" is one argument.
+   An unknown directive gives AM2Z_STATUS_INVALID_ARGUMENT. */
+AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...);
+AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va_list ap);
+AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b);
+
+/* ==== 3. connection =================================================================== */
+/* A synchronous Redis connection. One connection is used by one thread at a time (no
+   internal locking); give each thread its own or share them through am2z_redis_pool. */
+
+/* Transport hook, e.g. TLS from your own library. am2z opens the TCP or Unix socket
+   (non-blocking), then calls open() once per (re)connect and uses read/write/close on
+   what it returned. read/write return the bytes moved (> 0), 0 for end of stream (read),
+   AM2Z_IO_WANT_READ / AM2Z_IO_WANT_WRITE when they need the socket to become readable /
+   writable (am2z polls and calls again), or -1 with errno set on failure. */
+#define AM2Z_IO_WANT_READ (-2)
+#define AM2Z_IO_WANT_WRITE (-3)
+typedef struct am2z_redis_transport {
+    /* Handshake on the connected socket fd within timeout_ms; returns the transport's
+       connection (NULL on failure). May be NULL: then user_data is used as it. */
+    void *(*open)(int fd, const char *host, int64_t timeout_ms, void *user_data);
+    ptrdiff_t (*read)(void *conn, void *buf, size_t len);
+    ptrdiff_t (*write)(void *conn, const void *buf, size_t len);
+    void (*close)(void *conn);  /* may be NULL; am2z closes fd afterwards */
+    void *user_data;
+} am2z_redis_transport;
+
+typedef void (*am2z_redis_push_fn)(const am2z_reply *push, void *user_data);
+
+/* Zero fields take the defaults. Strings are copied. */
+typedef struct am2z_redis_desc {
+    const char *host;             /* name, IPv4 or IPv6 literal; default "127.0.0.1" */
+    int port;                     /* default 6379 */
+    const char *unix_path;        /* a Unix socket path; when set host and port are unused */
+    const char *user;             /* ACL user (AUTH user password); NULL: AUTH password */
+    const char *password;         /* NULL: no AUTH */
+    int db;                       /* SELECT db when > 0 */
+    const char *client_name;      /* CLIENT SETNAME when set */
+    int resp3;                    /* non-zero: HELLO 3 (and AUTH/SETNAME through it) */
+    int64_t connect_timeout_ms;   /* default 5000; < 0: none */
+    int64_t command_timeout_ms;   /* per reply; default 30000; < 0: none */
+    int reconnect_attempts;       /* am2z_redis_reconnect tries; default 10 */
+    int64_t reconnect_base_ms;    /* first backoff delay, doubled each try; default 50 */
+    int64_t reconnect_max_ms;     /* backoff cap; default 2000 (each delay has jitter) */
+    int auto_reconnect;           /* non-zero: a command on a broken connection reconnects first (one try) */
+    am2z_redis_push_fn on_push;   /* RESP3 pushes arriving between replies; default: dropped */
+    void *push_user_data;
+    am2z_redis_transport transport; /* read == NULL: plain socket */
+    am2z_resp_limits limits;
+} am2z_redis_desc;
+
+typedef struct am2z_redis am2z_redis;
+
+/* Allocates a connection without doing I/O; NULL when out of memory or desc is invalid.
+   desc NULL: all defaults. Free with am2z_redis_free. */
+AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc);
+/* Closes any current socket and connects: socket, AUTH/HELLO, SELECT, CLIENT SETNAME.
+   AM2Z_OK; IO (refused, reset, DNS), TIMEOUT, SERVER (auth or SELECT refused) otherwise. */
+AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
+/* Connects with up to desc.reconnect_attempts tries, sleeping base * 2^try ms (capped,
+   each delay randomly cut by up to half) between them. */
+AM2Z_API am2z_status am2z_redis_reconnect(am2z_redis *r);
+AM2Z_API int am2z_redis_is_connected(const am2z_redis *r);
+AM2Z_API int am2z_redis_fd(const am2z_redis *r);  /* -1 when not connected */
+/* Closes the socket and frees r (NULL is fine). */
+AM2Z_API void am2z_redis_free(am2z_redis *r);
+
+/* The last failure: a new reference (release it), or NULL when the last call succeeded.
+   IO and PROTOCOL give a NetworkError naming the endpoint, TIMEOUT a TimeoutError,
+   SERVER a NetworkError whose message is the server's. */
+AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r);
+/* The last failure's text ("" after success); borrowed until the next call on r. */
+AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r);
+
+/* Commands. Each sends one command and reads its reply into *reply (empty on entry;
+   the caller clears it). Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in
+   *reply, or IO / TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the
+   connection is broken (closed) because a reply may be half read, and must reconnect.
+   A failed command is never re-sent automatically. */
+AM2Z_API am2z_status am2z_redis_command(am2z_redis *r, am2z_reply *reply, const char *fmt, ...);
+AM2Z_API am2z_status am2z_redis_vcommand(am2z_redis *r, am2z_reply *reply, const char *fmt, va_list ap);
+AM2Z_API am2z_status am2z_redis_command_argv(am2z_redis *r, am2z_reply *reply, size_t argc,
+                                             const char *const *argv, const size_t *argvlen);
+/* Blocking commands (BLPOP, BZPOPMIN, XREAD BLOCK ...): like _command but the reply may
+   take timeout_ms (< 0: forever) instead of the command timeout. Pass the server-side
+   timeout plus a margin. */
+AM2Z_API am2z_status am2z_redis_blocking(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
+                                         const char *fmt, ...);
+AM2Z_API am2z_status am2z_redis_blocking_argv(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
+                                              size_t argc, const char *const *argv,
+                                              const size_t *argvlen);
+
+/* Pipelines: append any number of commands (buffered, nothing sent), then read their
+   replies in order; the first read sends everything in one go. */
+AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...);
+AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
+                                            const size_t *argvlen);
+AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r);  /* sends buffered commands */
+/* The next reply of an appended command; status as for _command. */
+AM2Z_API am2z_status am2z_redis_read(am2z_redis *r, am2z_reply *reply);
+AM2Z_API am2z_status am2z_redis_read_timeout(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms);
+AM2Z_API size_t am2z_redis_pending(const am2z_redis *r); /* replies appended but not read */
+
+/* Lua scripts. Redis names a script by the SHA-1 of its source (not SHA-256), so a
+   script object computes that name once; EVALSHA runs it, and on NOSCRIPT (a fresh or
+   flushed server) am2z sends EVAL with the source instead, which also caches it.
+   A script is immutable: share it between threads and connections freely. */
+typedef struct am2z_redis_script am2z_redis_script;
+/* Copies source (len 0 means strlen). NULL when out of memory. */
+AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len);
+AM2Z_API void am2z_redis_script_free(am2z_redis_script *s);
+AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s); /* 40 hex chars; borrowed */
+/* EVALSHA sha numkeys keys... args...: argv holds the numkeys keys, then the arguments
+   (argc in total); status as for _command. */
+AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const am2z_redis_script *s,
+                                        size_t numkeys, size_t argc, const char *const *argv,
+                                        const size_t *argvlen);
+/* For pipelines: SCRIPT LOAD once, then append EVALSHA calls (no fallback inside a
+   pipeline: a NOSCRIPT reply comes back as an error reply). */
+AM2Z_API am2z_status am2z_redis_script_load(am2z_redis *r, const am2z_redis_script *s);
+AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_script *s,
+                                               size_t numkeys, size_t argc, const char *const *argv,
+                                               const size_t *argvlen);
+
+/* A bounded, thread-safe pool: threads borrow a connection, use it alone, give it back. */
+typedef struct am2z_redis_pool am2z_redis_pool;
+/* Connections are made lazily, at most max_size (default 8) at a time. desc as for
+   am2z_redis_new (copied). NULL when out of memory or desc is invalid. */
+AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size);
+/* A connected connection (an idle one, or a new one while fewer than max_size exist),
+   waiting up to timeout_ms (< 0: forever) for one to be returned. NULL on failure with
+   *status (if not NULL) set: TIMEOUT, or the connect failure. Give it back with _put. */
+AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status);
+/* Returns r (consumed) to the pool. A broken connection, or one with unread pipeline
+   replies, is closed and replaced by a fresh one on a later get. */
+AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r);
+/* Frees the pool and its idle connections; every connection must have been put back. */
+AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* ==== 4. queue runtime ================================================================ */
+
 #endif /* AM2Z_RESP_H_INCLUDED */
+
+/* ==================================================================================== */
+/*                                   IMPLEMENTATION                                     */
+/* ==================================================================================== */
+#ifdef AM2Z_RESP_IMPLEMENTATION
+#ifndef AM2Z_RESP_IMPLEMENTATION_INCLUDED
+#define AM2Z_RESP_IMPLEMENTATION_INCLUDED
+
+#include <errno.h>
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== 1. SHA-256 ====================================================================== */
+
+#if !defined(AM2Z_SHA256_NO_SHANI) && defined(__x86_64__) && \
+    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
+#define AM2Z__SHANI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+static const uint32_t am2z__sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define am2z__ror32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static uint32_t am2z__load_be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static void am2z__store_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+
+/* One round with the working variables renamed instead of moved: the macro is expanded
+   with the names rotated, so no register shuffling happens between rounds. The message
+   schedule lives in a 16-word ring that is extended in place from round 16 on. */
+#define am2z__S0(x) (am2z__ror32(x, 2) ^ am2z__ror32(x, 13) ^ am2z__ror32(x, 22))
+#define am2z__S1(x) (am2z__ror32(x, 6) ^ am2z__ror32(x, 11) ^ am2z__ror32(x, 25))
+#define am2z__s0(x) (am2z__ror32(x, 7) ^ am2z__ror32(x, 18) ^ ((x) >> 3))
+#define am2z__s1(x) (am2z__ror32(x, 17) ^ am2z__ror32(x, 19) ^ ((x) >> 10))
+#define am2z__W(i) (w[(i) & 15] += am2z__s1(w[((i) - 2) & 15]) + w[((i) - 7) & 15] + am2z__s0(w[((i) - 15) & 15]))
+#define am2z__RND(a, b, c, d, e, f, g, h, i, wi) do { \
+        h += am2z__S1(e) + (g ^ (e & (f ^ g))) + am2z__sha256_k[i] + (wi); \
+        d += h; \
+        h += am2z__S0(a) + (b ^ ((a ^ b) & (b ^ c))); \
+    } while (0)
+#define am2z__RND8(i, W) do { \
+        am2z__RND(a, b, c, d, e, f, g, h, (i) + 0, W((i) + 0)); \
+        am2z__RND(h, a, b, c, d, e, f, g, (i) + 1, W((i) + 1)); \
+        am2z__RND(g, h, a, b, c, d, e, f, (i) + 2, W((i) + 2)); \
+        am2z__RND(f, g, h, a, b, c, d, e, (i) + 3, W((i) + 3)); \
+        am2z__RND(e, f, g, h, a, b, c, d, (i) + 4, W((i) + 4)); \
+        am2z__RND(d, e, f, g, h, a, b, c, (i) + 5, W((i) + 5)); \
+        am2z__RND(c, d, e, f, g, h, a, b, (i) + 6, W((i) + 6)); \
+        am2z__RND(b, c, d, e, f, g, h, a, (i) + 7, W((i) + 7)); \
+    } while (0)
+#define am2z__W0(i) (w[i])
+
+static void am2z__sha256_blocks_c(uint32_t st[8], const unsigned char *p, size_t nblocks) {
+    uint32_t w[16];
+    while (nblocks--) {
+        uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5], g = st[6], h = st[7];
+        int i;
+        for (i = 0; i < 16; i++) w[i] = am2z__load_be32(p + 4 * i);
+        am2z__RND8(0, am2z__W0);
+        am2z__RND8(8, am2z__W0);
+        am2z__RND8(16, am2z__W);
+        am2z__RND8(24, am2z__W);
+        am2z__RND8(32, am2z__W);
+        am2z__RND8(40, am2z__W);
+        am2z__RND8(48, am2z__W);
+        am2z__RND8(56, am2z__W);
+        st[0] += a; st[1] += b; st[2] += c; st[3] += d;
+        st[4] += e; st[5] += f; st[6] += g; st[7] += h;
+        p += 64;
+    }
+}
+
+#ifdef AM2Z__SHANI
+/* The x86 SHA extensions keep the state as two vectors, ABEF and CDGH; each
+   sha256rnds2 does two rounds, msg1/msg2 extend the message schedule four words at a
+   time. Group i (rounds 4i..4i+3) uses m[i & 3]. */
+__attribute__((target("sha,sse4.1")))
+static void am2z__sha256_blocks_shani(uint32_t st[8], const unsigned char *p, size_t nblocks) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)(const void *)&st[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)(const void *)&st[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    while (nblocks--) {
+        __m128i m[4], t;
+        __m128i abef0 = abef, cdgh0 = cdgh;
+        int i;
+        for (i = 0; i < 16; i++) {
+            if (i < 4) {
+                m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i)), bswap);
+            } else {
+                m[i & 3] = _mm_sha256msg2_epu32(
+                    _mm_add_epi32(m[i & 3], _mm_alignr_epi8(m[(i - 1) & 3], m[(i - 2) & 3], 4)),
+                    m[(i - 1) & 3]);
+            }
+            t = _mm_add_epi32(m[i & 3], _mm_loadu_si128((const __m128i *)(const void *)&am2z__sha256_k[4 * i]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t, 0x0E));
+            if (i >= 3 && i < 15) m[(i + 1) & 3] = _mm_sha256msg1_epu32(m[(i + 1) & 3], m[(i + 2) & 3]);
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+        p += 64;
+    }
+    {
+        __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+        __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+        _mm_storeu_si128((__m128i *)(void *)&st[0], _mm_blend_epi16(feba, dchg, 0xF0));
+        _mm_storeu_si128((__m128i *)(void *)&st[4], _mm_alignr_epi8(dchg, feba, 8));
+    }
+}
+
+static int am2z__cpu_has_shani(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9))) return 0; /* SSE4.1, SSSE3 */
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 29) & 1;
+}
+#endif
+
+/* 0 = not chosen yet; otherwise an am2z_sha256_impl. Read on every update, so relaxed. */
+static int am2z__sha256_mode;
+
+static int am2z__sha256_resolve(void) {
+    int mode = __atomic_load_n(&am2z__sha256_mode, __ATOMIC_RELAXED);
+    if (mode == 0) {
+        mode = AM2Z_SHA256_PORTABLE;
+#ifdef AM2Z__SHANI
+        if (am2z__cpu_has_shani()) mode = AM2Z_SHA256_SHANI;
+#endif
+        __atomic_store_n(&am2z__sha256_mode, mode, __ATOMIC_RELAXED);
+    }
+    return mode;
+}
+
+static void am2z__sha256_blocks(uint32_t st[8], const unsigned char *p, size_t nblocks) {
+#ifdef AM2Z__SHANI
+    if (am2z__sha256_resolve() == AM2Z_SHA256_SHANI) {
+        am2z__sha256_blocks_shani(st, p, nblocks);
+        return;
+    }
+#endif
+    am2z__sha256_blocks_c(st, p, nblocks);
+}
+
+AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
+    int mode = (int)impl;
+    if (impl == AM2Z_SHA256_AUTO) {
+        __atomic_store_n(&am2z__sha256_mode, 0, __ATOMIC_RELAXED);
+        am2z__sha256_resolve();
+        return AM2Z_OK;
+    }
+    if (impl == AM2Z_SHA256_SHANI) {
+#ifdef AM2Z__SHANI
+        if (!am2z__cpu_has_shani()) return AM2Z_STATUS_NOT_FOUND;
+#else
+        return AM2Z_STATUS_NOT_FOUND;
+#endif
+    } else if (impl != AM2Z_SHA256_PORTABLE) {
+        return AM2Z_STATUS_INVALID_ARGUMENT;
+    }
+    __atomic_store_n(&am2z__sha256_mode, mode, __ATOMIC_RELAXED);
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_sha256_impl am2z_sha256_active(void) {
+    return (am2z_sha256_impl)am2z__sha256_resolve();
+}
+
+AM2Z_API void am2z_sha256_init(am2z_sha256_ctx *ctx) {
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(ctx->state, iv, sizeof iv);
+    ctx->total = 0;
+    ctx->used = 0;
+}
+
+AM2Z_API void am2z_sha256_update(am2z_sha256_ctx *ctx, const void *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    if (len == 0) return;
+    ctx->total += len;
+    if (ctx->used) {
+        size_t take = 64 - ctx->used;
+        if (take > len) take = len;
+        memcpy(ctx->block + ctx->used, p, take);
+        ctx->used += take;
+        p += take;
+        len -= take;
+        if (ctx->used < 64) return;
+        am2z__sha256_blocks(ctx->state, ctx->block, 1);
+        ctx->used = 0;
+    }
+    if (len >= 64) {
+        am2z__sha256_blocks(ctx->state, p, len / 64);
+        p += len & ~(size_t)63;
+        len &= 63;
+    }
+    if (len) {
+        memcpy(ctx->block, p, len);
+        ctx->used = len;
+    }
+}
+
+AM2Z_API void am2z_sha256_final(am2z_sha256_ctx *ctx, unsigned char digest[AM2Z_SHA256_SIZE]) {
+    uint64_t bits = ctx->total * 8;
+    int i;
+    ctx->block[ctx->used++] = 0x80;
+    if (ctx->used > 56) {
+        memset(ctx->block + ctx->used, 0, 64 - ctx->used);
+        am2z__sha256_blocks(ctx->state, ctx->block, 1);
+        ctx->used = 0;
+    }
+    memset(ctx->block + ctx->used, 0, 56 - ctx->used);
+    am2z__store_be32(ctx->block + 56, (uint32_t)(bits >> 32));
+    am2z__store_be32(ctx->block + 60, (uint32_t)bits);
+    am2z__sha256_blocks(ctx->state, ctx->block, 1);
+    for (i = 0; i < 8; i++) am2z__store_be32(digest + 4 * i, ctx->state[i]);
+    am2z_sha256_init(ctx);
+}
+
+AM2Z_API void am2z_sha256(const void *data, size_t len, unsigned char digest[AM2Z_SHA256_SIZE]) {
+    am2z_sha256_ctx ctx;
+    am2z_sha256_init(&ctx);
+    am2z_sha256_update(&ctx, data, len);
+    am2z_sha256_final(&ctx, digest);
+}
+
+static void am2z__hex(const unsigned char *bytes, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+AM2Z_API void am2z_sha256_to_hex(const unsigned char digest[AM2Z_SHA256_SIZE],
+                                 char hex[2 * AM2Z_SHA256_SIZE + 1]) {
+    am2z__hex(digest, AM2Z_SHA256_SIZE, hex);
+}
+
+AM2Z_API void am2z_sha256_hex(const void *data, size_t len, char hex[2 * AM2Z_SHA256_SIZE + 1]) {
+    unsigned char digest[AM2Z_SHA256_SIZE];
+    am2z_sha256(data, len, digest);
+    am2z__hex(digest, AM2Z_SHA256_SIZE, hex);
+}
+
+/* SHA-1 (FIPS 180-4), only because Redis names Lua scripts by the SHA-1 of their source:
+   computing it here lets EVALSHA go out before the server has seen the script. */
+static void am2z__sha1_hex(const void *data, size_t len, char hex[41]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    const unsigned char *p = (const unsigned char *)data;
+    unsigned char block[64], digest[20];
+    uint64_t bits = (uint64_t)len * 8;
+    size_t done = 0;
+    int stage = 0, i; /* 0: data blocks, 1: a block holding only the length, 2: done */
+    while (stage != 2) {
+        uint32_t w[80], a, b, c, d, e;
+        if (stage == 0 && len - done >= 64) {
+            memcpy(block, p + done, 64);
+            done += 64;
+        } else {
+            /* The tail: the rest of the data, the 0x80 marker, and the bit length in the
+               last 8 bytes when there is room for it (otherwise in one more block). */
+            memset(block, 0, 64);
+            if (stage == 0) {
+                memcpy(block, p + done, len - done);
+                block[len - done] = 0x80;
+            }
+            if (stage == 1 || len - done < 56) {
+                am2z__store_be32(block + 56, (uint32_t)(bits >> 32));
+                am2z__store_be32(block + 60, (uint32_t)bits);
+                stage = 2;
+            } else {
+                stage = 1;
+            }
+        }
+        for (i = 0; i < 16; i++) w[i] = am2z__load_be32(block + 4 * i);
+        for (i = 16; i < 80; i++) {
+            uint32_t x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
+            w[i] = (x << 1) | (x >> 31);
+        }
+        a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+        for (i = 0; i < 80; i++) {
+            uint32_t f, k, t;
+            if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999; }
+            else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1; }
+            else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDC; }
+            else { f = b ^ c ^ d; k = 0xCA62C1D6; }
+            t = ((a << 5) | (a >> 27)) + f + e + k + w[i];
+            e = d; d = c; c = (b << 30) | (b >> 2); b = a; a = t;
+        }
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    }
+    for (i = 0; i < 5; i++) am2z__store_be32(digest + 4 * i, h[i]);
+    am2z__hex(digest, 20, hex);
+}
+
+/* ==== 2. RESP reader/writer =========================================================== */
+
+#define am2z__IS_AGGREGATE(t) ((t) == AM2Z_REPLY_ARRAY || (t) == AM2Z_REPLY_MAP || \
+                               (t) == AM2Z_REPLY_SET || (t) == AM2Z_REPLY_PUSH)
+
+AM2Z_API const char *am2z_reply_str(const am2z_reply *r) {
+    if (!r) return "";
+    switch (r->type) {
+    case AM2Z_REPLY_STRING: case AM2Z_REPLY_ERROR: case AM2Z_REPLY_BULK:
+    case AM2Z_REPLY_DOUBLE: case AM2Z_REPLY_BIGNUM: case AM2Z_REPLY_VERBATIM:
+        return r->ext ? r->ext : r->small;
+    default:
+        return "";
+    }
+}
+
+AM2Z_API const am2z_reply *am2z_reply_at(const am2z_reply *r, size_t i) {
+    if (!r || !am2z__IS_AGGREGATE(r->type) || i >= r->len) return NULL;
+    return &r->element[i];
+}
+
+/* Frees a whole tree without recursion and without allocating: while a node's children
+   are visited, its unused `ext` field holds its parent and `integer` the next child to
+   visit, so the walk needs no stack of its own. */
+AM2Z_API void am2z_reply_clear(am2z_reply *r) {
+    am2z_reply *cur = r;
+    if (!r) return;
+    if (r->element) r->ext = NULL, r->integer = 0;
+    while (cur) {
+        am2z_reply *parent;
+        size_t i = (size_t)cur->integer;
+        if (cur->element) {
+            for (; i < cur->len; i++) {
+                am2z_reply *c = &cur->element[i];
+                if (c->element) break;
+                am2z__free(c->ext);
+            }
+            if (i < cur->len) {
+                am2z_reply *c = &cur->element[i];
+                cur->integer = (int64_t)i + 1;
+                c->ext = (char *)(void *)cur;
+                c->integer = 0;
+                cur = c;
+                continue;
+            }
+            am2z__free(cur->element);
+            cur->element = NULL;
+            parent = (am2z_reply *)(void *)cur->ext;
+            cur->ext = NULL;
+        } else {
+            am2z__free(cur->ext);
+            cur->ext = NULL;
+            parent = NULL;
+        }
+        cur = (cur == r) ? NULL : parent;
+    }
+    memset(r, 0, sizeof *r);
+}
+
+AM2Z_API const char *am2z_reply_type_name(am2z_reply_type type) {
+    switch (type) {
+    case AM2Z_REPLY_NONE: return "none";
+    case AM2Z_REPLY_STRING: return "string";
+    case AM2Z_REPLY_ERROR: return "error";
+    case AM2Z_REPLY_INTEGER: return "integer";
+    case AM2Z_REPLY_BULK: return "bulk";
+    case AM2Z_REPLY_ARRAY: return "array";
+    case AM2Z_REPLY_NIL: return "nil";
+    case AM2Z_REPLY_DOUBLE: return "double";
+    case AM2Z_REPLY_BOOL: return "bool";
+    case AM2Z_REPLY_MAP: return "map";
+    case AM2Z_REPLY_SET: return "set";
+    case AM2Z_REPLY_PUSH: return "push";
+    case AM2Z_REPLY_BIGNUM: return "bignum";
+    case AM2Z_REPLY_VERBATIM: return "verbatim";
+    }
+    return "unknown";
+}
+
+/* An aggregate being filled. node->len counts the entries started (the last one may be
+   in progress), done the ones complete. */
+typedef struct am2z__resp_frame {
+    am2z_reply *node;
+    size_t expected;
+    size_t done;
+    size_t cap;          /* entries allocated in node->element */
+    int attribute;       /* a RESP3 attribute map: dropped when complete */
+} am2z__resp_frame;
+
+struct am2z_resp_reader {
+    am2z_resp_limits lim;
+    char *buf;                /* unparsed bytes are buf[start, end) */
+    size_t start, end, cap;
+    size_t base;              /* stream offset of buf[0] */
+    size_t scanned;           /* bytes after the type byte already checked for CR/LF */
+    am2z__resp_frame *stack;
+    int depth, stack_cap;
+    am2z_reply root;          /* the reply being built */
+    am2z_reply *slot;         /* where the value being parsed goes, NULL between values */
+    size_t bulk_len, bulk_got, bulk_cap; /* a string payload in progress (slot != NULL) */
+    int in_bulk;
+    am2z_resp_error err;
+    const char *reason;
+    size_t err_offset;
+};
+
+static am2z_resp_result am2z__resp_fail(am2z_resp_reader *rd, am2z_resp_error e, const char *reason,
+                                        size_t at) {
+    rd->err = e;
+    rd->reason = reason;
+    rd->err_offset = rd->base + at;
+    return AM2Z_RESP_ERROR;
+}
+
+AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits) {
+    am2z_resp_reader *rd = (am2z_resp_reader *)am2z__malloc(sizeof *rd);
+    if (!rd) return NULL;
+    memset(rd, 0, sizeof *rd);
+    if (limits) rd->lim = *limits;
+    if (rd->lim.max_depth <= 0) rd->lim.max_depth = AM2Z_RESP_MAX_DEPTH;
+    if (rd->lim.max_elements == 0) rd->lim.max_elements = AM2Z_RESP_MAX_ELEMENTS;
+    if (rd->lim.max_bulk == 0) rd->lim.max_bulk = AM2Z_RESP_MAX_BULK;
+    if (rd->lim.max_buffer == 0) rd->lim.max_buffer = AM2Z_RESP_MAX_BUFFER;
+    return rd;
+}
+
+AM2Z_API void am2z_resp_reader_reset(am2z_resp_reader *rd) {
+    if (!rd) return;
+    am2z_reply_clear(&rd->root);
+    rd->base += rd->end;
+    rd->start = rd->end = 0;
+    rd->scanned = 0;
+    rd->depth = 0;
+    rd->slot = NULL;
+    rd->in_bulk = 0;
+    rd->err = AM2Z_RESP_ERR_NONE;
+    rd->reason = NULL;
+    rd->err_offset = 0;
+}
+
+AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd) {
+    if (!rd) return;
+    am2z_reply_clear(&rd->root);
+    am2z__free(rd->buf);
+    am2z__free(rd->stack);
+    am2z__free(rd);
+}
+
+AM2Z_API am2z_resp_error am2z_resp_reader_error(const am2z_resp_reader *rd, const char **reason,
+                                                size_t *offset) {
+    if (reason) *reason = (rd && rd->err) ? rd->reason : "";
+    if (offset) *offset = (rd && rd->err) ? rd->err_offset : 0;
+    return rd ? rd->err : AM2Z_RESP_ERR_NONE;
+}
+
+AM2Z_API am2z_status am2z_resp_error_status(am2z_resp_error e) {
+    switch (e) {
+    case AM2Z_RESP_ERR_NONE: return AM2Z_OK;
+    case AM2Z_RESP_ERR_PROTOCOL: return AM2Z_STATUS_PROTOCOL;
+    case AM2Z_RESP_ERR_NO_MEMORY: return AM2Z_STATUS_NO_MEMORY;
+    default: return AM2Z_STATUS_LIMIT;
+    }
+}
+
+/* Free space for at least `want` more bytes at buf + end, moving unparsed bytes to the
+   front and growing the buffer as needed, within max_buffer. The connection reads
+   straight into it. Returns the space, or NULL with the sticky error set. */
+static char *am2z__resp_reader_space(am2z_resp_reader *rd, size_t want, size_t *avail) {
+    size_t pending = rd->end - rd->start;
+    if (rd->err) return NULL;
+    if (want > rd->lim.max_buffer || pending > rd->lim.max_buffer - want) {
+        am2z__resp_fail(rd, AM2Z_RESP_ERR_BUFFER, "buffer limit exceeded", rd->end);
+        return NULL;
+    }
+    if (rd->cap - rd->end < want && rd->start > 0) {
+        memmove(rd->buf, rd->buf + rd->start, pending);
+        rd->base += rd->start;
+        rd->start = 0;
+        rd->end = pending;
+    }
+    if (rd->cap - rd->end < want) {
+        size_t ncap = rd->cap ? rd->cap : 4096;
+        char *nb;
+        while (ncap - rd->end < want) ncap = ncap > (size_t)-1 / 2 ? rd->end + want : ncap * 2;
+        if (ncap > rd->lim.max_buffer && rd->end + want <= rd->lim.max_buffer) ncap = rd->lim.max_buffer;
+        nb = (char *)am2z__realloc(rd->buf, ncap);
+        if (!nb) {
+            am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->end);
+            return NULL;
+        }
+        rd->buf = nb;
+        rd->cap = ncap;
+    }
+    *avail = rd->cap - rd->end;
+    return rd->buf + rd->end;
+}
+
+AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *data, size_t len) {
+    size_t avail;
+    char *space;
+    if (!rd || (!data && len)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (rd->err) return am2z_resp_error_status(rd->err);
+    if (len == 0) return AM2Z_OK;
+    if (rd->start == rd->end) {
+        rd->base += rd->end;
+        rd->start = rd->end = 0;
+    }
+    space = am2z__resp_reader_space(rd, len, &avail);
+    if (!space) return am2z_resp_error_status(rd->err);
+    memcpy(space, data, len);
+    rd->end += len;
+    return AM2Z_OK;
+}
+
+/* Strict RESP integers: an optional '-' and 1 to 19 digits, within int64. */
+static int am2z__resp_int(const char *p, size_t n, int64_t *out) {
+    size_t i = 0;
+    int neg = 0;
+    uint64_t v = 0, lim;
+    if (n > 0 && p[0] == '-') neg = 1, i = 1;
+    if (i == n || n - i > 19) return 0;
+    lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)p[i] - '0';
+        if (d > 9) return 0;
+        if (v > (lim - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    /* -v computed in unsigned arithmetic, then converted: no signed overflow for INT64_MIN */
+    *out = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+    return 1;
+}
+
+/* Sets a string reply's bytes (copied), inline when short. */
+static int am2z__reply_set_str(am2z_reply *r, const char *p, size_t n) {
+    if (n < sizeof r->small) {
+        memcpy(r->small, p, n);
+        r->small[n] = '\0';
+    } else {
+        r->ext = (char *)am2z__malloc(n + 1);
+        if (!r->ext) return 0;
+        memcpy(r->ext, p, n);
+        r->ext[n] = '\0';
+    }
+    r->len = n;
+    return 1;
+}
+
+/* RESP3 doubles: "inf", "-inf", "nan", or a decimal number with optional exponent. strtod
+   follows the C locale's decimal point, so a '.' is swapped for the current one first. */
+static int am2z__resp_double(const char *p, size_t n, double *out) {
+    char tmp[128];
+    char *end;
+    size_t i;
+    const char *dp;
+    if (n == 3 && memcmp(p, "inf", 3) == 0) { *out = HUGE_VAL; return 1; }
+    if (n == 4 && memcmp(p, "-inf", 4) == 0) { *out = -HUGE_VAL; return 1; }
+    if (n == 3 && memcmp(p, "nan", 3) == 0) { *out = NAN; return 1; }
+    if (n == 0 || n >= sizeof tmp) return 0;
+    for (i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+')) return 0;
+    }
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    dp = localeconv()->decimal_point;
+    if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
+        char *dot = strchr(tmp, '.');
+        if (dot) *dot = dp[0];
+    }
+    errno = 0;
+    *out = strtod(tmp, &end);
+    return end == tmp + n;
+}
+
+/* The slot the next value goes to: the root, or a new entry of the innermost aggregate.
+   Entry arrays start at 8 entries and double only when full, so memory stays within a
+   constant factor of the values that arrived (each took at least 3 bytes), whatever
+   count the peer declared. */
+static am2z_reply *am2z__resp_slot(am2z_resp_reader *rd) {
+    am2z__resp_frame *f;
+    am2z_reply *node;
+    if (rd->depth == 0) return &rd->root;
+    f = &rd->stack[rd->depth - 1];
+    node = f->node;
+    if (node->len == f->cap) {
+        size_t ncap = f->cap ? f->cap * 2 : 8;
+        am2z_reply *ne;
+        if (ncap > f->expected) ncap = f->expected;
+        if (ncap > (size_t)-1 / sizeof *ne) return NULL;
+        ne = (am2z_reply *)am2z__realloc(node->element, ncap * sizeof *ne);
+        if (!ne) return NULL;
+        memset(ne + f->cap, 0, (ncap - f->cap) * sizeof *ne);
+        node->element = ne;
+        f->cap = ncap;
+    }
+    return &node->element[node->len++];
+}
+
+/* Copies the payload bytes that have arrived into the string; then its CR LF. */
+static am2z_resp_result am2z__resp_bulk(am2z_resp_reader *rd) {
+    am2z_reply *r = rd->slot;
+    size_t avail = rd->end - rd->start, need = rd->bulk_len - rd->bulk_got;
+    size_t take = avail < need ? avail : need;
+    if (take) {
+        char *dst;
+        if (rd->bulk_len < sizeof r->small) {
+            dst = r->small;
+        } else {
+            if (rd->bulk_got + take + 1 > rd->bulk_cap) {
+                /* grow to what arrived, at least doubling, never past the declared length */
+                size_t ncap = rd->bulk_cap * 2;
+                char *nb;
+                if (ncap < rd->bulk_got + take + 1) ncap = rd->bulk_got + take + 1;
+                if (ncap > rd->bulk_len + 1) ncap = rd->bulk_len + 1;
+                nb = (char *)am2z__realloc(r->ext, ncap);
+                if (!nb) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->start);
+                r->ext = nb;
+                rd->bulk_cap = ncap;
+            }
+            dst = r->ext;
+        }
+        memcpy(dst + rd->bulk_got, rd->buf + rd->start, take);
+        rd->bulk_got += take;
+        rd->start += take;
+        avail -= take;
+    }
+    if (rd->bulk_got < rd->bulk_len) return AM2Z_RESP_MORE;
+    if (avail < 2) {
+        if (avail == 1 && rd->buf[rd->start] != '\r')
+            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "string payload not followed by CR LF", rd->start);
+        return AM2Z_RESP_MORE;
+    }
+    if (rd->buf[rd->start] != '\r' || rd->buf[rd->start + 1] != '\n')
+        return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "string payload not followed by CR LF", rd->start);
+    rd->start += 2;
+    (r->ext ? r->ext : r->small)[rd->bulk_len] = '\0';
+    r->len = rd->bulk_len;
+    rd->in_bulk = 0;
+    if (r->type == AM2Z_REPLY_VERBATIM) {
+        /* "txt:..." : the format goes to r->format, the text stays */
+        char *s = r->ext ? r->ext : r->small;
+        if (r->len < 4 || s[3] != ':')
+            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "verbatim string without format", rd->start - 2 - r->len);
+        memcpy(r->format, s, 3);
+        r->format[3] = '\0';
+        memmove(s, s + 4, r->len - 4 + 1);
+        r->len -= 4;
+    }
+    return AM2Z_RESP_REPLY;
+}
+
+/* Finds the CR LF closing the line at rd->start. Returns the index of its CR, or
+   (size_t)-1 when more bytes are needed, or (size_t)-2 after setting an error. */
+static size_t am2z__resp_line(am2z_resp_reader *rd, size_t max_len, am2z_resp_error too_long,
+                              const char *too_long_reason) {
+    size_t from = rd->start + 1 + rd->scanned, n = rd->end - from;
+    const char *p = rd->buf + from;
+    const char *cr = (const char *)memchr(p, '\r', n);
+    const char *lf = (const char *)memchr(p, '\n', cr ? (size_t)(cr - p) : n);
+    if (lf) {
+        am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "LF without CR", (size_t)(lf - rd->buf));
+        return (size_t)-2;
+    }
+    if (cr && (size_t)(cr - rd->buf) + 1 < rd->end) {
+        if (cr[1] != '\n') {
+            am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "CR without LF", (size_t)(cr - rd->buf));
+            return (size_t)-2;
+        }
+        if ((size_t)(cr - rd->buf) - rd->start - 1 > max_len) {
+            am2z__resp_fail(rd, too_long, too_long_reason, rd->start);
+            return (size_t)-2;
+        }
+        return (size_t)(cr - rd->buf);
+    }
+    /* no complete line yet: remember how far it was checked (a final CR is rechecked) */
+    rd->scanned = (size_t)((cr ? cr : p + n) - rd->buf) - rd->start - 1;
+    if (rd->scanned > max_len) {
+        am2z__resp_fail(rd, too_long, too_long_reason, rd->start);
+        return (size_t)-2;
+    }
+    return (size_t)-1;
+}
+
+AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!rd || !out) return AM2Z_RESP_ERROR;
+    if (rd->err) return AM2Z_RESP_ERROR;
+    for (;;) {
+        am2z_reply *node;
+        size_t cr, n, at;
+        const char *p;
+        int type;
+        int64_t count;
+        if (rd->in_bulk) {
+            am2z_resp_result res = am2z__resp_bulk(rd);
+            if (res != AM2Z_RESP_REPLY) return res;
+            goto value_done;
+        }
+        if (rd->start == rd->end) return AM2Z_RESP_MORE;
+        if (!rd->slot) {
+            rd->slot = am2z__resp_slot(rd);
+            if (!rd->slot) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->start);
+        }
+        node = rd->slot;
+        at = rd->start;
+        type = (unsigned char)rd->buf[at];
+        switch (type) {
+        case '+': case '-': case ',': case '(':
+            cr = am2z__resp_line(rd, rd->lim.max_bulk, AM2Z_RESP_ERR_BULK, "string longer than the bulk limit");
+            break;
+        case ':': case '$': case '!': case '=': case '*': case '~': case '%': case '>': case '|':
+        case '_': case '#':
+            cr = am2z__resp_line(rd, 20, AM2Z_RESP_ERR_PROTOCOL, "line too long for its type");
+            break;
+        default:
+            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "unknown type byte", at);
+        }
+        if (cr == (size_t)-1) return AM2Z_RESP_MORE;
+        if (cr == (size_t)-2) return AM2Z_RESP_ERROR;
+        rd->scanned = 0;
+        p = rd->buf + at + 1;
+        n = cr - at - 1;
+        switch (type) {
+        case '+': case '-': case '(':
+            if (type == '(') {
+                size_t i = (n > 0 && p[0] == '-');
+                if (i == n) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad big number", at);
+                for (; i < n; i++)
+                    if (p[i] < '0' || p[i] > '9')
+                        return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad big number", at);
+            }
+            node->type = type == '+' ? AM2Z_REPLY_STRING : type == '-' ? AM2Z_REPLY_ERROR : AM2Z_REPLY_BIGNUM;
+            if (!am2z__reply_set_str(node, p, n))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+            break;
+        case ',':
+            if (!am2z__resp_double(p, n, &node->number))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad double", at);
+            node->type = AM2Z_REPLY_DOUBLE;
+            if (!am2z__reply_set_str(node, p, n))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+            break;
+        case ':':
+            if (!am2z__resp_int(p, n, &node->integer))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad integer", at);
+            node->type = AM2Z_REPLY_INTEGER;
+            break;
+        case '_':
+            if (n != 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad null", at);
+            node->type = AM2Z_REPLY_NIL;
+            break;
+        case '#':
+            if (n != 1 || (p[0] != 't' && p[0] != 'f'))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad boolean", at);
+            node->type = AM2Z_REPLY_BOOL;
+            node->integer = p[0] == 't';
+            break;
+        case '$': case '!': case '=':
+            if (n == 1 && p[0] == '?')
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "streamed strings are not supported", at);
+            if (!am2z__resp_int(p, n, &count))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad length", at);
+            if (count == -1 && type == '$') {
+                node->type = AM2Z_REPLY_NIL;
+                break;
+            }
+            if (count < 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "negative length", at);
+            if ((uint64_t)count > (uint64_t)rd->lim.max_bulk)
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_BULK, "string longer than the bulk limit", at);
+            node->type = type == '$' ? AM2Z_REPLY_BULK : type == '!' ? AM2Z_REPLY_ERROR : AM2Z_REPLY_VERBATIM;
+            rd->start = cr + 2;
+            rd->in_bulk = 1;
+            rd->bulk_len = (size_t)count;
+            rd->bulk_got = 0;
+            rd->bulk_cap = 0;
+            continue;
+        default: /* '*', '~', '%', '>', '|' */
+            if (n == 1 && p[0] == '?')
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "streamed aggregates are not supported", at);
+            if (!am2z__resp_int(p, n, &count))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad count", at);
+            if (count == -1 && type == '*') {
+                node->type = AM2Z_REPLY_NIL;
+                break;
+            }
+            if (count < 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "negative count", at);
+            if ((uint64_t)count > (uint64_t)rd->lim.max_elements / ((type == '%' || type == '|') ? 2 : 1))
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_ELEMENTS, "aggregate larger than the element limit", at);
+            node->type = type == '*' ? AM2Z_REPLY_ARRAY : type == '~' ? AM2Z_REPLY_SET
+                       : type == '>' ? AM2Z_REPLY_PUSH : AM2Z_REPLY_MAP;
+            if (type == '%' || type == '|') count *= 2;
+            if (count == 0) {
+                if (type == '|') { /* an empty attribute: nothing to keep, the value follows */
+                    node->type = AM2Z_REPLY_NONE;
+                    rd->start = cr + 2;
+                    continue;
+                }
+                break;
+            }
+            if (rd->depth >= rd->lim.max_depth)
+                return am2z__resp_fail(rd, AM2Z_RESP_ERR_DEPTH, "nesting deeper than the depth limit", at);
+            if (rd->depth == rd->stack_cap) {
+                int ncap = rd->stack_cap ? rd->stack_cap * 2 : 8;
+                am2z__resp_frame *ns;
+                if (ncap > rd->lim.max_depth) ncap = rd->lim.max_depth;
+                ns = (am2z__resp_frame *)am2z__realloc(rd->stack, (size_t)ncap * sizeof *ns);
+                if (!ns) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+                rd->stack = ns;
+                rd->stack_cap = ncap;
+            }
+            rd->stack[rd->depth].node = node;
+            rd->stack[rd->depth].expected = (size_t)count;
+            rd->stack[rd->depth].done = 0;
+            rd->stack[rd->depth].cap = 0;
+            rd->stack[rd->depth].attribute = type == '|';
+            rd->depth++;
+            rd->start = cr + 2;
+            rd->slot = NULL;
+            continue;
+        }
+        rd->start = cr + 2;
+    value_done:
+        /* The value in rd->slot is complete: count it in its parent, closing every
+           aggregate this completes. */
+        rd->slot = NULL;
+        for (;;) {
+            am2z__resp_frame *f;
+            if (rd->depth == 0) {
+                *out = rd->root;
+                memset(&rd->root, 0, sizeof rd->root);
+                return AM2Z_RESP_REPLY;
+            }
+            f = &rd->stack[rd->depth - 1];
+            if (++f->done < f->expected) break;
+            rd->depth--;
+            if (f->attribute) {
+                /* Dropped: its slot receives the value the attribute describes. */
+                am2z_reply_clear(f->node);
+                if (rd->depth > 0) rd->stack[rd->depth - 1].node->len--;
+                break;
+            }
+        }
+    }
+}
+
+/* ---- writer ---- */
+
+static int am2z__buf_reserve(am2z_resp_buf *b, size_t extra) {
+    size_t need, ncap;
+    char *nd;
+    if (extra > (size_t)-1 - b->len) return 0;
+    need = b->len + extra;
+    if (need <= b->cap) return 1;
+    ncap = b->cap < 64 ? 64 : b->cap;
+    while (ncap < need) ncap = ncap > (size_t)-1 / 2 ? need : ncap * 2;
+    nd = (char *)am2z__realloc(b->data, ncap);
+    if (!nd) return 0;
+    b->data = nd;
+    b->cap = ncap;
+    return 1;
+}
+
+/* Decimal digits of v at p (no NUL); returns how many. */
+static size_t am2z__u64_str(char *p, uint64_t v) {
+    char tmp[20];
+    size_t n = 0, i;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* "<c><n>\r\n" at p; returns its length (at most 23). */
+static size_t am2z__resp_header(char *p, char c, uint64_t n) {
+    size_t k;
+    p[0] = c;
+    k = 1 + am2z__u64_str(p + 1, n);
+    p[k] = '\r';
+    p[k + 1] = '\n';
+    return k + 2;
+}
+
+/* One command: the npre prefix arguments (EVALSHA sha numkeys ...), then argv. */
+static am2z_status am2z__resp_append2(am2z_resp_buf *b, size_t npre, const char *const *pre,
+                                      const size_t *prelen, size_t argc, const char *const *argv,
+                                      const size_t *argvlen) {
+    size_t total = 23, i, k;
+    char *p;
+    if (!b || (argc && !argv)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (argc > (size_t)-1 - npre) return AM2Z_STATUS_INVALID_ARGUMENT;
+    for (k = 0; k < 2; k++) {
+        size_t n_k = k ? argc : npre;
+        const char *const *v = k ? argv : pre;
+        const size_t *l = k ? argvlen : prelen;
+        for (i = 0; i < n_k; i++) {
+            size_t n;
+            if (!v[i] && (!l || l[i])) return AM2Z_STATUS_INVALID_ARGUMENT;
+            n = l ? l[i] : strlen(v[i]);
+            if (n > (size_t)-1 - total - 25) return AM2Z_STATUS_NO_MEMORY;
+            total += n + 25; /* "$" + up to 20 digits + CR LF, the bytes, CR LF */
+        }
+    }
+    if (!am2z__buf_reserve(b, total)) return AM2Z_STATUS_NO_MEMORY;
+    p = b->data + b->len;
+    p += am2z__resp_header(p, '*', npre + argc);
+    for (k = 0; k < 2; k++) {
+        size_t n_k = k ? argc : npre;
+        const char *const *v = k ? argv : pre;
+        const size_t *l = k ? argvlen : prelen;
+        for (i = 0; i < n_k; i++) {
+            size_t n = l ? l[i] : strlen(v[i]);
+            p += am2z__resp_header(p, '$', n);
+            if (n) memcpy(p, v[i], n);
+            p += n;
+            *p++ = '\r';
+            *p++ = '\n';
+        }
+    }
+    b->len = (size_t)(p - b->data);
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_resp_append_argv(am2z_resp_buf *b, size_t argc, const char *const *argv,
+                                           const size_t *argvlen) {
+    return am2z__resp_append2(b, 0, NULL, NULL, argc, argv, argvlen);
+}
+
+static int am2z__fmt_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Length of the directive at fmt (which points just after '%'), or 0 if unknown. */
+static size_t am2z__fmt_directive(const char *f) {
+    switch (f[0]) {
+    case 's': case 'b': case 'd': case 'u': case 'f': case '%': return 1;
+    case 'z': return f[1] == 'u' ? 2 : 0;
+    case 'l':
+        if (f[1] == 'd') return 2;
+        if (f[1] == 'l' && f[2] == 'd') return 3;
+        return 0;
+    default: return 0;
+    }
+}
+
+static int am2z__buf_put(am2z_resp_buf *b, const void *p, size_t n) {
+    if (!am2z__buf_reserve(b, n)) return 0;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 1;
+}
+
+AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va_list ap) {
+    size_t argc = 0, old_len;
+    const char *f;
+    char hdr[24];
+    if (!b || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    /* First pass: the argument count follows from the format alone. */
+    for (f = fmt; *f;) {
+        if (am2z__fmt_space(*f)) { f++; continue; }
+        argc++;
+        while (*f && !am2z__fmt_space(*f)) {
+            if (*f == '%') {
+                size_t k = am2z__fmt_directive(f + 1);
+                if (!k) return AM2Z_STATUS_INVALID_ARGUMENT;
+                f += 1 + k;
+            } else {
+                f++;
+            }
+        }
+    }
+    old_len = b->len;
+    if (!am2z__buf_put(b, hdr, am2z__resp_header(hdr, '*', argc))) goto nomem;
+    for (f = fmt; *f;) {
+        size_t start;
+        if (am2z__fmt_space(*f)) { f++; continue; }
+        /* The argument is built 23 bytes ahead, where its "$<len>\r\n" header will fit. */
+        if (!am2z__buf_reserve(b, 23)) goto nomem;
+        b->len += 23;
+        start = b->len;
+        while (*f && !am2z__fmt_space(*f)) {
+            const char *lit = f;
+            char num[64];
+            const void *src = num;
+            size_t n = 0;
+            if (*f != '%') {
+                while (*f && *f != '%' && !am2z__fmt_space(*f)) f++;
+                if (!am2z__buf_put(b, lit, (size_t)(f - lit))) goto nomem;
+                continue;
+            }
+            f++;
+            switch (*f) {
+            case 's': {
+                const char *s = va_arg(ap, const char *);
+                if (!s) goto invalid;
+                src = s;
+                n = strlen(s);
+                break;
+            }
+            case 'b':
+                src = va_arg(ap, const void *);
+                n = va_arg(ap, size_t);
+                if (!src && n) goto invalid;
+                break;
+            case 'd': n = (size_t)snprintf(num, sizeof num, "%d", va_arg(ap, int)); break;
+            case 'u': n = (size_t)snprintf(num, sizeof num, "%u", va_arg(ap, unsigned)); break;
+            case 'z': n = am2z__u64_str(num, (uint64_t)va_arg(ap, size_t)); break;
+            case 'l':
+                if (f[1] == 'l') n = (size_t)snprintf(num, sizeof num, "%lld", va_arg(ap, long long));
+                else n = (size_t)snprintf(num, sizeof num, "%ld", va_arg(ap, long));
+                break;
+            case 'f': {
+                const char *dp = localeconv()->decimal_point;
+                double v = va_arg(ap, double);
+                int prec;
+                /* the shortest of 15..17 digits that reads back as the same double */
+                for (prec = 15; prec <= 17; prec++) {
+                    n = (size_t)snprintf(num, sizeof num, "%.*g", prec, v);
+                    if (strtod(num, NULL) == v) break;
+                }
+                /* Redis reads '.', whatever the C locale says */
+                if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
+                    char *q = strchr(num, dp[0]);
+                    if (q) *q = '.';
+                }
+                break;
+            }
+            default: /* '%' */
+                num[0] = '%';
+                n = 1;
+                break;
+            }
+            f += am2z__fmt_directive(f);
+            if (!am2z__buf_put(b, src, n)) goto nomem;
+        }
+        {
+            size_t n = b->len - start, h = am2z__resp_header(hdr, '$', n);
+            memcpy(b->data + start - 23, hdr, h);
+            memmove(b->data + start - 23 + h, b->data + start, n);
+            b->len = start - 23 + h + n;
+            if (!am2z__buf_put(b, "\r\n", 2)) goto nomem;
+        }
+    }
+    return AM2Z_OK;
+nomem:
+    b->len = old_len;
+    return AM2Z_STATUS_NO_MEMORY;
+invalid:
+    b->len = old_len;
+    return AM2Z_STATUS_INVALID_ARGUMENT;
+}
+
+AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...) {
+    va_list ap;
+    am2z_status st;
+    va_start(ap, fmt);
+    st = am2z_resp_append_vfmt(b, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b) {
+    if (!b) return;
+    am2z__free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+/* ==== 3. connection =================================================================== */
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef MSG_NOSIGNAL
+#define AM2Z__SEND_FLAGS MSG_NOSIGNAL /* a peer that went away gives EPIPE, not SIGPIPE */
+#else
+#define AM2Z__SEND_FLAGS 0            /* SO_NOSIGPIPE is set on the socket instead */
+#endif
+
+#define AM2Z__READ_CHUNK 16384
+
+struct am2z_redis {
+    am2z_redis_desc desc;      /* defaults resolved; its strings point at the copies below */
+    char *host, *unix_path, *user, *password, *client_name;
+    int fd;                    /* -1 when not connected */
+    void *tconn;               /* the transport's connection */
+    am2z_resp_reader *rd;
+    am2z_resp_buf out;         /* commands not yet written */
+    size_t out_sent;           /* bytes of out already written */
+    size_t pending;            /* replies still to read */
+    int just_sent;             /* a request just went out: wait before trying to read */
+    am2z_status last;          /* the last call's outcome */
+    int last_errno;
+    int64_t last_timeout_ms;
+    char err[512];
+    char endpoint[300];
+    uint64_t rng;              /* backoff jitter */
+};
+
+struct am2z_redis_script {
+    char sha[41];
+    size_t len;
+    char *source;
+};
+
+static void am2z__redis_sleep_ms(int64_t ms) {
+    struct timespec ts;
+    if (ms <= 0) return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static int64_t am2z__deadline(int64_t timeout_ms) {
+    return timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+}
+
+/* Drops the socket and everything tied to the stream: buffered commands, the count of
+   replies owed and any half-read reply, so nothing leaks into the next command. */
+static void am2z__redis_close(am2z_redis *r) {
+    if (r->fd >= 0) {
+        if (r->desc.transport.read && r->desc.transport.close) r->desc.transport.close(r->tconn);
+        close(r->fd);
+    }
+    r->fd = -1;
+    r->tconn = NULL;
+    r->out.len = 0;
+    r->out_sent = 0;
+    r->pending = 0;
+    r->just_sent = 0;
+    if (r->rd) am2z_resp_reader_reset(r->rd);
+}
+
+/* Records a failure. Every status but SERVER and INVALID_ARGUMENT leaves the stream in
+   an unknown place, so the connection is closed. */
+static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, const char *fmt, ...)
+    AM2Z_PRINTF(4, 5);
+static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+    if (err) {
+        size_t n = strlen(r->err);
+        snprintf(r->err + n, sizeof r->err - n, ": %s", strerror(err));
+    }
+    r->last = st;
+    r->last_errno = err;
+    if (st != AM2Z_STATUS_SERVER && st != AM2Z_STATUS_INVALID_ARGUMENT) am2z__redis_close(r);
+    return st;
+}
+
+static void am2z__redis_ok(am2z_redis *r) {
+    r->last = AM2Z_OK;
+    r->last_errno = 0;
+    r->err[0] = '\0';
+}
+
+/* Waits until fd is ready for `events` or the deadline (-1: none) passes. */
+static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadline, const char *what) {
+    for (;;) {
+        struct pollfd pfd;
+        int ms = -1, n;
+        if (deadline >= 0) {
+            int64_t left = deadline - am2z_monotonic_ns();
+            if (left <= 0)
+                return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out on %s", what, r->endpoint);
+            ms = left / 1000000 >= INT_MAX ? INT_MAX : (int)((left + 999999) / 1000000);
+        }
+        pfd.fd = r->fd;
+        pfd.events = events;
+        pfd.revents = 0;
+        n = poll(&pfd, 1, ms);
+        if (n > 0) return AM2Z_OK; /* readable, writable, or an error/hangup the next call reports */
+        if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll on %s", r->endpoint);
+    }
+}
+
+static ptrdiff_t am2z__redis_io(am2z_redis *r, int writing, void *buf, size_t len) {
+    ptrdiff_t n;
+    if (r->desc.transport.read)
+        return writing ? r->desc.transport.write(r->tconn, buf, len) : r->desc.transport.read(r->tconn, buf, len);
+    do {
+        n = writing ? (ptrdiff_t)send(r->fd, buf, len, AM2Z__SEND_FLAGS) : (ptrdiff_t)recv(r->fd, buf, len, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return writing ? AM2Z_IO_WANT_WRITE : AM2Z_IO_WANT_READ;
+    return n;
+}
+
+static am2z_status am2z__redis_flush(am2z_redis *r, int64_t deadline) {
+    while (r->out_sent < r->out.len) {
+        ptrdiff_t n = am2z__redis_io(r, 1, r->out.data + r->out_sent, r->out.len - r->out_sent);
+        if (n > 0) {
+            r->out_sent += (size_t)n;
+        } else if (n == AM2Z_IO_WANT_READ || n == AM2Z_IO_WANT_WRITE) {
+            am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "write");
+            if (st != AM2Z_OK) return st;
+        } else {
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, n < 0 ? errno : EPIPE, "write to %s", r->endpoint);
+        }
+    }
+    if (r->out.len) r->just_sent = 1;
+    r->out.len = 0;
+    r->out_sent = 0;
+    return AM2Z_OK;
+}
+
+/* Reads one reply owed by an earlier command. RESP3 pushes in between go to on_push. */
+static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t deadline) {
+    for (;;) {
+        am2z_resp_result res = am2z_resp_reader_next(r->rd, reply);
+        if (res == AM2Z_RESP_REPLY) {
+            if (reply->type == AM2Z_REPLY_PUSH) {
+                if (r->desc.on_push) r->desc.on_push(reply, r->desc.push_user_data);
+                am2z_reply_clear(reply);
+                continue;
+            }
+            r->pending--;
+            if (reply->type == AM2Z_REPLY_ERROR)
+                return am2z__redis_fail(r, AM2Z_STATUS_SERVER, 0, "%.*s", (int)(reply->len > 500 ? 500 : reply->len),
+                                        am2z_reply_str(reply));
+            return AM2Z_OK;
+        }
+        if (res == AM2Z_RESP_ERROR) {
+            const char *why;
+            size_t off;
+            am2z_resp_error e = am2z_resp_reader_error(r->rd, &why, &off);
+            return am2z__redis_fail(r, am2z_resp_error_status(e), 0, "reply from %s at byte %zu: %s", r->endpoint, off, why);
+        }
+        if (r->just_sent) {
+            /* the reply cannot be there yet: poll first, which saves a failed read */
+            am2z_status st = am2z__redis_wait(r, POLLIN, deadline, "read");
+            r->just_sent = 0;
+            if (st != AM2Z_OK) return st;
+        }
+        {
+            size_t avail;
+            char *space = am2z__resp_reader_space(r->rd, AM2Z__READ_CHUNK, &avail);
+            ptrdiff_t n;
+            if (!space) {
+                am2z_resp_error e = am2z_resp_reader_error(r->rd, NULL, NULL);
+                return am2z__redis_fail(r, am2z_resp_error_status(e), 0, "reading from %s: %s", r->endpoint,
+                                        e == AM2Z_RESP_ERR_BUFFER ? "buffer limit exceeded" : "out of memory");
+            }
+            n = am2z__redis_io(r, 0, space, avail);
+            if (n > 0) {
+                r->rd->end += (size_t)n;
+            } else if (n == AM2Z_IO_WANT_READ || n == AM2Z_IO_WANT_WRITE) {
+                am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "read");
+                if (st != AM2Z_OK) return st;
+            } else if (n == 0) {
+                return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "connection to %s closed by the server", r->endpoint);
+            } else {
+                return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "read from %s", r->endpoint);
+            }
+        }
+    }
+}
+
+static char *am2z__redis_dup(const char *s, int *ok) {
+    char *d;
+    if (!s) return NULL;
+    d = am2z__strdup(s);
+    if (!d) *ok = 0;
+    return d;
+}
+
+AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc) {
+    am2z_redis *r;
+    int ok = 1;
+    if (desc && desc->transport.read && (!desc->transport.write)) return NULL;
+    if (desc && (desc->port < 0 || desc->port > 65535 || desc->db < 0)) return NULL;
+    r = (am2z_redis *)am2z__malloc(sizeof *r);
+    if (!r) return NULL;
+    memset(r, 0, sizeof *r);
+    if (desc) r->desc = *desc;
+    r->fd = -1;
+    r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
+    r->unix_path = am2z__redis_dup(r->desc.unix_path, &ok);
+    r->user = am2z__redis_dup(r->desc.user, &ok);
+    r->password = am2z__redis_dup(r->desc.password, &ok);
+    r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
+    r->rd = am2z_resp_reader_new(&r->desc.limits);
+    if (!ok || !r->rd) {
+        am2z_redis_free(r);
+        return NULL;
+    }
+    r->desc.host = r->host;
+    r->desc.unix_path = r->unix_path;
+    r->desc.user = r->user;
+    r->desc.password = r->password;
+    r->desc.client_name = r->client_name;
+    if (r->desc.port == 0) r->desc.port = 6379;
+    if (r->desc.connect_timeout_ms == 0) r->desc.connect_timeout_ms = 5000;
+    if (r->desc.command_timeout_ms == 0) r->desc.command_timeout_ms = 30000;
+    if (r->desc.reconnect_attempts <= 0) r->desc.reconnect_attempts = 10;
+    if (r->desc.reconnect_base_ms <= 0) r->desc.reconnect_base_ms = 50;
+    if (r->desc.reconnect_max_ms <= 0) r->desc.reconnect_max_ms = 2000;
+    if (r->unix_path) snprintf(r->endpoint, sizeof r->endpoint, "unix:%s", r->unix_path);
+    else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
+    else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
+    r->rng = (uint64_t)am2z_monotonic_ns() ^ (uint64_t)(uintptr_t)r ^ 0x9E3779B97F4A7C15ull;
+    return r;
+}
+
+AM2Z_API void am2z_redis_free(am2z_redis *r) {
+    if (!r) return;
+    am2z__redis_close(r);
+    am2z_resp_reader_free(r->rd);
+    am2z_resp_buf_free(&r->out);
+    am2z__free(r->host);
+    am2z__free(r->unix_path);
+    am2z__free(r->user);
+    am2z__free(r->password);
+    am2z__free(r->client_name);
+    am2z__free(r);
+}
+
+/* Non-blocking connect of one address within the deadline. */
+static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const struct sockaddr *addr,
+                                            socklen_t addrlen, int64_t deadline) {
+    int fd, err = 0, one = 1;
+    socklen_t elen = sizeof err;
+    fd = socket(family, SOCK_STREAM, 0);
+    if (fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "socket for %s", r->endpoint);
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+        err = errno;
+        close(fd);
+        return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "socket for %s", r->endpoint);
+    }
+#ifdef SO_NOSIGPIPE
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    if (family != AF_UNIX) (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    r->fd = fd;
+    if (connect(fd, addr, addrlen) != 0) {
+        am2z_status st;
+        if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "connect to %s", r->endpoint);
+        st = am2z__redis_wait(r, POLLOUT, deadline, "connect");
+        if (st != AM2Z_OK) return st;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
+        if (err) return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "connect to %s", r->endpoint);
+    }
+    return AM2Z_OK;
+}
+
+static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
+    if (r->unix_path) {
+        struct sockaddr_un sun;
+        size_t n = strlen(r->unix_path);
+        memset(&sun, 0, sizeof sun);
+        if (n >= sizeof sun.sun_path)
+            return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "unix socket path too long: %s", r->unix_path);
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path, r->unix_path, n + 1);
+        return am2z__redis_connect_addr(r, AF_UNIX, (const struct sockaddr *)(const void *)&sun, (socklen_t)sizeof sun,
+                                        deadline);
+    } else {
+        struct addrinfo hints, *res = NULL, *ai;
+        char port[16];
+        int rc;
+        am2z_status st = AM2Z_STATUS_IO;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        snprintf(port, sizeof port, "%d", r->desc.port);
+        /* name resolution blocks outside the connect timeout (getaddrinfo has none) */
+        rc = getaddrinfo(r->host, port, &hints, &res);
+        if (rc != 0)
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, rc == EAI_SYSTEM ? errno : 0, "resolve %s: %s", r->endpoint,
+                                    gai_strerror(rc));
+        for (ai = res; ai; ai = ai->ai_next) {
+            st = am2z__redis_connect_addr(r, ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline);
+            if (st == AM2Z_OK || st == AM2Z_STATUS_TIMEOUT) break;
+        }
+        freeaddrinfo(res);
+        return st;
+    }
+}
+
+AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
+    int64_t deadline;
+    am2z_status st;
+    am2z_reply reply;
+    size_t i, n = 0;
+    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z__redis_close(r);
+    am2z__redis_ok(r);
+    deadline = am2z__deadline(r->desc.connect_timeout_ms);
+    r->last_timeout_ms = r->desc.connect_timeout_ms;
+    st = am2z__redis_open_socket(r, deadline);
+    if (st != AM2Z_OK) return st;
+    if (r->desc.transport.read) {
+        int64_t left = deadline < 0 ? -1 : (deadline - am2z_monotonic_ns()) / 1000000;
+        r->tconn = r->desc.transport.open ? r->desc.transport.open(r->fd, r->host, left, r->desc.transport.user_data)
+                                          : r->desc.transport.user_data;
+        if (!r->tconn) {
+            /* nothing was opened, so there is nothing for the transport to close */
+            close(r->fd);
+            r->fd = -1;
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "transport handshake with %s failed", r->endpoint);
+        }
+    }
+    /* The handshake commands go out as one pipeline. */
+    {
+        const char *argv[8];
+        size_t argc = 0;
+        char db[16];
+        if (r->desc.resp3) {
+            argv[argc++] = "HELLO";
+            argv[argc++] = "3";
+            if (r->password) {
+                argv[argc++] = "AUTH";
+                argv[argc++] = r->user ? r->user : "default";
+                argv[argc++] = r->password;
+            }
+            if (r->client_name) {
+                argv[argc++] = "SETNAME";
+                argv[argc++] = r->client_name;
+            }
+            if (am2z_resp_append_argv(&r->out, argc, argv, NULL) != AM2Z_OK) goto nomem;
+            n++;
+        } else {
+            if (r->password) {
+                argv[0] = "AUTH";
+                argv[1] = r->user ? r->user : r->password;
+                argv[2] = r->password;
+                if (am2z_resp_append_argv(&r->out, r->user ? 3 : 2, argv, NULL) != AM2Z_OK) goto nomem;
+                n++;
+            }
+            if (r->client_name) {
+                argv[0] = "CLIENT";
+                argv[1] = "SETNAME";
+                argv[2] = r->client_name;
+                if (am2z_resp_append_argv(&r->out, 3, argv, NULL) != AM2Z_OK) goto nomem;
+                n++;
+            }
+        }
+        if (r->desc.db > 0) {
+            snprintf(db, sizeof db, "%d", r->desc.db);
+            argv[0] = "SELECT";
+            argv[1] = db;
+            if (am2z_resp_append_argv(&r->out, 2, argv, NULL) != AM2Z_OK) goto nomem;
+            n++;
+        }
+    }
+    r->pending = n;
+    st = am2z__redis_flush(r, deadline);
+    for (i = 0; i < n && st == AM2Z_OK; i++) {
+        memset(&reply, 0, sizeof reply);
+        st = am2z__redis_read(r, &reply, deadline);
+        am2z_reply_clear(&reply);
+    }
+    if (st == AM2Z_STATUS_SERVER) {
+        /* refused (wrong password, bad db): keep the server's message, drop the socket */
+        char msg[sizeof r->err];
+        memcpy(msg, r->err, sizeof msg);
+        am2z__redis_close(r);
+        snprintf(r->err, sizeof r->err, "%s", msg);
+        return st;
+    }
+    if (st == AM2Z_OK) am2z__redis_ok(r);
+    return st;
+nomem:
+    return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
+}
+
+static uint64_t am2z__redis_rand(am2z_redis *r) {
+    r->rng ^= r->rng << 13;
+    r->rng ^= r->rng >> 7;
+    r->rng ^= r->rng << 17;
+    return r->rng;
+}
+
+AM2Z_API am2z_status am2z_redis_reconnect(am2z_redis *r) {
+    int attempt;
+    int64_t delay;
+    am2z_status st = AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r) return st;
+    delay = r->desc.reconnect_base_ms;
+    for (attempt = 0; attempt < r->desc.reconnect_attempts; attempt++) {
+        if (attempt > 0) {
+            /* base * 2^(attempt-1), capped, then cut by a random amount of up to half, so
+               clients that lost the same server do not all come back in lockstep */
+            int64_t d = delay < r->desc.reconnect_max_ms ? delay : r->desc.reconnect_max_ms;
+            am2z__redis_sleep_ms(d - (int64_t)(am2z__redis_rand(r) % (uint64_t)(d / 2 + 1)));
+            if (delay < r->desc.reconnect_max_ms) delay *= 2;
+        }
+        st = am2z_redis_connect(r);
+        /* only a transport failure is worth another try; a refused AUTH is not */
+        if (st != AM2Z_STATUS_IO && st != AM2Z_STATUS_TIMEOUT) return st;
+    }
+    return st;
+}
+
+AM2Z_API int am2z_redis_is_connected(const am2z_redis *r) { return r && r->fd >= 0; }
+AM2Z_API int am2z_redis_fd(const am2z_redis *r) { return r ? r->fd : -1; }
+AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r) { return r ? r->err : "no connection"; }
+
+/* Records a failure that leaves the stream intact (bad arguments, no memory while
+   encoding): the connection stays usable. */
+static am2z_status am2z__redis_note(am2z_redis *r, am2z_status st, const char *what) {
+    snprintf(r->err, sizeof r->err, "%s: %s", what, am2z_status_string(st));
+    r->last = st;
+    r->last_errno = 0;
+    return st;
+}
+
+/* Checks that a command may be queued: connected (reconnecting once when the desc asks
+   for it) and, unless appending to a pipeline, no unread replies. */
+static am2z_status am2z__redis_ready(am2z_redis *r, int appending) {
+    am2z__redis_ok(r);
+    if (r->fd < 0) {
+        if (!r->desc.auto_reconnect)
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
+        return am2z_redis_connect(r);
+    }
+    if (!appending && r->pending) {
+        snprintf(r->err, sizeof r->err, "%zu pipelined replies not read yet", r->pending);
+        r->last = AM2Z_STATUS_INVALID_ARGUMENT;
+        return r->last;
+    }
+    return AM2Z_OK;
+}
+
+/* Sends what is queued (the one command just encoded) and reads its reply. */
+static am2z_status am2z__redis_roundtrip(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms) {
+    int64_t deadline = am2z__deadline(timeout_ms);
+    am2z_status st;
+    r->last_timeout_ms = timeout_ms;
+    r->pending++;
+    st = am2z__redis_flush(r, deadline);
+    if (st != AM2Z_OK) return st;
+    return am2z__redis_read(r, reply, deadline);
+}
+
+static am2z_status am2z__redis_argv(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms, size_t npre,
+                                    const char *const *pre, const size_t *prelen, size_t argc,
+                                    const char *const *argv, const size_t *argvlen) {
+    am2z_status st;
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (!r || !reply) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if ((st = am2z__redis_ready(r, 0)) != AM2Z_OK) return st;
+    st = am2z__resp_append2(&r->out, npre, pre, prelen, argc, argv, argvlen);
+    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    return am2z__redis_roundtrip(r, reply, timeout_ms);
+}
+
+static am2z_status am2z__redis_vfmt(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms, const char *fmt,
+                                    va_list ap) {
+    am2z_status st;
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (!r || !reply || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if ((st = am2z__redis_ready(r, 0)) != AM2Z_OK) return st;
+    st = am2z_resp_append_vfmt(&r->out, fmt, ap);
+    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    return am2z__redis_roundtrip(r, reply, timeout_ms);
+}
+
+AM2Z_API am2z_status am2z_redis_vcommand(am2z_redis *r, am2z_reply *reply, const char *fmt, va_list ap) {
+    return am2z__redis_vfmt(r, reply, r ? r->desc.command_timeout_ms : 0, fmt, ap);
+}
+
+AM2Z_API am2z_status am2z_redis_command(am2z_redis *r, am2z_reply *reply, const char *fmt, ...) {
+    va_list ap;
+    am2z_status st;
+    va_start(ap, fmt);
+    st = am2z__redis_vfmt(r, reply, r ? r->desc.command_timeout_ms : 0, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_redis_command_argv(am2z_redis *r, am2z_reply *reply, size_t argc,
+                                             const char *const *argv, const size_t *argvlen) {
+    return am2z__redis_argv(r, reply, r ? r->desc.command_timeout_ms : 0, 0, NULL, NULL, argc, argv, argvlen);
+}
+
+static int64_t am2z__redis_timeout(const am2z_redis *r, int64_t timeout_ms) {
+    return timeout_ms == 0 && r ? r->desc.command_timeout_ms : timeout_ms;
+}
+
+AM2Z_API am2z_status am2z_redis_blocking(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
+                                         const char *fmt, ...) {
+    va_list ap;
+    am2z_status st;
+    va_start(ap, fmt);
+    st = am2z__redis_vfmt(r, reply, am2z__redis_timeout(r, timeout_ms), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_redis_blocking_argv(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
+                                              size_t argc, const char *const *argv,
+                                              const size_t *argvlen) {
+    return am2z__redis_argv(r, reply, am2z__redis_timeout(r, timeout_ms), 0, NULL, NULL, argc, argv, argvlen);
+}
+
+AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...) {
+    va_list ap;
+    am2z_status st;
+    if (!r || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    va_start(ap, fmt);
+    st = am2z_resp_append_vfmt(&r->out, fmt, ap);
+    va_end(ap);
+    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    r->pending++;
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
+                                            const size_t *argvlen) {
+    am2z_status st;
+    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    st = am2z__resp_append2(&r->out, 0, NULL, NULL, argc, argv, argvlen);
+    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    r->pending++;
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r) {
+    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z__redis_ok(r);
+    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
+    r->last_timeout_ms = r->desc.command_timeout_ms;
+    return am2z__redis_flush(r, am2z__deadline(r->desc.command_timeout_ms));
+}
+
+AM2Z_API am2z_status am2z_redis_read_timeout(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms) {
+    int64_t deadline;
+    am2z_status st;
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (!r || !reply) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z__redis_ok(r);
+    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
+    if (r->pending == 0) {
+        snprintf(r->err, sizeof r->err, "no reply pending");
+        r->last = AM2Z_STATUS_INVALID_ARGUMENT;
+        return r->last;
+    }
+    timeout_ms = am2z__redis_timeout(r, timeout_ms);
+    r->last_timeout_ms = timeout_ms;
+    deadline = am2z__deadline(timeout_ms);
+    if ((st = am2z__redis_flush(r, deadline)) != AM2Z_OK) return st;
+    return am2z__redis_read(r, reply, deadline);
+}
+
+AM2Z_API am2z_status am2z_redis_read(am2z_redis *r, am2z_reply *reply) {
+    return am2z_redis_read_timeout(r, reply, 0);
+}
+
+AM2Z_API size_t am2z_redis_pending(const am2z_redis *r) { return r ? r->pending : 0; }
+
+/* ---- errors ---- */
+
+static int am2z__redis_prefix_is(const char *msg, const char *const *words) {
+    size_t n = strcspn(msg, " ");
+    for (; *words; words++)
+        if (strlen(*words) == n && memcmp(msg, *words, n) == 0) return 1;
+    return 0;
+}
+
+AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r) {
+    static const char *const transient[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", NULL};
+    static const char *const auth[] = {"NOAUTH", "WRONGPASS", "NOPERM", NULL};
+    am2z_error *e;
+    am2z_value *details;
+    if (!r || r->last == AM2Z_OK) return NULL;
+    if (r->last == AM2Z_STATUS_TIMEOUT) {
+        char op[sizeof r->endpoint + 16];
+        snprintf(op, sizeof op, "redis %s", r->endpoint);
+        e = am2z_error_timeout(op, r->last_timeout_ms);
+    } else if (r->last == AM2Z_STATUS_SERVER && am2z__redis_prefix_is(r->err, auth)) {
+        e = am2z_error_configuration("redis.auth", r->err);
+    } else if (r->last == AM2Z_STATUS_SERVER && !am2z__redis_prefix_is(r->err, transient)) {
+        char code[48];
+        snprintf(code, sizeof code, "REDIS_%.*s", (int)strcspn(r->err, " "), r->err);
+        e = am2z_error_business(code, AM2Z_SEVERITY_HIGH, "%s", r->err);
+    } else {
+        e = am2z_error_network(r->endpoint, 0, NULL);
+    }
+    details = am2z_value_object();
+    details = am2z_value_set(details, "reason", am2z_value_string(r->err));
+    details = am2z_value_set(details, "status", am2z_value_string(am2z_status_string(r->last)));
+    if (r->last_errno) details = am2z_value_set(details, "errno", am2z_value_int(r->last_errno));
+    if (e && details) e = am2z_error_with_details(e, details);
+    am2z_value_release(details);
+    return e;
+}
+
+/* ---- scripts ---- */
+
+AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len) {
+    am2z_redis_script *s;
+    if (!source) return NULL;
+    if (len == 0) len = strlen(source);
+    if (len > (size_t)-1 - sizeof *s - 1) return NULL;
+    s = (am2z_redis_script *)am2z__malloc(sizeof *s + len + 1);
+    if (!s) return NULL;
+    s->source = (char *)(s + 1);
+    memcpy(s->source, source, len);
+    s->source[len] = '\0';
+    s->len = len;
+    am2z__sha1_hex(source, len, s->sha);
+    return s;
+}
+
+AM2Z_API void am2z_redis_script_free(am2z_redis_script *s) { am2z__free(s); }
+
+AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s) { return s ? s->sha : ""; }
+
+AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const am2z_redis_script *s,
+                                        size_t numkeys, size_t argc, const char *const *argv,
+                                        const size_t *argvlen) {
+    char nk[24];
+    const char *pre[3];
+    size_t prelen[3];
+    am2z_status st;
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (!r || !s || numkeys > argc) return AM2Z_STATUS_INVALID_ARGUMENT;
+    prelen[2] = am2z__u64_str(nk, numkeys);
+    pre[0] = "EVALSHA"; prelen[0] = 7;
+    pre[1] = s->sha; prelen[1] = 40;
+    pre[2] = nk;
+    st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, 3, pre, prelen, argc, argv, argvlen);
+    if (st == AM2Z_STATUS_SERVER && reply->len >= 8 && memcmp(am2z_reply_str(reply), "NOSCRIPT", 8) == 0) {
+        /* the server does not know the script (new, restarted or flushed): EVAL sends
+           the source and caches it, so the next EVALSHA succeeds */
+        am2z_reply_clear(reply);
+        pre[0] = "EVAL"; prelen[0] = 4;
+        pre[1] = s->source; prelen[1] = s->len;
+        st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, 3, pre, prelen, argc, argv, argvlen);
+    }
+    return st;
+}
+
+AM2Z_API am2z_status am2z_redis_script_load(am2z_redis *r, const am2z_redis_script *s) {
+    const char *pre[3];
+    size_t prelen[3];
+    am2z_reply reply;
+    am2z_status st;
+    if (!r || !s) return AM2Z_STATUS_INVALID_ARGUMENT;
+    pre[0] = "SCRIPT"; prelen[0] = 6;
+    pre[1] = "LOAD"; prelen[1] = 4;
+    pre[2] = s->source; prelen[2] = s->len;
+    st = am2z__redis_argv(r, &reply, r->desc.command_timeout_ms, 3, pre, prelen, 0, NULL, NULL);
+    if (st == AM2Z_OK && (reply.len != 40 || memcmp(am2z_reply_str(&reply), s->sha, 40) != 0))
+        st = am2z__redis_note(r, AM2Z_STATUS_PROTOCOL, "SCRIPT LOAD answered another SHA-1");
+    am2z_reply_clear(&reply);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_script *s,
+                                               size_t numkeys, size_t argc, const char *const *argv,
+                                               const size_t *argvlen) {
+    char nk[24];
+    const char *pre[3];
+    size_t prelen[3];
+    am2z_status st;
+    if (!r || !s || numkeys > argc) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    prelen[2] = am2z__u64_str(nk, numkeys);
+    pre[0] = "EVALSHA"; prelen[0] = 7;
+    pre[1] = s->sha; prelen[1] = 40;
+    pre[2] = nk;
+    st = am2z__resp_append2(&r->out, 3, pre, prelen, argc, argv, argvlen);
+    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    r->pending++;
+    return AM2Z_OK;
+}
+
+/* ---- pool ---- */
+
+struct am2z_redis_pool {
+    am2z_redis *proto;        /* holds the desc (and its string copies); never connected */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;        /* signalled when a connection or a slot comes back */
+    am2z_redis **idle;
+    int nidle, total, max;
+};
+
+AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size) {
+    am2z_redis_pool *p = (am2z_redis_pool *)am2z__malloc(sizeof *p);
+    pthread_condattr_t ca;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->max = max_size > 0 ? max_size : 8;
+    p->proto = am2z_redis_new(desc);
+    p->idle = (am2z_redis **)am2z__malloc((size_t)p->max * sizeof *p->idle);
+    if (!p->proto || !p->idle) {
+        am2z_redis_free(p->proto);
+        am2z__free(p->idle);
+        am2z__free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return p;
+}
+
+AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
+    am2z_redis *r = NULL;
+    am2z_status st = AM2Z_OK;
+    struct timespec until;
+    if (!p) {
+        if (status) *status = AM2Z_STATUS_INVALID_ARGUMENT;
+        return NULL;
+    }
+    if (timeout_ms >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)(timeout_ms / 1000);
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->nidle == 0 && p->total >= p->max && st == AM2Z_OK) {
+        if (timeout_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
+        else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && p->nidle == 0 && p->total >= p->max)
+            st = AM2Z_STATUS_TIMEOUT;
+    }
+    if (st == AM2Z_OK) {
+        if (p->nidle > 0) r = p->idle[--p->nidle];
+        else p->total++; /* the slot is ours; connect outside the lock */
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (st == AM2Z_OK && !r) {
+        r = am2z_redis_new(&p->proto->desc);
+        st = r ? am2z_redis_connect(r) : AM2Z_STATUS_NO_MEMORY;
+    } else if (st == AM2Z_OK && r->fd < 0) {
+        st = am2z_redis_connect(r);
+    }
+    if (st != AM2Z_OK) {
+        am2z_redis_free(r);
+        r = NULL;
+        pthread_mutex_lock(&p->mu);
+        if (st != AM2Z_STATUS_TIMEOUT) p->total--;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (status) *status = st;
+    return r;
+}
+
+AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r) {
+    if (!p || !r) return;
+    if (r->fd < 0 || r->pending || r->out.len) {
+        /* broken or mid-pipeline: its stream cannot be trusted by the next user */
+        am2z_redis_free(r);
+        r = NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (r) p->idle[p->nidle++] = r;
+    else p->total--;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
+    int i;
+    if (!p) return;
+    for (i = 0; i < p->nidle; i++) am2z_redis_free(p->idle[i]);
+    am2z__free(p->idle);
+    am2z_redis_free(p->proto);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    am2z__free(p);
+}
+
+#undef AM2Z__SEND_FLAGS
+#undef AM2Z__READ_CHUNK
+
+#undef am2z__ror32
+#undef am2z__S0
+#undef am2z__S1
+#undef am2z__s0
+#undef am2z__s1
+#undef am2z__W
+#undef am2z__W0
+#undef am2z__RND
+#undef am2z__RND8
+#undef am2z__IS_AGGREGATE
+#undef AM2Z__SHANI
+
+/* ==== 4. queue runtime ================================================================ */
+
+#endif /* AM2Z_RESP_IMPLEMENTATION_INCLUDED */
+#endif /* AM2Z_RESP_IMPLEMENTATION */

@@ -1,0 +1,129 @@
+/* image_pipeline.c - a parallel fan-out whose results are merged: load -> (thumbnail ||
+   watermark || extract-exif || palette) -> publish. Every branch appends a rendition to
+   the same "renditions" array and edits its own fields; the default 3-way merge keeps
+   all of it. Two branches also disagree on "status", which the merge resolves to the
+   last branch and reports in a "merge:conflict" event.
+   Build: make examples. Exit status 0 when every expectation below holds. */
+#define AM2Z_IMPLEMENTATION
+#include "am2z.h"
+#include <stdio.h>
+#include <string.h>
+
+static am2z_result load(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_state *out = am2z_value_retain(in);
+    (void)ctx;
+    /* pretend to decode the file header */
+    out = am2z_value_set(out, "image.width", am2z_value_int(4000));
+    out = am2z_value_set(out, "image.height", am2z_value_int(3000));
+    return am2z_ok(am2z_value_set(out, "status", am2z_value_string("loaded")));
+}
+
+static am2z_state *rendition(const am2z_state *in, const char *kind, int64_t width) {
+    am2z_value *r = am2z_value_set(am2z_value_object(), "kind", am2z_value_string(kind));
+    r = am2z_value_set(r, "width", am2z_value_int(width));
+    r = am2z_value_set(r, "url", am2z_value_stringf("https://cdn.example.com/%s/%s",
+                                                    kind, am2z_value_get_string(in, "file", "x")));
+    return am2z_value_append(am2z_value_retain(in), "renditions", r);
+}
+
+static am2z_result thumbnail(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    return am2z_ok(rendition(in, "thumb", 200));
+}
+
+static am2z_result watermark(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_state *out = rendition(in, "watermarked", am2z_value_get_int(in, "image.width", 0));
+    (void)ctx;
+    out = am2z_value_set(out, "image.watermark", am2z_value_string("(c) example"));
+    return am2z_ok(am2z_value_set(out, "status", am2z_value_string("watermarked")));
+}
+
+static am2z_result extract_exif(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_state *out = am2z_value_set(am2z_value_retain(in), "image.exif.camera", am2z_value_string("X100V"));
+    (void)ctx;
+    return am2z_ok(am2z_value_set(out, "image.exif.iso", am2z_value_int(200)));
+}
+
+static am2z_result palette(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_value *colours = am2z_json_parse("[\"#1d3557\",\"#e63946\",\"#f1faee\"]", 0, NULL, NULL);
+    am2z_state *out = am2z_value_set(rendition(in, "swatch", 64), "image.palette", colours);
+    am2z_ctx_progress(ctx, 1.0);
+    return am2z_ok(am2z_value_set(out, "status", am2z_value_string("analysed")));
+}
+
+static am2z_result publish(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    return am2z_ok(am2z_value_set(am2z_value_retain(in), "published", am2z_value_bool(1)));
+}
+
+static int conflicts;
+static void on_conflict(const char *event, const am2z_value *data, void *user_data) {
+    char *values = am2z_json_write(am2z_value_get(data, "values"), AM2Z_JSON_COMPACT, NULL);
+    (void)event;
+    (void)user_data;
+    printf("merge conflict at %s: %s -> kept %s\n", am2z_value_get_string(data, "path", "?"),
+           values ? values : "", am2z_value_get_string(data, "resolved", "?"));
+    am2z_free(values);
+    conflicts++;
+}
+
+static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
+    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn});
+}
+
+int main(void) {
+    int failures = 0;
+    size_t i;
+    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN});
+    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
+    am2z_processor *branches[4] = {plain("thumbnail", thumbnail), plain("watermark", watermark),
+                                   plain("extract-exif", extract_exif), plain("palette", palette)};
+    am2z_processor *fan = am2z_parallel_new(&(am2z_parallel_desc){.name = "process-image",
+                                                                  .branches = branches, .count = 4});
+    am2z_processor *steps[3] = {plain("load", load), fan, plain("publish", publish)};
+    am2z_processor *pipeline = am2z_chain_new(&(am2z_chain_desc){.name = "image-pipeline", .steps = steps, .count = 3});
+    am2z_state *in = am2z_state_parse("gallery", "{\"file\":\"sunset.jpg\",\"renditions\":[]}", 0, NULL);
+    am2z_outcome out;
+    const am2z_value *r;
+
+    if (!rt || !pipeline || am2z_runtime_register(rt, pipeline) != AM2Z_OK) return 1;
+    am2z_runtime_on(rt, "merge:conflict", on_conflict, NULL);
+    printf("%s\n%s\n", am2z_processor_desc_of(pipeline)->description, am2z_processor_desc_of(fan)->description);
+
+    out = am2z_runtime_execute(rt, "image-pipeline", in);
+    if (out.error) {
+        char *chain = am2z_error_chain(out.error);
+        printf("failed: %s\n", chain ? chain : "");
+        am2z_free(chain);
+        failures++;
+    } else {
+        r = am2z_value_get(out.state, "renditions");
+        printf("renditions (%zu):\n", am2z_value_len(r));
+        for (i = 0; i < am2z_value_len(r); i++)
+            printf("  %-12s %5lld px  %s\n", am2z_value_get_string(am2z_value_at(r, i), "kind", ""),
+                   (long long)am2z_value_get_int(am2z_value_at(r, i), "width", 0),
+                   am2z_value_get_string(am2z_value_at(r, i), "url", ""));
+        printf("camera %s, %zu palette colours, status \"%s\", published %s\n",
+               am2z_value_get_string(out.state, "image.exif.camera", "?"),
+               am2z_value_len(am2z_value_get(out.state, "image.palette")),
+               am2z_value_get_string(out.state, "status", "?"),
+               am2z_value_get_bool(out.state, "published", 0) ? "yes" : "no");
+        /* the three appended renditions in branch order, every branch's own fields */
+        if (am2z_value_len(r) != 3) failures++;
+        if (strcmp(am2z_value_get_string(out.state, "renditions[0].kind", ""), "thumb") != 0) failures++;
+        if (strcmp(am2z_value_get_string(out.state, "renditions[2].kind", ""), "swatch") != 0) failures++;
+        if (!am2z_value_get(out.state, "image.watermark") || !am2z_value_get(out.state, "image.exif.iso")) failures++;
+        if (am2z_value_get_int(out.state, "image.width", 0) != 4000) failures++;
+        if (strcmp(am2z_value_get_string(out.state, "status", ""), "analysed") != 0) failures++;
+        if (conflicts != 1) failures++;
+    }
+    am2z_outcome_clear(&out);
+    am2z_value_release(in);
+    for (i = 0; i < 4; i++) am2z_processor_release(branches[i]);
+    for (i = 0; i < 3; i++) am2z_processor_release(steps[i]);
+    am2z_processor_release(pipeline);
+    am2z_runtime_free(rt);
+    am2z_logger_release(logger);
+    printf("%s\n", failures ? "EXPECTATIONS FAILED" : "all expectations met");
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,286 @@
+/* test_state.c - section 2 of am2z.h: states (a JSON object with "metadata"
+   {version, sessionId, createdAt, lastUpdated}), bumping, serialisation, sharing of
+   members between versions, and values shared between threads (run under TSan by
+   `make check-tsan T=state`). */
+#define _POSIX_C_SOURCE 200809L
+#include "../am2z.h"
+#include "t.h"
+#include <pthread.h>
+
+static const char *J(const am2z_value *v, int flags) {
+    static char out[4096];
+    char *s = am2z_json_write(v, flags, NULL);
+    snprintf(out, sizeof out, "%s", s ? s : "(null)");
+    am2z_free(s);
+    return out;
+}
+
+static void test_new(void) {
+    int64_t before = am2z_now_ms(), after;
+    am2z_value *data = am2z_value_set(NULL, "x", am2z_value_int(1));
+    am2z_state *s = am2z_state_new("sess-1", data);
+    size_t klen;
+    after = am2z_now_ms();
+    CHECK(s != NULL);
+    CHECK_INT(am2z_state_version(s), 1);
+    CHECK_STR(am2z_state_session_id(s), "sess-1");
+    CHECK(am2z_state_created_at(s) >= before && am2z_state_created_at(s) <= after);
+    CHECK_INT(am2z_state_last_updated(s), am2z_state_created_at(s));
+    CHECK_STR(am2z_value_key_at(s, 0, &klen), "metadata"); /* first, as the original spreads it */
+    CHECK_STR(am2z_value_key_at(s, 1, NULL), "x");
+    CHECK_STR(am2z_value_key_at(am2z_value_get(s, "metadata"), 0, NULL), "version");
+    CHECK_STR(am2z_value_key_at(am2z_value_get(s, "metadata"), 1, NULL), "sessionId");
+    CHECK_STR(am2z_value_key_at(am2z_value_get(s, "metadata"), 2, NULL), "createdAt");
+    CHECK_STR(am2z_value_key_at(am2z_value_get(s, "metadata"), 3, NULL), "lastUpdated");
+    CHECK_INT(am2z_value_get_int(s, "x", 0), 1);
+    am2z_value_release(s);
+
+    s = am2z_state_new(NULL, NULL); /* empty data, default session */
+    CHECK_STR(am2z_state_session_id(s), "default");
+    CHECK_INT(am2z_value_len(s), 1);
+    am2z_value_release(s);
+
+    CHECK(am2z_state_new("s", am2z_value_int(3)) == NULL);
+    CHECK(am2z_state_new("s", am2z_value_array()) == NULL);
+
+    /* A well-formed metadata member in data is kept (the original lets
+       extra.metadata replace its block); a malformed one is replaced in place. */
+    data = am2z_json_parse("{\"a\":1,\"metadata\":{\"version\":7,\"sessionId\":\"old\",\"createdAt\":5,"
+                           "\"lastUpdated\":6}}", 0, NULL, NULL);
+    s = am2z_state_new("new", data);
+    CHECK_INT(am2z_state_version(s), 7);
+    CHECK_STR(am2z_state_session_id(s), "old");
+    CHECK_INT(am2z_state_created_at(s), 5);
+    CHECK_INT(am2z_state_last_updated(s), 6);
+    CHECK_STR(am2z_value_key_at(s, 0, NULL), "a");
+    am2z_value_release(s);
+    data = am2z_json_parse("{\"a\":1,\"metadata\":{\"version\":\"7\"}}", 0, NULL, NULL);
+    s = am2z_state_new("new", data);
+    CHECK_INT(am2z_state_version(s), 1);
+    CHECK_STR(am2z_state_session_id(s), "new");
+    CHECK_STR(am2z_value_key_at(s, 1, NULL), "metadata");
+    CHECK_INT(am2z_value_len(s), 2);
+    am2z_value_release(s);
+
+    /* readers on things that are not states */
+    CHECK_INT(am2z_state_version(NULL), 0);
+    CHECK_STR(am2z_state_session_id(NULL), "");
+    CHECK_INT(am2z_state_created_at(am2z_value_int(1)), 0);
+}
+
+static void test_parse(void) {
+    am2z_json_error e;
+    am2z_state *s = am2z_state_parse("p", "{\"order\":{\"id\":\"A\"},\"n\":[1,2]}", 0, &e);
+    CHECK(s != NULL);
+    CHECK_INT(am2z_state_version(s), 1);
+    CHECK_STR(am2z_state_session_id(s), "p");
+    CHECK_STR(am2z_value_get_string(s, "order.id", ""), "A");
+    CHECK_STR(am2z_value_key_at(s, 0, NULL), "metadata");
+    am2z_value_release(s);
+    /* metadata in the text is kept, its sessionId wins */
+    s = am2z_state_parse("arg", "{\"metadata\":{\"version\":3,\"sessionId\":\"text\",\"createdAt\":10,"
+                                "\"lastUpdated\":20},\"k\":true}", 0, &e);
+    CHECK_INT(am2z_state_version(s), 3);
+    CHECK_STR(am2z_state_session_id(s), "text");
+    CHECK_INT(am2z_state_last_updated(s), 20);
+    am2z_value_release(s);
+    /* errors */
+    CHECK(am2z_state_parse("p", "[1,2]", 0, &e) == NULL);
+    CHECK_STR(e.message, "a state must be a JSON object, not array");
+    CHECK(am2z_state_parse("p", "{\"a\":", 0, &e) == NULL);
+    CHECK_INT(e.offset, 5);
+    CHECK(am2z_state_parse("p", NULL, 0, &e) == NULL);
+    CHECK(am2z_state_parse("p", "[]", 0, NULL) == NULL); /* err may be NULL */
+    s = am2z_state_parse("p", "{}", 0, NULL);
+    CHECK_INT(am2z_state_version(s), 1);
+    am2z_value_release(s);
+}
+
+static void test_bump(void) {
+    am2z_state *s = am2z_state_parse("b", "{\"v\":1}", 0, NULL), *s1, *old;
+    int64_t created = am2z_state_created_at(s), updated = am2z_state_last_updated(s);
+    s1 = s;
+    s = am2z_state_bump(s);
+    CHECK(s == s1); /* sole owner: in place */
+    CHECK_INT(am2z_state_version(s), 2);
+    CHECK_INT(am2z_state_created_at(s), created);
+    CHECK(am2z_state_last_updated(s) >= updated);
+    /* bumping a shared state leaves the other holder's version alone */
+    old = am2z_value_retain(s);
+    s = am2z_state_bump(s);
+    CHECK(s != old);
+    CHECK_INT(am2z_state_version(old), 2);
+    CHECK_INT(am2z_state_version(s), 3);
+    CHECK(am2z_value_find(s, "v", 0) == am2z_value_find(old, "v", 0));
+    am2z_value_release(old);
+    /* a value without metadata gets it, continuing from version 0 */
+    s1 = am2z_state_bump(am2z_value_set(NULL, "plain", am2z_value_int(1)));
+    CHECK_INT(am2z_state_version(s1), 1);
+    CHECK_STR(am2z_state_session_id(s1), "default");
+    CHECK_STR(am2z_value_key_at(s1, 0, NULL), "metadata");
+    am2z_value_release(s1);
+    /* malformed metadata is repaired, its session id kept when it has one */
+    s1 = am2z_state_bump(am2z_json_parse("{\"metadata\":{\"version\":4,\"sessionId\":\"m\"}}", 0, NULL, NULL));
+    CHECK_INT(am2z_state_version(s1), 5);
+    CHECK_STR(am2z_state_session_id(s1), "m");
+    CHECK(am2z_state_created_at(s1) > 0);
+    am2z_value_release(s1);
+    CHECK(am2z_state_bump(NULL) == NULL);
+    CHECK(am2z_state_bump(am2z_value_string("x")) == NULL);
+    am2z_value_release(s);
+}
+
+static void test_roundtrip(void) {
+    am2z_state *s = am2z_state_parse("rt", "{\"z\":1,\"a\":{\"list\":[1,2.5,\"x\",null,true]},\"m\":\"\\u00e9\"}", 0, NULL);
+    am2z_state *back;
+    char *text, *sorted1, *sorted2;
+    s = am2z_state_bump(s);
+    text = am2z_json_write(s, 0, NULL);
+    back = am2z_state_parse("other", text, 0, NULL);
+    CHECK(am2z_value_equal(s, back));
+    CHECK_INT(am2z_state_version(back), 2);
+    CHECK_STR(am2z_state_session_id(back), "rt");
+    CHECK_STR(J(back, 0), text); /* same text, same key order */
+    sorted1 = am2z_json_write(s, AM2Z_JSON_SORTED, NULL);
+    sorted2 = am2z_json_write(back, AM2Z_JSON_SORTED, NULL);
+    CHECK_STR(sorted1, sorted2);
+    CHECK(sorted1 && strncmp(sorted1, "{\"a\":", 5) == 0);
+    CHECK(am2z_value_hash(s) == am2z_value_hash(back));
+    am2z_free(text);
+    am2z_free(sorted1);
+    am2z_free(sorted2);
+    am2z_value_release(s);
+    am2z_value_release(back);
+}
+
+/* Editing one field of a 20-field state shares the other 19 (and the metadata). */
+static void test_share_20(void) {
+    am2z_value *data = NULL;
+    am2z_state *s, *t;
+    const am2z_value *before[21];
+    char k[32];
+    int i, shared = 0;
+    for (i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "field%d", i);
+        data = am2z_value_set(data, k, i % 2 ? am2z_value_stringf("value %d", i)
+                                             : am2z_json_parse("{\"nested\":[1,2,3]}", 0, NULL, NULL));
+    }
+    s = am2z_state_new("share", data);
+    for (i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "field%d", i);
+        before[i] = am2z_value_find(s, k, 0);
+    }
+    before[20] = am2z_value_find(s, "metadata", 0);
+    t = am2z_value_set(am2z_value_retain(s), "field7", am2z_value_int(7));
+    CHECK(t != s);
+    for (i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "field%d", i);
+        if (i != 7 && am2z_value_find(t, k, 0) == before[i]) shared++;
+    }
+    CHECK_INT(shared, 19);
+    CHECK(am2z_value_find(t, "metadata", 0) == before[20]);
+    CHECK(am2z_value_find(s, "field7", 0) == before[7]); /* the original is unchanged */
+    CHECK_INT(am2z_value_get_int(t, "field7", 0), 7);
+    /* a deeper edit copies the spine only: field0 is new, its sibling array is not */
+    {
+        const am2z_value *arr = am2z_value_get(s, "field0.nested");
+        am2z_state *u = am2z_value_set(am2z_value_retain(s), "field0.extra", am2z_value_int(1));
+        CHECK(am2z_value_find(u, "field0", 0) != before[0]);
+        CHECK(am2z_value_get(u, "field0.nested") == arr);
+        CHECK(am2z_value_find(u, "field1", 0) == before[1]);
+        am2z_value_release(u);
+    }
+    am2z_value_release(t);
+    am2z_value_release(s);
+}
+
+static size_t n_alloc;
+static void *count_alloc(size_t n, void *ud) { (void)ud; n_alloc++; return malloc(n); }
+static void *count_realloc(void *p, size_t n, void *ud) { (void)ud; n_alloc++; return realloc(p, n); }
+static void count_free(void *p, void *ud) { (void)ud; free(p); }
+
+static void test_allocations(void) {
+    am2z_allocator a = {count_alloc, count_realloc, count_free, NULL};
+    am2z_state *s;
+    size_t before;
+    am2z_set_allocator(&a);
+    n_alloc = 0;
+    s = am2z_value_set(NULL, "orderId", am2z_value_int(1001));
+    s = am2z_value_set(s, "qty", am2z_value_int(2));
+    s = am2z_value_set(s, "paid", am2z_value_bool(0));
+    s = am2z_value_set(s, "total", am2z_value_int(4999));
+    s = am2z_value_set(s, "notes", am2z_value_null());
+    s = am2z_state_new("session-42", s);
+    /* the object, the metadata object, the session id string */
+    CHECK_INT(n_alloc, 3);
+    before = n_alloc;
+    s = am2z_state_bump(s);
+    s = am2z_value_set(s, "qty", am2z_value_int(3));
+    CHECK_INT(n_alloc - before, 0); /* sole owner: bump and edit in place */
+    am2z_value_release(s);
+    am2z_set_allocator(NULL);
+}
+
+/* Threads share one state: they retain, read, serialise, hash, compare, edit their own
+   copies (copy-on-write) and release, all at once. */
+typedef struct { const am2z_state *shared; const char *expect; uint64_t hash; int errors; } worker_arg;
+
+static void *worker(void *p) {
+    worker_arg *w = (worker_arg *)p;
+    int i;
+    for (i = 0; i < 2000; i++) {
+        am2z_state *mine = am2z_value_retain(w->shared);
+        char *text;
+        if (am2z_value_get_int(mine, "counter", -1) != 0) w->errors++;
+        if (strcmp(am2z_value_get_string(mine, "items[1].name", ""), "b") != 0) w->errors++;
+        if (am2z_value_hash(mine) != w->hash) w->errors++;
+        if (i % 50 == 0) {
+            text = am2z_json_write(mine, AM2Z_JSON_SORTED, NULL);
+            if (!text || strcmp(text, w->expect) != 0) w->errors++;
+            am2z_free(text);
+        }
+        mine = am2z_value_set(mine, "counter", am2z_value_int(i + 1)); /* copies: shared */
+        mine = am2z_value_append(mine, "items", am2z_value_int(i));
+        mine = am2z_state_bump(mine);
+        if (am2z_value_get_int(mine, "counter", -1) != i + 1) w->errors++;
+        if (am2z_value_get(mine, "items[0]") != am2z_value_get(w->shared, "items[0]")) w->errors++;
+        am2z_value_release(mine);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    enum { N = 4 };
+    pthread_t th[N];
+    worker_arg args[N];
+    am2z_state *s = am2z_state_parse("threads", "{\"counter\":0,\"items\":[{\"name\":\"a\"},{\"name\":\"b\"}]}", 0, NULL);
+    char *expect = am2z_json_write(s, AM2Z_JSON_SORTED, NULL);
+    int i, errors = 0;
+    for (i = 0; i < N; i++) {
+        args[i].shared = s;
+        args[i].expect = expect;
+        args[i].hash = am2z_value_hash(s);
+        args[i].errors = 0;
+        CHECK_INT(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+    }
+    for (i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        errors += args[i].errors;
+    }
+    CHECK_INT(errors, 0);
+    CHECK_STR(J(s, AM2Z_JSON_SORTED), expect); /* nobody changed the shared state */
+    CHECK_INT(am2z_state_version(s), 1);
+    am2z_free(expect);
+    am2z_value_release(s);
+}
+
+int main(void) {
+    T_RUN(test_new);
+    T_RUN(test_parse);
+    T_RUN(test_bump);
+    T_RUN(test_roundtrip);
+    T_RUN(test_share_20);
+    T_RUN(test_allocations);
+    T_RUN(test_threads);
+    return t_done();
+}
