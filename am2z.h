@@ -57,8 +57,17 @@
                               compile-time allocator (define all three or none); a run-time
                               hook with user_data is am2z_set_allocator()
        AM2Z_ASSERT(c)         internal invariant checks (default: assert from <assert.h>)
-       AM2Z_JSON_MAX_DEPTH    default nesting limit of the JSON parser (default 256)
        AM2Z_MAX_CALL_DEPTH    default limit of nested ctx calls (default 10)
+
+   LIMITS (each a #ifndef default; they protect against hostile input and runaway programs)
+       AM2Z_JSON_MAX_DEPTH    parser nesting default (256; at most AM2Z_VALUE_MAX_DEPTH, 512)
+       AM2Z_JSON_MAX_SIZE     parser input default (64 MiB)
+       AM2Z_JSON_MAX_STRING   parser default for one decoded string (16 MiB)
+       AM2Z_JSON_MAX_ELEMENTS parser default for members of one container (1,000,000)
+       AM2Z_VALUE_MAX_DEPTH   deepest value the writer, equality and hash accept (512)
+       AM2Z_ERROR_MAX_CAUSES  cause-chain levels kept by error JSON round trips (32)
+       AM2Z_LOG_MAX_MESSAGE   bytes of one formatted log message; longer ones are cut (65536)
+       AM2Z_NAME_MAX          bytes of a processor name (128)
 
    THREADING
        Values, states, errors, processors and loggers are immutable once built and carry
@@ -152,10 +161,12 @@ AM2Z_API int64_t am2z_monotonic_ns(void);
    Editing functions follow copy-on-write: they consume the container, edit it in place
    when the caller held the only reference, and otherwise copy only the spine that
    changes (children are shared, never deep-copied).
-   Cost model: null, booleans, [] and {} are static, integers within +-2^62 are stored in
-   the pointer itself; every other value is one allocation (a string with its bytes, an
-   array with its items, an object with its members and key bytes). Objects above 16
-   members keep a hash index, so a key lookup is O(1) in states with thousands of keys. */
+   Cost model: null, booleans, [] and {} are static, integers within +-2^62 (+-2^30 on
+   32-bit machines) are stored in the pointer itself; every other value is one
+   allocation (a string with its bytes, an array with its items, an object with its
+   members, key bytes and, above 16 members, a hash index, so that a key lookup stays
+   O(1) in states with thousands of keys). Borrowed pointers stay valid as long as the
+   value they came from. */
 
 /* Limits (protection against hostile input; define before including the implementation). */
 #ifndef AM2Z_VALUE_MAX_DEPTH
@@ -999,6 +1010,9 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
 
 #ifndef AM2Z_LOCAL_MAX_WORKERS
 #define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
+#endif
+#ifndef AM2Z_LOCAL_SPIN_NS
+#define AM2Z_LOCAL_SPIN_NS 50000   /* spin of a waiting caller or idle worker before blocking */
 #endif
 #ifndef AM2Z_MAX_CALL_DEPTH
 #define AM2Z_MAX_CALL_DEPTH 10
@@ -3005,7 +3019,9 @@ key: /* at a member of the top object, after '{' or ',' */
         return NULL;
     }
     {
-        size_t kstart = P->kbytes.n, klimit = P->lim.max_string < 0xfffffffeu ? P->lim.max_string : 0xfffffffeu;
+        /* keys also fit the 32-bit length of an object member */
+        size_t kstart = P->kbytes.n;
+        size_t klimit = P->lim.max_string < 0xfffffffeu ? P->lim.max_string : 0xfffffffeu;
         am2z__kref kr;
         if (!am2z__pstring(P, &P->kbytes, klimit, &raw, &rawlen)) return NULL;
         if (raw) {
@@ -3651,12 +3667,18 @@ static am2z_error *am2z__error_unshare(am2z_error *err) {
 }
 
 AM2Z_API am2z_error *am2z_error_with_details(am2z_error *err, const am2z_value *details) {
-    am2z_value *merged;
+    am2z_value *merged, *from;
     if (!err || am2z_value_type(details) != AM2Z_TYPE_OBJECT || am2z_value_len(details) == 0) return err;
+    /* Held across the edit: details may be err's own object, or owned by err's other holders. */
+    from = am2z_value_retain(details);
     err = am2z__error_unshare(err);
-    if (!err) return NULL;
+    if (!err) {
+        am2z_value_release(from);
+        return NULL;
+    }
     /* Hand the only error-held reference to merge so it can edit in place. */
-    merged = am2z_value_merge((am2z_value *)(uintptr_t)err->details, details);
+    merged = am2z_value_merge((am2z_value *)(uintptr_t)err->details, from);
+    am2z_value_release(from);
     err->details = merged;
     if (!merged) {
         am2z_error_release(err);
@@ -3670,12 +3692,18 @@ AM2Z_API am2z_error *am2z_error_with_location(am2z_error *err, const char *proce
     char *p = NULL, *x = NULL;
     if (!err) return NULL;
     if (!processor && !execution_id) return err;
-    err = am2z__error_unshare(err);
-    if (!err) return NULL;
+    /* Copied before the edit: the arguments may point into err (or into the shared
+       original, which another holder may free once we let go of it). */
     if ((processor && !(p = am2z__strdup(processor))) ||
         (execution_id && !(x = am2z__strdup(execution_id)))) {
         am2z__free(p);
         am2z_error_release(err);
+        return NULL;
+    }
+    err = am2z__error_unshare(err);
+    if (!err) {
+        am2z__free(p);
+        am2z__free(x);
         return NULL;
     }
     if (p) { am2z__err_free_str(err->processor); err->processor = p; }
@@ -4858,6 +4886,18 @@ static am2z_value *am2z__merge_value(am2z__merge *m, am2z_value *acc, const am2z
 
 /* Applies the changes from base to out (both objects; base NULL = empty) onto acc
    (consumed). At the top level "metadata" is left to the runtime. */
+/* Member `key` of obj (NULL-safe), trying index `hint` first: outputs keep the input's
+   member order, so the lookup is usually one comparison. */
+static const am2z_value *am2z__merge_find(const am2z_value *obj, size_t hint, const char *key, size_t klen) {
+    size_t hlen;
+    const char *hkey;
+    if (hint < am2z_value_len(obj)) {
+        hkey = am2z_value_key_at(obj, hint, &hlen);
+        if (hlen == klen && (hkey == key || memcmp(hkey, key, klen) == 0)) return am2z_value_member_at(obj, hint);
+    }
+    return am2z_value_find(obj, key, klen);
+}
+
 static am2z_value *am2z__merge_object(am2z__merge *m, am2z_value *acc, const am2z_value *base,
                                       const am2z_value *out, int top) {
     size_t i, klen, mark = m->path.len, n = am2z_value_len(out);
@@ -4866,10 +4906,10 @@ static am2z_value *am2z__merge_object(am2z__merge *m, am2z_value *acc, const am2
     for (i = 0; acc && !m->failed && i < n; i++) {
         key = am2z_value_key_at(out, i, &klen);
         ov = am2z_value_member_at(out, i);
-        if ((top && klen == 8 && memcmp(key, "metadata", 8) == 0) || memchr(key, '\0', klen)) continue;
-        bv = base ? am2z_value_find(base, key, klen) : NULL;
+        bv = am2z__merge_find(base, i, key, klen);
         if (bv && am2z__merge_same(bv, ov)) continue; /* unchanged by this branch */
-        av = am2z_value_find(acc, key, klen);
+        if ((top && klen == 8 && memcmp(key, "metadata", 8) == 0) || memchr(key, '\0', klen)) continue;
+        av = am2z__merge_find(acc, i, key, klen);
         am2z__proc_buf_ptr(&m->path, key, klen);
         if (m->path.failed) break;
         if (!av || (bv && am2z__merge_same(av, bv))) {
@@ -4886,9 +4926,9 @@ static am2z_value *am2z__merge_object(am2z__merge *m, am2z_value *acc, const am2
     n = base ? am2z_value_len(base) : 0;
     for (i = 0; acc && !m->failed && i < n; i++) {
         key = am2z_value_key_at(base, i, &klen);
+        if (am2z__merge_find(out, i, key, klen)) continue;
         if ((top && klen == 8 && memcmp(key, "metadata", 8) == 0) || memchr(key, '\0', klen)) continue;
-        if (am2z_value_find(out, key, klen)) continue;
-        av = am2z_value_find(acc, key, klen);
+        av = am2z__merge_find(acc, i, key, klen);
         if (!av) continue; /* removed already */
         am2z__proc_buf_ptr(&m->path, key, klen);
         if (m->path.failed) break;
@@ -5242,7 +5282,3272 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
 
 /* ==== 7. runtime interface ============================================================ */
 
+/* The head of every runtime's execution struct (its first member), so the generic
+   am2z_execution_wait / am2z_execution_free find the runtime's ops. */
+struct am2z_execution {
+    am2z_runtime *rt;
+};
+
+typedef struct am2z__handler {
+    int id;
+    char *event;
+    am2z_event_fn fn;
+    void *user_data;
+} am2z__handler;
+
+/* An immutable handler array: on/off publish a new one (copy-on-write) and emit delivers
+   from a retained snapshot, so handlers may call on/off while they are being run. */
+typedef struct am2z__handler_set {
+    int refcount;
+    size_t count;
+    am2z__handler *items;
+} am2z__handler_set;
+
+struct am2z_runtime {
+    const am2z_runtime_ops *ops;
+    void *impl;
+    am2z_logger *logger;
+    /* Registry, guarded by reg_lock: lookups (every execute) share it, only register and
+       unregister write. */
+    pthread_rwlock_t reg_lock;
+    am2z_processor **reg;       /* registration order; one reference each */
+    size_t reg_count, reg_cap;
+    size_t *reg_index;          /* open addressing by name hash: 0 = empty, else position + 1 */
+    size_t reg_index_cap;       /* power of two, at least twice reg_count */
+    /* Events. handler_total is read without the lock so emit costs one load when nobody
+       listens. */
+    pthread_mutex_t ev_lock;
+    am2z__handler_set *handlers;
+    int handler_total;
+    int next_handler_id;
+};
+
+static uint64_t am2z__rt_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* ---- registry ---- */
+
+#define AM2Z__RT_NPOS ((size_t)-1)
+
+static size_t am2z__reg_find(const am2z_runtime *rt, const char *name) {
+    size_t mask, i, v;
+    if (!rt->reg_index_cap) return AM2Z__RT_NPOS;
+    mask = rt->reg_index_cap - 1;
+    for (i = (size_t)am2z__rt_hash(name) & mask;; i = (i + 1) & mask) {
+        v = rt->reg_index[i];
+        if (!v) return AM2Z__RT_NPOS;
+        if (strcmp(am2z_processor_name(rt->reg[v - 1]), name) == 0) return v - 1;
+    }
+}
+
+static void am2z__reg_index_put(am2z_runtime *rt, size_t pos) {
+    size_t mask = rt->reg_index_cap - 1, i;
+    for (i = (size_t)am2z__rt_hash(am2z_processor_name(rt->reg[pos])) & mask; rt->reg_index[i];
+         i = (i + 1) & mask) {
+    }
+    rt->reg_index[i] = pos + 1;
+}
+
+/* Rebuilds the index in place (no allocation: unregister cannot fail half-way). */
+static void am2z__reg_reindex(am2z_runtime *rt) {
+    size_t i;
+    if (!rt->reg_index_cap) return;
+    memset(rt->reg_index, 0, rt->reg_index_cap * sizeof *rt->reg_index);
+    for (i = 0; i < rt->reg_count; i++) am2z__reg_index_put(rt, i);
+}
+
+/* Makes room for `more` registrations; on failure nothing changed. */
+static int am2z__reg_reserve(am2z_runtime *rt, size_t more) {
+    size_t need = rt->reg_count + more, cap, icap;
+    if (need < rt->reg_count) return 0;
+    if (need > rt->reg_cap) {
+        am2z_processor **r;
+        cap = rt->reg_cap ? rt->reg_cap : 16;
+        while (cap < need) {
+            if (cap > ((size_t)-1) / 2 / sizeof *r) return 0;
+            cap *= 2;
+        }
+        r = (am2z_processor **)am2z__realloc(rt->reg, cap * sizeof *r);
+        if (!r) return 0;
+        rt->reg = r;
+        rt->reg_cap = cap;
+    }
+    if (need * 2 >= rt->reg_index_cap) {
+        size_t *idx;
+        icap = rt->reg_index_cap ? rt->reg_index_cap : 32;
+        while (need * 2 >= icap) {
+            if (icap > ((size_t)-1) / 2 / sizeof *idx) return 0;
+            icap *= 2;
+        }
+        idx = (size_t *)am2z__malloc(icap * sizeof *idx);
+        if (!idx) return 0;
+        am2z__free(rt->reg_index);
+        rt->reg_index = idx;
+        rt->reg_index_cap = icap;
+        am2z__reg_reindex(rt);
+    }
+    return 1;
+}
+
+/* The walk of one register call: the processors to add (children before parents) and
+   the names on the current path, for cycle detection. */
+typedef struct am2z__reg_walk {
+    am2z_runtime *rt;
+    am2z_processor **add;
+    size_t add_count, add_cap;
+    const char *path[AM2Z_REGISTER_MAX_DEPTH];
+} am2z__reg_walk;
+
+static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t depth) {
+    am2z_processor *const *kids = NULL;
+    const char *name = p ? am2z_processor_name(p) : NULL;
+    size_t i, n, pos;
+    am2z_status st;
+    if (!name) return AM2Z_STATUS_INVALID_ARGUMENT;
+    /* A descendant named like an ancestor would make calls by name recurse forever. */
+    for (i = 0; i < depth; i++)
+        if (strcmp(w->path[i], name) == 0) return AM2Z_STATUS_CYCLE;
+    if (depth >= AM2Z_REGISTER_MAX_DEPTH) return AM2Z_STATUS_LIMIT;
+    pos = am2z__reg_find(w->rt, name);
+    if (pos != AM2Z__RT_NPOS) return w->rt->reg[pos] == p ? AM2Z_OK : AM2Z_STATUS_EXISTS;
+    for (i = 0; i < w->add_count; i++) {
+        if (w->add[i] == p) return AM2Z_OK; /* shared child, walked already */
+        if (strcmp(am2z_processor_name(w->add[i]), name) == 0) return AM2Z_STATUS_EXISTS;
+    }
+    w->path[depth] = name;
+    n = am2z__processor_children(p, &kids);
+    for (i = 0; i < n; i++) {
+        st = am2z__reg_visit(w, kids[i], depth + 1);
+        if (st != AM2Z_OK) return st;
+    }
+    if (w->add_count == w->add_cap) {
+        size_t cap = w->add_cap ? w->add_cap * 2 : 8;
+        am2z_processor **a = (am2z_processor **)am2z__realloc(w->add, cap * sizeof *a);
+        if (!a) return AM2Z_STATUS_NO_MEMORY;
+        w->add = a;
+        w->add_cap = cap;
+    }
+    w->add[w->add_count++] = p;
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) {
+    am2z__reg_walk w;
+    am2z_status st;
+    size_t i;
+    if (!rt || !p) return AM2Z_STATUS_INVALID_ARGUMENT;
+    memset(&w, 0, sizeof w);
+    w.rt = rt;
+    pthread_rwlock_wrlock(&rt->reg_lock);
+    st = am2z__reg_visit(&w, p, 0);
+    if (st == AM2Z_OK && w.add_count && !am2z__reg_reserve(rt, w.add_count)) st = AM2Z_STATUS_NO_MEMORY;
+    if (st == AM2Z_OK) {
+        for (i = 0; i < w.add_count; i++) {
+            rt->reg[rt->reg_count] = am2z_processor_retain(w.add[i]);
+            am2z__reg_index_put(rt, rt->reg_count++);
+            am2z_processor_retain(w.add[i]); /* kept alive for the callback below */
+        }
+    }
+    pthread_rwlock_unlock(&rt->reg_lock);
+    if (st == AM2Z_OK) {
+        for (i = 0; i < w.add_count; i++) {
+            if (rt->ops->registered) rt->ops->registered(rt, w.add[i]);
+            am2z_processor_release(w.add[i]);
+        }
+    }
+    am2z__free(w.add);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor *const *ps, size_t count) {
+    size_t i;
+    am2z_status st;
+    if (!rt || (!ps && count)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    for (i = 0; i < count; i++) {
+        st = am2z_runtime_register(rt, ps[i]);
+        if (st != AM2Z_OK) return st;
+    }
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name) {
+    am2z_processor *p;
+    size_t pos;
+    if (!rt || !name) return AM2Z_STATUS_INVALID_ARGUMENT;
+    pthread_rwlock_wrlock(&rt->reg_lock);
+    pos = am2z__reg_find(rt, name);
+    if (pos == AM2Z__RT_NPOS) {
+        pthread_rwlock_unlock(&rt->reg_lock);
+        return AM2Z_STATUS_NOT_FOUND;
+    }
+    p = rt->reg[pos];
+    memmove(rt->reg + pos, rt->reg + pos + 1, (rt->reg_count - pos - 1) * sizeof *rt->reg);
+    rt->reg_count--;
+    am2z__reg_reindex(rt);
+    pthread_rwlock_unlock(&rt->reg_lock);
+    if (rt->ops->unregistered) rt->ops->unregistered(rt, name);
+    am2z_processor_release(p);
+    return AM2Z_OK;
+}
+
+AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name) {
+    int found;
+    if (!rt || !name) return 0;
+    pthread_rwlock_rdlock(&rt->reg_lock);
+    found = am2z__reg_find(rt, name) != AM2Z__RT_NPOS;
+    pthread_rwlock_unlock(&rt->reg_lock);
+    return found;
+}
+
+AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name) {
+    am2z_processor *p = NULL;
+    size_t pos;
+    if (!rt || !name) return NULL;
+    pthread_rwlock_rdlock(&rt->reg_lock);
+    pos = am2z__reg_find(rt, name);
+    if (pos != AM2Z__RT_NPOS) p = am2z_processor_retain(rt->reg[pos]);
+    pthread_rwlock_unlock(&rt->reg_lock);
+    return p;
+}
+
+AM2Z_API am2z_value *am2z_runtime_list(am2z_runtime *rt) {
+    am2z_value *a;
+    size_t i;
+    if (!rt) return NULL;
+    a = am2z_value_array();
+    pthread_rwlock_rdlock(&rt->reg_lock);
+    for (i = 0; a && i < rt->reg_count; i++)
+        a = am2z_value_append(a, "", am2z_value_string(am2z_processor_name(rt->reg[i])));
+    pthread_rwlock_unlock(&rt->reg_lock);
+    return a;
+}
+
+/* ProcessorNotFoundError listing the registered names (shared by every runtime). */
+AM2Z__PRIVATE am2z_error *am2z__runtime_not_found(am2z_runtime *rt, const char *name) {
+    am2z_value *names = am2z_runtime_list(rt);
+    am2z_error *e = am2z_error_not_found(name ? name : "(null)", names);
+    am2z_value_release(names);
+    return e;
+}
+
+/* ---- events ---- */
+
+static void am2z__handler_set_release(am2z__handler_set *s) {
+    size_t i;
+    if (!s || am2z__atomic_dec(&s->refcount) != 0) return;
+    for (i = 0; i < s->count; i++) am2z__free(s->items[i].event);
+    am2z__free(s->items);
+    am2z__free(s);
+}
+
+/* A copy of old (may be NULL) with room for `extra` more handlers, or NULL. */
+static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, size_t extra, int skip_id) {
+    size_t n = old ? old->count : 0, i;
+    am2z__handler_set *s = (am2z__handler_set *)am2z__malloc(sizeof *s);
+    if (!s) return NULL;
+    s->refcount = 1;
+    s->count = 0;
+    s->items = (am2z__handler *)am2z__malloc((n + extra) * sizeof *s->items);
+    if (!s->items) {
+        am2z__free(s);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        am2z__handler h = old->items[i];
+        if (h.id == skip_id) continue;
+        h.event = am2z__strdup(h.event);
+        if (!h.event) {
+            am2z__handler_set_release(s);
+            return NULL;
+        }
+        s->items[s->count++] = h;
+    }
+    return s;
+}
+
+AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data) {
+    am2z__handler_set *s, *old;
+    am2z__handler h;
+    if (!rt || !event || !fn) return 0;
+    pthread_mutex_lock(&rt->ev_lock);
+    if (rt->next_handler_id == INT_MAX) {
+        pthread_mutex_unlock(&rt->ev_lock);
+        return 0;
+    }
+    old = rt->handlers;
+    s = am2z__handler_set_copy(old, 1, 0);
+    h.event = s ? am2z__strdup(event) : NULL;
+    if (!h.event) {
+        pthread_mutex_unlock(&rt->ev_lock);
+        am2z__handler_set_release(s);
+        return 0;
+    }
+    h.id = ++rt->next_handler_id;
+    h.fn = fn;
+    h.user_data = user_data;
+    s->items[s->count++] = h;
+    rt->handlers = s;
+    __atomic_store_n(&rt->handler_total, (int)s->count, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&rt->ev_lock);
+    am2z__handler_set_release(old);
+    return h.id;
+}
+
+AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
+    am2z__handler_set *s, *old;
+    size_t i;
+    int found = 0;
+    if (!rt || handler_id <= 0) return;
+    pthread_mutex_lock(&rt->ev_lock);
+    old = rt->handlers;
+    for (i = 0; old && i < old->count; i++) found |= old->items[i].id == handler_id;
+    if (!found) {
+        pthread_mutex_unlock(&rt->ev_lock);
+        return;
+    }
+    /* Out of memory while removing: keep the handler rather than lose the others. */
+    s = old->count > 1 ? am2z__handler_set_copy(old, 0, handler_id) : NULL;
+    if (old->count > 1 && !s) {
+        pthread_mutex_unlock(&rt->ev_lock);
+        return;
+    }
+    rt->handlers = s;
+    __atomic_store_n(&rt->handler_total, s ? (int)s->count : 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&rt->ev_lock);
+    am2z__handler_set_release(old);
+}
+
+/* The current handlers (retained) or NULL when there are none. */
+static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
+    am2z__handler_set *s;
+    if (!__atomic_load_n(&rt->handler_total, __ATOMIC_ACQUIRE)) return NULL;
+    pthread_mutex_lock(&rt->ev_lock);
+    s = rt->handlers;
+    if (s) am2z__atomic_inc(&s->refcount);
+    pthread_mutex_unlock(&rt->ev_lock);
+    return s;
+}
+
+static int am2z__handler_matches(const am2z__handler *h, const char *event) {
+    return (h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0;
+}
+
+/* Non-zero when some handler would receive `event`: runtimes skip building payloads
+   otherwise. One atomic load when no handler is registered. */
+AM2Z__PRIVATE int am2z__runtime_has_handlers(am2z_runtime *rt, const char *event) {
+    am2z__handler_set *s;
+    size_t i;
+    int found = 0;
+    if (!rt || !event) return 0;
+    s = am2z__handlers_get(rt);
+    for (i = 0; s && !found && i < s->count; i++) found = am2z__handler_matches(&s->items[i], event);
+    am2z__handler_set_release(s);
+    return found;
+}
+
+AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data) {
+    am2z__handler_set *s;
+    am2z_value *empty = NULL;
+    size_t i;
+    if (!rt || !event) return;
+    s = am2z__handlers_get(rt);
+    if (!s) return;
+    if (!data) data = empty = am2z_value_object(); /* handlers always get an object */
+    for (i = 0; i < s->count; i++)
+        if (am2z__handler_matches(&s->items[i], event)) s->items[i].fn(event, data, s->items[i].user_data);
+    am2z_value_release(empty);
+    am2z__handler_set_release(s);
+}
+
+/* ---- execution ids ---- */
+
+/* Per-thread xorshift64*: ids cost no lock and no shared cache line. */
+static __thread uint64_t am2z__rt_rng_state;
+static uint64_t am2z__rt_rng_seed_counter;
+
+static uint64_t am2z__rt_rng_next(void) {
+    uint64_t x = am2z__rt_rng_state;
+    if (!x) {
+        x = (uint64_t)am2z_monotonic_ns() ^ ((uint64_t)am2z_now_ms() << 20) ^
+            ((uint64_t)(size_t)&am2z__rt_rng_state * 0x9E3779B97F4A7C15ull) ^
+            (__atomic_add_fetch(&am2z__rt_rng_seed_counter, 1, __ATOMIC_RELAXED) * 0xD1B54A32D192ED03ull);
+        if (!x) x = 0x2545F4914F6CDD1Dull;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    am2z__rt_rng_state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* "<processor>-<ms>-<10 base-36 chars>"; the name is cut so the id fits 63 bytes. */
+AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char buf[64]) {
+    static const char digits36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    char num[24];
+    size_t nlen = processor ? strlen(processor) : 0, dlen = 0, len, i, room;
+    uint64_t r = am2z__rt_rng_next(), m = ms > 0 ? (uint64_t)ms : 0;
+    do {
+        num[dlen++] = (char)('0' + (int)(m % 10));
+        m /= 10;
+    } while (m);
+    room = 63 - 2 - dlen - 10;
+    if (nlen > room) nlen = room;
+    if (nlen) memcpy(buf, processor, nlen);
+    len = nlen;
+    buf[len++] = '-';
+    for (i = 0; i < dlen; i++) buf[len++] = num[dlen - 1 - i];
+    buf[len++] = '-';
+    for (i = 0; i < 10; i++) {
+        buf[len++] = digits36[r % 36];
+        r /= 36;
+    }
+    buf[len] = '\0';
+}
+
+AM2Z_API void am2z_execution_id(const char *processor, char buf[64]) {
+    if (buf) am2z__execution_id_at(processor, am2z_now_ms(), buf);
+}
+
+/* ---- outcomes ---- */
+
+AM2Z_API void am2z_outcome_clear(am2z_outcome *out) {
+    size_t i;
+    if (!out) return;
+    am2z_value_release(out->state);
+    am2z_error_release(out->error);
+    for (i = 0; i < out->attempt_error_count; i++) am2z_error_release(out->attempt_errors[i]);
+    am2z__free(out->attempt_errors);
+    memset(out, 0, sizeof *out);
+}
+
+/* The error a failed submit turns into for the caller of execute. */
+AM2Z__PRIVATE am2z_error *am2z__runtime_status_error(am2z_runtime *rt, const char *processor, am2z_status st) {
+    switch (st) {
+    case AM2Z_STATUS_NOT_FOUND: return am2z__runtime_not_found(rt, processor);
+    case AM2Z_STATUS_INVALID_ARGUMENT:
+        return am2z_error_validation("arguments", NULL, "a processor name and an input state are required");
+    case AM2Z_STATUS_LIMIT: return am2z_error_resource("queue", 0, 0);
+    case AM2Z_STATUS_NO_MEMORY: return am2z_error_resource("memory", 0, 0);
+    case AM2Z_STATUS_NOT_STARTED:
+        return am2z_error_configuration("runtime", "the runtime is stopped (am2z_runtime_start restarts it)");
+    case AM2Z_STATUS_CANCELLED: return am2z_error_cancelled("the execution was cancelled");
+    default: return am2z_error_configuration("runtime", am2z_status_string(st));
+    }
+}
+
+/* A failed outcome that never ran: error consumed, input borrowed. */
+AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const am2z_state *input, am2z_error *err) {
+    am2z_outcome out;
+    memset(&out, 0, sizeof out);
+    out.started_at_ms = am2z_now_ms();
+    am2z__execution_id_at(processor, out.started_at_ms, out.execution_id);
+    out.state = am2z_value_retain(input);
+    out.error = err ? err : am2z_error_resource("memory", 0, 0);
+    return out;
+}
+
+/* ---- runtime object and dispatch ---- */
+
+AM2Z_API am2z_runtime *am2z_runtime_create(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger) {
+    am2z_runtime *rt;
+    if (!ops || !ops->submit || !ops->wait || !ops->free_execution) return NULL;
+    rt = (am2z_runtime *)am2z__malloc(sizeof *rt);
+    if (!rt) return NULL;
+    memset(rt, 0, sizeof *rt);
+    rt->logger = logger ? am2z_logger_retain(logger) : am2z_logger_new(NULL);
+    if (!rt->logger) {
+        am2z__free(rt);
+        return NULL;
+    }
+    if (pthread_rwlock_init(&rt->reg_lock, NULL) != 0) {
+        am2z_logger_release(rt->logger);
+        am2z__free(rt);
+        return NULL;
+    }
+    if (pthread_mutex_init(&rt->ev_lock, NULL) != 0) {
+        pthread_rwlock_destroy(&rt->reg_lock);
+        am2z_logger_release(rt->logger);
+        am2z__free(rt);
+        return NULL;
+    }
+    rt->ops = ops;
+    rt->impl = impl;
+    return rt;
+}
+
+AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt) { return rt ? rt->impl : NULL; }
+
+AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt) { return rt ? rt->logger : NULL; }
+
+AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
+    if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    return rt->ops->start ? rt->ops->start(rt) : AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
+    if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    return rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_OK;
+}
+
+AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
+                                                      const am2z_state *input, const char *session_id) {
+    am2z_outcome out;
+    am2z_execution *e;
+    am2z_status st = AM2Z_OK;
+    if (!rt)
+        return am2z__outcome_failed(processor, input, am2z_error_configuration("runtime", "NULL runtime"));
+    if (rt->ops->execute) return rt->ops->execute(rt, processor, input, session_id);
+    e = rt->ops->submit(rt, processor, input, session_id, &st);
+    if (!e) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
+    memset(&out, 0, sizeof out);
+    st = rt->ops->wait(e, -1, &out);
+    rt->ops->free_execution(e);
+    if (st != AM2Z_OK) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
+    return out;
+}
+
+AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *processor, const am2z_state *input) {
+    return am2z_runtime_execute_in_session(rt, processor, input, NULL);
+}
+
+AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
+                                             const char *session_id) {
+    am2z_status st = AM2Z_OK;
+    if (!rt) return NULL;
+    return rt->ops->submit(rt, processor, input, session_id, &st);
+}
+
+AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    if (!e || !out) return AM2Z_STATUS_INVALID_ARGUMENT;
+    return e->rt->ops->wait(e, timeout_ms, out);
+}
+
+AM2Z_API void am2z_execution_free(am2z_execution *e) {
+    if (e) e->rt->ops->free_execution(e);
+}
+
+#define AM2Z__RT_MANY_WINDOW 256
+
+/* execute_many from submit + wait: at most AM2Z__RT_MANY_WINDOW in flight, so a
+   million inputs never need a million queue slots. */
+AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, const char *processor,
+                                                             const am2z_state *const *inputs, size_t count,
+                                                             const char *session_id, am2z_outcome *outs) {
+    am2z_execution *win[AM2Z__RT_MANY_WINDOW];
+    size_t next = 0, done = 0, i;
+    am2z_status st;
+    for (i = 0; i < count; i++) memset(&outs[i], 0, sizeof outs[i]);
+    while (done < count) {
+        while (next < count && next - done < AM2Z__RT_MANY_WINDOW) {
+            st = AM2Z_OK;
+            win[next % AM2Z__RT_MANY_WINDOW] = rt->ops->submit(rt, processor, inputs[next], session_id, &st);
+            if (!win[next % AM2Z__RT_MANY_WINDOW])
+                outs[next] = am2z__outcome_failed(processor, inputs[next],
+                                                  am2z__runtime_status_error(rt, processor, st));
+            next++;
+        }
+        {
+            am2z_execution *e = win[done % AM2Z__RT_MANY_WINDOW];
+            if (e) {
+                st = rt->ops->wait(e, -1, &outs[done]);
+                rt->ops->free_execution(e);
+                if (st != AM2Z_OK)
+                    outs[done] = am2z__outcome_failed(processor, inputs[done],
+                                                      am2z__runtime_status_error(rt, processor, st));
+            }
+        }
+        done++;
+    }
+    return AM2Z_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
+                                               const am2z_state *const *inputs, size_t count,
+                                               const char *session_id, am2z_outcome *outs) {
+    if (!rt || (count && (!inputs || !outs))) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!count) return AM2Z_OK;
+    if (rt->ops->execute_many) return rt->ops->execute_many(rt, processor, inputs, count, session_id, outs);
+    return am2z__runtime_execute_many_generic(rt, processor, inputs, count, session_id, outs);
+}
+
+AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms) {
+    if (!rt || !session_id) return AM2Z_STATUS_INVALID_ARGUMENT;
+    return rt->ops->stop_session ? rt->ops->stop_session(rt, session_id, grace_ms < 0 ? 0 : grace_ms)
+                                 : AM2Z_STATUS_NOT_FOUND;
+}
+
+AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt) {
+    am2z_value *v;
+    if (!rt) return NULL;
+    if (rt->ops->stats) return rt->ops->stats(rt);
+    v = am2z_value_object();
+    return v ? am2z_value_set(v, "registeredProcessors", am2z_runtime_list(rt)) : NULL;
+}
+
+AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id) {
+    if (!rt || !session_id) return NULL;
+    return rt->ops->session_stats ? rt->ops->session_stats(rt, session_id) : NULL;
+}
+
+AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
+    if (!rt) return NULL;
+    return rt->ops->active_sessions ? rt->ops->active_sessions(rt) : am2z_value_array();
+}
+
+AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
+    size_t i;
+    if (!rt) return;
+    if (rt->ops->stop) rt->ops->stop(rt, 0);
+    if (rt->ops->destroy) rt->ops->destroy(rt);
+    for (i = 0; i < rt->reg_count; i++) am2z_processor_release(rt->reg[i]);
+    am2z__free(rt->reg);
+    am2z__free(rt->reg_index);
+    am2z__handler_set_release(rt->handlers);
+    pthread_rwlock_destroy(&rt->reg_lock);
+    pthread_mutex_destroy(&rt->ev_lock);
+    am2z_logger_release(rt->logger);
+    am2z__free(rt);
+}
+
 /* ==== 8. local runtime ================================================================ */
+/* Design (the why; the header's section 8 comment has the what):
+   - Every execution that a caller waits for runs on a worker thread, never on the
+     caller's, so the caller can return at the deadline even when the processor ignores
+     cancellation. The caller and idle workers spin briefly before they block, because
+     waking a sleeping thread on another vCPU costs ~60 us and a spinning one ~0.3 us.
+   - Nested calls (ctx_call, composite steps) run inline on the worker that makes them.
+     call_many runs its first call inline, queues the others on the "lane" for idle
+     workers, then takes back (runs itself) those nobody took: a parent never waits on a
+     queued child, so one worker and deep nesting cannot deadlock.
+   - A top-level execution is an am2z__lr_job. Its state word packs attempt << 2 | phase;
+     whoever moves the current attempt from RUNNING to RESOLVING by compare-and-swap (the
+     worker with a result, the waiter at the deadline, a cancel) decides what happens
+     next, and the loser drops what it holds. The job is reference counted between its
+     handle, the queue and the worker, so a late result is released, never written to
+     freed memory.
+   - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
+     claim chunks of indexes; each item's word holds its state and deadline so the caller
+     can time out one item while the others go on. */
+
+#define AM2Z__LR_CHUNK 32          /* execute_many items a worker claims at once */
+#define AM2Z__LR_POLL_NS 20000000  /* longest block of a waiting parent between cancel checks */
+#define AM2Z__LR_HELP_DEPTH 8      /* nested "help while waiting" levels on one worker */
+#define AM2Z__LR_HIST 168          /* latency buckets: 4 per power of two of nanoseconds */
+#define AM2Z__LR_MAX_TIMEOUT_MS ((int64_t)100000000000) /* deadlines are capped (~3 years) */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AM2Z__LR_PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define AM2Z__LR_PAUSE() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define AM2Z__LR_PAUSE() ((void)0)
+#endif
+
+#define AM2Z__LR_LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define AM2Z__LR_ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+/* Job phases (low two bits of the word) and execute_many item states (low three bits). */
+enum { AM2Z__LR_QUEUED = 0, AM2Z__LR_RUNNING = 1, AM2Z__LR_RESOLVING = 2, AM2Z__LR_DONE = 3 };
+#define AM2Z__LR_WORD(attempt, phase) (((attempt) << 2) | (phase))
+enum {
+    AM2Z__LR_IT_PENDING = 0, AM2Z__LR_IT_CLAIMED, AM2Z__LR_IT_RUNNING, /* | deadline << 3 */
+    AM2Z__LR_IT_WRITING, AM2Z__LR_IT_DONE, AM2Z__LR_IT_ABANDONED
+};
+/* Why an execution was cancelled. */
+enum { AM2Z__LR_CANCEL_FREED = 1, AM2Z__LR_CANCEL_SESSION, AM2Z__LR_CANCEL_STOP, AM2Z__LR_CANCEL_PARENT };
+
+typedef struct am2z__lr am2z__lr;
+typedef struct am2z__lr_worker am2z__lr_worker;
+typedef struct am2z__lr_session am2z__lr_session;
+typedef struct am2z__lr_pinfo am2z__lr_pinfo;
+typedef struct am2z__lr_job am2z__lr_job;
+typedef struct am2z__lr_batch am2z__lr_batch;
+
+/* Link of a session's in-flight list (jobs and execute_many calls). */
+typedef struct am2z__lr_live {
+    struct am2z__lr_live *prev, *next;
+    int kind; /* 1 job, 2 batch */
+    int pass; /* last cancel pass that visited it (under the session lock) */
+} am2z__lr_live;
+
+/* Counters and latency histogram of one processor name in one stats shard. */
+typedef struct am2z__lr_pstat {
+    char *name;
+    uint64_t hash;
+    int64_t completed, failed, retried;
+    int64_t hist[AM2Z__LR_HIST];
+} am2z__lr_pstat;
+
+/* Each worker writes only its own shard (no shared cache line per execution); other
+   threads share `ext` under its lock. stats() merges them. */
+typedef struct am2z__lr_shard {
+    pthread_mutex_t mu;   /* guards the table's shape; the owner reads it without */
+    am2z__lr_pstat **tab; /* open addressing by name hash */
+    size_t cap, count;
+    int shared;           /* ext: every access holds mu */
+    am2z__lr_pstat *last; /* owner's cache of the last record used */
+    int64_t started, ended; /* attempts, for "running" */
+} am2z__lr_shard;
+
+struct am2z__lr_session {
+    int refs;
+    char *id;
+    uint64_t hash;
+    am2z__lr_session *next; /* table chain, under lr->smu */
+    am2z__lr_session *tmp;  /* stop()'s private list */
+    int64_t created_ms;
+    int stopping;           /* atomic */
+    int64_t submitted, completed, failed, cancelled, running; /* atomic */
+    pthread_mutex_t mu;     /* guards live and the pass marks */
+    pthread_cond_t cv;
+    int stopper;            /* atomic: a stop waits for running == 0 */
+    am2z__lr_live live;     /* list head */
+};
+
+/* Queue state of a processor with a concurrency or rate limit (under lr->qmu). */
+struct am2z__lr_pinfo {
+    am2z__lr_pinfo *next;
+    am2z_processor *proc;   /* retained */
+    int refs;               /* jobs holding it, plus one while listed */
+    int listed;
+    int running;            /* concurrency slots in use */
+    am2z__lr_job *wait_head, *wait_tail; /* waiting for a slot */
+    int64_t next_token_ns;  /* rate limit: the earliest next start */
+};
+
+struct am2z__lr_job {
+    struct am2z_execution base; /* first: the user's handle */
+    am2z__lr_live live;
+    int refs;
+    int word;               /* atomic: attempt << 2 | phase */
+    int cancel;             /* atomic: a cancel reason once cancelled */
+    int sleepers;           /* atomic: a waiter may be blocked on cv */
+    int top;                /* execute / submit (1) or a call queued by call_many (0) */
+    int has_slot, has_token; /* under qmu: concurrency slot held, rate-limited start reserved */
+    int started_attempts;   /* atomic */
+    am2z__lr *lr;
+    am2z_processor *proc;   /* retained */
+    am2z_state *input;      /* retained */
+    am2z__lr_session *session; /* top: retained; nested: borrowed through parent */
+    am2z__lr_pinfo *pinfo;  /* retained (under qmu) or NULL */
+    am2z__lr_job *parent;   /* nested: the job whose attempt made the call (retained) */
+    int parent_attempt;
+    am2z__lr_batch *pbatch; /* nested: the execute_many item that made the call (retained) */
+    size_t pindex;
+    am2z__lr_worker *notify; /* nested: the parent's worker, woken when this finishes */
+    int depth;
+    int priority;
+    int64_t timeout_ms;
+    int64_t deadline_ns;    /* atomic: current attempt (top) or inherited budget (nested) */
+    int64_t due_ns;         /* atomic: earliest start (delayed queue) */
+    uint64_t seq;
+    int64_t created_ns, first_start_ns, end_ns; /* first_start_ns atomic */
+    char exec_id[64];
+    am2z_state *out_state;  /* the outcome, readable once the phase is DONE */
+    am2z_error *out_error;
+    am2z_error **errs;      /* failed attempts, in order */
+    size_t nerrs, errs_cap;
+    am2z__lr_job *next;     /* queue links, under qmu */
+    pthread_mutex_t mu;     /* top only: the waiter blocks on cv */
+    pthread_cond_t cv;
+};
+
+/* A worker's view of one execute_many: the item it runs and how many it resolved
+   (exact, unlike `remaining`, which a worker stuck in an item may not have updated).
+   Padded so two workers never share a cache line. */
+typedef struct am2z__lr_bslot {
+    size_t item;            /* atomic: index + 1 of the item being run, 0 = none */
+    size_t done;            /* atomic (release) */
+    char pad[64 - 2 * sizeof(size_t)];
+} am2z__lr_bslot;
+
+struct am2z__lr_batch {
+    am2z__lr_live live;
+    int refs;
+    am2z__lr *lr;
+    am2z_processor *proc;
+    am2z__lr_session *session;
+    const am2z_state *const *inputs; /* the caller's: read only while the item is claimed */
+    am2z_outcome *outs;
+    size_t count;
+    size_t next;            /* atomic: next unclaimed index */
+    uint64_t *items;        /* atomic: state | deadline << 3 */
+    am2z__lr_bslot *slots;  /* one per worker */
+    size_t remaining;       /* atomic: counted down per chunk, for the fast wake-up */
+    size_t abandoned;       /* caller only: items it resolved itself */
+    int64_t timeout_ms;
+    int cancel, cancel_pending; /* atomic reasons: every unresolved item / items not started */
+    int watch;              /* atomic: the caller wants a wake-up after every flush */
+    int sleepers;           /* atomic */
+    int advertised, sweep, linked; /* under qmu */
+    am2z__lr_batch *qnext;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+struct am2z__lr_worker {
+    am2z__lr *lr;
+    int index;
+    pthread_t thread;
+    pthread_cond_t cv;        /* idle sleep, with lr->qmu */
+    int sleeping;             /* under qmu */
+    am2z__lr_worker *idle_next;
+    pthread_mutex_t pmu;      /* parker of a waiting parent */
+    pthread_cond_t pcv;
+    int pwait, pgen;          /* atomic */
+    int help_depth;
+    am2z__lr_shard shard;
+};
+
+struct am2z__lr {
+    am2z_runtime *rt;
+    int nworkers;
+    int64_t default_timeout_ms;
+    int max_depth;
+    size_t capacity;
+    int64_t created_ns, wall_offset_ms;
+    am2z__lr_worker *workers;
+    pthread_mutex_t life;     /* serialises start and stop */
+    int started;              /* under life */
+    int running;              /* atomic: accepting executions */
+    /* queue, guarded by qmu */
+    pthread_mutex_t qmu;
+    am2z__lr_job *lane_head, *lane_tail;   /* nested calls queued by call_many */
+    am2z__lr_job *front_head, *front_tail; /* got a concurrency slot, go before new work */
+    am2z__lr_job *norm_head, *norm_tail;   /* priority 0 */
+    am2z__lr_job **prio;                   /* heap by (priority, seq) */
+    size_t prio_n, prio_cap;
+    am2z__lr_job **delayed;                /* heap by (due, seq) */
+    size_t delayed_n, delayed_cap;
+    am2z__lr_batch *batches;
+    am2z__lr_pinfo *pinfos;
+    am2z__lr_worker *idle;
+    int exiting;
+    size_t queued;            /* top-level jobs waiting in the queue (capacity) */
+    uint64_t seq;
+    int work;                 /* atomic: ready items, a hint for spinning workers */
+    int lane_n;               /* atomic: items on the lane */
+    int64_t next_due;         /* atomic: earliest delayed item, 0 = none */
+    int spinners;             /* atomic */
+    /* sessions */
+    pthread_mutex_t smu;
+    am2z__lr_session **stab;
+    size_t stab_cap, scount;
+    am2z__lr_shard ext;
+};
+
+/* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
+typedef struct am2z__lr_frame {
+    am2z__lr *lr;
+    am2z__lr_worker *worker;  /* NULL when not on one of lr's workers */
+    am2z__lr_job *job;        /* the job whose attempt this is part of, or NULL */
+    int attempt;
+    am2z__lr_batch *batch;    /* the execute_many item this is part of, or NULL */
+    size_t index;
+    am2z__lr_session *session;
+    int64_t deadline_ns;
+    am2z_logger *logger;      /* the execution's child logger, made on first use */
+} am2z__lr_frame;
+
+static __thread am2z__lr_worker *am2z__lr_self;
+
+/* ---- small helpers ---- */
+
+static int64_t am2z__lr_now(void) { return am2z_monotonic_ns(); }
+
+static int64_t am2z__lr_wall(const am2z__lr *lr, int64_t ns) { return lr->wall_offset_ms + ns / 1000000; }
+
+static int64_t am2z__lr_deadline(int64_t start_ns, int64_t timeout_ms) {
+    if (timeout_ms <= 0) return 0;
+    if (timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS) timeout_ms = AM2Z__LR_MAX_TIMEOUT_MS;
+    return start_ns + timeout_ms * 1000000;
+}
+
+static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
+    am2z__lr_worker *w = am2z__lr_self;
+    return w && w->lr == lr ? w : NULL;
+}
+
+static int am2z__lr_cond_init(pthread_cond_t *c) {
+    pthread_condattr_t a;
+    int rc;
+    if (pthread_condattr_init(&a) != 0) return -1;
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return rc;
+}
+
+static void am2z__lr_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ns) {
+    struct timespec ts;
+    if (until_ns == INT64_MAX) {
+        pthread_cond_wait(c, m);
+        return;
+    }
+    if (until_ns < 0) until_ns = 0;
+    ts.tv_sec = (time_t)(until_ns / 1000000000);
+    ts.tv_nsec = (long)(until_ns % 1000000000);
+    pthread_cond_timedwait(c, m, &ts);
+}
+
+static void am2z__lr_sleep_ns(int64_t ns) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t am2z__lr_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* Sets o[key] = x; both consumed, NULL-safe so a run of puts ends in NULL after a failure. */
+static am2z_value *am2z__lr_put(am2z_value *o, const char *key, am2z_value *x) {
+    if (!o || !x) {
+        am2z_value_release(o);
+        am2z_value_release(x);
+        return NULL;
+    }
+    return am2z_value_set(o, key, x);
+}
+
+/* Sets member `key` taken literally (a JSON Pointer, so '.' in names stays a byte). */
+static am2z_value *am2z__lr_put_key(am2z_value *o, const char *key, am2z_value *x) {
+    char buf[2 * AM2Z_NAME_MAX + 4], *d = buf;
+    const char *k;
+    if (strlen(key) > AM2Z_NAME_MAX) key = "?";
+    *d++ = '/';
+    for (k = key; *k; k++) {
+        if (*k == '~' || *k == '/') {
+            *d++ = '~';
+            *d++ = *k == '~' ? '0' : '1';
+        } else {
+            *d++ = *k;
+        }
+    }
+    *d = '\0';
+    return am2z__lr_put(o, buf, x);
+}
+
+static am2z_value *am2z__lr_str(const char *s) { return s ? am2z_value_string(s) : am2z_value_null(); }
+
+static int am2z__lr_wants(const am2z__lr *lr, const char *event) {
+    return am2z__runtime_has_handlers(lr->rt, event);
+}
+
+/* Emits event with data (consumed). */
+static void am2z__lr_emit(am2z__lr *lr, const char *event, am2z_value *data) {
+    if (data) am2z_runtime_emit(lr->rt, event, data);
+    am2z_value_release(data);
+}
+
+static am2z_value *am2z__lr_event_base(const char *processor, const char *exec_id, const char *session_id) {
+    am2z_value *d = am2z__lr_put(am2z_value_object(), "processorName", am2z__lr_str(processor));
+    d = am2z__lr_put(d, "executionId", am2z__lr_str(exec_id));
+    return am2z__lr_put(d, "sessionId", am2z__lr_str(session_id));
+}
+
+/* "processor:job:completed" / "processor:job:failed" for one finished execution. */
+static void am2z__lr_emit_end(am2z__lr *lr, const char *processor, const char *exec_id, const char *sid,
+                              const am2z_error *err, int attempts, int depth, int64_t ns) {
+    const char *ev = err ? "processor:job:failed" : "processor:job:completed";
+    am2z_value *d;
+    if (!am2z__lr_wants(lr, ev)) return;
+    d = am2z__lr_event_base(processor, exec_id, sid);
+    d = am2z__lr_put(d, "attempts", am2z_value_int(attempts));
+    d = am2z__lr_put(d, "callDepth", am2z_value_int(depth));
+    d = am2z__lr_put(d, "executionTime", am2z_value_double((double)ns / 1e6));
+    if (err) d = am2z__lr_put(d, "error", am2z_error_to_json(err));
+    am2z__lr_emit(lr, ev, d);
+}
+
+static void am2z__lr_emit_retrying(am2z__lr *lr, const char *processor, const char *exec_id, const char *sid,
+                                   const am2z_error *err, int attempt, int64_t delay_ms) {
+    am2z_value *d;
+    if (!am2z__lr_wants(lr, "processor:job:retrying")) return;
+    d = am2z__lr_event_base(processor, exec_id, sid);
+    d = am2z__lr_put(d, "attempt", am2z_value_int(attempt));
+    d = am2z__lr_put(d, "delayMs", am2z_value_int(delay_ms));
+    d = am2z__lr_put(d, "error", am2z_error_to_json(err));
+    am2z__lr_emit(lr, "processor:job:retrying", d);
+}
+
+static am2z_error *am2z__lr_timeout_error(const am2z_processor *p, const char *exec_id, int64_t timeout_ms) {
+    const char *name = am2z_processor_name(p);
+    am2z_error *e = am2z_error_timeout(name, timeout_ms);
+    return e ? am2z_error_with_location(e, name, exec_id) : NULL;
+}
+
+static am2z_error *am2z__lr_cancel_error(int reason, const am2z_processor *p, const char *exec_id,
+                                         const char *session_id) {
+    char msg[200];
+    am2z_error *e;
+    switch (reason) {
+    case AM2Z__LR_CANCEL_SESSION: snprintf(msg, sizeof msg, "Session %s stopped", session_id); break;
+    case AM2Z__LR_CANCEL_STOP: snprintf(msg, sizeof msg, "Runtime stopped"); break;
+    case AM2Z__LR_CANCEL_FREED: snprintf(msg, sizeof msg, "Execution handle freed before it finished"); break;
+    default: snprintf(msg, sizeof msg, "Parent execution cancelled"); break;
+    }
+    e = am2z_error_cancelled(msg);
+    return e && p ? am2z_error_with_location(e, am2z_processor_name(p), exec_id) : e;
+}
+
+/* A failure result that never fails to be one (out of memory gives am2z_fail(NULL)). */
+static am2z_result am2z__lr_fail(am2z_error *e) { return am2z_fail(e); }
+
+/* ---- stats shards ---- */
+
+static int am2z__lr_bucket(int64_t ns) {
+    uint64_t v = ns < 1 ? 1 : (uint64_t)ns;
+    int lg = 63 - __builtin_clzll(v), b;
+    b = lg * 4 + (lg >= 2 ? (int)((v >> (lg - 2)) & 3) : 0);
+    return b < AM2Z__LR_HIST ? b : AM2Z__LR_HIST - 1;
+}
+
+/* A representative value (nanoseconds) of bucket b: its midpoint. */
+static double am2z__lr_bucket_ns(int b) {
+    int lg = b / 4, sub = b % 4;
+    double lo, width;
+    if (lg < 2) return (double)((int64_t)1 << lg);
+    lo = (double)((int64_t)(4 + sub) << (lg - 2));
+    width = (double)((int64_t)1 << (lg - 2));
+    return lo + width / 2;
+}
+
+static void am2z__lr_add(int64_t *p, int64_t d) {
+    /* one writer per shard: a relaxed load and store, read concurrently by stats() */
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+}
+
+static am2z__lr_shard *am2z__lr_shard_enter(am2z__lr *lr) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    if (w) return &w->shard;
+    pthread_mutex_lock(&lr->ext.mu);
+    return &lr->ext;
+}
+
+static void am2z__lr_shard_leave(am2z__lr_shard *sh) {
+    if (sh->shared) pthread_mutex_unlock(&sh->mu);
+}
+
+/* The shard's record for name, created on first use; NULL when out of memory. */
+static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) {
+    uint64_t h;
+    size_t mask, i;
+    am2z__lr_pstat *ps;
+    if (sh->last && strcmp(sh->last->name, name) == 0) return sh->last;
+    h = am2z__lr_hash(name);
+    if (sh->cap) {
+        mask = sh->cap - 1;
+        for (i = (size_t)h & mask; (ps = sh->tab[i]) != NULL; i = (i + 1) & mask)
+            if (ps->hash == h && strcmp(ps->name, name) == 0) return sh->last = ps;
+    }
+    ps = (am2z__lr_pstat *)am2z__malloc(sizeof *ps);
+    if (!ps) return NULL;
+    memset(ps, 0, sizeof *ps);
+    ps->name = am2z__strdup(name);
+    ps->hash = h;
+    if (!ps->name) {
+        am2z__free(ps);
+        return NULL;
+    }
+    if (!sh->shared) pthread_mutex_lock(&sh->mu);
+    if ((sh->count + 1) * 2 > sh->cap) {
+        size_t cap = sh->cap ? sh->cap * 2 : 16, j;
+        am2z__lr_pstat **t = (am2z__lr_pstat **)am2z__malloc(cap * sizeof *t);
+        if (!t) {
+            if (!sh->shared) pthread_mutex_unlock(&sh->mu);
+            am2z__free(ps->name);
+            am2z__free(ps);
+            return NULL;
+        }
+        memset(t, 0, cap * sizeof *t);
+        for (j = 0; j < sh->cap; j++) {
+            if (!sh->tab[j]) continue;
+            for (i = (size_t)sh->tab[j]->hash & (cap - 1); t[i]; i = (i + 1) & (cap - 1)) {
+            }
+            t[i] = sh->tab[j];
+        }
+        am2z__free(sh->tab);
+        sh->tab = t;
+        sh->cap = cap;
+    }
+    mask = sh->cap - 1;
+    for (i = (size_t)h & mask; sh->tab[i]; i = (i + 1) & mask) {
+    }
+    sh->tab[i] = ps;
+    sh->count++;
+    if (!sh->shared) pthread_mutex_unlock(&sh->mu);
+    return sh->last = ps;
+}
+
+/* kind: 0 completed, 1 failed (both with a latency), 2 retried. */
+static void am2z__lr_stat(am2z__lr *lr, const char *name, int kind, int64_t ns) {
+    am2z__lr_shard *sh = am2z__lr_shard_enter(lr);
+    am2z__lr_pstat *ps = am2z__lr_pstat_get(sh, name);
+    if (ps) {
+        if (kind == 2) {
+            am2z__lr_add(&ps->retried, 1);
+        } else {
+            am2z__lr_add(kind ? &ps->failed : &ps->completed, 1);
+            am2z__lr_add(&ps->hist[am2z__lr_bucket(ns)], 1);
+        }
+    }
+    am2z__lr_shard_leave(sh);
+}
+
+static void am2z__lr_shard_free(am2z__lr_shard *sh) {
+    size_t i;
+    for (i = 0; i < sh->cap; i++) {
+        if (!sh->tab[i]) continue;
+        am2z__free(sh->tab[i]->name);
+        am2z__free(sh->tab[i]);
+    }
+    am2z__free(sh->tab);
+    pthread_mutex_destroy(&sh->mu);
+}
+
+/* ---- sessions ---- */
+
+static void am2z__lr_session_release(am2z__lr_session *s) {
+    if (!s || am2z__atomic_dec(&s->refs) != 0) return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    am2z__free(s->id);
+    am2z__free(s);
+}
+
+static void am2z__lr_session_unlink_locked(am2z__lr *lr, am2z__lr_session *s) {
+    am2z__lr_session **pp = &lr->stab[(size_t)s->hash & (lr->stab_cap - 1)];
+    while (*pp && *pp != s) pp = &(*pp)->next;
+    if (*pp) {
+        *pp = s->next;
+        lr->scount--;
+    }
+}
+
+static am2z__lr_session *am2z__lr_session_find_locked(am2z__lr *lr, const char *id, uint64_t h) {
+    am2z__lr_session *s;
+    if (!lr->stab_cap) return NULL;
+    for (s = lr->stab[(size_t)h & (lr->stab_cap - 1)]; s; s = s->next)
+        if (s->hash == h && strcmp(s->id, id) == 0) return s;
+    return NULL;
+}
+
+/* The session `id` (retained), created on first use (emitting "session:created").
+   NULL when it is being stopped (*stopping = 1) or when out of memory. */
+static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, int *stopping) {
+    uint64_t h = am2z__lr_hash(id);
+    am2z__lr_session *s;
+    *stopping = 0;
+    pthread_mutex_lock(&lr->smu);
+    s = am2z__lr_session_find_locked(lr, id, h);
+    if (s) {
+        if (AM2Z__LR_LD(&s->stopping)) {
+            *stopping = 1;
+            s = NULL;
+        } else {
+            am2z__atomic_inc(&s->refs);
+        }
+        pthread_mutex_unlock(&lr->smu);
+        return s;
+    }
+    if (lr->scount + 1 > lr->stab_cap) {
+        size_t cap = lr->stab_cap ? lr->stab_cap * 2 : 16, i;
+        am2z__lr_session **t = (am2z__lr_session **)am2z__malloc(cap * sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&lr->smu);
+            return NULL;
+        }
+        memset(t, 0, cap * sizeof *t);
+        for (i = 0; i < lr->stab_cap; i++) {
+            while (lr->stab[i]) {
+                am2z__lr_session *x = lr->stab[i];
+                lr->stab[i] = x->next;
+                x->next = t[(size_t)x->hash & (cap - 1)];
+                t[(size_t)x->hash & (cap - 1)] = x;
+            }
+        }
+        am2z__free(lr->stab);
+        lr->stab = t;
+        lr->stab_cap = cap;
+    }
+    s = (am2z__lr_session *)am2z__malloc(sizeof *s);
+    if (!s) {
+        pthread_mutex_unlock(&lr->smu);
+        return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->id = am2z__strdup(id);
+    if (!s->id || pthread_mutex_init(&s->mu, NULL) != 0) {
+        am2z__free(s->id);
+        am2z__free(s);
+        pthread_mutex_unlock(&lr->smu);
+        return NULL;
+    }
+    if (am2z__lr_cond_init(&s->cv) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        am2z__free(s->id);
+        am2z__free(s);
+        pthread_mutex_unlock(&lr->smu);
+        return NULL;
+    }
+    s->refs = 2; /* the table's and the caller's */
+    s->hash = h;
+    s->created_ms = am2z_now_ms();
+    s->live.prev = s->live.next = &s->live;
+    s->next = lr->stab[(size_t)h & (lr->stab_cap - 1)];
+    lr->stab[(size_t)h & (lr->stab_cap - 1)] = s;
+    lr->scount++;
+    pthread_mutex_unlock(&lr->smu);
+    if (am2z__lr_wants(lr, "session:created"))
+        am2z__lr_emit(lr, "session:created", am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(id)));
+    return s;
+}
+
+static void am2z__lr_live_add(am2z__lr_session *s, am2z__lr_live *l, int kind) {
+    l->kind = kind;
+    l->pass = 0;
+    pthread_mutex_lock(&s->mu);
+    l->next = s->live.next;
+    l->prev = &s->live;
+    s->live.next->prev = l;
+    s->live.next = l;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void am2z__lr_live_remove(am2z__lr_session *s, am2z__lr_live *l) {
+    pthread_mutex_lock(&s->mu); /* neighbours rewrite our links under it */
+    if (l->next) {
+        l->prev->next = l->next;
+        l->next->prev = l->prev;
+        l->next = l->prev = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64_t failed, int64_t cancelled) {
+    if (completed) __atomic_add_fetch(&s->completed, completed, __ATOMIC_RELAXED);
+    if (failed) __atomic_add_fetch(&s->failed, failed, __ATOMIC_RELAXED);
+    if (cancelled) __atomic_add_fetch(&s->cancelled, cancelled, __ATOMIC_RELAXED);
+}
+
+/* One fewer unfinished execution in s (called once its outcome is visible); wakes a
+   stop_session / stop waiting for zero. */
+static void am2z__lr_session_done(am2z__lr_session *s) {
+    if (__atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST) == 0 && AM2Z__LR_LD(&s->stopper)) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* Waits until s has no unfinished execution or until_ns passes. */
+static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns) {
+    pthread_mutex_lock(&s->mu);
+    AM2Z__LR_ST(&s->stopper, 1);
+    while (AM2Z__LR_LD(&s->running) > 0 && am2z__lr_now() < until_ns) am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
+    AM2Z__LR_ST(&s->stopper, 0);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- jobs ---- */
+
+static am2z__lr_job *am2z__lr_job_new(am2z__lr *lr, int top) {
+    am2z__lr_job *j = (am2z__lr_job *)am2z__malloc(sizeof *j);
+    if (!j) return NULL;
+    memset(j, 0, sizeof *j);
+    if (top) {
+        if (pthread_mutex_init(&j->mu, NULL) != 0) {
+            am2z__free(j);
+            return NULL;
+        }
+        if (am2z__lr_cond_init(&j->cv) != 0) {
+            pthread_mutex_destroy(&j->mu);
+            am2z__free(j);
+            return NULL;
+        }
+    }
+    j->base.rt = lr->rt;
+    j->lr = lr;
+    j->refs = 1;
+    j->top = top;
+    return j;
+}
+
+static void am2z__lr_batch_release(am2z__lr_batch *b);
+static void am2z__lr_pinfo_release_locked(am2z__lr *lr, am2z__lr_pinfo *pi);
+
+static void am2z__lr_job_release(am2z__lr_job *j) {
+    size_t i;
+    if (!j || am2z__atomic_dec(&j->refs) != 0) return;
+    if (j->top && j->session) am2z__lr_live_remove(j->session, &j->live);
+    if (j->pinfo) {
+        pthread_mutex_lock(&j->lr->qmu);
+        am2z__lr_pinfo_release_locked(j->lr, j->pinfo);
+        pthread_mutex_unlock(&j->lr->qmu);
+    }
+    am2z_processor_release(j->proc);
+    am2z_value_release(j->input);
+    am2z_value_release(j->out_state);
+    am2z_error_release(j->out_error);
+    for (i = 0; i < j->nerrs; i++) am2z_error_release(j->errs[i]);
+    am2z__free(j->errs);
+    am2z__lr_job_release(j->parent);
+    am2z__lr_batch_release(j->pbatch);
+    if (j->top) {
+        am2z__lr_session_release(j->session);
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+    }
+    am2z__free(j);
+}
+
+static void am2z__lr_job_wake(am2z__lr_job *j) {
+    if (j->top && AM2Z__LR_LD(&j->sleepers)) {
+        pthread_mutex_lock(&j->mu);
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+    }
+}
+
+static void am2z__lr_job_set(am2z__lr_job *j, int word) {
+    AM2Z__LR_ST(&j->word, word);
+    am2z__lr_job_wake(j);
+}
+
+static int am2z__lr_job_cas(am2z__lr_job *j, int from, int to) {
+    if (!__atomic_compare_exchange_n(&j->word, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return 0;
+    am2z__lr_job_wake(j);
+    return 1;
+}
+
+/* Records a failed attempt's error (consumed); 0 when out of memory (released). */
+static int am2z__lr_job_add_error(am2z__lr_job *j, am2z_error *e) {
+    if (!e) return 0;
+    if (j->nerrs == j->errs_cap) {
+        size_t cap = j->errs_cap ? j->errs_cap * 2 : 4;
+        am2z_error **a = (am2z_error **)am2z__realloc(j->errs, cap * sizeof *a);
+        if (!a) {
+            am2z_error_release(e);
+            return 0;
+        }
+        j->errs = a;
+        j->errs_cap = cap;
+    }
+    j->errs[j->nerrs++] = e;
+    return 1;
+}
+
+/* ---- parker: a worker waiting for its queued calls ---- */
+
+static void am2z__lr_notify(am2z__lr_worker *w) {
+    __atomic_add_fetch(&w->pgen, 1, __ATOMIC_SEQ_CST);
+    if (AM2Z__LR_LD(&w->pwait)) {
+        pthread_mutex_lock(&w->pmu);
+        pthread_cond_broadcast(&w->pcv);
+        pthread_mutex_unlock(&w->pmu);
+    }
+}
+
+static void am2z__lr_park(am2z__lr_worker *w, int gen, int64_t until_ns) {
+    pthread_mutex_lock(&w->pmu);
+    AM2Z__LR_ST(&w->pwait, 1);
+    if (AM2Z__LR_LD(&w->pgen) == gen) am2z__lr_wait_until(&w->pcv, &w->pmu, until_ns);
+    AM2Z__LR_ST(&w->pwait, 0);
+    pthread_mutex_unlock(&w->pmu);
+}
+
+/* ---- queue (everything here runs under qmu) ---- */
+
+static void am2z__lr_list_push(am2z__lr_job **head, am2z__lr_job **tail, am2z__lr_job *j) {
+    j->next = NULL;
+    if (*tail) (*tail)->next = j;
+    else *head = j;
+    *tail = j;
+}
+
+static am2z__lr_job *am2z__lr_list_pop(am2z__lr_job **head, am2z__lr_job **tail) {
+    am2z__lr_job *j = *head;
+    if (j) {
+        *head = j->next;
+        if (!*head) *tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static int am2z__lr_before(const am2z__lr_job *a, const am2z__lr_job *b, int by_due) {
+    int64_t x = by_due ? a->due_ns : a->priority, y = by_due ? b->due_ns : b->priority;
+    return x != y ? x < y : a->seq < b->seq;
+}
+
+static int am2z__lr_heap_push(am2z__lr_job ***heap, size_t *n, size_t *cap, am2z__lr_job *j, int by_due) {
+    size_t i;
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        am2z__lr_job **h = (am2z__lr_job **)am2z__realloc(*heap, c * sizeof *h);
+        if (!h) return 0;
+        *heap = h;
+        *cap = c;
+    }
+    for (i = (*n)++; i > 0 && am2z__lr_before(j, (*heap)[(i - 1) / 2], by_due); i = (i - 1) / 2)
+        (*heap)[i] = (*heap)[(i - 1) / 2];
+    (*heap)[i] = j;
+    return 1;
+}
+
+static am2z__lr_job *am2z__lr_heap_pop(am2z__lr_job **heap, size_t *n, int by_due) {
+    am2z__lr_job *top, *last;
+    size_t i = 0, c;
+    if (!*n) return NULL;
+    top = heap[0];
+    last = heap[--*n];
+    while ((c = 2 * i + 1) < *n) {
+        if (c + 1 < *n && am2z__lr_before(heap[c + 1], heap[c], by_due)) c++;
+        if (!am2z__lr_before(heap[c], last, by_due)) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (*n) heap[i] = last;
+    return top;
+}
+
+static void am2z__lr_work(am2z__lr *lr, int d) { __atomic_add_fetch(&lr->work, d, __ATOMIC_SEQ_CST); }
+
+/* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). */
+static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
+    j->seq = ++lr->seq;
+    if (j->priority <= 0 || !am2z__lr_heap_push(&lr->prio, &lr->prio_n, &lr->prio_cap, j, 0))
+        am2z__lr_list_push(&lr->norm_head, &lr->norm_tail, j);
+    am2z__lr_work(lr, 1);
+}
+
+static void am2z__lr_next_due_locked(am2z__lr *lr) {
+    __atomic_store_n(&lr->next_due, lr->delayed_n ? lr->delayed[0]->due_ns : 0, __ATOMIC_SEQ_CST);
+}
+
+/* Wakes up to n sleeping workers (spinning ones find the work themselves). */
+static void am2z__lr_wake_locked(am2z__lr *lr, int n) {
+    n -= AM2Z__LR_LD(&lr->spinners);
+    while (n-- > 0 && lr->idle) {
+        am2z__lr_worker *w = lr->idle;
+        lr->idle = w->idle_next;
+        w->sleeping = 0;
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+/* A job waiting for `due` (retries, delay_ms, rate limit); 0 when out of memory. */
+static int am2z__lr_delay_locked(am2z__lr *lr, am2z__lr_job *j, int64_t due) {
+    int earliest;
+    __atomic_store_n(&j->due_ns, due, __ATOMIC_SEQ_CST);
+    j->seq = ++lr->seq;
+    if (!am2z__lr_heap_push(&lr->delayed, &lr->delayed_n, &lr->delayed_cap, j, 1)) return 0;
+    earliest = lr->delayed[0] == j;
+    am2z__lr_next_due_locked(lr);
+    if (earliest) am2z__lr_wake_locked(lr, 1); /* sleepers recompute their timeout */
+    return 1;
+}
+
+static void am2z__lr_pinfo_release_locked(am2z__lr *lr, am2z__lr_pinfo *pi) {
+    am2z__lr_pinfo **pp;
+    (void)lr;
+    if (--pi->refs > 0) return;
+    for (pp = &lr->pinfos; *pp; pp = &(*pp)->next)
+        if (*pp == pi) {
+            *pp = pi->next;
+            break;
+        }
+    am2z_processor_release(pi->proc);
+    am2z__free(pi);
+}
+
+/* The queue state of p (not retained), created on first use; NULL when out of memory. */
+static am2z__lr_pinfo *am2z__lr_pinfo_get_locked(am2z__lr *lr, am2z_processor *p) {
+    am2z__lr_pinfo *pi;
+    for (pi = lr->pinfos; pi; pi = pi->next)
+        if (pi->proc == p && pi->listed) return pi;
+    pi = (am2z__lr_pinfo *)am2z__malloc(sizeof *pi);
+    if (!pi) return NULL;
+    memset(pi, 0, sizeof *pi);
+    pi->proc = am2z_processor_retain(p);
+    pi->refs = 1;
+    pi->listed = 1;
+    pi->next = lr->pinfos;
+    lr->pinfos = pi;
+    return pi;
+}
+
+/* Gives j's concurrency slot to the next waiting job. */
+static void am2z__lr_slot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
+    am2z__lr_pinfo *pi = j->pinfo;
+    am2z__lr_job *k;
+    if (!j->has_slot) return;
+    j->has_slot = 0;
+    pi->running--;
+    while ((k = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
+        pi->running++;
+        k->has_slot = 1;
+        am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
+        am2z__lr_work(lr, 1);
+        am2z__lr_wake_locked(lr, 1);
+        break;
+    }
+}
+
+/* Applies j's concurrency limit and rate limit; 0 when j was parked or delayed. */
+static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
+    const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
+    am2z__lr_pinfo *pi = j->pinfo;
+    if (q->concurrency > 0 && !j->has_slot) {
+        if (pi->running >= q->concurrency) {
+            am2z__lr_list_push(&pi->wait_head, &pi->wait_tail, j);
+            return 0;
+        }
+        pi->running++;
+        j->has_slot = 1;
+    }
+    if (q->rate_limit_per_minute > 0 && !j->has_token) {
+        int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute;
+        if (pi->next_token_ns > now) {
+            /* reserve the next start so waiting jobs line up instead of racing */
+            int64_t due = pi->next_token_ns;
+            pi->next_token_ns += interval;
+            j->has_token = 1;
+            if (am2z__lr_delay_locked(lr, j, due)) return 0;
+        } else {
+            pi->next_token_ns = now + interval;
+        }
+    }
+    j->has_token = 0;
+    return 1;
+}
+
+/* Takes the next task: a job (*jp) or an execute_many to help with (*bp, *sweep).
+   Jobs resolved while queued are moved to *drop for release outside the lock. */
+static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am2z__lr_batch **bp, int *sweep,
+                                am2z__lr_job **drop) {
+    am2z__lr_job *j;
+    am2z__lr_batch *b;
+    while (lr->delayed_n && lr->delayed[0]->due_ns <= now) {
+        j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1);
+        am2z__lr_ready_push_locked(lr, j);
+    }
+    am2z__lr_next_due_locked(lr);
+    if ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
+        am2z__lr_work(lr, -1);
+        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+        *jp = j;
+        return 1;
+    }
+    for (b = lr->batches; b; b = b->qnext) {
+        if (!b->advertised) continue;
+        if (b->sweep) {
+            b->sweep = 0;
+            *sweep = 1;
+            am2z__atomic_inc(&b->refs);
+            *bp = b;
+            return 1;
+        }
+        if (__atomic_load_n(&b->next, __ATOMIC_RELAXED) < b->count && !AM2Z__LR_LD(&b->cancel_pending) &&
+            !AM2Z__LR_LD(&b->cancel)) {
+            am2z__atomic_inc(&b->refs);
+            *bp = b;
+            return 1;
+        }
+        b->advertised = 0;
+        am2z__lr_work(lr, -1);
+    }
+    for (;;) {
+        j = am2z__lr_list_pop(&lr->front_head, &lr->front_tail);
+        if (!j) j = am2z__lr_list_pop(&lr->norm_head, &lr->norm_tail);
+        if (!j) j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0);
+        if (!j) return 0;
+        am2z__lr_work(lr, -1);
+        if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED) {
+            if (j->pinfo) am2z__lr_slot_release_locked(lr, j);
+            lr->queued--;
+            j->next = *drop;
+            *drop = j;
+            continue;
+        }
+        if (j->pinfo && !am2z__lr_gate_locked(lr, j, now)) continue;
+        lr->queued--;
+        *jp = j;
+        return 1;
+    }
+}
+
+static void am2z__lr_release_list(am2z__lr_job *j) {
+    while (j) {
+        am2z__lr_job *n = j->next;
+        am2z__lr_job_release(j);
+        j = n;
+    }
+}
+
+/* Queues top-level job j (one more reference) to start after delay_ns. */
+static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay_ns, int first) {
+    const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
+    pthread_mutex_lock(&lr->qmu);
+    if (!AM2Z__LR_LD(&lr->running)) {
+        pthread_mutex_unlock(&lr->qmu);
+        return AM2Z_STATUS_NOT_STARTED;
+    }
+    if (first && lr->queued >= lr->capacity) {
+        pthread_mutex_unlock(&lr->qmu);
+        return AM2Z_STATUS_LIMIT;
+    }
+    if (first && (q->concurrency > 0 || q->rate_limit_per_minute > 0)) {
+        j->pinfo = am2z__lr_pinfo_get_locked(lr, j->proc);
+        if (!j->pinfo) {
+            pthread_mutex_unlock(&lr->qmu);
+            return AM2Z_STATUS_NO_MEMORY;
+        }
+        j->pinfo->refs++;
+    }
+    am2z__atomic_inc(&j->refs);
+    lr->queued++;
+    if (delay_ns > 0) {
+        if (!am2z__lr_delay_locked(lr, j, am2z__lr_now() + delay_ns)) {
+            lr->queued--;
+            pthread_mutex_unlock(&lr->qmu);
+            am2z__atomic_dec(&j->refs); /* the caller still holds one */
+            return AM2Z_STATUS_NO_MEMORY;
+        }
+    } else {
+        __atomic_store_n(&j->due_ns, 0, __ATOMIC_SEQ_CST);
+        am2z__lr_ready_push_locked(lr, j);
+        am2z__lr_wake_locked(lr, 1);
+    }
+    pthread_mutex_unlock(&lr->qmu);
+    return AM2Z_OK;
+}
+
+/* ---- running one attempt ---- */
+
+/* The ctx functions this runtime serves (defined with call_many below). */
+static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                                    size_t n, am2z_result *results);
+static void am2z__ctx_emit_lr(am2z_ctx *ctx, const char *event, am2z_value *data);
+static int am2z__ctx_cancelled_lr(const am2z_ctx *ctx);
+static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event);
+static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx);
+static const am2z_ctx_ops am2z__lr_ctx_ops = {am2z__ctx_call_many_lr, am2z__ctx_emit_lr, am2z__ctx_cancelled_lr,
+                                              am2z__ctx_wants_lr, am2z__ctx_logger_lr};
+
+static int am2z__lr_item_cancelled(const am2z__lr_batch *b, size_t i) {
+    return AM2Z__LR_LD(&b->cancel) || (AM2Z__LR_LD(&b->items[i]) & 7) != AM2Z__LR_IT_RUNNING;
+}
+
+/* Non-zero once the attempt a frame belongs to (or anything it was called from) was
+   resolved without it: timed out by its waiter, cancelled, or abandoned by its parent. */
+static int am2z__lr_owner_cancelled(const am2z__lr_job *j, int attempt, const am2z__lr_batch *b, size_t bi) {
+    for (;;) {
+        if (b && am2z__lr_item_cancelled(b, bi)) return 1;
+        if (!j) return 0;
+        if (AM2Z__LR_LD(&j->cancel) || AM2Z__LR_LD(&j->word) != AM2Z__LR_WORD(attempt, AM2Z__LR_RUNNING)) return 1;
+        b = j->pbatch;
+        bi = j->pindex;
+        attempt = j->parent_attempt;
+        j = j->parent;
+    }
+}
+
+static int am2z__lr_frame_cancelled(const am2z__lr_frame *f, int64_t now) {
+    if (f->deadline_ns && now >= f->deadline_ns) return 1;
+    return am2z__lr_owner_cancelled(f->job, f->attempt, f->batch, f->index);
+}
+
+/* One attempt of p on this thread: context, "processor:job:started", the processor,
+   the version bump of a successful state. */
+static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, const am2z_state *input,
+                                    const char *exec_id, int attempt, int depth, int64_t start_ns) {
+    am2z__lr *lr = f->lr;
+    am2z__lr_shard *sh;
+    am2z_ctx ctx;
+    am2z_result r;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.ops = &am2z__lr_ctx_ops;
+    ctx.runtime_data = f;
+    ctx.runtime = lr->rt;
+    ctx.processor = p;
+    ctx.logger = lr->rt->logger;
+    ctx.meta.processor = am2z_processor_name(p);
+    ctx.meta.execution_id = exec_id;
+    ctx.meta.session_id = f->session->id;
+    ctx.meta.attempt = attempt;
+    ctx.meta.call_depth = depth;
+    ctx.meta.started_at_ms = am2z__lr_wall(lr, start_ns);
+    ctx.deadline_ns = f->deadline_ns;
+    f->logger = NULL;
+    sh = am2z__lr_shard_enter(lr);
+    am2z__lr_add(&sh->started, 1);
+    am2z__lr_shard_leave(sh);
+    if (am2z__lr_wants(lr, "processor:job:started")) {
+        am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
+        d = am2z__lr_put(d, "attempt", am2z_value_int(attempt));
+        d = am2z__lr_put(d, "callDepth", am2z_value_int(depth));
+        am2z__lr_emit(lr, "processor:job:started", d);
+    }
+    r = am2z_processor_invoke(p, &ctx, input);
+    if (r.state) {
+        r.state = am2z_state_bump(r.state);
+        if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
+    }
+    sh = am2z__lr_shard_enter(lr);
+    am2z__lr_add(&sh->ended, 1);
+    am2z__lr_shard_leave(sh);
+    if (f->logger) am2z_logger_release(f->logger);
+    f->logger = NULL;
+    return r;
+}
+
+static int am2z__lr_help(am2z__lr_worker *w);
+
+/* Waits until t_ns on behalf of frame pf, helping with queued calls meanwhile.
+   Returns 0 when pf was cancelled first. */
+static int am2z__lr_wait_for(const am2z__lr_frame *pf, int64_t t_ns) {
+    am2z__lr_worker *w = pf->worker;
+    for (;;) {
+        int64_t now = am2z__lr_now(), until;
+        int gen = w ? AM2Z__LR_LD(&w->pgen) : 0;
+        if (am2z__lr_frame_cancelled(pf, now)) return 0;
+        if (now >= t_ns) return 1;
+        if (w && am2z__lr_help(w)) continue;
+        until = t_ns < now + AM2Z__LR_POLL_NS ? t_ns : now + AM2Z__LR_POLL_NS;
+        if (w) am2z__lr_park(w, gen, until);
+        else am2z__lr_sleep_ns(until - now < 1000000 ? until - now : 1000000);
+    }
+}
+
+/* Reserves a start for rate-limited p and returns when it is (now if free). */
+static int64_t am2z__lr_rate_reserve(am2z__lr *lr, am2z_processor *p, int64_t now) {
+    const am2z_queue_config *q = &am2z_processor_desc_of(p)->queue;
+    int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = now;
+    am2z__lr_pinfo *pi;
+    pthread_mutex_lock(&lr->qmu);
+    pi = am2z__lr_pinfo_get_locked(lr, p);
+    if (pi) {
+        if (pi->next_token_ns > now) at = pi->next_token_ns;
+        pi->next_token_ns = at + interval;
+    }
+    pthread_mutex_unlock(&lr->qmu);
+    return at;
+}
+
+/* A nested call, run on this thread: queue options become waits (the delay, the rate
+   limit), retries happen here with their backoff (helping meanwhile), each attempt
+   has its own timeout bounded by the caller's remaining budget. */
+static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p, const am2z_state *input, int depth) {
+    am2z__lr *lr = pf->lr;
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    const char *name = am2z_processor_name(p);
+    int64_t timeout = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
+    int64_t first = am2z__lr_now(), s, dl, end = first, delay;
+    am2z__lr_frame f;
+    am2z_result r;
+    char id[64];
+    int att;
+    am2z__execution_id_at(name, am2z__lr_wall(lr, first), id);
+    if (!input) {
+        r = am2z__lr_fail(am2z_error_validation("input", NULL, "a state is required"));
+        att = 0;
+        goto failed;
+    }
+    if (d->queue.delay_ms > 0 && !am2z__lr_wait_for(pf, am2z__lr_deadline(first, d->queue.delay_ms))) {
+        r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
+        att = 0;
+        goto failed;
+    }
+    if (d->queue.rate_limit_per_minute > 0) {
+        int64_t at = am2z__lr_rate_reserve(lr, p, am2z__lr_now());
+        if (!am2z__lr_wait_for(pf, at)) {
+            r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
+            att = 0;
+            goto failed;
+        }
+    }
+    for (att = 1;; att++) {
+        s = am2z__lr_now();
+        dl = am2z__lr_deadline(s, timeout);
+        if (pf->deadline_ns && (!dl || pf->deadline_ns < dl)) dl = pf->deadline_ns;
+        f = *pf;
+        f.deadline_ns = dl;
+        r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
+        end = am2z__lr_now();
+        if (dl && end > dl) { /* late: discard whatever it returned */
+            am2z_result_clear(&r);
+            r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
+        }
+        if (r.state) {
+            am2z__lr_stat(lr, name, 0, end - first);
+            am2z__lr_emit_end(lr, name, id, pf->session->id, NULL, att, depth, end - first);
+            return r;
+        }
+        if (am2z__lr_frame_cancelled(pf, end)) break;
+        delay = am2z_retry_delay_ms(&d->retry, r.error, att);
+        if (delay < 0) break;
+        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_emit_retrying(lr, name, id, pf->session->id, r.error, att, delay);
+        if (delay > 0 && !am2z__lr_wait_for(pf, am2z__lr_deadline(am2z__lr_now(), delay))) break;
+        am2z_result_clear(&r);
+    }
+failed:
+    end = am2z__lr_now();
+    am2z__lr_stat(lr, name, 1, end - first);
+    am2z__lr_emit_end(lr, name, id, pf->session->id, r.error, att, depth, end - first);
+    return r;
+}
+
+/* ---- top-level jobs: resolving attempts ---- */
+
+/* The execution's final outcome; called by whoever holds the RESOLVING phase.
+   state and err are consumed. */
+static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2z_state *state, am2z_error *err) {
+    int64_t end = am2z__lr_now(), first = AM2Z__LR_LD(&j->first_start_ns), lat = first ? end - first : 0;
+    const char *name = am2z_processor_name(j->proc);
+    int cancelled = AM2Z__LR_LD(&j->cancel) != 0;
+    j->out_state = state;
+    j->out_error = err;
+    j->end_ns = end;
+    am2z__lr_stat(lr, name, state ? 0 : 1, lat);
+    am2z__lr_emit_end(lr, name, j->exec_id, j->session->id, state ? NULL : err, AM2Z__LR_LD(&j->started_attempts),
+                      0, lat);
+    /* counters before the outcome shows, "running" after: whoever sees the outcome sees
+       the counts, and whoever sees running drop sees the outcome */
+    am2z__lr_session_count(j->session, state ? 1 : 0, !state && !cancelled, !state && cancelled);
+    am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
+    am2z__lr_session_done(j->session);
+}
+
+/* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry. */
+static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(j->proc);
+    int64_t delay;
+    if (r.state) {
+        am2z__lr_finish(lr, j, attempt, r.state, NULL);
+        return;
+    }
+    if (r.error && !AM2Z__LR_LD(&j->cancel) && AM2Z__LR_LD(&lr->running) && !AM2Z__LR_LD(&j->session->stopping) &&
+        (delay = am2z_retry_delay_ms(&d->retry, r.error, attempt)) >= 0 &&
+        am2z__lr_job_add_error(j, am2z_error_retain(r.error))) {
+        const char *name = am2z_processor_name(j->proc);
+        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_emit_retrying(lr, name, j->exec_id, j->session->id, r.error, attempt, delay);
+        am2z__lr_job_set(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED));
+        if (am2z__lr_enqueue(lr, j, delay * 1000000, 0) == AM2Z_OK) {
+            am2z_error_release(r.error);
+            return;
+        }
+        /* the runtime stopped meanwhile: this failure is final */
+        if (!am2z__lr_job_cas(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED),
+                              AM2Z__LR_WORD(attempt + 1, AM2Z__LR_RESOLVING))) {
+            am2z_error_release(r.error);
+            return;
+        }
+        am2z__lr_finish(lr, j, attempt + 1, NULL, r.error);
+        return;
+    }
+    if (r.error) am2z__lr_job_add_error(j, am2z_error_retain(r.error));
+    am2z__lr_finish(lr, j, attempt, NULL, r.error);
+}
+
+/* Cancels j: resolves it now unless it is already finishing. only_queued leaves a
+   running attempt alone. */
+static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int only_queued) {
+    for (;;) {
+        int w = AM2Z__LR_LD(&j->word), ph = w & 3, zero = 0;
+        am2z_error *e;
+        if (ph != AM2Z__LR_QUEUED && (ph != AM2Z__LR_RUNNING || only_queued)) return;
+        if (!am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) continue;
+        __atomic_compare_exchange_n(&j->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        e = am2z__lr_cancel_error(reason, j->proc, j->exec_id, j->session->id);
+        if (ph == AM2Z__LR_RUNNING && e) am2z__lr_job_add_error(j, am2z_error_retain(e));
+        am2z__lr_finish(lr, j, w >> 2, NULL, e);
+        return;
+    }
+}
+
+/* Runs the queued attempt of top-level job j on worker w (or on a worker that waits
+   for it); consumes the reference it was given. */
+static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
+    am2z__lr *lr = j->lr;
+    int word = AM2Z__LR_LD(&j->word), att = word >> 2;
+    int64_t start = am2z__lr_now(), dl = am2z__lr_deadline(start, j->timeout_ms), end, zero = 0;
+    am2z_result r;
+    am2z__lr_frame f;
+    if ((word & 3) == AM2Z__LR_QUEUED) AM2Z__LR_ST(&j->deadline_ns, dl);
+    if ((word & 3) != AM2Z__LR_QUEUED || !am2z__lr_job_cas(j, word, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING))) {
+        if (j->has_slot) {
+            pthread_mutex_lock(&lr->qmu);
+            am2z__lr_slot_release_locked(lr, j);
+            pthread_mutex_unlock(&lr->qmu);
+        }
+        am2z__lr_job_release(j);
+        return;
+    }
+    __atomic_compare_exchange_n(&j->first_start_ns, &zero, start, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    AM2Z__LR_ST(&j->started_attempts, att);
+    if (AM2Z__LR_LD(&j->cancel)) {
+        r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&j->cancel), j->proc, j->exec_id, j->session->id));
+    } else {
+        memset(&f, 0, sizeof f);
+        f.lr = lr;
+        f.worker = w;
+        f.job = j;
+        f.attempt = att;
+        f.session = j->session;
+        f.deadline_ns = dl;
+        r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
+    }
+    end = am2z__lr_now();
+    if (j->has_slot) {
+        pthread_mutex_lock(&lr->qmu);
+        am2z__lr_slot_release_locked(lr, j);
+        pthread_mutex_unlock(&lr->qmu);
+    }
+    if (dl && end > dl) {
+        am2z_result_clear(&r);
+        r = am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms));
+    }
+    if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING)))
+        am2z__lr_resolve(lr, j, att, r);
+    else
+        am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
+    am2z__lr_job_release(j);
+}
+
+/* Copies (move = 0) or moves the finished job's outcome into out. */
+static void am2z__lr_job_outcome(am2z__lr_job *j, am2z_outcome *out, int move) {
+    int64_t first = AM2Z__LR_LD(&j->first_start_ns);
+    size_t i;
+    memset(out, 0, sizeof *out);
+    if (j->out_state) out->state = move ? j->out_state : am2z_value_retain(j->out_state);
+    else if (j->out_error && j->out_error->partial_state)
+        out->state = am2z_value_retain(j->out_error->partial_state);
+    else out->state = am2z_value_retain(j->input);
+    out->error = move ? j->out_error : am2z_error_retain(j->out_error);
+    if (move) {
+        out->attempt_errors = j->errs;
+        out->attempt_error_count = j->nerrs;
+        j->out_state = NULL;
+        j->out_error = NULL;
+        j->errs = NULL;
+        j->nerrs = j->errs_cap = 0;
+    } else if (j->nerrs) {
+        out->attempt_errors = (am2z_error **)am2z__malloc(j->nerrs * sizeof *out->attempt_errors);
+        if (out->attempt_errors) {
+            for (i = 0; i < j->nerrs; i++) out->attempt_errors[i] = am2z_error_retain(j->errs[i]);
+            out->attempt_error_count = j->nerrs;
+        }
+    }
+    out->attempts = AM2Z__LR_LD(&j->started_attempts);
+    out->execution_us = first ? (j->end_ns - first) / 1000 : 0;
+    out->started_at_ms = am2z__lr_wall(j->lr, first ? first : j->created_ns);
+    memcpy(out->execution_id, j->exec_id, sizeof out->execution_id);
+}
+
+/* Waits for top-level job j. The waiter enforces the current attempt's deadline. */
+static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
+    am2z__lr *lr = j->lr;
+    am2z__lr_worker *me = am2z__lr_me(lr);
+    int64_t t0 = am2z__lr_now(), spin_end = t0 + AM2Z_LOCAL_SPIN_NS, until;
+    if (timeout_ms < 0) until = INT64_MAX;
+    else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
+    for (;;) {
+        int w = AM2Z__LR_LD(&j->word), ph = w & 3;
+        int64_t now, wake = INT64_MAX, dl;
+        if (ph == AM2Z__LR_DONE) {
+            am2z__lr_job_outcome(j, out, move);
+            return AM2Z_OK;
+        }
+        now = am2z__lr_now();
+        if (ph == AM2Z__LR_RUNNING) {
+            dl = AM2Z__LR_LD(&j->deadline_ns);
+            if (dl && now >= dl) {
+                if (am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) {
+                    am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)));
+                }
+                continue;
+            }
+            if (dl) wake = dl;
+        } else if (ph == AM2Z__LR_QUEUED && me) {
+            /* a processor waiting for an execution it submitted: run it here rather than
+               wait for a worker that may be this one */
+            int64_t due = AM2Z__LR_LD(&j->due_ns);
+            if (due <= now) {
+                am2z__atomic_inc(&j->refs);
+                me->help_depth++;
+                am2z__lr_run_job(me, j);
+                me->help_depth--;
+                continue;
+            }
+            wake = due;
+        }
+        if (now >= until) return AM2Z_STATUS_TIMEOUT;
+        if (wake > until) wake = until;
+        if (now < spin_end) {
+            AM2Z__LR_PAUSE();
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        AM2Z__LR_ST(&j->sleepers, 1);
+        if (AM2Z__LR_LD(&j->word) == w) am2z__lr_wait_until(&j->cv, &j->mu, wake);
+        AM2Z__LR_ST(&j->sleepers, 0);
+        pthread_mutex_unlock(&j->mu);
+    }
+}
+
+/* ---- nested calls queued on the lane ---- */
+
+/* Stores the result of nested job k and wakes its parent; r consumed. */
+static void am2z__lr_kid_finish(am2z__lr_job *k, am2z_result r) {
+    if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_RESOLVING))) {
+        k->out_state = r.state;
+        k->out_error = r.error;
+        am2z__lr_job_set(k, AM2Z__LR_WORD(1, AM2Z__LR_DONE));
+        if (k->notify) am2z__lr_notify(k->notify);
+    } else {
+        am2z_result_clear(&r);
+    }
+}
+
+static void am2z__lr_run_kid(am2z__lr_worker *w, am2z__lr_job *k) {
+    am2z__lr_frame f;
+    am2z_result r;
+    if (!am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_QUEUED), AM2Z__LR_WORD(1, AM2Z__LR_RUNNING))) {
+        am2z__lr_job_release(k);
+        return;
+    }
+    memset(&f, 0, sizeof f);
+    f.lr = k->lr;
+    f.worker = w;
+    f.job = k;
+    f.attempt = 1;
+    f.session = k->session;
+    f.deadline_ns = k->deadline_ns;
+    r = am2z__lr_run_call(&f, k->proc, k->input, k->depth);
+    am2z__lr_kid_finish(k, r);
+    am2z__lr_job_release(k);
+}
+
+/* Runs one queued nested call of another execution; 0 when there is none. */
+static int am2z__lr_help(am2z__lr_worker *w) {
+    am2z__lr *lr = w->lr;
+    am2z__lr_job *k = NULL;
+    if (w->help_depth >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
+    pthread_mutex_lock(&lr->qmu);
+    k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
+    if (k) {
+        am2z__lr_work(lr, -1);
+        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&lr->qmu);
+    if (!k) return 0;
+    w->help_depth++;
+    am2z__lr_run_kid(w, k);
+    w->help_depth--;
+    return 1;
+}
+
+/* The processor a composite (or any processor) calls by name: its own child of that
+   name (borrowed: no registry lock on the hot path), else the registered one
+   (retained, *owned = 1), else NULL. */
+static am2z_processor *am2z__lr_callee(am2z__lr *lr, const am2z_processor *caller, const char *name, int *owned) {
+    am2z_processor *const *kids = NULL;
+    size_t n = am2z__processor_children(caller, &kids), i;
+    *owned = 0;
+    for (i = 0; i < n; i++)
+        if (strcmp(am2z_processor_name(kids[i]), name) == 0) return kids[i];
+    *owned = 1;
+    return am2z_runtime_lookup(lr->rt, name);
+}
+
+static am2z__lr_job *am2z__lr_kid_new(const am2z__lr_frame *pf, am2z_processor *p, const am2z_state *input,
+                                      int depth) {
+    am2z__lr_job *k = am2z__lr_job_new(pf->lr, 0);
+    if (!k) return NULL;
+    k->refs = 2; /* the parent's and the lane's */
+    k->proc = am2z_processor_retain(p);
+    k->input = am2z_value_retain(input);
+    k->session = pf->session; /* kept alive by the parent chain */
+    if (pf->job) {
+        am2z__atomic_inc(&pf->job->refs);
+        k->parent = pf->job;
+    }
+    k->parent_attempt = pf->attempt;
+    if (pf->batch) {
+        am2z__atomic_inc(&pf->batch->refs);
+        k->pbatch = pf->batch;
+    }
+    k->pindex = pf->index;
+    k->notify = pf->worker;
+    k->depth = depth;
+    k->deadline_ns = pf->deadline_ns;
+    k->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
+    return k;
+}
+
+static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                                    size_t n, am2z_result *results) {
+    am2z__lr_frame *pf = (am2z__lr_frame *)ctx->runtime_data;
+    am2z__lr *lr = pf->lr;
+    int depth = ctx->meta.call_depth + 1, queued = 0;
+    am2z_processor *pstack[8];
+    am2z__lr_job *kstack[8];
+    int ostack[8];
+    am2z_processor **procs = pstack;
+    am2z__lr_job **kids = kstack;
+    int *owned = ostack;
+    void *block = NULL;
+    size_t i, first = n;
+    int64_t spin_end;
+    if (depth > lr->max_depth) {
+        for (i = 0; i < n; i++) results[i] = am2z__lr_fail(am2z_error_call_depth(lr->max_depth, depth));
+        return;
+    }
+    if (n > 8) {
+        size_t unit = sizeof(am2z_processor *) + sizeof(am2z__lr_job *) + sizeof(int);
+        if (n > ((size_t)-1) / unit || !(block = am2z__malloc(n * unit))) {
+            for (i = 0; i < n; i++) results[i] = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
+            return;
+        }
+        procs = (am2z_processor **)block;
+        kids = (am2z__lr_job **)(procs + n);
+        owned = (int *)(kids + n);
+    }
+    for (i = 0; i < n; i++) {
+        kids[i] = NULL;
+        procs[i] = names[i] ? am2z__lr_callee(lr, ctx->processor, names[i], &owned[i]) : NULL;
+        if (!procs[i]) {
+            owned[i] = 0;
+            results[i] = am2z__lr_fail(am2z__runtime_not_found(lr->rt, names[i]));
+        } else if (first == n) {
+            first = i;
+        }
+    }
+    /* all but the first go on the lane for idle workers */
+    for (i = first + 1; i < n; i++)
+        if (procs[i] && (kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) != NULL) queued++;
+    if (queued) {
+        pthread_mutex_lock(&lr->qmu);
+        for (i = first + 1; i < n; i++) {
+            if (!kids[i]) continue;
+            am2z__lr_list_push(&lr->lane_head, &lr->lane_tail, kids[i]);
+        }
+        am2z__lr_work(lr, queued);
+        __atomic_add_fetch(&lr->lane_n, queued, __ATOMIC_SEQ_CST);
+        am2z__lr_wake_locked(lr, queued);
+        pthread_mutex_unlock(&lr->qmu);
+    }
+    if (first < n) results[first] = am2z__lr_run_call(pf, procs[first], inputs[first], depth);
+    /* take back, in order, what no other worker took */
+    for (i = first + 1; i < n; i++) {
+        if (!procs[i]) continue;
+        if (!kids[i]) {
+            results[i] = am2z__lr_run_call(pf, procs[i], inputs[i], depth);
+        } else if (am2z__lr_job_cas(kids[i], AM2Z__LR_WORD(1, AM2Z__LR_QUEUED), AM2Z__LR_WORD(1, AM2Z__LR_DONE))) {
+            results[i] = am2z__lr_run_call(pf, procs[i], inputs[i], depth);
+            am2z__lr_job_release(kids[i]);
+            kids[i] = NULL;
+        }
+    }
+    /* wait for the ones running elsewhere */
+    spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    for (;;) {
+        am2z__lr_worker *w = pf->worker;
+        int gen = w ? AM2Z__LR_LD(&w->pgen) : 0, pending = 0;
+        int64_t now;
+        for (i = first + 1; i < n; i++) {
+            if (!kids[i]) continue;
+            if ((AM2Z__LR_LD(&kids[i]->word) & 3) == AM2Z__LR_DONE) {
+                results[i].state = kids[i]->out_state;
+                results[i].error = kids[i]->out_error;
+                kids[i]->out_state = NULL;
+                kids[i]->out_error = NULL;
+                am2z__lr_job_release(kids[i]);
+                kids[i] = NULL;
+            } else {
+                pending++;
+            }
+        }
+        if (!pending) break;
+        now = am2z__lr_now();
+        if (am2z__lr_frame_cancelled(pf, now)) {
+            int timed_out = pf->deadline_ns && now >= pf->deadline_ns;
+            for (i = first + 1; i < n; i++) {
+                am2z__lr_job *k = kids[i];
+                int zero = 0;
+                if (!k) continue;
+                __atomic_compare_exchange_n(&k->cancel, &zero, AM2Z__LR_CANCEL_PARENT, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST);
+                if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_DONE))) {
+                    results[i] = am2z__lr_fail(timed_out ? am2z__lr_timeout_error(procs[i], NULL, am2z_processor_timeout_ms(procs[i], lr->default_timeout_ms))
+                                                         : am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, procs[i], NULL, pf->session->id));
+                    am2z__lr_job_release(k);
+                    kids[i] = NULL;
+                }
+            }
+            continue;
+        }
+        if (w && am2z__lr_help(w)) continue;
+        if (now < spin_end) {
+            AM2Z__LR_PAUSE();
+            continue;
+        }
+        if (w) {
+            int64_t until = now + AM2Z__LR_POLL_NS;
+            if (pf->deadline_ns && pf->deadline_ns < until) until = pf->deadline_ns;
+            am2z__lr_park(w, gen, until);
+        } else {
+            am2z__lr_sleep_ns(100000);
+        }
+    }
+    for (i = 0; i < n; i++)
+        if (owned[i]) am2z_processor_release(procs[i]);
+    am2z__free(block);
+}
+
+static void am2z__ctx_emit_lr(am2z_ctx *ctx, const char *event, am2z_value *data) {
+    am2z_runtime_emit(ctx->runtime, event, data);
+    am2z_value_release(data);
+}
+
+static int am2z__ctx_cancelled_lr(const am2z_ctx *ctx) {
+    return am2z__lr_frame_cancelled((const am2z__lr_frame *)ctx->runtime_data, am2z__lr_now());
+}
+
+static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event) {
+    return am2z__runtime_has_handlers(ctx->runtime, event);
+}
+
+static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx) {
+    am2z__lr_frame *f = (am2z__lr_frame *)ctx->runtime_data;
+    if (!f->logger) {
+        am2z_value *fields = am2z__lr_put(am2z_value_object(), "processor", am2z__lr_str(ctx->meta.processor));
+        fields = am2z__lr_put(fields, "sessionId", am2z__lr_str(ctx->meta.session_id));
+        fields = am2z__lr_put(fields, "executionId", am2z__lr_str(ctx->meta.execution_id));
+        if (fields) f->logger = am2z_logger_child(ctx->logger, fields, ctx->meta.processor);
+        am2z_value_release(fields);
+    }
+    return f->logger ? f->logger : ctx->logger;
+}
+
+/* ---- execute_many ---- */
+
+static void am2z__lr_batch_release(am2z__lr_batch *b) {
+    if (!b || am2z__atomic_dec(&b->refs) != 0) return;
+    am2z_processor_release(b->proc);
+    am2z__lr_session_release(b->session);
+    am2z__free(b->items);
+    am2z__free(b->slots);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    am2z__free(b);
+}
+
+static void am2z__lr_batch_wake(am2z__lr_batch *b) {
+    if (AM2Z__LR_LD(&b->sleepers)) {
+        pthread_mutex_lock(&b->mu);
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
+/* Fills outs[k] for a finished item; r consumed, in (the item's input) borrowed. */
+static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, const am2z_state *in,
+                                  int attempts, int64_t start, int64_t end, const char *exec_id) {
+    memset(o, 0, sizeof *o);
+    if (r.state) {
+        o->state = r.state;
+    } else {
+        o->state = am2z_value_retain(r.error && r.error->partial_state ? r.error->partial_state : in);
+        o->error = r.error;
+        if (r.error && attempts) {
+            o->attempt_errors = (am2z_error **)am2z__malloc(sizeof *o->attempt_errors);
+            if (o->attempt_errors) {
+                o->attempt_errors[0] = am2z_error_retain(r.error);
+                o->attempt_error_count = 1;
+            }
+        }
+    }
+    o->attempts = attempts;
+    o->execution_us = start ? (end - start) / 1000 : 0;
+    o->started_at_ms = am2z__lr_wall(lr, start ? start : end);
+    memcpy(o->execution_id, exec_id, sizeof o->execution_id);
+}
+
+/* Runs item k if nobody claimed it; returns 1 when this call resolved it (ok in *ok). */
+static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int *ok) {
+    am2z__lr *lr = b->lr;
+    uint64_t e = AM2Z__LR_IT_PENDING, run;
+    am2z_state *in;
+    am2z_result r;
+    int64_t s, dl, end;
+    am2z__lr_frame f;
+    const char *name = am2z_processor_name(b->proc);
+    char id[64];
+    if (!__atomic_compare_exchange_n(&b->items[k], &e, (uint64_t)AM2Z__LR_IT_CLAIMED, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST))
+        return 0;
+    /* the caller cannot return while the item is claimed, so inputs[k] is alive */
+    in = am2z_value_retain(b->inputs[k]);
+    s = am2z__lr_now();
+    dl = am2z__lr_deadline(s, b->timeout_ms);
+    run = ((uint64_t)dl << 3) | AM2Z__LR_IT_RUNNING;
+    AM2Z__LR_ST(&b->items[k], run);
+    AM2Z__LR_ST(&b->slots[w->index].item, k + 1);
+    am2z__execution_id_at(name, am2z__lr_wall(lr, s), id);
+    if (!in) {
+        r = am2z__lr_fail(am2z_error_validation("input", NULL, "a state is required"));
+    } else {
+        memset(&f, 0, sizeof f);
+        f.lr = lr;
+        f.worker = w;
+        f.batch = b;
+        f.index = k;
+        f.session = b->session;
+        f.deadline_ns = dl;
+        r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
+    }
+    end = am2z__lr_now();
+    if (end > dl) {
+        am2z_result_clear(&r);
+        r = am2z__lr_fail(am2z__lr_timeout_error(b->proc, id, b->timeout_ms));
+    }
+    e = run;
+    if (!__atomic_compare_exchange_n(&b->items[k], &e, (uint64_t)AM2Z__LR_IT_WRITING, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
+        am2z_result_clear(&r); /* the caller gave up on it */
+        am2z_value_release(in);
+        return 0;
+    }
+    *ok = r.state != NULL;
+    am2z__lr_stat(lr, name, *ok ? 0 : 1, end - s);
+    am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id);
+    AM2Z__LR_ST(&b->items[k], (uint64_t)AM2Z__LR_IT_DONE);
+    __atomic_store_n(&b->slots[w->index].done, __atomic_load_n(&b->slots[w->index].done, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELEASE);
+    am2z_value_release(in);
+    return 1;
+}
+
+static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int64_t failed) {
+    am2z__lr_session_count(b->session, ok, failed, 0);
+    if (done && (__atomic_sub_fetch(&b->remaining, done, __ATOMIC_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
+        am2z__lr_batch_wake(b);
+}
+
+/* A worker's share of an execute_many: claims chunks of items until none are left;
+   `sweep` first rescans for items stranded behind an item that timed out. */
+static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep) {
+    size_t i, k, end, done = 0;
+    int64_t ok = 0, failed = 0;
+    int good = 0;
+    for (k = 0; sweep && k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
+        if (AM2Z__LR_LD(&b->items[k]) != AM2Z__LR_IT_PENDING) continue;
+        if (am2z__lr_run_item(w, b, k, &good)) {
+            done++;
+            if (good) ok++;
+            else failed++;
+            am2z__lr_batch_flush(b, done, ok, failed);
+            done = 0;
+            ok = failed = 0;
+        }
+    }
+    while (!AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
+        i = __atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, __ATOMIC_RELAXED);
+        if (i >= b->count) break;
+        end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
+        for (k = i; k < end; k++) {
+            if (!am2z__lr_run_item(w, b, k, &good)) continue;
+            done++;
+            if (good) ok++;
+            else failed++;
+        }
+        am2z__lr_batch_flush(b, done, ok, failed);
+        done = 0;
+        ok = failed = 0;
+    }
+    am2z__lr_batch_release(b);
+}
+
+/* The caller resolves item k itself (timeout or cancel); 1 when it did. */
+static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, uint64_t expect, am2z_error *err) {
+    am2z__lr *lr = b->lr;
+    am2z_result r;
+    int64_t now = am2z__lr_now();
+    char id[64];
+    if (!__atomic_compare_exchange_n(&b->items[k], &expect, (uint64_t)AM2Z__LR_IT_ABANDONED, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST)) {
+        am2z_error_release(err);
+        return 0;
+    }
+    am2z__execution_id_at(am2z_processor_name(b->proc), am2z__lr_wall(lr, now), id);
+    r = am2z__lr_fail(err);
+    am2z__lr_stat(lr, am2z_processor_name(b->proc), 1, 0);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], (expect & 7) == AM2Z__LR_IT_RUNNING, 0, now, id);
+    __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
+    b->abandoned++;
+    return 1;
+}
+
+/* 1 when every item is resolved, by the workers' exact counts. */
+static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
+    size_t total = b->abandoned;
+    int i;
+    for (i = 0; i < b->lr->nworkers; i++) total += __atomic_load_n(&b->slots[i].done, __ATOMIC_ACQUIRE);
+    return total >= b->count;
+}
+
+static void am2z__lr_batch_request_sweep(am2z__lr *lr, am2z__lr_batch *b) {
+    pthread_mutex_lock(&lr->qmu);
+    b->sweep = 1;
+    if (b->linked && !b->advertised) {
+        b->advertised = 1;
+        am2z__lr_work(lr, 1);
+    }
+    am2z__lr_wake_locked(lr, 1);
+    pthread_mutex_unlock(&lr->qmu);
+}
+
+/* The caller's side of execute_many: waits, times out items at their deadlines, and
+   on cancel resolves everything unfinished. */
+static void am2z__lr_batch_wait(am2z__lr_batch *b) {
+    am2z__lr *lr = b->lr;
+    int64_t spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    int abandoned = 0;
+    size_t k;
+    int wi;
+    for (;;) {
+        int64_t now, wake;
+        int reason, pending_reason;
+        if (AM2Z__LR_LD(&b->remaining) == 0) return;
+        now = am2z__lr_now();
+        reason = AM2Z__LR_LD(&b->cancel);
+        pending_reason = AM2Z__LR_LD(&b->cancel_pending);
+        if (reason || pending_reason) {
+            for (k = 0; k < b->count; k++) {
+                uint64_t v = AM2Z__LR_LD(&b->items[k]);
+                int st = (int)(v & 7);
+                while (st == AM2Z__LR_IT_CLAIMED || (reason && st == AM2Z__LR_IT_WRITING)) {
+                    AM2Z__LR_PAUSE(); /* a worker is between two stores */
+                    v = AM2Z__LR_LD(&b->items[k]);
+                    st = (int)(v & 7);
+                }
+                if (st == AM2Z__LR_IT_PENDING || (reason && st == AM2Z__LR_IT_RUNNING))
+                    abandoned |= am2z__lr_item_abandon(
+                        b, k, v,
+                        am2z__lr_cancel_error(reason ? reason : pending_reason, b->proc, NULL, b->session->id));
+            }
+            AM2Z__LR_ST(&b->watch, 1);
+            if (reason) return;
+        }
+        wake = now + (b->timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : b->timeout_ms) * 1000000;
+        for (wi = 0; wi < lr->nworkers; wi++) {
+            size_t slot = AM2Z__LR_LD(&b->slots[wi].item);
+            uint64_t v;
+            int64_t dl;
+            if (!slot) continue;
+            v = AM2Z__LR_LD(&b->items[slot - 1]);
+            if ((v & 7) != AM2Z__LR_IT_RUNNING) continue;
+            dl = (int64_t)(v >> 3);
+            if (now >= dl) {
+                if (am2z__lr_item_abandon(b, slot - 1, v,
+                                          am2z__lr_timeout_error(b->proc, NULL, b->timeout_ms))) {
+                    abandoned = 1;
+                    AM2Z__LR_ST(&b->watch, 1);
+                    am2z__lr_batch_request_sweep(lr, b);
+                }
+            } else if (dl < wake) {
+                wake = dl;
+            }
+        }
+        if (abandoned && am2z__lr_batch_settled(b)) return;
+        if (now < spin_end) {
+            AM2Z__LR_PAUSE();
+            continue;
+        }
+        pthread_mutex_lock(&b->mu);
+        AM2Z__LR_ST(&b->sleepers, 1);
+        if (AM2Z__LR_LD(&b->remaining) != 0 && !AM2Z__LR_LD(&b->cancel) &&
+            AM2Z__LR_LD(&b->cancel_pending) == pending_reason)
+            am2z__lr_wait_until(&b->cv, &b->mu, abandoned && wake > now + AM2Z__LR_POLL_NS ? now + AM2Z__LR_POLL_NS : wake);
+        AM2Z__LR_ST(&b->sleepers, 0);
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
+static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pending) {
+    int zero = 0;
+    __atomic_compare_exchange_n(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&b->mu);
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* ---- runtime ops ---- */
+
+static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
+
+/* Creates and queues a top-level job; NULL with *st on failure. */
+static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
+                                         am2z_status *st) {
+    am2z_processor *p;
+    am2z__lr_session *s;
+    am2z__lr_job *j;
+    const am2z_processor_desc *d;
+    int stopping = 0;
+    if (!name || !input) {
+        *st = AM2Z_STATUS_INVALID_ARGUMENT;
+        return NULL;
+    }
+    if (!AM2Z__LR_LD(&lr->running)) {
+        *st = AM2Z_STATUS_NOT_STARTED;
+        return NULL;
+    }
+    p = am2z_runtime_lookup(lr->rt, name);
+    if (!p) {
+        *st = AM2Z_STATUS_NOT_FOUND;
+        return NULL;
+    }
+    s = am2z__lr_session_acquire(lr, sid ? sid : "default", &stopping);
+    if (!s) {
+        am2z_processor_release(p);
+        *st = stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY;
+        return NULL;
+    }
+    j = am2z__lr_job_new(lr, 1);
+    if (!j) {
+        am2z_processor_release(p);
+        am2z__lr_session_release(s);
+        *st = AM2Z_STATUS_NO_MEMORY;
+        return NULL;
+    }
+    d = am2z_processor_desc_of(p);
+    j->proc = p;
+    j->input = am2z_value_retain(input);
+    j->session = s;
+    j->priority = d->queue.priority > 0 ? d->queue.priority : 0;
+    j->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
+    j->created_ns = am2z__lr_now();
+    j->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
+    am2z__execution_id_at(name, am2z__lr_wall(lr, j->created_ns), j->exec_id);
+    __atomic_add_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__lr_live_add(s, &j->live, 1);
+    *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
+    if (*st != AM2Z_OK) {
+        __atomic_sub_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
+        am2z__lr_session_done(s);
+        am2z__lr_job_release(j);
+        return NULL;
+    }
+    return j;
+}
+
+static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const char *sid, am2z_status st) {
+    char msg[200];
+    if (st == AM2Z_STATUS_CANCELLED) {
+        snprintf(msg, sizeof msg, "Session %s stopped", sid ? sid : "default");
+        return am2z_error_cancelled(msg);
+    }
+    if (st == AM2Z_STATUS_LIMIT) return am2z_error_resource("queue", (int64_t)lr->capacity, (int64_t)lr->capacity);
+    return am2z__runtime_status_error(lr->rt, name, st);
+}
+
+static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
+                                          const char *sid, am2z_status *st) {
+    am2z_status tmp;
+    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp);
+    return j ? &j->base : NULL;
+}
+
+static am2z_status am2z__lr_op_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    return am2z__lr_job_wait((am2z__lr_job *)e, timeout_ms, out, 0);
+}
+
+static void am2z__lr_op_free(am2z_execution *e) {
+    am2z__lr_job *j = (am2z__lr_job *)e;
+    am2z__lr_job_cancel(j->lr, j, AM2Z__LR_CANCEL_FREED, 0);
+    am2z__lr_job_release(j);
+}
+
+static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, const am2z_state *input,
+                                        const char *sid) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z_status st = AM2Z_OK;
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st);
+    am2z_outcome out;
+    if (!j) return am2z__outcome_failed(name, input, am2z__lr_submit_error(lr, name, sid, st));
+    am2z__lr_job_wait(j, -1, &out, 1);
+    am2z__lr_job_release(j);
+    return out;
+}
+
+static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, const am2z_state *const *inputs,
+                                            size_t count, const char *sid, am2z_outcome *outs) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z_processor *p;
+    const am2z_processor_desc *d;
+    am2z__lr_session *s = NULL;
+    am2z__lr_batch *b;
+    am2z_error *err = NULL;
+    am2z_status st = AM2Z_OK;
+    size_t i;
+    int stopping = 0;
+    for (i = 0; i < count; i++) memset(&outs[i], 0, sizeof outs[i]);
+    p = name ? am2z_runtime_lookup(rt, name) : NULL;
+    if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
+    else if (!AM2Z__LR_LD(&lr->running)) st = AM2Z_STATUS_NOT_STARTED;
+    if (st == AM2Z_OK) {
+        d = am2z_processor_desc_of(p);
+        /* retries and queue options need the job machinery: the generic path */
+        if (d->retry.max_attempts > 1 || d->queue.concurrency || d->queue.priority || d->queue.rate_limit_per_minute ||
+            d->queue.delay_ms) {
+            am2z_processor_release(p);
+            return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
+        }
+        s = am2z__lr_session_acquire(lr, sid ? sid : "default", &stopping);
+        if (!s) st = stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY;
+    }
+    if (st != AM2Z_OK) {
+        err = am2z__lr_submit_error(lr, name, sid, st);
+        for (i = 0; i < count; i++) outs[i] = am2z__outcome_failed(name, inputs[i], am2z_error_retain(err));
+        am2z_error_release(err);
+        am2z_processor_release(p);
+        return AM2Z_OK;
+    }
+    b = (am2z__lr_batch *)am2z__malloc(sizeof *b);
+    if (b) {
+        memset(b, 0, sizeof *b);
+        b->items = (uint64_t *)am2z__malloc(count * sizeof *b->items);
+        b->slots = (am2z__lr_bslot *)am2z__malloc((size_t)lr->nworkers * sizeof *b->slots);
+        if (!b->items || !b->slots || count > ((size_t)-1) / sizeof *b->items || pthread_mutex_init(&b->mu, NULL) != 0) {
+            am2z__free(b->items);
+            am2z__free(b->slots);
+            am2z__free(b);
+            b = NULL;
+        } else if (am2z__lr_cond_init(&b->cv) != 0) {
+            pthread_mutex_destroy(&b->mu);
+            am2z__free(b->items);
+            am2z__free(b->slots);
+            am2z__free(b);
+            b = NULL;
+        }
+    }
+    if (!b) {
+        am2z__lr_session_release(s);
+        am2z_processor_release(p);
+        return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
+    }
+    memset(b->items, 0, count * sizeof *b->items);
+    memset(b->slots, 0, (size_t)lr->nworkers * sizeof *b->slots);
+    b->refs = 1;
+    b->lr = lr;
+    b->proc = p;
+    b->session = s;
+    b->inputs = inputs;
+    b->outs = outs;
+    b->count = count;
+    b->remaining = count;
+    b->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
+    __atomic_add_fetch(&s->submitted, (int64_t)count, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__lr_live_add(s, &b->live, 2);
+    pthread_mutex_lock(&lr->qmu);
+    if (AM2Z__LR_LD(&lr->running)) {
+        b->qnext = lr->batches;
+        lr->batches = b;
+        b->linked = 1;
+        b->advertised = 1;
+        am2z__lr_work(lr, 1);
+        am2z__lr_wake_locked(lr, lr->nworkers);
+    } else {
+        b->cancel = AM2Z__LR_CANCEL_STOP;
+    }
+    pthread_mutex_unlock(&lr->qmu);
+    am2z__lr_batch_wait(b);
+    pthread_mutex_lock(&lr->qmu);
+    if (b->linked) {
+        am2z__lr_batch **pp = &lr->batches;
+        while (*pp != b) pp = &(*pp)->qnext;
+        *pp = b->qnext;
+        b->linked = 0;
+        if (b->advertised) am2z__lr_work(lr, -1);
+        b->advertised = 0;
+    }
+    pthread_mutex_unlock(&lr->qmu);
+    am2z__lr_live_remove(s, &b->live);
+    am2z__lr_session_done(s);
+    am2z__lr_batch_release(b);
+    return AM2Z_OK;
+}
+
+/* Cancels s's executions: first pass (only_queued) those not started, second all. */
+static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reason, int only_queued) {
+    static int pass_counter;
+    int pass = __atomic_add_fetch(&pass_counter, 1, __ATOMIC_RELAXED);
+    am2z__lr_live *got[64];
+    int kinds[64];
+    size_t n, i;
+    do {
+        am2z__lr_live *l;
+        n = 0;
+        pthread_mutex_lock(&s->mu);
+        for (l = s->live.next; l != &s->live && n < 64; l = l->next) {
+            if (l->pass == pass) continue;
+            l->pass = pass;
+            kinds[n] = l->kind;
+            if (l->kind == 1) {
+                /* a job whose last reference is gone waits on s->mu to leave the list */
+                am2z__lr_job *j = (am2z__lr_job *)((char *)l - offsetof(am2z__lr_job, live));
+                int r = __atomic_load_n(&j->refs, __ATOMIC_SEQ_CST);
+                do {
+                    if (r == 0) break;
+                } while (!__atomic_compare_exchange_n(&j->refs, &r, r + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+                if (r == 0) continue;
+            } else {
+                /* the caller of execute_many unlists its batch before the last release */
+                am2z__atomic_inc(&((am2z__lr_batch *)((char *)l - offsetof(am2z__lr_batch, live)))->refs);
+            }
+            got[n++] = l;
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (i = 0; i < n; i++) {
+            if (kinds[i] == 1) {
+                am2z__lr_job *j = (am2z__lr_job *)((char *)got[i] - offsetof(am2z__lr_job, live));
+                am2z__lr_job_cancel(lr, j, reason, only_queued);
+                am2z__lr_job_release(j);
+            } else {
+                am2z__lr_batch *b = (am2z__lr_batch *)((char *)got[i] - offsetof(am2z__lr_batch, live));
+                am2z__lr_batch_cancel(b, reason, only_queued);
+                am2z__lr_batch_release(b);
+            }
+        }
+    } while (n == 64);
+}
+
+static void am2z__lr_emit_cleanup(am2z__lr *lr, const char *id) {
+    if (am2z__lr_wants(lr, "session:cleanup"))
+        am2z__lr_emit(lr, "session:cleanup", am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(id)));
+}
+
+static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_session *s;
+    int64_t until;
+    pthread_mutex_lock(&lr->smu);
+    s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
+    if (!s || AM2Z__LR_LD(&s->stopping)) {
+        pthread_mutex_unlock(&lr->smu);
+        return s ? AM2Z_OK : AM2Z_STATUS_NOT_FOUND;
+    }
+    AM2Z__LR_ST(&s->stopping, 1);
+    am2z__atomic_inc(&s->refs);
+    pthread_mutex_unlock(&lr->smu);
+    am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 1);
+    until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
+    am2z__lr_session_drain(s, until);
+    am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 0);
+    pthread_mutex_lock(&lr->smu);
+    am2z__lr_session_unlink_locked(lr, s);
+    pthread_mutex_unlock(&lr->smu);
+    am2z__lr_session_release(s); /* the table's reference */
+    am2z__lr_emit_cleanup(lr, sid);
+    am2z__lr_session_release(s);
+    return AM2Z_OK;
+}
+
+static void *am2z__lr_worker_main(void *arg);
+
+static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    int i, k;
+    pthread_mutex_lock(&lr->life);
+    if (lr->started) {
+        pthread_mutex_unlock(&lr->life);
+        return AM2Z_OK;
+    }
+    for (i = 0; i < lr->nworkers; i++) {
+        if (pthread_create(&lr->workers[i].thread, NULL, am2z__lr_worker_main, &lr->workers[i]) != 0) {
+            pthread_mutex_lock(&lr->qmu);
+            lr->exiting = 1;
+            for (k = 0; k < i; k++) pthread_cond_signal(&lr->workers[k].cv);
+            pthread_mutex_unlock(&lr->qmu);
+            for (k = 0; k < i; k++) pthread_join(lr->workers[k].thread, NULL);
+            pthread_mutex_lock(&lr->qmu);
+            lr->exiting = 0;
+            lr->idle = NULL;
+            pthread_mutex_unlock(&lr->qmu);
+            pthread_mutex_unlock(&lr->life);
+            return AM2Z_STATUS_NO_MEMORY;
+        }
+    }
+    lr->started = 1;
+    AM2Z__LR_ST(&lr->running, 1);
+    pthread_mutex_unlock(&lr->life);
+    return AM2Z_OK;
+}
+
+static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_session *list = NULL, *s;
+    am2z__lr_job *drop = NULL, *j;
+    am2z__lr_pinfo *pi;
+    int64_t until;
+    size_t i;
+    int k;
+    pthread_mutex_lock(&lr->life);
+    if (!lr->started) {
+        pthread_mutex_unlock(&lr->life);
+        return AM2Z_OK;
+    }
+    pthread_mutex_lock(&lr->qmu);
+    AM2Z__LR_ST(&lr->running, 0); /* under qmu: no enqueue slips past it */
+    pthread_mutex_unlock(&lr->qmu);
+    /* every session, retained, on a private list */
+    pthread_mutex_lock(&lr->smu);
+    for (i = 0; i < lr->stab_cap; i++)
+        for (s = lr->stab[i]; s; s = s->next) {
+            am2z__atomic_inc(&s->refs);
+            s->tmp = list;
+            list = s;
+        }
+    pthread_mutex_unlock(&lr->smu);
+    until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
+    for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until);
+    for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
+    /* workers leave once their current task returns */
+    pthread_mutex_lock(&lr->qmu);
+    lr->exiting = 1;
+    for (k = 0; k < lr->nworkers; k++) pthread_cond_signal(&lr->workers[k].cv);
+    lr->idle = NULL;
+    pthread_mutex_unlock(&lr->qmu);
+    for (k = 0; k < lr->nworkers; k++) pthread_join(lr->workers[k].thread, NULL);
+    /* whatever is still queued was resolved by the cancel above */
+    pthread_mutex_lock(&lr->qmu);
+    while ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
+        j->next = drop;
+        drop = j;
+    }
+    while ((j = am2z__lr_list_pop(&lr->front_head, &lr->front_tail)) != NULL) {
+        j->next = drop;
+        drop = j;
+    }
+    while ((j = am2z__lr_list_pop(&lr->norm_head, &lr->norm_tail)) != NULL) {
+        j->next = drop;
+        drop = j;
+    }
+    while ((j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0)) != NULL) {
+        j->next = drop;
+        drop = j;
+    }
+    while ((j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1)) != NULL) {
+        j->next = drop;
+        drop = j;
+    }
+    for (pi = lr->pinfos; pi; pi = pi->next) {
+        while ((j = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
+            j->next = drop;
+            drop = j;
+        }
+        pi->running = 0;
+    }
+    for (j = drop; j; j = j->next) j->has_slot = 0;
+    lr->queued = 0;
+    __atomic_store_n(&lr->work, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&lr->lane_n, 0, __ATOMIC_SEQ_CST);
+    am2z__lr_next_due_locked(lr);
+    lr->exiting = 0;
+    pthread_mutex_unlock(&lr->qmu);
+    am2z__lr_release_list(drop);
+    /* sessions end with the runtime */
+    pthread_mutex_lock(&lr->smu);
+    for (s = list; s; s = s->tmp) {
+        AM2Z__LR_ST(&s->stopping, 1);
+        am2z__lr_session_unlink_locked(lr, s);
+    }
+    pthread_mutex_unlock(&lr->smu);
+    while (list) {
+        s = list;
+        list = s->tmp;
+        am2z__lr_emit_cleanup(lr, s->id);
+        am2z__lr_session_release(s); /* the table's */
+        am2z__lr_session_release(s);
+    }
+    lr->started = 0;
+    pthread_mutex_unlock(&lr->life);
+    return AM2Z_OK;
+}
+
+/* ---- workers ---- */
+
+static void *am2z__lr_worker_main(void *arg) {
+    am2z__lr_worker *w = (am2z__lr_worker *)arg;
+    am2z__lr *lr = w->lr;
+    am2z__lr_self = w;
+    for (;;) {
+        am2z__lr_job *j = NULL, *drop = NULL;
+        am2z__lr_batch *b = NULL;
+        int got, sweep = 0, leave = 0;
+        pthread_mutex_lock(&lr->qmu);
+        got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
+        if (!got) leave = lr->exiting;
+        pthread_mutex_unlock(&lr->qmu);
+        am2z__lr_release_list(drop);
+        drop = NULL;
+        if (got) {
+            if (b) am2z__lr_run_batch(w, b, sweep);
+            else if (j->top) am2z__lr_run_job(w, j);
+            else am2z__lr_run_kid(w, j);
+            continue;
+        }
+        if (leave) break;
+        /* one idle worker spins for new work; the others sleep */
+        {
+            int zero = 0, found = 0;
+            if (__atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+                int64_t t0 = am2z__lr_now(), now = t0, due;
+                while (now - t0 < AM2Z_LOCAL_SPIN_NS) {
+                    int r;
+                    if (AM2Z__LR_LD(&lr->work) > 0) {
+                        found = 1;
+                        break;
+                    }
+                    due = AM2Z__LR_LD(&lr->next_due);
+                    if (due && due <= now) {
+                        found = 1;
+                        break;
+                    }
+                    for (r = 0; r < 8; r++) AM2Z__LR_PAUSE();
+                    now = am2z__lr_now();
+                }
+                AM2Z__LR_ST(&lr->spinners, 0);
+            }
+            if (found) continue;
+        }
+        pthread_mutex_lock(&lr->qmu);
+        got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
+        if (!got && !lr->exiting) {
+            int64_t due = lr->delayed_n ? lr->delayed[0]->due_ns : INT64_MAX;
+            w->sleeping = 1;
+            w->idle_next = lr->idle;
+            lr->idle = w;
+            am2z__lr_wait_until(&w->cv, &lr->qmu, due);
+            if (w->sleeping) { /* timed out or spurious: leave the idle stack */
+                am2z__lr_worker **pp = &lr->idle;
+                while (*pp && *pp != w) pp = &(*pp)->idle_next;
+                if (*pp) *pp = w->idle_next;
+                w->sleeping = 0;
+            }
+        }
+        pthread_mutex_unlock(&lr->qmu);
+        am2z__lr_release_list(drop);
+        if (got) {
+            if (b) am2z__lr_run_batch(w, b, sweep);
+            else if (j->top) am2z__lr_run_job(w, j);
+            else am2z__lr_run_kid(w, j);
+        }
+    }
+    am2z__lr_self = NULL;
+    return NULL;
+}
+
+/* ---- stats ---- */
+
+typedef struct am2z__lr_merged {
+    const char *name;
+    int64_t completed, failed, retried;
+    int64_t hist[AM2Z__LR_HIST];
+} am2z__lr_merged;
+
+static double am2z__lr_percentile(const int64_t *hist, int64_t total, double q) {
+    int64_t want = (int64_t)(q * (double)total + 0.999999), seen = 0;
+    int b;
+    if (total <= 0) return 0;
+    if (want < 1) want = 1;
+    for (b = 0; b < AM2Z__LR_HIST; b++) {
+        seen += hist[b];
+        if (seen >= want) return am2z__lr_bucket_ns(b) / 1000.0;
+    }
+    return am2z__lr_bucket_ns(AM2Z__LR_HIST - 1) / 1000.0;
+}
+
+/* Adds shard sh into the merged list (records are never freed while lr lives). */
+static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t *n, size_t *cap, int64_t *running) {
+    size_t i, k;
+    int b;
+    pthread_mutex_lock(&sh->mu);
+    *running += __atomic_load_n(&sh->started, __ATOMIC_RELAXED) - __atomic_load_n(&sh->ended, __ATOMIC_RELAXED);
+    for (i = 0; i < sh->cap; i++) {
+        am2z__lr_pstat *ps = sh->tab[i];
+        if (!ps) continue;
+        for (k = 0; k < *n; k++)
+            if (strcmp((*m)[k].name, ps->name) == 0) break;
+        if (k == *n) {
+            if (*n == *cap) {
+                size_t c = *cap ? *cap * 2 : 8;
+                am2z__lr_merged *x = (am2z__lr_merged *)am2z__realloc(*m, c * sizeof *x);
+                if (!x) {
+                    pthread_mutex_unlock(&sh->mu);
+                    return 0;
+                }
+                *m = x;
+                *cap = c;
+            }
+            memset(&(*m)[k], 0, sizeof **m);
+            (*m)[k].name = ps->name;
+            (*n)++;
+        }
+        (*m)[k].completed += __atomic_load_n(&ps->completed, __ATOMIC_RELAXED);
+        (*m)[k].failed += __atomic_load_n(&ps->failed, __ATOMIC_RELAXED);
+        (*m)[k].retried += __atomic_load_n(&ps->retried, __ATOMIC_RELAXED);
+        for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += __atomic_load_n(&ps->hist[b], __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return 1;
+}
+
+static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_merged *m = NULL;
+    size_t n = 0, cap = 0, i;
+    int64_t running = 0, completed = 0, failed = 0, retried = 0, queued;
+    am2z_value *v, *procs;
+    int k, ok = 1;
+    for (k = 0; ok && k < lr->nworkers; k++) ok = am2z__lr_merge_shard(&lr->workers[k].shard, &m, &n, &cap, &running);
+    if (ok) ok = am2z__lr_merge_shard(&lr->ext, &m, &n, &cap, &running);
+    if (!ok) {
+        am2z__free(m);
+        return NULL;
+    }
+    procs = am2z_value_object();
+    for (i = 0; i < n; i++) {
+        am2z_value *p = am2z__lr_put(am2z_value_object(), "completed", am2z_value_int(m[i].completed));
+        p = am2z__lr_put(p, "failed", am2z_value_int(m[i].failed));
+        p = am2z__lr_put(p, "retried", am2z_value_int(m[i].retried));
+        p = am2z__lr_put(p, "p50Us", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.5)));
+        p = am2z__lr_put(p, "p99Us", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.99)));
+        procs = am2z__lr_put_key(procs, m[i].name, p);
+        completed += m[i].completed;
+        failed += m[i].failed;
+        retried += m[i].retried;
+    }
+    am2z__free(m);
+    pthread_mutex_lock(&lr->qmu);
+    queued = (int64_t)lr->queued;
+    pthread_mutex_unlock(&lr->qmu);
+    v = am2z__lr_put(am2z_value_object(), "registeredProcessors", am2z_runtime_list(rt));
+    v = am2z__lr_put(v, "running", am2z_value_int(running));
+    v = am2z__lr_put(v, "completed", am2z_value_int(completed));
+    v = am2z__lr_put(v, "failed", am2z_value_int(failed));
+    v = am2z__lr_put(v, "retried", am2z_value_int(retried));
+    v = am2z__lr_put(v, "queued", am2z_value_int(queued));
+    v = am2z__lr_put(v, "workers", am2z_value_int(lr->nworkers));
+    v = am2z__lr_put(v, "uptimeMs", am2z_value_int((am2z__lr_now() - lr->created_ns) / 1000000));
+    return am2z__lr_put(v, "processors", procs);
+}
+
+static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_session *s;
+    am2z_value *v;
+    pthread_mutex_lock(&lr->smu);
+    s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
+    if (s) am2z__atomic_inc(&s->refs);
+    pthread_mutex_unlock(&lr->smu);
+    if (!s) return NULL;
+    v = am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(s->id));
+    v = am2z__lr_put(v, "createdAt", am2z_value_int(s->created_ms));
+    v = am2z__lr_put(v, "running", am2z_value_int(AM2Z__LR_LD(&s->running)));
+    v = am2z__lr_put(v, "submitted", am2z_value_int(AM2Z__LR_LD(&s->submitted)));
+    v = am2z__lr_put(v, "completed", am2z_value_int(AM2Z__LR_LD(&s->completed)));
+    v = am2z__lr_put(v, "failed", am2z_value_int(AM2Z__LR_LD(&s->failed)));
+    v = am2z__lr_put(v, "cancelled", am2z_value_int(AM2Z__LR_LD(&s->cancelled)));
+    v = am2z__lr_put(v, "stopping", am2z_value_bool(AM2Z__LR_LD(&s->stopping)));
+    am2z__lr_session_release(s);
+    return v;
+}
+
+static am2z_value *am2z__lr_op_active_sessions(am2z_runtime *rt) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z_value *a = am2z_value_array();
+    am2z__lr_session *s;
+    size_t i;
+    pthread_mutex_lock(&lr->smu);
+    for (i = 0; a && i < lr->stab_cap; i++)
+        for (s = lr->stab[i]; a && s; s = s->next)
+            if (!AM2Z__LR_LD(&s->stopping)) a = am2z_value_append(a, "", am2z_value_string(s->id));
+    pthread_mutex_unlock(&lr->smu);
+    return a;
+}
+
+static void am2z__lr_op_unregistered(am2z_runtime *rt, const char *name) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_pinfo *pi, *next;
+    pthread_mutex_lock(&lr->qmu);
+    for (pi = lr->pinfos; pi; pi = next) {
+        next = pi->next;
+        if (pi->listed && strcmp(am2z_processor_name(pi->proc), name) == 0) {
+            pi->listed = 0;
+            am2z__lr_pinfo_release_locked(lr, pi);
+        }
+    }
+    pthread_mutex_unlock(&lr->qmu);
+}
+
+/* Frees lr after its workers have stopped (or never started). */
+static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
+    am2z__lr_session *s;
+    am2z__lr_pinfo *pi;
+    size_t i;
+    int k;
+    for (i = 0; i < lr->stab_cap; i++)
+        while ((s = lr->stab[i]) != NULL) {
+            lr->stab[i] = s->next;
+            am2z__lr_session_release(s);
+        }
+    am2z__free(lr->stab);
+    while ((pi = lr->pinfos) != NULL) {
+        lr->pinfos = pi->next;
+        am2z_processor_release(pi->proc);
+        am2z__free(pi);
+    }
+    am2z__free(lr->prio);
+    am2z__free(lr->delayed);
+    for (k = 0; k < workers_ready; k++) {
+        am2z__lr_worker *w = &lr->workers[k];
+        am2z__lr_shard_free(&w->shard);
+        pthread_cond_destroy(&w->cv);
+        pthread_cond_destroy(&w->pcv);
+        pthread_mutex_destroy(&w->pmu);
+    }
+    am2z__free(lr->workers);
+    am2z__lr_shard_free(&lr->ext);
+    pthread_mutex_destroy(&lr->life);
+    pthread_mutex_destroy(&lr->qmu);
+    pthread_mutex_destroy(&lr->smu);
+    am2z__free(lr);
+}
+
+static void am2z__lr_op_destroy(am2z_runtime *rt) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_free(lr, lr->nworkers);
+}
+
+static const am2z_runtime_ops am2z__lr_ops = {
+    am2z__lr_op_start,         am2z__lr_op_stop,          am2z__lr_op_submit,
+    am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_execute,
+    am2z__lr_op_execute_many,  am2z__lr_op_stop_session,  am2z__lr_op_stats,
+    am2z__lr_op_session_stats, am2z__lr_op_active_sessions, NULL,
+    am2z__lr_op_unregistered,  am2z__lr_op_destroy};
+
+static int am2z__lr_worker_init(am2z__lr *lr, int k) {
+    am2z__lr_worker *w = &lr->workers[k];
+    w->lr = lr;
+    w->index = k;
+    if (pthread_mutex_init(&w->shard.mu, NULL) != 0) return 0;
+    if (am2z__lr_cond_init(&w->cv) != 0) {
+        pthread_mutex_destroy(&w->shard.mu);
+        return 0;
+    }
+    if (pthread_mutex_init(&w->pmu, NULL) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->shard.mu);
+        return 0;
+    }
+    if (am2z__lr_cond_init(&w->pcv) != 0) {
+        pthread_mutex_destroy(&w->pmu);
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->shard.mu);
+        return 0;
+    }
+    return 1;
+}
+
+AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
+    am2z_local_desc d;
+    am2z__lr *lr;
+    am2z_runtime *rt;
+    int k, locks = 0;
+    if (desc) d = *desc;
+    else memset(&d, 0, sizeof d);
+    if (d.workers < 0 || d.workers > AM2Z_LOCAL_MAX_WORKERS || d.default_timeout_ms < 0 || d.max_call_depth < 0)
+        return NULL;
+    if (!d.workers) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
+    }
+    lr = (am2z__lr *)am2z__malloc(sizeof *lr);
+    if (!lr) return NULL;
+    memset(lr, 0, sizeof *lr);
+    lr->nworkers = d.workers;
+    lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
+    lr->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
+    lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
+    lr->created_ns = am2z__lr_now();
+    lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
+    lr->ext.shared = 1;
+    if (pthread_mutex_init(&lr->life, NULL) == 0) locks++;
+    if (locks == 1 && pthread_mutex_init(&lr->qmu, NULL) == 0) locks++;
+    if (locks == 2 && pthread_mutex_init(&lr->smu, NULL) == 0) locks++;
+    if (locks == 3 && pthread_mutex_init(&lr->ext.mu, NULL) == 0) locks++;
+    lr->workers = locks == 4 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
+    if (!lr->workers) {
+        if (locks > 3) pthread_mutex_destroy(&lr->ext.mu);
+        if (locks > 2) pthread_mutex_destroy(&lr->smu);
+        if (locks > 1) pthread_mutex_destroy(&lr->qmu);
+        if (locks > 0) pthread_mutex_destroy(&lr->life);
+        am2z__free(lr);
+        return NULL;
+    }
+    memset(lr->workers, 0, (size_t)d.workers * sizeof *lr->workers);
+    for (k = 0; k < d.workers; k++)
+        if (!am2z__lr_worker_init(lr, k)) break;
+    if (k < d.workers) {
+        am2z__lr_free(lr, k);
+        return NULL;
+    }
+    rt = am2z_runtime_create(&am2z__lr_ops, lr, d.logger);
+    if (!rt) {
+        am2z__lr_free(lr, d.workers);
+        return NULL;
+    }
+    lr->rt = rt;
+    if (am2z__lr_op_start(rt) != AM2Z_OK) {
+        am2z_runtime_free(rt);
+        return NULL;
+    }
+    return rt;
+}
+
+#undef AM2Z__LR_CHUNK
+#undef AM2Z__LR_POLL_NS
+#undef AM2Z__LR_HELP_DEPTH
+#undef AM2Z__LR_HIST
+#undef AM2Z__LR_MAX_TIMEOUT_MS
+#undef AM2Z__LR_PAUSE
+#undef AM2Z__LR_LD
+#undef AM2Z__LR_ST
+#undef AM2Z__LR_WORD
+#undef AM2Z__RT_NPOS
+#undef AM2Z__RT_MANY_WINDOW
 
 #endif /* AM2Z_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_IMPLEMENTATION */

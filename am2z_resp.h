@@ -50,7 +50,8 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
-       AM2Z_SHA256_NO_SHANI    build only the portable SHA-256
+       AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
+                               x86-64 code paths)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is an error. Integers are an optional
@@ -121,15 +122,17 @@ AM2Z_API void am2z_sha256_to_hex(const unsigned char digest[AM2Z_SHA256_SIZE],
                                  char hex[2 * AM2Z_SHA256_SIZE + 1]);
 
 /* Which block function runs. AUTO (the default) uses the x86-64 SHA extensions when the
-   CPU has them (checked once with cpuid) and portable C otherwise. */
+   CPU has them (checked once with cpuid) and the portable C otherwise. */
 typedef enum am2z_sha256_impl {
-    AM2Z_SHA256_AUTO = 0, AM2Z_SHA256_PORTABLE, AM2Z_SHA256_SHANI
+    AM2Z_SHA256_AUTO = 0,
+    AM2Z_SHA256_PORTABLE,  /* plain C99, any CPU */
+    AM2Z_SHA256_SHANI      /* x86-64 SHA extensions (intrinsics) */
 } am2z_sha256_impl;
 /* Selects the implementation for the whole process (call it before hashing starts on
    other threads). Returns AM2Z_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
    lacks it (the selection is then unchanged). */
 AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl);
-AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* PORTABLE or SHANI, never AUTO */
+AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* the one in use, never AUTO */
 
 /* ==== 2. RESP reader/writer =========================================================== */
 /* The Redis protocol: RESP2 and the RESP3 types Redis 7 sends. The reader is an I/O-free
@@ -247,7 +250,11 @@ AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b);
 
 /* ==== 3. connection =================================================================== */
 /* A synchronous Redis connection. One connection is used by one thread at a time (no
-   internal locking); give each thread its own or share them through am2z_redis_pool. */
+   internal locking); give each thread its own or share them through am2z_redis_pool.
+   Sockets are non-blocking and every wait is a poll() bounded by a timeout; TCP_NODELAY
+   is set, and writes use MSG_NOSIGNAL (SO_NOSIGPIPE where that exists) so a server that
+   went away gives an error, never SIGPIPE. Pub/sub is not supported: a subscribed RESP2
+   connection would take messages for replies, and in RESP3 they go to on_push. */
 
 /* Transport hook, e.g. TLS from your own library. am2z opens the TCP or Unix socket
    (non-blocking), then calls open() once per (re)connect and uses read/write/close on
@@ -292,39 +299,52 @@ typedef struct am2z_redis_desc {
 
 typedef struct am2z_redis am2z_redis;
 
-/* Allocates a connection without doing I/O; NULL when out of memory or desc is invalid.
-   desc NULL: all defaults. Free with am2z_redis_free. */
+/* Allocates a connection without doing I/O; NULL when out of memory or desc is invalid
+   (port outside 0..65535, db < 0, a transport with read but no write). desc NULL: all
+   defaults. Free with am2z_redis_free. */
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc);
-/* Closes any current socket and connects: socket, AUTH/HELLO, SELECT, CLIENT SETNAME.
-   AM2Z_OK; IO (refused, reset, DNS), TIMEOUT, SERVER (auth or SELECT refused) otherwise. */
+/* Closes any current socket and connects: socket (each address getaddrinfo gives, IPv4
+   or IPv6), transport open, then AUTH or HELLO 3, CLIENT SETNAME and SELECT sent as one
+   pipeline. AM2Z_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
+   (AUTH or SELECT refused; the server's message is in errstr), and r is not connected.
+   Name resolution is not covered by the connect timeout (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
-/* Connects with up to desc.reconnect_attempts tries, sleeping base * 2^try ms (capped,
-   each delay randomly cut by up to half) between them. */
+/* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
+   sleeping between tries: reconnect_base_ms, doubled each time up to reconnect_max_ms,
+   each sleep cut by a random amount of up to half (jitter). Other failures (a refused
+   AUTH) return at once. */
 AM2Z_API am2z_status am2z_redis_reconnect(am2z_redis *r);
 AM2Z_API int am2z_redis_is_connected(const am2z_redis *r);
 AM2Z_API int am2z_redis_fd(const am2z_redis *r);  /* -1 when not connected */
 /* Closes the socket and frees r (NULL is fine). */
 AM2Z_API void am2z_redis_free(am2z_redis *r);
 
-/* The last failure: a new reference (release it), or NULL when the last call succeeded.
-   IO and PROTOCOL give a NetworkError naming the endpoint, TIMEOUT a TimeoutError,
-   SERVER a NetworkError whose message is the server's. */
+/* The last failure as an am2z_error: a new reference (release it), or NULL when the
+   last call succeeded. Its details hold {"reason": errstr, "status": ..., "errno"?}.
+     IO, PROTOCOL, LIMIT, NO_MEMORY  NetworkError for the endpoint (retryable)
+     TIMEOUT                         TimeoutError ("redis <endpoint>", the timeout)
+     SERVER, NOAUTH/WRONGPASS/NOPERM ConfigurationError "redis.auth" with the message
+     SERVER, LOADING/BUSY/TRYAGAIN/MASTERDOWN/CLUSTERDOWN   NetworkError (transient)
+     SERVER, any other               BusinessError, code "REDIS_<first word>" (e.g.
+                                     "REDIS_WRONGTYPE"), message = the server's */
 AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r);
 /* The last failure's text ("" after success); borrowed until the next call on r. */
 AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r);
 
-/* Commands. Each sends one command and reads its reply into *reply (empty on entry;
-   the caller clears it). Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in
-   *reply, or IO / TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the
-   connection is broken (closed) because a reply may be half read, and must reconnect.
-   A failed command is never re-sent automatically. */
+/* Commands. Each sends one command and reads its reply into *reply (the caller clears
+   it). Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
+   TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the connection is
+   closed, because the stream is in an unknown place (a late or half-read reply must
+   never be taken for the next command's), and must reconnect. A failed command is never
+   re-sent automatically. INVALID_ARGUMENT (a bad format, or replies of appended
+   commands still unread) leaves the connection as it was. */
 AM2Z_API am2z_status am2z_redis_command(am2z_redis *r, am2z_reply *reply, const char *fmt, ...);
 AM2Z_API am2z_status am2z_redis_vcommand(am2z_redis *r, am2z_reply *reply, const char *fmt, va_list ap);
 AM2Z_API am2z_status am2z_redis_command_argv(am2z_redis *r, am2z_reply *reply, size_t argc,
                                              const char *const *argv, const size_t *argvlen);
 /* Blocking commands (BLPOP, BZPOPMIN, XREAD BLOCK ...): like _command but the reply may
-   take timeout_ms (< 0: forever) instead of the command timeout. Pass the server-side
-   timeout plus a margin. */
+   take timeout_ms (< 0: forever; 0: the command timeout). Pass the server-side timeout
+   plus a margin: when ours fires first the connection is closed (see above). */
 AM2Z_API am2z_status am2z_redis_blocking(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
                                          const char *fmt, ...);
 AM2Z_API am2z_status am2z_redis_blocking_argv(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms,
@@ -332,12 +352,14 @@ AM2Z_API am2z_status am2z_redis_blocking_argv(am2z_redis *r, am2z_reply *reply, 
                                               const size_t *argvlen);
 
 /* Pipelines: append any number of commands (buffered, nothing sent), then read their
-   replies in order; the first read sends everything in one go. */
+   replies in order; the first read sends everything in one go. A failure that closes
+   the connection also drops the buffered commands and the count of owed replies. */
 AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...);
 AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
                                             const size_t *argvlen);
 AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r);  /* sends buffered commands */
-/* The next reply of an appended command; status as for _command. */
+/* The next reply of an appended command; status as for _command (INVALID_ARGUMENT
+   when none is owed). read_timeout: timeout_ms as for _blocking. */
 AM2Z_API am2z_status am2z_redis_read(am2z_redis *r, am2z_reply *reply);
 AM2Z_API am2z_status am2z_redis_read_timeout(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms);
 AM2Z_API size_t am2z_redis_pending(const am2z_redis *r); /* replies appended but not read */
@@ -403,9 +425,9 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 
 /* ==== 1. SHA-256 ====================================================================== */
 
-#if !defined(AM2Z_SHA256_NO_SHANI) && defined(__x86_64__) && \
+#if !defined(AM2Z_SHA256_PORTABLE_ONLY) && defined(__x86_64__) && \
     (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
-#define AM2Z__SHANI 1
+#define AM2Z__SHA_X86 1 /* SHA-NI code, chosen at run time */
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
@@ -476,10 +498,10 @@ static void am2z__sha256_blocks_c(uint32_t st[8], const unsigned char *p, size_t
     }
 }
 
-#ifdef AM2Z__SHANI
+#ifdef AM2Z__SHA_X86
 /* The x86 SHA extensions keep the state as two vectors, ABEF and CDGH; each
    sha256rnds2 does two rounds, msg1/msg2 extend the message schedule four words at a
-   time. Group i (rounds 4i..4i+3) uses m[i & 3]. */
+   time. Group i (rounds 4i..4i+3) keeps its words in m<i mod 4>. */
 __attribute__((target("sha,sse4.1")))
 static void am2z__sha256_blocks_shani(uint32_t st[8], const unsigned char *p, size_t nblocks) {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
@@ -490,22 +512,25 @@ static void am2z__sha256_blocks_shani(uint32_t st[8], const unsigned char *p, si
     __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
     __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
     while (nblocks--) {
-        __m128i m[4], t;
+        __m128i m0, m1, m2, m3, t;
         __m128i abef0 = abef, cdgh0 = cdgh;
-        int i;
-        for (i = 0; i < 16; i++) {
-            if (i < 4) {
-                m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i)), bswap);
-            } else {
-                m[i & 3] = _mm_sha256msg2_epu32(
-                    _mm_add_epi32(m[i & 3], _mm_alignr_epi8(m[(i - 1) & 3], m[(i - 2) & 3], 4)),
-                    m[(i - 1) & 3]);
-            }
-            t = _mm_add_epi32(m[i & 3], _mm_loadu_si128((const __m128i *)(const void *)&am2z__sha256_k[4 * i]));
-            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t);
-            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t, 0x0E));
-            if (i >= 3 && i < 15) m[(i + 1) & 3] = _mm_sha256msg1_epu32(m[(i + 1) & 3], m[(i + 2) & 3]);
-        }
+        m0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 0)), bswap);
+        m1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)), bswap);
+        m2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 32)), bswap);
+        m3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 48)), bswap);
+        /* a: words of group i; b, c, d: the slots of groups i+1 (= i-3), i-2 and i-1 */
+#define am2z__G(i, a, b, c, d) do { \
+            if ((i) >= 4) a = _mm_sha256msg2_epu32(_mm_add_epi32(a, _mm_alignr_epi8(d, c, 4)), d); \
+            t = _mm_add_epi32(a, _mm_loadu_si128((const __m128i *)(const void *)&am2z__sha256_k[4 * (i)])); \
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t); \
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t, 0x0E)); \
+            if ((i) >= 3 && (i) < 15) b = _mm_sha256msg1_epu32(b, c); \
+        } while (0)
+        am2z__G(0, m0, m1, m2, m3); am2z__G(1, m1, m2, m3, m0); am2z__G(2, m2, m3, m0, m1); am2z__G(3, m3, m0, m1, m2);
+        am2z__G(4, m0, m1, m2, m3); am2z__G(5, m1, m2, m3, m0); am2z__G(6, m2, m3, m0, m1); am2z__G(7, m3, m0, m1, m2);
+        am2z__G(8, m0, m1, m2, m3); am2z__G(9, m1, m2, m3, m0); am2z__G(10, m2, m3, m0, m1); am2z__G(11, m3, m0, m1, m2);
+        am2z__G(12, m0, m1, m2, m3); am2z__G(13, m1, m2, m3, m0); am2z__G(14, m2, m3, m0, m1); am2z__G(15, m3, m0, m1, m2);
+#undef am2z__G
         abef = _mm_add_epi32(abef, abef0);
         cdgh = _mm_add_epi32(cdgh, cdgh0);
         p += 64;
@@ -518,14 +543,21 @@ static void am2z__sha256_blocks_shani(uint32_t st[8], const unsigned char *p, si
     }
 }
 
-static int am2z__cpu_has_shani(void) {
+#endif
+
+/* Whether this CPU (and build) can run impl. */
+static int am2z__sha256_supported(am2z_sha256_impl impl) {
+#ifdef AM2Z__SHA_X86
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9))) return 0; /* SSE4.1, SSSE3 */
+    if (impl == AM2Z_SHA256_PORTABLE) return 1;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    return (b >> 29) & 1;
-}
+    if (impl != AM2Z_SHA256_SHANI || !((b >> 29) & 1)) return 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) && (c & (1u << 9)); /* SSE4.1, SSSE3 */
+#else
+    return impl == AM2Z_SHA256_PORTABLE;
 #endif
+}
 
 /* 0 = not chosen yet; otherwise an am2z_sha256_impl. Read on every update, so relaxed. */
 static int am2z__sha256_mode;
@@ -533,17 +565,14 @@ static int am2z__sha256_mode;
 static int am2z__sha256_resolve(void) {
     int mode = __atomic_load_n(&am2z__sha256_mode, __ATOMIC_RELAXED);
     if (mode == 0) {
-        mode = AM2Z_SHA256_PORTABLE;
-#ifdef AM2Z__SHANI
-        if (am2z__cpu_has_shani()) mode = AM2Z_SHA256_SHANI;
-#endif
+        mode = am2z__sha256_supported(AM2Z_SHA256_SHANI) ? AM2Z_SHA256_SHANI : AM2Z_SHA256_PORTABLE;
         __atomic_store_n(&am2z__sha256_mode, mode, __ATOMIC_RELAXED);
     }
     return mode;
 }
 
 static void am2z__sha256_blocks(uint32_t st[8], const unsigned char *p, size_t nblocks) {
-#ifdef AM2Z__SHANI
+#ifdef AM2Z__SHA_X86
     if (am2z__sha256_resolve() == AM2Z_SHA256_SHANI) {
         am2z__sha256_blocks_shani(st, p, nblocks);
         return;
@@ -553,22 +582,15 @@ static void am2z__sha256_blocks(uint32_t st[8], const unsigned char *p, size_t n
 }
 
 AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
-    int mode = (int)impl;
     if (impl == AM2Z_SHA256_AUTO) {
         __atomic_store_n(&am2z__sha256_mode, 0, __ATOMIC_RELAXED);
         am2z__sha256_resolve();
         return AM2Z_OK;
     }
-    if (impl == AM2Z_SHA256_SHANI) {
-#ifdef AM2Z__SHANI
-        if (!am2z__cpu_has_shani()) return AM2Z_STATUS_NOT_FOUND;
-#else
-        return AM2Z_STATUS_NOT_FOUND;
-#endif
-    } else if (impl != AM2Z_SHA256_PORTABLE) {
+    if (impl != AM2Z_SHA256_PORTABLE && impl != AM2Z_SHA256_SHANI)
         return AM2Z_STATUS_INVALID_ARGUMENT;
-    }
-    __atomic_store_n(&am2z__sha256_mode, mode, __ATOMIC_RELAXED);
+    if (!am2z__sha256_supported(impl)) return AM2Z_STATUS_NOT_FOUND;
+    __atomic_store_n(&am2z__sha256_mode, (int)impl, __ATOMIC_RELAXED);
     return AM2Z_OK;
 }
 
@@ -1003,6 +1025,31 @@ static am2z_reply *am2z__resp_slot(am2z_resp_reader *rd) {
         f->cap = ncap;
     }
     return &node->element[node->len++];
+}
+
+/* For a large string payload with nothing buffered, room to read it straight into the
+   string (the connection skips the copy through the buffer). The string grows at most
+   to twice what arrived (and at least by min_chunk), never to the declared length alone.
+   Returns NULL when this does not apply or memory runs out (then the normal path runs
+   and reports it). */
+static char *am2z__resp_bulk_space(am2z_resp_reader *rd, size_t min_chunk, size_t *avail) {
+    am2z_reply *r = rd->slot;
+    size_t need, want;
+    if (rd->err || !rd->in_bulk || rd->start != rd->end || rd->bulk_len < sizeof r->small) return NULL;
+    need = rd->bulk_len - rd->bulk_got;
+    if (need < min_chunk) return NULL;
+    if (rd->bulk_cap == 0 || rd->bulk_cap - 1 - rd->bulk_got < min_chunk) {
+        size_t ncap = rd->bulk_got + (rd->bulk_got > min_chunk ? rd->bulk_got : min_chunk) + 1;
+        char *nb;
+        if (ncap > rd->bulk_len + 1) ncap = rd->bulk_len + 1;
+        nb = (char *)am2z__realloc(r->ext, ncap);
+        if (!nb) return NULL;
+        r->ext = nb;
+        rd->bulk_cap = ncap;
+    }
+    want = rd->bulk_cap - 1 - rd->bulk_got;
+    *avail = want < need ? want : need;
+    return r->ext + rd->bulk_got;
 }
 
 /* Copies the payload bytes that have arrived into the string; then its CR LF. */
@@ -1489,7 +1536,8 @@ AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b) {
 #define AM2Z__SEND_FLAGS 0            /* SO_NOSIGPIPE is set on the socket instead */
 #endif
 
-#define AM2Z__READ_CHUNK 16384
+#define AM2Z__READ_CHUNK 16384    /* bytes asked of each read into the reader's buffer */
+#define AM2Z__DIRECT_CHUNK 65536  /* string payloads at least this long are read in place */
 
 struct am2z_redis {
     am2z_redis_desc desc;      /* defaults resolved; its strings point at the copies below */
@@ -1647,7 +1695,8 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
         }
         {
             size_t avail;
-            char *space = am2z__resp_reader_space(r->rd, AM2Z__READ_CHUNK, &avail);
+            char *direct = am2z__resp_bulk_space(r->rd, AM2Z__DIRECT_CHUNK, &avail);
+            char *space = direct ? direct : am2z__resp_reader_space(r->rd, AM2Z__READ_CHUNK, &avail);
             ptrdiff_t n;
             if (!space) {
                 am2z_resp_error e = am2z_resp_reader_error(r->rd, NULL, NULL);
@@ -1656,7 +1705,8 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
             }
             n = am2z__redis_io(r, 0, space, avail);
             if (n > 0) {
-                r->rd->end += (size_t)n;
+                if (direct) r->rd->bulk_got += (size_t)n;
+                else r->rd->end += (size_t)n;
             } else if (n == AM2Z_IO_WANT_READ || n == AM2Z_IO_WANT_WRITE) {
                 am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "read");
                 if (st != AM2Z_OK) return st;
@@ -1748,7 +1798,8 @@ static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const str
     r->fd = fd;
     if (connect(fd, addr, addrlen) != 0) {
         am2z_status st;
-        if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
+        /* EAGAIN is no "in progress": a full Unix socket backlog or no free local port */
+        if (errno != EINPROGRESS && errno != EINTR)
             return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "connect to %s", r->endpoint);
         st = am2z__redis_wait(r, POLLOUT, deadline, "connect");
         if (st != AM2Z_OK) return st;
@@ -1866,11 +1917,8 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
         am2z_reply_clear(&reply);
     }
     if (st == AM2Z_STATUS_SERVER) {
-        /* refused (wrong password, bad db): keep the server's message, drop the socket */
-        char msg[sizeof r->err];
-        memcpy(msg, r->err, sizeof msg);
+        /* refused (wrong password, bad db): errstr keeps the server's message */
         am2z__redis_close(r);
-        snprintf(r->err, sizeof r->err, "%s", msg);
         return st;
     }
     if (st == AM2Z_OK) am2z__redis_ok(r);
@@ -2210,7 +2258,9 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
+#ifndef __APPLE__ /* no pthread_condattr_setclock there: waits follow the wall clock */
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+#endif
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
     return p;
@@ -2225,7 +2275,11 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         return NULL;
     }
     if (timeout_ms >= 0) {
+#ifdef __APPLE__
+        clock_gettime(CLOCK_REALTIME, &until);
+#else
         clock_gettime(CLOCK_MONOTONIC, &until);
+#endif
         until.tv_sec += (time_t)(timeout_ms / 1000);
         until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
@@ -2286,6 +2340,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 
 #undef AM2Z__SEND_FLAGS
 #undef AM2Z__READ_CHUNK
+#undef AM2Z__DIRECT_CHUNK
 
 #undef am2z__ror32
 #undef am2z__S0
@@ -2297,7 +2352,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #undef am2z__RND
 #undef am2z__RND8
 #undef am2z__IS_AGGREGATE
-#undef AM2Z__SHANI
+#undef AM2Z__SHA_X86
 
 /* ==== 4. queue runtime ================================================================ */
 

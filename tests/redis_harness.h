@@ -42,7 +42,7 @@ typedef struct t_redis {
     int nextra;
 } t_redis;
 
-static int t_redis_installed(void) {
+static inline int t_redis_installed(void) {
     const char *path = getenv("PATH");
     char buf[1024];
     while (path && *path) {
@@ -54,7 +54,7 @@ static int t_redis_installed(void) {
     return 0;
 }
 
-static int t_redis_free_port(void) {
+static inline int t_redis_free_port(void) {
     struct sockaddr_in a;
     socklen_t len = sizeof a;
     int fd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
@@ -68,7 +68,7 @@ static int t_redis_free_port(void) {
     return port;
 }
 
-static void t_redis_sleep_ms(int ms) {
+static inline void t_redis_sleep_ms(int ms) {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (long)(ms % 1000) * 1000000L;
@@ -77,7 +77,7 @@ static void t_redis_sleep_ms(int ms) {
 
 /* Forks redis-server; the child first sleeps delay_ms (to test clients that wait for a
    server coming back). Does not wait for it to answer. */
-static int t_redis_spawn(t_redis *s, int delay_ms) {
+static inline int t_redis_spawn(t_redis *s, int delay_ms) {
     char port[16];
     const char *argv[T_REDIS_MAX_ARGS + 24];
     int argc = 0, i;
@@ -114,7 +114,7 @@ static int t_redis_spawn(t_redis *s, int delay_ms) {
 
 /* 0 once the server answers PING (any reply, +PONG or -NOAUTH), -1 if it died or did
    not answer within 5 s. */
-static int t_redis_wait_ready(t_redis *s) {
+static inline int t_redis_wait_ready(t_redis *s) {
     int i;
     for (i = 0; i < 500; i++) {
         struct sockaddr_in a;
@@ -140,7 +140,7 @@ static int t_redis_wait_ready(t_redis *s) {
     return -1;
 }
 
-static void t_redis_reap(t_redis *s, int sig) {
+static inline void t_redis_reap(t_redis *s, int sig) {
     if (s->pid > 0) {
         kill(s->pid, sig);
         while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR) {}
@@ -150,7 +150,7 @@ static void t_redis_reap(t_redis *s, int sig) {
 
 /* extra: NULL or a NULL-terminated list of extra redis-server arguments (borrowed for
    the life of s). Returns 0, T_REDIS_MISSING, or -1 when the server would not start. */
-static int t_redis_start(t_redis *s, const char *const *extra) {
+static inline int t_redis_start(t_redis *s, const char *const *extra) {
     int attempt;
     memset(s, 0, sizeof *s);
     if (!t_redis_installed()) return T_REDIS_MISSING;
@@ -170,7 +170,7 @@ static int t_redis_start(t_redis *s, const char *const *extra) {
     return -1;
 }
 
-static void t_redis_cleanup_dir(t_redis *s) {
+static inline void t_redis_cleanup_dir(t_redis *s) {
     char path[256];
     if (!s->dir[0]) return;
     snprintf(path, sizeof path, "%s/redis.log", s->dir); unlink(path);
@@ -181,17 +181,17 @@ static void t_redis_cleanup_dir(t_redis *s) {
 }
 
 /* Graceful stop (SIGTERM), files removed. */
-static void t_redis_stop(t_redis *s) {
+static inline void t_redis_stop(t_redis *s) {
     t_redis_reap(s, SIGTERM);
     t_redis_cleanup_dir(s);
 }
 
 /* Like a crash: SIGKILL, files kept for a restart. */
-static void t_redis_kill(t_redis *s) { t_redis_reap(s, SIGKILL); }
+static inline void t_redis_kill(t_redis *s) { t_redis_reap(s, SIGKILL); }
 
 /* Starts the server again on the same port with the same arguments (after stop or
    kill); with delay_ms > 0 it comes up only after that long and this returns at once. */
-static int t_redis_restart(t_redis *s, int delay_ms) {
+static inline int t_redis_restart(t_redis *s, int delay_ms) {
     if (s->pid) t_redis_reap(s, SIGTERM);
     if (t_redis_spawn(s, delay_ms) != 0) return -1;
     return delay_ms > 0 ? 0 : t_redis_wait_ready(s);

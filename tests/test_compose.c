@@ -586,6 +586,15 @@ static int yes_cancelled(const am2z_ctx *ctx) {
     (void)ctx;
     return 1;
 }
+static int wants_only_custom(const am2z_ctx *ctx, const char *event) {
+    (void)ctx;
+    return strncmp(event, "custom:", 7) == 0;
+}
+static am2z_logger *g_ops_logger;
+static const am2z_logger *ops_logger(const am2z_ctx *ctx) {
+    (void)ctx;
+    return g_ops_logger;
+}
 
 static void test_ctx_functions(void) {
     static const edit none[] = {{0, NULL, NULL}};
@@ -653,6 +662,23 @@ static void test_ctx_functions(void) {
     ev = ev_all(&g_ctx_log, "custom:null");
     CHECK(json_is(ev, "[null]"));
     am2z_value_release(ev);
+
+    /* the runtime's hints: payloads nobody wants are not built, the lazy logger */
+    ops.wants = wants_only_custom;
+    am2z_ctx_progress(&ctx, 0.75);
+    am2z_ctx_emit(&ctx, "custom:thing", am2z_value_string("again"));
+    ev = ev_all(&g_ctx_log, "processor:progress");
+    CHECK_INT(am2z_value_len(ev), 1); /* still only the first */
+    am2z_value_release(ev);
+    ev = ev_all(&g_ctx_log, "custom:thing");
+    CHECK_INT(am2z_value_len(ev), 2);
+    am2z_value_release(ev);
+    ctx.logger = NULL;
+    g_ops_logger = am2z_logger_new(NULL);
+    CHECK(am2z_ctx_logger(&ctx) == NULL);
+    ops.logger = ops_logger;
+    CHECK(am2z_ctx_logger(&ctx) == g_ops_logger);
+    am2z_logger_release(g_ops_logger);
 
     am2z_value_release(g_ctx_log.events);
     pthread_mutex_destroy(&g_ctx_log.mu);
@@ -1411,6 +1437,38 @@ static void test_nesting(void) {
     env_free(&e);
 }
 
+/* Composites nest through ctx calls, so the runtime's depth limit (10) applies: ten
+   chains around a step put it at depth 10 (allowed), eleven at 11 (refused). */
+static void test_nesting_depth_limit(void) {
+    env e;
+    am2z_processor *cur = mk("leaf", inc1), *next;
+    am2z_state *in = S("{\"count\":0}");
+    am2z_result r;
+    char name[32];
+    int i;
+    env_init(&e);
+    for (i = 1; i <= 11; i++) {
+        snprintf(name, sizeof name, "nest%d", i);
+        next = chain_of(name, &cur, 1);
+        am2z_processor_release(cur);
+        cur = next;
+        if (i == 10) env_add(&e, cur);
+    }
+    add(&e, cur);
+    r = env_run(&e, "nest10", in);
+    CHECK(r.state && am2z_value_get_int(r.state, "count", -1) == 1);
+    am2z_result_clear(&r);
+    r = env_run(&e, "nest11", in);
+    CHECK(r.error != NULL);
+    if (r.error) {
+        CHECK_INT(am2z_error_root_cause(r.error)->kind, AM2Z_ERROR_CALL_DEPTH);
+        CHECK_STR(r.error->processor, "nest11");
+    }
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+    env_free(&e);
+}
+
 static void test_parallel_wide(void) {
     /* 40 branches, each appending its own element: all kept, in branch order */
     static edit scripts[40][2];
@@ -1456,6 +1514,7 @@ static void run_composition(void) {
     T_RUN(test_batch_modes);
     T_RUN(test_batch_bad_input);
     T_RUN(test_nesting);
+    T_RUN(test_nesting_depth_limit);
     T_RUN(test_parallel_wide);
 }
 

@@ -525,6 +525,23 @@ static void test_copy_on_write(void) {
     CHECK(e2->partial_state == NULL);
     am2z_error_release(e2);
 
+    /* arguments may alias the error's own fields, shared or not */
+    e2 = am2z_error_with_location(am2z_error_retain(shared), "own", "own-id");
+    e2 = am2z_error_with_location(e2, e2->execution_id, e2->processor); /* sole owner: in place */
+    CHECK_STR(e2->processor, "own-id");
+    CHECK_STR(e2->execution_id, "own");
+    e2 = am2z_error_with_details(e2, e2->details);
+    CHECK(json_is(e2->details, "{\"operation\":\"renamed\",\"timeoutMs\":1,\"attempt\":2}"));
+    {
+        am2z_error *third = am2z_error_retain(e2);
+        am2z_error *e3 = am2z_error_with_location(third, e2->execution_id, NULL); /* copy */
+        CHECK(e3 != e2);
+        CHECK_STR(e3->processor, "own");
+        CHECK_STR(e2->processor, "own-id");
+        am2z_error_release(e3);
+    }
+    am2z_error_release(e2);
+
     /* non-object or empty details change nothing */
     e2 = am2z_error_with_details(am2z_error_retain(shared), NULL);
     CHECK(e2 == shared);

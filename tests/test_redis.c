@@ -342,15 +342,33 @@ static void test_binary_values(void) {
     t_redis_stop(&s);
 }
 
+/* 64 MiB, as the issue asks; under TSan (which has no threads to check here and slows
+   every byte copied) 16 MiB takes the same code path in a few seconds less. */
+#if defined(__SANITIZE_THREAD__)
+#define T_BIG_MIB 16
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define T_BIG_MIB 16
+#endif
+#endif
+#ifndef T_BIG_MIB
+#define T_BIG_MIB 64
+#endif
+
 static void test_value_64mib(void) {
-    size_t n = (size_t)64 << 20, i;
+    size_t n = (size_t)T_BIG_MIB << 20, i;
     char *big = (char *)malloc(n);
     t_redis s;
     am2z_redis_desc d;
     am2z_redis *r;
     am2z_reply rep = {0};
     if (!big) T_SKIP("no memory for a 64 MiB buffer");
-    for (i = 0; i < n; i++) big[i] = (char)(i * 131 + (i >> 13));
+    /* 64 KiB blocks of every byte value (NUL, CR, LF included), each block numbered */
+    for (i = 0; i < 65536; i++) big[i] = (char)(i * 131);
+    for (i = 65536; i < n; i += 65536) {
+        memcpy(big + i, big, 65536);
+        memcpy(big + i + 1000, &i, sizeof i);
+    }
     {
         t_redis *sp = &s;
         int rc = t_redis_start(sp, NULL);
@@ -568,20 +586,21 @@ static void test_restart_mid_pipeline(void) {
     memset(val, 'v', big);
     CHECK_INT(am2z_redis_command(r, &rep, "SET big %b", val, big), AM2Z_OK);
     am2z_reply_clear(&rep);
-    /* 200 MiB of replies requested; the server dies after the first few are read */
-    for (i = 0; i < 200; i++) am2z_redis_append(r, "GET big");
+    /* 64 MiB of replies requested, far more than socket buffers hold; the server dies
+       after the first few are read */
+    for (i = 0; i < 64; i++) am2z_redis_append(r, "GET big");
     for (i = 0; i < 3; i++) {
         CHECK_INT(am2z_redis_read(r, &rep), AM2Z_OK);
         CHECK_INT(rep.len, big);
         am2z_reply_clear(&rep);
     }
     t_redis_kill(&s);
-    for (i = 3; i < 200 && st == AM2Z_OK; i++) {
+    for (i = 3; i < 64 && st == AM2Z_OK; i++) {
         st = am2z_redis_read(r, &rep);
         am2z_reply_clear(&rep);
     }
     CHECK_INT(st, AM2Z_STATUS_IO);
-    CHECK(i < 200);
+    CHECK(i < 64);
     CHECK(!am2z_redis_is_connected(r));
     CHECK_INT(am2z_redis_pending(r), 0); /* the lost replies are forgotten, not misattributed */
     {

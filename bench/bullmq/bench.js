@@ -137,7 +137,9 @@ async function sessions(port, n) {
         const name = `session-${i}`;
         const t0 = nowMs();
         const q = new Queue(name, { connection });
-        const qe = new QueueEvents(name, { connection });
+        // A fresh queue: read its events from the start, or a job finishing before the
+        // first XREAD reaches Redis would be missed (QueueEvents starts at '$').
+        const qe = new QueueEvents(name, { connection, lastEventId: '0-0' });
         const w = new Worker(name, async () => null, { connection });
         await Promise.all([q.waitUntilReady(), qe.waitUntilReady(), w.waitUntilReady()]);
         const job = await q.add('noop', {});

@@ -15,8 +15,11 @@
 //       Prints {"<queue>": getJobCounts(), ...}.
 //   node peer.js job PORT QUEUE ID [PREFIX]
 //       Prints the job as BullMQ reads it (getJob + getState), or null.
+//   node peer.js pause|resume PORT QUEUE [PREFIX]
+//       Queue.pause() / Queue.resume(); prints {"paused": isPaused()}.
 'use strict';
 const { Queue, Worker, QueueEvents } = require('bullmq');
+const IORedis = require('ioredis');
 
 function die(msg) {
     process.stderr.write(`peer.js: ${msg}\n`);
@@ -38,8 +41,14 @@ async function addAndWait([port, queue, name, dataJson, prefix = 'bull', ttl = '
     deadline(Number(ttl) + 5000, 'add-and-wait');
     const connection = conn(port);
     const q = new Queue(queue, { connection, prefix });
-    const qe = new QueueEvents(queue, { connection, prefix });
-    // QueueEvents starts reading at '$': it must be listening before the job exists.
+    // QueueEvents starts reading at '$' only when its first XREAD reaches Redis, which can
+    // be after waitUntilReady() resolved: an am2z worker finishing within a few ms then
+    // beats it, the event is missed and waitUntilFinished hangs (seen here). Starting from
+    // the stream's current last entry closes that window.
+    const redis = new IORedis(connection);
+    const last = await redis.xrevrange(`${prefix}:${queue}:events`, '+', '-', 'COUNT', 1);
+    await redis.quit();
+    const qe = new QueueEvents(queue, { connection, prefix, lastEventId: last.length ? last[0][0] : '0-0' });
     await qe.waitUntilReady();
     await q.waitUntilReady();
     const job = await q.add(name, JSON.parse(dataJson));
@@ -106,7 +115,18 @@ async function job([port, queue, id, prefix = 'bull']) {
     await q.close();
 }
 
-const commands = { 'add-and-wait': addAndWait, worker, counts, job };
+async function pauseResume(which, [port, queue, prefix = 'bull']) {
+    deadline(10000, which);
+    const q = new Queue(queue, { connection: conn(port), prefix });
+    await (which === 'pause' ? q.pause() : q.resume());
+    out({ paused: await q.isPaused() });
+    await q.close();
+}
+
+const commands = {
+    'add-and-wait': addAndWait, worker, counts, job,
+    pause: args => pauseResume('pause', args), resume: args => pauseResume('resume', args),
+};
 const [cmd, ...args] = process.argv.slice(2);
 if (!commands[cmd]) die(`unknown command ${cmd}; see the comment at the top`);
 commands[cmd](args).then(() => process.exit(0), e => die(e && e.stack || String(e)));
