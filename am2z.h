@@ -959,11 +959,18 @@ struct am2z_ctx {
     int64_t deadline_ns;         /* am2z_monotonic_ns() deadline; 0 = none */
 };
 
-/* Runs one attempt of p (any kind: composites run their children through ctx->ops):
-   calls the function, turns an ill-formed result into a ProcessorExecutionError, and
-   fills in the error's processor and execution id. input borrowed. */
+/* Runs one attempt of p (any kind: composites run their children through ctx->ops)
+   on the calling thread: calls the function, turns an ill-formed result into a
+   ProcessorExecutionError (neither state nor error: "returned neither a state nor an
+   error", not retryable; both: the state is dropped), and fills in the error's processor
+   and execution id when the error has none. ctx->processor must be p and ctx->meta
+   filled in. No retry, timeout, version bump or job event: that is the runtime's part.
+   input borrowed; the result holds exactly one of state / error (both NULL only when
+   memory ran out). */
 AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input);
-/* The timeout a runtime applies to p: its own, a composite's derived one, or default_ms. */
+/* The timeout a runtime applies to p: its own when set; else a chain's is the sum and a
+   parallel's the largest of its children's (each child: its own, derived, or default_ms;
+   the sum saturates at INT64_MAX); else default_ms (plain, router, batch). */
 AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t default_ms);
 
 /* ==== 8. local runtime ================================================================ */
@@ -1052,8 +1059,15 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc);
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <float.h>
+#include <locale.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
+
+#ifdef __cplusplus
+extern "C" { /* private functions keep C names in a C++ build too */
+#endif
 
 #ifndef AM2Z_ASSERT
 #define AM2Z_ASSERT(c) assert(c)
@@ -1159,9 +1173,6 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
 #define am2z__atomic_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 /* ==== 1. values ======================================================================= */
-
-#include <float.h>
-#include <locale.h>
 
 /* Representation. A value pointer is one of
    - a tagged small integer: bit 0 set, the integer in the other bits (no allocation);
@@ -5932,8 +5943,9 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
      handle, the queue and the worker, so a late result is released, never written to
      freed memory.
    - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
-     claim chunks of indexes; each item's word holds its state and deadline so the caller
-     can time out one item while the others go on. */
+     claim chunks of indexes; each item has a one-byte state and each worker publishes
+     the item it runs with its deadline, so the caller can time out one item while the
+     others go on. */
 
 #define AM2Z__LR_CHUNK 32          /* execute_many items a worker claims at once */
 #define AM2Z__LR_POLL_NS 20000000  /* longest block of a waiting parent between cancel checks */
@@ -5956,7 +5968,7 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
 enum { AM2Z__LR_QUEUED = 0, AM2Z__LR_RUNNING = 1, AM2Z__LR_RESOLVING = 2, AM2Z__LR_DONE = 3 };
 #define AM2Z__LR_WORD(attempt, phase) (((attempt) << 2) | (phase))
 enum {
-    AM2Z__LR_IT_PENDING = 0, AM2Z__LR_IT_CLAIMED, AM2Z__LR_IT_RUNNING, /* | deadline << 3 */
+    AM2Z__LR_IT_PENDING = 0, AM2Z__LR_IT_CLAIMED, AM2Z__LR_IT_RUNNING,
     AM2Z__LR_IT_WRITING, AM2Z__LR_IT_DONE, AM2Z__LR_IT_ABANDONED
 };
 /* Why an execution was cancelled. */
@@ -6058,13 +6070,16 @@ struct am2z__lr_job {
     pthread_cond_t cv;
 };
 
-/* A worker's view of one execute_many: the item it runs and how many it resolved
+/* A worker's view of one execute_many: the item it runs with that item's deadline
+   (written under the seqlock `seq`, odd while changing) and how many items it resolved
    (exact, unlike `remaining`, which a worker stuck in an item may not have updated).
    Padded so two workers never share a cache line. */
 typedef struct am2z__lr_bslot {
+    unsigned seq;           /* atomic */
     size_t item;            /* atomic: index + 1 of the item being run, 0 = none */
+    int64_t deadline;       /* atomic */
     size_t done;            /* atomic (release) */
-    char pad[64 - 2 * sizeof(size_t)];
+    char pad[64 - sizeof(unsigned) - 2 * sizeof(size_t) - sizeof(int64_t)];
 } am2z__lr_bslot;
 
 struct am2z__lr_batch {
@@ -6077,7 +6092,7 @@ struct am2z__lr_batch {
     am2z_outcome *outs;
     size_t count;
     size_t next;            /* atomic: next unclaimed index */
-    uint64_t *items;        /* atomic: state | deadline << 3 */
+    unsigned char *items;   /* atomic: AM2Z__LR_IT_* */
     am2z__lr_bslot *slots;  /* one per worker */
     size_t remaining;       /* atomic: counted down per chunk, for the fast wake-up */
     size_t abandoned;       /* caller only: items it resolved itself */
@@ -6102,6 +6117,8 @@ struct am2z__lr_worker {
     pthread_cond_t pcv;
     int pwait, pgen;          /* atomic */
     int help_depth;
+    int spinning;             /* holds the idle-spinner role (lr->spinners) */
+    int concluding;           /* in run_job after the processor returned */
     am2z__lr_shard shard;
 };
 
@@ -6157,6 +6174,7 @@ typedef struct am2z__lr_frame {
 
 static __thread am2z__lr_worker *am2z__lr_self;
 
+
 /* ---- small helpers ---- */
 
 static int64_t am2z__lr_now(void) { return am2z_monotonic_ns(); }
@@ -6172,6 +6190,23 @@ static int64_t am2z__lr_deadline(int64_t start_ns, int64_t timeout_ms) {
 static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_self;
     return w && w->lr == lr ? w : NULL;
+}
+
+/* One step of a spin-wait that has lasted spun_ns: a pause, and after 10 us an
+   occasional yield, so a spinner never starves the thread it waits for on a busy CPU. */
+static void am2z__lr_relax(int64_t spun_ns, unsigned *iter) {
+    AM2Z__LR_PAUSE();
+    if (spun_ns > 10000 && (++*iter & 63) == 0) sched_yield();
+}
+
+/* A worker about to publish a result takes the idle-spinner role if it is free, so the
+   caller's next submission finds it spinning instead of waking a sleeping worker. */
+static void am2z__lr_claim_spin(am2z__lr *lr) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    int zero = 0;
+    if (w && w->concluding && !w->spinning &&
+        __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        w->spinning = 1;
 }
 
 static int am2z__lr_cond_init(pthread_cond_t *c) {
@@ -6835,6 +6870,16 @@ static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
     return 1;
 }
 
+/* Worker w took a task (under qmu): it gives up the spinner role, and wakes a sleeping
+   worker when more work is waiting, so nothing queued waits behind a busy worker. */
+static void am2z__lr_took_locked(am2z__lr *lr, am2z__lr_worker *w) {
+    if (w->spinning) {
+        w->spinning = 0;
+        AM2Z__LR_ST(&lr->spinners, 0);
+    }
+    if (AM2Z__LR_LD(&lr->work) > 0) am2z__lr_wake_locked(lr, 1);
+}
+
 /* Takes the next task: a job (*jp) or an execute_many to help with (*bp, *sweep).
    Jobs resolved while queued are moved to *drop for release outside the lock. */
 static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am2z__lr_batch **bp, int *sweep,
@@ -6949,7 +6994,7 @@ static const am2z_ctx_ops am2z__lr_ctx_ops = {am2z__ctx_call_many_lr, am2z__ctx_
                                               am2z__ctx_wants_lr, am2z__ctx_logger_lr};
 
 static int am2z__lr_item_cancelled(const am2z__lr_batch *b, size_t i) {
-    return AM2Z__LR_LD(&b->cancel) || (AM2Z__LR_LD(&b->items[i]) & 7) != AM2Z__LR_IT_RUNNING;
+    return AM2Z__LR_LD(&b->cancel) || AM2Z__LR_LD(&b->items[i]) != AM2Z__LR_IT_RUNNING;
 }
 
 /* Non-zero once the attempt a frame belongs to (or anything it was called from) was
@@ -7129,6 +7174,7 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     /* counters before the outcome shows, "running" after: whoever sees the outcome sees
        the counts, and whoever sees running drop sees the outcome */
     am2z__lr_session_count(j->session, state ? 1 : 0, !state && !cancelled, !state && cancelled);
+    am2z__lr_claim_spin(lr);
     am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
     am2z__lr_session_done(j->session);
 }
@@ -7223,10 +7269,13 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         am2z_result_clear(&r);
         r = am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms));
     }
-    if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING)))
+    if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
+        w->concluding = !w->help_depth;
         am2z__lr_resolve(lr, j, att, r);
-    else
+        w->concluding = 0;
+    } else {
         am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
+    }
     am2z__lr_job_release(j);
 }
 
@@ -7265,6 +7314,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
     am2z__lr *lr = j->lr;
     am2z__lr_worker *me = am2z__lr_me(lr);
     int64_t t0 = am2z__lr_now(), spin_end = t0 + AM2Z_LOCAL_SPIN_NS, until;
+    unsigned iter = 0;
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
@@ -7300,7 +7350,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
         if (now >= until) return AM2Z_STATUS_TIMEOUT;
         if (wake > until) wake = until;
         if (now < spin_end) {
-            AM2Z__LR_PAUSE();
+            am2z__lr_relax(now - t0, &iter);
             continue;
         }
         pthread_mutex_lock(&j->mu);
@@ -7415,6 +7465,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
     void *block = NULL;
     size_t i, first = n;
     int64_t spin_end;
+    unsigned iter = 0;
     if (depth > lr->max_depth) {
         for (i = 0; i < n; i++) results[i] = am2z__lr_fail(am2z_error_call_depth(lr->max_depth, depth));
         return;
@@ -7505,7 +7556,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         if (w && am2z__lr_help(w)) continue;
         if (now < spin_end) {
-            AM2Z__LR_PAUSE();
+            am2z__lr_relax(AM2Z_LOCAL_SPIN_NS - (spin_end - now), &iter);
             continue;
         }
         if (w) {
@@ -7593,23 +7644,26 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
 /* Runs item k if nobody claimed it; returns 1 when this call resolved it (ok in *ok). */
 static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int *ok) {
     am2z__lr *lr = b->lr;
-    uint64_t e = AM2Z__LR_IT_PENDING, run;
+    am2z__lr_bslot *slot = &b->slots[w->index];
+    unsigned char e = AM2Z__LR_IT_PENDING;
     am2z_state *in;
     am2z_result r;
     int64_t s, dl, end;
     am2z__lr_frame f;
     const char *name = am2z_processor_name(b->proc);
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (uint64_t)AM2Z__LR_IT_CLAIMED, 0, __ATOMIC_SEQ_CST,
+    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_CLAIMED, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST))
         return 0;
     /* the caller cannot return while the item is claimed, so inputs[k] is alive */
     in = am2z_value_retain(b->inputs[k]);
     s = am2z__lr_now();
     dl = am2z__lr_deadline(s, b->timeout_ms);
-    run = ((uint64_t)dl << 3) | AM2Z__LR_IT_RUNNING;
-    AM2Z__LR_ST(&b->items[k], run);
-    AM2Z__LR_ST(&b->slots[w->index].item, k + 1);
+    AM2Z__LR_ST(&slot->seq, AM2Z__LR_LD(&slot->seq) + 1);
+    AM2Z__LR_ST(&slot->item, k + 1);
+    AM2Z__LR_ST(&slot->deadline, dl);
+    AM2Z__LR_ST(&slot->seq, AM2Z__LR_LD(&slot->seq) + 1);
+    AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_RUNNING);
     am2z__execution_id_at(name, am2z__lr_wall(lr, s), id);
     if (!in) {
         r = am2z__lr_fail(am2z_error_validation("input", NULL, "a state is required"));
@@ -7628,8 +7682,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         am2z_result_clear(&r);
         r = am2z__lr_fail(am2z__lr_timeout_error(b->proc, id, b->timeout_ms));
     }
-    e = run;
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (uint64_t)AM2Z__LR_IT_WRITING, 0, __ATOMIC_SEQ_CST,
+    e = AM2Z__LR_IT_RUNNING;
+    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_WRITING, 0, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST)) {
         am2z_result_clear(&r); /* the caller gave up on it */
         am2z_value_release(in);
@@ -7639,9 +7693,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     am2z__lr_stat(lr, name, *ok ? 0 : 1, end - s);
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id);
-    AM2Z__LR_ST(&b->items[k], (uint64_t)AM2Z__LR_IT_DONE);
-    __atomic_store_n(&b->slots[w->index].done, __atomic_load_n(&b->slots[w->index].done, __ATOMIC_RELAXED) + 1,
-                     __ATOMIC_RELEASE);
+    AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
+    __atomic_store_n(&slot->done, __atomic_load_n(&slot->done, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     am2z_value_release(in);
     return 1;
 }
@@ -7687,20 +7740,20 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep)
 }
 
 /* The caller resolves item k itself (timeout or cancel); 1 when it did. */
-static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, uint64_t expect, am2z_error *err) {
+static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expect, am2z_error *err) {
     am2z__lr *lr = b->lr;
     am2z_result r;
     int64_t now = am2z__lr_now();
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &expect, (uint64_t)AM2Z__LR_IT_ABANDONED, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST)) {
+    if (!__atomic_compare_exchange_n(&b->items[k], &expect, (unsigned char)AM2Z__LR_IT_ABANDONED, 0,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         am2z_error_release(err);
         return 0;
     }
     am2z__execution_id_at(am2z_processor_name(b->proc), am2z__lr_wall(lr, now), id);
     r = am2z__lr_fail(err);
     am2z__lr_stat(lr, am2z_processor_name(b->proc), 1, 0);
-    am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], (expect & 7) == AM2Z__LR_IT_RUNNING, 0, now, id);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id);
     __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
     b->abandoned++;
     return 1;
@@ -7731,6 +7784,7 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
     am2z__lr *lr = b->lr;
     int64_t spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
     int abandoned = 0;
+    unsigned iter = 0;
     size_t k;
     int wi;
     for (;;) {
@@ -7742,16 +7796,14 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
         pending_reason = AM2Z__LR_LD(&b->cancel_pending);
         if (reason || pending_reason) {
             for (k = 0; k < b->count; k++) {
-                uint64_t v = AM2Z__LR_LD(&b->items[k]);
-                int st = (int)(v & 7);
+                unsigned char st = AM2Z__LR_LD(&b->items[k]);
                 while (st == AM2Z__LR_IT_CLAIMED || (reason && st == AM2Z__LR_IT_WRITING)) {
                     AM2Z__LR_PAUSE(); /* a worker is between two stores */
-                    v = AM2Z__LR_LD(&b->items[k]);
-                    st = (int)(v & 7);
+                    st = AM2Z__LR_LD(&b->items[k]);
                 }
                 if (st == AM2Z__LR_IT_PENDING || (reason && st == AM2Z__LR_IT_RUNNING))
                     abandoned |= am2z__lr_item_abandon(
-                        b, k, v,
+                        b, k, st,
                         am2z__lr_cancel_error(reason ? reason : pending_reason, b->proc, NULL, b->session->id));
             }
             AM2Z__LR_ST(&b->watch, 1);
@@ -7759,15 +7811,17 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
         }
         wake = now + (b->timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : b->timeout_ms) * 1000000;
         for (wi = 0; wi < lr->nworkers; wi++) {
-            size_t slot = AM2Z__LR_LD(&b->slots[wi].item);
-            uint64_t v;
-            int64_t dl;
-            if (!slot) continue;
-            v = AM2Z__LR_LD(&b->items[slot - 1]);
-            if ((v & 7) != AM2Z__LR_IT_RUNNING) continue;
-            dl = (int64_t)(v >> 3);
+            am2z__lr_bslot *sl = &b->slots[wi];
+            unsigned seq = AM2Z__LR_LD(&sl->seq);
+            size_t item = AM2Z__LR_LD(&sl->item);
+            int64_t dl = AM2Z__LR_LD(&sl->deadline);
+            if (seq & 1 || seq != AM2Z__LR_LD(&sl->seq)) { /* being rewritten: look again soon */
+                if (now + 1000000 < wake) wake = now + 1000000;
+                continue;
+            }
+            if (!item || AM2Z__LR_LD(&b->items[item - 1]) != AM2Z__LR_IT_RUNNING) continue;
             if (now >= dl) {
-                if (am2z__lr_item_abandon(b, slot - 1, v,
+                if (am2z__lr_item_abandon(b, item - 1, AM2Z__LR_IT_RUNNING,
                                           am2z__lr_timeout_error(b->proc, NULL, b->timeout_ms))) {
                     abandoned = 1;
                     AM2Z__LR_ST(&b->watch, 1);
@@ -7779,7 +7833,7 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
         }
         if (abandoned && am2z__lr_batch_settled(b)) return;
         if (now < spin_end) {
-            AM2Z__LR_PAUSE();
+            am2z__lr_relax(AM2Z_LOCAL_SPIN_NS - (spin_end - now), &iter);
             continue;
         }
         pthread_mutex_lock(&b->mu);
@@ -7911,8 +7965,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z_status st = AM2Z_OK;
     size_t i;
     int stopping = 0;
-    for (i = 0; i < count; i++) memset(&outs[i], 0, sizeof outs[i]);
-    p = name ? am2z_runtime_lookup(rt, name) : NULL;
+    p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
     else if (!AM2Z__LR_LD(&lr->running)) st = AM2Z_STATUS_NOT_STARTED;
     if (st == AM2Z_OK) {
@@ -7936,9 +7989,9 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b = (am2z__lr_batch *)am2z__malloc(sizeof *b);
     if (b) {
         memset(b, 0, sizeof *b);
-        b->items = (uint64_t *)am2z__malloc(count * sizeof *b->items);
+        b->items = (unsigned char *)am2z__malloc(count);
         b->slots = (am2z__lr_bslot *)am2z__malloc((size_t)lr->nworkers * sizeof *b->slots);
-        if (!b->items || !b->slots || count > ((size_t)-1) / sizeof *b->items || pthread_mutex_init(&b->mu, NULL) != 0) {
+        if (!b->items || !b->slots || pthread_mutex_init(&b->mu, NULL) != 0) {
             am2z__free(b->items);
             am2z__free(b->slots);
             am2z__free(b);
@@ -7956,7 +8009,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         am2z_processor_release(p);
         return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
     }
-    memset(b->items, 0, count * sizeof *b->items);
+    memset(b->items, AM2Z__LR_IT_PENDING, count);
     memset(b->slots, 0, (size_t)lr->nworkers * sizeof *b->slots);
     b->refs = 1;
     b->lr = lr;
@@ -8208,7 +8261,8 @@ static void *am2z__lr_worker_main(void *arg) {
         int got, sweep = 0, leave = 0;
         pthread_mutex_lock(&lr->qmu);
         got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
-        if (!got) leave = lr->exiting;
+        if (got) am2z__lr_took_locked(lr, w);
+        else leave = lr->exiting;
         pthread_mutex_unlock(&lr->qmu);
         am2z__lr_release_list(drop);
         drop = NULL;
@@ -8218,14 +8272,23 @@ static void *am2z__lr_worker_main(void *arg) {
             else am2z__lr_run_kid(w, j);
             continue;
         }
-        if (leave) break;
-        /* one idle worker spins for new work; the others sleep */
+        if (leave) {
+            if (w->spinning) {
+                w->spinning = 0;
+                AM2Z__LR_ST(&lr->spinners, 0);
+            }
+            break;
+        }
+        /* one idle worker spins for new work (the last one to finish, if it could);
+           the others sleep */
         {
             int zero = 0, found = 0;
-            if (__atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            unsigned iter = 0;
+            if (w->spinning ||
+                __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
                 int64_t t0 = am2z__lr_now(), now = t0, due;
+                w->spinning = 1;
                 while (now - t0 < AM2Z_LOCAL_SPIN_NS) {
-                    int r;
                     if (AM2Z__LR_LD(&lr->work) > 0) {
                         found = 1;
                         break;
@@ -8235,15 +8298,19 @@ static void *am2z__lr_worker_main(void *arg) {
                         found = 1;
                         break;
                     }
-                    for (r = 0; r < 8; r++) AM2Z__LR_PAUSE();
+                    am2z__lr_relax(now - t0, &iter);
                     now = am2z__lr_now();
                 }
-                AM2Z__LR_ST(&lr->spinners, 0);
+                if (!found) {
+                    w->spinning = 0;
+                    AM2Z__LR_ST(&lr->spinners, 0);
+                }
             }
-            if (found) continue;
+            if (found) continue; /* still the spinner until it takes the work */
         }
         pthread_mutex_lock(&lr->qmu);
         got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
+        if (got) am2z__lr_took_locked(lr, w);
         if (!got && !lr->exiting) {
             int64_t due = lr->delayed_n ? lr->delayed[0]->due_ns : INT64_MAX;
             w->sleeping = 1;
@@ -8549,6 +8616,9 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
 #undef AM2Z__RT_NPOS
 #undef AM2Z__RT_MANY_WINDOW
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* AM2Z_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_IMPLEMENTATION */
 

@@ -331,8 +331,8 @@ AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r);
 /* The last failure's text ("" after success); borrowed until the next call on r. */
 AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r);
 
-/* Commands. Each sends one command and reads its reply into *reply (the caller clears
-   it). Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
+/* Commands. Each sends one command and reads its reply into *reply, which is
+   overwritten (clear an earlier reply first) and then owned by the caller. Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
    TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the connection is
    closed, because the stream is in an unknown place (a late or half-read reply must
    never be taken for the next command's), and must reconnect. A failed command is never
@@ -405,6 +405,193 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 #endif
 
 /* ==== 4. queue runtime ================================================================ */
+/* The distributed runtime: the same processors, registered by name in many processes,
+   run as jobs in Redis. am2z_queue_runtime_new() returns an am2z_runtime, so swapping
+   am2z_local_runtime_new() for it is the only change a program needs:
+
+       am2z_queue_desc qd = {0};
+       qd.redis.host = "10.0.0.5";                  // or REDIS_HOST / REDIS_PORT ...
+       am2z_runtime *rt = am2z_queue_runtime_new(&qd);
+       am2z_runtime_register(rt, p);                // every process registers the same names
+       am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
+
+   LAYOUT (BullMQ v6; Node's Queue, Worker, QueueEvents and Bull Board read and write it)
+       queue name   <prefix>~<processor>            e.g. "am2z~greet"
+                    <prefix>~<processor>~<session>  e.g. "am2z~greet~tenant-7"
+                    '~' is outside the name alphabet [A-Za-z0-9_.-], so names never
+                    collide and never contain ':'; bad names are refused with
+                    AM2Z_STATUS_INVALID_ARGUMENT. am2z_queue_name() builds it.
+       queue keys   <bull>:<queue>:{wait,active,prioritized,pc,delayed,completed,failed,
+                    marker,events,meta,stalled,stalled-check,<id>,<id>:lock,<id>:logs}
+                    with <bull> = bull_prefix ("bull"). Job id = execution id
+                    ("<processor>-<ms>-<random>"), stable across attempts: use it as the
+                    idempotency key of side effects.
+       job hash     name (processor), data, opts (JSON: attempts, backoff, priority, delay,
+                    jobId, removeOnComplete, removeOnFail), timestamp, delay, priority,
+                    processedOn, ats, atm, stc, finishedOn, returnvalue (the output state as
+                    JSON), failedReason (plain message), stacktrace (JSON array: one
+                    am2z_error_to_json text per failed attempt), defa.
+       job data     {"am2z":1,"processorName","executionId","sessionId","callDepth",
+                    "deadline" (epoch ms),"replyTo","parentExecutionId"?,"state":{...}}.
+                    A job without the "am2z" member (Node's Queue.add(name, data)) is run
+                    with data as its input state, session "default", depth 0; its job name
+                    must be the processor's name.
+       am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
+                    <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
+                    <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
+                    <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
+                    <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
+                    processors, queues
+       events       (desc.events) delayed, completed (returnvalue JSON), failed, waiting
+                    (retry), stalled; not added/active/drained.
+   SCRIPTS
+       Every transition (add, fetch, complete, fail, retry, claim, lock renewal, stalled
+       recovery, session cancel and drop, state compare-and-set) is one Lua script of
+       am2z's own, run by EVALSHA. A producer adds up to 128 jobs per call; a worker
+       completes its finished jobs and takes the next ones of the queue in one call, up to
+       AM2Z_QUEUE_BATCH jobs at a time while the queue is deep and the jobs are quick
+       (< 0.2 ms each; one at a time again as soon as they are not).
+
+   EXECUTION ACROSS PROCESSES
+       Any process can execute; a process with workers (desc.concurrency >= 0) processes
+       the queues of the processors it registered. The caller registers its waiter before
+       the job is added; the finishing worker pushes the outcome to the caller's reply list
+       (or hands it over directly when it runs in the caller's process). A job finished by
+       a foreign worker (Node) is noticed by polling its hash (desc.foreign_poll_ms).
+       Deadline: an execution may take timeout x attempts plus the backoff delays (and
+       the queue delay), counted from submission; each attempt is bounded by the
+       processor's timeout, and a child by its parent's remaining time. At the deadline
+       the caller gets a TimeoutError and the job is told to cancel (its cancel key,
+       polled every cancel_poll_ms by the worker and read by am2z_ctx_cancelled); its
+       children are cancelled with it. A job fetched after its deadline fails without
+       running. Deadlines are wall-clock (epoch ms) in the job: keep the clocks of the
+       machines in sync (NTP). Retries: should_retry and the backoff are evaluated by the
+       worker that ran the failed attempt; the retry waits in the delayed set; the caller
+       gets the final outcome with every attempt's error.
+       Queue options: priority and delay_ms map to BullMQ's prioritized and delayed sets;
+       rate_limit_per_minute to the queue's limiter (meta max/duration, shared by every
+       worker of the queue); concurrency limits the jobs of a processor per process
+       (children run inline by a waiting parent do not count, so they cannot deadlock).
+       Retention: keep_* by count and age (seconds, as BullMQ), or the job's own
+       removeOnComplete/removeOnFail; count trimming runs in batches of count/16.
+       Children (ctx calls, composites) are jobs on the queues of their processors (the
+       session's queues inside a session). The parent runs the first child itself (it is
+       added already locked for it), the others wait in their queues for any worker, and
+       a parent waiting for children claims the ones nobody took yet and runs them too,
+       so a pool never starves, even with one worker thread. Call depth travels in the job.
+       Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
+       the grace period back to their queues, the attempt not counted.
+   DELIVERY IS AT-LEAST-ONCE
+       A worker that dies mid-job leaves a lock that expires after lock_duration_ms; a
+       stalled scan (every stalled_interval_ms, one per queue across all processes) puts
+       the job back, up to max_stalled_count times, then fails it ("job stalled more than
+       allowable limit"). So a processor can run more than once for one execution: make
+       side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id.
+   SESSIONS
+       execute_in_session puts the job and its children on the session's queues; any
+       process with workers discovers them through the wake key. stop_session pauses them,
+       tells every caller of their jobs "cancelled" and sets the running jobs' cancel keys,
+       waits up to grace_ms for those to end, then deletes every key of the session
+       (queues, jobs, locks, results, state). No connection is made per session. Using the
+       session id again later starts a new session.
+   THREADS
+       concurrency worker threads (one connection each) serve every queue of the process;
+       one receiver thread (one connection) takes results; one maintenance thread (one
+       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
+       pool connections. Event handlers run on the worker thread that ran the job.
+   STATS
+       am2z_runtime_stats: {instanceId, uptimeMs, workers, running, completed, failed,
+       retried, awaiting (this process), queues: {<queue name>: {waiting, active, delayed,
+       prioritized, completed, failed, waiting-children}}, queueNames, sessions,
+       knownProcessors, registeredProcessors}; the counts are read from Redis, for the
+       registered processors' queues and every session's. am2z_runtime_session_stats:
+       {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
+       process's sessions.
+*/
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
+#define AM2Z_QUEUE_KEEP_ALL (-1)   /* desc.keep_*: keep every finished job */
+#define AM2Z_QUEUE_KEEP_NONE (-2)  /* desc.keep_*: delete a job as soon as it finishes */
+
+#ifndef AM2Z_QUEUE_MAX_WORKERS
+#define AM2Z_QUEUE_MAX_WORKERS 1024 /* worker threads per runtime */
+#endif
+#ifndef AM2Z_QUEUE_BATCH
+#define AM2Z_QUEUE_BATCH 16 /* jobs a worker thread takes at once from a deep queue of quick jobs */
+#endif
+#ifndef AM2Z_QUEUE_STATE_RETRIES
+#define AM2Z_QUEUE_STATE_RETRIES 10 /* compare-and-set rounds of am2z_queue_state_update */
+#endif
+
+/* Zero fields take the defaults. Strings are copied. */
+typedef struct am2z_queue_desc {
+    am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts;
+                                     unset host/port/password/db come from REDIS_HOST,
+                                     REDIS_PORT, REDIS_PASSWORD, REDIS_DB when set */
+    const char *prefix;           /* am2z prefix of queue names; default "am2z" */
+    const char *bull_prefix;      /* BullMQ key prefix; default "bull" */
+    int concurrency;              /* worker threads; default: number of CPUs;
+                                     AM2Z_QUEUE_NO_WORKERS: execute only */
+    int64_t lock_duration_ms;     /* job lock TTL, renewed every third of it; default 30000 */
+    int64_t stalled_interval_ms;  /* stalled scan period; default 30000 */
+    int max_stalled_count;        /* recoveries before a job fails; default 1; < 0: 0 */
+    int64_t keep_completed;       /* finished jobs kept per queue; default 100 */
+    int64_t keep_completed_age_s; /* and for at most this long (s); default 86400; < 0: no limit */
+    int64_t keep_failed;          /* default 1000 */
+    int64_t keep_failed_age_s;    /* default 604800 (7 days); < 0: no limit */
+    int events;                   /* BullMQ events stream entries; default on; < 0: off */
+    int64_t default_timeout_ms;   /* for processors without one; default 60000 */
+    int max_call_depth;           /* default AM2Z_MAX_CALL_DEPTH */
+    int64_t cancel_poll_ms;       /* how often running jobs look at their cancel key; default 100 */
+    int64_t foreign_poll_ms;      /* how often a waiting caller reads its job's hash (for jobs
+                                     finished by non-am2z workers); default 1000; < 0: never */
+    int64_t reply_ttl_ms;         /* TTL of a reply list, set when it is created; default 86400000 */
+    int64_t cancel_ttl_ms;        /* TTL of a cancel key; default 600000 */
+    am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
+} am2z_queue_desc;
+
+/* Connects (one connection) and starts the threads. NULL when desc is invalid (bad
+   prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS), out of memory, or Redis is unreachable;
+   the reason goes to the logger. desc NULL: all defaults. Free with am2z_runtime_free. */
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc);
+
+/* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
+   AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
+   rt must be a queue runtime. */
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id,
+                                     char *buf, size_t size);
+/* This runtime instance's id (borrowed, 16 hex digits): part of its reply key. */
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
+
+/* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
+   {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
+   updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
+   get: AM2Z_OK with *out (a new reference) and *version; AM2Z_STATUS_NOT_FOUND; or
+   AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match
+   (*error, if not NULL, gets an error saying which). */
+AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
+                                          int64_t *version, am2z_error **error);
+/* Stores state (borrowed) as the next version; *version (if not NULL) gets it. */
+AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_id, const am2z_state *state,
+                                          int64_t ttl_ms, int64_t *version);
+/* Optimistic update: reads (with the integrity check), calls fn with the current state
+   (NULL when there is none), and writes what fn returns only if nobody wrote in between;
+   otherwise reads again, up to AM2Z_QUEUE_STATE_RETRIES rounds, then AM2Z_STATUS_CONFLICT
+   (*error says so). fn returns a new reference, or NULL to give up
+   (AM2Z_STATUS_CANCELLED). *out (may be NULL) gets the stored state. */
+typedef am2z_state *(*am2z_state_update_fn)(const am2z_state *current, void *user_data);
+AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id,
+                                             am2z_state_update_fn fn, void *user_data, int64_t ttl_ms,
+                                             am2z_state **out, int64_t *version, am2z_error **error);
+AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *session_id);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* AM2Z_RESP_H_INCLUDED */
 
@@ -422,15 +609,29 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ==== 1. SHA-256 ====================================================================== */
-
+#include <time.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #if !defined(AM2Z_SHA256_PORTABLE_ONLY) && defined(__x86_64__) && \
     (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
 #define AM2Z__SHA_X86 1 /* SHA-NI code, chosen at run time */
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
+
+#ifdef __cplusplus
+extern "C" { /* private functions keep C names in a C++ build too */
+#endif
+
+/* ==== 1. SHA-256 ====================================================================== */
+
 
 static const uint32_t am2z__sha256_k[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -755,7 +956,10 @@ AM2Z_API const am2z_reply *am2z_reply_at(const am2z_reply *r, size_t i) {
 AM2Z_API void am2z_reply_clear(am2z_reply *r) {
     am2z_reply *cur = r;
     if (!r) return;
-    if (r->element) r->ext = NULL, r->integer = 0;
+    if (r->element) {
+        r->ext = NULL; /* the root has no parent */
+        r->integer = 0;
+    }
     while (cur) {
         am2z_reply *parent;
         size_t i = (size_t)cur->integer;
@@ -1519,17 +1723,6 @@ AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b) {
 
 /* ==== 3. connection =================================================================== */
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <time.h>
-#include <unistd.h>
-
 #ifdef MSG_NOSIGNAL
 #define AM2Z__SEND_FLAGS MSG_NOSIGNAL /* a peer that went away gives EPIPE, not SIGPIPE */
 #else
@@ -1811,14 +2004,14 @@ static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const str
 
 static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
     if (r->unix_path) {
-        struct sockaddr_un sun;
+        struct sockaddr_un sa;
         size_t n = strlen(r->unix_path);
-        memset(&sun, 0, sizeof sun);
-        if (n >= sizeof sun.sun_path)
+        memset(&sa, 0, sizeof sa);
+        if (n >= sizeof sa.sun_path)
             return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "unix socket path too long: %s", r->unix_path);
-        sun.sun_family = AF_UNIX;
-        memcpy(sun.sun_path, r->unix_path, n + 1);
-        return am2z__redis_connect_addr(r, AF_UNIX, (const struct sockaddr *)(const void *)&sun, (socklen_t)sizeof sun,
+        sa.sun_family = AF_UNIX;
+        memcpy(sa.sun_path, r->unix_path, n + 1);
+        return am2z__redis_connect_addr(r, AF_UNIX, (const struct sockaddr *)(const void *)&sa, (socklen_t)sizeof sa,
                                         deadline);
     } else {
         struct addrinfo hints, *res = NULL, *ai;
@@ -2355,6 +2548,1158 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #undef AM2Z__SHA_X86
 
 /* ==== 4. queue runtime ================================================================ */
+/* Design (the why; the header's section 4 comment has the what):
+   - A waiter (am2z__qwait) is registered in a hash table keyed by execution id before its
+     job is added. Whoever delivers (a worker of this process, the receiver thread, the
+     foreign poll, a timeout, a cancel) first TAKES it out of the table under the table
+     lock; only the taker writes the result and signals, so a result is delivered once
+     and a late one finds nothing and is dropped. The waiter is reference counted between
+     the table and its owner.
+   - Worker threads keep a snapshot of the served queues (refcounted queue objects) and
+     refresh it when the generation counter moves; a session queue is served once this
+     process used it or a wake key named it.
+   - A job that runs here is a am2z__qrun on the running thread's stack, linked in a list
+     the maintenance thread reads (under runmu) to renew locks and poll cancel keys; it
+     flags runs by pointer and token, so a finished run is never touched.
+   - Scripts never create a queue's keys except when adding a job, so a stopped session's
+     late finishes, renewals and scans leave nothing behind. */
 
+#define AM2Z__QMAGIC 0x51754531u
+#define AM2Z__QBUCKETS 1024
+
+/* -- growable string (JSON and keys); any failure is sticky in bad -- */
+typedef struct am2z__qsb { char *p; size_t n, cap; int bad; } am2z__qsb;
+
+/* Zeroed structs that C and C++ both accept as initialisers. */
+static am2z__qsb am2z__qsb0(void) { am2z__qsb b; memset(&b, 0, sizeof b); return b; }
+static am2z_reply am2z__qrep0(void) { am2z_reply r; memset(&r, 0, sizeof r); return r; }
+
+static void am2z__qsb_put(am2z__qsb *b, const char *s, size_t n) {
+    if (b->bad) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 128;
+        char *np;
+        while (cap < b->n + n + 1) {
+            if (cap > ((size_t)-1) / 4) { b->bad = 1; return; }
+            cap *= 2;
+        }
+        np = (char *)am2z__realloc(b->p, cap);
+        if (!np) { b->bad = 1; return; }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void am2z__qsb_str(am2z__qsb *b, const char *s) { am2z__qsb_put(b, s, strlen(s)); }
+static void am2z__qsb_i64(am2z__qsb *b, int64_t v) {
+    char t[24];
+    snprintf(t, sizeof t, "%lld", (long long)v);
+    am2z__qsb_str(b, t);
+}
+/* s as a JSON string literal. */
+static void am2z__qsb_jstr(am2z__qsb *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
+    am2z__qsb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        am2z__qsb_put(b, run, (size_t)(s - run));
+        if (c == '"') am2z__qsb_put(b, "\\\"", 2);
+        else if (c == '\\') am2z__qsb_put(b, "\\\\", 2);
+        else {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            am2z__qsb_put(b, e, 6);
+        }
+        run = s + 1;
+    }
+    am2z__qsb_put(b, run, (size_t)(s - run));
+    am2z__qsb_put(b, "\"", 1);
+}
+/* A value's compact JSON ("null" for NULL). */
+static void am2z__qsb_json(am2z__qsb *b, const am2z_value *v) {
+    size_t n = 0;
+    char *t;
+    if (!v) { am2z__qsb_str(b, "null"); return; }
+    t = am2z_json_write(v, AM2Z_JSON_COMPACT, &n);
+    if (!t) { b->bad = 1; return; }
+    am2z__qsb_put(b, t, n);
+    am2z__free(t);
+}
+static void am2z__qsb_free(am2z__qsb *b) { am2z__free(b->p); memset(b, 0, sizeof *b); }
+
+/* Processor and session names: 1..AM2Z_NAME_MAX bytes of [A-Za-z0-9_.-]. */
+static int am2z__qname_ok(const char *s) {
+    size_t n = 0;
+    if (!s || !*s) return 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return 0;
+        if (n >= AM2Z_NAME_MAX) return 0;
+    }
+    return 1;
+}
+/* The BullMQ prefix: printable, no spaces. */
+static int am2z__qprefix_ok(const char *s) {
+    if (!s || !*s || strlen(s) > AM2Z_NAME_MAX) return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) return 0;
+    return 1;
+}
+
+static char *am2z__qcat(const char *a, const char *b, const char *c, const char *d) {
+    am2z__qsb s = am2z__qsb0();
+    am2z__qsb_str(&s, a);
+    if (b) am2z__qsb_str(&s, b);
+    if (c) am2z__qsb_str(&s, c);
+    if (d) am2z__qsb_str(&s, d);
+    if (s.bad) { am2z__qsb_free(&s); return NULL; }
+    if (!s.p) return am2z__strdup("");
+    return s.p;
+}
+
+static void am2z__qsleep_ms(int64_t ms) {
+    struct timespec ts;
+    if (ms <= 0) return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)((ms % 1000) * 1000000);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* Absolute CLOCK_REALTIME time for pthread_cond_timedwait, ms from now. */
+static void am2z__qabstime(struct timespec *ts, int64_t ms) {
+    clock_gettime(CLOCK_REALTIME, ts);
+    if (ms < 0) ms = 0;
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)((ms % 1000) * 1000000);
+    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+/* -- the runtime's objects -- */
+
+/* What this process knows about a registered processor. */
+typedef struct am2z__qproc {
+    int refs;                   /* atomic */
+    struct am2z__qproc *next;
+    char *name;
+    char *wake_key;             /* <C>wake:<name>: sessions of it with new jobs */
+    int limit;                  /* per-process concurrency; 0 = none */
+    int running;                /* atomic: slots taken */
+} am2z__qproc;
+
+/* One BullMQ queue: a processor's global queue, or its queue in one session. */
+typedef struct am2z__qqueue {
+    int refs;                   /* atomic */
+    struct am2z__qqueue *hnext;
+    char *name;                 /* <prefix>~<proc>[~<session>] */
+    char *P;                    /* <bull>:<name>: */
+    char *marker;
+    char *proc;
+    char *session;              /* NULL: global */
+    char *wk, *wm;              /* wake key and member; "" for a global queue */
+    char *sset;                 /* <C>session:<sid>, "" for a global queue */
+    int served;                 /* workers of this process block on it (under q->mu) */
+    int64_t next_due;           /* atomic: earliest delayed job we know of (ms), 0: none */
+    int64_t last_promote;       /* atomic */
+} am2z__qqueue;
+
+typedef struct am2z__qnotify { pthread_mutex_t mu; pthread_cond_t cv; } am2z__qnotify;
+
+struct am2z__qrt;
+
+/* A caller waiting for one execution (a top-level submit or a child of a running job). */
+typedef struct am2z__qwait {
+    struct am2z_execution base; /* what submit hands out */
+    struct am2z__qrt *q;
+    int refs;                   /* atomic: the waiter table's and the owner's */
+    struct am2z__qwait *hnext;  /* table chain (under q->wmu) */
+    am2z__qnotify *nt;          /* signalled on delivery: own, or a call_many group's */
+    am2z__qnotify own;
+    int done;                   /* under nt->mu */
+    char id[64];
+    am2z__qqueue *qu;           /* retained */
+    char *session;
+    am2z_state *input;          /* retained: the failure state when there is no partial one */
+    int64_t submitted_ms, started_ns, deadline_ns;
+    int taken;                  /* the owner has taken the outcome */
+    /* the outcome: handed over directly, or as JSON from another process */
+    am2z_state *state;
+    am2z_error *error;
+    am2z_error **errs;
+    size_t nerrs;
+    int attempts;
+    char *raw;
+    size_t raw_len;
+} am2z__qwait;
+
+struct am2z__qworker;
+
+/* A job running on this process (for lock renewal and cancellation). */
+typedef struct am2z__qrun {
+    struct am2z__qrun *next, *prev;
+    struct am2z__qrun *parent;  /* the run that claimed this child inline */
+    struct am2z__qworker *w;
+    am2z__qqueue *qu;
+    const char *id;
+    const char *exec_id;
+    const char *session;
+    char token[64];
+    int cancelled;              /* atomic: 1 cancel key, 2 lock lost, 3 runtime stopping */
+    int64_t deadline_ns;        /* this attempt's; 0 none */
+    int depth;
+    am2z_logger *child;         /* the ctx's child logger, made on first use */
+    am2z_ctx ctx;
+} am2z__qrun;
+
+/* A success waiting for the next complete call (several jobs finish in one call). */
+typedef struct am2z__qdone {
+    char *id, *token, *rv, *rkey, *head;
+    size_t rvn, headn;
+    char atm[24], kc[24], ka[24];
+    char exec_id[64];
+    am2z_state *state;          /* handed over in-process after the call when direct */
+    am2z_error **errs;
+    size_t nerrs;
+    int attempts, direct;
+} am2z__qdone;
+
+typedef struct am2z__qbatch {
+    am2z__qdone d[AM2Z_QUEUE_BATCH];
+    size_t n;
+} am2z__qbatch;
+
+typedef struct am2z__qworker {
+    struct am2z__qrt *q;
+    int index;
+    pthread_t thread;
+    am2z_redis *conn;
+    char *ctl;                  /* <C>ctl:<instance>:<index> */
+    am2z__qqueue **snap;        /* served queues, retained */
+    size_t nsnap;
+    am2z__qproc **procs;        /* registered processors, retained */
+    size_t nprocs;
+    unsigned gen;
+    size_t rot;
+    size_t k;                   /* jobs taken per round (adaptive, 1..AM2Z_QUEUE_BATCH) */
+    am2z__qbatch batch;
+} am2z__qworker;
+
+typedef struct am2z__qrt {
+    uint32_t magic;
+    am2z_runtime *rt;
+    am2z_logger *logger;
+    /* configuration */
+    am2z_redis_desc rdesc;
+    char *r_host, *r_unix, *r_user, *r_pass;
+    char *prefix, *bull;
+    char *C;                    /* <bull>:<prefix>: */
+    char *reply_key;
+    char *sessions_key;
+    char instance[17];
+    int nworkers;
+    int64_t lock_ms, stalled_ms, cancel_poll_ms, foreign_poll_ms, reply_ttl_ms, cancel_ttl_ms;
+    int max_stalled, max_depth, events;
+    int64_t default_timeout_ms;
+    int64_t keep_c, keep_c_age, keep_f, keep_f_age;
+    char lock_s[24], reply_ttl_s[24];
+    am2z_redis_pool *pool;
+    am2z_redis_script *s_add, *s_fetch, *s_complete, *s_fail, *s_retry, *s_extend, *s_stalled,
+        *s_claim, *s_drop, *s_cancelq, *s_state;
+    /* registry of queues and processors (mu) */
+    pthread_mutex_t mu;
+    am2z__qqueue *queues[AM2Z__QBUCKETS];
+    am2z__qproc *procs;
+    char **sessions;            /* sessions used from this process (for session:created) */
+    size_t nsessions, capsessions;
+    unsigned gen;               /* atomic: bumped when the served set changes */
+    /* waiters (wmu) */
+    pthread_mutex_t wmu;
+    am2z__qwait *waiters[AM2Z__QBUCKETS];
+    size_t nwaiters;
+    /* running jobs (runmu) */
+    pthread_mutex_t runmu;
+    am2z__qrun runs;            /* list head */
+    int nruns;
+    /* threads */
+    int running;                /* atomic: 1 between start and stop */
+    int rx_stop;                /* atomic: receiver and maintenance end (after the workers) */
+    am2z__qworker *workers;
+    pthread_t receiver, maint;
+    int have_threads;
+    am2z_redis *rconn, *mconn;
+    am2z__qnotify mnt;          /* wakes the maintenance thread */
+    uint64_t token_seq;         /* atomic */
+    int64_t started_ms;
+    int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
+} am2z__qrt;
+
+static uint32_t am2z__qhash(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 16777619u; }
+    return h;
+}
+
+static int am2z__qnotify_init(am2z__qnotify *n) {
+    if (pthread_mutex_init(&n->mu, NULL) != 0) return 0;
+    if (pthread_cond_init(&n->cv, NULL) != 0) { pthread_mutex_destroy(&n->mu); return 0; }
+    return 1;
+}
+static void am2z__qnotify_destroy(am2z__qnotify *n) {
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+}
+
+static am2z__qrt *am2z__qof(am2z_runtime *rt) {
+    am2z__qrt *q = rt ? (am2z__qrt *)am2z_runtime_impl(rt) : NULL;
+    return q && q->magic == AM2Z__QMAGIC ? q : NULL;
+}
+
+static void am2z__qproc_release(am2z__qproc *p) {
+    if (p && am2z__atomic_dec(&p->refs) == 0) {
+        am2z__free(p->name);
+        am2z__free(p->wake_key);
+        am2z__free(p);
+    }
+}
+static void am2z__qqueue_release(am2z__qqueue *u) {
+    if (u && am2z__atomic_dec(&u->refs) == 0) {
+        am2z__free(u->name); am2z__free(u->P); am2z__free(u->marker); am2z__free(u->proc);
+        am2z__free(u->session); am2z__free(u->wk); am2z__free(u->wm); am2z__free(u->sset);
+        am2z__free(u);
+    }
+}
+
+/* Queue name into buf; 0 when it does not fit. */
+static int am2z__qqname(const am2z__qrt *q, const char *proc, const char *session, char *buf, size_t size) {
+    int n = session ? snprintf(buf, size, "%s~%s~%s", q->prefix, proc, session)
+                    : snprintf(buf, size, "%s~%s", q->prefix, proc);
+    return n > 0 && (size_t)n < size;
+}
+
+/* The queue object of (proc, session): found or made, retained. serve: mark it served
+   (workers of this process block on it). NULL when out of memory. */
+static am2z__qqueue *am2z__qqueue_get(am2z__qrt *q, const char *proc, const char *session, int serve) {
+    char name[3 * AM2Z_NAME_MAX + 8];
+    uint32_t b;
+    am2z__qqueue *u;
+    if (!am2z__qqname(q, proc, session, name, sizeof name)) return NULL;
+    b = am2z__qhash(name, strlen(name)) % AM2Z__QBUCKETS;
+    pthread_mutex_lock(&q->mu);
+    for (u = q->queues[b]; u; u = u->hnext)
+        if (strcmp(u->name, name) == 0) break;
+    if (!u) {
+        u = (am2z__qqueue *)am2z__malloc(sizeof *u);
+        if (u) {
+            memset(u, 0, sizeof *u);
+            u->refs = 1;
+            u->name = am2z__strdup(name);
+            u->P = am2z__qcat(q->bull, ":", name, ":");
+            u->marker = am2z__qcat(q->bull, ":", name, ":marker");
+            u->proc = am2z__strdup(proc);
+            u->session = session ? am2z__strdup(session) : NULL;
+            u->wk = session ? am2z__qcat(q->C, "wake:", proc, NULL) : am2z__strdup("");
+            u->wm = am2z__strdup(session ? session : "");
+            u->sset = session ? am2z__qcat(q->C, "session:", session, NULL) : am2z__strdup("");
+            if (!u->name || !u->P || !u->marker || !u->proc || (session && !u->session) || !u->wk ||
+                !u->wm || !u->sset) {
+                am2z__qqueue_release(u);
+                u = NULL;
+            } else {
+                u->hnext = q->queues[b];
+                q->queues[b] = u;
+            }
+        }
+    }
+    if (u) {
+        if (serve && !u->served && q->nworkers > 0) {
+            u->served = 1;
+            am2z__atomic_inc(&q->gen);
+        }
+        am2z__atomic_inc(&u->refs);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return u;
+}
+
+/* Forgets a queue (stop_session, unregister); holders keep their references. */
+static void am2z__qqueue_forget(am2z__qrt *q, const char *name) {
+    uint32_t b = am2z__qhash(name, strlen(name)) % AM2Z__QBUCKETS;
+    am2z__qqueue **pp, *u = NULL;
+    pthread_mutex_lock(&q->mu);
+    for (pp = &q->queues[b]; *pp; pp = &(*pp)->hnext)
+        if (strcmp((*pp)->name, name) == 0) { u = *pp; *pp = u->hnext; break; }
+    if (u && u->served) am2z__atomic_inc(&q->gen);
+    pthread_mutex_unlock(&q->mu);
+    am2z__qqueue_release(u);
+}
+
+static am2z__qproc *am2z__qproc_find(am2z__qrt *q, const char *name) {
+    am2z__qproc *p;
+    pthread_mutex_lock(&q->mu);
+    for (p = q->procs; p; p = p->next)
+        if (strcmp(p->name, name) == 0) { am2z__atomic_inc(&p->refs); break; }
+    pthread_mutex_unlock(&q->mu);
+    return p;
+}
+
+/* Takes a concurrency slot of p; 0 when it is at its limit. */
+static int am2z__qproc_reserve(am2z__qproc *p) {
+    if (!p || p->limit <= 0) return 1;
+    if (am2z__atomic_inc(&p->running) <= p->limit) return 1;
+    am2z__atomic_dec(&p->running);
+    return 0;
+}
+static void am2z__qproc_unreserve(am2z__qproc *p) {
+    if (p && p->limit > 0) am2z__atomic_dec(&p->running);
+}
+static int am2z__qproc_full(am2z__qproc *p) {
+    return p && p->limit > 0 && am2z__atomic_load(&p->running) >= p->limit;
+}
+
+/* A fetched job: the script's reply {1, id, ats, cancel, name, data, opts, atm, stc,
+   defa, stacktrace, timestamp}, the queue and the lock token. */
+typedef struct am2z__qjob {
+    am2z_reply rep;
+    am2z__qqueue *qu;
+    char token[64];
+} am2z__qjob;
+
+enum { AM2Z__QJ_ID = 1, AM2Z__QJ_ATS, AM2Z__QJ_CANCEL, AM2Z__QJ_NAME, AM2Z__QJ_DATA, AM2Z__QJ_OPTS,
+       AM2Z__QJ_ATM, AM2Z__QJ_STC, AM2Z__QJ_DEFA, AM2Z__QJ_STACK, AM2Z__QJ_TS, AM2Z__QJ_COUNT };
+
+static const char *am2z__qel(const am2z_reply *r, size_t i, size_t *len) {
+    const am2z_reply *e = am2z_reply_at(r, i);
+    if (!e || (e->type != AM2Z_REPLY_BULK && e->type != AM2Z_REPLY_STRING && e->type != AM2Z_REPLY_VERBATIM)) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (len) *len = e->len;
+    return am2z_reply_str(e);
+}
+static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
+    const am2z_reply *e = am2z_reply_at(r, i);
+    if (!e) return 0;
+    if (e->type == AM2Z_REPLY_INTEGER) return e->integer;
+    if (e->type == AM2Z_REPLY_BULK || e->type == AM2Z_REPLY_STRING) return strtoll(am2z_reply_str(e), NULL, 10);
+    return 0;
+}
+
+/* -- scripts -- */
+/* The Lua scripts, one line per string (C99 compilers need only accept 4095-byte
+   literals). Each script is lib + its body; the C side passes ARGV in the documented order. */
+static const char *const am2z__qlua_lib[] = {
+    "local function num(x) return string.format('%.0f', x) end",
+    "local function delmany(keys)",
+    "  for i = 1, #keys, 500 do",
+    "    redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))",
+    "  end",
+    "end",
+    "local function jobkeys(P, C, ids, out)",
+    "  for i = 1, #ids do",
+    "    local id = ids[i]",
+    "    out[#out + 1] = P .. id",
+    "    out[#out + 1] = P .. id .. ':lock'",
+    "    out[#out + 1] = P .. id .. ':logs'",
+    "    out[#out + 1] = C .. 'cancel:' .. id",
+    "  end",
+    "end",
+    "local function ready(P, id, prio)",
+    "  if prio > 0 then",
+    "    local pc = redis.call('INCR', P .. 'pc') % 4294967296",
+    "    redis.call('ZADD', P .. 'prioritized', num(prio * 4294967296 + pc), id)",
+    "  else",
+    "    redis.call('LPUSH', P .. 'wait', id)",
+    "  end",
+    "end",
+    "local function wake(P, wk, wm)",
+    "  redis.call('ZADD', P .. 'marker', 0, '0')",
+    "  if wk ~= '' then redis.call('ZADD', wk, 0, wm) end",
+    "end",
+    "local function promote(P, now, wk, wm)",
+    "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', 0, num((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)",
+    "  if #due == 0 then return end",
+    "  redis.call('ZREM', P .. 'delayed', unpack(due))",
+    "  for i = 1, #due do",
+    "    local id = due[i]",
+    "    ready(P, id, tonumber(redis.call('HGET', P .. id, 'priority')) or 0)",
+    "    redis.call('HSET', P .. id, 'delay', 0)",
+    "  end",
+    "  wake(P, wk, wm)",
+    "end",
+    "local function delaymark(P)",
+    "  local first = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')",
+    "  if #first > 0 then",
+    "    redis.call('ZADD', P .. 'marker', num(math.floor(tonumber(first[2]) / 4096)), '1')",
+    "  end",
+    "end",
+    "local FIELDS = {'name', 'data', 'opts', 'atm', 'stc', 'defa', 'stacktrace', 'timestamp', 'ats'}",
+    "-- Locks a job that is now in active; returns what the C side decodes:",
+    "-- {1, id, ats, cancelled, name, data, opts, atm, stc, defa, stacktrace, timestamp}, or",
+    "-- {2, id} for an id without a hash (dropped). C '' skips the cancel-key check.",
+    "local function take(P, C, id, tok, lockms, now)",
+    "  local jk = P .. id",
+    "  local f = redis.call('HMGET', jk, unpack(FIELDS))",
+    "  if not f[1] and not f[2] then",
+    "    redis.call('LREM', P .. 'active', -1, id)",
+    "    return {2, id}",
+    "  end",
+    "  local ats = (tonumber(f[9]) or 0) + 1",
+    "  redis.call('SET', jk .. ':lock', tok, 'PX', lockms)",
+    "  redis.call('HSET', jk, 'processedOn', now, 'ats', ats)",
+    "  local cancelled = 0",
+    "  if C ~= '' then cancelled = redis.call('EXISTS', C .. 'cancel:' .. id) end",
+    "  return {1, id, ats, cancelled, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}",
+    "end",
+    "-- Takes up to k jobs, oldest first: {3, job...} (each job as take returns it, locked with",
+    "-- token tok.<n>), or {0} / {0, due ms of the next delayed job or rate-limit window}.",
+    "local function fetch(P, C, tok, lockms, now, prom, wk, wm, k)",
+    "  if prom == '1' then promote(P, tonumber(now), wk, wm) end",
+    "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency', 'max', 'duration')",
+    "  if m[1] then return {0} end",
+    "  if m[2] then",
+    "    k = math.min(k, tonumber(m[2]) - redis.call('LLEN', P .. 'active'))",
+    "    if k <= 0 then return {0} end",
+    "  end",
+    "  local lk = P .. 'limiter'",
+    "  if m[3] then",
+    "    local used = tonumber(redis.call('GET', lk)) or 0",
+    "    if used >= tonumber(m[3]) then",
+    "      local due = num(tonumber(now) + math.max(redis.call('PTTL', lk), 1))",
+    "      redis.call('ZADD', P .. 'marker', due, '1')",
+    "      return {0, due}",
+    "    end",
+    "    k = math.min(k, tonumber(m[3]) - used)",
+    "  end",
+    "  local order = {}",
+    "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",
+    "  if #w > 0 then redis.call('LTRIM', P .. 'wait', 0, -#w - 1) end",
+    "  for i = #w, 1, -1 do order[#order + 1] = w[i] end",
+    "  if #order < k then",
+    "    local z = redis.call('ZPOPMIN', P .. 'prioritized', k - #order)",
+    "    for i = 1, #z, 2 do order[#order + 1] = z[i] end",
+    "  end",
+    "  if #order == 0 then",
+    "    local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')",
+    "    if #d > 0 then return {0, num(math.floor(tonumber(d[2]) / 4096))} end",
+    "    return {0}",
+    "  end",
+    "  redis.call('LPUSH', P .. 'active', unpack(order))",
+    "  if m[3] and redis.call('INCRBY', lk, #order) == #order then redis.call('PEXPIRE', lk, m[4] or 60000) end",
+    "  -- more waiting: wake the next worker",
+    "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
+    "  local out = {3}",
+    "  for i = 1, #order do out[#out + 1] = take(P, C, order[i], tok .. '.' .. i, lockms, now) end",
+    "  return out",
+    "end",
+    "-- Releases the lock of a finishing job; false when it is no longer ours. It leaves the",
+    "-- stalled set too, so no scanner (ours or BullMQ's) can take it for a stalled job.",
+    "local function release(P, id, tok)",
+    "  local lk = P .. id .. ':lock'",
+    "  if redis.call('GET', lk) ~= tok then return false end",
+    "  redis.call('DEL', lk)",
+    "  redis.call('SREM', P .. 'stalled', id)",
+    "  return redis.call('LREM', P .. 'active', -1, id) == 1",
+    "end",
+    "-- Retention: count 0 deletes the job, count < 0 keeps all, age in seconds. Both trims",
+    "-- run in batches (count: when count/16 extra jobs gathered; age: every 16th job), so one",
+    "-- DEL serves many jobs.",
+    "local function keep(P, C, set, id, now, count, age, fields)",
+    "  local jk = P .. id",
+    "  if count == 0 then",
+    "    redis.call('DEL', jk, jk .. ':logs')",
+    "    return",
+    "  end",
+    "  redis.call('ZADD', P .. set, now, id)",
+    "  redis.call('HSET', jk, unpack(fields))",
+    "  if count < 0 and age <= 0 then return end",
+    "  local n = redis.call('ZCARD', P .. set)",
+    "  if age > 0 and n % 16 == 0 then",
+    "    local old = redis.call('ZRANGEBYSCORE', P .. set, '-inf', num(tonumber(now) - age * 1000), 'LIMIT', 0, 1000)",
+    "    if #old > 0 then",
+    "      local keys = {}",
+    "      jobkeys(P, C, old, keys)",
+    "      delmany(keys)",
+    "      redis.call('ZREM', P .. set, unpack(old))",
+    "      n = n - #old",
+    "    end",
+    "  end",
+    "  if count > 0 and n > count + math.floor(count / 16) then",
+    "    local old = redis.call('ZRANGE', P .. set, 0, n - count - 1)",
+    "    local keys = {}",
+    "    jobkeys(P, C, old, keys)",
+    "    delmany(keys)",
+    "    redis.call('ZREMRANGEBYRANK', P .. set, 0, n - count - 1)",
+    "  end",
+    "end",
+    "-- Pushes a result to a caller's reply list; the TTL is set when the list is created",
+    "-- (its owner empties it, so it is recreated, with a TTL, all the time).",
+    "local function reply(key, msg, ttl)",
+    "  if redis.call('LPUSH', key, msg) == 1 then redis.call('PEXPIRE', key, ttl) end",
+    "end",
+    "local function event(P, on, ...)",
+    "  if on == '1' then redis.call('XADD', P .. 'events', 'MAXLEN', '~', 10000, '*', 'event', ...) end",
+    "end",
+    NULL
+};
+static const char *const am2z__qlua_add[] = {
+    "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
+    "--       sessions sid child ratemax taketoken lockms, then (id data opts) per job.",
+    "-- Returns the number of jobs added, or -1 (a child's session is gone). With a take token",
+    "-- the first job goes straight to active, locked for the caller (a parent running its",
+    "-- first child itself), and the reply is {count, job as take returns it}.",
+    "-- Ids are unique execution ids.",
+    "local P, ts, delay = ARGV[1], ARGV[3], tonumber(ARGV[4])",
+    "if ARGV[13] == '1' and redis.call('SISMEMBER', ARGV[11], ARGV[12]) == 0 then return -1 end",
+    "local ids = {}",
+    "for i = 17, #ARGV, 3 do",
+    "  local id = ARGV[i]",
+    "  redis.call('HSET', P .. id, 'name', ARGV[2], 'data', ARGV[i + 1], 'opts', ARGV[i + 2], 'timestamp', ts,",
+    "             'delay', ARGV[4], 'priority', ARGV[5])",
+    "  ids[#ids + 1] = id",
+    "end",
+    "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
+    "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
+    "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
+    "if ARGV[9] ~= '' then",
+    "  redis.call('SADD', ARGV[9], ARGV[10])",
+    "  redis.call('SADD', ARGV[11], ARGV[12])",
+    "end",
+    "local taken = nil",
+    "local first = 1",
+    "if ARGV[15] ~= '' and delay <= 0 and not m[1] then",
+    "  redis.call('LPUSH', P .. 'active', ids[1])",
+    "  taken = take(P, '', ids[1], ARGV[15], ARGV[16], ts)",
+    "  first = 2",
+    "end",
+    "if delay > 0 then",
+    "  local due = tonumber(ts) + delay",
+    "  for i = 1, #ids do",
+    "    redis.call('ZADD', P .. 'delayed', num(due * 4096), ids[i])",
+    "    event(P, ARGV[6], 'delayed', 'jobId', ids[i], 'delay', num(due))",
+    "  end",
+    "  if not m[1] then delaymark(P) end",
+    "elseif first <= #ids then",
+    "  local prio = tonumber(ARGV[5])",
+    "  if prio > 0 then",
+    "    for i = first, #ids do ready(P, ids[i], prio) end",
+    "  else",
+    "    for i = first, #ids, 500 do",
+    "      redis.call('LPUSH', P .. 'wait', unpack(ids, i, math.min(i + 499, #ids)))",
+    "    end",
+    "  end",
+    "  if not m[1] then wake(P, ARGV[7], ARGV[8]) end",
+    "end",
+    "if taken then return {#ids, taken} end",
+    "return #ids",
+    NULL
+};
+static const char *const am2z__qlua_fetch[] = {
+    "-- ARGV: P C token lockms now promote wakekey wakemember count",
+    "return fetch(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]))",
+    NULL
+};
+static const char *const am2z__qlua_complete[] = {
+    "-- ARGV: P C now events replyttl fetchcount newtoken lockms promote wakekey wakemember, then",
+    "-- per completed job: id token returnvalue replykey replyhead attemptsmade keepcount keepage.",
+    "-- Finishes the jobs that are still ours and fetches the next ones of the queue:",
+    "-- returns {ids whose lock was lost, fetch result}.",
+    "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
+    "local lost = {}",
+    "for i = 12, #ARGV, 8 do",
+    "  local id, rv = ARGV[i], ARGV[i + 2]",
+    "  if release(P, id, ARGV[i + 1]) then",
+    "    keep(P, C, 'completed', id, now, tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]),",
+    "         {'returnvalue', rv, 'finishedOn', now, 'atm', ARGV[i + 5]})",
+    "    event(P, ARGV[4], 'completed', 'jobId', id, 'returnvalue', rv, 'prev', 'active')",
+    "    if ARGV[i + 3] ~= '' then reply(ARGV[i + 3], ARGV[i + 4] .. rv .. '}', ARGV[5]) end",
+    "  else",
+    "    lost[#lost + 1] = id",
+    "  end",
+    "end",
+    "local k = tonumber(ARGV[6])",
+    "if k > 0 then return {lost, fetch(P, C, ARGV[7], ARGV[8], now, ARGV[9], ARGV[10], ARGV[11], k)} end",
+    "return {lost, {0}}",
+    NULL
+};
+static const char *const am2z__qlua_fail[] = {
+    "-- ARGV: P C id token now failedreason stacktrace replykey replymsg keepcount keepage events",
+    "--       replyttl attemptsmade: returns 1, or -1 when the job is no longer ours",
+    "local P, C, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]",
+    "if not release(P, id, ARGV[4]) then return -1 end",
+    "local count = tonumber(ARGV[10])",
+    "if count ~= 0 then redis.call('HDEL', P .. id, 'defa') end",
+    "keep(P, C, 'failed', id, now, count, tonumber(ARGV[11]),",
+    "     {'failedReason', ARGV[6], 'stacktrace', ARGV[7], 'finishedOn', now, 'atm', ARGV[14]})",
+    "event(P, ARGV[12], 'failed', 'jobId', id, 'failedReason', ARGV[6], 'prev', 'active')",
+    "if ARGV[8] ~= '' then reply(ARGV[8], ARGV[9], ARGV[13]) end",
+    "return 1",
+    NULL
+};
+static const char *const am2z__qlua_retry[] = {
+    "-- ARGV: P C id token now delay failedreason stacktrace events wakekey wakemember",
+    "--       attemptsmade: returns 1, or -1 when the job is no longer ours",
+    "local P, C, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]",
+    "if not release(P, id, ARGV[4]) then return -1 end",
+    "local jk = P .. id",
+    "local delay = tonumber(ARGV[6])",
+    "redis.call('HSET', jk, 'failedReason', ARGV[7], 'stacktrace', ARGV[8], 'delay', delay, 'atm', ARGV[12])",
+    "local paused = redis.call('HEXISTS', P .. 'meta', 'paused') == 1",
+    "if delay > 0 then",
+    "  local due = tonumber(now) + delay",
+    "  redis.call('ZADD', P .. 'delayed', num(due * 4096), id)",
+    "  if not paused then delaymark(P) end",
+    "  event(P, ARGV[9], 'delayed', 'jobId', id, 'delay', num(due))",
+    "else",
+    "  ready(P, id, tonumber(redis.call('HGET', jk, 'priority')) or 0)",
+    "  if not paused then wake(P, ARGV[10], ARGV[11]) end",
+    "  event(P, ARGV[9], 'waiting', 'jobId', id, 'prev', 'active')",
+    "end",
+    "return 1",
+    NULL
+};
+static const char *const am2z__qlua_extend[] = {
+    "-- ARGV: lockms then (P id token) triples; returns the ids whose lock is no longer ours",
+    "local bad = {}",
+    "for i = 2, #ARGV, 3 do",
+    "  local P, id, tok = ARGV[i], ARGV[i + 1], ARGV[i + 2]",
+    "  local lk = P .. id .. ':lock'",
+    "  if redis.call('GET', lk) == tok then",
+    "    redis.call('SET', lk, tok, 'PX', ARGV[1])",
+    "    redis.call('SREM', P .. 'stalled', id)",
+    "  else",
+    "    bad[#bad + 1] = id",
+    "  end",
+    "end",
+    "return bad",
+    NULL
+};
+static const char *const am2z__qlua_stalled[] = {
+    "-- ARGV: P C now interval maxstalled events wakekey wakemember",
+    "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
+    "if redis.call('EXISTS', P .. 'meta') == 0 then return -1 end",
+    "if not redis.call('SET', P .. 'stalled-check', now, 'PX', ARGV[4], 'NX') then return {} end",
+    "promote(P, tonumber(now), ARGV[7], ARGV[8])",
+    "local out = {}",
+    "local st = redis.call('SMEMBERS', P .. 'stalled')",
+    "for i = 1, #st do",
+    "  local id = st[i]",
+    "  if redis.call('EXISTS', P .. id .. ':lock') == 0 and redis.call('LREM', P .. 'active', 1, id) > 0 then",
+    "    local stc = redis.call('HINCRBY', P .. id, 'stc', 1)",
+    "    if stc > tonumber(ARGV[5]) then",
+    "      redis.call('HSET', P .. id, 'defa', 'job stalled more than allowable limit')",
+    "    end",
+    "    redis.call('RPUSH', P .. 'wait', id)",
+    "    event(P, ARGV[6], 'waiting', 'jobId', id, 'prev', 'active')",
+    "    event(P, ARGV[6], 'stalled', 'jobId', id)",
+    "    out[#out + 1] = id",
+    "  end",
+    "end",
+    "if #out > 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then wake(P, ARGV[7], ARGV[8]) end",
+    "redis.call('DEL', P .. 'stalled')",
+    "local act = redis.call('LRANGE', P .. 'active', 0, -1)",
+    "for i = 1, #act, 500 do",
+    "  redis.call('SADD', P .. 'stalled', unpack(act, i, math.min(i + 499, #act)))",
+    "end",
+    "return out",
+    NULL
+};
+static const char *const am2z__qlua_claim[] = {
+    "-- ARGV: C token lockms now then (P id) pairs: takes the first of these jobs that is",
+    "-- still waiting (a parent running its own children)",
+    "local C, tok, lockms, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]",
+    "local limit = (tonumber(now) + 1) * 4096",
+    "for i = 5, #ARGV, 2 do",
+    "  local P, id = ARGV[i], ARGV[i + 1]",
+    "  local jk = P .. id",
+    "  if redis.call('EXISTS', jk .. ':lock') == 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then",
+    "    local got = redis.call('ZREM', P .. 'prioritized', id) == 1",
+    "    if not got then",
+    "      local s = redis.call('ZSCORE', P .. 'delayed', id)",
+    "      if s then",
+    "        if tonumber(s) < limit then",
+    "          redis.call('ZREM', P .. 'delayed', id)",
+    "          redis.call('HSET', jk, 'delay', 0)",
+    "          got = true",
+    "        end",
+    "      elseif redis.call('HEXISTS', jk, 'finishedOn') == 0 and redis.call('EXISTS', jk) == 1 then",
+    "        got = redis.call('LREM', P .. 'wait', 1, id) == 1",
+    "      end",
+    "    end",
+    "    if got then",
+    "      redis.call('LPUSH', P .. 'active', id)",
+    "      local r = take(P, C, id, tok, lockms, now)",
+    "      r[#r + 1] = P",
+    "      return r",
+    "    end",
+    "  end",
+    "end",
+    "return {0}",
+    NULL
+};
+static const char *const am2z__qlua_drop[] = {
+    "-- ARGV: P C wakekey sid: deletes a session queue with every job in it (stop_session)",
+    "local P, C = ARGV[1], ARGV[2]",
+    "redis.call('ZREM', ARGV[3], ARGV[4])",
+    "local ids = {}",
+    "for _, l in ipairs({'wait', 'active', 'paused'}) do",
+    "  local x = redis.call('LRANGE', P .. l, 0, -1)",
+    "  for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "end",
+    "for _, z in ipairs({'prioritized', 'delayed', 'completed', 'failed'}) do",
+    "  local x = redis.call('ZRANGE', P .. z, 0, -1)",
+    "  for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "end",
+    "local x = redis.call('SMEMBERS', P .. 'stalled')",
+    "for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "local keys = {}",
+    "jobkeys(P, C, ids, keys)",
+    "for _, s in ipairs({'wait', 'active', 'paused', 'prioritized', 'pc', 'delayed', 'completed', 'failed',",
+    "                    'marker', 'events', 'meta', 'stalled', 'stalled-check', 'id', 'limiter'}) do",
+    "  keys[#keys + 1] = P .. s",
+    "end",
+    "delmany(keys)",
+    "return #ids",
+    NULL
+};
+static const char *const am2z__qlua_cancelq[] = {
+    "-- ARGV: P C ttl errorjson replyttl: pauses a queue, sets the cancel key of its running",
+    "-- jobs and tells the caller of every job that it was cancelled; returns LLEN active",
+    "local P, C = ARGV[1], ARGV[2]",
+    "if redis.call('EXISTS', P .. 'meta') == 0 then return 0 end",
+    "redis.call('HSET', P .. 'meta', 'paused', 1)",
+    "redis.call('DEL', P .. 'marker')",
+    "local w = redis.call('LRANGE', P .. 'active', 0, -1)",
+    "for i = 1, #w do redis.call('SET', C .. 'cancel:' .. w[i], '1', 'PX', ARGV[3]) end",
+    "local x = redis.call('LRANGE', P .. 'wait', 0, -1)",
+    "for i = 1, #x do w[#w + 1] = x[i] end",
+    "for _, z in ipairs({'prioritized', 'delayed'}) do",
+    "  x = redis.call('ZRANGE', P .. z, 0, -1)",
+    "  for i = 1, #x do w[#w + 1] = x[i] end",
+    "end",
+    "for i = 1, #w do",
+    "  local d = redis.call('HGET', P .. w[i], 'data')",
+    "  local ok, o = pcall(cjson.decode, d or '')",
+    "  if ok and type(o) == 'table' and type(o.replyTo) == 'string' and type(o.executionId) == 'string' then",
+    "    redis.call('LPUSH', o.replyTo, o.executionId .. ' {\"ok\":false,\"attempts\":0,\"errors\":[],\"error\":' .. ARGV[4] .. '}')",
+    "    redis.call('PEXPIRE', o.replyTo, ARGV[5])",
+    "  end",
+    "end",
+    "return redis.call('LLEN', P .. 'active')",
+    NULL
+};
+static const char *const am2z__qlua_state[] = {
+    "-- ARGV: key json hash ttlms now expected ('' = any): returns the new version or -1 (conflict)",
+    "local k = ARGV[1]",
+    "local cur = tonumber(redis.call('HGET', k, 'version') or '0') or 0",
+    "if ARGV[6] ~= '' and cur ~= tonumber(ARGV[6]) then return -1 end",
+    "redis.call('HSET', k, 'state', ARGV[2], 'version', cur + 1, 'hash', ARGV[3], 'updatedAt', ARGV[5])",
+    "if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', k, ARGV[4]) end",
+    "return cur + 1",
+    NULL
+};
+static am2z_redis_script *am2z__qscript(const char *const *body) {
+    am2z__qsb b = am2z__qsb0();
+    const char *const *l;
+    am2z_redis_script *s = NULL;
+    for (l = am2z__qlua_lib; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
+    for (l = body; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
+    if (!b.bad) s = am2z_redis_script_new(b.p, b.n);
+    am2z__qsb_free(&b);
+    return s;
+}
+
+static am2z_status am2z__qeval(am2z_redis *r, am2z_reply *rep, const am2z_redis_script *s, size_t argc,
+                               const char *const *argv, const size_t *lens) {
+    return am2z_redis_evalsha(r, rep, s, 0, argc, argv, lens);
+}
+
+/* A connection of this runtime named <bull>:<prefix>:<instance>:<role>; connected when
+   Redis answers (the threads reconnect later otherwise). NULL when out of memory. */
+static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
+    am2z_redis_desc d = q->rdesc;
+    char name[256];
+    am2z_redis *r;
+    snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
+    d.client_name = name;
+    r = am2z_redis_new(&d);
+    if (r && am2z_redis_connect(r) != AM2Z_OK)
+        am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_redis_errstr(r));
+    return r;
+}
+
+/* Makes sure r is connected: one attempt (the runtime's threads retry in their loops,
+   where a stop is noticed at once). */
+static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
+    if (am2z_redis_is_connected(r)) return 1;
+    if (am2z_redis_connect(r) == AM2Z_OK) return 1;
+    am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_redis_errstr(r));
+    return 0;
+}
+
+static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) {
+    am2z_status s = AM2Z_OK;
+    am2z_redis *r = am2z_redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000, &s);
+    if (!r && st) *st = s;
+    return r;
+}
+
+/* Sets the cancel keys of ids (best effort). */
+static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const *ids, size_t n) {
+    am2z_redis *r = conn;
+    am2z_reply rep = am2z__qrep0();
+    size_t i, sent = 0;
+    if (n == 0) return;
+    if (!r && !(r = am2z__qborrow(q, NULL))) return;
+    for (i = 0; i < n; i++)
+        if (am2z_redis_append(r, "SET %s%s%s 1 PX %lld", q->C, "cancel:", ids[i], (long long)q->cancel_ttl_ms) == AM2Z_OK)
+            sent++;
+    for (i = 0; i < sent; i++) {
+        if (am2z_redis_read(r, &rep) != AM2Z_OK && !am2z_redis_is_connected(r)) { am2z_reply_clear(&rep); break; }
+        am2z_reply_clear(&rep);
+    }
+    if (!conn) am2z_redis_pool_put(q->pool, r);
+}
+
+/* -- waiters -- */
+
+static void am2z__qwait_release(am2z__qwait *w) {
+    size_t i;
+    if (!w || am2z__atomic_dec(&w->refs) != 0) return;
+    am2z__qnotify_destroy(&w->own);
+    am2z__qqueue_release(w->qu);
+    am2z__free(w->session);
+    am2z_value_release(w->input);
+    am2z_value_release(w->state);
+    am2z_error_release(w->error);
+    for (i = 0; i < w->nerrs; i++) am2z_error_release(w->errs[i]);
+    am2z__free(w->errs);
+    am2z__free(w->raw);
+    am2z__free(w);
+}
+
+static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
+    uint32_t b = am2z__qhash(w->id, strlen(w->id)) % AM2Z__QBUCKETS;
+    am2z__atomic_inc(&w->refs);
+    pthread_mutex_lock(&q->wmu);
+    w->hnext = q->waiters[b];
+    q->waiters[b] = w;
+    q->nwaiters++;
+    pthread_mutex_unlock(&q->wmu);
+}
+
+/* Removes the waiter of id from the table: the caller gets the table's reference.
+   NULL when nobody waits (any more). */
+static am2z__qwait *am2z__qwait_take(am2z__qrt *q, const char *id, size_t n) {
+    uint32_t b = am2z__qhash(id, n) % AM2Z__QBUCKETS;
+    am2z__qwait **pp, *w = NULL;
+    pthread_mutex_lock(&q->wmu);
+    for (pp = &q->waiters[b]; *pp; pp = &(*pp)->hnext)
+        if (strlen((*pp)->id) == n && memcmp((*pp)->id, id, n) == 0) {
+            w = *pp;
+            *pp = w->hnext;
+            q->nwaiters--;
+            break;
+        }
+    pthread_mutex_unlock(&q->wmu);
+    return w;
+}
+
+/* Marks a taken waiter delivered, wakes its owner and drops the table's reference. */
+static void am2z__qwait_signal(am2z__qwait *w) {
+    am2z__qnotify *nt = w->nt;
+    pthread_mutex_lock(&nt->mu);
+    w->done = 1;
+    pthread_cond_broadcast(&nt->cv);
+    pthread_mutex_unlock(&nt->mu);
+    am2z__qwait_release(w);
+}
+
+/* Hands a result over in-process; errs (count n) and the rest are borrowed. */
+static void am2z__qdeliver(am2z__qrt *q, const char *id, const am2z_state *state, const am2z_error *error,
+                           am2z_error *const *errs, size_t n, int attempts) {
+    am2z__qwait *w = am2z__qwait_take(q, id, strlen(id));
+    size_t i;
+    if (!w) return;
+    w->state = am2z_value_retain(state);
+    w->error = am2z_error_retain(error);
+    w->attempts = attempts;
+    if (n) {
+        w->errs = (am2z_error **)am2z__malloc(n * sizeof *w->errs);
+        if (w->errs) {
+            for (i = 0; i < n; i++) w->errs[i] = am2z_error_retain(errs[i]);
+            w->nerrs = n;
+        }
+    }
+    am2z__qwait_signal(w);
+}
+
+/* Hands over a result that came as JSON from another process ("<id> <json>"). */
+static void am2z__qdeliver_raw(am2z__qrt *q, const char *msg, size_t len) {
+    const char *sp = (const char *)memchr(msg, ' ', len);
+    am2z__qwait *w;
+    if (!sp) return;
+    w = am2z__qwait_take(q, msg, (size_t)(sp - msg));
+    if (!w) return;
+    len -= (size_t)(sp + 1 - msg);
+    w->raw = (char *)am2z__malloc(len + 1);
+    if (w->raw) {
+        memcpy(w->raw, sp + 1, len);
+        w->raw[len] = 0;
+        w->raw_len = len;
+    } else {
+        w->error = am2z_error_resource("memory", 0, (int64_t)len);
+    }
+    am2z__qwait_signal(w);
+}
+
+/* Waits until w is delivered or until_ns (monotonic; < 0: no limit). */
+static int am2z__qwait_for(am2z__qwait *w, int64_t until_ns) {
+    int done;
+    pthread_mutex_lock(&w->nt->mu);
+    while (!w->done) {
+        struct timespec ts;
+        int64_t left_ms = 1000;
+        if (until_ns >= 0) {
+            int64_t left = until_ns - am2z_monotonic_ns();
+            if (left <= 0) break;
+            left_ms = (left + 999999) / 1000000;
+            if (left_ms > 1000) left_ms = 1000;
+        }
+        am2z__qabstime(&ts, left_ms);
+        pthread_cond_timedwait(&w->nt->cv, &w->nt->mu, &ts);
+    }
+    done = w->done;
+    pthread_mutex_unlock(&w->nt->mu);
+    return done;
+}
+
+/* The error text of a stacktrace entry or a reply: am2z error JSON, else a plain message. */
+static am2z_error *am2z__qerror_from_text(const char *proc, const char *id, const char *text, size_t len) {
+    am2z_value *v = am2z_json_parse(text, len, NULL, NULL);
+    am2z_error *e = NULL;
+    if (v && am2z_value_type(v) == AM2Z_TYPE_OBJECT && am2z_value_find(v, "name", 4))
+        e = am2z_error_from_json(v);
+    am2z_value_release(v);
+    if (!e) {
+        am2z_error *cause = am2z_error_business("JOB_FAILED", AM2Z_SEVERITY_HIGH, "%.*s", (int)(len > 4000 ? 4000 : len), text);
+        e = am2z_error_execution(proc, id, cause, NULL);
+    }
+    return e;
+}
+
+/* Decodes a reply JSON ({"ok","attempts","errors","error","state"}) into w. */
+static void am2z__qwait_parse(am2z__qwait *w) {
+    am2z_value *v = am2z_json_parse(w->raw, w->raw_len, NULL, NULL);
+    const am2z_value *errs, *st, *e;
+    size_t i, n;
+    if (!v || am2z_value_type(v) != AM2Z_TYPE_OBJECT) {
+        w->error = am2z_error_execution(w->qu ? w->qu->proc : NULL, w->id,
+                                        am2z_error_validation("reply", NULL, "the result of this execution is not valid JSON"), NULL);
+        am2z_value_release(v);
+        return;
+    }
+    w->attempts = (int)am2z_value_get_int(v, "attempts", 0);
+    errs = am2z_value_find(v, "errors", 6);
+    n = am2z_value_len(errs);
+    if (am2z_value_type(errs) == AM2Z_TYPE_ARRAY && n) {
+        w->errs = (am2z_error **)am2z__malloc(n * sizeof *w->errs);
+        if (w->errs)
+            for (i = 0; i < n; i++) {
+                am2z_error *x = am2z_error_from_json(am2z_value_at(errs, i));
+                if (x) w->errs[w->nerrs++] = x;
+            }
+    }
+    if (am2z_value_get_bool(v, "ok", 0)) {
+        st = am2z_value_find(v, "state", 5);
+        if (am2z_value_type(st) == AM2Z_TYPE_OBJECT) w->state = am2z_value_retain(st);
+        else w->error = am2z_error_execution(w->qu ? w->qu->proc : NULL, w->id,
+                                             am2z_error_validation("state", st, "the result state is not an object"), NULL);
+    } else {
+        e = am2z_value_find(v, "error", 5);
+        w->error = e ? am2z_error_from_json(e) : NULL;
+        if (!w->error) w->error = am2z_error_execution(w->qu ? w->qu->proc : NULL, w->id, NULL, NULL);
+    }
+    am2z_value_release(v);
+}
+
+/* Moves w's result into out (w keeps nothing). */
+static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
+    memset(out, 0, sizeof *out);
+    if (w->raw) {
+        am2z__qwait_parse(w);
+        am2z__free(w->raw);
+        w->raw = NULL;
+    }
+    snprintf(out->execution_id, sizeof out->execution_id, "%s", w->id);
+    out->started_at_ms = w->submitted_ms;
+    out->execution_us = (am2z_monotonic_ns() - w->started_ns) / 1000;
+    out->attempts = w->attempts;
+    out->attempt_errors = w->errs;
+    out->attempt_error_count = w->nerrs;
+    w->errs = NULL;
+    w->nerrs = 0;
+    if (w->error) {
+        out->error = w->error;
+        w->error = NULL;
+        am2z_value_release(w->state);
+        w->state = NULL;
+        out->state = out->error->partial_state ? am2z_value_retain(out->error->partial_state)
+                                               : am2z_value_retain(w->input);
+    } else {
+        out->state = w->state;
+        w->state = NULL;
+    }
+}
+
+/* -- producing jobs -- */
+
+/* An upper bound of the backoff before attempt + 1 (the documented formula, no jitter). */
+static int64_t am2z__qbackoff_bound(const am2z_retry_policy *rp, int attempt) {
+    double base = rp->delay_ms > 0 ? (double)rp->delay_ms : 100.0;
+    double mult = rp->multiplier > 0 ? rp->multiplier : 2.0;
+    double cap = rp->max_delay_ms > 0 ? (double)rp->max_delay_ms : 30000.0;
+    double d = base;
+    int i;
+    if (rp->backoff == AM2Z_BACKOFF_LINEAR) d = base * attempt;
+    else if (rp->backoff != AM2Z_BACKOFF_FIXED)
+        for (i = 1; i < attempt && d < cap; i++) d *= mult;
+    return (int64_t)(d < cap ? d : cap);
+}
+
+static int64_t am2z__qsat(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
+/* How long one execution of p may take from submission: every attempt's timeout, the
+   backoffs between them and the queue delay. */
+static int64_t am2z__qbudget(const am2z__qrt *q, const am2z_processor *p) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    int64_t t = am2z_processor_timeout_ms(p, q->default_timeout_ms), total = 0;
+    int att = d->retry.max_attempts > 0 ? d->retry.max_attempts : 1, i;
+    for (i = 1; i <= att; i++) {
+        total = am2z__qsat(total, t);
+        if (i < att) total = am2z__qsat(total, am2z__qbackoff_bound(&d->retry, i));
+    }
+    if (d->queue.delay_ms > 0) total = am2z__qsat(total, d->queue.delay_ms);
+    return total;
+}
+
+static void am2z__qkeep_json(am2z__qsb *b, int64_t count, int64_t age) {
+    if (count == AM2Z_QUEUE_KEEP_NONE) { am2z__qsb_str(b, "true"); return; }
+    if (count == AM2Z_QUEUE_KEEP_ALL && age < 0) { am2z__qsb_str(b, "false"); return; }
+    am2z__qsb_str(b, "{");
+    if (count >= 0) { am2z__qsb_str(b, "\"count\":"); am2z__qsb_i64(b, count); }
+    if (age >= 0) { am2z__qsb_str(b, count >= 0 ? ",\"age\":" : "\"age\":"); am2z__qsb_i64(b, age); }
+    am2z__qsb_str(b, "}");
+}
+
+/* ---- (section 4 continues below) ---- */
+
+#ifdef __cplusplus
+}
+#endif
 #endif /* AM2Z_RESP_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_RESP_IMPLEMENTATION */

@@ -6,6 +6,9 @@
        ... connect to 127.0.0.1:s.port or s.unix_path ...
        t_redis_stop(&s);
 
+   T_REDIS_REQUIRE(rc) applies the same skip/fail rule to the result of t_redis_start,
+   for a server shared by several test cases.
+
    When redis-server is not installed the test is skipped loudly, or fails when the CI
    environment variable is set (CI installs it, so a missing server there is a bug).
    The server dies with the test process (PR_SET_PDEATHSIG on Linux) and its files live
@@ -197,13 +200,20 @@ static inline int t_redis_restart(t_redis *s, int delay_ms) {
     return delay_ms > 0 ? 0 : t_redis_wait_ready(s);
 }
 
-#define T_REDIS_START(s, extra) do { \
-        int t_rc_ = t_redis_start((s), (extra)); \
-        if (t_rc_ == T_REDIS_MISSING) { \
+/* Ends the calling test case unless rc (from t_redis_start) is 0. */
+#define T_REDIS_REQUIRE(rc) do { \
+        if ((rc) == T_REDIS_MISSING) { \
             if (getenv("CI")) { T_FAIL_("redis-server is not installed, and CI is set"); return; } \
             T_SKIP("redis-server is not installed: this Redis test did NOT run"); \
         } \
-        if (t_rc_ != 0) { T_FAIL_("redis-server did not start"); t_redis_stop(s); return; } \
+        if ((rc) != 0) { T_FAIL_("redis-server did not start"); return; } \
+    } while (0)
+
+/* A private server for this test case (stop it with t_redis_stop). */
+#define T_REDIS_START(s, extra) do { \
+        int t_rc_ = t_redis_start((s), (extra)); \
+        if (t_rc_ != 0) t_redis_stop(s); \
+        T_REDIS_REQUIRE(t_rc_); \
     } while (0)
 
 #endif

@@ -670,6 +670,40 @@ static void test_writer_format(void) {
     am2z_resp_buf_free(&b);
 }
 
+/* Script names are the SHA-1 of the source (what Redis's SCRIPT LOAD answers). */
+static void test_script_sha1(void) {
+    char *million = (char *)malloc(1000000);
+    am2z_redis_script *s;
+    s = am2z_redis_script_new("abc", 0);
+    CHECK_STR(am2z_redis_script_sha(s), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    am2z_redis_script_free(s);
+    s = am2z_redis_script_new("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 0);
+    CHECK_STR(am2z_redis_script_sha(s), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+    am2z_redis_script_free(s);
+    s = am2z_redis_script_new("x", 0); /* len 0 means strlen; an empty script is "" */
+    CHECK_STR(am2z_redis_script_sha(s), "11f6ad8ec52a2984abaafd7c3b516503785c2072");
+    am2z_redis_script_free(s);
+    if (million) {
+        memset(million, 'a', 1000000);
+        s = am2z_redis_script_new(million, 1000000);
+        CHECK_STR(am2z_redis_script_sha(s), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+        am2z_redis_script_free(s);
+        /* the padding boundaries: 55 bytes fit one block with the length, 56 need a
+           second block, 64 fill one exactly (digests from Python's hashlib) */
+        s = am2z_redis_script_new(million, 55);
+        CHECK_STR(am2z_redis_script_sha(s), "c1c8bbdc22796e28c0e15163d20899b65621d65a");
+        am2z_redis_script_free(s);
+        s = am2z_redis_script_new(million, 56);
+        CHECK_STR(am2z_redis_script_sha(s), "c2db330f6083854c99d4b5bfb6e8f29f201be699");
+        am2z_redis_script_free(s);
+        s = am2z_redis_script_new(million, 64);
+        CHECK_STR(am2z_redis_script_sha(s), "0098ba824b5c16427bd7a1122a5a442a25ec644d");
+        am2z_redis_script_free(s);
+    }
+    CHECK(am2z_redis_script_new(NULL, 0) == NULL);
+    free(million);
+}
+
 int main(void) {
     T_RUN(test_resp2_types);
     T_RUN(test_resp3_types);
@@ -689,5 +723,6 @@ int main(void) {
     T_RUN(test_reply_helpers);
     T_RUN(test_writer_argv);
     T_RUN(test_writer_format);
+    T_RUN(test_script_sha1);
     return t_done();
 }
