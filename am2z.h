@@ -1315,6 +1315,92 @@ static uint32_t am2z__keyhash(const char *k, size_t n) {
     return (uint32_t)am2z__hash_bytes(k, n, am2z__seed());
 }
 
+/* ---- growable arrays ---- */
+
+/* The one growable buffer (the parser's stacks, JSON text, formatted messages, log
+   lines). It may start in storage the caller supplies (`small`, usually on its stack)
+   and moves to the heap when it outgrows it. A failed allocation sets `failed` for
+   good, so a writer appends without checking and looks once at the end. */
+typedef struct am2z__vec {
+    void *p;
+    size_t n, cap;  /* items in use, items of room */
+    void *small;    /* the caller's storage (never freed here), or NULL */
+    int failed;
+} am2z__vec;
+
+static void am2z__vec_init(am2z__vec *v, void *small, size_t cap) {
+    v->p = v->small = small;
+    v->n = 0;
+    v->cap = small ? cap : 0;
+    v->failed = 0;
+}
+
+static void am2z__vec_free(am2z__vec *v) {
+    if (v->p != v->small) am2z__free(v->p);
+}
+
+/* Room for `add` more items of `size` bytes each; 0 (and failed set) when there is none. */
+static int am2z__vec_reserve(am2z__vec *v, size_t add, size_t size) {
+    size_t max = SIZE_MAX / 4 / size, cap;
+    void *p;
+    if (add <= v->cap - v->n) return 1;
+    if (v->failed || add > max - v->n) goto fail;
+    cap = v->cap * 2;
+    if (cap < 256 / size) cap = 256 / size; /* no heap block under 256 bytes */
+    if (cap > max) cap = max;
+    if (cap < v->n + add) cap = v->n + add;
+    p = v->p == v->small ? am2z__malloc(cap * size) : am2z__realloc(v->p, cap * size);
+    if (!p) goto fail;
+    if (v->p == v->small && v->n) memcpy(p, v->small, v->n * size);
+    v->p = p;
+    v->cap = cap;
+    return 1;
+fail:
+    v->failed = 1;
+    return 0;
+}
+
+/* Byte helpers, for vecs of char. */
+static void am2z__vec_put(am2z__vec *v, const void *s, size_t n) {
+    if (n && (n <= v->cap - v->n || am2z__vec_reserve(v, n, 1))) {
+        memcpy((char *)v->p + v->n, s, n);
+        v->n += n;
+    }
+}
+static void am2z__vec_putc(am2z__vec *v, char c) {
+    if (v->n < v->cap || am2z__vec_reserve(v, 1, 1)) ((char *)v->p)[v->n++] = c;
+}
+static void am2z__vec_puts(am2z__vec *v, const char *s) { am2z__vec_put(v, s, strlen(s)); }
+
+/* Appends printf output cut to at most max bytes, NUL-terminated (the NUL is not counted
+   in n). Returns the length of the whole output, which may exceed max, or -1 when the
+   format fails. When memory runs out, failed is set and what fitted is kept. */
+static int am2z__vec_vprintf(am2z__vec *v, size_t max, const char *fmt, va_list ap) {
+    size_t room = v->cap - v->n, want;
+    char *at = room ? (char *)v->p + v->n : NULL;
+    va_list aq;
+    int n;
+    va_copy(aq, ap);
+    n = vsnprintf(at, room, fmt, aq);
+    va_end(aq);
+    if (n < 0) {
+        v->failed = 1;
+        if (at) *at = 0;
+        return n;
+    }
+    want = (size_t)n < max ? (size_t)n : max;
+    if (want >= room) {
+        if (!am2z__vec_reserve(v, want + 1, 1)) {
+            if (room) v->n += room - 1;
+            return n;
+        }
+        vsnprintf((char *)v->p + v->n, want + 1, fmt, ap);
+    }
+    v->n += want;
+    ((char *)v->p)[v->n] = 0;
+    return n;
+}
+
 /* ---- constructors, retain, release ---- */
 
 AM2Z_API am2z_value *am2z_value_null(void) { return (am2z_value *)&am2z__null_s; }
@@ -1367,22 +1453,17 @@ AM2Z_API am2z_value *am2z_value_string(const char *s) {
 
 AM2Z_API am2z_value *am2z_value_stringf(const char *fmt, ...) {
     char small[256];
-    va_list ap, ap2;
-    int n;
-    am2z__str *s = NULL;
+    am2z__vec text;
+    am2z_value *v = NULL;
+    va_list ap;
     if (!fmt) return NULL;
+    am2z__vec_init(&text, small, sizeof small);
     va_start(ap, fmt);
-    va_copy(ap2, ap);
-    n = vsnprintf(small, sizeof small, fmt, ap);
+    am2z__vec_vprintf(&text, SIZE_MAX, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof small) {
-        va_end(ap2);
-        return am2z_value_string_n(small, (size_t)n);
-    }
-    if (n >= 0) s = am2z__str_alloc((size_t)n);
-    if (s) vsnprintf(am2z__bytes(s), (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    return s ? &s->h : NULL;
+    if (!text.failed) v = am2z_value_string_n((const char *)text.p, text.n);
+    am2z__vec_free(&text);
+    return v;
 }
 
 AM2Z_API am2z_value *am2z_value_retain(const am2z_value *v) {
@@ -1530,7 +1611,7 @@ static size_t am2z__islots(size_t cap) {
 /* Bytes of an object block, or 0 when that would not fit a size_t. */
 static size_t am2z__obj_bytes(size_t cap, size_t kcap) {
     size_t fixed = sizeof(am2z__obj) + 64 * sizeof(uint32_t);
-    if (cap > 0xfffffffeu || kcap > SIZE_MAX / 4 ||
+    if (cap > 0xfffffffeu || kcap > SIZE_MAX / 4 - fixed ||
         cap > (SIZE_MAX / 4 - kcap - fixed) / (sizeof(am2z__member) + 4 * sizeof(uint32_t)))
         return 0;
     return sizeof(am2z__obj) + cap * sizeof(am2z__member) + am2z__islots(cap) * sizeof(uint32_t) + kcap;
@@ -2405,42 +2486,6 @@ static size_t am2z__fmt_double(double d, char *out /* >= 40 bytes */) {
 
 /* ---- JSON writing ---- */
 
-typedef struct am2z__jbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} am2z__jbuf;
-
-static int am2z__jbuf_reserve(am2z__jbuf *b, size_t add) {
-    size_t cap;
-    char *p;
-    if (b->oom) return 0;
-    if (add <= b->cap - b->n) return 1;
-    if (add > SIZE_MAX / 4 - b->n) {
-        b->oom = 1;
-        return 0;
-    }
-    cap = b->cap < 128 ? 256 : b->cap * 2;
-    if (cap < b->n + add) cap = b->n + add;
-    p = (char *)am2z__realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return 0;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 1;
-}
-static void am2z__jbuf_put(am2z__jbuf *b, const char *s, size_t n) {
-    if (n && (n <= b->cap - b->n || am2z__jbuf_reserve(b, n))) {
-        memcpy(b->p + b->n, s, n);
-        b->n += n;
-    }
-}
-static void am2z__jbuf_putc(am2z__jbuf *b, char c) {
-    if (b->n < b->cap || am2z__jbuf_reserve(b, 1)) b->p[b->n++] = c;
-}
-
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one: overlong
    forms, UTF-16 surrogates and code points above U+10FFFF are invalid. */
 static size_t am2z__utf8_len(const unsigned char *s, size_t n) {
@@ -2460,45 +2505,40 @@ static size_t am2z__utf8_len(const unsigned char *s, size_t n) {
 
 /* Writes a quoted JSON string; bytes that are not valid UTF-8 become U+FFFD so the
    output is always valid JSON. */
-static void am2z__write_str(am2z__jbuf *b, const char *str, size_t n) {
+static void am2z__write_str(am2z__vec *b, const char *str, size_t n) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, j, k;
-    am2z__jbuf_putc(b, '"');
+    am2z__vec_putc(b, '"');
     while (i < n) {
         for (j = i; j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\'; j++) {}
-        am2z__jbuf_put(b, (const char *)s + i, j - i);
+        am2z__vec_put(b, s + i, j - i);
         if (j == n) break;
         i = j;
         if (s[i] >= 0x80) {
             k = am2z__utf8_len(s + i, n - i);
-            if (k) am2z__jbuf_put(b, (const char *)s + i, k);
-            else am2z__jbuf_put(b, "\xef\xbf\xbd", 3);
+            am2z__vec_put(b, k ? (const char *)s + i : "\xef\xbf\xbd", k ? k : 3);
             i += k ? k : 1;
             continue;
         }
         switch (s[i]) {
-        case '"': am2z__jbuf_put(b, "\\\"", 2); break;
-        case '\\': am2z__jbuf_put(b, "\\\\", 2); break;
-        case '\n': am2z__jbuf_put(b, "\\n", 2); break;
-        case '\r': am2z__jbuf_put(b, "\\r", 2); break;
-        case '\t': am2z__jbuf_put(b, "\\t", 2); break;
-        case '\b': am2z__jbuf_put(b, "\\b", 2); break;
-        case '\f': am2z__jbuf_put(b, "\\f", 2); break;
+        case '"': am2z__vec_put(b, "\\\"", 2); break;
+        case '\\': am2z__vec_put(b, "\\\\", 2); break;
+        case '\n': am2z__vec_put(b, "\\n", 2); break;
+        case '\r': am2z__vec_put(b, "\\r", 2); break;
+        case '\t': am2z__vec_put(b, "\\t", 2); break;
+        case '\b': am2z__vec_put(b, "\\b", 2); break;
+        case '\f': am2z__vec_put(b, "\\f", 2); break;
         default: {
-            char e[6];
-            e[0] = '\\';
-            e[1] = 'u';
-            e[2] = '0';
-            e[3] = '0';
+            char e[6] = {'\\', 'u', '0', '0', 0, 0};
             e[4] = hex[s[i] >> 4];
             e[5] = hex[s[i] & 15];
-            am2z__jbuf_put(b, e, 6);
+            am2z__vec_put(b, e, 6);
         }
         }
         i++;
     }
-    am2z__jbuf_putc(b, '"');
+    am2z__vec_putc(b, '"');
 }
 
 static int am2z__keycmp(const am2z__obj *o, size_t a, size_t b) {
@@ -2531,46 +2571,47 @@ static void am2z__sort_keys(const am2z__obj *o, size_t *idx, size_t *tmp, size_t
     }
 }
 
-static void am2z__indent(am2z__jbuf *b, int flags, int level) {
+static void am2z__indent(am2z__vec *b, int flags, int level) {
+    size_t n = (size_t)level * 2;
     if (!(flags & AM2Z_JSON_PRETTY)) return;
-    am2z__jbuf_putc(b, '\n');
-    if (am2z__jbuf_reserve(b, (size_t)level * 2)) {
-        memset(b->p + b->n, ' ', (size_t)level * 2);
-        b->n += (size_t)level * 2;
+    am2z__vec_putc(b, '\n');
+    if (n && am2z__vec_reserve(b, n, 1)) {
+        memset((char *)b->p + b->n, ' ', n);
+        b->n += n;
     }
 }
 
-static void am2z__write(am2z__jbuf *b, const am2z_value *v, int flags, int level) {
+static void am2z__write(am2z__vec *b, const am2z_value *v, int flags, int level) {
     char num[48];
     size_t i, n;
     switch (am2z__type(v)) {
     case AM2Z_TYPE_NONE:
-    case AM2Z_TYPE_NULL: am2z__jbuf_put(b, "null", 4); return;
+    case AM2Z_TYPE_NULL: am2z__vec_put(b, "null", 4); return;
     case AM2Z_TYPE_BOOL:
-        if (AM2Z__NUM(v)->u.i) am2z__jbuf_put(b, "true", 4);
-        else am2z__jbuf_put(b, "false", 5);
+        if (AM2Z__NUM(v)->u.i) am2z__vec_put(b, "true", 4);
+        else am2z__vec_put(b, "false", 5);
         return;
     case AM2Z_TYPE_INT:
         n = am2z__fmt_int(am2z__int(v), num);
-        am2z__jbuf_put(b, num, n);
+        am2z__vec_put(b, num, n);
         return;
     case AM2Z_TYPE_DOUBLE:
         n = am2z__fmt_double(AM2Z__NUM(v)->u.d, num);
-        am2z__jbuf_put(b, num, n);
+        am2z__vec_put(b, num, n);
         return;
     case AM2Z_TYPE_STRING:
         am2z__write_str(b, am2z__bytes(AM2Z__STR(v)), AM2Z__STR(v)->len);
         return;
     case AM2Z_TYPE_ARRAY: {
         const am2z__arr *a = AM2Z__ARR(v);
-        am2z__jbuf_putc(b, '[');
+        am2z__vec_putc(b, '[');
         for (i = 0; i < a->len; i++) {
-            if (i) am2z__jbuf_putc(b, ',');
+            if (i) am2z__vec_putc(b, ',');
             am2z__indent(b, flags, level + 1);
             am2z__write(b, am2z__items(a)[i], flags, level + 1);
         }
         if (a->len) am2z__indent(b, flags, level);
-        am2z__jbuf_putc(b, ']');
+        am2z__vec_putc(b, ']');
         return;
     }
     case AM2Z_TYPE_OBJECT: {
@@ -2581,24 +2622,24 @@ static void am2z__write(am2z__jbuf *b, const am2z_value *v, int flags, int level
                                : (o->len > SIZE_MAX / (2 * sizeof(size_t)) ? NULL
                                   : (size_t *)am2z__malloc(2 * o->len * sizeof(size_t)));
             if (!idx) {
-                b->oom = 1;
+                b->failed = 1;
                 return;
             }
             for (i = 0; i < o->len; i++) idx[i] = i;
             am2z__sort_keys(o, idx, idx + o->len, o->len);
         }
-        am2z__jbuf_putc(b, '{');
+        am2z__vec_putc(b, '{');
         for (i = 0; i < o->len; i++) {
             const am2z__member *m = am2z__mems(o) + (idx ? idx[i] : i);
-            if (i) am2z__jbuf_putc(b, ',');
+            if (i) am2z__vec_putc(b, ',');
             am2z__indent(b, flags, level + 1);
             am2z__write_str(b, am2z__keys(o) + m->koff, m->klen);
-            am2z__jbuf_putc(b, ':');
-            if (flags & AM2Z_JSON_PRETTY) am2z__jbuf_putc(b, ' ');
+            am2z__vec_putc(b, ':');
+            if (flags & AM2Z_JSON_PRETTY) am2z__vec_putc(b, ' ');
             am2z__write(b, m->val, flags, level + 1);
         }
         if (o->len) am2z__indent(b, flags, level);
-        am2z__jbuf_putc(b, '}');
+        am2z__vec_putc(b, '}');
         if (idx != small) am2z__free(idx);
         return;
     }
@@ -2606,63 +2647,25 @@ static void am2z__write(am2z__jbuf *b, const am2z_value *v, int flags, int level
 }
 
 AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len) {
-    am2z__jbuf b;
+    am2z__vec b;
     if (len) *len = 0;
     if (!v) return NULL;
-    b.p = NULL;
-    b.n = b.cap = 0;
-    b.oom = 0;
+    am2z__vec_init(&b, NULL, 0);
     am2z__write(&b, v, flags, 0);
-    am2z__jbuf_putc(&b, 0);
-    if (b.oom) {
-        am2z__free(b.p);
+    am2z__vec_putc(&b, 0);
+    if (b.failed) {
+        am2z__vec_free(&b);
         return NULL;
     }
     if (len) *len = b.n - 1;
-    return b.p;
+    return (char *)b.p;
 }
 
 /* ---- JSON parsing ---- */
 
-/* A growable stack whose first block is storage supplied by the caller. */
-typedef struct am2z__vec {
-    void *p;
-    size_t n, cap;
-    void *small;
-} am2z__vec;
-
-static int am2z__vec_reserve(am2z__vec *v, size_t add, size_t elem) {
-    size_t cap;
-    void *p;
-    if (add <= v->cap - v->n) return 1;
-    if (add > SIZE_MAX / 4 / elem - v->n) return 0;
-    cap = v->cap * 2;
-    if (cap < v->n + add) cap = v->n + add;
-    if (cap > SIZE_MAX / 4 / elem) return 0;
-    if (v->p == v->small) {
-        p = am2z__malloc(cap * elem);
-        if (p && v->n) memcpy(p, v->p, v->n * elem);
-    } else {
-        p = am2z__realloc(v->p, cap * elem);
-    }
-    if (!p) return 0;
-    v->p = p;
-    v->cap = cap;
-    return 1;
-}
-static void am2z__vec_init(am2z__vec *v, void *small, size_t cap) {
-    v->p = v->small = small;
-    v->n = 0;
-    v->cap = cap;
-}
-static void am2z__vec_free(am2z__vec *v) {
-    if (v->p != v->small) am2z__free(v->p);
-}
-
 typedef struct am2z__kref { size_t off, len; } am2z__kref;  /* a key in the key bytes */
 typedef struct am2z__frame {
     size_t vbase, kbase, kbytes;  /* where its values, keys and key bytes start */
-    size_t count;                 /* elements so far */
     int obj;
 } am2z__frame;
 
@@ -2834,9 +2837,10 @@ oom:
 static am2z_value *am2z__pnumber(am2z__parser *P) {
     const char *s = (const char *)P->s;
     size_t n = P->n, start = P->pos, i = start, dig;
-    int neg = 0, isdbl = 0, ok;
+    int neg = 0, isdbl = 0, fits = 0, ok = 1;
     uint64_t m = 0;
     double d;
+    am2z_value *v = NULL;
     if (s[i] == '-') neg = 1, i++;
     dig = i;
     if (i < n && s[i] == '0') {
@@ -2873,25 +2877,23 @@ static am2z_value *am2z__pnumber(am2z__parser *P) {
             if (m > (UINT64_MAX - dd) / 10) break;
             m = m * 10 + dd;
         }
-        if (dig == i) { /* fits in 64 bits */
-            if (!neg && m <= (uint64_t)INT64_MAX) return am2z_value_int((int64_t)m);
-            /* "-0" stays a double so that its sign survives a round trip */
-            if (neg && m != 0 && m <= (uint64_t)INT64_MAX + 1)
-                return am2z_value_int(m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m);
-        }
+        /* An integer that fits int64 stays exact; "-0" becomes a double so that its sign
+           survives a round trip. */
+        fits = dig == i && (neg ? m - 1 <= (uint64_t)INT64_MAX : m <= (uint64_t)INT64_MAX);
     }
-    if (!am2z__fast_double(s + start, i - start, &d)) {
-        d = am2z__strtod(s + start, i - start, &ok);
-        if (!ok) {
-            am2z__perr(P, start, "out of memory");
+    if (fits) {
+        v = am2z_value_int(neg ? -(int64_t)(m - 1) - 1 : (int64_t)m);
+    } else {
+        if (!am2z__fast_double(s + start, i - start, &d)) d = am2z__strtod(s + start, i - start, &ok);
+        if (ok && !(d - d == 0.0)) {
+            am2z__perr(P, start, "number out of range");
             return NULL;
         }
+        if (ok) v = am2z_value_double(d);
     }
-    if (!(d - d == 0.0)) {
-        am2z__perr(P, start, "number out of range");
-        return NULL;
-    }
-    return am2z_value_double(d);
+    /* Only allocation fails here: boxed integers, doubles and strtod's long copies. */
+    if (!v) am2z__perr(P, start, "out of memory");
+    return v;
 }
 
 /* Builds the array or object of the top frame from the stacks. */
@@ -2952,7 +2954,7 @@ value:
     c = s[start];
     if (P->frames.n) {
         top = (am2z__frame *)P->frames.p + P->frames.n - 1;
-        if (!top->obj && top->count++ == P->lim.max_elements) {
+        if (!top->obj && P->vals.n - top->vbase == P->lim.max_elements) {
             am2z__perr(P, start, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
             return NULL;
         }
@@ -2969,7 +2971,6 @@ value:
         top->vbase = P->vals.n;
         top->kbase = P->krefs.n;
         top->kbytes = P->kbytes.n;
-        top->count = 0;
         top->obj = c == '{';
         P->pos++;
         am2z__skip_ws(P);
@@ -3025,7 +3026,7 @@ key: /* at a member of the top object, after '{' or ',' */
         am2z__perr(P, P->pos, P->pos >= P->n ? "unexpected end of input" : "expected a string key");
         return NULL;
     }
-    if (top->count++ == P->lim.max_elements) {
+    if (P->krefs.n - top->kbase == P->lim.max_elements) {
         am2z__perr(P, P->pos, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
         return NULL;
     }
@@ -3367,18 +3368,12 @@ AM2Z_API const char *am2z_severity_name(am2z_severity s) {
 
 /* A new NUL-terminated string from printf arguments, or NULL when out of memory. */
 static char *am2z__err_vfmt(const char *fmt, va_list ap) {
-    char small[256];
-    va_list aq;
-    int n;
-    char *s;
-    va_copy(aq, ap);
-    n = vsnprintf(small, sizeof small, fmt, aq);
-    va_end(aq);
-    if (n < 0) return NULL;
-    s = (char *)am2z__malloc((size_t)n + 1);
-    if (!s) return NULL;
-    if ((size_t)n < sizeof small) memcpy(s, small, (size_t)n + 1);
-    else vsnprintf(s, (size_t)n + 1, fmt, ap);
+    char small[256], *s = NULL;
+    am2z__vec text;
+    am2z__vec_init(&text, small, sizeof small);
+    am2z__vec_vprintf(&text, SIZE_MAX, fmt, ap);
+    if (!text.failed && (s = (char *)am2z__malloc(text.n + 1)) != NULL) memcpy(s, text.p, text.n + 1);
+    am2z__vec_free(&text);
     return s;
 }
 
@@ -3392,15 +3387,14 @@ static char *am2z__err_fmt(const char *fmt, ...) {
     return s;
 }
 
-/* obj (consumed) with obj[key] = x (consumed); NULL when either is NULL or out of
-   memory. Keys are fixed identifiers, so the path syntax of am2z_value_set is safe. */
+/* obj (consumed) with member key = x (consumed); NULL when either is NULL or out of
+   memory, so a chain of puts that build an object checks once at the end. */
 static am2z_value *am2z__obj_put(am2z_value *obj, const char *key, am2z_value *x) {
-    if (!obj || !x) {
-        am2z_value_release(obj);
+    if (!obj) {
         am2z_value_release(x);
         return NULL;
     }
-    return am2z_value_set(obj, key, x);
+    return am2z__obj_set(obj, key, strlen(key), x);
 }
 
 static void am2z__err_free_str(const char *s) { am2z__free((void *)(uintptr_t)s); }
@@ -3482,47 +3476,28 @@ AM2Z_API am2z_error *am2z_error_validation(const char *field, const am2z_value *
 AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_value *available_names) {
     /* "a, b, c": strings as they are, anything else as compact JSON. */
     size_t i, n = am2z_value_type(available_names) == AM2Z_TYPE_ARRAY ? am2z_value_len(available_names) : 0;
-    size_t len = 0, cap = 64;
-    char *list = (char *)am2z__malloc(cap);
-    am2z_value *d, *names;
-    for (i = 0; list && i < n; i++) {
+    char small[256], *msg = NULL;
+    am2z__vec list;
+    am2z_value *d;
+    am2z__vec_init(&list, small, sizeof small);
+    for (i = 0; i < n; i++) {
         const am2z_value *item = am2z_value_at(available_names, i);
-        char *json = NULL;
-        const char *text;
-        size_t tlen;
-        if (am2z_value_type(item) == AM2Z_TYPE_STRING) {
-            text = am2z_value_as_string(item, NULL);
-        } else {
-            text = json = am2z_json_write(item, AM2Z_JSON_COMPACT, NULL);
-            if (!json) { am2z__free(list); list = NULL; break; }
-        }
-        tlen = strlen(text);
-        if (len + tlen + 3 > cap) {
-            char *grown;
-            while (len + tlen + 3 > cap) cap *= 2;
-            grown = (char *)am2z__realloc(list, cap);
-            if (!grown) { am2z__free(list); list = NULL; am2z__free(json); break; }
-            list = grown;
-        }
-        if (i) { list[len++] = ','; list[len++] = ' '; }
-        memcpy(list + len, text, tlen);
-        len += tlen;
+        size_t len;
+        const char *text = am2z_value_as_string(item, &len);
+        char *json = text ? NULL : am2z_json_write(item, AM2Z_JSON_COMPACT, &len);
+        if (i) am2z__vec_put(&list, ", ", 2);
+        if (text || json) am2z__vec_put(&list, text ? text : json, len);
+        else list.failed = 1;
         am2z__free(json);
     }
-    if (list) list[len] = '\0';
+    am2z__vec_putc(&list, 0);
     processor = am2z__or_unknown(processor);
-    names = n ? am2z_value_retain(available_names) : am2z_value_array();
+    if (!list.failed)
+        msg = am2z__err_fmt("Processor '%s' not found. Available: %s", processor, (const char *)list.p);
+    am2z__vec_free(&list);
     d = am2z__obj_put(am2z_value_object(), "processorName", am2z_value_string(processor));
-    d = am2z__obj_put(d, "availableProcessors", names);
-    if (!list) {
-        am2z_value_release(d);
-        return NULL;
-    }
-    {
-        char *msg = am2z__err_fmt("Processor '%s' not found. Available: %s", processor, list);
-        am2z__free(list);
-        return am2z__error_make(AM2Z_ERROR_PROCESSOR_NOT_FOUND, NULL, msg, d, NULL, NULL);
-    }
+    d = am2z__obj_put(d, "availableProcessors", n ? am2z_value_retain(available_names) : am2z_value_array());
+    return am2z__error_make(AM2Z_ERROR_PROCESSOR_NOT_FOUND, NULL, msg, d, NULL, NULL);
 }
 
 static int am2z__str_eq_or_null(const char *a, const char *b) { return !a || !b || strcmp(a, b) == 0; }
@@ -4074,7 +4049,9 @@ AM2Z_API const char *am2z_log_level_name(am2z_log_level level) {
     return "unknown";
 }
 
-static am2z_logger *am2z__logger_alloc(const char *source, am2z_value *context /* consumed */) {
+/* A new logger with the sink settings of `config` (whose refs, source and context are
+   ignored), a copy of source (NULL: none) and context (consumed); NULL when out of memory. */
+static am2z_logger *am2z__logger_alloc(const am2z_logger *config, const char *source, am2z_value *context) {
     am2z_logger *lg = NULL;
     char *src = am2z__strdup(source);
     if (context && (src || !source)) lg = (am2z_logger *)am2z__malloc(sizeof *lg);
@@ -4083,7 +4060,7 @@ static am2z_logger *am2z__logger_alloc(const char *source, am2z_value *context /
         am2z_value_release(context);
         return NULL;
     }
-    memset(lg, 0, sizeof *lg);
+    *lg = *config;
     lg->refs = 1;
     lg->source = src;
     lg->context = context;
@@ -4092,7 +4069,7 @@ static am2z_logger *am2z__logger_alloc(const char *source, am2z_value *context /
 
 AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc) {
     am2z_logger_desc d;
-    am2z_logger *lg;
+    am2z_logger config;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if (d.min_level == AM2Z_LOG_DEFAULT) d.min_level = AM2Z_LOG_INFO;
@@ -4100,35 +4077,24 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc) {
     if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 ||
         d.sink > AM2Z_SINK_CALLBACK || (d.sink == AM2Z_SINK_CALLBACK && !d.callback))
         return NULL;
-    if (!d.stream) d.stream = stderr;
-    lg = am2z__logger_alloc(d.source, am2z_value_object());
-    if (!lg) return NULL;
-    lg->min_level = d.min_level;
-    lg->sink = d.sink;
-    lg->stream = d.stream;
-    lg->color = d.color > 0 || (d.color == 0 && d.sink == AM2Z_SINK_HUMAN && isatty(fileno(d.stream)));
-    lg->callback = d.callback;
-    lg->user_data = d.user_data;
-    return lg;
+    memset(&config, 0, sizeof config);
+    config.min_level = d.min_level;
+    config.sink = d.sink;
+    config.stream = d.stream ? d.stream : stderr;
+    config.color = d.color > 0 || (d.color == 0 && d.sink == AM2Z_SINK_HUMAN && isatty(fileno(config.stream)));
+    config.callback = d.callback;
+    config.user_data = d.user_data;
+    return am2z__logger_alloc(&config, d.source, am2z_value_object());
 }
 
 AM2Z_API am2z_logger *am2z_logger_child(const am2z_logger *parent, const am2z_value *fields,
                                         const char *source) {
     am2z_value *ctx;
-    am2z_logger *lg;
     if (!parent) return NULL;
     ctx = am2z_value_retain(parent->context);
     if (am2z_value_type(fields) == AM2Z_TYPE_OBJECT && am2z_value_len(fields) > 0)
         ctx = am2z_value_merge(ctx, fields);
-    lg = am2z__logger_alloc(source ? source : parent->source, ctx);
-    if (!lg) return NULL;
-    lg->min_level = parent->min_level;
-    lg->sink = parent->sink;
-    lg->stream = parent->stream;
-    lg->color = parent->color;
-    lg->callback = parent->callback;
-    lg->user_data = parent->user_data;
-    return lg;
+    return am2z__logger_alloc(parent, source ? source : parent->source, ctx);
 }
 
 AM2Z_API am2z_logger *am2z_logger_retain(const am2z_logger *logger) {
@@ -4150,79 +4116,14 @@ AM2Z_API int am2z_logger_enabled(const am2z_logger *logger, am2z_log_level level
            level >= logger->min_level;
 }
 
-/* A growable byte buffer that starts on the stack; `failed` makes later appends no-ops
-   after an allocation failure so callers check once at the end. */
-typedef struct am2z__logbuf {
-    char *p;
-    size_t len, cap;
-    int heap, failed;
-} am2z__logbuf;
-
-static void am2z__logbuf_init(am2z__logbuf *b, char *stack, size_t cap) {
-    b->p = stack;
-    b->len = 0;
-    b->cap = cap;
-    b->heap = 0;
-    b->failed = 0;
-}
-
-static int am2z__logbuf_reserve(am2z__logbuf *b, size_t more) {
-    size_t need, cap;
-    char *p;
-    if (b->failed) return 0;
-    if (more > (size_t)-1 - b->len - 1) { b->failed = 1; return 0; }
-    need = b->len + more + 1;
-    if (need <= b->cap) return 1;
-    for (cap = b->cap * 2; cap < need; cap *= 2) {}
-    p = (char *)(b->heap ? am2z__realloc(b->p, cap) : am2z__malloc(cap));
-    if (!p) { b->failed = 1; return 0; }
-    if (!b->heap) memcpy(p, b->p, b->len);
-    b->p = p;
-    b->cap = cap;
-    b->heap = 1;
-    return 1;
-}
-
-static void am2z__logbuf_put(am2z__logbuf *b, const char *s, size_t n) {
-    if (!am2z__logbuf_reserve(b, n)) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void am2z__logbuf_puts(am2z__logbuf *b, const char *s) { am2z__logbuf_put(b, s, strlen(s)); }
-
-static void am2z__logbuf_free(am2z__logbuf *b) {
-    if (b->heap) am2z__free(b->p);
-}
-
-/* Formats the message into b, capped at AM2Z_LOG_MAX_MESSAGE bytes; a longer message
-   is cut and marked so the loss is visible. */
-static void am2z__log_format(am2z__logbuf *b, const char *fmt, va_list ap) {
+/* Formats the message into b (NUL-terminated), cut to AM2Z_LOG_MAX_MESSAGE bytes. A cut
+   message (also one cut short by a failed allocation, which keeps what fitted) ends
+   with a mark so the loss is visible. */
+static void am2z__log_format(am2z__vec *b, const char *fmt, va_list ap) {
     static const char mark[] = "... [truncated]";
-    va_list aq;
-    int n;
-    size_t want;
-    if (!fmt) return;
-    va_copy(aq, ap);
-    n = vsnprintf(b->p, b->cap, fmt, aq);
-    va_end(aq);
-    if (n < 0) return;
-    want = (size_t)n > (size_t)AM2Z_LOG_MAX_MESSAGE ? (size_t)AM2Z_LOG_MAX_MESSAGE : (size_t)n;
-    if (want >= b->cap) {
-        if (!am2z__logbuf_reserve(b, want)) {
-            b->failed = 0; /* keep what fits in the first buffer rather than lose the entry */
-            b->len = b->cap - 1;
-            return;
-        }
-        vsnprintf(b->p, want + 1, fmt, ap);
-    }
-    b->len = want;
-    b->p[want] = '\0';
-    if ((size_t)n > want) {
-        b->len = want > sizeof mark - 1 ? want - (sizeof mark - 1) : 0;
-        am2z__logbuf_put(b, mark, sizeof mark - 1);
-    }
+    int n = am2z__vec_vprintf(b, AM2Z_LOG_MAX_MESSAGE, fmt, ap);
+    if (n >= 0 && (size_t)n > b->n && b->n >= sizeof mark - 1)
+        memcpy((char *)b->p + b->n - (sizeof mark - 1), mark, sizeof mark - 1);
 }
 
 static void am2z__log_write(const am2z_logger *lg, const char *line, size_t len) {
@@ -4236,7 +4137,7 @@ static void am2z__log_human(const am2z_logger *lg, const am2z_log_entry *en) {
     static const char *const labels[] = {"INFO ", "DEBUG", "INFO ", "WARN ", "ERROR"};
     static const char *const colors[] = {"\x1b[34m", "\x1b[36m", "\x1b[34m", "\x1b[33m", "\x1b[31m"};
     char stack[512], head[13];
-    am2z__logbuf b;
+    am2z__vec b;
     time_t secs = (time_t)(en->timestamp_ms / 1000);
     struct tm tm;
     char *ctx = NULL;
@@ -4252,27 +4153,27 @@ static void am2z__log_human(const am2z_logger *lg, const am2z_log_entry *en) {
     head[8] = '.';
     am2z__iso_put(head + 9, 3, (int)(en->timestamp_ms % 1000));
     head[12] = ' ';
-    am2z__logbuf_init(&b, stack, sizeof stack);
-    am2z__logbuf_put(&b, head, 13);
+    am2z__vec_init(&b, stack, sizeof stack);
+    am2z__vec_put(&b, head, 13);
     if (en->source) {
-        am2z__logbuf_put(&b, "[", 1);
-        am2z__logbuf_puts(&b, en->source);
-        am2z__logbuf_put(&b, "] ", 2);
+        am2z__vec_putc(&b, '[');
+        am2z__vec_puts(&b, en->source);
+        am2z__vec_put(&b, "] ", 2);
     }
-    if (lg->color) am2z__logbuf_puts(&b, colors[en->level]);
-    am2z__logbuf_puts(&b, labels[en->level]);
-    if (lg->color) am2z__logbuf_puts(&b, "\x1b[0m");
-    am2z__logbuf_put(&b, " ", 1);
-    am2z__logbuf_puts(&b, en->message);
+    if (lg->color) am2z__vec_puts(&b, colors[en->level]);
+    am2z__vec_puts(&b, labels[en->level]);
+    if (lg->color) am2z__vec_puts(&b, "\x1b[0m");
+    am2z__vec_putc(&b, ' ');
+    am2z__vec_puts(&b, en->message);
     if (am2z_value_len(en->context) > 0 &&
         (ctx = am2z_json_write(en->context, AM2Z_JSON_COMPACT, &ctx_len)) != NULL) {
-        am2z__logbuf_put(&b, " ", 1);
-        am2z__logbuf_put(&b, ctx, ctx_len);
+        am2z__vec_putc(&b, ' ');
+        am2z__vec_put(&b, ctx, ctx_len);
         am2z_free(ctx);
     }
-    am2z__logbuf_put(&b, "\n", 1);
-    if (!b.failed) am2z__log_write(lg, b.p, b.len);
-    am2z__logbuf_free(&b);
+    am2z__vec_putc(&b, '\n');
+    if (!b.failed) am2z__log_write(lg, (const char *)b.p, b.n);
+    am2z__vec_free(&b);
 }
 
 static void am2z__log_json(const am2z_logger *lg, const am2z_log_entry *en) {
@@ -4298,21 +4199,23 @@ static void am2z__log_json(const am2z_logger *lg, const am2z_log_entry *en) {
 AM2Z_API void am2z_log(const am2z_logger *logger, am2z_log_level level, const am2z_value *fields,
                        const char *fmt, ...) {
     char stack[512];
-    am2z__logbuf msg;
+    am2z__vec msg;
     am2z_log_entry en;
     am2z_value *merged = NULL;
     va_list ap;
     if (level == AM2Z_LOG_DEFAULT) level = AM2Z_LOG_INFO;
     if (!am2z_logger_enabled(logger, level)) return;
-    am2z__logbuf_init(&msg, stack, sizeof stack);
+    am2z__vec_init(&msg, stack, sizeof stack);
     stack[0] = '\0';
-    va_start(ap, fmt);
-    am2z__log_format(&msg, fmt, ap);
-    va_end(ap);
+    if (fmt) {
+        va_start(ap, fmt);
+        am2z__log_format(&msg, fmt, ap);
+        va_end(ap);
+    }
     if (am2z_value_type(fields) == AM2Z_TYPE_OBJECT && am2z_value_len(fields) > 0)
         merged = am2z_value_merge(am2z_value_retain(logger->context), fields); /* the call's fields win */
     en.level = level;
-    en.message = msg.p;
+    en.message = (const char *)msg.p;
     en.source = logger->source;
     en.context = merged ? merged : logger->context;
     en.timestamp_ms = am2z_now_ms();
@@ -4324,7 +4227,7 @@ AM2Z_API void am2z_log(const am2z_logger *logger, am2z_log_level level, const am
     case AM2Z_SINK_SILENT: break;
     }
     am2z_value_release(merged);
-    am2z__logbuf_free(&msg);
+    am2z__vec_free(&msg);
 }
 
 /* ==== 5. processors =================================================================== */
@@ -5698,25 +5601,45 @@ static uint64_t am2z__rt_rng_next(void) {
 }
 
 /* "<processor>-<ms>-<10 base-36 chars>"; the name is cut so the id fits 63 bytes. */
+/* The decimal text of the last millisecond this thread formatted: ids made in the same
+   millisecond (thousands, under load) skip the divisions. */
+static __thread int64_t am2z__rt_id_ms = -1;
+static __thread char am2z__rt_id_digits[24];
+static __thread size_t am2z__rt_id_dlen;
+
 AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char buf[64]) {
     static const char digits36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-    char num[24];
-    size_t nlen = processor ? strlen(processor) : 0, dlen = 0, len, i, room;
-    uint64_t r = am2z__rt_rng_next(), m = ms > 0 ? (uint64_t)ms : 0;
-    do {
-        num[dlen++] = (char)('0' + (int)(m % 10));
-        m /= 10;
-    } while (m);
-    room = 63 - 2 - dlen - 10;
+    size_t nlen = processor ? strlen(processor) : 0, len, i, room;
+    uint64_t r = am2z__rt_rng_next(), m;
+    uint32_t f;
+    if (ms < 0) ms = 0;
+    if (ms != am2z__rt_id_ms) {
+        char num[24];
+        size_t d = 0;
+        m = (uint64_t)ms;
+        do {
+            num[d++] = (char)('0' + (int)(m % 10));
+            m /= 10;
+        } while (m);
+        for (i = 0; i < d; i++) am2z__rt_id_digits[i] = num[d - 1 - i];
+        am2z__rt_id_dlen = d;
+        am2z__rt_id_ms = ms;
+    }
+    room = 63 - 2 - am2z__rt_id_dlen - 10;
     if (nlen > room) nlen = room;
     if (nlen) memcpy(buf, processor, nlen);
     len = nlen;
     buf[len++] = '-';
-    for (i = 0; i < dlen; i++) buf[len++] = num[dlen - 1 - i];
+    memcpy(buf + len, am2z__rt_id_digits, am2z__rt_id_dlen);
+    len += am2z__rt_id_dlen;
     buf[len++] = '-';
+    /* two 32-bit fractions, five base-36 digits each (multiply, keep the carry) */
     for (i = 0; i < 10; i++) {
-        buf[len++] = digits36[r % 36];
-        r /= 36;
+        uint64_t x;
+        if (i == 0 || i == 5) f = (uint32_t)(i == 0 ? r : r >> 32);
+        x = (uint64_t)f * 36;
+        buf[len++] = digits36[x >> 32];
+        f = (uint32_t)x;
     }
     buf[len] = '\0';
 }
@@ -6066,6 +5989,7 @@ struct am2z__lr_job {
     am2z_error **errs;      /* failed attempts, in order */
     size_t nerrs, errs_cap;
     am2z__lr_job *next;     /* queue links, under qmu */
+    int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
     pthread_mutex_t mu;     /* top only: the waiter blocks on cv */
     pthread_cond_t cv;
 };
@@ -6603,17 +6527,6 @@ static am2z__lr_job *am2z__lr_job_new(am2z__lr *lr, int top) {
     am2z__lr_job *j = (am2z__lr_job *)am2z__malloc(sizeof *j);
     if (!j) return NULL;
     memset(j, 0, sizeof *j);
-    if (top) {
-        if (pthread_mutex_init(&j->mu, NULL) != 0) {
-            am2z__free(j);
-            return NULL;
-        }
-        if (am2z__lr_cond_init(&j->cv) != 0) {
-            pthread_mutex_destroy(&j->mu);
-            am2z__free(j);
-            return NULL;
-        }
-    }
     j->base.rt = lr->rt;
     j->lr = lr;
     j->refs = 1;
@@ -6641,8 +6554,8 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
     am2z__free(j->errs);
     am2z__lr_job_release(j->parent);
     am2z__lr_batch_release(j->pbatch);
-    if (j->top) {
-        am2z__lr_session_release(j->session);
+    if (j->top) am2z__lr_session_release(j->session);
+    if (j->cv_ready) {
         pthread_mutex_destroy(&j->mu);
         pthread_cond_destroy(&j->cv);
     }
@@ -7352,6 +7265,18 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
         if (now < spin_end) {
             am2z__lr_relax(now - t0, &iter);
             continue;
+        }
+        if (!j->cv_ready) { /* most waits end while spinning: set up the blocking part late */
+            if (pthread_mutex_init(&j->mu, NULL) != 0) {
+                am2z__lr_sleep_ns(100000);
+                continue;
+            }
+            if (am2z__lr_cond_init(&j->cv) != 0) {
+                pthread_mutex_destroy(&j->mu);
+                am2z__lr_sleep_ns(100000);
+                continue;
+            }
+            j->cv_ready = 1; /* published to wakers by the sleepers store below */
         }
         pthread_mutex_lock(&j->mu);
         AM2Z__LR_ST(&j->sleepers, 1);

@@ -3696,7 +3696,2541 @@ static void am2z__qkeep_json(am2z__qsb *b, int64_t count, int64_t age) {
     am2z__qsb_str(b, "}");
 }
 
-/* ---- (section 4 continues below) ---- */
+/* One prepared add: the waiter (in the table) and the script's arguments. Adds of the
+   same queue are sent together: argv[0..AM2Z__QADD_SHARED) is shared, then (id, data, opts)
+   per job. */
+#define AM2Z__QADD_SHARED 16
+#define AM2Z__QADD_GROUP 128 /* jobs per add script call */
+typedef struct am2z__qadd {
+    am2z__qwait *w;
+    am2z__qsb data, opts;
+    char ts[24], delay[24], prio[24], rate[24], child[2];
+    char take[64];              /* set: the job goes straight to the caller (locked) */
+    const char *argv[AM2Z__QADD_SHARED];
+} am2z__qadd;
+
+static void am2z__qadd_free(am2z__qadd *a) {
+    am2z__qsb_free(&a->data);
+    am2z__qsb_free(&a->opts);
+}
+
+/* Registers the waiter of a new execution and prepares its job. parent: the running job
+   that calls (NULL for a top-level execution); group: the notify of a call_many (NULL:
+   the waiter's own). Returns AM2Z_OK, or NOT_FOUND (not registered here),
+   INVALID_ARGUMENT (bad session name), NO_MEMORY. */
+static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc, const am2z_state *input,
+                                   const char *session, const am2z__qrun *parent, am2z__qnotify *group) {
+    am2z_processor *p;
+    const am2z_processor_desc *d;
+    am2z__qwait *w;
+    const char *meta_session;
+    int64_t now = am2z_now_ms(), budget, deadline, delay;
+    int prio;
+    memset(a, 0, sizeof *a);
+    if (!am2z__qname_ok(proc)) return AM2Z_STATUS_NOT_FOUND;
+    if (session && !am2z__qname_ok(session)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    p = am2z_runtime_lookup(q->rt, proc);
+    if (!p) return AM2Z_STATUS_NOT_FOUND;
+    d = am2z_processor_desc_of(p);
+    w = (am2z__qwait *)am2z__malloc(sizeof *w);
+    if (!w) { am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
+    memset(w, 0, sizeof *w);
+    if (!am2z__qnotify_init(&w->own)) { am2z__free(w); am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
+    w->base.rt = q->rt;
+    w->q = q;
+    w->refs = 1;
+    w->nt = group ? group : &w->own;
+    am2z_execution_id(proc, w->id);
+    meta_session = session ? session : parent ? parent->session : "default";
+    w->session = am2z__strdup(meta_session);
+    w->input = am2z_value_retain(input);
+    w->submitted_ms = now;
+    w->started_ns = am2z_monotonic_ns();
+    budget = am2z__qbudget(q, p);
+    deadline = am2z__qsat(now, budget);
+    if (parent && parent->deadline_ns) {
+        int64_t left = (parent->deadline_ns - w->started_ns) / 1000000;
+        if (now + left < deadline) deadline = now + left;
+    }
+    w->deadline_ns = w->started_ns + (deadline - now) * 1000000;
+    w->qu = am2z__qqueue_get(q, proc, session, 1);
+    if (!w->session || !w->qu) {
+        am2z_processor_release(p);
+        am2z__qwait_release(w);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    /* data: the envelope, with the state last */
+    am2z__qsb_str(&a->data, "{\"am2z\":1,\"processorName\":");
+    am2z__qsb_jstr(&a->data, proc);
+    am2z__qsb_str(&a->data, ",\"executionId\":");
+    am2z__qsb_jstr(&a->data, w->id);
+    am2z__qsb_str(&a->data, ",\"sessionId\":");
+    am2z__qsb_jstr(&a->data, meta_session);
+    am2z__qsb_str(&a->data, ",\"callDepth\":");
+    am2z__qsb_i64(&a->data, parent ? parent->depth + 1 : 0);
+    am2z__qsb_str(&a->data, ",\"deadline\":");
+    am2z__qsb_i64(&a->data, deadline);
+    am2z__qsb_str(&a->data, ",\"replyTo\":");
+    am2z__qsb_jstr(&a->data, q->reply_key);
+    if (parent) {
+        am2z__qsb_str(&a->data, ",\"parentExecutionId\":");
+        am2z__qsb_jstr(&a->data, parent->exec_id);
+    }
+    am2z__qsb_str(&a->data, ",\"state\":");
+    am2z__qsb_json(&a->data, input);
+    am2z__qsb_str(&a->data, "}");
+    /* opts, as BullMQ names them */
+    prio = d->queue.priority > 0 ? d->queue.priority : 0;
+    if (prio > 2097151) prio = 2097151;
+    delay = d->queue.delay_ms > 0 ? d->queue.delay_ms : 0;
+    am2z__qsb_str(&a->opts, "{\"attempts\":");
+    am2z__qsb_i64(&a->opts, d->retry.max_attempts > 0 ? d->retry.max_attempts : 1);
+    am2z__qsb_str(&a->opts, ",\"backoff\":{\"type\":\"");
+    am2z__qsb_str(&a->opts, d->retry.backoff == AM2Z_BACKOFF_FIXED ? "fixed"
+                            : d->retry.backoff == AM2Z_BACKOFF_LINEAR ? "linear" : "exponential");
+    am2z__qsb_str(&a->opts, "\",\"delay\":");
+    am2z__qsb_i64(&a->opts, d->retry.delay_ms > 0 ? d->retry.delay_ms : 100);
+    am2z__qsb_str(&a->opts, "},\"priority\":");
+    am2z__qsb_i64(&a->opts, prio);
+    am2z__qsb_str(&a->opts, ",\"delay\":");
+    am2z__qsb_i64(&a->opts, delay);
+    am2z__qsb_str(&a->opts, ",\"jobId\":");
+    am2z__qsb_jstr(&a->opts, w->id);
+    am2z__qsb_str(&a->opts, ",\"removeOnComplete\":");
+    am2z__qkeep_json(&a->opts, q->keep_c, q->keep_c_age);
+    am2z__qsb_str(&a->opts, ",\"removeOnFail\":");
+    am2z__qkeep_json(&a->opts, q->keep_f, q->keep_f_age);
+    am2z__qsb_str(&a->opts, "}");
+    am2z_processor_release(p);
+    if (a->data.bad || a->opts.bad) {
+        am2z__qadd_free(a);
+        am2z__qwait_release(w);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    snprintf(a->ts, sizeof a->ts, "%lld", (long long)now);
+    snprintf(a->delay, sizeof a->delay, "%lld", (long long)delay);
+    snprintf(a->prio, sizeof a->prio, "%d", prio);
+    a->child[0] = parent && session ? '1' : '0';
+    if (d->queue.rate_limit_per_minute > 0) snprintf(a->rate, sizeof a->rate, "%d", d->queue.rate_limit_per_minute);
+    a->argv[0] = w->qu->P;
+    a->argv[1] = w->qu->proc;
+    a->argv[2] = a->ts;
+    a->argv[3] = a->delay;
+    a->argv[4] = a->prio;
+    a->argv[5] = q->events ? "1" : "0";
+    a->argv[6] = w->qu->wk;
+    a->argv[7] = w->qu->wm;
+    a->argv[8] = w->qu->sset;
+    a->argv[9] = w->qu->name;
+    a->argv[10] = session ? q->sessions_key : "";
+    a->argv[11] = session ? session : "";
+    a->argv[12] = a->child;
+    a->argv[13] = a->rate;
+    a->argv[14] = a->take;
+    a->argv[15] = q->lock_s;
+    a->w = w;
+    am2z__qwait_insert(q, w);
+    return AM2Z_OK;
+}
+
+/* The add script's answer for a group of n: n added (or {n, taken job}); -1 the session
+   is gone. */
+static am2z_status am2z__qadd_result(am2z__qrt *q, am2z_status st, const am2z_reply *rep, am2z_redis *r, size_t n) {
+    const am2z_reply *c = rep->type == AM2Z_REPLY_ARRAY ? am2z_reply_at(rep, 0) : rep;
+    if (st == AM2Z_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == (int64_t)n) return AM2Z_OK;
+    if (st == AM2Z_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == -1) return AM2Z_STATUS_CANCELLED;
+    if (st == AM2Z_OK) st = AM2Z_STATUS_PROTOCOL;
+    am2z_log_warn(q->logger, "queue runtime: adding jobs failed: %s",
+                  rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_redis_errstr(r));
+    return st;
+}
+
+/* Moves the job an add took for its caller ({n, job}) into *taken. */
+static void am2z__qadd_taken(am2z_reply *rep, const am2z__qadd *a, am2z__qjob *taken) {
+    if (!taken || rep->type != AM2Z_REPLY_ARRAY || rep->len != 2) return;
+    if (rep->element[1].type != AM2Z_REPLY_ARRAY || am2z__qel_int(&rep->element[1], 0) != 1) return;
+    taken->rep = rep->element[1];
+    memset(&rep->element[1], 0, sizeof rep->element[1]);
+    snprintf(taken->token, sizeof taken->token, "%s", a->take);
+    am2z__atomic_inc(&a->w->qu->refs);
+    taken->qu = a->w->qu;
+}
+
+/* The argument vector of adds a[0..n) (all of one queue), in a fresh array. */
+static const char **am2z__qadd_argv(const am2z__qadd *a, size_t n, size_t **lens_out) {
+    size_t argc = AM2Z__QADD_SHARED + 3 * n, i;
+    const char **argv = (const char **)am2z__malloc(argc * sizeof *argv);
+    size_t *lens = (size_t *)am2z__malloc(argc * sizeof *lens);
+    if (!argv || !lens) { am2z__free(argv); am2z__free(lens); return NULL; }
+    for (i = 0; i < AM2Z__QADD_SHARED; i++) { argv[i] = a[0].argv[i]; lens[i] = strlen(argv[i]); }
+    for (i = 0; i < n; i++) {
+        size_t k = AM2Z__QADD_SHARED + 3 * i;
+        argv[k] = a[i].w->id; lens[k] = strlen(a[i].w->id);
+        argv[k + 1] = a[i].data.p; lens[k + 1] = a[i].data.n;
+        argv[k + 2] = a[i].opts.p; lens[k + 2] = a[i].opts.n;
+    }
+    *lens_out = lens;
+    return argv;
+}
+
+/* Sends n prepared adds on r: consecutive adds of one queue go in one script call, the
+   calls in one pipeline; st[i] gets each one's status. Waiters of failed adds are taken
+   out of the table (their owner still holds them). When a[0].take is set, *taken gets
+   that job, locked (its qu is NULL when it could not be taken). */
+static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n, am2z_status *st,
+                            am2z__qjob *taken) {
+    size_t i, j, k, g, ngroups = 0, *gstart, *glen, total = n;
+    am2z_reply rep = am2z__qrep0();
+    int noscript = 0;
+    gstart = (size_t *)am2z__malloc((n + 1) * sizeof *gstart);
+    glen = (size_t *)am2z__malloc((n + 1) * sizeof *glen);
+    if (!gstart || !glen) {
+        for (i = 0; i < n; i++) st[i] = AM2Z_STATUS_NO_MEMORY;
+        n = 0;
+    }
+    for (i = 0; i < n; i = j) {
+        for (j = i + 1; j < n && j - i < AM2Z__QADD_GROUP && a[j].w->qu == a[i].w->qu &&
+                        a[j].child[0] == a[i].child[0]; j++) {}
+        gstart[ngroups] = i;
+        glen[ngroups++] = j - i;
+    }
+    for (g = 0; g < ngroups; g++) {
+        size_t *lens = NULL;
+        const char **argv = am2z__qadd_argv(a + gstart[g], glen[g], &lens);
+        am2z_status s = argv ? am2z_redis_append_evalsha(r, q->s_add, 0, AM2Z__QADD_SHARED + 3 * glen[g], argv, lens)
+                             : AM2Z_STATUS_NO_MEMORY;
+        am2z__free(argv);
+        am2z__free(lens);
+        for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = s;
+        if (s != AM2Z_OK) { ngroups = g; break; }
+    }
+    for (g = 0; g < ngroups; g++) {
+        am2z_status s = am2z_redis_read(r, &rep);
+        if (s == AM2Z_STATUS_SERVER && rep.type == AM2Z_REPLY_ERROR && strncmp(am2z_reply_str(&rep), "NOSCRIPT", 8) == 0) {
+            noscript = 1;
+            s = AM2Z_STATUS_NOT_FOUND;
+        } else {
+            s = am2z__qadd_result(q, s, &rep, r, glen[g]);
+            if (s == AM2Z_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
+        }
+        am2z_reply_clear(&rep);
+        for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = s;
+        if (!am2z_redis_is_connected(r)) {
+            for (g++; g < ngroups; g++)
+                for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = AM2Z_STATUS_IO;
+            break;
+        }
+    }
+    /* a fresh server: EVALSHA with its EVAL fallback loads the script */
+    for (g = 0; noscript && g < ngroups; g++) {
+        size_t *lens = NULL;
+        const char **argv;
+        am2z_status s;
+        if (st[gstart[g]] != AM2Z_STATUS_NOT_FOUND) continue;
+        argv = am2z__qadd_argv(a + gstart[g], glen[g], &lens);
+        s = argv ? am2z__qeval(r, &rep, q->s_add, AM2Z__QADD_SHARED + 3 * glen[g], argv, lens) : AM2Z_STATUS_NO_MEMORY;
+        s = am2z__qadd_result(q, s, &rep, r, glen[g]);
+        if (s == AM2Z_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
+        am2z_reply_clear(&rep);
+        am2z__free(argv);
+        am2z__free(lens);
+        for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = s;
+    }
+    am2z__free(gstart);
+    am2z__free(glen);
+    for (i = 0; i < total; i++)
+        if (st[i] != AM2Z_OK) {
+            am2z__qwait *t = am2z__qwait_take(q, a[i].w->id, strlen(a[i].w->id));
+            if (t) am2z__qwait_release(t);
+        }
+}
+
+/* Emits session:created the first time this process uses a session. */
+static void am2z__qsession_used(am2z__qrt *q, const char *session) {
+    size_t i;
+    int fresh = 1;
+    am2z_value *data;
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < q->nsessions; i++)
+        if (strcmp(q->sessions[i], session) == 0) { fresh = 0; break; }
+    if (fresh) {
+        char *s = am2z__strdup(session);
+        if (s && q->nsessions == q->capsessions) {
+            size_t cap = q->capsessions ? q->capsessions * 2 : 16;
+            char **ns = (char **)am2z__realloc(q->sessions, cap * sizeof *ns);
+            if (ns) { q->sessions = ns; q->capsessions = cap; }
+        }
+        if (s && q->nsessions < q->capsessions) q->sessions[q->nsessions++] = s;
+        else { am2z__free(s); fresh = 0; }
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!fresh) return;
+    data = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(session));
+    am2z_runtime_emit(q->rt, "session:created", data);
+    am2z_value_release(data);
+}
+
+static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
+    size_t i;
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < q->nsessions; i++)
+        if (strcmp(q->sessions[i], session) == 0) {
+            am2z__free(q->sessions[i]);
+            q->sessions[i] = q->sessions[--q->nsessions];
+            break;
+        }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* -- running jobs -- */
+
+static void am2z__qjob_clear(am2z__qjob *j) {
+    am2z_reply_clear(&j->rep);
+    am2z__qqueue_release(j->qu);
+    j->qu = NULL;
+}
+
+static void am2z__qtoken(am2z__qrt *q, char *buf) {
+    unsigned long long n = (unsigned long long)am2z__atomic_inc(&q->token_seq);
+    snprintf(buf, 64, "%s:%llu", q->instance, n);
+}
+
+static void am2z__qrun_add(am2z__qrt *q, am2z__qrun *r) {
+    pthread_mutex_lock(&q->runmu);
+    r->next = q->runs.next;
+    r->prev = &q->runs;
+    q->runs.next->prev = r;
+    q->runs.next = r;
+    q->nruns++;
+    pthread_mutex_unlock(&q->runmu);
+}
+static void am2z__qrun_remove(am2z__qrt *q, am2z__qrun *r) {
+    pthread_mutex_lock(&q->runmu);
+    r->prev->next = r->next;
+    r->next->prev = r->prev;
+    q->nruns--;
+    pthread_mutex_unlock(&q->runmu);
+}
+
+/* 1 cancel key, 2 lock lost, 3 runtime stopping, 4 deadline: for r or an inline parent. */
+static int am2z__qrun_cancelled(const am2z__qrun *r) {
+    int64_t now = am2z_monotonic_ns();
+    for (; r; r = r->parent) {
+        int c = am2z__atomic_load(&r->cancelled);
+        if (c) return c;
+        if (r->deadline_ns && now >= r->deadline_ns) return 4;
+    }
+    return 0;
+}
+
+static int am2z__qctx_cancelled(const am2z_ctx *ctx) {
+    return am2z__qrun_cancelled((const am2z__qrun *)ctx->runtime_data) != 0;
+}
+
+static void am2z__qctx_emit(am2z_ctx *ctx, const char *event, am2z_value *data) {
+    am2z_runtime_emit(ctx->runtime, event, data);
+    am2z_value_release(data);
+}
+
+static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                             size_t count, am2z_result *results);
+
+static int am2z__qctx_wants(const am2z_ctx *ctx, const char *event) {
+    return am2z__runtime_has_handlers(ctx->runtime, event);
+}
+
+/* The execution's child logger (processor, execution and session id), made on first use. */
+static const am2z_logger *am2z__qctx_logger(const am2z_ctx *ctx) {
+    am2z__qrun *run = (am2z__qrun *)ctx->runtime_data;
+    if (!run->child) {
+        am2z_value *f = am2z_value_object();
+        f = am2z_value_set(f, "processor", am2z_value_string(run->ctx.meta.processor));
+        f = am2z_value_set(f, "executionId", am2z_value_string(run->exec_id));
+        f = am2z_value_set(f, "sessionId", am2z_value_string(run->session));
+        run->child = f ? am2z_logger_child(run->w->q->logger, f, run->ctx.meta.processor) : NULL;
+        am2z_value_release(f);
+    }
+    return run->child ? run->child : ctx->logger;
+}
+
+static const am2z_ctx_ops am2z__qctx_ops = {am2z__qcall_many, am2z__qctx_emit, am2z__qctx_cancelled,
+                                            am2z__qctx_wants, am2z__qctx_logger};
+
+/* Event payload {processorName, executionId, jobId, sessionId, ...}. */
+static am2z_value *am2z__qevent(const char *proc, const char *exec_id, const char *job_id, const char *session) {
+    am2z_value *v = am2z_value_object();
+    v = am2z_value_set(v, "processorName", am2z_value_string(proc));
+    v = am2z_value_set(v, "executionId", am2z_value_string(exec_id));
+    v = am2z_value_set(v, "jobId", am2z_value_string(job_id));
+    v = am2z_value_set(v, "sessionId", am2z_value_string(session));
+    return v;
+}
+
+/* Retention for one finish: the job's own opts win over the runtime's (BullMQ). count 0
+   deletes, < 0 keeps all; age in seconds, 0 none. */
+static void am2z__qkeep(const am2z__qrt *q, const char *opts, size_t optsn, int failed, char *count, char *age) {
+    int64_t c = failed ? q->keep_f : q->keep_c, a = failed ? q->keep_f_age : q->keep_c_age;
+    const char *key = failed ? "removeOnFail" : "removeOnComplete";
+    c = c == AM2Z_QUEUE_KEEP_NONE ? 0 : c == AM2Z_QUEUE_KEEP_ALL ? -1 : c;
+    if (opts && optsn && strstr(opts, key)) {
+        am2z_value *o = am2z_json_parse(opts, optsn, NULL, NULL);
+        const am2z_value *k = am2z_value_find(o, key, strlen(key));
+        switch (am2z_value_type(k)) {
+        case AM2Z_TYPE_BOOL: c = am2z_value_as_bool(k, 0) ? 0 : -1; a = -1; break;
+        case AM2Z_TYPE_INT: case AM2Z_TYPE_DOUBLE: c = am2z_value_as_int(k, -1); a = -1; break;
+        case AM2Z_TYPE_OBJECT:
+            c = am2z_value_get_int(k, "count", -1);
+            a = am2z_value_get_int(k, "age", -1);
+            break;
+        default: break;
+        }
+        am2z_value_release(o);
+    }
+    snprintf(count, 24, "%lld", (long long)c);
+    snprintf(age, 24, "%lld", (long long)(a > 0 ? a : 0));
+}
+
+/* The stacktrace field: one error JSON text per failed attempt. */
+static char *am2z__qstack_json(am2z_error *const *errs, size_t n, size_t *len) {
+    am2z_value *arr = am2z_value_array();
+    char *t;
+    size_t i;
+    for (i = 0; i < n && arr; i++) {
+        am2z_value *e = am2z_error_to_json(errs[i]);
+        char *s = e ? am2z_json_write(e, AM2Z_JSON_COMPACT, NULL) : NULL;
+        am2z_value_release(e);
+        if (!s) { am2z_value_release(arr); return NULL; }
+        arr = am2z_value_append(arr, "", am2z_value_string(s));
+        am2z__free(s);
+    }
+    t = arr ? am2z_json_write(arr, AM2Z_JSON_COMPACT, len) : NULL;
+    am2z_value_release(arr);
+    return t;
+}
+
+/* "<id> {"ok":..,"attempts":n,"errors":[...]" (the caller closes it). */
+static void am2z__qreply_head(am2z__qsb *b, const char *exec_id, int ok, int attempts, am2z_error *const *errs, size_t n) {
+    size_t i;
+    am2z__qsb_str(b, exec_id);
+    am2z__qsb_str(b, ok ? " {\"ok\":true,\"attempts\":" : " {\"ok\":false,\"attempts\":");
+    am2z__qsb_i64(b, attempts);
+    am2z__qsb_str(b, ",\"errors\":[");
+    for (i = 0; i < n; i++) {
+        am2z_value *e = am2z_error_to_json(errs[i]);
+        if (i) am2z__qsb_put(b, ",", 1);
+        if (!e) b->bad = 1;
+        am2z__qsb_json(b, e);
+        am2z_value_release(e);
+    }
+    am2z__qsb_str(b, "]");
+}
+
+static void am2z__qdone_clear(am2z__qdone *d) {
+    size_t i;
+    am2z__free(d->id); am2z__free(d->token); am2z__free(d->rv); am2z__free(d->rkey); am2z__free(d->head);
+    am2z_value_release(d->state);
+    for (i = 0; i < d->nerrs; i++) am2z_error_release(d->errs[i]);
+    am2z__free(d->errs);
+    memset(d, 0, sizeof *d);
+}
+
+static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max);
+
+/* Completes the batch's jobs (one script call) and takes up to k next jobs of qu into
+   jobs (k 0: none); returns how many were taken. Callers in this process get their
+   results directly once the call is done. */
+static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *b, size_t k, am2z__qjob *jobs) {
+    am2z__qrt *q = w->q;
+    const char *argv[11 + 8 * AM2Z_QUEUE_BATCH];
+    size_t lens[11 + 8 * AM2Z_QUEUE_BATCH], i, j, argc = 11, got = 0;
+    char now_s[24], ks[24], tok[64];
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st;
+    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
+    snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
+    am2z__qtoken(q, tok);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = now_s; argv[3] = q->events ? "1" : "0";
+    argv[4] = q->reply_ttl_s; argv[5] = ks; argv[6] = tok; argv[7] = q->lock_s; argv[8] = "0";
+    argv[9] = qu->wk; argv[10] = qu->wm;
+    for (i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
+    for (i = 0; i < b->n; i++) {
+        am2z__qdone *d = &b->d[i];
+        argv[argc] = d->id; argv[argc + 1] = d->token; argv[argc + 2] = d->rv; argv[argc + 3] = d->rkey;
+        argv[argc + 4] = d->head ? d->head : ""; argv[argc + 5] = d->atm; argv[argc + 6] = d->kc; argv[argc + 7] = d->ka;
+        for (j = 0; j < 8; j++) lens[argc + j] = strlen(argv[argc + j]);
+        lens[argc + 2] = d->rvn;
+        lens[argc + 4] = d->headn;
+        argc += 8;
+    }
+    st = am2z__qeval(w->conn, &rep, q->s_complete, argc, argv, lens);
+    if (st != AM2Z_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
+        /* the jobs stay locked and come back through the stalled scan */
+        am2z_log_warn(q->logger, "queue runtime: completing %lu job(s) of %s failed: %s", (unsigned long)b->n, qu->name,
+                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+    } else {
+        const am2z_reply *lost = am2z_reply_at(&rep, 0);
+        for (i = 0; i < b->n; i++) {
+            am2z__qdone *d = &b->d[i];
+            int gone = 0;
+            for (j = 0; lost && j < lost->len; j++)
+                if (strcmp(am2z_reply_str(am2z_reply_at(lost, j)), d->id) == 0) gone = 1;
+            if (gone)
+                am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock (stalled or its session was stopped)",
+                              d->id, qu->name);
+            else if (d->direct)
+                am2z__qdeliver(q, d->exec_id, d->state, NULL, d->errs, d->nerrs, d->attempts);
+        }
+        if (k) got = am2z__qfetch_parse(qu, &rep.element[1], tok, jobs, k);
+    }
+    for (i = 0; i < b->n; i++) am2z__qdone_clear(&b->d[i]);
+    b->n = 0;
+    am2z_reply_clear(&rep);
+    return got;
+}
+
+/* Runs a fail or retry script; logs when the job was no longer ours. */
+static void am2z__qfinish(am2z__qworker *w, const am2z_redis_script *s, const char *const *argv, const size_t *lens,
+                          size_t argc, const am2z__qqueue *qu) {
+    am2z__qrt *q = w->q;
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z__qeval(w->conn, &rep, s, argc, argv, lens);
+    if (st != AM2Z_OK)
+        am2z_log_warn(q->logger, "queue runtime: finishing job %s of %s failed: %s", argv[2], qu->name,
+                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+    else if (rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1)
+        am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock (stalled or its session was stopped)",
+                      argv[2], qu->name);
+    am2z_reply_clear(&rep);
+}
+
+/* Runs the fetched job (consumed) on worker w and finishes it. parent: the run that
+   claimed it inline, or NULL. batch: where a success waits for the next complete call
+   (NULL: complete it now); failures and retries are finished at once. */
+static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent, am2z__qbatch *batch) {
+    am2z__qrt *q = w->q;
+    am2z__qqueue *qu = job->qu;
+    const am2z_reply *r = &job->rep;
+    size_t idn = 0, namen = 0, datan = 0, optsn = 0, defan = 0, stackn = 0;
+    const char *id = am2z__qel(r, AM2Z__QJ_ID, &idn);
+    const char *name = am2z__qel(r, AM2Z__QJ_NAME, &namen);
+    const char *data = am2z__qel(r, AM2Z__QJ_DATA, &datan);
+    const char *opts = am2z__qel(r, AM2Z__QJ_OPTS, &optsn);
+    const char *defa = am2z__qel(r, AM2Z__QJ_DEFA, &defan);
+    const char *stack = am2z__qel(r, AM2Z__QJ_STACK, &stackn);
+    int attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1, depth = 0, ran = 0, cancelled = 0;
+    int64_t deadline_ms = 0, t0 = am2z_monotonic_ns(), timeout_ms = 0;
+    const char *session = "default", *reply_to = NULL;
+    char exec_id[64], kc[24], ka[24], now_s[24], atm_s[24];
+    am2z_value *env = NULL;
+    am2z_state *input = NULL, *out_state = NULL;
+    am2z_error *err = NULL, **errs = NULL;
+    size_t nerrs = 0, i;
+    am2z_processor *p = NULL;
+    am2z__qrun run;
+    am2z_value *ev;
+
+    if (!id) { am2z__qjob_clear(job); return; }
+    snprintf(exec_id, sizeof exec_id, "%s", id);
+    /* the errors of earlier attempts travel in the stacktrace field */
+    if (stack && stackn) {
+        am2z_value *sv = am2z_json_parse(stack, stackn, NULL, NULL);
+        size_t n = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
+        errs = (am2z_error **)am2z__malloc((n + 1) * sizeof *errs);
+        for (i = 0; errs && i < n; i++) {
+            size_t el = 0;
+            const char *et = am2z_value_as_string(am2z_value_at(sv, i), &el);
+            am2z_error *e = et ? am2z__qerror_from_text(qu->proc, exec_id, et, el) : NULL;
+            if (e) errs[nerrs++] = e;
+        }
+        am2z_value_release(sv);
+    } else {
+        errs = (am2z_error **)am2z__malloc(sizeof *errs);
+    }
+    if (!errs) {
+        /* nothing can be recorded: the lock expires and the job is recovered later */
+        am2z_log_error(q->logger, "queue runtime: out of memory running job %s of %s", id, qu->name);
+        am2z__qjob_clear(job);
+        return;
+    }
+
+    /* everything that fails a job before it runs */
+    if (!err && defa) {
+        err = am2z_error_execution(qu->proc, exec_id,
+                                   am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)defan, defa), NULL);
+    }
+    if (!err) {
+        am2z_json_error je;
+        env = data ? am2z_json_parse(data, datan, NULL, &je) : NULL;
+        if (!data) err = am2z_error_validation("data", NULL, "the job has no data field");
+        else if (!env) {
+            char why[160];
+            snprintf(why, sizeof why, "job data is not valid JSON (%s at byte %lu)", je.message, (unsigned long)je.offset);
+            err = am2z_error_validation("data", NULL, why);
+        } else if (am2z_value_type(env) != AM2Z_TYPE_OBJECT) {
+            err = am2z_error_validation("data", NULL, "job data must be a JSON object");
+        } else if (am2z_value_find(env, "am2z", 4)) {
+            const char *s = am2z_value_get_string(env, "executionId", NULL);
+            const am2z_value *st = am2z_value_find(env, "state", 5);
+            if (s && strlen(s) < sizeof exec_id) snprintf(exec_id, sizeof exec_id, "%s", s);
+            s = am2z_value_get_string(env, "sessionId", NULL);
+            if (s && am2z__qname_ok(s)) session = s;
+            depth = (int)am2z_value_get_int(env, "callDepth", 0);
+            deadline_ms = am2z_value_get_int(env, "deadline", 0);
+            reply_to = am2z_value_get_string(env, "replyTo", NULL);
+            if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
+                err = am2z_error_validation("state", st, "job data has no \"state\" object");
+            else if (am2z_value_find(st, "metadata", 8))
+                input = am2z_value_retain(st);
+            else
+                input = am2z_state_new(session, am2z_value_retain(st));
+        } else {
+            input = am2z_state_parse(session, data, datan, NULL);
+        }
+        if (!err && !input) err = am2z_error_resource("memory", 0, 0);
+    }
+    if (!err && (!name || namen != strlen(qu->proc) || memcmp(name, qu->proc, namen) != 0)) {
+        char nm[AM2Z_NAME_MAX + 1];
+        snprintf(nm, sizeof nm, "%.*s", (int)(namen > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : namen), name ? name : "");
+        err = am2z__runtime_not_found(q->rt, nm);
+        if (err) {
+            am2z_value *why = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
+            err = am2z_error_with_details(err, why);
+            am2z_value_release(why);
+        }
+    }
+    if (!err && !(p = am2z_runtime_lookup(q->rt, qu->proc))) err = am2z__runtime_not_found(q->rt, qu->proc);
+    if (!err && (depth < 0 || depth > q->max_depth)) err = am2z_error_call_depth(q->max_depth, depth);
+    if (!err && deadline_ms && am2z_now_ms() >= deadline_ms)
+        err = am2z_error_timeout(qu->proc, deadline_ms - am2z__qel_int(r, AM2Z__QJ_TS));
+    if (!err && am2z__qel_int(r, AM2Z__QJ_CANCEL)) {
+        err = am2z_error_cancelled("the execution was cancelled before it started");
+        cancelled = 1;
+    }
+    if (err) err = am2z_error_with_location(err, qu->proc, exec_id);
+
+    if (!err) {
+        am2z_result res;
+        int64_t now_ms = am2z_now_ms();
+        timeout_ms = am2z_processor_timeout_ms(p, q->default_timeout_ms);
+        memset(&run, 0, sizeof run);
+        run.parent = parent;
+        run.w = w;
+        run.qu = qu;
+        run.id = id;
+        run.exec_id = exec_id;
+        run.session = session;
+        run.depth = depth;
+        snprintf(run.token, sizeof run.token, "%s", job->token);
+        run.deadline_ns = timeout_ms > 0 ? t0 + timeout_ms * 1000000 : 0;
+        if (deadline_ms && (!run.deadline_ns || t0 + (deadline_ms - now_ms) * 1000000 < run.deadline_ns))
+            run.deadline_ns = t0 + (deadline_ms - now_ms) * 1000000;
+        run.ctx.ops = &am2z__qctx_ops;
+        run.ctx.runtime_data = &run;
+        run.ctx.runtime = q->rt;
+        run.ctx.processor = p;
+        run.ctx.logger = q->logger;
+        run.ctx.meta.processor = am2z_processor_name(p);
+        run.ctx.meta.execution_id = exec_id;
+        run.ctx.meta.session_id = session;
+        run.ctx.meta.attempt = attempt;
+        run.ctx.meta.call_depth = depth;
+        run.ctx.meta.started_at_ms = now_ms;
+        run.ctx.deadline_ns = run.deadline_ns;
+        am2z__qrun_add(q, &run);
+        am2z__atomic_inc(&q->n_running);
+        if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
+            ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
+            am2z_runtime_emit(q->rt, "processor:job:started", ev);
+            am2z_value_release(ev);
+        }
+        res = am2z_processor_invoke(p, &run.ctx, input);
+        am2z__atomic_dec(&q->n_running);
+        am2z__qrun_remove(q, &run);
+        am2z_logger_release(run.child);
+        ran = 1;
+        cancelled = am2z__qrun_cancelled(&run);
+        if (cancelled == 2) {
+            /* the lock is gone: another worker owns the job now */
+            am2z_result_clear(&res);
+            am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock while running", id, qu->name);
+            goto done;
+        }
+        if (cancelled == 4) {
+            am2z_result_clear(&res);
+            err = am2z_error_with_location(am2z_error_timeout(qu->proc, timeout_ms), qu->proc, exec_id);
+        } else if (cancelled) {
+            am2z_result_clear(&res);
+            err = am2z_error_with_location(am2z_error_cancelled("the execution was cancelled"), qu->proc, exec_id);
+        } else if (res.error) {
+            err = res.error;
+        } else {
+            out_state = am2z_state_bump(res.state);
+            if (!out_state) err = am2z_error_resource("memory", 0, 0);
+        }
+    }
+
+    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
+    snprintf(atm_s, sizeof atm_s, "%d", attempt);
+    {
+        int direct = reply_to && strcmp(reply_to, q->reply_key) == 0;
+        const char *rkey = reply_to && !direct ? reply_to : "";
+        int64_t exec_ms = (am2z_monotonic_ns() - t0) / 1000000;
+        if (!err) {
+            am2z__qbatch one;
+            am2z__qbatch *b = batch ? batch : &one;
+            am2z__qdone *d;
+            am2z__qsb head = am2z__qsb0();
+            one.n = 0;
+            d = &b->d[b->n];
+            memset(d, 0, sizeof *d);
+            d->rv = am2z_json_write(out_state, AM2Z_JSON_COMPACT, &d->rvn);
+            if (*rkey) {
+                am2z__qreply_head(&head, exec_id, 1, attempt, errs, nerrs);
+                am2z__qsb_str(&head, ",\"state\":");
+            }
+            d->id = am2z__strdup(id);
+            d->token = am2z__strdup(job->token);
+            d->rkey = am2z__strdup(rkey);
+            d->head = head.p;
+            d->headn = head.n;
+            if (!d->rv || head.bad || !d->id || !d->token || !d->rkey) {
+                am2z__qdone_clear(d);
+                am2z_value_release(out_state);
+                out_state = NULL;
+                err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), qu->proc, exec_id);
+            } else {
+                am2z__qkeep(q, opts, optsn, 0, d->kc, d->ka);
+                snprintf(d->atm, sizeof d->atm, "%s", atm_s);
+                snprintf(d->exec_id, sizeof d->exec_id, "%s", exec_id);
+                d->attempts = attempt;
+                d->direct = direct;
+                if (direct) {
+                    d->state = out_state;
+                    out_state = NULL;
+                    d->errs = errs;
+                    d->nerrs = nerrs;
+                    errs = NULL;
+                    nerrs = 0;
+                }
+                b->n++;
+                if (!batch) am2z__qcomplete(w, qu, &one, 0, NULL);
+                am2z__atomic_inc(&q->n_completed);
+                if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
+                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
+                    ev = am2z_value_set(ev, "executionTime", am2z_value_int(exec_ms));
+                    am2z_runtime_emit(q->rt, "processor:job:completed", ev);
+                    am2z_value_release(ev);
+                }
+            }
+        }
+        if (err && cancelled == 3) {
+            /* this process is stopping: the job goes back to its queue for another worker,
+               the interrupted attempt not counted */
+            size_t stn = 0;
+            char *stj = am2z__qstack_json(errs, nerrs, &stn), prev[24];
+            const char *argv[12];
+            size_t lens[12];
+            snprintf(prev, sizeof prev, "%d", attempt - 1);
+            argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
+            argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
+            argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
+            for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+            if (stj) lens[7] = stn;
+            am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
+            am2z__free(stj);
+            am2z_error_release(err);
+            err = NULL;
+        }
+        if (err) {
+            int64_t delay = -1;
+            const char *reason = err->message ? err->message : "failed";
+            size_t stn = 0;
+            char *stj;
+            errs[nerrs++] = err;
+            err = NULL;
+            if (ran && !cancelled && p) {
+                delay = am2z_retry_delay_ms(&am2z_processor_desc_of(p)->retry, errs[nerrs - 1], attempt);
+                if (delay >= 0 && deadline_ms && am2z_now_ms() + delay >= deadline_ms) delay = -1;
+            }
+            stj = am2z__qstack_json(errs, nerrs, &stn);
+            if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
+            if (delay >= 0 && stj) {
+                char ds[24];
+                const char *argv[12];
+                size_t lens[12];
+                snprintf(ds, sizeof ds, "%lld", (long long)delay);
+                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
+                argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
+                argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = atm_s;
+                for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+                lens[7] = stn;
+                am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
+                am2z__atomic_inc(&q->n_retried);
+                if (delay > 0) {
+                    int64_t due = am2z_now_ms() + delay, cur = am2z__atomic_load(&qu->next_due);
+                    if (!cur || due < cur) am2z__atomic_store(&qu->next_due, due);
+                }
+                if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
+                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
+                    ev = am2z_value_set(ev, "delayMs", am2z_value_int(delay));
+                    ev = am2z_value_set(ev, "error", am2z_error_to_json(errs[nerrs - 1]));
+                    am2z_runtime_emit(q->rt, "processor:job:retrying", ev);
+                    am2z_value_release(ev);
+                }
+            } else if (stj) {
+                am2z__qsb msg = am2z__qsb0();
+                const char *argv[14];
+                size_t lens[14];
+                am2z_value *ej = am2z_error_to_json(errs[nerrs - 1]);
+                am2z__qkeep(q, opts, optsn, 1, kc, ka);
+                if (*rkey) {
+                    am2z__qreply_head(&msg, exec_id, 0, attempt, errs, nerrs);
+                    am2z__qsb_str(&msg, ",\"error\":");
+                    am2z__qsb_json(&msg, ej);
+                    am2z__qsb_str(&msg, "}");
+                }
+                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
+                argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : rkey; argv[8] = msg.p ? msg.p : "";
+                argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
+                argv[13] = atm_s;
+                for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
+                lens[6] = stn;
+                lens[8] = msg.n;
+                am2z__qfinish(w, q->s_fail, argv, lens, 14, qu);
+                am2z__qsb_free(&msg);
+                am2z__atomic_inc(&q->n_failed);
+                if (direct) am2z__qdeliver(q, exec_id, NULL, errs[nerrs - 1], errs, nerrs, attempt);
+                if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
+                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
+                    ev = am2z_value_set(ev, "error", ej);
+                    ej = NULL;
+                    am2z_runtime_emit(q->rt, "processor:job:failed", ev);
+                    am2z_value_release(ev);
+                }
+                am2z_value_release(ej);
+            }
+            am2z__free(stj);
+        }
+    }
+done:
+    am2z_value_release(out_state);
+    am2z_value_release(input);
+    am2z_value_release(env);
+    am2z_error_release(err);
+    for (i = 0; i < nerrs; i++) am2z_error_release(errs[i]);
+    am2z__free(errs);
+    am2z_processor_release(p);
+    am2z__qjob_clear(job);
+}
+
+/* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
+   token <token>.<n>); {0, due} notes the next delayed job on qu. Returns the count. */
+static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max) {
+    size_t i, n = 0;
+    int64_t code = am2z__qel_int(rep, 0);
+    if (rep->type == AM2Z_REPLY_ARRAY && code == 3) {
+        for (i = 1; i < rep->len && n < max; i++) {
+            am2z_reply *e = &rep->element[i];
+            if (e->type != AM2Z_REPLY_ARRAY || am2z__qel_int(e, 0) != 1 || e->len < AM2Z__QJ_COUNT) continue;
+            memset(&jobs[n], 0, sizeof jobs[n]);
+            jobs[n].rep = *e;
+            memset(e, 0, sizeof *e);
+            snprintf(jobs[n].token, sizeof jobs[n].token, "%s.%lu", token, (unsigned long)i);
+            am2z__atomic_inc(&qu->refs);
+            jobs[n].qu = qu;
+            n++;
+        }
+    } else if (rep->type == AM2Z_REPLY_ARRAY && code == 0 && rep->len >= 2) {
+        int64_t due = am2z__qel_int(rep, 1), cur = am2z__atomic_load(&qu->next_due);
+        if (due > 0 && (!cur || due < cur)) am2z__atomic_store(&qu->next_due, due);
+    }
+    return n;
+}
+
+/* Fetches up to k jobs of qu: how many (0 none), or -1 on a connection or server failure. */
+static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t k, am2z__qjob *jobs) {
+    am2z__qrt *q = w->q;
+    am2z_reply rep = am2z__qrep0();
+    char now_s[24], ks[24], tok[64];
+    const char *argv[9];
+    int64_t now = am2z_now_ms();
+    am2z_status st;
+    size_t n;
+    if (!promote && now - am2z__atomic_load(&qu->last_promote) >= 250) promote = 1;
+    if (promote) am2z__atomic_store(&qu->last_promote, now);
+    snprintf(now_s, sizeof now_s, "%lld", (long long)now);
+    snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
+    am2z__qtoken(q, tok);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = tok; argv[3] = q->lock_s; argv[4] = now_s;
+    argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
+    st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
+    if (st != AM2Z_OK) {
+        if (am2z__atomic_load(&q->running))
+            am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
+                          rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+        am2z_reply_clear(&rep);
+        return -1;
+    }
+    n = am2z__qfetch_parse(qu, &rep, tok, jobs, k);
+    am2z_reply_clear(&rep);
+    return (int)n;
+}
+
+/* Fetch of one job with a concurrency slot of the queue's processor (kept while the job
+   runs): 1 job, 0 none, -1 error. */
+static int am2z__qtake(am2z__qworker *w, am2z__qqueue *qu, int promote, am2z__qjob *job) {
+    am2z__qproc *pr = am2z__qproc_find(w->q, qu->proc);
+    int r;
+    if (!pr) return 0;
+    if (!am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); return 0; }
+    r = am2z__qfetch(w, qu, promote, 1, job);
+    if (r != 1) am2z__qproc_unreserve(pr);
+    am2z__qproc_release(pr);
+    return r;
+}
+
+/* Runs a job taken with am2z__qtake, then keeps serving its queue for a few rounds: each
+   round's successes complete in one script call that also takes the next jobs. A thread
+   takes more jobs per round (up to AM2Z_QUEUE_BATCH) while the queue is deep and its jobs
+   are quick, and goes back to one at a time as soon as they are not. A processor with a
+   concurrency limit is served one job at a time. Then gives the slot back. */
+static void am2z__qserve(am2z__qworker *w, am2z__qjob *first) {
+    am2z__qrt *q = w->q;
+    am2z__qqueue *qu = first->qu;
+    am2z__qproc *pr = am2z__qproc_find(q, qu->proc);
+    am2z__qjob jobs[AM2Z_QUEUE_BATCH];
+    am2z__qbatch *b = &w->batch;
+    size_t n = 1, i, k;
+    int rounds = 0;
+    am2z__atomic_inc(&qu->refs);
+    jobs[0] = *first;
+    for (;;) {
+        int64_t t0 = am2z_monotonic_ns(), per_job;
+        b->n = 0;
+        for (i = 0; i < n; i++) am2z__qrun_job(w, &jobs[i], NULL, b);
+        per_job = (am2z_monotonic_ns() - t0) / (int64_t)n;
+        if (pr && pr->limit > 0) w->k = 1;
+        else if (per_job > 1000000) w->k = 1;
+        else if (per_job < 200000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
+        if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
+        k = rounds < 32 && am2z__atomic_load(&q->running) ? w->k : 0;
+        if (b->n) n = am2z__qcomplete(w, qu, b, k, jobs);
+        else if (k) { int r = am2z__qfetch(w, qu, 0, k, jobs); n = r > 0 ? (size_t)r : 0; }
+        else n = 0;
+        if (!n) break;
+        rounds++;
+    }
+    am2z__qqueue_release(qu);
+    am2z__qproc_unreserve(pr);
+    am2z__qproc_release(pr);
+}
+
+/* -- ctx calls: children are jobs; the parent runs the ones nobody took yet -- */
+
+static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                             size_t count, am2z_result *results) {
+    am2z__qrun *run = (am2z__qrun *)ctx->runtime_data;
+    am2z__qworker *w = run->w;
+    am2z__qrt *q = w->q;
+    am2z__qnotify group;
+    am2z__qadd *adds;
+    am2z_status *sts;
+    am2z__qwait **kids;
+    am2z__qjob first;
+    size_t i, j;
+    int64_t backoff = 1;
+    if (count == 0) return;
+    if (run->depth >= q->max_depth) {
+        for (i = 0; i < count; i++)
+            results[i] = am2z_fail(am2z_error_call_depth(q->max_depth, run->depth + 1));
+        return;
+    }
+    adds = (am2z__qadd *)am2z__malloc(count * sizeof *adds);
+    sts = (am2z_status *)am2z__malloc(count * sizeof *sts);
+    kids = (am2z__qwait **)am2z__malloc(count * sizeof *kids);
+    if (!adds || !sts || !kids || !am2z__qnotify_init(&group)) {
+        am2z__free(adds); am2z__free(sts); am2z__free(kids);
+        for (i = 0; i < count; i++) results[i] = am2z_fail(am2z_error_resource("memory", 0, (int64_t)count));
+        return;
+    }
+    /* 1. register a waiter per child, add the jobs (pipelined) */
+    for (i = 0; i < count; i++) {
+        sts[i] = am2z__qadd_prep(q, &adds[i], names[i], inputs[i], run->qu->session, run, &group);
+        kids[i] = sts[i] == AM2Z_OK ? adds[i].w : NULL;
+    }
+    if (!am2z_redis_is_connected(w->conn)) am2z__qensure(q, w->conn);
+    /* the first child goes straight to this thread (nobody else can take it), the others
+       wait in their queues for any worker */
+    memset(&first, 0, sizeof first);
+    if (sts[0] == AM2Z_OK) am2z__qtoken(q, adds[0].take);
+    for (i = 0; i < count; i = j) {
+        am2z__qadd *batch = adds + i;
+        am2z_status *bst = sts + i;
+        size_t n = 0, k;
+        /* gather a run of prepared adds */
+        for (j = i; j < count && n < 256; j++, n++) {
+            if (sts[j] != AM2Z_OK) break;
+        }
+        if (n == 0) { j = i + 1; continue; }
+        am2z__qadd_send(q, w->conn, batch, n, bst, i == 0 ? &first : NULL);
+        for (k = 0; k < n; k++) am2z__qadd_free(&batch[k]);
+    }
+    for (i = 0; i < count; i++) {
+        if (sts[i] == AM2Z_OK) continue;
+        if (kids[i]) { am2z__qwait_release(kids[i]); kids[i] = NULL; }
+        if (sts[i] == AM2Z_STATUS_NOT_FOUND) {
+            results[i] = am2z_fail(am2z__runtime_not_found(q->rt, names[i]));
+        } else if (sts[i] == AM2Z_STATUS_CANCELLED) {
+            results[i] = am2z_fail(am2z_error_cancelled("the session was stopped"));
+        } else if (sts[i] == AM2Z_STATUS_NO_MEMORY) {
+            results[i] = am2z_fail(am2z_error_resource("memory", 0, 0));
+        } else {
+            results[i] = am2z_fail(am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, am2z_redis_error(w->conn)));
+        }
+    }
+    /* 2. run the first child here, then wait, running the children nobody took yet */
+    if (first.qu) am2z__qrun_job(w, &first, run, NULL);
+    for (;;) {
+        const char *argv[4 + 2 * 64];
+        char tok[64], now_s[24];
+        size_t argc = 4, pending = 0;
+        size_t still = 0;
+        int c = am2z__qrun_cancelled(run);
+        pthread_mutex_lock(&group.mu);
+        for (i = 0; i < count; i++)
+            if (kids[i] && !kids[i]->done) pending++;
+        pthread_mutex_unlock(&group.mu);
+        if (!pending) break;
+        if (c) {
+            const char **ids = (const char **)am2z__malloc(count * sizeof *ids);
+            size_t n = 0;
+            for (i = 0; i < count; i++) {
+                am2z__qwait *t;
+                if (!kids[i] || !(t = am2z__qwait_take(q, kids[i]->id, strlen(kids[i]->id)))) continue;
+                t->error = am2z_error_with_location(
+                    c == 4 ? am2z_error_timeout(t->qu->proc, (run->deadline_ns - t->started_ns) / 1000000)
+                           : am2z_error_cancelled("the parent execution was cancelled"),
+                    t->qu->proc, t->id);
+                if (ids) ids[n++] = t->id;
+                am2z__qwait_signal(t);
+            }
+            if (c != 2) am2z__qcancel_keys(q, w->conn, ids, n);
+            am2z__free(ids);
+            continue;
+        }
+        am2z__qtoken(q, tok);
+        snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
+        argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s;
+        pthread_mutex_lock(&group.mu);
+        for (i = 0; i < count && argc + 2 <= sizeof argv / sizeof argv[0]; i++)
+            if (kids[i] && !kids[i]->done) {
+                argv[argc++] = kids[i]->qu->P;
+                argv[argc++] = kids[i]->id;
+            }
+        pthread_mutex_unlock(&group.mu);
+        if (am2z_redis_is_connected(w->conn) || am2z__qensure(q, w->conn)) {
+            am2z_reply rep = am2z__qrep0();
+            if (am2z__qeval(w->conn, &rep, q->s_claim, argc, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY &&
+                am2z__qel_int(&rep, 0) == 1 && rep.len > AM2Z__QJ_COUNT) {
+                size_t idn = 0;
+                const char *id = am2z__qel(&rep, AM2Z__QJ_ID, &idn);
+                am2z__qjob job;
+                memset(&job, 0, sizeof job);
+                snprintf(job.token, sizeof job.token, "%s", tok);
+                for (i = 0; i < count; i++)
+                    if (kids[i] && id && strlen(kids[i]->id) == idn && memcmp(kids[i]->id, id, idn) == 0) {
+                        job.qu = kids[i]->qu;
+                        am2z__atomic_inc(&job.qu->refs);
+                        break;
+                    }
+                job.rep = rep;
+                if (job.qu) {
+                    am2z__qrun_job(w, &job, run, NULL);
+                    backoff = 1;
+                    continue;
+                }
+                am2z__qjob_clear(&job);
+            } else {
+                am2z_reply_clear(&rep);
+            }
+        }
+        /* nothing to run here: wait for a delivery (or poll again: a child may come back
+           from a retry or a stalled worker) */
+        pthread_mutex_lock(&group.mu);
+        for (i = 0; i < count; i++)
+            if (kids[i] && !kids[i]->done) still++;
+        if (still == pending) {
+            struct timespec ts;
+            am2z__qabstime(&ts, backoff);
+            pthread_cond_timedwait(&group.cv, &group.mu, &ts);
+        }
+        pthread_mutex_unlock(&group.mu);
+        if (backoff < 50) backoff *= 2;
+    }
+    /* 3. results in order */
+    for (i = 0; i < count; i++) {
+        am2z_outcome out;
+        if (!kids[i]) continue;
+        am2z__qwait_outcome(kids[i], &out);
+        if (out.error) { results[i].error = out.error; out.error = NULL; }
+        else if (out.state) { results[i].state = out.state; out.state = NULL; }
+        else results[i] = am2z_fail(am2z_error_resource("memory", 0, 0));
+        am2z_outcome_clear(&out);
+        am2z__qwait_release(kids[i]);
+    }
+    am2z__qnotify_destroy(&group);
+    am2z__free(adds);
+    am2z__free(sts);
+    am2z__free(kids);
+}
+
+/* -- worker threads -- */
+
+static void am2z__qsnap_release(am2z__qworker *w) {
+    size_t i;
+    for (i = 0; i < w->nsnap; i++) am2z__qqueue_release(w->snap[i]);
+    for (i = 0; i < w->nprocs; i++) am2z__qproc_release(w->procs[i]);
+    am2z__free(w->snap);
+    am2z__free(w->procs);
+    w->snap = NULL;
+    w->procs = NULL;
+    w->nsnap = w->nprocs = 0;
+}
+
+/* Copies the served queues and registered processors when they changed. */
+static void am2z__qsnap(am2z__qworker *w) {
+    am2z__qrt *q = w->q;
+    unsigned g = am2z__atomic_load(&q->gen);
+    size_t i, n = 0, np = 0;
+    am2z__qqueue *u;
+    am2z__qproc *p;
+    if (g == w->gen && w->snap) return;
+    am2z__qsnap_release(w);
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < AM2Z__QBUCKETS; i++)
+        for (u = q->queues[i]; u; u = u->hnext) n += u->served;
+    for (p = q->procs; p; p = p->next) np++;
+    w->snap = (am2z__qqueue **)am2z__malloc((n + 1) * sizeof *w->snap);
+    w->procs = (am2z__qproc **)am2z__malloc((np + 1) * sizeof *w->procs);
+    if (w->snap && w->procs) {
+        for (i = 0; i < AM2Z__QBUCKETS; i++)
+            for (u = q->queues[i]; u; u = u->hnext)
+                if (u->served) { am2z__atomic_inc(&u->refs); w->snap[w->nsnap++] = u; }
+        for (p = q->procs; p; p = p->next) { am2z__atomic_inc(&p->refs); w->procs[w->nprocs++] = p; }
+        w->gen = g;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Takes a job from a queue whose delayed job is due; 1 when one was taken. */
+static int am2z__qpoll_due(am2z__qworker *w, am2z__qjob *job) {
+    int64_t now = am2z_now_ms();
+    size_t i;
+    for (i = 0; i < w->nsnap; i++) {
+        am2z__qqueue *u = w->snap[i];
+        int64_t due = am2z__atomic_load(&u->next_due);
+        if (due && due <= now && __atomic_compare_exchange_n(&u->next_due, &due, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (am2z__qtake(w, u, 1, job) == 1) return 1;
+        }
+    }
+    return 0;
+}
+
+/* Blocks on the markers of every served queue (and the wake keys of the processors and
+   this thread's control key) until one shows work; then fetches. 1 job, 0 none, -1 error. */
+static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
+    am2z__qrt *q = w->q;
+    size_t argc = 0, i, n = w->nsnap;
+    const char **argv = (const char **)am2z__malloc((n + w->nprocs + 3) * sizeof *argv);
+    char tmo[32];
+    int64_t now = am2z_now_ms(), wait_ms = 2000;
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st;
+    int r = 0;
+    if (!argv) { am2z__qsleep_ms(10); return 0; }
+    argv[argc++] = "BZPOPMIN";
+    argv[argc++] = w->ctl;
+    for (i = 0; i < w->nprocs; i++)
+        if (!am2z__qproc_full(w->procs[i])) argv[argc++] = w->procs[i]->wake_key;
+    w->rot++;
+    for (i = 0; i < n; i++) {
+        am2z__qqueue *u = w->snap[(i + w->rot) % n];
+        int64_t due = am2z__atomic_load(&u->next_due);
+        am2z__qproc *pr = NULL;
+        size_t k;
+        for (k = 0; k < w->nprocs; k++)
+            if (strcmp(w->procs[k]->name, u->proc) == 0) { pr = w->procs[k]; break; }
+        if (!pr || am2z__qproc_full(pr)) continue;
+        argv[argc++] = u->marker;
+        if (due && due - now < wait_ms) wait_ms = due - now;
+    }
+    if (wait_ms < 5) wait_ms = 5;
+    snprintf(tmo, sizeof tmo, "%.3f", (double)wait_ms / 1000.0);
+    argv[argc++] = tmo;
+    st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
+    am2z__free(argv);
+    if (st != AM2Z_OK) {
+        if (am2z__atomic_load(&q->running))
+            am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_redis_errstr(w->conn));
+        am2z_reply_clear(&rep);
+        return -1;
+    }
+    if (rep.type == AM2Z_REPLY_ARRAY && rep.len >= 3) {
+        size_t kn = 0, mn = 0;
+        const char *key = am2z__qel(&rep, 0, &kn), *member = am2z__qel(&rep, 1, &mn);
+        const am2z_reply *sc = am2z_reply_at(&rep, 2);
+        int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE ? (int64_t)sc->number : am2z__qel_int(&rep, 2);
+        if (key && strcmp(key, w->ctl) != 0) {
+            size_t cl = strlen(q->C);
+            if (kn > cl + 5 && memcmp(key, q->C, cl) == 0 && memcmp(key + cl, "wake:", 5) == 0) {
+                /* a session queue of this processor has work */
+                if (member && am2z__qname_ok(member) && am2z__qname_ok(key + cl + 5)) {
+                    am2z__qqueue *u = am2z__qqueue_get(q, key + cl + 5, member, 1);
+                    if (u) { r = am2z__qtake(w, u, 0, job); am2z__qqueue_release(u); }
+                }
+            } else {
+                for (i = 0; i < n; i++)
+                    if (strcmp(w->snap[i]->marker, key) == 0) break;
+                if (i < n) {
+                    am2z__qqueue *u = w->snap[i];
+                    if (member && mn == 1 && member[0] == '1') {
+                        int64_t cur = am2z__atomic_load(&u->next_due);
+                        if (!cur || score < cur) am2z__atomic_store(&u->next_due, score);
+                        if (score <= am2z_now_ms()) {
+                            am2z__atomic_store(&u->next_due, 0);
+                            r = am2z__qtake(w, u, 1, job);
+                        }
+                    } else {
+                        r = am2z__qtake(w, u, 0, job);
+                    }
+                }
+            }
+        }
+    }
+    am2z_reply_clear(&rep);
+    return r;
+}
+
+static void *am2z__qworker_main(void *arg) {
+    am2z__qworker *w = (am2z__qworker *)arg;
+    am2z__qrt *q = w->q;
+    am2z__qjob job;
+    while (am2z__atomic_load(&q->running)) {
+        int got;
+        if (!am2z_redis_is_connected(w->conn) && !am2z__qensure(q, w->conn)) {
+            am2z__qsleep_ms(100);
+            continue;
+        }
+        am2z__qsnap(w);
+        got = am2z__qpoll_due(w, &job);
+        if (!got) got = am2z__qblock(w, &job);
+        if (got < 0) { am2z__qsleep_ms(20); continue; }
+        if (got == 1) am2z__qserve(w, &job);
+    }
+    am2z__qsnap_release(w);
+    return NULL;
+}
+
+/* -- the receiver: results for this instance from other processes -- */
+
+static void *am2z__qreceiver_main(void *arg) {
+    am2z__qrt *q = (am2z__qrt *)arg;
+    am2z_redis *r = q->rconn;
+    int lmpop = 1; /* BLMPOP (Redis 7) takes many results per round trip; else BRPOP */
+    while (!am2z__atomic_load(&q->rx_stop)) {
+        am2z_reply rep = am2z__qrep0();
+        const am2z_reply *list = NULL;
+        am2z_status st;
+        size_t i;
+        if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        if (lmpop)
+            st = am2z_redis_blocking(r, &rep, 6000, "BLMPOP 1 1 %s RIGHT COUNT 256", q->reply_key);
+        else
+            st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
+        if (st == AM2Z_STATUS_SERVER && lmpop) {
+            lmpop = 0;
+            am2z_reply_clear(&rep);
+            continue;
+        }
+        if (st != AM2Z_OK) {
+            if (!am2z__atomic_load(&q->rx_stop))
+                am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_redis_errstr(r));
+            am2z_reply_clear(&rep);
+            am2z__qsleep_ms(20);
+            continue;
+        }
+        if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 2) {
+            list = am2z_reply_at(&rep, 1);
+            if (lmpop && list && list->type == AM2Z_REPLY_ARRAY) {
+                for (i = 0; i < list->len; i++) {
+                    const am2z_reply *m = am2z_reply_at(list, i);
+                    if (m && m->len) am2z__qdeliver_raw(q, am2z_reply_str(m), m->len);
+                }
+            } else if (!lmpop && list && list->len) {
+                am2z__qdeliver_raw(q, am2z_reply_str(list), list->len);
+            }
+        }
+        am2z_reply_clear(&rep);
+    }
+    return NULL;
+}
+
+/* -- the maintenance thread: cancel keys, lock renewal, stalled scans, foreign results -- */
+
+typedef struct am2z__qsnaprun {
+    am2z__qrun *run;
+    char *a, *b;              /* cancel key, or queue prefix and job id */
+    char token[64];
+} am2z__qsnaprun;
+
+/* Copies what the maintenance thread needs of the running jobs (under runmu). */
+static size_t am2z__qruns_snapshot(am2z__qrt *q, am2z__qsnaprun **out, int renew) {
+    am2z__qsnaprun *s;
+    am2z__qrun *r;
+    size_t n = 0;
+    *out = NULL;
+    pthread_mutex_lock(&q->runmu);
+    if (q->nruns > 0 && (s = (am2z__qsnaprun *)am2z__malloc((size_t)q->nruns * sizeof *s)) != NULL) {
+        for (r = q->runs.next; r != &q->runs; r = r->next) {
+            s[n].run = r;
+            s[n].a = renew ? am2z__strdup(r->qu->P) : am2z__qcat(q->C, "cancel:", r->exec_id, NULL);
+            s[n].b = am2z__strdup(renew ? r->id : r->exec_id);
+            snprintf(s[n].token, sizeof s[n].token, "%s", r->token);
+            if (!s[n].a || !s[n].b) { am2z__free(s[n].a); am2z__free(s[n].b); continue; }
+            n++;
+        }
+        *out = s;
+    }
+    pthread_mutex_unlock(&q->runmu);
+    return n;
+}
+
+static void am2z__qruns_free(am2z__qsnaprun *s, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) { am2z__free(s[i].a); am2z__free(s[i].b); }
+    am2z__free(s);
+}
+
+/* Flags the run s (if it still runs the same job) with reason c. */
+static void am2z__qruns_flag(am2z__qrt *q, const am2z__qsnaprun *s, int renew, int c) {
+    am2z__qrun *r;
+    pthread_mutex_lock(&q->runmu);
+    for (r = q->runs.next; r != &q->runs; r = r->next)
+        if (r == s->run && strcmp(renew ? r->id : r->exec_id, s->b) == 0 && strcmp(r->token, s->token) == 0) {
+            int zero = 0;
+            __atomic_compare_exchange_n(&r->cancelled, &zero, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            break;
+        }
+    pthread_mutex_unlock(&q->runmu);
+}
+
+static void am2z__qmaint_cancel(am2z__qrt *q, am2z_redis *conn) {
+    am2z__qsnaprun *s;
+    size_t n = am2z__qruns_snapshot(q, &s, 0), i;
+    const char **argv;
+    am2z_reply rep = am2z__qrep0();
+    if (!n) { am2z__free(s); return; }
+    argv = (const char **)am2z__malloc((n + 1) * sizeof *argv);
+    if (argv) {
+        argv[0] = "MGET";
+        for (i = 0; i < n; i++) argv[i + 1] = s[i].a;
+        if (am2z_redis_command_argv(conn, &rep, n + 1, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+            for (i = 0; i < n && i < rep.len; i++)
+                if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, 1);
+        am2z_reply_clear(&rep);
+        am2z__free(argv);
+    }
+    am2z__qruns_free(s, n);
+}
+
+static void am2z__qmaint_renew(am2z__qrt *q, am2z_redis *conn) {
+    am2z__qsnaprun *s;
+    size_t n = am2z__qruns_snapshot(q, &s, 1), i, k;
+    const char **argv;
+    am2z_reply rep = am2z__qrep0();
+    if (!n) { am2z__free(s); return; }
+    argv = (const char **)am2z__malloc((3 * n + 1) * sizeof *argv);
+    if (argv) {
+        argv[0] = q->lock_s;
+        for (i = 0; i < n; i++) {
+            argv[1 + 3 * i] = s[i].a;
+            argv[2 + 3 * i] = s[i].b;
+            argv[3 + 3 * i] = s[i].token;
+        }
+        if (am2z__qeval(conn, &rep, q->s_extend, 3 * n + 1, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+            for (k = 0; k < rep.len; k++) {
+                const char *bad = am2z__qel(&rep, k, NULL);
+                for (i = 0; bad && i < n; i++)
+                    if (strcmp(s[i].b, bad) == 0) am2z__qruns_flag(q, &s[i], 1, 2);
+            }
+        am2z_reply_clear(&rep);
+        am2z__free(argv);
+    }
+    am2z__qruns_free(s, n);
+}
+
+/* One stalled scan per served queue (the stalled-check key keeps it to one per interval
+   across all processes); session queues whose keys are gone are forgotten. */
+static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
+    am2z__qworker tmp;
+    char now_s[24], iv[24], ms[24];
+    size_t i, sent = 0;
+    am2z_reply rep = am2z__qrep0();
+    memset(&tmp, 0, sizeof tmp);
+    tmp.q = q;
+    am2z__qsnap(&tmp);
+    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
+    snprintf(iv, sizeof iv, "%lld", (long long)q->stalled_ms);
+    snprintf(ms, sizeof ms, "%d", q->max_stalled);
+    for (i = 0; i < tmp.nsnap; i++) {
+        const char *argv[8];
+        am2z__qqueue *u = tmp.snap[i];
+        argv[0] = u->P; argv[1] = q->C; argv[2] = now_s; argv[3] = iv; argv[4] = ms;
+        argv[5] = q->events ? "1" : "0"; argv[6] = u->wk; argv[7] = u->wm;
+        if (am2z_redis_append_evalsha(conn, q->s_stalled, 0, 8, argv, NULL) != AM2Z_OK) break;
+        sent++;
+    }
+    for (i = 0; i < sent; i++) {
+        am2z_status st = am2z_redis_read(conn, &rep);
+        if (st == AM2Z_STATUS_SERVER && strncmp(am2z_reply_str(&rep), "NOSCRIPT", 8) == 0) {
+            am2z_reply_clear(&rep);
+            am2z_redis_script_load(conn, q->s_stalled);
+            continue;
+        }
+        if (st == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1 && tmp.snap[i]->session) {
+            /* the session was stopped elsewhere: stop serving it, unless this process
+               is adding to it right now (the next add brings it back anyway) */
+            am2z__qqueue_forget(q, tmp.snap[i]->name);
+        } else if (st == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len) {
+            am2z_log_warn(q->logger, "queue runtime: %lu stalled job(s) of %s put back", (unsigned long)rep.len,
+                          tmp.snap[i]->name);
+        }
+        am2z_reply_clear(&rep);
+        if (!am2z_redis_is_connected(conn)) break;
+    }
+    am2z__qsnap_release(&tmp);
+}
+
+/* Outcome of a job finished without an am2z reply (a Node worker), from its hash. */
+static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
+    am2z__qwait *ws[256];
+    size_t n = 0, i, sent = 0;
+    int64_t old = am2z_now_ms() - q->foreign_poll_ms;
+    am2z_reply rep = am2z__qrep0();
+    pthread_mutex_lock(&q->wmu);
+    for (i = 0; i < AM2Z__QBUCKETS && n < 256; i++) {
+        am2z__qwait *w;
+        for (w = q->waiters[i]; w && n < 256; w = w->hnext)
+            if (w->submitted_ms <= old) { am2z__atomic_inc(&w->refs); ws[n++] = w; }
+    }
+    pthread_mutex_unlock(&q->wmu);
+    for (i = 0; i < n; i++) {
+        if (am2z_redis_append(conn, "HMGET %s%s finishedOn returnvalue failedReason atm stacktrace", ws[i]->qu->P,
+                              ws[i]->id) != AM2Z_OK)
+            break;
+        sent++;
+    }
+    for (i = 0; i < sent; i++) {
+        am2z_status st = am2z_redis_read(conn, &rep);
+        if (st == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 5 && am2z__qel(&rep, 0, NULL)) {
+            am2z__qwait *w = ws[i], *t;
+            size_t rvn = 0, frn = 0, stn = 0;
+            const char *rv = am2z__qel(&rep, 1, &rvn), *fr = am2z__qel(&rep, 2, &frn), *stk = am2z__qel(&rep, 3 + 1, &stn);
+            int atm = (int)am2z__qel_int(&rep, 3);
+            am2z_state *state = NULL;
+            am2z_error *err = NULL, **errs = NULL;
+            size_t nerrs = 0, k;
+            if (rv) {
+                am2z_value *v = am2z_json_parse(rv, rvn, NULL, NULL);
+                if (am2z_value_type(v) == AM2Z_TYPE_OBJECT && am2z_value_find(v, "metadata", 8)) state = am2z_value_retain(v);
+                else if (am2z_value_type(v) == AM2Z_TYPE_OBJECT) state = am2z_state_new(w->session, am2z_value_retain(v));
+                else if (v) state = am2z_state_new(w->session, am2z_value_set(am2z_value_object(), "returnvalue", am2z_value_retain(v)));
+                am2z_value_release(v);
+                if (!state) err = am2z_error_validation("returnvalue", NULL, "the job's returnvalue is not valid JSON");
+            }
+            if (stk && stn) {
+                am2z_value *sv = am2z_json_parse(stk, stn, NULL, NULL);
+                size_t m = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
+                errs = m ? (am2z_error **)am2z__malloc(m * sizeof *errs) : NULL;
+                for (k = 0; errs && k < m; k++) {
+                    size_t el = 0;
+                    const char *et = am2z_value_as_string(am2z_value_at(sv, k), &el);
+                    if (et) errs[nerrs++] = am2z__qerror_from_text(w->qu->proc, w->id, et, el);
+                    if (nerrs && !errs[nerrs - 1]) nerrs--;
+                }
+                am2z_value_release(sv);
+            }
+            if (!rv && !err) {
+                if (nerrs && errs[nerrs - 1]->name && strcmp(errs[nerrs - 1]->name, "ProcessorExecutionError") != 0)
+                    err = am2z_error_retain(errs[nerrs - 1]);
+                else
+                    err = am2z__qerror_from_text(w->qu->proc, w->id, fr ? fr : "failed", fr ? frn : 6);
+            }
+            if ((t = am2z__qwait_take(q, w->id, strlen(w->id))) != NULL) {
+                t->state = state;
+                t->error = err;
+                t->errs = errs;
+                t->nerrs = nerrs;
+                t->attempts = atm;
+                state = NULL; err = NULL; errs = NULL; nerrs = 0;
+                am2z__qwait_signal(t);
+            }
+            am2z_value_release(state);
+            am2z_error_release(err);
+            for (k = 0; k < nerrs; k++) am2z_error_release(errs[k]);
+            am2z__free(errs);
+        }
+        am2z_reply_clear(&rep);
+        if (st != AM2Z_OK && !am2z_redis_is_connected(conn)) break;
+    }
+    for (i = 0; i < n; i++) am2z__qwait_release(ws[i]);
+}
+
+static void *am2z__qmaint_main(void *arg) {
+    am2z__qrt *q = (am2z__qrt *)arg;
+    am2z_redis *r = q->mconn;
+    int64_t now = am2z_now_ms();
+    int64_t renew_every = q->lock_ms / 3 > 10 ? q->lock_ms / 3 : 10;
+    int64_t t_cancel = now, t_renew = now + renew_every, t_stalled = now, t_foreign = now + q->foreign_poll_ms;
+    while (!am2z__atomic_load(&q->rx_stop)) {
+        int64_t next;
+        struct timespec ts;
+        now = am2z_now_ms();
+        if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
+        if (now >= t_renew) { am2z__qmaint_renew(q, r); t_renew = now + renew_every; }
+        if (q->nworkers > 0 && now >= t_stalled) { am2z__qmaint_stalled(q, r); t_stalled = now + q->stalled_ms; }
+        if (q->foreign_poll_ms >= 0 && now >= t_foreign) {
+            am2z__qmaint_foreign(q, r);
+            t_foreign = now + (q->foreign_poll_ms > 10 ? q->foreign_poll_ms : 10);
+        }
+        next = t_cancel < t_renew ? t_cancel : t_renew;
+        if (q->nworkers > 0 && t_stalled < next) next = t_stalled;
+        if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
+        pthread_mutex_lock(&q->mnt.mu);
+        if (!am2z__atomic_load(&q->rx_stop)) {
+            am2z__qabstime(&ts, next - am2z_now_ms());
+            pthread_cond_timedwait(&q->mnt.cv, &q->mnt.mu, &ts);
+        }
+        pthread_mutex_unlock(&q->mnt.mu);
+    }
+    return NULL;
+}
+
+/* -- the runtime operations -- */
+
+/* Wakes every worker thread of this process (served queues changed, or stopping). */
+static void am2z__qwake_workers(am2z__qrt *q) {
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    int i, sent = 0;
+    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
+    for (i = 0; i < q->nworkers; i++)
+        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_OK) sent++;
+    for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
+    am2z_redis_pool_put(q->pool, r);
+}
+
+/* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
+static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
+    am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
+    const char *id = w->id;
+    if (!t) { am2z_error_release(err); return; }
+    t->error = err;
+    am2z__qcancel_keys(w->q, NULL, &id, 1);
+    am2z__qwait_signal(t);
+}
+
+static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
+                                        const char *session, am2z_status *status) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd a;
+    am2z_status st;
+    am2z_redis *r;
+    if (!am2z__atomic_load(&q->running)) { if (status) *status = AM2Z_STATUS_NOT_STARTED; return NULL; }
+    st = am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    if (st != AM2Z_OK) { if (status) *status = st; return NULL; }
+    if (!(r = am2z__qborrow(q, &st))) {
+        am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
+        if (t) am2z__qwait_release(t);
+        st = AM2Z_STATUS_IO;
+    } else {
+        am2z__qadd_send(q, r, &a, 1, &st, NULL);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qadd_free(&a);
+    if (st != AM2Z_OK) {
+        am2z__qwait_release(a.w);
+        if (status) *status = st;
+        return NULL;
+    }
+    if (session) am2z__qsession_used(q, session);
+    if (status) *status = AM2Z_OK;
+    return &a.w->base;
+}
+
+static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    am2z__qwait *w = (am2z__qwait *)e;
+    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+    int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
+    if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!am2z__qwait_for(w, eff)) {
+        if (am2z_monotonic_ns() < w->deadline_ns) return AM2Z_STATUS_TIMEOUT;
+        am2z__qexpire(w, am2z_error_with_location(
+                             am2z_error_timeout(w->qu->proc, (w->deadline_ns - w->started_ns) / 1000000),
+                             w->qu->proc, w->id));
+        am2z__qwait_for(w, -1);
+    }
+    am2z__qwait_outcome(w, out);
+    w->taken = 1;
+    return AM2Z_OK;
+}
+
+static void am2z__qop_free_execution(am2z_execution *e) {
+    am2z__qwait *w = (am2z__qwait *)e;
+    if (!w) return;
+    am2z__qexpire(w, am2z_error_cancelled("the execution was freed before it finished"));
+    am2z__qwait_release(w);
+}
+
+/* The outcome of an execution that could not be submitted. */
+static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const am2z_state *input,
+                                  am2z_status st) {
+    am2z_error *e;
+    memset(out, 0, sizeof *out);
+    am2z_execution_id(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
+    out->started_at_ms = am2z_now_ms();
+    if (st == AM2Z_STATUS_NOT_FOUND) {
+        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
+    } else if (st == AM2Z_STATUS_NOT_STARTED) {
+        e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
+    } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
+        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_NAME_MAX bytes of [A-Za-z0-9_.-]");
+    } else if (st == AM2Z_STATUS_NO_MEMORY) {
+        e = am2z_error_resource("memory", 0, 0);
+    } else {
+        e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
+    }
+    out->error = am2z_error_with_location(e, proc, out->execution_id);
+    out->state = am2z_value_retain(input);
+}
+
+static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_outcome out;
+    am2z_status st = AM2Z_OK;
+    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
+    if (!e) { am2z__qfailed_outcome(q, &out, proc, input, st); return out; }
+    am2z__qop_wait(e, -1, &out);
+    am2z__qwait_release((am2z__qwait *)e);
+    return out;
+}
+
+#define AM2Z__QMANY_BATCH 512 /* execute_many: jobs added per pipeline; two batches in flight */
+
+/* Prepares and sends items [from, to) (at most one batch) into slot; failures get their
+   outcome at once. */
+static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, const am2z_state *const *inputs,
+                             size_t from, size_t to, const char *session, am2z_outcome *outs, am2z__qadd *adds,
+                             am2z_status *sts, am2z_status *ret) {
+    size_t i, j, n = to - from;
+    for (i = 0; i < n; i++) {
+        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
+                                                : AM2Z_STATUS_NOT_STARTED;
+        if (sts[i] != AM2Z_OK) adds[i].w = NULL;
+    }
+    for (i = 0; i < n; i = j) {
+        size_t k, m = 0;
+        for (j = i; j < n && sts[j] == AM2Z_OK; j++) m++;
+        if (m == 0) { j = i + 1; continue; }
+        if (!*r && !(*r = am2z__qborrow(q, NULL))) {
+            for (k = i; k < j; k++) {
+                am2z__qwait *t = am2z__qwait_take(q, adds[k].w->id, strlen(adds[k].w->id));
+                if (t) am2z__qwait_release(t);
+                sts[k] = AM2Z_STATUS_IO;
+            }
+        } else {
+            am2z__qadd_send(q, *r, adds + i, m, sts + i, NULL);
+        }
+        for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
+    }
+    for (i = 0; i < n; i++)
+        if (sts[i] != AM2Z_OK) {
+            if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
+            am2z__qfailed_outcome(q, &outs[from + i], proc, inputs[from + i], sts[i]);
+            if (*ret == AM2Z_OK) *ret = sts[i];
+        }
+}
+
+static void am2z__qmany_wait(am2z__qadd *adds, size_t n, am2z_outcome *outs) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (adds[i].w) {
+            am2z__qop_wait(&adds[i].w->base, -1, &outs[i]);
+            am2z__qwait_release(adds[i].w);
+            adds[i].w = NULL;
+        }
+}
+
+static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, const am2z_state *const *inputs,
+                                          size_t count, const char *session, am2z_outcome *outs) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd *adds;
+    am2z_status *sts, ret = AM2Z_OK;
+    am2z_redis *r = NULL;
+    size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
+    if (count == 0) return AM2Z_OK;
+    if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
+    adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
+    sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
+    if (!adds || !sts) {
+        am2z__free(adds);
+        am2z__free(sts);
+        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, inputs[i], AM2Z_STATUS_NO_MEMORY);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    if (session) am2z__qsession_used(q, session);
+    /* batch k waits while batch k + 1 is already queued, so workers never run dry */
+    am2z__qmany_send(q, &r, proc, inputs, 0, count < b ? count : b, session, outs, adds, sts, &ret);
+    for (cur = 0; cur < count; cur = nxt) {
+        size_t ncur = count - cur < b ? count - cur : b, slot = (cur / b) % 2;
+        nxt = cur + ncur;
+        if (nxt < count) {
+            size_t nn = count - nxt < b ? count - nxt : b;
+            am2z__qmany_send(q, &r, proc, inputs, nxt, nxt + nn, session, outs, adds + ((slot + 1) % 2) * b, sts, &ret);
+            if (r) { am2z_redis_pool_put(q->pool, r); r = NULL; }
+        }
+        am2z__qmany_wait(adds + slot * b, ncur, outs + cur);
+    }
+    if (r) am2z_redis_pool_put(q->pool, r);
+    am2z__free(adds);
+    am2z__free(sts);
+    return ret;
+}
+
+/* Counts of the BullMQ queues names[0..n) into an object {name: {waiting, ...}} keyed by
+   keys[i]. */
+static am2z_value *am2z__qcounts(am2z__qrt *q, am2z_redis *r, char *const *names, char *const *keys, size_t n) {
+    static const char *const what[] = {"waiting", "active", "delayed", "prioritized", "completed", "failed",
+                                       "waiting-children"};
+    static const char *const cmd[] = {"LLEN", "LLEN", "ZCARD", "ZCARD", "ZCARD", "ZCARD", "ZCARD"};
+    static const char *const suffix[] = {"wait", "active", "delayed", "prioritized", "completed", "failed",
+                                         "waiting-children"};
+    am2z_value *out = am2z_value_object();
+    size_t i, k, sent = 0;
+    am2z_reply rep = am2z__qrep0();
+    for (i = 0; i < n; i++)
+        for (k = 0; k < 7; k++)
+            if (am2z_redis_append(r, "%s %s:%s:%s", cmd[k], q->bull, names[i], suffix[k]) == AM2Z_OK) sent++;
+    for (i = 0; i < n; i++) {
+        am2z_value *c = am2z_value_object();
+        for (k = 0; k < 7; k++) {
+            int64_t v = 0;
+            if (sent) {
+                if (am2z_redis_read(r, &rep) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
+                am2z_reply_clear(&rep);
+                sent--;
+            }
+            c = am2z_value_set(c, what[k], am2z_value_int(v));
+        }
+        out = am2z_value_set(out, keys[i], c);
+    }
+    while (sent--) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
+    return out;
+}
+
+/* SMEMBERS key as an array of strings (empty on failure). */
+static am2z_value *am2z__qmembers(am2z_redis *r, const char *key) {
+    am2z_value *a = am2z_value_array();
+    am2z_reply rep = am2z__qrep0();
+    size_t i;
+    if (am2z_redis_command(r, &rep, "SMEMBERS %s", key) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+        for (i = 0; i < rep.len; i++) {
+            const char *s = am2z__qel(&rep, i, NULL);
+            if (s) a = am2z_value_append(a, "", am2z_value_string(s));
+        }
+    am2z_reply_clear(&rep);
+    return a;
+}
+
+/* Session queue names of sid, from Redis and from this process. */
+static am2z_value *am2z__qsession_queues(am2z__qrt *q, am2z_redis *r, const char *sid) {
+    char *key = am2z__qcat(q->C, "session:", sid, NULL);
+    am2z_value *names = key ? am2z__qmembers(r, key) : am2z_value_array();
+    am2z__qqueue *u;
+    size_t i, k;
+    am2z__free(key);
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < AM2Z__QBUCKETS; i++)
+        for (u = q->queues[i]; u; u = u->hnext) {
+            int have = 0;
+            if (!u->session || strcmp(u->session, sid) != 0) continue;
+            for (k = 0; k < am2z_value_len(names); k++)
+                if (strcmp(am2z_value_as_string(am2z_value_at(names, k), NULL), u->name) == 0) have = 1;
+            if (!have) names = am2z_value_append(names, "", am2z_value_string(u->name));
+        }
+    pthread_mutex_unlock(&q->mu);
+    return names;
+}
+
+/* The processor part of a session queue name "<prefix>~<proc>~<sid>" into buf. */
+static int am2z__qproc_of(const am2z__qrt *q, const char *name, char *buf, size_t size) {
+    size_t pl = strlen(q->prefix);
+    const char *s, *e;
+    if (strncmp(name, q->prefix, pl) != 0 || name[pl] != '~') return 0;
+    s = name + pl + 1;
+    e = strchr(s, '~');
+    if (!e) e = s + strlen(s);
+    if ((size_t)(e - s) >= size || e == s) return 0;
+    memcpy(buf, s, (size_t)(e - s));
+    buf[e - s] = 0;
+    return 1;
+}
+
+static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_redis *r;
+    am2z_value *names, *ej, *ev;
+    am2z_error *ce;
+    char *ejs = NULL;
+    size_t n, i, sent = 0;
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = AM2Z_OK;
+    int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
+    int noscript = 0;
+    char **Ps;
+    if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!(r = am2z__qborrow(q, &st))) return st;
+    names = am2z__qsession_queues(q, r, sid);
+    n = am2z_value_len(names);
+    Ps = (char **)am2z__malloc((n + 1) * sizeof *Ps);
+    ce = am2z_error_cancelled("the session was stopped");
+    ej = ce ? am2z_error_to_json(ce) : NULL;
+    ejs = ej ? am2z_json_write(ej, AM2Z_JSON_COMPACT, NULL) : NULL;
+    am2z_value_release(ej);
+    if (!Ps || !names || !ejs) {
+        am2z__free(Ps); am2z__free(ejs); am2z_value_release(names); am2z_error_release(ce);
+        am2z_redis_pool_put(q->pool, r);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    for (i = 0; i < n; i++) Ps[i] = am2z__qcat(q->bull, ":", am2z_value_as_string(am2z_value_at(names, i), NULL), ":");
+    /* 1. pause the queues, cancel every job, tell their callers (one pipeline) */
+    {
+        char ttl[24];
+        snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
+        sent = 0;
+        for (i = 0; i < n; i++) {
+            const char *argv[5];
+            if (!Ps[i]) continue;
+            argv[0] = Ps[i]; argv[1] = q->C; argv[2] = ttl; argv[3] = ejs; argv[4] = q->reply_ttl_s;
+            if (am2z_redis_append_evalsha(r, q->s_cancelq, 0, 5, argv, NULL) == AM2Z_OK) sent++;
+        }
+        for (i = 0; i < sent; i++) {
+            am2z_status s1 = am2z_redis_read(r, &rep);
+            if (s1 == AM2Z_STATUS_SERVER && strncmp(am2z_reply_str(&rep), "NOSCRIPT", 8) == 0) noscript = 1;
+            else if (s1 != AM2Z_OK) st = AM2Z_STATUS_IO;
+            else if (rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
+            am2z_reply_clear(&rep);
+        }
+        for (i = 0; noscript && i < n; i++) {
+            /* a fresh server: run them again with the EVAL fallback (cancelq is idempotent) */
+            const char *argv[5];
+            if (!Ps[i]) continue;
+            argv[0] = Ps[i]; argv[1] = q->C; argv[2] = ttl; argv[3] = ejs; argv[4] = q->reply_ttl_s;
+            if (am2z__qeval(r, &rep, q->s_cancelq, 5, argv, NULL) != AM2Z_OK) st = AM2Z_STATUS_IO;
+            else if (rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
+            am2z_reply_clear(&rep);
+        }
+    }
+    /* 2. in this process: cancel its runs, end its waiters */
+    {
+        am2z__qrun *x;
+        pthread_mutex_lock(&q->runmu);
+        for (x = q->runs.next; x != &q->runs; x = x->next)
+            if (x->qu->session && strcmp(x->qu->session, sid) == 0) {
+                int zero = 0;
+                __atomic_compare_exchange_n(&x->cancelled, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            }
+        pthread_mutex_unlock(&q->runmu);
+    }
+    for (;;) {
+        am2z__qwait *w = NULL, *t;
+        pthread_mutex_lock(&q->wmu);
+        for (i = 0; i < AM2Z__QBUCKETS && !w; i++)
+            for (t = q->waiters[i]; t; t = t->hnext)
+                if (t->qu->session && strcmp(t->qu->session, sid) == 0) { w = t; am2z__atomic_inc(&w->refs); break; }
+        pthread_mutex_unlock(&q->wmu);
+        if (!w) break;
+        if ((t = am2z__qwait_take(q, w->id, strlen(w->id))) != NULL) {
+            t->error = am2z_error_with_location(am2z_error_retain(ce), t->qu->proc, t->id);
+            am2z__qwait_signal(t);
+        }
+        am2z__qwait_release(w);
+    }
+    /* 3. wait for running jobs to end, within the grace period */
+    while (active > 0 && am2z_monotonic_ns() < until && am2z_redis_is_connected(r)) {
+        am2z__qsleep_ms(5);
+        active = 0;
+        sent = 0;
+        for (i = 0; i < n; i++)
+            if (Ps[i] && am2z_redis_append(r, "LLEN %sactive", Ps[i]) == AM2Z_OK) sent++;
+        for (i = 0; i < sent; i++) {
+            if (am2z_redis_read(r, &rep) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
+            am2z_reply_clear(&rep);
+        }
+    }
+    /* 4. delete every key of the session (one pipeline; drop is loaded by now) */
+    sent = 0;
+    am2z_redis_script_load(r, q->s_drop);
+    for (i = 0; i < n; i++) {
+        const char *argv[4];
+        char proc[AM2Z_NAME_MAX + 1], *wk;
+        const char *name = am2z_value_as_string(am2z_value_at(names, i), NULL);
+        if (!Ps[i] || !am2z__qproc_of(q, name, proc, sizeof proc)) continue;
+        wk = am2z__qcat(q->C, "wake:", proc, NULL);
+        argv[0] = Ps[i]; argv[1] = q->C; argv[2] = wk ? wk : ""; argv[3] = sid;
+        if (am2z_redis_append_evalsha(r, q->s_drop, 0, 4, argv, NULL) == AM2Z_OK) sent++;
+        am2z__free(wk);
+        am2z__qqueue_forget(q, name);
+    }
+    if (am2z_redis_append(r, "DEL %sstate:%s %ssession:%s", q->C, sid, q->C, sid) == AM2Z_OK) sent++;
+    if (am2z_redis_append(r, "SREM %s %s", q->sessions_key, sid) == AM2Z_OK) sent++;
+    for (i = 0; i < sent; i++) {
+        if (am2z_redis_read(r, &rep) != AM2Z_OK) st = AM2Z_STATUS_IO;
+        am2z_reply_clear(&rep);
+    }
+    am2z_redis_pool_put(q->pool, r);
+    for (i = 0; i < n; i++) am2z__free(Ps[i]);
+    am2z__free(Ps);
+    am2z__free(ejs);
+    am2z_error_release(ce);
+    am2z_value_release(names);
+    am2z__qsession_forget(q, sid);
+    ev = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(sid));
+    am2z_runtime_emit(rt, "session:cleanup", ev);
+    am2z_value_release(ev);
+    return st;
+}
+
+static am2z_value *am2z__qop_active_sessions(am2z_runtime *rt) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_redis *r = am2z__qborrow(q, NULL);
+    am2z_value *v;
+    if (!r) return am2z_value_array();
+    v = am2z__qmembers(r, q->sessions_key);
+    am2z_redis_pool_put(q->pool, r);
+    return v;
+}
+
+static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_redis *r;
+    am2z_value *names, *v;
+    char **ns, **keys;
+    size_t n, i;
+    if (!am2z__qname_ok(sid) || !(r = am2z__qborrow(q, NULL))) return NULL;
+    names = am2z__qsession_queues(q, r, sid);
+    n = am2z_value_len(names);
+    ns = (char **)am2z__malloc((n + 1) * sizeof *ns);
+    keys = (char **)am2z__malloc((n + 1) * sizeof *keys);
+    v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(sid));
+    if (ns && keys) {
+        for (i = 0; i < n; i++) {
+            char proc[AM2Z_NAME_MAX + 1];
+            ns[i] = (char *)am2z_value_as_string(am2z_value_at(names, i), NULL);
+            keys[i] = am2z__strdup(am2z__qproc_of(q, ns[i], proc, sizeof proc) ? proc : ns[i]);
+        }
+        v = am2z_value_set(v, "queues", am2z__qcounts(q, r, ns, keys, n));
+        for (i = 0; i < n; i++) am2z__free(keys[i]);
+    }
+    am2z__free(ns);
+    am2z__free(keys);
+    am2z_value_release(names);
+    am2z_redis_pool_put(q->pool, r);
+    return v;
+}
+
+static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_redis *r = am2z__qborrow(q, NULL);
+    am2z_value *v = am2z_value_object(), *reg = am2z_runtime_list(rt), *sessions, *all;
+    char **ns, **keys;
+    size_t n = 0, i, k, cap;
+    v = am2z_value_set(v, "instanceId", am2z_value_string(q->instance));
+    v = am2z_value_set(v, "uptimeMs", am2z_value_int(am2z_now_ms() - q->started_ms));
+    v = am2z_value_set(v, "running", am2z_value_int(am2z__atomic_load(&q->n_running)));
+    v = am2z_value_set(v, "completed", am2z_value_int(am2z__atomic_load(&q->n_completed)));
+    v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed)));
+    v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried)));
+    v = am2z_value_set(v, "workers", am2z_value_int(q->nworkers));
+    pthread_mutex_lock(&q->wmu);
+    n = q->nwaiters;
+    pthread_mutex_unlock(&q->wmu);
+    v = am2z_value_set(v, "awaiting", am2z_value_int((int64_t)n));
+    n = 0;
+    if (!r) return am2z_value_set(v, "registeredProcessors", reg);
+    sessions = am2z__qmembers(r, q->sessions_key);
+    all = am2z_value_array();
+    for (i = 0; i < am2z_value_len(reg); i++) {
+        char name[2 * AM2Z_NAME_MAX + 8];
+        if (am2z__qqname(q, am2z_value_as_string(am2z_value_at(reg, i), NULL), NULL, name, sizeof name))
+            all = am2z_value_append(all, "", am2z_value_string(name));
+    }
+    for (i = 0; i < am2z_value_len(sessions); i++) {
+        am2z_value *sq = am2z__qsession_queues(q, r, am2z_value_as_string(am2z_value_at(sessions, i), NULL));
+        for (k = 0; k < am2z_value_len(sq); k++) all = am2z_value_append(all, "", am2z_value_retain(am2z_value_at(sq, k)));
+        am2z_value_release(sq);
+    }
+    cap = am2z_value_len(all);
+    ns = (char **)am2z__malloc((cap + 1) * sizeof *ns);
+    if (ns) {
+        for (i = 0; i < cap; i++) ns[n++] = (char *)am2z_value_as_string(am2z_value_at(all, i), NULL);
+        keys = ns;
+        v = am2z_value_set(v, "queues", am2z__qcounts(q, r, ns, keys, n));
+    }
+    am2z__free(ns);
+    v = am2z_value_set(v, "queueNames", all);
+    v = am2z_value_set(v, "sessions", sessions);
+    {
+        char *pk = am2z__qcat(q->C, "processors", NULL, NULL);
+        if (pk) v = am2z_value_set(v, "knownProcessors", am2z__qmembers(r, pk));
+        am2z__free(pk);
+    }
+    am2z_redis_pool_put(q->pool, r);
+    return am2z_value_set(v, "registeredProcessors", reg);
+}
+
+static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    const char *name = am2z_processor_name(p);
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    am2z__qproc *pr, *x;
+    am2z__qqueue *u;
+    am2z_redis *r;
+    if (!am2z__qname_ok(name)) return;
+    pr = (am2z__qproc *)am2z__malloc(sizeof *pr);
+    if (!pr) return;
+    memset(pr, 0, sizeof *pr);
+    pr->refs = 1;
+    pr->name = am2z__strdup(name);
+    pr->wake_key = am2z__qcat(q->C, "wake:", name, NULL);
+    pr->limit = d->queue.concurrency > 0 ? d->queue.concurrency : 0;
+    if (!pr->name || !pr->wake_key) { am2z__qproc_release(pr); return; }
+    pthread_mutex_lock(&q->mu);
+    for (x = q->procs; x; x = x->next)
+        if (strcmp(x->name, name) == 0) break;
+    if (x) {
+        x->limit = pr->limit;
+    } else {
+        pr->next = q->procs;
+        q->procs = pr;
+        pr = NULL;
+        am2z__atomic_inc(&q->gen);
+    }
+    pthread_mutex_unlock(&q->mu);
+    am2z__qproc_release(pr);
+    u = am2z__qqueue_get(q, name, NULL, 1);
+    if ((r = am2z__qborrow(q, NULL)) != NULL) {
+        am2z_reply rep = am2z__qrep0();
+        am2z_redis_append(r, "SADD %sprocessors %s", q->C, name);
+        am2z_redis_append(r, "SADD %squeues %s", q->C, u ? u->name : name);
+        am2z_redis_read(r, &rep); am2z_reply_clear(&rep);
+        am2z_redis_read(r, &rep); am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qqueue_release(u);
+    if (am2z__atomic_load(&q->running)) am2z__qwake_workers(q);
+}
+
+static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qproc **pp, *pr = NULL;
+    pthread_mutex_lock(&q->mu);
+    for (pp = &q->procs; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0) { pr = *pp; *pp = pr->next; break; }
+    am2z__atomic_inc(&q->gen);
+    pthread_mutex_unlock(&q->mu);
+    am2z__qproc_release(pr);
+    /* forget every queue of it, one at a time (forget takes the lock itself) */
+    for (;;) {
+        char *qn = NULL;
+        size_t i;
+        am2z__qqueue *u;
+        pthread_mutex_lock(&q->mu);
+        for (i = 0; i < AM2Z__QBUCKETS && !qn; i++)
+            for (u = q->queues[i]; u; u = u->hnext)
+                if (strcmp(u->proc, name) == 0) { qn = am2z__strdup(u->name); break; }
+        pthread_mutex_unlock(&q->mu);
+        if (!qn) break;
+        am2z__qqueue_forget(q, qn);
+        am2z__free(qn);
+    }
+    if (am2z__atomic_load(&q->running)) am2z__qwake_workers(q);
+}
+
+static am2z_status am2z__qop_start(am2z_runtime *rt) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    int i;
+    if (q->have_threads) return AM2Z_OK;
+    if (!q->rconn) q->rconn = am2z__qconn(q, "results");
+    if (!q->mconn) q->mconn = am2z__qconn(q, "maintenance");
+    if (!q->rconn || !q->mconn) return AM2Z_STATUS_NO_MEMORY;
+    if (q->nworkers > 0 && !q->workers) {
+        q->workers = (am2z__qworker *)am2z__malloc((size_t)q->nworkers * sizeof *q->workers);
+        if (!q->workers) return AM2Z_STATUS_NO_MEMORY;
+        memset(q->workers, 0, (size_t)q->nworkers * sizeof *q->workers);
+        for (i = 0; i < q->nworkers; i++) {
+            char role[32], idx[16];
+            am2z__qworker *w = &q->workers[i];
+            snprintf(role, sizeof role, "w%d", i);
+            snprintf(idx, sizeof idx, "%d", i);
+            w->q = q;
+            w->index = i;
+            w->conn = am2z__qconn(q, role);
+            w->ctl = am2z__qcat(q->C, "ctl:", q->instance, ":");
+            if (w->ctl) {
+                char *c = am2z__qcat(w->ctl, idx, NULL, NULL);
+                am2z__free(w->ctl);
+                w->ctl = c;
+            }
+            if (!w->conn || !w->ctl) return AM2Z_STATUS_NO_MEMORY;
+        }
+    }
+    am2z__atomic_store(&q->running, 1);
+    am2z__atomic_store(&q->rx_stop, 0);
+    for (i = 0; i < q->nworkers; i++) {
+        am2z__qworker *w = &q->workers[i];
+        w->gen = 0;
+        w->k = 1;
+        if (pthread_create(&w->thread, NULL, am2z__qworker_main, w) != 0) {
+            am2z__atomic_store(&q->running, 0);
+            while (i-- > 0) pthread_join(q->workers[i].thread, NULL);
+            return AM2Z_STATUS_NO_MEMORY;
+        }
+    }
+    if (pthread_create(&q->receiver, NULL, am2z__qreceiver_main, q) != 0) {
+        am2z__atomic_store(&q->running, 0);
+        am2z__atomic_store(&q->rx_stop, 1);
+        for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    if (pthread_create(&q->maint, NULL, am2z__qmaint_main, q) != 0) {
+        am2z__atomic_store(&q->running, 0);
+        am2z__atomic_store(&q->rx_stop, 1);
+        for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
+        pthread_join(q->receiver, NULL);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    q->have_threads = 1;
+    return AM2Z_OK;
+}
+
+static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000;
+    am2z_redis *r;
+    am2z__qrun *x;
+    int i;
+    if (!q->have_threads) return AM2Z_OK;
+    /* let running jobs finish within the grace period (workers take nothing new) */
+    am2z__atomic_store(&q->running, 0);
+    am2z__qwake_workers(q);
+    while (am2z__atomic_load(&q->n_running) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
+    pthread_mutex_lock(&q->runmu);
+    for (x = q->runs.next; x != &q->runs; x = x->next) {
+        int zero = 0;
+        __atomic_compare_exchange_n(&x->cancelled, &zero, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    pthread_mutex_unlock(&q->runmu);
+    for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
+    am2z__atomic_store(&q->rx_stop, 1);
+    if ((r = am2z__qborrow(q, NULL)) != NULL) {
+        am2z_reply rep = am2z__qrep0();
+        am2z_redis_command(r, &rep, "LPUSH %s %s", q->reply_key, "");
+        am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    pthread_mutex_lock(&q->mnt.mu);
+    pthread_cond_broadcast(&q->mnt.cv);
+    pthread_mutex_unlock(&q->mnt.mu);
+    pthread_join(q->receiver, NULL);
+    pthread_join(q->maint, NULL);
+    q->have_threads = 0;
+    /* the wake-up above and any late result have nobody to read them now */
+    if ((r = am2z__qborrow(q, NULL)) != NULL) {
+        am2z_reply rep = am2z__qrep0();
+        am2z_redis_command(r, &rep, "DEL %s", q->reply_key);
+        am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    /* executions still waiting cannot get their result any more */
+    for (;;) {
+        am2z__qwait *w = NULL;
+        size_t b;
+        pthread_mutex_lock(&q->wmu);
+        for (b = 0; b < AM2Z__QBUCKETS && !w; b++)
+            if (q->waiters[b]) { w = q->waiters[b]; am2z__atomic_inc(&w->refs); }
+        pthread_mutex_unlock(&q->wmu);
+        if (!w) break;
+        am2z__qexpire(w, am2z_error_with_location(am2z_error_cancelled("the runtime was stopped"), w->qu->proc, w->id));
+        am2z__qwait_release(w);
+    }
+    return AM2Z_OK;
+}
+
+static void am2z__qfree(am2z__qrt *q) {
+    size_t i;
+    int k;
+    for (k = 0; q->workers && k < q->nworkers; k++) {
+        am2z_redis_free(q->workers[k].conn);
+        am2z__free(q->workers[k].ctl);
+    }
+    am2z__free(q->workers);
+    am2z_redis_free(q->rconn);
+    am2z_redis_free(q->mconn);
+    for (i = 0; i < AM2Z__QBUCKETS; i++)
+        while (q->queues[i]) {
+            am2z__qqueue *u = q->queues[i];
+            q->queues[i] = u->hnext;
+            am2z__qqueue_release(u);
+        }
+    while (q->procs) {
+        am2z__qproc *p = q->procs;
+        q->procs = p->next;
+        am2z__qproc_release(p);
+    }
+    for (i = 0; i < q->nsessions; i++) am2z__free(q->sessions[i]);
+    am2z__free(q->sessions);
+    if (q->pool) am2z_redis_pool_free(q->pool);
+    am2z_redis_script_free(q->s_add); am2z_redis_script_free(q->s_fetch); am2z_redis_script_free(q->s_complete);
+    am2z_redis_script_free(q->s_fail); am2z_redis_script_free(q->s_retry); am2z_redis_script_free(q->s_extend);
+    am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
+    am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state);
+    pthread_mutex_destroy(&q->mu);
+    pthread_mutex_destroy(&q->wmu);
+    pthread_mutex_destroy(&q->runmu);
+    am2z__qnotify_destroy(&q->mnt);
+    am2z__free(q->r_host); am2z__free(q->r_unix); am2z__free(q->r_user); am2z__free(q->r_pass);
+    am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key);
+    am2z__free(q->sessions_key);
+    am2z_logger_release(q->logger);
+    q->magic = 0;
+    am2z__free(q);
+}
+
+static void am2z__qop_destroy(am2z_runtime *rt) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    if (!q) return;
+    if (q->have_threads) am2z__qop_stop(rt, 0);
+    am2z__qfree(q);
+}
+
+static const am2z_runtime_ops am2z__qops = {
+    am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution,
+    am2z__qop_execute, am2z__qop_execute_many, am2z__qop_stop_session, am2z__qop_stats,
+    am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
+    am2z__qop_destroy};
+
+/* -- public helpers -- */
+
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
+                                     size_t size) {
+    am2z__qrt *q = am2z__qof(rt);
+    if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
+        return AM2Z_STATUS_INVALID_ARGUMENT;
+    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_OK : AM2Z_STATUS_LIMIT;
+}
+
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
+    am2z__qrt *q = am2z__qof(rt);
+    return q ? q->instance : NULL;
+}
+
+/* -- the state manager -- */
+
+static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *sid, am2z_state **out,
+                                     int64_t *version, am2z_error **error) {
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z_redis_command(r, &rep, "HMGET %sstate:%s state version hash", q->C, sid);
+    size_t sn = 0, hn = 0;
+    const char *s, *h;
+    am2z_value *v;
+    char *canon;
+    size_t cn = 0;
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    if (st != AM2Z_OK) { am2z_reply_clear(&rep); return st == AM2Z_STATUS_SERVER ? st : AM2Z_STATUS_IO; }
+    s = am2z__qel(&rep, 0, &sn);
+    h = am2z__qel(&rep, 2, &hn);
+    if (!s) { am2z_reply_clear(&rep); return AM2Z_STATUS_NOT_FOUND; }
+    if (version) *version = am2z__qel_int(&rep, 1);
+    v = am2z_json_parse(s, sn, NULL, NULL);
+    if (!v || am2z_value_type(v) != AM2Z_TYPE_OBJECT) {
+        if (error) *error = am2z_error_validation("state", NULL, "the stored state of this session is not a JSON object");
+        am2z_value_release(v);
+        am2z_reply_clear(&rep);
+        return AM2Z_STATUS_PROTOCOL;
+    }
+    canon = am2z_json_write(v, AM2Z_JSON_SORTED, &cn);
+    if (!canon) { am2z_value_release(v); am2z_reply_clear(&rep); return AM2Z_STATUS_NO_MEMORY; }
+    am2z_sha256_hex(canon, cn, hex);
+    am2z__free(canon);
+    if (h && (hn != 2 * AM2Z_SHA256_SIZE || memcmp(h, hex, hn) != 0)) {
+        if (error)
+            *error = am2z_error_business("STATE_INTEGRITY", AM2Z_SEVERITY_CRITICAL,
+                                         "State integrity check failed for session %s. Expected hash: %.*s, got: %s",
+                                         sid, (int)(hn > 64 ? 64 : hn), h, hex);
+        am2z_value_release(v);
+        am2z_reply_clear(&rep);
+        return AM2Z_STATUS_PROTOCOL;
+    }
+    am2z_reply_clear(&rep);
+    if (out) {
+        *out = am2z_value_find(v, "metadata", 8) ? am2z_value_retain(v) : am2z_state_new(sid, am2z_value_retain(v));
+        if (!*out) { am2z_value_release(v); return AM2Z_STATUS_NO_MEMORY; }
+    }
+    am2z_value_release(v);
+    return AM2Z_OK;
+}
+
+/* Writes state if the stored version is expected (< 0: any): OK, CONFLICT, or a failure. */
+static am2z_status am2z__qstate_write(am2z__qrt *q, am2z_redis *r, const char *sid, const am2z_state *state,
+                                      int64_t ttl_ms, int64_t expected, int64_t *version) {
+    size_t cn = 0;
+    char *canon = am2z_json_write(state, AM2Z_JSON_SORTED, &cn);
+    char hex[2 * AM2Z_SHA256_SIZE + 1], ttl[24], now_s[24], exp_s[24];
+    char *key = am2z__qcat(q->C, "state:", sid, NULL);
+    const char *argv[6];
+    size_t lens[6], i;
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st;
+    if (!canon || !key) { am2z__free(canon); am2z__free(key); return AM2Z_STATUS_NO_MEMORY; }
+    am2z_sha256_hex(canon, cn, hex);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 0));
+    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
+    if (expected >= 0) snprintf(exp_s, sizeof exp_s, "%lld", (long long)expected);
+    else exp_s[0] = 0;
+    argv[0] = key; argv[1] = canon; argv[2] = hex; argv[3] = ttl; argv[4] = now_s; argv[5] = exp_s;
+    for (i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    lens[1] = cn;
+    st = am2z__qeval(r, &rep, q->s_state, 6, argv, lens);
+    if (st == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) {
+        if (rep.integer < 0) st = AM2Z_STATUS_CONFLICT;
+        else if (version) *version = rep.integer;
+    } else if (st == AM2Z_OK) {
+        st = AM2Z_STATUS_PROTOCOL;
+    }
+    am2z_reply_clear(&rep);
+    am2z__free(canon);
+    am2z__free(key);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
+                                          int64_t *version, am2z_error **error) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z_redis *r;
+    am2z_status st = AM2Z_OK;
+    if (out) *out = NULL;
+    if (error) *error = NULL;
+    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!(r = am2z__qborrow(q, &st))) return st;
+    st = am2z__qstate_read(q, r, session_id, out, version, error);
+    am2z_redis_pool_put(q->pool, r);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_id, const am2z_state *state,
+                                          int64_t ttl_ms, int64_t *version) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z_redis *r;
+    am2z_status st = AM2Z_OK;
+    if (!q || !am2z__qname_ok(session_id) || am2z_value_type(state) != AM2Z_TYPE_OBJECT)
+        return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!(r = am2z__qborrow(q, &st))) return st;
+    st = am2z__qstate_write(q, r, session_id, state, ttl_ms, -1, version);
+    am2z_redis_pool_put(q->pool, r);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id, am2z_state_update_fn fn,
+                                             void *user_data, int64_t ttl_ms, am2z_state **out, int64_t *version,
+                                             am2z_error **error) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z_redis *r;
+    am2z_status st = AM2Z_OK;
+    int round;
+    if (out) *out = NULL;
+    if (error) *error = NULL;
+    if (!q || !fn || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!(r = am2z__qborrow(q, &st))) return st;
+    for (round = 0; round < AM2Z_QUEUE_STATE_RETRIES; round++) {
+        am2z_state *cur = NULL, *next;
+        int64_t ver = 0;
+        st = am2z__qstate_read(q, r, session_id, &cur, &ver, error);
+        if (st == AM2Z_STATUS_NOT_FOUND) { st = AM2Z_OK; ver = 0; }
+        if (st != AM2Z_OK) break;
+        next = fn(cur, user_data);
+        am2z_value_release(cur);
+        if (!next) { st = AM2Z_STATUS_CANCELLED; break; }
+        st = am2z__qstate_write(q, r, session_id, next, ttl_ms, ver, version);
+        if (st == AM2Z_STATUS_CONFLICT) { am2z_value_release(next); continue; }
+        if (st == AM2Z_OK && out) *out = next;
+        else am2z_value_release(next);
+        break;
+    }
+    if (round == AM2Z_QUEUE_STATE_RETRIES) {
+        st = AM2Z_STATUS_CONFLICT;
+        if (error)
+            *error = am2z_error_business("STATE_CONFLICT", AM2Z_SEVERITY_MEDIUM,
+                                         "Failed to update state for session %s after %d retries due to concurrent modifications.",
+                                         session_id, AM2Z_QUEUE_STATE_RETRIES);
+    }
+    am2z_redis_pool_put(q->pool, r);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *session_id) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = AM2Z_OK;
+    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!(r = am2z__qborrow(q, &st))) return st;
+    st = am2z_redis_command(r, &rep, "DEL %sstate:%s", q->C, session_id);
+    am2z_reply_clear(&rep);
+    am2z_redis_pool_put(q->pool, r);
+    return st;
+}
+
+/* -- construction -- */
+
+static char *am2z__qenv(const char *given, const char *env) {
+    const char *e = given ? given : getenv(env);
+    return e && *e ? am2z__strdup(e) : NULL;
+}
+
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
+    am2z_queue_desc d;
+    am2z__qrt *q;
+    am2z_logger *lg;
+    am2z_runtime *rt;
+    am2z_redis *probe;
+    am2z_status st = AM2Z_OK;
+    char seed[128];
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    static int counter;
+    const char *e;
+    if (desc) d = *desc;
+    else memset(&d, 0, sizeof d);
+    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL);
+    if (!lg) return NULL;
+    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix))) {
+        am2z_log_error(lg, "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] (bull prefix: no spaces)",
+                       AM2Z_NAME_MAX);
+        am2z_logger_release(lg);
+        return NULL;
+    }
+    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS) {
+        am2z_log_error(lg, "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)", d.concurrency,
+                       AM2Z_QUEUE_MAX_WORKERS);
+        am2z_logger_release(lg);
+        return NULL;
+    }
+    q = (am2z__qrt *)am2z__malloc(sizeof *q);
+    if (!q) { am2z_logger_release(lg); return NULL; }
+    memset(q, 0, sizeof *q);
+    q->magic = AM2Z__QMAGIC;
+    q->logger = lg;
+    q->rdesc = d.redis;
+    q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
+    q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
+    q->r_user = am2z__qenv(d.redis.user, "AM2Z__NONE");
+    q->r_pass = am2z__qenv(d.redis.password, "REDIS_PASSWORD");
+    q->rdesc.host = q->r_host;
+    q->rdesc.unix_path = q->r_unix;
+    q->rdesc.user = q->r_user;
+    q->rdesc.password = q->r_pass;
+    q->rdesc.client_name = NULL;
+    if (!q->rdesc.port && (e = getenv("REDIS_PORT")) != NULL) q->rdesc.port = atoi(e);
+    if (!q->rdesc.db && (e = getenv("REDIS_DB")) != NULL) q->rdesc.db = atoi(e);
+    q->prefix = am2z__strdup(d.prefix ? d.prefix : "am2z");
+    q->bull = am2z__strdup(d.bull_prefix ? d.bull_prefix : "bull");
+    if (d.concurrency == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.concurrency = n > 0 ? (int)(n < 64 ? n : 64) : 1;
+    }
+    q->nworkers = d.concurrency > 0 ? d.concurrency : 0;
+    q->lock_ms = d.lock_duration_ms > 0 ? d.lock_duration_ms : 30000;
+    q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
+    q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
+    q->keep_c = d.keep_completed ? d.keep_completed : 100;
+    q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
+    q->keep_f = d.keep_failed ? d.keep_failed : 1000;
+    q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
+    q->events = d.events >= 0;
+    q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
+    q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
+    q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
+    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
+    q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
+    q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
+    snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
+    snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
+    q->started_ms = am2z_now_ms();
+    snprintf(seed, sizeof seed, "%ld:%lld:%lld:%p:%d", (long)getpid(), (long long)am2z_monotonic_ns(),
+             (long long)q->started_ms, (void *)q, am2z__atomic_inc(&counter));
+    am2z_sha256_hex(seed, strlen(seed), hex);
+    memcpy(q->instance, hex, 16);
+    q->instance[16] = 0;
+    q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
+    q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
+    q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
+    q->runs.next = q->runs.prev = &q->runs;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->wmu, NULL);
+    pthread_mutex_init(&q->runmu, NULL);
+    am2z__qnotify_init(&q->mnt);
+    q->s_add = am2z__qscript(am2z__qlua_add);
+    q->s_fetch = am2z__qscript(am2z__qlua_fetch);
+    q->s_complete = am2z__qscript(am2z__qlua_complete);
+    q->s_fail = am2z__qscript(am2z__qlua_fail);
+    q->s_retry = am2z__qscript(am2z__qlua_retry);
+    q->s_extend = am2z__qscript(am2z__qlua_extend);
+    q->s_stalled = am2z__qscript(am2z__qlua_stalled);
+    q->s_claim = am2z__qscript(am2z__qlua_claim);
+    q->s_drop = am2z__qscript(am2z__qlua_drop);
+    q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
+    q->s_state = am2z__qscript(am2z__qlua_state);
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16);
+    rt = NULL;
+    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
+        !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
+        !q->s_cancelq || !q->s_state || !q->pool) {
+        am2z_log_error(lg, "queue runtime: out of memory");
+    } else if (!(probe = am2z__qborrow(q, &st))) {
+        am2z_log_error(lg, "queue runtime: cannot connect to Redis: %s", am2z_status_string(st));
+    } else {
+        am2z_redis_pool_put(q->pool, probe);
+        rt = am2z_runtime_create(&am2z__qops, q, lg);
+        if (rt) {
+            q->rt = rt;
+            if (am2z_runtime_start(rt) != AM2Z_OK) {
+                am2z_log_error(lg, "queue runtime: cannot start its threads");
+                am2z_runtime_free(rt);
+                return NULL;
+            }
+            return rt;
+        }
+    }
+    am2z__qfree(q);
+    return NULL;
+}
+
+#undef AM2Z__QMAGIC
+#undef AM2Z__QBUCKETS
+#undef AM2Z__QADD_SHARED
+#undef AM2Z__QADD_GROUP
+#undef AM2Z__QMANY_BATCH
 
 #ifdef __cplusplus
 }

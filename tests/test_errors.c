@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "oom.h"
 #include <pthread.h>
 
 static am2z_value *J(const char *text) { return am2z_json_parse(text, 0, NULL, NULL); }
@@ -723,56 +724,7 @@ static void test_combine(void) {
     am2z_result_clear(&r);
 }
 
-/* ---- out of memory: an allocator that fails the Nth allocation ---- */
-
-static long oom_live;      /* allocations not yet freed */
-static long oom_count;     /* allocations since oom_arm */
-static long oom_fail_at;   /* 0: never fail */
-
-static void *oom_alloc(size_t n, void *ud) {
-    void *p;
-    (void)ud;
-    if (oom_fail_at && ++oom_count == oom_fail_at) return NULL;
-    p = malloc(n);
-    if (p) __atomic_add_fetch(&oom_live, 1, __ATOMIC_RELAXED);
-    return p;
-}
-static void *oom_realloc(void *ptr, size_t n, void *ud) {
-    void *p;
-    if (!ptr) return oom_alloc(n, ud);
-    if (oom_fail_at && ++oom_count == oom_fail_at) return NULL;
-    p = realloc(ptr, n);
-    return p;
-}
-static void oom_free(void *ptr, void *ud) {
-    (void)ud;
-    if (ptr) __atomic_sub_fetch(&oom_live, 1, __ATOMIC_RELAXED);
-    free(ptr);
-}
-
-/* Runs op with the 1st, 2nd, ... allocation failing until it runs without a failure;
-   each run must return cleanly and leave no allocation behind. */
-static void oom_sweep(const char *what, int (*op)(void)) {
-    long at;
-    for (at = 1; at < 10000; at++) {
-        long live = oom_live;
-        int done;
-        oom_count = 0;
-        oom_fail_at = at;
-        done = op();
-        oom_fail_at = 0;
-        if (oom_live != live) {
-            fprintf(stderr, "  %s: failing allocation %ld leaked %ld\n", what, at, oom_live - live);
-            CHECK(oom_live == live);
-            return;
-        }
-        if (oom_count < at) { /* no allocation failed: the op completed */
-            CHECK(done);
-            return;
-        }
-    }
-    CHECK(!"oom sweep did not finish");
-}
+/* ---- out of memory (tests/oom.h fails each allocation in turn) ---- */
 
 /* Each returns 1 when the whole operation succeeded. */
 static int op_execution(void) {
@@ -872,12 +824,7 @@ static void test_threads_share(void) {
 }
 
 int main(void) {
-    am2z_allocator counting;
-    counting.alloc_fn = oom_alloc;
-    counting.realloc_fn = oom_realloc;
-    counting.free_fn = oom_free;
-    counting.user_data = NULL;
-    am2z_set_allocator(&counting); /* before any other am2z call, as documented */
+    oom_install();
     T_RUN(test_names);
     T_RUN(test_validation);
     T_RUN(test_not_found);

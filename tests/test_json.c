@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "oom.h"
 #include <dirent.h>
 #include <locale.h>
 #include <math.h>
@@ -799,45 +800,93 @@ static void test_big_object(void) {
     }
 }
 
-/* Counting allocator: the cost model promised in the header. */
-static size_t n_alloc;
-static void *count_alloc(size_t n, void *ud) { (void)ud; n_alloc++; return malloc(n); }
-static void *count_realloc(void *p, size_t n, void *ud) { (void)ud; n_alloc++; return realloc(p, n); }
-static void count_free(void *p, void *ud) { (void)ud; free(p); }
-
+/* The cost model promised in the header (tests/oom.h counts the allocations). */
 static void test_allocations(void) {
-    am2z_allocator a = {count_alloc, count_realloc, count_free, NULL};
     am2z_value *v, *w;
-    size_t before;
+    long before;
     char *text;
-    am2z_set_allocator(&a);
-    n_alloc = 0;
+    oom_count = 0;
     v = am2z_value_object();
     v = am2z_value_set(v, "id", am2z_value_int(7));
     v = am2z_value_set(v, "qty", am2z_value_int(3));
     v = am2z_value_set(v, "ok", am2z_value_bool(1));
     v = am2z_value_set(v, "note", am2z_value_null());
     v = am2z_value_set(v, "items", am2z_value_array());
-    CHECK_INT(n_alloc, 1); /* one block for the object; the members cost nothing */
-    before = n_alloc;
+    CHECK_INT(oom_count, 1); /* one block for the object; the members cost nothing */
+    before = oom_count;
     v = am2z_value_set(v, "qty", am2z_value_int(4)); /* sole owner: in place */
-    CHECK_INT(n_alloc - before, 0);
+    CHECK_INT(oom_count - before, 0);
     w = am2z_value_retain(v);
-    before = n_alloc;
+    before = oom_count;
     w = am2z_value_set(w, "qty", am2z_value_int(5)); /* shared: one new block */
-    CHECK_INT(n_alloc - before, 1);
+    CHECK_INT(oom_count - before, 1);
     CHECK_INT(am2z_value_get_int(v, "qty", 0), 4);
     am2z_value_release(w);
-    before = n_alloc;
+    before = oom_count;
     w = P("{\"a\":1,\"b\":[1,2,3],\"c\":{\"d\":\"e\"},\"f\":true}");
-    CHECK_INT(n_alloc - before, 4); /* object, array, object, string */
-    before = n_alloc;
+    CHECK_INT(oom_count - before, 4); /* object, array, object, string */
+    before = oom_count;
     text = am2z_json_write(w, 0, NULL);
-    CHECK_INT(n_alloc - before, 1);
+    CHECK_INT(oom_count - before, 1);
     am2z_free(text);
     am2z_value_release(w);
     am2z_value_release(v);
-    am2z_set_allocator(NULL);
+}
+
+/* Out of memory: every allocation in turn fails (tests/oom.h). Each operation returns
+   NULL or a whole result, leaks nothing, and a failed parse says why. */
+static int op_parse(void) {
+    /* a boxed int, doubles, escaped and plain strings longer than the parser's stack
+       buffers, an object with a hash index, a repeated key, nesting */
+    static const char text[] =
+        "{\"big\":4611686018427387904,\"d\":[2.5,-0,1e300,12345678901234567890],"
+        "\"s\":\"caf\\u00e9 \\n\",\"long\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\t\","
+        "\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,"
+        "\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":{\"k\":[[[null]]]},"
+        "\"k1\":true}";
+    am2z_json_error e;
+    am2z_value *v = am2z_json_parse(text, 0, NULL, &e);
+    char *out;
+    int ok;
+    if (!v) {
+        CHECK_STR(e.message, "out of memory");
+        return 0;
+    }
+    out = am2z_json_write(v, AM2Z_JSON_PRETTY | AM2Z_JSON_SORTED, NULL);
+    ok = out && am2z_value_get_bool(v, "k1", 0) && am2z_value_len(v) == 20;
+    am2z_free(out);
+    am2z_value_release(v);
+    return ok;
+}
+static int op_edit(void) {
+    am2z_value *v = am2z_value_stringf("%0300d", 7), *w, *x;
+    char key[16];
+    int i, ok;
+    v = am2z_value_set(NULL, "long", v);
+    for (i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "key%d", i);
+        v = am2z_value_set(v, key, am2z_value_int(i));
+    }
+    v = am2z_value_set(v, "a.b[0].c", am2z_value_string("s"));
+    v = am2z_value_append(v, "/list/-", am2z_value_double(0.5));
+    w = am2z_value_retain(v); /* shared: the edits below copy */
+    w = am2z_value_set(w, "a.b[0].d", am2z_value_int(-1));
+    w = am2z_value_append(w, "a.b", am2z_value_null());
+    w = am2z_value_remove(w, "key3");
+    w = am2z_value_remove_key(w, "key4", 0);
+    x = am2z_value_merge(am2z_value_retain(v), w);
+    ok = v && w && x && am2z_value_get_int(x, "a.b[0].d", 0) == -1 && !am2z_value_find(w, "key3", 0);
+    am2z_value_release(v);
+    am2z_value_release(w);
+    am2z_value_release(x);
+    return ok;
+}
+
+static void test_out_of_memory(void) {
+    CHECK(oom_sweep("parse", op_parse) > 5);
+    CHECK(oom_sweep("edit", op_edit) > 5);
 }
 
 /* JSONTestSuite: y_ must parse, n_ must fail, i_ may do either; none may crash or
@@ -898,6 +947,7 @@ static void test_json_suite(void) {
 }
 
 int main(void) {
+    oom_install();
     T_RUN(test_constructors);
     T_RUN(test_null_safety);
     T_RUN(test_int_extremes);
@@ -914,6 +964,7 @@ int main(void) {
     T_RUN(test_limits);
     T_RUN(test_big_object);
     T_RUN(test_allocations);
+    T_RUN(test_out_of_memory);
     T_RUN(test_json_suite);
     return t_done();
 }

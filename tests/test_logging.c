@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "oom.h"
 #include <pthread.h>
 
 static am2z_value *J(const char *text) { return am2z_json_parse(text, 0, NULL, NULL); }
@@ -401,28 +402,7 @@ static void test_long_messages(void) {
     fclose(f);
 }
 
-/* ---- out of memory: an allocator that fails the Nth allocation ---- */
-
-static long oom_live, oom_count, oom_fail_at; /* oom_fail_at 0: never fail */
-
-static void *oom_alloc(size_t n, void *ud) {
-    void *p;
-    (void)ud;
-    if (oom_fail_at && ++oom_count == oom_fail_at) return NULL;
-    p = malloc(n);
-    if (p) __atomic_add_fetch(&oom_live, 1, __ATOMIC_RELAXED);
-    return p;
-}
-static void *oom_realloc(void *ptr, size_t n, void *ud) {
-    if (!ptr) return oom_alloc(n, ud);
-    if (oom_fail_at && ++oom_count == oom_fail_at) return NULL;
-    return realloc(ptr, n);
-}
-static void oom_free(void *ptr, void *ud) {
-    (void)ud;
-    if (ptr) __atomic_sub_fetch(&oom_live, 1, __ATOMIC_RELAXED);
-    free(ptr);
-}
+/* ---- out of memory (tests/oom.h fails each allocation in turn) ---- */
 
 static FILE *oom_stream;
 static seen oom_seen;
@@ -463,24 +443,37 @@ static int op_log(void) {
 
 /* Every allocation in turn fails: no crash, no leak, and once none fails all works. */
 static void test_out_of_memory(void) {
-    long at;
     oom_stream = tmpfile();
-    for (at = 1; at < 10000; at++) {
-        long live = oom_live;
-        int done;
-        oom_count = 0;
-        oom_fail_at = at;
-        done = op_log();
-        oom_fail_at = 0;
-        CHECK_INT(oom_live, live);
-        if (oom_live != live) break;
-        if (oom_count < at) {
-            CHECK(done);
-            break;
-        }
-    }
-    CHECK(at > 5 && at < 10000);
+    CHECK(oom_sweep("log", op_log) > 5);
     fclose(oom_stream);
+}
+
+/* A message that cannot grow past the stack buffer keeps what fitted, marked as cut. */
+static void keep_message(const am2z_log_entry *en, void *ud) {
+    snprintf((char *)ud, 600, "%s", en->message);
+}
+static void test_out_of_memory_message(void) {
+    static const char mark[] = "... [truncated]";
+    char big[2000], got[600] = "";
+    am2z_logger_desc d;
+    am2z_logger *lg;
+    size_t n;
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memset(&d, 0, sizeof d);
+    d.sink = AM2Z_SINK_CALLBACK;
+    d.callback = keep_message;
+    d.user_data = got;
+    lg = am2z_logger_new(&d);
+    oom_count = 0;
+    oom_fail_at = 1; /* the message's first heap block */
+    am2z_log_info(lg, "%s", big);
+    oom_fail_at = 0;
+    n = strlen(got);
+    CHECK(n > sizeof mark && n < sizeof big - 1);
+    CHECK(n > sizeof mark && strcmp(got + n - (sizeof mark - 1), mark) == 0);
+    CHECK(n > sizeof mark && got[0] == 'b' && got[n - sizeof mark] == 'b');
+    am2z_logger_release(lg);
 }
 
 /* 8 threads x 1000 entries through per-thread child loggers onto one stream: exactly
@@ -574,12 +567,7 @@ static void test_concurrent_human(void) {
 }
 
 int main(void) {
-    am2z_allocator counting;
-    counting.alloc_fn = oom_alloc;
-    counting.realloc_fn = oom_realloc;
-    counting.free_fn = oom_free;
-    counting.user_data = NULL;
-    am2z_set_allocator(&counting); /* before any other am2z call, as documented */
+    oom_install();
     T_RUN(test_levels);
     T_RUN(test_invalid_desc_and_silent);
     T_RUN(test_callback_entry);
@@ -590,6 +578,7 @@ int main(void) {
     T_RUN(test_color);
     T_RUN(test_long_messages);
     T_RUN(test_out_of_memory);
+    T_RUN(test_out_of_memory_message);
     T_RUN(test_concurrent_json);
     T_RUN(test_concurrent_human);
     return t_done();

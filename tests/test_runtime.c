@@ -458,7 +458,7 @@ static int wait_flag(int *flag) {
 
 static am2z_result p_sleep_watch(am2z_ctx *ctx, const am2z_state *in) {
     __atomic_store_n(&watch_started, 1, __ATOMIC_SEQ_CST);
-    if (poll_sleep(ctx, 2000)) __atomic_store_n(&saw_cancel, 1, __ATOMIC_SEQ_CST);
+    if (poll_sleep(ctx, 10000)) __atomic_store_n(&saw_cancel, 1, __ATOMIC_SEQ_CST); /* long: only a cancel ends it early */
     return am2z_ok(am2z_value_retain(in));
 }
 

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "oom.h"
 #include <pthread.h>
 
 static const char *J(const am2z_value *v, int flags) {
@@ -194,17 +195,10 @@ static void test_share_20(void) {
     am2z_value_release(s);
 }
 
-static size_t n_alloc;
-static void *count_alloc(size_t n, void *ud) { (void)ud; n_alloc++; return malloc(n); }
-static void *count_realloc(void *p, size_t n, void *ud) { (void)ud; n_alloc++; return realloc(p, n); }
-static void count_free(void *p, void *ud) { (void)ud; free(p); }
-
 static void test_allocations(void) {
-    am2z_allocator a = {count_alloc, count_realloc, count_free, NULL};
     am2z_state *s;
-    size_t before;
-    am2z_set_allocator(&a);
-    n_alloc = 0;
+    long before;
+    oom_count = 0;
     s = am2z_value_set(NULL, "orderId", am2z_value_int(1001));
     s = am2z_value_set(s, "qty", am2z_value_int(2));
     s = am2z_value_set(s, "paid", am2z_value_bool(0));
@@ -212,14 +206,35 @@ static void test_allocations(void) {
     s = am2z_value_set(s, "notes", am2z_value_null());
     s = am2z_state_new("session-42", s);
     /* the object, the metadata object, the session id string */
-    CHECK_INT(n_alloc, 3);
-    before = n_alloc;
+    CHECK_INT(oom_count, 3);
+    before = oom_count;
     s = am2z_state_bump(s);
     s = am2z_value_set(s, "qty", am2z_value_int(3));
-    CHECK_INT(n_alloc - before, 0); /* sole owner: bump and edit in place */
+    CHECK_INT(oom_count - before, 0); /* sole owner: bump and edit in place */
     am2z_value_release(s);
-    am2z_set_allocator(NULL);
 }
+
+/* Out of memory: every allocation in turn fails (tests/oom.h); each call returns NULL or
+   a whole state, and nothing leaks. */
+static int op_state(void) {
+    am2z_json_error e;
+    am2z_state *s = am2z_state_parse("sid", "{\"x\":1,\"y\":[1,2.5]}", 0, &e), *t, *u;
+    int ok;
+    if (!s) CHECK_STR(e.message, "out of memory");
+    t = am2z_state_bump(am2z_value_retain(s)); /* shared: copies the spine */
+    s = am2z_state_bump(s);
+    u = am2z_state_new(NULL, am2z_value_set(NULL, "metadata", am2z_value_int(1))); /* repaired */
+    u = am2z_value_remove(u, "metadata");
+    u = am2z_state_bump(u); /* fresh metadata, version 0 + 1 */
+    ok = s && t && u && am2z_state_version(s) == 2 && am2z_state_version(t) == 2 &&
+         am2z_state_version(u) == 1;
+    am2z_value_release(s);
+    am2z_value_release(t);
+    am2z_value_release(u);
+    return ok;
+}
+
+static void test_out_of_memory(void) { CHECK(oom_sweep("state", op_state) > 5); }
 
 /* Threads share one state: they retain, read, serialise, hash, compare, edit their own
    copies (copy-on-write) and release, all at once. */
@@ -275,12 +290,14 @@ static void test_threads(void) {
 }
 
 int main(void) {
+    oom_install();
     T_RUN(test_new);
     T_RUN(test_parse);
     T_RUN(test_bump);
     T_RUN(test_roundtrip);
     T_RUN(test_share_20);
     T_RUN(test_allocations);
+    T_RUN(test_out_of_memory);
     T_RUN(test_threads);
     return t_done();
 }

@@ -1,0 +1,389 @@
+/* bench/queue.c - the queue runtime against BullMQ 6.7.0, both measured in this run on
+   one private redis-server (`make bench-vs-bullmq`, or `make bench`):
+
+       round trip      one caller executes a no-op and waits for it, sequentially; p50 and
+                       p99. "in-process": the worker (1 thread) lives in the caller's
+                       process; "2 processes": the worker is another process.
+       throughput      two worker processes with concurrency 1, then 64; one caller process
+                       executes N no-op jobs at once and receives every result; jobs/s from
+                       the first submit to the last result.
+       worker RSS      peak RSS (VmHWM) of the larger of the two concurrency-64 workers.
+       session         a session created, used for one no-op job, and stopped (its keys
+                       deleted): am2z execute_in_session + stop_session; BullMQ a Queue,
+                       Worker and QueueEvents on a fresh queue, one job, close + obliterate.
+
+   The BullMQ side is bench/bullmq/bench.js (same measurements with Queue / Worker /
+   QueueEvents), installed by tests/interop/setup.sh. Without node the am2z numbers are
+   printed alone. Sizes: AM2Z_BENCH_RT (round trips, 2000), AM2Z_BENCH_N (jobs per
+   throughput run, 20000), AM2Z_BENCH_SESSIONS (200).
+   Internal mode: `queue worker PORT CONCURRENCY` is one worker process. */
+#include "../tests/proc.h"
+#define AM2Z_RESP_IMPLEMENTATION
+#include "../am2z_resp.h"
+
+#include <math.h>
+#include <pthread.h>
+
+static int g_port;
+static am2z_logger *g_quiet;
+
+static am2z_result noop(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static am2z_runtime *runtime(int concurrency) {
+    am2z_queue_desc d;
+    am2z_processor_desc pd;
+    am2z_processor *p;
+    am2z_runtime *rt;
+    memset(&d, 0, sizeof d);
+    d.redis.host = "127.0.0.1";
+    d.redis.port = g_port;
+    d.concurrency = concurrency;
+    d.logger = g_quiet;
+    rt = am2z_queue_runtime_new(&d);
+    if (!rt) return NULL;
+    memset(&pd, 0, sizeof pd);
+    pd.name = "noop";
+    pd.fn = noop;
+    p = am2z_processor_new(&pd);
+    if (!p || am2z_runtime_register(rt, p) != AM2Z_OK) {
+        am2z_processor_release(p);
+        am2z_runtime_free(rt);
+        return NULL;
+    }
+    am2z_processor_release(p);
+    return rt;
+}
+
+/* ---- worker process ------------------------------------------------------------------- */
+
+static int worker_main(int concurrency) {
+    sigset_t stop;
+    int sig;
+    am2z_runtime *rt;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* before the runtime's threads exist */
+    rt = runtime(concurrency);
+    if (!rt) return 1;
+    printf("ready\n");
+    fflush(stdout);
+    sigwait(&stop, &sig);
+    am2z_runtime_free(rt);
+    return 0;
+}
+
+static int start_worker(tp_proc *p, int concurrency) {
+    char port_s[16], conc_s[16], line[64];
+    char *argv[6];
+    snprintf(port_s, sizeof port_s, "%d", g_port);
+    snprintf(conc_s, sizeof conc_s, "%d", concurrency);
+    argv[0] = (char *)"/proc/self/exe";
+    argv[1] = (char *)"worker";
+    argv[2] = port_s;
+    argv[3] = conc_s;
+    argv[4] = NULL;
+    if (tp_spawn(p, argv, NULL, 1) != 0) return 0;
+    return tp_readline(p, line, sizeof line, 10000) == 1 && strcmp(line, "ready") == 0;
+}
+
+static double peak_rss_mb(pid_t pid) {
+    char path[64], line[256];
+    FILE *f;
+    double mb = -1;
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    if (!(f = fopen(path, "r"))) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) mb = atof(line + 6) / 1024.0;
+    fclose(f);
+    return mb;
+}
+
+/* ---- measurements ------------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void flushall(void) {
+    am2z_redis_desc d;
+    am2z_redis *r;
+    am2z_reply rep;
+    memset(&d, 0, sizeof d);
+    d.host = "127.0.0.1";
+    d.port = g_port;
+    r = am2z_redis_new(&d);
+    memset(&rep, 0, sizeof rep);
+    if (r && am2z_redis_connect(r) == AM2Z_OK) am2z_redis_command(r, &rep, "FLUSHALL");
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+}
+
+/* Sequential executions of noop through rt; p50/p99 in ms. */
+static int round_trip(am2z_runtime *rt, int n, double *p50, double *p99) {
+    double *t = (double *)calloc((size_t)n, sizeof *t);
+    am2z_state *in = am2z_state_new("default", am2z_value_object());
+    int i, warm = n < 200 ? n : 200, ok = 1;
+    if (!t || !in) { free(t); am2z_value_release(in); return 0; }
+    for (i = 0; i < n + warm && ok; i++) {
+        int64_t t0 = am2z_monotonic_ns();
+        am2z_outcome out = am2z_runtime_execute(rt, "noop", in);
+        if (out.error) {
+            fprintf(stderr, "bench: round trip failed: %s\n", out.error->message);
+            ok = 0;
+        }
+        am2z_outcome_clear(&out);
+        if (i >= warm) t[i - warm] = (double)(am2z_monotonic_ns() - t0) / 1e6;
+    }
+    if (ok) {
+        qsort(t, (size_t)n, sizeof *t, cmp_double);
+        *p50 = t[n / 2];
+        *p99 = t[(size_t)(0.99 * n) < (size_t)n ? (size_t)(0.99 * n) : (size_t)n - 1];
+    }
+    free(t);
+    am2z_value_release(in);
+    return ok;
+}
+
+/* Two worker processes with `concurrency` each; n executions from this process. */
+static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb) {
+    tp_proc w[2];
+    am2z_runtime *caller = NULL;
+    am2z_state *in = NULL;
+    const am2z_state **inputs = NULL;
+    am2z_outcome *outs = NULL;
+    int i, ok = 0, failed = 0;
+    int64_t t0;
+    memset(w, 0, sizeof w);
+    if (!start_worker(&w[0], concurrency) || !start_worker(&w[1], concurrency)) {
+        fprintf(stderr, "bench: worker processes did not start\n");
+        goto done;
+    }
+    caller = runtime(AM2Z_QUEUE_NO_WORKERS);
+    in = am2z_state_new("default", am2z_value_object());
+    inputs = (const am2z_state **)calloc((size_t)n, sizeof *inputs);
+    outs = (am2z_outcome *)calloc((size_t)n, sizeof *outs);
+    if (!caller || !in || !inputs || !outs) goto done;
+    for (i = 0; i < n; i++) inputs[i] = in;
+    t0 = am2z_monotonic_ns();
+    if (am2z_runtime_execute_many(caller, "noop", inputs, (size_t)n, NULL, outs) != AM2Z_OK) {
+        fprintf(stderr, "bench: execute_many failed\n");
+        goto done;
+    }
+    *jobs_per_s = n / ((double)(am2z_monotonic_ns() - t0) / 1e9);
+    for (i = 0; i < n; i++) {
+        if (outs[i].error) failed++;
+        am2z_outcome_clear(&outs[i]);
+    }
+    if (failed) fprintf(stderr, "bench: %d of %d executions failed\n", failed, n);
+    *rss_mb = peak_rss_mb(w[0].pid);
+    if (peak_rss_mb(w[1].pid) > *rss_mb) *rss_mb = peak_rss_mb(w[1].pid);
+    ok = failed == 0;
+done:
+    am2z_runtime_free(caller);
+    am2z_value_release(in);
+    free(inputs);
+    free(outs);
+    for (i = 0; i < 2; i++) tp_stop(&w[i], SIGTERM, 10000);
+    return ok;
+}
+
+/* One session: a job in it, then stop_session (deletes its keys). Mean ms. */
+static int sessions(am2z_runtime *rt, int n, double *ms) {
+    am2z_state *in = am2z_state_new("default", am2z_value_object());
+    int i, ok = 1;
+    int64_t t0;
+    char sid[64];
+    if (!in) return 0;
+    t0 = am2z_monotonic_ns();
+    for (i = 0; i < n && ok; i++) {
+        am2z_outcome out;
+        snprintf(sid, sizeof sid, "bench-session-%d", i);
+        out = am2z_runtime_execute_in_session(rt, "noop", in, sid);
+        if (out.error) {
+            fprintf(stderr, "bench: session job failed: %s\n", out.error->message);
+            ok = 0;
+        }
+        am2z_outcome_clear(&out);
+        if (am2z_runtime_stop_session(rt, sid, 1000) != AM2Z_OK) {
+            fprintf(stderr, "bench: stop_session failed\n");
+            ok = 0;
+        }
+    }
+    *ms = (double)(am2z_monotonic_ns() - t0) / 1e6 / n;
+    am2z_value_release(in);
+    return ok;
+}
+
+/* ---- BullMQ baseline ------------------------------------------------------------------ */
+
+typedef struct figures {
+    double rt_p50, rt_p99, rt2_p50, rt2_p99, tput_c1, tput_c64, rss_c64, session_ms;
+} figures;
+
+static int bullmq(int n_rt, int n, int n_sessions, figures *f, char *version, size_t vsize) {
+    char node_path[1024], env_path[1100], line[4096], a1[16], a2[16], a3[16], a4[16];
+    char *argv[8];
+    const char *env[2];
+    tp_proc p;
+    am2z_value *v = NULL;
+    int rc;
+    if ((rc = tp_capture("sh tests/interop/setup.sh", node_path, sizeof node_path)) != 0) {
+        fprintf(stderr, "bench: BullMQ peer unavailable (%s); printing am2z alone\n",
+                rc == 2 ? "node or npm missing" : "npm install failed");
+        return 0;
+    }
+    snprintf(env_path, sizeof env_path, "NODE_PATH=%s", node_path);
+    env[0] = env_path;
+    env[1] = NULL;
+    snprintf(a1, sizeof a1, "%d", g_port);
+    snprintf(a2, sizeof a2, "%d", n_rt);
+    snprintf(a3, sizeof a3, "%d", n);
+    snprintf(a4, sizeof a4, "%d", n_sessions);
+    argv[0] = (char *)"node";
+    argv[1] = (char *)"bench/bullmq/bench.js";
+    argv[2] = a1; argv[3] = a2; argv[4] = a3; argv[5] = a4; argv[6] = NULL;
+    if (tp_spawn(&p, argv, env, 1) != 0) return 0;
+    while (tp_readline(&p, line, sizeof line, 300000) == 1) {
+        am2z_value_release(v);
+        v = am2z_json_parse(line, 0, NULL, NULL);
+    }
+    if (tp_stop(&p, SIGTERM, 5000) != 0 || !v) {
+        fprintf(stderr, "bench: the BullMQ run failed; printing am2z alone\n");
+        am2z_value_release(v);
+        return 0;
+    }
+    f->rt_p50 = am2z_value_get_double(v, "rt_p50_ms", NAN);
+    f->rt_p99 = am2z_value_get_double(v, "rt_p99_ms", NAN);
+    f->rt2_p50 = am2z_value_get_double(v, "rt2_p50_ms", NAN);
+    f->rt2_p99 = am2z_value_get_double(v, "rt2_p99_ms", NAN);
+    f->tput_c1 = am2z_value_get_double(v, "tput_c1", NAN);
+    f->tput_c64 = am2z_value_get_double(v, "tput_c64", NAN);
+    f->rss_c64 = am2z_value_get_double(v, "rss_c64_mb", NAN);
+    f->session_ms = am2z_value_get_double(v, "session_ms", NAN);
+    snprintf(version, vsize, "BullMQ %s", am2z_value_get_string(v, "bullmq", "?"));
+    am2z_value_release(v);
+    return 1;
+}
+
+/* ---- report ---------------------------------------------------------------------------- */
+
+/* higher: 1 when a larger figure is better. */
+static void row(const char *name, const char *unit, double ours, double theirs, int have_theirs,
+                int higher, double target) {
+    char ratio[32] = "", tgt[32] = "";
+    const char *verdict = "";
+    if (have_theirs && ours > 0 && theirs > 0)
+        snprintf(ratio, sizeof ratio, "%.1fx %s", higher ? ours / theirs : theirs / ours,
+                 higher ? "more" : (strcmp(unit, "MB") == 0 ? "smaller" : "faster"));
+    if (target > 0) {
+        snprintf(tgt, sizeof tgt, "%s %g", higher ? ">=" : "<=", target);
+        verdict = (higher ? ours >= target : ours <= target) ? "met" : "MISSED";
+    }
+    printf("%-30s %-7s %12.3f %12.3f  %-16s %-10s %s\n", name, unit, ours,
+           have_theirs ? theirs : NAN, ratio, tgt, verdict);
+}
+
+/* The 1-minute load average: a figure measured next to a busy build is not a figure. */
+static double loadavg(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+static int env_int(const char *name, int def) {
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
+int main(int argc, char **argv) {
+    static tp_proc redis;
+    figures ours, theirs;
+    char version[64] = "BullMQ";
+    int n_rt = env_int("AM2Z_BENCH_RT", 2000), n = env_int("AM2Z_BENCH_N", 20000);
+    int n_sessions = env_int("AM2Z_BENCH_SESSIONS", 200), have_theirs, ok = 1;
+    am2z_runtime *rt;
+    am2z_logger_desc ld;
+
+    memset(&ld, 0, sizeof ld);
+    ld.min_level = AM2Z_LOG_WARN;
+    g_quiet = am2z_logger_new(&ld);
+    if (argc == 4 && strcmp(argv[1], "worker") == 0) {
+        int rc;
+        g_port = atoi(argv[2]);
+        rc = worker_main(atoi(argv[3]));
+        am2z_logger_release(g_quiet);
+        return rc;
+    }
+
+    if (!(g_port = tp_redis_start(&redis))) {
+        fprintf(stderr, "bench: redis-server is needed\n");
+        return 1;
+    }
+    memset(&ours, 0, sizeof ours);
+    memset(&theirs, 0, sizeof theirs);
+    printf("queue bench: redis-server 127.0.0.1:%d, %d round trips, %d jobs per throughput run, "
+           "%d sessions; load average %.2f\n", g_port, n_rt, n, n_sessions, loadavg());
+    fflush(stdout);
+    have_theirs = bullmq(n_rt, n, n_sessions, &theirs, version, sizeof version);
+
+    flushall();
+    if ((rt = runtime(1)) != NULL) {
+        ok &= round_trip(rt, n_rt, &ours.rt_p50, &ours.rt_p99);
+        am2z_runtime_free(rt);
+    } else {
+        ok = 0;
+    }
+    flushall();
+    {
+        tp_proc w;
+        am2z_runtime *caller;
+        if (start_worker(&w, 1) && (caller = runtime(AM2Z_QUEUE_NO_WORKERS)) != NULL) {
+            ok &= round_trip(caller, n_rt, &ours.rt2_p50, &ours.rt2_p99);
+            am2z_runtime_free(caller);
+        } else {
+            ok = 0;
+        }
+        tp_stop(&w, SIGTERM, 10000);
+    }
+    flushall();
+    {
+        double rss_c1;
+        ok &= throughput(1, n, &ours.tput_c1, &rss_c1);
+    }
+    flushall();
+    ok &= throughput(64, n, &ours.tput_c64, &ours.rss_c64);
+    flushall();
+    if ((rt = runtime(1)) != NULL) {
+        ok &= sessions(rt, n_sessions, &ours.session_ms);
+        am2z_runtime_free(rt);
+    } else {
+        ok = 0;
+    }
+    flushall();
+
+    printf("\n%-30s %-7s %12s %12s  %-16s %-10s %s\n", "", "unit", "am2z", version, "am2z is",
+           "target", "");
+    row("round trip p50, in-process", "ms", ours.rt_p50, theirs.rt_p50, have_theirs, 0, 0.15);
+    row("round trip p99, in-process", "ms", ours.rt_p99, theirs.rt_p99, have_theirs, 0, 0);
+    row("round trip p50, 2 processes", "ms", ours.rt2_p50, theirs.rt2_p50, have_theirs, 0, 0);
+    row("round trip p99, 2 processes", "ms", ours.rt2_p99, theirs.rt2_p99, have_theirs, 0, 0);
+    row("throughput, 2 workers x 1", "jobs/s", ours.tput_c1, theirs.tput_c1, have_theirs, 1, 0);
+    row("throughput, 2 workers x 64", "jobs/s", ours.tput_c64, theirs.tput_c64, have_theirs, 1, 40000);
+    row("worker peak RSS, concurrency 64", "MB", ours.rss_c64, theirs.rss_c64, have_theirs, 0, 16);
+    row("session create + job + stop", "ms", ours.session_ms, theirs.session_ms, have_theirs, 0, 0.5);
+    printf("load average at the end: %.2f (2 cores; above ~0.5 the figures are disturbed)\n", loadavg());
+    if (!ok) fprintf(stderr, "bench: some am2z measurements failed (see above)\n");
+
+    tp_stop(&redis, SIGKILL, 2000);
+    am2z_logger_release(g_quiet);
+    return ok ? 0 : 1;
+}
