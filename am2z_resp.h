@@ -450,7 +450,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        am2z's own, run by EVALSHA. A producer adds up to 128 jobs per call; a worker
        completes its finished jobs and takes the next ones of the queue in one call, up to
        AM2Z_QUEUE_BATCH jobs at a time while the queue is deep and the jobs are quick
-       (< 0.2 ms each; one at a time again as soon as they are not).
+       (under 1 ms each; one at a time again once they take over 5 ms).
 
    EXECUTION ACROSS PROCESSES
        Any process can execute; a process with workers (desc.concurrency >= 0) processes
@@ -2994,9 +2994,11 @@ static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
    literals). Each script is lib + its body; the C side passes ARGV in the documented order. */
 static const char *const am2z__qlua_lib[] = {
     "local function num(x) return string.format('%.0f', x) end",
-    "local function delmany(keys)",
-    "  for i = 1, #keys, 500 do",
-    "    redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))",
+    "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
+    "local function bulk(cmd, key, list)",
+    "  for i = 1, #list, 500 do",
+    "    local j = math.min(i + 499, #list)",
+    "    if key then redis.call(cmd, key, unpack(list, i, j)) else redis.call(cmd, unpack(list, i, j)) end",
     "  end",
     "end",
     "local function jobkeys(P, C, ids, out)",
@@ -3092,6 +3094,12 @@ static const char *const am2z__qlua_lib[] = {
     "  if m[3] and redis.call('INCRBY', lk, #order) == #order then redis.call('PEXPIRE', lk, m[4] or 60000) end",
     "  -- more waiting: wake the next worker",
     "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
+    "  -- one EXISTS for the batch's cancel keys; each job's own only when one is set",
+    "  if C ~= '' then",
+    "    local ck = {}",
+    "    for i = 1, #order do ck[i] = C .. 'cancel:' .. order[i] end",
+    "    if redis.call('EXISTS', unpack(ck)) == 0 then C = '' end",
+    "  end",
     "  local out = {3}",
     "  for i = 1, #order do out[#out + 1] = take(P, C, order[i], tok .. '.' .. i, lockms, now) end",
     "  return out",
@@ -3105,26 +3113,29 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('SREM', P .. 'stalled', id)",
     "  return redis.call('LREM', P .. 'active', -1, id) == 1",
     "end",
-    "-- Retention: count 0 deletes the job, count < 0 keeps all, age in seconds. Both trims",
-    "-- run in batches (count: when count/16 extra jobs gathered; age: every 16th job), so one",
-    "-- DEL serves many jobs.",
-    "local function keep(P, C, set, id, now, count, age, fields)",
-    "  local jk = P .. id",
+    "-- Retention of jobs just finished into set (their fields written by the caller): count 0",
+    "-- deletes them, count < 0 keeps all, age in seconds. One ZADD and ZCARD per batch of",
+    "-- jobs; both trims run in batches too (count: when count/16 extra jobs gathered; age:",
+    "-- every 16 jobs), so one DEL serves many jobs.",
+    "local function keep(P, C, set, ids, now, count, age)",
     "  if count == 0 then",
-    "    redis.call('DEL', jk, jk .. ':logs')",
+    "    local keys = {}",
+    "    for i = 1, #ids do keys[#keys + 1] = P .. ids[i]; keys[#keys + 1] = P .. ids[i] .. ':logs' end",
+    "    bulk('DEL', nil, keys)",
     "    return",
     "  end",
-    "  redis.call('ZADD', P .. set, now, id)",
-    "  redis.call('HSET', jk, unpack(fields))",
+    "  local sc = {}",
+    "  for i = 1, #ids do sc[#sc + 1] = now; sc[#sc + 1] = ids[i] end",
+    "  bulk('ZADD', P .. set, sc)",
     "  if count < 0 and age <= 0 then return end",
     "  local n = redis.call('ZCARD', P .. set)",
-    "  if age > 0 and n % 16 == 0 then",
+    "  if age > 0 and math.floor(n / 16) ~= math.floor((n - #ids) / 16) then",
     "    local old = redis.call('ZRANGEBYSCORE', P .. set, '-inf', num(tonumber(now) - age * 1000), 'LIMIT', 0, 1000)",
     "    if #old > 0 then",
     "      local keys = {}",
     "      jobkeys(P, C, old, keys)",
-    "      delmany(keys)",
-    "      redis.call('ZREM', P .. set, unpack(old))",
+    "      bulk('DEL', nil, keys)",
+    "      bulk('ZREM', P .. set, old)",
     "      n = n - #old",
     "    end",
     "  end",
@@ -3132,17 +3143,51 @@ static const char *const am2z__qlua_lib[] = {
     "    local old = redis.call('ZRANGE', P .. set, 0, n - count - 1)",
     "    local keys = {}",
     "    jobkeys(P, C, old, keys)",
-    "    delmany(keys)",
+    "    bulk('DEL', nil, keys)",
     "    redis.call('ZREMRANGEBYRANK', P .. set, 0, n - count - 1)",
     "  end",
     "end",
-    "-- Pushes a result to a caller's reply list; the TTL is set when the list is created",
-    "-- (its owner empties it, so it is recreated, with a TTL, all the time).",
-    "local function reply(key, msg, ttl)",
-    "  if redis.call('LPUSH', key, msg) == 1 then redis.call('PEXPIRE', key, ttl) end",
+    "-- Pushes results (a list) to a caller's reply list; the TTL is set when the list is",
+    "-- created (its owner empties it, so it is recreated, with a TTL, all the time).",
+    "local function reply(key, msgs, ttl)",
+    "  for i = 1, #msgs, 500 do",
+    "    local j = math.min(i + 499, #msgs)",
+    "    if redis.call('LPUSH', key, unpack(msgs, i, j)) == j then redis.call('PEXPIRE', key, ttl) end",
+    "  end",
     "end",
     "local function event(P, on, ...)",
     "  if on == '1' then redis.call('XADD', P .. 'events', 'MAXLEN', '~', 10000, '*', 'event', ...) end",
+    "end",
+    "-- Deletes every key of a session: its queues (names) with every job in them, its state,",
+    "-- its registrations. Returns the number of keys deleted (at least 2).",
+    "local function dropsession(C, B, sid, sessions, state, sset, names)",
+    "  local keys = {}",
+    "  for n = 1, #names do",
+    "    local P = B .. ':' .. names[n] .. ':'",
+    "    local proc = string.match(names[n], '^[^~]*~(.*)~[^~]*$')",
+    "    if proc then redis.call('ZREM', C .. 'wake:' .. proc, sid) end",
+    "    local ids = {}",
+    "    for _, l in ipairs({'wait', 'active', 'paused'}) do",
+    "      local x = redis.call('LRANGE', P .. l, 0, -1)",
+    "      for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "    end",
+    "    for _, z in ipairs({'prioritized', 'delayed', 'completed', 'failed'}) do",
+    "      local x = redis.call('ZRANGE', P .. z, 0, -1)",
+    "      for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "    end",
+    "    local x = redis.call('SMEMBERS', P .. 'stalled')",
+    "    for i = 1, #x do ids[#ids + 1] = x[i] end",
+    "    jobkeys(P, C, ids, keys)",
+    "    for _, s in ipairs({'wait', 'active', 'paused', 'prioritized', 'pc', 'delayed', 'completed', 'failed',",
+    "                        'marker', 'events', 'meta', 'stalled', 'stalled-check', 'id', 'limiter'}) do",
+    "      keys[#keys + 1] = P .. s",
+    "    end",
+    "  end",
+    "  keys[#keys + 1] = state",
+    "  keys[#keys + 1] = sset",
+    "  bulk('DEL', nil, keys)",
+    "  redis.call('SREM', sessions, sid)",
+    "  return #keys",
     "end",
     NULL
 };
@@ -3188,9 +3233,7 @@ static const char *const am2z__qlua_add[] = {
     "  if prio > 0 then",
     "    for i = first, #ids do ready(P, ids[i], prio) end",
     "  else",
-    "    for i = first, #ids, 500 do",
-    "      redis.call('LPUSH', P .. 'wait', unpack(ids, i, math.min(i + 499, #ids)))",
-    "    end",
+    "    bulk('LPUSH', P .. 'wait', {unpack(ids, first)})",
     "  end",
     "  if not m[1] then wake(P, ARGV[7], ARGV[8]) end",
     "end",
@@ -3208,18 +3251,46 @@ static const char *const am2z__qlua_complete[] = {
     "-- per completed job: id token returnvalue replykey replyhead attemptsmade keepcount keepage.",
     "-- Finishes the jobs that are still ours and fetches the next ones of the queue:",
     "-- returns {ids whose lock was lost, fetch result}.",
+    "-- release() for the whole batch: one DEL, SREM, ZADD, ZCARD and LPUSH per batch.",
     "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
-    "local lost = {}",
+    "local lost, mine, locks, ids = {}, {}, {}, {}",
     "for i = 12, #ARGV, 8 do",
-    "  local id, rv = ARGV[i], ARGV[i + 2]",
-    "  if release(P, id, ARGV[i + 1]) then",
-    "    keep(P, C, 'completed', id, now, tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]),",
-    "         {'returnvalue', rv, 'finishedOn', now, 'atm', ARGV[i + 5]})",
-    "    event(P, ARGV[4], 'completed', 'jobId', id, 'returnvalue', rv, 'prev', 'active')",
-    "    if ARGV[i + 3] ~= '' then reply(ARGV[i + 3], ARGV[i + 4] .. rv .. '}', ARGV[5]) end",
+    "  local lk = P .. ARGV[i] .. ':lock'",
+    "  if redis.call('GET', lk) == ARGV[i + 1] then",
+    "    mine[#mine + 1] = i",
+    "    locks[#locks + 1] = lk",
+    "    ids[#ids + 1] = ARGV[i]",
     "  else",
-    "    lost[#lost + 1] = id",
+    "    lost[#lost + 1] = ARGV[i]",
     "  end",
+    "end",
+    "if #mine > 0 then",
+    "  bulk('DEL', nil, locks)",
+    "  bulk('SREM', P .. 'stalled', ids)",
+    "  local groups, order, replies, rkeys = {}, {}, {}, {}",
+    "  for j = 1, #mine do",
+    "    local i = mine[j]",
+    "    local id, rv, rk = ARGV[i], ARGV[i + 2], ARGV[i + 3]",
+    "    if redis.call('LREM', P .. 'active', -1, id) == 1 then",
+    "      local g = groups[ARGV[i + 6] .. ' ' .. ARGV[i + 7]]",
+    "      if not g then",
+    "        g = {tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), {}}",
+    "        groups[ARGV[i + 6] .. ' ' .. ARGV[i + 7]] = g",
+    "        order[#order + 1] = g",
+    "      end",
+    "      g[3][#g[3] + 1] = id",
+    "      if g[1] ~= 0 then redis.call('HSET', P .. id, 'returnvalue', rv, 'finishedOn', now, 'atm', ARGV[i + 5]) end",
+    "      event(P, ARGV[4], 'completed', 'jobId', id, 'returnvalue', rv, 'prev', 'active')",
+    "      if rk ~= '' then",
+    "        if not replies[rk] then replies[rk] = {}; rkeys[#rkeys + 1] = rk end",
+    "        replies[rk][#replies[rk] + 1] = ARGV[i + 4] .. rv .. '}'",
+    "      end",
+    "    else",
+    "      lost[#lost + 1] = id",
+    "    end",
+    "  end",
+    "  for j = 1, #order do keep(P, C, 'completed', order[j][3], now, order[j][1], order[j][2]) end",
+    "  for j = 1, #rkeys do reply(rkeys[j], replies[rkeys[j]], ARGV[5]) end",
     "end",
     "local k = tonumber(ARGV[6])",
     "if k > 0 then return {lost, fetch(P, C, ARGV[7], ARGV[8], now, ARGV[9], ARGV[10], ARGV[11], k)} end",
@@ -3232,11 +3303,13 @@ static const char *const am2z__qlua_fail[] = {
     "local P, C, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]",
     "if not release(P, id, ARGV[4]) then return -1 end",
     "local count = tonumber(ARGV[10])",
-    "if count ~= 0 then redis.call('HDEL', P .. id, 'defa') end",
-    "keep(P, C, 'failed', id, now, count, tonumber(ARGV[11]),",
-    "     {'failedReason', ARGV[6], 'stacktrace', ARGV[7], 'finishedOn', now, 'atm', ARGV[14]})",
+    "if count ~= 0 then",
+    "  redis.call('HDEL', P .. id, 'defa')",
+    "  redis.call('HSET', P .. id, 'failedReason', ARGV[6], 'stacktrace', ARGV[7], 'finishedOn', now, 'atm', ARGV[14])",
+    "end",
+    "keep(P, C, 'failed', {id}, now, count, tonumber(ARGV[11]))",
     "event(P, ARGV[12], 'failed', 'jobId', id, 'failedReason', ARGV[6], 'prev', 'active')",
-    "if ARGV[8] ~= '' then reply(ARGV[8], ARGV[9], ARGV[13]) end",
+    "if ARGV[8] ~= '' then reply(ARGV[8], {ARGV[9]}, ARGV[13]) end",
     "return 1",
     NULL
 };
@@ -3302,9 +3375,7 @@ static const char *const am2z__qlua_stalled[] = {
     "if #out > 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then wake(P, ARGV[7], ARGV[8]) end",
     "redis.call('DEL', P .. 'stalled')",
     "local act = redis.call('LRANGE', P .. 'active', 0, -1)",
-    "for i = 1, #act, 500 do",
-    "  redis.call('SADD', P .. 'stalled', unpack(act, i, math.min(i + 499, #act)))",
-    "end",
+    "bulk('SADD', P .. 'stalled', act)",
     "return out",
     NULL
 };
@@ -3342,54 +3413,54 @@ static const char *const am2z__qlua_claim[] = {
     NULL
 };
 static const char *const am2z__qlua_drop[] = {
-    "-- ARGV: P C wakekey sid: deletes a session queue with every job in it (stop_session)",
-    "local P, C = ARGV[1], ARGV[2]",
-    "redis.call('ZREM', ARGV[3], ARGV[4])",
-    "local ids = {}",
-    "for _, l in ipairs({'wait', 'active', 'paused'}) do",
-    "  local x = redis.call('LRANGE', P .. l, 0, -1)",
-    "  for i = 1, #x do ids[#ids + 1] = x[i] end",
-    "end",
-    "for _, z in ipairs({'prioritized', 'delayed', 'completed', 'failed'}) do",
-    "  local x = redis.call('ZRANGE', P .. z, 0, -1)",
-    "  for i = 1, #x do ids[#ids + 1] = x[i] end",
-    "end",
-    "local x = redis.call('SMEMBERS', P .. 'stalled')",
-    "for i = 1, #x do ids[#ids + 1] = x[i] end",
-    "local keys = {}",
-    "jobkeys(P, C, ids, keys)",
-    "for _, s in ipairs({'wait', 'active', 'paused', 'prioritized', 'pc', 'delayed', 'completed', 'failed',",
-    "                    'marker', 'events', 'meta', 'stalled', 'stalled-check', 'id', 'limiter'}) do",
-    "  keys[#keys + 1] = P .. s",
-    "end",
-    "delmany(keys)",
-    "return #ids",
+    "-- ARGV: C bull sid sessions state sessionqueues, then queue names",
+    "local names = {}",
+    "for n = 7, #ARGV do names[#names + 1] = ARGV[n] end",
+    "return dropsession(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], names)",
     NULL
 };
 static const char *const am2z__qlua_cancelq[] = {
-    "-- ARGV: P C ttl errorjson replyttl: pauses a queue, sets the cancel key of its running",
-    "-- jobs and tells the caller of every job that it was cancelled; returns LLEN active",
-    "local P, C = ARGV[1], ARGV[2]",
-    "if redis.call('EXISTS', P .. 'meta') == 0 then return 0 end",
-    "redis.call('HSET', P .. 'meta', 'paused', 1)",
-    "redis.call('DEL', P .. 'marker')",
-    "local w = redis.call('LRANGE', P .. 'active', 0, -1)",
-    "for i = 1, #w do redis.call('SET', C .. 'cancel:' .. w[i], '1', 'PX', ARGV[3]) end",
-    "local x = redis.call('LRANGE', P .. 'wait', 0, -1)",
-    "for i = 1, #x do w[#w + 1] = x[i] end",
-    "for _, z in ipairs({'prioritized', 'delayed'}) do",
-    "  x = redis.call('ZRANGE', P .. z, 0, -1)",
-    "  for i = 1, #x do w[#w + 1] = x[i] end",
-    "end",
-    "for i = 1, #w do",
-    "  local d = redis.call('HGET', P .. w[i], 'data')",
-    "  local ok, o = pcall(cjson.decode, d or '')",
-    "  if ok and type(o) == 'table' and type(o.replyTo) == 'string' and type(o.executionId) == 'string' then",
-    "    redis.call('LPUSH', o.replyTo, o.executionId .. ' {\"ok\":false,\"attempts\":0,\"errors\":[],\"error\":' .. ARGV[4] .. '}')",
-    "    redis.call('PEXPIRE', o.replyTo, ARGV[5])",
+    "-- ARGV: C bull sessionqueues ttl errorjson replyttl sid sessions state, then the queue",
+    "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
+    "-- running jobs and tells the caller of every job that it was cancelled; when none runs it",
+    "-- also drops the session (saves stop_session a round trip). Returns {running jobs,",
+    "-- dropped (1/0), queue names...}",
+    "local C, B, ttl, ej, rttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]",
+    "local names = redis.call('SMEMBERS', ARGV[3])",
+    "local active = 0",
+    "for n = 1, #names do",
+    "  local P = B .. ':' .. names[n] .. ':'",
+    "  if redis.call('EXISTS', P .. 'meta') == 1 then",
+    "    redis.call('HSET', P .. 'meta', 'paused', 1)",
+    "    redis.call('DEL', P .. 'marker')",
+    "    local w = redis.call('LRANGE', P .. 'active', 0, -1)",
+    "    active = active + #w",
+    "    for i = 1, #w do redis.call('SET', C .. 'cancel:' .. w[i], '1', 'PX', ttl) end",
+    "    local x = redis.call('LRANGE', P .. 'wait', 0, -1)",
+    "    for i = 1, #x do w[#w + 1] = x[i] end",
+    "    for _, z in ipairs({'prioritized', 'delayed'}) do",
+    "      x = redis.call('ZRANGE', P .. z, 0, -1)",
+    "      for i = 1, #x do w[#w + 1] = x[i] end",
+    "    end",
+    "    for i = 1, #w do",
+    "      local d = redis.call('HGET', P .. w[i], 'data')",
+    "      local ok, o = pcall(cjson.decode, d or '')",
+    "      if ok and type(o) == 'table' and type(o.replyTo) == 'string' and type(o.executionId) == 'string' then",
+    "        reply(o.replyTo, {o.executionId .. ' {\"ok\":false,\"attempts\":0,\"errors\":[],\"error\":' .. ej .. '}'}, rttl)",
+    "      end",
+    "    end",
     "  end",
     "end",
-    "return redis.call('LLEN', P .. 'active')",
+    "local out = {active, 0}",
+    "for n = 1, #names do out[#out + 1] = names[n] end",
+    "if active == 0 then",
+    "  local all, seen = {}, {}",
+    "  for n = 3, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
+    "  for n = 10, #ARGV do if not seen[ARGV[n]] then seen[ARGV[n]] = true; all[#all + 1] = ARGV[n] end end",
+    "  dropsession(C, B, ARGV[7], ARGV[8], ARGV[9], ARGV[3], all)",
+    "  out[2] = 1",
+    "end",
+    "return out",
     NULL
 };
 static const char *const am2z__qlua_state[] = {
@@ -4610,8 +4681,8 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first) {
         for (i = 0; i < n; i++) am2z__qrun_job(w, &jobs[i], NULL, b);
         per_job = (am2z_monotonic_ns() - t0) / (int64_t)n;
         if (pr && pr->limit > 0) w->k = 1;
-        else if (per_job > 1000000) w->k = 1;
-        else if (per_job < 200000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
+        else if (per_job > 5000000) w->k = 1;
+        else if (per_job < 1000000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
         if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
         k = rounds < 32 && am2z__atomic_load(&q->running) ? w->k : 0;
         if (b->n) n = am2z__qcomplete(w, qu, b, k, jobs);
@@ -5453,24 +5524,32 @@ static am2z_value *am2z__qmembers(am2z_redis *r, const char *key) {
     return a;
 }
 
+/* Adds the queues of session sid this process knows to names (consumed); returns it. */
+/* names (an array of strings, consumed) with name appended unless it is there already. */
+static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
+    size_t k;
+    for (k = 0; k < am2z_value_len(names); k++)
+        if (strcmp(am2z_value_as_string(am2z_value_at(names, k), NULL), name) == 0) return names;
+    return am2z_value_append(names, "", am2z_value_string(name));
+}
+
+static am2z_value *am2z__qlocal_queues(am2z__qrt *q, const char *sid, am2z_value *names) {
+    am2z__qqueue *u;
+    size_t i;
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < AM2Z__QBUCKETS; i++)
+        for (u = q->queues[i]; u; u = u->hnext)
+            if (u->session && strcmp(u->session, sid) == 0) names = am2z__qname_add(names, u->name);
+    pthread_mutex_unlock(&q->mu);
+    return names;
+}
+
 /* Session queue names of sid, from Redis and from this process. */
 static am2z_value *am2z__qsession_queues(am2z__qrt *q, am2z_redis *r, const char *sid) {
     char *key = am2z__qcat(q->C, "session:", sid, NULL);
     am2z_value *names = key ? am2z__qmembers(r, key) : am2z_value_array();
-    am2z__qqueue *u;
-    size_t i, k;
     am2z__free(key);
-    pthread_mutex_lock(&q->mu);
-    for (i = 0; i < AM2Z__QBUCKETS; i++)
-        for (u = q->queues[i]; u; u = u->hnext) {
-            int have = 0;
-            if (!u->session || strcmp(u->session, sid) != 0) continue;
-            for (k = 0; k < am2z_value_len(names); k++)
-                if (strcmp(am2z_value_as_string(am2z_value_at(names, k), NULL), u->name) == 0) have = 1;
-            if (!have) names = am2z_value_append(names, "", am2z_value_string(u->name));
-        }
-    pthread_mutex_unlock(&q->mu);
-    return names;
+    return am2z__qlocal_queues(q, sid, names);
 }
 
 /* The processor part of a session queue name "<prefix>~<proc>~<sid>" into buf. */
@@ -5492,56 +5571,54 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     am2z_redis *r;
     am2z_value *names, *ej, *ev;
     am2z_error *ce;
-    char *ejs = NULL;
-    size_t n, i, sent = 0;
+    char *ejs, *sset, *skey, ttl[24];
+    const char **argv;
+    size_t n, i, sent;
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_OK;
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
-    int noscript = 0;
-    char **Ps;
+    int dropped = 0;
     if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
-    names = am2z__qsession_queues(q, r, sid);
-    n = am2z_value_len(names);
-    Ps = (char **)am2z__malloc((n + 1) * sizeof *Ps);
     ce = am2z_error_cancelled("the session was stopped");
     ej = ce ? am2z_error_to_json(ce) : NULL;
     ejs = ej ? am2z_json_write(ej, AM2Z_JSON_COMPACT, NULL) : NULL;
     am2z_value_release(ej);
-    if (!Ps || !names || !ejs) {
-        am2z__free(Ps); am2z__free(ejs); am2z_value_release(names); am2z_error_release(ce);
+    sset = am2z__qcat(q->C, "session:", sid, NULL);
+    skey = am2z__qcat(q->C, "state:", sid, NULL);
+    names = am2z_value_array();
+    if (!ejs || !sset || !skey || !names) {
+        am2z__free(ejs); am2z__free(sset); am2z__free(skey); am2z_value_release(names); am2z_error_release(ce);
         am2z_redis_pool_put(q->pool, r);
         return AM2Z_STATUS_NO_MEMORY;
     }
-    for (i = 0; i < n; i++) Ps[i] = am2z__qcat(q->bull, ":", am2z_value_as_string(am2z_value_at(names, i), NULL), ":");
-    /* 1. pause the queues, cancel every job, tell their callers (one pipeline) */
-    {
-        char ttl[24];
+    /* 1. pause every queue of the session, cancel its jobs, tell their callers; drop the
+       session at once when none of its jobs runs */
+    names = am2z__qlocal_queues(q, sid, names);
+    n = am2z_value_len(names);
+    argv = (const char **)am2z__malloc((n + 9) * sizeof *argv);
+    if (argv) {
         snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
-        sent = 0;
-        for (i = 0; i < n; i++) {
-            const char *argv[5];
-            if (!Ps[i]) continue;
-            argv[0] = Ps[i]; argv[1] = q->C; argv[2] = ttl; argv[3] = ejs; argv[4] = q->reply_ttl_s;
-            if (am2z_redis_append_evalsha(r, q->s_cancelq, 0, 5, argv, NULL) == AM2Z_OK) sent++;
+        argv[0] = q->C; argv[1] = q->bull; argv[2] = sset; argv[3] = ttl; argv[4] = ejs; argv[5] = q->reply_ttl_s;
+        argv[6] = sid; argv[7] = q->sessions_key; argv[8] = skey;
+        for (i = 0; i < n; i++) argv[9 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
+        if (am2z__qeval(r, &rep, q->s_cancelq, n + 9, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY &&
+            rep.len >= 2) {
+            active = am2z__qel_int(&rep, 0);
+            dropped = am2z__qel_int(&rep, 1) == 1;
+            for (i = 2; i < rep.len; i++) {
+                const char *nm = am2z__qel(&rep, i, NULL);
+                if (nm) names = am2z__qname_add(names, nm);
+            }
+        } else {
+            st = AM2Z_STATUS_IO;
         }
-        for (i = 0; i < sent; i++) {
-            am2z_status s1 = am2z_redis_read(r, &rep);
-            if (s1 == AM2Z_STATUS_SERVER && strncmp(am2z_reply_str(&rep), "NOSCRIPT", 8) == 0) noscript = 1;
-            else if (s1 != AM2Z_OK) st = AM2Z_STATUS_IO;
-            else if (rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
-            am2z_reply_clear(&rep);
-        }
-        for (i = 0; noscript && i < n; i++) {
-            /* a fresh server: run them again with the EVAL fallback (cancelq is idempotent) */
-            const char *argv[5];
-            if (!Ps[i]) continue;
-            argv[0] = Ps[i]; argv[1] = q->C; argv[2] = ttl; argv[3] = ejs; argv[4] = q->reply_ttl_s;
-            if (am2z__qeval(r, &rep, q->s_cancelq, 5, argv, NULL) != AM2Z_OK) st = AM2Z_STATUS_IO;
-            else if (rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
-            am2z_reply_clear(&rep);
-        }
+        am2z_reply_clear(&rep);
+        am2z__free(argv);
+    } else {
+        st = AM2Z_STATUS_NO_MEMORY;
     }
+    n = am2z_value_len(names);
     /* 2. in this process: cancel its runs, end its waiters */
     {
         am2z__qrun *x;
@@ -5568,41 +5645,37 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         am2z__qwait_release(w);
     }
     /* 3. wait for running jobs to end, within the grace period */
-    while (active > 0 && am2z_monotonic_ns() < until && am2z_redis_is_connected(r)) {
+    while (!dropped && active > 0 && am2z_monotonic_ns() < until && am2z_redis_is_connected(r)) {
         am2z__qsleep_ms(5);
         active = 0;
         sent = 0;
         for (i = 0; i < n; i++)
-            if (Ps[i] && am2z_redis_append(r, "LLEN %sactive", Ps[i]) == AM2Z_OK) sent++;
+            if (am2z_redis_append(r, "LLEN %s:%s:active", q->bull, am2z_value_as_string(am2z_value_at(names, i), NULL)) ==
+                AM2Z_OK)
+                sent++;
         for (i = 0; i < sent; i++) {
             if (am2z_redis_read(r, &rep) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
             am2z_reply_clear(&rep);
         }
     }
-    /* 4. delete every key of the session (one pipeline; drop is loaded by now) */
-    sent = 0;
-    am2z_redis_script_load(r, q->s_drop);
-    for (i = 0; i < n; i++) {
-        const char *argv[4];
-        char proc[AM2Z_NAME_MAX + 1], *wk;
-        const char *name = am2z_value_as_string(am2z_value_at(names, i), NULL);
-        if (!Ps[i] || !am2z__qproc_of(q, name, proc, sizeof proc)) continue;
-        wk = am2z__qcat(q->C, "wake:", proc, NULL);
-        argv[0] = Ps[i]; argv[1] = q->C; argv[2] = wk ? wk : ""; argv[3] = sid;
-        if (am2z_redis_append_evalsha(r, q->s_drop, 0, 4, argv, NULL) == AM2Z_OK) sent++;
-        am2z__free(wk);
-        am2z__qqueue_forget(q, name);
+    /* 4. delete every key of the session (one script), unless step 1 did */
+    if (!dropped) {
+        argv = (const char **)am2z__malloc((n + 6) * sizeof *argv);
+        if (argv) {
+            argv[0] = q->C; argv[1] = q->bull; argv[2] = sid; argv[3] = q->sessions_key; argv[4] = skey; argv[5] = sset;
+            for (i = 0; i < n; i++) argv[6 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
+            if (am2z__qeval(r, &rep, q->s_drop, n + 6, argv, NULL) != AM2Z_OK) st = AM2Z_STATUS_IO;
+            am2z_reply_clear(&rep);
+            am2z__free(argv);
+        } else {
+            st = AM2Z_STATUS_NO_MEMORY;
+        }
     }
-    if (am2z_redis_append(r, "DEL %sstate:%s %ssession:%s", q->C, sid, q->C, sid) == AM2Z_OK) sent++;
-    if (am2z_redis_append(r, "SREM %s %s", q->sessions_key, sid) == AM2Z_OK) sent++;
-    for (i = 0; i < sent; i++) {
-        if (am2z_redis_read(r, &rep) != AM2Z_OK) st = AM2Z_STATUS_IO;
-        am2z_reply_clear(&rep);
-    }
+    for (i = 0; i < n; i++) am2z__qqueue_forget(q, am2z_value_as_string(am2z_value_at(names, i), NULL));
     am2z_redis_pool_put(q->pool, r);
-    for (i = 0; i < n; i++) am2z__free(Ps[i]);
-    am2z__free(Ps);
     am2z__free(ejs);
+    am2z__free(sset);
+    am2z__free(skey);
     am2z_error_release(ce);
     am2z_value_release(names);
     am2z__qsession_forget(q, sid);

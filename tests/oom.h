@@ -6,6 +6,7 @@
    cleanly and leave nothing allocated, and the last must succeed. */
 #ifndef AM2Z_OOM_H
 #define AM2Z_OOM_H
+#include "../am2z.h"
 #include "t.h"
 
 static long oom_live;    /* blocks not yet freed */

@@ -534,6 +534,15 @@ static void test_copy_on_write(void) {
     e2 = am2z_error_with_details(e2, e2->details);
     CHECK(json_is(e2->details, "{\"operation\":\"renamed\",\"timeoutMs\":1,\"attempt\":2}"));
     {
+        /* a member of the error's own details, which the merge replaces */
+        am2z_value *sub = J("{\"sub\":{\"sub\":1}}");
+        am2z_error *e3 = am2z_error_with_details(am2z_error_validation("f", NULL, "r"), sub);
+        am2z_value_release(sub);
+        e3 = am2z_error_with_details(e3, am2z_value_get(e3->details, "sub"));
+        CHECK(e3 && am2z_value_get_int(e3->details, "sub", 0) == 1);
+        am2z_error_release(e3);
+    }
+    {
         am2z_error *third = am2z_error_retain(e2);
         am2z_error *e3 = am2z_error_with_location(third, e2->execution_id, NULL); /* copy */
         CHECK(e3 != e2);

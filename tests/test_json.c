@@ -383,6 +383,15 @@ static void test_merge(void) {
     am2z_value_release(m);
     am2z_value_release(a);
     am2z_value_release(b);
+    /* from may live inside into (hoisting a member's fields), even when into is edited
+       in place and the merge replaces the very member from is */
+    m = P("{\"sub\":{\"sub\":1,\"x\":2,\"k01\":1,\"k02\":1,\"k03\":1,\"k04\":1,\"k05\":1,\"k06\":1,"
+          "\"k07\":1,\"k08\":1,\"k09\":1,\"k10\":1,\"k11\":1,\"k12\":1,\"k13\":1,\"k14\":1,\"k15\":1}}");
+    m = am2z_value_merge(m, am2z_value_get(m, "sub"));
+    CHECK_INT(am2z_value_len(m), 17);
+    CHECK_INT(am2z_value_get_int(m, "sub", 0), 1);
+    CHECK_INT(am2z_value_get_int(m, "k15", 0), 1);
+    am2z_value_release(m);
 }
 
 static void test_equal_hash(void) {

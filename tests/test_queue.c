@@ -929,6 +929,51 @@ static void test_stop_puts_jobs_back(void) {
     am2z_logger_release(lg);
 }
 
+static long long evalsha_calls(am2z_redis *r) {
+    am2z_reply rep;
+    const char *p;
+    long long n = -1;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_OK && (p = strstr(am2z_reply_str(&rep), "cmdstat_evalsha:calls=")))
+        n = atoll(p + 22);
+    am2z_reply_clear(&rep);
+    return n;
+}
+
+static void test_batching(void) {
+    /* a deep queue of quick jobs is served AM2Z_QUEUE_BATCH jobs per script call */
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(1, lg);
+    am2z_redis *r = conn();
+    am2z_state *ins[400];
+    am2z_outcome outs[400];
+    am2z_reply rep;
+    long long calls;
+    size_t i;
+    int ok = 1;
+    memset(&rep, 0, sizeof rep);
+    CHECK(rt && r);
+    if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
+    reg(rt, plain("inc", p_inc));
+    for (i = 0; i < 400; i++) ins[i] = st_count((int64_t)i);
+    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
+    am2z_reply_clear(&rep);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 400, NULL, outs), AM2Z_OK);
+    calls = evalsha_calls(r);
+    for (i = 0; i < 400; i++) {
+        if (outs[i].error || am2z_value_get_int(outs[i].state, "count", -1) != (int64_t)i + 1) ok = 0;
+        am2z_outcome_clear(&outs[i]);
+        am2z_value_release(ins[i]);
+    }
+    CHECK(ok);
+    /* one job per call would take >= 400 calls (plus 4 for the adds) */
+    CHECK(calls > 0 && calls < 400 / 4);
+    if (calls >= 400 / 4) fprintf(stderr, "evalsha calls for 400 jobs: %lld\n", calls);
+    am2z_redis_free(r);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
 static void test_restart(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(1, lg);
@@ -948,6 +993,75 @@ static void test_restart(void) {
     am2z_outcome_clear(&out);
     am2z_value_release(in);
     am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+static void test_retention(void) {
+    /* keep_completed by count, and KEEP_NONE, hold while jobs complete in batches */
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d = qdesc(2);
+    am2z_runtime *rt;
+    am2z_redis *r = conn();
+    am2z_state *ins[300];
+    am2z_outcome outs[300];
+    size_t i;
+    int pass, ok = 1;
+    CHECK(r != NULL);
+    for (i = 0; i < 300; i++) ins[i] = st_count((int64_t)i);
+    for (pass = 0; pass < 2 && r; pass++) {
+        d.logger = lg;
+        d.keep_completed = pass == 0 ? 10 : AM2Z_QUEUE_KEEP_NONE;
+        rt = am2z_queue_runtime_new(&d);
+        CHECK(rt != NULL);
+        if (!rt) break;
+        reg(rt, plain("inc", p_inc));
+        CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_OK);
+        for (i = 0; i < 300; i++) {
+            if (outs[i].error || am2z_value_get_int(outs[i].state, "count", -1) != (int64_t)i + 1) ok = 0;
+            am2z_outcome_clear(&outs[i]);
+        }
+        CHECK(ok);
+        CHECK_INT(cmd_int(r, "ZCARD %s", "bull:am2z~inc:completed"), pass == 0 ? 10 : 0);
+        CHECK_INT(scan_count(r, "bull:am2z~inc:inc-*"), pass == 0 ? 10 : 0);
+        CHECK_INT(cmd_int(r, "LLEN %s", "bull:am2z~inc:active"), 0);
+        am2z_runtime_free(rt);
+        flushall();
+    }
+    for (i = 0; i < 300; i++) am2z_value_release(ins[i]);
+    am2z_redis_free(r);
+    am2z_logger_release(lg);
+}
+
+static void test_stop_without_redis(void) {
+    /* Q2 F3: a runtime whose Redis died must still stop within its grace period (it
+       took ~8 s: the threads retried connecting with a backoff stop did not interrupt) */
+    static t_redis gone;
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d = qdesc(4);
+    am2z_runtime *rt;
+    am2z_state *in = st_count(1);
+    am2z_outcome out;
+    int64_t t0;
+    if (t_redis_start(&gone, NULL) != 0) { CHECK(!"second redis-server"); am2z_value_release(in); am2z_logger_release(lg); return; }
+    d.redis.port = gone.port;
+    d.logger = lg;
+    rt = am2z_queue_runtime_new(&d);
+    CHECK(rt != NULL);
+    if (rt) {
+        reg(rt, plain("inc", p_inc));
+        out = am2z_runtime_execute(rt, "inc", in);
+        CHECK(out.error == NULL);
+        am2z_outcome_clear(&out);
+        t_redis_kill(&gone);
+        t_redis_sleep_ms(300); /* the threads notice and start reconnecting */
+        t0 = am2z_now_ms();
+        CHECK_INT(am2z_runtime_stop(rt, 200), AM2Z_OK);
+        CHECK(am2z_now_ms() - t0 < 1500);
+        if (am2z_now_ms() - t0 >= 1500) fprintf(stderr, "stop without redis: %lld ms\n", (long long)(am2z_now_ms() - t0));
+        am2z_runtime_free(rt);
+    }
+    t_redis_stop(&gone);
+    am2z_value_release(in);
     am2z_logger_release(lg);
 }
 
@@ -978,8 +1092,11 @@ int main(void) {
     RUN(test_foreign_finish);
     RUN(test_stalled_recovery);
     RUN(test_rate_limit);
+    RUN(test_batching);
+    RUN(test_retention);
     RUN(test_stop_puts_jobs_back);
     RUN(test_restart);
+    RUN(test_stop_without_redis);
     t_redis_stop(&server);
     return t_done();
 }

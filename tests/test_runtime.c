@@ -592,6 +592,63 @@ static void test_execute_many_timeout(void) {
     am2z_runtime_free(rt); /* waits for the stuck worker */
 }
 
+static am2z_result p_two_ms(am2z_ctx *ctx, const am2z_state *in) {
+    if (poll_sleep(ctx, 2)) return am2z_fail(am2z_error_cancelled("stopped early"));
+    return am2z_ok(am2z_value_retain(in));
+}
+
+typedef struct many_arg {
+    am2z_runtime *rt;
+    const am2z_state **ins;
+    am2z_outcome *outs;
+    size_t n;
+    int started;
+} many_arg;
+
+static void *run_many(void *arg) {
+    many_arg *a = (many_arg *)arg;
+    __atomic_store_n(&a->started, 1, __ATOMIC_SEQ_CST);
+    CHECK_INT(am2z_runtime_execute_many(a->rt, "two", a->ins, a->n, "bulk", a->outs), AM2Z_OK);
+    return NULL;
+}
+
+/* stop_session while an execute_many runs in that session: every outcome is filled,
+   the ones not finished say the session stopped. */
+static void test_execute_many_stop_session(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{}");
+    enum { N = 400 };
+    const am2z_state *ins[N];
+    am2z_outcome outs[N];
+    many_arg a;
+    pthread_t th;
+    int i, ok = 0, stopped = 0, other = 0;
+    reg(rt, proc("two", p_two_ms));
+    for (i = 0; i < N; i++) ins[i] = in;
+    a.rt = rt;
+    a.ins = ins;
+    a.outs = outs;
+    a.n = N;
+    a.started = 0;
+    CHECK(pthread_create(&th, NULL, run_many, &a) == 0);
+    CHECK(wait_flag(&a.started));
+    msleep(30);
+    CHECK_INT(am2z_runtime_stop_session(rt, "bulk", 0), AM2Z_OK);
+    pthread_join(th, NULL);
+    for (i = 0; i < N; i++) {
+        if (!outs[i].error) ok++;
+        else if (outs[i].error->kind == AM2Z_ERROR_CANCELLED && strstr(outs[i].error->message, "bulk")) stopped++;
+        else other++;
+        CHECK(outs[i].state != NULL);
+        am2z_outcome_clear(&outs[i]);
+    }
+    CHECK(ok > 0 && stopped > 0);
+    CHECK_INT(ok + stopped, N);
+    CHECK_INT(other, 0);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 /* ---- retries ---- */
 
 static int tries;
@@ -1208,6 +1265,7 @@ int main(void) {
     T_RUN(test_timeout_cancels_children);
     T_RUN(test_free_unfinished);
     T_RUN(test_execute_many_timeout);
+    T_RUN(test_execute_many_stop_session);
     T_RUN(test_retries_final_outcome);
     T_RUN(test_retries_non_retryable_and_backoff);
     T_RUN(test_nested_retry);

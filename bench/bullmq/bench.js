@@ -10,7 +10,7 @@
 //            no-op job, then job.waitUntilFinished(queueEvents); N_RT sequential round trips
 //            after a warm-up, p50 and p99 in ms.
 //   rt2      the same with the Worker in another process.
-//   tput_cC  two worker processes with concurrency C (1 and 64); the caller adds N_TPUT
+//   tput_cC  two worker processes with concurrency C (1, 4 and 64); the caller adds N_TPUT
 //            no-op jobs (addBulk in chunks of 500) and waits until all are in `completed`;
 //            jobs/s from the first add to the last completion.
 //   rss_c64  the larger peak RSS (VmHWM) of the two concurrency-64 workers, in MB.
@@ -169,6 +169,8 @@ async function main([port, nRt = '2000', nTput = '20000', nSessions = '200']) {
     res.rt2_p99_ms = rt2.p99;
     await flush();
     res.tput_c1 = (await throughput(port, Number(nTput), 1)).jobsPerSec;
+    await flush();
+    res.tput_c4 = (await throughput(port, Number(nTput), 4)).jobsPerSec;
     await flush();
     const c64 = await throughput(port, Number(nTput), 64);
     res.tput_c64 = c64.jobsPerSec;
