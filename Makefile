@@ -11,7 +11,7 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 HEADERS  := am2z.h am2z_resp.h
 
-.PHONY: all test demo examples bench fuzz clean symbols check check-tsan
+.PHONY: all test demo examples bench bench-vs-bullmq fuzz clean symbols check check-tsan
 
 all: examples
 
@@ -32,6 +32,11 @@ bench: $(addprefix $(B)/bench/,$(BENCHES))
 
 $(B)/bench/%: bench/%.c $(HEADERS) | $(B)/bench
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
+
+# am2z's queue runtime against BullMQ 6.7 in one run (needs redis-server, node, npm);
+# run from the repository root.
+bench-vs-bullmq: $(B)/bench/queue
+	./$(B)/bench/queue
 
 # One test program with ASan+UBSan, for a quick edit-run loop: make check T=json
 check:

@@ -7368,6 +7368,8 @@ static am2z_processor *am2z__lr_callee(am2z__lr *lr, const am2z_processor *calle
     am2z_processor *const *kids = NULL;
     size_t n = am2z__processor_children(caller, &kids), i;
     *owned = 0;
+    for (i = 0; i < n; i++) /* composites pass their children's own name strings */
+        if (am2z_processor_name(kids[i]) == name) return kids[i];
     for (i = 0; i < n; i++)
         if (strcmp(am2z_processor_name(kids[i]), name) == 0) return kids[i];
     *owned = 1;

@@ -57,8 +57,9 @@ build_and_run() {
         # Tests against a live redis-server add little per compiler dialect; they run in the
         # configurations that can find different bugs (one plain, the sanitizers).
         case "$t:$cfg" in
-            test_redis*:gcc-c99|test_redis*:clang-*|test_queue*:gcc-c99|test_queue*:clang-*)
-                echo "  $cfg-$t: built (runs in gcc-c11, asan-ubsan, tsan)"; continue;;
+            test_redis*:gcc-c99|test_redis*:clang-*|test_queue*:gcc-c99|test_queue*:clang-*|\
+            test_interop*:gcc-c99|test_interop*:clang-*)
+                echo "  $cfg-$t: built (runs in gcc-c11, asan-ubsan and tsan)"; continue;;
         esac
         run_counted "$cfg-$t" "./$B/$cfg/$t"
     done
@@ -70,7 +71,7 @@ have clang++ && run_check clangxx-header clang++ -std=c++11 -x c++ $WARN -I. -c 
 run_check two-tu       sh -c "cc -std=c99 $WARN -I. -o $B/two_tu tests/compile/tu_a.c tests/compile/tu_b.c $LIBS && ./$B/two_tu"
 run_check static-build sh -c "cc -std=c99 $WARN -I. -o $B/static tests/compile/static.c $LIBS && ./$B/static"
 run_check symbols      sh tests/symbols.sh cc
-run_check examples     sh -c "make -s examples CC=cc"
+run_check examples     sh -c "make -s -j2 examples CC=cc"
 
 build_and_run gcc-c99   gcc   -std=c99 -O2
 build_and_run gcc-c11   gcc   -std=c11 -O2
