@@ -1015,7 +1015,9 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      histogram (4 buckets per doubling, so within ~10%). session_stats: {sessionId,
      createdAt, running, submitted, completed, failed, cancelled, stopping}.
    - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS (200 us) before they
-     block: waking a blocked thread costs far more than a short spin. */
+     block, because waking a blocked thread costs far more than a short spin; a spinner
+     yields its CPU now and then when the thread it waits for may need that CPU (a
+     caller whose execution has not started after 20 us, an idle worker after 50 us). */
 
 #ifndef AM2Z_LOCAL_MAX_WORKERS
 #define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
@@ -5953,36 +5955,41 @@ struct am2z__lr_pinfo {
     int64_t next_token_ns;  /* rate limit: the earliest next start */
 };
 
+/* Fields a worker touches come first, so handing a job to another core moves two
+   cache lines, not the whole struct. */
 struct am2z__lr_job {
     struct am2z_execution base; /* first: the user's handle */
-    am2z__lr_live live;
     int refs;
     int word;               /* atomic: attempt << 2 | phase */
     int cancel;             /* atomic: a cancel reason once cancelled */
     int sleepers;           /* atomic: a waiter may be blocked on cv */
     int top;                /* execute / submit (1) or a call queued by call_many (0) */
-    int has_slot, has_token; /* under qmu: concurrency slot held, rate-limited start reserved */
     int started_attempts;   /* atomic */
     am2z__lr *lr;
     am2z_processor *proc;   /* retained */
     am2z_state *input;      /* retained */
     am2z__lr_session *session; /* top: retained; nested: borrowed through parent */
     am2z__lr_pinfo *pinfo;  /* retained (under qmu) or NULL */
+    int64_t timeout_ms;
+    int64_t deadline_ns;    /* atomic: current attempt (top) or inherited budget (nested) */
+    int64_t first_start_ns; /* atomic */
+    int64_t end_ns;
+    am2z_state *out_state;  /* the outcome, readable once the phase is DONE */
+    am2z_error *out_error;
+    int has_slot, has_token; /* under qmu: concurrency slot held, rate-limited start reserved */
+    int depth;
+    int priority;
+    /* the rest is mostly the submitter's */
+    am2z__lr_live live;
     am2z__lr_job *parent;   /* nested: the job whose attempt made the call (retained) */
     int parent_attempt;
     am2z__lr_batch *pbatch; /* nested: the execute_many item that made the call (retained) */
     size_t pindex;
     am2z__lr_worker *notify; /* nested: the parent's worker, woken when this finishes */
-    int depth;
-    int priority;
-    int64_t timeout_ms;
-    int64_t deadline_ns;    /* atomic: current attempt (top) or inherited budget (nested) */
     int64_t due_ns;         /* atomic: earliest start (delayed queue) */
     uint64_t seq;
-    int64_t created_ns, first_start_ns, end_ns; /* first_start_ns atomic */
+    int64_t created_ns;
     char exec_id[64];
-    am2z_state *out_state;  /* the outcome, readable once the phase is DONE */
-    am2z_error *out_error;
     am2z_error **errs;      /* failed attempts, in order */
     size_t nerrs, errs_cap;
     am2z__lr_job *next;     /* queue links, under qmu */
@@ -6040,6 +6047,7 @@ struct am2z__lr_worker {
     int help_depth;
     int spinning;             /* holds the idle-spinner role (lr->spinners) */
     int concluding;           /* in run_job after the processor returned */
+    int long_spin;            /* it woke a blocked caller: wait longer for its next job */
     am2z__lr_shard shard;
 };
 
@@ -6095,6 +6103,8 @@ typedef struct am2z__lr_frame {
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
+
+#include <sched.h> /* sched_yield */
 
 
 /* ---- small helpers ---- */
@@ -6562,21 +6572,29 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
 }
 
 static void am2z__lr_job_wake(am2z__lr_job *j) {
+    am2z__lr_worker *w;
     if (j->top && AM2Z__LR_LD(&j->sleepers)) {
         pthread_mutex_lock(&j->mu);
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
+        /* The caller blocked, so its next submission comes only after its wake-up, which
+           can outlast a normal spin; if this worker then slept too, each would keep
+           waking the other (two wake-ups per execute). Spinning longer breaks that. */
+        if ((w = am2z__lr_me(j->lr)) != NULL) w->long_spin = 1;
     }
 }
 
+/* Only DONE wakes a blocked waiter: it times its sleep itself from the attempt's
+   deadline (or, before an attempt starts, from now + timeout, which no deadline can
+   precede), so the other transitions cost no wake-up. */
 static void am2z__lr_job_set(am2z__lr_job *j, int word) {
     AM2Z__LR_ST(&j->word, word);
-    am2z__lr_job_wake(j);
+    if ((word & 3) == AM2Z__LR_DONE) am2z__lr_job_wake(j);
 }
 
 static int am2z__lr_job_cas(am2z__lr_job *j, int from, int to) {
     if (!__atomic_compare_exchange_n(&j->word, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return 0;
-    am2z__lr_job_wake(j);
+    if ((to & 3) == AM2Z__LR_DONE) am2z__lr_job_wake(j);
     return 1;
 }
 
@@ -7254,13 +7272,14 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
+        int64_t now = am2z__lr_now(), wake, dl; /* now before the word: see am2z__lr_job_set */
         int w = AM2Z__LR_LD(&j->word), ph = w & 3;
-        int64_t now, wake = INT64_MAX, dl;
         if (ph == AM2Z__LR_DONE) {
             am2z__lr_job_outcome(j, out, move);
             return AM2Z_OK;
         }
-        now = am2z__lr_now();
+        wake = am2z__lr_deadline(now, j->timeout_ms);
+        if (!wake) wake = INT64_MAX;
         if (ph == AM2Z__LR_RUNNING) {
             dl = AM2Z__LR_LD(&j->deadline_ns);
             if (dl && now >= dl) {
@@ -7269,7 +7288,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
                 }
                 continue;
             }
-            if (dl) wake = dl;
+            wake = dl ? dl : INT64_MAX;
         } else if (ph == AM2Z__LR_QUEUED && me) {
             /* a processor waiting for an execution it submitted: run it here rather than
                wait for a worker that may be this one */
@@ -7281,12 +7300,16 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
                 me->help_depth--;
                 continue;
             }
-            wake = due;
+            if (due < wake) wake = due;
         }
         if (now >= until) return AM2Z_STATUS_TIMEOUT;
         if (wake > until) wake = until;
         if (now < spin_end) {
-            am2z__lr_relax();
+            /* Not even started after 20 us: no worker is running on another CPU (the
+               one it was handed to may share ours, or be waking up). Yield so it can
+               run; spinning would only keep it off the CPU. */
+            if (ph == AM2Z__LR_QUEUED && now - t0 > 20000) sched_yield();
+            else am2z__lr_relax();
             continue;
         }
         if (!j->cv_ready) { /* most waits end while spinning: set up the blocking part late */
@@ -8243,8 +8266,11 @@ static void *am2z__lr_worker_main(void *arg) {
                     if (w->spinning ||
                 __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
                 int64_t t0 = am2z__lr_now(), now = t0, due;
+                int64_t budget = w->long_spin ? 10 * (int64_t)AM2Z_LOCAL_SPIN_NS : AM2Z_LOCAL_SPIN_NS;
                 w->spinning = 1;
-                while (now - t0 < AM2Z_LOCAL_SPIN_NS) {
+                w->long_spin = 0;
+                unsigned turns = 0;
+                while (now - t0 < budget) {
                     if (AM2Z__LR_LD(&lr->handoff) &&
                         (j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL, __ATOMIC_SEQ_CST)) != NULL)
                         break; /* handed straight to us: no lock */
@@ -8257,7 +8283,10 @@ static void *am2z__lr_worker_main(void *arg) {
                         found = 1;
                         break;
                     }
-                    am2z__lr_relax();
+                    /* after 50 us, let whatever shares this CPU run now and then: it may be
+                       the very caller whose next submission we wait for */
+                    if (now - t0 > 50000 && (++turns & 63) == 0) sched_yield();
+                    else am2z__lr_relax();
                     now = am2z__lr_now();
                 }
                 if (!found) {

@@ -1032,6 +1032,44 @@ static void test_retention(void) {
     am2z_logger_release(lg);
 }
 
+static void test_stop_idle_session(void) {
+    /* stopping a session none of whose jobs runs is one script call (cancel and drop
+       together), and still deletes every key of it */
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d = qdesc(1);
+    am2z_runtime *rt;
+    am2z_redis *r = conn();
+    am2z_state *in = st_count(1);
+    am2z_reply rep;
+    am2z_outcome out;
+    int i;
+    d.stalled_interval_ms = 60000; /* no background scan script during the count */
+    d.logger = lg;
+    rt = am2z_queue_runtime_new(&d);
+    memset(&rep, 0, sizeof rep);
+    CHECK(rt && r);
+    if (rt && r) {
+        reg(rt, plain("inc", p_inc));
+        for (i = 0; i < 2; i++) { /* the first round loads the scripts */
+            out = am2z_runtime_execute_in_session(rt, "inc", in, "idle-s");
+            CHECK(out.error == NULL);
+            am2z_outcome_clear(&out);
+            CHECK(am2z_queue_state_set(rt, "idle-s", in, 0, NULL) == AM2Z_OK);
+            /* the worker may still pop the session's second wake entry and fetch nothing */
+            t_redis_sleep_ms(200);
+            am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
+            am2z_reply_clear(&rep);
+            CHECK_INT(am2z_runtime_stop_session(rt, "idle-s", 1000), AM2Z_OK);
+            if (i == 1) CHECK_INT(evalsha_calls(r), 1);
+            CHECK_INT(scan_count(r, "*idle-s*"), 0);
+        }
+    }
+    am2z_runtime_free(rt);
+    am2z_redis_free(r);
+    am2z_value_release(in);
+    am2z_logger_release(lg);
+}
+
 static void test_stop_without_redis(void) {
     /* Q2 F3: a runtime whose Redis died must still stop within its grace period (it
        took ~8 s: the threads retried connecting with a backoff stop did not interrupt) */
@@ -1094,6 +1132,7 @@ int main(void) {
     RUN(test_rate_limit);
     RUN(test_batching);
     RUN(test_retention);
+    RUN(test_stop_idle_session);
     RUN(test_stop_puts_jobs_back);
     RUN(test_restart);
     RUN(test_stop_without_redis);
