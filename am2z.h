@@ -4415,6 +4415,7 @@ static double am2z__proc_random01(void) {
 AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z_error *err, int attempt) {
     int max_attempts = policy && policy->max_attempts > 0 ? policy->max_attempts : 1;
     double base, mult, cap, d, jitter;
+    int i;
     if (attempt < 1) attempt = 1;
     if (attempt >= max_attempts) return -1;
     if (policy->should_retry) {
@@ -4431,7 +4432,9 @@ AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z
     case AM2Z_BACKOFF_LINEAR: d = base * (double)attempt; break;
     case AM2Z_BACKOFF_DEFAULT:
     case AM2Z_BACKOFF_EXPONENTIAL:
-    default: d = base * pow(mult, (double)(attempt - 1)); break;
+    default: /* a loop rather than pow(): no libm, and it stops once past the cap */
+        for (d = base, i = 1; i < attempt && d <= cap; i++) d *= mult;
+        break;
     }
     if (!(d <= cap)) d = cap; /* also catches overflow to infinity */
     jitter = policy->jitter;
