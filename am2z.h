@@ -5,6 +5,9 @@
        #define AM2Z_IMPLEMENTATION
    before you include this file in ONE C or C++ file to create the implementation.
    Every other file includes it without the define. Link with -pthread.
+   Under a strict -std=c99/c11 the implementation needs POSIX declarations: include it
+   before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
+   file with -D_POSIX_C_SOURCE=200809L.
 
    RECIPE (compiles as pasted: cc -O2 -pthread hello.c)
 
@@ -74,6 +77,8 @@
        atomic reference counts: share them between threads freely, retain/release from any
        thread. A runtime is thread-safe: any thread may execute, submit, register or read
        stats. An am2z_ctx belongs to the one execution it was given to.
+       Number parsing reads the locale's decimal point (localeconv) on its slow path, so
+       a program must not call setlocale while other threads parse JSON.
 
    OWNERSHIP (the one rule)
        A function that returns a pointer gives the caller one reference, which the caller
@@ -6077,7 +6082,7 @@ struct am2z__lr {
     am2z__lr_batch *batches;
     am2z__lr_pinfo *pinfos;
     am2z__lr_worker *idle;
-    int exiting;
+    int exiting;              /* atomic (written under qmu): workers leave */
     size_t queued;            /* top-level jobs waiting in the queue (capacity) */
     uint64_t seq;
     int work;                 /* atomic: ready items, a hint for spinning workers */
@@ -7441,6 +7446,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
     void *block = NULL;
     size_t i, first = n;
     int64_t spin_end;
+    unsigned turns = 0;
     if (depth > lr->max_depth) {
         for (i = 0; i < n; i++) results[i] = am2z__lr_fail(am2z_error_call_depth(lr->max_depth, depth));
         return;
@@ -7531,7 +7537,10 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         if (w && am2z__lr_help(w)) continue;
         if (now < spin_end) {
-            am2z__lr_relax();
+            /* a call another worker took is not back after 20 us: that worker may share
+               this CPU, so let it run now and then */
+            if (now - (spin_end - AM2Z_LOCAL_SPIN_NS) > 20000 && (++turns & 15) == 0) sched_yield();
+            else am2z__lr_relax();
             continue;
         }
         if (w) {
@@ -8119,12 +8128,12 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     for (i = 0; i < lr->nworkers; i++) {
         if (pthread_create(&lr->workers[i].thread, NULL, am2z__lr_worker_main, &lr->workers[i]) != 0) {
             pthread_mutex_lock(&lr->qmu);
-            lr->exiting = 1;
+            AM2Z__LR_ST(&lr->exiting, 1);
             for (k = 0; k < i; k++) pthread_cond_signal(&lr->workers[k].cv);
             pthread_mutex_unlock(&lr->qmu);
             for (k = 0; k < i; k++) pthread_join(lr->workers[k].thread, NULL);
             pthread_mutex_lock(&lr->qmu);
-            lr->exiting = 0;
+            AM2Z__LR_ST(&lr->exiting, 0);
             lr->idle = NULL;
             pthread_mutex_unlock(&lr->qmu);
             pthread_mutex_unlock(&lr->life);
@@ -8167,7 +8176,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
     /* workers leave once their current task returns */
     pthread_mutex_lock(&lr->qmu);
-    lr->exiting = 1;
+    AM2Z__LR_ST(&lr->exiting, 1);
     for (k = 0; k < lr->nworkers; k++) pthread_cond_signal(&lr->workers[k].cv);
     lr->idle = NULL;
     pthread_mutex_unlock(&lr->qmu);
@@ -8210,7 +8219,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     __atomic_store_n(&lr->work, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&lr->lane_n, 0, __ATOMIC_SEQ_CST);
     am2z__lr_next_due_locked(lr);
-    lr->exiting = 0;
+    AM2Z__LR_ST(&lr->exiting, 0);
     pthread_mutex_unlock(&lr->qmu);
     am2z__lr_release_list(drop);
     /* sessions end with the runtime */
@@ -8241,12 +8250,18 @@ static void *am2z__lr_worker_main(void *arg) {
     for (;;) {
         am2z__lr_job *j = NULL, *drop = NULL;
         am2z__lr_batch *b = NULL;
-        int got, sweep = 0, leave = 0;
-        pthread_mutex_lock(&lr->qmu);
-        got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
-        if (got) am2z__lr_took_locked(lr, w);
-        else leave = lr->exiting;
-        pthread_mutex_unlock(&lr->qmu);
+        int got = 0, sweep = 0, leave = 0;
+        int64_t due = AM2Z__LR_LD(&lr->next_due);
+        /* Nothing queued (the usual state between two handoffs): straight to the spin,
+           which checks the same things and takes the lock before sleeping. */
+        if (AM2Z__LR_LD(&lr->work) || AM2Z__LR_LD(&lr->handoff) || AM2Z__LR_LD(&lr->exiting) ||
+            (due && due <= am2z__lr_now())) {
+            pthread_mutex_lock(&lr->qmu);
+            got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
+            if (got) am2z__lr_took_locked(lr, w);
+            else leave = lr->exiting;
+            pthread_mutex_unlock(&lr->qmu);
+        }
         am2z__lr_release_list(drop);
         drop = NULL;
         if (got) {
