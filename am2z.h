@@ -71,6 +71,9 @@
        AM2Z_ERROR_MAX_CAUSES  cause-chain levels kept by error JSON round trips (32)
        AM2Z_LOG_MAX_MESSAGE   bytes of one formatted log message; longer ones are cut (65536)
        AM2Z_NAME_MAX          bytes of a processor name (128)
+       AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
+       AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
+       AM2Z_LOCAL_SPIN_NS     how long a waiting thread spins before it blocks (200 us)
 
    THREADING
        Values, states, errors, processors and loggers are immutable once built and carry
@@ -8636,6 +8639,13 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
 
 #ifdef __cplusplus
 }
+#endif
+#ifndef AM2Z_RESP_IMPLEMENTATION /* am2z_resp.h's implementation still needs them */
+#undef AM2Z__PRIVATE
+#undef am2z__atomic_inc
+#undef am2z__atomic_dec
+#undef am2z__atomic_load
+#undef am2z__atomic_store
 #endif
 #endif /* AM2Z_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_IMPLEMENTATION */

@@ -38,7 +38,7 @@
        1  SHA-256      streaming and one-shot digests, hex; SHA-NI when the CPU has it
        2  RESP         reply objects, the incremental reader, the command writer
        3  connection   TCP/Unix connections, pipelines, blocking commands, scripts, pool
-       4  queue runtime
+       4  queue runtime the distributed runtime (BullMQ v6 layout), Redis state manager
 
    OPTIONS (define before including the implementation; limits protect against a hostile
    or broken peer and can also be lowered per reader with am2z_resp_limits)
@@ -52,6 +52,9 @@
                                bounds unterminated lines and unread data, not values
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
                                x86-64 code paths)
+       AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
+       AM2Z_QUEUE_BATCH        jobs a worker takes at once from a deep queue (default 16)
+       AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is an error. Integers are an optional
@@ -6308,5 +6311,10 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
 #ifdef __cplusplus
 }
 #endif
+#undef AM2Z__PRIVATE
+#undef am2z__atomic_inc
+#undef am2z__atomic_dec
+#undef am2z__atomic_load
+#undef am2z__atomic_store
 #endif /* AM2Z_RESP_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_RESP_IMPLEMENTATION */
