@@ -493,7 +493,9 @@ static void test_timeout(void) {
     out = am2z_runtime_execute(rt, "sleepy", in);
     el = now_ms() - t0;
     CHECK(out.error && out.error->kind == AM2Z_ERROR_TIMEOUT);
-    CHECK(el >= 50 && el < 50 + 40);
+    /* A correctness bound, not a benchmark: loaded 2-core CI machines under TSan add
+       scheduling delay; it still proves the caller does not wait for the processor. */
+    CHECK(el >= 50 && el < 50 + 100);
     CHECK_INT(out.attempts, 1);
     am2z_outcome_clear(&out);
     for (i = 0; i < 200 && !__atomic_load_n(&saw_cancel, __ATOMIC_SEQ_CST); i++) msleep(1);
@@ -504,7 +506,7 @@ static void test_timeout(void) {
     out = am2z_runtime_execute(rt, "stubborn", in);
     el = now_ms() - t0;
     CHECK(out.error && out.error->kind == AM2Z_ERROR_TIMEOUT);
-    CHECK(el >= 30 && el < 30 + 40);
+    CHECK(el >= 30 && el < 30 + 100); /* the processor sleeps 250 ms */
     CHECK(!__atomic_load_n(&late_done, __ATOMIC_SEQ_CST));
     CHECK(am2z_value_get(out.state, "late") == NULL);
     am2z_outcome_clear(&out);
