@@ -97,6 +97,8 @@ if have valgrind; then
         run_counted "valgrind-$t" valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
             --error-exitcode=99 "./$B/gcc-c11/$t"
     done
+else
+    echo "== valgrind not installed: leak checks left out"
 fi
 
 for s in tests/test_*.sh; do
@@ -108,5 +110,7 @@ done
 if have clang; then
     echo "== fuzz smoke (corpus replay)"
     run_check fuzz-smoke sh tests/fuzz.sh smoke
+else
+    echo "== clang not installed: fuzz corpus replay left out"
 fi
 finish
