@@ -4648,6 +4648,9 @@ static char *am2z__proc_describe(const char *prefix, am2z_processor *const *chil
 
 /* Builds a composite: validates name and children, copies the description (or the
    generated one, which it then frees). NULL on invalid input or out of memory. */
+static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input);
+
+/* Every composite runs through am2z__composite_fn, which dispatches on its kind. */
 static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char *name, const char *description,
                                            char *generated, am2z_processor *const *children, size_t count,
                                            int64_t timeout_ms) {
@@ -4658,11 +4661,12 @@ static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char
     for (i = 0; ok && i < count; i++) ok = children[i] != NULL;
     if (ok) p = am2z__processor_alloc(kind, name, description ? description : generated, children, count);
     am2z__free(generated);
-    if (p) p->desc.timeout_ms = timeout_ms;
+    if (p) {
+        p->desc.timeout_ms = timeout_ms;
+        p->desc.fn = am2z__composite_fn;
+    }
     return p;
 }
-
-static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input);
 
 /* A ProcessorExecutionError of composite p wrapping cause (consumed) with partial
    (consumed, may be NULL) and the members of details (consumed, may be NULL). */
@@ -4677,15 +4681,12 @@ static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, 
 /* ---- chain ---- */
 
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc) {
-    am2z_processor *p;
     if (!desc || !desc->steps || desc->count == 0) return NULL;
-    p = am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
-                            desc->description ? NULL
-                                              : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
-                                                                    " -> ", ""),
-                            desc->steps, desc->count, desc->timeout_ms);
-    if (p) p->desc.fn = am2z__composite_fn;
-    return p;
+    return am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
+                               desc->description ? NULL
+                                                 : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
+                                                                       " -> ", ""),
+                               desc->steps, desc->count, desc->timeout_ms);
 }
 
 static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
@@ -4730,7 +4731,6 @@ AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc) {
                                                                     desc->count, " || ", ""),
                             desc->branches, desc->count, desc->timeout_ms);
     if (!p) return NULL;
-    p->desc.fn = am2z__composite_fn;
     p->merge = desc->merge;
     p->merge_user_data = desc->merge_user_data;
     return p;
@@ -4997,7 +4997,6 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc) {
                             desc->timeout_ms);
     am2z__free(targets);
     if (!p) return NULL;
-    p->desc.fn = am2z__composite_fn;
     p->select = desc->select;
     p->select_user_data = desc->user_data;
     p->fallback = desc->fallback ? p->children[desc->count] : NULL;
@@ -5077,7 +5076,6 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc) {
     p = am2z__composite_new(AM2Z__KIND_BATCH, desc->name, desc->description, b.data, &desc->target, 1,
                             desc->timeout_ms);
     if (!p) return NULL;
-    p->desc.fn = am2z__composite_fn;
     p->mode = desc->mode == AM2Z_BATCH_SETTLE_ALL ? AM2Z_BATCH_SETTLE_ALL : AM2Z_BATCH_FAIL_FAST;
     p->payloads = am2z_value_retain(desc->payloads);
     p->items_path = am2z__strdup(desc->items_path);
