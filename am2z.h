@@ -894,7 +894,8 @@ AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *pro
    its next use creates it afresh. AM2Z_STATUS_NOT_FOUND for an unknown session. */
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
 /* JSON snapshots (new references; shapes in each runtime's section). session_stats is
-   NULL for an unknown session; active_sessions is an array of ids. */
+   NULL for an unknown session; active_sessions is an array of ids. Counts settle just
+   after outcomes: a caller that has its outcome may still see it "running" briefly. */
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt);
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
