@@ -124,10 +124,15 @@ extern "C" {
 
 #define AM2Z_VERSION "0.1.0"
 
-/* Library calls that can fail return a status. Processor outcomes use am2z_result /
-   am2z_outcome instead, which carry a structured am2z_error. */
+/* ONE FAILURE CHANNEL. Every library call that can fail reports an am2z_status: it
+   returns one, or (a constructor that returns a pointer) returns NULL and stores one in
+   its optional `am2z_status *status` out-parameter. What failed and why, and the byte
+   offset for parse failures, is then readable on the same thread with
+   am2z_status_detail() and am2z_status_offset() (errno-like: per thread, set by the
+   failing call, left alone by successful ones). Processor failures are not library
+   failures: they are data (am2z_error inside am2z_result / am2z_outcome, section 3). */
 typedef enum am2z_status {
-    AM2Z_OK = 0,
+    AM2Z_STATUS_OK = 0,
     AM2Z_STATUS_INVALID_ARGUMENT, /* NULL where a value is required, bad name, bad option */
     AM2Z_STATUS_NO_MEMORY,
     AM2Z_STATUS_NOT_FOUND,        /* no such processor, session, key */
@@ -140,11 +145,23 @@ typedef enum am2z_status {
     AM2Z_STATUS_IO,               /* socket or system call failure (errno kept) */
     AM2Z_STATUS_PROTOCOL,         /* the peer sent bytes that break the protocol */
     AM2Z_STATUS_SERVER,           /* the server answered with an error reply */
-    AM2Z_STATUS_CONFLICT          /* optimistic update lost too many races */
+    AM2Z_STATUS_CONFLICT,         /* optimistic update lost too many races */
+    AM2Z_STATUS_NEED_MORE         /* an incremental reader needs more bytes (not a failure) */
 } am2z_status;
 
 /* Static text, never NULL. */
 AM2Z_API const char *am2z_status_string(am2z_status status);
+/* The detail of the last failing am2z call on the calling thread, e.g.
+   "json: invalid escape" or "set 'total.cents': 'total' is a number"; "" when none.
+   Borrowed: valid until the thread's next failing am2z call. */
+AM2Z_API const char *am2z_status_detail(void);
+/* The byte offset that detail refers to when the failure was a parse (JSON, RESP);
+   AM2Z_NTS otherwise. */
+AM2Z_API size_t am2z_status_offset(void);
+
+/* Length of a NUL-terminated string, for every (pointer, length) parameter. A length
+   is always a length: 0 means empty, never "call strlen". */
+#define AM2Z_NTS ((size_t)-1)
 
 /* Run-time allocator hook. Install it before any other am2z call; every function
    receives user_data and may be called from many threads at once. realloc_fn and
@@ -500,6 +517,20 @@ AM2Z_API am2z_result am2z_result_map_error(am2z_result r, am2z_error_map_fn fn, 
    and left zeroed. */
 AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count);
 
+/* The final outcome of one execution (after all retries). The caller owns it and
+   clears it with am2z_outcome_clear. */
+typedef struct am2z_outcome {
+    am2z_state *state;           /* success: the final state; failure: partial or input, may be NULL */
+    am2z_error *error;           /* NULL on success */
+    int attempts;                /* attempts made */
+    am2z_error **attempt_errors; /* the error of each failed attempt, in order */
+    size_t attempt_error_count;
+    int64_t execution_us;        /* wall time from start to final outcome */
+    int64_t started_at_ms;
+    char execution_id[64];
+} am2z_outcome;
+AM2Z_API void am2z_outcome_clear(am2z_outcome *out);
+
 /* ==== 4. logging ====================================================================== */
 /* Loggers are immutable and reference counted; any thread may log through any logger.
    Each entry is formatted into one buffer and written with a single fwrite under
@@ -805,7 +836,7 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc);
 
    REGISTRY  am2z_runtime_register(rt, p) registers p and, recursively, every processor
    it contains (composite children, batch target, dependencies); the registry keeps a
-   reference to each. Registering the same object again is a no-op (AM2Z_OK); another
+   reference to each. Registering the same object again is a no-op (AM2Z_STATUS_OK); another
    processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first to
    replace one); a processor containing, directly or not, a processor with its own name
    gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper than
@@ -837,19 +868,6 @@ typedef struct am2z_runtime am2z_runtime;
 #define AM2Z_REGISTER_MAX_DEPTH 64 /* composite nesting walked by register */
 #endif
 
-/* The final outcome of one execution (after all retries). The caller owns it and
-   clears it with am2z_outcome_clear. */
-typedef struct am2z_outcome {
-    am2z_state *state;           /* success: the final state; failure: partial or input, may be NULL */
-    am2z_error *error;           /* NULL on success */
-    int attempts;                /* attempts made */
-    am2z_error **attempt_errors; /* the error of each failed attempt, in order */
-    size_t attempt_error_count;
-    int64_t execution_us;        /* wall time from start to final outcome */
-    int64_t started_at_ms;
-    char execution_id[64];
-} am2z_outcome;
-AM2Z_API void am2z_outcome_clear(am2z_outcome *out);
 
 typedef struct am2z_execution am2z_execution; /* a submitted execution */
 
@@ -875,7 +893,7 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
    queue, no memory (am2z_runtime_execute reports which as an error). input borrowed. */
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor,
                                              const am2z_state *input, const char *session_id);
-/* AM2Z_OK with *out filled (a new outcome each call: clear it), or AM2Z_STATUS_TIMEOUT
+/* AM2Z_STATUS_OK with *out filled (a new outcome each call: clear it), or AM2Z_STATUS_TIMEOUT
    (still running; wait again or free). timeout_ms < 0 waits without a limit. One
    thread at a time may wait on a handle. */
 AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
@@ -883,7 +901,7 @@ AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, 
 AM2Z_API void am2z_execution_free(am2z_execution *e);
 /* Runs count executions concurrently; outs[i] (filled for every i, clear each) belongs
    to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT for NULL arrays; otherwise
-   AM2Z_OK and failures are in the outcomes. */
+   AM2Z_STATUS_OK and failures are in the outcomes. */
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
                                                const am2z_state *const *inputs, size_t count,
                                                const char *session_id, am2z_outcome *outs);
@@ -935,7 +953,7 @@ typedef struct am2z_runtime_ops {
 } am2z_runtime_ops;
 
 /* ops is borrowed for the runtime's lifetime; impl is the runtime's own data. */
-AM2Z_API am2z_runtime *am2z_runtime_create(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger);
+AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger);
 AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt);
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt); /* borrowed */
 /* A new reference to the registered processor, or NULL. */
@@ -943,7 +961,7 @@ AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name)
 /* Delivers an event to the handlers (data borrowed). */
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data);
 /* A new execution id "<processor>-<ms>-<random>", written to buf (64 bytes). */
-AM2Z_API void am2z_execution_id(const char *processor, char buf[64]);
+AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[64]);
 
 /* How a runtime serves the ctx functions of the executions it runs. */
 typedef struct am2z_ctx_ops {
@@ -1152,7 +1170,7 @@ AM2Z__PRIVATE char *am2z__strdup(const char *s) {
 
 AM2Z_API const char *am2z_status_string(am2z_status status) {
     switch (status) {
-    case AM2Z_OK: return "ok";
+    case AM2Z_STATUS_OK: return "ok";
     case AM2Z_STATUS_INVALID_ARGUMENT: return "invalid argument";
     case AM2Z_STATUS_NO_MEMORY: return "out of memory";
     case AM2Z_STATUS_NOT_FOUND: return "not found";
@@ -1166,8 +1184,54 @@ AM2Z_API const char *am2z_status_string(am2z_status status) {
     case AM2Z_STATUS_PROTOCOL: return "protocol error";
     case AM2Z_STATUS_SERVER: return "server error";
     case AM2Z_STATUS_CONFLICT: return "conflict";
+    case AM2Z_STATUS_NEED_MORE: return "need more input";
     }
     return "unknown status";
+}
+
+/* Thread-local storage class: a language keyword where there is one, else the
+   GCC/Clang extension. */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#  define AM2Z__TLS thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#  define AM2Z__TLS _Thread_local
+#else
+#  define AM2Z__TLS __thread
+#endif
+
+typedef struct am2z__detail {
+    size_t offset;
+    char text[256];
+} am2z__detail;
+static AM2Z__TLS am2z__detail am2z__last_detail;
+
+AM2Z_API const char *am2z_status_detail(void) { return am2z__last_detail.text; }
+AM2Z_API size_t am2z_status_offset(void) {
+    return am2z__last_detail.text[0] ? am2z__last_detail.offset : AM2Z_NTS;
+}
+
+/* Records why a call fails (printf-style, cut to fit) with the byte offset it refers
+   to (AM2Z_NTS: none) and returns status, so a failing path reads
+   `return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "...", ...);`. */
+AM2Z__PRIVATE am2z_status am2z__fail(am2z_status status, size_t offset, const char *fmt, ...)
+    AM2Z_PRINTF(3, 4);
+AM2Z__PRIVATE am2z_status am2z__fail(am2z_status status, size_t offset, const char *fmt, ...) {
+    char text[sizeof am2z__last_detail.text]; /* the arguments may point into the old detail */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (!text[0]) snprintf(text, sizeof text, "%s", am2z_status_string(status));
+    memcpy(am2z__last_detail.text, text, sizeof text);
+    am2z__last_detail.offset = offset;
+    return status;
+}
+
+/* Stores st in a constructor's optional status out-parameter; returns NULL so a failing
+   constructor ends with `return am2z__put_status(status, am2z__fail(...));`. */
+AM2Z__PRIVATE void *am2z__put_status(am2z_status *out, am2z_status st) {
+    if (out) *out = st;
+    return NULL;
 }
 
 AM2Z_API int64_t am2z_now_ms(void) {
@@ -5338,16 +5402,16 @@ static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t 
         if (strcmp(w->path[i], name) == 0) return AM2Z_STATUS_CYCLE;
     if (depth >= AM2Z_REGISTER_MAX_DEPTH) return AM2Z_STATUS_LIMIT;
     pos = am2z__reg_find(w->rt, name);
-    if (pos != AM2Z__RT_NPOS) return w->rt->reg[pos] == p ? AM2Z_OK : AM2Z_STATUS_EXISTS;
+    if (pos != AM2Z__RT_NPOS) return w->rt->reg[pos] == p ? AM2Z_STATUS_OK : AM2Z_STATUS_EXISTS;
     for (i = 0; i < w->add_count; i++) {
-        if (w->add[i] == p) return AM2Z_OK; /* shared child, walked already */
+        if (w->add[i] == p) return AM2Z_STATUS_OK; /* shared child, walked already */
         if (strcmp(am2z_processor_name(w->add[i]), name) == 0) return AM2Z_STATUS_EXISTS;
     }
     w->path[depth] = name;
     n = am2z__processor_children(p, &kids);
     for (i = 0; i < n; i++) {
         st = am2z__reg_visit(w, kids[i], depth + 1);
-        if (st != AM2Z_OK) return st;
+        if (st != AM2Z_STATUS_OK) return st;
     }
     if (w->add_count == w->add_cap) {
         size_t cap = w->add_cap ? w->add_cap * 2 : 8;
@@ -5357,7 +5421,7 @@ static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t 
         w->add_cap = cap;
     }
     w->add[w->add_count++] = p;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) {
@@ -5369,8 +5433,8 @@ AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) 
     w.rt = rt;
     pthread_rwlock_wrlock(&rt->reg_lock);
     st = am2z__reg_visit(&w, p, 0);
-    if (st == AM2Z_OK && w.add_count && !am2z__reg_reserve(rt, w.add_count)) st = AM2Z_STATUS_NO_MEMORY;
-    if (st == AM2Z_OK) {
+    if (st == AM2Z_STATUS_OK && w.add_count && !am2z__reg_reserve(rt, w.add_count)) st = AM2Z_STATUS_NO_MEMORY;
+    if (st == AM2Z_STATUS_OK) {
         for (i = 0; i < w.add_count; i++) {
             rt->reg[rt->reg_count] = am2z_processor_retain(w.add[i]);
             am2z__reg_index_put(rt, rt->reg_count++);
@@ -5378,7 +5442,7 @@ AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) 
         }
     }
     pthread_rwlock_unlock(&rt->reg_lock);
-    if (st == AM2Z_OK) {
+    if (st == AM2Z_STATUS_OK) {
         for (i = 0; i < w.add_count; i++) {
             if (rt->ops->registered) rt->ops->registered(rt, w.add[i]);
             am2z_processor_release(w.add[i]);
@@ -5394,9 +5458,9 @@ AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor
     if (!rt || (!ps && count)) return AM2Z_STATUS_INVALID_ARGUMENT;
     for (i = 0; i < count; i++) {
         st = am2z_runtime_register(rt, ps[i]);
-        if (st != AM2Z_OK) return st;
+        if (st != AM2Z_STATUS_OK) return st;
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name) {
@@ -5416,7 +5480,7 @@ AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name)
     pthread_rwlock_unlock(&rt->reg_lock);
     if (rt->ops->unregistered) rt->ops->unregistered(rt, name);
     am2z_processor_release(p);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name) {
@@ -5653,7 +5717,7 @@ AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char
     buf[len] = '\0';
 }
 
-AM2Z_API void am2z_execution_id(const char *processor, char buf[64]) {
+AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[64]) {
     if (buf) am2z__execution_id_at(processor, am2z_now_ms(), buf);
 }
 
@@ -5697,7 +5761,7 @@ AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const am2
 
 /* ---- runtime object and dispatch ---- */
 
-AM2Z_API am2z_runtime *am2z_runtime_create(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger) {
+AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger) {
     am2z_runtime *rt;
     if (!ops || !ops->submit || !ops->wait || !ops->free_execution) return NULL;
     rt = (am2z_runtime *)am2z__malloc(sizeof *rt);
@@ -5730,19 +5794,19 @@ AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt) { return
 
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
     if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    return rt->ops->start ? rt->ops->start(rt) : AM2Z_OK;
+    return rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
     if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    return rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_OK;
+    return rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
                                                       const am2z_state *input, const char *session_id) {
     am2z_outcome out;
     am2z_execution *e;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     if (!rt)
         return am2z__outcome_failed(processor, input, am2z_error_configuration("runtime", "NULL runtime"));
     if (rt->ops->execute) return rt->ops->execute(rt, processor, input, session_id);
@@ -5751,7 +5815,7 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
     memset(&out, 0, sizeof out);
     st = rt->ops->wait(e, -1, &out);
     rt->ops->free_execution(e);
-    if (st != AM2Z_OK) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
+    if (st != AM2Z_STATUS_OK) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
     return out;
 }
 
@@ -5761,7 +5825,7 @@ AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *process
 
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
                                              const char *session_id) {
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     if (!rt) return NULL;
     return rt->ops->submit(rt, processor, input, session_id, &st);
 }
@@ -5788,7 +5852,7 @@ AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, c
     for (i = 0; i < count; i++) memset(&outs[i], 0, sizeof outs[i]);
     while (done < count) {
         while (next < count && next - done < AM2Z__RT_MANY_WINDOW) {
-            st = AM2Z_OK;
+            st = AM2Z_STATUS_OK;
             win[next % AM2Z__RT_MANY_WINDOW] = rt->ops->submit(rt, processor, inputs[next], session_id, &st);
             if (!win[next % AM2Z__RT_MANY_WINDOW])
                 outs[next] = am2z__outcome_failed(processor, inputs[next],
@@ -5800,21 +5864,21 @@ AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, c
             if (e) {
                 st = rt->ops->wait(e, -1, &outs[done]);
                 rt->ops->free_execution(e);
-                if (st != AM2Z_OK)
+                if (st != AM2Z_STATUS_OK)
                     outs[done] = am2z__outcome_failed(processor, inputs[done],
                                                       am2z__runtime_status_error(rt, processor, st));
             }
         }
         done++;
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
                                                const am2z_state *const *inputs, size_t count,
                                                const char *session_id, am2z_outcome *outs) {
     if (!rt || (count && (!inputs || !outs))) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!count) return AM2Z_OK;
+    if (!count) return AM2Z_STATUS_OK;
     if (rt->ops->execute_many) return rt->ops->execute_many(rt, processor, inputs, count, session_id, outs);
     return am2z__runtime_execute_many_generic(rt, processor, inputs, count, session_id, outs);
 }
@@ -6904,7 +6968,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
                 am2z__lr_wake_locked(lr, 1);
                 pthread_mutex_unlock(&lr->qmu);
             }
-            return AM2Z_OK;
+            return AM2Z_STATUS_OK;
         }
         am2z__atomic_dec(&j->refs); /* slot taken: the queue below */
     }
@@ -6940,7 +7004,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         am2z__lr_wake_locked(lr, 1);
     }
     pthread_mutex_unlock(&lr->qmu);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* ---- running one attempt ---- */
@@ -7159,7 +7223,7 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
         am2z__lr_job_set(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED));
         if (am2z__lr_enqueue(lr, j, (delay > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : delay) * 1000000, 0) ==
-            AM2Z_OK) {
+            AM2Z_STATUS_OK) {
             am2z_error_release(r.error);
             return;
         }
@@ -7286,7 +7350,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
         int w = AM2Z__LR_LD(&j->word), ph = w & 3;
         if (ph == AM2Z__LR_DONE) {
             am2z__lr_job_outcome(j, out, move);
-            return AM2Z_OK;
+            return AM2Z_STATUS_OK;
         }
         wake = am2z__lr_deadline(now, j->timeout_ms);
         if (!wake) wake = INT64_MAX;
@@ -7896,7 +7960,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
-    if (*st != AM2Z_OK) {
+    if (*st != AM2Z_STATUS_OK) {
         __atomic_sub_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
         am2z__lr_session_done(s);
         am2z__lr_job_release(j);
@@ -7935,7 +7999,7 @@ static void am2z__lr_op_free(am2z_execution *e) {
 static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, const am2z_state *input,
                                         const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, input, am2z__lr_submit_error(lr, name, sid, st));
@@ -7952,13 +8016,13 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__lr_session *s = NULL;
     am2z__lr_batch *b;
     am2z_error *err = NULL;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     size_t i;
     int stopping = 0;
     p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
     else if (!AM2Z__LR_LD(&lr->running)) st = AM2Z_STATUS_NOT_STARTED;
-    if (st == AM2Z_OK) {
+    if (st == AM2Z_STATUS_OK) {
         d = am2z_processor_desc_of(p);
         /* retries and queue options need the job machinery: the generic path */
         if (d->retry.max_attempts > 1 || d->queue.concurrency || d->queue.priority || d->queue.rate_limit_per_minute ||
@@ -7969,12 +8033,12 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         s = am2z__lr_session_acquire(lr, sid ? sid : "default", &stopping);
         if (!s) st = stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY;
     }
-    if (st != AM2Z_OK) {
+    if (st != AM2Z_STATUS_OK) {
         err = am2z__lr_submit_error(lr, name, sid, st);
         for (i = 0; i < count; i++) outs[i] = am2z__outcome_failed(name, inputs[i], am2z_error_retain(err));
         am2z_error_release(err);
         am2z_processor_release(p);
-        return AM2Z_OK;
+        return AM2Z_STATUS_OK;
     }
     b = (am2z__lr_batch *)am2z__malloc(sizeof *b);
     if (b) {
@@ -8039,7 +8103,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__lr_live_remove(s, &b->live);
     am2z__lr_session_done(s);
     am2z__lr_batch_release(b);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* Cancels s's executions: first pass (only_queued) those not started, second all. */
@@ -8099,7 +8163,7 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
     if (!s || AM2Z__LR_LD(&s->stopping)) {
         pthread_mutex_unlock(&lr->smu);
-        return s ? AM2Z_OK : AM2Z_STATUS_NOT_FOUND;
+        return s ? AM2Z_STATUS_OK : AM2Z_STATUS_NOT_FOUND;
     }
     AM2Z__LR_ST(&s->stopping, 1);
     am2z__atomic_inc(&s->refs);
@@ -8114,7 +8178,7 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     am2z__lr_session_release(s); /* the table's reference */
     am2z__lr_emit_cleanup(lr, sid);
     am2z__lr_session_release(s);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static void *am2z__lr_worker_main(void *arg);
@@ -8125,7 +8189,7 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     pthread_mutex_lock(&lr->life);
     if (lr->started) {
         pthread_mutex_unlock(&lr->life);
-        return AM2Z_OK;
+        return AM2Z_STATUS_OK;
     }
     for (i = 0; i < lr->nworkers; i++) {
         if (pthread_create(&lr->workers[i].thread, NULL, am2z__lr_worker_main, &lr->workers[i]) != 0) {
@@ -8145,7 +8209,7 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     lr->started = 1;
     AM2Z__LR_ST(&lr->running, 1);
     pthread_mutex_unlock(&lr->life);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
@@ -8159,7 +8223,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     pthread_mutex_lock(&lr->life);
     if (!lr->started) {
         pthread_mutex_unlock(&lr->life);
-        return AM2Z_OK;
+        return AM2Z_STATUS_OK;
     }
     pthread_mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->running, 0); /* under qmu: no enqueue slips past it */
@@ -8240,7 +8304,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     }
     lr->started = 0;
     pthread_mutex_unlock(&lr->life);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* ---- workers ---- */
@@ -8611,13 +8675,13 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
         am2z__lr_free(lr, k);
         return NULL;
     }
-    rt = am2z_runtime_create(&am2z__lr_ops, lr, d.logger);
+    rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
         return NULL;
     }
     lr->rt = rt;
-    if (am2z__lr_op_start(rt) != AM2Z_OK) {
+    if (am2z__lr_op_start(rt) != AM2Z_STATUS_OK) {
         am2z_runtime_free(rt);
         return NULL;
     }

@@ -17,14 +17,14 @@
            desc.host = "127.0.0.1"; desc.port = 6379;
            am2z_redis *r = am2z_redis_new(&desc);
            am2z_reply reply = {0};
-           if (!r || am2z_redis_connect(r) != AM2Z_OK) {
+           if (!r || am2z_redis_connect(r) != AM2Z_STATUS_OK) {
                fprintf(stderr, "connect: %s\n", r ? am2z_redis_errstr(r) : "no memory");
                am2z_redis_free(r);
                return 1;
            }
            am2z_redis_command(r, &reply, "SET greeting %s", "hello world"); // one argument
            am2z_reply_clear(&reply);
-           if (am2z_redis_command(r, &reply, "GET greeting") == AM2Z_OK)
+           if (am2z_redis_command(r, &reply, "GET greeting") == AM2Z_STATUS_OK)
                printf("%s\n", am2z_reply_str(&reply));
            am2z_reply_clear(&reply);
            for (int i = 0; i < 100; i++) am2z_redis_append(r, "INCR counter");
@@ -132,7 +132,7 @@ typedef enum am2z_sha256_impl {
     AM2Z_SHA256_SHANI      /* x86-64 SHA extensions (intrinsics) */
 } am2z_sha256_impl;
 /* Selects the implementation for the whole process (call it before hashing starts on
-   other threads). Returns AM2Z_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
+   other threads). Returns AM2Z_STATUS_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
    lacks it (the selection is then unchanged). */
 AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl);
 AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* the one in use, never AUTO */
@@ -213,7 +213,7 @@ typedef struct am2z_resp_reader am2z_resp_reader;
 /* NULL limits: all defaults. Returns NULL when out of memory. Free with _free. */
 AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits);
 AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd);
-/* Copies len bytes into the reader. AM2Z_OK, or the reader's error status (LIMIT when
+/* Copies len bytes into the reader. AM2Z_STATUS_OK, or the reader's error status (LIMIT when
    max_buffer would be exceeded, NO_MEMORY, or the sticky error of an earlier call). */
 AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *data, size_t len);
 /* Parses the next reply. On AM2Z_RESP_REPLY *out (which must be empty or cleared) owns
@@ -308,7 +308,7 @@ typedef struct am2z_redis am2z_redis;
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc);
 /* Closes any current socket and connects: socket (each address getaddrinfo gives, IPv4
    or IPv6), transport open, then AUTH or HELLO 3, CLIENT SETNAME and SELECT sent as one
-   pipeline. AM2Z_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
+   pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
    (AUTH or SELECT refused; the server's message is in errstr), and r is not connected.
    Name resolution is not covered by the connect timeout (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
@@ -335,7 +335,7 @@ AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r);
 AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r);
 
 /* Commands. Each sends one command and reads its reply into *reply, which is
-   overwritten (clear an earlier reply first) and then owned by the caller. Returns AM2Z_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
+   overwritten (clear an earlier reply first) and then owned by the caller. Returns AM2Z_STATUS_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
    TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the connection is
    closed, because the stream is in an unknown place (a late or half-read reply must
    never be taken for the next command's), and must reconnect. A failed command is never
@@ -573,7 +573,7 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
    {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
    updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
-   get: AM2Z_OK with *out (a new reference) and *version; AM2Z_STATUS_NOT_FOUND; or
+   get: AM2Z_STATUS_OK with *out (a new reference) and *version; AM2Z_STATUS_NOT_FOUND; or
    AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match
    (*error, if not NULL, gets an error saying which). */
 AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
@@ -789,13 +789,13 @@ AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
     if (impl == AM2Z_SHA256_AUTO) {
         __atomic_store_n(&am2z__sha256_mode, 0, __ATOMIC_RELAXED);
         am2z__sha256_resolve();
-        return AM2Z_OK;
+        return AM2Z_STATUS_OK;
     }
     if (impl != AM2Z_SHA256_PORTABLE && impl != AM2Z_SHA256_SHANI)
         return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!am2z__sha256_supported(impl)) return AM2Z_STATUS_NOT_FOUND;
     __atomic_store_n(&am2z__sha256_mode, (int)impl, __ATOMIC_RELAXED);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_sha256_impl am2z_sha256_active(void) {
@@ -1092,7 +1092,7 @@ AM2Z_API am2z_resp_error am2z_resp_reader_error(const am2z_resp_reader *rd, cons
 
 AM2Z_API am2z_status am2z_resp_error_status(am2z_resp_error e) {
     switch (e) {
-    case AM2Z_RESP_ERR_NONE: return AM2Z_OK;
+    case AM2Z_RESP_ERR_NONE: return AM2Z_STATUS_OK;
     case AM2Z_RESP_ERR_PROTOCOL: return AM2Z_STATUS_PROTOCOL;
     case AM2Z_RESP_ERR_NO_MEMORY: return AM2Z_STATUS_NO_MEMORY;
     default: return AM2Z_STATUS_LIMIT;
@@ -1137,7 +1137,7 @@ AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *dat
     char *space;
     if (!rd || (!data && len)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (rd->err) return am2z_resp_error_status(rd->err);
-    if (len == 0) return AM2Z_OK;
+    if (len == 0) return AM2Z_STATUS_OK;
     if (rd->start == rd->end) {
         rd->base += rd->end;
         rd->start = rd->end = 0;
@@ -1146,7 +1146,7 @@ AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *dat
     if (!space) return am2z_resp_error_status(rd->err);
     memcpy(space, data, len);
     rd->end += len;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* Strict RESP integers: an optional '-' and 1 to 19 digits, within int64. */
@@ -1579,7 +1579,7 @@ static am2z_status am2z__resp_append2(am2z_resp_buf *b, size_t npre, const char 
         }
     }
     b->len = (size_t)(p - b->data);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_resp_append_argv(am2z_resp_buf *b, size_t argc, const char *const *argv,
@@ -1700,7 +1700,7 @@ AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va
             if (!am2z__buf_put(b, "\r\n", 2)) goto nomem;
         }
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 nomem:
     b->len = old_len;
     return AM2Z_STATUS_NO_MEMORY;
@@ -1807,7 +1807,7 @@ static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, cons
 }
 
 static void am2z__redis_ok(am2z_redis *r) {
-    r->last = AM2Z_OK;
+    r->last = AM2Z_STATUS_OK;
     r->last_errno = 0;
     r->err[0] = '\0';
 }
@@ -1827,7 +1827,7 @@ static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadlin
         pfd.events = events;
         pfd.revents = 0;
         n = poll(&pfd, 1, ms);
-        if (n > 0) return AM2Z_OK; /* readable, writable, or an error/hangup the next call reports */
+        if (n > 0) return AM2Z_STATUS_OK; /* readable, writable, or an error/hangup the next call reports */
         if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll on %s", r->endpoint);
     }
 }
@@ -1850,7 +1850,7 @@ static am2z_status am2z__redis_flush(am2z_redis *r, int64_t deadline) {
             r->out_sent += (size_t)n;
         } else if (n == AM2Z_IO_WANT_READ || n == AM2Z_IO_WANT_WRITE) {
             am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "write");
-            if (st != AM2Z_OK) return st;
+            if (st != AM2Z_STATUS_OK) return st;
         } else {
             return am2z__redis_fail(r, AM2Z_STATUS_IO, n < 0 ? errno : EPIPE, "write to %s", r->endpoint);
         }
@@ -1858,7 +1858,7 @@ static am2z_status am2z__redis_flush(am2z_redis *r, int64_t deadline) {
     if (r->out.len) r->just_sent = 1;
     r->out.len = 0;
     r->out_sent = 0;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* Reads one reply owed by an earlier command. RESP3 pushes in between go to on_push. */
@@ -1875,7 +1875,7 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
             if (reply->type == AM2Z_REPLY_ERROR)
                 return am2z__redis_fail(r, AM2Z_STATUS_SERVER, 0, "%.*s", (int)(reply->len > 500 ? 500 : reply->len),
                                         am2z_reply_str(reply));
-            return AM2Z_OK;
+            return AM2Z_STATUS_OK;
         }
         if (res == AM2Z_RESP_ERROR) {
             const char *why;
@@ -1887,7 +1887,7 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
             /* the reply cannot be there yet: poll first, which saves a failed read */
             am2z_status st = am2z__redis_wait(r, POLLIN, deadline, "read");
             r->just_sent = 0;
-            if (st != AM2Z_OK) return st;
+            if (st != AM2Z_STATUS_OK) return st;
         }
         {
             size_t avail;
@@ -1905,7 +1905,7 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
                 else r->rd->end += (size_t)n;
             } else if (n == AM2Z_IO_WANT_READ || n == AM2Z_IO_WANT_WRITE) {
                 am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "read");
-                if (st != AM2Z_OK) return st;
+                if (st != AM2Z_STATUS_OK) return st;
             } else if (n == 0) {
                 return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "connection to %s closed by the server", r->endpoint);
             } else {
@@ -1998,11 +1998,11 @@ static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const str
         if (errno != EINPROGRESS && errno != EINTR)
             return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "connect to %s", r->endpoint);
         st = am2z__redis_wait(r, POLLOUT, deadline, "connect");
-        if (st != AM2Z_OK) return st;
+        if (st != AM2Z_STATUS_OK) return st;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
         if (err) return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "connect to %s", r->endpoint);
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
@@ -2032,7 +2032,7 @@ static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
                                     gai_strerror(rc));
         for (ai = res; ai; ai = ai->ai_next) {
             st = am2z__redis_connect_addr(r, ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline);
-            if (st == AM2Z_OK || st == AM2Z_STATUS_TIMEOUT) break;
+            if (st == AM2Z_STATUS_OK || st == AM2Z_STATUS_TIMEOUT) break;
         }
         freeaddrinfo(res);
         return st;
@@ -2050,7 +2050,7 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     deadline = am2z__deadline(r->desc.connect_timeout_ms);
     r->last_timeout_ms = r->desc.connect_timeout_ms;
     st = am2z__redis_open_socket(r, deadline);
-    if (st != AM2Z_OK) return st;
+    if (st != AM2Z_STATUS_OK) return st;
     if (r->desc.transport.read) {
         int64_t left = deadline < 0 ? -1 : (deadline - am2z_monotonic_ns()) / 1000000;
         r->tconn = r->desc.transport.open ? r->desc.transport.open(r->fd, r->host, left, r->desc.transport.user_data)
@@ -2079,21 +2079,21 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
                 argv[argc++] = "SETNAME";
                 argv[argc++] = r->client_name;
             }
-            if (am2z_resp_append_argv(&r->out, argc, argv, NULL) != AM2Z_OK) goto nomem;
+            if (am2z_resp_append_argv(&r->out, argc, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
             n++;
         } else {
             if (r->password) {
                 argv[0] = "AUTH";
                 argv[1] = r->user ? r->user : r->password;
                 argv[2] = r->password;
-                if (am2z_resp_append_argv(&r->out, r->user ? 3 : 2, argv, NULL) != AM2Z_OK) goto nomem;
+                if (am2z_resp_append_argv(&r->out, r->user ? 3 : 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
                 n++;
             }
             if (r->client_name) {
                 argv[0] = "CLIENT";
                 argv[1] = "SETNAME";
                 argv[2] = r->client_name;
-                if (am2z_resp_append_argv(&r->out, 3, argv, NULL) != AM2Z_OK) goto nomem;
+                if (am2z_resp_append_argv(&r->out, 3, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
                 n++;
             }
         }
@@ -2101,13 +2101,13 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
             snprintf(db, sizeof db, "%d", r->desc.db);
             argv[0] = "SELECT";
             argv[1] = db;
-            if (am2z_resp_append_argv(&r->out, 2, argv, NULL) != AM2Z_OK) goto nomem;
+            if (am2z_resp_append_argv(&r->out, 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
             n++;
         }
     }
     r->pending = n;
     st = am2z__redis_flush(r, deadline);
-    for (i = 0; i < n && st == AM2Z_OK; i++) {
+    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) {
         memset(&reply, 0, sizeof reply);
         st = am2z__redis_read(r, &reply, deadline);
         am2z_reply_clear(&reply);
@@ -2117,7 +2117,7 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
         am2z__redis_close(r);
         return st;
     }
-    if (st == AM2Z_OK) am2z__redis_ok(r);
+    if (st == AM2Z_STATUS_OK) am2z__redis_ok(r);
     return st;
 nomem:
     return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
@@ -2178,7 +2178,7 @@ static am2z_status am2z__redis_ready(am2z_redis *r, int appending) {
         r->last = AM2Z_STATUS_INVALID_ARGUMENT;
         return r->last;
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* Sends what is queued (the one command just encoded) and reads its reply. */
@@ -2188,7 +2188,7 @@ static am2z_status am2z__redis_roundtrip(am2z_redis *r, am2z_reply *reply, int64
     r->last_timeout_ms = timeout_ms;
     r->pending++;
     st = am2z__redis_flush(r, deadline);
-    if (st != AM2Z_OK) return st;
+    if (st != AM2Z_STATUS_OK) return st;
     return am2z__redis_read(r, reply, deadline);
 }
 
@@ -2198,9 +2198,9 @@ static am2z_status am2z__redis_argv(am2z_redis *r, am2z_reply *reply, int64_t ti
     am2z_status st;
     if (reply) memset(reply, 0, sizeof *reply);
     if (!r || !reply) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if ((st = am2z__redis_ready(r, 0)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_ready(r, 0)) != AM2Z_STATUS_OK) return st;
     st = am2z__resp_append2(&r->out, npre, pre, prelen, argc, argv, argvlen);
-    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
     return am2z__redis_roundtrip(r, reply, timeout_ms);
 }
 
@@ -2209,9 +2209,9 @@ static am2z_status am2z__redis_vfmt(am2z_redis *r, am2z_reply *reply, int64_t ti
     am2z_status st;
     if (reply) memset(reply, 0, sizeof *reply);
     if (!r || !reply || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if ((st = am2z__redis_ready(r, 0)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_ready(r, 0)) != AM2Z_STATUS_OK) return st;
     st = am2z_resp_append_vfmt(&r->out, fmt, ap);
-    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
     return am2z__redis_roundtrip(r, reply, timeout_ms);
 }
 
@@ -2257,24 +2257,24 @@ AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...) {
     va_list ap;
     am2z_status st;
     if (!r || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     va_start(ap, fmt);
     st = am2z_resp_append_vfmt(&r->out, fmt, ap);
     va_end(ap);
-    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
     r->pending++;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
                                             const size_t *argvlen) {
     am2z_status st;
     if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     st = am2z__resp_append2(&r->out, 0, NULL, NULL, argc, argv, argvlen);
-    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
     r->pending++;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r) {
@@ -2300,7 +2300,7 @@ AM2Z_API am2z_status am2z_redis_read_timeout(am2z_redis *r, am2z_reply *reply, i
     timeout_ms = am2z__redis_timeout(r, timeout_ms);
     r->last_timeout_ms = timeout_ms;
     deadline = am2z__deadline(timeout_ms);
-    if ((st = am2z__redis_flush(r, deadline)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_flush(r, deadline)) != AM2Z_STATUS_OK) return st;
     return am2z__redis_read(r, reply, deadline);
 }
 
@@ -2324,7 +2324,7 @@ AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r) {
     static const char *const auth[] = {"NOAUTH", "WRONGPASS", "NOPERM", NULL};
     am2z_error *e;
     am2z_value *details;
-    if (!r || r->last == AM2Z_OK) return NULL;
+    if (!r || r->last == AM2Z_STATUS_OK) return NULL;
     if (r->last == AM2Z_STATUS_TIMEOUT) {
         char op[sizeof r->endpoint + 16];
         snprintf(op, sizeof op, "redis %s", r->endpoint);
@@ -2403,7 +2403,7 @@ AM2Z_API am2z_status am2z_redis_script_load(am2z_redis *r, const am2z_redis_scri
     pre[1] = "LOAD"; prelen[1] = 4;
     pre[2] = s->source; prelen[2] = s->len;
     st = am2z__redis_argv(r, &reply, r->desc.command_timeout_ms, 3, pre, prelen, 0, NULL, NULL);
-    if (st == AM2Z_OK && (reply.len != 40 || memcmp(am2z_reply_str(&reply), s->sha, 40) != 0))
+    if (st == AM2Z_STATUS_OK && (reply.len != 40 || memcmp(am2z_reply_str(&reply), s->sha, 40) != 0))
         st = am2z__redis_note(r, AM2Z_STATUS_PROTOCOL, "SCRIPT LOAD answered another SHA-1");
     am2z_reply_clear(&reply);
     return st;
@@ -2417,15 +2417,15 @@ AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_s
     size_t prelen[3];
     am2z_status st;
     if (!r || !s || numkeys > argc) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if ((st = am2z__redis_ready(r, 1)) != AM2Z_OK) return st;
+    if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     prelen[2] = am2z__u64_str(nk, numkeys);
     pre[0] = "EVALSHA"; prelen[0] = 7;
     pre[1] = s->sha; prelen[1] = 40;
     pre[2] = nk;
     st = am2z__resp_append2(&r->out, 3, pre, prelen, argc, argv, argvlen);
-    if (st != AM2Z_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
     r->pending++;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* ---- pool ---- */
@@ -2464,7 +2464,7 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
 
 AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
     am2z_redis *r = NULL;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     struct timespec until;
     if (!p) {
         if (status) *status = AM2Z_STATUS_INVALID_ARGUMENT;
@@ -2481,23 +2481,23 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
     }
     pthread_mutex_lock(&p->mu);
-    while (p->nidle == 0 && p->total >= p->max && st == AM2Z_OK) {
+    while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
         if (timeout_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
         else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && p->nidle == 0 && p->total >= p->max)
             st = AM2Z_STATUS_TIMEOUT;
     }
-    if (st == AM2Z_OK) {
+    if (st == AM2Z_STATUS_OK) {
         if (p->nidle > 0) r = p->idle[--p->nidle];
         else p->total++; /* the slot is ours; connect outside the lock */
     }
     pthread_mutex_unlock(&p->mu);
-    if (st == AM2Z_OK && !r) {
+    if (st == AM2Z_STATUS_OK && !r) {
         r = am2z_redis_new(&p->proto->desc);
         st = r ? am2z_redis_connect(r) : AM2Z_STATUS_NO_MEMORY;
-    } else if (st == AM2Z_OK && r->fd < 0) {
+    } else if (st == AM2Z_STATUS_OK && r->fd < 0) {
         st = am2z_redis_connect(r);
     }
-    if (st != AM2Z_OK) {
+    if (st != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
         pthread_mutex_lock(&p->mu);
@@ -3501,7 +3501,7 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
     snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
     d.client_name = name;
     r = am2z_redis_new(&d);
-    if (r && am2z_redis_connect(r) != AM2Z_OK)
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK)
         am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_redis_errstr(r));
     return r;
 }
@@ -3510,13 +3510,13 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
    where a stop is noticed at once). */
 static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
     if (am2z_redis_is_connected(r)) return 1;
-    if (am2z_redis_connect(r) == AM2Z_OK) return 1;
+    if (am2z_redis_connect(r) == AM2Z_STATUS_OK) return 1;
     am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_redis_errstr(r));
     return 0;
 }
 
 static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) {
-    am2z_status s = AM2Z_OK;
+    am2z_status s = AM2Z_STATUS_OK;
     am2z_redis *r = am2z_redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000, &s);
     if (!r && st) *st = s;
     return r;
@@ -3530,10 +3530,10 @@ static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const
     if (n == 0) return;
     if (!r && !(r = am2z__qborrow(q, NULL))) return;
     for (i = 0; i < n; i++)
-        if (am2z_redis_append(r, "SET %s%s%s 1 PX %lld", q->C, "cancel:", ids[i], (long long)q->cancel_ttl_ms) == AM2Z_OK)
+        if (am2z_redis_append(r, "SET %s%s%s 1 PX %lld", q->C, "cancel:", ids[i], (long long)q->cancel_ttl_ms) == AM2Z_STATUS_OK)
             sent++;
     for (i = 0; i < sent; i++) {
-        if (am2z_redis_read(r, &rep) != AM2Z_OK && !am2z_redis_is_connected(r)) { am2z_reply_clear(&rep); break; }
+        if (am2z_redis_read(r, &rep) != AM2Z_STATUS_OK && !am2z_redis_is_connected(r)) { am2z_reply_clear(&rep); break; }
         am2z_reply_clear(&rep);
     }
     if (!conn) am2z_redis_pool_put(q->pool, r);
@@ -3790,7 +3790,7 @@ static void am2z__qadd_free(am2z__qadd *a) {
 
 /* Registers the waiter of a new execution and prepares its job. parent: the running job
    that calls (NULL for a top-level execution); group: the notify of a call_many (NULL:
-   the waiter's own). Returns AM2Z_OK, or NOT_FOUND (not registered here),
+   the waiter's own). Returns AM2Z_STATUS_OK, or NOT_FOUND (not registered here),
    INVALID_ARGUMENT (bad session name), NO_MEMORY. */
 static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc, const am2z_state *input,
                                    const char *session, const am2z__qrun *parent, am2z__qnotify *group) {
@@ -3814,7 +3814,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     w->q = q;
     w->refs = 1;
     w->nt = group ? group : &w->own;
-    am2z_execution_id(proc, w->id);
+    am2z_execution_id_generate(proc, w->id);
     meta_session = session ? session : parent ? parent->session : "default";
     w->session = am2z__strdup(meta_session);
     w->input = am2z_value_retain(input);
@@ -3904,16 +3904,16 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     a->argv[15] = q->lock_s;
     a->w = w;
     am2z__qwait_insert(q, w);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* The add script's answer for a group of n: n added (or {n, taken job}); -1 the session
    is gone. */
 static am2z_status am2z__qadd_result(am2z__qrt *q, am2z_status st, const am2z_reply *rep, am2z_redis *r, size_t n) {
     const am2z_reply *c = rep->type == AM2Z_REPLY_ARRAY ? am2z_reply_at(rep, 0) : rep;
-    if (st == AM2Z_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == (int64_t)n) return AM2Z_OK;
-    if (st == AM2Z_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == -1) return AM2Z_STATUS_CANCELLED;
-    if (st == AM2Z_OK) st = AM2Z_STATUS_PROTOCOL;
+    if (st == AM2Z_STATUS_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == (int64_t)n) return AM2Z_STATUS_OK;
+    if (st == AM2Z_STATUS_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == -1) return AM2Z_STATUS_CANCELLED;
+    if (st == AM2Z_STATUS_OK) st = AM2Z_STATUS_PROTOCOL;
     am2z_log_warn(q->logger, "queue runtime: adding jobs failed: %s",
                   rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_redis_errstr(r));
     return st;
@@ -3976,7 +3976,7 @@ static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n
         am2z__free(argv);
         am2z__free(lens);
         for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = s;
-        if (s != AM2Z_OK) { ngroups = g; break; }
+        if (s != AM2Z_STATUS_OK) { ngroups = g; break; }
     }
     for (g = 0; g < ngroups; g++) {
         am2z_status s = am2z_redis_read(r, &rep);
@@ -3985,7 +3985,7 @@ static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n
             s = AM2Z_STATUS_NOT_FOUND;
         } else {
             s = am2z__qadd_result(q, s, &rep, r, glen[g]);
-            if (s == AM2Z_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
+            if (s == AM2Z_STATUS_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
         }
         am2z_reply_clear(&rep);
         for (k = 0; k < glen[g]; k++) st[gstart[g] + k] = s;
@@ -4004,7 +4004,7 @@ static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n
         argv = am2z__qadd_argv(a + gstart[g], glen[g], &lens);
         s = argv ? am2z__qeval(r, &rep, q->s_add, AM2Z__QADD_SHARED + 3 * glen[g], argv, lens) : AM2Z_STATUS_NO_MEMORY;
         s = am2z__qadd_result(q, s, &rep, r, glen[g]);
-        if (s == AM2Z_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
+        if (s == AM2Z_STATUS_OK && gstart[g] == 0) am2z__qadd_taken(&rep, &a[0], taken);
         am2z_reply_clear(&rep);
         am2z__free(argv);
         am2z__free(lens);
@@ -4013,7 +4013,7 @@ static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n
     am2z__free(gstart);
     am2z__free(glen);
     for (i = 0; i < total; i++)
-        if (st[i] != AM2Z_OK) {
+        if (st[i] != AM2Z_STATUS_OK) {
             am2z__qwait *t = am2z__qwait_take(q, a[i].w->id, strlen(a[i].w->id));
             if (t) am2z__qwait_release(t);
         }
@@ -4237,7 +4237,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
         argc += 8;
     }
     st = am2z__qeval(w->conn, &rep, q->s_complete, argc, argv, lens);
-    if (st != AM2Z_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
+    if (st != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
         /* the jobs stay locked and come back through the stalled scan */
         am2z_log_warn(q->logger, "queue runtime: completing %lu job(s) of %s failed: %s", (unsigned long)b->n, qu->name,
                       rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
@@ -4268,7 +4268,7 @@ static void am2z__qfinish(am2z__qworker *w, const am2z_redis_script *s, const ch
     am2z__qrt *q = w->q;
     am2z_reply rep = am2z__qrep0();
     am2z_status st = am2z__qeval(w->conn, &rep, s, argc, argv, lens);
-    if (st != AM2Z_OK)
+    if (st != AM2Z_STATUS_OK)
         am2z_log_warn(q->logger, "queue runtime: finishing job %s of %s failed: %s", argv[2], qu->name,
                       rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
     else if (rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1)
@@ -4638,7 +4638,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     argv[0] = qu->P; argv[1] = q->C; argv[2] = tok; argv[3] = q->lock_s; argv[4] = now_s;
     argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
     st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
-    if (st != AM2Z_OK) {
+    if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
             am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
                           rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
@@ -4730,27 +4730,27 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
     /* 1. register a waiter per child, add the jobs (pipelined) */
     for (i = 0; i < count; i++) {
         sts[i] = am2z__qadd_prep(q, &adds[i], names[i], inputs[i], run->qu->session, run, &group);
-        kids[i] = sts[i] == AM2Z_OK ? adds[i].w : NULL;
+        kids[i] = sts[i] == AM2Z_STATUS_OK ? adds[i].w : NULL;
     }
     if (!am2z_redis_is_connected(w->conn)) am2z__qensure(q, w->conn);
     /* the first child goes straight to this thread (nobody else can take it), the others
        wait in their queues for any worker */
     memset(&first, 0, sizeof first);
-    if (sts[0] == AM2Z_OK) am2z__qtoken(q, adds[0].take);
+    if (sts[0] == AM2Z_STATUS_OK) am2z__qtoken(q, adds[0].take);
     for (i = 0; i < count; i = j) {
         am2z__qadd *batch = adds + i;
         am2z_status *bst = sts + i;
         size_t n = 0, k;
         /* gather a run of prepared adds */
         for (j = i; j < count && n < 256; j++, n++) {
-            if (sts[j] != AM2Z_OK) break;
+            if (sts[j] != AM2Z_STATUS_OK) break;
         }
         if (n == 0) { j = i + 1; continue; }
         am2z__qadd_send(q, w->conn, batch, n, bst, i == 0 ? &first : NULL);
         for (k = 0; k < n; k++) am2z__qadd_free(&batch[k]);
     }
     for (i = 0; i < count; i++) {
-        if (sts[i] == AM2Z_OK) continue;
+        if (sts[i] == AM2Z_STATUS_OK) continue;
         if (kids[i]) { am2z__qwait_release(kids[i]); kids[i] = NULL; }
         if (sts[i] == AM2Z_STATUS_NOT_FOUND) {
             results[i] = am2z_fail(am2z__runtime_not_found(q->rt, names[i]));
@@ -4804,7 +4804,7 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         pthread_mutex_unlock(&group.mu);
         if (am2z_redis_is_connected(w->conn) || am2z__qensure(q, w->conn)) {
             am2z_reply rep = am2z__qrep0();
-            if (am2z__qeval(w->conn, &rep, q->s_claim, argc, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY &&
+            if (am2z__qeval(w->conn, &rep, q->s_claim, argc, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
                 am2z__qel_int(&rep, 0) == 1 && rep.len > AM2Z__QJ_COUNT) {
                 size_t idn = 0;
                 const char *id = am2z__qel(&rep, AM2Z__QJ_ID, &idn);
@@ -4943,7 +4943,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     argv[argc++] = tmo;
     st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
     am2z__free(argv);
-    if (st != AM2Z_OK) {
+    if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
             am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_redis_errstr(w->conn));
         am2z_reply_clear(&rep);
@@ -5026,7 +5026,7 @@ static void *am2z__qreceiver_main(void *arg) {
             am2z_reply_clear(&rep);
             continue;
         }
-        if (st != AM2Z_OK) {
+        if (st != AM2Z_STATUS_OK) {
             if (!am2z__atomic_load(&q->rx_stop))
                 am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_redis_errstr(r));
             am2z_reply_clear(&rep);
@@ -5108,7 +5108,7 @@ static void am2z__qmaint_cancel(am2z__qrt *q, am2z_redis *conn) {
     if (argv) {
         argv[0] = "MGET";
         for (i = 0; i < n; i++) argv[i + 1] = s[i].a;
-        if (am2z_redis_command_argv(conn, &rep, n + 1, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+        if (am2z_redis_command_argv(conn, &rep, n + 1, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
             for (i = 0; i < n && i < rep.len; i++)
                 if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, 1);
         am2z_reply_clear(&rep);
@@ -5131,7 +5131,7 @@ static void am2z__qmaint_renew(am2z__qrt *q, am2z_redis *conn) {
             argv[2 + 3 * i] = s[i].b;
             argv[3 + 3 * i] = s[i].token;
         }
-        if (am2z__qeval(conn, &rep, q->s_extend, 3 * n + 1, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+        if (am2z__qeval(conn, &rep, q->s_extend, 3 * n + 1, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
             for (k = 0; k < rep.len; k++) {
                 const char *bad = am2z__qel(&rep, k, NULL);
                 for (i = 0; bad && i < n; i++)
@@ -5161,7 +5161,7 @@ static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
         am2z__qqueue *u = tmp.snap[i];
         argv[0] = u->P; argv[1] = q->C; argv[2] = now_s; argv[3] = iv; argv[4] = ms;
         argv[5] = q->events ? "1" : "0"; argv[6] = u->wk; argv[7] = u->wm;
-        if (am2z_redis_append_evalsha(conn, q->s_stalled, 0, 8, argv, NULL) != AM2Z_OK) break;
+        if (am2z_redis_append_evalsha(conn, q->s_stalled, 0, 8, argv, NULL) != AM2Z_STATUS_OK) break;
         sent++;
     }
     for (i = 0; i < sent; i++) {
@@ -5171,11 +5171,11 @@ static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
             am2z_redis_script_load(conn, q->s_stalled);
             continue;
         }
-        if (st == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1 && tmp.snap[i]->session) {
+        if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1 && tmp.snap[i]->session) {
             /* the session was stopped elsewhere: stop serving it, unless this process
                is adding to it right now (the next add brings it back anyway) */
             am2z__qqueue_forget(q, tmp.snap[i]->name);
-        } else if (st == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len) {
+        } else if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len) {
             am2z_log_warn(q->logger, "queue runtime: %lu stalled job(s) of %s put back", (unsigned long)rep.len,
                           tmp.snap[i]->name);
         }
@@ -5200,13 +5200,13 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     pthread_mutex_unlock(&q->wmu);
     for (i = 0; i < n; i++) {
         if (am2z_redis_append(conn, "HMGET %s%s finishedOn returnvalue failedReason atm stacktrace", ws[i]->qu->P,
-                              ws[i]->id) != AM2Z_OK)
+                              ws[i]->id) != AM2Z_STATUS_OK)
             break;
         sent++;
     }
     for (i = 0; i < sent; i++) {
         am2z_status st = am2z_redis_read(conn, &rep);
-        if (st == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 5 && am2z__qel(&rep, 0, NULL)) {
+        if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 5 && am2z__qel(&rep, 0, NULL)) {
             am2z__qwait *w = ws[i], *t;
             size_t rvn = 0, frn = 0, stn = 0;
             const char *rv = am2z__qel(&rep, 1, &rvn), *fr = am2z__qel(&rep, 2, &frn), *stk = am2z__qel(&rep, 3 + 1, &stn);
@@ -5255,7 +5255,7 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
             am2z__free(errs);
         }
         am2z_reply_clear(&rep);
-        if (st != AM2Z_OK && !am2z_redis_is_connected(conn)) break;
+        if (st != AM2Z_STATUS_OK && !am2z_redis_is_connected(conn)) break;
     }
     for (i = 0; i < n; i++) am2z__qwait_release(ws[i]);
 }
@@ -5300,7 +5300,7 @@ static void am2z__qwake_workers(am2z__qrt *q) {
     int i, sent = 0;
     if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
     for (i = 0; i < q->nworkers; i++)
-        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_OK) sent++;
+        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
     for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
     am2z_redis_pool_put(q->pool, r);
 }
@@ -5323,7 +5323,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z_redis *r;
     if (!am2z__atomic_load(&q->running)) { if (status) *status = AM2Z_STATUS_NOT_STARTED; return NULL; }
     st = am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_OK) { if (status) *status = st; return NULL; }
+    if (st != AM2Z_STATUS_OK) { if (status) *status = st; return NULL; }
     if (!(r = am2z__qborrow(q, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
@@ -5333,13 +5333,13 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qadd_free(&a);
-    if (st != AM2Z_OK) {
+    if (st != AM2Z_STATUS_OK) {
         am2z__qwait_release(a.w);
         if (status) *status = st;
         return NULL;
     }
     if (session) am2z__qsession_used(q, session);
-    if (status) *status = AM2Z_OK;
+    if (status) *status = AM2Z_STATUS_OK;
     return &a.w->base;
 }
 
@@ -5357,7 +5357,7 @@ static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_ou
     }
     am2z__qwait_outcome(w, out);
     w->taken = 1;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static void am2z__qop_free_execution(am2z_execution *e) {
@@ -5372,7 +5372,7 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
                                   am2z_status st) {
     am2z_error *e;
     memset(out, 0, sizeof *out);
-    am2z_execution_id(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
+    am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
     out->started_at_ms = am2z_now_ms();
     if (st == AM2Z_STATUS_NOT_FOUND) {
         e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
@@ -5392,7 +5392,7 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
 static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_outcome out;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
     if (!e) { am2z__qfailed_outcome(q, &out, proc, input, st); return out; }
     am2z__qop_wait(e, -1, &out);
@@ -5411,11 +5411,11 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
     for (i = 0; i < n; i++) {
         sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
                                                 : AM2Z_STATUS_NOT_STARTED;
-        if (sts[i] != AM2Z_OK) adds[i].w = NULL;
+        if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
     }
     for (i = 0; i < n; i = j) {
         size_t k, m = 0;
-        for (j = i; j < n && sts[j] == AM2Z_OK; j++) m++;
+        for (j = i; j < n && sts[j] == AM2Z_STATUS_OK; j++) m++;
         if (m == 0) { j = i + 1; continue; }
         if (!*r && !(*r = am2z__qborrow(q, NULL))) {
             for (k = i; k < j; k++) {
@@ -5429,10 +5429,10 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
         for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
     }
     for (i = 0; i < n; i++)
-        if (sts[i] != AM2Z_OK) {
+        if (sts[i] != AM2Z_STATUS_OK) {
             if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
             am2z__qfailed_outcome(q, &outs[from + i], proc, inputs[from + i], sts[i]);
-            if (*ret == AM2Z_OK) *ret = sts[i];
+            if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
         }
 }
 
@@ -5450,10 +5450,10 @@ static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, co
                                           size_t count, const char *session, am2z_outcome *outs) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z__qadd *adds;
-    am2z_status *sts, ret = AM2Z_OK;
+    am2z_status *sts, ret = AM2Z_STATUS_OK;
     am2z_redis *r = NULL;
     size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
-    if (count == 0) return AM2Z_OK;
+    if (count == 0) return AM2Z_STATUS_OK;
     if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
     adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
     sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
@@ -5495,13 +5495,13 @@ static am2z_value *am2z__qcounts(am2z__qrt *q, am2z_redis *r, char *const *names
     am2z_reply rep = am2z__qrep0();
     for (i = 0; i < n; i++)
         for (k = 0; k < 7; k++)
-            if (am2z_redis_append(r, "%s %s:%s:%s", cmd[k], q->bull, names[i], suffix[k]) == AM2Z_OK) sent++;
+            if (am2z_redis_append(r, "%s %s:%s:%s", cmd[k], q->bull, names[i], suffix[k]) == AM2Z_STATUS_OK) sent++;
     for (i = 0; i < n; i++) {
         am2z_value *c = am2z_value_object();
         for (k = 0; k < 7; k++) {
             int64_t v = 0;
             if (sent) {
-                if (am2z_redis_read(r, &rep) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
+                if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
                 am2z_reply_clear(&rep);
                 sent--;
             }
@@ -5518,7 +5518,7 @@ static am2z_value *am2z__qmembers(am2z_redis *r, const char *key) {
     am2z_value *a = am2z_value_array();
     am2z_reply rep = am2z__qrep0();
     size_t i;
-    if (am2z_redis_command(r, &rep, "SMEMBERS %s", key) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY)
+    if (am2z_redis_command(r, &rep, "SMEMBERS %s", key) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
         for (i = 0; i < rep.len; i++) {
             const char *s = am2z__qel(&rep, i, NULL);
             if (s) a = am2z_value_append(a, "", am2z_value_string(s));
@@ -5578,7 +5578,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     const char **argv;
     size_t n, i, sent;
     am2z_reply rep = am2z__qrep0();
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
     int dropped = 0;
     if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
@@ -5605,7 +5605,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         argv[0] = q->C; argv[1] = q->bull; argv[2] = sset; argv[3] = ttl; argv[4] = ejs; argv[5] = q->reply_ttl_s;
         argv[6] = sid; argv[7] = q->sessions_key; argv[8] = skey;
         for (i = 0; i < n; i++) argv[9 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
-        if (am2z__qeval(r, &rep, q->s_cancelq, n + 9, argv, NULL) == AM2Z_OK && rep.type == AM2Z_REPLY_ARRAY &&
+        if (am2z__qeval(r, &rep, q->s_cancelq, n + 9, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
             rep.len >= 2) {
             active = am2z__qel_int(&rep, 0);
             dropped = am2z__qel_int(&rep, 1) == 1;
@@ -5654,10 +5654,10 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         sent = 0;
         for (i = 0; i < n; i++)
             if (am2z_redis_append(r, "LLEN %s:%s:active", q->bull, am2z_value_as_string(am2z_value_at(names, i), NULL)) ==
-                AM2Z_OK)
+                AM2Z_STATUS_OK)
                 sent++;
         for (i = 0; i < sent; i++) {
-            if (am2z_redis_read(r, &rep) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
+            if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER) active += rep.integer;
             am2z_reply_clear(&rep);
         }
     }
@@ -5667,7 +5667,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         if (argv) {
             argv[0] = q->C; argv[1] = q->bull; argv[2] = sid; argv[3] = q->sessions_key; argv[4] = skey; argv[5] = sset;
             for (i = 0; i < n; i++) argv[6 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
-            if (am2z__qeval(r, &rep, q->s_drop, n + 6, argv, NULL) != AM2Z_OK) st = AM2Z_STATUS_IO;
+            if (am2z__qeval(r, &rep, q->s_drop, n + 6, argv, NULL) != AM2Z_STATUS_OK) st = AM2Z_STATUS_IO;
             am2z_reply_clear(&rep);
             am2z__free(argv);
         } else {
@@ -5847,7 +5847,7 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int i;
-    if (q->have_threads) return AM2Z_OK;
+    if (q->have_threads) return AM2Z_STATUS_OK;
     if (!q->rconn) q->rconn = am2z__qconn(q, "results");
     if (!q->mconn) q->mconn = am2z__qconn(q, "maintenance");
     if (!q->rconn || !q->mconn) return AM2Z_STATUS_NO_MEMORY;
@@ -5898,7 +5898,7 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
         return AM2Z_STATUS_NO_MEMORY;
     }
     q->have_threads = 1;
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
@@ -5907,7 +5907,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z_redis *r;
     am2z__qrun *x;
     int i;
-    if (!q->have_threads) return AM2Z_OK;
+    if (!q->have_threads) return AM2Z_STATUS_OK;
     /* let running jobs finish within the grace period (workers take nothing new) */
     am2z__atomic_store(&q->running, 0);
     am2z__qwake_workers(q);
@@ -5951,7 +5951,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__qexpire(w, am2z_error_with_location(am2z_error_cancelled("the runtime was stopped"), w->qu->proc, w->id));
         am2z__qwait_release(w);
     }
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 static void am2z__qfree(am2z__qrt *q) {
@@ -6014,7 +6014,7 @@ AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, co
     am2z__qrt *q = am2z__qof(rt);
     if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
         return AM2Z_STATUS_INVALID_ARGUMENT;
-    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_OK : AM2Z_STATUS_LIMIT;
+    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_STATUS_OK : AM2Z_STATUS_LIMIT;
 }
 
 AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
@@ -6034,7 +6034,7 @@ static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *si
     char *canon;
     size_t cn = 0;
     char hex[2 * AM2Z_SHA256_SIZE + 1];
-    if (st != AM2Z_OK) { am2z_reply_clear(&rep); return st == AM2Z_STATUS_SERVER ? st : AM2Z_STATUS_IO; }
+    if (st != AM2Z_STATUS_OK) { am2z_reply_clear(&rep); return st == AM2Z_STATUS_SERVER ? st : AM2Z_STATUS_IO; }
     s = am2z__qel(&rep, 0, &sn);
     h = am2z__qel(&rep, 2, &hn);
     if (!s) { am2z_reply_clear(&rep); return AM2Z_STATUS_NOT_FOUND; }
@@ -6065,7 +6065,7 @@ static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *si
         if (!*out) { am2z_value_release(v); return AM2Z_STATUS_NO_MEMORY; }
     }
     am2z_value_release(v);
-    return AM2Z_OK;
+    return AM2Z_STATUS_OK;
 }
 
 /* Writes state if the stored version is expected (< 0: any): OK, CONFLICT, or a failure. */
@@ -6089,10 +6089,10 @@ static am2z_status am2z__qstate_write(am2z__qrt *q, am2z_redis *r, const char *s
     for (i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
     lens[1] = cn;
     st = am2z__qeval(r, &rep, q->s_state, 6, argv, lens);
-    if (st == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) {
+    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER) {
         if (rep.integer < 0) st = AM2Z_STATUS_CONFLICT;
         else if (version) *version = rep.integer;
-    } else if (st == AM2Z_OK) {
+    } else if (st == AM2Z_STATUS_OK) {
         st = AM2Z_STATUS_PROTOCOL;
     }
     am2z_reply_clear(&rep);
@@ -6105,7 +6105,7 @@ AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_
                                           int64_t *version, am2z_error **error) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     if (out) *out = NULL;
     if (error) *error = NULL;
     if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
@@ -6119,7 +6119,7 @@ AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_
                                           int64_t ttl_ms, int64_t *version) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     if (!q || !am2z__qname_ok(session_id) || am2z_value_type(state) != AM2Z_TYPE_OBJECT)
         return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
@@ -6133,7 +6133,7 @@ AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *sessi
                                              am2z_error **error) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     int round;
     if (out) *out = NULL;
     if (error) *error = NULL;
@@ -6143,14 +6143,14 @@ AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *sessi
         am2z_state *cur = NULL, *next;
         int64_t ver = 0;
         st = am2z__qstate_read(q, r, session_id, &cur, &ver, error);
-        if (st == AM2Z_STATUS_NOT_FOUND) { st = AM2Z_OK; ver = 0; }
-        if (st != AM2Z_OK) break;
+        if (st == AM2Z_STATUS_NOT_FOUND) { st = AM2Z_STATUS_OK; ver = 0; }
+        if (st != AM2Z_STATUS_OK) break;
         next = fn(cur, user_data);
         am2z_value_release(cur);
         if (!next) { st = AM2Z_STATUS_CANCELLED; break; }
         st = am2z__qstate_write(q, r, session_id, next, ttl_ms, ver, version);
         if (st == AM2Z_STATUS_CONFLICT) { am2z_value_release(next); continue; }
-        if (st == AM2Z_OK && out) *out = next;
+        if (st == AM2Z_STATUS_OK && out) *out = next;
         else am2z_value_release(next);
         break;
     }
@@ -6169,7 +6169,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
     st = am2z_redis_command(r, &rep, "DEL %sstate:%s", q->C, session_id);
@@ -6191,7 +6191,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     am2z_logger *lg;
     am2z_runtime *rt;
     am2z_redis *probe;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     char seed[128];
     char hex[2 * AM2Z_SHA256_SIZE + 1];
     static int counter;
@@ -6287,10 +6287,10 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
         am2z_log_error(lg, "queue runtime: cannot connect to Redis: %s", am2z_status_string(st));
     } else {
         am2z_redis_pool_put(q->pool, probe);
-        rt = am2z_runtime_create(&am2z__qops, q, lg);
+        rt = am2z_runtime_new(&am2z__qops, q, lg);
         if (rt) {
             q->rt = rt;
-            if (am2z_runtime_start(rt) != AM2Z_OK) {
+            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
                 am2z_log_error(lg, "queue runtime: cannot start its threads");
                 am2z_runtime_free(rt);
                 return NULL;

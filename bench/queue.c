@@ -50,7 +50,7 @@ static am2z_runtime *runtime(int concurrency) {
     pd.name = "noop";
     pd.fn = noop;
     p = am2z_processor_new(&pd);
-    if (!p || am2z_runtime_register(rt, p) != AM2Z_OK) {
+    if (!p || am2z_runtime_register(rt, p) != AM2Z_STATUS_OK) {
         am2z_processor_release(p);
         am2z_runtime_free(rt);
         return NULL;
@@ -120,7 +120,7 @@ static void flushall(void) {
     d.port = g_port;
     r = am2z_redis_new(&d);
     memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_connect(r) == AM2Z_OK) am2z_redis_command(r, &rep, "FLUSHALL");
+    if (r && am2z_redis_connect(r) == AM2Z_STATUS_OK) am2z_redis_command(r, &rep, "FLUSHALL");
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
 }
@@ -172,7 +172,7 @@ static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb
     if (!caller || !in || !inputs || !outs) goto done;
     for (i = 0; i < n; i++) inputs[i] = in;
     t0 = am2z_monotonic_ns();
-    if (am2z_runtime_execute_many(caller, "noop", inputs, (size_t)n, NULL, outs) != AM2Z_OK) {
+    if (am2z_runtime_execute_many(caller, "noop", inputs, (size_t)n, NULL, outs) != AM2Z_STATUS_OK) {
         fprintf(stderr, "bench: execute_many failed\n");
         goto done;
     }
@@ -211,7 +211,7 @@ static int sessions(am2z_runtime *rt, int n, double *ms) {
             ok = 0;
         }
         am2z_outcome_clear(&out);
-        if (am2z_runtime_stop_session(rt, sid, 1000) != AM2Z_OK) {
+        if (am2z_runtime_stop_session(rt, sid, 1000) != AM2Z_STATUS_OK) {
             fprintf(stderr, "bench: stop_session failed\n");
             ok = 0;
         }

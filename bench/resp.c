@@ -37,7 +37,7 @@ static double sequential(am2z_redis *r, int n, int get) {
         argv[0] = get ? "GET" : "SET"; len[0] = 3;
         argv[1] = key;
         argv[2] = "xxx"; len[2] = 3;
-        if (am2z_redis_command_argv(r, &rep, get ? 2 : 3, argv, len) != AM2Z_OK) {
+        if (am2z_redis_command_argv(r, &rep, get ? 2 : 3, argv, len) != AM2Z_STATUS_OK) {
             fprintf(stderr, "command failed: %s\n", am2z_redis_errstr(r));
             return 0;
         }
@@ -63,7 +63,7 @@ static double pipelined(am2z_redis *r, int n, int batch) {
             am2z_redis_append_argv(r, 3, argv, len);
         }
         for (k = 0; k < batch; k++) {
-            if (am2z_redis_read(r, &rep) != AM2Z_OK) {
+            if (am2z_redis_read(r, &rep) != AM2Z_STATUS_OK) {
                 fprintf(stderr, "pipeline failed: %s\n", am2z_redis_errstr(r));
                 return 0;
             }
@@ -109,7 +109,7 @@ int main(void) {
     memset(&d, 0, sizeof d);
     d.port = s.port;
     r = am2z_redis_new(&d);
-    if (!r || am2z_redis_connect(r) != AM2Z_OK) {
+    if (!r || am2z_redis_connect(r) != AM2Z_STATUS_OK) {
         printf("connect failed: %s\n", r ? am2z_redis_errstr(r) : "no memory");
         t_redis_stop(&s);
         return 1;

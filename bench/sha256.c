@@ -83,7 +83,7 @@ int main(void) {
     static const char *const names[3] = {"64 B", "1 KiB", "1 MiB"};
     size_t big = (size_t)64 << 20, i;
     unsigned char *buf = (unsigned char *)malloc(big);
-    int has_shani = am2z_sha256_select(AM2Z_SHA256_SHANI) == AM2Z_OK;
+    int has_shani = am2z_sha256_select(AM2Z_SHA256_SHANI) == AM2Z_STATUS_OK;
     char path[] = "/tmp/am2z-sha-bench-XXXXXX";
     int s;
     if (!buf) return 1;

@@ -60,8 +60,8 @@ int main(void) {
 
     if (!rt || !fast || !settle || !fixed) return 1;
     /* registering a batch registers its target ("quote") too */
-    if (am2z_runtime_register(rt, fast) != AM2Z_OK || am2z_runtime_register(rt, settle) != AM2Z_OK ||
-        am2z_runtime_register(rt, fixed) != AM2Z_OK)
+    if (am2z_runtime_register(rt, fast) != AM2Z_STATUS_OK || am2z_runtime_register(rt, settle) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, fixed) != AM2Z_STATUS_OK)
         return 1;
 
     printf("%s, shipment S-1:\n", am2z_processor_desc_of(fast)->description);

@@ -73,11 +73,11 @@ int main(void) {
     am2z_outcome outs[N], out;
 
     if (!rt || !router || !strict) return 1;
-    if (am2z_runtime_register(rt, router) != AM2Z_OK || am2z_runtime_register(rt, strict) != AM2Z_OK) return 1;
+    if (am2z_runtime_register(rt, router) != AM2Z_STATUS_OK || am2z_runtime_register(rt, strict) != AM2Z_STATUS_OK) return 1;
     printf("%s\n\n", am2z_processor_desc_of(router)->description);
 
     for (i = 0; i < N; i++) items[i] = am2z_state_parse("inbox", inbox[i], 0, NULL);
-    if (am2z_runtime_execute_many(rt, "content", (const am2z_state *const *)items, N, "inbox", outs) != AM2Z_OK)
+    if (am2z_runtime_execute_many(rt, "content", (const am2z_state *const *)items, N, "inbox", outs) != AM2Z_STATUS_OK)
         return 1;
     for (i = 0; i < N; i++) {
         const char *type = am2z_value_get_string(items[i], "type", "(none)");

@@ -86,7 +86,7 @@ int main(void) {
     am2z_outcome out;
     const am2z_value *r;
 
-    if (!rt || !pipeline || am2z_runtime_register(rt, pipeline) != AM2Z_OK) return 1;
+    if (!rt || !pipeline || am2z_runtime_register(rt, pipeline) != AM2Z_STATUS_OK) return 1;
     am2z_runtime_on(rt, "merge:conflict", on_conflict, NULL);
     printf("%s\n%s\n", am2z_processor_desc_of(pipeline)->description, am2z_processor_desc_of(fan)->description);
 

@@ -128,7 +128,7 @@ int main(void) {
     steps[2] = payment;
     steps[3] = fulfil;
     order = am2z_chain_new(&(am2z_chain_desc){.name = "process-order", .steps = steps, .count = 4});
-    if (am2z_runtime_register(rt, order) != AM2Z_OK) return 1; /* registers every step too */
+    if (am2z_runtime_register(rt, order) != AM2Z_STATUS_OK) return 1; /* registers every step too */
     printf("%s\n", am2z_processor_desc_of(order)->description);
     am2z_runtime_on(rt, "*", on_event, NULL);
 

@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     desc.concurrency = AM2Z_QUEUE_NO_WORKERS;
     rt = am2z_queue_runtime_new(&desc); /* the reason of a failure goes to the log */
     if (!rt) return 1;
-    if (declare_remote(rt, kind) != AM2Z_OK) {
+    if (declare_remote(rt, kind) != AM2Z_STATUS_OK) {
         fprintf(stderr, "producer: cannot declare %s\n", kind);
         am2z_runtime_free(rt);
         return 1;
@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
         }
         if (inflight[head]) {
             memset(&out, 0, sizeof out);
-            if (am2z_execution_wait(inflight[head], timeout_ms, &out) != AM2Z_OK) {
+            if (am2z_execution_wait(inflight[head], timeout_ms, &out) != AM2Z_STATUS_OK) {
                 fprintf(stderr, "producer: %s: no result within %lld ms\n", orders[head].id,
                         (long long)timeout_ms);
                 failed++;

@@ -106,9 +106,9 @@ int main(void) {
 
     sleep_ms(30);
     printf("globex is shut down (grace 10 ms):\n");
-    EXPECT(am2z_runtime_stop_session(rt, "globex", 10) == AM2Z_OK);
+    EXPECT(am2z_runtime_stop_session(rt, "globex", 10) == AM2Z_STATUS_OK);
     for (i = 0; i < 3; i++) {
-        EXPECT(am2z_execution_wait(globex[i], 1000, &out) == AM2Z_OK);
+        EXPECT(am2z_execution_wait(globex[i], 1000, &out) == AM2Z_STATUS_OK);
         if (out.error) {
             printf("  globex #%d: %s: %s\n", i, out.error->name, out.error->message);
             cancelled += out.error->kind == AM2Z_ERROR_CANCELLED &&
@@ -122,7 +122,7 @@ int main(void) {
 
     printf("acme is not affected:\n");
     for (i = 0; i < 3; i++) {
-        EXPECT(am2z_execution_wait(acme[i], -1, &out) == AM2Z_OK);
+        EXPECT(am2z_execution_wait(acme[i], -1, &out) == AM2Z_STATUS_OK);
         EXPECT(out.error == NULL && am2z_value_get_int(out.state, "ingested", 0) == 20);
         am2z_outcome_clear(&out);
         am2z_execution_free(acme[i]);

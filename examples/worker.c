@@ -151,7 +151,7 @@ static am2z_status register_pipeline(am2z_runtime *rt) {
         cd.count = 5;
         if (!(reviewed = am2z_chain_new(&cd))) goto done;
     }
-    if ((st = am2z_runtime_register(rt, checkout)) != AM2Z_OK) goto done;
+    if ((st = am2z_runtime_register(rt, checkout)) != AM2Z_STATUS_OK) goto done;
     st = am2z_runtime_register(rt, reviewed);
 done:
     for (i = 0; i < 6; i++) am2z_processor_release(p[i]);
@@ -190,7 +190,7 @@ int main(int argc, char **argv) {
 
     rt = am2z_queue_runtime_new(&desc); /* the reason of a failure goes to the log */
     if (!rt) return 1;
-    if ((st = register_pipeline(rt)) != AM2Z_OK) {
+    if ((st = register_pipeline(rt)) != AM2Z_STATUS_OK) {
         fprintf(stderr, "worker: cannot register the pipeline: %s\n", am2z_status_string(st));
         am2z_runtime_free(rt);
         return 1;

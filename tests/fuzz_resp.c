@@ -20,7 +20,7 @@ static void check_tree(const am2z_reply *root, am2z_resp_buf *b) {
                 const char *s = am2z_reply_str(r);
                 size_t n = r->len;
                 if (s[n] != '\0') __builtin_trap();
-                if (am2z_resp_append_argv(b, 1, &s, &n) != AM2Z_OK) __builtin_trap();
+                if (am2z_resp_append_argv(b, 1, &s, &n) != AM2Z_STATUS_OK) __builtin_trap();
                 break;
             }
             case AM2Z_REPLY_ARRAY: case AM2Z_REPLY_MAP: case AM2Z_REPLY_SET: case AM2Z_REPLY_PUSH:
@@ -72,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         seed = seed * 1103515245u + 12345u;
         n = (cfg & 2) ? 1 + (seed >> 16) % 7 : size - off; /* tiny chunks or all at once */
         if (n > size - off) n = size - off;
-        if (am2z_resp_reader_feed(rd, data + off, n) != AM2Z_OK) {
+        if (am2z_resp_reader_feed(rd, data + off, n) != AM2Z_STATUS_OK) {
             if (am2z_resp_reader_error(rd, NULL, NULL) == AM2Z_RESP_ERR_NONE) __builtin_trap();
             break;
         }

@@ -243,7 +243,7 @@ static void env_init(env *e) {
 static void env_add(env *e, am2z_processor *p) {
     CHECK(p != NULL);
     if (!p) return;
-    if (g_local) CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_OK);
+    if (g_local) CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_STATUS_OK);
     else inline_register(&e->in, p);
 }
 

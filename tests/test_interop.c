@@ -54,7 +54,7 @@ static int add_processor(am2z_runtime *rt, const char *name, am2z_processor_fn f
     if (!p) return 0;
     st = am2z_runtime_register(rt, p);
     am2z_processor_release(p);
-    return st == AM2Z_OK;
+    return st == AM2Z_STATUS_OK;
 }
 
 /* Starts `node peer.js args...`; 1 on success. */
@@ -161,7 +161,7 @@ static void test_node_job_runs_on_am2z_worker(void) {
     if (!rt) return;
     CHECK(add_processor(rt, "double", double_x, NULL));
     CHECK(add_processor(rt, "stock", out_of_stock, NULL));
-    CHECK_INT(am2z_queue_name(rt, "double", NULL, q, sizeof q), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "double", NULL, q, sizeof q), AM2Z_STATUS_OK);
 
     {
         const char *args[] = {"add-and-wait", g_port_s, q, "double", "{\"x\":21,\"note\":\"from node\"}",
@@ -195,7 +195,7 @@ static void test_node_job_runs_on_am2z_worker(void) {
     am2z_value_release(res);
 
     /* A failure reaches Node as the rejection of waitUntilFinished, with our message. */
-    CHECK_INT(am2z_queue_name(rt, "stock", NULL, q, sizeof q), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "stock", NULL, q, sizeof q), AM2Z_STATUS_OK);
     {
         const char *args[] = {"add-and-wait", g_port_s, q, "stock", "{\"sku\":\"A-7\"}", "bull", "10000", NULL};
         CHECK(peer_start(&p, args));
@@ -211,7 +211,7 @@ static void test_node_job_runs_on_am2z_worker(void) {
     am2z_value_release(res);
 
     /* A job whose name is no registered processor fails clearly; the worker goes on. */
-    CHECK_INT(am2z_queue_name(rt, "double", NULL, q, sizeof q), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "double", NULL, q, sizeof q), AM2Z_STATUS_OK);
     {
         const char *args[] = {"add-and-wait", g_port_s, q, "no-such-processor", "{\"x\":1}", "bull", "10000", NULL};
         CHECK(peer_start(&p, args));
@@ -246,7 +246,7 @@ static void test_node_pause_is_respected(void) {
     CHECK(rt != NULL);
     if (!rt) return;
     CHECK(add_processor(rt, "paused", double_x, NULL));
-    CHECK_INT(am2z_queue_name(rt, "paused", NULL, q, sizeof q), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "paused", NULL, q, sizeof q), AM2Z_STATUS_OK);
     {
         const char *args[] = {"pause", g_port_s, q, "bull", NULL};
         res = peer_run(args);
@@ -291,7 +291,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
     CHECK(rt != NULL);
     if (!rt) return;
     CHECK(add_processor(rt, "nodejob", must_not_run, NULL));
-    CHECK_INT(am2z_queue_name(rt, "nodejob", NULL, q, sizeof q), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "nodejob", NULL, q, sizeof q), AM2Z_STATUS_OK);
     {
         const char *args[] = {"worker", g_port_s, q, "2", "bull", NULL};
         CHECK(peer_start(&p, args));
@@ -327,7 +327,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
         CHECK(e != NULL);
         if (e) {
             memset(&out, 0, sizeof out);
-            CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_OK);
+            CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_STATUS_OK);
             CHECK_INT(am2z_value_get_int(out.state, "sum", -1), 3);
             am2z_outcome_clear(&out);
             am2z_execution_free(e);
@@ -373,7 +373,7 @@ static void test_job_counts_agree(void) {
     CHECK(add_processor(call, "idle", must_not_run, NULL));
     CHECK(add_processor(call, "later", must_not_run, &delayed_cfg));
     CHECK(add_processor(call, "urgent", must_not_run, &urgent_cfg));
-    for (i = 0; i < 6; i++) CHECK_INT(am2z_queue_name(call, procs[i], NULL, q[i], sizeof q[i]), AM2Z_OK);
+    for (i = 0; i < 6; i++) CHECK_INT(am2z_queue_name(call, procs[i], NULL, q[i], sizeof q[i]), AM2Z_STATUS_OK);
 
     in = am2z_state_parse("default", "{\"x\":1}", 0, NULL);
     for (i = 0; i < 3; i++) {

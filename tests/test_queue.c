@@ -45,7 +45,7 @@ static am2z_redis *conn(void) {
     d.host = "127.0.0.1";
     d.port = port;
     r = am2z_redis_new(&d);
-    if (r && am2z_redis_connect(r) != AM2Z_OK) { am2z_redis_free(r); r = NULL; }
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
     return r;
 }
 
@@ -66,7 +66,7 @@ static long scan_count(am2z_redis *r, const char *pattern) {
     do {
         am2z_reply rep;
         memset(&rep, 0, sizeof rep);
-        if (am2z_redis_command(r, &rep, "SCAN %s MATCH %s COUNT 1000", cursor, pattern) != AM2Z_OK ||
+        if (am2z_redis_command(r, &rep, "SCAN %s MATCH %s COUNT 1000", cursor, pattern) != AM2Z_STATUS_OK ||
             rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
             am2z_reply_clear(&rep);
             return -1;
@@ -82,7 +82,7 @@ static long long cmd_int(am2z_redis *r, const char *fmt, const char *a) {
     am2z_reply rep;
     long long v = -1;
     memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, fmt, a) == AM2Z_OK && rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
+    if (am2z_redis_command(r, &rep, fmt, a) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
     am2z_reply_clear(&rep);
     return v;
 }
@@ -166,7 +166,7 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
     return am2z_processor_new(&d);
 }
 static void reg(am2z_runtime *rt, am2z_processor *p) {
-    CHECK_INT(am2z_runtime_register(rt, p), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, p), AM2Z_STATUS_OK);
     am2z_processor_release(p);
 }
 
@@ -202,9 +202,9 @@ static void test_execute_and_layout(void) {
     CHECK(rt != NULL && r != NULL);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
     reg(rt, plain("inc", p_inc));
-    CHECK_INT(am2z_queue_name(rt, "inc", NULL, qn, sizeof qn), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "inc", NULL, qn, sizeof qn), AM2Z_STATUS_OK);
     CHECK_STR(qn, "am2z~inc");
-    CHECK_INT(am2z_queue_name(rt, "inc", "s-1", qn, sizeof qn), AM2Z_OK);
+    CHECK_INT(am2z_queue_name(rt, "inc", "s-1", qn, sizeof qn), AM2Z_STATUS_OK);
     CHECK_STR(qn, "am2z~inc~s-1");
     CHECK_INT(am2z_queue_name(rt, "in:c", NULL, qn, sizeof qn), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK_INT(am2z_queue_name(rt, "inc", NULL, qn, 4), AM2Z_STATUS_LIMIT);
@@ -215,7 +215,7 @@ static void test_execute_and_layout(void) {
     CHECK(strncmp(out.execution_id, "inc-", 4) == 0);
     /* the BullMQ layout: completed zset, job hash with JSON fields */
     snprintf(key, sizeof key, "bull:am2z~inc:%s", out.execution_id);
-    CHECK(am2z_redis_command(r, &rep, "HMGET %s name returnvalue finishedOn atm ats opts data", key) == AM2Z_OK);
+    CHECK(am2z_redis_command(r, &rep, "HMGET %s name returnvalue finishedOn atm ats opts data", key) == AM2Z_STATUS_OK);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 7) {
         am2z_value *rv = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), 0, NULL, NULL);
         am2z_value *opts = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 5)), 0, NULL, NULL);
@@ -271,7 +271,7 @@ static void test_submit_wait_many(void) {
     e = am2z_runtime_submit(rt, "slow", in, NULL);
     CHECK(e != NULL);
     CHECK_INT(am2z_execution_wait(e, 10, &out), AM2Z_STATUS_TIMEOUT);
-    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL && out.attempts == 1);
     CHECK(out.execution_us >= 100000);
     am2z_outcome_clear(&out);
@@ -282,7 +282,7 @@ static void test_submit_wait_many(void) {
     am2z_execution_free(e);
     CHECK(am2z_runtime_submit(rt, "nope", in, NULL) == NULL);
     for (i = 0; i < 300; i++) ins[i] = st_count((int64_t)i);
-    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_STATUS_OK);
     for (i = 0; i < 300; i++) {
         if (outs[i].error || am2z_value_get_int(outs[i].state, "count", -1) != (int64_t)i + 1) ok = 0;
         am2z_outcome_clear(&outs[i]);
@@ -430,7 +430,7 @@ static void test_retries_exhausted(void) {
     CHECK_INT(out.attempt_error_count, 3);
     if (out.attempt_error_count == 3) CHECK(strstr(out.attempt_errors[0]->message, "attempt 1 failed") != NULL);
     snprintf(key, sizeof key, "bull:am2z~fails3:%s", out.execution_id);
-    CHECK(am2z_redis_command(r, &rep, "HMGET %s failedReason stacktrace atm", key) == AM2Z_OK);
+    CHECK(am2z_redis_command(r, &rep, "HMGET %s failedReason stacktrace atm", key) == AM2Z_STATUS_OK);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 3) {
         am2z_value *st = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), 0, NULL, NULL);
         CHECK(strstr(am2z_reply_str(am2z_reply_at(&rep, 0)), "attempt 3 failed") != NULL);
@@ -516,7 +516,7 @@ static void test_composites(int concurrency) {
     cd.count = 2;
     outer = am2z_chain_new(&cd);
     CHECK(chain && par && outer);
-    CHECK_INT(am2z_runtime_register(rt, outer), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, outer), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "chain3", in);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "count", 0), 22); /* (5+1)*2+10 */
@@ -551,7 +551,7 @@ static long client_count(am2z_redis *r) {
     long n = -1;
     const char *s;
     memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, "CLIENT LIST") == AM2Z_OK) {
+    if (am2z_redis_command(r, &rep, "CLIENT LIST") == AM2Z_STATUS_OK) {
         n = 0;
         for (s = am2z_reply_str(&rep); (s = strchr(s, '\n')) != NULL; s++) n++;
     }
@@ -579,7 +579,7 @@ static void test_sessions(void) {
     cd.steps = steps;
     cd.count = 2;
     chain = am2z_chain_new(&cd);
-    CHECK_INT(am2z_runtime_register(rt, chain), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, chain), AM2Z_STATUS_OK);
     out = am2z_runtime_execute_in_session(rt, "incdbl", in, "tenant-7");
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "count", 0), 4);
@@ -597,9 +597,9 @@ static void test_sessions(void) {
     v = am2z_runtime_session_stats(rt, "tenant-7");
     CHECK_INT(am2z_value_get_int(v, "queues.inc.completed", -1), 1);
     am2z_value_release(v);
-    CHECK(am2z_queue_state_set(rt, "tenant-7", in, 0, NULL) == AM2Z_OK);
+    CHECK(am2z_queue_state_set(rt, "tenant-7", in, 0, NULL) == AM2Z_STATUS_OK);
     CHECK(scan_count(r, "*tenant-7*") > 0);
-    CHECK_INT(am2z_runtime_stop_session(rt, "tenant-7", 1000), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "tenant-7", 1000), AM2Z_STATUS_OK);
     CHECK_INT(scan_count(r, "*tenant-7*"), 0);
     CHECK_INT(ev_cleanup, 1);
     v = am2z_runtime_active_sessions(rt);
@@ -614,7 +614,7 @@ static void test_sessions(void) {
         out = am2z_runtime_execute_in_session(rt, "inc", in, sid);
         if (out.error || am2z_value_get_int(out.state, "count", 0) != 2) bad++;
         am2z_outcome_clear(&out);
-        if (am2z_runtime_stop_session(rt, sid, 1000) != AM2Z_OK) bad++;
+        if (am2z_runtime_stop_session(rt, sid, 1000) != AM2Z_STATUS_OK) bad++;
     }
     CHECK_INT(bad, 0);
     CHECK_INT(scan_count(r, "*cyc-*"), 0);
@@ -648,11 +648,11 @@ static void test_stop_session_cancels(void) {
     e2 = am2z_runtime_submit(rt, "waitcancel", in, "sx"); /* queued behind e1 (one worker) */
     CHECK(e1 && e2);
     t_redis_sleep_ms(100);
-    CHECK_INT(am2z_runtime_stop_session(rt, "sx", 2000), AM2Z_OK);
-    CHECK_INT(am2z_execution_wait(e1, 2000, &out), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "sx", 2000), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(e1, 2000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
     am2z_outcome_clear(&out);
-    CHECK_INT(am2z_execution_wait(e2, 2000, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e2, 2000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
     am2z_outcome_clear(&out);
     am2z_execution_free(e1);
@@ -695,15 +695,15 @@ static void test_state_manager(void) {
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
     CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_NOT_FOUND);
     CHECK_INT(am2z_queue_state_get(rt, "bad id", &s, &ver, &err), AM2Z_STATUS_INVALID_ARGUMENT);
-    CHECK_INT(am2z_queue_state_set(rt, "st", in, 0, &ver), AM2Z_OK);
+    CHECK_INT(am2z_queue_state_set(rt, "st", in, 0, &ver), AM2Z_STATUS_OK);
     CHECK_INT(ver, 1);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_OK);
     CHECK(am2z_value_equal(s, in));
     CHECK_INT(ver, 1);
     am2z_value_release(s);
-    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver, &err), AM2Z_OK);
+    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_OK);
     CHECK_INT(ver, 4);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_OK);
     CHECK_INT(am2z_value_get_int(s, "n", 0), 3);
     am2z_value_release(s);
     /* lose every race: a conflict after AM2Z_QUEUE_STATE_RETRIES rounds, with a clear error */
@@ -713,7 +713,7 @@ static void test_state_manager(void) {
     err = NULL;
     CHECK_INT(am2z_queue_state_update(rt, "st", upd_none, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_CANCELLED);
     /* TTL */
-    CHECK_INT(am2z_queue_state_set(rt, "st", in, 60000, &ver), AM2Z_OK);
+    CHECK_INT(am2z_queue_state_set(rt, "st", in, 60000, &ver), AM2Z_STATUS_OK);
     CHECK(cmd_int(r, "PTTL %s", "bull:am2z:state:st") > 50000);
     /* integrity: a tampered state is refused */
     am2z_redis_command(r, &rep, "HSET bull:am2z:state:st state %s", "{\"a\":[1,2],\"b\":2}");
@@ -721,7 +721,7 @@ static void test_state_manager(void) {
     CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_PROTOCOL);
     CHECK(err && strstr(err->message, "integrity") != NULL);
     am2z_error_release(err);
-    CHECK_INT(am2z_queue_state_delete(rt, "st"), AM2Z_OK);
+    CHECK_INT(am2z_queue_state_delete(rt, "st"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_NOT_FOUND);
     am2z_value_release(in);
     am2z_redis_free(r);
@@ -745,7 +745,7 @@ static const char *raw_field(am2z_redis *r, const char *id, const char *field, a
     int i;
     for (i = 0; i < 200; i++) {
         memset(rep, 0, sizeof *rep);
-        if (am2z_redis_command(r, rep, "HGET bull:am2z~inc:%s finishedOn", id) == AM2Z_OK && rep->type == AM2Z_REPLY_BULK) {
+        if (am2z_redis_command(r, rep, "HGET bull:am2z~inc:%s finishedOn", id) == AM2Z_STATUS_OK && rep->type == AM2Z_REPLY_BULK) {
             am2z_reply_clear(rep);
             am2z_redis_command(r, rep, "HGET bull:am2z~inc:%s %s", id, field);
             return rep->type == AM2Z_REPLY_BULK ? am2z_reply_str(rep) : "";
@@ -813,7 +813,7 @@ static void test_foreign_finish(void) {
         am2z_reply_clear(&r2);
     }
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_execution_wait(e, 3000, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e, 3000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "count", 0), 99);
     am2z_outcome_clear(&out);
@@ -878,7 +878,7 @@ static void test_rate_limit(void) {
     reg(rt, am2z_processor_new(&pd));
     for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL);
     for (i = 0; i < 2; i++) {
-        CHECK_INT(am2z_execution_wait(e[i], 2000, &out), AM2Z_OK);
+        CHECK_INT(am2z_execution_wait(e[i], 2000, &out), AM2Z_STATUS_OK);
         CHECK(out.error == NULL);
         am2z_outcome_clear(&out);
     }
@@ -917,7 +917,7 @@ static void test_stop_puts_jobs_back(void) {
     b = rt_new(1, lg);
     CHECK(b != NULL);
     if (b) reg(b, plain("nap", p_nap));
-    CHECK_INT(am2z_execution_wait(e, 3000, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e, 3000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "count", 0), 2);
     CHECK_INT(out.attempts, 1);
@@ -934,7 +934,7 @@ static long long evalsha_calls(am2z_redis *r) {
     const char *p;
     long long n = -1;
     memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_OK && (p = strstr(am2z_reply_str(&rep), "cmdstat_evalsha:calls=")))
+    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_STATUS_OK && (p = strstr(am2z_reply_str(&rep), "cmdstat_evalsha:calls=")))
         n = atoll(p + 22);
     am2z_reply_clear(&rep);
     return n;
@@ -958,7 +958,7 @@ static void test_batching(void) {
     for (i = 0; i < 400; i++) ins[i] = st_count((int64_t)i);
     am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 400, NULL, outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 400, NULL, outs), AM2Z_STATUS_OK);
     calls = evalsha_calls(r);
     for (i = 0; i < 400; i++) {
         if (outs[i].error || am2z_value_get_int(outs[i].state, "count", -1) != (int64_t)i + 1) ok = 0;
@@ -982,11 +982,11 @@ static void test_restart(void) {
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
-    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "inc", in);
     CHECK(out.error != NULL);
     am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_start(rt), AM2Z_OK);
+    CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "inc", in);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "count", 0), 2);
@@ -1015,7 +1015,7 @@ static void test_retention(void) {
         CHECK(rt != NULL);
         if (!rt) break;
         reg(rt, plain("inc", p_inc));
-        CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_OK);
+        CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_STATUS_OK);
         for (i = 0; i < 300; i++) {
             if (outs[i].error || am2z_value_get_int(outs[i].state, "count", -1) != (int64_t)i + 1) ok = 0;
             am2z_outcome_clear(&outs[i]);
@@ -1054,12 +1054,12 @@ static void test_stop_idle_session(void) {
             out = am2z_runtime_execute_in_session(rt, "inc", in, "idle-s");
             CHECK(out.error == NULL);
             am2z_outcome_clear(&out);
-            CHECK(am2z_queue_state_set(rt, "idle-s", in, 0, NULL) == AM2Z_OK);
+            CHECK(am2z_queue_state_set(rt, "idle-s", in, 0, NULL) == AM2Z_STATUS_OK);
             /* the worker may still pop the session's second wake entry and fetch nothing */
             t_redis_sleep_ms(200);
             am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
             am2z_reply_clear(&rep);
-            CHECK_INT(am2z_runtime_stop_session(rt, "idle-s", 1000), AM2Z_OK);
+            CHECK_INT(am2z_runtime_stop_session(rt, "idle-s", 1000), AM2Z_STATUS_OK);
             if (i == 1) CHECK_INT(evalsha_calls(r), 1);
             CHECK_INT(scan_count(r, "*idle-s*"), 0);
         }
@@ -1093,7 +1093,7 @@ static void test_stop_without_redis(void) {
         t_redis_kill(&gone);
         t_redis_sleep_ms(300); /* the threads notice and start reconnecting */
         t0 = am2z_now_ms();
-        CHECK_INT(am2z_runtime_stop(rt, 200), AM2Z_OK);
+        CHECK_INT(am2z_runtime_stop(rt, 200), AM2Z_STATUS_OK);
         CHECK(am2z_now_ms() - t0 < 1500);
         if (am2z_now_ms() - t0 >= 1500) fprintf(stderr, "stop without redis: %lld ms\n", (long long)(am2z_now_ms() - t0));
         am2z_runtime_free(rt);

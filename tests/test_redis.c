@@ -21,7 +21,7 @@ static am2z_redis_desc desc_for(const t_redis *s) {
 static am2z_redis *open_conn(const am2z_redis_desc *d) {
     am2z_redis *r = am2z_redis_new(d);
     if (!r) return NULL;
-    if (am2z_redis_connect(r) != AM2Z_OK) {
+    if (am2z_redis_connect(r) != AM2Z_STATUS_OK) {
         fprintf(stderr, "connect: %s\n", am2z_redis_errstr(r));
         am2z_redis_free(r);
         return NULL;
@@ -42,7 +42,7 @@ static int shared_server(t_redis *copy) {
         am2z_redis_desc d = desc_for(&shared);
         am2z_redis *r = am2z_redis_new(&d);
         am2z_reply rep = {0};
-        if (am2z_redis_connect(r) != AM2Z_OK || am2z_redis_command(r, &rep, "FLUSHALL") != AM2Z_OK) shared_rc = -1;
+        if (am2z_redis_connect(r) != AM2Z_STATUS_OK || am2z_redis_command(r, &rep, "FLUSHALL") != AM2Z_STATUS_OK) shared_rc = -1;
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
         *copy = shared; /* for its port and socket path; only main stops it */
@@ -63,19 +63,19 @@ static void test_basic_commands(void) {
     if (!r) return;
     CHECK(am2z_redis_is_connected(r));
     CHECK(am2z_redis_fd(r) >= 0);
-    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_STRING);
     CHECK_STR(am2z_reply_str(&rep), "PONG");
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "SET %s %s", "greeting", "hello world"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SET %s %s", "greeting", "hello world"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "GET greeting"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET greeting"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_BULK);
     CHECK_STR(am2z_reply_str(&rep), "hello world");
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "GET missing"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET missing"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_NIL);
-    CHECK_INT(am2z_redis_command(r, &rep, "INCRBY counter %lld", 41LL), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "INCRBY counter %lld", 41LL), AM2Z_STATUS_OK);
     CHECK_INT(rep.integer, 41);
     CHECK_STR(am2z_redis_errstr(r), "");
     CHECK(am2z_redis_error(r) == NULL);
@@ -95,16 +95,16 @@ static void test_basic_commands(void) {
     CHECK_INT(am2z_redis_command(r, &rep, "NOSUCHCOMMAND x"), AM2Z_STATUS_SERVER);
     am2z_reply_clear(&rep);
     CHECK(am2z_redis_is_connected(r));
-    CHECK_INT(am2z_redis_command(r, &rep, "GET counter"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET counter"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "41");
     am2z_reply_clear(&rep);
     /* argv form, NULL lengths */
     {
         const char *argv[] = {"RPUSH", "list", "a", "b", "c"};
-        CHECK_INT(am2z_redis_command_argv(r, &rep, 5, argv, NULL), AM2Z_OK);
+        CHECK_INT(am2z_redis_command_argv(r, &rep, 5, argv, NULL), AM2Z_STATUS_OK);
         CHECK_INT(rep.integer, 3);
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r, &rep, "LRANGE list 0 -1"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "LRANGE list 0 -1"), AM2Z_STATUS_OK);
         CHECK_INT(rep.type, AM2Z_REPLY_ARRAY);
         CHECK_INT(rep.len, 3);
         if (rep.len == 3) CHECK_STR(am2z_reply_str(&rep.element[2]), "c");
@@ -128,7 +128,7 @@ static void test_ipv6_names_and_unix_socket(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
     }
@@ -136,15 +136,15 @@ static void test_ipv6_names_and_unix_socket(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "SET via unix"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "SET via unix"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
     }
     d.unix_path = NULL;
     d.host = "::1";
     r = am2z_redis_new(&d);
-    if (am2z_redis_connect(r) == AM2Z_OK) {
-        CHECK_INT(am2z_redis_command(r, &rep, "GET via"), AM2Z_OK);
+    if (am2z_redis_connect(r) == AM2Z_STATUS_OK) {
+        CHECK_INT(am2z_redis_command(r, &rep, "GET via"), AM2Z_STATUS_OK);
         CHECK_STR(am2z_reply_str(&rep), "unix");
         am2z_reply_clear(&rep);
     } else {
@@ -186,7 +186,7 @@ static void test_auth_password(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
     }
@@ -194,7 +194,7 @@ static void test_auth_password(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
     }
@@ -216,10 +216,10 @@ static void test_auth_acl_user(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "ACL WHOAMI"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "ACL WHOAMI"), AM2Z_STATUS_OK);
         CHECK_STR(am2z_reply_str(&rep), "alice");
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r, &rep, "CLIENT GETNAME"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "CLIENT GETNAME"), AM2Z_STATUS_OK);
         CHECK_STR(am2z_reply_str(&rep), "acl-test");
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
@@ -236,7 +236,7 @@ static void test_auth_acl_user(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "CLIENT INFO"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "CLIENT INFO"), AM2Z_STATUS_OK);
         CHECK(strstr(am2z_reply_str(&rep), "user=alice") != NULL);
         CHECK(strstr(am2z_reply_str(&rep), "name=acl-test") != NULL);
         CHECK(strstr(am2z_reply_str(&rep), "db=2") != NULL);
@@ -260,13 +260,13 @@ static void test_select_db(void) {
     r0 = open_conn(&d);
     CHECK(r3 && r0);
     if (r3 && r0) {
-        CHECK_INT(am2z_redis_command(r3, &rep, "SET only-in-3 yes"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r3, &rep, "SET only-in-3 yes"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r0, &rep, "EXISTS only-in-3"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r0, &rep, "EXISTS only-in-3"), AM2Z_STATUS_OK);
         CHECK_INT(rep.integer, 0);
-        CHECK_INT(am2z_redis_command(r0, &rep, "SELECT 3"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r0, &rep, "SELECT 3"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r0, &rep, "EXISTS only-in-3"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r0, &rep, "EXISTS only-in-3"), AM2Z_STATUS_OK);
         CHECK_INT(rep.integer, 1);
     }
     d.db = 99; /* past the server's 16 databases: a clean server error */
@@ -291,19 +291,19 @@ static void test_pipeline_10000(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (!r) return;
-    for (i = 0; i < 10000; i++) CHECK_INT(am2z_redis_append(r, "SET key:%d %d", i, i * 2), AM2Z_OK);
-    CHECK_INT(am2z_redis_append(r, "INCR key:3"), AM2Z_OK);
-    CHECK_INT(am2z_redis_append(r, "INCR nope nope"), AM2Z_OK); /* an error reply inside */
+    for (i = 0; i < 10000; i++) CHECK_INT(am2z_redis_append(r, "SET key:%d %d", i, i * 2), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_append(r, "INCR key:3"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_append(r, "INCR nope nope"), AM2Z_STATUS_OK); /* an error reply inside */
     CHECK_INT(am2z_redis_pending(r), 10002);
     /* a plain command is refused while replies are owed */
     CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK(am2z_redis_is_connected(r));
     for (i = 0; i < 10000; i++) {
-        if (am2z_redis_read(r, &rep) != AM2Z_OK || strcmp(am2z_reply_str(&rep), "OK") != 0) bad++;
+        if (am2z_redis_read(r, &rep) != AM2Z_STATUS_OK || strcmp(am2z_reply_str(&rep), "OK") != 0) bad++;
         am2z_reply_clear(&rep);
     }
     CHECK_INT(bad, 0);
-    CHECK_INT(am2z_redis_read(r, &rep), AM2Z_OK);
+    CHECK_INT(am2z_redis_read(r, &rep), AM2Z_STATUS_OK);
     CHECK_INT(rep.integer, 7);
     CHECK_INT(am2z_redis_read(r, &rep), AM2Z_STATUS_SERVER);
     am2z_reply_clear(&rep);
@@ -311,11 +311,11 @@ static void test_pipeline_10000(void) {
     CHECK_INT(am2z_redis_read(r, &rep), AM2Z_STATUS_INVALID_ARGUMENT); /* nothing owed */
     /* the values landed */
     for (i = 0; i < 10000; i++) am2z_redis_append(r, "GET key:%d", i);
-    CHECK_INT(am2z_redis_flush(r), AM2Z_OK);
+    CHECK_INT(am2z_redis_flush(r), AM2Z_STATUS_OK);
     for (i = 0; i < 10000; i++) {
         char want[32];
         snprintf(want, sizeof want, "%d", i == 3 ? 7 : i * 2);
-        if (am2z_redis_read(r, &rep) != AM2Z_OK || strcmp(am2z_reply_str(&rep), want) != 0) bad++;
+        if (am2z_redis_read(r, &rep) != AM2Z_STATUS_OK || strcmp(am2z_reply_str(&rep), want) != 0) bad++;
         am2z_reply_clear(&rep);
     }
     CHECK_INT(bad, 0);
@@ -337,21 +337,21 @@ static void test_binary_values(void) {
     {
         const char *argv[] = {"SET", key, val};
         size_t lens[] = {3, sizeof key - 1, sizeof val - 1};
-        CHECK_INT(am2z_redis_command_argv(r, &rep, 3, argv, lens), AM2Z_OK);
+        CHECK_INT(am2z_redis_command_argv(r, &rep, 3, argv, lens), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
     }
-    CHECK_INT(am2z_redis_command(r, &rep, "GET %b", key, sizeof key - 1), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET %b", key, sizeof key - 1), AM2Z_STATUS_OK);
     CHECK_INT(rep.len, sizeof val - 1);
     CHECK(rep.len == sizeof val - 1 && memcmp(am2z_reply_str(&rep), val, sizeof val - 1) == 0);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "STRLEN %b", key, sizeof key - 1), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "STRLEN %b", key, sizeof key - 1), AM2Z_STATUS_OK);
     CHECK_INT(rep.integer, sizeof val - 1);
     /* a value with spaces through %s stays one argument */
-    CHECK_INT(am2z_redis_command(r, &rep, "SET spaced %s", "a b c\r\nSET injected 1"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SET spaced %s", "a b c\r\nSET injected 1"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "EXISTS injected"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "EXISTS injected"), AM2Z_STATUS_OK);
     CHECK_INT(rep.integer, 0);
-    CHECK_INT(am2z_redis_command(r, &rep, "GET spaced"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET spaced"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "a b c\r\nSET injected 1");
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
@@ -392,15 +392,15 @@ static void test_value_64mib(void) {
     r = open_conn(&d);
     CHECK(r != NULL);
     if (r) {
-        CHECK_INT(am2z_redis_command(r, &rep, "SET big %b", big, n), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "SET big %b", big, n), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r, &rep, "GET big"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "GET big"), AM2Z_STATUS_OK);
         CHECK_INT(rep.type, AM2Z_REPLY_BULK);
         CHECK_INT(rep.len, n);
         CHECK(rep.len == n && memcmp(am2z_reply_str(&rep), big, n) == 0);
         am2z_reply_clear(&rep);
         /* the connection is in step afterwards */
-        CHECK_INT(am2z_redis_command(r, &rep, "STRLEN big"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "STRLEN big"), AM2Z_STATUS_OK);
         CHECK_INT(rep.integer, n);
         am2z_redis_free(r);
     }
@@ -418,7 +418,7 @@ static void *push_later(void *arg) {
     d.port = p->port;
     t_redis_sleep_ms(p->delay_ms);
     r = am2z_redis_new(&d);
-    if (am2z_redis_connect(r) == AM2Z_OK) {
+    if (am2z_redis_connect(r) == AM2Z_STATUS_OK) {
         am2z_redis_command(r, &rep, "LPUSH jobs job-1");
         am2z_reply_clear(&rep);
         am2z_redis_command(r, &rep, "ZADD zq 5 five");
@@ -444,12 +444,12 @@ static void test_blocking_commands(void) {
     if (!r) return;
     /* the server's own timeout: nil after 0.2 s, the connection fine */
     t0 = am2z_monotonic_ns();
-    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "BLPOP empty %s", "0.2"), AM2Z_OK);
+    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "BLPOP empty %s", "0.2"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_NIL);
     CHECK(ms_since(t0) >= 150);
-    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "BZPOPMIN emptyz 0.1"), AM2Z_OK);
+    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "BZPOPMIN emptyz 0.1"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_NIL);
-    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "XREAD BLOCK 100 STREAMS nostream $"), AM2Z_OK);
+    CHECK_INT(am2z_redis_blocking(r, &rep, 2000, "XREAD BLOCK 100 STREAMS nostream $"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_NIL);
     /* woken by another client */
     p.port = s.port;
@@ -457,12 +457,12 @@ static void test_blocking_commands(void) {
     pthread_create(&th, NULL, push_later, &p);
     {
         const char *argv[] = {"BLPOP", "jobs", "5"};
-        CHECK_INT(am2z_redis_blocking_argv(r, &rep, 6000, 3, argv, NULL), AM2Z_OK);
+        CHECK_INT(am2z_redis_blocking_argv(r, &rep, 6000, 3, argv, NULL), AM2Z_STATUS_OK);
         CHECK_INT(rep.type, AM2Z_REPLY_ARRAY);
         if (rep.len == 2) CHECK_STR(am2z_reply_str(&rep.element[1]), "job-1");
         am2z_reply_clear(&rep);
     }
-    CHECK_INT(am2z_redis_blocking(r, &rep, 6000, "BZPOPMIN zq 5"), AM2Z_OK);
+    CHECK_INT(am2z_redis_blocking(r, &rep, 6000, "BZPOPMIN zq 5"), AM2Z_STATUS_OK);
     CHECK_INT(rep.len, 3);
     am2z_reply_clear(&rep);
     pthread_join(th, NULL);
@@ -478,8 +478,8 @@ static void test_blocking_commands(void) {
         am2z_error_release(e);
     }
     CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_IO); /* not connected */
-    CHECK_INT(am2z_redis_reconnect(r), AM2Z_OK);
-    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+    CHECK_INT(am2z_redis_reconnect(r), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "PONG");
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
@@ -503,7 +503,7 @@ static void test_command_timeout_mid_reply(void) {
     CHECK(!am2z_redis_is_connected(r));
     t_redis_sleep_ms(400); /* the server is done sleeping and has answered "+OK" by now */
     /* auto_reconnect: the next command reconnects and gets its own reply, not "+OK" */
-    CHECK_INT(am2z_redis_command(r, &rep, "ECHO %s", "mine"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "ECHO %s", "mine"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "mine");
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
@@ -524,12 +524,12 @@ static void test_noscript_fallback(void) {
     CHECK(r && sc);
     if (!r || !sc) { am2z_redis_free(r); am2z_redis_script_free(sc); return; }
     /* our SHA-1 is the name Redis gives the script */
-    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT LOAD %s", lua), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT LOAD %s", lua), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), am2z_redis_script_sha(sc));
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT FLUSH"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT FLUSH"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_evalsha(r, &rep, sc, 1, 2, argv, NULL), AM2Z_OK); /* NOSCRIPT -> EVAL */
+    CHECK_INT(am2z_redis_evalsha(r, &rep, sc, 1, 2, argv, NULL), AM2Z_STATUS_OK); /* NOSCRIPT -> EVAL */
     CHECK_INT(rep.type, AM2Z_REPLY_ARRAY);
     CHECK_INT(rep.len, 3);
     if (rep.len == 3) {
@@ -538,21 +538,21 @@ static void test_noscript_fallback(void) {
         CHECK_INT(rep.element[2].integer, 1);
     }
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT EXISTS %s", am2z_redis_script_sha(sc)), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT EXISTS %s", am2z_redis_script_sha(sc)), AM2Z_STATUS_OK);
     CHECK_INT(rep.len == 1 ? rep.element[0].integer : -1, 1); /* EVAL cached it */
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_evalsha(r, &rep, sc, 1, 2, argv, NULL), AM2Z_OK);
+    CHECK_INT(am2z_redis_evalsha(r, &rep, sc, 1, 2, argv, NULL), AM2Z_STATUS_OK);
     CHECK_INT(rep.len == 3 ? rep.element[2].integer : -1, 2);
     am2z_reply_clear(&rep);
     /* pipelined EVALSHA after SCRIPT LOAD */
-    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT FLUSH"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SCRIPT FLUSH"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_script_load(r, sc), AM2Z_OK);
+    CHECK_INT(am2z_redis_script_load(r, sc), AM2Z_STATUS_OK);
     {
         int i;
-        for (i = 0; i < 50; i++) CHECK_INT(am2z_redis_append_evalsha(r, sc, 1, 2, argv, NULL), AM2Z_OK);
+        for (i = 0; i < 50; i++) CHECK_INT(am2z_redis_append_evalsha(r, sc, 1, 2, argv, NULL), AM2Z_STATUS_OK);
         for (i = 0; i < 50; i++) {
-            CHECK_INT(am2z_redis_read(r, &rep), AM2Z_OK);
+            CHECK_INT(am2z_redis_read(r, &rep), AM2Z_STATUS_OK);
             if (i == 49) CHECK_INT(rep.len == 3 ? rep.element[2].integer : -1, 52);
             am2z_reply_clear(&rep);
         }
@@ -579,7 +579,7 @@ static void test_restart_mid_pipeline(void) {
     size_t big = 1 << 20;
     char *val = (char *)malloc(big);
     int i;
-    am2z_status st = AM2Z_OK;
+    am2z_status st = AM2Z_STATUS_OK;
     int64_t t0;
     T_REDIS_START(&s, NULL);
     d = desc_for(&s);
@@ -590,18 +590,18 @@ static void test_restart_mid_pipeline(void) {
     CHECK(r && val);
     if (!r || !val) { free(val); am2z_redis_free(r); t_redis_stop(&s); return; }
     memset(val, 'v', big);
-    CHECK_INT(am2z_redis_command(r, &rep, "SET big %b", val, big), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SET big %b", val, big), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
     /* 64 MiB of replies requested, far more than socket buffers hold; the server dies
        after the first few are read */
     for (i = 0; i < 64; i++) am2z_redis_append(r, "GET big");
     for (i = 0; i < 3; i++) {
-        CHECK_INT(am2z_redis_read(r, &rep), AM2Z_OK);
+        CHECK_INT(am2z_redis_read(r, &rep), AM2Z_STATUS_OK);
         CHECK_INT(rep.len, big);
         am2z_reply_clear(&rep);
     }
     t_redis_kill(&s);
-    for (i = 3; i < 64 && st == AM2Z_OK; i++) {
+    for (i = 3; i < 64 && st == AM2Z_STATUS_OK; i++) {
         st = am2z_redis_read(r, &rep);
         am2z_reply_clear(&rep);
     }
@@ -617,15 +617,15 @@ static void test_restart_mid_pipeline(void) {
     /* the server comes back after 150 ms; reconnect's backoff waits for it */
     CHECK_INT(t_redis_restart(&s, 150), 0);
     t0 = am2z_monotonic_ns();
-    CHECK_INT(am2z_redis_reconnect(r), AM2Z_OK);
+    CHECK_INT(am2z_redis_reconnect(r), AM2Z_STATUS_OK);
     CHECK(ms_since(t0) >= 120);
-    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "PING"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "PONG");
     am2z_reply_clear(&rep);
     /* writing into a dead server: EPIPE becomes IO (no SIGPIPE kills the test) */
     t_redis_kill(&s);
-    st = AM2Z_OK;
-    for (i = 0; i < 5 && st == AM2Z_OK; i++) {
+    st = AM2Z_STATUS_OK;
+    for (i = 0; i < 5 && st == AM2Z_STATUS_OK; i++) {
         st = am2z_redis_command(r, &rep, "SET big %b", val, big);
         am2z_reply_clear(&rep);
     }
@@ -730,7 +730,7 @@ static void test_connect_timeout(void) {
         if (st == AM2Z_STATUS_TIMEOUT) {
             timed_out = 1;
             CHECK(ms >= 180 && ms < 1000);
-        } else if (st == AM2Z_OK) {
+        } else if (st == AM2Z_STATUS_OK) {
             /* connected (the kernel accepted into a larger queue): the handshake-free
                connection then times out on the first command instead */
             am2z_reply rep = {0};
@@ -792,15 +792,15 @@ static void test_transport_hook(void) {
     CHECK(r != NULL);
     if (r) {
         CHECK_INT(t.opens, 1);
-        CHECK_INT(am2z_redis_command(r, &rep, "SET k %s", "through the hook"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "SET k %s", "through the hook"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(r, &rep, "GET k"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(r, &rep, "GET k"), AM2Z_STATUS_OK);
         CHECK_STR(am2z_reply_str(&rep), "through the hook");
         am2z_reply_clear(&rep);
         CHECK(t.writes > 10); /* 7-byte writes */
         CHECK(t.reads >= 3);
         CHECK(t.in > 0 && t.out > 40);
-        CHECK_INT(am2z_redis_connect(r), AM2Z_OK); /* reconnect: close, then open again */
+        CHECK_INT(am2z_redis_connect(r), AM2Z_STATUS_OK); /* reconnect: close, then open again */
         CHECK_INT(t.closes, 1);
         CHECK_INT(t.opens, 2);
         am2z_redis_free(r);
@@ -834,30 +834,30 @@ static void test_resp3(void) {
     r = open_conn(&d);
     CHECK(r && other);
     if (!r || !other) { am2z_redis_free(r); am2z_redis_free(other); return; }
-    CHECK_INT(am2z_redis_command(r, &rep, "HSET h a 1 b 2"), AM2Z_OK);
-    CHECK_INT(am2z_redis_command(r, &rep, "HGETALL h"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "HSET h a 1 b 2"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "HGETALL h"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_MAP);
     CHECK_INT(rep.len, 4);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "SADD st x"), AM2Z_OK);
-    CHECK_INT(am2z_redis_command(r, &rep, "SMEMBERS st"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SADD st x"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "SMEMBERS st"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_SET);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "ZADD z 1.5 m"), AM2Z_OK);
-    CHECK_INT(am2z_redis_command(r, &rep, "ZSCORE z m"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "ZADD z 1.5 m"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "ZSCORE z m"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_DOUBLE);
     CHECK_DBL(rep.number, 1.5, 0);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "GET nothing"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET nothing"), AM2Z_STATUS_OK);
     CHECK_INT(rep.type, AM2Z_REPLY_NIL);
     /* client-side caching: an invalidation push arrives between replies */
-    CHECK_INT(am2z_redis_command(r, &rep, "CLIENT TRACKING on"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "CLIENT TRACKING on"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_redis_command(r, &rep, "GET tracked"), AM2Z_OK);
-    CHECK_INT(am2z_redis_command(other, &rep, "SET tracked changed"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "GET tracked"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(other, &rep, "SET tracked changed"), AM2Z_STATUS_OK);
     am2z_reply_clear(&rep);
     t_redis_sleep_ms(50);
-    CHECK_INT(am2z_redis_command(r, &rep, "ECHO after"), AM2Z_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "ECHO after"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "after"); /* the command's reply, not the push */
     am2z_reply_clear(&rep);
     CHECK_INT(pushes_seen, 1);
@@ -876,7 +876,7 @@ static void *pool_work(void *arg) {
         am2z_redis *r = am2z_redis_pool_get(w->pool, 5000, &st);
         am2z_reply rep = {0};
         if (!r) { w->failed++; continue; }
-        if (am2z_redis_command(r, &rep, "INCR pooled") == AM2Z_OK) w->ok++;
+        if (am2z_redis_command(r, &rep, "INCR pooled") == AM2Z_STATUS_OK) w->ok++;
         else w->failed++;
         am2z_reply_clear(&rep);
         if (i == 100) am2z_redis_append(r, "PING"); /* left mid-pipeline: the pool replaces it */
@@ -921,10 +921,10 @@ static void test_pool(void) {
     CHECK_INT(st, AM2Z_STATUS_TIMEOUT);
     CHECK(ms_since(t0) >= 90);
     if (held[0]) {
-        CHECK_INT(am2z_redis_command(held[0], &rep, "GET pooled"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(held[0], &rep, "GET pooled"), AM2Z_STATUS_OK);
         CHECK_STR(am2z_reply_str(&rep), "1200");
         am2z_reply_clear(&rep);
-        CHECK_INT(am2z_redis_command(held[0], &rep, "CLIENT LIST"), AM2Z_OK);
+        CHECK_INT(am2z_redis_command(held[0], &rep, "CLIENT LIST"), AM2Z_STATUS_OK);
         {
             const char *p = am2z_reply_str(&rep);
             int n = 0;
@@ -944,7 +944,7 @@ static void test_pool(void) {
     for (i = 0; i < 3; i++) held[i] = am2z_redis_pool_get(pool, 1000, &st);
     for (i = 0; i < 3; i++) {
         CHECK(held[i] && am2z_redis_is_connected(held[i]));
-        if (held[i]) CHECK_INT(am2z_redis_command(held[i], &rep, "PING"), AM2Z_OK);
+        if (held[i]) CHECK_INT(am2z_redis_command(held[i], &rep, "PING"), AM2Z_STATUS_OK);
         am2z_reply_clear(&rep);
         am2z_redis_pool_put(pool, held[i]);
     }

@@ -51,7 +51,7 @@ static const char *parse1(const char *bytes, size_t len, const am2z_resp_limits 
     am2z_reply r = {0};
     am2z_resp_result res;
     if (!rd) return "no memory";
-    if (am2z_resp_reader_feed(rd, bytes, len) != AM2Z_OK) {
+    if (am2z_resp_reader_feed(rd, bytes, len) != AM2Z_STATUS_OK) {
         const char *why;
         am2z_resp_reader_error(rd, &why, NULL);
         snprintf(out, sizeof out, "feed error: %s", why);
@@ -121,7 +121,7 @@ static void test_resp2_types(void) {
         static const char msg[] = "$40\r\n\r\n\0abc\r\n01234567890123456789012345678901\r\n";
         am2z_resp_reader *rd = am2z_resp_reader_new(NULL);
         am2z_reply r = {0};
-        CHECK_INT(am2z_resp_reader_feed(rd, msg, sizeof msg - 1), AM2Z_OK);
+        CHECK_INT(am2z_resp_reader_feed(rd, msg, sizeof msg - 1), AM2Z_STATUS_OK);
         CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_REPLY);
         CHECK_INT(r.type, AM2Z_REPLY_BULK);
         CHECK_INT(r.len, 40);
@@ -245,7 +245,7 @@ static void test_error_reason_offset_sticky(void) {
     size_t off = 0;
     CHECK_INT(am2z_resp_reader_error(rd, &why, &off), AM2Z_RESP_ERR_NONE);
     CHECK_STR(why, "");
-    CHECK_INT(FEED(rd, "+OK\r\n:12x\r\n+after\r\n"), AM2Z_OK);
+    CHECK_INT(FEED(rd, "+OK\r\n:12x\r\n+after\r\n"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_REPLY);
     am2z_reply_clear(&r);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_ERROR);
@@ -259,19 +259,19 @@ static void test_error_reason_offset_sticky(void) {
     CHECK_INT(am2z_resp_error_status(AM2Z_RESP_ERR_PROTOCOL), AM2Z_STATUS_PROTOCOL);
     CHECK_INT(am2z_resp_error_status(AM2Z_RESP_ERR_DEPTH), AM2Z_STATUS_LIMIT);
     CHECK_INT(am2z_resp_error_status(AM2Z_RESP_ERR_NO_MEMORY), AM2Z_STATUS_NO_MEMORY);
-    CHECK_INT(am2z_resp_error_status(AM2Z_RESP_ERR_NONE), AM2Z_OK);
+    CHECK_INT(am2z_resp_error_status(AM2Z_RESP_ERR_NONE), AM2Z_STATUS_OK);
     /* reset starts over */
     am2z_resp_reader_reset(rd);
     CHECK_INT(am2z_resp_reader_error(rd, NULL, NULL), AM2Z_RESP_ERR_NONE);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_MORE);
-    CHECK_INT(FEED(rd, "+again\r\n"), AM2Z_OK);
+    CHECK_INT(FEED(rd, "+again\r\n"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_REPLY);
     CHECK_STR(am2z_reply_str(&r), "again");
     am2z_reply_clear(&r);
     /* the offset counts the whole stream, across buffer moves */
-    CHECK_INT(FEED(rd, ":1\r\n"), AM2Z_OK);
+    CHECK_INT(FEED(rd, ":1\r\n"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_REPLY);
-    CHECK_INT(FEED(rd, "*1\r\n$2\r\nabX"), AM2Z_OK);
+    CHECK_INT(FEED(rd, "*1\r\n$2\r\nabX"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_ERROR);
     am2z_resp_reader_error(rd, &why, &off);
     CHECK_STR(why, "string payload not followed by CR LF");
@@ -326,7 +326,7 @@ static void test_stream_byte_by_byte(void) {
     for (c = 0; c < sizeof corpus / sizeof corpus[0]; c++) strcat(stream, corpus[c]);
     len = strlen(stream);
     for (i = 0; i < len; i++) {
-        CHECK_INT(am2z_resp_reader_feed(rd, stream + i, 1), AM2Z_OK);
+        CHECK_INT(am2z_resp_reader_feed(rd, stream + i, 1), AM2Z_STATUS_OK);
         for (;;) {
             am2z_resp_result res = am2z_resp_reader_next(rd, &r);
             if (res == AM2Z_RESP_MORE) break;
@@ -413,9 +413,9 @@ static void test_buffer_limit(void) {
     am2z_reply r = {0};
     memset(big, 'x', sizeof big);
     big[0] = '+';
-    CHECK_INT(am2z_resp_reader_feed(rd, big, 40), AM2Z_OK);
+    CHECK_INT(am2z_resp_reader_feed(rd, big, 40), AM2Z_STATUS_OK);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_MORE);
-    CHECK_INT(am2z_resp_reader_feed(rd, big + 1, 24), AM2Z_OK); /* 64 bytes waiting */
+    CHECK_INT(am2z_resp_reader_feed(rd, big + 1, 24), AM2Z_STATUS_OK); /* 64 bytes waiting */
     CHECK_INT(am2z_resp_reader_feed(rd, big + 1, 1), AM2Z_STATUS_LIMIT);
     CHECK_INT(am2z_resp_reader_error(rd, NULL, NULL), AM2Z_RESP_ERR_BUFFER);
     CHECK_INT(am2z_resp_reader_next(rd, &r), AM2Z_RESP_ERROR);
@@ -425,7 +425,7 @@ static void test_buffer_limit(void) {
     {
         int i, n = 0;
         for (i = 0; i < 1000; i++) {
-            CHECK_INT(FEED(rd, "$40\r\n0123456789012345678901234567890123456789\r\n"), AM2Z_OK);
+            CHECK_INT(FEED(rd, "$40\r\n0123456789012345678901234567890123456789\r\n"), AM2Z_STATUS_OK);
             while (am2z_resp_reader_next(rd, &r) == AM2Z_RESP_REPLY) { n++; am2z_reply_clear(&r); }
         }
         CHECK_INT(n, 1000);
@@ -448,7 +448,7 @@ static void test_no_allocation_for_small_replies(void) {
     n_allocs = 0;
     for (i = 0; i < 1000; i++) {
         static const char msgs[] = "+OK\r\n:12345\r\n$5\r\nhello\r\n_\r\n,1.5\r\n#t\r\n$-1\r\n+QUEUED\r\n-ERR short\r\n(12\r\n";
-        CHECK_INT(am2z_resp_reader_feed(rd, msgs, sizeof msgs - 1), AM2Z_OK);
+        CHECK_INT(am2z_resp_reader_feed(rd, msgs, sizeof msgs - 1), AM2Z_STATUS_OK);
         while (am2z_resp_reader_next(rd, &r) == AM2Z_RESP_REPLY) { n++; am2z_reply_clear(&r); }
     }
     CHECK_INT(n, 10000);
@@ -578,15 +578,15 @@ static void test_writer_argv(void) {
     const char *argv[] = {"SET", "key", "a\0b\r\nc"};
     size_t lens[] = {3, 3, 6};
     static const char expect[] = "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$6\r\na\0b\r\nc\r\n";
-    CHECK_INT(am2z_resp_append_argv(&b, 3, argv, lens), AM2Z_OK);
+    CHECK_INT(am2z_resp_append_argv(&b, 3, argv, lens), AM2Z_STATUS_OK);
     CHECK_INT(b.len, sizeof expect - 1);
     CHECK(memcmp(b.data, expect, sizeof expect - 1) == 0);
     b.len = 0;
-    CHECK_INT(am2z_resp_append_argv(&b, 2, argv, NULL), AM2Z_OK); /* strlen */
+    CHECK_INT(am2z_resp_append_argv(&b, 2, argv, NULL), AM2Z_STATUS_OK); /* strlen */
     CHECK_INT(b.len, 22);
     CHECK(memcmp(b.data, "*2\r\n$3\r\nSET\r\n$3\r\nkey\r\n", 22) == 0);
     b.len = 0;
-    CHECK_INT(am2z_resp_append_argv(&b, 0, NULL, NULL), AM2Z_OK);
+    CHECK_INT(am2z_resp_append_argv(&b, 0, NULL, NULL), AM2Z_STATUS_OK);
     CHECK_INT(b.len, 4);
     CHECK(memcmp(b.data, "*0\r\n", 4) == 0);
     {
@@ -605,7 +605,7 @@ static void test_writer_argv(void) {
         size_t l2[2];
         memset(v, 'q', big);
         a2[0] = "SET"; a2[1] = v; l2[0] = 3; l2[1] = big;
-        CHECK_INT(am2z_resp_append_argv(&b, 2, a2, l2), AM2Z_OK);
+        CHECK_INT(am2z_resp_append_argv(&b, 2, a2, l2), AM2Z_STATUS_OK);
         check_args(&b, 2, a2, l2);
         free(v);
     }
@@ -617,7 +617,7 @@ static void test_writer_format(void) {
     am2z_resp_buf b = {NULL, 0, 0};
     {
         const char *a[] = {"SET", "a b c", "x y"};
-        CHECK_INT(am2z_resp_append_fmt(&b, "SET %s %s", "a b c", "x y"), AM2Z_OK);
+        CHECK_INT(am2z_resp_append_fmt(&b, "SET %s %s", "a b c", "x y"), AM2Z_STATUS_OK);
         check_args(&b, 3, a, NULL);
     }
     {
@@ -625,13 +625,13 @@ static void test_writer_format(void) {
         const char *evil = "x\r\n*1\r\n$8\r\nFLUSHALL\r\n";
         const char *a[] = {"GET", "x\r\n*1\r\n$8\r\nFLUSHALL\r\n"};
         b.len = 0;
-        CHECK_INT(am2z_resp_append_fmt(&b, "GET %s", evil), AM2Z_OK);
+        CHECK_INT(am2z_resp_append_fmt(&b, "GET %s", evil), AM2Z_STATUS_OK);
         check_args(&b, 2, a, NULL);
     }
     {
         const char *a[] = {"GET", "%s %d"};
         b.len = 0;
-        CHECK_INT(am2z_resp_append_fmt(&b, "GET %s", "%s %d"), AM2Z_OK); /* no re-expansion */
+        CHECK_INT(am2z_resp_append_fmt(&b, "GET %s", "%s %d"), AM2Z_STATUS_OK); /* no re-expansion */
         check_args(&b, 2, a, NULL);
     }
     {
@@ -639,7 +639,7 @@ static void test_writer_format(void) {
         size_t l[] = {4, 15, 3, 4, 0};
         b.len = 0;
         CHECK_INT(am2z_resp_append_fmt(&b, "  HSET\tuser:%d:profile  %s %b %s  ", 42, "bin", "\0\r\n\0", (size_t)4, ""),
-                  AM2Z_OK);
+                  AM2Z_STATUS_OK);
         check_args(&b, 5, a, l);
     }
     {
@@ -648,14 +648,14 @@ static void test_writer_format(void) {
         b.len = 0;
         CHECK_INT(am2z_resp_append_fmt(&b, "X %d %ld %lld %u %zu %f 100%% %f a%%b %f %f %f", -7, -8L, -9LL, 10u,
                                        (size_t)11, 0.5, 1e300, 0.1, 0.1 + 0.2, -HUGE_VAL),
-                  AM2Z_OK);
+                  AM2Z_STATUS_OK);
         check_args(&b, 13, a, NULL);
     }
     {
         const char *a[] = {"PING"};
         size_t before;
         b.len = 0;
-        CHECK_INT(am2z_resp_append_fmt(&b, "PING"), AM2Z_OK);
+        CHECK_INT(am2z_resp_append_fmt(&b, "PING"), AM2Z_STATUS_OK);
         check_args(&b, 1, a, NULL);
         before = b.len;
         CHECK_INT(am2z_resp_append_fmt(&b, "GET %x", 1), AM2Z_STATUS_INVALID_ARGUMENT);
@@ -664,7 +664,7 @@ static void test_writer_format(void) {
         CHECK_INT(am2z_resp_append_fmt(&b, "GET %s", (const char *)NULL), AM2Z_STATUS_INVALID_ARGUMENT);
         CHECK_INT(am2z_resp_append_fmt(&b, "SET a %b", (const void *)NULL, (size_t)3), AM2Z_STATUS_INVALID_ARGUMENT);
         CHECK_INT(b.len, before); /* failures leave the buffer as it was */
-        CHECK_INT(am2z_resp_append_fmt(&b, "   "), AM2Z_OK);
+        CHECK_INT(am2z_resp_append_fmt(&b, "   "), AM2Z_STATUS_OK);
         CHECK_INT(b.len - before, 4); /* "*0\r\n" */
     }
     am2z_resp_buf_free(&b);

@@ -56,7 +56,7 @@ static am2z_processor *proc(const char *name, am2z_processor_fn fn) {
 static am2z_processor *proc_desc(am2z_processor_desc d) { return am2z_processor_new(&d); }
 
 static void reg(am2z_runtime *rt, am2z_processor *p) {
-    CHECK_INT(am2z_runtime_register(rt, p), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, p), AM2Z_STATUS_OK);
     am2z_processor_release(p);
 }
 
@@ -86,10 +86,10 @@ static void test_register_basics(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_processor *a = proc("a", p_inc), *a2 = proc("a", p_inc), *b = proc("b", p_inc), *got;
     am2z_value *names;
-    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_OK);
-    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_OK);          /* same object: no-op */
+    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_STATUS_OK);          /* same object: no-op */
     CHECK_INT(am2z_runtime_register(rt, a2), AM2Z_STATUS_EXISTS); /* another object, same name */
-    CHECK_INT(am2z_runtime_register(rt, b), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, b), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, NULL), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK(am2z_runtime_is_registered(rt, "a"));
     CHECK(!am2z_runtime_is_registered(rt, "zz"));
@@ -101,12 +101,12 @@ static void test_register_basics(void) {
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 0), NULL), "a");
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 1), NULL), "b");
     am2z_value_release(names);
-    CHECK_INT(am2z_runtime_unregister(rt, "a"), AM2Z_OK);
+    CHECK_INT(am2z_runtime_unregister(rt, "a"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_unregister(rt, "a"), AM2Z_STATUS_NOT_FOUND);
     CHECK(!am2z_runtime_is_registered(rt, "a"));
     CHECK(am2z_runtime_is_registered(rt, "b"));
     /* replace = unregister + register */
-    CHECK_INT(am2z_runtime_register(rt, a2), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, a2), AM2Z_STATUS_OK);
     names = am2z_runtime_list(rt);
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 0), NULL), "b");
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 1), NULL), "a");
@@ -136,7 +136,7 @@ static void test_register_children_and_many(void) {
     am2z_processor_desc dd;
     am2z_processor *deps[1], *withdep;
     am2z_value *names;
-    CHECK_INT(am2z_runtime_register(rt, c), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, c), AM2Z_STATUS_OK);
     CHECK(am2z_runtime_is_registered(rt, "x"));
     CHECK(am2z_runtime_is_registered(rt, "y"));
     names = am2z_runtime_list(rt); /* children first */
@@ -153,7 +153,7 @@ static void test_register_children_and_many(void) {
     withdep = am2z_processor_new(&dd);
     many[0] = withdep;
     many[1] = x; /* already there: fine */
-    CHECK_INT(am2z_runtime_register_many(rt, many, 2), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register_many(rt, many, 2), AM2Z_STATUS_OK);
     CHECK(am2z_runtime_is_registered(rt, "d"));
     CHECK(am2z_runtime_is_registered(rt, "withdep"));
     am2z_processor_release(withdep);
@@ -198,12 +198,12 @@ static void test_register_depth_limit(void) {
         am2z_processor_release(cur);
         cur = next;
     }
-    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_OK);
     next = chain2("toodeep", cur, NULL);
     am2z_processor_release(cur);
     cur = next;
     /* registered subtrees are not walked again, so a fresh runtime sees the full depth */
-    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_OK);
+    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_OK);
     am2z_runtime_free(rt);
     rt = rt_new(1);
     CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_LIMIT);
@@ -253,16 +253,16 @@ static void test_execute_basic_and_unknown(void) {
 static void test_execution_id(void) {
     char a[64], b[64], lg[200];
     int i, same = 0;
-    am2z_execution_id("proc", a);
+    am2z_execution_id_generate("proc", a);
     CHECK(strncmp(a, "proc-", 5) == 0);
     for (i = 0; i < 2000; i++) {
-        am2z_execution_id("proc", b);
+        am2z_execution_id_generate("proc", b);
         same += strcmp(a, b) == 0;
     }
     CHECK_INT(same, 0);
     memset(lg, 'x', sizeof lg - 1);
     lg[sizeof lg - 1] = '\0';
-    am2z_execution_id(lg, a);
+    am2z_execution_id_generate(lg, a);
     CHECK(strlen(a) <= 63);
     CHECK(strncmp(a, "xxxxxxxx", 8) == 0);
 }
@@ -286,11 +286,11 @@ static void test_submit_wait_timeout(void) {
     CHECK(e != NULL);
     memset(&out, 0, sizeof out);
     CHECK_INT(am2z_execution_wait(e, 5, &out), AM2Z_STATUS_TIMEOUT);
-    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
     CHECK(out.execution_us >= 70000);
     am2z_outcome_clear(&out);
-    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_OK); /* again: a fresh copy */
+    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_STATUS_OK); /* again: a fresh copy */
     CHECK(out.error == NULL && out.state != NULL);
     am2z_outcome_clear(&out);
     am2z_execution_free(e);
@@ -313,7 +313,7 @@ static void test_execute_many_order(void) {
         snprintf(buf, sizeof buf, "{\"n\":%d}", i);
         ins[i] = st(buf);
     }
-    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, N, NULL, outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, N, NULL, outs), AM2Z_STATUS_OK);
     for (i = 0; i < N; i++) {
         bad += outs[i].error != NULL || am2z_value_get_int(outs[i].state, "n", -1) != i + 1;
         am2z_outcome_clear(&outs[i]);
@@ -327,14 +327,14 @@ static void test_execute_many_order(void) {
     d.fn = p_inc;
     d.retry = rp;
     reg(rt, proc_desc(d));
-    CHECK_INT(am2z_runtime_execute_many(rt, "inc2", (const am2z_state *const *)ins, 300, "s", outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc2", (const am2z_state *const *)ins, 300, "s", outs), AM2Z_STATUS_OK);
     for (i = 0; i < 300; i++) {
         bad += outs[i].error != NULL || am2z_value_get_int(outs[i].state, "n", -1) != i + 1;
         am2z_outcome_clear(&outs[i]);
     }
     CHECK_INT(bad, 0);
     /* unknown processor: every outcome says so */
-    CHECK_INT(am2z_runtime_execute_many(rt, "nope", (const am2z_state *const *)ins, 3, NULL, outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "nope", (const am2z_state *const *)ins, 3, NULL, outs), AM2Z_STATUS_OK);
     for (i = 0; i < 3; i++) {
         CHECK(outs[i].error && outs[i].error->kind == AM2Z_ERROR_PROCESSOR_NOT_FOUND);
         am2z_outcome_clear(&outs[i]);
@@ -581,7 +581,7 @@ static void test_execute_many_timeout(void) {
         ins[i] = st(buf);
     }
     t0 = now_ms();
-    CHECK_INT(am2z_runtime_execute_many(rt, "hangs", (const am2z_state *const *)ins, 40, NULL, outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "hangs", (const am2z_state *const *)ins, 40, NULL, outs), AM2Z_STATUS_OK);
     el = now_ms() - t0;
     CHECK(el < 180); /* before the stuck item (200 ms) finishes */
     CHECK(outs[3].error && outs[3].error->kind == AM2Z_ERROR_TIMEOUT);
@@ -610,7 +610,7 @@ typedef struct many_arg {
 static void *run_many(void *arg) {
     many_arg *a = (many_arg *)arg;
     __atomic_store_n(&a->started, 1, __ATOMIC_SEQ_CST);
-    CHECK_INT(am2z_runtime_execute_many(a->rt, "two", a->ins, a->n, "bulk", a->outs), AM2Z_OK);
+    CHECK_INT(am2z_runtime_execute_many(a->rt, "two", a->ins, a->n, "bulk", a->outs), AM2Z_STATUS_OK);
     return NULL;
 }
 
@@ -635,7 +635,7 @@ static void test_execute_many_stop_session(void) {
     CHECK(pthread_create(&th, NULL, run_many, &a) == 0);
     CHECK(wait_flag(&a.started));
     msleep(30);
-    CHECK_INT(am2z_runtime_stop_session(rt, "bulk", 0), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "bulk", 0), AM2Z_STATUS_OK);
     pthread_join(th, NULL);
     for (i = 0; i < N; i++) {
         if (!outs[i].error) ok++;
@@ -823,8 +823,8 @@ static void test_stop_session(void) {
     CHECK_STR(am2z_value_get_string(ss, "sessionId", NULL), "tenant-b");
     am2z_value_release(ss);
     CHECK(wait_flag(&watch_started));
-    CHECK_INT(am2z_runtime_stop_session(rt, "tenant-a", 0), AM2Z_OK);
-    CHECK_INT(am2z_execution_wait(e, 1000, &out), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "tenant-a", 0), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(e, 1000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
     if (out.error) CHECK(strstr(out.error->message, "Session tenant-a stopped") != NULL);
     am2z_outcome_clear(&out);
@@ -874,11 +874,11 @@ static void test_stop_session_grace(void) {
     CHECK(wait_flag(&slow_started));
     queued = am2z_runtime_submit(rt, "slow", in, "g"); /* behind it on the one worker */
     CHECK(running && queued);
-    CHECK_INT(am2z_runtime_stop_session(rt, "g", 1000), AM2Z_OK); /* the running one finishes */
-    CHECK_INT(am2z_execution_wait(running, 0, &out), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "g", 1000), AM2Z_STATUS_OK); /* the running one finishes */
+    CHECK_INT(am2z_execution_wait(running, 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
     am2z_outcome_clear(&out);
-    CHECK_INT(am2z_execution_wait(queued, 0, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(queued, 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
     CHECK_INT(out.attempts, 0);
     am2z_outcome_clear(&out);
@@ -927,7 +927,7 @@ static void test_concurrency_limit(void) {
     cur_running = max_running = 0;
     for (i = 0; i < 6; i++) e[i] = am2z_runtime_submit(rt, "one", in, NULL);
     for (i = 0; i < 6; i++) {
-        CHECK(e[i] && am2z_execution_wait(e[i], -1, &out) == AM2Z_OK && out.error == NULL);
+        CHECK(e[i] && am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK && out.error == NULL);
         am2z_outcome_clear(&out);
         am2z_execution_free(e[i]);
     }
@@ -971,11 +971,11 @@ static void test_priorities(void) {
     for (i = 0; i < 5; i++) e[i] = am2z_runtime_submit(rt, names[i], in, NULL);
     __atomic_store_n(&blocker_go, 1, __ATOMIC_SEQ_CST);
     for (i = 0; i < 5; i++) {
-        CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_OK);
+        CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK);
         am2z_outcome_clear(&out);
         am2z_execution_free(e[i]);
     }
-    CHECK(am2z_execution_wait(blk, -1, &out) == AM2Z_OK);
+    CHECK(am2z_execution_wait(blk, -1, &out) == AM2Z_STATUS_OK);
     am2z_outcome_clear(&out);
     am2z_execution_free(blk);
     order_buf[order_len] = '\0';
@@ -1014,7 +1014,7 @@ static void test_rate_limit_and_delay(void) {
     nstarts = 0;
     for (i = 0; i < 4; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL);
     for (i = 0; i < 4; i++) {
-        CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_OK && out.error == NULL);
+        CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK && out.error == NULL);
         am2z_outcome_clear(&out);
         am2z_execution_free(e[i]);
     }
@@ -1143,14 +1143,14 @@ static void test_restart(void) {
     am2z_state *in = st("{\"n\":1}");
     am2z_outcome out;
     reg(rt, proc("inc", p_inc));
-    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_OK);
-    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_OK); /* idempotent */
+    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_STATUS_OK); /* idempotent */
     out = am2z_runtime_execute(rt, "inc", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CONFIGURATION);
     am2z_outcome_clear(&out);
     CHECK(am2z_runtime_submit(rt, "inc", in, NULL) == NULL);
-    CHECK_INT(am2z_runtime_start(rt), AM2Z_OK);
-    CHECK_INT(am2z_runtime_start(rt), AM2Z_OK);
+    CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "inc", in);
     CHECK(out.error == NULL && am2z_value_get_int(out.state, "n", 0) == 2);
     am2z_outcome_clear(&out);
@@ -1170,9 +1170,9 @@ static void test_stop_cancels_running(void) {
     e = am2z_runtime_submit(rt, "watch", in, NULL);
     CHECK(wait_flag(&watch_started));
     t0 = now_ms();
-    CHECK_INT(am2z_runtime_stop(rt, 20), AM2Z_OK);
+    CHECK_INT(am2z_runtime_stop(rt, 20), AM2Z_STATUS_OK);
     CHECK(now_ms() - t0 < 500);
-    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_OK);
+    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
     am2z_outcome_clear(&out);
     am2z_execution_free(e);
