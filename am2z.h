@@ -151,6 +151,9 @@ typedef enum am2z_status {
 
 /* Static text, never NULL. */
 AM2Z_API const char *am2z_status_string(am2z_status status);
+/* The status of the last failing am2z call on the calling thread (AM2Z_STATUS_OK when
+   none), for calls whose failure is a NULL (value edits) rather than a status. */
+AM2Z_API am2z_status am2z_status_last(void);
 /* The detail of the last failing am2z call on the calling thread, e.g.
    "json: invalid escape" or "set 'total.cents': 'total' is a number"; "" when none.
    Borrowed: valid until the thread's next failing am2z call. */
@@ -1200,11 +1203,13 @@ AM2Z_API const char *am2z_status_string(am2z_status status) {
 #endif
 
 typedef struct am2z__detail {
+    am2z_status status;
     size_t offset;
     char text[256];
 } am2z__detail;
 static AM2Z__TLS am2z__detail am2z__last_detail;
 
+AM2Z_API am2z_status am2z_status_last(void) { return am2z__last_detail.status; }
 AM2Z_API const char *am2z_status_detail(void) { return am2z__last_detail.text; }
 AM2Z_API size_t am2z_status_offset(void) {
     return am2z__last_detail.text[0] ? am2z__last_detail.offset : AM2Z_NTS;
@@ -1224,6 +1229,7 @@ AM2Z__PRIVATE am2z_status am2z__fail(am2z_status status, size_t offset, const ch
     if (!text[0]) snprintf(text, sizeof text, "%s", am2z_status_string(status));
     memcpy(am2z__last_detail.text, text, sizeof text);
     am2z__last_detail.offset = offset;
+    am2z__last_detail.status = status;
     return status;
 }
 
