@@ -30,7 +30,7 @@
                .name = "greet", .fn = greet });
            am2z_runtime_register(rt, p);
            am2z_processor_release(p);
-           am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", 0, NULL);
+           am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", AM2Z_NTS, NULL);
            am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
            if (out.error) printf("failed: %s\n", out.error->message);
            else printf("%s\n", am2z_value_get_string(out.state, "greeting", ""));
@@ -226,13 +226,15 @@ typedef enum am2z_type {
     AM2Z_TYPE_OBJECT     /* keys keep insertion order */
 } am2z_type;
 
-/* Constructors: each returns a new reference, or NULL when out of memory. */
+/* Constructors: each returns a new reference, or NULL when out of memory (the detail,
+   am2z_status_detail(), then says so). Only constructors make containers: an edit given
+   NULL fails. */
 AM2Z_API am2z_value *am2z_value_null(void);
 AM2Z_API am2z_value *am2z_value_bool(int b);
 AM2Z_API am2z_value *am2z_value_int(int64_t i);
 AM2Z_API am2z_value *am2z_value_double(double d); /* NaN and infinities become null */
 AM2Z_API am2z_value *am2z_value_string(const char *s);          /* NUL-terminated, copied */
-AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len); /* copied */
+AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len); /* copied; len may be AM2Z_NTS */
 AM2Z_API am2z_value *am2z_value_stringf(const char *fmt, ...) AM2Z_PRINTF(1, 2);
 AM2Z_API am2z_value *am2z_value_array(void);
 AM2Z_API am2z_value *am2z_value_object(void);
@@ -253,7 +255,8 @@ AM2Z_API size_t am2z_value_len(const am2z_value *v);   /* elements, members, or 
 AM2Z_API const am2z_value *am2z_value_at(const am2z_value *array, size_t i);    /* borrowed */
 AM2Z_API const char *am2z_value_key_at(const am2z_value *object, size_t i, size_t *len); /* borrowed */
 AM2Z_API const am2z_value *am2z_value_member_at(const am2z_value *object, size_t i); /* borrowed */
-/* Looks a key up (key_len 0 means strlen(key)); borrowed, NULL if absent. */
+/* Looks a key up (key_len AM2Z_NTS for a C string; 0 is the empty key); borrowed,
+   NULL if absent. */
 AM2Z_API const am2z_value *am2z_value_find(const am2z_value *object, const char *key, size_t key_len);
 
 /* Paths. "order.items[2].price" (dot keys and [index]) or a JSON Pointer
@@ -268,23 +271,32 @@ AM2Z_API int am2z_value_get_bool(const am2z_value *v, const char *path, int def)
 AM2Z_API const char *am2z_value_get_string(const am2z_value *v, const char *path, const char *def); /* borrowed */
 
 /* Editing: v and x are consumed; the result is the edited value (a new reference), or
-   NULL on failure (bad path, wrong container type, index out of range, no memory), in
-   which case both inputs have been released. set creates missing containers along the
-   path (an array before "[n]" or "/-", else an object; NULL v counts as missing);
-   an index equal to the array length (or "-") appends; path "" replaces v by x. */
+   NULL on failure, in which case both inputs have been released. A failure propagates:
+   every edit given a NULL container (an earlier edit or constructor failed) fails too,
+   so a chain of edits ends in NULL and never in a fresh {}. Every failure sets the
+   thread's status (am2z_status_last: INVALID_ARGUMENT, NO_MEMORY, LIMIT) and a detail
+   naming operation, path and reason, e.g. "set 'total.cents': 'total' is a number",
+   "set 'x[5]': index 5 out of range (length 2)", "set 'a..b': malformed path". An edit
+   given NULL after a failed edit keeps that first detail, so the first reason survives
+   the chain (am2z_ok(NULL) reports it). set creates missing containers below v (an
+   array before "[n]" or "/-", else an object); an index equal to the array length (or
+   "-") appends; path "" replaces v by x. */
 AM2Z_API am2z_value *am2z_value_set(am2z_value *v, const char *path, am2z_value *x);
-/* Removing a path that does not exist returns v unchanged; "" or a malformed path fails. */
+/* v consumed. Removing a path that does not exist returns v unchanged; "" or a
+   malformed path fails. */
 AM2Z_API am2z_value *am2z_value_remove(am2z_value *v, const char *path);
-/* Appends x to the array at path (created when missing; "" is v itself). */
+/* v and x consumed. Appends x to the array at path (created when missing below v; ""
+   is v itself). */
 AM2Z_API am2z_value *am2z_value_append(am2z_value *v, const char *path, am2z_value *x);
-/* By key, for keys that a path cannot spell (".", "[", "/"); key_len 0 means strlen.
-   set_key: object consumed (NULL means a new object), x consumed.
-   remove_key: object consumed; an absent key returns it unchanged. */
+/* By key, for keys that a path cannot spell (".", "[", "/"); key_len AM2Z_NTS for a C
+   string (0 is the empty key). Failures as for set.
+   set_key: object and x consumed. remove_key: object consumed; an absent key returns
+   it unchanged. */
 AM2Z_API am2z_value *am2z_value_set_key(am2z_value *object, const char *key, size_t key_len, am2z_value *x);
 AM2Z_API am2z_value *am2z_value_remove_key(am2z_value *object, const char *key, size_t key_len);
-/* Shallow merge: every member of `from` (borrowed) is set on object `into` (consumed;
-   NULL means {}), keeping into's key order and appending new keys in from's order.
-   NULL from leaves into unchanged; a non-object on either side fails. */
+/* Shallow merge: every member of `from` (borrowed) is set on object `into` (consumed),
+   keeping into's key order and appending new keys in from's order. NULL from leaves
+   into unchanged; NULL into or a non-object on either side fails as the edits do. */
 AM2Z_API am2z_value *am2z_value_merge(am2z_value *into, const am2z_value *from);
 
 /* Deep equality (objects compare as unordered maps; 1 and 1.0 are not equal; 0.0 and
@@ -302,22 +314,20 @@ typedef struct am2z_json_limits {
     size_t max_elements;    /* members of one array or object; default 1,000,000 */
 } am2z_json_limits;
 
-/* offset is where the problem is: the opening '"' of a string over the length limit,
-   the '[' or '{' one level too deep, the first byte of the element over the count
-   limit, max_size for input over the size limit, else the offending byte. */
-typedef struct am2z_json_error {
-    size_t offset;          /* byte offset of the problem in the input */
-    char message[96];       /* "invalid escape", "depth limit 256 exceeded", ... */
-} am2z_json_error;
-
-/* Parses exactly one JSON text (len 0 means strlen). Returns a new value, or NULL with
-   *err filled (err may be NULL). Invalid UTF-8 (overlong forms, encoded surrogates,
+/* Parses exactly one JSON text of len bytes (AM2Z_NTS: a C string; 0 bytes is "empty
+   input", an error). Returns a new value, or NULL with *status (status may be NULL)
+   INVALID_ARGUMENT (malformed text), LIMIT or NO_MEMORY, and the thread's detail
+   "json: <message>" ("json: invalid escape", "json: depth limit 256 exceeded") with
+   am2z_status_offset() where the problem is: the opening '"' of a string over the
+   length limit, the '[' or '{' one level too deep, the first byte of the element over
+   the count limit, max_size for input over the size limit, else the offending byte.
+   *status is AM2Z_STATUS_OK on success. Invalid UTF-8 (overlong forms, encoded surrogates,
    above U+10FFFF) and lone \u surrogates are rejected, as are a byte-order mark and
    numbers that overflow a double (1e999). Integers that do not fit int64 become
    doubles; "-0" is the double -0.0 (so its sign survives a round trip). A repeated key
    keeps its first position and takes the last value, as JavaScript's JSON.parse. */
 AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_json_limits *limits,
-                                     am2z_json_error *err);
+                                     am2z_status *status);
 
 enum { AM2Z_JSON_COMPACT = 0, AM2Z_JSON_PRETTY = 1, AM2Z_JSON_SORTED = 2 };
 /* Serialises v; doubles use the shortest of 15, 16 or 17 significant digits that reads
@@ -325,7 +335,7 @@ enum { AM2Z_JSON_COMPACT = 0, AM2Z_JSON_PRETTY = 1, AM2Z_JSON_SORTED = 2 };
    a double ("1.0", "-0.0"), so the type survives a round trip. Control characters,
    '"' and '\\' are escaped; bytes that are not valid UTF-8 are written as U+FFFD.
    Returns NUL-terminated text that the caller frees with am2z_free, or NULL when v is
-   NULL or out of memory; *len (if len != NULL) gets its length. AM2Z_JSON_PRETTY
+   NULL or out of memory (with the thread's detail set); *len (if len != NULL) gets its length. AM2Z_JSON_PRETTY
    indents by two spaces ("key": value, no final newline); AM2Z_JSON_SORTED sorts object
    keys (bytewise, at every level), giving a canonical form for hashing. */
 AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
@@ -338,19 +348,22 @@ AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
 
 typedef am2z_value am2z_state;
 
-/* data (consumed, may be NULL) must be an object; its members become the state's
+/* data (consumed) must be an object; its members become the state's
    fields, after a new "metadata" member (version 1, createdAt = lastUpdated = now,
    sessionId = session_id, "default" when NULL). A well-formed "metadata" already in
    data is kept, as the original lets extra.metadata replace it (well-formed: an object
    with integer version >= 0, string sessionId, integer createdAt and lastUpdated).
-   Returns the state, or NULL when data is not an object or out of memory. */
-AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data);
-/* Parses JSON text (len 0 means strlen) as the state's data, as am2z_state_new does:
-   a well-formed "metadata" member in the text is kept (its sessionId wins over
-   session_id), so serialised states read back unchanged. NULL with *err filled when the
-   text is not a JSON object. */
+   Returns the state, or NULL with *status (may be NULL) INVALID_ARGUMENT when data is
+   not an object (NULL data, a failed constructor, too: pass am2z_value_object() for an
+   empty state) or NO_MEMORY, and the detail set. */
+AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data, am2z_status *status);
+/* Parses len bytes of JSON text (AM2Z_NTS: a C string) as the state's data, as
+   am2z_state_new does: a well-formed "metadata" member in the text is kept (its
+   sessionId wins over session_id), so serialised states read back unchanged. NULL with
+   *status (may be NULL) and the detail set as by am2z_json_parse, or INVALID_ARGUMENT
+   with "state: a state must be a JSON object, not <type>". */
 AM2Z_API am2z_state *am2z_state_parse(const char *session_id, const char *json, size_t len,
-                                      am2z_json_error *err);
+                                      am2z_status *status);
 /* Metadata readers: 0 (or "") when s has no such field. */
 AM2Z_API int64_t am2z_state_version(const am2z_state *s);
 AM2Z_API const char *am2z_state_session_id(const am2z_state *s); /* borrowed */
@@ -408,7 +421,7 @@ typedef struct am2z_error {
     const am2z_value *details; /* JSON object, never NULL */
     const struct am2z_error *cause;  /* NULL or the error this one wraps */
     const am2z_state *partial_state; /* NULL or the state reached before failing */
-    int64_t timestamp_ms;
+    int64_t created_at;        /* epoch ms when it was built (or the JSON's "timestamp") */
 } am2z_error;
 
 /* Constructors, with the original's messages and details members. Each returns a new
@@ -455,11 +468,29 @@ AM2Z_API am2z_error *am2z_error_cancelled(const char *reason);
    original is untouched). NULL only when out of memory, with err released.
    with_details merges the members of the object `details` (borrowed) over err's;
    with_location sets the fields whose argument is not NULL; with_partial replaces the
-   partial state (NULL removes it). */
+   partial state (NULL removes it); with_retryable overrides the kind's default, so a
+   temporary failure with your own message (a business error, say) is retried without a
+   should_retry callback, and a NetworkError you know to be permanent is not. */
 AM2Z_API am2z_error *am2z_error_with_details(am2z_error *err, const am2z_value *details);
 AM2Z_API am2z_error *am2z_error_with_location(am2z_error *err, const char *processor,
                                               const char *execution_id);
 AM2Z_API am2z_error *am2z_error_with_partial(am2z_error *err, am2z_state *partial_state /* consumed */);
+AM2Z_API am2z_error *am2z_error_with_retryable(am2z_error *err, int retryable);
+
+/* Turns a failed library call into a processor failure, in one call: the error for
+   status st, whose message is "<operation>: <am2z_status_detail()>" (the status name
+   when the thread has no detail). NULL operation reads "am2z". A new reference, or NULL
+   when out of memory (or st is OK or NEED_MORE, which are not failures).
+     TIMEOUT                         TimeoutError        (retryable)
+     IO                              NetworkError        (retryable)
+     NO_MEMORY, LIMIT                ResourceError       (retryable)
+     INVALID_ARGUMENT, NOT_FOUND     ValidationError     (permanent)
+     EXISTS, CYCLE, NOT_STARTED      ConfigurationError  (permanent)
+     CANCELLED                       CancelledError      (permanent)
+     SERVER, PROTOCOL, CONFLICT      BusinessError with code "AM2Z_SERVER",
+                                     "AM2Z_PROTOCOL", "AM2Z_CONFLICT" (retryable)
+   details {operation, status: "<am2z_status_string>", detail, offset?}. */
+AM2Z_API am2z_error *am2z_error_from_status(am2z_status st, const char *operation);
 
 AM2Z_API am2z_error *am2z_error_retain(const am2z_error *err);  /* NULL stays NULL */
 AM2Z_API void am2z_error_release(am2z_error *err);              /* NULL is a no-op */
@@ -498,8 +529,11 @@ typedef struct am2z_result {
 
 /* Misuse never crashes: am2z_ok(NULL) (typically a failed edit), am2z_fail(NULL) and a
    result with neither state nor error become failures whose ProcessorExecutionError
-   (not retryable) says what happened. Only when memory runs out while building that
-   error is a failure {NULL, NULL}: test with am2z_result_is_ok, not `error != NULL`. */
+   (not retryable) says what happened; am2z_ok(NULL)'s message carries the thread's
+   detail, e.g. "am2z_ok(NULL): set 'total.cents': 'total' is a number", so the
+   bare-value idiom `return am2z_ok(am2z_value_set(...))` fails loudly with the reason.
+   Only when memory runs out while building that error is a failure {NULL, NULL}: test
+   with am2z_result_is_ok, not `error != NULL`. */
 AM2Z_API am2z_result am2z_ok(am2z_state *state);  /* consumed */
 AM2Z_API am2z_result am2z_fail(am2z_error *error); /* consumed */
 AM2Z_API int am2z_result_is_ok(const am2z_result *r); /* state set, error NULL */
@@ -519,6 +553,37 @@ AM2Z_API am2z_result am2z_result_map_error(am2z_result r, am2z_error_map_fn fn, 
    an empty array). Otherwise the first failure in order. results[] are all consumed
    and left zeroed. */
 AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count);
+
+/* The edit helper for processors: a working state plus the first failure, which sticks.
+       am2z_edit e = am2z_edit_begin(in);
+       am2z_edit_set(&e, "total.cents", am2z_value_int(500));
+       am2z_edit_append(&e, "log", am2z_value_string("priced"));
+       return am2z_edit_end(&e);
+   Each edit applies to e->state as the am2z_value_* edit of the same name does and
+   returns 1 while no edit has failed, else 0. The first failure releases the working
+   state and becomes a ValidationError whose field is the path and whose reason is the
+   detail: "Validation failed for field 'total.cents': set 'total.cents': 'total' is a
+   number". After it, edits are no-ops that release what they were given (so nothing
+   leaks and nothing needs checking until the end). A caller-owned struct, used by one
+   thread; am2z_edit_end empties it. */
+typedef struct am2z_edit {
+    am2z_state *state;  /* the working state, owned; NULL after a failure */
+    am2z_error *error;  /* the first failure, owned; NULL while none */
+} am2z_edit;
+/* input borrowed (retained; edits copy only what they change). NULL input is the first
+   failure. */
+AM2Z_API am2z_edit am2z_edit_begin(const am2z_state *input);
+AM2Z_API int am2z_edit_set(am2z_edit *e, const char *path, am2z_value *x);    /* x consumed */
+AM2Z_API int am2z_edit_append(am2z_edit *e, const char *path, am2z_value *x); /* x consumed */
+AM2Z_API int am2z_edit_remove(am2z_edit *e, const char *path);
+/* Shallow merge of the object `from` (borrowed) into the state; its failure's field is
+   "(merge)". */
+AM2Z_API int am2z_edit_merge(am2z_edit *e, const am2z_value *from);
+/* Records your own failure (err consumed; ignored when a failure is already recorded).
+   Returns 0. */
+AM2Z_API int am2z_edit_fail(am2z_edit *e, am2z_error *err);
+/* am2z_ok(state) or am2z_fail(first error); e is left empty ({NULL, NULL}). */
+AM2Z_API am2z_result am2z_edit_end(am2z_edit *e);
 
 /* The final outcome of one execution (after all retries). The caller owns it and
    clears it with am2z_outcome_clear. */
@@ -572,7 +637,7 @@ typedef struct am2z_log_entry {
     const char *message;
     const char *source;         /* may be NULL */
     const am2z_value *context;  /* object: the logger's fields, then the call's */
-    int64_t timestamp_ms;
+    int64_t logged_at;          /* epoch ms */
 } am2z_log_entry;
 
 /* Called from any thread, possibly concurrently; all pointers are borrowed for the call. */
@@ -591,9 +656,10 @@ typedef struct am2z_logger_desc {
 typedef struct am2z_logger am2z_logger;
 
 /* NULL desc: info level, human sink on stderr. The stream must outlive the logger and
-   its children. Returns NULL when out of memory or when the desc is invalid (a level
-   or sink out of range, AM2Z_SINK_CALLBACK without callback). */
-AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc);
+   its children. Returns NULL with *status (may be NULL) INVALID_ARGUMENT when the desc
+   is invalid (a level or sink out of range, AM2Z_SINK_CALLBACK without callback) or
+   NO_MEMORY, and the detail set. */
+AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status *status);
 /* A logger writing where the parent writes, at the parent's level, with more context
    fields (fields borrowed: the members of that object are copied over the parent's; a
    non-object is ignored) and, if source != NULL, another source. The child does not
@@ -1345,9 +1411,14 @@ static int64_t am2z__int(const am2z_value *v) {
     return AM2Z__TAGGED(v) ? am2z__untag(v) : AM2Z__NUM(v)->u.i;
 }
 
+/* A value block; NULL (with the detail recorded) when out of memory. */
 static am2z_value *am2z__alloc(size_t size, am2z_type t) {
     am2z_value *v = (am2z_value *)am2z__malloc(size);
-    if (!v) return NULL;
+    if (!v) {
+        am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "value: out of memory (%s of %lu bytes)",
+                   am2z_type_name(t), (unsigned long)size);
+        return NULL;
+    }
     v->rc = 1;
     v->type = (uint8_t)t;
     v->flags = 0;
@@ -1517,7 +1588,10 @@ AM2Z_API am2z_value *am2z_value_double(double d) {
 /* A string of len bytes, uninitialised but NUL-terminated. */
 static am2z__str *am2z__str_alloc(size_t len) {
     am2z__str *s;
-    if (len > SIZE_MAX - sizeof(am2z__str) - 1) return NULL;
+    if (len > SIZE_MAX - sizeof(am2z__str) - 1) {
+        am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "value: string of %lu bytes", (unsigned long)len);
+        return NULL;
+    }
     s = (am2z__str *)(void *)am2z__alloc(sizeof(am2z__str) + len + 1, AM2Z_TYPE_STRING);
     if (!s) return NULL;
     s->len = len;
@@ -1527,7 +1601,11 @@ static am2z__str *am2z__str_alloc(size_t len) {
 
 AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len) {
     am2z__str *v;
-    if (!s && len) return NULL;
+    if (len == AM2Z_NTS) len = s ? strlen(s) : 0;
+    if (!s && len) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "value_string_n: NULL bytes");
+        return NULL;
+    }
     v = am2z__str_alloc(len);
     if (!v) return NULL;
     if (len) memcpy(am2z__bytes(v), s, len);
@@ -1535,6 +1613,7 @@ AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len) {
 }
 
 AM2Z_API am2z_value *am2z_value_string(const char *s) {
+    if (!s) am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "value_string: NULL string");
     return s ? am2z_value_string_n(s, strlen(s)) : NULL;
 }
 
@@ -1549,6 +1628,7 @@ AM2Z_API am2z_value *am2z_value_stringf(const char *fmt, ...) {
     am2z__vec_vprintf(&text, SIZE_MAX, fmt, ap);
     va_end(ap);
     if (!text.failed) v = am2z_value_string_n((const char *)text.p, text.n);
+    else am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "value_stringf: out of memory");
     am2z__vec_free(&text);
     return v;
 }
@@ -1683,7 +1763,7 @@ static size_t am2z__obj_find(const am2z__obj *o, const char *k, size_t klen) {
 AM2Z_API const am2z_value *am2z_value_find(const am2z_value *object, const char *key, size_t key_len) {
     size_t i;
     if (am2z__type(object) != AM2Z_TYPE_OBJECT || !key) return NULL;
-    if (key_len == 0) key_len = strlen(key);
+    if (key_len == AM2Z_NTS) key_len = strlen(key);
     i = am2z__obj_find(AM2Z__OBJ(object), key, key_len);
     return i == AM2Z__NPOS ? NULL : am2z__mems(AM2Z__OBJ(object))[i].val;
 }
@@ -1915,11 +1995,62 @@ fail:
     return NULL;
 }
 
-/* Sets key k of object v (both v and x consumed; NULL v means a new object). */
+/* ---- edit failures ---- */
+
+/* "a number", "an object", ...: how failure details name what an edit found. */
+static const char *am2z__a_type(const am2z_value *v) {
+    switch (am2z__type(v)) {
+    case AM2Z_TYPE_NULL: return "null";
+    case AM2Z_TYPE_BOOL: return "a boolean";
+    case AM2Z_TYPE_INT:
+    case AM2Z_TYPE_DOUBLE: return "a number";
+    case AM2Z_TYPE_STRING: return "a string";
+    case AM2Z_TYPE_ARRAY: return "an array";
+    case AM2Z_TYPE_OBJECT: return "an object";
+    default: return "missing";
+    }
+}
+
+/* Set while the thread's detail explains a NULL that an edit returned, so that an edit
+   given that NULL keeps the first reason instead of recording "no container". am2z_ok
+   and am2z_edit clear it once they have reported the reason. */
+static AM2Z__TLS int am2z__edit_failed;
+
+/* Records why an edit fails as "<op> '<path>': <reason>" ("<op>: <reason>" without a
+   path; plen may be AM2Z_NTS) and returns NULL. */
+static am2z_value *am2z__edit_fail(am2z_status st, const char *op, const char *path, size_t plen,
+                                   const char *fmt, ...) AM2Z_PRINTF(5, 6);
+static am2z_value *am2z__edit_fail(am2z_status st, const char *op, const char *path, size_t plen,
+                                   const char *fmt, ...) {
+    char why[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (!path) {
+        am2z__fail(st, AM2Z_NTS, "%s: %s", op, why);
+    } else {
+        if (plen == AM2Z_NTS) plen = strlen(path);
+        am2z__fail(st, AM2Z_NTS, "%s '%.*s': %s", op, (int)(plen < 200 ? plen : 200), path, why);
+    }
+    am2z__edit_failed = 1;
+    return NULL;
+}
+
+/* An edit given NULL (what: "container" or "value"): an earlier call failed. */
+static am2z_value *am2z__edit_null(const char *op, const char *path, size_t plen, const char *what) {
+    if (am2z__edit_failed) return NULL; /* the detail already names the first failure */
+    return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, op, path, plen,
+                           "no %s (an earlier call failed)", what);
+}
+
+/* ---- editing objects ---- */
+
+/* Sets key k of object v (both v and x consumed); NULL (both released) when v is not an
+   object or out of memory. The library's own edits of objects it built use it. */
 static am2z_value *am2z__obj_set(am2z_value *v, const char *k, size_t klen, am2z_value *x) {
     size_t i;
     am2z__obj *o, *n;
-    if (!v) v = am2z_value_object();
     if (!x || !k || am2z__type(v) != AM2Z_TYPE_OBJECT || am2z__depth(x) + 1 > AM2Z_VALUE_MAX_DEPTH)
         goto fail;
     i = am2z__obj_find(AM2Z__OBJ(v), k, klen);
@@ -1941,32 +2072,56 @@ fail:
     return NULL;
 }
 
+/* The checks set_key and remove_key start with; 1 when the edit may go ahead, else
+   object and x are released and the reason recorded. */
+static int am2z__key_edit_ok(const char *op, am2z_value *object, const char *key, size_t key_len,
+                             am2z_value *x, int need_x) {
+    const char *missing = !object ? "container" : "value";
+    const char *found = am2z__a_type(object);
+    int type_ok = am2z__type(object) == AM2Z_TYPE_OBJECT;
+    if (object && key && (x || !need_x) && type_ok) return 1;
+    am2z_value_release(object);
+    am2z_value_release(x);
+    if (!key) am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, op, NULL, 0, "no key");
+    else if (!object || (!x && need_x)) am2z__edit_null(op, key, key_len, missing);
+    else am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, op, key, key_len, "the value is %s", found);
+    return 0;
+}
+
 AM2Z_API am2z_value *am2z_value_set_key(am2z_value *object, const char *key, size_t key_len, am2z_value *x) {
-    if (key && key_len == 0) key_len = strlen(key);
-    return am2z__obj_set(object, key, key_len, x);
+    if (key && key_len == AM2Z_NTS) key_len = strlen(key);
+    if (!am2z__key_edit_ok("set_key", object, key, key_len, x, 1)) return NULL;
+    if (am2z__depth(x) + 1 > AM2Z_VALUE_MAX_DEPTH) {
+        am2z_value_release(object);
+        am2z_value_release(x);
+        return am2z__edit_fail(AM2Z_STATUS_LIMIT, "set_key", key, key_len, "depth limit %d exceeded",
+                               AM2Z_VALUE_MAX_DEPTH);
+    }
+    object = am2z__obj_set(object, key, key_len, x);
+    return object ? object : am2z__edit_fail(AM2Z_STATUS_NO_MEMORY, "set_key", key, key_len, "out of memory");
 }
 
 AM2Z_API am2z_value *am2z_value_remove_key(am2z_value *object, const char *key, size_t key_len) {
     size_t i;
-    if (am2z__type(object) != AM2Z_TYPE_OBJECT || !key) {
-        am2z_value_release(object);
-        return NULL;
-    }
-    if (key_len == 0) key_len = strlen(key);
+    if (key && key_len == AM2Z_NTS) key_len = strlen(key);
+    if (!am2z__key_edit_ok("remove_key", object, key, key_len, NULL, 0)) return NULL;
     i = am2z__obj_find(AM2Z__OBJ(object), key, key_len);
     if (i == AM2Z__NPOS) return object;
     object = am2z__own(object, 0, 0);
-    if (object) am2z__obj_del(AM2Z__OBJ(object), i);
+    if (!object) return am2z__edit_fail(AM2Z_STATUS_NO_MEMORY, "remove_key", key, key_len, "out of memory");
+    am2z__obj_del(AM2Z__OBJ(object), i);
     return object;
 }
 
 AM2Z_API am2z_value *am2z_value_merge(am2z_value *into, const am2z_value *from) {
     const am2z__obj *f = AM2Z__OBJ(from);
     size_t i;
-    if (!into) into = am2z_value_object();
+    if (!into) return am2z__edit_null("merge", NULL, 0, "container");
     if (am2z__type(into) != AM2Z_TYPE_OBJECT || (from && am2z__type(from) != AM2Z_TYPE_OBJECT)) {
+        const char *bad = am2z__type(into) != AM2Z_TYPE_OBJECT ? am2z__a_type(into) : am2z__a_type(from);
+        const char *side = am2z__type(into) != AM2Z_TYPE_OBJECT ? "target" : "source";
         am2z_value_release(into);
-        return NULL;
+        return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, "merge", NULL, 0, "the %s is %s", side, bad);
     }
     if (!from || f->len == 0) return into;
     /* Held across the edit: from may be (inside) into, which may be edited in place
@@ -1978,7 +2133,7 @@ AM2Z_API am2z_value *am2z_value_merge(am2z_value *into, const am2z_value *from) 
         into = am2z__obj_set(into, am2z__keys(f) + m->koff, m->klen, am2z_value_retain(m->val));
     }
     am2z_value_release((am2z_value *)(uintptr_t)from);
-    return into;
+    return into ? into : am2z__edit_fail(AM2Z_STATUS_NO_MEMORY, "merge", NULL, 0, "out of memory");
 }
 
 /* ---- paths ---- */
@@ -1994,13 +2149,14 @@ typedef struct am2z__seg {
 } am2z__seg;
 
 typedef struct am2z__path {
+    const char *start; /* the whole path, for failure details */
     const char *p;
     char pointer;   /* JSON Pointer syntax */
     char first;
 } am2z__path;
 
 static void am2z__path_init(am2z__path *it, const char *path) {
-    it->p = path;
+    it->start = it->p = path;
     it->pointer = path[0] == '/';
     it->first = 1;
 }
@@ -2158,45 +2314,55 @@ AM2Z_API const char *am2z_value_get_string(const am2z_value *v, const char *path
 }
 
 enum { AM2Z__EDIT_SET, AM2Z__EDIT_APPEND, AM2Z__EDIT_REMOVE };
+static const char *const am2z__edit_names[] = {"set", "append", "remove"};
+
+/* Fails the edit in progress: records the detail, then releases and returns NULL. */
+#define AM2Z__EDIT_FAIL(st, ...) do { \
+    am2z__edit_fail((st), am2z__edit_names[op], it->start, AM2Z_NTS, __VA_ARGS__); goto fail; } while (0)
 
 /* The copy-on-write editor. node (NULL = missing) and x are consumed; returns the new
-   node or NULL with everything released. Each level takes its child out of the (owned)
-   container, edits it, and puts the result back, so only the path's spine is copied and
-   only where it was shared. Recursion is bounded by `budget`. */
+   node or NULL with everything released and the reason recorded by the level that
+   failed. Each level takes its child out of the (owned) container, edits it, and puts
+   the result back, so only the path's spine is copied and only where it was shared.
+   Recursion is bounded by `budget`. */
 static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_value *x, unsigned budget) {
     am2z__seg seg, next;
     am2z__path ahead;
     int r, last;
     char buf[64], *heap = NULL;
-    const char *key;
+    const char *key, *at = it->p;
+    /* The path up to this segment names node in failure details. */
+    int plen = (int)(at - it->start);
+    const char *pfx = plen ? "'" : "the value", *sfx = plen ? "'" : "";
     size_t klen, i, len;
     am2z_value *child = NULL, *nc;
 
     r = am2z__path_next(it, &seg);
-    if (r < 0) goto fail;
+    if (r < 0) AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "malformed path");
     if (r == 0) {
         if (op == AM2Z__EDIT_SET) {
             am2z_value_release(node);
             return x;
         }
-        if (op != AM2Z__EDIT_APPEND) goto fail;
         if (!node) node = am2z_value_array();
-        if (am2z__type(node) != AM2Z_TYPE_ARRAY) goto fail;
-        return am2z__arr_push(node, x);
+        if (am2z__type(node) != AM2Z_TYPE_ARRAY)
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "%s%.*s%s is %s", pfx, plen, it->start, sfx,
+                            am2z__a_type(node));
+        goto push;
     }
-    if (budget == 0) goto fail;
+    if (budget == 0) AM2Z__EDIT_FAIL(AM2Z_STATUS_LIMIT, "depth limit %d exceeded", AM2Z_VALUE_MAX_DEPTH);
     ahead = *it;
     last = am2z__path_next(&ahead, &next) == 0;
     if (!node) node = (seg.bracket || seg.dash) ? am2z_value_array() : am2z_value_object();
 
-    if (am2z__type(node) == AM2Z_TYPE_ARRAY) {
+    if (am2z__type(node) == AM2Z_TYPE_ARRAY && (seg.dash || seg.is_index)) {
         len = AM2Z__ARR(node)->len;
-        if (seg.dash) i = len;
-        else if (seg.is_index) i = seg.index;
-        else goto fail;
-        if (i > len || (i == len && op == AM2Z__EDIT_REMOVE)) goto fail;
+        i = seg.dash ? len : seg.index;
+        if (i > len || (i == len && op == AM2Z__EDIT_REMOVE))
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "index %lu out of range (length %lu)",
+                            (unsigned long)i, (unsigned long)len);
         node = am2z__own(node, i == len, 0);
-        if (!node) goto fail;
+        if (!node) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
         if (last && op == AM2Z__EDIT_REMOVE) {
             am2z__arr *a = AM2Z__ARR(node);
             am2z_value_release(am2z__items(a)[i]);
@@ -2211,21 +2377,24 @@ static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_val
         nc = am2z__edit(child, it, op, x, budget - 1);
         x = NULL;
         if (!nc) goto fail;
-        if (i == len) return am2z__arr_push(node, nc);
+        if (i == len) {
+            x = nc;
+            goto push;
+        }
         am2z__items(AM2Z__ARR(node))[i] = nc;
-        if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH) goto fail;
+        if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH)
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_LIMIT, "depth limit %d exceeded", AM2Z_VALUE_MAX_DEPTH);
         am2z__raise_depth(node, nc);
         return node;
     }
     if (am2z__type(node) == AM2Z_TYPE_OBJECT && !seg.bracket) {
         am2z__obj *n;
         key = am2z__seg_key(&seg, it->pointer, buf, sizeof buf, &heap, &klen);
-        if (!key) goto fail;
+        if (!key) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
         i = am2z__obj_find(AM2Z__OBJ(node), key, klen);
-        if (i == AM2Z__NPOS && op == AM2Z__EDIT_REMOVE) goto fail;
         node = am2z__own(node, i == AM2Z__NPOS, i == AM2Z__NPOS ? klen + 1 : 0);
-        if (!node) goto fail;
-        if (last && op == AM2Z__EDIT_REMOVE) {
+        if (!node) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
+        if (last && op == AM2Z__EDIT_REMOVE) { /* the caller checked that the path exists */
             am2z__obj_del(AM2Z__OBJ(node), i);
             am2z__free(heap);
             return node;
@@ -2237,66 +2406,77 @@ static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_val
         nc = am2z__edit(child, it, op, x, budget - 1);
         x = NULL;
         if (!nc) goto fail;
+        if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH) {
+            if (i == AM2Z__NPOS) am2z_value_release(nc);
+            else am2z__mems(AM2Z__OBJ(node))[i].val = nc;
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_LIMIT, "depth limit %d exceeded", AM2Z_VALUE_MAX_DEPTH);
+        }
         if (i != AM2Z__NPOS) {
             am2z__mems(AM2Z__OBJ(node))[i].val = nc;
-            if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH) goto fail;
             am2z__raise_depth(node, nc);
         } else {
-            if (am2z__depth(nc) + 1 > AM2Z_VALUE_MAX_DEPTH ||
-                !(n = am2z__obj_add(AM2Z__OBJ(node), key, klen, nc))) {
+            if (!(n = am2z__obj_add(AM2Z__OBJ(node), key, klen, nc))) {
                 am2z_value_release(nc);
-                goto fail;
+                AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
             }
             node = &n->h;
         }
         am2z__free(heap);
         return node;
     }
+    AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "%s%.*s%s is %s", pfx, plen, it->start, sfx, am2z__a_type(node));
+push:
+    if (am2z__depth(x) + 1 > AM2Z_VALUE_MAX_DEPTH)
+        AM2Z__EDIT_FAIL(AM2Z_STATUS_LIMIT, "depth limit %d exceeded", AM2Z_VALUE_MAX_DEPTH);
+    node = am2z__arr_push(node, x); /* consumes both */
+    if (!node) {
+        x = NULL;
+        AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
+    }
+    return node;
 fail:
     am2z__free(heap);
     am2z_value_release(node);
     am2z_value_release(x);
     return NULL;
 }
+#undef AM2Z__EDIT_FAIL
 
-AM2Z_API am2z_value *am2z_value_set(am2z_value *v, const char *path, am2z_value *x) {
+/* The checks every path edit starts with: v (and x for set and append) consumed. */
+static am2z_value *am2z__edit_path(am2z_value *v, const char *path, int op, am2z_value *x) {
     am2z__path it;
-    if (!x || !path) {
+    const char *name = am2z__edit_names[op], *missing = !v ? "container" : "value";
+    if (!v || !path || (op != AM2Z__EDIT_REMOVE && !x)) {
         am2z_value_release(v);
         am2z_value_release(x);
-        return NULL;
+        if (!path) return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, name, NULL, 0, "no path");
+        return am2z__edit_null(name, path, AM2Z_NTS, missing);
     }
     am2z__path_init(&it, path);
-    return am2z__edit(v, &it, AM2Z__EDIT_SET, x, AM2Z_VALUE_MAX_DEPTH);
+    return am2z__edit(v, &it, op, x, AM2Z_VALUE_MAX_DEPTH);
+}
+
+AM2Z_API am2z_value *am2z_value_set(am2z_value *v, const char *path, am2z_value *x) {
+    return am2z__edit_path(v, path, AM2Z__EDIT_SET, x);
 }
 
 AM2Z_API am2z_value *am2z_value_append(am2z_value *v, const char *path, am2z_value *x) {
-    am2z__path it;
-    if (!x || !path) {
-        am2z_value_release(v);
-        am2z_value_release(x);
-        return NULL;
-    }
-    am2z__path_init(&it, path);
-    return am2z__edit(v, &it, AM2Z__EDIT_APPEND, x, AM2Z_VALUE_MAX_DEPTH);
+    return am2z__edit_path(v, path, AM2Z__EDIT_APPEND, x);
 }
 
 AM2Z_API am2z_value *am2z_value_remove(am2z_value *v, const char *path) {
-    am2z__path it;
     const am2z_value *found;
     int r;
-    if (!v || !path || !*path) {
-        am2z_value_release(v);
-        return NULL;
+    if (v && path) {
+        r = am2z__lookup(v, path, &found);
+        if (r == 0) return v; /* nothing to remove */
+        if (!*path || r < 0) {
+            am2z_value_release(v);
+            return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, "remove", path, AM2Z_NTS,
+                                   *path ? "malformed path" : "the value itself cannot be removed");
+        }
     }
-    r = am2z__lookup(v, path, &found);
-    if (r < 0) {
-        am2z_value_release(v);
-        return NULL;
-    }
-    if (r == 0) return v; /* nothing to remove */
-    am2z__path_init(&it, path);
-    return am2z__edit(v, &it, AM2Z__EDIT_REMOVE, NULL, AM2Z_VALUE_MAX_DEPTH);
+    return am2z__edit_path(v, path, AM2Z__EDIT_REMOVE, NULL);
 }
 
 /* ---- equality and hashing ---- */
@@ -2748,6 +2928,7 @@ AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len) {
     am2z__vec_putc(&b, 0);
     if (b.failed) {
         am2z__vec_free(&b);
+        am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "json_write: out of memory");
         return NULL;
     }
     if (len) *len = b.n - 1;
@@ -2766,7 +2947,7 @@ typedef struct am2z__parser {
     const unsigned char *s;
     size_t n, pos;
     am2z_json_limits lim;
-    am2z_json_error *err;
+    am2z_status status; /* of the failure that perr recorded */
     am2z__vec vals;   /* am2z_value *: finished elements of open containers */
     am2z__vec krefs;  /* am2z__kref: keys of open objects' members */
     am2z__vec kbytes; /* char: key bytes */
@@ -2774,14 +2955,29 @@ typedef struct am2z__parser {
     am2z__vec sbuf;   /* char: a string being decoded */
 } am2z__parser;
 
+/* Records a parse failure as the thread's detail "json: <message>" at byte offset off:
+   malformed text is INVALID_ARGUMENT; am2z__plimit and am2z__poom record the others. */
+static void am2z__pfail(am2z__parser *P, am2z_status st, size_t off, const char *fmt, va_list ap) {
+    char msg[128];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    P->status = am2z__fail(st, off, "json: %s", msg);
+}
 static void am2z__perr(am2z__parser *P, size_t off, const char *fmt, ...) AM2Z_PRINTF(3, 4);
 static void am2z__perr(am2z__parser *P, size_t off, const char *fmt, ...) {
     va_list ap;
-    if (!P->err) return;
-    P->err->offset = off;
     va_start(ap, fmt);
-    vsnprintf(P->err->message, sizeof P->err->message, fmt, ap);
+    am2z__pfail(P, AM2Z_STATUS_INVALID_ARGUMENT, off, fmt, ap);
     va_end(ap);
+}
+static void am2z__plimit(am2z__parser *P, size_t off, const char *fmt, ...) AM2Z_PRINTF(3, 4);
+static void am2z__plimit(am2z__parser *P, size_t off, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    am2z__pfail(P, AM2Z_STATUS_LIMIT, off, fmt, ap);
+    va_end(ap);
+}
+static void am2z__poom(am2z__parser *P, size_t off) {
+    P->status = am2z__fail(AM2Z_STATUS_NO_MEMORY, off, "json: out of memory");
 }
 
 static void am2z__skip_ws(am2z__parser *P) {
@@ -2920,10 +3116,10 @@ static int am2z__pstring(am2z__parser *P, am2z__vec *dst, size_t limit, const ch
     P->pos = i + 1;
     return 1;
 too_long:
-    am2z__perr(P, start, "string length limit %lu exceeded", (unsigned long)limit);
+    am2z__plimit(P, start, "string length limit %lu exceeded", (unsigned long)limit);
     return 0;
 oom:
-    am2z__perr(P, start, "out of memory");
+    am2z__poom(P, start);
     return 0;
 }
 
@@ -2985,7 +3181,7 @@ static am2z_value *am2z__pnumber(am2z__parser *P) {
         if (ok) v = am2z_value_double(d);
     }
     /* Only allocation fails here: boxed integers, doubles and strtod's long copies. */
-    if (!v) am2z__perr(P, start, "out of memory");
+    if (!v) am2z__poom(P, start);
     return v;
 }
 
@@ -3050,7 +3246,7 @@ value:
     if (P->frames.n) {
         top = (am2z__frame *)P->frames.p + P->frames.n - 1;
         if (!top->obj && P->vals.n - top->vbase == P->lim.max_elements) {
-            am2z__perr(P, start, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
+            am2z__plimit(P, start, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
             return NULL;
         }
     }
@@ -3058,7 +3254,7 @@ value:
     case '[':
     case '{':
         if (P->frames.n >= (size_t)P->lim.max_depth) {
-            am2z__perr(P, start, "depth limit %d exceeded", P->lim.max_depth);
+            am2z__plimit(P, start, "depth limit %d exceeded", P->lim.max_depth);
             return NULL;
         }
         if (!am2z__vec_reserve(&P->frames, 1, sizeof(am2z__frame))) goto oom;
@@ -3113,7 +3309,7 @@ key: /* at a member of the top object, after '{' or ',' */
         return NULL;
     }
     if (P->krefs.n - top->kbase == P->lim.max_elements) {
-        am2z__perr(P, P->pos, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
+        am2z__plimit(P, P->pos, "element limit %lu exceeded", (unsigned long)P->lim.max_elements);
         return NULL;
     }
     {
@@ -3177,28 +3373,24 @@ done: /* v is a finished value */
     am2z__perr(P, P->pos, top->obj ? "expected ',' or '}'" : "expected ',' or ']'");
     return NULL;
 oom:
-    am2z__perr(P, P->pos, "out of memory");
+    am2z__poom(P, P->pos);
     return NULL;
 }
 
 AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_json_limits *limits,
-                                     am2z_json_error *err) {
+                                     am2z_status *status) {
     am2z__parser P;
     am2z_value *vsmall[64], *v;
     am2z__kref ksmall[32];
     am2z__frame fsmall[16];
     char kbsmall[256], ssmall[256];
     size_t i;
-    if (err) {
-        err->offset = 0;
-        err->message[0] = 0;
-    }
-    P.err = err;
+    P.status = AM2Z_STATUS_OK;
     if (!text) {
         am2z__perr(&P, 0, "no input");
-        return NULL;
+        return am2z__put_status(status, P.status);
     }
-    if (len == 0) len = strlen(text);
+    if (len == AM2Z_NTS) len = strlen(text);
     P.s = (const unsigned char *)text;
     P.n = len;
     P.pos = 0;
@@ -3210,8 +3402,8 @@ AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_js
     if (!P.lim.max_string) P.lim.max_string = AM2Z_JSON_MAX_STRING;
     if (!P.lim.max_elements) P.lim.max_elements = AM2Z_JSON_MAX_ELEMENTS;
     if (len > P.lim.max_size) {
-        am2z__perr(&P, P.lim.max_size, "input size limit %lu exceeded", (unsigned long)P.lim.max_size);
-        return NULL;
+        am2z__plimit(&P, P.lim.max_size, "input size limit %lu exceeded", (unsigned long)P.lim.max_size);
+        return am2z__put_status(status, P.status);
     }
     am2z__vec_init(&P.vals, vsmall, sizeof vsmall / sizeof *vsmall);
     am2z__vec_init(&P.krefs, ksmall, sizeof ksmall / sizeof *ksmall);
@@ -3225,6 +3417,7 @@ AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_js
     am2z__vec_free(&P.frames);
     am2z__vec_free(&P.kbytes);
     am2z__vec_free(&P.sbuf);
+    if (status) *status = v ? AM2Z_STATUS_OK : P.status;
     return v;
 }
 
@@ -3295,34 +3488,28 @@ static am2z_state *am2z__state_attach(const char *session_id, am2z_value *data) 
     return am2z__state_put_meta(data, meta);
 }
 
-AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data) {
-    if (!data) data = am2z_value_object();
+/* Makes data (consumed) a state, failing as am2z_state_new documents. */
+static am2z_state *am2z__state_make(const char *session_id, am2z_value *data, am2z_status *status) {
     if (am2z__type(data) != AM2Z_TYPE_OBJECT) {
+        const char *what = am2z__a_type(data);
         am2z_value_release(data);
-        return NULL;
+        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "state: a state must be a JSON object, not %s", what));
     }
-    return am2z__state_attach(session_id, data);
+    data = am2z__state_attach(session_id, data);
+    if (!data) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "state: out of memory"));
+    if (status) *status = AM2Z_STATUS_OK;
+    return data;
+}
+
+AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data, am2z_status *status) {
+    return am2z__state_make(session_id, data, status);
 }
 
 AM2Z_API am2z_state *am2z_state_parse(const char *session_id, const char *json, size_t len,
-                                      am2z_json_error *err) {
-    am2z_value *v = am2z_json_parse(json, len, NULL, err);
-    if (!v) return NULL;
-    if (am2z__type(v) != AM2Z_TYPE_OBJECT) {
-        if (err) {
-            err->offset = 0;
-            snprintf(err->message, sizeof err->message, "a state must be a JSON object, not %s",
-                     am2z_type_name(am2z__type(v)));
-        }
-        am2z_value_release(v);
-        return NULL;
-    }
-    v = am2z__state_attach(session_id, v);
-    if (!v && err) {
-        err->offset = 0;
-        snprintf(err->message, sizeof err->message, "out of memory");
-    }
-    return v;
+                                      am2z_status *status) {
+    am2z_value *v = am2z_json_parse(json, len, NULL, status);
+    return v ? am2z__state_make(session_id, v, status) : NULL;
 }
 
 static const am2z_value *am2z__meta_get(const am2z_state *s, const char *key, size_t klen) {
@@ -3473,16 +3660,6 @@ static char *am2z__err_fmt(const char *fmt, ...) {
     return s;
 }
 
-/* obj (consumed) with member key = x (consumed); NULL when either is NULL or out of
-   memory, so a chain of puts that build an object checks once at the end. */
-static am2z_value *am2z__obj_put(am2z_value *obj, const char *key, am2z_value *x) {
-    if (!obj) {
-        am2z_value_release(x);
-        return NULL;
-    }
-    return am2z__obj_set(obj, key, strlen(key), x);
-}
-
 static void am2z__err_free_str(const char *s) { am2z__free((void *)(uintptr_t)s); }
 
 /* Frees err and everything it owns, then releases its cause; a loop, not recursion, so
@@ -3539,7 +3716,7 @@ static am2z_error *am2z__error_make(am2z_error_kind kind, const char *code, char
     e->pub.details = details;
     e->pub.cause = cause;
     e->pub.partial_state = partial;
-    e->pub.timestamp_ms = am2z_now_ms();
+    e->pub.created_at = am2z_now_ms();
     return &e->pub;
 }
 
@@ -3551,9 +3728,9 @@ AM2Z_API am2z_error *am2z_error_validation(const char *field, const am2z_value *
     am2z_value *d;
     field = am2z__or_unknown(field);
     reason = am2z__or_no_reason(reason);
-    d = am2z__obj_put(am2z_value_object(), "field", am2z_value_string(field));
-    if (value) d = am2z__obj_put(d, "value", am2z_value_retain(value));
-    d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    d = am2z_value_set_key(am2z_value_object(), "field", AM2Z_NTS, am2z_value_string(field));
+    if (value) d = am2z_value_set_key(d, "value", AM2Z_NTS, am2z_value_retain(value));
+    d = am2z_value_set_key(d, "reason", AM2Z_NTS, am2z_value_string(reason));
     return am2z__error_make(AM2Z_ERROR_VALIDATION, NULL,
                             am2z__err_fmt("Validation failed for field '%s': %s", field, reason),
                             d, NULL, NULL);
@@ -3581,8 +3758,8 @@ AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_valu
     if (!list.failed)
         msg = am2z__err_fmt("Processor '%s' not found. Available: %s", processor, (const char *)list.p);
     am2z__vec_free(&list);
-    d = am2z__obj_put(am2z_value_object(), "processorName", am2z_value_string(processor));
-    d = am2z__obj_put(d, "availableProcessors", n ? am2z_value_retain(available_names) : am2z_value_array());
+    d = am2z_value_set_key(am2z_value_object(), "processorName", AM2Z_NTS, am2z_value_string(processor));
+    d = am2z_value_set_key(d, "availableProcessors", AM2Z_NTS, n ? am2z_value_retain(available_names) : am2z_value_array());
     return am2z__error_make(AM2Z_ERROR_PROCESSOR_NOT_FOUND, NULL, msg, d, NULL, NULL);
 }
 
@@ -3604,13 +3781,13 @@ AM2Z_API am2z_error *am2z_error_execution(const char *processor, const char *exe
         if (!e) am2z_value_release(partial_state);
         return e;
     }
-    d = am2z__obj_put(am2z_value_object(), "processorName", am2z_value_string(name));
-    if (execution_id) d = am2z__obj_put(d, "executionId", am2z_value_string(execution_id));
+    d = am2z_value_set_key(am2z_value_object(), "processorName", AM2Z_NTS, am2z_value_string(name));
+    if (execution_id) d = am2z_value_set_key(d, "executionId", AM2Z_NTS, am2z_value_string(execution_id));
     if (cause) {
-        d = am2z__obj_put(d, "causeType", am2z_value_string(cause->name));
-        d = am2z__obj_put(d, "causeMessage", am2z_value_string(cause->message));
+        d = am2z_value_set_key(d, "causeType", AM2Z_NTS, am2z_value_string(cause->name));
+        d = am2z_value_set_key(d, "causeMessage", AM2Z_NTS, am2z_value_string(cause->message));
     }
-    d = am2z__obj_put(d, "failedProcessor", am2z_value_string(name));
+    d = am2z_value_set_key(d, "failedProcessor", AM2Z_NTS, am2z_value_string(name));
     e = am2z__error_make(AM2Z_ERROR_EXECUTION, NULL,
                          cause ? am2z__err_fmt("Processor '%s' execution failed: %s", name, cause->message)
                                : am2z__err_fmt("Processor '%s' execution failed", name),
@@ -3627,8 +3804,8 @@ AM2Z_API am2z_error *am2z_error_execution(const char *processor, const char *exe
 AM2Z_API am2z_error *am2z_error_timeout(const char *operation, int64_t timeout_ms) {
     am2z_value *d;
     operation = am2z__or_unknown(operation);
-    d = am2z__obj_put(am2z_value_object(), "operation", am2z_value_string(operation));
-    d = am2z__obj_put(d, "timeoutMs", am2z_value_int(timeout_ms));
+    d = am2z_value_set_key(am2z_value_object(), "operation", AM2Z_NTS, am2z_value_string(operation));
+    d = am2z_value_set_key(d, "timeoutMs", AM2Z_NTS, am2z_value_int(timeout_ms));
     return am2z__error_make(AM2Z_ERROR_TIMEOUT, NULL,
                             am2z__err_fmt("Operation '%s' timed out after %lldms", operation,
                                           (long long)timeout_ms),
@@ -3638,9 +3815,9 @@ AM2Z_API am2z_error *am2z_error_timeout(const char *operation, int64_t timeout_m
 AM2Z_API am2z_error *am2z_error_resource(const char *resource, int64_t limit, int64_t current) {
     am2z_value *d;
     resource = am2z__or_unknown(resource);
-    d = am2z__obj_put(am2z_value_object(), "resource", am2z_value_string(resource));
-    d = am2z__obj_put(d, "limit", am2z_value_int(limit));
-    d = am2z__obj_put(d, "current", am2z_value_int(current));
+    d = am2z_value_set_key(am2z_value_object(), "resource", AM2Z_NTS, am2z_value_string(resource));
+    d = am2z_value_set_key(d, "limit", AM2Z_NTS, am2z_value_int(limit));
+    d = am2z_value_set_key(d, "current", AM2Z_NTS, am2z_value_int(current));
     return am2z__error_make(AM2Z_ERROR_RESOURCE, NULL,
                             am2z__err_fmt("Resource '%s' exhausted: %lld/%lld", resource, (long long)current,
                                          (long long)limit),
@@ -3650,8 +3827,8 @@ AM2Z_API am2z_error *am2z_error_resource(const char *resource, int64_t limit, in
 AM2Z_API am2z_error *am2z_error_network(const char *endpoint, int status_code, am2z_error *cause) {
     am2z_value *d;
     endpoint = am2z__or_unknown(endpoint);
-    d = am2z__obj_put(am2z_value_object(), "endpoint", am2z_value_string(endpoint));
-    if (status_code) d = am2z__obj_put(d, "statusCode", am2z_value_int(status_code));
+    d = am2z_value_set_key(am2z_value_object(), "endpoint", AM2Z_NTS, am2z_value_string(endpoint));
+    if (status_code) d = am2z_value_set_key(d, "statusCode", AM2Z_NTS, am2z_value_int(status_code));
     return am2z__error_make(AM2Z_ERROR_NETWORK, NULL,
                             status_code
                                 ? am2z__err_fmt("Network error for endpoint '%s' (%d)", endpoint, status_code)
@@ -3663,8 +3840,8 @@ AM2Z_API am2z_error *am2z_error_configuration(const char *key, const char *reaso
     am2z_value *d;
     key = am2z__or_unknown(key);
     reason = am2z__or_no_reason(reason);
-    d = am2z__obj_put(am2z_value_object(), "configKey", am2z_value_string(key));
-    d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    d = am2z_value_set_key(am2z_value_object(), "configKey", AM2Z_NTS, am2z_value_string(key));
+    d = am2z_value_set_key(d, "reason", AM2Z_NTS, am2z_value_string(reason));
     return am2z__error_make(AM2Z_ERROR_CONFIGURATION, NULL,
                             am2z__err_fmt("Configuration error for '%s': %s", key, reason), d, NULL, NULL);
 }
@@ -3686,8 +3863,8 @@ AM2Z_API am2z_error *am2z_error_business(const char *code, am2z_severity severit
 }
 
 AM2Z_API am2z_error *am2z_error_call_depth(int max_depth, int current_depth) {
-    am2z_value *d = am2z__obj_put(am2z_value_object(), "maxDepth", am2z_value_int(max_depth));
-    d = am2z__obj_put(d, "currentDepth", am2z_value_int(current_depth));
+    am2z_value *d = am2z_value_set_key(am2z_value_object(), "maxDepth", AM2Z_NTS, am2z_value_int(max_depth));
+    d = am2z_value_set_key(d, "currentDepth", AM2Z_NTS, am2z_value_int(current_depth));
     return am2z__error_make(AM2Z_ERROR_CALL_DEPTH, NULL,
                             am2z__err_fmt("Maximum call depth exceeded: %d >= %d", current_depth, max_depth),
                             d, NULL, NULL);
@@ -3695,7 +3872,7 @@ AM2Z_API am2z_error *am2z_error_call_depth(int max_depth, int current_depth) {
 
 AM2Z_API am2z_error *am2z_error_cancelled(const char *reason) {
     am2z_value *d = am2z_value_object();
-    if (reason) d = am2z__obj_put(d, "reason", am2z_value_string(reason));
+    if (reason) d = am2z_value_set_key(d, "reason", AM2Z_NTS, am2z_value_string(reason));
     return am2z__error_make(AM2Z_ERROR_CANCELLED, NULL,
                             reason ? am2z__err_fmt("Execution cancelled: %s", reason)
                                    : am2z__strdup("Execution cancelled"),
@@ -3705,7 +3882,7 @@ AM2Z_API am2z_error *am2z_error_cancelled(const char *reason) {
 /* A failure error for a misused Result helper: a ProcessorExecutionError without a
    processor, not retryable (the same call would misbehave again). */
 static am2z_error *am2z__error_misuse(const char *what) {
-    am2z_value *d = am2z__obj_put(am2z_value_object(), "reason", am2z_value_string(what));
+    am2z_value *d = am2z_value_set_key(am2z_value_object(), "reason", AM2Z_NTS, am2z_value_string(what));
     am2z_error *e = am2z__error_make(AM2Z_ERROR_EXECUTION, NULL, am2z__strdup(what), d, NULL, NULL);
     if (e) e->retryable = 0;
     return e;
@@ -3789,6 +3966,55 @@ AM2Z_API am2z_error *am2z_error_with_partial(am2z_error *err, am2z_state *partia
     am2z_value_release((am2z_value *)(uintptr_t)err->partial_state);
     err->partial_state = partial_state;
     return err;
+}
+
+AM2Z_API am2z_error *am2z_error_with_retryable(am2z_error *err, int retryable) {
+    if (!err || err->retryable == !!retryable) return err;
+    err = am2z__error_unshare(err);
+    if (err) err->retryable = !!retryable;
+    return err;
+}
+
+AM2Z_API am2z_error *am2z_error_from_status(am2z_status st, const char *operation) {
+    static const char *const codes[] = {"AM2Z_SERVER", "AM2Z_PROTOCOL", "AM2Z_CONFLICT"};
+    am2z_error_kind kind = AM2Z_ERROR_EXECUTION;
+    const char *code = NULL, *detail = am2z_status_detail();
+    int retryable = -1; /* the kind's default */
+    size_t offset = am2z_status_offset();
+    am2z_value *d;
+    char *msg;
+    am2z_error *e;
+    switch (st) {
+    case AM2Z_STATUS_TIMEOUT: kind = AM2Z_ERROR_TIMEOUT; break;
+    case AM2Z_STATUS_IO: kind = AM2Z_ERROR_NETWORK; break;
+    case AM2Z_STATUS_NO_MEMORY:
+    case AM2Z_STATUS_LIMIT: kind = AM2Z_ERROR_RESOURCE; break;
+    case AM2Z_STATUS_INVALID_ARGUMENT:
+    case AM2Z_STATUS_NOT_FOUND: kind = AM2Z_ERROR_VALIDATION; break;
+    case AM2Z_STATUS_EXISTS:
+    case AM2Z_STATUS_CYCLE:
+    case AM2Z_STATUS_NOT_STARTED: kind = AM2Z_ERROR_CONFIGURATION; break;
+    case AM2Z_STATUS_CANCELLED: kind = AM2Z_ERROR_CANCELLED; break;
+    case AM2Z_STATUS_SERVER: code = codes[0]; break;
+    case AM2Z_STATUS_PROTOCOL: code = codes[1]; break;
+    case AM2Z_STATUS_CONFLICT: code = codes[2]; break;
+    case AM2Z_STATUS_OK:
+    case AM2Z_STATUS_NEED_MORE: detail = "not a failure"; retryable = 0; break;
+    }
+    if (code) {
+        kind = AM2Z_ERROR_BUSINESS;
+        retryable = 1; /* the server, the peer or the race may behave next time */
+    }
+    if (!operation) operation = "am2z";
+    if (!detail[0]) detail = am2z_status_string(st);
+    d = am2z_value_set_key(am2z_value_object(), "operation", AM2Z_NTS, am2z_value_string(operation));
+    d = am2z_value_set_key(d, "status", AM2Z_NTS, am2z_value_string(am2z_status_string(st)));
+    d = am2z_value_set_key(d, "detail", AM2Z_NTS, am2z_value_string(detail));
+    if (offset != AM2Z_NTS) d = am2z_value_set_key(d, "offset", AM2Z_NTS, am2z_value_int((int64_t)offset));
+    msg = am2z__err_fmt("%s: %s", operation, detail);
+    e = am2z__error_make(kind, code, msg, d, NULL, NULL);
+    if (e && retryable >= 0) e->retryable = retryable;
+    return e;
 }
 
 AM2Z_API const am2z_error *am2z_error_root_cause(const am2z_error *err) {
@@ -3914,20 +4140,20 @@ static int am2z__iso8601_parse(const char *s, size_t len, int64_t *ms) {
 static am2z_value *am2z__error_to_json_depth(const am2z_error *err, int depth) {
     char ts[32];
     am2z_value *j;
-    am2z__iso8601_write(err->timestamp_ms, ts);
-    j = am2z__obj_put(am2z_value_object(), "name", am2z_value_string(err->name));
-    j = am2z__obj_put(j, "code", am2z_value_string(err->code));
-    j = am2z__obj_put(j, "message", am2z_value_string(err->message));
-    j = am2z__obj_put(j, "category", am2z_value_string(am2z_error_category_name(err->category)));
-    j = am2z__obj_put(j, "severity", am2z_value_string(am2z_severity_name(err->severity)));
-    j = am2z__obj_put(j, "retryable", am2z_value_bool(err->retryable));
-    if (err->processor) j = am2z__obj_put(j, "processor", am2z_value_string(err->processor));
-    if (err->execution_id) j = am2z__obj_put(j, "executionId", am2z_value_string(err->execution_id));
-    j = am2z__obj_put(j, "details", err->details ? am2z_value_retain(err->details) : am2z_value_object());
+    am2z__iso8601_write(err->created_at, ts);
+    j = am2z_value_set_key(am2z_value_object(), "name", AM2Z_NTS, am2z_value_string(err->name));
+    j = am2z_value_set_key(j, "code", AM2Z_NTS, am2z_value_string(err->code));
+    j = am2z_value_set_key(j, "message", AM2Z_NTS, am2z_value_string(err->message));
+    j = am2z_value_set_key(j, "category", AM2Z_NTS, am2z_value_string(am2z_error_category_name(err->category)));
+    j = am2z_value_set_key(j, "severity", AM2Z_NTS, am2z_value_string(am2z_severity_name(err->severity)));
+    j = am2z_value_set_key(j, "retryable", AM2Z_NTS, am2z_value_bool(err->retryable));
+    if (err->processor) j = am2z_value_set_key(j, "processor", AM2Z_NTS, am2z_value_string(err->processor));
+    if (err->execution_id) j = am2z_value_set_key(j, "executionId", AM2Z_NTS, am2z_value_string(err->execution_id));
+    j = am2z_value_set_key(j, "details", AM2Z_NTS, err->details ? am2z_value_retain(err->details) : am2z_value_object());
     if (err->cause && depth < AM2Z_ERROR_MAX_CAUSES)
-        j = am2z__obj_put(j, "cause", am2z__error_to_json_depth(err->cause, depth + 1));
-    if (err->partial_state) j = am2z__obj_put(j, "partialState", am2z_value_retain(err->partial_state));
-    return am2z__obj_put(j, "timestamp", am2z_value_string(ts));
+        j = am2z_value_set_key(j, "cause", AM2Z_NTS, am2z__error_to_json_depth(err->cause, depth + 1));
+    if (err->partial_state) j = am2z_value_set_key(j, "partialState", AM2Z_NTS, am2z_value_retain(err->partial_state));
+    return am2z_value_set_key(j, "timestamp", AM2Z_NTS, am2z_value_string(ts));
 }
 
 AM2Z_API am2z_value *am2z_error_to_json(const am2z_error *err) {
@@ -3936,7 +4162,7 @@ AM2Z_API am2z_value *am2z_error_to_json(const am2z_error *err) {
 
 /* Member key of an object as a NUL-terminated string, or NULL when absent or not a string. */
 static const char *am2z__err_json_str(const am2z_value *obj, const char *key) {
-    return am2z_value_as_string(am2z_value_find(obj, key, 0), NULL);
+    return am2z_value_as_string(am2z_value_find(obj, key, AM2Z_NTS), NULL);
 }
 
 static int am2z__name_index(const char *s, const char *const *names, int count) {
@@ -3993,9 +4219,9 @@ static am2z_error *am2z__error_from_json_depth(const am2z_value *j, int depth) {
     ts = am2z_value_as_string(tsv, &tslen);
     if (ts) {
         int64_t ms;
-        if (am2z__iso8601_parse(ts, tslen, &ms)) e->timestamp_ms = ms;
+        if (am2z__iso8601_parse(ts, tslen, &ms)) e->created_at = ms;
     } else if (am2z_value_type(tsv) == AM2Z_TYPE_INT) {
-        e->timestamp_ms = am2z_value_as_int(tsv, e->timestamp_ms);
+        e->created_at = am2z_value_as_int(tsv, e->created_at);
     }
     processor = am2z__err_json_str(j, "processor");
     execution_id = am2z__err_json_str(j, "executionId");
@@ -4010,9 +4236,16 @@ AM2Z_API am2z_error *am2z_error_from_json(const am2z_value *json) {
 
 AM2Z_API am2z_result am2z_ok(am2z_state *state) {
     am2z_result r;
+    char what[320];
     r.state = state;
-    r.error = state ? NULL : am2z__error_misuse("am2z_ok() was given a NULL state "
-                                                "(an edit failed or memory ran out)");
+    r.error = NULL;
+    if (!state) {
+        /* The thread's detail is why the state is NULL (the edit that failed first). */
+        snprintf(what, sizeof what, "am2z_ok(NULL): %s",
+                 am2z_status_detail()[0] ? am2z_status_detail() : "no state (an edit failed or memory ran out)");
+        r.error = am2z__error_misuse(what);
+    }
+    am2z__edit_failed = 0; /* reported: a later NULL is a new failure */
     return r;
 }
 
@@ -4096,6 +4329,75 @@ AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count) {
     return am2z_ok(arr);
 }
 
+/* ---- the edit helper ---- */
+
+/* After a value edit on e->state: a NULL state is the first failure, whose detail
+   becomes e's ValidationError (field: the path). */
+static int am2z__edit_check(am2z_edit *e, const char *field) {
+    am2z__edit_failed = 0; /* reported here, not to the next chain of edits */
+    if (e->state) return 1;
+    e->error = am2z_error_validation(field, NULL, am2z_status_detail());
+    return 0;
+}
+
+AM2Z_API am2z_edit am2z_edit_begin(const am2z_state *input) {
+    am2z_edit e;
+    e.state = am2z_value_retain(input);
+    e.error = input ? NULL : am2z__error_misuse("am2z_edit_begin() was given a NULL input state");
+    am2z__edit_failed = 0;
+    return e;
+}
+
+AM2Z_API int am2z_edit_set(am2z_edit *e, const char *path, am2z_value *x) {
+    if (!e || !e->state) {
+        am2z_value_release(x);
+        return 0;
+    }
+    e->state = am2z_value_set(e->state, path, x);
+    return am2z__edit_check(e, path);
+}
+
+AM2Z_API int am2z_edit_append(am2z_edit *e, const char *path, am2z_value *x) {
+    if (!e || !e->state) {
+        am2z_value_release(x);
+        return 0;
+    }
+    e->state = am2z_value_append(e->state, path, x);
+    return am2z__edit_check(e, path);
+}
+
+AM2Z_API int am2z_edit_remove(am2z_edit *e, const char *path) {
+    if (!e || !e->state) return 0;
+    e->state = am2z_value_remove(e->state, path);
+    return am2z__edit_check(e, path);
+}
+
+AM2Z_API int am2z_edit_merge(am2z_edit *e, const am2z_value *from) {
+    if (!e || !e->state) return 0;
+    e->state = am2z_value_merge(e->state, from);
+    return am2z__edit_check(e, "(merge)");
+}
+
+AM2Z_API int am2z_edit_fail(am2z_edit *e, am2z_error *err) {
+    if (!e || !e->state) {
+        am2z_error_release(err); /* the first failure sticks */
+        return 0;
+    }
+    am2z_value_release(e->state);
+    e->state = NULL;
+    e->error = err;
+    return 0;
+}
+
+AM2Z_API am2z_result am2z_edit_end(am2z_edit *e) {
+    am2z_result r;
+    if (!e) return am2z_fail(NULL);
+    r = e->state ? am2z_ok(e->state) : am2z_fail(e->error);
+    e->state = NULL;
+    e->error = NULL;
+    return r;
+}
+
 #undef AM2Z__ERROR_KIND_COUNT
 
 /* ==== 4. logging ====================================================================== */
@@ -4145,16 +4447,20 @@ static am2z_logger *am2z__logger_alloc(const am2z_logger *config, const char *so
     return lg;
 }
 
-AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc) {
+AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status *status) {
     am2z_logger_desc d;
     am2z_logger config;
+    am2z_logger *lg;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if (d.min_level == AM2Z_LOG_DEFAULT) d.min_level = AM2Z_LOG_INFO;
     if (d.sink == AM2Z_SINK_DEFAULT) d.sink = AM2Z_SINK_HUMAN;
     if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 ||
         d.sink > AM2Z_SINK_CALLBACK || (d.sink == AM2Z_SINK_CALLBACK && !d.callback))
-        return NULL;
+        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "logger_new: %s", d.sink == AM2Z_SINK_CALLBACK && !d.callback
+                                                   ? "AM2Z_SINK_CALLBACK without a callback"
+                                                   : "level or sink out of range"));
     memset(&config, 0, sizeof config);
     config.min_level = d.min_level;
     config.sink = d.sink;
@@ -4162,7 +4468,10 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc) {
     config.color = d.color > 0 || (d.color == 0 && d.sink == AM2Z_SINK_HUMAN && isatty(fileno(config.stream)));
     config.callback = d.callback;
     config.user_data = d.user_data;
-    return am2z__logger_alloc(&config, d.source, am2z_value_object());
+    lg = am2z__logger_alloc(&config, d.source, am2z_value_object());
+    if (!lg) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "logger_new: out of memory"));
+    if (status) *status = AM2Z_STATUS_OK;
+    return lg;
 }
 
 AM2Z_API am2z_logger *am2z_logger_child(const am2z_logger *parent, const am2z_value *fields,
@@ -4216,7 +4525,7 @@ static void am2z__log_human(const am2z_logger *lg, const am2z_log_entry *en) {
     static const char *const colors[] = {"\x1b[34m", "\x1b[36m", "\x1b[34m", "\x1b[33m", "\x1b[31m"};
     char stack[512], head[13];
     am2z__vec b;
-    time_t secs = (time_t)(en->timestamp_ms / 1000);
+    time_t secs = (time_t)(en->logged_at / 1000);
     struct tm tm;
     char *ctx = NULL;
     size_t ctx_len = 0;
@@ -4229,7 +4538,7 @@ static void am2z__log_human(const am2z_logger *lg, const am2z_log_entry *en) {
     head[5] = ':';
     am2z__iso_put(head + 6, 2, tm.tm_sec);
     head[8] = '.';
-    am2z__iso_put(head + 9, 3, (int)(en->timestamp_ms % 1000));
+    am2z__iso_put(head + 9, 3, (int)(en->logged_at % 1000));
     head[12] = ' ';
     am2z__vec_init(&b, stack, sizeof stack);
     am2z__vec_put(&b, head, 13);
@@ -4259,12 +4568,12 @@ static void am2z__log_json(const am2z_logger *lg, const am2z_log_entry *en) {
     char *text;
     size_t len;
     am2z_value *j;
-    am2z__iso8601_write(en->timestamp_ms, ts);
-    j = am2z__obj_put(am2z_value_object(), "level", am2z_value_string(am2z_log_level_name(en->level)));
-    j = am2z__obj_put(j, "message", am2z_value_string(en->message));
-    j = am2z__obj_put(j, "timestamp", am2z_value_string(ts));
-    if (en->source) j = am2z__obj_put(j, "source", am2z_value_string(en->source));
-    j = am2z__obj_put(j, "context", am2z_value_retain(en->context));
+    am2z__iso8601_write(en->logged_at, ts);
+    j = am2z_value_set_key(am2z_value_object(), "level", AM2Z_NTS, am2z_value_string(am2z_log_level_name(en->level)));
+    j = am2z_value_set_key(j, "message", AM2Z_NTS, am2z_value_string(en->message));
+    j = am2z_value_set_key(j, "timestamp", AM2Z_NTS, am2z_value_string(ts));
+    if (en->source) j = am2z_value_set_key(j, "source", AM2Z_NTS, am2z_value_string(en->source));
+    j = am2z_value_set_key(j, "context", AM2Z_NTS, am2z_value_retain(en->context));
     text = am2z_json_write(j, AM2Z_JSON_COMPACT, &len);
     am2z_value_release(j);
     if (!text) return;
@@ -4296,7 +4605,7 @@ AM2Z_API void am2z_log(const am2z_logger *logger, am2z_log_level level, const am
     en.message = (const char *)msg.p;
     en.source = logger->source;
     en.context = merged ? merged : logger->context;
-    en.timestamp_ms = am2z_now_ms();
+    en.logged_at = am2z_now_ms();
     switch (logger->sink) {
     case AM2Z_SINK_CALLBACK: logger->callback(&en, logger->user_data); break;
     case AM2Z_SINK_JSON: am2z__log_json(logger, &en); break;
@@ -5198,7 +5507,7 @@ static am2z_result am2z__batch_run(const am2z_processor *p, am2z_ctx *ctx, const
            states of the parent's session */
         inputs[i] = am2z_value_find(item, "metadata", 8)
                         ? am2z_value_retain(item)
-                        : am2z_state_new(session, am2z_value_retain(item));
+                        : am2z_state_new(session, am2z_value_retain(item), NULL);
         if (!inputs[i]) goto oom;
     }
     if (n) am2z_ctx_call_many(ctx, names, (const am2z_state *const *)inputs, n, results);
@@ -5773,7 +6082,7 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
     rt = (am2z_runtime *)am2z__malloc(sizeof *rt);
     if (!rt) return NULL;
     memset(rt, 0, sizeof *rt);
-    rt->logger = logger ? am2z_logger_retain(logger) : am2z_logger_new(NULL);
+    rt->logger = logger ? am2z_logger_retain(logger) : am2z_logger_new(NULL, NULL);
     if (!rt->logger) {
         am2z__free(rt);
         return NULL;

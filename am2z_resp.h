@@ -4333,12 +4333,11 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
                                    am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)defan, defa), NULL);
     }
     if (!err) {
-        am2z_json_error je;
-        env = data ? am2z_json_parse(data, datan, NULL, &je) : NULL;
+        env = data ? am2z_json_parse(data, datan, NULL, NULL) : NULL;
         if (!data) err = am2z_error_validation("data", NULL, "the job has no data field");
         else if (!env) {
             char why[160];
-            snprintf(why, sizeof why, "job data is not valid JSON (%s at byte %lu)", je.message, (unsigned long)je.offset);
+            snprintf(why, sizeof why, "job data is not valid JSON (%s at byte %lu)", am2z_status_detail(), (unsigned long)am2z_status_offset());
             err = am2z_error_validation("data", NULL, why);
         } else if (am2z_value_type(env) != AM2Z_TYPE_OBJECT) {
             err = am2z_error_validation("data", NULL, "job data must be a JSON object");
@@ -4356,7 +4355,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
             else if (am2z_value_find(st, "metadata", 8))
                 input = am2z_value_retain(st);
             else
-                input = am2z_state_new(session, am2z_value_retain(st));
+                input = am2z_state_new(session, am2z_value_retain(st), NULL);
         } else {
             input = am2z_state_parse(session, data, datan, NULL);
         }
@@ -5217,8 +5216,8 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
             if (rv) {
                 am2z_value *v = am2z_json_parse(rv, rvn, NULL, NULL);
                 if (am2z_value_type(v) == AM2Z_TYPE_OBJECT && am2z_value_find(v, "metadata", 8)) state = am2z_value_retain(v);
-                else if (am2z_value_type(v) == AM2Z_TYPE_OBJECT) state = am2z_state_new(w->session, am2z_value_retain(v));
-                else if (v) state = am2z_state_new(w->session, am2z_value_set(am2z_value_object(), "returnvalue", am2z_value_retain(v)));
+                else if (am2z_value_type(v) == AM2Z_TYPE_OBJECT) state = am2z_state_new(w->session, am2z_value_retain(v), NULL);
+                else if (v) state = am2z_state_new(w->session, am2z_value_set(am2z_value_object(), "returnvalue", am2z_value_retain(v)), NULL);
                 am2z_value_release(v);
                 if (!state) err = am2z_error_validation("returnvalue", NULL, "the job's returnvalue is not valid JSON");
             }
@@ -6061,7 +6060,7 @@ static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *si
     }
     am2z_reply_clear(&rep);
     if (out) {
-        *out = am2z_value_find(v, "metadata", 8) ? am2z_value_retain(v) : am2z_state_new(sid, am2z_value_retain(v));
+        *out = am2z_value_find(v, "metadata", 8) ? am2z_value_retain(v) : am2z_state_new(sid, am2z_value_retain(v), NULL);
         if (!*out) { am2z_value_release(v); return AM2Z_STATUS_NO_MEMORY; }
     }
     am2z_value_release(v);
@@ -6198,7 +6197,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     const char *e;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
-    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL);
+    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
     if (!lg) return NULL;
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix))) {
         am2z_log_error(lg, "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] (bull prefix: no spaces)",

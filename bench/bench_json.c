@@ -84,7 +84,7 @@ static am2z_state *am2z_state5(void) {
     d = am2z_value_set(d, "paid", am2z_value_bool(0));
     d = am2z_value_set(d, "total", am2z_value_int(4999));
     d = am2z_value_set(d, "notes", am2z_value_null());
-    return am2z_state_new("session-42", d);
+    return am2z_state_new("session-42", d, NULL);
 }
 
 /* ---- baseline 2: a plain struct of 20 fields ---- */
@@ -125,7 +125,7 @@ int main(void) {
             snprintf(key, sizeof key, "field%02d", k);
             d = am2z_value_set(d, key, k % 2 ? am2z_value_stringf("value number %d", k) : am2z_value_int(k));
         }
-        s = am2z_state_new("bench", d);
+        s = am2z_state_new("bench", d, NULL);
         iters = 2000000;
         am2z_set_allocator(&counting);
         n_alloc = 0;

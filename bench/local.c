@@ -201,12 +201,12 @@ int main(void) {
 #endif
     memset(&ld, 0, sizeof ld);
     ld.sink = AM2Z_SINK_SILENT;
-    lg = am2z_logger_new(&ld);
+    lg = am2z_logger_new(&ld, NULL);
     memset(&rd, 0, sizeof rd); /* workers: one per CPU */
     rd.logger = lg;
     rt = am2z_local_runtime_new(&rd);
     am2z_logger_release(lg);
-    in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", 0, NULL);
+    in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
     if (!rt || !in) return 1;
     p = plain("trivial");
     am2z_runtime_register(rt, p);

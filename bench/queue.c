@@ -128,7 +128,7 @@ static void flushall(void) {
 /* Sequential executions of noop through rt; p50/p99 in ms. */
 static int round_trip(am2z_runtime *rt, int n, double *p50, double *p99) {
     double *t = (double *)calloc((size_t)n, sizeof *t);
-    am2z_state *in = am2z_state_new("default", am2z_value_object());
+    am2z_state *in = am2z_state_new("default", am2z_value_object(), NULL);
     int i, warm = n < 200 ? n : 200, ok = 1;
     if (!t || !in) { free(t); am2z_value_release(in); return 0; }
     for (i = 0; i < n + warm && ok; i++) {
@@ -166,7 +166,7 @@ static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb
         goto done;
     }
     caller = runtime(AM2Z_QUEUE_NO_WORKERS);
-    in = am2z_state_new("default", am2z_value_object());
+    in = am2z_state_new("default", am2z_value_object(), NULL);
     inputs = (const am2z_state **)calloc((size_t)n, sizeof *inputs);
     outs = (am2z_outcome *)calloc((size_t)n, sizeof *outs);
     if (!caller || !in || !inputs || !outs) goto done;
@@ -196,7 +196,7 @@ done:
 
 /* One session: a job in it, then stop_session (deletes its keys). Mean ms. */
 static int sessions(am2z_runtime *rt, int n, double *ms) {
-    am2z_state *in = am2z_state_new("default", am2z_value_object());
+    am2z_state *in = am2z_state_new("default", am2z_value_object(), NULL);
     int i, ok = 1;
     int64_t t0;
     char sid[64];
@@ -252,7 +252,7 @@ static int bullmq(int n_rt, int n, int n_sessions, figures *f, char *version, si
     if (tp_spawn(&p, argv, env, 1) != 0) return 0;
     while (tp_readline(&p, line, sizeof line, 300000) == 1) {
         am2z_value_release(v);
-        v = am2z_json_parse(line, 0, NULL, NULL);
+        v = am2z_json_parse(line, AM2Z_NTS, NULL, NULL);
     }
     if (tp_stop(&p, SIGTERM, 5000) != 0 || !v) {
         fprintf(stderr, "bench: the BullMQ run failed; printing am2z alone\n");
@@ -318,7 +318,7 @@ int main(int argc, char **argv) {
 
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_WARN;
-    g_quiet = am2z_logger_new(&ld);
+    g_quiet = am2z_logger_new(&ld, NULL);
     if (argc == 4 && strcmp(argv[1], "worker") == 0) {
         int rc;
         g_port = atoi(argv[2]);

@@ -37,11 +37,11 @@ static void print_parcels(const am2z_value *parcels) {
 
 int main(void) {
     int failures = 0;
-    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN});
+    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
     am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
     am2z_processor *q = am2z_processor_new(&(am2z_processor_desc){.name = "quote", .fn = quote});
     am2z_value *reference = am2z_json_parse("[{\"ref\":\"small\",\"kg\":1},{\"ref\":\"medium\",\"kg\":8},"
-                                            "{\"ref\":\"large\",\"kg\":25}]", 0, NULL, NULL);
+                                            "{\"ref\":\"large\",\"kg\":25}]", AM2Z_NTS, NULL, NULL);
     am2z_processor *fast = am2z_batch_new(&(am2z_batch_desc){
         .name = "quote-shipment", .target = q, .items_path = "shipment.parcels"});
     am2z_processor *settle = am2z_batch_new(&(am2z_batch_desc){
@@ -50,10 +50,10 @@ int main(void) {
     am2z_processor *fixed = am2z_batch_new(&(am2z_batch_desc){
         .name = "price-list", .target = q, .payloads = reference, .results_path = "priceList"});
     am2z_state *ok_in = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-1\",\"parcels\":["
-        "{\"ref\":\"A\",\"kg\":2.5},{\"ref\":\"B\",\"kg\":12},{\"ref\":\"C\",\"kg\":0.4}]}}", 0, NULL);
+        "{\"ref\":\"A\",\"kg\":2.5},{\"ref\":\"B\",\"kg\":12},{\"ref\":\"C\",\"kg\":0.4}]}}", AM2Z_NTS, NULL);
     am2z_state *mixed = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-2\",\"parcels\":["
-        "{\"ref\":\"D\",\"kg\":3},{\"ref\":\"E\",\"kg\":42},{\"ref\":\"F\",\"kg\":5},{\"ref\":\"G\"}]}}", 0, NULL);
-    am2z_state *empty = am2z_state_parse("depot", "{}", 0, NULL);
+        "{\"ref\":\"D\",\"kg\":3},{\"ref\":\"E\",\"kg\":42},{\"ref\":\"F\",\"kg\":5},{\"ref\":\"G\"}]}}", AM2Z_NTS, NULL);
+    am2z_state *empty = am2z_state_parse("depot", "{}", AM2Z_NTS, NULL);
     am2z_outcome out;
     const am2z_value *errs;
     size_t i;

@@ -60,7 +60,7 @@ int main(void) {
     enum { N = sizeof inbox / sizeof *inbox };
     int failures = 0;
     size_t i;
-    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN});
+    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
     am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
     am2z_processor *targets[4] = {plain("summarise", summarise), plain("caption", caption),
                                   plain("transcode", transcode), plain("archive", archive)};
@@ -76,7 +76,7 @@ int main(void) {
     if (am2z_runtime_register(rt, router) != AM2Z_STATUS_OK || am2z_runtime_register(rt, strict) != AM2Z_STATUS_OK) return 1;
     printf("%s\n\n", am2z_processor_desc_of(router)->description);
 
-    for (i = 0; i < N; i++) items[i] = am2z_state_parse("inbox", inbox[i], 0, NULL);
+    for (i = 0; i < N; i++) items[i] = am2z_state_parse("inbox", inbox[i], AM2Z_NTS, NULL);
     if (am2z_runtime_execute_many(rt, "content", (const am2z_state *const *)items, N, "inbox", outs) != AM2Z_STATUS_OK)
         return 1;
     for (i = 0; i < N; i++) {

@@ -17,7 +17,7 @@ int main(void) {
         .name = "greet", .fn = greet });
     am2z_runtime_register(rt, p);
     am2z_processor_release(p);
-    am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", 0, NULL);
+    am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", AM2Z_NTS, NULL);
     am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
     if (out.error) printf("failed: %s\n", out.error->message);
     else printf("%s\n", am2z_value_get_string(out.state, "greeting", ""));

@@ -45,7 +45,7 @@ static am2z_result extract_exif(am2z_ctx *ctx, const am2z_state *in) {
 }
 
 static am2z_result palette(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_value *colours = am2z_json_parse("[\"#1d3557\",\"#e63946\",\"#f1faee\"]", 0, NULL, NULL);
+    am2z_value *colours = am2z_json_parse("[\"#1d3557\",\"#e63946\",\"#f1faee\"]", AM2Z_NTS, NULL, NULL);
     am2z_state *out = am2z_value_set(rendition(in, "swatch", 64), "image.palette", colours);
     am2z_ctx_progress(ctx, 1.0);
     return am2z_ok(am2z_value_set(out, "status", am2z_value_string("analysed")));
@@ -74,7 +74,7 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
 int main(void) {
     int failures = 0;
     size_t i;
-    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN});
+    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
     am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
     am2z_processor *branches[4] = {plain("thumbnail", thumbnail), plain("watermark", watermark),
                                    plain("extract-exif", extract_exif), plain("palette", palette)};
@@ -82,7 +82,7 @@ int main(void) {
                                                                   .branches = branches, .count = 4});
     am2z_processor *steps[3] = {plain("load", load), fan, plain("publish", publish)};
     am2z_processor *pipeline = am2z_chain_new(&(am2z_chain_desc){.name = "image-pipeline", .steps = steps, .count = 3});
-    am2z_state *in = am2z_state_parse("gallery", "{\"file\":\"sunset.jpg\",\"renditions\":[]}", 0, NULL);
+    am2z_state *in = am2z_state_parse("gallery", "{\"file\":\"sunset.jpg\",\"renditions\":[]}", AM2Z_NTS, NULL);
     am2z_outcome out;
     const am2z_value *r;
 

@@ -108,7 +108,7 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
 
 int main(void) {
     int failures = 0;
-    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN});
+    am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
     am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
     am2z_processor *payment = am2z_processor_new(&(am2z_processor_desc){
         .name = "payment", .fn = charge, .timeout_ms = 2000,
@@ -136,7 +136,7 @@ int main(void) {
     printf("\norder A-100:\n");
     good = am2z_state_parse("shop", "{\"id\":\"A-100\",\"customer\":{\"email\":\"ada@example.com\"},"
                                     "\"items\":[{\"sku\":\"book\",\"qty\":2,\"price\":12.5},"
-                                    "{\"sku\":\"mug\",\"qty\":1,\"price\":8}],\"log\":[]}", 0, NULL);
+                                    "{\"sku\":\"mug\",\"qty\":1,\"price\":8}],\"log\":[]}", AM2Z_NTS, NULL);
     out = am2z_runtime_execute_in_session(rt, "process-order", good, "shop");
     if (out.error) {
         chain = am2z_error_chain(out.error);
@@ -159,7 +159,7 @@ int main(void) {
     /* 2. an order that fails at the inventory check */
     printf("\norder A-101:\n");
     bad = am2z_state_parse("shop", "{\"id\":\"A-101\",\"customer\":{\"email\":\"bob@example.com\"},"
-                                   "\"items\":[{\"sku\":\"lamp\",\"qty\":1,\"price\":40}],\"log\":[]}", 0, NULL);
+                                   "\"items\":[{\"sku\":\"lamp\",\"qty\":1,\"price\":40}],\"log\":[]}", AM2Z_NTS, NULL);
     out = am2z_runtime_execute_in_session(rt, "process-order", bad, "shop");
     if (!out.error) {
         printf("  unexpected success\n");

@@ -51,7 +51,7 @@ static int make_order(order *o, int i, int64_t review_ms) {
     data = am2z_value_set(data, "order.id", am2z_value_string(o->id));
     data = items ? am2z_value_set(data, "order.items", items) : (am2z_value_release(data), NULL);
     if (data && review_ms > 0) data = am2z_value_set(data, "review_ms", am2z_value_int(review_ms));
-    o->input = data ? am2z_state_new("default", data) : NULL;
+    o->input = data ? am2z_state_new("default", data, NULL) : NULL;
     tax = (subtotal * 20 + 50) / 100;
     ship = subtotal >= 5000 ? 0 : 499;
     o->expected_total = subtotal + tax + ship;

@@ -54,7 +54,7 @@ static void on_session(const char *event, const am2z_value *data, void *user_dat
 static am2z_state *tenant_job(const char *tenant, int docs) {
     char json[96];
     snprintf(json, sizeof json, "{\"tenant\":\"%s\",\"docs\":%d}", tenant, docs);
-    return am2z_state_parse(tenant, json, 0, NULL);
+    return am2z_state_parse(tenant, json, AM2Z_NTS, NULL);
 }
 
 int main(void) {
@@ -73,7 +73,7 @@ int main(void) {
 
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_WARN; /* keep the demo's output readable */
-    log = am2z_logger_new(&ld);
+    log = am2z_logger_new(&ld, NULL);
     memset(&rd, 0, sizeof rd);
     rd.workers = 4;
     rd.logger = log;

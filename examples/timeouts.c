@@ -92,7 +92,7 @@ int main(void) {
     am2z_runtime *rt;
     am2z_processor *p, *branches[2];
     am2z_parallel_desc pd;
-    am2z_state *in = am2z_state_parse("timeouts", "{}", 0, NULL);
+    am2z_state *in = am2z_state_parse("timeouts", "{}", AM2Z_NTS, NULL);
     am2z_outcome out;
     am2z_execution *e;
     int64_t t0, el;

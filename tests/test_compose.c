@@ -13,7 +13,7 @@
 size_t am2z__processor_children(const am2z_processor *p, am2z_processor *const **out);
 
 static am2z_value *J(const char *text) {
-    am2z_value *v = am2z_json_parse(text, 0, NULL, NULL);
+    am2z_value *v = am2z_json_parse(text, AM2Z_NTS, NULL, NULL);
     if (!v) fprintf(stderr, "  bad JSON in test: %s\n", text);
     return v;
 }
@@ -45,7 +45,7 @@ static int json_is(const am2z_value *v, const char *want) {
     return ok;
 }
 
-static am2z_state *S(const char *json) { return am2z_state_parse("s1", json, 0, NULL); }
+static am2z_state *S(const char *json) { return am2z_state_parse("s1", json, AM2Z_NTS, NULL); }
 
 /* ---- test processors ----------------------------------------------------------------- */
 
@@ -230,7 +230,7 @@ static void env_init(env *e) {
     if (!g_local) return;
     memset(&ld, 0, sizeof ld);
     ld.sink = AM2Z_SINK_SILENT;
-    e->logger = am2z_logger_new(&ld);
+    e->logger = am2z_logger_new(&ld, NULL);
     memset(&d, 0, sizeof d);
     d.workers = 2;
     d.logger = e->logger;
@@ -674,7 +674,7 @@ static void test_ctx_functions(void) {
     CHECK_INT(am2z_value_len(ev), 2);
     am2z_value_release(ev);
     ctx.logger = NULL;
-    g_ops_logger = am2z_logger_new(NULL);
+    g_ops_logger = am2z_logger_new(NULL, NULL);
     CHECK(am2z_ctx_logger(&ctx) == NULL);
     ops.logger = ops_logger;
     CHECK(am2z_ctx_logger(&ctx) == g_ops_logger);
@@ -997,7 +997,7 @@ static void test_parallel_conflicts(void) {
 
 /* The merge function directly: metadata is the input's, replacement arrays, errors. */
 static void test_merge_3way_direct(void) {
-    am2z_state *in = am2z_state_parse("s1", "{\"a\":[1,2,3],\"b\":1}", 0, NULL);
+    am2z_state *in = am2z_state_parse("s1", "{\"a\":[1,2,3],\"b\":1}", AM2Z_NTS, NULL);
     am2z_state *o1 = am2z_state_bump(am2z_value_set(am2z_value_retain(in), "a", J("[3,2,1]")));
     am2z_state *o2 = am2z_value_set(am2z_state_bump(am2z_value_retain(in)), "b", am2z_value_int(2));
     am2z_value *notobj = am2z_value_int(3);
@@ -1287,7 +1287,7 @@ static void test_batch_run_time(void) {
 
     /* plain payloads run in the parent's session; states keep their metadata */
     in2 = am2z_state_parse("s1", "{\"items\":[{\"n\":1},{\"n\":2,\"metadata\":{\"version\":3,"
-                                 "\"sessionId\":\"other\",\"createdAt\":1,\"lastUpdated\":1}}]}", 0, NULL);
+                                 "\"sessionId\":\"other\",\"createdAt\":1,\"lastUpdated\":1}}]}", AM2Z_NTS, NULL);
     r = env_run(&e, "sessions", in2);
     CHECK(r.state != NULL);
     if (r.state) {

@@ -7,7 +7,7 @@
 #include "oom.h"
 #include <pthread.h>
 
-static am2z_value *J(const char *text) { return am2z_json_parse(text, 0, NULL, NULL); }
+static am2z_value *J(const char *text) { return am2z_json_parse(text, AM2Z_NTS, NULL, NULL); }
 
 static am2z_error *from_text(const char *text) {
     am2z_value *v = J(text);

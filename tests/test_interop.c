@@ -79,7 +79,7 @@ static am2z_value *peer_json(tp_proc *p, long timeout_ms) {
     char line[16384];
     if (tp_readline(p, line, sizeof line, timeout_ms) != 1) return NULL;
     if (strcmp(line, "ready") == 0) return am2z_value_string("ready");
-    return am2z_json_parse(line, 0, NULL, NULL);
+    return am2z_json_parse(line, AM2Z_NTS, NULL, NULL);
 }
 
 /* Waits for the peer to leave by itself; its exit code (killed after 10 s: non-zero). */
@@ -298,7 +298,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
     }
     CHECK(peer_ready(&p));
 
-    in = am2z_state_parse("default", "{\"a\":1,\"b\":2,\"label\":\"am2z\"}", 0, NULL);
+    in = am2z_state_parse("default", "{\"a\":1,\"b\":2,\"label\":\"am2z\"}", AM2Z_NTS, NULL);
     CHECK(in != NULL);
     out = am2z_runtime_execute(rt, "nodejob", in);
     CHECK(out.error == NULL);
@@ -375,7 +375,7 @@ static void test_job_counts_agree(void) {
     CHECK(add_processor(call, "urgent", must_not_run, &urgent_cfg));
     for (i = 0; i < 6; i++) CHECK_INT(am2z_queue_name(call, procs[i], NULL, q[i], sizeof q[i]), AM2Z_STATUS_OK);
 
-    in = am2z_state_parse("default", "{\"x\":1}", 0, NULL);
+    in = am2z_state_parse("default", "{\"x\":1}", AM2Z_NTS, NULL);
     for (i = 0; i < 3; i++) {
         am2z_outcome out = am2z_runtime_execute(call, "ok", in);
         CHECK(out.error == NULL);
@@ -439,7 +439,7 @@ int main(void) {
     int rc;
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_WARN;
-    g_quiet = am2z_logger_new(&ld);
+    g_quiet = am2z_logger_new(&ld, NULL);
 
     g_port = tp_redis_start(&redis);
     if (!g_port) fprintf(stderr, "test_interop: could not start redis-server\n");

@@ -14,7 +14,7 @@
 /* Parses text or fails the test case. */
 static am2z_value *P(const char *text) {
     am2z_json_error e;
-    am2z_value *v = am2z_json_parse(text, 0, NULL, &e);
+    am2z_value *v = am2z_json_parse(text, AM2Z_NTS, NULL, &e);
     if (!v) fprintf(stderr, "parse failed at %lu: %s\n  in %s\n", (unsigned long)e.offset, e.message, text);
     return v;
 }
@@ -107,7 +107,7 @@ static void test_null_safety(void) {
     CHECK(am2z_value_at(NULL, 0) == NULL);
     CHECK(am2z_value_member_at(NULL, 0) == NULL);
     CHECK(am2z_value_find(NULL, "a", 1) == NULL);
-    CHECK(am2z_value_find(am2z_value_object(), NULL, 0) == NULL);
+    CHECK(am2z_value_find(am2z_value_object(), NULL, AM2Z_NTS) == NULL);
     CHECK(am2z_value_get(NULL, "a") == NULL);
     CHECK(am2z_value_get(am2z_value_object(), NULL) == NULL);
     CHECK_STR(am2z_value_get_string(NULL, "a", "dflt"), "dflt");
@@ -115,10 +115,10 @@ static void test_null_safety(void) {
     CHECK(am2z_value_set(am2z_value_object(), NULL, am2z_value_int(1)) == NULL);
     CHECK(am2z_value_append(am2z_value_object(), NULL, am2z_value_int(1)) == NULL);
     CHECK(am2z_value_remove(NULL, "a") == NULL);
-    CHECK(am2z_value_remove_key(NULL, "a", 0) == NULL);
+    CHECK(am2z_value_remove_key(NULL, "a", AM2Z_NTS) == NULL);
     CHECK(am2z_json_write(NULL, 0, &n) == NULL && n == 0);
-    CHECK(am2z_json_parse(NULL, 0, NULL, &e) == NULL);
-    CHECK(am2z_json_parse(NULL, 0, NULL, NULL) == NULL);
+    CHECK(am2z_json_parse(NULL, AM2Z_NTS, NULL, &e) == NULL);
+    CHECK(am2z_json_parse(NULL, AM2Z_NTS, NULL, NULL) == NULL);
     CHECK(am2z_value_equal(NULL, NULL));
     CHECK(!am2z_value_equal(NULL, am2z_value_null()));
     CHECK(am2z_value_hash(NULL) != am2z_value_hash(am2z_value_null()));
@@ -228,11 +228,11 @@ static void test_paths(void) {
             path[p++] = key[k];
         }
         path[p] = 0;
-        w = am2z_value_set_key(NULL, key, 0, am2z_value_int(9));
+        w = am2z_value_set_key(NULL, key, AM2Z_NTS, am2z_value_int(9));
         CHECK_INT(am2z_value_get_int(w, path, 0), 9);
         w = am2z_value_set(w, path, am2z_value_int(10));
         CHECK_INT(am2z_value_len(w), 1);
-        CHECK_INT(am2z_value_as_int(am2z_value_find(w, key, 0), 0), 10);
+        CHECK_INT(am2z_value_as_int(am2z_value_find(w, key, AM2Z_NTS), 0), 10);
         am2z_value_release(w);
     }
     am2z_value_release(v);
@@ -272,17 +272,17 @@ static void test_edit(void) {
     v = am2z_value_set(v, "", am2z_value_int(5));
     CHECK_INT(am2z_value_as_int(v, 0), 5);
     /* keys that paths cannot spell */
-    v = am2z_value_set_key(NULL, "x.y[0]/z", 0, am2z_value_int(1));
-    v = am2z_value_set_key(v, "x.y[0]/z", 0, am2z_value_int(2));
+    v = am2z_value_set_key(NULL, "x.y[0]/z", AM2Z_NTS, am2z_value_int(1));
+    v = am2z_value_set_key(v, "x.y[0]/z", AM2Z_NTS, am2z_value_int(2));
     v = am2z_value_set_key(v, "k\0bin", 5, am2z_value_int(3));
     CHECK_INT(am2z_value_len(v), 2);
-    CHECK_INT(am2z_value_as_int(am2z_value_find(v, "x.y[0]/z", 0), 0), 2);
+    CHECK_INT(am2z_value_as_int(am2z_value_find(v, "x.y[0]/z", AM2Z_NTS), 0), 2);
     CHECK_INT(am2z_value_as_int(am2z_value_find(v, "k\0bin", 5), 0), 3);
     CHECK(am2z_value_find(v, "k", 1) == NULL);
-    v = am2z_value_remove_key(v, "x.y[0]/z", 0);
-    v = am2z_value_remove_key(v, "absent", 0);
+    v = am2z_value_remove_key(v, "x.y[0]/z", AM2Z_NTS);
+    v = am2z_value_remove_key(v, "absent", AM2Z_NTS);
     CHECK_INT(am2z_value_len(v), 1);
-    CHECK(am2z_value_set_key(am2z_value_array(), "a", 0, am2z_value_int(1)) == NULL);
+    CHECK(am2z_value_set_key(am2z_value_array(), "a", AM2Z_NTS, am2z_value_int(1)) == NULL);
     am2z_value_release(v);
 }
 
@@ -314,8 +314,8 @@ static void test_depth_limit(void) {
 static void test_cow(void) {
     am2z_value *base = P("{\"a\":{\"x\":1,\"y\":[1,2]},\"b\":{\"z\":\"keep\"},\"c\":[{\"d\":1}]}");
     am2z_value *copy, *edited;
-    const am2z_value *b_before = am2z_value_find(base, "b", 0), *y_before = am2z_value_get(base, "a.y");
-    const am2z_value *c_before = am2z_value_find(base, "c", 0);
+    const am2z_value *b_before = am2z_value_find(base, "b", AM2Z_NTS), *y_before = am2z_value_get(base, "a.y");
+    const am2z_value *c_before = am2z_value_find(base, "c", AM2Z_NTS);
     char *before = am2z_json_write(base, 0, NULL);
 
     /* Editing a shared value copies the spine a -> x and leaves the original alone. */
@@ -323,19 +323,19 @@ static void test_cow(void) {
     CHECK(edited != base);
     CHECK_STR(J(base, 0), before);
     CHECK_INT(am2z_value_get_int(edited, "a.x", 0), 2);
-    CHECK(am2z_value_find(edited, "b", 0) == b_before);     /* sibling shared, not copied */
+    CHECK(am2z_value_find(edited, "b", AM2Z_NTS) == b_before);     /* sibling shared, not copied */
     CHECK(am2z_value_get(edited, "a.y") == y_before);       /* sibling inside the spine too */
-    CHECK(am2z_value_find(edited, "c", 0) == c_before);
-    CHECK(am2z_value_find(edited, "a", 0) != am2z_value_find(base, "a", 0));
+    CHECK(am2z_value_find(edited, "c", AM2Z_NTS) == c_before);
+    CHECK(am2z_value_find(edited, "a", AM2Z_NTS) != am2z_value_find(base, "a", AM2Z_NTS));
 
     /* The edited value is now held once: further edits happen in place. */
     copy = edited;
     edited = am2z_value_set(edited, "a.x", am2z_value_int(3));
     CHECK(edited == copy);
     {
-        const am2z_value *a = am2z_value_find(edited, "a", 0);
+        const am2z_value *a = am2z_value_find(edited, "a", AM2Z_NTS);
         edited = am2z_value_set(edited, "a.x", am2z_value_int(4));
-        CHECK(am2z_value_find(edited, "a", 0) == a); /* the inner object is edited in place too */
+        CHECK(am2z_value_find(edited, "a", AM2Z_NTS) == a); /* the inner object is edited in place too */
         edited = am2z_value_set(edited, "a.w", am2z_value_int(5)); /* may grow (move) its block */
         CHECK_INT(am2z_value_get_int(edited, "a.w", 0), 5);
     }
@@ -369,7 +369,7 @@ static void test_merge(void) {
     am2z_value *m = am2z_value_merge(am2z_value_retain(a), b);
     CHECK_STR(J(m, 0), "{\"x\":10,\"y\":{\"other\":2},\"z\":3,\"w\":4}"); /* shallow, into's order */
     CHECK_STR(J(a, 0), "{\"x\":1,\"y\":{\"deep\":1},\"z\":3}");          /* a was shared */
-    CHECK(am2z_value_find(m, "y", 0) == am2z_value_find(b, "y", 0));   /* members shared */
+    CHECK(am2z_value_find(m, "y", AM2Z_NTS) == am2z_value_find(b, "y", AM2Z_NTS));   /* members shared */
     am2z_value_release(m);
     m = am2z_value_merge(NULL, b);
     CHECK(am2z_value_equal(m, b));
@@ -428,13 +428,13 @@ static void test_equal_hash(void) {
         int i;
         for (i = 0; i < 300; i++) {
             snprintf(k, sizeof k, "k%d", i);
-            x = am2z_value_set_key(x, k, 0, am2z_value_int(i));
+            x = am2z_value_set_key(x, k, AM2Z_NTS, am2z_value_int(i));
             snprintf(k, sizeof k, "k%d", 299 - i);
-            y = am2z_value_set_key(y, k, 0, am2z_value_int(299 - i));
+            y = am2z_value_set_key(y, k, AM2Z_NTS, am2z_value_int(299 - i));
         }
         CHECK(am2z_value_equal(x, y));
         CHECK(am2z_value_hash(x) == am2z_value_hash(y));
-        y = am2z_value_set_key(y, "k150", 0, am2z_value_int(-1));
+        y = am2z_value_set_key(y, "k150", AM2Z_NTS, am2z_value_int(-1));
         CHECK(!am2z_value_equal(x, y));
         CHECK(am2z_value_hash(x) != am2z_value_hash(y));
         am2z_value_release(x);
@@ -489,17 +489,17 @@ static void test_writer(void) {
         char k[32], *text;
         size_t len, i;
         int ok = 1, n;
-        o = am2z_value_set_key(o, "b", 0, am2z_value_int(1));
-        o = am2z_value_set_key(o, "\xc3\xa9", 0, am2z_value_int(2));
-        o = am2z_value_set_key(o, "aa", 0, am2z_value_int(3));
-        o = am2z_value_set_key(o, "B", 0, am2z_value_int(4));
-        o = am2z_value_set_key(o, "a", 0, am2z_value_int(5));
+        o = am2z_value_set_key(o, "b", AM2Z_NTS, am2z_value_int(1));
+        o = am2z_value_set_key(o, "\xc3\xa9", AM2Z_NTS, am2z_value_int(2));
+        o = am2z_value_set_key(o, "aa", AM2Z_NTS, am2z_value_int(3));
+        o = am2z_value_set_key(o, "B", AM2Z_NTS, am2z_value_int(4));
+        o = am2z_value_set_key(o, "a", AM2Z_NTS, am2z_value_int(5));
         CHECK_STR(J(o, AM2Z_JSON_SORTED), "{\"B\":4,\"a\":5,\"aa\":3,\"b\":1,\"\xc3\xa9\":2}");
         am2z_value_release(o);
         o = NULL;
         for (n = 0; n < 1000; n++) {
             snprintf(k, sizeof k, "%04d", (n * 7919) % 1000); /* a permutation of 0000..0999 */
-            o = am2z_value_set_key(o, k, 0, am2z_value_int(n));
+            o = am2z_value_set_key(o, k, AM2Z_NTS, am2z_value_int(n));
         }
         text = am2z_json_write(o, AM2Z_JSON_SORTED, &len);
         CHECK(text != NULL);
@@ -576,7 +576,7 @@ static void test_double_roundtrip(void) {
             if (!strchr(ref, '.') && !strchr(ref, 'e')) strcat(ref, ".0");
             if (strcmp(ref, s) != 0 && fails++ < 5) T_FAIL_("%.17g written as %s, want %s", d, s, ref);
         }
-        w = am2z_json_parse(s, 0, NULL, NULL);
+        w = am2z_json_parse(s, AM2Z_NTS, NULL, NULL);
         back = am2z_value_as_double(w, 12345.0);
         if (am2z_value_type(w) != AM2Z_TYPE_DOUBLE || !same_bits(back, d)) {
             if (fails++ < 5) T_FAIL_("round trip of %.17g gave %s -> %.17g", d, s ? s : "(null)", back);
@@ -585,7 +585,7 @@ static void test_double_roundtrip(void) {
         am2z_value_release(v);
         am2z_value_release(w);
         if (i % 2 == 0) { /* the parser must agree with strtod on decimal text */
-            w = am2z_json_parse(text, 0, NULL, NULL);
+            w = am2z_json_parse(text, AM2Z_NTS, NULL, NULL);
             if (!w || !same_bits(am2z_value_as_double(w, 0), d)) {
                 if (fails++ < 5) T_FAIL_("parse of %s differs from strtod", text);
             }
@@ -659,7 +659,7 @@ static void test_parse_errors(void) {
     for (i = 0; i < sizeof cases / sizeof *cases; i++) {
         am2z_json_error e;
         am2z_value *v = am2z_json_parse(cases[i].text, strlen(cases[i].text), NULL, &e);
-        if (strlen(cases[i].text) == 0) v = am2z_json_parse(cases[i].text, 0, NULL, &e);
+        if (strlen(cases[i].text) == 0) v = am2z_json_parse(cases[i].text, AM2Z_NTS, NULL, &e);
         if (v) {
             T_FAIL_("accepted %s", cases[i].text);
             am2z_value_release(v);
@@ -692,13 +692,13 @@ static void test_limits(void) {
     /* depth: 4 levels pass with max_depth 4, the fifth '[' (offset 4) fails */
     memset(&lim, 0, sizeof lim);
     lim.max_depth = 4;
-    v = am2z_json_parse("[[[[1]]]]", 0, &lim, &e);
+    v = am2z_json_parse("[[[[1]]]]", AM2Z_NTS, &lim, &e);
     CHECK(v != NULL);
     am2z_value_release(v);
-    CHECK(am2z_json_parse("[[[[[1]]]]]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[[[[[1]]]]]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 4);
     CHECK_STR(e.message, "depth limit 4 exceeded");
-    CHECK(am2z_json_parse("{\"a\":{\"b\":[{\"c\":[[]]}]}}", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("{\"a\":{\"b\":[{\"c\":[[]]}]}}", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 16);
     /* the default depth (256) and its cap (AM2Z_VALUE_MAX_DEPTH) */
     for (i = 0; i < 257; i++) buf[i] = '[';
@@ -721,37 +721,37 @@ static void test_limits(void) {
     /* size */
     memset(&lim, 0, sizeof lim);
     lim.max_size = 8;
-    CHECK(am2z_json_parse("[1,2,3,4]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[1,2,3,4]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 8);
     CHECK_STR(e.message, "input size limit 8 exceeded");
-    v = am2z_json_parse("[1,2,34]", 0, &lim, &e);
+    v = am2z_json_parse("[1,2,34]", AM2Z_NTS, &lim, &e);
     CHECK(v != NULL);
     am2z_value_release(v);
     /* string length: values and keys, plain and escaped, limit is inclusive */
     memset(&lim, 0, sizeof lim);
     lim.max_string = 4;
-    v = am2z_json_parse("[\"abcd\",\"\\u00e9\\u00e9\",{\"wxyz\":1}]", 0, &lim, &e);
+    v = am2z_json_parse("[\"abcd\",\"\\u00e9\\u00e9\",{\"wxyz\":1}]", AM2Z_NTS, &lim, &e);
     CHECK(v != NULL);
     am2z_value_release(v);
-    CHECK(am2z_json_parse("[1, \"abcde\"]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[1, \"abcde\"]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 4);
     CHECK_STR(e.message, "string length limit 4 exceeded");
-    CHECK(am2z_json_parse("[\"ab\\ncde\"]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[\"ab\\ncde\"]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 1);
-    CHECK(am2z_json_parse("[\"\\u00e9\\u00e9\\u00e9\"]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[\"\\u00e9\\u00e9\\u00e9\"]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 1);
-    CHECK(am2z_json_parse("{\"ok\":1,\"abcde\":2}", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("{\"ok\":1,\"abcde\":2}", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 8);
     /* elements per container */
     memset(&lim, 0, sizeof lim);
     lim.max_elements = 3;
-    v = am2z_json_parse("[[1,2,3],{\"a\":1,\"b\":2,\"c\":3}]", 0, &lim, &e);
+    v = am2z_json_parse("[[1,2,3],{\"a\":1,\"b\":2,\"c\":3}]", AM2Z_NTS, &lim, &e);
     CHECK(v != NULL);
     am2z_value_release(v);
-    CHECK(am2z_json_parse("[1,2,3,44]", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("[1,2,3,44]", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 7);
     CHECK_STR(e.message, "element limit 3 exceeded");
-    CHECK(am2z_json_parse("{\"a\":1,\"b\":2,\"c\":3,\"d\":4}", 0, &lim, &e) == NULL);
+    CHECK(am2z_json_parse("{\"a\":1,\"b\":2,\"c\":3,\"d\":4}", AM2Z_NTS, &lim, &e) == NULL);
     CHECK_INT(e.offset, 19);
 }
 
@@ -762,23 +762,23 @@ static void test_big_object(void) {
     int i, ok = 1;
     for (i = 0; i < 5000; i++) {
         snprintf(k, sizeof k, "key-%d", i);
-        o = am2z_value_set_key(o, k, 0, am2z_value_int(i));
+        o = am2z_value_set_key(o, k, AM2Z_NTS, am2z_value_int(i));
     }
     CHECK_INT(am2z_value_len(o), 5000);
     for (i = 0; i < 5000; i += 7) {
         snprintf(k, sizeof k, "key-%d", i);
-        if (am2z_value_as_int(am2z_value_find(o, k, 0), -1) != i) ok = 0;
+        if (am2z_value_as_int(am2z_value_find(o, k, AM2Z_NTS), -1) != i) ok = 0;
     }
     CHECK(ok);
-    CHECK(am2z_value_find(o, "key-5000", 0) == NULL);
+    CHECK(am2z_value_find(o, "key-5000", AM2Z_NTS) == NULL);
     for (i = 0; i < 5000; i += 2) { /* remove the even keys */
         snprintf(k, sizeof k, "key-%d", i);
-        o = am2z_value_remove_key(o, k, 0);
+        o = am2z_value_remove_key(o, k, AM2Z_NTS);
     }
     CHECK_INT(am2z_value_len(o), 2500);
     for (i = 0; i < 5000; i++) {
         snprintf(k, sizeof k, "key-%d", i);
-        if ((am2z_value_find(o, k, 0) != NULL) != (i % 2 == 1)) ok = 0;
+        if ((am2z_value_find(o, k, AM2Z_NTS) != NULL) != (i % 2 == 1)) ok = 0;
     }
     CHECK(ok);
     CHECK_STR(am2z_value_key_at(o, 0, NULL), "key-1");
@@ -856,7 +856,7 @@ static int op_parse(void) {
         "\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":{\"k\":[[[null]]]},"
         "\"k1\":true}";
     am2z_json_error e;
-    am2z_value *v = am2z_json_parse(text, 0, NULL, &e);
+    am2z_value *v = am2z_json_parse(text, AM2Z_NTS, NULL, &e);
     char *out;
     int ok;
     if (!v) {
@@ -884,9 +884,9 @@ static int op_edit(void) {
     w = am2z_value_set(w, "a.b[0].d", am2z_value_int(-1));
     w = am2z_value_append(w, "a.b", am2z_value_null());
     w = am2z_value_remove(w, "key3");
-    w = am2z_value_remove_key(w, "key4", 0);
+    w = am2z_value_remove_key(w, "key4", AM2Z_NTS);
     x = am2z_value_merge(am2z_value_retain(v), w);
-    ok = v && w && x && am2z_value_get_int(x, "a.b[0].d", 0) == -1 && !am2z_value_find(w, "key3", 0);
+    ok = v && w && x && am2z_value_get_int(x, "a.b[0].d", 0) == -1 && !am2z_value_find(w, "key3", AM2Z_NTS);
     am2z_value_release(v);
     am2z_value_release(w);
     am2z_value_release(x);

@@ -7,7 +7,7 @@
 #include "oom.h"
 #include <pthread.h>
 
-static am2z_value *J(const char *text) { return am2z_json_parse(text, 0, NULL, NULL); }
+static am2z_value *J(const char *text) { return am2z_json_parse(text, AM2Z_NTS, NULL, NULL); }
 
 static int json_is(const am2z_value *v, const char *want) {
     char *text = am2z_json_write(v, AM2Z_JSON_COMPACT, NULL);
@@ -49,7 +49,7 @@ static am2z_logger *recorder(seen *s, am2z_log_level min) {
     d.sink = AM2Z_SINK_CALLBACK;
     d.callback = record;
     d.user_data = s;
-    return am2z_logger_new(&d);
+    return am2z_logger_new(&d, NULL);
 }
 
 /* The whole content of a stream written by a test. */
@@ -121,22 +121,22 @@ static void test_invalid_desc_and_silent(void) {
     am2z_logger *lg;
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_CALLBACK; /* without a callback */
-    CHECK(am2z_logger_new(&d) == NULL);
+    CHECK(am2z_logger_new(&d, NULL) == NULL);
     d.sink = (am2z_log_sink)99;
-    CHECK(am2z_logger_new(&d) == NULL);
+    CHECK(am2z_logger_new(&d, NULL) == NULL);
     d.sink = AM2Z_SINK_HUMAN;
     d.min_level = (am2z_log_level)99;
-    CHECK(am2z_logger_new(&d) == NULL);
+    CHECK(am2z_logger_new(&d, NULL) == NULL);
 
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_SILENT;
-    lg = am2z_logger_new(&d);
+    lg = am2z_logger_new(&d, NULL);
     CHECK(lg != NULL);
     CHECK(!am2z_logger_enabled(lg, AM2Z_LOG_ERROR));
     am2z_log_error(lg, "goes nowhere");
     am2z_logger_release(lg);
 
-    lg = am2z_logger_new(NULL); /* info, human, stderr */
+    lg = am2z_logger_new(NULL, NULL); /* info, human, stderr */
     CHECK(lg != NULL);
     CHECK(am2z_logger_enabled(lg, AM2Z_LOG_INFO) && !am2z_logger_enabled(lg, AM2Z_LOG_DEBUG));
     am2z_logger_release(lg);
@@ -215,7 +215,7 @@ static am2z_logger *stream_logger(FILE *f, am2z_log_sink sink, int color, const 
     d.color = color;
     d.source = source;
     d.min_level = AM2Z_LOG_DEBUG;
-    return am2z_logger_new(&d);
+    return am2z_logger_new(&d, NULL);
 }
 
 static int is_iso_utc(const char *s) {
@@ -419,15 +419,15 @@ static int op_log(void) {
     memset(&d, 0, sizeof d);
     d.stream = oom_stream;
     d.sink = AM2Z_SINK_JSON;
-    js = am2z_logger_new(&d);
+    js = am2z_logger_new(&d, NULL);
     d.sink = AM2Z_SINK_HUMAN;
     d.color = -1;
-    hu = am2z_logger_new(&d);
+    hu = am2z_logger_new(&d, NULL);
     memset(&oom_seen, 0, sizeof oom_seen);
     d.sink = AM2Z_SINK_CALLBACK;
     d.callback = record;
     d.user_data = &oom_seen;
-    cb = am2z_logger_new(&d);
+    cb = am2z_logger_new(&d, NULL);
     child = am2z_logger_child(cb, f, "child");
     am2z_log(js, AM2Z_LOG_INFO, f, "json %s", big);
     am2z_log(hu, AM2Z_LOG_INFO, f, "human %s", big);
@@ -464,7 +464,7 @@ static void test_out_of_memory_message(void) {
     d.sink = AM2Z_SINK_CALLBACK;
     d.callback = keep_message;
     d.user_data = got;
-    lg = am2z_logger_new(&d);
+    lg = am2z_logger_new(&d, NULL);
     oom_count = 0;
     oom_fail_at = 1; /* the message's first heap block */
     am2z_log_info(lg, "%s", big);

@@ -17,7 +17,7 @@ static am2z_logger *quiet(void) {
     am2z_logger_desc d;
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d);
+    return am2z_logger_new(&d, NULL);
 }
 
 static am2z_queue_desc qdesc(int concurrency) {
@@ -88,7 +88,7 @@ static long long cmd_int(am2z_redis *r, const char *fmt, const char *a) {
 }
 
 static am2z_state *st_count(int64_t n) {
-    return am2z_state_new("t", am2z_value_set(am2z_value_object(), "count", am2z_value_int(n)));
+    return am2z_state_new("t", am2z_value_set(am2z_value_object(), "count", am2z_value_int(n)), NULL);
 }
 
 /* -- processors -- */
@@ -217,9 +217,9 @@ static void test_execute_and_layout(void) {
     snprintf(key, sizeof key, "bull:am2z~inc:%s", out.execution_id);
     CHECK(am2z_redis_command(r, &rep, "HMGET %s name returnvalue finishedOn atm ats opts data", key) == AM2Z_STATUS_OK);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 7) {
-        am2z_value *rv = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), 0, NULL, NULL);
-        am2z_value *opts = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 5)), 0, NULL, NULL);
-        am2z_value *data = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 6)), 0, NULL, NULL);
+        am2z_value *rv = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), AM2Z_NTS, NULL, NULL);
+        am2z_value *opts = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 5)), AM2Z_NTS, NULL, NULL);
+        am2z_value *data = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 6)), AM2Z_NTS, NULL, NULL);
         CHECK_STR(am2z_reply_str(am2z_reply_at(&rep, 0)), "inc");
         CHECK_INT(am2z_value_get_int(rv, "count", 0), 42);
         CHECK(am2z_reply_at(&rep, 2)->type == AM2Z_REPLY_BULK);
@@ -336,13 +336,13 @@ static void test_nested_depth(void) {
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
     reg(rt, plain("rec", p_rec));
-    in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "left", am2z_value_int(4)));
+    in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "left", am2z_value_int(4)), NULL);
     out = am2z_runtime_execute(rt, "rec", in);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "depth", -1), 4);
     am2z_outcome_clear(&out);
     am2z_value_release(in);
-    in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "left", am2z_value_int(5)));
+    in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "left", am2z_value_int(5)), NULL);
     out = am2z_runtime_execute(rt, "rec", in);
     CHECK(out.error != NULL);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_CALL_DEPTH);
@@ -432,7 +432,7 @@ static void test_retries_exhausted(void) {
     snprintf(key, sizeof key, "bull:am2z~fails3:%s", out.execution_id);
     CHECK(am2z_redis_command(r, &rep, "HMGET %s failedReason stacktrace atm", key) == AM2Z_STATUS_OK);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 3) {
-        am2z_value *st = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), 0, NULL, NULL);
+        am2z_value *st = am2z_json_parse(am2z_reply_str(am2z_reply_at(&rep, 1)), AM2Z_NTS, NULL, NULL);
         CHECK(strstr(am2z_reply_str(am2z_reply_at(&rep, 0)), "attempt 3 failed") != NULL);
         CHECK_INT(am2z_value_len(st), 3);
         CHECK_INT(am2z_value_type(am2z_value_at(st, 0)), AM2Z_TYPE_STRING);
@@ -667,7 +667,7 @@ static void test_stop_session_cancels(void) {
 
 static am2z_state *upd_inc(const am2z_state *cur, void *ud) {
     (void)ud;
-    return am2z_value_set(cur ? am2z_value_retain(cur) : am2z_state_new("st", NULL), "n",
+    return am2z_value_set(cur ? am2z_value_retain(cur) : am2z_state_new("st", NULL, NULL), "n",
                           am2z_value_int(am2z_value_get_int(cur, "n", 0) + 1));
 }
 /* Writes behind the updater's back every round, so its compare-and-set always loses. */
@@ -684,7 +684,7 @@ static am2z_state *upd_none(const am2z_state *cur, void *ud) {
 static void test_state_manager(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
-    am2z_state *s = NULL, *in = am2z_state_parse("st", "{\"b\":1,\"a\":[1,2]}", 0, NULL);
+    am2z_state *s = NULL, *in = am2z_state_parse("st", "{\"b\":1,\"a\":[1,2]}", AM2Z_NTS, NULL);
     int64_t ver = 0;
     am2z_error *err = NULL;
     am2z_redis *r = conn();
@@ -779,7 +779,7 @@ static void test_bad_and_foreign_jobs(void) {
     am2z_reply_clear(&rep);
     /* the worker is still alive, and a foreign job (plain data) is run with data as state */
     raw_job(r, "node1", "inc", "{\"count\":20}");
-    v = am2z_json_parse(raw_field(r, "node1", "returnvalue", &rep), 0, NULL, NULL);
+    v = am2z_json_parse(raw_field(r, "node1", "returnvalue", &rep), AM2Z_NTS, NULL, NULL);
     CHECK_INT(am2z_value_get_int(v, "count", 0), 21);
     am2z_value_release(v);
     am2z_reply_clear(&rep);

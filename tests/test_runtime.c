@@ -30,7 +30,7 @@ static am2z_logger *quiet(void) {
     am2z_logger_desc d;
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d);
+    return am2z_logger_new(&d, NULL);
 }
 
 static am2z_runtime *rt_new(int workers) {
@@ -60,7 +60,7 @@ static void reg(am2z_runtime *rt, am2z_processor *p) {
     am2z_processor_release(p);
 }
 
-static am2z_state *st(const char *json) { return am2z_state_parse("t", json, 0, NULL); }
+static am2z_state *st(const char *json) { return am2z_state_parse("t", json, AM2Z_NTS, NULL); }
 
 /* ---- processors ---- */
 

@@ -19,7 +19,7 @@ static const char *J(const am2z_value *v, int flags) {
 static void test_new(void) {
     int64_t before = am2z_now_ms(), after;
     am2z_value *data = am2z_value_set(NULL, "x", am2z_value_int(1));
-    am2z_state *s = am2z_state_new("sess-1", data);
+    am2z_state *s = am2z_state_new("sess-1", data, NULL);
     size_t klen;
     after = am2z_now_ms();
     CHECK(s != NULL);
@@ -36,27 +36,27 @@ static void test_new(void) {
     CHECK_INT(am2z_value_get_int(s, "x", 0), 1);
     am2z_value_release(s);
 
-    s = am2z_state_new(NULL, NULL); /* empty data, default session */
+    s = am2z_state_new(NULL, NULL, NULL); /* empty data, default session */
     CHECK_STR(am2z_state_session_id(s), "default");
     CHECK_INT(am2z_value_len(s), 1);
     am2z_value_release(s);
 
-    CHECK(am2z_state_new("s", am2z_value_int(3)) == NULL);
-    CHECK(am2z_state_new("s", am2z_value_array()) == NULL);
+    CHECK(am2z_state_new("s", am2z_value_int(3), NULL) == NULL);
+    CHECK(am2z_state_new("s", am2z_value_array(), NULL) == NULL);
 
     /* A well-formed metadata member in data is kept (the original lets
        extra.metadata replace its block); a malformed one is replaced in place. */
     data = am2z_json_parse("{\"a\":1,\"metadata\":{\"version\":7,\"sessionId\":\"old\",\"createdAt\":5,"
-                           "\"lastUpdated\":6}}", 0, NULL, NULL);
-    s = am2z_state_new("new", data);
+                           "\"lastUpdated\":6}}", AM2Z_NTS, NULL, NULL);
+    s = am2z_state_new("new", data, NULL);
     CHECK_INT(am2z_state_version(s), 7);
     CHECK_STR(am2z_state_session_id(s), "old");
     CHECK_INT(am2z_state_created_at(s), 5);
     CHECK_INT(am2z_state_last_updated(s), 6);
     CHECK_STR(am2z_value_key_at(s, 0, NULL), "a");
     am2z_value_release(s);
-    data = am2z_json_parse("{\"a\":1,\"metadata\":{\"version\":\"7\"}}", 0, NULL, NULL);
-    s = am2z_state_new("new", data);
+    data = am2z_json_parse("{\"a\":1,\"metadata\":{\"version\":\"7\"}}", AM2Z_NTS, NULL, NULL);
+    s = am2z_state_new("new", data, NULL);
     CHECK_INT(am2z_state_version(s), 1);
     CHECK_STR(am2z_state_session_id(s), "new");
     CHECK_STR(am2z_value_key_at(s, 1, NULL), "metadata");
@@ -71,7 +71,7 @@ static void test_new(void) {
 
 static void test_parse(void) {
     am2z_json_error e;
-    am2z_state *s = am2z_state_parse("p", "{\"order\":{\"id\":\"A\"},\"n\":[1,2]}", 0, &e);
+    am2z_state *s = am2z_state_parse("p", "{\"order\":{\"id\":\"A\"},\"n\":[1,2]}", AM2Z_NTS, &e);
     CHECK(s != NULL);
     CHECK_INT(am2z_state_version(s), 1);
     CHECK_STR(am2z_state_session_id(s), "p");
@@ -80,25 +80,25 @@ static void test_parse(void) {
     am2z_value_release(s);
     /* metadata in the text is kept, its sessionId wins */
     s = am2z_state_parse("arg", "{\"metadata\":{\"version\":3,\"sessionId\":\"text\",\"createdAt\":10,"
-                                "\"lastUpdated\":20},\"k\":true}", 0, &e);
+                                "\"lastUpdated\":20},\"k\":true}", AM2Z_NTS, &e);
     CHECK_INT(am2z_state_version(s), 3);
     CHECK_STR(am2z_state_session_id(s), "text");
     CHECK_INT(am2z_state_last_updated(s), 20);
     am2z_value_release(s);
     /* errors */
-    CHECK(am2z_state_parse("p", "[1,2]", 0, &e) == NULL);
+    CHECK(am2z_state_parse("p", "[1,2]", AM2Z_NTS, &e) == NULL);
     CHECK_STR(e.message, "a state must be a JSON object, not array");
-    CHECK(am2z_state_parse("p", "{\"a\":", 0, &e) == NULL);
+    CHECK(am2z_state_parse("p", "{\"a\":", AM2Z_NTS, &e) == NULL);
     CHECK_INT(e.offset, 5);
-    CHECK(am2z_state_parse("p", NULL, 0, &e) == NULL);
-    CHECK(am2z_state_parse("p", "[]", 0, NULL) == NULL); /* err may be NULL */
-    s = am2z_state_parse("p", "{}", 0, NULL);
+    CHECK(am2z_state_parse("p", NULL, AM2Z_NTS, &e) == NULL);
+    CHECK(am2z_state_parse("p", "[]", AM2Z_NTS, NULL) == NULL); /* err may be NULL */
+    s = am2z_state_parse("p", "{}", AM2Z_NTS, NULL);
     CHECK_INT(am2z_state_version(s), 1);
     am2z_value_release(s);
 }
 
 static void test_bump(void) {
-    am2z_state *s = am2z_state_parse("b", "{\"v\":1}", 0, NULL), *s1, *old;
+    am2z_state *s = am2z_state_parse("b", "{\"v\":1}", AM2Z_NTS, NULL), *s1, *old;
     int64_t created = am2z_state_created_at(s), updated = am2z_state_last_updated(s);
     s1 = s;
     s = am2z_state_bump(s);
@@ -112,7 +112,7 @@ static void test_bump(void) {
     CHECK(s != old);
     CHECK_INT(am2z_state_version(old), 2);
     CHECK_INT(am2z_state_version(s), 3);
-    CHECK(am2z_value_find(s, "v", 0) == am2z_value_find(old, "v", 0));
+    CHECK(am2z_value_find(s, "v", AM2Z_NTS) == am2z_value_find(old, "v", AM2Z_NTS));
     am2z_value_release(old);
     /* a value without metadata gets it, continuing from version 0 */
     s1 = am2z_state_bump(am2z_value_set(NULL, "plain", am2z_value_int(1)));
@@ -121,7 +121,7 @@ static void test_bump(void) {
     CHECK_STR(am2z_value_key_at(s1, 0, NULL), "metadata");
     am2z_value_release(s1);
     /* malformed metadata is repaired, its session id kept when it has one */
-    s1 = am2z_state_bump(am2z_json_parse("{\"metadata\":{\"version\":4,\"sessionId\":\"m\"}}", 0, NULL, NULL));
+    s1 = am2z_state_bump(am2z_json_parse("{\"metadata\":{\"version\":4,\"sessionId\":\"m\"}}", AM2Z_NTS, NULL, NULL));
     CHECK_INT(am2z_state_version(s1), 5);
     CHECK_STR(am2z_state_session_id(s1), "m");
     CHECK(am2z_state_created_at(s1) > 0);
@@ -132,12 +132,12 @@ static void test_bump(void) {
 }
 
 static void test_roundtrip(void) {
-    am2z_state *s = am2z_state_parse("rt", "{\"z\":1,\"a\":{\"list\":[1,2.5,\"x\",null,true]},\"m\":\"\\u00e9\"}", 0, NULL);
+    am2z_state *s = am2z_state_parse("rt", "{\"z\":1,\"a\":{\"list\":[1,2.5,\"x\",null,true]},\"m\":\"\\u00e9\"}", AM2Z_NTS, NULL);
     am2z_state *back;
     char *text, *sorted1, *sorted2;
     s = am2z_state_bump(s);
     text = am2z_json_write(s, 0, NULL);
-    back = am2z_state_parse("other", text, 0, NULL);
+    back = am2z_state_parse("other", text, AM2Z_NTS, NULL);
     CHECK(am2z_value_equal(s, back));
     CHECK_INT(am2z_state_version(back), 2);
     CHECK_STR(am2z_state_session_id(back), "rt");
@@ -164,31 +164,31 @@ static void test_share_20(void) {
     for (i = 0; i < 20; i++) {
         snprintf(k, sizeof k, "field%d", i);
         data = am2z_value_set(data, k, i % 2 ? am2z_value_stringf("value %d", i)
-                                             : am2z_json_parse("{\"nested\":[1,2,3]}", 0, NULL, NULL));
+                                             : am2z_json_parse("{\"nested\":[1,2,3]}", AM2Z_NTS, NULL, NULL));
     }
-    s = am2z_state_new("share", data);
+    s = am2z_state_new("share", data, NULL);
     for (i = 0; i < 20; i++) {
         snprintf(k, sizeof k, "field%d", i);
-        before[i] = am2z_value_find(s, k, 0);
+        before[i] = am2z_value_find(s, k, AM2Z_NTS);
     }
-    before[20] = am2z_value_find(s, "metadata", 0);
+    before[20] = am2z_value_find(s, "metadata", AM2Z_NTS);
     t = am2z_value_set(am2z_value_retain(s), "field7", am2z_value_int(7));
     CHECK(t != s);
     for (i = 0; i < 20; i++) {
         snprintf(k, sizeof k, "field%d", i);
-        if (i != 7 && am2z_value_find(t, k, 0) == before[i]) shared++;
+        if (i != 7 && am2z_value_find(t, k, AM2Z_NTS) == before[i]) shared++;
     }
     CHECK_INT(shared, 19);
-    CHECK(am2z_value_find(t, "metadata", 0) == before[20]);
-    CHECK(am2z_value_find(s, "field7", 0) == before[7]); /* the original is unchanged */
+    CHECK(am2z_value_find(t, "metadata", AM2Z_NTS) == before[20]);
+    CHECK(am2z_value_find(s, "field7", AM2Z_NTS) == before[7]); /* the original is unchanged */
     CHECK_INT(am2z_value_get_int(t, "field7", 0), 7);
     /* a deeper edit copies the spine only: field0 is new, its sibling array is not */
     {
         const am2z_value *arr = am2z_value_get(s, "field0.nested");
         am2z_state *u = am2z_value_set(am2z_value_retain(s), "field0.extra", am2z_value_int(1));
-        CHECK(am2z_value_find(u, "field0", 0) != before[0]);
+        CHECK(am2z_value_find(u, "field0", AM2Z_NTS) != before[0]);
         CHECK(am2z_value_get(u, "field0.nested") == arr);
-        CHECK(am2z_value_find(u, "field1", 0) == before[1]);
+        CHECK(am2z_value_find(u, "field1", AM2Z_NTS) == before[1]);
         am2z_value_release(u);
     }
     am2z_value_release(t);
@@ -204,7 +204,7 @@ static void test_allocations(void) {
     s = am2z_value_set(s, "paid", am2z_value_bool(0));
     s = am2z_value_set(s, "total", am2z_value_int(4999));
     s = am2z_value_set(s, "notes", am2z_value_null());
-    s = am2z_state_new("session-42", s);
+    s = am2z_state_new("session-42", s, NULL);
     /* the object, the metadata object, the session id string */
     CHECK_INT(oom_count, 3);
     before = oom_count;
@@ -218,12 +218,12 @@ static void test_allocations(void) {
    a whole state, and nothing leaks. */
 static int op_state(void) {
     am2z_json_error e;
-    am2z_state *s = am2z_state_parse("sid", "{\"x\":1,\"y\":[1,2.5]}", 0, &e), *t, *u;
+    am2z_state *s = am2z_state_parse("sid", "{\"x\":1,\"y\":[1,2.5]}", AM2Z_NTS, &e), *t, *u;
     int ok;
     if (!s) CHECK_STR(e.message, "out of memory");
     t = am2z_state_bump(am2z_value_retain(s)); /* shared: copies the spine */
     s = am2z_state_bump(s);
-    u = am2z_state_new(NULL, am2z_value_set(NULL, "metadata", am2z_value_int(1))); /* repaired */
+    u = am2z_state_new(NULL, am2z_value_set(NULL, "metadata", am2z_value_int(1)), NULL); /* repaired */
     u = am2z_value_remove(u, "metadata");
     u = am2z_state_bump(u); /* fresh metadata, version 0 + 1 */
     ok = s && t && u && am2z_state_version(s) == 2 && am2z_state_version(t) == 2 &&
@@ -268,7 +268,7 @@ static void test_threads(void) {
     enum { N = 4 };
     pthread_t th[N];
     worker_arg args[N];
-    am2z_state *s = am2z_state_parse("threads", "{\"counter\":0,\"items\":[{\"name\":\"a\"},{\"name\":\"b\"}]}", 0, NULL);
+    am2z_state *s = am2z_state_parse("threads", "{\"counter\":0,\"items\":[{\"name\":\"a\"},{\"name\":\"b\"}]}", AM2Z_NTS, NULL);
     char *expect = am2z_json_write(s, AM2Z_JSON_SORTED, NULL);
     int i, errors = 0;
     for (i = 0; i < N; i++) {
