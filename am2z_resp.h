@@ -4337,7 +4337,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
         if (!data) err = am2z_error_validation("data", NULL, "the job has no data field");
         else if (!env) {
             char why[160];
-            snprintf(why, sizeof why, "job data is not valid JSON (%s at byte %lu)", am2z_status_detail(), (unsigned long)am2z_status_offset());
+            snprintf(why, sizeof why, "job data is not valid JSON (%.100s at byte %lu)", am2z_status_detail(), (unsigned long)am2z_status_offset());
             err = am2z_error_validation("data", NULL, why);
         } else if (am2z_value_type(env) != AM2Z_TYPE_OBJECT) {
             err = am2z_error_validation("data", NULL, "job data must be a JSON object");

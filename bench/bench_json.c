@@ -79,7 +79,7 @@ static tnode *tree_state(void) {
     return s;
 }
 static am2z_state *am2z_state5(void) {
-    am2z_value *d = am2z_value_set(NULL, "orderId", am2z_value_int(1001));
+    am2z_value *d = am2z_value_set(am2z_value_object(), "orderId", am2z_value_int(1001));
     d = am2z_value_set(d, "qty", am2z_value_int(2));
     d = am2z_value_set(d, "paid", am2z_value_bool(0));
     d = am2z_value_set(d, "total", am2z_value_int(4999));
@@ -116,7 +116,7 @@ int main(void) {
 
     /* 2. edit one field of a 20-field state */
     {
-        am2z_value *d = NULL;
+        am2z_value *d = am2z_value_object();
         am2z_state *s, *e;
         char key[32];
         rec20 r, copy;

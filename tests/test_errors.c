@@ -47,7 +47,7 @@ static void check_kind(const am2z_error *e, am2z_error_kind kind, const char *na
     CHECK_INT(e->severity, sev);
     CHECK_INT(e->retryable, retryable);
     CHECK(am2z_value_type(e->details) == AM2Z_TYPE_OBJECT);
-    CHECK(e->timestamp_ms > 1600000000000LL);
+    CHECK(e->created_at > 1600000000000LL);
 }
 
 static void test_names(void) {
@@ -308,7 +308,7 @@ static void check_same(const am2z_error *a, const am2z_error *b) {
         CHECK(am2z_value_equal(a->details, b->details));
         CHECK((a->partial_state == NULL) == (b->partial_state == NULL));
         if (a->partial_state) CHECK(am2z_value_equal(a->partial_state, b->partial_state));
-        CHECK_INT(a->timestamp_ms, b->timestamp_ms);
+        CHECK_INT(a->created_at, b->created_at);
         a = a->cause;
         b = b->cause;
     }
@@ -366,7 +366,7 @@ static void test_json_shape(void) {
                               "\"details\":{\"operation\":\"op\",\"timeoutMs\":7},"
                               "\"timestamp\":\"2024-02-29T23:59:59.123Z\"}");
     am2z_value *j;
-    CHECK_INT(e->timestamp_ms, 1709251199123LL);
+    CHECK_INT(e->created_at, 1709251199123LL);
     j = am2z_error_to_json(e);
     CHECK(json_is(j, "{\"name\":\"TimeoutError\",\"code\":\"OPERATION_TIMEOUT\",\"message\":\"Operation 'op' "
                      "timed out after 7ms\",\"category\":\"timeout\",\"severity\":\"medium\",\"retryable\":true,"
@@ -450,21 +450,21 @@ static void test_from_json_hostile(void) {
     check_kind(e, AM2Z_ERROR_VALIDATION, "ValidationError", "VALIDATION_FAILED", AM2Z_CATEGORY_VALIDATION,
                AM2Z_SEVERITY_LOW, 0);
     CHECK(detail_is(e, "field", "\"a\""));
-    CHECK_INT(e->timestamp_ms, 1709251199123LL);
+    CHECK_INT(e->created_at, 1709251199123LL);
     am2z_error_release(e);
 
     /* timestamps: ms integers accepted, malformed ISO text ignored (now is kept) */
     e = from_text("{\"timestamp\":12345}");
-    CHECK_INT(e->timestamp_ms, 12345);
+    CHECK_INT(e->created_at, 12345);
     am2z_error_release(e);
     e = from_text("{\"timestamp\":\"2024-13-01T00:00:00Z\"}");
-    CHECK(e->timestamp_ms > 1600000000000LL);
+    CHECK(e->created_at > 1600000000000LL);
     am2z_error_release(e);
     e = from_text("{\"timestamp\":\"2024-01-01T00:00:00\"}");
-    CHECK(e->timestamp_ms > 1600000000000LL);
+    CHECK(e->created_at > 1600000000000LL);
     am2z_error_release(e);
     e = from_text("{\"timestamp\":\"1970-01-01T00:00:00Z\"}");
-    CHECK_INT(e->timestamp_ms, 0);
+    CHECK_INT(e->created_at, 0);
     am2z_error_release(e);
 
     /* causes nested 200 deep: read up to the limit, the rest dropped, no recursion blow-up */
@@ -511,7 +511,7 @@ static void test_copy_on_write(void) {
     CHECK_STR(e2->processor, "proc");
     CHECK_STR(e2->execution_id, "id-1");
     CHECK_STR(e2->message, shared->message);
-    CHECK_INT(e2->timestamp_ms, shared->timestamp_ms);
+    CHECK_INT(e2->created_at, shared->created_at);
     CHECK(json_is(shared->details, "{\"operation\":\"renamed\",\"timeoutMs\":1,\"attempt\":2}"));
     /* with_location: NULL leaves a field as it is */
     e2 = am2z_error_with_location(e2, NULL, "id-2");

@@ -35,7 +35,7 @@ static void record(const am2z_log_entry *en, void *ud) {
         snprintf(s->message[s->count], 128, "%s", en->message);
         snprintf(s->source[s->count], 32, "%s", en->source ? en->source : "(none)");
         snprintf(s->context[s->count], 256, "%s", ctx ? ctx : "(null)");
-        s->ts[s->count] = en->timestamp_ms;
+        s->ts[s->count] = en->logged_at;
     }
     s->count++;
     am2z_free(ctx);
@@ -239,7 +239,7 @@ static void test_json_sink(void) {
     am2z_log_error(plain, "line\nbreak");
     text = slurp(f, &len);
     for (line = text; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
-        am2z_json_error err;
+        am2z_status err;
         am2z_value *v = am2z_json_parse(line, (size_t)(nl - line), NULL, &err);
         CHECK(v != NULL);
         if (!v) break;
