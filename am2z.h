@@ -3388,7 +3388,7 @@ AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_js
     P.status = AM2Z_STATUS_OK;
     if (!text) {
         am2z__perr(&P, 0, "no input");
-        return am2z__put_status(status, P.status);
+        return (am2z_value *)am2z__put_status(status, P.status);
     }
     if (len == AM2Z_NTS) len = strlen(text);
     P.s = (const unsigned char *)text;
@@ -3403,7 +3403,7 @@ AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_js
     if (!P.lim.max_elements) P.lim.max_elements = AM2Z_JSON_MAX_ELEMENTS;
     if (len > P.lim.max_size) {
         am2z__plimit(&P, P.lim.max_size, "input size limit %lu exceeded", (unsigned long)P.lim.max_size);
-        return am2z__put_status(status, P.status);
+        return (am2z_value *)am2z__put_status(status, P.status);
     }
     am2z__vec_init(&P.vals, vsmall, sizeof vsmall / sizeof *vsmall);
     am2z__vec_init(&P.krefs, ksmall, sizeof ksmall / sizeof *ksmall);
@@ -3493,11 +3493,11 @@ static am2z_state *am2z__state_make(const char *session_id, am2z_value *data, am
     if (am2z__type(data) != AM2Z_TYPE_OBJECT) {
         const char *what = am2z__a_type(data);
         am2z_value_release(data);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_state *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "state: a state must be a JSON object, not %s", what));
     }
     data = am2z__state_attach(session_id, data);
-    if (!data) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "state: out of memory"));
+    if (!data) return (am2z_state *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "state: out of memory"));
     if (status) *status = AM2Z_STATUS_OK;
     return data;
 }
@@ -4457,7 +4457,7 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status 
     if (d.sink == AM2Z_SINK_DEFAULT) d.sink = AM2Z_SINK_HUMAN;
     if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 ||
         d.sink > AM2Z_SINK_CALLBACK || (d.sink == AM2Z_SINK_CALLBACK && !d.callback))
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_logger *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "logger_new: %s", d.sink == AM2Z_SINK_CALLBACK && !d.callback
                                                    ? "AM2Z_SINK_CALLBACK without a callback"
                                                    : "level or sink out of range"));
@@ -4469,7 +4469,7 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status 
     config.callback = d.callback;
     config.user_data = d.user_data;
     lg = am2z__logger_alloc(&config, d.source, am2z_value_object());
-    if (!lg) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "logger_new: out of memory"));
+    if (!lg) return (am2z_logger *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "logger_new: out of memory"));
     if (status) *status = AM2Z_STATUS_OK;
     return lg;
 }

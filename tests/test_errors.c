@@ -591,7 +591,7 @@ static void test_ok_fail(void) {
     r = am2z_ok(NULL);
     CHECK(!am2z_result_is_ok(&r));
     CHECK(r.error && r.error->kind == AM2Z_ERROR_EXECUTION && r.error->retryable == 0);
-    CHECK(r.error && strstr(r.error->message, "am2z_ok() was given a NULL state") != NULL);
+    CHECK(r.error && strstr(r.error->message, "am2z_ok(NULL): ") != NULL);
     am2z_result_clear(&r);
     r = am2z_fail(NULL);
     CHECK(r.state == NULL && r.error && r.error->kind == AM2Z_ERROR_EXECUTION);

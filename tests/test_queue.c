@@ -667,7 +667,7 @@ static void test_stop_session_cancels(void) {
 
 static am2z_state *upd_inc(const am2z_state *cur, void *ud) {
     (void)ud;
-    return am2z_value_set(cur ? am2z_value_retain(cur) : am2z_state_new("st", NULL, NULL), "n",
+    return am2z_value_set(cur ? am2z_value_retain(cur) : am2z_state_new("st", am2z_value_object(), NULL), "n",
                           am2z_value_int(am2z_value_get_int(cur, "n", 0) + 1));
 }
 /* Writes behind the updater's back every round, so its compare-and-set always loses. */
