@@ -5,6 +5,7 @@
 #include "../am2z.h"
 #include "t.h"
 #include "oom.h"
+#include "edit_cases.h"
 #include <pthread.h>
 
 static am2z_value *J(const char *text) { return am2z_json_parse(text, AM2Z_NTS, NULL, NULL); }
@@ -832,6 +833,165 @@ static void test_threads_share(void) {
     am2z_error_release(e);
 }
 
+/* ---- API 1.0: the failure channel reaches results ---- */
+
+/* The bare-value idiom: am2z_ok(NULL) after a failed edit names the edit and the reason
+   (v0.1: a generic "was given a NULL state"). */
+static void test_ok_null_carries_detail(void) {
+    am2z_value *in = J("{\"total\":5}");
+    am2z_value *out = am2z_value_set(am2z_value_retain(in), "total.cents", am2z_value_int(5));
+    am2z_result r;
+    out = am2z_value_set(out, "status", am2z_value_string("paid"));
+    r = am2z_ok(out);
+    CHECK(!am2z_result_is_ok(&r));
+    CHECK_STR(r.error ? r.error->message : NULL, "am2z_ok(NULL): set 'total.cents': 'total' is a number");
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+}
+
+/* am2z_edit: the first failure sticks and becomes a ValidationError naming path and
+   reason; later edits are no-ops that release what they are given (ASan: no leak). */
+static void test_edit_helper(void) {
+    am2z_value *in = J("{\"total\":5,\"items\":[]}");
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_result r;
+    CHECK_INT(am2z_edit_set(&e, "status", am2z_value_string("new")), 1);
+    CHECK_INT(am2z_edit_append(&e, "items", am2z_value_stringf("sku-%d", 1)), 1);
+    CHECK_INT(am2z_edit_set(&e, "total.cents", am2z_value_stringf("%d", 500)), 0);
+    CHECK(e.state == NULL && e.error != NULL);
+    CHECK_INT(am2z_edit_set(&e, "later", am2z_value_stringf("heap %d", 1)), 0);
+    CHECK_INT(am2z_edit_append(&e, "items", am2z_value_stringf("heap %d", 2)), 0);
+    CHECK_INT(am2z_edit_remove(&e, "status"), 0);
+    CHECK_INT(am2z_edit_merge(&e, in), 0);
+    CHECK_INT(am2z_edit_fail(&e, am2z_error_business("X", AM2Z_SEVERITY_DEFAULT, "ignored")), 0);
+    r = am2z_edit_end(&e);
+    CHECK(e.state == NULL && e.error == NULL);
+    CHECK(!am2z_result_is_ok(&r) && r.error && r.error->kind == AM2Z_ERROR_VALIDATION);
+    if (r.error) {
+        CHECK_STR(r.error->message,
+                  "Validation failed for field 'total.cents': set 'total.cents': 'total' is a number");
+        CHECK_STR(am2z_value_get_string(r.error->details, "field", ""), "total.cents");
+        CHECK_STR(am2z_value_get_string(r.error->details, "reason", ""), "set 'total.cents': 'total' is a number");
+        CHECK_INT(r.error->retryable, 0);
+    }
+    am2z_result_clear(&r);
+    /* success: the edits, on a copy (the input is borrowed and unchanged) */
+    e = am2z_edit_begin(in);
+    CHECK_INT(am2z_edit_set(&e, "total", am2z_value_int(6)), 1);
+    CHECK_INT(am2z_edit_append(&e, "items", am2z_value_string("a")), 1);
+    CHECK_INT(am2z_edit_remove(&e, "absent"), 1);
+    CHECK_INT(am2z_edit_merge(&e, NULL), 1);
+    r = am2z_edit_end(&e);
+    CHECK(am2z_result_is_ok(&r));
+    CHECK_INT(am2z_value_get_int(r.state, "total", 0), 6);
+    CHECK_INT(am2z_value_len(am2z_value_get(r.state, "items")), 1);
+    CHECK_INT(am2z_value_get_int(in, "total", 0), 5);
+    am2z_result_clear(&r);
+    /* a NULL input (a failed constructor) is the first failure */
+    e = am2z_edit_begin(NULL);
+    CHECK_INT(am2z_edit_set(&e, "a", am2z_value_stringf("x%d", 1)), 0);
+    r = am2z_edit_end(&e);
+    CHECK(!am2z_result_is_ok(&r) && r.error && strstr(r.error->message, "NULL input"));
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+}
+
+/* Every processor of edit_cases.h, run directly: each fails, and says why. */
+static void test_edit_cases(void) {
+    am2z_value *in = J("{\"metadata\":{\"version\":1,\"sessionId\":\"s\",\"createdAt\":1,\"lastUpdated\":1},"
+                       "\"total\":{\"cents\":1}}");
+    size_t i;
+    CHECK_INT(edit_case_count, 11);
+    for (i = 0; i < edit_case_count; i++) {
+        am2z_result r = edit_cases[i].fn(NULL, in);
+        if (am2z_result_is_ok(&r))
+            T_FAIL_("%s: succeeded", edit_cases[i].name);
+        else if (!r.error || !strstr(r.error->message, edit_cases[i].expected_message_part))
+            T_FAIL_("%s: \"%s\" lacks \"%s\"", edit_cases[i].name, r.error ? r.error->message : "(null)",
+                    edit_cases[i].expected_message_part);
+        am2z_result_clear(&r);
+    }
+    CHECK_INT(am2z_value_get_int(in, "total.cents", 0), 1); /* the input is untouched */
+    am2z_value_release(in);
+}
+
+/* The caller decides retryability, both ways, without touching a shared error. */
+static void test_with_retryable(void) {
+    am2z_error *b = am2z_error_business("TEMPORARILY_CLOSED", AM2Z_SEVERITY_DEFAULT, "shop closed for %d min", 5);
+    am2z_error *shared, *n;
+    CHECK_INT(b->retryable, 0);
+    b = am2z_error_with_retryable(b, 1);
+    CHECK(b && b->retryable == 1 && strcmp(b->message, "shop closed for 5 min") == 0);
+    n = am2z_error_network("db", 0, NULL);
+    CHECK_INT(n->retryable, 1);
+    shared = am2z_error_retain(n);
+    n = am2z_error_with_retryable(n, 0);
+    CHECK(n != shared && n->retryable == 0 && shared->retryable == 1); /* shared: copied */
+    CHECK_STR(n->message, shared->message);
+    CHECK(am2z_error_with_retryable(NULL, 1) == NULL);
+    {
+        /* the retry policy follows it without a should_retry callback */
+        am2z_retry_policy p;
+        memset(&p, 0, sizeof p);
+        p.max_attempts = 3;
+        p.delay_ms = -1;
+        CHECK(am2z_retry_delay_ms(&p, b, 1) >= 0);
+        CHECK_INT(am2z_retry_delay_ms(&p, n, 1), -1);
+    }
+    am2z_error_release(b);
+    am2z_error_release(n);
+    am2z_error_release(shared);
+}
+
+/* A library failure becomes a processor failure in one call, by the documented table. */
+static void test_error_from_status(void) {
+    static const struct {
+        am2z_status st;
+        am2z_error_kind kind;
+        int retryable;
+        const char *code;
+    } table[] = {
+        {AM2Z_STATUS_TIMEOUT, AM2Z_ERROR_TIMEOUT, 1, "OPERATION_TIMEOUT"},
+        {AM2Z_STATUS_IO, AM2Z_ERROR_NETWORK, 1, "NETWORK_ERROR"},
+        {AM2Z_STATUS_NO_MEMORY, AM2Z_ERROR_RESOURCE, 1, "RESOURCE_EXHAUSTED"},
+        {AM2Z_STATUS_LIMIT, AM2Z_ERROR_RESOURCE, 1, "RESOURCE_EXHAUSTED"},
+        {AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_ERROR_VALIDATION, 0, "VALIDATION_FAILED"},
+        {AM2Z_STATUS_NOT_FOUND, AM2Z_ERROR_VALIDATION, 0, "VALIDATION_FAILED"},
+        {AM2Z_STATUS_EXISTS, AM2Z_ERROR_CONFIGURATION, 0, "INVALID_CONFIGURATION"},
+        {AM2Z_STATUS_CYCLE, AM2Z_ERROR_CONFIGURATION, 0, "INVALID_CONFIGURATION"},
+        {AM2Z_STATUS_NOT_STARTED, AM2Z_ERROR_CONFIGURATION, 0, "INVALID_CONFIGURATION"},
+        {AM2Z_STATUS_CANCELLED, AM2Z_ERROR_CANCELLED, 0, "EXECUTION_CANCELLED"},
+        {AM2Z_STATUS_SERVER, AM2Z_ERROR_BUSINESS, 1, "AM2Z_SERVER"},
+        {AM2Z_STATUS_PROTOCOL, AM2Z_ERROR_BUSINESS, 1, "AM2Z_PROTOCOL"},
+        {AM2Z_STATUS_CONFLICT, AM2Z_ERROR_BUSINESS, 1, "AM2Z_CONFLICT"},
+        {AM2Z_STATUS_OK, AM2Z_ERROR_EXECUTION, 0, "PROCESSOR_EXECUTION_FAILED"},
+    };
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z_error *e;
+    size_t i;
+    /* the detail of the failing call is in the message, the offset in the details */
+    CHECK(am2z_json_parse("[1,", AM2Z_NTS, NULL, &st) == NULL);
+    e = am2z_error_from_status(st, "parse order");
+    CHECK(e && e->kind == AM2Z_ERROR_VALIDATION);
+    if (e) {
+        CHECK_STR(e->message, "parse order: json: unexpected end of input");
+        CHECK_INT(am2z_value_get_int(e->details, "offset", -1), 3);
+        CHECK_STR(am2z_value_get_string(e->details, "status", ""), "invalid argument");
+    }
+    am2z_error_release(e);
+    for (i = 0; i < sizeof table / sizeof table[0]; i++) {
+        e = am2z_error_from_status(table[i].st, NULL);
+        if (!e) {
+            T_FAIL_("status %s gave NULL", am2z_status_string(table[i].st));
+            continue;
+        }
+        if (e->kind != table[i].kind || e->retryable != table[i].retryable || strcmp(e->code, table[i].code) != 0)
+            T_FAIL_("status %s: %s/%s retryable %d", am2z_status_string(table[i].st), e->name, e->code, e->retryable);
+        CHECK(strncmp(e->message, "am2z: ", 6) == 0);
+        am2z_error_release(e);
+    }
+}
+
 int main(void) {
     oom_install();
     T_RUN(test_names);
@@ -852,5 +1012,10 @@ int main(void) {
     T_RUN(test_combine);
     T_RUN(test_out_of_memory);
     T_RUN(test_threads_share);
+    T_RUN(test_ok_null_carries_detail);
+    T_RUN(test_edit_helper);
+    T_RUN(test_edit_cases);
+    T_RUN(test_with_retryable);
+    T_RUN(test_error_from_status);
     return t_done();
 }
