@@ -8,6 +8,8 @@
 #include "oom.h"
 #include <dirent.h>
 #include <locale.h>
+#include <pthread.h>
+#include <sched.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -955,6 +957,235 @@ static void test_json_suite(void) {
            counts[2][0], counts[2][1]);
 }
 
+/* ---- API 1.0: failed edits propagate, with a reason ---- */
+
+/* Per edit function: a failed edit followed by more edits ends in NULL (v0.1: the next
+   edit took NULL for "missing" and built a fresh {}), and the thread's status and
+   detail still name the first failure. */
+static void test_failed_edit_propagates(void) {
+    am2z_value *base = P("{\"total\":5,\"items\":{\"a\":1},\"list\":[1,2]}");
+    am2z_value *v;
+    am2z_result r;
+    /* set */
+    v = am2z_value_set(am2z_value_retain(base), "total.cents", am2z_value_int(1));
+    CHECK(v == NULL);
+    v = am2z_value_set(v, "status", am2z_value_string("paid"));
+    v = am2z_value_set(v, "", am2z_value_int(1));
+    CHECK(v == NULL);
+    CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "set 'total.cents': 'total' is a number");
+    r = am2z_ok(v);
+    CHECK(r.error && strcmp(r.error->message, "am2z_ok(NULL): set 'total.cents': 'total' is a number") == 0);
+    am2z_result_clear(&r);
+    /* append */
+    v = am2z_value_append(am2z_value_retain(base), "items", am2z_value_int(1));
+    v = am2z_value_append(v, "log", am2z_value_string("x"));
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "append 'items': 'items' is an object");
+    /* remove */
+    v = am2z_value_remove(am2z_value_retain(base), "list..x");
+    v = am2z_value_remove(v, "total");
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "remove 'list..x': malformed path");
+    /* set_key */
+    v = am2z_value_set_key(am2z_value_int(5), "cents", AM2Z_NTS, am2z_value_int(1));
+    v = am2z_value_set_key(v, "status", AM2Z_NTS, am2z_value_string("paid"));
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "set_key 'cents': the value is a number");
+    /* remove_key */
+    v = am2z_value_remove_key(am2z_value_array(), "a", AM2Z_NTS);
+    v = am2z_value_remove_key(v, "b", AM2Z_NTS);
+    v = am2z_value_set_key(v, "c", AM2Z_NTS, am2z_value_int(1));
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "remove_key 'a': the value is an array");
+    /* merge */
+    v = am2z_value_merge(am2z_value_retain(base), am2z_value_get(base, "list"));
+    v = am2z_value_merge(v, base);
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "merge: the source is an array");
+    v = am2z_value_merge(am2z_value_string("s"), base);
+    CHECK(v == NULL);
+    CHECK_STR(am2z_status_detail(), "merge: the target is a string");
+    am2z_value_release(base);
+}
+
+/* Only constructors make containers: NULL given to an edit, with no failed edit before
+   it, is reported as such (v0.1: set, set_key and merge built {}, append built []). */
+static void test_null_container(void) {
+    am2z_result r = am2z_ok(NULL); /* reports (and so forgets) any earlier edit failure */
+    am2z_result_clear(&r);
+    CHECK(am2z_value_set(NULL, "a", am2z_value_int(1)) == NULL);
+    CHECK_STR(am2z_status_detail(), "set 'a': no container (an earlier call failed)");
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_append(NULL, "", am2z_value_string("x")) == NULL);
+    CHECK_STR(am2z_status_detail(), "append '': no container (an earlier call failed)");
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_set_key(NULL, "k", 1, am2z_value_stringf("%d", 1)) == NULL);
+    CHECK_STR(am2z_status_detail(), "set_key 'k': no container (an earlier call failed)");
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_merge(NULL, am2z_value_object()) == NULL);
+    CHECK_STR(am2z_status_detail(), "merge: no container (an earlier call failed)");
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_set(am2z_value_object(), "a", NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "set 'a': no value (an earlier call failed)");
+    CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_remove(NULL, "a") == NULL);
+    CHECK_STR(am2z_status_detail(), "remove 'a': no container (an earlier call failed)");
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_value_remove_key(NULL, "a", AM2Z_NTS) == NULL);
+    CHECK_STR(am2z_status_detail(), "remove_key 'a': no container (an earlier call failed)");
+}
+
+/* Each kind of edit failure names operation, path and reason, with its status. */
+static void test_edit_failure_details(void) {
+    static const struct {
+        const char *path;
+        int append;
+        am2z_status st;
+        const char *detail;
+    } cases[] = {
+        {"x[5]", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'x[5]': index 5 out of range (length 2)"},
+        {"/x/7", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set '/x/7': index 7 out of range (length 2)"},
+        {"a..b", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'a..b': malformed path"},
+        {"o[0]", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'o[0]': 'o' is an object"},
+        {"x.name", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'x.name': 'x' is an array"},
+        {"o.s.t", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'o.s.t': 'o.s' is a string"},
+        {"n.k", 0, AM2Z_STATUS_INVALID_ARGUMENT, "set 'n.k': 'n' is null"},
+        {"o.s", 1, AM2Z_STATUS_INVALID_ARGUMENT, "append 'o.s': 'o.s' is a string"},
+    };
+    am2z_value *base = P("{\"x\":[1,2],\"o\":{\"s\":\"str\"},\"n\":null}"), *v;
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+        am2z_result r = am2z_ok(NULL); /* a fresh chain */
+        am2z_result_clear(&r);
+        v = cases[i].append ? am2z_value_append(am2z_value_retain(base), cases[i].path, am2z_value_int(1))
+                            : am2z_value_set(am2z_value_retain(base), cases[i].path, am2z_value_int(1));
+        CHECK(v == NULL);
+        am2z_value_release(v);
+        CHECK_INT(am2z_status_last(), cases[i].st);
+        CHECK_STR(am2z_status_detail(), cases[i].detail);
+    }
+    CHECK(am2z_value_set(am2z_value_int(3), "a", am2z_value_int(1)) == NULL);
+    CHECK_STR(am2z_status_detail(), "set 'a': the value is a number");
+    CHECK(am2z_value_remove(am2z_value_retain(base), "") == NULL);
+    CHECK_STR(am2z_status_detail(), "remove '': the value itself cannot be removed");
+    /* a path deeper than the depth limit */
+    {
+        char path[4 * AM2Z_VALUE_MAX_DEPTH + 8];
+        size_t p = 0;
+        int k;
+        for (k = 0; k < AM2Z_VALUE_MAX_DEPTH + 1; k++) {
+            if (k) path[p++] = '.';
+            path[p++] = 'k';
+        }
+        path[p] = 0;
+        CHECK(am2z_value_set(am2z_value_object(), path, am2z_value_int(1)) == NULL);
+        CHECK_INT(am2z_status_last(), AM2Z_STATUS_LIMIT);
+        CHECK(strstr(am2z_status_detail(), "depth limit") != NULL);
+    }
+    am2z_value_release(base);
+}
+
+/* Lengths are lengths: AM2Z_NTS for a C string, 0 for empty, and an explicit length
+   never reads past it (the buffers below have no NUL; ASan would catch a strlen). */
+static void test_lengths(void) {
+    char *key = (char *)malloc(3), *json = (char *)malloc(7);
+    am2z_value *o = am2z_value_object(), *v;
+    am2z_status st = AM2Z_STATUS_CYCLE;
+    memcpy(key, "abc", 3);
+    memcpy(json, "{\"k\":1}", 7);
+    o = am2z_value_set_key(o, key, 2, am2z_value_int(1));      /* "ab" */
+    o = am2z_value_set_key(o, "", 0, am2z_value_int(2));       /* the empty key, not strlen */
+    o = am2z_value_set_key(o, "abc", AM2Z_NTS, am2z_value_int(3));
+    CHECK_INT(am2z_value_len(o), 3);
+    CHECK_INT(am2z_value_as_int(am2z_value_find(o, key, 2), 0), 1);
+    CHECK_INT(am2z_value_as_int(am2z_value_find(o, key, 3), 0), 3);
+    CHECK_INT(am2z_value_as_int(am2z_value_find(o, "", 0), 0), 2);
+    CHECK_INT(am2z_value_as_int(am2z_value_find(o, "abc", AM2Z_NTS), 0), 3);
+    o = am2z_value_remove_key(o, "", 0);
+    CHECK_INT(am2z_value_len(o), 2);
+    CHECK(am2z_value_find(o, "", 0) == NULL);
+    o = am2z_value_remove_key(o, key, 2);
+    CHECK_INT(am2z_value_len(o), 1);
+    am2z_value_release(o);
+    v = am2z_json_parse(json, 7, NULL, &st);
+    CHECK(v != NULL && st == AM2Z_STATUS_OK);
+    CHECK_INT(am2z_value_get_int(v, "k", 0), 1);
+    am2z_value_release(v);
+    CHECK(am2z_json_parse(json, 0, NULL, &st) == NULL); /* 0 bytes: empty input */
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "json: empty input");
+    v = am2z_value_string_n("xyz", AM2Z_NTS);
+    CHECK_INT(am2z_value_len(v), 3);
+    am2z_value_release(v);
+    free(key);
+    free(json);
+}
+
+/* One failure channel: parse failures give a status, the detail "json: ..." and the
+   offset, on the calling thread; success sets the status to OK. */
+static void test_parse_status(void) {
+    am2z_status st = AM2Z_STATUS_CYCLE;
+    am2z_json_limits lim;
+    am2z_value *v = am2z_json_parse("[1, tru]", AM2Z_NTS, NULL, &st);
+    CHECK(v == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "json: unexpected character 't'");
+    CHECK_INT(am2z_status_offset(), 4);
+    memset(&lim, 0, sizeof lim);
+    lim.max_depth = 2;
+    CHECK(am2z_json_parse("[[[]]]", AM2Z_NTS, &lim, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_LIMIT);
+    CHECK_STR(am2z_status_detail(), "json: depth limit 2 exceeded");
+    CHECK_INT(am2z_status_offset(), 2);
+    v = am2z_json_parse("{}", AM2Z_NTS, NULL, &st);
+    CHECK(v != NULL && st == AM2Z_STATUS_OK);
+    CHECK_STR(am2z_status_detail(), "json: depth limit 2 exceeded"); /* left alone by success */
+    am2z_value_release(v);
+    /* a failing edit's detail has no offset */
+    CHECK(am2z_value_set(am2z_value_int(1), "a", am2z_value_int(1)) == NULL);
+    CHECK(am2z_status_offset() == AM2Z_NTS);
+}
+
+/* The detail is per thread: two threads failing differently each read their own. */
+static int g_detail_arrived;
+static void *detail_thread(void *arg) {
+    int which = *(int *)arg, ok = 1, i;
+    for (i = 0; i < 200 && ok; i++) {
+        if (which) ok = am2z_json_parse("[1,", AM2Z_NTS, NULL, NULL) == NULL;
+        else ok = am2z_value_set(am2z_value_int(1), "a.b", am2z_value_int(2)) == NULL;
+        if (i == 0) { /* both have failed before either reads */
+            __atomic_add_fetch(&g_detail_arrived, 1, __ATOMIC_SEQ_CST);
+            while (__atomic_load_n(&g_detail_arrived, __ATOMIC_SEQ_CST) < 2) sched_yield();
+        }
+        if (which) ok = ok && strcmp(am2z_status_detail(), "json: unexpected end of input") == 0 &&
+                        am2z_status_offset() == 3;
+        else ok = ok && strcmp(am2z_status_detail(), "set 'a.b': the value is a number") == 0 &&
+                  am2z_status_offset() == AM2Z_NTS;
+    }
+    *(int *)arg = ok;
+    return NULL;
+}
+static void test_detail_per_thread(void) {
+    pthread_t a, b;
+    int wa = 0, wb = 1;
+    g_detail_arrived = 0;
+    CHECK_INT(pthread_create(&a, NULL, detail_thread, &wa), 0);
+    CHECK_INT(pthread_create(&b, NULL, detail_thread, &wb), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    CHECK_INT(wa, 1);
+    CHECK_INT(wb, 1);
+}
+
 int main(void) {
     oom_install();
     T_RUN(test_constructors);
@@ -975,5 +1206,11 @@ int main(void) {
     T_RUN(test_allocations);
     T_RUN(test_out_of_memory);
     T_RUN(test_json_suite);
+    T_RUN(test_failed_edit_propagates);
+    T_RUN(test_null_container);
+    T_RUN(test_edit_failure_details);
+    T_RUN(test_lengths);
+    T_RUN(test_parse_status);
+    T_RUN(test_detail_per_thread);
     return t_done();
 }
