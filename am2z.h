@@ -354,8 +354,8 @@ typedef am2z_value am2z_state;
    data is kept, as the original lets extra.metadata replace it (well-formed: an object
    with integer version >= 0, string sessionId, integer createdAt and lastUpdated).
    Returns the state, or NULL with *status (may be NULL) INVALID_ARGUMENT when data is
-   not an object (NULL data, a failed constructor, too: pass am2z_value_object() for an
-   empty state) or NO_MEMORY, and the detail set. */
+   not an object or NULL (a failed edit, whose detail is kept: pass am2z_value_object()
+   for an empty state), or NO_MEMORY, and the detail set. */
 AM2Z_API am2z_state *am2z_state_new(const char *session_id, am2z_value *data, am2z_status *status);
 /* Parses len bytes of JSON text (AM2Z_NTS: a C string) as the state's data, as
    am2z_state_new does: a well-formed "metadata" member in the text is kept (its
@@ -3490,6 +3490,10 @@ static am2z_state *am2z__state_attach(const char *session_id, am2z_value *data) 
 
 /* Makes data (consumed) a state, failing as am2z_state_new documents. */
 static am2z_state *am2z__state_make(const char *session_id, am2z_value *data, am2z_status *status) {
+    if (!data) { /* a failed edit or constructor: its detail stays the reason */
+        if (!am2z__edit_failed) am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state: no data (an earlier call failed)");
+        return (am2z_state *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    }
     if (am2z__type(data) != AM2Z_TYPE_OBJECT) {
         const char *what = am2z__a_type(data);
         am2z_value_release(data);

@@ -290,6 +290,55 @@ static void test_threads(void) {
     am2z_value_release(s);
 }
 
+/* A failed edit cannot become a fresh state: NULL data fails with a status and detail
+   (v0.1: NULL data meant {}, so am2z_state_new(sid, failed_edit) was a success). */
+static void test_new_status(void) {
+    am2z_status st = AM2Z_STATUS_CYCLE;
+    am2z_value *data = am2z_value_set(am2z_value_int(1), "a", am2z_value_int(2)); /* fails */
+    am2z_state *s = am2z_state_new("s", data, &st);
+    am2z_result r;
+    CHECK(s == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "set 'a': the value is a number"); /* the first reason */
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+    CHECK(am2z_state_new("s", NULL, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "state: no data (an earlier call failed)");
+    CHECK(am2z_state_new("s", am2z_value_array(), &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "state: a state must be a JSON object, not an array");
+    s = am2z_state_new("s", am2z_value_object(), &st);
+    CHECK(s != NULL && st == AM2Z_STATUS_OK);
+    am2z_value_release(s);
+    r = am2z_ok(NULL);
+    am2z_result_clear(&r);
+}
+
+/* (pointer, length): AM2Z_NTS for a C string; an explicit length never reads past the
+   buffer (no NUL here: ASan would catch a strlen); 0 bytes is empty input. */
+static void test_parse_lengths(void) {
+    static const char text[] = "{\"a\":1}{\"b\":2}";
+    char *buf = (char *)malloc(7);
+    am2z_status st = AM2Z_STATUS_CYCLE;
+    am2z_state *s;
+    memcpy(buf, text, 7);
+    s = am2z_state_parse("p", buf, 7, &st);
+    CHECK(s != NULL && st == AM2Z_STATUS_OK);
+    CHECK_INT(am2z_value_get_int(s, "a", 0), 1);
+    am2z_value_release(s);
+    s = am2z_state_parse("p", text, 7, NULL); /* the first of two texts */
+    CHECK_INT(am2z_value_get_int(s, "a", 0), 1);
+    am2z_value_release(s);
+    CHECK(am2z_state_parse("p", text, AM2Z_NTS, &st) == NULL); /* both: trailing data */
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "json: unexpected data after the JSON value");
+    CHECK_INT(am2z_status_offset(), 7);
+    CHECK(am2z_state_parse("p", buf, 0, &st) == NULL);
+    CHECK_STR(am2z_status_detail(), "json: empty input");
+    free(buf);
+}
+
 int main(void) {
     oom_install();
     T_RUN(test_new);
@@ -300,5 +349,7 @@ int main(void) {
     T_RUN(test_allocations);
     T_RUN(test_out_of_memory);
     T_RUN(test_threads);
+    T_RUN(test_new_status);
+    T_RUN(test_parse_lengths);
     return t_done();
 }
