@@ -566,6 +566,28 @@ static void test_concurrent_human(void) {
     free(text);
 }
 
+/* One failure channel: an invalid desc gives a status and a detail saying what is
+   wrong (v0.1: a bare NULL, the same as out of memory). */
+static void test_new_status(void) {
+    am2z_logger_desc d;
+    am2z_status st = AM2Z_STATUS_CYCLE;
+    am2z_logger *lg;
+    memset(&d, 0, sizeof d);
+    d.sink = AM2Z_SINK_CALLBACK;
+    CHECK(am2z_logger_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "logger_new: AM2Z_SINK_CALLBACK without a callback");
+    d.sink = AM2Z_SINK_SILENT;
+    d.min_level = (am2z_log_level)42;
+    CHECK(am2z_logger_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "logger_new: level or sink out of range");
+    d.min_level = AM2Z_LOG_DEFAULT;
+    lg = am2z_logger_new(&d, &st);
+    CHECK(lg != NULL && st == AM2Z_STATUS_OK);
+    am2z_logger_release(lg);
+}
+
 int main(void) {
     oom_install();
     T_RUN(test_levels);
@@ -581,5 +603,6 @@ int main(void) {
     T_RUN(test_out_of_memory_message);
     T_RUN(test_concurrent_json);
     T_RUN(test_concurrent_human);
+    T_RUN(test_new_status);
     return t_done();
 }
