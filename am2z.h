@@ -185,7 +185,8 @@ AM2Z_API int64_t am2z_monotonic_ns(void);
 
 /* ==== 1. values ======================================================================= */
 /* An am2z_value is an immutable JSON value with an atomic reference count. NULL is
-   never a valid value; functions given NULL treat it as absent and do not crash.
+   never a valid value: readers given NULL treat it as absent, edits given NULL fail
+   (it is what a failed edit or constructor returned), and nothing crashes.
    Editing functions follow copy-on-write: they consume the container, edit it in place
    when the caller held the only reference, and otherwise copy only the spine that
    changes (children are shared, never deep-copied).
@@ -3491,7 +3492,8 @@ static am2z_state *am2z__state_attach(const char *session_id, am2z_value *data) 
 /* Makes data (consumed) a state, failing as am2z_state_new documents. */
 static am2z_state *am2z__state_make(const char *session_id, am2z_value *data, am2z_status *status) {
     if (!data) { /* a failed edit or constructor: its detail stays the reason */
-        if (!am2z__edit_failed) am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state: no data (an earlier call failed)");
+        if (!am2z__edit_failed)
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state: no data (an earlier call failed)");
         return (am2z_state *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
     }
     if (am2z__type(data) != AM2Z_TYPE_OBJECT) {
@@ -3501,7 +3503,9 @@ static am2z_state *am2z__state_make(const char *session_id, am2z_value *data, am
                                                    "state: a state must be a JSON object, not %s", what));
     }
     data = am2z__state_attach(session_id, data);
-    if (!data) return (am2z_state *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "state: out of memory"));
+    if (!data)
+        return (am2z_state *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                 "state: out of memory"));
     if (status) *status = AM2Z_STATUS_OK;
     return data;
 }
@@ -3763,7 +3767,8 @@ AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_valu
         msg = am2z__err_fmt("Processor '%s' not found. Available: %s", processor, (const char *)list.p);
     am2z__vec_free(&list);
     d = am2z_value_set_key(am2z_value_object(), "processorName", AM2Z_NTS, am2z_value_string(processor));
-    d = am2z_value_set_key(d, "availableProcessors", AM2Z_NTS, n ? am2z_value_retain(available_names) : am2z_value_array());
+    d = am2z_value_set_key(d, "availableProcessors", AM2Z_NTS,
+                           n ? am2z_value_retain(available_names) : am2z_value_array());
     return am2z__error_make(AM2Z_ERROR_PROCESSOR_NOT_FOUND, NULL, msg, d, NULL, NULL);
 }
 
@@ -4152,11 +4157,14 @@ static am2z_value *am2z__error_to_json_depth(const am2z_error *err, int depth) {
     j = am2z_value_set_key(j, "severity", AM2Z_NTS, am2z_value_string(am2z_severity_name(err->severity)));
     j = am2z_value_set_key(j, "retryable", AM2Z_NTS, am2z_value_bool(err->retryable));
     if (err->processor) j = am2z_value_set_key(j, "processor", AM2Z_NTS, am2z_value_string(err->processor));
-    if (err->execution_id) j = am2z_value_set_key(j, "executionId", AM2Z_NTS, am2z_value_string(err->execution_id));
-    j = am2z_value_set_key(j, "details", AM2Z_NTS, err->details ? am2z_value_retain(err->details) : am2z_value_object());
+    if (err->execution_id)
+        j = am2z_value_set_key(j, "executionId", AM2Z_NTS, am2z_value_string(err->execution_id));
+    j = am2z_value_set_key(j, "details", AM2Z_NTS,
+                           err->details ? am2z_value_retain(err->details) : am2z_value_object());
     if (err->cause && depth < AM2Z_ERROR_MAX_CAUSES)
         j = am2z_value_set_key(j, "cause", AM2Z_NTS, am2z__error_to_json_depth(err->cause, depth + 1));
-    if (err->partial_state) j = am2z_value_set_key(j, "partialState", AM2Z_NTS, am2z_value_retain(err->partial_state));
+    if (err->partial_state)
+        j = am2z_value_set_key(j, "partialState", AM2Z_NTS, am2z_value_retain(err->partial_state));
     return am2z_value_set_key(j, "timestamp", AM2Z_NTS, am2z_value_string(ts));
 }
 
@@ -4455,16 +4463,18 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status 
     am2z_logger_desc d;
     am2z_logger config;
     am2z_logger *lg;
+    const char *why = NULL;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if (d.min_level == AM2Z_LOG_DEFAULT) d.min_level = AM2Z_LOG_INFO;
     if (d.sink == AM2Z_SINK_DEFAULT) d.sink = AM2Z_SINK_HUMAN;
-    if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 ||
-        d.sink > AM2Z_SINK_CALLBACK || (d.sink == AM2Z_SINK_CALLBACK && !d.callback))
+    if ((int)d.min_level < 0 || d.min_level > AM2Z_LOG_OFF || (int)d.sink < 0 || d.sink > AM2Z_SINK_CALLBACK)
+        why = "level or sink out of range";
+    else if (d.sink == AM2Z_SINK_CALLBACK && !d.callback)
+        why = "AM2Z_SINK_CALLBACK without a callback";
+    if (why)
         return (am2z_logger *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "logger_new: %s", d.sink == AM2Z_SINK_CALLBACK && !d.callback
-                                                   ? "AM2Z_SINK_CALLBACK without a callback"
-                                                   : "level or sink out of range"));
+                                                                  "logger_new: %s", why));
     memset(&config, 0, sizeof config);
     config.min_level = d.min_level;
     config.sink = d.sink;
@@ -4473,7 +4483,9 @@ AM2Z_API am2z_logger *am2z_logger_new(const am2z_logger_desc *desc, am2z_status 
     config.callback = d.callback;
     config.user_data = d.user_data;
     lg = am2z__logger_alloc(&config, d.source, am2z_value_object());
-    if (!lg) return (am2z_logger *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "logger_new: out of memory"));
+    if (!lg)
+        return (am2z_logger *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                  "logger_new: out of memory"));
     if (status) *status = AM2Z_STATUS_OK;
     return lg;
 }
@@ -4573,7 +4585,8 @@ static void am2z__log_json(const am2z_logger *lg, const am2z_log_entry *en) {
     size_t len;
     am2z_value *j;
     am2z__iso8601_write(en->logged_at, ts);
-    j = am2z_value_set_key(am2z_value_object(), "level", AM2Z_NTS, am2z_value_string(am2z_log_level_name(en->level)));
+    j = am2z_value_set_key(am2z_value_object(), "level", AM2Z_NTS,
+                           am2z_value_string(am2z_log_level_name(en->level)));
     j = am2z_value_set_key(j, "message", AM2Z_NTS, am2z_value_string(en->message));
     j = am2z_value_set_key(j, "timestamp", AM2Z_NTS, am2z_value_string(ts));
     if (en->source) j = am2z_value_set_key(j, "source", AM2Z_NTS, am2z_value_string(en->source));
