@@ -322,11 +322,12 @@ typedef struct am2z_json_limits {
    am2z_status_offset() where the problem is: the opening '"' of a string over the
    length limit, the '[' or '{' one level too deep, the first byte of the element over
    the count limit, max_size for input over the size limit, else the offending byte.
-   *status is AM2Z_STATUS_OK on success. Invalid UTF-8 (overlong forms, encoded surrogates,
-   above U+10FFFF) and lone \u surrogates are rejected, as are a byte-order mark and
-   numbers that overflow a double (1e999). Integers that do not fit int64 become
-   doubles; "-0" is the double -0.0 (so its sign survives a round trip). A repeated key
-   keeps its first position and takes the last value, as JavaScript's JSON.parse. */
+   *status is AM2Z_STATUS_OK on success. Invalid UTF-8 (overlong forms, encoded
+   surrogates, above U+10FFFF) and lone \u surrogates are rejected, as are a byte-order
+   mark and numbers that overflow a double (1e999). Integers that do not fit int64
+   become doubles; "-0" is the double -0.0 (so its sign survives a round trip). A
+   repeated key keeps its first position and takes the last value, as JavaScript's
+   JSON.parse. */
 AM2Z_API am2z_value *am2z_json_parse(const char *text, size_t len, const am2z_json_limits *limits,
                                      am2z_status *status);
 
@@ -336,9 +337,10 @@ enum { AM2Z_JSON_COMPACT = 0, AM2Z_JSON_PRETTY = 1, AM2Z_JSON_SORTED = 2 };
    a double ("1.0", "-0.0"), so the type survives a round trip. Control characters,
    '"' and '\\' are escaped; bytes that are not valid UTF-8 are written as U+FFFD.
    Returns NUL-terminated text that the caller frees with am2z_free, or NULL when v is
-   NULL or out of memory (with the thread's detail set); *len (if len != NULL) gets its length. AM2Z_JSON_PRETTY
-   indents by two spaces ("key": value, no final newline); AM2Z_JSON_SORTED sorts object
-   keys (bytewise, at every level), giving a canonical form for hashing. */
+   NULL or out of memory (with the thread's detail set); *len (if len != NULL) gets
+   its length. AM2Z_JSON_PRETTY indents by two spaces ("key": value, no final newline);
+   AM2Z_JSON_SORTED sorts object keys (bytewise, at every level), giving a canonical
+   form for hashing. */
 AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
 
 /* ==== 2. state ======================================================================== */
@@ -349,11 +351,11 @@ AM2Z_API char *am2z_json_write(const am2z_value *v, int flags, size_t *len);
 
 typedef am2z_value am2z_state;
 
-/* data (consumed) must be an object; its members become the state's
-   fields, after a new "metadata" member (version 1, createdAt = lastUpdated = now,
-   sessionId = session_id, "default" when NULL). A well-formed "metadata" already in
-   data is kept, as the original lets extra.metadata replace it (well-formed: an object
-   with integer version >= 0, string sessionId, integer createdAt and lastUpdated).
+/* data (consumed) must be an object; its members become the state's fields, after a
+   new "metadata" member (version 1, createdAt = lastUpdated = now, sessionId =
+   session_id, "default" when NULL). A well-formed "metadata" already in data is kept,
+   as the original lets extra.metadata replace it (well-formed: an object with integer
+   version >= 0, string sessionId, integer createdAt and lastUpdated).
    Returns the state, or NULL with *status (may be NULL) INVALID_ARGUMENT when data is
    not an object or NULL (a failed edit, whose detail is kept: pass am2z_value_object()
    for an empty state), or NO_MEMORY, and the detail set. */
@@ -481,7 +483,8 @@ AM2Z_API am2z_error *am2z_error_with_retryable(am2z_error *err, int retryable);
 /* Turns a failed library call into a processor failure, in one call: the error for
    status st, whose message is "<operation>: <am2z_status_detail()>" (the status name
    when the thread has no detail). NULL operation reads "am2z". A new reference, or NULL
-   when out of memory (or st is OK or NEED_MORE, which are not failures).
+   when out of memory. OK and NEED_MORE are not failures: they give a permanent
+   ProcessorExecutionError "<operation>: not a failure", so misuse stays visible.
      TIMEOUT                         TimeoutError        (retryable)
      IO                              NetworkError        (retryable)
      NO_MEMORY, LIMIT                ResourceError       (retryable)
