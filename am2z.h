@@ -2348,6 +2348,8 @@ static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_val
             am2z_value_release(node);
             return x;
         }
+        if (op == AM2Z__EDIT_REMOVE)
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "the value itself cannot be removed");
         if (!node) node = am2z_value_array();
         if (am2z__type(node) != AM2Z_TYPE_ARRAY)
             AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "%s%.*s%s is %s", pfx, plen, it->start, sfx,
@@ -2396,9 +2398,10 @@ static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_val
         key = am2z__seg_key(&seg, it->pointer, buf, sizeof buf, &heap, &klen);
         if (!key) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
         i = am2z__obj_find(AM2Z__OBJ(node), key, klen);
+        if (i == AM2Z__NPOS && op == AM2Z__EDIT_REMOVE) AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "no such member");
         node = am2z__own(node, i == AM2Z__NPOS, i == AM2Z__NPOS ? klen + 1 : 0);
         if (!node) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
-        if (last && op == AM2Z__EDIT_REMOVE) { /* the caller checked that the path exists */
+        if (last && op == AM2Z__EDIT_REMOVE) {
             am2z__obj_del(AM2Z__OBJ(node), i);
             am2z__free(heap);
             return node;
