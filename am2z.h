@@ -2398,7 +2398,8 @@ static am2z_value *am2z__edit(am2z_value *node, am2z__path *it, int op, am2z_val
         key = am2z__seg_key(&seg, it->pointer, buf, sizeof buf, &heap, &klen);
         if (!key) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
         i = am2z__obj_find(AM2Z__OBJ(node), key, klen);
-        if (i == AM2Z__NPOS && op == AM2Z__EDIT_REMOVE) AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "no such member");
+        if (i == AM2Z__NPOS && op == AM2Z__EDIT_REMOVE)
+            AM2Z__EDIT_FAIL(AM2Z_STATUS_INVALID_ARGUMENT, "no such member");
         node = am2z__own(node, i == AM2Z__NPOS, i == AM2Z__NPOS ? klen + 1 : 0);
         if (!node) AM2Z__EDIT_FAIL(AM2Z_STATUS_NO_MEMORY, "out of memory");
         if (last && op == AM2Z__EDIT_REMOVE) {

@@ -1,6 +1,8 @@
 /* Errors and Results (am2z.h section 3): the taxonomy of the original with its codes,
    messages and details, the retryable and no-double-wrap rules, chains, JSON round
-   trips (with hostile input), copy-on-write setters and the Result helpers. */
+   trips (with hostile input), copy-on-write setters and the Result helpers; the edit
+   helper (am2z_edit) and the processors of edit_cases.h, am2z_ok(NULL) with the
+   failing edit's reason, error_with_retryable and error_from_status. */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
