@@ -1,9 +1,9 @@
 /* test_json.c - section 1 of am2z.h: values, paths, copy-on-write editing, equality,
    hashing, JSON parsing (strict RFC 8259 with limits) and writing; failed edits that
    propagate with a detail naming operation, path and reason, AM2Z_NTS lengths, and the
-   per-thread status detail. Also runs the whole
-   JSONTestSuite from tests/data/JSONTestSuite/test_parsing (run from the repository
-   root, as `make check T=json` does). */
+   per-thread status detail. Also runs the whole JSONTestSuite from
+   tests/data/JSONTestSuite/test_parsing (run from the repository root, as
+   `make check T=json` does). */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
