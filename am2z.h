@@ -1605,7 +1605,7 @@ static am2z__str *am2z__str_alloc(size_t len) {
 
 AM2Z_API am2z_value *am2z_value_string_n(const char *s, size_t len) {
     am2z__str *v;
-    if (len == AM2Z_NTS) len = s ? strlen(s) : 0;
+    if (len == AM2Z_NTS) len = s ? strlen(s) : 1; /* NULL as a C string fails below */
     if (!s && len) {
         am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "value_string_n: NULL bytes");
         return NULL;
@@ -1626,7 +1626,10 @@ AM2Z_API am2z_value *am2z_value_stringf(const char *fmt, ...) {
     am2z__vec text;
     am2z_value *v = NULL;
     va_list ap;
-    if (!fmt) return NULL;
+    if (!fmt) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "value_stringf: NULL format");
+        return NULL;
+    }
     am2z__vec_init(&text, small, sizeof small);
     va_start(ap, fmt);
     am2z__vec_vprintf(&text, SIZE_MAX, fmt, ap);
@@ -3995,6 +3998,7 @@ AM2Z_API am2z_error *am2z_error_from_status(am2z_status st, const char *operatio
     static const char *const codes[] = {"AM2Z_SERVER", "AM2Z_PROTOCOL", "AM2Z_CONFLICT"};
     am2z_error_kind kind = AM2Z_ERROR_EXECUTION;
     const char *code = NULL, *detail = am2z_status_detail();
+    char copy[256]; /* building the error may record a new detail */
     int retryable = -1; /* the kind's default */
     size_t offset = am2z_status_offset();
     am2z_value *d;
@@ -4023,6 +4027,8 @@ AM2Z_API am2z_error *am2z_error_from_status(am2z_status st, const char *operatio
     }
     if (!operation) operation = "am2z";
     if (!detail[0]) detail = am2z_status_string(st);
+    snprintf(copy, sizeof copy, "%s", detail);
+    detail = copy;
     d = am2z_value_set_key(am2z_value_object(), "operation", AM2Z_NTS, am2z_value_string(operation));
     d = am2z_value_set_key(d, "status", AM2Z_NTS, am2z_value_string(am2z_status_string(st)));
     d = am2z_value_set_key(d, "detail", AM2Z_NTS, am2z_value_string(detail));
@@ -4353,9 +4359,11 @@ AM2Z_API am2z_result am2z_result_combine(am2z_result *results, size_t count) {
 /* After a value edit on e->state: a NULL state is the first failure, whose detail
    becomes e's ValidationError (field: the path). */
 static int am2z__edit_check(am2z_edit *e, const char *field) {
+    char why[256]; /* a copy: building the error may record a new detail */
     am2z__edit_failed = 0; /* reported here, not to the next chain of edits */
     if (e->state) return 1;
-    e->error = am2z_error_validation(field, NULL, am2z_status_detail());
+    snprintf(why, sizeof why, "%s", am2z_status_detail());
+    e->error = am2z_error_validation(field, NULL, why);
     return 0;
 }
 

@@ -1127,6 +1127,8 @@ static void test_lengths(void) {
     v = am2z_value_string_n("xyz", AM2Z_NTS);
     CHECK_INT(am2z_value_len(v), 3);
     am2z_value_release(v);
+    CHECK(am2z_value_string_n(NULL, AM2Z_NTS) == NULL); /* not "" */
+    CHECK_STR(am2z_status_detail(), "value_string_n: NULL bytes");
     free(key);
     free(json);
 }
