@@ -414,7 +414,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 
        am2z_queue_desc qd = {0};
        qd.redis.host = "10.0.0.5";                  // or REDIS_HOST / REDIS_PORT ...
-       am2z_runtime *rt = am2z_queue_runtime_new(&qd);
+       am2z_runtime *rt = am2z_queue_runtime_new(&qd, NULL);
        am2z_runtime_register(rt, p);                // every process registers the same names
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
@@ -505,8 +505,9 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
    STATS
        am2z_runtime_stats: {instanceId, uptimeMs, workers, running, completed, failed,
        retried, awaiting (this process), queues: {<queue name>: {waiting, active, delayed,
-       prioritized, completed, failed, waiting-children}}, queueNames, sessions,
-       knownProcessors, registeredProcessors}; the counts are read from Redis, for the
+       prioritized, completed, failed, waiting-children}}, processors: {<registered
+       processor>: the counts of its global queue} (am2z_runtime_processor_stats reads
+       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are read from Redis, for the
        registered processors' queues and every session's. am2z_runtime_session_stats:
        {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
        process's sessions.
@@ -557,10 +558,12 @@ typedef struct am2z_queue_desc {
     am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
 } am2z_queue_desc;
 
-/* Connects (one connection) and starts the threads. NULL when desc is invalid (bad
-   prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS), out of memory, or Redis is unreachable;
-   the reason goes to the logger. desc NULL: all defaults. Free with am2z_runtime_free. */
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc);
+/* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
+   am2z_runtime_free. NULL with *status (may be NULL; AM2Z_STATUS_OK on success)
+   AM2Z_STATUS_INVALID_ARGUMENT (bad prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS),
+   AM2Z_STATUS_NO_MEMORY, or the connection's status when Redis is unreachable; the
+   detail says which. */
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
 /* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
    AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
@@ -3701,17 +3704,17 @@ static void am2z__qwait_parse(am2z__qwait *w) {
     am2z_value_release(v);
 }
 
-/* Moves w's result into out (w keeps nothing). */
+/* Moves w's result into out (empty; w keeps nothing). */
 static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
-    memset(out, 0, sizeof *out);
     if (w->raw) {
         am2z__qwait_parse(w);
         am2z__free(w->raw);
         w->raw = NULL;
     }
     snprintf(out->execution_id, sizeof out->execution_id, "%s", w->id);
-    out->started_at_ms = w->submitted_ms;
-    out->execution_us = (am2z_monotonic_ns() - w->started_ns) / 1000;
+    am2z__outcome_session(out, w->session);
+    out->started_at = w->submitted_ms;
+    out->duration_ms = (double)(am2z_monotonic_ns() - w->started_ns) / 1e6;
     out->attempts = w->attempts;
     out->attempt_errors = w->errs;
     out->attempt_error_count = w->nerrs;
@@ -3811,6 +3814,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     memset(w, 0, sizeof *w);
     if (!am2z__qnotify_init(&w->own)) { am2z__free(w); am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
     w->base.rt = q->rt;
+    w->base.id = w->id;
     w->q = q;
     w->refs = 1;
     w->nt = group ? group : &w->own;
@@ -4354,11 +4358,11 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
             if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
                 err = am2z_error_validation("state", st, "job data has no \"state\" object");
             else if (am2z_value_find(st, "metadata", 8))
-                input = am2z_value_retain(st);
+                input = am2z__state_in_session(am2z_value_retain(st), session);
             else
                 input = am2z_state_new(session, am2z_value_retain(st));
         } else {
-            input = am2z_state_parse(session, data, datan, NULL);
+            input = am2z__state_in_session(am2z_state_parse(session, data, datan, NULL), session);
         }
         if (!err && !input) err = am2z_error_resource("memory", 0, 0);
     }
@@ -4408,7 +4412,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
         run.ctx.meta.session_id = session;
         run.ctx.meta.attempt = attempt;
         run.ctx.meta.call_depth = depth;
-        run.ctx.meta.started_at_ms = now_ms;
+        run.ctx.meta.started_at = now_ms;
         run.ctx.deadline_ns = run.deadline_ns;
         am2z__qrun_add(q, &run);
         am2z__atomic_inc(&q->n_running);
@@ -4438,7 +4442,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
         } else if (res.error) {
             err = res.error;
         } else {
-            out_state = am2z_state_bump(res.state);
+            out_state = am2z__state_in_session(am2z_state_bump(res.state), session);
             if (!out_state) err = am2z_error_resource("memory", 0, 0);
         }
     }
@@ -4448,7 +4452,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     {
         int direct = reply_to && strcmp(reply_to, q->reply_key) == 0;
         const char *rkey = reply_to && !direct ? reply_to : "";
-        int64_t exec_ms = (am2z_monotonic_ns() - t0) / 1000000;
+        double exec_ms = (double)(am2z_monotonic_ns() - t0) / 1e6;
         if (!err) {
             am2z__qbatch one;
             am2z__qbatch *b = batch ? batch : &one;
@@ -4491,7 +4495,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
                 am2z__atomic_inc(&q->n_completed);
                 if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
                     ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "executionTime", am2z_value_int(exec_ms));
+                    ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
                     am2z_runtime_emit(q->rt, "processor:job:completed", ev);
                     am2z_value_release(ev);
                 }
@@ -5321,9 +5325,10 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
-    if (!am2z__atomic_load(&q->running)) { if (status) *status = AM2Z_STATUS_NOT_STARTED; return NULL; }
-    st = am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) { if (status) *status = st; return NULL; }
+    if (!am2z__atomic_load(&q->running))
+        return am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    if (st != AM2Z_STATUS_OK) return am2z__put_status(status, am2z__submit_fail(st, proc, session));
     if (!(r = am2z__qborrow(q, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
@@ -5335,8 +5340,8 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd_free(&a);
     if (st != AM2Z_STATUS_OK) {
         am2z__qwait_release(a.w);
-        if (status) *status = st;
-        return NULL;
+        return am2z__put_status(status, am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)",
+                                                   proc, am2z_status_string(st)));
     }
     if (session) am2z__qsession_used(q, session);
     if (status) *status = AM2Z_STATUS_OK;
@@ -5367,19 +5372,24 @@ static void am2z__qop_free_execution(am2z_execution *e) {
     am2z__qwait_release(w);
 }
 
+/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
+   session or runtime ends) and drops it then. */
+static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
+
 /* The outcome of an execution that could not be submitted. */
-static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const am2z_state *input,
-                                  am2z_status st) {
+static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
+                                  const am2z_state *input, am2z_status st) {
     am2z_error *e;
     memset(out, 0, sizeof *out);
     am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
-    out->started_at_ms = am2z_now_ms();
+    am2z__outcome_session(out, session ? session : "default");
+    out->started_at = am2z_now_ms();
     if (st == AM2Z_STATUS_NOT_FOUND) {
         e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
     } else if (st == AM2Z_STATUS_NOT_STARTED) {
         e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
     } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
-        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_NAME_MAX bytes of [A-Za-z0-9_.-]");
+        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
     } else if (st == AM2Z_STATUS_NO_MEMORY) {
         e = am2z_error_resource("memory", 0, 0);
     } else {
@@ -5394,7 +5404,8 @@ static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const 
     am2z_outcome out;
     am2z_status st = AM2Z_STATUS_OK;
     am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
-    if (!e) { am2z__qfailed_outcome(q, &out, proc, input, st); return out; }
+    memset(&out, 0, sizeof out);
+    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
     am2z__qop_wait(e, -1, &out);
     am2z__qwait_release((am2z__qwait *)e);
     return out;
@@ -5431,7 +5442,7 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
     for (i = 0; i < n; i++)
         if (sts[i] != AM2Z_STATUS_OK) {
             if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
-            am2z__qfailed_outcome(q, &outs[from + i], proc, inputs[from + i], sts[i]);
+            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
             if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
         }
 }
@@ -5460,7 +5471,7 @@ static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, co
     if (!adds || !sts) {
         am2z__free(adds);
         am2z__free(sts);
-        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, inputs[i], AM2Z_STATUS_NO_MEMORY);
+        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
         return AM2Z_STATUS_NO_MEMORY;
     }
     if (session) am2z__qsession_used(q, session);
@@ -5765,6 +5776,21 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
         v = am2z_value_set(v, "queues", am2z__qcounts(q, r, ns, keys, n));
     }
     am2z__free(ns);
+    {
+        /* each registered processor's global queue by its own name (literal keys: names
+           may contain '.'), for am2z_runtime_processor_stats */
+        const am2z_value *queues = am2z_value_find(v, "queues", 6);
+        am2z_value *procs = am2z_value_object();
+        for (i = 0; i < am2z_value_len(reg); i++) {
+            char name[2 * AM2Z_NAME_MAX + 8];
+            const char *pn = am2z_value_as_string(am2z_value_at(reg, i), NULL);
+            const am2z_value *c;
+            if (!am2z__qqname(q, pn, NULL, name, sizeof name)) continue;
+            c = am2z_value_find(queues, name, strlen(name));
+            if (c) procs = am2z_value_set_key(procs, pn, strlen(pn), am2z_value_retain(c));
+        }
+        v = am2z_value_set(v, "processors", procs);
+    }
     v = am2z_value_set(v, "queueNames", all);
     v = am2z_value_set(v, "sessions", sessions);
     {
@@ -6002,7 +6028,7 @@ static void am2z__qop_destroy(am2z_runtime *rt) {
 }
 
 static const am2z_runtime_ops am2z__qops = {
-    am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution,
+    am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution, am2z__qop_detach,
     am2z__qop_execute, am2z__qop_execute_many, am2z__qop_stop_session, am2z__qop_stats,
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
     am2z__qop_destroy};
@@ -6185,8 +6211,9 @@ static char *am2z__qenv(const char *given, const char *env) {
     return e && *e ? am2z__strdup(e) : NULL;
 }
 
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
     am2z_queue_desc d;
+    am2z_runtime_settings set;
     am2z__qrt *q;
     am2z_logger *lg;
     am2z_runtime *rt;
@@ -6198,22 +6225,20 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     const char *e;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
+    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
+        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
+                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
+    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
+        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
+                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL);
-    if (!lg) return NULL;
-    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix))) {
-        am2z_log_error(lg, "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] (bull prefix: no spaces)",
-                       AM2Z_NAME_MAX);
+    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
+    if (!q) {
         am2z_logger_release(lg);
-        return NULL;
+        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
     }
-    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS) {
-        am2z_log_error(lg, "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)", d.concurrency,
-                       AM2Z_QUEUE_MAX_WORKERS);
-        am2z_logger_release(lg);
-        return NULL;
-    }
-    q = (am2z__qrt *)am2z__malloc(sizeof *q);
-    if (!q) { am2z_logger_release(lg); return NULL; }
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
     q->logger = lg;
@@ -6282,24 +6307,33 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->pool) {
-        am2z_log_error(lg, "queue runtime: out of memory");
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (!(probe = am2z__qborrow(q, &st))) {
-        am2z_log_error(lg, "queue runtime: cannot connect to Redis: %s", am2z_status_string(st));
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
+                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
+                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
     } else {
         am2z_redis_pool_put(q->pool, probe);
-        rt = am2z_runtime_new(&am2z__qops, q, lg);
+        memset(&set, 0, sizeof set);
+        set.kind = "queue";
+        set.workers = q->nworkers;
+        set.default_timeout_ms = q->default_timeout_ms;
+        set.max_call_depth = q->max_depth;
+        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
         if (rt) {
             q->rt = rt;
             if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
-                am2z_log_error(lg, "queue runtime: cannot start its threads");
                 am2z_runtime_free(rt);
-                return NULL;
+                return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                           "queue runtime: cannot start its threads"));
             }
+            if (status) *status = AM2Z_STATUS_OK;
             return rt;
         }
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     }
     am2z__qfree(q);
-    return NULL;
+    return am2z__put_status(status, st);
 }
 
 #undef AM2Z__QMAGIC
