@@ -1120,8 +1120,9 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      executions wait, never fail), nested calls included. delay_ms postpones the first
      attempt of a top-level execution and each nested call.
    - Sessions: NULL means "default"; first use emits "session:created"; see
-     am2z_runtime_stop_session. An input whose metadata.sessionId names another session
-     runs with it rewritten, so states never carry a session they did not run in.
+     am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
+     another session runs with it rewritten, so an outcome's state always names the
+     session it ran in.
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
      (CancelledError "Runtime stopped"), joins the workers (a processor ignoring
      cancellation delays it until it returns) and ends every session ("session:cleanup").
@@ -7362,8 +7363,9 @@ static int am2z__lr_frame_cancelled(const am2z__lr_frame *f, int64_t now) {
 }
 
 /* One attempt of p on this thread: context, "processor:job:started", the processor,
-   the version bump of a successful state. Input and output carry the session the
-   attempt runs in as their metadata.sessionId. */
+   the version bump of a successful state. A top-level attempt's input and output carry
+   the session it runs in as their metadata.sessionId (nested calls pass states as they
+   are: a batch payload that is a state keeps its own). */
 static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, const am2z_state *input,
                                     const char *exec_id, int attempt, int depth, int64_t start_ns) {
     am2z__lr *lr = f->lr;
@@ -7372,7 +7374,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z__lr_shard *sh;
     am2z_ctx ctx;
     am2z_result r;
-    if (strcmp(am2z_state_session_id(input), sid) != 0) {
+    if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
         input = moved;
@@ -7404,7 +7406,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_value_release(moved);
     if (r.state) {
         r.state = am2z_state_bump(r.state);
-        if (r.state && strcmp(am2z_state_session_id(r.state), sid) != 0)
+        if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }

@@ -4358,7 +4358,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
             if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
                 err = am2z_error_validation("state", st, "job data has no \"state\" object");
             else if (am2z_value_find(st, "metadata", 8))
-                input = am2z__state_in_session(am2z_value_retain(st), session);
+                input = depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), session);
             else
                 input = am2z_state_new(session, am2z_value_retain(st));
         } else {
@@ -4442,7 +4442,8 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
         } else if (res.error) {
             err = res.error;
         } else {
-            out_state = am2z__state_in_session(am2z_state_bump(res.state), session);
+            out_state = am2z_state_bump(res.state);
+            if (depth == 0) out_state = am2z__state_in_session(out_state, session);
             if (!out_state) err = am2z_error_resource("memory", 0, 0);
         }
     }
