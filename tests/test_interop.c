@@ -284,7 +284,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
     tp_proc p;
     am2z_value *seen;
     am2z_state *in;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     NEED_PEER();
     /* This process only calls: the processor's code lives in Node. */
     rt = new_runtime(AM2Z_QUEUE_NO_WORKERS);

@@ -194,7 +194,7 @@ static void test_execute_and_layout(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(41);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     char qn[128], key[256];
     am2z_reply rep;
@@ -259,7 +259,7 @@ static void test_submit_wait_many(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_state *ins[300];
     am2z_outcome outs[300];
     size_t i;
@@ -299,7 +299,7 @@ static void test_two_instances(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *work = rt_new(2, lg);
     am2z_state *in = st_count(5);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_value *stats;
     CHECK(prod && work);
     if (!prod || !work) { am2z_runtime_free(prod); am2z_runtime_free(work); am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -329,7 +329,7 @@ static void test_nested_depth(void) {
     am2z_queue_desc d = qdesc(2);
     am2z_runtime *rt;
     am2z_state *in;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     d.logger = lg;
     d.max_call_depth = 4;
     rt = am2z_queue_runtime_new(&d);
@@ -357,7 +357,7 @@ static void test_retries(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     size_t i;
     CHECK(rt != NULL);
@@ -410,7 +410,7 @@ static void test_retries_exhausted(void) {
     am2z_runtime *rt = rt_new(1, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     char key[200];
     am2z_reply rep;
@@ -453,7 +453,7 @@ static void test_timeout_cancel(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -494,7 +494,7 @@ static void test_composites(int concurrency) {
     am2z_chain_desc cd;
     am2z_parallel_desc pdsc;
     am2z_state *in = st_count(5);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
@@ -565,7 +565,7 @@ static void test_sessions(void) {
     am2z_processor *inc = plain("inc", p_inc), *dbl = plain("double", p_double), *steps[2], *chain;
     am2z_chain_desc cd;
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     am2z_value *v;
     long clients0, keys0;
@@ -635,7 +635,7 @@ static void test_stop_session_cancels(void) {
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e1, *e2;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     int before = __atomic_load_n(&saw_cancel, __ATOMIC_SEQ_CST);
     CHECK(rt && r);
@@ -795,7 +795,7 @@ static void test_foreign_finish(void) {
     am2z_redis *r = conn();
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_reply rep;
     const char *id;
     memset(&rep, 0, sizeof rep);
@@ -866,7 +866,7 @@ static void test_rate_limit(void) {
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e[3];
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     int i;
     CHECK(rt && r);
@@ -905,7 +905,7 @@ static void test_stop_puts_jobs_back(void) {
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *a = rt_new(1, lg), *b;
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     CHECK(prod && a);
     if (!prod || !a) { am2z_runtime_free(prod); am2z_runtime_free(a); am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(prod, plain("nap", p_nap));
@@ -978,7 +978,7 @@ static void test_restart(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
@@ -1041,7 +1041,7 @@ static void test_stop_idle_session(void) {
     am2z_redis *r = conn();
     am2z_state *in = st_count(1);
     am2z_reply rep;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int i;
     d.stalled_interval_ms = 60000; /* no background scan script during the count */
     d.logger = lg;
@@ -1078,7 +1078,7 @@ static void test_stop_without_redis(void) {
     am2z_queue_desc d = qdesc(4);
     am2z_runtime *rt;
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     if (t_redis_start(&gone, NULL) != 0) { CHECK(!"second redis-server"); am2z_value_release(in); am2z_logger_release(lg); return; }
     d.redis.port = gone.port;
