@@ -1233,7 +1233,250 @@ static void test_events(void) {
     am2z_runtime_free(rt);
 }
 
+/* ---- API 1.0: handing over, status, outcomes, handles, queries ---- */
+
+/* register takes NULL (a constructor that failed) and keeps its detail; register_many
+   consumes every processor, also those after a failure (LeakSanitizer checks). */
+static void test_register_consumes_null(void) {
+    am2z_runtime *rt = rt_new(1);
+    am2z_processor_desc none;
+    am2z_processor *many[3];
+    am2z_status st;
+    memset(&none, 0, sizeof none);
+    none.name = "b";
+    st = am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){.name = "ab", .count = 2,
+        .steps = (am2z_processor *[]){proc("a", p_inc), am2z_processor_new(&none, NULL)}}, NULL));
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "register: the processor is NULL (chain 'ab': step 2 is NULL (processor 'b': no fn))");
+    CHECK(!am2z_runtime_is_registered(rt, "a"));
+    many[0] = proc("m1", p_inc), many[1] = proc("m1", p_ident), many[2] = proc("m3", p_inc);
+    CHECK_INT(am2z_runtime_register_many(rt, many, 3), AM2Z_STATUS_EXISTS);
+    CHECK(am2z_runtime_is_registered(rt, "m1"));
+    CHECK(!am2z_runtime_is_registered(rt, "m3")); /* stops at the first failure */
+    am2z_runtime_free(rt);
+}
+
+static void test_submit_status(void) {
+    am2z_runtime *rt = rt_new(1);
+    am2z_state *in = st("{}");
+    am2z_status s = AM2Z_STATUS_OK;
+    char sid[AM2Z_SESSION_ID_MAX + 2];
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    reg(rt, proc("inc", p_inc));
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "submit 'nope': processor not registered");
+    CHECK(am2z_runtime_submit(rt, "inc", NULL, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "submit 'inc': no input state");
+    /* session ids: 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-], as on the queue runtime */
+    memset(sid, 's', sizeof sid);
+    sid[AM2Z_SESSION_ID_MAX] = '\0';
+    e = am2z_runtime_submit(rt, "inc", in, sid, &s);
+    CHECK(e != NULL);
+    CHECK_INT(s, AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.session_id, sid); /* the longest id fits the outcome */
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    sid[AM2Z_SESSION_ID_MAX] = 's';
+    sid[AM2Z_SESSION_ID_MAX + 1] = '\0';
+    CHECK(am2z_runtime_submit(rt, "inc", in, sid, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(am2z_runtime_submit(rt, "inc", in, "a b", &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "session id") != NULL);
+    out = am2z_runtime_execute_in_session(rt, "inc", in, "a b");
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_VALIDATION);
+    am2z_outcome_clear(&out);
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_submit(rt, "inc", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_STARTED);
+    CHECK(strncmp(am2z_status_detail(), "submit 'inc': the runtime is stopped", 36) == 0);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* The outcome and the handle name the execution and the session, and the output state
+   carries the session it ran in, whatever the input said. */
+static void test_outcome_names_execution_and_session(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = am2z_state_parse("elsewhere", "{\"ms\":30}", 0, NULL);
+    const am2z_state *ins[2];
+    am2z_outcome out = {0}, outs[2] = {{0}};
+    am2z_execution *e;
+    char id[AM2Z_EXECUTION_ID_SIZE];
+    reg(rt, proc("slow", p_slow_poll));
+    e = am2z_runtime_submit(rt, "slow", in, "tenant-7", NULL);
+    CHECK(e != NULL);
+    if (!e) return;
+    snprintf(id, sizeof id, "%s", am2z_execution_id(e)); /* readable before it finishes */
+    CHECK(strncmp(id, "slow-", 5) == 0);
+    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_STATUS_TIMEOUT);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.execution_id, id);
+    CHECK_STR(out.session_id, "tenant-7");
+    CHECK_STR(am2z_state_session_id(out.state), "tenant-7");
+    CHECK(out.duration_ms >= 25 && out.duration_ms < 5000);
+    CHECK(out.started_at > 1700000000000LL);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    out = am2z_runtime_execute(rt, "slow", in);
+    CHECK_STR(out.session_id, "default");
+    CHECK_STR(am2z_state_session_id(out.state), "default");
+    am2z_outcome_clear(&out);
+    out = am2z_runtime_execute(rt, "missing", in); /* never ran: still says where */
+    CHECK_STR(out.session_id, "default");
+    CHECK(strncmp(out.execution_id, "missing-", 8) == 0);
+    am2z_outcome_clear(&out);
+    ins[0] = ins[1] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "slow", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_STR(outs[1].session_id, "bulk");
+    CHECK_STR(am2z_state_session_id(outs[1].state), "bulk");
+    CHECK(strcmp(outs[0].execution_id, outs[1].execution_id) != 0);
+    am2z_outcome_clear(&outs[0]);
+    am2z_outcome_clear(&outs[1]);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* Functions that fill an outcome clear what it held: reuse without clear does not leak
+   (LeakSanitizer checks). */
+static void test_outcome_reuse(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{\"n\":1}");
+    const am2z_state *ins[1];
+    am2z_outcome out = {0}, outs[1] = {{0}};
+    am2z_execution *e;
+    am2z_result r;
+    reg(rt, proc("inc", p_inc));
+    reg(rt, retrying("biz", p_business_fail, 2, AM2Z_BACKOFF_FIXED, 1));
+    e = am2z_runtime_submit(rt, "biz", in, NULL, NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK(out.error != NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK); /* no clear in between */
+    CHECK(out.error != NULL);
+    am2z_execution_free(e);
+    ins[0] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 1, NULL, outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 1, NULL, outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_value_get_int(outs[0].state, "n", 0), 2);
+    am2z_outcome_clear(&outs[0]);
+    /* outcome_to_result moves the error (or the state) and clears the outcome */
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.error && !r.state && r.error->kind == AM2Z_ERROR_BUSINESS);
+    CHECK(out.error == NULL && out.state == NULL && out.attempt_errors == NULL && out.execution_id[0] == '\0');
+    am2z_result_clear(&r);
+    out = am2z_runtime_execute(rt, "inc", in);
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.state && !r.error && am2z_value_get_int(r.state, "n", 0) == 2);
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+static int detached_done, detached_cancelled;
+
+static am2z_result p_finisher(am2z_ctx *ctx, const am2z_state *in) {
+    if (poll_sleep(ctx, 60)) __atomic_store_n(&detached_cancelled, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&detached_done, 1, __ATOMIC_SEQ_CST);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+/* detach lets the execution run to completion; free cancels it. */
+static void test_detach_and_free(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{}");
+    am2z_execution *e;
+    am2z_value *ps;
+    reg(rt, proc("fin", p_finisher));
+    detached_done = detached_cancelled = 0;
+    e = am2z_runtime_submit(rt, "fin", in, NULL, NULL);
+    CHECK(e != NULL);
+    am2z_execution_detach(e);
+    CHECK(wait_flag(&detached_done));
+    CHECK_INT(detached_cancelled, 0);
+    msleep(20); /* the stats count it just after the outcome */
+    ps = am2z_runtime_processor_stats(rt, "fin");
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    am2z_value_release(ps);
+    detached_done = detached_cancelled = 0;
+    e = am2z_runtime_submit(rt, "fin", in, NULL, NULL);
+    CHECK(e != NULL);
+    msleep(10);
+    am2z_execution_free(e);
+    CHECK(wait_flag(&detached_done));
+    CHECK_INT(detached_cancelled, 1);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* Stats of a processor whose name has dots: no dot path needed. */
+static void test_processor_stats_dotted_name(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{}");
+    am2z_outcome out = {0};
+    am2z_value *ps;
+    reg(rt, proc("img.resize", p_ident));
+    out = am2z_runtime_execute(rt, "img.resize", in);
+    am2z_outcome_clear(&out);
+    msleep(5);
+    ps = am2z_runtime_processor_stats(rt, "img.resize");
+    CHECK(ps != NULL);
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    CHECK(am2z_value_type(am2z_value_find(ps, "p50Ms", 5)) == AM2Z_TYPE_DOUBLE);
+    CHECK(am2z_value_get_double(ps, "p50Ms", -1) > 0 && am2z_value_get_double(ps, "p50Ms", -1) < 1000);
+    am2z_value_release(ps);
+    CHECK(am2z_runtime_processor_stats(rt, "img") == NULL);
+    CHECK(am2z_runtime_processor_stats(rt, NULL) == NULL);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+static void test_runtime_queries(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_runtime_settings c = am2z_runtime_config(rt);
+    am2z_state *in = st("{}");
+    am2z_execution *a, *b;
+    am2z_outcome out = {0};
+    am2z_value *active;
+    CHECK_STR(c.kind, "local");
+    CHECK_INT(c.workers, 2);
+    CHECK_INT(c.default_timeout_ms, 60000);
+    CHECK_INT(c.max_call_depth, AM2Z_MAX_CALL_DEPTH);
+    CHECK_INT(c.queue_capacity, 65536);
+    c = am2z_runtime_config(NULL);
+    CHECK(c.kind == NULL && c.workers == 0);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK(!am2z_runtime_is_started(NULL));
+    /* stop_all_sessions: every session's executions end, the runtime keeps running */
+    reg(rt, proc("watch", p_sleep_watch));
+    a = am2z_runtime_submit(rt, "watch", in, "s1", NULL);
+    b = am2z_runtime_submit(rt, "watch", in, "s2", NULL);
+    CHECK(a && b);
+    CHECK_INT(am2z_runtime_stop_all_sessions(rt, 0), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(a, 2000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+    CHECK_INT(am2z_execution_wait(b, 2000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(a);
+    am2z_execution_free(b);
+    active = am2z_runtime_active_sessions(rt);
+    CHECK_INT(am2z_value_len(active), 0);
+    am2z_value_release(active);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(!am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_is_started(rt));
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 int main(void) {
+
     T_RUN(test_register_basics);
     T_RUN(test_register_children_and_many);
     T_RUN(test_register_cycle);
@@ -1264,5 +1507,12 @@ int main(void) {
     T_RUN(test_restart);
     T_RUN(test_stop_cancels_running);
     T_RUN(test_events);
+    T_RUN(test_register_consumes_null);
+    T_RUN(test_submit_status);
+    T_RUN(test_outcome_names_execution_and_session);
+    T_RUN(test_outcome_reuse);
+    T_RUN(test_detach_and_free);
+    T_RUN(test_processor_stats_dotted_name);
+    T_RUN(test_runtime_queries);
     return t_done();
 }
