@@ -3704,8 +3704,10 @@ static void am2z__qwait_parse(am2z__qwait *w) {
     am2z_value_release(v);
 }
 
-/* Moves w's result into out (empty; w keeps nothing). */
+/* Moves w's result into out (overwritten: callers pass an empty or scratch one; w keeps
+   nothing). */
 static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
+    memset(out, 0, sizeof *out);
     if (w->raw) {
         am2z__qwait_parse(w);
         am2z__free(w->raw);

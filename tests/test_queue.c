@@ -35,7 +35,7 @@ static am2z_queue_desc qdesc(int concurrency) {
 static am2z_runtime *rt_new(int concurrency, am2z_logger *lg) {
     am2z_queue_desc d = qdesc(concurrency);
     d.logger = lg;
-    return am2z_queue_runtime_new(&d);
+    return am2z_queue_runtime_new(&d, NULL);
 }
 
 static am2z_redis *conn(void) {
@@ -163,11 +163,11 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = fn;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
+/* Registers p, which register consumes. */
 static void reg(am2z_runtime *rt, am2z_processor *p) {
     CHECK_INT(am2z_runtime_register(rt, p), AM2Z_STATUS_OK);
-    am2z_processor_release(p);
 }
 
 /* -- tests -- */
@@ -175,18 +175,24 @@ static void reg(am2z_runtime *rt, am2z_processor *p) {
 static void test_desc_limits(void) {
     am2z_queue_desc d = qdesc(AM2Z_QUEUE_MAX_WORKERS + 1);
     am2z_logger *lg = quiet();
+    am2z_status st = AM2Z_STATUS_OK;
     d.logger = lg;
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "above AM2Z_QUEUE_MAX_WORKERS") != NULL);
     d = qdesc(1);
     d.logger = lg;
     d.prefix = "bad:prefix";
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
     d = qdesc(1);
     d.logger = lg;
     d.redis.port = 1; /* nothing listens there */
     d.redis.connect_timeout_ms = 200;
     d.redis.reconnect_attempts = 1;
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK(st != AM2Z_STATUS_OK);
+    CHECK(strstr(am2z_status_detail(), "cannot connect to Redis") != NULL); /* not only in the log */
     am2z_logger_release(lg);
 }
 
@@ -261,26 +267,26 @@ static void test_submit_wait_many(void) {
     am2z_execution *e;
     am2z_outcome out = {0};
     am2z_state *ins[300];
-    am2z_outcome outs[300];
+    am2z_outcome outs[300] = {{0}};
     size_t i;
     int ok = 1;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
     reg(rt, plain("slow", p_slow));
-    e = am2z_runtime_submit(rt, "slow", in, NULL);
+    e = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
     CHECK(e != NULL);
     CHECK_INT(am2z_execution_wait(e, 10, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL && out.attempts == 1);
-    CHECK(out.execution_us >= 100000);
+    CHECK(out.duration_ms >= 100);
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_INVALID_ARGUMENT); /* taken already */
     am2z_execution_free(e);
     /* freeing an unfinished execution is fine */
-    e = am2z_runtime_submit(rt, "slow", in, NULL);
+    e = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
     am2z_execution_free(e);
-    CHECK(am2z_runtime_submit(rt, "nope", in, NULL) == NULL);
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, NULL) == NULL);
     for (i = 0; i < 300; i++) ins[i] = st_count((int64_t)i);
     CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_STATUS_OK);
     for (i = 0; i < 300; i++) {
@@ -332,7 +338,7 @@ static void test_nested_depth(void) {
     am2z_outcome out = {0};
     d.logger = lg;
     d.max_call_depth = 4;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
     reg(rt, plain("rec", p_rec));
@@ -367,14 +373,14 @@ static void test_retries(void) {
     pd.fn = p_flaky;
     pd.retry.max_attempts = 3;
     pd.retry.delay_ms = 20;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     pd.name = "fails";
     pd.fn = p_always_fail;
     pd.retry.should_retry = NULL;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     pd.name = "invalid";
     pd.fn = p_invalid;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "flaky", in);
     CHECK(out.error == NULL);
@@ -423,7 +429,7 @@ static void test_retries_exhausted(void) {
     pd.retry.max_attempts = 3;
     pd.retry.delay_ms = 5;
     pd.retry.should_retry = retry_all;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     out = am2z_runtime_execute(rt, "fails3", in);
     CHECK(out.error && strstr(out.error->message, "attempt 3 failed") != NULL);
     CHECK_INT(out.attempts, 3);
@@ -461,7 +467,7 @@ static void test_timeout_cancel(void) {
     pd.name = "waitcancel";
     pd.fn = p_wait_cancel;
     pd.timeout_ms = 200;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "waitcancel", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_TIMEOUT);
@@ -473,7 +479,7 @@ static void test_timeout_cancel(void) {
     pd.name = "callwaiter";
     pd.fn = p_call_waiter;
     pd.timeout_ms = 300;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "callwaiter", in);
     CHECK(out.error != NULL);
@@ -498,23 +504,24 @@ static void test_composites(int concurrency) {
     am2z_redis *r = conn();
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
-    steps[0] = inc; steps[1] = dbl; steps[2] = add;
+    /* constructors consume: inc is used three times, dbl twice */
+    steps[0] = am2z_processor_retain(inc); steps[1] = am2z_processor_retain(dbl); steps[2] = add;
     memset(&cd, 0, sizeof cd);
     cd.name = "chain3";
     cd.steps = steps;
     cd.count = 3;
-    chain = am2z_chain_new(&cd);
-    branches[0] = chain; branches[1] = inc; branches[2] = dbl;
+    chain = am2z_chain_new(&cd, NULL);
+    branches[0] = chain; branches[1] = am2z_processor_retain(inc); branches[2] = dbl;
     memset(&pdsc, 0, sizeof pdsc);
     pdsc.name = "par3";
     pdsc.branches = branches;
     pdsc.count = 3;
-    par = am2z_parallel_new(&pdsc);
+    par = am2z_parallel_new(&pdsc, NULL);
     steps[0] = par; steps[1] = inc;
     cd.name = "outer";
     cd.steps = steps;
     cd.count = 2;
-    outer = am2z_chain_new(&cd);
+    outer = am2z_chain_new(&cd, NULL);
     CHECK(chain && par && outer);
     CHECK_INT(am2z_runtime_register(rt, outer), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "chain3", in);
@@ -527,8 +534,6 @@ static void test_composites(int concurrency) {
     CHECK(out.error == NULL);
     CHECK(out.state != NULL);
     am2z_outcome_clear(&out);
-    am2z_processor_release(inc); am2z_processor_release(dbl); am2z_processor_release(add);
-    am2z_processor_release(chain); am2z_processor_release(par); am2z_processor_release(outer);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -578,7 +583,7 @@ static void test_sessions(void) {
     cd.name = "incdbl";
     cd.steps = steps;
     cd.count = 2;
-    chain = am2z_chain_new(&cd);
+    chain = am2z_chain_new(&cd, NULL);
     CHECK_INT(am2z_runtime_register(rt, chain), AM2Z_STATUS_OK);
     out = am2z_runtime_execute_in_session(rt, "incdbl", in, "tenant-7");
     CHECK(out.error == NULL);
@@ -620,9 +625,6 @@ static void test_sessions(void) {
     CHECK_INT(scan_count(r, "*cyc-*"), 0);
     CHECK(client_count(r) <= clients0);
     CHECK(scan_count(r, "*") <= keys0);
-    am2z_processor_release(inc);
-    am2z_processor_release(dbl);
-    am2z_processor_release(chain);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -643,9 +645,9 @@ static void test_stop_session_cancels(void) {
     memset(&pd, 0, sizeof pd);
     pd.name = "waitcancel";
     pd.fn = p_wait_cancel;
-    reg(rt, am2z_processor_new(&pd));
-    e1 = am2z_runtime_submit(rt, "waitcancel", in, "sx");
-    e2 = am2z_runtime_submit(rt, "waitcancel", in, "sx"); /* queued behind e1 (one worker) */
+    reg(rt, am2z_processor_new(&pd, NULL));
+    e1 = am2z_runtime_submit(rt, "waitcancel", in, "sx", NULL);
+    e2 = am2z_runtime_submit(rt, "waitcancel", in, "sx", NULL); /* queued behind e1 (one worker) */
     CHECK(e1 && e2);
     t_redis_sleep_ms(100);
     CHECK_INT(am2z_runtime_stop_session(rt, "sx", 2000), AM2Z_STATUS_OK);
@@ -802,7 +804,7 @@ static void test_foreign_finish(void) {
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
-    e = am2z_runtime_submit(rt, "inc", in, NULL);
+    e = am2z_runtime_submit(rt, "inc", in, NULL, NULL);
     CHECK(e != NULL);
     am2z_redis_command(r, &rep, "RPOP bull:am2z~inc:wait");
     id = am2z_reply_str(&rep);
@@ -875,8 +877,8 @@ static void test_rate_limit(void) {
     pd.name = "limited";
     pd.fn = p_inc;
     pd.queue.rate_limit_per_minute = 2;
-    reg(rt, am2z_processor_new(&pd));
-    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL);
+    reg(rt, am2z_processor_new(&pd, NULL));
+    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL, NULL);
     for (i = 0; i < 2; i++) {
         CHECK_INT(am2z_execution_wait(e[i], 2000, &out), AM2Z_STATUS_OK);
         CHECK(out.error == NULL);
@@ -910,7 +912,7 @@ static void test_stop_puts_jobs_back(void) {
     if (!prod || !a) { am2z_runtime_free(prod); am2z_runtime_free(a); am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(prod, plain("nap", p_nap));
     reg(a, plain("nap", p_nap));
-    e = am2z_runtime_submit(prod, "nap", in, NULL);
+    e = am2z_runtime_submit(prod, "nap", in, NULL, NULL);
     CHECK(e != NULL);
     t_redis_sleep_ms(80); /* a is inside the job now */
     am2z_runtime_free(a);
@@ -946,7 +948,7 @@ static void test_batching(void) {
     am2z_runtime *rt = rt_new(1, lg);
     am2z_redis *r = conn();
     am2z_state *ins[400];
-    am2z_outcome outs[400];
+    am2z_outcome outs[400] = {{0}};
     am2z_reply rep;
     long long calls;
     size_t i;
@@ -1003,7 +1005,7 @@ static void test_retention(void) {
     am2z_runtime *rt;
     am2z_redis *r = conn();
     am2z_state *ins[300];
-    am2z_outcome outs[300];
+    am2z_outcome outs[300] = {{0}};
     size_t i;
     int pass, ok = 1;
     CHECK(r != NULL);
@@ -1011,7 +1013,7 @@ static void test_retention(void) {
     for (pass = 0; pass < 2 && r; pass++) {
         d.logger = lg;
         d.keep_completed = pass == 0 ? 10 : AM2Z_QUEUE_KEEP_NONE;
-        rt = am2z_queue_runtime_new(&d);
+        rt = am2z_queue_runtime_new(&d, NULL);
         CHECK(rt != NULL);
         if (!rt) break;
         reg(rt, plain("inc", p_inc));
@@ -1045,7 +1047,7 @@ static void test_stop_idle_session(void) {
     int i;
     d.stalled_interval_ms = 60000; /* no background scan script during the count */
     d.logger = lg;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     memset(&rep, 0, sizeof rep);
     CHECK(rt && r);
     if (rt && r) {
@@ -1083,7 +1085,7 @@ static void test_stop_without_redis(void) {
     if (t_redis_start(&gone, NULL) != 0) { CHECK(!"second redis-server"); am2z_value_release(in); am2z_logger_release(lg); return; }
     d.redis.port = gone.port;
     d.logger = lg;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     CHECK(rt != NULL);
     if (rt) {
         reg(rt, plain("inc", p_inc));
