@@ -1105,6 +1105,184 @@ static void test_stop_without_redis(void) {
     am2z_logger_release(lg);
 }
 
+/* -- API 1.0: the runtime interface as on the local runtime -- */
+
+static int marked, marked_cancelled;
+static am2z_result p_mark(am2z_ctx *ctx, const am2z_state *in) {
+    int64_t t0 = am2z_now_ms();
+    while (!am2z_ctx_cancelled(ctx) && am2z_now_ms() - t0 < 150) t_redis_sleep_ms(2);
+    if (am2z_ctx_cancelled(ctx)) __atomic_store_n(&marked_cancelled, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&marked, 1, __ATOMIC_SEQ_CST);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static int wait_set(int *flag, int ms) {
+    int i;
+    for (i = 0; i < ms && !__atomic_load_n(flag, __ATOMIC_SEQ_CST); i++) t_redis_sleep_ms(1);
+    return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+}
+
+/* submit's status and detail, the handle's id, the outcome's execution and session,
+   and metadata.sessionId of the output. */
+static void test_api_submit_and_outcome(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_processor_desc none;
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    am2z_status s = AM2Z_STATUS_OK;
+    char id[AM2Z_EXECUTION_ID_SIZE];
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    memset(&none, 0, sizeof none);
+    none.name = "broken";
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&none, NULL)), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "register: the processor is NULL (processor 'broken': no fn)");
+    reg(rt, plain("inc", p_inc));
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "submit 'nope': processor not registered");
+    CHECK(am2z_runtime_submit(rt, "inc", in, "a b", &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    e = am2z_runtime_submit(rt, "inc", in, "tenant-9", &s);
+    CHECK(e != NULL);
+    CHECK_INT(s, AM2Z_STATUS_OK);
+    if (e) {
+        snprintf(id, sizeof id, "%s", am2z_execution_id(e));
+        CHECK(strncmp(id, "inc-", 4) == 0);
+        CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+        CHECK(out.error == NULL);
+        CHECK_STR(out.execution_id, id);
+        CHECK_STR(out.session_id, "tenant-9");
+        CHECK_STR(am2z_state_session_id(out.state), "tenant-9"); /* the input said "t" */
+        CHECK(out.duration_ms > 0 && out.started_at > 1700000000000LL);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e);
+    }
+    out = am2z_runtime_execute(rt, "inc", in);
+    CHECK_STR(out.session_id, "default");
+    CHECK_STR(am2z_state_session_id(out.state), "default");
+    am2z_outcome_clear(&out);
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_submit(rt, "inc", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_STARTED);
+    CHECK(strncmp(am2z_status_detail(), "submit 'inc': the runtime is stopped", 36) == 0);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+static void test_api_detach_and_free(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_execution *e;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("mark", p_mark));
+    marked = marked_cancelled = 0;
+    e = am2z_runtime_submit(rt, "mark", in, NULL, NULL);
+    CHECK(e != NULL);
+    am2z_execution_detach(e);
+    CHECK(wait_set(&marked, 3000));
+    CHECK_INT(marked_cancelled, 0); /* ran to completion */
+    marked = marked_cancelled = 0;
+    e = am2z_runtime_submit(rt, "mark", in, NULL, NULL);
+    CHECK(e != NULL);
+    t_redis_sleep_ms(40);
+    am2z_execution_free(e);
+    CHECK(wait_set(&marked, 3000));
+    CHECK_INT(marked_cancelled, 1); /* free cancels */
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* Reusing outcomes without clearing them does not leak (LeakSanitizer checks). */
+static void test_api_outcome_reuse(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    const am2z_state *ins[2];
+    am2z_outcome out = {0}, outs[2] = {{0}};
+    am2z_execution *e;
+    am2z_result r;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("inc", p_inc));
+    ins[0] = ins[1] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_STR(outs[1].session_id, "bulk");
+    CHECK_INT(am2z_value_get_int(outs[1].state, "count", 0), 2);
+    am2z_outcome_clear(&outs[0]);
+    am2z_outcome_clear(&outs[1]);
+    out = am2z_runtime_execute(rt, "inc", in);
+    e = am2z_runtime_submit(rt, "inc", in, NULL, NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK); /* out held the first */
+    am2z_execution_free(e);
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.state && !r.error && am2z_value_get_int(r.state, "count", 0) == 2);
+    CHECK(out.state == NULL && out.execution_id[0] == '\0');
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* is_started, the resolved configuration, per-processor stats by a dotted name,
+   stop_all_sessions. */
+static void test_api_queries(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_runtime_settings c;
+    am2z_outcome out = {0};
+    am2z_execution *a, *b;
+    am2z_value *ps;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    c = am2z_runtime_config(rt);
+    CHECK_STR(c.kind, "queue");
+    CHECK_INT(c.workers, 2);
+    CHECK_INT(c.default_timeout_ms, 60000);
+    CHECK_INT(c.max_call_depth, AM2Z_MAX_CALL_DEPTH);
+    CHECK(am2z_runtime_is_started(rt));
+    reg(rt, plain("img.resize", p_inc));
+    out = am2z_runtime_execute(rt, "img.resize", in);
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    ps = am2z_runtime_processor_stats(rt, "img.resize");
+    CHECK(ps != NULL);
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    am2z_value_release(ps);
+    CHECK(am2z_runtime_processor_stats(rt, "img") == NULL);
+    reg(rt, plain("waitcancel", p_wait_cancel));
+    a = am2z_runtime_submit(rt, "waitcancel", in, "sa", NULL);
+    b = am2z_runtime_submit(rt, "waitcancel", in, "sb", NULL);
+    CHECK(a && b);
+    t_redis_sleep_ms(100);
+    CHECK_INT(am2z_runtime_stop_all_sessions(rt, 0), AM2Z_STATUS_OK);
+    if (a) {
+        CHECK_INT(am2z_execution_wait(a, 3000, &out), AM2Z_STATUS_OK);
+        CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+        am2z_execution_free(a);
+    }
+    if (b) {
+        CHECK_INT(am2z_execution_wait(b, 3000, &out), AM2Z_STATUS_OK);
+        CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+        am2z_execution_free(b);
+    }
+    am2z_outcome_clear(&out);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(!am2z_runtime_is_started(rt));
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
 #define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
 
 static void start_server(void) {
@@ -1138,6 +1316,10 @@ int main(void) {
     RUN(test_stop_puts_jobs_back);
     RUN(test_restart);
     RUN(test_stop_without_redis);
+    RUN(test_api_submit_and_outcome);
+    RUN(test_api_detach_and_free);
+    RUN(test_api_outcome_reuse);
+    RUN(test_api_queries);
     t_redis_stop(&server);
     return t_done();
 }
