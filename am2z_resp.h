@@ -5521,7 +5521,7 @@ static am2z_value *am2z__qcounts(am2z__qrt *q, am2z_redis *r, char *const *names
             }
             c = am2z_value_set(c, what[k], am2z_value_int(v));
         }
-        out = am2z_value_set(out, keys[i], c);
+        out = am2z_value_set_key(out, keys[i], strlen(keys[i]), c); /* literal: queue names may hold '.' */
     }
     while (sent--) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
     return out;
