@@ -4562,21 +4562,21 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     am2z_processor *const *deps = desc ? desc->dependencies : NULL;
     size_t ndeps = deps ? desc->dependency_count : 0, bad;
     const char *why;
-    if (!desc) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor: NULL desc"));
     bad = am2z__proc_first_null(deps, ndeps);
     if (bad < ndeps) {
         am2z__proc_null_child("processor", desc->name, "dependency", bad + 1);
         am2z__proc_release_all(deps, ndeps);
-        return am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+        return (am2z_processor *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
     }
     if ((why = am2z__processor_invalid(desc)) != NULL) {
         am2z__proc_release_all(deps, ndeps);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor '%s': %s",
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor '%s': %s",
                                                    desc->name ? desc->name : "(null)", why));
     }
     p = am2z__processor_alloc(AM2Z__KIND_PLAIN, desc->name, desc->description, deps, ndeps);
     if (!p)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "processor '%s': out of memory",
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "processor '%s': out of memory",
                                                    desc->name));
     if (status) *status = AM2Z_STATUS_OK;
     p->desc.fn = desc->fn;
@@ -4878,7 +4878,7 @@ static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char
     else
         am2z__proc_release_all(children, count);
     am2z__free(generated);
-    if (!p) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "'%s': out of memory", name));
+    if (!p) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "'%s': out of memory", name));
     p->desc.timeout_ms = timeout_ms;
     p->desc.fn = am2z__composite_fn;
     if (status) *status = AM2Z_STATUS_OK;
@@ -4899,9 +4899,9 @@ static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, 
 
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status) {
     am2z_status st;
-    if (!desc) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
     st = am2z__composite_check("chain", desc->name, "step", desc->steps, desc->count, desc->timeout_ms);
-    if (st != AM2Z_STATUS_OK) return am2z__put_status(status, st);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     return am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
                                desc->description ? NULL
                                                  : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
@@ -4945,9 +4945,9 @@ static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const
 AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc, am2z_status *status) {
     am2z_processor *p;
     am2z_status st;
-    if (!desc) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "parallel: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "parallel: NULL desc"));
     st = am2z__composite_check("parallel", desc->name, "branch", desc->branches, desc->count, desc->timeout_ms);
-    if (st != AM2Z_STATUS_OK) return am2z__put_status(status, st);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     p = am2z__composite_new(AM2Z__KIND_PARALLEL, desc->name, desc->description,
                             desc->description ? NULL
                                               : am2z__proc_describe("Parallel execution: ", desc->branches,
@@ -5204,10 +5204,10 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     const char *why;
     size_t i, n;
     am2z_status st;
-    if (!desc) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
     if (desc->count && !desc->routes) {
         am2z_processor_release(desc->fallback);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "router '%s': count without routes", desc->name ? desc->name : "(null)"));
     }
     /* the targets in route order, then the fallback: the children it takes over */
@@ -5216,7 +5216,7 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     if (!targets) {
         for (i = 0; i < desc->count; i++) am2z_processor_release(desc->routes[i].target);
         am2z_processor_release(desc->fallback);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
     }
     for (i = 0; i < desc->count; i++) targets[i] = desc->routes[i].target;
     if (desc->fallback) targets[desc->count] = desc->fallback;
@@ -5227,7 +5227,7 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     }
     if (st != AM2Z_STATUS_OK) {
         am2z__free(targets);
-        return am2z__put_status(status, st);
+        return (am2z_processor *)am2z__put_status(status, st);
     }
     memset(&b, 0, sizeof b);
     if (!desc->description) {
@@ -5258,7 +5258,7 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
         }
         if (p->route_count < desc->count) {
             am2z_processor_release(p);
-            return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
+            return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
         }
     }
     return p;
@@ -5306,14 +5306,14 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
     const char *results_path, *why;
     char num[32];
     am2z_status st;
-    if (!desc) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch: NULL desc"));
     target = desc->target;
     st = am2z__composite_check("batch", desc->name, "target", &target, 1, desc->timeout_ms);
-    if (st != AM2Z_STATUS_OK) return am2z__put_status(status, st);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     results_path = desc->results_path ? desc->results_path : desc->items_path ? desc->items_path : "results";
     if ((why = am2z__batch_invalid(desc, results_path)) != NULL) {
         am2z_processor_release(target);
-        return am2z__put_status(status,
+        return (am2z_processor *)am2z__put_status(status,
                                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch '%s': %s", desc->name, why));
     }
     memset(&b, 0, sizeof b);
@@ -5345,7 +5345,7 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
     p->errors_path = b.data;
     if ((desc->items_path && !p->items_path) || !p->results_path || b.failed) {
         am2z_processor_release(p);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "batch: out of memory"));
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "batch: out of memory"));
     }
     return p;
 }
@@ -6135,7 +6135,7 @@ AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *proce
                                              const char *session_id, am2z_status *status) {
     am2z_status st = AM2Z_STATUS_OK;
     am2z_execution *e;
-    if (!rt) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
+    if (!rt) return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
     e = rt->ops->submit(rt, processor, input, session_id, &st);
     if (status) *status = e ? AM2Z_STATUS_OK : st;
     return e;
@@ -8984,18 +8984,18 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if (d.workers < 0 || d.workers > AM2Z_LOCAL_MAX_WORKERS)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)",
                                                    d.workers, AM2Z_LOCAL_MAX_WORKERS));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms or max_call_depth"));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
     }
     lr = (am2z__lr *)am2z__malloc(sizeof *lr);
-    if (!lr) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+    if (!lr) return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     memset(lr, 0, sizeof *lr);
     lr->nworkers = d.workers;
     lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
@@ -9015,14 +9015,14 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         if (locks > 1) pthread_mutex_destroy(&lr->qmu);
         if (locks > 0) pthread_mutex_destroy(&lr->life);
         am2z__free(lr);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     memset(lr->workers, 0, (size_t)d.workers * sizeof *lr->workers);
     for (k = 0; k < d.workers; k++)
         if (!am2z__lr_worker_init(lr, k)) break;
     if (k < d.workers) {
         am2z__lr_free(lr, k);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of locks"));
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of locks"));
     }
     memset(&set, 0, sizeof set);
     set.kind = "local";
@@ -9033,12 +9033,12 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     lr->rt = rt;
     if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
         am2z_runtime_free(rt);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
                                                    "local runtime: cannot start %d worker threads", d.workers));
     }
     if (status) *status = AM2Z_STATUS_OK;

@@ -5329,9 +5329,9 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z_status st;
     am2z_redis *r;
     if (!am2z__atomic_load(&q->running))
-        return am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) return am2z__put_status(status, am2z__submit_fail(st, proc, session));
+    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
     if (!(r = am2z__qborrow(q, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
@@ -5343,7 +5343,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd_free(&a);
     if (st != AM2Z_STATUS_OK) {
         am2z__qwait_release(a.w);
-        return am2z__put_status(status, am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)",
+        return (am2z_execution *)am2z__put_status(status, am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)",
                                                    proc, am2z_status_string(st)));
     }
     if (session) am2z__qsession_used(q, session);
@@ -6229,18 +6229,18 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
                                                    "(bull prefix: no spaces)", AM2Z_NAME_MAX));
     if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
                                                    d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL);
     q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
     if (!q) {
         am2z_logger_release(lg);
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
     }
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
@@ -6327,7 +6327,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
             q->rt = rt;
             if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
                 am2z_runtime_free(rt);
-                return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
                                                            "queue runtime: cannot start its threads"));
             }
             if (status) *status = AM2Z_STATUS_OK;
@@ -6336,7 +6336,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     }
     am2z__qfree(q);
-    return am2z__put_status(status, st);
+    return (am2z_runtime *)am2z__put_status(status, st);
 }
 
 #undef AM2Z__QMAGIC
