@@ -50,7 +50,8 @@
        5  processors   named state transforms with timeout, retry policy, queue config
        6  composition  chain, parallel + merge, route + fallback, batch
        7  runtime      the interface both runtimes implement (execute, submit, sessions, events)
-       7b runtime implementers: not needed by users (ops table, contexts, invoke)
+       7b runtime implementers: not needed by users (ops table, contexts, invoke;
+          declarations only, implemented with 7)
        8  local        the pthread worker-pool runtime
        (am2z_resp.h adds SHA-256, a RESP client and the Redis queue runtime.)
 
@@ -72,6 +73,7 @@
        AM2Z_ERROR_MAX_CAUSES  cause-chain levels kept by error JSON round trips (32)
        AM2Z_LOG_MAX_MESSAGE   bytes of one formatted log message; longer ones are cut (65536)
        AM2Z_NAME_MAX          bytes of a processor name (128)
+       AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     how long a waiting thread spins before it blocks (200 us)
@@ -1113,9 +1115,10 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      with attempts and every failed attempt's error in order. A nested call retries on
      the calling worker, running queued calls of other executions while it waits.
    - Queue options: priority orders waiting top-level executions: 0 (default) runs
-     first, then 1, 2, ... (FIFO within a priority), as in BullMQ. concurrency caps the processor's
-     simultaneous top-level executions; nested calls run inside their caller's turn and
-     never wait for a slot, so a processor calling itself cannot deadlock.
+     first, then 1, 2, ... (FIFO within a priority), as in BullMQ. concurrency caps the
+     processor's simultaneous top-level executions; nested calls run inside their
+     caller's turn and never wait for a slot, so a processor calling itself cannot
+     deadlock.
      rate_limit_per_minute spaces starts at least 60000/rate ms apart (one-token bucket;
      executions wait, never fail), nested calls included. delay_ms postpones the first
      attempt of a top-level execution and each nested call.

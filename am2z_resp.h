@@ -471,7 +471,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        machines in sync (NTP). Retries: should_retry and the backoff are evaluated by the
        worker that ran the failed attempt; the retry waits in the delayed set; the caller
        gets the final outcome with every attempt's error.
-       Queue options: priority and delay_ms map to BullMQ's prioritized and delayed sets;
+       Queue options: priority (0, the default, runs first, then 1, 2, ...; FIFO within a
+       priority) and delay_ms map to BullMQ's prioritized and delayed sets;
        rate_limit_per_minute to the queue's limiter (meta max/duration, shared by every
        worker of the queue); concurrency limits the jobs of a processor per process
        (children run inline by a waiting parent do not count, so they cannot deadlock).
