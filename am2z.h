@@ -883,7 +883,8 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
    REGISTRY  am2z_runtime_register(rt, p) takes over the caller's reference to p (also on
    failure; NULL fails with AM2Z_STATUS_INVALID_ARGUMENT and the detail of the
    constructor that failed) and registers p and, recursively, every processor it
-   contains (composite children, batch target, dependencies). Registering the same object again is a no-op (AM2Z_STATUS_OK); another
+   contains (composite children, batch target, dependencies). Registering the same
+   object again is a no-op (AM2Z_STATUS_OK); another
    processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first to
    replace one); a processor containing, directly or not, a processor with its own name
    gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper than
@@ -4565,7 +4566,8 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     am2z_processor *const *deps = desc ? desc->dependencies : NULL;
     size_t ndeps = deps ? desc->dependency_count : 0, bad;
     const char *why;
-    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor: NULL desc"));
     bad = am2z__proc_first_null(deps, ndeps);
     if (bad < ndeps) {
         am2z__proc_null_child("processor", desc->name, "dependency", bad + 1);
@@ -4574,13 +4576,14 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     }
     if ((why = am2z__processor_invalid(desc)) != NULL) {
         am2z__proc_release_all(deps, ndeps);
-        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor '%s': %s",
-                                                   desc->name ? desc->name : "(null)", why));
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor '%s': %s",
+                           desc->name ? desc->name : "(null)", why));
     }
     p = am2z__processor_alloc(AM2Z__KIND_PLAIN, desc->name, desc->description, deps, ndeps);
     if (!p)
-        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "processor '%s': out of memory",
-                                                   desc->name));
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "processor '%s': out of memory", desc->name));
     if (status) *status = AM2Z_STATUS_OK;
     p->desc.fn = desc->fn;
     p->desc.timeout_ms = desc->timeout_ms;
@@ -4881,7 +4884,8 @@ static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char
     else
         am2z__proc_release_all(children, count);
     am2z__free(generated);
-    if (!p) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "'%s': out of memory", name));
+    if (!p) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "'%s': out of memory", name));
     p->desc.timeout_ms = timeout_ms;
     p->desc.fn = am2z__composite_fn;
     if (status) *status = AM2Z_STATUS_OK;
@@ -4902,7 +4906,8 @@ static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, 
 
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status) {
     am2z_status st;
-    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
     st = am2z__composite_check("chain", desc->name, "step", desc->steps, desc->count, desc->timeout_ms);
     if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     return am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
@@ -4948,7 +4953,8 @@ static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const
 AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc, am2z_status *status) {
     am2z_processor *p;
     am2z_status st;
-    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "parallel: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "parallel: NULL desc"));
     st = am2z__composite_check("parallel", desc->name, "branch", desc->branches, desc->count, desc->timeout_ms);
     if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     p = am2z__composite_new(AM2Z__KIND_PARALLEL, desc->name, desc->description,
@@ -5207,11 +5213,13 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     const char *why;
     size_t i, n;
     am2z_status st;
-    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
     if (desc->count && !desc->routes) {
         am2z_processor_release(desc->fallback);
-        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "router '%s': count without routes", desc->name ? desc->name : "(null)"));
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router '%s': count without routes",
+                           desc->name ? desc->name : "(null)"));
     }
     /* the targets in route order, then the fallback: the children it takes over */
     n = desc->count + (desc->fallback ? 1 : 0);
@@ -5219,7 +5227,8 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     if (!targets) {
         for (i = 0; i < desc->count; i++) am2z_processor_release(desc->routes[i].target);
         am2z_processor_release(desc->fallback);
-        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
     }
     for (i = 0; i < desc->count; i++) targets[i] = desc->routes[i].target;
     if (desc->fallback) targets[desc->count] = desc->fallback;
@@ -5261,7 +5270,8 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
         }
         if (p->route_count < desc->count) {
             am2z_processor_release(p);
-            return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
+            return (am2z_processor *)am2z__put_status(status,
+                    am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
         }
     }
     return p;
@@ -5309,7 +5319,8 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
     const char *results_path, *why;
     char num[32];
     am2z_status st;
-    if (!desc) return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch: NULL desc"));
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch: NULL desc"));
     target = desc->target;
     st = am2z__composite_check("batch", desc->name, "target", &target, 1, desc->timeout_ms);
     if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
@@ -5348,7 +5359,8 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
     p->errors_path = b.data;
     if ((desc->items_path && !p->items_path) || !p->results_path || b.failed) {
         am2z_processor_release(p);
-        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "batch: out of memory"));
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "batch: out of memory"));
     }
     return p;
 }
@@ -6015,8 +6027,8 @@ AM2Z__PRIVATE am2z_status am2z__submit_fail(am2z_status st, const char *processo
     case AM2Z_STATUS_INVALID_ARGUMENT:
         if (!processor) return am2z__fail(st, AM2Z_NTS, "submit: no processor name");
         if (session_id && !am2z__session_id_ok(session_id))
-            return am2z__fail(st, AM2Z_NTS, "submit '%s': session id is not 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]",
-                              name);
+            return am2z__fail(st, AM2Z_NTS,
+                              "submit '%s': session id is not 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]", name);
         return am2z__fail(st, AM2Z_NTS, "submit '%s': no input state", name);
     default: return am2z__fail(st, AM2Z_NTS, "submit '%s': %s", name, am2z_status_string(st));
     }
@@ -6138,7 +6150,8 @@ AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *proce
                                              const char *session_id, am2z_status *status) {
     am2z_status st = AM2Z_STATUS_OK;
     am2z_execution *e;
-    if (!rt) return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
+    if (!rt) return (am2z_execution *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
     e = rt->ops->submit(rt, processor, input, session_id, &st);
     if (status) *status = e ? AM2Z_STATUS_OK : st;
     return e;
@@ -6242,7 +6255,8 @@ AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt) {
 
 AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *name) {
     am2z_value *all = name ? am2z_runtime_stats(rt) : NULL;
-    am2z_value *one = am2z_value_retain(am2z_value_find(am2z_value_find(all, "processors", 10), name, strlen(name ? name : "")));
+    const am2z_value *procs = am2z_value_find(all, "processors", 10);
+    am2z_value *one = am2z_value_retain(am2z_value_find(procs, name, name ? strlen(name) : 0));
     am2z_value_release(all);
     return one;
 }
@@ -8835,11 +8849,12 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
     }
     procs = am2z_value_object();
     for (i = 0; i < n; i++) {
+        int64_t total = m[i].completed + m[i].failed;
         am2z_value *p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(m[i].completed));
         p = am2z_value_set(p, "failed", am2z_value_int(m[i].failed));
         p = am2z_value_set(p, "retried", am2z_value_int(m[i].retried));
-        p = am2z_value_set(p, "p50Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.5)));
-        p = am2z_value_set(p, "p99Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.99)));
+        p = am2z_value_set(p, "p50Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.5)));
+        p = am2z_value_set(p, "p99Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.99)));
         procs = am2z_value_set_key(procs, m[i].name, strlen(m[i].name), p);
         completed += m[i].completed;
         failed += m[i].failed;
@@ -8987,9 +9002,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if (d.workers < 0 || d.workers > AM2Z_LOCAL_MAX_WORKERS)
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)",
-                                                   d.workers, AM2Z_LOCAL_MAX_WORKERS));
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
+                           AM2Z_LOCAL_MAX_WORKERS));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms or max_call_depth"));
@@ -8998,7 +9014,8 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
     }
     lr = (am2z__lr *)am2z__malloc(sizeof *lr);
-    if (!lr) return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+    if (!lr) return (am2z_runtime *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     memset(lr, 0, sizeof *lr);
     lr->nworkers = d.workers;
     lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
@@ -9018,14 +9035,16 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         if (locks > 1) pthread_mutex_destroy(&lr->qmu);
         if (locks > 0) pthread_mutex_destroy(&lr->life);
         am2z__free(lr);
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     memset(lr->workers, 0, (size_t)d.workers * sizeof *lr->workers);
     for (k = 0; k < d.workers; k++)
         if (!am2z__lr_worker_init(lr, k)) break;
     if (k < d.workers) {
         am2z__lr_free(lr, k);
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of locks"));
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of locks"));
     }
     memset(&set, 0, sizeof set);
     set.kind = "local";
@@ -9036,7 +9055,8 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     lr->rt = rt;
     if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {

@@ -5344,8 +5344,9 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd_free(&a);
     if (st != AM2Z_STATUS_OK) {
         am2z__qwait_release(a.w);
-        return (am2z_execution *)am2z__put_status(status, am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)",
-                                                   proc, am2z_status_string(st)));
+        return (am2z_execution *)am2z__put_status(status,
+                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
+                           am2z_status_string(st)));
     }
     if (session) am2z__qsession_used(q, session);
     if (status) *status = AM2Z_STATUS_OK;
@@ -6241,7 +6242,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
     if (!q) {
         am2z_logger_release(lg);
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
     }
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
