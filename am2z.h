@@ -25,11 +25,9 @@
        }
 
        int main(void) {
-           am2z_runtime *rt = am2z_local_runtime_new(NULL);
-           am2z_processor *p = am2z_processor_new(&(am2z_processor_desc){
-               .name = "greet", .fn = greet });
-           am2z_runtime_register(rt, p);
-           am2z_processor_release(p);
+           am2z_runtime *rt = am2z_local_runtime_new(NULL, NULL);
+           am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
+               .name = "greet", .fn = greet }, NULL)); // register takes it over
            am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", 0, NULL);
            am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
            if (out.error) printf("failed: %s\n", out.error->message);
