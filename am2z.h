@@ -959,8 +959,8 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor,
                                              const am2z_state *input, const char *session_id,
                                              am2z_status *status);
-/* The execution's id (borrowed from the handle), readable at once; outcome.execution_id
-   and events carry the same id. */
+/* The execution's id (borrowed from the handle; "" for NULL), readable at once;
+   outcome.execution_id and events carry the same id. */
 AM2Z_API const char *am2z_execution_id(const am2z_execution *e);
 /* AM2Z_STATUS_OK with *out filled (clearing what it held; see am2z_outcome), or
    AM2Z_STATUS_TIMEOUT (still running; wait again, free or detach). timeout_ms < 0 waits
@@ -5696,12 +5696,12 @@ AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor
 AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name) {
     am2z_processor *p;
     size_t pos;
-    if (!rt || !name) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!rt || !name) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "unregister: NULL argument");
     pthread_rwlock_wrlock(&rt->reg_lock);
     pos = am2z__reg_find(rt, name);
     if (pos == AM2Z__RT_NPOS) {
         pthread_rwlock_unlock(&rt->reg_lock);
-        return AM2Z_STATUS_NOT_FOUND;
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "unregister '%s': not registered", name);
     }
     p = rt->reg[pos];
     memmove(rt->reg + pos, rt->reg + pos + 1, (rt->reg_count - pos - 1) * sizeof *rt->reg);
