@@ -969,8 +969,8 @@ AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, 
 /* Frees the handle; an unfinished execution is cancelled and its result discarded. */
 AM2Z_API void am2z_execution_free(am2z_execution *e);
 /* Fire and forget: frees the handle and lets the execution run to completion (retries
-   included); its outcome is discarded (events and stats still see it). The runtime's
-   stop, stop_session and free still cancel it. */
+   included); its outcome is discarded (events and stats still see it). stop_session
+   still cancels it, and stopping the runtime ends it as it ends every execution. */
 AM2Z_API void am2z_execution_detach(am2z_execution *e);
 /* Runs count executions concurrently; outs[i] (filled for every i, clearing what it
    held; clear each after) belongs to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT
