@@ -881,13 +881,14 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
    REGISTRY  am2z_runtime_register(rt, p) takes over the caller's reference to p (also on
    failure; NULL fails with AM2Z_STATUS_INVALID_ARGUMENT and the detail of the
    constructor that failed) and registers p and, recursively, every processor it
-   contains (composite children, batch target, dependencies). Registering the same
-   object again is a no-op (AM2Z_STATUS_OK); another
-   processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first to
-   replace one); a processor containing, directly or not, a processor with its own name
-   gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper than
-   AM2Z_REGISTER_MAX_DEPTH gives AM2Z_STATUS_LIMIT. On failure nothing is registered.
-   Unregister removes that one name (children stay). Lookups take a shared read lock.
+   contains (composite children, batch target, dependencies); the registry keeps a
+   reference to each. Registering the same object again is a no-op (AM2Z_STATUS_OK);
+   another processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first
+   to replace one); a processor containing, directly or not, a processor with its own
+   name gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper
+   than AM2Z_REGISTER_MAX_DEPTH gives AM2Z_STATUS_LIMIT. On failure nothing is
+   registered and the detail names the culprit. Unregister removes that one name
+   (children stay). Lookups take a shared read lock.
 
    EVENTS  Handlers run synchronously on the thread that emits: the worker running the
    execution for job, composite, progress and custom events; the calling thread for

@@ -544,9 +544,13 @@ static void test_concurrency_one(void) { test_composites(1); }
 
 static int ev_started, ev_completed, ev_created, ev_cleanup;
 static void on_event(const char *event, const am2z_value *data, void *ud) {
-    (void)data; (void)ud;
+    (void)ud;
     if (strcmp(event, "processor:job:started") == 0) __atomic_add_fetch(&ev_started, 1, __ATOMIC_SEQ_CST);
-    if (strcmp(event, "processor:job:completed") == 0) __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
+    if (strcmp(event, "processor:job:completed") == 0) {
+        /* executionTime: ms as a double, as on the local runtime */
+        CHECK(am2z_value_type(am2z_value_find(data, "executionTime", 13)) == AM2Z_TYPE_DOUBLE);
+        __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
+    }
     if (strcmp(event, "session:created") == 0) __atomic_add_fetch(&ev_created, 1, __ATOMIC_SEQ_CST);
     if (strcmp(event, "session:cleanup") == 0) __atomic_add_fetch(&ev_cleanup, 1, __ATOMIC_SEQ_CST);
 }

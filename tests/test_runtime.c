@@ -1175,6 +1175,7 @@ static void on_job(const char *ev, const am2z_value *data, void *ud) {
     } else if (strcmp(ev, "processor:job:completed") == 0) {
         CHECK(am2z_value_get_string(data, "executionId", NULL) != NULL);
         CHECK(am2z_value_get_double(data, "executionTime", -1) >= 0);
+        CHECK(am2z_value_type(am2z_value_find(data, "executionTime", 13)) == AM2Z_TYPE_DOUBLE); /* ms, measured */
         __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
     } else if (strcmp(ev, "processor:job:failed") == 0) {
         CHECK_STR(am2z_value_get_string(data, "/error/code", NULL), "NOPE");
