@@ -531,6 +531,9 @@ extern "C" {
 #ifndef AM2Z_QUEUE_STATE_RETRIES
 #define AM2Z_QUEUE_STATE_RETRIES 10 /* compare-and-set rounds of am2z_queue_state_update */
 #endif
+#if AM2Z_SESSION_ID_MAX > AM2Z_NAME_MAX
+#error "the queue runtime checks session ids as names: AM2Z_SESSION_ID_MAX must not exceed AM2Z_NAME_MAX"
+#endif
 
 /* Zero fields take the defaults. Strings are copied. */
 typedef struct am2z_queue_desc {
@@ -577,23 +580,24 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
    {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
    updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
+   Failures record a detail (am2z_status_detail) naming the session and the reason.
    get: AM2Z_STATUS_OK with *out (a new reference) and *version; AM2Z_STATUS_NOT_FOUND; or
-   AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match
-   (*error, if not NULL, gets an error saying which). */
+   AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match (the
+   detail says which). */
 AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
-                                          int64_t *version, am2z_error **error);
+                                          int64_t *version);
 /* Stores state (borrowed) as the next version; *version (if not NULL) gets it. */
 AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_id, const am2z_state *state,
                                           int64_t ttl_ms, int64_t *version);
 /* Optimistic update: reads (with the integrity check), calls fn with the current state
    (NULL when there is none), and writes what fn returns only if nobody wrote in between;
-   otherwise reads again, up to AM2Z_QUEUE_STATE_RETRIES rounds, then AM2Z_STATUS_CONFLICT
-   (*error says so). fn returns a new reference, or NULL to give up
-   (AM2Z_STATUS_CANCELLED). *out (may be NULL) gets the stored state. */
+   otherwise reads again, up to AM2Z_QUEUE_STATE_RETRIES rounds, then AM2Z_STATUS_CONFLICT.
+   fn returns a new reference, or NULL to give up (AM2Z_STATUS_CANCELLED). *out (may be
+   NULL) gets the stored state. */
 typedef am2z_state *(*am2z_state_update_fn)(const am2z_state *current, void *user_data);
 AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id,
                                              am2z_state_update_fn fn, void *user_data, int64_t ttl_ms,
-                                             am2z_state **out, int64_t *version, am2z_error **error);
+                                             am2z_state **out, int64_t *version);
 AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *session_id);
 
 #ifdef __cplusplus
@@ -6056,7 +6060,7 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
 /* -- the state manager -- */
 
 static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *sid, am2z_state **out,
-                                     int64_t *version, am2z_error **error) {
+                                     int64_t *version) {
     am2z_reply rep = am2z__qrep0();
     am2z_status st = am2z_redis_command(r, &rep, "HMGET %sstate:%s state version hash", q->C, sid);
     size_t sn = 0, hn = 0;
@@ -6068,24 +6072,24 @@ static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *si
     if (st != AM2Z_STATUS_OK) { am2z_reply_clear(&rep); return st == AM2Z_STATUS_SERVER ? st : AM2Z_STATUS_IO; }
     s = am2z__qel(&rep, 0, &sn);
     h = am2z__qel(&rep, 2, &hn);
-    if (!s) { am2z_reply_clear(&rep); return AM2Z_STATUS_NOT_FOUND; }
+    if (!s) {
+        am2z_reply_clear(&rep);
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "state '%s': none stored", sid);
+    }
     if (version) *version = am2z__qel_int(&rep, 1);
     v = am2z_json_parse(s, sn, NULL, NULL);
     if (!v || am2z_value_type(v) != AM2Z_TYPE_OBJECT) {
-        if (error) *error = am2z_error_validation("state", NULL, "the stored state of this session is not a JSON object");
         am2z_value_release(v);
         am2z_reply_clear(&rep);
-        return AM2Z_STATUS_PROTOCOL;
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "state '%s': the stored state is not a JSON object", sid);
     }
     canon = am2z_json_write(v, AM2Z_JSON_SORTED, &cn);
     if (!canon) { am2z_value_release(v); am2z_reply_clear(&rep); return AM2Z_STATUS_NO_MEMORY; }
     am2z_sha256_hex(canon, cn, hex);
     am2z__free(canon);
     if (h && (hn != 2 * AM2Z_SHA256_SIZE || memcmp(h, hex, hn) != 0)) {
-        if (error)
-            *error = am2z_error_business("STATE_INTEGRITY", AM2Z_SEVERITY_CRITICAL,
-                                         "State integrity check failed for session %s. Expected hash: %.*s, got: %s",
-                                         sid, (int)(hn > 64 ? 64 : hn), h, hex);
+        am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "state '%s': integrity check failed (stored hash %.*s, computed %s)",
+                   sid, (int)(hn > 64 ? 64 : hn), h, hex);
         am2z_value_release(v);
         am2z_reply_clear(&rep);
         return AM2Z_STATUS_PROTOCOL;
@@ -6132,16 +6136,23 @@ static am2z_status am2z__qstate_write(am2z__qrt *q, am2z_redis *r, const char *s
     return st;
 }
 
+/* The status of a state manager call with a bad runtime or session id. */
+static am2z_status am2z__qstate_bad(const am2z__qrt *q, const char *session_id) {
+    if (!q) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state: not a queue runtime");
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                      "state '%s': session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]",
+                      session_id ? session_id : "(null)");
+}
+
 AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
-                                          int64_t *version, am2z_error **error) {
+                                          int64_t *version) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
     if (out) *out = NULL;
-    if (error) *error = NULL;
-    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
-    st = am2z__qstate_read(q, r, session_id, out, version, error);
+    st = am2z__qstate_read(q, r, session_id, out, version);
     am2z_redis_pool_put(q->pool, r);
     return st;
 }
@@ -6151,8 +6162,9 @@ AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
-    if (!q || !am2z__qname_ok(session_id) || am2z_value_type(state) != AM2Z_TYPE_OBJECT)
-        return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
+    if (am2z_value_type(state) != AM2Z_TYPE_OBJECT)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state '%s': not an object", session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     st = am2z__qstate_write(q, r, session_id, state, ttl_ms, -1, version);
     am2z_redis_pool_put(q->pool, r);
@@ -6160,38 +6172,37 @@ AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_
 }
 
 AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id, am2z_state_update_fn fn,
-                                             void *user_data, int64_t ttl_ms, am2z_state **out, int64_t *version,
-                                             am2z_error **error) {
+                                             void *user_data, int64_t ttl_ms, am2z_state **out, int64_t *version) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
     int round;
     if (out) *out = NULL;
-    if (error) *error = NULL;
-    if (!q || !fn || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
+    if (!fn) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state '%s': no update function", session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     for (round = 0; round < AM2Z_QUEUE_STATE_RETRIES; round++) {
         am2z_state *cur = NULL, *next;
         int64_t ver = 0;
-        st = am2z__qstate_read(q, r, session_id, &cur, &ver, error);
+        st = am2z__qstate_read(q, r, session_id, &cur, &ver);
         if (st == AM2Z_STATUS_NOT_FOUND) { st = AM2Z_STATUS_OK; ver = 0; }
         if (st != AM2Z_STATUS_OK) break;
         next = fn(cur, user_data);
         am2z_value_release(cur);
-        if (!next) { st = AM2Z_STATUS_CANCELLED; break; }
+        if (!next) {
+            st = am2z__fail(AM2Z_STATUS_CANCELLED, AM2Z_NTS, "state '%s': the update function gave up", session_id);
+            break;
+        }
         st = am2z__qstate_write(q, r, session_id, next, ttl_ms, ver, version);
         if (st == AM2Z_STATUS_CONFLICT) { am2z_value_release(next); continue; }
         if (st == AM2Z_STATUS_OK && out) *out = next;
         else am2z_value_release(next);
         break;
     }
-    if (round == AM2Z_QUEUE_STATE_RETRIES) {
-        st = AM2Z_STATUS_CONFLICT;
-        if (error)
-            *error = am2z_error_business("STATE_CONFLICT", AM2Z_SEVERITY_MEDIUM,
-                                         "Failed to update state for session %s after %d retries due to concurrent modifications.",
-                                         session_id, AM2Z_QUEUE_STATE_RETRIES);
-    }
+    if (round == AM2Z_QUEUE_STATE_RETRIES)
+        st = am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS,
+                        "state '%s': not updated after %d rounds due to concurrent modifications", session_id,
+                        AM2Z_QUEUE_STATE_RETRIES);
     am2z_redis_pool_put(q->pool, r);
     return st;
 }
@@ -6201,7 +6212,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_STATUS_OK;
-    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     st = am2z_redis_command(r, &rep, "DEL %sstate:%s", q->C, session_id);
     am2z_reply_clear(&rep);

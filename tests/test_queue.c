@@ -692,43 +692,40 @@ static void test_state_manager(void) {
     am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
     am2z_state *s = NULL, *in = am2z_state_parse("st", "{\"b\":1,\"a\":[1,2]}", 0, NULL);
     int64_t ver = 0;
-    am2z_error *err = NULL;
     am2z_redis *r = conn();
     am2z_reply rep;
     int i;
     memset(&rep, 0, sizeof rep);
     CHECK(rt && r && in);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_NOT_FOUND);
-    CHECK_INT(am2z_queue_state_get(rt, "bad id", &s, &ver, &err), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "state 'st': none stored");
+    CHECK_INT(am2z_queue_state_get(rt, "bad id", &s, &ver), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK_INT(am2z_queue_state_set(rt, "st", in, 0, &ver), AM2Z_STATUS_OK);
     CHECK_INT(ver, 1);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_OK);
     CHECK(am2z_value_equal(s, in));
     CHECK_INT(ver, 1);
     am2z_value_release(s);
-    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_OK);
+    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver), AM2Z_STATUS_OK);
     CHECK_INT(ver, 4);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, NULL), AM2Z_STATUS_OK);
     CHECK_INT(am2z_value_get_int(s, "n", 0), 3);
     am2z_value_release(s);
     /* lose every race: a conflict after AM2Z_QUEUE_STATE_RETRIES rounds, with a clear error */
-    CHECK_INT(am2z_queue_state_update(rt, "st", upd_racing, rt, 0, NULL, &ver, &err), AM2Z_STATUS_CONFLICT);
-    CHECK(err && strstr(err->message, "concurrent modifications") != NULL);
-    am2z_error_release(err);
-    err = NULL;
-    CHECK_INT(am2z_queue_state_update(rt, "st", upd_none, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_CANCELLED);
+    CHECK_INT(am2z_queue_state_update(rt, "st", upd_racing, rt, 0, NULL, &ver), AM2Z_STATUS_CONFLICT);
+    CHECK(strstr(am2z_status_detail(), "concurrent modifications") != NULL);
+    CHECK_INT(am2z_queue_state_update(rt, "st", upd_none, NULL, 0, NULL, &ver), AM2Z_STATUS_CANCELLED);
     /* TTL */
     CHECK_INT(am2z_queue_state_set(rt, "st", in, 60000, &ver), AM2Z_STATUS_OK);
     CHECK(cmd_int(r, "PTTL %s", "bull:am2z:state:st") > 50000);
     /* integrity: a tampered state is refused */
     am2z_redis_command(r, &rep, "HSET bull:am2z:state:st state %s", "{\"a\":[1,2],\"b\":2}");
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_PROTOCOL);
-    CHECK(err && strstr(err->message, "integrity") != NULL);
-    am2z_error_release(err);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_PROTOCOL);
+    CHECK(strncmp(am2z_status_detail(), "state 'st': integrity check failed", 34) == 0);
     CHECK_INT(am2z_queue_state_delete(rt, "st"), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_NOT_FOUND);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_NOT_FOUND);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
