@@ -25,11 +25,9 @@
        }
 
        int main(void) {
-           am2z_runtime *rt = am2z_local_runtime_new(NULL);
-           am2z_processor *p = am2z_processor_new(&(am2z_processor_desc){
-               .name = "greet", .fn = greet });
-           am2z_runtime_register(rt, p);
-           am2z_processor_release(p);
+           am2z_runtime *rt = am2z_local_runtime_new(NULL, NULL);
+           am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
+               .name = "greet", .fn = greet }, NULL)); // register takes it over
            am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", AM2Z_NTS, NULL);
            am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
            if (out.error) printf("failed: %s\n", out.error->message);
@@ -50,6 +48,8 @@
        5  processors   named state transforms with timeout, retry policy, queue config
        6  composition  chain, parallel + merge, route + fallback, batch
        7  runtime      the interface both runtimes implement (execute, submit, sessions, events)
+       7b runtime implementers: not needed by users (ops table, contexts, invoke;
+          declarations only, implemented with 7)
        8  local        the pthread worker-pool runtime
        (am2z_resp.h adds SHA-256, a RESP client and the Redis queue runtime.)
 
@@ -71,6 +71,7 @@
        AM2Z_ERROR_MAX_CAUSES  cause-chain levels kept by error JSON round trips (32)
        AM2Z_LOG_MAX_MESSAGE   bytes of one formatted log message; longer ones are cut (65536)
        AM2Z_NAME_MAX          bytes of a processor name (128)
+       AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     how long a waiting thread spins before it blocks (200 us)
@@ -88,6 +89,14 @@
        releases with the matching _release or _free function, unless its comment says "borrowed".
        A parameter marked "consumed" takes over the caller's reference, also on failure.
        Every other pointer parameter is borrowed for the duration of the call.
+       Constructors are _new; heap objects with one owner are freed by _free, reference
+       counted ones by _release; caller-owned structs (am2z_outcome) are emptied by _clear.
+
+   TIME
+       Timestamps are int64_t milliseconds since the Unix epoch, named *_at. Durations are
+       milliseconds, named *_ms: int64_t for what you configure (timeouts, delays, grace
+       periods), double for what am2z measures (outcome durations, event executionTime,
+       stats percentiles), so sub-millisecond times keep their precision.
 */
 #if defined(AM2Z_IMPLEMENTATION) && !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, pthreads under -std=c99 */
@@ -589,19 +598,33 @@ AM2Z_API int am2z_edit_fail(am2z_edit *e, am2z_error *err);
 /* am2z_ok(state) or am2z_fail(first error); e is left empty ({NULL, NULL}). */
 AM2Z_API am2z_result am2z_edit_end(am2z_edit *e);
 
-/* The final outcome of one execution (after all retries). The caller owns it and
-   clears it with am2z_outcome_clear. */
+/* Session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-] on every runtime (the
+   queue runtime puts them in Redis key names); execution ids are shorter than
+   AM2Z_EXECUTION_ID_SIZE. */
+#ifndef AM2Z_SESSION_ID_MAX
+#define AM2Z_SESSION_ID_MAX 128
+#endif
+#define AM2Z_EXECUTION_ID_SIZE 64
+
+/* The final outcome of one execution (after all retries). A caller-owned struct: start
+   it zeroed (= {0}); every function that fills one clears what it held first, so
+   reusing it never leaks; am2z_outcome_clear empties it. */
 typedef struct am2z_outcome {
     am2z_state *state;           /* success: the final state; failure: partial or input, may be NULL */
     am2z_error *error;           /* NULL on success */
     int attempts;                /* attempts made */
     am2z_error **attempt_errors; /* the error of each failed attempt, in order */
     size_t attempt_error_count;
-    int64_t execution_us;        /* wall time from start to final outcome */
-    int64_t started_at_ms;
-    char execution_id[64];
+    double duration_ms;          /* from the first attempt's start to the final outcome */
+    int64_t started_at;          /* when the first attempt started (submission if none ran) */
+    char execution_id[AM2Z_EXECUTION_ID_SIZE];
+    char session_id[AM2Z_SESSION_ID_MAX + 1];
 } am2z_outcome;
 AM2Z_API void am2z_outcome_clear(am2z_outcome *out);
+/* The outcome as a processor result, in one call (e.g. to return what a submitted
+   execution produced): its error, else its state, moved into the result; out is
+   cleared. A processor returns it as it is. */
+AM2Z_API am2z_result am2z_outcome_to_result(am2z_outcome *out);
 
 /* ==== 4. logging ====================================================================== */
 /* Loggers are immutable and reference counted; any thread may log through any logger.
@@ -692,6 +715,17 @@ AM2Z_API const char *am2z_log_level_name(am2z_log_level level); /* "debug", "inf
 typedef struct am2z_ctx am2z_ctx;
 typedef struct am2z_processor am2z_processor;
 
+/* HANDING OVER PROCESSORS. Every function that takes a processor to keep it consumes
+   the caller's reference, also when it fails: am2z_processor_desc.dependencies, the
+   composite constructors of section 6 and am2z_runtime_register. Each accepts NULL (a
+   constructor that failed) and then fails with AM2Z_STATUS_INVALID_ARGUMENT, keeping
+   the first failure's detail, so a pipeline is one expression with one check:
+       st = am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){
+                .name = "ab", .count = 2, .steps = (am2z_processor *[]){
+                    am2z_processor_new(&a, NULL), am2z_processor_new(&b, NULL)}}, NULL));
+       if (st) fprintf(stderr, "%s\n", am2z_status_detail());
+   A processor used in two places is retained once more by its author. */
+
 /* A processor function. input is borrowed (valid for the call); return am2z_ok with a
    state you own (am2z_value_retain(input) to pass it on or edit it) or am2z_fail.
    A result with neither state nor error becomes a clear ProcessorExecutionError. */
@@ -721,7 +755,8 @@ typedef struct am2z_retry_policy {
 
 typedef struct am2z_queue_config {
     int concurrency;       /* max simultaneous executions of this processor; 0 = unlimited */
-    int priority;          /* 0 = normal; 1 is the highest, larger numbers run later (BullMQ) */
+    int priority;          /* 0 (default) runs first, then 1, 2, ... (FIFO within a
+                              priority), as in BullMQ */
     int rate_limit_per_minute; /* 0 = unlimited */
     int64_t delay_ms;      /* start each execution this much later */
 } am2z_queue_config;
@@ -733,7 +768,7 @@ typedef struct am2z_processor_desc {
     int64_t timeout_ms;          /* 0: the runtime's default; exact, nothing added */
     am2z_retry_policy retry;
     am2z_queue_config queue;
-    am2z_processor *const *dependencies; /* registered with it; borrowed */
+    am2z_processor *const *dependencies; /* registered with it; each consumed (NULL ok) */
     size_t dependency_count;
     void *user_data;             /* am2z_ctx_user_data() */
 } am2z_processor_desc;
@@ -742,11 +777,13 @@ typedef struct am2z_processor_desc {
 #define AM2Z_NAME_MAX 128
 #endif
 
-/* Copies the desc (strings duplicated, dependencies retained). Returns NULL when the
-   desc is invalid (no name, a name with other characters or longer than AM2Z_NAME_MAX,
-   no fn, a negative timeout / count / delay / priority, jitter outside 0..1, a NULL
-   dependency) or memory runs out. Processors are immutable: share them freely. */
-AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc);
+/* Copies the desc (strings duplicated) and takes over the dependencies (consumed, also
+   on failure). Returns the processor with *status (may be NULL) AM2Z_STATUS_OK, or NULL
+   with AM2Z_STATUS_INVALID_ARGUMENT when the desc is invalid (no name, a name with other
+   characters or longer than AM2Z_NAME_MAX, no fn, a negative timeout / count / delay /
+   priority, jitter outside 0..1, a NULL dependency) or AM2Z_STATUS_NO_MEMORY; the detail
+   names the processor and the reason. Processors are immutable: share them freely. */
+AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2z_status *status);
 AM2Z_API am2z_processor *am2z_processor_retain(const am2z_processor *p); /* NULL stays NULL */
 AM2Z_API void am2z_processor_release(am2z_processor *p);                 /* NULL is a no-op */
 AM2Z_API const char *am2z_processor_name(const am2z_processor *p); /* borrowed */
@@ -769,7 +806,7 @@ typedef struct am2z_meta {
     const char *session_id;
     int attempt;               /* 1-based */
     int call_depth;            /* 0 for a top-level execution */
-    int64_t started_at_ms;
+    int64_t started_at;        /* epoch ms when this attempt started */
 } am2z_meta;
 
 /* All pointers returned by ctx functions are borrowed for the execution. The ctx
@@ -797,12 +834,16 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress);
 
 /* ==== 6. composition ================================================================== */
 /* Each composite is a processor: register it (its children are registered with it),
-   nest it in another, call it. Children are referenced, so the caller may release its
-   own references after building. A composite runs its children by name through the
-   context (am2z_ctx_call_many), so it behaves the same on every runtime; each child is
-   a nested call (depth + 1, same session, the parent's remaining time). Every
-   constructor returns NULL for an invalid desc (bad name, no or NULL children, negative
-   timeout) or when memory runs out. Without a description one is generated:
+   nest it in another, call it. Every constructor consumes the child references in its
+   desc (steps, branches, route targets and fallback, batch target), also on failure;
+   see HANDING OVER PROCESSORS in section 5. A composite runs its children by name
+   through the context (am2z_ctx_call_many), so it behaves the same on every runtime;
+   each child is a nested call (depth + 1, same session, the parent's remaining time).
+   Every constructor returns NULL with *status (may be NULL) AM2Z_STATUS_INVALID_ARGUMENT
+   for an invalid desc (bad name, no or NULL children, negative timeout; the detail says
+   which, e.g. "chain 'checkout': step 2 is NULL (processor 'b': no fn)") or
+   AM2Z_STATUS_NO_MEMORY, and sets it to AM2Z_STATUS_OK on success. Without a
+   description one is generated:
    "Sequential chain: a -> b", "Parallel execution: a || b", "Router: k1 | k2 | *"
    ("*" = fallback), "Batch execution: t x3" / "Batch execution: t over items". */
 
@@ -814,12 +855,12 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress);
    completedSteps}. A cancelled chain stops before its next step the same way. */
 typedef struct am2z_chain_desc {
     const char *name;
-    am2z_processor *const *steps;  /* borrowed; at least one */
+    am2z_processor *const *steps;  /* at least one; each consumed */
     size_t count;
     int64_t timeout_ms;            /* 0: the sum of the steps' timeouts */
     const char *description;
 } am2z_chain_desc;
-AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc);
+AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status);
 
 /* A parallel runs every branch on the same input concurrently (one call_many) and emits
    "processor:completed" {processorName, parallelName, parallelPosition, totalProcessors,
@@ -832,14 +873,14 @@ typedef am2z_result (*am2z_merge_fn)(am2z_ctx *ctx, const am2z_state *input,
                                      const am2z_state *const *outputs, size_t count, void *user_data);
 typedef struct am2z_parallel_desc {
     const char *name;
-    am2z_processor *const *branches;
+    am2z_processor *const *branches; /* at least one; each consumed */
     size_t count;
     int64_t timeout_ms;            /* 0: the largest of the branches' timeouts */
     am2z_merge_fn merge;           /* NULL: am2z_merge_3way */
     void *merge_user_data;
     const char *description;
 } am2z_parallel_desc;
-AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc);
+AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc, am2z_status *status);
 /* The default merge: a 3-way merge of each output against the input, in branch order,
    starting from the input. What a branch changed relative to the input is applied:
    added, changed and removed members, recursing into objects both sides changed. An
@@ -861,18 +902,18 @@ AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input,
    Returns a route key (borrowed until the next call) or NULL for the fallback; called
    on the execution's thread, possibly from several executions at once. */
 typedef const char *(*am2z_route_fn)(const am2z_state *input, void *user_data);
-typedef struct am2z_route { const char *key; am2z_processor *target; } am2z_route;
+typedef struct am2z_route { const char *key; am2z_processor *target; /* consumed */ } am2z_route;
 typedef struct am2z_router_desc {
     const char *name;
     am2z_route_fn select;          /* required */
     void *user_data;
     const am2z_route *routes;      /* keys unique and non-NULL (copied) */
     size_t count;                  /* 0 only with a fallback */
-    am2z_processor *fallback;      /* may be NULL: "No route found for: <key>" */
+    am2z_processor *fallback;      /* consumed; NULL: "No route found for: <key>" */
     int64_t timeout_ms;            /* 0: the runtime's default */
     const char *description;
 } am2z_router_desc;
-AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc);
+AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_status *status);
 
 /* A batch runs target once per payload, concurrently (one call_many), and returns its
    input with the outputs, in payload order, as an array at results_path. A payload
@@ -892,7 +933,7 @@ typedef enum am2z_batch_mode {
 } am2z_batch_mode;
 typedef struct am2z_batch_desc {
     const char *name;
-    am2z_processor *target;       /* registered with the batch */
+    am2z_processor *target;       /* registered with the batch; consumed */
     const am2z_value *payloads;   /* non-empty array of objects fixed at build time (retained), or */
     const char *items_path;       /* path of an array in the input read at run time (exactly one) */
     const char *results_path;     /* where outputs go; default items_path, else "results";
@@ -901,20 +942,23 @@ typedef struct am2z_batch_desc {
     int64_t timeout_ms;           /* 0: the runtime's default */
     const char *description;
 } am2z_batch_desc;
-AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc);
+AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status *status);
 
 /* ==== 7. runtime interface ============================================================ */
 /* A runtime runs registered processors. Both runtimes (section 8 and am2z_resp.h) share
    this interface, so moving from local to distributed changes one constructor call.
 
-   REGISTRY  am2z_runtime_register(rt, p) registers p and, recursively, every processor
-   it contains (composite children, batch target, dependencies); the registry keeps a
-   reference to each. Registering the same object again is a no-op (AM2Z_STATUS_OK); another
-   processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first to
-   replace one); a processor containing, directly or not, a processor with its own name
-   gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper than
-   AM2Z_REGISTER_MAX_DEPTH gives AM2Z_STATUS_LIMIT. On failure nothing is registered.
-   Unregister removes that one name (children stay). Lookups take a shared read lock.
+   REGISTRY  am2z_runtime_register(rt, p) takes over the caller's reference to p (also on
+   failure; NULL fails with AM2Z_STATUS_INVALID_ARGUMENT and the detail of the
+   constructor that failed) and registers p and, recursively, every processor it
+   contains (composite children, batch target, dependencies); the registry keeps a
+   reference to each. Registering the same object again is a no-op (AM2Z_STATUS_OK);
+   another processor under a registered name gives AM2Z_STATUS_EXISTS (unregister first
+   to replace one); a processor containing, directly or not, a processor with its own
+   name gives AM2Z_STATUS_CYCLE (calls by name would recurse forever); nesting deeper
+   than AM2Z_REGISTER_MAX_DEPTH gives AM2Z_STATUS_LIMIT. On failure nothing is
+   registered and the detail names the culprit. Unregister removes that one name
+   (children stay). Lookups take a shared read lock.
 
    EVENTS  Handlers run synchronously on the thread that emits: the worker running the
    execution for job, composite, progress and custom events; the calling thread for
@@ -924,7 +968,7 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc);
    and is always an object. Names and payloads:
      processor:job:started    {processorName, executionId, sessionId, attempt, callDepth}
      processor:job:completed  {processorName, executionId, sessionId, attempts, callDepth,
-                               executionTime (ms)}
+                               executionTime (ms, a double)}
      processor:job:failed     {... same ..., error}      (final failures only)
      processor:job:retrying   {processorName, executionId, sessionId, attempt (the one
                                that failed), delayMs, error}
@@ -947,7 +991,9 @@ typedef struct am2z_execution am2z_execution; /* a submitted execution */
 /* An event handler (see EVENTS above); data is borrowed for the call. */
 typedef void (*am2z_event_fn)(const char *event, const am2z_value *data, void *user_data);
 
+/* Consumes p (see REGISTRY). */
 AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p);
+/* Registers ps[0..count) in order, stopping at the first failure; consumes every one. */
 AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor *const *ps, size_t count);
 AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name);
 AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name);
@@ -956,25 +1002,50 @@ AM2Z_API am2z_value *am2z_runtime_list(am2z_runtime *rt); /* array of names */
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt);
 /* Waits up to grace_ms for running executions, then cancels the rest. */
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms);
+/* Non-zero between a successful start (constructors start their runtime) and stop. */
+AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt);
 
-/* Blocking; input borrowed. Session "default" when session_id is NULL. */
+/* The configuration a runtime resolved from its desc (defaults filled in). */
+typedef struct am2z_runtime_settings {
+    const char *kind;           /* "local" or "queue" (static) */
+    int workers;                /* worker threads of this process (0: none, a producer) */
+    int64_t default_timeout_ms; /* for processors without a timeout */
+    int max_call_depth;         /* nested ctx calls allowed */
+    size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
+} am2z_runtime_settings;
+/* rt's settings; all zero for NULL. */
+AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
+
+/* Blocking; input borrowed. Session "default" when session_id is NULL. The outcome
+   names its execution and session; its state's metadata.sessionId is that session. */
 AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *processor, const am2z_state *input);
 AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
                                                       const am2z_state *input, const char *session_id);
-/* Starts an execution and returns its handle (free it with am2z_execution_free), or
-   NULL when it cannot be submitted: unknown processor, stopped runtime or session, full
-   queue, no memory (am2z_runtime_execute reports which as an error). input borrowed. */
+/* Starts an execution and returns its handle, to wait on and then free, or to detach.
+   NULL when it cannot be submitted, with *status (may be NULL; AM2Z_STATUS_OK on
+   success) and a detail naming the processor: AM2Z_STATUS_NOT_FOUND (not registered),
+   AM2Z_STATUS_NOT_STARTED (stopped runtime), AM2Z_STATUS_CANCELLED (session stopping),
+   AM2Z_STATUS_INVALID_ARGUMENT (no name or input, bad session id), AM2Z_STATUS_LIMIT
+   (full queue), AM2Z_STATUS_NO_MEMORY, AM2Z_STATUS_IO (queue runtime). input borrowed. */
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor,
-                                             const am2z_state *input, const char *session_id);
-/* AM2Z_STATUS_OK with *out filled (a new outcome each call: clear it), or AM2Z_STATUS_TIMEOUT
-   (still running; wait again or free). timeout_ms < 0 waits without a limit. One
-   thread at a time may wait on a handle. */
+                                             const am2z_state *input, const char *session_id,
+                                             am2z_status *status);
+/* The execution's id (borrowed from the handle; "" for NULL), readable at once;
+   outcome.execution_id and events carry the same id. */
+AM2Z_API const char *am2z_execution_id(const am2z_execution *e);
+/* AM2Z_STATUS_OK with *out filled (clearing what it held; see am2z_outcome), or
+   AM2Z_STATUS_TIMEOUT (still running; wait again, free or detach). timeout_ms < 0 waits
+   without a limit. One thread at a time may wait on a handle. */
 AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
 /* Frees the handle; an unfinished execution is cancelled and its result discarded. */
 AM2Z_API void am2z_execution_free(am2z_execution *e);
-/* Runs count executions concurrently; outs[i] (filled for every i, clear each) belongs
-   to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT for NULL arrays; otherwise
-   AM2Z_STATUS_OK and failures are in the outcomes. */
+/* Fire and forget: frees the handle and lets the execution run to completion (retries
+   included); its outcome is discarded (events and stats still see it). stop_session
+   still cancels it, and stopping the runtime ends it as it ends every execution. */
+AM2Z_API void am2z_execution_detach(am2z_execution *e);
+/* Runs count executions concurrently; outs[i] (filled for every i, clearing what it
+   held; clear each after) belongs to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT
+   for NULL arrays; otherwise AM2Z_STATUS_OK and failures are in the outcomes. */
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
                                                const am2z_state *const *inputs, size_t count,
                                                const char *session_id, am2z_outcome *outs);
@@ -984,10 +1055,16 @@ AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *pro
    (CancelledError "Session <id> stopped"); then it is forgotten ("session:cleanup") and
    its next use creates it afresh. AM2Z_STATUS_NOT_FOUND for an unknown session. */
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
+/* Stops every active session (am2z_runtime_active_sessions) as stop_session does, each
+   with grace_ms; the runtime stays started. The first failure's status, else OK. */
+AM2Z_API am2z_status am2z_runtime_stop_all_sessions(am2z_runtime *rt, int64_t grace_ms);
 /* JSON snapshots (new references; shapes in each runtime's section). session_stats is
    NULL for an unknown session; active_sessions is an array of ids. Counts settle just
    after outcomes: a caller that has its outcome may still see it "running" briefly. */
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt);
+/* The stats of one processor (a new reference; NULL when it has none yet): the member
+   of stats' "processors" named exactly name, so names with '.' need no escaping. */
+AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *name);
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
 
@@ -997,10 +1074,18 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id);
 /* Stops (grace 0) if running and frees everything. */
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt);
 
-/* ---- 7b. for runtime implementers (the queue runtime in am2z_resp.h uses these) ----
-   The shared part of a runtime (processor registry with dependency registration and
-   cycle detection, event handlers, logger) lives in am2z_runtime; a runtime supplies
-   the execution side through am2z_runtime_ops. Users never need this part. */
+/* ==== 7b. runtime implementers: not needed by users =================================== */
+/* The queue runtime in am2z_resp.h is built on this part; a program that only uses
+   runtimes never needs it. The shared part of a runtime (processor registry with
+   dependency registration and cycle detection, event handlers, logger, settings) lives
+   in am2z_runtime; a runtime supplies the execution side through am2z_runtime_ops. */
+
+/* The head of every runtime's execution struct (its first member): the generic
+   am2z_execution_* functions find the runtime's ops and the id through it. */
+struct am2z_execution {
+    am2z_runtime *rt;
+    const char *id;             /* the runtime's storage, valid while the handle lives */
+};
 
 typedef struct am2z_runtime_ops {
     am2z_status (*start)(am2z_runtime *rt);
@@ -1008,13 +1093,15 @@ typedef struct am2z_runtime_ops {
     /* Required. Returns NULL with *status set on failure. */
     am2z_execution *(*submit)(am2z_runtime *rt, const char *processor, const am2z_state *input,
                               const char *session_id, am2z_status *status);
+    /* Required. out is empty (the caller cleared it). */
     am2z_status (*wait)(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
-    void (*free_execution)(am2z_execution *e);
+    void (*free_execution)(am2z_execution *e); /* required; cancels an unfinished one */
+    void (*detach)(am2z_execution *e);         /* required; frees, lets it run */
     /* Optional fast paths; NULL means built from submit + wait. */
     am2z_outcome (*execute)(am2z_runtime *rt, const char *processor, const am2z_state *input,
                             const char *session_id);
     am2z_status (*execute_many)(am2z_runtime *rt, const char *processor, const am2z_state *const *inputs,
-                                size_t count, const char *session_id, am2z_outcome *outs);
+                                size_t count, const char *session_id, am2z_outcome *outs /* empty */);
     am2z_status (*stop_session)(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
     am2z_value *(*stats)(am2z_runtime *rt);
     am2z_value *(*session_stats)(am2z_runtime *rt, const char *session_id);
@@ -1025,16 +1112,19 @@ typedef struct am2z_runtime_ops {
     void (*destroy)(am2z_runtime *rt); /* frees the runtime's own data, not rt */
 } am2z_runtime_ops;
 
-/* ops is borrowed for the runtime's lifetime; impl is the runtime's own data. */
-AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger);
+/* ops and settings->kind are borrowed for the runtime's lifetime (settings is copied);
+   impl is the runtime's own data. The runtime is not started: the implementation calls
+   am2z_runtime_start. NULL when ops lack a required function or memory runs out. */
+AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger,
+                                        const am2z_runtime_settings *settings);
 AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt);
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt); /* borrowed */
 /* A new reference to the registered processor, or NULL. */
 AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name);
 /* Delivers an event to the handlers (data borrowed). */
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data);
-/* A new execution id "<processor>-<ms>-<random>", written to buf (64 bytes). */
-AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[64]);
+/* A new execution id "<processor>-<ms>-<random>", written to buf. */
+AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]);
 
 /* How a runtime serves the ctx functions of the executions it runs. */
 typedef struct am2z_ctx_ops {
@@ -1094,15 +1184,18 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      rescheduled after its backoff (no worker sleeps); the caller gets the final outcome
      with attempts and every failed attempt's error in order. A nested call retries on
      the calling worker, running queued calls of other executions while it waits.
-   - Queue options: priority orders waiting top-level executions: 0 (normal) first, as in
-     BullMQ, then 1, 2, ... (FIFO within a priority). concurrency caps the processor's
-     simultaneous top-level executions; nested calls run inside their caller's turn and
-     never wait for a slot, so a processor calling itself cannot deadlock.
+   - Queue options: priority orders waiting top-level executions: 0 (default) runs
+     first, then 1, 2, ... (FIFO within a priority), as in BullMQ. concurrency caps the
+     processor's simultaneous top-level executions; nested calls run inside their
+     caller's turn and never wait for a slot, so a processor calling itself cannot
+     deadlock.
      rate_limit_per_minute spaces starts at least 60000/rate ms apart (one-token bucket;
      executions wait, never fail), nested calls included. delay_ms postpones the first
      attempt of a top-level execution and each nested call.
    - Sessions: NULL means "default"; first use emits "session:created"; see
-     am2z_runtime_stop_session.
+     am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
+     another session runs with it rewritten, so an outcome's state always names the
+     session it ran in.
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
      (CancelledError "Runtime stopped"), joins the workers (a processor ignoring
      cancellation delays it until it returns) and ends every session ("session:cleanup").
@@ -1111,7 +1204,8 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      through am2z_state_bump, so metadata.version counts the steps that produced it.
    - Stats: {registeredProcessors, running (attempts executing now), completed, failed,
      retried (executions incl. nested), queued, workers, uptimeMs, processors: {<name>:
-     {completed, failed, retried, p50Us, p99Us}}}; latency percentiles come from a log
+     {completed, failed, retried, p50Ms, p99Ms}}} (am2z_runtime_processor_stats reads
+     one); latency percentiles come from a log
      histogram (4 buckets per doubling, so within ~10%). session_stats: {sessionId,
      createdAt, running, submitted, completed, failed, cancelled, stopping}.
    - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS (200 us) before they
@@ -1137,14 +1231,16 @@ typedef struct am2z_local_desc {
     int64_t default_timeout_ms; /* for processors without one; default 60000 */
     int max_call_depth;         /* default AM2Z_MAX_CALL_DEPTH (10) */
     size_t queue_capacity;      /* top-level executions waiting to start; default 65536.
-                                   Full: execute fails with ResourceError, submit gives NULL */
+                                   Full: execute fails with ResourceError, submit with
+                                   AM2Z_STATUS_LIMIT */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
-   NULL when desc is invalid (negative values, workers > AM2Z_LOCAL_MAX_WORKERS) or out
-   of memory / threads. */
-AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc);
+   NULL with *status (may be NULL; AM2Z_STATUS_OK on success) AM2Z_STATUS_INVALID_ARGUMENT
+   when desc is invalid (negative values, workers > AM2Z_LOCAL_MAX_WORKERS; the detail
+   says which) or AM2Z_STATUS_NO_MEMORY (memory or threads). */
+AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_status *status);
 
 #ifdef __cplusplus
 }
@@ -4699,43 +4795,46 @@ static am2z_value *am2z__proc_str(const char *s) {
     return s ? am2z_value_string(s) : am2z_value_null();
 }
 
-/* Sets member `key` (a plain identifier) on object o. Both consumed; NULL-safe so a
-   chain of puts yields NULL, with everything released, after the first failure. */
-static am2z_value *am2z__proc_put(am2z_value *o, const char *key, am2z_value *x) {
-    if (!o || !x) {
-        am2z_value_release(o);
-        am2z_value_release(x);
-        return NULL;
-    }
-    return am2z_value_set(o, key, x);
-}
-
-/* Appends x to array a; both consumed, NULL-safe like am2z__proc_put. */
-static am2z_value *am2z__proc_push(am2z_value *a, am2z_value *x) {
-    if (!a || !x) {
-        am2z_value_release(a);
-        am2z_value_release(x);
-        return NULL;
-    }
-    return am2z_value_append(a, "", x);
-}
-
 /* The error for an allocation failure inside a processor or composite. */
 static am2z_result am2z__proc_oom(void) {
     return am2z_fail(am2z_error_resource("memory", 0, 0));
 }
 
-static int am2z__proc_name_ok(const char *name) {
+/* Releases the count references of a processor array handed over to a constructor
+   that fails (NULL entries skipped). */
+static void am2z__proc_release_all(am2z_processor *const *ps, size_t count) {
+    size_t i;
+    for (i = 0; ps && i < count; i++) am2z_processor_release(ps[i]);
+}
+
+/* The index of the first NULL of ps[0..count), or count. */
+static size_t am2z__proc_first_null(am2z_processor *const *ps, size_t count) {
+    size_t i;
+    for (i = 0; i < count && ps[i]; i++) {
+    }
+    return i;
+}
+
+/* Records that child `what` `index` (1-based) of constructor `kind` 'name' is NULL,
+   keeping the detail of the constructor that failed to make it. */
+static am2z_status am2z__proc_null_child(const char *kind, const char *name, const char *what, size_t index) {
+    const char *why = am2z_status_detail();
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s '%s': %s %lu is NULL%s%s%s", kind,
+                      name ? name : "(null)", what, (unsigned long)index, why[0] ? " (" : "", why, why[0] ? ")" : "");
+}
+
+/* Why name is not a legal processor name, or NULL when it is. */
+static const char *am2z__proc_name_why(const char *name) {
     size_t n = 0;
-    if (!name) return 0;
+    if (!name) return "no name";
     for (; name[n]; n++) {
         char c = name[n];
-        if (n >= AM2Z_NAME_MAX) return 0;
+        if (n >= AM2Z_NAME_MAX) return "name is longer than AM2Z_NAME_MAX bytes";
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '.' || c == '-'))
-            return 0;
+            return "name has a character outside [A-Za-z0-9_.-]";
     }
-    return n > 0;
+    return n ? NULL : "empty name";
 }
 
 static void am2z__processor_free(am2z_processor *p) {
@@ -4753,14 +4852,17 @@ static void am2z__processor_free(am2z_processor *p) {
     am2z__free(p);
 }
 
-/* A processor of `kind` with copies of name and description and one reference to each
-   of the count children (all non-NULL, checked by the callers). NULL when out of memory. */
+/* A processor of `kind` with copies of name and description that takes over the count
+   children (all non-NULL, checked by the callers; released on failure). NULL when out
+   of memory. */
 static am2z_processor *am2z__processor_alloc(am2z__processor_kind kind, const char *name,
                                              const char *description, am2z_processor *const *children,
                                              size_t count) {
-    size_t i;
     am2z_processor *p = (am2z_processor *)am2z__malloc(sizeof *p);
-    if (!p) return NULL;
+    if (!p) {
+        am2z__proc_release_all(children, count);
+        return NULL;
+    }
     memset(p, 0, sizeof *p);
     p->refcount = 1;
     p->kind = kind;
@@ -4768,8 +4870,12 @@ static am2z_processor *am2z__processor_alloc(am2z__processor_kind kind, const ch
     p->desc.description = description ? am2z__strdup(description) : NULL;
     if (count) {
         p->children = (am2z_processor **)am2z__malloc(count * sizeof *p->children);
-        if (p->children)
-            for (i = 0; i < count; i++) p->children[p->child_count++] = am2z_processor_retain(children[i]);
+        if (p->children) {
+            memcpy(p->children, children, count * sizeof *p->children);
+            p->child_count = count;
+        } else {
+            am2z__proc_release_all(children, count);
+        }
     }
     if (!p->desc.name || (description && !p->desc.description) || (count && !p->children)) {
         am2z__processor_free(p);
@@ -4778,22 +4884,47 @@ static am2z_processor *am2z__processor_alloc(am2z__processor_kind kind, const ch
     return p;
 }
 
-AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc) {
+/* Why desc cannot make a processor, or NULL when it can. */
+static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
+    const am2z_retry_policy *rp = &desc->retry;
+    const char *why = am2z__proc_name_why(desc->name);
+    if (why) return why;
+    if (!desc->fn) return "no fn";
+    if (desc->timeout_ms < 0) return "negative timeout_ms";
+    if (rp->max_attempts < 0 || rp->max_delay_ms < 0 || !(rp->multiplier >= 0))
+        return "negative retry max_attempts, max_delay_ms or multiplier";
+    if (!(rp->jitter >= 0 && rp->jitter <= 1)) return "retry jitter outside 0..1";
+    if (desc->queue.concurrency < 0 || desc->queue.priority < 0 || desc->queue.rate_limit_per_minute < 0 ||
+        desc->queue.delay_ms < 0)
+        return "negative queue concurrency, priority, rate_limit_per_minute or delay_ms";
+    if (desc->dependency_count && !desc->dependencies) return "dependency_count without dependencies";
+    return NULL;
+}
+
+AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2z_status *status) {
     am2z_processor *p;
-    size_t i;
-    const am2z_retry_policy *rp;
-    if (!desc || !desc->fn || !am2z__proc_name_ok(desc->name)) return NULL;
-    rp = &desc->retry;
-    if (desc->timeout_ms < 0 || rp->max_attempts < 0 || rp->max_delay_ms < 0 ||
-        !(rp->multiplier >= 0) || !(rp->jitter >= 0 && rp->jitter <= 1) || desc->queue.concurrency < 0 ||
-        desc->queue.priority < 0 || desc->queue.rate_limit_per_minute < 0 || desc->queue.delay_ms < 0)
-        return NULL;
-    if (desc->dependency_count && !desc->dependencies) return NULL;
-    for (i = 0; i < desc->dependency_count; i++)
-        if (!desc->dependencies[i]) return NULL;
-    p = am2z__processor_alloc(AM2Z__KIND_PLAIN, desc->name, desc->description, desc->dependencies,
-                              desc->dependency_count);
-    if (!p) return NULL;
+    am2z_processor *const *deps = desc ? desc->dependencies : NULL;
+    size_t ndeps = deps ? desc->dependency_count : 0, bad;
+    const char *why;
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor: NULL desc"));
+    bad = am2z__proc_first_null(deps, ndeps);
+    if (bad < ndeps) {
+        am2z__proc_null_child("processor", desc->name, "dependency", bad + 1);
+        am2z__proc_release_all(deps, ndeps);
+        return (am2z_processor *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    }
+    if ((why = am2z__processor_invalid(desc)) != NULL) {
+        am2z__proc_release_all(deps, ndeps);
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "processor '%s': %s",
+                           desc->name ? desc->name : "(null)", why));
+    }
+    p = am2z__processor_alloc(AM2Z__KIND_PLAIN, desc->name, desc->description, deps, ndeps);
+    if (!p)
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "processor '%s': out of memory", desc->name));
+    if (status) *status = AM2Z_STATUS_OK;
     p->desc.fn = desc->fn;
     p->desc.timeout_ms = desc->timeout_ms;
     p->desc.retry = desc->retry;
@@ -4977,9 +5108,9 @@ AM2Z_API void am2z_ctx_emit(am2z_ctx *ctx, const char *event, am2z_value *data) 
 AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress) {
     am2z_value *d;
     if (!am2z__ctx_wants(ctx, "processor:progress")) return;
-    d = am2z__proc_put(am2z_value_object(), "processorName", am2z__proc_str(ctx->meta.processor));
-    d = am2z__proc_put(d, "executionId", am2z__proc_str(ctx->meta.execution_id));
-    d = am2z__proc_put(d, "progress", am2z_value_double(progress));
+    d = am2z_value_set(am2z_value_object(), "processorName", am2z__proc_str(ctx->meta.processor));
+    d = am2z_value_set(d, "executionId", am2z__proc_str(ctx->meta.execution_id));
+    d = am2z_value_set(d, "progress", am2z_value_double(progress));
     if (d) am2z_ctx_emit(ctx, "processor:progress", d);
 }
 
@@ -5038,7 +5169,8 @@ static void am2z__proc_buf_ptr(am2z__proc_buf *b, const char *key, size_t len) {
     am2z__proc_buf_add(b, key + start, len - start);
 }
 
-/* Builds "<prefix><name0><sep><name1>...<suffix>" from the children's names. */
+/* Builds "<prefix><name0><sep><name1>...<suffix>" from the children's names (all
+   non-NULL). NULL when out of memory. */
 static char *am2z__proc_describe(const char *prefix, am2z_processor *const *children, size_t count,
                                  const char *sep, const char *suffix) {
     am2z__proc_buf b;
@@ -5046,9 +5178,8 @@ static char *am2z__proc_describe(const char *prefix, am2z_processor *const *chil
     memset(&b, 0, sizeof b);
     am2z__proc_buf_str(&b, prefix);
     for (i = 0; i < count; i++) {
-        if (!children[i]) b.failed = 1; /* rejected by the caller's validation */
         if (i) am2z__proc_buf_str(&b, sep);
-        if (!b.failed) am2z__proc_buf_str(&b, children[i]->desc.name);
+        am2z__proc_buf_str(&b, children[i]->desc.name);
     }
     am2z__proc_buf_str(&b, suffix);
     if (b.failed) {
@@ -5058,25 +5189,46 @@ static char *am2z__proc_describe(const char *prefix, am2z_processor *const *chil
     return b.data;
 }
 
-/* Builds a composite: validates name and children, copies the description (or the
-   generated one, which it then frees). NULL on invalid input or out of memory. */
+/* Checks what every composite needs (children all non-NULL first, so the detail of a
+   failed child constructor survives; then name, count, timeout). On failure releases
+   the children and returns the status with its detail recorded. */
+static am2z_status am2z__composite_check(const char *kind, const char *name, const char *child,
+                                         am2z_processor *const *children, size_t count, int64_t timeout_ms) {
+    size_t bad = am2z__proc_first_null(children, count);
+    const char *why = NULL;
+    am2z_status st;
+    if (bad < count) {
+        st = am2z__proc_null_child(kind, name, child, bad + 1);
+        am2z__proc_release_all(children, count);
+        return st;
+    }
+    if (!count || !children) why = "no children";
+    else if (timeout_ms < 0) why = "negative timeout_ms";
+    else why = am2z__proc_name_why(name);
+    if (!why) return AM2Z_STATUS_OK;
+    am2z__proc_release_all(children, count);
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s '%s': %s", kind, name ? name : "(null)", why);
+}
+
 static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input);
 
-/* Every composite runs through am2z__composite_fn, which dispatches on its kind. */
+/* A checked composite that takes over the children, with the given description or else
+   the generated one (freed here). Every composite runs through am2z__composite_fn,
+   which dispatches on its kind. NULL (children released) when out of memory. */
 static am2z_processor *am2z__composite_new(am2z__processor_kind kind, const char *name, const char *description,
                                            char *generated, am2z_processor *const *children, size_t count,
-                                           int64_t timeout_ms) {
+                                           int64_t timeout_ms, am2z_status *status) {
     am2z_processor *p = NULL;
-    size_t i;
-    int ok = am2z__proc_name_ok(name) && timeout_ms >= 0 && count > 0 && children != NULL &&
-             (description || generated);
-    for (i = 0; ok && i < count; i++) ok = children[i] != NULL;
-    if (ok) p = am2z__processor_alloc(kind, name, description ? description : generated, children, count);
+    if (description || generated)
+        p = am2z__processor_alloc(kind, name, description ? description : generated, children, count);
+    else
+        am2z__proc_release_all(children, count);
     am2z__free(generated);
-    if (p) {
-        p->desc.timeout_ms = timeout_ms;
-        p->desc.fn = am2z__composite_fn;
-    }
+    if (!p) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "'%s': out of memory", name));
+    p->desc.timeout_ms = timeout_ms;
+    p->desc.fn = am2z__composite_fn;
+    if (status) *status = AM2Z_STATUS_OK;
     return p;
 }
 
@@ -5092,13 +5244,17 @@ static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, 
 
 /* ---- chain ---- */
 
-AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc) {
-    if (!desc || !desc->steps || desc->count == 0) return NULL;
+AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status) {
+    am2z_status st;
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
+    st = am2z__composite_check("chain", desc->name, "step", desc->steps, desc->count, desc->timeout_ms);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     return am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
                                desc->description ? NULL
                                                  : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
                                                                        " -> ", ""),
-                               desc->steps, desc->count, desc->timeout_ms);
+                               desc->steps, desc->count, desc->timeout_ms, status);
 }
 
 static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
@@ -5114,19 +5270,19 @@ static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const
             r = am2z_ctx_call(ctx, step, cur);
         }
         if (!r.state) {
-            d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(step));
-            d = am2z__proc_put(d, "failedStep", am2z_value_int((int64_t)i));
-            d = am2z__proc_put(d, "completedSteps", am2z_value_int((int64_t)i));
+            d = am2z_value_set(am2z_value_object(), "failedProcessor", am2z_value_string(step));
+            d = am2z_value_set(d, "failedStep", am2z_value_int((int64_t)i));
+            d = am2z_value_set(d, "completedSteps", am2z_value_int((int64_t)i));
             return am2z__composite_fail(p, ctx, r.error, cur, d);
         }
         am2z_value_release(cur);
         cur = r.state;
         if (!am2z__ctx_wants(ctx, "processor:completed")) continue;
-        d = am2z__proc_put(am2z_value_object(), "processorName", am2z_value_string(step));
-        d = am2z__proc_put(d, "chainName", am2z_value_string(p->desc.name));
-        d = am2z__proc_put(d, "chainPosition", am2z_value_int((int64_t)i + 1));
-        d = am2z__proc_put(d, "totalProcessors", am2z_value_int((int64_t)p->child_count));
-        d = am2z__proc_put(d, "stepCompleted", am2z_value_bool(1));
+        d = am2z_value_set(am2z_value_object(), "processorName", am2z_value_string(step));
+        d = am2z_value_set(d, "chainName", am2z_value_string(p->desc.name));
+        d = am2z_value_set(d, "chainPosition", am2z_value_int((int64_t)i + 1));
+        d = am2z_value_set(d, "totalProcessors", am2z_value_int((int64_t)p->child_count));
+        d = am2z_value_set(d, "stepCompleted", am2z_value_bool(1));
         if (d) am2z_ctx_emit(ctx, "processor:completed", d);
     }
     return am2z_ok(cur);
@@ -5134,14 +5290,18 @@ static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const
 
 /* ---- parallel and the 3-way merge ---- */
 
-AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc) {
+AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc, am2z_status *status) {
     am2z_processor *p;
-    if (!desc || !desc->branches || desc->count == 0) return NULL;
+    am2z_status st;
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "parallel: NULL desc"));
+    st = am2z__composite_check("parallel", desc->name, "branch", desc->branches, desc->count, desc->timeout_ms);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
     p = am2z__composite_new(AM2Z__KIND_PARALLEL, desc->name, desc->description,
                             desc->description ? NULL
                                               : am2z__proc_describe("Parallel execution: ", desc->branches,
                                                                     desc->count, " || ", ""),
-                            desc->branches, desc->count, desc->timeout_ms);
+                            desc->branches, desc->count, desc->timeout_ms, status);
     if (!p) return NULL;
     p->merge = desc->merge;
     p->merge_user_data = desc->merge_user_data;
@@ -5183,8 +5343,8 @@ static void am2z__merge_conflict(am2z__merge *m, const am2z_value *theirs, const
     }
     values = am2z_value_append(am2z_value_array(), "", theirs ? am2z_value_retain(theirs) : am2z_value_null());
     values = values ? am2z_value_append(values, "", mine ? am2z_value_retain(mine) : am2z_value_null()) : NULL;
-    entry = am2z__proc_put(am2z_value_object(), "path", am2z_value_string(path));
-    entry = am2z__proc_put(entry, "values", values);
+    entry = am2z_value_set(am2z_value_object(), "path", am2z_value_string(path));
+    entry = am2z_value_set(entry, "values", values);
     m->conflicts = entry ? am2z_value_append(m->conflicts, "", entry) : NULL;
     if (!m->conflicts) m->failed = 1;
 }
@@ -5308,10 +5468,10 @@ AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input, con
     for (i = 0; i < n; i++) {
         const am2z_value *c = am2z_value_at(m.conflicts, i);
         const am2z_value *values = am2z_value_get(c, "values");
-        ev = am2z__proc_put(am2z_value_object(), "processorName", am2z__proc_str(ctx ? ctx->meta.processor : NULL));
-        ev = am2z__proc_put(ev, "path", am2z_value_retain(am2z_value_get(c, "path")));
-        ev = am2z__proc_put(ev, "values", am2z_value_retain(values));
-        ev = am2z__proc_put(ev, "resolved", am2z_value_retain(am2z_value_at(values, am2z_value_len(values) - 1)));
+        ev = am2z_value_set(am2z_value_object(), "processorName", am2z__proc_str(ctx ? ctx->meta.processor : NULL));
+        ev = am2z_value_set(ev, "path", am2z_value_retain(am2z_value_get(c, "path")));
+        ev = am2z_value_set(ev, "values", am2z_value_retain(values));
+        ev = am2z_value_set(ev, "resolved", am2z_value_retain(am2z_value_at(values, am2z_value_len(values) - 1)));
         if (ev) am2z_ctx_emit(ctx, "merge:conflict", ev);
     }
     am2z_value_release(m.conflicts);
@@ -5339,26 +5499,26 @@ static am2z_result am2z__parallel_run(const am2z_processor *p, am2z_ctx *ctx, co
     for (i = 0; i < n; i++) {
         if (!results[i].state && failed == n) failed = i;
         if (!am2z__ctx_wants(ctx, "processor:completed")) continue;
-        d = am2z__proc_put(am2z_value_object(), "processorName", am2z_value_string(names[i]));
-        d = am2z__proc_put(d, "parallelName", am2z_value_string(p->desc.name));
-        d = am2z__proc_put(d, "parallelPosition", am2z_value_int((int64_t)i + 1));
-        d = am2z__proc_put(d, "totalProcessors", am2z_value_int((int64_t)n));
-        d = am2z__proc_put(d, "stepCompleted", am2z_value_bool(results[i].state != NULL));
+        d = am2z_value_set(am2z_value_object(), "processorName", am2z_value_string(names[i]));
+        d = am2z_value_set(d, "parallelName", am2z_value_string(p->desc.name));
+        d = am2z_value_set(d, "parallelPosition", am2z_value_int((int64_t)i + 1));
+        d = am2z_value_set(d, "totalProcessors", am2z_value_int((int64_t)n));
+        d = am2z_value_set(d, "stepCompleted", am2z_value_bool(results[i].state != NULL));
         if (d) am2z_ctx_emit(ctx, "processor:completed", d);
     }
     if (failed < n) {
         /* every branch's outcome, so one failure does not hide the others */
         branches = am2z_value_array();
         for (i = 0; i < n; i++) {
-            d = am2z__proc_put(am2z_value_object(), "processor", am2z_value_string(names[i]));
-            d = am2z__proc_put(d, "ok", am2z_value_bool(results[i].state != NULL));
+            d = am2z_value_set(am2z_value_object(), "processor", am2z_value_string(names[i]));
+            d = am2z_value_set(d, "ok", am2z_value_bool(results[i].state != NULL));
             if (!results[i].state)
-                d = am2z__proc_put(d, "error", am2z__proc_str(results[i].error ? results[i].error->message : NULL));
-            branches = am2z__proc_push(branches, d);
+                d = am2z_value_set(d, "error", am2z__proc_str(results[i].error ? results[i].error->message : NULL));
+            branches = am2z_value_append(branches, "", d);
         }
-        d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(names[failed]));
-        d = am2z__proc_put(d, "failedBranch", am2z_value_int((int64_t)failed));
-        d = am2z__proc_put(d, "branches", branches);
+        d = am2z_value_set(am2z_value_object(), "failedProcessor", am2z_value_string(names[failed]));
+        d = am2z_value_set(d, "failedBranch", am2z_value_int((int64_t)failed));
+        d = am2z_value_set(d, "branches", branches);
         r = am2z__composite_fail(p, ctx, am2z_error_retain(results[failed].error), NULL, d);
     } else {
         const am2z_state **outs = inputs; /* reuse: the branches' states in order */
@@ -5375,22 +5535,52 @@ static am2z_result am2z__parallel_run(const am2z_processor *p, am2z_ctx *ctx, co
 
 /* ---- router ---- */
 
-AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc) {
+/* Why the routes of desc are invalid, or NULL. */
+static const char *am2z__router_invalid(const am2z_router_desc *desc) {
+    size_t i, j;
+    if (!desc->select) return "no select function";
+    for (i = 0; i < desc->count; i++) {
+        if (!desc->routes[i].key) return "a route without a key";
+        for (j = 0; j < i; j++)
+            if (strcmp(desc->routes[i].key, desc->routes[j].key) == 0) return "two routes with the same key";
+    }
+    return NULL;
+}
+
+AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_status *status) {
     am2z_processor *p, **targets;
     am2z__proc_buf b;
-    size_t i, j, n;
-    if (!desc || !desc->select || (desc->count && !desc->routes) || (desc->count == 0 && !desc->fallback))
-        return NULL;
-    for (i = 0; i < desc->count; i++) {
-        if (!desc->routes[i].key || !desc->routes[i].target) return NULL;
-        for (j = 0; j < i; j++)
-            if (strcmp(desc->routes[i].key, desc->routes[j].key) == 0) return NULL; /* ambiguous */
+    const char *why;
+    size_t i, n;
+    am2z_status st;
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
+    if (desc->count && !desc->routes) {
+        am2z_processor_release(desc->fallback);
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router '%s': count without routes",
+                           desc->name ? desc->name : "(null)"));
     }
+    /* the targets in route order, then the fallback: the children it takes over */
     n = desc->count + (desc->fallback ? 1 : 0);
-    targets = (am2z_processor **)am2z__malloc(n * sizeof *targets);
-    if (!targets) return NULL;
+    targets = (am2z_processor **)am2z__malloc((n ? n : 1) * sizeof *targets);
+    if (!targets) {
+        for (i = 0; i < desc->count; i++) am2z_processor_release(desc->routes[i].target);
+        am2z_processor_release(desc->fallback);
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
+    }
     for (i = 0; i < desc->count; i++) targets[i] = desc->routes[i].target;
     if (desc->fallback) targets[desc->count] = desc->fallback;
+    st = am2z__composite_check("router", desc->name, "route target", targets, n, desc->timeout_ms);
+    if (st == AM2Z_STATUS_OK && (why = am2z__router_invalid(desc)) != NULL) {
+        am2z__proc_release_all(targets, n);
+        st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router '%s': %s", desc->name, why);
+    }
+    if (st != AM2Z_STATUS_OK) {
+        am2z__free(targets);
+        return (am2z_processor *)am2z__put_status(status, st);
+    }
     memset(&b, 0, sizeof b);
     if (!desc->description) {
         am2z__proc_buf_str(&b, "Router: ");
@@ -5401,12 +5591,11 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc) {
         if (desc->fallback) am2z__proc_buf_str(&b, desc->count ? " | *" : "*");
         if (b.failed) {
             am2z__free(b.data);
-            am2z__free(targets);
-            return NULL;
+            b.data = NULL;
         }
     }
     p = am2z__composite_new(AM2Z__KIND_ROUTER, desc->name, desc->description, b.data, targets, n,
-                            desc->timeout_ms);
+                            desc->timeout_ms, status);
     am2z__free(targets);
     if (!p) return NULL;
     p->select = desc->select;
@@ -5414,17 +5603,15 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc) {
     p->fallback = desc->fallback ? p->children[desc->count] : NULL;
     if (desc->count) {
         p->route_keys = (char **)am2z__malloc(desc->count * sizeof *p->route_keys);
-        if (!p->route_keys) {
-            am2z_processor_release(p);
-            return NULL;
-        }
-        for (i = 0; i < desc->count; i++) {
+        for (i = 0; p->route_keys && i < desc->count; i++) {
             p->route_keys[i] = am2z__strdup(desc->routes[i].key);
-            if (!p->route_keys[i]) {
-                am2z_processor_release(p);
-                return NULL;
-            }
+            if (!p->route_keys[i]) break;
             p->route_count++;
+        }
+        if (p->route_count < desc->count) {
+            am2z_processor_release(p);
+            return (am2z_processor *)am2z__put_status(status,
+                    am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
         }
     }
     return p;
@@ -5443,36 +5630,50 @@ static am2z_result am2z__router_run(const am2z_processor *p, am2z_ctx *ctx, cons
     if (!target)
         return am2z__composite_fail(
             p, ctx, am2z_error_business("NO_ROUTE", AM2Z_SEVERITY_DEFAULT, "No route found for: %s", key ? key : "(no key)"),
-            NULL, am2z__proc_put(am2z_value_object(), "routeKey", am2z__proc_str(key)));
+            NULL, am2z_value_set(am2z_value_object(), "routeKey", am2z__proc_str(key)));
     return am2z_ctx_call(ctx, target->desc.name, input);
 }
 
 /* ---- batch ---- */
 
-AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc) {
-    am2z_processor *p;
-    am2z__proc_buf b;
-    const char *results_path;
-    char num[32];
-    size_t i, n;
-    if (!desc || !desc->target || (!desc->payloads == !desc->items_path)) return NULL;
-    if (desc->payloads) {
-        if (am2z_value_type(desc->payloads) != AM2Z_TYPE_ARRAY || am2z_value_len(desc->payloads) == 0) return NULL;
-        n = am2z_value_len(desc->payloads);
-        for (i = 0; i < n; i++)
-            if (am2z_value_type(am2z_value_at(desc->payloads, i)) != AM2Z_TYPE_OBJECT) return NULL;
-    }
+/* Why a batch desc (other than its target, name and timeout) is invalid, or NULL. */
+static const char *am2z__batch_invalid(const am2z_batch_desc *desc, const char *results_path) {
+    size_t i, n = am2z_value_len(desc->payloads);
+    if (!desc->payloads == !desc->items_path) return "needs exactly one of payloads and items_path";
+    if (desc->payloads && (am2z_value_type(desc->payloads) != AM2Z_TYPE_ARRAY || n == 0))
+        return "payloads is not a non-empty array";
+    for (i = 0; desc->payloads && i < n; i++)
+        if (am2z_value_type(am2z_value_at(desc->payloads, i)) != AM2Z_TYPE_OBJECT) return "a payload is not an object";
     if (desc->mode != AM2Z_BATCH_DEFAULT && desc->mode != AM2Z_BATCH_FAIL_FAST && desc->mode != AM2Z_BATCH_SETTLE_ALL)
-        return NULL;
-    results_path = desc->results_path ? desc->results_path : desc->items_path ? desc->items_path : "results";
+        return "unknown mode";
     /* "<results_path>Errors" must name a sibling member, not an array element */
     if (!results_path[0] || results_path[strlen(results_path) - 1] == ']' ||
         results_path[strlen(results_path) - 1] == '/')
-        return NULL;
+        return "results_path does not name an object member";
+    return NULL;
+}
+
+AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status *status) {
+    am2z_processor *p, *target;
+    am2z__proc_buf b;
+    const char *results_path, *why;
+    char num[32];
+    am2z_status st;
+    if (!desc) return (am2z_processor *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch: NULL desc"));
+    target = desc->target;
+    st = am2z__composite_check("batch", desc->name, "target", &target, 1, desc->timeout_ms);
+    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
+    results_path = desc->results_path ? desc->results_path : desc->items_path ? desc->items_path : "results";
+    if ((why = am2z__batch_invalid(desc, results_path)) != NULL) {
+        am2z_processor_release(target);
+        return (am2z_processor *)am2z__put_status(status,
+                                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "batch '%s': %s", desc->name, why));
+    }
     memset(&b, 0, sizeof b);
     if (!desc->description) {
         am2z__proc_buf_str(&b, "Batch execution: ");
-        am2z__proc_buf_str(&b, desc->target->desc.name);
+        am2z__proc_buf_str(&b, target->desc.name);
         if (desc->payloads) {
             snprintf(num, sizeof num, " x%lu", (unsigned long)am2z_value_len(desc->payloads));
             am2z__proc_buf_str(&b, num);
@@ -5482,11 +5683,11 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc) {
         }
         if (b.failed) {
             am2z__free(b.data);
-            return NULL;
+            b.data = NULL;
         }
     }
-    p = am2z__composite_new(AM2Z__KIND_BATCH, desc->name, desc->description, b.data, &desc->target, 1,
-                            desc->timeout_ms);
+    p = am2z__composite_new(AM2Z__KIND_BATCH, desc->name, desc->description, b.data, &target, 1, desc->timeout_ms,
+                            status);
     if (!p) return NULL;
     p->mode = desc->mode == AM2Z_BATCH_SETTLE_ALL ? AM2Z_BATCH_SETTLE_ALL : AM2Z_BATCH_FAIL_FAST;
     p->payloads = am2z_value_retain(desc->payloads);
@@ -5498,7 +5699,8 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc) {
     p->errors_path = b.data;
     if ((desc->items_path && !p->items_path) || !p->results_path || b.failed) {
         am2z_processor_release(p);
-        return NULL;
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "batch: out of memory"));
     }
     return p;
 }
@@ -5550,17 +5752,17 @@ static am2z_result am2z__batch_run(const am2z_processor *p, am2z_ctx *ctx, const
             break;
         }
     if (failed < n && p->mode != AM2Z_BATCH_SETTLE_ALL) {
-        d = am2z__proc_put(am2z_value_object(), "failedProcessor", am2z_value_string(target));
-        d = am2z__proc_put(d, "batchIndex", am2z_value_int((int64_t)failed));
+        d = am2z_value_set(am2z_value_object(), "failedProcessor", am2z_value_string(target));
+        d = am2z_value_set(d, "batchIndex", am2z_value_int((int64_t)failed));
         r = am2z__composite_fail(p, ctx, am2z_error_retain(results[failed].error), NULL, d);
         goto done;
     }
     for (i = 0; i < n; i++) {
         am2z_value *x;
         if (!results[i].state) {
-            d = am2z__proc_put(am2z_value_object(), "index", am2z_value_int((int64_t)i));
-            d = am2z__proc_put(d, "error", am2z_error_to_json(results[i].error));
-            errors = am2z__proc_push(errors, d);
+            d = am2z_value_set(am2z_value_object(), "index", am2z_value_int((int64_t)i));
+            d = am2z_value_set(d, "error", am2z_error_to_json(results[i].error));
+            errors = am2z_value_append(errors, "", d);
             x = am2z_value_null();
         } else if (am2z_value_find(am2z_value_at(items, i), "metadata", 8)) {
             x = am2z_value_retain(results[i].state);
@@ -5568,7 +5770,7 @@ static am2z_result am2z__batch_run(const am2z_processor *p, am2z_ctx *ctx, const
             /* give plain payloads their results back in the same plain shape */
             x = am2z_value_remove(am2z_value_retain(results[i].state), "metadata");
         }
-        out = am2z__proc_push(out, x);
+        out = am2z_value_append(out, "", x);
         if (!out || (p->mode == AM2Z_BATCH_SETTLE_ALL && !errors)) goto oom;
     }
     r.state = am2z_value_set(am2z_value_retain(input), p->results_path, out);
@@ -5616,12 +5818,6 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
 
 /* ==== 7. runtime interface ============================================================ */
 
-/* The head of every runtime's execution struct (its first member), so the generic
-   am2z_execution_wait / am2z_execution_free find the runtime's ops. */
-struct am2z_execution {
-    am2z_runtime *rt;
-};
-
 typedef struct am2z__handler {
     int id;
     char *event;
@@ -5641,6 +5837,8 @@ struct am2z_runtime {
     const am2z_runtime_ops *ops;
     void *impl;
     am2z_logger *logger;
+    am2z_runtime_settings settings;
+    int started;                /* atomic: set by a successful start, cleared by stop */
     /* Registry, guarded by reg_lock: lookups (every execute) share it, only register and
        unregister write. */
     pthread_rwlock_t reg_lock;
@@ -5736,6 +5934,7 @@ typedef struct am2z__reg_walk {
     am2z_processor **add;
     size_t add_count, add_cap;
     const char *path[AM2Z_REGISTER_MAX_DEPTH];
+    const char *culprit;        /* the name that made the walk fail */
 } am2z__reg_walk;
 
 static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t depth) {
@@ -5744,6 +5943,7 @@ static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t 
     size_t i, n, pos;
     am2z_status st;
     if (!name) return AM2Z_STATUS_INVALID_ARGUMENT;
+    w->culprit = name;
     /* A descendant named like an ancestor would make calls by name recurse forever. */
     for (i = 0; i < depth; i++)
         if (strcmp(w->path[i], name) == 0) return AM2Z_STATUS_CYCLE;
@@ -5771,11 +5971,33 @@ static am2z_status am2z__reg_visit(am2z__reg_walk *w, am2z_processor *p, size_t 
     return AM2Z_STATUS_OK;
 }
 
+/* The detail of a failed registration of p. */
+static am2z_status am2z__reg_fail(am2z_status st, const am2z_processor *p, const char *culprit) {
+    const char *name = am2z_processor_name(p);
+    switch (st) {
+    case AM2Z_STATUS_EXISTS:
+        return am2z__fail(st, AM2Z_NTS, "register '%s': another processor is registered as '%s'", name, culprit);
+    case AM2Z_STATUS_CYCLE:
+        return am2z__fail(st, AM2Z_NTS, "register '%s': '%s' contains a processor with its own name", name, culprit);
+    case AM2Z_STATUS_LIMIT:
+        return am2z__fail(st, AM2Z_NTS, "register '%s': nested deeper than AM2Z_REGISTER_MAX_DEPTH", name);
+    default: return am2z__fail(st, AM2Z_NTS, "register '%s': %s", name, am2z_status_string(st));
+    }
+}
+
 AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) {
     am2z__reg_walk w;
     am2z_status st;
     size_t i;
-    if (!rt || !p) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!p) {
+        const char *why = am2z_status_detail();
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "register: the processor is NULL%s%s%s",
+                          why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
+    if (!rt) {
+        am2z_processor_release(p);
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "register: NULL runtime");
+    }
     memset(&w, 0, sizeof w);
     w.rt = rt;
     pthread_rwlock_wrlock(&rt->reg_lock);
@@ -5794,31 +6016,34 @@ AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) 
             if (rt->ops->registered) rt->ops->registered(rt, w.add[i]);
             am2z_processor_release(w.add[i]);
         }
+    } else {
+        am2z__reg_fail(st, p, w.culprit ? w.culprit : am2z_processor_name(p));
     }
     am2z__free(w.add);
+    am2z_processor_release(p); /* the caller's reference */
     return st;
 }
 
 AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor *const *ps, size_t count) {
     size_t i;
-    am2z_status st;
-    if (!rt || (!ps && count)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z_status st = AM2Z_STATUS_OK;
+    if (!ps && count) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "register_many: NULL array");
     for (i = 0; i < count; i++) {
-        st = am2z_runtime_register(rt, ps[i]);
-        if (st != AM2Z_STATUS_OK) return st;
+        if (st == AM2Z_STATUS_OK) st = am2z_runtime_register(rt, ps[i]);
+        else am2z_processor_release(ps[i]); /* consumed after a failure too */
     }
-    return AM2Z_STATUS_OK;
+    return st;
 }
 
 AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name) {
     am2z_processor *p;
     size_t pos;
-    if (!rt || !name) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!rt || !name) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "unregister: NULL argument");
     pthread_rwlock_wrlock(&rt->reg_lock);
     pos = am2z__reg_find(rt, name);
     if (pos == AM2Z__RT_NPOS) {
         pthread_rwlock_unlock(&rt->reg_lock);
-        return AM2Z_STATUS_NOT_FOUND;
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "unregister '%s': not registered", name);
     }
     p = rt->reg[pos];
     memmove(rt->reg + pos, rt->reg + pos + 1, (rt->reg_count - pos - 1) * sizeof *rt->reg);
@@ -6064,7 +6289,7 @@ AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char
     buf[len] = '\0';
 }
 
-AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[64]) {
+AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]) {
     if (buf) am2z__execution_id_at(processor, am2z_now_ms(), buf);
 }
 
@@ -6080,12 +6305,81 @@ AM2Z_API void am2z_outcome_clear(am2z_outcome *out) {
     memset(out, 0, sizeof *out);
 }
 
+AM2Z_API am2z_result am2z_outcome_to_result(am2z_outcome *out) {
+    am2z_result r;
+    r.state = NULL;
+    r.error = NULL;
+    if (!out) return am2z_fail(am2z_error_validation("outcome", NULL, "NULL outcome"));
+    if (out->error) r.error = out->error;
+    else r.state = out->state;
+    if (out->error) am2z_value_release(out->state); /* a failure's partial state is in its error */
+    out->state = NULL;
+    out->error = NULL;
+    am2z_outcome_clear(out);
+    return r.state || r.error ? r : am2z_fail(am2z_error_validation("outcome", NULL, "empty outcome"));
+}
+
+/* Names the session of an outcome (a copy, cut to AM2Z_SESSION_ID_MAX bytes). */
+AM2Z__PRIVATE void am2z__outcome_session(am2z_outcome *out, const char *session_id) {
+    size_t n = session_id ? strlen(session_id) : 0;
+    if (n > AM2Z_SESSION_ID_MAX) n = AM2Z_SESSION_ID_MAX;
+    if (n) memcpy(out->session_id, session_id, n);
+    out->session_id[n] = '\0';
+}
+
+/* Non-zero when id is a legal session id (1..AM2Z_SESSION_ID_MAX of [A-Za-z0-9_.-]). */
+AM2Z__PRIVATE int am2z__session_id_ok(const char *id) {
+    size_t n = 0;
+    if (!id) return 0;
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (n >= AM2Z_SESSION_ID_MAX) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return n > 0;
+}
+
+/* s (consumed) with metadata.sessionId = session_id when it names another session, so
+   a state never claims a session it did not run in. NULL when out of memory. */
+AM2Z__PRIVATE am2z_state *am2z__state_in_session(am2z_state *s, const char *session_id) {
+    const am2z_value *meta = am2z_value_find(s, "metadata", 8);
+    const char *cur = am2z_value_as_string(am2z_value_find(meta, "sessionId", 9), NULL);
+    am2z_value *m;
+    if (!s || !meta || !session_id || (cur && strcmp(cur, session_id) == 0)) return s;
+    m = am2z_value_set_key(am2z_value_retain(meta), "sessionId", 9, am2z_value_string(session_id));
+    return m ? am2z_value_set_key(s, "metadata", 8, m) : (am2z_value_release(s), (am2z_state *)NULL);
+}
+
+/* Records why submitting processor in session_id failed with st; returns st. */
+AM2Z__PRIVATE am2z_status am2z__submit_fail(am2z_status st, const char *processor, const char *session_id) {
+    const char *name = processor ? processor : "(null)";
+    switch (st) {
+    case AM2Z_STATUS_NOT_FOUND: return am2z__fail(st, AM2Z_NTS, "submit '%s': processor not registered", name);
+    case AM2Z_STATUS_NOT_STARTED:
+        return am2z__fail(st, AM2Z_NTS, "submit '%s': the runtime is stopped (am2z_runtime_start restarts it)", name);
+    case AM2Z_STATUS_CANCELLED:
+        return am2z__fail(st, AM2Z_NTS, "submit '%s': session '%s' is stopping", name,
+                          session_id ? session_id : "default");
+    case AM2Z_STATUS_LIMIT: return am2z__fail(st, AM2Z_NTS, "submit '%s': the queue is full", name);
+    case AM2Z_STATUS_NO_MEMORY: return am2z__fail(st, AM2Z_NTS, "submit '%s': out of memory", name);
+    case AM2Z_STATUS_INVALID_ARGUMENT:
+        if (!processor) return am2z__fail(st, AM2Z_NTS, "submit: no processor name");
+        if (session_id && !am2z__session_id_ok(session_id))
+            return am2z__fail(st, AM2Z_NTS,
+                              "submit '%s': session id is not 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]", name);
+        return am2z__fail(st, AM2Z_NTS, "submit '%s': no input state", name);
+    default: return am2z__fail(st, AM2Z_NTS, "submit '%s': %s", name, am2z_status_string(st));
+    }
+}
+
 /* The error a failed submit turns into for the caller of execute. */
 AM2Z__PRIVATE am2z_error *am2z__runtime_status_error(am2z_runtime *rt, const char *processor, am2z_status st) {
     switch (st) {
     case AM2Z_STATUS_NOT_FOUND: return am2z__runtime_not_found(rt, processor);
     case AM2Z_STATUS_INVALID_ARGUMENT:
-        return am2z_error_validation("arguments", NULL, "a processor name and an input state are required");
+        return am2z_error_validation("arguments", NULL, am2z_status_detail());
     case AM2Z_STATUS_LIMIT: return am2z_error_resource("queue", 0, 0);
     case AM2Z_STATUS_NO_MEMORY: return am2z_error_resource("memory", 0, 0);
     case AM2Z_STATUS_NOT_STARTED:
@@ -6096,11 +6390,13 @@ AM2Z__PRIVATE am2z_error *am2z__runtime_status_error(am2z_runtime *rt, const cha
 }
 
 /* A failed outcome that never ran: error consumed, input borrowed. */
-AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const am2z_state *input, am2z_error *err) {
+AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const char *session_id,
+                                                const am2z_state *input, am2z_error *err) {
     am2z_outcome out;
     memset(&out, 0, sizeof out);
-    out.started_at_ms = am2z_now_ms();
-    am2z__execution_id_at(processor, out.started_at_ms, out.execution_id);
+    out.started_at = am2z_now_ms();
+    am2z__execution_id_at(processor, out.started_at, out.execution_id);
+    am2z__outcome_session(&out, session_id ? session_id : "default");
     out.state = am2z_value_retain(input);
     out.error = err ? err : am2z_error_resource("memory", 0, 0);
     return out;
@@ -6108,9 +6404,10 @@ AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const am2
 
 /* ---- runtime object and dispatch ---- */
 
-AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger) {
+AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger,
+                                        const am2z_runtime_settings *settings) {
     am2z_runtime *rt;
-    if (!ops || !ops->submit || !ops->wait || !ops->free_execution) return NULL;
+    if (!ops || !ops->submit || !ops->wait || !ops->free_execution || !ops->detach) return NULL;
     rt = (am2z_runtime *)am2z__malloc(sizeof *rt);
     if (!rt) return NULL;
     memset(rt, 0, sizeof *rt);
@@ -6132,6 +6429,7 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
     }
     rt->ops = ops;
     rt->impl = impl;
+    if (settings) rt->settings = *settings;
     return rt;
 }
 
@@ -6140,13 +6438,28 @@ AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt) { return rt ? rt->impl 
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt) { return rt ? rt->logger : NULL; }
 
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
-    if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    return rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
+    am2z_status st;
+    if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: NULL runtime");
+    st = rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1);
+    return st;
 }
 
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
-    if (!rt) return AM2Z_STATUS_INVALID_ARGUMENT;
-    return rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
+    am2z_status st;
+    if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: NULL runtime");
+    st = rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0);
+    return st;
+}
+
+AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt) { return rt ? am2z__atomic_load(&rt->started) : 0; }
+
+AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt) {
+    am2z_runtime_settings s;
+    if (rt) return rt->settings;
+    memset(&s, 0, sizeof s);
+    return s;
 }
 
 AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
@@ -6155,14 +6468,17 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
     am2z_execution *e;
     am2z_status st = AM2Z_STATUS_OK;
     if (!rt)
-        return am2z__outcome_failed(processor, input, am2z_error_configuration("runtime", "NULL runtime"));
+        return am2z__outcome_failed(processor, session_id, input,
+                                    am2z_error_configuration("runtime", "NULL runtime"));
     if (rt->ops->execute) return rt->ops->execute(rt, processor, input, session_id);
     e = rt->ops->submit(rt, processor, input, session_id, &st);
-    if (!e) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
+    if (!e)
+        return am2z__outcome_failed(processor, session_id, input, am2z__runtime_status_error(rt, processor, st));
     memset(&out, 0, sizeof out);
     st = rt->ops->wait(e, -1, &out);
     rt->ops->free_execution(e);
-    if (st != AM2Z_STATUS_OK) return am2z__outcome_failed(processor, input, am2z__runtime_status_error(rt, processor, st));
+    if (st != AM2Z_STATUS_OK)
+        return am2z__outcome_failed(processor, session_id, input, am2z__runtime_status_error(rt, processor, st));
     return out;
 }
 
@@ -6171,14 +6487,21 @@ AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *process
 }
 
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
-                                             const char *session_id) {
+                                             const char *session_id, am2z_status *status) {
     am2z_status st = AM2Z_STATUS_OK;
-    if (!rt) return NULL;
-    return rt->ops->submit(rt, processor, input, session_id, &st);
+    am2z_execution *e;
+    if (!rt) return (am2z_execution *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
+    e = rt->ops->submit(rt, processor, input, session_id, &st);
+    if (status) *status = e ? AM2Z_STATUS_OK : st;
+    return e;
 }
 
+AM2Z_API const char *am2z_execution_id(const am2z_execution *e) { return e && e->id ? e->id : ""; }
+
 AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
-    if (!e || !out) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!e || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "wait: NULL handle or outcome");
+    am2z_outcome_clear(out);
     return e->rt->ops->wait(e, timeout_ms, out);
 }
 
@@ -6186,23 +6509,26 @@ AM2Z_API void am2z_execution_free(am2z_execution *e) {
     if (e) e->rt->ops->free_execution(e);
 }
 
+AM2Z_API void am2z_execution_detach(am2z_execution *e) {
+    if (e) e->rt->ops->detach(e);
+}
+
 #define AM2Z__RT_MANY_WINDOW 256
 
 /* execute_many from submit + wait: at most AM2Z__RT_MANY_WINDOW in flight, so a
-   million inputs never need a million queue slots. */
+   million inputs never need a million queue slots. outs are empty. */
 AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, const char *processor,
                                                              const am2z_state *const *inputs, size_t count,
                                                              const char *session_id, am2z_outcome *outs) {
     am2z_execution *win[AM2Z__RT_MANY_WINDOW];
-    size_t next = 0, done = 0, i;
+    size_t next = 0, done = 0;
     am2z_status st;
-    for (i = 0; i < count; i++) memset(&outs[i], 0, sizeof outs[i]);
     while (done < count) {
         while (next < count && next - done < AM2Z__RT_MANY_WINDOW) {
             st = AM2Z_STATUS_OK;
             win[next % AM2Z__RT_MANY_WINDOW] = rt->ops->submit(rt, processor, inputs[next], session_id, &st);
             if (!win[next % AM2Z__RT_MANY_WINDOW])
-                outs[next] = am2z__outcome_failed(processor, inputs[next],
+                outs[next] = am2z__outcome_failed(processor, session_id, inputs[next],
                                                   am2z__runtime_status_error(rt, processor, st));
             next++;
         }
@@ -6211,9 +6537,11 @@ AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, c
             if (e) {
                 st = rt->ops->wait(e, -1, &outs[done]);
                 rt->ops->free_execution(e);
-                if (st != AM2Z_STATUS_OK)
-                    outs[done] = am2z__outcome_failed(processor, inputs[done],
+                if (st != AM2Z_STATUS_OK) {
+                    am2z_outcome_clear(&outs[done]);
+                    outs[done] = am2z__outcome_failed(processor, session_id, inputs[done],
                                                       am2z__runtime_status_error(rt, processor, st));
+                }
             }
         }
         done++;
@@ -6224,16 +6552,37 @@ AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, c
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
                                                const am2z_state *const *inputs, size_t count,
                                                const char *session_id, am2z_outcome *outs) {
-    if (!rt || (count && (!inputs || !outs))) return AM2Z_STATUS_INVALID_ARGUMENT;
+    size_t i;
+    if (!rt || (count && (!inputs || !outs)))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "execute_many: NULL runtime, inputs or outs");
+    for (i = 0; i < count; i++) am2z_outcome_clear(&outs[i]);
     if (!count) return AM2Z_STATUS_OK;
     if (rt->ops->execute_many) return rt->ops->execute_many(rt, processor, inputs, count, session_id, outs);
     return am2z__runtime_execute_many_generic(rt, processor, inputs, count, session_id, outs);
 }
 
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms) {
-    if (!rt || !session_id) return AM2Z_STATUS_INVALID_ARGUMENT;
-    return rt->ops->stop_session ? rt->ops->stop_session(rt, session_id, grace_ms < 0 ? 0 : grace_ms)
-                                 : AM2Z_STATUS_NOT_FOUND;
+    am2z_status st;
+    if (!rt || !session_id) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop_session: NULL argument");
+    st = rt->ops->stop_session ? rt->ops->stop_session(rt, session_id, grace_ms < 0 ? 0 : grace_ms)
+                               : AM2Z_STATUS_NOT_FOUND;
+    if (st == AM2Z_STATUS_NOT_FOUND) am2z__fail(st, AM2Z_NTS, "stop_session '%s': no such session", session_id);
+    return st;
+}
+
+AM2Z_API am2z_status am2z_runtime_stop_all_sessions(am2z_runtime *rt, int64_t grace_ms) {
+    am2z_value *ids = am2z_runtime_active_sessions(rt);
+    am2z_status st = AM2Z_STATUS_OK, one;
+    size_t i;
+    if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop_all_sessions: NULL runtime");
+    if (!ids) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "stop_all_sessions: out of memory");
+    for (i = 0; i < am2z_value_len(ids); i++) {
+        one = am2z_runtime_stop_session(rt, am2z_value_as_string(am2z_value_at(ids, i), NULL), grace_ms);
+        /* a session that ended meanwhile is not a failure */
+        if (one != AM2Z_STATUS_OK && one != AM2Z_STATUS_NOT_FOUND && st == AM2Z_STATUS_OK) st = one;
+    }
+    am2z_value_release(ids);
+    return st;
 }
 
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt) {
@@ -6242,6 +6591,14 @@ AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt) {
     if (rt->ops->stats) return rt->ops->stats(rt);
     v = am2z_value_object();
     return v ? am2z_value_set(v, "registeredProcessors", am2z_runtime_list(rt)) : NULL;
+}
+
+AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *name) {
+    am2z_value *all = name ? am2z_runtime_stats(rt) : NULL;
+    const am2z_value *procs = am2z_value_find(all, "processors", 10);
+    am2z_value *one = am2z_value_retain(am2z_value_find(procs, name, name ? strlen(name) : 0));
+    am2z_value_release(all);
+    return one;
 }
 
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id) {
@@ -6257,7 +6614,7 @@ AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     size_t i;
     if (!rt) return;
-    if (rt->ops->stop) rt->ops->stop(rt, 0);
+    am2z_runtime_stop(rt, 0);
     if (rt->ops->destroy) rt->ops->destroy(rt);
     for (i = 0; i < rt->reg_count; i++) am2z_processor_release(rt->reg[i]);
     am2z__free(rt->reg);
@@ -6601,34 +6958,6 @@ static uint64_t am2z__lr_hash(const char *s) {
     return h;
 }
 
-/* Sets o[key] = x; both consumed, NULL-safe so a run of puts ends in NULL after a failure. */
-static am2z_value *am2z__lr_put(am2z_value *o, const char *key, am2z_value *x) {
-    if (!o || !x) {
-        am2z_value_release(o);
-        am2z_value_release(x);
-        return NULL;
-    }
-    return am2z_value_set(o, key, x);
-}
-
-/* Sets member `key` taken literally (a JSON Pointer, so '.' in names stays a byte). */
-static am2z_value *am2z__lr_put_key(am2z_value *o, const char *key, am2z_value *x) {
-    char buf[2 * AM2Z_NAME_MAX + 4], *d = buf;
-    const char *k;
-    if (strlen(key) > AM2Z_NAME_MAX) key = "?";
-    *d++ = '/';
-    for (k = key; *k; k++) {
-        if (*k == '~' || *k == '/') {
-            *d++ = '~';
-            *d++ = *k == '~' ? '0' : '1';
-        } else {
-            *d++ = *k;
-        }
-    }
-    *d = '\0';
-    return am2z__lr_put(o, buf, x);
-}
-
 static am2z_value *am2z__lr_str(const char *s) { return s ? am2z_value_string(s) : am2z_value_null(); }
 
 static int am2z__lr_wants(const am2z__lr *lr, const char *event) {
@@ -6642,9 +6971,9 @@ static void am2z__lr_emit(am2z__lr *lr, const char *event, am2z_value *data) {
 }
 
 static am2z_value *am2z__lr_event_base(const char *processor, const char *exec_id, const char *session_id) {
-    am2z_value *d = am2z__lr_put(am2z_value_object(), "processorName", am2z__lr_str(processor));
-    d = am2z__lr_put(d, "executionId", am2z__lr_str(exec_id));
-    return am2z__lr_put(d, "sessionId", am2z__lr_str(session_id));
+    am2z_value *d = am2z_value_set(am2z_value_object(), "processorName", am2z__lr_str(processor));
+    d = am2z_value_set(d, "executionId", am2z__lr_str(exec_id));
+    return am2z_value_set(d, "sessionId", am2z__lr_str(session_id));
 }
 
 /* "processor:job:completed" / "processor:job:failed" for one finished execution. */
@@ -6654,10 +6983,10 @@ static void am2z__lr_emit_end(am2z__lr *lr, const char *processor, const char *e
     am2z_value *d;
     if (!am2z__lr_wants(lr, ev)) return;
     d = am2z__lr_event_base(processor, exec_id, sid);
-    d = am2z__lr_put(d, "attempts", am2z_value_int(attempts));
-    d = am2z__lr_put(d, "callDepth", am2z_value_int(depth));
-    d = am2z__lr_put(d, "executionTime", am2z_value_double((double)ns / 1e6));
-    if (err) d = am2z__lr_put(d, "error", am2z_error_to_json(err));
+    d = am2z_value_set(d, "attempts", am2z_value_int(attempts));
+    d = am2z_value_set(d, "callDepth", am2z_value_int(depth));
+    d = am2z_value_set(d, "executionTime", am2z_value_double((double)ns / 1e6));
+    if (err) d = am2z_value_set(d, "error", am2z_error_to_json(err));
     am2z__lr_emit(lr, ev, d);
 }
 
@@ -6666,9 +6995,9 @@ static void am2z__lr_emit_retrying(am2z__lr *lr, const char *processor, const ch
     am2z_value *d;
     if (!am2z__lr_wants(lr, "processor:job:retrying")) return;
     d = am2z__lr_event_base(processor, exec_id, sid);
-    d = am2z__lr_put(d, "attempt", am2z_value_int(attempt));
-    d = am2z__lr_put(d, "delayMs", am2z_value_int(delay_ms));
-    d = am2z__lr_put(d, "error", am2z_error_to_json(err));
+    d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
+    d = am2z_value_set(d, "delayMs", am2z_value_int(delay_ms));
+    d = am2z_value_set(d, "error", am2z_error_to_json(err));
     am2z__lr_emit(lr, "processor:job:retrying", d);
 }
 
@@ -6901,7 +7230,7 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
     lr->scount++;
     pthread_mutex_unlock(&lr->smu);
     if (am2z__lr_wants(lr, "session:created"))
-        am2z__lr_emit(lr, "session:created", am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(id)));
+        am2z__lr_emit(lr, "session:created", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
     return s;
 }
 
@@ -6958,6 +7287,7 @@ static am2z__lr_job *am2z__lr_job_new(am2z__lr *lr, int top) {
     if (!j) return NULL;
     memset(j, 0, sizeof *j);
     j->base.rt = lr->rt;
+    j->base.id = j->exec_id;
     j->lr = lr;
     j->refs = 1;
     j->top = top;
@@ -7390,13 +7720,22 @@ static int am2z__lr_frame_cancelled(const am2z__lr_frame *f, int64_t now) {
 }
 
 /* One attempt of p on this thread: context, "processor:job:started", the processor,
-   the version bump of a successful state. */
+   the version bump of a successful state. A top-level attempt's input and output carry
+   the session it runs in as their metadata.sessionId (nested calls pass states as they
+   are: a batch payload that is a state keeps its own). */
 static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, const am2z_state *input,
                                     const char *exec_id, int attempt, int depth, int64_t start_ns) {
     am2z__lr *lr = f->lr;
+    const char *sid = f->session->id;
+    am2z_state *moved = NULL;
     am2z__lr_shard *sh;
     am2z_ctx ctx;
     am2z_result r;
+    if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
+        moved = am2z__state_in_session(am2z_value_retain(input), sid);
+        if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
+        input = moved;
+    }
     memset(&ctx, 0, sizeof ctx);
     ctx.ops = &am2z__lr_ctx_ops;
     ctx.runtime_data = f;
@@ -7408,7 +7747,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.meta.session_id = f->session->id;
     ctx.meta.attempt = attempt;
     ctx.meta.call_depth = depth;
-    ctx.meta.started_at_ms = am2z__lr_wall(lr, start_ns);
+    ctx.meta.started_at = am2z__lr_wall(lr, start_ns);
     ctx.deadline_ns = f->deadline_ns;
     f->logger = NULL;
     sh = am2z__lr_shard_enter(lr);
@@ -7416,13 +7755,16 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z__lr_shard_leave(sh);
     if (am2z__lr_wants(lr, "processor:job:started")) {
         am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
-        d = am2z__lr_put(d, "attempt", am2z_value_int(attempt));
-        d = am2z__lr_put(d, "callDepth", am2z_value_int(depth));
+        d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
+        d = am2z_value_set(d, "callDepth", am2z_value_int(depth));
         am2z__lr_emit(lr, "processor:job:started", d);
     }
     r = am2z_processor_invoke(p, &ctx, input);
+    am2z_value_release(moved);
     if (r.state) {
         r.state = am2z_state_bump(r.state);
+        if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
+            r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
     sh = am2z__lr_shard_enter(lr);
@@ -7680,9 +8022,10 @@ static void am2z__lr_job_outcome(am2z__lr_job *j, am2z_outcome *out, int move) {
         }
     }
     out->attempts = AM2Z__LR_LD(&j->started_attempts);
-    out->execution_us = first ? (j->end_ns - first) / 1000 : 0;
-    out->started_at_ms = am2z__lr_wall(j->lr, first ? first : j->created_ns);
+    out->duration_ms = first ? (double)(j->end_ns - first) / 1e6 : 0;
+    out->started_at = am2z__lr_wall(j->lr, first ? first : j->created_ns);
     memcpy(out->execution_id, j->exec_id, sizeof out->execution_id);
+    am2z__outcome_session(out, j->session->id);
 }
 
 /* Waits for top-level job j. The waiter enforces the current attempt's deadline. */
@@ -7985,9 +8328,9 @@ static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event) {
 static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx) {
     am2z__lr_frame *f = (am2z__lr_frame *)ctx->runtime_data;
     if (!f->logger) {
-        am2z_value *fields = am2z__lr_put(am2z_value_object(), "processor", am2z__lr_str(ctx->meta.processor));
-        fields = am2z__lr_put(fields, "sessionId", am2z__lr_str(ctx->meta.session_id));
-        fields = am2z__lr_put(fields, "executionId", am2z__lr_str(ctx->meta.execution_id));
+        am2z_value *fields = am2z_value_set(am2z_value_object(), "processor", am2z__lr_str(ctx->meta.processor));
+        fields = am2z_value_set(fields, "sessionId", am2z__lr_str(ctx->meta.session_id));
+        fields = am2z_value_set(fields, "executionId", am2z__lr_str(ctx->meta.execution_id));
         if (fields) f->logger = am2z_logger_child(ctx->logger, fields, ctx->meta.processor);
         am2z_value_release(fields);
     }
@@ -8017,7 +8360,8 @@ static void am2z__lr_batch_wake(am2z__lr_batch *b) {
 
 /* Fills outs[k] for a finished item; r consumed, in (the item's input) borrowed. */
 static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, const am2z_state *in,
-                                  int attempts, int64_t start, int64_t end, const char *exec_id) {
+                                  int attempts, int64_t start, int64_t end, const char *exec_id,
+                                  const char *session_id) {
     memset(o, 0, sizeof *o);
     if (r.state) {
         o->state = r.state;
@@ -8033,9 +8377,10 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
         }
     }
     o->attempts = attempts;
-    o->execution_us = start ? (end - start) / 1000 : 0;
-    o->started_at_ms = am2z__lr_wall(lr, start ? start : end);
+    o->duration_ms = start ? (double)(end - start) / 1e6 : 0;
+    o->started_at = am2z__lr_wall(lr, start ? start : end);
     memcpy(o->execution_id, exec_id, sizeof o->execution_id);
+    am2z__outcome_session(o, session_id);
 }
 
 /* Runs item k if nobody claimed it; returns 1 when this call resolved it (ok in *ok). */
@@ -8092,7 +8437,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     *ok = r.state != NULL;
     am2z__lr_stat(lr, name, *ok ? 0 : 1, end - s);
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
-    am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
     __atomic_store_n(&slot->done, __atomic_load_n(&slot->done, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     am2z_value_release(in);
@@ -8155,7 +8500,8 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     else am2z__lr_session_count(b->session, 0, 1, 0);
     r = am2z__lr_fail(err);
     am2z__lr_stat(lr, am2z_processor_name(b->proc), 1, 0);
-    am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id,
+                          b->session->id);
     __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
     b->abandoned++;
     return 1;
@@ -8268,30 +8614,30 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     am2z__lr_job *j;
     const am2z_processor_desc *d;
     int stopping = 0;
-    if (!name || !input) {
-        *st = AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!name || !input || (sid && !am2z__session_id_ok(sid))) {
+        *st = am2z__submit_fail(AM2Z_STATUS_INVALID_ARGUMENT, name, sid);
         return NULL;
     }
     if (!AM2Z__LR_LD(&lr->running)) {
-        *st = AM2Z_STATUS_NOT_STARTED;
+        *st = am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, name, sid);
         return NULL;
     }
     p = am2z_runtime_lookup(lr->rt, name);
     if (!p) {
-        *st = AM2Z_STATUS_NOT_FOUND;
+        *st = am2z__submit_fail(AM2Z_STATUS_NOT_FOUND, name, sid);
         return NULL;
     }
     s = am2z__lr_session_acquire(lr, sid ? sid : "default", &stopping);
     if (!s) {
         am2z_processor_release(p);
-        *st = stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY;
+        *st = am2z__submit_fail(stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY, name, sid);
         return NULL;
     }
     j = am2z__lr_job_new(lr, 1);
     if (!j) {
         am2z_processor_release(p);
         am2z__lr_session_release(s);
-        *st = AM2Z_STATUS_NO_MEMORY;
+        *st = am2z__submit_fail(AM2Z_STATUS_NO_MEMORY, name, sid);
         return NULL;
     }
     d = am2z_processor_desc_of(p);
@@ -8308,6 +8654,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     am2z__lr_live_add(s, &j->live, 1);
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
+        am2z__submit_fail(*st, name, sid);
         __atomic_sub_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
         am2z__lr_session_done(s);
         am2z__lr_job_release(j);
@@ -8343,13 +8690,17 @@ static void am2z__lr_op_free(am2z_execution *e) {
     am2z__lr_job_release(j);
 }
 
+/* The queue, the worker and the session's live list keep a detached job going; its
+   outcome is released with the job. */
+static void am2z__lr_op_detach(am2z_execution *e) { am2z__lr_job_release((am2z__lr_job *)e); }
+
 static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, const am2z_state *input,
                                         const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
     am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st);
     am2z_outcome out;
-    if (!j) return am2z__outcome_failed(name, input, am2z__lr_submit_error(lr, name, sid, st));
+    if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
     am2z__lr_job_wait(j, -1, &out, 1);
     am2z__lr_job_release(j);
     return out;
@@ -8368,6 +8719,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     int stopping = 0;
     p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
+    else if (sid && !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
     else if (!AM2Z__LR_LD(&lr->running)) st = AM2Z_STATUS_NOT_STARTED;
     if (st == AM2Z_STATUS_OK) {
         d = am2z_processor_desc_of(p);
@@ -8381,8 +8733,9 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         if (!s) st = stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY;
     }
     if (st != AM2Z_STATUS_OK) {
+        am2z__submit_fail(st, name, sid);
         err = am2z__lr_submit_error(lr, name, sid, st);
-        for (i = 0; i < count; i++) outs[i] = am2z__outcome_failed(name, inputs[i], am2z_error_retain(err));
+        for (i = 0; i < count; i++) outs[i] = am2z__outcome_failed(name, sid, inputs[i], am2z_error_retain(err));
         am2z_error_release(err);
         am2z_processor_release(p);
         return AM2Z_STATUS_OK;
@@ -8499,7 +8852,7 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
 
 static void am2z__lr_emit_cleanup(am2z__lr *lr, const char *id) {
     if (am2z__lr_wants(lr, "session:cleanup"))
-        am2z__lr_emit(lr, "session:cleanup", am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(id)));
+        am2z__lr_emit(lr, "session:cleanup", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
 }
 
 static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
@@ -8781,9 +9134,9 @@ static double am2z__lr_percentile(const int64_t *hist, int64_t total, double q) 
     if (want < 1) want = 1;
     for (b = 0; b < AM2Z__LR_HIST; b++) {
         seen += hist[b];
-        if (seen >= want) return am2z__lr_bucket_ns(b) / 1000.0;
+        if (seen >= want) return am2z__lr_bucket_ns(b) / 1e6;
     }
-    return am2z__lr_bucket_ns(AM2Z__LR_HIST - 1) / 1000.0;
+    return am2z__lr_bucket_ns(AM2Z__LR_HIST - 1) / 1e6;
 }
 
 /* Adds shard sh into the merged list (records are never freed while lr lives). */
@@ -8836,12 +9189,13 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
     }
     procs = am2z_value_object();
     for (i = 0; i < n; i++) {
-        am2z_value *p = am2z__lr_put(am2z_value_object(), "completed", am2z_value_int(m[i].completed));
-        p = am2z__lr_put(p, "failed", am2z_value_int(m[i].failed));
-        p = am2z__lr_put(p, "retried", am2z_value_int(m[i].retried));
-        p = am2z__lr_put(p, "p50Us", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.5)));
-        p = am2z__lr_put(p, "p99Us", am2z_value_double(am2z__lr_percentile(m[i].hist, m[i].completed + m[i].failed, 0.99)));
-        procs = am2z__lr_put_key(procs, m[i].name, p);
+        int64_t total = m[i].completed + m[i].failed;
+        am2z_value *p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(m[i].completed));
+        p = am2z_value_set(p, "failed", am2z_value_int(m[i].failed));
+        p = am2z_value_set(p, "retried", am2z_value_int(m[i].retried));
+        p = am2z_value_set(p, "p50Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.5)));
+        p = am2z_value_set(p, "p99Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.99)));
+        procs = am2z_value_set_key(procs, m[i].name, strlen(m[i].name), p);
         completed += m[i].completed;
         failed += m[i].failed;
         retried += m[i].retried;
@@ -8850,15 +9204,15 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
     pthread_mutex_lock(&lr->qmu);
     queued = (int64_t)lr->queued;
     pthread_mutex_unlock(&lr->qmu);
-    v = am2z__lr_put(am2z_value_object(), "registeredProcessors", am2z_runtime_list(rt));
-    v = am2z__lr_put(v, "running", am2z_value_int(running));
-    v = am2z__lr_put(v, "completed", am2z_value_int(completed));
-    v = am2z__lr_put(v, "failed", am2z_value_int(failed));
-    v = am2z__lr_put(v, "retried", am2z_value_int(retried));
-    v = am2z__lr_put(v, "queued", am2z_value_int(queued));
-    v = am2z__lr_put(v, "workers", am2z_value_int(lr->nworkers));
-    v = am2z__lr_put(v, "uptimeMs", am2z_value_int((am2z__lr_now() - lr->created_ns) / 1000000));
-    return am2z__lr_put(v, "processors", procs);
+    v = am2z_value_set(am2z_value_object(), "registeredProcessors", am2z_runtime_list(rt));
+    v = am2z_value_set(v, "running", am2z_value_int(running));
+    v = am2z_value_set(v, "completed", am2z_value_int(completed));
+    v = am2z_value_set(v, "failed", am2z_value_int(failed));
+    v = am2z_value_set(v, "retried", am2z_value_int(retried));
+    v = am2z_value_set(v, "queued", am2z_value_int(queued));
+    v = am2z_value_set(v, "workers", am2z_value_int(lr->nworkers));
+    v = am2z_value_set(v, "uptimeMs", am2z_value_int((am2z__lr_now() - lr->created_ns) / 1000000));
+    return am2z_value_set(v, "processors", procs);
 }
 
 static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) {
@@ -8870,14 +9224,14 @@ static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) 
     if (s) am2z__atomic_inc(&s->refs);
     pthread_mutex_unlock(&lr->smu);
     if (!s) return NULL;
-    v = am2z__lr_put(am2z_value_object(), "sessionId", am2z_value_string(s->id));
-    v = am2z__lr_put(v, "createdAt", am2z_value_int(s->created_ms));
-    v = am2z__lr_put(v, "running", am2z_value_int(AM2Z__LR_LD(&s->running)));
-    v = am2z__lr_put(v, "submitted", am2z_value_int(AM2Z__LR_LD(&s->submitted)));
-    v = am2z__lr_put(v, "completed", am2z_value_int(AM2Z__LR_LD(&s->completed)));
-    v = am2z__lr_put(v, "failed", am2z_value_int(AM2Z__LR_LD(&s->failed)));
-    v = am2z__lr_put(v, "cancelled", am2z_value_int(AM2Z__LR_LD(&s->cancelled)));
-    v = am2z__lr_put(v, "stopping", am2z_value_bool(AM2Z__LR_LD(&s->stopping)));
+    v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(s->id));
+    v = am2z_value_set(v, "createdAt", am2z_value_int(s->created_ms));
+    v = am2z_value_set(v, "running", am2z_value_int(AM2Z__LR_LD(&s->running)));
+    v = am2z_value_set(v, "submitted", am2z_value_int(AM2Z__LR_LD(&s->submitted)));
+    v = am2z_value_set(v, "completed", am2z_value_int(AM2Z__LR_LD(&s->completed)));
+    v = am2z_value_set(v, "failed", am2z_value_int(AM2Z__LR_LD(&s->failed)));
+    v = am2z_value_set(v, "cancelled", am2z_value_int(AM2Z__LR_LD(&s->cancelled)));
+    v = am2z_value_set(v, "stopping", am2z_value_bool(AM2Z__LR_LD(&s->stopping)));
     am2z__lr_session_release(s);
     return v;
 }
@@ -8951,7 +9305,7 @@ static void am2z__lr_op_destroy(am2z_runtime *rt) {
 
 static const am2z_runtime_ops am2z__lr_ops = {
     am2z__lr_op_start,         am2z__lr_op_stop,          am2z__lr_op_submit,
-    am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_execute,
+    am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_detach,        am2z__lr_op_execute,
     am2z__lr_op_execute_many,  am2z__lr_op_stop_session,  am2z__lr_op_stats,
     am2z__lr_op_session_stats, am2z__lr_op_active_sessions, NULL,
     am2z__lr_op_unregistered,  am2z__lr_op_destroy};
@@ -8979,21 +9333,29 @@ static int am2z__lr_worker_init(am2z__lr *lr, int k) {
     return 1;
 }
 
-AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
+AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_status *status) {
     am2z_local_desc d;
+    am2z_runtime_settings set;
     am2z__lr *lr;
     am2z_runtime *rt;
     int k, locks = 0;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
-    if (d.workers < 0 || d.workers > AM2Z_LOCAL_MAX_WORKERS || d.default_timeout_ms < 0 || d.max_call_depth < 0)
-        return NULL;
+    if (d.workers < 0 || d.workers > AM2Z_LOCAL_MAX_WORKERS)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
+                           AM2Z_LOCAL_MAX_WORKERS));
+    if (d.default_timeout_ms < 0 || d.max_call_depth < 0)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "local runtime: negative default_timeout_ms or max_call_depth"));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
     }
     lr = (am2z__lr *)am2z__malloc(sizeof *lr);
-    if (!lr) return NULL;
+    if (!lr) return (am2z_runtime *)am2z__put_status(status,
+            am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     memset(lr, 0, sizeof *lr);
     lr->nworkers = d.workers;
     lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
@@ -9013,25 +9375,36 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc) {
         if (locks > 1) pthread_mutex_destroy(&lr->qmu);
         if (locks > 0) pthread_mutex_destroy(&lr->life);
         am2z__free(lr);
-        return NULL;
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     memset(lr->workers, 0, (size_t)d.workers * sizeof *lr->workers);
     for (k = 0; k < d.workers; k++)
         if (!am2z__lr_worker_init(lr, k)) break;
     if (k < d.workers) {
         am2z__lr_free(lr, k);
-        return NULL;
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of locks"));
     }
-    rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger);
+    memset(&set, 0, sizeof set);
+    set.kind = "local";
+    set.workers = lr->nworkers;
+    set.default_timeout_ms = lr->default_timeout_ms;
+    set.max_call_depth = lr->max_depth;
+    set.queue_capacity = lr->capacity;
+    rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
-        return NULL;
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     lr->rt = rt;
-    if (am2z__lr_op_start(rt) != AM2Z_STATUS_OK) {
+    if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
         am2z_runtime_free(rt);
-        return NULL;
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                   "local runtime: cannot start %d worker threads", d.workers));
     }
+    if (status) *status = AM2Z_STATUS_OK;
     return rt;
 }
 

@@ -414,7 +414,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 
        am2z_queue_desc qd = {0};
        qd.redis.host = "10.0.0.5";                  // or REDIS_HOST / REDIS_PORT ...
-       am2z_runtime *rt = am2z_queue_runtime_new(&qd);
+       am2z_runtime *rt = am2z_queue_runtime_new(&qd, NULL);
        am2z_runtime_register(rt, p);                // every process registers the same names
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
@@ -471,7 +471,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        machines in sync (NTP). Retries: should_retry and the backoff are evaluated by the
        worker that ran the failed attempt; the retry waits in the delayed set; the caller
        gets the final outcome with every attempt's error.
-       Queue options: priority and delay_ms map to BullMQ's prioritized and delayed sets;
+       Queue options: priority (0, the default, runs first, then 1, 2, ...; FIFO within a
+       priority) and delay_ms map to BullMQ's prioritized and delayed sets;
        rate_limit_per_minute to the queue's limiter (meta max/duration, shared by every
        worker of the queue); concurrency limits the jobs of a processor per process
        (children run inline by a waiting parent do not count, so they cannot deadlock).
@@ -505,8 +506,9 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
    STATS
        am2z_runtime_stats: {instanceId, uptimeMs, workers, running, completed, failed,
        retried, awaiting (this process), queues: {<queue name>: {waiting, active, delayed,
-       prioritized, completed, failed, waiting-children}}, queueNames, sessions,
-       knownProcessors, registeredProcessors}; the counts are read from Redis, for the
+       prioritized, completed, failed, waiting-children}}, processors: {<registered
+       processor>: the counts of its global queue} (am2z_runtime_processor_stats reads
+       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are read from Redis, for the
        registered processors' queues and every session's. am2z_runtime_session_stats:
        {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
        process's sessions.
@@ -528,6 +530,9 @@ extern "C" {
 #endif
 #ifndef AM2Z_QUEUE_STATE_RETRIES
 #define AM2Z_QUEUE_STATE_RETRIES 10 /* compare-and-set rounds of am2z_queue_state_update */
+#endif
+#if AM2Z_SESSION_ID_MAX > AM2Z_NAME_MAX
+#error "the queue runtime checks session ids as names: AM2Z_SESSION_ID_MAX must not exceed AM2Z_NAME_MAX"
 #endif
 
 /* Zero fields take the defaults. Strings are copied. */
@@ -557,10 +562,12 @@ typedef struct am2z_queue_desc {
     am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
 } am2z_queue_desc;
 
-/* Connects (one connection) and starts the threads. NULL when desc is invalid (bad
-   prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS), out of memory, or Redis is unreachable;
-   the reason goes to the logger. desc NULL: all defaults. Free with am2z_runtime_free. */
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc);
+/* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
+   am2z_runtime_free. NULL with *status (may be NULL; AM2Z_STATUS_OK on success)
+   AM2Z_STATUS_INVALID_ARGUMENT (bad prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS),
+   AM2Z_STATUS_NO_MEMORY, or the connection's status when Redis is unreachable; the
+   detail says which. */
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
 /* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
    AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
@@ -573,23 +580,24 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
    {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
    updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
+   Failures record a detail (am2z_status_detail) naming the session and the reason.
    get: AM2Z_STATUS_OK with *out (a new reference) and *version; AM2Z_STATUS_NOT_FOUND; or
-   AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match
-   (*error, if not NULL, gets an error saying which). */
+   AM2Z_STATUS_PROTOCOL when the stored JSON is broken or its hash does not match (the
+   detail says which). */
 AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
-                                          int64_t *version, am2z_error **error);
+                                          int64_t *version);
 /* Stores state (borrowed) as the next version; *version (if not NULL) gets it. */
 AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_id, const am2z_state *state,
                                           int64_t ttl_ms, int64_t *version);
 /* Optimistic update: reads (with the integrity check), calls fn with the current state
    (NULL when there is none), and writes what fn returns only if nobody wrote in between;
-   otherwise reads again, up to AM2Z_QUEUE_STATE_RETRIES rounds, then AM2Z_STATUS_CONFLICT
-   (*error says so). fn returns a new reference, or NULL to give up
-   (AM2Z_STATUS_CANCELLED). *out (may be NULL) gets the stored state. */
+   otherwise reads again, up to AM2Z_QUEUE_STATE_RETRIES rounds, then AM2Z_STATUS_CONFLICT.
+   fn returns a new reference, or NULL to give up (AM2Z_STATUS_CANCELLED). *out (may be
+   NULL) gets the stored state. */
 typedef am2z_state *(*am2z_state_update_fn)(const am2z_state *current, void *user_data);
 AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id,
                                              am2z_state_update_fn fn, void *user_data, int64_t ttl_ms,
-                                             am2z_state **out, int64_t *version, am2z_error **error);
+                                             am2z_state **out, int64_t *version);
 AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *session_id);
 
 #ifdef __cplusplus
@@ -3701,7 +3709,8 @@ static void am2z__qwait_parse(am2z__qwait *w) {
     am2z_value_release(v);
 }
 
-/* Moves w's result into out (w keeps nothing). */
+/* Moves w's result into out (overwritten: callers pass an empty or scratch one; w keeps
+   nothing). */
 static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
     memset(out, 0, sizeof *out);
     if (w->raw) {
@@ -3710,8 +3719,9 @@ static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
         w->raw = NULL;
     }
     snprintf(out->execution_id, sizeof out->execution_id, "%s", w->id);
-    out->started_at_ms = w->submitted_ms;
-    out->execution_us = (am2z_monotonic_ns() - w->started_ns) / 1000;
+    am2z__outcome_session(out, w->session);
+    out->started_at = w->submitted_ms;
+    out->duration_ms = (double)(am2z_monotonic_ns() - w->started_ns) / 1e6;
     out->attempts = w->attempts;
     out->attempt_errors = w->errs;
     out->attempt_error_count = w->nerrs;
@@ -3811,6 +3821,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     memset(w, 0, sizeof *w);
     if (!am2z__qnotify_init(&w->own)) { am2z__free(w); am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
     w->base.rt = q->rt;
+    w->base.id = w->id;
     w->q = q;
     w->refs = 1;
     w->nt = group ? group : &w->own;
@@ -4353,11 +4364,11 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
             if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
                 err = am2z_error_validation("state", st, "job data has no \"state\" object");
             else if (am2z_value_find(st, "metadata", 8))
-                input = am2z_value_retain(st);
+                input = depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), session);
             else
                 input = am2z_state_new(session, am2z_value_retain(st), NULL);
         } else {
-            input = am2z_state_parse(session, data, datan, NULL);
+            input = am2z__state_in_session(am2z_state_parse(session, data, datan, NULL), session);
         }
         if (!err && !input) err = am2z_error_resource("memory", 0, 0);
     }
@@ -4407,7 +4418,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
         run.ctx.meta.session_id = session;
         run.ctx.meta.attempt = attempt;
         run.ctx.meta.call_depth = depth;
-        run.ctx.meta.started_at_ms = now_ms;
+        run.ctx.meta.started_at = now_ms;
         run.ctx.deadline_ns = run.deadline_ns;
         am2z__qrun_add(q, &run);
         am2z__atomic_inc(&q->n_running);
@@ -4438,6 +4449,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
             err = res.error;
         } else {
             out_state = am2z_state_bump(res.state);
+            if (depth == 0) out_state = am2z__state_in_session(out_state, session);
             if (!out_state) err = am2z_error_resource("memory", 0, 0);
         }
     }
@@ -4447,7 +4459,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     {
         int direct = reply_to && strcmp(reply_to, q->reply_key) == 0;
         const char *rkey = reply_to && !direct ? reply_to : "";
-        int64_t exec_ms = (am2z_monotonic_ns() - t0) / 1000000;
+        double exec_ms = (double)(am2z_monotonic_ns() - t0) / 1e6;
         if (!err) {
             am2z__qbatch one;
             am2z__qbatch *b = batch ? batch : &one;
@@ -4490,7 +4502,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
                 am2z__atomic_inc(&q->n_completed);
                 if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
                     ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "executionTime", am2z_value_int(exec_ms));
+                    ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
                     am2z_runtime_emit(q->rt, "processor:job:completed", ev);
                     am2z_value_release(ev);
                 }
@@ -5320,9 +5332,10 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
-    if (!am2z__atomic_load(&q->running)) { if (status) *status = AM2Z_STATUS_NOT_STARTED; return NULL; }
-    st = am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) { if (status) *status = st; return NULL; }
+    if (!am2z__atomic_load(&q->running))
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
     if (!(r = am2z__qborrow(q, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
@@ -5334,8 +5347,9 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd_free(&a);
     if (st != AM2Z_STATUS_OK) {
         am2z__qwait_release(a.w);
-        if (status) *status = st;
-        return NULL;
+        return (am2z_execution *)am2z__put_status(status,
+                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
+                           am2z_status_string(st)));
     }
     if (session) am2z__qsession_used(q, session);
     if (status) *status = AM2Z_STATUS_OK;
@@ -5366,19 +5380,24 @@ static void am2z__qop_free_execution(am2z_execution *e) {
     am2z__qwait_release(w);
 }
 
+/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
+   session or runtime ends) and drops it then. */
+static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
+
 /* The outcome of an execution that could not be submitted. */
-static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const am2z_state *input,
-                                  am2z_status st) {
+static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
+                                  const am2z_state *input, am2z_status st) {
     am2z_error *e;
     memset(out, 0, sizeof *out);
     am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
-    out->started_at_ms = am2z_now_ms();
+    am2z__outcome_session(out, session ? session : "default");
+    out->started_at = am2z_now_ms();
     if (st == AM2Z_STATUS_NOT_FOUND) {
         e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
     } else if (st == AM2Z_STATUS_NOT_STARTED) {
         e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
     } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
-        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_NAME_MAX bytes of [A-Za-z0-9_.-]");
+        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
     } else if (st == AM2Z_STATUS_NO_MEMORY) {
         e = am2z_error_resource("memory", 0, 0);
     } else {
@@ -5393,7 +5412,8 @@ static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const 
     am2z_outcome out;
     am2z_status st = AM2Z_STATUS_OK;
     am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
-    if (!e) { am2z__qfailed_outcome(q, &out, proc, input, st); return out; }
+    memset(&out, 0, sizeof out);
+    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
     am2z__qop_wait(e, -1, &out);
     am2z__qwait_release((am2z__qwait *)e);
     return out;
@@ -5430,7 +5450,7 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
     for (i = 0; i < n; i++)
         if (sts[i] != AM2Z_STATUS_OK) {
             if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
-            am2z__qfailed_outcome(q, &outs[from + i], proc, inputs[from + i], sts[i]);
+            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
             if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
         }
 }
@@ -5459,7 +5479,7 @@ static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, co
     if (!adds || !sts) {
         am2z__free(adds);
         am2z__free(sts);
-        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, inputs[i], AM2Z_STATUS_NO_MEMORY);
+        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
         return AM2Z_STATUS_NO_MEMORY;
     }
     if (session) am2z__qsession_used(q, session);
@@ -5506,7 +5526,7 @@ static am2z_value *am2z__qcounts(am2z__qrt *q, am2z_redis *r, char *const *names
             }
             c = am2z_value_set(c, what[k], am2z_value_int(v));
         }
-        out = am2z_value_set(out, keys[i], c);
+        out = am2z_value_set_key(out, keys[i], strlen(keys[i]), c); /* literal: queue names may hold '.' */
     }
     while (sent--) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
     return out;
@@ -5764,6 +5784,21 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
         v = am2z_value_set(v, "queues", am2z__qcounts(q, r, ns, keys, n));
     }
     am2z__free(ns);
+    {
+        /* each registered processor's global queue by its own name (literal keys: names
+           may contain '.'), for am2z_runtime_processor_stats */
+        const am2z_value *queues = am2z_value_find(v, "queues", 6);
+        am2z_value *procs = am2z_value_object();
+        for (i = 0; i < am2z_value_len(reg); i++) {
+            char name[2 * AM2Z_NAME_MAX + 8];
+            const char *pn = am2z_value_as_string(am2z_value_at(reg, i), NULL);
+            const am2z_value *c;
+            if (!am2z__qqname(q, pn, NULL, name, sizeof name)) continue;
+            c = am2z_value_find(queues, name, strlen(name));
+            if (c) procs = am2z_value_set_key(procs, pn, strlen(pn), am2z_value_retain(c));
+        }
+        v = am2z_value_set(v, "processors", procs);
+    }
     v = am2z_value_set(v, "queueNames", all);
     v = am2z_value_set(v, "sessions", sessions);
     {
@@ -6001,7 +6036,7 @@ static void am2z__qop_destroy(am2z_runtime *rt) {
 }
 
 static const am2z_runtime_ops am2z__qops = {
-    am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution,
+    am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution, am2z__qop_detach,
     am2z__qop_execute, am2z__qop_execute_many, am2z__qop_stop_session, am2z__qop_stats,
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
     am2z__qop_destroy};
@@ -6024,7 +6059,7 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
 /* -- the state manager -- */
 
 static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *sid, am2z_state **out,
-                                     int64_t *version, am2z_error **error) {
+                                     int64_t *version) {
     am2z_reply rep = am2z__qrep0();
     am2z_status st = am2z_redis_command(r, &rep, "HMGET %sstate:%s state version hash", q->C, sid);
     size_t sn = 0, hn = 0;
@@ -6036,24 +6071,24 @@ static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *si
     if (st != AM2Z_STATUS_OK) { am2z_reply_clear(&rep); return st == AM2Z_STATUS_SERVER ? st : AM2Z_STATUS_IO; }
     s = am2z__qel(&rep, 0, &sn);
     h = am2z__qel(&rep, 2, &hn);
-    if (!s) { am2z_reply_clear(&rep); return AM2Z_STATUS_NOT_FOUND; }
+    if (!s) {
+        am2z_reply_clear(&rep);
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "state '%s': none stored", sid);
+    }
     if (version) *version = am2z__qel_int(&rep, 1);
     v = am2z_json_parse(s, sn, NULL, NULL);
     if (!v || am2z_value_type(v) != AM2Z_TYPE_OBJECT) {
-        if (error) *error = am2z_error_validation("state", NULL, "the stored state of this session is not a JSON object");
         am2z_value_release(v);
         am2z_reply_clear(&rep);
-        return AM2Z_STATUS_PROTOCOL;
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "state '%s': the stored state is not a JSON object", sid);
     }
     canon = am2z_json_write(v, AM2Z_JSON_SORTED, &cn);
     if (!canon) { am2z_value_release(v); am2z_reply_clear(&rep); return AM2Z_STATUS_NO_MEMORY; }
     am2z_sha256_hex(canon, cn, hex);
     am2z__free(canon);
     if (h && (hn != 2 * AM2Z_SHA256_SIZE || memcmp(h, hex, hn) != 0)) {
-        if (error)
-            *error = am2z_error_business("STATE_INTEGRITY", AM2Z_SEVERITY_CRITICAL,
-                                         "State integrity check failed for session %s. Expected hash: %.*s, got: %s",
-                                         sid, (int)(hn > 64 ? 64 : hn), h, hex);
+        am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "state '%s': integrity check failed (stored hash %.*s, computed %s)",
+                   sid, (int)(hn > 64 ? 64 : hn), h, hex);
         am2z_value_release(v);
         am2z_reply_clear(&rep);
         return AM2Z_STATUS_PROTOCOL;
@@ -6100,16 +6135,23 @@ static am2z_status am2z__qstate_write(am2z__qrt *q, am2z_redis *r, const char *s
     return st;
 }
 
+/* The status of a state manager call with a bad runtime or session id. */
+static am2z_status am2z__qstate_bad(const am2z__qrt *q, const char *session_id) {
+    if (!q) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state: not a queue runtime");
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                      "state '%s': session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]",
+                      session_id ? session_id : "(null)");
+}
+
 AM2Z_API am2z_status am2z_queue_state_get(am2z_runtime *rt, const char *session_id, am2z_state **out,
-                                          int64_t *version, am2z_error **error) {
+                                          int64_t *version) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
     if (out) *out = NULL;
-    if (error) *error = NULL;
-    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
-    st = am2z__qstate_read(q, r, session_id, out, version, error);
+    st = am2z__qstate_read(q, r, session_id, out, version);
     am2z_redis_pool_put(q->pool, r);
     return st;
 }
@@ -6119,8 +6161,9 @@ AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
-    if (!q || !am2z__qname_ok(session_id) || am2z_value_type(state) != AM2Z_TYPE_OBJECT)
-        return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
+    if (am2z_value_type(state) != AM2Z_TYPE_OBJECT)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state '%s': not an object", session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     st = am2z__qstate_write(q, r, session_id, state, ttl_ms, -1, version);
     am2z_redis_pool_put(q->pool, r);
@@ -6128,38 +6171,37 @@ AM2Z_API am2z_status am2z_queue_state_set(am2z_runtime *rt, const char *session_
 }
 
 AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *session_id, am2z_state_update_fn fn,
-                                             void *user_data, int64_t ttl_ms, am2z_state **out, int64_t *version,
-                                             am2z_error **error) {
+                                             void *user_data, int64_t ttl_ms, am2z_state **out, int64_t *version) {
     am2z__qrt *q = am2z__qof(rt);
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
     int round;
     if (out) *out = NULL;
-    if (error) *error = NULL;
-    if (!q || !fn || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
+    if (!fn) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "state '%s': no update function", session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     for (round = 0; round < AM2Z_QUEUE_STATE_RETRIES; round++) {
         am2z_state *cur = NULL, *next;
         int64_t ver = 0;
-        st = am2z__qstate_read(q, r, session_id, &cur, &ver, error);
+        st = am2z__qstate_read(q, r, session_id, &cur, &ver);
         if (st == AM2Z_STATUS_NOT_FOUND) { st = AM2Z_STATUS_OK; ver = 0; }
         if (st != AM2Z_STATUS_OK) break;
         next = fn(cur, user_data);
         am2z_value_release(cur);
-        if (!next) { st = AM2Z_STATUS_CANCELLED; break; }
+        if (!next) {
+            st = am2z__fail(AM2Z_STATUS_CANCELLED, AM2Z_NTS, "state '%s': the update function gave up", session_id);
+            break;
+        }
         st = am2z__qstate_write(q, r, session_id, next, ttl_ms, ver, version);
         if (st == AM2Z_STATUS_CONFLICT) { am2z_value_release(next); continue; }
         if (st == AM2Z_STATUS_OK && out) *out = next;
         else am2z_value_release(next);
         break;
     }
-    if (round == AM2Z_QUEUE_STATE_RETRIES) {
-        st = AM2Z_STATUS_CONFLICT;
-        if (error)
-            *error = am2z_error_business("STATE_CONFLICT", AM2Z_SEVERITY_MEDIUM,
-                                         "Failed to update state for session %s after %d retries due to concurrent modifications.",
-                                         session_id, AM2Z_QUEUE_STATE_RETRIES);
-    }
+    if (round == AM2Z_QUEUE_STATE_RETRIES)
+        st = am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS,
+                        "state '%s': not updated after %d rounds due to concurrent modifications", session_id,
+                        AM2Z_QUEUE_STATE_RETRIES);
     am2z_redis_pool_put(q->pool, r);
     return st;
 }
@@ -6169,7 +6211,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_STATUS_OK;
-    if (!q || !am2z__qname_ok(session_id)) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!q || !am2z__qname_ok(session_id)) return am2z__qstate_bad(q, session_id);
     if (!(r = am2z__qborrow(q, &st))) return st;
     st = am2z_redis_command(r, &rep, "DEL %sstate:%s", q->C, session_id);
     am2z_reply_clear(&rep);
@@ -6184,8 +6226,9 @@ static char *am2z__qenv(const char *given, const char *env) {
     return e && *e ? am2z__strdup(e) : NULL;
 }
 
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
     am2z_queue_desc d;
+    am2z_runtime_settings set;
     am2z__qrt *q;
     am2z_logger *lg;
     am2z_runtime *rt;
@@ -6197,22 +6240,21 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     const char *e;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
+    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
+                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
+    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
+                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
-    if (!lg) return NULL;
-    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix))) {
-        am2z_log_error(lg, "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] (bull prefix: no spaces)",
-                       AM2Z_NAME_MAX);
+    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
+    if (!q) {
         am2z_logger_release(lg);
-        return NULL;
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
     }
-    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS) {
-        am2z_log_error(lg, "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)", d.concurrency,
-                       AM2Z_QUEUE_MAX_WORKERS);
-        am2z_logger_release(lg);
-        return NULL;
-    }
-    q = (am2z__qrt *)am2z__malloc(sizeof *q);
-    if (!q) { am2z_logger_release(lg); return NULL; }
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
     q->logger = lg;
@@ -6281,24 +6323,33 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc) {
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->pool) {
-        am2z_log_error(lg, "queue runtime: out of memory");
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (!(probe = am2z__qborrow(q, &st))) {
-        am2z_log_error(lg, "queue runtime: cannot connect to Redis: %s", am2z_status_string(st));
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
+                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
+                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
     } else {
         am2z_redis_pool_put(q->pool, probe);
-        rt = am2z_runtime_new(&am2z__qops, q, lg);
+        memset(&set, 0, sizeof set);
+        set.kind = "queue";
+        set.workers = q->nworkers;
+        set.default_timeout_ms = q->default_timeout_ms;
+        set.max_call_depth = q->max_depth;
+        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
         if (rt) {
             q->rt = rt;
             if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
-                am2z_log_error(lg, "queue runtime: cannot start its threads");
                 am2z_runtime_free(rt);
-                return NULL;
+                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                           "queue runtime: cannot start its threads"));
             }
+            if (status) *status = AM2Z_STATUS_OK;
             return rt;
         }
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     }
     am2z__qfree(q);
-    return NULL;
+    return (am2z_runtime *)am2z__put_status(status, st);
 }
 
 #undef AM2Z__QMAGIC

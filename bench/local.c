@@ -134,14 +134,13 @@ static am2z_processor *plain(const char *name) {
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = trivial;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
 static am2z_processor *chain_of(const char *name, int k) {
     am2z_processor *steps[10];
     am2z_chain_desc d;
     char step[32];
-    am2z_processor *c;
     int i;
     for (i = 0; i < k; i++) {
         snprintf(step, sizeof step, "%s_s%d", name, i);
@@ -151,15 +150,12 @@ static am2z_processor *chain_of(const char *name, int k) {
     d.name = name;
     d.steps = steps;
     d.count = (size_t)k;
-    c = am2z_chain_new(&d);
-    for (i = 0; i < k; i++) am2z_processor_release(steps[i]);
-    return c;
+    return am2z_chain_new(&d, NULL); /* takes over the steps */
 }
 
 static am2z_processor *parallel_of(const char *name, int k) {
     am2z_processor *br[3];
     am2z_parallel_desc d;
-    am2z_processor *p;
     char b[32];
     int i;
     for (i = 0; i < k; i++) {
@@ -170,9 +166,7 @@ static am2z_processor *parallel_of(const char *name, int k) {
     d.name = name;
     d.branches = br;
     d.count = (size_t)k;
-    p = am2z_parallel_new(&d);
-    for (i = 0; i < k; i++) am2z_processor_release(br[i]);
-    return p;
+    return am2z_parallel_new(&d, NULL); /* takes over the branches */
 }
 
 int main(void) {
@@ -181,7 +175,6 @@ int main(void) {
     am2z_logger *lg;
     am2z_local_desc rd;
     am2z_runtime *rt;
-    am2z_processor *p;
     am2z_state *in;
     size_t n, i, many, chunk;
     int64_t *ns, t0, total;
@@ -204,22 +197,17 @@ int main(void) {
     lg = am2z_logger_new(&ld, NULL);
     memset(&rd, 0, sizeof rd); /* workers: one per CPU */
     rd.logger = lg;
-    rt = am2z_local_runtime_new(&rd);
+    rt = am2z_local_runtime_new(&rd, NULL);
     am2z_logger_release(lg);
     in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
     if (!rt || !in) return 1;
-    p = plain("trivial");
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    p = chain_of("chain3", 3);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    p = chain_of("chain10", 10);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    p = parallel_of("par3", 3);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
+    if (am2z_runtime_register(rt, plain("trivial")) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, chain_of("chain3", 3)) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, chain_of("chain10", 10)) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, parallel_of("par3", 3)) != AM2Z_STATUS_OK) {
+        fprintf(stderr, "bench: register: %s\n", am2z_status_detail());
+        return 1;
+    }
 
     {
         am2z_value *st = am2z_runtime_stats(rt);
@@ -250,7 +238,7 @@ int main(void) {
     /* execute_many: 1 M inputs (one shared state) */
     many = iters(1000000);
     ins = (const am2z_state **)malloc(many * sizeof *ins);
-    outs = (am2z_outcome *)malloc(many * sizeof *outs);
+    outs = (am2z_outcome *)calloc(many, sizeof *outs); /* outcomes start zeroed */
     if (!ins || !outs) return 1;
     for (i = 0; i < many; i++) ins[i] = in;
     t0 = am2z_monotonic_ns();

@@ -37,25 +37,25 @@ static am2z_result noop(am2z_ctx *ctx, const am2z_state *in) {
 static am2z_runtime *runtime(int concurrency) {
     am2z_queue_desc d;
     am2z_processor_desc pd;
-    am2z_processor *p;
     am2z_runtime *rt;
     memset(&d, 0, sizeof d);
     d.redis.host = "127.0.0.1";
     d.redis.port = g_port;
     d.concurrency = concurrency;
     d.logger = g_quiet;
-    rt = am2z_queue_runtime_new(&d);
-    if (!rt) return NULL;
+    rt = am2z_queue_runtime_new(&d, NULL);
+    if (!rt) {
+        fprintf(stderr, "bench: %s\n", am2z_status_detail());
+        return NULL;
+    }
     memset(&pd, 0, sizeof pd);
     pd.name = "noop";
     pd.fn = noop;
-    p = am2z_processor_new(&pd);
-    if (!p || am2z_runtime_register(rt, p) != AM2Z_STATUS_OK) {
-        am2z_processor_release(p);
+    if (am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) != AM2Z_STATUS_OK) {
+        fprintf(stderr, "bench: %s\n", am2z_status_detail());
         am2z_runtime_free(rt);
         return NULL;
     }
-    am2z_processor_release(p);
     return rt;
 }
 

@@ -99,7 +99,15 @@ static am2z_processor *mk(const char *name, const edit *script) {
     d.name = name;
     d.fn = patch_fn;
     d.user_data = (void *)script;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
+}
+
+/* Retains ps[0..n) and returns ps: constructors consume what they are given, so a test
+   that reuses processors hands over extra references. */
+static am2z_processor **kept(am2z_processor **ps, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) am2z_processor_retain(ps[i]);
+    return ps;
 }
 
 /* ---- a synchronous test runtime: runs children inline -------------------------------- */
@@ -200,7 +208,7 @@ static am2z_result inline_run(inline_rt *rt, const am2z_processor *p, const am2z
     ctx.meta.session_id = session;
     ctx.meta.attempt = 1;
     ctx.meta.call_depth = depth;
-    ctx.meta.started_at_ms = am2z_now_ms();
+    ctx.meta.started_at = am2z_now_ms();
     return am2z_processor_invoke(p, &ctx, input);
 }
 
@@ -234,17 +242,21 @@ static void env_init(env *e) {
     memset(&d, 0, sizeof d);
     d.workers = 2;
     d.logger = e->logger;
-    e->rt = am2z_local_runtime_new(&d);
+    e->rt = am2z_local_runtime_new(&d, NULL);
     CHECK(e->rt != NULL);
     if (e->rt) CHECK(am2z_runtime_on(e->rt, "*", on_event, &e->log) > 0);
 }
 
-/* Registers p (and its children); the env keeps its own reference. */
-static void env_add(env *e, am2z_processor *p) {
+/* Registers p (and its children), consuming it as am2z_runtime_register does. */
+static void add(env *e, am2z_processor *p) {
     CHECK(p != NULL);
     if (!p) return;
-    if (g_local) CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_STATUS_OK);
-    else inline_register(&e->in, p);
+    if (g_local) {
+        CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_STATUS_OK);
+    } else {
+        inline_register(&e->in, p);
+        am2z_processor_release(p);
+    }
 }
 
 /* Runs `name` on input (borrowed) as a top-level execution. */
@@ -274,13 +286,6 @@ static void env_free(env *e) {
     pthread_mutex_destroy(&e->log.mu);
 }
 
-/* Builds, registers and releases: the env holds the processors. */
-static am2z_processor *add(env *e, am2z_processor *p) {
-    env_add(e, p);
-    am2z_processor_release(p);
-    return p;
-}
-
 static const char *detail_str(const am2z_error *err, const char *key) {
     return err ? am2z_value_get_string(err->details, key, "(absent)") : "(no error)";
 }
@@ -294,65 +299,84 @@ static void test_processor_new_validation(void) {
     am2z_processor_desc d;
     am2z_processor *p, *dep, *q;
     am2z_processor *const *kids;
+    am2z_status st = AM2Z_STATUS_OK;
     char name[AM2Z_NAME_MAX + 2];
     char buf[16];
     const char *bad[] = {"", "a b", "a/b", "a:b", "é", "x\n"};
     size_t i;
 
-    CHECK(am2z_processor_new(NULL) == NULL);
+    CHECK(am2z_processor_new(NULL, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
     memset(&d, 0, sizeof d);
     d.fn = patch_fn;
-    CHECK(am2z_processor_new(&d) == NULL); /* no name */
+    CHECK(am2z_processor_new(&d, &st) == NULL); /* no name */
+    CHECK_STR(am2z_status_detail(), "processor '(null)': no name");
     for (i = 0; i < sizeof bad / sizeof *bad; i++) {
         d.name = bad[i];
-        p = am2z_processor_new(&d);
+        p = am2z_processor_new(&d, &st);
         if (p) fprintf(stderr, "  accepted bad name '%s'\n", bad[i]);
         CHECK(p == NULL);
+        CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
         am2z_processor_release(p);
     }
+    CHECK_STR(am2z_status_detail(), "processor 'x\n': name has a character outside [A-Za-z0-9_.-]");
+    d.name = "a b";
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "processor 'a b': name has a character outside [A-Za-z0-9_.-]");
     memset(name, 'a', sizeof name);
     name[AM2Z_NAME_MAX] = '\0';
     d.name = name;
-    p = am2z_processor_new(&d); /* exactly the limit */
+    st = AM2Z_STATUS_NO_MEMORY;
+    p = am2z_processor_new(&d, &st); /* exactly the limit */
     CHECK(p != NULL);
+    CHECK_INT(st, AM2Z_STATUS_OK); /* set on success too */
     am2z_processor_release(p);
     name[AM2Z_NAME_MAX] = 'a';
     name[AM2Z_NAME_MAX + 1] = '\0';
-    CHECK(am2z_processor_new(&d) == NULL); /* one over */
+    CHECK(am2z_processor_new(&d, NULL) == NULL); /* one over */
+    CHECK(strstr(am2z_status_detail(), "name is longer than AM2Z_NAME_MAX bytes") != NULL);
 
     d.name = "A-z_0.9";
     d.fn = NULL;
-    CHECK(am2z_processor_new(&d) == NULL); /* plain processors need fn */
+    CHECK(am2z_processor_new(&d, NULL) == NULL); /* plain processors need fn */
+    CHECK_STR(am2z_status_detail(), "processor 'A-z_0.9': no fn");
     d.fn = patch_fn;
     d.timeout_ms = -1;
-    CHECK(am2z_processor_new(&d) == NULL);
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "processor 'A-z_0.9': negative timeout_ms");
     d.timeout_ms = 0;
     d.retry.jitter = 1.5;
-    CHECK(am2z_processor_new(&d) == NULL);
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
     d.retry.jitter = 0;
     d.retry.max_attempts = -2;
-    CHECK(am2z_processor_new(&d) == NULL);
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
     d.retry.max_attempts = 0;
     d.queue.concurrency = -1;
-    CHECK(am2z_processor_new(&d) == NULL);
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
     d.queue.concurrency = 0;
     dep = NULL;
     d.dependencies = &dep;
     d.dependency_count = 1;
-    CHECK(am2z_processor_new(&d) == NULL); /* NULL dependency */
+    CHECK(am2z_processor_new(&d, &st) == NULL); /* NULL dependency */
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strncmp(am2z_status_detail(), "processor 'A-z_0.9': dependency 1 is NULL", 41) == 0);
+    /* an invalid desc still consumes its dependencies (LeakSanitizer checks) */
+    dep = mk("dep", NULL);
+    d.timeout_ms = -1;
+    CHECK(am2z_processor_new(&d, NULL) == NULL);
+    d.timeout_ms = 0;
 
     /* the desc is copied: later changes to the caller's strings do not leak in, and
-       dependencies are retained */
+       the dependencies are taken over */
     dep = mk("dep", NULL);
     strcpy(buf, "orig");
     d.name = buf;
     d.description = "about";
     d.timeout_ms = 250;
     d.retry.max_attempts = 3;
-    p = am2z_processor_new(&d);
+    p = am2z_processor_new(&d, NULL);
     CHECK(p != NULL);
     strcpy(buf, "changed");
-    am2z_processor_release(dep);
     if (!p) return;
     CHECK_STR(am2z_processor_name(p), "orig");
     CHECK_STR(am2z_processor_desc_of(p)->description, "about");
@@ -360,7 +384,8 @@ static void test_processor_new_validation(void) {
     CHECK_INT(am2z_processor_desc_of(p)->retry.max_attempts, 3);
     CHECK_INT(am2z_processor_desc_of(p)->dependency_count, 1);
     CHECK_INT(am2z__processor_children(p, &kids), 1);
-    CHECK_STR(am2z_processor_name(kids[0]), "dep"); /* still alive through p */
+    CHECK(kids[0] == dep);
+    CHECK_STR(am2z_processor_name(kids[0]), "dep"); /* alive through p */
     q = am2z_processor_retain(p);
     CHECK(q == p);
     am2z_processor_release(q);
@@ -508,7 +533,7 @@ static am2z_processor *mk_timeout(const char *name, int64_t ms) {
     d.name = name;
     d.fn = patch_fn;
     d.timeout_ms = ms;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
 static void test_timeout_derivation(void) {
@@ -522,48 +547,53 @@ static void test_timeout_derivation(void) {
     CHECK_INT(am2z_processor_timeout_ms(a, 50), 100);
     CHECK_INT(am2z_processor_timeout_ms(b, 50), 50);
     CHECK_INT(am2z_processor_timeout_ms(NULL, 7), 7);
-    steps[0] = a, steps[1] = b, steps[2] = c;
+    /* each constructor consumes what it is given: hand over extra references to reuse
+       a, b and c */
+    steps[0] = am2z_processor_retain(a), steps[1] = am2z_processor_retain(b), steps[2] = am2z_processor_retain(c);
     memset(&cd, 0, sizeof cd);
     cd.name = "ch";
     cd.steps = steps;
     cd.count = 3;
-    ch = am2z_chain_new(&cd);
+    ch = am2z_chain_new(&cd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(ch, 50), 350); /* 100 + default 50 + 200 */
     cd.name = "ch2";
     cd.timeout_ms = 20;
-    ch2 = am2z_chain_new(&cd);
+    steps[0] = am2z_processor_retain(a), steps[1] = am2z_processor_retain(b), steps[2] = am2z_processor_retain(c);
+    ch2 = am2z_chain_new(&cd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(ch2, 50), 20); /* explicit wins */
     memset(&pd, 0, sizeof pd);
     pd.name = "par";
     pd.branches = steps;
     pd.count = 3;
-    par = am2z_parallel_new(&pd);
+    steps[0] = am2z_processor_retain(a), steps[1] = am2z_processor_retain(b), steps[2] = am2z_processor_retain(c);
+    par = am2z_parallel_new(&pd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(par, 50), 200);
     CHECK_INT(am2z_processor_timeout_ms(par, 500), 500); /* b's default is the largest */
-    nest[0] = ch, nest[1] = c;
+    nest[0] = am2z_processor_retain(ch), nest[1] = am2z_processor_retain(c);
     pd.name = "par2";
     pd.branches = nest;
     pd.count = 2;
-    par2 = am2z_parallel_new(&pd);
+    par2 = am2z_parallel_new(&pd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(par2, 50), 350);
     CHECK_INT(am2z_processor_timeout_ms(par2, INT64_MAX), INT64_MAX); /* saturates */
     memset(&rd, 0, sizeof rd);
     routes[0].key = "k";
-    routes[0].target = c;
+    routes[0].target = am2z_processor_retain(c);
     rd.name = "rt";
     rd.select = NULL;
     rd.routes = routes;
     rd.count = 1;
-    CHECK(am2z_router_new(&rd) == NULL); /* select required */
+    CHECK(am2z_router_new(&rd, NULL) == NULL); /* select required */
     memset(&bd, 0, sizeof bd);
     bd.name = "bt";
-    bd.target = c;
+    bd.target = am2z_processor_retain(c);
     bd.items_path = "items";
-    bt = am2z_batch_new(&bd);
+    bt = am2z_batch_new(&bd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(bt, 50), 50); /* explicit only */
     bd.name = "bt2";
     bd.timeout_ms = 75;
-    rt = am2z_batch_new(&bd);
+    bd.target = am2z_processor_retain(c);
+    rt = am2z_batch_new(&bd, NULL);
     CHECK_INT(am2z_processor_timeout_ms(rt, 50), 75);
     am2z_processor_release(rt);
     am2z_processor_release(bt);
@@ -744,7 +774,7 @@ static am2z_processor *chain_of(const char *name, am2z_processor **steps, size_t
     d.name = name;
     d.steps = steps;
     d.count = n;
-    return am2z_chain_new(&d);
+    return am2z_chain_new(&d, NULL);
 }
 
 static void test_chain_success(void) {
@@ -759,7 +789,6 @@ static void test_chain_success(void) {
     CHECK(ch != NULL);
     if (ch) CHECK_STR(am2z_processor_desc_of(ch)->description, "Sequential chain: plus1 -> times2 -> plus10");
     add(&e, ch);
-    am2z_processor_release(s[0]), am2z_processor_release(s[1]), am2z_processor_release(s[2]);
     r = env_run(&e, "calc", in);
     CHECK(r.state != NULL);
     CHECK_INT(am2z_value_get_int(r.state, "count", -1), 22);
@@ -786,7 +815,6 @@ static void test_chain_failure(void) {
     env_init(&e);
     s[0] = mk("first", inc1), s[1] = mk("second", boom), s[2] = mk("third", add10);
     add(&e, chain_of("ch", s, 3));
-    am2z_processor_release(s[0]), am2z_processor_release(s[1]), am2z_processor_release(s[2]);
     __atomic_store_n(&g_ran, 0, __ATOMIC_SEQ_CST);
     r = env_run(&e, "ch", in);
     CHECK(r.state == NULL && r.error != NULL);
@@ -815,7 +843,6 @@ static void test_chain_failure(void) {
     /* failing at step 0: partial state is the input */
     s[0] = mk("bad0", boom);
     add(&e, chain_of("ch0", s, 1));
-    am2z_processor_release(s[0]);
     r = env_run(&e, "ch0", in);
     CHECK(r.error != NULL);
     if (r.error) {
@@ -829,25 +856,96 @@ static void test_chain_failure(void) {
 }
 
 static void test_chain_invalid(void) {
-    am2z_processor *a = mk("a", inc1), *steps[2];
+    am2z_processor *steps[2];
+    am2z_processor_desc bd;
     am2z_chain_desc d;
+    am2z_status st = AM2Z_STATUS_OK;
     memset(&d, 0, sizeof d);
-    CHECK(am2z_chain_new(NULL) == NULL);
+    CHECK(am2z_chain_new(NULL, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
     d.name = "c";
-    CHECK(am2z_chain_new(&d) == NULL); /* no steps */
-    steps[0] = a, steps[1] = NULL;
+    CHECK(am2z_chain_new(&d, NULL) == NULL); /* no steps */
+    CHECK_STR(am2z_status_detail(), "chain 'c': no children");
+    steps[0] = mk("a", inc1), steps[1] = NULL;
     d.steps = steps;
     d.count = 0;
-    CHECK(am2z_chain_new(&d) == NULL); /* empty */
+    CHECK(am2z_chain_new(&d, NULL) == NULL); /* empty: nothing handed over */
     d.count = 2;
-    CHECK(am2z_chain_new(&d) == NULL); /* NULL step */
+    CHECK(am2z_chain_new(&d, &st) == NULL); /* NULL step: "a" is released with it */
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
     d.count = 1;
     d.name = "bad name";
-    CHECK(am2z_chain_new(&d) == NULL);
+    steps[0] = mk("a", inc1);
+    CHECK(am2z_chain_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "chain 'bad name': name has a character outside [A-Za-z0-9_.-]");
     d.name = "c";
     d.timeout_ms = -5;
-    CHECK(am2z_chain_new(&d) == NULL);
-    am2z_processor_release(a);
+    steps[0] = mk("a", inc1);
+    CHECK(am2z_chain_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "chain 'c': negative timeout_ms");
+
+    /* a failed child's detail survives into the composite's */
+    memset(&bd, 0, sizeof bd);
+    bd.name = "b";
+    steps[0] = mk("a", inc1);
+    steps[1] = am2z_processor_new(&bd, NULL); /* no fn */
+    d.name = "checkout";
+    d.timeout_ms = 0;
+    d.count = 2;
+    CHECK(am2z_chain_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "chain 'checkout': step 2 is NULL (processor 'b': no fn)");
+}
+
+static const char *select_none(const am2z_state *input, void *user_data) {
+    (void)input;
+    (void)user_data;
+    return NULL;
+}
+
+/* A pipeline is one expression: every constructor takes NULL children (a constructor
+   that failed), fails with that failure's detail and releases the rest; nothing leaks
+   (LeakSanitizer checks) and the one check at the end names the first failure. */
+static void test_consume_null_children(void) {
+    am2z_processor_desc good, broken;
+    am2z_route routes[2];
+    am2z_processor *p, *deps[2];
+    am2z_status st = AM2Z_STATUS_OK;
+    memset(&good, 0, sizeof good);
+    good.name = "ok";
+    good.fn = patch_fn;
+    memset(&broken, 0, sizeof broken);
+    broken.name = "broken";
+
+    p = am2z_parallel_new(&(am2z_parallel_desc){
+        .name = "fan", .count = 3,
+        .branches = (am2z_processor *[]){
+            am2z_processor_new(&good, NULL),
+            am2z_chain_new(&(am2z_chain_desc){.name = "inner", .count = 2,
+                .steps = (am2z_processor *[]){am2z_processor_new(&good, NULL),
+                                              am2z_processor_new(&broken, NULL)}}, NULL),
+            am2z_processor_new(&good, NULL)}}, &st);
+    CHECK(p == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(),
+              "parallel 'fan': branch 2 is NULL (chain 'inner': step 2 is NULL (processor 'broken': no fn))");
+
+    routes[0].key = "x", routes[0].target = am2z_processor_new(&good, NULL);
+    routes[1].key = "y", routes[1].target = am2z_processor_new(&broken, NULL);
+    CHECK(am2z_router_new(&(am2z_router_desc){.name = "r", .select = select_none, .routes = routes, .count = 2,
+                                              .fallback = am2z_processor_new(&good, NULL)}, &st) == NULL);
+    CHECK_STR(am2z_status_detail(), "router 'r': route target 2 is NULL (processor 'broken': no fn)");
+
+    CHECK(am2z_batch_new(&(am2z_batch_desc){.name = "bt", .items_path = "items",
+                                            .target = am2z_processor_new(&broken, NULL)}, &st) == NULL);
+    CHECK_STR(am2z_status_detail(), "batch 'bt': target 1 is NULL (processor 'broken': no fn)");
+
+    deps[0] = am2z_processor_new(&good, NULL), deps[1] = am2z_processor_new(&broken, NULL);
+    good.name = "with_deps";
+    good.dependencies = deps;
+    good.dependency_count = 2;
+    CHECK(am2z_processor_new(&good, &st) == NULL);
+    CHECK_STR(am2z_status_detail(), "processor 'with_deps': dependency 2 is NULL (processor 'broken': no fn)");
 }
 
 /* ---- parallel -------------------------------------------------------------------------- */
@@ -860,7 +958,7 @@ static am2z_processor *par_of(const char *name, am2z_processor **b, size_t n, am
     d.count = n;
     d.merge = merge;
     d.merge_user_data = ud;
-    return am2z_parallel_new(&d);
+    return am2z_parallel_new(&d, NULL);
 }
 
 /* Runs a parallel of branches built from the scripts on input, returns the result. */
@@ -875,7 +973,6 @@ static am2z_result run_par(env *e, const char *input, const edit *const *scripts
         b[i] = mk(name, scripts[i]);
     }
     p = par_of("par", b, n, NULL, NULL);
-    for (i = 0; i < n; i++) am2z_processor_release(b[i]);
     add(e, p);
     r = env_run(e, "par", in);
     am2z_value_release(in);
@@ -1078,9 +1175,9 @@ static void test_custom_merge(void) {
     am2z_result r;
     env_init(&e);
     b[0] = mk("n1", n1), b[1] = mk("n2", n2), b[2] = mk("n3", n3);
-    add(&e, par_of("sum", b, 3, sum_merge, (void *)"sum"));
-    add(&e, par_of("sumfail", b, 3, sum_merge, (void *)"fail"));
-    add(&e, par_of("sumbad", b, 3, sum_merge, (void *)"neither"));
+    add(&e, par_of("sum", kept(b, 3), 3, sum_merge, (void *)"sum"));
+    add(&e, par_of("sumfail", kept(b, 3), 3, sum_merge, (void *)"fail"));
+    add(&e, par_of("sumbad", kept(b, 3), 3, sum_merge, (void *)"neither"));
     am2z_processor_release(b[0]), am2z_processor_release(b[1]), am2z_processor_release(b[2]);
     r = env_run(&e, "sum", in);
     CHECK(r.state && data_is(r.state, "{\"n\":0,\"total\":6}"));
@@ -1118,17 +1215,18 @@ static void test_router(void) {
     am2z_state *in;
     am2z_result r;
     env_init(&e);
-    routes[0].key = "text", routes[0].target = a;
-    routes[1].key = "image", routes[1].target = b;
-    routes[2].key = "video", routes[2].target = v;
+    /* every router below consumes its targets: each gets references of its own */
+    routes[0].key = "text", routes[0].target = am2z_processor_retain(a);
+    routes[1].key = "image", routes[1].target = am2z_processor_retain(b);
+    routes[2].key = "video", routes[2].target = am2z_processor_retain(v);
     memset(&d, 0, sizeof d);
     d.name = "route";
     d.select = select_kind;
     d.user_data = &g_router_marker;
     d.routes = routes;
     d.count = 3;
-    d.fallback = f;
-    r1 = am2z_router_new(&d);
+    d.fallback = am2z_processor_retain(f);
+    r1 = am2z_router_new(&d, NULL);
     CHECK(r1 != NULL);
     if (r1) {
         CHECK_STR(am2z_processor_desc_of(r1)->description, "Router: text | image | video | *");
@@ -1138,7 +1236,8 @@ static void test_router(void) {
     d.name = "strict";
     d.fallback = NULL;
     d.count = 2;
-    r2 = am2z_router_new(&d);
+    routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
+    r2 = am2z_router_new(&d, NULL);
     add(&e, r1);
     add(&e, r2);
 
@@ -1187,13 +1286,16 @@ static void test_router(void) {
     /* invalid descs */
     d.name = "dup";
     routes[1].key = "text";
-    CHECK(am2z_router_new(&d) == NULL);
+    routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
+    CHECK(am2z_router_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "router 'dup': two routes with the same key");
     routes[1].key = NULL;
-    CHECK(am2z_router_new(&d) == NULL);
+    routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
+    CHECK(am2z_router_new(&d, NULL) == NULL);
     d.count = 0;
-    CHECK(am2z_router_new(&d) == NULL); /* nothing to route to */
-    d.fallback = f;
-    r3 = am2z_router_new(&d);
+    CHECK(am2z_router_new(&d, NULL) == NULL); /* nothing to route to */
+    d.fallback = am2z_processor_retain(f);
+    r3 = am2z_router_new(&d, NULL);
     CHECK(r3 != NULL);
     if (r3) CHECK_STR(am2z_processor_desc_of(r3)->description, "Router: *");
     am2z_processor_release(r3);
@@ -1224,7 +1326,7 @@ static am2z_processor *mk_fn(const char *name, am2z_processor_fn fn) {
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = fn;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
 static am2z_processor *batch_of(const char *name, am2z_processor *target, const am2z_value *payloads,
@@ -1237,7 +1339,7 @@ static am2z_processor *batch_of(const char *name, am2z_processor *target, const 
     d.items_path = items_path;
     d.results_path = results_path;
     d.mode = mode;
-    return am2z_batch_new(&d);
+    return am2z_batch_new(&d, NULL);
 }
 
 static void test_batch_build_time(void) {
@@ -1256,7 +1358,6 @@ static void test_batch_build_time(void) {
         CHECK_INT(am2z__processor_children(b, &kids), 1);
         CHECK(kids[0] == t);
     }
-    am2z_processor_release(t); /* registering the batch registers its target */
     add(&e, b);
     r = env_run(&e, "bt", in);
     CHECK(r.state && data_is(r.state, "{\"x\":1,\"results\":[{\"n\":2},{\"n\":4},{\"n\":6}]}"));
@@ -1272,11 +1373,9 @@ static void test_batch_run_time(void) {
     am2z_state *in2;
     am2z_result r;
     env_init(&e);
-    add(&e, batch_of("inplace", t, NULL, "order.items", NULL, AM2Z_BATCH_DEFAULT));
+    add(&e, batch_of("inplace", am2z_processor_retain(t), NULL, "order.items", NULL, AM2Z_BATCH_DEFAULT));
     add(&e, batch_of("aside", t, NULL, "order.items", "/order/doubled", AM2Z_BATCH_FAIL_FAST));
     add(&e, batch_of("sessions", s, NULL, "items", NULL, AM2Z_BATCH_DEFAULT));
-    am2z_processor_release(t);
-    am2z_processor_release(s);
     r = env_run(&e, "inplace", in);
     CHECK(r.state && data_is(r.state, "{\"order\":{\"id\":7,\"items\":[{\"n\":10},{\"n\":12}]}}"));
     am2z_result_clear(&r);
@@ -1309,9 +1408,8 @@ static void test_batch_modes(void) {
     am2z_result r;
     const am2z_value *errs;
     env_init(&e);
-    add(&e, batch_of("fast", t, NULL, "items", NULL, AM2Z_BATCH_DEFAULT));
+    add(&e, batch_of("fast", am2z_processor_retain(t), NULL, "items", NULL, AM2Z_BATCH_DEFAULT));
     add(&e, batch_of("settle", t, NULL, "items", NULL, AM2Z_BATCH_SETTLE_ALL));
-    am2z_processor_release(t);
 
     r = env_run(&e, "fast", in);
     CHECK(r.error != NULL);
@@ -1356,7 +1454,7 @@ static void test_batch_bad_input(void) {
     am2z_result r;
     size_t i;
     env_init(&e);
-    add(&e, batch_of("bt", t, NULL, "items", NULL, AM2Z_BATCH_DEFAULT));
+    add(&e, batch_of("bt", am2z_processor_retain(t), NULL, "items", NULL, AM2Z_BATCH_DEFAULT));
     for (i = 0; i < sizeof inputs / sizeof *inputs; i++) {
         in = S(inputs[i]);
         r = env_run(&e, "bt", in);
@@ -1371,16 +1469,18 @@ static void test_batch_bad_input(void) {
     am2z_value_release(in);
 
     /* invalid descs */
-    CHECK(am2z_batch_new(NULL) == NULL);
+    /* each failing constructor consumed its reference to t (LeakSanitizer checks) */
+    CHECK(am2z_batch_new(NULL, NULL) == NULL);
     CHECK(batch_of("b1", NULL, NULL, "items", NULL, AM2Z_BATCH_DEFAULT) == NULL);   /* no target */
-    CHECK(batch_of("b2", t, NULL, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL);         /* no source */
-    CHECK(batch_of("b3", t, good, "items", NULL, AM2Z_BATCH_DEFAULT) == NULL);      /* two sources */
-    CHECK(batch_of("b4", t, bad, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL);          /* non-object */
-    CHECK(batch_of("b5", t, empty, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL);        /* empty */
-    CHECK(batch_of("b6", t, NULL, "items", "out[0]", AM2Z_BATCH_DEFAULT) == NULL);  /* element path */
-    CHECK(batch_of("b7", t, NULL, "items", NULL, (am2z_batch_mode)9) == NULL);
+    CHECK(batch_of("b2", am2z_processor_retain(t), NULL, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL); /* no source */
+    CHECK_STR(am2z_status_detail(), "batch 'b2': needs exactly one of payloads and items_path");
+    CHECK(batch_of("b3", am2z_processor_retain(t), good, "items", NULL, AM2Z_BATCH_DEFAULT) == NULL); /* two */
+    CHECK(batch_of("b4", am2z_processor_retain(t), bad, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL); /* non-object */
+    CHECK(batch_of("b5", am2z_processor_retain(t), empty, NULL, NULL, AM2Z_BATCH_DEFAULT) == NULL); /* empty */
+    CHECK(batch_of("b6", am2z_processor_retain(t), NULL, "items", "out[0]", AM2Z_BATCH_DEFAULT) == NULL);
+    CHECK(batch_of("b7", am2z_processor_retain(t), NULL, "items", NULL, (am2z_batch_mode)9) == NULL);
     CHECK(batch_of("b 8", t, NULL, "items", NULL, AM2Z_BATCH_DEFAULT) == NULL);
-    am2z_processor_release(t);
+    CHECK_STR(am2z_status_detail(), "batch 'b 8': name has a character outside [A-Za-z0-9_.-]");
     am2z_value_release(bad);
     am2z_value_release(empty);
     am2z_value_release(good);
@@ -1409,7 +1509,7 @@ static void test_nesting(void) {
     inner = chain_of("inner", steps, 2);
     branches[0] = inner, branches[1] = probe;
     par = par_of("fan", branches, 2, NULL, NULL);
-    steps[0] = p1, steps[1] = par, steps[2] = p1;
+    steps[0] = p1, steps[1] = par, steps[2] = am2z_processor_retain(p1); /* used twice */
     outer = chain_of("outer", steps, 3);
     add(&e, outer);
     memset(g_depth_seen, 0, sizeof g_depth_seen);
@@ -1432,8 +1532,6 @@ static void test_nesting(void) {
     }
     am2z_result_clear(&r);
     am2z_value_release(in);
-    am2z_processor_release(p1), am2z_processor_release(t2), am2z_processor_release(a10);
-    am2z_processor_release(probe), am2z_processor_release(inner), am2z_processor_release(par);
     env_free(&e);
 }
 
@@ -1450,9 +1548,8 @@ static void test_nesting_depth_limit(void) {
     for (i = 1; i <= 11; i++) {
         snprintf(name, sizeof name, "nest%d", i);
         next = chain_of(name, &cur, 1);
-        am2z_processor_release(cur);
         cur = next;
-        if (i == 10) env_add(&e, cur);
+        if (i == 10) add(&e, am2z_processor_retain(cur)); /* nest11 still wraps it */
     }
     add(&e, cur);
     r = env_run(&e, "nest10", in);
@@ -1488,7 +1585,6 @@ static void test_parallel_wide(void) {
         b[i] = mk(name, scripts[i]);
     }
     p = par_of("wide", b, 40, NULL, NULL);
-    for (i = 0; i < 40; i++) am2z_processor_release(b[i]);
     add(&e, p);
     r = env_run(&e, "wide", in);
     CHECK_INT(am2z_value_len(am2z_value_get(r.state, "xs")), 40);
@@ -1525,6 +1621,7 @@ int main(void) {
     T_RUN(test_timeout_derivation);
     T_RUN(test_ctx_functions);
     T_RUN(test_chain_invalid);
+    T_RUN(test_consume_null_children);
     T_RUN(test_merge_3way_direct);
     g_local = 0;
     run_composition();

@@ -37,24 +37,18 @@ static am2z_runtime *new_runtime(int concurrency) {
     d.concurrency = concurrency;
     d.foreign_poll_ms = 20; /* jobs finished by Node are seen by polling their hash */
     d.logger = g_quiet;
-    return am2z_queue_runtime_new(&d);
+    return am2z_queue_runtime_new(&d, NULL);
 }
 
 /* Registers a plain processor; 1 on success. */
 static int add_processor(am2z_runtime *rt, const char *name, am2z_processor_fn fn,
                          const am2z_queue_config *queue) {
     am2z_processor_desc d;
-    am2z_processor *p;
-    am2z_status st;
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = fn;
     if (queue) d.queue = *queue;
-    p = am2z_processor_new(&d);
-    if (!p) return 0;
-    st = am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    return st == AM2Z_STATUS_OK;
+    return am2z_runtime_register(rt, am2z_processor_new(&d, NULL)) == AM2Z_STATUS_OK; /* NULL fails too */
 }
 
 /* Starts `node peer.js args...`; 1 on success. */
@@ -284,7 +278,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
     tp_proc p;
     am2z_value *seen;
     am2z_state *in;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     NEED_PEER();
     /* This process only calls: the processor's code lives in Node. */
     rt = new_runtime(AM2Z_QUEUE_NO_WORKERS);
@@ -323,7 +317,7 @@ static void test_am2z_job_runs_on_node_worker(void) {
 
     /* A second one through submit + wait. */
     {
-        am2z_execution *e = am2z_runtime_submit(rt, "nodejob", in, NULL);
+        am2z_execution *e = am2z_runtime_submit(rt, "nodejob", in, NULL, NULL);
         CHECK(e != NULL);
         if (e) {
             memset(&out, 0, sizeof out);
@@ -386,10 +380,10 @@ static void test_job_counts_agree(void) {
         CHECK(out.error != NULL);
         am2z_outcome_clear(&out);
     }
-    pending[n_pending++] = am2z_runtime_submit(call, "hold", in, NULL);
-    for (i = 0; i < 4; i++) pending[n_pending++] = am2z_runtime_submit(call, "idle", in, NULL);
-    pending[n_pending++] = am2z_runtime_submit(call, "later", in, NULL);
-    for (i = 0; i < 2; i++) pending[n_pending++] = am2z_runtime_submit(call, "urgent", in, NULL);
+    pending[n_pending++] = am2z_runtime_submit(call, "hold", in, NULL, NULL);
+    for (i = 0; i < 4; i++) pending[n_pending++] = am2z_runtime_submit(call, "idle", in, NULL, NULL);
+    pending[n_pending++] = am2z_runtime_submit(call, "later", in, NULL, NULL);
+    for (i = 0; i < 2; i++) pending[n_pending++] = am2z_runtime_submit(call, "urgent", in, NULL, NULL);
     for (i = 0; i < n_pending; i++) CHECK(pending[i] != NULL);
 
     /* Wait (up to 5 s) until the hold job is active, then compare. */

@@ -35,7 +35,7 @@ static am2z_queue_desc qdesc(int concurrency) {
 static am2z_runtime *rt_new(int concurrency, am2z_logger *lg) {
     am2z_queue_desc d = qdesc(concurrency);
     d.logger = lg;
-    return am2z_queue_runtime_new(&d);
+    return am2z_queue_runtime_new(&d, NULL);
 }
 
 static am2z_redis *conn(void) {
@@ -163,11 +163,11 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = fn;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
+/* Registers p, which register consumes. */
 static void reg(am2z_runtime *rt, am2z_processor *p) {
     CHECK_INT(am2z_runtime_register(rt, p), AM2Z_STATUS_OK);
-    am2z_processor_release(p);
 }
 
 /* -- tests -- */
@@ -175,18 +175,24 @@ static void reg(am2z_runtime *rt, am2z_processor *p) {
 static void test_desc_limits(void) {
     am2z_queue_desc d = qdesc(AM2Z_QUEUE_MAX_WORKERS + 1);
     am2z_logger *lg = quiet();
+    am2z_status st = AM2Z_STATUS_OK;
     d.logger = lg;
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "above AM2Z_QUEUE_MAX_WORKERS") != NULL);
     d = qdesc(1);
     d.logger = lg;
     d.prefix = "bad:prefix";
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
     d = qdesc(1);
     d.logger = lg;
     d.redis.port = 1; /* nothing listens there */
     d.redis.connect_timeout_ms = 200;
     d.redis.reconnect_attempts = 1;
-    CHECK(am2z_queue_runtime_new(&d) == NULL);
+    CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
+    CHECK(st != AM2Z_STATUS_OK);
+    CHECK(strstr(am2z_status_detail(), "cannot connect to Redis") != NULL); /* not only in the log */
     am2z_logger_release(lg);
 }
 
@@ -194,7 +200,7 @@ static void test_execute_and_layout(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(41);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     char qn[128], key[256];
     am2z_reply rep;
@@ -259,28 +265,28 @@ static void test_submit_wait_many(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_state *ins[300];
-    am2z_outcome outs[300];
+    am2z_outcome outs[300] = {{0}};
     size_t i;
     int ok = 1;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
     reg(rt, plain("slow", p_slow));
-    e = am2z_runtime_submit(rt, "slow", in, NULL);
+    e = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
     CHECK(e != NULL);
     CHECK_INT(am2z_execution_wait(e, 10, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL && out.attempts == 1);
-    CHECK(out.execution_us >= 100000);
+    CHECK(out.duration_ms >= 100);
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_INVALID_ARGUMENT); /* taken already */
     am2z_execution_free(e);
     /* freeing an unfinished execution is fine */
-    e = am2z_runtime_submit(rt, "slow", in, NULL);
+    e = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
     am2z_execution_free(e);
-    CHECK(am2z_runtime_submit(rt, "nope", in, NULL) == NULL);
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, NULL) == NULL);
     for (i = 0; i < 300; i++) ins[i] = st_count((int64_t)i);
     CHECK_INT(am2z_runtime_execute_many(rt, "inc", (const am2z_state *const *)ins, 300, NULL, outs), AM2Z_STATUS_OK);
     for (i = 0; i < 300; i++) {
@@ -299,7 +305,7 @@ static void test_two_instances(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *work = rt_new(2, lg);
     am2z_state *in = st_count(5);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_value *stats;
     CHECK(prod && work);
     if (!prod || !work) { am2z_runtime_free(prod); am2z_runtime_free(work); am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -329,10 +335,10 @@ static void test_nested_depth(void) {
     am2z_queue_desc d = qdesc(2);
     am2z_runtime *rt;
     am2z_state *in;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     d.logger = lg;
     d.max_call_depth = 4;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
     reg(rt, plain("rec", p_rec));
@@ -357,7 +363,7 @@ static void test_retries(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     size_t i;
     CHECK(rt != NULL);
@@ -367,14 +373,14 @@ static void test_retries(void) {
     pd.fn = p_flaky;
     pd.retry.max_attempts = 3;
     pd.retry.delay_ms = 20;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     pd.name = "fails";
     pd.fn = p_always_fail;
     pd.retry.should_retry = NULL;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     pd.name = "invalid";
     pd.fn = p_invalid;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "flaky", in);
     CHECK(out.error == NULL);
@@ -410,7 +416,7 @@ static void test_retries_exhausted(void) {
     am2z_runtime *rt = rt_new(1, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     char key[200];
     am2z_reply rep;
@@ -423,7 +429,7 @@ static void test_retries_exhausted(void) {
     pd.retry.max_attempts = 3;
     pd.retry.delay_ms = 5;
     pd.retry.should_retry = retry_all;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     out = am2z_runtime_execute(rt, "fails3", in);
     CHECK(out.error && strstr(out.error->message, "attempt 3 failed") != NULL);
     CHECK_INT(out.attempts, 3);
@@ -453,7 +459,7 @@ static void test_timeout_cancel(void) {
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -461,7 +467,7 @@ static void test_timeout_cancel(void) {
     pd.name = "waitcancel";
     pd.fn = p_wait_cancel;
     pd.timeout_ms = 200;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "waitcancel", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_TIMEOUT);
@@ -473,7 +479,7 @@ static void test_timeout_cancel(void) {
     pd.name = "callwaiter";
     pd.fn = p_call_waiter;
     pd.timeout_ms = 300;
-    reg(rt, am2z_processor_new(&pd));
+    reg(rt, am2z_processor_new(&pd, NULL));
     t0 = am2z_now_ms();
     out = am2z_runtime_execute(rt, "callwaiter", in);
     CHECK(out.error != NULL);
@@ -494,27 +500,28 @@ static void test_composites(int concurrency) {
     am2z_chain_desc cd;
     am2z_parallel_desc pdsc;
     am2z_state *in = st_count(5);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
-    steps[0] = inc; steps[1] = dbl; steps[2] = add;
+    /* constructors consume: inc is used three times, dbl twice */
+    steps[0] = am2z_processor_retain(inc); steps[1] = am2z_processor_retain(dbl); steps[2] = add;
     memset(&cd, 0, sizeof cd);
     cd.name = "chain3";
     cd.steps = steps;
     cd.count = 3;
-    chain = am2z_chain_new(&cd);
-    branches[0] = chain; branches[1] = inc; branches[2] = dbl;
+    chain = am2z_chain_new(&cd, NULL);
+    branches[0] = chain; branches[1] = am2z_processor_retain(inc); branches[2] = dbl;
     memset(&pdsc, 0, sizeof pdsc);
     pdsc.name = "par3";
     pdsc.branches = branches;
     pdsc.count = 3;
-    par = am2z_parallel_new(&pdsc);
+    par = am2z_parallel_new(&pdsc, NULL);
     steps[0] = par; steps[1] = inc;
     cd.name = "outer";
     cd.steps = steps;
     cd.count = 2;
-    outer = am2z_chain_new(&cd);
+    outer = am2z_chain_new(&cd, NULL);
     CHECK(chain && par && outer);
     CHECK_INT(am2z_runtime_register(rt, outer), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "chain3", in);
@@ -527,8 +534,6 @@ static void test_composites(int concurrency) {
     CHECK(out.error == NULL);
     CHECK(out.state != NULL);
     am2z_outcome_clear(&out);
-    am2z_processor_release(inc); am2z_processor_release(dbl); am2z_processor_release(add);
-    am2z_processor_release(chain); am2z_processor_release(par); am2z_processor_release(outer);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -539,9 +544,13 @@ static void test_concurrency_one(void) { test_composites(1); }
 
 static int ev_started, ev_completed, ev_created, ev_cleanup;
 static void on_event(const char *event, const am2z_value *data, void *ud) {
-    (void)data; (void)ud;
+    (void)ud;
     if (strcmp(event, "processor:job:started") == 0) __atomic_add_fetch(&ev_started, 1, __ATOMIC_SEQ_CST);
-    if (strcmp(event, "processor:job:completed") == 0) __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
+    if (strcmp(event, "processor:job:completed") == 0) {
+        /* executionTime: ms as a double, as on the local runtime */
+        CHECK(am2z_value_type(am2z_value_find(data, "executionTime", 13)) == AM2Z_TYPE_DOUBLE);
+        __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
+    }
     if (strcmp(event, "session:created") == 0) __atomic_add_fetch(&ev_created, 1, __ATOMIC_SEQ_CST);
     if (strcmp(event, "session:cleanup") == 0) __atomic_add_fetch(&ev_cleanup, 1, __ATOMIC_SEQ_CST);
 }
@@ -565,7 +574,7 @@ static void test_sessions(void) {
     am2z_processor *inc = plain("inc", p_inc), *dbl = plain("double", p_double), *steps[2], *chain;
     am2z_chain_desc cd;
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     am2z_value *v;
     long clients0, keys0;
@@ -578,7 +587,7 @@ static void test_sessions(void) {
     cd.name = "incdbl";
     cd.steps = steps;
     cd.count = 2;
-    chain = am2z_chain_new(&cd);
+    chain = am2z_chain_new(&cd, NULL);
     CHECK_INT(am2z_runtime_register(rt, chain), AM2Z_STATUS_OK);
     out = am2z_runtime_execute_in_session(rt, "incdbl", in, "tenant-7");
     CHECK(out.error == NULL);
@@ -620,9 +629,6 @@ static void test_sessions(void) {
     CHECK_INT(scan_count(r, "*cyc-*"), 0);
     CHECK(client_count(r) <= clients0);
     CHECK(scan_count(r, "*") <= keys0);
-    am2z_processor_release(inc);
-    am2z_processor_release(dbl);
-    am2z_processor_release(chain);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -635,7 +641,7 @@ static void test_stop_session_cancels(void) {
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e1, *e2;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     int before = __atomic_load_n(&saw_cancel, __ATOMIC_SEQ_CST);
     CHECK(rt && r);
@@ -643,9 +649,9 @@ static void test_stop_session_cancels(void) {
     memset(&pd, 0, sizeof pd);
     pd.name = "waitcancel";
     pd.fn = p_wait_cancel;
-    reg(rt, am2z_processor_new(&pd));
-    e1 = am2z_runtime_submit(rt, "waitcancel", in, "sx");
-    e2 = am2z_runtime_submit(rt, "waitcancel", in, "sx"); /* queued behind e1 (one worker) */
+    reg(rt, am2z_processor_new(&pd, NULL));
+    e1 = am2z_runtime_submit(rt, "waitcancel", in, "sx", NULL);
+    e2 = am2z_runtime_submit(rt, "waitcancel", in, "sx", NULL); /* queued behind e1 (one worker) */
     CHECK(e1 && e2);
     t_redis_sleep_ms(100);
     CHECK_INT(am2z_runtime_stop_session(rt, "sx", 2000), AM2Z_STATUS_OK);
@@ -686,43 +692,40 @@ static void test_state_manager(void) {
     am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
     am2z_state *s = NULL, *in = am2z_state_parse("st", "{\"b\":1,\"a\":[1,2]}", AM2Z_NTS, NULL);
     int64_t ver = 0;
-    am2z_error *err = NULL;
     am2z_redis *r = conn();
     am2z_reply rep;
     int i;
     memset(&rep, 0, sizeof rep);
     CHECK(rt && r && in);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_NOT_FOUND);
-    CHECK_INT(am2z_queue_state_get(rt, "bad id", &s, &ver, &err), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "state 'st': none stored");
+    CHECK_INT(am2z_queue_state_get(rt, "bad id", &s, &ver), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK_INT(am2z_queue_state_set(rt, "st", in, 0, &ver), AM2Z_STATUS_OK);
     CHECK_INT(ver, 1);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_OK);
     CHECK(am2z_value_equal(s, in));
     CHECK_INT(ver, 1);
     am2z_value_release(s);
-    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_OK);
+    for (i = 0; i < 3; i++) CHECK_INT(am2z_queue_state_update(rt, "st", upd_inc, NULL, 0, NULL, &ver), AM2Z_STATUS_OK);
     CHECK_INT(ver, 4);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, NULL), AM2Z_STATUS_OK);
     CHECK_INT(am2z_value_get_int(s, "n", 0), 3);
     am2z_value_release(s);
     /* lose every race: a conflict after AM2Z_QUEUE_STATE_RETRIES rounds, with a clear error */
-    CHECK_INT(am2z_queue_state_update(rt, "st", upd_racing, rt, 0, NULL, &ver, &err), AM2Z_STATUS_CONFLICT);
-    CHECK(err && strstr(err->message, "concurrent modifications") != NULL);
-    am2z_error_release(err);
-    err = NULL;
-    CHECK_INT(am2z_queue_state_update(rt, "st", upd_none, NULL, 0, NULL, &ver, &err), AM2Z_STATUS_CANCELLED);
+    CHECK_INT(am2z_queue_state_update(rt, "st", upd_racing, rt, 0, NULL, &ver), AM2Z_STATUS_CONFLICT);
+    CHECK(strstr(am2z_status_detail(), "concurrent modifications") != NULL);
+    CHECK_INT(am2z_queue_state_update(rt, "st", upd_none, NULL, 0, NULL, &ver), AM2Z_STATUS_CANCELLED);
     /* TTL */
     CHECK_INT(am2z_queue_state_set(rt, "st", in, 60000, &ver), AM2Z_STATUS_OK);
     CHECK(cmd_int(r, "PTTL %s", "bull:am2z:state:st") > 50000);
     /* integrity: a tampered state is refused */
     am2z_redis_command(r, &rep, "HSET bull:am2z:state:st state %s", "{\"a\":[1,2],\"b\":2}");
     am2z_reply_clear(&rep);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, &err), AM2Z_STATUS_PROTOCOL);
-    CHECK(err && strstr(err->message, "integrity") != NULL);
-    am2z_error_release(err);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_PROTOCOL);
+    CHECK(strncmp(am2z_status_detail(), "state 'st': integrity check failed", 34) == 0);
     CHECK_INT(am2z_queue_state_delete(rt, "st"), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver, NULL), AM2Z_STATUS_NOT_FOUND);
+    CHECK_INT(am2z_queue_state_get(rt, "st", &s, &ver), AM2Z_STATUS_NOT_FOUND);
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -795,14 +798,14 @@ static void test_foreign_finish(void) {
     am2z_redis *r = conn();
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_reply rep;
     const char *id;
     memset(&rep, 0, sizeof rep);
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
-    e = am2z_runtime_submit(rt, "inc", in, NULL);
+    e = am2z_runtime_submit(rt, "inc", in, NULL, NULL);
     CHECK(e != NULL);
     am2z_redis_command(r, &rep, "RPOP bull:am2z~inc:wait");
     id = am2z_reply_str(&rep);
@@ -866,7 +869,7 @@ static void test_rate_limit(void) {
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e[3];
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_redis *r = conn();
     int i;
     CHECK(rt && r);
@@ -875,8 +878,8 @@ static void test_rate_limit(void) {
     pd.name = "limited";
     pd.fn = p_inc;
     pd.queue.rate_limit_per_minute = 2;
-    reg(rt, am2z_processor_new(&pd));
-    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL);
+    reg(rt, am2z_processor_new(&pd, NULL));
+    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL, NULL);
     for (i = 0; i < 2; i++) {
         CHECK_INT(am2z_execution_wait(e[i], 2000, &out), AM2Z_STATUS_OK);
         CHECK(out.error == NULL);
@@ -905,12 +908,12 @@ static void test_stop_puts_jobs_back(void) {
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *a = rt_new(1, lg), *b;
     am2z_state *in = st_count(1);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     CHECK(prod && a);
     if (!prod || !a) { am2z_runtime_free(prod); am2z_runtime_free(a); am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(prod, plain("nap", p_nap));
     reg(a, plain("nap", p_nap));
-    e = am2z_runtime_submit(prod, "nap", in, NULL);
+    e = am2z_runtime_submit(prod, "nap", in, NULL, NULL);
     CHECK(e != NULL);
     t_redis_sleep_ms(80); /* a is inside the job now */
     am2z_runtime_free(a);
@@ -946,7 +949,7 @@ static void test_batching(void) {
     am2z_runtime *rt = rt_new(1, lg);
     am2z_redis *r = conn();
     am2z_state *ins[400];
-    am2z_outcome outs[400];
+    am2z_outcome outs[400] = {{0}};
     am2z_reply rep;
     long long calls;
     size_t i;
@@ -978,7 +981,7 @@ static void test_restart(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
     reg(rt, plain("inc", p_inc));
@@ -1003,7 +1006,7 @@ static void test_retention(void) {
     am2z_runtime *rt;
     am2z_redis *r = conn();
     am2z_state *ins[300];
-    am2z_outcome outs[300];
+    am2z_outcome outs[300] = {{0}};
     size_t i;
     int pass, ok = 1;
     CHECK(r != NULL);
@@ -1011,7 +1014,7 @@ static void test_retention(void) {
     for (pass = 0; pass < 2 && r; pass++) {
         d.logger = lg;
         d.keep_completed = pass == 0 ? 10 : AM2Z_QUEUE_KEEP_NONE;
-        rt = am2z_queue_runtime_new(&d);
+        rt = am2z_queue_runtime_new(&d, NULL);
         CHECK(rt != NULL);
         if (!rt) break;
         reg(rt, plain("inc", p_inc));
@@ -1041,11 +1044,11 @@ static void test_stop_idle_session(void) {
     am2z_redis *r = conn();
     am2z_state *in = st_count(1);
     am2z_reply rep;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int i;
     d.stalled_interval_ms = 60000; /* no background scan script during the count */
     d.logger = lg;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     memset(&rep, 0, sizeof rep);
     CHECK(rt && r);
     if (rt && r) {
@@ -1078,12 +1081,12 @@ static void test_stop_without_redis(void) {
     am2z_queue_desc d = qdesc(4);
     am2z_runtime *rt;
     am2z_state *in = st_count(1);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     if (t_redis_start(&gone, NULL) != 0) { CHECK(!"second redis-server"); am2z_value_release(in); am2z_logger_release(lg); return; }
     d.redis.port = gone.port;
     d.logger = lg;
-    rt = am2z_queue_runtime_new(&d);
+    rt = am2z_queue_runtime_new(&d, NULL);
     CHECK(rt != NULL);
     if (rt) {
         reg(rt, plain("inc", p_inc));
@@ -1100,6 +1103,184 @@ static void test_stop_without_redis(void) {
     }
     t_redis_stop(&gone);
     am2z_value_release(in);
+    am2z_logger_release(lg);
+}
+
+/* -- API 1.0: the runtime interface as on the local runtime -- */
+
+static int marked, marked_cancelled;
+static am2z_result p_mark(am2z_ctx *ctx, const am2z_state *in) {
+    int64_t t0 = am2z_now_ms();
+    while (!am2z_ctx_cancelled(ctx) && am2z_now_ms() - t0 < 150) t_redis_sleep_ms(2);
+    if (am2z_ctx_cancelled(ctx)) __atomic_store_n(&marked_cancelled, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&marked, 1, __ATOMIC_SEQ_CST);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static int wait_set(int *flag, int ms) {
+    int i;
+    for (i = 0; i < ms && !__atomic_load_n(flag, __ATOMIC_SEQ_CST); i++) t_redis_sleep_ms(1);
+    return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+}
+
+/* submit's status and detail, the handle's id, the outcome's execution and session,
+   and metadata.sessionId of the output. */
+static void test_api_submit_and_outcome(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_processor_desc none;
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    am2z_status s = AM2Z_STATUS_OK;
+    char id[AM2Z_EXECUTION_ID_SIZE];
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    memset(&none, 0, sizeof none);
+    none.name = "broken";
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&none, NULL)), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "register: the processor is NULL (processor 'broken': no fn)");
+    reg(rt, plain("inc", p_inc));
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "submit 'nope': processor not registered");
+    CHECK(am2z_runtime_submit(rt, "inc", in, "a b", &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    e = am2z_runtime_submit(rt, "inc", in, "tenant-9", &s);
+    CHECK(e != NULL);
+    CHECK_INT(s, AM2Z_STATUS_OK);
+    if (e) {
+        snprintf(id, sizeof id, "%s", am2z_execution_id(e));
+        CHECK(strncmp(id, "inc-", 4) == 0);
+        CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+        CHECK(out.error == NULL);
+        CHECK_STR(out.execution_id, id);
+        CHECK_STR(out.session_id, "tenant-9");
+        CHECK_STR(am2z_state_session_id(out.state), "tenant-9"); /* the input said "t" */
+        CHECK(out.duration_ms > 0 && out.started_at > 1700000000000LL);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e);
+    }
+    out = am2z_runtime_execute(rt, "inc", in);
+    CHECK_STR(out.session_id, "default");
+    CHECK_STR(am2z_state_session_id(out.state), "default");
+    am2z_outcome_clear(&out);
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_submit(rt, "inc", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_STARTED);
+    CHECK(strncmp(am2z_status_detail(), "submit 'inc': the runtime is stopped", 36) == 0);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+static void test_api_detach_and_free(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_execution *e;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("mark", p_mark));
+    marked = marked_cancelled = 0;
+    e = am2z_runtime_submit(rt, "mark", in, NULL, NULL);
+    CHECK(e != NULL);
+    am2z_execution_detach(e);
+    CHECK(wait_set(&marked, 3000));
+    CHECK_INT(marked_cancelled, 0); /* ran to completion */
+    marked = marked_cancelled = 0;
+    e = am2z_runtime_submit(rt, "mark", in, NULL, NULL);
+    CHECK(e != NULL);
+    t_redis_sleep_ms(40);
+    am2z_execution_free(e);
+    CHECK(wait_set(&marked, 3000));
+    CHECK_INT(marked_cancelled, 1); /* free cancels */
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* Reusing outcomes without clearing them does not leak (LeakSanitizer checks). */
+static void test_api_outcome_reuse(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    const am2z_state *ins[2];
+    am2z_outcome out = {0}, outs[2] = {{0}};
+    am2z_execution *e;
+    am2z_result r;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("inc", p_inc));
+    ins[0] = ins[1] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_STR(outs[1].session_id, "bulk");
+    CHECK_INT(am2z_value_get_int(outs[1].state, "count", 0), 2);
+    am2z_outcome_clear(&outs[0]);
+    am2z_outcome_clear(&outs[1]);
+    out = am2z_runtime_execute(rt, "inc", in);
+    e = am2z_runtime_submit(rt, "inc", in, NULL, NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK); /* out held the first */
+    am2z_execution_free(e);
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.state && !r.error && am2z_value_get_int(r.state, "count", 0) == 2);
+    CHECK(out.state == NULL && out.execution_id[0] == '\0');
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* is_started, the resolved configuration, per-processor stats by a dotted name,
+   stop_all_sessions. */
+static void test_api_queries(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_state *in = st_count(1);
+    am2z_runtime_settings c;
+    am2z_outcome out = {0};
+    am2z_execution *a, *b;
+    am2z_value *ps;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    c = am2z_runtime_config(rt);
+    CHECK_STR(c.kind, "queue");
+    CHECK_INT(c.workers, 2);
+    CHECK_INT(c.default_timeout_ms, 60000);
+    CHECK_INT(c.max_call_depth, AM2Z_MAX_CALL_DEPTH);
+    CHECK(am2z_runtime_is_started(rt));
+    reg(rt, plain("img.resize", p_inc));
+    out = am2z_runtime_execute(rt, "img.resize", in);
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    ps = am2z_runtime_processor_stats(rt, "img.resize");
+    CHECK(ps != NULL);
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    am2z_value_release(ps);
+    CHECK(am2z_runtime_processor_stats(rt, "img") == NULL);
+    reg(rt, plain("waitcancel", p_wait_cancel));
+    a = am2z_runtime_submit(rt, "waitcancel", in, "sa", NULL);
+    b = am2z_runtime_submit(rt, "waitcancel", in, "sb", NULL);
+    CHECK(a && b);
+    t_redis_sleep_ms(100);
+    CHECK_INT(am2z_runtime_stop_all_sessions(rt, 0), AM2Z_STATUS_OK);
+    if (a) {
+        CHECK_INT(am2z_execution_wait(a, 3000, &out), AM2Z_STATUS_OK);
+        CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+        am2z_execution_free(a);
+    }
+    if (b) {
+        CHECK_INT(am2z_execution_wait(b, 3000, &out), AM2Z_STATUS_OK);
+        CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+        am2z_execution_free(b);
+    }
+    am2z_outcome_clear(&out);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(!am2z_runtime_is_started(rt));
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
     am2z_logger_release(lg);
 }
 
@@ -1136,6 +1317,10 @@ int main(void) {
     RUN(test_stop_puts_jobs_back);
     RUN(test_restart);
     RUN(test_stop_without_redis);
+    RUN(test_api_submit_and_outcome);
+    RUN(test_api_detach_and_free);
+    RUN(test_api_outcome_reuse);
+    RUN(test_api_queries);
     t_redis_stop(&server);
     return t_done();
 }

@@ -40,7 +40,7 @@ static am2z_runtime *rt_new(int workers) {
     memset(&d, 0, sizeof d);
     d.workers = workers;
     d.logger = lg;
-    rt = am2z_local_runtime_new(&d);
+    rt = am2z_local_runtime_new(&d, NULL);
     am2z_logger_release(lg);
     return rt;
 }
@@ -50,14 +50,14 @@ static am2z_processor *proc(const char *name, am2z_processor_fn fn) {
     memset(&d, 0, sizeof d);
     d.name = name;
     d.fn = fn;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
-static am2z_processor *proc_desc(am2z_processor_desc d) { return am2z_processor_new(&d); }
+static am2z_processor *proc_desc(am2z_processor_desc d) { return am2z_processor_new(&d, NULL); }
 
+/* Registers p, which register consumes. */
 static void reg(am2z_runtime *rt, am2z_processor *p) {
     CHECK_INT(am2z_runtime_register(rt, p), AM2Z_STATUS_OK);
-    am2z_processor_release(p);
 }
 
 static am2z_state *st(const char *json) { return am2z_state_parse("t", json, AM2Z_NTS, NULL); }
@@ -86,10 +86,12 @@ static void test_register_basics(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_processor *a = proc("a", p_inc), *a2 = proc("a", p_inc), *b = proc("b", p_inc), *got;
     am2z_value *names;
-    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, a), AM2Z_STATUS_OK);          /* same object: no-op */
-    CHECK_INT(am2z_runtime_register(rt, a2), AM2Z_STATUS_EXISTS); /* another object, same name */
-    CHECK_INT(am2z_runtime_register(rt, b), AM2Z_STATUS_OK);
+    /* register consumes: the test hands over extra references to keep using a, a2, b */
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(a)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(a)), AM2Z_STATUS_OK); /* same object: no-op */
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(a2)), AM2Z_STATUS_EXISTS); /* same name */
+    CHECK_STR(am2z_status_detail(), "register 'a': another processor is registered as 'a'");
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(b)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, NULL), AM2Z_STATUS_INVALID_ARGUMENT);
     CHECK(am2z_runtime_is_registered(rt, "a"));
     CHECK(!am2z_runtime_is_registered(rt, "zz"));
@@ -106,7 +108,7 @@ static void test_register_basics(void) {
     CHECK(!am2z_runtime_is_registered(rt, "a"));
     CHECK(am2z_runtime_is_registered(rt, "b"));
     /* replace = unregister + register */
-    CHECK_INT(am2z_runtime_register(rt, a2), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(a2)), AM2Z_STATUS_OK);
     names = am2z_runtime_list(rt);
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 0), NULL), "b");
     CHECK_STR(am2z_value_as_string(am2z_value_at(names, 1), NULL), "a");
@@ -117,6 +119,7 @@ static void test_register_basics(void) {
     am2z_runtime_free(rt);
 }
 
+/* chain(x) or chain(x, y); consumes x and y. */
 static am2z_processor *chain2(const char *name, am2z_processor *x, am2z_processor *y) {
     am2z_processor *steps[2];
     am2z_chain_desc d;
@@ -126,15 +129,15 @@ static am2z_processor *chain2(const char *name, am2z_processor *x, am2z_processo
     d.name = name;
     d.steps = steps;
     d.count = y ? 2 : 1;
-    return am2z_chain_new(&d);
+    return am2z_chain_new(&d, NULL);
 }
 
 static void test_register_children_and_many(void) {
     am2z_runtime *rt = rt_new(1);
-    am2z_processor *x = proc("x", p_inc), *y = proc("y", p_inc), *c = chain2("c", x, y), *d = proc("d", p_inc);
+    am2z_processor *x = proc("x", p_inc), *c = chain2("c", am2z_processor_retain(x), proc("y", p_inc));
     am2z_processor *many[2];
     am2z_processor_desc dd;
-    am2z_processor *deps[1], *withdep;
+    am2z_processor *deps[1];
     am2z_value *names;
     CHECK_INT(am2z_runtime_register(rt, c), AM2Z_STATUS_OK);
     CHECK(am2z_runtime_is_registered(rt, "x"));
@@ -145,71 +148,53 @@ static void test_register_children_and_many(void) {
     am2z_value_release(names);
     /* dependencies are registered with their processor */
     memset(&dd, 0, sizeof dd);
-    deps[0] = d;
+    deps[0] = proc("d", p_inc);
     dd.name = "withdep";
     dd.fn = p_inc;
     dd.dependencies = deps;
     dd.dependency_count = 1;
-    withdep = am2z_processor_new(&dd);
-    many[0] = withdep;
+    many[0] = am2z_processor_new(&dd, NULL);
     many[1] = x; /* already there: fine */
     CHECK_INT(am2z_runtime_register_many(rt, many, 2), AM2Z_STATUS_OK);
     CHECK(am2z_runtime_is_registered(rt, "d"));
     CHECK(am2z_runtime_is_registered(rt, "withdep"));
-    am2z_processor_release(withdep);
-    am2z_processor_release(x);
-    am2z_processor_release(y);
-    am2z_processor_release(c);
-    am2z_processor_release(d);
     am2z_runtime_free(rt);
 }
 
 static void test_register_cycle(void) {
     am2z_runtime *rt = rt_new(1);
-    am2z_processor *inner = proc("loop", p_inc), *direct = chain2("loop", inner, NULL);
-    am2z_processor *deep = proc("outer", p_inc), *mid = chain2("mid", deep, NULL), *outer = chain2("outer", mid, NULL);
-    am2z_processor *other = proc("other", p_inc), *clash = proc("other", p_ident), *both = chain2("both", other, clash);
+    am2z_processor *direct = chain2("loop", proc("loop", p_inc), NULL);
+    am2z_processor *outer = chain2("outer", chain2("mid", proc("outer", p_inc), NULL), NULL);
+    am2z_processor *both = chain2("both", proc("other", p_inc), proc("other", p_ident));
     CHECK_INT(am2z_runtime_register(rt, direct), AM2Z_STATUS_CYCLE);
+    CHECK_STR(am2z_status_detail(), "register 'loop': 'loop' contains a processor with its own name");
     CHECK_INT(am2z_runtime_register(rt, outer), AM2Z_STATUS_CYCLE);
     CHECK(!am2z_runtime_is_registered(rt, "mid")); /* all or nothing */
     CHECK(!am2z_runtime_is_registered(rt, "loop"));
     CHECK_INT(am2z_runtime_register(rt, both), AM2Z_STATUS_EXISTS); /* two "other"s */
     CHECK(!am2z_runtime_is_registered(rt, "other"));
-    am2z_processor_release(inner);
-    am2z_processor_release(direct);
-    am2z_processor_release(deep);
-    am2z_processor_release(mid);
-    am2z_processor_release(outer);
-    am2z_processor_release(other);
-    am2z_processor_release(clash);
-    am2z_processor_release(both);
-    am2z_runtime_free(rt);
+    am2z_runtime_free(rt); /* each failed register released its processor (LSan checks) */
 }
 
 static void test_register_depth_limit(void) {
     am2z_runtime *rt = rt_new(1);
-    am2z_processor *cur = proc("leaf", p_inc), *next;
+    am2z_processor *cur = proc("leaf", p_inc);
     char name[32];
     int i;
     /* leaf at depth AM2Z_REGISTER_MAX_DEPTH - 1 below the top: allowed */
     for (i = 1; i < AM2Z_REGISTER_MAX_DEPTH; i++) {
         snprintf(name, sizeof name, "lvl%d", i);
-        next = chain2(name, cur, NULL);
-        am2z_processor_release(cur);
-        cur = next;
+        cur = chain2(name, cur, NULL);
     }
-    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_OK);
-    next = chain2("toodeep", cur, NULL);
-    am2z_processor_release(cur);
-    cur = next;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(cur)), AM2Z_STATUS_OK);
+    cur = chain2("toodeep", cur, NULL);
     /* registered subtrees are not walked again, so a fresh runtime sees the full depth */
-    CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_retain(cur)), AM2Z_STATUS_OK);
     am2z_runtime_free(rt);
     rt = rt_new(1);
     CHECK_INT(am2z_runtime_register(rt, cur), AM2Z_STATUS_LIMIT);
     CHECK(!am2z_runtime_is_registered(rt, "toodeep"));
     CHECK(!am2z_runtime_is_registered(rt, "leaf"));
-    am2z_processor_release(cur);
     am2z_runtime_free(rt);
 }
 
@@ -218,7 +203,7 @@ static void test_register_depth_limit(void) {
 static void test_execute_basic_and_unknown(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{\"n\":1}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     const char *id, *dash;
     reg(rt, proc("inc", p_inc));
     out = am2z_runtime_execute(rt, "inc", in);
@@ -227,7 +212,7 @@ static void test_execute_basic_and_unknown(void) {
     CHECK_INT(am2z_state_version(out.state), 2); /* bumped once */
     CHECK_INT(out.attempts, 1);
     CHECK_INT(out.attempt_error_count, 0);
-    CHECK(out.started_at_ms > 0);
+    CHECK(out.started_at > 0);
     id = out.execution_id;
     CHECK(strncmp(id, "inc-", 4) == 0);
     dash = strrchr(id, '-');
@@ -280,21 +265,21 @@ static void test_submit_wait_timeout(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{\"ms\":80}");
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     reg(rt, proc("slow", p_slow_poll));
-    e = am2z_runtime_submit(rt, "slow", in, NULL);
+    e = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
     CHECK(e != NULL);
     memset(&out, 0, sizeof out);
     CHECK_INT(am2z_execution_wait(e, 5, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
-    CHECK(out.execution_us >= 70000);
+    CHECK(out.duration_ms >= 70);
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_STATUS_OK); /* again: a fresh copy */
     CHECK(out.error == NULL && out.state != NULL);
     am2z_outcome_clear(&out);
     am2z_execution_free(e);
-    CHECK(am2z_runtime_submit(rt, "nope", in, NULL) == NULL);
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, NULL) == NULL);
     am2z_value_release(in);
     am2z_runtime_free(rt);
 }
@@ -303,7 +288,7 @@ static void test_execute_many_order(void) {
     am2z_runtime *rt = rt_new(2);
     enum { N = 1000 };
     am2z_state **ins = (am2z_state **)malloc(N * sizeof *ins);
-    am2z_outcome *outs = (am2z_outcome *)malloc(N * sizeof *outs);
+    am2z_outcome *outs = (am2z_outcome *)calloc(N, sizeof *outs); /* outcomes start zeroed */
     am2z_retry_policy rp;
     am2z_processor_desc d;
     char buf[64];
@@ -377,21 +362,18 @@ static am2z_processor *parallel_of(const char *name, am2z_processor **branches, 
     d.name = name;
     d.branches = branches;
     d.count = n;
-    return am2z_parallel_new(&d);
+    return am2z_parallel_new(&d, NULL);
 }
 
 static void test_no_deadlock_one_worker(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_processor *br[3];
     am2z_state *in = st("{\"left\":7}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     br[0] = proc("leafa", p_leaf);
     br[1] = proc("leafb", p_leaf);
     br[2] = proc("leafc", p_leaf);
     reg(rt, parallel_of("par", br, 3));
-    am2z_processor_release(br[0]);
-    am2z_processor_release(br[1]);
-    am2z_processor_release(br[2]);
     reg(rt, proc("rec", p_recurse));
     max_depth_seen = 0;
     out = am2z_runtime_execute(rt, "rec", in); /* depth 0..7, then the parallel at 8 */
@@ -408,7 +390,7 @@ static void test_no_deadlock_one_worker(void) {
 static void test_depth_limit(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{\"left\":50}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     reg(rt, proc("rec", p_recurse));
     reg(rt, proc("par", p_leaf));
     max_depth_seen = 0;
@@ -434,7 +416,7 @@ static am2z_result p_submitter(am2z_ctx *ctx, const am2z_state *in) {
 static void test_execute_from_processor(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_state *in = st("{\"n\":5}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     reg(rt, proc("inc", p_inc));
     reg(rt, proc("sub", p_submitter));
     out = am2z_runtime_execute(rt, "sub", in);
@@ -477,13 +459,13 @@ static am2z_processor *timed(const char *name, am2z_processor_fn fn, int64_t ms)
     d.name = name;
     d.fn = fn;
     d.timeout_ms = ms;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
 static void test_timeout(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0, el;
     int i;
     reg(rt, timed("sleepy", p_sleep_watch, 50));
@@ -522,7 +504,7 @@ static void test_timeout_cancels_children(void) {
     am2z_processor *br[2], *par;
     am2z_parallel_desc d;
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int i;
     br[0] = proc("quick", p_leaf);
     br[1] = proc("hang", p_sleep_watch);
@@ -531,10 +513,8 @@ static void test_timeout_cancels_children(void) {
     d.branches = br;
     d.count = 2;
     d.timeout_ms = 40;
-    par = am2z_parallel_new(&d);
+    par = am2z_parallel_new(&d, NULL);
     reg(rt, par);
-    am2z_processor_release(br[0]);
-    am2z_processor_release(br[1]);
     saw_cancel = 0;
     out = am2z_runtime_execute(rt, "fan", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_TIMEOUT);
@@ -552,7 +532,7 @@ static void test_free_unfinished(void) {
     int i;
     reg(rt, proc("watch", p_sleep_watch));
     saw_cancel = watch_started = 0;
-    e = am2z_runtime_submit(rt, "watch", in, NULL);
+    e = am2z_runtime_submit(rt, "watch", in, NULL, NULL);
     CHECK(e != NULL);
     CHECK(wait_flag(&watch_started));
     am2z_execution_free(e); /* cancels and discards */
@@ -571,7 +551,7 @@ static am2z_result p_hang_item(am2z_ctx *ctx, const am2z_state *in) {
 static void test_execute_many_timeout(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *ins[40];
-    am2z_outcome outs[40];
+    am2z_outcome outs[40] = {{0}};
     char buf[32];
     int64_t t0, el;
     int i, ok = 0;
@@ -621,7 +601,7 @@ static void test_execute_many_stop_session(void) {
     am2z_state *in = st("{}");
     enum { N = 400 };
     const am2z_state *ins[N];
-    am2z_outcome outs[N];
+    static am2z_outcome outs[N]; /* zeroed, as outcomes must start */
     many_arg a;
     pthread_t th;
     int i, ok = 0, stopped = 0, other = 0;
@@ -681,7 +661,7 @@ static am2z_processor *retrying(const char *name, am2z_processor_fn fn, int max,
     d.retry.max_attempts = max;
     d.retry.backoff = bo;
     d.retry.delay_ms = delay;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
 static int retry_events;
@@ -701,7 +681,7 @@ static void on_retry(const char *ev, const am2z_value *data, void *ud) {
 static void test_retries_final_outcome(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0, el;
     int h;
     reg(rt, retrying("flaky", p_flaky, 3, AM2Z_BACKOFF_FIXED, 20));
@@ -733,7 +713,7 @@ static void test_retries_final_outcome(void) {
 static void test_retries_non_retryable_and_backoff(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0, el;
     reg(rt, retrying("biz", p_business_fail, 5, AM2Z_BACKOFF_FIXED, 1));
     reg(rt, retrying("down", p_always_net, 3, AM2Z_BACKOFF_EXPONENTIAL, 15));
@@ -761,11 +741,9 @@ static void test_nested_retry(void) {
     am2z_processor *flaky = retrying("flaky", p_flaky, 3, AM2Z_BACKOFF_FIXED, 20), *c;
     am2z_processor *inc = proc("inc", p_inc);
     am2z_state *in = st("{\"n\":0}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     c = chain2("ch", inc, flaky);
     reg(rt, c);
-    am2z_processor_release(flaky);
-    am2z_processor_release(inc);
     tries = 0;
     out = am2z_runtime_execute(rt, "ch", in);
     CHECK(out.error == NULL);
@@ -799,7 +777,7 @@ static void test_stop_session(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}"), *quick = st("{\"n\":1}");
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_value *ss, *act;
     int i;
     reg(rt, proc("watch", p_sleep_watch));
@@ -807,7 +785,7 @@ static void test_stop_session(void) {
     am2z_runtime_on(rt, "*", on_session, NULL);
     created_n = cleanup_n = 0;
     saw_cancel = watch_started = 0;
-    e = am2z_runtime_submit(rt, "watch", in, "tenant-a");
+    e = am2z_runtime_submit(rt, "watch", in, "tenant-a", NULL);
     CHECK(e != NULL);
     out = am2z_runtime_execute_in_session(rt, "inc", quick, "tenant-b");
     CHECK(out.error == NULL);
@@ -866,13 +844,13 @@ static void test_stop_session_grace(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_state *in = st("{\"ms\":30}");
     am2z_execution *running, *queued;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     memset(&out, 0, sizeof out);
     reg(rt, proc("slow", p_slow_poll));
     slow_started = 0;
-    running = am2z_runtime_submit(rt, "slow", in, "g");
+    running = am2z_runtime_submit(rt, "slow", in, "g", NULL);
     CHECK(wait_flag(&slow_started));
-    queued = am2z_runtime_submit(rt, "slow", in, "g"); /* behind it on the one worker */
+    queued = am2z_runtime_submit(rt, "slow", in, "g", NULL); /* behind it on the one worker */
     CHECK(running && queued);
     CHECK_INT(am2z_runtime_stop_session(rt, "g", 1000), AM2Z_STATUS_OK); /* the running one finishes */
     CHECK_INT(am2z_execution_wait(running, 0, &out), AM2Z_STATUS_OK);
@@ -914,7 +892,7 @@ static void test_concurrency_limit(void) {
     am2z_processor_desc d;
     am2z_execution *e[6];
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int i;
     memset(&d, 0, sizeof d);
     d.name = "one";
@@ -925,7 +903,7 @@ static void test_concurrency_limit(void) {
     d.fn = p_self_once;
     reg(rt, proc_desc(d));
     cur_running = max_running = 0;
-    for (i = 0; i < 6; i++) e[i] = am2z_runtime_submit(rt, "one", in, NULL);
+    for (i = 0; i < 6; i++) e[i] = am2z_runtime_submit(rt, "one", in, NULL, NULL);
     for (i = 0; i < 6; i++) {
         CHECK(e[i] && am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK && out.error == NULL);
         am2z_outcome_clear(&out);
@@ -953,7 +931,7 @@ static void test_priorities(void) {
     am2z_processor_desc d;
     am2z_execution *blk, *e[5];
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     const char *names[5] = {"pr3", "pr1", "pr2", "pr0", "px1"};
     int prios[5] = {3, 1, 2, 0, 1}, i;
     memset(&d, 0, sizeof d);
@@ -966,9 +944,9 @@ static void test_priorities(void) {
     reg(rt, proc("blk", p_blocker));
     blocker_go = blocker_started = 0;
     order_len = 0;
-    blk = am2z_runtime_submit(rt, "blk", in, NULL);
+    blk = am2z_runtime_submit(rt, "blk", in, NULL, NULL);
     CHECK(wait_flag(&blocker_started));
-    for (i = 0; i < 5; i++) e[i] = am2z_runtime_submit(rt, names[i], in, NULL);
+    for (i = 0; i < 5; i++) e[i] = am2z_runtime_submit(rt, names[i], in, NULL, NULL);
     __atomic_store_n(&blocker_go, 1, __ATOMIC_SEQ_CST);
     for (i = 0; i < 5; i++) {
         CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK);
@@ -998,7 +976,7 @@ static void test_rate_limit_and_delay(void) {
     am2z_processor_desc d;
     am2z_execution *e[4];
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     int i;
     memset(&d, 0, sizeof d);
@@ -1012,7 +990,7 @@ static void test_rate_limit_and_delay(void) {
     d.queue.delay_ms = 40;
     reg(rt, proc_desc(d));
     nstarts = 0;
-    for (i = 0; i < 4; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL);
+    for (i = 0; i < 4; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL, NULL);
     for (i = 0; i < 4; i++) {
         CHECK(am2z_execution_wait(e[i], -1, &out) == AM2Z_STATUS_OK && out.error == NULL);
         am2z_outcome_clear(&out);
@@ -1038,26 +1016,32 @@ static void test_queue_capacity_and_desc_limits(void) {
     am2z_runtime *rt;
     am2z_execution *blk, *q1, *q2, *q3;
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
+    am2z_status st = AM2Z_STATUS_OK;
     memset(&ld, 0, sizeof ld);
     ld.workers = AM2Z_LOCAL_MAX_WORKERS + 1;
-    CHECK(am2z_local_runtime_new(&ld) == NULL);
+    CHECK(am2z_local_runtime_new(&ld, &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "outside 0..AM2Z_LOCAL_MAX_WORKERS") != NULL);
     ld.workers = -1;
-    CHECK(am2z_local_runtime_new(&ld) == NULL);
+    CHECK(am2z_local_runtime_new(&ld, NULL) == NULL);
     ld.workers = 1;
     ld.queue_capacity = 2;
     ld.logger = lg;
-    rt = am2z_local_runtime_new(&ld);
+    rt = am2z_local_runtime_new(&ld, &st);
+    CHECK_INT(st, AM2Z_STATUS_OK);
     am2z_logger_release(lg);
     reg(rt, proc("blk", p_blocker));
     blocker_go = blocker_started = 0;
-    blk = am2z_runtime_submit(rt, "blk", in, NULL);
+    blk = am2z_runtime_submit(rt, "blk", in, NULL, NULL);
     CHECK(wait_flag(&blocker_started)); /* running: no longer waiting in the queue */
-    q1 = am2z_runtime_submit(rt, "blk", in, NULL);
-    q2 = am2z_runtime_submit(rt, "blk", in, NULL);
-    q3 = am2z_runtime_submit(rt, "blk", in, NULL);
+    q1 = am2z_runtime_submit(rt, "blk", in, NULL, NULL);
+    q2 = am2z_runtime_submit(rt, "blk", in, NULL, NULL);
+    q3 = am2z_runtime_submit(rt, "blk", in, NULL, &st);
     CHECK(blk && q1 && q2);
     CHECK(q3 == NULL);
+    CHECK_INT(st, AM2Z_STATUS_LIMIT);
+    CHECK_STR(am2z_status_detail(), "submit 'blk': the queue is full");
     out = am2z_runtime_execute(rt, "blk", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_RESOURCE);
     am2z_outcome_clear(&out);
@@ -1077,18 +1061,16 @@ static void test_version_bump(void) {
     am2z_processor *steps[3];
     am2z_chain_desc d;
     am2z_state *in = st("{\"n\":0}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     steps[0] = a;
     steps[1] = b;
-    steps[2] = a;
+    steps[2] = am2z_processor_retain(a); /* a is a step twice */
     memset(&d, 0, sizeof d);
     d.name = "c3";
     d.steps = steps;
     d.count = 3;
-    c3 = am2z_chain_new(&d);
+    c3 = am2z_chain_new(&d, NULL);
     reg(rt, c3);
-    am2z_processor_release(a);
-    am2z_processor_release(b);
     out = am2z_runtime_execute(rt, "c3", in);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "n", 0), 3);
@@ -1104,7 +1086,7 @@ static void test_version_bump(void) {
 static void test_stats(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_value *s;
     int i;
     reg(rt, proc("ok.proc", p_ident));
@@ -1130,9 +1112,9 @@ static void test_stats(void) {
     CHECK_INT(am2z_value_get_int(s, "/processors/ok.proc/completed", -1), 5);
     CHECK_INT(am2z_value_get_int(s, "/processors/bad/failed", -1), 1);
     CHECK_INT(am2z_value_get_int(s, "/processors/flaky/retried", -1), 2);
-    CHECK(am2z_value_get_double(s, "/processors/ok.proc/p50Us", -1) > 0);
-    CHECK(am2z_value_get_double(s, "/processors/ok.proc/p99Us", -1) >=
-          am2z_value_get_double(s, "/processors/ok.proc/p50Us", -1));
+    CHECK(am2z_value_get_double(s, "/processors/ok.proc/p50Ms", -1) > 0);
+    CHECK(am2z_value_get_double(s, "/processors/ok.proc/p99Ms", -1) >=
+          am2z_value_get_double(s, "/processors/ok.proc/p50Ms", -1));
     am2z_value_release(s);
     am2z_value_release(in);
     am2z_runtime_free(rt);
@@ -1141,14 +1123,14 @@ static void test_stats(void) {
 static void test_restart(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{\"n\":1}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     reg(rt, proc("inc", p_inc));
     CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_stop(rt, 100), AM2Z_STATUS_OK); /* idempotent */
     out = am2z_runtime_execute(rt, "inc", in);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CONFIGURATION);
     am2z_outcome_clear(&out);
-    CHECK(am2z_runtime_submit(rt, "inc", in, NULL) == NULL);
+    CHECK(am2z_runtime_submit(rt, "inc", in, NULL, NULL) == NULL);
     CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
     out = am2z_runtime_execute(rt, "inc", in);
@@ -1163,11 +1145,11 @@ static void test_stop_cancels_running(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int64_t t0;
     reg(rt, proc("watch", p_sleep_watch));
     watch_started = 0;
-    e = am2z_runtime_submit(rt, "watch", in, NULL);
+    e = am2z_runtime_submit(rt, "watch", in, NULL, NULL);
     CHECK(wait_flag(&watch_started));
     t0 = now_ms();
     CHECK_INT(am2z_runtime_stop(rt, 20), AM2Z_STATUS_OK);
@@ -1193,6 +1175,7 @@ static void on_job(const char *ev, const am2z_value *data, void *ud) {
     } else if (strcmp(ev, "processor:job:completed") == 0) {
         CHECK(am2z_value_get_string(data, "executionId", NULL) != NULL);
         CHECK(am2z_value_get_double(data, "executionTime", -1) >= 0);
+        CHECK(am2z_value_type(am2z_value_find(data, "executionTime", 13)) == AM2Z_TYPE_DOUBLE); /* ms, measured */
         __atomic_add_fetch(&ev_completed, 1, __ATOMIC_SEQ_CST);
     } else if (strcmp(ev, "processor:job:failed") == 0) {
         CHECK_STR(am2z_value_get_string(data, "/error/code", NULL), "NOPE");
@@ -1217,7 +1200,7 @@ static am2z_result p_emitter(am2z_ctx *ctx, const am2z_state *in) {
 static void test_events(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_state *in = st("{}");
-    am2z_outcome out;
+    am2z_outcome out = {0};
     int h1, h2, h3, h4;
     reg(rt, proc("emitter", p_emitter));
     reg(rt, proc("bad", p_business_fail));
@@ -1251,7 +1234,250 @@ static void test_events(void) {
     am2z_runtime_free(rt);
 }
 
+/* ---- API 1.0: handing over, status, outcomes, handles, queries ---- */
+
+/* register takes NULL (a constructor that failed) and keeps its detail; register_many
+   consumes every processor, also those after a failure (LeakSanitizer checks). */
+static void test_register_consumes_null(void) {
+    am2z_runtime *rt = rt_new(1);
+    am2z_processor_desc none;
+    am2z_processor *many[3];
+    am2z_status st;
+    memset(&none, 0, sizeof none);
+    none.name = "b";
+    st = am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){.name = "ab", .count = 2,
+        .steps = (am2z_processor *[]){proc("a", p_inc), am2z_processor_new(&none, NULL)}}, NULL));
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "register: the processor is NULL (chain 'ab': step 2 is NULL (processor 'b': no fn))");
+    CHECK(!am2z_runtime_is_registered(rt, "a"));
+    many[0] = proc("m1", p_inc), many[1] = proc("m1", p_ident), many[2] = proc("m3", p_inc);
+    CHECK_INT(am2z_runtime_register_many(rt, many, 3), AM2Z_STATUS_EXISTS);
+    CHECK(am2z_runtime_is_registered(rt, "m1"));
+    CHECK(!am2z_runtime_is_registered(rt, "m3")); /* stops at the first failure */
+    am2z_runtime_free(rt);
+}
+
+static void test_submit_status(void) {
+    am2z_runtime *rt = rt_new(1);
+    am2z_state *in = st("{}");
+    am2z_status s = AM2Z_STATUS_OK;
+    char sid[AM2Z_SESSION_ID_MAX + 2];
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    reg(rt, proc("inc", p_inc));
+    CHECK(am2z_runtime_submit(rt, "nope", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "submit 'nope': processor not registered");
+    CHECK(am2z_runtime_submit(rt, "inc", NULL, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "submit 'inc': no input state");
+    /* session ids: 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-], as on the queue runtime */
+    memset(sid, 's', sizeof sid);
+    sid[AM2Z_SESSION_ID_MAX] = '\0';
+    e = am2z_runtime_submit(rt, "inc", in, sid, &s);
+    CHECK(e != NULL);
+    CHECK_INT(s, AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.session_id, sid); /* the longest id fits the outcome */
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    sid[AM2Z_SESSION_ID_MAX] = 's';
+    sid[AM2Z_SESSION_ID_MAX + 1] = '\0';
+    CHECK(am2z_runtime_submit(rt, "inc", in, sid, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(am2z_runtime_submit(rt, "inc", in, "a b", &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "session id") != NULL);
+    out = am2z_runtime_execute_in_session(rt, "inc", in, "a b");
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_VALIDATION);
+    am2z_outcome_clear(&out);
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_submit(rt, "inc", in, NULL, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_NOT_STARTED);
+    CHECK(strncmp(am2z_status_detail(), "submit 'inc': the runtime is stopped", 36) == 0);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* The outcome and the handle name the execution and the session, and the output state
+   carries the session it ran in, whatever the input said. */
+static void test_outcome_names_execution_and_session(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = am2z_state_parse("elsewhere", "{\"ms\":30}", AM2Z_NTS, NULL);
+    const am2z_state *ins[2];
+    am2z_outcome out = {0}, outs[2] = {{0}};
+    am2z_execution *e;
+    char id[AM2Z_EXECUTION_ID_SIZE];
+    reg(rt, proc("slow", p_slow_poll));
+    e = am2z_runtime_submit(rt, "slow", in, "tenant-7", NULL);
+    CHECK(e != NULL);
+    if (!e) return;
+    snprintf(id, sizeof id, "%s", am2z_execution_id(e)); /* readable before it finishes */
+    CHECK(strncmp(id, "slow-", 5) == 0);
+    CHECK_INT(am2z_execution_wait(e, 0, &out), AM2Z_STATUS_TIMEOUT);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.execution_id, id);
+    CHECK_STR(out.session_id, "tenant-7");
+    CHECK_STR(am2z_state_session_id(out.state), "tenant-7");
+    CHECK(out.duration_ms >= 25 && out.duration_ms < 5000);
+    CHECK(out.started_at > 1700000000000LL);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    out = am2z_runtime_execute(rt, "slow", in);
+    CHECK_STR(out.session_id, "default");
+    CHECK_STR(am2z_state_session_id(out.state), "default");
+    am2z_outcome_clear(&out);
+    out = am2z_runtime_execute(rt, "missing", in); /* never ran: still says where */
+    CHECK_STR(out.session_id, "default");
+    CHECK(strncmp(out.execution_id, "missing-", 8) == 0);
+    am2z_outcome_clear(&out);
+    ins[0] = ins[1] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "slow", ins, 2, "bulk", outs), AM2Z_STATUS_OK);
+    CHECK_STR(outs[1].session_id, "bulk");
+    CHECK_STR(am2z_state_session_id(outs[1].state), "bulk");
+    CHECK(strcmp(outs[0].execution_id, outs[1].execution_id) != 0);
+    am2z_outcome_clear(&outs[0]);
+    am2z_outcome_clear(&outs[1]);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* Functions that fill an outcome clear what it held: reuse without clear does not leak
+   (LeakSanitizer checks). */
+static void test_outcome_reuse(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{\"n\":1}");
+    const am2z_state *ins[1];
+    am2z_outcome out = {0}, outs[1] = {{0}};
+    am2z_execution *e;
+    am2z_result r;
+    reg(rt, proc("inc", p_inc));
+    reg(rt, retrying("biz", p_business_fail, 2, AM2Z_BACKOFF_FIXED, 1));
+    e = am2z_runtime_submit(rt, "biz", in, NULL, NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK(out.error != NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK); /* no clear in between */
+    CHECK(out.error != NULL);
+    am2z_execution_free(e);
+    ins[0] = in;
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 1, NULL, outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_execute_many(rt, "inc", ins, 1, NULL, outs), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_value_get_int(outs[0].state, "n", 0), 2);
+    am2z_outcome_clear(&outs[0]);
+    /* outcome_to_result moves the error (or the state) and clears the outcome */
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.error && !r.state && r.error->kind == AM2Z_ERROR_BUSINESS);
+    CHECK(out.error == NULL && out.state == NULL && out.attempt_errors == NULL && out.execution_id[0] == '\0');
+    am2z_result_clear(&r);
+    out = am2z_runtime_execute(rt, "inc", in);
+    r = am2z_outcome_to_result(&out);
+    CHECK(r.state && !r.error && am2z_value_get_int(r.state, "n", 0) == 2);
+    am2z_result_clear(&r);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+static int detached_done, detached_cancelled;
+
+static am2z_result p_finisher(am2z_ctx *ctx, const am2z_state *in) {
+    if (poll_sleep(ctx, 60)) __atomic_store_n(&detached_cancelled, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&detached_done, 1, __ATOMIC_SEQ_CST);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+/* detach lets the execution run to completion; free cancels it. */
+static void test_detach_and_free(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{}");
+    am2z_execution *e;
+    am2z_value *ps;
+    reg(rt, proc("fin", p_finisher));
+    detached_done = detached_cancelled = 0;
+    e = am2z_runtime_submit(rt, "fin", in, NULL, NULL);
+    CHECK(e != NULL);
+    am2z_execution_detach(e);
+    CHECK(wait_flag(&detached_done));
+    CHECK_INT(detached_cancelled, 0);
+    msleep(20); /* the stats count it just after the outcome */
+    ps = am2z_runtime_processor_stats(rt, "fin");
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    am2z_value_release(ps);
+    detached_done = detached_cancelled = 0;
+    e = am2z_runtime_submit(rt, "fin", in, NULL, NULL);
+    CHECK(e != NULL);
+    msleep(10);
+    am2z_execution_free(e);
+    CHECK(wait_flag(&detached_done));
+    CHECK_INT(detached_cancelled, 1);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* Stats of a processor whose name has dots: no dot path needed. */
+static void test_processor_stats_dotted_name(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{}");
+    am2z_outcome out = {0};
+    am2z_value *ps;
+    reg(rt, proc("img.resize", p_ident));
+    out = am2z_runtime_execute(rt, "img.resize", in);
+    am2z_outcome_clear(&out);
+    msleep(5);
+    ps = am2z_runtime_processor_stats(rt, "img.resize");
+    CHECK(ps != NULL);
+    CHECK_INT(am2z_value_get_int(ps, "completed", -1), 1);
+    CHECK(am2z_value_type(am2z_value_find(ps, "p50Ms", 5)) == AM2Z_TYPE_DOUBLE);
+    CHECK(am2z_value_get_double(ps, "p50Ms", -1) > 0 && am2z_value_get_double(ps, "p50Ms", -1) < 1000);
+    am2z_value_release(ps);
+    CHECK(am2z_runtime_processor_stats(rt, "img") == NULL);
+    CHECK(am2z_runtime_processor_stats(rt, NULL) == NULL);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+static void test_runtime_queries(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_runtime_settings c = am2z_runtime_config(rt);
+    am2z_state *in = st("{}");
+    am2z_execution *a, *b;
+    am2z_outcome out = {0};
+    am2z_value *active;
+    CHECK_STR(c.kind, "local");
+    CHECK_INT(c.workers, 2);
+    CHECK_INT(c.default_timeout_ms, 60000);
+    CHECK_INT(c.max_call_depth, AM2Z_MAX_CALL_DEPTH);
+    CHECK_INT(c.queue_capacity, 65536);
+    c = am2z_runtime_config(NULL);
+    CHECK(c.kind == NULL && c.workers == 0);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK(!am2z_runtime_is_started(NULL));
+    /* stop_all_sessions: every session's executions end, the runtime keeps running */
+    reg(rt, proc("watch", p_sleep_watch));
+    a = am2z_runtime_submit(rt, "watch", in, "s1", NULL);
+    b = am2z_runtime_submit(rt, "watch", in, "s2", NULL);
+    CHECK(a && b);
+    CHECK_INT(am2z_runtime_stop_all_sessions(rt, 0), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(a, 2000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+    CHECK_INT(am2z_execution_wait(b, 2000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(a);
+    am2z_execution_free(b);
+    active = am2z_runtime_active_sessions(rt);
+    CHECK_INT(am2z_value_len(active), 0);
+    am2z_value_release(active);
+    CHECK(am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_stop(rt, 0), AM2Z_STATUS_OK);
+    CHECK(!am2z_runtime_is_started(rt));
+    CHECK_INT(am2z_runtime_start(rt), AM2Z_STATUS_OK);
+    CHECK(am2z_runtime_is_started(rt));
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 int main(void) {
+
     T_RUN(test_register_basics);
     T_RUN(test_register_children_and_many);
     T_RUN(test_register_cycle);
@@ -1282,5 +1508,12 @@ int main(void) {
     T_RUN(test_restart);
     T_RUN(test_stop_cancels_running);
     T_RUN(test_events);
+    T_RUN(test_register_consumes_null);
+    T_RUN(test_submit_status);
+    T_RUN(test_outcome_names_execution_and_session);
+    T_RUN(test_outcome_reuse);
+    T_RUN(test_detach_and_free);
+    T_RUN(test_processor_stats_dotted_name);
+    T_RUN(test_runtime_queries);
     return t_done();
 }
