@@ -1068,10 +1068,10 @@ static am2z_status am2z__resp_fail(am2z_resp_reader *rd, am2z_status st, size_t 
 AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits, am2z_status *status) {
     am2z_resp_reader *rd;
     if (limits && limits->max_depth < 0)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "resp: limits.max_depth %d is negative", limits->max_depth));
     rd = (am2z_resp_reader *)am2z__malloc(sizeof *rd);
-    if (!rd) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: out of memory"));
+    if (!rd) return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: out of memory"));
     memset(rd, 0, sizeof *rd);
     if (limits) rd->lim = *limits;
     if (rd->lim.max_depth <= 0) rd->lim.max_depth = AM2Z_RESP_MAX_DEPTH;
@@ -1952,16 +1952,16 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     am2z_status st = AM2Z_STATUS_OK;
     int ok = 1;
     if (desc && desc->transport.read && !desc->transport.write)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis: the transport has read but no write"));
     if (desc && (desc->port < 0 || desc->port > 65535))
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis: port %d is outside 0..65535", desc->port));
     if (desc && desc->db < 0)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis: db %d is negative", desc->db));
     r = (am2z_redis *)am2z__malloc(sizeof *r);
-    if (!r) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
+    if (!r) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
     memset(r, 0, sizeof *r);
     if (desc) r->desc = *desc;
     r->fd = -1;
@@ -1974,7 +1974,7 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (!ok || !r->rd) {
         am2z_redis_free(r);
         if (!ok) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory");
-        return am2z__put_status(status, st); /* else the reader's status and detail */
+        return (am2z_redis *)am2z__put_status(status, st); /* else the reader's status and detail */
     }
     r->desc.host = r->host;
     r->desc.unix_path = r->unix_path;
@@ -2376,10 +2376,10 @@ AM2Z__PRIVATE am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st)
 AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len, am2z_status *status) {
     am2z_redis_script *s;
     if (!source)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis script: NULL source"));
+        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis script: NULL source"));
     if (len == AM2Z_NTS) len = strlen(source);
     s = len <= (size_t)-1 - sizeof *s - 1 ? (am2z_redis_script *)am2z__malloc(sizeof *s + len + 1) : NULL;
-    if (!s) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis script: out of memory"));
+    if (!s) return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis script: out of memory"));
     s->source = (char *)(s + 1);
     memcpy(s->source, source, len);
     s->source[len] = '\0';
@@ -2473,10 +2473,10 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
     am2z_status st = AM2Z_STATUS_OK;
     pthread_condattr_t ca;
     if (max_size < 0)
-        return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+        return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis pool: max_size %d is negative", max_size));
     p = (am2z_redis_pool *)am2z__malloc(sizeof *p);
-    if (!p) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis pool: out of memory"));
+    if (!p) return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis pool: out of memory"));
     memset(p, 0, sizeof *p);
     p->max = max_size > 0 ? max_size : 8;
     p->proto = am2z_redis_new(desc, &st);
@@ -2485,7 +2485,7 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
         if (p->proto) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis pool: out of memory");
         am2z_redis_free(p->proto);
         am2z__free(p);
-        return am2z__put_status(status, st); /* else the status and detail of am2z_redis_new */
+        return (am2z_redis_pool *)am2z__put_status(status, st); /* else the status and detail of am2z_redis_new */
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
@@ -2502,7 +2502,7 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     struct timespec until;
-    if (!p) return am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis pool: get without a pool"));
+    if (!p) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis pool: get without a pool"));
     if (timeout_ms >= 0) {
 #ifdef __APPLE__
         clock_gettime(CLOCK_REALTIME, &until);
