@@ -61,7 +61,8 @@
        Memory follows the bytes that arrived, never a declared length or count: strings
        grow as their payload comes in, element arrays in capped steps. Parsing uses an
        explicit stack (no recursion). A failure is sticky: its status, reason and stream
-       offset are reported again by every later call until a reset. Streamed RESP3 strings/aggregates ($?, *?) are refused: Redis does not send them.
+       offset are reported again by every later call until a reset. Streamed RESP3
+       strings/aggregates ($?, *?) are refused: Redis does not send them.
 
    THREADING
        SHA-256 contexts, readers, buffers, replies and connections belong to one thread at
@@ -1071,7 +1072,9 @@ AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits, 
         return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "resp: limits.max_depth %d is negative", limits->max_depth));
     rd = (am2z_resp_reader *)am2z__malloc(sizeof *rd);
-    if (!rd) return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: out of memory"));
+    if (!rd)
+        return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                       "resp: out of memory"));
     memset(rd, 0, sizeof *rd);
     if (limits) rd->lim = *limits;
     if (rd->lim.max_depth <= 0) rd->lim.max_depth = AM2Z_RESP_MAX_DEPTH;
@@ -2376,10 +2379,13 @@ AM2Z__PRIVATE am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st)
 AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len, am2z_status *status) {
     am2z_redis_script *s;
     if (!source)
-        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis script: NULL source"));
+        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                        "redis script: NULL source"));
     if (len == AM2Z_NTS) len = strlen(source);
     s = len <= (size_t)-1 - sizeof *s - 1 ? (am2z_redis_script *)am2z__malloc(sizeof *s + len + 1) : NULL;
-    if (!s) return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis script: out of memory"));
+    if (!s)
+        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                        "redis script: out of memory"));
     s->source = (char *)(s + 1);
     memcpy(s->source, source, len);
     s->source[len] = '\0';
@@ -2476,7 +2482,9 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
         return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis pool: max_size %d is negative", max_size));
     p = (am2z_redis_pool *)am2z__malloc(sizeof *p);
-    if (!p) return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis pool: out of memory"));
+    if (!p)
+        return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                      "redis pool: out of memory"));
     memset(p, 0, sizeof *p);
     p->max = max_size > 0 ? max_size : 8;
     p->proto = am2z_redis_new(desc, &st);
@@ -2502,7 +2510,9 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     struct timespec until;
-    if (!p) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis pool: get without a pool"));
+    if (!p)
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                 "redis pool: get without a pool"));
     if (timeout_ms >= 0) {
 #ifdef __APPLE__
         clock_gettime(CLOCK_REALTIME, &until);
