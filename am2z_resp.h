@@ -151,9 +151,9 @@ AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* the one in use, never AUT
 /* ==== 2. RESP reader/writer =========================================================== */
 /* The Redis protocol: RESP2 and the RESP3 types Redis 7 sends. The reader is an I/O-free
    state machine: feed it bytes as they arrive, take replies out.
-   "Error" means one thing here: AM2Z_REPLY_ERROR, an error reply the server sent (data,
-   like any other reply). A call that fails reports an am2z_status with the reason in
-   am2z_status_detail() (section 0 of am2z.h), as everywhere in am2z.
+   Words: an "error" is only AM2Z_REPLY_ERROR, an error reply the server sent (data, like
+   any other reply); a call that does not succeed "fails" and reports an am2z_status, with
+   the reason in am2z_status_detail() (section 0 of am2z.h), as everywhere in am2z.
    Every function that fills an am2z_reply (the reader's _next and the connection's
    _command, _read, _blocking and _evalsha families) clears what it still holds first, so
    one reply can be reused without am2z_reply_clear in between; it must start zeroed
@@ -213,8 +213,9 @@ typedef struct am2z_resp_limits {
 
 typedef struct am2z_resp_reader am2z_resp_reader;
 
-/* NULL limits: all defaults. NULL on failure with *status (optional; set on success too):
-   INVALID_ARGUMENT for a negative max_depth, NO_MEMORY. Free with am2z_resp_reader_free. */
+/* limits (borrowed, copied; NULL: all defaults). NULL on failure with *status (optional;
+   set on success too): INVALID_ARGUMENT for a negative max_depth, NO_MEMORY. Free with
+   am2z_resp_reader_free. */
 AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits, am2z_status *status);
 AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd);
 /* Copies len bytes of data (borrowed) into the reader. AM2Z_STATUS_OK, or LIMIT when
@@ -249,9 +250,9 @@ AM2Z_API am2z_status am2z_resp_append_argv(am2z_resp_buf *b, size_t argc, const 
 /* printf-like, but injection-proof: the FORMAT's own spaces and tabs separate arguments;
    a substituted value is always part of exactly one argument, whatever bytes it holds.
    Directives: %s (const char *), %b (const void *, size_t: binary; AM2Z_NTS for a C
-   string), %d (int), %ld (long),
-   %lld (long long), %u (unsigned), %zu (size_t), %f (double: the shortest of 15 to 17
-   significant digits that reads back exactly, with a '.' whatever the locale), %%.
+   string), %d (int), %ld (long), %lld (long long), %u (unsigned), %zu (size_t), %f
+   (double: the shortest of 15 to 17 significant digits that reads back exactly, with a
+   '.' whatever the locale), %%.
    Text and directives that touch form one argument: "user:%d" is one argument.
    An unknown directive gives AM2Z_STATUS_INVALID_ARGUMENT. */
 AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...);
