@@ -1924,7 +1924,10 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
         {
             size_t avail;
             char *direct = am2z__resp_bulk_space(r->rd, AM2Z__DIRECT_CHUNK, &avail);
-            char *space = direct ? direct : am2z__resp_reader_space(r->rd, AM2Z__READ_CHUNK, &avail);
+            /* no more than max_buffer leaves room for, so a small limit still reads */
+            size_t room = r->rd->lim.max_buffer - (r->rd->end - r->rd->start);
+            char *space = direct ? direct : am2z__resp_reader_space(r->rd, room && room < AM2Z__READ_CHUNK ? room
+                                                                                      : AM2Z__READ_CHUNK, &avail);
             ptrdiff_t n;
             if (!space) return am2z__redis_reader_failed(r, r->rd->failed);
             n = am2z__redis_io(r, 0, space, avail);
