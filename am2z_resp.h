@@ -56,8 +56,8 @@
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
 
    RESP READER RULES
-       Lines end in CR LF; a lone CR or LF in a line is an error. Integers are an optional
-       '-' and 1 to 19 digits that fit int64; lengths and counts are -1 (nil) or >= 0.
+       Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
+       optional '-' and 1 to 19 digits that fit int64; lengths and counts are -1 (nil) or >= 0.
        Memory follows the bytes that arrived, never a declared length or count: strings
        grow as their payload comes in, element arrays in capped steps. Parsing uses an
        explicit stack (no recursion). A failure is sticky: its status, reason and stream
@@ -68,6 +68,7 @@
        SHA-256 contexts, readers, buffers, replies and connections belong to one thread at
        a time; they have no locks. Share scripts freely (immutable). The pool is
        thread-safe. am2z_sha256_select is process-wide: call it before other threads hash.
+       The detail of a failure is the failing thread's: read it on that thread.
 
    OWNERSHIP
        As in am2z.h: _clear empties a caller-owned struct, _free frees a heap object.
@@ -265,8 +266,9 @@ AM2Z_API void am2z_resp_buf_clear(am2z_resp_buf *b);
    internal locking); give each thread its own or share them through am2z_redis_pool.
    Sockets are non-blocking and every wait is a poll() bounded by a timeout; TCP_NODELAY
    is set, and writes use MSG_NOSIGNAL (SO_NOSIGPIPE where that exists) so a server that
-   went away gives an error, never SIGPIPE. Pub/sub is not supported: a subscribed RESP2
-   connection would take messages for replies, and in RESP3 they go to on_push.
+   went away fails the call with IO, never raises SIGPIPE. Pub/sub is not supported: a
+   subscribed RESP2 connection would take messages for replies, and in RESP3 they go to
+   on_push.
    Failures: every call that fails returns its status and leaves the reason in
    am2z_status_detail() on the calling thread: "redis 127.0.0.1:6379: connect: Connection
    refused", "redis 127.0.0.1:6379: read timed out after 50 ms", "redis 127.0.0.1:6379:
