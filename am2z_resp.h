@@ -802,8 +802,9 @@ AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
         return AM2Z_STATUS_OK;
     }
     if (impl != AM2Z_SHA256_PORTABLE && impl != AM2Z_SHA256_SHANI)
-        return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!am2z__sha256_supported(impl)) return AM2Z_STATUS_NOT_FOUND;
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "sha256: no implementation %d", (int)impl);
+    if (!am2z__sha256_supported(impl))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "sha256: the CPU or the build has no SHA extensions");
     __atomic_store_n(&am2z__sha256_mode, (int)impl, __ATOMIC_RELAXED);
     return AM2Z_STATUS_OK;
 }
