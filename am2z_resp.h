@@ -15,20 +15,19 @@
        int main(void) {
            am2z_redis_desc desc = {0};
            desc.host = "127.0.0.1"; desc.port = 6379;
-           am2z_redis *r = am2z_redis_new(&desc);
-           am2z_reply reply = {0};
+           am2z_redis *r = am2z_redis_new(&desc, NULL);
+           am2z_reply reply = {0};                   // start zeroed; each call clears it
            if (!r || am2z_redis_connect(r) != AM2Z_STATUS_OK) {
-               fprintf(stderr, "connect: %s\n", r ? am2z_redis_errstr(r) : "no memory");
+               fprintf(stderr, "%s\n", am2z_status_detail()); // "redis 127.0.0.1:6379: connect: ..."
                am2z_redis_free(r);
                return 1;
            }
            am2z_redis_command(r, &reply, "SET greeting %s", "hello world"); // one argument
-           am2z_reply_clear(&reply);
            if (am2z_redis_command(r, &reply, "GET greeting") == AM2Z_STATUS_OK)
                printf("%s\n", am2z_reply_str(&reply));
-           am2z_reply_clear(&reply);
            for (int i = 0; i < 100; i++) am2z_redis_append(r, "INCR counter");
-           for (int i = 0; i < 100; i++) { am2z_redis_read(r, &reply); am2z_reply_clear(&reply); }
+           for (int i = 0; i < 100; i++) am2z_redis_read(r, &reply);
+           am2z_reply_clear(&reply);
            am2z_redis_free(r);
            return 0;
        }
@@ -57,22 +56,35 @@
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
 
    RESP READER RULES
-       Lines end in CR LF; a lone CR or LF in a line is an error. Integers are an optional
-       '-' and 1 to 19 digits that fit int64; lengths and counts are -1 (nil) or >= 0.
+       Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
+       optional '-' and 1 to 19 digits that fit int64; lengths and counts are -1 (nil) or >= 0.
        Memory follows the bytes that arrived, never a declared length or count: strings
        grow as their payload comes in, element arrays in capped steps. Parsing uses an
-       explicit stack (no recursion). Errors are sticky and carry a reason and the stream
-       offset. Streamed RESP3 strings/aggregates ($?, *?) are refused: Redis does not send them.
+       explicit stack (no recursion). A failure is sticky: its status, reason and stream
+       offset are reported again by every later call until a reset. Streamed RESP3
+       strings/aggregates ($?, *?) are refused: Redis does not send them.
 
    THREADING
        SHA-256 contexts, readers, buffers, replies and connections belong to one thread at
        a time; they have no locks. Share scripts freely (immutable). The pool is
        thread-safe. am2z_sha256_select is process-wide: call it before other threads hash.
+       The detail of a failure is the failing thread's: read it on that thread.
 
    OWNERSHIP
-       As in am2z.h. In addition, an am2z_reply is a caller-owned struct: functions fill
-       an empty one, am2z_reply_clear frees its whole tree. Connections free with
-       am2z_redis_free, readers with am2z_resp_reader_free, pools with am2z_redis_pool_free.
+       As in am2z.h: _clear empties a caller-owned struct, _free frees a heap object.
+       am2z_reply and am2z_resp_buf are caller-owned: start them zeroed; a function that
+       fills a reply clears what it held first, am2z_reply_clear frees its whole tree,
+       am2z_resp_buf_clear the buffer's storage. Connections free with am2z_redis_free,
+       readers with am2z_resp_reader_free, scripts with am2z_redis_script_free, pools
+       with am2z_redis_pool_free.
+
+   FAILURES
+       As in am2z.h: a failing call returns an am2z_status (a constructor: NULL and the
+       status in its optional last argument) and leaves the reason in
+       am2z_status_detail(), the stream offset of a RESP parse failure in
+       am2z_status_offset(). The RESP reader's "need more bytes" is AM2Z_STATUS_NEED_MORE.
+       An error reply from the server is data: a reply of type AM2Z_REPLY_ERROR, which the
+       connection also reports as AM2Z_STATUS_SERVER.
 */
 #if defined(AM2Z_RESP_IMPLEMENTATION) && !defined(AM2Z_IMPLEMENTATION)
 #define AM2Z_IMPLEMENTATION
@@ -139,7 +151,14 @@ AM2Z_API am2z_sha256_impl am2z_sha256_active(void); /* the one in use, never AUT
 
 /* ==== 2. RESP reader/writer =========================================================== */
 /* The Redis protocol: RESP2 and the RESP3 types Redis 7 sends. The reader is an I/O-free
-   state machine: feed it bytes as they arrive, take replies out. */
+   state machine: feed it bytes as they arrive, take replies out.
+   Words: an "error" is only AM2Z_REPLY_ERROR, an error reply the server sent (data, like
+   any other reply); a call that does not succeed "fails" and reports an am2z_status, with
+   the reason in am2z_status_detail() (section 0 of am2z.h), as everywhere in am2z.
+   Every function that fills an am2z_reply (the reader's _next and the connection's
+   _command, _read, _blocking and _evalsha families) clears what it still holds first, so
+   one reply can be reused without am2z_reply_clear in between; it must start zeroed
+   (`am2z_reply reply = {0};` or memset). */
 
 typedef enum am2z_reply_type {
     AM2Z_REPLY_NONE = 0,  /* an empty (cleared) reply */
@@ -163,7 +182,8 @@ typedef enum am2z_reply_type {
    shorter than 32 bytes live inside the struct, so integers, nil, booleans, doubles and
    short strings ("OK", "QUEUED", small values) cost no allocation. A reply may be moved
    by plain assignment (then clear only one of the copies); read its text with
-   am2z_reply_str. RESP3 attributes (|) are parsed and dropped. */
+   am2z_reply_str. RESP3 attributes (|) are parsed and dropped. Start it zeroed: the
+   functions that fill it clear it first. */
 typedef struct am2z_reply {
     am2z_reply_type type;
     char format[4];               /* VERBATIM: "txt", "mkd"; otherwise "" */
@@ -192,72 +212,68 @@ typedef struct am2z_resp_limits {
     size_t max_buffer;      /* bytes fed but not yet parsed; AM2Z_RESP_MAX_BUFFER */
 } am2z_resp_limits;
 
-typedef enum am2z_resp_result {
-    AM2Z_RESP_ERROR = -1,   /* protocol error or limit: sticky until am2z_resp_reader_reset */
-    AM2Z_RESP_MORE = 0,     /* no complete reply yet: feed more bytes */
-    AM2Z_RESP_REPLY = 1     /* *out holds a reply */
-} am2z_resp_result;
-
-typedef enum am2z_resp_error {
-    AM2Z_RESP_ERR_NONE = 0,
-    AM2Z_RESP_ERR_PROTOCOL,   /* bytes that are not RESP (bad type byte, bad integer, CR/LF misuse) */
-    AM2Z_RESP_ERR_DEPTH,      /* max_depth exceeded */
-    AM2Z_RESP_ERR_ELEMENTS,   /* max_elements exceeded */
-    AM2Z_RESP_ERR_BULK,       /* a string longer than max_bulk */
-    AM2Z_RESP_ERR_BUFFER,     /* more than max_buffer bytes waiting */
-    AM2Z_RESP_ERR_NO_MEMORY
-} am2z_resp_error;
-
 typedef struct am2z_resp_reader am2z_resp_reader;
 
-/* NULL limits: all defaults. Returns NULL when out of memory. Free with _free. */
-AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits);
+/* limits (borrowed, copied; NULL: all defaults). NULL on failure with *status (optional;
+   set on success too): INVALID_ARGUMENT for a negative max_depth, NO_MEMORY. Free with
+   am2z_resp_reader_free. */
+AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits, am2z_status *status);
 AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd);
-/* Copies len bytes into the reader. AM2Z_STATUS_OK, or the reader's error status (LIMIT when
-   max_buffer would be exceeded, NO_MEMORY, or the sticky error of an earlier call). */
+/* Copies len bytes of data (borrowed) into the reader. AM2Z_STATUS_OK, or LIMIT when
+   max_buffer would be exceeded, NO_MEMORY, or the sticky failure of an earlier call. */
 AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *data, size_t len);
-/* Parses the next reply. On AM2Z_RESP_REPLY *out (which must be empty or cleared) owns
-   the reply; on the other outcomes *out is left empty. */
-AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out);
-/* The sticky error: its kind, a static reason ("bad integer", "depth limit exceeded",
-   ...) and the byte offset in the stream where it was found. NONE when there is none. */
-AM2Z_API am2z_resp_error am2z_resp_reader_error(const am2z_resp_reader *rd, const char **reason,
-                                                size_t *offset);
-/* PROTOCOL for protocol errors, LIMIT for the four limits, NO_MEMORY, OK for NONE. */
-AM2Z_API am2z_status am2z_resp_error_status(am2z_resp_error e);
-/* Drops buffered bytes, any half-parsed reply and the error. */
+/* Parses the next reply into *out (which must start zeroed; a reply it still holds is
+   cleared first). Returns
+     AM2Z_STATUS_OK         *out owns a reply
+     AM2Z_STATUS_NEED_MORE  no complete reply yet: feed more bytes (not a failure)
+     PROTOCOL, LIMIT, NO_MEMORY  a failure, with the reason and the stream offset in
+                            am2z_status_detail() / am2z_status_offset() ("resp: bulk length
+                            -2 is invalid", "resp: depth limit 7 exceeded"). It is sticky:
+                            every later call reports it again, until _reset.
+   On every status but OK *out is left empty. */
+AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out);
+/* Drops buffered bytes, any half-parsed reply and the sticky failure. */
 AM2Z_API void am2z_resp_reader_reset(am2z_resp_reader *rd);
 
 /* Writer: commands as RESP arrays of bulk strings, appended to a growable buffer.
-   Zero-initialise the buffer; free it with am2z_resp_buf_free. On failure the buffer
-   keeps its previous contents. */
+   Zero-initialise the buffer (caller-owned); empty it with am2z_resp_buf_clear. On
+   failure the buffer keeps its previous contents and the detail says why. */
 typedef struct am2z_resp_buf {
     char *data;
     size_t len;
     size_t cap;
 } am2z_resp_buf;
 
-/* argv[i] has argvlen[i] bytes (binary-safe); argvlen NULL means strlen of each. */
+/* argv[i] (borrowed) has argvlen[i] bytes (binary-safe), AM2Z_NTS for a C string;
+   argvlen NULL: every argument is a C string. */
 AM2Z_API am2z_status am2z_resp_append_argv(am2z_resp_buf *b, size_t argc, const char *const *argv,
                                            const size_t *argvlen);
 /* printf-like, but injection-proof: the FORMAT's own spaces and tabs separate arguments;
    a substituted value is always part of exactly one argument, whatever bytes it holds.
-   Directives: %s (const char *), %b (const void *, size_t: binary), %d (int), %ld (long),
-   %lld (long long), %u (unsigned), %zu (size_t), %f (double: the shortest of 15 to 17
-   significant digits that reads back exactly, with a '.' whatever the locale), %%.
+   Directives: %s (const char *), %b (const void *, size_t: binary; AM2Z_NTS for a C
+   string), %d (int), %ld (long), %lld (long long), %u (unsigned), %zu (size_t), %f
+   (double: the shortest of 15 to 17 significant digits that reads back exactly, with a
+   '.' whatever the locale), %%.
    Text and directives that touch form one argument: "user:%d" is one argument.
    An unknown directive gives AM2Z_STATUS_INVALID_ARGUMENT. */
 AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...);
 AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va_list ap);
-AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b);
+/* Frees the buffer's storage and zeroes it; b itself is not freed. */
+AM2Z_API void am2z_resp_buf_clear(am2z_resp_buf *b);
 
 /* ==== 3. connection =================================================================== */
 /* A synchronous Redis connection. One connection is used by one thread at a time (no
    internal locking); give each thread its own or share them through am2z_redis_pool.
    Sockets are non-blocking and every wait is a poll() bounded by a timeout; TCP_NODELAY
    is set, and writes use MSG_NOSIGNAL (SO_NOSIGPIPE where that exists) so a server that
-   went away gives an error, never SIGPIPE. Pub/sub is not supported: a subscribed RESP2
-   connection would take messages for replies, and in RESP3 they go to on_push. */
+   went away fails the call with IO, never raises SIGPIPE. Pub/sub is not supported: a
+   subscribed RESP2 connection would take messages for replies, and in RESP3 they go to
+   on_push.
+   Failures: every call that fails returns its status and leaves the reason in
+   am2z_status_detail() on the calling thread: "redis 127.0.0.1:6379: connect: Connection
+   refused", "redis 127.0.0.1:6379: read timed out after 50 ms", "redis 127.0.0.1:6379:
+   resp: bad integer" (am2z_status_offset() then gives the stream offset), or, for
+   AM2Z_STATUS_SERVER, the server's message itself ("WRONGTYPE Operation against ..."). */
 
 /* Transport hook, e.g. TLS from your own library. am2z opens the TCP or Unix socket
    (non-blocking), then calls open() once per (re)connect and uses read/write/close on
@@ -302,14 +318,15 @@ typedef struct am2z_redis_desc {
 
 typedef struct am2z_redis am2z_redis;
 
-/* Allocates a connection without doing I/O; NULL when out of memory or desc is invalid
-   (port outside 0..65535, db < 0, a transport with read but no write). desc NULL: all
-   defaults. Free with am2z_redis_free. */
-AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc);
+/* Allocates a connection without doing I/O. desc (borrowed; NULL: all defaults) is
+   copied. NULL on failure with *status (optional; set on success too): INVALID_ARGUMENT
+   for a bad desc (port outside 0..65535, db < 0, a transport with read but no write, bad
+   limits), NO_MEMORY. Free with am2z_redis_free. */
+AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status);
 /* Closes any current socket and connects: socket (each address getaddrinfo gives, IPv4
    or IPv6), transport open, then AUTH or HELLO 3, CLIENT SETNAME and SELECT sent as one
    pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
-   (AUTH or SELECT refused; the server's message is in errstr), and r is not connected.
+   (AUTH or SELECT refused; the detail is the server's message), and r is not connected.
    Name resolution is not covered by the connect timeout (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
 /* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
@@ -322,20 +339,9 @@ AM2Z_API int am2z_redis_fd(const am2z_redis *r);  /* -1 when not connected */
 /* Closes the socket and frees r (NULL is fine). */
 AM2Z_API void am2z_redis_free(am2z_redis *r);
 
-/* The last failure as an am2z_error: a new reference (release it), or NULL when the
-   last call succeeded. Its details hold {"reason": errstr, "status": ..., "errno"?}.
-     IO, PROTOCOL, LIMIT, NO_MEMORY  NetworkError for the endpoint (retryable)
-     TIMEOUT                         TimeoutError ("redis <endpoint>", the timeout)
-     SERVER, NOAUTH/WRONGPASS/NOPERM ConfigurationError "redis.auth" with the message
-     SERVER, LOADING/BUSY/TRYAGAIN/MASTERDOWN/CLUSTERDOWN   NetworkError (transient)
-     SERVER, any other               BusinessError, code "REDIS_<first word>" (e.g.
-                                     "REDIS_WRONGTYPE"), message = the server's */
-AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r);
-/* The last failure's text ("" after success); borrowed until the next call on r. */
-AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r);
-
-/* Commands. Each sends one command and reads its reply into *reply, which is
-   overwritten (clear an earlier reply first) and then owned by the caller. Returns AM2Z_STATUS_OK, or AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
+/* Commands. Each sends one command and reads its reply into *reply (cleared first, see
+   section 2), which the caller then owns. Returns AM2Z_STATUS_OK, or
+   AM2Z_STATUS_SERVER with the error reply in *reply, or IO /
    TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the connection is
    closed, because the stream is in an unknown place (a late or half-read reply must
    never be taken for the next command's), and must reconnect. A failed command is never
@@ -372,8 +378,10 @@ AM2Z_API size_t am2z_redis_pending(const am2z_redis *r); /* replies appended but
    flushed server) am2z sends EVAL with the source instead, which also caches it.
    A script is immutable: share it between threads and connections freely. */
 typedef struct am2z_redis_script am2z_redis_script;
-/* Copies source (len 0 means strlen). NULL when out of memory. */
-AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len);
+/* Copies len bytes of source (borrowed; AM2Z_NTS for a C string). NULL on failure with
+   *status (optional; set on success too): INVALID_ARGUMENT for a NULL source, NO_MEMORY.
+   Free with am2z_redis_script_free. */
+AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len, am2z_status *status);
 AM2Z_API void am2z_redis_script_free(am2z_redis_script *s);
 AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s); /* 40 hex chars; borrowed */
 /* EVALSHA sha numkeys keys... args...: argv holds the numkeys keys, then the arguments
@@ -390,12 +398,14 @@ AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_s
 
 /* A bounded, thread-safe pool: threads borrow a connection, use it alone, give it back. */
 typedef struct am2z_redis_pool am2z_redis_pool;
-/* Connections are made lazily, at most max_size (default 8) at a time. desc as for
-   am2z_redis_new (copied). NULL when out of memory or desc is invalid. */
-AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size);
+/* Connections are made lazily, at most max_size (0: 8) at a time. desc as for
+   am2z_redis_new (copied). NULL on failure with *status (optional; set on success too):
+   INVALID_ARGUMENT for a bad desc or a negative max_size, NO_MEMORY. */
+AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size, am2z_status *status);
 /* A connected connection (an idle one, or a new one while fewer than max_size exist),
    waiting up to timeout_ms (< 0: forever) for one to be returned. NULL on failure with
-   *status (if not NULL) set: TIMEOUT, or the connect failure. Give it back with _put. */
+   *status (optional; set on success too): TIMEOUT, or the connect failure with its
+   detail. Give it back with _put. */
 AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status);
 /* Returns r (consumed) to the pool. A broken connection, or one with unread pipeline
    replies, is closed and replaced by a fresh one on a later get. */
@@ -800,8 +810,9 @@ AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
         return AM2Z_STATUS_OK;
     }
     if (impl != AM2Z_SHA256_PORTABLE && impl != AM2Z_SHA256_SHANI)
-        return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!am2z__sha256_supported(impl)) return AM2Z_STATUS_NOT_FOUND;
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "sha256: no implementation %d", (int)impl);
+    if (!am2z__sha256_supported(impl))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "sha256: the CPU or the build has no SHA extensions");
     __atomic_store_n(&am2z__sha256_mode, (int)impl, __ATOMIC_RELAXED);
     return AM2Z_STATUS_OK;
 }
@@ -1044,28 +1055,45 @@ struct am2z_resp_reader {
     am2z_reply *slot;         /* where the value being parsed goes, NULL between values */
     size_t bulk_len, bulk_got, bulk_cap; /* a string payload in progress (slot != NULL) */
     int in_bulk;
-    am2z_resp_error err;
-    const char *reason;
-    size_t err_offset;
+    am2z_status failed;       /* the sticky failure (OK: none), its reason and offset */
+    size_t fail_offset;
+    char reason[96];
 };
 
-static am2z_resp_result am2z__resp_fail(am2z_resp_reader *rd, am2z_resp_error e, const char *reason,
-                                        size_t at) {
-    rd->err = e;
-    rd->reason = reason;
-    rd->err_offset = rd->base + at;
-    return AM2Z_RESP_ERROR;
+/* Reports the sticky failure again, as the status detail of the calling thread. */
+static am2z_status am2z__resp_refail(const am2z_resp_reader *rd) {
+    return am2z__fail(rd->failed, rd->fail_offset, "%s", rd->reason);
 }
 
-AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits) {
-    am2z_resp_reader *rd = (am2z_resp_reader *)am2z__malloc(sizeof *rd);
-    if (!rd) return NULL;
+/* Makes a failure sticky: its reason and the stream offset of buf[at] are kept. */
+static am2z_status am2z__resp_fail(am2z_resp_reader *rd, am2z_status st, size_t at, const char *fmt, ...)
+    AM2Z_PRINTF(4, 5);
+static am2z_status am2z__resp_fail(am2z_resp_reader *rd, am2z_status st, size_t at, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rd->reason, sizeof rd->reason, fmt, ap);
+    va_end(ap);
+    rd->failed = st;
+    rd->fail_offset = rd->base + at;
+    return am2z__resp_refail(rd);
+}
+
+AM2Z_API am2z_resp_reader *am2z_resp_reader_new(const am2z_resp_limits *limits, am2z_status *status) {
+    am2z_resp_reader *rd;
+    if (limits && limits->max_depth < 0)
+        return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "resp: limits.max_depth %d is negative", limits->max_depth));
+    rd = (am2z_resp_reader *)am2z__malloc(sizeof *rd);
+    if (!rd)
+        return (am2z_resp_reader *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                       "resp: out of memory"));
     memset(rd, 0, sizeof *rd);
     if (limits) rd->lim = *limits;
     if (rd->lim.max_depth <= 0) rd->lim.max_depth = AM2Z_RESP_MAX_DEPTH;
     if (rd->lim.max_elements == 0) rd->lim.max_elements = AM2Z_RESP_MAX_ELEMENTS;
     if (rd->lim.max_bulk == 0) rd->lim.max_bulk = AM2Z_RESP_MAX_BULK;
     if (rd->lim.max_buffer == 0) rd->lim.max_buffer = AM2Z_RESP_MAX_BUFFER;
+    if (status) *status = AM2Z_STATUS_OK;
     return rd;
 }
 
@@ -1078,9 +1106,7 @@ AM2Z_API void am2z_resp_reader_reset(am2z_resp_reader *rd) {
     rd->depth = 0;
     rd->slot = NULL;
     rd->in_bulk = 0;
-    rd->err = AM2Z_RESP_ERR_NONE;
-    rd->reason = NULL;
-    rd->err_offset = 0;
+    rd->failed = AM2Z_STATUS_OK;
 }
 
 AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd) {
@@ -1091,30 +1117,17 @@ AM2Z_API void am2z_resp_reader_free(am2z_resp_reader *rd) {
     am2z__free(rd);
 }
 
-AM2Z_API am2z_resp_error am2z_resp_reader_error(const am2z_resp_reader *rd, const char **reason,
-                                                size_t *offset) {
-    if (reason) *reason = (rd && rd->err) ? rd->reason : "";
-    if (offset) *offset = (rd && rd->err) ? rd->err_offset : 0;
-    return rd ? rd->err : AM2Z_RESP_ERR_NONE;
-}
-
-AM2Z_API am2z_status am2z_resp_error_status(am2z_resp_error e) {
-    switch (e) {
-    case AM2Z_RESP_ERR_NONE: return AM2Z_STATUS_OK;
-    case AM2Z_RESP_ERR_PROTOCOL: return AM2Z_STATUS_PROTOCOL;
-    case AM2Z_RESP_ERR_NO_MEMORY: return AM2Z_STATUS_NO_MEMORY;
-    default: return AM2Z_STATUS_LIMIT;
-    }
-}
-
 /* Free space for at least `want` more bytes at buf + end, moving unparsed bytes to the
    front and growing the buffer as needed, within max_buffer. The connection reads
-   straight into it. Returns the space, or NULL with the sticky error set. */
+   straight into it. Returns the space, or NULL with the failure reported (sticky). */
 static char *am2z__resp_reader_space(am2z_resp_reader *rd, size_t want, size_t *avail) {
     size_t pending = rd->end - rd->start;
-    if (rd->err) return NULL;
+    if (rd->failed) {
+        am2z__resp_refail(rd);
+        return NULL;
+    }
     if (want > rd->lim.max_buffer || pending > rd->lim.max_buffer - want) {
-        am2z__resp_fail(rd, AM2Z_RESP_ERR_BUFFER, "buffer limit exceeded", rd->end);
+        am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, rd->end, "resp: buffer limit %zu exceeded", rd->lim.max_buffer);
         return NULL;
     }
     if (rd->cap - rd->end < want && rd->start > 0) {
@@ -1130,7 +1143,7 @@ static char *am2z__resp_reader_space(am2z_resp_reader *rd, size_t want, size_t *
         if (ncap > rd->lim.max_buffer && rd->end + want <= rd->lim.max_buffer) ncap = rd->lim.max_buffer;
         nb = (char *)am2z__realloc(rd->buf, ncap);
         if (!nb) {
-            am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->end);
+            am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, rd->end, "resp: out of memory");
             return NULL;
         }
         rd->buf = nb;
@@ -1143,15 +1156,16 @@ static char *am2z__resp_reader_space(am2z_resp_reader *rd, size_t want, size_t *
 AM2Z_API am2z_status am2z_resp_reader_feed(am2z_resp_reader *rd, const void *data, size_t len) {
     size_t avail;
     char *space;
-    if (!rd || (!data && len)) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (rd->err) return am2z_resp_error_status(rd->err);
+    if (!rd || (!data && len))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: feed without a reader or data");
+    if (rd->failed) return am2z__resp_refail(rd);
     if (len == 0) return AM2Z_STATUS_OK;
     if (rd->start == rd->end) {
         rd->base += rd->end;
         rd->start = rd->end = 0;
     }
     space = am2z__resp_reader_space(rd, len, &avail);
-    if (!space) return am2z_resp_error_status(rd->err);
+    if (!space) return rd->failed;
     memcpy(space, data, len);
     rd->end += len;
     return AM2Z_STATUS_OK;
@@ -1250,7 +1264,7 @@ static am2z_reply *am2z__resp_slot(am2z_resp_reader *rd) {
 static char *am2z__resp_bulk_space(am2z_resp_reader *rd, size_t min_chunk, size_t *avail) {
     am2z_reply *r = rd->slot;
     size_t need, want;
-    if (rd->err || !rd->in_bulk || rd->start != rd->end || rd->bulk_len < sizeof r->small) return NULL;
+    if (rd->failed || !rd->in_bulk || rd->start != rd->end || rd->bulk_len < sizeof r->small) return NULL;
     need = rd->bulk_len - rd->bulk_got;
     if (need < min_chunk) return NULL;
     if (rd->bulk_cap == 0 || rd->bulk_cap - 1 - rd->bulk_got < min_chunk) {
@@ -1268,7 +1282,7 @@ static char *am2z__resp_bulk_space(am2z_resp_reader *rd, size_t min_chunk, size_
 }
 
 /* Copies the payload bytes that have arrived into the string; then its CR LF. */
-static am2z_resp_result am2z__resp_bulk(am2z_resp_reader *rd) {
+static am2z_status am2z__resp_bulk(am2z_resp_reader *rd) {
     am2z_reply *r = rd->slot;
     size_t avail = rd->end - rd->start, need = rd->bulk_len - rd->bulk_got;
     size_t take = avail < need ? avail : need;
@@ -1284,7 +1298,7 @@ static am2z_resp_result am2z__resp_bulk(am2z_resp_reader *rd) {
                 if (ncap < rd->bulk_got + take + 1) ncap = rd->bulk_got + take + 1;
                 if (ncap > rd->bulk_len + 1) ncap = rd->bulk_len + 1;
                 nb = (char *)am2z__realloc(r->ext, ncap);
-                if (!nb) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->start);
+                if (!nb) return am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, rd->start, "resp: out of memory");
                 r->ext = nb;
                 rd->bulk_cap = ncap;
             }
@@ -1295,14 +1309,14 @@ static am2z_resp_result am2z__resp_bulk(am2z_resp_reader *rd) {
         rd->start += take;
         avail -= take;
     }
-    if (rd->bulk_got < rd->bulk_len) return AM2Z_RESP_MORE;
+    if (rd->bulk_got < rd->bulk_len) return AM2Z_STATUS_NEED_MORE;
     if (avail < 2) {
         if (avail == 1 && rd->buf[rd->start] != '\r')
-            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "string payload not followed by CR LF", rd->start);
-        return AM2Z_RESP_MORE;
+            return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, rd->start, "resp: string payload not followed by CR LF");
+        return AM2Z_STATUS_NEED_MORE;
     }
     if (rd->buf[rd->start] != '\r' || rd->buf[rd->start + 1] != '\n')
-        return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "string payload not followed by CR LF", rd->start);
+        return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, rd->start, "resp: string payload not followed by CR LF");
     rd->start += 2;
     (r->ext ? r->ext : r->small)[rd->bulk_len] = '\0';
     r->len = rd->bulk_len;
@@ -1311,34 +1325,39 @@ static am2z_resp_result am2z__resp_bulk(am2z_resp_reader *rd) {
         /* "txt:..." : the format goes to r->format, the text stays */
         char *s = r->ext ? r->ext : r->small;
         if (r->len < 4 || s[3] != ':')
-            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "verbatim string without format", rd->start - 2 - r->len);
+            return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, rd->start - 2 - r->len, "resp: verbatim string without format");
         memcpy(r->format, s, 3);
         r->format[3] = '\0';
         memmove(s, s + 4, r->len - 4 + 1);
         r->len -= 4;
     }
-    return AM2Z_RESP_REPLY;
+    return AM2Z_STATUS_OK;
 }
 
-/* Finds the CR LF closing the line at rd->start. Returns the index of its CR, or
-   (size_t)-1 when more bytes are needed, or (size_t)-2 after setting an error. */
-static size_t am2z__resp_line(am2z_resp_reader *rd, size_t max_len, am2z_resp_error too_long,
-                              const char *too_long_reason) {
+static void am2z__resp_line_too_long(am2z_resp_reader *rd, int bulk) {
+    if (bulk) am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, rd->start, "resp: bulk limit %zu exceeded", rd->lim.max_bulk);
+    else am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, rd->start, "resp: line too long for its type");
+}
+
+/* Finds the CR LF closing the line at rd->start, which may hold max_len bytes: a string
+   line (bulk) within the bulk limit, other lines within 20 bytes. Returns the index of its
+   CR, or (size_t)-1 when more bytes are needed, or (size_t)-2 after failing. */
+static size_t am2z__resp_line(am2z_resp_reader *rd, size_t max_len, int bulk) {
     size_t from = rd->start + 1 + rd->scanned, n = rd->end - from;
     const char *p = rd->buf + from;
     const char *cr = (const char *)memchr(p, '\r', n);
     const char *lf = (const char *)memchr(p, '\n', cr ? (size_t)(cr - p) : n);
     if (lf) {
-        am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "LF without CR", (size_t)(lf - rd->buf));
+        am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, (size_t)(lf - rd->buf), "resp: LF without CR");
         return (size_t)-2;
     }
     if (cr && (size_t)(cr - rd->buf) + 1 < rd->end) {
         if (cr[1] != '\n') {
-            am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "CR without LF", (size_t)(cr - rd->buf));
+            am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, (size_t)(cr - rd->buf), "resp: CR without LF");
             return (size_t)-2;
         }
         if ((size_t)(cr - rd->buf) - rd->start - 1 > max_len) {
-            am2z__resp_fail(rd, too_long, too_long_reason, rd->start);
+            am2z__resp_line_too_long(rd, bulk);
             return (size_t)-2;
         }
         return (size_t)(cr - rd->buf);
@@ -1346,16 +1365,30 @@ static size_t am2z__resp_line(am2z_resp_reader *rd, size_t max_len, am2z_resp_er
     /* no complete line yet: remember how far it was checked (a final CR is rechecked) */
     rd->scanned = (size_t)((cr ? cr : p + n) - rd->buf) - rd->start - 1;
     if (rd->scanned > max_len) {
-        am2z__resp_fail(rd, too_long, too_long_reason, rd->start);
+        am2z__resp_line_too_long(rd, bulk);
         return (size_t)-2;
     }
     return (size_t)-1;
 }
 
-AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out) {
-    if (out) memset(out, 0, sizeof *out);
-    if (!rd || !out) return AM2Z_RESP_ERROR;
-    if (rd->err) return AM2Z_RESP_ERROR;
+/* The names of types for failure reasons. */
+static const char *am2z__resp_type_word(int type) {
+    switch (type) {
+    case '$': return "bulk";
+    case '!': return "blob error";
+    case '=': return "verbatim";
+    case '*': return "array";
+    case '~': return "set";
+    case '%': return "map";
+    case '>': return "push";
+    default: return "attribute";
+    }
+}
+
+AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out) {
+    if (out) am2z_reply_clear(out);
+    if (!rd || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: next without a reader or reply");
+    if (rd->failed) return am2z__resp_refail(rd);
     for (;;) {
         am2z_reply *node;
         size_t cr, n, at;
@@ -1363,31 +1396,31 @@ AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply
         int type;
         int64_t count;
         if (rd->in_bulk) {
-            am2z_resp_result res = am2z__resp_bulk(rd);
-            if (res != AM2Z_RESP_REPLY) return res;
+            am2z_status st = am2z__resp_bulk(rd);
+            if (st != AM2Z_STATUS_OK) return st;
             goto value_done;
         }
-        if (rd->start == rd->end) return AM2Z_RESP_MORE;
+        if (rd->start == rd->end) return AM2Z_STATUS_NEED_MORE;
         if (!rd->slot) {
             rd->slot = am2z__resp_slot(rd);
-            if (!rd->slot) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", rd->start);
+            if (!rd->slot) return am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, rd->start, "resp: out of memory");
         }
         node = rd->slot;
         at = rd->start;
         type = (unsigned char)rd->buf[at];
         switch (type) {
         case '+': case '-': case ',': case '(':
-            cr = am2z__resp_line(rd, rd->lim.max_bulk, AM2Z_RESP_ERR_BULK, "string longer than the bulk limit");
+            cr = am2z__resp_line(rd, rd->lim.max_bulk, 1);
             break;
         case ':': case '$': case '!': case '=': case '*': case '~': case '%': case '>': case '|':
         case '_': case '#':
-            cr = am2z__resp_line(rd, 20, AM2Z_RESP_ERR_PROTOCOL, "line too long for its type");
+            cr = am2z__resp_line(rd, 20, 0);
             break;
         default:
-            return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "unknown type byte", at);
+            return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: unknown type byte 0x%02x", (unsigned)type);
         }
-        if (cr == (size_t)-1) return AM2Z_RESP_MORE;
-        if (cr == (size_t)-2) return AM2Z_RESP_ERROR;
+        if (cr == (size_t)-1) return AM2Z_STATUS_NEED_MORE;
+        if (cr == (size_t)-2) return rd->failed;
         rd->scanned = 0;
         p = rd->buf + at + 1;
         n = cr - at - 1;
@@ -1395,49 +1428,51 @@ AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply
         case '+': case '-': case '(':
             if (type == '(') {
                 size_t i = (n > 0 && p[0] == '-');
-                if (i == n) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad big number", at);
+                if (i == n) return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad big number");
                 for (; i < n; i++)
                     if (p[i] < '0' || p[i] > '9')
-                        return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad big number", at);
+                        return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad big number");
             }
             node->type = type == '+' ? AM2Z_REPLY_STRING : type == '-' ? AM2Z_REPLY_ERROR : AM2Z_REPLY_BIGNUM;
             if (!am2z__reply_set_str(node, p, n))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, at, "resp: out of memory");
             break;
         case ',':
             if (!am2z__resp_double(p, n, &node->number))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad double", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad double");
             node->type = AM2Z_REPLY_DOUBLE;
             if (!am2z__reply_set_str(node, p, n))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, at, "resp: out of memory");
             break;
         case ':':
             if (!am2z__resp_int(p, n, &node->integer))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad integer", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad integer");
             node->type = AM2Z_REPLY_INTEGER;
             break;
         case '_':
-            if (n != 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad null", at);
+            if (n != 0) return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad null");
             node->type = AM2Z_REPLY_NIL;
             break;
         case '#':
             if (n != 1 || (p[0] != 't' && p[0] != 'f'))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad boolean", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad boolean");
             node->type = AM2Z_REPLY_BOOL;
             node->integer = p[0] == 't';
             break;
         case '$': case '!': case '=':
             if (n == 1 && p[0] == '?')
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "streamed strings are not supported", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: streamed strings are not supported");
             if (!am2z__resp_int(p, n, &count))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad length", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad %s length", am2z__resp_type_word(type));
             if (count == -1 && type == '$') {
                 node->type = AM2Z_REPLY_NIL;
                 break;
             }
-            if (count < 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "negative length", at);
+            if (count < 0)
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: %s length %lld is invalid",
+                                       am2z__resp_type_word(type), (long long)count);
             if ((uint64_t)count > (uint64_t)rd->lim.max_bulk)
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_BULK, "string longer than the bulk limit", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, at, "resp: bulk limit %zu exceeded", rd->lim.max_bulk);
             node->type = type == '$' ? AM2Z_REPLY_BULK : type == '!' ? AM2Z_REPLY_ERROR : AM2Z_REPLY_VERBATIM;
             rd->start = cr + 2;
             rd->in_bulk = 1;
@@ -1447,16 +1482,18 @@ AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply
             continue;
         default: /* '*', '~', '%', '>', '|' */
             if (n == 1 && p[0] == '?')
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "streamed aggregates are not supported", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: streamed aggregates are not supported");
             if (!am2z__resp_int(p, n, &count))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "bad count", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad %s count", am2z__resp_type_word(type));
             if (count == -1 && type == '*') {
                 node->type = AM2Z_REPLY_NIL;
                 break;
             }
-            if (count < 0) return am2z__resp_fail(rd, AM2Z_RESP_ERR_PROTOCOL, "negative count", at);
+            if (count < 0)
+                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: %s count %lld is invalid",
+                                       am2z__resp_type_word(type), (long long)count);
             if ((uint64_t)count > (uint64_t)rd->lim.max_elements / ((type == '%' || type == '|') ? 2 : 1))
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_ELEMENTS, "aggregate larger than the element limit", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, at, "resp: element limit %zu exceeded", rd->lim.max_elements);
             node->type = type == '*' ? AM2Z_REPLY_ARRAY : type == '~' ? AM2Z_REPLY_SET
                        : type == '>' ? AM2Z_REPLY_PUSH : AM2Z_REPLY_MAP;
             if (type == '%' || type == '|') count *= 2;
@@ -1469,13 +1506,13 @@ AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply
                 break;
             }
             if (rd->depth >= rd->lim.max_depth)
-                return am2z__resp_fail(rd, AM2Z_RESP_ERR_DEPTH, "nesting deeper than the depth limit", at);
+                return am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, at, "resp: depth limit %d exceeded", rd->lim.max_depth);
             if (rd->depth == rd->stack_cap) {
                 int ncap = rd->stack_cap ? rd->stack_cap * 2 : 8;
                 am2z__resp_frame *ns;
                 if (ncap > rd->lim.max_depth) ncap = rd->lim.max_depth;
                 ns = (am2z__resp_frame *)am2z__realloc(rd->stack, (size_t)ncap * sizeof *ns);
-                if (!ns) return am2z__resp_fail(rd, AM2Z_RESP_ERR_NO_MEMORY, "out of memory", at);
+                if (!ns) return am2z__resp_fail(rd, AM2Z_STATUS_NO_MEMORY, at, "resp: out of memory");
                 rd->stack = ns;
                 rd->stack_cap = ncap;
             }
@@ -1499,7 +1536,7 @@ AM2Z_API am2z_resp_result am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply
             if (rd->depth == 0) {
                 *out = rd->root;
                 memset(&rd->root, 0, sizeof rd->root);
-                return AM2Z_RESP_REPLY;
+                return AM2Z_STATUS_OK;
             }
             f = &rd->stack[rd->depth - 1];
             if (++f->done < f->expected) break;
@@ -1550,27 +1587,30 @@ static size_t am2z__resp_header(char *p, char c, uint64_t n) {
     return k + 2;
 }
 
+static size_t am2z__resp_arglen(const char *arg, size_t len) { return len == AM2Z_NTS ? strlen(arg) : len; }
+
 /* One command: the npre prefix arguments (EVALSHA sha numkeys ...), then argv. */
 static am2z_status am2z__resp_append2(am2z_resp_buf *b, size_t npre, const char *const *pre,
                                       const size_t *prelen, size_t argc, const char *const *argv,
                                       const size_t *argvlen) {
     size_t total = 23, i, k;
     char *p;
-    if (!b || (argc && !argv)) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (argc > (size_t)-1 - npre) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!b || (argc && !argv) || argc > (size_t)-1 - npre)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: append without a buffer or arguments");
     for (k = 0; k < 2; k++) {
         size_t n_k = k ? argc : npre;
         const char *const *v = k ? argv : pre;
         const size_t *l = k ? argvlen : prelen;
         for (i = 0; i < n_k; i++) {
             size_t n;
-            if (!v[i] && (!l || l[i])) return AM2Z_STATUS_INVALID_ARGUMENT;
-            n = l ? l[i] : strlen(v[i]);
-            if (n > (size_t)-1 - total - 25) return AM2Z_STATUS_NO_MEMORY;
+            if (!v[i] && (!l || l[i]))
+                return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: argument %zu is NULL", i);
+            n = am2z__resp_arglen(v[i], l ? l[i] : AM2Z_NTS);
+            if (n > (size_t)-1 - total - 25) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: command too large");
             total += n + 25; /* "$" + up to 20 digits + CR LF, the bytes, CR LF */
         }
     }
-    if (!am2z__buf_reserve(b, total)) return AM2Z_STATUS_NO_MEMORY;
+    if (!am2z__buf_reserve(b, total)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: out of memory");
     p = b->data + b->len;
     p += am2z__resp_header(p, '*', npre + argc);
     for (k = 0; k < 2; k++) {
@@ -1578,7 +1618,7 @@ static am2z_status am2z__resp_append2(am2z_resp_buf *b, size_t npre, const char 
         const char *const *v = k ? argv : pre;
         const size_t *l = k ? argvlen : prelen;
         for (i = 0; i < n_k; i++) {
-            size_t n = l ? l[i] : strlen(v[i]);
+            size_t n = am2z__resp_arglen(v[i], l ? l[i] : AM2Z_NTS);
             p += am2z__resp_header(p, '$', n);
             if (n) memcpy(p, v[i], n);
             p += n;
@@ -1621,7 +1661,7 @@ AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va
     size_t argc = 0, old_len;
     const char *f;
     char hdr[24];
-    if (!b || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!b || !fmt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: append without a buffer or format");
     /* First pass: the argument count follows from the format alone. */
     for (f = fmt; *f;) {
         if (am2z__fmt_space(*f)) { f++; continue; }
@@ -1629,7 +1669,9 @@ AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va
         while (*f && !am2z__fmt_space(*f)) {
             if (*f == '%') {
                 size_t k = am2z__fmt_directive(f + 1);
-                if (!k) return AM2Z_STATUS_INVALID_ARGUMENT;
+                if (!k)
+                    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                      "resp: unknown directive at byte %zu of the format \"%.40s\"", (size_t)(f - fmt), fmt);
                 f += 1 + k;
             } else {
                 f++;
@@ -1668,6 +1710,7 @@ AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va
                 src = va_arg(ap, const void *);
                 n = va_arg(ap, size_t);
                 if (!src && n) goto invalid;
+                if (n == AM2Z_NTS) n = strlen((const char *)src);
                 break;
             case 'd': n = (size_t)snprintf(num, sizeof num, "%d", va_arg(ap, int)); break;
             case 'u': n = (size_t)snprintf(num, sizeof num, "%u", va_arg(ap, unsigned)); break;
@@ -1711,10 +1754,10 @@ AM2Z_API am2z_status am2z_resp_append_vfmt(am2z_resp_buf *b, const char *fmt, va
     return AM2Z_STATUS_OK;
 nomem:
     b->len = old_len;
-    return AM2Z_STATUS_NO_MEMORY;
+    return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resp: out of memory");
 invalid:
     b->len = old_len;
-    return AM2Z_STATUS_INVALID_ARGUMENT;
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: NULL argument for the format \"%.40s\"", fmt);
 }
 
 AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...) {
@@ -1726,7 +1769,7 @@ AM2Z_API am2z_status am2z_resp_append_fmt(am2z_resp_buf *b, const char *fmt, ...
     return st;
 }
 
-AM2Z_API void am2z_resp_buf_free(am2z_resp_buf *b) {
+AM2Z_API void am2z_resp_buf_clear(am2z_resp_buf *b) {
     if (!b) return;
     am2z__free(b->data);
     memset(b, 0, sizeof *b);
@@ -1753,10 +1796,7 @@ struct am2z_redis {
     size_t out_sent;           /* bytes of out already written */
     size_t pending;            /* replies still to read */
     int just_sent;             /* a request just went out: wait before trying to read */
-    am2z_status last;          /* the last call's outcome */
-    int last_errno;
-    int64_t last_timeout_ms;
-    char err[512];
+    int64_t last_timeout_ms;   /* of the last wait, for failure reasons and TimeoutError */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
 };
@@ -1795,29 +1835,20 @@ static void am2z__redis_close(am2z_redis *r) {
     if (r->rd) am2z_resp_reader_reset(r->rd);
 }
 
-/* Records a failure. Every status but SERVER and INVALID_ARGUMENT leaves the stream in
-   an unknown place, so the connection is closed. */
+/* Records a failure as the thread's status detail, "redis <endpoint>: <what>", followed
+   by strerror(err) when err is set. Every status but SERVER and INVALID_ARGUMENT leaves
+   the stream in an unknown place, so the connection is closed. */
 static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, const char *fmt, ...)
     AM2Z_PRINTF(4, 5);
 static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, const char *fmt, ...) {
+    char what[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    if (err) {
-        size_t n = strlen(r->err);
-        snprintf(r->err + n, sizeof r->err - n, ": %s", strerror(err));
-    }
-    r->last = st;
-    r->last_errno = err;
     if (st != AM2Z_STATUS_SERVER && st != AM2Z_STATUS_INVALID_ARGUMENT) am2z__redis_close(r);
-    return st;
-}
-
-static void am2z__redis_ok(am2z_redis *r) {
-    r->last = AM2Z_STATUS_OK;
-    r->last_errno = 0;
-    r->err[0] = '\0';
+    if (err) return am2z__fail(st, AM2Z_NTS, "redis %s: %s: %s", r->endpoint, what, strerror(err));
+    return am2z__fail(st, AM2Z_NTS, "redis %s: %s", r->endpoint, what);
 }
 
 /* Waits until fd is ready for `events` or the deadline (-1: none) passes. */
@@ -1828,7 +1859,8 @@ static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadlin
         if (deadline >= 0) {
             int64_t left = deadline - am2z_monotonic_ns();
             if (left <= 0)
-                return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out on %s", what, r->endpoint);
+                return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out after %lld ms", what,
+                                        (long long)r->last_timeout_ms);
             ms = left / 1000000 >= INT_MAX ? INT_MAX : (int)((left + 999999) / 1000000);
         }
         pfd.fd = r->fd;
@@ -1836,7 +1868,7 @@ static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadlin
         pfd.revents = 0;
         n = poll(&pfd, 1, ms);
         if (n > 0) return AM2Z_STATUS_OK; /* readable, writable, or an error/hangup the next call reports */
-        if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll on %s", r->endpoint);
+        if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll");
     }
 }
 
@@ -1860,7 +1892,7 @@ static am2z_status am2z__redis_flush(am2z_redis *r, int64_t deadline) {
             am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "write");
             if (st != AM2Z_STATUS_OK) return st;
         } else {
-            return am2z__redis_fail(r, AM2Z_STATUS_IO, n < 0 ? errno : EPIPE, "write to %s", r->endpoint);
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, n < 0 ? errno : EPIPE, "write");
         }
     }
     if (r->out.len) r->just_sent = 1;
@@ -1869,28 +1901,31 @@ static am2z_status am2z__redis_flush(am2z_redis *r, int64_t deadline) {
     return AM2Z_STATUS_OK;
 }
 
+/* The reader failed (its detail and stream offset are the thread's): the stream cannot be
+   trusted, so the connection closes; the detail gains the endpoint, keeps the offset. */
+static am2z_status am2z__redis_reader_failed(am2z_redis *r, am2z_status st) {
+    size_t offset = am2z_status_offset();
+    am2z__redis_close(r);
+    return am2z__fail(st, offset, "redis %s: %s", r->endpoint, am2z_status_detail());
+}
+
 /* Reads one reply owed by an earlier command. RESP3 pushes in between go to on_push. */
 static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t deadline) {
     for (;;) {
-        am2z_resp_result res = am2z_resp_reader_next(r->rd, reply);
-        if (res == AM2Z_RESP_REPLY) {
+        am2z_status st = am2z_resp_reader_next(r->rd, reply);
+        if (st == AM2Z_STATUS_OK) {
             if (reply->type == AM2Z_REPLY_PUSH) {
                 if (r->desc.on_push) r->desc.on_push(reply, r->desc.push_user_data);
                 am2z_reply_clear(reply);
                 continue;
             }
             r->pending--;
-            if (reply->type == AM2Z_REPLY_ERROR)
-                return am2z__redis_fail(r, AM2Z_STATUS_SERVER, 0, "%.*s", (int)(reply->len > 500 ? 500 : reply->len),
-                                        am2z_reply_str(reply));
+            if (reply->type == AM2Z_REPLY_ERROR) /* the detail is the server's message itself */
+                return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s", (int)(reply->len > 255 ? 255 : reply->len),
+                                  am2z_reply_str(reply));
             return AM2Z_STATUS_OK;
         }
-        if (res == AM2Z_RESP_ERROR) {
-            const char *why;
-            size_t off;
-            am2z_resp_error e = am2z_resp_reader_error(r->rd, &why, &off);
-            return am2z__redis_fail(r, am2z_resp_error_status(e), 0, "reply from %s at byte %zu: %s", r->endpoint, off, why);
-        }
+        if (st != AM2Z_STATUS_NEED_MORE) return am2z__redis_reader_failed(r, st);
         if (r->just_sent) {
             /* the reply cannot be there yet: poll first, which saves a failed read */
             am2z_status st = am2z__redis_wait(r, POLLIN, deadline, "read");
@@ -1900,13 +1935,12 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
         {
             size_t avail;
             char *direct = am2z__resp_bulk_space(r->rd, AM2Z__DIRECT_CHUNK, &avail);
-            char *space = direct ? direct : am2z__resp_reader_space(r->rd, AM2Z__READ_CHUNK, &avail);
+            /* no more than max_buffer leaves room for, so a small limit still reads */
+            size_t room = r->rd->lim.max_buffer - (r->rd->end - r->rd->start);
+            char *space = direct ? direct : am2z__resp_reader_space(r->rd, room && room < AM2Z__READ_CHUNK ? room
+                                                                                      : AM2Z__READ_CHUNK, &avail);
             ptrdiff_t n;
-            if (!space) {
-                am2z_resp_error e = am2z_resp_reader_error(r->rd, NULL, NULL);
-                return am2z__redis_fail(r, am2z_resp_error_status(e), 0, "reading from %s: %s", r->endpoint,
-                                        e == AM2Z_RESP_ERR_BUFFER ? "buffer limit exceeded" : "out of memory");
-            }
+            if (!space) return am2z__redis_reader_failed(r, r->rd->failed);
             n = am2z__redis_io(r, 0, space, avail);
             if (n > 0) {
                 if (direct) r->rd->bulk_got += (size_t)n;
@@ -1915,9 +1949,9 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
                 am2z_status st = am2z__redis_wait(r, n == AM2Z_IO_WANT_READ ? POLLIN : POLLOUT, deadline, "read");
                 if (st != AM2Z_STATUS_OK) return st;
             } else if (n == 0) {
-                return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "connection to %s closed by the server", r->endpoint);
+                return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "connection closed by the server");
             } else {
-                return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "read from %s", r->endpoint);
+                return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "read");
             }
         }
     }
@@ -1931,13 +1965,21 @@ static char *am2z__redis_dup(const char *s, int *ok) {
     return d;
 }
 
-AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc) {
+AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status) {
     am2z_redis *r;
+    am2z_status st = AM2Z_STATUS_OK;
     int ok = 1;
-    if (desc && desc->transport.read && (!desc->transport.write)) return NULL;
-    if (desc && (desc->port < 0 || desc->port > 65535 || desc->db < 0)) return NULL;
+    if (desc && desc->transport.read && !desc->transport.write)
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "redis: the transport has read but no write"));
+    if (desc && (desc->port < 0 || desc->port > 65535))
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "redis: port %d is outside 0..65535", desc->port));
+    if (desc && desc->db < 0)
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "redis: db %d is negative", desc->db));
     r = (am2z_redis *)am2z__malloc(sizeof *r);
-    if (!r) return NULL;
+    if (!r) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
     memset(r, 0, sizeof *r);
     if (desc) r->desc = *desc;
     r->fd = -1;
@@ -1946,10 +1988,11 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc) {
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
-    r->rd = am2z_resp_reader_new(&r->desc.limits);
+    if (ok) r->rd = am2z_resp_reader_new(&r->desc.limits, &st);
     if (!ok || !r->rd) {
         am2z_redis_free(r);
-        return NULL;
+        if (!ok) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory");
+        return (am2z_redis *)am2z__put_status(status, st); /* else the reader's status and detail */
     }
     r->desc.host = r->host;
     r->desc.unix_path = r->unix_path;
@@ -1966,6 +2009,7 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc) {
     else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
     else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
     r->rng = (uint64_t)am2z_monotonic_ns() ^ (uint64_t)(uintptr_t)r ^ 0x9E3779B97F4A7C15ull;
+    if (status) *status = AM2Z_STATUS_OK;
     return r;
 }
 
@@ -1973,7 +2017,7 @@ AM2Z_API void am2z_redis_free(am2z_redis *r) {
     if (!r) return;
     am2z__redis_close(r);
     am2z_resp_reader_free(r->rd);
-    am2z_resp_buf_free(&r->out);
+    am2z_resp_buf_clear(&r->out);
     am2z__free(r->host);
     am2z__free(r->unix_path);
     am2z__free(r->user);
@@ -1988,12 +2032,12 @@ static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const str
     int fd, err = 0, one = 1;
     socklen_t elen = sizeof err;
     fd = socket(family, SOCK_STREAM, 0);
-    if (fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "socket for %s", r->endpoint);
+    if (fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "socket");
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
         err = errno;
         close(fd);
-        return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "socket for %s", r->endpoint);
+        return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "socket");
     }
 #ifdef SO_NOSIGPIPE
     (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
@@ -2004,11 +2048,11 @@ static am2z_status am2z__redis_connect_addr(am2z_redis *r, int family, const str
         am2z_status st;
         /* EAGAIN is no "in progress": a full Unix socket backlog or no free local port */
         if (errno != EINPROGRESS && errno != EINTR)
-            return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "connect to %s", r->endpoint);
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "connect");
         st = am2z__redis_wait(r, POLLOUT, deadline, "connect");
         if (st != AM2Z_STATUS_OK) return st;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) err = errno;
-        if (err) return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "connect to %s", r->endpoint);
+        if (err) return am2z__redis_fail(r, AM2Z_STATUS_IO, err, "connect");
     }
     return AM2Z_STATUS_OK;
 }
@@ -2019,7 +2063,7 @@ static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
         size_t n = strlen(r->unix_path);
         memset(&sa, 0, sizeof sa);
         if (n >= sizeof sa.sun_path)
-            return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "unix socket path too long: %s", r->unix_path);
+            return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "unix socket path too long");
         sa.sun_family = AF_UNIX;
         memcpy(sa.sun_path, r->unix_path, n + 1);
         return am2z__redis_connect_addr(r, AF_UNIX, (const struct sockaddr *)(const void *)&sa, (socklen_t)sizeof sa,
@@ -2036,8 +2080,7 @@ static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
         /* name resolution blocks outside the connect timeout (getaddrinfo has none) */
         rc = getaddrinfo(r->host, port, &hints, &res);
         if (rc != 0)
-            return am2z__redis_fail(r, AM2Z_STATUS_IO, rc == EAI_SYSTEM ? errno : 0, "resolve %s: %s", r->endpoint,
-                                    gai_strerror(rc));
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, rc == EAI_SYSTEM ? errno : 0, "resolve: %s", gai_strerror(rc));
         for (ai = res; ai; ai = ai->ai_next) {
             st = am2z__redis_connect_addr(r, ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline);
             if (st == AM2Z_STATUS_OK || st == AM2Z_STATUS_TIMEOUT) break;
@@ -2052,9 +2095,8 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     am2z_status st;
     am2z_reply reply;
     size_t i, n = 0;
-    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: connect without a connection");
     am2z__redis_close(r);
-    am2z__redis_ok(r);
     deadline = am2z__deadline(r->desc.connect_timeout_ms);
     r->last_timeout_ms = r->desc.connect_timeout_ms;
     st = am2z__redis_open_socket(r, deadline);
@@ -2067,7 +2109,7 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
             /* nothing was opened, so there is nothing for the transport to close */
             close(r->fd);
             r->fd = -1;
-            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "transport handshake with %s failed", r->endpoint);
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "transport handshake failed");
         }
     }
     /* The handshake commands go out as one pipeline. */
@@ -2115,17 +2157,11 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     }
     r->pending = n;
     st = am2z__redis_flush(r, deadline);
-    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) {
-        memset(&reply, 0, sizeof reply);
-        st = am2z__redis_read(r, &reply, deadline);
-        am2z_reply_clear(&reply);
-    }
-    if (st == AM2Z_STATUS_SERVER) {
-        /* refused (wrong password, bad db): errstr keeps the server's message */
-        am2z__redis_close(r);
-        return st;
-    }
-    if (st == AM2Z_STATUS_OK) am2z__redis_ok(r);
+    memset(&reply, 0, sizeof reply);
+    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) st = am2z__redis_read(r, &reply, deadline);
+    am2z_reply_clear(&reply);
+    /* refused (wrong password, bad db): the detail is the server's message */
+    if (st == AM2Z_STATUS_SERVER) am2z__redis_close(r);
     return st;
 nomem:
     return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
@@ -2141,8 +2177,9 @@ static uint64_t am2z__redis_rand(am2z_redis *r) {
 AM2Z_API am2z_status am2z_redis_reconnect(am2z_redis *r) {
     int attempt;
     int64_t delay;
-    am2z_status st = AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!r) return st;
+    am2z_status st;
+    if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: reconnect without a connection");
+    st = AM2Z_STATUS_IO; /* reconnect_attempts is at least 1 */
     delay = r->desc.reconnect_base_ms;
     for (attempt = 0; attempt < r->desc.reconnect_attempts; attempt++) {
         if (attempt > 0) {
@@ -2161,31 +2198,22 @@ AM2Z_API am2z_status am2z_redis_reconnect(am2z_redis *r) {
 
 AM2Z_API int am2z_redis_is_connected(const am2z_redis *r) { return r && r->fd >= 0; }
 AM2Z_API int am2z_redis_fd(const am2z_redis *r) { return r ? r->fd : -1; }
-AM2Z_API const char *am2z_redis_errstr(const am2z_redis *r) { return r ? r->err : "no connection"; }
 
-/* Records a failure that leaves the stream intact (bad arguments, no memory while
-   encoding): the connection stays usable. */
-static am2z_status am2z__redis_note(am2z_redis *r, am2z_status st, const char *what) {
-    snprintf(r->err, sizeof r->err, "%s: %s", what, am2z_status_string(st));
-    r->last = st;
-    r->last_errno = 0;
-    return st;
+/* Names the endpoint in a failure the encoder reported (bad arguments, no memory): the
+   stream is intact and the connection stays usable. */
+static am2z_status am2z__redis_encode_failed(const am2z_redis *r, am2z_status st) {
+    return am2z__fail(st, AM2Z_NTS, "redis %s: %s", r->endpoint, am2z_status_detail());
 }
 
 /* Checks that a command may be queued: connected (reconnecting once when the desc asks
    for it) and, unless appending to a pipeline, no unread replies. */
 static am2z_status am2z__redis_ready(am2z_redis *r, int appending) {
-    am2z__redis_ok(r);
     if (r->fd < 0) {
-        if (!r->desc.auto_reconnect)
-            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
+        if (!r->desc.auto_reconnect) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected");
         return am2z_redis_connect(r);
     }
-    if (!appending && r->pending) {
-        snprintf(r->err, sizeof r->err, "%zu pipelined replies not read yet", r->pending);
-        r->last = AM2Z_STATUS_INVALID_ARGUMENT;
-        return r->last;
-    }
+    if (!appending && r->pending)
+        return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "%zu pipelined replies not read yet", r->pending);
     return AM2Z_STATUS_OK;
 }
 
@@ -2204,22 +2232,23 @@ static am2z_status am2z__redis_argv(am2z_redis *r, am2z_reply *reply, int64_t ti
                                     const char *const *pre, const size_t *prelen, size_t argc,
                                     const char *const *argv, const size_t *argvlen) {
     am2z_status st;
-    if (reply) memset(reply, 0, sizeof *reply);
-    if (!r || !reply) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z_reply_clear(reply);
+    if (!r || !reply) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: command without a connection or reply");
     if ((st = am2z__redis_ready(r, 0)) != AM2Z_STATUS_OK) return st;
     st = am2z__resp_append2(&r->out, npre, pre, prelen, argc, argv, argvlen);
-    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
     return am2z__redis_roundtrip(r, reply, timeout_ms);
 }
 
 static am2z_status am2z__redis_vfmt(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms, const char *fmt,
                                     va_list ap) {
     am2z_status st;
-    if (reply) memset(reply, 0, sizeof *reply);
-    if (!r || !reply || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z_reply_clear(reply);
+    if (!r || !reply || !fmt)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: command without a connection, reply or format");
     if ((st = am2z__redis_ready(r, 0)) != AM2Z_STATUS_OK) return st;
     st = am2z_resp_append_vfmt(&r->out, fmt, ap);
-    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
     return am2z__redis_roundtrip(r, reply, timeout_ms);
 }
 
@@ -2264,12 +2293,12 @@ AM2Z_API am2z_status am2z_redis_blocking_argv(am2z_redis *r, am2z_reply *reply, 
 AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...) {
     va_list ap;
     am2z_status st;
-    if (!r || !fmt) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r || !fmt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: append without a connection or format");
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     va_start(ap, fmt);
     st = am2z_resp_append_vfmt(&r->out, fmt, ap);
     va_end(ap);
-    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
     r->pending++;
     return AM2Z_STATUS_OK;
 }
@@ -2277,18 +2306,17 @@ AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...) {
 AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
                                             const size_t *argvlen) {
     am2z_status st;
-    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: append without a connection");
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     st = am2z__resp_append2(&r->out, 0, NULL, NULL, argc, argv, argvlen);
-    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
     r->pending++;
     return AM2Z_STATUS_OK;
 }
 
 AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r) {
-    if (!r) return AM2Z_STATUS_INVALID_ARGUMENT;
-    am2z__redis_ok(r);
-    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
+    if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: flush without a connection");
+    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected");
     r->last_timeout_ms = r->desc.command_timeout_ms;
     return am2z__redis_flush(r, am2z__deadline(r->desc.command_timeout_ms));
 }
@@ -2296,15 +2324,10 @@ AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r) {
 AM2Z_API am2z_status am2z_redis_read_timeout(am2z_redis *r, am2z_reply *reply, int64_t timeout_ms) {
     int64_t deadline;
     am2z_status st;
-    if (reply) memset(reply, 0, sizeof *reply);
-    if (!r || !reply) return AM2Z_STATUS_INVALID_ARGUMENT;
-    am2z__redis_ok(r);
-    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected to %s", r->endpoint);
-    if (r->pending == 0) {
-        snprintf(r->err, sizeof r->err, "no reply pending");
-        r->last = AM2Z_STATUS_INVALID_ARGUMENT;
-        return r->last;
-    }
+    am2z_reply_clear(reply);
+    if (!r || !reply) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: read without a connection or reply");
+    if (r->fd < 0) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected");
+    if (r->pending == 0) return am2z__redis_fail(r, AM2Z_STATUS_INVALID_ARGUMENT, 0, "no reply pending");
     timeout_ms = am2z__redis_timeout(r, timeout_ms);
     r->last_timeout_ms = timeout_ms;
     deadline = am2z__deadline(timeout_ms);
@@ -2327,29 +2350,40 @@ static int am2z__redis_prefix_is(const char *msg, const char *const *words) {
     return 0;
 }
 
-AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r) {
+/* A failed call of r as a processor error, for the queue runtime: st is the call's
+   status, the thread's detail its reason. A new reference (NULL when st is OK); its
+   details hold {"reason": detail, "status": ...}.
+     IO, PROTOCOL, LIMIT, NO_MEMORY  NetworkError for the endpoint (retryable)
+     TIMEOUT                         TimeoutError ("redis <endpoint>", the timeout)
+     SERVER, NOAUTH/WRONGPASS/NOPERM ConfigurationError "redis.auth" with the message
+     SERVER, LOADING/BUSY/TRYAGAIN/MASTERDOWN/CLUSTERDOWN   NetworkError (transient)
+     SERVER, any other               BusinessError, code "REDIS_<first word>" (e.g.
+                                     "REDIS_WRONGTYPE"), message = the server's */
+AM2Z__PRIVATE am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st);
+AM2Z__PRIVATE am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st) {
     static const char *const transient[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", NULL};
     static const char *const auth[] = {"NOAUTH", "WRONGPASS", "NOPERM", NULL};
+    char why[256]; /* copied: building the error may record details of its own */
     am2z_error *e;
     am2z_value *details;
-    if (!r || r->last == AM2Z_STATUS_OK) return NULL;
-    if (r->last == AM2Z_STATUS_TIMEOUT) {
+    if (!r || st == AM2Z_STATUS_OK) return NULL;
+    snprintf(why, sizeof why, "%s", am2z_status_detail());
+    if (st == AM2Z_STATUS_TIMEOUT) {
         char op[sizeof r->endpoint + 16];
         snprintf(op, sizeof op, "redis %s", r->endpoint);
         e = am2z_error_timeout(op, r->last_timeout_ms);
-    } else if (r->last == AM2Z_STATUS_SERVER && am2z__redis_prefix_is(r->err, auth)) {
-        e = am2z_error_configuration("redis.auth", r->err);
-    } else if (r->last == AM2Z_STATUS_SERVER && !am2z__redis_prefix_is(r->err, transient)) {
+    } else if (st == AM2Z_STATUS_SERVER && am2z__redis_prefix_is(why, auth)) {
+        e = am2z_error_configuration("redis.auth", why);
+    } else if (st == AM2Z_STATUS_SERVER && !am2z__redis_prefix_is(why, transient)) {
         char code[48];
-        snprintf(code, sizeof code, "REDIS_%.*s", (int)strcspn(r->err, " "), r->err);
-        e = am2z_error_business(code, AM2Z_SEVERITY_HIGH, "%s", r->err);
+        snprintf(code, sizeof code, "REDIS_%.*s", (int)strcspn(why, " "), why);
+        e = am2z_error_business(code, AM2Z_SEVERITY_HIGH, "%s", why);
     } else {
         e = am2z_error_network(r->endpoint, 0, NULL);
     }
     details = am2z_value_object();
-    details = am2z_value_set(details, "reason", am2z_value_string(r->err));
-    details = am2z_value_set(details, "status", am2z_value_string(am2z_status_string(r->last)));
-    if (r->last_errno) details = am2z_value_set(details, "errno", am2z_value_int(r->last_errno));
+    details = am2z_value_set(details, "reason", am2z_value_string(why));
+    details = am2z_value_set(details, "status", am2z_value_string(am2z_status_string(st)));
     if (e && details) e = am2z_error_with_details(e, details);
     am2z_value_release(details);
     return e;
@@ -2357,18 +2391,22 @@ AM2Z_API am2z_error *am2z_redis_error(const am2z_redis *r) {
 
 /* ---- scripts ---- */
 
-AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len) {
+AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len, am2z_status *status) {
     am2z_redis_script *s;
-    if (!source) return NULL;
-    if (len == 0) len = strlen(source);
-    if (len > (size_t)-1 - sizeof *s - 1) return NULL;
-    s = (am2z_redis_script *)am2z__malloc(sizeof *s + len + 1);
-    if (!s) return NULL;
+    if (!source)
+        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                        "redis script: NULL source"));
+    if (len == AM2Z_NTS) len = strlen(source);
+    s = len <= (size_t)-1 - sizeof *s - 1 ? (am2z_redis_script *)am2z__malloc(sizeof *s + len + 1) : NULL;
+    if (!s)
+        return (am2z_redis_script *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                        "redis script: out of memory"));
     s->source = (char *)(s + 1);
     memcpy(s->source, source, len);
     s->source[len] = '\0';
     s->len = len;
     am2z__sha1_hex(source, len, s->sha);
+    if (status) *status = AM2Z_STATUS_OK;
     return s;
 }
 
@@ -2383,8 +2421,10 @@ AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const 
     const char *pre[3];
     size_t prelen[3];
     am2z_status st;
-    if (reply) memset(reply, 0, sizeof *reply);
-    if (!r || !s || numkeys > argc) return AM2Z_STATUS_INVALID_ARGUMENT;
+    am2z_reply_clear(reply);
+    if (!r || !reply || !s || numkeys > argc)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: evalsha without a connection, reply or script, or numkeys %zu > argc %zu", numkeys, argc);
     prelen[2] = am2z__u64_str(nk, numkeys);
     pre[0] = "EVALSHA"; prelen[0] = 7;
     pre[1] = s->sha; prelen[1] = 40;
@@ -2406,13 +2446,14 @@ AM2Z_API am2z_status am2z_redis_script_load(am2z_redis *r, const am2z_redis_scri
     size_t prelen[3];
     am2z_reply reply;
     am2z_status st;
-    if (!r || !s) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r || !s) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: script load without a connection or script");
+    memset(&reply, 0, sizeof reply);
     pre[0] = "SCRIPT"; prelen[0] = 6;
     pre[1] = "LOAD"; prelen[1] = 4;
     pre[2] = s->source; prelen[2] = s->len;
     st = am2z__redis_argv(r, &reply, r->desc.command_timeout_ms, 3, pre, prelen, 0, NULL, NULL);
     if (st == AM2Z_STATUS_OK && (reply.len != 40 || memcmp(am2z_reply_str(&reply), s->sha, 40) != 0))
-        st = am2z__redis_note(r, AM2Z_STATUS_PROTOCOL, "SCRIPT LOAD answered another SHA-1");
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis %s: SCRIPT LOAD answered another SHA-1", r->endpoint);
     am2z_reply_clear(&reply);
     return st;
 }
@@ -2424,14 +2465,16 @@ AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_s
     const char *pre[3];
     size_t prelen[3];
     am2z_status st;
-    if (!r || !s || numkeys > argc) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!r || !s || numkeys > argc)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: evalsha without a connection or script, or numkeys %zu > argc %zu", numkeys, argc);
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
     prelen[2] = am2z__u64_str(nk, numkeys);
     pre[0] = "EVALSHA"; prelen[0] = 7;
     pre[1] = s->sha; prelen[1] = 40;
     pre[2] = nk;
     st = am2z__resp_append2(&r->out, 3, pre, prelen, argc, argv, argvlen);
-    if (st != AM2Z_STATUS_OK) return am2z__redis_note(r, st, "encoding the command");
+    if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
     r->pending++;
     return AM2Z_STATUS_OK;
 }
@@ -2446,19 +2489,26 @@ struct am2z_redis_pool {
     int nidle, total, max;
 };
 
-AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size) {
-    am2z_redis_pool *p = (am2z_redis_pool *)am2z__malloc(sizeof *p);
+AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size, am2z_status *status) {
+    am2z_redis_pool *p;
+    am2z_status st = AM2Z_STATUS_OK;
     pthread_condattr_t ca;
-    if (!p) return NULL;
+    if (max_size < 0)
+        return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "redis pool: max_size %d is negative", max_size));
+    p = (am2z_redis_pool *)am2z__malloc(sizeof *p);
+    if (!p)
+        return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                                      "redis pool: out of memory"));
     memset(p, 0, sizeof *p);
     p->max = max_size > 0 ? max_size : 8;
-    p->proto = am2z_redis_new(desc);
-    p->idle = (am2z_redis **)am2z__malloc((size_t)p->max * sizeof *p->idle);
+    p->proto = am2z_redis_new(desc, &st);
+    p->idle = p->proto ? (am2z_redis **)am2z__malloc((size_t)p->max * sizeof *p->idle) : NULL;
     if (!p->proto || !p->idle) {
+        if (p->proto) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis pool: out of memory");
         am2z_redis_free(p->proto);
-        am2z__free(p->idle);
         am2z__free(p);
-        return NULL;
+        return (am2z_redis_pool *)am2z__put_status(status, st); /* else the status and detail of am2z_redis_new */
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
@@ -2467,6 +2517,7 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
 #endif
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
+    if (status) *status = AM2Z_STATUS_OK;
     return p;
 }
 
@@ -2474,10 +2525,9 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     struct timespec until;
-    if (!p) {
-        if (status) *status = AM2Z_STATUS_INVALID_ARGUMENT;
-        return NULL;
-    }
+    if (!p)
+        return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                 "redis pool: get without a pool"));
     if (timeout_ms >= 0) {
 #ifdef __APPLE__
         clock_gettime(CLOCK_REALTIME, &until);
@@ -2492,7 +2542,8 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
         if (timeout_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
         else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && p->nidle == 0 && p->total >= p->max)
-            st = AM2Z_STATUS_TIMEOUT;
+            st = am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS, "redis pool: all %d connections busy after %lld ms", p->max,
+                            (long long)timeout_ms);
     }
     if (st == AM2Z_STATUS_OK) {
         if (p->nidle > 0) r = p->idle[--p->nidle];
@@ -2500,8 +2551,8 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     }
     pthread_mutex_unlock(&p->mu);
     if (st == AM2Z_STATUS_OK && !r) {
-        r = am2z_redis_new(&p->proto->desc);
-        st = r ? am2z_redis_connect(r) : AM2Z_STATUS_NO_MEMORY;
+        r = am2z_redis_new(&p->proto->desc, &st);
+        if (r) st = am2z_redis_connect(r);
     } else if (st == AM2Z_STATUS_OK && r->fd < 0) {
         st = am2z_redis_connect(r);
     }
@@ -3490,7 +3541,7 @@ static am2z_redis_script *am2z__qscript(const char *const *body) {
     am2z_redis_script *s = NULL;
     for (l = am2z__qlua_lib; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
     for (l = body; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
-    if (!b.bad) s = am2z_redis_script_new(b.p, b.n);
+    if (!b.bad) s = am2z_redis_script_new(b.p, b.n, NULL);
     am2z__qsb_free(&b);
     return s;
 }
@@ -3508,9 +3559,9 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
     am2z_redis *r;
     snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
     d.client_name = name;
-    r = am2z_redis_new(&d);
+    r = am2z_redis_new(&d, NULL);
     if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK)
-        am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_redis_errstr(r));
+        am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_status_detail());
     return r;
 }
 
@@ -3519,7 +3570,7 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
 static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
     if (am2z_redis_is_connected(r)) return 1;
     if (am2z_redis_connect(r) == AM2Z_STATUS_OK) return 1;
-    am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_redis_errstr(r));
+    am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_status_detail());
     return 0;
 }
 
@@ -3924,9 +3975,9 @@ static am2z_status am2z__qadd_result(am2z__qrt *q, am2z_status st, const am2z_re
     const am2z_reply *c = rep->type == AM2Z_REPLY_ARRAY ? am2z_reply_at(rep, 0) : rep;
     if (st == AM2Z_STATUS_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == (int64_t)n) return AM2Z_STATUS_OK;
     if (st == AM2Z_STATUS_OK && c && c->type == AM2Z_REPLY_INTEGER && c->integer == -1) return AM2Z_STATUS_CANCELLED;
-    if (st == AM2Z_STATUS_OK) st = AM2Z_STATUS_PROTOCOL;
+    if (st == AM2Z_STATUS_OK) st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis %s: unexpected answer", r->endpoint);
     am2z_log_warn(q->logger, "queue runtime: adding jobs failed: %s",
-                  rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_redis_errstr(r));
+                  rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_status_detail());
     return st;
 }
 
@@ -4251,7 +4302,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
     if (st != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
         /* the jobs stay locked and come back through the stalled scan */
         am2z_log_warn(q->logger, "queue runtime: completing %lu job(s) of %s failed: %s", (unsigned long)b->n, qu->name,
-                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
     } else {
         const am2z_reply *lost = am2z_reply_at(&rep, 0);
         for (i = 0; i < b->n; i++) {
@@ -4281,7 +4332,7 @@ static void am2z__qfinish(am2z__qworker *w, const am2z_redis_script *s, const ch
     am2z_status st = am2z__qeval(w->conn, &rep, s, argc, argv, lens);
     if (st != AM2Z_STATUS_OK)
         am2z_log_warn(q->logger, "queue runtime: finishing job %s of %s failed: %s", argv[2], qu->name,
-                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
     else if (rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1)
         am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock (stalled or its session was stopped)",
                       argv[2], qu->name);
@@ -4652,7 +4703,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
             am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
-                          rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_redis_errstr(w->conn));
+                          rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
         am2z_reply_clear(&rep);
         return -1;
     }
@@ -4770,7 +4821,7 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         } else if (sts[i] == AM2Z_STATUS_NO_MEMORY) {
             results[i] = am2z_fail(am2z_error_resource("memory", 0, 0));
         } else {
-            results[i] = am2z_fail(am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, am2z_redis_error(w->conn)));
+            results[i] = am2z_fail(am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, am2z__redis_error(w->conn, sts[i])));
         }
     }
     /* 2. run the first child here, then wait, running the children nobody took yet */
@@ -4956,7 +5007,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
-            am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_redis_errstr(w->conn));
+            am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_status_detail());
         am2z_reply_clear(&rep);
         return -1;
     }
@@ -5039,7 +5090,7 @@ static void *am2z__qreceiver_main(void *arg) {
         }
         if (st != AM2Z_STATUS_OK) {
             if (!am2z__atomic_load(&q->rx_stop))
-                am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_redis_errstr(r));
+                am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z_reply_clear(&rep);
             am2z__qsleep_ms(20);
             continue;
@@ -6318,7 +6369,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_drop = am2z__qscript(am2z__qlua_drop);
     q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
     q->s_state = am2z__qscript(am2z__qlua_state);
-    q->pool = am2z_redis_pool_new(&q->rdesc, 16);
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||

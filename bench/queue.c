@@ -118,7 +118,7 @@ static void flushall(void) {
     memset(&d, 0, sizeof d);
     d.host = "127.0.0.1";
     d.port = g_port;
-    r = am2z_redis_new(&d);
+    r = am2z_redis_new(&d, NULL);
     memset(&rep, 0, sizeof rep);
     if (r && am2z_redis_connect(r) == AM2Z_STATUS_OK) am2z_redis_command(r, &rep, "FLUSHALL");
     am2z_reply_clear(&rep);

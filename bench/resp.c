@@ -26,7 +26,7 @@ static void count_free(void *p, void *u) { (void)u; free(p); }
 
 /* Sequential round trips per second of "SET key:i xxx" (or GET). */
 static double sequential(am2z_redis *r, int n, int get) {
-    am2z_reply rep;
+    am2z_reply rep = {0}; /* start zeroed: each call clears it first */
     double t0 = now_s();
     int i;
     for (i = 0; i < n; i++) {
@@ -38,7 +38,7 @@ static double sequential(am2z_redis *r, int n, int get) {
         argv[1] = key;
         argv[2] = "xxx"; len[2] = 3;
         if (am2z_redis_command_argv(r, &rep, get ? 2 : 3, argv, len) != AM2Z_STATUS_OK) {
-            fprintf(stderr, "command failed: %s\n", am2z_redis_errstr(r));
+            fprintf(stderr, "command failed: %s\n", am2z_status_detail());
             return 0;
         }
         am2z_reply_clear(&rep);
@@ -48,7 +48,7 @@ static double sequential(am2z_redis *r, int n, int get) {
 
 /* Pipelined SETs per second, in batches of `batch`. */
 static double pipelined(am2z_redis *r, int n, int batch) {
-    am2z_reply rep;
+    am2z_reply rep = {0}; /* start zeroed: each call clears it first */
     double t0 = now_s();
     int i, k;
     for (i = 0; i < n; i += batch) {
@@ -64,7 +64,7 @@ static double pipelined(am2z_redis *r, int n, int batch) {
         }
         for (k = 0; k < batch; k++) {
             if (am2z_redis_read(r, &rep) != AM2Z_STATUS_OK) {
-                fprintf(stderr, "pipeline failed: %s\n", am2z_redis_errstr(r));
+                fprintf(stderr, "pipeline failed: %s\n", am2z_status_detail());
                 return 0;
             }
             am2z_reply_clear(&rep);
@@ -108,9 +108,9 @@ int main(void) {
     }
     memset(&d, 0, sizeof d);
     d.port = s.port;
-    r = am2z_redis_new(&d);
+    r = am2z_redis_new(&d, NULL);
     if (!r || am2z_redis_connect(r) != AM2Z_STATUS_OK) {
-        printf("connect failed: %s\n", r ? am2z_redis_errstr(r) : "no memory");
+        printf("connect failed: %s\n", am2z_status_detail());
         t_redis_stop(&s);
         return 1;
     }

@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     am2z_resp_limits lim = {0, 0, 0, 0};
     am2z_resp_reader *rd;
     am2z_resp_buf b = {NULL, 0, 0};
-    am2z_reply r;
+    am2z_reply r = {0};
     size_t off = 1;
     unsigned cfg, seed;
     if (size == 0) return 0;
@@ -64,35 +64,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         lim.max_bulk = 1 + ((cfg >> 2) & 63);
         lim.max_buffer = 16 + (cfg & 0xF0);
     }
-    rd = am2z_resp_reader_new(&lim);
+    rd = am2z_resp_reader_new(&lim, NULL);
     if (!rd) return 0;
     while (off < size) {
         size_t n;
-        am2z_resp_result res;
+        am2z_status st;
         seed = seed * 1103515245u + 12345u;
         n = (cfg & 2) ? 1 + (seed >> 16) % 7 : size - off; /* tiny chunks or all at once */
         if (n > size - off) n = size - off;
-        if (am2z_resp_reader_feed(rd, data + off, n) != AM2Z_STATUS_OK) {
-            if (am2z_resp_reader_error(rd, NULL, NULL) == AM2Z_RESP_ERR_NONE) __builtin_trap();
+        if ((st = am2z_resp_reader_feed(rd, data + off, n)) != AM2Z_STATUS_OK) {
+            if (st != AM2Z_STATUS_LIMIT && st != AM2Z_STATUS_NO_MEMORY && st != AM2Z_STATUS_PROTOCOL) __builtin_trap();
+            if (!*am2z_status_detail()) __builtin_trap();
             break;
         }
         off += n;
-        while ((res = am2z_resp_reader_next(rd, &r)) == AM2Z_RESP_REPLY) {
+        /* the reply is reused: every call clears it first (not clearing on odd configs) */
+        while ((st = am2z_resp_reader_next(rd, &r)) == AM2Z_STATUS_OK) {
             b.len = 0;
             check_tree(&r, &b);
+            if (cfg & 4) continue;
             am2z_reply_clear(&r);
             if (r.type != AM2Z_REPLY_NONE || r.element || r.ext) __builtin_trap();
         }
-        if (r.type != AM2Z_REPLY_NONE) __builtin_trap(); /* MORE and ERROR leave *out empty */
-        if (res == AM2Z_RESP_ERROR) {
-            const char *why = NULL;
-            size_t at = 0;
-            if (am2z_resp_reader_error(rd, &why, &at) == AM2Z_RESP_ERR_NONE || !why || !*why) __builtin_trap();
-            if (at > size) __builtin_trap();
+        if (r.type != AM2Z_REPLY_NONE) __builtin_trap(); /* NEED_MORE and failures leave *out empty */
+        if (st != AM2Z_STATUS_NEED_MORE) {
+            if (st != AM2Z_STATUS_LIMIT && st != AM2Z_STATUS_NO_MEMORY && st != AM2Z_STATUS_PROTOCOL) __builtin_trap();
+            if (!*am2z_status_detail() || am2z_status_offset() > size) __builtin_trap();
+            if (am2z_resp_reader_next(rd, &r) != st) __builtin_trap(); /* sticky */
             break;
         }
     }
-    am2z_resp_buf_free(&b);
+    am2z_resp_buf_clear(&b);
     am2z_resp_reader_free(rd); /* frees any half-built reply */
     return 0;
 }

@@ -44,7 +44,7 @@ static am2z_redis *conn(void) {
     memset(&d, 0, sizeof d);
     d.host = "127.0.0.1";
     d.port = port;
-    r = am2z_redis_new(&d);
+    r = am2z_redis_new(&d, NULL);
     if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
     return r;
 }
