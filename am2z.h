@@ -9,7 +9,7 @@
    before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
    file with -D_POSIX_C_SOURCE=200809L.
 
-   RECIPE (compiles as pasted: cc -O2 -pthread hello.c)
+   RECIPE (compiles as pasted: cc -std=c99 -O2 -pthread hello.c; it is examples/hello.c)
 
        #define AM2Z_IMPLEMENTATION
        #include "am2z.h"
@@ -17,25 +17,27 @@
 
        static am2z_result greet(am2z_ctx *ctx, const am2z_state *in) {
            (void)ctx;
-           const char *who = am2z_value_get_string(in, "name", "world");
-           char line[128];
-           snprintf(line, sizeof line, "hello, %s", who);
-           return am2z_ok(am2z_value_set(am2z_value_retain(in), "greeting",
-                                         am2z_value_string(line)));
+           am2z_edit e = am2z_edit_begin(in);      // a working copy; the first failure sticks
+           am2z_edit_set(&e, "greeting", am2z_value_stringf("hello, %s",
+                         am2z_value_get_string(in, "name", "world")));
+           return am2z_edit_end(&e);               // am2z_ok(state) or the failure
        }
 
        int main(void) {
            am2z_runtime *rt = am2z_local_runtime_new(NULL, NULL);
-           am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
-               .name = "greet", .fn = greet }, NULL)); // register takes it over
+           am2z_status st = am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
+               .name = "greet", .fn = greet }, NULL));   // register takes the processor over
+           if (st) { printf("setup failed: %s\n", am2z_status_detail()); return 1; }
            am2z_state *in = am2z_state_parse("demo", "{\"name\":\"am2z\"}", AM2Z_NTS, NULL);
            am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
-           if (out.error) printf("failed: %s\n", out.error->message);
-           else printf("%s\n", am2z_value_get_string(out.state, "greeting", ""));
+           int ok = out.error == NULL;
+           if (ok) printf("%s (%.3f ms)\n", am2z_value_get_string(out.state, "greeting", ""),
+                          out.duration_ms);
+           else printf("failed: %s\n", out.error->message);
            am2z_outcome_clear(&out);
            am2z_value_release(in);
            am2z_runtime_free(rt);
-           return 0;
+           return ok ? 0 : 1;
        }
 
    CONTENTS (each is a banner "==== N. name ====" below, first as declarations,
@@ -91,6 +93,9 @@
        Every other pointer parameter is borrowed for the duration of the call.
        Constructors are _new; heap objects with one owner are freed by _free, reference
        counted ones by _release; caller-owned structs (am2z_outcome) are emptied by _clear.
+       Processors handed to a composite constructor, a desc's dependencies or
+       am2z_runtime_register are consumed, NULL included (a failed constructor), so a
+       pipeline is one expression with one status check (section 5, HANDING OVER).
 
    TIME
        Timestamps are int64_t milliseconds since the Unix epoch, named *_at. Durations are
