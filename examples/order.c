@@ -36,7 +36,9 @@ static am2z_result validate(am2z_ctx *ctx, const am2z_state *in) {
     }
     am2z_log_info(am2z_ctx_logger(ctx), "order %s: %zu items, total %.2f",
                   am2z_value_get_string(in, "id", "?"), am2z_value_len(items), total);
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "total", am2z_value_double(total)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "total", am2z_value_double(total));
+    return am2z_edit_end(&e);
 }
 
 /* check-inventory: every item must be in stock (a business rule, never retried). */
@@ -51,45 +53,55 @@ static am2z_result check_inventory(am2z_ctx *ctx, const am2z_state *in) {
             return am2z_fail(am2z_error_business("OUT_OF_STOCK", AM2Z_SEVERITY_MEDIUM,
                                                  "'%s' is out of stock (%lld wanted)", sku, (long long)want));
     }
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "inventory.checked", am2z_value_bool(1)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "inventory.checked", am2z_value_bool(1));
+    return am2z_edit_end(&e);
 }
 
-/* payment: the gateway answers 503 twice, then captures. NetworkErrors are retryable,
-   so the retry policy below turns two failures into a success. */
+/* payment: the gateway is busy twice, then captures. A business error is permanent by
+   default; with_retryable marks this one temporary, so the retry policy below turns two
+   failures into a success (no should_retry callback needed). */
 static am2z_result charge(am2z_ctx *ctx, const am2z_state *in) {
     const am2z_meta *meta = am2z_ctx_meta(ctx);
-    am2z_state *out;
     if (meta->attempt <= 2) {
-        printf("    payment attempt %d: gateway busy (503)\n", meta->attempt);
-        return am2z_fail(am2z_error_network("payments.example.com", 503, NULL));
+        printf("    payment attempt %d: gateway busy\n", meta->attempt);
+        return am2z_fail(am2z_error_with_retryable(
+            am2z_error_business("GATEWAY_BUSY", AM2Z_SEVERITY_LOW, "payment gateway busy, try again"), 1));
     }
     printf("    payment attempt %d: captured %.2f\n", meta->attempt, am2z_value_get_double(in, "total", 0));
-    out = am2z_value_set(am2z_value_retain(in), "payment.status", am2z_value_string("captured"));
-    out = am2z_value_set(out, "payment.attempts", am2z_value_int(meta->attempt));
-    return am2z_ok(am2z_value_set(out, "payment.transactionId", am2z_value_stringf("tx-%s", meta->execution_id)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "payment.status", am2z_value_string("captured"));
+    am2z_edit_set(&e, "payment.attempts", am2z_value_int(meta->attempt));
+    am2z_edit_set(&e, "payment.transactionId", am2z_value_stringf("tx-%s", meta->execution_id));
+    return am2z_edit_end(&e);
 }
 
 /* The three fulfilment branches each change their own part of the order and append to
    the shared "log" array; the default 3-way merge keeps all three entries. */
 static am2z_result reserve_stock(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_state *out = am2z_value_set(am2z_value_retain(in), "fulfilment.reserved", am2z_value_bool(1));
+    am2z_edit e = am2z_edit_begin(in);
     (void)ctx;
-    return am2z_ok(am2z_value_append(out, "log", am2z_value_string("stock reserved")));
+    am2z_edit_set(&e, "fulfilment.reserved", am2z_value_bool(1));
+    am2z_edit_append(&e, "log", am2z_value_string("stock reserved"));
+    return am2z_edit_end(&e);
 }
 
 static am2z_result send_email(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_state *out = am2z_value_set(am2z_value_retain(in), "notifications.email",
-                                     am2z_value_stringf("sent to %s", am2z_value_get_string(in, "customer.email", "")));
+    am2z_edit e = am2z_edit_begin(in);
     (void)ctx;
-    return am2z_ok(am2z_value_append(out, "log", am2z_value_string("confirmation email sent")));
+    am2z_edit_set(&e, "notifications.email",
+                  am2z_value_stringf("sent to %s", am2z_value_get_string(in, "customer.email", "")));
+    am2z_edit_append(&e, "log", am2z_value_string("confirmation email sent"));
+    return am2z_edit_end(&e);
 }
 
 static am2z_result create_invoice(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_state *out = am2z_value_set(am2z_value_retain(in), "invoice.number",
-                                     am2z_value_stringf("INV-%s", am2z_value_get_string(in, "id", "?")));
+    am2z_edit e = am2z_edit_begin(in);
     (void)ctx;
-    out = am2z_value_set(out, "invoice.amount", am2z_value_double(am2z_value_get_double(in, "total", 0)));
-    return am2z_ok(am2z_value_append(out, "log", am2z_value_string("invoice created")));
+    am2z_edit_set(&e, "invoice.number", am2z_value_stringf("INV-%s", am2z_value_get_string(in, "id", "?")));
+    am2z_edit_set(&e, "invoice.amount", am2z_value_double(am2z_value_get_double(in, "total", 0)));
+    am2z_edit_append(&e, "log", am2z_value_string("invoice created"));
+    return am2z_edit_end(&e);
 }
 
 static void on_event(const char *event, const am2z_value *data, void *user_data) {
@@ -103,33 +115,39 @@ static void on_event(const char *event, const am2z_value *data, void *user_data)
 }
 
 static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
-    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn, .timeout_ms = 2000});
+    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn, .timeout_ms = 2000}, NULL);
 }
 
 int main(void) {
     int failures = 0;
     am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
-    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
-    am2z_processor *payment = am2z_processor_new(&(am2z_processor_desc){
-        .name = "payment", .fn = charge, .timeout_ms = 2000,
-        .retry = {.max_attempts = 4, .backoff = AM2Z_BACKOFF_EXPONENTIAL, .delay_ms = 20, .multiplier = 2}});
-    am2z_processor *branches[3], *steps[4], *fulfil, *order;
+    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger}, NULL);
+    am2z_processor *order;
     am2z_state *good, *bad;
-    am2z_outcome out;
+    am2z_outcome out = {0};
     char *chain;
 
-    if (!rt || !payment) return 1;
-    branches[0] = plain("reserve-stock", reserve_stock);
-    branches[1] = plain("send-email", send_email);
-    branches[2] = plain("create-invoice", create_invoice);
-    fulfil = am2z_parallel_new(&(am2z_parallel_desc){.name = "fulfilment", .branches = branches, .count = 3});
-    steps[0] = plain("validate", validate);
-    steps[1] = plain("check-inventory", check_inventory);
-    steps[2] = payment;
-    steps[3] = fulfil;
-    order = am2z_chain_new(&(am2z_chain_desc){.name = "process-order", .steps = steps, .count = 4});
-    if (am2z_runtime_register(rt, order) != AM2Z_STATUS_OK) return 1; /* registers every step too */
+    /* The whole pipeline is one expression: every constructor takes over the processors
+       it is given, register takes over the chain (and registers every step), and a
+       failure anywhere reaches the one check below with its reason. Nothing to release. */
+    if (am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){
+            .name = "process-order", .count = 4, .steps = (am2z_processor *[]){
+                plain("validate", validate),
+                plain("check-inventory", check_inventory),
+                am2z_processor_new(&(am2z_processor_desc){
+                    .name = "payment", .fn = charge, .timeout_ms = 2000,
+                    .retry = {.max_attempts = 4, .backoff = AM2Z_BACKOFF_EXPONENTIAL, .delay_ms = 20,
+                              .multiplier = 2}}, NULL),
+                am2z_parallel_new(&(am2z_parallel_desc){
+                    .name = "fulfilment", .count = 3, .branches = (am2z_processor *[]){
+                        plain("reserve-stock", reserve_stock), plain("send-email", send_email),
+                        plain("create-invoice", create_invoice)}}, NULL)}}, NULL)) != AM2Z_STATUS_OK) {
+        fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
+        return 1;
+    }
+    order = am2z_runtime_lookup(rt, "process-order"); /* a new reference, to print its description */
     printf("%s\n", am2z_processor_desc_of(order)->description);
+    am2z_processor_release(order);
     am2z_runtime_on(rt, "*", on_event, NULL);
 
     /* 1. an order that goes through */
@@ -145,9 +163,11 @@ int main(void) {
         failures++;
     } else {
         char *json = am2z_json_write(out.state, AM2Z_JSON_PRETTY, NULL);
-        printf("  done in %.2f ms, state version %lld:\n%s\n", (double)out.execution_us / 1000.0,
-               (long long)am2z_state_version(out.state), json ? json : "");
+        printf("  %s in session %s: done in %.2f ms, state version %lld:\n%s\n", out.execution_id,
+               out.session_id, out.duration_ms, (long long)am2z_state_version(out.state), json ? json : "");
         am2z_free(json);
+        if (strcmp(out.session_id, "shop") != 0 || strcmp(am2z_state_session_id(out.state), "shop") != 0)
+            failures++;
         if (strcmp(am2z_value_get_string(out.state, "payment.status", ""), "captured") != 0) failures++;
         if (am2z_value_get_int(out.state, "payment.attempts", 0) != 3) failures++;
         if (am2z_value_len(am2z_value_get(out.state, "log")) != 3) failures++; /* all branches kept */
@@ -182,14 +202,6 @@ int main(void) {
 
     am2z_value_release(good);
     am2z_value_release(bad);
-    am2z_processor_release(order);
-    am2z_processor_release(fulfil);
-    am2z_processor_release(payment);
-    am2z_processor_release(steps[0]);
-    am2z_processor_release(steps[1]);
-    am2z_processor_release(branches[0]);
-    am2z_processor_release(branches[1]);
-    am2z_processor_release(branches[2]);
     am2z_runtime_free(rt);
     am2z_logger_release(logger);
     printf("\n%s\n", failures ? "EXPECTATIONS FAILED" : "all expectations met");
