@@ -12,14 +12,15 @@
 /* Quotes one parcel: 4.50 base + 1.20 per kg; parcels over 30 kg cannot be shipped. */
 static am2z_result quote(am2z_ctx *ctx, const am2z_state *in) {
     double kg = am2z_value_get_double(in, "kg", -1);
-    am2z_state *out;
     (void)ctx;
     if (kg <= 0)
         return am2z_fail(am2z_error_validation("kg", am2z_value_get(in, "kg"), "must be a positive weight"));
     if (kg > 30)
         return am2z_fail(am2z_error_business("TOO_HEAVY", AM2Z_SEVERITY_LOW, "%.1f kg is over the 30 kg limit", kg));
-    out = am2z_value_set(am2z_value_retain(in), "price", am2z_value_double(4.5 + 1.2 * kg));
-    return am2z_ok(am2z_value_set(out, "carrier", am2z_value_string(kg > 10 ? "freight" : "post")));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "price", am2z_value_double(4.5 + 1.2 * kg));
+    am2z_edit_set(&e, "carrier", am2z_value_string(kg > 10 ? "freight" : "post"));
+    return am2z_edit_end(&e);
 }
 
 static void print_parcels(const am2z_value *parcels) {
@@ -38,31 +39,37 @@ static void print_parcels(const am2z_value *parcels) {
 int main(void) {
     int failures = 0;
     am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
-    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
-    am2z_processor *q = am2z_processor_new(&(am2z_processor_desc){.name = "quote", .fn = quote});
+    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger}, NULL);
+    am2z_processor *q = am2z_processor_new(&(am2z_processor_desc){.name = "quote", .fn = quote}, NULL);
     am2z_value *reference = am2z_json_parse("[{\"ref\":\"small\",\"kg\":1},{\"ref\":\"medium\",\"kg\":8},"
                                             "{\"ref\":\"large\",\"kg\":25}]", AM2Z_NTS, NULL, NULL);
-    am2z_processor *fast = am2z_batch_new(&(am2z_batch_desc){
-        .name = "quote-shipment", .target = q, .items_path = "shipment.parcels"});
-    am2z_processor *settle = am2z_batch_new(&(am2z_batch_desc){
-        .name = "quote-what-you-can", .target = q, .items_path = "shipment.parcels",
-        .results_path = "shipment.quotes", .mode = AM2Z_BATCH_SETTLE_ALL});
-    am2z_processor *fixed = am2z_batch_new(&(am2z_batch_desc){
-        .name = "price-list", .target = q, .payloads = reference, .results_path = "priceList"});
+    /* Three batches share the target q: each constructor consumes the reference it is
+       given, so each gets its own (retain) and ours is released below. register_many
+       consumes all three batches (and registers "quote" with the first). */
+    am2z_status st = am2z_runtime_register_many(rt, (am2z_processor *[]){
+        am2z_batch_new(&(am2z_batch_desc){
+            .name = "quote-shipment", .target = am2z_processor_retain(q), .items_path = "shipment.parcels"}, NULL),
+        am2z_batch_new(&(am2z_batch_desc){
+            .name = "quote-what-you-can", .target = am2z_processor_retain(q), .items_path = "shipment.parcels",
+            .results_path = "shipment.quotes", .mode = AM2Z_BATCH_SETTLE_ALL}, NULL),
+        am2z_batch_new(&(am2z_batch_desc){
+            .name = "price-list", .target = am2z_processor_retain(q), .payloads = reference, .results_path = "priceList"}, NULL)}, 3);
+    am2z_processor *fast = am2z_runtime_lookup(rt, "quote-shipment"), *fixed = am2z_runtime_lookup(rt, "price-list");
     am2z_state *ok_in = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-1\",\"parcels\":["
         "{\"ref\":\"A\",\"kg\":2.5},{\"ref\":\"B\",\"kg\":12},{\"ref\":\"C\",\"kg\":0.4}]}}", AM2Z_NTS, NULL);
     am2z_state *mixed = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-2\",\"parcels\":["
         "{\"ref\":\"D\",\"kg\":3},{\"ref\":\"E\",\"kg\":42},{\"ref\":\"F\",\"kg\":5},{\"ref\":\"G\"}]}}", AM2Z_NTS, NULL);
     am2z_state *empty = am2z_state_parse("depot", "{}", AM2Z_NTS, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     const am2z_value *errs;
     size_t i;
 
-    if (!rt || !fast || !settle || !fixed) return 1;
-    /* registering a batch registers its target ("quote") too */
-    if (am2z_runtime_register(rt, fast) != AM2Z_STATUS_OK || am2z_runtime_register(rt, settle) != AM2Z_STATUS_OK ||
-        am2z_runtime_register(rt, fixed) != AM2Z_STATUS_OK)
+    am2z_processor_release(q);     /* the batches keep their own references */
+    am2z_value_release(reference);
+    if (st != AM2Z_STATUS_OK) {
+        fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
         return 1;
+    }
 
     printf("%s, shipment S-1:\n", am2z_processor_desc_of(fast)->description);
     out = am2z_runtime_execute(rt, "quote-shipment", ok_in);
@@ -111,10 +118,7 @@ int main(void) {
     am2z_value_release(ok_in);
     am2z_value_release(mixed);
     am2z_value_release(empty);
-    am2z_value_release(reference);
-    am2z_processor_release(q);
-    am2z_processor_release(fast);
-    am2z_processor_release(settle);
+    am2z_processor_release(fast); /* the references lookup gave */
     am2z_processor_release(fixed);
     am2z_runtime_free(rt);
     am2z_logger_release(logger);
