@@ -1,6 +1,6 @@
 /* content_router.c - route incoming content by its "type": articles are summarised,
-   images captioned, videos transcoded, anything else archived by the fallback. A second
-   router without a fallback shows the "No route found" error. The items run
+   images captioned, videos transcoded, anything else archived by the fallback (the route
+   whose key is NULL). A second router without a fallback shows the "No route found" error. The items run
    concurrently with am2z_runtime_execute_many.
    Build: make examples. Exit status 0 when every expectation below holds. */
 #define AM2Z_IMPLEMENTATION
@@ -13,21 +13,28 @@ static const char *by_type(const am2z_state *in, void *user_data) {
     return am2z_value_get_string(in, "type", NULL); /* NULL (no type) -> fallback */
 }
 
-static am2z_state *handled(const am2z_state *in, const char *by, const char *what) {
-    am2z_state *out = am2z_value_set(am2z_value_retain(in), "handledBy", am2z_value_string(by));
-    return am2z_value_set(out, "result", am2z_value_string(what));
+/* The input with who handled it and what came out. */
+static am2z_edit handled(const am2z_state *in, const char *by, const char *what) {
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "handledBy", am2z_value_string(by));
+    am2z_edit_set(&e, "result", am2z_value_string(what));
+    return e;
 }
 
 static am2z_result summarise(am2z_ctx *ctx, const am2z_state *in) {
     size_t len = 0;
+    am2z_edit e;
     (void)ctx;
     am2z_value_as_string(am2z_value_get(in, "body"), &len);
-    return am2z_ok(am2z_value_set(handled(in, "summarise", "summary ready"), "words", am2z_value_int((int64_t)len / 6)));
+    e = handled(in, "summarise", "summary ready");
+    am2z_edit_set(&e, "words", am2z_value_int((int64_t)len / 6));
+    return am2z_edit_end(&e);
 }
 
 static am2z_result caption(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = handled(in, "caption", "caption: a cat on a keyboard");
     (void)ctx;
-    return am2z_ok(handled(in, "caption", "caption: a cat on a keyboard"));
+    return am2z_edit_end(&e);
 }
 
 static am2z_result transcode(am2z_ctx *ctx, const am2z_state *in) {
@@ -35,16 +42,18 @@ static am2z_result transcode(am2z_ctx *ctx, const am2z_state *in) {
     (void)ctx;
     if (seconds > 3600)
         return am2z_fail(am2z_error_resource("transcoder minutes", 60, seconds / 60));
-    return am2z_ok(handled(in, "transcode", "720p and 1080p renditions"));
+    am2z_edit e = handled(in, "transcode", "720p and 1080p renditions");
+    return am2z_edit_end(&e);
 }
 
 static am2z_result archive(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = handled(in, "archive", "stored for later review");
     (void)ctx;
-    return am2z_ok(handled(in, "archive", "stored for later review"));
+    return am2z_edit_end(&e);
 }
 
 static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
-    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn});
+    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn}, NULL);
 }
 
 int main(void) {
@@ -61,20 +70,29 @@ int main(void) {
     int failures = 0;
     size_t i;
     am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
-    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger});
-    am2z_processor *targets[4] = {plain("summarise", summarise), plain("caption", caption),
-                                  plain("transcode", transcode), plain("archive", archive)};
-    am2z_route routes[3] = {{"article", targets[0]}, {"image", targets[1]}, {"video", targets[2]}};
-    am2z_processor *router = am2z_router_new(&(am2z_router_desc){
-        .name = "content", .select = by_type, .routes = routes, .count = 3, .fallback = targets[3]});
-    am2z_processor *strict = am2z_router_new(&(am2z_router_desc){
-        .name = "content-strict", .select = by_type, .routes = routes, .count = 3});
+    am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger}, NULL);
+    am2z_processor *summary = plain("summarise", summarise), *image = plain("caption", caption),
+                   *video = plain("transcode", transcode), *router;
+    /* Both routers take over the targets they are given; the three they share get one more
+       reference each for the first. The fallback is the route whose key is NULL. */
+    am2z_processor *content = am2z_router_new(&(am2z_router_desc){
+        .name = "content", .select = by_type, .count = 4, .routes = (am2z_route[]){
+            {"article", am2z_processor_retain(summary)}, {"image", am2z_processor_retain(image)},
+            {"video", am2z_processor_retain(video)}, {NULL, plain("archive", archive)}}}, NULL);
+    am2z_status st = am2z_runtime_register_many(rt, (am2z_processor *[]){content,
+        am2z_router_new(&(am2z_router_desc){
+            .name = "content-strict", .select = by_type, .count = 3, .routes = (am2z_route[]){
+                {"article", summary}, {"image", image}, {"video", video}}}, NULL)}, 2);
     am2z_state *items[N];
-    am2z_outcome outs[N], out;
+    am2z_outcome outs[N] = {{0}}, out = {0};
 
-    if (!rt || !router || !strict) return 1;
-    if (am2z_runtime_register(rt, router) != AM2Z_STATUS_OK || am2z_runtime_register(rt, strict) != AM2Z_STATUS_OK) return 1;
+    if (st != AM2Z_STATUS_OK) {
+        fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
+        return 1;
+    }
+    router = am2z_runtime_lookup(rt, "content"); /* a new reference, to print its description */
     printf("%s\n\n", am2z_processor_desc_of(router)->description);
+    am2z_processor_release(router);
 
     for (i = 0; i < N; i++) items[i] = am2z_state_parse("inbox", inbox[i], AM2Z_NTS, NULL);
     if (am2z_runtime_execute_many(rt, "content", (const am2z_state *const *)items, N, "inbox", outs) != AM2Z_STATUS_OK)
@@ -101,9 +119,6 @@ int main(void) {
     am2z_outcome_clear(&out);
 
     for (i = 0; i < N; i++) am2z_value_release(items[i]);
-    for (i = 0; i < 4; i++) am2z_processor_release(targets[i]);
-    am2z_processor_release(router);
-    am2z_processor_release(strict);
     am2z_runtime_free(rt);
     am2z_logger_release(logger);
     printf("%s\n", failures ? "EXPECTATIONS FAILED" : "all expectations met");
