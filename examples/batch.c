@@ -54,7 +54,8 @@ int main(void) {
             .results_path = "shipment.quotes", .mode = AM2Z_BATCH_SETTLE_ALL}, NULL),
         am2z_batch_new(&(am2z_batch_desc){
             .name = "price-list", .target = am2z_processor_retain(q), .payloads = reference, .results_path = "priceList"}, NULL)}, 3);
-    am2z_processor *fast = am2z_runtime_lookup(rt, "quote-shipment"), *fixed = am2z_runtime_lookup(rt, "price-list");
+    am2z_processor *fast = am2z_runtime_lookup(rt, "quote-shipment");
+    am2z_processor *fixed = am2z_runtime_lookup(rt, "price-list");
     am2z_state *ok_in = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-1\",\"parcels\":["
         "{\"ref\":\"A\",\"kg\":2.5},{\"ref\":\"B\",\"kg\":12},{\"ref\":\"C\",\"kg\":0.4}]}}", AM2Z_NTS, NULL);
     am2z_state *mixed = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-2\",\"parcels\":["
