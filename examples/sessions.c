@@ -38,7 +38,9 @@ static am2z_result ingest(am2z_ctx *ctx, const am2z_state *in) {
         }
         sleep_ms(1);
     }
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "ingested", am2z_value_int(docs)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "ingested", am2z_value_int(docs));
+    return am2z_edit_end(&e);
 }
 
 /* Session lifecycle events, printed as they happen (handlers run on the emitting thread). */
@@ -63,9 +65,8 @@ int main(void) {
     am2z_local_desc rd;
     am2z_runtime *rt;
     am2z_processor_desc pd;
-    am2z_processor *p;
     am2z_execution *acme[3], *globex[3];
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_value *stats, *active;
     am2z_state *small, *big;
     char *json;
@@ -77,15 +78,15 @@ int main(void) {
     memset(&rd, 0, sizeof rd);
     rd.workers = 4;
     rd.logger = log;
-    rt = am2z_local_runtime_new(&rd);
-    am2z_logger_release(log);
-    if (!rt) return 1;
+    rt = am2z_local_runtime_new(&rd, NULL);
+    am2z_logger_release(log); /* the runtime keeps its own reference */
     memset(&pd, 0, sizeof pd);
     pd.name = "ingest";
     pd.fn = ingest;
-    p = am2z_processor_new(&pd);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
+    if (am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) != AM2Z_STATUS_OK) {
+        fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
+        return 1;
+    }
     am2z_runtime_on(rt, "session:created", on_session, NULL);
     am2z_runtime_on(rt, "session:cleanup", on_session, NULL);
 
@@ -93,9 +94,10 @@ int main(void) {
     small = tenant_job("acme", 20);
     big = tenant_job("globex", 5000); /* would take 5 s */
     for (i = 0; i < 3; i++) {
-        acme[i] = am2z_runtime_submit(rt, "ingest", small, "acme");
-        globex[i] = am2z_runtime_submit(rt, "ingest", big, "globex");
+        acme[i] = am2z_runtime_submit(rt, "ingest", small, "acme", NULL);
+        globex[i] = am2z_runtime_submit(rt, "ingest", big, "globex", NULL);
         EXPECT(acme[i] && globex[i]);
+        EXPECT(strncmp(am2z_execution_id(acme[i]), "ingest-", 7) == 0); /* known at once */
     }
     active = am2z_runtime_active_sessions(rt);
     json = am2z_json_write(active, AM2Z_JSON_COMPACT, NULL);
@@ -109,6 +111,7 @@ int main(void) {
     EXPECT(am2z_runtime_stop_session(rt, "globex", 10) == AM2Z_STATUS_OK);
     for (i = 0; i < 3; i++) {
         EXPECT(am2z_execution_wait(globex[i], 1000, &out) == AM2Z_STATUS_OK);
+        EXPECT(strcmp(out.execution_id, am2z_execution_id(globex[i])) == 0);
         if (out.error) {
             printf("  globex #%d: %s: %s\n", i, out.error->name, out.error->message);
             cancelled += out.error->kind == AM2Z_ERROR_CANCELLED &&
@@ -124,6 +127,7 @@ int main(void) {
     for (i = 0; i < 3; i++) {
         EXPECT(am2z_execution_wait(acme[i], -1, &out) == AM2Z_STATUS_OK);
         EXPECT(out.error == NULL && am2z_value_get_int(out.state, "ingested", 0) == 20);
+        EXPECT(strcmp(out.session_id, "acme") == 0);
         am2z_outcome_clear(&out);
         am2z_execution_free(acme[i]);
     }
