@@ -43,7 +43,9 @@ static am2z_result polite(am2z_ctx *ctx, const am2z_state *in) {
         }
         sleep_ms(1);
     }
-    return am2z_ok(am2z_value_retain(in));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "downloaded", am2z_value_bool(1));
+    return am2z_edit_end(&e);
 }
 
 /* Ignores cancellation entirely. */
@@ -52,7 +54,9 @@ static am2z_result stubborn(am2z_ctx *ctx, const am2z_state *in) {
     (void)ctx;
     sleep_ms(300);
     __atomic_store_n(&stubborn_returned, 1, __ATOMIC_SEQ_CST);
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "late", am2z_value_bool(1)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "late", am2z_value_bool(1));
+    return am2z_edit_end(&e);
 }
 
 /* Hangs on its first attempt only. */
@@ -62,12 +66,16 @@ static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
         while (!am2z_ctx_cancelled(ctx)) sleep_ms(1);
         return am2z_fail(am2z_error_cancelled("first attempt gave up"));
     }
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "answer", am2z_value_int(42)));
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "answer", am2z_value_int(42));
+    return am2z_edit_end(&e);
 }
 
 static am2z_result quick(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = am2z_edit_begin(in);
     (void)ctx;
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "quick", am2z_value_bool(1)));
+    am2z_edit_set(&e, "quick", am2z_value_bool(1));
+    return am2z_edit_end(&e);
 }
 
 static am2z_processor *make(const char *name, am2z_processor_fn fn, int64_t timeout_ms, int attempts) {
@@ -79,50 +87,47 @@ static am2z_processor *make(const char *name, am2z_processor_fn fn, int64_t time
     d.retry.max_attempts = attempts;
     d.retry.backoff = AM2Z_BACKOFF_FIXED;
     d.retry.delay_ms = 10;
-    return am2z_processor_new(&d);
+    return am2z_processor_new(&d, NULL);
 }
 
+/* ms: what the caller waited; out->duration_ms: what the runtime measured, from the
+   first attempt's start to the final outcome. */
 static void show(const char *what, const am2z_outcome *out, int64_t ms) {
-    if (out->error) printf("%-10s %4lld ms  %s: %s\n", what, (long long)ms, out->error->name, out->error->message);
-    else printf("%-10s %4lld ms  ok after %d attempt(s)\n", what, (long long)ms, out->attempts);
+    if (out->error)
+        printf("%-10s %4lld ms (%6.2f)  %s: %s\n", what, (long long)ms, out->duration_ms, out->error->name,
+               out->error->message);
+    else printf("%-10s %4lld ms (%6.2f)  ok after %d attempt(s)\n", what, (long long)ms, out->duration_ms,
+                out->attempts);
 }
 
 int main(void) {
     am2z_local_desc rd;
     am2z_runtime *rt;
-    am2z_processor *p, *branches[2];
+    am2z_processor *branches[2];
     am2z_parallel_desc pd;
     am2z_state *in = am2z_state_parse("timeouts", "{}", AM2Z_NTS, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0};
     am2z_execution *e;
     int64_t t0, el;
     int i;
 
     memset(&rd, 0, sizeof rd);
     rd.workers = 3;
-    rt = am2z_local_runtime_new(&rd);
-    if (!rt || !in) return 1;
-    p = make("polite", polite, 50, 0);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    p = make("stubborn", stubborn, 50, 0);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    p = make("flaky", flaky, 30, 2);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
+    rt = am2z_local_runtime_new(&rd, NULL);
     branches[0] = make("quick", quick, 0, 0);
     branches[1] = make("hangs", polite, 0, 0);
     memset(&pd, 0, sizeof pd);
     pd.name = "fanout";
-    pd.branches = branches;
+    pd.branches = branches; /* consumed by parallel_new */
     pd.count = 2;
     pd.timeout_ms = 40;
-    p = am2z_parallel_new(&pd);
-    am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    am2z_processor_release(branches[0]);
-    am2z_processor_release(branches[1]);
+    /* register_many consumes all four, also when one of them failed to build */
+    if (am2z_runtime_register_many(rt, (am2z_processor *[]){
+            make("polite", polite, 50, 0), make("stubborn", stubborn, 50, 0), make("flaky", flaky, 30, 2),
+            am2z_parallel_new(&pd, NULL)}, 4) != AM2Z_STATUS_OK || !in) {
+        fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
+        return 1;
+    }
 
     /* 1 */
     t0 = ms_now();
@@ -166,7 +171,7 @@ int main(void) {
     EXPECT(polite_stopped); /* the hanging branch was cancelled with its parent */
 
     /* 5 */
-    e = am2z_runtime_submit(rt, "polite", in, NULL);
+    e = am2z_runtime_submit(rt, "polite", in, NULL, NULL);
     EXPECT(e != NULL);
     EXPECT(am2z_execution_wait(e, 5, &out) == AM2Z_STATUS_TIMEOUT); /* not yet */
     printf("%-10s wait(5 ms) -> %s; freeing the handle cancels it\n", "submit",
