@@ -31,7 +31,8 @@ typedef struct order {
 
 /* Order i: 1-3 items with deterministic quantities and prices, so a wrong total anywhere
    in the pipeline (lost branch, stale merge, duplicated step) shows up; review_ms > 0 asks
-   for a review of that length. */
+   for a review of that length. Edits propagate failure (NULL in, NULL out), so one check
+   of the finished state covers every step that built it. */
 static int make_order(order *o, int i, int64_t review_ms) {
     am2z_value *items = am2z_value_array();
     am2z_value *data = am2z_value_object();
@@ -39,19 +40,18 @@ static int make_order(order *o, int i, int64_t review_ms) {
     int k, n_items = 1 + i % 3;
 
     snprintf(o->id, sizeof o->id, "order-%d", i);
-    for (k = 0; k < n_items && items; k++) {
+    for (k = 0; k < n_items; k++) {
         int64_t qty = 1 + (i + k) % 4, cents = 99 + ((int64_t)i * 37 + k * 1013) % 4900;
         am2z_value *item = am2z_value_object();
         item = am2z_value_set(item, "sku", am2z_value_stringf("sku-%d", (i * 7 + k) % 500));
         item = am2z_value_set(item, "qty", am2z_value_int(qty));
-        item = am2z_value_set(item, "price", am2z_value_int(cents));
-        items = item ? am2z_value_append(items, "", item) : (am2z_value_release(items), NULL);
+        items = am2z_value_append(items, "", am2z_value_set(item, "price", am2z_value_int(cents)));
         subtotal += qty * cents;
     }
     data = am2z_value_set(data, "order.id", am2z_value_string(o->id));
-    data = items ? am2z_value_set(data, "order.items", items) : (am2z_value_release(data), NULL);
-    if (data && review_ms > 0) data = am2z_value_set(data, "review_ms", am2z_value_int(review_ms));
-    o->input = data ? am2z_state_new("default", data, NULL) : NULL;
+    data = am2z_value_set(data, "order.items", items);
+    if (review_ms > 0) data = am2z_value_set(data, "review_ms", am2z_value_int(review_ms));
+    o->input = am2z_state_new("default", data, NULL);
     tax = (subtotal * 20 + 50) / 100;
     ship = subtotal >= 5000 ? 0 : 499;
     o->expected_total = subtotal + tax + ship;
@@ -68,16 +68,8 @@ static am2z_result runs_in_workers(am2z_ctx *ctx, const am2z_state *in) {
 }
 
 static am2z_status declare_remote(am2z_runtime *rt, const char *name) {
-    am2z_processor_desc d;
-    am2z_processor *p;
-    am2z_status st;
-    memset(&d, 0, sizeof d);
-    d.name = name;
-    d.fn = runs_in_workers;
-    if (!(p = am2z_processor_new(&d))) return AM2Z_STATUS_NO_MEMORY;
-    st = am2z_runtime_register(rt, p);
-    am2z_processor_release(p);
-    return st;
+    return am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
+        .name = name, .fn = runs_in_workers}, NULL)); /* register takes it over */
 }
 
 /* Returns 1 when the outcome is the right one for o; prints why not otherwise. */
@@ -111,6 +103,7 @@ int main(int argc, char **argv) {
     const char *kind = "checkout";
     am2z_queue_desc desc;
     am2z_runtime *rt;
+    am2z_status st;
     order *orders;
     am2z_execution **inflight;
     int head = 0, submitted = 0;
@@ -138,10 +131,13 @@ int main(int argc, char **argv) {
     /* A producer only calls: no worker threads, the workers are other processes. */
     memset(&desc, 0, sizeof desc);
     desc.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    rt = am2z_queue_runtime_new(&desc); /* the reason of a failure goes to the log */
-    if (!rt) return 1;
+    rt = am2z_queue_runtime_new(&desc, &st);
+    if (!rt) {
+        fprintf(stderr, "producer: %s: %s\n", am2z_status_string(st), am2z_status_detail());
+        return 1;
+    }
     if (declare_remote(rt, kind) != AM2Z_STATUS_OK) {
-        fprintf(stderr, "producer: cannot declare %s\n", kind);
+        fprintf(stderr, "producer: cannot declare %s: %s\n", kind, am2z_status_detail());
         am2z_runtime_free(rt);
         return 1;
     }
@@ -157,21 +153,21 @@ int main(int argc, char **argv) {
        window full because the others keep running meanwhile. */
     t0 = am2z_now_ms();
     while (head < n) {
-        am2z_outcome out;
+        am2z_outcome out = {0};
         while (submitted < n && submitted - head < window) {
             if (!make_order(&orders[submitted], submitted, strcmp(kind, "checkout") != 0 ? review_ms : 0)) {
                 fprintf(stderr, "producer: out of memory\n");
                 return 1;
             }
-            inflight[submitted] = am2z_runtime_submit(rt, kind, orders[submitted].input, NULL);
+            inflight[submitted] = am2z_runtime_submit(rt, kind, orders[submitted].input, NULL, &st);
             if (!inflight[submitted]) {
-                fprintf(stderr, "producer: cannot submit %s\n", orders[submitted].id);
+                fprintf(stderr, "producer: cannot submit %s: %s: %s\n", orders[submitted].id,
+                        am2z_status_string(st), am2z_status_detail());
                 failed++;
             }
             submitted++;
         }
         if (inflight[head]) {
-            memset(&out, 0, sizeof out);
             if (am2z_execution_wait(inflight[head], timeout_ms, &out) != AM2Z_STATUS_OK) {
                 fprintf(stderr, "producer: %s: no result within %lld ms\n", orders[head].id,
                         (long long)timeout_ms);

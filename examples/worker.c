@@ -28,6 +28,14 @@
 #include <pthread.h>
 #include <unistd.h>
 
+/* Each step adds one integer field to its input; the edit helper turns a failed edit
+   into a ValidationError naming the path. */
+static am2z_result put_int(const am2z_state *in, const char *path, int64_t v) {
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, path, am2z_value_int(v));
+    return am2z_edit_end(&e);
+}
+
 /* Every item needs qty >= 1 and price >= 0 (cents); a bad order fails for good (a
    validation error is not retryable), it never reaches pricing. */
 static am2z_result validate(am2z_ctx *ctx, const am2z_state *in) {
@@ -41,7 +49,7 @@ static am2z_result validate(am2z_ctx *ctx, const am2z_state *in) {
         if (am2z_value_get_int(item, "qty", 0) < 1 || am2z_value_get_int(item, "price", -1) < 0)
             return am2z_fail(am2z_error_validation("order.items", item, "needs qty >= 1 and price >= 0"));
     }
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "validated", am2z_value_bool(1)));
+    return put_int(in, "validated", 1);
 }
 
 static am2z_result price(am2z_ctx *ctx, const am2z_state *in) {
@@ -53,28 +61,28 @@ static am2z_result price(am2z_ctx *ctx, const am2z_state *in) {
         const am2z_value *item = am2z_value_at(items, i);
         subtotal += am2z_value_get_int(item, "qty", 0) * am2z_value_get_int(item, "price", 0);
     }
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "subtotal", am2z_value_int(subtotal)));
+    return put_int(in, "subtotal", subtotal);
 }
 
 /* 20% VAT, rounded half up to the cent. */
 static am2z_result tax(am2z_ctx *ctx, const am2z_state *in) {
     int64_t subtotal = am2z_value_get_int(in, "subtotal", 0);
     (void)ctx;
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "tax", am2z_value_int((subtotal * 20 + 50) / 100)));
+    return put_int(in, "tax", (subtotal * 20 + 50) / 100);
 }
 
 /* Free shipping from 50.00. */
 static am2z_result shipping(am2z_ctx *ctx, const am2z_state *in) {
     int64_t subtotal = am2z_value_get_int(in, "subtotal", 0);
     (void)ctx;
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "shipping", am2z_value_int(subtotal >= 5000 ? 0 : 499)));
+    return put_int(in, "shipping", subtotal >= 5000 ? 0 : 499);
 }
 
 static am2z_result total(am2z_ctx *ctx, const am2z_state *in) {
     int64_t sum = am2z_value_get_int(in, "subtotal", 0) + am2z_value_get_int(in, "tax", 0) +
                   am2z_value_get_int(in, "shipping", 0);
     (void)ctx;
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "total", am2z_value_int(sum)));
+    return put_int(in, "total", sum);
 }
 
 /* Stands for a slow external step: holds the job for review_ms, in short slices so a
@@ -93,72 +101,29 @@ static am2z_result review(am2z_ctx *ctx, const am2z_state *in) {
         left -= step;
     }
     if (am2z_ctx_cancelled(ctx)) return am2z_fail(am2z_error_cancelled("review cancelled"));
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "reviewed_by", am2z_value_int((int64_t)getpid())));
+    return put_int(in, "reviewed_by", (int64_t)getpid());
 }
 
-/* Builds the pipeline and registers it; the composites register their children. */
-static am2z_status register_pipeline(am2z_runtime *rt) {
-    am2z_processor_desc d;
-    am2z_processor *p[6] = {0};
-    am2z_processor *quote = NULL, *checkout = NULL, *reviewed = NULL;
-    am2z_status st = AM2Z_STATUS_NO_MEMORY;
-    static const struct { const char *name; am2z_processor_fn fn; } plain[] = {
-        {"validate", validate}, {"price", price}, {"tax", tax},
-        {"shipping", shipping}, {"total", total}, {"review", review}};
-    size_t i;
+static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
+    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn}, NULL);
+}
 
-    for (i = 0; i < sizeof plain / sizeof plain[0]; i++) {
-        memset(&d, 0, sizeof d);
-        d.name = plain[i].name;
-        d.fn = plain[i].fn;
-        if (!(p[i] = am2z_processor_new(&d))) goto done;
-    }
-    {
-        am2z_processor *branches[2];
-        am2z_parallel_desc pd;
-        branches[0] = p[2];
-        branches[1] = p[3];
-        memset(&pd, 0, sizeof pd);
-        pd.name = "quote";
-        pd.branches = branches;
-        pd.count = 2;
-        if (!(quote = am2z_parallel_new(&pd))) goto done;
-    }
-    {
-        am2z_processor *steps[4];
-        am2z_chain_desc cd;
-        steps[0] = p[0];
-        steps[1] = p[1];
-        steps[2] = quote;
-        steps[3] = p[4];
-        memset(&cd, 0, sizeof cd);
-        cd.name = "checkout";
-        cd.steps = steps;
-        cd.count = 4;
-        if (!(checkout = am2z_chain_new(&cd))) goto done;
-    }
-    {
-        am2z_processor *steps[5];
-        am2z_chain_desc cd;
-        steps[0] = p[0];
-        steps[1] = p[5];
-        steps[2] = p[1];
-        steps[3] = quote;
-        steps[4] = p[4];
-        memset(&cd, 0, sizeof cd);
-        cd.name = "reviewed_checkout";
-        cd.steps = steps;
-        cd.count = 5;
-        if (!(reviewed = am2z_chain_new(&cd))) goto done;
-    }
-    if ((st = am2z_runtime_register(rt, checkout)) != AM2Z_STATUS_OK) goto done;
-    st = am2z_runtime_register(rt, reviewed);
-done:
-    for (i = 0; i < 6; i++) am2z_processor_release(p[i]);
-    am2z_processor_release(quote);
-    am2z_processor_release(checkout);
-    am2z_processor_release(reviewed);
-    return st;
+/* Builds the pipeline and registers it; the composites register their children. Every
+   constructor takes over the processors it is given and register_many takes over both
+   chains, also on failure, so there is one status to check and nothing to release. The
+   four steps both chains share get one more reference each for checkout. */
+static am2z_status register_pipeline(am2z_runtime *rt) {
+    am2z_processor *v = plain("validate", validate), *pr = plain("price", price), *t = plain("total", total);
+    am2z_processor *quote = am2z_parallel_new(&(am2z_parallel_desc){
+        .name = "quote", .count = 2, .branches = (am2z_processor *[]){plain("tax", tax), plain("shipping", shipping)}},
+        NULL);
+    am2z_processor *checkout = am2z_chain_new(&(am2z_chain_desc){
+        .name = "checkout", .count = 4, .steps = (am2z_processor *[]){
+            am2z_processor_retain(v), am2z_processor_retain(pr), am2z_processor_retain(quote),
+            am2z_processor_retain(t)}}, NULL);
+    return am2z_runtime_register_many(rt, (am2z_processor *[]){checkout, am2z_chain_new(&(am2z_chain_desc){
+        .name = "reviewed_checkout", .count = 5, .steps = (am2z_processor *[]){
+            v, plain("review", review), pr, quote, t}}, NULL)}, 2);
 }
 
 int main(int argc, char **argv) {
@@ -188,10 +153,13 @@ int main(int argc, char **argv) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-    rt = am2z_queue_runtime_new(&desc); /* the reason of a failure goes to the log */
-    if (!rt) return 1;
+    rt = am2z_queue_runtime_new(&desc, &st);
+    if (!rt) {
+        fprintf(stderr, "worker: %s: %s\n", am2z_status_string(st), am2z_status_detail());
+        return 1;
+    }
     if ((st = register_pipeline(rt)) != AM2Z_STATUS_OK) {
-        fprintf(stderr, "worker: cannot register the pipeline: %s\n", am2z_status_string(st));
+        fprintf(stderr, "worker: cannot register the pipeline: %s\n", am2z_status_detail());
         am2z_runtime_free(rt);
         return 1;
     }
