@@ -840,7 +840,7 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress);
 /* ==== 6. composition ================================================================== */
 /* Each composite is a processor: register it (its children are registered with it),
    nest it in another, call it. Every constructor consumes the child references in its
-   desc (steps, branches, route targets and fallback, batch target), also on failure;
+   desc (steps, branches, route targets including the fallback, batch target), also on failure;
    see HANDING OVER PROCESSORS in section 5. A composite runs its children by name
    through the context (am2z_ctx_call_many), so it behaves the same on every runtime;
    each child is a nested call (depth + 1, same session, the parent's remaining time).
@@ -900,21 +900,26 @@ AM2Z_API am2z_processor *am2z_parallel_new(const am2z_parallel_desc *desc, am2z_
 AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input,
                                      const am2z_state *const *outputs, size_t count, void *user_data);
 
-/* A router runs the route whose key equals select(input), else the fallback. The
-   target's result is the router's result, unchanged. Without a target the router fails
-   with a ProcessorExecutionError whose cause (code NO_ROUTE, not retryable) says
+/* A router runs the route whose key equals select(input), else the fallback: the
+   route whose key is NULL (at most one). The fallback is a route like the others, so a
+   fallback whose constructor failed (NULL target) fails router_new like any NULL
+   target instead of silently meaning "no fallback". The target's result is the
+   router's result, unchanged. Without a target the router fails with a
+   ProcessorExecutionError whose cause (code NO_ROUTE, not retryable) says
    "No route found for: <key>" ("(no key)" for NULL), details {routeKey}.
-   Returns a route key (borrowed until the next call) or NULL for the fallback; called
-   on the execution's thread, possibly from several executions at once. */
+   select returns a route key (borrowed until the next call) or NULL for the fallback;
+   it is called on the execution's thread, possibly from several executions at once. */
 typedef const char *(*am2z_route_fn)(const am2z_state *input, void *user_data);
-typedef struct am2z_route { const char *key; am2z_processor *target; /* consumed */ } am2z_route;
+typedef struct am2z_route {
+    const char *key;               /* copied; NULL: the fallback */
+    am2z_processor *target;        /* consumed */
+} am2z_route;
 typedef struct am2z_router_desc {
     const char *name;
     am2z_route_fn select;          /* required */
     void *user_data;
-    const am2z_route *routes;      /* keys unique and non-NULL (copied) */
-    size_t count;                  /* 0 only with a fallback */
-    am2z_processor *fallback;      /* consumed; NULL: "No route found for: <key>" */
+    const am2z_route *routes;      /* at least one; keys unique */
+    size_t count;
     int64_t timeout_ms;            /* 0: the runtime's default */
     const char *description;
 } am2z_router_desc;
@@ -5542,12 +5547,16 @@ static am2z_result am2z__parallel_run(const am2z_processor *p, am2z_ctx *ctx, co
 
 /* Why the routes of desc are invalid, or NULL. */
 static const char *am2z__router_invalid(const am2z_router_desc *desc) {
-    size_t i, j;
+    size_t i, j, fallbacks = 0;
     if (!desc->select) return "no select function";
     for (i = 0; i < desc->count; i++) {
-        if (!desc->routes[i].key) return "a route without a key";
+        if (!desc->routes[i].key) {
+            if (++fallbacks > 1) return "two fallback routes (key NULL)";
+            continue;
+        }
         for (j = 0; j < i; j++)
-            if (strcmp(desc->routes[i].key, desc->routes[j].key) == 0) return "two routes with the same key";
+            if (desc->routes[j].key && strcmp(desc->routes[i].key, desc->routes[j].key) == 0)
+                return "two routes with the same key";
     }
     return NULL;
 }
@@ -5556,27 +5565,26 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     am2z_processor *p, **targets;
     am2z__proc_buf b;
     const char *why;
-    size_t i, n;
+    size_t i, j, n, keyed = 0;
     am2z_status st;
     if (!desc) return (am2z_processor *)am2z__put_status(status,
             am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router: NULL desc"));
-    if (desc->count && !desc->routes) {
-        am2z_processor_release(desc->fallback);
+    if (desc->count && !desc->routes)
         return (am2z_processor *)am2z__put_status(status,
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "router '%s': count without routes",
                            desc->name ? desc->name : "(null)"));
-    }
-    /* the targets in route order, then the fallback: the children it takes over */
-    n = desc->count + (desc->fallback ? 1 : 0);
+    /* the keyed targets in route order, then the fallback: the children it takes over */
+    n = desc->count;
     targets = (am2z_processor **)am2z__malloc((n ? n : 1) * sizeof *targets);
     if (!targets) {
-        for (i = 0; i < desc->count; i++) am2z_processor_release(desc->routes[i].target);
-        am2z_processor_release(desc->fallback);
+        for (i = 0; i < n; i++) am2z_processor_release(desc->routes[i].target);
         return (am2z_processor *)am2z__put_status(status,
                 am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));
     }
-    for (i = 0; i < desc->count; i++) targets[i] = desc->routes[i].target;
-    if (desc->fallback) targets[desc->count] = desc->fallback;
+    for (i = 0; i < n; i++)
+        if (desc->routes[i].key) targets[keyed++] = desc->routes[i].target;
+    for (i = 0, j = keyed; i < n; i++)
+        if (!desc->routes[i].key) targets[j++] = desc->routes[i].target;
     st = am2z__composite_check("router", desc->name, "route target", targets, n, desc->timeout_ms);
     if (st == AM2Z_STATUS_OK && (why = am2z__router_invalid(desc)) != NULL) {
         am2z__proc_release_all(targets, n);
@@ -5588,12 +5596,14 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     }
     memset(&b, 0, sizeof b);
     if (!desc->description) {
+        size_t listed = 0;
         am2z__proc_buf_str(&b, "Router: ");
-        for (i = 0; i < desc->count; i++) {
-            if (i) am2z__proc_buf_str(&b, " | ");
-            am2z__proc_buf_str(&b, desc->routes[i].key);
-        }
-        if (desc->fallback) am2z__proc_buf_str(&b, desc->count ? " | *" : "*");
+        for (i = 0; i < n; i++)
+            if (desc->routes[i].key) {
+                if (listed++) am2z__proc_buf_str(&b, " | ");
+                am2z__proc_buf_str(&b, desc->routes[i].key);
+            }
+        if (keyed < n) am2z__proc_buf_str(&b, keyed ? " | *" : "*");
         if (b.failed) {
             am2z__free(b.data);
             b.data = NULL;
@@ -5605,15 +5615,16 @@ AM2Z_API am2z_processor *am2z_router_new(const am2z_router_desc *desc, am2z_stat
     if (!p) return NULL;
     p->select = desc->select;
     p->select_user_data = desc->user_data;
-    p->fallback = desc->fallback ? p->children[desc->count] : NULL;
-    if (desc->count) {
-        p->route_keys = (char **)am2z__malloc(desc->count * sizeof *p->route_keys);
-        for (i = 0; p->route_keys && i < desc->count; i++) {
-            p->route_keys[i] = am2z__strdup(desc->routes[i].key);
-            if (!p->route_keys[i]) break;
+    p->fallback = keyed < n ? p->children[keyed] : NULL;
+    if (keyed) {
+        p->route_keys = (char **)am2z__malloc(keyed * sizeof *p->route_keys);
+        for (i = 0; p->route_keys && i < n; i++) {
+            if (!desc->routes[i].key) continue;
+            p->route_keys[p->route_count] = am2z__strdup(desc->routes[i].key);
+            if (!p->route_keys[p->route_count]) break;
             p->route_count++;
         }
-        if (p->route_count < desc->count) {
+        if (p->route_count < keyed) {
             am2z_processor_release(p);
             return (am2z_processor *)am2z__put_status(status,
                     am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "router: out of memory"));

@@ -908,7 +908,7 @@ static const char *select_none(const am2z_state *input, void *user_data) {
    (LeakSanitizer checks) and the one check at the end names the first failure. */
 static void test_consume_null_children(void) {
     am2z_processor_desc good, broken;
-    am2z_route routes[2];
+    am2z_route routes[3];
     am2z_processor *p, *deps[2];
     am2z_status st = AM2Z_STATUS_OK;
     memset(&good, 0, sizeof good);
@@ -932,9 +932,17 @@ static void test_consume_null_children(void) {
 
     routes[0].key = "x", routes[0].target = am2z_processor_new(&good, NULL);
     routes[1].key = "y", routes[1].target = am2z_processor_new(&broken, NULL);
-    CHECK(am2z_router_new(&(am2z_router_desc){.name = "r", .select = select_none, .routes = routes, .count = 2,
-                                              .fallback = am2z_processor_new(&good, NULL)}, &st) == NULL);
+    routes[2].key = NULL, routes[2].target = am2z_processor_new(&good, NULL);
+    CHECK(am2z_router_new(&(am2z_router_desc){.name = "r", .select = select_none, .routes = routes, .count = 3},
+                          &st) == NULL);
     CHECK_STR(am2z_status_detail(), "router 'r': route target 2 is NULL (processor 'broken': no fn)");
+    /* a fallback whose constructor failed is a failure, not "no fallback" */
+    routes[0].target = am2z_processor_new(&good, NULL), routes[1].target = am2z_processor_new(&good, NULL);
+    routes[2].target = am2z_processor_new(&broken, NULL);
+    CHECK(am2z_router_new(&(am2z_router_desc){.name = "r", .select = select_none, .routes = routes, .count = 3},
+                          &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "router 'r': route target 3 is NULL (processor 'broken': no fn)");
 
     CHECK(am2z_batch_new(&(am2z_batch_desc){.name = "bt", .items_path = "items",
                                             .target = am2z_processor_new(&broken, NULL)}, &st) == NULL);
@@ -1210,7 +1218,7 @@ static void test_router(void) {
     am2z_processor *a = mk("text", ta), *b = mk("image", tb), *f = mk("other", fb), *v = mk("video", bad);
     am2z_processor *r1, *r2, *r3;
     am2z_processor *const *kids;
-    am2z_route routes[3];
+    am2z_route routes[4];
     am2z_router_desc d;
     am2z_state *in;
     am2z_result r;
@@ -1223,9 +1231,9 @@ static void test_router(void) {
     d.name = "route";
     d.select = select_kind;
     d.user_data = &g_router_marker;
+    routes[3].key = NULL, routes[3].target = am2z_processor_retain(f); /* the fallback */
     d.routes = routes;
-    d.count = 3;
-    d.fallback = am2z_processor_retain(f);
+    d.count = 4;
     r1 = am2z_router_new(&d, NULL);
     CHECK(r1 != NULL);
     if (r1) {
@@ -1234,7 +1242,6 @@ static void test_router(void) {
         CHECK(kids[3] == f);
     }
     d.name = "strict";
-    d.fallback = NULL;
     d.count = 2;
     routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
     r2 = am2z_router_new(&d, NULL);
@@ -1289,12 +1296,17 @@ static void test_router(void) {
     routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
     CHECK(am2z_router_new(&d, NULL) == NULL);
     CHECK_STR(am2z_status_detail(), "router 'dup': two routes with the same key");
-    routes[1].key = NULL;
+    d.name = "two-fallbacks";
+    routes[0].key = NULL, routes[1].key = NULL;
     routes[0].target = am2z_processor_retain(a), routes[1].target = am2z_processor_retain(b);
     CHECK(am2z_router_new(&d, NULL) == NULL);
+    CHECK_STR(am2z_status_detail(), "router 'two-fallbacks': two fallback routes (key NULL)");
+    d.name = "empty";
     d.count = 0;
     CHECK(am2z_router_new(&d, NULL) == NULL); /* nothing to route to */
-    d.fallback = am2z_processor_retain(f);
+    d.name = "only-fallback";
+    d.count = 1;
+    routes[0].target = am2z_processor_retain(f);
     r3 = am2z_router_new(&d, NULL);
     CHECK(r3 != NULL);
     if (r3) CHECK_STR(am2z_processor_desc_of(r3)->description, "Router: *");
