@@ -53,7 +53,8 @@ int main(void) {
             .name = "quote-what-you-can", .target = am2z_processor_retain(q), .items_path = "shipment.parcels",
             .results_path = "shipment.quotes", .mode = AM2Z_BATCH_SETTLE_ALL}, NULL),
         am2z_batch_new(&(am2z_batch_desc){
-            .name = "price-list", .target = am2z_processor_retain(q), .payloads = reference, .results_path = "priceList"}, NULL)}, 3);
+            .name = "price-list", .target = am2z_processor_retain(q), .payloads = reference,
+            .results_path = "priceList"}, NULL)}, 3);
     am2z_processor *fast = am2z_runtime_lookup(rt, "quote-shipment");
     am2z_processor *fixed = am2z_runtime_lookup(rt, "price-list");
     am2z_state *ok_in = am2z_state_parse("depot", "{\"shipment\":{\"id\":\"S-1\",\"parcels\":["

@@ -122,30 +122,26 @@ int main(void) {
     int failures = 0;
     am2z_logger *logger = am2z_logger_new(&(am2z_logger_desc){.min_level = AM2Z_LOG_WARN}, NULL);
     am2z_runtime *rt = am2z_local_runtime_new(&(am2z_local_desc){.logger = logger}, NULL);
-    am2z_processor *order;
     am2z_state *good, *bad;
     am2z_outcome out = {0};
     char *chain;
 
-    /* The whole pipeline is one expression: every constructor takes over the processors
-       it is given, register takes over the chain (and registers every step), and a
+    /* The whole pipeline is one expression: each constructor takes over the processors it
+       is given, register takes over the chain (and registers every step in it), and a
        failure anywhere reaches the one check below with its reason. Nothing to release. */
-    if (am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){
-            .name = "process-order", .count = 4, .steps = (am2z_processor *[]){
-                plain("validate", validate),
-                plain("check-inventory", check_inventory),
-                am2z_processor_new(&(am2z_processor_desc){
-                    .name = "payment", .fn = charge, .timeout_ms = 2000,
-                    .retry = {.max_attempts = 4, .backoff = AM2Z_BACKOFF_EXPONENTIAL, .delay_ms = 20,
-                              .multiplier = 2}}, NULL),
-                am2z_parallel_new(&(am2z_parallel_desc){
-                    .name = "fulfilment", .count = 3, .branches = (am2z_processor *[]){
-                        plain("reserve-stock", reserve_stock), plain("send-email", send_email),
-                        plain("create-invoice", create_invoice)}}, NULL)}}, NULL)) != AM2Z_STATUS_OK) {
+    am2z_status st = am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){
+        .name = "process-order", .count = 4, .steps = (am2z_processor *[]){
+            plain("validate", validate), plain("check-inventory", check_inventory),
+            am2z_processor_new(&(am2z_processor_desc){.name = "payment", .fn = charge, .timeout_ms = 2000, .retry = {
+                .max_attempts = 4, .backoff = AM2Z_BACKOFF_EXPONENTIAL, .delay_ms = 20, .multiplier = 2}}, NULL),
+            am2z_parallel_new(&(am2z_parallel_desc){.name = "fulfilment", .count = 3, .branches = (am2z_processor *[]){
+                plain("reserve-stock", reserve_stock), plain("send-email", send_email),
+                plain("create-invoice", create_invoice)}}, NULL)}}, NULL));
+    if (st != AM2Z_STATUS_OK) {
         fprintf(stderr, "setup failed: %s\n", am2z_status_detail());
         return 1;
     }
-    order = am2z_runtime_lookup(rt, "process-order"); /* a new reference, to print its description */
+    am2z_processor *order = am2z_runtime_lookup(rt, "process-order"); /* a new reference */
     printf("%s\n", am2z_processor_desc_of(order)->description);
     am2z_processor_release(order);
     am2z_runtime_on(rt, "*", on_event, NULL);
