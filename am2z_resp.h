@@ -6,7 +6,7 @@
    before you include this file in ONE C or C++ file. It implies AM2Z_IMPLEMENTATION, so
    that file compiles the implementation of both headers. Link with -pthread.
 
-   RECIPE (a Redis client; cc -O2 -pthread redis.c)
+   RECIPE (a Redis client; compiles as pasted: cc -std=c99 -O2 -pthread redis.c)
 
        #define AM2Z_RESP_IMPLEMENTATION
        #include "am2z_resp.h"
