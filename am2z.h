@@ -731,9 +731,10 @@ typedef struct am2z_processor am2z_processor;
        if (st) fprintf(stderr, "%s\n", am2z_status_detail());
    A processor used in two places is retained once more by its author. */
 
-/* A processor function. input is borrowed (valid for the call); return am2z_ok with a
-   state you own (am2z_value_retain(input) to pass it on or edit it) or am2z_fail.
-   A result with neither state nor error becomes a clear ProcessorExecutionError. */
+/* A processor function. input is borrowed (valid for the call). Edit it with am2z_edit
+   (am2z_edit_begin(input) ... return am2z_edit_end(&e)), or return am2z_ok with a state
+   you own, or am2z_fail. A result with neither state nor error becomes a clear
+   ProcessorExecutionError. */
 typedef am2z_result (*am2z_processor_fn)(am2z_ctx *ctx, const am2z_state *input);
 
 typedef enum am2z_backoff {
