@@ -428,7 +428,29 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        am2z_runtime_register(rt, p);                // every process registers the same names
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
-   LAYOUT (BullMQ v6; Node's Queue, Worker, QueueEvents and Bull Board read and write it)
+   CONTENTS of this section. The prose and declarations below, and the implementation,
+   follow this order, each part under a banner "---- 4.N name ----":
+       4.1 layout       queue names, keys, job hash and job data; am2z_queue_name
+       4.2 scripts      one Lua script per transition: add, fetch, complete, fail, retry,
+                        extend, stalled, claim, drop, cancelq, state
+       4.3 execution across processes  waiters, adding jobs, deadlines, retries; submit,
+                        wait, free, execute, execute_many
+       4.4 workers      the job runner (decode, resolve, attempt, finish), fetching and
+                        serving queues, ctx calls (children), the worker threads
+       4.5 delivery     at-least-once: the receiver, lock renewal, cancel keys, stalled
+                        scans, jobs finished by foreign workers
+       4.6 sessions     execute_in_session, stop_session, session stats
+       4.7 stats        am2z_runtime_stats
+       4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register, start, stop, free
+       4.9 state manager  am2z_queue_state_get / set / update / delete
+*/
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- 4.1 layout ---------------------------------------------------------------------- */
+/* LAYOUT (BullMQ v6; Node's Queue, Worker, QueueEvents and Bull Board read and write it)
        queue name   <prefix>~<processor>            e.g. "am2z~greet"
                     <prefix>~<processor>~<session>  e.g. "am2z~greet~tenant-7"
                     '~' is outside the name alphabet [A-Za-z0-9_.-], so names never
@@ -456,16 +478,27 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
        events       (desc.events) delayed, completed (returnvalue JSON), failed, waiting
-                    (retry), stalled; not added/active/drained.
-   SCRIPTS
+                    (retry), stalled; not added/active/drained. */
+
+/* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
+   AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
+   rt must be a queue runtime. */
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id,
+                                     char *buf, size_t size);
+/* This runtime instance's id (borrowed, 16 hex digits): part of its reply key. */
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
+
+/* ---- 4.2 scripts --------------------------------------------------------------------- */
+/* SCRIPTS
        Every transition (add, fetch, complete, fail, retry, claim, lock renewal, stalled
        recovery, session cancel and drop, state compare-and-set) is one Lua script of
        am2z's own, run by EVALSHA. A producer adds up to 128 jobs per call; a worker
        completes its finished jobs and takes the next ones of the queue in one call, up to
        AM2Z_QUEUE_BATCH jobs at a time while the queue is deep and the jobs are quick
-       (under 1 ms each; one at a time again once they take over 5 ms).
+       (under 1 ms each; one at a time again once they take over 5 ms). */
 
-   EXECUTION ACROSS PROCESSES
+/* ---- 4.3 execution across processes -------------------------------------------------- */
+/* EXECUTION ACROSS PROCESSES
        Any process can execute; a process with workers (desc.concurrency >= 0) processes
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
@@ -492,41 +525,48 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        session's queues inside a session). The parent runs the first child itself (it is
        added already locked for it), the others wait in their queues for any worker, and
        a parent waiting for children claims the ones nobody took yet and runs them too,
-       so a pool never starves, even with one worker thread. Call depth travels in the job.
-       Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
-       the grace period back to their queues, the attempt not counted.
-   DELIVERY IS AT-LEAST-ONCE
+       so a pool never starves, even with one worker thread. Call depth travels in the job. */
+
+/* ---- 4.4 workers --------------------------------------------------------------------- */
+/* WORKERS AND THREADS
+       concurrency worker threads (one connection each) serve every queue of the process;
+       one receiver thread (one connection) takes results; one maintenance thread (one
+       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
+       pool connections. Event handlers run on the worker thread that ran the job. */
+
+/* ---- 4.5 delivery -------------------------------------------------------------------- */
+/* DELIVERY IS AT-LEAST-ONCE
        A worker that dies mid-job leaves a lock that expires after lock_duration_ms; a
        stalled scan (every stalled_interval_ms, one per queue across all processes) puts
        the job back, up to max_stalled_count times, then fails it ("job stalled more than
        allowable limit"). So a processor can run more than once for one execution: make
-       side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id.
-   SESSIONS
+       side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id. */
+
+/* ---- 4.6 sessions -------------------------------------------------------------------- */
+/* SESSIONS
        execute_in_session puts the job and its children on the session's queues; any
        process with workers discovers them through the wake key. stop_session pauses them,
        tells every caller of their jobs "cancelled" and sets the running jobs' cancel keys,
        waits up to grace_ms for those to end, then deletes every key of the session
        (queues, jobs, locks, results, state). No connection is made per session. Using the
-       session id again later starts a new session.
-   THREADS
-       concurrency worker threads (one connection each) serve every queue of the process;
-       one receiver thread (one connection) takes results; one maintenance thread (one
-       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
-       pool connections. Event handlers run on the worker thread that ran the job.
-   STATS
+       session id again later starts a new session. */
+
+/* ---- 4.7 stats ----------------------------------------------------------------------- */
+/* STATS
        am2z_runtime_stats: {instanceId, uptimeMs, workers, running, completed, failed,
        retried, awaiting (this process), queues: {<queue name>: {waiting, active, delayed,
        prioritized, completed, failed, waiting-children}}, processors: {<registered
        processor>: the counts of its global queue} (am2z_runtime_processor_stats reads
-       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are read from Redis, for the
-       registered processors' queues and every session's. am2z_runtime_session_stats:
+       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are
+       read from Redis, for the registered processors' queues and every session's.
+       am2z_runtime_session_stats:
        {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
-       process's sessions.
-*/
+       process's sessions. */
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+/* ---- 4.8 lifecycle ------------------------------------------------------------------- */
+/* STOP AND FREE
+       Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
+       the grace period back to their queues, the attempt not counted. */
 
 #define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
 #define AM2Z_QUEUE_KEEP_ALL (-1)   /* desc.keep_*: keep every finished job */
@@ -579,14 +619,7 @@ typedef struct am2z_queue_desc {
    detail says which. */
 AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
-/* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
-   AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
-   rt must be a queue runtime. */
-AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id,
-                                     char *buf, size_t size);
-/* This runtime instance's id (borrowed, 16 hex digits): part of its reply key. */
-AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
-
+/* ---- 4.9 state manager --------------------------------------------------------------- */
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
    {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
    updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
@@ -2610,7 +2643,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #undef AM2Z__SHA_X86
 
 /* ==== 4. queue runtime ================================================================ */
-/* Design (the why; the header's section 4 comment has the what):
+/* Design (the why; the header's section 4 prose has the what, in the same parts 4.1-4.9):
    - A waiter (am2z__qwait) is registered in a hash table keyed by execution id before its
      job is added. Whoever delivers (a worker of this process, the receiver thread, the
      foreign poll, a timeout, a cancel) first TAKES it out of the table under the table
@@ -2625,6 +2658,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
      flags runs by pointer and token, so a finished run is never touched.
    - Scripts never create a queue's keys except when adding a job, so a stopped session's
      late finishes, renewals and scans leave nothing behind. */
+
+/* ---- 4.1 layout: names, keys and the runtime's objects ------------------------------- */
 
 #define AM2Z__QMAGIC 0x51754531u
 #define AM2Z__QBUCKETS 1024
@@ -2800,6 +2835,15 @@ typedef struct am2z__qwait {
 
 struct am2z__qworker;
 
+/* Why a running job ends early (am2z__qrun.cancelled, am2z__qrun_cancelled). */
+typedef enum am2z__qcancel {
+    AM2Z__QCANCEL_NONE = 0,
+    AM2Z__QCANCEL_KEY,          /* its cancel key is set: the caller gave up, its session or parent stopped */
+    AM2Z__QCANCEL_LOCK_LOST,    /* its lock is not ours any more: another worker owns the job */
+    AM2Z__QCANCEL_STOPPING,     /* this runtime is stopping: the job goes back to its queue */
+    AM2Z__QCANCEL_DEADLINE      /* the attempt's timeout or the execution's deadline passed */
+} am2z__qcancel;
+
 /* A job running on this process (for lock renewal and cancellation). */
 typedef struct am2z__qrun {
     struct am2z__qrun *next, *prev;
@@ -2810,7 +2854,7 @@ typedef struct am2z__qrun {
     const char *exec_id;
     const char *session;
     char token[64];
-    int cancelled;              /* atomic: 1 cancel key, 2 lock lost, 3 runtime stopping */
+    int cancelled;              /* atomic am2z__qcancel, set once (NONE -> a reason) */
     int64_t deadline_ns;        /* this attempt's; 0 none */
     int depth;
     am2z_logger *child;         /* the ctx's child logger, made on first use */
@@ -3051,9 +3095,30 @@ static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
     return 0;
 }
 
-/* -- scripts -- */
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
+                                     size_t size) {
+    am2z__qrt *q = am2z__qof(rt);
+    if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
+        return AM2Z_STATUS_INVALID_ARGUMENT;
+    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_STATUS_OK : AM2Z_STATUS_LIMIT;
+}
+
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
+    am2z__qrt *q = am2z__qof(rt);
+    return q ? q->instance : NULL;
+}
+
+/* ---- 4.2 scripts: one Lua script per transition, and how they run -------------------- */
+
 /* The Lua scripts, one line per string (C99 compilers need only accept 4095-byte
-   literals). Each script is lib + its body; the C side passes ARGV in the documented order. */
+   literals). Each script is lib + its body; the C side passes ARGV in the documented order.
+   A job's states are BullMQ's: wait / prioritized / delayed -> active (locked) ->
+   completed / failed, or back to wait / delayed (retry, stalled). */
+/* The library every script below starts with: num, bulk, jobkeys; ready (-> wait or
+   prioritized), wake (marker and wake key), promote (due delayed -> ready), delaymark;
+   take (lock a job now in active), fetch (wait / prioritized -> active); release (a
+   finishing job's lock); keep (retention); reply (to a caller's list); event (the BullMQ
+   events stream); dropsession (every key of a session). */
 static const char *const am2z__qlua_lib[] = {
     "local function num(x) return string.format('%.0f', x) end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
@@ -3253,6 +3318,8 @@ static const char *const am2z__qlua_lib[] = {
     "end",
     NULL
 };
+/* Script "add": new jobs -> wait, prioritized or delayed; with a take token the first
+   goes straight to active, locked for its caller (a parent running its first child). */
 static const char *const am2z__qlua_add[] = {
     "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
     "--       sessions sid child ratemax taketoken lockms, then (id data opts) per job.",
@@ -3303,11 +3370,14 @@ static const char *const am2z__qlua_add[] = {
     "return #ids",
     NULL
 };
+/* Script "fetch": due delayed jobs promoted, then wait / prioritized -> active, locked. */
 static const char *const am2z__qlua_fetch[] = {
     "-- ARGV: P C token lockms now promote wakekey wakemember count",
     "return fetch(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]))",
     NULL
 };
+/* Script "complete": finished jobs active -> completed (returnvalue, retention, replies
+   to their callers), then the queue's next jobs wait -> active, as fetch does. */
 static const char *const am2z__qlua_complete[] = {
     "-- ARGV: P C now events replyttl fetchcount newtoken lockms promote wakekey wakemember, then",
     "-- per completed job: id token returnvalue replykey replyhead attemptsmade keepcount keepage.",
@@ -3359,6 +3429,7 @@ static const char *const am2z__qlua_complete[] = {
     "return {lost, {0}}",
     NULL
 };
+/* Script "fail": a job active -> failed (failedReason, stacktrace, retention, reply). */
 static const char *const am2z__qlua_fail[] = {
     "-- ARGV: P C id token now failedreason stacktrace replykey replymsg keepcount keepage events",
     "--       replyttl attemptsmade: returns 1, or -1 when the job is no longer ours",
@@ -3375,6 +3446,8 @@ static const char *const am2z__qlua_fail[] = {
     "return 1",
     NULL
 };
+/* Script "retry": a job active -> delayed (a backoff) or -> wait (no delay; also a job a
+   stopping worker gives back). */
 static const char *const am2z__qlua_retry[] = {
     "-- ARGV: P C id token now delay failedreason stacktrace events wakekey wakemember",
     "--       attemptsmade: returns 1, or -1 when the job is no longer ours",
@@ -3397,6 +3470,7 @@ static const char *const am2z__qlua_retry[] = {
     "return 1",
     NULL
 };
+/* Script "extend": lock renewal of running jobs; reports the locks lost. */
 static const char *const am2z__qlua_extend[] = {
     "-- ARGV: lockms then (P id token) triples; returns the ids whose lock is no longer ours",
     "local bad = {}",
@@ -3413,6 +3487,8 @@ static const char *const am2z__qlua_extend[] = {
     "return bad",
     NULL
 };
+/* Script "stalled": active jobs whose lock expired -> wait (marked to fail past
+   max_stalled_count); due delayed jobs promoted; one scan per interval per queue. */
 static const char *const am2z__qlua_stalled[] = {
     "-- ARGV: P C now interval maxstalled events wakekey wakemember",
     "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
@@ -3441,6 +3517,8 @@ static const char *const am2z__qlua_stalled[] = {
     "return out",
     NULL
 };
+/* Script "claim": a parent's child nobody took yet (wait, prioritized or due delayed)
+   -> active, locked for the parent. */
 static const char *const am2z__qlua_claim[] = {
     "-- ARGV: C token lockms now then (P id) pairs: takes the first of these jobs that is",
     "-- still waiting (a parent running its own children)",
@@ -3474,6 +3552,7 @@ static const char *const am2z__qlua_claim[] = {
     "return {0}",
     NULL
 };
+/* Script "drop": a stopped session's keys deleted (queues, jobs, state, registrations). */
 static const char *const am2z__qlua_drop[] = {
     "-- ARGV: C bull sid sessions state sessionqueues, then queue names",
     "local names = {}",
@@ -3481,6 +3560,8 @@ static const char *const am2z__qlua_drop[] = {
     "return dropsession(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], names)",
     NULL
 };
+/* Script "cancelq": a session stopping: its queues paused, its running jobs' cancel keys
+   set, its callers told "cancelled"; dropped at once when none of its jobs runs. */
 static const char *const am2z__qlua_cancelq[] = {
     "-- ARGV: C bull sessionqueues ttl errorjson replyttl sid sessions state, then the queue",
     "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
@@ -3525,6 +3606,7 @@ static const char *const am2z__qlua_cancelq[] = {
     "return out",
     NULL
 };
+/* Script "state": the state manager's compare-and-set write (version + 1). */
 static const char *const am2z__qlua_state[] = {
     "-- ARGV: key json hash ttlms now expected ('' = any): returns the new version or -1 (conflict)",
     "local k = ARGV[1]",
@@ -3597,6 +3679,8 @@ static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const
     }
     if (!conn) am2z_redis_pool_put(q->pool, r);
 }
+
+/* ---- 4.3 execution across processes: waiters, adding jobs, submit and wait ----------- */
 
 /* -- waiters -- */
 
@@ -4106,17 +4190,193 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
     am2z_value_release(data);
 }
 
-static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
-    size_t i;
-    pthread_mutex_lock(&q->mu);
-    for (i = 0; i < q->nsessions; i++)
-        if (strcmp(q->sessions[i], session) == 0) {
-            am2z__free(q->sessions[i]);
-            q->sessions[i] = q->sessions[--q->nsessions];
-            break;
-        }
-    pthread_mutex_unlock(&q->mu);
+
+/* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
+static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
+    am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
+    const char *id = w->id;
+    if (!t) { am2z_error_release(err); return; }
+    t->error = err;
+    am2z__qcancel_keys(w->q, NULL, &id, 1);
+    am2z__qwait_signal(t);
 }
+
+static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
+                                        const char *session, am2z_status *status) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd a;
+    am2z_status st;
+    am2z_redis *r;
+    if (!am2z__atomic_load(&q->running))
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
+    if (!(r = am2z__qborrow(q, &st))) {
+        am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
+        if (t) am2z__qwait_release(t);
+        st = AM2Z_STATUS_IO;
+    } else {
+        am2z__qadd_send(q, r, &a, 1, &st, NULL);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qadd_free(&a);
+    if (st != AM2Z_STATUS_OK) {
+        am2z__qwait_release(a.w);
+        return (am2z_execution *)am2z__put_status(status,
+                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
+                           am2z_status_string(st)));
+    }
+    if (session) am2z__qsession_used(q, session);
+    if (status) *status = AM2Z_STATUS_OK;
+    return &a.w->base;
+}
+
+static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    am2z__qwait *w = (am2z__qwait *)e;
+    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+    int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
+    if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!am2z__qwait_for(w, eff)) {
+        if (am2z_monotonic_ns() < w->deadline_ns) return AM2Z_STATUS_TIMEOUT;
+        am2z__qexpire(w, am2z_error_with_location(
+                             am2z_error_timeout(w->qu->proc, (w->deadline_ns - w->started_ns) / 1000000),
+                             w->qu->proc, w->id));
+        am2z__qwait_for(w, -1);
+    }
+    am2z__qwait_outcome(w, out);
+    w->taken = 1;
+    return AM2Z_STATUS_OK;
+}
+
+static void am2z__qop_free_execution(am2z_execution *e) {
+    am2z__qwait *w = (am2z__qwait *)e;
+    if (!w) return;
+    am2z__qexpire(w, am2z_error_cancelled("the execution was freed before it finished"));
+    am2z__qwait_release(w);
+}
+
+/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
+   session or runtime ends) and drops it then. */
+static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
+
+/* The outcome of an execution that could not be submitted. */
+static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
+                                  const am2z_state *input, am2z_status st) {
+    am2z_error *e;
+    memset(out, 0, sizeof *out);
+    am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
+    am2z__outcome_session(out, session ? session : "default");
+    out->started_at = am2z_now_ms();
+    if (st == AM2Z_STATUS_NOT_FOUND) {
+        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
+    } else if (st == AM2Z_STATUS_NOT_STARTED) {
+        e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
+    } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
+        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
+    } else if (st == AM2Z_STATUS_NO_MEMORY) {
+        e = am2z_error_resource("memory", 0, 0);
+    } else {
+        e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
+    }
+    out->error = am2z_error_with_location(e, proc, out->execution_id);
+    out->state = am2z_value_retain(input);
+}
+
+static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_outcome out;
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
+    memset(&out, 0, sizeof out);
+    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
+    am2z__qop_wait(e, -1, &out);
+    am2z__qwait_release((am2z__qwait *)e);
+    return out;
+}
+
+#define AM2Z__QMANY_BATCH 512 /* execute_many: jobs added per pipeline; two batches in flight */
+
+/* Prepares and sends items [from, to) (at most one batch) into slot; failures get their
+   outcome at once. */
+static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, const am2z_state *const *inputs,
+                             size_t from, size_t to, const char *session, am2z_outcome *outs, am2z__qadd *adds,
+                             am2z_status *sts, am2z_status *ret) {
+    size_t i, j, n = to - from;
+    for (i = 0; i < n; i++) {
+        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
+                                                : AM2Z_STATUS_NOT_STARTED;
+        if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
+    }
+    for (i = 0; i < n; i = j) {
+        size_t k, m = 0;
+        for (j = i; j < n && sts[j] == AM2Z_STATUS_OK; j++) m++;
+        if (m == 0) { j = i + 1; continue; }
+        if (!*r && !(*r = am2z__qborrow(q, NULL))) {
+            for (k = i; k < j; k++) {
+                am2z__qwait *t = am2z__qwait_take(q, adds[k].w->id, strlen(adds[k].w->id));
+                if (t) am2z__qwait_release(t);
+                sts[k] = AM2Z_STATUS_IO;
+            }
+        } else {
+            am2z__qadd_send(q, *r, adds + i, m, sts + i, NULL);
+        }
+        for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
+    }
+    for (i = 0; i < n; i++)
+        if (sts[i] != AM2Z_STATUS_OK) {
+            if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
+            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
+            if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
+        }
+}
+
+static void am2z__qmany_wait(am2z__qadd *adds, size_t n, am2z_outcome *outs) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (adds[i].w) {
+            am2z__qop_wait(&adds[i].w->base, -1, &outs[i]);
+            am2z__qwait_release(adds[i].w);
+            adds[i].w = NULL;
+        }
+}
+
+static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, const am2z_state *const *inputs,
+                                          size_t count, const char *session, am2z_outcome *outs) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd *adds;
+    am2z_status *sts, ret = AM2Z_STATUS_OK;
+    am2z_redis *r = NULL;
+    size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
+    if (count == 0) return AM2Z_STATUS_OK;
+    if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
+    adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
+    sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
+    if (!adds || !sts) {
+        am2z__free(adds);
+        am2z__free(sts);
+        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    if (session) am2z__qsession_used(q, session);
+    /* batch k waits while batch k + 1 is already queued, so workers never run dry */
+    am2z__qmany_send(q, &r, proc, inputs, 0, count < b ? count : b, session, outs, adds, sts, &ret);
+    for (cur = 0; cur < count; cur = nxt) {
+        size_t ncur = count - cur < b ? count - cur : b, slot = (cur / b) % 2;
+        nxt = cur + ncur;
+        if (nxt < count) {
+            size_t nn = count - nxt < b ? count - nxt : b;
+            am2z__qmany_send(q, &r, proc, inputs, nxt, nxt + nn, session, outs, adds + ((slot + 1) % 2) * b, sts, &ret);
+            if (r) { am2z_redis_pool_put(q->pool, r); r = NULL; }
+        }
+        am2z__qmany_wait(adds + slot * b, ncur, outs + cur);
+    }
+    if (r) am2z_redis_pool_put(q->pool, r);
+    am2z__free(adds);
+    am2z__free(sts);
+    return ret;
+}
+
+/* ---- 4.4 workers: the job runner, finishing, fetching, ctx calls, threads ------------ */
 
 /* -- running jobs -- */
 
@@ -4148,15 +4408,15 @@ static void am2z__qrun_remove(am2z__qrt *q, am2z__qrun *r) {
     pthread_mutex_unlock(&q->runmu);
 }
 
-/* 1 cancel key, 2 lock lost, 3 runtime stopping, 4 deadline: for r or an inline parent. */
+/* Why r (or the parent that runs it inline) must end: an am2z__qcancel. */
 static int am2z__qrun_cancelled(const am2z__qrun *r) {
     int64_t now = am2z_monotonic_ns();
     for (; r; r = r->parent) {
         int c = am2z__atomic_load(&r->cancelled);
-        if (c) return c;
-        if (r->deadline_ns && now >= r->deadline_ns) return 4;
+        if (c != AM2Z__QCANCEL_NONE) return c;
+        if (r->deadline_ns && now >= r->deadline_ns) return AM2Z__QCANCEL_DEADLINE;
     }
-    return 0;
+    return AM2Z__QCANCEL_NONE;
 }
 
 static int am2z__qctx_cancelled(const am2z_ctx *ctx) {
@@ -4339,324 +4599,415 @@ static void am2z__qfinish(am2z__qworker *w, const am2z_redis_script *s, const ch
     am2z_reply_clear(&rep);
 }
 
+/* -- the job runner: one fetched job, in named steps --
+   decode (fields, earlier attempts' errors) -> resolve (everything that fails a job
+   before it runs: stalled too often, bad data, wrong queue, depth, deadline, cancel
+   flag) -> attempt (the processor runs) -> finish: complete (success), give back (this
+   runtime is stopping), or retry / fail. */
+
+/* One job on its way through the runner. */
+typedef struct am2z__qjobrun {
+    am2z__qworker *w;
+    am2z__qjob *job;
+    am2z__qrun *parent;         /* the run that claimed it inline, or NULL */
+    am2z__qbatch *batch;        /* where a success waits for the next complete call; NULL: now */
+    am2z__qqueue *qu;
+    const char *id, *name, *data, *opts, *defa, *stack; /* fields of the fetched job */
+    size_t namen, datan, optsn, defan, stackn;
+    char exec_id[64], now_s[24], atm_s[24];
+    int attempt, depth;
+    int ran;                    /* the processor was invoked */
+    int cancelled;              /* am2z__qcancel: why it ended early, or NONE */
+    int64_t deadline_ms, t0, timeout_ms;
+    const char *session, *reply_to; /* borrowed from env */
+    int direct;                 /* the caller is this runtime instance: hand the result over */
+    const char *rkey;           /* another instance's reply list, or "" */
+    am2z_value *env;            /* the job data, parsed */
+    am2z_processor *p;
+    am2z_state *input, *out_state;
+    am2z_error *err;            /* this attempt's failure */
+    am2z_error **errs;          /* every attempt's error (room for one more) */
+    size_t nerrs;
+} am2z__qjobrun;
+
+static void am2z__qjr_clear(am2z__qjobrun *jr) {
+    size_t i;
+    am2z_value_release(jr->out_state);
+    am2z_value_release(jr->input);
+    am2z_value_release(jr->env);
+    am2z_error_release(jr->err);
+    for (i = 0; i < jr->nerrs; i++) am2z_error_release(jr->errs[i]);
+    am2z__free(jr->errs);
+    am2z_processor_release(jr->p);
+    am2z__qjob_clear(jr->job);
+}
+
+/* Step 1: the fields of the fetched job and the errors of its earlier attempts (they
+   travel in the stacktrace field). 0 when nothing can be recorded (no id, out of
+   memory): the job was cleared and its lock expires, so it is recovered later. */
+static int am2z__qjr_decode(am2z__qjobrun *jr, am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent,
+                            am2z__qbatch *batch) {
+    const am2z_reply *r = &job->rep;
+    size_t idn = 0, i;
+    memset(jr, 0, sizeof *jr);
+    jr->w = w;
+    jr->job = job;
+    jr->parent = parent;
+    jr->batch = batch;
+    jr->qu = job->qu;
+    jr->t0 = am2z_monotonic_ns();
+    jr->session = "default";
+    jr->rkey = "";
+    jr->id = am2z__qel(r, AM2Z__QJ_ID, &idn);
+    jr->name = am2z__qel(r, AM2Z__QJ_NAME, &jr->namen);
+    jr->data = am2z__qel(r, AM2Z__QJ_DATA, &jr->datan);
+    jr->opts = am2z__qel(r, AM2Z__QJ_OPTS, &jr->optsn);
+    jr->defa = am2z__qel(r, AM2Z__QJ_DEFA, &jr->defan);
+    jr->stack = am2z__qel(r, AM2Z__QJ_STACK, &jr->stackn);
+    jr->attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1;
+    if (!jr->id) { am2z__qjob_clear(job); return 0; }
+    snprintf(jr->exec_id, sizeof jr->exec_id, "%s", jr->id);
+    if (jr->stack && jr->stackn) {
+        am2z_value *sv = am2z_json_parse(jr->stack, jr->stackn, NULL, NULL);
+        size_t n = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
+        jr->errs = (am2z_error **)am2z__malloc((n + 1) * sizeof *jr->errs);
+        for (i = 0; jr->errs && i < n; i++) {
+            size_t el = 0;
+            const char *et = am2z_value_as_string(am2z_value_at(sv, i), &el);
+            am2z_error *e = et ? am2z__qerror_from_text(jr->qu->proc, jr->exec_id, et, el) : NULL;
+            if (e) jr->errs[jr->nerrs++] = e;
+        }
+        am2z_value_release(sv);
+    } else {
+        jr->errs = (am2z_error **)am2z__malloc(sizeof *jr->errs);
+    }
+    if (!jr->errs) {
+        am2z_log_error(w->q->logger, "queue runtime: out of memory running job %s of %s", jr->id, jr->qu->name);
+        for (i = 0; i < jr->nerrs; i++) am2z_error_release(jr->errs[i]);
+        am2z__qjob_clear(job);
+        return 0;
+    }
+    return 1;
+}
+
+/* The job data into jr->input: an am2z envelope (its execution, session, depth,
+   deadline and caller), or a foreign job's plain data as the state. */
+static void am2z__qjr_envelope(am2z__qjobrun *jr) {
+    if (!jr->data) { jr->err = am2z_error_validation("data", NULL, "the job has no data field"); return; }
+    jr->env = am2z_json_parse(jr->data, jr->datan, NULL, NULL);
+    if (!jr->env) {
+        char why[160];
+        snprintf(why, sizeof why, "job data is not valid JSON (%.100s at byte %lu)", am2z_status_detail(),
+                 (unsigned long)am2z_status_offset());
+        jr->err = am2z_error_validation("data", NULL, why);
+    } else if (am2z_value_type(jr->env) != AM2Z_TYPE_OBJECT) {
+        jr->err = am2z_error_validation("data", NULL, "job data must be a JSON object");
+    } else if (am2z_value_find(jr->env, "am2z", 4)) {
+        const char *s = am2z_value_get_string(jr->env, "executionId", NULL);
+        const am2z_value *st = am2z_value_find(jr->env, "state", 5);
+        if (s && strlen(s) < sizeof jr->exec_id) snprintf(jr->exec_id, sizeof jr->exec_id, "%s", s);
+        s = am2z_value_get_string(jr->env, "sessionId", NULL);
+        if (s && am2z__qname_ok(s)) jr->session = s;
+        jr->depth = (int)am2z_value_get_int(jr->env, "callDepth", 0);
+        jr->deadline_ms = am2z_value_get_int(jr->env, "deadline", 0);
+        jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
+        if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
+            jr->err = am2z_error_validation("state", st, "job data has no \"state\" object");
+        else if (am2z_value_find(st, "metadata", 8))
+            jr->input = jr->depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), jr->session);
+        else
+            jr->input = am2z_state_new(jr->session, am2z_value_retain(st), NULL);
+    } else {
+        jr->input = am2z__state_in_session(am2z_state_parse(jr->session, jr->data, jr->datan, NULL), jr->session);
+    }
+    if (!jr->err && !jr->input) jr->err = am2z_error_resource("memory", 0, 0);
+}
+
+/* Step 2: everything that fails a job before it runs; jr->err says why (with the
+   processor and execution as its location), jr->p is the processor otherwise. */
+static void am2z__qjr_resolve(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    if (jr->defa)
+        jr->err = am2z_error_execution(qu->proc, jr->exec_id,
+                                       am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)jr->defan,
+                                                           jr->defa), NULL);
+    if (!jr->err) am2z__qjr_envelope(jr);
+    if (!jr->err && (!jr->name || jr->namen != strlen(qu->proc) || memcmp(jr->name, qu->proc, jr->namen) != 0)) {
+        char nm[AM2Z_NAME_MAX + 1];
+        snprintf(nm, sizeof nm, "%.*s", (int)(jr->namen > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : jr->namen),
+                 jr->name ? jr->name : "");
+        jr->err = am2z__runtime_not_found(q->rt, nm);
+        if (jr->err) {
+            am2z_value *why = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
+            jr->err = am2z_error_with_details(jr->err, why);
+            am2z_value_release(why);
+        }
+    }
+    if (!jr->err && !(jr->p = am2z_runtime_lookup(q->rt, qu->proc))) jr->err = am2z__runtime_not_found(q->rt, qu->proc);
+    if (!jr->err && (jr->depth < 0 || jr->depth > q->max_depth)) jr->err = am2z_error_call_depth(q->max_depth, jr->depth);
+    if (!jr->err && jr->deadline_ms && am2z_now_ms() >= jr->deadline_ms)
+        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_int(&jr->job->rep, AM2Z__QJ_TS));
+    if (!jr->err && am2z__qel_int(&jr->job->rep, AM2Z__QJ_CANCEL)) {
+        jr->err = am2z_error_cancelled("the execution was cancelled before it started");
+        jr->cancelled = AM2Z__QCANCEL_KEY;
+    }
+    if (jr->err) jr->err = am2z_error_with_location(jr->err, qu->proc, jr->exec_id);
+}
+
+/* Step 3: runs the processor once, registered as a run the maintenance thread renews
+   and flags. Leaves jr->out_state or jr->err. 0 when the job's lock was lost while it
+   ran: another worker owns the job now, so nothing is finished here. */
+static int am2z__qjr_attempt(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qrun run;
+    am2z_result res;
+    int64_t now_ms = am2z_now_ms(), t0 = jr->t0;
+    jr->timeout_ms = am2z_processor_timeout_ms(jr->p, q->default_timeout_ms);
+    memset(&run, 0, sizeof run);
+    run.parent = jr->parent;
+    run.w = jr->w;
+    run.qu = qu;
+    run.id = jr->id;
+    run.exec_id = jr->exec_id;
+    run.session = jr->session;
+    run.depth = jr->depth;
+    snprintf(run.token, sizeof run.token, "%s", jr->job->token);
+    run.deadline_ns = jr->timeout_ms > 0 ? t0 + jr->timeout_ms * 1000000 : 0;
+    if (jr->deadline_ms && (!run.deadline_ns || t0 + (jr->deadline_ms - now_ms) * 1000000 < run.deadline_ns))
+        run.deadline_ns = t0 + (jr->deadline_ms - now_ms) * 1000000;
+    run.ctx.ops = &am2z__qctx_ops;
+    run.ctx.runtime_data = &run;
+    run.ctx.runtime = q->rt;
+    run.ctx.processor = jr->p;
+    run.ctx.logger = q->logger;
+    run.ctx.meta.processor = am2z_processor_name(jr->p);
+    run.ctx.meta.execution_id = jr->exec_id;
+    run.ctx.meta.session_id = jr->session;
+    run.ctx.meta.attempt = jr->attempt;
+    run.ctx.meta.call_depth = jr->depth;
+    run.ctx.meta.started_at = now_ms;
+    run.ctx.deadline_ns = run.deadline_ns;
+    am2z__qrun_add(q, &run);
+    am2z__atomic_inc(&q->n_running);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempt",
+                                        am2z_value_int(jr->attempt));
+        am2z_runtime_emit(q->rt, "processor:job:started", ev);
+        am2z_value_release(ev);
+    }
+    res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+    am2z__atomic_dec(&q->n_running);
+    am2z__qrun_remove(q, &run);
+    am2z_logger_release(run.child);
+    jr->ran = 1;
+    jr->cancelled = am2z__qrun_cancelled(&run);
+    switch (jr->cancelled) {
+    case AM2Z__QCANCEL_LOCK_LOST:
+        am2z_result_clear(&res);
+        am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock while running", jr->id, qu->name);
+        return 0;
+    case AM2Z__QCANCEL_DEADLINE:
+        am2z_result_clear(&res);
+        jr->err = am2z_error_with_location(am2z_error_timeout(qu->proc, jr->timeout_ms), qu->proc, jr->exec_id);
+        break;
+    case AM2Z__QCANCEL_KEY:
+    case AM2Z__QCANCEL_STOPPING:
+        am2z_result_clear(&res);
+        jr->err = am2z_error_with_location(am2z_error_cancelled("the execution was cancelled"), qu->proc, jr->exec_id);
+        break;
+    default:
+        if (res.error) {
+            jr->err = res.error;
+        } else {
+            jr->out_state = am2z_state_bump(res.state);
+            if (jr->depth == 0) jr->out_state = am2z__state_in_session(jr->out_state, jr->session);
+            if (!jr->out_state) jr->err = am2z_error_resource("memory", 0, 0);
+        }
+    }
+    return 1;
+}
+
+/* Step 4a, a success: queued in the batch (or completed at once without one). When it
+   cannot be recorded (out of memory), jr->err is set instead. */
+static void am2z__qjr_complete(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qbatch one;
+    am2z__qbatch *b = jr->batch ? jr->batch : &one;
+    am2z__qdone *d;
+    am2z__qsb head = am2z__qsb0();
+    double exec_ms = (double)(am2z_monotonic_ns() - jr->t0) / 1e6;
+    one.n = 0;
+    d = &b->d[b->n];
+    memset(d, 0, sizeof *d);
+    d->rv = am2z_json_write(jr->out_state, AM2Z_JSON_COMPACT, &d->rvn);
+    if (*jr->rkey) {
+        am2z__qreply_head(&head, jr->exec_id, 1, jr->attempt, jr->errs, jr->nerrs);
+        am2z__qsb_str(&head, ",\"state\":");
+    }
+    d->id = am2z__strdup(jr->id);
+    d->token = am2z__strdup(jr->job->token);
+    d->rkey = am2z__strdup(jr->rkey);
+    d->head = head.p;
+    d->headn = head.n;
+    if (!d->rv || head.bad || !d->id || !d->token || !d->rkey) {
+        am2z__qdone_clear(d);
+        am2z_value_release(jr->out_state);
+        jr->out_state = NULL;
+        jr->err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), qu->proc, jr->exec_id);
+        return;
+    }
+    am2z__qkeep(q, jr->opts, jr->optsn, 0, d->kc, d->ka);
+    snprintf(d->atm, sizeof d->atm, "%s", jr->atm_s);
+    snprintf(d->exec_id, sizeof d->exec_id, "%s", jr->exec_id);
+    d->attempts = jr->attempt;
+    d->direct = jr->direct;
+    if (jr->direct) {
+        d->state = jr->out_state;
+        jr->out_state = NULL;
+        d->errs = jr->errs;
+        d->nerrs = jr->nerrs;
+        jr->errs = NULL;
+        jr->nerrs = 0;
+    }
+    b->n++;
+    if (!jr->batch) am2z__qcomplete(jr->w, qu, &one, 0, NULL);
+    am2z__atomic_inc(&q->n_completed);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
+        am2z_runtime_emit(q->rt, "processor:job:completed", ev);
+        am2z_value_release(ev);
+    }
+}
+
+/* Step 4b, this runtime is stopping: the job goes back to its queue for another worker,
+   the interrupted attempt not counted. */
+static void am2z__qjr_give_back(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    size_t stn = 0, i;
+    char *stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn), prev[24];
+    const char *argv[12];
+    size_t lens[12];
+    snprintf(prev, sizeof prev, "%d", jr->attempt - 1);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
+    argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
+    for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    if (stj) lens[7] = stn;
+    am2z__qfinish(jr->w, q->s_retry, argv, lens, 12, qu);
+    am2z__free(stj);
+    am2z_error_release(jr->err);
+    jr->err = NULL;
+}
+
+/* Step 4c, a retry: back to the queue after the backoff delay (retry script). */
+static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason, const char *stj, size_t stn) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    char ds[24];
+    const char *argv[12];
+    size_t lens[12], i;
+    snprintf(ds, sizeof ds, "%lld", (long long)delay);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
+    argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = jr->atm_s;
+    for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    lens[7] = stn;
+    am2z__qfinish(jr->w, q->s_retry, argv, lens, 12, qu);
+    am2z__atomic_inc(&q->n_retried);
+    if (delay > 0) {
+        int64_t due = am2z_now_ms() + delay, cur = am2z__atomic_load(&qu->next_due);
+        if (!cur || due < cur) am2z__atomic_store(&qu->next_due, due);
+    }
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempt",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "delayMs", am2z_value_int(delay));
+        ev = am2z_value_set(ev, "error", am2z_error_to_json(jr->errs[jr->nerrs - 1]));
+        am2z_runtime_emit(q->rt, "processor:job:retrying", ev);
+        am2z_value_release(ev);
+    }
+}
+
+/* Step 4d, the final failure (fail script: failed set, reply to the caller). */
+static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *stj, size_t stn) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qsb msg = am2z__qsb0();
+    const char *argv[14];
+    size_t lens[14], i;
+    char kc[24], ka[24];
+    am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
+    am2z__qkeep(q, jr->opts, jr->optsn, 1, kc, ka);
+    if (*jr->rkey) {
+        am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, jr->errs, jr->nerrs);
+        am2z__qsb_str(&msg, ",\"error\":");
+        am2z__qsb_json(&msg, ej);
+        am2z__qsb_str(&msg, "}");
+    }
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : jr->rkey; argv[8] = msg.p ? msg.p : "";
+    argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
+    argv[13] = jr->atm_s;
+    for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
+    lens[6] = stn;
+    lens[8] = msg.n;
+    am2z__qfinish(jr->w, q->s_fail, argv, lens, 14, qu);
+    am2z__qsb_free(&msg);
+    am2z__atomic_inc(&q->n_failed);
+    if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->errs[jr->nerrs - 1], jr->errs, jr->nerrs, jr->attempt);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "error", ej);
+        ej = NULL;
+        am2z_runtime_emit(q->rt, "processor:job:failed", ev);
+        am2z_value_release(ev);
+    }
+    am2z_value_release(ej);
+}
+
+/* Step 4, a failed attempt: retried when the processor's policy says so and the
+   execution's deadline leaves room for the backoff, failed otherwise. */
+static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
+    int64_t delay = -1;
+    const char *reason = jr->err->message ? jr->err->message : "failed";
+    size_t stn = 0;
+    char *stj;
+    jr->errs[jr->nerrs++] = jr->err;
+    jr->err = NULL;
+    if (jr->ran && jr->cancelled == AM2Z__QCANCEL_NONE && jr->p) {
+        delay = am2z_retry_delay_ms(&am2z_processor_desc_of(jr->p)->retry, jr->errs[jr->nerrs - 1], jr->attempt);
+        if (delay >= 0 && jr->deadline_ms && am2z_now_ms() + delay >= jr->deadline_ms) delay = -1;
+    }
+    stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn);
+    if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
+    if (stj && delay >= 0) am2z__qjr_retry(jr, delay, reason, stj, stn);
+    else if (stj) am2z__qjr_fail(jr, reason, stj, stn);
+    am2z__free(stj);
+}
+
 /* Runs the fetched job (consumed) on worker w and finishes it. parent: the run that
    claimed it inline, or NULL. batch: where a success waits for the next complete call
    (NULL: complete it now); failures and retries are finished at once. */
 static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent, am2z__qbatch *batch) {
-    am2z__qrt *q = w->q;
-    am2z__qqueue *qu = job->qu;
-    const am2z_reply *r = &job->rep;
-    size_t idn = 0, namen = 0, datan = 0, optsn = 0, defan = 0, stackn = 0;
-    const char *id = am2z__qel(r, AM2Z__QJ_ID, &idn);
-    const char *name = am2z__qel(r, AM2Z__QJ_NAME, &namen);
-    const char *data = am2z__qel(r, AM2Z__QJ_DATA, &datan);
-    const char *opts = am2z__qel(r, AM2Z__QJ_OPTS, &optsn);
-    const char *defa = am2z__qel(r, AM2Z__QJ_DEFA, &defan);
-    const char *stack = am2z__qel(r, AM2Z__QJ_STACK, &stackn);
-    int attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1, depth = 0, ran = 0, cancelled = 0;
-    int64_t deadline_ms = 0, t0 = am2z_monotonic_ns(), timeout_ms = 0;
-    const char *session = "default", *reply_to = NULL;
-    char exec_id[64], kc[24], ka[24], now_s[24], atm_s[24];
-    am2z_value *env = NULL;
-    am2z_state *input = NULL, *out_state = NULL;
-    am2z_error *err = NULL, **errs = NULL;
-    size_t nerrs = 0, i;
-    am2z_processor *p = NULL;
-    am2z__qrun run;
-    am2z_value *ev;
-
-    if (!id) { am2z__qjob_clear(job); return; }
-    snprintf(exec_id, sizeof exec_id, "%s", id);
-    /* the errors of earlier attempts travel in the stacktrace field */
-    if (stack && stackn) {
-        am2z_value *sv = am2z_json_parse(stack, stackn, NULL, NULL);
-        size_t n = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
-        errs = (am2z_error **)am2z__malloc((n + 1) * sizeof *errs);
-        for (i = 0; errs && i < n; i++) {
-            size_t el = 0;
-            const char *et = am2z_value_as_string(am2z_value_at(sv, i), &el);
-            am2z_error *e = et ? am2z__qerror_from_text(qu->proc, exec_id, et, el) : NULL;
-            if (e) errs[nerrs++] = e;
-        }
-        am2z_value_release(sv);
-    } else {
-        errs = (am2z_error **)am2z__malloc(sizeof *errs);
-    }
-    if (!errs) {
-        /* nothing can be recorded: the lock expires and the job is recovered later */
-        am2z_log_error(q->logger, "queue runtime: out of memory running job %s of %s", id, qu->name);
-        am2z__qjob_clear(job);
-        return;
-    }
-
-    /* everything that fails a job before it runs */
-    if (!err && defa) {
-        err = am2z_error_execution(qu->proc, exec_id,
-                                   am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)defan, defa), NULL);
-    }
-    if (!err) {
-        env = data ? am2z_json_parse(data, datan, NULL, NULL) : NULL;
-        if (!data) err = am2z_error_validation("data", NULL, "the job has no data field");
-        else if (!env) {
-            char why[160];
-            snprintf(why, sizeof why, "job data is not valid JSON (%.100s at byte %lu)", am2z_status_detail(), (unsigned long)am2z_status_offset());
-            err = am2z_error_validation("data", NULL, why);
-        } else if (am2z_value_type(env) != AM2Z_TYPE_OBJECT) {
-            err = am2z_error_validation("data", NULL, "job data must be a JSON object");
-        } else if (am2z_value_find(env, "am2z", 4)) {
-            const char *s = am2z_value_get_string(env, "executionId", NULL);
-            const am2z_value *st = am2z_value_find(env, "state", 5);
-            if (s && strlen(s) < sizeof exec_id) snprintf(exec_id, sizeof exec_id, "%s", s);
-            s = am2z_value_get_string(env, "sessionId", NULL);
-            if (s && am2z__qname_ok(s)) session = s;
-            depth = (int)am2z_value_get_int(env, "callDepth", 0);
-            deadline_ms = am2z_value_get_int(env, "deadline", 0);
-            reply_to = am2z_value_get_string(env, "replyTo", NULL);
-            if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
-                err = am2z_error_validation("state", st, "job data has no \"state\" object");
-            else if (am2z_value_find(st, "metadata", 8))
-                input = depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), session);
-            else
-                input = am2z_state_new(session, am2z_value_retain(st), NULL);
-        } else {
-            input = am2z__state_in_session(am2z_state_parse(session, data, datan, NULL), session);
-        }
-        if (!err && !input) err = am2z_error_resource("memory", 0, 0);
-    }
-    if (!err && (!name || namen != strlen(qu->proc) || memcmp(name, qu->proc, namen) != 0)) {
-        char nm[AM2Z_NAME_MAX + 1];
-        snprintf(nm, sizeof nm, "%.*s", (int)(namen > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : namen), name ? name : "");
-        err = am2z__runtime_not_found(q->rt, nm);
-        if (err) {
-            am2z_value *why = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
-            err = am2z_error_with_details(err, why);
-            am2z_value_release(why);
-        }
-    }
-    if (!err && !(p = am2z_runtime_lookup(q->rt, qu->proc))) err = am2z__runtime_not_found(q->rt, qu->proc);
-    if (!err && (depth < 0 || depth > q->max_depth)) err = am2z_error_call_depth(q->max_depth, depth);
-    if (!err && deadline_ms && am2z_now_ms() >= deadline_ms)
-        err = am2z_error_timeout(qu->proc, deadline_ms - am2z__qel_int(r, AM2Z__QJ_TS));
-    if (!err && am2z__qel_int(r, AM2Z__QJ_CANCEL)) {
-        err = am2z_error_cancelled("the execution was cancelled before it started");
-        cancelled = 1;
-    }
-    if (err) err = am2z_error_with_location(err, qu->proc, exec_id);
-
-    if (!err) {
-        am2z_result res;
-        int64_t now_ms = am2z_now_ms();
-        timeout_ms = am2z_processor_timeout_ms(p, q->default_timeout_ms);
-        memset(&run, 0, sizeof run);
-        run.parent = parent;
-        run.w = w;
-        run.qu = qu;
-        run.id = id;
-        run.exec_id = exec_id;
-        run.session = session;
-        run.depth = depth;
-        snprintf(run.token, sizeof run.token, "%s", job->token);
-        run.deadline_ns = timeout_ms > 0 ? t0 + timeout_ms * 1000000 : 0;
-        if (deadline_ms && (!run.deadline_ns || t0 + (deadline_ms - now_ms) * 1000000 < run.deadline_ns))
-            run.deadline_ns = t0 + (deadline_ms - now_ms) * 1000000;
-        run.ctx.ops = &am2z__qctx_ops;
-        run.ctx.runtime_data = &run;
-        run.ctx.runtime = q->rt;
-        run.ctx.processor = p;
-        run.ctx.logger = q->logger;
-        run.ctx.meta.processor = am2z_processor_name(p);
-        run.ctx.meta.execution_id = exec_id;
-        run.ctx.meta.session_id = session;
-        run.ctx.meta.attempt = attempt;
-        run.ctx.meta.call_depth = depth;
-        run.ctx.meta.started_at = now_ms;
-        run.ctx.deadline_ns = run.deadline_ns;
-        am2z__qrun_add(q, &run);
-        am2z__atomic_inc(&q->n_running);
-        if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
-            ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
-            am2z_runtime_emit(q->rt, "processor:job:started", ev);
-            am2z_value_release(ev);
-        }
-        res = am2z_processor_invoke(p, &run.ctx, input);
-        am2z__atomic_dec(&q->n_running);
-        am2z__qrun_remove(q, &run);
-        am2z_logger_release(run.child);
-        ran = 1;
-        cancelled = am2z__qrun_cancelled(&run);
-        if (cancelled == 2) {
-            /* the lock is gone: another worker owns the job now */
-            am2z_result_clear(&res);
-            am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock while running", id, qu->name);
-            goto done;
-        }
-        if (cancelled == 4) {
-            am2z_result_clear(&res);
-            err = am2z_error_with_location(am2z_error_timeout(qu->proc, timeout_ms), qu->proc, exec_id);
-        } else if (cancelled) {
-            am2z_result_clear(&res);
-            err = am2z_error_with_location(am2z_error_cancelled("the execution was cancelled"), qu->proc, exec_id);
-        } else if (res.error) {
-            err = res.error;
-        } else {
-            out_state = am2z_state_bump(res.state);
-            if (depth == 0) out_state = am2z__state_in_session(out_state, session);
-            if (!out_state) err = am2z_error_resource("memory", 0, 0);
-        }
-    }
-
-    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
-    snprintf(atm_s, sizeof atm_s, "%d", attempt);
-    {
-        int direct = reply_to && strcmp(reply_to, q->reply_key) == 0;
-        const char *rkey = reply_to && !direct ? reply_to : "";
-        double exec_ms = (double)(am2z_monotonic_ns() - t0) / 1e6;
-        if (!err) {
-            am2z__qbatch one;
-            am2z__qbatch *b = batch ? batch : &one;
-            am2z__qdone *d;
-            am2z__qsb head = am2z__qsb0();
-            one.n = 0;
-            d = &b->d[b->n];
-            memset(d, 0, sizeof *d);
-            d->rv = am2z_json_write(out_state, AM2Z_JSON_COMPACT, &d->rvn);
-            if (*rkey) {
-                am2z__qreply_head(&head, exec_id, 1, attempt, errs, nerrs);
-                am2z__qsb_str(&head, ",\"state\":");
-            }
-            d->id = am2z__strdup(id);
-            d->token = am2z__strdup(job->token);
-            d->rkey = am2z__strdup(rkey);
-            d->head = head.p;
-            d->headn = head.n;
-            if (!d->rv || head.bad || !d->id || !d->token || !d->rkey) {
-                am2z__qdone_clear(d);
-                am2z_value_release(out_state);
-                out_state = NULL;
-                err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), qu->proc, exec_id);
-            } else {
-                am2z__qkeep(q, opts, optsn, 0, d->kc, d->ka);
-                snprintf(d->atm, sizeof d->atm, "%s", atm_s);
-                snprintf(d->exec_id, sizeof d->exec_id, "%s", exec_id);
-                d->attempts = attempt;
-                d->direct = direct;
-                if (direct) {
-                    d->state = out_state;
-                    out_state = NULL;
-                    d->errs = errs;
-                    d->nerrs = nerrs;
-                    errs = NULL;
-                    nerrs = 0;
-                }
-                b->n++;
-                if (!batch) am2z__qcomplete(w, qu, &one, 0, NULL);
-                am2z__atomic_inc(&q->n_completed);
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
-                    am2z_runtime_emit(q->rt, "processor:job:completed", ev);
-                    am2z_value_release(ev);
-                }
-            }
-        }
-        if (err && cancelled == 3) {
-            /* this process is stopping: the job goes back to its queue for another worker,
-               the interrupted attempt not counted */
-            size_t stn = 0;
-            char *stj = am2z__qstack_json(errs, nerrs, &stn), prev[24];
-            const char *argv[12];
-            size_t lens[12];
-            snprintf(prev, sizeof prev, "%d", attempt - 1);
-            argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-            argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
-            argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
-            for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-            if (stj) lens[7] = stn;
-            am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
-            am2z__free(stj);
-            am2z_error_release(err);
-            err = NULL;
-        }
-        if (err) {
-            int64_t delay = -1;
-            const char *reason = err->message ? err->message : "failed";
-            size_t stn = 0;
-            char *stj;
-            errs[nerrs++] = err;
-            err = NULL;
-            if (ran && !cancelled && p) {
-                delay = am2z_retry_delay_ms(&am2z_processor_desc_of(p)->retry, errs[nerrs - 1], attempt);
-                if (delay >= 0 && deadline_ms && am2z_now_ms() + delay >= deadline_ms) delay = -1;
-            }
-            stj = am2z__qstack_json(errs, nerrs, &stn);
-            if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
-            if (delay >= 0 && stj) {
-                char ds[24];
-                const char *argv[12];
-                size_t lens[12];
-                snprintf(ds, sizeof ds, "%lld", (long long)delay);
-                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-                argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
-                argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = atm_s;
-                for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-                lens[7] = stn;
-                am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
-                am2z__atomic_inc(&q->n_retried);
-                if (delay > 0) {
-                    int64_t due = am2z_now_ms() + delay, cur = am2z__atomic_load(&qu->next_due);
-                    if (!cur || due < cur) am2z__atomic_store(&qu->next_due, due);
-                }
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "delayMs", am2z_value_int(delay));
-                    ev = am2z_value_set(ev, "error", am2z_error_to_json(errs[nerrs - 1]));
-                    am2z_runtime_emit(q->rt, "processor:job:retrying", ev);
-                    am2z_value_release(ev);
-                }
-            } else if (stj) {
-                am2z__qsb msg = am2z__qsb0();
-                const char *argv[14];
-                size_t lens[14];
-                am2z_value *ej = am2z_error_to_json(errs[nerrs - 1]);
-                am2z__qkeep(q, opts, optsn, 1, kc, ka);
-                if (*rkey) {
-                    am2z__qreply_head(&msg, exec_id, 0, attempt, errs, nerrs);
-                    am2z__qsb_str(&msg, ",\"error\":");
-                    am2z__qsb_json(&msg, ej);
-                    am2z__qsb_str(&msg, "}");
-                }
-                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-                argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : rkey; argv[8] = msg.p ? msg.p : "";
-                argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
-                argv[13] = atm_s;
-                for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
-                lens[6] = stn;
-                lens[8] = msg.n;
-                am2z__qfinish(w, q->s_fail, argv, lens, 14, qu);
-                am2z__qsb_free(&msg);
-                am2z__atomic_inc(&q->n_failed);
-                if (direct) am2z__qdeliver(q, exec_id, NULL, errs[nerrs - 1], errs, nerrs, attempt);
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "error", ej);
-                    ej = NULL;
-                    am2z_runtime_emit(q->rt, "processor:job:failed", ev);
-                    am2z_value_release(ev);
-                }
-                am2z_value_release(ej);
-            }
-            am2z__free(stj);
-        }
-    }
-done:
-    am2z_value_release(out_state);
-    am2z_value_release(input);
-    am2z_value_release(env);
-    am2z_error_release(err);
-    for (i = 0; i < nerrs; i++) am2z_error_release(errs[i]);
-    am2z__free(errs);
-    am2z_processor_release(p);
-    am2z__qjob_clear(job);
+    am2z__qjobrun jr;
+    if (!am2z__qjr_decode(&jr, w, job, parent, batch)) return;
+    am2z__qjr_resolve(&jr);
+    if (!jr.err && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
+    snprintf(jr.now_s, sizeof jr.now_s, "%lld", (long long)am2z_now_ms());
+    snprintf(jr.atm_s, sizeof jr.atm_s, "%d", jr.attempt);
+    jr.direct = jr.reply_to && strcmp(jr.reply_to, w->q->reply_key) == 0;
+    jr.rkey = jr.reply_to && !jr.direct ? jr.reply_to : "";
+    if (!jr.err) am2z__qjr_complete(&jr);
+    if (jr.err && jr.cancelled == AM2Z__QCANCEL_STOPPING) am2z__qjr_give_back(&jr);
+    if (jr.err) am2z__qjr_retry_or_fail(&jr);
+    am2z__qjr_clear(&jr);
 }
 
 /* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
@@ -4844,13 +5195,13 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
                 am2z__qwait *t;
                 if (!kids[i] || !(t = am2z__qwait_take(q, kids[i]->id, strlen(kids[i]->id)))) continue;
                 t->error = am2z_error_with_location(
-                    c == 4 ? am2z_error_timeout(t->qu->proc, (run->deadline_ns - t->started_ns) / 1000000)
+                    c == AM2Z__QCANCEL_DEADLINE ? am2z_error_timeout(t->qu->proc, (run->deadline_ns - t->started_ns) / 1000000)
                            : am2z_error_cancelled("the parent execution was cancelled"),
                     t->qu->proc, t->id);
                 if (ids) ids[n++] = t->id;
                 am2z__qwait_signal(t);
             }
-            if (c != 2) am2z__qcancel_keys(q, w->conn, ids, n);
+            if (c != AM2Z__QCANCEL_LOCK_LOST) am2z__qcancel_keys(q, w->conn, ids, n);
             am2z__free(ids);
             continue;
         }
@@ -5067,6 +5418,8 @@ static void *am2z__qworker_main(void *arg) {
     return NULL;
 }
 
+/* ---- 4.5 delivery: the receiver and the maintenance thread --------------------------- */
+
 /* -- the receiver: results for this instance from other processes -- */
 
 static void *am2z__qreceiver_main(void *arg) {
@@ -5147,7 +5500,7 @@ static void am2z__qruns_free(am2z__qsnaprun *s, size_t n) {
     am2z__free(s);
 }
 
-/* Flags the run s (if it still runs the same job) with reason c. */
+/* Flags the run s (if it still runs the same job) with reason c (an am2z__qcancel). */
 static void am2z__qruns_flag(am2z__qrt *q, const am2z__qsnaprun *s, int renew, int c) {
     am2z__qrun *r;
     pthread_mutex_lock(&q->runmu);
@@ -5172,7 +5525,7 @@ static void am2z__qmaint_cancel(am2z__qrt *q, am2z_redis *conn) {
         for (i = 0; i < n; i++) argv[i + 1] = s[i].a;
         if (am2z_redis_command_argv(conn, &rep, n + 1, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
             for (i = 0; i < n && i < rep.len; i++)
-                if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, 1);
+                if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, AM2Z__QCANCEL_KEY);
         am2z_reply_clear(&rep);
         am2z__free(argv);
     }
@@ -5197,7 +5550,7 @@ static void am2z__qmaint_renew(am2z__qrt *q, am2z_redis *conn) {
             for (k = 0; k < rep.len; k++) {
                 const char *bad = am2z__qel(&rep, k, NULL);
                 for (i = 0; bad && i < n; i++)
-                    if (strcmp(s[i].b, bad) == 0) am2z__qruns_flag(q, &s[i], 1, 2);
+                    if (strcmp(s[i].b, bad) == 0) am2z__qruns_flag(q, &s[i], 1, AM2Z__QCANCEL_LOCK_LOST);
             }
         am2z_reply_clear(&rep);
         am2z__free(argv);
@@ -5353,204 +5706,7 @@ static void *am2z__qmaint_main(void *arg) {
     return NULL;
 }
 
-/* -- the runtime operations -- */
-
-/* Wakes every worker thread of this process (served queues changed, or stopping). */
-static void am2z__qwake_workers(am2z__qrt *q) {
-    am2z_redis *r;
-    am2z_reply rep = am2z__qrep0();
-    int i, sent = 0;
-    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
-    for (i = 0; i < q->nworkers; i++)
-        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
-    for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
-    am2z_redis_pool_put(q->pool, r);
-}
-
-/* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
-static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
-    am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
-    const char *id = w->id;
-    if (!t) { am2z_error_release(err); return; }
-    t->error = err;
-    am2z__qcancel_keys(w->q, NULL, &id, 1);
-    am2z__qwait_signal(t);
-}
-
-static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
-                                        const char *session, am2z_status *status) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z__qadd a;
-    am2z_status st;
-    am2z_redis *r;
-    if (!am2z__atomic_load(&q->running))
-        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
-    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
-    if (!(r = am2z__qborrow(q, &st))) {
-        am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
-        if (t) am2z__qwait_release(t);
-        st = AM2Z_STATUS_IO;
-    } else {
-        am2z__qadd_send(q, r, &a, 1, &st, NULL);
-        am2z_redis_pool_put(q->pool, r);
-    }
-    am2z__qadd_free(&a);
-    if (st != AM2Z_STATUS_OK) {
-        am2z__qwait_release(a.w);
-        return (am2z_execution *)am2z__put_status(status,
-                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
-                           am2z_status_string(st)));
-    }
-    if (session) am2z__qsession_used(q, session);
-    if (status) *status = AM2Z_STATUS_OK;
-    return &a.w->base;
-}
-
-static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
-    am2z__qwait *w = (am2z__qwait *)e;
-    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
-    int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
-    if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!am2z__qwait_for(w, eff)) {
-        if (am2z_monotonic_ns() < w->deadline_ns) return AM2Z_STATUS_TIMEOUT;
-        am2z__qexpire(w, am2z_error_with_location(
-                             am2z_error_timeout(w->qu->proc, (w->deadline_ns - w->started_ns) / 1000000),
-                             w->qu->proc, w->id));
-        am2z__qwait_for(w, -1);
-    }
-    am2z__qwait_outcome(w, out);
-    w->taken = 1;
-    return AM2Z_STATUS_OK;
-}
-
-static void am2z__qop_free_execution(am2z_execution *e) {
-    am2z__qwait *w = (am2z__qwait *)e;
-    if (!w) return;
-    am2z__qexpire(w, am2z_error_cancelled("the execution was freed before it finished"));
-    am2z__qwait_release(w);
-}
-
-/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
-   session or runtime ends) and drops it then. */
-static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
-
-/* The outcome of an execution that could not be submitted. */
-static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
-                                  const am2z_state *input, am2z_status st) {
-    am2z_error *e;
-    memset(out, 0, sizeof *out);
-    am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
-    am2z__outcome_session(out, session ? session : "default");
-    out->started_at = am2z_now_ms();
-    if (st == AM2Z_STATUS_NOT_FOUND) {
-        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
-    } else if (st == AM2Z_STATUS_NOT_STARTED) {
-        e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
-    } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
-        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
-    } else if (st == AM2Z_STATUS_NO_MEMORY) {
-        e = am2z_error_resource("memory", 0, 0);
-    } else {
-        e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
-    }
-    out->error = am2z_error_with_location(e, proc, out->execution_id);
-    out->state = am2z_value_retain(input);
-}
-
-static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z_outcome out;
-    am2z_status st = AM2Z_STATUS_OK;
-    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
-    memset(&out, 0, sizeof out);
-    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
-    am2z__qop_wait(e, -1, &out);
-    am2z__qwait_release((am2z__qwait *)e);
-    return out;
-}
-
-#define AM2Z__QMANY_BATCH 512 /* execute_many: jobs added per pipeline; two batches in flight */
-
-/* Prepares and sends items [from, to) (at most one batch) into slot; failures get their
-   outcome at once. */
-static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, const am2z_state *const *inputs,
-                             size_t from, size_t to, const char *session, am2z_outcome *outs, am2z__qadd *adds,
-                             am2z_status *sts, am2z_status *ret) {
-    size_t i, j, n = to - from;
-    for (i = 0; i < n; i++) {
-        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
-                                                : AM2Z_STATUS_NOT_STARTED;
-        if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
-    }
-    for (i = 0; i < n; i = j) {
-        size_t k, m = 0;
-        for (j = i; j < n && sts[j] == AM2Z_STATUS_OK; j++) m++;
-        if (m == 0) { j = i + 1; continue; }
-        if (!*r && !(*r = am2z__qborrow(q, NULL))) {
-            for (k = i; k < j; k++) {
-                am2z__qwait *t = am2z__qwait_take(q, adds[k].w->id, strlen(adds[k].w->id));
-                if (t) am2z__qwait_release(t);
-                sts[k] = AM2Z_STATUS_IO;
-            }
-        } else {
-            am2z__qadd_send(q, *r, adds + i, m, sts + i, NULL);
-        }
-        for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
-    }
-    for (i = 0; i < n; i++)
-        if (sts[i] != AM2Z_STATUS_OK) {
-            if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
-            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
-            if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
-        }
-}
-
-static void am2z__qmany_wait(am2z__qadd *adds, size_t n, am2z_outcome *outs) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (adds[i].w) {
-            am2z__qop_wait(&adds[i].w->base, -1, &outs[i]);
-            am2z__qwait_release(adds[i].w);
-            adds[i].w = NULL;
-        }
-}
-
-static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, const am2z_state *const *inputs,
-                                          size_t count, const char *session, am2z_outcome *outs) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z__qadd *adds;
-    am2z_status *sts, ret = AM2Z_STATUS_OK;
-    am2z_redis *r = NULL;
-    size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
-    if (count == 0) return AM2Z_STATUS_OK;
-    if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
-    adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
-    sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
-    if (!adds || !sts) {
-        am2z__free(adds);
-        am2z__free(sts);
-        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
-        return AM2Z_STATUS_NO_MEMORY;
-    }
-    if (session) am2z__qsession_used(q, session);
-    /* batch k waits while batch k + 1 is already queued, so workers never run dry */
-    am2z__qmany_send(q, &r, proc, inputs, 0, count < b ? count : b, session, outs, adds, sts, &ret);
-    for (cur = 0; cur < count; cur = nxt) {
-        size_t ncur = count - cur < b ? count - cur : b, slot = (cur / b) % 2;
-        nxt = cur + ncur;
-        if (nxt < count) {
-            size_t nn = count - nxt < b ? count - nxt : b;
-            am2z__qmany_send(q, &r, proc, inputs, nxt, nxt + nn, session, outs, adds + ((slot + 1) % 2) * b, sts, &ret);
-            if (r) { am2z_redis_pool_put(q->pool, r); r = NULL; }
-        }
-        am2z__qmany_wait(adds + slot * b, ncur, outs + cur);
-    }
-    if (r) am2z_redis_pool_put(q->pool, r);
-    am2z__free(adds);
-    am2z__free(sts);
-    return ret;
-}
+/* ---- 4.6 sessions -------------------------------------------------------------------- */
 
 /* Counts of the BullMQ queues names[0..n) into an object {name: {waiting, ...}} keyed by
    keys[i]. */
@@ -5597,7 +5753,6 @@ static am2z_value *am2z__qmembers(am2z_redis *r, const char *key) {
     return a;
 }
 
-/* Adds the queues of session sid this process knows to names (consumed); returns it. */
 /* names (an array of strings, consumed) with name appended unless it is there already. */
 static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
     size_t k;
@@ -5606,6 +5761,7 @@ static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
     return am2z_value_append(names, "", am2z_value_string(name));
 }
 
+/* Adds the queues of session sid this process knows to names (consumed); returns it. */
 static am2z_value *am2z__qlocal_queues(am2z__qrt *q, const char *sid, am2z_value *names) {
     am2z__qqueue *u;
     size_t i;
@@ -5637,6 +5793,19 @@ static int am2z__qproc_of(const am2z__qrt *q, const char *name, char *buf, size_
     memcpy(buf, s, (size_t)(e - s));
     buf[e - s] = 0;
     return 1;
+}
+
+/* Forgets that this process used the session (session:created fires again on its next use). */
+static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
+    size_t i;
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < q->nsessions; i++)
+        if (strcmp(q->sessions[i], session) == 0) {
+            am2z__free(q->sessions[i]);
+            q->sessions[i] = q->sessions[--q->nsessions];
+            break;
+        }
+    pthread_mutex_unlock(&q->mu);
 }
 
 static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
@@ -5699,7 +5868,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         for (x = q->runs.next; x != &q->runs; x = x->next)
             if (x->qu->session && strcmp(x->qu->session, sid) == 0) {
                 int zero = 0;
-                __atomic_compare_exchange_n(&x->cancelled, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+                __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_KEY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
             }
         pthread_mutex_unlock(&q->runmu);
     }
@@ -5796,6 +5965,8 @@ static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     return v;
 }
 
+/* ---- 4.7 stats ----------------------------------------------------------------------- */
+
 static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_redis *r = am2z__qborrow(q, NULL);
@@ -5859,6 +6030,20 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     }
     am2z_redis_pool_put(q->pool, r);
     return am2z_value_set(v, "registeredProcessors", reg);
+}
+
+/* ---- 4.8 lifecycle: registration, start, stop, free, construction -------------------- */
+
+/* Wakes every worker thread of this process (served queues changed, or stopping). */
+static void am2z__qwake_workers(am2z__qrt *q) {
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    int i, sent = 0;
+    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
+    for (i = 0; i < q->nworkers; i++)
+        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
+    for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
+    am2z_redis_pool_put(q->pool, r);
 }
 
 static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
@@ -6000,7 +6185,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     pthread_mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
         int zero = 0;
-        __atomic_compare_exchange_n(&x->cancelled, &zero, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     }
     pthread_mutex_unlock(&q->runmu);
     for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
@@ -6092,22 +6277,140 @@ static const am2z_runtime_ops am2z__qops = {
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
     am2z__qop_destroy};
 
-/* -- public helpers -- */
+/* -- construction -- */
 
-AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
-                                     size_t size) {
-    am2z__qrt *q = am2z__qof(rt);
-    if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
-        return AM2Z_STATUS_INVALID_ARGUMENT;
-    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_STATUS_OK : AM2Z_STATUS_LIMIT;
+static char *am2z__qenv(const char *given, const char *env) {
+    const char *e = given ? given : getenv(env);
+    return e && *e ? am2z__strdup(e) : NULL;
 }
 
-AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
-    am2z__qrt *q = am2z__qof(rt);
-    return q ? q->instance : NULL;
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
+    am2z_queue_desc d;
+    am2z_runtime_settings set;
+    am2z__qrt *q;
+    am2z_logger *lg;
+    am2z_runtime *rt;
+    am2z_redis *probe;
+    am2z_status st = AM2Z_STATUS_OK;
+    char seed[128];
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    static int counter;
+    const char *e;
+    if (desc) d = *desc;
+    else memset(&d, 0, sizeof d);
+    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
+                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
+    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
+                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
+    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
+    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
+    if (!q) {
+        am2z_logger_release(lg);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
+    }
+    memset(q, 0, sizeof *q);
+    q->magic = AM2Z__QMAGIC;
+    q->logger = lg;
+    q->rdesc = d.redis;
+    q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
+    q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
+    q->r_user = am2z__qenv(d.redis.user, "AM2Z__NONE");
+    q->r_pass = am2z__qenv(d.redis.password, "REDIS_PASSWORD");
+    q->rdesc.host = q->r_host;
+    q->rdesc.unix_path = q->r_unix;
+    q->rdesc.user = q->r_user;
+    q->rdesc.password = q->r_pass;
+    q->rdesc.client_name = NULL;
+    if (!q->rdesc.port && (e = getenv("REDIS_PORT")) != NULL) q->rdesc.port = atoi(e);
+    if (!q->rdesc.db && (e = getenv("REDIS_DB")) != NULL) q->rdesc.db = atoi(e);
+    q->prefix = am2z__strdup(d.prefix ? d.prefix : "am2z");
+    q->bull = am2z__strdup(d.bull_prefix ? d.bull_prefix : "bull");
+    if (d.concurrency == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.concurrency = n > 0 ? (int)(n < 64 ? n : 64) : 1;
+    }
+    q->nworkers = d.concurrency > 0 ? d.concurrency : 0;
+    q->lock_ms = d.lock_duration_ms > 0 ? d.lock_duration_ms : 30000;
+    q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
+    q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
+    q->keep_c = d.keep_completed ? d.keep_completed : 100;
+    q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
+    q->keep_f = d.keep_failed ? d.keep_failed : 1000;
+    q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
+    q->events = d.events >= 0;
+    q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
+    q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
+    q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
+    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
+    q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
+    q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
+    snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
+    snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
+    q->started_ms = am2z_now_ms();
+    snprintf(seed, sizeof seed, "%ld:%lld:%lld:%p:%d", (long)getpid(), (long long)am2z_monotonic_ns(),
+             (long long)q->started_ms, (void *)q, am2z__atomic_inc(&counter));
+    am2z_sha256_hex(seed, strlen(seed), hex);
+    memcpy(q->instance, hex, 16);
+    q->instance[16] = 0;
+    q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
+    q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
+    q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
+    q->runs.next = q->runs.prev = &q->runs;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->wmu, NULL);
+    pthread_mutex_init(&q->runmu, NULL);
+    am2z__qnotify_init(&q->mnt);
+    q->s_add = am2z__qscript(am2z__qlua_add);
+    q->s_fetch = am2z__qscript(am2z__qlua_fetch);
+    q->s_complete = am2z__qscript(am2z__qlua_complete);
+    q->s_fail = am2z__qscript(am2z__qlua_fail);
+    q->s_retry = am2z__qscript(am2z__qlua_retry);
+    q->s_extend = am2z__qscript(am2z__qlua_extend);
+    q->s_stalled = am2z__qscript(am2z__qlua_stalled);
+    q->s_claim = am2z__qscript(am2z__qlua_claim);
+    q->s_drop = am2z__qscript(am2z__qlua_drop);
+    q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
+    q->s_state = am2z__qscript(am2z__qlua_state);
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    rt = NULL;
+    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
+        !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
+        !q->s_cancelq || !q->s_state || !q->pool) {
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    } else if (!(probe = am2z__qborrow(q, &st))) {
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
+                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
+                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
+    } else {
+        am2z_redis_pool_put(q->pool, probe);
+        memset(&set, 0, sizeof set);
+        set.kind = "queue";
+        set.workers = q->nworkers;
+        set.default_timeout_ms = q->default_timeout_ms;
+        set.max_call_depth = q->max_depth;
+        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
+        if (rt) {
+            q->rt = rt;
+            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
+                am2z_runtime_free(rt);
+                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                           "queue runtime: cannot start its threads"));
+            }
+            if (status) *status = AM2Z_STATUS_OK;
+            return rt;
+        }
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    }
+    am2z__qfree(q);
+    return (am2z_runtime *)am2z__put_status(status, st);
 }
 
-/* -- the state manager -- */
+/* ---- 4.9 state manager --------------------------------------------------------------- */
 
 static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *sid, am2z_state **out,
                                      int64_t *version) {
@@ -6268,139 +6571,6 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     am2z_reply_clear(&rep);
     am2z_redis_pool_put(q->pool, r);
     return st;
-}
-
-/* -- construction -- */
-
-static char *am2z__qenv(const char *given, const char *env) {
-    const char *e = given ? given : getenv(env);
-    return e && *e ? am2z__strdup(e) : NULL;
-}
-
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
-    am2z_queue_desc d;
-    am2z_runtime_settings set;
-    am2z__qrt *q;
-    am2z_logger *lg;
-    am2z_runtime *rt;
-    am2z_redis *probe;
-    am2z_status st = AM2Z_STATUS_OK;
-    char seed[128];
-    char hex[2 * AM2Z_SHA256_SIZE + 1];
-    static int counter;
-    const char *e;
-    if (desc) d = *desc;
-    else memset(&d, 0, sizeof d);
-    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
-                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
-    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
-                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
-    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
-    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
-    if (!q) {
-        am2z_logger_release(lg);
-        return (am2z_runtime *)am2z__put_status(status,
-                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
-    }
-    memset(q, 0, sizeof *q);
-    q->magic = AM2Z__QMAGIC;
-    q->logger = lg;
-    q->rdesc = d.redis;
-    q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
-    q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
-    q->r_user = am2z__qenv(d.redis.user, "AM2Z__NONE");
-    q->r_pass = am2z__qenv(d.redis.password, "REDIS_PASSWORD");
-    q->rdesc.host = q->r_host;
-    q->rdesc.unix_path = q->r_unix;
-    q->rdesc.user = q->r_user;
-    q->rdesc.password = q->r_pass;
-    q->rdesc.client_name = NULL;
-    if (!q->rdesc.port && (e = getenv("REDIS_PORT")) != NULL) q->rdesc.port = atoi(e);
-    if (!q->rdesc.db && (e = getenv("REDIS_DB")) != NULL) q->rdesc.db = atoi(e);
-    q->prefix = am2z__strdup(d.prefix ? d.prefix : "am2z");
-    q->bull = am2z__strdup(d.bull_prefix ? d.bull_prefix : "bull");
-    if (d.concurrency == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        d.concurrency = n > 0 ? (int)(n < 64 ? n : 64) : 1;
-    }
-    q->nworkers = d.concurrency > 0 ? d.concurrency : 0;
-    q->lock_ms = d.lock_duration_ms > 0 ? d.lock_duration_ms : 30000;
-    q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
-    q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
-    q->keep_c = d.keep_completed ? d.keep_completed : 100;
-    q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
-    q->keep_f = d.keep_failed ? d.keep_failed : 1000;
-    q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
-    q->events = d.events >= 0;
-    q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
-    q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
-    q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
-    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
-    q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
-    q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
-    snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
-    snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
-    q->started_ms = am2z_now_ms();
-    snprintf(seed, sizeof seed, "%ld:%lld:%lld:%p:%d", (long)getpid(), (long long)am2z_monotonic_ns(),
-             (long long)q->started_ms, (void *)q, am2z__atomic_inc(&counter));
-    am2z_sha256_hex(seed, strlen(seed), hex);
-    memcpy(q->instance, hex, 16);
-    q->instance[16] = 0;
-    q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
-    q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
-    q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
-    q->runs.next = q->runs.prev = &q->runs;
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_mutex_init(&q->wmu, NULL);
-    pthread_mutex_init(&q->runmu, NULL);
-    am2z__qnotify_init(&q->mnt);
-    q->s_add = am2z__qscript(am2z__qlua_add);
-    q->s_fetch = am2z__qscript(am2z__qlua_fetch);
-    q->s_complete = am2z__qscript(am2z__qlua_complete);
-    q->s_fail = am2z__qscript(am2z__qlua_fail);
-    q->s_retry = am2z__qscript(am2z__qlua_retry);
-    q->s_extend = am2z__qscript(am2z__qlua_extend);
-    q->s_stalled = am2z__qscript(am2z__qlua_stalled);
-    q->s_claim = am2z__qscript(am2z__qlua_claim);
-    q->s_drop = am2z__qscript(am2z__qlua_drop);
-    q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
-    q->s_state = am2z__qscript(am2z__qlua_state);
-    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
-    rt = NULL;
-    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
-        !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->pool) {
-        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
-    } else if (!(probe = am2z__qborrow(q, &st))) {
-        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
-                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
-                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
-    } else {
-        am2z_redis_pool_put(q->pool, probe);
-        memset(&set, 0, sizeof set);
-        set.kind = "queue";
-        set.workers = q->nworkers;
-        set.default_timeout_ms = q->default_timeout_ms;
-        set.max_call_depth = q->max_depth;
-        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
-        if (rt) {
-            q->rt = rt;
-            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
-                am2z_runtime_free(rt);
-                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
-                                                           "queue runtime: cannot start its threads"));
-            }
-            if (status) *status = AM2Z_STATUS_OK;
-            return rt;
-        }
-        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
-    }
-    am2z__qfree(q);
-    return (am2z_runtime *)am2z__put_status(status, st);
 }
 
 #undef AM2Z__QMAGIC
