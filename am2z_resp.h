@@ -2663,6 +2663,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 
 #define AM2Z__QMAGIC 0x51754531u
 #define AM2Z__QBUCKETS 1024
+#define AM2Z__QCTL_TTL_MS 2000 /* life of a worker wake-up key nobody popped */
 
 /* -- growable string (JSON and keys); any failure is sticky in bad -- */
 typedef struct am2z__qsb { char *p; size_t n, cap; int bad; } am2z__qsb;
@@ -2802,6 +2803,7 @@ typedef struct am2z__qqueue {
     int served;                 /* workers of this process block on it (under q->mu) */
     int64_t next_due;           /* atomic: earliest delayed job we know of (ms), 0: none */
     int64_t last_promote;       /* atomic */
+    int64_t woke_due;           /* atomic: the next_due the maintenance thread woke a worker for */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { pthread_mutex_t mu; pthread_cond_t cv; } am2z__qnotify;
@@ -2878,12 +2880,23 @@ typedef struct am2z__qbatch {
     size_t n;
 } am2z__qbatch;
 
+/* A thread's connection that stop can cut loose: while the thread waits in a blocking
+   command (BZPOPMIN, BLMPOP) it publishes a dup of its socket here, and stop shuts that
+   socket down, so the wait ends at once whatever Redis does (restarted, gone, hung).
+   Under q->cutmu. The dup stays open until the thread leaves the wait, so stop never
+   shuts down a descriptor number that was reused meanwhile. */
+typedef struct am2z__qguard {
+    int fd;                     /* the dup while waiting; -1 otherwise */
+    int cut;                    /* stop began: no new wait */
+} am2z__qguard;
+
 typedef struct am2z__qworker {
     struct am2z__qrt *q;
     int index;
     pthread_t thread;
     am2z_redis *conn;
     char *ctl;                  /* <C>ctl:<instance>:<index> */
+    am2z__qguard guard;
     am2z__qqueue **snap;        /* served queues, retained */
     size_t nsnap;
     am2z__qproc **procs;        /* registered processors, retained */
@@ -2914,7 +2927,7 @@ typedef struct am2z__qrt {
     char lock_s[24], reply_ttl_s[24];
     am2z_redis_pool *pool;
     am2z_redis_script *s_add, *s_fetch, *s_complete, *s_fail, *s_retry, *s_extend, *s_stalled,
-        *s_claim, *s_drop, *s_cancelq, *s_state;
+        *s_claim, *s_drop, *s_cancelq, *s_state, *s_due, *s_remove;
     /* registry of queues and processors (mu) */
     pthread_mutex_t mu;
     am2z__qqueue *queues[AM2Z__QBUCKETS];
@@ -2936,8 +2949,11 @@ typedef struct am2z__qrt {
     am2z__qworker *workers;
     pthread_t receiver, maint;
     int have_threads;
+    pthread_mutex_t cutmu;      /* the guards */
+    am2z__qguard rguard;        /* the receiver's */
     am2z_redis *rconn, *mconn;
     am2z__qnotify mnt;          /* wakes the maintenance thread */
+    int due_changed;            /* under mnt.mu: a queue's next_due moved earlier */
     uint64_t token_seq;         /* atomic */
     int64_t started_ms;
     int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
@@ -2958,6 +2974,47 @@ static int am2z__qnotify_init(am2z__qnotify *n) {
 static void am2z__qnotify_destroy(am2z__qnotify *n) {
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);
+}
+
+static void am2z__qguard_init(am2z__qguard *g) { g->fd = -1; g->cut = 0; }
+
+/* Before a blocking command on r: publishes a dup of its socket. 0 when stop already
+   began (the caller skips the wait). */
+static int am2z__qguard_enter(am2z__qrt *q, am2z__qguard *g, const am2z_redis *r) {
+    int fd = am2z_redis_fd(r), ok;
+    pthread_mutex_lock(&q->cutmu);
+    ok = !g->cut;
+    if (ok) g->fd = fd >= 0 ? dup(fd) : -1;
+    pthread_mutex_unlock(&q->cutmu);
+    return ok;
+}
+static void am2z__qguard_leave(am2z__qrt *q, am2z__qguard *g) {
+    pthread_mutex_lock(&q->cutmu);
+    if (g->fd >= 0) close(g->fd);
+    g->fd = -1;
+    pthread_mutex_unlock(&q->cutmu);
+}
+/* Ends g's thread's blocking wait now (its command fails with IO) and refuses new ones. */
+static void am2z__qguard_cut(am2z__qrt *q, am2z__qguard *g) {
+    pthread_mutex_lock(&q->cutmu);
+    g->cut = 1;
+    if (g->fd >= 0) shutdown(g->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&q->cutmu);
+}
+
+/* Notes that qu has a delayed job (or a rate-limit window) due at due (epoch ms); when
+   that is the earliest known, the maintenance thread recomputes when to wake a worker. */
+static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
+    int64_t cur = am2z__atomic_load(&qu->next_due);
+    if (due <= 0) return;
+    while (!cur || due < cur)
+        if (__atomic_compare_exchange_n(&qu->next_due, &cur, due, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&q->mnt.mu);
+            q->due_changed = 1;
+            pthread_cond_broadcast(&q->mnt.cv);
+            pthread_mutex_unlock(&q->mnt.mu);
+            return;
+        }
 }
 
 static am2z__qrt *am2z__qof(am2z_runtime *rt) {
@@ -3567,9 +3624,12 @@ static const char *const am2z__qlua_cancelq[] = {
     "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
     "-- running jobs and tells the caller of every job that it was cancelled; when none runs it",
     "-- also drops the session (saves stop_session a round trip). Returns {running jobs,",
-    "-- dropped (1/0), queue names...}",
+    "-- dropped (1/0), existed (1/0), queue names...}; a session that does not exist (not",
+    "-- registered, no queues, no state, unknown to this process) is left alone: {0, 0, 0}.",
     "local C, B, ttl, ej, rttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]",
     "local names = redis.call('SMEMBERS', ARGV[3])",
+    "if #names == 0 and #ARGV < 10 and redis.call('SISMEMBER', ARGV[8], ARGV[7]) == 0 and",
+    "   redis.call('EXISTS', ARGV[9]) == 0 then return {0, 0, 0} end",
     "local active = 0",
     "for n = 1, #names do",
     "  local P = B .. ':' .. names[n] .. ':'",
@@ -3594,16 +3654,43 @@ static const char *const am2z__qlua_cancelq[] = {
     "    end",
     "  end",
     "end",
-    "local out = {active, 0}",
+    "local out = {active, 0, 1}",
     "for n = 1, #names do out[#out + 1] = names[n] end",
     "if active == 0 then",
     "  local all, seen = {}, {}",
-    "  for n = 3, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
+    "  for n = 4, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
     "  for n = 10, #ARGV do if not seen[ARGV[n]] then seen[ARGV[n]] = true; all[#all + 1] = ARGV[n] end end",
     "  dropsession(C, B, ARGV[7], ARGV[8], ARGV[9], ARGV[3], all)",
     "  out[2] = 1",
     "end",
     "return out",
+    NULL
+};
+/* Script "due": a worker woken for a queue's due delayed job (or rate-limit window), by
+   its marker entry {due, "1"}, BullMQ's way; nothing for a queue that is gone. */
+static const char *const am2z__qlua_due[] = {
+    "-- ARGV: P due",
+    "if redis.call('EXISTS', ARGV[1] .. 'meta') == 0 then return 0 end",
+    "redis.call('ZADD', ARGV[1] .. 'marker', ARGV[2], '1')",
+    "return 1",
+    NULL
+};
+/* Script "remove": a job no worker took yet (wait, prioritized, delayed) removed with its
+   hash, because its caller freed the execution; a job already taken (active) or
+   finished is told to cancel instead (its cancel key). */
+static const char *const am2z__qlua_remove[] = {
+    "-- ARGV: P C id events cancelttl: returns 1 (removed) or 0 (cancel key set)",
+    "local P, C, id = ARGV[1], ARGV[2], ARGV[3]",
+    "local n = redis.call('ZREM', P .. 'prioritized', id) + redis.call('ZREM', P .. 'delayed', id)",
+    "if n == 0 then n = redis.call('LREM', P .. 'wait', -1, id) end",
+    "if n == 0 then n = redis.call('LREM', P .. 'paused', -1, id) end",
+    "if n == 0 then",
+    "  if redis.call('EXISTS', P .. id) == 1 then redis.call('SET', C .. 'cancel:' .. id, '1', 'PX', ARGV[5]) end",
+    "  return 0",
+    "end",
+    "redis.call('DEL', P .. id, P .. id .. ':logs', C .. 'cancel:' .. id)",
+    "event(P, ARGV[4], 'removed', 'jobId', id, 'prev', 'waiting')",
+    "return 1",
     NULL
 };
 /* Script "state": the state manager's compare-and-set write (version + 1). */
@@ -4248,10 +4335,29 @@ static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_ou
     return AM2Z_STATUS_OK;
 }
 
+/* Frees a handle. An execution still waiting for its outcome is ended; its job is
+   removed when no worker took it yet (remove script), or told to cancel. */
 static void am2z__qop_free_execution(am2z_execution *e) {
-    am2z__qwait *w = (am2z__qwait *)e;
+    am2z__qwait *w = (am2z__qwait *)e, *t;
     if (!w) return;
-    am2z__qexpire(w, am2z_error_cancelled("the execution was freed before it finished"));
+    if ((t = am2z__qwait_take(w->q, w->id, strlen(w->id))) != NULL) {
+        am2z__qrt *q = w->q;
+        am2z_redis *r = am2z__qborrow(q, NULL);
+        t->error = am2z_error_cancelled("the execution was freed before it finished");
+        if (r) {
+            am2z_reply rep = am2z__qrep0();
+            char ttl[24];
+            const char *argv[5];
+            snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
+            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = q->events ? "1" : "0"; argv[4] = ttl;
+            if (am2z__qeval(r, &rep, q->s_remove, 5, argv, NULL) != AM2Z_STATUS_OK)
+                am2z_log_warn(q->logger, "queue runtime: removing job %s of %s failed: %s", w->id, w->qu->name,
+                              rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
+            am2z_reply_clear(&rep);
+            am2z_redis_pool_put(q->pool, r);
+        }
+        am2z__qwait_signal(t);
+    }
     am2z__qwait_release(w);
 }
 
@@ -4530,7 +4636,8 @@ static void am2z__qdone_clear(am2z__qdone *d) {
     memset(d, 0, sizeof *d);
 }
 
-static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max);
+static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
+                                 size_t max);
 
 /* Completes the batch's jobs (one script call) and takes up to k next jobs of qu into
    jobs (k 0: none); returns how many were taken. Callers in this process get their
@@ -4576,7 +4683,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
             else if (d->direct)
                 am2z__qdeliver(q, d->exec_id, d->state, NULL, d->errs, d->nerrs, d->attempts);
         }
-        if (k) got = am2z__qfetch_parse(qu, &rep.element[1], tok, jobs, k);
+        if (k) got = am2z__qfetch_parse(q, qu, &rep.element[1], tok, jobs, k);
     }
     for (i = 0; i < b->n; i++) am2z__qdone_clear(&b->d[i]);
     b->n = 0;
@@ -4829,8 +4936,9 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
     return 1;
 }
 
-/* Step 4a, a success: queued in the batch (or completed at once without one). When it
-   cannot be recorded (out of memory), jr->err is set instead. */
+/* Step 4a, a success: queued in the batch (or completed at once without one). This
+   process counts it completed before the result can reach its caller. When it cannot
+   be recorded (out of memory), jr->err is set instead. */
 static void am2z__qjr_complete(am2z__qjobrun *jr) {
     am2z__qrt *q = jr->w->q;
     am2z__qqueue *qu = jr->qu;
@@ -4873,8 +4981,8 @@ static void am2z__qjr_complete(am2z__qjobrun *jr) {
         jr->nerrs = 0;
     }
     b->n++;
+    am2z__atomic_inc(&q->n_completed); /* counted before its caller can hold the outcome */
     if (!jr->batch) am2z__qcomplete(jr->w, qu, &one, 0, NULL);
-    am2z__atomic_inc(&q->n_completed);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
         am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
                                         am2z_value_int(jr->attempt));
@@ -4920,10 +5028,7 @@ static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason
     lens[7] = stn;
     am2z__qfinish(jr->w, q->s_retry, argv, lens, 12, qu);
     am2z__atomic_inc(&q->n_retried);
-    if (delay > 0) {
-        int64_t due = am2z_now_ms() + delay, cur = am2z__atomic_load(&qu->next_due);
-        if (!cur || due < cur) am2z__atomic_store(&qu->next_due, due);
-    }
+    if (delay > 0) am2z__qnote_due(q, qu, am2z_now_ms() + delay);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
         am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempt",
                                         am2z_value_int(jr->attempt));
@@ -4934,7 +5039,8 @@ static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason
     }
 }
 
-/* Step 4d, the final failure (fail script: failed set, reply to the caller). */
+/* Step 4d, the final failure (fail script: failed set, reply to the caller). This
+   process counts it failed before the result can reach its caller. */
 static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *stj, size_t stn) {
     am2z__qrt *q = jr->w->q;
     am2z__qqueue *qu = jr->qu;
@@ -4957,9 +5063,9 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
     lens[6] = stn;
     lens[8] = msg.n;
+    am2z__atomic_inc(&q->n_failed); /* counted before its caller can hold the outcome */
     am2z__qfinish(jr->w, q->s_fail, argv, lens, 14, qu);
     am2z__qsb_free(&msg);
-    am2z__atomic_inc(&q->n_failed);
     if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->errs[jr->nerrs - 1], jr->errs, jr->nerrs, jr->attempt);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
         am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
@@ -5012,7 +5118,8 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
 
 /* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
    token <token>.<n>); {0, due} notes the next delayed job on qu. Returns the count. */
-static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max) {
+static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
+                                 size_t max) {
     size_t i, n = 0;
     int64_t code = am2z__qel_int(rep, 0);
     if (rep->type == AM2Z_REPLY_ARRAY && code == 3) {
@@ -5028,8 +5135,7 @@ static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *
             n++;
         }
     } else if (rep->type == AM2Z_REPLY_ARRAY && code == 0 && rep->len >= 2) {
-        int64_t due = am2z__qel_int(rep, 1), cur = am2z__atomic_load(&qu->next_due);
-        if (due > 0 && (!cur || due < cur)) am2z__atomic_store(&qu->next_due, due);
+        am2z__qnote_due(q, qu, am2z__qel_int(rep, 1));
     }
     return n;
 }
@@ -5058,7 +5164,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
         am2z_reply_clear(&rep);
         return -1;
     }
-    n = am2z__qfetch_parse(qu, &rep, tok, jobs, k);
+    n = am2z__qfetch_parse(q, qu, &rep, tok, jobs, k);
     am2z_reply_clear(&rep);
     return (int)n;
 }
@@ -5354,7 +5460,9 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     if (wait_ms < 5) wait_ms = 5;
     snprintf(tmo, sizeof tmo, "%.3f", (double)wait_ms / 1000.0);
     argv[argc++] = tmo;
+    if (!am2z__qguard_enter(q, &w->guard, w->conn)) { am2z__free(argv); return 0; } /* stopping */
     st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
+    am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
@@ -5381,11 +5489,12 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
                 if (i < n) {
                     am2z__qqueue *u = w->snap[i];
                     if (member && mn == 1 && member[0] == '1') {
-                        int64_t cur = am2z__atomic_load(&u->next_due);
-                        if (!cur || score < cur) am2z__atomic_store(&u->next_due, score);
+                        /* a delayed job (or a rate-limit window) due at score */
                         if (score <= am2z_now_ms()) {
                             am2z__atomic_store(&u->next_due, 0);
                             r = am2z__qtake(w, u, 1, job);
+                        } else {
+                            am2z__qnote_due(q, u, score);
                         }
                     } else {
                         r = am2z__qtake(w, u, 0, job);
@@ -5432,10 +5541,12 @@ static void *am2z__qreceiver_main(void *arg) {
         am2z_status st;
         size_t i;
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        if (!am2z__qguard_enter(q, &q->rguard, r)) break; /* stopping */
         if (lmpop)
             st = am2z_redis_blocking(r, &rep, 6000, "BLMPOP 1 1 %s RIGHT COUNT 256", q->reply_key);
         else
             st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
+        am2z__qguard_leave(q, &q->rguard);
         if (st == AM2Z_STATUS_SERVER && lmpop) {
             lmpop = 0;
             am2z_reply_clear(&rep);
@@ -5675,14 +5786,47 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     for (i = 0; i < n; i++) am2z__qwait_release(ws[i]);
 }
 
+/* Wakes a worker for every served queue whose earliest delayed job (or rate-limit
+   window) is due now. Workers also block with that due time as their timeout, but Redis
+   ends blocked commands only as precisely as its hz allows (100 ms by default); this
+   thread sleeps on a condition variable and wakes within a ms. Returns the next due
+   time still ahead (epoch ms), 0 when none. */
+static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *snap) {
+    int64_t now = am2z_now_ms(), next = 0;
+    size_t i;
+    am2z__qsnap(snap);
+    for (i = 0; i < snap->nsnap; i++) {
+        am2z__qqueue *u = snap->snap[i];
+        int64_t due = am2z__atomic_load(&u->next_due);
+        if (!due || due == am2z__atomic_load(&u->woke_due)) continue;
+        if (due <= now) {
+            am2z_reply rep = am2z__qrep0();
+            char due_s[24];
+            const char *argv[2];
+            snprintf(due_s, sizeof due_s, "%lld", (long long)due);
+            argv[0] = u->P;
+            argv[1] = due_s;
+            am2z__qeval(conn, &rep, q->s_due, 2, argv, NULL);
+            am2z_reply_clear(&rep);
+            am2z__atomic_store(&u->woke_due, due);
+        } else if (!next || due < next) {
+            next = due;
+        }
+    }
+    return next;
+}
+
 static void *am2z__qmaint_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->mconn;
     int64_t now = am2z_now_ms();
     int64_t renew_every = q->lock_ms / 3 > 10 ? q->lock_ms / 3 : 10;
     int64_t t_cancel = now, t_renew = now + renew_every, t_stalled = now, t_foreign = now + q->foreign_poll_ms;
+    am2z__qworker snap; /* the served queues, for due times */
+    memset(&snap, 0, sizeof snap);
+    snap.q = q;
     while (!am2z__atomic_load(&q->rx_stop)) {
-        int64_t next;
+        int64_t next, t_due = 0;
         struct timespec ts;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
@@ -5693,16 +5837,20 @@ static void *am2z__qmaint_main(void *arg) {
             am2z__qmaint_foreign(q, r);
             t_foreign = now + (q->foreign_poll_ms > 10 ? q->foreign_poll_ms : 10);
         }
+        if (q->nworkers > 0) t_due = am2z__qmaint_due(q, r, &snap);
         next = t_cancel < t_renew ? t_cancel : t_renew;
         if (q->nworkers > 0 && t_stalled < next) next = t_stalled;
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
+        if (t_due && t_due < next) next = t_due;
         pthread_mutex_lock(&q->mnt.mu);
-        if (!am2z__atomic_load(&q->rx_stop)) {
+        if (!am2z__atomic_load(&q->rx_stop) && !q->due_changed) {
             am2z__qabstime(&ts, next - am2z_now_ms());
             pthread_cond_timedwait(&q->mnt.cv, &q->mnt.mu, &ts);
         }
+        q->due_changed = 0;
         pthread_mutex_unlock(&q->mnt.mu);
     }
+    am2z__qsnap_release(&snap);
     return NULL;
 }
 
@@ -5819,7 +5967,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
-    int dropped = 0;
+    int dropped = 0, existed = 1;
     if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
     ce = am2z_error_cancelled("the session was stopped");
@@ -5845,10 +5993,11 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         argv[6] = sid; argv[7] = q->sessions_key; argv[8] = skey;
         for (i = 0; i < n; i++) argv[9 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
         if (am2z__qeval(r, &rep, q->s_cancelq, n + 9, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
-            rep.len >= 2) {
+            rep.len >= 3) {
             active = am2z__qel_int(&rep, 0);
             dropped = am2z__qel_int(&rep, 1) == 1;
-            for (i = 2; i < rep.len; i++) {
+            existed = am2z__qel_int(&rep, 2) == 1;
+            for (i = 3; i < rep.len; i++) {
                 const char *nm = am2z__qel(&rep, i, NULL);
                 if (nm) names = am2z__qname_add(names, nm);
             }
@@ -5859,6 +6008,12 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         am2z__free(argv);
     } else {
         st = AM2Z_STATUS_NO_MEMORY;
+    }
+    if (!existed) {
+        /* nothing to stop: no event, nothing deleted */
+        am2z_redis_pool_put(q->pool, r);
+        am2z__free(ejs); am2z__free(sset); am2z__free(skey); am2z_value_release(names); am2z_error_release(ce);
+        return AM2Z_STATUS_NOT_FOUND;
     }
     n = am2z_value_len(names);
     /* 2. in this process: cancel its runs, end its waiters */
@@ -5937,6 +6092,21 @@ static am2z_value *am2z__qop_active_sessions(am2z_runtime *rt) {
     return v;
 }
 
+/* Whether session sid without queues exists all the same: registered, or with a stored
+   state (the cancelq script applies the same test). */
+static int am2z__qsession_exists(am2z__qrt *q, am2z_redis *r, const char *sid) {
+    am2z_reply rep = am2z__qrep0();
+    int yes = 0;
+    if (am2z_redis_append(r, "SISMEMBER %s %s", q->sessions_key, sid) == AM2Z_STATUS_OK &&
+        am2z_redis_append(r, "EXISTS %sstate:%s", q->C, sid) == AM2Z_STATUS_OK) {
+        if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer > 0) yes = 1;
+        am2z_reply_clear(&rep);
+        if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer > 0) yes = 1;
+        am2z_reply_clear(&rep);
+    }
+    return yes;
+}
+
 static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_redis *r;
@@ -5946,6 +6116,11 @@ static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     if (!am2z__qname_ok(sid) || !(r = am2z__qborrow(q, NULL))) return NULL;
     names = am2z__qsession_queues(q, r, sid);
     n = am2z_value_len(names);
+    if (n == 0 && !am2z__qsession_exists(q, r, sid)) {
+        am2z_value_release(names);
+        am2z_redis_pool_put(q->pool, r);
+        return NULL;
+    }
     ns = (char **)am2z__malloc((n + 1) * sizeof *ns);
     keys = (char **)am2z__malloc((n + 1) * sizeof *keys);
     v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(sid));
@@ -6034,16 +6209,46 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
 
 /* ---- 4.8 lifecycle: registration, start, stop, free, construction -------------------- */
 
-/* Wakes every worker thread of this process (served queues changed, or stopping). */
+/* Wakes every worker thread of this process (the served queues changed). A wake-up key
+   lives only until its worker pops it, or AM2Z__QCTL_TTL_MS: a worker that was busy
+   takes a fresh snapshot before it blocks again anyway, so a lost wake-up costs
+   nothing, and a crashed instance leaves no key behind for long. */
 static void am2z__qwake_workers(am2z__qrt *q) {
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
     int i, sent = 0;
     if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
-    for (i = 0; i < q->nworkers; i++)
+    for (i = 0; i < q->nworkers; i++) {
         if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
+        if (am2z_redis_append(r, "PEXPIRE %s %d", q->workers[i].ctl, AM2Z__QCTL_TTL_MS) == AM2Z_STATUS_OK) sent++;
+    }
     for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
     am2z_redis_pool_put(q->pool, r);
+}
+
+/* Deletes the keys this instance owns (its reply list, its workers' wake-up keys), once
+   its threads are gone. A pooled connection may be stale after a Redis restart: one
+   more try on a fresh one. */
+static void am2z__qdel_own_keys(am2z__qrt *q) {
+    const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 2) * sizeof *argv);
+    size_t argc = 0, attempt;
+    int i;
+    if (!argv) return;
+    argv[argc++] = "DEL";
+    argv[argc++] = q->reply_key;
+    for (i = 0; q->workers && i < q->nworkers; i++)
+        if (q->workers[i].ctl) argv[argc++] = q->workers[i].ctl;
+    for (attempt = 0; attempt < 2; attempt++) {
+        am2z_reply rep = am2z__qrep0();
+        am2z_redis *r = am2z__qborrow(q, NULL);
+        am2z_status st;
+        if (!r) break;
+        st = am2z_redis_command_argv(r, &rep, argc, argv, NULL);
+        am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+        if (st != AM2Z_STATUS_IO) break;
+    }
+    am2z__free(argv);
 }
 
 static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
@@ -6144,10 +6349,12 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     }
     am2z__atomic_store(&q->running, 1);
     am2z__atomic_store(&q->rx_stop, 0);
+    am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
         w->gen = 0;
         w->k = 1;
+        am2z__qguard_init(&w->guard);
         if (pthread_create(&w->thread, NULL, am2z__qworker_main, w) != 0) {
             am2z__atomic_store(&q->running, 0);
             while (i-- > 0) pthread_join(q->workers[i].thread, NULL);
@@ -6174,13 +6381,14 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000;
-    am2z_redis *r;
     am2z__qrun *x;
     int i;
     if (!q->have_threads) return AM2Z_STATUS_OK;
-    /* let running jobs finish within the grace period (workers take nothing new) */
+    /* let running jobs finish within the grace period (workers take nothing new); the
+       workers waiting in Redis are cut loose, not woken through Redis, so a Redis that
+       restarted or went away cannot delay the stop */
     am2z__atomic_store(&q->running, 0);
-    am2z__qwake_workers(q);
+    for (i = 0; i < q->nworkers; i++) am2z__qguard_cut(q, &q->workers[i].guard);
     while (am2z__atomic_load(&q->n_running) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
     pthread_mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
@@ -6190,25 +6398,15 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     pthread_mutex_unlock(&q->runmu);
     for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
     am2z__atomic_store(&q->rx_stop, 1);
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
-        am2z_reply rep = am2z__qrep0();
-        am2z_redis_command(r, &rep, "LPUSH %s %s", q->reply_key, "");
-        am2z_reply_clear(&rep);
-        am2z_redis_pool_put(q->pool, r);
-    }
+    am2z__qguard_cut(q, &q->rguard);
     pthread_mutex_lock(&q->mnt.mu);
     pthread_cond_broadcast(&q->mnt.cv);
     pthread_mutex_unlock(&q->mnt.mu);
     pthread_join(q->receiver, NULL);
     pthread_join(q->maint, NULL);
     q->have_threads = 0;
-    /* the wake-up above and any late result have nobody to read them now */
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
-        am2z_reply rep = am2z__qrep0();
-        am2z_redis_command(r, &rep, "DEL %s", q->reply_key);
-        am2z_reply_clear(&rep);
-        am2z_redis_pool_put(q->pool, r);
-    }
+    /* late results and pending wake-ups have nobody to read them now */
+    am2z__qdel_own_keys(q);
     /* executions still waiting cannot get their result any more */
     for (;;) {
         am2z__qwait *w = NULL;
@@ -6251,10 +6449,12 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_script_free(q->s_add); am2z_redis_script_free(q->s_fetch); am2z_redis_script_free(q->s_complete);
     am2z_redis_script_free(q->s_fail); am2z_redis_script_free(q->s_retry); am2z_redis_script_free(q->s_extend);
     am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
-    am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state);
+    am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state); am2z_redis_script_free(q->s_due);
+    am2z_redis_script_free(q->s_remove);
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->wmu);
     pthread_mutex_destroy(&q->runmu);
+    pthread_mutex_destroy(&q->cutmu);
     am2z__qnotify_destroy(&q->mnt);
     am2z__free(q->r_host); am2z__free(q->r_unix); am2z__free(q->r_user); am2z__free(q->r_pass);
     am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key);
@@ -6364,6 +6564,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->wmu, NULL);
     pthread_mutex_init(&q->runmu, NULL);
+    pthread_mutex_init(&q->cutmu, NULL);
+    am2z__qguard_init(&q->rguard);
     am2z__qnotify_init(&q->mnt);
     q->s_add = am2z__qscript(am2z__qlua_add);
     q->s_fetch = am2z__qscript(am2z__qlua_fetch);
@@ -6376,11 +6578,13 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_drop = am2z__qscript(am2z__qlua_drop);
     q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
     q->s_state = am2z__qscript(am2z__qlua_state);
+    q->s_due = am2z__qscript(am2z__qlua_due);
+    q->s_remove = am2z__qscript(am2z__qlua_remove);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->pool) {
+        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->pool) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (!(probe = am2z__qborrow(q, &st))) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
@@ -6575,6 +6779,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 
 #undef AM2Z__QMAGIC
 #undef AM2Z__QBUCKETS
+#undef AM2Z__QCTL_TTL_MS
 #undef AM2Z__QADD_SHARED
 #undef AM2Z__QADD_GROUP
 #undef AM2Z__QMANY_BATCH
