@@ -525,14 +525,26 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        session's queues inside a session). The parent runs the first child itself (it is
        added already locked for it), the others wait in their queues for any worker, and
        a parent waiting for children claims the ones nobody took yet and runs them too,
-       so a pool never starves, even with one worker thread. Call depth travels in the job. */
+       so a pool never starves, even with one worker thread. Call depth travels in the job.
+   FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
+       ends the wait with a CancelledError and, when no worker has taken its job yet
+       (wait, prioritized or delayed, a retry's backoff included), removes the job and its
+       hash (event "removed"): no worker runs or fails it later. A job already running is
+       told to cancel (its cancel key), as at the deadline. am2z_execution_detach leaves
+       the job alone. */
 
 /* ---- 4.4 workers --------------------------------------------------------------------- */
 /* WORKERS AND THREADS
        concurrency worker threads (one connection each) serve every queue of the process;
        one receiver thread (one connection) takes results; one maintenance thread (one
        connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
-       pool connections. Event handlers run on the worker thread that ran the job. */
+       pool connections. Event handlers run on the worker thread that ran the job.
+   DUE TIMES
+       A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
+       the maintenance thread of each process with workers sleeps until the earliest due
+       time it knows of and then wakes a worker through the queue's marker (BullMQ's
+       {due, "1"} entry). Workers do not rely on Redis ending their blocking commands on
+       time: Redis does that only as precisely as its hz (100 ms by default). */
 
 /* ---- 4.5 delivery -------------------------------------------------------------------- */
 /* DELIVERY IS AT-LEAST-ONCE
@@ -549,7 +561,11 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        tells every caller of their jobs "cancelled" and sets the running jobs' cancel keys,
        waits up to grace_ms for those to end, then deletes every key of the session
        (queues, jobs, locks, results, state). No connection is made per session. Using the
-       session id again later starts a new session. */
+       session id again later starts a new session.
+       A session exists from its first job (or its first stored state) until it is
+       stopped. stop_session of a session that does not exist (never used, or stopped
+       already) returns AM2Z_STATUS_NOT_FOUND, deletes nothing and emits no
+       "session:cleanup"; session_stats of it is NULL. */
 
 /* ---- 4.7 stats ----------------------------------------------------------------------- */
 /* STATS
@@ -561,12 +577,29 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        read from Redis, for the registered processors' queues and every session's.
        am2z_runtime_session_stats:
        {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
-       process's sessions. */
+       process's sessions.
+       running, completed, failed and retried count the jobs this runtime instance ran.
+       They settle before outcomes: a job is counted completed or failed (and no longer
+       running) before its result can reach its caller, in this process or another, so a
+       caller holding an outcome never sees its job still running. */
 
 /* ---- 4.8 lifecycle ------------------------------------------------------------------- */
 /* STOP AND FREE
        Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
-       the grace period back to their queues, the attempt not counted. */
+       the grace period back to their queues, the attempt not counted. Stop does not wake
+       its threads through Redis: those waiting in a blocking command are cut loose (their
+       sockets shut down), so stop and free return after the grace period and the running
+       processors' own return, whether Redis answers, restarted (milliseconds, not the
+       2 s a blocking command waits) or went away. A Redis that accepts connections but
+       never answers can still hold a finishing job's last command up to the connection's
+       command_timeout_ms.
+   KEYS OF AN INSTANCE
+       A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
+       its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
+       them. After a crash (kill -9) nobody does: a wake-up key expires 2 s after it was
+       set, and the reply list, which exists only while results wait for the instance,
+       expires reply_ttl_ms after it was created. No other key depends on an instance:
+       locks, cancel keys and stalled jobs have their own TTLs and recovery. */
 
 #define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
 #define AM2Z_QUEUE_KEEP_ALL (-1)   /* desc.keep_*: keep every finished job */
