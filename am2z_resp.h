@@ -5553,7 +5553,10 @@ static void *am2z__qworker_main(void *arg) {
         am2z__qsnap(w);
         got = am2z__qpoll_due(w, &job);
         if (!got) got = am2z__qblock(w, &job);
-        if (got < 0) { am2z__qsleep_ms(20); continue; }
+        if (got < 0) {
+            if (am2z__atomic_load(&q->running)) am2z__qsleep_ms(20); /* else: cut loose by stop */
+            continue;
+        }
         if (got == 1) am2z__qserve(w, &job);
     }
     am2z__qsnap_release(w);
@@ -5586,9 +5589,9 @@ static void *am2z__qreceiver_main(void *arg) {
             continue;
         }
         if (st != AM2Z_STATUS_OK) {
-            if (!am2z__atomic_load(&q->rx_stop))
-                am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z_reply_clear(&rep);
+            if (am2z__atomic_load(&q->rx_stop)) break; /* cut loose by stop */
+            am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z__qsleep_ms(20);
             continue;
         }
