@@ -2690,7 +2690,13 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
      the maintenance thread reads (under runmu) to renew locks and poll cancel keys; it
      flags runs by pointer and token, so a finished run is never touched.
    - Scripts never create a queue's keys except when adding a job, so a stopped session's
-     late finishes, renewals and scans leave nothing behind. */
+     late finishes, renewals and scans leave nothing behind.
+   - Stop never waits on Redis to wake its threads: each thread publishes a dup of its
+     socket while it sits in a blocking command (am2z__qguard), and stop shuts those
+     sockets down. Waking through Redis took a blocking command's whole timeout whenever
+     Redis had restarted (the pooled connection that carried the wake-up was stale).
+   - Due times are kept by the maintenance thread (a condition variable, ms precise),
+     not by Redis's timeouts of blocked commands (only as precise as its hz). */
 
 /* ---- 4.1 layout: names, keys and the runtime's objects ------------------------------- */
 
