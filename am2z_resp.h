@@ -432,13 +432,13 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
    follow this order, each part under a banner "---- 4.N name ----":
        4.1 layout       queue names, keys, job hash and job data; am2z_queue_name
        4.2 scripts      one Lua script per transition: add, fetch, complete, fail, retry,
-                        extend, stalled, claim, drop, cancelq, state
+                        extend, stalled, claim, drop, cancelq, due, remove, state
        4.3 execution across processes  waiters, adding jobs, deadlines, retries; submit,
                         wait, free, execute, execute_many
        4.4 workers      the job runner (decode, resolve, attempt, finish), fetching and
                         serving queues, ctx calls (children), the worker threads
        4.5 delivery     at-least-once: the receiver, lock renewal, cancel keys, stalled
-                        scans, jobs finished by foreign workers
+                        scans, jobs finished by foreign workers, due times
        4.6 sessions     execute_in_session, stop_session, session stats
        4.7 stats        am2z_runtime_stats
        4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register, start, stop, free
@@ -491,11 +491,12 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* ---- 4.2 scripts --------------------------------------------------------------------- */
 /* SCRIPTS
        Every transition (add, fetch, complete, fail, retry, claim, lock renewal, stalled
-       recovery, session cancel and drop, state compare-and-set) is one Lua script of
-       am2z's own, run by EVALSHA. A producer adds up to 128 jobs per call; a worker
-       completes its finished jobs and takes the next ones of the queue in one call, up to
-       AM2Z_QUEUE_BATCH jobs at a time while the queue is deep and the jobs are quick
-       (under 1 ms each; one at a time again once they take over 5 ms). */
+       recovery, session cancel and drop, a due job's wake-up, a freed execution's job
+       removal, state compare-and-set) is one Lua script of am2z's own, run by EVALSHA.
+       A producer adds up to 128 jobs per call; a worker completes its finished jobs and
+       takes the next ones of the queue in one call, up to AM2Z_QUEUE_BATCH jobs at a time
+       while the queue is deep and the jobs are quick (under 1 ms each; one at a time
+       again once they take over 5 ms). */
 
 /* ---- 4.3 execution across processes -------------------------------------------------- */
 /* EXECUTION ACROSS PROCESSES
