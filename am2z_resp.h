@@ -37,7 +37,10 @@
        1  SHA-256      streaming and one-shot digests, hex; SHA-NI when the CPU has it
        2  RESP         reply objects, the incremental reader, the command writer
        3  connection   TCP/Unix connections, pipelines, blocking commands, scripts, pool
-       4  queue runtime the distributed runtime (BullMQ v6 layout), Redis state manager
+       4  queue runtime the distributed runtime (BullMQ v6 layout), Redis state manager;
+                        its own table lists 4.1 layout, 4.2 scripts, 4.3 execution across
+                        processes, 4.4 workers, 4.5 delivery, 4.6 sessions, 4.7 stats,
+                        4.8 lifecycle, 4.9 state manager ("---- 4.N ----" banners)
 
    OPTIONS (define before including the implementation; limits protect against a hostile
    or broken peer and can also be lowered per reader with am2z_resp_limits)
