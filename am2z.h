@@ -1012,6 +1012,7 @@ typedef struct am2z_runtime_settings {
     int64_t default_timeout_ms; /* for processors without a timeout */
     int max_call_depth;         /* nested ctx calls allowed */
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
+    int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1234,6 +1235,7 @@ typedef struct am2z_local_desc {
                                    Full: execute fails with ResourceError, submit with
                                    AM2Z_STATUS_LIMIT */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
+    int64_t metrics_interval_ms; /* "metrics" event period; default 0: no event */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5818,20 +5820,53 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
 
 /* ==== 7. runtime interface ============================================================ */
 
+/* A registered handler. Sets hold references to it; `calls` counts the calls in
+   progress and `removed` is set by off, so off can wait for the calls to end. */
 typedef struct am2z__handler {
+    int refs;                   /* atomic: the sets holding it */
     int id;
+    int removed;                /* atomic: set once by off; emit then skips it */
+    int calls;                  /* atomic: calls running now */
     char *event;
     am2z_event_fn fn;
     void *user_data;
 } am2z__handler;
 
-/* An immutable handler array: on/off publish a new one (copy-on-write) and emit delivers
-   from a retained snapshot, so handlers may call on/off while they are being run. */
+/* An immutable array of handlers: on/off publish a new one (copy-on-write) and emit
+   delivers from a retained snapshot, so handlers may call on/off while they run. */
 typedef struct am2z__handler_set {
     int refcount;
     size_t count;
-    am2z__handler *items;
+    am2z__handler **items;
 } am2z__handler_set;
+
+/* What the calling thread is inside of: a processor (handler NULL) or an event handler
+   of rt. A per-thread stack of frames on the callers' stacks. */
+typedef struct am2z__inside {
+    const am2z_runtime *rt;
+    const am2z__handler *handler;
+    struct am2z__inside *prev;
+} am2z__inside;
+
+static __thread am2z__inside *am2z__inside_top;
+
+/* Marks the calling thread as running user code for rt (a processor) until leave. */
+AM2Z__PRIVATE void am2z__runtime_enter(const am2z_runtime *rt, am2z__inside *frame) {
+    frame->rt = rt;
+    frame->handler = NULL;
+    frame->prev = am2z__inside_top;
+    am2z__inside_top = frame;
+}
+
+AM2Z__PRIVATE void am2z__runtime_leave(am2z__inside *frame) { am2z__inside_top = frame->prev; }
+
+/* Non-zero when the calling thread is inside a processor or an event handler of rt. */
+AM2Z__PRIVATE int am2z__runtime_inside(const am2z_runtime *rt) {
+    const am2z__inside *f;
+    for (f = am2z__inside_top; f; f = f->prev)
+        if (f->rt == rt) return 1;
+    return 0;
+}
 
 struct am2z_runtime {
     const am2z_runtime_ops *ops;
@@ -5847,8 +5882,9 @@ struct am2z_runtime {
     size_t *reg_index;          /* open addressing by name hash: 0 = empty, else position + 1 */
     size_t reg_index_cap;       /* power of two, at least twice reg_count */
     /* Events. handler_total is read without the lock so emit costs one load when nobody
-       listens. */
+       listens. off waits on ev_cv (with ev_lock) for the calls of the handler it removed. */
     pthread_mutex_t ev_lock;
+    pthread_cond_t ev_cv;
     am2z__handler_set *handlers;
     int handler_total;
     int next_handler_id;
@@ -6097,89 +6133,113 @@ AM2Z__PRIVATE am2z_error *am2z__runtime_not_found(am2z_runtime *rt, const char *
 
 /* ---- events ---- */
 
+static void am2z__handler_release(am2z__handler *h) {
+    if (!h || am2z__atomic_dec(&h->refs) != 0) return;
+    am2z__free(h->event);
+    am2z__free(h);
+}
+
 static void am2z__handler_set_release(am2z__handler_set *s) {
     size_t i;
     if (!s || am2z__atomic_dec(&s->refcount) != 0) return;
-    for (i = 0; i < s->count; i++) am2z__free(s->items[i].event);
+    for (i = 0; i < s->count; i++) am2z__handler_release(s->items[i]);
     am2z__free(s->items);
     am2z__free(s);
 }
 
-/* A copy of old (may be NULL) with room for `extra` more handlers, or NULL. */
-static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, size_t extra, int skip_id) {
+/* A copy of old (may be NULL) without its removed handlers, with room for `extra`
+   more, or NULL when out of memory. */
+static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, size_t extra) {
     size_t n = old ? old->count : 0, i;
     am2z__handler_set *s = (am2z__handler_set *)am2z__malloc(sizeof *s);
     if (!s) return NULL;
     s->refcount = 1;
     s->count = 0;
-    s->items = (am2z__handler *)am2z__malloc((n + extra) * sizeof *s->items);
+    s->items = (am2z__handler **)am2z__malloc((n + extra ? n + extra : 1) * sizeof *s->items);
     if (!s->items) {
         am2z__free(s);
         return NULL;
     }
     for (i = 0; i < n; i++) {
-        am2z__handler h = old->items[i];
-        if (h.id == skip_id) continue;
-        h.event = am2z__strdup(h.event);
-        if (!h.event) {
-            am2z__handler_set_release(s);
-            return NULL;
-        }
+        am2z__handler *h = old->items[i];
+        if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) continue;
+        am2z__atomic_inc(&h->refs);
         s->items[s->count++] = h;
     }
     return s;
 }
 
+/* Publishes s (may be NULL) as the current set, under ev_lock; returns the old one. */
+static am2z__handler_set *am2z__handlers_publish_locked(am2z_runtime *rt, am2z__handler_set *s) {
+    am2z__handler_set *old = rt->handlers;
+    rt->handlers = s && s->count ? s : NULL;
+    if (s && !s->count) am2z__handler_set_release(s);
+    __atomic_store_n(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, __ATOMIC_RELEASE);
+    return old;
+}
+
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data) {
     am2z__handler_set *s, *old;
-    am2z__handler h;
+    am2z__handler *h;
+    int id;
     if (!rt || !event || !fn) return 0;
+    h = (am2z__handler *)am2z__malloc(sizeof *h);
+    if (!h) return 0;
+    memset(h, 0, sizeof *h);
+    h->refs = 1; /* the new set's */
+    h->fn = fn;
+    h->user_data = user_data;
+    h->event = am2z__strdup(event);
     pthread_mutex_lock(&rt->ev_lock);
-    if (rt->next_handler_id == INT_MAX) {
+    s = h->event && rt->next_handler_id < INT_MAX ? am2z__handler_set_copy(rt->handlers, 1) : NULL;
+    if (!s) {
         pthread_mutex_unlock(&rt->ev_lock);
+        am2z__handler_release(h);
         return 0;
     }
-    old = rt->handlers;
-    s = am2z__handler_set_copy(old, 1, 0);
-    h.event = s ? am2z__strdup(event) : NULL;
-    if (!h.event) {
-        pthread_mutex_unlock(&rt->ev_lock);
-        am2z__handler_set_release(s);
-        return 0;
-    }
-    h.id = ++rt->next_handler_id;
-    h.fn = fn;
-    h.user_data = user_data;
+    id = h->id = ++rt->next_handler_id;
     s->items[s->count++] = h;
-    rt->handlers = s;
-    __atomic_store_n(&rt->handler_total, (int)s->count, __ATOMIC_RELEASE);
+    old = am2z__handlers_publish_locked(rt, s);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
-    return h.id;
+    return id;
+}
+
+/* The calls of h this thread is making (an off from inside h must not wait for them). */
+static int am2z__handler_own_calls(const am2z__handler *h) {
+    const am2z__inside *f;
+    int n = 0;
+    for (f = am2z__inside_top; f; f = f->prev) n += f->handler == h;
+    return n;
 }
 
 AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
-    am2z__handler_set *s, *old;
+    am2z__handler_set *s, *old = NULL;
+    am2z__handler *h = NULL;
     size_t i;
-    int found = 0;
+    int own;
     if (!rt || handler_id <= 0) return;
     pthread_mutex_lock(&rt->ev_lock);
-    old = rt->handlers;
-    for (i = 0; old && i < old->count; i++) found |= old->items[i].id == handler_id;
-    if (!found) {
+    for (i = 0; rt->handlers && i < rt->handlers->count; i++)
+        if (rt->handlers->items[i]->id == handler_id) h = rt->handlers->items[i];
+    if (!h || __atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
         pthread_mutex_unlock(&rt->ev_lock);
         return;
     }
-    /* Out of memory while removing: keep the handler rather than lose the others. */
-    s = old->count > 1 ? am2z__handler_set_copy(old, 0, handler_id) : NULL;
-    if (old->count > 1 && !s) {
-        pthread_mutex_unlock(&rt->ev_lock);
-        return;
-    }
-    rt->handlers = s;
-    __atomic_store_n(&rt->handler_total, s ? (int)s->count : 0, __ATOMIC_RELEASE);
+    /* Marked first: from here emit skips it, even if the copy below runs out of memory
+       (the next on/off drops it then). */
+    __atomic_store_n(&h->removed, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_inc(&h->refs); /* kept for the wait below */
+    s = am2z__handler_set_copy(rt->handlers, 0);
+    if (s) old = am2z__handlers_publish_locked(rt, s);
+    else __atomic_sub_fetch(&rt->handler_total, 1, __ATOMIC_RELEASE);
+    /* The barrier: wait for calls in progress on other threads (emit checks `removed`
+       after counting itself in `calls`, so no call starts unseen). */
+    own = am2z__handler_own_calls(h);
+    while (__atomic_load_n(&h->calls, __ATOMIC_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
+    am2z__handler_release(h);
 }
 
 /* The current handlers (retained) or NULL when there are none. */
@@ -6194,7 +6254,8 @@ static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
 }
 
 static int am2z__handler_matches(const am2z__handler *h, const char *event) {
-    return (h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0;
+    return ((h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0) &&
+           !__atomic_load_n(&h->removed, __ATOMIC_RELAXED);
 }
 
 /* Non-zero when some handler would receive `event`: runtimes skip building payloads
@@ -6205,9 +6266,29 @@ AM2Z__PRIVATE int am2z__runtime_has_handlers(am2z_runtime *rt, const char *event
     int found = 0;
     if (!rt || !event) return 0;
     s = am2z__handlers_get(rt);
-    for (i = 0; s && !found && i < s->count; i++) found = am2z__handler_matches(&s->items[i], event);
+    for (i = 0; s && !found && i < s->count; i++) found = am2z__handler_matches(s->items[i], event);
     am2z__handler_set_release(s);
     return found;
+}
+
+/* One call of h, unless off removed it: counted in h->calls so off can wait for it. */
+static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *event, const am2z_value *data) {
+    am2z__inside frame;
+    __atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+        frame.rt = rt;
+        frame.handler = h;
+        frame.prev = am2z__inside_top;
+        am2z__inside_top = &frame;
+        h->fn(event, data, h->user_data);
+        am2z__inside_top = frame.prev;
+    }
+    __atomic_sub_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
+        pthread_cond_broadcast(&rt->ev_cv);
+        pthread_mutex_unlock(&rt->ev_lock);
+    }
 }
 
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data) {
@@ -6219,7 +6300,7 @@ AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_
     if (!s) return;
     if (!data) data = empty = am2z_value_object(); /* handlers always get an object */
     for (i = 0; i < s->count; i++)
-        if (am2z__handler_matches(&s->items[i], event)) s->items[i].fn(event, data, s->items[i].user_data);
+        if (am2z__handler_matches(s->items[i], event)) am2z__handler_call(rt, s->items[i], event, data);
     am2z_value_release(empty);
     am2z__handler_set_release(s);
 }
@@ -6427,6 +6508,13 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
         am2z__free(rt);
         return NULL;
     }
+    if (pthread_cond_init(&rt->ev_cv, NULL) != 0) {
+        pthread_mutex_destroy(&rt->ev_lock);
+        pthread_rwlock_destroy(&rt->reg_lock);
+        am2z_logger_release(rt->logger);
+        am2z__free(rt);
+        return NULL;
+    }
     rt->ops = ops;
     rt->impl = impl;
     if (settings) rt->settings = *settings;
@@ -6437,9 +6525,15 @@ AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt) { return rt ? rt->impl 
 
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt) { return rt ? rt->logger : NULL; }
 
+/* Why start / stop / free refuse to run inside the runtime's own callbacks. */
+#define AM2Z__RT_INSIDE                                                                            \
+    "called from inside a processor or an event handler of this runtime, which it would wait " \
+    "for; call it from another thread"
+
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
     am2z_status st;
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: NULL runtime");
+    if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: " AM2Z__RT_INSIDE);
     st = rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
     if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1);
     return st;
@@ -6448,6 +6542,7 @@ AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z_status st;
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: NULL runtime");
+    if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: " AM2Z__RT_INSIDE);
     st = rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
     if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0);
     return st;
@@ -6614,6 +6709,11 @@ AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     size_t i;
     if (!rt) return;
+    if (am2z__runtime_inside(rt)) { /* forbidden: it would free the code's own runtime */
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "am2z_runtime_free: " AM2Z__RT_INSIDE);
+        am2z_log_error(rt->logger, "am2z_runtime_free ignored: " AM2Z__RT_INSIDE);
+        return;
+    }
     am2z_runtime_stop(rt, 0);
     if (rt->ops->destroy) rt->ops->destroy(rt);
     for (i = 0; i < rt->reg_count; i++) am2z_processor_release(rt->reg[i]);
@@ -6622,6 +6722,7 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     am2z__handler_set_release(rt->handlers);
     pthread_rwlock_destroy(&rt->reg_lock);
     pthread_mutex_destroy(&rt->ev_lock);
+    pthread_cond_destroy(&rt->ev_cv);
     am2z_logger_release(rt->logger);
     am2z__free(rt);
 }
@@ -7729,6 +7830,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     const char *sid = f->session->id;
     am2z_state *moved = NULL;
     am2z__lr_shard *sh;
+    am2z__inside inside;
     am2z_ctx ctx;
     am2z_result r;
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
@@ -7759,7 +7861,9 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         d = am2z_value_set(d, "callDepth", am2z_value_int(depth));
         am2z__lr_emit(lr, "processor:job:started", d);
     }
+    am2z__runtime_enter(lr->rt, &inside);
     r = am2z_processor_invoke(p, &ctx, input);
+    am2z__runtime_leave(&inside);
     am2z_value_release(moved);
     if (r.state) {
         r.state = am2z_state_bump(r.state);
@@ -9418,6 +9522,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #undef AM2Z__LR_ST
 #undef AM2Z__LR_WORD
 #undef AM2Z__RT_NPOS
+#undef AM2Z__RT_INSIDE
 #undef AM2Z__RT_MANY_WINDOW
 
 #ifdef __cplusplus
