@@ -6697,8 +6697,14 @@ AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *
 }
 
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id) {
-    if (!rt || !session_id) return NULL;
-    return rt->ops->session_stats ? rt->ops->session_stats(rt, session_id) : NULL;
+    am2z_value *v;
+    if (!rt || !session_id) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "session_stats: NULL argument");
+        return NULL;
+    }
+    v = rt->ops->session_stats ? rt->ops->session_stats(rt, session_id) : NULL;
+    if (!v) am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "session_stats '%s': no such session", session_id);
+    return v;
 }
 
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
@@ -6814,12 +6820,13 @@ struct am2z__lr_session {
     uint64_t hash;
     am2z__lr_session *next; /* table chain, under lr->smu */
     am2z__lr_session *tmp;  /* stop()'s private list */
+    int unlinked;           /* stop(): it took s out of the table (under lr->smu) */
     int64_t created_ms;
     int stopping;           /* atomic */
     int64_t submitted, completed, failed, cancelled, running; /* atomic */
     pthread_mutex_t mu;     /* guards live and the pass marks */
     pthread_cond_t cv;
-    int stopper;            /* atomic: a stop waits for running == 0 */
+    int stopper;            /* atomic: stops draining s (they wait for running to drop) */
     am2z__lr_live live;     /* list head */
 };
 
@@ -6982,6 +6989,14 @@ typedef struct am2z__lr_frame {
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
+
+/* The attempts running on this thread, innermost first (a worker nests them through
+   nested calls and through helping other executions while it waits). */
+typedef struct am2z__lr_link {
+    const am2z__lr_frame *frame;
+    struct am2z__lr_link *prev;
+} am2z__lr_link;
+static __thread am2z__lr_link *am2z__lr_stack;
 
 #include <sched.h> /* sched_yield */
 
@@ -7247,13 +7262,15 @@ static void am2z__lr_session_release(am2z__lr_session *s) {
     am2z__free(s);
 }
 
-static void am2z__lr_session_unlink_locked(am2z__lr *lr, am2z__lr_session *s) {
+/* Removes s from the table; 1 when it was there (the caller then owns the table's
+   reference), 0 when another stop took it out first. */
+static int am2z__lr_session_unlink_locked(am2z__lr *lr, am2z__lr_session *s) {
     am2z__lr_session **pp = &lr->stab[(size_t)s->hash & (lr->stab_cap - 1)];
     while (*pp && *pp != s) pp = &(*pp)->next;
-    if (*pp) {
-        *pp = s->next;
-        lr->scount--;
-    }
+    if (!*pp) return 0;
+    *pp = s->next;
+    lr->scount--;
+    return 1;
 }
 
 static am2z__lr_session *am2z__lr_session_find_locked(am2z__lr *lr, const char *id, uint64_t h) {
@@ -7362,22 +7379,26 @@ static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64
     if (cancelled) __atomic_add_fetch(&s->cancelled, cancelled, __ATOMIC_RELAXED);
 }
 
-/* One fewer unfinished execution in s (called once its outcome is visible); wakes a
-   stop_session / stop waiting for zero. */
+/* One fewer unfinished execution in s (called before its outcome is published, so a
+   caller holding the outcome sees the count settled); wakes a stop_session / stop
+   draining s. */
 static void am2z__lr_session_done(am2z__lr_session *s) {
-    if (__atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST) == 0 && AM2Z__LR_LD(&s->stopper)) {
+    __atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    if (AM2Z__LR_LD(&s->stopper)) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
     }
 }
 
-/* Waits until s has no unfinished execution or until_ns passes. */
-static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns) {
+/* Waits until s has no unfinished execution but the `own` ones of the calling thread
+   (which cannot end while it waits), or until until_ns passes. */
+static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns, int own) {
     pthread_mutex_lock(&s->mu);
-    AM2Z__LR_ST(&s->stopper, 1);
-    while (AM2Z__LR_LD(&s->running) > 0 && am2z__lr_now() < until_ns) am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
-    AM2Z__LR_ST(&s->stopper, 0);
+    __atomic_add_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    while (AM2Z__LR_LD(&s->running) > own && am2z__lr_now() < until_ns)
+        am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
+    __atomic_sub_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -7831,6 +7852,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_state *moved = NULL;
     am2z__lr_shard *sh;
     am2z__inside inside;
+    am2z__lr_link link;
     am2z_ctx ctx;
     am2z_result r;
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
@@ -7861,9 +7883,13 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         d = am2z_value_set(d, "callDepth", am2z_value_int(depth));
         am2z__lr_emit(lr, "processor:job:started", d);
     }
+    link.frame = f;
+    link.prev = am2z__lr_stack;
+    am2z__lr_stack = &link;
     am2z__runtime_enter(lr->rt, &inside);
     r = am2z_processor_invoke(p, &ctx, input);
     am2z__runtime_leave(&inside);
+    am2z__lr_stack = link.prev;
     am2z_value_release(moved);
     if (r.state) {
         r.state = am2z_state_bump(r.state);
@@ -7990,12 +8016,12 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     am2z__lr_stat(lr, name, state ? 0 : 1, lat);
     am2z__lr_emit_end(lr, name, j->exec_id, j->session->id, state ? NULL : err, AM2Z__LR_LD(&j->started_attempts),
                       0, lat);
-    /* counters before the outcome shows, "running" after: whoever sees the outcome sees
-       the counts, and whoever sees running drop sees the outcome */
+    /* every count before the outcome shows: whoever holds the outcome sees them settled
+       (a stop that saw running drop may find the job RESOLVING: it leaves it alone) */
     am2z__lr_session_count(j->session, state ? 1 : 0, !state && !cancelled, !state && cancelled);
+    am2z__lr_session_done(j->session);
     am2z__lr_claim_spin(lr);
     am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
-    am2z__lr_session_done(j->session);
 }
 
 /* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry. */
@@ -8954,6 +8980,29 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
     } while (n == 64);
 }
 
+/* How many of s's unfinished executions (s->running counts jobs and execute_many
+   calls) the calling thread is running: a stop_session from inside must not wait for
+   them. */
+static int am2z__lr_own_units(am2z__lr *lr, const am2z__lr_session *s) {
+    const void *seen[32];
+    const am2z__lr_link *l;
+    int n = 0, i, dup;
+    for (l = am2z__lr_stack; l; l = l->prev) {
+        const am2z__lr_frame *f = l->frame;
+        const am2z__lr_job *j = f->job;
+        const void *root = f->batch;
+        if (f->lr != lr || f->session != s) continue;
+        while (j && !j->top) { /* a queued nested call: up to what made it */
+            root = j->pbatch;
+            j = j->parent;
+        }
+        if (j) root = j;
+        for (i = dup = 0; i < n && !dup; i++) dup = seen[i] == root;
+        if (!dup && root && n < 32) seen[n++] = root;
+    }
+    return n;
+}
+
 static void am2z__lr_emit_cleanup(am2z__lr *lr, const char *id) {
     if (am2z__lr_wants(lr, "session:cleanup"))
         am2z__lr_emit(lr, "session:cleanup", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
@@ -8963,6 +9012,7 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_session *s;
     int64_t until;
+    int unlinked;
     pthread_mutex_lock(&lr->smu);
     s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
     if (!s || AM2Z__LR_LD(&s->stopping)) {
@@ -8974,13 +9024,16 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     pthread_mutex_unlock(&lr->smu);
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 1);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
-    am2z__lr_session_drain(s, until);
+    /* called from inside the session: its own executions are cancelled below */
+    am2z__lr_session_drain(s, until, am2z__lr_own_units(lr, s));
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 0);
     pthread_mutex_lock(&lr->smu);
-    am2z__lr_session_unlink_locked(lr, s);
+    unlinked = am2z__lr_session_unlink_locked(lr, s);
     pthread_mutex_unlock(&lr->smu);
-    am2z__lr_session_release(s); /* the table's reference */
-    am2z__lr_emit_cleanup(lr, sid);
+    if (unlinked) { /* else a runtime stop took it over meanwhile */
+        am2z__lr_session_release(s); /* the table's reference */
+        am2z__lr_emit_cleanup(lr, sid);
+    }
     am2z__lr_session_release(s);
     return AM2Z_STATUS_OK;
 }
@@ -9042,7 +9095,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
         }
     pthread_mutex_unlock(&lr->smu);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
-    for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until);
+    for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until, 0);
     for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
     /* workers leave once their current task returns */
     pthread_mutex_lock(&lr->qmu);
@@ -9096,14 +9149,16 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     pthread_mutex_lock(&lr->smu);
     for (s = list; s; s = s->tmp) {
         AM2Z__LR_ST(&s->stopping, 1);
-        am2z__lr_session_unlink_locked(lr, s);
+        s->unlinked = am2z__lr_session_unlink_locked(lr, s);
     }
     pthread_mutex_unlock(&lr->smu);
     while (list) {
         s = list;
         list = s->tmp;
-        am2z__lr_emit_cleanup(lr, s->id);
-        am2z__lr_session_release(s); /* the table's */
+        if (s->unlinked) { /* else a stop_session ended it meanwhile */
+            am2z__lr_emit_cleanup(lr, s->id);
+            am2z__lr_session_release(s); /* the table's */
+        }
         am2z__lr_session_release(s);
     }
     lr->started = 0;

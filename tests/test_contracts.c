@@ -607,7 +607,7 @@ static void test_unknown_session(void) {
     CHECK_INT(am2z_runtime_stop_session(rt, "never", 0), AM2Z_STATUS_NOT_FOUND);
     CHECK(strstr(am2z_status_detail(), "never") != NULL);
     CHECK(am2z_runtime_session_stats(rt, "never") == NULL);
-    CHECK(strstr(am2z_status_detail(), "never") != NULL);
+    CHECK(strstr(am2z_status_detail(), "session_stats 'never'") != NULL);
     CHECK(am2z_runtime_session_stats(rt, "default") == NULL); /* not used yet */
     CHECK_INT(am2z_runtime_stop_session(rt, "default", 0), AM2Z_STATUS_NOT_FOUND);
     /* a stopped session is forgotten: unknown again */
