@@ -6838,7 +6838,9 @@ struct am2z__lr_pinfo {
     int listed;
     int running;            /* concurrency slots in use */
     am2z__lr_job *wait_head, *wait_tail; /* waiting for a slot */
-    int64_t next_token_ns;  /* rate limit: the earliest next start */
+    int64_t next_token_ns;  /* rate limit: the next start to reserve (orders the waiters) */
+    int64_t last_start_ns;  /* rate limit: the last real start (spaces the starts) */
+    int has_started;
 };
 
 /* Fields a worker touches come first, so handing a job to another core moves two
@@ -7645,6 +7647,16 @@ static void am2z__lr_slot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
     }
 }
 
+/* Starts a rate-limited execution now (0) if the last start was at least interval ago,
+   else returns when it may start. Reservations (next_token_ns) only order the waiters:
+   this check on the real starts is what keeps them interval apart. */
+static int64_t am2z__lr_rate_start_locked(am2z__lr_pinfo *pi, int64_t interval, int64_t now) {
+    if (pi->has_started && now < pi->last_start_ns + interval) return pi->last_start_ns + interval;
+    pi->last_start_ns = now;
+    pi->has_started = 1;
+    return 0;
+}
+
 /* Applies j's concurrency limit and rate limit; 0 when j was parked or delayed. */
 static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
@@ -7657,17 +7669,17 @@ static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
         pi->running++;
         j->has_slot = 1;
     }
-    if (q->rate_limit_per_minute > 0 && !j->has_token) {
-        int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute;
-        if (pi->next_token_ns > now) {
+    if (q->rate_limit_per_minute > 0) {
+        int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, wait;
+        if (!j->has_token) {
             /* reserve the next start so waiting jobs line up instead of racing */
-            int64_t due = pi->next_token_ns;
-            pi->next_token_ns += interval;
+            int64_t due = pi->next_token_ns > now ? pi->next_token_ns : now;
+            pi->next_token_ns = due + interval;
             j->has_token = 1;
-            if (am2z__lr_delay_locked(lr, j, due)) return 0;
-        } else {
-            pi->next_token_ns = now + interval;
+            if (due > now && am2z__lr_delay_locked(lr, j, due)) return 0;
         }
+        /* a start that came late (busy workers) pushes the next one back */
+        if ((wait = am2z__lr_rate_start_locked(pi, interval, now)) != 0 && am2z__lr_delay_locked(lr, j, wait)) return 0;
     }
     j->has_token = 0;
     return 1;
@@ -7923,16 +7935,19 @@ static int am2z__lr_wait_for(const am2z__lr_frame *pf, int64_t t_ns) {
     }
 }
 
-/* Reserves a start for rate-limited p and returns when it is (now if free). */
-static int64_t am2z__lr_rate_reserve(am2z__lr *lr, am2z_processor *p, int64_t now) {
+/* Rate-limited p: with reserve, reserves a start and returns when it is; without,
+   starts now (0) when the last start is an interval old, else returns when to retry. */
+static int64_t am2z__lr_rate_gate(am2z__lr *lr, am2z_processor *p, int64_t now, int reserve) {
     const am2z_queue_config *q = &am2z_processor_desc_of(p)->queue;
-    int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = now;
+    int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = reserve ? now : 0;
     am2z__lr_pinfo *pi;
     pthread_mutex_lock(&lr->qmu);
     pi = am2z__lr_pinfo_get_locked(lr, p);
-    if (pi) {
+    if (pi && reserve) {
         if (pi->next_token_ns > now) at = pi->next_token_ns;
         pi->next_token_ns = at + interval;
+    } else if (pi) {
+        at = am2z__lr_rate_start_locked(pi, interval, now);
     }
     pthread_mutex_unlock(&lr->qmu);
     return at;
@@ -7963,12 +7978,16 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         goto failed;
     }
     if (d->queue.rate_limit_per_minute > 0) {
-        int64_t at = am2z__lr_rate_reserve(lr, p, am2z__lr_now());
-        if (!am2z__lr_wait_for(pf, at)) {
-            r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
-            att = 0;
-            goto failed;
-        }
+        /* the wait may run other calls (helping), whose starts can take the turn: check
+           the real last start again after it */
+        int64_t at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 1);
+        do {
+            if (!am2z__lr_wait_for(pf, at)) {
+                r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
+                att = 0;
+                goto failed;
+            }
+        } while ((at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 0)) != 0);
     }
     for (att = 1;; att++) {
         s = am2z__lr_now();
@@ -8158,6 +8177,20 @@ static void am2z__lr_job_outcome(am2z__lr_job *j, am2z_outcome *out, int move) {
     am2z__outcome_session(out, j->session->id);
 }
 
+/* A queued job its waiter wants to run itself: 1 when its rate limit allows a start
+   now (taken), else 0 with *due set to when it may. */
+static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, int64_t *due) {
+    const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
+    int64_t at;
+    if (!j->pinfo || q->rate_limit_per_minute <= 0) return 1;
+    pthread_mutex_lock(&lr->qmu);
+    at = am2z__lr_rate_start_locked(j->pinfo, (int64_t)60000000000 / q->rate_limit_per_minute, now);
+    if (!at) j->has_token = 0;
+    pthread_mutex_unlock(&lr->qmu);
+    *due = at;
+    return at == 0;
+}
+
 /* Waits for top-level job j. The waiter enforces the current attempt's deadline. */
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
@@ -8187,7 +8220,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             /* a processor waiting for an execution it submitted: run it here rather than
                wait for a worker that may be this one */
             int64_t due = AM2Z__LR_LD(&j->due_ns);
-            if (due <= now) {
+            if (due <= now && am2z__lr_job_may_start(lr, j, now, &due)) {
                 am2z__atomic_inc(&j->refs);
                 me->help_depth++;
                 am2z__lr_run_job(me, j);
