@@ -6814,6 +6814,16 @@ typedef struct am2z__lr_shard {
     int64_t started, ended; /* attempts, for "running" */
 } am2z__lr_shard;
 
+/* Counters of one processor name in one session. A session's records form a list
+   that only grows (lock-free push; two threads may push the same name, and
+   session_stats adds such twins up), freed with the session. */
+typedef struct am2z__lr_srec {
+    struct am2z__lr_srec *next;
+    char *name;
+    uint64_t hash;
+    int64_t completed, failed, retried; /* atomic */
+} am2z__lr_srec;
+
 struct am2z__lr_session {
     int refs;
     char *id;
@@ -6827,6 +6837,7 @@ struct am2z__lr_session {
     pthread_mutex_t mu;     /* guards live and the pass marks */
     pthread_cond_t cv;
     int stopper;            /* atomic: stops draining s (they wait for running to drop) */
+    am2z__lr_srec *srecs;   /* atomic head: per-processor counters */
     am2z__lr_live live;     /* list head */
 };
 
@@ -6858,6 +6869,7 @@ struct am2z__lr_job {
     am2z_state *input;      /* retained */
     am2z__lr_session *session; /* top: retained; nested: borrowed through parent */
     am2z__lr_pinfo *pinfo;  /* retained (under qmu) or NULL */
+    am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
     int64_t timeout_ms;
     int64_t deadline_ns;    /* atomic: current attempt (top) or inherited budget (nested) */
     int64_t first_start_ns; /* atomic */
@@ -6904,6 +6916,7 @@ struct am2z__lr_batch {
     am2z__lr *lr;
     am2z_processor *proc;
     am2z__lr_session *session;
+    am2z__lr_srec *srec;    /* the session's counters of proc, or NULL */
     const am2z_state *const *inputs; /* the caller's: read only while the item is claimed */
     am2z_outcome *outs;
     size_t count;
@@ -7228,9 +7241,12 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     return sh->last = ps;
 }
 
-/* kind: 0 completed, 1 failed (both with a latency), 2 retried. */
-static void am2z__lr_stat(am2z__lr *lr, const char *name, int kind, int64_t ns) {
-    am2z__lr_shard *sh = am2z__lr_shard_enter(lr);
+/* kind: 0 completed, 1 failed (both with a latency), 2 retried; counted for the
+   processor and, when rec is set, for it in its session. */
+static void am2z__lr_stat(am2z__lr *lr, am2z__lr_srec *rec, const char *name, int kind, int64_t ns) {
+    am2z__lr_shard *sh;
+    if (rec) __atomic_add_fetch(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, __ATOMIC_RELAXED);
+    sh = am2z__lr_shard_enter(lr);
     am2z__lr_pstat *ps = am2z__lr_pstat_get(sh, name);
     if (ps) {
         if (kind == 2) {
@@ -7256,8 +7272,34 @@ static void am2z__lr_shard_free(am2z__lr_shard *sh) {
 
 /* ---- sessions ---- */
 
+/* s's counters of processor `name`, created on first use; NULL when out of memory. */
+static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
+    uint64_t h = am2z__lr_hash(name);
+    am2z__lr_srec *r, *head = __atomic_load_n(&s->srecs, __ATOMIC_ACQUIRE);
+    for (r = head; r; r = r->next)
+        if (r->hash == h && strcmp(r->name, name) == 0) return r;
+    r = (am2z__lr_srec *)am2z__malloc(sizeof *r);
+    if (!r) return NULL;
+    memset(r, 0, sizeof *r);
+    r->hash = h;
+    if (!(r->name = am2z__strdup(name))) {
+        am2z__free(r);
+        return NULL;
+    }
+    r->next = head;
+    while (!__atomic_compare_exchange_n(&s->srecs, &r->next, r, 1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
+    }
+    return r;
+}
+
 static void am2z__lr_session_release(am2z__lr_session *s) {
+    am2z__lr_srec *r;
     if (!s || am2z__atomic_dec(&s->refs) != 0) return;
+    while ((r = s->srecs) != NULL) {
+        s->srecs = r->next;
+        am2z__free(r->name);
+        am2z__free(r);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     am2z__free(s->id);
@@ -7963,6 +8005,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
     int64_t timeout = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
     int64_t first = am2z__lr_now(), s, dl, end = first, delay;
     am2z__lr_frame f;
+    am2z__lr_srec *rec = am2z__lr_srec_get(pf->session, name);
     am2z_result r;
     char id[64];
     int att;
@@ -8002,21 +8045,21 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
             r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
         }
         if (r.state) {
-            am2z__lr_stat(lr, name, 0, end - first);
+            am2z__lr_stat(lr, rec, name, 0, end - first);
             am2z__lr_emit_end(lr, name, id, pf->session->id, NULL, att, depth, end - first);
             return r;
         }
         if (am2z__lr_frame_cancelled(pf, end)) break;
         delay = am2z_retry_delay_ms(&d->retry, r.error, att);
         if (delay < 0) break;
-        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_stat(lr, rec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, id, pf->session->id, r.error, att, delay);
         if (delay > 0 && !am2z__lr_wait_for(pf, am2z__lr_deadline(am2z__lr_now(), delay))) break;
         am2z_result_clear(&r);
     }
 failed:
     end = am2z__lr_now();
-    am2z__lr_stat(lr, name, 1, end - first);
+    am2z__lr_stat(lr, rec, name, 1, end - first);
     am2z__lr_emit_end(lr, name, id, pf->session->id, r.error, att, depth, end - first);
     return r;
 }
@@ -8032,7 +8075,7 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     j->out_state = state;
     j->out_error = err;
     j->end_ns = end;
-    am2z__lr_stat(lr, name, state ? 0 : 1, lat);
+    am2z__lr_stat(lr, j->srec, name, state ? 0 : 1, lat);
     am2z__lr_emit_end(lr, name, j->exec_id, j->session->id, state ? NULL : err, AM2Z__LR_LD(&j->started_attempts),
                       0, lat);
     /* every count before the outcome shows: whoever holds the outcome sees them settled
@@ -8055,7 +8098,7 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         (delay = am2z_retry_delay_ms(&d->retry, r.error, attempt)) >= 0 &&
         am2z__lr_job_add_error(j, am2z_error_retain(r.error))) {
         const char *name = am2z_processor_name(j->proc);
-        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_stat(lr, j->srec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, j->exec_id, j->session->id, r.error, attempt, delay);
         /* due first: a worker waiting for j may run it itself once due */
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
@@ -8598,7 +8641,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         return 0;
     }
     *ok = r.state != NULL;
-    am2z__lr_stat(lr, name, *ok ? 0 : 1, end - s);
+    am2z__lr_stat(lr, b->srec, name, *ok ? 0 : 1, end - s);
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
@@ -8662,7 +8705,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     if (err && err->kind == AM2Z_ERROR_CANCELLED) am2z__lr_session_count(b->session, 0, 0, 1);
     else am2z__lr_session_count(b->session, 0, 1, 0);
     r = am2z__lr_fail(err);
-    am2z__lr_stat(lr, am2z_processor_name(b->proc), 1, 0);
+    am2z__lr_stat(lr, b->srec, am2z_processor_name(b->proc), 1, 0);
     am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id,
                           b->session->id);
     __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
@@ -8807,6 +8850,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->proc = p;
     j->input = am2z_value_retain(input);
     j->session = s;
+    j->srec = am2z__lr_srec_get(s, name);
     j->priority = d->queue.priority > 0 ? d->queue.priority : 0;
     j->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
     j->created_ns = am2z__lr_now();
@@ -8932,6 +8976,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b->lr = lr;
     b->proc = p;
     b->session = s;
+    b->srec = am2z__lr_srec_get(s, name);
     b->inputs = inputs;
     b->outs = outs;
     b->count = count;
@@ -9407,6 +9452,30 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
     return am2z_value_set(v, "processors", procs);
 }
 
+/* {<name>: {completed, failed, retried}} of session s (twin records added up). */
+static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
+    am2z_value *procs = am2z_value_object(), *p;
+    am2z__lr_srec *r, *t, *head = __atomic_load_n(&s->srecs, __ATOMIC_ACQUIRE);
+    int64_t c, f, y;
+    for (r = head; r && procs; r = r->next) {
+        for (t = head; t != r && strcmp(t->name, r->name) != 0; t = t->next) {
+        }
+        if (t != r) continue; /* a twin of an earlier record: added there */
+        c = f = y = 0;
+        for (t = r; t; t = t->next) {
+            if (t != r && strcmp(t->name, r->name) != 0) continue;
+            c += __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
+            f += __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
+            y += __atomic_load_n(&t->retried, __ATOMIC_RELAXED);
+        }
+        p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(c));
+        p = am2z_value_set(p, "failed", am2z_value_int(f));
+        p = am2z_value_set(p, "retried", am2z_value_int(y));
+        procs = am2z_value_set_key(procs, r->name, strlen(r->name), p);
+    }
+    return procs;
+}
+
 static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_session *s;
@@ -9424,6 +9493,7 @@ static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) 
     v = am2z_value_set(v, "failed", am2z_value_int(AM2Z__LR_LD(&s->failed)));
     v = am2z_value_set(v, "cancelled", am2z_value_int(AM2Z__LR_LD(&s->cancelled)));
     v = am2z_value_set(v, "stopping", am2z_value_bool(AM2Z__LR_LD(&s->stopping)));
+    v = am2z_value_set(v, "processors", am2z__lr_srec_json(s));
     am2z__lr_session_release(s);
     return v;
 }
@@ -9439,6 +9509,14 @@ static am2z_value *am2z__lr_op_active_sessions(am2z_runtime *rt) {
             if (!AM2Z__LR_LD(&s->stopping)) a = am2z_value_append(a, "", am2z_value_string(s->id));
     pthread_mutex_unlock(&lr->smu);
     return a;
+}
+
+/* A registered processor shows in stats at once, with zeros. */
+static void am2z__lr_op_registered(am2z_runtime *rt, am2z_processor *p) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    pthread_mutex_lock(&lr->ext.mu);
+    am2z__lr_pstat_get(&lr->ext, am2z_processor_name(p));
+    pthread_mutex_unlock(&lr->ext.mu);
 }
 
 static void am2z__lr_op_unregistered(am2z_runtime *rt, const char *name) {
@@ -9499,7 +9577,7 @@ static const am2z_runtime_ops am2z__lr_ops = {
     am2z__lr_op_start,         am2z__lr_op_stop,          am2z__lr_op_submit,
     am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_detach,        am2z__lr_op_execute,
     am2z__lr_op_execute_many,  am2z__lr_op_stop_session,  am2z__lr_op_stats,
-    am2z__lr_op_session_stats, am2z__lr_op_active_sessions, NULL,
+    am2z__lr_op_session_stats, am2z__lr_op_active_sessions, am2z__lr_op_registered,
     am2z__lr_op_unregistered,  am2z__lr_op_destroy};
 
 static int am2z__lr_worker_init(am2z__lr *lr, int k) {
