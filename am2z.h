@@ -6988,6 +6988,12 @@ struct am2z__lr {
     am2z__lr_session **stab;
     size_t stab_cap, scount;
     am2z__lr_shard ext;
+    /* the "metrics" event: a thread of its own, never a worker (under mmu) */
+    int64_t metrics_ms;
+    pthread_t metrics_thread;
+    int metrics_running, metrics_quit;
+    pthread_mutex_t mmu;
+    pthread_cond_t mcv;
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -9118,6 +9124,35 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
 
 static void *am2z__lr_worker_main(void *arg);
 
+/* Emits "metrics" (the stats snapshot) every metrics_ms until stop. */
+static void *am2z__lr_metrics_main(void *arg) {
+    am2z__lr *lr = (am2z__lr *)arg;
+    int64_t next = am2z__lr_now();
+    pthread_mutex_lock(&lr->mmu);
+    for (;;) {
+        next += lr->metrics_ms * 1000000;
+        while (!lr->metrics_quit && am2z__lr_now() < next) am2z__lr_wait_until(&lr->mcv, &lr->mmu, next);
+        if (lr->metrics_quit) break;
+        if (next < am2z__lr_now()) next = am2z__lr_now(); /* a slow handler: skip, do not burst */
+        pthread_mutex_unlock(&lr->mmu);
+        if (am2z__lr_wants(lr, "metrics")) am2z__lr_emit(lr, "metrics", am2z_runtime_stats(lr->rt));
+        pthread_mutex_lock(&lr->mmu);
+    }
+    pthread_mutex_unlock(&lr->mmu);
+    return NULL;
+}
+
+/* Ends the metrics thread (a handler it is running finishes first). */
+static void am2z__lr_metrics_stop(am2z__lr *lr) {
+    if (!lr->metrics_running) return;
+    pthread_mutex_lock(&lr->mmu);
+    lr->metrics_quit = 1;
+    pthread_cond_broadcast(&lr->mcv);
+    pthread_mutex_unlock(&lr->mmu);
+    pthread_join(lr->metrics_thread, NULL);
+    lr->metrics_running = 0;
+}
+
 static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     am2z__lr *lr = am2z__lr_of(rt);
     int i, k;
@@ -9143,6 +9178,12 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     }
     lr->started = 1;
     AM2Z__LR_ST(&lr->running, 1);
+    if (lr->metrics_ms > 0) {
+        lr->metrics_quit = 0;
+        /* no thread for it: the runtime runs, without the event */
+        lr->metrics_running = pthread_create(&lr->metrics_thread, NULL, am2z__lr_metrics_main, lr) == 0;
+        if (!lr->metrics_running) am2z_log_error(lr->rt->logger, "local runtime: no thread for the metrics event");
+    }
     pthread_mutex_unlock(&lr->life);
     return AM2Z_STATUS_OK;
 }
@@ -9175,6 +9216,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
     for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until, 0);
     for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
+    am2z__lr_metrics_stop(lr); /* after the cancel: its handler may be waiting for an execution */
     /* workers leave once their current task returns */
     pthread_mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->exiting, 1);
@@ -9565,6 +9607,8 @@ static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
     pthread_mutex_destroy(&lr->life);
     pthread_mutex_destroy(&lr->qmu);
     pthread_mutex_destroy(&lr->smu);
+    pthread_mutex_destroy(&lr->mmu);
+    pthread_cond_destroy(&lr->mcv);
     am2z__free(lr);
 }
 
@@ -9616,9 +9660,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
                            AM2Z_LOCAL_MAX_WORKERS));
-    if (d.default_timeout_ms < 0 || d.max_call_depth < 0)
+    if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "local runtime: negative default_timeout_ms or max_call_depth"));
+                                                   "local runtime: negative default_timeout_ms, max_call_depth or "
+                                                   "metrics_interval_ms"));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
@@ -9631,6 +9676,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
     lr->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
+    lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -9638,8 +9684,12 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     if (locks == 1 && pthread_mutex_init(&lr->qmu, NULL) == 0) locks++;
     if (locks == 2 && pthread_mutex_init(&lr->smu, NULL) == 0) locks++;
     if (locks == 3 && pthread_mutex_init(&lr->ext.mu, NULL) == 0) locks++;
-    lr->workers = locks == 4 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
+    if (locks == 4 && pthread_mutex_init(&lr->mmu, NULL) == 0) locks++;
+    if (locks == 5 && am2z__lr_cond_init(&lr->mcv) == 0) locks++;
+    lr->workers = locks == 6 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
     if (!lr->workers) {
+        if (locks > 5) pthread_cond_destroy(&lr->mcv);
+        if (locks > 4) pthread_mutex_destroy(&lr->mmu);
         if (locks > 3) pthread_mutex_destroy(&lr->ext.mu);
         if (locks > 2) pthread_mutex_destroy(&lr->smu);
         if (locks > 1) pthread_mutex_destroy(&lr->qmu);
@@ -9662,6 +9712,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.default_timeout_ms = lr->default_timeout_ms;
     set.max_call_depth = lr->max_depth;
     set.queue_capacity = lr->capacity;
+    set.metrics_interval_ms = lr->metrics_ms;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
