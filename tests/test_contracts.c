@@ -87,7 +87,7 @@ static void on_tick_slow(const char *ev, const am2z_value *data, void *ud) {
     add(&in_handler, 1);
     add(&slow_calls, 1);
     msleep(5);
-    (*counter)++; /* one writer at a time is not guaranteed: the value is not checked */
+    add(counter, 1);
     add(&in_handler, -1);
 }
 
@@ -315,12 +315,14 @@ static void test_stop_from_cleanup_handler(void) {
    the caller's own execution is cancelled at once instead of waiting for itself. */
 static am2z_status own_stop_status;
 static int64_t own_stop_ms;
+static int own_stop_done;
 
 static am2z_result p_stop_own_session(am2z_ctx *ctx, const am2z_state *in) {
     int64_t t0 = now_ms();
     own_stop_status = am2z_runtime_stop_session(ctx->runtime, am2z_ctx_meta(ctx)->session_id, 5000);
     own_stop_ms = now_ms() - t0;
     CHECK(am2z_ctx_cancelled(ctx));
+    st_int(&own_stop_done, 1); /* the caller may hold the outcome before this returns */
     return am2z_ok(am2z_value_retain(in));
 }
 
@@ -331,7 +333,9 @@ static void test_stop_own_session(void) {
     am2z_value *s;
     CHECK_INT(am2z_runtime_register(rt, proc("self-stop", p_stop_own_session)), AM2Z_STATUS_OK);
     own_stop_ms = -1;
+    st_int(&own_stop_done, 0);
     out = am2z_runtime_execute_in_session(rt, "self-stop", in, "own");
+    CHECK(wait_flag(&own_stop_done));
     CHECK_INT(own_stop_status, AM2Z_STATUS_OK);
     CHECK(own_stop_ms >= 0 && own_stop_ms < 2500); /* not the 5 s grace */
     CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
