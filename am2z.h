@@ -963,9 +963,12 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
    EVENTS  Handlers run synchronously on the thread that emits: the worker running the
    execution for job, composite, progress and custom events; the calling thread for
    "session:created" (first use), "session:cleanup" (stop_session, stop) and for a
-   TimeoutError the waiting caller detects. A slow handler delays only that thread and
-   the execution it serves; it must not free the runtime. data is borrowed for the call
-   and is always an object. Names and payloads:
+   TimeoutError the waiting caller detects; a thread of the runtime's own, which runs
+   no processor, for "metrics". A handler may run on several threads at once. A slow
+   handler delays only that thread and the execution it serves. A handler may call
+   on/off (see am2z_runtime_off) and anything but start, stop and free of its own
+   runtime, which refuse (see CALLBACKS). data is borrowed for the call and is always
+   an object. Names and payloads:
      processor:job:started    {processorName, executionId, sessionId, attempt, callDepth}
      processor:job:completed  {processorName, executionId, sessionId, attempts, callDepth,
                                executionTime (ms, a double)}
@@ -974,7 +977,19 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
                                that failed), delayMs, error}
      session:created, session:cleanup  {sessionId}
      processor:completed, merge:conflict, processor:progress  (section 6 / am2z_ctx_*)
+     metrics                  the am2z_runtime_stats snapshot, every metrics interval
+                              (local runtime: am2z_local_desc.metrics_interval_ms; off
+                              by default); skipped while nobody listens
    plus anything passed to am2z_ctx_emit. "*" receives every event.
+
+   CALLBACKS  Processors and event handlers of a runtime run on its threads, which
+   start, stop and free join or wait for. Called from inside a processor or an event
+   handler of that same runtime (on any thread, nested calls included), start and stop
+   return AM2Z_STATUS_INVALID_ARGUMENT with a detail and change nothing, and free does
+   nothing but log an error and record that detail: each would wait for the very
+   callback it is called from. Stop a runtime from another thread (a processor can set
+   a flag that the main thread watches). stop_session from inside the session it stops
+   is allowed: see am2z_runtime_stop_session.
 
    THREADING  Every function may be called from any thread, concurrently, except
    am2z_runtime_free, which must be the last call. */
@@ -999,8 +1014,13 @@ AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name)
 AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name);
 AM2Z_API am2z_value *am2z_runtime_list(am2z_runtime *rt); /* array of names */
 
+/* Starts a stopped runtime (AM2Z_STATUS_OK if it runs already). From inside one of
+   rt's processors or handlers: AM2Z_STATUS_INVALID_ARGUMENT (see CALLBACKS). */
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt);
-/* Waits up to grace_ms for running executions, then cancels the rest. */
+/* Waits up to grace_ms for running executions, then cancels the rest; when it returns,
+   none of rt's processors or handlers runs on its threads any more. From inside one of
+   rt's processors or handlers: AM2Z_STATUS_INVALID_ARGUMENT, nothing stopped (see
+   CALLBACKS); so is a restart (stop + start) from there. */
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms);
 /* Non-zero between a successful start (constructors start their runtime) and stop. */
 AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt);
@@ -1054,25 +1074,42 @@ AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *pro
 /* Stops a session: new executions in it are rejected while it stops, those not started
    are cancelled, running ones get up to grace_ms, the rest are cancelled
    (CancelledError "Session <id> stopped"); then it is forgotten ("session:cleanup") and
-   its next use creates it afresh. AM2Z_STATUS_NOT_FOUND for an unknown session. */
+   its next use creates it afresh. AM2Z_STATUS_NOT_FOUND (with a detail) for a session
+   that was never used or is already forgotten. Called from inside the session it stops
+   (a processor running in it, or a handler called from one), it does not wait for the
+   caller's own execution: the others get the grace period, then the caller's execution
+   is cancelled with the rest (its outcome is that CancelledError and
+   am2z_ctx_cancelled turns true) and stop_session returns (local runtime). */
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
 /* Stops every active session (am2z_runtime_active_sessions) as stop_session does, each
    with grace_ms; the runtime stays started. The first failure's status, else OK. */
 AM2Z_API am2z_status am2z_runtime_stop_all_sessions(am2z_runtime *rt, int64_t grace_ms);
 /* JSON snapshots (new references; shapes in each runtime's section). session_stats is
-   NULL for an unknown session; active_sessions is an array of ids. Counts settle just
-   after outcomes: a caller that has its outcome may still see it "running" briefly. */
+   NULL for a session never used or already forgotten (detail "session_stats '<id>': no
+   such session"); active_sessions is an array of ids. Counts settle before outcomes on
+   the local runtime (section 8): a caller holding an outcome sees it counted. */
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt);
-/* The stats of one processor (a new reference; NULL when it has none yet): the member
-   of stats' "processors" named exactly name, so names with '.' need no escaping. */
+/* The stats of one processor (a new reference; NULL when it has none: on the local
+   runtime, neither registered nor run): the member of stats' "processors" named exactly
+   name, so names with '.' need no escaping. */
 AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *name);
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
 
-/* Returns a handler id > 0, or 0 on failure. */
+/* Calls fn for event ("*": every event) from now on, on the emitting threads (see
+   EVENTS). Returns a handler id > 0, or 0 on failure. */
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data);
+/* Removes a handler, as a barrier: once off returns, the handler is not running on
+   another thread and is never called again, so its user_data may be freed. off waits
+   for the calls in progress (a slow handler delays it). From inside that handler, off
+   does not wait for the call it is made from (nor for the calls of it this thread is
+   nested in): it returns at once, and no call starts after it. Two handlers that
+   remove each other while both run wait for each other forever: don't. An unknown or
+   already removed id is ignored. */
 AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id);
-/* Stops (grace 0) if running and frees everything. */
+/* Stops (grace 0) if running and frees everything. The last call on rt, made from
+   outside its processors and handlers: from inside (see CALLBACKS) it frees nothing,
+   logs an error with rt's logger and records the detail. */
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt);
 
 /* ==== 7b. runtime implementers: not needed by users =================================== */
@@ -1122,7 +1159,9 @@ AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt);
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt); /* borrowed */
 /* A new reference to the registered processor, or NULL. */
 AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name);
-/* Delivers an event to the handlers (data borrowed). */
+/* Delivers an event to the handlers (data borrowed) on the calling thread, with the
+   off barrier and the CALLBACKS guard: the one way a runtime calls handlers. One atomic
+   load when no handler is registered. */
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data);
 /* A new execution id "<processor>-<ms>-<random>", written to buf. */
 AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]);
@@ -1190,25 +1229,42 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      processor's simultaneous top-level executions; nested calls run inside their
      caller's turn and never wait for a slot, so a processor calling itself cannot
      deadlock.
-     rate_limit_per_minute spaces starts at least 60000/rate ms apart (one-token bucket;
-     executions wait, never fail), nested calls included. delay_ms postpones the first
-     attempt of a top-level execution and each nested call.
+     rate_limit_per_minute spaces starts at least 60000/rate ms apart, measured between
+     real starts (a one-token bucket; executions wait in line, never fail), nested calls
+     included, also when a waiting call runs other queued calls meanwhile. delay_ms
+     postpones the first attempt of a top-level execution and each nested call.
    - Sessions: NULL means "default"; first use emits "session:created"; see
      am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
      another session runs with it rewritten, so an outcome's state always names the
      session it ran in.
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
-     (CancelledError "Runtime stopped"), joins the workers (a processor ignoring
-     cancellation delays it until it returns) and ends every session ("session:cleanup").
-     Registrations and stats survive; am2z_runtime_start starts it again.
+     (CancelledError "Runtime stopped"), joins the workers and the metrics thread (a
+     processor ignoring cancellation, or a slow handler, delays it until it returns) and
+     ends every session ("session:cleanup"). Registrations and stats survive;
+     am2z_runtime_start starts it again. start, stop and free refuse to run inside the
+     runtime's processors and handlers (section 7, CALLBACKS); stop_session of the
+     caller's own session cancels the caller's execution instead of waiting for it.
    - Every successful execution, nested ones and composites included, returns its state
      through am2z_state_bump, so metadata.version counts the steps that produced it.
    - Stats: {registeredProcessors, running (attempts executing now), completed, failed,
      retried (executions incl. nested), queued, workers, uptimeMs, processors: {<name>:
      {completed, failed, retried, p50Ms, p99Ms}}} (am2z_runtime_processor_stats reads
-     one); latency percentiles come from a log
-     histogram (4 buckets per doubling, so within ~10%). session_stats: {sessionId,
-     createdAt, running, submitted, completed, failed, cancelled, stopping}.
+     one; a processor is listed, with zeros, from its registration on); latency
+     percentiles come from a log histogram (4 buckets per doubling, so within ~10%).
+     session_stats: {sessionId, createdAt, running (unfinished top-level executions;
+     an execute_many call counts once), submitted, completed, failed, cancelled,
+     stopping, processors: {<name>: {completed, failed, retried}}}, the processors'
+     counts as in stats (nested calls included, a cancellation counts as failed) for the
+     executions of that session.
+   - Counters settle before outcomes: when a caller holds an outcome (execute, wait,
+     execute_many), every count that includes it, in stats and session_stats, is
+     updated, so session_stats or stop_session right after the last outcome sees
+     nothing running. One exception: stats' "running" counts attempts executing, and an
+     attempt that timed out while its processor ignores cancellation stays in it until
+     the processor returns.
+   - metrics_interval_ms > 0 emits "metrics" with the stats snapshot that often, from a
+     thread of the runtime's own (never a worker, so busy workers do not delay it),
+     while the runtime is started and someone listens.
    - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS (200 us) before they
      block, because waking a blocked thread costs far more than a short spin; a spinner
      yields its CPU now and then when the thread it waits for may need that CPU (a
