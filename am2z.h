@@ -1260,8 +1260,8 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      execute_many), every count that includes it, in stats and session_stats, is
      updated, so session_stats or stop_session right after the last outcome sees
      nothing running. One exception: stats' "running" counts attempts executing, and an
-     attempt that timed out while its processor ignores cancellation stays in it until
-     the processor returns.
+     attempt resolved without it (timed out or cancelled) while its processor ignores
+     cancellation stays in it until the processor returns.
    - metrics_interval_ms > 0 emits "metrics" with the stats snapshot that often, from a
      thread of the runtime's own (never a worker, so busy workers do not delay it),
      while the runtime is started and someone listens.
