@@ -409,6 +409,57 @@ static void test_rate_limit_nested(void) {
     }
 }
 
+/* Top-level executions too. Two workers: one runs the first start (which takes
+   450 ms), the other reserves the next two starts (+200, +400 ms) and then runs
+   "hold" until +500 ms, so both reserved starts are overdue when a worker frees up;
+   they still start 200 ms apart. */
+static am2z_result p_limited_first_slow(am2z_ctx *ctx, const am2z_state *in) {
+    int i = __atomic_fetch_add(&limited_n, 1, __ATOMIC_SEQ_CST);
+    (void)ctx;
+    if (i < 8) limited_starts[i] = am2z_monotonic_ns();
+    if (i == 0) msleep(450);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static am2z_result p_hold(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    msleep(480);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static void test_rate_limit_late_starts(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_processor_desc d;
+    am2z_state *in = st("{}");
+    am2z_execution *e[4];
+    am2z_outcome out = {0};
+    int i;
+    memset(&d, 0, sizeof d);
+    d.name = "limited";
+    d.fn = p_limited_first_slow;
+    d.queue.rate_limit_per_minute = 300;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&d, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc("hold", p_hold)), AM2Z_STATUS_OK);
+    st_int(&limited_n, 0);
+    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(rt, "limited", in, NULL, NULL);
+    msleep(20);
+    e[3] = am2z_runtime_submit(rt, "hold", in, NULL, NULL);
+    for (i = 0; i < 4; i++) {
+        CHECK_INT(am2z_execution_wait(e[i], -1, &out), AM2Z_STATUS_OK);
+        CHECK(out.error == NULL);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e[i]);
+    }
+    CHECK_INT(ld(&limited_n), 3);
+    qsort(limited_starts, 3, sizeof limited_starts[0], cmp_i64);
+    for (i = 1; i < 3; i++) {
+        int64_t gap_ms = (limited_starts[i] - limited_starts[i - 1]) / 1000000;
+        if (gap_ms < 190) T_FAIL_("starts %d and %d are %lld ms apart", i - 1, i, (long long)gap_ms);
+    }
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 /* ---- 4. counters settle before outcomes ---- */
 
 /* Longer than the caller's spin, so the caller blocks and the worker's wake-up may
@@ -637,6 +688,7 @@ int main(int argc, char **argv) {
     RUN(test_stop_from_cleanup_handler);
     RUN(test_stop_own_session);
     RUN(test_rate_limit_nested);
+    RUN(test_rate_limit_late_starts);
     RUN(test_counters_settle);
     RUN(test_session_processor_stats);
     RUN(test_registered_processor_in_stats);
