@@ -5172,16 +5172,6 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress) {
     if (d) am2z_ctx_emit(ctx, "processor:progress", d);
 }
 
-static am2z_result am2z__composite_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input);
-
-AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
-    am2z_result r;
-    if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
-    if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
-    else r = am2z__composite_run(p, ctx, input);
-    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
-}
-
 /* ==== 6. composition ================================================================== */
 
 /* A growable byte buffer for descriptions and JSON Pointer paths. A failed append sets
@@ -5906,18 +5896,18 @@ typedef struct am2z__inside {
 
 static __thread am2z__inside *am2z__inside_top;
 
-/* Marks the calling thread as running user code for rt (a processor) until leave. */
-AM2Z__PRIVATE void am2z__runtime_enter(const am2z_runtime *rt, am2z__inside *frame) {
+/* Marks the calling thread as running a processor of rt until leave. */
+static void am2z__runtime_enter(const am2z_runtime *rt, am2z__inside *frame) {
     frame->rt = rt;
     frame->handler = NULL;
     frame->prev = am2z__inside_top;
     am2z__inside_top = frame;
 }
 
-AM2Z__PRIVATE void am2z__runtime_leave(am2z__inside *frame) { am2z__inside_top = frame->prev; }
+static void am2z__runtime_leave(am2z__inside *frame) { am2z__inside_top = frame->prev; }
 
 /* Non-zero when the calling thread is inside a processor or an event handler of rt. */
-AM2Z__PRIVATE int am2z__runtime_inside(const am2z_runtime *rt) {
+static int am2z__runtime_inside(const am2z_runtime *rt) {
     const am2z__inside *f;
     for (f = am2z__inside_top; f; f = f->prev)
         if (f->rt == rt) return 1;
@@ -6537,6 +6527,21 @@ AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const cha
     out.state = am2z_value_retain(input);
     out.error = err ? err : am2z_error_resource("memory", 0, 0);
     return out;
+}
+
+/* ---- running a processor (7b) ---- */
+
+/* Every runtime runs its processors through here, so the CALLBACKS guard knows when a
+   thread is inside one (composites: each child runs through it again). */
+AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    am2z__inside frame;
+    am2z_result r;
+    if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
+    am2z__runtime_enter(ctx ? ctx->runtime : NULL, &frame);
+    if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
+    else r = am2z__composite_run(p, ctx, input);
+    am2z__runtime_leave(&frame);
+    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
 }
 
 /* ---- runtime object and dispatch ---- */
@@ -7967,7 +7972,6 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     const char *sid = f->session->id;
     am2z_state *moved = NULL;
     am2z__lr_shard *sh;
-    am2z__inside inside;
     am2z__lr_link link;
     am2z_ctx ctx;
     am2z_result r;
@@ -8002,9 +8006,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     link.frame = f;
     link.prev = am2z__lr_stack;
     am2z__lr_stack = &link;
-    am2z__runtime_enter(lr->rt, &inside);
     r = am2z_processor_invoke(p, &ctx, input);
-    am2z__runtime_leave(&inside);
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
     if (r.state) {
