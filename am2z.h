@@ -6875,15 +6875,24 @@ typedef struct am2z__lr_shard {
     int64_t started, ended; /* attempts, for "running" */
 } am2z__lr_shard;
 
-/* Counters of one processor name in one session. A session's records form a list
-   that only grows (lock-free push; two threads may push the same name, and
-   session_stats adds such twins up), freed with the session. */
+/* Counters of one processor in one session, keyed by the processor's name pointer
+   (stable while it lives; the name is compared too, as an address may be reused). A
+   session's records form a list that only grows, indexed by a hash table that readers
+   probe without a lock (tables are replaced, never changed in place, and all freed
+   with the session). Two processors of one name get one record each, added up in
+   session_stats. */
 typedef struct am2z__lr_srec {
     struct am2z__lr_srec *next;
+    const char *key;
     char *name;
-    uint64_t hash;
     int64_t completed, failed, retried; /* atomic */
 } am2z__lr_srec;
+
+typedef struct am2z__lr_stable {
+    struct am2z__lr_stable *older;      /* the tables it replaced */
+    size_t cap, count;                  /* cap a power of two, count <= cap / 2 */
+    am2z__lr_srec **slot;               /* atomic entries */
+} am2z__lr_stable;
 
 struct am2z__lr_session {
     int refs;
@@ -6898,7 +6907,8 @@ struct am2z__lr_session {
     pthread_mutex_t mu;     /* guards live and the pass marks */
     pthread_cond_t cv;
     int stopper;            /* atomic: stops draining s (they wait for running to drop) */
-    am2z__lr_srec *srecs;   /* atomic head: per-processor counters */
+    am2z__lr_srec *srecs;   /* per-processor counters (under mu) */
+    am2z__lr_stable *srt;   /* atomic: their index */
     am2z__lr_live live;     /* list head */
 };
 
@@ -7339,33 +7349,87 @@ static void am2z__lr_shard_free(am2z__lr_shard *sh) {
 
 /* ---- sessions ---- */
 
-/* s's counters of processor `name`, created on first use; NULL when out of memory. */
-static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
-    uint64_t h = am2z__lr_hash(name);
-    am2z__lr_srec *r, *head = __atomic_load_n(&s->srecs, __ATOMIC_ACQUIRE);
-    for (r = head; r; r = r->next)
-        if (r->hash == h && strcmp(r->name, name) == 0) return r;
-    r = (am2z__lr_srec *)am2z__malloc(sizeof *r);
-    if (!r) return NULL;
-    memset(r, 0, sizeof *r);
-    r->hash = h;
-    if (!(r->name = am2z__strdup(name))) {
-        am2z__free(r);
+static size_t am2z__lr_key_hash(const char *key) {
+    return (size_t)(((uint64_t)(uintptr_t)key >> 3) * 0x9E3779B97F4A7C15ull >> 16);
+}
+
+static am2z__lr_srec *am2z__lr_srec_find(const am2z__lr_stable *t, const char *key) {
+    size_t mask, i;
+    am2z__lr_srec *r;
+    if (!t) return NULL;
+    mask = t->cap - 1;
+    for (i = am2z__lr_key_hash(key) & mask; (r = __atomic_load_n(&t->slot[i], __ATOMIC_ACQUIRE)) != NULL;
+         i = (i + 1) & mask)
+        if (r->key == key && strcmp(r->name, key) == 0) return r;
+    return NULL;
+}
+
+static void am2z__lr_srec_put(am2z__lr_stable *t, am2z__lr_srec *r) {
+    size_t mask = t->cap - 1, i;
+    for (i = am2z__lr_key_hash(r->key) & mask; t->slot[i]; i = (i + 1) & mask) {
+    }
+    __atomic_store_n(&t->slot[i], r, __ATOMIC_RELEASE);
+    t->count++;
+}
+
+/* Under s->mu: a table with room for one more record (the current one or a bigger
+   copy, published); NULL when out of memory. */
+static am2z__lr_stable *am2z__lr_stable_room_locked(am2z__lr_session *s) {
+    am2z__lr_stable *t = s->srt, *n;
+    am2z__lr_srec *r;
+    if (t && (t->count + 1) * 2 <= t->cap) return t;
+    n = (am2z__lr_stable *)am2z__malloc(sizeof *n);
+    if (!n) return NULL;
+    n->cap = t ? t->cap * 2 : 16;
+    n->count = 0;
+    n->older = t;
+    if (!(n->slot = (am2z__lr_srec **)am2z__malloc(n->cap * sizeof *n->slot))) {
+        am2z__free(n);
         return NULL;
     }
-    r->next = head;
-    while (!__atomic_compare_exchange_n(&s->srecs, &r->next, r, 1, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
+    memset(n->slot, 0, n->cap * sizeof *n->slot);
+    for (r = s->srecs; r; r = r->next) am2z__lr_srec_put(n, r);
+    __atomic_store_n(&s->srt, n, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* s's counters of the processor named name (its own name pointer), created on first
+   use; NULL when out of memory. No lock once it exists. */
+static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
+    am2z__lr_srec *r = am2z__lr_srec_find(__atomic_load_n(&s->srt, __ATOMIC_ACQUIRE), name);
+    am2z__lr_stable *t;
+    if (r) return r;
+    pthread_mutex_lock(&s->mu);
+    if (!(r = am2z__lr_srec_find(s->srt, name)) && (t = am2z__lr_stable_room_locked(s)) != NULL &&
+        (r = (am2z__lr_srec *)am2z__malloc(sizeof *r)) != NULL) {
+        memset(r, 0, sizeof *r);
+        r->key = name;
+        if ((r->name = am2z__strdup(name)) != NULL) {
+            r->next = s->srecs;
+            s->srecs = r;
+            am2z__lr_srec_put(t, r);
+        } else {
+            am2z__free(r);
+            r = NULL;
+        }
     }
+    pthread_mutex_unlock(&s->mu);
     return r;
 }
 
 static void am2z__lr_session_release(am2z__lr_session *s) {
     am2z__lr_srec *r;
+    am2z__lr_stable *t;
     if (!s || am2z__atomic_dec(&s->refs) != 0) return;
     while ((r = s->srecs) != NULL) {
         s->srecs = r->next;
         am2z__free(r->name);
         am2z__free(r);
+    }
+    while ((t = s->srt) != NULL) {
+        s->srt = t->older;
+        am2z__free(t->slot);
+        am2z__free(t);
     }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
@@ -8914,7 +8978,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->proc = p;
     j->input = am2z_value_retain(input);
     j->session = s;
-    j->srec = am2z__lr_srec_get(s, name);
+    j->srec = am2z__lr_srec_get(s, am2z_processor_name(p));
     j->priority = d->queue.priority > 0 ? d->queue.priority : 0;
     j->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
     j->created_ns = am2z__lr_now();
@@ -9040,7 +9104,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b->lr = lr;
     b->proc = p;
     b->session = s;
-    b->srec = am2z__lr_srec_get(s, name);
+    b->srec = am2z__lr_srec_get(s, am2z_processor_name(p));
     b->inputs = inputs;
     b->outs = outs;
     b->count = count;
@@ -9555,8 +9619,11 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
 /* {<name>: {completed, failed, retried}} of session s (twin records added up). */
 static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
     am2z_value *procs = am2z_value_object(), *p;
-    am2z__lr_srec *r, *t, *head = __atomic_load_n(&s->srecs, __ATOMIC_ACQUIRE);
+    am2z__lr_srec *r, *t, *head;
     int64_t c, f, y;
+    pthread_mutex_lock(&s->mu);
+    head = s->srecs; /* records are never removed: walk them after the lock */
+    pthread_mutex_unlock(&s->mu);
     for (r = head; r && procs; r = r->next) {
         for (t = head; t != r && strcmp(t->name, r->name) != 0; t = t->next) {
         }
