@@ -554,6 +554,14 @@ static void test_session_processor_stats(void) {
     CHECK_INT(am2z_value_get_int(s, "/processors/ident/completed", -1), 4);
     CHECK(am2z_value_find(am2z_value_get(s, "processors"), "bad", 3) == NULL);
     am2z_value_release(s);
+    /* another processor under the same name adds to the same entry */
+    CHECK_INT(am2z_runtime_unregister(rt, "ident"), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc("ident", p_ident)), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute_in_session(rt, "ident", in, "sb");
+    am2z_outcome_clear(&out);
+    s = am2z_runtime_session_stats(rt, "sb");
+    CHECK_INT(am2z_value_get_int(s, "/processors/ident/completed", -1), 5);
+    am2z_value_release(s);
     am2z_value_release(in);
     am2z_runtime_free(rt);
 }
