@@ -6940,7 +6940,6 @@ struct am2z__lr_job {
     am2z_state *input;      /* retained */
     am2z__lr_session *session; /* top: retained; nested: borrowed through parent */
     am2z__lr_pinfo *pinfo;  /* retained (under qmu) or NULL */
-    am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
     int64_t timeout_ms;
     int64_t deadline_ns;    /* atomic: current attempt (top) or inherited budget (nested) */
     int64_t first_start_ns; /* atomic */
@@ -6967,6 +6966,7 @@ struct am2z__lr_job {
     int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
     pthread_mutex_t mu;     /* top only: the waiter blocks on cv */
     pthread_cond_t cv;
+    am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
 };
 
 /* A worker's view of one execute_many: the item it runs with that item's deadline
@@ -6987,7 +6987,6 @@ struct am2z__lr_batch {
     am2z__lr *lr;
     am2z_processor *proc;
     am2z__lr_session *session;
-    am2z__lr_srec *srec;    /* the session's counters of proc, or NULL */
     const am2z_state *const *inputs; /* the caller's: read only while the item is claimed */
     am2z_outcome *outs;
     size_t count;
@@ -7004,6 +7003,7 @@ struct am2z__lr_batch {
     am2z__lr_batch *qnext;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    am2z__lr_srec *srec;    /* the session's counters of proc, or NULL */
 };
 
 struct am2z__lr_worker {
@@ -8769,7 +8769,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         return 0;
     }
     *ok = r.state != NULL;
-    am2z__lr_stat(lr, b->srec, name, *ok ? 0 : 1, end - s);
+    am2z__lr_stat(lr, NULL, name, *ok ? 0 : 1, end - s); /* the session's: per chunk, in flush */
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
@@ -8780,6 +8780,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
 
 static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int64_t failed) {
     am2z__lr_session_count(b->session, ok, failed, 0);
+    if (b->srec && ok) __atomic_add_fetch(&b->srec->completed, ok, __ATOMIC_RELAXED);
+    if (b->srec && failed) __atomic_add_fetch(&b->srec->failed, failed, __ATOMIC_RELAXED);
     if (done && (__atomic_sub_fetch(&b->remaining, done, __ATOMIC_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
         am2z__lr_batch_wake(b);
 }
