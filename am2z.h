@@ -6813,7 +6813,16 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
    - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
      claim chunks of indexes; each item has a one-byte state and each worker publishes
      the item it runs with its deadline, so the caller can time out one item while the
-     others go on. */
+     others go on.
+   - Every count is updated before the outcome is published (DONE), never after, so a
+     caller holding an outcome sees it counted. A stop that saw "running" drop may
+     find the job still RESOLVING: it then leaves it to its resolver.
+   - Each thread keeps a stack of the attempts it runs (am2z__lr_stack): stop_session
+     of the caller's own session counts the executions it sits inside (it cannot wait
+     for them) and cancels them with the rest.
+   - Rate limits: a reservation (next_token_ns) orders the waiting starts, and a check
+     against the last real start (last_start_ns) spaces them, so a start that came late
+     (busy workers, a waiting call helping others) pushes the next one back. */
 
 #define AM2Z__LR_CHUNK 32          /* execute_many items a worker claims at once */
 #define AM2Z__LR_POLL_NS 20000000  /* longest block of a waiting parent between cancel checks */
