@@ -974,9 +974,12 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
    EVENTS  Handlers run synchronously on the thread that emits: the worker running the
    execution for job, composite, progress and custom events; the calling thread for
    "session:created" (first use), "session:cleanup" (stop_session, stop) and for a
-   TimeoutError the waiting caller detects. A slow handler delays only that thread and
-   the execution it serves; it must not free the runtime. data is borrowed for the call
-   and is always an object. Names and payloads:
+   TimeoutError the waiting caller detects; a thread of the runtime's own, which runs
+   no processor, for "metrics". A handler may run on several threads at once. A slow
+   handler delays only that thread and the execution it serves. A handler may call
+   on/off (see am2z_runtime_off) and anything but start, stop and free of its own
+   runtime, which refuse (see CALLBACKS). data is borrowed for the call and is always
+   an object. Names and payloads:
      processor:job:started    {processorName, executionId, sessionId, attempt, callDepth}
      processor:job:completed  {processorName, executionId, sessionId, attempts, callDepth,
                                executionTime (ms, a double)}
@@ -985,7 +988,19 @@ AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status
                                that failed), delayMs, error}
      session:created, session:cleanup  {sessionId}
      processor:completed, merge:conflict, processor:progress  (section 6 / am2z_ctx_*)
+     metrics                  the am2z_runtime_stats snapshot, every metrics interval
+                              (local runtime: am2z_local_desc.metrics_interval_ms; off
+                              by default); skipped while nobody listens
    plus anything passed to am2z_ctx_emit. "*" receives every event.
+
+   CALLBACKS  Processors and event handlers of a runtime run on its threads, which
+   start, stop and free join or wait for. Called from inside a processor or an event
+   handler of that same runtime (on any thread, nested calls included), start and stop
+   return AM2Z_STATUS_INVALID_ARGUMENT with a detail and change nothing, and free does
+   nothing but log an error and record that detail: each would wait for the very
+   callback it is called from. Stop a runtime from another thread (a processor can set
+   a flag that the main thread watches). stop_session from inside the session it stops
+   is allowed: see am2z_runtime_stop_session.
 
    THREADING  Every function may be called from any thread, concurrently, except
    am2z_runtime_free, which must be the last call. */
@@ -1010,8 +1025,13 @@ AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name)
 AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name);
 AM2Z_API am2z_value *am2z_runtime_list(am2z_runtime *rt); /* array of names */
 
+/* Starts a stopped runtime (AM2Z_STATUS_OK if it runs already). From inside one of
+   rt's processors or handlers: AM2Z_STATUS_INVALID_ARGUMENT (see CALLBACKS). */
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt);
-/* Waits up to grace_ms for running executions, then cancels the rest. */
+/* Waits up to grace_ms for running executions, then cancels the rest; when it returns,
+   none of rt's processors or handlers runs on its threads any more. From inside one of
+   rt's processors or handlers: AM2Z_STATUS_INVALID_ARGUMENT, nothing stopped (see
+   CALLBACKS); so is a restart (stop + start) from there. */
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms);
 /* Non-zero between a successful start (constructors start their runtime) and stop. */
 AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt);
@@ -1023,6 +1043,7 @@ typedef struct am2z_runtime_settings {
     int64_t default_timeout_ms; /* for processors without a timeout */
     int max_call_depth;         /* nested ctx calls allowed */
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
+    int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1064,25 +1085,42 @@ AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *pro
 /* Stops a session: new executions in it are rejected while it stops, those not started
    are cancelled, running ones get up to grace_ms, the rest are cancelled
    (CancelledError "Session <id> stopped"); then it is forgotten ("session:cleanup") and
-   its next use creates it afresh. AM2Z_STATUS_NOT_FOUND for an unknown session. */
+   its next use creates it afresh. AM2Z_STATUS_NOT_FOUND (with a detail) for a session
+   that was never used or is already forgotten. Called from inside the session it stops
+   (a processor running in it, or a handler called from one), it does not wait for the
+   caller's own execution: the others get the grace period, then the caller's execution
+   is cancelled with the rest (its outcome is that CancelledError and
+   am2z_ctx_cancelled turns true) and stop_session returns (local runtime). */
 AM2Z_API am2z_status am2z_runtime_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms);
 /* Stops every active session (am2z_runtime_active_sessions) as stop_session does, each
    with grace_ms; the runtime stays started. The first failure's status, else OK. */
 AM2Z_API am2z_status am2z_runtime_stop_all_sessions(am2z_runtime *rt, int64_t grace_ms);
 /* JSON snapshots (new references; shapes in each runtime's section). session_stats is
-   NULL for an unknown session; active_sessions is an array of ids. Counts settle just
-   after outcomes: a caller that has its outcome may still see it "running" briefly. */
+   NULL for a session never used or already forgotten (detail "session_stats '<id>': no
+   such session"); active_sessions is an array of ids. Counts settle before outcomes on
+   the local runtime (section 8): a caller holding an outcome sees it counted. */
 AM2Z_API am2z_value *am2z_runtime_stats(am2z_runtime *rt);
-/* The stats of one processor (a new reference; NULL when it has none yet): the member
-   of stats' "processors" named exactly name, so names with '.' need no escaping. */
+/* The stats of one processor (a new reference; NULL when it has none: on the local
+   runtime, neither registered nor run): the member of stats' "processors" named exactly
+   name, so names with '.' need no escaping. */
 AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *name);
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
 
-/* Returns a handler id > 0, or 0 on failure. */
+/* Calls fn for event ("*": every event) from now on, on the emitting threads (see
+   EVENTS). Returns a handler id > 0, or 0 on failure. */
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data);
+/* Removes a handler, as a barrier: once off returns, the handler is not running on
+   another thread and is never called again, so its user_data may be freed. off waits
+   for the calls in progress (a slow handler delays it). From inside that handler, off
+   does not wait for the call it is made from (nor for the calls of it this thread is
+   nested in): it returns at once, and no call starts after it. Two handlers that
+   remove each other while both run wait for each other forever: don't. An unknown or
+   already removed id is ignored. */
 AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id);
-/* Stops (grace 0) if running and frees everything. */
+/* Stops (grace 0) if running and frees everything. The last call on rt, made from
+   outside its processors and handlers: from inside (see CALLBACKS) it frees nothing,
+   logs an error with rt's logger and records the detail. */
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt);
 
 /* ==== 7b. runtime implementers: not needed by users =================================== */
@@ -1132,7 +1170,9 @@ AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt);
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt); /* borrowed */
 /* A new reference to the registered processor, or NULL. */
 AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name);
-/* Delivers an event to the handlers (data borrowed). */
+/* Delivers an event to the handlers (data borrowed) on the calling thread, with the
+   off barrier and the CALLBACKS guard: the one way a runtime calls handlers. One atomic
+   load when no handler is registered. */
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data);
 /* A new execution id "<processor>-<ms>-<random>", written to buf. */
 AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]);
@@ -1200,25 +1240,42 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      processor's simultaneous top-level executions; nested calls run inside their
      caller's turn and never wait for a slot, so a processor calling itself cannot
      deadlock.
-     rate_limit_per_minute spaces starts at least 60000/rate ms apart (one-token bucket;
-     executions wait, never fail), nested calls included. delay_ms postpones the first
-     attempt of a top-level execution and each nested call.
+     rate_limit_per_minute spaces starts at least 60000/rate ms apart, measured between
+     real starts (a one-token bucket; executions wait in line, never fail), nested calls
+     included, also when a waiting call runs other queued calls meanwhile. delay_ms
+     postpones the first attempt of a top-level execution and each nested call.
    - Sessions: NULL means "default"; first use emits "session:created"; see
      am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
      another session runs with it rewritten, so an outcome's state always names the
      session it ran in.
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
-     (CancelledError "Runtime stopped"), joins the workers (a processor ignoring
-     cancellation delays it until it returns) and ends every session ("session:cleanup").
-     Registrations and stats survive; am2z_runtime_start starts it again.
+     (CancelledError "Runtime stopped"), joins the workers and the metrics thread (a
+     processor ignoring cancellation, or a slow handler, delays it until it returns) and
+     ends every session ("session:cleanup"). Registrations and stats survive;
+     am2z_runtime_start starts it again. start, stop and free refuse to run inside the
+     runtime's processors and handlers (section 7, CALLBACKS); stop_session of the
+     caller's own session cancels the caller's execution instead of waiting for it.
    - Every successful execution, nested ones and composites included, returns its state
      through am2z_state_bump, so metadata.version counts the steps that produced it.
    - Stats: {registeredProcessors, running (attempts executing now), completed, failed,
      retried (executions incl. nested), queued, workers, uptimeMs, processors: {<name>:
      {completed, failed, retried, p50Ms, p99Ms}}} (am2z_runtime_processor_stats reads
-     one); latency percentiles come from a log
-     histogram (4 buckets per doubling, so within ~10%). session_stats: {sessionId,
-     createdAt, running, submitted, completed, failed, cancelled, stopping}.
+     one; a processor is listed, with zeros, from its registration on); latency
+     percentiles come from a log histogram (4 buckets per doubling, so within ~10%).
+     session_stats: {sessionId, createdAt, running (unfinished top-level executions;
+     an execute_many call counts once), submitted, completed, failed, cancelled,
+     stopping, processors: {<name>: {completed, failed, retried}}}, the processors'
+     counts as in stats (nested calls included, a cancellation counts as failed) for the
+     executions of that session.
+   - Counters settle before outcomes: when a caller holds an outcome (execute, wait,
+     execute_many), every count that includes it, in stats and session_stats, is
+     updated, so session_stats or stop_session right after the last outcome sees
+     nothing running. One exception: stats' "running" counts attempts executing, and an
+     attempt resolved without it (timed out or cancelled) while its processor ignores
+     cancellation stays in it until the processor returns.
+   - metrics_interval_ms > 0 emits "metrics" with the stats snapshot that often, from a
+     thread of the runtime's own (never a worker, so busy workers do not delay it),
+     while the runtime is started and someone listens.
    - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS (200 us) before they
      block, because waking a blocked thread costs far more than a short spin; a spinner
      yields its CPU now and then when the thread it waits for may need that CPU (a
@@ -1245,6 +1302,7 @@ typedef struct am2z_local_desc {
                                    Full: execute fails with ResourceError, submit with
                                    AM2Z_STATUS_LIMIT */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
+    int64_t metrics_interval_ms; /* "metrics" event period; default 0: no event */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5125,16 +5183,6 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress) {
     if (d) am2z_ctx_emit(ctx, "processor:progress", d);
 }
 
-static am2z_result am2z__composite_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input);
-
-AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
-    am2z_result r;
-    if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
-    if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
-    else r = am2z__composite_run(p, ctx, input);
-    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
-}
-
 /* ==== 6. composition ================================================================== */
 
 /* A growable byte buffer for descriptions and JSON Pointer paths. A failed append sets
@@ -5835,20 +5883,53 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
 
 /* ==== 7. runtime interface ============================================================ */
 
+/* A registered handler. Sets hold references to it; `calls` counts the calls in
+   progress and `removed` is set by off, so off can wait for the calls to end. */
 typedef struct am2z__handler {
+    int refs;                   /* atomic: the sets holding it */
     int id;
+    int removed;                /* atomic: set once by off; emit then skips it */
+    int calls;                  /* atomic: calls running now */
     char *event;
     am2z_event_fn fn;
     void *user_data;
 } am2z__handler;
 
-/* An immutable handler array: on/off publish a new one (copy-on-write) and emit delivers
-   from a retained snapshot, so handlers may call on/off while they are being run. */
+/* An immutable array of handlers: on/off publish a new one (copy-on-write) and emit
+   delivers from a retained snapshot, so handlers may call on/off while they run. */
 typedef struct am2z__handler_set {
     int refcount;
     size_t count;
-    am2z__handler *items;
+    am2z__handler **items;
 } am2z__handler_set;
+
+/* What the calling thread is inside of: a processor (handler NULL) or an event handler
+   of rt. A per-thread stack of frames on the callers' stacks. */
+typedef struct am2z__inside {
+    const am2z_runtime *rt;
+    const am2z__handler *handler;
+    struct am2z__inside *prev;
+} am2z__inside;
+
+static __thread am2z__inside *am2z__inside_top;
+
+/* Marks the calling thread as running a processor of rt until leave. */
+static void am2z__runtime_enter(const am2z_runtime *rt, am2z__inside *frame) {
+    frame->rt = rt;
+    frame->handler = NULL;
+    frame->prev = am2z__inside_top;
+    am2z__inside_top = frame;
+}
+
+static void am2z__runtime_leave(am2z__inside *frame) { am2z__inside_top = frame->prev; }
+
+/* Non-zero when the calling thread is inside a processor or an event handler of rt. */
+static int am2z__runtime_inside(const am2z_runtime *rt) {
+    const am2z__inside *f;
+    for (f = am2z__inside_top; f; f = f->prev)
+        if (f->rt == rt) return 1;
+    return 0;
+}
 
 struct am2z_runtime {
     const am2z_runtime_ops *ops;
@@ -5864,8 +5945,9 @@ struct am2z_runtime {
     size_t *reg_index;          /* open addressing by name hash: 0 = empty, else position + 1 */
     size_t reg_index_cap;       /* power of two, at least twice reg_count */
     /* Events. handler_total is read without the lock so emit costs one load when nobody
-       listens. */
+       listens. off waits on ev_cv (with ev_lock) for the calls of the handler it removed. */
     pthread_mutex_t ev_lock;
+    pthread_cond_t ev_cv;
     am2z__handler_set *handlers;
     int handler_total;
     int next_handler_id;
@@ -6114,89 +6196,113 @@ AM2Z__PRIVATE am2z_error *am2z__runtime_not_found(am2z_runtime *rt, const char *
 
 /* ---- events ---- */
 
+static void am2z__handler_release(am2z__handler *h) {
+    if (!h || am2z__atomic_dec(&h->refs) != 0) return;
+    am2z__free(h->event);
+    am2z__free(h);
+}
+
 static void am2z__handler_set_release(am2z__handler_set *s) {
     size_t i;
     if (!s || am2z__atomic_dec(&s->refcount) != 0) return;
-    for (i = 0; i < s->count; i++) am2z__free(s->items[i].event);
+    for (i = 0; i < s->count; i++) am2z__handler_release(s->items[i]);
     am2z__free(s->items);
     am2z__free(s);
 }
 
-/* A copy of old (may be NULL) with room for `extra` more handlers, or NULL. */
-static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, size_t extra, int skip_id) {
+/* A copy of old (may be NULL) without its removed handlers, with room for `extra`
+   more, or NULL when out of memory. */
+static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, size_t extra) {
     size_t n = old ? old->count : 0, i;
     am2z__handler_set *s = (am2z__handler_set *)am2z__malloc(sizeof *s);
     if (!s) return NULL;
     s->refcount = 1;
     s->count = 0;
-    s->items = (am2z__handler *)am2z__malloc((n + extra) * sizeof *s->items);
+    s->items = (am2z__handler **)am2z__malloc((n + extra ? n + extra : 1) * sizeof *s->items);
     if (!s->items) {
         am2z__free(s);
         return NULL;
     }
     for (i = 0; i < n; i++) {
-        am2z__handler h = old->items[i];
-        if (h.id == skip_id) continue;
-        h.event = am2z__strdup(h.event);
-        if (!h.event) {
-            am2z__handler_set_release(s);
-            return NULL;
-        }
+        am2z__handler *h = old->items[i];
+        if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) continue;
+        am2z__atomic_inc(&h->refs);
         s->items[s->count++] = h;
     }
     return s;
 }
 
+/* Publishes s (may be NULL) as the current set, under ev_lock; returns the old one. */
+static am2z__handler_set *am2z__handlers_publish_locked(am2z_runtime *rt, am2z__handler_set *s) {
+    am2z__handler_set *old = rt->handlers;
+    rt->handlers = s && s->count ? s : NULL;
+    if (s && !s->count) am2z__handler_set_release(s);
+    __atomic_store_n(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, __ATOMIC_RELEASE);
+    return old;
+}
+
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data) {
     am2z__handler_set *s, *old;
-    am2z__handler h;
+    am2z__handler *h;
+    int id;
     if (!rt || !event || !fn) return 0;
+    h = (am2z__handler *)am2z__malloc(sizeof *h);
+    if (!h) return 0;
+    memset(h, 0, sizeof *h);
+    h->refs = 1; /* the new set's */
+    h->fn = fn;
+    h->user_data = user_data;
+    h->event = am2z__strdup(event);
     pthread_mutex_lock(&rt->ev_lock);
-    if (rt->next_handler_id == INT_MAX) {
+    s = h->event && rt->next_handler_id < INT_MAX ? am2z__handler_set_copy(rt->handlers, 1) : NULL;
+    if (!s) {
         pthread_mutex_unlock(&rt->ev_lock);
+        am2z__handler_release(h);
         return 0;
     }
-    old = rt->handlers;
-    s = am2z__handler_set_copy(old, 1, 0);
-    h.event = s ? am2z__strdup(event) : NULL;
-    if (!h.event) {
-        pthread_mutex_unlock(&rt->ev_lock);
-        am2z__handler_set_release(s);
-        return 0;
-    }
-    h.id = ++rt->next_handler_id;
-    h.fn = fn;
-    h.user_data = user_data;
+    id = h->id = ++rt->next_handler_id;
     s->items[s->count++] = h;
-    rt->handlers = s;
-    __atomic_store_n(&rt->handler_total, (int)s->count, __ATOMIC_RELEASE);
+    old = am2z__handlers_publish_locked(rt, s);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
-    return h.id;
+    return id;
+}
+
+/* The calls of h this thread is making (an off from inside h must not wait for them). */
+static int am2z__handler_own_calls(const am2z__handler *h) {
+    const am2z__inside *f;
+    int n = 0;
+    for (f = am2z__inside_top; f; f = f->prev) n += f->handler == h;
+    return n;
 }
 
 AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
-    am2z__handler_set *s, *old;
+    am2z__handler_set *s, *old = NULL;
+    am2z__handler *h = NULL;
     size_t i;
-    int found = 0;
+    int own;
     if (!rt || handler_id <= 0) return;
     pthread_mutex_lock(&rt->ev_lock);
-    old = rt->handlers;
-    for (i = 0; old && i < old->count; i++) found |= old->items[i].id == handler_id;
-    if (!found) {
+    for (i = 0; rt->handlers && i < rt->handlers->count; i++)
+        if (rt->handlers->items[i]->id == handler_id) h = rt->handlers->items[i];
+    if (!h || __atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
         pthread_mutex_unlock(&rt->ev_lock);
         return;
     }
-    /* Out of memory while removing: keep the handler rather than lose the others. */
-    s = old->count > 1 ? am2z__handler_set_copy(old, 0, handler_id) : NULL;
-    if (old->count > 1 && !s) {
-        pthread_mutex_unlock(&rt->ev_lock);
-        return;
-    }
-    rt->handlers = s;
-    __atomic_store_n(&rt->handler_total, s ? (int)s->count : 0, __ATOMIC_RELEASE);
+    /* Marked first: from here emit skips it, even if the copy below runs out of memory
+       (the next on/off drops it then). */
+    __atomic_store_n(&h->removed, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_inc(&h->refs); /* kept for the wait below */
+    s = am2z__handler_set_copy(rt->handlers, 0);
+    if (s) old = am2z__handlers_publish_locked(rt, s);
+    else __atomic_sub_fetch(&rt->handler_total, 1, __ATOMIC_RELEASE);
+    /* The barrier: wait for calls in progress on other threads (emit checks `removed`
+       after counting itself in `calls`, so no call starts unseen). */
+    own = am2z__handler_own_calls(h);
+    while (__atomic_load_n(&h->calls, __ATOMIC_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
+    am2z__handler_release(h);
 }
 
 /* The current handlers (retained) or NULL when there are none. */
@@ -6211,7 +6317,8 @@ static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
 }
 
 static int am2z__handler_matches(const am2z__handler *h, const char *event) {
-    return (h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0;
+    return ((h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0) &&
+           !__atomic_load_n(&h->removed, __ATOMIC_RELAXED);
 }
 
 /* Non-zero when some handler would receive `event`: runtimes skip building payloads
@@ -6222,9 +6329,29 @@ AM2Z__PRIVATE int am2z__runtime_has_handlers(am2z_runtime *rt, const char *event
     int found = 0;
     if (!rt || !event) return 0;
     s = am2z__handlers_get(rt);
-    for (i = 0; s && !found && i < s->count; i++) found = am2z__handler_matches(&s->items[i], event);
+    for (i = 0; s && !found && i < s->count; i++) found = am2z__handler_matches(s->items[i], event);
     am2z__handler_set_release(s);
     return found;
+}
+
+/* One call of h, unless off removed it: counted in h->calls so off can wait for it. */
+static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *event, const am2z_value *data) {
+    am2z__inside frame;
+    __atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+        frame.rt = rt;
+        frame.handler = h;
+        frame.prev = am2z__inside_top;
+        am2z__inside_top = &frame;
+        h->fn(event, data, h->user_data);
+        am2z__inside_top = frame.prev;
+    }
+    __atomic_sub_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
+        pthread_cond_broadcast(&rt->ev_cv);
+        pthread_mutex_unlock(&rt->ev_lock);
+    }
 }
 
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data) {
@@ -6236,7 +6363,7 @@ AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_
     if (!s) return;
     if (!data) data = empty = am2z_value_object(); /* handlers always get an object */
     for (i = 0; i < s->count; i++)
-        if (am2z__handler_matches(&s->items[i], event)) s->items[i].fn(event, data, s->items[i].user_data);
+        if (am2z__handler_matches(s->items[i], event)) am2z__handler_call(rt, s->items[i], event, data);
     am2z_value_release(empty);
     am2z__handler_set_release(s);
 }
@@ -6419,6 +6546,21 @@ AM2Z__PRIVATE am2z_outcome am2z__outcome_failed(const char *processor, const cha
     return out;
 }
 
+/* ---- running a processor (7b) ---- */
+
+/* Every runtime runs its processors through here, so the CALLBACKS guard knows when a
+   thread is inside one (composites: each child runs through it again). */
+AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
+    am2z__inside frame;
+    am2z_result r;
+    if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
+    am2z__runtime_enter(ctx ? ctx->runtime : NULL, &frame);
+    if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
+    else r = am2z__composite_run(p, ctx, input);
+    am2z__runtime_leave(&frame);
+    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
+}
+
 /* ---- runtime object and dispatch ---- */
 
 AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl, am2z_logger *logger,
@@ -6444,6 +6586,13 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
         am2z__free(rt);
         return NULL;
     }
+    if (pthread_cond_init(&rt->ev_cv, NULL) != 0) {
+        pthread_mutex_destroy(&rt->ev_lock);
+        pthread_rwlock_destroy(&rt->reg_lock);
+        am2z_logger_release(rt->logger);
+        am2z__free(rt);
+        return NULL;
+    }
     rt->ops = ops;
     rt->impl = impl;
     if (settings) rt->settings = *settings;
@@ -6454,9 +6603,15 @@ AM2Z_API void *am2z_runtime_impl(const am2z_runtime *rt) { return rt ? rt->impl 
 
 AM2Z_API const am2z_logger *am2z_runtime_logger(const am2z_runtime *rt) { return rt ? rt->logger : NULL; }
 
+/* Why start / stop / free refuse to run inside the runtime's own callbacks. */
+#define AM2Z__RT_INSIDE                                                                            \
+    "called from inside a processor or an event handler of this runtime, which it would wait " \
+    "for; call it from another thread"
+
 AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
     am2z_status st;
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: NULL runtime");
+    if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: " AM2Z__RT_INSIDE);
     st = rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
     if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1);
     return st;
@@ -6465,6 +6620,7 @@ AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z_status st;
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: NULL runtime");
+    if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: " AM2Z__RT_INSIDE);
     st = rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
     if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0);
     return st;
@@ -6619,8 +6775,14 @@ AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *
 }
 
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id) {
-    if (!rt || !session_id) return NULL;
-    return rt->ops->session_stats ? rt->ops->session_stats(rt, session_id) : NULL;
+    am2z_value *v;
+    if (!rt || !session_id) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "session_stats: NULL argument");
+        return NULL;
+    }
+    v = rt->ops->session_stats ? rt->ops->session_stats(rt, session_id) : NULL;
+    if (!v) am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "session_stats '%s': no such session", session_id);
+    return v;
 }
 
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
@@ -6631,6 +6793,11 @@ AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     size_t i;
     if (!rt) return;
+    if (am2z__runtime_inside(rt)) { /* forbidden: it would free the code's own runtime */
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "am2z_runtime_free: " AM2Z__RT_INSIDE);
+        am2z_log_error(rt->logger, "am2z_runtime_free ignored: " AM2Z__RT_INSIDE);
+        return;
+    }
     am2z_runtime_stop(rt, 0);
     if (rt->ops->destroy) rt->ops->destroy(rt);
     for (i = 0; i < rt->reg_count; i++) am2z_processor_release(rt->reg[i]);
@@ -6639,6 +6806,7 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     am2z__handler_set_release(rt->handlers);
     pthread_rwlock_destroy(&rt->reg_lock);
     pthread_mutex_destroy(&rt->ev_lock);
+    pthread_cond_destroy(&rt->ev_cv);
     am2z_logger_release(rt->logger);
     am2z__free(rt);
 }
@@ -6662,7 +6830,16 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
    - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
      claim chunks of indexes; each item has a one-byte state and each worker publishes
      the item it runs with its deadline, so the caller can time out one item while the
-     others go on. */
+     others go on.
+   - Every count is updated before the outcome is published (DONE), never after, so a
+     caller holding an outcome sees it counted. A stop that saw "running" drop may
+     find the job still RESOLVING: it then leaves it to its resolver.
+   - Each thread keeps a stack of the attempts it runs (am2z__lr_stack): stop_session
+     of the caller's own session counts the executions it sits inside (it cannot wait
+     for them) and cancels them with the rest.
+   - Rate limits: a reservation (next_token_ns) orders the waiting starts, and a check
+     against the last real start (last_start_ns) spaces them, so a start that came late
+     (busy workers, a waiting call helping others) pushes the next one back. */
 
 #define AM2Z__LR_CHUNK 32          /* execute_many items a worker claims at once */
 #define AM2Z__LR_POLL_NS 20000000  /* longest block of a waiting parent between cancel checks */
@@ -6724,18 +6901,40 @@ typedef struct am2z__lr_shard {
     int64_t started, ended; /* attempts, for "running" */
 } am2z__lr_shard;
 
+/* Counters of one processor in one session, keyed by the processor's name pointer
+   (stable while it lives; the name is compared too, as an address may be reused). A
+   session's records form a list that only grows, indexed by a hash table that readers
+   probe without a lock (tables are replaced, never changed in place, and all freed
+   with the session). Two processors of one name get one record each, added up in
+   session_stats. */
+typedef struct am2z__lr_srec {
+    struct am2z__lr_srec *next;
+    const char *key;
+    char *name;
+    int64_t completed, failed, retried; /* atomic */
+} am2z__lr_srec;
+
+typedef struct am2z__lr_stable {
+    struct am2z__lr_stable *older;      /* the tables it replaced */
+    size_t cap, count;                  /* cap a power of two, count <= cap / 2 */
+    am2z__lr_srec **slot;               /* atomic entries */
+} am2z__lr_stable;
+
 struct am2z__lr_session {
     int refs;
     char *id;
     uint64_t hash;
     am2z__lr_session *next; /* table chain, under lr->smu */
     am2z__lr_session *tmp;  /* stop()'s private list */
+    int unlinked;           /* stop(): it took s out of the table (under lr->smu) */
     int64_t created_ms;
     int stopping;           /* atomic */
     int64_t submitted, completed, failed, cancelled, running; /* atomic */
     pthread_mutex_t mu;     /* guards live and the pass marks */
     pthread_cond_t cv;
-    int stopper;            /* atomic: a stop waits for running == 0 */
+    int stopper;            /* atomic: stops draining s (they wait for running to drop) */
+    am2z__lr_srec *srecs;   /* per-processor counters (under mu) */
+    am2z__lr_stable *srt;   /* atomic: their index */
     am2z__lr_live live;     /* list head */
 };
 
@@ -6747,7 +6946,9 @@ struct am2z__lr_pinfo {
     int listed;
     int running;            /* concurrency slots in use */
     am2z__lr_job *wait_head, *wait_tail; /* waiting for a slot */
-    int64_t next_token_ns;  /* rate limit: the earliest next start */
+    int64_t next_token_ns;  /* rate limit: the next start to reserve (orders the waiters) */
+    int64_t last_start_ns;  /* rate limit: the last real start (spaces the starts) */
+    int has_started;
 };
 
 /* Fields a worker touches come first, so handing a job to another core moves two
@@ -6791,6 +6992,7 @@ struct am2z__lr_job {
     int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
     pthread_mutex_t mu;     /* top only: the waiter blocks on cv */
     pthread_cond_t cv;
+    am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
 };
 
 /* A worker's view of one execute_many: the item it runs with that item's deadline
@@ -6827,6 +7029,7 @@ struct am2z__lr_batch {
     am2z__lr_batch *qnext;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    am2z__lr_srec *srec;    /* the session's counters of proc, or NULL */
 };
 
 struct am2z__lr_worker {
@@ -6882,6 +7085,12 @@ struct am2z__lr {
     am2z__lr_session **stab;
     size_t stab_cap, scount;
     am2z__lr_shard ext;
+    /* the "metrics" event: a thread of its own, never a worker (under mmu) */
+    int64_t metrics_ms;
+    pthread_t metrics_thread;
+    int metrics_running, metrics_quit;
+    pthread_mutex_t mmu;
+    pthread_cond_t mcv;
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -6898,6 +7107,14 @@ typedef struct am2z__lr_frame {
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
+
+/* The attempts running on this thread, innermost first (a worker nests them through
+   nested calls and through helping other executions while it waits). */
+typedef struct am2z__lr_link {
+    const am2z__lr_frame *frame;
+    struct am2z__lr_link *prev;
+} am2z__lr_link;
+static __thread am2z__lr_link *am2z__lr_stack;
 
 #include <sched.h> /* sched_yield */
 
@@ -7127,9 +7344,12 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     return sh->last = ps;
 }
 
-/* kind: 0 completed, 1 failed (both with a latency), 2 retried. */
-static void am2z__lr_stat(am2z__lr *lr, const char *name, int kind, int64_t ns) {
-    am2z__lr_shard *sh = am2z__lr_shard_enter(lr);
+/* kind: 0 completed, 1 failed (both with a latency), 2 retried; counted for the
+   processor and, when rec is set, for it in its session. */
+static void am2z__lr_stat(am2z__lr *lr, am2z__lr_srec *rec, const char *name, int kind, int64_t ns) {
+    am2z__lr_shard *sh;
+    if (rec) __atomic_add_fetch(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, __ATOMIC_RELAXED);
+    sh = am2z__lr_shard_enter(lr);
     am2z__lr_pstat *ps = am2z__lr_pstat_get(sh, name);
     if (ps) {
         if (kind == 2) {
@@ -7155,21 +7375,103 @@ static void am2z__lr_shard_free(am2z__lr_shard *sh) {
 
 /* ---- sessions ---- */
 
+static size_t am2z__lr_key_hash(const char *key) {
+    return (size_t)(((uint64_t)(uintptr_t)key >> 3) * 0x9E3779B97F4A7C15ull >> 16);
+}
+
+static am2z__lr_srec *am2z__lr_srec_find(const am2z__lr_stable *t, const char *key) {
+    size_t mask, i;
+    am2z__lr_srec *r;
+    if (!t) return NULL;
+    mask = t->cap - 1;
+    for (i = am2z__lr_key_hash(key) & mask; (r = __atomic_load_n(&t->slot[i], __ATOMIC_ACQUIRE)) != NULL;
+         i = (i + 1) & mask)
+        if (r->key == key && strcmp(r->name, key) == 0) return r;
+    return NULL;
+}
+
+static void am2z__lr_srec_put(am2z__lr_stable *t, am2z__lr_srec *r) {
+    size_t mask = t->cap - 1, i;
+    for (i = am2z__lr_key_hash(r->key) & mask; t->slot[i]; i = (i + 1) & mask) {
+    }
+    __atomic_store_n(&t->slot[i], r, __ATOMIC_RELEASE);
+    t->count++;
+}
+
+/* Under s->mu: a table with room for one more record (the current one or a bigger
+   copy, published); NULL when out of memory. */
+static am2z__lr_stable *am2z__lr_stable_room_locked(am2z__lr_session *s) {
+    am2z__lr_stable *t = s->srt, *n;
+    am2z__lr_srec *r;
+    if (t && (t->count + 1) * 2 <= t->cap) return t;
+    n = (am2z__lr_stable *)am2z__malloc(sizeof *n);
+    if (!n) return NULL;
+    n->cap = t ? t->cap * 2 : 16;
+    n->count = 0;
+    n->older = t;
+    if (!(n->slot = (am2z__lr_srec **)am2z__malloc(n->cap * sizeof *n->slot))) {
+        am2z__free(n);
+        return NULL;
+    }
+    memset(n->slot, 0, n->cap * sizeof *n->slot);
+    for (r = s->srecs; r; r = r->next) am2z__lr_srec_put(n, r);
+    __atomic_store_n(&s->srt, n, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* s's counters of the processor named name (its own name pointer), created on first
+   use; NULL when out of memory. No lock once it exists. */
+static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
+    am2z__lr_srec *r = am2z__lr_srec_find(__atomic_load_n(&s->srt, __ATOMIC_ACQUIRE), name);
+    am2z__lr_stable *t;
+    if (r) return r;
+    pthread_mutex_lock(&s->mu);
+    if (!(r = am2z__lr_srec_find(s->srt, name)) && (t = am2z__lr_stable_room_locked(s)) != NULL &&
+        (r = (am2z__lr_srec *)am2z__malloc(sizeof *r)) != NULL) {
+        memset(r, 0, sizeof *r);
+        r->key = name;
+        if ((r->name = am2z__strdup(name)) != NULL) {
+            r->next = s->srecs;
+            s->srecs = r;
+            am2z__lr_srec_put(t, r);
+        } else {
+            am2z__free(r);
+            r = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 static void am2z__lr_session_release(am2z__lr_session *s) {
+    am2z__lr_srec *r;
+    am2z__lr_stable *t;
     if (!s || am2z__atomic_dec(&s->refs) != 0) return;
+    while ((r = s->srecs) != NULL) {
+        s->srecs = r->next;
+        am2z__free(r->name);
+        am2z__free(r);
+    }
+    while ((t = s->srt) != NULL) {
+        s->srt = t->older;
+        am2z__free(t->slot);
+        am2z__free(t);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     am2z__free(s->id);
     am2z__free(s);
 }
 
-static void am2z__lr_session_unlink_locked(am2z__lr *lr, am2z__lr_session *s) {
+/* Removes s from the table; 1 when it was there (the caller then owns the table's
+   reference), 0 when another stop took it out first. */
+static int am2z__lr_session_unlink_locked(am2z__lr *lr, am2z__lr_session *s) {
     am2z__lr_session **pp = &lr->stab[(size_t)s->hash & (lr->stab_cap - 1)];
     while (*pp && *pp != s) pp = &(*pp)->next;
-    if (*pp) {
-        *pp = s->next;
-        lr->scount--;
-    }
+    if (!*pp) return 0;
+    *pp = s->next;
+    lr->scount--;
+    return 1;
 }
 
 static am2z__lr_session *am2z__lr_session_find_locked(am2z__lr *lr, const char *id, uint64_t h) {
@@ -7278,22 +7580,26 @@ static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64
     if (cancelled) __atomic_add_fetch(&s->cancelled, cancelled, __ATOMIC_RELAXED);
 }
 
-/* One fewer unfinished execution in s (called once its outcome is visible); wakes a
-   stop_session / stop waiting for zero. */
+/* One fewer unfinished execution in s (called before its outcome is published, so a
+   caller holding the outcome sees the count settled); wakes a stop_session / stop
+   draining s. */
 static void am2z__lr_session_done(am2z__lr_session *s) {
-    if (__atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST) == 0 && AM2Z__LR_LD(&s->stopper)) {
+    __atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    if (AM2Z__LR_LD(&s->stopper)) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
     }
 }
 
-/* Waits until s has no unfinished execution or until_ns passes. */
-static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns) {
+/* Waits until s has no unfinished execution but the `own` ones of the calling thread
+   (which cannot end while it waits), or until until_ns passes. */
+static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns, int own) {
     pthread_mutex_lock(&s->mu);
-    AM2Z__LR_ST(&s->stopper, 1);
-    while (AM2Z__LR_LD(&s->running) > 0 && am2z__lr_now() < until_ns) am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
-    AM2Z__LR_ST(&s->stopper, 0);
+    __atomic_add_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    while (AM2Z__LR_LD(&s->running) > own && am2z__lr_now() < until_ns)
+        am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
+    __atomic_sub_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -7540,6 +7846,16 @@ static void am2z__lr_slot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
     }
 }
 
+/* Starts a rate-limited execution now (0) if the last start was at least interval ago,
+   else returns when it may start. Reservations (next_token_ns) only order the waiters:
+   this check on the real starts is what keeps them interval apart. */
+static int64_t am2z__lr_rate_start_locked(am2z__lr_pinfo *pi, int64_t interval, int64_t now) {
+    if (pi->has_started && now < pi->last_start_ns + interval) return pi->last_start_ns + interval;
+    pi->last_start_ns = now;
+    pi->has_started = 1;
+    return 0;
+}
+
 /* Applies j's concurrency limit and rate limit; 0 when j was parked or delayed. */
 static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
@@ -7552,17 +7868,17 @@ static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
         pi->running++;
         j->has_slot = 1;
     }
-    if (q->rate_limit_per_minute > 0 && !j->has_token) {
-        int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute;
-        if (pi->next_token_ns > now) {
+    if (q->rate_limit_per_minute > 0) {
+        int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, wait;
+        if (!j->has_token) {
             /* reserve the next start so waiting jobs line up instead of racing */
-            int64_t due = pi->next_token_ns;
-            pi->next_token_ns += interval;
+            int64_t due = pi->next_token_ns > now ? pi->next_token_ns : now;
+            pi->next_token_ns = due + interval;
             j->has_token = 1;
-            if (am2z__lr_delay_locked(lr, j, due)) return 0;
-        } else {
-            pi->next_token_ns = now + interval;
+            if (due > now && am2z__lr_delay_locked(lr, j, due)) return 0;
         }
+        /* a start that came late (busy workers) pushes the next one back */
+        if ((wait = am2z__lr_rate_start_locked(pi, interval, now)) != 0 && am2z__lr_delay_locked(lr, j, wait)) return 0;
     }
     j->has_token = 0;
     return 1;
@@ -7746,6 +8062,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     const char *sid = f->session->id;
     am2z_state *moved = NULL;
     am2z__lr_shard *sh;
+    am2z__lr_link link;
     am2z_ctx ctx;
     am2z_result r;
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
@@ -7776,7 +8093,11 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         d = am2z_value_set(d, "callDepth", am2z_value_int(depth));
         am2z__lr_emit(lr, "processor:job:started", d);
     }
+    link.frame = f;
+    link.prev = am2z__lr_stack;
+    am2z__lr_stack = &link;
     r = am2z_processor_invoke(p, &ctx, input);
+    am2z__lr_stack = link.prev;
     am2z_value_release(moved);
     if (r.state) {
         r.state = am2z_state_bump(r.state);
@@ -7810,16 +8131,19 @@ static int am2z__lr_wait_for(const am2z__lr_frame *pf, int64_t t_ns) {
     }
 }
 
-/* Reserves a start for rate-limited p and returns when it is (now if free). */
-static int64_t am2z__lr_rate_reserve(am2z__lr *lr, am2z_processor *p, int64_t now) {
+/* Rate-limited p: with reserve, reserves a start and returns when it is; without,
+   starts now (0) when the last start is an interval old, else returns when to retry. */
+static int64_t am2z__lr_rate_gate(am2z__lr *lr, am2z_processor *p, int64_t now, int reserve) {
     const am2z_queue_config *q = &am2z_processor_desc_of(p)->queue;
-    int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = now;
+    int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = reserve ? now : 0;
     am2z__lr_pinfo *pi;
     pthread_mutex_lock(&lr->qmu);
     pi = am2z__lr_pinfo_get_locked(lr, p);
-    if (pi) {
+    if (pi && reserve) {
         if (pi->next_token_ns > now) at = pi->next_token_ns;
         pi->next_token_ns = at + interval;
+    } else if (pi) {
+        at = am2z__lr_rate_start_locked(pi, interval, now);
     }
     pthread_mutex_unlock(&lr->qmu);
     return at;
@@ -7835,6 +8159,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
     int64_t timeout = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
     int64_t first = am2z__lr_now(), s, dl, end = first, delay;
     am2z__lr_frame f;
+    am2z__lr_srec *rec = am2z__lr_srec_get(pf->session, name);
     am2z_result r;
     char id[64];
     int att;
@@ -7850,12 +8175,16 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         goto failed;
     }
     if (d->queue.rate_limit_per_minute > 0) {
-        int64_t at = am2z__lr_rate_reserve(lr, p, am2z__lr_now());
-        if (!am2z__lr_wait_for(pf, at)) {
-            r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
-            att = 0;
-            goto failed;
-        }
+        /* the wait may run other calls (helping), whose starts can take the turn: check
+           the real last start again after it */
+        int64_t at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 1);
+        do {
+            if (!am2z__lr_wait_for(pf, at)) {
+                r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, p, id, pf->session->id));
+                att = 0;
+                goto failed;
+            }
+        } while ((at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 0)) != 0);
     }
     for (att = 1;; att++) {
         s = am2z__lr_now();
@@ -7870,21 +8199,21 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
             r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
         }
         if (r.state) {
-            am2z__lr_stat(lr, name, 0, end - first);
+            am2z__lr_stat(lr, rec, name, 0, end - first);
             am2z__lr_emit_end(lr, name, id, pf->session->id, NULL, att, depth, end - first);
             return r;
         }
         if (am2z__lr_frame_cancelled(pf, end)) break;
         delay = am2z_retry_delay_ms(&d->retry, r.error, att);
         if (delay < 0) break;
-        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_stat(lr, rec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, id, pf->session->id, r.error, att, delay);
         if (delay > 0 && !am2z__lr_wait_for(pf, am2z__lr_deadline(am2z__lr_now(), delay))) break;
         am2z_result_clear(&r);
     }
 failed:
     end = am2z__lr_now();
-    am2z__lr_stat(lr, name, 1, end - first);
+    am2z__lr_stat(lr, rec, name, 1, end - first);
     am2z__lr_emit_end(lr, name, id, pf->session->id, r.error, att, depth, end - first);
     return r;
 }
@@ -7900,15 +8229,15 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     j->out_state = state;
     j->out_error = err;
     j->end_ns = end;
-    am2z__lr_stat(lr, name, state ? 0 : 1, lat);
+    am2z__lr_stat(lr, j->srec, name, state ? 0 : 1, lat);
     am2z__lr_emit_end(lr, name, j->exec_id, j->session->id, state ? NULL : err, AM2Z__LR_LD(&j->started_attempts),
                       0, lat);
-    /* counters before the outcome shows, "running" after: whoever sees the outcome sees
-       the counts, and whoever sees running drop sees the outcome */
+    /* every count before the outcome shows: whoever holds the outcome sees them settled
+       (a stop that saw running drop may find the job RESOLVING: it leaves it alone) */
     am2z__lr_session_count(j->session, state ? 1 : 0, !state && !cancelled, !state && cancelled);
+    am2z__lr_session_done(j->session);
     am2z__lr_claim_spin(lr);
     am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
-    am2z__lr_session_done(j->session);
 }
 
 /* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry. */
@@ -7923,7 +8252,7 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         (delay = am2z_retry_delay_ms(&d->retry, r.error, attempt)) >= 0 &&
         am2z__lr_job_add_error(j, am2z_error_retain(r.error))) {
         const char *name = am2z_processor_name(j->proc);
-        am2z__lr_stat(lr, name, 2, 0);
+        am2z__lr_stat(lr, j->srec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, j->exec_id, j->session->id, r.error, attempt, delay);
         /* due first: a worker waiting for j may run it itself once due */
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
@@ -8045,6 +8374,20 @@ static void am2z__lr_job_outcome(am2z__lr_job *j, am2z_outcome *out, int move) {
     am2z__outcome_session(out, j->session->id);
 }
 
+/* A queued job its waiter wants to run itself: 1 when its rate limit allows a start
+   now (taken), else 0 with *due set to when it may. */
+static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, int64_t *due) {
+    const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
+    int64_t at;
+    if (!j->pinfo || q->rate_limit_per_minute <= 0) return 1;
+    pthread_mutex_lock(&lr->qmu);
+    at = am2z__lr_rate_start_locked(j->pinfo, (int64_t)60000000000 / q->rate_limit_per_minute, now);
+    if (!at) j->has_token = 0;
+    pthread_mutex_unlock(&lr->qmu);
+    *due = at;
+    return at == 0;
+}
+
 /* Waits for top-level job j. The waiter enforces the current attempt's deadline. */
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
@@ -8074,7 +8417,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             /* a processor waiting for an execution it submitted: run it here rather than
                wait for a worker that may be this one */
             int64_t due = AM2Z__LR_LD(&j->due_ns);
-            if (due <= now) {
+            if (due <= now && am2z__lr_job_may_start(lr, j, now, &due)) {
                 am2z__atomic_inc(&j->refs);
                 me->help_depth++;
                 am2z__lr_run_job(me, j);
@@ -8452,7 +8795,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         return 0;
     }
     *ok = r.state != NULL;
-    am2z__lr_stat(lr, name, *ok ? 0 : 1, end - s);
+    am2z__lr_stat(lr, NULL, name, *ok ? 0 : 1, end - s); /* the session's: per chunk, in flush */
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
@@ -8463,6 +8806,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
 
 static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int64_t failed) {
     am2z__lr_session_count(b->session, ok, failed, 0);
+    if (b->srec && ok) __atomic_add_fetch(&b->srec->completed, ok, __ATOMIC_RELAXED);
+    if (b->srec && failed) __atomic_add_fetch(&b->srec->failed, failed, __ATOMIC_RELAXED);
     if (done && (__atomic_sub_fetch(&b->remaining, done, __ATOMIC_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
         am2z__lr_batch_wake(b);
 }
@@ -8516,7 +8861,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     if (err && err->kind == AM2Z_ERROR_CANCELLED) am2z__lr_session_count(b->session, 0, 0, 1);
     else am2z__lr_session_count(b->session, 0, 1, 0);
     r = am2z__lr_fail(err);
-    am2z__lr_stat(lr, am2z_processor_name(b->proc), 1, 0);
+    am2z__lr_stat(lr, b->srec, am2z_processor_name(b->proc), 1, 0);
     am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id,
                           b->session->id);
     __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
@@ -8661,6 +9006,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->proc = p;
     j->input = am2z_value_retain(input);
     j->session = s;
+    j->srec = am2z__lr_srec_get(s, am2z_processor_name(p));
     j->priority = d->queue.priority > 0 ? d->queue.priority : 0;
     j->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
     j->created_ns = am2z__lr_now();
@@ -8786,6 +9132,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b->lr = lr;
     b->proc = p;
     b->session = s;
+    b->srec = am2z__lr_srec_get(s, am2z_processor_name(p));
     b->inputs = inputs;
     b->outs = outs;
     b->count = count;
@@ -8867,6 +9214,29 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
     } while (n == 64);
 }
 
+/* How many of s's unfinished executions (s->running counts jobs and execute_many
+   calls) the calling thread is running: a stop_session from inside must not wait for
+   them. */
+static int am2z__lr_own_units(am2z__lr *lr, const am2z__lr_session *s) {
+    const void *seen[32];
+    const am2z__lr_link *l;
+    int n = 0, i, dup;
+    for (l = am2z__lr_stack; l; l = l->prev) {
+        const am2z__lr_frame *f = l->frame;
+        const am2z__lr_job *j = f->job;
+        const void *root = f->batch;
+        if (f->lr != lr || f->session != s) continue;
+        while (j && !j->top) { /* a queued nested call: up to what made it */
+            root = j->pbatch;
+            j = j->parent;
+        }
+        if (j) root = j;
+        for (i = dup = 0; i < n && !dup; i++) dup = seen[i] == root;
+        if (!dup && root && n < 32) seen[n++] = root;
+    }
+    return n;
+}
+
 static void am2z__lr_emit_cleanup(am2z__lr *lr, const char *id) {
     if (am2z__lr_wants(lr, "session:cleanup"))
         am2z__lr_emit(lr, "session:cleanup", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
@@ -8876,6 +9246,7 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_session *s;
     int64_t until;
+    int unlinked;
     pthread_mutex_lock(&lr->smu);
     s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
     if (!s || AM2Z__LR_LD(&s->stopping)) {
@@ -8887,18 +9258,50 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     pthread_mutex_unlock(&lr->smu);
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 1);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
-    am2z__lr_session_drain(s, until);
+    /* called from inside the session: its own executions are cancelled below */
+    am2z__lr_session_drain(s, until, am2z__lr_own_units(lr, s));
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 0);
     pthread_mutex_lock(&lr->smu);
-    am2z__lr_session_unlink_locked(lr, s);
+    unlinked = am2z__lr_session_unlink_locked(lr, s);
     pthread_mutex_unlock(&lr->smu);
-    am2z__lr_session_release(s); /* the table's reference */
-    am2z__lr_emit_cleanup(lr, sid);
+    if (unlinked) { /* else a runtime stop took it over meanwhile */
+        am2z__lr_session_release(s); /* the table's reference */
+        am2z__lr_emit_cleanup(lr, sid);
+    }
     am2z__lr_session_release(s);
     return AM2Z_STATUS_OK;
 }
 
 static void *am2z__lr_worker_main(void *arg);
+
+/* Emits "metrics" (the stats snapshot) every metrics_ms until stop. */
+static void *am2z__lr_metrics_main(void *arg) {
+    am2z__lr *lr = (am2z__lr *)arg;
+    int64_t next = am2z__lr_now();
+    pthread_mutex_lock(&lr->mmu);
+    for (;;) {
+        next += lr->metrics_ms * 1000000;
+        while (!lr->metrics_quit && am2z__lr_now() < next) am2z__lr_wait_until(&lr->mcv, &lr->mmu, next);
+        if (lr->metrics_quit) break;
+        if (next < am2z__lr_now()) next = am2z__lr_now(); /* a slow handler: skip, do not burst */
+        pthread_mutex_unlock(&lr->mmu);
+        if (am2z__lr_wants(lr, "metrics")) am2z__lr_emit(lr, "metrics", am2z_runtime_stats(lr->rt));
+        pthread_mutex_lock(&lr->mmu);
+    }
+    pthread_mutex_unlock(&lr->mmu);
+    return NULL;
+}
+
+/* Ends the metrics thread (a handler it is running finishes first). */
+static void am2z__lr_metrics_stop(am2z__lr *lr) {
+    if (!lr->metrics_running) return;
+    pthread_mutex_lock(&lr->mmu);
+    lr->metrics_quit = 1;
+    pthread_cond_broadcast(&lr->mcv);
+    pthread_mutex_unlock(&lr->mmu);
+    pthread_join(lr->metrics_thread, NULL);
+    lr->metrics_running = 0;
+}
 
 static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     am2z__lr *lr = am2z__lr_of(rt);
@@ -8925,6 +9328,12 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     }
     lr->started = 1;
     AM2Z__LR_ST(&lr->running, 1);
+    if (lr->metrics_ms > 0) {
+        lr->metrics_quit = 0;
+        /* no thread for it: the runtime runs, without the event */
+        lr->metrics_running = pthread_create(&lr->metrics_thread, NULL, am2z__lr_metrics_main, lr) == 0;
+        if (!lr->metrics_running) am2z_log_error(lr->rt->logger, "local runtime: no thread for the metrics event");
+    }
     pthread_mutex_unlock(&lr->life);
     return AM2Z_STATUS_OK;
 }
@@ -8955,8 +9364,9 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
         }
     pthread_mutex_unlock(&lr->smu);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
-    for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until);
+    for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until, 0);
     for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
+    am2z__lr_metrics_stop(lr); /* after the cancel: its handler may be waiting for an execution */
     /* workers leave once their current task returns */
     pthread_mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->exiting, 1);
@@ -9009,14 +9419,16 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     pthread_mutex_lock(&lr->smu);
     for (s = list; s; s = s->tmp) {
         AM2Z__LR_ST(&s->stopping, 1);
-        am2z__lr_session_unlink_locked(lr, s);
+        s->unlinked = am2z__lr_session_unlink_locked(lr, s);
     }
     pthread_mutex_unlock(&lr->smu);
     while (list) {
         s = list;
         list = s->tmp;
-        am2z__lr_emit_cleanup(lr, s->id);
-        am2z__lr_session_release(s); /* the table's */
+        if (s->unlinked) { /* else a stop_session ended it meanwhile */
+            am2z__lr_emit_cleanup(lr, s->id);
+            am2z__lr_session_release(s); /* the table's */
+        }
         am2z__lr_session_release(s);
     }
     lr->started = 0;
@@ -9232,6 +9644,33 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
     return am2z_value_set(v, "processors", procs);
 }
 
+/* {<name>: {completed, failed, retried}} of session s (twin records added up). */
+static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
+    am2z_value *procs = am2z_value_object(), *p;
+    am2z__lr_srec *r, *t, *head;
+    int64_t c, f, y;
+    pthread_mutex_lock(&s->mu);
+    head = s->srecs; /* records are never removed: walk them after the lock */
+    pthread_mutex_unlock(&s->mu);
+    for (r = head; r && procs; r = r->next) {
+        for (t = head; t != r && strcmp(t->name, r->name) != 0; t = t->next) {
+        }
+        if (t != r) continue; /* a twin of an earlier record: added there */
+        c = f = y = 0;
+        for (t = r; t; t = t->next) {
+            if (t != r && strcmp(t->name, r->name) != 0) continue;
+            c += __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
+            f += __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
+            y += __atomic_load_n(&t->retried, __ATOMIC_RELAXED);
+        }
+        p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(c));
+        p = am2z_value_set(p, "failed", am2z_value_int(f));
+        p = am2z_value_set(p, "retried", am2z_value_int(y));
+        procs = am2z_value_set_key(procs, r->name, strlen(r->name), p);
+    }
+    return procs;
+}
+
 static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_session *s;
@@ -9249,6 +9688,7 @@ static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) 
     v = am2z_value_set(v, "failed", am2z_value_int(AM2Z__LR_LD(&s->failed)));
     v = am2z_value_set(v, "cancelled", am2z_value_int(AM2Z__LR_LD(&s->cancelled)));
     v = am2z_value_set(v, "stopping", am2z_value_bool(AM2Z__LR_LD(&s->stopping)));
+    v = am2z_value_set(v, "processors", am2z__lr_srec_json(s));
     am2z__lr_session_release(s);
     return v;
 }
@@ -9264,6 +9704,14 @@ static am2z_value *am2z__lr_op_active_sessions(am2z_runtime *rt) {
             if (!AM2Z__LR_LD(&s->stopping)) a = am2z_value_append(a, "", am2z_value_string(s->id));
     pthread_mutex_unlock(&lr->smu);
     return a;
+}
+
+/* A registered processor shows in stats at once, with zeros. */
+static void am2z__lr_op_registered(am2z_runtime *rt, am2z_processor *p) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    pthread_mutex_lock(&lr->ext.mu);
+    am2z__lr_pstat_get(&lr->ext, am2z_processor_name(p));
+    pthread_mutex_unlock(&lr->ext.mu);
 }
 
 static void am2z__lr_op_unregistered(am2z_runtime *rt, const char *name) {
@@ -9312,6 +9760,8 @@ static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
     pthread_mutex_destroy(&lr->life);
     pthread_mutex_destroy(&lr->qmu);
     pthread_mutex_destroy(&lr->smu);
+    pthread_mutex_destroy(&lr->mmu);
+    pthread_cond_destroy(&lr->mcv);
     am2z__free(lr);
 }
 
@@ -9324,7 +9774,7 @@ static const am2z_runtime_ops am2z__lr_ops = {
     am2z__lr_op_start,         am2z__lr_op_stop,          am2z__lr_op_submit,
     am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_detach,        am2z__lr_op_execute,
     am2z__lr_op_execute_many,  am2z__lr_op_stop_session,  am2z__lr_op_stats,
-    am2z__lr_op_session_stats, am2z__lr_op_active_sessions, NULL,
+    am2z__lr_op_session_stats, am2z__lr_op_active_sessions, am2z__lr_op_registered,
     am2z__lr_op_unregistered,  am2z__lr_op_destroy};
 
 static int am2z__lr_worker_init(am2z__lr *lr, int k) {
@@ -9363,9 +9813,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
                            AM2Z_LOCAL_MAX_WORKERS));
-    if (d.default_timeout_ms < 0 || d.max_call_depth < 0)
+    if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "local runtime: negative default_timeout_ms or max_call_depth"));
+                                                   "local runtime: negative default_timeout_ms, max_call_depth or "
+                                                   "metrics_interval_ms"));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
@@ -9378,6 +9829,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
     lr->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
+    lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -9385,8 +9837,12 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     if (locks == 1 && pthread_mutex_init(&lr->qmu, NULL) == 0) locks++;
     if (locks == 2 && pthread_mutex_init(&lr->smu, NULL) == 0) locks++;
     if (locks == 3 && pthread_mutex_init(&lr->ext.mu, NULL) == 0) locks++;
-    lr->workers = locks == 4 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
+    if (locks == 4 && pthread_mutex_init(&lr->mmu, NULL) == 0) locks++;
+    if (locks == 5 && am2z__lr_cond_init(&lr->mcv) == 0) locks++;
+    lr->workers = locks == 6 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
     if (!lr->workers) {
+        if (locks > 5) pthread_cond_destroy(&lr->mcv);
+        if (locks > 4) pthread_mutex_destroy(&lr->mmu);
         if (locks > 3) pthread_mutex_destroy(&lr->ext.mu);
         if (locks > 2) pthread_mutex_destroy(&lr->smu);
         if (locks > 1) pthread_mutex_destroy(&lr->qmu);
@@ -9409,6 +9865,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.default_timeout_ms = lr->default_timeout_ms;
     set.max_call_depth = lr->max_depth;
     set.queue_capacity = lr->capacity;
+    set.metrics_interval_ms = lr->metrics_ms;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
@@ -9435,6 +9892,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #undef AM2Z__LR_ST
 #undef AM2Z__LR_WORD
 #undef AM2Z__RT_NPOS
+#undef AM2Z__RT_INSIDE
 #undef AM2Z__RT_MANY_WINDOW
 
 #ifdef __cplusplus
