@@ -62,6 +62,10 @@ fuzz:
 portability:
 	@sh tests/portability.sh
 
+# Code size per part (-Os, --gc-sections), x86-64 and armhf: the README's size table.
+size:
+	@sh tests/size.sh
+
 $(B)/examples $(B)/bench:
 	mkdir -p $@
 

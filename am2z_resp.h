@@ -50,7 +50,7 @@
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
-                               x86-64 code paths)
+                               x86 code paths)
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
        AM2Z_QUEUE_BATCH        jobs a worker takes at once from a deep queue (default 16)
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
@@ -141,7 +141,7 @@ AM2Z_API void am2z_sha256_to_hex(const unsigned char digest[AM2Z_SHA256_SIZE],
 typedef enum am2z_sha256_impl {
     AM2Z_SHA256_AUTO = 0,
     AM2Z_SHA256_PORTABLE,  /* plain C99, any CPU */
-    AM2Z_SHA256_SHANI      /* x86-64 SHA extensions (intrinsics) */
+    AM2Z_SHA256_SHANI      /* x86 SHA extensions (intrinsics; x86-64 and 32-bit x86) */
 } am2z_sha256_impl;
 /* Selects the implementation for the whole process (call it before hashing starts on
    other threads). Returns AM2Z_STATUS_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
@@ -640,7 +640,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#if !defined(AM2Z_SHA256_PORTABLE_ONLY) && defined(__x86_64__) && \
+#if !defined(AM2Z_SHA256_PORTABLE_ONLY) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
 #define AM2Z__SHA_X86 1 /* SHA-NI code, chosen at run time */
 #include <cpuid.h>

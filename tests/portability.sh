@@ -20,7 +20,7 @@ TARGETS=${PORTABILITY_TARGETS:-"i386 armhf aarch64 s390x musl"}
 JOBS=${PORTABILITY_JOBS:-2}
 WARN="-Wall -Wextra -Wpedantic -Werror"
 LIBS="-pthread -lm"
-UBSAN="-fsanitize=alignment -fno-sanitize-recover=all"
+UBSAN=${PORTABILITY_UBSAN:-"-fsanitize=alignment -fno-sanitize-recover=all"}
 TESTS="test_json test_state test_errors test_logging test_sha256 test_resp test_compose test_runtime"
 
 finish() {
