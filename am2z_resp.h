@@ -37,7 +37,10 @@
        1  SHA-256      streaming and one-shot digests, hex; SHA-NI when the CPU has it
        2  RESP         reply objects, the incremental reader, the command writer
        3  connection   TCP/Unix connections, pipelines, blocking commands, scripts, pool
-       4  queue runtime the distributed runtime (BullMQ v6 layout), Redis state manager
+       4  queue runtime the distributed runtime (BullMQ v6 layout), Redis state manager;
+                        its own table lists 4.1 layout, 4.2 scripts, 4.3 execution across
+                        processes, 4.4 workers, 4.5 delivery, 4.6 sessions, 4.7 stats,
+                        4.8 lifecycle, 4.9 state manager ("---- 4.N ----" banners)
 
    OPTIONS (define before including the implementation; limits protect against a hostile
    or broken peer and can also be lowered per reader with am2z_resp_limits)
@@ -428,7 +431,29 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        am2z_runtime_register(rt, p);                // every process registers the same names
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
-   LAYOUT (BullMQ v6; Node's Queue, Worker, QueueEvents and Bull Board read and write it)
+   CONTENTS of this section. The prose and declarations below, and the implementation,
+   follow this order, each part under a banner "---- 4.N name ----":
+       4.1 layout       queue names, keys, job hash and job data; am2z_queue_name
+       4.2 scripts      one Lua script per transition: add, fetch, complete, fail, retry,
+                        extend, stalled, claim, drop, cancelq, due, remove, state
+       4.3 execution across processes  waiters, adding jobs, deadlines, retries; submit,
+                        wait, free, execute, execute_many
+       4.4 workers      the job runner (decode, resolve, attempt, finish), fetching and
+                        serving queues, ctx calls (children), the worker threads
+       4.5 delivery     at-least-once: the receiver, lock renewal, cancel keys, stalled
+                        scans, jobs finished by foreign workers, due times
+       4.6 sessions     execute_in_session, stop_session, session stats
+       4.7 stats        am2z_runtime_stats
+       4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register, start, stop, free
+       4.9 state manager  am2z_queue_state_get / set / update / delete
+*/
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- 4.1 layout ---------------------------------------------------------------------- */
+/* LAYOUT (BullMQ v6; Node's Queue, Worker, QueueEvents and Bull Board read and write it)
        queue name   <prefix>~<processor>            e.g. "am2z~greet"
                     <prefix>~<processor>~<session>  e.g. "am2z~greet~tenant-7"
                     '~' is outside the name alphabet [A-Za-z0-9_.-], so names never
@@ -456,16 +481,28 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
        events       (desc.events) delayed, completed (returnvalue JSON), failed, waiting
-                    (retry), stalled; not added/active/drained.
-   SCRIPTS
-       Every transition (add, fetch, complete, fail, retry, claim, lock renewal, stalled
-       recovery, session cancel and drop, state compare-and-set) is one Lua script of
-       am2z's own, run by EVALSHA. A producer adds up to 128 jobs per call; a worker
-       completes its finished jobs and takes the next ones of the queue in one call, up to
-       AM2Z_QUEUE_BATCH jobs at a time while the queue is deep and the jobs are quick
-       (under 1 ms each; one at a time again once they take over 5 ms).
+                    (retry), stalled; not added/active/drained. */
 
-   EXECUTION ACROSS PROCESSES
+/* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
+   AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
+   rt must be a queue runtime. */
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id,
+                                     char *buf, size_t size);
+/* This runtime instance's id (borrowed, 16 hex digits): part of its reply key. */
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
+
+/* ---- 4.2 scripts --------------------------------------------------------------------- */
+/* SCRIPTS
+       Every transition (add, fetch, complete, fail, retry, claim, lock renewal, stalled
+       recovery, session cancel and drop, a due job's wake-up, a freed execution's job
+       removal, state compare-and-set) is one Lua script of am2z's own, run by EVALSHA.
+       A producer adds up to 128 jobs per call; a worker completes its finished jobs and
+       takes the next ones of the queue in one call, up to AM2Z_QUEUE_BATCH jobs at a time
+       while the queue is deep and the jobs are quick (under 1 ms each; one at a time
+       again once they take over 5 ms). */
+
+/* ---- 4.3 execution across processes -------------------------------------------------- */
+/* EXECUTION ACROSS PROCESSES
        Any process can execute; a process with workers (desc.concurrency >= 0) processes
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
@@ -493,40 +530,80 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        added already locked for it), the others wait in their queues for any worker, and
        a parent waiting for children claims the ones nobody took yet and runs them too,
        so a pool never starves, even with one worker thread. Call depth travels in the job.
-       Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
-       the grace period back to their queues, the attempt not counted.
-   DELIVERY IS AT-LEAST-ONCE
+   FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
+       ends the wait with a CancelledError and, when no worker has taken its job yet
+       (wait, prioritized or delayed, a retry's backoff included), removes the job and its
+       hash (event "removed"): no worker runs or fails it later. A job already running is
+       told to cancel (its cancel key), as at the deadline. am2z_execution_detach leaves
+       the job alone. */
+
+/* ---- 4.4 workers --------------------------------------------------------------------- */
+/* WORKERS AND THREADS
+       concurrency worker threads (one connection each) serve every queue of the process;
+       one receiver thread (one connection) takes results; one maintenance thread (one
+       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
+       pool connections. Event handlers run on the worker thread that ran the job.
+   DUE TIMES
+       A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
+       the maintenance thread of each process with workers sleeps until the earliest due
+       time it knows of and then wakes a worker through the queue's marker (BullMQ's
+       {due, "1"} entry). Workers do not rely on Redis ending their blocking commands on
+       time: Redis does that only as precisely as its hz (100 ms by default). */
+
+/* ---- 4.5 delivery -------------------------------------------------------------------- */
+/* DELIVERY IS AT-LEAST-ONCE
        A worker that dies mid-job leaves a lock that expires after lock_duration_ms; a
        stalled scan (every stalled_interval_ms, one per queue across all processes) puts
        the job back, up to max_stalled_count times, then fails it ("job stalled more than
        allowable limit"). So a processor can run more than once for one execution: make
-       side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id.
-   SESSIONS
+       side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id. */
+
+/* ---- 4.6 sessions -------------------------------------------------------------------- */
+/* SESSIONS
        execute_in_session puts the job and its children on the session's queues; any
        process with workers discovers them through the wake key. stop_session pauses them,
        tells every caller of their jobs "cancelled" and sets the running jobs' cancel keys,
        waits up to grace_ms for those to end, then deletes every key of the session
        (queues, jobs, locks, results, state). No connection is made per session. Using the
        session id again later starts a new session.
-   THREADS
-       concurrency worker threads (one connection each) serve every queue of the process;
-       one receiver thread (one connection) takes results; one maintenance thread (one
-       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
-       pool connections. Event handlers run on the worker thread that ran the job.
-   STATS
+       A session exists from its first job (or its first stored state) until it is
+       stopped. stop_session of a session that does not exist (never used, or stopped
+       already) returns AM2Z_STATUS_NOT_FOUND, deletes nothing and emits no
+       "session:cleanup"; session_stats of it is NULL. */
+
+/* ---- 4.7 stats ----------------------------------------------------------------------- */
+/* STATS
        am2z_runtime_stats: {instanceId, uptimeMs, workers, running, completed, failed,
        retried, awaiting (this process), queues: {<queue name>: {waiting, active, delayed,
        prioritized, completed, failed, waiting-children}}, processors: {<registered
        processor>: the counts of its global queue} (am2z_runtime_processor_stats reads
-       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are read from Redis, for the
-       registered processors' queues and every session's. am2z_runtime_session_stats:
+       one), queueNames, sessions, knownProcessors, registeredProcessors}; the counts are
+       read from Redis, for the registered processors' queues and every session's.
+       am2z_runtime_session_stats:
        {sessionId, queues: {<processor>: {...}}}. am2z_runtime_active_sessions: every
        process's sessions.
-*/
+       running, completed, failed and retried count the jobs this runtime instance ran.
+       They settle before outcomes: a job is counted completed or failed (and no longer
+       running) before its result can reach its caller, in this process or another, so a
+       caller holding an outcome never sees its job still running. */
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+/* ---- 4.8 lifecycle ------------------------------------------------------------------- */
+/* STOP AND FREE
+       Stopping a runtime (am2z_runtime_stop, _free) gives the jobs still running after
+       the grace period back to their queues, the attempt not counted. Stop does not wake
+       its threads through Redis: those waiting in a blocking command are cut loose (their
+       sockets shut down), so stop and free return after the grace period and the running
+       processors' own return, whether Redis answers, restarted (milliseconds, not the
+       2 s a blocking command waits) or went away. A Redis that accepts connections but
+       never answers can still hold a finishing job's last command up to the connection's
+       command_timeout_ms.
+   KEYS OF AN INSTANCE
+       A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
+       its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
+       them. After a crash (kill -9) nobody does: a wake-up key expires 2 s after it was
+       set, and the reply list, which exists only while results wait for the instance,
+       expires reply_ttl_ms after it was created. No other key depends on an instance:
+       locks, cancel keys and stalled jobs have their own TTLs and recovery. */
 
 #define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
 #define AM2Z_QUEUE_KEEP_ALL (-1)   /* desc.keep_*: keep every finished job */
@@ -579,14 +656,7 @@ typedef struct am2z_queue_desc {
    detail says which. */
 AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
-/* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
-   AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
-   rt must be a queue runtime. */
-AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id,
-                                     char *buf, size_t size);
-/* This runtime instance's id (borrowed, 16 hex digits): part of its reply key. */
-AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
-
+/* ---- 4.9 state manager --------------------------------------------------------------- */
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
    {state (JSON), version, hash (SHA-256 hex of the canonical JSON: sorted keys),
    updatedAt}. Thread-safe. ttl_ms > 0 sets the key's TTL on every write.
@@ -2621,7 +2691,7 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #undef AM2Z__SHA_X86
 
 /* ==== 4. queue runtime ================================================================ */
-/* Design (the why; the header's section 4 comment has the what):
+/* Design (the why; the header's section 4 prose has the what, in the same parts 4.1-4.9):
    - A waiter (am2z__qwait) is registered in a hash table keyed by execution id before its
      job is added. Whoever delivers (a worker of this process, the receiver thread, the
      foreign poll, a timeout, a cancel) first TAKES it out of the table under the table
@@ -2635,10 +2705,19 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
      the maintenance thread reads (under runmu) to renew locks and poll cancel keys; it
      flags runs by pointer and token, so a finished run is never touched.
    - Scripts never create a queue's keys except when adding a job, so a stopped session's
-     late finishes, renewals and scans leave nothing behind. */
+     late finishes, renewals and scans leave nothing behind.
+   - Stop never waits on Redis to wake its threads: each thread publishes a dup of its
+     socket while it sits in a blocking command (am2z__qguard), and stop shuts those
+     sockets down. Waking through Redis took a blocking command's whole timeout whenever
+     Redis had restarted (the pooled connection that carried the wake-up was stale).
+   - Due times are kept by the maintenance thread (a condition variable, ms precise),
+     not by Redis's timeouts of blocked commands (only as precise as its hz). */
+
+/* ---- 4.1 layout: names, keys and the runtime's objects ------------------------------- */
 
 #define AM2Z__QMAGIC 0x51754531u
 #define AM2Z__QBUCKETS 1024
+#define AM2Z__QCTL_TTL_MS 2000 /* life of a worker wake-up key nobody popped */
 
 /* -- growable string (JSON and keys); any failure is sticky in bad -- */
 typedef struct am2z__qsb { char *p; size_t n, cap; int bad; } am2z__qsb;
@@ -2778,6 +2857,7 @@ typedef struct am2z__qqueue {
     int served;                 /* workers of this process block on it (under q->mu) */
     int64_t next_due;           /* atomic: earliest delayed job we know of (ms), 0: none */
     int64_t last_promote;       /* atomic */
+    int64_t woke_due;           /* atomic: the next_due the maintenance thread woke a worker for */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { pthread_mutex_t mu; pthread_cond_t cv; } am2z__qnotify;
@@ -2811,6 +2891,15 @@ typedef struct am2z__qwait {
 
 struct am2z__qworker;
 
+/* Why a running job ends early (am2z__qrun.cancelled, am2z__qrun_cancelled). */
+typedef enum am2z__qcancel {
+    AM2Z__QCANCEL_NONE = 0,
+    AM2Z__QCANCEL_KEY,          /* its cancel key is set: the caller gave up, its session or parent stopped */
+    AM2Z__QCANCEL_LOCK_LOST,    /* its lock is not ours any more: another worker owns the job */
+    AM2Z__QCANCEL_STOPPING,     /* this runtime is stopping: the job goes back to its queue */
+    AM2Z__QCANCEL_DEADLINE      /* the attempt's timeout or the execution's deadline passed */
+} am2z__qcancel;
+
 /* A job running on this process (for lock renewal and cancellation). */
 typedef struct am2z__qrun {
     struct am2z__qrun *next, *prev;
@@ -2821,7 +2910,7 @@ typedef struct am2z__qrun {
     const char *exec_id;
     const char *session;
     char token[64];
-    int cancelled;              /* atomic: 1 cancel key, 2 lock lost, 3 runtime stopping */
+    int cancelled;              /* atomic am2z__qcancel, set once (NONE -> a reason) */
     int64_t deadline_ns;        /* this attempt's; 0 none */
     int depth;
     am2z_logger *child;         /* the ctx's child logger, made on first use */
@@ -2845,12 +2934,23 @@ typedef struct am2z__qbatch {
     size_t n;
 } am2z__qbatch;
 
+/* A thread's connection that stop can cut loose: while the thread waits in a blocking
+   command (BZPOPMIN, BLMPOP) it publishes a dup of its socket here, and stop shuts that
+   socket down, so the wait ends at once whatever Redis does (restarted, gone, hung).
+   Under q->cutmu. The dup stays open until the thread leaves the wait, so stop never
+   shuts down a descriptor number that was reused meanwhile. */
+typedef struct am2z__qguard {
+    int fd;                     /* the dup while waiting; -1 otherwise */
+    int cut;                    /* stop began: no new wait */
+} am2z__qguard;
+
 typedef struct am2z__qworker {
     struct am2z__qrt *q;
     int index;
     pthread_t thread;
     am2z_redis *conn;
     char *ctl;                  /* <C>ctl:<instance>:<index> */
+    am2z__qguard guard;
     am2z__qqueue **snap;        /* served queues, retained */
     size_t nsnap;
     am2z__qproc **procs;        /* registered processors, retained */
@@ -2881,7 +2981,7 @@ typedef struct am2z__qrt {
     char lock_s[24], reply_ttl_s[24];
     am2z_redis_pool *pool;
     am2z_redis_script *s_add, *s_fetch, *s_complete, *s_fail, *s_retry, *s_extend, *s_stalled,
-        *s_claim, *s_drop, *s_cancelq, *s_state;
+        *s_claim, *s_drop, *s_cancelq, *s_state, *s_due, *s_remove;
     /* registry of queues and processors (mu) */
     pthread_mutex_t mu;
     am2z__qqueue *queues[AM2Z__QBUCKETS];
@@ -2903,8 +3003,11 @@ typedef struct am2z__qrt {
     am2z__qworker *workers;
     pthread_t receiver, maint;
     int have_threads;
+    pthread_mutex_t cutmu;      /* the guards */
+    am2z__qguard rguard;        /* the receiver's */
     am2z_redis *rconn, *mconn;
     am2z__qnotify mnt;          /* wakes the maintenance thread */
+    int due_changed;            /* under mnt.mu: a queue's next_due moved earlier */
     uint64_t token_seq;         /* atomic */
     int64_t started_ms;
     int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
@@ -2925,6 +3028,47 @@ static int am2z__qnotify_init(am2z__qnotify *n) {
 static void am2z__qnotify_destroy(am2z__qnotify *n) {
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);
+}
+
+static void am2z__qguard_init(am2z__qguard *g) { g->fd = -1; g->cut = 0; }
+
+/* Before a blocking command on r: publishes a dup of its socket. 0 when stop already
+   began (the caller skips the wait). */
+static int am2z__qguard_enter(am2z__qrt *q, am2z__qguard *g, const am2z_redis *r) {
+    int fd = am2z_redis_fd(r), ok;
+    pthread_mutex_lock(&q->cutmu);
+    ok = !g->cut;
+    if (ok) g->fd = fd >= 0 ? dup(fd) : -1;
+    pthread_mutex_unlock(&q->cutmu);
+    return ok;
+}
+static void am2z__qguard_leave(am2z__qrt *q, am2z__qguard *g) {
+    pthread_mutex_lock(&q->cutmu);
+    if (g->fd >= 0) close(g->fd);
+    g->fd = -1;
+    pthread_mutex_unlock(&q->cutmu);
+}
+/* Ends g's thread's blocking wait now (its command fails with IO) and refuses new ones. */
+static void am2z__qguard_cut(am2z__qrt *q, am2z__qguard *g) {
+    pthread_mutex_lock(&q->cutmu);
+    g->cut = 1;
+    if (g->fd >= 0) shutdown(g->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&q->cutmu);
+}
+
+/* Notes that qu has a delayed job (or a rate-limit window) due at due (epoch ms); when
+   that is the earliest known, the maintenance thread recomputes when to wake a worker. */
+static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
+    int64_t cur = am2z__atomic_load(&qu->next_due);
+    if (due <= 0) return;
+    while (!cur || due < cur)
+        if (__atomic_compare_exchange_n(&qu->next_due, &cur, due, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&q->mnt.mu);
+            q->due_changed = 1;
+            pthread_cond_broadcast(&q->mnt.cv);
+            pthread_mutex_unlock(&q->mnt.mu);
+            return;
+        }
 }
 
 static am2z__qrt *am2z__qof(am2z_runtime *rt) {
@@ -3062,9 +3206,30 @@ static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
     return 0;
 }
 
-/* -- scripts -- */
+AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
+                                     size_t size) {
+    am2z__qrt *q = am2z__qof(rt);
+    if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
+        return AM2Z_STATUS_INVALID_ARGUMENT;
+    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_STATUS_OK : AM2Z_STATUS_LIMIT;
+}
+
+AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
+    am2z__qrt *q = am2z__qof(rt);
+    return q ? q->instance : NULL;
+}
+
+/* ---- 4.2 scripts: one Lua script per transition, and how they run -------------------- */
+
 /* The Lua scripts, one line per string (C99 compilers need only accept 4095-byte
-   literals). Each script is lib + its body; the C side passes ARGV in the documented order. */
+   literals). Each script is lib + its body; the C side passes ARGV in the documented order.
+   A job's states are BullMQ's: wait / prioritized / delayed -> active (locked) ->
+   completed / failed, or back to wait / delayed (retry, stalled). */
+/* The library every script below starts with: num, bulk, jobkeys; ready (-> wait or
+   prioritized), wake (marker and wake key), promote (due delayed -> ready), delaymark;
+   take (lock a job now in active), fetch (wait / prioritized -> active); release (a
+   finishing job's lock); keep (retention); reply (to a caller's list); event (the BullMQ
+   events stream); dropsession (every key of a session). */
 static const char *const am2z__qlua_lib[] = {
     "local function num(x) return string.format('%.0f', x) end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
@@ -3264,6 +3429,8 @@ static const char *const am2z__qlua_lib[] = {
     "end",
     NULL
 };
+/* Script "add": new jobs -> wait, prioritized or delayed; with a take token the first
+   goes straight to active, locked for its caller (a parent running its first child). */
 static const char *const am2z__qlua_add[] = {
     "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
     "--       sessions sid child ratemax taketoken lockms, then (id data opts) per job.",
@@ -3314,11 +3481,14 @@ static const char *const am2z__qlua_add[] = {
     "return #ids",
     NULL
 };
+/* Script "fetch": due delayed jobs promoted, then wait / prioritized -> active, locked. */
 static const char *const am2z__qlua_fetch[] = {
     "-- ARGV: P C token lockms now promote wakekey wakemember count",
     "return fetch(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]))",
     NULL
 };
+/* Script "complete": finished jobs active -> completed (returnvalue, retention, replies
+   to their callers), then the queue's next jobs wait -> active, as fetch does. */
 static const char *const am2z__qlua_complete[] = {
     "-- ARGV: P C now events replyttl fetchcount newtoken lockms promote wakekey wakemember, then",
     "-- per completed job: id token returnvalue replykey replyhead attemptsmade keepcount keepage.",
@@ -3370,6 +3540,7 @@ static const char *const am2z__qlua_complete[] = {
     "return {lost, {0}}",
     NULL
 };
+/* Script "fail": a job active -> failed (failedReason, stacktrace, retention, reply). */
 static const char *const am2z__qlua_fail[] = {
     "-- ARGV: P C id token now failedreason stacktrace replykey replymsg keepcount keepage events",
     "--       replyttl attemptsmade: returns 1, or -1 when the job is no longer ours",
@@ -3386,6 +3557,8 @@ static const char *const am2z__qlua_fail[] = {
     "return 1",
     NULL
 };
+/* Script "retry": a job active -> delayed (a backoff) or -> wait (no delay; also a job a
+   stopping worker gives back). */
 static const char *const am2z__qlua_retry[] = {
     "-- ARGV: P C id token now delay failedreason stacktrace events wakekey wakemember",
     "--       attemptsmade: returns 1, or -1 when the job is no longer ours",
@@ -3408,6 +3581,7 @@ static const char *const am2z__qlua_retry[] = {
     "return 1",
     NULL
 };
+/* Script "extend": lock renewal of running jobs; reports the locks lost. */
 static const char *const am2z__qlua_extend[] = {
     "-- ARGV: lockms then (P id token) triples; returns the ids whose lock is no longer ours",
     "local bad = {}",
@@ -3424,6 +3598,8 @@ static const char *const am2z__qlua_extend[] = {
     "return bad",
     NULL
 };
+/* Script "stalled": active jobs whose lock expired -> wait (marked to fail past
+   max_stalled_count); due delayed jobs promoted; one scan per interval per queue. */
 static const char *const am2z__qlua_stalled[] = {
     "-- ARGV: P C now interval maxstalled events wakekey wakemember",
     "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
@@ -3452,6 +3628,8 @@ static const char *const am2z__qlua_stalled[] = {
     "return out",
     NULL
 };
+/* Script "claim": a parent's child nobody took yet (wait, prioritized or due delayed)
+   -> active, locked for the parent. */
 static const char *const am2z__qlua_claim[] = {
     "-- ARGV: C token lockms now then (P id) pairs: takes the first of these jobs that is",
     "-- still waiting (a parent running its own children)",
@@ -3485,6 +3663,7 @@ static const char *const am2z__qlua_claim[] = {
     "return {0}",
     NULL
 };
+/* Script "drop": a stopped session's keys deleted (queues, jobs, state, registrations). */
 static const char *const am2z__qlua_drop[] = {
     "-- ARGV: C bull sid sessions state sessionqueues, then queue names",
     "local names = {}",
@@ -3492,14 +3671,19 @@ static const char *const am2z__qlua_drop[] = {
     "return dropsession(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], names)",
     NULL
 };
+/* Script "cancelq": a session stopping: its queues paused, its running jobs' cancel keys
+   set, its callers told "cancelled"; dropped at once when none of its jobs runs. */
 static const char *const am2z__qlua_cancelq[] = {
     "-- ARGV: C bull sessionqueues ttl errorjson replyttl sid sessions state, then the queue",
     "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
     "-- running jobs and tells the caller of every job that it was cancelled; when none runs it",
     "-- also drops the session (saves stop_session a round trip). Returns {running jobs,",
-    "-- dropped (1/0), queue names...}",
+    "-- dropped (1/0), existed (1/0), queue names...}; a session that does not exist (not",
+    "-- registered, no queues, no state, unknown to this process) is left alone: {0, 0, 0}.",
     "local C, B, ttl, ej, rttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]",
     "local names = redis.call('SMEMBERS', ARGV[3])",
+    "if #names == 0 and #ARGV < 10 and redis.call('SISMEMBER', ARGV[8], ARGV[7]) == 0 and",
+    "   redis.call('EXISTS', ARGV[9]) == 0 then return {0, 0, 0} end",
     "local active = 0",
     "for n = 1, #names do",
     "  local P = B .. ':' .. names[n] .. ':'",
@@ -3524,11 +3708,11 @@ static const char *const am2z__qlua_cancelq[] = {
     "    end",
     "  end",
     "end",
-    "local out = {active, 0}",
+    "local out = {active, 0, 1}",
     "for n = 1, #names do out[#out + 1] = names[n] end",
     "if active == 0 then",
     "  local all, seen = {}, {}",
-    "  for n = 3, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
+    "  for n = 4, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
     "  for n = 10, #ARGV do if not seen[ARGV[n]] then seen[ARGV[n]] = true; all[#all + 1] = ARGV[n] end end",
     "  dropsession(C, B, ARGV[7], ARGV[8], ARGV[9], ARGV[3], all)",
     "  out[2] = 1",
@@ -3536,6 +3720,34 @@ static const char *const am2z__qlua_cancelq[] = {
     "return out",
     NULL
 };
+/* Script "due": a worker woken for a queue's due delayed job (or rate-limit window), by
+   its marker entry {due, "1"}, BullMQ's way; nothing for a queue that is gone. */
+static const char *const am2z__qlua_due[] = {
+    "-- ARGV: P due",
+    "if redis.call('EXISTS', ARGV[1] .. 'meta') == 0 then return 0 end",
+    "redis.call('ZADD', ARGV[1] .. 'marker', ARGV[2], '1')",
+    "return 1",
+    NULL
+};
+/* Script "remove": a job no worker took yet (wait, prioritized, delayed) removed with its
+   hash, because its caller freed the execution; a job already taken (active) or
+   finished is told to cancel instead (its cancel key). */
+static const char *const am2z__qlua_remove[] = {
+    "-- ARGV: P C id events cancelttl: returns 1 (removed) or 0 (cancel key set)",
+    "local P, C, id = ARGV[1], ARGV[2], ARGV[3]",
+    "local n = redis.call('ZREM', P .. 'prioritized', id) + redis.call('ZREM', P .. 'delayed', id)",
+    "if n == 0 then n = redis.call('LREM', P .. 'wait', -1, id) end",
+    "if n == 0 then n = redis.call('LREM', P .. 'paused', -1, id) end",
+    "if n == 0 then",
+    "  if redis.call('EXISTS', P .. id) == 1 then redis.call('SET', C .. 'cancel:' .. id, '1', 'PX', ARGV[5]) end",
+    "  return 0",
+    "end",
+    "redis.call('DEL', P .. id, P .. id .. ':logs', C .. 'cancel:' .. id)",
+    "event(P, ARGV[4], 'removed', 'jobId', id, 'prev', 'waiting')",
+    "return 1",
+    NULL
+};
+/* Script "state": the state manager's compare-and-set write (version + 1). */
 static const char *const am2z__qlua_state[] = {
     "-- ARGV: key json hash ttlms now expected ('' = any): returns the new version or -1 (conflict)",
     "local k = ARGV[1]",
@@ -3608,6 +3820,8 @@ static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const
     }
     if (!conn) am2z_redis_pool_put(q->pool, r);
 }
+
+/* ---- 4.3 execution across processes: waiters, adding jobs, submit and wait ----------- */
 
 /* -- waiters -- */
 
@@ -4117,17 +4331,212 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
     am2z_value_release(data);
 }
 
-static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
-    size_t i;
-    pthread_mutex_lock(&q->mu);
-    for (i = 0; i < q->nsessions; i++)
-        if (strcmp(q->sessions[i], session) == 0) {
-            am2z__free(q->sessions[i]);
-            q->sessions[i] = q->sessions[--q->nsessions];
-            break;
-        }
-    pthread_mutex_unlock(&q->mu);
+
+/* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
+static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
+    am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
+    const char *id = w->id;
+    if (!t) { am2z_error_release(err); return; }
+    t->error = err;
+    am2z__qcancel_keys(w->q, NULL, &id, 1);
+    am2z__qwait_signal(t);
 }
+
+static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
+                                        const char *session, am2z_status *status) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd a;
+    am2z_status st;
+    am2z_redis *r;
+    if (!am2z__atomic_load(&q->running))
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
+    if (!(r = am2z__qborrow(q, &st))) {
+        am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
+        if (t) am2z__qwait_release(t);
+        st = AM2Z_STATUS_IO;
+    } else {
+        am2z__qadd_send(q, r, &a, 1, &st, NULL);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qadd_free(&a);
+    if (st != AM2Z_STATUS_OK) {
+        am2z__qwait_release(a.w);
+        return (am2z_execution *)am2z__put_status(status,
+                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
+                           am2z_status_string(st)));
+    }
+    if (session) am2z__qsession_used(q, session);
+    if (status) *status = AM2Z_STATUS_OK;
+    return &a.w->base;
+}
+
+static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    am2z__qwait *w = (am2z__qwait *)e;
+    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+    int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
+    if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!am2z__qwait_for(w, eff)) {
+        if (am2z_monotonic_ns() < w->deadline_ns) return AM2Z_STATUS_TIMEOUT;
+        am2z__qexpire(w, am2z_error_with_location(
+                             am2z_error_timeout(w->qu->proc, (w->deadline_ns - w->started_ns) / 1000000),
+                             w->qu->proc, w->id));
+        am2z__qwait_for(w, -1);
+    }
+    am2z__qwait_outcome(w, out);
+    w->taken = 1;
+    return AM2Z_STATUS_OK;
+}
+
+/* Frees a handle. An execution still waiting for its outcome is ended; its job is
+   removed when no worker took it yet (remove script), or told to cancel. */
+static void am2z__qop_free_execution(am2z_execution *e) {
+    am2z__qwait *w = (am2z__qwait *)e, *t;
+    if (!w) return;
+    if ((t = am2z__qwait_take(w->q, w->id, strlen(w->id))) != NULL) {
+        am2z__qrt *q = w->q;
+        am2z_redis *r = am2z__qborrow(q, NULL);
+        t->error = am2z_error_cancelled("the execution was freed before it finished");
+        if (r) {
+            am2z_reply rep = am2z__qrep0();
+            char ttl[24];
+            const char *argv[5];
+            snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
+            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = q->events ? "1" : "0"; argv[4] = ttl;
+            if (am2z__qeval(r, &rep, q->s_remove, 5, argv, NULL) != AM2Z_STATUS_OK)
+                am2z_log_warn(q->logger, "queue runtime: removing job %s of %s failed: %s", w->id, w->qu->name,
+                              rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
+            am2z_reply_clear(&rep);
+            am2z_redis_pool_put(q->pool, r);
+        }
+        am2z__qwait_signal(t);
+    }
+    am2z__qwait_release(w);
+}
+
+/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
+   session or runtime ends) and drops it then. */
+static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
+
+/* The outcome of an execution that could not be submitted. */
+static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
+                                  const am2z_state *input, am2z_status st) {
+    am2z_error *e;
+    memset(out, 0, sizeof *out);
+    am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
+    am2z__outcome_session(out, session ? session : "default");
+    out->started_at = am2z_now_ms();
+    if (st == AM2Z_STATUS_NOT_FOUND) {
+        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
+    } else if (st == AM2Z_STATUS_NOT_STARTED) {
+        e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
+    } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
+        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
+    } else if (st == AM2Z_STATUS_NO_MEMORY) {
+        e = am2z_error_resource("memory", 0, 0);
+    } else {
+        e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
+    }
+    out->error = am2z_error_with_location(e, proc, out->execution_id);
+    out->state = am2z_value_retain(input);
+}
+
+static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_outcome out;
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
+    memset(&out, 0, sizeof out);
+    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
+    am2z__qop_wait(e, -1, &out);
+    am2z__qwait_release((am2z__qwait *)e);
+    return out;
+}
+
+#define AM2Z__QMANY_BATCH 512 /* execute_many: jobs added per pipeline; two batches in flight */
+
+/* Prepares and sends items [from, to) (at most one batch) into slot; failures get their
+   outcome at once. */
+static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, const am2z_state *const *inputs,
+                             size_t from, size_t to, const char *session, am2z_outcome *outs, am2z__qadd *adds,
+                             am2z_status *sts, am2z_status *ret) {
+    size_t i, j, n = to - from;
+    for (i = 0; i < n; i++) {
+        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
+                                                : AM2Z_STATUS_NOT_STARTED;
+        if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
+    }
+    for (i = 0; i < n; i = j) {
+        size_t k, m = 0;
+        for (j = i; j < n && sts[j] == AM2Z_STATUS_OK; j++) m++;
+        if (m == 0) { j = i + 1; continue; }
+        if (!*r && !(*r = am2z__qborrow(q, NULL))) {
+            for (k = i; k < j; k++) {
+                am2z__qwait *t = am2z__qwait_take(q, adds[k].w->id, strlen(adds[k].w->id));
+                if (t) am2z__qwait_release(t);
+                sts[k] = AM2Z_STATUS_IO;
+            }
+        } else {
+            am2z__qadd_send(q, *r, adds + i, m, sts + i, NULL);
+        }
+        for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
+    }
+    for (i = 0; i < n; i++)
+        if (sts[i] != AM2Z_STATUS_OK) {
+            if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
+            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
+            if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
+        }
+}
+
+static void am2z__qmany_wait(am2z__qadd *adds, size_t n, am2z_outcome *outs) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (adds[i].w) {
+            am2z__qop_wait(&adds[i].w->base, -1, &outs[i]);
+            am2z__qwait_release(adds[i].w);
+            adds[i].w = NULL;
+        }
+}
+
+static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, const am2z_state *const *inputs,
+                                          size_t count, const char *session, am2z_outcome *outs) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qadd *adds;
+    am2z_status *sts, ret = AM2Z_STATUS_OK;
+    am2z_redis *r = NULL;
+    size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
+    if (count == 0) return AM2Z_STATUS_OK;
+    if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
+    adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
+    sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
+    if (!adds || !sts) {
+        am2z__free(adds);
+        am2z__free(sts);
+        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    if (session) am2z__qsession_used(q, session);
+    /* batch k waits while batch k + 1 is already queued, so workers never run dry */
+    am2z__qmany_send(q, &r, proc, inputs, 0, count < b ? count : b, session, outs, adds, sts, &ret);
+    for (cur = 0; cur < count; cur = nxt) {
+        size_t ncur = count - cur < b ? count - cur : b, slot = (cur / b) % 2;
+        nxt = cur + ncur;
+        if (nxt < count) {
+            size_t nn = count - nxt < b ? count - nxt : b;
+            am2z__qmany_send(q, &r, proc, inputs, nxt, nxt + nn, session, outs, adds + ((slot + 1) % 2) * b, sts, &ret);
+            if (r) { am2z_redis_pool_put(q->pool, r); r = NULL; }
+        }
+        am2z__qmany_wait(adds + slot * b, ncur, outs + cur);
+    }
+    if (r) am2z_redis_pool_put(q->pool, r);
+    am2z__free(adds);
+    am2z__free(sts);
+    return ret;
+}
+
+/* ---- 4.4 workers: the job runner, finishing, fetching, ctx calls, threads ------------ */
 
 /* -- running jobs -- */
 
@@ -4159,15 +4568,15 @@ static void am2z__qrun_remove(am2z__qrt *q, am2z__qrun *r) {
     pthread_mutex_unlock(&q->runmu);
 }
 
-/* 1 cancel key, 2 lock lost, 3 runtime stopping, 4 deadline: for r or an inline parent. */
+/* Why r (or the parent that runs it inline) must end: an am2z__qcancel. */
 static int am2z__qrun_cancelled(const am2z__qrun *r) {
     int64_t now = am2z_monotonic_ns();
     for (; r; r = r->parent) {
         int c = am2z__atomic_load(&r->cancelled);
-        if (c) return c;
-        if (r->deadline_ns && now >= r->deadline_ns) return 4;
+        if (c != AM2Z__QCANCEL_NONE) return c;
+        if (r->deadline_ns && now >= r->deadline_ns) return AM2Z__QCANCEL_DEADLINE;
     }
-    return 0;
+    return AM2Z__QCANCEL_NONE;
 }
 
 static int am2z__qctx_cancelled(const am2z_ctx *ctx) {
@@ -4281,7 +4690,8 @@ static void am2z__qdone_clear(am2z__qdone *d) {
     memset(d, 0, sizeof *d);
 }
 
-static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max);
+static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
+                                 size_t max);
 
 /* Completes the batch's jobs (one script call) and takes up to k next jobs of qu into
    jobs (k 0: none); returns how many were taken. Callers in this process get their
@@ -4327,7 +4737,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
             else if (d->direct)
                 am2z__qdeliver(q, d->exec_id, d->state, NULL, d->errs, d->nerrs, d->attempts);
         }
-        if (k) got = am2z__qfetch_parse(qu, &rep.element[1], tok, jobs, k);
+        if (k) got = am2z__qfetch_parse(q, qu, &rep.element[1], tok, jobs, k);
     }
     for (i = 0; i < b->n; i++) am2z__qdone_clear(&b->d[i]);
     b->n = 0;
@@ -4350,329 +4760,420 @@ static void am2z__qfinish(am2z__qworker *w, const am2z_redis_script *s, const ch
     am2z_reply_clear(&rep);
 }
 
+/* -- the job runner: one fetched job, in named steps --
+   decode (fields, earlier attempts' errors) -> resolve (everything that fails a job
+   before it runs: stalled too often, bad data, wrong queue, depth, deadline, cancel
+   flag) -> attempt (the processor runs) -> finish: complete (success), give back (this
+   runtime is stopping), or retry / fail. */
+
+/* One job on its way through the runner. */
+typedef struct am2z__qjobrun {
+    am2z__qworker *w;
+    am2z__qjob *job;
+    am2z__qrun *parent;         /* the run that claimed it inline, or NULL */
+    am2z__qbatch *batch;        /* where a success waits for the next complete call; NULL: now */
+    am2z__qqueue *qu;
+    const char *id, *name, *data, *opts, *defa, *stack; /* fields of the fetched job */
+    size_t namen, datan, optsn, defan, stackn;
+    char exec_id[64], now_s[24], atm_s[24];
+    int attempt, depth;
+    int ran;                    /* the processor was invoked */
+    int cancelled;              /* am2z__qcancel: why it ended early, or NONE */
+    int64_t deadline_ms, t0, timeout_ms;
+    const char *session, *reply_to; /* borrowed from env */
+    int direct;                 /* the caller is this runtime instance: hand the result over */
+    const char *rkey;           /* another instance's reply list, or "" */
+    am2z_value *env;            /* the job data, parsed */
+    am2z_processor *p;
+    am2z_state *input, *out_state;
+    am2z_error *err;            /* this attempt's failure */
+    am2z_error **errs;          /* every attempt's error (room for one more) */
+    size_t nerrs;
+} am2z__qjobrun;
+
+static void am2z__qjr_clear(am2z__qjobrun *jr) {
+    size_t i;
+    am2z_value_release(jr->out_state);
+    am2z_value_release(jr->input);
+    am2z_value_release(jr->env);
+    am2z_error_release(jr->err);
+    for (i = 0; i < jr->nerrs; i++) am2z_error_release(jr->errs[i]);
+    am2z__free(jr->errs);
+    am2z_processor_release(jr->p);
+    am2z__qjob_clear(jr->job);
+}
+
+/* Step 1: the fields of the fetched job and the errors of its earlier attempts (they
+   travel in the stacktrace field). 0 when nothing can be recorded (no id, out of
+   memory): the job was cleared and its lock expires, so it is recovered later. */
+static int am2z__qjr_decode(am2z__qjobrun *jr, am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent,
+                            am2z__qbatch *batch) {
+    const am2z_reply *r = &job->rep;
+    size_t idn = 0, i;
+    memset(jr, 0, sizeof *jr);
+    jr->w = w;
+    jr->job = job;
+    jr->parent = parent;
+    jr->batch = batch;
+    jr->qu = job->qu;
+    jr->t0 = am2z_monotonic_ns();
+    jr->session = "default";
+    jr->rkey = "";
+    jr->id = am2z__qel(r, AM2Z__QJ_ID, &idn);
+    jr->name = am2z__qel(r, AM2Z__QJ_NAME, &jr->namen);
+    jr->data = am2z__qel(r, AM2Z__QJ_DATA, &jr->datan);
+    jr->opts = am2z__qel(r, AM2Z__QJ_OPTS, &jr->optsn);
+    jr->defa = am2z__qel(r, AM2Z__QJ_DEFA, &jr->defan);
+    jr->stack = am2z__qel(r, AM2Z__QJ_STACK, &jr->stackn);
+    jr->attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1;
+    if (!jr->id) { am2z__qjob_clear(job); return 0; }
+    snprintf(jr->exec_id, sizeof jr->exec_id, "%s", jr->id);
+    if (jr->stack && jr->stackn) {
+        am2z_value *sv = am2z_json_parse(jr->stack, jr->stackn, NULL, NULL);
+        size_t n = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
+        jr->errs = (am2z_error **)am2z__malloc((n + 1) * sizeof *jr->errs);
+        for (i = 0; jr->errs && i < n; i++) {
+            size_t el = 0;
+            const char *et = am2z_value_as_string(am2z_value_at(sv, i), &el);
+            am2z_error *e = et ? am2z__qerror_from_text(jr->qu->proc, jr->exec_id, et, el) : NULL;
+            if (e) jr->errs[jr->nerrs++] = e;
+        }
+        am2z_value_release(sv);
+    } else {
+        jr->errs = (am2z_error **)am2z__malloc(sizeof *jr->errs);
+    }
+    if (!jr->errs) {
+        am2z_log_error(w->q->logger, "queue runtime: out of memory running job %s of %s", jr->id, jr->qu->name);
+        for (i = 0; i < jr->nerrs; i++) am2z_error_release(jr->errs[i]);
+        am2z__qjob_clear(job);
+        return 0;
+    }
+    return 1;
+}
+
+/* The job data into jr->input: an am2z envelope (its execution, session, depth,
+   deadline and caller), or a foreign job's plain data as the state. */
+static void am2z__qjr_envelope(am2z__qjobrun *jr) {
+    if (!jr->data) { jr->err = am2z_error_validation("data", NULL, "the job has no data field"); return; }
+    jr->env = am2z_json_parse(jr->data, jr->datan, NULL, NULL);
+    if (!jr->env) {
+        char why[160];
+        snprintf(why, sizeof why, "job data is not valid JSON (%.100s at byte %lu)", am2z_status_detail(),
+                 (unsigned long)am2z_status_offset());
+        jr->err = am2z_error_validation("data", NULL, why);
+    } else if (am2z_value_type(jr->env) != AM2Z_TYPE_OBJECT) {
+        jr->err = am2z_error_validation("data", NULL, "job data must be a JSON object");
+    } else if (am2z_value_find(jr->env, "am2z", 4)) {
+        const char *s = am2z_value_get_string(jr->env, "executionId", NULL);
+        const am2z_value *st = am2z_value_find(jr->env, "state", 5);
+        if (s && strlen(s) < sizeof jr->exec_id) snprintf(jr->exec_id, sizeof jr->exec_id, "%s", s);
+        s = am2z_value_get_string(jr->env, "sessionId", NULL);
+        if (s && am2z__qname_ok(s)) jr->session = s;
+        jr->depth = (int)am2z_value_get_int(jr->env, "callDepth", 0);
+        jr->deadline_ms = am2z_value_get_int(jr->env, "deadline", 0);
+        jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
+        if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
+            jr->err = am2z_error_validation("state", st, "job data has no \"state\" object");
+        else if (am2z_value_find(st, "metadata", 8))
+            jr->input = jr->depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), jr->session);
+        else
+            jr->input = am2z_state_new(jr->session, am2z_value_retain(st), NULL);
+    } else {
+        jr->input = am2z__state_in_session(am2z_state_parse(jr->session, jr->data, jr->datan, NULL), jr->session);
+    }
+    if (!jr->err && !jr->input) jr->err = am2z_error_resource("memory", 0, 0);
+}
+
+/* Step 2: everything that fails a job before it runs; jr->err says why (with the
+   processor and execution as its location), jr->p is the processor otherwise. */
+static void am2z__qjr_resolve(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    if (jr->defa)
+        jr->err = am2z_error_execution(qu->proc, jr->exec_id,
+                                       am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)jr->defan,
+                                                           jr->defa), NULL);
+    if (!jr->err) am2z__qjr_envelope(jr);
+    if (!jr->err && (!jr->name || jr->namen != strlen(qu->proc) || memcmp(jr->name, qu->proc, jr->namen) != 0)) {
+        char nm[AM2Z_NAME_MAX + 1];
+        snprintf(nm, sizeof nm, "%.*s", (int)(jr->namen > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : jr->namen),
+                 jr->name ? jr->name : "");
+        jr->err = am2z__runtime_not_found(q->rt, nm);
+        if (jr->err) {
+            am2z_value *why = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
+            jr->err = am2z_error_with_details(jr->err, why);
+            am2z_value_release(why);
+        }
+    }
+    if (!jr->err && !(jr->p = am2z_runtime_lookup(q->rt, qu->proc))) jr->err = am2z__runtime_not_found(q->rt, qu->proc);
+    if (!jr->err && (jr->depth < 0 || jr->depth > q->max_depth)) jr->err = am2z_error_call_depth(q->max_depth, jr->depth);
+    if (!jr->err && jr->deadline_ms && am2z_now_ms() >= jr->deadline_ms)
+        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_int(&jr->job->rep, AM2Z__QJ_TS));
+    if (!jr->err && am2z__qel_int(&jr->job->rep, AM2Z__QJ_CANCEL)) {
+        jr->err = am2z_error_cancelled("the execution was cancelled before it started");
+        jr->cancelled = AM2Z__QCANCEL_KEY;
+    }
+    if (jr->err) jr->err = am2z_error_with_location(jr->err, qu->proc, jr->exec_id);
+}
+
+/* Step 3: runs the processor once, registered as a run the maintenance thread renews
+   and flags. Leaves jr->out_state or jr->err. 0 when the job's lock was lost while it
+   ran: another worker owns the job now, so nothing is finished here. */
+static int am2z__qjr_attempt(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qrun run;
+    am2z_result res;
+    int64_t now_ms = am2z_now_ms(), t0 = jr->t0;
+    jr->timeout_ms = am2z_processor_timeout_ms(jr->p, q->default_timeout_ms);
+    memset(&run, 0, sizeof run);
+    run.parent = jr->parent;
+    run.w = jr->w;
+    run.qu = qu;
+    run.id = jr->id;
+    run.exec_id = jr->exec_id;
+    run.session = jr->session;
+    run.depth = jr->depth;
+    snprintf(run.token, sizeof run.token, "%s", jr->job->token);
+    run.deadline_ns = jr->timeout_ms > 0 ? t0 + jr->timeout_ms * 1000000 : 0;
+    if (jr->deadline_ms && (!run.deadline_ns || t0 + (jr->deadline_ms - now_ms) * 1000000 < run.deadline_ns))
+        run.deadline_ns = t0 + (jr->deadline_ms - now_ms) * 1000000;
+    run.ctx.ops = &am2z__qctx_ops;
+    run.ctx.runtime_data = &run;
+    run.ctx.runtime = q->rt;
+    run.ctx.processor = jr->p;
+    run.ctx.logger = q->logger;
+    run.ctx.meta.processor = am2z_processor_name(jr->p);
+    run.ctx.meta.execution_id = jr->exec_id;
+    run.ctx.meta.session_id = jr->session;
+    run.ctx.meta.attempt = jr->attempt;
+    run.ctx.meta.call_depth = jr->depth;
+    run.ctx.meta.started_at = now_ms;
+    run.ctx.deadline_ns = run.deadline_ns;
+    am2z__qrun_add(q, &run);
+    am2z__atomic_inc(&q->n_running);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempt",
+                                        am2z_value_int(jr->attempt));
+        am2z_runtime_emit(q->rt, "processor:job:started", ev);
+        am2z_value_release(ev);
+    }
+    res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+    am2z__atomic_dec(&q->n_running);
+    am2z__qrun_remove(q, &run);
+    am2z_logger_release(run.child);
+    jr->ran = 1;
+    jr->cancelled = am2z__qrun_cancelled(&run);
+    switch (jr->cancelled) {
+    case AM2Z__QCANCEL_LOCK_LOST:
+        am2z_result_clear(&res);
+        am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock while running", jr->id, qu->name);
+        return 0;
+    case AM2Z__QCANCEL_DEADLINE:
+        am2z_result_clear(&res);
+        jr->err = am2z_error_with_location(am2z_error_timeout(qu->proc, jr->timeout_ms), qu->proc, jr->exec_id);
+        break;
+    case AM2Z__QCANCEL_KEY:
+    case AM2Z__QCANCEL_STOPPING:
+        am2z_result_clear(&res);
+        jr->err = am2z_error_with_location(am2z_error_cancelled("the execution was cancelled"), qu->proc, jr->exec_id);
+        break;
+    default:
+        if (res.error) {
+            jr->err = res.error;
+        } else {
+            jr->out_state = am2z_state_bump(res.state);
+            if (jr->depth == 0) jr->out_state = am2z__state_in_session(jr->out_state, jr->session);
+            if (!jr->out_state) jr->err = am2z_error_resource("memory", 0, 0);
+        }
+    }
+    return 1;
+}
+
+/* Step 4a, a success: queued in the batch (or completed at once without one). This
+   process counts it completed before the result can reach its caller. When it cannot
+   be recorded (out of memory), jr->err is set instead. */
+static void am2z__qjr_complete(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qbatch one;
+    am2z__qbatch *b = jr->batch ? jr->batch : &one;
+    am2z__qdone *d;
+    am2z__qsb head = am2z__qsb0();
+    double exec_ms = (double)(am2z_monotonic_ns() - jr->t0) / 1e6;
+    one.n = 0;
+    d = &b->d[b->n];
+    memset(d, 0, sizeof *d);
+    d->rv = am2z_json_write(jr->out_state, AM2Z_JSON_COMPACT, &d->rvn);
+    if (*jr->rkey) {
+        am2z__qreply_head(&head, jr->exec_id, 1, jr->attempt, jr->errs, jr->nerrs);
+        am2z__qsb_str(&head, ",\"state\":");
+    }
+    d->id = am2z__strdup(jr->id);
+    d->token = am2z__strdup(jr->job->token);
+    d->rkey = am2z__strdup(jr->rkey);
+    d->head = head.p;
+    d->headn = head.n;
+    if (!d->rv || head.bad || !d->id || !d->token || !d->rkey) {
+        am2z__qdone_clear(d);
+        am2z_value_release(jr->out_state);
+        jr->out_state = NULL;
+        jr->err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), qu->proc, jr->exec_id);
+        return;
+    }
+    am2z__qkeep(q, jr->opts, jr->optsn, 0, d->kc, d->ka);
+    snprintf(d->atm, sizeof d->atm, "%s", jr->atm_s);
+    snprintf(d->exec_id, sizeof d->exec_id, "%s", jr->exec_id);
+    d->attempts = jr->attempt;
+    d->direct = jr->direct;
+    if (jr->direct) {
+        d->state = jr->out_state;
+        jr->out_state = NULL;
+        d->errs = jr->errs;
+        d->nerrs = jr->nerrs;
+        jr->errs = NULL;
+        jr->nerrs = 0;
+    }
+    b->n++;
+    am2z__atomic_inc(&q->n_completed); /* counted before its caller can hold the outcome */
+    if (!jr->batch) am2z__qcomplete(jr->w, qu, &one, 0, NULL);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
+        am2z_runtime_emit(q->rt, "processor:job:completed", ev);
+        am2z_value_release(ev);
+    }
+}
+
+/* Step 4b, this runtime is stopping: the job goes back to its queue for another worker,
+   the interrupted attempt not counted. */
+static void am2z__qjr_give_back(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    size_t stn = 0, i;
+    char *stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn), prev[24];
+    const char *argv[12];
+    size_t lens[12];
+    snprintf(prev, sizeof prev, "%d", jr->attempt - 1);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
+    argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
+    for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    if (stj) lens[7] = stn;
+    am2z__qfinish(jr->w, q->s_retry, argv, lens, 12, qu);
+    am2z__free(stj);
+    am2z_error_release(jr->err);
+    jr->err = NULL;
+}
+
+/* Step 4c, a retry: back to the queue after the backoff delay (retry script). */
+static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason, const char *stj, size_t stn) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    char ds[24];
+    const char *argv[12];
+    size_t lens[12], i;
+    snprintf(ds, sizeof ds, "%lld", (long long)delay);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
+    argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = jr->atm_s;
+    for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    lens[7] = stn;
+    am2z__qfinish(jr->w, q->s_retry, argv, lens, 12, qu);
+    am2z__atomic_inc(&q->n_retried);
+    if (delay > 0) am2z__qnote_due(q, qu, am2z_now_ms() + delay);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempt",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "delayMs", am2z_value_int(delay));
+        ev = am2z_value_set(ev, "error", am2z_error_to_json(jr->errs[jr->nerrs - 1]));
+        am2z_runtime_emit(q->rt, "processor:job:retrying", ev);
+        am2z_value_release(ev);
+    }
+}
+
+/* Step 4d, the final failure (fail script: failed set, reply to the caller). This
+   process counts it failed before the result can reach its caller. */
+static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *stj, size_t stn) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qsb msg = am2z__qsb0();
+    const char *argv[14];
+    size_t lens[14], i;
+    char kc[24], ka[24];
+    am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
+    am2z__qkeep(q, jr->opts, jr->optsn, 1, kc, ka);
+    if (*jr->rkey) {
+        am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, jr->errs, jr->nerrs);
+        am2z__qsb_str(&msg, ",\"error\":");
+        am2z__qsb_json(&msg, ej);
+        am2z__qsb_str(&msg, "}");
+    }
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : jr->rkey; argv[8] = msg.p ? msg.p : "";
+    argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
+    argv[13] = jr->atm_s;
+    for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
+    lens[6] = stn;
+    lens[8] = msg.n;
+    am2z__atomic_inc(&q->n_failed); /* counted before its caller can hold the outcome */
+    am2z__qfinish(jr->w, q->s_fail, argv, lens, 14, qu);
+    am2z__qsb_free(&msg);
+    if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->errs[jr->nerrs - 1], jr->errs, jr->nerrs, jr->attempt);
+    if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
+        am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
+                                        am2z_value_int(jr->attempt));
+        ev = am2z_value_set(ev, "error", ej);
+        ej = NULL;
+        am2z_runtime_emit(q->rt, "processor:job:failed", ev);
+        am2z_value_release(ev);
+    }
+    am2z_value_release(ej);
+}
+
+/* Step 4, a failed attempt: retried when the processor's policy says so and the
+   execution's deadline leaves room for the backoff, failed otherwise. */
+static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
+    int64_t delay = -1;
+    const char *reason = jr->err->message ? jr->err->message : "failed";
+    size_t stn = 0;
+    char *stj;
+    jr->errs[jr->nerrs++] = jr->err;
+    jr->err = NULL;
+    if (jr->ran && jr->cancelled == AM2Z__QCANCEL_NONE && jr->p) {
+        delay = am2z_retry_delay_ms(&am2z_processor_desc_of(jr->p)->retry, jr->errs[jr->nerrs - 1], jr->attempt);
+        if (delay >= 0 && jr->deadline_ms && am2z_now_ms() + delay >= jr->deadline_ms) delay = -1;
+    }
+    stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn);
+    if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
+    if (stj && delay >= 0) am2z__qjr_retry(jr, delay, reason, stj, stn);
+    else if (stj) am2z__qjr_fail(jr, reason, stj, stn);
+    am2z__free(stj);
+}
+
 /* Runs the fetched job (consumed) on worker w and finishes it. parent: the run that
    claimed it inline, or NULL. batch: where a success waits for the next complete call
    (NULL: complete it now); failures and retries are finished at once. */
 static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent, am2z__qbatch *batch) {
-    am2z__qrt *q = w->q;
-    am2z__qqueue *qu = job->qu;
-    const am2z_reply *r = &job->rep;
-    size_t idn = 0, namen = 0, datan = 0, optsn = 0, defan = 0, stackn = 0;
-    const char *id = am2z__qel(r, AM2Z__QJ_ID, &idn);
-    const char *name = am2z__qel(r, AM2Z__QJ_NAME, &namen);
-    const char *data = am2z__qel(r, AM2Z__QJ_DATA, &datan);
-    const char *opts = am2z__qel(r, AM2Z__QJ_OPTS, &optsn);
-    const char *defa = am2z__qel(r, AM2Z__QJ_DEFA, &defan);
-    const char *stack = am2z__qel(r, AM2Z__QJ_STACK, &stackn);
-    int attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1, depth = 0, ran = 0, cancelled = 0;
-    int64_t deadline_ms = 0, t0 = am2z_monotonic_ns(), timeout_ms = 0;
-    const char *session = "default", *reply_to = NULL;
-    char exec_id[64], kc[24], ka[24], now_s[24], atm_s[24];
-    am2z_value *env = NULL;
-    am2z_state *input = NULL, *out_state = NULL;
-    am2z_error *err = NULL, **errs = NULL;
-    size_t nerrs = 0, i;
-    am2z_processor *p = NULL;
-    am2z__qrun run;
-    am2z_value *ev;
-
-    if (!id) { am2z__qjob_clear(job); return; }
-    snprintf(exec_id, sizeof exec_id, "%s", id);
-    /* the errors of earlier attempts travel in the stacktrace field */
-    if (stack && stackn) {
-        am2z_value *sv = am2z_json_parse(stack, stackn, NULL, NULL);
-        size_t n = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
-        errs = (am2z_error **)am2z__malloc((n + 1) * sizeof *errs);
-        for (i = 0; errs && i < n; i++) {
-            size_t el = 0;
-            const char *et = am2z_value_as_string(am2z_value_at(sv, i), &el);
-            am2z_error *e = et ? am2z__qerror_from_text(qu->proc, exec_id, et, el) : NULL;
-            if (e) errs[nerrs++] = e;
-        }
-        am2z_value_release(sv);
-    } else {
-        errs = (am2z_error **)am2z__malloc(sizeof *errs);
-    }
-    if (!errs) {
-        /* nothing can be recorded: the lock expires and the job is recovered later */
-        am2z_log_error(q->logger, "queue runtime: out of memory running job %s of %s", id, qu->name);
-        am2z__qjob_clear(job);
-        return;
-    }
-
-    /* everything that fails a job before it runs */
-    if (!err && defa) {
-        err = am2z_error_execution(qu->proc, exec_id,
-                                   am2z_error_business("JOB_STALLED", AM2Z_SEVERITY_HIGH, "%.*s", (int)defan, defa), NULL);
-    }
-    if (!err) {
-        env = data ? am2z_json_parse(data, datan, NULL, NULL) : NULL;
-        if (!data) err = am2z_error_validation("data", NULL, "the job has no data field");
-        else if (!env) {
-            char why[160];
-            snprintf(why, sizeof why, "job data is not valid JSON (%.100s at byte %lu)", am2z_status_detail(), (unsigned long)am2z_status_offset());
-            err = am2z_error_validation("data", NULL, why);
-        } else if (am2z_value_type(env) != AM2Z_TYPE_OBJECT) {
-            err = am2z_error_validation("data", NULL, "job data must be a JSON object");
-        } else if (am2z_value_find(env, "am2z", 4)) {
-            const char *s = am2z_value_get_string(env, "executionId", NULL);
-            const am2z_value *st = am2z_value_find(env, "state", 5);
-            if (s && strlen(s) < sizeof exec_id) snprintf(exec_id, sizeof exec_id, "%s", s);
-            s = am2z_value_get_string(env, "sessionId", NULL);
-            if (s && am2z__qname_ok(s)) session = s;
-            depth = (int)am2z_value_get_int(env, "callDepth", 0);
-            deadline_ms = am2z_value_get_int(env, "deadline", 0);
-            reply_to = am2z_value_get_string(env, "replyTo", NULL);
-            if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
-                err = am2z_error_validation("state", st, "job data has no \"state\" object");
-            else if (am2z_value_find(st, "metadata", 8))
-                input = depth ? am2z_value_retain(st) : am2z__state_in_session(am2z_value_retain(st), session);
-            else
-                input = am2z_state_new(session, am2z_value_retain(st), NULL);
-        } else {
-            input = am2z__state_in_session(am2z_state_parse(session, data, datan, NULL), session);
-        }
-        if (!err && !input) err = am2z_error_resource("memory", 0, 0);
-    }
-    if (!err && (!name || namen != strlen(qu->proc) || memcmp(name, qu->proc, namen) != 0)) {
-        char nm[AM2Z_NAME_MAX + 1];
-        snprintf(nm, sizeof nm, "%.*s", (int)(namen > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : namen), name ? name : "");
-        err = am2z__runtime_not_found(q->rt, nm);
-        if (err) {
-            am2z_value *why = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
-            err = am2z_error_with_details(err, why);
-            am2z_value_release(why);
-        }
-    }
-    if (!err && !(p = am2z_runtime_lookup(q->rt, qu->proc))) err = am2z__runtime_not_found(q->rt, qu->proc);
-    if (!err && (depth < 0 || depth > q->max_depth)) err = am2z_error_call_depth(q->max_depth, depth);
-    if (!err && deadline_ms && am2z_now_ms() >= deadline_ms)
-        err = am2z_error_timeout(qu->proc, deadline_ms - am2z__qel_int(r, AM2Z__QJ_TS));
-    if (!err && am2z__qel_int(r, AM2Z__QJ_CANCEL)) {
-        err = am2z_error_cancelled("the execution was cancelled before it started");
-        cancelled = 1;
-    }
-    if (err) err = am2z_error_with_location(err, qu->proc, exec_id);
-
-    if (!err) {
-        am2z_result res;
-        int64_t now_ms = am2z_now_ms();
-        timeout_ms = am2z_processor_timeout_ms(p, q->default_timeout_ms);
-        memset(&run, 0, sizeof run);
-        run.parent = parent;
-        run.w = w;
-        run.qu = qu;
-        run.id = id;
-        run.exec_id = exec_id;
-        run.session = session;
-        run.depth = depth;
-        snprintf(run.token, sizeof run.token, "%s", job->token);
-        run.deadline_ns = timeout_ms > 0 ? t0 + timeout_ms * 1000000 : 0;
-        if (deadline_ms && (!run.deadline_ns || t0 + (deadline_ms - now_ms) * 1000000 < run.deadline_ns))
-            run.deadline_ns = t0 + (deadline_ms - now_ms) * 1000000;
-        run.ctx.ops = &am2z__qctx_ops;
-        run.ctx.runtime_data = &run;
-        run.ctx.runtime = q->rt;
-        run.ctx.processor = p;
-        run.ctx.logger = q->logger;
-        run.ctx.meta.processor = am2z_processor_name(p);
-        run.ctx.meta.execution_id = exec_id;
-        run.ctx.meta.session_id = session;
-        run.ctx.meta.attempt = attempt;
-        run.ctx.meta.call_depth = depth;
-        run.ctx.meta.started_at = now_ms;
-        run.ctx.deadline_ns = run.deadline_ns;
-        am2z__qrun_add(q, &run);
-        am2z__atomic_inc(&q->n_running);
-        if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
-            ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
-            am2z_runtime_emit(q->rt, "processor:job:started", ev);
-            am2z_value_release(ev);
-        }
-        res = am2z_processor_invoke(p, &run.ctx, input);
-        am2z__atomic_dec(&q->n_running);
-        am2z__qrun_remove(q, &run);
-        am2z_logger_release(run.child);
-        ran = 1;
-        cancelled = am2z__qrun_cancelled(&run);
-        if (cancelled == 2) {
-            /* the lock is gone: another worker owns the job now */
-            am2z_result_clear(&res);
-            am2z_log_warn(q->logger, "queue runtime: job %s of %s lost its lock while running", id, qu->name);
-            goto done;
-        }
-        if (cancelled == 4) {
-            am2z_result_clear(&res);
-            err = am2z_error_with_location(am2z_error_timeout(qu->proc, timeout_ms), qu->proc, exec_id);
-        } else if (cancelled) {
-            am2z_result_clear(&res);
-            err = am2z_error_with_location(am2z_error_cancelled("the execution was cancelled"), qu->proc, exec_id);
-        } else if (res.error) {
-            err = res.error;
-        } else {
-            out_state = am2z_state_bump(res.state);
-            if (depth == 0) out_state = am2z__state_in_session(out_state, session);
-            if (!out_state) err = am2z_error_resource("memory", 0, 0);
-        }
-    }
-
-    snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
-    snprintf(atm_s, sizeof atm_s, "%d", attempt);
-    {
-        int direct = reply_to && strcmp(reply_to, q->reply_key) == 0;
-        const char *rkey = reply_to && !direct ? reply_to : "";
-        double exec_ms = (double)(am2z_monotonic_ns() - t0) / 1e6;
-        if (!err) {
-            am2z__qbatch one;
-            am2z__qbatch *b = batch ? batch : &one;
-            am2z__qdone *d;
-            am2z__qsb head = am2z__qsb0();
-            one.n = 0;
-            d = &b->d[b->n];
-            memset(d, 0, sizeof *d);
-            d->rv = am2z_json_write(out_state, AM2Z_JSON_COMPACT, &d->rvn);
-            if (*rkey) {
-                am2z__qreply_head(&head, exec_id, 1, attempt, errs, nerrs);
-                am2z__qsb_str(&head, ",\"state\":");
-            }
-            d->id = am2z__strdup(id);
-            d->token = am2z__strdup(job->token);
-            d->rkey = am2z__strdup(rkey);
-            d->head = head.p;
-            d->headn = head.n;
-            if (!d->rv || head.bad || !d->id || !d->token || !d->rkey) {
-                am2z__qdone_clear(d);
-                am2z_value_release(out_state);
-                out_state = NULL;
-                err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), qu->proc, exec_id);
-            } else {
-                am2z__qkeep(q, opts, optsn, 0, d->kc, d->ka);
-                snprintf(d->atm, sizeof d->atm, "%s", atm_s);
-                snprintf(d->exec_id, sizeof d->exec_id, "%s", exec_id);
-                d->attempts = attempt;
-                d->direct = direct;
-                if (direct) {
-                    d->state = out_state;
-                    out_state = NULL;
-                    d->errs = errs;
-                    d->nerrs = nerrs;
-                    errs = NULL;
-                    nerrs = 0;
-                }
-                b->n++;
-                if (!batch) am2z__qcomplete(w, qu, &one, 0, NULL);
-                am2z__atomic_inc(&q->n_completed);
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "executionTime", am2z_value_double(exec_ms));
-                    am2z_runtime_emit(q->rt, "processor:job:completed", ev);
-                    am2z_value_release(ev);
-                }
-            }
-        }
-        if (err && cancelled == 3) {
-            /* this process is stopping: the job goes back to its queue for another worker,
-               the interrupted attempt not counted */
-            size_t stn = 0;
-            char *stj = am2z__qstack_json(errs, nerrs, &stn), prev[24];
-            const char *argv[12];
-            size_t lens[12];
-            snprintf(prev, sizeof prev, "%d", attempt - 1);
-            argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-            argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
-            argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
-            for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-            if (stj) lens[7] = stn;
-            am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
-            am2z__free(stj);
-            am2z_error_release(err);
-            err = NULL;
-        }
-        if (err) {
-            int64_t delay = -1;
-            const char *reason = err->message ? err->message : "failed";
-            size_t stn = 0;
-            char *stj;
-            errs[nerrs++] = err;
-            err = NULL;
-            if (ran && !cancelled && p) {
-                delay = am2z_retry_delay_ms(&am2z_processor_desc_of(p)->retry, errs[nerrs - 1], attempt);
-                if (delay >= 0 && deadline_ms && am2z_now_ms() + delay >= deadline_ms) delay = -1;
-            }
-            stj = am2z__qstack_json(errs, nerrs, &stn);
-            if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
-            if (delay >= 0 && stj) {
-                char ds[24];
-                const char *argv[12];
-                size_t lens[12];
-                snprintf(ds, sizeof ds, "%lld", (long long)delay);
-                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-                argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
-                argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = atm_s;
-                for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-                lens[7] = stn;
-                am2z__qfinish(w, q->s_retry, argv, lens, 12, qu);
-                am2z__atomic_inc(&q->n_retried);
-                if (delay > 0) {
-                    int64_t due = am2z_now_ms() + delay, cur = am2z__atomic_load(&qu->next_due);
-                    if (!cur || due < cur) am2z__atomic_store(&qu->next_due, due);
-                }
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:retrying")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempt", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "delayMs", am2z_value_int(delay));
-                    ev = am2z_value_set(ev, "error", am2z_error_to_json(errs[nerrs - 1]));
-                    am2z_runtime_emit(q->rt, "processor:job:retrying", ev);
-                    am2z_value_release(ev);
-                }
-            } else if (stj) {
-                am2z__qsb msg = am2z__qsb0();
-                const char *argv[14];
-                size_t lens[14];
-                am2z_value *ej = am2z_error_to_json(errs[nerrs - 1]);
-                am2z__qkeep(q, opts, optsn, 1, kc, ka);
-                if (*rkey) {
-                    am2z__qreply_head(&msg, exec_id, 0, attempt, errs, nerrs);
-                    am2z__qsb_str(&msg, ",\"error\":");
-                    am2z__qsb_json(&msg, ej);
-                    am2z__qsb_str(&msg, "}");
-                }
-                argv[0] = qu->P; argv[1] = q->C; argv[2] = id; argv[3] = job->token; argv[4] = now_s;
-                argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : rkey; argv[8] = msg.p ? msg.p : "";
-                argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
-                argv[13] = atm_s;
-                for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
-                lens[6] = stn;
-                lens[8] = msg.n;
-                am2z__qfinish(w, q->s_fail, argv, lens, 14, qu);
-                am2z__qsb_free(&msg);
-                am2z__atomic_inc(&q->n_failed);
-                if (direct) am2z__qdeliver(q, exec_id, NULL, errs[nerrs - 1], errs, nerrs, attempt);
-                if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
-                    ev = am2z_value_set(am2z__qevent(qu->proc, exec_id, id, session), "attempts", am2z_value_int(attempt));
-                    ev = am2z_value_set(ev, "error", ej);
-                    ej = NULL;
-                    am2z_runtime_emit(q->rt, "processor:job:failed", ev);
-                    am2z_value_release(ev);
-                }
-                am2z_value_release(ej);
-            }
-            am2z__free(stj);
-        }
-    }
-done:
-    am2z_value_release(out_state);
-    am2z_value_release(input);
-    am2z_value_release(env);
-    am2z_error_release(err);
-    for (i = 0; i < nerrs; i++) am2z_error_release(errs[i]);
-    am2z__free(errs);
-    am2z_processor_release(p);
-    am2z__qjob_clear(job);
+    am2z__qjobrun jr;
+    if (!am2z__qjr_decode(&jr, w, job, parent, batch)) return;
+    am2z__qjr_resolve(&jr);
+    if (!jr.err && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
+    snprintf(jr.now_s, sizeof jr.now_s, "%lld", (long long)am2z_now_ms());
+    snprintf(jr.atm_s, sizeof jr.atm_s, "%d", jr.attempt);
+    jr.direct = jr.reply_to && strcmp(jr.reply_to, w->q->reply_key) == 0;
+    jr.rkey = jr.reply_to && !jr.direct ? jr.reply_to : "";
+    if (!jr.err) am2z__qjr_complete(&jr);
+    if (jr.err && jr.cancelled == AM2Z__QCANCEL_STOPPING) am2z__qjr_give_back(&jr);
+    if (jr.err) am2z__qjr_retry_or_fail(&jr);
+    am2z__qjr_clear(&jr);
 }
 
 /* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
    token <token>.<n>); {0, due} notes the next delayed job on qu. Returns the count. */
-static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs, size_t max) {
+static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
+                                 size_t max) {
     size_t i, n = 0;
     int64_t code = am2z__qel_int(rep, 0);
     if (rep->type == AM2Z_REPLY_ARRAY && code == 3) {
@@ -4688,8 +5189,7 @@ static size_t am2z__qfetch_parse(am2z__qqueue *qu, am2z_reply *rep, const char *
             n++;
         }
     } else if (rep->type == AM2Z_REPLY_ARRAY && code == 0 && rep->len >= 2) {
-        int64_t due = am2z__qel_int(rep, 1), cur = am2z__atomic_load(&qu->next_due);
-        if (due > 0 && (!cur || due < cur)) am2z__atomic_store(&qu->next_due, due);
+        am2z__qnote_due(q, qu, am2z__qel_int(rep, 1));
     }
     return n;
 }
@@ -4718,7 +5218,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
         am2z_reply_clear(&rep);
         return -1;
     }
-    n = am2z__qfetch_parse(qu, &rep, tok, jobs, k);
+    n = am2z__qfetch_parse(q, qu, &rep, tok, jobs, k);
     am2z_reply_clear(&rep);
     return (int)n;
 }
@@ -4855,13 +5355,13 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
                 am2z__qwait *t;
                 if (!kids[i] || !(t = am2z__qwait_take(q, kids[i]->id, strlen(kids[i]->id)))) continue;
                 t->error = am2z_error_with_location(
-                    c == 4 ? am2z_error_timeout(t->qu->proc, (run->deadline_ns - t->started_ns) / 1000000)
+                    c == AM2Z__QCANCEL_DEADLINE ? am2z_error_timeout(t->qu->proc, (run->deadline_ns - t->started_ns) / 1000000)
                            : am2z_error_cancelled("the parent execution was cancelled"),
                     t->qu->proc, t->id);
                 if (ids) ids[n++] = t->id;
                 am2z__qwait_signal(t);
             }
-            if (c != 2) am2z__qcancel_keys(q, w->conn, ids, n);
+            if (c != AM2Z__QCANCEL_LOCK_LOST) am2z__qcancel_keys(q, w->conn, ids, n);
             am2z__free(ids);
             continue;
         }
@@ -5014,7 +5514,9 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     if (wait_ms < 5) wait_ms = 5;
     snprintf(tmo, sizeof tmo, "%.3f", (double)wait_ms / 1000.0);
     argv[argc++] = tmo;
+    if (!am2z__qguard_enter(q, &w->guard, w->conn)) { am2z__free(argv); return 0; } /* stopping */
     st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
+    am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running))
@@ -5041,11 +5543,12 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
                 if (i < n) {
                     am2z__qqueue *u = w->snap[i];
                     if (member && mn == 1 && member[0] == '1') {
-                        int64_t cur = am2z__atomic_load(&u->next_due);
-                        if (!cur || score < cur) am2z__atomic_store(&u->next_due, score);
+                        /* a delayed job (or a rate-limit window) due at score */
                         if (score <= am2z_now_ms()) {
                             am2z__atomic_store(&u->next_due, 0);
                             r = am2z__qtake(w, u, 1, job);
+                        } else {
+                            am2z__qnote_due(q, u, score);
                         }
                     } else {
                         r = am2z__qtake(w, u, 0, job);
@@ -5071,12 +5574,17 @@ static void *am2z__qworker_main(void *arg) {
         am2z__qsnap(w);
         got = am2z__qpoll_due(w, &job);
         if (!got) got = am2z__qblock(w, &job);
-        if (got < 0) { am2z__qsleep_ms(20); continue; }
+        if (got < 0) {
+            if (am2z__atomic_load(&q->running)) am2z__qsleep_ms(20); /* else: cut loose by stop */
+            continue;
+        }
         if (got == 1) am2z__qserve(w, &job);
     }
     am2z__qsnap_release(w);
     return NULL;
 }
+
+/* ---- 4.5 delivery: the receiver and the maintenance thread --------------------------- */
 
 /* -- the receiver: results for this instance from other processes -- */
 
@@ -5090,19 +5598,21 @@ static void *am2z__qreceiver_main(void *arg) {
         am2z_status st;
         size_t i;
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        if (!am2z__qguard_enter(q, &q->rguard, r)) break; /* stopping */
         if (lmpop)
             st = am2z_redis_blocking(r, &rep, 6000, "BLMPOP 1 1 %s RIGHT COUNT 256", q->reply_key);
         else
             st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
+        am2z__qguard_leave(q, &q->rguard);
         if (st == AM2Z_STATUS_SERVER && lmpop) {
             lmpop = 0;
             am2z_reply_clear(&rep);
             continue;
         }
         if (st != AM2Z_STATUS_OK) {
-            if (!am2z__atomic_load(&q->rx_stop))
-                am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z_reply_clear(&rep);
+            if (am2z__atomic_load(&q->rx_stop)) break; /* cut loose by stop */
+            am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z__qsleep_ms(20);
             continue;
         }
@@ -5158,7 +5668,7 @@ static void am2z__qruns_free(am2z__qsnaprun *s, size_t n) {
     am2z__free(s);
 }
 
-/* Flags the run s (if it still runs the same job) with reason c. */
+/* Flags the run s (if it still runs the same job) with reason c (an am2z__qcancel). */
 static void am2z__qruns_flag(am2z__qrt *q, const am2z__qsnaprun *s, int renew, int c) {
     am2z__qrun *r;
     pthread_mutex_lock(&q->runmu);
@@ -5183,7 +5693,7 @@ static void am2z__qmaint_cancel(am2z__qrt *q, am2z_redis *conn) {
         for (i = 0; i < n; i++) argv[i + 1] = s[i].a;
         if (am2z_redis_command_argv(conn, &rep, n + 1, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
             for (i = 0; i < n && i < rep.len; i++)
-                if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, 1);
+                if (am2z_reply_at(&rep, i)->type != AM2Z_REPLY_NIL) am2z__qruns_flag(q, &s[i], 0, AM2Z__QCANCEL_KEY);
         am2z_reply_clear(&rep);
         am2z__free(argv);
     }
@@ -5208,7 +5718,7 @@ static void am2z__qmaint_renew(am2z__qrt *q, am2z_redis *conn) {
             for (k = 0; k < rep.len; k++) {
                 const char *bad = am2z__qel(&rep, k, NULL);
                 for (i = 0; bad && i < n; i++)
-                    if (strcmp(s[i].b, bad) == 0) am2z__qruns_flag(q, &s[i], 1, 2);
+                    if (strcmp(s[i].b, bad) == 0) am2z__qruns_flag(q, &s[i], 1, AM2Z__QCANCEL_LOCK_LOST);
             }
         am2z_reply_clear(&rep);
         am2z__free(argv);
@@ -5333,14 +5843,47 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     for (i = 0; i < n; i++) am2z__qwait_release(ws[i]);
 }
 
+/* Wakes a worker for every served queue whose earliest delayed job (or rate-limit
+   window) is due now. Workers also block with that due time as their timeout, but Redis
+   ends blocked commands only as precisely as its hz allows (100 ms by default); this
+   thread sleeps on a condition variable and wakes within a ms. Returns the next due
+   time still ahead (epoch ms), 0 when none. */
+static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *snap) {
+    int64_t now = am2z_now_ms(), next = 0;
+    size_t i;
+    am2z__qsnap(snap);
+    for (i = 0; i < snap->nsnap; i++) {
+        am2z__qqueue *u = snap->snap[i];
+        int64_t due = am2z__atomic_load(&u->next_due);
+        if (!due || due == am2z__atomic_load(&u->woke_due)) continue;
+        if (due <= now) {
+            am2z_reply rep = am2z__qrep0();
+            char due_s[24];
+            const char *argv[2];
+            snprintf(due_s, sizeof due_s, "%lld", (long long)due);
+            argv[0] = u->P;
+            argv[1] = due_s;
+            am2z__qeval(conn, &rep, q->s_due, 2, argv, NULL);
+            am2z_reply_clear(&rep);
+            am2z__atomic_store(&u->woke_due, due);
+        } else if (!next || due < next) {
+            next = due;
+        }
+    }
+    return next;
+}
+
 static void *am2z__qmaint_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->mconn;
     int64_t now = am2z_now_ms();
     int64_t renew_every = q->lock_ms / 3 > 10 ? q->lock_ms / 3 : 10;
     int64_t t_cancel = now, t_renew = now + renew_every, t_stalled = now, t_foreign = now + q->foreign_poll_ms;
+    am2z__qworker snap; /* the served queues, for due times */
+    memset(&snap, 0, sizeof snap);
+    snap.q = q;
     while (!am2z__atomic_load(&q->rx_stop)) {
-        int64_t next;
+        int64_t next, t_due = 0;
         struct timespec ts;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
@@ -5351,217 +5894,24 @@ static void *am2z__qmaint_main(void *arg) {
             am2z__qmaint_foreign(q, r);
             t_foreign = now + (q->foreign_poll_ms > 10 ? q->foreign_poll_ms : 10);
         }
+        if (q->nworkers > 0) t_due = am2z__qmaint_due(q, r, &snap);
         next = t_cancel < t_renew ? t_cancel : t_renew;
         if (q->nworkers > 0 && t_stalled < next) next = t_stalled;
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
+        if (t_due && t_due < next) next = t_due;
         pthread_mutex_lock(&q->mnt.mu);
-        if (!am2z__atomic_load(&q->rx_stop)) {
+        if (!am2z__atomic_load(&q->rx_stop) && !q->due_changed) {
             am2z__qabstime(&ts, next - am2z_now_ms());
             pthread_cond_timedwait(&q->mnt.cv, &q->mnt.mu, &ts);
         }
+        q->due_changed = 0;
         pthread_mutex_unlock(&q->mnt.mu);
     }
+    am2z__qsnap_release(&snap);
     return NULL;
 }
 
-/* -- the runtime operations -- */
-
-/* Wakes every worker thread of this process (served queues changed, or stopping). */
-static void am2z__qwake_workers(am2z__qrt *q) {
-    am2z_redis *r;
-    am2z_reply rep = am2z__qrep0();
-    int i, sent = 0;
-    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
-    for (i = 0; i < q->nworkers; i++)
-        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
-    for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
-    am2z_redis_pool_put(q->pool, r);
-}
-
-/* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
-static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
-    am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
-    const char *id = w->id;
-    if (!t) { am2z_error_release(err); return; }
-    t->error = err;
-    am2z__qcancel_keys(w->q, NULL, &id, 1);
-    am2z__qwait_signal(t);
-}
-
-static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
-                                        const char *session, am2z_status *status) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z__qadd a;
-    am2z_status st;
-    am2z_redis *r;
-    if (!am2z__atomic_load(&q->running))
-        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
-    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
-    if (!(r = am2z__qborrow(q, &st))) {
-        am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
-        if (t) am2z__qwait_release(t);
-        st = AM2Z_STATUS_IO;
-    } else {
-        am2z__qadd_send(q, r, &a, 1, &st, NULL);
-        am2z_redis_pool_put(q->pool, r);
-    }
-    am2z__qadd_free(&a);
-    if (st != AM2Z_STATUS_OK) {
-        am2z__qwait_release(a.w);
-        return (am2z_execution *)am2z__put_status(status,
-                am2z__fail(st, AM2Z_NTS, "submit '%s': cannot add the job to Redis (%s)", proc,
-                           am2z_status_string(st)));
-    }
-    if (session) am2z__qsession_used(q, session);
-    if (status) *status = AM2Z_STATUS_OK;
-    return &a.w->base;
-}
-
-static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
-    am2z__qwait *w = (am2z__qwait *)e;
-    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
-    int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
-    if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
-    if (!am2z__qwait_for(w, eff)) {
-        if (am2z_monotonic_ns() < w->deadline_ns) return AM2Z_STATUS_TIMEOUT;
-        am2z__qexpire(w, am2z_error_with_location(
-                             am2z_error_timeout(w->qu->proc, (w->deadline_ns - w->started_ns) / 1000000),
-                             w->qu->proc, w->id));
-        am2z__qwait_for(w, -1);
-    }
-    am2z__qwait_outcome(w, out);
-    w->taken = 1;
-    return AM2Z_STATUS_OK;
-}
-
-static void am2z__qop_free_execution(am2z_execution *e) {
-    am2z__qwait *w = (am2z__qwait *)e;
-    if (!w) return;
-    am2z__qexpire(w, am2z_error_cancelled("the execution was freed before it finished"));
-    am2z__qwait_release(w);
-}
-
-/* The job runs on; the waiter table keeps the waiter until the outcome arrives (or the
-   session or runtime ends) and drops it then. */
-static void am2z__qop_detach(am2z_execution *e) { am2z__qwait_release((am2z__qwait *)e); }
-
-/* The outcome of an execution that could not be submitted. */
-static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *proc, const char *session,
-                                  const am2z_state *input, am2z_status st) {
-    am2z_error *e;
-    memset(out, 0, sizeof *out);
-    am2z_execution_id_generate(proc && am2z__qname_ok(proc) ? proc : "unknown", out->execution_id);
-    am2z__outcome_session(out, session ? session : "default");
-    out->started_at = am2z_now_ms();
-    if (st == AM2Z_STATUS_NOT_FOUND) {
-        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
-    } else if (st == AM2Z_STATUS_NOT_STARTED) {
-        e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
-    } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
-        e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
-    } else if (st == AM2Z_STATUS_NO_MEMORY) {
-        e = am2z_error_resource("memory", 0, 0);
-    } else {
-        e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
-    }
-    out->error = am2z_error_with_location(e, proc, out->execution_id);
-    out->state = am2z_value_retain(input);
-}
-
-static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const am2z_state *input, const char *session) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z_outcome out;
-    am2z_status st = AM2Z_STATUS_OK;
-    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
-    memset(&out, 0, sizeof out);
-    if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
-    am2z__qop_wait(e, -1, &out);
-    am2z__qwait_release((am2z__qwait *)e);
-    return out;
-}
-
-#define AM2Z__QMANY_BATCH 512 /* execute_many: jobs added per pipeline; two batches in flight */
-
-/* Prepares and sends items [from, to) (at most one batch) into slot; failures get their
-   outcome at once. */
-static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, const am2z_state *const *inputs,
-                             size_t from, size_t to, const char *session, am2z_outcome *outs, am2z__qadd *adds,
-                             am2z_status *sts, am2z_status *ret) {
-    size_t i, j, n = to - from;
-    for (i = 0; i < n; i++) {
-        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
-                                                : AM2Z_STATUS_NOT_STARTED;
-        if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
-    }
-    for (i = 0; i < n; i = j) {
-        size_t k, m = 0;
-        for (j = i; j < n && sts[j] == AM2Z_STATUS_OK; j++) m++;
-        if (m == 0) { j = i + 1; continue; }
-        if (!*r && !(*r = am2z__qborrow(q, NULL))) {
-            for (k = i; k < j; k++) {
-                am2z__qwait *t = am2z__qwait_take(q, adds[k].w->id, strlen(adds[k].w->id));
-                if (t) am2z__qwait_release(t);
-                sts[k] = AM2Z_STATUS_IO;
-            }
-        } else {
-            am2z__qadd_send(q, *r, adds + i, m, sts + i, NULL);
-        }
-        for (k = i; k < j; k++) am2z__qadd_free(&adds[k]);
-    }
-    for (i = 0; i < n; i++)
-        if (sts[i] != AM2Z_STATUS_OK) {
-            if (adds[i].w) { am2z__qwait_release(adds[i].w); adds[i].w = NULL; }
-            am2z__qfailed_outcome(q, &outs[from + i], proc, session, inputs[from + i], sts[i]);
-            if (*ret == AM2Z_STATUS_OK) *ret = sts[i];
-        }
-}
-
-static void am2z__qmany_wait(am2z__qadd *adds, size_t n, am2z_outcome *outs) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (adds[i].w) {
-            am2z__qop_wait(&adds[i].w->base, -1, &outs[i]);
-            am2z__qwait_release(adds[i].w);
-            adds[i].w = NULL;
-        }
-}
-
-static am2z_status am2z__qop_execute_many(am2z_runtime *rt, const char *proc, const am2z_state *const *inputs,
-                                          size_t count, const char *session, am2z_outcome *outs) {
-    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    am2z__qadd *adds;
-    am2z_status *sts, ret = AM2Z_STATUS_OK;
-    am2z_redis *r = NULL;
-    size_t i, b = AM2Z__QMANY_BATCH, cur, nxt;
-    if (count == 0) return AM2Z_STATUS_OK;
-    if (!outs || !inputs) return AM2Z_STATUS_INVALID_ARGUMENT;
-    adds = (am2z__qadd *)am2z__malloc(2 * b * sizeof *adds);
-    sts = (am2z_status *)am2z__malloc(b * sizeof *sts);
-    if (!adds || !sts) {
-        am2z__free(adds);
-        am2z__free(sts);
-        for (i = 0; i < count; i++) am2z__qfailed_outcome(q, &outs[i], proc, session, inputs[i], AM2Z_STATUS_NO_MEMORY);
-        return AM2Z_STATUS_NO_MEMORY;
-    }
-    if (session) am2z__qsession_used(q, session);
-    /* batch k waits while batch k + 1 is already queued, so workers never run dry */
-    am2z__qmany_send(q, &r, proc, inputs, 0, count < b ? count : b, session, outs, adds, sts, &ret);
-    for (cur = 0; cur < count; cur = nxt) {
-        size_t ncur = count - cur < b ? count - cur : b, slot = (cur / b) % 2;
-        nxt = cur + ncur;
-        if (nxt < count) {
-            size_t nn = count - nxt < b ? count - nxt : b;
-            am2z__qmany_send(q, &r, proc, inputs, nxt, nxt + nn, session, outs, adds + ((slot + 1) % 2) * b, sts, &ret);
-            if (r) { am2z_redis_pool_put(q->pool, r); r = NULL; }
-        }
-        am2z__qmany_wait(adds + slot * b, ncur, outs + cur);
-    }
-    if (r) am2z_redis_pool_put(q->pool, r);
-    am2z__free(adds);
-    am2z__free(sts);
-    return ret;
-}
+/* ---- 4.6 sessions -------------------------------------------------------------------- */
 
 /* Counts of the BullMQ queues names[0..n) into an object {name: {waiting, ...}} keyed by
    keys[i]. */
@@ -5608,7 +5958,6 @@ static am2z_value *am2z__qmembers(am2z_redis *r, const char *key) {
     return a;
 }
 
-/* Adds the queues of session sid this process knows to names (consumed); returns it. */
 /* names (an array of strings, consumed) with name appended unless it is there already. */
 static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
     size_t k;
@@ -5617,6 +5966,7 @@ static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
     return am2z_value_append(names, "", am2z_value_string(name));
 }
 
+/* Adds the queues of session sid this process knows to names (consumed); returns it. */
 static am2z_value *am2z__qlocal_queues(am2z__qrt *q, const char *sid, am2z_value *names) {
     am2z__qqueue *u;
     size_t i;
@@ -5650,6 +6000,19 @@ static int am2z__qproc_of(const am2z__qrt *q, const char *name, char *buf, size_
     return 1;
 }
 
+/* Forgets that this process used the session (session:created fires again on its next use). */
+static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
+    size_t i;
+    pthread_mutex_lock(&q->mu);
+    for (i = 0; i < q->nsessions; i++)
+        if (strcmp(q->sessions[i], session) == 0) {
+            am2z__free(q->sessions[i]);
+            q->sessions[i] = q->sessions[--q->nsessions];
+            break;
+        }
+    pthread_mutex_unlock(&q->mu);
+}
+
 static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_redis *r;
@@ -5661,7 +6024,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
-    int dropped = 0;
+    int dropped = 0, existed = 1;
     if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
     ce = am2z_error_cancelled("the session was stopped");
@@ -5687,10 +6050,11 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         argv[6] = sid; argv[7] = q->sessions_key; argv[8] = skey;
         for (i = 0; i < n; i++) argv[9 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
         if (am2z__qeval(r, &rep, q->s_cancelq, n + 9, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
-            rep.len >= 2) {
+            rep.len >= 3) {
             active = am2z__qel_int(&rep, 0);
             dropped = am2z__qel_int(&rep, 1) == 1;
-            for (i = 2; i < rep.len; i++) {
+            existed = am2z__qel_int(&rep, 2) == 1;
+            for (i = 3; i < rep.len; i++) {
                 const char *nm = am2z__qel(&rep, i, NULL);
                 if (nm) names = am2z__qname_add(names, nm);
             }
@@ -5702,6 +6066,12 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     } else {
         st = AM2Z_STATUS_NO_MEMORY;
     }
+    if (!existed) {
+        /* nothing to stop: no event, nothing deleted */
+        am2z_redis_pool_put(q->pool, r);
+        am2z__free(ejs); am2z__free(sset); am2z__free(skey); am2z_value_release(names); am2z_error_release(ce);
+        return AM2Z_STATUS_NOT_FOUND;
+    }
     n = am2z_value_len(names);
     /* 2. in this process: cancel its runs, end its waiters */
     {
@@ -5710,7 +6080,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         for (x = q->runs.next; x != &q->runs; x = x->next)
             if (x->qu->session && strcmp(x->qu->session, sid) == 0) {
                 int zero = 0;
-                __atomic_compare_exchange_n(&x->cancelled, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+                __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_KEY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
             }
         pthread_mutex_unlock(&q->runmu);
     }
@@ -5779,6 +6149,21 @@ static am2z_value *am2z__qop_active_sessions(am2z_runtime *rt) {
     return v;
 }
 
+/* Whether session sid without queues exists all the same: registered, or with a stored
+   state (the cancelq script applies the same test). */
+static int am2z__qsession_exists(am2z__qrt *q, am2z_redis *r, const char *sid) {
+    am2z_reply rep = am2z__qrep0();
+    int yes = 0;
+    if (am2z_redis_append(r, "SISMEMBER %s %s", q->sessions_key, sid) == AM2Z_STATUS_OK &&
+        am2z_redis_append(r, "EXISTS %sstate:%s", q->C, sid) == AM2Z_STATUS_OK) {
+        if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer > 0) yes = 1;
+        am2z_reply_clear(&rep);
+        if (am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer > 0) yes = 1;
+        am2z_reply_clear(&rep);
+    }
+    return yes;
+}
+
 static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_redis *r;
@@ -5788,6 +6173,11 @@ static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     if (!am2z__qname_ok(sid) || !(r = am2z__qborrow(q, NULL))) return NULL;
     names = am2z__qsession_queues(q, r, sid);
     n = am2z_value_len(names);
+    if (n == 0 && !am2z__qsession_exists(q, r, sid)) {
+        am2z_value_release(names);
+        am2z_redis_pool_put(q->pool, r);
+        return NULL;
+    }
     ns = (char **)am2z__malloc((n + 1) * sizeof *ns);
     keys = (char **)am2z__malloc((n + 1) * sizeof *keys);
     v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(sid));
@@ -5806,6 +6196,8 @@ static am2z_value *am2z__qop_session_stats(am2z_runtime *rt, const char *sid) {
     am2z_redis_pool_put(q->pool, r);
     return v;
 }
+
+/* ---- 4.7 stats ----------------------------------------------------------------------- */
 
 static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
@@ -5870,6 +6262,50 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     }
     am2z_redis_pool_put(q->pool, r);
     return am2z_value_set(v, "registeredProcessors", reg);
+}
+
+/* ---- 4.8 lifecycle: registration, start, stop, free, construction -------------------- */
+
+/* Wakes every worker thread of this process (the served queues changed). A wake-up key
+   lives only until its worker pops it, or AM2Z__QCTL_TTL_MS: a worker that was busy
+   takes a fresh snapshot before it blocks again anyway, so a lost wake-up costs
+   nothing, and a crashed instance leaves no key behind for long. */
+static void am2z__qwake_workers(am2z__qrt *q) {
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    int i, sent = 0;
+    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
+    for (i = 0; i < q->nworkers; i++) {
+        if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
+        if (am2z_redis_append(r, "PEXPIRE %s %d", q->workers[i].ctl, AM2Z__QCTL_TTL_MS) == AM2Z_STATUS_OK) sent++;
+    }
+    for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
+    am2z_redis_pool_put(q->pool, r);
+}
+
+/* Deletes the keys this instance owns (its reply list, its workers' wake-up keys), once
+   its threads are gone. A pooled connection may be stale after a Redis restart: one
+   more try on a fresh one. */
+static void am2z__qdel_own_keys(am2z__qrt *q) {
+    const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 2) * sizeof *argv);
+    size_t argc = 0, attempt;
+    int i;
+    if (!argv) return;
+    argv[argc++] = "DEL";
+    argv[argc++] = q->reply_key;
+    for (i = 0; q->workers && i < q->nworkers; i++)
+        if (q->workers[i].ctl) argv[argc++] = q->workers[i].ctl;
+    for (attempt = 0; attempt < 2; attempt++) {
+        am2z_reply rep = am2z__qrep0();
+        am2z_redis *r = am2z__qborrow(q, NULL);
+        am2z_status st;
+        if (!r) break;
+        st = am2z_redis_command_argv(r, &rep, argc, argv, NULL);
+        am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+        if (st != AM2Z_STATUS_IO) break;
+    }
+    am2z__free(argv);
 }
 
 static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
@@ -5970,10 +6406,12 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     }
     am2z__atomic_store(&q->running, 1);
     am2z__atomic_store(&q->rx_stop, 0);
+    am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
         w->gen = 0;
         w->k = 1;
+        am2z__qguard_init(&w->guard);
         if (pthread_create(&w->thread, NULL, am2z__qworker_main, w) != 0) {
             am2z__atomic_store(&q->running, 0);
             while (i-- > 0) pthread_join(q->workers[i].thread, NULL);
@@ -6000,41 +6438,32 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000;
-    am2z_redis *r;
     am2z__qrun *x;
     int i;
     if (!q->have_threads) return AM2Z_STATUS_OK;
-    /* let running jobs finish within the grace period (workers take nothing new) */
+    /* let running jobs finish within the grace period (workers take nothing new); the
+       workers waiting in Redis are cut loose, not woken through Redis, so a Redis that
+       restarted or went away cannot delay the stop */
     am2z__atomic_store(&q->running, 0);
-    am2z__qwake_workers(q);
+    for (i = 0; i < q->nworkers; i++) am2z__qguard_cut(q, &q->workers[i].guard);
     while (am2z__atomic_load(&q->n_running) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
     pthread_mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
         int zero = 0;
-        __atomic_compare_exchange_n(&x->cancelled, &zero, 3, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     }
     pthread_mutex_unlock(&q->runmu);
     for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
     am2z__atomic_store(&q->rx_stop, 1);
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
-        am2z_reply rep = am2z__qrep0();
-        am2z_redis_command(r, &rep, "LPUSH %s %s", q->reply_key, "");
-        am2z_reply_clear(&rep);
-        am2z_redis_pool_put(q->pool, r);
-    }
+    am2z__qguard_cut(q, &q->rguard);
     pthread_mutex_lock(&q->mnt.mu);
     pthread_cond_broadcast(&q->mnt.cv);
     pthread_mutex_unlock(&q->mnt.mu);
     pthread_join(q->receiver, NULL);
     pthread_join(q->maint, NULL);
     q->have_threads = 0;
-    /* the wake-up above and any late result have nobody to read them now */
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
-        am2z_reply rep = am2z__qrep0();
-        am2z_redis_command(r, &rep, "DEL %s", q->reply_key);
-        am2z_reply_clear(&rep);
-        am2z_redis_pool_put(q->pool, r);
-    }
+    /* late results and pending wake-ups have nobody to read them now */
+    am2z__qdel_own_keys(q);
     /* executions still waiting cannot get their result any more */
     for (;;) {
         am2z__qwait *w = NULL;
@@ -6077,10 +6506,12 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_script_free(q->s_add); am2z_redis_script_free(q->s_fetch); am2z_redis_script_free(q->s_complete);
     am2z_redis_script_free(q->s_fail); am2z_redis_script_free(q->s_retry); am2z_redis_script_free(q->s_extend);
     am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
-    am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state);
+    am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state); am2z_redis_script_free(q->s_due);
+    am2z_redis_script_free(q->s_remove);
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->wmu);
     pthread_mutex_destroy(&q->runmu);
+    pthread_mutex_destroy(&q->cutmu);
     am2z__qnotify_destroy(&q->mnt);
     am2z__free(q->r_host); am2z__free(q->r_unix); am2z__free(q->r_user); am2z__free(q->r_pass);
     am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key);
@@ -6103,22 +6534,144 @@ static const am2z_runtime_ops am2z__qops = {
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
     am2z__qop_destroy};
 
-/* -- public helpers -- */
+/* -- construction -- */
 
-AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
-                                     size_t size) {
-    am2z__qrt *q = am2z__qof(rt);
-    if (!q || !buf || !am2z__qname_ok(processor) || (session_id && !am2z__qname_ok(session_id)))
-        return AM2Z_STATUS_INVALID_ARGUMENT;
-    return am2z__qqname(q, processor, session_id, buf, size) ? AM2Z_STATUS_OK : AM2Z_STATUS_LIMIT;
+static char *am2z__qenv(const char *given, const char *env) {
+    const char *e = given ? given : getenv(env);
+    return e && *e ? am2z__strdup(e) : NULL;
 }
 
-AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
-    am2z__qrt *q = am2z__qof(rt);
-    return q ? q->instance : NULL;
+AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
+    am2z_queue_desc d;
+    am2z_runtime_settings set;
+    am2z__qrt *q;
+    am2z_logger *lg;
+    am2z_runtime *rt;
+    am2z_redis *probe;
+    am2z_status st = AM2Z_STATUS_OK;
+    char seed[128];
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    static int counter;
+    const char *e;
+    if (desc) d = *desc;
+    else memset(&d, 0, sizeof d);
+    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
+                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
+    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
+                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
+    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
+    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
+    if (!q) {
+        am2z_logger_release(lg);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
+    }
+    memset(q, 0, sizeof *q);
+    q->magic = AM2Z__QMAGIC;
+    q->logger = lg;
+    q->rdesc = d.redis;
+    q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
+    q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
+    q->r_user = am2z__qenv(d.redis.user, "AM2Z__NONE");
+    q->r_pass = am2z__qenv(d.redis.password, "REDIS_PASSWORD");
+    q->rdesc.host = q->r_host;
+    q->rdesc.unix_path = q->r_unix;
+    q->rdesc.user = q->r_user;
+    q->rdesc.password = q->r_pass;
+    q->rdesc.client_name = NULL;
+    if (!q->rdesc.port && (e = getenv("REDIS_PORT")) != NULL) q->rdesc.port = atoi(e);
+    if (!q->rdesc.db && (e = getenv("REDIS_DB")) != NULL) q->rdesc.db = atoi(e);
+    q->prefix = am2z__strdup(d.prefix ? d.prefix : "am2z");
+    q->bull = am2z__strdup(d.bull_prefix ? d.bull_prefix : "bull");
+    if (d.concurrency == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.concurrency = n > 0 ? (int)(n < 64 ? n : 64) : 1;
+    }
+    q->nworkers = d.concurrency > 0 ? d.concurrency : 0;
+    q->lock_ms = d.lock_duration_ms > 0 ? d.lock_duration_ms : 30000;
+    q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
+    q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
+    q->keep_c = d.keep_completed ? d.keep_completed : 100;
+    q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
+    q->keep_f = d.keep_failed ? d.keep_failed : 1000;
+    q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
+    q->events = d.events >= 0;
+    q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
+    q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
+    q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
+    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
+    q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
+    q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
+    snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
+    snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
+    q->started_ms = am2z_now_ms();
+    snprintf(seed, sizeof seed, "%ld:%lld:%lld:%p:%d", (long)getpid(), (long long)am2z_monotonic_ns(),
+             (long long)q->started_ms, (void *)q, am2z__atomic_inc(&counter));
+    am2z_sha256_hex(seed, strlen(seed), hex);
+    memcpy(q->instance, hex, 16);
+    q->instance[16] = 0;
+    q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
+    q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
+    q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
+    q->runs.next = q->runs.prev = &q->runs;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->wmu, NULL);
+    pthread_mutex_init(&q->runmu, NULL);
+    pthread_mutex_init(&q->cutmu, NULL);
+    am2z__qguard_init(&q->rguard);
+    am2z__qnotify_init(&q->mnt);
+    q->s_add = am2z__qscript(am2z__qlua_add);
+    q->s_fetch = am2z__qscript(am2z__qlua_fetch);
+    q->s_complete = am2z__qscript(am2z__qlua_complete);
+    q->s_fail = am2z__qscript(am2z__qlua_fail);
+    q->s_retry = am2z__qscript(am2z__qlua_retry);
+    q->s_extend = am2z__qscript(am2z__qlua_extend);
+    q->s_stalled = am2z__qscript(am2z__qlua_stalled);
+    q->s_claim = am2z__qscript(am2z__qlua_claim);
+    q->s_drop = am2z__qscript(am2z__qlua_drop);
+    q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
+    q->s_state = am2z__qscript(am2z__qlua_state);
+    q->s_due = am2z__qscript(am2z__qlua_due);
+    q->s_remove = am2z__qscript(am2z__qlua_remove);
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    rt = NULL;
+    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
+        !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
+        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->pool) {
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    } else if (!(probe = am2z__qborrow(q, &st))) {
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
+                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
+                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
+    } else {
+        am2z_redis_pool_put(q->pool, probe);
+        memset(&set, 0, sizeof set);
+        set.kind = "queue";
+        set.workers = q->nworkers;
+        set.default_timeout_ms = q->default_timeout_ms;
+        set.max_call_depth = q->max_depth;
+        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
+        if (rt) {
+            q->rt = rt;
+            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
+                am2z_runtime_free(rt);
+                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
+                                                           "queue runtime: cannot start its threads"));
+            }
+            if (status) *status = AM2Z_STATUS_OK;
+            return rt;
+        }
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    }
+    am2z__qfree(q);
+    return (am2z_runtime *)am2z__put_status(status, st);
 }
 
-/* -- the state manager -- */
+/* ---- 4.9 state manager --------------------------------------------------------------- */
 
 static am2z_status am2z__qstate_read(am2z__qrt *q, am2z_redis *r, const char *sid, am2z_state **out,
                                      int64_t *version) {
@@ -6281,141 +6834,9 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     return st;
 }
 
-/* -- construction -- */
-
-static char *am2z__qenv(const char *given, const char *env) {
-    const char *e = given ? given : getenv(env);
-    return e && *e ? am2z__strdup(e) : NULL;
-}
-
-AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status) {
-    am2z_queue_desc d;
-    am2z_runtime_settings set;
-    am2z__qrt *q;
-    am2z_logger *lg;
-    am2z_runtime *rt;
-    am2z_redis *probe;
-    am2z_status st = AM2Z_STATUS_OK;
-    char seed[128];
-    char hex[2 * AM2Z_SHA256_SIZE + 1];
-    static int counter;
-    const char *e;
-    if (desc) d = *desc;
-    else memset(&d, 0, sizeof d);
-    if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
-                                                   "(bull prefix: no spaces)", AM2Z_NAME_MAX));
-    if (d.concurrency > AM2Z_QUEUE_MAX_WORKERS)
-        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                                                   "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
-                                                   d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
-    lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
-    q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
-    if (!q) {
-        am2z_logger_release(lg);
-        return (am2z_runtime *)am2z__put_status(status,
-                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory"));
-    }
-    memset(q, 0, sizeof *q);
-    q->magic = AM2Z__QMAGIC;
-    q->logger = lg;
-    q->rdesc = d.redis;
-    q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
-    q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
-    q->r_user = am2z__qenv(d.redis.user, "AM2Z__NONE");
-    q->r_pass = am2z__qenv(d.redis.password, "REDIS_PASSWORD");
-    q->rdesc.host = q->r_host;
-    q->rdesc.unix_path = q->r_unix;
-    q->rdesc.user = q->r_user;
-    q->rdesc.password = q->r_pass;
-    q->rdesc.client_name = NULL;
-    if (!q->rdesc.port && (e = getenv("REDIS_PORT")) != NULL) q->rdesc.port = atoi(e);
-    if (!q->rdesc.db && (e = getenv("REDIS_DB")) != NULL) q->rdesc.db = atoi(e);
-    q->prefix = am2z__strdup(d.prefix ? d.prefix : "am2z");
-    q->bull = am2z__strdup(d.bull_prefix ? d.bull_prefix : "bull");
-    if (d.concurrency == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        d.concurrency = n > 0 ? (int)(n < 64 ? n : 64) : 1;
-    }
-    q->nworkers = d.concurrency > 0 ? d.concurrency : 0;
-    q->lock_ms = d.lock_duration_ms > 0 ? d.lock_duration_ms : 30000;
-    q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
-    q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
-    q->keep_c = d.keep_completed ? d.keep_completed : 100;
-    q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
-    q->keep_f = d.keep_failed ? d.keep_failed : 1000;
-    q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
-    q->events = d.events >= 0;
-    q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
-    q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
-    q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
-    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
-    q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
-    q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
-    snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
-    snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
-    q->started_ms = am2z_now_ms();
-    snprintf(seed, sizeof seed, "%ld:%lld:%lld:%p:%d", (long)getpid(), (long long)am2z_monotonic_ns(),
-             (long long)q->started_ms, (void *)q, am2z__atomic_inc(&counter));
-    am2z_sha256_hex(seed, strlen(seed), hex);
-    memcpy(q->instance, hex, 16);
-    q->instance[16] = 0;
-    q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
-    q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
-    q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
-    q->runs.next = q->runs.prev = &q->runs;
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_mutex_init(&q->wmu, NULL);
-    pthread_mutex_init(&q->runmu, NULL);
-    am2z__qnotify_init(&q->mnt);
-    q->s_add = am2z__qscript(am2z__qlua_add);
-    q->s_fetch = am2z__qscript(am2z__qlua_fetch);
-    q->s_complete = am2z__qscript(am2z__qlua_complete);
-    q->s_fail = am2z__qscript(am2z__qlua_fail);
-    q->s_retry = am2z__qscript(am2z__qlua_retry);
-    q->s_extend = am2z__qscript(am2z__qlua_extend);
-    q->s_stalled = am2z__qscript(am2z__qlua_stalled);
-    q->s_claim = am2z__qscript(am2z__qlua_claim);
-    q->s_drop = am2z__qscript(am2z__qlua_drop);
-    q->s_cancelq = am2z__qscript(am2z__qlua_cancelq);
-    q->s_state = am2z__qscript(am2z__qlua_state);
-    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
-    rt = NULL;
-    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
-        !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->pool) {
-        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
-    } else if (!(probe = am2z__qborrow(q, &st))) {
-        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
-                        q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
-                        q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
-    } else {
-        am2z_redis_pool_put(q->pool, probe);
-        memset(&set, 0, sizeof set);
-        set.kind = "queue";
-        set.workers = q->nworkers;
-        set.default_timeout_ms = q->default_timeout_ms;
-        set.max_call_depth = q->max_depth;
-        rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
-        if (rt) {
-            q->rt = rt;
-            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
-                am2z_runtime_free(rt);
-                return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
-                                                           "queue runtime: cannot start its threads"));
-            }
-            if (status) *status = AM2Z_STATUS_OK;
-            return rt;
-        }
-        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
-    }
-    am2z__qfree(q);
-    return (am2z_runtime *)am2z__put_status(status, st);
-}
-
 #undef AM2Z__QMAGIC
 #undef AM2Z__QBUCKETS
+#undef AM2Z__QCTL_TTL_MS
 #undef AM2Z__QADD_SHARED
 #undef AM2Z__QADD_GROUP
 #undef AM2Z__QMANY_BATCH

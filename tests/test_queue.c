@@ -7,6 +7,7 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
+#include "proc.h"
 
 static int port;
 static t_redis server;
@@ -1284,6 +1285,309 @@ static void test_api_queries(void) {
     am2z_logger_release(lg);
 }
 
+/* -- issue 9: runtime contracts under restarts and crashes -- */
+
+/* Item 7: the keys of a runtime instance (worker wake-up keys ctl:<instance>:<n>, its
+   reply list) are gone after free: the key count stays where the first cycle left it
+   over 100 create/free cycles, some of them with results travelling through a reply
+   list (a producer instance and a worker instance). */
+static void test_instance_keys_freed(void) {
+    am2z_logger *lg = quiet();
+    am2z_redis *r = conn();
+    am2z_state *in = st_count(1);
+    am2z_queue_desc d = qdesc(2);
+    long keys1 = -1, keys;
+    int i, bad = 0;
+    CHECK(r != NULL);
+    if (!r) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    d.logger = lg;
+    d.keep_completed = AM2Z_QUEUE_KEEP_NONE; /* no job hash stays: only the layout's keys */
+    d.stalled_interval_ms = 60000;
+    for (i = 0; i < 100; i++) {
+        am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL), *prod = NULL;
+        if (!rt) { bad++; continue; }
+        reg(rt, plain("inc", p_inc)); /* wakes the workers (ZADD ctl:<instance>:<n>) */
+        if (i % 10 == 0) {
+            am2z_queue_desc pd = d;
+            am2z_outcome out = {0};
+            pd.concurrency = AM2Z_QUEUE_NO_WORKERS;
+            prod = am2z_queue_runtime_new(&pd, NULL);
+            if (prod) {
+                reg(prod, plain("inc", p_inc));
+                out = am2z_runtime_execute(prod, "inc", in); /* the result comes through reply:<instance> */
+                if (out.error) bad++;
+                am2z_outcome_clear(&out);
+            }
+            am2z_runtime_free(prod);
+        }
+        am2z_runtime_free(rt);
+        if (i == 0) keys1 = scan_count(r, "*");
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT(scan_count(r, "bull:am2z:ctl:*"), 0);
+    CHECK_INT(scan_count(r, "bull:am2z:reply:*"), 0);
+    keys = scan_count(r, "*");
+    CHECK(keys1 > 0 && keys <= keys1 + 1); /* + 1: the stalled-check key comes and goes */
+    if (keys > keys1 + 1) fprintf(stderr, "keys: %ld after the first cycle, %ld after 100\n", keys1, keys);
+    am2z_value_release(in);
+    am2z_redis_free(r);
+    am2z_logger_release(lg);
+}
+
+/* The child process of test_instance_keys_after_crash: a runtime with one worker thread
+   held busy by a job while a registration wakes the workers, so a wake-up key is
+   pending when the parent kills it. Prints "ready <instance>". */
+static int hold_started;
+static am2z_result p_hold(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    __atomic_store_n(&hold_started, 1, __ATOMIC_SEQ_CST);
+    t_redis_sleep_ms(30000);
+    return am2z_ok(am2z_value_retain(in));
+}
+static int crash_child(int child_port) {
+    am2z_logger *lg;
+    am2z_runtime *rt;
+    am2z_execution *e;
+    am2z_state *in = st_count(1);
+    port = child_port;
+    lg = quiet();
+    rt = rt_new(1, lg);
+    if (!rt) return 2;
+    am2z_runtime_register(rt, plain("hold", p_hold));
+    e = am2z_runtime_submit(rt, "hold", in, NULL, NULL);
+    if (!e || !wait_set(&hold_started, 5000)) return 3;
+    am2z_runtime_register(rt, plain("inc", p_inc)); /* the only worker is busy: its wake-up waits */
+    printf("ready %s\n", am2z_queue_instance_id(rt));
+    fflush(stdout);
+    t_redis_sleep_ms(30000);
+    return 0;
+}
+
+static void test_instance_keys_after_crash(void) {
+    tp_proc child;
+    char self[512], port_s[16], line[256], pat[128];
+    char *argv[4];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    am2z_redis *r = conn();
+    long left = -1;
+    int64_t t0;
+    CHECK(n > 0 && r != NULL);
+    if (n <= 0 || !r) { am2z_redis_free(r); return; }
+    self[n] = 0;
+    snprintf(port_s, sizeof port_s, "%d", port);
+    argv[0] = self; argv[1] = (char *)"--crash-child"; argv[2] = port_s; argv[3] = NULL;
+    CHECK_INT(tp_spawn(&child, argv, NULL, 1), 0);
+    CHECK_INT(tp_readline(&child, line, sizeof line, 20000), 1);
+    CHECK(strncmp(line, "ready ", 6) == 0);
+    snprintf(pat, sizeof pat, "bull:am2z:ctl:%.16s:*", line + 6);
+    CHECK(scan_count(r, pat) >= 1); /* the pending wake-up of the busy worker */
+    tp_stop(&child, SIGKILL, 1000);
+    t0 = am2z_now_ms();
+    while (am2z_now_ms() - t0 < 10000 && (left = scan_count(r, pat)) != 0) t_redis_sleep_ms(50);
+    CHECK_INT(left, 0);
+    if (left == 0) fprintf(stderr, "  wake-up keys of a killed instance gone after %lld ms\n", (long long)(am2z_now_ms() - t0));
+    snprintf(pat, sizeof pat, "bull:am2z:reply:%.16s", line + 6);
+    CHECK(cmd_int(r, "PTTL %s", pat) < 0 || cmd_int(r, "PTTL %s", pat) <= 86400000); /* none, or it expires */
+    am2z_redis_free(r);
+}
+
+/* Item 8: an execution freed before a worker took its job removes the job: nothing
+   is left waiting, and no worker runs or fails it later. */
+static int counted_calls;
+static am2z_result p_counted(am2z_ctx *ctx, const am2z_state *in) {
+    __atomic_add_fetch(&counted_calls, 1, __ATOMIC_SEQ_CST);
+    return p_inc(ctx, in);
+}
+static void test_free_before_start(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *work;
+    am2z_redis *r = conn();
+    am2z_state *in = st_count(1);
+    am2z_execution *e[3];
+    int i;
+    CHECK(prod && r);
+    if (!prod || !r) { am2z_runtime_free(prod); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(prod, plain("counted", p_counted));
+    for (i = 0; i < 3; i++) e[i] = am2z_runtime_submit(prod, "counted", in, i == 2 ? "fb-s" : NULL, NULL);
+    CHECK(e[0] && e[1] && e[2]);
+    CHECK_INT(cmd_int(r, "LLEN %s", "bull:am2z~counted:wait"), 2);
+    for (i = 0; i < 3; i++) am2z_execution_free(e[i]);
+    CHECK_INT(cmd_int(r, "LLEN %s", "bull:am2z~counted:wait"), 0);
+    CHECK_INT(cmd_int(r, "LLEN %s", "bull:am2z~counted~fb-s:wait"), 0);
+    CHECK_INT(scan_count(r, "bull:am2z~counted*:counted-*"), 0); /* no job hash */
+    CHECK_INT(scan_count(r, "bull:am2z:cancel:*"), 0);
+    /* a worker that comes later finds nothing to run or fail */
+    work = rt_new(1, lg);
+    CHECK(work != NULL);
+    if (work) reg(work, plain("counted", p_counted));
+    t_redis_sleep_ms(300);
+    CHECK_INT(__atomic_load_n(&counted_calls, __ATOMIC_SEQ_CST), 0);
+    CHECK_INT(cmd_int(r, "ZCARD %s", "bull:am2z~counted:failed"), 0);
+    am2z_runtime_free(work);
+    am2z_runtime_free(prod);
+    am2z_value_release(in);
+    am2z_redis_free(r);
+    am2z_logger_release(lg);
+}
+
+/* Item 9: am2z_runtime_free stays prompt after Redis restarted under the runtime. */
+static void test_free_after_redis_restart(void) {
+    static t_redis srv;
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d = qdesc(4);
+    am2z_runtime *rt;
+    am2z_state *in = st_count(1);
+    am2z_outcome out = {0};
+    int64_t t0, took;
+    if (t_redis_start(&srv, NULL) != 0) { CHECK(!"second redis-server"); am2z_value_release(in); am2z_logger_release(lg); return; }
+    d.redis.port = srv.port;
+    d.logger = lg;
+    rt = am2z_queue_runtime_new(&d, NULL);
+    CHECK(rt != NULL);
+    if (rt) {
+        reg(rt, plain("inc", p_inc));
+        out = am2z_runtime_execute(rt, "inc", in);
+        CHECK(out.error == NULL);
+        am2z_outcome_clear(&out);
+        CHECK_INT(t_redis_restart(&srv, 0), 0);
+        t_redis_sleep_ms(300); /* the threads notice and reconnect */
+        t0 = am2z_now_ms();
+        am2z_runtime_free(rt);
+        took = am2z_now_ms() - t0;
+        CHECK(took < 500);
+        fprintf(stderr, "  free after a Redis restart: %lld ms\n", (long long)took);
+    }
+    t_redis_stop(&srv);
+    am2z_value_release(in);
+    am2z_logger_release(lg);
+}
+
+/* Item 9: a retry starts within a few ms of its backoff (100, 200, 400 ms). */
+static int64_t attempt_at[8];
+static am2z_result p_backoff(am2z_ctx *ctx, const am2z_state *in) {
+    int a = am2z_ctx_meta(ctx)->attempt;
+    if (a >= 1 && a <= 8) attempt_at[a - 1] = am2z_monotonic_ns();
+    if (a < 4) return am2z_fail(am2z_error_network("svc", 503, NULL));
+    return am2z_ok(am2z_value_retain(in));
+}
+static void test_retry_delay_precise(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg);
+    am2z_processor_desc pd;
+    am2z_state *in = st_count(0);
+    am2z_outcome out = {0};
+    int round, i;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    memset(&pd, 0, sizeof pd);
+    pd.name = "backoff";
+    pd.fn = p_backoff;
+    pd.retry.max_attempts = 4;
+    pd.retry.delay_ms = 100; /* 100, 200, 400 */
+    reg(rt, am2z_processor_new(&pd, NULL));
+    for (round = 0; round < 2; round++) {
+        int64_t worst = 0;
+        memset(attempt_at, 0, sizeof attempt_at);
+        out = am2z_runtime_execute(rt, "backoff", in);
+        CHECK(out.error == NULL);
+        CHECK_INT(out.attempts, 4);
+        am2z_outcome_clear(&out);
+        for (i = 0; i < 3; i++) {
+            int64_t gap = (attempt_at[i + 1] - attempt_at[i]) / 1000000, want = 100 << i;
+            CHECK(gap >= want - 2);
+            CHECK(gap <= want + 50);
+            if (gap - want > worst) worst = gap - want;
+            fprintf(stderr, "  retry %d: %lld ms (backoff %lld)\n", i + 1, (long long)gap, (long long)want);
+        }
+    }
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* Item 6: stop_session and session_stats of a session that never existed (or was
+   stopped) say so: NOT_FOUND and NULL. */
+static void test_unknown_session(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(1, lg);
+    am2z_state *in = st_count(1);
+    am2z_outcome out = {0};
+    am2z_value *v;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("inc", p_inc));
+    ev_cleanup = 0;
+    am2z_runtime_on(rt, "*", on_event, NULL);
+    CHECK_INT(am2z_runtime_stop_session(rt, "never-was", 100), AM2Z_STATUS_NOT_FOUND);
+    CHECK_STR(am2z_status_detail(), "stop_session 'never-was': no such session");
+    v = am2z_runtime_session_stats(rt, "never-was");
+    CHECK(v == NULL);
+    am2z_value_release(v);
+    CHECK_INT(ev_cleanup, 0); /* nothing was cleaned up */
+    out = am2z_runtime_execute_in_session(rt, "inc", in, "was");
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    v = am2z_runtime_session_stats(rt, "was");
+    CHECK(v != NULL);
+    am2z_value_release(v);
+    CHECK_INT(am2z_runtime_stop_session(rt, "was", 100), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "was", 100), AM2Z_STATUS_NOT_FOUND);
+    v = am2z_runtime_session_stats(rt, "was");
+    CHECK(v == NULL);
+    am2z_value_release(v);
+    /* a session that only has a stored state exists too (stop deletes the state) */
+    CHECK_INT(am2z_queue_state_set(rt, "state-only", in, 0, NULL), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_stop_session(rt, "state-only", 100), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_state_get(rt, "state-only", NULL, NULL), AM2Z_STATUS_NOT_FOUND);
+    CHECK_INT(am2z_runtime_stop_all_sessions(rt, 100), AM2Z_STATUS_OK);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
+/* Item 4: when the caller holds an outcome, this process's stats already count it:
+   completed or failed, and no longer running; on one runtime, and on a worker runtime
+   whose results reach a producer runtime of the same process. */
+static am2z_result p_fail_once(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx; (void)in;
+    return am2z_fail(am2z_error_business("NO", AM2Z_SEVERITY_LOW, "no"));
+}
+static int64_t stat_of(am2z_runtime *rt, const char *what) {
+    am2z_value *s = am2z_runtime_stats(rt);
+    int64_t v = am2z_value_get_int(s, what, -1);
+    am2z_value_release(s);
+    return v;
+}
+static void test_stats_settled(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(2, lg), *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
+    am2z_state *in = st_count(1);
+    int i, bad = 0;
+    CHECK(rt && prod);
+    if (!rt || !prod) { am2z_runtime_free(rt); am2z_runtime_free(prod); am2z_logger_release(lg); am2z_value_release(in); return; }
+    reg(rt, plain("inc", p_inc));
+    reg(rt, plain("no", p_fail_once));
+    reg(prod, plain("inc", p_inc));
+    reg(prod, plain("no", p_fail_once));
+    for (i = 0; i < 200; i++) {
+        am2z_runtime *caller = i % 2 ? prod : rt;
+        const char *proc = i % 4 < 2 ? "inc" : "no";
+        int64_t c0 = stat_of(rt, "completed"), f0 = stat_of(rt, "failed");
+        am2z_outcome out = am2z_runtime_execute(caller, proc, in);
+        int64_t c1 = stat_of(rt, "completed"), f1 = stat_of(rt, "failed"), run = stat_of(rt, "running");
+        if ((out.error == NULL) != (proc[0] == 'i')) bad++;
+        if (proc[0] == 'i' && c1 != c0 + 1) bad++;
+        if (proc[0] == 'n' && f1 != f0 + 1) bad++;
+        if (run != 0) bad++;
+        am2z_outcome_clear(&out);
+    }
+    CHECK_INT(bad, 0);
+    am2z_value_release(in);
+    am2z_runtime_free(prod);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
 #define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
 
 static void start_server(void) {
@@ -1291,7 +1595,8 @@ static void start_server(void) {
     port = server.port;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--crash-child") == 0) return crash_child(atoi(argv[2]));
     T_RUN(start_server);
     if (!port) return t_done();
     RUN(test_desc_limits);
@@ -1321,6 +1626,13 @@ int main(void) {
     RUN(test_api_detach_and_free);
     RUN(test_api_outcome_reuse);
     RUN(test_api_queries);
+    RUN(test_instance_keys_freed);
+    RUN(test_instance_keys_after_crash);
+    RUN(test_free_before_start);
+    RUN(test_free_after_redis_restart);
+    RUN(test_retry_delay_precise);
+    RUN(test_unknown_session);
+    RUN(test_stats_settled);
     t_redis_stop(&server);
     return t_done();
 }
