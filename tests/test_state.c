@@ -216,7 +216,7 @@ static void test_allocations(void) {
     before = oom_count;
     s = am2z_state_bump(s);
     s = am2z_value_set(s, "qty", am2z_value_int(3));
-    CHECK_INT(oom_count - before, stamp); /* sole owner: bump and edit in place */
+    CHECK_INT(oom_count - before, stamp); /* sole owner: in place (but a new boxed lastUpdated) */
     am2z_value_release(s);
 }
 
