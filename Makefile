@@ -11,7 +11,8 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 HEADERS  := am2z.h am2z_resp.h
 
-.PHONY: all test demo examples bench bench-vs-bullmq fuzz clean symbols check check-tsan
+.PHONY: all test demo examples bench bench-vs-bullmq fuzz clean symbols check check-tsan \
+        portability size
 
 all: examples
 
@@ -55,6 +56,15 @@ symbols:
 
 fuzz:
 	@sh tests/fuzz.sh
+
+# The unit tests that need no Redis on i386, armhf, aarch64 and s390x (qemu-user), and the
+# examples as static musl programs; PORTABILITY_TARGETS="armhf s390x" picks some.
+portability:
+	@sh tests/portability.sh
+
+# Code size per part (-Os, --gc-sections), x86-64 and armhf: the README's size table.
+size:
+	@sh tests/size.sh
 
 $(B)/examples $(B)/bench:
 	mkdir -p $@

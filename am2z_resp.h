@@ -53,7 +53,7 @@
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
-                               x86-64 code paths)
+                               x86 code paths)
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
        AM2Z_QUEUE_BATCH        jobs a worker takes at once from a deep queue (default 16)
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
@@ -144,7 +144,7 @@ AM2Z_API void am2z_sha256_to_hex(const unsigned char digest[AM2Z_SHA256_SIZE],
 typedef enum am2z_sha256_impl {
     AM2Z_SHA256_AUTO = 0,
     AM2Z_SHA256_PORTABLE,  /* plain C99, any CPU */
-    AM2Z_SHA256_SHANI      /* x86-64 SHA extensions (intrinsics) */
+    AM2Z_SHA256_SHANI      /* x86 SHA extensions (intrinsics; x86-64 and 32-bit x86) */
 } am2z_sha256_impl;
 /* Selects the implementation for the whole process (call it before hashing starts on
    other threads). Returns AM2Z_STATUS_OK, or AM2Z_STATUS_NOT_FOUND when the CPU or the build
@@ -710,7 +710,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#if !defined(AM2Z_SHA256_PORTABLE_ONLY) && defined(__x86_64__) && \
+#if !defined(AM2Z_SHA256_PORTABLE_ONLY) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 5))
 #define AM2Z__SHA_X86 1 /* SHA-NI code, chosen at run time */
 #include <cpuid.h>
@@ -1886,7 +1886,11 @@ static void am2z__redis_sleep_ms(int64_t ms) {
 }
 
 static int64_t am2z__deadline(int64_t timeout_ms) {
-    return timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+    int64_t now;
+    if (timeout_ms < 0) return -1;
+    now = am2z_monotonic_ns();
+    /* a timeout of centuries means none, rather than an overflow */
+    return timeout_ms > (INT64_MAX - now) / 1000000 ? -1 : now + timeout_ms * 1000000;
 }
 
 /* Drops the socket and everything tied to the stream: buffered commands, the count of
@@ -2595,22 +2599,29 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     struct timespec until;
+    int64_t wait_ms = timeout_ms;
     if (!p)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                                  "redis pool: get without a pool"));
     if (timeout_ms >= 0) {
+        /* a 32-bit time_t ends in 2038: a deadline past its range means no timeout */
+        const int64_t time_max = sizeof(time_t) < 8 ? INT32_MAX : INT64_MAX;
 #ifdef __APPLE__
         clock_gettime(CLOCK_REALTIME, &until);
 #else
         clock_gettime(CLOCK_MONOTONIC, &until);
 #endif
-        until.tv_sec += (time_t)(timeout_ms / 1000);
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+        if (timeout_ms / 1000 >= time_max - (int64_t)until.tv_sec - 1) {
+            wait_ms = -1;
+        } else {
+            until.tv_sec += (time_t)(timeout_ms / 1000);
+            until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+        }
     }
     pthread_mutex_lock(&p->mu);
     while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
-        if (timeout_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
+        if (wait_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
         else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && p->nidle == 0 && p->total >= p->max)
             st = am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS, "redis pool: all %d connections busy after %lld ms", p->max,
                             (long long)timeout_ms);

@@ -107,6 +107,12 @@ for s in tests/test_*.sh; do
     run_counted "$(basename "$s" .sh)" sh "$s"
 done
 
+# The unit tests that need no Redis cross-compiled for i386, armhf, aarch64 and s390x and
+# run under qemu-user, and the examples as static musl programs (about 2 minutes on 2 cores;
+# a target whose toolchain is missing is a skip).
+echo "== portability (tests/portability.sh)"
+run_counted portability sh tests/portability.sh
+
 if have clang; then
     echo "== fuzz smoke (corpus replay)"
     run_check fuzz-smoke sh tests/fuzz.sh smoke

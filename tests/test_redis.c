@@ -868,14 +868,14 @@ static void test_resp3(void) {
     am2z_redis_free(other);
 }
 
-typedef struct pool_worker { am2z_redis_pool *pool; int ok, failed; } pool_worker;
+typedef struct pool_worker { am2z_redis_pool *pool; int64_t timeout_ms; int ok, failed; } pool_worker;
 
 static void *pool_work(void *arg) {
     pool_worker *w = (pool_worker *)arg;
     int i;
     for (i = 0; i < 200; i++) {
         am2z_status st;
-        am2z_redis *r = am2z_redis_pool_get(w->pool, 5000, &st);
+        am2z_redis *r = am2z_redis_pool_get(w->pool, w->timeout_ms, &st);
         am2z_reply rep = {0};
         if (!r) { w->failed++; continue; }
         if (am2z_redis_command(r, &rep, "INCR pooled") == AM2Z_STATUS_OK) w->ok++;
@@ -901,11 +901,14 @@ static void test_pool(void) {
     SHARED_REDIS(&s);
     d = desc_for(&s);
     d.client_name = "pooled";
+    d.command_timeout_ms = INT64_MAX / 2; /* centuries: no timeout, not an overflow */
     pool = am2z_redis_pool_new(&d, 3, NULL);
     CHECK(pool != NULL);
     if (!pool) return;
     for (i = 0; i < 6; i++) {
         w[i].pool = pool;
+        /* half wait past a 32-bit time_t's range, which means no timeout */
+        w[i].timeout_ms = i % 2 ? INT64_MAX : 5000;
         w[i].ok = w[i].failed = 0;
         pthread_create(&th[i], NULL, pool_work, &w[i]);
     }
