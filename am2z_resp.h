@@ -4033,6 +4033,13 @@ static int64_t am2z__qbackoff_bound(const am2z_retry_policy *rp, int attempt) {
 
 static int64_t am2z__qsat(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
 
+/* ms as monotonic nanoseconds, negative as 0 and capped at ~3 years (as the local
+   runtime caps deadlines), so a deadline of absurd length cannot overflow int64. */
+#define AM2Z__QMAX_WAIT_MS ((int64_t)100000000000)
+static int64_t am2z__qns(int64_t ms) {
+    return (ms < 0 ? 0 : ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS : ms) * 1000000;
+}
+
 /* How long one execution of p may take from submission: every attempt's timeout, the
    backoffs between them and the queue delay. */
 static int64_t am2z__qbudget(const am2z__qrt *q, const am2z_processor *p) {
@@ -4113,7 +4120,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
         int64_t left = (parent->deadline_ns - w->started_ns) / 1000000;
         if (now + left < deadline) deadline = now + left;
     }
-    w->deadline_ns = w->started_ns + (deadline - now) * 1000000;
+    w->deadline_ns = w->started_ns + am2z__qns(deadline - now);
     w->qu = am2z__qqueue_get(q, proc, session, 1);
     if (!w->session || !w->qu) {
         am2z_processor_release(p);
@@ -4374,7 +4381,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
 
 static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
     am2z__qwait *w = (am2z__qwait *)e;
-    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + timeout_ms * 1000000;
+    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + am2z__qns(timeout_ms);
     int64_t eff = until < 0 || w->deadline_ns < until ? w->deadline_ns : until;
     if (!out || w->taken) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!am2z__qwait_for(w, eff)) {
@@ -4935,9 +4942,9 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
     run.session = jr->session;
     run.depth = jr->depth;
     snprintf(run.token, sizeof run.token, "%s", jr->job->token);
-    run.deadline_ns = jr->timeout_ms > 0 ? t0 + jr->timeout_ms * 1000000 : 0;
-    if (jr->deadline_ms && (!run.deadline_ns || t0 + (jr->deadline_ms - now_ms) * 1000000 < run.deadline_ns))
-        run.deadline_ns = t0 + (jr->deadline_ms - now_ms) * 1000000;
+    run.deadline_ns = jr->timeout_ms > 0 ? t0 + am2z__qns(jr->timeout_ms) : 0;
+    if (jr->deadline_ms && (!run.deadline_ns || t0 + am2z__qns(jr->deadline_ms - now_ms) < run.deadline_ns))
+        run.deadline_ns = t0 + am2z__qns(jr->deadline_ms - now_ms);
     run.ctx.ops = &am2z__qctx_ops;
     run.ctx.runtime_data = &run;
     run.ctx.runtime = q->rt;
@@ -6023,7 +6030,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     size_t n, i, sent;
     am2z_reply rep = am2z__qrep0();
     am2z_status st = AM2Z_STATUS_OK;
-    int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000, active = 0;
+    int64_t until = am2z_monotonic_ns() + am2z__qns(grace_ms), active = 0;
     int dropped = 0, existed = 1;
     if (!am2z__qname_ok(sid)) return AM2Z_STATUS_INVALID_ARGUMENT;
     if (!(r = am2z__qborrow(q, &st))) return st;
@@ -6437,7 +6444,7 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
 
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
-    int64_t until = am2z_monotonic_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000;
+    int64_t until = am2z_monotonic_ns() + am2z__qns(grace_ms);
     am2z__qrun *x;
     int i;
     if (!q->have_threads) return AM2Z_STATUS_OK;
@@ -6835,6 +6842,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 }
 
 #undef AM2Z__QMAGIC
+#undef AM2Z__QMAX_WAIT_MS
 #undef AM2Z__QBUCKETS
 #undef AM2Z__QCTL_TTL_MS
 #undef AM2Z__QADD_SHARED

@@ -1235,6 +1235,36 @@ static void test_api_outcome_reuse(void) {
 
 /* is_started, the resolved configuration, per-processor stats by a dotted name,
    stop_all_sessions. */
+/* Durations of absurd length (a wait, a processor timeout, a grace period of INT64_MAX
+   ms) are capped, not multiplied into a signed overflow (UBSan stops the test otherwise). */
+static void test_huge_durations(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(1, lg);
+    am2z_state *in = st_count(1);
+    am2z_processor_desc d;
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    memset(&d, 0, sizeof d);
+    d.name = "forever";
+    d.fn = p_inc;
+    d.timeout_ms = INT64_MAX / 2;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&d, NULL)), AM2Z_STATUS_OK);
+    e = am2z_runtime_submit(rt, "forever", in, NULL, NULL);
+    CHECK(e != NULL);
+    if (e) {
+        CHECK_INT(am2z_execution_wait(e, INT64_MAX, &out), AM2Z_STATUS_OK);
+        CHECK(out.error == NULL && am2z_value_get_int(out.state, "count", 0) == 2);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e);
+    }
+    CHECK_INT(am2z_runtime_stop(rt, INT64_MAX), AM2Z_STATUS_OK);
+    am2z_runtime_free(rt);
+    am2z_value_release(in);
+    am2z_logger_release(lg);
+}
+
 static void test_api_queries(void) {
     am2z_logger *lg = quiet();
     am2z_runtime *rt = rt_new(2, lg);
@@ -1633,6 +1663,7 @@ int main(int argc, char **argv) {
     RUN(test_retry_delay_precise);
     RUN(test_unknown_session);
     RUN(test_stats_settled);
+    RUN(test_huge_durations);
     t_redis_stop(&server);
     return t_done();
 }
