@@ -1235,6 +1235,46 @@ static void test_api_outcome_reuse(void) {
 
 /* is_started, the resolved configuration, per-processor stats by a dotted name,
    stop_all_sessions. */
+/* CALLBACKS (section 7 of am2z.h) hold on the queue runtime too: a processor that stops
+   or frees its own runtime is refused with a status and a detail, and the runtime keeps
+   working. */
+static am2z_result p_stop_self(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_runtime *rt = (am2z_runtime *)am2z_ctx_user_data(ctx);
+    am2z_status stop = am2z_runtime_stop(rt, 0), start = am2z_runtime_start(rt);
+    am2z_value *seen = am2z_value_object();
+    am2z_runtime_free(rt); /* refused: logged, nothing freed */
+    seen = am2z_value_set(seen, "stop", am2z_value_int(stop));
+    seen = am2z_value_set(seen, "start", am2z_value_int(start));
+    return am2z_ok(am2z_value_set(am2z_value_retain(in), "seen", seen));
+}
+
+static void test_callbacks_refused(void) {
+    am2z_logger *lg = quiet();
+    am2z_runtime *rt = rt_new(1, lg);
+    am2z_state *in = st_count(1);
+    am2z_processor_desc d;
+    am2z_outcome out;
+    CHECK(rt != NULL);
+    if (!rt) { am2z_logger_release(lg); am2z_value_release(in); return; }
+    memset(&d, 0, sizeof d);
+    d.name = "stop-self";
+    d.fn = p_stop_self;
+    d.user_data = rt;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&d, NULL)), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute(rt, "stop-self", in);
+    CHECK(out.error == NULL);
+    CHECK_INT(am2z_value_get_int(out.state, "seen.stop", -1), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_INT(am2z_value_get_int(out.state, "seen.start", -1), AM2Z_STATUS_INVALID_ARGUMENT);
+    am2z_outcome_clear(&out);
+    CHECK(am2z_runtime_is_started(rt));
+    out = am2z_runtime_execute(rt, "stop-self", in); /* still serving */
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    am2z_runtime_free(rt);
+    am2z_value_release(in);
+    am2z_logger_release(lg);
+}
+
 /* Durations of absurd length (a wait, a processor timeout, a grace period of INT64_MAX
    ms) are capped, not multiplied into a signed overflow (UBSan stops the test otherwise). */
 static void test_huge_durations(void) {
@@ -1664,6 +1704,7 @@ int main(int argc, char **argv) {
     RUN(test_unknown_session);
     RUN(test_stats_settled);
     RUN(test_huge_durations);
+    RUN(test_callbacks_refused);
     t_redis_stop(&server);
     return t_done();
 }
