@@ -76,7 +76,8 @@
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
-       AM2Z_LOCAL_SPIN_NS     how long a waiting thread spins before it blocks (200 us)
+       AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
+                              spins before it blocks (200 us)
 
    THREADING
        Values, states, errors, processors and loggers are immutable once built and carry
@@ -1044,6 +1045,7 @@ typedef struct am2z_runtime_settings {
     int max_call_depth;         /* nested ctx calls allowed */
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
     int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
+    int64_t spin_ns;            /* local: how long waiters spin before blocking; 0: never */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1290,6 +1292,8 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
    caller and a worker fall into a cycle of waking each other (~115 us per execute). */
 #define AM2Z_LOCAL_SPIN_NS 200000
 #endif
+#define AM2Z_LOCAL_SPIN_OFF (-1)          /* am2z_local_desc.spin_ns: block at once */
+#define AM2Z_LOCAL_MAX_SPIN_NS 100000000  /* am2z_local_desc.spin_ns above this is invalid */
 #ifndef AM2Z_MAX_CALL_DEPTH
 #define AM2Z_MAX_CALL_DEPTH 10
 #endif
@@ -1303,6 +1307,10 @@ typedef struct am2z_local_desc {
                                    AM2Z_STATUS_LIMIT */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
     int64_t metrics_interval_ms; /* "metrics" event period; default 0: no event */
+    int64_t spin_ns;            /* how long a waiting caller or idle worker spins before it
+                                   blocks; default AM2Z_LOCAL_SPIN_NS, AM2Z_LOCAL_SPIN_OFF
+                                   (-1): never spin. Nanoseconds, not ms: useful values
+                                   are 10-1000 us. At most AM2Z_LOCAL_MAX_SPIN_NS */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -7087,6 +7095,7 @@ struct am2z__lr {
     am2z__lr_shard ext;
     /* the "metrics" event: a thread of its own, never a worker (under mmu) */
     int64_t metrics_ms;
+    int64_t spin_ns;          /* resolved am2z_local_desc.spin_ns; 0: no spin */
     pthread_t metrics_thread;
     int metrics_running, metrics_quit;
     pthread_mutex_t mmu;
@@ -7138,7 +7147,7 @@ static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
    process for a whole time slice (measured: p50 of a trivial execute 29 us instead of
-   1.3 us); spinning is bounded by AM2Z_LOCAL_SPIN_NS anyway. */
+   1.3 us); spinning is bounded by am2z_local_desc.spin_ns anyway. */
 static void am2z__lr_relax(void) {
     AM2Z__LR_PAUSE();
     AM2Z__LR_PAUSE();
@@ -7149,7 +7158,7 @@ static void am2z__lr_relax(void) {
 static void am2z__lr_claim_spin(am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     int zero = 0;
-    if (w && w->concluding && !w->spinning &&
+    if (w && w->concluding && !w->spinning && lr->spin_ns > 0 &&
         __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
         w->spinning = 1;
 }
@@ -8392,7 +8401,7 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
     am2z__lr_worker *me = am2z__lr_me(lr);
-    int64_t t0 = am2z__lr_now(), spin_end = t0 + AM2Z_LOCAL_SPIN_NS, until;
+    int64_t t0 = am2z__lr_now(), spin_end = t0 + lr->spin_ns, until;
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
@@ -8614,7 +8623,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
     }
     /* wait for the ones running elsewhere */
-    spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    spin_end = am2z__lr_now() + pf->lr->spin_ns;
     for (;;) {
         am2z__lr_worker *w = pf->worker;
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0, pending = 0;
@@ -8655,7 +8664,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         if (now < spin_end) {
             /* a call another worker took is not back after 20 us: that worker may share
                this CPU, so let it run now and then */
-            if (now - (spin_end - AM2Z_LOCAL_SPIN_NS) > 20000 && (++turns & 15) == 0) sched_yield();
+            if (now - (spin_end - pf->lr->spin_ns) > 20000 && (++turns & 15) == 0) sched_yield();
             else am2z__lr_relax();
             continue;
         }
@@ -8892,7 +8901,7 @@ static void am2z__lr_batch_request_sweep(am2z__lr *lr, am2z__lr_batch *b) {
    on cancel resolves everything unfinished. */
 static void am2z__lr_batch_wait(am2z__lr_batch *b) {
     am2z__lr *lr = b->lr;
-    int64_t spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    int64_t spin_end = am2z__lr_now() + lr->spin_ns;
     int abandoned = 0;
     size_t k;
     int wi;
@@ -9476,10 +9485,11 @@ static void *am2z__lr_worker_main(void *arg) {
            the others sleep */
         {
             int zero = 0, found = 0;
-                    if (w->spinning ||
-                __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            if (lr->spin_ns > 0 &&
+                (w->spinning ||
+                 __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))) {
                 int64_t t0 = am2z__lr_now(), now = t0, due;
-                int64_t budget = w->long_spin ? 10 * (int64_t)AM2Z_LOCAL_SPIN_NS : AM2Z_LOCAL_SPIN_NS;
+                int64_t budget = w->long_spin ? 10 * lr->spin_ns : lr->spin_ns;
                 w->spinning = 1;
                 w->long_spin = 0;
                 unsigned turns = 0;
@@ -9813,6 +9823,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
                            AM2Z_LOCAL_MAX_WORKERS));
+    if (d.spin_ns < AM2Z_LOCAL_SPIN_OFF || d.spin_ns > AM2Z_LOCAL_MAX_SPIN_NS)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: spin_ns is outside -1..AM2Z_LOCAL_MAX_SPIN_NS"));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms, max_call_depth or "
@@ -9830,6 +9844,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
     lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
+    lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -9866,6 +9881,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.max_call_depth = lr->max_depth;
     set.queue_capacity = lr->capacity;
     set.metrics_interval_ms = lr->metrics_ms;
+    set.spin_ns = lr->spin_ns;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
