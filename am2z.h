@@ -1502,11 +1502,30 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Atomics: every atomic access in am2z.h and am2z_resp.h goes through these macros,
+   each with its memory order spelled out; a port (MSVC Interlocked*, an RTOS) redefines
+   this block and nothing else. The default is the GCC/Clang __atomic builtins on plain
+   objects. C11 <stdatomic.h> is not the default because its operations need
+   _Atomic-qualified objects, which the structs shared with C++ callers cannot declare.
+   add/sub return the new value, fetch_add the old one; cas is strong and returns
+   non-zero on success, storing the current value in *expected otherwise. */
+#define AM2Z__MO_RELAXED __ATOMIC_RELAXED
+#define AM2Z__MO_ACQUIRE __ATOMIC_ACQUIRE
+#define AM2Z__MO_RELEASE __ATOMIC_RELEASE
+#define AM2Z__MO_ACQ_REL __ATOMIC_ACQ_REL
+#define AM2Z__MO_SEQ_CST __ATOMIC_SEQ_CST
+#define am2z__atomic_load(p, mo) __atomic_load_n((p), (mo))
+#define am2z__atomic_store(p, v, mo) __atomic_store_n((p), (v), (mo))
+#define am2z__atomic_add(p, v, mo) __atomic_add_fetch((p), (v), (mo))
+#define am2z__atomic_sub(p, v, mo) __atomic_sub_fetch((p), (v), (mo))
+#define am2z__atomic_fetch_add(p, v, mo) __atomic_fetch_add((p), (v), (mo))
+#define am2z__atomic_exchange(p, v, mo) __atomic_exchange_n((p), (v), (mo))
+#define am2z__atomic_cas(p, expected, desired, mo_ok, mo_fail) \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0, (mo_ok), (mo_fail))
+
 /* Atomic reference counts shared by every refcounted object. */
-#define am2z__atomic_inc(p) __atomic_add_fetch((p), 1, __ATOMIC_RELAXED)
-#define am2z__atomic_dec(p) __atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL)
-#define am2z__atomic_load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define am2z__atomic_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define am2z__atomic_inc(p) am2z__atomic_add((p), 1, AM2Z__MO_RELAXED)
+#define am2z__atomic_dec(p) am2z__atomic_sub((p), 1, AM2Z__MO_ACQ_REL)
 
 /* ==== 1. values ======================================================================= */
 
@@ -1645,11 +1664,11 @@ static uint64_t am2z__hash_bytes(const void *p, size_t n, uint64_t seed) {
    precompute colliding keys; they never leave the process. */
 static uint32_t am2z__seed_v;
 static uint32_t am2z__seed(void) {
-    uint32_t s = __atomic_load_n(&am2z__seed_v, __ATOMIC_RELAXED), expect = 0;
+    uint32_t s = am2z__atomic_load(&am2z__seed_v, AM2Z__MO_RELAXED), expect = 0;
     if (s) return s;
     s = (uint32_t)am2z__mix64((uint64_t)(uintptr_t)&am2z__seed_v ^ (uint64_t)am2z_monotonic_ns() ^
                               ((uint64_t)am2z_now_ms() << 24)) | 1u;
-    if (!__atomic_compare_exchange_n(&am2z__seed_v, &expect, s, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    if (!am2z__atomic_cas(&am2z__seed_v, &expect, s, AM2Z__MO_RELAXED, AM2Z__MO_RELAXED))
         s = expect;
     return s;
 }
@@ -1843,7 +1862,7 @@ static void am2z__destroy(am2z_value *v) {
 AM2Z_API void am2z_value_release(am2z_value *v) {
     if (!v || AM2Z__TAGGED(v) || (v->flags & AM2Z__STATIC)) return;
     /* The sole owner skips the atomic read-modify-write: nobody else can retain it. */
-    if (am2z__atomic_load(&v->rc) == 1 || am2z__atomic_dec(&v->rc) == 0) am2z__destroy(v);
+    if (am2z__atomic_load(&v->rc, AM2Z__MO_ACQUIRE) == 1 || am2z__atomic_dec(&v->rc) == 0) am2z__destroy(v);
 }
 
 /* ---- reading ---- */
@@ -2152,7 +2171,7 @@ static am2z__arr *am2z__arr_copy(const am2z__arr *a, size_t extra) {
    usual starting capacity, so building an object member by member costs one block. */
 static am2z_value *am2z__own(am2z_value *v, size_t extra, size_t kextra) {
     am2z_value *c;
-    if (!(v->flags & AM2Z__STATIC) && am2z__atomic_load(&v->rc) == 1) return v;
+    if (!(v->flags & AM2Z__STATIC) && am2z__atomic_load(&v->rc, AM2Z__MO_ACQUIRE) == 1) return v;
     if (v->type == AM2Z_TYPE_ARRAY) {
         if (AM2Z__ARR(v)->len == 0 && extra < 8) extra = 8;
         c = (am2z_value *)am2z__arr_copy(AM2Z__ARR(v), extra);
@@ -4092,7 +4111,7 @@ static am2z_error *am2z__error_misuse(const char *what) {
    result in place, which is how copy-on-write keeps shared errors immutable. */
 static am2z_error *am2z__error_unshare(am2z_error *err) {
     am2z__error *e = (am2z__error *)err, *c;
-    if (am2z__atomic_load(&e->refs) == 1) return err;
+    if (am2z__atomic_load(&e->refs, AM2Z__MO_ACQUIRE) == 1) return err;
     c = (am2z__error *)am2z__malloc(sizeof *c);
     if (c) {
         c->pub = *err;
@@ -5039,7 +5058,7 @@ AM2Z_API const am2z_processor_desc *am2z_processor_desc_of(const am2z_processor 
    threads never share hidden libc state (rand() is not thread-safe). */
 static uint64_t am2z__proc_rng;
 static double am2z__proc_random01(void) {
-    uint64_t z = __atomic_add_fetch(&am2z__proc_rng, (uint64_t)0x9E3779B97F4A7C15ULL, __ATOMIC_RELAXED);
+    uint64_t z = am2z__atomic_add(&am2z__proc_rng, (uint64_t)0x9E3779B97F4A7C15ULL, AM2Z__MO_RELAXED);
     z ^= (uint64_t)am2z_monotonic_ns();
     z = (z ^ (z >> 30)) * (uint64_t)0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * (uint64_t)0x94D049BB133111EBULL;
@@ -6240,7 +6259,7 @@ static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, s
     }
     for (i = 0; i < n; i++) {
         am2z__handler *h = old->items[i];
-        if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) continue;
+        if (am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) continue;
         am2z__atomic_inc(&h->refs);
         s->items[s->count++] = h;
     }
@@ -6252,7 +6271,7 @@ static am2z__handler_set *am2z__handlers_publish_locked(am2z_runtime *rt, am2z__
     am2z__handler_set *old = rt->handlers;
     rt->handlers = s && s->count ? s : NULL;
     if (s && !s->count) am2z__handler_set_release(s);
-    __atomic_store_n(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, __ATOMIC_RELEASE);
+    am2z__atomic_store(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, AM2Z__MO_RELEASE);
     return old;
 }
 
@@ -6300,21 +6319,21 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
     pthread_mutex_lock(&rt->ev_lock);
     for (i = 0; rt->handlers && i < rt->handlers->count; i++)
         if (rt->handlers->items[i]->id == handler_id) h = rt->handlers->items[i];
-    if (!h || __atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    if (!h || am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         pthread_mutex_unlock(&rt->ev_lock);
         return;
     }
     /* Marked first: from here emit skips it, even if the copy below runs out of memory
        (the next on/off drops it then). */
-    __atomic_store_n(&h->removed, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&h->removed, 1, AM2Z__MO_SEQ_CST);
     am2z__atomic_inc(&h->refs); /* kept for the wait below */
     s = am2z__handler_set_copy(rt->handlers, 0);
     if (s) old = am2z__handlers_publish_locked(rt, s);
-    else __atomic_sub_fetch(&rt->handler_total, 1, __ATOMIC_RELEASE);
+    else am2z__atomic_sub(&rt->handler_total, 1, AM2Z__MO_RELEASE);
     /* The barrier: wait for calls in progress on other threads (emit checks `removed`
        after counting itself in `calls`, so no call starts unseen). */
     own = am2z__handler_own_calls(h);
-    while (__atomic_load_n(&h->calls, __ATOMIC_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
+    while (am2z__atomic_load(&h->calls, AM2Z__MO_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
     am2z__handler_release(h);
@@ -6323,7 +6342,7 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
 /* The current handlers (retained) or NULL when there are none. */
 static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
     am2z__handler_set *s;
-    if (!__atomic_load_n(&rt->handler_total, __ATOMIC_ACQUIRE)) return NULL;
+    if (!am2z__atomic_load(&rt->handler_total, AM2Z__MO_ACQUIRE)) return NULL;
     pthread_mutex_lock(&rt->ev_lock);
     s = rt->handlers;
     if (s) am2z__atomic_inc(&s->refcount);
@@ -6333,7 +6352,7 @@ static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
 
 static int am2z__handler_matches(const am2z__handler *h, const char *event) {
     return ((h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0) &&
-           !__atomic_load_n(&h->removed, __ATOMIC_RELAXED);
+           !am2z__atomic_load(&h->removed, AM2Z__MO_RELAXED);
 }
 
 /* Non-zero when some handler would receive `event`: runtimes skip building payloads
@@ -6352,8 +6371,8 @@ AM2Z__PRIVATE int am2z__runtime_has_handlers(am2z_runtime *rt, const char *event
 /* One call of h, unless off removed it: counted in h->calls so off can wait for it. */
 static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *event, const am2z_value *data) {
     am2z__inside frame;
-    __atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
-    if (!__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    am2z__atomic_add(&h->calls, 1, AM2Z__MO_SEQ_CST);
+    if (!am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         frame.rt = rt;
         frame.handler = h;
         frame.prev = am2z__inside_top;
@@ -6361,8 +6380,8 @@ static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *e
         h->fn(event, data, h->user_data);
         am2z__inside_top = frame.prev;
     }
-    __atomic_sub_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    am2z__atomic_sub(&h->calls, 1, AM2Z__MO_SEQ_CST);
+    if (am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         pthread_mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
         pthread_cond_broadcast(&rt->ev_cv);
         pthread_mutex_unlock(&rt->ev_lock);
@@ -6394,7 +6413,7 @@ static uint64_t am2z__rt_rng_next(void) {
     if (!x) {
         x = (uint64_t)am2z_monotonic_ns() ^ ((uint64_t)am2z_now_ms() << 20) ^
             ((uint64_t)(size_t)&am2z__rt_rng_state * 0x9E3779B97F4A7C15ull) ^
-            (__atomic_add_fetch(&am2z__rt_rng_seed_counter, 1, __ATOMIC_RELAXED) * 0xD1B54A32D192ED03ull);
+            (am2z__atomic_add(&am2z__rt_rng_seed_counter, 1, AM2Z__MO_RELAXED) * 0xD1B54A32D192ED03ull);
         if (!x) x = 0x2545F4914F6CDD1Dull;
     }
     x ^= x >> 12;
@@ -6628,7 +6647,7 @@ AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: NULL runtime");
     if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: " AM2Z__RT_INSIDE);
     st = rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
-    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1);
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1, AM2Z__MO_RELEASE);
     return st;
 }
 
@@ -6637,11 +6656,11 @@ AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: NULL runtime");
     if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: " AM2Z__RT_INSIDE);
     st = rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
-    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0);
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0, AM2Z__MO_RELEASE);
     return st;
 }
 
-AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt) { return rt ? am2z__atomic_load(&rt->started) : 0; }
+AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt) { return rt ? am2z__atomic_load(&rt->started, AM2Z__MO_ACQUIRE) : 0; }
 
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt) {
     am2z_runtime_settings s;
@@ -6870,8 +6889,8 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
 #define AM2Z__LR_PAUSE() ((void)0)
 #endif
 
-#define AM2Z__LR_LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define AM2Z__LR_ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define AM2Z__LR_LD(p) am2z__atomic_load((p), AM2Z__MO_SEQ_CST)
+#define AM2Z__LR_ST(p, v) am2z__atomic_store((p), (v), AM2Z__MO_SEQ_CST)
 
 /* Job phases (low two bits of the word) and execute_many item states (low three bits). */
 enum { AM2Z__LR_QUEUED = 0, AM2Z__LR_RUNNING = 1, AM2Z__LR_RESOLVING = 2, AM2Z__LR_DONE = 3 };
@@ -7166,7 +7185,7 @@ static void am2z__lr_claim_spin(am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     int zero = 0;
     if (w && w->concluding && !w->spinning && lr->spin_ns > 0 &&
-        __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        am2z__atomic_cas(&lr->spinners, &zero, 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST))
         w->spinning = 1;
 }
 
@@ -7295,7 +7314,7 @@ static double am2z__lr_bucket_ns(int b) {
 
 static void am2z__lr_add(int64_t *p, int64_t d) {
     /* one writer per shard: a relaxed load and store, read concurrently by stats() */
-    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+    am2z__atomic_store(p, am2z__atomic_load(p, AM2Z__MO_RELAXED) + d, AM2Z__MO_RELAXED);
 }
 
 static am2z__lr_shard *am2z__lr_shard_enter(am2z__lr *lr) {
@@ -7364,7 +7383,7 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
    processor and, when rec is set, for it in its session. */
 static void am2z__lr_stat(am2z__lr *lr, am2z__lr_srec *rec, const char *name, int kind, int64_t ns) {
     am2z__lr_shard *sh;
-    if (rec) __atomic_add_fetch(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, __ATOMIC_RELAXED);
+    if (rec) am2z__atomic_add(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, AM2Z__MO_RELAXED);
     sh = am2z__lr_shard_enter(lr);
     am2z__lr_pstat *ps = am2z__lr_pstat_get(sh, name);
     if (ps) {
@@ -7400,7 +7419,7 @@ static am2z__lr_srec *am2z__lr_srec_find(const am2z__lr_stable *t, const char *k
     am2z__lr_srec *r;
     if (!t) return NULL;
     mask = t->cap - 1;
-    for (i = am2z__lr_key_hash(key) & mask; (r = __atomic_load_n(&t->slot[i], __ATOMIC_ACQUIRE)) != NULL;
+    for (i = am2z__lr_key_hash(key) & mask; (r = am2z__atomic_load(&t->slot[i], AM2Z__MO_ACQUIRE)) != NULL;
          i = (i + 1) & mask)
         if (r->key == key && strcmp(r->name, key) == 0) return r;
     return NULL;
@@ -7410,7 +7429,7 @@ static void am2z__lr_srec_put(am2z__lr_stable *t, am2z__lr_srec *r) {
     size_t mask = t->cap - 1, i;
     for (i = am2z__lr_key_hash(r->key) & mask; t->slot[i]; i = (i + 1) & mask) {
     }
-    __atomic_store_n(&t->slot[i], r, __ATOMIC_RELEASE);
+    am2z__atomic_store(&t->slot[i], r, AM2Z__MO_RELEASE);
     t->count++;
 }
 
@@ -7431,14 +7450,14 @@ static am2z__lr_stable *am2z__lr_stable_room_locked(am2z__lr_session *s) {
     }
     memset(n->slot, 0, n->cap * sizeof *n->slot);
     for (r = s->srecs; r; r = r->next) am2z__lr_srec_put(n, r);
-    __atomic_store_n(&s->srt, n, __ATOMIC_RELEASE);
+    am2z__atomic_store(&s->srt, n, AM2Z__MO_RELEASE);
     return n;
 }
 
 /* s's counters of the processor named name (its own name pointer), created on first
    use; NULL when out of memory. No lock once it exists. */
 static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
-    am2z__lr_srec *r = am2z__lr_srec_find(__atomic_load_n(&s->srt, __ATOMIC_ACQUIRE), name);
+    am2z__lr_srec *r = am2z__lr_srec_find(am2z__atomic_load(&s->srt, AM2Z__MO_ACQUIRE), name);
     am2z__lr_stable *t;
     if (r) return r;
     pthread_mutex_lock(&s->mu);
@@ -7591,16 +7610,16 @@ static void am2z__lr_live_remove(am2z__lr_session *s, am2z__lr_live *l) {
 }
 
 static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64_t failed, int64_t cancelled) {
-    if (completed) __atomic_add_fetch(&s->completed, completed, __ATOMIC_RELAXED);
-    if (failed) __atomic_add_fetch(&s->failed, failed, __ATOMIC_RELAXED);
-    if (cancelled) __atomic_add_fetch(&s->cancelled, cancelled, __ATOMIC_RELAXED);
+    if (completed) am2z__atomic_add(&s->completed, completed, AM2Z__MO_RELAXED);
+    if (failed) am2z__atomic_add(&s->failed, failed, AM2Z__MO_RELAXED);
+    if (cancelled) am2z__atomic_add(&s->cancelled, cancelled, AM2Z__MO_RELAXED);
 }
 
 /* One fewer unfinished execution in s (called before its outcome is published, so a
    caller holding the outcome sees the count settled); wakes a stop_session / stop
    draining s. */
 static void am2z__lr_session_done(am2z__lr_session *s) {
-    __atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&s->running, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&s->stopper)) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cv);
@@ -7612,10 +7631,10 @@ static void am2z__lr_session_done(am2z__lr_session *s) {
    (which cannot end while it waits), or until until_ns passes. */
 static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns, int own) {
     pthread_mutex_lock(&s->mu);
-    __atomic_add_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->stopper, 1, AM2Z__MO_SEQ_CST);
     while (AM2Z__LR_LD(&s->running) > own && am2z__lr_now() < until_ns)
         am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
-    __atomic_sub_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&s->stopper, 1, AM2Z__MO_SEQ_CST);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -7683,7 +7702,7 @@ static void am2z__lr_job_set(am2z__lr_job *j, int word) {
 }
 
 static int am2z__lr_job_cas(am2z__lr_job *j, int from, int to) {
-    if (!__atomic_compare_exchange_n(&j->word, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return 0;
+    if (!am2z__atomic_cas(&j->word, &from, to, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) return 0;
     if ((to & 3) == AM2Z__LR_DONE) am2z__lr_job_wake(j);
     return 1;
 }
@@ -7708,7 +7727,7 @@ static int am2z__lr_job_add_error(am2z__lr_job *j, am2z_error *e) {
 /* ---- parker: a worker waiting for its queued calls ---- */
 
 static void am2z__lr_notify(am2z__lr_worker *w) {
-    __atomic_add_fetch(&w->pgen, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&w->pgen, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&w->pwait)) {
         pthread_mutex_lock(&w->pmu);
         pthread_cond_broadcast(&w->pcv);
@@ -7779,7 +7798,7 @@ static am2z__lr_job *am2z__lr_heap_pop(am2z__lr_job **heap, size_t *n, int by_du
     return top;
 }
 
-static void am2z__lr_work(am2z__lr *lr, int d) { __atomic_add_fetch(&lr->work, d, __ATOMIC_SEQ_CST); }
+static void am2z__lr_work(am2z__lr *lr, int d) { am2z__atomic_add(&lr->work, d, AM2Z__MO_SEQ_CST); }
 
 /* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). */
 static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
@@ -7790,7 +7809,7 @@ static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
 }
 
 static void am2z__lr_next_due_locked(am2z__lr *lr) {
-    __atomic_store_n(&lr->next_due, lr->delayed_n ? lr->delayed[0]->due_ns : 0, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&lr->next_due, lr->delayed_n ? lr->delayed[0]->due_ns : 0, AM2Z__MO_SEQ_CST);
 }
 
 /* Wakes up to n sleeping workers (spinning ones find the work themselves). */
@@ -7807,7 +7826,7 @@ static void am2z__lr_wake_locked(am2z__lr *lr, int n) {
 /* A job waiting for `due` (retries, delay_ms, rate limit); 0 when out of memory. */
 static int am2z__lr_delay_locked(am2z__lr *lr, am2z__lr_job *j, int64_t due) {
     int earliest;
-    __atomic_store_n(&j->due_ns, due, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&j->due_ns, due, AM2Z__MO_SEQ_CST);
     j->seq = ++lr->seq;
     if (!am2z__lr_heap_push(&lr->delayed, &lr->delayed_n, &lr->delayed_cap, j, 1)) return 0;
     earliest = lr->delayed[0] == j;
@@ -7916,8 +7935,8 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
                                 am2z__lr_job **drop) {
     am2z__lr_job *j;
     am2z__lr_batch *b;
-    if (AM2Z__LR_LD(&lr->handoff) && (j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL,
-                                                              __ATOMIC_SEQ_CST)) != NULL) {
+    if (AM2Z__LR_LD(&lr->handoff) && (j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL,
+                                                                AM2Z__MO_SEQ_CST)) != NULL) {
         *jp = j;
         return 1;
     }
@@ -7928,7 +7947,7 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     am2z__lr_next_due_locked(lr);
     if ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
         am2z__lr_work(lr, -1);
-        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+        am2z__atomic_sub(&lr->lane_n, 1, AM2Z__MO_SEQ_CST);
         *jp = j;
         return 1;
     }
@@ -7941,7 +7960,7 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
             *bp = b;
             return 1;
         }
-        if (__atomic_load_n(&b->next, __ATOMIC_RELAXED) < b->count && !AM2Z__LR_LD(&b->cancel_pending) &&
+        if (am2z__atomic_load(&b->next, AM2Z__MO_RELAXED) < b->count && !AM2Z__LR_LD(&b->cancel_pending) &&
             !AM2Z__LR_LD(&b->cancel)) {
             am2z__atomic_inc(&b->refs);
             *bp = b;
@@ -7987,8 +8006,8 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         AM2Z__LR_LD(&lr->spinners) > 0 && AM2Z__LR_LD(&lr->work) == 0 && AM2Z__LR_LD(&lr->running)) {
         am2z__lr_job *none = NULL;
         am2z__atomic_inc(&j->refs);
-        __atomic_store_n(&j->due_ns, 0, __ATOMIC_SEQ_CST);
-        if (__atomic_compare_exchange_n(&lr->handoff, &none, j, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
+        if (am2z__atomic_cas(&lr->handoff, &none, j, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) {
             if (!AM2Z__LR_LD(&lr->spinners)) { /* the spinner left meanwhile: wake one */
                 pthread_mutex_lock(&lr->qmu);
                 am2z__lr_wake_locked(lr, 1);
@@ -8025,7 +8044,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
             return AM2Z_STATUS_NO_MEMORY;
         }
     } else {
-        __atomic_store_n(&j->due_ns, 0, __ATOMIC_SEQ_CST);
+        am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
         am2z__lr_ready_push_locked(lr, j);
         am2z__lr_wake_locked(lr, 1);
     }
@@ -8299,7 +8318,7 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
         am2z_error *e;
         if (ph != AM2Z__LR_QUEUED && (ph != AM2Z__LR_RUNNING || only_queued)) return;
         if (!am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) continue;
-        __atomic_compare_exchange_n(&j->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        am2z__atomic_cas(&j->cancel, &zero, reason, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
         e = am2z__lr_cancel_error(reason, j->proc, j->exec_id, j->session->id);
         if (ph == AM2Z__LR_RUNNING && e) am2z__lr_job_add_error(j, am2z_error_retain(e));
         am2z__lr_finish(lr, j, w >> 2, NULL, e);
@@ -8325,7 +8344,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         am2z__lr_job_release(j);
         return;
     }
-    __atomic_compare_exchange_n(&j->first_start_ns, &zero, start, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    am2z__atomic_cas(&j->first_start_ns, &zero, start, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
     AM2Z__LR_ST(&j->started_attempts, att);
     if (AM2Z__LR_LD(&j->cancel)) {
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&j->cancel), j->proc, j->exec_id, j->session->id));
@@ -8514,7 +8533,7 @@ static int am2z__lr_help(am2z__lr_worker *w) {
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
     if (k) {
         am2z__lr_work(lr, -1);
-        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+        am2z__atomic_sub(&lr->lane_n, 1, AM2Z__MO_SEQ_CST);
     }
     pthread_mutex_unlock(&lr->qmu);
     if (!k) return 0;
@@ -8613,7 +8632,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             am2z__lr_list_push(&lr->lane_head, &lr->lane_tail, kids[i]);
         }
         am2z__lr_work(lr, queued);
-        __atomic_add_fetch(&lr->lane_n, queued, __ATOMIC_SEQ_CST);
+        am2z__atomic_add(&lr->lane_n, queued, AM2Z__MO_SEQ_CST);
         am2z__lr_wake_locked(lr, queued);
         pthread_mutex_unlock(&lr->qmu);
     }
@@ -8656,8 +8675,8 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
                 am2z__lr_job *k = kids[i];
                 int zero = 0;
                 if (!k) continue;
-                __atomic_compare_exchange_n(&k->cancel, &zero, AM2Z__LR_CANCEL_PARENT, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST);
+                am2z__atomic_cas(&k->cancel, &zero, AM2Z__LR_CANCEL_PARENT, AM2Z__MO_SEQ_CST,
+                                 AM2Z__MO_SEQ_CST);
                 if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_DONE))) {
                     results[i] = am2z__lr_fail(timed_out ? am2z__lr_timeout_error(procs[i], NULL, am2z_processor_timeout_ms(procs[i], lr->default_timeout_ms))
                                                          : am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, procs[i], NULL, pf->session->id));
@@ -8770,8 +8789,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     am2z__lr_frame f;
     const char *name = am2z_processor_name(b->proc);
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_CLAIMED, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST))
+    if (!am2z__atomic_cas(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_CLAIMED, AM2Z__MO_SEQ_CST,
+                          AM2Z__MO_SEQ_CST))
         return 0;
     /* the caller cannot return while the item is claimed, so inputs[k] is alive */
     in = am2z_value_retain(b->inputs[k]);
@@ -8804,8 +8823,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&b->cancel), b->proc, id, b->session->id));
     }
     e = AM2Z__LR_IT_RUNNING;
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_WRITING, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST)) {
+    if (!am2z__atomic_cas(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_WRITING, AM2Z__MO_SEQ_CST,
+                          AM2Z__MO_SEQ_CST)) {
         am2z_result_clear(&r); /* the caller gave up on it */
         am2z_value_release(in);
         return 0;
@@ -8815,16 +8834,16 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
-    __atomic_store_n(&slot->done, __atomic_load_n(&slot->done, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+    am2z__atomic_store(&slot->done, am2z__atomic_load(&slot->done, AM2Z__MO_RELAXED) + 1, AM2Z__MO_RELEASE);
     am2z_value_release(in);
     return 1;
 }
 
 static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int64_t failed) {
     am2z__lr_session_count(b->session, ok, failed, 0);
-    if (b->srec && ok) __atomic_add_fetch(&b->srec->completed, ok, __ATOMIC_RELAXED);
-    if (b->srec && failed) __atomic_add_fetch(&b->srec->failed, failed, __ATOMIC_RELAXED);
-    if (done && (__atomic_sub_fetch(&b->remaining, done, __ATOMIC_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
+    if (b->srec && ok) am2z__atomic_add(&b->srec->completed, ok, AM2Z__MO_RELAXED);
+    if (b->srec && failed) am2z__atomic_add(&b->srec->failed, failed, AM2Z__MO_RELAXED);
+    if (done && (am2z__atomic_sub(&b->remaining, done, AM2Z__MO_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
         am2z__lr_batch_wake(b);
 }
 
@@ -8846,7 +8865,7 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep)
         }
     }
     while (!AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
-        i = __atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, __ATOMIC_RELAXED);
+        i = am2z__atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, AM2Z__MO_RELAXED);
         if (i >= b->count) break;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
@@ -8868,8 +8887,8 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     am2z_result r;
     int64_t now = am2z__lr_now();
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &expect, (unsigned char)AM2Z__LR_IT_ABANDONED, 0,
-                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    if (!am2z__atomic_cas(&b->items[k], &expect, (unsigned char)AM2Z__LR_IT_ABANDONED,
+                          AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) {
         am2z_error_release(err);
         return 0;
     }
@@ -8880,7 +8899,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     am2z__lr_stat(lr, b->srec, am2z_processor_name(b->proc), 1, 0);
     am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id,
                           b->session->id);
-    __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&b->remaining, 1, AM2Z__MO_SEQ_CST);
     b->abandoned++;
     return 1;
 }
@@ -8889,7 +8908,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
 static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
     size_t total = b->abandoned;
     int i;
-    for (i = 0; i < b->lr->nworkers; i++) total += __atomic_load_n(&b->slots[i].done, __ATOMIC_ACQUIRE);
+    for (i = 0; i < b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
     return total >= b->count;
 }
 
@@ -8973,8 +8992,8 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
 
 static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pending) {
     int zero = 0;
-    __atomic_compare_exchange_n(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST,
-                                __ATOMIC_SEQ_CST);
+    am2z__atomic_cas(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, AM2Z__MO_SEQ_CST,
+                     AM2Z__MO_SEQ_CST);
     pthread_mutex_lock(&b->mu);
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
@@ -9028,13 +9047,13 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->created_ns = am2z__lr_now();
     j->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
     am2z__execution_id_at(name, am2z__lr_wall(lr, j->created_ns), j->exec_id);
-    __atomic_add_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->submitted, 1, AM2Z__MO_RELAXED);
+    am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
         am2z__submit_fail(*st, name, sid);
-        __atomic_sub_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
+        am2z__atomic_sub(&s->submitted, 1, AM2Z__MO_RELAXED);
         am2z__lr_session_done(s);
         am2z__lr_job_release(j);
         return NULL;
@@ -9154,8 +9173,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b->count = count;
     b->remaining = count;
     b->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
-    __atomic_add_fetch(&s->submitted, (int64_t)count, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->submitted, (int64_t)count, AM2Z__MO_RELAXED);
+    am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &b->live, 2);
     pthread_mutex_lock(&lr->qmu);
     if (AM2Z__LR_LD(&lr->running)) {
@@ -9189,7 +9208,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
 /* Cancels s's executions: first pass (only_queued) those not started, second all. */
 static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reason, int only_queued) {
     static int pass_counter;
-    int pass = __atomic_add_fetch(&pass_counter, 1, __ATOMIC_RELAXED);
+    int pass = am2z__atomic_add(&pass_counter, 1, AM2Z__MO_RELAXED);
     am2z__lr_live *got[64];
     int kinds[64];
     size_t n, i;
@@ -9204,10 +9223,10 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
             if (l->kind == 1) {
                 /* a job whose last reference is gone waits on s->mu to leave the list */
                 am2z__lr_job *j = (am2z__lr_job *)((char *)l - offsetof(am2z__lr_job, live));
-                int r = __atomic_load_n(&j->refs, __ATOMIC_SEQ_CST);
+                int r = am2z__atomic_load(&j->refs, AM2Z__MO_SEQ_CST);
                 do {
                     if (r == 0) break;
-                } while (!__atomic_compare_exchange_n(&j->refs, &r, r + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+                } while (!am2z__atomic_cas(&j->refs, &r, r + 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST));
                 if (r == 0) continue;
             } else {
                 /* the caller of execute_many unlists its batch before the last release */
@@ -9392,7 +9411,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     for (k = 0; k < lr->nworkers; k++) pthread_join(lr->workers[k].thread, NULL);
     /* whatever is still queued was resolved by the cancel above */
     pthread_mutex_lock(&lr->qmu);
-    if ((j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL, __ATOMIC_SEQ_CST)) != NULL) {
+    if ((j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL) {
         j->next = drop;
         drop = j;
     }
@@ -9425,8 +9444,8 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     }
     for (j = drop; j; j = j->next) j->has_slot = 0;
     lr->queued = 0;
-    __atomic_store_n(&lr->work, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&lr->lane_n, 0, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&lr->work, 0, AM2Z__MO_SEQ_CST);
+    am2z__atomic_store(&lr->lane_n, 0, AM2Z__MO_SEQ_CST);
     am2z__lr_next_due_locked(lr);
     AM2Z__LR_ST(&lr->exiting, 0);
     pthread_mutex_unlock(&lr->qmu);
@@ -9494,7 +9513,7 @@ static void *am2z__lr_worker_main(void *arg) {
             int zero = 0, found = 0;
             if (lr->spin_ns > 0 &&
                 (w->spinning ||
-                 __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))) {
+                 am2z__atomic_cas(&lr->spinners, &zero, 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST))) {
                 int64_t t0 = am2z__lr_now(), now = t0, due;
                 int64_t budget = w->long_spin ? 10 * lr->spin_ns : lr->spin_ns;
                 w->spinning = 1;
@@ -9502,7 +9521,7 @@ static void *am2z__lr_worker_main(void *arg) {
                 unsigned turns = 0;
                 while (now - t0 < budget) {
                     if (AM2Z__LR_LD(&lr->handoff) &&
-                        (j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL, __ATOMIC_SEQ_CST)) != NULL)
+                        (j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL)
                         break; /* handed straight to us: no lock */
                     if (AM2Z__LR_LD(&lr->work) > 0) {
                         found = 1;
@@ -9590,7 +9609,7 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
     size_t i, k;
     int b;
     pthread_mutex_lock(&sh->mu);
-    *running += __atomic_load_n(&sh->started, __ATOMIC_RELAXED) - __atomic_load_n(&sh->ended, __ATOMIC_RELAXED);
+    *running += am2z__atomic_load(&sh->started, AM2Z__MO_RELAXED) - am2z__atomic_load(&sh->ended, AM2Z__MO_RELAXED);
     for (i = 0; i < sh->cap; i++) {
         am2z__lr_pstat *ps = sh->tab[i];
         if (!ps) continue;
@@ -9611,10 +9630,10 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
             (*m)[k].name = ps->name;
             (*n)++;
         }
-        (*m)[k].completed += __atomic_load_n(&ps->completed, __ATOMIC_RELAXED);
-        (*m)[k].failed += __atomic_load_n(&ps->failed, __ATOMIC_RELAXED);
-        (*m)[k].retried += __atomic_load_n(&ps->retried, __ATOMIC_RELAXED);
-        for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += __atomic_load_n(&ps->hist[b], __ATOMIC_RELAXED);
+        (*m)[k].completed += am2z__atomic_load(&ps->completed, AM2Z__MO_RELAXED);
+        (*m)[k].failed += am2z__atomic_load(&ps->failed, AM2Z__MO_RELAXED);
+        (*m)[k].retried += am2z__atomic_load(&ps->retried, AM2Z__MO_RELAXED);
+        for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += am2z__atomic_load(&ps->hist[b], AM2Z__MO_RELAXED);
     }
     pthread_mutex_unlock(&sh->mu);
     return 1;
@@ -9676,9 +9695,9 @@ static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
         c = f = y = 0;
         for (t = r; t; t = t->next) {
             if (t != r && strcmp(t->name, r->name) != 0) continue;
-            c += __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
-            f += __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
-            y += __atomic_load_n(&t->retried, __ATOMIC_RELAXED);
+            c += am2z__atomic_load(&t->completed, AM2Z__MO_RELAXED);
+            f += am2z__atomic_load(&t->failed, AM2Z__MO_RELAXED);
+            y += am2z__atomic_load(&t->retried, AM2Z__MO_RELAXED);
         }
         p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(c));
         p = am2z_value_set(p, "failed", am2z_value_int(f));
@@ -9927,6 +9946,16 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #undef am2z__atomic_dec
 #undef am2z__atomic_load
 #undef am2z__atomic_store
+#undef am2z__atomic_add
+#undef am2z__atomic_sub
+#undef am2z__atomic_fetch_add
+#undef am2z__atomic_exchange
+#undef am2z__atomic_cas
+#undef AM2Z__MO_RELAXED
+#undef AM2Z__MO_ACQUIRE
+#undef AM2Z__MO_RELEASE
+#undef AM2Z__MO_ACQ_REL
+#undef AM2Z__MO_SEQ_CST
 #endif
 #endif /* AM2Z_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_IMPLEMENTATION */
