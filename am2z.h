@@ -7,7 +7,8 @@
    Every other file includes it without the define. Link with -pthread.
    Under a strict -std=c99/c11 the implementation needs POSIX declarations: include it
    before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
-   file with -D_POSIX_C_SOURCE=200809L.
+   file with -D_POSIX_C_SOURCE=200809L (or -std=gnu99). Otherwise it stops at once with
+   an #error that says this, instead of a page of implicit-declaration errors.
 
    RECIPE (compiles as pasted: cc -std=c99 -O2 -pthread hello.c; it is examples/hello.c)
 
@@ -1351,6 +1352,12 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+
+/* A strict -std=c99/c11 hides POSIX unless _POSIX_C_SOURCE was defined before the first
+   system header; am2z.h defines it, but only if it came first. */
+#if !defined(CLOCK_MONOTONIC) && (defined(__unix__) || defined(__unix) || defined(__APPLE__))
+#error "am2z.h: clock_gettime/CLOCK_MONOTONIC are not declared: a system header came before am2z.h under a strict -std=c99/c11. Fix: include am2z.h first in the file that defines AM2Z_IMPLEMENTATION, or compile that file with -D_POSIX_C_SOURCE=200809L."
+#endif
 
 #ifdef __cplusplus
 extern "C" { /* private functions keep C names in a C++ build too */
