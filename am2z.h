@@ -7,7 +7,8 @@
    Every other file includes it without the define. Link with -pthread.
    Under a strict -std=c99/c11 the implementation needs POSIX declarations: include it
    before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
-   file with -D_POSIX_C_SOURCE=200809L.
+   file with -D_POSIX_C_SOURCE=200809L (or -std=gnu99). Otherwise it stops at once with
+   an #error that says this, instead of a page of implicit-declaration errors.
 
    RECIPE (compiles as pasted: cc -std=c99 -O2 -pthread hello.c; it is examples/hello.c)
 
@@ -76,7 +77,8 @@
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
-       AM2Z_LOCAL_SPIN_NS     how long a waiting thread spins before it blocks (200 us)
+       AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
+                              spins before it blocks (200 us)
 
    THREADING
        Values, states, errors, processors and loggers are immutable once built and carry
@@ -1044,6 +1046,7 @@ typedef struct am2z_runtime_settings {
     int max_call_depth;         /* nested ctx calls allowed */
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
     int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
+    int64_t spin_ns;            /* local: how long waiters spin before blocking; 0: never */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1276,10 +1279,17 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
    - metrics_interval_ms > 0 emits "metrics" with the stats snapshot that often, from a
      thread of the runtime's own (never a worker, so busy workers do not delay it),
      while the runtime is started and someone listens.
-   - Waiting callers and idle workers spin up to AM2Z_LOCAL_SPIN_NS (200 us) before they
-     block, because waking a blocked thread costs far more than a short spin; a spinner
-     yields its CPU now and then when the thread it waits for may need that CPU (a
-     caller whose execution has not started after 20 us, an idle worker after 50 us). */
+   - Waiting callers and idle workers spin up to spin_ns (default AM2Z_LOCAL_SPIN_NS,
+     200 us) before they block, because waking a blocked thread costs far more than a
+     short spin; a spinner yields its CPU now and then when the thread it waits for may
+     need that CPU (a caller whose execution has not started after 20 us, an idle worker
+     after 50 us). The price is CPU time under sparse load. Measured on a 2-vCPU VM
+     (bench/local, AM2Z_BENCH_SCALE=0.1, load average < 0.5), spin 200 us vs off:
+     trivial execute p50 1.6 us vs 23 us; one execute every 2 ms costs 119-128 ms vs
+     19-22 ms of CPU per second; an idle runtime uses ~0.05 ms of CPU per second either
+     way (spinning stops 200 us after the last work; 2 ms after waking a blocked caller);
+     execute_many throughput is the same. On a battery or a shared core set spin_ns to
+     AM2Z_LOCAL_SPIN_OFF (or build with -DAM2Z_LOCAL_SPIN_NS=0). */
 
 #ifndef AM2Z_LOCAL_MAX_WORKERS
 #define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
@@ -1290,6 +1300,8 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
    caller and a worker fall into a cycle of waking each other (~115 us per execute). */
 #define AM2Z_LOCAL_SPIN_NS 200000
 #endif
+#define AM2Z_LOCAL_SPIN_OFF (-1)          /* am2z_local_desc.spin_ns: block at once */
+#define AM2Z_LOCAL_MAX_SPIN_NS 100000000  /* am2z_local_desc.spin_ns above this is invalid */
 #ifndef AM2Z_MAX_CALL_DEPTH
 #define AM2Z_MAX_CALL_DEPTH 10
 #endif
@@ -1303,6 +1315,10 @@ typedef struct am2z_local_desc {
                                    AM2Z_STATUS_LIMIT */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
     int64_t metrics_interval_ms; /* "metrics" event period; default 0: no event */
+    int64_t spin_ns;            /* how long a waiting caller or idle worker spins before it
+                                   blocks; default AM2Z_LOCAL_SPIN_NS, AM2Z_LOCAL_SPIN_OFF
+                                   (-1): never spin. Nanoseconds, not ms: useful values
+                                   are 10-1000 us. At most AM2Z_LOCAL_MAX_SPIN_NS */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -1336,6 +1352,12 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+
+/* A strict -std=c99/c11 hides POSIX unless _POSIX_C_SOURCE was defined before the first
+   system header; am2z.h defines it, but only if it came first. */
+#if !defined(CLOCK_MONOTONIC) && (defined(__unix__) || defined(__unix) || defined(__APPLE__))
+#error "am2z.h: clock_gettime/CLOCK_MONOTONIC are not declared: a system header came before am2z.h under a strict -std=c99/c11. Fix: include am2z.h first in the file that defines AM2Z_IMPLEMENTATION, or compile that file with -D_POSIX_C_SOURCE=200809L."
+#endif
 
 #ifdef __cplusplus
 extern "C" { /* private functions keep C names in a C++ build too */
@@ -1487,11 +1509,30 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Atomics: every atomic access in am2z.h and am2z_resp.h goes through these macros,
+   each with its memory order spelled out; a port (MSVC Interlocked*, an RTOS) redefines
+   this block and nothing else. The default is the GCC/Clang __atomic builtins on plain
+   objects. C11 <stdatomic.h> is not the default because its operations need
+   _Atomic-qualified objects, which the structs shared with C++ callers cannot declare.
+   add/sub return the new value, fetch_add the old one; cas is strong and returns
+   non-zero on success, storing the current value in *expected otherwise. */
+#define AM2Z__MO_RELAXED __ATOMIC_RELAXED
+#define AM2Z__MO_ACQUIRE __ATOMIC_ACQUIRE
+#define AM2Z__MO_RELEASE __ATOMIC_RELEASE
+#define AM2Z__MO_ACQ_REL __ATOMIC_ACQ_REL
+#define AM2Z__MO_SEQ_CST __ATOMIC_SEQ_CST
+#define am2z__atomic_load(p, mo) __atomic_load_n((p), (mo))
+#define am2z__atomic_store(p, v, mo) __atomic_store_n((p), (v), (mo))
+#define am2z__atomic_add(p, v, mo) __atomic_add_fetch((p), (v), (mo))
+#define am2z__atomic_sub(p, v, mo) __atomic_sub_fetch((p), (v), (mo))
+#define am2z__atomic_fetch_add(p, v, mo) __atomic_fetch_add((p), (v), (mo))
+#define am2z__atomic_exchange(p, v, mo) __atomic_exchange_n((p), (v), (mo))
+#define am2z__atomic_cas(p, expected, desired, mo_ok, mo_fail) \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0, (mo_ok), (mo_fail))
+
 /* Atomic reference counts shared by every refcounted object. */
-#define am2z__atomic_inc(p) __atomic_add_fetch((p), 1, __ATOMIC_RELAXED)
-#define am2z__atomic_dec(p) __atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL)
-#define am2z__atomic_load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define am2z__atomic_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define am2z__atomic_inc(p) am2z__atomic_add((p), 1, AM2Z__MO_RELAXED)
+#define am2z__atomic_dec(p) am2z__atomic_sub((p), 1, AM2Z__MO_ACQ_REL)
 
 /* ==== 1. values ======================================================================= */
 
@@ -1630,11 +1671,11 @@ static uint64_t am2z__hash_bytes(const void *p, size_t n, uint64_t seed) {
    precompute colliding keys; they never leave the process. */
 static uint32_t am2z__seed_v;
 static uint32_t am2z__seed(void) {
-    uint32_t s = __atomic_load_n(&am2z__seed_v, __ATOMIC_RELAXED), expect = 0;
+    uint32_t s = am2z__atomic_load(&am2z__seed_v, AM2Z__MO_RELAXED), expect = 0;
     if (s) return s;
     s = (uint32_t)am2z__mix64((uint64_t)(uintptr_t)&am2z__seed_v ^ (uint64_t)am2z_monotonic_ns() ^
                               ((uint64_t)am2z_now_ms() << 24)) | 1u;
-    if (!__atomic_compare_exchange_n(&am2z__seed_v, &expect, s, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    if (!am2z__atomic_cas(&am2z__seed_v, &expect, s, AM2Z__MO_RELAXED, AM2Z__MO_RELAXED))
         s = expect;
     return s;
 }
@@ -1828,7 +1869,7 @@ static void am2z__destroy(am2z_value *v) {
 AM2Z_API void am2z_value_release(am2z_value *v) {
     if (!v || AM2Z__TAGGED(v) || (v->flags & AM2Z__STATIC)) return;
     /* The sole owner skips the atomic read-modify-write: nobody else can retain it. */
-    if (am2z__atomic_load(&v->rc) == 1 || am2z__atomic_dec(&v->rc) == 0) am2z__destroy(v);
+    if (am2z__atomic_load(&v->rc, AM2Z__MO_ACQUIRE) == 1 || am2z__atomic_dec(&v->rc) == 0) am2z__destroy(v);
 }
 
 /* ---- reading ---- */
@@ -2137,7 +2178,7 @@ static am2z__arr *am2z__arr_copy(const am2z__arr *a, size_t extra) {
    usual starting capacity, so building an object member by member costs one block. */
 static am2z_value *am2z__own(am2z_value *v, size_t extra, size_t kextra) {
     am2z_value *c;
-    if (!(v->flags & AM2Z__STATIC) && am2z__atomic_load(&v->rc) == 1) return v;
+    if (!(v->flags & AM2Z__STATIC) && am2z__atomic_load(&v->rc, AM2Z__MO_ACQUIRE) == 1) return v;
     if (v->type == AM2Z_TYPE_ARRAY) {
         if (AM2Z__ARR(v)->len == 0 && extra < 8) extra = 8;
         c = (am2z_value *)am2z__arr_copy(AM2Z__ARR(v), extra);
@@ -4077,7 +4118,7 @@ static am2z_error *am2z__error_misuse(const char *what) {
    result in place, which is how copy-on-write keeps shared errors immutable. */
 static am2z_error *am2z__error_unshare(am2z_error *err) {
     am2z__error *e = (am2z__error *)err, *c;
-    if (am2z__atomic_load(&e->refs) == 1) return err;
+    if (am2z__atomic_load(&e->refs, AM2Z__MO_ACQUIRE) == 1) return err;
     c = (am2z__error *)am2z__malloc(sizeof *c);
     if (c) {
         c->pub = *err;
@@ -5024,7 +5065,7 @@ AM2Z_API const am2z_processor_desc *am2z_processor_desc_of(const am2z_processor 
    threads never share hidden libc state (rand() is not thread-safe). */
 static uint64_t am2z__proc_rng;
 static double am2z__proc_random01(void) {
-    uint64_t z = __atomic_add_fetch(&am2z__proc_rng, (uint64_t)0x9E3779B97F4A7C15ULL, __ATOMIC_RELAXED);
+    uint64_t z = am2z__atomic_add(&am2z__proc_rng, (uint64_t)0x9E3779B97F4A7C15ULL, AM2Z__MO_RELAXED);
     z ^= (uint64_t)am2z_monotonic_ns();
     z = (z ^ (z >> 30)) * (uint64_t)0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * (uint64_t)0x94D049BB133111EBULL;
@@ -6225,7 +6266,7 @@ static am2z__handler_set *am2z__handler_set_copy(const am2z__handler_set *old, s
     }
     for (i = 0; i < n; i++) {
         am2z__handler *h = old->items[i];
-        if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) continue;
+        if (am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) continue;
         am2z__atomic_inc(&h->refs);
         s->items[s->count++] = h;
     }
@@ -6237,7 +6278,7 @@ static am2z__handler_set *am2z__handlers_publish_locked(am2z_runtime *rt, am2z__
     am2z__handler_set *old = rt->handlers;
     rt->handlers = s && s->count ? s : NULL;
     if (s && !s->count) am2z__handler_set_release(s);
-    __atomic_store_n(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, __ATOMIC_RELEASE);
+    am2z__atomic_store(&rt->handler_total, rt->handlers ? (int)rt->handlers->count : 0, AM2Z__MO_RELEASE);
     return old;
 }
 
@@ -6285,21 +6326,21 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
     pthread_mutex_lock(&rt->ev_lock);
     for (i = 0; rt->handlers && i < rt->handlers->count; i++)
         if (rt->handlers->items[i]->id == handler_id) h = rt->handlers->items[i];
-    if (!h || __atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    if (!h || am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         pthread_mutex_unlock(&rt->ev_lock);
         return;
     }
     /* Marked first: from here emit skips it, even if the copy below runs out of memory
        (the next on/off drops it then). */
-    __atomic_store_n(&h->removed, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&h->removed, 1, AM2Z__MO_SEQ_CST);
     am2z__atomic_inc(&h->refs); /* kept for the wait below */
     s = am2z__handler_set_copy(rt->handlers, 0);
     if (s) old = am2z__handlers_publish_locked(rt, s);
-    else __atomic_sub_fetch(&rt->handler_total, 1, __ATOMIC_RELEASE);
+    else am2z__atomic_sub(&rt->handler_total, 1, AM2Z__MO_RELEASE);
     /* The barrier: wait for calls in progress on other threads (emit checks `removed`
        after counting itself in `calls`, so no call starts unseen). */
     own = am2z__handler_own_calls(h);
-    while (__atomic_load_n(&h->calls, __ATOMIC_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
+    while (am2z__atomic_load(&h->calls, AM2Z__MO_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
     pthread_mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
     am2z__handler_release(h);
@@ -6308,7 +6349,7 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
 /* The current handlers (retained) or NULL when there are none. */
 static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
     am2z__handler_set *s;
-    if (!__atomic_load_n(&rt->handler_total, __ATOMIC_ACQUIRE)) return NULL;
+    if (!am2z__atomic_load(&rt->handler_total, AM2Z__MO_ACQUIRE)) return NULL;
     pthread_mutex_lock(&rt->ev_lock);
     s = rt->handlers;
     if (s) am2z__atomic_inc(&s->refcount);
@@ -6318,7 +6359,7 @@ static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
 
 static int am2z__handler_matches(const am2z__handler *h, const char *event) {
     return ((h->event[0] == '*' && h->event[1] == '\0') || strcmp(h->event, event) == 0) &&
-           !__atomic_load_n(&h->removed, __ATOMIC_RELAXED);
+           !am2z__atomic_load(&h->removed, AM2Z__MO_RELAXED);
 }
 
 /* Non-zero when some handler would receive `event`: runtimes skip building payloads
@@ -6337,8 +6378,8 @@ AM2Z__PRIVATE int am2z__runtime_has_handlers(am2z_runtime *rt, const char *event
 /* One call of h, unless off removed it: counted in h->calls so off can wait for it. */
 static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *event, const am2z_value *data) {
     am2z__inside frame;
-    __atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
-    if (!__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    am2z__atomic_add(&h->calls, 1, AM2Z__MO_SEQ_CST);
+    if (!am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         frame.rt = rt;
         frame.handler = h;
         frame.prev = am2z__inside_top;
@@ -6346,8 +6387,8 @@ static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *e
         h->fn(event, data, h->user_data);
         am2z__inside_top = frame.prev;
     }
-    __atomic_sub_fetch(&h->calls, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&h->removed, __ATOMIC_SEQ_CST)) {
+    am2z__atomic_sub(&h->calls, 1, AM2Z__MO_SEQ_CST);
+    if (am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
         pthread_mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
         pthread_cond_broadcast(&rt->ev_cv);
         pthread_mutex_unlock(&rt->ev_lock);
@@ -6379,7 +6420,7 @@ static uint64_t am2z__rt_rng_next(void) {
     if (!x) {
         x = (uint64_t)am2z_monotonic_ns() ^ ((uint64_t)am2z_now_ms() << 20) ^
             ((uint64_t)(size_t)&am2z__rt_rng_state * 0x9E3779B97F4A7C15ull) ^
-            (__atomic_add_fetch(&am2z__rt_rng_seed_counter, 1, __ATOMIC_RELAXED) * 0xD1B54A32D192ED03ull);
+            (am2z__atomic_add(&am2z__rt_rng_seed_counter, 1, AM2Z__MO_RELAXED) * 0xD1B54A32D192ED03ull);
         if (!x) x = 0x2545F4914F6CDD1Dull;
     }
     x ^= x >> 12;
@@ -6613,7 +6654,7 @@ AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt) {
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: NULL runtime");
     if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "start: " AM2Z__RT_INSIDE);
     st = rt->ops->start ? rt->ops->start(rt) : AM2Z_STATUS_OK;
-    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1);
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 1, AM2Z__MO_RELEASE);
     return st;
 }
 
@@ -6622,11 +6663,11 @@ AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms) {
     if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: NULL runtime");
     if (am2z__runtime_inside(rt)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "stop: " AM2Z__RT_INSIDE);
     st = rt->ops->stop ? rt->ops->stop(rt, grace_ms < 0 ? 0 : grace_ms) : AM2Z_STATUS_OK;
-    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0);
+    if (st == AM2Z_STATUS_OK) am2z__atomic_store(&rt->started, 0, AM2Z__MO_RELEASE);
     return st;
 }
 
-AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt) { return rt ? am2z__atomic_load(&rt->started) : 0; }
+AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt) { return rt ? am2z__atomic_load(&rt->started, AM2Z__MO_ACQUIRE) : 0; }
 
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt) {
     am2z_runtime_settings s;
@@ -6855,8 +6896,8 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
 #define AM2Z__LR_PAUSE() ((void)0)
 #endif
 
-#define AM2Z__LR_LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define AM2Z__LR_ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define AM2Z__LR_LD(p) am2z__atomic_load((p), AM2Z__MO_SEQ_CST)
+#define AM2Z__LR_ST(p, v) am2z__atomic_store((p), (v), AM2Z__MO_SEQ_CST)
 
 /* Job phases (low two bits of the word) and execute_many item states (low three bits). */
 enum { AM2Z__LR_QUEUED = 0, AM2Z__LR_RUNNING = 1, AM2Z__LR_RESOLVING = 2, AM2Z__LR_DONE = 3 };
@@ -7087,6 +7128,7 @@ struct am2z__lr {
     am2z__lr_shard ext;
     /* the "metrics" event: a thread of its own, never a worker (under mmu) */
     int64_t metrics_ms;
+    int64_t spin_ns;          /* resolved am2z_local_desc.spin_ns; 0: no spin */
     pthread_t metrics_thread;
     int metrics_running, metrics_quit;
     pthread_mutex_t mmu;
@@ -7138,7 +7180,7 @@ static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
    process for a whole time slice (measured: p50 of a trivial execute 29 us instead of
-   1.3 us); spinning is bounded by AM2Z_LOCAL_SPIN_NS anyway. */
+   1.3 us); spinning is bounded by am2z_local_desc.spin_ns anyway. */
 static void am2z__lr_relax(void) {
     AM2Z__LR_PAUSE();
     AM2Z__LR_PAUSE();
@@ -7149,8 +7191,8 @@ static void am2z__lr_relax(void) {
 static void am2z__lr_claim_spin(am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     int zero = 0;
-    if (w && w->concluding && !w->spinning &&
-        __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    if (w && w->concluding && !w->spinning && lr->spin_ns > 0 &&
+        am2z__atomic_cas(&lr->spinners, &zero, 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST))
         w->spinning = 1;
 }
 
@@ -7279,7 +7321,7 @@ static double am2z__lr_bucket_ns(int b) {
 
 static void am2z__lr_add(int64_t *p, int64_t d) {
     /* one writer per shard: a relaxed load and store, read concurrently by stats() */
-    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+    am2z__atomic_store(p, am2z__atomic_load(p, AM2Z__MO_RELAXED) + d, AM2Z__MO_RELAXED);
 }
 
 static am2z__lr_shard *am2z__lr_shard_enter(am2z__lr *lr) {
@@ -7348,7 +7390,7 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
    processor and, when rec is set, for it in its session. */
 static void am2z__lr_stat(am2z__lr *lr, am2z__lr_srec *rec, const char *name, int kind, int64_t ns) {
     am2z__lr_shard *sh;
-    if (rec) __atomic_add_fetch(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, __ATOMIC_RELAXED);
+    if (rec) am2z__atomic_add(kind == 2 ? &rec->retried : kind ? &rec->failed : &rec->completed, 1, AM2Z__MO_RELAXED);
     sh = am2z__lr_shard_enter(lr);
     am2z__lr_pstat *ps = am2z__lr_pstat_get(sh, name);
     if (ps) {
@@ -7384,7 +7426,7 @@ static am2z__lr_srec *am2z__lr_srec_find(const am2z__lr_stable *t, const char *k
     am2z__lr_srec *r;
     if (!t) return NULL;
     mask = t->cap - 1;
-    for (i = am2z__lr_key_hash(key) & mask; (r = __atomic_load_n(&t->slot[i], __ATOMIC_ACQUIRE)) != NULL;
+    for (i = am2z__lr_key_hash(key) & mask; (r = am2z__atomic_load(&t->slot[i], AM2Z__MO_ACQUIRE)) != NULL;
          i = (i + 1) & mask)
         if (r->key == key && strcmp(r->name, key) == 0) return r;
     return NULL;
@@ -7394,7 +7436,7 @@ static void am2z__lr_srec_put(am2z__lr_stable *t, am2z__lr_srec *r) {
     size_t mask = t->cap - 1, i;
     for (i = am2z__lr_key_hash(r->key) & mask; t->slot[i]; i = (i + 1) & mask) {
     }
-    __atomic_store_n(&t->slot[i], r, __ATOMIC_RELEASE);
+    am2z__atomic_store(&t->slot[i], r, AM2Z__MO_RELEASE);
     t->count++;
 }
 
@@ -7415,14 +7457,14 @@ static am2z__lr_stable *am2z__lr_stable_room_locked(am2z__lr_session *s) {
     }
     memset(n->slot, 0, n->cap * sizeof *n->slot);
     for (r = s->srecs; r; r = r->next) am2z__lr_srec_put(n, r);
-    __atomic_store_n(&s->srt, n, __ATOMIC_RELEASE);
+    am2z__atomic_store(&s->srt, n, AM2Z__MO_RELEASE);
     return n;
 }
 
 /* s's counters of the processor named name (its own name pointer), created on first
    use; NULL when out of memory. No lock once it exists. */
 static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
-    am2z__lr_srec *r = am2z__lr_srec_find(__atomic_load_n(&s->srt, __ATOMIC_ACQUIRE), name);
+    am2z__lr_srec *r = am2z__lr_srec_find(am2z__atomic_load(&s->srt, AM2Z__MO_ACQUIRE), name);
     am2z__lr_stable *t;
     if (r) return r;
     pthread_mutex_lock(&s->mu);
@@ -7575,16 +7617,16 @@ static void am2z__lr_live_remove(am2z__lr_session *s, am2z__lr_live *l) {
 }
 
 static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64_t failed, int64_t cancelled) {
-    if (completed) __atomic_add_fetch(&s->completed, completed, __ATOMIC_RELAXED);
-    if (failed) __atomic_add_fetch(&s->failed, failed, __ATOMIC_RELAXED);
-    if (cancelled) __atomic_add_fetch(&s->cancelled, cancelled, __ATOMIC_RELAXED);
+    if (completed) am2z__atomic_add(&s->completed, completed, AM2Z__MO_RELAXED);
+    if (failed) am2z__atomic_add(&s->failed, failed, AM2Z__MO_RELAXED);
+    if (cancelled) am2z__atomic_add(&s->cancelled, cancelled, AM2Z__MO_RELAXED);
 }
 
 /* One fewer unfinished execution in s (called before its outcome is published, so a
    caller holding the outcome sees the count settled); wakes a stop_session / stop
    draining s. */
 static void am2z__lr_session_done(am2z__lr_session *s) {
-    __atomic_sub_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&s->running, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&s->stopper)) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cv);
@@ -7596,10 +7638,10 @@ static void am2z__lr_session_done(am2z__lr_session *s) {
    (which cannot end while it waits), or until until_ns passes. */
 static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns, int own) {
     pthread_mutex_lock(&s->mu);
-    __atomic_add_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->stopper, 1, AM2Z__MO_SEQ_CST);
     while (AM2Z__LR_LD(&s->running) > own && am2z__lr_now() < until_ns)
         am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
-    __atomic_sub_fetch(&s->stopper, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&s->stopper, 1, AM2Z__MO_SEQ_CST);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -7667,7 +7709,7 @@ static void am2z__lr_job_set(am2z__lr_job *j, int word) {
 }
 
 static int am2z__lr_job_cas(am2z__lr_job *j, int from, int to) {
-    if (!__atomic_compare_exchange_n(&j->word, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return 0;
+    if (!am2z__atomic_cas(&j->word, &from, to, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) return 0;
     if ((to & 3) == AM2Z__LR_DONE) am2z__lr_job_wake(j);
     return 1;
 }
@@ -7692,7 +7734,7 @@ static int am2z__lr_job_add_error(am2z__lr_job *j, am2z_error *e) {
 /* ---- parker: a worker waiting for its queued calls ---- */
 
 static void am2z__lr_notify(am2z__lr_worker *w) {
-    __atomic_add_fetch(&w->pgen, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&w->pgen, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&w->pwait)) {
         pthread_mutex_lock(&w->pmu);
         pthread_cond_broadcast(&w->pcv);
@@ -7763,7 +7805,7 @@ static am2z__lr_job *am2z__lr_heap_pop(am2z__lr_job **heap, size_t *n, int by_du
     return top;
 }
 
-static void am2z__lr_work(am2z__lr *lr, int d) { __atomic_add_fetch(&lr->work, d, __ATOMIC_SEQ_CST); }
+static void am2z__lr_work(am2z__lr *lr, int d) { am2z__atomic_add(&lr->work, d, AM2Z__MO_SEQ_CST); }
 
 /* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). */
 static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
@@ -7774,7 +7816,7 @@ static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
 }
 
 static void am2z__lr_next_due_locked(am2z__lr *lr) {
-    __atomic_store_n(&lr->next_due, lr->delayed_n ? lr->delayed[0]->due_ns : 0, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&lr->next_due, lr->delayed_n ? lr->delayed[0]->due_ns : 0, AM2Z__MO_SEQ_CST);
 }
 
 /* Wakes up to n sleeping workers (spinning ones find the work themselves). */
@@ -7791,7 +7833,7 @@ static void am2z__lr_wake_locked(am2z__lr *lr, int n) {
 /* A job waiting for `due` (retries, delay_ms, rate limit); 0 when out of memory. */
 static int am2z__lr_delay_locked(am2z__lr *lr, am2z__lr_job *j, int64_t due) {
     int earliest;
-    __atomic_store_n(&j->due_ns, due, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&j->due_ns, due, AM2Z__MO_SEQ_CST);
     j->seq = ++lr->seq;
     if (!am2z__lr_heap_push(&lr->delayed, &lr->delayed_n, &lr->delayed_cap, j, 1)) return 0;
     earliest = lr->delayed[0] == j;
@@ -7900,8 +7942,8 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
                                 am2z__lr_job **drop) {
     am2z__lr_job *j;
     am2z__lr_batch *b;
-    if (AM2Z__LR_LD(&lr->handoff) && (j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL,
-                                                              __ATOMIC_SEQ_CST)) != NULL) {
+    if (AM2Z__LR_LD(&lr->handoff) && (j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL,
+                                                                AM2Z__MO_SEQ_CST)) != NULL) {
         *jp = j;
         return 1;
     }
@@ -7912,7 +7954,7 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     am2z__lr_next_due_locked(lr);
     if ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
         am2z__lr_work(lr, -1);
-        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+        am2z__atomic_sub(&lr->lane_n, 1, AM2Z__MO_SEQ_CST);
         *jp = j;
         return 1;
     }
@@ -7925,7 +7967,7 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
             *bp = b;
             return 1;
         }
-        if (__atomic_load_n(&b->next, __ATOMIC_RELAXED) < b->count && !AM2Z__LR_LD(&b->cancel_pending) &&
+        if (am2z__atomic_load(&b->next, AM2Z__MO_RELAXED) < b->count && !AM2Z__LR_LD(&b->cancel_pending) &&
             !AM2Z__LR_LD(&b->cancel)) {
             am2z__atomic_inc(&b->refs);
             *bp = b;
@@ -7971,8 +8013,8 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         AM2Z__LR_LD(&lr->spinners) > 0 && AM2Z__LR_LD(&lr->work) == 0 && AM2Z__LR_LD(&lr->running)) {
         am2z__lr_job *none = NULL;
         am2z__atomic_inc(&j->refs);
-        __atomic_store_n(&j->due_ns, 0, __ATOMIC_SEQ_CST);
-        if (__atomic_compare_exchange_n(&lr->handoff, &none, j, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
+        if (am2z__atomic_cas(&lr->handoff, &none, j, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) {
             if (!AM2Z__LR_LD(&lr->spinners)) { /* the spinner left meanwhile: wake one */
                 pthread_mutex_lock(&lr->qmu);
                 am2z__lr_wake_locked(lr, 1);
@@ -8009,7 +8051,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
             return AM2Z_STATUS_NO_MEMORY;
         }
     } else {
-        __atomic_store_n(&j->due_ns, 0, __ATOMIC_SEQ_CST);
+        am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
         am2z__lr_ready_push_locked(lr, j);
         am2z__lr_wake_locked(lr, 1);
     }
@@ -8283,7 +8325,7 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
         am2z_error *e;
         if (ph != AM2Z__LR_QUEUED && (ph != AM2Z__LR_RUNNING || only_queued)) return;
         if (!am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) continue;
-        __atomic_compare_exchange_n(&j->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        am2z__atomic_cas(&j->cancel, &zero, reason, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
         e = am2z__lr_cancel_error(reason, j->proc, j->exec_id, j->session->id);
         if (ph == AM2Z__LR_RUNNING && e) am2z__lr_job_add_error(j, am2z_error_retain(e));
         am2z__lr_finish(lr, j, w >> 2, NULL, e);
@@ -8309,7 +8351,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         am2z__lr_job_release(j);
         return;
     }
-    __atomic_compare_exchange_n(&j->first_start_ns, &zero, start, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    am2z__atomic_cas(&j->first_start_ns, &zero, start, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
     AM2Z__LR_ST(&j->started_attempts, att);
     if (AM2Z__LR_LD(&j->cancel)) {
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&j->cancel), j->proc, j->exec_id, j->session->id));
@@ -8392,7 +8434,7 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
     am2z__lr_worker *me = am2z__lr_me(lr);
-    int64_t t0 = am2z__lr_now(), spin_end = t0 + AM2Z_LOCAL_SPIN_NS, until;
+    int64_t t0 = am2z__lr_now(), spin_end = t0 + lr->spin_ns, until;
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
@@ -8498,7 +8540,7 @@ static int am2z__lr_help(am2z__lr_worker *w) {
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
     if (k) {
         am2z__lr_work(lr, -1);
-        __atomic_sub_fetch(&lr->lane_n, 1, __ATOMIC_SEQ_CST);
+        am2z__atomic_sub(&lr->lane_n, 1, AM2Z__MO_SEQ_CST);
     }
     pthread_mutex_unlock(&lr->qmu);
     if (!k) return 0;
@@ -8597,7 +8639,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             am2z__lr_list_push(&lr->lane_head, &lr->lane_tail, kids[i]);
         }
         am2z__lr_work(lr, queued);
-        __atomic_add_fetch(&lr->lane_n, queued, __ATOMIC_SEQ_CST);
+        am2z__atomic_add(&lr->lane_n, queued, AM2Z__MO_SEQ_CST);
         am2z__lr_wake_locked(lr, queued);
         pthread_mutex_unlock(&lr->qmu);
     }
@@ -8614,7 +8656,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
     }
     /* wait for the ones running elsewhere */
-    spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    spin_end = am2z__lr_now() + pf->lr->spin_ns;
     for (;;) {
         am2z__lr_worker *w = pf->worker;
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0, pending = 0;
@@ -8640,8 +8682,8 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
                 am2z__lr_job *k = kids[i];
                 int zero = 0;
                 if (!k) continue;
-                __atomic_compare_exchange_n(&k->cancel, &zero, AM2Z__LR_CANCEL_PARENT, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST);
+                am2z__atomic_cas(&k->cancel, &zero, AM2Z__LR_CANCEL_PARENT, AM2Z__MO_SEQ_CST,
+                                 AM2Z__MO_SEQ_CST);
                 if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_DONE))) {
                     results[i] = am2z__lr_fail(timed_out ? am2z__lr_timeout_error(procs[i], NULL, am2z_processor_timeout_ms(procs[i], lr->default_timeout_ms))
                                                          : am2z__lr_cancel_error(AM2Z__LR_CANCEL_PARENT, procs[i], NULL, pf->session->id));
@@ -8655,7 +8697,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         if (now < spin_end) {
             /* a call another worker took is not back after 20 us: that worker may share
                this CPU, so let it run now and then */
-            if (now - (spin_end - AM2Z_LOCAL_SPIN_NS) > 20000 && (++turns & 15) == 0) sched_yield();
+            if (now - (spin_end - pf->lr->spin_ns) > 20000 && (++turns & 15) == 0) sched_yield();
             else am2z__lr_relax();
             continue;
         }
@@ -8754,8 +8796,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     am2z__lr_frame f;
     const char *name = am2z_processor_name(b->proc);
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_CLAIMED, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST))
+    if (!am2z__atomic_cas(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_CLAIMED, AM2Z__MO_SEQ_CST,
+                          AM2Z__MO_SEQ_CST))
         return 0;
     /* the caller cannot return while the item is claimed, so inputs[k] is alive */
     in = am2z_value_retain(b->inputs[k]);
@@ -8788,8 +8830,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&b->cancel), b->proc, id, b->session->id));
     }
     e = AM2Z__LR_IT_RUNNING;
-    if (!__atomic_compare_exchange_n(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_WRITING, 0, __ATOMIC_SEQ_CST,
-                                     __ATOMIC_SEQ_CST)) {
+    if (!am2z__atomic_cas(&b->items[k], &e, (unsigned char)AM2Z__LR_IT_WRITING, AM2Z__MO_SEQ_CST,
+                          AM2Z__MO_SEQ_CST)) {
         am2z_result_clear(&r); /* the caller gave up on it */
         am2z_value_release(in);
         return 0;
@@ -8799,16 +8841,16 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
     am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
     am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
     AM2Z__LR_ST(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE);
-    __atomic_store_n(&slot->done, __atomic_load_n(&slot->done, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+    am2z__atomic_store(&slot->done, am2z__atomic_load(&slot->done, AM2Z__MO_RELAXED) + 1, AM2Z__MO_RELEASE);
     am2z_value_release(in);
     return 1;
 }
 
 static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int64_t failed) {
     am2z__lr_session_count(b->session, ok, failed, 0);
-    if (b->srec && ok) __atomic_add_fetch(&b->srec->completed, ok, __ATOMIC_RELAXED);
-    if (b->srec && failed) __atomic_add_fetch(&b->srec->failed, failed, __ATOMIC_RELAXED);
-    if (done && (__atomic_sub_fetch(&b->remaining, done, __ATOMIC_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
+    if (b->srec && ok) am2z__atomic_add(&b->srec->completed, ok, AM2Z__MO_RELAXED);
+    if (b->srec && failed) am2z__atomic_add(&b->srec->failed, failed, AM2Z__MO_RELAXED);
+    if (done && (am2z__atomic_sub(&b->remaining, done, AM2Z__MO_SEQ_CST) == 0 || AM2Z__LR_LD(&b->watch)))
         am2z__lr_batch_wake(b);
 }
 
@@ -8830,7 +8872,7 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep)
         }
     }
     while (!AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
-        i = __atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, __ATOMIC_RELAXED);
+        i = am2z__atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, AM2Z__MO_RELAXED);
         if (i >= b->count) break;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
@@ -8852,8 +8894,8 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     am2z_result r;
     int64_t now = am2z__lr_now();
     char id[64];
-    if (!__atomic_compare_exchange_n(&b->items[k], &expect, (unsigned char)AM2Z__LR_IT_ABANDONED, 0,
-                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    if (!am2z__atomic_cas(&b->items[k], &expect, (unsigned char)AM2Z__LR_IT_ABANDONED,
+                          AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) {
         am2z_error_release(err);
         return 0;
     }
@@ -8864,7 +8906,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
     am2z__lr_stat(lr, b->srec, am2z_processor_name(b->proc), 1, 0);
     am2z__lr_item_outcome(lr, &b->outs[k], r, b->inputs[k], expect == AM2Z__LR_IT_RUNNING, 0, now, id,
                           b->session->id);
-    __atomic_sub_fetch(&b->remaining, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_sub(&b->remaining, 1, AM2Z__MO_SEQ_CST);
     b->abandoned++;
     return 1;
 }
@@ -8873,7 +8915,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
 static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
     size_t total = b->abandoned;
     int i;
-    for (i = 0; i < b->lr->nworkers; i++) total += __atomic_load_n(&b->slots[i].done, __ATOMIC_ACQUIRE);
+    for (i = 0; i < b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
     return total >= b->count;
 }
 
@@ -8892,7 +8934,7 @@ static void am2z__lr_batch_request_sweep(am2z__lr *lr, am2z__lr_batch *b) {
    on cancel resolves everything unfinished. */
 static void am2z__lr_batch_wait(am2z__lr_batch *b) {
     am2z__lr *lr = b->lr;
-    int64_t spin_end = am2z__lr_now() + AM2Z_LOCAL_SPIN_NS;
+    int64_t spin_end = am2z__lr_now() + lr->spin_ns;
     int abandoned = 0;
     size_t k;
     int wi;
@@ -8957,8 +8999,8 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
 
 static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pending) {
     int zero = 0;
-    __atomic_compare_exchange_n(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, 0, __ATOMIC_SEQ_CST,
-                                __ATOMIC_SEQ_CST);
+    am2z__atomic_cas(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, AM2Z__MO_SEQ_CST,
+                     AM2Z__MO_SEQ_CST);
     pthread_mutex_lock(&b->mu);
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
@@ -9012,13 +9054,13 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->created_ns = am2z__lr_now();
     j->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
     am2z__execution_id_at(name, am2z__lr_wall(lr, j->created_ns), j->exec_id);
-    __atomic_add_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->submitted, 1, AM2Z__MO_RELAXED);
+    am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
         am2z__submit_fail(*st, name, sid);
-        __atomic_sub_fetch(&s->submitted, 1, __ATOMIC_RELAXED);
+        am2z__atomic_sub(&s->submitted, 1, AM2Z__MO_RELAXED);
         am2z__lr_session_done(s);
         am2z__lr_job_release(j);
         return NULL;
@@ -9138,8 +9180,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     b->count = count;
     b->remaining = count;
     b->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
-    __atomic_add_fetch(&s->submitted, (int64_t)count, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&s->running, 1, __ATOMIC_SEQ_CST);
+    am2z__atomic_add(&s->submitted, (int64_t)count, AM2Z__MO_RELAXED);
+    am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &b->live, 2);
     pthread_mutex_lock(&lr->qmu);
     if (AM2Z__LR_LD(&lr->running)) {
@@ -9173,7 +9215,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
 /* Cancels s's executions: first pass (only_queued) those not started, second all. */
 static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reason, int only_queued) {
     static int pass_counter;
-    int pass = __atomic_add_fetch(&pass_counter, 1, __ATOMIC_RELAXED);
+    int pass = am2z__atomic_add(&pass_counter, 1, AM2Z__MO_RELAXED);
     am2z__lr_live *got[64];
     int kinds[64];
     size_t n, i;
@@ -9188,10 +9230,10 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
             if (l->kind == 1) {
                 /* a job whose last reference is gone waits on s->mu to leave the list */
                 am2z__lr_job *j = (am2z__lr_job *)((char *)l - offsetof(am2z__lr_job, live));
-                int r = __atomic_load_n(&j->refs, __ATOMIC_SEQ_CST);
+                int r = am2z__atomic_load(&j->refs, AM2Z__MO_SEQ_CST);
                 do {
                     if (r == 0) break;
-                } while (!__atomic_compare_exchange_n(&j->refs, &r, r + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+                } while (!am2z__atomic_cas(&j->refs, &r, r + 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST));
                 if (r == 0) continue;
             } else {
                 /* the caller of execute_many unlists its batch before the last release */
@@ -9376,7 +9418,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     for (k = 0; k < lr->nworkers; k++) pthread_join(lr->workers[k].thread, NULL);
     /* whatever is still queued was resolved by the cancel above */
     pthread_mutex_lock(&lr->qmu);
-    if ((j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL, __ATOMIC_SEQ_CST)) != NULL) {
+    if ((j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL) {
         j->next = drop;
         drop = j;
     }
@@ -9409,8 +9451,8 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     }
     for (j = drop; j; j = j->next) j->has_slot = 0;
     lr->queued = 0;
-    __atomic_store_n(&lr->work, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&lr->lane_n, 0, __ATOMIC_SEQ_CST);
+    am2z__atomic_store(&lr->work, 0, AM2Z__MO_SEQ_CST);
+    am2z__atomic_store(&lr->lane_n, 0, AM2Z__MO_SEQ_CST);
     am2z__lr_next_due_locked(lr);
     AM2Z__LR_ST(&lr->exiting, 0);
     pthread_mutex_unlock(&lr->qmu);
@@ -9476,16 +9518,17 @@ static void *am2z__lr_worker_main(void *arg) {
            the others sleep */
         {
             int zero = 0, found = 0;
-                    if (w->spinning ||
-                __atomic_compare_exchange_n(&lr->spinners, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            if (lr->spin_ns > 0 &&
+                (w->spinning ||
+                 am2z__atomic_cas(&lr->spinners, &zero, 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST))) {
                 int64_t t0 = am2z__lr_now(), now = t0, due;
-                int64_t budget = w->long_spin ? 10 * (int64_t)AM2Z_LOCAL_SPIN_NS : AM2Z_LOCAL_SPIN_NS;
+                int64_t budget = w->long_spin ? 10 * lr->spin_ns : lr->spin_ns;
                 w->spinning = 1;
                 w->long_spin = 0;
                 unsigned turns = 0;
                 while (now - t0 < budget) {
                     if (AM2Z__LR_LD(&lr->handoff) &&
-                        (j = __atomic_exchange_n(&lr->handoff, (am2z__lr_job *)NULL, __ATOMIC_SEQ_CST)) != NULL)
+                        (j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL)
                         break; /* handed straight to us: no lock */
                     if (AM2Z__LR_LD(&lr->work) > 0) {
                         found = 1;
@@ -9573,7 +9616,7 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
     size_t i, k;
     int b;
     pthread_mutex_lock(&sh->mu);
-    *running += __atomic_load_n(&sh->started, __ATOMIC_RELAXED) - __atomic_load_n(&sh->ended, __ATOMIC_RELAXED);
+    *running += am2z__atomic_load(&sh->started, AM2Z__MO_RELAXED) - am2z__atomic_load(&sh->ended, AM2Z__MO_RELAXED);
     for (i = 0; i < sh->cap; i++) {
         am2z__lr_pstat *ps = sh->tab[i];
         if (!ps) continue;
@@ -9594,10 +9637,10 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
             (*m)[k].name = ps->name;
             (*n)++;
         }
-        (*m)[k].completed += __atomic_load_n(&ps->completed, __ATOMIC_RELAXED);
-        (*m)[k].failed += __atomic_load_n(&ps->failed, __ATOMIC_RELAXED);
-        (*m)[k].retried += __atomic_load_n(&ps->retried, __ATOMIC_RELAXED);
-        for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += __atomic_load_n(&ps->hist[b], __ATOMIC_RELAXED);
+        (*m)[k].completed += am2z__atomic_load(&ps->completed, AM2Z__MO_RELAXED);
+        (*m)[k].failed += am2z__atomic_load(&ps->failed, AM2Z__MO_RELAXED);
+        (*m)[k].retried += am2z__atomic_load(&ps->retried, AM2Z__MO_RELAXED);
+        for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += am2z__atomic_load(&ps->hist[b], AM2Z__MO_RELAXED);
     }
     pthread_mutex_unlock(&sh->mu);
     return 1;
@@ -9659,9 +9702,9 @@ static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
         c = f = y = 0;
         for (t = r; t; t = t->next) {
             if (t != r && strcmp(t->name, r->name) != 0) continue;
-            c += __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
-            f += __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
-            y += __atomic_load_n(&t->retried, __ATOMIC_RELAXED);
+            c += am2z__atomic_load(&t->completed, AM2Z__MO_RELAXED);
+            f += am2z__atomic_load(&t->failed, AM2Z__MO_RELAXED);
+            y += am2z__atomic_load(&t->retried, AM2Z__MO_RELAXED);
         }
         p = am2z_value_set(am2z_value_object(), "completed", am2z_value_int(c));
         p = am2z_value_set(p, "failed", am2z_value_int(f));
@@ -9813,6 +9856,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: workers %d is outside 0..AM2Z_LOCAL_MAX_WORKERS (%d)", d.workers,
                            AM2Z_LOCAL_MAX_WORKERS));
+    if (d.spin_ns < AM2Z_LOCAL_SPIN_OFF || d.spin_ns > AM2Z_LOCAL_MAX_SPIN_NS)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: spin_ns is outside -1..AM2Z_LOCAL_MAX_SPIN_NS"));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms, max_call_depth or "
@@ -9830,6 +9877,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
     lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
+    lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -9866,6 +9914,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.max_call_depth = lr->max_depth;
     set.queue_capacity = lr->capacity;
     set.metrics_interval_ms = lr->metrics_ms;
+    set.spin_ns = lr->spin_ns;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
@@ -9904,6 +9953,16 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #undef am2z__atomic_dec
 #undef am2z__atomic_load
 #undef am2z__atomic_store
+#undef am2z__atomic_add
+#undef am2z__atomic_sub
+#undef am2z__atomic_fetch_add
+#undef am2z__atomic_exchange
+#undef am2z__atomic_cas
+#undef AM2Z__MO_RELAXED
+#undef AM2Z__MO_ACQUIRE
+#undef AM2Z__MO_RELEASE
+#undef AM2Z__MO_ACQ_REL
+#undef AM2Z__MO_SEQ_CST
 #endif
 #endif /* AM2Z_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_IMPLEMENTATION */

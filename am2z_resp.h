@@ -855,10 +855,10 @@ static int am2z__sha256_supported(am2z_sha256_impl impl) {
 static int am2z__sha256_mode;
 
 static int am2z__sha256_resolve(void) {
-    int mode = __atomic_load_n(&am2z__sha256_mode, __ATOMIC_RELAXED);
+    int mode = am2z__atomic_load(&am2z__sha256_mode, AM2Z__MO_RELAXED);
     if (mode == 0) {
         mode = am2z__sha256_supported(AM2Z_SHA256_SHANI) ? AM2Z_SHA256_SHANI : AM2Z_SHA256_PORTABLE;
-        __atomic_store_n(&am2z__sha256_mode, mode, __ATOMIC_RELAXED);
+        am2z__atomic_store(&am2z__sha256_mode, mode, AM2Z__MO_RELAXED);
     }
     return mode;
 }
@@ -875,7 +875,7 @@ static void am2z__sha256_blocks(uint32_t st[8], const unsigned char *p, size_t n
 
 AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
     if (impl == AM2Z_SHA256_AUTO) {
-        __atomic_store_n(&am2z__sha256_mode, 0, __ATOMIC_RELAXED);
+        am2z__atomic_store(&am2z__sha256_mode, 0, AM2Z__MO_RELAXED);
         am2z__sha256_resolve();
         return AM2Z_STATUS_OK;
     }
@@ -883,7 +883,7 @@ AM2Z_API am2z_status am2z_sha256_select(am2z_sha256_impl impl) {
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "sha256: no implementation %d", (int)impl);
     if (!am2z__sha256_supported(impl))
         return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "sha256: the CPU or the build has no SHA extensions");
-    __atomic_store_n(&am2z__sha256_mode, (int)impl, __ATOMIC_RELAXED);
+    am2z__atomic_store(&am2z__sha256_mode, (int)impl, AM2Z__MO_RELAXED);
     return AM2Z_STATUS_OK;
 }
 
@@ -3059,10 +3059,10 @@ static void am2z__qguard_cut(am2z__qrt *q, am2z__qguard *g) {
 /* Notes that qu has a delayed job (or a rate-limit window) due at due (epoch ms); when
    that is the earliest known, the maintenance thread recomputes when to wake a worker. */
 static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
-    int64_t cur = am2z__atomic_load(&qu->next_due);
+    int64_t cur = am2z__atomic_load(&qu->next_due, AM2Z__MO_ACQUIRE);
     if (due <= 0) return;
     while (!cur || due < cur)
-        if (__atomic_compare_exchange_n(&qu->next_due, &cur, due, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (am2z__atomic_cas(&qu->next_due, &cur, due, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
             pthread_mutex_lock(&q->mnt.mu);
             q->due_changed = 1;
             pthread_cond_broadcast(&q->mnt.cv);
@@ -3175,7 +3175,7 @@ static void am2z__qproc_unreserve(am2z__qproc *p) {
     if (p && p->limit > 0) am2z__atomic_dec(&p->running);
 }
 static int am2z__qproc_full(am2z__qproc *p) {
-    return p && p->limit > 0 && am2z__atomic_load(&p->running) >= p->limit;
+    return p && p->limit > 0 && am2z__atomic_load(&p->running, AM2Z__MO_ACQUIRE) >= p->limit;
 }
 
 /* A fetched job: the script's reply {1, id, ats, cancel, name, data, opts, atm, stc,
@@ -4355,7 +4355,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
-    if (!am2z__atomic_load(&q->running))
+    if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
     if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
@@ -4470,7 +4470,7 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
                              am2z_status *sts, am2z_status *ret) {
     size_t i, j, n = to - from;
     for (i = 0; i < n; i++) {
-        sts[i] = am2z__atomic_load(&q->running) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
+        sts[i] = am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
                                                 : AM2Z_STATUS_NOT_STARTED;
         if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
     }
@@ -4579,7 +4579,7 @@ static void am2z__qrun_remove(am2z__qrt *q, am2z__qrun *r) {
 static int am2z__qrun_cancelled(const am2z__qrun *r) {
     int64_t now = am2z_monotonic_ns();
     for (; r; r = r->parent) {
-        int c = am2z__atomic_load(&r->cancelled);
+        int c = am2z__atomic_load(&r->cancelled, AM2Z__MO_ACQUIRE);
         if (c != AM2Z__QCANCEL_NONE) return c;
         if (r->deadline_ns && now >= r->deadline_ns) return AM2Z__QCANCEL_DEADLINE;
     }
@@ -5210,8 +5210,8 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     int64_t now = am2z_now_ms();
     am2z_status st;
     size_t n;
-    if (!promote && now - am2z__atomic_load(&qu->last_promote) >= 250) promote = 1;
-    if (promote) am2z__atomic_store(&qu->last_promote, now);
+    if (!promote && now - am2z__atomic_load(&qu->last_promote, AM2Z__MO_ACQUIRE) >= 250) promote = 1;
+    if (promote) am2z__atomic_store(&qu->last_promote, now, AM2Z__MO_RELEASE);
     snprintf(now_s, sizeof now_s, "%lld", (long long)now);
     snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
     am2z__qtoken(q, tok);
@@ -5219,7 +5219,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
     st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running))
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
             am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
                           rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
         am2z_reply_clear(&rep);
@@ -5267,7 +5267,7 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first) {
         else if (per_job > 5000000) w->k = 1;
         else if (per_job < 1000000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
         if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
-        k = rounds < 32 && am2z__atomic_load(&q->running) ? w->k : 0;
+        k = rounds < 32 && am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? w->k : 0;
         if (b->n) n = am2z__qcomplete(w, qu, b, k, jobs);
         else if (k) { int r = am2z__qfetch(w, qu, 0, k, jobs); n = r > 0 ? (size_t)r : 0; }
         else n = 0;
@@ -5454,7 +5454,7 @@ static void am2z__qsnap_release(am2z__qworker *w) {
 /* Copies the served queues and registered processors when they changed. */
 static void am2z__qsnap(am2z__qworker *w) {
     am2z__qrt *q = w->q;
-    unsigned g = am2z__atomic_load(&q->gen);
+    unsigned g = am2z__atomic_load(&q->gen, AM2Z__MO_ACQUIRE);
     size_t i, n = 0, np = 0;
     am2z__qqueue *u;
     am2z__qproc *p;
@@ -5482,8 +5482,8 @@ static int am2z__qpoll_due(am2z__qworker *w, am2z__qjob *job) {
     size_t i;
     for (i = 0; i < w->nsnap; i++) {
         am2z__qqueue *u = w->snap[i];
-        int64_t due = am2z__atomic_load(&u->next_due);
-        if (due && due <= now && __atomic_compare_exchange_n(&u->next_due, &due, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        int64_t due = am2z__atomic_load(&u->next_due, AM2Z__MO_ACQUIRE);
+        if (due && due <= now && am2z__atomic_cas(&u->next_due, &due, 0, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
             if (am2z__qtake(w, u, 1, job) == 1) return 1;
         }
     }
@@ -5509,7 +5509,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     w->rot++;
     for (i = 0; i < n; i++) {
         am2z__qqueue *u = w->snap[(i + w->rot) % n];
-        int64_t due = am2z__atomic_load(&u->next_due);
+        int64_t due = am2z__atomic_load(&u->next_due, AM2Z__MO_ACQUIRE);
         am2z__qproc *pr = NULL;
         size_t k;
         for (k = 0; k < w->nprocs; k++)
@@ -5526,7 +5526,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running))
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
             am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_status_detail());
         am2z_reply_clear(&rep);
         return -1;
@@ -5552,7 +5552,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
                     if (member && mn == 1 && member[0] == '1') {
                         /* a delayed job (or a rate-limit window) due at score */
                         if (score <= am2z_now_ms()) {
-                            am2z__atomic_store(&u->next_due, 0);
+                            am2z__atomic_store(&u->next_due, 0, AM2Z__MO_RELEASE);
                             r = am2z__qtake(w, u, 1, job);
                         } else {
                             am2z__qnote_due(q, u, score);
@@ -5572,7 +5572,7 @@ static void *am2z__qworker_main(void *arg) {
     am2z__qworker *w = (am2z__qworker *)arg;
     am2z__qrt *q = w->q;
     am2z__qjob job;
-    while (am2z__atomic_load(&q->running)) {
+    while (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) {
         int got;
         if (!am2z_redis_is_connected(w->conn) && !am2z__qensure(q, w->conn)) {
             am2z__qsleep_ms(100);
@@ -5582,7 +5582,7 @@ static void *am2z__qworker_main(void *arg) {
         got = am2z__qpoll_due(w, &job);
         if (!got) got = am2z__qblock(w, &job);
         if (got < 0) {
-            if (am2z__atomic_load(&q->running)) am2z__qsleep_ms(20); /* else: cut loose by stop */
+            if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qsleep_ms(20); /* else: cut loose by stop */
             continue;
         }
         if (got == 1) am2z__qserve(w, &job);
@@ -5599,7 +5599,7 @@ static void *am2z__qreceiver_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->rconn;
     int lmpop = 1; /* BLMPOP (Redis 7) takes many results per round trip; else BRPOP */
-    while (!am2z__atomic_load(&q->rx_stop)) {
+    while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         am2z_reply rep = am2z__qrep0();
         const am2z_reply *list = NULL;
         am2z_status st;
@@ -5618,7 +5618,7 @@ static void *am2z__qreceiver_main(void *arg) {
         }
         if (st != AM2Z_STATUS_OK) {
             am2z_reply_clear(&rep);
-            if (am2z__atomic_load(&q->rx_stop)) break; /* cut loose by stop */
+            if (am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) break; /* cut loose by stop */
             am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
             am2z__qsleep_ms(20);
             continue;
@@ -5682,7 +5682,7 @@ static void am2z__qruns_flag(am2z__qrt *q, const am2z__qsnaprun *s, int renew, i
     for (r = q->runs.next; r != &q->runs; r = r->next)
         if (r == s->run && strcmp(renew ? r->id : r->exec_id, s->b) == 0 && strcmp(r->token, s->token) == 0) {
             int zero = 0;
-            __atomic_compare_exchange_n(&r->cancelled, &zero, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            am2z__atomic_cas(&r->cancelled, &zero, c, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
             break;
         }
     pthread_mutex_unlock(&q->runmu);
@@ -5861,8 +5861,8 @@ static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *s
     am2z__qsnap(snap);
     for (i = 0; i < snap->nsnap; i++) {
         am2z__qqueue *u = snap->snap[i];
-        int64_t due = am2z__atomic_load(&u->next_due);
-        if (!due || due == am2z__atomic_load(&u->woke_due)) continue;
+        int64_t due = am2z__atomic_load(&u->next_due, AM2Z__MO_ACQUIRE);
+        if (!due || due == am2z__atomic_load(&u->woke_due, AM2Z__MO_ACQUIRE)) continue;
         if (due <= now) {
             am2z_reply rep = am2z__qrep0();
             char due_s[24];
@@ -5872,7 +5872,7 @@ static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *s
             argv[1] = due_s;
             am2z__qeval(conn, &rep, q->s_due, 2, argv, NULL);
             am2z_reply_clear(&rep);
-            am2z__atomic_store(&u->woke_due, due);
+            am2z__atomic_store(&u->woke_due, due, AM2Z__MO_RELEASE);
         } else if (!next || due < next) {
             next = due;
         }
@@ -5889,7 +5889,7 @@ static void *am2z__qmaint_main(void *arg) {
     am2z__qworker snap; /* the served queues, for due times */
     memset(&snap, 0, sizeof snap);
     snap.q = q;
-    while (!am2z__atomic_load(&q->rx_stop)) {
+    while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         int64_t next, t_due = 0;
         struct timespec ts;
         now = am2z_now_ms();
@@ -5907,7 +5907,7 @@ static void *am2z__qmaint_main(void *arg) {
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
         if (t_due && t_due < next) next = t_due;
         pthread_mutex_lock(&q->mnt.mu);
-        if (!am2z__atomic_load(&q->rx_stop) && !q->due_changed) {
+        if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed) {
             am2z__qabstime(&ts, next - am2z_now_ms());
             pthread_cond_timedwait(&q->mnt.cv, &q->mnt.mu, &ts);
         }
@@ -6087,7 +6087,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         for (x = q->runs.next; x != &q->runs; x = x->next)
             if (x->qu->session && strcmp(x->qu->session, sid) == 0) {
                 int zero = 0;
-                __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_KEY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+                am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_KEY, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
             }
         pthread_mutex_unlock(&q->runmu);
     }
@@ -6214,10 +6214,10 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     size_t n = 0, i, k, cap;
     v = am2z_value_set(v, "instanceId", am2z_value_string(q->instance));
     v = am2z_value_set(v, "uptimeMs", am2z_value_int(am2z_now_ms() - q->started_ms));
-    v = am2z_value_set(v, "running", am2z_value_int(am2z__atomic_load(&q->n_running)));
-    v = am2z_value_set(v, "completed", am2z_value_int(am2z__atomic_load(&q->n_completed)));
-    v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed)));
-    v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried)));
+    v = am2z_value_set(v, "running", am2z_value_int(am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE)));
+    v = am2z_value_set(v, "completed", am2z_value_int(am2z__atomic_load(&q->n_completed, AM2Z__MO_ACQUIRE)));
+    v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed, AM2Z__MO_ACQUIRE)));
+    v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "workers", am2z_value_int(q->nworkers));
     pthread_mutex_lock(&q->wmu);
     n = q->nwaiters;
@@ -6354,7 +6354,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qqueue_release(u);
-    if (am2z__atomic_load(&q->running)) am2z__qwake_workers(q);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
 }
 
 static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
@@ -6380,7 +6380,7 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
         am2z__qqueue_forget(q, qn);
         am2z__free(qn);
     }
-    if (am2z__atomic_load(&q->running)) am2z__qwake_workers(q);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
 }
 
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
@@ -6411,8 +6411,8 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
             if (!w->conn || !w->ctl) return AM2Z_STATUS_NO_MEMORY;
         }
     }
-    am2z__atomic_store(&q->running, 1);
-    am2z__atomic_store(&q->rx_stop, 0);
+    am2z__atomic_store(&q->running, 1, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->rx_stop, 0, AM2Z__MO_RELEASE);
     am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
@@ -6420,20 +6420,20 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
         w->k = 1;
         am2z__qguard_init(&w->guard);
         if (pthread_create(&w->thread, NULL, am2z__qworker_main, w) != 0) {
-            am2z__atomic_store(&q->running, 0);
+            am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
             while (i-- > 0) pthread_join(q->workers[i].thread, NULL);
             return AM2Z_STATUS_NO_MEMORY;
         }
     }
     if (pthread_create(&q->receiver, NULL, am2z__qreceiver_main, q) != 0) {
-        am2z__atomic_store(&q->running, 0);
-        am2z__atomic_store(&q->rx_stop, 1);
+        am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
+        am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
         for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
         return AM2Z_STATUS_NO_MEMORY;
     }
     if (pthread_create(&q->maint, NULL, am2z__qmaint_main, q) != 0) {
-        am2z__atomic_store(&q->running, 0);
-        am2z__atomic_store(&q->rx_stop, 1);
+        am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
+        am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
         for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
         pthread_join(q->receiver, NULL);
         return AM2Z_STATUS_NO_MEMORY;
@@ -6451,17 +6451,17 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     /* let running jobs finish within the grace period (workers take nothing new); the
        workers waiting in Redis are cut loose, not woken through Redis, so a Redis that
        restarted or went away cannot delay the stop */
-    am2z__atomic_store(&q->running, 0);
+    am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
     for (i = 0; i < q->nworkers; i++) am2z__qguard_cut(q, &q->workers[i].guard);
-    while (am2z__atomic_load(&q->n_running) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
+    while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
     pthread_mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
         int zero = 0;
-        __atomic_compare_exchange_n(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
     }
     pthread_mutex_unlock(&q->runmu);
     for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
-    am2z__atomic_store(&q->rx_stop, 1);
+    am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
     pthread_mutex_lock(&q->mnt.mu);
     pthread_cond_broadcast(&q->mnt.cv);
@@ -6857,5 +6857,15 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #undef am2z__atomic_dec
 #undef am2z__atomic_load
 #undef am2z__atomic_store
+#undef am2z__atomic_add
+#undef am2z__atomic_sub
+#undef am2z__atomic_fetch_add
+#undef am2z__atomic_exchange
+#undef am2z__atomic_cas
+#undef AM2Z__MO_RELAXED
+#undef AM2Z__MO_ACQUIRE
+#undef AM2Z__MO_RELEASE
+#undef AM2Z__MO_ACQ_REL
+#undef AM2Z__MO_SEQ_CST
 #endif /* AM2Z_RESP_IMPLEMENTATION_INCLUDED */
 #endif /* AM2Z_RESP_IMPLEMENTATION */

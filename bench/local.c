@@ -3,6 +3,9 @@
    Prints, per case, the median and p99 of one operation and the ratio to the baseline
    measured in the same run; then execute_many throughput and the resident memory before
    and after 10 M executions. AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations.
+   AM2Z_BENCH_SPIN_NS sets am2z_local_desc.spin_ns (-1: no spin); the "idle" and "sparse"
+   lines give the CPU time the process uses while the runtime idles 1 s, and while it
+   runs one trivial execute every 2 ms for 1 s: the price of spinning.
    The handoff floor line is a bare two-thread ping-pong on an atomic: no runtime can hand
    work to another thread and get the answer back faster on this machine.
    glibc trims freed heap back to the kernel and, on a VM where a page fault costs tens
@@ -16,12 +19,47 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <pthread.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
 static double scale = 1.0;
+
+static int64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ns(long ns) {
+    struct timespec ts;
+    ts.tv_sec = ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    nanosleep(&ts, NULL);
+}
+
+/* CPU time used while the runtime idles 1 s, then while it runs one execute every 2 ms. */
+static void run_cpu(am2z_runtime *rt, const am2z_state *in) {
+    int64_t c0, w0, c1;
+    int k;
+    sleep_ns(50000000L); /* let the last spinners block */
+    c0 = cpu_ns();
+    sleep_ns(1000000000L);
+    c1 = cpu_ns();
+    printf("%-22s %8.2f ms CPU in 1 s\n", "idle", (double)(c1 - c0) / 1e6);
+    c0 = cpu_ns();
+    w0 = am2z_monotonic_ns();
+    for (k = 0; k < 500; k++) {
+        am2z_outcome o = am2z_runtime_execute(rt, "trivial", in);
+        am2z_outcome_clear(&o);
+        sleep_ns(2000000L);
+    }
+    c1 = cpu_ns();
+    printf("%-22s %8.2f ms CPU in %.0f ms (500 executes, one per 2 ms)\n", "sparse", (double)(c1 - c0) / 1e6,
+           (double)(am2z_monotonic_ns() - w0) / 1e6);
+}
 
 static size_t iters(size_t n) {
     size_t k = (size_t)((double)n * scale);
@@ -197,6 +235,7 @@ int main(void) {
     lg = am2z_logger_new(&ld, NULL);
     memset(&rd, 0, sizeof rd); /* workers: one per CPU */
     rd.logger = lg;
+    if (getenv("AM2Z_BENCH_SPIN_NS")) rd.spin_ns = atol(getenv("AM2Z_BENCH_SPIN_NS"));
     rt = am2z_local_runtime_new(&rd, NULL);
     am2z_logger_release(lg);
     in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
@@ -211,8 +250,8 @@ int main(void) {
 
     {
         am2z_value *st = am2z_runtime_stats(rt);
-        printf("am2z local runtime, %ld CPUs, %d workers\n", sysconf(_SC_NPROCESSORS_ONLN),
-               (int)am2z_value_get_int(st, "workers", 0));
+        printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns\n", sysconf(_SC_NPROCESSORS_ONLN),
+               (int)am2z_value_get_int(st, "workers", 0), (long long)am2z_runtime_config(rt).spin_ns);
         am2z_value_release(st);
     }
     n = iters(200000);
@@ -234,6 +273,7 @@ int main(void) {
     l = run_execute(rt, "par3", in, iters(50000), ns, 1);
     report("parallel of 3", l, b3);
     free(ns);
+    run_cpu(rt, in);
 
     /* execute_many: 1 M inputs (one shared state) */
     many = iters(1000000);

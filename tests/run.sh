@@ -70,6 +70,7 @@ run_check cxx-header   g++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/im
 have clang++ && run_check clangxx-header clang++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/impl_clangxx.o"
 run_check two-tu       sh -c "cc -std=c99 $WARN -I. -o $B/two_tu tests/compile/tu_a.c tests/compile/tu_b.c $LIBS && ./$B/two_tu"
 run_check static-build sh -c "cc -std=c99 $WARN -I. -o $B/static tests/compile/static.c $LIBS && ./$B/static"
+run_check include-order sh -c "! cc -std=c99 -I. -c tests/compile/late_posix.c -o $B/late_posix.o 2>$B/late_posix.err && grep -q 'D_POSIX_C_SOURCE=200809L' $B/late_posix.err"
 run_check symbols      sh tests/symbols.sh cc
 run_check examples     sh -c "make -s -j2 examples CC=cc"
 

@@ -683,6 +683,56 @@ static void test_unknown_session(void) {
     am2z_runtime_free(rt);
 }
 
+/* ---- 7. spin as a runtime option ---- */
+
+static int64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void test_spin_setting(void) {
+    am2z_local_desc d;
+    am2z_runtime *rt;
+    am2z_state *in = st("{\"n\":1}");
+    am2z_status status;
+    int64_t c0, used;
+    int i;
+    /* resolved and reported: default, explicit, off; out of range is invalid */
+    memset(&d, 0, sizeof d);
+    d.workers = 2;
+    rt = rt_with(d);
+    CHECK_INT(am2z_runtime_config(rt).spin_ns, AM2Z_LOCAL_SPIN_NS);
+    am2z_runtime_free(rt);
+    d.spin_ns = 50000;
+    rt = rt_with(d);
+    CHECK_INT(am2z_runtime_config(rt).spin_ns, 50000);
+    am2z_runtime_free(rt);
+    d.spin_ns = -2;
+    CHECK(am2z_local_runtime_new(&d, &status) == NULL);
+    CHECK_INT(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), "spin_ns") != NULL);
+    d.spin_ns = AM2Z_LOCAL_SPIN_OFF;
+    rt = rt_with(d);
+    CHECK_INT(am2z_runtime_config(rt).spin_ns, 0);
+    /* without spinning, executions still complete (every wait blocks) */
+    CHECK_INT(am2z_runtime_register(rt, proc("ident", p_ident)), AM2Z_STATUS_OK);
+    for (i = 0; i < 200; i++) {
+        am2z_outcome out = am2z_runtime_execute(rt, "ident", in);
+        CHECK(out.error == NULL && out.state != NULL);
+        am2z_outcome_clear(&out);
+    }
+    /* idle without spinning: (almost) no CPU. Generous bound: 50 ms over 500 ms. */
+    msleep(20);
+    c0 = cpu_ns();
+    msleep(500);
+    used = cpu_ns() - c0;
+    if (used >= 50000000) fprintf(stderr, "idle runtime used %lld ns of CPU\n", (long long)used);
+    CHECK(used < 50000000);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 /* `test_contracts NAME` runs only the tests whose name contains NAME. */
 static const char *only;
 #define RUN(fn) do { if (!only || strstr(#fn, only)) T_RUN(fn); } while (0)
@@ -702,5 +752,6 @@ int main(int argc, char **argv) {
     RUN(test_registered_processor_in_stats);
     RUN(test_metrics_event);
     RUN(test_unknown_session);
+    RUN(test_spin_setting);
     return t_done();
 }
