@@ -1111,7 +1111,8 @@ AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *se
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
 
 /* Calls fn for event ("*": every event) from now on, on the emitting threads (see
-   EVENTS). Returns a handler id > 0, or 0 on failure. */
+   EVENTS). Returns a handler id > 0, or 0 on failure (a NULL argument, no memory,
+   ids used up) with the reason in am2z_status_detail(). */
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data);
 /* Removes a handler, as a barrier: once off returns, the handler is not running on
    another thread and is never called again, so its user_data may be freed. off waits
@@ -6285,20 +6286,30 @@ static am2z__handler_set *am2z__handlers_publish_locked(am2z_runtime *rt, am2z__
 AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn fn, void *user_data) {
     am2z__handler_set *s, *old;
     am2z__handler *h;
-    int id;
-    if (!rt || !event || !fn) return 0;
+    int id, full;
+    if (!rt || !event || !fn) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "on: %s is NULL",
+                   !rt ? "the runtime" : !event ? "the event name" : "the handler function");
+        return 0;
+    }
     h = (am2z__handler *)am2z__malloc(sizeof *h);
-    if (!h) return 0;
+    if (!h) {
+        am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "on '%s': out of memory", event);
+        return 0;
+    }
     memset(h, 0, sizeof *h);
     h->refs = 1; /* the new set's */
     h->fn = fn;
     h->user_data = user_data;
     h->event = am2z__strdup(event);
     pthread_mutex_lock(&rt->ev_lock);
-    s = h->event && rt->next_handler_id < INT_MAX ? am2z__handler_set_copy(rt->handlers, 1) : NULL;
+    full = rt->next_handler_id == INT_MAX;
+    s = h->event && !full ? am2z__handler_set_copy(rt->handlers, 1) : NULL;
     if (!s) {
         pthread_mutex_unlock(&rt->ev_lock);
         am2z__handler_release(h);
+        if (full) am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "on '%s': handler ids are used up (INT_MAX)", event);
+        else am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "on '%s': out of memory", event);
         return 0;
     }
     id = h->id = ++rt->next_handler_id;

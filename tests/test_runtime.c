@@ -1211,6 +1211,10 @@ static void test_events(void) {
     h4 = am2z_runtime_on(rt, "*", on_star, NULL);
     CHECK(h1 > 0 && h2 > h1 && h3 > h2 && h4 > h3);
     CHECK_INT(am2z_runtime_on(rt, NULL, on_star, NULL), 0);
+    CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(am2z_status_detail(), "on: the event name is NULL");
+    CHECK_INT(am2z_runtime_on(rt, "x", NULL, NULL), 0);
+    CHECK_STR(am2z_status_detail(), "on: the handler function is NULL");
     out = am2z_runtime_execute_in_session(rt, "emitter", in, "evs");
     am2z_outcome_clear(&out);
     out = am2z_runtime_execute_in_session(rt, "bad", in, "evs2");
