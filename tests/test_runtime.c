@@ -997,9 +997,10 @@ static void test_rate_limit_and_delay(void) {
         am2z_execution_free(e[i]);
     }
     CHECK_INT(nstarts, 4);
-    /* starts are granted 50 ms apart; the processor runs a little after its grant */
+    /* starts are granted 50 ms apart; the processor stamps a little after its grant
+       (up to ~15 ms under valgrind on a loaded machine) */
     for (i = 1; i < 4; i++) CHECK(starts[i] - starts[i - 1] >= 35);
-    CHECK(starts[3] - starts[0] >= 148);
+    CHECK(starts[3] - starts[0] >= 135); /* each stamp may lag its grant as above */
     nstarts = 0;
     t0 = now_ms();
     out = am2z_runtime_execute(rt, "later", in);
