@@ -1535,6 +1535,65 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
 #define am2z__atomic_inc(p) am2z__atomic_add((p), 1, AM2Z__MO_RELAXED)
 #define am2z__atomic_dec(p) am2z__atomic_sub((p), 1, AM2Z__MO_ACQ_REL)
 
+/* Threads: every mutex, condition variable, read-write lock and thread of am2z.h and
+   am2z_resp.h goes through these names, so a port (Windows threads, an RTOS) rewrites
+   this block and nothing else. Condition waits take a deadline on am2z_monotonic_ns()'s
+   clock (INT64_MAX: none), so no call site converts between clocks; they return non-zero
+   when the deadline passed. Init functions return 0 on success. */
+typedef pthread_mutex_t am2z__mutex;
+typedef pthread_cond_t am2z__cond;
+typedef pthread_rwlock_t am2z__rwlock;
+typedef pthread_t am2z__thread;
+#define am2z__mutex_init(m) pthread_mutex_init((m), NULL)
+#define am2z__mutex_lock(m) pthread_mutex_lock(m)
+#define am2z__mutex_unlock(m) pthread_mutex_unlock(m)
+#define am2z__mutex_destroy(m) pthread_mutex_destroy(m)
+#define am2z__rwlock_init(l) pthread_rwlock_init((l), NULL)
+#define am2z__rwlock_rdlock(l) pthread_rwlock_rdlock(l)
+#define am2z__rwlock_wrlock(l) pthread_rwlock_wrlock(l)
+#define am2z__rwlock_unlock(l) pthread_rwlock_unlock(l)
+#define am2z__rwlock_destroy(l) pthread_rwlock_destroy(l)
+#define am2z__cond_signal(c) pthread_cond_signal(c)
+#define am2z__cond_broadcast(c) pthread_cond_broadcast(c)
+#define am2z__cond_destroy(c) pthread_cond_destroy(c)
+#define am2z__thread_create(t, fn, arg) pthread_create((t), NULL, (fn), (arg))
+#define am2z__thread_join(t) pthread_join((t), NULL)
+
+/* A condition variable whose timed waits follow the monotonic clock (the wall clock
+   where the platform cannot: macOS), so setting the date never stretches a wait. */
+AM2Z__PRIVATE int am2z__cond_init(am2z__cond *c) {
+#ifdef __APPLE__
+    return pthread_cond_init(c, NULL);
+#else
+    pthread_condattr_t a;
+    int rc;
+    if (pthread_condattr_init(&a) != 0) return -1;
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return rc;
+#endif
+}
+
+AM2Z__PRIVATE void am2z__cond_wait(am2z__cond *c, am2z__mutex *m) { pthread_cond_wait(c, m); }
+
+AM2Z__PRIVATE int am2z__cond_wait_until(am2z__cond *c, am2z__mutex *m, int64_t until_ns) {
+    /* a 32-bit time_t ends in 2038: a deadline past its range means no deadline */
+    const int64_t sec_max = sizeof(time_t) < 8 ? INT32_MAX - 1 : INT64_MAX / 1000000000 - 1;
+    struct timespec ts;
+    if (until_ns < 0) until_ns = 0;
+#ifdef __APPLE__
+    if (until_ns != INT64_MAX) until_ns += am2z_now_ms() * 1000000 - am2z_monotonic_ns();
+#endif
+    if (until_ns == INT64_MAX || until_ns / 1000000000 >= sec_max) {
+        pthread_cond_wait(c, m);
+        return 0;
+    }
+    ts.tv_sec = (time_t)(until_ns / 1000000000);
+    ts.tv_nsec = (long)(until_ns % 1000000000);
+    return pthread_cond_timedwait(c, m, &ts) == ETIMEDOUT;
+}
+
 /* ==== 1. values ======================================================================= */
 
 /* Representation. A value pointer is one of
@@ -5981,15 +6040,15 @@ struct am2z_runtime {
     int started;                /* atomic: set by a successful start, cleared by stop */
     /* Registry, guarded by reg_lock: lookups (every execute) share it, only register and
        unregister write. */
-    pthread_rwlock_t reg_lock;
+    am2z__rwlock reg_lock;
     am2z_processor **reg;       /* registration order; one reference each */
     size_t reg_count, reg_cap;
     size_t *reg_index;          /* open addressing by name hash: 0 = empty, else position + 1 */
     size_t reg_index_cap;       /* power of two, at least twice reg_count */
     /* Events. handler_total is read without the lock so emit costs one load when nobody
        listens. off waits on ev_cv (with ev_lock) for the calls of the handler it removed. */
-    pthread_mutex_t ev_lock;
-    pthread_cond_t ev_cv;
+    am2z__mutex ev_lock;
+    am2z__cond ev_cv;
     am2z__handler_set *handlers;
     int handler_total;
     int next_handler_id;
@@ -6141,7 +6200,7 @@ AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) 
     }
     memset(&w, 0, sizeof w);
     w.rt = rt;
-    pthread_rwlock_wrlock(&rt->reg_lock);
+    am2z__rwlock_wrlock(&rt->reg_lock);
     st = am2z__reg_visit(&w, p, 0);
     if (st == AM2Z_STATUS_OK && w.add_count && !am2z__reg_reserve(rt, w.add_count)) st = AM2Z_STATUS_NO_MEMORY;
     if (st == AM2Z_STATUS_OK) {
@@ -6151,7 +6210,7 @@ AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p) 
             am2z_processor_retain(w.add[i]); /* kept alive for the callback below */
         }
     }
-    pthread_rwlock_unlock(&rt->reg_lock);
+    am2z__rwlock_unlock(&rt->reg_lock);
     if (st == AM2Z_STATUS_OK) {
         for (i = 0; i < w.add_count; i++) {
             if (rt->ops->registered) rt->ops->registered(rt, w.add[i]);
@@ -6180,17 +6239,17 @@ AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name)
     am2z_processor *p;
     size_t pos;
     if (!rt || !name) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "unregister: NULL argument");
-    pthread_rwlock_wrlock(&rt->reg_lock);
+    am2z__rwlock_wrlock(&rt->reg_lock);
     pos = am2z__reg_find(rt, name);
     if (pos == AM2Z__RT_NPOS) {
-        pthread_rwlock_unlock(&rt->reg_lock);
+        am2z__rwlock_unlock(&rt->reg_lock);
         return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "unregister '%s': not registered", name);
     }
     p = rt->reg[pos];
     memmove(rt->reg + pos, rt->reg + pos + 1, (rt->reg_count - pos - 1) * sizeof *rt->reg);
     rt->reg_count--;
     am2z__reg_reindex(rt);
-    pthread_rwlock_unlock(&rt->reg_lock);
+    am2z__rwlock_unlock(&rt->reg_lock);
     if (rt->ops->unregistered) rt->ops->unregistered(rt, name);
     am2z_processor_release(p);
     return AM2Z_STATUS_OK;
@@ -6199,9 +6258,9 @@ AM2Z_API am2z_status am2z_runtime_unregister(am2z_runtime *rt, const char *name)
 AM2Z_API int am2z_runtime_is_registered(am2z_runtime *rt, const char *name) {
     int found;
     if (!rt || !name) return 0;
-    pthread_rwlock_rdlock(&rt->reg_lock);
+    am2z__rwlock_rdlock(&rt->reg_lock);
     found = am2z__reg_find(rt, name) != AM2Z__RT_NPOS;
-    pthread_rwlock_unlock(&rt->reg_lock);
+    am2z__rwlock_unlock(&rt->reg_lock);
     return found;
 }
 
@@ -6209,10 +6268,10 @@ AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name)
     am2z_processor *p = NULL;
     size_t pos;
     if (!rt || !name) return NULL;
-    pthread_rwlock_rdlock(&rt->reg_lock);
+    am2z__rwlock_rdlock(&rt->reg_lock);
     pos = am2z__reg_find(rt, name);
     if (pos != AM2Z__RT_NPOS) p = am2z_processor_retain(rt->reg[pos]);
-    pthread_rwlock_unlock(&rt->reg_lock);
+    am2z__rwlock_unlock(&rt->reg_lock);
     return p;
 }
 
@@ -6221,10 +6280,10 @@ AM2Z_API am2z_value *am2z_runtime_list(am2z_runtime *rt) {
     size_t i;
     if (!rt) return NULL;
     a = am2z_value_array();
-    pthread_rwlock_rdlock(&rt->reg_lock);
+    am2z__rwlock_rdlock(&rt->reg_lock);
     for (i = 0; a && i < rt->reg_count; i++)
         a = am2z_value_append(a, "", am2z_value_string(am2z_processor_name(rt->reg[i])));
-    pthread_rwlock_unlock(&rt->reg_lock);
+    am2z__rwlock_unlock(&rt->reg_lock);
     return a;
 }
 
@@ -6302,11 +6361,11 @@ AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn 
     h->fn = fn;
     h->user_data = user_data;
     h->event = am2z__strdup(event);
-    pthread_mutex_lock(&rt->ev_lock);
+    am2z__mutex_lock(&rt->ev_lock);
     full = rt->next_handler_id == INT_MAX;
     s = h->event && !full ? am2z__handler_set_copy(rt->handlers, 1) : NULL;
     if (!s) {
-        pthread_mutex_unlock(&rt->ev_lock);
+        am2z__mutex_unlock(&rt->ev_lock);
         am2z__handler_release(h);
         if (full) am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "on '%s': handler ids are used up (INT_MAX)", event);
         else am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "on '%s': out of memory", event);
@@ -6315,7 +6374,7 @@ AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn 
     id = h->id = ++rt->next_handler_id;
     s->items[s->count++] = h;
     old = am2z__handlers_publish_locked(rt, s);
-    pthread_mutex_unlock(&rt->ev_lock);
+    am2z__mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
     return id;
 }
@@ -6334,11 +6393,11 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
     size_t i;
     int own;
     if (!rt || handler_id <= 0) return;
-    pthread_mutex_lock(&rt->ev_lock);
+    am2z__mutex_lock(&rt->ev_lock);
     for (i = 0; rt->handlers && i < rt->handlers->count; i++)
         if (rt->handlers->items[i]->id == handler_id) h = rt->handlers->items[i];
     if (!h || am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
-        pthread_mutex_unlock(&rt->ev_lock);
+        am2z__mutex_unlock(&rt->ev_lock);
         return;
     }
     /* Marked first: from here emit skips it, even if the copy below runs out of memory
@@ -6351,8 +6410,8 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
     /* The barrier: wait for calls in progress on other threads (emit checks `removed`
        after counting itself in `calls`, so no call starts unseen). */
     own = am2z__handler_own_calls(h);
-    while (am2z__atomic_load(&h->calls, AM2Z__MO_SEQ_CST) > own) pthread_cond_wait(&rt->ev_cv, &rt->ev_lock);
-    pthread_mutex_unlock(&rt->ev_lock);
+    while (am2z__atomic_load(&h->calls, AM2Z__MO_SEQ_CST) > own) am2z__cond_wait(&rt->ev_cv, &rt->ev_lock);
+    am2z__mutex_unlock(&rt->ev_lock);
     am2z__handler_set_release(old);
     am2z__handler_release(h);
 }
@@ -6361,10 +6420,10 @@ AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id) {
 static am2z__handler_set *am2z__handlers_get(am2z_runtime *rt) {
     am2z__handler_set *s;
     if (!am2z__atomic_load(&rt->handler_total, AM2Z__MO_ACQUIRE)) return NULL;
-    pthread_mutex_lock(&rt->ev_lock);
+    am2z__mutex_lock(&rt->ev_lock);
     s = rt->handlers;
     if (s) am2z__atomic_inc(&s->refcount);
-    pthread_mutex_unlock(&rt->ev_lock);
+    am2z__mutex_unlock(&rt->ev_lock);
     return s;
 }
 
@@ -6400,9 +6459,9 @@ static void am2z__handler_call(am2z_runtime *rt, am2z__handler *h, const char *e
     }
     am2z__atomic_sub(&h->calls, 1, AM2Z__MO_SEQ_CST);
     if (am2z__atomic_load(&h->removed, AM2Z__MO_SEQ_CST)) {
-        pthread_mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
-        pthread_cond_broadcast(&rt->ev_cv);
-        pthread_mutex_unlock(&rt->ev_lock);
+        am2z__mutex_lock(&rt->ev_lock); /* an off may be waiting for this call */
+        am2z__cond_broadcast(&rt->ev_cv);
+        am2z__mutex_unlock(&rt->ev_lock);
     }
 }
 
@@ -6627,20 +6686,20 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
         am2z__free(rt);
         return NULL;
     }
-    if (pthread_rwlock_init(&rt->reg_lock, NULL) != 0) {
+    if (am2z__rwlock_init(&rt->reg_lock) != 0) {
         am2z_logger_release(rt->logger);
         am2z__free(rt);
         return NULL;
     }
-    if (pthread_mutex_init(&rt->ev_lock, NULL) != 0) {
-        pthread_rwlock_destroy(&rt->reg_lock);
+    if (am2z__mutex_init(&rt->ev_lock) != 0) {
+        am2z__rwlock_destroy(&rt->reg_lock);
         am2z_logger_release(rt->logger);
         am2z__free(rt);
         return NULL;
     }
-    if (pthread_cond_init(&rt->ev_cv, NULL) != 0) {
-        pthread_mutex_destroy(&rt->ev_lock);
-        pthread_rwlock_destroy(&rt->reg_lock);
+    if (am2z__cond_init(&rt->ev_cv) != 0) {
+        am2z__mutex_destroy(&rt->ev_lock);
+        am2z__rwlock_destroy(&rt->reg_lock);
         am2z_logger_release(rt->logger);
         am2z__free(rt);
         return NULL;
@@ -6856,9 +6915,9 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     am2z__free(rt->reg);
     am2z__free(rt->reg_index);
     am2z__handler_set_release(rt->handlers);
-    pthread_rwlock_destroy(&rt->reg_lock);
-    pthread_mutex_destroy(&rt->ev_lock);
-    pthread_cond_destroy(&rt->ev_cv);
+    am2z__rwlock_destroy(&rt->reg_lock);
+    am2z__mutex_destroy(&rt->ev_lock);
+    am2z__cond_destroy(&rt->ev_cv);
     am2z_logger_release(rt->logger);
     am2z__free(rt);
 }
@@ -6945,7 +7004,7 @@ typedef struct am2z__lr_pstat {
 /* Each worker writes only its own shard (no shared cache line per execution); other
    threads share `ext` under its lock. stats() merges them. */
 typedef struct am2z__lr_shard {
-    pthread_mutex_t mu;   /* guards the table's shape; the owner reads it without */
+    am2z__mutex mu;   /* guards the table's shape; the owner reads it without */
     am2z__lr_pstat **tab; /* open addressing by name hash */
     size_t cap, count;
     int shared;           /* ext: every access holds mu */
@@ -6982,8 +7041,8 @@ struct am2z__lr_session {
     int64_t created_ms;
     int stopping;           /* atomic */
     int64_t submitted, completed, failed, cancelled, running; /* atomic */
-    pthread_mutex_t mu;     /* guards live and the pass marks */
-    pthread_cond_t cv;
+    am2z__mutex mu;     /* guards live and the pass marks */
+    am2z__cond cv;
     int stopper;            /* atomic: stops draining s (they wait for running to drop) */
     am2z__lr_srec *srecs;   /* per-processor counters (under mu) */
     am2z__lr_stable *srt;   /* atomic: their index */
@@ -7042,8 +7101,8 @@ struct am2z__lr_job {
     size_t nerrs, errs_cap;
     am2z__lr_job *next;     /* queue links, under qmu */
     int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
-    pthread_mutex_t mu;     /* top only: the waiter blocks on cv */
-    pthread_cond_t cv;
+    am2z__mutex mu;     /* top only: the waiter blocks on cv */
+    am2z__cond cv;
     am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
 };
 
@@ -7079,20 +7138,20 @@ struct am2z__lr_batch {
     int sleepers;           /* atomic */
     int advertised, sweep, linked; /* under qmu */
     am2z__lr_batch *qnext;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    am2z__mutex mu;
+    am2z__cond cv;
     am2z__lr_srec *srec;    /* the session's counters of proc, or NULL */
 };
 
 struct am2z__lr_worker {
     am2z__lr *lr;
     int index;
-    pthread_t thread;
-    pthread_cond_t cv;        /* idle sleep, with lr->qmu */
+    am2z__thread thread;
+    am2z__cond cv;        /* idle sleep, with lr->qmu */
     int sleeping;             /* under qmu */
     am2z__lr_worker *idle_next;
-    pthread_mutex_t pmu;      /* parker of a waiting parent */
-    pthread_cond_t pcv;
+    am2z__mutex pmu;      /* parker of a waiting parent */
+    am2z__cond pcv;
     int pwait, pgen;          /* atomic */
     int help_depth;
     int spinning;             /* holds the idle-spinner role (lr->spinners) */
@@ -7109,11 +7168,11 @@ struct am2z__lr {
     size_t capacity;
     int64_t created_ns, wall_offset_ms;
     am2z__lr_worker *workers;
-    pthread_mutex_t life;     /* serialises start and stop */
+    am2z__mutex life;     /* serialises start and stop */
     int started;              /* under life */
     int running;              /* atomic: accepting executions */
     /* queue, guarded by qmu */
-    pthread_mutex_t qmu;
+    am2z__mutex qmu;
     am2z__lr_job *lane_head, *lane_tail;   /* nested calls queued by call_many */
     am2z__lr_job *front_head, *front_tail; /* got a concurrency slot, go before new work */
     am2z__lr_job *norm_head, *norm_tail;   /* priority 0 */
@@ -7133,17 +7192,17 @@ struct am2z__lr {
     int spinners;             /* atomic */
     am2z__lr_job *handoff;    /* atomic: a job passed straight to the spinning worker */
     /* sessions */
-    pthread_mutex_t smu;
+    am2z__mutex smu;
     am2z__lr_session **stab;
     size_t stab_cap, scount;
     am2z__lr_shard ext;
     /* the "metrics" event: a thread of its own, never a worker (under mmu) */
     int64_t metrics_ms;
     int64_t spin_ns;          /* resolved am2z_local_desc.spin_ns; 0: no spin */
-    pthread_t metrics_thread;
+    am2z__thread metrics_thread;
     int metrics_running, metrics_quit;
-    pthread_mutex_t mmu;
-    pthread_cond_t mcv;
+    am2z__mutex mmu;
+    am2z__cond mcv;
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -7205,28 +7264,6 @@ static void am2z__lr_claim_spin(am2z__lr *lr) {
     if (w && w->concluding && !w->spinning && lr->spin_ns > 0 &&
         am2z__atomic_cas(&lr->spinners, &zero, 1, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST))
         w->spinning = 1;
-}
-
-static int am2z__lr_cond_init(pthread_cond_t *c) {
-    pthread_condattr_t a;
-    int rc;
-    if (pthread_condattr_init(&a) != 0) return -1;
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    rc = pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-    return rc;
-}
-
-static void am2z__lr_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t until_ns) {
-    struct timespec ts;
-    if (until_ns == INT64_MAX) {
-        pthread_cond_wait(c, m);
-        return;
-    }
-    if (until_ns < 0) until_ns = 0;
-    ts.tv_sec = (time_t)(until_ns / 1000000000);
-    ts.tv_nsec = (long)(until_ns % 1000000000);
-    pthread_cond_timedwait(c, m, &ts);
 }
 
 static void am2z__lr_sleep_ns(int64_t ns) {
@@ -7338,12 +7375,12 @@ static void am2z__lr_add(int64_t *p, int64_t d) {
 static am2z__lr_shard *am2z__lr_shard_enter(am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     if (w) return &w->shard;
-    pthread_mutex_lock(&lr->ext.mu);
+    am2z__mutex_lock(&lr->ext.mu);
     return &lr->ext;
 }
 
 static void am2z__lr_shard_leave(am2z__lr_shard *sh) {
-    if (sh->shared) pthread_mutex_unlock(&sh->mu);
+    if (sh->shared) am2z__mutex_unlock(&sh->mu);
 }
 
 /* The shard's record for name, created on first use; NULL when out of memory. */
@@ -7367,12 +7404,12 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
         am2z__free(ps);
         return NULL;
     }
-    if (!sh->shared) pthread_mutex_lock(&sh->mu);
+    if (!sh->shared) am2z__mutex_lock(&sh->mu);
     if ((sh->count + 1) * 2 > sh->cap) {
         size_t cap = sh->cap ? sh->cap * 2 : 16, j;
         am2z__lr_pstat **t = (am2z__lr_pstat **)am2z__malloc(cap * sizeof *t);
         if (!t) {
-            if (!sh->shared) pthread_mutex_unlock(&sh->mu);
+            if (!sh->shared) am2z__mutex_unlock(&sh->mu);
             am2z__free(ps->name);
             am2z__free(ps);
             return NULL;
@@ -7393,7 +7430,7 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     }
     sh->tab[i] = ps;
     sh->count++;
-    if (!sh->shared) pthread_mutex_unlock(&sh->mu);
+    if (!sh->shared) am2z__mutex_unlock(&sh->mu);
     return sh->last = ps;
 }
 
@@ -7423,7 +7460,7 @@ static void am2z__lr_shard_free(am2z__lr_shard *sh) {
         am2z__free(sh->tab[i]);
     }
     am2z__free(sh->tab);
-    pthread_mutex_destroy(&sh->mu);
+    am2z__mutex_destroy(&sh->mu);
 }
 
 /* ---- sessions ---- */
@@ -7478,7 +7515,7 @@ static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
     am2z__lr_srec *r = am2z__lr_srec_find(am2z__atomic_load(&s->srt, AM2Z__MO_ACQUIRE), name);
     am2z__lr_stable *t;
     if (r) return r;
-    pthread_mutex_lock(&s->mu);
+    am2z__mutex_lock(&s->mu);
     if (!(r = am2z__lr_srec_find(s->srt, name)) && (t = am2z__lr_stable_room_locked(s)) != NULL &&
         (r = (am2z__lr_srec *)am2z__malloc(sizeof *r)) != NULL) {
         memset(r, 0, sizeof *r);
@@ -7492,7 +7529,7 @@ static am2z__lr_srec *am2z__lr_srec_get(am2z__lr_session *s, const char *name) {
             r = NULL;
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    am2z__mutex_unlock(&s->mu);
     return r;
 }
 
@@ -7510,8 +7547,8 @@ static void am2z__lr_session_release(am2z__lr_session *s) {
         am2z__free(t->slot);
         am2z__free(t);
     }
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    am2z__mutex_destroy(&s->mu);
+    am2z__cond_destroy(&s->cv);
     am2z__free(s->id);
     am2z__free(s);
 }
@@ -7541,7 +7578,7 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
     uint64_t h = am2z__lr_hash(id);
     am2z__lr_session *s;
     *stopping = 0;
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     s = am2z__lr_session_find_locked(lr, id, h);
     if (s) {
         if (AM2Z__LR_LD(&s->stopping)) {
@@ -7550,14 +7587,14 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
         } else {
             am2z__atomic_inc(&s->refs);
         }
-        pthread_mutex_unlock(&lr->smu);
+        am2z__mutex_unlock(&lr->smu);
         return s;
     }
     if (lr->scount + 1 > lr->stab_cap) {
         size_t cap = lr->stab_cap ? lr->stab_cap * 2 : 16, i;
         am2z__lr_session **t = (am2z__lr_session **)am2z__malloc(cap * sizeof *t);
         if (!t) {
-            pthread_mutex_unlock(&lr->smu);
+            am2z__mutex_unlock(&lr->smu);
             return NULL;
         }
         memset(t, 0, cap * sizeof *t);
@@ -7575,22 +7612,22 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
     }
     s = (am2z__lr_session *)am2z__malloc(sizeof *s);
     if (!s) {
-        pthread_mutex_unlock(&lr->smu);
+        am2z__mutex_unlock(&lr->smu);
         return NULL;
     }
     memset(s, 0, sizeof *s);
     s->id = am2z__strdup(id);
-    if (!s->id || pthread_mutex_init(&s->mu, NULL) != 0) {
+    if (!s->id || am2z__mutex_init(&s->mu) != 0) {
         am2z__free(s->id);
         am2z__free(s);
-        pthread_mutex_unlock(&lr->smu);
+        am2z__mutex_unlock(&lr->smu);
         return NULL;
     }
-    if (am2z__lr_cond_init(&s->cv) != 0) {
-        pthread_mutex_destroy(&s->mu);
+    if (am2z__cond_init(&s->cv) != 0) {
+        am2z__mutex_destroy(&s->mu);
         am2z__free(s->id);
         am2z__free(s);
-        pthread_mutex_unlock(&lr->smu);
+        am2z__mutex_unlock(&lr->smu);
         return NULL;
     }
     s->refs = 2; /* the table's and the caller's */
@@ -7600,7 +7637,7 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
     s->next = lr->stab[(size_t)h & (lr->stab_cap - 1)];
     lr->stab[(size_t)h & (lr->stab_cap - 1)] = s;
     lr->scount++;
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     if (am2z__lr_wants(lr, "session:created"))
         am2z__lr_emit(lr, "session:created", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
     return s;
@@ -7609,22 +7646,22 @@ static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, 
 static void am2z__lr_live_add(am2z__lr_session *s, am2z__lr_live *l, int kind) {
     l->kind = kind;
     l->pass = 0;
-    pthread_mutex_lock(&s->mu);
+    am2z__mutex_lock(&s->mu);
     l->next = s->live.next;
     l->prev = &s->live;
     s->live.next->prev = l;
     s->live.next = l;
-    pthread_mutex_unlock(&s->mu);
+    am2z__mutex_unlock(&s->mu);
 }
 
 static void am2z__lr_live_remove(am2z__lr_session *s, am2z__lr_live *l) {
-    pthread_mutex_lock(&s->mu); /* neighbours rewrite our links under it */
+    am2z__mutex_lock(&s->mu); /* neighbours rewrite our links under it */
     if (l->next) {
         l->prev->next = l->next;
         l->next->prev = l->prev;
         l->next = l->prev = NULL;
     }
-    pthread_mutex_unlock(&s->mu);
+    am2z__mutex_unlock(&s->mu);
 }
 
 static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64_t failed, int64_t cancelled) {
@@ -7639,21 +7676,21 @@ static void am2z__lr_session_count(am2z__lr_session *s, int64_t completed, int64
 static void am2z__lr_session_done(am2z__lr_session *s) {
     am2z__atomic_sub(&s->running, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&s->stopper)) {
-        pthread_mutex_lock(&s->mu);
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        am2z__mutex_lock(&s->mu);
+        am2z__cond_broadcast(&s->cv);
+        am2z__mutex_unlock(&s->mu);
     }
 }
 
 /* Waits until s has no unfinished execution but the `own` ones of the calling thread
    (which cannot end while it waits), or until until_ns passes. */
 static void am2z__lr_session_drain(am2z__lr_session *s, int64_t until_ns, int own) {
-    pthread_mutex_lock(&s->mu);
+    am2z__mutex_lock(&s->mu);
     am2z__atomic_add(&s->stopper, 1, AM2Z__MO_SEQ_CST);
     while (AM2Z__LR_LD(&s->running) > own && am2z__lr_now() < until_ns)
-        am2z__lr_wait_until(&s->cv, &s->mu, until_ns);
+        am2z__cond_wait_until(&s->cv, &s->mu, until_ns);
     am2z__atomic_sub(&s->stopper, 1, AM2Z__MO_SEQ_CST);
-    pthread_mutex_unlock(&s->mu);
+    am2z__mutex_unlock(&s->mu);
 }
 
 /* ---- jobs ---- */
@@ -7678,9 +7715,9 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
     if (!j || am2z__atomic_dec(&j->refs) != 0) return;
     if (j->top && j->session) am2z__lr_live_remove(j->session, &j->live);
     if (j->pinfo) {
-        pthread_mutex_lock(&j->lr->qmu);
+        am2z__mutex_lock(&j->lr->qmu);
         am2z__lr_pinfo_release_locked(j->lr, j->pinfo);
-        pthread_mutex_unlock(&j->lr->qmu);
+        am2z__mutex_unlock(&j->lr->qmu);
     }
     am2z_processor_release(j->proc);
     am2z_value_release(j->input);
@@ -7692,8 +7729,8 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
     am2z__lr_batch_release(j->pbatch);
     if (j->top) am2z__lr_session_release(j->session);
     if (j->cv_ready) {
-        pthread_mutex_destroy(&j->mu);
-        pthread_cond_destroy(&j->cv);
+        am2z__mutex_destroy(&j->mu);
+        am2z__cond_destroy(&j->cv);
     }
     am2z__free(j);
 }
@@ -7701,9 +7738,9 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
 static void am2z__lr_job_wake(am2z__lr_job *j) {
     am2z__lr_worker *w;
     if (j->top && AM2Z__LR_LD(&j->sleepers)) {
-        pthread_mutex_lock(&j->mu);
-        pthread_cond_broadcast(&j->cv);
-        pthread_mutex_unlock(&j->mu);
+        am2z__mutex_lock(&j->mu);
+        am2z__cond_broadcast(&j->cv);
+        am2z__mutex_unlock(&j->mu);
         /* The caller blocked, so its next submission comes only after its wake-up, which
            can outlast a normal spin; if this worker then slept too, each would keep
            waking the other (two wake-ups per execute). Spinning longer breaks that. */
@@ -7747,18 +7784,18 @@ static int am2z__lr_job_add_error(am2z__lr_job *j, am2z_error *e) {
 static void am2z__lr_notify(am2z__lr_worker *w) {
     am2z__atomic_add(&w->pgen, 1, AM2Z__MO_SEQ_CST);
     if (AM2Z__LR_LD(&w->pwait)) {
-        pthread_mutex_lock(&w->pmu);
-        pthread_cond_broadcast(&w->pcv);
-        pthread_mutex_unlock(&w->pmu);
+        am2z__mutex_lock(&w->pmu);
+        am2z__cond_broadcast(&w->pcv);
+        am2z__mutex_unlock(&w->pmu);
     }
 }
 
 static void am2z__lr_park(am2z__lr_worker *w, int gen, int64_t until_ns) {
-    pthread_mutex_lock(&w->pmu);
+    am2z__mutex_lock(&w->pmu);
     AM2Z__LR_ST(&w->pwait, 1);
-    if (AM2Z__LR_LD(&w->pgen) == gen) am2z__lr_wait_until(&w->pcv, &w->pmu, until_ns);
+    if (AM2Z__LR_LD(&w->pgen) == gen) am2z__cond_wait_until(&w->pcv, &w->pmu, until_ns);
     AM2Z__LR_ST(&w->pwait, 0);
-    pthread_mutex_unlock(&w->pmu);
+    am2z__mutex_unlock(&w->pmu);
 }
 
 /* ---- queue (everything here runs under qmu) ---- */
@@ -7837,7 +7874,7 @@ static void am2z__lr_wake_locked(am2z__lr *lr, int n) {
         am2z__lr_worker *w = lr->idle;
         lr->idle = w->idle_next;
         w->sleeping = 0;
-        pthread_cond_signal(&w->cv);
+        am2z__cond_signal(&w->cv);
     }
 }
 
@@ -8027,27 +8064,27 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
         if (am2z__atomic_cas(&lr->handoff, &none, j, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST)) {
             if (!AM2Z__LR_LD(&lr->spinners)) { /* the spinner left meanwhile: wake one */
-                pthread_mutex_lock(&lr->qmu);
+                am2z__mutex_lock(&lr->qmu);
                 am2z__lr_wake_locked(lr, 1);
-                pthread_mutex_unlock(&lr->qmu);
+                am2z__mutex_unlock(&lr->qmu);
             }
             return AM2Z_STATUS_OK;
         }
         am2z__atomic_dec(&j->refs); /* slot taken: the queue below */
     }
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     if (!AM2Z__LR_LD(&lr->running)) {
-        pthread_mutex_unlock(&lr->qmu);
+        am2z__mutex_unlock(&lr->qmu);
         return AM2Z_STATUS_NOT_STARTED;
     }
     if (first && lr->queued >= lr->capacity) {
-        pthread_mutex_unlock(&lr->qmu);
+        am2z__mutex_unlock(&lr->qmu);
         return AM2Z_STATUS_LIMIT;
     }
     if (first && (q->concurrency > 0 || q->rate_limit_per_minute > 0)) {
         j->pinfo = am2z__lr_pinfo_get_locked(lr, j->proc);
         if (!j->pinfo) {
-            pthread_mutex_unlock(&lr->qmu);
+            am2z__mutex_unlock(&lr->qmu);
             return AM2Z_STATUS_NO_MEMORY;
         }
         j->pinfo->refs++;
@@ -8057,7 +8094,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
     if (delay_ns > 0) {
         if (!am2z__lr_delay_locked(lr, j, am2z__lr_now() + delay_ns)) {
             lr->queued--;
-            pthread_mutex_unlock(&lr->qmu);
+            am2z__mutex_unlock(&lr->qmu);
             am2z__atomic_dec(&j->refs); /* the caller still holds one */
             return AM2Z_STATUS_NO_MEMORY;
         }
@@ -8066,7 +8103,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         am2z__lr_ready_push_locked(lr, j);
         am2z__lr_wake_locked(lr, 1);
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     return AM2Z_STATUS_OK;
 }
 
@@ -8190,7 +8227,7 @@ static int64_t am2z__lr_rate_gate(am2z__lr *lr, am2z_processor *p, int64_t now, 
     const am2z_queue_config *q = &am2z_processor_desc_of(p)->queue;
     int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, at = reserve ? now : 0;
     am2z__lr_pinfo *pi;
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     pi = am2z__lr_pinfo_get_locked(lr, p);
     if (pi && reserve) {
         if (pi->next_token_ns > now) at = pi->next_token_ns;
@@ -8198,7 +8235,7 @@ static int64_t am2z__lr_rate_gate(am2z__lr *lr, am2z_processor *p, int64_t now, 
     } else if (pi) {
         at = am2z__lr_rate_start_locked(pi, interval, now);
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     return at;
 }
 
@@ -8355,9 +8392,9 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
     if ((word & 3) == AM2Z__LR_QUEUED) AM2Z__LR_ST(&j->deadline_ns, dl);
     if ((word & 3) != AM2Z__LR_QUEUED || !am2z__lr_job_cas(j, word, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING))) {
         if (j->has_slot) {
-            pthread_mutex_lock(&lr->qmu);
+            am2z__mutex_lock(&lr->qmu);
             am2z__lr_slot_release_locked(lr, j);
-            pthread_mutex_unlock(&lr->qmu);
+            am2z__mutex_unlock(&lr->qmu);
         }
         am2z__lr_job_release(j);
         return;
@@ -8378,9 +8415,9 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
     }
     end = am2z__lr_now();
     if (j->has_slot) {
-        pthread_mutex_lock(&lr->qmu);
+        am2z__mutex_lock(&lr->qmu);
         am2z__lr_slot_release_locked(lr, j);
-        pthread_mutex_unlock(&lr->qmu);
+        am2z__mutex_unlock(&lr->qmu);
     }
     if (dl && end > dl) {
         am2z_result_clear(&r);
@@ -8433,10 +8470,10 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
     int64_t at;
     if (!j->pinfo || q->rate_limit_per_minute <= 0) return 1;
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     at = am2z__lr_rate_start_locked(j->pinfo, (int64_t)60000000000 / q->rate_limit_per_minute, now);
     if (!at) j->has_token = 0;
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     *due = at;
     return at == 0;
 }
@@ -8490,22 +8527,22 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             continue;
         }
         if (!j->cv_ready) { /* most waits end while spinning: set up the blocking part late */
-            if (pthread_mutex_init(&j->mu, NULL) != 0) {
+            if (am2z__mutex_init(&j->mu) != 0) {
                 am2z__lr_sleep_ns(100000);
                 continue;
             }
-            if (am2z__lr_cond_init(&j->cv) != 0) {
-                pthread_mutex_destroy(&j->mu);
+            if (am2z__cond_init(&j->cv) != 0) {
+                am2z__mutex_destroy(&j->mu);
                 am2z__lr_sleep_ns(100000);
                 continue;
             }
             j->cv_ready = 1; /* published to wakers by the sleepers store below */
         }
-        pthread_mutex_lock(&j->mu);
+        am2z__mutex_lock(&j->mu);
         AM2Z__LR_ST(&j->sleepers, 1);
-        if (AM2Z__LR_LD(&j->word) == w) am2z__lr_wait_until(&j->cv, &j->mu, wake);
+        if (AM2Z__LR_LD(&j->word) == w) am2z__cond_wait_until(&j->cv, &j->mu, wake);
         AM2Z__LR_ST(&j->sleepers, 0);
-        pthread_mutex_unlock(&j->mu);
+        am2z__mutex_unlock(&j->mu);
     }
 }
 
@@ -8547,13 +8584,13 @@ static int am2z__lr_help(am2z__lr_worker *w) {
     am2z__lr *lr = w->lr;
     am2z__lr_job *k = NULL;
     if (w->help_depth >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
     if (k) {
         am2z__lr_work(lr, -1);
         am2z__atomic_sub(&lr->lane_n, 1, AM2Z__MO_SEQ_CST);
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     if (!k) return 0;
     w->help_depth++;
     am2z__lr_run_kid(w, k);
@@ -8644,7 +8681,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
     for (i = first + 1; i < n; i++)
         if (procs[i] && (kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) != NULL) queued++;
     if (queued) {
-        pthread_mutex_lock(&lr->qmu);
+        am2z__mutex_lock(&lr->qmu);
         for (i = first + 1; i < n; i++) {
             if (!kids[i]) continue;
             am2z__lr_list_push(&lr->lane_head, &lr->lane_tail, kids[i]);
@@ -8652,7 +8689,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         am2z__lr_work(lr, queued);
         am2z__atomic_add(&lr->lane_n, queued, AM2Z__MO_SEQ_CST);
         am2z__lr_wake_locked(lr, queued);
-        pthread_mutex_unlock(&lr->qmu);
+        am2z__mutex_unlock(&lr->qmu);
     }
     if (first < n) results[first] = am2z__lr_run_call(pf, procs[first], inputs[first], depth);
     /* take back, in order, what no other worker took */
@@ -8758,16 +8795,16 @@ static void am2z__lr_batch_release(am2z__lr_batch *b) {
     am2z__lr_session_release(b->session);
     am2z__free(b->items);
     am2z__free(b->slots);
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->cv);
+    am2z__mutex_destroy(&b->mu);
+    am2z__cond_destroy(&b->cv);
     am2z__free(b);
 }
 
 static void am2z__lr_batch_wake(am2z__lr_batch *b) {
     if (AM2Z__LR_LD(&b->sleepers)) {
-        pthread_mutex_lock(&b->mu);
-        pthread_cond_broadcast(&b->cv);
-        pthread_mutex_unlock(&b->mu);
+        am2z__mutex_lock(&b->mu);
+        am2z__cond_broadcast(&b->cv);
+        am2z__mutex_unlock(&b->mu);
     }
 }
 
@@ -8931,14 +8968,14 @@ static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
 }
 
 static void am2z__lr_batch_request_sweep(am2z__lr *lr, am2z__lr_batch *b) {
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     b->sweep = 1;
     if (b->linked && !b->advertised) {
         b->advertised = 1;
         am2z__lr_work(lr, 1);
     }
     am2z__lr_wake_locked(lr, 1);
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
 }
 
 /* The caller's side of execute_many: waits, times out items at their deadlines, and
@@ -8998,13 +9035,13 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
             am2z__lr_relax();
             continue;
         }
-        pthread_mutex_lock(&b->mu);
+        am2z__mutex_lock(&b->mu);
         AM2Z__LR_ST(&b->sleepers, 1);
         if (AM2Z__LR_LD(&b->remaining) != 0 && !AM2Z__LR_LD(&b->cancel) &&
             AM2Z__LR_LD(&b->cancel_pending) == pending_reason)
-            am2z__lr_wait_until(&b->cv, &b->mu, abandoned && wake > now + AM2Z__LR_POLL_NS ? now + AM2Z__LR_POLL_NS : wake);
+            am2z__cond_wait_until(&b->cv, &b->mu, abandoned && wake > now + AM2Z__LR_POLL_NS ? now + AM2Z__LR_POLL_NS : wake);
         AM2Z__LR_ST(&b->sleepers, 0);
-        pthread_mutex_unlock(&b->mu);
+        am2z__mutex_unlock(&b->mu);
     }
 }
 
@@ -9012,9 +9049,9 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
     int zero = 0;
     am2z__atomic_cas(only_pending ? &b->cancel_pending : &b->cancel, &zero, reason, AM2Z__MO_SEQ_CST,
                      AM2Z__MO_SEQ_CST);
-    pthread_mutex_lock(&b->mu);
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
+    am2z__mutex_lock(&b->mu);
+    am2z__cond_broadcast(&b->cv);
+    am2z__mutex_unlock(&b->mu);
 }
 
 /* ---- runtime ops ---- */
@@ -9161,13 +9198,13 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         memset(b, 0, sizeof *b);
         b->items = (unsigned char *)am2z__malloc(count);
         b->slots = (am2z__lr_bslot *)am2z__malloc((size_t)lr->nworkers * sizeof *b->slots);
-        if (!b->items || !b->slots || pthread_mutex_init(&b->mu, NULL) != 0) {
+        if (!b->items || !b->slots || am2z__mutex_init(&b->mu) != 0) {
             am2z__free(b->items);
             am2z__free(b->slots);
             am2z__free(b);
             b = NULL;
-        } else if (am2z__lr_cond_init(&b->cv) != 0) {
-            pthread_mutex_destroy(&b->mu);
+        } else if (am2z__cond_init(&b->cv) != 0) {
+            am2z__mutex_destroy(&b->mu);
             am2z__free(b->items);
             am2z__free(b->slots);
             am2z__free(b);
@@ -9194,7 +9231,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__atomic_add(&s->submitted, (int64_t)count, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &b->live, 2);
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     if (AM2Z__LR_LD(&lr->running)) {
         b->qnext = lr->batches;
         lr->batches = b;
@@ -9205,9 +9242,9 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     } else {
         b->cancel = AM2Z__LR_CANCEL_STOP;
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     am2z__lr_batch_wait(b);
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     if (b->linked) {
         am2z__lr_batch **pp = &lr->batches;
         while (*pp != b) pp = &(*pp)->qnext;
@@ -9216,7 +9253,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         if (b->advertised) am2z__lr_work(lr, -1);
         b->advertised = 0;
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     am2z__lr_live_remove(s, &b->live);
     am2z__lr_session_done(s);
     am2z__lr_batch_release(b);
@@ -9233,7 +9270,7 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
     do {
         am2z__lr_live *l;
         n = 0;
-        pthread_mutex_lock(&s->mu);
+        am2z__mutex_lock(&s->mu);
         for (l = s->live.next; l != &s->live && n < 64; l = l->next) {
             if (l->pass == pass) continue;
             l->pass = pass;
@@ -9252,7 +9289,7 @@ static void am2z__lr_session_cancel(am2z__lr *lr, am2z__lr_session *s, int reaso
             }
             got[n++] = l;
         }
-        pthread_mutex_unlock(&s->mu);
+        am2z__mutex_unlock(&s->mu);
         for (i = 0; i < n; i++) {
             if (kinds[i] == 1) {
                 am2z__lr_job *j = (am2z__lr_job *)((char *)got[i] - offsetof(am2z__lr_job, live));
@@ -9300,23 +9337,23 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     am2z__lr_session *s;
     int64_t until;
     int unlinked;
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
     if (!s || AM2Z__LR_LD(&s->stopping)) {
-        pthread_mutex_unlock(&lr->smu);
+        am2z__mutex_unlock(&lr->smu);
         return s ? AM2Z_STATUS_OK : AM2Z_STATUS_NOT_FOUND;
     }
     AM2Z__LR_ST(&s->stopping, 1);
     am2z__atomic_inc(&s->refs);
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 1);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
     /* called from inside the session: its own executions are cancelled below */
     am2z__lr_session_drain(s, until, am2z__lr_own_units(lr, s));
     am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_SESSION, 0);
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     unlinked = am2z__lr_session_unlink_locked(lr, s);
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     if (unlinked) { /* else a runtime stop took it over meanwhile */
         am2z__lr_session_release(s); /* the table's reference */
         am2z__lr_emit_cleanup(lr, sid);
@@ -9331,51 +9368,51 @@ static void *am2z__lr_worker_main(void *arg);
 static void *am2z__lr_metrics_main(void *arg) {
     am2z__lr *lr = (am2z__lr *)arg;
     int64_t next = am2z__lr_now();
-    pthread_mutex_lock(&lr->mmu);
+    am2z__mutex_lock(&lr->mmu);
     for (;;) {
         next += lr->metrics_ms * 1000000;
-        while (!lr->metrics_quit && am2z__lr_now() < next) am2z__lr_wait_until(&lr->mcv, &lr->mmu, next);
+        while (!lr->metrics_quit && am2z__lr_now() < next) am2z__cond_wait_until(&lr->mcv, &lr->mmu, next);
         if (lr->metrics_quit) break;
         if (next < am2z__lr_now()) next = am2z__lr_now(); /* a slow handler: skip, do not burst */
-        pthread_mutex_unlock(&lr->mmu);
+        am2z__mutex_unlock(&lr->mmu);
         if (am2z__lr_wants(lr, "metrics")) am2z__lr_emit(lr, "metrics", am2z_runtime_stats(lr->rt));
-        pthread_mutex_lock(&lr->mmu);
+        am2z__mutex_lock(&lr->mmu);
     }
-    pthread_mutex_unlock(&lr->mmu);
+    am2z__mutex_unlock(&lr->mmu);
     return NULL;
 }
 
 /* Ends the metrics thread (a handler it is running finishes first). */
 static void am2z__lr_metrics_stop(am2z__lr *lr) {
     if (!lr->metrics_running) return;
-    pthread_mutex_lock(&lr->mmu);
+    am2z__mutex_lock(&lr->mmu);
     lr->metrics_quit = 1;
-    pthread_cond_broadcast(&lr->mcv);
-    pthread_mutex_unlock(&lr->mmu);
-    pthread_join(lr->metrics_thread, NULL);
+    am2z__cond_broadcast(&lr->mcv);
+    am2z__mutex_unlock(&lr->mmu);
+    am2z__thread_join(lr->metrics_thread);
     lr->metrics_running = 0;
 }
 
 static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     am2z__lr *lr = am2z__lr_of(rt);
     int i, k;
-    pthread_mutex_lock(&lr->life);
+    am2z__mutex_lock(&lr->life);
     if (lr->started) {
-        pthread_mutex_unlock(&lr->life);
+        am2z__mutex_unlock(&lr->life);
         return AM2Z_STATUS_OK;
     }
     for (i = 0; i < lr->nworkers; i++) {
-        if (pthread_create(&lr->workers[i].thread, NULL, am2z__lr_worker_main, &lr->workers[i]) != 0) {
-            pthread_mutex_lock(&lr->qmu);
+        if (am2z__thread_create(&lr->workers[i].thread, am2z__lr_worker_main, &lr->workers[i]) != 0) {
+            am2z__mutex_lock(&lr->qmu);
             AM2Z__LR_ST(&lr->exiting, 1);
-            for (k = 0; k < i; k++) pthread_cond_signal(&lr->workers[k].cv);
-            pthread_mutex_unlock(&lr->qmu);
-            for (k = 0; k < i; k++) pthread_join(lr->workers[k].thread, NULL);
-            pthread_mutex_lock(&lr->qmu);
+            for (k = 0; k < i; k++) am2z__cond_signal(&lr->workers[k].cv);
+            am2z__mutex_unlock(&lr->qmu);
+            for (k = 0; k < i; k++) am2z__thread_join(lr->workers[k].thread);
+            am2z__mutex_lock(&lr->qmu);
             AM2Z__LR_ST(&lr->exiting, 0);
             lr->idle = NULL;
-            pthread_mutex_unlock(&lr->qmu);
-            pthread_mutex_unlock(&lr->life);
+            am2z__mutex_unlock(&lr->qmu);
+            am2z__mutex_unlock(&lr->life);
             return AM2Z_STATUS_NO_MEMORY;
         }
     }
@@ -9384,10 +9421,10 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     if (lr->metrics_ms > 0) {
         lr->metrics_quit = 0;
         /* no thread for it: the runtime runs, without the event */
-        lr->metrics_running = pthread_create(&lr->metrics_thread, NULL, am2z__lr_metrics_main, lr) == 0;
+        lr->metrics_running = am2z__thread_create(&lr->metrics_thread, am2z__lr_metrics_main, lr) == 0;
         if (!lr->metrics_running) am2z_log_error(lr->rt->logger, "local runtime: no thread for the metrics event");
     }
-    pthread_mutex_unlock(&lr->life);
+    am2z__mutex_unlock(&lr->life);
     return AM2Z_STATUS_OK;
 }
 
@@ -9399,36 +9436,36 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     int64_t until;
     size_t i;
     int k;
-    pthread_mutex_lock(&lr->life);
+    am2z__mutex_lock(&lr->life);
     if (!lr->started) {
-        pthread_mutex_unlock(&lr->life);
+        am2z__mutex_unlock(&lr->life);
         return AM2Z_STATUS_OK;
     }
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->running, 0); /* under qmu: no enqueue slips past it */
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     /* every session, retained, on a private list */
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     for (i = 0; i < lr->stab_cap; i++)
         for (s = lr->stab[i]; s; s = s->next) {
             am2z__atomic_inc(&s->refs);
             s->tmp = list;
             list = s;
         }
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     until = grace_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : am2z__lr_now() + grace_ms * 1000000;
     for (s = list; s; s = s->tmp) am2z__lr_session_drain(s, until, 0);
     for (s = list; s; s = s->tmp) am2z__lr_session_cancel(lr, s, AM2Z__LR_CANCEL_STOP, 0);
     am2z__lr_metrics_stop(lr); /* after the cancel: its handler may be waiting for an execution */
     /* workers leave once their current task returns */
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->exiting, 1);
-    for (k = 0; k < lr->nworkers; k++) pthread_cond_signal(&lr->workers[k].cv);
+    for (k = 0; k < lr->nworkers; k++) am2z__cond_signal(&lr->workers[k].cv);
     lr->idle = NULL;
-    pthread_mutex_unlock(&lr->qmu);
-    for (k = 0; k < lr->nworkers; k++) pthread_join(lr->workers[k].thread, NULL);
+    am2z__mutex_unlock(&lr->qmu);
+    for (k = 0; k < lr->nworkers; k++) am2z__thread_join(lr->workers[k].thread);
     /* whatever is still queued was resolved by the cancel above */
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     if ((j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL) {
         j->next = drop;
         drop = j;
@@ -9466,15 +9503,15 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__atomic_store(&lr->lane_n, 0, AM2Z__MO_SEQ_CST);
     am2z__lr_next_due_locked(lr);
     AM2Z__LR_ST(&lr->exiting, 0);
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     am2z__lr_release_list(drop);
     /* sessions end with the runtime */
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     for (s = list; s; s = s->tmp) {
         AM2Z__LR_ST(&s->stopping, 1);
         s->unlinked = am2z__lr_session_unlink_locked(lr, s);
     }
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     while (list) {
         s = list;
         list = s->tmp;
@@ -9485,7 +9522,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__lr_session_release(s);
     }
     lr->started = 0;
-    pthread_mutex_unlock(&lr->life);
+    am2z__mutex_unlock(&lr->life);
     return AM2Z_STATUS_OK;
 }
 
@@ -9504,11 +9541,11 @@ static void *am2z__lr_worker_main(void *arg) {
            which checks the same things and takes the lock before sleeping. */
         if (AM2Z__LR_LD(&lr->work) || AM2Z__LR_LD(&lr->handoff) || AM2Z__LR_LD(&lr->exiting) ||
             (due && due <= am2z__lr_now())) {
-            pthread_mutex_lock(&lr->qmu);
+            am2z__mutex_lock(&lr->qmu);
             got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
             if (got) am2z__lr_took_locked(lr, w);
             else leave = lr->exiting;
-            pthread_mutex_unlock(&lr->qmu);
+            am2z__mutex_unlock(&lr->qmu);
         }
         am2z__lr_release_list(drop);
         drop = NULL;
@@ -9565,16 +9602,16 @@ static void *am2z__lr_worker_main(void *arg) {
                 w->spinning = 0; /* busy now: the next submission must not count on us */
                 AM2Z__LR_ST(&lr->spinners, 0);
                 if (AM2Z__LR_LD(&lr->work) > 0) { /* more waiting: a sleeper takes over */
-                    pthread_mutex_lock(&lr->qmu);
+                    am2z__mutex_lock(&lr->qmu);
                     am2z__lr_wake_locked(lr, 1);
-                    pthread_mutex_unlock(&lr->qmu);
+                    am2z__mutex_unlock(&lr->qmu);
                 }
                 am2z__lr_run_job(w, j);
                 continue;
             }
             if (found) continue; /* still the spinner until it takes the work */
         }
-        pthread_mutex_lock(&lr->qmu);
+        am2z__mutex_lock(&lr->qmu);
         got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
         if (got) am2z__lr_took_locked(lr, w);
         if (!got && !lr->exiting) {
@@ -9582,7 +9619,7 @@ static void *am2z__lr_worker_main(void *arg) {
             w->sleeping = 1;
             w->idle_next = lr->idle;
             lr->idle = w;
-            am2z__lr_wait_until(&w->cv, &lr->qmu, due);
+            am2z__cond_wait_until(&w->cv, &lr->qmu, due);
             if (w->sleeping) { /* timed out or spurious: leave the idle stack */
                 am2z__lr_worker **pp = &lr->idle;
                 while (*pp && *pp != w) pp = &(*pp)->idle_next;
@@ -9590,7 +9627,7 @@ static void *am2z__lr_worker_main(void *arg) {
                 w->sleeping = 0;
             }
         }
-        pthread_mutex_unlock(&lr->qmu);
+        am2z__mutex_unlock(&lr->qmu);
         am2z__lr_release_list(drop);
         if (got) {
             if (b) am2z__lr_run_batch(w, b, sweep);
@@ -9626,7 +9663,7 @@ static double am2z__lr_percentile(const int64_t *hist, int64_t total, double q) 
 static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t *n, size_t *cap, int64_t *running) {
     size_t i, k;
     int b;
-    pthread_mutex_lock(&sh->mu);
+    am2z__mutex_lock(&sh->mu);
     *running += am2z__atomic_load(&sh->started, AM2Z__MO_RELAXED) - am2z__atomic_load(&sh->ended, AM2Z__MO_RELAXED);
     for (i = 0; i < sh->cap; i++) {
         am2z__lr_pstat *ps = sh->tab[i];
@@ -9638,7 +9675,7 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
                 size_t c = *cap ? *cap * 2 : 8;
                 am2z__lr_merged *x = (am2z__lr_merged *)am2z__realloc(*m, c * sizeof *x);
                 if (!x) {
-                    pthread_mutex_unlock(&sh->mu);
+                    am2z__mutex_unlock(&sh->mu);
                     return 0;
                 }
                 *m = x;
@@ -9653,7 +9690,7 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
         (*m)[k].retried += am2z__atomic_load(&ps->retried, AM2Z__MO_RELAXED);
         for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += am2z__atomic_load(&ps->hist[b], AM2Z__MO_RELAXED);
     }
-    pthread_mutex_unlock(&sh->mu);
+    am2z__mutex_unlock(&sh->mu);
     return 1;
 }
 
@@ -9684,9 +9721,9 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
         retried += m[i].retried;
     }
     am2z__free(m);
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     queued = (int64_t)lr->queued;
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
     v = am2z_value_set(am2z_value_object(), "registeredProcessors", am2z_runtime_list(rt));
     v = am2z_value_set(v, "running", am2z_value_int(running));
     v = am2z_value_set(v, "completed", am2z_value_int(completed));
@@ -9703,9 +9740,9 @@ static am2z_value *am2z__lr_srec_json(am2z__lr_session *s) {
     am2z_value *procs = am2z_value_object(), *p;
     am2z__lr_srec *r, *t, *head;
     int64_t c, f, y;
-    pthread_mutex_lock(&s->mu);
+    am2z__mutex_lock(&s->mu);
     head = s->srecs; /* records are never removed: walk them after the lock */
-    pthread_mutex_unlock(&s->mu);
+    am2z__mutex_unlock(&s->mu);
     for (r = head; r && procs; r = r->next) {
         for (t = head; t != r && strcmp(t->name, r->name) != 0; t = t->next) {
         }
@@ -9729,10 +9766,10 @@ static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) 
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_session *s;
     am2z_value *v;
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
     if (s) am2z__atomic_inc(&s->refs);
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     if (!s) return NULL;
     v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(s->id));
     v = am2z_value_set(v, "createdAt", am2z_value_int(s->created_ms));
@@ -9752,26 +9789,26 @@ static am2z_value *am2z__lr_op_active_sessions(am2z_runtime *rt) {
     am2z_value *a = am2z_value_array();
     am2z__lr_session *s;
     size_t i;
-    pthread_mutex_lock(&lr->smu);
+    am2z__mutex_lock(&lr->smu);
     for (i = 0; a && i < lr->stab_cap; i++)
         for (s = lr->stab[i]; a && s; s = s->next)
             if (!AM2Z__LR_LD(&s->stopping)) a = am2z_value_append(a, "", am2z_value_string(s->id));
-    pthread_mutex_unlock(&lr->smu);
+    am2z__mutex_unlock(&lr->smu);
     return a;
 }
 
 /* A registered processor shows in stats at once, with zeros. */
 static void am2z__lr_op_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__lr *lr = am2z__lr_of(rt);
-    pthread_mutex_lock(&lr->ext.mu);
+    am2z__mutex_lock(&lr->ext.mu);
     am2z__lr_pstat_get(&lr->ext, am2z_processor_name(p));
-    pthread_mutex_unlock(&lr->ext.mu);
+    am2z__mutex_unlock(&lr->ext.mu);
 }
 
 static void am2z__lr_op_unregistered(am2z_runtime *rt, const char *name) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z__lr_pinfo *pi, *next;
-    pthread_mutex_lock(&lr->qmu);
+    am2z__mutex_lock(&lr->qmu);
     for (pi = lr->pinfos; pi; pi = next) {
         next = pi->next;
         if (pi->listed && strcmp(am2z_processor_name(pi->proc), name) == 0) {
@@ -9779,7 +9816,7 @@ static void am2z__lr_op_unregistered(am2z_runtime *rt, const char *name) {
             am2z__lr_pinfo_release_locked(lr, pi);
         }
     }
-    pthread_mutex_unlock(&lr->qmu);
+    am2z__mutex_unlock(&lr->qmu);
 }
 
 /* Frees lr after its workers have stopped (or never started). */
@@ -9805,17 +9842,17 @@ static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
     for (k = 0; k < workers_ready; k++) {
         am2z__lr_worker *w = &lr->workers[k];
         am2z__lr_shard_free(&w->shard);
-        pthread_cond_destroy(&w->cv);
-        pthread_cond_destroy(&w->pcv);
-        pthread_mutex_destroy(&w->pmu);
+        am2z__cond_destroy(&w->cv);
+        am2z__cond_destroy(&w->pcv);
+        am2z__mutex_destroy(&w->pmu);
     }
     am2z__free(lr->workers);
     am2z__lr_shard_free(&lr->ext);
-    pthread_mutex_destroy(&lr->life);
-    pthread_mutex_destroy(&lr->qmu);
-    pthread_mutex_destroy(&lr->smu);
-    pthread_mutex_destroy(&lr->mmu);
-    pthread_cond_destroy(&lr->mcv);
+    am2z__mutex_destroy(&lr->life);
+    am2z__mutex_destroy(&lr->qmu);
+    am2z__mutex_destroy(&lr->smu);
+    am2z__mutex_destroy(&lr->mmu);
+    am2z__cond_destroy(&lr->mcv);
     am2z__free(lr);
 }
 
@@ -9835,20 +9872,20 @@ static int am2z__lr_worker_init(am2z__lr *lr, int k) {
     am2z__lr_worker *w = &lr->workers[k];
     w->lr = lr;
     w->index = k;
-    if (pthread_mutex_init(&w->shard.mu, NULL) != 0) return 0;
-    if (am2z__lr_cond_init(&w->cv) != 0) {
-        pthread_mutex_destroy(&w->shard.mu);
+    if (am2z__mutex_init(&w->shard.mu) != 0) return 0;
+    if (am2z__cond_init(&w->cv) != 0) {
+        am2z__mutex_destroy(&w->shard.mu);
         return 0;
     }
-    if (pthread_mutex_init(&w->pmu, NULL) != 0) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->shard.mu);
+    if (am2z__mutex_init(&w->pmu) != 0) {
+        am2z__cond_destroy(&w->cv);
+        am2z__mutex_destroy(&w->shard.mu);
         return 0;
     }
-    if (am2z__lr_cond_init(&w->pcv) != 0) {
-        pthread_mutex_destroy(&w->pmu);
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->shard.mu);
+    if (am2z__cond_init(&w->pcv) != 0) {
+        am2z__mutex_destroy(&w->pmu);
+        am2z__cond_destroy(&w->cv);
+        am2z__mutex_destroy(&w->shard.mu);
         return 0;
     }
     return 1;
@@ -9892,20 +9929,20 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
-    if (pthread_mutex_init(&lr->life, NULL) == 0) locks++;
-    if (locks == 1 && pthread_mutex_init(&lr->qmu, NULL) == 0) locks++;
-    if (locks == 2 && pthread_mutex_init(&lr->smu, NULL) == 0) locks++;
-    if (locks == 3 && pthread_mutex_init(&lr->ext.mu, NULL) == 0) locks++;
-    if (locks == 4 && pthread_mutex_init(&lr->mmu, NULL) == 0) locks++;
-    if (locks == 5 && am2z__lr_cond_init(&lr->mcv) == 0) locks++;
+    if (am2z__mutex_init(&lr->life) == 0) locks++;
+    if (locks == 1 && am2z__mutex_init(&lr->qmu) == 0) locks++;
+    if (locks == 2 && am2z__mutex_init(&lr->smu) == 0) locks++;
+    if (locks == 3 && am2z__mutex_init(&lr->ext.mu) == 0) locks++;
+    if (locks == 4 && am2z__mutex_init(&lr->mmu) == 0) locks++;
+    if (locks == 5 && am2z__cond_init(&lr->mcv) == 0) locks++;
     lr->workers = locks == 6 ? (am2z__lr_worker *)am2z__malloc((size_t)d.workers * sizeof *lr->workers) : NULL;
     if (!lr->workers) {
-        if (locks > 5) pthread_cond_destroy(&lr->mcv);
-        if (locks > 4) pthread_mutex_destroy(&lr->mmu);
-        if (locks > 3) pthread_mutex_destroy(&lr->ext.mu);
-        if (locks > 2) pthread_mutex_destroy(&lr->smu);
-        if (locks > 1) pthread_mutex_destroy(&lr->qmu);
-        if (locks > 0) pthread_mutex_destroy(&lr->life);
+        if (locks > 5) am2z__cond_destroy(&lr->mcv);
+        if (locks > 4) am2z__mutex_destroy(&lr->mmu);
+        if (locks > 3) am2z__mutex_destroy(&lr->ext.mu);
+        if (locks > 2) am2z__mutex_destroy(&lr->smu);
+        if (locks > 1) am2z__mutex_destroy(&lr->qmu);
+        if (locks > 0) am2z__mutex_destroy(&lr->life);
         am2z__free(lr);
         return (am2z_runtime *)am2z__put_status(status,
                 am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));

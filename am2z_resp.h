@@ -2557,8 +2557,8 @@ AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_s
 
 struct am2z_redis_pool {
     am2z_redis *proto;        /* holds the desc (and its string copies); never connected */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;        /* signalled when a connection or a slot comes back */
+    am2z__mutex mu;
+    am2z__cond cv;        /* signalled when a connection or a slot comes back */
     am2z_redis **idle;
     int nidle, total, max;
 };
@@ -2566,7 +2566,6 @@ struct am2z_redis_pool {
 AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size, am2z_status *status) {
     am2z_redis_pool *p;
     am2z_status st = AM2Z_STATUS_OK;
-    pthread_condattr_t ca;
     if (max_size < 0)
         return (am2z_redis_pool *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis pool: max_size %d is negative", max_size));
@@ -2584,13 +2583,8 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
         am2z__free(p);
         return (am2z_redis_pool *)am2z__put_status(status, st); /* else the status and detail of am2z_redis_new */
     }
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_init(&ca);
-#ifndef __APPLE__ /* no pthread_condattr_setclock there: waits follow the wall clock */
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-#endif
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    am2z__mutex_init(&p->mu);
+    am2z__cond_init(&p->cv);
     if (status) *status = AM2Z_STATUS_OK;
     return p;
 }
@@ -2598,31 +2592,17 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
 AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
-    struct timespec until;
-    int64_t wait_ms = timeout_ms;
+    int64_t until_ns = INT64_MAX;
     if (!p)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                                  "redis pool: get without a pool"));
     if (timeout_ms >= 0) {
-        /* a 32-bit time_t ends in 2038: a deadline past its range means no timeout */
-        const int64_t time_max = sizeof(time_t) < 8 ? INT32_MAX : INT64_MAX;
-#ifdef __APPLE__
-        clock_gettime(CLOCK_REALTIME, &until);
-#else
-        clock_gettime(CLOCK_MONOTONIC, &until);
-#endif
-        if (timeout_ms / 1000 >= time_max - (int64_t)until.tv_sec - 1) {
-            wait_ms = -1;
-        } else {
-            until.tv_sec += (time_t)(timeout_ms / 1000);
-            until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
-        }
+        int64_t now = am2z_monotonic_ns();
+        if (timeout_ms < (INT64_MAX - now) / 1000000) until_ns = now + timeout_ms * 1000000;
     }
-    pthread_mutex_lock(&p->mu);
+    am2z__mutex_lock(&p->mu);
     while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
-        if (wait_ms < 0) pthread_cond_wait(&p->cv, &p->mu);
-        else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && p->nidle == 0 && p->total >= p->max)
+        if (am2z__cond_wait_until(&p->cv, &p->mu, until_ns) && p->nidle == 0 && p->total >= p->max)
             st = am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS, "redis pool: all %d connections busy after %lld ms", p->max,
                             (long long)timeout_ms);
     }
@@ -2630,7 +2610,7 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         if (p->nidle > 0) r = p->idle[--p->nidle];
         else p->total++; /* the slot is ours; connect outside the lock */
     }
-    pthread_mutex_unlock(&p->mu);
+    am2z__mutex_unlock(&p->mu);
     if (st == AM2Z_STATUS_OK && !r) {
         r = am2z_redis_new(&p->proto->desc, &st);
         if (r) st = am2z_redis_connect(r);
@@ -2640,10 +2620,10 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     if (st != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
-        pthread_mutex_lock(&p->mu);
+        am2z__mutex_lock(&p->mu);
         if (st != AM2Z_STATUS_TIMEOUT) p->total--;
-        pthread_cond_signal(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        am2z__cond_signal(&p->cv);
+        am2z__mutex_unlock(&p->mu);
     }
     if (status) *status = st;
     return r;
@@ -2656,11 +2636,11 @@ AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r) {
         am2z_redis_free(r);
         r = NULL;
     }
-    pthread_mutex_lock(&p->mu);
+    am2z__mutex_lock(&p->mu);
     if (r) p->idle[p->nidle++] = r;
     else p->total--;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
+    am2z__cond_signal(&p->cv);
+    am2z__mutex_unlock(&p->mu);
 }
 
 AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
@@ -2669,8 +2649,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
     for (i = 0; i < p->nidle; i++) am2z_redis_free(p->idle[i]);
     am2z__free(p->idle);
     am2z_redis_free(p->proto);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
+    am2z__mutex_destroy(&p->mu);
+    am2z__cond_destroy(&p->cv);
     am2z__free(p);
 }
 
@@ -2822,15 +2802,6 @@ static void am2z__qsleep_ms(int64_t ms) {
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
-/* Absolute CLOCK_REALTIME time for pthread_cond_timedwait, ms from now. */
-static void am2z__qabstime(struct timespec *ts, int64_t ms) {
-    clock_gettime(CLOCK_REALTIME, ts);
-    if (ms < 0) ms = 0;
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)((ms % 1000) * 1000000);
-    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
-}
-
 /* -- the runtime's objects -- */
 
 /* What this process knows about a registered processor. */
@@ -2860,7 +2831,7 @@ typedef struct am2z__qqueue {
     int64_t woke_due;           /* atomic: the next_due the maintenance thread woke a worker for */
 } am2z__qqueue;
 
-typedef struct am2z__qnotify { pthread_mutex_t mu; pthread_cond_t cv; } am2z__qnotify;
+typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
 
 struct am2z__qrt;
 
@@ -2947,7 +2918,7 @@ typedef struct am2z__qguard {
 typedef struct am2z__qworker {
     struct am2z__qrt *q;
     int index;
-    pthread_t thread;
+    am2z__thread thread;
     am2z_redis *conn;
     char *ctl;                  /* <C>ctl:<instance>:<index> */
     am2z__qguard guard;
@@ -2983,27 +2954,27 @@ typedef struct am2z__qrt {
     am2z_redis_script *s_add, *s_fetch, *s_complete, *s_fail, *s_retry, *s_extend, *s_stalled,
         *s_claim, *s_drop, *s_cancelq, *s_state, *s_due, *s_remove;
     /* registry of queues and processors (mu) */
-    pthread_mutex_t mu;
+    am2z__mutex mu;
     am2z__qqueue *queues[AM2Z__QBUCKETS];
     am2z__qproc *procs;
     char **sessions;            /* sessions used from this process (for session:created) */
     size_t nsessions, capsessions;
     unsigned gen;               /* atomic: bumped when the served set changes */
     /* waiters (wmu) */
-    pthread_mutex_t wmu;
+    am2z__mutex wmu;
     am2z__qwait *waiters[AM2Z__QBUCKETS];
     size_t nwaiters;
     /* running jobs (runmu) */
-    pthread_mutex_t runmu;
+    am2z__mutex runmu;
     am2z__qrun runs;            /* list head */
     int nruns;
     /* threads */
     int running;                /* atomic: 1 between start and stop */
     int rx_stop;                /* atomic: receiver and maintenance end (after the workers) */
     am2z__qworker *workers;
-    pthread_t receiver, maint;
+    am2z__thread receiver, maint;
     int have_threads;
-    pthread_mutex_t cutmu;      /* the guards */
+    am2z__mutex cutmu;      /* the guards */
     am2z__qguard rguard;        /* the receiver's */
     am2z_redis *rconn, *mconn;
     am2z__qnotify mnt;          /* wakes the maintenance thread */
@@ -3021,13 +2992,13 @@ static uint32_t am2z__qhash(const char *s, size_t n) {
 }
 
 static int am2z__qnotify_init(am2z__qnotify *n) {
-    if (pthread_mutex_init(&n->mu, NULL) != 0) return 0;
-    if (pthread_cond_init(&n->cv, NULL) != 0) { pthread_mutex_destroy(&n->mu); return 0; }
+    if (am2z__mutex_init(&n->mu) != 0) return 0;
+    if (am2z__cond_init(&n->cv) != 0) { am2z__mutex_destroy(&n->mu); return 0; }
     return 1;
 }
 static void am2z__qnotify_destroy(am2z__qnotify *n) {
-    pthread_cond_destroy(&n->cv);
-    pthread_mutex_destroy(&n->mu);
+    am2z__cond_destroy(&n->cv);
+    am2z__mutex_destroy(&n->mu);
 }
 
 static void am2z__qguard_init(am2z__qguard *g) { g->fd = -1; g->cut = 0; }
@@ -3036,24 +3007,24 @@ static void am2z__qguard_init(am2z__qguard *g) { g->fd = -1; g->cut = 0; }
    began (the caller skips the wait). */
 static int am2z__qguard_enter(am2z__qrt *q, am2z__qguard *g, const am2z_redis *r) {
     int fd = am2z_redis_fd(r), ok;
-    pthread_mutex_lock(&q->cutmu);
+    am2z__mutex_lock(&q->cutmu);
     ok = !g->cut;
     if (ok) g->fd = fd >= 0 ? dup(fd) : -1;
-    pthread_mutex_unlock(&q->cutmu);
+    am2z__mutex_unlock(&q->cutmu);
     return ok;
 }
 static void am2z__qguard_leave(am2z__qrt *q, am2z__qguard *g) {
-    pthread_mutex_lock(&q->cutmu);
+    am2z__mutex_lock(&q->cutmu);
     if (g->fd >= 0) close(g->fd);
     g->fd = -1;
-    pthread_mutex_unlock(&q->cutmu);
+    am2z__mutex_unlock(&q->cutmu);
 }
 /* Ends g's thread's blocking wait now (its command fails with IO) and refuses new ones. */
 static void am2z__qguard_cut(am2z__qrt *q, am2z__qguard *g) {
-    pthread_mutex_lock(&q->cutmu);
+    am2z__mutex_lock(&q->cutmu);
     g->cut = 1;
     if (g->fd >= 0) shutdown(g->fd, SHUT_RDWR);
-    pthread_mutex_unlock(&q->cutmu);
+    am2z__mutex_unlock(&q->cutmu);
 }
 
 /* Notes that qu has a delayed job (or a rate-limit window) due at due (epoch ms); when
@@ -3063,10 +3034,10 @@ static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
     if (due <= 0) return;
     while (!cur || due < cur)
         if (am2z__atomic_cas(&qu->next_due, &cur, due, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
-            pthread_mutex_lock(&q->mnt.mu);
+            am2z__mutex_lock(&q->mnt.mu);
             q->due_changed = 1;
-            pthread_cond_broadcast(&q->mnt.cv);
-            pthread_mutex_unlock(&q->mnt.mu);
+            am2z__cond_broadcast(&q->mnt.cv);
+            am2z__mutex_unlock(&q->mnt.mu);
             return;
         }
 }
@@ -3106,7 +3077,7 @@ static am2z__qqueue *am2z__qqueue_get(am2z__qrt *q, const char *proc, const char
     am2z__qqueue *u;
     if (!am2z__qqname(q, proc, session, name, sizeof name)) return NULL;
     b = am2z__qhash(name, strlen(name)) % AM2Z__QBUCKETS;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (u = q->queues[b]; u; u = u->hnext)
         if (strcmp(u->name, name) == 0) break;
     if (!u) {
@@ -3139,7 +3110,7 @@ static am2z__qqueue *am2z__qqueue_get(am2z__qrt *q, const char *proc, const char
         }
         am2z__atomic_inc(&u->refs);
     }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     return u;
 }
 
@@ -3147,20 +3118,20 @@ static am2z__qqueue *am2z__qqueue_get(am2z__qrt *q, const char *proc, const char
 static void am2z__qqueue_forget(am2z__qrt *q, const char *name) {
     uint32_t b = am2z__qhash(name, strlen(name)) % AM2Z__QBUCKETS;
     am2z__qqueue **pp, *u = NULL;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (pp = &q->queues[b]; *pp; pp = &(*pp)->hnext)
         if (strcmp((*pp)->name, name) == 0) { u = *pp; *pp = u->hnext; break; }
     if (u && u->served) am2z__atomic_inc(&q->gen);
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     am2z__qqueue_release(u);
 }
 
 static am2z__qproc *am2z__qproc_find(am2z__qrt *q, const char *name) {
     am2z__qproc *p;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (p = q->procs; p; p = p->next)
         if (strcmp(p->name, name) == 0) { am2z__atomic_inc(&p->refs); break; }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     return p;
 }
 
@@ -3843,11 +3814,11 @@ static void am2z__qwait_release(am2z__qwait *w) {
 static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
     uint32_t b = am2z__qhash(w->id, strlen(w->id)) % AM2Z__QBUCKETS;
     am2z__atomic_inc(&w->refs);
-    pthread_mutex_lock(&q->wmu);
+    am2z__mutex_lock(&q->wmu);
     w->hnext = q->waiters[b];
     q->waiters[b] = w;
     q->nwaiters++;
-    pthread_mutex_unlock(&q->wmu);
+    am2z__mutex_unlock(&q->wmu);
 }
 
 /* Removes the waiter of id from the table: the caller gets the table's reference.
@@ -3855,7 +3826,7 @@ static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
 static am2z__qwait *am2z__qwait_take(am2z__qrt *q, const char *id, size_t n) {
     uint32_t b = am2z__qhash(id, n) % AM2Z__QBUCKETS;
     am2z__qwait **pp, *w = NULL;
-    pthread_mutex_lock(&q->wmu);
+    am2z__mutex_lock(&q->wmu);
     for (pp = &q->waiters[b]; *pp; pp = &(*pp)->hnext)
         if (strlen((*pp)->id) == n && memcmp((*pp)->id, id, n) == 0) {
             w = *pp;
@@ -3863,17 +3834,17 @@ static am2z__qwait *am2z__qwait_take(am2z__qrt *q, const char *id, size_t n) {
             q->nwaiters--;
             break;
         }
-    pthread_mutex_unlock(&q->wmu);
+    am2z__mutex_unlock(&q->wmu);
     return w;
 }
 
 /* Marks a taken waiter delivered, wakes its owner and drops the table's reference. */
 static void am2z__qwait_signal(am2z__qwait *w) {
     am2z__qnotify *nt = w->nt;
-    pthread_mutex_lock(&nt->mu);
+    am2z__mutex_lock(&nt->mu);
     w->done = 1;
-    pthread_cond_broadcast(&nt->cv);
-    pthread_mutex_unlock(&nt->mu);
+    am2z__cond_broadcast(&nt->cv);
+    am2z__mutex_unlock(&nt->mu);
     am2z__qwait_release(w);
 }
 
@@ -3918,21 +3889,17 @@ static void am2z__qdeliver_raw(am2z__qrt *q, const char *msg, size_t len) {
 /* Waits until w is delivered or until_ns (monotonic; < 0: no limit). */
 static int am2z__qwait_for(am2z__qwait *w, int64_t until_ns) {
     int done;
-    pthread_mutex_lock(&w->nt->mu);
+    am2z__mutex_lock(&w->nt->mu);
     while (!w->done) {
-        struct timespec ts;
-        int64_t left_ms = 1000;
+        int64_t wake = am2z_monotonic_ns() + 1000000000; /* re-check once a second */
         if (until_ns >= 0) {
-            int64_t left = until_ns - am2z_monotonic_ns();
-            if (left <= 0) break;
-            left_ms = (left + 999999) / 1000000;
-            if (left_ms > 1000) left_ms = 1000;
+            if (until_ns <= am2z_monotonic_ns()) break;
+            if (until_ns < wake) wake = until_ns;
         }
-        am2z__qabstime(&ts, left_ms);
-        pthread_cond_timedwait(&w->nt->cv, &w->nt->mu, &ts);
+        am2z__cond_wait_until(&w->nt->cv, &w->nt->mu, wake);
     }
     done = w->done;
-    pthread_mutex_unlock(&w->nt->mu);
+    am2z__mutex_unlock(&w->nt->mu);
     return done;
 }
 
@@ -4318,7 +4285,7 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
     size_t i;
     int fresh = 1;
     am2z_value *data;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (i = 0; i < q->nsessions; i++)
         if (strcmp(q->sessions[i], session) == 0) { fresh = 0; break; }
     if (fresh) {
@@ -4331,7 +4298,7 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
         if (s && q->nsessions < q->capsessions) q->sessions[q->nsessions++] = s;
         else { am2z__free(s); fresh = 0; }
     }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     if (!fresh) return;
     data = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(session));
     am2z_runtime_emit(q->rt, "session:created", data);
@@ -4559,20 +4526,20 @@ static void am2z__qtoken(am2z__qrt *q, char *buf) {
 }
 
 static void am2z__qrun_add(am2z__qrt *q, am2z__qrun *r) {
-    pthread_mutex_lock(&q->runmu);
+    am2z__mutex_lock(&q->runmu);
     r->next = q->runs.next;
     r->prev = &q->runs;
     q->runs.next->prev = r;
     q->runs.next = r;
     q->nruns++;
-    pthread_mutex_unlock(&q->runmu);
+    am2z__mutex_unlock(&q->runmu);
 }
 static void am2z__qrun_remove(am2z__qrt *q, am2z__qrun *r) {
-    pthread_mutex_lock(&q->runmu);
+    am2z__mutex_lock(&q->runmu);
     r->prev->next = r->next;
     r->next->prev = r->prev;
     q->nruns--;
-    pthread_mutex_unlock(&q->runmu);
+    am2z__mutex_unlock(&q->runmu);
 }
 
 /* Why r (or the parent that runs it inline) must end: an am2z__qcancel. */
@@ -5350,10 +5317,10 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         size_t argc = 4, pending = 0;
         size_t still = 0;
         int c = am2z__qrun_cancelled(run);
-        pthread_mutex_lock(&group.mu);
+        am2z__mutex_lock(&group.mu);
         for (i = 0; i < count; i++)
             if (kids[i] && !kids[i]->done) pending++;
-        pthread_mutex_unlock(&group.mu);
+        am2z__mutex_unlock(&group.mu);
         if (!pending) break;
         if (c) {
             const char **ids = (const char **)am2z__malloc(count * sizeof *ids);
@@ -5375,13 +5342,13 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         am2z__qtoken(q, tok);
         snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
         argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s;
-        pthread_mutex_lock(&group.mu);
+        am2z__mutex_lock(&group.mu);
         for (i = 0; i < count && argc + 2 <= sizeof argv / sizeof argv[0]; i++)
             if (kids[i] && !kids[i]->done) {
                 argv[argc++] = kids[i]->qu->P;
                 argv[argc++] = kids[i]->id;
             }
-        pthread_mutex_unlock(&group.mu);
+        am2z__mutex_unlock(&group.mu);
         if (am2z_redis_is_connected(w->conn) || am2z__qensure(q, w->conn)) {
             am2z_reply rep = am2z__qrep0();
             if (am2z__qeval(w->conn, &rep, q->s_claim, argc, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
@@ -5410,15 +5377,13 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         }
         /* nothing to run here: wait for a delivery (or poll again: a child may come back
            from a retry or a stalled worker) */
-        pthread_mutex_lock(&group.mu);
+        am2z__mutex_lock(&group.mu);
         for (i = 0; i < count; i++)
             if (kids[i] && !kids[i]->done) still++;
         if (still == pending) {
-            struct timespec ts;
-            am2z__qabstime(&ts, backoff);
-            pthread_cond_timedwait(&group.cv, &group.mu, &ts);
+            am2z__cond_wait_until(&group.cv, &group.mu, am2z_monotonic_ns() + (int64_t)backoff * 1000000);
         }
-        pthread_mutex_unlock(&group.mu);
+        am2z__mutex_unlock(&group.mu);
         if (backoff < 50) backoff *= 2;
     }
     /* 3. results in order */
@@ -5460,7 +5425,7 @@ static void am2z__qsnap(am2z__qworker *w) {
     am2z__qproc *p;
     if (g == w->gen && w->snap) return;
     am2z__qsnap_release(w);
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         for (u = q->queues[i]; u; u = u->hnext) n += u->served;
     for (p = q->procs; p; p = p->next) np++;
@@ -5473,7 +5438,7 @@ static void am2z__qsnap(am2z__qworker *w) {
         for (p = q->procs; p; p = p->next) { am2z__atomic_inc(&p->refs); w->procs[w->nprocs++] = p; }
         w->gen = g;
     }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
 }
 
 /* Takes a job from a queue whose delayed job is due; 1 when one was taken. */
@@ -5653,7 +5618,7 @@ static size_t am2z__qruns_snapshot(am2z__qrt *q, am2z__qsnaprun **out, int renew
     am2z__qrun *r;
     size_t n = 0;
     *out = NULL;
-    pthread_mutex_lock(&q->runmu);
+    am2z__mutex_lock(&q->runmu);
     if (q->nruns > 0 && (s = (am2z__qsnaprun *)am2z__malloc((size_t)q->nruns * sizeof *s)) != NULL) {
         for (r = q->runs.next; r != &q->runs; r = r->next) {
             s[n].run = r;
@@ -5665,7 +5630,7 @@ static size_t am2z__qruns_snapshot(am2z__qrt *q, am2z__qsnaprun **out, int renew
         }
         *out = s;
     }
-    pthread_mutex_unlock(&q->runmu);
+    am2z__mutex_unlock(&q->runmu);
     return n;
 }
 
@@ -5678,14 +5643,14 @@ static void am2z__qruns_free(am2z__qsnaprun *s, size_t n) {
 /* Flags the run s (if it still runs the same job) with reason c (an am2z__qcancel). */
 static void am2z__qruns_flag(am2z__qrt *q, const am2z__qsnaprun *s, int renew, int c) {
     am2z__qrun *r;
-    pthread_mutex_lock(&q->runmu);
+    am2z__mutex_lock(&q->runmu);
     for (r = q->runs.next; r != &q->runs; r = r->next)
         if (r == s->run && strcmp(renew ? r->id : r->exec_id, s->b) == 0 && strcmp(r->token, s->token) == 0) {
             int zero = 0;
             am2z__atomic_cas(&r->cancelled, &zero, c, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
             break;
         }
-    pthread_mutex_unlock(&q->runmu);
+    am2z__mutex_unlock(&q->runmu);
 }
 
 static void am2z__qmaint_cancel(am2z__qrt *q, am2z_redis *conn) {
@@ -5781,13 +5746,13 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     size_t n = 0, i, sent = 0;
     int64_t old = am2z_now_ms() - q->foreign_poll_ms;
     am2z_reply rep = am2z__qrep0();
-    pthread_mutex_lock(&q->wmu);
+    am2z__mutex_lock(&q->wmu);
     for (i = 0; i < AM2Z__QBUCKETS && n < 256; i++) {
         am2z__qwait *w;
         for (w = q->waiters[i]; w && n < 256; w = w->hnext)
             if (w->submitted_ms <= old) { am2z__atomic_inc(&w->refs); ws[n++] = w; }
     }
-    pthread_mutex_unlock(&q->wmu);
+    am2z__mutex_unlock(&q->wmu);
     for (i = 0; i < n; i++) {
         if (am2z_redis_append(conn, "HMGET %s%s finishedOn returnvalue failedReason atm stacktrace", ws[i]->qu->P,
                               ws[i]->id) != AM2Z_STATUS_OK)
@@ -5891,7 +5856,6 @@ static void *am2z__qmaint_main(void *arg) {
     snap.q = q;
     while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         int64_t next, t_due = 0;
-        struct timespec ts;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
         if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
@@ -5906,13 +5870,13 @@ static void *am2z__qmaint_main(void *arg) {
         if (q->nworkers > 0 && t_stalled < next) next = t_stalled;
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
         if (t_due && t_due < next) next = t_due;
-        pthread_mutex_lock(&q->mnt.mu);
+        am2z__mutex_lock(&q->mnt.mu);
         if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed) {
-            am2z__qabstime(&ts, next - am2z_now_ms());
-            pthread_cond_timedwait(&q->mnt.cv, &q->mnt.mu, &ts);
+            int64_t left_ms = next - am2z_now_ms();
+            am2z__cond_wait_until(&q->mnt.cv, &q->mnt.mu, am2z_monotonic_ns() + (left_ms > 0 ? left_ms : 0) * 1000000);
         }
         q->due_changed = 0;
-        pthread_mutex_unlock(&q->mnt.mu);
+        am2z__mutex_unlock(&q->mnt.mu);
     }
     am2z__qsnap_release(&snap);
     return NULL;
@@ -5977,11 +5941,11 @@ static am2z_value *am2z__qname_add(am2z_value *names, const char *name) {
 static am2z_value *am2z__qlocal_queues(am2z__qrt *q, const char *sid, am2z_value *names) {
     am2z__qqueue *u;
     size_t i;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         for (u = q->queues[i]; u; u = u->hnext)
             if (u->session && strcmp(u->session, sid) == 0) names = am2z__qname_add(names, u->name);
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     return names;
 }
 
@@ -6010,14 +5974,14 @@ static int am2z__qproc_of(const am2z__qrt *q, const char *name, char *buf, size_
 /* Forgets that this process used the session (session:created fires again on its next use). */
 static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
     size_t i;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (i = 0; i < q->nsessions; i++)
         if (strcmp(q->sessions[i], session) == 0) {
             am2z__free(q->sessions[i]);
             q->sessions[i] = q->sessions[--q->nsessions];
             break;
         }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
 }
 
 static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
@@ -6083,21 +6047,21 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     /* 2. in this process: cancel its runs, end its waiters */
     {
         am2z__qrun *x;
-        pthread_mutex_lock(&q->runmu);
+        am2z__mutex_lock(&q->runmu);
         for (x = q->runs.next; x != &q->runs; x = x->next)
             if (x->qu->session && strcmp(x->qu->session, sid) == 0) {
                 int zero = 0;
                 am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_KEY, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
             }
-        pthread_mutex_unlock(&q->runmu);
+        am2z__mutex_unlock(&q->runmu);
     }
     for (;;) {
         am2z__qwait *w = NULL, *t;
-        pthread_mutex_lock(&q->wmu);
+        am2z__mutex_lock(&q->wmu);
         for (i = 0; i < AM2Z__QBUCKETS && !w; i++)
             for (t = q->waiters[i]; t; t = t->hnext)
                 if (t->qu->session && strcmp(t->qu->session, sid) == 0) { w = t; am2z__atomic_inc(&w->refs); break; }
-        pthread_mutex_unlock(&q->wmu);
+        am2z__mutex_unlock(&q->wmu);
         if (!w) break;
         if ((t = am2z__qwait_take(q, w->id, strlen(w->id))) != NULL) {
             t->error = am2z_error_with_location(am2z_error_retain(ce), t->qu->proc, t->id);
@@ -6219,9 +6183,9 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "workers", am2z_value_int(q->nworkers));
-    pthread_mutex_lock(&q->wmu);
+    am2z__mutex_lock(&q->wmu);
     n = q->nwaiters;
-    pthread_mutex_unlock(&q->wmu);
+    am2z__mutex_unlock(&q->wmu);
     v = am2z_value_set(v, "awaiting", am2z_value_int((int64_t)n));
     n = 0;
     if (!r) return am2z_value_set(v, "registeredProcessors", reg);
@@ -6331,7 +6295,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     pr->wake_key = am2z__qcat(q->C, "wake:", name, NULL);
     pr->limit = d->queue.concurrency > 0 ? d->queue.concurrency : 0;
     if (!pr->name || !pr->wake_key) { am2z__qproc_release(pr); return; }
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (x = q->procs; x; x = x->next)
         if (strcmp(x->name, name) == 0) break;
     if (x) {
@@ -6342,7 +6306,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
         pr = NULL;
         am2z__atomic_inc(&q->gen);
     }
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     am2z__qproc_release(pr);
     u = am2z__qqueue_get(q, name, NULL, 1);
     if ((r = am2z__qborrow(q, NULL)) != NULL) {
@@ -6360,22 +6324,22 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
 static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z__qproc **pp, *pr = NULL;
-    pthread_mutex_lock(&q->mu);
+    am2z__mutex_lock(&q->mu);
     for (pp = &q->procs; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0) { pr = *pp; *pp = pr->next; break; }
     am2z__atomic_inc(&q->gen);
-    pthread_mutex_unlock(&q->mu);
+    am2z__mutex_unlock(&q->mu);
     am2z__qproc_release(pr);
     /* forget every queue of it, one at a time (forget takes the lock itself) */
     for (;;) {
         char *qn = NULL;
         size_t i;
         am2z__qqueue *u;
-        pthread_mutex_lock(&q->mu);
+        am2z__mutex_lock(&q->mu);
         for (i = 0; i < AM2Z__QBUCKETS && !qn; i++)
             for (u = q->queues[i]; u; u = u->hnext)
                 if (strcmp(u->proc, name) == 0) { qn = am2z__strdup(u->name); break; }
-        pthread_mutex_unlock(&q->mu);
+        am2z__mutex_unlock(&q->mu);
         if (!qn) break;
         am2z__qqueue_forget(q, qn);
         am2z__free(qn);
@@ -6419,23 +6383,23 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
         w->gen = 0;
         w->k = 1;
         am2z__qguard_init(&w->guard);
-        if (pthread_create(&w->thread, NULL, am2z__qworker_main, w) != 0) {
+        if (am2z__thread_create(&w->thread, am2z__qworker_main, w) != 0) {
             am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
-            while (i-- > 0) pthread_join(q->workers[i].thread, NULL);
+            while (i-- > 0) am2z__thread_join(q->workers[i].thread);
             return AM2Z_STATUS_NO_MEMORY;
         }
     }
-    if (pthread_create(&q->receiver, NULL, am2z__qreceiver_main, q) != 0) {
+    if (am2z__thread_create(&q->receiver, am2z__qreceiver_main, q) != 0) {
         am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
         am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
-        for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
+        for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
         return AM2Z_STATUS_NO_MEMORY;
     }
-    if (pthread_create(&q->maint, NULL, am2z__qmaint_main, q) != 0) {
+    if (am2z__thread_create(&q->maint, am2z__qmaint_main, q) != 0) {
         am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
         am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
-        for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
-        pthread_join(q->receiver, NULL);
+        for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
+        am2z__thread_join(q->receiver);
         return AM2Z_STATUS_NO_MEMORY;
     }
     q->have_threads = 1;
@@ -6454,20 +6418,20 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
     for (i = 0; i < q->nworkers; i++) am2z__qguard_cut(q, &q->workers[i].guard);
     while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
-    pthread_mutex_lock(&q->runmu);
+    am2z__mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
         int zero = 0;
         am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
     }
-    pthread_mutex_unlock(&q->runmu);
-    for (i = 0; i < q->nworkers; i++) pthread_join(q->workers[i].thread, NULL);
+    am2z__mutex_unlock(&q->runmu);
+    for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
-    pthread_mutex_lock(&q->mnt.mu);
-    pthread_cond_broadcast(&q->mnt.cv);
-    pthread_mutex_unlock(&q->mnt.mu);
-    pthread_join(q->receiver, NULL);
-    pthread_join(q->maint, NULL);
+    am2z__mutex_lock(&q->mnt.mu);
+    am2z__cond_broadcast(&q->mnt.cv);
+    am2z__mutex_unlock(&q->mnt.mu);
+    am2z__thread_join(q->receiver);
+    am2z__thread_join(q->maint);
     q->have_threads = 0;
     /* late results and pending wake-ups have nobody to read them now */
     am2z__qdel_own_keys(q);
@@ -6475,10 +6439,10 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     for (;;) {
         am2z__qwait *w = NULL;
         size_t b;
-        pthread_mutex_lock(&q->wmu);
+        am2z__mutex_lock(&q->wmu);
         for (b = 0; b < AM2Z__QBUCKETS && !w; b++)
             if (q->waiters[b]) { w = q->waiters[b]; am2z__atomic_inc(&w->refs); }
-        pthread_mutex_unlock(&q->wmu);
+        am2z__mutex_unlock(&q->wmu);
         if (!w) break;
         am2z__qexpire(w, am2z_error_with_location(am2z_error_cancelled("the runtime was stopped"), w->qu->proc, w->id));
         am2z__qwait_release(w);
@@ -6515,10 +6479,10 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
     am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state); am2z_redis_script_free(q->s_due);
     am2z_redis_script_free(q->s_remove);
-    pthread_mutex_destroy(&q->mu);
-    pthread_mutex_destroy(&q->wmu);
-    pthread_mutex_destroy(&q->runmu);
-    pthread_mutex_destroy(&q->cutmu);
+    am2z__mutex_destroy(&q->mu);
+    am2z__mutex_destroy(&q->wmu);
+    am2z__mutex_destroy(&q->runmu);
+    am2z__mutex_destroy(&q->cutmu);
     am2z__qnotify_destroy(&q->mnt);
     am2z__free(q->r_host); am2z__free(q->r_unix); am2z__free(q->r_user); am2z__free(q->r_pass);
     am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key);
@@ -6625,10 +6589,10 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
     q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
     q->runs.next = q->runs.prev = &q->runs;
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_mutex_init(&q->wmu, NULL);
-    pthread_mutex_init(&q->runmu, NULL);
-    pthread_mutex_init(&q->cutmu, NULL);
+    am2z__mutex_init(&q->mu);
+    am2z__mutex_init(&q->wmu);
+    am2z__mutex_init(&q->runmu);
+    am2z__mutex_init(&q->cutmu);
     am2z__qguard_init(&q->rguard);
     am2z__qnotify_init(&q->mnt);
     q->s_add = am2z__qscript(am2z__qlua_add);
