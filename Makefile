@@ -12,7 +12,7 @@ BENCHES  := $(patsubst bench/%.c,%,$(wildcard bench/*.c))
 HEADERS  := am2z.h am2z_resp.h
 
 .PHONY: all test demo examples bench bench-vs-bullmq fuzz clean symbols check check-tsan \
-        portability size
+        portability size chaos
 
 all: examples
 
@@ -65,6 +65,12 @@ portability:
 # Code size per part (-Os, --gc-sections), x86-64 and armhf: the README's size table.
 size:
 	@sh tests/size.sh
+
+# kill -9 of workers every 2 s and of Redis (restarted from its AOF) 3 times while 100,000
+# executions run; prints submitted / answered / wrong / failed / lost / duplicated.
+# CHAOS_JOBS=... etc. change it (see tests/chaos.sh).
+chaos:
+	@sh tests/chaos.sh
 
 $(B)/examples $(B)/bench:
 	mkdir -p $@

@@ -108,6 +108,11 @@ for s in tests/test_*.sh; do
     run_counted "$(basename "$s" .sh)" sh "$s"
 done
 
+# The chaos run's short form (make chaos runs the long one): workers killed with kill -9
+# every 2 s and Redis killed and restarted from its AOF while 3,000 executions run.
+echo "== chaos, short form (tests/chaos.sh)"
+run_counted chaos env CHAOS_JOBS=3000 CHAOS_REDIS_KILLS=1 sh tests/chaos.sh
+
 # The unit tests that need no Redis cross-compiled for i386, armhf, aarch64 and s390x and
 # run under qemu-user, and the examples as static musl programs (about 2 minutes on 2 cores;
 # a target whose toolchain is missing is a skip).
