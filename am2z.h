@@ -50,6 +50,7 @@
        4  logging      levels, child loggers, human/JSON/silent/callback sinks
        5  processors   named state transforms with timeout, retry policy, queue config
        6  composition  chain, parallel + merge, route + fallback, batch
+       6b cron         5-field cron expressions (UTC) for schedules: parse, next fire time
        7  runtime      the interface both runtimes implement (execute, submit, sessions, events)
        7b runtime implementers: not needed by users (ops table, contexts, invoke;
           declarations only, implemented with 7)
@@ -76,6 +77,7 @@
        AM2Z_NAME_MAX          bytes of a processor name (128)
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
+       AM2Z_CRON_MAX_LENGTH   bytes of a cron expression (256)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
@@ -956,6 +958,48 @@ typedef struct am2z_batch_desc {
     const char *description;
 } am2z_batch_desc;
 AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status *status);
+
+/* ==== 6b. cron expressions ============================================================= */
+/* The standard 5-field cron syntax, for schedules: "minute hour day-of-month month
+   day-of-week", e.g. "0-59/5 * * * *" (every 5 minutes; also written with "*" before the "/5"),
+   "0 9 * * MON-FRI", "0 0 1,15 * *".
+   Each field is "*", a number, a range "a-b", any of those with a step "/n", or a comma
+   list of them. Ranges: minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, weekday
+   0-7 or SUN-SAT (0 and 7 are Sunday; "SUN" ending a range is 7, so "FRI-SUN" works);
+   names are case-insensitive. A single value with a step, "5/20", runs from the value to
+   the end of the range.
+   "@yearly" (= "@annually"), "@monthly", "@weekly", "@daily" (= "@midnight") and
+   "@hourly" stand for their usual expressions.
+   As in Vixie cron and BullMQ: when both day fields are restricted, a day matches if
+   EITHER matches ("0 0 13 * FRI" fires on every 13th and every Friday); a field starting
+   with "*" counts as unrestricted.
+   Times are UTC: no time-zone database is needed and a schedule fires the same on every
+   machine (a local-time schedule would skip or repeat slots at DST changes).
+   Strict: anything else fails with AM2Z_STATUS_INVALID_ARGUMENT and a detail naming the
+   field and the offset (am2z_status_offset) of the bad character, e.g.
+   "cron: hour: 24 is out of range 0-23". At most AM2Z_CRON_MAX_LENGTH bytes. */
+#ifndef AM2Z_CRON_MAX_LENGTH
+#define AM2Z_CRON_MAX_LENGTH 256
+#endif
+typedef struct am2z_cron {
+    uint64_t minutes;           /* bit m: minute m matches */
+    uint32_t hours;             /* bit h */
+    uint32_t days;              /* bit d, 1-31 */
+    uint16_t months;            /* bit m, 1-12 */
+    uint8_t weekdays;           /* bit w, 0-6 (Sunday 0) */
+    uint8_t days_restricted;    /* day-of-month field did not start with "*" */
+    uint8_t weekdays_restricted;
+} am2z_cron;
+/* Parses expr (len bytes, or AM2Z_NTS) into *out (written only on success). */
+AM2Z_API am2z_status am2z_cron_parse(const char *expr, size_t len, am2z_cron *out);
+/* The first time the schedule fires strictly after after_ms (ms since the epoch, UTC), on
+   a whole minute; AM2Z_STATUS_OK with *next_ms, or AM2Z_STATUS_NOT_FOUND when it never
+   fires within AM2Z_CRON_SEARCH_YEARS years (e.g. "0 0 30 2 *": February 30th) or would
+   pass year 9999. */
+#ifndef AM2Z_CRON_SEARCH_YEARS
+#define AM2Z_CRON_SEARCH_YEARS 9 /* a February 29th fires at most 8 years apart (2096-2104) */
+#endif
+AM2Z_API am2z_status am2z_cron_next(const am2z_cron *cron, int64_t after_ms, int64_t *next_ms);
 
 /* ==== 7. runtime interface ============================================================ */
 /* A runtime runs registered processors. Both runtimes (section 8 and am2z_resp.h) share
@@ -5980,6 +6024,181 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
     if (!ctx || !ctx->processor || ctx->processor->kind == AM2Z__KIND_PLAIN)
         return am2z_fail(am2z_error_configuration("ctx", "a composite needs ctx->processor"));
     return am2z__composite_run(ctx->processor, ctx, input);
+}
+
+/* ==== 6b. cron expressions ============================================================= */
+
+static const char *const am2z__cron_field_names[5] = {"minute", "hour", "day of month", "month",
+                                                       "day of week"};
+static const int am2z__cron_lo[5] = {0, 0, 1, 1, 0}, am2z__cron_hi[5] = {59, 23, 31, 12, 7};
+
+static int am2z__cron_upper(int c) { return c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c; }
+
+/* A number or (month, weekday fields) a 3-letter name at *pos; -1 when there is none,
+   -2 when a number is absurdly long (reported as out of range). */
+static int am2z__cron_value(const char *s, size_t end, size_t *pos, int field) {
+    static const char months[] = "JANFEBMARAPRMAYJUNJULAUGSEPOCTNOVDEC", days[] = "SUNMONTUEWEDTHUFRISAT";
+    size_t p = *pos;
+    int v = 0;
+    if (p < end && s[p] >= '0' && s[p] <= '9') {
+        while (p < end && s[p] >= '0' && s[p] <= '9') {
+            if (v > 1000) return -2;
+            v = v * 10 + (s[p++] - '0');
+        }
+        *pos = p;
+        return v;
+    }
+    if ((field == 3 || field == 4) && end - p >= 3) {
+        const char *names = field == 3 ? months : days;
+        int k, n = field == 3 ? 12 : 7;
+        for (k = 0; k < n; k++)
+            if (am2z__cron_upper((unsigned char)s[p]) == names[3 * k] &&
+                am2z__cron_upper((unsigned char)s[p + 1]) == names[3 * k + 1] &&
+                am2z__cron_upper((unsigned char)s[p + 2]) == names[3 * k + 2] &&
+                (p + 3 == end || !((s[p + 3] | 32) >= 'a' && (s[p + 3] | 32) <= 'z'))) {
+                *pos = p + 3;
+                return field == 3 ? k + 1 : k;
+            }
+    }
+    return -1;
+}
+
+/* One field s[start, end) into *bits; records the failure's detail. */
+static am2z_status am2z__cron_field(const char *s, size_t start, size_t end, int field, uint64_t *bits) {
+    const char *name = am2z__cron_field_names[field];
+    int lo = am2z__cron_lo[field], hi = am2z__cron_hi[field];
+    size_t p = start;
+    *bits = 0;
+    for (;;) {
+        size_t item = p;
+        int a, b, step = 1, v;
+        if (p < end && s[p] == '*') {
+            a = lo;
+            b = hi;
+            p++;
+        } else {
+            a = am2z__cron_value(s, end, &p, field);
+            if (a == -1)
+                return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, p, "cron: %s: expected a number%s or \"*\" at \"%.*s\"",
+                                  name, field == 3 ? ", a month name" : field == 4 ? ", a day name" : "",
+                                  (int)(end - p), s + p);
+            b = a;
+            if (p < end && s[p] == '-') {
+                size_t at = ++p;
+                b = am2z__cron_value(s, end, &p, field);
+                if (b == -1)
+                    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, p, "cron: %s: a range needs an end at \"%.*s\"",
+                                      name, (int)(end - p), s + p);
+                if (field == 4 && b == 0 && s[at] > '9') b = 7; /* "SAT-SUN": Sunday ends the week */
+            }
+            if (a < lo || a > hi || b < lo || b > hi)
+                return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, item, "cron: %s: \"%.*s\" is out of range %d-%d", name,
+                                  (int)(p - item), s + item, lo, hi);
+            if (a > b)
+                return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, item, "cron: %s: range %d-%d is reversed", name, a, b);
+        }
+        if (p < end && s[p] == '/') {
+            size_t at = ++p;
+            step = am2z__cron_value(s, end, &p, 0);
+            if (step == -1 || step == -2 || step == 0 || step > hi)
+                return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, at, "cron: %s: step \"%.*s\" is not a number 1-%d",
+                                  name, (int)(end - at), s + at, hi);
+            if (a == b) b = hi; /* "5/15": from 5 to the end of the range */
+        }
+        for (v = a; v <= b; v += step) *bits |= (uint64_t)1 << (field == 4 && v == 7 ? 0 : v);
+        if (p == end) return AM2Z_STATUS_OK;
+        if (s[p] != ',' || p + 1 == end)
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, p, "cron: %s: unexpected \"%.*s\"", name, (int)(end - p),
+                              s + p);
+        p++;
+    }
+}
+
+AM2Z_API am2z_status am2z_cron_parse(const char *expr, size_t len, am2z_cron *out) {
+    static const char *const macros[][2] = {
+        {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
+        {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+        {"@hourly", "0 * * * *"}};
+    uint64_t bits[5];
+    size_t p = 0, start[5];
+    int n = 0, k;
+    if (!expr || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "cron: no expression");
+    if (len == AM2Z_NTS) len = strlen(expr);
+    if (len > AM2Z_CRON_MAX_LENGTH)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_CRON_MAX_LENGTH, "cron: expression longer than %d bytes",
+                          AM2Z_CRON_MAX_LENGTH);
+    while (len > 0 && (expr[len - 1] == ' ' || expr[len - 1] == '\t')) len--;
+    while (p < len && (expr[p] == ' ' || expr[p] == '\t')) p++;
+    if (p < len && expr[p] == '@') {
+        for (k = 0; k < (int)(sizeof macros / sizeof macros[0]); k++)
+            if (len - p == strlen(macros[k][0]) && memcmp(expr + p, macros[k][0], len - p) == 0)
+                return am2z_cron_parse(macros[k][1], AM2Z_NTS, out);
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, p, "cron: unknown macro \"%.*s\"", (int)(len - p), expr + p);
+    }
+    while (p < len) {
+        size_t e = p;
+        while (e < len && expr[e] != ' ' && expr[e] != '\t') e++;
+        if (n == 5)
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, p, "cron: more than 5 fields (seconds and years are not supported)");
+        start[n] = p;
+        {
+            am2z_status st = am2z__cron_field(expr, p, e, n, &bits[n]);
+            if (st != AM2Z_STATUS_OK) return st;
+        }
+        n++;
+        p = e;
+        while (p < len && (expr[p] == ' ' || expr[p] == '\t')) p++;
+    }
+    if (n < 5)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, len, "cron: %d field%s, expected 5 (minute hour day month weekday)",
+                          n, n == 1 ? "" : "s");
+    out->minutes = bits[0];
+    out->hours = (uint32_t)bits[1];
+    out->days = (uint32_t)bits[2];
+    out->months = (uint16_t)bits[3];
+    out->weekdays = (uint8_t)bits[4];
+    out->days_restricted = expr[start[2]] != '*';
+    out->weekdays_restricted = expr[start[4]] != '*';
+    return AM2Z_STATUS_OK;
+}
+
+static int am2z__cron_day_matches(const am2z_cron *c, int64_t day) {
+    int64_t y;
+    int m, d, w = (int)(((day + 4) % 7 + 7) % 7); /* 1970-01-01 was a Thursday */
+    int dom, dow;
+    am2z__civil_from_days(day, &y, &m, &d);
+    if (!(c->months >> m & 1)) return 0;
+    dom = (int)(c->days >> d & 1);
+    dow = c->weekdays >> w & 1;
+    return c->days_restricted && c->weekdays_restricted ? dom || dow : dom && dow;
+}
+
+AM2Z_API am2z_status am2z_cron_next(const am2z_cron *cron, int64_t after_ms, int64_t *next_ms) {
+    const int64_t min_ms = -62135596800000LL, max_day = 2932896; /* 0001-01-01, 9999-12-31 */
+    int64_t minute, day, limit;
+    int h, mi;
+    if (!cron || !next_ms) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "cron: next without a schedule");
+    if (after_ms < min_ms)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "cron: %lld ms is before the year 1",
+                          (long long)after_ms);
+    minute = (after_ms >= 0 ? after_ms / 60000 : (after_ms - 59999) / 60000) + 1; /* strictly after */
+    day = minute >= 0 ? minute / 1440 : (minute - 1439) / 1440;
+    h = (int)((minute - day * 1440) / 60);
+    mi = (int)((minute - day * 1440) % 60);
+    limit = day + 366 * AM2Z_CRON_SEARCH_YEARS;
+    for (; day <= limit && day <= max_day; day++, h = 0, mi = 0) {
+        if (!am2z__cron_day_matches(cron, day)) continue;
+        for (; h < 24; h++, mi = 0) {
+            if (!(cron->hours >> h & 1)) continue;
+            for (; mi < 60; mi++)
+                if (cron->minutes >> mi & 1) {
+                    *next_ms = ((day * 24 + h) * 60 + mi) * 60000;
+                    return AM2Z_STATUS_OK;
+                }
+        }
+    }
+    return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "cron: the schedule does not fire within %d years%s",
+                      AM2Z_CRON_SEARCH_YEARS, day > max_day ? " before the year 10000" : "");
 }
 
 /* ==== 7. runtime interface ============================================================ */
