@@ -54,6 +54,8 @@
        7  runtime      the interface both runtimes implement (execute, submit, sessions, events)
        7b runtime implementers: not needed by users (ops table, contexts, invoke;
           declarations only, implemented with 7)
+       7c stores       durable key-value storage: the interface, a memory store and a
+                       crash-safe file journal (checkpoints of durable executions)
        8  local        the pthread worker-pool runtime
        (am2z_resp.h adds SHA-256, a RESP client and the Redis queue runtime.)
 
@@ -65,6 +67,7 @@
                               hook with user_data is am2z_set_allocator()
        AM2Z_ASSERT(c)         internal invariant checks (default: assert from <assert.h>)
        AM2Z_MAX_CALL_DEPTH    default limit of nested ctx calls (default 10)
+       AM2Z_NO_FILE_STORE     leave out am2z_file_store_new (for targets without POSIX files)
 
    LIMITS (each a #ifndef default; they protect against hostile input and runaway programs)
        AM2Z_JSON_MAX_DEPTH    parser nesting default (256; at most AM2Z_VALUE_MAX_DEPTH, 512)
@@ -78,6 +81,8 @@
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_CRON_MAX_LENGTH   bytes of a cron expression (256)
+       AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
+       AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
@@ -1264,6 +1269,98 @@ AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ct
    the sum saturates at INT64_MAX); else default_ms (plain, router, batch). */
 AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t default_ms);
 
+/* ==== 7c. stores ====================================================================== */
+/* Durable key-value storage, the interface durable executions checkpoint through (and
+   any program may use directly). Keys are C strings of 1..AM2Z_STORE_MAX_KEY bytes
+   without NUL; values are byte strings of 0..AM2Z_STORE_MAX_VALUE bytes.
+
+   INTERFACE  A store is an ops table plus its user_data; write your own (a database, a
+   flash page) by filling in am2z_store_ops and calling am2z_store_new. Every op returns
+   AM2Z_STATUS_OK or a failure with a detail; none may half-apply: after a failed put the
+   key holds its old value or the new one, never a mix. Every op may be called from any
+   thread: the built-in stores lock; a custom one must be thread-safe itself.
+
+   BUILT-IN   am2z_memory_store_new: a hash map, lost at exit (tests, caches).
+              am2z_file_store_new: a crash-safe append-only journal with the whole live
+              data also in memory (gets never touch the disk). Each put/remove appends one
+              record [magic, CRC-32C, lengths, key, value] and (by default) fsyncs before
+              it returns, so an acknowledged write survives kill -9 and power loss. On open
+              the journal is replayed: a torn last record (a crash mid-write) is detected
+              by its checksum or length and cut off with a warning; a bad record with
+              valid data after it is corruption, not a torn write, and the open fails with
+              AM2Z_STATUS_PROTOCOL naming its offset (set repair to cut the journal there
+              instead). When the journal grows past compact_ratio times the live data it
+              is rewritten to a temporary file, fsynced and renamed over the old one, so a
+              crash during compaction leaves one complete journal. One process at a time:
+              a second open of the same path fails with AM2Z_STATUS_CONFLICT (a POSIX
+              record lock, released when the process dies). Memory: the live keys and
+              values plus ~48 bytes per key. Needs POSIX files (open, fsync, rename,
+              fcntl); AM2Z_NO_FILE_STORE leaves it out. */
+#ifndef AM2Z_STORE_MAX_KEY
+#define AM2Z_STORE_MAX_KEY 1024
+#endif
+#ifndef AM2Z_STORE_MAX_VALUE
+#define AM2Z_STORE_MAX_VALUE (64u << 20) /* 64 MiB */
+#endif
+
+typedef struct am2z_store am2z_store;
+/* Called by scan for each key (borrowed for the call) in no particular order; return
+   non-zero to stop. It must not call the store it scans. */
+typedef int (*am2z_store_scan_fn)(const char *key, const void *value, size_t len, void *user_data);
+typedef struct am2z_store_ops {
+    /* value borrowed; copies it */
+    am2z_status (*put)(void *user_data, const char *key, const void *value, size_t len);
+    /* *value: a new allocation the caller frees with am2z_free (NUL-terminated, not
+       counted in *len); AM2Z_STATUS_NOT_FOUND when the key is absent */
+    am2z_status (*get)(void *user_data, const char *key, void **value, size_t *len);
+    am2z_status (*remove)(void *user_data, const char *key); /* absent: AM2Z_STATUS_OK */
+    am2z_status (*scan)(void *user_data, const char *prefix, am2z_store_scan_fn fn, void *fn_data);
+    void (*close)(void *user_data); /* optional: frees user_data's resources */
+} am2z_store_ops;
+
+/* A store over ops (borrowed for the store's lifetime) and user_data (owned: ops->close
+   gets it at am2z_store_free). NULL with *status when ops lack put, get, remove or scan. */
+AM2Z_API am2z_store *am2z_store_new(const am2z_store_ops *ops, void *user_data, am2z_status *status);
+AM2Z_API void am2z_store_free(am2z_store *store); /* NULL: nothing */
+/* The operations, with the argument checks every store shares (NULL store or key, key
+   length, value size: AM2Z_STATUS_INVALID_ARGUMENT / AM2Z_STATUS_LIMIT with a detail). */
+AM2Z_API am2z_status am2z_store_put(am2z_store *store, const char *key, const void *value, size_t len);
+AM2Z_API am2z_status am2z_store_get(am2z_store *store, const char *key, void **value, size_t *len);
+AM2Z_API am2z_status am2z_store_remove(am2z_store *store, const char *key);
+/* prefix NULL or "": every key. */
+AM2Z_API am2z_status am2z_store_scan(am2z_store *store, const char *prefix, am2z_store_scan_fn fn, void *fn_data);
+
+AM2Z_API am2z_store *am2z_memory_store_new(am2z_status *status);
+
+#ifndef AM2Z_NO_FILE_STORE
+typedef struct am2z_file_store_desc {
+    const char *path;           /* the journal file; created if missing (required) */
+    int no_fsync;               /* non-zero: writes reach the OS but not the disk before a
+                                   put returns (survive kill -9, not power loss); ~100x faster */
+    int repair;                 /* non-zero: cut the journal at a bad record in the middle
+                                   instead of refusing to open (data after it is lost) */
+    double compact_ratio;       /* rewrite when journal > ratio x live bytes; default 2.0 */
+    int64_t compact_min_bytes;  /* never rewrite a journal smaller than this; default 1 MiB */
+    am2z_logger *logger;        /* borrowed; warnings (torn tail cut); default: stderr */
+} am2z_file_store_desc;
+/* Opens (replays) or creates the journal. NULL with *status: AM2Z_STATUS_INVALID_ARGUMENT
+   (no path), AM2Z_STATUS_IO (cannot open/read/write; the detail has strerror),
+   AM2Z_STATUS_CONFLICT (another process has it open), AM2Z_STATUS_PROTOCOL (corrupt, see
+   above; am2z_status_offset() is the bad record's offset), AM2Z_STATUS_NO_MEMORY. */
+AM2Z_API am2z_store *am2z_file_store_new(const am2z_file_store_desc *desc, am2z_status *status);
+/* Rewrites the journal now (what a put does by itself past compact_ratio). */
+AM2Z_API am2z_status am2z_file_store_compact(am2z_store *store);
+typedef struct am2z_file_store_info {
+    int64_t journal_bytes;      /* file size now */
+    int64_t live_bytes;         /* what a compacted journal would hold */
+    int64_t keys;
+    int64_t torn_bytes_cut;     /* cut off the tail at open (0: clean) */
+    int64_t compactions;        /* since open */
+} am2z_file_store_info;
+/* All zero when store is not a file store. */
+AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
+#endif
+
 /* ==== 8. local runtime ================================================================ */
 /* The local runtime runs processors on a pthread worker pool in this process.
    - Timeouts: every top-level execution (execute, submit, execute_many) runs on a worker
@@ -1397,6 +1494,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+#ifndef AM2Z_NO_FILE_STORE
+#include <fcntl.h>
+#include <sys/stat.h>
+#endif
 
 /* A strict -std=c99/c11 hides POSIX unless _POSIX_C_SOURCE was defined before the first
    system header; am2z.h defines it, but only if it came first. */
@@ -1588,6 +1689,7 @@ typedef pthread_mutex_t am2z__mutex;
 typedef pthread_cond_t am2z__cond;
 typedef pthread_rwlock_t am2z__rwlock;
 typedef pthread_t am2z__thread;
+#define AM2Z__MUTEX_INITIALIZER PTHREAD_MUTEX_INITIALIZER /* for the few static locks */
 #define am2z__mutex_init(m) pthread_mutex_init((m), NULL)
 #define am2z__mutex_lock(m) pthread_mutex_lock(m)
 #define am2z__mutex_unlock(m) pthread_mutex_unlock(m)
@@ -7140,6 +7242,720 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     am2z_logger_release(rt->logger);
     am2z__free(rt);
 }
+
+/* ==== 7c. stores ====================================================================== */
+
+struct am2z_store {
+    const am2z_store_ops *ops;
+    void *user_data;
+};
+
+AM2Z_API am2z_store *am2z_store_new(const am2z_store_ops *ops, void *user_data, am2z_status *status) {
+    am2z_store *s;
+    if (!ops || !ops->put || !ops->get || !ops->remove || !ops->scan)
+        return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                              "store: ops need put, get, remove and scan"));
+    s = (am2z_store *)am2z__malloc(sizeof *s);
+    if (!s) return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store: out of memory"));
+    s->ops = ops;
+    s->user_data = user_data;
+    if (status) *status = AM2Z_STATUS_OK;
+    return s;
+}
+
+AM2Z_API void am2z_store_free(am2z_store *store) {
+    if (!store) return;
+    if (store->ops->close) store->ops->close(store->user_data);
+    am2z__free(store);
+}
+
+static am2z_status am2z__store_check(am2z_store *store, const char *key, const char *op) {
+    size_t n;
+    if (!store || !key) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "store %s: no %s", op, store ? "key" : "store");
+    n = strlen(key);
+    if (n == 0) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "store %s: empty key", op);
+    if (n > AM2Z_STORE_MAX_KEY)
+        return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "store %s: key of %zu bytes, at most %d", op, n, AM2Z_STORE_MAX_KEY);
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z_API am2z_status am2z_store_put(am2z_store *store, const char *key, const void *value, size_t len) {
+    am2z_status st = am2z__store_check(store, key, "put");
+    if (st != AM2Z_STATUS_OK) return st;
+    if (!value && len) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "store put '%s': no value", key);
+    if (len > AM2Z_STORE_MAX_VALUE)
+        return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "store put '%s': value of %zu bytes, at most %u", key, len,
+                          (unsigned)AM2Z_STORE_MAX_VALUE);
+    return store->ops->put(store->user_data, key, value ? value : "", len);
+}
+
+AM2Z_API am2z_status am2z_store_get(am2z_store *store, const char *key, void **value, size_t *len) {
+    am2z_status st = am2z__store_check(store, key, "get");
+    if (st != AM2Z_STATUS_OK) return st;
+    if (!value || !len) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "store get '%s': no output", key);
+    *value = NULL;
+    *len = 0;
+    return store->ops->get(store->user_data, key, value, len);
+}
+
+AM2Z_API am2z_status am2z_store_remove(am2z_store *store, const char *key) {
+    am2z_status st = am2z__store_check(store, key, "remove");
+    if (st != AM2Z_STATUS_OK) return st;
+    return store->ops->remove(store->user_data, key);
+}
+
+AM2Z_API am2z_status am2z_store_scan(am2z_store *store, const char *prefix, am2z_store_scan_fn fn, void *fn_data) {
+    if (!store || !fn) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "store scan: no %s", store ? "callback" : "store");
+    return store->ops->scan(store->user_data, prefix ? prefix : "", fn, fn_data);
+}
+
+/* -- the in-memory map both built-in stores keep (under their lock) -- */
+
+typedef struct am2z__kv_entry {
+    struct am2z__kv_entry *next;
+    uint64_t hash;
+    size_t klen, vlen;
+    char data[1]; /* key, NUL, value, NUL */
+} am2z__kv_entry;
+
+typedef struct am2z__kv {
+    am2z__mutex mu;
+    am2z__kv_entry **slots;
+    size_t nslots, count;
+    int64_t live_bytes; /* keys + values, as a compacted journal would hold them */
+} am2z__kv;
+
+static uint64_t am2z__kv_hash(const char *key, size_t n) {
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    return h;
+}
+
+static am2z__kv_entry *am2z__kv_entry_new(const char *key, size_t klen, const void *value, size_t vlen) {
+    am2z__kv_entry *e = (am2z__kv_entry *)am2z__malloc(sizeof *e + klen + vlen + 1);
+    if (!e) return NULL;
+    e->next = NULL;
+    e->hash = am2z__kv_hash(key, klen);
+    e->klen = klen;
+    e->vlen = vlen;
+    memcpy(e->data, key, klen);
+    e->data[klen] = '\0';
+    if (vlen) memcpy(e->data + klen + 1, value, vlen);
+    e->data[klen + 1 + vlen] = '\0';
+    return e;
+}
+
+static am2z__kv_entry **am2z__kv_find(am2z__kv *kv, const char *key, size_t klen, uint64_t h) {
+    am2z__kv_entry **p;
+    if (!kv->nslots) return NULL;
+    for (p = &kv->slots[h & (kv->nslots - 1)]; *p; p = &(*p)->next)
+        if ((*p)->hash == h && (*p)->klen == klen && memcmp((*p)->data, key, klen) == 0) return p;
+    return NULL;
+}
+
+/* Takes e over; replaces an entry with its key. 0 when out of memory (e freed). */
+static int am2z__kv_insert(am2z__kv *kv, am2z__kv_entry *e) {
+    am2z__kv_entry **p;
+    if (kv->count + 1 > kv->nslots / 4 * 3) { /* grow at 75% load */
+        size_t n = kv->nslots ? kv->nslots * 2 : 16, i;
+        am2z__kv_entry **slots = (am2z__kv_entry **)am2z__malloc(n * sizeof *slots);
+        if (!slots) { am2z__free(e); return 0; }
+        memset(slots, 0, n * sizeof *slots);
+        for (i = 0; i < kv->nslots; i++)
+            while (kv->slots[i]) {
+                am2z__kv_entry *x = kv->slots[i];
+                kv->slots[i] = x->next;
+                x->next = slots[x->hash & (n - 1)];
+                slots[x->hash & (n - 1)] = x;
+            }
+        am2z__free(kv->slots);
+        kv->slots = slots;
+        kv->nslots = n;
+    }
+    p = am2z__kv_find(kv, e->data, e->klen, e->hash);
+    if (p) {
+        am2z__kv_entry *old = *p;
+        e->next = old->next;
+        *p = e;
+        kv->live_bytes -= (int64_t)(old->klen + old->vlen);
+        am2z__free(old);
+    } else {
+        e->next = kv->slots[e->hash & (kv->nslots - 1)];
+        kv->slots[e->hash & (kv->nslots - 1)] = e;
+        kv->count++;
+    }
+    kv->live_bytes += (int64_t)(e->klen + e->vlen);
+    return 1;
+}
+
+static void am2z__kv_delete(am2z__kv *kv, const char *key, size_t klen) {
+    am2z__kv_entry **p = am2z__kv_find(kv, key, klen, am2z__kv_hash(key, klen)), *old;
+    if (!p) return;
+    old = *p;
+    *p = old->next;
+    kv->count--;
+    kv->live_bytes -= (int64_t)(old->klen + old->vlen);
+    am2z__free(old);
+}
+
+static void am2z__kv_clear(am2z__kv *kv) {
+    size_t i;
+    for (i = 0; i < kv->nslots; i++)
+        while (kv->slots[i]) {
+            am2z__kv_entry *x = kv->slots[i];
+            kv->slots[i] = x->next;
+            am2z__free(x);
+        }
+    am2z__free(kv->slots);
+    kv->slots = NULL;
+    kv->nslots = kv->count = 0;
+    kv->live_bytes = 0;
+}
+
+static am2z_status am2z__kv_get(am2z__kv *kv, const char *key, void **value, size_t *len) {
+    size_t klen = strlen(key);
+    am2z__kv_entry **p;
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z__mutex_lock(&kv->mu);
+    p = am2z__kv_find(kv, key, klen, am2z__kv_hash(key, klen));
+    if (!p) {
+        st = am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "store get '%s': no such key", key);
+    } else if (!(*value = am2z__malloc((*p)->vlen + 1))) {
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store get '%s': out of memory", key);
+    } else {
+        memcpy(*value, (*p)->data + klen + 1, (*p)->vlen + 1);
+        *len = (*p)->vlen;
+    }
+    am2z__mutex_unlock(&kv->mu);
+    return st;
+}
+
+static am2z_status am2z__kv_scan(am2z__kv *kv, const char *prefix, am2z_store_scan_fn fn, void *fn_data) {
+    size_t i, plen = strlen(prefix);
+    am2z__kv_entry *e;
+    am2z__mutex_lock(&kv->mu);
+    for (i = 0; i < kv->nslots; i++)
+        for (e = kv->slots[i]; e; e = e->next)
+            if (e->klen >= plen && memcmp(e->data, prefix, plen) == 0 &&
+                fn(e->data, e->data + e->klen + 1, e->vlen, fn_data))
+                goto out;
+out:
+    am2z__mutex_unlock(&kv->mu);
+    return AM2Z_STATUS_OK;
+}
+
+/* -- memory store -- */
+
+static am2z_status am2z__mem_put(void *ud, const char *key, const void *value, size_t len) {
+    am2z__kv *kv = (am2z__kv *)ud;
+    am2z__kv_entry *e = am2z__kv_entry_new(key, strlen(key), value, len);
+    int ok;
+    if (!e) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store put '%s': out of memory", key);
+    am2z__mutex_lock(&kv->mu);
+    ok = am2z__kv_insert(kv, e);
+    am2z__mutex_unlock(&kv->mu);
+    return ok ? AM2Z_STATUS_OK : am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store put '%s': out of memory", key);
+}
+static am2z_status am2z__mem_get(void *ud, const char *key, void **value, size_t *len) {
+    return am2z__kv_get((am2z__kv *)ud, key, value, len);
+}
+static am2z_status am2z__mem_remove(void *ud, const char *key) {
+    am2z__kv *kv = (am2z__kv *)ud;
+    am2z__mutex_lock(&kv->mu);
+    am2z__kv_delete(kv, key, strlen(key));
+    am2z__mutex_unlock(&kv->mu);
+    return AM2Z_STATUS_OK;
+}
+static am2z_status am2z__mem_scan(void *ud, const char *prefix, am2z_store_scan_fn fn, void *fn_data) {
+    return am2z__kv_scan((am2z__kv *)ud, prefix, fn, fn_data);
+}
+static void am2z__mem_close(void *ud) {
+    am2z__kv *kv = (am2z__kv *)ud;
+    am2z__kv_clear(kv);
+    am2z__mutex_destroy(&kv->mu);
+    am2z__free(kv);
+}
+static const am2z_store_ops am2z__mem_ops = {am2z__mem_put, am2z__mem_get, am2z__mem_remove, am2z__mem_scan,
+                                             am2z__mem_close};
+
+AM2Z_API am2z_store *am2z_memory_store_new(am2z_status *status) {
+    am2z__kv *kv = (am2z__kv *)am2z__malloc(sizeof *kv);
+    am2z_store *s;
+    if (!kv) return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store: out of memory"));
+    memset(kv, 0, sizeof *kv);
+    if (am2z__mutex_init(&kv->mu) != 0) {
+        am2z__free(kv);
+        return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store: no lock"));
+    }
+    s = am2z_store_new(&am2z__mem_ops, kv, status);
+    if (!s) am2z__mem_close(kv);
+    return s;
+}
+
+#ifndef AM2Z_NO_FILE_STORE
+/* -- file store: an append-only journal --
+   record: u32 magic "AMZJ", u32 CRC-32C of the rest, u8 op (1 put, 2 remove),
+           u32 key length, u32 value length, key, value; integers little-endian. */
+#define AM2Z__J_MAGIC 0x4A5A4D41u
+#define AM2Z__J_HEAD 17
+
+/* CRC-32C (Castagnoli), reflected, a nibble at a time: a 16-entry constant table needs
+   no initialisation (so no race) and still runs at several hundred MB/s. */
+AM2Z__PRIVATE uint32_t am2z__crc32c(uint32_t crc, const void *data, size_t n) {
+    static const uint32_t t[16] = {0x00000000, 0x105EC76F, 0x20BD8EDE, 0x30E349B1, 0x417B1DBC, 0x5125DAD3,
+                                   0x61C69362, 0x7198540D, 0x82F63B78, 0x92A8FC17, 0xA24BB5A6, 0xB21572C9,
+                                   0xC38D26C4, 0xD3D3E1AB, 0xE330A81A, 0xF36E6F75};
+    const unsigned char *p = (const unsigned char *)data;
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        crc = (crc >> 4) ^ t[crc & 15];
+        crc = (crc >> 4) ^ t[crc & 15];
+    }
+    return ~crc;
+}
+
+static void am2z__put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+static uint32_t am2z__get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+typedef struct am2z__fstore {
+    am2z__kv kv;
+    struct am2z__fstore *next_open; /* in am2z__fs_open_list */
+    dev_t dev;
+    ino_t ino;
+    int fd;
+    int broken;                 /* a failed append could not be undone: writes refused */
+    char *path, *tmp_path;
+    am2z_file_store_desc desc;
+    am2z_file_store_info info;
+    am2z_logger *logger;
+} am2z__fstore;
+
+/* POSIX record locks belong to the process, so they cannot stop a second open of the
+   same journal in this process (and closing that second descriptor would drop the first
+   one's lock): open journals are also listed here, by device and inode. */
+static am2z__mutex am2z__fs_open_lock = AM2Z__MUTEX_INITIALIZER;
+static struct am2z__fstore *am2z__fs_open_list;
+
+static void am2z__fs_list_remove(struct am2z__fstore *fs);
+
+static am2z_status am2z__fs_io(const am2z__fstore *fs, const char *what) {
+    return am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "file store %s: %s: %s", fs->path, what, strerror(errno));
+}
+
+/* Under am2z__fs_open_lock: is the journal with this identity open in this process? */
+static int am2z__fs_listed(dev_t dev, ino_t ino) {
+    am2z__fstore *o;
+    for (o = am2z__fs_open_list; o; o = o->next_open)
+        if (o->dev == dev && o->ino == ino) return 1;
+    return 0;
+}
+
+static void am2z__fs_list_remove(am2z__fstore *fs) {
+    am2z__fstore **p;
+    am2z__mutex_lock(&am2z__fs_open_lock);
+    for (p = &am2z__fs_open_list; *p; p = &(*p)->next_open)
+        if (*p == fs) {
+            *p = fs->next_open;
+            break;
+        }
+    am2z__mutex_unlock(&am2z__fs_open_lock);
+}
+
+static int am2z__write_all(int fd, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int am2z__read_all(int fd, unsigned char *p, size_t n, off_t at) {
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, at);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+        at += r;
+    }
+    return 0;
+}
+
+/* One record in a new buffer (NULL when out of memory). */
+static unsigned char *am2z__fs_record(int op, const char *key, size_t klen, const void *value, size_t vlen, size_t *n) {
+    unsigned char *r = (unsigned char *)am2z__malloc(AM2Z__J_HEAD + klen + vlen);
+    if (!r) return NULL;
+    r[8] = (unsigned char)op;
+    am2z__put_u32(r + 9, (uint32_t)klen);
+    am2z__put_u32(r + 13, (uint32_t)vlen);
+    memcpy(r + AM2Z__J_HEAD, key, klen);
+    if (vlen) memcpy(r + AM2Z__J_HEAD + klen, value, vlen);
+    am2z__put_u32(r, AM2Z__J_MAGIC);
+    am2z__put_u32(r + 4, am2z__crc32c(0, r + 8, AM2Z__J_HEAD - 8 + klen + vlen));
+    *n = AM2Z__J_HEAD + klen + vlen;
+    return r;
+}
+
+/* Appends one record and makes it durable; on failure the journal is cut back to where
+   it was, so a failed write never leaves a half record in front of later ones. */
+static am2z_status am2z__fs_append(am2z__fstore *fs, const unsigned char *rec, size_t n) {
+    off_t end = (off_t)fs->info.journal_bytes;
+    if (fs->broken)
+        return am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "file store %s: an earlier write failed and could not be undone; "
+                          "reopen the store", fs->path);
+    if (am2z__write_all(fs->fd, rec, n) != 0 || (!fs->desc.no_fsync && fsync(fs->fd) != 0)) {
+        am2z_status st = am2z__fs_io(fs, "write");
+        if (ftruncate(fs->fd, end) != 0 || lseek(fs->fd, end, SEEK_SET) != end) fs->broken = 1;
+        return st;
+    }
+    fs->info.journal_bytes += (int64_t)n;
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_status am2z__fs_compact_locked(am2z__fstore *fs) {
+    size_t i;
+    int fd;
+    int64_t bytes = 0;
+    struct flock lk;
+    fd = open(fs->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return am2z__fs_io(fs, "compaction: create the temporary journal");
+    for (i = 0; i < fs->kv.nslots; i++) {
+        am2z__kv_entry *e;
+        for (e = fs->kv.slots[i]; e; e = e->next) {
+            size_t n;
+            unsigned char *rec = am2z__fs_record(1, e->data, e->klen, e->data + e->klen + 1, e->vlen, &n);
+            int bad = !rec || am2z__write_all(fd, rec, n) != 0;
+            am2z__free(rec);
+            if (bad) goto fail;
+            bytes += (int64_t)n;
+        }
+    }
+    memset(&lk, 0, sizeof lk);
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    /* lock the new journal before it takes the path, so no other process can open it */
+    if (fsync(fd) != 0 || fcntl(fd, F_SETLK, &lk) != 0) goto fail;
+    {
+        /* rename and new identity in one step for opens in this process */
+        struct stat sb;
+        int renamed;
+        am2z__mutex_lock(&am2z__fs_open_lock);
+        renamed = fstat(fd, &sb) == 0 && rename(fs->tmp_path, fs->path) == 0;
+        if (renamed) {
+            fs->dev = sb.st_dev;
+            fs->ino = sb.st_ino;
+        }
+        am2z__mutex_unlock(&am2z__fs_open_lock);
+        if (!renamed) goto fail;
+    }
+    {
+        /* the rename itself is durable once the directory is synced */
+        char *dir = am2z__strdup(fs->path), *slash = dir ? strrchr(dir, '/') : NULL;
+        int dfd;
+        if (dir) {
+            if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+            dfd = open(slash ? dir : ".", O_RDONLY);
+            if (dfd >= 0) {
+                if (!fs->desc.no_fsync) fsync(dfd);
+                close(dfd);
+            }
+            am2z__free(dir);
+        }
+    }
+    close(fs->fd);
+    fs->fd = fd;
+    fs->info.journal_bytes = bytes;
+    fs->info.compactions++;
+    return AM2Z_STATUS_OK;
+fail:
+    {
+        am2z_status st = am2z__fs_io(fs, "compaction");
+        close(fd);
+        unlink(fs->tmp_path);
+        return st;
+    }
+}
+
+static void am2z__fs_maybe_compact(am2z__fstore *fs) {
+    double ratio = fs->desc.compact_ratio;
+    if (fs->info.journal_bytes < fs->desc.compact_min_bytes) return;
+    /* live_bytes counts keys and values; each record adds its head */
+    if ((double)fs->info.journal_bytes <= ratio * (double)(fs->kv.live_bytes + (int64_t)fs->kv.count * AM2Z__J_HEAD))
+        return;
+    if (am2z__fs_compact_locked(fs) != AM2Z_STATUS_OK)
+        am2z_log_warn(fs->logger, "%s (the journal stays as it is)", am2z_status_detail());
+}
+
+static am2z_status am2z__fs_put(void *ud, const char *key, const void *value, size_t len) {
+    am2z__fstore *fs = (am2z__fstore *)ud;
+    size_t klen = strlen(key), n;
+    am2z__kv_entry *e = am2z__kv_entry_new(key, klen, value, len);
+    unsigned char *rec = e ? am2z__fs_record(1, key, klen, value, len, &n) : NULL;
+    am2z_status st;
+    if (!rec) {
+        am2z__free(e);
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store put '%s': out of memory", key);
+    }
+    am2z__mutex_lock(&fs->kv.mu);
+    st = am2z__fs_append(fs, rec, n);
+    if (st == AM2Z_STATUS_OK) {
+        /* durable now: a failed insert (no memory to grow the map) would make memory and
+           disk disagree, so it is reported and the next open sees the record */
+        if (!am2z__kv_insert(&fs->kv, e))
+            st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store put '%s': written, but out of memory", key);
+        am2z__fs_maybe_compact(fs);
+    } else {
+        am2z__free(e);
+    }
+    am2z__mutex_unlock(&fs->kv.mu);
+    am2z__free(rec);
+    return st;
+}
+
+static am2z_status am2z__fs_get(void *ud, const char *key, void **value, size_t *len) {
+    return am2z__kv_get(&((am2z__fstore *)ud)->kv, key, value, len);
+}
+
+static am2z_status am2z__fs_remove(void *ud, const char *key) {
+    am2z__fstore *fs = (am2z__fstore *)ud;
+    size_t klen = strlen(key), n;
+    unsigned char *rec;
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z__mutex_lock(&fs->kv.mu);
+    if (am2z__kv_find(&fs->kv, key, klen, am2z__kv_hash(key, klen))) { /* absent: nothing to write */
+        rec = am2z__fs_record(2, key, klen, NULL, 0, &n);
+        st = rec ? am2z__fs_append(fs, rec, n) : am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "store remove: out of memory");
+        am2z__free(rec);
+        if (st == AM2Z_STATUS_OK) {
+            am2z__kv_delete(&fs->kv, key, klen);
+            am2z__fs_maybe_compact(fs);
+        }
+    }
+    am2z__mutex_unlock(&fs->kv.mu);
+    return st;
+}
+
+static am2z_status am2z__fs_scan(void *ud, const char *prefix, am2z_store_scan_fn fn, void *fn_data) {
+    return am2z__kv_scan(&((am2z__fstore *)ud)->kv, prefix, fn, fn_data);
+}
+
+static void am2z__fs_close(void *ud) {
+    am2z__fstore *fs = (am2z__fstore *)ud;
+    am2z__fs_list_remove(fs);
+    if (fs->fd >= 0) close(fs->fd);
+    am2z__kv_clear(&fs->kv);
+    am2z__mutex_destroy(&fs->kv.mu);
+    am2z_logger_release(fs->logger);
+    am2z__free(fs->path);
+    am2z__free(fs->tmp_path);
+    am2z__free(fs);
+}
+
+static const am2z_store_ops am2z__fs_ops = {am2z__fs_put, am2z__fs_get, am2z__fs_remove, am2z__fs_scan, am2z__fs_close};
+
+/* Replays the journal into fs->kv; cuts a torn tail (or, with repair, a corrupt middle). */
+static am2z_status am2z__fs_replay(am2z__fstore *fs) {
+    struct stat sb;
+    int64_t size, off = 0;
+    unsigned char head[AM2Z__J_HEAD], *body = NULL;
+    size_t cap = 0;
+    am2z_status st = AM2Z_STATUS_OK;
+    if (fstat(fs->fd, &sb) != 0) return am2z__fs_io(fs, "stat");
+    size = (int64_t)sb.st_size;
+    while (off < size) {
+        uint32_t klen, vlen;
+        int64_t end;
+        int good = 0, torn = 0;
+        if (size - off < AM2Z__J_HEAD) {
+            torn = 1;
+        } else if (am2z__read_all(fs->fd, head, AM2Z__J_HEAD, (off_t)off) != 0) {
+            st = am2z__fs_io(fs, "read");
+            break;
+        } else {
+            klen = am2z__get_u32(head + 9);
+            vlen = am2z__get_u32(head + 13);
+            if (am2z__get_u32(head) == AM2Z__J_MAGIC && (head[8] == 1 || head[8] == 2) && klen >= 1 &&
+                klen <= AM2Z_STORE_MAX_KEY && vlen <= AM2Z_STORE_MAX_VALUE && (head[8] == 1 || vlen == 0)) {
+                end = off + AM2Z__J_HEAD + (int64_t)klen + vlen;
+                if (end > size) {
+                    torn = 1;
+                } else {
+                    if (cap < (size_t)klen + vlen + 1) {
+                        am2z__free(body);
+                        cap = (size_t)klen + vlen + 1;
+                        if (!(body = (unsigned char *)am2z__malloc(cap))) {
+                            st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "file store %s: out of memory", fs->path);
+                            break;
+                        }
+                    }
+                    if (am2z__read_all(fs->fd, body, (size_t)klen + vlen, (off_t)(off + AM2Z__J_HEAD)) != 0) {
+                        st = am2z__fs_io(fs, "read");
+                        break;
+                    }
+                    good = am2z__crc32c(am2z__crc32c(0, head + 8, AM2Z__J_HEAD - 8), body, (size_t)klen + vlen) ==
+                           am2z__get_u32(head + 4) && memchr(body, 0, klen) == NULL;
+                    torn = !good && end == size; /* the last record, partly written */
+                }
+            } else {
+                /* no valid head: torn only when nothing but zeros follows (a file extended
+                   by the crash but never written) */
+                unsigned char z[256];
+                int64_t at = off;
+                torn = 1;
+                while (torn && at < size) {
+                    size_t n = size - at < (int64_t)sizeof z ? (size_t)(size - at) : sizeof z, i;
+                    if (am2z__read_all(fs->fd, z, n, (off_t)at) != 0) { torn = 0; break; }
+                    for (i = 0; i < n; i++) if (z[i]) { torn = 0; break; }
+                    at += (int64_t)n;
+                }
+            }
+        }
+        if (good) {
+            if (head[8] == 1) {
+                am2z__kv_entry *e = am2z__kv_entry_new((const char *)body, klen, body + klen, vlen);
+                if (!e || !am2z__kv_insert(&fs->kv, e)) {
+                    st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "file store %s: out of memory", fs->path);
+                    break;
+                }
+            } else {
+                am2z__kv_delete(&fs->kv, (const char *)body, klen);
+            }
+            off = end;
+            continue;
+        }
+        if (!torn && !fs->desc.repair) {
+            st = am2z__fail(AM2Z_STATUS_PROTOCOL, (size_t)off, "file store %s: corrupt record at offset %lld with "
+                            "%lld bytes after it (not a torn write; open with repair to cut the journal there)",
+                            fs->path, (long long)off, (long long)(size - off));
+            break;
+        }
+        if (ftruncate(fs->fd, (off_t)off) != 0 || (!fs->desc.no_fsync && fsync(fs->fd) != 0)) {
+            st = am2z__fs_io(fs, "cut the journal");
+            break;
+        }
+        fs->info.torn_bytes_cut = size - off;
+        am2z_log_warn(fs->logger, "file store %s: %s record at offset %lld: cut %lld bytes off the journal", fs->path,
+                      torn ? "torn last" : "corrupt", (long long)off, (long long)(size - off));
+        size = off;
+    }
+    am2z__free(body);
+    fs->info.journal_bytes = off;
+    if (st == AM2Z_STATUS_OK && lseek(fs->fd, (off_t)off, SEEK_SET) != (off_t)off) st = am2z__fs_io(fs, "seek");
+    return st;
+}
+
+AM2Z_API am2z_store *am2z_file_store_new(const am2z_file_store_desc *desc, am2z_status *status) {
+    am2z__fstore *fs;
+    am2z_store *s;
+    am2z_status st;
+    struct flock lk;
+    struct stat sb;
+    size_t n;
+    if (!desc || !desc->path || !desc->path[0])
+        return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                              "file store: no path"));
+    if (desc->compact_ratio < 0 || (desc->compact_ratio > 0 && desc->compact_ratio < 1.1) || desc->compact_min_bytes < 0)
+        return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                              "file store %s: compact_ratio must be 0 (default) or >= 1.1 and "
+                                              "compact_min_bytes >= 0", desc->path));
+    fs = (am2z__fstore *)am2z__malloc(sizeof *fs);
+    if (!fs) return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "file store: out of memory"));
+    memset(fs, 0, sizeof *fs);
+    fs->fd = -1;
+    fs->desc = *desc;
+    if (fs->desc.compact_ratio == 0) fs->desc.compact_ratio = 2.0;
+    if (fs->desc.compact_min_bytes == 0) fs->desc.compact_min_bytes = 1 << 20;
+    n = strlen(desc->path);
+    fs->path = am2z__strdup(desc->path);
+    fs->tmp_path = (char *)am2z__malloc(n + sizeof ".compact");
+    fs->logger = desc->logger ? am2z_logger_retain(desc->logger) : am2z_logger_new(NULL, NULL);
+    fs->desc.path = fs->path;
+    fs->desc.logger = NULL;
+    if (!fs->path || !fs->tmp_path || !fs->logger || am2z__mutex_init(&fs->kv.mu) != 0) {
+        am2z_logger_release(fs->logger);
+        am2z__free(fs->path);
+        am2z__free(fs->tmp_path);
+        am2z__free(fs);
+        return (am2z_store *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "file store: out of memory"));
+    }
+    memcpy(fs->tmp_path, desc->path, n);
+    memcpy(fs->tmp_path + n, ".compact", sizeof ".compact");
+    memset(&lk, 0, sizeof lk);
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    /* Checked before the open: closing a second descriptor of a journal this process has
+       open would drop the first one's lock. */
+    am2z__mutex_lock(&am2z__fs_open_lock);
+    if (stat(fs->path, &sb) == 0 && am2z__fs_listed(sb.st_dev, sb.st_ino)) {
+        st = am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "file store %s: already open in this process", fs->path);
+    } else if ((fs->fd = open(fs->path, O_RDWR | O_CREAT, 0644)) < 0) {
+        st = am2z__fs_io(fs, "open");
+    } else if (fstat(fs->fd, &sb) != 0) {
+        st = am2z__fs_io(fs, "stat");
+    } else if (fcntl(fs->fd, F_SETLK, &lk) != 0) {
+        st = errno == EACCES || errno == EAGAIN
+                 ? am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "file store %s: open in another process", fs->path)
+                 : am2z__fs_io(fs, "lock");
+    } else {
+        fs->dev = sb.st_dev;
+        fs->ino = sb.st_ino;
+        fs->next_open = am2z__fs_open_list;
+        am2z__fs_open_list = fs;
+        st = AM2Z_STATUS_OK;
+    }
+    am2z__mutex_unlock(&am2z__fs_open_lock);
+    if (st == AM2Z_STATUS_OK) {
+        unlink(fs->tmp_path); /* a compaction that died before its rename */
+        st = am2z__fs_replay(fs);
+    }
+    if (st != AM2Z_STATUS_OK) {
+        am2z__fs_close(fs);
+        return (am2z_store *)am2z__put_status(status, st);
+    }
+    fs->info.keys = (int64_t)fs->kv.count;
+    s = am2z_store_new(&am2z__fs_ops, fs, status);
+    if (!s) am2z__fs_close(fs);
+    return s;
+}
+
+AM2Z_API am2z_status am2z_file_store_compact(am2z_store *store) {
+    am2z__fstore *fs;
+    am2z_status st;
+    if (!store || store->ops != &am2z__fs_ops)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "file store compact: not a file store");
+    fs = (am2z__fstore *)store->user_data;
+    am2z__mutex_lock(&fs->kv.mu);
+    st = am2z__fs_compact_locked(fs);
+    am2z__mutex_unlock(&fs->kv.mu);
+    return st;
+}
+
+AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
+    am2z_file_store_info info;
+    memset(&info, 0, sizeof info);
+    if (store && store->ops == &am2z__fs_ops) {
+        am2z__fstore *fs = (am2z__fstore *)store->user_data;
+        am2z__mutex_lock(&fs->kv.mu);
+        info = fs->info;
+        info.live_bytes = fs->kv.live_bytes + (int64_t)fs->kv.count * AM2Z__J_HEAD;
+        info.keys = (int64_t)fs->kv.count;
+        am2z__mutex_unlock(&fs->kv.mu);
+    }
+    return info;
+}
+#endif /* AM2Z_NO_FILE_STORE */
 
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
