@@ -428,7 +428,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        am2z_queue_desc qd = {0};
        qd.redis.host = "10.0.0.5";                  // or REDIS_HOST / REDIS_PORT ...
        am2z_runtime *rt = am2z_queue_runtime_new(&qd, NULL);
-       am2z_runtime_register(rt, p);                // every process registers the same names
+       am2z_runtime_register(rt, p);                // workers register (and publish settings)
+       am2z_queue_declare(rt, "greet", NULL);       // or: a caller-only process declares
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
    CONTENTS of this section. The prose and declarations below, and the implementation,
