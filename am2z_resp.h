@@ -4165,9 +4165,14 @@ static void am2z__qsb_settings(am2z__qsb *b, const am2z__qset *s) {
     am2z__qsb_str(b, "}");
 }
 
+/* Member k of o as a number in 0..max (published settings are data from Redis). */
 static int64_t am2z__qget_nonneg(const am2z_value *o, const char *k, int64_t dflt) {
     int64_t v = am2z_value_as_int(am2z_value_find(o, k, strlen(k)), dflt);
     return v < 0 ? dflt : v;
+}
+static int am2z__qget_int(const am2z_value *o, const char *k, int dflt) {
+    int64_t v = am2z__qget_nonneg(o, k, dflt);
+    return v > INT_MAX ? INT_MAX : (int)v;
 }
 
 /* BullMQ's backoff (a number: a fixed delay; or {type, delay, jitter} plus our
@@ -4191,7 +4196,7 @@ static int am2z__qbackoff_parse(const am2z_value *bo, am2z_retry_policy *rp) {
         delay = am2z__qget_nonneg(bo, "delay", 0);
         rp->delay_ms = delay > 0 ? delay : -1;
     }
-    if ((x = am2z_value_as_double(am2z_value_find(bo, "multiplier", 10), 0)) > 0) rp->multiplier = x;
+    if ((x = am2z_value_as_double(am2z_value_find(bo, "multiplier", 10), 0)) > 0) rp->multiplier = x < 1e6 ? x : 1e6;
     if ((delay = am2z__qget_nonneg(bo, "maxDelay", 0)) > 0) rp->max_delay_ms = delay;
     x = am2z_value_as_double(am2z_value_find(bo, "jitter", 6), 0);
     rp->jitter = x > 0 ? (x < 1 ? x : 1) : 0;
@@ -4205,11 +4210,11 @@ static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
     memset(s, 0, sizeof *s);
     if (ok) {
         s->timeout_ms = am2z__qget_nonneg(v, "timeoutMs", 0);
-        s->retry.max_attempts = (int)am2z__qget_nonneg(v, "attempts", 1);
+        s->retry.max_attempts = am2z__qget_int(v, "attempts", 1);
         am2z__qbackoff_parse(am2z_value_find(v, "backoff", 7), &s->retry);
-        s->priority = (int)am2z__qget_nonneg(v, "priority", 0);
+        s->priority = am2z__qget_int(v, "priority", 0);
         s->delay_ms = am2z__qget_nonneg(v, "delay", 0);
-        s->rate = (int)am2z__qget_nonneg(v, "rateLimitPerMinute", 0);
+        s->rate = am2z__qget_int(v, "rateLimitPerMinute", 0);
     }
     am2z_value_release(v);
     return ok;
@@ -4307,36 +4312,37 @@ static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *o
     am2z__qset fresh;
     char *key = NULL;
     int64_t now = am2z_monotonic_ns(), known = 0, version = 0;
-    int stale, have = 0, found;
-    am2z__mutex_lock(&q->setmu);
-    e = p ? am2z__qpub_get(q, proc) : am2z__qpub_find(q, proc);
-    if (e && !p && !e->declared) e = NULL; /* neither registered nor declared (any more) */
-    stale = e && (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000);
-    if (stale) {
-        e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
-        known = e->have ? e->version : 0;
-        key = am2z__strdup(e->key);
-    }
-    am2z__mutex_unlock(&q->setmu);
-    if (key && am2z__qpub_read(q, key, known, &version, &fresh, &have)) {
+    int round, have = 0, found = 0;
+    /* round 0 refreshes a stale entry (outside the lock) and goes round once more */
+    for (round = 0; round < 2; round++) {
         am2z__mutex_lock(&q->setmu);
-        if ((e = am2z__qpub_find(q, proc)) != NULL && (!have || version != known)) {
-            e->have = have;
-            e->version = version;
-            if (have) e->set = fresh;
+        e = p ? am2z__qpub_get(q, proc) : am2z__qpub_find(q, proc);
+        if (e && !p && !e->declared) e = NULL; /* neither registered nor declared (any more) */
+        if (e && round == 0 &&
+            (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
+            e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
+            known = e->have ? e->version : 0;
+            key = am2z__strdup(e->key);
+        }
+        if (!key && (found = e && (p || e->have))) {
+            if (e->have) *out = e->set;
+            else am2z__qset_of(q, p, out);
+            if (e->declared) am2z__qset_override(out, &e->ov);
         }
         am2z__mutex_unlock(&q->setmu);
+        if (!key) break;
+        if (am2z__qpub_read(q, key, known, &version, &fresh, &have)) {
+            am2z__mutex_lock(&q->setmu);
+            if ((e = am2z__qpub_find(q, proc)) != NULL && (!have || version != known)) {
+                e->have = have;
+                e->version = version;
+                if (have) e->set = fresh;
+            }
+            am2z__mutex_unlock(&q->setmu);
+        }
+        am2z__free(key);
+        key = NULL;
     }
-    am2z__free(key);
-    am2z__mutex_lock(&q->setmu);
-    e = am2z__qpub_find(q, proc);
-    found = e && (p || (e->declared && e->have));
-    if (found) {
-        if (e->have) *out = e->set;
-        else am2z__qset_of(q, p, out);
-        if (e->declared) am2z__qset_override(out, &e->ov);
-    }
-    am2z__mutex_unlock(&q->setmu);
     am2z_processor_release(p);
     return found ? AM2Z_STATUS_OK : AM2Z_STATUS_NOT_FOUND;
 }
@@ -4405,8 +4411,8 @@ static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p) {
     } else {
         int64_t version = am2z__qel_int(&rep, 0);
         if (am2z__qel_int(&rep, 1) == 1)
-            am2z_log_warn(q->logger, "queue runtime: '%s': these settings %s replace %s, published by instance %s; "
-                          "the newest registration wins (version %lld)", name, js.p, am2z__qel(&rep, 2, NULL),
+            am2z_log_warn(q->logger, "queue runtime: '%s': these settings %s replace %.400s, published by instance "
+                          "%.64s; the newest registration wins (version %lld)", name, js.p, am2z__qel(&rep, 2, NULL),
                           am2z__qel(&rep, 3, NULL), (long long)version);
         am2z__mutex_lock(&q->setmu);
         if ((e = am2z__qpub_find(q, name)) != NULL) {
@@ -4516,7 +4522,7 @@ static int64_t am2z__qns(int64_t ms) {
 static int64_t am2z__qbudget(const am2z__qrt *q, const am2z__qset *s) {
     int64_t t = s->timeout_ms > 0 ? s->timeout_ms : q->default_timeout_ms, total = 0;
     int att = s->retry.max_attempts > 0 ? s->retry.max_attempts : 1, i;
-    for (i = 1; i <= att; i++) {
+    for (i = 1; i <= att && total < AM2Z__QMAX_WAIT_MS; i++) { /* attempts may be INT_MAX */
         total = am2z__qsat(total, t);
         if (i < att) total = am2z__qsat(total, am2z__qbackoff_bound(&s->retry, i));
     }
@@ -7117,7 +7123,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
-    q->settings_refresh_ms = d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
+    q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
+                             : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
     snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
     snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
     q->started_ms = am2z_now_ms();

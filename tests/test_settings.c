@@ -4,6 +4,7 @@
      - a rate limit declared by the workers holds for the jobs of every producer;
      - explicit per-call overrides of a declaration win over the workers' settings;
      - a declared name nobody published fails clearly; an undeclared one is not found;
+     - broken or absurd published settings fail clearly or are clamped;
      - disagreeing workers: the newest registration wins, with a warning;
      - a Node producer's opts.attempts, backoff, delay and priority are honoured (the
        real BullMQ through tests/interop/peer.js; skipped loudly without node, failed
@@ -339,6 +340,53 @@ static void test_undeclared_not_found(void) {
     am2z_runtime_free(work);
 }
 
+/* Published settings are data from Redis: broken or absurd ones fail clearly or are
+   clamped, never crash or hang a caller. */
+static void test_hostile_settings(void) {
+    am2z_runtime *call = rt_new(AM2Z_QUEUE_NO_WORKERS, -1, NULL);
+    am2z_redis *r = conn();
+    am2z_reply rep = {0};
+    am2z_state *in = input(1);
+    am2z_outcome out;
+    am2z_execution *e;
+    am2z_status st;
+    char key[300], opts[300];
+    am2z_value *o;
+    CHECK(call && r);
+    if (!call || !r) goto out;
+    CHECK_INT(am2z_queue_declare(call, "bad", NULL), AM2Z_STATUS_OK);
+    qkey(call, "bad", "am2z:settings", key, sizeof key);
+    CHECK_INT(am2z_redis_command(r, &rep, "HSET %s version 5 settings %s", key, "not json {"), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute(call, "bad", in);
+    CHECK_INT(kind_of(&out), AM2Z_ERROR_CONFIGURATION);
+    am2z_outcome_clear(&out);
+    CHECK(am2z_queue_settings(call, "bad", &st) == NULL);
+    CHECK_INT(st, AM2Z_STATUS_PROTOCOL);
+
+    CHECK_INT(am2z_redis_command(r, &rep, "HSET %s version 6 settings %s", key,
+                                 "{\"timeoutMs\":-5,\"attempts\":99999999999,\"backoff\":{\"type\":\"fixed\","
+                                 "\"delay\":-3,\"multiplier\":1e300,\"maxDelay\":1e300,\"jitter\":7},"
+                                 "\"priority\":99999999999,\"delay\":-1,\"rateLimitPerMinute\":\"x\"}"), AM2Z_STATUS_OK);
+    e = am2z_runtime_submit(call, "bad", in, NULL, &st);
+    CHECK(e != NULL);
+    if (e) {
+        snprintf(opts, sizeof opts, "bull:am2z~bad:%s", am2z_execution_id(e));
+        CHECK_INT(am2z_redis_command(r, &rep, "HGET %s opts", opts), AM2Z_STATUS_OK);
+        o = am2z_json_parse(am2z_reply_str(&rep), rep.len, NULL, NULL);
+        CHECK_INT(am2z_value_get_int(o, "attempts", 0), 2147483647);
+        CHECK_INT(am2z_value_get_int(o, "priority", 0), 2097151);
+        CHECK_INT(am2z_value_get_int(o, "delay", -1), 0);
+        CHECK_STR(am2z_value_get_string(o, "backoff.type", NULL), "fixed");
+        am2z_value_release(o);
+    }
+    am2z_execution_free(e);
+out:
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    am2z_value_release(in);
+    am2z_runtime_free(call);
+}
+
 /* -- 5. disagreeing workers: the newest registration wins, with a warning -- */
 
 static int g_warned; /* atomic: warnings naming the rule */
@@ -561,6 +609,7 @@ int main(void) {
     RUN(test_overrides);
     RUN(test_declared_without_publisher);
     RUN(test_undeclared_not_found);
+    RUN(test_hostile_settings);
     RUN(test_disagreeing_workers);
     RUN(test_node_job_opts);
     t_redis_stop(&server);
