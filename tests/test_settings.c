@@ -527,7 +527,7 @@ static void test_node_job_opts(void) {
     int i;
     NEED_NODE();
     /* the workers say one attempt; the Node job asks for three, 300 ms apart, 200 ms late */
-    work = rt_new(2, 0, NULL);
+    work = rt_new(2, 50, NULL);
     CHECK(work && reg(work, "nflaky", node_flaky, 0, NULL, NULL));
     if (!work) return;
     __atomic_store_n(&g_nstarts, 0, __ATOMIC_SEQ_CST);
@@ -580,6 +580,38 @@ static void test_node_job_opts(void) {
     order[4] = '\0';
     CHECK_STR(order, "0ace");
     am2z_runtime_free(work2);
+
+    /* what a Node job leaves out (its timeout) comes from the published settings, not from
+       the registration of the worker that runs it: work registered 5 s, a newer worker
+       (gone since) published 300 ms */
+    CHECK(reg(work, "nslow", stubborn, 5000, NULL, NULL));
+    work2 = rt_new(1, 0, NULL);
+    CHECK(work2 && reg(work2, "nslow", stubborn, 300, NULL, NULL));
+    am2z_runtime_free(work2);
+    tp_sleep_ms(120); /* past work's refresh period */
+    CHECK_INT(am2z_queue_name(work, "nslow", NULL, q, sizeof q), AM2Z_STATUS_OK);
+    {
+        const char *args[] = {q, "bull", "nslow", "{\"sleep_ms\":800}", "{}", NULL};
+        res = node_add(args);
+    }
+    CHECK(res != NULL);
+    id = am2z_value_as_string(am2z_value_at(am2z_value_find(res, "ids", 3), 0), NULL);
+    snprintf(jobkey, sizeof jobkey, "bull:%s:%s", q, id ? id : "");
+    am2z_value_release(res);
+    for (i = 0, fin = 0; i < 1500 && fin <= 0; i++) {
+        tp_sleep_ms(10);
+        fin = redis_int("HGET %s finishedOn", jobkey);
+    }
+    snprintf(prefix, sizeof prefix, "bull:%s:failed", q);
+    CHECK_INT(redis_int("ZCARD %s", prefix), 1);
+    {
+        am2z_redis *r = conn();
+        am2z_reply rep = {0};
+        CHECK(r && am2z_redis_command(r, &rep, "HGET %s failedReason", jobkey) == AM2Z_STATUS_OK);
+        CHECK(strstr(am2z_reply_str(&rep), "timed out after 300ms") != NULL);
+        am2z_reply_clear(&rep);
+        am2z_redis_free(r);
+    }
     am2z_runtime_free(work);
 }
 
