@@ -428,7 +428,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        am2z_queue_desc qd = {0};
        qd.redis.host = "10.0.0.5";                  // or REDIS_HOST / REDIS_PORT ...
        am2z_runtime *rt = am2z_queue_runtime_new(&qd, NULL);
-       am2z_runtime_register(rt, p);                // every process registers the same names
+       am2z_runtime_register(rt, p);                // workers register (and publish settings)
+       am2z_queue_declare(rt, "greet", NULL);       // or: a caller-only process declares
        am2z_outcome out = am2z_runtime_execute(rt, "greet", in);
 
    CONTENTS of this section. The prose and declarations below, and the implementation,
@@ -444,7 +445,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
                         scans, jobs finished by foreign workers, due times
        4.6 sessions     execute_in_session, stop_session, session stats
        4.7 stats        am2z_runtime_stats
-       4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register, start, stop, free
+       4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register (workers publish
+                        settings), am2z_queue_declare, am2z_queue_settings, start, stop, free
        4.9 state manager  am2z_queue_state_get / set / update / delete
 */
 
@@ -474,6 +476,9 @@ extern "C" {
                     A job without the "am2z" member (Node's Queue.add(name, data)) is run
                     with data as its input state, session "default", depth 0; its job name
                     must be the processor's name.
+       settings     <bull>:<prefix>~<processor>:am2z:settings  hash {version, settings
+                    (JSON), instance, publishedAt}: what the workers of the processor
+                    published (SETTINGS in 4.3); the rate limit goes to its queue's meta
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
@@ -520,8 +525,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        gets the final outcome with every attempt's error.
        Queue options: priority (0, the default, runs first, then 1, 2, ...; FIFO within a
        priority) and delay_ms map to BullMQ's prioritized and delayed sets;
-       rate_limit_per_minute to the queue's limiter (meta max/duration, shared by every
-       worker of the queue); concurrency limits the jobs of a processor per process
+       rate_limit_per_minute to the queue's limiter (meta max/duration, written by the
+       workers when they register, so it holds for every producer's jobs, Node's too);
+       concurrency limits the jobs of a processor per process
        (children run inline by a waiting parent do not count, so they cannot deadlock).
        Retention: keep_* by count and age (seconds, as BullMQ), or the job's own
        removeOnComplete/removeOnFail; count trimming runs in batches of count/16.
@@ -530,6 +536,42 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        added already locked for it), the others wait in their queues for any worker, and
        a parent waiting for children claims the ones nobody took yet and runs them too,
        so a pool never starves, even with one worker thread. Call depth travels in the job.
+   SETTINGS: ONE SOURCE OF TRUTH, THE WORKERS
+       A processor's timeout, retry policy (attempts, backoff, delay, multiplier, cap,
+       jitter), priority, delay and rate limit are what its workers registered. A
+       runtime with workers (concurrency >= 1) publishes them when it registers the
+       processor: the settings hash of its queue (LAYOUT) gets the settings JSON
+       {"timeoutMs","attempts","backoff":{"type","delay","multiplier","maxDelay","jitter"},
+       "priority","delay","rateLimitPerMinute"}, the publishing instance and time, and a
+       version that counts the changes (the same settings published again change
+       nothing); the rate limit is written to the queue's meta max/duration as BullMQ
+       keeps it (and removed when settings that had one are replaced by settings
+       without). When workers disagree (a rolling deploy), the newest registration wins:
+       it replaces the settings for every caller and job, and its process logs a warning
+       naming both settings and the instance it replaced. Settings stay in Redis when
+       workers stop; a restarted worker publishes again. should_retry and concurrency
+       are code and per process: they stay the worker's own.
+       A caller that only calls declares the names it uses (am2z_queue_declare): no
+       stand-in function, no copied settings. An undeclared, unregistered name fails
+       with ProcessorNotFoundError. A declared name whose settings nobody published yet
+       fails at submit (AM2Z_STATUS_NOT_FOUND; execute: a ConfigurationError that says
+       so): with no worker ever registered, nothing could run the job, and the caller
+       could not know its deadline. Callers keep the settings in a cache and check
+       their version (one HGET) at most every desc.settings_refresh_ms, reading the JSON
+       only when the version moved. A process that registers a processor uses the
+       published settings too, and its own desc only while nothing is published (e.g.
+       a runtime without workers that registers the real processor, as before).
+       Which settings a job gets: the caller resolves them when it adds the job
+       (declared overrides, field by field, over the published settings) and writes
+       them into the job: opts.attempts, opts.backoff, opts.priority, opts.delay as
+       BullMQ names them, and the per-attempt timeout as "timeoutMs" in the job data.
+       The worker follows the job: a job's explicit opts.attempts (> 0) and
+       opts.backoff (a number: fixed delay; or {type fixed|exponential|linear, delay,
+       jitter, multiplier, maxDelay}) win over the published settings, so a Node
+       producer's Queue.add(name, data, {attempts, backoff, delay, priority}) is
+       honoured (delay and priority by where BullMQ's add puts the job); what the job
+       does not say (a Node job's timeout, its attempts when 0) comes from the
+       published settings.
    FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
        ends the wait with a CancelledError and, when no worker has taken its job yet
        (wait, prioritized or delayed, a retry's backoff included), removes the job and its
@@ -647,6 +689,8 @@ typedef struct am2z_queue_desc {
     int64_t reply_ttl_ms;         /* TTL of a reply list, set when it is created; default 86400000 */
     int64_t cancel_ttl_ms;        /* TTL of a cancel key; default 600000 */
     am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
+    int64_t settings_refresh_ms;  /* how old cached published settings may get before a
+                                     call checks their version; default 1000; < 0: every call */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -655,6 +699,32 @@ typedef struct am2z_queue_desc {
    AM2Z_STATUS_NO_MEMORY, or the connection's status when Redis is unreachable; the
    detail says which. */
 AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
+
+/* What a caller may decide for itself about a declared processor (SETTINGS in 4.3).
+   Zero fields take the workers' published settings. */
+typedef struct am2z_call_overrides {
+    int64_t timeout_ms;           /* each attempt's timeout, e.g. a shorter deadline */
+    int max_attempts;             /* total attempts */
+    am2z_backoff backoff;         /* AM2Z_BACKOFF_DEFAULT: the workers' */
+    int64_t retry_delay_ms;       /* base backoff delay */
+    int priority;                 /* 1, 2, ...: after the jobs of priority 0 */
+    int64_t delay_ms;             /* start each execution this much later */
+} am2z_call_overrides;
+
+/* Declares that processor name runs in other processes (the workers that register it),
+   so this process can execute it and ctx_call it without registering it. Its settings
+   are the ones the workers published, with each non-zero field of overrides (may be
+   NULL; copied) in their place; declaring again replaces the overrides. The workers of
+   this process never serve a declared name. Thread-safe. AM2Z_STATUS_OK;
+   INVALID_ARGUMENT (rt not a queue runtime, a bad name, a negative override, an
+   unknown backoff); NO_MEMORY. */
+AM2Z_API am2z_status am2z_queue_declare(am2z_runtime *rt, const char *name, const am2z_call_overrides *overrides);
+
+/* What the workers of name published, read from Redis now (no cache): a new object
+   {"version","instance","publishedAt","settings":{...}} with *status (may be NULL)
+   AM2Z_STATUS_OK, or NULL with NOT_FOUND (nothing published), INVALID_ARGUMENT (bad
+   name, not a queue runtime), PROTOCOL (broken JSON) or the connection's status. */
+AM2Z_API am2z_value *am2z_queue_settings(am2z_runtime *rt, const char *name, am2z_status *status);
 
 /* ---- 4.9 state manager --------------------------------------------------------------- */
 /* State manager: the latest state of a session in <bull>:<prefix>:state:<session>, a hash
@@ -2982,6 +3052,11 @@ typedef struct am2z__qrt {
     uint64_t token_seq;         /* atomic */
     int64_t started_ms;
     int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
+    /* published settings: the cache of every processor used or declared here (setmu) */
+    am2z__mutex setmu;
+    struct am2z__qpub *pubs;
+    int64_t settings_refresh_ms;
+    am2z_redis_script *s_settings;
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3729,6 +3804,28 @@ static const char *const am2z__qlua_state[] = {
     "return cur + 1",
     NULL
 };
+/* Script "settings": a worker publishes a processor's settings (SETTINGS in 4.3). */
+static const char *const am2z__qlua_settings[] = {
+    "-- ARGV: settingskey metakey settings instance now ratelimit. Returns {version, 1 when it",
+    "-- replaced different settings, the replaced settings, their instance} ('' when none).",
+    "local k, meta, s = ARGV[1], ARGV[2], ARGV[3]",
+    "local old = redis.call('HMGET', k, 'settings', 'instance', 'version')",
+    "local rate = tonumber(ARGV[6]) or 0",
+    "if rate > 0 then redis.call('HSET', meta, 'max', rate, 'duration', 60000) end",
+    "if old[1] == s then return {tonumber(old[3]) or 0, 0, '', ''} end",
+    "if rate <= 0 and old[1] then",
+    "  -- only a limit that published settings set is removed: BullMQ's own stays",
+    "  local ok, o = pcall(cjson.decode, old[1])",
+    "  if ok and type(o) == 'table' and (tonumber(o.rateLimitPerMinute) or 0) > 0 then",
+    "    redis.call('HDEL', meta, 'max', 'duration')",
+    "  end",
+    "end",
+    "local v = redis.call('HINCRBY', k, 'version', 1)",
+    "redis.call('HSET', k, 'settings', s, 'instance', ARGV[4], 'publishedAt', ARGV[5])",
+    "if old[1] then return {v, 1, old[1], old[2] or ''} end",
+    "return {v, 0, '', ''}",
+    NULL
+};
 static am2z_redis_script *am2z__qscript(const char *const *body) {
     am2z__qsb b = am2z__qsb0();
     const char *const *l;
@@ -3983,6 +4080,419 @@ static void am2z__qwait_outcome(am2z__qwait *w, am2z_outcome *out) {
     }
 }
 
+/* -- settings: published by workers, cached by callers (SETTINGS in 4.3) -- */
+
+/* A processor's settings as workers publish them and as a job carries them. */
+typedef struct am2z__qset {
+    int64_t timeout_ms;         /* each attempt's */
+    am2z_retry_policy retry;    /* should_retry stays NULL: it is the worker's code */
+    int priority;
+    int64_t delay_ms;
+    int rate;                   /* rate limit per minute, 0: none */
+} am2z__qset;
+
+/* What this process knows about one processor's published settings. */
+typedef struct am2z__qpub {
+    struct am2z__qpub *next;
+    char *name, *key;           /* key: <bull>:<prefix>~<name>:am2z:settings */
+    int declared;               /* am2z_queue_declare named it; ov holds its overrides */
+    am2z_call_overrides ov;
+    int have;                   /* published settings known (set, version) */
+    am2z__qset set;
+    int64_t version;
+    int64_t checked_ns;         /* last version check (monotonic); 0: never */
+} am2z__qpub;
+
+static void am2z__qset_of(const am2z__qrt *q, const am2z_processor *p, am2z__qset *s) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    memset(s, 0, sizeof *s);
+    s->timeout_ms = am2z_processor_timeout_ms(p, q->default_timeout_ms);
+    s->retry = d->retry;
+    s->retry.should_retry = NULL;
+    s->retry.user_data = NULL;
+    s->priority = d->queue.priority;
+    s->delay_ms = d->queue.delay_ms;
+    s->rate = d->queue.rate_limit_per_minute;
+}
+
+/* A non-negative number with up to 6 decimals, independent of the C locale. */
+static void am2z__qsb_num(am2z__qsb *b, double v) {
+    int64_t whole, frac;
+    char t[48];
+    if (!(v > 0)) v = 0;
+    if (v > 1e15) v = 1e15;
+    whole = (int64_t)v;
+    frac = (int64_t)((v - (double)whole) * 1e6 + 0.5);
+    if (frac >= 1000000) { whole++; frac = 0; }
+    if (!frac) snprintf(t, sizeof t, "%lld", (long long)whole);
+    else {
+        size_t n = (size_t)snprintf(t, sizeof t, "%lld.%06lld", (long long)whole, (long long)frac);
+        while (n > 0 && t[n - 1] == '0') t[--n] = 0;
+    }
+    am2z__qsb_str(b, t);
+}
+
+/* {"type","delay","multiplier","maxDelay","jitter"} with the defaults resolved; delay 0
+   means "retry at once" (a negative delay_ms). */
+static void am2z__qsb_backoff(am2z__qsb *b, const am2z_retry_policy *rp) {
+    am2z__qsb_str(b, "{\"type\":\"");
+    am2z__qsb_str(b, rp->backoff == AM2Z_BACKOFF_FIXED ? "fixed" : rp->backoff == AM2Z_BACKOFF_LINEAR ? "linear"
+                                                                                                 : "exponential");
+    am2z__qsb_str(b, "\",\"delay\":");
+    am2z__qsb_i64(b, rp->delay_ms > 0 ? rp->delay_ms : rp->delay_ms < 0 ? 0 : 100);
+    am2z__qsb_str(b, ",\"multiplier\":");
+    am2z__qsb_num(b, rp->multiplier > 0 ? rp->multiplier : 2.0);
+    am2z__qsb_str(b, ",\"maxDelay\":");
+    am2z__qsb_i64(b, rp->max_delay_ms > 0 ? rp->max_delay_ms : 30000);
+    am2z__qsb_str(b, ",\"jitter\":");
+    am2z__qsb_num(b, rp->jitter);
+    am2z__qsb_str(b, "}");
+}
+
+static void am2z__qsb_settings(am2z__qsb *b, const am2z__qset *s) {
+    am2z__qsb_str(b, "{\"timeoutMs\":");
+    am2z__qsb_i64(b, s->timeout_ms);
+    am2z__qsb_str(b, ",\"attempts\":");
+    am2z__qsb_i64(b, s->retry.max_attempts > 0 ? s->retry.max_attempts : 1);
+    am2z__qsb_str(b, ",\"backoff\":");
+    am2z__qsb_backoff(b, &s->retry);
+    am2z__qsb_str(b, ",\"priority\":");
+    am2z__qsb_i64(b, s->priority);
+    am2z__qsb_str(b, ",\"delay\":");
+    am2z__qsb_i64(b, s->delay_ms);
+    am2z__qsb_str(b, ",\"rateLimitPerMinute\":");
+    am2z__qsb_i64(b, s->rate);
+    am2z__qsb_str(b, "}");
+}
+
+/* Member k of o as a number in 0..max (published settings are data from Redis). */
+static int64_t am2z__qget_nonneg(const am2z_value *o, const char *k, int64_t dflt) {
+    int64_t v = am2z_value_as_int(am2z_value_find(o, k, strlen(k)), dflt);
+    return v < 0 ? dflt : v;
+}
+static int am2z__qget_int(const am2z_value *o, const char *k, int dflt) {
+    int64_t v = am2z__qget_nonneg(o, k, dflt);
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* BullMQ's backoff (a number: a fixed delay; or {type, delay, jitter} plus our
+   multiplier and maxDelay) into rp; fields it lacks stay. 0 when bo says nothing. */
+static int am2z__qbackoff_parse(const am2z_value *bo, am2z_retry_policy *rp) {
+    const char *type;
+    int64_t delay;
+    double x;
+    if (am2z_value_type(bo) == AM2Z_TYPE_INT || am2z_value_type(bo) == AM2Z_TYPE_DOUBLE) {
+        delay = am2z_value_as_int(bo, 0);
+        rp->backoff = AM2Z_BACKOFF_FIXED;
+        rp->delay_ms = delay > 0 ? delay : -1;
+        return 1;
+    }
+    if (am2z_value_type(bo) != AM2Z_TYPE_OBJECT) return 0;
+    type = am2z_value_get_string(bo, "type", "");
+    if (strcmp(type, "fixed") == 0) rp->backoff = AM2Z_BACKOFF_FIXED;
+    else if (strcmp(type, "linear") == 0) rp->backoff = AM2Z_BACKOFF_LINEAR;
+    else if (strcmp(type, "exponential") == 0) rp->backoff = AM2Z_BACKOFF_EXPONENTIAL;
+    if (am2z_value_find(bo, "delay", 5)) {
+        delay = am2z__qget_nonneg(bo, "delay", 0);
+        rp->delay_ms = delay > 0 ? delay : -1;
+    }
+    if ((x = am2z_value_as_double(am2z_value_find(bo, "multiplier", 10), 0)) > 0) rp->multiplier = x < 1e6 ? x : 1e6;
+    if ((delay = am2z__qget_nonneg(bo, "maxDelay", 0)) > 0) rp->max_delay_ms = delay;
+    x = am2z_value_as_double(am2z_value_find(bo, "jitter", 6), 0);
+    rp->jitter = x > 0 ? (x < 1 ? x : 1) : 0;
+    return 1;
+}
+
+/* Published settings JSON into s; 0 when it is not an object. */
+static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
+    am2z_value *v = am2z_json_parse(json, len, NULL, NULL);
+    int ok = am2z_value_type(v) == AM2Z_TYPE_OBJECT;
+    memset(s, 0, sizeof *s);
+    if (ok) {
+        s->timeout_ms = am2z__qget_nonneg(v, "timeoutMs", 0);
+        s->retry.max_attempts = am2z__qget_int(v, "attempts", 1);
+        am2z__qbackoff_parse(am2z_value_find(v, "backoff", 7), &s->retry);
+        s->priority = am2z__qget_int(v, "priority", 0);
+        s->delay_ms = am2z__qget_nonneg(v, "delay", 0);
+        s->rate = am2z__qget_int(v, "rateLimitPerMinute", 0);
+    }
+    am2z_value_release(v);
+    return ok;
+}
+
+/* The cache entry of name, or NULL; under setmu. */
+static am2z__qpub *am2z__qpub_find(am2z__qrt *q, const char *name) {
+    am2z__qpub *e;
+    for (e = q->pubs; e; e = e->next)
+        if (strcmp(e->name, name) == 0) return e;
+    return NULL;
+}
+
+/* The cache entry of name, made when missing (only for names registered or declared
+   here, so the cache stays as small as the registry); under setmu. NULL when out of
+   memory. */
+static am2z__qpub *am2z__qpub_get(am2z__qrt *q, const char *name) {
+    am2z__qpub *e = am2z__qpub_find(q, name);
+    if (e) return e;
+    e = (am2z__qpub *)am2z__malloc(sizeof *e);
+    if (!e) return NULL;
+    memset(e, 0, sizeof *e);
+    e->name = am2z__strdup(name);
+    e->key = am2z__qcat(q->bull, ":", q->prefix, "~");
+    if (e->key) {
+        char *k = am2z__qcat(e->key, name, ":am2z:settings", NULL);
+        am2z__free(e->key);
+        e->key = k;
+    }
+    if (!e->name || !e->key) {
+        am2z__free(e->name);
+        am2z__free(e->key);
+        am2z__free(e);
+        return NULL;
+    }
+    e->next = q->pubs;
+    q->pubs = e;
+    return e;
+}
+
+static void am2z__qpubs_free(am2z__qrt *q) {
+    while (q->pubs) {
+        am2z__qpub *e = q->pubs;
+        q->pubs = e->next;
+        am2z__free(e->name);
+        am2z__free(e->key);
+        am2z__free(e);
+    }
+}
+
+/* Reads the published version of key and, when it is not known_version, the settings:
+   1 with *version and *s (version 0: nothing published), 0 when Redis did not answer. */
+static int am2z__qpub_read(am2z__qrt *q, const char *key, int64_t known_version, int64_t *version, am2z__qset *s,
+                           int *have) {
+    am2z_redis *r = am2z__qborrow(q, NULL);
+    am2z_reply rep = am2z__qrep0();
+    int ok = 0;
+    if (!r) return 0;
+    if (am2z_redis_command(r, &rep, "HGET %s version", key) == AM2Z_STATUS_OK) {
+        ok = 1;
+        *version = rep.type == AM2Z_REPLY_BULK ? strtoll(am2z_reply_str(&rep), NULL, 10) : 0;
+        *have = *version > 0;
+        if (*have && *version != known_version) {
+            ok = am2z_redis_command(r, &rep, "HGET %s settings", key) == AM2Z_STATUS_OK &&
+                 (rep.type == AM2Z_REPLY_BULK || rep.type == AM2Z_REPLY_STRING);
+            if (ok && !am2z__qset_parse(am2z_reply_str(&rep), rep.len, s)) {
+                am2z_log_warn(q->logger, "queue runtime: the settings in %s are not a JSON object; ignored", key);
+                *have = 0;
+            }
+        }
+    }
+    am2z_reply_clear(&rep);
+    am2z_redis_pool_put(q->pool, r);
+    return ok;
+}
+
+/* Each non-zero override in place of the workers' setting. */
+static void am2z__qset_override(am2z__qset *s, const am2z_call_overrides *ov) {
+    if (ov->timeout_ms > 0) s->timeout_ms = ov->timeout_ms;
+    if (ov->max_attempts > 0) s->retry.max_attempts = ov->max_attempts;
+    if (ov->backoff != AM2Z_BACKOFF_DEFAULT) s->retry.backoff = ov->backoff;
+    if (ov->retry_delay_ms > 0) s->retry.delay_ms = ov->retry_delay_ms;
+    if (ov->priority > 0) s->priority = ov->priority;
+    if (ov->delay_ms > 0) s->delay_ms = ov->delay_ms;
+}
+
+/* The settings a job of proc gets here: the published ones (refreshed when the cache is
+   older than settings_refresh_ms), else the desc of the processor registered here, with
+   a declaration's overrides on top. AM2Z_STATUS_NOT_FOUND when proc is neither
+   registered nor declared, or declared with nothing published (am2z__qnot_found says
+   which). */
+static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *out) {
+    am2z_processor *p = am2z_runtime_lookup(q->rt, proc);
+    am2z__qpub *e;
+    am2z__qset fresh;
+    char *key = NULL;
+    int64_t now = am2z_monotonic_ns(), known = 0, version = 0;
+    int round, have = 0, found = 0;
+    /* round 0 refreshes a stale entry (outside the lock) and goes round once more */
+    for (round = 0; round < 2; round++) {
+        am2z__mutex_lock(&q->setmu);
+        e = p ? am2z__qpub_get(q, proc) : am2z__qpub_find(q, proc);
+        if (e && !p && !e->declared) e = NULL; /* neither registered nor declared (any more) */
+        if (e && round == 0 &&
+            (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
+            e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
+            known = e->have ? e->version : 0;
+            key = am2z__strdup(e->key);
+        }
+        if (!key && (found = e && (p || e->have))) {
+            if (e->have) *out = e->set;
+            else am2z__qset_of(q, p, out);
+            if (e->declared) am2z__qset_override(out, &e->ov);
+        }
+        am2z__mutex_unlock(&q->setmu);
+        if (!key) break;
+        if (am2z__qpub_read(q, key, known, &version, &fresh, &have)) {
+            am2z__mutex_lock(&q->setmu);
+            if ((e = am2z__qpub_find(q, proc)) != NULL && (!have || version != known)) {
+                e->have = have;
+                e->version = version;
+                if (have) e->set = fresh;
+            }
+            am2z__mutex_unlock(&q->setmu);
+        }
+        am2z__free(key);
+        key = NULL;
+    }
+    am2z_processor_release(p);
+    return found ? AM2Z_STATUS_OK : AM2Z_STATUS_NOT_FOUND;
+}
+
+/* Why a job of proc could not be added with NOT_FOUND, as the caller's error. */
+static am2z_error *am2z__qnot_found(am2z__qrt *q, const char *proc) {
+    am2z__qpub *e;
+    int declared = 0;
+    char why[AM2Z_NAME_MAX + 200];
+    am2z__mutex_lock(&q->setmu);
+    for (e = q->pubs; e; e = e->next)
+        if (strcmp(e->name, proc) == 0) { declared = e->declared; break; }
+    am2z__mutex_unlock(&q->setmu);
+    if (!declared) return am2z__runtime_not_found(q->rt, proc);
+    snprintf(why, sizeof why, "'%s' is declared, but no worker has published its settings yet: start a worker "
+             "that registers it", proc);
+    return am2z_error_configuration(proc, why);
+}
+
+/* Records the submit failure of proc (am2z__submit_fail, with the reason a declared
+   name without published settings has); returns st. */
+static am2z_status am2z__qsubmit_fail(am2z__qrt *q, am2z_status st, const char *proc, const char *session) {
+    am2z_error *e;
+    if (st != AM2Z_STATUS_NOT_FOUND || !proc) return am2z__submit_fail(st, proc, session);
+    e = am2z__qnot_found(q, proc);
+    if (e && e->kind == AM2Z_ERROR_CONFIGURATION) st = am2z__fail(st, AM2Z_NTS, "submit '%s': %s", proc, e->message);
+    else st = am2z__submit_fail(st, proc, session);
+    am2z_error_release(e);
+    return st;
+}
+
+/* A worker publishes the settings of p (registered here) and seeds its cache with them. */
+static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p) {
+    const char *name = am2z_processor_name(p);
+    am2z__qsb js = am2z__qsb0();
+    am2z__qset set;
+    am2z__qpub *e;
+    am2z_reply rep = am2z__qrep0();
+    am2z_redis *r;
+    char *key = NULL, *meta = NULL, now[24], rate[24];
+    const char *argv[6];
+    am2z__qset_of(q, p, &set);
+    am2z__qsb_settings(&js, &set);
+    am2z__mutex_lock(&q->setmu);
+    e = am2z__qpub_get(q, name);
+    key = e ? am2z__strdup(e->key) : NULL;
+    am2z__mutex_unlock(&q->setmu);
+    meta = am2z__qcat(q->bull, ":", q->prefix, "~");
+    if (meta) {
+        char *m = am2z__qcat(meta, name, ":meta", NULL);
+        am2z__free(meta);
+        meta = m;
+    }
+    if (js.bad || !key || !meta || !(r = am2z__qborrow(q, NULL))) {
+        am2z_log_warn(q->logger, "queue runtime: cannot publish the settings of '%s' (out of memory or no Redis)", name);
+        am2z__qsb_free(&js); am2z__free(key); am2z__free(meta);
+        return;
+    }
+    snprintf(now, sizeof now, "%lld", (long long)am2z_now_ms());
+    snprintf(rate, sizeof rate, "%d", set.rate);
+    argv[0] = key; argv[1] = meta; argv[2] = js.p; argv[3] = q->instance; argv[4] = now; argv[5] = rate;
+    if (am2z__qeval(r, &rep, q->s_settings, 6, argv, NULL) != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY ||
+        rep.len != 4) {
+        am2z_log_warn(q->logger, "queue runtime: publishing the settings of '%s' failed: %s", name,
+                      rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
+    } else {
+        int64_t version = am2z__qel_int(&rep, 0);
+        if (am2z__qel_int(&rep, 1) == 1)
+            am2z_log_warn(q->logger, "queue runtime: '%s': these settings %s replace %.400s, published by instance "
+                          "%.64s; the newest registration wins (version %lld)", name, js.p, am2z__qel(&rep, 2, NULL),
+                          am2z__qel(&rep, 3, NULL), (long long)version);
+        am2z__mutex_lock(&q->setmu);
+        if ((e = am2z__qpub_find(q, name)) != NULL) {
+            e->have = 1;
+            e->version = version;
+            e->set = set;
+            e->checked_ns = am2z_monotonic_ns();
+        }
+        am2z__mutex_unlock(&q->setmu);
+    }
+    am2z_reply_clear(&rep);
+    am2z_redis_pool_put(q->pool, r);
+    am2z__qsb_free(&js);
+    am2z__free(key);
+    am2z__free(meta);
+}
+
+AM2Z_API am2z_status am2z_queue_declare(am2z_runtime *rt, const char *name, const am2z_call_overrides *overrides) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z__qpub *e;
+    if (!q) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "declare: not a queue runtime");
+    if (!am2z__qname_ok(name))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "declare: the name must be 1..%d bytes of [A-Za-z0-9_.-]", AM2Z_NAME_MAX);
+    if (overrides && (overrides->timeout_ms < 0 || overrides->max_attempts < 0 || overrides->retry_delay_ms < 0 ||
+                      overrides->priority < 0 || overrides->delay_ms < 0))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "declare '%s': an override is negative", name);
+    if (overrides && (overrides->backoff < AM2Z_BACKOFF_DEFAULT || overrides->backoff > AM2Z_BACKOFF_EXPONENTIAL))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "declare '%s': unknown backoff %d", name,
+                          (int)overrides->backoff);
+    am2z__mutex_lock(&q->setmu);
+    e = am2z__qpub_get(q, name);
+    if (e) {
+        e->declared = 1;
+        if (overrides) e->ov = *overrides;
+        else memset(&e->ov, 0, sizeof e->ov);
+    }
+    am2z__mutex_unlock(&q->setmu);
+    return e ? AM2Z_STATUS_OK : am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "declare '%s': out of memory", name);
+}
+
+AM2Z_API am2z_value *am2z_queue_settings(am2z_runtime *rt, const char *name, am2z_status *status) {
+    am2z__qrt *q = am2z__qof(rt);
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    am2z_value *out = NULL, *set;
+    am2z_status st = AM2Z_STATUS_OK;
+    char key[3 * AM2Z_NAME_MAX + 64];
+    if (!q || !am2z__qname_ok(name))
+        return (am2z_value *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "settings: %s", q ? "bad processor name" : "not a queue runtime"));
+    snprintf(key, sizeof key, "%s:%s~%s:am2z:settings", q->bull, q->prefix, name);
+    if (!(r = am2z__qborrow(q, &st)))
+        return (am2z_value *)am2z__put_status(status, am2z__fail(st, AM2Z_NTS, "settings '%s': no connection", name));
+    st = am2z_redis_command(r, &rep, "HMGET %s version instance publishedAt settings", key);
+    am2z_redis_pool_put(q->pool, r);
+    if (st == AM2Z_STATUS_OK && (rep.type != AM2Z_REPLY_ARRAY || rep.len != 4 || !am2z__qel(&rep, 3, NULL)))
+        st = am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "settings '%s': nothing published in %s", name, key);
+    else if (st != AM2Z_STATUS_OK)
+        st = am2z__fail(st, AM2Z_NTS, "settings '%s': %s", name, am2z_status_detail());
+    if (st == AM2Z_STATUS_OK) {
+        size_t n = 0;
+        const char *js = am2z__qel(&rep, 3, &n);
+        set = am2z_json_parse(js, n, NULL, NULL);
+        if (am2z_value_type(set) != AM2Z_TYPE_OBJECT) {
+            am2z_value_release(set);
+            st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "settings '%s': %s holds no JSON object", name, key);
+        } else {
+            out = am2z_value_set(am2z_value_object(), "version", am2z_value_int(am2z__qel_int(&rep, 0)));
+            out = am2z_value_set(out, "instance", am2z_value_string(am2z__qel(&rep, 1, NULL) ? am2z__qel(&rep, 1, NULL) : ""));
+            out = am2z_value_set(out, "publishedAt", am2z_value_int(am2z__qel_int(&rep, 2)));
+            out = am2z_value_set(out, "settings", set);
+            if (!out) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "settings '%s': out of memory", name);
+        }
+    }
+    am2z_reply_clear(&rep);
+    if (status) *status = st;
+    return out;
+}
+
 /* -- producing jobs -- */
 
 /* An upper bound of the backoff before attempt + 1 (the documented formula, no jitter). */
@@ -4007,17 +4517,16 @@ static int64_t am2z__qns(int64_t ms) {
     return (ms < 0 ? 0 : ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS : ms) * 1000000;
 }
 
-/* How long one execution of p may take from submission: every attempt's timeout, the
-   backoffs between them and the queue delay. */
-static int64_t am2z__qbudget(const am2z__qrt *q, const am2z_processor *p) {
-    const am2z_processor_desc *d = am2z_processor_desc_of(p);
-    int64_t t = am2z_processor_timeout_ms(p, q->default_timeout_ms), total = 0;
-    int att = d->retry.max_attempts > 0 ? d->retry.max_attempts : 1, i;
-    for (i = 1; i <= att; i++) {
+/* How long one execution with settings s may take from submission: every attempt's
+   timeout, the backoffs between them and the queue delay. */
+static int64_t am2z__qbudget(const am2z__qrt *q, const am2z__qset *s) {
+    int64_t t = s->timeout_ms > 0 ? s->timeout_ms : q->default_timeout_ms, total = 0;
+    int att = s->retry.max_attempts > 0 ? s->retry.max_attempts : 1, i;
+    for (i = 1; i <= att && total < AM2Z__QMAX_WAIT_MS; i++) { /* attempts may be INT_MAX */
         total = am2z__qsat(total, t);
-        if (i < att) total = am2z__qsat(total, am2z__qbackoff_bound(&d->retry, i));
+        if (i < att) total = am2z__qsat(total, am2z__qbackoff_bound(&s->retry, i));
     }
-    if (d->queue.delay_ms > 0) total = am2z__qsat(total, d->queue.delay_ms);
+    if (s->delay_ms > 0) total = am2z__qsat(total, s->delay_ms);
     return total;
 }
 
@@ -4050,26 +4559,25 @@ static void am2z__qadd_free(am2z__qadd *a) {
 
 /* Registers the waiter of a new execution and prepares its job. parent: the running job
    that calls (NULL for a top-level execution); group: the notify of a call_many (NULL:
-   the waiter's own). Returns AM2Z_STATUS_OK, or NOT_FOUND (not registered here),
-   INVALID_ARGUMENT (bad session name), NO_MEMORY. */
+   the waiter's own). Returns AM2Z_STATUS_OK, or NOT_FOUND (neither registered nor
+   declared here, or no settings published), INVALID_ARGUMENT (bad session name),
+   NO_MEMORY. */
 static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc, const am2z_state *input,
                                    const char *session, const am2z__qrun *parent, am2z__qnotify *group) {
-    am2z_processor *p;
-    const am2z_processor_desc *d;
+    am2z__qset set;
     am2z__qwait *w;
     const char *meta_session;
     int64_t now = am2z_now_ms(), budget, deadline, delay;
     int prio;
+    am2z_status st;
     memset(a, 0, sizeof *a);
     if (!am2z__qname_ok(proc)) return AM2Z_STATUS_NOT_FOUND;
     if (session && !am2z__qname_ok(session)) return AM2Z_STATUS_INVALID_ARGUMENT;
-    p = am2z_runtime_lookup(q->rt, proc);
-    if (!p) return AM2Z_STATUS_NOT_FOUND;
-    d = am2z_processor_desc_of(p);
+    if ((st = am2z__qsettings(q, proc, &set)) != AM2Z_STATUS_OK) return st;
     w = (am2z__qwait *)am2z__malloc(sizeof *w);
-    if (!w) { am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
+    if (!w) return AM2Z_STATUS_NO_MEMORY;
     memset(w, 0, sizeof *w);
-    if (!am2z__qnotify_init(&w->own)) { am2z__free(w); am2z_processor_release(p); return AM2Z_STATUS_NO_MEMORY; }
+    if (!am2z__qnotify_init(&w->own)) { am2z__free(w); return AM2Z_STATUS_NO_MEMORY; }
     w->base.rt = q->rt;
     w->base.id = w->id;
     w->q = q;
@@ -4081,7 +4589,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     w->input = am2z_value_retain(input);
     w->submitted_ms = now;
     w->started_ns = am2z_monotonic_ns();
-    budget = am2z__qbudget(q, p);
+    budget = am2z__qbudget(q, &set);
     deadline = am2z__qsat(now, budget);
     if (parent && parent->deadline_ns) {
         int64_t left = (parent->deadline_ns - w->started_ns) / 1000000;
@@ -4090,7 +4598,6 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     w->deadline_ns = w->started_ns + am2z__qns(deadline - now);
     w->qu = am2z__qqueue_get(q, proc, session, 1);
     if (!w->session || !w->qu) {
-        am2z_processor_release(p);
         am2z__qwait_release(w);
         return AM2Z_STATUS_NO_MEMORY;
     }
@@ -4105,6 +4612,8 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qsb_i64(&a->data, parent ? parent->depth + 1 : 0);
     am2z__qsb_str(&a->data, ",\"deadline\":");
     am2z__qsb_i64(&a->data, deadline);
+    am2z__qsb_str(&a->data, ",\"timeoutMs\":");
+    am2z__qsb_i64(&a->data, set.timeout_ms > 0 ? set.timeout_ms : q->default_timeout_ms);
     am2z__qsb_str(&a->data, ",\"replyTo\":");
     am2z__qsb_jstr(&a->data, q->reply_key);
     if (parent) {
@@ -4115,17 +4624,14 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qsb_json(&a->data, input);
     am2z__qsb_str(&a->data, "}");
     /* opts, as BullMQ names them */
-    prio = d->queue.priority > 0 ? d->queue.priority : 0;
+    prio = set.priority > 0 ? set.priority : 0;
     if (prio > 2097151) prio = 2097151;
-    delay = d->queue.delay_ms > 0 ? d->queue.delay_ms : 0;
+    delay = set.delay_ms > 0 ? set.delay_ms : 0;
     am2z__qsb_str(&a->opts, "{\"attempts\":");
-    am2z__qsb_i64(&a->opts, d->retry.max_attempts > 0 ? d->retry.max_attempts : 1);
-    am2z__qsb_str(&a->opts, ",\"backoff\":{\"type\":\"");
-    am2z__qsb_str(&a->opts, d->retry.backoff == AM2Z_BACKOFF_FIXED ? "fixed"
-                            : d->retry.backoff == AM2Z_BACKOFF_LINEAR ? "linear" : "exponential");
-    am2z__qsb_str(&a->opts, "\",\"delay\":");
-    am2z__qsb_i64(&a->opts, d->retry.delay_ms > 0 ? d->retry.delay_ms : 100);
-    am2z__qsb_str(&a->opts, "},\"priority\":");
+    am2z__qsb_i64(&a->opts, set.retry.max_attempts > 0 ? set.retry.max_attempts : 1);
+    am2z__qsb_str(&a->opts, ",\"backoff\":");
+    am2z__qsb_backoff(&a->opts, &set.retry);
+    am2z__qsb_str(&a->opts, ",\"priority\":");
     am2z__qsb_i64(&a->opts, prio);
     am2z__qsb_str(&a->opts, ",\"delay\":");
     am2z__qsb_i64(&a->opts, delay);
@@ -4136,7 +4642,6 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qsb_str(&a->opts, ",\"removeOnFail\":");
     am2z__qkeep_json(&a->opts, q->keep_f, q->keep_f_age);
     am2z__qsb_str(&a->opts, "}");
-    am2z_processor_release(p);
     if (a->data.bad || a->opts.bad) {
         am2z__qadd_free(a);
         am2z__qwait_release(w);
@@ -4146,7 +4651,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     snprintf(a->delay, sizeof a->delay, "%lld", (long long)delay);
     snprintf(a->prio, sizeof a->prio, "%d", prio);
     a->child[0] = parent && session ? '1' : '0';
-    if (d->queue.rate_limit_per_minute > 0) snprintf(a->rate, sizeof a->rate, "%d", d->queue.rate_limit_per_minute);
+    if (set.rate > 0) snprintf(a->rate, sizeof a->rate, "%d", set.rate);
     a->argv[0] = w->qu->P;
     a->argv[1] = w->qu->proc;
     a->argv[2] = a->ts;
@@ -4325,7 +4830,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
-    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
+    if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__qsubmit_fail(q, st, proc, session));
     if (!(r = am2z__qborrow(q, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
@@ -4402,7 +4907,7 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
     am2z__outcome_session(out, session ? session : "default");
     out->started_at = am2z_now_ms();
     if (st == AM2Z_STATUS_NOT_FOUND) {
-        e = am2z__runtime_not_found(q->rt, proc ? proc : "(null)");
+        e = proc ? am2z__qnot_found(q, proc) : am2z__runtime_not_found(q->rt, "(null)");
     } else if (st == AM2Z_STATUS_NOT_STARTED) {
         e = am2z_error_configuration("runtime", "the runtime is stopped; call am2z_runtime_start first");
     } else if (st == AM2Z_STATUS_INVALID_ARGUMENT) {
@@ -4754,6 +5259,8 @@ typedef struct am2z__qjobrun {
     int ran;                    /* the processor was invoked */
     int cancelled;              /* am2z__qcancel: why it ended early, or NONE */
     int64_t deadline_ms, t0, timeout_ms;
+    int64_t job_timeout_ms;     /* the "timeoutMs" its am2z caller wrote; 0: none */
+    int from_am2z;              /* the job data is an am2z envelope */
     const char *session, *reply_to; /* borrowed from env */
     int direct;                 /* the caller is this runtime instance: hand the result over */
     const char *rkey;           /* another instance's reply list, or "" */
@@ -4845,6 +5352,8 @@ static void am2z__qjr_envelope(am2z__qjobrun *jr) {
         if (s && am2z__qname_ok(s)) jr->session = s;
         jr->depth = (int)am2z_value_get_int(jr->env, "callDepth", 0);
         jr->deadline_ms = am2z_value_get_int(jr->env, "deadline", 0);
+        jr->job_timeout_ms = am2z_value_get_int(jr->env, "timeoutMs", 0);
+        jr->from_am2z = 1;
         jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
         if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
             jr->err = am2z_error_validation("state", st, "job data has no \"state\" object");
@@ -4890,6 +5399,38 @@ static void am2z__qjr_resolve(am2z__qjobrun *jr) {
     if (jr->err) jr->err = am2z_error_with_location(jr->err, qu->proc, jr->exec_id);
 }
 
+/* A job's settings (SETTINGS in 4.3): what its producer wrote into it, else what the
+   workers published, else the desc registered here. The per-attempt timeout: */
+static int64_t am2z__qjr_timeout(const am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qset s;
+    if (jr->job_timeout_ms > 0) return jr->job_timeout_ms;
+    if (am2z__qsettings(q, jr->qu->proc, &s) == AM2Z_STATUS_OK && s.timeout_ms > 0) return s.timeout_ms;
+    return am2z_processor_timeout_ms(jr->p, q->default_timeout_ms);
+}
+
+/* The retry policy: the worker's should_retry (code stays local) with the job's
+   opts.attempts (> 0) and opts.backoff, which am2z callers always write and Node
+   producers may; the published settings fill in what a Node job leaves out. */
+static am2z_retry_policy am2z__qjr_policy(const am2z__qjobrun *jr) {
+    am2z_retry_policy rp = am2z_processor_desc_of(jr->p)->retry;
+    am2z__qset s;
+    am2z_value *o;
+    int64_t attempts;
+    if (!jr->from_am2z && am2z__qsettings(jr->w->q, jr->qu->proc, &s) == AM2Z_STATUS_OK) {
+        s.retry.should_retry = rp.should_retry;
+        s.retry.user_data = rp.user_data;
+        rp = s.retry;
+    }
+    if (!jr->opts || !jr->optsn) return rp;
+    o = am2z_json_parse(jr->opts, jr->optsn, NULL, NULL);
+    attempts = am2z_value_as_int(am2z_value_find(o, "attempts", 8), 0);
+    if (attempts > 0) rp.max_attempts = attempts > INT_MAX ? INT_MAX : (int)attempts;
+    am2z__qbackoff_parse(am2z_value_find(o, "backoff", 7), &rp);
+    am2z_value_release(o);
+    return rp;
+}
+
 /* Step 3: runs the processor once, registered as a run the maintenance thread renews
    and flags. Leaves jr->out_state or jr->err. 0 when the job's lock was lost while it
    ran: another worker owns the job now, so nothing is finished here. */
@@ -4899,7 +5440,7 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
     am2z__qrun run;
     am2z_result res;
     int64_t now_ms = am2z_now_ms(), t0 = jr->t0;
-    jr->timeout_ms = am2z_processor_timeout_ms(jr->p, q->default_timeout_ms);
+    jr->timeout_ms = am2z__qjr_timeout(jr);
     memset(&run, 0, sizeof run);
     run.parent = jr->parent;
     run.w = jr->w;
@@ -5116,7 +5657,8 @@ static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
     jr->errs[jr->nerrs++] = jr->err;
     jr->err = NULL;
     if (jr->ran && jr->cancelled == AM2Z__QCANCEL_NONE && jr->p) {
-        delay = am2z_retry_delay_ms(&am2z_processor_desc_of(jr->p)->retry, jr->errs[jr->nerrs - 1], jr->attempt);
+        am2z_retry_policy rp = am2z__qjr_policy(jr);
+        delay = am2z_retry_delay_ms(&rp, jr->errs[jr->nerrs - 1], jr->attempt);
         if (delay >= 0 && jr->deadline_ms && am2z_now_ms() + delay >= jr->deadline_ms) delay = -1;
     }
     stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn);
@@ -5300,7 +5842,7 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         if (sts[i] == AM2Z_STATUS_OK) continue;
         if (kids[i]) { am2z__qwait_release(kids[i]); kids[i] = NULL; }
         if (sts[i] == AM2Z_STATUS_NOT_FOUND) {
-            results[i] = am2z_fail(am2z__runtime_not_found(q->rt, names[i]));
+            results[i] = am2z_fail(names[i] ? am2z__qnot_found(q, names[i]) : am2z__runtime_not_found(q->rt, "(null)"));
         } else if (sts[i] == AM2Z_STATUS_CANCELLED) {
             results[i] = am2z_fail(am2z_error_cancelled("the session was stopped"));
         } else if (sts[i] == AM2Z_STATUS_NO_MEMORY) {
@@ -6318,6 +6860,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qqueue_release(u);
+    if (q->nworkers > 0) am2z__qpublish(q, p);
     if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
 }
 
@@ -6479,6 +7022,9 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
     am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state); am2z_redis_script_free(q->s_due);
     am2z_redis_script_free(q->s_remove);
+    am2z_redis_script_free(q->s_settings);
+    am2z__qpubs_free(q);
+    am2z__mutex_destroy(&q->setmu);
     am2z__mutex_destroy(&q->mu);
     am2z__mutex_destroy(&q->wmu);
     am2z__mutex_destroy(&q->runmu);
@@ -6577,6 +7123,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
+    q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
+                             : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
     snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
     snprintf(q->reply_ttl_s, sizeof q->reply_ttl_s, "%lld", (long long)q->reply_ttl_ms);
     q->started_ms = am2z_now_ms();
@@ -6593,6 +7141,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     am2z__mutex_init(&q->wmu);
     am2z__mutex_init(&q->runmu);
     am2z__mutex_init(&q->cutmu);
+    am2z__mutex_init(&q->setmu);
     am2z__qguard_init(&q->rguard);
     am2z__qnotify_init(&q->mnt);
     q->s_add = am2z__qscript(am2z__qlua_add);
@@ -6608,11 +7157,12 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_state = am2z__qscript(am2z__qlua_state);
     q->s_due = am2z__qscript(am2z__qlua_due);
     q->s_remove = am2z__qscript(am2z__qlua_remove);
+    q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->pool) {
+        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (!(probe = am2z__qborrow(q, &st))) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",

@@ -14,7 +14,10 @@
             -t MS  give up on one execution after MS (default 60000)
    Prints one summary line; with a review also "done <order> <pid>" per order (the pid of
    the worker that finished its review). Exit status 0 only when every execution returned
-   the right result. */
+   the right result.
+   The producer registers no processor and copies no settings: it declares the names it
+   calls (am2z_queue_declare), and each execution gets the timeout and retry policy the
+   workers published when they registered the pipeline. */
 #define _POSIX_C_SOURCE 200809L /* getopt under -std=c99 */
 #define AM2Z_RESP_IMPLEMENTATION
 #include "am2z_resp.h"
@@ -56,20 +59,6 @@ static int make_order(order *o, int i, int64_t review_ms) {
     ship = subtotal >= 5000 ? 0 : 499;
     o->expected_total = subtotal + tax + ship;
     return o->input != NULL;
-}
-
-/* The code of these processors lives in the worker processes. A caller still registers
-   each name it executes, with the timeout and retry policy the workers use, because the
-   caller computes the execution's deadline; the function here never runs (no workers). */
-static am2z_result runs_in_workers(am2z_ctx *ctx, const am2z_state *in) {
-    (void)in;
-    return am2z_fail(am2z_error_configuration(am2z_ctx_meta(ctx)->processor,
-                                              "runs in worker processes, not in the producer"));
-}
-
-static am2z_status declare_remote(am2z_runtime *rt, const char *name) {
-    return am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){
-        .name = name, .fn = runs_in_workers}, NULL)); /* register takes it over */
 }
 
 /* Returns 1 when the outcome is the right one for o; prints why not otherwise. */
@@ -136,7 +125,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "producer: %s: %s\n", am2z_status_string(st), am2z_status_detail());
         return 1;
     }
-    if (declare_remote(rt, kind) != AM2Z_STATUS_OK) {
+    /* The code and the settings of these processors live in the worker processes. */
+    if (am2z_queue_declare(rt, kind, NULL) != AM2Z_STATUS_OK) {
         fprintf(stderr, "producer: cannot declare %s: %s\n", kind, am2z_status_detail());
         am2z_runtime_free(rt);
         return 1;

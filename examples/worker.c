@@ -16,7 +16,10 @@
        reviewed_checkout = chain(validate, review, price, quote, total)
        review            = a manual review that takes input.review_ms (the crash test uses
                            it to kill a worker while it holds jobs)
-   Prices are integer cents so every process computes exactly the same totals. */
+   Prices are integer cents so every process computes exactly the same totals.
+   Registering publishes each processor's settings (timeout, retries, queue options) in
+   Redis: callers such as examples/producer.c only declare the names and run every
+   execution with these settings; the newest registration wins when workers disagree. */
 #define _POSIX_C_SOURCE 200809L /* getopt, sigwait, nanosleep under -std=c99 */
 #define AM2Z_RESP_IMPLEMENTATION
 #include "am2z_resp.h"
@@ -123,7 +126,9 @@ static am2z_status register_pipeline(am2z_runtime *rt) {
             am2z_processor_retain(t)}}, NULL);
     return am2z_runtime_register_many(rt, (am2z_processor *[]){checkout, am2z_chain_new(&(am2z_chain_desc){
         .name = "reviewed_checkout", .count = 5, .steps = (am2z_processor *[]){
-            v, plain("review", review), pr, quote, t}}, NULL)}, 2);
+            v, am2z_processor_new(&(am2z_processor_desc){.name = "review", .fn = review, .timeout_ms = 10000,
+                                                         .retry = {.max_attempts = 2}}, NULL),
+            pr, quote, t}}, NULL)}, 2);
 }
 
 int main(int argc, char **argv) {

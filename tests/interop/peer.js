@@ -15,6 +15,8 @@
 //       Prints {"<queue>": getJobCounts(), ...}.
 //   node peer.js job PORT QUEUE ID [PREFIX]
 //       Prints the job as BullMQ reads it (getJob + getState), or null.
+//   node peer.js add PORT QUEUE PREFIX NAME DATA_JSON OPTS_JSON [NAME DATA_JSON OPTS_JSON]...
+//       Queue.add(NAME, DATA, OPTS) for each triple, in order; prints {"ids": [...]}.
 //   node peer.js pause|resume PORT QUEUE [PREFIX]
 //       Queue.pause() / Queue.resume(); prints {"paused": isPaused()}.
 'use strict';
@@ -115,6 +117,18 @@ async function job([port, queue, id, prefix = 'bull']) {
     await q.close();
 }
 
+async function add([port, queue, prefix, ...rest]) {
+    deadline(10000, 'add');
+    const q = new Queue(queue, { connection: conn(port), prefix });
+    const ids = [];
+    for (let i = 0; i + 2 < rest.length; i += 3) {
+        const j = await q.add(rest[i], JSON.parse(rest[i + 1]), JSON.parse(rest[i + 2]));
+        ids.push(j.id);
+    }
+    out({ ids });
+    await q.close();
+}
+
 async function pauseResume(which, [port, queue, prefix = 'bull']) {
     deadline(10000, which);
     const q = new Queue(queue, { connection: conn(port), prefix });
@@ -124,7 +138,7 @@ async function pauseResume(which, [port, queue, prefix = 'bull']) {
 }
 
 const commands = {
-    'add-and-wait': addAndWait, worker, counts, job,
+    'add-and-wait': addAndWait, add, worker, counts, job,
     pause: args => pauseResume('pause', args), resume: args => pauseResume('resume', args),
 };
 const [cmd, ...args] = process.argv.slice(2);
