@@ -91,7 +91,7 @@ for e in build/examples/*; do
     run_check "example-$(basename "$e")" "./$e"
 done
 
-VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime test_contracts"}
+VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime test_contracts test_cron test_store"}
 if have valgrind; then
     echo "== valgrind (leak check)"
     for t in $VALGRIND_TESTS; do
