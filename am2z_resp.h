@@ -1967,7 +1967,7 @@ static int64_t am2z__deadline(int64_t timeout_ms) {
    replies owed and any half-read reply, so nothing leaks into the next command. */
 static void am2z__redis_close(am2z_redis *r) {
     if (r->fd >= 0) {
-        if (r->desc.transport.read && r->desc.transport.close) r->desc.transport.close(r->tconn);
+        if (r->desc.transport.read && r->desc.transport.close && r->tconn) r->desc.transport.close(r->tconn);
         close(r->fd);
     }
     r->fd = -1;
