@@ -8,7 +8,8 @@
 #      (examples/worker.c, producer.c): `top --once` piped is plain text (no escape
 #      codes) with the header, the workers alive and the checkout row with its counts;
 #      in a tmux pane the live view shows the same, then refreshes to new counts after
-#      more work; Ctrl-C ends it.
+#      more work; Ctrl-C ends it. The producer piped prints no progress line (no \r);
+#      in a tmux pane its progress line ends as the summary.
 # Ends with "N passed, N failed". Without curl, tmux or redis-server the part that needs
 # it is skipped loudly (a failure under CI=true, where .ci/run installs them).
 set -u
@@ -108,6 +109,7 @@ PIDS="$PIDS $WPID"
 ready() { grep -sq '^ready' "$B/worker.out"; }
 wait_for 20 ready || { bad "worker ready"; cat "$B/worker.err" >&2; finish; }
 check "producer runs 40 orders" sh -c "'$EX/producer' -n 40 -w 8 >'$B/producer.out' 2>&1"
+check "producer piped: no progress line" sh -c "! grep -q \"\$(printf '\\r')\" '$B/producer.out'"
 
 "$EX/top" --once >"$B/top.txt" 2>"$B/top.err"
 check "top --once exits 0" [ $? -eq 0 ]
@@ -129,7 +131,12 @@ if ! have tmux; then skip tmux; else
     check "tmux: the frame starts at the top of the screen" sh -c "head -n 1 '$B/pane.txt' | grep -q '^am2z top '"
     check "producer runs 10 more orders" sh -c "'$EX/producer' -n 10 -w 8 >>'$B/producer.out' 2>&1"
     check "tmux: the view refreshes to 50" wait_for 20 shows '^checkout +- +0 +0 +0 +50 +0 '
-    tmux -L "$TMUX_SOCK" send-keys -t top C-c
+    tmux -L "$TMUX_SOCK" new-window -d -t top -n prod "REDIS_PORT=$PORT $EX/producer -n 10 -w 8; sleep 60"
+    prod() { tmux -L "$TMUX_SOCK" capture-pane -p -t top:prod > "$B/prod.txt" 2>/dev/null && grep -q '^producer: 10/10 ok' "$B/prod.txt"; }
+    check "tmux: the producer's summary replaces its progress line" wait_for 20 prod
+    check "tmux: the view refreshes to 60" wait_for 20 shows '^checkout +- +0 +0 +0 +60 +0 '
+    tmux -L "$TMUX_SOCK" kill-window -t top:prod
+    tmux -L "$TMUX_SOCK" send-keys -t top:0 C-c
     ended() { ! tmux -L "$TMUX_SOCK" has-session -t top 2>/dev/null; }
     check "tmux: Ctrl-C ends top" wait_for 10 ended
     cp "$B/pane.txt" "$B/pane-last.txt" 2>/dev/null
