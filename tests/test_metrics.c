@@ -6,6 +6,7 @@
 #include "../am2z.h"
 #include "t.h"
 #include "prom_check.h"
+#include "oom.h"
 #include <pthread.h>
 #include <time.h>
 
@@ -281,6 +282,40 @@ static void test_label_escaping(void) {
     am2z_runtime_free(rt);
 }
 
+/* Every allocation failure inside metrics_text (and the stats it reads) returns cleanly,
+   leaks nothing, and the run without one gives the full text. */
+static am2z_runtime *oom_rt;
+static const char *oom_want;
+static int op_metrics(void) {
+    char *t = NULL;
+    am2z_status st = am2z_runtime_metrics_text(oom_rt, "x", &t, NULL);
+    int done = st == AM2Z_STATUS_OK && t && strcmp(t, oom_want) == 0;
+    if (st != AM2Z_STATUS_OK && (st != AM2Z_STATUS_NO_MEMORY || t)) T_FAIL_("status %d", (int)st);
+    am2z_free(t);
+    return done;
+}
+static void test_out_of_memory(void) {
+    static am2z_runtime_ops ops;
+    am2z_runtime_settings set;
+    char *want = NULL;
+    memset(&ops, 0, sizeof ops);
+    ops.submit = fake_submit;
+    ops.wait = fake_wait;
+    ops.free_execution = fake_free;
+    ops.detach = fake_free;
+    ops.stats = fake_stats;
+    ops.session_stats = fake_session_stats;
+    ops.active_sessions = fake_active;
+    memset(&set, 0, sizeof set);
+    set.kind = "fake";
+    oom_rt = am2z_runtime_new(&ops, NULL, NULL, &set);
+    CHECK_INT(am2z_runtime_metrics_text(oom_rt, "x", &want, NULL), AM2Z_STATUS_OK);
+    oom_want = want;
+    if (want) CHECK(oom_sweep("metrics_text", op_metrics) > 10);
+    am2z_free(want);
+    am2z_runtime_free(oom_rt);
+}
+
 static void test_arguments_and_prefix(void) {
     am2z_runtime *rt = rt_new(1, 0);
     char *t = (char *)"unchanged", p64[AM2Z_METRICS_PREFIX_MAX + 2];
@@ -362,10 +397,12 @@ static int check_file(const char *path) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--check") == 0) return check_file(argv[2]);
+    oom_install();
     T_RUN(test_checker_refuses_bad_text);
     T_RUN(test_local_counts_match_stats);
     T_RUN(test_histogram_buckets);
     T_RUN(test_label_escaping);
+    T_RUN(test_out_of_memory);
     T_RUN(test_arguments_and_prefix);
     T_RUN(test_metrics_event_has_histogram);
     return t_done();
