@@ -2,7 +2,8 @@
    4) against a private redis-server: the queue counts become queue_jobs gauges with
    processor, session and state labels, equal to the stats, and the text passes the
    strict checker of tests/prom_check.h. (test_queue* names run in the Redis
-   configurations of tests/run.sh.) */
+   configurations of tests/run.sh.) `test_queue_metrics --session-work PORT` leaves a
+   session's finished jobs in a Redis for tests/test_tools.sh. */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z_resp.h"
 #include "t.h"
@@ -104,7 +105,25 @@ static void start_server(void) {
     port = server.port;
 }
 
-int main(void) {
+/* For tests/test_tools.sh: runs 3 executions of "ok" in session "tenant-7" against the
+   redis-server on port and leaves them there (free keeps a session's keys), so top has a
+   session row to show. */
+static int session_work(int p) {
+    am2z_queue_desc d;
+    am2z_runtime *rt;
+    memset(&d, 0, sizeof d);
+    d.redis.host = "127.0.0.1";
+    d.redis.port = p;
+    d.concurrency = 1;
+    if (!(rt = am2z_queue_runtime_new(&d, NULL))) return 1;
+    reg(rt, "ok", p_ok);
+    run(rt, "ok", "tenant-7", 3);
+    am2z_runtime_free(rt);
+    return t_failed || t_case_failed;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--session-work") == 0) return session_work(atoi(argv[2]));
     T_RUN(start_server);
     if (!port) return t_done();
     T_RUN(test_queue_exposition);

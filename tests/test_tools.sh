@@ -6,7 +6,8 @@
 #      labels and histogram; other paths get 404; SIGTERM ends it with status 0.
 #   2. examples/top against a private redis-server with a worker and a producer
 #      (examples/worker.c, producer.c): `top --once` piped is plain text (no escape
-#      codes) with the header, the workers alive and the checkout row with its counts;
+#      codes) with the header, the workers alive and the checkout row with its counts,
+#      and a session's row once jobs ran in it (test_queue_metrics --session-work);
 #      in a tmux pane the live view shows the same, then refreshes to new counts after
 #      more work; Ctrl-C ends it. The producer piped prints no progress line (no \r);
 #      in a tmux pane its progress line ends as the summary.
@@ -54,6 +55,7 @@ wait_for() { # seconds, command...
 EX=build/examples
 make -s "$EX/metrics_server" "$EX/top" "$EX/worker" "$EX/producer" >&2 || { bad "make the examples"; finish; }
 cc -std=c99 -O1 -I. -o "$B/test_metrics" tests/test_metrics.c tests/impl.c -pthread -lm || { bad "build the checker"; finish; }
+cc -std=c99 -O1 -I. -o "$B/session_work" tests/test_queue_metrics.c tests/impl.c -pthread -lm || { bad "build session_work"; finish; }
 
 # ---- 1. metrics_server ----
 if ! have curl; then skip curl; else
@@ -121,6 +123,9 @@ check "column titles" grep -q '^PROCESSOR  *SESSION  *WAITING  *ACTIVE  *DELAYED
 check "checkout row" grep -Eq '^checkout +- +0 +0 +0 +40 +0 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "$B/top.txt"
 check "tax row" grep -Eq '^tax +- +0 +0 +0 +40 +0 ' "$B/top.txt"
 check "no review ran" grep -Eq '^review +- +0 +0 +0 +0 +0 +0.0 +- +-$' "$B/top.txt"
+check "3 jobs in session tenant-7" "$B/session_work" --session-work "$PORT"
+"$EX/top" --once >"$B/top2.txt" 2>&1
+check "session row" grep -Eq '^ok +tenant-7 +0 +0 +0 +3 +0 +[0-9.]+ +[0-9.]+ +[0-9.]+$' "$B/top2.txt"
 
 if ! have tmux; then skip tmux; else
     tmux -L "$TMUX_SOCK" new-session -d -s top -x 160 -y 30 \
