@@ -76,6 +76,7 @@
        AM2Z_NAME_MAX          bytes of a processor name (128)
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
+       AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
