@@ -130,7 +130,7 @@ static void serve(int fd, am2z_runtime *rt) {
         respond(fd, "431 Request Header Fields Too Large", "text/plain", "request too large\n", 18);
     } else if (strncmp(req, "GET ", 4) != 0) {
         respond(fd, "405 Method Not Allowed", "text/plain", "only GET\n", 9);
-    } else if (strncmp(req + 4, "/metrics ", 9) != 0 && strncmp(req + 4, "/metrics? ", 10) != 0) {
+    } else if (strncmp(req + 4, "/metrics", 8) != 0 || (req[12] != ' ' && req[12] != '?')) {
         respond(fd, "404 Not Found", "text/plain", "try /metrics\n", 13);
     } else {
         char *text = NULL;

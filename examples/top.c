@@ -82,7 +82,7 @@ static long members(view *v, const char *key, char ***out) {
         for (i = 0; i < rep.len; i++)
             if (((*out)[n] = strdup(am2z_reply_str(am2z_reply_at(&rep, i)))) != NULL) n++;
     am2z_reply_clear(&rep);
-    qsort(*out, n, sizeof **out, cmp_str);
+    if (n) qsort(*out, n, sizeof **out, cmp_str);
     return (long)n;
 }
 
@@ -246,7 +246,7 @@ static int collect(view *v) {
     v->n = 0;
     if (!am2z_redis_is_connected(v->r) && am2z_redis_connect(v->r) != AM2Z_STATUS_OK) return 0;
     if (!(v->now_ms = server_ms(v)) || !list_queues(v)) return 0;
-    qsort(v->rows, v->n, sizeof *v->rows, cmp_row);
+    if (v->n) qsort(v->rows, v->n, sizeof *v->rows, cmp_row);
     read_counts(v);
     for (i = 0; i < v->n; i++) read_latency(v, &v->rows[i]);
     read_workers(v);
