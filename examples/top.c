@@ -344,6 +344,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     snprintf(where, sizeof where, "redis %s:%d", d.host, d.port);
+    if (tty) setvbuf(stdout, NULL, _IOFBF, 1 << 16); /* a frame reaches the screen in one write */
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);

@@ -65,12 +65,14 @@ if ! have curl; then skip curl; else
     listening() { grep -sq '^listening on 127.0.0.1:[0-9]' "$B/ms.out"; }
     if ! wait_for 10 listening; then bad "metrics_server listens"; cat "$B/ms.err" >&2; else
         URL="http://$(sed -n 's/^listening on //p' "$B/ms.out")"
-        # the demo load finishes its first executions within milliseconds; allow a slow machine
+        # the demo load finishes its first executions of both sessions (a declined charge
+        # in tenant-b, a resize in tenant-a) within milliseconds; allow a slow machine
         scraped() {
             curl -s -D "$B/headers" -o "$B/metrics.txt" "$URL/metrics" &&
-                grep -q '^am2z_executions_total{processor="charge",outcome="failed"} [1-9]' "$B/metrics.txt"
+                grep -q '^am2z_executions_total{processor="charge",outcome="failed"} [1-9]' "$B/metrics.txt" &&
+                grep -q '^am2z_session_executions_total{session="tenant-a",processor="resize",outcome="completed"} [1-9]' "$B/metrics.txt"
         }
-        check "scrape shows finished executions" wait_for 20 scraped
+        check "scrape shows finished executions" wait_for 30 scraped
         check "HTTP 200" grep -q '^HTTP/1.1 200 OK' "$B/headers"
         check "content type 0.0.4" grep -qi '^Content-Type: text/plain; version=0.0.4' "$B/headers"
         check "exposition passes the strict checker" "$B/test_metrics" --check "$B/metrics.txt"
@@ -80,7 +82,7 @@ if ! have curl; then skip curl; else
             echo "note: promtool not installed, the strict checker alone judged the exposition"
         fi
         check "histogram of resize" grep -q '^am2z_execution_duration_seconds_bucket{processor="resize",le="+Inf"} [1-9]' "$B/metrics.txt"
-        check "session labels" grep -q '^am2z_session_executions_total{session="tenant-a",processor="resize",outcome="completed"} ' "$B/metrics.txt"
+        check "session labels" grep -q '^am2z_session_submitted_total{session="tenant-b"} [1-9]' "$B/metrics.txt"
         check "HELP and TYPE" grep -q '^# TYPE am2z_executions_total counter$' "$B/metrics.txt"
         check "404 elsewhere" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' '$URL/nope')\" = 404 ]"
     fi
