@@ -40,6 +40,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP PIPE
 finish() {
+    if [ "$FAILED" -gt 0 ]; then # what the programs showed, for the log
+        for f in ms.err pane.txt prod.txt top.txt top2.txt worker.err; do
+            [ -s "$B/$f" ] && { echo "== $B/$f" >&2; cat "$B/$f" >&2; }
+        done
+    fi
     if [ "$SKIPPED" -gt 0 ]; then echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     else echo "$PASSED passed, $FAILED failed"; fi
     [ "$FAILED" -eq 0 ]
