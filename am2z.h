@@ -83,6 +83,7 @@
        AM2Z_CRON_MAX_LENGTH   bytes of a cron expression (256)
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
+       AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
@@ -1159,6 +1160,33 @@ AM2Z_API am2z_value *am2z_runtime_processor_stats(am2z_runtime *rt, const char *
 AM2Z_API am2z_value *am2z_runtime_session_stats(am2z_runtime *rt, const char *session_id);
 AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt);
 
+#ifndef AM2Z_METRICS_PREFIX_MAX
+#define AM2Z_METRICS_PREFIX_MAX 64 /* bytes of am2z_runtime_metrics_text's prefix */
+#endif
+/* The stats of rt (am2z_runtime_stats, and session_stats of every active session) as
+   Prometheus text exposition (format 0.0.4; serve it as "text/plain; version=0.0.4").
+   Every metric is named <prefix>_<name> (prefix NULL: "am2z"; otherwise 1 to
+   AM2Z_METRICS_PREFIX_MAX bytes of [A-Za-z0-9_:] not starting with a digit) and has
+   its # HELP and # TYPE lines before its samples; label values are escaped (\\, \",
+   \n). A family is left out when the runtime's stats have nothing for it. Families:
+     uptime_seconds, workers, running, registered_processors       gauges (both)
+     queued (local), awaiting (queue)                               gauges
+     runtime_executions_total{outcome}, runtime_retries_total      this process's counts
+     executions_total{processor,outcome}, retries_total{processor}  local, all sessions
+     execution_duration_seconds{processor}  local: histogram, le at the stats' latency
+                                            buckets (x4 apart, 1.024 us to 68.7 s)
+     session_running{session}, session_submitted_total{session},
+     session_cancelled_total{session}, session_executions_total{session,processor,
+     outcome}, session_retries_total{session,processor}             local
+     queue_jobs{[session,]processor,state}  queue: jobs in each BullMQ list or set (no
+                                            session label on a processor's global queue)
+   outcome is "completed" or "failed". On AM2Z_STATUS_OK *out is a NUL-terminated text
+   that the caller frees with am2z_free, and *len (len may be NULL) its length. On
+   failure *out is NULL: AM2Z_STATUS_INVALID_ARGUMENT (NULL rt or out, bad prefix),
+   AM2Z_STATUS_NO_MEMORY (also when the runtime's stats are NULL). Thread-safe as
+   am2z_runtime_stats; a session that ends while the text is built is left out. */
+AM2Z_API am2z_status am2z_runtime_metrics_text(am2z_runtime *rt, const char *prefix, char **out, size_t *len);
+
 /* Calls fn for event ("*": every event) from now on, on the emitting threads (see
    EVENTS). Returns a handler id > 0, or 0 on failure (a NULL argument, no memory,
    ids used up) with the reason in am2z_status_detail(). */
@@ -1404,9 +1432,13 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
      through am2z_state_bump, so metadata.version counts the steps that produced it.
    - Stats: {registeredProcessors, running (attempts executing now), completed, failed,
      retried (executions incl. nested), queued, workers, uptimeMs, processors: {<name>:
-     {completed, failed, retried, p50Ms, p99Ms}}} (am2z_runtime_processor_stats reads
-     one; a processor is listed, with zeros, from its registration on); latency
+     {completed, failed, retried, p50Ms, p99Ms, latency}}} (am2z_runtime_processor_stats
+     reads one; a processor is listed, with zeros, from its registration on); latency
      percentiles come from a log histogram (4 buckets per doubling, so within ~10%).
+     latency: {count, sumMs, buckets: [[leMs, n], ...]}, n the executions (completed or
+     failed) that took under leMs, cumulative, at 14 bounds x4 apart from 2^10 ns
+     (0.001024 ms) to 2^36 ns (~68.7 s): the Prometheus histogram of
+     am2z_runtime_metrics_text.
      session_stats: {sessionId, createdAt, running (unfinished top-level executions;
      an execute_many call counts once), submitted, completed, failed, cancelled,
      stopping, processors: {<name>: {completed, failed, retried}}}, the processors'
@@ -7222,6 +7254,281 @@ AM2Z_API am2z_value *am2z_runtime_active_sessions(am2z_runtime *rt) {
     return rt->ops->active_sessions ? rt->ops->active_sessions(rt) : am2z_value_array();
 }
 
+/* ---- metrics text ---- */
+
+/* One metric family; its # HELP and # TYPE lines go out before its first sample. */
+typedef struct am2z__mfam {
+    const char *name, *type, *help;
+} am2z__mfam;
+
+typedef struct am2z__mtext {
+    am2z__vec b;
+    const char *prefix;
+    const am2z__mfam *cur; /* family of the last sample */
+} am2z__mtext;
+
+static void am2z__mtext_escaped(am2z__vec *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\') am2z__vec_put(b, "\\\\", 2);
+        else if (*s == '"') am2z__vec_put(b, "\\\"", 2);
+        else if (*s == '\n') am2z__vec_put(b, "\\n", 2);
+        else am2z__vec_putc(b, *s);
+    }
+}
+
+static void am2z__mtext_label(am2z__vec *b, int *n, const char *key, const char *value) {
+    if (!key || !value) return;
+    am2z__vec_putc(b, *n ? ',' : '{');
+    am2z__vec_puts(b, key);
+    am2z__vec_put(b, "=\"", 2);
+    am2z__mtext_escaped(b, value);
+    am2z__vec_putc(b, '"');
+    (*n)++;
+}
+
+static void am2z__mtext_name(am2z__mtext *m, const am2z__mfam *f, const char *suffix) {
+    am2z__vec_puts(&m->b, m->prefix);
+    am2z__vec_putc(&m->b, '_');
+    am2z__vec_puts(&m->b, f->name);
+    am2z__vec_puts(&m->b, suffix);
+}
+
+/* One sample line: <prefix>_<family><suffix>{session,processor,xk} value. Labels with a
+   NULL value are left out; the family's header goes first when it is new. */
+static void am2z__mtext_sample(am2z__mtext *m, const am2z__mfam *f, const char *suffix, const char *session,
+                               const char *processor, const char *xk, const char *xv, const char *value) {
+    int n = 0;
+    if (m->cur != f) {
+        am2z__vec_put(&m->b, "# HELP ", 7);
+        am2z__mtext_name(m, f, "");
+        am2z__vec_putc(&m->b, ' ');
+        am2z__vec_puts(&m->b, f->help);
+        am2z__vec_put(&m->b, "\n# TYPE ", 8);
+        am2z__mtext_name(m, f, "");
+        am2z__vec_putc(&m->b, ' ');
+        am2z__vec_puts(&m->b, f->type);
+        am2z__vec_putc(&m->b, '\n');
+        m->cur = f;
+    }
+    am2z__mtext_name(m, f, suffix);
+    am2z__mtext_label(&m->b, &n, "session", session);
+    am2z__mtext_label(&m->b, &n, "processor", processor);
+    am2z__mtext_label(&m->b, &n, xk, xv);
+    if (n) am2z__vec_putc(&m->b, '}');
+    am2z__vec_putc(&m->b, ' ');
+    am2z__vec_puts(&m->b, value);
+    am2z__vec_putc(&m->b, '\n');
+}
+
+/* Divides the decimal text s (from am2z__fmt_double) by 1000 by moving its point, so
+   milliseconds become seconds without a rounding step ("0.001024" -> "0.000001024"). */
+static void am2z__mtext_milli(char *s /* >= 48 bytes */) {
+    char d[48], *e = strchr(s, 'e'), *o = s + (*s == '-');
+    size_t n = 0, i, p = (size_t)-1;
+    if (e) { /* exponent form: lower the exponent */
+        am2z__fmt_int((int64_t)strtol(e + 1, NULL, 10) - 3, e + 1); /* e is within 25 bytes of s */
+        return;
+    }
+    for (i = 0; o[i]; i++) /* the digits, and where the point was */
+        if (o[i] == '.') p = n;
+        else d[n++] = o[i];
+    if (p == (size_t)-1) p = n;
+    if (p <= 3) { /* "0." then 3 - p zeros and every digit */
+        memcpy(o, "0.000", 5 - p);
+        memcpy(o + 5 - p, d, n);
+        o[5 - p + n] = 0;
+    } else {
+        memcpy(o, d, p - 3);
+        o[p - 3] = '.';
+        memcpy(o + p - 2, d + p - 3, n - p + 3);
+        o[n + 1] = 0;
+    }
+    for (i = strlen(o); i > 2 && o[i - 1] == '0' && o[i - 2] != '.'; i--) o[i - 1] = 0; /* "0.0010" -> "0.001" */
+}
+
+/* A number's text (ints as ints), divided by 1000 when milli is set; NULL for a
+   non-number. */
+static const char *am2z__mtext_num(const am2z_value *v, int milli, char *buf /* >= 48 */) {
+    am2z_type t = am2z_value_type(v);
+    if (t == AM2Z_TYPE_INT && !milli) am2z__fmt_int(am2z_value_as_int(v, 0), buf);
+    else if (t == AM2Z_TYPE_INT || t == AM2Z_TYPE_DOUBLE) am2z__fmt_double(am2z_value_as_double(v, 0), buf);
+    else return NULL;
+    if (milli) am2z__mtext_milli(buf);
+    return buf;
+}
+
+/* A sample of member key of obj, when it is a number. */
+static void am2z__mtext_member(am2z__mtext *m, const am2z__mfam *f, const am2z_value *obj, const char *key,
+                               const char *session, const char *processor, const char *xk, const char *xv) {
+    char num[48];
+    const char *t = am2z__mtext_num(am2z_value_find(obj, key, strlen(key)), 0, num);
+    if (t) am2z__mtext_sample(m, f, "", session, processor, xk, xv, t);
+}
+
+static const am2z__mfam am2z__mf_uptime = {"uptime_seconds", "gauge", "Seconds since the runtime was created."};
+static const am2z__mfam am2z__mf_workers = {"workers", "gauge", "Worker threads of this process."};
+static const am2z__mfam am2z__mf_running = {"running", "gauge", "Attempts executing now in this process."};
+static const am2z__mfam am2z__mf_registered = {"registered_processors", "gauge", "Processors registered with the runtime."};
+static const am2z__mfam am2z__mf_queued = {"queued", "gauge", "Top-level executions waiting for a worker."};
+static const am2z__mfam am2z__mf_awaiting = {"awaiting", "gauge", "Executions whose outcome this process waits for."};
+static const am2z__mfam am2z__mf_rt_exec = {"runtime_executions_total", "counter",
+                                            "Executions this process finished, nested calls included."};
+static const am2z__mfam am2z__mf_rt_retry = {"runtime_retries_total", "counter", "Attempts this process retried."};
+static const am2z__mfam am2z__mf_exec = {"executions_total", "counter", "Executions of a processor, nested calls included."};
+static const am2z__mfam am2z__mf_retry = {"retries_total", "counter", "Attempts of a processor that were retried."};
+static const am2z__mfam am2z__mf_dur = {"execution_duration_seconds", "histogram", "Time of an execution's attempts."};
+static const am2z__mfam am2z__mf_jobs = {"queue_jobs", "gauge", "Jobs in each list or set of a processor's queue."};
+static const am2z__mfam am2z__mf_s_running = {"session_running", "gauge", "Unfinished top-level executions of a session."};
+static const am2z__mfam am2z__mf_s_sub = {"session_submitted_total", "counter", "Top-level executions submitted in a session."};
+static const am2z__mfam am2z__mf_s_cancel = {"session_cancelled_total", "counter", "Executions of a session that were cancelled."};
+static const am2z__mfam am2z__mf_s_exec = {"session_executions_total", "counter",
+                                           "Executions of a processor in a session, nested calls included."};
+static const am2z__mfam am2z__mf_s_retry = {"session_retries_total", "counter",
+                                            "Attempts of a processor in a session that were retried."};
+
+/* The histogram of one processor's "latency" stats ({count, sumMs, buckets}). */
+static void am2z__mtext_histogram(am2z__mtext *m, const char *processor, const am2z_value *lat) {
+    const am2z_value *bk = am2z_value_find(lat, "buckets", 7), *c = am2z_value_find(lat, "count", 5);
+    char le[48], num[48];
+    size_t i;
+    if (!bk || !am2z__mtext_num(c, 0, num)) return;
+    for (i = 0; i < am2z_value_len(bk); i++) {
+        const am2z_value *pair = am2z_value_at(bk, i);
+        char n2[48];
+        if (!am2z__mtext_num(am2z_value_at(pair, 0), 1, le) || !am2z__mtext_num(am2z_value_at(pair, 1), 0, n2)) continue;
+        am2z__mtext_sample(m, &am2z__mf_dur, "_bucket", NULL, processor, "le", le, n2);
+    }
+    am2z__mtext_sample(m, &am2z__mf_dur, "_bucket", NULL, processor, "le", "+Inf", num);
+    if (am2z__mtext_num(am2z_value_find(lat, "sumMs", 5), 1, le))
+        am2z__mtext_sample(m, &am2z__mf_dur, "_sum", NULL, processor, NULL, NULL, le);
+    am2z__mtext_sample(m, &am2z__mf_dur, "_count", NULL, processor, NULL, NULL, num);
+}
+
+/* queue_jobs samples of a {<processor>: {<state>: n}} object. */
+static void am2z__mtext_queues(am2z__mtext *m, const char *session, const am2z_value *procs) {
+    size_t i, k;
+    for (i = 0; i < am2z_value_len(procs); i++) {
+        const char *proc = am2z_value_key_at(procs, i, NULL);
+        const am2z_value *q = am2z_value_member_at(procs, i);
+        for (k = 0; k < am2z_value_len(q); k++) {
+            char num[48];
+            const char *t = am2z__mtext_num(am2z_value_member_at(q, k), 0, num);
+            if (t) am2z__mtext_sample(m, &am2z__mf_jobs, "", session, proc, "state", am2z_value_key_at(q, k, NULL), t);
+        }
+    }
+}
+
+/* Samples of the runtime-wide stats st (queue: whether they are the queue runtime's). */
+static void am2z__mtext_runtime(am2z__mtext *m, const am2z_value *st, int queue) {
+    const am2z_value *procs = am2z_value_find(st, "processors", 10), *reg = am2z_value_find(st, "registeredProcessors", 20);
+    char num[48];
+    size_t i;
+    if (am2z__mtext_num(am2z_value_find(st, "uptimeMs", 8), 1, num))
+        am2z__mtext_sample(m, &am2z__mf_uptime, "", NULL, NULL, NULL, NULL, num);
+    am2z__mtext_member(m, &am2z__mf_workers, st, "workers", NULL, NULL, NULL, NULL);
+    am2z__mtext_member(m, &am2z__mf_running, st, "running", NULL, NULL, NULL, NULL);
+    if (am2z_value_type(reg) == AM2Z_TYPE_ARRAY) {
+        am2z__fmt_int((int64_t)am2z_value_len(reg), num);
+        am2z__mtext_sample(m, &am2z__mf_registered, "", NULL, NULL, NULL, NULL, num);
+    }
+    am2z__mtext_member(m, &am2z__mf_queued, st, "queued", NULL, NULL, NULL, NULL);
+    am2z__mtext_member(m, &am2z__mf_awaiting, st, "awaiting", NULL, NULL, NULL, NULL);
+    am2z__mtext_member(m, &am2z__mf_rt_exec, st, "completed", NULL, NULL, "outcome", "completed");
+    am2z__mtext_member(m, &am2z__mf_rt_exec, st, "failed", NULL, NULL, "outcome", "failed");
+    am2z__mtext_member(m, &am2z__mf_rt_retry, st, "retried", NULL, NULL, NULL, NULL);
+    if (queue) {
+        am2z__mtext_queues(m, NULL, procs);
+        return;
+    }
+    for (i = 0; i < am2z_value_len(procs); i++) {
+        const char *p = am2z_value_key_at(procs, i, NULL);
+        am2z__mtext_member(m, &am2z__mf_exec, am2z_value_member_at(procs, i), "completed", NULL, p, "outcome", "completed");
+        am2z__mtext_member(m, &am2z__mf_exec, am2z_value_member_at(procs, i), "failed", NULL, p, "outcome", "failed");
+    }
+    for (i = 0; i < am2z_value_len(procs); i++)
+        am2z__mtext_member(m, &am2z__mf_retry, am2z_value_member_at(procs, i), "retried", NULL,
+                           am2z_value_key_at(procs, i, NULL), NULL, NULL);
+    for (i = 0; i < am2z_value_len(procs); i++)
+        am2z__mtext_histogram(m, am2z_value_key_at(procs, i, NULL), am2z_value_find(am2z_value_member_at(procs, i), "latency", 7));
+}
+
+/* Samples of the session stats ss[0..n) (NULL entries: sessions that ended). */
+static void am2z__mtext_sessions(am2z__mtext *m, am2z_value *const *ss, size_t n, int queue) {
+    static const am2z__mfam *const per_session[3] = {&am2z__mf_s_running, &am2z__mf_s_sub, &am2z__mf_s_cancel};
+    static const char *const keys[3] = {"running", "submitted", "cancelled"};
+    size_t i, j, f;
+    if (queue) {
+        for (i = 0; i < n; i++)
+            am2z__mtext_queues(m, am2z_value_get_string(ss[i], "sessionId", ""), am2z_value_find(ss[i], "queues", 6));
+        return;
+    }
+    for (f = 0; f < 3; f++)
+        for (i = 0; i < n; i++)
+            am2z__mtext_member(m, per_session[f], ss[i], keys[f], am2z_value_get_string(ss[i], "sessionId", ""), NULL,
+                               NULL, NULL);
+    for (f = 0; f < 3; f++) {
+        for (i = 0; i < n; i++) {
+            const char *sid = am2z_value_get_string(ss[i], "sessionId", "");
+            const am2z_value *procs = am2z_value_find(ss[i], "processors", 10);
+            for (j = 0; j < am2z_value_len(procs); j++) {
+                const char *p = am2z_value_key_at(procs, j, NULL);
+                const am2z_value *c = am2z_value_member_at(procs, j);
+                if (f == 0) am2z__mtext_member(m, &am2z__mf_s_exec, c, "completed", sid, p, "outcome", "completed");
+                if (f == 1) am2z__mtext_member(m, &am2z__mf_s_exec, c, "failed", sid, p, "outcome", "failed");
+                if (f == 2) am2z__mtext_member(m, &am2z__mf_s_retry, c, "retried", sid, p, NULL, NULL);
+            }
+        }
+    }
+}
+
+static int am2z__metrics_prefix_ok(const char *p) {
+    size_t i, n = strlen(p);
+    if (n == 0 || n > AM2Z_METRICS_PREFIX_MAX || (p[0] >= '0' && p[0] <= '9')) return 0;
+    for (i = 0; i < n; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') ||
+              p[i] == '_' || p[i] == ':'))
+            return 0;
+    return 1;
+}
+
+AM2Z_API am2z_status am2z_runtime_metrics_text(am2z_runtime *rt, const char *prefix, char **out, size_t *len) {
+    am2z_value *st, *ids, **ss = NULL;
+    am2z__mtext m;
+    size_t i, n, got = 0;
+    int queue;
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    if (!rt || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "metrics_text: NULL argument");
+    if (prefix && !am2z__metrics_prefix_ok(prefix))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "metrics_text: prefix '%.80s' is not 1 to %d bytes of [A-Za-z0-9_:] starting with a non-digit",
+                          prefix, AM2Z_METRICS_PREFIX_MAX);
+    if (!(st = am2z_runtime_stats(rt))) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "metrics_text: out of memory");
+    queue = am2z_value_type(am2z_value_find(st, "queues", 6)) == AM2Z_TYPE_OBJECT;
+    ids = am2z_runtime_active_sessions(rt);
+    n = am2z_value_len(ids);
+    if (n) ss = (am2z_value **)am2z__malloc(n * sizeof *ss);
+    for (i = 0; ss && i < n; i++) /* a session that ended meanwhile has no stats: skipped */
+        if ((ss[got] = am2z_runtime_session_stats(rt, am2z_value_as_string(am2z_value_at(ids, i), NULL))) != NULL) got++;
+    am2z__vec_init(&m.b, NULL, 0);
+    m.prefix = prefix ? prefix : "am2z";
+    m.cur = NULL;
+    am2z__mtext_runtime(&m, st, queue);
+    am2z__mtext_sessions(&m, ss, got, queue);
+    am2z__vec_putc(&m.b, 0);
+    for (i = 0; i < got; i++) am2z_value_release(ss[i]);
+    am2z__free(ss);
+    am2z_value_release(ids);
+    am2z_value_release(st);
+    if (m.b.failed || (n && !ss) || !ids) {
+        am2z__vec_free(&m.b);
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "metrics_text: out of memory");
+    }
+    *out = (char *)m.b.p;
+    if (len) *len = m.b.n - 1;
+    return AM2Z_STATUS_OK;
+}
+
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     size_t i;
     if (!rt) return;
@@ -8034,6 +8341,7 @@ typedef struct am2z__lr_pstat {
     uint64_t hash;
     int64_t completed, failed, retried;
     int64_t hist[AM2Z__LR_HIST];
+    int64_t sum_ns; /* latencies added up: the metrics histogram's _sum */
 } am2z__lr_pstat;
 
 /* Each worker writes only its own shard (no shared cache line per execution); other
@@ -8482,6 +8790,7 @@ static void am2z__lr_stat(am2z__lr *lr, am2z__lr_srec *rec, const char *name, in
         } else {
             am2z__lr_add(kind ? &ps->failed : &ps->completed, 1);
             am2z__lr_add(&ps->hist[am2z__lr_bucket(ns)], 1);
+            am2z__lr_add(&ps->sum_ns, ns);
         }
     }
     am2z__lr_shard_leave(sh);
@@ -10680,6 +10989,7 @@ typedef struct am2z__lr_merged {
     const char *name;
     int64_t completed, failed, retried;
     int64_t hist[AM2Z__LR_HIST];
+    int64_t sum_ns;
 } am2z__lr_merged;
 
 static double am2z__lr_percentile(const int64_t *hist, int64_t total, double q) {
@@ -10724,9 +11034,29 @@ static int am2z__lr_merge_shard(am2z__lr_shard *sh, am2z__lr_merged **m, size_t 
         (*m)[k].failed += am2z__atomic_load(&ps->failed, AM2Z__MO_RELAXED);
         (*m)[k].retried += am2z__atomic_load(&ps->retried, AM2Z__MO_RELAXED);
         for (b = 0; b < AM2Z__LR_HIST; b++) (*m)[k].hist[b] += am2z__atomic_load(&ps->hist[b], AM2Z__MO_RELAXED);
+        (*m)[k].sum_ns += am2z__atomic_load(&ps->sum_ns, AM2Z__MO_RELAXED);
     }
     am2z__mutex_unlock(&sh->mu);
     return 1;
+}
+
+/* {count, sumMs, buckets: [[leMs, n], ...]} of a merged record: n counts latencies
+   under leMs, at every fourth power of two of nanoseconds (whole log buckets, so the
+   counts are exact) from 2^10 ns (~1 us) to 2^36 ns (~69 s); count (every latency, what
+   a histogram's +Inf bucket holds) comes from the same read, so the counts agree. */
+static am2z_value *am2z__lr_latency_json(const am2z__lr_merged *m) {
+    am2z_value *l = am2z_value_object(), *a = am2z_value_array();
+    int64_t below = 0;
+    int b = 0, k;
+    for (k = 10; k <= 36; k += 2) {
+        for (; b < 4 * k && b < AM2Z__LR_HIST; b++) below += m->hist[b];
+        a = am2z_value_append(a, "", am2z_value_append(am2z_value_append(am2z_value_array(), "",
+                              am2z_value_double((double)((int64_t)1 << k) / 1e6)), "", am2z_value_int(below)));
+    }
+    for (; b < AM2Z__LR_HIST; b++) below += m->hist[b];
+    l = am2z_value_set(l, "count", am2z_value_int(below));
+    l = am2z_value_set(l, "sumMs", am2z_value_double((double)m->sum_ns / 1e6));
+    return am2z_value_set(l, "buckets", a);
 }
 
 static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
@@ -10750,6 +11080,7 @@ static am2z_value *am2z__lr_op_stats(am2z_runtime *rt) {
         p = am2z_value_set(p, "retried", am2z_value_int(m[i].retried));
         p = am2z_value_set(p, "p50Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.5)));
         p = am2z_value_set(p, "p99Ms", am2z_value_double(am2z__lr_percentile(m[i].hist, total, 0.99)));
+        p = am2z_value_set(p, "latency", am2z__lr_latency_json(&m[i]));
         procs = am2z_value_set_key(procs, m[i].name, strlen(m[i].name), p);
         completed += m[i].completed;
         failed += m[i].failed;

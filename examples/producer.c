@@ -12,7 +12,7 @@
                    "reviewed_checkout" (checkout with a review step)
             -r MS  how long a review takes (default 300)
             -t MS  give up on one execution after MS (default 60000)
-   Prints one summary line; with a review also "done <order> <pid>" per order (the pid of
+   Prints one summary line (on a terminal a progress line counts up before it); with a review also "done <order> <pid>" per order (the pid of
    the worker that finished its review). Exit status 0 only when every execution returned
    the right result.
    The producer registers no processor and copies no settings: it declares the names it
@@ -90,6 +90,8 @@ int main(int argc, char **argv) {
     int n = 1000, window = 256, opt, ok = 0, failed = 0;
     int64_t review_ms = 300, timeout_ms = 60000, t0;
     const char *kind = "checkout";
+    int tty = isatty(STDOUT_FILENO); /* a progress line only on a terminal */
+    int64_t shown;
     am2z_queue_desc desc;
     am2z_runtime *rt;
     am2z_status st;
@@ -141,7 +143,7 @@ int main(int argc, char **argv) {
     /* A sliding window: submit until W are in flight, then collect the oldest. Results
        arrive in any order; waiting on the oldest first keeps the code simple and the
        window full because the others keep running meanwhile. */
-    t0 = am2z_now_ms();
+    t0 = shown = am2z_now_ms();
     while (head < n) {
         am2z_outcome out = {0};
         while (submitted < n && submitted - head < window) {
@@ -172,7 +174,13 @@ int main(int argc, char **argv) {
         }
         am2z_value_release(orders[head].input);
         head++;
+        if (tty && (am2z_now_ms() - shown >= 100 || head == n)) { /* progress, on a terminal only */
+            printf("\rproducer: %d/%d done, %d failed", head, n, failed);
+            fflush(stdout);
+            shown = am2z_now_ms();
+        }
     }
+    if (tty) printf("\r\033[K"); /* the summary replaces the progress line */
     {
         double secs = (double)(am2z_now_ms() - t0) / 1000.0;
         printf("producer: %d/%d ok, %d failed, %.2f s, %.0f executions/s\n", ok, n, failed, secs,
