@@ -3966,9 +3966,10 @@ AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
     return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
 }
 
-AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) {
+/* am2z_state_bump with lastUpdated = now (a runtime's clock, which may be virtual). */
+AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
     size_t i;
-    int64_t version, now = am2z_now_ms();
+    int64_t version;
     am2z_value *meta;
     const char *sid;
     if (am2z__type(s) != AM2Z_TYPE_OBJECT) {
@@ -4002,6 +4003,8 @@ AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) {
     am2z__mems(AM2Z__OBJ(s))[i].val = meta;
     return s;
 }
+
+AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) { return am2z__state_bump_at(s, am2z_now_ms()); }
 
 /* The value representation stays private to sections 1 and 2. */
 #undef AM2Z__STATIC
@@ -10406,7 +10409,7 @@ static am2z_result am2z__il_attempt(am2z__il *il, am2z__il_exec *x, const am2z_p
     il->attempts_running--;
     am2z_value_release(moved);
     if (r.state) {
-        r.state = am2z_state_bump(r.state);
+        r.state = am2z__state_bump_at(r.state, am2z__il_wall(il, am2z__il_ns(il)));
         if (r.state && ctx->meta.call_depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z_fail(am2z_error_resource("memory", 0, 0));
