@@ -1336,12 +1336,13 @@ typedef struct am2z_local_desc {
    NULL with *status (may be NULL; AM2Z_STATUS_OK on success) AM2Z_STATUS_INVALID_ARGUMENT
    when desc is invalid (negative values, workers > AM2Z_LOCAL_MAX_WORKERS; the detail
    says which) or AM2Z_STATUS_NO_MEMORY (memory or threads).
-   Not available with AM2Z_NO_THREADS: the name then expands to an undeclared
-   identifier that says why, so a call fails to compile (use section 9's runtime). */
+   Not available with AM2Z_NO_THREADS: the name then expands to a parenthesised
+   undeclared identifier that says why, so every use fails to compile (not a mere
+   implicit-declaration warning); use section 9's runtime there. */
 #ifndef AM2Z_NO_THREADS
 AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_status *status);
 #else
-#define am2z_local_runtime_new am2z_local_runtime_needs_threads_undefine_AM2Z_NO_THREADS
+#define am2z_local_runtime_new (am2z_local_runtime_needs_threads_undefine_AM2Z_NO_THREADS)
 #endif
 
 /* ==== 9. inline runtime =============================================================== */
