@@ -4,7 +4,8 @@
    Do this:
        #define AM2Z_IMPLEMENTATION
    before you include this file in ONE C or C++ file to create the implementation.
-   Every other file includes it without the define. Link with -pthread.
+   Every other file includes it without the define. Link with -pthread (not needed
+   with AM2Z_NO_THREADS, see OPTIONS).
    Under a strict -std=c99/c11 the implementation needs POSIX declarations: include it
    before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
    file with -D_POSIX_C_SOURCE=200809L (or -std=gnu99). Otherwise it stops at once with
@@ -54,6 +55,8 @@
        7b runtime implementers: not needed by users (ops table, contexts, invoke;
           declarations only, implemented with 7)
        8  local        the pthread worker-pool runtime
+       9  inline       the single-threaded runtime: same API, runs on the calling thread,
+                       optional virtual clock, stubs and recorded calls for unit tests
        (am2z_resp.h adds SHA-256, a RESP client and the Redis queue runtime.)
 
    OPTIONS (define before including the implementation)
@@ -64,6 +67,14 @@
                               hook with user_data is am2z_set_allocator()
        AM2Z_ASSERT(c)         internal invariant checks (default: assert from <assert.h>)
        AM2Z_MAX_CALL_DEPTH    default limit of nested ctx calls (default 10)
+       AM2Z_NO_THREADS        build without threads (define it for every file that includes
+                              am2z.h): no <pthread.h>, no -pthread. Values, state, errors,
+                              logging, processors, composition and the inline runtime
+                              (section 9) work; the local runtime is left out (a use of
+                              am2z_local_runtime_new fails to compile, naming this option)
+                              and am2z_resp.h stops with an #error. Atomics stay the
+                              GCC/Clang __atomic builtins, which need no library on common
+                              targets.
 
    LIMITS (each a #ifndef default; they protect against hostile input and runaway programs)
        AM2Z_JSON_MAX_DEPTH    parser nesting default (256; at most AM2Z_VALUE_MAX_DEPTH, 512)
@@ -87,6 +98,9 @@
        stats. An am2z_ctx belongs to the one execution it was given to.
        Number parsing reads the locale's decimal point (localeconv) on its slow path, so
        a program must not call setlocale while other threads parse JSON.
+       An inline runtime (section 9) belongs to the thread that created it.
+       With AM2Z_NO_THREADS the library is for one thread: locks do nothing, the status
+       detail and other per-thread data are plain statics, reference counts stay atomic.
 
    OWNERSHIP (the one rule)
        A function that returns a pointer gives the caller one reference, which the caller

@@ -91,6 +91,8 @@ for t in $NOTHREADS_TESTS; do
     run_check "nothreads-$t-no-pthread" sh -c "nm -u $B/nothreads/$t > $B/nothreads/$t.syms && ! grep -i pthread $B/nothreads/$t.syms"
     run_counted "nothreads-$t" "./$B/nothreads/$t"
 done
+# the README's "Without threads" command, as written there
+run_check nothreads-example sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/workflow_test.c -lm -o $B/nothreads/workflow_test && ./$B/nothreads/workflow_test && nm -u $B/nothreads/workflow_test > $B/nothreads/workflow_test.syms && ! grep -i pthread $B/nothreads/workflow_test.syms"
 
 build_and_run gcc-c99   gcc   -std=c99 -O2
 build_and_run gcc-c11   gcc   -std=c11 -O2
