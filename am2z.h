@@ -1390,10 +1390,13 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
    - Clock (am2z_inline_desc.virtual_clock_ms): the real clock by default, where waits
      sleep. With a virtual clock time only moves when the runtime waits (backoff,
      delay_ms, rate limit) or am2z_inline_advance moves it, instantly; outcome
-     started_at and duration_ms, event times, ctx deadlines, am2z_ctx_now_ms and the
-     recorded calls all read it. Execution ids are then "<processor>-<virtual ms>-<n>",
-     n counting the runtime's executions from 1, so a rerun gives the same ids. Retry
-     jitter stays random: use jitter 0 where a test checks times.
+     started_at and duration_ms, event times, metadata.lastUpdated of the states it
+     produces, ctx deadlines, am2z_ctx_now_ms and the recorded calls all read it.
+     Execution ids are then "<processor>-<virtual ms>-<n>", n counting the runtime's
+     executions and calls from 1, so a rerun gives the same ids (an execute that cannot
+     even be submitted, e.g. an unknown processor, gets a random id as on every runtime).
+     Still real: error timestamps and retry jitter (use jitter 0 where a test checks
+     times).
    - Stubs (am2z_inline_stub) replace what a registered processor does, by name, keeping
      its timeout and retry policy; recorded calls (am2z_inline_calls) list every attempt.
    THREADING  Unlike section 7's runtimes, an inline runtime belongs to one thread: make
