@@ -519,6 +519,75 @@ static void test_submit_wait(void) {
     am2z_runtime_free(rt);
 }
 
+/* Frees its own (running) handle, then tries to stub a processor: the execution is
+   cancelled (its result discarded) and the stub refused, without a crash or a leak. */
+static am2z_status g_inside_stub;
+static int g_saw_freed;
+static am2z_result free_self(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_execution_free(g_self);
+    g_saw_freed = am2z_ctx_cancelled(ctx);
+    g_inside_stub = am2z_inline_stub(g_rt, "n", NULL);
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static void test_handles_from_inside(void) {
+    am2z_runtime *rt = vrt(0);
+    am2z_state *in = S("{}");
+    am2z_value *stats, *calls;
+    am2z_runtime_register(rt, P("n", count, NULL));
+    am2z_runtime_register(rt, P("free_self", free_self, NULL));
+    g_self = am2z_runtime_submit(rt, "free_self", in, NULL, NULL);
+    am2z_execution_detach(g_self); /* runs now; frees its handle while running */
+    CHECK_INT(g_saw_freed, 1);
+    CHECK_INT(g_inside_stub, AM2Z_STATUS_INVALID_ARGUMENT);
+    calls = am2z_inline_calls(rt);
+    CHECK_STR(am2z_value_get_string(calls, "[0].error", ""), "CancelledError");
+    am2z_value_release(calls);
+    stats = am2z_runtime_session_stats(rt, "default");
+    CHECK_INT(am2z_value_get_int(stats, "cancelled", -1), 1);
+    CHECK_INT(am2z_value_get_int(stats, "running", -1), 0);
+    am2z_value_release(stats);
+
+    /* stubbing again restarts the count of failures */
+    {
+        am2z_error *err = am2z_error_timeout("x", 1);
+        am2z_outcome out = {0};
+        int i;
+        for (i = 0; i < 2; i++) {
+            CHECK_INT(am2z_inline_stub(rt, "n", &(am2z_inline_stub_desc){.error = err, .fail_times = 1}),
+                      AM2Z_STATUS_OK);
+            out = am2z_runtime_execute(rt, "n", in); /* no retry policy: the one attempt fails */
+            CHECK(out.error != NULL && out.error->kind == AM2Z_ERROR_TIMEOUT);
+            am2z_outcome_clear(&out);
+        }
+        out = am2z_runtime_execute(rt, "n", in); /* the second stub has failed once: now it succeeds */
+        CHECK(out.error == NULL);
+        am2z_outcome_clear(&out);
+        am2z_error_release(err);
+    }
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
+/* On the real clock a backoff is slept. */
+static void test_real_clock_backoff(void) {
+    static const int succeed_at = 2;
+    am2z_runtime *rt = am2z_inline_runtime_new(&(am2z_inline_desc){.logger = g_quiet}, NULL);
+    am2z_state *in = S("{}");
+    am2z_outcome out = {0};
+    double t = wall_ms();
+    am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){.name = "f", .fn = flaky,
+        .user_data = (void *)&succeed_at, .retry = {.max_attempts = 2, .delay_ms = 30}}, NULL));
+    out = am2z_runtime_execute(rt, "f", in);
+    t = wall_ms() - t;
+    CHECK(out.error == NULL);
+    CHECK(out.duration_ms >= 30);
+    CHECK(t >= 30);
+    am2z_outcome_clear(&out);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 static int g_saw_cancel;
 static am2z_result stop_own_session(am2z_ctx *ctx, const am2z_state *in) {
     CHECK_INT(am2z_runtime_stop_session(g_rt, am2z_ctx_meta(ctx)->session_id, 1000), AM2Z_STATUS_OK);
@@ -827,6 +896,8 @@ int main(void) {
     T_RUN(test_stubs);
     T_RUN(test_recording_off);
     T_RUN(test_submit_wait);
+    T_RUN(test_handles_from_inside);
+    T_RUN(test_real_clock_backoff);
     T_RUN(test_sessions_events);
     T_RUN(test_stats_stop);
     T_RUN(test_bad_input);
