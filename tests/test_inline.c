@@ -80,6 +80,13 @@ static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_edit_end(&e);
 }
 
+/* Reports the time left before its deadline. */
+static am2z_result remaining(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = am2z_edit_begin(in);
+    am2z_edit_set(&e, "left", am2z_value_int(am2z_ctx_remaining_ms(ctx)));
+    return am2z_edit_end(&e);
+}
+
 /* Spins on the real clock until its deadline says cancelled. */
 static am2z_result spin_until_cancelled(am2z_ctx *ctx, const am2z_state *in) {
     while (!am2z_ctx_cancelled(ctx)) {
@@ -270,6 +277,12 @@ static void test_cooperative_timeout(void) {
     CHECK_STR(am2z_value_get_string(calls, "[0].error", ""), "TimeoutError");
     CHECK_INT(am2z_value_get_int(calls, "[0].endedAt", 0), T0 + 500);
     am2z_value_release(calls);
+    am2z_outcome_clear(&out);
+    /* the deadline is on the virtual clock: no time has passed inside the attempt */
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){.name = "left", .fn = remaining,
+        .timeout_ms = 700}, NULL)), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute(rt, "left", in);
+    CHECK_INT(am2z_value_get_int(out.state, "left", -1), 700);
     am2z_outcome_clear(&out);
     am2z_runtime_free(rt);
 
