@@ -10646,14 +10646,19 @@ static am2z__il_session *am2z__il_session_find(const am2z__il *il, const char *i
     return NULL;
 }
 
-/* The active session id, created (and announced) on first use; NULL when out of memory. */
+/* A reference to the active session id, created (and announced) on first use; NULL
+   when out of memory. The caller's reference keeps it alive even if a session:created
+   handler stops it. */
 static am2z__il_session *am2z__il_session_get(am2z__il *il, const char *id) {
     am2z__il_session *s = am2z__il_session_find(il, id), **tail;
-    if (s) return s;
+    if (s) {
+        s->refs++;
+        return s;
+    }
     s = (am2z__il_session *)am2z__malloc(sizeof *s);
     if (!s) return NULL;
     memset(s, 0, sizeof *s);
-    s->refs = 1;
+    s->refs = 2; /* the active list's and the caller's */
     memcpy(s->id, id, strlen(id) + 1); /* checked by am2z__session_id_ok */
     s->created_at = am2z__il_wall(il, am2z__il_ns(il));
     for (tail = &il->sessions; *tail; tail = &(*tail)->next) {
@@ -10707,15 +10712,16 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     const char *sid = session_id ? session_id : "default";
     am2z_status st = AM2Z_STATUS_OK;
     am2z_processor *p = NULL;
-    am2z__il_session *s;
+    am2z__il_session *s = NULL;
     am2z__il_exec *x = NULL;
     if (!processor || !input || !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
     else if (il->stopped) st = AM2Z_STATUS_NOT_STARTED;
     else if (!(p = am2z_runtime_lookup(rt, processor))) st = AM2Z_STATUS_NOT_FOUND;
-    else if (!(s = am2z__il_session_get(il, sid)) || !(x = (am2z__il_exec *)am2z__malloc(sizeof *x)))
+    else if (!(x = (am2z__il_exec *)am2z__malloc(sizeof *x)) || !(s = am2z__il_session_get(il, sid)))
         st = AM2Z_STATUS_NO_MEMORY;
     if (st != AM2Z_STATUS_OK) {
         am2z_processor_release(p);
+        am2z__free(x);
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, processor, session_id));
     }
     memset(x, 0, sizeof *x);
@@ -10724,8 +10730,7 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     x->il = il;
     x->proc = p;
     x->input = am2z_value_retain(input);
-    x->session = s;
-    s->refs++;
+    x->session = s; /* session_get's reference */
     s->submitted++;
     s->running++;
     am2z__il_new_id(il, processor, x->out.execution_id);

@@ -625,6 +625,29 @@ static am2z_value *events(const am2z_value *log, const char *name) {
     return out;
 }
 
+/* A session:created handler that stops the new session at once. */
+static void stop_on_create(const char *event, const am2z_value *data, void *user_data) {
+    (void)event;
+    (void)user_data;
+    CHECK_INT(am2z_runtime_stop_session(g_rt, am2z_value_get_string(data, "sessionId", ""), 0), AM2Z_STATUS_OK);
+}
+
+/* The execution keeps the session it was submitted to alive (ASan: no use after free). */
+static void test_session_stopped_on_create(void) {
+    am2z_runtime *rt = vrt(0);
+    am2z_state *in = S("{}");
+    am2z_outcome out = {0};
+    am2z_runtime_register(rt, P("n", count, NULL));
+    CHECK(am2z_runtime_on(rt, "session:created", stop_on_create, NULL) > 0);
+    out = am2z_runtime_execute_in_session(rt, "n", in, "brief");
+    CHECK(out.error == NULL);
+    CHECK_STR(out.session_id, "brief");
+    am2z_outcome_clear(&out);
+    CHECK(am2z_runtime_session_stats(rt, "brief") == NULL); /* forgotten */
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 static void test_sessions_events(void) {
     static const int succeed_at = 2;
     am2z_runtime *rt = vrt(0);
@@ -912,6 +935,7 @@ int main(void) {
     T_RUN(test_handles_from_inside);
     T_RUN(test_real_clock_backoff);
     T_RUN(test_sessions_events);
+    T_RUN(test_session_stopped_on_create);
     T_RUN(test_stats_stop);
     T_RUN(test_bad_input);
     T_RUN(test_order_workflow);
