@@ -977,7 +977,7 @@ typedef struct am2z_batch_desc {
 AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status *status);
 
 /* ==== 7. runtime interface ============================================================ */
-/* A runtime runs registered processors. Both runtimes (section 8 and am2z_resp.h) share
+/* A runtime runs registered processors. The runtimes (sections 8 and 9, am2z_resp.h) share
    this interface, so moving from local to distributed changes one constructor call.
 
    REGISTRY  am2z_runtime_register(rt, p) takes over the caller's reference to p (also on
