@@ -10471,6 +10471,21 @@ static void am2z__il_keep_error(am2z_outcome *out, am2z_error *err) {
     out->attempt_errors[out->attempt_error_count++] = err;
 }
 
+/* The queue options before a call's first attempt: delay_ms, then the rate limit's turn
+   (one start per interval, reserved now). 0 when x is cancelled or the caller's
+   deadline (0: none) comes first. */
+static int am2z__il_queue_wait(am2z__il *il, const am2z__il_exec *x, const am2z_processor_desc *d,
+                               am2z__il_pstat *ps, int64_t deadline_ns) {
+    int64_t now = am2z__il_ns(il), at;
+    if (d->queue.delay_ms > 0 && !am2z__il_wait_until(il, x, deadline_ns, am2z__il_after(now, d->queue.delay_ms)))
+        return 0;
+    if (d->queue.rate_limit_per_minute <= 0) return 1;
+    now = am2z__il_ns(il);
+    at = ps->next_start_ns > now ? ps->next_start_ns : now;
+    ps->next_start_ns = at + (int64_t)60000000000 / d->queue.rate_limit_per_minute;
+    return am2z__il_wait_until(il, x, deadline_ns, at);
+}
+
 /* One call of p in execution x: a top-level execution (depth 0, top = its outcome,
    which gets attempts, errors, start and duration) or a nested call (top NULL). The
    queue delay and rate limit, then attempts with their timeouts and the backoff
@@ -10497,19 +10512,10 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
         r = am2z_fail(am2z_error_resource("memory", 0, 0));
         goto failed;
     }
-    if (d->queue.delay_ms > 0 && !am2z__il_wait_until(il, x, deadline_ns, am2z__il_after(first, d->queue.delay_ms))) {
+    if (!am2z__il_queue_wait(il, x, d, ps, deadline_ns)) {
         r = am2z_fail(x->cancel ? am2z__il_cancel_error(x, d->name, exec_id)
                                 : am2z__il_timeout_error(d->name, exec_id, timeout));
         goto failed;
-    }
-    if (d->queue.rate_limit_per_minute > 0) {
-        int64_t now = am2z__il_ns(il), at = ps->next_start_ns > now ? ps->next_start_ns : now;
-        ps->next_start_ns = at + (int64_t)60000000000 / d->queue.rate_limit_per_minute;
-        if (!am2z__il_wait_until(il, x, deadline_ns, at)) {
-            r = am2z_fail(x->cancel ? am2z__il_cancel_error(x, d->name, exec_id)
-                                    : am2z__il_timeout_error(d->name, exec_id, timeout));
-            goto failed;
-        }
     }
     first = am2z__il_ns(il);
     if (top) top->started_at = am2z__il_wall(il, first);
