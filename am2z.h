@@ -4,7 +4,8 @@
    Do this:
        #define AM2Z_IMPLEMENTATION
    before you include this file in ONE C or C++ file to create the implementation.
-   Every other file includes it without the define. Link with -pthread.
+   Every other file includes it without the define. Link with -pthread (not needed
+   with AM2Z_NO_THREADS, see OPTIONS).
    Under a strict -std=c99/c11 the implementation needs POSIX declarations: include it
    before any system header (it then defines _POSIX_C_SOURCE itself) or compile that
    file with -D_POSIX_C_SOURCE=200809L (or -std=gnu99). Otherwise it stops at once with
@@ -57,6 +58,8 @@
        7c stores       durable key-value storage: the interface, a memory store and a
                        crash-safe file journal (checkpoints of durable executions)
        8  local        the pthread worker-pool runtime
+       9  inline       the single-threaded runtime: same API, runs on the calling thread,
+                       optional virtual clock, stubs and recorded calls for unit tests
        (am2z_resp.h adds SHA-256, a RESP client and the Redis queue runtime.)
 
    OPTIONS (define before including the implementation)
@@ -68,6 +71,14 @@
        AM2Z_ASSERT(c)         internal invariant checks (default: assert from <assert.h>)
        AM2Z_MAX_CALL_DEPTH    default limit of nested ctx calls (default 10)
        AM2Z_NO_FILE_STORE     leave out am2z_file_store_new (for targets without POSIX files)
+       AM2Z_NO_THREADS        build without threads (define it for every file that includes
+                              am2z.h): no <pthread.h>, no -pthread. Values, state, errors,
+                              logging, processors, composition and the inline runtime
+                              (section 9) work; the local runtime is left out (a use of
+                              am2z_local_runtime_new fails to compile, naming this option)
+                              and am2z_resp.h stops with an #error. Atomics stay the
+                              GCC/Clang __atomic builtins, which need no library on common
+                              targets.
 
    LIMITS (each a #ifndef default; they protect against hostile input and runaway programs)
        AM2Z_JSON_MAX_DEPTH    parser nesting default (256; at most AM2Z_VALUE_MAX_DEPTH, 512)
@@ -95,6 +106,9 @@
        stats. An am2z_ctx belongs to the one execution it was given to.
        Number parsing reads the locale's decimal point (localeconv) on its slow path, so
        a program must not call setlocale while other threads parse JSON.
+       An inline runtime (section 9) belongs to the thread that created it.
+       With AM2Z_NO_THREADS the library is for one thread: locks do nothing, the status
+       detail and other per-thread data are plain statics, reference counts stay atomic.
 
    OWNERSHIP (the one rule)
        A function that returns a pointer gives the caller one reference, which the caller
@@ -835,6 +849,11 @@ AM2Z_API void *am2z_ctx_user_data(const am2z_ctx *ctx); /* the processor desc's 
 AM2Z_API int am2z_ctx_cancelled(const am2z_ctx *ctx);
 /* Milliseconds left before the deadline (0 once passed); INT64_MAX without a deadline. */
 AM2Z_API int64_t am2z_ctx_remaining_ms(const am2z_ctx *ctx);
+/* Now, in milliseconds since the Unix epoch, on the clock of the runtime running the
+   execution: am2z_now_ms() on the real clock, the virtual time on an inline runtime
+   with a virtual clock (section 9). A processor that reads the time through it can be
+   tested at any instant without waiting. am2z_now_ms() for a NULL ctx. */
+AM2Z_API int64_t am2z_ctx_now_ms(const am2z_ctx *ctx);
 /* Runs another registered processor with this execution's session, depth + 1 and the
    remaining budget. Fails with CallDepthExceededError beyond the runtime's limit. The
    result is yours (input borrowed); it holds exactly one of state / error. */
@@ -1008,7 +1027,7 @@ AM2Z_API am2z_status am2z_cron_parse(const char *expr, size_t len, am2z_cron *ou
 AM2Z_API am2z_status am2z_cron_next(const am2z_cron *cron, int64_t after_ms, int64_t *next_ms);
 
 /* ==== 7. runtime interface ============================================================ */
-/* A runtime runs registered processors. Both runtimes (section 8 and am2z_resp.h) share
+/* A runtime runs registered processors. The runtimes (sections 8 and 9, am2z_resp.h) share
    this interface, so moving from local to distributed changes one constructor call.
 
    REGISTRY  am2z_runtime_register(rt, p) takes over the caller's reference to p (also on
@@ -1090,7 +1109,7 @@ AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt);
 
 /* The configuration a runtime resolved from its desc (defaults filled in). */
 typedef struct am2z_runtime_settings {
-    const char *kind;           /* "local" or "queue" (static) */
+    const char *kind;           /* "local", "queue" or "inline" (static) */
     int workers;                /* worker threads of this process (0: none, a producer) */
     int64_t default_timeout_ms; /* for processors without a timeout */
     int max_call_depth;         /* nested ctx calls allowed */
@@ -1269,6 +1288,10 @@ typedef struct am2z_ctx_ops {
     int (*wants)(const am2z_ctx *ctx, const char *event);
     /* Optional (NULL = ctx->logger): the execution's child logger, made on first use. */
     const am2z_logger *(*logger)(const am2z_ctx *ctx);
+    /* Optional (NULL = the real clocks): the runtime's own clock, in nanoseconds since
+       the Unix epoch. When set, deadline_ns is on this clock, and am2z_ctx_cancelled,
+       am2z_ctx_remaining_ms and am2z_ctx_now_ms read it (a virtual clock). */
+    int64_t (*now_ns)(const am2z_ctx *ctx);
 } am2z_ctx_ops;
 
 /* Runtimes place contexts where they like (often on the stack); users only see the
@@ -1280,7 +1303,8 @@ struct am2z_ctx {
     const am2z_processor *processor;
     const am2z_logger *logger;
     am2z_meta meta;
-    int64_t deadline_ns;         /* am2z_monotonic_ns() deadline; 0 = none */
+    int64_t deadline_ns;         /* am2z_monotonic_ns() deadline (ops->now_ns's when set);
+                                    0 = none */
 };
 
 /* Runs one attempt of p (any kind: composites run their children through ctx->ops)
@@ -1498,8 +1522,111 @@ typedef struct am2z_local_desc {
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
    NULL with *status (may be NULL; AM2Z_STATUS_OK on success) AM2Z_STATUS_INVALID_ARGUMENT
    when desc is invalid (negative values, workers > AM2Z_LOCAL_MAX_WORKERS; the detail
-   says which) or AM2Z_STATUS_NO_MEMORY (memory or threads). */
+   says which) or AM2Z_STATUS_NO_MEMORY (memory or threads).
+   Not available with AM2Z_NO_THREADS: the name then expands to a parenthesised
+   undeclared identifier that says why, so every use fails to compile (not a mere
+   implicit-declaration warning); use section 9's runtime there. */
+#ifndef AM2Z_NO_THREADS
 AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_status *status);
+#else
+#define am2z_local_runtime_new (am2z_local_runtime_needs_threads_undefine_AM2Z_NO_THREADS)
+#endif
+
+/* ==== 9. inline runtime =============================================================== */
+/* A runtime without threads: every execution runs on the calling thread, with the same
+   processors, composition and section 7 calls as the local runtime. It is what
+   AM2Z_NO_THREADS builds offer, and, with its virtual clock, a deterministic runtime
+   for unit tests of workflows (see the README, "Testing your workflows").
+   - execute runs the processor on the calling thread; composites run their children
+     inline through the ctx ops, one after another in declaration order (a parallel's
+     branches too), so the same inputs give the same run order and outcomes.
+   - submit records the execution and returns its handle without running it; it runs
+     when it is waited for (am2z_execution_wait, whatever timeout_ms) or detached (at
+     once). So waits decide the run order. execute and execute_many are submit + wait.
+     Freeing an unstarted handle cancels it: it never runs.
+   - Timeouts are cooperative: am2z_ctx_cancelled() turns true once the attempt's
+     deadline has passed, and a result returned at or after the deadline becomes a
+     TimeoutError (a processor that never returns cannot be interrupted).
+   - Retries follow the processor's policy (am2z_retry_delay_ms), waiting out the
+     backoff; queue.delay_ms waits before the first attempt of every call and
+     rate_limit_per_minute spaces starts (both, like the backoff, instantly on the
+     virtual clock). concurrency and priority change nothing: one thing runs at a time.
+   - Nested calls deeper than max_call_depth fail with CallDepthExceededError.
+   - Sessions, stop_session, events, stats and metadata.version follow section 8, with
+     these differences: stop_session cancels the session's unstarted executions and
+     marks its running ones (the callers on this thread's stack) cancelled at once, so
+     grace_ms is unused; stop cancels every unstarted execution. Stats: {kind "inline",
+     registeredProcessors, running (attempts on the stack), queued (submitted, not
+     started), completed, failed, retried, uptimeMs, processors: {<name>: {completed,
+     failed, retried}}}; session_stats: {sessionId, createdAt, running (submitted, not
+     finished), submitted, completed, failed, cancelled}.
+   - Clock (am2z_inline_desc.virtual_clock_ms): the real clock by default, where waits
+     sleep. With a virtual clock time only moves when the runtime waits (backoff,
+     delay_ms, rate limit) or am2z_inline_advance moves it, instantly; outcome
+     started_at and duration_ms, event times, metadata.lastUpdated of the states it
+     produces, ctx deadlines, am2z_ctx_now_ms and the recorded calls all read it.
+     Execution ids are then "<processor>-<virtual ms>-<n>", n counting the runtime's
+     executions and calls from 1, so a rerun gives the same ids (an execute that cannot
+     even be submitted, e.g. an unknown processor, gets a random id as on every runtime).
+     Still real: error timestamps and retry jitter (use jitter 0 where a test checks
+     times).
+   - Stubs (am2z_inline_stub) replace what a registered processor does, by name, keeping
+     its timeout and retry policy; recorded calls (am2z_inline_calls) list every attempt.
+   THREADING  Unlike section 7's runtimes, an inline runtime belongs to one thread: make
+   every call on it from the thread that created it. */
+
+typedef struct am2z_inline_desc {
+    int64_t virtual_clock_ms;   /* 0 (default): the real clock. > 0: a virtual clock that
+                                   starts at this time (ms since the Unix epoch) */
+    int64_t default_timeout_ms; /* for processors without one; default 60000 */
+    int max_call_depth;         /* default AM2Z_MAX_CALL_DEPTH (10) */
+    int record_calls;           /* non-zero: record every attempt for am2z_inline_calls
+                                   (one small object each, kept until cleared) */
+    am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
+} am2z_inline_desc;
+
+/* NULL desc: all defaults. The runtime is started; free it with am2z_runtime_free.
+   NULL with *status (may be NULL; AM2Z_STATUS_OK on success) AM2Z_STATUS_INVALID_ARGUMENT
+   for a negative field (the detail names it) or AM2Z_STATUS_NO_MEMORY. */
+AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2z_status *status);
+
+/* The runtime's time in ms since the Unix epoch (virtual or real); 0 for a runtime
+   that is not an inline runtime. */
+AM2Z_API int64_t am2z_inline_now_ms(am2z_runtime *rt);
+/* Moves the virtual clock ms (>= 0) forward, instantly; from a processor it stands for
+   work that takes that long (its deadline may pass). AM2Z_STATUS_INVALID_ARGUMENT (with
+   a detail) for another kind of runtime, a real clock or a negative ms. */
+AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms);
+
+/* A stub: what a stubbed processor does instead of its function, on each attempt.
+   With no error it succeeds: its output is its input with every member of `state`
+   set on it (a shallow merge; "metadata" is skipped, so the input's continues); no
+   state: the input unchanged. With an error and fail_times 0 every attempt fails with
+   it; with fail_times N > 0 the stub's first N attempts (counted from am2z_inline_stub,
+   over every execution) fail with it and later ones succeed as above. */
+typedef struct am2z_inline_stub_desc {
+    const am2z_value *state;  /* an object, borrowed (retained); NULL: pass the input on */
+    const am2z_error *error;  /* borrowed (retained); NULL: never fail */
+    int fail_times;           /* with error: fail this many attempts, then succeed */
+    int64_t duration_ms;      /* each attempt takes this long: advances the virtual clock
+                                 (sleeps on the real one), so timeouts can be tested */
+} am2z_inline_stub_desc;
+/* Makes the registered processor `name` run desc instead of its function from now on,
+   also as a composite's child (a stubbed composite runs no children); its timeout,
+   retry and queue options stay. Stubbing it again replaces the stub (and restarts the
+   count); NULL desc removes it. AM2Z_STATUS_NOT_FOUND when name is not registered,
+   AM2Z_STATUS_INVALID_ARGUMENT for another kind of runtime, a state that is not an
+   object, negative numbers, or fail_times without an error (details say which). */
+AM2Z_API am2z_status am2z_inline_stub(am2z_runtime *rt, const char *name, const am2z_inline_stub_desc *desc);
+
+/* The recorded attempts, oldest first (a new reference; an empty array when recording
+   is off), each {processor, executionId, sessionId, attempt, callDepth, startedAt,
+   endedAt (ms on the runtime's clock), ok (bool), error (the kind name, e.g.
+   "TimeoutError"; only when not ok), stubbed (bool)}. NULL for another kind of runtime
+   (with a detail). */
+AM2Z_API am2z_value *am2z_inline_calls(am2z_runtime *rt);
+/* Forgets the recorded attempts. */
+AM2Z_API void am2z_inline_calls_clear(am2z_runtime *rt);
 
 #ifdef __cplusplus
 }
@@ -1523,8 +1650,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #include <time.h>
 #include <float.h>
 #include <locale.h>
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
 #include <sched.h>
+#endif
 #include <unistd.h>
 #ifndef AM2Z_NO_FILE_STORE
 #include <fcntl.h>
@@ -1628,8 +1757,10 @@ AM2Z_API const char *am2z_status_string(am2z_status status) {
 }
 
 /* Thread-local storage class: a language keyword where there is one, else the
-   GCC/Clang extension. */
-#if defined(__cplusplus) && __cplusplus >= 201103L
+   GCC/Clang extension; nothing without threads (one thread, plain statics). */
+#if defined(AM2Z_NO_THREADS)
+#  define AM2Z__TLS
+#elif defined(__cplusplus) && __cplusplus >= 201103L
 #  define AM2Z__TLS thread_local
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #  define AM2Z__TLS _Thread_local
@@ -1716,7 +1847,46 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
    am2z_resp.h goes through these names, so a port (Windows threads, an RTOS) rewrites
    this block and nothing else. Condition waits take a deadline on am2z_monotonic_ns()'s
    clock (INT64_MAX: none), so no call site converts between clocks; they return non-zero
-   when the deadline passed. Init functions return 0 on success. */
+   when the deadline passed. Init functions return 0 on success.
+   AM2Z_NO_THREADS: one thread, so locks do nothing, a condition wait returns at once
+   (nobody else could signal it) and creating a thread fails. */
+#ifdef AM2Z_NO_THREADS
+typedef int am2z__mutex;
+typedef int am2z__cond;
+typedef int am2z__rwlock;
+typedef int am2z__thread;
+#define AM2Z__MUTEX_INITIALIZER 0
+#define am2z__mutex_init(m) ((void)(m), 0)
+#define am2z__mutex_lock(m) ((void)(m))
+#define am2z__mutex_unlock(m) ((void)(m))
+#define am2z__mutex_destroy(m) ((void)(m))
+#define am2z__rwlock_init(l) ((void)(l), 0)
+#define am2z__rwlock_rdlock(l) ((void)(l))
+#define am2z__rwlock_wrlock(l) ((void)(l))
+#define am2z__rwlock_unlock(l) ((void)(l))
+#define am2z__rwlock_destroy(l) ((void)(l))
+#define am2z__cond_signal(c) ((void)(c))
+#define am2z__cond_broadcast(c) ((void)(c))
+#define am2z__cond_destroy(c) ((void)(c))
+#define am2z__thread_create(t, fn, arg) ((void)(t), (void)(fn), (void)(arg), -1)
+#define am2z__thread_join(t) ((void)(t))
+
+AM2Z__PRIVATE int am2z__cond_init(am2z__cond *c) {
+    *c = 0;
+    return 0;
+}
+
+AM2Z__PRIVATE void am2z__cond_wait(am2z__cond *c, am2z__mutex *m) {
+    (void)c;
+    (void)m;
+}
+
+AM2Z__PRIVATE int am2z__cond_wait_until(am2z__cond *c, am2z__mutex *m, int64_t until_ns) {
+    (void)c;
+    (void)m;
+    return until_ns != INT64_MAX && am2z_monotonic_ns() >= until_ns;
+}
+#else
 typedef pthread_mutex_t am2z__mutex;
 typedef pthread_cond_t am2z__cond;
 typedef pthread_rwlock_t am2z__rwlock;
@@ -1771,6 +1941,7 @@ AM2Z__PRIVATE int am2z__cond_wait_until(am2z__cond *c, am2z__mutex *m, int64_t u
     ts.tv_nsec = (long)(until_ns % 1000000000);
     return pthread_cond_timedwait(c, m, &ts) == ETIMEDOUT;
 }
+#endif /* AM2Z_NO_THREADS */
 
 /* ==== 1. values ======================================================================= */
 
@@ -3992,9 +4163,10 @@ AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
     return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
 }
 
-AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) {
+/* am2z_state_bump with lastUpdated = now (a runtime's clock, which may be virtual). */
+AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
     size_t i;
-    int64_t version, now = am2z_now_ms();
+    int64_t version;
     am2z_value *meta;
     const char *sid;
     if (am2z__type(s) != AM2Z_TYPE_OBJECT) {
@@ -4028,6 +4200,8 @@ AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) {
     am2z__mems(AM2Z__OBJ(s))[i].val = meta;
     return s;
 }
+
+AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) { return am2z__state_bump_at(s, am2z_now_ms()); }
 
 /* The value representation stays private to sections 1 and 2. */
 #undef AM2Z__STATIC
@@ -5389,18 +5563,27 @@ AM2Z_API void *am2z_ctx_user_data(const am2z_ctx *ctx) {
     return ctx && ctx->processor ? ctx->processor->desc.user_data : NULL;
 }
 
+/* The clock ctx->deadline_ns is on: the runtime's own, else the monotonic clock. */
+static int64_t am2z__ctx_clock_ns(const am2z_ctx *ctx) {
+    return ctx->ops && ctx->ops->now_ns ? ctx->ops->now_ns(ctx) : am2z_monotonic_ns();
+}
+
 AM2Z_API int am2z_ctx_cancelled(const am2z_ctx *ctx) {
     if (!ctx) return 0;
     /* A passed deadline is a timeout even before the runtime has noticed it. */
-    if (ctx->deadline_ns && am2z_monotonic_ns() >= ctx->deadline_ns) return 1;
+    if (ctx->deadline_ns && am2z__ctx_clock_ns(ctx) >= ctx->deadline_ns) return 1;
     return ctx->ops && ctx->ops->cancelled ? ctx->ops->cancelled(ctx) : 0;
 }
 
 AM2Z_API int64_t am2z_ctx_remaining_ms(const am2z_ctx *ctx) {
     int64_t left;
     if (!ctx || !ctx->deadline_ns) return INT64_MAX;
-    left = ctx->deadline_ns - am2z_monotonic_ns();
+    left = ctx->deadline_ns - am2z__ctx_clock_ns(ctx);
     return left > 0 ? left / 1000000 : 0;
+}
+
+AM2Z_API int64_t am2z_ctx_now_ms(const am2z_ctx *ctx) {
+    return ctx && ctx->ops && ctx->ops->now_ns ? ctx->ops->now_ns(ctx) / 1000000 : am2z_now_ms();
 }
 
 /* Makes r hold exactly one of state / error: neither becomes a ProcessorExecutionError,
@@ -6365,7 +6548,7 @@ typedef struct am2z__inside {
     struct am2z__inside *prev;
 } am2z__inside;
 
-static __thread am2z__inside *am2z__inside_top;
+static AM2Z__TLS am2z__inside *am2z__inside_top;
 
 /* Marks the calling thread as running a processor of rt until leave. */
 static void am2z__runtime_enter(const am2z_runtime *rt, am2z__inside *frame) {
@@ -6835,7 +7018,7 @@ AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_
 /* ---- execution ids ---- */
 
 /* Per-thread xorshift64*: ids cost no lock and no shared cache line. */
-static __thread uint64_t am2z__rt_rng_state;
+static AM2Z__TLS uint64_t am2z__rt_rng_state;
 static uint64_t am2z__rt_rng_seed_counter;
 
 static uint64_t am2z__rt_rng_next(void) {
@@ -6856,9 +7039,9 @@ static uint64_t am2z__rt_rng_next(void) {
 /* "<processor>-<ms>-<10 base-36 chars>"; the name is cut so the id fits 63 bytes. */
 /* The decimal text of the last millisecond this thread formatted: ids made in the same
    millisecond (thousands, under load) skip the divisions. */
-static __thread int64_t am2z__rt_id_ms = -1;
-static __thread char am2z__rt_id_digits[24];
-static __thread size_t am2z__rt_id_dlen;
+static AM2Z__TLS int64_t am2z__rt_id_ms = -1;
+static AM2Z__TLS char am2z__rt_id_digits[24];
+static AM2Z__TLS size_t am2z__rt_id_dlen;
 
 AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char buf[64]) {
     static const char digits36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
@@ -8264,6 +8447,7 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
 }
 #endif /* AM2Z_NO_FILE_STORE */
 
+#ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
    - Every execution that a caller waits for runs on a worker thread, never on the
@@ -9461,7 +9645,7 @@ static int am2z__ctx_cancelled_lr(const am2z_ctx *ctx);
 static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event);
 static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx);
 static const am2z_ctx_ops am2z__lr_ctx_ops = {am2z__ctx_call_many_lr, am2z__ctx_emit_lr, am2z__ctx_cancelled_lr,
-                                              am2z__ctx_wants_lr, am2z__ctx_logger_lr};
+                                              am2z__ctx_wants_lr, am2z__ctx_logger_lr, NULL};
 
 static int am2z__lr_item_cancelled(const am2z__lr_batch *b, size_t i) {
     return AM2Z__LR_LD(&b->cancel) || AM2Z__LR_LD(&b->items[i]) != AM2Z__LR_IT_RUNNING;
@@ -11343,6 +11527,873 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     }
     if (status) *status = AM2Z_STATUS_OK;
     return rt;
+}
+#endif /* AM2Z_NO_THREADS */
+
+/* ==== 9. inline runtime =============================================================== */
+/* Design: a top-level execution is a record (the handle) run on the stack of whoever
+   waits for it; a nested call is a plain recursive call on the same stack. Nothing is
+   shared with another thread, so nothing here is atomic or locked. One clock serves
+   everything: am2z__il_ns is the virtual time or the monotonic clock. */
+
+enum { AM2Z__IL_PENDING = 0, AM2Z__IL_RUNNING, AM2Z__IL_DONE };
+enum { AM2Z__IL_CANCEL_NONE = 0, AM2Z__IL_CANCEL_SESSION, AM2Z__IL_CANCEL_STOP, AM2Z__IL_CANCEL_FREED };
+
+typedef struct am2z__il_session {
+    struct am2z__il_session *next;  /* the runtime's active sessions, in creation order */
+    int refs;                       /* the active list's, and one per execution */
+    int64_t created_at, submitted, completed, failed, cancelled, running;
+    char id[AM2Z_SESSION_ID_MAX + 1];
+} am2z__il_session;
+
+/* Counters and the rate limit of one processor name. */
+typedef struct am2z__il_pstat {
+    struct am2z__il_pstat *next;
+    char *name;
+    int64_t completed, failed, retried;
+    int64_t next_start_ns;          /* rate limit: the earliest next start */
+} am2z__il_pstat;
+
+typedef struct am2z__il am2z__il;
+
+typedef struct am2z__il_stub {
+    struct am2z__il_stub *next;
+    am2z__il *il;
+    am2z_processor *proc;           /* named like its target; fn am2z__il_stub_fn */
+    am2z_value *state;              /* what success merges, without "metadata"; may be NULL */
+    am2z_error *error;
+    int fail_times, failed;
+    int64_t duration_ms;
+} am2z__il_stub;
+
+typedef struct am2z__il_exec {
+    am2z_execution head;            /* first member: the generic am2z_execution_* reach it */
+    am2z__il *il;
+    struct am2z__il_exec *prev, *next; /* PENDING: the pending list; RUNNING: next is the
+                                          execution this one runs inside of */
+    am2z_processor *proc;
+    am2z_state *input;
+    am2z__il_session *session;
+    int phase, cancel, detached, freed;
+    am2z_outcome out;               /* ids at once; the rest when DONE */
+} am2z__il_exec;
+
+struct am2z__il {
+    am2z_runtime *rt;
+    int64_t default_timeout_ms;
+    int max_depth, record, virtual_clock, stopped, calls_lost;
+    int64_t vnow_ns;                /* the virtual clock (ns since the epoch) */
+    int64_t wall_offset_ms;         /* real clock: epoch ms minus monotonic ms */
+    int64_t created_ns;
+    uint64_t ids;                   /* virtual clock: execution ids made so far */
+    int64_t attempts_running, queued;
+    am2z__il_exec *pending_head, *pending_tail, *running;
+    am2z__il_session *sessions;
+    am2z__il_pstat *pstats;
+    am2z__il_stub *stubs;
+    am2z_value *calls;              /* recorded attempts (record != 0) */
+};
+
+/* ---- clock and ids ---- */
+
+static int64_t am2z__il_ns(const am2z__il *il) { return il->virtual_clock ? il->vnow_ns : am2z_monotonic_ns(); }
+
+static int64_t am2z__il_wall(const am2z__il *il, int64_t ns) {
+    return il->virtual_clock ? ns / 1000000 : il->wall_offset_ms + ns / 1000000;
+}
+
+/* start_ns + ms, or 0 (none) for ms <= 0 or past the clock's range. */
+static int64_t am2z__il_after(int64_t start_ns, int64_t ms) {
+    if (ms <= 0 || ms > (INT64_MAX - start_ns) / 1000000) return 0;
+    return start_ns + ms * 1000000;
+}
+
+/* Lets time pass until t_ns: the virtual clock jumps there, the real one is slept. */
+static void am2z__il_pass(am2z__il *il, int64_t t_ns) {
+    int64_t now = am2z__il_ns(il);
+    struct timespec ts;
+    if (t_ns <= now) return;
+    if (il->virtual_clock) {
+        il->vnow_ns = t_ns;
+        return;
+    }
+    ts.tv_sec = (time_t)((t_ns - now) / 1000000000);
+    ts.tv_nsec = (long)((t_ns - now) % 1000000000);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Waits until t_ns for a call of x whose caller has deadline_ns (0: none). 0 when x is
+   cancelled, or the deadline comes first (time then stops at the deadline). */
+static int am2z__il_wait_until(am2z__il *il, const am2z__il_exec *x, int64_t deadline_ns, int64_t t_ns) {
+    int in_time = !deadline_ns || t_ns < deadline_ns;
+    if (x->cancel) return 0;
+    am2z__il_pass(il, in_time ? t_ns : deadline_ns);
+    return in_time;
+}
+
+/* Random ids on the real clock; "<name>-<virtual ms>-<n>" on the virtual one, so a
+   rerun of a test gives the same ids. */
+static void am2z__il_new_id(am2z__il *il, const char *name, char buf[AM2Z_EXECUTION_ID_SIZE]) {
+    char tail[48];
+    size_t nlen = strlen(name), tlen;
+    int64_t now_ms = am2z__il_wall(il, am2z__il_ns(il));
+    if (!il->virtual_clock) {
+        am2z__execution_id_at(name, now_ms, buf);
+        return;
+    }
+    snprintf(tail, sizeof tail, "-%lld-%llu", (long long)now_ms, (unsigned long long)++il->ids);
+    tlen = strlen(tail);
+    if (nlen > AM2Z_EXECUTION_ID_SIZE - 1 - tlen) nlen = AM2Z_EXECUTION_ID_SIZE - 1 - tlen;
+    memcpy(buf, name, nlen);
+    memcpy(buf + nlen, tail, tlen + 1);
+}
+
+/* ---- small helpers ---- */
+
+static am2z_value *am2z__il_str(const char *s) { return s ? am2z_value_string(s) : am2z_value_null(); }
+
+/* Emits event with data (consumed; NULL: nothing to emit). */
+static void am2z__il_emit(am2z__il *il, const char *event, am2z_value *data) {
+    if (data) am2z_runtime_emit(il->rt, event, data);
+    am2z_value_release(data);
+}
+
+static am2z_value *am2z__il_event(const char *processor, const char *exec_id, const char *session_id) {
+    am2z_value *d = am2z_value_set(am2z_value_object(), "processorName", am2z__il_str(processor));
+    d = am2z_value_set(d, "executionId", am2z__il_str(exec_id));
+    return am2z_value_set(d, "sessionId", am2z__il_str(session_id));
+}
+
+static am2z_error *am2z__il_cancel_error(const am2z__il_exec *x, const char *name, const char *exec_id) {
+    char msg[AM2Z_SESSION_ID_MAX + 32];
+    am2z_error *e;
+    if (x->cancel == AM2Z__IL_CANCEL_SESSION) snprintf(msg, sizeof msg, "Session %s stopped", x->session->id);
+    else if (x->cancel == AM2Z__IL_CANCEL_STOP) snprintf(msg, sizeof msg, "Runtime stopped");
+    else snprintf(msg, sizeof msg, "Execution handle freed before it finished");
+    e = am2z_error_cancelled(msg);
+    return e ? am2z_error_with_location(e, name, exec_id) : NULL;
+}
+
+static am2z_error *am2z__il_timeout_error(const char *name, const char *exec_id, int64_t timeout_ms) {
+    am2z_error *e = am2z_error_timeout(name, timeout_ms);
+    return e ? am2z_error_with_location(e, name, exec_id) : NULL;
+}
+
+/* The counters of processor name, made on first use; NULL when out of memory. */
+static am2z__il_pstat *am2z__il_pstat_get(am2z__il *il, const char *name) {
+    am2z__il_pstat *ps;
+    for (ps = il->pstats; ps; ps = ps->next)
+        if (strcmp(ps->name, name) == 0) return ps;
+    ps = (am2z__il_pstat *)am2z__malloc(sizeof *ps);
+    if (!ps) return NULL;
+    memset(ps, 0, sizeof *ps);
+    ps->name = am2z__strdup(name);
+    if (!ps->name) {
+        am2z__free(ps);
+        return NULL;
+    }
+    ps->next = il->pstats;
+    il->pstats = ps;
+    return ps;
+}
+
+static am2z__il_stub *am2z__il_stub_find(const am2z__il *il, const char *name) {
+    am2z__il_stub *s;
+    for (s = il->stubs; s; s = s->next)
+        if (strcmp(am2z_processor_name(s->proc), name) == 0) return s;
+    return NULL;
+}
+
+/* Appends one attempt to the trace (record on). */
+static void am2z__il_record(am2z__il *il, const am2z_meta *m, int64_t start_ns, int64_t end_ns,
+                            const am2z_error *err, int stubbed) {
+    am2z_value *c;
+    if (!il->record) return;
+    c = am2z_value_set(am2z_value_object(), "processor", am2z__il_str(m->processor));
+    c = am2z_value_set(c, "executionId", am2z__il_str(m->execution_id));
+    c = am2z_value_set(c, "sessionId", am2z__il_str(m->session_id));
+    c = am2z_value_set(c, "attempt", am2z_value_int(m->attempt));
+    c = am2z_value_set(c, "callDepth", am2z_value_int(m->call_depth));
+    c = am2z_value_set(c, "startedAt", am2z_value_int(am2z__il_wall(il, start_ns)));
+    c = am2z_value_set(c, "endedAt", am2z_value_int(am2z__il_wall(il, end_ns)));
+    c = am2z_value_set(c, "ok", am2z_value_bool(err == NULL));
+    if (err) c = am2z_value_set(c, "error", am2z_value_string(am2z_error_kind_name(err->kind)));
+    c = am2z_value_set(c, "stubbed", am2z_value_bool(stubbed));
+    if (!il->calls_lost) il->calls = am2z_value_append(il->calls, "", c);
+    else am2z_value_release(c);
+    if (!il->calls) il->calls_lost = 1; /* am2z_inline_calls reports it */
+}
+
+/* ---- running calls ---- */
+
+static void am2z__il_call_many(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                               size_t count, am2z_result *results);
+
+static void am2z__il_ctx_emit(am2z_ctx *ctx, const char *event, am2z_value *data) {
+    am2z_runtime_emit(ctx->runtime, event, data);
+    am2z_value_release(data);
+}
+
+static int am2z__il_ctx_cancelled(const am2z_ctx *ctx) {
+    return ((const am2z__il_exec *)ctx->runtime_data)->cancel != AM2Z__IL_CANCEL_NONE;
+}
+
+static int am2z__il_ctx_wants(const am2z_ctx *ctx, const char *event) {
+    return am2z__runtime_has_handlers(ctx->runtime, event);
+}
+
+static int64_t am2z__il_ctx_now_ns(const am2z_ctx *ctx) {
+    return ((const am2z__il_exec *)ctx->runtime_data)->il->vnow_ns;
+}
+
+static const am2z_ctx_ops am2z__il_ctx_ops = {am2z__il_call_many, am2z__il_ctx_emit, am2z__il_ctx_cancelled,
+                                              am2z__il_ctx_wants, NULL, NULL};
+static const am2z_ctx_ops am2z__il_ctx_ops_virtual = {am2z__il_call_many, am2z__il_ctx_emit,
+                                                      am2z__il_ctx_cancelled, am2z__il_ctx_wants, NULL,
+                                                      am2z__il_ctx_now_ns};
+
+/* What a stub does instead of its target's function (see am2z_inline_stub_desc). */
+static am2z_result am2z__il_stub_fn(am2z_ctx *ctx, const am2z_state *input) {
+    am2z__il_stub *s = (am2z__il_stub *)am2z_ctx_user_data(ctx);
+    am2z_edit e;
+    int64_t until = am2z__il_after(am2z__il_ns(s->il), s->duration_ms);
+    if (until) am2z__il_pass(s->il, until);
+    if (s->error && (s->fail_times == 0 || s->failed < s->fail_times)) {
+        s->failed++;
+        return am2z_fail(am2z_error_retain(s->error));
+    }
+    e = am2z_edit_begin(input);
+    if (s->state) am2z_edit_merge(&e, s->state);
+    return am2z_edit_end(&e);
+}
+
+/* One attempt of p (or of its stub) on this thread: context, "processor:job:started",
+   the function, the version bump. A top-level attempt's input and output name the
+   session it runs in (nested calls pass states as they are). */
+static am2z_result am2z__il_attempt(am2z__il *il, am2z__il_exec *x, const am2z_processor *p,
+                                    const am2z_state *input, am2z_ctx *ctx) {
+    const char *sid = x->session->id;
+    am2z__il_stub *stub = am2z__il_stub_find(il, am2z_processor_name(p));
+    am2z_state *moved = NULL;
+    am2z_result r;
+    if (ctx->meta.call_depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
+        moved = am2z__state_in_session(am2z_value_retain(input), sid);
+        if (!moved) return am2z_fail(am2z_error_resource("memory", 0, 0));
+        input = moved;
+    }
+    ctx->processor = stub ? stub->proc : p;
+    if (am2z__runtime_has_handlers(il->rt, "processor:job:started")) {
+        am2z_value *d = am2z__il_event(ctx->meta.processor, ctx->meta.execution_id, sid);
+        d = am2z_value_set(d, "attempt", am2z_value_int(ctx->meta.attempt));
+        d = am2z_value_set(d, "callDepth", am2z_value_int(ctx->meta.call_depth));
+        am2z__il_emit(il, "processor:job:started", d);
+    }
+    il->attempts_running++;
+    r = am2z_processor_invoke(ctx->processor, ctx, input);
+    il->attempts_running--;
+    am2z_value_release(moved);
+    if (r.state) {
+        r.state = am2z__state_bump_at(r.state, am2z__il_wall(il, am2z__il_ns(il)));
+        if (r.state && ctx->meta.call_depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
+            r.state = am2z__state_in_session(r.state, sid);
+        if (!r.state) r = am2z_fail(am2z_error_resource("memory", 0, 0));
+    }
+    return r;
+}
+
+/* "processor:job:completed" / "processor:job:failed" for one finished call. */
+static void am2z__il_emit_end(am2z__il *il, const am2z_meta *m, const am2z_error *err, int64_t ns) {
+    const char *ev = err ? "processor:job:failed" : "processor:job:completed";
+    am2z_value *d;
+    if (!am2z__runtime_has_handlers(il->rt, ev)) return;
+    d = am2z__il_event(m->processor, m->execution_id, m->session_id);
+    d = am2z_value_set(d, "attempts", am2z_value_int(m->attempt));
+    d = am2z_value_set(d, "callDepth", am2z_value_int(m->call_depth));
+    d = am2z_value_set(d, "executionTime", am2z_value_double((double)ns / 1e6));
+    if (err) d = am2z_value_set(d, "error", am2z_error_to_json(err));
+    am2z__il_emit(il, ev, d);
+}
+
+static void am2z__il_emit_retrying(am2z__il *il, const am2z_meta *m, const am2z_error *err, int64_t delay_ms) {
+    am2z_value *d;
+    if (!am2z__runtime_has_handlers(il->rt, "processor:job:retrying")) return;
+    d = am2z__il_event(m->processor, m->execution_id, m->session_id);
+    d = am2z_value_set(d, "attempt", am2z_value_int(m->attempt));
+    d = am2z_value_set(d, "delayMs", am2z_value_int(delay_ms));
+    d = am2z_value_set(d, "error", am2z_error_to_json(err));
+    am2z__il_emit(il, "processor:job:retrying", d);
+}
+
+/* Keeps a failed attempt's error (consumed) in a top-level outcome. */
+static void am2z__il_keep_error(am2z_outcome *out, am2z_error *err) {
+    am2z_error **grown;
+    if (!err) return;
+    grown = (am2z_error **)am2z__realloc(out->attempt_errors, (out->attempt_error_count + 1) * sizeof *grown);
+    if (!grown) {
+        am2z_error_release(err);
+        return;
+    }
+    out->attempt_errors = grown;
+    out->attempt_errors[out->attempt_error_count++] = err;
+}
+
+/* The queue options before a call's first attempt: delay_ms, then the rate limit's turn
+   (one start per interval, reserved now). 0 when x is cancelled or the caller's
+   deadline (0: none) comes first. */
+static int am2z__il_queue_wait(am2z__il *il, const am2z__il_exec *x, const am2z_processor_desc *d,
+                               am2z__il_pstat *ps, int64_t deadline_ns) {
+    int64_t now = am2z__il_ns(il), at;
+    if (d->queue.delay_ms > 0 && !am2z__il_wait_until(il, x, deadline_ns, am2z__il_after(now, d->queue.delay_ms)))
+        return 0;
+    if (d->queue.rate_limit_per_minute <= 0) return 1;
+    now = am2z__il_ns(il);
+    at = ps->next_start_ns > now ? ps->next_start_ns : now;
+    ps->next_start_ns = at + (int64_t)60000000000 / d->queue.rate_limit_per_minute;
+    return am2z__il_wait_until(il, x, deadline_ns, at);
+}
+
+/* One call of p in execution x: a top-level execution (depth 0, top = its outcome,
+   which gets attempts, errors, start and duration) or a nested call (top NULL). The
+   queue delay and rate limit, then attempts with their timeouts and the backoff
+   between them; events, stats and the trace of every attempt. deadline_ns is the
+   caller's (0: none); no wait or attempt runs past it. */
+static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_processor *p, const am2z_state *input,
+                                 int depth, int64_t deadline_ns, const char *exec_id, am2z_outcome *top) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    am2z__il_pstat *ps = am2z__il_pstat_get(il, d->name);
+    int64_t timeout = am2z_processor_timeout_ms(p, il->default_timeout_ms), first, s, end, delay;
+    am2z_ctx ctx;
+    am2z_result r;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.ops = il->virtual_clock ? &am2z__il_ctx_ops_virtual : &am2z__il_ctx_ops;
+    ctx.runtime_data = x;
+    ctx.runtime = il->rt;
+    ctx.logger = il->rt->logger;
+    ctx.meta.processor = d->name;
+    ctx.meta.execution_id = exec_id;
+    ctx.meta.session_id = x->session->id;
+    ctx.meta.call_depth = depth;
+    first = am2z__il_ns(il);
+    if (!ps) {
+        r = am2z_fail(am2z_error_resource("memory", 0, 0));
+        goto failed;
+    }
+    if (!am2z__il_queue_wait(il, x, d, ps, deadline_ns)) {
+        r = am2z_fail(x->cancel ? am2z__il_cancel_error(x, d->name, exec_id)
+                                : am2z__il_timeout_error(d->name, exec_id, timeout));
+        goto failed;
+    }
+    first = am2z__il_ns(il);
+    if (top) top->started_at = am2z__il_wall(il, first);
+    for (ctx.meta.attempt = 1;; ctx.meta.attempt++) {
+        s = am2z__il_ns(il);
+        ctx.deadline_ns = am2z__il_after(s, timeout);
+        if (deadline_ns && (!ctx.deadline_ns || deadline_ns < ctx.deadline_ns)) ctx.deadline_ns = deadline_ns;
+        ctx.meta.started_at = am2z__il_wall(il, s);
+        r = am2z__il_attempt(il, x, p, input, &ctx);
+        end = am2z__il_ns(il);
+        if (x->cancel) { /* stopped meanwhile: whatever it returned is discarded */
+            am2z_result_clear(&r);
+            r = am2z_fail(am2z__il_cancel_error(x, d->name, exec_id));
+        } else if (ctx.deadline_ns && end >= ctx.deadline_ns) { /* late */
+            am2z_result_clear(&r);
+            r = am2z_fail(am2z__il_timeout_error(d->name, exec_id, timeout));
+        }
+        am2z__il_record(il, &ctx.meta, s, end, r.error, ctx.processor != p);
+        if (top) {
+            top->attempts = ctx.meta.attempt;
+            am2z__il_keep_error(top, am2z_error_retain(r.error));
+        }
+        if (r.state) {
+            ps->completed++;
+            am2z__il_emit_end(il, &ctx.meta, NULL, end - first);
+            if (top) top->duration_ms = (double)(end - first) / 1e6;
+            return r;
+        }
+        if (x->cancel || (delay = am2z_retry_delay_ms(&d->retry, r.error, ctx.meta.attempt)) < 0) break;
+        ps->retried++;
+        am2z__il_emit_retrying(il, &ctx.meta, r.error, delay);
+        if (!am2z__il_wait_until(il, x, deadline_ns, delay > 0 ? am2z__il_after(am2z__il_ns(il), delay) : 0)) break;
+        am2z_result_clear(&r);
+    }
+failed:
+    end = am2z__il_ns(il);
+    if (ps) ps->failed++;
+    am2z__il_emit_end(il, &ctx.meta, r.error, end - first);
+    if (top) top->duration_ms = (double)(end - first) / 1e6;
+    return r;
+}
+
+/* Nested calls run one after another, in order, on this thread. */
+static void am2z__il_call_many(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
+                               size_t count, am2z_result *results) {
+    am2z__il_exec *x = (am2z__il_exec *)ctx->runtime_data;
+    am2z__il *il = x->il;
+    int depth = ctx->meta.call_depth + 1;
+    char id[AM2Z_EXECUTION_ID_SIZE];
+    am2z_processor *p;
+    size_t i;
+    for (i = 0; i < count; i++) {
+        if (x->cancel) results[i] = am2z_fail(am2z__il_cancel_error(x, names[i], NULL));
+        else if (!names[i] || !inputs[i])
+            results[i] = am2z_fail(am2z_error_validation("call", NULL, "a processor name and an input state are required"));
+        else if (depth > il->max_depth) results[i] = am2z_fail(am2z_error_call_depth(il->max_depth, depth));
+        else if (!(p = am2z_runtime_lookup(il->rt, names[i])))
+            results[i] = am2z_fail(am2z__runtime_not_found(il->rt, names[i]));
+        else {
+            am2z__il_new_id(il, names[i], id);
+            results[i] = am2z__il_call(il, x, p, inputs[i], depth, ctx->deadline_ns, id, NULL);
+            am2z_processor_release(p);
+        }
+    }
+}
+
+/* ---- executions (handles) ---- */
+
+static void am2z__il_session_release(am2z__il_session *s) {
+    if (s && --s->refs == 0) am2z__free(s);
+}
+
+static void am2z__il_exec_free(am2z__il_exec *x) {
+    am2z_processor_release(x->proc);
+    am2z_value_release(x->input);
+    am2z__il_session_release(x->session);
+    am2z_outcome_clear(&x->out);
+    am2z__free(x);
+}
+
+static void am2z__il_unlink_pending(am2z__il_exec *x) {
+    am2z__il *il = x->il;
+    if (x->prev) x->prev->next = x->next;
+    else il->pending_head = x->next;
+    if (x->next) x->next->prev = x->prev;
+    else il->pending_tail = x->prev;
+    x->prev = x->next = NULL;
+    il->queued--;
+}
+
+/* x is DONE with its outcome: settles the session's counts, frees a handle nobody holds. */
+static void am2z__il_settle(am2z__il_exec *x) {
+    am2z__il_session *s = x->session;
+    x->phase = AM2Z__IL_DONE;
+    s->running--;
+    if (!x->out.error) s->completed++;
+    else if (x->out.error->kind == AM2Z_ERROR_CANCELLED && x->cancel) s->cancelled++;
+    else s->failed++;
+    if (x->freed || x->detached) am2z__il_exec_free(x);
+}
+
+/* An execution that never started ends cancelled (reason: AM2Z__IL_CANCEL_*). */
+static void am2z__il_cancel_pending(am2z__il_exec *x, int reason) {
+    am2z__il_unlink_pending(x);
+    x->cancel = reason;
+    x->out.state = am2z_value_retain(x->input);
+    x->out.error = am2z__il_cancel_error(x, am2z_processor_name(x->proc), x->out.execution_id);
+    if (!x->out.error) x->out.error = am2z_error_resource("memory", 0, 0);
+    am2z__il_settle(x);
+}
+
+/* Runs a pending execution to its end on this thread. */
+static void am2z__il_run(am2z__il_exec *x) {
+    am2z__il *il = x->il;
+    am2z_result r;
+    am2z__il_unlink_pending(x);
+    x->phase = AM2Z__IL_RUNNING;
+    x->next = il->running;
+    il->running = x;
+    r = am2z__il_call(il, x, x->proc, x->input, 0, 0, x->out.execution_id, &x->out);
+    il->running = x->next;
+    x->next = NULL;
+    if (r.state) x->out.state = r.state;
+    else if (r.error && r.error->partial_state) x->out.state = am2z_value_retain(r.error->partial_state);
+    else x->out.state = am2z_value_retain(x->input);
+    x->out.error = r.error;
+    am2z__il_settle(x);
+}
+
+static am2z__il_session *am2z__il_session_find(const am2z__il *il, const char *id) {
+    am2z__il_session *s;
+    for (s = il->sessions; s; s = s->next)
+        if (strcmp(s->id, id) == 0) return s;
+    return NULL;
+}
+
+/* A reference to the active session id, created (and announced) on first use; NULL
+   when out of memory. The caller's reference keeps it alive even if a session:created
+   handler stops it. */
+static am2z__il_session *am2z__il_session_get(am2z__il *il, const char *id) {
+    am2z__il_session *s = am2z__il_session_find(il, id), **tail;
+    if (s) {
+        s->refs++;
+        return s;
+    }
+    s = (am2z__il_session *)am2z__malloc(sizeof *s);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    s->refs = 2; /* the active list's and the caller's */
+    memcpy(s->id, id, strlen(id) + 1); /* checked by am2z__session_id_ok */
+    s->created_at = am2z__il_wall(il, am2z__il_ns(il));
+    for (tail = &il->sessions; *tail; tail = &(*tail)->next) {
+    }
+    *tail = s;
+    am2z__il_emit(il, "session:created", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(id)));
+    return s;
+}
+
+/* Ends session s: its unstarted executions are cancelled, its running ones marked
+   cancelled; "session:cleanup", then it is forgotten. */
+static void am2z__il_session_end(am2z__il *il, am2z__il_session *s, int reason) {
+    am2z__il_session **pp;
+    am2z__il_exec *x, *next;
+    for (x = il->running; x; x = x->next)
+        if (x->session == s && !x->cancel) x->cancel = reason;
+    for (x = il->pending_head; x; x = next) {
+        next = x->next;
+        if (x->session == s) am2z__il_cancel_pending(x, reason);
+    }
+    am2z__il_emit(il, "session:cleanup", am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(s->id)));
+    for (pp = &il->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            am2z__il_session_release(s);
+            break;
+        }
+}
+
+/* ---- runtime ops ---- */
+
+static am2z_status am2z__il_start(am2z_runtime *rt) {
+    ((am2z__il *)rt->impl)->stopped = 0;
+    return AM2Z_STATUS_OK;
+}
+
+/* Nothing runs when stop may be called (it refuses inside the runtime's callbacks), so
+   stopping cancels what never started and ends the sessions; grace_ms has nothing to wait for. */
+static am2z_status am2z__il_stop(am2z_runtime *rt, int64_t grace_ms) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    (void)grace_ms;
+    il->stopped = 1;
+    while (il->pending_head) am2z__il_cancel_pending(il->pending_head, AM2Z__IL_CANCEL_STOP);
+    while (il->sessions) am2z__il_session_end(il, il->sessions, AM2Z__IL_CANCEL_STOP);
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
+                                       const char *session_id, am2z_status *status) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    const char *sid = session_id ? session_id : "default";
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z_processor *p = NULL;
+    am2z__il_session *s = NULL;
+    am2z__il_exec *x = NULL;
+    if (!processor || !input || !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
+    else if (il->stopped) st = AM2Z_STATUS_NOT_STARTED;
+    else if (!(p = am2z_runtime_lookup(rt, processor))) st = AM2Z_STATUS_NOT_FOUND;
+    else if (!(x = (am2z__il_exec *)am2z__malloc(sizeof *x)) || !(s = am2z__il_session_get(il, sid)))
+        st = AM2Z_STATUS_NO_MEMORY;
+    if (st != AM2Z_STATUS_OK) {
+        am2z_processor_release(p);
+        am2z__free(x);
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, processor, session_id));
+    }
+    memset(x, 0, sizeof *x);
+    x->head.rt = rt;
+    x->head.id = x->out.execution_id;
+    x->il = il;
+    x->proc = p;
+    x->input = am2z_value_retain(input);
+    x->session = s; /* session_get's reference */
+    s->submitted++;
+    s->running++;
+    am2z__il_new_id(il, processor, x->out.execution_id);
+    am2z__outcome_session(&x->out, sid);
+    x->out.started_at = am2z__il_wall(il, am2z__il_ns(il)); /* until an attempt starts */
+    x->prev = il->pending_tail;
+    if (il->pending_tail) il->pending_tail->next = x;
+    else il->pending_head = x;
+    il->pending_tail = x;
+    il->queued++;
+    if (status) *status = AM2Z_STATUS_OK;
+    return &x->head;
+}
+
+/* A copy of x's outcome (x is DONE) into out (empty). */
+static void am2z__il_copy_outcome(const am2z__il_exec *x, am2z_outcome *out) {
+    size_t i;
+    *out = x->out;
+    out->state = am2z_value_retain(x->out.state);
+    out->error = am2z_error_retain(x->out.error);
+    out->attempt_errors = NULL;
+    out->attempt_error_count = 0;
+    if (!x->out.attempt_error_count) return;
+    out->attempt_errors = (am2z_error **)am2z__malloc(x->out.attempt_error_count * sizeof *out->attempt_errors);
+    if (!out->attempt_errors) return;
+    for (i = 0; i < x->out.attempt_error_count; i++) out->attempt_errors[i] = am2z_error_retain(x->out.attempt_errors[i]);
+    out->attempt_error_count = x->out.attempt_error_count;
+}
+
+/* Runs the execution if it has not started (timeout_ms cannot shorten a run on this
+   thread); one that is running on this thread's stack is waiting for itself. */
+static am2z_status am2z__il_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    am2z__il_exec *x = (am2z__il_exec *)e;
+    (void)timeout_ms;
+    if (x->phase == AM2Z__IL_RUNNING)
+        return am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS,
+                          "wait '%s': the execution is running further up this thread's stack (it "
+                          "would wait for itself)", x->out.execution_id);
+    if (x->phase == AM2Z__IL_PENDING) am2z__il_run(x);
+    am2z__il_copy_outcome(x, out);
+    return AM2Z_STATUS_OK;
+}
+
+static void am2z__il_free_execution(am2z_execution *e) {
+    am2z__il_exec *x = (am2z__il_exec *)e;
+    x->freed = 1;
+    if (x->phase == AM2Z__IL_PENDING) am2z__il_cancel_pending(x, AM2Z__IL_CANCEL_FREED);
+    else if (x->phase == AM2Z__IL_RUNNING) x->cancel = AM2Z__IL_CANCEL_FREED; /* the runner frees it */
+    else am2z__il_exec_free(x);
+}
+
+/* Fire and forget: there is no other thread to run it later, so it runs now. */
+static void am2z__il_detach(am2z_execution *e) {
+    am2z__il_exec *x = (am2z__il_exec *)e;
+    x->detached = 1;
+    if (x->phase == AM2Z__IL_PENDING) am2z__il_run(x);
+    else if (x->phase == AM2Z__IL_DONE) am2z__il_exec_free(x);
+}
+
+static am2z_status am2z__il_stop_session(am2z_runtime *rt, const char *session_id, int64_t grace_ms) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    am2z__il_session *s = am2z__il_session_find(il, session_id);
+    (void)grace_ms;
+    if (!s) return AM2Z_STATUS_NOT_FOUND;
+    am2z__il_session_end(il, s, AM2Z__IL_CANCEL_SESSION);
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_value *am2z__il_counts(am2z_value *v, int64_t completed, int64_t failed, int64_t retried) {
+    v = am2z_value_set(v, "completed", am2z_value_int(completed));
+    v = am2z_value_set(v, "failed", am2z_value_int(failed));
+    return am2z_value_set(v, "retried", am2z_value_int(retried));
+}
+
+static am2z_value *am2z__il_stats(am2z_runtime *rt) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    am2z_value *v, *procs = am2z_value_object(), *names = am2z_runtime_list(rt);
+    int64_t completed = 0, failed = 0, retried = 0;
+    am2z__il_pstat *ps;
+    size_t i;
+    /* registered processors are listed (with zeros) before they run */
+    for (i = 0; i < am2z_value_len(names); i++)
+        procs = am2z_value_set_key(procs, am2z_value_as_string(am2z_value_at(names, i), NULL), AM2Z_NTS,
+                                   am2z__il_counts(am2z_value_object(), 0, 0, 0));
+    for (ps = il->pstats; ps; ps = ps->next) {
+        completed += ps->completed;
+        failed += ps->failed;
+        retried += ps->retried;
+        procs = am2z_value_set_key(procs, ps->name, AM2Z_NTS,
+                                   am2z__il_counts(am2z_value_object(), ps->completed, ps->failed, ps->retried));
+    }
+    v = am2z_value_set(am2z_value_object(), "kind", am2z_value_string("inline"));
+    v = am2z_value_set(v, "registeredProcessors", names);
+    v = am2z_value_set(v, "running", am2z_value_int(il->attempts_running));
+    v = am2z_value_set(v, "queued", am2z_value_int(il->queued));
+    v = am2z__il_counts(v, completed, failed, retried);
+    v = am2z_value_set(v, "uptimeMs", am2z_value_int((am2z__il_ns(il) - il->created_ns) / 1000000));
+    return am2z_value_set(v, "processors", procs);
+}
+
+static am2z_value *am2z__il_session_stats(am2z_runtime *rt, const char *session_id) {
+    am2z__il_session *s = am2z__il_session_find((am2z__il *)rt->impl, session_id);
+    am2z_value *v;
+    if (!s) return NULL;
+    v = am2z_value_set(am2z_value_object(), "sessionId", am2z_value_string(s->id));
+    v = am2z_value_set(v, "createdAt", am2z_value_int(s->created_at));
+    v = am2z_value_set(v, "running", am2z_value_int(s->running));
+    v = am2z_value_set(v, "submitted", am2z_value_int(s->submitted));
+    v = am2z_value_set(v, "completed", am2z_value_int(s->completed));
+    v = am2z_value_set(v, "failed", am2z_value_int(s->failed));
+    return am2z_value_set(v, "cancelled", am2z_value_int(s->cancelled));
+}
+
+static am2z_value *am2z__il_active_sessions(am2z_runtime *rt) {
+    am2z__il_session *s;
+    am2z_value *v = am2z_value_array();
+    for (s = ((am2z__il *)rt->impl)->sessions; s; s = s->next) v = am2z_value_append(v, "", am2z_value_string(s->id));
+    return v;
+}
+
+static void am2z__il_stub_free(am2z__il_stub *s) {
+    am2z_processor_release(s->proc);
+    am2z_value_release(s->state);
+    am2z_error_release(s->error);
+    am2z__free(s);
+}
+
+/* After stop (am2z_runtime_free stops first): nothing pending, no session active. */
+static void am2z__il_destroy(am2z_runtime *rt) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    while (il->pstats) {
+        am2z__il_pstat *ps = il->pstats;
+        il->pstats = ps->next;
+        am2z__free(ps->name);
+        am2z__free(ps);
+    }
+    while (il->stubs) {
+        am2z__il_stub *s = il->stubs;
+        il->stubs = s->next;
+        am2z__il_stub_free(s);
+    }
+    am2z_value_release(il->calls);
+    am2z__free(il);
+}
+
+static const am2z_runtime_ops am2z__il_ops = {
+    am2z__il_start, am2z__il_stop, am2z__il_submit, am2z__il_wait, am2z__il_free_execution, am2z__il_detach,
+    NULL, NULL, /* execute and execute_many: submit + wait */
+    am2z__il_stop_session, am2z__il_stats, am2z__il_session_stats, am2z__il_active_sessions,
+    NULL, NULL, am2z__il_destroy};
+
+/* ---- public functions ---- */
+
+AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2z_status *status) {
+    am2z_inline_desc d;
+    am2z_runtime_settings set;
+    am2z_runtime *rt;
+    am2z__il *il;
+    const char *bad = NULL;
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if (d.virtual_clock_ms < 0) bad = "virtual_clock_ms is negative";
+    else if (d.virtual_clock_ms > INT64_MAX / 2000000) bad = "virtual_clock_ms is past the clock's range (year 2116)";
+    else if (d.default_timeout_ms < 0) bad = "default_timeout_ms is negative";
+    else if (d.max_call_depth < 0) bad = "max_call_depth is negative";
+    if (bad)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline runtime: %s", bad));
+    il = (am2z__il *)am2z__malloc(sizeof *il);
+    if (il) memset(il, 0, sizeof *il);
+    if (!il || !(il->calls = am2z_value_array())) {
+        am2z__free(il);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline runtime: out of memory"));
+    }
+    il->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
+    il->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
+    il->record = d.record_calls != 0;
+    il->virtual_clock = d.virtual_clock_ms > 0;
+    il->vnow_ns = d.virtual_clock_ms * 1000000;
+    il->wall_offset_ms = am2z_now_ms() - am2z_monotonic_ns() / 1000000;
+    il->created_ns = am2z__il_ns(il);
+    memset(&set, 0, sizeof set);
+    set.kind = "inline";
+    set.default_timeout_ms = il->default_timeout_ms;
+    set.max_call_depth = il->max_depth;
+    rt = am2z_runtime_new(&am2z__il_ops, il, d.logger, &set);
+    if (!rt) {
+        am2z_value_release(il->calls);
+        am2z__free(il);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline runtime: out of memory"));
+    }
+    il->rt = rt;
+    am2z_runtime_start(rt); /* cannot fail: nothing to start */
+    if (status) *status = AM2Z_STATUS_OK;
+    return rt;
+}
+
+/* rt's inline runtime, or NULL with the detail "<what>: not an inline runtime". */
+static am2z__il *am2z__il_of(am2z_runtime *rt, const char *what) {
+    if (rt && rt->ops == &am2z__il_ops) return (am2z__il *)rt->impl;
+    am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s: %s", what, rt ? "not an inline runtime" : "NULL runtime");
+    return NULL;
+}
+
+AM2Z_API int64_t am2z_inline_now_ms(am2z_runtime *rt) {
+    am2z__il *il = am2z__il_of(rt, "inline_now_ms");
+    return il ? am2z__il_wall(il, am2z__il_ns(il)) : 0;
+}
+
+AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms) {
+    am2z__il *il = am2z__il_of(rt, "inline_advance");
+    if (!il) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!il->virtual_clock)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "inline_advance: the runtime runs on the real clock (set virtual_clock_ms)");
+    if (ms < 0) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_advance: %lld ms is negative", (long long)ms);
+    if (ms > 0 && !am2z__il_after(il->vnow_ns, ms))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_advance: %lld ms is past the clock's range",
+                          (long long)ms);
+    if (ms > 0) il->vnow_ns = am2z__il_after(il->vnow_ns, ms);
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z_API am2z_status am2z_inline_stub(am2z_runtime *rt, const char *name, const am2z_inline_stub_desc *desc) {
+    am2z__il *il = am2z__il_of(rt, "inline_stub");
+    am2z__il_stub *s, **pp;
+    am2z_processor_desc pd;
+    const char *bad = NULL;
+    if (!il) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!name) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_stub: NULL name");
+    /* the stub being replaced may be running further up the stack */
+    if (am2z__runtime_inside(rt))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "inline_stub '%s': called from inside a processor or handler of this runtime", name);
+    if (!am2z_runtime_is_registered(rt, name))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "inline_stub '%s': processor not registered", name);
+    if (desc && desc->state && am2z_value_type(desc->state) != AM2Z_TYPE_OBJECT) bad = "state is not an object";
+    else if (desc && desc->fail_times < 0) bad = "fail_times is negative";
+    else if (desc && desc->fail_times > 0 && !desc->error) bad = "fail_times needs an error to fail with";
+    else if (desc && desc->duration_ms < 0) bad = "duration_ms is negative";
+    if (bad) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_stub '%s': %s", name, bad);
+    for (pp = &il->stubs; *pp; pp = &(*pp)->next)
+        if (strcmp(am2z_processor_name((*pp)->proc), name) == 0) {
+            s = *pp;
+            *pp = s->next;
+            am2z__il_stub_free(s);
+            break;
+        }
+    if (!desc) return AM2Z_STATUS_OK;
+    s = (am2z__il_stub *)am2z__malloc(sizeof *s);
+    if (!s) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline_stub '%s': out of memory", name);
+    memset(s, 0, sizeof *s);
+    memset(&pd, 0, sizeof pd);
+    pd.name = name;
+    pd.fn = am2z__il_stub_fn;
+    pd.user_data = s;
+    s->il = il;
+    s->proc = am2z_processor_new(&pd, NULL);
+    s->state = desc->state ? am2z_value_remove_key(am2z_value_retain(desc->state), "metadata", 8) : NULL;
+    s->error = am2z_error_retain(desc->error);
+    s->fail_times = desc->fail_times;
+    s->duration_ms = desc->duration_ms;
+    if (!s->proc || (desc->state && !s->state)) {
+        am2z__il_stub_free(s);
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline_stub '%s': out of memory", name);
+    }
+    s->next = il->stubs;
+    il->stubs = s;
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z_API am2z_value *am2z_inline_calls(am2z_runtime *rt) {
+    am2z__il *il = am2z__il_of(rt, "inline_calls");
+    if (!il) return NULL;
+    if (il->calls_lost) {
+        am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline_calls: out of memory while recording: calls were lost");
+        return NULL;
+    }
+    return am2z_value_retain(il->calls);
+}
+
+AM2Z_API void am2z_inline_calls_clear(am2z_runtime *rt) {
+    am2z__il *il = am2z__il_of(rt, "inline_calls_clear");
+    am2z_value *empty;
+    if (!il || !(empty = am2z_value_array())) return;
+    am2z_value_release(il->calls);
+    il->calls = empty;
+    il->calls_lost = 0;
 }
 
 #undef AM2Z__LR_CHUNK

@@ -89,6 +89,9 @@
        An error reply from the server is data: a reply of type AM2Z_REPLY_ERROR, which the
        connection also reports as AM2Z_STATUS_SERVER.
 */
+#ifdef AM2Z_NO_THREADS
+#error "am2z_resp.h: the Redis queue runtime needs threads (its workers and its result receiver are threads), so it cannot be built with AM2Z_NO_THREADS. Remove -DAM2Z_NO_THREADS, or use am2z.h alone (its inline runtime needs no threads)."
+#endif
 #if defined(AM2Z_RESP_IMPLEMENTATION) && !defined(AM2Z_IMPLEMENTATION)
 #define AM2Z_IMPLEMENTATION
 #endif
@@ -5089,7 +5092,7 @@ static const am2z_logger *am2z__qctx_logger(const am2z_ctx *ctx) {
 }
 
 static const am2z_ctx_ops am2z__qctx_ops = {am2z__qcall_many, am2z__qctx_emit, am2z__qctx_cancelled,
-                                            am2z__qctx_wants, am2z__qctx_logger};
+                                            am2z__qctx_wants, am2z__qctx_logger, NULL};
 
 /* Event payload {processorName, executionId, jobId, sessionId, ...}. */
 static am2z_value *am2z__qevent(const char *proc, const char *exec_id, const char *job_id, const char *session) {

@@ -72,8 +72,28 @@ have clang++ && run_check clangxx-header clang++ -std=c++11 -x c++ $WARN -I. -c 
 run_check two-tu       sh -c "cc -std=c99 $WARN -I. -o $B/two_tu tests/compile/tu_a.c tests/compile/tu_b.c $LIBS && ./$B/two_tu"
 run_check static-build sh -c "cc -std=c99 $WARN -I. -o $B/static tests/compile/static.c $LIBS && ./$B/static"
 run_check include-order sh -c "! cc -std=c99 -I. -c tests/compile/late_posix.c -o $B/late_posix.o 2>$B/late_posix.err && grep -q 'D_POSIX_C_SOURCE=200809L' $B/late_posix.err"
+run_check nothreads-local sh -c "! cc -std=c99 -I. -c tests/compile/nothreads_local.c -o $B/nothreads_local.o 2>$B/nothreads_local.err && grep -q 'am2z_local_runtime_needs_threads_undefine_AM2Z_NO_THREADS' $B/nothreads_local.err"
+run_check nothreads-resp sh -c "! cc -std=c99 -I. -c tests/compile/nothreads_resp.c -o $B/nothreads_resp.o 2>$B/nothreads_resp.err && grep -q 'queue runtime needs threads' $B/nothreads_resp.err"
 run_check symbols      sh tests/symbols.sh cc
 run_check examples     sh -c "make -s -j2 examples CC=cc"
+
+# AM2Z_NO_THREADS: the tests of the parts that need no threads, built without -pthread.
+# No pthread symbol may be referenced: checked on the implementation's object and on each
+# test program (glibc 2.34+ has pthreads in libc, so linking alone would not tell).
+NOTHREADS_TESTS="test_json test_errors test_state test_logging test_compose test_inline test_cron test_store"
+echo "== no-threads (cc -std=c99 -DAM2Z_NO_THREADS, no -pthread)"
+mkdir -p "$B/nothreads"
+cc -std=c99 $WARN -O2 -DAM2Z_NO_THREADS -I. -c tests/impl_nothreads.c -o "$B/nothreads/impl.o" ||
+    fail "nothreads: build tests/impl_nothreads.c"
+run_check nothreads-impl-no-pthread sh -c "nm -u $B/nothreads/impl.o > $B/nothreads/impl.syms && ! grep -i pthread $B/nothreads/impl.syms"
+for t in $NOTHREADS_TESTS; do
+    cc -std=c99 $WARN -O2 -DAM2Z_NO_THREADS -I. -o "$B/nothreads/$t" "tests/$t.c" "$B/nothreads/impl.o" -lm ||
+        fail "nothreads: build $t"
+    run_check "nothreads-$t-no-pthread" sh -c "nm -u $B/nothreads/$t > $B/nothreads/$t.syms && ! grep -i pthread $B/nothreads/$t.syms"
+    run_counted "nothreads-$t" "./$B/nothreads/$t"
+done
+# the README's "Without threads" command, as written there
+run_check nothreads-example sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/workflow_test.c -lm -o $B/nothreads/workflow_test && ./$B/nothreads/workflow_test && nm -u $B/nothreads/workflow_test > $B/nothreads/workflow_test.syms && ! grep -i pthread $B/nothreads/workflow_test.syms"
 
 build_and_run gcc-c99   gcc   -std=c99 -O2
 build_and_run gcc-c11   gcc   -std=c11 -O2
@@ -91,7 +111,7 @@ for e in build/examples/*; do
     run_check "example-$(basename "$e")" "./$e"
 done
 
-VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime test_contracts test_cron test_store"}
+VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime test_contracts test_cron test_store test_inline test_metrics"}
 if have valgrind; then
     echo "== valgrind (leak check)"
     for t in $VALGRIND_TESTS; do

@@ -1,13 +1,15 @@
 /* Processors and composition (am2z.h sections 5 and 6): processor validation, retry
    delays, timeouts, the ctx functions, and chain / parallel + 3-way merge / router /
-   batch. Every composition test runs twice: on a tiny synchronous runtime written
-   here (children run inline through am2z_processor_invoke, which proves the composites
-   only need ctx->ops) and on the local pthread runtime. */
+   batch. Every composition test runs twice: on the inline runtime (section 9: children
+   run on the calling thread through the ctx ops, which proves the composites only need
+   ctx->ops) and on the local pthread runtime (left out with AM2Z_NO_THREADS). */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
 #include <math.h>
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 
 /* The registry walk the runtimes use (private, exported by the implementation). */
 size_t am2z__processor_children(const am2z_processor *p, am2z_processor *const **out);
@@ -110,114 +112,54 @@ static am2z_processor **kept(am2z_processor **ps, size_t n) {
     return ps;
 }
 
-/* ---- a synchronous test runtime: runs children inline -------------------------------- */
+/* ---- the event log (handlers may run on several workers of the local runtime) ------- */
+
+#ifdef AM2Z_NO_THREADS
+typedef int t_mutex; /* one thread: nothing to lock */
+#define t_mutex_init(m) ((void)(m))
+#define t_mutex_lock(m) ((void)(m))
+#define t_mutex_unlock(m) ((void)(m))
+#define t_mutex_destroy(m) ((void)(m))
+#else
+typedef pthread_mutex_t t_mutex;
+#define t_mutex_init(m) pthread_mutex_init((m), NULL)
+#define t_mutex_lock(m) pthread_mutex_lock(m)
+#define t_mutex_unlock(m) pthread_mutex_unlock(m)
+#define t_mutex_destroy(m) pthread_mutex_destroy(m)
+#endif
 
 typedef struct ev_log {
-    pthread_mutex_t mu;
+    t_mutex mu;
     am2z_value *events; /* [{event, data}] */
 } ev_log;
 
 static void ev_add(ev_log *log, const char *event, const am2z_value *data) {
     am2z_value *e = am2z_value_set(am2z_value_object(), "event", am2z_value_string(event));
     e = am2z_value_set(e, "data", data ? am2z_value_retain(data) : am2z_value_null());
-    pthread_mutex_lock(&log->mu);
+    t_mutex_lock(&log->mu);
     log->events = am2z_value_append(log->events, "", e);
-    pthread_mutex_unlock(&log->mu);
+    t_mutex_unlock(&log->mu);
 }
 
 /* The data of every event called `name`, as an array (new reference). */
 static am2z_value *ev_all(ev_log *log, const char *name) {
     am2z_value *out = am2z_value_array();
     size_t i;
-    pthread_mutex_lock(&log->mu);
+    t_mutex_lock(&log->mu);
     for (i = 0; i < am2z_value_len(log->events); i++) {
         const am2z_value *e = am2z_value_at(log->events, i);
         if (strcmp(am2z_value_get_string(e, "event", ""), name) == 0)
             out = am2z_value_append(out, "", am2z_value_retain(am2z_value_get(e, "data")));
     }
-    pthread_mutex_unlock(&log->mu);
+    t_mutex_unlock(&log->mu);
     return out;
-}
-
-typedef struct inline_rt {
-    am2z_processor *procs[128];
-    size_t count;
-    int max_depth;
-    int next_id;
-    ev_log *log;
-} inline_rt;
-
-static void inline_register(inline_rt *rt, am2z_processor *p) {
-    am2z_processor *const *kids;
-    size_t i, n;
-    for (i = 0; i < rt->count; i++)
-        if (strcmp(am2z_processor_name(rt->procs[i]), am2z_processor_name(p)) == 0) return;
-    if (rt->count == 128) return;
-    rt->procs[rt->count++] = am2z_processor_retain(p);
-    n = am2z__processor_children(p, &kids);
-    for (i = 0; i < n; i++) inline_register(rt, kids[i]);
-}
-
-static const am2z_processor *inline_find(inline_rt *rt, const char *name) {
-    size_t i;
-    for (i = 0; i < rt->count; i++)
-        if (strcmp(am2z_processor_name(rt->procs[i]), name) == 0) return rt->procs[i];
-    return NULL;
-}
-
-static am2z_result inline_run(inline_rt *rt, const am2z_processor *p, const am2z_state *input, int depth,
-                              const char *session);
-
-static void inline_call_many(am2z_ctx *ctx, const char *const *names, const am2z_state *const *inputs,
-                             size_t count, am2z_result *results) {
-    inline_rt *rt = (inline_rt *)ctx->runtime_data;
-    size_t i;
-    for (i = 0; i < count; i++) {
-        const am2z_processor *p = inline_find(rt, names[i]);
-        if (!p) results[i] = am2z_fail(am2z_error_not_found(names[i], NULL));
-        else if (ctx->meta.call_depth + 1 > rt->max_depth)
-            results[i] = am2z_fail(am2z_error_call_depth(rt->max_depth, ctx->meta.call_depth + 1));
-        else results[i] = inline_run(rt, p, inputs[i], ctx->meta.call_depth + 1, ctx->meta.session_id);
-    }
-}
-
-static void inline_emit(am2z_ctx *ctx, const char *event, am2z_value *data) {
-    inline_rt *rt = (inline_rt *)ctx->runtime_data;
-    ev_add(rt->log, event, data);
-    am2z_value_release(data);
-}
-
-static int inline_cancelled(const am2z_ctx *ctx) {
-    (void)ctx;
-    return 0;
-}
-
-static const am2z_ctx_ops inline_ops = {.call_many = inline_call_many, .emit = inline_emit, .cancelled = inline_cancelled};
-
-static am2z_result inline_run(inline_rt *rt, const am2z_processor *p, const am2z_state *input, int depth,
-                              const char *session) {
-    am2z_ctx ctx;
-    char id[64];
-    memset(&ctx, 0, sizeof ctx);
-    snprintf(id, sizeof id, "%s-%d", am2z_processor_name(p), ++rt->next_id);
-    ctx.ops = &inline_ops;
-    ctx.runtime_data = rt;
-    ctx.processor = p;
-    ctx.meta.processor = am2z_processor_name(p);
-    ctx.meta.execution_id = id;
-    ctx.meta.session_id = session;
-    ctx.meta.attempt = 1;
-    ctx.meta.call_depth = depth;
-    ctx.meta.started_at = am2z_now_ms();
-    return am2z_processor_invoke(p, &ctx, input);
 }
 
 /* ---- the environment a composition test runs in ------------------------------------- */
 
-static int g_local; /* 0: the inline runtime, 1: am2z_local_runtime_new */
+static int g_local; /* 0: the inline runtime (section 9), 1: am2z_local_runtime_new */
 
 typedef struct env {
-    inline_rt in;
     am2z_runtime *rt;
     am2z_logger *logger;
     ev_log log;
@@ -229,20 +171,26 @@ static void on_event(const char *event, const am2z_value *data, void *user_data)
 
 static void env_init(env *e) {
     am2z_logger_desc ld;
-    am2z_local_desc d;
     memset(e, 0, sizeof *e);
-    pthread_mutex_init(&e->log.mu, NULL);
+    t_mutex_init(&e->log.mu);
     e->log.events = am2z_value_array();
-    e->in.max_depth = 10;
-    e->in.log = &e->log;
-    if (!g_local) return;
     memset(&ld, 0, sizeof ld);
     ld.sink = AM2Z_SINK_SILENT;
     e->logger = am2z_logger_new(&ld, NULL);
-    memset(&d, 0, sizeof d);
-    d.workers = 2;
-    d.logger = e->logger;
-    e->rt = am2z_local_runtime_new(&d, NULL);
+    if (!g_local) {
+        am2z_inline_desc d;
+        memset(&d, 0, sizeof d);
+        d.logger = e->logger;
+        e->rt = am2z_inline_runtime_new(&d, NULL);
+    } else {
+#ifndef AM2Z_NO_THREADS
+        am2z_local_desc d;
+        memset(&d, 0, sizeof d);
+        d.workers = 2;
+        d.logger = e->logger;
+        e->rt = am2z_local_runtime_new(&d, NULL);
+#endif
+    }
     CHECK(e->rt != NULL);
     if (e->rt) CHECK(am2z_runtime_on(e->rt, "*", on_event, &e->log) > 0);
 }
@@ -250,40 +198,20 @@ static void env_init(env *e) {
 /* Registers p (and its children), consuming it as am2z_runtime_register does. */
 static void add(env *e, am2z_processor *p) {
     CHECK(p != NULL);
-    if (!p) return;
-    if (g_local) {
-        CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_STATUS_OK);
-    } else {
-        inline_register(&e->in, p);
-        am2z_processor_release(p);
-    }
+    if (p) CHECK_INT(am2z_runtime_register(e->rt, p), AM2Z_STATUS_OK);
 }
 
 /* Runs `name` on input (borrowed) as a top-level execution. */
 static am2z_result env_run(env *e, const char *name, const am2z_state *input) {
-    am2z_result r;
-    if (!g_local) {
-        const am2z_processor *p = inline_find(&e->in, name);
-        if (!p) return am2z_fail(am2z_error_not_found(name, NULL));
-        return inline_run(&e->in, p, input, 0, "s1");
-    } else {
-        am2z_outcome out = am2z_runtime_execute_in_session(e->rt, name, input, "s1");
-        r.error = out.error;
-        r.state = out.error ? NULL : out.state;
-        out.error = NULL;
-        if (r.state) out.state = NULL;
-        am2z_outcome_clear(&out);
-    }
-    return r;
+    am2z_outcome out = am2z_runtime_execute_in_session(e->rt, name, input, "s1");
+    return am2z_outcome_to_result(&out);
 }
 
 static void env_free(env *e) {
-    size_t i;
     if (e->rt) am2z_runtime_free(e->rt);
     am2z_logger_release(e->logger);
-    for (i = 0; i < e->in.count; i++) am2z_processor_release(e->in.procs[i]);
     am2z_value_release(e->log.events);
-    pthread_mutex_destroy(&e->log.mu);
+    t_mutex_destroy(&e->log.mu);
 }
 
 static const char *detail_str(const am2z_error *err, const char *key) {
@@ -499,6 +427,7 @@ static void test_retry_delay(void) {
     am2z_error_release(permanent);
 }
 
+#ifndef AM2Z_NO_THREADS
 /* Four threads drawing jittered delays at once (TSan checks the generator). */
 static void *jitter_thread(void *arg) {
     am2z_retry_policy p;
@@ -526,6 +455,7 @@ static void test_retry_delay_threads(void) {
         CHECK_INT(bad[i], 0);
     }
 }
+#endif
 
 static am2z_processor *mk_timeout(const char *name, int64_t ms) {
     am2z_processor_desc d;
@@ -636,7 +566,7 @@ static void test_ctx_functions(void) {
     am2z_state *in = S("{}");
     memset(&ops, 0, sizeof ops);
     memset(&ctx, 0, sizeof ctx);
-    pthread_mutex_init(&g_ctx_log.mu, NULL);
+    t_mutex_init(&g_ctx_log.mu);
     g_ctx_log.events = am2z_value_array();
 
     /* NULL ctx: defaults, no crash */
@@ -711,7 +641,7 @@ static void test_ctx_functions(void) {
     am2z_logger_release(g_ops_logger);
 
     am2z_value_release(g_ctx_log.events);
-    pthread_mutex_destroy(&g_ctx_log.mu);
+    t_mutex_destroy(&g_ctx_log.mu);
     am2z_value_release(in);
     am2z_processor_release(p);
 }
@@ -1629,7 +1559,9 @@ static void run_composition(void) {
 int main(void) {
     T_RUN(test_processor_new_validation);
     T_RUN(test_retry_delay);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_retry_delay_threads);
+#endif
     T_RUN(test_timeout_derivation);
     T_RUN(test_ctx_functions);
     T_RUN(test_chain_invalid);
@@ -1637,8 +1569,10 @@ int main(void) {
     T_RUN(test_merge_3way_direct);
     g_local = 0;
     run_composition();
+#ifndef AM2Z_NO_THREADS
     g_local = 1;
     fprintf(stderr, "(composition again on the local runtime)\n");
     run_composition();
+#endif
     return t_done();
 }

@@ -8,7 +8,9 @@
 #include "t.h"
 #include "oom.h"
 #include "edit_cases.h"
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 
 static am2z_value *J(const char *text) { return am2z_json_parse(text, AM2Z_NTS, NULL, NULL); }
 
@@ -814,6 +816,7 @@ static void test_out_of_memory(void) {
     oom_sweep("results", op_results);
 }
 
+#ifndef AM2Z_NO_THREADS /* needs threads */
 /* Refcounts are atomic: threads sharing one error retain and release it freely. */
 static void *hammer(void *arg) {
     am2z_error *e = (am2z_error *)arg;
@@ -834,6 +837,7 @@ static void test_threads_share(void) {
     CHECK_STR(e->message, "Processor 'p' execution failed: Operation 'op' timed out after 1ms");
     am2z_error_release(e);
 }
+#endif
 
 /* ---- API 1.0: the failure channel reaches results ---- */
 
@@ -1013,7 +1017,9 @@ int main(void) {
     T_RUN(test_and_then_map);
     T_RUN(test_combine);
     T_RUN(test_out_of_memory);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_threads_share);
+#endif
     T_RUN(test_ok_null_carries_detail);
     T_RUN(test_edit_helper);
     T_RUN(test_edit_cases);

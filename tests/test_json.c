@@ -14,8 +14,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <locale.h>
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
 #include <sched.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 
@@ -1164,6 +1166,7 @@ static void test_parse_status(void) {
     CHECK(am2z_status_offset() == AM2Z_NTS);
 }
 
+#ifndef AM2Z_NO_THREADS /* needs threads */
 /* The detail is per thread: two threads failing differently each read their own. */
 static int g_detail_arrived;
 static void *detail_thread(void *arg) {
@@ -1194,6 +1197,7 @@ static void test_detail_per_thread(void) {
     CHECK_INT(wa, 1);
     CHECK_INT(wb, 1);
 }
+#endif
 
 int main(void) {
     oom_install();
@@ -1220,6 +1224,8 @@ int main(void) {
     T_RUN(test_edit_failure_details);
     T_RUN(test_lengths);
     T_RUN(test_parse_status);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_detail_per_thread);
+#endif
     return t_done();
 }

@@ -5,7 +5,10 @@
 #include "../am2z.h"
 #include "t.h"
 #include "oom.h"
+#include <time.h>
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 
 static am2z_value *J(const char *text) { return am2z_json_parse(text, AM2Z_NTS, NULL, NULL); }
 
@@ -476,6 +479,7 @@ static void test_out_of_memory_message(void) {
     am2z_logger_release(lg);
 }
 
+#ifndef AM2Z_NO_THREADS /* needs threads */
 /* 8 threads x 1000 entries through per-thread child loggers onto one stream: exactly
    8000 whole lines, each thread's in its own order. */
 #define T_THREADS 8
@@ -565,6 +569,7 @@ static void test_concurrent_human(void) {
     CHECK_INT(bad, 0);
     free(text);
 }
+#endif
 
 /* One failure channel: an invalid desc gives a status and a detail saying what is
    wrong (v0.1: a bare NULL, the same as out of memory). */
@@ -601,8 +606,10 @@ int main(void) {
     T_RUN(test_long_messages);
     T_RUN(test_out_of_memory);
     T_RUN(test_out_of_memory_message);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_concurrent_json);
     T_RUN(test_concurrent_human);
+#endif
     T_RUN(test_new_status);
     return t_done();
 }

@@ -6,7 +6,9 @@
 #include "../am2z.h"
 #include "t.h"
 #include "oom.h"
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 
 static const char *J(const am2z_value *v, int flags) {
     static char out[4096];
@@ -242,6 +244,7 @@ static int op_state(void) {
 
 static void test_out_of_memory(void) { CHECK(oom_sweep("state", op_state) > 5); }
 
+#ifndef AM2Z_NO_THREADS /* needs threads */
 /* Threads share one state: they retain, read, serialise, hash, compare, edit their own
    copies (copy-on-write) and release, all at once. */
 typedef struct { const am2z_state *shared; const char *expect; uint64_t hash; int errors; } worker_arg;
@@ -294,6 +297,7 @@ static void test_threads(void) {
     am2z_free(expect);
     am2z_value_release(s);
 }
+#endif
 
 /* A failed edit cannot become a fresh state: NULL data fails with a status and detail
    (v0.1: NULL data meant {}, so am2z_state_new(sid, failed_edit) was a success). */
@@ -353,7 +357,9 @@ int main(void) {
     T_RUN(test_share_20);
     T_RUN(test_allocations);
     T_RUN(test_out_of_memory);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_threads);
+#endif
     T_RUN(test_new_status);
     T_RUN(test_parse_lengths);
     return t_done();

@@ -15,7 +15,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 #include <unistd.h>
 
 uint32_t am2z__crc32c(uint32_t crc, const void *data, size_t n); /* private, tested here */
@@ -507,6 +509,7 @@ static void test_failed_write_leaves_no_half_record(void) {
     CHECK_INT(WEXITSTATUS(status), 0);
 }
 
+#ifndef AM2Z_NO_THREADS
 typedef struct writer { am2z_store *s; int id; } writer;
 static void *write_many(void *arg) {
     writer *w = (writer *)arg;
@@ -565,6 +568,7 @@ static void test_threads(void) {
     CHECK_INT(bad, 0);
     am2z_store_free(s);
 }
+#endif
 
 int main(int argc, char **argv) {
     self_exe = argv[0];
@@ -587,7 +591,9 @@ int main(int argc, char **argv) {
     T_RUN(test_corruption_in_the_middle);
     T_RUN(test_compaction);
     T_RUN(test_one_opener);
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_threads);
+#endif
     T_RUN(test_kill_9_while_writing);
     T_RUN(test_failed_write_leaves_no_half_record);
     {
