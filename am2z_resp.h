@@ -52,6 +52,9 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
+       AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
+                               leave max_buffer 0 (default 1 MiB): a server sending a line
+                               without CR LF costs a connection at most this much
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
                                x86 code paths)
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
@@ -108,6 +111,9 @@
 #endif
 #ifndef AM2Z_RESP_MAX_BUFFER
 #define AM2Z_RESP_MAX_BUFFER ((size_t)64 << 20)
+#endif
+#ifndef AM2Z_REDIS_MAX_BUFFER
+#define AM2Z_REDIS_MAX_BUFFER ((size_t)1 << 20)
 #endif
 
 #include <stdarg.h>
@@ -316,7 +322,9 @@ typedef struct am2z_redis_desc {
     am2z_redis_push_fn on_push;   /* RESP3 pushes arriving between replies; default: dropped */
     void *push_user_data;
     am2z_redis_transport transport; /* read == NULL: plain socket */
-    am2z_resp_limits limits;
+    am2z_resp_limits limits;      /* the reply reader's; max_buffer 0: AM2Z_REDIS_MAX_BUFFER
+                                     (1 MiB), which bounds what an unterminated line or
+                                     unparsed replies cost; string values are not counted */
 } am2z_redis_desc;
 
 typedef struct am2z_redis am2z_redis;
@@ -328,9 +336,11 @@ typedef struct am2z_redis am2z_redis;
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status);
 /* Closes any current socket and connects: socket (each address getaddrinfo gives, IPv4
    or IPv6), transport open, then AUTH or HELLO 3, CLIENT SETNAME and SELECT sent as one
-   pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
-   (AUTH or SELECT refused; the detail is the server's message), and r is not connected.
-   Name resolution is not covered by the connect timeout (getaddrinfo has none). */
+   pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, SERVER
+   (AUTH or SELECT refused; the detail is the server's message), or PROTOCOL (a reply of
+   the wrong type: HELLO must answer a map, the others +OK), and r is not connected.
+   Bound: connect_timeout_ms for the whole of it (socket, transport and handshake), once
+   the name is resolved: name resolution is not covered (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
 /* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
    sleeping between tries: reconnect_base_ms, doubled each time up to reconnect_max_ms,
@@ -585,7 +595,10 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        running, completed, failed and retried count the jobs this runtime instance ran.
        They settle before outcomes: a job is counted completed or failed (and no longer
        running) before its result can reach its caller, in this process or another, so a
-       caller holding an outcome never sees its job still running. */
+       caller holding an outcome never sees its job still running.
+       missing counts the job ids this instance's workers took from a queue whose job
+       hash was gone (deleted by hand, a broken client): such an id is dropped, the first
+       one is logged, and each is emitted as "queue:job:missing" {queue, jobId, missing}. */
 
 /* ---- 4.8 lifecycle ------------------------------------------------------------------- */
 /* STOP AND FREE
@@ -1867,6 +1880,7 @@ struct am2z_redis {
     size_t pending;            /* replies still to read */
     int just_sent;             /* a request just went out: wait before trying to read */
     int64_t last_timeout_ms;   /* of the last wait, for failure reasons and TimeoutError */
+    int64_t cap_ns;            /* a caller's deadline (monotonic ns) every wait ends by; 0: none */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
 };
@@ -1927,11 +1941,15 @@ static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, cons
 
 /* Waits until fd is ready for `events` or the deadline (-1: none) passes. */
 static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadline, const char *what) {
+    int capped = r->cap_ns > 0 && (deadline < 0 || r->cap_ns < deadline);
+    if (capped) deadline = r->cap_ns;
     for (;;) {
         struct pollfd pfd;
         int ms = -1, n;
         if (deadline >= 0) {
             int64_t left = deadline - am2z_monotonic_ns();
+            if (left <= 0 && capped)
+                return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out at the caller's deadline", what);
             if (left <= 0)
                 return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out after %lld ms", what,
                                         (long long)r->last_timeout_ms);
@@ -2062,6 +2080,7 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
+    if (r->desc.limits.max_buffer == 0) r->desc.limits.max_buffer = AM2Z_REDIS_MAX_BUFFER;
     if (ok) r->rd = am2z_resp_reader_new(&r->desc.limits, &st);
     if (!ok || !r->rd) {
         am2z_redis_free(r);
@@ -2168,6 +2187,7 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     int64_t deadline;
     am2z_status st;
     am2z_reply reply;
+    const char *sent[3]; /* the handshake commands, to check each reply */
     size_t i, n = 0;
     if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: connect without a connection");
     am2z__redis_close(r);
@@ -2204,21 +2224,21 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
                 argv[argc++] = r->client_name;
             }
             if (am2z_resp_append_argv(&r->out, argc, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-            n++;
+            sent[n++] = "HELLO";
         } else {
             if (r->password) {
                 argv[0] = "AUTH";
                 argv[1] = r->user ? r->user : r->password;
                 argv[2] = r->password;
                 if (am2z_resp_append_argv(&r->out, r->user ? 3 : 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-                n++;
+                sent[n++] = "AUTH";
             }
             if (r->client_name) {
                 argv[0] = "CLIENT";
                 argv[1] = "SETNAME";
                 argv[2] = r->client_name;
                 if (am2z_resp_append_argv(&r->out, 3, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-                n++;
+                sent[n++] = "CLIENT SETNAME";
             }
         }
         if (r->desc.db > 0) {
@@ -2226,13 +2246,23 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
             argv[0] = "SELECT";
             argv[1] = db;
             if (am2z_resp_append_argv(&r->out, 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-            n++;
+            sent[n++] = "SELECT";
         }
     }
     r->pending = n;
     st = am2z__redis_flush(r, deadline);
     memset(&reply, 0, sizeof reply);
-    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) st = am2z__redis_read(r, &reply, deadline);
+    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) {
+        /* HELLO answers a map, the others +OK: anything else is not a Redis we can talk
+           to, and taking it for success would leave the wrong db or protocol selected */
+        int hello = strcmp(sent[i], "HELLO") == 0;
+        st = am2z__redis_read(r, &reply, deadline);
+        if (st == AM2Z_STATUS_OK && (hello ? reply.type != AM2Z_REPLY_MAP
+                                           : reply.type != AM2Z_REPLY_STRING || strcmp(am2z_reply_str(&reply), "OK") != 0))
+            st = am2z__redis_fail(r, AM2Z_STATUS_PROTOCOL, 0, "connect: %s answered a%s %s reply, not %s", sent[i],
+                                  reply.type == AM2Z_REPLY_ARRAY ? "n" : "", am2z_reply_type_name(reply.type),
+                                  hello ? "a map" : "+OK");
+    }
     am2z_reply_clear(&reply);
     /* refused (wrong password, bad db): the detail is the server's message */
     if (st == AM2Z_STATUS_SERVER) am2z__redis_close(r);
@@ -2589,7 +2619,20 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
     return p;
 }
 
-AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
+/* Every wait of r ends by cap_ns (monotonic ns; 0: no cap) as well as by its own timeout,
+   so a caller with a deadline is never held longer by a server that stopped answering.
+   For the queue runtime, which owns r for the length of one operation. */
+AM2Z__PRIVATE void am2z__redis_cap(am2z_redis *r, int64_t cap_ns);
+AM2Z__PRIVATE void am2z__redis_cap(am2z_redis *r, int64_t cap_ns) {
+    if (r) r->cap_ns = cap_ns;
+}
+
+/* am2z_redis_pool_get, where a connection made for the caller is also capped at cap_ns
+   (see am2z__redis_cap); the connection keeps the cap until it is put back. */
+AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
+                                               am2z_status *status);
+AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
+                                               am2z_status *status) {
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until_ns = INT64_MAX;
@@ -2600,6 +2643,7 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         int64_t now = am2z_monotonic_ns();
         if (timeout_ms < (INT64_MAX - now) / 1000000) until_ns = now + timeout_ms * 1000000;
     }
+    if (cap_ns > 0 && cap_ns < until_ns) until_ns = cap_ns;
     am2z__mutex_lock(&p->mu);
     while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
         if (am2z__cond_wait_until(&p->cv, &p->mu, until_ns) && p->nidle == 0 && p->total >= p->max)
@@ -2611,12 +2655,9 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         else p->total++; /* the slot is ours; connect outside the lock */
     }
     am2z__mutex_unlock(&p->mu);
-    if (st == AM2Z_STATUS_OK && !r) {
-        r = am2z_redis_new(&p->proto->desc, &st);
-        if (r) st = am2z_redis_connect(r);
-    } else if (st == AM2Z_STATUS_OK && r->fd < 0) {
-        st = am2z_redis_connect(r);
-    }
+    if (st == AM2Z_STATUS_OK && !r) r = am2z_redis_new(&p->proto->desc, &st);
+    if (r) r->cap_ns = cap_ns;
+    if (st == AM2Z_STATUS_OK && r->fd < 0) st = am2z_redis_connect(r);
     if (st != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
@@ -2629,8 +2670,13 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     return r;
 }
 
+AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
+    return am2z__redis_pool_get(p, timeout_ms, 0, status);
+}
+
 AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r) {
     if (!p || !r) return;
+    r->cap_ns = 0;
     if (r->fd < 0 || r->pending || r->out.len) {
         /* broken or mid-pipeline: its stream cannot be trusted by the next user */
         am2z_redis_free(r);
@@ -2982,6 +3028,8 @@ typedef struct am2z__qrt {
     uint64_t token_seq;         /* atomic */
     int64_t started_ms;
     int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
+    int64_t n_missing;          /* atomic: ids taken from a queue whose job hash was gone */
+    int64_t down_since, down_next; /* atomic: outage start (monotonic ns; 0: up), next report (s) */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3169,13 +3217,43 @@ static const char *am2z__qel(const am2z_reply *r, size_t i, size_t *len) {
     if (len) *len = e->len;
     return am2z_reply_str(e);
 }
-static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
-    const am2z_reply *e = am2z_reply_at(r, i);
-    if (!e) return 0;
-    if (e->type == AM2Z_REPLY_INTEGER) return e->integer;
-    if (e->type == AM2Z_REPLY_BULK || e->type == AM2Z_REPLY_STRING) return strtoll(am2z_reply_str(e), NULL, 10);
-    return 0;
+/* Every number read from Redis may have been written by anyone (a hand-made job, a
+   broken client): it is parsed whole (decimal, or a number with a fraction or exponent
+   as Lua writes big ones), clamped into lo..hi, and def when it is no number at all. */
+#define AM2Z__QMAX_MS ((int64_t)253402300799999) /* epoch ms of the last moment of 9999 */
+#define AM2Z__QMAX_COUNT ((int64_t)1000000)      /* attempts, stalls: more than any policy allows */
+static int64_t am2z__qnum(const char *s, size_t n, int64_t lo, int64_t hi, int64_t def) {
+    char buf[64], *end = NULL;
+    double d;
+    size_t i = s && n && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    int64_t v = 0;
+    if (!s || n == 0 || n >= sizeof buf) return def;
+    if (i < n && s[i] >= '0' && s[i] <= '9') {
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            v = v > (INT64_MAX - 9) / 10 ? INT64_MAX : v * 10 + (s[i] - '0');
+        if (i == n) {
+            if (s[0] == '-') v = -v; /* -INT64_MAX at worst: no overflow */
+            return v < lo ? lo : v > hi ? hi : v;
+        }
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    d = strtod(buf, &end);
+    if (end != buf + n || d != d) return def;
+    /* compared as doubles first: converting an out-of-range double is undefined */
+    if (d <= (double)lo) return lo;
+    if (d >= (double)hi) return hi;
+    return (int64_t)d;
 }
+static int64_t am2z__qel_num(const am2z_reply *r, size_t i, int64_t lo, int64_t hi, int64_t def) {
+    const am2z_reply *e = am2z_reply_at(r, i);
+    if (!e) return def;
+    if (e->type == AM2Z_REPLY_INTEGER) return e->integer < lo ? lo : e->integer > hi ? hi : e->integer;
+    if (e->type == AM2Z_REPLY_BULK || e->type == AM2Z_REPLY_STRING) return am2z__qnum(am2z_reply_str(e), e->len, lo, hi, def);
+    return def;
+}
+/* A number of our own scripts' replies (codes, counts): any int64, 0 when none. */
+static int64_t am2z__qel_int(const am2z_reply *r, size_t i) { return am2z__qel_num(r, i, INT64_MIN, INT64_MAX, 0); }
 
 AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
                                      size_t size) {
@@ -3203,6 +3281,13 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
    events stream); dropsession (every key of a session). */
 static const char *const am2z__qlua_lib[] = {
     "local function num(x) return string.format('%.0f', x) end",
+    "-- A count read from a hash another client may have written: an integer in 0..hi, or",
+    "-- nil when it is no number at all (nan, inf and text included).",
+    "local function int(x, hi)",
+    "  local n = tonumber(x)",
+    "  if not n or n ~= n or n == math.huge or n == -math.huge then return nil end",
+    "  return math.min(math.max(math.floor(n), 0), hi)",
+    "end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
     "local function bulk(cmd, key, list)",
     "  for i = 1, #list, 500 do",
@@ -3237,7 +3322,7 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('ZREM', P .. 'delayed', unpack(due))",
     "  for i = 1, #due do",
     "    local id = due[i]",
-    "    ready(P, id, tonumber(redis.call('HGET', P .. id, 'priority')) or 0)",
+    "    ready(P, id, int(redis.call('HGET', P .. id, 'priority'), 2097152) or 0)",
     "    redis.call('HSET', P .. id, 'delay', 0)",
     "  end",
     "  wake(P, wk, wm)",
@@ -3259,7 +3344,7 @@ static const char *const am2z__qlua_lib[] = {
     "    redis.call('LREM', P .. 'active', -1, id)",
     "    return {2, id}",
     "  end",
-    "  local ats = (tonumber(f[9]) or 0) + 1",
+    "  local ats = (int(f[9], 1000000) or 0) + 1",
     "  redis.call('SET', jk .. ':lock', tok, 'PX', lockms)",
     "  redis.call('HSET', jk, 'processedOn', now, 'ats', ats)",
     "  local cancelled = 0",
@@ -3272,19 +3357,20 @@ static const char *const am2z__qlua_lib[] = {
     "  if prom == '1' then promote(P, tonumber(now), wk, wm) end",
     "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency', 'max', 'duration')",
     "  if m[1] then return {0} end",
-    "  if m[2] then",
-    "    k = math.min(k, tonumber(m[2]) - redis.call('LLEN', P .. 'active'))",
+    "  if int(m[2], 1000000) then",
+    "    k = math.min(k, int(m[2], 1000000) - redis.call('LLEN', P .. 'active'))",
     "    if k <= 0 then return {0} end",
     "  end",
     "  local lk = P .. 'limiter'",
-    "  if m[3] then",
-    "    local used = tonumber(redis.call('GET', lk)) or 0",
-    "    if used >= tonumber(m[3]) then",
+    "  local max = int(m[3], 1000000000)",
+    "  if max then",
+    "    local used = int(redis.call('GET', lk), 1000000000) or 0",
+    "    if used >= max then",
     "      local due = num(tonumber(now) + math.max(redis.call('PTTL', lk), 1))",
     "      redis.call('ZADD', P .. 'marker', due, '1')",
     "      return {0, due}",
     "    end",
-    "    k = math.min(k, tonumber(m[3]) - used)",
+    "    k = math.min(k, max - used)",
     "  end",
     "  local order = {}",
     "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",
@@ -3300,7 +3386,9 @@ static const char *const am2z__qlua_lib[] = {
     "    return {0}",
     "  end",
     "  redis.call('LPUSH', P .. 'active', unpack(order))",
-    "  if m[3] and redis.call('INCRBY', lk, #order) == #order then redis.call('PEXPIRE', lk, m[4] or 60000) end",
+    "  if max and redis.call('INCRBY', lk, #order) == #order then",
+    "    redis.call('PEXPIRE', lk, math.max(int(m[4], 86400000) or 60000, 1))",
+    "  end",
     "  -- more waiting: wake the next worker",
     "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
     "  -- one EXISTS for the batch's cancel keys; each job's own only when one is set",
@@ -3545,7 +3633,7 @@ static const char *const am2z__qlua_retry[] = {
     "  if not paused then delaymark(P) end",
     "  event(P, ARGV[9], 'delayed', 'jobId', id, 'delay', num(due))",
     "else",
-    "  ready(P, id, tonumber(redis.call('HGET', jk, 'priority')) or 0)",
+    "  ready(P, id, int(redis.call('HGET', jk, 'priority'), 2097152) or 0)",
     "  if not paused then wake(P, ARGV[10], ARGV[11]) end",
     "  event(P, ARGV[9], 'waiting', 'jobId', id, 'prev', 'active')",
     "end",
@@ -3582,7 +3670,8 @@ static const char *const am2z__qlua_stalled[] = {
     "for i = 1, #st do",
     "  local id = st[i]",
     "  if redis.call('EXISTS', P .. id .. ':lock') == 0 and redis.call('LREM', P .. 'active', 1, id) > 0 then",
-    "    local stc = redis.call('HINCRBY', P .. id, 'stc', 1)",
+    "    local stc = (int(redis.call('HGET', P .. id, 'stc'), 1000000) or 0) + 1",
+    "    redis.call('HSET', P .. id, 'stc', stc)",
     "    if stc > tonumber(ARGV[5]) then",
     "      redis.call('HSET', P .. id, 'defa', 'job stalled more than allowable limit')",
     "    end",
@@ -3745,6 +3834,32 @@ static am2z_status am2z__qeval(am2z_redis *r, am2z_reply *rep, const am2z_redis_
     return am2z_redis_evalsha(r, rep, s, 0, argc, argv, lens);
 }
 
+/* An outage is logged by its changes, not per failed try: every thread of the runtime
+   reports its failures here; the first one logs "lost", later ones only "still down
+   after N s" (10 s, then doubling), and the first success after it logs "answers again".
+   Without this each thread logged each 100 ms reconnect attempt. what: the failure. */
+static void am2z__qdown(am2z__qrt *q, const char *what) {
+    int64_t now = am2z_monotonic_ns(), since = am2z__atomic_load(&q->down_since, AM2Z__MO_ACQUIRE);
+    int64_t next = am2z__atomic_load(&q->down_next, AM2Z__MO_ACQUIRE);
+    if (since == 0) {
+        am2z__atomic_store(&q->down_next, 10, AM2Z__MO_RELEASE);
+        if (am2z__atomic_cas(&q->down_since, &since, now, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE))
+            am2z_log_warn(q->logger, "queue runtime: Redis connection lost: %s (retrying quietly)", what);
+    } else if (now - since >= next * 1000000000 &&
+               am2z__atomic_cas(&q->down_next, &next, next < 3600 ? next * 2 : next, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
+        am2z_log_warn(q->logger, "queue runtime: Redis still down after %lld s: %s", (long long)next, what);
+    }
+}
+/* A command went through: ends an outage (logged once). */
+static void am2z__qup(am2z__qrt *q) {
+    int64_t since;
+    if (am2z__atomic_load(&q->down_since, AM2Z__MO_ACQUIRE) == 0) return;
+    since = am2z__atomic_exchange(&q->down_since, 0, AM2Z__MO_ACQ_REL);
+    if (since)
+        am2z_log_info(q->logger, "queue runtime: Redis connection restored after %lld ms",
+                      (long long)((am2z_monotonic_ns() - since) / 1000000));
+}
+
 /* A connection of this runtime named <bull>:<prefix>:<instance>:<role>; connected when
    Redis answers (the threads reconnect later otherwise). NULL when out of memory. */
 static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
@@ -3754,8 +3869,7 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
     snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
     d.client_name = name;
     r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK)
-        am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_status_detail());
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) am2z__qdown(q, am2z_status_detail());
     return r;
 }
 
@@ -3764,7 +3878,7 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
 static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
     if (am2z_redis_is_connected(r)) return 1;
     if (am2z_redis_connect(r) == AM2Z_STATUS_OK) return 1;
-    am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_status_detail());
+    am2z__qdown(q, am2z_status_detail());
     return 0;
 }
 
@@ -3928,7 +4042,10 @@ static void am2z__qwait_parse(am2z__qwait *w) {
         am2z_value_release(v);
         return;
     }
-    w->attempts = (int)am2z_value_get_int(v, "attempts", 0);
+    {
+        int64_t a = am2z_value_get_int(v, "attempts", 0);
+        w->attempts = (int)(a < 0 ? 0 : a > AM2Z__QMAX_COUNT ? AM2Z__QMAX_COUNT : a);
+    }
     errs = am2z_value_find(v, "errors", 6);
     n = am2z_value_len(errs);
     if (am2z_value_type(errs) == AM2Z_TYPE_ARRAY && n) {
@@ -4799,7 +4916,7 @@ static int am2z__qjr_decode(am2z__qjobrun *jr, am2z__qworker *w, am2z__qjob *job
     jr->opts = am2z__qel(r, AM2Z__QJ_OPTS, &jr->optsn);
     jr->defa = am2z__qel(r, AM2Z__QJ_DEFA, &jr->defan);
     jr->stack = am2z__qel(r, AM2Z__QJ_STACK, &jr->stackn);
-    jr->attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1;
+    jr->attempt = (int)am2z__qel_num(r, AM2Z__QJ_ATM, 0, AM2Z__QMAX_COUNT, 0) + 1;
     if (!jr->id) { am2z__qjob_clear(job); return 0; }
     snprintf(jr->exec_id, sizeof jr->exec_id, "%s", jr->id);
     if (jr->stack && jr->stackn) {
@@ -4840,12 +4957,21 @@ static void am2z__qjr_envelope(am2z__qjobrun *jr) {
     } else if (am2z_value_find(jr->env, "am2z", 4)) {
         const char *s = am2z_value_get_string(jr->env, "executionId", NULL);
         const am2z_value *st = am2z_value_find(jr->env, "state", 5);
+        const am2z_value *cd = am2z_value_find(jr->env, "callDepth", 9);
+        int64_t depth = cd ? am2z_value_as_int(cd, -1) : 0;
         if (s && strlen(s) < sizeof jr->exec_id) snprintf(jr->exec_id, sizeof jr->exec_id, "%s", s);
         s = am2z_value_get_string(jr->env, "sessionId", NULL);
         if (s && am2z__qname_ok(s)) jr->session = s;
-        jr->depth = (int)am2z_value_get_int(jr->env, "callDepth", 0);
         jr->deadline_ms = am2z_value_get_int(jr->env, "deadline", 0);
+        if (jr->deadline_ms < 0) jr->deadline_ms = 0; /* none */
+        if (jr->deadline_ms > AM2Z__QMAX_MS) jr->deadline_ms = AM2Z__QMAX_MS;
         jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
+        if (depth < 0 || depth > INT_MAX) {
+            /* no depth a runtime hands out: a broken or forged job, not a deep one */
+            jr->err = am2z_error_validation("callDepth", cd, "callDepth must be an integer >= 0");
+            return;
+        }
+        jr->depth = (int)depth;
         if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
             jr->err = am2z_error_validation("state", st, "job data has no \"state\" object");
         else if (am2z_value_find(st, "metadata", 8))
@@ -4882,7 +5008,8 @@ static void am2z__qjr_resolve(am2z__qjobrun *jr) {
     if (!jr->err && !(jr->p = am2z_runtime_lookup(q->rt, qu->proc))) jr->err = am2z__runtime_not_found(q->rt, qu->proc);
     if (!jr->err && (jr->depth < 0 || jr->depth > q->max_depth)) jr->err = am2z_error_call_depth(q->max_depth, jr->depth);
     if (!jr->err && jr->deadline_ms && am2z_now_ms() >= jr->deadline_ms)
-        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_int(&jr->job->rep, AM2Z__QJ_TS));
+        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_num(&jr->job->rep, AM2Z__QJ_TS, 0,
+                                                                                jr->deadline_ms, 0));
     if (!jr->err && am2z__qel_int(&jr->job->rep, AM2Z__QJ_CANCEL)) {
         jr->err = am2z_error_cancelled("the execution was cancelled before it started");
         jr->cancelled = AM2Z__QCANCEL_KEY;
@@ -5144,6 +5271,27 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     am2z__qjr_clear(&jr);
 }
 
+/* An id in a queue without its job hash (deleted by hand, a broken client): the fetch
+   script dropped it from active. Counted (stats "missing"), logged the first time, and
+   told to handlers as "queue:job:missing" {queue, jobId, missing}. */
+static void am2z__qmissing(am2z__qrt *q, am2z__qqueue *qu, const am2z_reply *e) {
+    size_t idn = 0;
+    const char *id = am2z__qel(e, 1, &idn);
+    int64_t n = am2z__atomic_inc(&q->n_missing);
+    char idb[AM2Z_NAME_MAX + 1];
+    snprintf(idb, sizeof idb, "%.*s", (int)(idn > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : idn), id ? id : "");
+    if (n == 1)
+        am2z_log_warn(q->logger, "queue runtime: job %s of %s has no hash: dropped (logged once; stats \"missing\" "
+                      "counts them)", idb, qu->name);
+    if (am2z__runtime_has_handlers(q->rt, "queue:job:missing")) {
+        am2z_value *ev = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
+        ev = am2z_value_set(ev, "jobId", am2z_value_string(idb));
+        ev = am2z_value_set(ev, "missing", am2z_value_int(n));
+        am2z_runtime_emit(q->rt, "queue:job:missing", ev);
+        am2z_value_release(ev);
+    }
+}
+
 /* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
    token <token>.<n>); {0, due} notes the next delayed job on qu. Returns the count. */
 static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
@@ -5153,6 +5301,7 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
     if (rep->type == AM2Z_REPLY_ARRAY && code == 3) {
         for (i = 1; i < rep->len && n < max; i++) {
             am2z_reply *e = &rep->element[i];
+            if (e->type == AM2Z_REPLY_ARRAY && am2z__qel_int(e, 0) == 2) am2z__qmissing(q, qu, e);
             if (e->type != AM2Z_REPLY_ARRAY || am2z__qel_int(e, 0) != 1 || e->len < AM2Z__QJ_COUNT) continue;
             memset(&jobs[n], 0, sizeof jobs[n]);
             jobs[n].rep = *e;
@@ -5186,7 +5335,9 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
     st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) && !am2z_redis_is_connected(w->conn))
+            am2z__qdown(q, am2z_status_detail());
+        else if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
             am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
                           rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
         am2z_reply_clear(&rep);
@@ -5491,16 +5642,18 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
-            am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_status_detail());
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qdown(q, am2z_status_detail());
         am2z_reply_clear(&rep);
         return -1;
     }
+    am2z__qup(q);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len >= 3) {
         size_t kn = 0, mn = 0;
         const char *key = am2z__qel(&rep, 0, &kn), *member = am2z__qel(&rep, 1, &mn);
         const am2z_reply *sc = am2z_reply_at(&rep, 2);
-        int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE ? (int64_t)sc->number : am2z__qel_int(&rep, 2);
+        int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE
+                            ? (sc->number >= 0 && sc->number < (double)AM2Z__QMAX_MS ? (int64_t)sc->number : 0)
+                            : am2z__qel_num(&rep, 2, 0, AM2Z__QMAX_MS, 0);
         if (key && strcmp(key, w->ctl) != 0) {
             size_t cl = strlen(q->C);
             if (kn > cl + 5 && memcmp(key, q->C, cl) == 0 && memcmp(key + cl, "wake:", 5) == 0) {
@@ -5576,7 +5729,9 @@ static void *am2z__qreceiver_main(void *arg) {
         else
             st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
         am2z__qguard_leave(q, &q->rguard);
-        if (st == AM2Z_STATUS_SERVER && lmpop) {
+        if (st == AM2Z_STATUS_SERVER && lmpop && strncmp(am2z_reply_str(&rep), "ERR unknown command", 19) == 0) {
+            /* only a server without the command downgrades: -LOADING, -BUSY and the like
+               pass, and a Redis 7 that answered one of them must keep BLMPOP */
             lmpop = 0;
             am2z_reply_clear(&rep);
             continue;
@@ -5584,10 +5739,11 @@ static void *am2z__qreceiver_main(void *arg) {
         if (st != AM2Z_STATUS_OK) {
             am2z_reply_clear(&rep);
             if (am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) break; /* cut loose by stop */
-            am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
+            am2z__qdown(q, am2z_status_detail());
             am2z__qsleep_ms(20);
             continue;
         }
+        am2z__qup(q);
         if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 2) {
             list = am2z_reply_at(&rep, 1);
             if (lmpop && list && list->type == AM2Z_REPLY_ARRAY) {
@@ -5765,7 +5921,7 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
             am2z__qwait *w = ws[i], *t;
             size_t rvn = 0, frn = 0, stn = 0;
             const char *rv = am2z__qel(&rep, 1, &rvn), *fr = am2z__qel(&rep, 2, &frn), *stk = am2z__qel(&rep, 3 + 1, &stn);
-            int atm = (int)am2z__qel_int(&rep, 3);
+            int atm = (int)am2z__qel_num(&rep, 3, 0, AM2Z__QMAX_COUNT, 0);
             am2z_state *state = NULL;
             am2z_error *err = NULL, **errs = NULL;
             size_t nerrs = 0, k;
@@ -6182,6 +6338,7 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     v = am2z_value_set(v, "completed", am2z_value_int(am2z__atomic_load(&q->n_completed, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried, AM2Z__MO_ACQUIRE)));
+    v = am2z_value_set(v, "missing", am2z_value_int(am2z__atomic_load(&q->n_missing, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "workers", am2z_value_int(q->nworkers));
     am2z__mutex_lock(&q->wmu);
     n = q->nwaiters;
