@@ -1881,6 +1881,7 @@ struct am2z_redis {
     int just_sent;             /* a request just went out: wait before trying to read */
     int64_t last_timeout_ms;   /* of the last wait, for failure reasons and TimeoutError */
     int64_t cap_ns;            /* a caller's deadline (monotonic ns) every wait ends by; 0: none */
+    int abort_fd;              /* readable: every wait fails at once (an owner stopping); -1: none */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
 };
@@ -1944,7 +1945,7 @@ static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadlin
     int capped = r->cap_ns > 0 && (deadline < 0 || r->cap_ns < deadline);
     if (capped) deadline = r->cap_ns;
     for (;;) {
-        struct pollfd pfd;
+        struct pollfd pfd[2];
         int ms = -1, n;
         if (deadline >= 0) {
             int64_t left = deadline - am2z_monotonic_ns();
@@ -1955,10 +1956,15 @@ static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadlin
                                         (long long)r->last_timeout_ms);
             ms = left / 1000000 >= INT_MAX ? INT_MAX : (int)((left + 999999) / 1000000);
         }
-        pfd.fd = r->fd;
-        pfd.events = events;
-        pfd.revents = 0;
-        n = poll(&pfd, 1, ms);
+        pfd[0].fd = r->fd;
+        pfd[0].events = events;
+        pfd[0].revents = 0;
+        pfd[1].fd = r->abort_fd;
+        pfd[1].events = POLLIN;
+        pfd[1].revents = 0;
+        n = poll(pfd, r->abort_fd >= 0 ? 2 : 1, ms);
+        if (n > 0 && pfd[1].revents)
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "%s cut loose: its owner is stopping", what);
         if (n > 0) return AM2Z_STATUS_OK; /* readable, writable, or an error/hangup the next call reports */
         if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll");
     }
@@ -2075,6 +2081,7 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     memset(r, 0, sizeof *r);
     if (desc) r->desc = *desc;
     r->fd = -1;
+    r->abort_fd = -1;
     r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
     r->unix_path = am2z__redis_dup(r->desc.unix_path, &ok);
     r->user = am2z__redis_dup(r->desc.user, &ok);
@@ -2591,6 +2598,7 @@ struct am2z_redis_pool {
     am2z__cond cv;        /* signalled when a connection or a slot comes back */
     am2z_redis **idle;
     int nidle, total, max;
+    int abort_fd;             /* given to every connection it makes (am2z__redis_abort_fd) */
 };
 
 AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size, am2z_status *status) {
@@ -2615,20 +2623,29 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
     }
     am2z__mutex_init(&p->mu);
     am2z__cond_init(&p->cv);
+    p->abort_fd = -1;
     if (status) *status = AM2Z_STATUS_OK;
     return p;
 }
 
-/* Every wait of r ends by cap_ns (monotonic ns; 0: no cap) as well as by its own timeout,
-   so a caller with a deadline is never held longer by a server that stopped answering.
-   For the queue runtime, which owns r for the length of one operation. */
-AM2Z__PRIVATE void am2z__redis_cap(am2z_redis *r, int64_t cap_ns);
-AM2Z__PRIVATE void am2z__redis_cap(am2z_redis *r, int64_t cap_ns) {
-    if (r) r->cap_ns = cap_ns;
+/* Every wait of r fails with IO as soon as fd is readable (-1: never). The queue runtime
+   passes a pipe it writes to when a stop must not wait any longer for a Redis that
+   stopped answering. fd must stay open while r lives. */
+AM2Z__PRIVATE void am2z__redis_abort_fd(am2z_redis *r, int fd);
+AM2Z__PRIVATE void am2z__redis_abort_fd(am2z_redis *r, int fd) {
+    if (r) r->abort_fd = fd;
 }
 
-/* am2z_redis_pool_get, where a connection made for the caller is also capped at cap_ns
-   (see am2z__redis_cap); the connection keeps the cap until it is put back. */
+/* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
+   before the pool is shared between threads. */
+AM2Z__PRIVATE void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd);
+AM2Z__PRIVATE void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd) {
+    if (p) p->abort_fd = fd;
+}
+
+/* am2z_redis_pool_get, where every wait of the connection handed out (and of its
+   connect) also ends by cap_ns (monotonic ns; 0: no cap), so a caller with a deadline is
+   never held past it by a server that stopped answering; the cap goes with the put. */
 AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
                                                am2z_status *status);
 AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
@@ -2657,6 +2674,7 @@ AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeo
     am2z__mutex_unlock(&p->mu);
     if (st == AM2Z_STATUS_OK && !r) r = am2z_redis_new(&p->proto->desc, &st);
     if (r) r->cap_ns = cap_ns;
+    if (r) r->abort_fd = p->abort_fd;
     if (st == AM2Z_STATUS_OK && r->fd < 0) st = am2z_redis_connect(r);
     if (st != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
@@ -3030,6 +3048,11 @@ typedef struct am2z__qrt {
     int64_t n_completed, n_failed, n_retried, n_running; /* atomic counters */
     int64_t n_missing;          /* atomic: ids taken from a queue whose job hash was gone */
     int64_t down_since, down_next; /* atomic: outage start (monotonic ns; 0: up), next report (s) */
+    int abort_pipe[2];          /* written when a stop gives up on Redis: every wait then fails */
+    int aborted;                /* the stopping thread's: abort_pipe holds a byte */
+    int64_t n_live_workers, n_live_aux; /* atomic: worker threads, receiver + maintenance still running */
+    char **late;                /* under mnt.mu: cancel keys for the maintenance thread to set */
+    size_t nlate, caplate;
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3869,6 +3892,7 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
     snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
     d.client_name = name;
     r = am2z_redis_new(&d, NULL);
+    am2z__redis_abort_fd(r, q->abort_pipe[0]);
     if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) am2z__qdown(q, am2z_status_detail());
     return r;
 }
@@ -3882,12 +3906,15 @@ static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
     return 0;
 }
 
-static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) {
+/* A pooled connection whose every wait also ends by cap_ns (monotonic; 0: no cap). */
+static am2z_redis *am2z__qborrow_until(am2z__qrt *q, int64_t cap_ns, am2z_status *st) {
     am2z_status s = AM2Z_STATUS_OK;
-    am2z_redis *r = am2z_redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000, &s);
+    am2z_redis *r = am2z__redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000,
+                                         cap_ns, &s);
     if (!r && st) *st = s;
     return r;
 }
+static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) { return am2z__qborrow_until(q, 0, st); }
 
 /* Sets the cancel keys of ids (best effort). */
 static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const *ids, size_t n) {
@@ -4423,13 +4450,42 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
 }
 
 
+/* Hands id's cancel key to the maintenance thread (or the end of a stop), so a caller
+   at its deadline does not wait for Redis. Out of memory: the job runs to its end. */
+static void am2z__qcancel_later(am2z__qrt *q, const char *id) {
+    char *c = am2z__strdup(id);
+    am2z__mutex_lock(&q->mnt.mu);
+    if (c && q->nlate == q->caplate) {
+        size_t cap = q->caplate ? q->caplate * 2 : 16;
+        char **nl = (char **)am2z__realloc(q->late, cap * sizeof *nl);
+        if (nl) { q->late = nl; q->caplate = cap; }
+    }
+    if (c && q->nlate < q->caplate) { q->late[q->nlate++] = c; c = NULL; }
+    am2z__cond_broadcast(&q->mnt.cv);
+    am2z__mutex_unlock(&q->mnt.mu);
+    am2z__free(c);
+}
+/* Sets the cancel keys handed over by am2z__qcancel_later, on conn. */
+static void am2z__qcancel_flush(am2z__qrt *q, am2z_redis *conn) {
+    char **ids;
+    size_t n, i;
+    am2z__mutex_lock(&q->mnt.mu);
+    ids = q->late;
+    n = q->nlate;
+    q->late = NULL;
+    q->nlate = q->caplate = 0;
+    am2z__mutex_unlock(&q->mnt.mu);
+    if (conn) am2z__qcancel_keys(q, conn, (const char *const *)ids, n);
+    for (i = 0; i < n; i++) am2z__free(ids[i]);
+    am2z__free(ids);
+}
+
 /* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
 static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
     am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
-    const char *id = w->id;
     if (!t) { am2z_error_release(err); return; }
     t->error = err;
-    am2z__qcancel_keys(w->q, NULL, &id, 1);
+    am2z__qcancel_later(w->q, w->id);
     am2z__qwait_signal(t);
 }
 
@@ -4443,10 +4499,12 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
     if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, proc, session));
-    if (!(r = am2z__qborrow(q, &st))) {
+    /* adding the job ends by the execution's deadline too: a Redis that stopped answering
+       cannot hold the caller past it */
+    if (!(r = am2z__qborrow_until(q, a.w->deadline_ns, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
-        st = AM2Z_STATUS_IO;
+        if (st != AM2Z_STATUS_TIMEOUT) st = AM2Z_STATUS_IO;
     } else {
         am2z__qadd_send(q, r, &a, 1, &st, NULL);
         am2z_redis_pool_put(q->pool, r);
@@ -4526,6 +4584,11 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
         e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
     } else if (st == AM2Z_STATUS_NO_MEMORY) {
         e = am2z_error_resource("memory", 0, 0);
+    } else if (st == AM2Z_STATUS_TIMEOUT) {
+        /* Redis did not take the job within the execution's deadline */
+        am2z_processor *p = proc ? am2z_runtime_lookup(q->rt, proc) : NULL;
+        e = am2z_error_timeout(proc ? proc : "submit", p ? am2z__qbudget(q, p) : 0);
+        am2z_processor_release(p);
     } else {
         e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
     }
@@ -5706,6 +5769,7 @@ static void *am2z__qworker_main(void *arg) {
         if (got == 1) am2z__qserve(w, &job);
     }
     am2z__qsnap_release(w);
+    am2z__atomic_dec(&q->n_live_workers);
     return NULL;
 }
 
@@ -5757,6 +5821,7 @@ static void *am2z__qreceiver_main(void *arg) {
         }
         am2z_reply_clear(&rep);
     }
+    am2z__atomic_dec(&q->n_live_aux);
     return NULL;
 }
 
@@ -6014,6 +6079,7 @@ static void *am2z__qmaint_main(void *arg) {
         int64_t next, t_due = 0;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        am2z__qcancel_flush(q, r);
         if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
         if (now >= t_renew) { am2z__qmaint_renew(q, r); t_renew = now + renew_every; }
         if (q->nworkers > 0 && now >= t_stalled) { am2z__qmaint_stalled(q, r); t_stalled = now + q->stalled_ms; }
@@ -6027,7 +6093,7 @@ static void *am2z__qmaint_main(void *arg) {
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
         if (t_due && t_due < next) next = t_due;
         am2z__mutex_lock(&q->mnt.mu);
-        if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed) {
+        if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed && !q->nlate) {
             int64_t left_ms = next - am2z_now_ms();
             am2z__cond_wait_until(&q->mnt.cv, &q->mnt.mu, am2z_monotonic_ns() + (left_ms > 0 ? left_ms : 0) * 1000000);
         }
@@ -6035,6 +6101,7 @@ static void *am2z__qmaint_main(void *arg) {
         am2z__mutex_unlock(&q->mnt.mu);
     }
     am2z__qsnap_release(&snap);
+    am2z__atomic_dec(&q->n_live_aux);
     return NULL;
 }
 
@@ -6398,11 +6465,11 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
    lives only until its worker pops it, or AM2Z__QCTL_TTL_MS: a worker that was busy
    takes a fresh snapshot before it blocks again anyway, so a lost wake-up costs
    nothing, and a crashed instance leaves no key behind for long. */
-static void am2z__qwake_workers(am2z__qrt *q) {
+static void am2z__qwake_workers(am2z__qrt *q, int64_t cap_ns) {
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
     int i, sent = 0;
-    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
+    if (!q->workers || !(r = am2z__qborrow_until(q, cap_ns, NULL))) return;
     for (i = 0; i < q->nworkers; i++) {
         if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
         if (am2z_redis_append(r, "PEXPIRE %s %d", q->workers[i].ctl, AM2Z__QCTL_TTL_MS) == AM2Z_STATUS_OK) sent++;
@@ -6414,7 +6481,7 @@ static void am2z__qwake_workers(am2z__qrt *q) {
 /* Deletes the keys this instance owns (its reply list, its workers' wake-up keys), once
    its threads are gone. A pooled connection may be stale after a Redis restart: one
    more try on a fresh one. */
-static void am2z__qdel_own_keys(am2z__qrt *q) {
+static void am2z__qdel_own_keys(am2z__qrt *q, int64_t cap_ns) {
     const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 2) * sizeof *argv);
     size_t argc = 0, attempt;
     int i;
@@ -6425,7 +6492,7 @@ static void am2z__qdel_own_keys(am2z__qrt *q) {
         if (q->workers[i].ctl) argv[argc++] = q->workers[i].ctl;
     for (attempt = 0; attempt < 2; attempt++) {
         am2z_reply rep = am2z__qrep0();
-        am2z_redis *r = am2z__qborrow(q, NULL);
+        am2z_redis *r = am2z__qborrow_until(q, cap_ns, NULL);
         am2z_status st;
         if (!r) break;
         st = am2z_redis_command_argv(r, &rep, argc, argv, NULL);
@@ -6443,6 +6510,9 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qproc *pr, *x;
     am2z__qqueue *u;
     am2z_redis *r;
+    /* all of its Redis work shares one command timeout (the bookkeeping sets and the
+       workers' wake-up), so a Redis that stopped answering holds it that long at most */
+    int64_t cap = q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0;
     if (!am2z__qname_ok(name)) return;
     pr = (am2z__qproc *)am2z__malloc(sizeof *pr);
     if (!pr) return;
@@ -6466,7 +6536,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__mutex_unlock(&q->mu);
     am2z__qproc_release(pr);
     u = am2z__qqueue_get(q, name, NULL, 1);
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
+    if ((r = am2z__qborrow_until(q, cap, NULL)) != NULL) {
         am2z_reply rep = am2z__qrep0();
         am2z_redis_append(r, "SADD %sprocessors %s", q->C, name);
         am2z_redis_append(r, "SADD %squeues %s", q->C, u ? u->name : name);
@@ -6475,7 +6545,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qqueue_release(u);
-    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, cap);
 }
 
 static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
@@ -6501,7 +6571,8 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
         am2z__qqueue_forget(q, qn);
         am2z__free(qn);
     }
-    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
+        am2z__qwake_workers(q, q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0);
 }
 
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
@@ -6534,6 +6605,8 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     }
     am2z__atomic_store(&q->running, 1, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->rx_stop, 0, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->n_live_workers, q->nworkers, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->n_live_aux, 2, AM2Z__MO_RELEASE);
     am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
@@ -6563,6 +6636,32 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     return AM2Z_STATUS_OK;
 }
 
+#define AM2Z__QSTOP_SLACK_MS 500 /* a stop's last commands, after the grace period */
+
+/* Waits until *live (atomic) is 0 or until (monotonic ns); 1 when it reached 0. */
+static int am2z__qlive_wait(int64_t *live, int64_t until) {
+    while (am2z__atomic_load(live, AM2Z__MO_ACQUIRE) > 0) {
+        if (am2z_monotonic_ns() >= until) return 0;
+        am2z__qsleep_ms(2);
+    }
+    return 1;
+}
+/* A stop gives up on Redis: every wait of this runtime's connections fails at once
+   (am2z__redis_abort_fd), so its threads end without their last commands. */
+static void am2z__qabort(am2z__qrt *q) {
+    char c = 1;
+    if (q->aborted) return;
+    q->aborted = write(q->abort_pipe[1], &c, 1) == 1;
+    am2z_log_warn(q->logger, "queue runtime: Redis did not answer within the stop's grace period: its last "
+                  "commands were given up (stalled-job recovery puts running jobs back)");
+}
+/* After the stop: connections wait normally again. */
+static void am2z__qunabort(am2z__qrt *q) {
+    char buf[16];
+    while (q->aborted && read(q->abort_pipe[0], buf, sizeof buf) > 0) {}
+    q->aborted = 0;
+}
+
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int64_t until = am2z_monotonic_ns() + am2z__qns(grace_ms);
@@ -6581,17 +6680,22 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
     }
     am2z__mutex_unlock(&q->runmu);
+    /* the last commands (a finished job's, a give-back, the cleanup below) share
+       AM2Z__QSTOP_SLACK_MS; past it a Redis that stopped answering is given up on */
+    until = am2z_monotonic_ns() + am2z__qns(AM2Z__QSTOP_SLACK_MS);
+    if (!am2z__qlive_wait(&q->n_live_workers, until)) am2z__qabort(q);
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
     am2z__mutex_lock(&q->mnt.mu);
     am2z__cond_broadcast(&q->mnt.cv);
     am2z__mutex_unlock(&q->mnt.mu);
+    if (!am2z__qlive_wait(&q->n_live_aux, until)) am2z__qabort(q);
     am2z__thread_join(q->receiver);
     am2z__thread_join(q->maint);
     q->have_threads = 0;
     /* late results and pending wake-ups have nobody to read them now */
-    am2z__qdel_own_keys(q);
+    if (!q->aborted) am2z__qdel_own_keys(q, until);
     /* executions still waiting cannot get their result any more */
     for (;;) {
         am2z__qwait *w = NULL;
@@ -6604,6 +6708,13 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__qexpire(w, am2z_error_with_location(am2z_error_cancelled("the runtime was stopped"), w->qu->proc, w->id));
         am2z__qwait_release(w);
     }
+    /* the cancel keys the maintenance thread did not set */
+    {
+        am2z_redis *r = q->aborted ? NULL : am2z__qborrow_until(q, until, NULL);
+        am2z__qcancel_flush(q, r);
+        if (r) am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qunabort(q);
     return AM2Z_STATUS_OK;
 }
 
@@ -6617,6 +6728,9 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z__free(q->workers);
     am2z_redis_free(q->rconn);
     am2z_redis_free(q->mconn);
+    am2z__qcancel_flush(q, NULL);
+    if (q->abort_pipe[0] >= 0) close(q->abort_pipe[0]);
+    if (q->abort_pipe[1] >= 0) close(q->abort_pipe[1]);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         while (q->queues[i]) {
             am2z__qqueue *u = q->queues[i];
@@ -6681,6 +6795,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     char hex[2 * AM2Z_SHA256_SIZE + 1];
     static int counter;
     const char *e;
+    int i;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
@@ -6701,6 +6816,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
     q->logger = lg;
+    q->abort_pipe[0] = q->abort_pipe[1] = -1;
     q->rdesc = d.redis;
     q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
     q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
@@ -6766,11 +6882,22 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_due = am2z__qscript(am2z__qlua_due);
     q->s_remove = am2z__qscript(am2z__qlua_remove);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    if (pipe(q->abort_pipe) == 0) {
+        for (i = 0; i < 2; i++) {
+            (void)fcntl(q->abort_pipe[i], F_SETFD, FD_CLOEXEC);
+            (void)fcntl(q->abort_pipe[i], F_SETFL, fcntl(q->abort_pipe[i], F_GETFL) | O_NONBLOCK);
+        }
+        am2z__redis_pool_abort_fd(q->pool, q->abort_pipe[0]);
+    } else {
+        q->abort_pipe[0] = q->abort_pipe[1] = -1;
+    }
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->pool) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    } else if (q->abort_pipe[0] < 0) {
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));
     } else if (!(probe = am2z__qborrow(q, &st))) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
                         q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",

@@ -341,6 +341,85 @@ out:
     t_redis_stop(&s);
 }
 
+/* -- 3. a frozen Redis (SIGSTOP): every call keeps its own bound -- */
+
+static int64_t elapsed_since(int64_t t0) { return now_ms() - t0; }
+
+static void test_frozen_execute_and_free(void) {
+    /* a processor with a 300 ms timeout: execute returns by its deadline, not after the
+       5 s command timeout; free returns after the stop's 500 ms for its last commands,
+       not after the command timeouts of every thread (before: 5 s and more than 10 s) */
+    t_redis s;
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d;
+    am2z_runtime *rt = NULL;
+    am2z_processor_desc pd;
+    am2z_state *in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "count", am2z_value_int(1)), NULL);
+    am2z_outcome out;
+    int64_t t0, took;
+    T_REDIS_START(&s, NULL);
+    d = qdesc(s.port, 1, lg);
+    d.redis.command_timeout_ms = 5000;
+    rt = am2z_queue_runtime_new(&d, NULL);
+    CHECK(rt != NULL);
+    if (!rt) goto out;
+    memset(&pd, 0, sizeof pd);
+    pd.name = "inc";
+    pd.fn = p_inc;
+    pd.timeout_ms = 300;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute(rt, "inc", in); /* warm: pooled connections exist */
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    t_redis_freeze(&s);
+    t0 = now_ms();
+    out = am2z_runtime_execute(rt, "inc", in);
+    took = elapsed_since(t0);
+    t_redis_thaw(&s);
+    CHECK(out.error != NULL && strcmp(out.error->name, "TimeoutError") == 0);
+    if (took > 2500) T_FAIL_("execute of a 300 ms processor took %lld ms on a frozen Redis", (long long)took);
+    am2z_outcome_clear(&out);
+    t_redis_freeze(&s);
+    t0 = now_ms();
+    am2z_runtime_free(rt);
+    took = elapsed_since(t0);
+    t_redis_thaw(&s);
+    rt = NULL;
+    if (took > 3000) T_FAIL_("free took %lld ms on a frozen Redis", (long long)took);
+out:
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+    t_redis_stop(&s);
+}
+
+static void test_frozen_register(void) {
+    /* register's Redis work shares one command timeout (1.5 s here; before it waited one
+       per step: 3 s with workers) */
+    t_redis s;
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d;
+    am2z_runtime *rt = NULL;
+    int64_t t0, took;
+    T_REDIS_START(&s, NULL);
+    d = qdesc(s.port, 2, lg);
+    d.redis.command_timeout_ms = 1500;
+    rt = am2z_queue_runtime_new(&d, NULL);
+    CHECK(rt != NULL);
+    if (!rt) goto out;
+    t_redis_sleep_ms(50);
+    t_redis_freeze(&s);
+    t0 = now_ms();
+    CHECK_INT(am2z_runtime_register(rt, plain("inc", p_inc)), AM2Z_STATUS_OK);
+    took = elapsed_since(t0);
+    t_redis_thaw(&s);
+    if (took > 2400) T_FAIL_("register took %lld ms on a frozen Redis (bound: 1500 ms)", (long long)took);
+out:
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+    t_redis_stop(&s);
+}
+
 /* -- 2. a Redis still loading its data -- */
 
 /* The last command of this instance's result receiver (CLIENT LIST's cmd=), into buf. */
@@ -576,6 +655,8 @@ int main(void) {
     RUN(test_call_depth_validated);
     RUN(test_missing_hash_visible);
     T_RUN(test_outage_logs_state_changes);
+    T_RUN(test_frozen_execute_and_free);
+    T_RUN(test_frozen_register);
     T_RUN(test_loading_keeps_blmpop);
     t_redis_stop(&server);
     return t_done();
