@@ -607,9 +607,35 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        its threads through Redis: those waiting in a blocking command are cut loose (their
        sockets shut down), so stop and free return after the grace period and the running
        processors' own return, whether Redis answers, restarted (milliseconds, not the
-       2 s a blocking command waits) or went away. A Redis that accepts connections but
-       never answers can still hold a finishing job's last command up to the connection's
-       command_timeout_ms.
+       2 s a blocking command waits) or went away. The last commands (a finished job's,
+       a give-back, deleting the instance's keys) get 500 ms after the grace period; a
+       Redis that accepts connections but never answers is then given up on (every wait
+       of the runtime's connections fails at once, logged once), and stalled-job recovery
+       puts back what could not be given back.
+   BOUNDS WHEN REDIS STOPS ANSWERING (a frozen or hung server: connects succeed, replies
+   never come; "ct" is desc.redis.command_timeout_ms, "cn" desc.redis.connect_timeout_ms)
+       am2z_queue_runtime_new     cn for each connection it makes: concurrency + 3 of them
+       am2z_runtime_register,     ct in all (the bookkeeping sets and the workers'
+         _unregister              wake-up share one deadline); the registration holds
+       am2z_runtime_execute,      the execution's deadline (timeout x attempts + backoffs,
+         _submit + _wait          see 4.3) plus a few ms: adding the job ends by it, and
+                                  the cancel key at the deadline is set by the
+                                  maintenance thread, not the caller
+       am2z_runtime_stop, _free   grace_ms (0 for free) + the running processors' return
+                                  + 500 ms
+       execute_many, stop_session, ct per command (execute_many: per batch of 512 jobs)
+         stats, execution_free,
+         the state manager
+       The runtime's threads log an outage by its changes: "connection lost", "still down
+       after N s" (10 s, then doubling), "restored after N ms" (info), not each try.
+   MEMORY OF ITS CONNECTIONS
+       A runtime holds concurrency + 2 connections (workers, receiver, maintenance) and
+       up to 16 pooled ones, each with a reply reader that buffers at most
+       desc.redis.limits.max_buffer bytes (AM2Z_REDIS_MAX_BUFFER, 1 MiB, when 0). So the
+       bytes buffered for replies not yet parsed are at most
+           (concurrency + 18) x max_buffer      (19 MiB at concurrency 1 by default)
+       whatever a server sends; the values of parsed replies (job data, results) come on
+       top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
    KEYS OF AN INSTANCE
        A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
        its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
@@ -637,7 +663,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 
 /* Zero fields take the defaults. Strings are copied. */
 typedef struct am2z_queue_desc {
-    am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts;
+    am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts,
+                                     limits (see MEMORY in 4.8);
                                      unset host/port/password/db come from REDIS_HOST,
                                      REDIS_PORT, REDIS_PASSWORD, REDIS_DB when set */
     const char *prefix;           /* am2z prefix of queue names; default "am2z" */
@@ -666,7 +693,8 @@ typedef struct am2z_queue_desc {
    am2z_runtime_free. NULL with *status (may be NULL; AM2Z_STATUS_OK on success)
    AM2Z_STATUS_INVALID_ARGUMENT (bad prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS),
    AM2Z_STATUS_NO_MEMORY, or the connection's status when Redis is unreachable; the
-   detail says which. */
+   detail says which. Takes up to connect_timeout_ms per connection it opens when Redis
+   does not answer (BOUNDS in 4.8). */
 AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
 /* ---- 4.9 state manager --------------------------------------------------------------- */
@@ -7096,6 +7124,9 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #undef AM2Z__QADD_SHARED
 #undef AM2Z__QADD_GROUP
 #undef AM2Z__QMANY_BATCH
+#undef AM2Z__QMAX_MS
+#undef AM2Z__QMAX_COUNT
+#undef AM2Z__QSTOP_SLACK_MS
 
 #ifdef __cplusplus
 }
