@@ -6708,8 +6708,10 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
     }
     am2z__mutex_unlock(&q->runmu);
-    /* the last commands (a finished job's, a give-back, the cleanup below) share
-       AM2Z__QSTOP_SLACK_MS; past it a Redis that stopped answering is given up on */
+    /* once the processors returned, their last commands (a finished job's, a give-back,
+       the cleanup below) share AM2Z__QSTOP_SLACK_MS; past it a Redis that stopped
+       answering is given up on. Each step gets at least 100 ms of it. */
+    while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0) am2z__qsleep_ms(2);
     until = am2z_monotonic_ns() + am2z__qns(AM2Z__QSTOP_SLACK_MS);
     if (!am2z__qlive_wait(&q->n_live_workers, until)) am2z__qabort(q);
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
@@ -6718,10 +6720,12 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__mutex_lock(&q->mnt.mu);
     am2z__cond_broadcast(&q->mnt.cv);
     am2z__mutex_unlock(&q->mnt.mu);
+    if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
     if (!am2z__qlive_wait(&q->n_live_aux, until)) am2z__qabort(q);
     am2z__thread_join(q->receiver);
     am2z__thread_join(q->maint);
     q->have_threads = 0;
+    if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
     /* late results and pending wake-ups have nobody to read them now */
     if (!q->aborted) am2z__qdel_own_keys(q, until);
     /* executions still waiting cannot get their result any more */
