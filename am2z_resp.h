@@ -2659,25 +2659,21 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
 /* Every wait of r fails with IO as soon as fd is readable (-1: never). The queue runtime
    passes a pipe it writes to when a stop must not wait any longer for a Redis that
    stopped answering. fd must stay open while r lives. */
-AM2Z__PRIVATE void am2z__redis_abort_fd(am2z_redis *r, int fd);
-AM2Z__PRIVATE void am2z__redis_abort_fd(am2z_redis *r, int fd) {
+static void am2z__redis_abort_fd(am2z_redis *r, int fd) {
     if (r) r->abort_fd = fd;
 }
 
 /* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
    before the pool is shared between threads. */
-AM2Z__PRIVATE void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd);
-AM2Z__PRIVATE void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd) {
+static void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd) {
     if (p) p->abort_fd = fd;
 }
 
 /* am2z_redis_pool_get, where every wait of the connection handed out (and of its
    connect) also ends by cap_ns (monotonic ns; 0: no cap), so a caller with a deadline is
    never held past it by a server that stopped answering; the cap goes with the put. */
-AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
-                                               am2z_status *status);
-AM2Z__PRIVATE am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
-                                               am2z_status *status) {
+static am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
+                                        am2z_status *status) {
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until_ns = INT64_MAX;
@@ -6531,6 +6527,13 @@ static void am2z__qdel_own_keys(am2z__qrt *q, int64_t cap_ns) {
     am2z__free(argv);
 }
 
+/* Register and unregister: all of their Redis work (the bookkeeping sets, the workers'
+   wake-up) shares one command timeout, so a Redis that stopped answering holds them
+   that long at most. */
+static int64_t am2z__qcmd_cap(const am2z__qrt *q) {
+    return q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0;
+}
+
 static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     const char *name = am2z_processor_name(p);
@@ -6538,9 +6541,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qproc *pr, *x;
     am2z__qqueue *u;
     am2z_redis *r;
-    /* all of its Redis work shares one command timeout (the bookkeeping sets and the
-       workers' wake-up), so a Redis that stopped answering holds it that long at most */
-    int64_t cap = q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0;
+    int64_t cap = am2z__qcmd_cap(q);
     if (!am2z__qname_ok(name)) return;
     pr = (am2z__qproc *)am2z__malloc(sizeof *pr);
     if (!pr) return;
@@ -6599,8 +6600,7 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
         am2z__qqueue_forget(q, qn);
         am2z__free(qn);
     }
-    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
-        am2z__qwake_workers(q, q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, am2z__qcmd_cap(q));
 }
 
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
