@@ -2677,6 +2677,7 @@ static am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, 
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until_ns = INT64_MAX;
+    int slot = 0; /* this call holds one of the max slots */
     if (!p)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                                  "redis pool: get without a pool"));
@@ -2692,6 +2693,7 @@ static am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, 
                             (long long)timeout_ms);
     }
     if (st == AM2Z_STATUS_OK) {
+        slot = 1;
         if (p->nidle > 0) r = p->idle[--p->nidle];
         else p->total++; /* the slot is ours; connect outside the lock */
     }
@@ -2704,7 +2706,7 @@ static am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, 
         am2z_redis_free(r);
         r = NULL;
         am2z__mutex_lock(&p->mu);
-        if (st != AM2Z_STATUS_TIMEOUT) p->total--;
+        if (slot) p->total--; /* a connect that timed out gives its slot back too */
         am2z__cond_signal(&p->cv);
         am2z__mutex_unlock(&p->mu);
     }

@@ -645,6 +645,31 @@ static void test_reply_buffer_bounded(void) {
     free(line);
 }
 
+static void test_pool_slot_after_connect_timeout(void) {
+    /* a pooled connect whose handshake timed out gives its slot back: before, a pool of
+       one was "all 1 connections busy" for good after it */
+    fake f;
+    am2z_redis_desc d;
+    am2z_redis_pool *p;
+    am2z_status st = AM2Z_STATUS_OK;
+    int i;
+    if (fake_start(&f, "never sent", "", 0) != 0) { T_FAIL_("fake server"); return; }
+    memset(&d, 0, sizeof d);
+    d.host = "127.0.0.1";
+    d.port = f.port;
+    d.db = 1; /* a handshake: SELECT, which the fake server never answers */
+    d.connect_timeout_ms = 100;
+    p = am2z_redis_pool_new(&d, 1, NULL);
+    for (i = 0; i < 2; i++) {
+        /* the first times out in SELECT; the fake server is gone for the second (IO) */
+        CHECK(am2z_redis_pool_get(p, 1000, &st) == NULL);
+        CHECK(st == AM2Z_STATUS_TIMEOUT || (i == 1 && st == AM2Z_STATUS_IO));
+        if (strstr(am2z_status_detail(), "busy")) T_FAIL_("get %d: %s", i, am2z_status_detail());
+    }
+    am2z_redis_pool_free(p);
+    fake_stop(&f);
+}
+
 #define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
 
 static void start_server(void) {
@@ -655,6 +680,7 @@ static void start_server(void) {
 int main(void) {
     T_RUN(test_handshake_reply_types);
     T_RUN(test_reply_buffer_bounded);
+    T_RUN(test_pool_slot_after_connect_timeout);
     T_RUN(start_server);
     if (!port) return t_done();
     RUN(test_attempts_out_of_range);
