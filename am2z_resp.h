@@ -616,7 +616,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
    never come; "ct" is desc.redis.command_timeout_ms, "cn" desc.redis.connect_timeout_ms)
        am2z_queue_runtime_new     cn for each connection it makes: concurrency + 3 of them
        am2z_runtime_register,     ct in all (the bookkeeping sets and the workers'
-         _unregister              wake-up share one deadline); the registration holds
+         _unregister              wake-up share one deadline); the processor is
+                                  registered (served) either way
        am2z_runtime_execute,      the execution's deadline (timeout x attempts + backoffs,
          _submit + _wait          see 4.3) plus a few ms: adding the job ends by it, and
                                   the cancel key at the deadline is set by the
