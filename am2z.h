@@ -1088,7 +1088,8 @@ typedef struct am2z_execution am2z_execution; /* a submitted execution */
 /* An event handler (see EVENTS above); data is borrowed for the call. */
 typedef void (*am2z_event_fn)(const char *event, const am2z_value *data, void *user_data);
 
-/* Consumes p (see REGISTRY). */
+/* Consumes p (see REGISTRY). A queue runtime writes to Redis here, for at most its
+   redis.command_timeout_ms in all (am2z_resp.h 4.8, BOUNDS). */
 AM2Z_API am2z_status am2z_runtime_register(am2z_runtime *rt, am2z_processor *p);
 /* Registers ps[0..count) in order, stopping at the first failure; consumes every one. */
 AM2Z_API am2z_status am2z_runtime_register_many(am2z_runtime *rt, am2z_processor *const *ps, size_t count);
@@ -1102,7 +1103,8 @@ AM2Z_API am2z_status am2z_runtime_start(am2z_runtime *rt);
 /* Waits up to grace_ms for running executions, then cancels the rest; when it returns,
    none of rt's processors or handlers runs on its threads any more. From inside one of
    rt's processors or handlers: AM2Z_STATUS_INVALID_ARGUMENT, nothing stopped (see
-   CALLBACKS); so is a restart (stop + start) from there. */
+   CALLBACKS); so is a restart (stop + start) from there. Returns within grace_ms after
+   the running processors return (a queue runtime: + 500 ms, whatever Redis does). */
 AM2Z_API am2z_status am2z_runtime_stop(am2z_runtime *rt, int64_t grace_ms);
 /* Non-zero between a successful start (constructors start their runtime) and stop. */
 AM2Z_API int am2z_runtime_is_started(am2z_runtime *rt);
@@ -1121,7 +1123,9 @@ typedef struct am2z_runtime_settings {
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
 
 /* Blocking; input borrowed. Session "default" when session_id is NULL. The outcome
-   names its execution and session; its state's metadata.sessionId is that session. */
+   names its execution and session; its state's metadata.sessionId is that session.
+   A queue runtime returns by the execution's deadline (timeout x attempts + backoffs)
+   plus a few ms, whatever Redis does (a TimeoutError when Redis does not answer). */
 AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *processor, const am2z_state *input);
 AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const char *processor,
                                                       const am2z_state *input, const char *session_id);
@@ -1220,7 +1224,7 @@ AM2Z_API int am2z_runtime_on(am2z_runtime *rt, const char *event, am2z_event_fn 
 AM2Z_API void am2z_runtime_off(am2z_runtime *rt, int handler_id);
 /* Stops (grace 0) if running and frees everything. The last call on rt, made from
    outside its processors and handlers: from inside (see CALLBACKS) it frees nothing,
-   logs an error with rt's logger and records the detail. */
+   logs an error with rt's logger and records the detail. Bounded as stop is. */
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt);
 
 /* ==== 7b. runtime implementers: not needed by users =================================== */

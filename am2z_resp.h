@@ -52,6 +52,9 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
+       AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
+                               leave max_buffer 0 (default 1 MiB): a server sending a line
+                               without CR LF costs a connection at most this much
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
                                x86 code paths)
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
@@ -111,6 +114,9 @@
 #endif
 #ifndef AM2Z_RESP_MAX_BUFFER
 #define AM2Z_RESP_MAX_BUFFER ((size_t)64 << 20)
+#endif
+#ifndef AM2Z_REDIS_MAX_BUFFER
+#define AM2Z_REDIS_MAX_BUFFER ((size_t)1 << 20)
 #endif
 
 #include <stdarg.h>
@@ -319,7 +325,9 @@ typedef struct am2z_redis_desc {
     am2z_redis_push_fn on_push;   /* RESP3 pushes arriving between replies; default: dropped */
     void *push_user_data;
     am2z_redis_transport transport; /* read == NULL: plain socket */
-    am2z_resp_limits limits;
+    am2z_resp_limits limits;      /* the reply reader's; max_buffer 0: AM2Z_REDIS_MAX_BUFFER
+                                     (1 MiB), which bounds what an unterminated line or
+                                     unparsed replies cost; string values are not counted */
 } am2z_redis_desc;
 
 typedef struct am2z_redis am2z_redis;
@@ -331,9 +339,11 @@ typedef struct am2z_redis am2z_redis;
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status);
 /* Closes any current socket and connects: socket (each address getaddrinfo gives, IPv4
    or IPv6), transport open, then AUTH or HELLO 3, CLIENT SETNAME and SELECT sent as one
-   pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, or SERVER
-   (AUTH or SELECT refused; the detail is the server's message), and r is not connected.
-   Name resolution is not covered by the connect timeout (getaddrinfo has none). */
+   pipeline. AM2Z_STATUS_OK; otherwise IO (refused, reset, unknown host), TIMEOUT, SERVER
+   (AUTH or SELECT refused; the detail is the server's message), or PROTOCOL (a reply of
+   the wrong type: HELLO must answer a map, the others +OK), and r is not connected.
+   Bound: connect_timeout_ms for the whole of it (socket, transport and handshake), once
+   the name is resolved: name resolution is not covered (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
 /* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
    sleeping between tries: reconnect_base_ms, doubled each time up to reconnect_max_ms,
@@ -630,7 +640,10 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        running, completed, failed and retried count the jobs this runtime instance ran.
        They settle before outcomes: a job is counted completed or failed (and no longer
        running) before its result can reach its caller, in this process or another, so a
-       caller holding an outcome never sees its job still running. */
+       caller holding an outcome never sees its job still running.
+       missing counts the job ids this instance's workers took from a queue whose job
+       hash was gone (deleted by hand, a broken client): such an id is dropped, the first
+       one is logged, and each is emitted as "queue:job:missing" {queue, jobId, missing}. */
 
 /* ---- 4.8 lifecycle ------------------------------------------------------------------- */
 /* STOP AND FREE
@@ -639,9 +652,36 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        its threads through Redis: those waiting in a blocking command are cut loose (their
        sockets shut down), so stop and free return after the grace period and the running
        processors' own return, whether Redis answers, restarted (milliseconds, not the
-       2 s a blocking command waits) or went away. A Redis that accepts connections but
-       never answers can still hold a finishing job's last command up to the connection's
-       command_timeout_ms.
+       2 s a blocking command waits) or went away. The last commands (a finished job's,
+       a give-back, deleting the instance's keys) get 500 ms after the grace period; a
+       Redis that accepts connections but never answers is then given up on (every wait
+       of the runtime's connections fails at once, logged once), and stalled-job recovery
+       puts back what could not be given back.
+   BOUNDS WHEN REDIS STOPS ANSWERING (a frozen or hung server: connects succeed, replies
+   never come; "ct" is desc.redis.command_timeout_ms, "cn" desc.redis.connect_timeout_ms)
+       am2z_queue_runtime_new     cn for each connection it makes: concurrency + 3 of them
+       am2z_runtime_register,     ct in all (the bookkeeping sets and the workers'
+         _unregister              wake-up share one deadline); the processor is
+                                  registered (served) either way
+       am2z_runtime_execute,      the execution's deadline (timeout x attempts + backoffs,
+         _submit + _wait          see 4.3) plus a few ms: adding the job ends by it, and
+                                  the cancel key at the deadline is set by the
+                                  maintenance thread, not the caller
+       am2z_runtime_stop, _free   grace_ms (0 for free) + the running processors' return
+                                  + 500 ms
+       execute_many, stop_session, ct per command (execute_many: per batch of 512 jobs)
+         stats, execution_free,
+         the state manager
+       The runtime's threads log an outage by its changes: "connection lost", "still down
+       after N s" (10 s, then doubling), "restored after N ms" (info), not each try.
+   MEMORY OF ITS CONNECTIONS
+       A runtime holds concurrency + 2 connections (workers, receiver, maintenance) and
+       up to 16 pooled ones, each with a reply reader that buffers at most
+       desc.redis.limits.max_buffer bytes (AM2Z_REDIS_MAX_BUFFER, 1 MiB, when 0). So the
+       bytes buffered for replies not yet parsed are at most
+           (concurrency + 18) x max_buffer      (19 MiB at concurrency 1 by default)
+       whatever a server sends; the values of parsed replies (job data, results) come on
+       top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
    KEYS OF AN INSTANCE
        A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
        its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
@@ -669,7 +709,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 
 /* Zero fields take the defaults. Strings are copied. */
 typedef struct am2z_queue_desc {
-    am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts;
+    am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts,
+                                     limits (see MEMORY in 4.8);
                                      unset host/port/password/db come from REDIS_HOST,
                                      REDIS_PORT, REDIS_PASSWORD, REDIS_DB when set */
     const char *prefix;           /* am2z prefix of queue names; default "am2z" */
@@ -700,7 +741,8 @@ typedef struct am2z_queue_desc {
    am2z_runtime_free. NULL with *status (may be NULL; AM2Z_STATUS_OK on success)
    AM2Z_STATUS_INVALID_ARGUMENT (bad prefix, concurrency > AM2Z_QUEUE_MAX_WORKERS),
    AM2Z_STATUS_NO_MEMORY, or the connection's status when Redis is unreachable; the
-   detail says which. */
+   detail says which. Takes up to connect_timeout_ms per connection it opens when Redis
+   does not answer (BOUNDS in 4.8). */
 AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_status *status);
 
 /* What a caller may decide for itself about a declared processor (SETTINGS in 4.3).
@@ -1940,6 +1982,8 @@ struct am2z_redis {
     size_t pending;            /* replies still to read */
     int just_sent;             /* a request just went out: wait before trying to read */
     int64_t last_timeout_ms;   /* of the last wait, for failure reasons and TimeoutError */
+    int64_t cap_ns;            /* a caller's deadline (monotonic ns) every wait ends by; 0: none */
+    int abort_fd;              /* readable: every wait fails at once (an owner stopping); -1: none */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
 };
@@ -2000,20 +2044,29 @@ static am2z_status am2z__redis_fail(am2z_redis *r, am2z_status st, int err, cons
 
 /* Waits until fd is ready for `events` or the deadline (-1: none) passes. */
 static am2z_status am2z__redis_wait(am2z_redis *r, short events, int64_t deadline, const char *what) {
+    int capped = r->cap_ns > 0 && (deadline < 0 || r->cap_ns < deadline);
+    if (capped) deadline = r->cap_ns;
     for (;;) {
-        struct pollfd pfd;
+        struct pollfd pfd[2];
         int ms = -1, n;
         if (deadline >= 0) {
             int64_t left = deadline - am2z_monotonic_ns();
+            if (left <= 0 && capped)
+                return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out at the caller's deadline", what);
             if (left <= 0)
                 return am2z__redis_fail(r, AM2Z_STATUS_TIMEOUT, 0, "%s timed out after %lld ms", what,
                                         (long long)r->last_timeout_ms);
             ms = left / 1000000 >= INT_MAX ? INT_MAX : (int)((left + 999999) / 1000000);
         }
-        pfd.fd = r->fd;
-        pfd.events = events;
-        pfd.revents = 0;
-        n = poll(&pfd, 1, ms);
+        pfd[0].fd = r->fd;
+        pfd[0].events = events;
+        pfd[0].revents = 0;
+        pfd[1].fd = r->abort_fd;
+        pfd[1].events = POLLIN;
+        pfd[1].revents = 0;
+        n = poll(pfd, r->abort_fd >= 0 ? 2 : 1, ms);
+        if (n > 0 && pfd[1].revents)
+            return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "%s cut loose: its owner is stopping", what);
         if (n > 0) return AM2Z_STATUS_OK; /* readable, writable, or an error/hangup the next call reports */
         if (n < 0 && errno != EINTR) return am2z__redis_fail(r, AM2Z_STATUS_IO, errno, "poll");
     }
@@ -2130,11 +2183,13 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     memset(r, 0, sizeof *r);
     if (desc) r->desc = *desc;
     r->fd = -1;
+    r->abort_fd = -1;
     r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
     r->unix_path = am2z__redis_dup(r->desc.unix_path, &ok);
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
+    if (r->desc.limits.max_buffer == 0) r->desc.limits.max_buffer = AM2Z_REDIS_MAX_BUFFER;
     if (ok) r->rd = am2z_resp_reader_new(&r->desc.limits, &st);
     if (!ok || !r->rd) {
         am2z_redis_free(r);
@@ -2241,6 +2296,7 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     int64_t deadline;
     am2z_status st;
     am2z_reply reply;
+    const char *sent[3]; /* the handshake commands, to check each reply */
     size_t i, n = 0;
     if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: connect without a connection");
     am2z__redis_close(r);
@@ -2277,21 +2333,21 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
                 argv[argc++] = r->client_name;
             }
             if (am2z_resp_append_argv(&r->out, argc, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-            n++;
+            sent[n++] = "HELLO";
         } else {
             if (r->password) {
                 argv[0] = "AUTH";
                 argv[1] = r->user ? r->user : r->password;
                 argv[2] = r->password;
                 if (am2z_resp_append_argv(&r->out, r->user ? 3 : 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-                n++;
+                sent[n++] = "AUTH";
             }
             if (r->client_name) {
                 argv[0] = "CLIENT";
                 argv[1] = "SETNAME";
                 argv[2] = r->client_name;
                 if (am2z_resp_append_argv(&r->out, 3, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-                n++;
+                sent[n++] = "CLIENT SETNAME";
             }
         }
         if (r->desc.db > 0) {
@@ -2299,13 +2355,23 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
             argv[0] = "SELECT";
             argv[1] = db;
             if (am2z_resp_append_argv(&r->out, 2, argv, NULL) != AM2Z_STATUS_OK) goto nomem;
-            n++;
+            sent[n++] = "SELECT";
         }
     }
     r->pending = n;
     st = am2z__redis_flush(r, deadline);
     memset(&reply, 0, sizeof reply);
-    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) st = am2z__redis_read(r, &reply, deadline);
+    for (i = 0; i < n && st == AM2Z_STATUS_OK; i++) {
+        /* HELLO answers a map, the others +OK: anything else is not a Redis we can talk
+           to, and taking it for success would leave the wrong db or protocol selected */
+        int hello = strcmp(sent[i], "HELLO") == 0;
+        st = am2z__redis_read(r, &reply, deadline);
+        if (st == AM2Z_STATUS_OK && (hello ? reply.type != AM2Z_REPLY_MAP
+                                           : reply.type != AM2Z_REPLY_STRING || strcmp(am2z_reply_str(&reply), "OK") != 0))
+            st = am2z__redis_fail(r, AM2Z_STATUS_PROTOCOL, 0, "connect: %s answered a%s %s reply, not %s", sent[i],
+                                  reply.type == AM2Z_REPLY_ARRAY ? "n" : "", am2z_reply_type_name(reply.type),
+                                  hello ? "a map" : "+OK");
+    }
     am2z_reply_clear(&reply);
     /* refused (wrong password, bad db): the detail is the server's message */
     if (st == AM2Z_STATUS_SERVER) am2z__redis_close(r);
@@ -2634,6 +2700,7 @@ struct am2z_redis_pool {
     am2z__cond cv;        /* signalled when a connection or a slot comes back */
     am2z_redis **idle;
     int nidle, total, max;
+    int abort_fd;             /* given to every connection it makes (am2z__redis_abort_fd) */
 };
 
 AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int max_size, am2z_status *status) {
@@ -2658,14 +2725,33 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
     }
     am2z__mutex_init(&p->mu);
     am2z__cond_init(&p->cv);
+    p->abort_fd = -1;
     if (status) *status = AM2Z_STATUS_OK;
     return p;
 }
 
-AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
+/* Every wait of r fails with IO as soon as fd is readable (-1: never). The queue runtime
+   passes a pipe it writes to when a stop must not wait any longer for a Redis that
+   stopped answering. fd must stay open while r lives. */
+static void am2z__redis_abort_fd(am2z_redis *r, int fd) {
+    if (r) r->abort_fd = fd;
+}
+
+/* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
+   before the pool is shared between threads. */
+static void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd) {
+    if (p) p->abort_fd = fd;
+}
+
+/* am2z_redis_pool_get, where every wait of the connection handed out (and of its
+   connect) also ends by cap_ns (monotonic ns; 0: no cap), so a caller with a deadline is
+   never held past it by a server that stopped answering; the cap goes with the put. */
+static am2z_redis *am2z__redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, int64_t cap_ns,
+                                        am2z_status *status) {
     am2z_redis *r = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     int64_t until_ns = INT64_MAX;
+    int slot = 0; /* this call holds one of the max slots */
     if (!p)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                                  "redis pool: get without a pool"));
@@ -2673,6 +2759,7 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
         int64_t now = am2z_monotonic_ns();
         if (timeout_ms < (INT64_MAX - now) / 1000000) until_ns = now + timeout_ms * 1000000;
     }
+    if (cap_ns > 0 && cap_ns < until_ns) until_ns = cap_ns;
     am2z__mutex_lock(&p->mu);
     while (p->nidle == 0 && p->total >= p->max && st == AM2Z_STATUS_OK) {
         if (am2z__cond_wait_until(&p->cv, &p->mu, until_ns) && p->nidle == 0 && p->total >= p->max)
@@ -2680,21 +2767,20 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
                             (long long)timeout_ms);
     }
     if (st == AM2Z_STATUS_OK) {
+        slot = 1;
         if (p->nidle > 0) r = p->idle[--p->nidle];
         else p->total++; /* the slot is ours; connect outside the lock */
     }
     am2z__mutex_unlock(&p->mu);
-    if (st == AM2Z_STATUS_OK && !r) {
-        r = am2z_redis_new(&p->proto->desc, &st);
-        if (r) st = am2z_redis_connect(r);
-    } else if (st == AM2Z_STATUS_OK && r->fd < 0) {
-        st = am2z_redis_connect(r);
-    }
+    if (st == AM2Z_STATUS_OK && !r) r = am2z_redis_new(&p->proto->desc, &st);
+    if (r) r->cap_ns = cap_ns;
+    if (r) r->abort_fd = p->abort_fd;
+    if (st == AM2Z_STATUS_OK && r->fd < 0) st = am2z_redis_connect(r);
     if (st != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
         am2z__mutex_lock(&p->mu);
-        if (st != AM2Z_STATUS_TIMEOUT) p->total--;
+        if (slot) p->total--; /* a connect that timed out gives its slot back too */
         am2z__cond_signal(&p->cv);
         am2z__mutex_unlock(&p->mu);
     }
@@ -2702,8 +2788,13 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
     return r;
 }
 
+AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms, am2z_status *status) {
+    return am2z__redis_pool_get(p, timeout_ms, 0, status);
+}
+
 AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r) {
     if (!p || !r) return;
+    r->cap_ns = 0;
     if (r->fd < 0 || r->pending || r->out.len) {
         /* broken or mid-pipeline: its stream cannot be trusted by the next user */
         am2z_redis_free(r);
@@ -3060,6 +3151,13 @@ typedef struct am2z__qrt {
     struct am2z__qpub *pubs;
     int64_t settings_refresh_ms;
     am2z_redis_script *s_settings;
+    int64_t n_missing;          /* atomic: ids taken from a queue whose job hash was gone */
+    int64_t down_since, down_next; /* atomic: outage start (monotonic ns; 0: up), next report (s) */
+    int abort_pipe[2];          /* written when a stop gives up on Redis: every wait then fails */
+    int aborted;                /* the stopping thread's: abort_pipe holds a byte */
+    int64_t n_live_workers, n_live_aux; /* atomic: worker threads, receiver + maintenance still running */
+    char **late;                /* under mnt.mu: cancel keys for the maintenance thread to set */
+    size_t nlate, caplate;
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3247,13 +3345,43 @@ static const char *am2z__qel(const am2z_reply *r, size_t i, size_t *len) {
     if (len) *len = e->len;
     return am2z_reply_str(e);
 }
-static int64_t am2z__qel_int(const am2z_reply *r, size_t i) {
-    const am2z_reply *e = am2z_reply_at(r, i);
-    if (!e) return 0;
-    if (e->type == AM2Z_REPLY_INTEGER) return e->integer;
-    if (e->type == AM2Z_REPLY_BULK || e->type == AM2Z_REPLY_STRING) return strtoll(am2z_reply_str(e), NULL, 10);
-    return 0;
+/* Every number read from Redis may have been written by anyone (a hand-made job, a
+   broken client): it is parsed whole (decimal, or a number with a fraction or exponent
+   as Lua writes big ones), clamped into lo..hi, and def when it is no number at all. */
+#define AM2Z__QMAX_MS ((int64_t)253402300799999) /* epoch ms of the last moment of 9999 */
+#define AM2Z__QMAX_COUNT ((int64_t)1000000)      /* attempts, stalls: more than any policy allows */
+static int64_t am2z__qnum(const char *s, size_t n, int64_t lo, int64_t hi, int64_t def) {
+    char buf[64], *end = NULL;
+    double d;
+    size_t i = s && n && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    int64_t v = 0;
+    if (!s || n == 0 || n >= sizeof buf) return def;
+    if (i < n && s[i] >= '0' && s[i] <= '9') {
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            v = v > (INT64_MAX - 9) / 10 ? INT64_MAX : v * 10 + (s[i] - '0');
+        if (i == n) {
+            if (s[0] == '-') v = -v; /* -INT64_MAX at worst: no overflow */
+            return v < lo ? lo : v > hi ? hi : v;
+        }
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    d = strtod(buf, &end);
+    if (end != buf + n || d != d) return def;
+    /* compared as doubles first: converting an out-of-range double is undefined */
+    if (d <= (double)lo) return lo;
+    if (d >= (double)hi) return hi;
+    return (int64_t)d;
 }
+static int64_t am2z__qel_num(const am2z_reply *r, size_t i, int64_t lo, int64_t hi, int64_t def) {
+    const am2z_reply *e = am2z_reply_at(r, i);
+    if (!e) return def;
+    if (e->type == AM2Z_REPLY_INTEGER) return e->integer < lo ? lo : e->integer > hi ? hi : e->integer;
+    if (e->type == AM2Z_REPLY_BULK || e->type == AM2Z_REPLY_STRING) return am2z__qnum(am2z_reply_str(e), e->len, lo, hi, def);
+    return def;
+}
+/* A number of our own scripts' replies (codes, counts): any int64, 0 when none. */
+static int64_t am2z__qel_int(const am2z_reply *r, size_t i) { return am2z__qel_num(r, i, INT64_MIN, INT64_MAX, 0); }
 
 AM2Z_API am2z_status am2z_queue_name(am2z_runtime *rt, const char *processor, const char *session_id, char *buf,
                                      size_t size) {
@@ -3281,6 +3409,13 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt) {
    events stream); dropsession (every key of a session). */
 static const char *const am2z__qlua_lib[] = {
     "local function num(x) return string.format('%.0f', x) end",
+    "-- A count read from a hash another client may have written: an integer in 0..hi, or",
+    "-- nil when it is no number at all (nan, inf and text included).",
+    "local function int(x, hi)",
+    "  local n = tonumber(x)",
+    "  if not n or n ~= n or n == math.huge or n == -math.huge then return nil end",
+    "  return math.min(math.max(math.floor(n), 0), hi)",
+    "end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
     "local function bulk(cmd, key, list)",
     "  for i = 1, #list, 500 do",
@@ -3315,7 +3450,7 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('ZREM', P .. 'delayed', unpack(due))",
     "  for i = 1, #due do",
     "    local id = due[i]",
-    "    ready(P, id, tonumber(redis.call('HGET', P .. id, 'priority')) or 0)",
+    "    ready(P, id, int(redis.call('HGET', P .. id, 'priority'), 2097152) or 0)",
     "    redis.call('HSET', P .. id, 'delay', 0)",
     "  end",
     "  wake(P, wk, wm)",
@@ -3337,7 +3472,7 @@ static const char *const am2z__qlua_lib[] = {
     "    redis.call('LREM', P .. 'active', -1, id)",
     "    return {2, id}",
     "  end",
-    "  local ats = (tonumber(f[9]) or 0) + 1",
+    "  local ats = (int(f[9], 1000000) or 0) + 1",
     "  redis.call('SET', jk .. ':lock', tok, 'PX', lockms)",
     "  redis.call('HSET', jk, 'processedOn', now, 'ats', ats)",
     "  local cancelled = 0",
@@ -3350,19 +3485,20 @@ static const char *const am2z__qlua_lib[] = {
     "  if prom == '1' then promote(P, tonumber(now), wk, wm) end",
     "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency', 'max', 'duration')",
     "  if m[1] then return {0} end",
-    "  if m[2] then",
-    "    k = math.min(k, tonumber(m[2]) - redis.call('LLEN', P .. 'active'))",
+    "  if int(m[2], 1000000) then",
+    "    k = math.min(k, int(m[2], 1000000) - redis.call('LLEN', P .. 'active'))",
     "    if k <= 0 then return {0} end",
     "  end",
     "  local lk = P .. 'limiter'",
-    "  if m[3] then",
-    "    local used = tonumber(redis.call('GET', lk)) or 0",
-    "    if used >= tonumber(m[3]) then",
+    "  local max = int(m[3], 1000000000)",
+    "  if max then",
+    "    local used = int(redis.call('GET', lk), 1000000000) or 0",
+    "    if used >= max then",
     "      local due = num(tonumber(now) + math.max(redis.call('PTTL', lk), 1))",
     "      redis.call('ZADD', P .. 'marker', due, '1')",
     "      return {0, due}",
     "    end",
-    "    k = math.min(k, tonumber(m[3]) - used)",
+    "    k = math.min(k, max - used)",
     "  end",
     "  local order = {}",
     "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",
@@ -3378,7 +3514,9 @@ static const char *const am2z__qlua_lib[] = {
     "    return {0}",
     "  end",
     "  redis.call('LPUSH', P .. 'active', unpack(order))",
-    "  if m[3] and redis.call('INCRBY', lk, #order) == #order then redis.call('PEXPIRE', lk, m[4] or 60000) end",
+    "  if max and redis.call('INCRBY', lk, #order) == #order then",
+    "    redis.call('PEXPIRE', lk, math.max(int(m[4], 86400000) or 60000, 1))",
+    "  end",
     "  -- more waiting: wake the next worker",
     "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
     "  -- one EXISTS for the batch's cancel keys; each job's own only when one is set",
@@ -3623,7 +3761,7 @@ static const char *const am2z__qlua_retry[] = {
     "  if not paused then delaymark(P) end",
     "  event(P, ARGV[9], 'delayed', 'jobId', id, 'delay', num(due))",
     "else",
-    "  ready(P, id, tonumber(redis.call('HGET', jk, 'priority')) or 0)",
+    "  ready(P, id, int(redis.call('HGET', jk, 'priority'), 2097152) or 0)",
     "  if not paused then wake(P, ARGV[10], ARGV[11]) end",
     "  event(P, ARGV[9], 'waiting', 'jobId', id, 'prev', 'active')",
     "end",
@@ -3660,7 +3798,8 @@ static const char *const am2z__qlua_stalled[] = {
     "for i = 1, #st do",
     "  local id = st[i]",
     "  if redis.call('EXISTS', P .. id .. ':lock') == 0 and redis.call('LREM', P .. 'active', 1, id) > 0 then",
-    "    local stc = redis.call('HINCRBY', P .. id, 'stc', 1)",
+    "    local stc = (int(redis.call('HGET', P .. id, 'stc'), 1000000) or 0) + 1",
+    "    redis.call('HSET', P .. id, 'stc', stc)",
     "    if stc > tonumber(ARGV[5]) then",
     "      redis.call('HSET', P .. id, 'defa', 'job stalled more than allowable limit')",
     "    end",
@@ -3845,6 +3984,32 @@ static am2z_status am2z__qeval(am2z_redis *r, am2z_reply *rep, const am2z_redis_
     return am2z_redis_evalsha(r, rep, s, 0, argc, argv, lens);
 }
 
+/* An outage is logged by its changes, not per failed try: every thread of the runtime
+   reports its failures here; the first one logs "lost", later ones only "still down
+   after N s" (10 s, then doubling), and the first success after it logs "answers again".
+   Without this each thread logged each 100 ms reconnect attempt. what: the failure. */
+static void am2z__qdown(am2z__qrt *q, const char *what) {
+    int64_t now = am2z_monotonic_ns(), since = am2z__atomic_load(&q->down_since, AM2Z__MO_ACQUIRE);
+    int64_t next = am2z__atomic_load(&q->down_next, AM2Z__MO_ACQUIRE);
+    if (since == 0) {
+        am2z__atomic_store(&q->down_next, 10, AM2Z__MO_RELEASE);
+        if (am2z__atomic_cas(&q->down_since, &since, now, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE))
+            am2z_log_warn(q->logger, "queue runtime: Redis connection lost: %s (retrying quietly)", what);
+    } else if (now - since >= next * 1000000000 &&
+               am2z__atomic_cas(&q->down_next, &next, next < 3600 ? next * 2 : next, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
+        am2z_log_warn(q->logger, "queue runtime: Redis still down after %lld s: %s", (long long)next, what);
+    }
+}
+/* A command went through: ends an outage (logged once). */
+static void am2z__qup(am2z__qrt *q) {
+    int64_t since;
+    if (am2z__atomic_load(&q->down_since, AM2Z__MO_ACQUIRE) == 0) return;
+    since = am2z__atomic_exchange(&q->down_since, 0, AM2Z__MO_ACQ_REL);
+    if (since)
+        am2z_log_info(q->logger, "queue runtime: Redis connection restored after %lld ms",
+                      (long long)((am2z_monotonic_ns() - since) / 1000000));
+}
+
 /* A connection of this runtime named <bull>:<prefix>:<instance>:<role>; connected when
    Redis answers (the threads reconnect later otherwise). NULL when out of memory. */
 static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
@@ -3854,8 +4019,8 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
     snprintf(name, sizeof name, "%s%s:%s", q->C, q->instance, role);
     d.client_name = name;
     r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK)
-        am2z_log_warn(q->logger, "queue runtime: connect (%s): %s", role, am2z_status_detail());
+    am2z__redis_abort_fd(r, q->abort_pipe[0]);
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) am2z__qdown(q, am2z_status_detail());
     return r;
 }
 
@@ -3864,16 +4029,19 @@ static am2z_redis *am2z__qconn(am2z__qrt *q, const char *role) {
 static int am2z__qensure(am2z__qrt *q, am2z_redis *r) {
     if (am2z_redis_is_connected(r)) return 1;
     if (am2z_redis_connect(r) == AM2Z_STATUS_OK) return 1;
-    am2z_log_warn(q->logger, "queue runtime: reconnect failed: %s", am2z_status_detail());
+    am2z__qdown(q, am2z_status_detail());
     return 0;
 }
 
-static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) {
+/* A pooled connection whose every wait also ends by cap_ns (monotonic; 0: no cap). */
+static am2z_redis *am2z__qborrow_until(am2z__qrt *q, int64_t cap_ns, am2z_status *st) {
     am2z_status s = AM2Z_STATUS_OK;
-    am2z_redis *r = am2z_redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000, &s);
+    am2z_redis *r = am2z__redis_pool_get(q->pool, q->rdesc.connect_timeout_ms > 0 ? q->rdesc.connect_timeout_ms * 2 : 10000,
+                                         cap_ns, &s);
     if (!r && st) *st = s;
     return r;
 }
+static am2z_redis *am2z__qborrow(am2z__qrt *q, am2z_status *st) { return am2z__qborrow_until(q, 0, st); }
 
 /* Sets the cancel keys of ids (best effort). */
 static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const *ids, size_t n) {
@@ -4028,7 +4196,10 @@ static void am2z__qwait_parse(am2z__qwait *w) {
         am2z_value_release(v);
         return;
     }
-    w->attempts = (int)am2z_value_get_int(v, "attempts", 0);
+    {
+        int64_t a = am2z_value_get_int(v, "attempts", 0);
+        w->attempts = (int)(a < 0 ? 0 : a > AM2Z__QMAX_COUNT ? AM2Z__QMAX_COUNT : a);
+    }
     errs = am2z_value_find(v, "errors", 6);
     n = am2z_value_len(errs);
     if (am2z_value_type(errs) == AM2Z_TYPE_ARRAY && n) {
@@ -4377,8 +4548,9 @@ static am2z_status am2z__qsubmit_fail(am2z__qrt *q, am2z_status st, const char *
     return st;
 }
 
-/* A worker publishes the settings of p (registered here) and seeds its cache with them. */
-static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p) {
+/* A worker publishes the settings of p (registered here) and seeds its cache with them;
+   its Redis work ends by cap_ns (register's one command timeout). */
+static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p, int64_t cap_ns) {
     const char *name = am2z_processor_name(p);
     am2z__qsb js = am2z__qsb0();
     am2z__qset set;
@@ -4399,7 +4571,7 @@ static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p) {
         am2z__free(meta);
         meta = m;
     }
-    if (js.bad || !key || !meta || !(r = am2z__qborrow(q, NULL))) {
+    if (js.bad || !key || !meta || !(r = am2z__qborrow_until(q, cap_ns, NULL))) {
         am2z_log_warn(q->logger, "queue runtime: cannot publish the settings of '%s' (out of memory or no Redis)", name);
         am2z__qsb_free(&js); am2z__free(key); am2z__free(meta);
         return;
@@ -4814,13 +4986,42 @@ static void am2z__qsession_used(am2z__qrt *q, const char *session) {
 }
 
 
+/* Hands id's cancel key to the maintenance thread (or the end of a stop), so a caller
+   at its deadline does not wait for Redis. Out of memory: the job runs to its end. */
+static void am2z__qcancel_later(am2z__qrt *q, const char *id) {
+    char *c = am2z__strdup(id);
+    am2z__mutex_lock(&q->mnt.mu);
+    if (c && q->nlate == q->caplate) {
+        size_t cap = q->caplate ? q->caplate * 2 : 16;
+        char **nl = (char **)am2z__realloc(q->late, cap * sizeof *nl);
+        if (nl) { q->late = nl; q->caplate = cap; }
+    }
+    if (c && q->nlate < q->caplate) { q->late[q->nlate++] = c; c = NULL; }
+    am2z__cond_broadcast(&q->mnt.cv);
+    am2z__mutex_unlock(&q->mnt.mu);
+    am2z__free(c);
+}
+/* Sets the cancel keys handed over by am2z__qcancel_later, on conn. */
+static void am2z__qcancel_flush(am2z__qrt *q, am2z_redis *conn) {
+    char **ids;
+    size_t n, i;
+    am2z__mutex_lock(&q->mnt.mu);
+    ids = q->late;
+    n = q->nlate;
+    q->late = NULL;
+    q->nlate = q->caplate = 0;
+    am2z__mutex_unlock(&q->mnt.mu);
+    if (conn) am2z__qcancel_keys(q, conn, (const char *const *)ids, n);
+    for (i = 0; i < n; i++) am2z__free(ids[i]);
+    am2z__free(ids);
+}
+
 /* Ends a waiter that is still waiting with err (consumed); tells its job to cancel. */
 static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
     am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
-    const char *id = w->id;
     if (!t) { am2z_error_release(err); return; }
     t->error = err;
-    am2z__qcancel_keys(w->q, NULL, &id, 1);
+    am2z__qcancel_later(w->q, w->id);
     am2z__qwait_signal(t);
 }
 
@@ -4834,10 +5035,12 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
     if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__qsubmit_fail(q, st, proc, session));
-    if (!(r = am2z__qborrow(q, &st))) {
+    /* adding the job ends by the execution's deadline too: a Redis that stopped answering
+       cannot hold the caller past it */
+    if (!(r = am2z__qborrow_until(q, a.w->deadline_ns, &st))) {
         am2z__qwait *t = am2z__qwait_take(q, a.w->id, strlen(a.w->id));
         if (t) am2z__qwait_release(t);
-        st = AM2Z_STATUS_IO;
+        if (st != AM2Z_STATUS_TIMEOUT) st = AM2Z_STATUS_IO;
     } else {
         am2z__qadd_send(q, r, &a, 1, &st, NULL);
         am2z_redis_pool_put(q->pool, r);
@@ -4917,6 +5120,11 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
         e = am2z_error_validation("sessionId", NULL, "session ids are 1..AM2Z_SESSION_ID_MAX bytes of [A-Za-z0-9_.-]");
     } else if (st == AM2Z_STATUS_NO_MEMORY) {
         e = am2z_error_resource("memory", 0, 0);
+    } else if (st == AM2Z_STATUS_TIMEOUT) {
+        /* Redis did not take the job within the execution's deadline */
+        am2z_processor *p = proc ? am2z_runtime_lookup(q->rt, proc) : NULL;
+        e = am2z_error_timeout(proc ? proc : "submit", p ? am2z__qbudget(q, p) : 0);
+        am2z_processor_release(p);
     } else {
         e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
     }
@@ -5309,7 +5517,7 @@ static int am2z__qjr_decode(am2z__qjobrun *jr, am2z__qworker *w, am2z__qjob *job
     jr->opts = am2z__qel(r, AM2Z__QJ_OPTS, &jr->optsn);
     jr->defa = am2z__qel(r, AM2Z__QJ_DEFA, &jr->defan);
     jr->stack = am2z__qel(r, AM2Z__QJ_STACK, &jr->stackn);
-    jr->attempt = (int)am2z__qel_int(r, AM2Z__QJ_ATM) + 1;
+    jr->attempt = (int)am2z__qel_num(r, AM2Z__QJ_ATM, 0, AM2Z__QMAX_COUNT, 0) + 1;
     if (!jr->id) { am2z__qjob_clear(job); return 0; }
     snprintf(jr->exec_id, sizeof jr->exec_id, "%s", jr->id);
     if (jr->stack && jr->stackn) {
@@ -5350,14 +5558,25 @@ static void am2z__qjr_envelope(am2z__qjobrun *jr) {
     } else if (am2z_value_find(jr->env, "am2z", 4)) {
         const char *s = am2z_value_get_string(jr->env, "executionId", NULL);
         const am2z_value *st = am2z_value_find(jr->env, "state", 5);
+        const am2z_value *cd = am2z_value_find(jr->env, "callDepth", 9);
+        int64_t depth = cd ? am2z_value_as_int(cd, -1) : 0;
         if (s && strlen(s) < sizeof jr->exec_id) snprintf(jr->exec_id, sizeof jr->exec_id, "%s", s);
         s = am2z_value_get_string(jr->env, "sessionId", NULL);
         if (s && am2z__qname_ok(s)) jr->session = s;
-        jr->depth = (int)am2z_value_get_int(jr->env, "callDepth", 0);
         jr->deadline_ms = am2z_value_get_int(jr->env, "deadline", 0);
+        if (jr->deadline_ms < 0) jr->deadline_ms = 0; /* none */
+        if (jr->deadline_ms > AM2Z__QMAX_MS) jr->deadline_ms = AM2Z__QMAX_MS;
         jr->job_timeout_ms = am2z_value_get_int(jr->env, "timeoutMs", 0);
+        if (jr->job_timeout_ms < 0) jr->job_timeout_ms = 0; /* none: the published settings */
+        if (jr->job_timeout_ms > AM2Z__QMAX_MS) jr->job_timeout_ms = AM2Z__QMAX_MS;
         jr->from_am2z = 1;
         jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
+        if (depth < 0 || depth > INT_MAX) {
+            /* no depth a runtime hands out: a broken or forged job, not a deep one */
+            jr->err = am2z_error_validation("callDepth", cd, "callDepth must be an integer >= 0");
+            return;
+        }
+        jr->depth = (int)depth;
         if (am2z_value_type(st) != AM2Z_TYPE_OBJECT)
             jr->err = am2z_error_validation("state", st, "job data has no \"state\" object");
         else if (am2z_value_find(st, "metadata", 8))
@@ -5394,7 +5613,8 @@ static void am2z__qjr_resolve(am2z__qjobrun *jr) {
     if (!jr->err && !(jr->p = am2z_runtime_lookup(q->rt, qu->proc))) jr->err = am2z__runtime_not_found(q->rt, qu->proc);
     if (!jr->err && (jr->depth < 0 || jr->depth > q->max_depth)) jr->err = am2z_error_call_depth(q->max_depth, jr->depth);
     if (!jr->err && jr->deadline_ms && am2z_now_ms() >= jr->deadline_ms)
-        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_int(&jr->job->rep, AM2Z__QJ_TS));
+        jr->err = am2z_error_timeout(qu->proc, jr->deadline_ms - am2z__qel_num(&jr->job->rep, AM2Z__QJ_TS, 0,
+                                                                                jr->deadline_ms, 0));
     if (!jr->err && am2z__qel_int(&jr->job->rep, AM2Z__QJ_CANCEL)) {
         jr->err = am2z_error_cancelled("the execution was cancelled before it started");
         jr->cancelled = AM2Z__QCANCEL_KEY;
@@ -5689,6 +5909,27 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     am2z__qjr_clear(&jr);
 }
 
+/* An id in a queue without its job hash (deleted by hand, a broken client): the fetch
+   script dropped it from active. Counted (stats "missing"), logged the first time, and
+   told to handlers as "queue:job:missing" {queue, jobId, missing}. */
+static void am2z__qmissing(am2z__qrt *q, am2z__qqueue *qu, const am2z_reply *e) {
+    size_t idn = 0;
+    const char *id = am2z__qel(e, 1, &idn);
+    int64_t n = am2z__atomic_inc(&q->n_missing);
+    char idb[AM2Z_NAME_MAX + 1];
+    snprintf(idb, sizeof idb, "%.*s", (int)(idn > AM2Z_NAME_MAX ? AM2Z_NAME_MAX : idn), id ? id : "");
+    if (n == 1)
+        am2z_log_warn(q->logger, "queue runtime: job %s of %s has no hash: dropped (logged once; stats \"missing\" "
+                      "counts them)", idb, qu->name);
+    if (am2z__runtime_has_handlers(q->rt, "queue:job:missing")) {
+        am2z_value *ev = am2z_value_set(am2z_value_object(), "queue", am2z_value_string(qu->name));
+        ev = am2z_value_set(ev, "jobId", am2z_value_string(idb));
+        ev = am2z_value_set(ev, "missing", am2z_value_int(n));
+        am2z_runtime_emit(q->rt, "queue:job:missing", ev);
+        am2z_value_release(ev);
+    }
+}
+
 /* Moves the jobs of a fetch-shaped reply {3, job...} into jobs (at most max; job n gets
    token <token>.<n>); {0, due} notes the next delayed job on qu. Returns the count. */
 static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
@@ -5698,6 +5939,7 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
     if (rep->type == AM2Z_REPLY_ARRAY && code == 3) {
         for (i = 1; i < rep->len && n < max; i++) {
             am2z_reply *e = &rep->element[i];
+            if (e->type == AM2Z_REPLY_ARRAY && am2z__qel_int(e, 0) == 2) am2z__qmissing(q, qu, e);
             if (e->type != AM2Z_REPLY_ARRAY || am2z__qel_int(e, 0) != 1 || e->len < AM2Z__QJ_COUNT) continue;
             memset(&jobs[n], 0, sizeof jobs[n]);
             jobs[n].rep = *e;
@@ -5731,7 +5973,9 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
     st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) && !am2z_redis_is_connected(w->conn))
+            am2z__qdown(q, am2z_status_detail());
+        else if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
             am2z_log_warn(q->logger, "queue runtime: fetch from %s failed: %s", qu->name,
                           rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
         am2z_reply_clear(&rep);
@@ -6036,16 +6280,18 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
     am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
-        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
-            am2z_log_warn(q->logger, "queue runtime: worker %d: %s", w->index, am2z_status_detail());
+        if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qdown(q, am2z_status_detail());
         am2z_reply_clear(&rep);
         return -1;
     }
+    am2z__qup(q);
     if (rep.type == AM2Z_REPLY_ARRAY && rep.len >= 3) {
         size_t kn = 0, mn = 0;
         const char *key = am2z__qel(&rep, 0, &kn), *member = am2z__qel(&rep, 1, &mn);
         const am2z_reply *sc = am2z_reply_at(&rep, 2);
-        int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE ? (int64_t)sc->number : am2z__qel_int(&rep, 2);
+        int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE
+                            ? (sc->number >= 0 && sc->number < (double)AM2Z__QMAX_MS ? (int64_t)sc->number : 0)
+                            : am2z__qel_num(&rep, 2, 0, AM2Z__QMAX_MS, 0);
         if (key && strcmp(key, w->ctl) != 0) {
             size_t cl = strlen(q->C);
             if (kn > cl + 5 && memcmp(key, q->C, cl) == 0 && memcmp(key + cl, "wake:", 5) == 0) {
@@ -6098,6 +6344,7 @@ static void *am2z__qworker_main(void *arg) {
         if (got == 1) am2z__qserve(w, &job);
     }
     am2z__qsnap_release(w);
+    am2z__atomic_dec(&q->n_live_workers);
     return NULL;
 }
 
@@ -6121,7 +6368,9 @@ static void *am2z__qreceiver_main(void *arg) {
         else
             st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
         am2z__qguard_leave(q, &q->rguard);
-        if (st == AM2Z_STATUS_SERVER && lmpop) {
+        if (st == AM2Z_STATUS_SERVER && lmpop && strncmp(am2z_reply_str(&rep), "ERR unknown command", 19) == 0) {
+            /* only a server without the command downgrades: -LOADING, -BUSY and the like
+               pass, and a Redis 7 that answered one of them must keep BLMPOP */
             lmpop = 0;
             am2z_reply_clear(&rep);
             continue;
@@ -6129,10 +6378,11 @@ static void *am2z__qreceiver_main(void *arg) {
         if (st != AM2Z_STATUS_OK) {
             am2z_reply_clear(&rep);
             if (am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) break; /* cut loose by stop */
-            am2z_log_warn(q->logger, "queue runtime: result receiver: %s", am2z_status_detail());
+            am2z__qdown(q, am2z_status_detail());
             am2z__qsleep_ms(20);
             continue;
         }
+        am2z__qup(q);
         if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 2) {
             list = am2z_reply_at(&rep, 1);
             if (lmpop && list && list->type == AM2Z_REPLY_ARRAY) {
@@ -6146,6 +6396,7 @@ static void *am2z__qreceiver_main(void *arg) {
         }
         am2z_reply_clear(&rep);
     }
+    am2z__atomic_dec(&q->n_live_aux);
     return NULL;
 }
 
@@ -6310,7 +6561,7 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
             am2z__qwait *w = ws[i], *t;
             size_t rvn = 0, frn = 0, stn = 0;
             const char *rv = am2z__qel(&rep, 1, &rvn), *fr = am2z__qel(&rep, 2, &frn), *stk = am2z__qel(&rep, 3 + 1, &stn);
-            int atm = (int)am2z__qel_int(&rep, 3);
+            int atm = (int)am2z__qel_num(&rep, 3, 0, AM2Z__QMAX_COUNT, 0);
             am2z_state *state = NULL;
             am2z_error *err = NULL, **errs = NULL;
             size_t nerrs = 0, k;
@@ -6403,6 +6654,7 @@ static void *am2z__qmaint_main(void *arg) {
         int64_t next, t_due = 0;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        am2z__qcancel_flush(q, r);
         if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
         if (now >= t_renew) { am2z__qmaint_renew(q, r); t_renew = now + renew_every; }
         if (q->nworkers > 0 && now >= t_stalled) { am2z__qmaint_stalled(q, r); t_stalled = now + q->stalled_ms; }
@@ -6416,7 +6668,7 @@ static void *am2z__qmaint_main(void *arg) {
         if (q->foreign_poll_ms >= 0 && t_foreign < next) next = t_foreign;
         if (t_due && t_due < next) next = t_due;
         am2z__mutex_lock(&q->mnt.mu);
-        if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed) {
+        if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE) && !q->due_changed && !q->nlate) {
             int64_t left_ms = next - am2z_now_ms();
             am2z__cond_wait_until(&q->mnt.cv, &q->mnt.mu, am2z_monotonic_ns() + (left_ms > 0 ? left_ms : 0) * 1000000);
         }
@@ -6424,6 +6676,7 @@ static void *am2z__qmaint_main(void *arg) {
         am2z__mutex_unlock(&q->mnt.mu);
     }
     am2z__qsnap_release(&snap);
+    am2z__atomic_dec(&q->n_live_aux);
     return NULL;
 }
 
@@ -6727,6 +6980,7 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
     v = am2z_value_set(v, "completed", am2z_value_int(am2z__atomic_load(&q->n_completed, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "failed", am2z_value_int(am2z__atomic_load(&q->n_failed, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "retried", am2z_value_int(am2z__atomic_load(&q->n_retried, AM2Z__MO_ACQUIRE)));
+    v = am2z_value_set(v, "missing", am2z_value_int(am2z__atomic_load(&q->n_missing, AM2Z__MO_ACQUIRE)));
     v = am2z_value_set(v, "workers", am2z_value_int(q->nworkers));
     am2z__mutex_lock(&q->wmu);
     n = q->nwaiters;
@@ -6786,11 +7040,11 @@ static am2z_value *am2z__qop_stats(am2z_runtime *rt) {
    lives only until its worker pops it, or AM2Z__QCTL_TTL_MS: a worker that was busy
    takes a fresh snapshot before it blocks again anyway, so a lost wake-up costs
    nothing, and a crashed instance leaves no key behind for long. */
-static void am2z__qwake_workers(am2z__qrt *q) {
+static void am2z__qwake_workers(am2z__qrt *q, int64_t cap_ns) {
     am2z_redis *r;
     am2z_reply rep = am2z__qrep0();
     int i, sent = 0;
-    if (!q->workers || !(r = am2z__qborrow(q, NULL))) return;
+    if (!q->workers || !(r = am2z__qborrow_until(q, cap_ns, NULL))) return;
     for (i = 0; i < q->nworkers; i++) {
         if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
         if (am2z_redis_append(r, "PEXPIRE %s %d", q->workers[i].ctl, AM2Z__QCTL_TTL_MS) == AM2Z_STATUS_OK) sent++;
@@ -6802,7 +7056,7 @@ static void am2z__qwake_workers(am2z__qrt *q) {
 /* Deletes the keys this instance owns (its reply list, its workers' wake-up keys), once
    its threads are gone. A pooled connection may be stale after a Redis restart: one
    more try on a fresh one. */
-static void am2z__qdel_own_keys(am2z__qrt *q) {
+static void am2z__qdel_own_keys(am2z__qrt *q, int64_t cap_ns) {
     const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 2) * sizeof *argv);
     size_t argc = 0, attempt;
     int i;
@@ -6813,7 +7067,7 @@ static void am2z__qdel_own_keys(am2z__qrt *q) {
         if (q->workers[i].ctl) argv[argc++] = q->workers[i].ctl;
     for (attempt = 0; attempt < 2; attempt++) {
         am2z_reply rep = am2z__qrep0();
-        am2z_redis *r = am2z__qborrow(q, NULL);
+        am2z_redis *r = am2z__qborrow_until(q, cap_ns, NULL);
         am2z_status st;
         if (!r) break;
         st = am2z_redis_command_argv(r, &rep, argc, argv, NULL);
@@ -6824,6 +7078,13 @@ static void am2z__qdel_own_keys(am2z__qrt *q) {
     am2z__free(argv);
 }
 
+/* Register and unregister: all of their Redis work (the bookkeeping sets, the workers'
+   wake-up) shares one command timeout, so a Redis that stopped answering holds them
+   that long at most. */
+static int64_t am2z__qcmd_cap(const am2z__qrt *q) {
+    return q->rdesc.command_timeout_ms > 0 ? am2z_monotonic_ns() + am2z__qns(q->rdesc.command_timeout_ms) : 0;
+}
+
 static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     const char *name = am2z_processor_name(p);
@@ -6831,6 +7092,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qproc *pr, *x;
     am2z__qqueue *u;
     am2z_redis *r;
+    int64_t cap = am2z__qcmd_cap(q);
     if (!am2z__qname_ok(name)) return;
     pr = (am2z__qproc *)am2z__malloc(sizeof *pr);
     if (!pr) return;
@@ -6854,7 +7116,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__mutex_unlock(&q->mu);
     am2z__qproc_release(pr);
     u = am2z__qqueue_get(q, name, NULL, 1);
-    if ((r = am2z__qborrow(q, NULL)) != NULL) {
+    if ((r = am2z__qborrow_until(q, cap, NULL)) != NULL) {
         am2z_reply rep = am2z__qrep0();
         am2z_redis_append(r, "SADD %sprocessors %s", q->C, name);
         am2z_redis_append(r, "SADD %squeues %s", q->C, u ? u->name : name);
@@ -6863,8 +7125,8 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qqueue_release(u);
-    if (q->nworkers > 0) am2z__qpublish(q, p);
-    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
+    if (q->nworkers > 0) am2z__qpublish(q, p, cap);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, cap);
 }
 
 static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
@@ -6890,7 +7152,7 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
         am2z__qqueue_forget(q, qn);
         am2z__free(qn);
     }
-    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q);
+    if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, am2z__qcmd_cap(q));
 }
 
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
@@ -6923,6 +7185,8 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     }
     am2z__atomic_store(&q->running, 1, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->rx_stop, 0, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->n_live_workers, q->nworkers, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->n_live_aux, 2, AM2Z__MO_RELEASE);
     am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
@@ -6952,6 +7216,32 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     return AM2Z_STATUS_OK;
 }
 
+#define AM2Z__QSTOP_SLACK_MS 500 /* a stop's last commands, after the grace period */
+
+/* Waits until *live (atomic) is 0 or until (monotonic ns); 1 when it reached 0. */
+static int am2z__qlive_wait(int64_t *live, int64_t until) {
+    while (am2z__atomic_load(live, AM2Z__MO_ACQUIRE) > 0) {
+        if (am2z_monotonic_ns() >= until) return 0;
+        am2z__qsleep_ms(2);
+    }
+    return 1;
+}
+/* A stop gives up on Redis: every wait of this runtime's connections fails at once
+   (am2z__redis_abort_fd), so its threads end without their last commands. */
+static void am2z__qabort(am2z__qrt *q) {
+    char c = 1;
+    if (q->aborted) return;
+    q->aborted = write(q->abort_pipe[1], &c, 1) == 1;
+    am2z_log_warn(q->logger, "queue runtime: Redis did not answer within the stop's grace period: its last "
+                  "commands were given up (stalled-job recovery puts running jobs back)");
+}
+/* After the stop: connections wait normally again. */
+static void am2z__qunabort(am2z__qrt *q) {
+    char buf[16];
+    while (q->aborted && read(q->abort_pipe[0], buf, sizeof buf) > 0) {}
+    q->aborted = 0;
+}
+
 static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int64_t until = am2z_monotonic_ns() + am2z__qns(grace_ms);
@@ -6970,17 +7260,26 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__atomic_cas(&x->cancelled, &zero, AM2Z__QCANCEL_STOPPING, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE);
     }
     am2z__mutex_unlock(&q->runmu);
+    /* once the processors returned, their last commands (a finished job's, a give-back,
+       the cleanup below) share AM2Z__QSTOP_SLACK_MS; past it a Redis that stopped
+       answering is given up on. Each step gets at least 100 ms of it. */
+    while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0) am2z__qsleep_ms(2);
+    until = am2z_monotonic_ns() + am2z__qns(AM2Z__QSTOP_SLACK_MS);
+    if (!am2z__qlive_wait(&q->n_live_workers, until)) am2z__qabort(q);
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
     am2z__mutex_lock(&q->mnt.mu);
     am2z__cond_broadcast(&q->mnt.cv);
     am2z__mutex_unlock(&q->mnt.mu);
+    if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
+    if (!am2z__qlive_wait(&q->n_live_aux, until)) am2z__qabort(q);
     am2z__thread_join(q->receiver);
     am2z__thread_join(q->maint);
     q->have_threads = 0;
+    if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
     /* late results and pending wake-ups have nobody to read them now */
-    am2z__qdel_own_keys(q);
+    if (!q->aborted) am2z__qdel_own_keys(q, until);
     /* executions still waiting cannot get their result any more */
     for (;;) {
         am2z__qwait *w = NULL;
@@ -6993,6 +7292,13 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
         am2z__qexpire(w, am2z_error_with_location(am2z_error_cancelled("the runtime was stopped"), w->qu->proc, w->id));
         am2z__qwait_release(w);
     }
+    /* the cancel keys the maintenance thread did not set */
+    {
+        am2z_redis *r = q->aborted ? NULL : am2z__qborrow_until(q, until, NULL);
+        am2z__qcancel_flush(q, r);
+        if (r) am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qunabort(q);
     return AM2Z_STATUS_OK;
 }
 
@@ -7006,6 +7312,9 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z__free(q->workers);
     am2z_redis_free(q->rconn);
     am2z_redis_free(q->mconn);
+    am2z__qcancel_flush(q, NULL);
+    if (q->abort_pipe[0] >= 0) close(q->abort_pipe[0]);
+    if (q->abort_pipe[1] >= 0) close(q->abort_pipe[1]);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         while (q->queues[i]) {
             am2z__qqueue *u = q->queues[i];
@@ -7073,6 +7382,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     char hex[2 * AM2Z_SHA256_SIZE + 1];
     static int counter;
     const char *e;
+    int i;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
@@ -7093,6 +7403,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     memset(q, 0, sizeof *q);
     q->magic = AM2Z__QMAGIC;
     q->logger = lg;
+    q->abort_pipe[0] = q->abort_pipe[1] = -1;
     q->rdesc = d.redis;
     q->r_host = am2z__qenv(d.redis.host, d.redis.unix_path ? "AM2Z__NONE" : "REDIS_HOST");
     q->r_unix = am2z__qenv(d.redis.unix_path, "AM2Z__NONE");
@@ -7162,11 +7473,22 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_remove = am2z__qscript(am2z__qlua_remove);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    if (pipe(q->abort_pipe) == 0) {
+        for (i = 0; i < 2; i++) {
+            (void)fcntl(q->abort_pipe[i], F_SETFD, FD_CLOEXEC);
+            (void)fcntl(q->abort_pipe[i], F_SETFL, fcntl(q->abort_pipe[i], F_GETFL) | O_NONBLOCK);
+        }
+        am2z__redis_pool_abort_fd(q->pool, q->abort_pipe[0]);
+    } else {
+        q->abort_pipe[0] = q->abort_pipe[1] = -1;
+    }
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
+    } else if (q->abort_pipe[0] < 0) {
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));
     } else if (!(probe = am2z__qborrow(q, &st))) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
                         q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
@@ -7365,6 +7687,9 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #undef AM2Z__QADD_SHARED
 #undef AM2Z__QADD_GROUP
 #undef AM2Z__QMANY_BATCH
+#undef AM2Z__QMAX_MS
+#undef AM2Z__QMAX_COUNT
+#undef AM2Z__QSTOP_SLACK_MS
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,10 @@
        ... connect to 127.0.0.1:s.port or s.unix_path ...
        t_redis_stop(&s);
 
+   t_redis_freeze / t_redis_thaw stop and continue the server process (SIGSTOP/SIGCONT):
+   it keeps its sockets, so connects succeed and commands get no answer. A test that
+   freezes must thaw on every path; stop and kill end a frozen server too.
+
    T_REDIS_REQUIRE(rc) applies the same skip/fail rule to the result of t_redis_start,
    for a server shared by several test cases.
 
@@ -146,6 +150,7 @@ static inline int t_redis_wait_ready(t_redis *s) {
 static inline void t_redis_reap(t_redis *s, int sig) {
     if (s->pid > 0) {
         kill(s->pid, sig);
+        kill(s->pid, SIGCONT); /* a frozen server acts on SIGTERM only once it runs */
         while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR) {}
     }
     s->pid = 0;
@@ -188,6 +193,10 @@ static inline void t_redis_stop(t_redis *s) {
     t_redis_reap(s, SIGTERM);
     t_redis_cleanup_dir(s);
 }
+
+/* A server that stops answering without closing anything (as a hung host would). */
+static inline void t_redis_freeze(t_redis *s) { if (s->pid > 0) kill(s->pid, SIGSTOP); }
+static inline void t_redis_thaw(t_redis *s) { if (s->pid > 0) kill(s->pid, SIGCONT); }
 
 /* Like a crash: SIGKILL, files kept for a restart. */
 static inline void t_redis_kill(t_redis *s) { t_redis_reap(s, SIGKILL); }
