@@ -571,7 +571,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        so): with no worker ever registered, nothing could run the job, and the caller
        could not know its deadline. Callers keep the settings in a cache and check
        their version (one HGET) at most every desc.settings_refresh_ms, reading the JSON
-       only when the version moved. A process that registers a processor uses the
+       only when the version moved; a check Redis does not answer within 50 ms keeps
+       the cached settings, so it never holds a call past its deadline. A process that registers a processor uses the
        published settings too, and its own desc only while nothing is published (e.g.
        a runtime without workers that registers the real processor, as before).
        Which settings a job gets: the caller resolves them when it adds the job
@@ -4442,8 +4443,8 @@ static void am2z__qpubs_free(am2z__qrt *q) {
 /* Reads the published version of key and, when it is not known_version, the settings:
    1 with *version and *s (version 0: nothing published), 0 when Redis did not answer. */
 static int am2z__qpub_read(am2z__qrt *q, const char *key, int64_t known_version, int64_t *version, am2z__qset *s,
-                           int *have) {
-    am2z_redis *r = am2z__qborrow(q, NULL);
+                           int *have, int64_t cap_ns) {
+    am2z_redis *r = am2z__qborrow_until(q, cap_ns, NULL);
     am2z_reply rep = am2z__qrep0();
     int ok = 0;
     if (!r) return 0;
@@ -4480,12 +4481,13 @@ static void am2z__qset_override(am2z__qset *s, const am2z_call_overrides *ov) {
    a declaration's overrides on top. AM2Z_STATUS_NOT_FOUND when proc is neither
    registered nor declared, or declared with nothing published (am2z__qnot_found says
    which). */
+#define AM2Z__QSETTINGS_CHECK_NS 50000000 /* 50 ms for a version check of cached settings */
 static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *out) {
     am2z_processor *p = am2z_runtime_lookup(q->rt, proc);
     am2z__qpub *e;
     am2z__qset fresh;
     char *key = NULL;
-    int64_t now = am2z_monotonic_ns(), known = 0, version = 0;
+    int64_t now = am2z_monotonic_ns(), known = 0, version = 0, cap = 0;
     int round, have = 0, found = 0;
     /* round 0 refreshes a stale entry (outside the lock) and goes round once more */
     for (round = 0; round < 2; round++) {
@@ -4496,6 +4498,9 @@ static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *o
             (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
             e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
             known = e->have ? e->version : 0;
+            /* with settings cached, a Redis that does not answer at once keeps them: the
+               check must not hold a call past its deadline (the first read has to wait) */
+            cap = e->have ? now + AM2Z__QSETTINGS_CHECK_NS : 0;
             key = am2z__strdup(e->key);
         }
         if (!key && (found = e && (p || e->have))) {
@@ -4505,7 +4510,7 @@ static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *o
         }
         am2z__mutex_unlock(&q->setmu);
         if (!key) break;
-        if (am2z__qpub_read(q, key, known, &version, &fresh, &have)) {
+        if (am2z__qpub_read(q, key, known, &version, &fresh, &have, cap)) {
             am2z__mutex_lock(&q->setmu);
             if ((e = am2z__qpub_find(q, proc)) != NULL && (!have || version != known)) {
                 e->have = have;
@@ -5122,9 +5127,9 @@ static void am2z__qfailed_outcome(am2z__qrt *q, am2z_outcome *out, const char *p
         e = am2z_error_resource("memory", 0, 0);
     } else if (st == AM2Z_STATUS_TIMEOUT) {
         /* Redis did not take the job within the execution's deadline */
-        am2z_processor *p = proc ? am2z_runtime_lookup(q->rt, proc) : NULL;
-        e = am2z_error_timeout(proc ? proc : "submit", p ? am2z__qbudget(q, p) : 0);
-        am2z_processor_release(p);
+        am2z__qset set; /* the settings the submit resolved (cached by then) */
+        e = am2z_error_timeout(proc ? proc : "submit",
+                               proc && am2z__qsettings(q, proc, &set) == AM2Z_STATUS_OK ? am2z__qbudget(q, &set) : 0);
     } else {
         e = am2z_error_network(q->rdesc.host ? q->rdesc.host : "redis", 0, NULL);
     }
