@@ -467,8 +467,10 @@ extern "C" {
        job hash     name (processor), data, opts (JSON: attempts, backoff, priority, delay,
                     jobId, removeOnComplete, removeOnFail), timestamp, delay, priority,
                     processedOn, ats, atm, stc, finishedOn, returnvalue (the output state as
-                    JSON), failedReason (plain message), stacktrace (JSON array: one
-                    am2z_error_to_json text per failed attempt), defa.
+                    JSON), failedReason (plain "<error name>: <message>", what Node and
+                    Bull Board show), stacktrace (JSON array: one am2z_error_to_json text
+                    per failed attempt: the structured errors am2z reads back), progress
+                    (JSON number, from am2z_ctx_progress), defa.
        job data     {"am2z":1,"processorName","executionId","sessionId","callDepth",
                     "deadline" (epoch ms),"replyTo","parentExecutionId"?,"state":{...}}.
                     A job without the "am2z" member (Node's Queue.add(name, data)) is run
@@ -480,8 +482,18 @@ extern "C" {
                     <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
-       events       (desc.events) delayed, completed (returnvalue JSON), failed, waiting
-                    (retry), stalled; not added/active/drained. */
+       events       (desc.events) what Node's QueueEvents listens to, BullMQ's fields:
+                    added {jobId, name}, waiting {jobId[, prev delayed|active]},
+                    delayed {jobId, delay (due, epoch ms)}, active {jobId, prev},
+                    progress {jobId, data (JSON)}, completed {jobId, returnvalue (JSON),
+                    prev}, failed {jobId, failedReason, prev} (final failures only),
+                    retries-exhausted {jobId, attemptsMade}, stalled {jobId}, drained {},
+                    removed {jobId, prev}. completed and failed written by am2z carry one
+                    more field, am2z "1": its caller gets the result as a reply (4.3).
+                    Trimmed approximately to meta opts.maxLenEvents (default 10000).
+       client names worker presence (4.4): <bull>:<base64(queue)>:w:am2z-<instance>, as
+                    BullMQ names a worker named "am2z-<instance>"; other connections
+                    <bull>:<prefix>:<instance>:<role>. */
 
 /* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
    AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
@@ -507,7 +519,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
        (or hands it over directly when it runs in the caller's process). A job finished by
-       a foreign worker (Node) is noticed by polling its hash (desc.foreign_poll_ms).
+       a foreign worker (Node) is noticed through its queue's events stream (its
+       completed or failed entry, so also when the Node worker removes the job): one
+       reader thread per process follows, with one connection made on first use, the
+       streams of the queues that have callers waiting and a BullMQ worker (seen in
+       CLIENT LIST every 2 s while callers wait; every waited queue when CLIENT LIST is
+       refused), from just before the first waiting caller's submission. The first job
+       after a BullMQ worker appears can take up to ~0.2 s more; the hash is also polled
+       as a backstop (desc.foreign_poll_ms).
        Deadline: an execution may take timeout x attempts plus the backoff delays (and
        the queue delay), counted from submission; each attempt is bounded by the
        processor's timeout, and a child by its parent's remaining time. At the deadline
@@ -541,8 +560,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* WORKERS AND THREADS
        concurrency worker threads (one connection each) serve every queue of the process;
        one receiver thread (one connection) takes results; one maintenance thread (one
-       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
-       pool connections. Event handlers run on the worker thread that ran the job.
+       connection) renews locks, polls cancel keys and runs stalled scans; one events
+       reader thread (one connection, made when first needed) takes results of foreign
+       workers; callers borrow pool connections. Event handlers run on the worker thread
+       that ran the job.
+       A process with workers also holds one idle connection per registered processor,
+       named as BullMQ names a worker of its global queue, so Node's Queue.getWorkers()
+       and Bull Board list it (session queues are not listed). am2z_ctx_progress writes
+       the job's progress field and a progress event (a pooled connection).
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due

@@ -58,7 +58,8 @@ build_and_run() {
         # configurations that can find different bugs (one plain, the sanitizers).
         case "$t:$cfg" in
             test_redis*:gcc-c99|test_redis*:clang-*|test_queue*:gcc-c99|test_queue*:clang-*|\
-            test_interop*:gcc-c99|test_interop*:clang-*|test_edits*:gcc-c99|test_edits*:clang-*)
+            test_interop*:gcc-c99|test_interop*:clang-*|test_edits*:gcc-c99|test_edits*:clang-*|\
+            test_events*:gcc-c99|test_events*:clang-*)
                 echo "  $cfg-$t: built (runs in gcc-c11, asan-ubsan and tsan)"; continue;;
         esac
         run_counted "$cfg-$t" "./$B/$cfg/$t"

@@ -313,7 +313,7 @@ static void test_node_worker_result_reaches_caller(void) {
     tp_proc p;
     am2z_state *in, *bad;
     am2z_outcome out;
-    long long lat_us[20];
+    long long lat_us[20], first_us = -1;
     int i, n = 0;
     am2z_redis *r;
     am2z_redis_desc rd;
@@ -346,7 +346,7 @@ static void test_node_worker_result_reaches_caller(void) {
 
     in = am2z_state_parse("default", "{\"a\":1,\"b\":2}", AM2Z_NTS, NULL);
     for (i = 0; i < 20; i++) {
-        long long t = tp_now_ms() * 1000;
+        long long t;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         t = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -357,6 +357,7 @@ static void test_node_worker_result_reaches_caller(void) {
         CHECK_STR(am2z_value_get_string(out.state, "by", NULL), "bullmq");
         CHECK_INT(am2z_value_get_int(out.state, "sum", -1), 3);
         if (!out.error) lat_us[n++] = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - t;
+        if (i == 0 && n == 1) first_us = lat_us[0];
         /* the Node worker removed the job: no hash is left to poll */
         CHECK_INT(am2z_redis_command(r, &rep, "EXISTS bull:%s:%s", q, out.execution_id), AM2Z_STATUS_OK);
         CHECK_INT(rep.integer, 0);
@@ -364,8 +365,9 @@ static void test_node_worker_result_reaches_caller(void) {
     }
     if (n) {
         qsort(lat_us, (size_t)n, sizeof lat_us[0], cmp_ll);
-        printf("  Node worker -> am2z caller (removeOnComplete): first %.1f ms, p50 %.2f ms, max %.1f ms (%d calls)\n",
-               (double)lat_us[0] / 1000.0, (double)lat_us[n / 2] / 1000.0, (double)lat_us[n - 1] / 1000.0, n);
+        printf("  Node worker -> am2z caller (removeOnComplete): first call %.1f ms (finds the Node worker), "
+               "p50 %.2f ms, max %.1f ms (%d calls)\n",
+               (double)first_us / 1000.0, (double)lat_us[n / 2] / 1000.0, (double)lat_us[n - 1] / 1000.0, n);
     }
 
     /* a failure in Node comes back as the caller's error */
