@@ -3480,6 +3480,7 @@ static const char *const am2z__qlua_add[] = {
     "end",
     "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
+    "EVMAX[P] = tonumber(m[2]) or 10000",
     "for i = 1, #ids do event(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
     "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
     "if ARGV[9] ~= '' then",
@@ -6057,6 +6058,17 @@ static void am2z__qmaint_presence(am2z__qrt *q, am2z__qworker *snap, int check) 
     }
 }
 
+/* Closes the presence connections (the maintenance thread is gone, or never ran). */
+static void am2z__qpresence_drop(am2z__qrt *q) {
+    size_t i;
+    for (i = 0; i < q->npres; i++) { am2z_redis_free(q->pconn[i]); am2z__free(q->pname[i]); }
+    am2z__free(q->pconn);
+    am2z__free(q->pname);
+    q->pconn = NULL;
+    q->pname = NULL;
+    q->npres = 0;
+}
+
 /* The queue object named name, retained, or NULL. */
 static am2z__qqueue *am2z__qqueue_find(am2z__qrt *q, const char *name, size_t len) {
     uint32_t b = am2z__qhash(name, len) % AM2Z__QBUCKETS;
@@ -6911,6 +6923,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__thread_join(q->receiver);
     am2z__thread_join(q->maint);
     am2z__thread_join(q->evreader);
+    am2z__qpresence_drop(q); /* a stopped runtime is no worker */
     q->have_threads = 0;
     /* late results and pending wake-ups have nobody to read them now */
     am2z__qdel_own_keys(q);
@@ -6940,9 +6953,7 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_free(q->rconn);
     am2z_redis_free(q->mconn);
     am2z_redis_free(q->econn);
-    for (i = 0; i < q->npres; i++) { am2z_redis_free(q->pconn[i]); am2z__free(q->pname[i]); }
-    am2z__free(q->pconn);
-    am2z__free(q->pname);
+    am2z__qpresence_drop(q);
     am2z_redis_script_free(q->s_progress);
     am2z__qnotify_destroy(&q->ent);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
