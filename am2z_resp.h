@@ -522,11 +522,12 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        a foreign worker (Node) is noticed through its queue's events stream (its
        completed or failed entry, so also when the Node worker removes the job): one
        reader thread per process follows, with one connection made on first use, the
-       streams of the queues that have callers waiting and a BullMQ worker (seen in
-       CLIENT LIST every 2 s while callers wait; every waited queue when CLIENT LIST is
-       refused), from just before the first waiting caller's submission. The first job
-       after a BullMQ worker appears can take up to ~0.2 s more; the hash is also polled
-       as a backstop (desc.foreign_poll_ms).
+       streams of the queues that have callers waiting and a BullMQ worker (found by a
+       CLIENT LIST at a caller's first submission and every 2 s while callers wait;
+       every waited queue when CLIENT LIST is refused), from just before the first
+       waiting caller's submission, so no finish is missed. am2z workers' results do not
+       take this path (their replies are faster). The hash is also polled as a backstop
+       (desc.foreign_poll_ms).
        Deadline: an execution may take timeout x attempts plus the backoff delays (and
        the queue delay), counted from submission; each attempt is bounded by the
        processor's timeout, and a child by its parent's remaining time. At the deadline
@@ -2724,6 +2725,14 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #define AM2Z__QMAGIC 0x51754531u
 #define AM2Z__QBUCKETS 1024
 #define AM2Z__QCTL_TTL_MS 2000 /* life of a worker wake-up key nobody popped */
+/* following events streams for jobs finished by foreign workers (4.5) */
+#define AM2Z__QEV_LINGER_MS 5000   /* a queue stays followed this long after its last waiter */
+#define AM2Z__QEV_FOREIGN_MS 10000 /* ... while a BullMQ worker of it was seen this recently */
+#define AM2Z__QEV_SLACK_MS 1000    /* a cursor starts this long before its first waiter */
+#define AM2Z__QEV_BLOCK_MS 100     /* the reader's XREAD BLOCK: how soon it follows a new queue */
+#define AM2Z__QEV_COUNT 512        /* entries per XREAD */
+#define AM2Z__QCLIENTS_MS 2000     /* CLIENT LIST scan period while callers wait */
+
 
 /* -- growable string (JSON and keys); any failure is sticky in bad -- */
 typedef struct am2z__qsb { char *p; size_t n, cap; int bad; } am2z__qsb;
@@ -3026,6 +3035,7 @@ typedef struct am2z__qrt {
     char **pname;               /* their client names */
     size_t npres;               /* maintenance thread only */
     int64_t last_wait_ms;       /* atomic: the latest waiter's submission */
+    int64_t clients_ms;         /* atomic: the last CLIENT LIST scan (ms) */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3889,11 +3899,16 @@ static void am2z__qwait_release(am2z__qwait *w) {
     am2z__free(w);
 }
 
+static void am2z__qmaint_wake(am2z__qrt *q);
+
 static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
     uint32_t b = am2z__qhash(w->id, strlen(w->id)) % AM2Z__QBUCKETS;
     am2z__atomic_inc(&w->refs);
     am2z__atomic_store(&w->qu->last_wait, w->submitted_ms, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->last_wait_ms, w->submitted_ms, AM2Z__MO_RELEASE);
+    if (w->submitted_ms - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS &&
+        am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
+        am2z__qmaint_wake(q); /* look for BullMQ workers (CLIENT LIST) now: a first caller waits */
     if (am2z__atomic_inc(&w->qu->nwait) == 1) {
         am2z__atomic_store(&w->qu->wait_since, w->submitted_ms, AM2Z__MO_RELEASE);
         if (am2z__atomic_load(&w->qu->foreign_ms, AM2Z__MO_ACQUIRE)) { /* the events reader may sleep */
@@ -5947,13 +5962,6 @@ static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *s
    wire they use for Node: the events stream (written by the scripts), client names, and
    the job hash. Jobs finished by a Node worker come back through the events stream. */
 
-#define AM2Z__QEV_LINGER_MS 5000   /* a queue stays followed this long after its last waiter */
-#define AM2Z__QEV_FOREIGN_MS 10000 /* ... while a BullMQ worker of it was seen this recently */
-#define AM2Z__QEV_SLACK_MS 1000    /* a cursor starts this long before its first waiter */
-#define AM2Z__QEV_BLOCK_MS 100     /* the reader's XREAD BLOCK: how soon it follows a new queue */
-#define AM2Z__QEV_COUNT 512        /* entries per XREAD */
-#define AM2Z__QCLIENTS_MS 2000     /* CLIENT LIST scan period while callers wait */
-
 /* A running job's progress (am2z_ctx_progress): the job hash's progress field and a
    "progress" event (jobId, data), on a pooled connection: the processor may report from
    any thread. */
@@ -6301,7 +6309,7 @@ static void *am2z__qmaint_main(void *arg) {
     int64_t now = am2z_now_ms();
     int64_t renew_every = q->lock_ms / 3 > 10 ? q->lock_ms / 3 : 10;
     int64_t t_cancel = now, t_renew = now + renew_every, t_stalled = now, t_foreign = now + q->foreign_poll_ms;
-    int64_t t_clients = now, t_presence = now + q->stalled_ms;
+    int64_t t_presence = now + q->stalled_ms;
     unsigned pgen = 0;
     am2z__qworker snap; /* the served queues, for due times */
     memset(&snap, 0, sizeof snap);
@@ -6321,7 +6329,13 @@ static void *am2z__qmaint_main(void *arg) {
         waiting = q->nwaiters;
         am2z__mutex_unlock(&q->wmu);
         if (now - am2z__atomic_load(&q->last_wait_ms, AM2Z__MO_ACQUIRE) < AM2Z__QEV_LINGER_MS) waiting = 1;
-        if (waiting && now >= t_clients) { am2z__qmaint_clients(q, r); t_clients = now + AM2Z__QCLIENTS_MS; }
+        if (waiting && now - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS) {
+            am2z__atomic_store(&q->clients_ms, now, AM2Z__MO_RELEASE);
+            am2z__qmaint_clients(q, r);
+            am2z__mutex_lock(&q->ent.mu); /* the events reader follows what was found */
+            am2z__cond_broadcast(&q->ent.cv);
+            am2z__mutex_unlock(&q->ent.mu);
+        }
         if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
         if (now >= t_renew) { am2z__qmaint_renew(q, r); t_renew = now + renew_every; }
         if (q->nworkers > 0 && now >= t_stalled) { am2z__qmaint_stalled(q, r); t_stalled = now + q->stalled_ms; }
