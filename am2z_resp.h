@@ -490,7 +490,12 @@ extern "C" {
                     retries-exhausted {jobId, attemptsMade}, stalled {jobId}, drained {},
                     removed {jobId, prev}. completed and failed written by am2z carry one
                     more field, am2z "1": its caller gets the result as a reply (4.3).
-                    Trimmed approximately to meta opts.maxLenEvents (default 10000).
+                    added, waiting (on add and after delayed) and active, three entries
+                    per job, are written while a Node QueueEvents listens to the queue
+                    (its connection <bull>:<base64(queue)>:qe, found by CLIENT LIST every
+                    2 s), or always with desc.events > 0; without a listener they would
+                    cost Redis ~15-20% more time per job. Trimmed approximately to meta
+                    opts.maxLenEvents (default 10000).
        client names worker presence (4.4): <bull>:<base64(queue)>:w:am2z-<instance>, as
                     BullMQ names a worker named "am2z-<instance>"; other connections
                     <bull>:<prefix>:<instance>:<role>. */
@@ -523,7 +528,7 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        completed or failed entry, so also when the Node worker removes the job): one
        reader thread per process follows, with one connection made on first use, the
        streams of the queues that have callers waiting and a BullMQ worker (found by a
-       CLIENT LIST at a caller's first submission and every 2 s while callers wait;
+       CLIENT LIST at the first submission to each queue, then every 2 s;
        every waited queue when CLIENT LIST is refused), from just before the first
        waiting caller's submission, so no finish is missed. am2z workers' results do not
        take this path (their replies are faster). The hash is also polled as a backstop
@@ -664,7 +669,11 @@ typedef struct am2z_queue_desc {
     int64_t keep_completed_age_s; /* and for at most this long (s); default 86400; < 0: no limit */
     int64_t keep_failed;          /* default 1000 */
     int64_t keep_failed_age_s;    /* default 604800 (7 days); < 0: no limit */
-    int events;                   /* BullMQ events stream entries; default on; < 0: off */
+    int events;                   /* BullMQ events stream entries: default: the finishes (completed,
+                                     failed, retries-exhausted, delayed, progress, stalled,
+                                     drained, removed, waiting after a retry), and added, waiting
+                                     and active too while a Node QueueEvents listens to the
+                                     queue; > 0: all of them always; < 0: none */
     int64_t default_timeout_ms;   /* for processors without one; default 60000 */
     int max_call_depth;           /* default AM2Z_MAX_CALL_DEPTH */
     int64_t cancel_poll_ms;       /* how often running jobs look at their cancel key; default 100 */
@@ -2731,7 +2740,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #define AM2Z__QEV_SLACK_MS 1000    /* a cursor starts this long before its first waiter */
 #define AM2Z__QEV_BLOCK_MS 100     /* the reader's XREAD BLOCK: how soon it follows a new queue */
 #define AM2Z__QEV_COUNT 512        /* entries per XREAD */
-#define AM2Z__QCLIENTS_MS 2000     /* CLIENT LIST scan period while callers wait */
+#define AM2Z__QCLIENTS_MS 2000     /* CLIENT LIST scan period */
+#define AM2Z__QEV_LISTENER_MS 10000 /* added/waiting/active written while a QueueEvents was seen this recently */
 
 
 /* -- growable string (JSON and keys); any failure is sticky in bad -- */
@@ -2869,6 +2879,8 @@ typedef struct am2z__qqueue {
     int64_t wait_since;         /* atomic: when nwait last left 0 (ms) */
     int64_t last_wait;          /* atomic: the latest waiter's submission (ms) */
     int64_t foreign_ms;         /* atomic: when a BullMQ worker of it was last seen (ms), 0 never */
+    int64_t listened_ms;        /* atomic: when a QueueEvents of it was last seen (ms), 0 never */
+    int scanned;                /* atomic: its first waiter had CLIENT LIST looked at */
     char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
 } am2z__qqueue;
 
@@ -2987,7 +2999,8 @@ typedef struct am2z__qrt {
     char instance[17];
     int nworkers;
     int64_t lock_ms, stalled_ms, cancel_poll_ms, foreign_poll_ms, reply_ttl_ms, cancel_ttl_ms;
-    int max_stalled, max_depth, events;
+    int max_stalled, max_depth;
+    int events;                 /* 0 none, 1 finishes (all while a QueueEvents listens), 2 all */
     int64_t default_timeout_ms;
     int64_t keep_c, keep_c_age, keep_f, keep_f_age;
     char lock_s[24], reply_ttl_s[24];
@@ -3094,6 +3107,17 @@ static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
             am2z__mutex_unlock(&q->mnt.mu);
             return;
         }
+}
+
+/* The events argument of the scripts for qu: "0" none; "1" the finishes and the rare
+   events; "2" also added, waiting and active (three per job), written while a Node
+   QueueEvents listens to qu (CLIENT LIST, 4.5), or always with desc.events > 0. */
+static const char *am2z__qev_level(am2z__qrt *q, am2z__qqueue *qu) {
+    int64_t l;
+    if (!q->events) return "0";
+    if (q->events == 2 || am2z__atomic_load(&q->clients_denied, AM2Z__MO_ACQUIRE)) return "2";
+    l = am2z__atomic_load(&qu->listened_ms, AM2Z__MO_ACQUIRE);
+    return l && am2z_now_ms() - l <= AM2Z__QEV_LISTENER_MS ? "2" : "1";
 }
 
 static am2z__qrt *am2z__qof(am2z_runtime *rt) {
@@ -3261,13 +3285,17 @@ static const char *const am2z__qlua_lib[] = {
     "-- approximately, to meta opts.maxLenEvents (read once per queue and script call).",
     "local EVMAX = {}",
     "local function event(P, on, ...)",
-    "  if on ~= '1' then return end",
+    "  if on ~= '1' and on ~= '2' then return end",
     "  local m = EVMAX[P]",
     "  if not m then",
     "    m = tonumber(redis.call('HGET', P .. 'meta', 'opts.maxLenEvents')) or 10000",
     "    EVMAX[P] = m",
     "  end",
     "  redis.call('XADD', P .. 'events', 'MAXLEN', '~', m, '*', 'event', ...)",
+    "end",
+    "-- added, waiting and active: three entries per job, only at level '2' (a listener).",
+    "local function busy(P, on, ...)",
+    "  if on == '2' then event(P, on, ...) end",
     "end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
     "local function bulk(cmd, key, list)",
@@ -3305,7 +3333,7 @@ static const char *const am2z__qlua_lib[] = {
     "    local id = due[i]",
     "    ready(P, id, tonumber(redis.call('HGET', P .. id, 'priority')) or 0)",
     "    redis.call('HSET', P .. id, 'delay', 0)",
-    "    event(P, ev, 'waiting', 'jobId', id, 'prev', 'delayed')",
+    "    busy(P, ev, 'waiting', 'jobId', id, 'prev', 'delayed')",
     "  end",
     "  wake(P, wk, wm)",
     "end",
@@ -3329,7 +3357,7 @@ static const char *const am2z__qlua_lib[] = {
     "  local ats = (tonumber(f[9]) or 0) + 1",
     "  redis.call('SET', jk .. ':lock', tok, 'PX', lockms)",
     "  redis.call('HSET', jk, 'processedOn', now, 'ats', ats)",
-    "  event(P, ev, 'active', 'jobId', id, 'prev', 'waiting')",
+    "  busy(P, ev, 'active', 'jobId', id, 'prev', 'waiting')",
     "  local cancelled = 0",
     "  if C ~= '' then cancelled = redis.call('EXISTS', C .. 'cancel:' .. id) end",
     "  return {1, id, ats, cancelled, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}",
@@ -3392,7 +3420,7 @@ static const char *const am2z__qlua_lib[] = {
     "end",
     "-- BullMQ's 'drained': a finish left nothing waiting, running or prioritized.",
     "local function drained(P, ev)",
-    "  if ev == '1' and redis.call('LLEN', P .. 'wait') == 0 and redis.call('LLEN', P .. 'active') == 0 and",
+    "  if ev ~= '0' and redis.call('LLEN', P .. 'wait') == 0 and redis.call('LLEN', P .. 'active') == 0 and",
     "     redis.call('EXISTS', P .. 'prioritized') == 0 then event(P, ev, 'drained') end",
     "end",
     "-- Retention of jobs just finished into set (their fields written by the caller): count 0",
@@ -3491,7 +3519,7 @@ static const char *const am2z__qlua_add[] = {
     "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
     "EVMAX[P] = tonumber(m[2]) or 10000",
-    "for i = 1, #ids do event(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
+    "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
     "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
     "if ARGV[9] ~= '' then",
     "  redis.call('SADD', ARGV[9], ARGV[10])",
@@ -3518,7 +3546,7 @@ static const char *const am2z__qlua_add[] = {
     "  else",
     "    bulk('LPUSH', P .. 'wait', {unpack(ids, first)})",
     "  end",
-    "  for i = first, #ids do event(P, ARGV[6], 'waiting', 'jobId', ids[i]) end",
+    "  for i = first, #ids do busy(P, ARGV[6], 'waiting', 'jobId', ids[i]) end",
     "  if not m[1] then wake(P, ARGV[7], ARGV[8]) end",
     "end",
     "if taken then return {#ids, taken} end",
@@ -3906,9 +3934,10 @@ static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
     am2z__atomic_inc(&w->refs);
     am2z__atomic_store(&w->qu->last_wait, w->submitted_ms, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->last_wait_ms, w->submitted_ms, AM2Z__MO_RELEASE);
-    if (w->submitted_ms - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS &&
-        am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
-        am2z__qmaint_wake(q); /* look for BullMQ workers (CLIENT LIST) now: a first caller waits */
+    if (!am2z__atomic_exchange(&w->qu->scanned, 1, AM2Z__MO_ACQ_REL)) {
+        am2z__atomic_store(&q->clients_ms, 0, AM2Z__MO_RELEASE); /* the first caller of a queue: */
+        am2z__qmaint_wake(q);                                    /* look for its BullMQ workers now */
+    }
     if (am2z__atomic_inc(&w->qu->nwait) == 1) {
         am2z__atomic_store(&w->qu->wait_since, w->submitted_ms, AM2Z__MO_RELEASE);
         if (am2z__atomic_load(&w->qu->foreign_ms, AM2Z__MO_ACQUIRE)) { /* the events reader may sleep */
@@ -4256,7 +4285,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     a->argv[2] = a->ts;
     a->argv[3] = a->delay;
     a->argv[4] = a->prio;
-    a->argv[5] = q->events ? "1" : "0";
+    a->argv[5] = am2z__qev_level(q, w->qu);
     a->argv[6] = w->qu->wk;
     a->argv[7] = w->qu->wm;
     a->argv[8] = w->qu->sset;
@@ -4481,7 +4510,7 @@ static void am2z__qop_free_execution(am2z_execution *e) {
             char ttl[24];
             const char *argv[5];
             snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
-            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = q->events ? "1" : "0"; argv[4] = ttl;
+            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = am2z__qev_level(q, w->qu); argv[4] = ttl;
             if (am2z__qeval(r, &rep, q->s_remove, 5, argv, NULL) != AM2Z_STATUS_OK)
                 am2z_log_warn(q->logger, "queue runtime: removing job %s of %s failed: %s", w->id, w->qu->name,
                               rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
@@ -4790,7 +4819,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
     snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
     snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
     am2z__qtoken(q, tok);
-    argv[0] = qu->P; argv[1] = q->C; argv[2] = now_s; argv[3] = q->events ? "1" : "0";
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = now_s; argv[3] = am2z__qev_level(q, qu);
     argv[4] = q->reply_ttl_s; argv[5] = ks; argv[6] = tok; argv[7] = q->lock_s; argv[8] = "0";
     argv[9] = qu->wk; argv[10] = qu->wm;
     for (i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
@@ -5141,7 +5170,7 @@ static void am2z__qjr_give_back(am2z__qjobrun *jr) {
     size_t lens[12];
     snprintf(prev, sizeof prev, "%d", jr->attempt - 1);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
-    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
+    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = am2z__qev_level(q, qu);
     argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
     for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
     if (stj) lens[7] = stn;
@@ -5160,7 +5189,7 @@ static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason
     size_t lens[12], i;
     snprintf(ds, sizeof ds, "%lld", (long long)delay);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
-    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
+    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = am2z__qev_level(q, qu);
     argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = jr->atm_s;
     for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
     lens[7] = stn;
@@ -5197,7 +5226,7 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     }
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
     argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : jr->rkey; argv[8] = msg.p ? msg.p : "";
-    argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
+    argv[9] = kc; argv[10] = ka; argv[11] = am2z__qev_level(q, qu); argv[12] = q->reply_ttl_s;
     argv[13] = jr->atm_s;
     argv[14] = jr->attempt >= (max_attempts > 0 ? max_attempts : 1) ? "1" : "0"; /* retries-exhausted */
     for (i = 0; i < 15; i++) lens[i] = strlen(argv[i]);
@@ -5301,7 +5330,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
     am2z__qtoken(q, tok);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = tok; argv[3] = q->lock_s; argv[4] = now_s;
-    argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks; argv[9] = q->events ? "1" : "0";
+    argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks; argv[9] = am2z__qev_level(q, qu);
     st = am2z__qeval(w->conn, &rep, q->s_fetch, 10, argv, NULL);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
@@ -5459,10 +5488,12 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         }
         am2z__qtoken(q, tok);
         snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
-        argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s; argv[4] = q->events ? "1" : "0";
+        argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s; argv[4] = "0";
         am2z__mutex_lock(&group.mu);
         for (i = 0; i < count && argc + 2 <= sizeof argv / sizeof argv[0]; i++)
             if (kids[i] && !kids[i]->done) {
+                const char *lv = am2z__qev_level(q, kids[i]->qu);
+                if (strcmp(lv, argv[4]) > 0) argv[4] = lv; /* the most any of the queues wants */
                 argv[argc++] = kids[i]->qu->P;
                 argv[argc++] = kids[i]->id;
             }
@@ -5833,7 +5864,7 @@ static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
         const char *argv[8];
         am2z__qqueue *u = tmp.snap[i];
         argv[0] = u->P; argv[1] = q->C; argv[2] = now_s; argv[3] = iv; argv[4] = ms;
-        argv[5] = q->events ? "1" : "0"; argv[6] = u->wk; argv[7] = u->wm;
+        argv[5] = am2z__qev_level(q, u); argv[6] = u->wk; argv[7] = u->wm;
         if (am2z_redis_append_evalsha(conn, q->s_stalled, 0, 8, argv, NULL) != AM2Z_STATUS_OK) break;
         sent++;
     }
@@ -6112,7 +6143,8 @@ static int am2z__qb64_decode(const char *s, size_t n, char *out, size_t size) {
 }
 
 /* Finds the BullMQ workers (CLIENT LIST names <bull>:<base64(queue)>[:w:<name>], not
-   am2z's) of the queues this process knows: their queues' events are followed. */
+   am2z's) of the queues this process knows, whose events are then followed, and their
+   QueueEvents listeners (<bull>:<base64(queue)>:qe), for whom every event is written. */
 static void am2z__qmaint_clients(am2z__qrt *q, am2z_redis *conn) {
     am2z_reply rep = am2z__qrep0();
     am2z_status st = am2z_redis_command(conn, &rep, "CLIENT LIST TYPE normal");
@@ -6129,19 +6161,21 @@ static void am2z__qmaint_clients(am2z__qrt *q, am2z_redis *conn) {
         const char *nm = strstr(p, " name="), *e, *b64, *b64e;
         char qn[3 * AM2Z_NAME_MAX + 8];
         am2z__qqueue *u;
+        int listener;
         if (!nm) break;
         nm += 6;
         for (e = nm; e < end && *e != ' ' && *e != '\n' && *e != '\r'; e++) {}
         if ((size_t)(e - nm) <= bl + 1 || memcmp(nm, q->bull, bl) != 0 || nm[bl] != ':') continue;
         b64 = nm + bl + 1;
         for (b64e = b64; b64e < e && *b64e != ':'; b64e++) {}
-        /* a worker: no suffix, or ":w:<name>" that is not an am2z process's */
-        if (b64e < e && ((size_t)(e - b64e) < 3 || memcmp(b64e, ":w:", 3) != 0 ||
-                         ((size_t)(e - b64e) >= 8 && memcmp(b64e, ":w:am2z-", 8) == 0)))
+        /* a worker: no suffix, or ":w:<name>" that is not an am2z process's; a listener: ":qe" */
+        listener = e - b64e == 3 && memcmp(b64e, ":qe", 3) == 0;
+        if (!listener && b64e < e && ((size_t)(e - b64e) < 3 || memcmp(b64e, ":w:", 3) != 0 ||
+                                      ((size_t)(e - b64e) >= 8 && memcmp(b64e, ":w:am2z-", 8) == 0)))
             continue;
         if (!am2z__qb64_decode(b64, (size_t)(b64e - b64), qn, sizeof qn)) continue;
         if ((u = am2z__qqueue_find(q, qn, strlen(qn))) != NULL) {
-            am2z__atomic_store(&u->foreign_ms, now, AM2Z__MO_RELEASE);
+            am2z__atomic_store(listener ? &u->listened_ms : &u->foreign_ms, now, AM2Z__MO_RELEASE);
             am2z__qqueue_release(u);
         }
     }
@@ -6329,7 +6363,7 @@ static void *am2z__qmaint_main(void *arg) {
         waiting = q->nwaiters;
         am2z__mutex_unlock(&q->wmu);
         if (now - am2z__atomic_load(&q->last_wait_ms, AM2Z__MO_ACQUIRE) < AM2Z__QEV_LINGER_MS) waiting = 1;
-        if (waiting && now - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS) {
+        if ((waiting || q->events == 1) && now - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS) {
             am2z__atomic_store(&q->clients_ms, now, AM2Z__MO_RELEASE);
             am2z__qmaint_clients(q, r);
             am2z__mutex_lock(&q->ent.mu); /* the events reader follows what was found */
@@ -7080,7 +7114,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
     q->keep_f = d.keep_failed ? d.keep_failed : 1000;
     q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
-    q->events = d.events >= 0;
+    q->events = d.events < 0 ? 0 : d.events > 0 ? 2 : 1;
     q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
     q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;

@@ -136,6 +136,24 @@ static const am2z_value *find_event(seen *s, tp_proc *p, const char *q, const ch
     }
 }
 
+/* 1 when the events stream key holds an entry of event. */
+static int stream_has(am2z_redis *r, const char *key, const char *event) {
+    am2z_reply rep;
+    size_t i, k;
+    int found = 0;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "XRANGE %s - +", key) == AM2Z_STATUS_OK)
+        for (i = 0; i < rep.len && !found; i++) {
+            const am2z_reply *f = am2z_reply_at(am2z_reply_at(&rep, i), 1);
+            for (k = 0; f && k + 1 < f->len; k += 2)
+                if (strcmp(am2z_reply_str(am2z_reply_at(f, k)), "event") == 0 &&
+                    strcmp(am2z_reply_str(am2z_reply_at(f, k + 1)), event) == 0)
+                    found = 1;
+        }
+    am2z_reply_clear(&rep);
+    return found;
+}
+
 /* ---- processors ------------------------------------------------------------------------ */
 
 static am2z_result reports_progress(am2z_ctx *ctx, const am2z_state *in) {
@@ -177,6 +195,7 @@ static void test_queue_events_follow_am2z_jobs(void) {
     am2z_redis_desc rd;
     am2z_reply rep;
     int64_t t0;
+    int i;
     NEED_PEER();
     memset(&s, 0, sizeof s);
     memset(&rep, 0, sizeof rep);
@@ -196,12 +215,38 @@ static void test_queue_events_follow_am2z_jobs(void) {
     CHECK_INT(am2z_queue_name(rt, "evfail", NULL, q_fail, sizeof q_fail), AM2Z_STATUS_OK);
     CHECK_INT(am2z_queue_name(rt, "evlate", NULL, q_late, sizeof q_late), AM2Z_STATUS_OK);
     CHECK_INT(am2z_queue_name(rt, "evstall", NULL, q_stall, sizeof q_stall), AM2Z_STATUS_OK);
+    in = am2z_state_parse("default", "{\"x\":1}", AM2Z_NTS, NULL);
+    memset(&rd, 0, sizeof rd);
+    rd.host = "127.0.0.1";
+    rd.port = g_port;
+    r = am2z_redis_new(&rd, NULL);
+    CHECK(r && am2z_redis_connect(r) == AM2Z_STATUS_OK);
+
+    /* nobody listens: the finishes only, not the three entries per job of added, waiting
+       and active (they cost Redis time) */
+    out = am2z_runtime_execute(rt, "evok", in);
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    snprintf(jk, sizeof jk, "bull:%s:events", q_ok);
+    CHECK(stream_has(r, jk, "completed"));
+    CHECK(!stream_has(r, jk, "added"));
+    CHECK(!stream_has(r, jk, "active"));
+
     {
         const char *args[] = {"listen", g_port_s, "bull", q_ok, q_fail, q_late, q_stall, NULL};
         CHECK(peer_start(&p, args));
     }
     CHECK(peer_ready(&p));
-    in = am2z_state_parse("default", "{\"x\":1}", AM2Z_NTS, NULL);
+    /* am2z finds the QueueEvents listeners (CLIENT LIST, every 2 s): wait until a job's
+       "added" arrives, then everything is written */
+    for (i = 0; i < 100; i++) {
+        int got;
+        out = am2z_runtime_execute(rt, "evok", in);
+        got = find_event(&s, &p, q_ok, "added", out.execution_id, NULL, 200) != NULL;
+        am2z_outcome_clear(&out);
+        if (got) break;
+    }
+    CHECK(i < 100);
 
     /* a success: added, waiting, active, progress, completed, drained */
     out = am2z_runtime_execute(rt, "evok", in);
@@ -250,11 +295,6 @@ static void test_queue_events_follow_am2z_jobs(void) {
 
     /* stalled: a job left active by a worker that died (its lock expires); a runtime
        scanning every 300 ms puts it back (waiting, prev active) and says so (stalled) */
-    memset(&rd, 0, sizeof rd);
-    rd.host = "127.0.0.1";
-    rd.port = g_port;
-    r = am2z_redis_new(&rd, NULL);
-    CHECK(r && am2z_redis_connect(r) == AM2Z_STATUS_OK);
     snprintf(jk, sizeof jk, "bull:%s:crashed-1", q_stall);
     CHECK_INT(am2z_redis_command(r, &rep, "HSET bull:%s:meta opts.maxLenEvents 10000", q_stall), AM2Z_STATUS_OK);
     CHECK_INT(am2z_redis_command(r, &rep, "HSET %s name evstall data {\"x\":2} opts {} timestamp 1 delay 0 priority 0",
@@ -277,13 +317,10 @@ static void test_queue_events_follow_am2z_jobs(void) {
     r = am2z_redis_new(&rd, NULL);
     CHECK(r && am2z_redis_connect(r) == AM2Z_STATUS_OK);
     CHECK_INT(am2z_redis_command(r, &rep, "HSET bull:%s:meta opts.maxLenEvents 10", q_ok), AM2Z_STATUS_OK);
-    {
-        int i;
-        for (i = 0; i < 40; i++) {
-            out = am2z_runtime_execute(rt, "evok", in);
-            CHECK(out.error == NULL);
-            am2z_outcome_clear(&out);
-        }
+    for (i = 0; i < 40; i++) {
+        out = am2z_runtime_execute(rt, "evok", in);
+        CHECK(out.error == NULL);
+        am2z_outcome_clear(&out);
     }
     CHECK_INT(am2z_redis_command(r, &rep, "XLEN bull:%s:events", q_ok), AM2Z_STATUS_OK);
     /* approximate trimming keeps whole macro nodes (100 entries by default) */
