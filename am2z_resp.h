@@ -482,8 +482,10 @@ extern "C" {
        job hash     name (processor), data, opts (JSON: attempts, backoff, priority, delay,
                     jobId, removeOnComplete, removeOnFail), timestamp, delay, priority,
                     processedOn, ats, atm, stc, finishedOn, returnvalue (the output state as
-                    JSON), failedReason (plain message), stacktrace (JSON array: one
-                    am2z_error_to_json text per failed attempt), defa.
+                    JSON), failedReason (plain "<error name>: <message>", what Node and
+                    Bull Board show), stacktrace (JSON array: one am2z_error_to_json text
+                    per failed attempt: the structured errors am2z reads back), progress
+                    (JSON number, from am2z_ctx_progress), defa.
        job data     {"am2z":1,"processorName","executionId","sessionId","callDepth",
                     "deadline" (epoch ms),"replyTo","parentExecutionId"?,"state":{...}}.
                     A job without the "am2z" member (Node's Queue.add(name, data)) is run
@@ -498,8 +500,23 @@ extern "C" {
                     <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
-       events       (desc.events) delayed, completed (returnvalue JSON), failed, waiting
-                    (retry), stalled; not added/active/drained. */
+       events       (desc.events) what Node's QueueEvents listens to, BullMQ's fields:
+                    added {jobId, name}, waiting {jobId[, prev delayed|active]},
+                    delayed {jobId, delay (due, epoch ms)}, active {jobId, prev},
+                    progress {jobId, data (JSON)}, completed {jobId, returnvalue (JSON),
+                    prev}, failed {jobId, failedReason, prev} (final failures only),
+                    retries-exhausted {jobId, attemptsMade}, stalled {jobId}, drained {},
+                    removed {jobId, prev}. completed and failed written by am2z carry one
+                    more field, am2z "1": its caller gets the result as a reply (4.3).
+                    added, waiting (on add and after delayed) and active, three entries
+                    per job, are written while a Node QueueEvents listens to the queue
+                    (its connection <bull>:<base64(queue)>:qe, found by CLIENT LIST every
+                    2 s), or always with desc.events > 0; without a listener they would
+                    cost Redis ~15-20% more time per job. Trimmed approximately to meta
+                    opts.maxLenEvents (default 10000).
+       client names worker presence (4.4): <bull>:<base64(queue)>:w:am2z-<instance>, as
+                    BullMQ names a worker named "am2z-<instance>"; other connections
+                    <bull>:<prefix>:<instance>:<role>. */
 
 /* The BullMQ queue name of processor in session (NULL: the global queue) into buf;
    AM2Z_STATUS_INVALID_ARGUMENT for a bad name, AM2Z_STATUS_LIMIT when size is too small.
@@ -525,7 +542,15 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
        (or hands it over directly when it runs in the caller's process). A job finished by
-       a foreign worker (Node) is noticed by polling its hash (desc.foreign_poll_ms).
+       a foreign worker (Node) is noticed through its queue's events stream (its
+       completed or failed entry, so also when the Node worker removes the job): one
+       reader thread per process follows, with one connection made on first use, the
+       streams of the queues that have callers waiting and a BullMQ worker (found by a
+       CLIENT LIST at the first submission to each queue, then every 2 s;
+       every waited queue when CLIENT LIST is refused), from just before the first
+       waiting caller's submission, so no finish is missed. am2z workers' results do not
+       take this path (their replies are faster). The hash is also polled as a backstop
+       (desc.foreign_poll_ms).
        Deadline: an execution may take timeout x attempts plus the backoff delays (and
        the queue delay), counted from submission; each attempt is bounded by the
        processor's timeout, and a child by its parent's remaining time. At the deadline
@@ -597,8 +622,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* WORKERS AND THREADS
        concurrency worker threads (one connection each) serve every queue of the process;
        one receiver thread (one connection) takes results; one maintenance thread (one
-       connection) renews locks, polls cancel keys and runs stalled scans; callers borrow
-       pool connections. Event handlers run on the worker thread that ran the job.
+       connection) renews locks, polls cancel keys and runs stalled scans; one events
+       reader thread (one connection, made when first needed) takes results of foreign
+       workers; callers borrow pool connections. Event handlers run on the worker thread
+       that ran the job.
+       A process with workers also holds one idle connection per registered processor,
+       named as BullMQ names a worker of its global queue, so Node's Queue.getWorkers()
+       and Bull Board list it (session queues are not listed). am2z_ctx_progress writes
+       the job's progress field and a progress event (a pooled connection).
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due
@@ -725,12 +756,17 @@ typedef struct am2z_queue_desc {
     int64_t keep_completed_age_s; /* and for at most this long (s); default 86400; < 0: no limit */
     int64_t keep_failed;          /* default 1000 */
     int64_t keep_failed_age_s;    /* default 604800 (7 days); < 0: no limit */
-    int events;                   /* BullMQ events stream entries; default on; < 0: off */
+    int events;                   /* BullMQ events stream entries: default: the finishes (completed,
+                                     failed, retries-exhausted, delayed, progress, stalled,
+                                     drained, removed, waiting after a retry), and added, waiting
+                                     and active too while a Node QueueEvents listens to the
+                                     queue; > 0: all of them always; < 0: none */
     int64_t default_timeout_ms;   /* for processors without one; default 60000 */
     int max_call_depth;           /* default AM2Z_MAX_CALL_DEPTH */
     int64_t cancel_poll_ms;       /* how often running jobs look at their cancel key; default 100 */
-    int64_t foreign_poll_ms;      /* how often a waiting caller reads its job's hash (for jobs
-                                     finished by non-am2z workers); default 1000; < 0: never */
+    int64_t foreign_poll_ms;      /* how often a waiting caller reads its job's hash (a backstop
+                                     for jobs finished by non-am2z workers, which the events
+                                     stream brings within ms); default 10000; < 0: never */
     int64_t reply_ttl_ms;         /* TTL of a reply list, set when it is created; default 86400000 */
     int64_t cancel_ttl_ms;        /* TTL of a cancel key; default 600000 */
     am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
@@ -2863,6 +2899,15 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
 #define AM2Z__QMAGIC 0x51754531u
 #define AM2Z__QBUCKETS 1024
 #define AM2Z__QCTL_TTL_MS 2000 /* life of a worker wake-up key nobody popped */
+/* following events streams for jobs finished by foreign workers (4.5) */
+#define AM2Z__QEV_LINGER_MS 5000   /* a queue stays followed this long after its last waiter */
+#define AM2Z__QEV_FOREIGN_MS 10000 /* ... while a BullMQ worker of it was seen this recently */
+#define AM2Z__QEV_SLACK_MS 1000    /* a cursor starts this long before its first waiter */
+#define AM2Z__QEV_BLOCK_MS 100     /* the reader's XREAD BLOCK: how soon it follows a new queue */
+#define AM2Z__QEV_COUNT 512        /* entries per XREAD */
+#define AM2Z__QCLIENTS_MS 2000     /* CLIENT LIST scan period */
+#define AM2Z__QEV_LISTENER_MS 10000 /* added/waiting/active written while a QueueEvents was seen this recently */
+
 
 /* -- growable string (JSON and keys); any failure is sticky in bad -- */
 typedef struct am2z__qsb { char *p; size_t n, cap; int bad; } am2z__qsb;
@@ -2994,6 +3039,14 @@ typedef struct am2z__qqueue {
     int64_t next_due;           /* atomic: earliest delayed job we know of (ms), 0: none */
     int64_t last_promote;       /* atomic */
     int64_t woke_due;           /* atomic: the next_due the maintenance thread woke a worker for */
+    /* following its events stream for jobs finished by foreign workers (4.5) */
+    int nwait;                  /* atomic: waiters of this process on its jobs */
+    int64_t wait_since;         /* atomic: when nwait last left 0 (ms) */
+    int64_t last_wait;          /* atomic: the latest waiter's submission (ms) */
+    int64_t foreign_ms;         /* atomic: when a BullMQ worker of it was last seen (ms), 0 never */
+    int64_t listened_ms;        /* atomic: when a QueueEvents of it was last seen (ms), 0 never */
+    int scanned;                /* atomic: its first waiter had CLIENT LIST looked at */
+    char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -3111,7 +3164,8 @@ typedef struct am2z__qrt {
     char instance[17];
     int nworkers;
     int64_t lock_ms, stalled_ms, cancel_poll_ms, foreign_poll_ms, reply_ttl_ms, cancel_ttl_ms;
-    int max_stalled, max_depth, events;
+    int max_stalled, max_depth;
+    int events;                 /* 0 none, 1 finishes (all while a QueueEvents listens), 2 all */
     int64_t default_timeout_ms;
     int64_t keep_c, keep_c_age, keep_f, keep_f_age;
     char lock_s[24], reply_ttl_s[24];
@@ -3156,9 +3210,22 @@ typedef struct am2z__qrt {
     int64_t down_since, down_next; /* atomic: outage start (monotonic ns; 0: up), next report (s) */
     int abort_pipe[2];          /* written when a stop gives up on Redis: every wait then fails */
     int aborted;                /* the stopping thread's: abort_pipe holds a byte */
-    int64_t n_live_workers, n_live_aux; /* atomic: worker threads, receiver + maintenance still running */
+    int64_t n_live_workers, n_live_aux; /* atomic: worker threads, receiver + maintenance + events reader still running */
     char **late;                /* under mnt.mu: cancel keys for the maintenance thread to set */
     size_t nlate, caplate;
+    /* BullMQ parity (4.5): the events reader, worker presence, progress */
+    am2z_redis_script *s_progress;
+    am2z__thread evreader;
+    am2z_redis *econn;          /* the events reader's (blocking) */
+    am2z__qguard eguard;
+    am2z__qnotify ent;          /* wakes the events reader when it follows nothing */
+    int64_t skew_ms;            /* Redis's clock minus ours, measured by the reader */
+    int clients_denied;         /* atomic: CLIENT LIST refused: follow every waited queue */
+    am2z_redis **pconn;         /* presence connections, one per registered processor's queue */
+    char **pname;               /* their client names */
+    size_t npres;               /* maintenance thread only */
+    int64_t last_wait_ms;       /* atomic: the latest waiter's submission */
+    int64_t clients_ms;         /* atomic: the last CLIENT LIST scan (ms) */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3217,6 +3284,17 @@ static void am2z__qnote_due(am2z__qrt *q, am2z__qqueue *qu, int64_t due) {
             am2z__mutex_unlock(&q->mnt.mu);
             return;
         }
+}
+
+/* The events argument of the scripts for qu: "0" none; "1" the finishes and the rare
+   events; "2" also added, waiting and active (three per job), written while a Node
+   QueueEvents listens to qu (CLIENT LIST, 4.5), or always with desc.events > 0. */
+static const char *am2z__qev_level(am2z__qrt *q, am2z__qqueue *qu) {
+    int64_t l;
+    if (!q->events) return "0";
+    if (q->events == 2 || am2z__atomic_load(&q->clients_denied, AM2Z__MO_ACQUIRE)) return "2";
+    l = am2z__atomic_load(&qu->listened_ms, AM2Z__MO_ACQUIRE);
+    return l && am2z_now_ms() - l <= AM2Z__QEV_LISTENER_MS ? "2" : "1";
 }
 
 static am2z__qrt *am2z__qof(am2z_runtime *rt) {
@@ -3417,6 +3495,22 @@ static const char *const am2z__qlua_lib[] = {
     "  if not n or n ~= n or n == math.huge or n == -math.huge then return nil end",
     "  return math.min(math.max(math.floor(n), 0), hi)",
     "end",
+    "-- An entry of the queue's events stream (BullMQ's field names), trimmed as BullMQ trims:",
+    "-- approximately, to meta opts.maxLenEvents (read once per queue and script call).",
+    "local EVMAX = {}",
+    "local function event(P, on, ...)",
+    "  if on ~= '1' and on ~= '2' then return end",
+    "  local m = EVMAX[P]",
+    "  if not m then",
+    "    m = int(redis.call('HGET', P .. 'meta', 'opts.maxLenEvents'), 1000000000) or 10000",
+    "    EVMAX[P] = m",
+    "  end",
+    "  redis.call('XADD', P .. 'events', 'MAXLEN', '~', m, '*', 'event', ...)",
+    "end",
+    "-- added, waiting and active: three entries per job, only at level '2' (a listener).",
+    "local function busy(P, on, ...)",
+    "  if on == '2' then event(P, on, ...) end",
+    "end",
     "-- cmd [key] list..., 500 arguments per call (unpack has a small stack).",
     "local function bulk(cmd, key, list)",
     "  for i = 1, #list, 500 do",
@@ -3445,7 +3539,7 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('ZADD', P .. 'marker', 0, '0')",
     "  if wk ~= '' then redis.call('ZADD', wk, 0, wm) end",
     "end",
-    "local function promote(P, now, wk, wm)",
+    "local function promote(P, now, wk, wm, ev)",
     "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', 0, num((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)",
     "  if #due == 0 then return end",
     "  redis.call('ZREM', P .. 'delayed', unpack(due))",
@@ -3453,6 +3547,7 @@ static const char *const am2z__qlua_lib[] = {
     "    local id = due[i]",
     "    ready(P, id, int(redis.call('HGET', P .. id, 'priority'), 2097152) or 0)",
     "    redis.call('HSET', P .. id, 'delay', 0)",
+    "    busy(P, ev, 'waiting', 'jobId', id, 'prev', 'delayed')",
     "  end",
     "  wake(P, wk, wm)",
     "end",
@@ -3466,7 +3561,7 @@ static const char *const am2z__qlua_lib[] = {
     "-- Locks a job that is now in active; returns what the C side decodes:",
     "-- {1, id, ats, cancelled, name, data, opts, atm, stc, defa, stacktrace, timestamp}, or",
     "-- {2, id} for an id without a hash (dropped). C '' skips the cancel-key check.",
-    "local function take(P, C, id, tok, lockms, now)",
+    "local function take(P, C, id, tok, lockms, now, ev)",
     "  local jk = P .. id",
     "  local f = redis.call('HMGET', jk, unpack(FIELDS))",
     "  if not f[1] and not f[2] then",
@@ -3476,14 +3571,15 @@ static const char *const am2z__qlua_lib[] = {
     "  local ats = (int(f[9], 1000000) or 0) + 1",
     "  redis.call('SET', jk .. ':lock', tok, 'PX', lockms)",
     "  redis.call('HSET', jk, 'processedOn', now, 'ats', ats)",
+    "  busy(P, ev, 'active', 'jobId', id, 'prev', 'waiting')",
     "  local cancelled = 0",
     "  if C ~= '' then cancelled = redis.call('EXISTS', C .. 'cancel:' .. id) end",
     "  return {1, id, ats, cancelled, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}",
     "end",
     "-- Takes up to k jobs, oldest first: {3, job...} (each job as take returns it, locked with",
     "-- token tok.<n>), or {0} / {0, due ms of the next delayed job or rate-limit window}.",
-    "local function fetch(P, C, tok, lockms, now, prom, wk, wm, k)",
-    "  if prom == '1' then promote(P, tonumber(now), wk, wm) end",
+    "local function fetch(P, C, tok, lockms, now, prom, wk, wm, k, ev)",
+    "  if prom == '1' then promote(P, tonumber(now), wk, wm, ev) end",
     "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency', 'max', 'duration')",
     "  if m[1] then return {0} end",
     "  if int(m[2], 1000000) then",
@@ -3527,7 +3623,7 @@ static const char *const am2z__qlua_lib[] = {
     "    if redis.call('EXISTS', unpack(ck)) == 0 then C = '' end",
     "  end",
     "  local out = {3}",
-    "  for i = 1, #order do out[#out + 1] = take(P, C, order[i], tok .. '.' .. i, lockms, now) end",
+    "  for i = 1, #order do out[#out + 1] = take(P, C, order[i], tok .. '.' .. i, lockms, now, ev) end",
     "  return out",
     "end",
     "-- Releases the lock of a finishing job; false when it is no longer ours. It leaves the",
@@ -3538,6 +3634,11 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('DEL', lk)",
     "  redis.call('SREM', P .. 'stalled', id)",
     "  return redis.call('LREM', P .. 'active', -1, id) == 1",
+    "end",
+    "-- BullMQ's 'drained': a finish left nothing waiting, running or prioritized.",
+    "local function drained(P, ev)",
+    "  if ev ~= '0' and redis.call('LLEN', P .. 'wait') == 0 and redis.call('LLEN', P .. 'active') == 0 and",
+    "     redis.call('EXISTS', P .. 'prioritized') == 0 then event(P, ev, 'drained') end",
     "end",
     "-- Retention of jobs just finished into set (their fields written by the caller): count 0",
     "-- deletes them, count < 0 keeps all, age in seconds. One ZADD and ZCARD per batch of",
@@ -3580,9 +3681,6 @@ static const char *const am2z__qlua_lib[] = {
     "    local j = math.min(i + 499, #msgs)",
     "    if redis.call('LPUSH', key, unpack(msgs, i, j)) == j then redis.call('PEXPIRE', key, ttl) end",
     "  end",
-    "end",
-    "local function event(P, on, ...)",
-    "  if on == '1' then redis.call('XADD', P .. 'events', 'MAXLEN', '~', 10000, '*', 'event', ...) end",
     "end",
     "-- Deletes every key of a session: its queues (names) with every job in them, its state,",
     "-- its registrations. Returns the number of keys deleted (at least 2).",
@@ -3637,6 +3735,8 @@ static const char *const am2z__qlua_add[] = {
     "end",
     "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
+    "EVMAX[P] = tonumber(m[2]) or 10000",
+    "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
     "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
     "if ARGV[9] ~= '' then",
     "  redis.call('SADD', ARGV[9], ARGV[10])",
@@ -3646,7 +3746,7 @@ static const char *const am2z__qlua_add[] = {
     "local first = 1",
     "if ARGV[15] ~= '' and delay <= 0 and not m[1] then",
     "  redis.call('LPUSH', P .. 'active', ids[1])",
-    "  taken = take(P, '', ids[1], ARGV[15], ARGV[16], ts)",
+    "  taken = take(P, '', ids[1], ARGV[15], ARGV[16], ts, ARGV[6])",
     "  first = 2",
     "end",
     "if delay > 0 then",
@@ -3663,6 +3763,7 @@ static const char *const am2z__qlua_add[] = {
     "  else",
     "    bulk('LPUSH', P .. 'wait', {unpack(ids, first)})",
     "  end",
+    "  for i = first, #ids do busy(P, ARGV[6], 'waiting', 'jobId', ids[i]) end",
     "  if not m[1] then wake(P, ARGV[7], ARGV[8]) end",
     "end",
     "if taken then return {#ids, taken} end",
@@ -3671,8 +3772,8 @@ static const char *const am2z__qlua_add[] = {
 };
 /* Script "fetch": due delayed jobs promoted, then wait / prioritized -> active, locked. */
 static const char *const am2z__qlua_fetch[] = {
-    "-- ARGV: P C token lockms now promote wakekey wakemember count",
-    "return fetch(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]))",
+    "-- ARGV: P C token lockms now promote wakekey wakemember count events",
+    "return fetch(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10])",
     NULL
 };
 /* Script "complete": finished jobs active -> completed (returnvalue, retention, replies
@@ -3711,7 +3812,7 @@ static const char *const am2z__qlua_complete[] = {
     "      end",
     "      g[3][#g[3] + 1] = id",
     "      if g[1] ~= 0 then redis.call('HSET', P .. id, 'returnvalue', rv, 'finishedOn', now, 'atm', ARGV[i + 5]) end",
-    "      event(P, ARGV[4], 'completed', 'jobId', id, 'returnvalue', rv, 'prev', 'active')",
+    "      event(P, ARGV[4], 'completed', 'jobId', id, 'returnvalue', rv, 'prev', 'active', 'am2z', '1')",
     "      if rk ~= '' then",
     "        if not replies[rk] then replies[rk] = {}; rkeys[#rkeys + 1] = rk end",
     "        replies[rk][#replies[rk] + 1] = ARGV[i + 4] .. rv .. '}'",
@@ -3724,14 +3825,17 @@ static const char *const am2z__qlua_complete[] = {
     "  for j = 1, #rkeys do reply(rkeys[j], replies[rkeys[j]], ARGV[5]) end",
     "end",
     "local k = tonumber(ARGV[6])",
-    "if k > 0 then return {lost, fetch(P, C, ARGV[7], ARGV[8], now, ARGV[9], ARGV[10], ARGV[11], k)} end",
-    "return {lost, {0}}",
+    "local nxt = {0}",
+    "if k > 0 then nxt = fetch(P, C, ARGV[7], ARGV[8], now, ARGV[9], ARGV[10], ARGV[11], k, ARGV[4]) end",
+    "if #mine > 0 and nxt[1] == 0 then drained(P, ARGV[4]) end",
+    "return {lost, nxt}",
     NULL
 };
 /* Script "fail": a job active -> failed (failedReason, stacktrace, retention, reply). */
 static const char *const am2z__qlua_fail[] = {
     "-- ARGV: P C id token now failedreason stacktrace replykey replymsg keepcount keepage events",
-    "--       replyttl attemptsmade: returns 1, or -1 when the job is no longer ours",
+    "--       replyttl attemptsmade exhausted (1: its attempts are used up): returns 1, or -1",
+    "--       when the job is no longer ours",
     "local P, C, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]",
     "if not release(P, id, ARGV[4]) then return -1 end",
     "local count = tonumber(ARGV[10])",
@@ -3740,8 +3844,10 @@ static const char *const am2z__qlua_fail[] = {
     "  redis.call('HSET', P .. id, 'failedReason', ARGV[6], 'stacktrace', ARGV[7], 'finishedOn', now, 'atm', ARGV[14])",
     "end",
     "keep(P, C, 'failed', {id}, now, count, tonumber(ARGV[11]))",
-    "event(P, ARGV[12], 'failed', 'jobId', id, 'failedReason', ARGV[6], 'prev', 'active')",
+    "event(P, ARGV[12], 'failed', 'jobId', id, 'failedReason', ARGV[6], 'prev', 'active', 'am2z', '1')",
+    "if ARGV[15] == '1' then event(P, ARGV[12], 'retries-exhausted', 'jobId', id, 'attemptsMade', ARGV[14]) end",
     "if ARGV[8] ~= '' then reply(ARGV[8], {ARGV[9]}, ARGV[13]) end",
+    "drained(P, ARGV[12])",
     "return 1",
     NULL
 };
@@ -3793,7 +3899,7 @@ static const char *const am2z__qlua_stalled[] = {
     "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
     "if redis.call('EXISTS', P .. 'meta') == 0 then return -1 end",
     "if not redis.call('SET', P .. 'stalled-check', now, 'PX', ARGV[4], 'NX') then return {} end",
-    "promote(P, tonumber(now), ARGV[7], ARGV[8])",
+    "promote(P, tonumber(now), ARGV[7], ARGV[8], ARGV[6])",
     "local out = {}",
     "local st = redis.call('SMEMBERS', P .. 'stalled')",
     "for i = 1, #st do",
@@ -3820,11 +3926,11 @@ static const char *const am2z__qlua_stalled[] = {
 /* Script "claim": a parent's child nobody took yet (wait, prioritized or due delayed)
    -> active, locked for the parent. */
 static const char *const am2z__qlua_claim[] = {
-    "-- ARGV: C token lockms now then (P id) pairs: takes the first of these jobs that is",
-    "-- still waiting (a parent running its own children)",
+    "-- ARGV: C token lockms now events then (P id) pairs: takes the first of these jobs that",
+    "-- is still waiting (a parent running its own children)",
     "local C, tok, lockms, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]",
     "local limit = (tonumber(now) + 1) * 4096",
-    "for i = 5, #ARGV, 2 do",
+    "for i = 6, #ARGV, 2 do",
     "  local P, id = ARGV[i], ARGV[i + 1]",
     "  local jk = P .. id",
     "  if redis.call('EXISTS', jk .. ':lock') == 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then",
@@ -3843,7 +3949,7 @@ static const char *const am2z__qlua_claim[] = {
     "    end",
     "    if got then",
     "      redis.call('LPUSH', P .. 'active', id)",
-    "      local r = take(P, C, id, tok, lockms, now)",
+    "      local r = take(P, C, id, tok, lockms, now, ARGV[5])",
     "      r[#r + 1] = P",
     "      return r",
     "    end",
@@ -3969,6 +4075,17 @@ static const char *const am2z__qlua_settings[] = {
     "return {v, 0, '', ''}",
     NULL
 };
+
+/* Script "progress": a running job's progress, as BullMQ's updateProgress writes it: the
+   hash's progress field (JSON) and a "progress" event; nothing for a job that is gone. */
+static const char *const am2z__qlua_progress[] = {
+    "-- ARGV: P id data(JSON) events: returns 1, or 0 when the job is gone",
+    "if redis.call('EXISTS', ARGV[1] .. ARGV[2]) == 0 then return 0 end",
+    "redis.call('HSET', ARGV[1] .. ARGV[2], 'progress', ARGV[3])",
+    "event(ARGV[1], ARGV[4], 'progress', 'jobId', ARGV[2], 'data', ARGV[3])",
+    "return 1",
+    NULL
+};
 static am2z_redis_script *am2z__qscript(const char *const *body) {
     am2z__qsb b = am2z__qsb0();
     const char *const *l;
@@ -4080,9 +4197,25 @@ static void am2z__qwait_release(am2z__qwait *w) {
     am2z__free(w);
 }
 
+static void am2z__qmaint_wake(am2z__qrt *q);
+
 static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
     uint32_t b = am2z__qhash(w->id, strlen(w->id)) % AM2Z__QBUCKETS;
     am2z__atomic_inc(&w->refs);
+    am2z__atomic_store(&w->qu->last_wait, w->submitted_ms, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->last_wait_ms, w->submitted_ms, AM2Z__MO_RELEASE);
+    if (!am2z__atomic_exchange(&w->qu->scanned, 1, AM2Z__MO_ACQ_REL)) {
+        am2z__atomic_store(&q->clients_ms, 0, AM2Z__MO_RELEASE); /* the first caller of a queue: */
+        am2z__qmaint_wake(q);                                    /* look for its BullMQ workers now */
+    }
+    if (am2z__atomic_inc(&w->qu->nwait) == 1) {
+        am2z__atomic_store(&w->qu->wait_since, w->submitted_ms, AM2Z__MO_RELEASE);
+        if (am2z__atomic_load(&w->qu->foreign_ms, AM2Z__MO_ACQUIRE)) { /* the events reader may sleep */
+            am2z__mutex_lock(&q->ent.mu);
+            am2z__cond_broadcast(&q->ent.cv);
+            am2z__mutex_unlock(&q->ent.mu);
+        }
+    }
     am2z__mutex_lock(&q->wmu);
     w->hnext = q->waiters[b];
     q->waiters[b] = w;
@@ -4104,6 +4237,7 @@ static am2z__qwait *am2z__qwait_take(am2z__qrt *q, const char *id, size_t n) {
             break;
         }
     am2z__mutex_unlock(&q->wmu);
+    if (w) am2z__atomic_dec(&w->qu->nwait);
     return w;
 }
 
@@ -4837,7 +4971,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     a->argv[2] = a->ts;
     a->argv[3] = a->delay;
     a->argv[4] = a->prio;
-    a->argv[5] = q->events ? "1" : "0";
+    a->argv[5] = am2z__qev_level(q, w->qu);
     a->argv[6] = w->qu->wk;
     a->argv[7] = w->qu->wm;
     a->argv[8] = w->qu->sset;
@@ -5093,7 +5227,7 @@ static void am2z__qop_free_execution(am2z_execution *e) {
             char ttl[24];
             const char *argv[5];
             snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
-            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = q->events ? "1" : "0"; argv[4] = ttl;
+            argv[0] = w->qu->P; argv[1] = q->C; argv[2] = w->id; argv[3] = am2z__qev_level(q, w->qu); argv[4] = ttl;
             if (am2z__qeval(r, &rep, q->s_remove, 5, argv, NULL) != AM2Z_STATUS_OK)
                 am2z_log_warn(q->logger, "queue runtime: removing job %s of %s failed: %s", w->id, w->qu->name,
                               rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
@@ -5278,7 +5412,11 @@ static int am2z__qctx_cancelled(const am2z_ctx *ctx) {
     return am2z__qrun_cancelled((const am2z__qrun *)ctx->runtime_data) != 0;
 }
 
+static void am2z__qprogress(am2z__qrun *run, const am2z_value *data);
+
 static void am2z__qctx_emit(am2z_ctx *ctx, const char *event, am2z_value *data) {
+    am2z__qrun *run = (am2z__qrun *)ctx->runtime_data;
+    if (run->w->q->events && strcmp(event, "processor:progress") == 0) am2z__qprogress(run, data);
     am2z_runtime_emit(ctx->runtime, event, data);
     am2z_value_release(data);
 }
@@ -5287,6 +5425,8 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
                              size_t count, am2z_result *results);
 
 static int am2z__qctx_wants(const am2z_ctx *ctx, const char *event) {
+    const am2z__qrun *run = (const am2z__qrun *)ctx->runtime_data;
+    if (run->w->q->events && strcmp(event, "processor:progress") == 0) return 1; /* the job's progress */
     return am2z__runtime_has_handlers(ctx->runtime, event);
 }
 
@@ -5401,7 +5541,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
     snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
     snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
     am2z__qtoken(q, tok);
-    argv[0] = qu->P; argv[1] = q->C; argv[2] = now_s; argv[3] = q->events ? "1" : "0";
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = now_s; argv[3] = am2z__qev_level(q, qu);
     argv[4] = q->reply_ttl_s; argv[5] = ks; argv[6] = tok; argv[7] = q->lock_s; argv[8] = "0";
     argv[9] = qu->wk; argv[10] = qu->wm;
     for (i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
@@ -5800,7 +5940,7 @@ static void am2z__qjr_give_back(am2z__qjobrun *jr) {
     size_t lens[12];
     snprintf(prev, sizeof prev, "%d", jr->attempt - 1);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
-    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = q->events ? "1" : "0";
+    argv[5] = "0"; argv[6] = "the worker stopped"; argv[7] = stj ? stj : "[]"; argv[8] = am2z__qev_level(q, qu);
     argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = prev;
     for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
     if (stj) lens[7] = stn;
@@ -5819,7 +5959,7 @@ static void am2z__qjr_retry(am2z__qjobrun *jr, int64_t delay, const char *reason
     size_t lens[12], i;
     snprintf(ds, sizeof ds, "%lld", (long long)delay);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
-    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = q->events ? "1" : "0";
+    argv[5] = ds; argv[6] = reason; argv[7] = stj; argv[8] = am2z__qev_level(q, qu);
     argv[9] = qu->wk; argv[10] = qu->wm; argv[11] = jr->atm_s;
     for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
     lens[7] = stn;
@@ -5842,10 +5982,11 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     am2z__qrt *q = jr->w->q;
     am2z__qqueue *qu = jr->qu;
     am2z__qsb msg = am2z__qsb0();
-    const char *argv[14];
-    size_t lens[14], i;
+    const char *argv[15];
+    size_t lens[15], i;
     char kc[24], ka[24];
     am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
+    int max_attempts = jr->p ? am2z_processor_desc_of(jr->p)->retry.max_attempts : 1;
     am2z__qkeep(q, jr->opts, jr->optsn, 1, kc, ka);
     if (*jr->rkey) {
         am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, jr->errs, jr->nerrs);
@@ -5855,13 +5996,14 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     }
     argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
     argv[5] = reason; argv[6] = stj; argv[7] = msg.bad ? "" : jr->rkey; argv[8] = msg.p ? msg.p : "";
-    argv[9] = kc; argv[10] = ka; argv[11] = q->events ? "1" : "0"; argv[12] = q->reply_ttl_s;
+    argv[9] = kc; argv[10] = ka; argv[11] = am2z__qev_level(q, qu); argv[12] = q->reply_ttl_s;
     argv[13] = jr->atm_s;
-    for (i = 0; i < 14; i++) lens[i] = strlen(argv[i]);
+    argv[14] = jr->attempt >= (max_attempts > 0 ? max_attempts : 1) ? "1" : "0"; /* retries-exhausted */
+    for (i = 0; i < 15; i++) lens[i] = strlen(argv[i]);
     lens[6] = stn;
     lens[8] = msg.n;
     am2z__atomic_inc(&q->n_failed); /* counted before its caller can hold the outcome */
-    am2z__qfinish(jr->w, q->s_fail, argv, lens, 14, qu);
+    am2z__qfinish(jr->w, q->s_fail, argv, lens, 15, qu);
     am2z__qsb_free(&msg);
     if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->errs[jr->nerrs - 1], jr->errs, jr->nerrs, jr->attempt);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
@@ -5879,9 +6021,14 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
    execution's deadline leaves room for the backoff, failed otherwise. */
 static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
     int64_t delay = -1;
-    const char *reason = jr->err->message ? jr->err->message : "failed";
+    am2z__qsb reason = am2z__qsb0();
     size_t stn = 0;
     char *stj;
+    /* failedReason is what Node and Bull Board show: "Kind: message", plain text; the
+       structured errors travel in stacktrace and in the caller's reply */
+    am2z__qsb_str(&reason, jr->err->name ? jr->err->name : "Error");
+    am2z__qsb_str(&reason, ": ");
+    am2z__qsb_str(&reason, jr->err->message ? jr->err->message : "failed");
     jr->errs[jr->nerrs++] = jr->err;
     jr->err = NULL;
     if (jr->ran && jr->cancelled == AM2Z__QCANCEL_NONE && jr->p) {
@@ -5891,9 +6038,10 @@ static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
     }
     stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn);
     if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
-    if (stj && delay >= 0) am2z__qjr_retry(jr, delay, reason, stj, stn);
-    else if (stj) am2z__qjr_fail(jr, reason, stj, stn);
+    if (stj && delay >= 0) am2z__qjr_retry(jr, delay, reason.bad ? "failed" : reason.p, stj, stn);
+    else if (stj) am2z__qjr_fail(jr, reason.bad ? "failed" : reason.p, stj, stn);
     am2z__free(stj);
+    am2z__qsb_free(&reason);
 }
 
 /* Runs the fetched job (consumed) on worker w and finishes it. parent: the run that
@@ -5965,7 +6113,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     am2z__qrt *q = w->q;
     am2z_reply rep = am2z__qrep0();
     char now_s[24], ks[24], tok[64];
-    const char *argv[9];
+    const char *argv[10];
     int64_t now = am2z_now_ms();
     am2z_status st;
     size_t n;
@@ -5975,8 +6123,8 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     snprintf(ks, sizeof ks, "%lu", (unsigned long)k);
     am2z__qtoken(q, tok);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = tok; argv[3] = q->lock_s; argv[4] = now_s;
-    argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks;
-    st = am2z__qeval(w->conn, &rep, q->s_fetch, 9, argv, NULL);
+    argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks; argv[9] = am2z__qev_level(q, qu);
+    st = am2z__qeval(w->conn, &rep, q->s_fetch, 10, argv, NULL);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) && !am2z_redis_is_connected(w->conn))
             am2z__qdown(q, am2z_status_detail());
@@ -6106,9 +6254,9 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
     /* 2. run the first child here, then wait, running the children nobody took yet */
     if (first.qu) am2z__qrun_job(w, &first, run, NULL);
     for (;;) {
-        const char *argv[4 + 2 * 64];
+        const char *argv[5 + 2 * 64];
         char tok[64], now_s[24];
-        size_t argc = 4, pending = 0;
+        size_t argc = 5, pending = 0;
         size_t still = 0;
         int c = am2z__qrun_cancelled(run);
         am2z__mutex_lock(&group.mu);
@@ -6135,10 +6283,12 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
         }
         am2z__qtoken(q, tok);
         snprintf(now_s, sizeof now_s, "%lld", (long long)am2z_now_ms());
-        argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s;
+        argv[0] = q->C; argv[1] = tok; argv[2] = q->lock_s; argv[3] = now_s; argv[4] = "0";
         am2z__mutex_lock(&group.mu);
         for (i = 0; i < count && argc + 2 <= sizeof argv / sizeof argv[0]; i++)
             if (kids[i] && !kids[i]->done) {
+                const char *lv = am2z__qev_level(q, kids[i]->qu);
+                if (strcmp(lv, argv[4]) > 0) argv[4] = lv; /* the most any of the queues wants */
                 argv[argc++] = kids[i]->qu->P;
                 argv[argc++] = kids[i]->id;
             }
@@ -6516,7 +6666,7 @@ static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
         const char *argv[8];
         am2z__qqueue *u = tmp.snap[i];
         argv[0] = u->P; argv[1] = q->C; argv[2] = now_s; argv[3] = iv; argv[4] = ms;
-        argv[5] = q->events ? "1" : "0"; argv[6] = u->wk; argv[7] = u->wm;
+        argv[5] = am2z__qev_level(q, u); argv[6] = u->wk; argv[7] = u->wm;
         if (am2z_redis_append_evalsha(conn, q->s_stalled, 0, 8, argv, NULL) != AM2Z_STATUS_OK) break;
         sent++;
     }
@@ -6541,6 +6691,42 @@ static void am2z__qmaint_stalled(am2z__qrt *q, am2z_redis *conn) {
     am2z__qsnap_release(&tmp);
 }
 
+/* Hands a job finished by a foreign worker (Node) to its waiter t (taken from the table):
+   the returnvalue (JSON) of a success, or the failedReason and the stacktrace (am2z error
+   JSON texts, when an am2z worker ran earlier attempts) of a failure. */
+static void am2z__qforeign_deliver(am2z__qwait *t, const char *rv, size_t rvn, const char *fr, size_t frn,
+                                   const char *stk, size_t stn, int atm) {
+    size_t k;
+    if (rv) {
+        am2z_value *v = am2z_json_parse(rv, rvn, NULL, NULL);
+        if (am2z_value_type(v) == AM2Z_TYPE_OBJECT && am2z_value_find(v, "metadata", 8)) t->state = am2z_value_retain(v);
+        else if (am2z_value_type(v) == AM2Z_TYPE_OBJECT) t->state = am2z_state_new(t->session, am2z_value_retain(v), NULL);
+        else if (v) t->state = am2z_state_new(t->session, am2z_value_set(am2z_value_object(), "returnvalue", am2z_value_retain(v)), NULL);
+        am2z_value_release(v);
+        if (!t->state) t->error = am2z_error_validation("returnvalue", NULL, "the job's returnvalue is not valid JSON");
+    }
+    if (stk && stn) {
+        am2z_value *sv = am2z_json_parse(stk, stn, NULL, NULL);
+        size_t m = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
+        t->errs = m ? (am2z_error **)am2z__malloc(m * sizeof *t->errs) : NULL;
+        for (k = 0; t->errs && k < m; k++) {
+            size_t el = 0;
+            const char *et = am2z_value_as_string(am2z_value_at(sv, k), &el);
+            if (et) t->errs[t->nerrs++] = am2z__qerror_from_text(t->qu->proc, t->id, et, el);
+            if (t->nerrs && !t->errs[t->nerrs - 1]) t->nerrs--;
+        }
+        am2z_value_release(sv);
+    }
+    if (!rv && !t->error) {
+        if (t->nerrs && t->errs[t->nerrs - 1]->name && strcmp(t->errs[t->nerrs - 1]->name, "ProcessorExecutionError") != 0)
+            t->error = am2z_error_retain(t->errs[t->nerrs - 1]);
+        else
+            t->error = am2z__qerror_from_text(t->qu->proc, t->id, fr ? fr : "failed", fr ? frn : 6);
+    }
+    t->attempts = atm > 0 ? atm : 1;
+    am2z__qwait_signal(t);
+}
+
 /* Outcome of a job finished without an am2z reply (a Node worker), from its hash. */
 static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     am2z__qwait *ws[256];
@@ -6563,52 +6749,10 @@ static void am2z__qmaint_foreign(am2z__qrt *q, am2z_redis *conn) {
     for (i = 0; i < sent; i++) {
         am2z_status st = am2z_redis_read(conn, &rep);
         if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 5 && am2z__qel(&rep, 0, NULL)) {
-            am2z__qwait *w = ws[i], *t;
             size_t rvn = 0, frn = 0, stn = 0;
             const char *rv = am2z__qel(&rep, 1, &rvn), *fr = am2z__qel(&rep, 2, &frn), *stk = am2z__qel(&rep, 3 + 1, &stn);
-            int atm = (int)am2z__qel_num(&rep, 3, 0, AM2Z__QMAX_COUNT, 0);
-            am2z_state *state = NULL;
-            am2z_error *err = NULL, **errs = NULL;
-            size_t nerrs = 0, k;
-            if (rv) {
-                am2z_value *v = am2z_json_parse(rv, rvn, NULL, NULL);
-                if (am2z_value_type(v) == AM2Z_TYPE_OBJECT && am2z_value_find(v, "metadata", 8)) state = am2z_value_retain(v);
-                else if (am2z_value_type(v) == AM2Z_TYPE_OBJECT) state = am2z_state_new(w->session, am2z_value_retain(v), NULL);
-                else if (v) state = am2z_state_new(w->session, am2z_value_set(am2z_value_object(), "returnvalue", am2z_value_retain(v)), NULL);
-                am2z_value_release(v);
-                if (!state) err = am2z_error_validation("returnvalue", NULL, "the job's returnvalue is not valid JSON");
-            }
-            if (stk && stn) {
-                am2z_value *sv = am2z_json_parse(stk, stn, NULL, NULL);
-                size_t m = am2z_value_type(sv) == AM2Z_TYPE_ARRAY ? am2z_value_len(sv) : 0;
-                errs = m ? (am2z_error **)am2z__malloc(m * sizeof *errs) : NULL;
-                for (k = 0; errs && k < m; k++) {
-                    size_t el = 0;
-                    const char *et = am2z_value_as_string(am2z_value_at(sv, k), &el);
-                    if (et) errs[nerrs++] = am2z__qerror_from_text(w->qu->proc, w->id, et, el);
-                    if (nerrs && !errs[nerrs - 1]) nerrs--;
-                }
-                am2z_value_release(sv);
-            }
-            if (!rv && !err) {
-                if (nerrs && errs[nerrs - 1]->name && strcmp(errs[nerrs - 1]->name, "ProcessorExecutionError") != 0)
-                    err = am2z_error_retain(errs[nerrs - 1]);
-                else
-                    err = am2z__qerror_from_text(w->qu->proc, w->id, fr ? fr : "failed", fr ? frn : 6);
-            }
-            if ((t = am2z__qwait_take(q, w->id, strlen(w->id))) != NULL) {
-                t->state = state;
-                t->error = err;
-                t->errs = errs;
-                t->nerrs = nerrs;
-                t->attempts = atm;
-                state = NULL; err = NULL; errs = NULL; nerrs = 0;
-                am2z__qwait_signal(t);
-            }
-            am2z_value_release(state);
-            am2z_error_release(err);
-            for (k = 0; k < nerrs; k++) am2z_error_release(errs[k]);
-            am2z__free(errs);
+            am2z__qwait *t = am2z__qwait_take(q, ws[i]->id, strlen(ws[i]->id));
+            if (t) am2z__qforeign_deliver(t, rv, rvn, fr, frn, stk, stn, (int)am2z__qel_num(&rep, 3, 0, AM2Z__QMAX_COUNT, 0));
         }
         am2z_reply_clear(&rep);
         if (st != AM2Z_STATUS_OK && !am2z_redis_is_connected(conn)) break;
@@ -6646,20 +6790,390 @@ static int64_t am2z__qmaint_due(am2z__qrt *q, am2z_redis *conn, am2z__qworker *s
     return next;
 }
 
+/* -- BullMQ parity: progress, worker presence, jobs finished by foreign workers --
+   Node's QueueEvents, Queue.getWorkers() and Bull Board follow am2z through the same
+   wire they use for Node: the events stream (written by the scripts), client names, and
+   the job hash. Jobs finished by a Node worker come back through the events stream. */
+
+/* A running job's progress (am2z_ctx_progress): the job hash's progress field and a
+   "progress" event (jobId, data), on a pooled connection: the processor may report from
+   any thread. */
+static void am2z__qprogress(am2z__qrun *run, const am2z_value *data) {
+    am2z__qrt *q = run->w->q;
+    const am2z_value *p = am2z_value_find(data, "progress", 8);
+    am2z__qsb js = am2z__qsb0();
+    am2z_reply rep = am2z__qrep0();
+    am2z_redis *r;
+    const char *argv[4];
+    if (!p) return;
+    am2z__qsb_json(&js, p);
+    if (!js.bad && (r = am2z__qborrow(q, NULL)) != NULL) {
+        argv[0] = run->qu->P; argv[1] = run->id; argv[2] = js.p; argv[3] = "1";
+        if (am2z__qeval(r, &rep, q->s_progress, 4, argv, NULL) != AM2Z_STATUS_OK)
+            am2z_log_warn(q->logger, "queue runtime: progress of job %s of %s: %s", run->id, run->qu->name,
+                          rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
+        am2z_reply_clear(&rep);
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z__qsb_free(&js);
+}
+
+/* s in base64 (RFC 4648, padded, as Node's Buffer.toString('base64')); NULL when out of
+   memory. */
+static char *am2z__qb64(const char *s) {
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), i, o = 0;
+    char *out = (char *)am2z__malloc(4 * ((n + 2) / 3) + 1);
+    if (!out) return NULL;
+    for (i = 0; i + 2 < n; i += 3) {
+        out[o++] = t[u[i] >> 2];
+        out[o++] = t[((u[i] & 3) << 4) | (u[i + 1] >> 4)];
+        out[o++] = t[((u[i + 1] & 15) << 2) | (u[i + 2] >> 6)];
+        out[o++] = t[u[i + 2] & 63];
+    }
+    if (i < n) {
+        out[o++] = t[u[i] >> 2];
+        out[o++] = t[((u[i] & 3) << 4) | (i + 1 < n ? u[i + 1] >> 4 : 0)];
+        out[o++] = i + 1 < n ? t[(u[i + 1] & 15) << 2] : '=';
+        out[o++] = '=';
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* The client name BullMQ gives a worker of queue (getWorkers() and Bull Board list the
+   connections so named): <bull>:<base64(queue)>, plus suffix. NULL when out of memory. */
+static char *am2z__qclient_name(const am2z__qrt *q, const char *queue, const char *suffix) {
+    char *b = am2z__qb64(queue), *name = b ? am2z__qcat(q->bull, ":", b, suffix) : NULL;
+    am2z__free(b);
+    return name;
+}
+
+/* Worker presence: one idle connection per registered processor's (global) queue, named
+   <bull>:<base64(queue)>:w:am2z-<instance>, while this process has workers; made and
+   dropped as processors are registered and unregistered, and reconnected (check set)
+   after Redis restarted. */
+static void am2z__qmaint_presence(am2z__qrt *q, am2z__qworker *snap, int check) {
+    am2z_redis **conns = NULL;
+    char **names = NULL, suffix[48], qn[2 * AM2Z_NAME_MAX + 8];
+    size_t n = 0, i, k;
+    if (q->nworkers <= 0) return;
+    snprintf(suffix, sizeof suffix, ":w:am2z-%s", q->instance);
+    if (snap->nprocs) {
+        conns = (am2z_redis **)am2z__malloc(snap->nprocs * sizeof *conns);
+        names = (char **)am2z__malloc(snap->nprocs * sizeof *names);
+        if (!conns || !names) { am2z__free(conns); am2z__free(names); return; }
+    }
+    for (i = 0; i < snap->nprocs; i++) {
+        char *name;
+        if (!am2z__qqname(q, snap->procs[i]->name, NULL, qn, sizeof qn) || !(name = am2z__qclient_name(q, qn, suffix)))
+            continue;
+        for (k = 0; k < q->npres; k++)
+            if (q->pname[k] && strcmp(q->pname[k], name) == 0) break;
+        if (k < q->npres) { /* kept */
+            conns[n] = q->pconn[k];
+            q->pconn[k] = NULL;
+            am2z__free(q->pname[k]);
+            q->pname[k] = NULL;
+        } else {
+            am2z_redis_desc d = q->rdesc;
+            d.client_name = name;
+            conns[n] = am2z_redis_new(&d, NULL);
+            if (!conns[n]) { am2z__free(name); continue; }
+            check = 1;
+        }
+        names[n++] = name;
+    }
+    for (k = 0; k < q->npres; k++) { am2z_redis_free(q->pconn[k]); am2z__free(q->pname[k]); }
+    am2z__free(q->pconn);
+    am2z__free(q->pname);
+    q->pconn = conns;
+    q->pname = names;
+    q->npres = n;
+    for (i = 0; check && i < n; i++) {
+        am2z_reply rep = am2z__qrep0();
+        if (am2z_redis_is_connected(conns[i])) am2z_redis_command(conns[i], &rep, "PING");
+        am2z_reply_clear(&rep);
+        if (!am2z_redis_is_connected(conns[i])) am2z_redis_connect(conns[i]);
+    }
+}
+
+/* Closes the presence connections (the maintenance thread is gone, or never ran). */
+static void am2z__qpresence_drop(am2z__qrt *q) {
+    size_t i;
+    for (i = 0; i < q->npres; i++) { am2z_redis_free(q->pconn[i]); am2z__free(q->pname[i]); }
+    am2z__free(q->pconn);
+    am2z__free(q->pname);
+    q->pconn = NULL;
+    q->pname = NULL;
+    q->npres = 0;
+}
+
+/* The queue object named name, retained, or NULL. */
+static am2z__qqueue *am2z__qqueue_find(am2z__qrt *q, const char *name, size_t len) {
+    uint32_t b = am2z__qhash(name, len) % AM2Z__QBUCKETS;
+    am2z__qqueue *u;
+    am2z__mutex_lock(&q->mu);
+    for (u = q->queues[b]; u; u = u->hnext)
+        if (strlen(u->name) == len && memcmp(u->name, name, len) == 0) { am2z__atomic_inc(&u->refs); break; }
+    am2z__mutex_unlock(&q->mu);
+    return u;
+}
+
+/* Decodes base64 s (n bytes) into out (size bytes, NUL-terminated); 0 when it is not
+   base64 or does not fit. */
+static int am2z__qb64_decode(const char *s, size_t n, char *out, size_t size) {
+    size_t i, o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (i = 0; i < n && s[i] != '='; i++) {
+        const char c = s[i];
+        int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+              : c == '+' ? 62 : c == '/' ? 63 : -1;
+        if (v < 0) return 0;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o + 1 >= size) return 0;
+            out[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[o] = 0;
+    return o > 0;
+}
+
+/* Finds the BullMQ workers (CLIENT LIST names <bull>:<base64(queue)>[:w:<name>], not
+   am2z's) of the queues this process knows, whose events are then followed, and their
+   QueueEvents listeners (<bull>:<base64(queue)>:qe), for whom every event is written. */
+static void am2z__qmaint_clients(am2z__qrt *q, am2z_redis *conn) {
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z_redis_command(conn, &rep, "CLIENT LIST TYPE normal");
+    const char *p, *end;
+    size_t bl = strlen(q->bull);
+    int64_t now = am2z_now_ms();
+    if (st == AM2Z_STATUS_SERVER) am2z__atomic_store(&q->clients_denied, 1, AM2Z__MO_RELEASE); /* follow all */
+    if (st != AM2Z_STATUS_OK || (rep.type != AM2Z_REPLY_BULK && rep.type != AM2Z_REPLY_VERBATIM &&
+                                 rep.type != AM2Z_REPLY_STRING)) {
+        am2z_reply_clear(&rep);
+        return;
+    }
+    for (p = am2z_reply_str(&rep), end = p + rep.len; p && p < end; p = (const char *)memchr(p, '\n', (size_t)(end - p)), p = p ? p + 1 : NULL) {
+        const char *nm = strstr(p, " name="), *e, *b64, *b64e;
+        char qn[3 * AM2Z_NAME_MAX + 8];
+        am2z__qqueue *u;
+        int listener;
+        if (!nm) break;
+        nm += 6;
+        for (e = nm; e < end && *e != ' ' && *e != '\n' && *e != '\r'; e++) {}
+        if ((size_t)(e - nm) <= bl + 1 || memcmp(nm, q->bull, bl) != 0 || nm[bl] != ':') continue;
+        b64 = nm + bl + 1;
+        for (b64e = b64; b64e < e && *b64e != ':'; b64e++) {}
+        /* a worker: no suffix, or ":w:<name>" that is not an am2z process's; a listener: ":qe" */
+        listener = e - b64e == 3 && memcmp(b64e, ":qe", 3) == 0;
+        if (!listener && b64e < e && ((size_t)(e - b64e) < 3 || memcmp(b64e, ":w:", 3) != 0 ||
+                                      ((size_t)(e - b64e) >= 8 && memcmp(b64e, ":w:am2z-", 8) == 0)))
+            continue;
+        if (!am2z__qb64_decode(b64, (size_t)(b64e - b64), qn, sizeof qn)) continue;
+        if ((u = am2z__qqueue_find(q, qn, strlen(qn))) != NULL) {
+            am2z__atomic_store(listener ? &u->listened_ms : &u->foreign_ms, now, AM2Z__MO_RELEASE);
+            am2z__qqueue_release(u);
+        }
+    }
+    am2z_reply_clear(&rep);
+}
+
+/* The queues whose events the reader follows now, retained: those with waiters (or
+   waiters a moment ago) and a BullMQ worker. A queue that starts being followed reads
+   from just before its first waiter's submission (Redis's clock), so no finish is missed. */
+static size_t am2z__qev_followed(am2z__qrt *q, am2z__qqueue ***out) {
+    am2z__qqueue *u, **v = NULL;
+    size_t n = 0, cap = 0, i;
+    int64_t now = am2z_now_ms();
+    int all = am2z__atomic_load(&q->clients_denied, AM2Z__MO_ACQUIRE);
+    am2z__mutex_lock(&q->mu);
+    for (i = 0; i < AM2Z__QBUCKETS; i++)
+        for (u = q->queues[i]; u; u = u->hnext) {
+            int64_t fm = am2z__atomic_load(&u->foreign_ms, AM2Z__MO_ACQUIRE);
+            int waited = am2z__atomic_load(&u->nwait, AM2Z__MO_ACQUIRE) > 0 ||
+                         now - am2z__atomic_load(&u->last_wait, AM2Z__MO_ACQUIRE) < AM2Z__QEV_LINGER_MS;
+            if (!waited || (!all && (!fm || now - fm > AM2Z__QEV_FOREIGN_MS))) { u->cursor[0] = 0; continue; }
+            if (n == cap) {
+                size_t nc = cap ? 2 * cap : 8;
+                am2z__qqueue **nv = (am2z__qqueue **)am2z__realloc(v, nc * sizeof *nv);
+                if (!nv) continue;
+                v = nv;
+                cap = nc;
+            }
+            if (!u->cursor[0])
+                snprintf(u->cursor, sizeof u->cursor, "%lld-0",
+                         (long long)(am2z__atomic_load(&u->wait_since, AM2Z__MO_ACQUIRE) + q->skew_ms - AM2Z__QEV_SLACK_MS));
+            am2z__atomic_inc(&u->refs);
+            v[n++] = u;
+        }
+    am2z__mutex_unlock(&q->mu);
+    *out = v;
+    return n;
+}
+
+/* One entry of u's stream: a completed or failed job without am2z's mark (a foreign
+   worker finished it) goes to its waiter here, if any. */
+static void am2z__qev_entry(am2z__qrt *q, const am2z_reply *fields) {
+    const char *ev = NULL, *id = NULL, *rv = NULL, *fr = NULL;
+    size_t evn = 0, idn = 0, rvn = 0, frn = 0, i;
+    am2z__qwait *t;
+    if (!fields || fields->len % 2) return;
+    for (i = 0; i + 1 < fields->len; i += 2) {
+        size_t kn = 0, vn = 0;
+        const char *k = am2z__qel(fields, i, &kn), *val = am2z__qel(fields, i + 1, &vn);
+        if (!k || !val) continue;
+        if (kn == 5 && memcmp(k, "event", 5) == 0) { ev = val; evn = vn; }
+        else if (kn == 5 && memcmp(k, "jobId", 5) == 0) { id = val; idn = vn; }
+        else if (kn == 11 && memcmp(k, "returnvalue", 11) == 0) { rv = val; rvn = vn; }
+        else if (kn == 12 && memcmp(k, "failedReason", 12) == 0) { fr = val; frn = vn; }
+        else if (kn == 4 && memcmp(k, "am2z", 4) == 0) return; /* an am2z worker replied to its caller */
+    }
+    if (!ev || !id) return;
+    if (!(evn == 9 && memcmp(ev, "completed", 9) == 0) && !(evn == 6 && memcmp(ev, "failed", 6) == 0)) return;
+    if ((t = am2z__qwait_take(q, id, idn)) == NULL) return;
+    if (evn == 9) am2z__qforeign_deliver(t, rv ? rv : "null", rv ? rvn : 4, NULL, 0, NULL, 0, 1);
+    else am2z__qforeign_deliver(t, NULL, 0, fr, frn, NULL, 0, 1);
+}
+
+/* One XREAD round over the followed queues; 0 when the connection failed. */
+static int am2z__qev_read(am2z__qrt *q, am2z_redis *r, am2z__qqueue **v, size_t n) {
+    const char **argv = (const char **)am2z__malloc((6 + 2 * n) * sizeof *argv);
+    char **keys = (char **)am2z__malloc((n + 1) * sizeof *keys), cnt[16], blk[16];
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = AM2Z_STATUS_NO_MEMORY;
+    size_t argc = 0, i, s, e;
+    if (argv && keys) {
+        snprintf(cnt, sizeof cnt, "%d", AM2Z__QEV_COUNT);
+        snprintf(blk, sizeof blk, "%d", AM2Z__QEV_BLOCK_MS);
+        argv[argc++] = "XREAD"; argv[argc++] = "COUNT"; argv[argc++] = cnt;
+        argv[argc++] = "BLOCK"; argv[argc++] = blk; argv[argc++] = "STREAMS";
+        for (i = 0; i < n; i++) argv[argc++] = keys[i] = am2z__qcat(v[i]->P, "events", NULL, NULL);
+        for (i = 0; i < n; i++) argv[argc++] = v[i]->cursor;
+        for (i = 0; i < n; i++)
+            if (!keys[i]) break;
+        if (i == n && am2z__qguard_enter(q, &q->eguard, r)) {
+            st = am2z_redis_blocking_argv(r, &rep, AM2Z__QEV_BLOCK_MS + 5000, argc, argv, NULL);
+            am2z__qguard_leave(q, &q->eguard);
+        }
+    }
+    /* RESP2: [[key, entries]...]; RESP3: {key: entries}. An entry is [id, [field, value...]]. */
+    for (s = 0; st == AM2Z_STATUS_OK && s < rep.len; s++) {
+        const am2z_reply *key = NULL, *entries = NULL;
+        size_t k;
+        if (rep.type == AM2Z_REPLY_MAP) {
+            if (s % 2) continue;
+            key = am2z_reply_at(&rep, s);
+            entries = am2z_reply_at(&rep, s + 1);
+        } else if (rep.type == AM2Z_REPLY_ARRAY) {
+            key = am2z_reply_at(am2z_reply_at(&rep, s), 0);
+            entries = am2z_reply_at(am2z_reply_at(&rep, s), 1);
+        }
+        if (!key || !entries) continue;
+        for (k = 0; k < n; k++)
+            if (keys[k] && strcmp(keys[k], am2z_reply_str(key)) == 0) break;
+        if (k == n) continue;
+        for (e = 0; e < entries->len; e++) {
+            const am2z_reply *en = am2z_reply_at(entries, e);
+            size_t idl = 0;
+            const char *eid = am2z__qel(en, 0, &idl);
+            if (eid && idl < sizeof v[k]->cursor) snprintf(v[k]->cursor, sizeof v[k]->cursor, "%s", eid);
+            am2z__qev_entry(q, am2z_reply_at(en, 1));
+        }
+    }
+    if (st != AM2Z_STATUS_OK && st != AM2Z_STATUS_NO_MEMORY && st != AM2Z_STATUS_SERVER &&
+        !am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE))
+        am2z_log_warn(q->logger, "queue runtime: events reader: %s", am2z_status_detail());
+    am2z_reply_clear(&rep);
+    for (i = 0; keys && i < n; i++) am2z__free(keys[i]);
+    am2z__free(keys);
+    am2z__free(argv);
+    return st == AM2Z_STATUS_OK || st == AM2Z_STATUS_NO_MEMORY || st == AM2Z_STATUS_SERVER;
+}
+
+/* Redis's clock minus ours (ms): stream ids carry Redis's time. */
+static void am2z__qev_skew(am2z__qrt *q, am2z_redis *r) {
+    am2z_reply rep = am2z__qrep0();
+    int64_t t0 = am2z_now_ms();
+    if (am2z_redis_command(r, &rep, "TIME") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 2)
+        q->skew_ms = am2z__qel_int(&rep, 0) * 1000 + am2z__qel_int(&rep, 1) / 1000 - (t0 + am2z_now_ms()) / 2;
+    am2z_reply_clear(&rep);
+}
+
+/* The events reader: one thread and one connection per runtime, connected on first use,
+   for every caller of the process. */
+static void *am2z__qevreader_main(void *arg) {
+    am2z__qrt *q = (am2z__qrt *)arg;
+    am2z_redis *r = q->econn;
+    while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
+        am2z__qqueue **v = NULL;
+        size_t n = am2z__qev_followed(q, &v), i;
+        if (!n) {
+            am2z__mutex_lock(&q->ent.mu);
+            if (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE))
+                am2z__cond_wait_until(&q->ent.cv, &q->ent.mu, am2z_monotonic_ns() + (int64_t)AM2Z__QEV_BLOCK_MS * 1000000);
+            am2z__mutex_unlock(&q->ent.mu);
+        } else if (!am2z_redis_is_connected(r)) {
+            if (am2z_redis_connect(r) == AM2Z_STATUS_OK) am2z__qev_skew(q, r);
+            else am2z__qsleep_ms(100);
+            for (i = 0; i < n; i++) v[i]->cursor[0] = 0; /* the skew may have moved */
+        } else if (!am2z__qev_read(q, r, v, n)) {
+            am2z__qsleep_ms(20);
+        }
+        for (i = 0; i < n; i++) am2z__qqueue_release(v[i]);
+        am2z__free(v);
+    }
+    am2z__atomic_dec(&q->n_live_aux);
+    return NULL;
+}
+
+/* Wakes the maintenance thread now (the registered processors changed). */
+static void am2z__qmaint_wake(am2z__qrt *q) {
+    am2z__mutex_lock(&q->mnt.mu);
+    q->due_changed = 1;
+    am2z__cond_broadcast(&q->mnt.cv);
+    am2z__mutex_unlock(&q->mnt.mu);
+}
+
 static void *am2z__qmaint_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->mconn;
     int64_t now = am2z_now_ms();
     int64_t renew_every = q->lock_ms / 3 > 10 ? q->lock_ms / 3 : 10;
     int64_t t_cancel = now, t_renew = now + renew_every, t_stalled = now, t_foreign = now + q->foreign_poll_ms;
+    int64_t t_presence = now + q->stalled_ms;
+    unsigned pgen = 0;
     am2z__qworker snap; /* the served queues, for due times */
     memset(&snap, 0, sizeof snap);
     snap.q = q;
     while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         int64_t next, t_due = 0;
+        size_t waiting;
         now = am2z_now_ms();
         if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
         am2z__qcancel_flush(q, r);
+        am2z__qsnap(&snap);
+        if (snap.gen != pgen || now >= t_presence) {
+            am2z__qmaint_presence(q, &snap, now >= t_presence);
+            pgen = snap.gen;
+            if (now >= t_presence) t_presence = now + q->stalled_ms;
+        }
+        am2z__mutex_lock(&q->wmu);
+        waiting = q->nwaiters;
+        am2z__mutex_unlock(&q->wmu);
+        if (now - am2z__atomic_load(&q->last_wait_ms, AM2Z__MO_ACQUIRE) < AM2Z__QEV_LINGER_MS) waiting = 1;
+        if ((waiting || q->events == 1) && now - am2z__atomic_load(&q->clients_ms, AM2Z__MO_ACQUIRE) > AM2Z__QCLIENTS_MS) {
+            am2z__atomic_store(&q->clients_ms, now, AM2Z__MO_RELEASE);
+            am2z__qmaint_clients(q, r);
+            am2z__mutex_lock(&q->ent.mu); /* the events reader follows what was found */
+            am2z__cond_broadcast(&q->ent.cv);
+            am2z__mutex_unlock(&q->ent.mu);
+        }
         if (now >= t_cancel) { am2z__qmaint_cancel(q, r); t_cancel = now + q->cancel_poll_ms; }
         if (now >= t_renew) { am2z__qmaint_renew(q, r); t_renew = now + renew_every; }
         if (q->nworkers > 0 && now >= t_stalled) { am2z__qmaint_stalled(q, r); t_stalled = now + q->stalled_ms; }
@@ -7132,6 +7646,7 @@ static void am2z__qop_registered(am2z_runtime *rt, am2z_processor *p) {
     am2z__qqueue_release(u);
     if (q->nworkers > 0) am2z__qpublish(q, p, cap);
     if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, cap);
+    am2z__qmaint_wake(q); /* names the queue's worker presence now */
 }
 
 static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
@@ -7158,6 +7673,7 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
         am2z__free(qn);
     }
     if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qwake_workers(q, am2z__qcmd_cap(q));
+    am2z__qmaint_wake(q);
 }
 
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
@@ -7166,7 +7682,15 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     if (q->have_threads) return AM2Z_STATUS_OK;
     if (!q->rconn) q->rconn = am2z__qconn(q, "results");
     if (!q->mconn) q->mconn = am2z__qconn(q, "maintenance");
-    if (!q->rconn || !q->mconn) return AM2Z_STATUS_NO_MEMORY;
+    if (!q->econn) { /* connected by its thread when a queue is followed */
+        am2z_redis_desc d = q->rdesc;
+        char name[256];
+        snprintf(name, sizeof name, "%s%s:events", q->C, q->instance);
+        d.client_name = name;
+        q->econn = am2z_redis_new(&d, NULL);
+        am2z__redis_abort_fd(q->econn, q->abort_pipe[0]); /* a stop that gives up on Redis ends its waits */
+    }
+    if (!q->rconn || !q->mconn || !q->econn) return AM2Z_STATUS_NO_MEMORY;
     if (q->nworkers > 0 && !q->workers) {
         q->workers = (am2z__qworker *)am2z__malloc((size_t)q->nworkers * sizeof *q->workers);
         if (!q->workers) return AM2Z_STATUS_NO_MEMORY;
@@ -7191,7 +7715,7 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
     am2z__atomic_store(&q->running, 1, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->rx_stop, 0, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->n_live_workers, q->nworkers, AM2Z__MO_RELEASE);
-    am2z__atomic_store(&q->n_live_aux, 2, AM2Z__MO_RELEASE);
+    am2z__atomic_store(&q->n_live_aux, 3, AM2Z__MO_RELEASE); /* receiver, maintenance, events reader */
     am2z__qguard_init(&q->rguard);
     for (i = 0; i < q->nworkers; i++) {
         am2z__qworker *w = &q->workers[i];
@@ -7215,6 +7739,19 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
         am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
         for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
         am2z__thread_join(q->receiver);
+        return AM2Z_STATUS_NO_MEMORY;
+    }
+    am2z__qguard_init(&q->eguard);
+    if (am2z__thread_create(&q->evreader, am2z__qevreader_main, q) != 0) {
+        am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
+        am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
+        for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
+        am2z__qguard_cut(q, &q->rguard);
+        am2z__thread_join(q->receiver);
+        am2z__mutex_lock(&q->mnt.mu);
+        am2z__cond_broadcast(&q->mnt.cv);
+        am2z__mutex_unlock(&q->mnt.mu);
+        am2z__thread_join(q->maint);
         return AM2Z_STATUS_NO_MEMORY;
     }
     q->have_threads = 1;
@@ -7274,13 +7811,19 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
+    am2z__qguard_cut(q, &q->eguard);
     am2z__mutex_lock(&q->mnt.mu);
     am2z__cond_broadcast(&q->mnt.cv);
     am2z__mutex_unlock(&q->mnt.mu);
+    am2z__mutex_lock(&q->ent.mu);
+    am2z__cond_broadcast(&q->ent.cv);
+    am2z__mutex_unlock(&q->ent.mu);
     if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
     if (!am2z__qlive_wait(&q->n_live_aux, until)) am2z__qabort(q);
     am2z__thread_join(q->receiver);
     am2z__thread_join(q->maint);
+    am2z__thread_join(q->evreader);
+    am2z__qpresence_drop(q); /* a stopped runtime is no worker */
     q->have_threads = 0;
     if (until < am2z_monotonic_ns() + am2z__qns(100)) until = am2z_monotonic_ns() + am2z__qns(100);
     /* late results and pending wake-ups have nobody to read them now */
@@ -7320,6 +7863,10 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z__qcancel_flush(q, NULL);
     if (q->abort_pipe[0] >= 0) close(q->abort_pipe[0]);
     if (q->abort_pipe[1] >= 0) close(q->abort_pipe[1]);
+    am2z_redis_free(q->econn);
+    am2z__qpresence_drop(q);
+    am2z_redis_script_free(q->s_progress);
+    am2z__qnotify_destroy(&q->ent);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         while (q->queues[i]) {
             am2z__qqueue *u = q->queues[i];
@@ -7435,11 +7982,11 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
     q->keep_f = d.keep_failed ? d.keep_failed : 1000;
     q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
-    q->events = d.events >= 0;
+    q->events = d.events < 0 ? 0 : d.events > 0 ? 2 : 1;
     q->default_timeout_ms = d.default_timeout_ms > 0 ? d.default_timeout_ms : 60000;
     q->max_depth = d.max_call_depth > 0 ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     q->cancel_poll_ms = d.cancel_poll_ms > 0 ? d.cancel_poll_ms : 100;
-    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 1000;
+    q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 10000;
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
     q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
@@ -7463,6 +8010,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     am2z__mutex_init(&q->setmu);
     am2z__qguard_init(&q->rguard);
     am2z__qnotify_init(&q->mnt);
+    am2z__qnotify_init(&q->ent);
     q->s_add = am2z__qscript(am2z__qlua_add);
     q->s_fetch = am2z__qscript(am2z__qlua_fetch);
     q->s_complete = am2z__qscript(am2z__qlua_complete);
@@ -7477,6 +8025,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_due = am2z__qscript(am2z__qlua_due);
     q->s_remove = am2z__qscript(am2z__qlua_remove);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
+    q->s_progress = am2z__qscript(am2z__qlua_progress);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
     if (pipe(q->abort_pipe) == 0) {
         for (i = 0; i < 2; i++) {
@@ -7490,7 +8039,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool) {
+        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (q->abort_pipe[0] < 0) {
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));

@@ -60,7 +60,8 @@ build_and_run() {
             test_redis*:gcc-c99|test_redis*:clang-*|test_queue*:gcc-c99|test_queue*:clang-*|\
             test_interop*:gcc-c99|test_interop*:clang-*|test_edits*:gcc-c99|test_edits*:clang-*|\
             test_settings*:gcc-c99|test_settings*:clang-*|\
-            test_hostile*:gcc-c99|test_hostile*:clang-*)
+            test_hostile*:gcc-c99|test_hostile*:clang-*|\
+            test_events*:gcc-c99|test_events*:clang-*)
                 echo "  $cfg-$t: built (runs in gcc-c11, asan-ubsan and tsan)"; continue;;
         esac
         run_counted "$cfg-$t" "./$B/$cfg/$t"
