@@ -769,6 +769,17 @@ typedef struct am2z_queue_config {
     int64_t delay_ms;      /* start each execution this much later */
 } am2z_queue_config;
 
+/* Who enforces a top-level execution's timeout (am2z_processor_desc.deadlines,
+   am2z_local_desc.deadlines; the local runtime's section 8 says what each costs). */
+typedef enum am2z_deadlines {
+    AM2Z_DEADLINES_DEFAULT = 0,  /* processor: the runtime's choice; runtime: EXACT */
+    AM2Z_DEADLINES_EXACT,        /* a worker runs it, the caller returns at the deadline
+                                    even when the processor ignores cancellation */
+    AM2Z_DEADLINES_COOPERATIVE   /* the caller's thread may run it: am2z_ctx_cancelled()
+                                    turns true at the deadline, a late result becomes a
+                                    TimeoutError when the processor returns */
+} am2z_deadlines;
+
 typedef struct am2z_processor_desc {
     const char *name;            /* required; [A-Za-z0-9_.-], 1..AM2Z_NAME_MAX bytes */
     am2z_processor_fn fn;        /* required for a plain processor */
@@ -779,6 +790,10 @@ typedef struct am2z_processor_desc {
     am2z_processor *const *dependencies; /* registered with it; each consumed (NULL ok) */
     size_t dependency_count;
     void *user_data;             /* am2z_ctx_user_data() */
+    am2z_deadlines deadlines;    /* top-level timeouts of this processor: DEFAULT follows
+                                    the runtime (am2z_local_desc.deadlines); EXACT for a
+                                    processor that may ignore cancellation. Composites
+                                    follow the runtime */
 } am2z_processor_desc;
 
 #ifndef AM2Z_NAME_MAX
@@ -1047,6 +1062,7 @@ typedef struct am2z_runtime_settings {
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
     int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
     int64_t spin_ns;            /* local: how long waiters spin before blocking; 0: never */
+    am2z_deadlines deadlines;   /* local: EXACT or COOPERATIVE (resolved); queue: DEFAULT */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1320,6 +1336,9 @@ typedef struct am2z_local_desc {
                                    blocks; default AM2Z_LOCAL_SPIN_NS, AM2Z_LOCAL_SPIN_OFF
                                    (-1): never spin. Nanoseconds, not ms: useful values
                                    are 10-1000 us. At most AM2Z_LOCAL_MAX_SPIN_NS */
+    am2z_deadlines deadlines;   /* top-level timeouts (see DEADLINES above): default
+                                   EXACT; COOPERATIVE runs processors on the caller's
+                                   thread. A processor's own desc.deadlines overrides it */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5068,6 +5087,8 @@ static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
         desc->queue.delay_ms < 0)
         return "negative queue concurrency, priority, rate_limit_per_minute or delay_ms";
     if (desc->dependency_count && !desc->dependencies) return "dependency_count without dependencies";
+    if (desc->deadlines < AM2Z_DEADLINES_DEFAULT || desc->deadlines > AM2Z_DEADLINES_COOPERATIVE)
+        return "deadlines is not an am2z_deadlines value";
     return NULL;
 }
 
@@ -6957,6 +6978,13 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
 #define AM2Z__LR_HELP_DEPTH 8      /* nested "help while waiting" levels on one worker */
 #define AM2Z__LR_HIST 168          /* latency buckets: 4 per power of two of nanoseconds */
 #define AM2Z__LR_MAX_TIMEOUT_MS ((int64_t)100000000000) /* deadlines are capped (~3 years) */
+#define AM2Z__LR_EST 256           /* duration estimates kept (direct-mapped by processor) */
+/* A call shorter than this runs on the thread that makes it: handing it over and taking
+   the result back costs more (~1 us between two running threads, measured). */
+#define AM2Z__LR_SHORT_NS 5000
+/* A call longer than this may wake a sleeping worker (60-115 us on a loaded 2-vCPU VM);
+   shorter ones go only to a worker that is already awake. */
+#define AM2Z__LR_WAKE_NS 100000
 
 #if defined(__x86_64__) || defined(__i386__)
 #define AM2Z__LR_PAUSE() __builtin_ia32_pause()
@@ -6985,6 +7013,13 @@ typedef struct am2z__lr_session am2z__lr_session;
 typedef struct am2z__lr_pinfo am2z__lr_pinfo;
 typedef struct am2z__lr_job am2z__lr_job;
 typedef struct am2z__lr_batch am2z__lr_batch;
+
+/* The last duration of a processor (key), smoothed: what decides whether a call is worth
+   handing to another thread. Direct-mapped; a collision overwrites (a hint, not a count). */
+typedef struct am2z__lr_est {
+    const void *key;          /* atomic */
+    int64_t ns;               /* atomic */
+} am2z__lr_est;
 
 /* Link of a session's in-flight list (jobs and execute_many calls). */
 typedef struct am2z__lr_live {
@@ -7153,7 +7188,6 @@ struct am2z__lr_worker {
     am2z__mutex pmu;      /* parker of a waiting parent */
     am2z__cond pcv;
     int pwait, pgen;          /* atomic */
-    int help_depth;
     int spinning;             /* holds the idle-spinner role (lr->spinners) */
     int concluding;           /* in run_job after the processor returned */
     int long_spin;            /* it woke a blocked caller: wait longer for its next job */
@@ -7199,6 +7233,8 @@ struct am2z__lr {
     /* the "metrics" event: a thread of its own, never a worker (under mmu) */
     int64_t metrics_ms;
     int64_t spin_ns;          /* resolved am2z_local_desc.spin_ns; 0: no spin */
+    int deadlines;            /* resolved am2z_local_desc.deadlines */
+    am2z__lr_est est[AM2Z__LR_EST]; /* how long processors take, by processor: a hint */
     am2z__thread metrics_thread;
     int metrics_running, metrics_quit;
     am2z__mutex mmu;
@@ -7228,6 +7264,10 @@ typedef struct am2z__lr_link {
 } am2z__lr_link;
 static __thread am2z__lr_link *am2z__lr_stack;
 
+/* Nested "help while waiting" levels on this thread (worker or caller), which bound the
+   stack a thread grows by running other calls while it waits. */
+static __thread int am2z__lr_helping;
+
 #include <sched.h> /* sched_yield */
 
 
@@ -7246,6 +7286,41 @@ static int64_t am2z__lr_deadline(int64_t start_ns, int64_t timeout_ms) {
 static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_self;
     return w && w->lr == lr ? w : NULL;
+}
+
+static am2z__lr_est *am2z__lr_est_slot(am2z__lr *lr, const void *p) {
+    return &lr->est[(size_t)(((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull >> 56) & (AM2Z__LR_EST - 1)];
+}
+
+/* p's typical duration in ns, or -1 when unknown. */
+static int64_t am2z__lr_est_get(am2z__lr *lr, const void *p) {
+    am2z__lr_est *e = am2z__lr_est_slot(lr, p);
+    if (am2z__atomic_load(&e->key, AM2Z__MO_RELAXED) != p) return -1;
+    return am2z__atomic_load(&e->ns, AM2Z__MO_RELAXED);
+}
+
+/* Records one run of p; stores only when the estimate moves (no shared line is written
+   per call in a steady state). */
+static void am2z__lr_est_put(am2z__lr *lr, const void *p, int64_t ns) {
+    am2z__lr_est *e = am2z__lr_est_slot(lr, p);
+    int64_t old;
+    if (am2z__atomic_load(&e->key, AM2Z__MO_RELAXED) != p) {
+        am2z__atomic_store(&e->ns, ns, AM2Z__MO_RELAXED);
+        am2z__atomic_store(&e->key, p, AM2Z__MO_RELAXED);
+        return;
+    }
+    old = am2z__atomic_load(&e->ns, AM2Z__MO_RELAXED);
+    if (ns > old + old / 2 || ns < old - old / 2) am2z__atomic_store(&e->ns, (old + ns) / 2, AM2Z__MO_RELAXED);
+}
+
+/* Non-zero when a top-level execution of p runs on the thread that waits for it
+   (cooperative deadline): its own desc.deadlines, else the runtime's, and no queue
+   option (those need the queue, where workers take executions in order). */
+static int am2z__lr_here(const am2z__lr *lr, const am2z_processor *p) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    int mode = d->deadlines ? (int)d->deadlines : lr->deadlines;
+    return mode == AM2Z_DEADLINES_COOPERATIVE && !d->queue.concurrency && !d->queue.rate_limit_per_minute &&
+           !d->queue.delay_ms && !d->queue.priority;
 }
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
@@ -8203,7 +8278,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     return r;
 }
 
-static int am2z__lr_help(am2z__lr_worker *w);
+static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w);
 
 /* Waits until t_ns on behalf of frame pf, helping with queued calls meanwhile.
    Returns 0 when pf was cancelled first. */
@@ -8214,7 +8289,7 @@ static int am2z__lr_wait_for(const am2z__lr_frame *pf, int64_t t_ns) {
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0;
         if (am2z__lr_frame_cancelled(pf, now)) return 0;
         if (now >= t_ns) return 1;
-        if (w && am2z__lr_help(w)) continue;
+        if (am2z__lr_help(pf->lr, w)) continue;
         until = t_ns < now + AM2Z__LR_POLL_NS ? t_ns : now + AM2Z__LR_POLL_NS;
         if (w) am2z__lr_park(w, gen, until);
         else am2z__lr_sleep_ns(until - now < 1000000 ? until - now : 1000000);
@@ -8284,6 +8359,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
         end = am2z__lr_now();
+        am2z__lr_est_put(lr, p, end - s);
         if (dl && end > dl) { /* late: discard whatever it returned */
             am2z_result_clear(&r);
             r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
@@ -8381,8 +8457,9 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
     }
 }
 
-/* Runs the queued attempt of top-level job j on worker w (or on a worker that waits
-   for it); consumes the reference it was given. */
+/* Runs the queued attempt of top-level job j on worker w, or on the thread that waits
+   for it (w is then that thread's worker, or NULL on a caller's thread); consumes the
+   reference it was given. */
 static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
     am2z__lr *lr = j->lr;
     int word = AM2Z__LR_LD(&j->word), att = word >> 2;
@@ -8414,6 +8491,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
     }
     end = am2z__lr_now();
+    am2z__lr_est_put(lr, j->proc, end - start);
     if (j->has_slot) {
         am2z__mutex_lock(&lr->qmu);
         am2z__lr_slot_release_locked(lr, j);
@@ -8424,9 +8502,9 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         r = am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms));
     }
     if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
-        w->concluding = !w->help_depth;
+        if (w) w->concluding = !am2z__lr_helping;
         am2z__lr_resolve(lr, j, att, r);
-        w->concluding = 0;
+        if (w) w->concluding = 0;
     } else {
         am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
     }
@@ -8503,15 +8581,16 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
                 continue;
             }
             wake = dl ? dl : INT64_MAX;
-        } else if (ph == AM2Z__LR_QUEUED && me) {
+        } else if (ph == AM2Z__LR_QUEUED && (me || am2z__lr_here(lr, j->proc))) {
             /* a processor waiting for an execution it submitted: run it here rather than
-               wait for a worker that may be this one */
+               wait for a worker that may be this one; a cooperative execution: run it
+               here rather than wait for a worker to wake up */
             int64_t due = AM2Z__LR_LD(&j->due_ns);
             if (due <= now && am2z__lr_job_may_start(lr, j, now, &due)) {
                 am2z__atomic_inc(&j->refs);
-                me->help_depth++;
+                am2z__lr_helping++;
                 am2z__lr_run_job(me, j);
-                me->help_depth--;
+                am2z__lr_helping--;
                 continue;
             }
             if (due < wake) wake = due;
@@ -8548,6 +8627,56 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
 
 /* ---- nested calls queued on the lane ---- */
 
+/* A parent that is no worker (a caller running its execution itself) blocks on the
+   record of what it runs (its job, or its execute_many) until a call it queued ends. */
+static void am2z__lr_owner_wake(int *sleepers, am2z__mutex *mu, am2z__cond *cv) {
+    if (AM2Z__LR_LD(sleepers)) {
+        am2z__mutex_lock(mu);
+        am2z__cond_broadcast(cv);
+        am2z__mutex_unlock(mu);
+    }
+}
+
+static void am2z__lr_owner_park(const am2z__lr_frame *pf, am2z__lr_job *const *kids, size_t from, size_t n,
+                                int64_t until) {
+    int *sleepers;
+    am2z__mutex *mu;
+    am2z__cond *cv;
+    size_t i;
+    int done = 0;
+    if (pf->job) {
+        am2z__lr_job *j = pf->job;
+        if (!j->cv_ready) { /* set up by the thread running j, which is the one that waits */
+            if (am2z__mutex_init(&j->mu) != 0) {
+                am2z__lr_sleep_ns(100000);
+                return;
+            }
+            if (am2z__cond_init(&j->cv) != 0) {
+                am2z__mutex_destroy(&j->mu);
+                am2z__lr_sleep_ns(100000);
+                return;
+            }
+            j->cv_ready = 1; /* published to wakers by the sleepers store below */
+        }
+        sleepers = &j->sleepers;
+        mu = &j->mu;
+        cv = &j->cv;
+    } else if (pf->batch) {
+        sleepers = &pf->batch->sleepers;
+        mu = &pf->batch->mu;
+        cv = &pf->batch->cv;
+    } else {
+        am2z__lr_sleep_ns(100000);
+        return;
+    }
+    am2z__mutex_lock(mu);
+    AM2Z__LR_ST(sleepers, 1);
+    for (i = from; i < n && !done; i++) done = kids[i] && (AM2Z__LR_LD(&kids[i]->word) & 3) == AM2Z__LR_DONE;
+    if (!done) am2z__cond_wait_until(cv, mu, until);
+    AM2Z__LR_ST(sleepers, 0);
+    am2z__mutex_unlock(mu);
+}
+
 /* Stores the result of nested job k and wakes its parent; r consumed. */
 static void am2z__lr_kid_finish(am2z__lr_job *k, am2z_result r) {
     if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_RESOLVING))) {
@@ -8555,6 +8684,8 @@ static void am2z__lr_kid_finish(am2z__lr_job *k, am2z_result r) {
         k->out_error = r.error;
         am2z__lr_job_set(k, AM2Z__LR_WORD(1, AM2Z__LR_DONE));
         if (k->notify) am2z__lr_notify(k->notify);
+        else if (k->parent) am2z__lr_owner_wake(&k->parent->sleepers, &k->parent->mu, &k->parent->cv);
+        else if (k->pbatch) am2z__lr_owner_wake(&k->pbatch->sleepers, &k->pbatch->mu, &k->pbatch->cv);
     } else {
         am2z_result_clear(&r);
     }
@@ -8579,11 +8710,11 @@ static void am2z__lr_run_kid(am2z__lr_worker *w, am2z__lr_job *k) {
     am2z__lr_job_release(k);
 }
 
-/* Runs one queued nested call of another execution; 0 when there is none. */
-static int am2z__lr_help(am2z__lr_worker *w) {
-    am2z__lr *lr = w->lr;
+/* Runs one queued nested call on this thread (worker w, or NULL on a caller's thread);
+   0 when there is none. */
+static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w) {
     am2z__lr_job *k = NULL;
-    if (w->help_depth >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
+    if (am2z__lr_helping >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
     am2z__mutex_lock(&lr->qmu);
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
     if (k) {
@@ -8592,9 +8723,9 @@ static int am2z__lr_help(am2z__lr_worker *w) {
     }
     am2z__mutex_unlock(&lr->qmu);
     if (!k) return 0;
-    w->help_depth++;
+    am2z__lr_helping++;
     am2z__lr_run_kid(w, k);
-    w->help_depth--;
+    am2z__lr_helping--;
     return 1;
 }
 
@@ -8642,7 +8773,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
                                     size_t n, am2z_result *results) {
     am2z__lr_frame *pf = (am2z__lr_frame *)ctx->runtime_data;
     am2z__lr *lr = pf->lr;
-    int depth = ctx->meta.call_depth + 1, queued = 0;
+    int depth = ctx->meta.call_depth + 1, queued = 0, wake = 0;
     am2z_processor *pstack[8];
     am2z__lr_job *kstack[8];
     int ostack[8];
@@ -8677,9 +8808,17 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             first = i;
         }
     }
-    /* all but the first go on the lane for idle workers */
-    for (i = first + 1; i < n; i++)
-        if (procs[i] && (kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) != NULL) queued++;
+    /* All but the first go on the lane for idle workers, unless they are known to be
+       short (running them here costs less than handing them over). Only long (or not yet
+       measured) ones wake a sleeping worker; the parent never waits for that wake-up: it
+       takes back whatever nobody took. */
+    for (i = first + 1; i < n; i++) {
+        int64_t est;
+        if (!procs[i] || ((est = am2z__lr_est_get(lr, procs[i])) >= 0 && est < AM2Z__LR_SHORT_NS)) continue;
+        if ((kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) == NULL) continue;
+        queued++;
+        if (est < 0 || est >= AM2Z__LR_WAKE_NS) wake++;
+    }
     if (queued) {
         am2z__mutex_lock(&lr->qmu);
         for (i = first + 1; i < n; i++) {
@@ -8688,7 +8827,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         am2z__lr_work(lr, queued);
         am2z__atomic_add(&lr->lane_n, queued, AM2Z__MO_SEQ_CST);
-        am2z__lr_wake_locked(lr, queued);
+        am2z__lr_wake_locked(lr, wake);
         am2z__mutex_unlock(&lr->qmu);
     }
     if (first < n) results[first] = am2z__lr_run_call(pf, procs[first], inputs[first], depth);
@@ -8741,7 +8880,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             }
             continue;
         }
-        if (w && am2z__lr_help(w)) continue;
+        if (am2z__lr_help(lr, w)) continue;
         if (now < spin_end) {
             /* a call another worker took is not back after 20 us: that worker may share
                this CPU, so let it run now and then */
@@ -8754,7 +8893,9 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             if (pf->deadline_ns && pf->deadline_ns < until) until = pf->deadline_ns;
             am2z__lr_park(w, gen, until);
         } else {
-            am2z__lr_sleep_ns(100000);
+            int64_t until = now + AM2Z__LR_POLL_NS;
+            if (pf->deadline_ns && pf->deadline_ns < until) until = pf->deadline_ns;
+            am2z__lr_owner_park(pf, kids, first + 1, n, until);
         }
     }
     for (i = 0; i < n; i++)
@@ -8833,10 +8974,11 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
     am2z__outcome_session(o, session_id);
 }
 
-/* Runs item k if nobody claimed it; returns 1 when this call resolved it (ok in *ok). */
-static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int *ok) {
+/* Runs item k if nobody claimed it, on worker w or (w NULL) the caller's thread, which
+   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). */
+static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok) {
     am2z__lr *lr = b->lr;
-    am2z__lr_bslot *slot = &b->slots[w->index];
+    am2z__lr_bslot *slot = &b->slots[si];
     unsigned char e = AM2Z__LR_IT_PENDING;
     am2z_state *in;
     am2z_result r;
@@ -8870,6 +9012,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
     }
     end = am2z__lr_now();
+    am2z__lr_est_put(lr, b->proc, end - s);
     if (end > dl) {
         am2z_result_clear(&r);
         r = am2z__lr_fail(am2z__lr_timeout_error(b->proc, id, b->timeout_ms));
@@ -8902,15 +9045,16 @@ static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int
         am2z__lr_batch_wake(b);
 }
 
-/* A worker's share of an execute_many: claims chunks of items until none are left;
-   `sweep` first rescans for items stranded behind an item that timed out. */
-static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep) {
+/* A worker's (or, slot nworkers, the caller's) share of an execute_many: claims chunks
+   of items until none are left; `sweep` first rescans for items stranded behind an
+   item that timed out. Consumes a reference to b. */
+static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, int sweep) {
     size_t i, k, end, done = 0;
     int64_t ok = 0, failed = 0;
     int good = 0;
     for (k = 0; sweep && k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
         if (AM2Z__LR_LD(&b->items[k]) != AM2Z__LR_IT_PENDING) continue;
-        if (am2z__lr_run_item(w, b, k, &good)) {
+        if (am2z__lr_run_item(w, si, b, k, &good)) {
             done++;
             if (good) ok++;
             else failed++;
@@ -8924,7 +9068,7 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep)
         if (i >= b->count) break;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
-            if (!am2z__lr_run_item(w, b, k, &good)) continue;
+            if (!am2z__lr_run_item(w, si, b, k, &good)) continue;
             done++;
             if (good) ok++;
             else failed++;
@@ -8963,7 +9107,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
 static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
     size_t total = b->abandoned;
     int i;
-    for (i = 0; i < b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
+    for (i = 0; i <= b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
     return total >= b->count;
 }
 
@@ -9009,7 +9153,7 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
             if (reason) return;
         }
         wake = now + (b->timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : b->timeout_ms) * 1000000;
-        for (wi = 0; wi < lr->nworkers; wi++) {
+        for (wi = 0; wi <= lr->nworkers; wi++) {
             am2z__lr_bslot *sl = &b->slots[wi];
             unsigned seq = AM2Z__LR_LD(&sl->seq);
             size_t item = AM2Z__LR_LD(&sl->item);
@@ -9058,9 +9202,10 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
 
 static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
 
-/* Creates and queues a top-level job; NULL with *st on failure. */
+/* Creates and queues a top-level job; NULL with *st on failure. With here, a job whose
+   caller runs it (am2z__lr_here) is not queued and *here is set. */
 static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
-                                         am2z_status *st) {
+                                         am2z_status *st, int *here) {
     am2z_processor *p;
     am2z__lr_session *s;
     am2z__lr_job *j;
@@ -9105,6 +9250,10 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     am2z__atomic_add(&s->submitted, 1, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
+    if (here && (*here = am2z__lr_here(lr, p)) != 0) {
+        *st = AM2Z_STATUS_OK;
+        return j;
+    }
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
         am2z__submit_fail(*st, name, sid);
@@ -9129,7 +9278,7 @@ static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const c
 static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
                                           const char *sid, am2z_status *st) {
     am2z_status tmp;
-    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp);
+    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp, NULL);
     return j ? &j->base : NULL;
 }
 
@@ -9151,9 +9300,16 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
                                         const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
-    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st);
+    int here = 0;
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
+    if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
+        am2z__atomic_inc(&j->refs);
+        am2z__lr_helping++;
+        am2z__lr_run_job(am2z__lr_me(lr), j);
+        am2z__lr_helping--;
+    }
     am2z__lr_job_wait(j, -1, &out, 1);
     am2z__lr_job_release(j);
     return out;
@@ -9169,7 +9325,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z_error *err = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     size_t i;
-    int stopping = 0;
+    int stopping = 0, here;
+    int64_t est;
     p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
     else if (sid && !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
@@ -9197,7 +9354,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     if (b) {
         memset(b, 0, sizeof *b);
         b->items = (unsigned char *)am2z__malloc(count);
-        b->slots = (am2z__lr_bslot *)am2z__malloc((size_t)lr->nworkers * sizeof *b->slots);
+        b->slots = (am2z__lr_bslot *)am2z__malloc(((size_t)lr->nworkers + 1) * sizeof *b->slots);
         if (!b->items || !b->slots || am2z__mutex_init(&b->mu) != 0) {
             am2z__free(b->items);
             am2z__free(b->slots);
@@ -9217,7 +9374,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
     }
     memset(b->items, AM2Z__LR_IT_PENDING, count);
-    memset(b->slots, 0, (size_t)lr->nworkers * sizeof *b->slots);
+    memset(b->slots, 0, ((size_t)lr->nworkers + 1) * sizeof *b->slots);
     b->refs = 1;
     b->lr = lr;
     b->proc = p;
@@ -9231,6 +9388,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__atomic_add(&s->submitted, (int64_t)count, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &b->live, 2);
+    here = am2z__lr_here(lr, p);
+    est = am2z__lr_est_get(lr, p);
     am2z__mutex_lock(&lr->qmu);
     if (AM2Z__LR_LD(&lr->running)) {
         b->qnext = lr->batches;
@@ -9238,11 +9397,20 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         b->linked = 1;
         b->advertised = 1;
         am2z__lr_work(lr, 1);
-        am2z__lr_wake_locked(lr, lr->nworkers);
+        /* cooperative: this thread runs items too, and wakes sleeping workers only for a
+           batch long enough to pay for their wake-up */
+        if (!here || est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)
+            am2z__lr_wake_locked(lr, lr->nworkers);
     } else {
         b->cancel = AM2Z__LR_CANCEL_STOP;
     }
     am2z__mutex_unlock(&lr->qmu);
+    if (here && !AM2Z__LR_LD(&b->cancel)) {
+        am2z__atomic_inc(&b->refs);
+        am2z__lr_helping++;
+        am2z__lr_run_batch(am2z__lr_me(lr), lr->nworkers, b, 0);
+        am2z__lr_helping--;
+    }
     am2z__lr_batch_wait(b);
     am2z__mutex_lock(&lr->qmu);
     if (b->linked) {
@@ -9550,7 +9718,7 @@ static void *am2z__lr_worker_main(void *arg) {
         am2z__lr_release_list(drop);
         drop = NULL;
         if (got) {
-            if (b) am2z__lr_run_batch(w, b, sweep);
+            if (b) am2z__lr_run_batch(w, w->index, b, sweep);
             else if (j->top) am2z__lr_run_job(w, j);
             else am2z__lr_run_kid(w, j);
             continue;
@@ -9630,7 +9798,7 @@ static void *am2z__lr_worker_main(void *arg) {
         am2z__mutex_unlock(&lr->qmu);
         am2z__lr_release_list(drop);
         if (got) {
-            if (b) am2z__lr_run_batch(w, b, sweep);
+            if (b) am2z__lr_run_batch(w, w->index, b, sweep);
             else if (j->top) am2z__lr_run_job(w, j);
             else am2z__lr_run_kid(w, j);
         }
@@ -9908,6 +10076,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         return (am2z_runtime *)am2z__put_status(status,
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: spin_ns is outside -1..AM2Z_LOCAL_MAX_SPIN_NS"));
+    if (d.deadlines < AM2Z_DEADLINES_DEFAULT || d.deadlines > AM2Z_DEADLINES_COOPERATIVE)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: deadlines is not an am2z_deadlines value"));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms, max_call_depth or "
@@ -9926,6 +10098,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
     lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
     lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
+    lr->deadlines = d.deadlines ? (int)d.deadlines : (int)AM2Z_DEADLINES_EXACT;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -9963,6 +10136,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.queue_capacity = lr->capacity;
     set.metrics_interval_ms = lr->metrics_ms;
     set.spin_ns = lr->spin_ns;
+    set.deadlines = (am2z_deadlines)lr->deadlines;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
@@ -9984,6 +10158,9 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
 #undef AM2Z__LR_HELP_DEPTH
 #undef AM2Z__LR_HIST
 #undef AM2Z__LR_MAX_TIMEOUT_MS
+#undef AM2Z__LR_EST
+#undef AM2Z__LR_SHORT_NS
+#undef AM2Z__LR_WAKE_NS
 #undef AM2Z__LR_PAUSE
 #undef AM2Z__LR_LD
 #undef AM2Z__LR_ST
