@@ -5121,6 +5121,7 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     p->desc.retry = desc->retry;
     p->desc.queue = desc->queue;
     p->desc.user_data = desc->user_data;
+    p->desc.deadlines = desc->deadlines;
     p->desc.dependencies = p->children;
     p->desc.dependency_count = p->child_count;
     return p;
@@ -7106,6 +7107,7 @@ struct am2z__lr_job {
     int cancel;             /* atomic: a cancel reason once cancelled */
     int sleepers;           /* atomic: a waiter may be blocked on cv */
     int top;                /* execute / submit (1) or a call queued by call_many (0) */
+    int held;               /* atomic: a retry kept out of the queue for its waiter to run */
     int started_attempts;   /* atomic */
     am2z__lr *lr;
     am2z_processor *proc;   /* retained */
@@ -7135,6 +7137,8 @@ struct am2z__lr_job {
     am2z_error **errs;      /* failed attempts, in order */
     size_t nerrs, errs_cap;
     am2z__lr_job *next;     /* queue links, under qmu */
+    int linked;             /* under qmu: in one of the linked queues (next in use) */
+    am2z__lr_job *dnext;    /* a drop list's link, once the last reference is gone */
     int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
     am2z__mutex mu;     /* top only: the waiter blocks on cv */
     am2z__cond cv;
@@ -7785,9 +7789,11 @@ static am2z__lr_job *am2z__lr_job_new(am2z__lr *lr, int top) {
 static void am2z__lr_batch_release(am2z__lr_batch *b);
 static void am2z__lr_pinfo_release_locked(am2z__lr *lr, am2z__lr_pinfo *pi);
 
-static void am2z__lr_job_release(am2z__lr_job *j) {
+static void am2z__lr_job_release(am2z__lr_job *j);
+
+/* Frees j once its last reference is gone. */
+static void am2z__lr_job_destroy(am2z__lr_job *j) {
     size_t i;
-    if (!j || am2z__atomic_dec(&j->refs) != 0) return;
     if (j->top && j->session) am2z__lr_live_remove(j->session, &j->live);
     if (j->pinfo) {
         am2z__mutex_lock(&j->lr->qmu);
@@ -7808,6 +7814,18 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
         am2z__cond_destroy(&j->cv);
     }
     am2z__free(j);
+}
+
+static void am2z__lr_job_release(am2z__lr_job *j) {
+    if (j && am2z__atomic_dec(&j->refs) == 0) am2z__lr_job_destroy(j);
+}
+
+/* Under qmu: lets go of one queue entry's reference to j; the last one puts j on *drop,
+   freed outside the lock (freeing takes qmu). Each job is on a drop list at most once. */
+static void am2z__lr_drop_locked(am2z__lr_job *j, am2z__lr_job **drop) {
+    if (am2z__atomic_dec(&j->refs) != 0) return;
+    j->dnext = *drop;
+    *drop = j;
 }
 
 static void am2z__lr_job_wake(am2z__lr_job *j) {
@@ -7877,6 +7895,7 @@ static void am2z__lr_park(am2z__lr_worker *w, int gen, int64_t until_ns) {
 
 static void am2z__lr_list_push(am2z__lr_job **head, am2z__lr_job **tail, am2z__lr_job *j) {
     j->next = NULL;
+    j->linked = 1;
     if (*tail) (*tail)->next = j;
     else *head = j;
     *tail = j;
@@ -7888,6 +7907,7 @@ static am2z__lr_job *am2z__lr_list_pop(am2z__lr_job **head, am2z__lr_job **tail)
         *head = j->next;
         if (!*head) *tail = NULL;
         j->next = NULL;
+        j->linked = 0;
     }
     return j;
 }
@@ -7930,12 +7950,16 @@ static am2z__lr_job *am2z__lr_heap_pop(am2z__lr_job **heap, size_t *n, int by_du
 
 static void am2z__lr_work(am2z__lr *lr, int d) { am2z__atomic_add(&lr->work, d, AM2Z__MO_SEQ_CST); }
 
-/* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). */
-static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
+/* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). 0 when
+   j is waiting in a linked queue already (an entry left behind when its waiter ran an
+   attempt itself): the caller then lets go of this entry. */
+static int am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
+    if (j->linked) return 0;
     j->seq = ++lr->seq;
     if (j->priority <= 0 || !am2z__lr_heap_push(&lr->prio, &lr->prio_n, &lr->prio_cap, j, 0))
         am2z__lr_list_push(&lr->norm_head, &lr->norm_tail, j);
     am2z__lr_work(lr, 1);
+    return 1;
 }
 
 static void am2z__lr_next_due_locked(am2z__lr *lr) {
@@ -8072,7 +8096,10 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     }
     while (lr->delayed_n && lr->delayed[0]->due_ns <= now) {
         j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1);
-        am2z__lr_ready_push_locked(lr, j);
+        if (!am2z__lr_ready_push_locked(lr, j)) {
+            lr->queued--;
+            am2z__lr_drop_locked(j, drop);
+        }
     }
     am2z__lr_next_due_locked(lr);
     if ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
@@ -8105,11 +8132,12 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
         if (!j) j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0);
         if (!j) return 0;
         am2z__lr_work(lr, -1);
-        if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED) {
+        /* resolved meanwhile, or an entry left behind by an attempt its waiter ran (the
+           next attempt, not due yet, has its own entry in the delayed heap) */
+        if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED || AM2Z__LR_LD(&j->due_ns) > now) {
             if (j->pinfo) am2z__lr_slot_release_locked(lr, j);
             lr->queued--;
-            j->next = *drop;
-            *drop = j;
+            am2z__lr_drop_locked(j, drop);
             continue;
         }
         if (j->pinfo && !am2z__lr_gate_locked(lr, j, now)) continue;
@@ -8119,10 +8147,11 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     }
 }
 
+/* Frees a drop list (am2z__lr_drop_locked). */
 static void am2z__lr_release_list(am2z__lr_job *j) {
     while (j) {
-        am2z__lr_job *n = j->next;
-        am2z__lr_job_release(j);
+        am2z__lr_job *n = j->dnext;
+        am2z__lr_job_destroy(j);
         j = n;
     }
 }
@@ -8175,8 +8204,12 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         }
     } else {
         am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
-        am2z__lr_ready_push_locked(lr, j);
-        am2z__lr_wake_locked(lr, 1);
+        if (am2z__lr_ready_push_locked(lr, j)) {
+            am2z__lr_wake_locked(lr, 1);
+        } else { /* its left-behind entry will run it */
+            lr->queued--;
+            am2z__atomic_dec(&j->refs); /* the caller still holds one */
+        }
     }
     am2z__mutex_unlock(&lr->qmu);
     return AM2Z_STATUS_OK;
@@ -8406,8 +8439,10 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
 }
 
-/* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry. */
-static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r) {
+/* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry.
+   hold: the calling thread waits for j and runs the retry itself when it is due, so it
+   is not queued (a queued entry could outlive the attempt it was for). */
+static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r, int hold) {
     const am2z_processor_desc *d = am2z_processor_desc_of(j->proc);
     int64_t delay;
     if (r.state) {
@@ -8423,6 +8458,11 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         /* due first: a worker waiting for j may run it itself once due */
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
         am2z__lr_job_set(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED));
+        if (hold) {
+            AM2Z__LR_ST(&j->held, 1);
+            am2z_error_release(r.error);
+            return;
+        }
         if (am2z__lr_enqueue(lr, j, (delay > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : delay) * 1000000, 0) ==
             AM2Z_STATUS_OK) {
             am2z_error_release(r.error);
@@ -8458,9 +8498,9 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
 }
 
 /* Runs the queued attempt of top-level job j on worker w, or on the thread that waits
-   for it (w is then that thread's worker, or NULL on a caller's thread); consumes the
-   reference it was given. */
-static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
+   for it (waiter: w is then that thread's worker, or NULL on a caller's thread);
+   consumes the reference it was given. */
+static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     am2z__lr *lr = j->lr;
     int word = AM2Z__LR_LD(&j->word), att = word >> 2;
     int64_t start = am2z__lr_now(), dl = am2z__lr_deadline(start, j->timeout_ms), end, zero = 0;
@@ -8503,7 +8543,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
     }
     if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
         if (w) w->concluding = !am2z__lr_helping;
-        am2z__lr_resolve(lr, j, att, r);
+        am2z__lr_resolve(lr, j, att, r, waiter);
         if (w) w->concluding = 0;
     } else {
         am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
@@ -8576,7 +8616,8 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             dl = AM2Z__LR_LD(&j->deadline_ns);
             if (dl && now >= dl) {
                 if (am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) {
-                    am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)));
+                    am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)),
+                                     0);
                 }
                 continue;
             }
@@ -8589,13 +8630,20 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             if (due <= now && am2z__lr_job_may_start(lr, j, now, &due)) {
                 am2z__atomic_inc(&j->refs);
                 am2z__lr_helping++;
-                am2z__lr_run_job(me, j);
+                am2z__lr_run_job(me, j, 1);
                 am2z__lr_helping--;
                 continue;
             }
             if (due < wake) wake = due;
         }
-        if (now >= until) return AM2Z_STATUS_TIMEOUT;
+        if (now >= until) {
+            /* a retry this thread kept for itself: the queue runs it from now on */
+            if (AM2Z__LR_LD(&j->held) && am2z__atomic_exchange(&j->held, 0, AM2Z__MO_SEQ_CST)) {
+                int64_t due = AM2Z__LR_LD(&j->due_ns);
+                am2z__lr_enqueue(lr, j, due > now ? due - now : 0, 0); /* stopped: stop cancels it */
+            }
+            return AM2Z_STATUS_TIMEOUT;
+        }
         if (wake > until) wake = until;
         if (now < spin_end) {
             /* Not even started after 20 us: no worker is running on another CPU (the
@@ -9307,7 +9355,7 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
     if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
         am2z__atomic_inc(&j->refs);
         am2z__lr_helping++;
-        am2z__lr_run_job(am2z__lr_me(lr), j);
+        am2z__lr_run_job(am2z__lr_me(lr), j, 1);
         am2z__lr_helping--;
     }
     am2z__lr_job_wait(j, -1, &out, 1);
@@ -9397,9 +9445,10 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         b->linked = 1;
         b->advertised = 1;
         am2z__lr_work(lr, 1);
-        /* cooperative: this thread runs items too, and wakes sleeping workers only for a
-           batch long enough to pay for their wake-up */
-        if (!here || est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)
+        /* cooperative: this thread runs items too (its first chunk at once), and wakes
+           sleeping workers only for more than a chunk and long enough to pay for it */
+        if (!here ||
+            (count > AM2Z__LR_CHUNK && (est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)))
             am2z__lr_wake_locked(lr, lr->nworkers);
     } else {
         b->cancel = AM2Z__LR_CANCEL_STOP;
@@ -9635,37 +9684,36 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     /* whatever is still queued was resolved by the cancel above */
     am2z__mutex_lock(&lr->qmu);
     if ((j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->front_head, &lr->front_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->norm_head, &lr->norm_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     for (pi = lr->pinfos; pi; pi = pi->next) {
         while ((j = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
-            j->next = drop;
-            drop = j;
+            j->has_slot = 0;
+            am2z__lr_drop_locked(j, &drop);
         }
         pi->running = 0;
     }
-    for (j = drop; j; j = j->next) j->has_slot = 0;
     lr->queued = 0;
     am2z__atomic_store(&lr->work, 0, AM2Z__MO_SEQ_CST);
     am2z__atomic_store(&lr->lane_n, 0, AM2Z__MO_SEQ_CST);
@@ -9719,7 +9767,7 @@ static void *am2z__lr_worker_main(void *arg) {
         drop = NULL;
         if (got) {
             if (b) am2z__lr_run_batch(w, w->index, b, sweep);
-            else if (j->top) am2z__lr_run_job(w, j);
+            else if (j->top) am2z__lr_run_job(w, j, 0);
             else am2z__lr_run_kid(w, j);
             continue;
         }
@@ -9774,7 +9822,7 @@ static void *am2z__lr_worker_main(void *arg) {
                     am2z__lr_wake_locked(lr, 1);
                     am2z__mutex_unlock(&lr->qmu);
                 }
-                am2z__lr_run_job(w, j);
+                am2z__lr_run_job(w, j, 0);
                 continue;
             }
             if (found) continue; /* still the spinner until it takes the work */
@@ -9783,7 +9831,7 @@ static void *am2z__lr_worker_main(void *arg) {
         got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
         if (got) am2z__lr_took_locked(lr, w);
         if (!got && !lr->exiting) {
-            int64_t due = lr->delayed_n ? lr->delayed[0]->due_ns : INT64_MAX;
+            int64_t due = lr->delayed_n ? AM2Z__LR_LD(&lr->delayed[0]->due_ns) : INT64_MAX;
             w->sleeping = 1;
             w->idle_next = lr->idle;
             lr->idle = w;
@@ -9799,7 +9847,7 @@ static void *am2z__lr_worker_main(void *arg) {
         am2z__lr_release_list(drop);
         if (got) {
             if (b) am2z__lr_run_batch(w, w->index, b, sweep);
-            else if (j->top) am2z__lr_run_job(w, j);
+            else if (j->top) am2z__lr_run_job(w, j, 0);
             else am2z__lr_run_kid(w, j);
         }
     }
