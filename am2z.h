@@ -8419,10 +8419,11 @@ failed:
 
 /* ---- top-level jobs: resolving attempts ---- */
 
-/* The execution's final outcome; called by whoever holds the RESOLVING phase.
-   state and err are consumed. */
-static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2z_state *state, am2z_error *err) {
-    int64_t end = am2z__lr_now(), first = AM2Z__LR_LD(&j->first_start_ns), lat = first ? end - first : 0;
+/* The execution's final outcome at time end; called by whoever holds the RESOLVING
+   phase. state and err are consumed. */
+static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2z_state *state, am2z_error *err,
+                            int64_t end) {
+    int64_t first = AM2Z__LR_LD(&j->first_start_ns), lat = first ? end - first : 0;
     const char *name = am2z_processor_name(j->proc);
     int cancelled = AM2Z__LR_LD(&j->cancel) != 0;
     j->out_state = state;
@@ -8442,11 +8443,11 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
 /* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry.
    hold: the calling thread waits for j and runs the retry itself when it is due, so it
    is not queued (a queued entry could outlive the attempt it was for). */
-static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r, int hold) {
+static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r, int hold, int64_t end) {
     const am2z_processor_desc *d = am2z_processor_desc_of(j->proc);
     int64_t delay;
     if (r.state) {
-        am2z__lr_finish(lr, j, attempt, r.state, NULL);
+        am2z__lr_finish(lr, j, attempt, r.state, NULL, end);
         return;
     }
     if (r.error && !AM2Z__LR_LD(&j->cancel) && AM2Z__LR_LD(&lr->running) && !AM2Z__LR_LD(&j->session->stopping) &&
@@ -8474,11 +8475,11 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
             am2z_error_release(r.error);
             return;
         }
-        am2z__lr_finish(lr, j, attempt + 1, NULL, r.error);
+        am2z__lr_finish(lr, j, attempt + 1, NULL, r.error, end);
         return;
     }
     if (r.error) am2z__lr_job_add_error(j, am2z_error_retain(r.error));
-    am2z__lr_finish(lr, j, attempt, NULL, r.error);
+    am2z__lr_finish(lr, j, attempt, NULL, r.error, end);
 }
 
 /* Cancels j: resolves it now unless it is already finishing. only_queued leaves a
@@ -8492,7 +8493,7 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
         am2z__atomic_cas(&j->cancel, &zero, reason, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
         e = am2z__lr_cancel_error(reason, j->proc, j->exec_id, j->session->id);
         if (ph == AM2Z__LR_RUNNING && e) am2z__lr_job_add_error(j, am2z_error_retain(e));
-        am2z__lr_finish(lr, j, w >> 2, NULL, e);
+        am2z__lr_finish(lr, j, w >> 2, NULL, e, am2z__lr_now());
         return;
     }
 }
@@ -8543,7 +8544,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     }
     if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
         if (w) w->concluding = !am2z__lr_helping;
-        am2z__lr_resolve(lr, j, att, r, waiter);
+        am2z__lr_resolve(lr, j, att, r, waiter, end);
         if (w) w->concluding = 0;
     } else {
         am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
@@ -8600,7 +8601,13 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
     am2z__lr_worker *me = am2z__lr_me(lr);
-    int64_t t0 = am2z__lr_now(), spin_end = t0 + lr->spin_ns, until;
+    int64_t t0, spin_end, until;
+    if ((AM2Z__LR_LD(&j->word) & 3) == AM2Z__LR_DONE) { /* ran on this thread, or finished already */
+        am2z__lr_job_outcome(j, out, move);
+        return AM2Z_STATUS_OK;
+    }
+    t0 = am2z__lr_now();
+    spin_end = t0 + lr->spin_ns;
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
@@ -8617,7 +8624,7 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             if (dl && now >= dl) {
                 if (am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) {
                     am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)),
-                                     0);
+                                     0, now);
                 }
                 continue;
             }

@@ -322,7 +322,9 @@ int main(int argc, char **argv) {
 #endif
     rt[0] = runtime(AM2Z_DEADLINES_EXACT);
     rt[1] = runtime(AM2Z_DEADLINES_COOPERATIVE);
-    in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
+    /* the input belongs to the session it runs in ("default"), as a program's states do;
+       a state from another session is rewritten on the way in and out (two copies) */
+    in = am2z_state_parse("default", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
     ns = (int64_t *)malloc(iters(200000) * sizeof *ns);
     many = iters(1000000);
     ins = (const am2z_state **)malloc(many * sizeof *ins);
