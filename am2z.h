@@ -1238,21 +1238,48 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
 
 /* ==== 8. local runtime ================================================================ */
 /* The local runtime runs processors on a pthread worker pool in this process.
-   - Timeouts: every top-level execution (execute, submit, execute_many) runs on a worker
-     while the caller waits with the attempt's deadline, so the caller gets a TimeoutError
-     at the deadline (timed waits, ~0.1 ms late) even when the processor ignores
-     cancellation; the processor sees am2z_ctx_cancelled() turn true and whatever it
-     returns late is discarded. An attempt's time starts when a worker starts it: waiting
-     in the queue (behind other work, a concurrency limit, the rate limit, delay_ms) is
-     not counted. Nested calls (am2z_ctx_call, composite steps) run on the calling
-     worker: their own timeouts are cooperative (cancelled() turns true and a late result
-     becomes a TimeoutError when the call returns) inside the exact top-level deadline.
-     Cancelling an execution cancels everything it called.
-   - No deadlock: a call_many (parallel, batch) runs its first call inline and queues the
-     others for idle workers; the waiting parent runs every one nobody took. A processor
-     that waits for an execution it submitted runs it itself when no worker has.
+   - DEADLINES: who runs a top-level execution, and so how exact its timeout is. Chosen
+     per runtime (am2z_local_desc.deadlines) and per processor (its desc.deadlines, which
+     wins; composites follow the runtime):
+     EXACT (the default): every top-level execution (execute, submit, execute_many) runs
+     on a worker while the caller waits with the attempt's deadline, so the caller gets
+     a TimeoutError at the deadline (timed waits, ~0.1 ms late) even when the processor
+     ignores cancellation; the processor sees am2z_ctx_cancelled() turn true and
+     whatever it returns late is discarded. The price is a hand-off to another thread
+     per execution: ~2 us on a quiet 2-vCPU VM, and a wake-up (60-115 us, often more)
+     when the machine is busy and the worker is not running.
+     COOPERATIVE: execute, execute_many (its share of the items) and
+     am2z_execution_wait on an execution no worker has started run the processor on the
+     calling thread: no hand-off, no wake-up, ~1 us for a trivial execute also on a
+     loaded machine. The timeout is then cooperative: am2z_ctx_cancelled() turns true
+     at the deadline and the outcome is a TimeoutError, but only once the processor
+     returns; one that ignores cancellation holds its caller until then (and stop, from
+     another thread, cancels it but cannot end it). Retries run on the waiting thread
+     after their backoff. A processor with queue options (concurrency, priority,
+     rate_limit_per_minute, delay_ms) always goes through the queue (exact). A submitted
+     execution that a worker starts first keeps the exact deadline.
+     Exact stays the default because it is the safe contract (a caller never waits past
+     its timeout); choose COOPERATIVE for a runtime of processors that poll
+     am2z_ctx_cancelled (or finish quickly), and mark the odd one that may block EXACT.
+     Measured (bench/local, medians of 3 interleaved rounds; see README): cooperative
+     trivial execute / chain of 3 / chain of 10 / parallel of 3 p50 ~1 / 3 / 9 / 3 us
+     with the machine at load 6, where exact took ~80 us each.
+     An attempt's time starts when it starts: waiting in the queue (behind other work, a
+     concurrency limit, the rate limit, delay_ms) is not counted. Nested calls
+     (am2z_ctx_call, composite steps) run on the calling thread: their own timeouts are
+     cooperative (cancelled() turns true and a late result becomes a TimeoutError when
+     the call returns) inside the top-level deadline. Cancelling an execution cancels
+     everything it called.
+   - No deadlock, no waiting on a wake-up: a call_many (parallel, batch) runs its first
+     call inline and queues the others for idle workers, except calls known to be short
+     (under 5 us last time), which it runs itself; only calls known to be long (over
+     100 us) or not yet measured wake a sleeping worker. The waiting parent (a worker or
+     a caller) runs every queued call nobody took, and helps with queued calls of others
+     while it waits. A processor that waits for an execution it submitted runs it itself
+     when no worker has.
    - Retries follow the processor's policy (am2z_retry_delay_ms). A top-level retry is
-     rescheduled after its backoff (no worker sleeps); the caller gets the final outcome
+     rescheduled after its backoff (no worker sleeps; an attempt that the waiting thread
+     ran itself is retried by it); the caller gets the final outcome
      with attempts and every failed attempt's error in order. A nested call retries on
      the calling worker, running queued calls of other executions while it waits.
    - Queue options: priority orders waiting top-level executions: 0 (default) runs
@@ -1271,7 +1298,9 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
      (CancelledError "Runtime stopped"), joins the workers and the metrics thread (a
      processor ignoring cancellation, or a slow handler, delays it until it returns) and
-     ends every session ("session:cleanup"). Registrations and stats survive;
+     ends every session ("session:cleanup"). A COOPERATIVE execution running on a
+     caller's thread is cancelled like the others but not waited for: stop returns, the
+     caller gets the CancelledError when its processor returns (free only after that). Registrations and stats survive;
      am2z_runtime_start starts it again. start, stop and free refuse to run inside the
      runtime's processors and handlers (section 7, CALLBACKS); stop_session of the
      caller's own session cancels the caller's execution instead of waiting for it.
@@ -1305,8 +1334,11 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      trivial execute p50 1.6 us vs 23 us; one execute every 2 ms costs 119-128 ms vs
      19-22 ms of CPU per second; an idle runtime uses ~0.05 ms of CPU per second either
      way (spinning stops 200 us after the last work; 2 ms after waking a blocked caller);
-     execute_many throughput is the same. On a battery or a shared core set spin_ns to
-     AM2Z_LOCAL_SPIN_OFF (or build with -DAM2Z_LOCAL_SPIN_NS=0). */
+     execute_many throughput is the same. With COOPERATIVE deadlines nothing waits for a
+     worker on the execute path, so the spin costs little: one execute every 2 ms used
+     12.6 ms of CPU per second vs 129 ms with EXACT (same run, load average 6). On a
+     battery or a shared core set use COOPERATIVE, or set spin_ns to AM2Z_LOCAL_SPIN_OFF
+     (or build with -DAM2Z_LOCAL_SPIN_NS=0). */
 
 #ifndef AM2Z_LOCAL_MAX_WORKERS
 #define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
@@ -6946,10 +6978,19 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
 
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
-   - Every execution that a caller waits for runs on a worker thread, never on the
-     caller's, so the caller can return at the deadline even when the processor ignores
-     cancellation. The caller and idle workers spin briefly before they block, because
-     waking a sleeping thread on another vCPU costs ~60 us and a spinning one ~0.3 us.
+   - EXACT: every execution that a caller waits for runs on a worker thread, never on
+     the caller's, so the caller can return at the deadline even when the processor
+     ignores cancellation. The caller and idle workers spin briefly before they block,
+     because waking a sleeping thread on another vCPU costs ~60 us and a spinning one
+     ~0.3 us. COOPERATIVE (am2z__lr_here): the caller creates the same job record (so
+     sessions, stop_session and stats see it) but runs it itself instead of queueing it;
+     its retries are held for it (job->held) rather than queued, so no queue entry can
+     outlive the attempt it was made for.
+   - Work-first: nothing that a thread could run itself waits for a wake-up. call_many
+     keeps short calls (a per-processor duration estimate, am2z__lr_est) and wakes
+     sleepers only for long ones; execute_many's caller runs chunks too and wakes
+     sleepers only for a batch worth it; a parent that is no worker blocks on its own
+     job's (or batch's) condition variable, which its queued calls signal.
    - Nested calls (ctx_call, composite steps) run inline on the worker that makes them.
      call_many runs its first call inline, queues the others on the "lane" for idle
      workers, then takes back (runs itself) those nobody took: a parent never waits on a

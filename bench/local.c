@@ -297,7 +297,7 @@ int main(int argc, char **argv) {
     const char *sc = getenv("AM2Z_BENCH_SCALE");
     am2z_runtime *rt[MODES];
     am2z_state *in;
-    size_t i, many, chunk, longrun, done = 0;
+    size_t i, many, chunk, longrun, done = 0, ran = 0;
     int64_t *ns, t0;
     const am2z_state **ins;
     am2z_outcome *outs;
@@ -392,7 +392,7 @@ int main(int argc, char **argv) {
     longrun = (size_t)(10000000 * scale);
     rss0 = rss_kb();
     t0 = am2z_monotonic_ns();
-    for (i = 0; done < longrun || i < 2; i++) {
+    for (i = 0; ran < longrun || i < 2; i++) {
         size_t j;
         m = (int)(i % 2);
         am2z_runtime_execute_many(rt[m], "trivial", ins, chunk, NULL, outs);
@@ -401,11 +401,11 @@ int main(int argc, char **argv) {
             am2z_outcome o = am2z_runtime_execute(rt[m], case_proc[j % CASES], in);
             am2z_outcome_clear(&o);
         }
-        done += chunk + 100;
+        ran += chunk + 100;
     }
     rss1 = rss_kb();
-    printf("%-16s at start %ld KiB; before the long run %ld KiB, after %ld KiB (%+ld KiB) over %.1f s; %zu "
-           "executions in all\n", "memory (RSS)", rss_start, rss0, rss1, rss1 - rss0,
+    printf("%-16s at start %ld KiB; before the long run %ld KiB, after %ld KiB (%+ld KiB): %zu executions "
+           "in %.1f s (%zu before it)\n", "memory (RSS)", rss_start, rss0, rss1, rss1 - rss0, ran,
            (double)(am2z_monotonic_ns() - t0) / 1e9, done);
     hog_quit = 1;
     for (k = 0; k < nhogs; k++) pthread_join(hogs[k], NULL);
