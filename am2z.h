@@ -8426,7 +8426,9 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         } while ((at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 0)) != 0);
     }
     for (att = 1;; att++) {
-        s = am2z__lr_now();
+        /* the first attempt starts now unless a delay or rate limit made it wait: one
+           clock read fewer per nested call (a read costs ~40 ns on a VM) */
+        s = att == 1 && d->queue.delay_ms <= 0 && d->queue.rate_limit_per_minute <= 0 ? first : am2z__lr_now();
         dl = am2z__lr_deadline(s, timeout);
         if (pf->deadline_ns && (!dl || pf->deadline_ns < dl)) dl = pf->deadline_ns;
         f = *pf;
@@ -8938,8 +8940,9 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             kids[i] = NULL;
         }
     }
-    /* wait for the ones running elsewhere */
-    spin_end = am2z__lr_now() + pf->lr->spin_ns;
+    /* wait for the ones running elsewhere (the spin starts at the first look that finds
+       one still running: no clock read when none was handed over) */
+    spin_end = 0;
     for (;;) {
         am2z__lr_worker *w = pf->worker;
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0, pending = 0;
@@ -8959,6 +8962,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         if (!pending) break;
         now = am2z__lr_now();
+        if (!spin_end) spin_end = now + pf->lr->spin_ns;
         if (am2z__lr_frame_cancelled(pf, now)) {
             int timed_out = pf->deadline_ns && now >= pf->deadline_ns;
             for (i = first + 1; i < n; i++) {
