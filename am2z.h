@@ -1261,9 +1261,12 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
      Exact stays the default because it is the safe contract (a caller never waits past
      its timeout); choose COOPERATIVE for a runtime of processors that poll
      am2z_ctx_cancelled (or finish quickly), and mark the odd one that may block EXACT.
-     Measured (bench/local, medians of 3 interleaved rounds; see README): cooperative
-     trivial execute / chain of 3 / chain of 10 / parallel of 3 p50 ~1 / 3 / 9 / 3 us
-     with the machine at load 6, where exact took ~80 us each.
+     Measured on a shared 2-vCPU VM (bench/local, medians of 3 interleaved rounds,
+     2026-12): cooperative trivial execute / chain of 3 / chain of 10 / parallel of 3
+     p50 0.65 / 2.4 / 6.4 / 2.8 us at load average 7 (1.2 / 4.0 / 11 / 5.6 in a slower
+     run), and 0.69 / 2.3 / 6.8 / 3.0 us, p99 1.3 / 4.3 / 22 / 5.8 us, with 4 CPU-bound
+     threads beside it (load 11); exact took 5-90 us p50 at load 7 and 0.1-8 ms with
+     the threads, because each execution waits for a worker to get a CPU.
      An attempt's time starts when it starts: waiting in the queue (behind other work, a
      concurrency limit, the rate limit, delay_ms) is not counted. Nested calls
      (am2z_ctx_call, composite steps) run on the calling thread: their own timeouts are
