@@ -335,7 +335,7 @@ int main(int argc, char **argv) {
     loadavg(la, sizeof la);
     printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns, %s, load average %s\n", ncpu,
            am2z_runtime_config(rt[0]).workers, (long long)am2z_runtime_config(rt[0]).spin_ns,
-           contend ? "--contend" : "quiet", la);
+           contend ? "--contend" : "no --contend", la);
     if (contend) {
         for (k = 0; k < 2 * ncpu && k < 512; k++)
             if (pthread_create(&hogs[k], NULL, hog, NULL) == 0) nhogs++;
