@@ -791,6 +791,17 @@ typedef struct am2z_queue_config {
     int64_t delay_ms;      /* start each execution this much later */
 } am2z_queue_config;
 
+/* Who enforces a top-level execution's timeout (am2z_processor_desc.deadlines,
+   am2z_local_desc.deadlines; the local runtime's section 8 says what each costs). */
+typedef enum am2z_deadlines {
+    AM2Z_DEADLINES_DEFAULT = 0,  /* processor: the runtime's choice; runtime: EXACT */
+    AM2Z_DEADLINES_EXACT,        /* a worker runs it, the caller returns at the deadline
+                                    even when the processor ignores cancellation */
+    AM2Z_DEADLINES_COOPERATIVE   /* the caller's thread may run it: am2z_ctx_cancelled()
+                                    turns true at the deadline, a late result becomes a
+                                    TimeoutError when the processor returns */
+} am2z_deadlines;
+
 typedef struct am2z_processor_desc {
     const char *name;            /* required; [A-Za-z0-9_.-], 1..AM2Z_NAME_MAX bytes */
     am2z_processor_fn fn;        /* required for a plain processor */
@@ -801,6 +812,10 @@ typedef struct am2z_processor_desc {
     am2z_processor *const *dependencies; /* registered with it; each consumed (NULL ok) */
     size_t dependency_count;
     void *user_data;             /* am2z_ctx_user_data() */
+    am2z_deadlines deadlines;    /* top-level timeouts of this processor: DEFAULT follows
+                                    the runtime (am2z_local_desc.deadlines); EXACT for a
+                                    processor that may ignore cancellation. Composites
+                                    follow the runtime */
 } am2z_processor_desc;
 
 #ifndef AM2Z_NAME_MAX
@@ -1118,6 +1133,7 @@ typedef struct am2z_runtime_settings {
     size_t queue_capacity;      /* top-level executions that may wait; 0: no limit */
     int64_t metrics_interval_ms; /* period of the "metrics" event; 0: off */
     int64_t spin_ns;            /* local: how long waiters spin before blocking; 0: never */
+    am2z_deadlines deadlines;   /* local: EXACT or COOPERATIVE (resolved); queue: DEFAULT */
 } am2z_runtime_settings;
 /* rt's settings; all zero for NULL. */
 AM2Z_API am2z_runtime_settings am2z_runtime_config(am2z_runtime *rt);
@@ -1419,21 +1435,51 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 
 /* ==== 8. local runtime ================================================================ */
 /* The local runtime runs processors on a pthread worker pool in this process.
-   - Timeouts: every top-level execution (execute, submit, execute_many) runs on a worker
-     while the caller waits with the attempt's deadline, so the caller gets a TimeoutError
-     at the deadline (timed waits, ~0.1 ms late) even when the processor ignores
-     cancellation; the processor sees am2z_ctx_cancelled() turn true and whatever it
-     returns late is discarded. An attempt's time starts when a worker starts it: waiting
-     in the queue (behind other work, a concurrency limit, the rate limit, delay_ms) is
-     not counted. Nested calls (am2z_ctx_call, composite steps) run on the calling
-     worker: their own timeouts are cooperative (cancelled() turns true and a late result
-     becomes a TimeoutError when the call returns) inside the exact top-level deadline.
-     Cancelling an execution cancels everything it called.
-   - No deadlock: a call_many (parallel, batch) runs its first call inline and queues the
-     others for idle workers; the waiting parent runs every one nobody took. A processor
-     that waits for an execution it submitted runs it itself when no worker has.
+   - DEADLINES: who runs a top-level execution, and so how exact its timeout is. Chosen
+     per runtime (am2z_local_desc.deadlines) and per processor (its desc.deadlines, which
+     wins; composites follow the runtime):
+     EXACT (the default): every top-level execution (execute, submit, execute_many) runs
+     on a worker while the caller waits with the attempt's deadline, so the caller gets
+     a TimeoutError at the deadline (timed waits, ~0.1 ms late) even when the processor
+     ignores cancellation; the processor sees am2z_ctx_cancelled() turn true and
+     whatever it returns late is discarded. The price is a hand-off to another thread
+     per execution: ~2 us on a quiet 2-vCPU VM, and a wake-up (60-115 us, often more)
+     when the machine is busy and the worker is not running.
+     COOPERATIVE: execute, execute_many (its share of the items) and
+     am2z_execution_wait on an execution no worker has started run the processor on the
+     calling thread: no hand-off, no wake-up, ~1 us for a trivial execute also on a
+     loaded machine. The timeout is then cooperative: am2z_ctx_cancelled() turns true
+     at the deadline and the outcome is a TimeoutError, but only once the processor
+     returns; one that ignores cancellation holds its caller until then (and stop, from
+     another thread, cancels it but cannot end it). Retries run on the waiting thread
+     after their backoff. A processor with queue options (concurrency, priority,
+     rate_limit_per_minute, delay_ms) always goes through the queue (exact). A submitted
+     execution that a worker starts first keeps the exact deadline.
+     Exact stays the default because it is the safe contract (a caller never waits past
+     its timeout); choose COOPERATIVE for a runtime of processors that poll
+     am2z_ctx_cancelled (or finish quickly), and mark the odd one that may block EXACT.
+     Measured on a shared 2-vCPU VM (bench/local, medians of 3 interleaved rounds,
+     2026-12): cooperative trivial execute / chain of 3 / chain of 10 / parallel of 3
+     p50 0.65 / 2.4 / 6.4 / 2.8 us at load average 7 (1.2 / 4.0 / 11 / 5.6 in a slower
+     run), and 0.69 / 2.3 / 6.8 / 3.0 us, p99 1.3 / 4.3 / 22 / 5.8 us, with 4 CPU-bound
+     threads beside it (load 11); exact took 5-90 us p50 at load 7 and 0.1-8 ms with
+     the threads, because each execution waits for a worker to get a CPU.
+     An attempt's time starts when it starts: waiting in the queue (behind other work, a
+     concurrency limit, the rate limit, delay_ms) is not counted. Nested calls
+     (am2z_ctx_call, composite steps) run on the calling thread: their own timeouts are
+     cooperative (cancelled() turns true and a late result becomes a TimeoutError when
+     the call returns) inside the top-level deadline. Cancelling an execution cancels
+     everything it called.
+   - No deadlock, no waiting on a wake-up: a call_many (parallel, batch) runs its first
+     call inline and queues the others for idle workers, except calls known to be short
+     (under 5 us last time), which it runs itself; only calls known to be long (over
+     100 us) or not yet measured wake a sleeping worker. The waiting parent (a worker or
+     a caller) runs every queued call nobody took, and helps with queued calls of others
+     while it waits. A processor that waits for an execution it submitted runs it itself
+     when no worker has.
    - Retries follow the processor's policy (am2z_retry_delay_ms). A top-level retry is
-     rescheduled after its backoff (no worker sleeps); the caller gets the final outcome
+     rescheduled after its backoff (no worker sleeps; an attempt that the waiting thread
+     ran itself is retried by it); the caller gets the final outcome
      with attempts and every failed attempt's error in order. A nested call retries on
      the calling worker, running queued calls of other executions while it waits.
    - Queue options: priority orders waiting top-level executions: 0 (default) runs
@@ -1452,7 +1498,9 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
    - stop(grace_ms) refuses new executions, waits up to grace_ms, cancels the rest
      (CancelledError "Runtime stopped"), joins the workers and the metrics thread (a
      processor ignoring cancellation, or a slow handler, delays it until it returns) and
-     ends every session ("session:cleanup"). Registrations and stats survive;
+     ends every session ("session:cleanup"). A COOPERATIVE execution running on a
+     caller's thread is cancelled like the others but not waited for: stop returns, the
+     caller gets the CancelledError when its processor returns (free only after that). Registrations and stats survive;
      am2z_runtime_start starts it again. start, stop and free refuse to run inside the
      runtime's processors and handlers (section 7, CALLBACKS); stop_session of the
      caller's own session cancels the caller's execution instead of waiting for it.
@@ -1490,8 +1538,11 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
      trivial execute p50 1.6 us vs 23 us; one execute every 2 ms costs 119-128 ms vs
      19-22 ms of CPU per second; an idle runtime uses ~0.05 ms of CPU per second either
      way (spinning stops 200 us after the last work; 2 ms after waking a blocked caller);
-     execute_many throughput is the same. On a battery or a shared core set spin_ns to
-     AM2Z_LOCAL_SPIN_OFF (or build with -DAM2Z_LOCAL_SPIN_NS=0). */
+     execute_many throughput is the same. With COOPERATIVE deadlines nothing waits for a
+     worker on the execute path, so the spin costs little: one execute every 2 ms used
+     12.6 ms of CPU per second vs 129 ms with EXACT (same run, load average 6). On a
+     battery or a shared core set use COOPERATIVE, or set spin_ns to AM2Z_LOCAL_SPIN_OFF
+     (or build with -DAM2Z_LOCAL_SPIN_NS=0). */
 
 #ifndef AM2Z_LOCAL_MAX_WORKERS
 #define AM2Z_LOCAL_MAX_WORKERS 256 /* am2z_local_desc.workers above this is invalid */
@@ -1521,6 +1572,9 @@ typedef struct am2z_local_desc {
                                    blocks; default AM2Z_LOCAL_SPIN_NS, AM2Z_LOCAL_SPIN_OFF
                                    (-1): never spin. Nanoseconds, not ms: useful values
                                    are 10-1000 us. At most AM2Z_LOCAL_MAX_SPIN_NS */
+    am2z_deadlines deadlines;   /* top-level timeouts (see DEADLINES above): default
+                                   EXACT; COOPERATIVE runs processors on the caller's
+                                   thread. A processor's own desc.deadlines overrides it */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5424,6 +5478,8 @@ static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
         desc->queue.delay_ms < 0)
         return "negative queue concurrency, priority, rate_limit_per_minute or delay_ms";
     if (desc->dependency_count && !desc->dependencies) return "dependency_count without dependencies";
+    if (desc->deadlines < AM2Z_DEADLINES_DEFAULT || desc->deadlines > AM2Z_DEADLINES_COOPERATIVE)
+        return "deadlines is not an am2z_deadlines value";
     return NULL;
 }
 
@@ -5456,6 +5512,7 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     p->desc.retry = desc->retry;
     p->desc.queue = desc->queue;
     p->desc.user_data = desc->user_data;
+    p->desc.deadlines = desc->deadlines;
     p->desc.dependencies = p->children;
     p->desc.dependency_count = p->child_count;
     return p;
@@ -8454,10 +8511,19 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
 #ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
-   - Every execution that a caller waits for runs on a worker thread, never on the
-     caller's, so the caller can return at the deadline even when the processor ignores
-     cancellation. The caller and idle workers spin briefly before they block, because
-     waking a sleeping thread on another vCPU costs ~60 us and a spinning one ~0.3 us.
+   - EXACT: every execution that a caller waits for runs on a worker thread, never on
+     the caller's, so the caller can return at the deadline even when the processor
+     ignores cancellation. The caller and idle workers spin briefly before they block,
+     because waking a sleeping thread on another vCPU costs ~60 us and a spinning one
+     ~0.3 us. COOPERATIVE (am2z__lr_here): the caller creates the same job record (so
+     sessions, stop_session and stats see it) but runs it itself instead of queueing it;
+     its retries are held for it (job->held) rather than queued, so no queue entry can
+     outlive the attempt it was made for.
+   - Work-first: nothing that a thread could run itself waits for a wake-up. call_many
+     keeps short calls (a per-processor duration estimate, am2z__lr_est) and wakes
+     sleepers only for long ones; execute_many's caller runs chunks too and wakes
+     sleepers only for a batch worth it; a parent that is no worker blocks on its own
+     job's (or batch's) condition variable, which its queued calls signal.
    - Nested calls (ctx_call, composite steps) run inline on the worker that makes them.
      call_many runs its first call inline, queues the others on the "lane" for idle
      workers, then takes back (runs itself) those nobody took: a parent never waits on a
@@ -8487,6 +8553,13 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
 #define AM2Z__LR_HELP_DEPTH 8      /* nested "help while waiting" levels on one worker */
 #define AM2Z__LR_HIST 168          /* latency buckets: 4 per power of two of nanoseconds */
 #define AM2Z__LR_MAX_TIMEOUT_MS ((int64_t)100000000000) /* deadlines are capped (~3 years) */
+#define AM2Z__LR_EST 256           /* duration estimates kept (direct-mapped by processor) */
+/* A call shorter than this runs on the thread that makes it: handing it over and taking
+   the result back costs more (~1 us between two running threads, measured). */
+#define AM2Z__LR_SHORT_NS 5000
+/* A call longer than this may wake a sleeping worker (60-115 us on a loaded 2-vCPU VM);
+   shorter ones go only to a worker that is already awake. */
+#define AM2Z__LR_WAKE_NS 100000
 
 #if defined(__x86_64__) || defined(__i386__)
 #define AM2Z__LR_PAUSE() __builtin_ia32_pause()
@@ -8515,6 +8588,13 @@ typedef struct am2z__lr_session am2z__lr_session;
 typedef struct am2z__lr_pinfo am2z__lr_pinfo;
 typedef struct am2z__lr_job am2z__lr_job;
 typedef struct am2z__lr_batch am2z__lr_batch;
+
+/* The last duration of a processor (key), smoothed: what decides whether a call is worth
+   handing to another thread. Direct-mapped; a collision overwrites (a hint, not a count). */
+typedef struct am2z__lr_est {
+    const void *key;          /* atomic */
+    int64_t ns;               /* atomic */
+} am2z__lr_est;
 
 /* Link of a session's in-flight list (jobs and execute_many calls). */
 typedef struct am2z__lr_live {
@@ -8602,6 +8682,7 @@ struct am2z__lr_job {
     int cancel;             /* atomic: a cancel reason once cancelled */
     int sleepers;           /* atomic: a waiter may be blocked on cv */
     int top;                /* execute / submit (1) or a call queued by call_many (0) */
+    int held;               /* atomic: a retry kept out of the queue for its waiter to run */
     int started_attempts;   /* atomic */
     am2z__lr *lr;
     am2z_processor *proc;   /* retained */
@@ -8631,6 +8712,8 @@ struct am2z__lr_job {
     am2z_error **errs;      /* failed attempts, in order */
     size_t nerrs, errs_cap;
     am2z__lr_job *next;     /* queue links, under qmu */
+    int linked;             /* under qmu: in one of the linked queues (next in use) */
+    am2z__lr_job *dnext;    /* a drop list's link, once the last reference is gone */
     int cv_ready;           /* mu and cv initialised: by the first waiter that blocks */
     am2z__mutex mu;     /* top only: the waiter blocks on cv */
     am2z__cond cv;
@@ -8684,7 +8767,6 @@ struct am2z__lr_worker {
     am2z__mutex pmu;      /* parker of a waiting parent */
     am2z__cond pcv;
     int pwait, pgen;          /* atomic */
-    int help_depth;
     int spinning;             /* holds the idle-spinner role (lr->spinners) */
     int concluding;           /* in run_job after the processor returned */
     int long_spin;            /* it woke a blocked caller: wait longer for its next job */
@@ -8730,6 +8812,8 @@ struct am2z__lr {
     /* the "metrics" event: a thread of its own, never a worker (under mmu) */
     int64_t metrics_ms;
     int64_t spin_ns;          /* resolved am2z_local_desc.spin_ns; 0: no spin */
+    int deadlines;            /* resolved am2z_local_desc.deadlines */
+    am2z__lr_est est[AM2Z__LR_EST]; /* how long processors take, by processor: a hint */
     am2z__thread metrics_thread;
     int metrics_running, metrics_quit;
     am2z__mutex mmu;
@@ -8759,6 +8843,10 @@ typedef struct am2z__lr_link {
 } am2z__lr_link;
 static __thread am2z__lr_link *am2z__lr_stack;
 
+/* Nested "help while waiting" levels on this thread (worker or caller), which bound the
+   stack a thread grows by running other calls while it waits. */
+static __thread int am2z__lr_helping;
+
 #include <sched.h> /* sched_yield */
 
 
@@ -8777,6 +8865,41 @@ static int64_t am2z__lr_deadline(int64_t start_ns, int64_t timeout_ms) {
 static am2z__lr_worker *am2z__lr_me(const am2z__lr *lr) {
     am2z__lr_worker *w = am2z__lr_self;
     return w && w->lr == lr ? w : NULL;
+}
+
+static am2z__lr_est *am2z__lr_est_slot(am2z__lr *lr, const void *p) {
+    return &lr->est[(size_t)(((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull >> 56) & (AM2Z__LR_EST - 1)];
+}
+
+/* p's typical duration in ns, or -1 when unknown. */
+static int64_t am2z__lr_est_get(am2z__lr *lr, const void *p) {
+    am2z__lr_est *e = am2z__lr_est_slot(lr, p);
+    if (am2z__atomic_load(&e->key, AM2Z__MO_RELAXED) != p) return -1;
+    return am2z__atomic_load(&e->ns, AM2Z__MO_RELAXED);
+}
+
+/* Records one run of p; stores only when the estimate moves (no shared line is written
+   per call in a steady state). */
+static void am2z__lr_est_put(am2z__lr *lr, const void *p, int64_t ns) {
+    am2z__lr_est *e = am2z__lr_est_slot(lr, p);
+    int64_t old;
+    if (am2z__atomic_load(&e->key, AM2Z__MO_RELAXED) != p) {
+        am2z__atomic_store(&e->ns, ns, AM2Z__MO_RELAXED);
+        am2z__atomic_store(&e->key, p, AM2Z__MO_RELAXED);
+        return;
+    }
+    old = am2z__atomic_load(&e->ns, AM2Z__MO_RELAXED);
+    if (ns > old + old / 2 || ns < old - old / 2) am2z__atomic_store(&e->ns, (old + ns) / 2, AM2Z__MO_RELAXED);
+}
+
+/* Non-zero when a top-level execution of p runs on the thread that waits for it
+   (cooperative deadline): its own desc.deadlines, else the runtime's, and no queue
+   option (those need the queue, where workers take executions in order). */
+static int am2z__lr_here(const am2z__lr *lr, const am2z_processor *p) {
+    const am2z_processor_desc *d = am2z_processor_desc_of(p);
+    int mode = d->deadlines ? (int)d->deadlines : lr->deadlines;
+    return mode == AM2Z_DEADLINES_COOPERATIVE && !d->queue.concurrency && !d->queue.rate_limit_per_minute &&
+           !d->queue.delay_ms && !d->queue.priority;
 }
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
@@ -9242,9 +9365,11 @@ static am2z__lr_job *am2z__lr_job_new(am2z__lr *lr, int top) {
 static void am2z__lr_batch_release(am2z__lr_batch *b);
 static void am2z__lr_pinfo_release_locked(am2z__lr *lr, am2z__lr_pinfo *pi);
 
-static void am2z__lr_job_release(am2z__lr_job *j) {
+static void am2z__lr_job_release(am2z__lr_job *j);
+
+/* Frees j once its last reference is gone. */
+static void am2z__lr_job_destroy(am2z__lr_job *j) {
     size_t i;
-    if (!j || am2z__atomic_dec(&j->refs) != 0) return;
     if (j->top && j->session) am2z__lr_live_remove(j->session, &j->live);
     if (j->pinfo) {
         am2z__mutex_lock(&j->lr->qmu);
@@ -9265,6 +9390,18 @@ static void am2z__lr_job_release(am2z__lr_job *j) {
         am2z__cond_destroy(&j->cv);
     }
     am2z__free(j);
+}
+
+static void am2z__lr_job_release(am2z__lr_job *j) {
+    if (j && am2z__atomic_dec(&j->refs) == 0) am2z__lr_job_destroy(j);
+}
+
+/* Under qmu: lets go of one queue entry's reference to j; the last one puts j on *drop,
+   freed outside the lock (freeing takes qmu). Each job is on a drop list at most once. */
+static void am2z__lr_drop_locked(am2z__lr_job *j, am2z__lr_job **drop) {
+    if (am2z__atomic_dec(&j->refs) != 0) return;
+    j->dnext = *drop;
+    *drop = j;
 }
 
 static void am2z__lr_job_wake(am2z__lr_job *j) {
@@ -9334,6 +9471,7 @@ static void am2z__lr_park(am2z__lr_worker *w, int gen, int64_t until_ns) {
 
 static void am2z__lr_list_push(am2z__lr_job **head, am2z__lr_job **tail, am2z__lr_job *j) {
     j->next = NULL;
+    j->linked = 1;
     if (*tail) (*tail)->next = j;
     else *head = j;
     *tail = j;
@@ -9345,6 +9483,7 @@ static am2z__lr_job *am2z__lr_list_pop(am2z__lr_job **head, am2z__lr_job **tail)
         *head = j->next;
         if (!*head) *tail = NULL;
         j->next = NULL;
+        j->linked = 0;
     }
     return j;
 }
@@ -9387,12 +9526,16 @@ static am2z__lr_job *am2z__lr_heap_pop(am2z__lr_job **heap, size_t *n, int by_du
 
 static void am2z__lr_work(am2z__lr *lr, int d) { am2z__atomic_add(&lr->work, d, AM2Z__MO_SEQ_CST); }
 
-/* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). */
-static void am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
+/* Ready to run: priority 0 in FIFO order, then the prioritized heap (1 first). 0 when
+   j is waiting in a linked queue already (an entry left behind when its waiter ran an
+   attempt itself): the caller then lets go of this entry. */
+static int am2z__lr_ready_push_locked(am2z__lr *lr, am2z__lr_job *j) {
+    if (j->linked) return 0;
     j->seq = ++lr->seq;
     if (j->priority <= 0 || !am2z__lr_heap_push(&lr->prio, &lr->prio_n, &lr->prio_cap, j, 0))
         am2z__lr_list_push(&lr->norm_head, &lr->norm_tail, j);
     am2z__lr_work(lr, 1);
+    return 1;
 }
 
 static void am2z__lr_next_due_locked(am2z__lr *lr) {
@@ -9529,7 +9672,10 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     }
     while (lr->delayed_n && lr->delayed[0]->due_ns <= now) {
         j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1);
-        am2z__lr_ready_push_locked(lr, j);
+        if (!am2z__lr_ready_push_locked(lr, j)) {
+            lr->queued--;
+            am2z__lr_drop_locked(j, drop);
+        }
     }
     am2z__lr_next_due_locked(lr);
     if ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
@@ -9562,11 +9708,12 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
         if (!j) j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0);
         if (!j) return 0;
         am2z__lr_work(lr, -1);
-        if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED) {
+        /* resolved meanwhile, or an entry left behind by an attempt its waiter ran (the
+           next attempt, not due yet, has its own entry in the delayed heap) */
+        if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED || AM2Z__LR_LD(&j->due_ns) > now) {
             if (j->pinfo) am2z__lr_slot_release_locked(lr, j);
             lr->queued--;
-            j->next = *drop;
-            *drop = j;
+            am2z__lr_drop_locked(j, drop);
             continue;
         }
         if (j->pinfo && !am2z__lr_gate_locked(lr, j, now)) continue;
@@ -9576,10 +9723,11 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
     }
 }
 
+/* Frees a drop list (am2z__lr_drop_locked). */
 static void am2z__lr_release_list(am2z__lr_job *j) {
     while (j) {
-        am2z__lr_job *n = j->next;
-        am2z__lr_job_release(j);
+        am2z__lr_job *n = j->dnext;
+        am2z__lr_job_destroy(j);
         j = n;
     }
 }
@@ -9632,8 +9780,12 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         }
     } else {
         am2z__atomic_store(&j->due_ns, 0, AM2Z__MO_SEQ_CST);
-        am2z__lr_ready_push_locked(lr, j);
-        am2z__lr_wake_locked(lr, 1);
+        if (am2z__lr_ready_push_locked(lr, j)) {
+            am2z__lr_wake_locked(lr, 1);
+        } else { /* its left-behind entry will run it */
+            lr->queued--;
+            am2z__atomic_dec(&j->refs); /* the caller still holds one */
+        }
     }
     am2z__mutex_unlock(&lr->qmu);
     return AM2Z_STATUS_OK;
@@ -9735,7 +9887,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     return r;
 }
 
-static int am2z__lr_help(am2z__lr_worker *w);
+static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w);
 
 /* Waits until t_ns on behalf of frame pf, helping with queued calls meanwhile.
    Returns 0 when pf was cancelled first. */
@@ -9746,7 +9898,7 @@ static int am2z__lr_wait_for(const am2z__lr_frame *pf, int64_t t_ns) {
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0;
         if (am2z__lr_frame_cancelled(pf, now)) return 0;
         if (now >= t_ns) return 1;
-        if (w && am2z__lr_help(w)) continue;
+        if (am2z__lr_help(pf->lr, w)) continue;
         until = t_ns < now + AM2Z__LR_POLL_NS ? t_ns : now + AM2Z__LR_POLL_NS;
         if (w) am2z__lr_park(w, gen, until);
         else am2z__lr_sleep_ns(until - now < 1000000 ? until - now : 1000000);
@@ -9809,13 +9961,16 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         } while ((at = am2z__lr_rate_gate(lr, p, am2z__lr_now(), 0)) != 0);
     }
     for (att = 1;; att++) {
-        s = am2z__lr_now();
+        /* the first attempt starts now unless a delay or rate limit made it wait: one
+           clock read fewer per nested call (a read costs ~40 ns on a VM) */
+        s = att == 1 && d->queue.delay_ms <= 0 && d->queue.rate_limit_per_minute <= 0 ? first : am2z__lr_now();
         dl = am2z__lr_deadline(s, timeout);
         if (pf->deadline_ns && (!dl || pf->deadline_ns < dl)) dl = pf->deadline_ns;
         f = *pf;
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
         end = am2z__lr_now();
+        am2z__lr_est_put(lr, p, end - s);
         if (dl && end > dl) { /* late: discard whatever it returned */
             am2z_result_clear(&r);
             r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
@@ -9842,10 +9997,11 @@ failed:
 
 /* ---- top-level jobs: resolving attempts ---- */
 
-/* The execution's final outcome; called by whoever holds the RESOLVING phase.
-   state and err are consumed. */
-static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2z_state *state, am2z_error *err) {
-    int64_t end = am2z__lr_now(), first = AM2Z__LR_LD(&j->first_start_ns), lat = first ? end - first : 0;
+/* The execution's final outcome at time end; called by whoever holds the RESOLVING
+   phase. state and err are consumed. */
+static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2z_state *state, am2z_error *err,
+                            int64_t end) {
+    int64_t first = AM2Z__LR_LD(&j->first_start_ns), lat = first ? end - first : 0;
     const char *name = am2z_processor_name(j->proc);
     int cancelled = AM2Z__LR_LD(&j->cancel) != 0;
     j->out_state = state;
@@ -9862,12 +10018,14 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
     am2z__lr_job_set(j, AM2Z__LR_WORD(word_attempt, AM2Z__LR_DONE));
 }
 
-/* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry. */
-static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r) {
+/* The current attempt (holding RESOLVING) ended with r: finish, or schedule a retry.
+   hold: the calling thread waits for j and runs the retry itself when it is due, so it
+   is not queued (a queued entry could outlive the attempt it was for). */
+static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_result r, int hold, int64_t end) {
     const am2z_processor_desc *d = am2z_processor_desc_of(j->proc);
     int64_t delay;
     if (r.state) {
-        am2z__lr_finish(lr, j, attempt, r.state, NULL);
+        am2z__lr_finish(lr, j, attempt, r.state, NULL, end);
         return;
     }
     if (r.error && !AM2Z__LR_LD(&j->cancel) && AM2Z__LR_LD(&lr->running) && !AM2Z__LR_LD(&j->session->stopping) &&
@@ -9879,6 +10037,11 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         /* due first: a worker waiting for j may run it itself once due */
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
         am2z__lr_job_set(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED));
+        if (hold) {
+            AM2Z__LR_ST(&j->held, 1);
+            am2z_error_release(r.error);
+            return;
+        }
         if (am2z__lr_enqueue(lr, j, (delay > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : delay) * 1000000, 0) ==
             AM2Z_STATUS_OK) {
             am2z_error_release(r.error);
@@ -9890,11 +10053,11 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
             am2z_error_release(r.error);
             return;
         }
-        am2z__lr_finish(lr, j, attempt + 1, NULL, r.error);
+        am2z__lr_finish(lr, j, attempt + 1, NULL, r.error, end);
         return;
     }
     if (r.error) am2z__lr_job_add_error(j, am2z_error_retain(r.error));
-    am2z__lr_finish(lr, j, attempt, NULL, r.error);
+    am2z__lr_finish(lr, j, attempt, NULL, r.error, end);
 }
 
 /* Cancels j: resolves it now unless it is already finishing. only_queued leaves a
@@ -9908,14 +10071,15 @@ static void am2z__lr_job_cancel(am2z__lr *lr, am2z__lr_job *j, int reason, int o
         am2z__atomic_cas(&j->cancel, &zero, reason, AM2Z__MO_SEQ_CST, AM2Z__MO_SEQ_CST);
         e = am2z__lr_cancel_error(reason, j->proc, j->exec_id, j->session->id);
         if (ph == AM2Z__LR_RUNNING && e) am2z__lr_job_add_error(j, am2z_error_retain(e));
-        am2z__lr_finish(lr, j, w >> 2, NULL, e);
+        am2z__lr_finish(lr, j, w >> 2, NULL, e, am2z__lr_now());
         return;
     }
 }
 
-/* Runs the queued attempt of top-level job j on worker w (or on a worker that waits
-   for it); consumes the reference it was given. */
-static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
+/* Runs the queued attempt of top-level job j on worker w, or on the thread that waits
+   for it (waiter: w is then that thread's worker, or NULL on a caller's thread);
+   consumes the reference it was given. */
+static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     am2z__lr *lr = j->lr;
     int word = AM2Z__LR_LD(&j->word), att = word >> 2;
     int64_t start = am2z__lr_now(), dl = am2z__lr_deadline(start, j->timeout_ms), end, zero = 0;
@@ -9946,6 +10110,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
     }
     end = am2z__lr_now();
+    am2z__lr_est_put(lr, j->proc, end - start);
     if (j->has_slot) {
         am2z__mutex_lock(&lr->qmu);
         am2z__lr_slot_release_locked(lr, j);
@@ -9956,9 +10121,9 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j) {
         r = am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms));
     }
     if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
-        w->concluding = !w->help_depth;
-        am2z__lr_resolve(lr, j, att, r);
-        w->concluding = 0;
+        if (w) w->concluding = !am2z__lr_helping;
+        am2z__lr_resolve(lr, j, att, r, waiter, end);
+        if (w) w->concluding = 0;
     } else {
         am2z_result_clear(&r); /* resolved without us (deadline, cancel): discard */
     }
@@ -10014,7 +10179,13 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
     am2z__lr_worker *me = am2z__lr_me(lr);
-    int64_t t0 = am2z__lr_now(), spin_end = t0 + lr->spin_ns, until;
+    int64_t t0, spin_end, until;
+    if ((AM2Z__LR_LD(&j->word) & 3) == AM2Z__LR_DONE) { /* ran on this thread, or finished already */
+        am2z__lr_job_outcome(j, out, move);
+        return AM2Z_STATUS_OK;
+    }
+    t0 = am2z__lr_now();
+    spin_end = t0 + lr->spin_ns;
     if (timeout_ms < 0) until = INT64_MAX;
     else until = timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? INT64_MAX : t0 + timeout_ms * 1000000;
     for (;;) {
@@ -10030,25 +10201,34 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             dl = AM2Z__LR_LD(&j->deadline_ns);
             if (dl && now >= dl) {
                 if (am2z__lr_job_cas(j, w, (w & ~3) | AM2Z__LR_RESOLVING)) {
-                    am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)));
+                    am2z__lr_resolve(lr, j, w >> 2, am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms)),
+                                     0, now);
                 }
                 continue;
             }
             wake = dl ? dl : INT64_MAX;
-        } else if (ph == AM2Z__LR_QUEUED && me) {
+        } else if (ph == AM2Z__LR_QUEUED && (me || am2z__lr_here(lr, j->proc))) {
             /* a processor waiting for an execution it submitted: run it here rather than
-               wait for a worker that may be this one */
+               wait for a worker that may be this one; a cooperative execution: run it
+               here rather than wait for a worker to wake up */
             int64_t due = AM2Z__LR_LD(&j->due_ns);
             if (due <= now && am2z__lr_job_may_start(lr, j, now, &due)) {
                 am2z__atomic_inc(&j->refs);
-                me->help_depth++;
-                am2z__lr_run_job(me, j);
-                me->help_depth--;
+                am2z__lr_helping++;
+                am2z__lr_run_job(me, j, 1);
+                am2z__lr_helping--;
                 continue;
             }
             if (due < wake) wake = due;
         }
-        if (now >= until) return AM2Z_STATUS_TIMEOUT;
+        if (now >= until) {
+            /* a retry this thread kept for itself: the queue runs it from now on */
+            if (AM2Z__LR_LD(&j->held) && am2z__atomic_exchange(&j->held, 0, AM2Z__MO_SEQ_CST)) {
+                int64_t due = AM2Z__LR_LD(&j->due_ns);
+                am2z__lr_enqueue(lr, j, due > now ? due - now : 0, 0); /* stopped: stop cancels it */
+            }
+            return AM2Z_STATUS_TIMEOUT;
+        }
         if (wake > until) wake = until;
         if (now < spin_end) {
             /* Not even started after 20 us: no worker is running on another CPU (the
@@ -10080,6 +10260,56 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
 
 /* ---- nested calls queued on the lane ---- */
 
+/* A parent that is no worker (a caller running its execution itself) blocks on the
+   record of what it runs (its job, or its execute_many) until a call it queued ends. */
+static void am2z__lr_owner_wake(int *sleepers, am2z__mutex *mu, am2z__cond *cv) {
+    if (AM2Z__LR_LD(sleepers)) {
+        am2z__mutex_lock(mu);
+        am2z__cond_broadcast(cv);
+        am2z__mutex_unlock(mu);
+    }
+}
+
+static void am2z__lr_owner_park(const am2z__lr_frame *pf, am2z__lr_job *const *kids, size_t from, size_t n,
+                                int64_t until) {
+    int *sleepers;
+    am2z__mutex *mu;
+    am2z__cond *cv;
+    size_t i;
+    int done = 0;
+    if (pf->job) {
+        am2z__lr_job *j = pf->job;
+        if (!j->cv_ready) { /* set up by the thread running j, which is the one that waits */
+            if (am2z__mutex_init(&j->mu) != 0) {
+                am2z__lr_sleep_ns(100000);
+                return;
+            }
+            if (am2z__cond_init(&j->cv) != 0) {
+                am2z__mutex_destroy(&j->mu);
+                am2z__lr_sleep_ns(100000);
+                return;
+            }
+            j->cv_ready = 1; /* published to wakers by the sleepers store below */
+        }
+        sleepers = &j->sleepers;
+        mu = &j->mu;
+        cv = &j->cv;
+    } else if (pf->batch) {
+        sleepers = &pf->batch->sleepers;
+        mu = &pf->batch->mu;
+        cv = &pf->batch->cv;
+    } else {
+        am2z__lr_sleep_ns(100000);
+        return;
+    }
+    am2z__mutex_lock(mu);
+    AM2Z__LR_ST(sleepers, 1);
+    for (i = from; i < n && !done; i++) done = kids[i] && (AM2Z__LR_LD(&kids[i]->word) & 3) == AM2Z__LR_DONE;
+    if (!done) am2z__cond_wait_until(cv, mu, until);
+    AM2Z__LR_ST(sleepers, 0);
+    am2z__mutex_unlock(mu);
+}
+
 /* Stores the result of nested job k and wakes its parent; r consumed. */
 static void am2z__lr_kid_finish(am2z__lr_job *k, am2z_result r) {
     if (am2z__lr_job_cas(k, AM2Z__LR_WORD(1, AM2Z__LR_RUNNING), AM2Z__LR_WORD(1, AM2Z__LR_RESOLVING))) {
@@ -10087,6 +10317,8 @@ static void am2z__lr_kid_finish(am2z__lr_job *k, am2z_result r) {
         k->out_error = r.error;
         am2z__lr_job_set(k, AM2Z__LR_WORD(1, AM2Z__LR_DONE));
         if (k->notify) am2z__lr_notify(k->notify);
+        else if (k->parent) am2z__lr_owner_wake(&k->parent->sleepers, &k->parent->mu, &k->parent->cv);
+        else if (k->pbatch) am2z__lr_owner_wake(&k->pbatch->sleepers, &k->pbatch->mu, &k->pbatch->cv);
     } else {
         am2z_result_clear(&r);
     }
@@ -10111,11 +10343,11 @@ static void am2z__lr_run_kid(am2z__lr_worker *w, am2z__lr_job *k) {
     am2z__lr_job_release(k);
 }
 
-/* Runs one queued nested call of another execution; 0 when there is none. */
-static int am2z__lr_help(am2z__lr_worker *w) {
-    am2z__lr *lr = w->lr;
+/* Runs one queued nested call on this thread (worker w, or NULL on a caller's thread);
+   0 when there is none. */
+static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w) {
     am2z__lr_job *k = NULL;
-    if (w->help_depth >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
+    if (am2z__lr_helping >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
     am2z__mutex_lock(&lr->qmu);
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
     if (k) {
@@ -10124,9 +10356,9 @@ static int am2z__lr_help(am2z__lr_worker *w) {
     }
     am2z__mutex_unlock(&lr->qmu);
     if (!k) return 0;
-    w->help_depth++;
+    am2z__lr_helping++;
     am2z__lr_run_kid(w, k);
-    w->help_depth--;
+    am2z__lr_helping--;
     return 1;
 }
 
@@ -10174,7 +10406,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
                                     size_t n, am2z_result *results) {
     am2z__lr_frame *pf = (am2z__lr_frame *)ctx->runtime_data;
     am2z__lr *lr = pf->lr;
-    int depth = ctx->meta.call_depth + 1, queued = 0;
+    int depth = ctx->meta.call_depth + 1, queued = 0, wake = 0;
     am2z_processor *pstack[8];
     am2z__lr_job *kstack[8];
     int ostack[8];
@@ -10209,9 +10441,17 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             first = i;
         }
     }
-    /* all but the first go on the lane for idle workers */
-    for (i = first + 1; i < n; i++)
-        if (procs[i] && (kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) != NULL) queued++;
+    /* All but the first go on the lane for idle workers, unless they are known to be
+       short (running them here costs less than handing them over). Only long (or not yet
+       measured) ones wake a sleeping worker; the parent never waits for that wake-up: it
+       takes back whatever nobody took. */
+    for (i = first + 1; i < n; i++) {
+        int64_t est;
+        if (!procs[i] || ((est = am2z__lr_est_get(lr, procs[i])) >= 0 && est < AM2Z__LR_SHORT_NS)) continue;
+        if ((kids[i] = am2z__lr_kid_new(pf, procs[i], inputs[i], depth)) == NULL) continue;
+        queued++;
+        if (est < 0 || est >= AM2Z__LR_WAKE_NS) wake++;
+    }
     if (queued) {
         am2z__mutex_lock(&lr->qmu);
         for (i = first + 1; i < n; i++) {
@@ -10220,7 +10460,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         am2z__lr_work(lr, queued);
         am2z__atomic_add(&lr->lane_n, queued, AM2Z__MO_SEQ_CST);
-        am2z__lr_wake_locked(lr, queued);
+        am2z__lr_wake_locked(lr, wake);
         am2z__mutex_unlock(&lr->qmu);
     }
     if (first < n) results[first] = am2z__lr_run_call(pf, procs[first], inputs[first], depth);
@@ -10235,8 +10475,9 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             kids[i] = NULL;
         }
     }
-    /* wait for the ones running elsewhere */
-    spin_end = am2z__lr_now() + pf->lr->spin_ns;
+    /* wait for the ones running elsewhere (the spin starts at the first look that finds
+       one still running: no clock read when none was handed over) */
+    spin_end = 0;
     for (;;) {
         am2z__lr_worker *w = pf->worker;
         int gen = w ? AM2Z__LR_LD(&w->pgen) : 0, pending = 0;
@@ -10256,6 +10497,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
         }
         if (!pending) break;
         now = am2z__lr_now();
+        if (!spin_end) spin_end = now + pf->lr->spin_ns;
         if (am2z__lr_frame_cancelled(pf, now)) {
             int timed_out = pf->deadline_ns && now >= pf->deadline_ns;
             for (i = first + 1; i < n; i++) {
@@ -10273,7 +10515,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             }
             continue;
         }
-        if (w && am2z__lr_help(w)) continue;
+        if (am2z__lr_help(lr, w)) continue;
         if (now < spin_end) {
             /* a call another worker took is not back after 20 us: that worker may share
                this CPU, so let it run now and then */
@@ -10286,7 +10528,9 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
             if (pf->deadline_ns && pf->deadline_ns < until) until = pf->deadline_ns;
             am2z__lr_park(w, gen, until);
         } else {
-            am2z__lr_sleep_ns(100000);
+            int64_t until = now + AM2Z__LR_POLL_NS;
+            if (pf->deadline_ns && pf->deadline_ns < until) until = pf->deadline_ns;
+            am2z__lr_owner_park(pf, kids, first + 1, n, until);
         }
     }
     for (i = 0; i < n; i++)
@@ -10365,10 +10609,11 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
     am2z__outcome_session(o, session_id);
 }
 
-/* Runs item k if nobody claimed it; returns 1 when this call resolved it (ok in *ok). */
-static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int *ok) {
+/* Runs item k if nobody claimed it, on worker w or (w NULL) the caller's thread, which
+   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). */
+static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok) {
     am2z__lr *lr = b->lr;
-    am2z__lr_bslot *slot = &b->slots[w->index];
+    am2z__lr_bslot *slot = &b->slots[si];
     unsigned char e = AM2Z__LR_IT_PENDING;
     am2z_state *in;
     am2z_result r;
@@ -10402,6 +10647,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, in
         r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
     }
     end = am2z__lr_now();
+    am2z__lr_est_put(lr, b->proc, end - s);
     if (end > dl) {
         am2z_result_clear(&r);
         r = am2z__lr_fail(am2z__lr_timeout_error(b->proc, id, b->timeout_ms));
@@ -10434,15 +10680,16 @@ static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int
         am2z__lr_batch_wake(b);
 }
 
-/* A worker's share of an execute_many: claims chunks of items until none are left;
-   `sweep` first rescans for items stranded behind an item that timed out. */
-static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep) {
+/* A worker's (or, slot nworkers, the caller's) share of an execute_many: claims chunks
+   of items until none are left; `sweep` first rescans for items stranded behind an
+   item that timed out. Consumes a reference to b. */
+static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, int sweep) {
     size_t i, k, end, done = 0;
     int64_t ok = 0, failed = 0;
     int good = 0;
     for (k = 0; sweep && k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
         if (AM2Z__LR_LD(&b->items[k]) != AM2Z__LR_IT_PENDING) continue;
-        if (am2z__lr_run_item(w, b, k, &good)) {
+        if (am2z__lr_run_item(w, si, b, k, &good)) {
             done++;
             if (good) ok++;
             else failed++;
@@ -10456,7 +10703,7 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, am2z__lr_batch *b, int sweep)
         if (i >= b->count) break;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
-            if (!am2z__lr_run_item(w, b, k, &good)) continue;
+            if (!am2z__lr_run_item(w, si, b, k, &good)) continue;
             done++;
             if (good) ok++;
             else failed++;
@@ -10495,7 +10742,7 @@ static int am2z__lr_item_abandon(am2z__lr_batch *b, size_t k, unsigned char expe
 static int am2z__lr_batch_settled(const am2z__lr_batch *b) {
     size_t total = b->abandoned;
     int i;
-    for (i = 0; i < b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
+    for (i = 0; i <= b->lr->nworkers; i++) total += am2z__atomic_load(&b->slots[i].done, AM2Z__MO_ACQUIRE);
     return total >= b->count;
 }
 
@@ -10541,7 +10788,7 @@ static void am2z__lr_batch_wait(am2z__lr_batch *b) {
             if (reason) return;
         }
         wake = now + (b->timeout_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : b->timeout_ms) * 1000000;
-        for (wi = 0; wi < lr->nworkers; wi++) {
+        for (wi = 0; wi <= lr->nworkers; wi++) {
             am2z__lr_bslot *sl = &b->slots[wi];
             unsigned seq = AM2Z__LR_LD(&sl->seq);
             size_t item = AM2Z__LR_LD(&sl->item);
@@ -10590,9 +10837,10 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
 
 static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
 
-/* Creates and queues a top-level job; NULL with *st on failure. */
+/* Creates and queues a top-level job; NULL with *st on failure. With here, a job whose
+   caller runs it (am2z__lr_here) is not queued and *here is set. */
 static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
-                                         am2z_status *st) {
+                                         am2z_status *st, int *here) {
     am2z_processor *p;
     am2z__lr_session *s;
     am2z__lr_job *j;
@@ -10637,6 +10885,10 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     am2z__atomic_add(&s->submitted, 1, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
+    if (here && (*here = am2z__lr_here(lr, p)) != 0) {
+        *st = AM2Z_STATUS_OK;
+        return j;
+    }
     *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
         am2z__submit_fail(*st, name, sid);
@@ -10661,7 +10913,7 @@ static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const c
 static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
                                           const char *sid, am2z_status *st) {
     am2z_status tmp;
-    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp);
+    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp, NULL);
     return j ? &j->base : NULL;
 }
 
@@ -10683,9 +10935,16 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
                                         const char *sid) {
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
-    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st);
+    int here = 0;
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
+    if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
+        am2z__atomic_inc(&j->refs);
+        am2z__lr_helping++;
+        am2z__lr_run_job(am2z__lr_me(lr), j, 1);
+        am2z__lr_helping--;
+    }
     am2z__lr_job_wait(j, -1, &out, 1);
     am2z__lr_job_release(j);
     return out;
@@ -10701,7 +10960,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z_error *err = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     size_t i;
-    int stopping = 0;
+    int stopping = 0, here;
+    int64_t est;
     p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
     else if (sid && !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
@@ -10729,7 +10989,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     if (b) {
         memset(b, 0, sizeof *b);
         b->items = (unsigned char *)am2z__malloc(count);
-        b->slots = (am2z__lr_bslot *)am2z__malloc((size_t)lr->nworkers * sizeof *b->slots);
+        b->slots = (am2z__lr_bslot *)am2z__malloc(((size_t)lr->nworkers + 1) * sizeof *b->slots);
         if (!b->items || !b->slots || am2z__mutex_init(&b->mu) != 0) {
             am2z__free(b->items);
             am2z__free(b->slots);
@@ -10749,7 +11009,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
     }
     memset(b->items, AM2Z__LR_IT_PENDING, count);
-    memset(b->slots, 0, (size_t)lr->nworkers * sizeof *b->slots);
+    memset(b->slots, 0, ((size_t)lr->nworkers + 1) * sizeof *b->slots);
     b->refs = 1;
     b->lr = lr;
     b->proc = p;
@@ -10763,6 +11023,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__atomic_add(&s->submitted, (int64_t)count, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &b->live, 2);
+    here = am2z__lr_here(lr, p);
+    est = am2z__lr_est_get(lr, p);
     am2z__mutex_lock(&lr->qmu);
     if (AM2Z__LR_LD(&lr->running)) {
         b->qnext = lr->batches;
@@ -10770,11 +11032,21 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         b->linked = 1;
         b->advertised = 1;
         am2z__lr_work(lr, 1);
-        am2z__lr_wake_locked(lr, lr->nworkers);
+        /* cooperative: this thread runs items too (its first chunk at once), and wakes
+           sleeping workers only for more than a chunk and long enough to pay for it */
+        if (!here ||
+            (count > AM2Z__LR_CHUNK && (est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)))
+            am2z__lr_wake_locked(lr, lr->nworkers);
     } else {
         b->cancel = AM2Z__LR_CANCEL_STOP;
     }
     am2z__mutex_unlock(&lr->qmu);
+    if (here && !AM2Z__LR_LD(&b->cancel)) {
+        am2z__atomic_inc(&b->refs);
+        am2z__lr_helping++;
+        am2z__lr_run_batch(am2z__lr_me(lr), lr->nworkers, b, 0);
+        am2z__lr_helping--;
+    }
     am2z__lr_batch_wait(b);
     am2z__mutex_lock(&lr->qmu);
     if (b->linked) {
@@ -10999,37 +11271,36 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     /* whatever is still queued was resolved by the cancel above */
     am2z__mutex_lock(&lr->qmu);
     if ((j = am2z__atomic_exchange(&lr->handoff, (am2z__lr_job *)NULL, AM2Z__MO_SEQ_CST)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->front_head, &lr->front_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_list_pop(&lr->norm_head, &lr->norm_tail)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_heap_pop(lr->prio, &lr->prio_n, 0)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     while ((j = am2z__lr_heap_pop(lr->delayed, &lr->delayed_n, 1)) != NULL) {
-        j->next = drop;
-        drop = j;
+        j->has_slot = 0;
+        am2z__lr_drop_locked(j, &drop);
     }
     for (pi = lr->pinfos; pi; pi = pi->next) {
         while ((j = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
-            j->next = drop;
-            drop = j;
+            j->has_slot = 0;
+            am2z__lr_drop_locked(j, &drop);
         }
         pi->running = 0;
     }
-    for (j = drop; j; j = j->next) j->has_slot = 0;
     lr->queued = 0;
     am2z__atomic_store(&lr->work, 0, AM2Z__MO_SEQ_CST);
     am2z__atomic_store(&lr->lane_n, 0, AM2Z__MO_SEQ_CST);
@@ -11082,8 +11353,8 @@ static void *am2z__lr_worker_main(void *arg) {
         am2z__lr_release_list(drop);
         drop = NULL;
         if (got) {
-            if (b) am2z__lr_run_batch(w, b, sweep);
-            else if (j->top) am2z__lr_run_job(w, j);
+            if (b) am2z__lr_run_batch(w, w->index, b, sweep);
+            else if (j->top) am2z__lr_run_job(w, j, 0);
             else am2z__lr_run_kid(w, j);
             continue;
         }
@@ -11138,7 +11409,7 @@ static void *am2z__lr_worker_main(void *arg) {
                     am2z__lr_wake_locked(lr, 1);
                     am2z__mutex_unlock(&lr->qmu);
                 }
-                am2z__lr_run_job(w, j);
+                am2z__lr_run_job(w, j, 0);
                 continue;
             }
             if (found) continue; /* still the spinner until it takes the work */
@@ -11147,7 +11418,7 @@ static void *am2z__lr_worker_main(void *arg) {
         got = am2z__lr_take_locked(lr, am2z__lr_now(), &j, &b, &sweep, &drop);
         if (got) am2z__lr_took_locked(lr, w);
         if (!got && !lr->exiting) {
-            int64_t due = lr->delayed_n ? lr->delayed[0]->due_ns : INT64_MAX;
+            int64_t due = lr->delayed_n ? AM2Z__LR_LD(&lr->delayed[0]->due_ns) : INT64_MAX;
             w->sleeping = 1;
             w->idle_next = lr->idle;
             lr->idle = w;
@@ -11162,8 +11433,8 @@ static void *am2z__lr_worker_main(void *arg) {
         am2z__mutex_unlock(&lr->qmu);
         am2z__lr_release_list(drop);
         if (got) {
-            if (b) am2z__lr_run_batch(w, b, sweep);
-            else if (j->top) am2z__lr_run_job(w, j);
+            if (b) am2z__lr_run_batch(w, w->index, b, sweep);
+            else if (j->top) am2z__lr_run_job(w, j, 0);
             else am2z__lr_run_kid(w, j);
         }
     }
@@ -11462,6 +11733,10 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         return (am2z_runtime *)am2z__put_status(status,
                 am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                            "local runtime: spin_ns is outside -1..AM2Z_LOCAL_MAX_SPIN_NS"));
+    if (d.deadlines < AM2Z_DEADLINES_DEFAULT || d.deadlines > AM2Z_DEADLINES_COOPERATIVE)
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                           "local runtime: deadlines is not an am2z_deadlines value"));
     if (d.default_timeout_ms < 0 || d.max_call_depth < 0 || d.metrics_interval_ms < 0)
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms, max_call_depth or "
@@ -11480,6 +11755,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->capacity = d.queue_capacity ? d.queue_capacity : 65536;
     lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
     lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
+    lr->deadlines = d.deadlines ? (int)d.deadlines : (int)AM2Z_DEADLINES_EXACT;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -11517,6 +11793,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     set.queue_capacity = lr->capacity;
     set.metrics_interval_ms = lr->metrics_ms;
     set.spin_ns = lr->spin_ns;
+    set.deadlines = (am2z_deadlines)lr->deadlines;
     rt = am2z_runtime_new(&am2z__lr_ops, lr, d.logger, &set);
     if (!rt) {
         am2z__lr_free(lr, d.workers);
@@ -12405,6 +12682,9 @@ AM2Z_API void am2z_inline_calls_clear(am2z_runtime *rt) {
 #undef AM2Z__LR_HELP_DEPTH
 #undef AM2Z__LR_HIST
 #undef AM2Z__LR_MAX_TIMEOUT_MS
+#undef AM2Z__LR_EST
+#undef AM2Z__LR_SHORT_NS
+#undef AM2Z__LR_WAKE_NS
 #undef AM2Z__LR_PAUSE
 #undef AM2Z__LR_LD
 #undef AM2Z__LR_ST

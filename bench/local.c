@@ -1,17 +1,22 @@
-/* bench/local.c - the local runtime against a direct C call doing the same JSON edit.
+/* bench/local.c - the local runtime in both deadline modes, against the original
+   TypeScript framework's figures and against a direct C call doing the same JSON edit.
    Build and run: make bench (or cc -std=c99 -O2 -I. bench/local.c -pthread -lm && ./a.out)
-   Prints, per case, the median and p99 of one operation and the ratio to the baseline
-   measured in the same run; then execute_many throughput and the resident memory before
-   and after 10 M executions. AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations.
-   AM2Z_BENCH_SPIN_NS sets am2z_local_desc.spin_ns (-1: no spin); the "idle" and "sparse"
-   lines give the CPU time the process uses while the runtime idles 1 s, and while it
-   runs one trivial execute every 2 ms for 1 s: the price of spinning.
-   The handoff floor line is a bare two-thread ping-pong on an atomic: no runtime can hand
-   work to another thread and get the answer back faster on this machine.
+       ./build/bench/local             a quiet machine
+       ./build/bench/local --contend   two CPU-bound threads per CPU run beside the bench
+   Prints, per case and mode (exact: a worker runs each top-level execution; cooperative:
+   the caller's thread does), the median over 3 rounds of the p50 and p99 of one
+   operation, the original's p50 measured on the same 2-vCPU machine (bun 1.2.19,
+   2026-11) and the speed-up over it; then execute_many throughput per mode, the CPU
+   price of spinning (idle, sparse), and the resident memory at start, before and after
+   a long run of 10 M executions. The rounds interleave the modes (exact first in odd
+   rounds, cooperative first in even ones): a single run varies +-50% on a shared VM.
+   AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations (the long run included).
+   AM2Z_BENCH_SPIN_NS sets am2z_local_desc.spin_ns (-1: no spin).
+   The handoff floor is a bare two-thread ping-pong on an atomic: no runtime can hand work
+   to another thread and get the answer back faster on this machine.
    glibc trims freed heap back to the kernel and, on a VM where a page fault costs tens
    of microseconds, refaulting a million results dominates execute_many; the bench keeps
-   the heap (mallopt) unless AM2Z_BENCH_DEFAULT_MALLOC is set. The runtime itself makes
-   no allocation per execute_many item beyond the processor's JSON edit and the outcome. */
+   the heap (mallopt) unless AM2Z_BENCH_DEFAULT_MALLOC is set. */
 #define _POSIX_C_SOURCE 200809L
 #define AM2Z_IMPLEMENTATION
 #include "am2z.h"
@@ -25,7 +30,20 @@
 #include <malloc.h>
 #endif
 
+#define ROUNDS 3
+#define MODES 2
+#define CASES 4
+
 static double scale = 1.0;
+
+/* The original's p50 per case, microseconds (bun 1.2.19, same VM, 2026-11, quiet). */
+static const char *const case_name[CASES] = {"trivial execute", "chain of 3", "chain of 10", "parallel of 3"};
+static const char *const case_proc[CASES] = {"trivial", "chain3", "chain10", "par3"};
+static const double original_us[CASES] = {7.4, 21.6, 60.0, 22.5};
+static const int case_steps[CASES] = {1, 3, 10, 1}; /* expected "n" of the outcome */
+static const int case_direct[CASES] = {1, 3, 10, 3}; /* edits of the direct baseline */
+static const size_t case_iters[CASES] = {200000, 100000, 50000, 50000};
+static const char *const mode_name[MODES] = {"exact", "cooperative"};
 
 static int64_t cpu_ns(void) {
     struct timespec ts;
@@ -40,25 +58,23 @@ static void sleep_ns(long ns) {
     nanosleep(&ts, NULL);
 }
 
-/* CPU time used while the runtime idles 1 s, then while it runs one execute every 2 ms. */
-static void run_cpu(am2z_runtime *rt, const am2z_state *in) {
-    int64_t c0, w0, c1;
-    int k;
-    sleep_ns(50000000L); /* let the last spinners block */
-    c0 = cpu_ns();
-    sleep_ns(1000000000L);
-    c1 = cpu_ns();
-    printf("%-22s %8.2f ms CPU in 1 s\n", "idle", (double)(c1 - c0) / 1e6);
-    c0 = cpu_ns();
-    w0 = am2z_monotonic_ns();
-    for (k = 0; k < 500; k++) {
-        am2z_outcome o = am2z_runtime_execute(rt, "trivial", in);
-        am2z_outcome_clear(&o);
-        sleep_ns(2000000L);
+static void loadavg(char *buf, size_t n) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    buf[0] = 0;
+    if (f) {
+        if (!fgets(buf, (int)n, f)) buf[0] = 0;
+        fclose(f);
     }
-    c1 = cpu_ns();
-    printf("%-22s %8.2f ms CPU in %.0f ms (500 executes, one per 2 ms)\n", "sparse", (double)(c1 - c0) / 1e6,
-           (double)(am2z_monotonic_ns() - w0) / 1e6);
+    buf[strcspn(buf, "\n")] = 0;
+}
+
+static long rss_kb(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 static size_t iters(size_t n) {
@@ -71,6 +87,16 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median3(double *v) {
+    qsort(v, ROUNDS, sizeof *v, cmp_dbl);
+    return v[ROUNDS / 2];
+}
+
 typedef struct { double p50, p99; } lat;
 
 static lat summarize(int64_t *ns, size_t n) {
@@ -81,7 +107,19 @@ static lat summarize(int64_t *ns, size_t n) {
     return l;
 }
 
-/* The work: n + 1 on a small state (copy-on-write of the shared input). */
+/* ---- contention: CPU-bound threads beside the bench ---- */
+
+static volatile int hog_quit;
+static void *hog(void *arg) {
+    volatile uint64_t x = 0;
+    (void)arg;
+    while (!hog_quit) x = x * 6364136223846793005ull + 1;
+    return NULL;
+}
+
+/* ---- the work ---- */
+
+/* n + 1 on a small state (copy-on-write of the shared input). */
 static am2z_state *edit(const am2z_state *in) {
     return am2z_value_set(am2z_value_retain(in), "n", am2z_value_int(am2z_value_get_int(in, "n", 0) + 1));
 }
@@ -123,9 +161,39 @@ static lat run_execute(am2z_runtime *rt, const char *name, const am2z_state *in,
     return summarize(ns, n);
 }
 
-static void report(const char *what, lat l, lat base) {
-    printf("%-22s p50 %8.2f us  p99 %8.2f us   x%6.1f of baseline (p50 %.3f us)\n", what, l.p50 / 1e3,
-           l.p99 / 1e3, l.p50 / base.p50, base.p50 / 1e3);
+/* Executions per second of one execute_many over many inputs. */
+static double run_many(am2z_runtime *rt, const am2z_state **ins, am2z_outcome *outs, size_t many) {
+    size_t i, bad = 0;
+    int64_t t0 = am2z_monotonic_ns(), total;
+    am2z_runtime_execute_many(rt, "trivial", ins, many, NULL, outs);
+    total = am2z_monotonic_ns() - t0;
+    for (i = 0; i < many; i++) {
+        bad += outs[i].error != NULL;
+        am2z_outcome_clear(&outs[i]);
+    }
+    if (bad) fprintf(stderr, "execute_many: %zu failed\n", bad);
+    return (double)many / ((double)total / 1e9);
+}
+
+/* CPU time used while the runtime idles 1 s, then while it runs one execute every 2 ms. */
+static void run_cpu(am2z_runtime *rt, const char *mode, const am2z_state *in) {
+    int64_t c0, w0, c1;
+    int k;
+    sleep_ns(50000000L); /* let the last spinners block */
+    c0 = cpu_ns();
+    sleep_ns(1000000000L);
+    c1 = cpu_ns();
+    printf("%-16s %-12s %8.2f ms CPU in 1 s\n", "idle", mode, (double)(c1 - c0) / 1e6);
+    c0 = cpu_ns();
+    w0 = am2z_monotonic_ns();
+    for (k = 0; k < 500; k++) {
+        am2z_outcome o = am2z_runtime_execute(rt, "trivial", in);
+        am2z_outcome_clear(&o);
+        sleep_ns(2000000L);
+    }
+    c1 = cpu_ns();
+    printf("%-16s %-12s %8.2f ms CPU in %.0f ms (500 executes, one per 2 ms)\n", "sparse", mode,
+           (double)(c1 - c0) / 1e6, (double)(am2z_monotonic_ns() - w0) / 1e6);
 }
 
 /* Median round trip of a flag bounced between two spinning threads. */
@@ -143,7 +211,6 @@ static void *pp_peer(void *arg) {
 static lat handoff_floor(int64_t *ns, size_t n) {
     pthread_t th;
     size_t i;
-    lat l;
     pthread_create(&th, NULL, pp_peer, NULL);
     for (i = 0; i < n; i++) {
         int64_t t0 = am2z_monotonic_ns();
@@ -154,18 +221,11 @@ static lat handoff_floor(int64_t *ns, size_t n) {
     }
     __atomic_store_n(&pp_flag, 3, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
-    l = summarize(ns, n);
-    return l;
+    __atomic_store_n(&pp_flag, 0, __ATOMIC_RELEASE);
+    return summarize(ns, n);
 }
 
-static long rss_kb(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return -1;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
+/* ---- processors ---- */
 
 static am2z_processor *plain(const char *name) {
     am2z_processor_desc d;
@@ -207,22 +267,52 @@ static am2z_processor *parallel_of(const char *name, int k) {
     return am2z_parallel_new(&d, NULL); /* takes over the branches */
 }
 
-int main(void) {
-    const char *sc = getenv("AM2Z_BENCH_SCALE");
+static am2z_runtime *runtime(am2z_deadlines mode) {
     am2z_logger_desc ld;
     am2z_logger *lg;
     am2z_local_desc rd;
     am2z_runtime *rt;
+    memset(&ld, 0, sizeof ld);
+    ld.sink = AM2Z_SINK_SILENT;
+    lg = am2z_logger_new(&ld, NULL);
+    memset(&rd, 0, sizeof rd); /* workers: one per CPU */
+    rd.logger = lg;
+    rd.deadlines = mode;
+    if (getenv("AM2Z_BENCH_SPIN_NS")) rd.spin_ns = atol(getenv("AM2Z_BENCH_SPIN_NS"));
+    rt = am2z_local_runtime_new(&rd, NULL);
+    am2z_logger_release(lg);
+    if (!rt) return NULL;
+    if (am2z_runtime_register(rt, plain("trivial")) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, chain_of("chain3", 3)) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, chain_of("chain10", 10)) != AM2Z_STATUS_OK ||
+        am2z_runtime_register(rt, parallel_of("par3", 3)) != AM2Z_STATUS_OK) {
+        fprintf(stderr, "bench: register: %s\n", am2z_status_detail());
+        am2z_runtime_free(rt);
+        return NULL;
+    }
+    return rt;
+}
+
+int main(int argc, char **argv) {
+    const char *sc = getenv("AM2Z_BENCH_SCALE");
+    am2z_runtime *rt[MODES];
     am2z_state *in;
-    size_t n, i, many, chunk;
-    int64_t *ns, t0, total;
+    size_t i, many, chunk, longrun, done = 0, ran = 0;
+    int64_t *ns, t0;
     const am2z_state **ins;
     am2z_outcome *outs;
-    lat b1, b3, b10, l;
-    long rss0, rss1;
-    double rate;
-    size_t bad = 0;
+    lat base[CASES], l;
+    double p50[CASES][MODES][ROUNDS], p99[CASES][MODES][ROUNDS], rate[MODES][ROUNDS];
+    long rss_start = rss_kb(), rss0, rss1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int contend = argc > 1 && strcmp(argv[1], "--contend") == 0, nhogs = 0, r, m, c, k;
+    pthread_t hogs[512];
+    char la[128];
 
+    if (argc > 1 && !contend) {
+        fprintf(stderr, "usage: %s [--contend]\n", argv[0]);
+        return 2;
+    }
     if (sc) scale = atof(sc) > 0 ? atof(sc) : 1.0;
 #if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
     if (!getenv("AM2Z_BENCH_DEFAULT_MALLOC")) {
@@ -230,105 +320,100 @@ int main(void) {
         mallopt(M_TOP_PAD, 64 << 20);
     }
 #endif
-    memset(&ld, 0, sizeof ld);
-    ld.sink = AM2Z_SINK_SILENT;
-    lg = am2z_logger_new(&ld, NULL);
-    memset(&rd, 0, sizeof rd); /* workers: one per CPU */
-    rd.logger = lg;
-    if (getenv("AM2Z_BENCH_SPIN_NS")) rd.spin_ns = atol(getenv("AM2Z_BENCH_SPIN_NS"));
-    rt = am2z_local_runtime_new(&rd, NULL);
-    am2z_logger_release(lg);
-    in = am2z_state_parse("bench", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
-    if (!rt || !in) return 1;
-    if (am2z_runtime_register(rt, plain("trivial")) != AM2Z_STATUS_OK ||
-        am2z_runtime_register(rt, chain_of("chain3", 3)) != AM2Z_STATUS_OK ||
-        am2z_runtime_register(rt, chain_of("chain10", 10)) != AM2Z_STATUS_OK ||
-        am2z_runtime_register(rt, parallel_of("par3", 3)) != AM2Z_STATUS_OK) {
-        fprintf(stderr, "bench: register: %s\n", am2z_status_detail());
-        return 1;
-    }
-
-    {
-        am2z_value *st = am2z_runtime_stats(rt);
-        printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns\n", sysconf(_SC_NPROCESSORS_ONLN),
-               (int)am2z_value_get_int(st, "workers", 0), (long long)am2z_runtime_config(rt).spin_ns);
-        am2z_value_release(st);
-    }
-    n = iters(200000);
-    ns = (int64_t *)malloc(n * sizeof *ns);
-    if (!ns) return 1;
-    b1 = baseline(in, 1, n, ns);
-    b3 = baseline(in, 3, iters(100000), ns);
-    b10 = baseline(in, 10, iters(50000), ns);
-    l = handoff_floor(ns, iters(100000));
-    printf("%-22s p50 %8.2f us  p99 %8.2f us   (two threads, one atomic)\n", "handoff floor", l.p50 / 1e3,
-           l.p99 / 1e3);
-    run_execute(rt, "trivial", in, iters(20000), ns, 1); /* warm-up */
-    l = run_execute(rt, "trivial", in, n, ns, 1);
-    report("trivial execute", l, b1);
-    l = run_execute(rt, "chain3", in, iters(100000), ns, 3);
-    report("chain of 3", l, b3);
-    l = run_execute(rt, "chain10", in, iters(50000), ns, 10);
-    report("chain of 10", l, b10);
-    l = run_execute(rt, "par3", in, iters(50000), ns, 1);
-    report("parallel of 3", l, b3);
-    free(ns);
-    run_cpu(rt, in);
-
-    /* execute_many: 1 M inputs (one shared state) */
+    rt[0] = runtime(AM2Z_DEADLINES_EXACT);
+    rt[1] = runtime(AM2Z_DEADLINES_COOPERATIVE);
+    /* the input belongs to the session it runs in ("default"), as a program's states do;
+       a state from another session is rewritten on the way in and out (two copies) */
+    in = am2z_state_parse("default", "{\"n\":0,\"user\":{\"id\":7,\"name\":\"ada\"},\"tags\":[\"a\",\"b\"]}", AM2Z_NTS, NULL);
+    ns = (int64_t *)malloc(iters(200000) * sizeof *ns);
     many = iters(1000000);
     ins = (const am2z_state **)malloc(many * sizeof *ins);
     outs = (am2z_outcome *)calloc(many, sizeof *outs); /* outcomes start zeroed */
-    if (!ins || !outs) return 1;
+    if (!rt[0] || !rt[1] || !in || !ns || !ins || !outs) return 1;
     for (i = 0; i < many; i++) ins[i] = in;
-    t0 = am2z_monotonic_ns();
-    for (i = 0; i < many; i++) {
-        am2z_state *s = edit(in);
-        am2z_value_release(s);
+
+    loadavg(la, sizeof la);
+    printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns, %s, load average %s\n", ncpu,
+           am2z_runtime_config(rt[0]).workers, (long long)am2z_runtime_config(rt[0]).spin_ns,
+           contend ? "--contend" : "no --contend", la);
+    if (contend) {
+        for (k = 0; k < 2 * ncpu && k < 512; k++)
+            if (pthread_create(&hogs[k], NULL, hog, NULL) == 0) nhogs++;
+        printf("contention: %d CPU-bound threads beside the bench\n", nhogs);
+        sleep_ns(300000000L); /* let the scheduler see them */
     }
-    total = am2z_monotonic_ns() - t0;
-    printf("%-22s %8.2f M/s  (one thread, direct)\n", "baseline loop", (double)many / ((double)total / 1e9) / 1e6);
-    {
-        int round;
-        for (round = 0; round < 2; round++) {
-            t0 = am2z_monotonic_ns();
-            am2z_runtime_execute_many(rt, "trivial", ins, many, NULL, outs);
-            total = am2z_monotonic_ns() - t0;
-            for (i = 0; i < many; i++) {
-                bad += outs[i].error != NULL;
-                am2z_outcome_clear(&outs[i]);
+    l = handoff_floor(ns, iters(100000));
+    printf("%-16s p50 %8.2f us  p99 %8.2f us   (two threads, one atomic)\n", "handoff floor", l.p50 / 1e3,
+           l.p99 / 1e3);
+    for (c = 0; c < CASES; c++) base[c] = baseline(in, case_direct[c], iters(case_iters[c]), ns);
+    for (m = 0; m < MODES; m++) {
+        run_execute(rt[m], "trivial", in, iters(20000), ns, 1); /* warm-up */
+        run_execute(rt[m], "par3", in, iters(2000), ns, 1);
+        done += iters(20000) + iters(2000);
+    }
+    for (r = 0; r < ROUNDS; r++) {
+        for (k = 0; k < MODES; k++) {
+            m = r % 2 ? k : MODES - 1 - k;
+            for (c = 0; c < CASES; c++) {
+                l = run_execute(rt[m], case_proc[c], in, iters(case_iters[c]), ns, case_steps[c]);
+                p50[c][m][r] = l.p50 / 1e3;
+                p99[c][m][r] = l.p99 / 1e3;
+                done += iters(case_iters[c]);
             }
-            rate = (double)many / ((double)total / 1e9);
-            printf("%-22s %8.2f M/s  (%zu executions in %.0f ms, %zu failed)\n",
-                   round ? "execute_many (again)" : "execute_many", rate / 1e6, many, (double)total / 1e6, bad);
+            rate[m][r] = run_many(rt[m], ins, outs, many);
+            done += many;
         }
+    }
+    printf("%-16s %-12s %9s %9s %14s %9s %10s\n", "case", "mode", "p50 us", "p99 us", "original p50", "speed-up",
+           "direct p50");
+    for (c = 0; c < CASES; c++)
+        for (m = 0; m < MODES; m++) {
+            double a = median3(p50[c][m]), b = median3(p99[c][m]);
+            printf("%-16s %-12s %9.2f %9.2f %11.1f us %8.1fx %7.3f us\n", case_name[c], mode_name[m], a, b,
+                   original_us[c], original_us[c] / a, base[c].p50 / 1e3);
+        }
+    for (m = 0; m < MODES; m++)
+        printf("%-16s %-12s %8.2f M/s  (%zu executions per round, median of %d)\n", "execute_many", mode_name[m],
+               median3(rate[m]) / 1e6, many, ROUNDS);
+    t0 = am2z_monotonic_ns();
+    for (i = 0; i < many; i++) am2z_value_release(edit(in));
+    printf("%-16s %-12s %8.2f M/s  (one thread, direct)\n", "baseline loop", "",
+           (double)many / ((double)(am2z_monotonic_ns() - t0) / 1e9) / 1e6);
+    loadavg(la, sizeof la);
+    printf("load average after the rounds: %s\n", la);
+    if (!contend) {
+        run_cpu(rt[0], mode_name[0], in);
+        run_cpu(rt[1], mode_name[1], in);
     }
 
-    /* memory under sustained load: 10 M executions in execute_many chunks plus 200 k
-       single executes, after a warm-up of the same */
+    /* memory under sustained load: 10 M executions (scaled) in execute_many chunks plus
+       single executes, both modes, after the rounds above warmed everything up */
     chunk = many < 100000 ? many : 100000;
-    for (i = 0; i < 10; i++) {
-        size_t k;
-        am2z_runtime_execute_many(rt, "trivial", ins, chunk, NULL, outs);
-        for (k = 0; k < chunk; k++) am2z_outcome_clear(&outs[k]);
-    }
+    longrun = (size_t)(10000000 * scale);
     rss0 = rss_kb();
     t0 = am2z_monotonic_ns();
-    for (i = 0; i < (size_t)(10000000 * scale) / chunk; i++) {
-        size_t k;
-        am2z_runtime_execute_many(rt, "trivial", ins, chunk, NULL, outs);
-        for (k = 0; k < chunk; k++) am2z_outcome_clear(&outs[k]);
-        if (i % 10 == 0) {
-            am2z_outcome o = am2z_runtime_execute(rt, "chain3", in);
+    for (i = 0; ran < longrun || i < 2; i++) {
+        size_t j;
+        m = (int)(i % 2);
+        am2z_runtime_execute_many(rt[m], "trivial", ins, chunk, NULL, outs);
+        for (j = 0; j < chunk; j++) am2z_outcome_clear(&outs[j]);
+        for (j = 0; j < 100; j++) {
+            am2z_outcome o = am2z_runtime_execute(rt[m], case_proc[j % CASES], in);
             am2z_outcome_clear(&o);
         }
+        ran += chunk + 100;
     }
     rss1 = rss_kb();
-    printf("%-22s before %ld KiB, after %ld KiB (%+ld KiB) over %zu executions in %.1f s\n", "memory (RSS)", rss0,
-           rss1, rss1 - rss0, i * chunk, (double)(am2z_monotonic_ns() - t0) / 1e9);
+    printf("%-16s at start %ld KiB; before the long run %ld KiB, after %ld KiB (%+ld KiB): %zu executions "
+           "in %.1f s (%zu before it)\n", "memory (RSS)", rss_start, rss0, rss1, rss1 - rss0, ran,
+           (double)(am2z_monotonic_ns() - t0) / 1e9, done);
+    hog_quit = 1;
+    for (k = 0; k < nhogs; k++) pthread_join(hogs[k], NULL);
+    free(ns);
     free(ins);
     free(outs);
     am2z_value_release(in);
-    am2z_runtime_free(rt);
+    am2z_runtime_free(rt[0]);
+    am2z_runtime_free(rt[1]);
     return 0;
 }
