@@ -26,7 +26,7 @@ JOBS=${PORTABILITY_JOBS:-2}
 WARN="-Wall -Wextra -Wpedantic -Werror"
 LIBS="-pthread -lm"
 UBSAN=${PORTABILITY_UBSAN:-"-fsanitize=alignment -fno-sanitize-recover=all"}
-TESTS="test_json test_state test_errors test_logging test_sha256 test_resp test_compose test_runtime test_inline"
+TESTS="test_json test_state test_errors test_logging test_sha256 test_resp test_compose test_runtime test_inline test_cron"
 
 finish() {
     if [ "$SKIPPED" -gt 0 ]; then echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"

@@ -4,6 +4,10 @@
    and offset its detail names, and a cross-check of am2z_cron_next against a
    minute-by-minute scan that uses the C library's own calendar (timegm/gmtime_r). */
 #define _DEFAULT_SOURCE /* timegm */
+/* 32-bit glibc: a 64-bit time_t for the calendar this test compares with (the table
+   reaches 9999; am2z's cron itself uses int64_t milliseconds, no time_t) */
+#define _TIME_BITS 64
+#define _FILE_OFFSET_BITS 64
 #include "../am2z.h"
 #include "t.h"
 #include <time.h>
