@@ -999,7 +999,7 @@ typedef struct am2z_batch_desc {
 } am2z_batch_desc;
 AM2Z_API am2z_processor *am2z_batch_new(const am2z_batch_desc *desc, am2z_status *status);
 
-/* ==== 6b. cron expressions ============================================================= */
+/* ==== 6b. cron expressions ============================================================ */
 /* The standard 5-field cron syntax, for schedules: "minute hour day-of-month month
    day-of-week", e.g. "0-59/5 * * * *" (every 5 minutes; also written with "*" before the "/5"),
    "0 9 * * MON-FRI", "0 0 1,15 * *".
@@ -6410,7 +6410,7 @@ static am2z_result am2z__composite_fn(am2z_ctx *ctx, const am2z_state *input) {
     return am2z__composite_run(ctx->processor, ctx, input);
 }
 
-/* ==== 6b. cron expressions ============================================================= */
+/* ==== 6b. cron expressions ============================================================ */
 
 static const char *const am2z__cron_field_names[5] = {"minute", "hour", "day of month", "month",
                                                        "day of week"};
