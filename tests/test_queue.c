@@ -628,7 +628,9 @@ static void test_sessions(void) {
     }
     CHECK_INT(bad, 0);
     CHECK_INT(scan_count(r, "*cyc-*"), 0);
-    CHECK(client_count(r) <= clients0);
+    /* a leak per session would add 200; the runtime's pool may legitimately grow to its
+       16 connections when threads borrow at once (seen on a loaded CI machine) */
+    CHECK(client_count(r) <= clients0 + 16);
     CHECK(scan_count(r, "*") <= keys0);
     am2z_value_release(in);
     am2z_redis_free(r);
