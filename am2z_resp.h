@@ -541,7 +541,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        Any process can execute; a process with workers (desc.concurrency >= 0) processes
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
-       (or hands it over directly when it runs in the caller's process). A job finished by
+       (or hands it over directly when it runs in the caller's process), which the
+       caller's receiver reads without ever taking a result out of Redis before it is
+       delivered (KEYS OF AN INSTANCE), so a Redis killed mid-read loses no result. A job finished by
        a foreign worker (Node) is noticed through its queue's events stream (its
        completed or failed entry, so also when the Node worker removes the job): one
        reader thread per process follows, with one connection made on first use, the
@@ -715,11 +717,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        whatever a server sends; the values of parsed replies (job data, results) come on
        top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
    KEYS OF AN INSTANCE
-       A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
-       its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
-       them. After a crash (kill -9) nobody does: a wake-up key expires 2 s after it was
-       set, and the reply list, which exists only while results wait for the instance,
-       expires reply_ttl_ms after it was created. No other key depends on an instance:
+       A runtime instance owns three kinds of keys: its reply list (reply:<instance>), the
+       list of results its receiver took from it (reply:<instance>:taken, read again
+       after a reconnect, so a result is never only in flight: a Redis or a connection
+       that dies mid-read loses none) and its worker threads' wake-up keys
+       (ctl:<instance>:<n>). free (and stop) deletes them. After a crash (kill -9)
+       nobody does: a wake-up key expires 2 s after it was set, and the two lists, which
+       exist only while results wait for the instance, expire reply_ttl_ms after they
+       were created. No other key depends on an instance:
        locks, cancel keys and stalled jobs have their own TTLs and recovery. */
 
 #define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
