@@ -541,7 +541,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        Any process can execute; a process with workers (desc.concurrency >= 0) processes
        the queues of the processors it registered. The caller registers its waiter before
        the job is added; the finishing worker pushes the outcome to the caller's reply list
-       (or hands it over directly when it runs in the caller's process). A job finished by
+       (or hands it over directly when it runs in the caller's process), which the
+       caller's receiver reads without ever taking a result out of Redis before it is
+       delivered (KEYS OF AN INSTANCE), so a Redis killed mid-read loses no result. A job finished by
        a foreign worker (Node) is noticed through its queue's events stream (its
        completed or failed entry, so also when the Node worker removes the job): one
        reader thread per process follows, with one connection made on first use, the
@@ -715,11 +717,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        whatever a server sends; the values of parsed replies (job data, results) come on
        top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
    KEYS OF AN INSTANCE
-       A runtime instance owns two kinds of keys: its reply list (reply:<instance>) and
-       its worker threads' wake-up keys (ctl:<instance>:<n>). free (and stop) deletes
-       them. After a crash (kill -9) nobody does: a wake-up key expires 2 s after it was
-       set, and the reply list, which exists only while results wait for the instance,
-       expires reply_ttl_ms after it was created. No other key depends on an instance:
+       A runtime instance owns three kinds of keys: its reply list (reply:<instance>), the
+       list of results its receiver took from it (reply:<instance>:taken, read again
+       after a reconnect, so a result is never only in flight: a Redis or a connection
+       that dies mid-read loses none) and its worker threads' wake-up keys
+       (ctl:<instance>:<n>). free (and stop) deletes them. After a crash (kill -9)
+       nobody does: a wake-up key expires 2 s after it was set, and the two lists, which
+       exist only while results wait for the instance, expire reply_ttl_ms after they
+       were created. No other key depends on an instance:
        locks, cancel keys and stalled jobs have their own TTLs and recovery. */
 
 #define AM2Z_QUEUE_NO_WORKERS (-1) /* desc.concurrency: a pure producer */
@@ -3160,6 +3165,7 @@ typedef struct am2z__qrt {
     char *prefix, *bull;
     char *C;                    /* <bull>:<prefix>: */
     char *reply_key;
+    char *taken_key;            /* results the receiver took and may not have delivered yet */
     char *sessions_key;
     char instance[17];
     int nworkers;
@@ -3171,7 +3177,7 @@ typedef struct am2z__qrt {
     char lock_s[24], reply_ttl_s[24];
     am2z_redis_pool *pool;
     am2z_redis_script *s_add, *s_fetch, *s_complete, *s_fail, *s_retry, *s_extend, *s_stalled,
-        *s_claim, *s_drop, *s_cancelq, *s_state, *s_due, *s_remove;
+        *s_claim, *s_drop, *s_cancelq, *s_state, *s_due, *s_remove, *s_take;
     /* registry of queues and processors (mu) */
     am2z__mutex mu;
     am2z__qqueue *queues[AM2Z__QBUCKETS];
@@ -4022,6 +4028,21 @@ static const char *const am2z__qlua_due[] = {
     "if redis.call('EXISTS', ARGV[1] .. 'meta') == 0 then return 0 end",
     "redis.call('ZADD', ARGV[1] .. 'marker', ARGV[2], '1')",
     "return 1",
+    NULL
+};
+/* Script "take": the receiver's reliable read of its results. Results are taken from the
+   reply list into the instance's "taken" list, which this call first empties (the
+   previous batch was delivered by then), so a result whose reply never reached the
+   receiver (a connection or a Redis that died after the move) is read again from there. */
+static const char *const am2z__qlua_take[] = {
+    "-- ARGV: reply taken n ttl: returns up to n results, oldest first",
+    "redis.call('DEL', ARGV[2])",
+    "local items = redis.call('LRANGE', ARGV[1], -tonumber(ARGV[3]), -1)",
+    "if #items == 0 then return items end",
+    "redis.call('LTRIM', ARGV[1], 0, -#items - 1)",
+    "redis.call('RPUSH', ARGV[2], unpack(items))",
+    "redis.call('PEXPIRE', ARGV[2], ARGV[4])",
+    "return items",
     NULL
 };
 /* Script "remove": a job no worker took yet (wait, prioritized, delayed) removed with its
@@ -6507,26 +6528,61 @@ static void *am2z__qworker_main(void *arg) {
 
 /* -- the receiver: results for this instance from other processes -- */
 
+/* Delivers every result in a list reply (a script's answer or LRANGE). */
+static void am2z__qdeliver_list(am2z__qrt *q, const am2z_reply *list) {
+    size_t i;
+    if (!list || list->type != AM2Z_REPLY_ARRAY) return;
+    for (i = 0; i < list->len; i++) {
+        const am2z_reply *m = am2z_reply_at(list, i);
+        if (m && m->len) am2z__qdeliver_raw(q, am2z_reply_str(m), m->len);
+    }
+}
+
+/* Results are read without ever being only in flight: the blocking command waits for the
+   first one by rotating it within the reply list (BLMOVE reply reply: nothing leaves the
+   list) and delivers it at once; the "take" script then moves a batch to the taken list,
+   from which a reconnected receiver reads again whatever it may have missed. A result
+   delivered twice finds no waiter the second time and is dropped, so at-least-once
+   reading gives exactly-once delivery. */
 static void *am2z__qreceiver_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->rconn;
-    int lmpop = 1; /* BLMPOP (Redis 7) takes many results per round trip; else BRPOP */
+    int blmove = 1; /* BLMOVE (Redis 6.2); else BRPOPLPUSH */
+    int recover = 1; /* after a (re)connect: first deliver what the taken list holds */
+    char batch[16], ttl[24];
+    snprintf(batch, sizeof batch, "%d", 255);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)q->reply_ttl_ms);
     while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         am2z_reply rep = am2z__qrep0();
-        const am2z_reply *list = NULL;
         am2z_status st;
-        size_t i;
-        if (!am2z_redis_is_connected(r) && !am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+        if (!am2z_redis_is_connected(r)) {
+            if (!am2z__qensure(q, r)) { am2z__qsleep_ms(100); continue; }
+            recover = 1;
+        }
+        if (recover) {
+            st = am2z_redis_command(r, &rep, "LRANGE %s 0 -1", q->taken_key);
+            if (st == AM2Z_STATUS_OK) {
+                am2z__qdeliver_list(q, &rep);
+                recover = 0;
+            }
+            am2z_reply_clear(&rep);
+            if (st != AM2Z_STATUS_OK) {
+                if (am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) break;
+                am2z__qdown(q, am2z_status_detail());
+                am2z__qsleep_ms(20);
+                continue;
+            }
+        }
         if (!am2z__qguard_enter(q, &q->rguard, r)) break; /* stopping */
-        if (lmpop)
-            st = am2z_redis_blocking(r, &rep, 6000, "BLMPOP 1 1 %s RIGHT COUNT 256", q->reply_key);
+        if (blmove)
+            st = am2z_redis_blocking(r, &rep, 6000, "BLMOVE %s %s RIGHT LEFT 1", q->reply_key, q->reply_key);
         else
-            st = am2z_redis_blocking(r, &rep, 6000, "BRPOP %s 1", q->reply_key);
+            st = am2z_redis_blocking(r, &rep, 6000, "BRPOPLPUSH %s %s 1", q->reply_key, q->reply_key);
         am2z__qguard_leave(q, &q->rguard);
-        if (st == AM2Z_STATUS_SERVER && lmpop && strncmp(am2z_reply_str(&rep), "ERR unknown command", 19) == 0) {
+        if (st == AM2Z_STATUS_SERVER && blmove && strncmp(am2z_reply_str(&rep), "ERR unknown command", 19) == 0) {
             /* only a server without the command downgrades: -LOADING, -BUSY and the like
-               pass, and a Redis 7 that answered one of them must keep BLMPOP */
-            lmpop = 0;
+               pass, and a Redis that answered one of them must keep BLMOVE */
+            blmove = 0;
             am2z_reply_clear(&rep);
             continue;
         }
@@ -6538,17 +6594,21 @@ static void *am2z__qreceiver_main(void *arg) {
             continue;
         }
         am2z__qup(q);
-        if (rep.type == AM2Z_REPLY_ARRAY && rep.len == 2) {
-            list = am2z_reply_at(&rep, 1);
-            if (lmpop && list && list->type == AM2Z_REPLY_ARRAY) {
-                for (i = 0; i < list->len; i++) {
-                    const am2z_reply *m = am2z_reply_at(list, i);
-                    if (m && m->len) am2z__qdeliver_raw(q, am2z_reply_str(m), m->len);
-                }
-            } else if (!lmpop && list && list->len) {
-                am2z__qdeliver_raw(q, am2z_reply_str(list), list->len);
-            }
+        if (rep.type == AM2Z_REPLY_NIL || !rep.len) { /* nothing for 1 s */
+            am2z_reply_clear(&rep);
+            continue;
         }
+        am2z__qdeliver_raw(q, am2z_reply_str(&rep), rep.len); /* the first one at once */
+        am2z_reply_clear(&rep);
+        {
+            const char *argv[4];
+            argv[0] = q->reply_key;
+            argv[1] = q->taken_key;
+            argv[2] = batch;
+            argv[3] = ttl;
+            st = am2z__qeval(r, &rep, q->s_take, 4, argv, NULL);
+        }
+        if (st == AM2Z_STATUS_OK) am2z__qdeliver_list(q, &rep);
         am2z_reply_clear(&rep);
     }
     am2z__atomic_dec(&q->n_live_aux);
@@ -7576,12 +7636,13 @@ static void am2z__qwake_workers(am2z__qrt *q, int64_t cap_ns) {
    its threads are gone. A pooled connection may be stale after a Redis restart: one
    more try on a fresh one. */
 static void am2z__qdel_own_keys(am2z__qrt *q, int64_t cap_ns) {
-    const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 2) * sizeof *argv);
+    const char **argv = (const char **)am2z__malloc(((size_t)q->nworkers + 3) * sizeof *argv);
     size_t argc = 0, attempt;
     int i;
     if (!argv) return;
     argv[argc++] = "DEL";
     argv[argc++] = q->reply_key;
+    argv[argc++] = q->taken_key;
     for (i = 0; q->workers && i < q->nworkers; i++)
         if (q->workers[i].ctl) argv[argc++] = q->workers[i].ctl;
     for (attempt = 0; attempt < 2; attempt++) {
@@ -7886,6 +7947,7 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_script_free(q->s_stalled); am2z_redis_script_free(q->s_claim); am2z_redis_script_free(q->s_drop);
     am2z_redis_script_free(q->s_cancelq); am2z_redis_script_free(q->s_state); am2z_redis_script_free(q->s_due);
     am2z_redis_script_free(q->s_remove);
+    am2z_redis_script_free(q->s_take);
     am2z_redis_script_free(q->s_settings);
     am2z__qpubs_free(q);
     am2z__mutex_destroy(&q->setmu);
@@ -7895,7 +7957,7 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z__mutex_destroy(&q->cutmu);
     am2z__qnotify_destroy(&q->mnt);
     am2z__free(q->r_host); am2z__free(q->r_unix); am2z__free(q->r_user); am2z__free(q->r_pass);
-    am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key);
+    am2z__free(q->prefix); am2z__free(q->bull); am2z__free(q->C); am2z__free(q->reply_key); am2z__free(q->taken_key);
     am2z__free(q->sessions_key);
     am2z_logger_release(q->logger);
     q->magic = 0;
@@ -8001,6 +8063,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->instance[16] = 0;
     q->C = q->prefix && q->bull ? am2z__qcat(q->bull, ":", q->prefix, ":") : NULL;
     q->reply_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, NULL) : NULL;
+    q->taken_key = q->C ? am2z__qcat(q->C, "reply:", q->instance, ":taken") : NULL;
     q->sessions_key = q->C ? am2z__qcat(q->C, "sessions", NULL, NULL) : NULL;
     q->runs.next = q->runs.prev = &q->runs;
     am2z__mutex_init(&q->mu);
@@ -8024,6 +8087,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_state = am2z__qscript(am2z__qlua_state);
     q->s_due = am2z__qscript(am2z__qlua_due);
     q->s_remove = am2z__qscript(am2z__qlua_remove);
+    q->s_take = am2z__qscript(am2z__qlua_take);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->s_progress = am2z__qscript(am2z__qlua_progress);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
@@ -8039,7 +8103,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     rt = NULL;
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
-        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress) {
+        !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress ||
+        !q->s_take || !q->taken_key) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (q->abort_pipe[0] < 0) {
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));

@@ -444,9 +444,9 @@ static const char *receiver_cmd(am2z_redis *r, const char *instance, char *buf, 
     return buf;
 }
 
-static void test_loading_keeps_blmpop(void) {
+static void test_loading_keeps_blmove(void) {
     /* the receiver reconnects while Redis loads its data (-LOADING for 1-2 s): it keeps
-       BLMPOP, which only "unknown command" may give up; before, it fell back to BRPOP for
+       BLMOVE, which only "unknown command" may give up; before, it fell back to BRPOPLPUSH for
        good */
     static const char *const extra[] = {"--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024", NULL};
     t_redis s;
@@ -472,9 +472,9 @@ static void test_loading_keeps_blmpop(void) {
     CHECK(rt != NULL);
     if (!rt) goto out;
     until = now_ms() + 3000;
-    while (strcmp(receiver_cmd(r, am2z_queue_instance_id(rt), buf, sizeof buf), "blmpop") != 0 && now_ms() < until)
+    while (strcmp(receiver_cmd(r, am2z_queue_instance_id(rt), buf, sizeof buf), "blmove") != 0 && now_ms() < until)
         t_redis_sleep_ms(20);
-    CHECK_STR(buf, "blmpop");
+    CHECK_STR(buf, "blmove");
     am2z_redis_free(r);
     r = NULL;
     t_redis_kill(&s);
@@ -491,12 +491,12 @@ static void test_loading_keeps_blmpop(void) {
         t_redis_sleep_ms(20);
     }
     if (!saw_loading) goto out;
-    /* loaded: the receiver's next round (BLMPOP waits 1 s) names its command */
+    /* loaded: the receiver's next round (BLMOVE waits 1 s) names its command */
     t_redis_sleep_ms(1500);
     until = now_ms() + 3000;
-    while (strcmp(receiver_cmd(r, am2z_queue_instance_id(rt), buf, sizeof buf), "blmpop") != 0 && now_ms() < until)
+    while (strcmp(receiver_cmd(r, am2z_queue_instance_id(rt), buf, sizeof buf), "blmove") != 0 && now_ms() < until)
         t_redis_sleep_ms(50);
-    CHECK_STR(buf, "blmpop");
+    CHECK_STR(buf, "blmove");
 out:
     am2z_redis_free(r);
     am2z_runtime_free(rt);
@@ -677,6 +677,64 @@ static void start_server(void) {
     port = server.port;
 }
 
+static am2z_result never_runs(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    return am2z_ok(am2z_value_retain(in));
+}
+
+/* A result the receiver took from Redis but never got (Redis died after the move, before
+   its answer arrived) is read again after the reconnect: found by the 100,000-execution
+   chaos run, where one caller of 100,000 waited out its deadline. Played here without a
+   crash: a result put in the receiver's taken list, and its connection killed. */
+static void test_taken_result_read_again(void) {
+    am2z_logger *lg = quiet();
+    am2z_queue_desc d = qdesc(port, AM2Z_QUEUE_NO_WORKERS, lg);
+    am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL);
+    am2z_redis *r = conn_to(port);
+    am2z_state *in = am2z_state_parse("default", "{\"x\":1}", AM2Z_NTS, NULL);
+    am2z_execution *e = NULL;
+    am2z_outcome out = {0};
+    am2z_reply rep;
+    char key[256], msg[512], name[128];
+    const char *line, *id;
+    memset(&rep, 0, sizeof rep);
+    CHECK(rt && r && in);
+    if (!rt || !r || !in) goto done;
+    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&(am2z_processor_desc){.name = "taken", .fn = never_runs},
+                                                          NULL)), AM2Z_STATUS_OK);
+    e = am2z_runtime_submit(rt, "taken", in, NULL, NULL); /* no worker anywhere: no reply comes */
+    CHECK(e != NULL);
+    if (!e) goto done;
+    snprintf(key, sizeof key, "bull:am2z:reply:%s:taken", am2z_queue_instance_id(rt));
+    snprintf(msg, sizeof msg, "%s {\"ok\":true,\"attempts\":1,\"errors\":[],\"state\":{\"metadata\":"
+             "{\"version\":2,\"sessionId\":\"default\",\"createdAt\":1,\"lastUpdated\":1},\"x\":42}}",
+             am2z_execution_id(e));
+    cmd(r, "RPUSH %s %s", key, msg);
+    /* the receiver's connection dies: it reconnects and reads its taken list first */
+    snprintf(name, sizeof name, "%s:results ", am2z_queue_instance_id(rt));
+    CHECK_INT(am2z_redis_command(r, &rep, "CLIENT LIST"), AM2Z_STATUS_OK);
+    line = strstr(am2z_reply_str(&rep), name);
+    id = line ? line : NULL;
+    while (id && id > am2z_reply_str(&rep) && id[-1] != '\n') id--;
+    CHECK(id && strncmp(id, "id=", 3) == 0);
+    if (id && strncmp(id, "id=", 3) == 0) {
+        char idbuf[32];
+        snprintf(idbuf, sizeof idbuf, "%.*s", (int)strcspn(id + 3, " "), id + 3);
+        cmd(r, "CLIENT KILL ID %s", idbuf, NULL);
+    }
+    am2z_reply_clear(&rep);
+    CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error == NULL);
+    CHECK_INT(am2z_value_get_int(out.state, "x", 0), 42);
+done:
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    am2z_value_release(in);
+    am2z_redis_free(r);
+    am2z_runtime_free(rt);
+    am2z_logger_release(lg);
+}
+
 int main(void) {
     T_RUN(test_handshake_reply_types);
     T_RUN(test_reply_buffer_bounded);
@@ -687,10 +745,11 @@ int main(void) {
     RUN(test_numbers_of_other_fields);
     RUN(test_call_depth_validated);
     RUN(test_missing_hash_visible);
+    RUN(test_taken_result_read_again);
     T_RUN(test_outage_logs_state_changes);
     T_RUN(test_frozen_execute_and_free);
     T_RUN(test_frozen_register);
-    T_RUN(test_loading_keeps_blmpop);
+    T_RUN(test_loading_keeps_blmove);
     t_redis_stop(&server);
     return t_done();
 }
