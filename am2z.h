@@ -7882,12 +7882,7 @@ typedef struct am2z__kv {
     int64_t live_bytes; /* keys + values, as a compacted journal would hold them */
 } am2z__kv;
 
-static uint64_t am2z__kv_hash(const char *key, size_t n) {
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
-    size_t i;
-    for (i = 0; i < n; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    return h;
-}
+static uint64_t am2z__kv_hash(const char *key, size_t n) { return am2z__hash_bytes(key, n, 0x6b76ULL); }
 
 static am2z__kv_entry *am2z__kv_entry_new(const char *key, size_t klen, const void *value, size_t vlen) {
     am2z__kv_entry *e = (am2z__kv_entry *)am2z__malloc(sizeof *e + klen + vlen + 1);

@@ -4605,7 +4605,7 @@ static int am2z__qpub_read(am2z__qrt *q, const char *key, int64_t known_version,
     if (!r) return 0;
     if (am2z_redis_command(r, &rep, "HGET %s version", key) == AM2Z_STATUS_OK) {
         ok = 1;
-        *version = rep.type == AM2Z_REPLY_BULK ? strtoll(am2z_reply_str(&rep), NULL, 10) : 0;
+        *version = rep.type == AM2Z_REPLY_BULK ? am2z__qnum(am2z_reply_str(&rep), rep.len, 0, INT64_MAX, 0) : 0;
         *have = *version > 0;
         if (*have && *version != known_version) {
             ok = am2z_redis_command(r, &rep, "HGET %s settings", key) == AM2Z_STATUS_OK &&
