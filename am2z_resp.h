@@ -6941,6 +6941,7 @@ static void am2z__qmaint_presence(am2z__qrt *q, am2z__qworker *snap, int check) 
             d.client_name = name;
             conns[n] = am2z_redis_new(&d, NULL);
             if (!conns[n]) { am2z__free(name); continue; }
+            am2z__redis_abort_fd(conns[n], q->abort_pipe[0]); /* a stop that gives up on Redis ends its connect */
             check = 1;
         }
         names[n++] = name;
