@@ -1154,6 +1154,23 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
 AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor,
                                              const am2z_state *input, const char *session_id,
                                              am2z_status *status);
+/* Per-call options for am2z_runtime_submit_with and am2z_runtime_execute_with; zero
+   means default, so a zeroed desc is am2z_runtime_submit's behaviour. New options are
+   added here rather than as new entry points. A runtime refuses an option it does not
+   honour (AM2Z_STATUS_INVALID_ARGUMENT, the detail names the option and the runtime);
+   it never ignores one. */
+typedef struct am2z_submit_desc {
+    const char *session_id;      /* NULL: "default" */
+} am2z_submit_desc;
+/* am2z_runtime_submit with options; desc NULL is a zeroed desc. Same ownership, status
+   and failures as am2z_runtime_submit. */
+AM2Z_API am2z_execution *am2z_runtime_submit_with(am2z_runtime *rt, const char *processor,
+                                                  const am2z_state *input, const am2z_submit_desc *desc,
+                                                  am2z_status *status);
+/* Blocking am2z_runtime_submit_with + wait; input borrowed, the outcome is yours (as
+   am2z_runtime_execute_in_session, which it is for a desc with only session_id). */
+AM2Z_API am2z_outcome am2z_runtime_execute_with(am2z_runtime *rt, const char *processor,
+                                                const am2z_state *input, const am2z_submit_desc *desc);
 /* The execution's id (borrowed from the handle; "" for NULL), readable at once;
    outcome.execution_id and events carry the same id. */
 AM2Z_API const char *am2z_execution_id(const am2z_execution *e);
@@ -1259,9 +1276,10 @@ struct am2z_execution {
 typedef struct am2z_runtime_ops {
     am2z_status (*start)(am2z_runtime *rt);
     am2z_status (*stop)(am2z_runtime *rt, int64_t grace_ms);
-    /* Required. Returns NULL with *status set on failure. */
+    /* Required. desc is never NULL; an option the runtime does not honour is refused
+       (see am2z_submit_desc). Returns NULL with *status set on failure. */
     am2z_execution *(*submit)(am2z_runtime *rt, const char *processor, const am2z_state *input,
-                              const char *session_id, am2z_status *status);
+                              const am2z_submit_desc *desc, am2z_status *status);
     /* Required. out is empty (the caller cleared it). */
     am2z_status (*wait)(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
     void (*free_execution)(am2z_execution *e); /* required; cancels an unfinished one */
@@ -7353,12 +7371,15 @@ AM2Z_API am2z_outcome am2z_runtime_execute_in_session(am2z_runtime *rt, const ch
                                                       const am2z_state *input, const char *session_id) {
     am2z_outcome out;
     am2z_execution *e;
+    am2z_submit_desc d;
     am2z_status st = AM2Z_STATUS_OK;
     if (!rt)
         return am2z__outcome_failed(processor, session_id, input,
                                     am2z_error_configuration("runtime", "NULL runtime"));
     if (rt->ops->execute) return rt->ops->execute(rt, processor, input, session_id);
-    e = rt->ops->submit(rt, processor, input, session_id, &st);
+    memset(&d, 0, sizeof d);
+    d.session_id = session_id;
+    e = rt->ops->submit(rt, processor, input, &d, &st);
     if (!e)
         return am2z__outcome_failed(processor, session_id, input, am2z__runtime_status_error(rt, processor, st));
     memset(&out, 0, sizeof out);
@@ -7373,15 +7394,50 @@ AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *process
     return am2z_runtime_execute_in_session(rt, processor, input, NULL);
 }
 
-AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
-                                             const char *session_id, am2z_status *status) {
+AM2Z_API am2z_execution *am2z_runtime_submit_with(am2z_runtime *rt, const char *processor,
+                                                  const am2z_state *input, const am2z_submit_desc *desc,
+                                                  am2z_status *status) {
     am2z_status st = AM2Z_STATUS_OK;
+    am2z_submit_desc zero;
     am2z_execution *e;
     if (!rt) return (am2z_execution *)am2z__put_status(status,
             am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit: NULL runtime"));
-    e = rt->ops->submit(rt, processor, input, session_id, &st);
+    if (!desc) {
+        memset(&zero, 0, sizeof zero);
+        desc = &zero;
+    }
+    e = rt->ops->submit(rt, processor, input, desc, &st);
     if (status) *status = e ? AM2Z_STATUS_OK : st;
     return e;
+}
+
+AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
+                                             const char *session_id, am2z_status *status) {
+    am2z_submit_desc d;
+    memset(&d, 0, sizeof d);
+    d.session_id = session_id;
+    return am2z_runtime_submit_with(rt, processor, input, &d, status);
+}
+
+AM2Z_API am2z_outcome am2z_runtime_execute_with(am2z_runtime *rt, const char *processor,
+                                                const am2z_state *input, const am2z_submit_desc *desc) {
+    am2z_submit_desc plain;
+    am2z_outcome out;
+    am2z_execution *e;
+    am2z_status st = AM2Z_STATUS_OK;
+    const char *sid = desc ? desc->session_id : NULL;
+    memset(&plain, 0, sizeof plain);
+    plain.session_id = sid;
+    /* only a session: the runtime's fast path */
+    if (!desc || !memcmp(desc, &plain, sizeof plain)) return am2z_runtime_execute_in_session(rt, processor, input, sid);
+    if (!(e = am2z_runtime_submit_with(rt, processor, input, desc, &st)))
+        return am2z__outcome_failed(processor, sid, input, am2z__runtime_status_error(rt, processor, st));
+    memset(&out, 0, sizeof out);
+    st = rt->ops->wait(e, -1, &out);
+    rt->ops->free_execution(e);
+    if (st != AM2Z_STATUS_OK)
+        return am2z__outcome_failed(processor, sid, input, am2z__runtime_status_error(rt, processor, st));
+    return out;
 }
 
 AM2Z_API const char *am2z_execution_id(const am2z_execution *e) { return e && e->id ? e->id : ""; }
@@ -7409,11 +7465,14 @@ AM2Z__PRIVATE am2z_status am2z__runtime_execute_many_generic(am2z_runtime *rt, c
                                                              const char *session_id, am2z_outcome *outs) {
     am2z_execution *win[AM2Z__RT_MANY_WINDOW];
     size_t next = 0, done = 0;
+    am2z_submit_desc d;
     am2z_status st;
+    memset(&d, 0, sizeof d);
+    d.session_id = session_id;
     while (done < count) {
         while (next < count && next - done < AM2Z__RT_MANY_WINDOW) {
             st = AM2Z_STATUS_OK;
-            win[next % AM2Z__RT_MANY_WINDOW] = rt->ops->submit(rt, processor, inputs[next], session_id, &st);
+            win[next % AM2Z__RT_MANY_WINDOW] = rt->ops->submit(rt, processor, inputs[next], &d, &st);
             if (!win[next % AM2Z__RT_MANY_WINDOW])
                 outs[next] = am2z__outcome_failed(processor, session_id, inputs[next],
                                                   am2z__runtime_status_error(rt, processor, st));
@@ -10912,9 +10971,9 @@ static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const c
 }
 
 static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
-                                          const char *sid, am2z_status *st) {
+                                          const am2z_submit_desc *desc, am2z_status *st) {
     am2z_status tmp;
-    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, sid, st ? st : &tmp, NULL);
+    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st ? st : &tmp, NULL);
     return j ? &j->base : NULL;
 }
 
@@ -12362,9 +12421,9 @@ static am2z_status am2z__il_stop(am2z_runtime *rt, int64_t grace_ms) {
 }
 
 static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
-                                       const char *session_id, am2z_status *status) {
+                                       const am2z_submit_desc *desc, am2z_status *status) {
     am2z__il *il = (am2z__il *)rt->impl;
-    const char *sid = session_id ? session_id : "default";
+    const char *sid = desc->session_id ? desc->session_id : "default";
     am2z_status st = AM2Z_STATUS_OK;
     am2z_processor *p = NULL;
     am2z__il_session *s = NULL;
@@ -12377,7 +12436,7 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     if (st != AM2Z_STATUS_OK) {
         am2z_processor_release(p);
         am2z__free(x);
-        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, processor, session_id));
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, processor, desc->session_id));
     }
     memset(x, 0, sizeof *x);
     x->head.rt = rt;

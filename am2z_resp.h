@@ -5186,8 +5186,9 @@ static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
 }
 
 static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, const am2z_state *input,
-                                        const char *session, am2z_status *status) {
+                                        const am2z_submit_desc *desc, am2z_status *status) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    const char *session = desc->session_id;
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
@@ -5296,7 +5297,11 @@ static am2z_outcome am2z__qop_execute(am2z_runtime *rt, const char *proc, const 
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_outcome out;
     am2z_status st = AM2Z_STATUS_OK;
-    am2z_execution *e = am2z__qop_submit(rt, proc, input, session, &st);
+    am2z_submit_desc d;
+    am2z_execution *e;
+    memset(&d, 0, sizeof d);
+    d.session_id = session;
+    e = am2z__qop_submit(rt, proc, input, &d, &st);
     memset(&out, 0, sizeof out);
     if (!e) { am2z__qfailed_outcome(q, &out, proc, session, input, st); return out; }
     am2z__qop_wait(e, -1, &out);

@@ -214,7 +214,7 @@ static void test_histogram_buckets(void) {
 
 static const char *weird = "we\"ird\\name\nx";
 
-static am2z_execution *fake_submit(am2z_runtime *rt, const char *p, const am2z_state *in, const char *sid,
+static am2z_execution *fake_submit(am2z_runtime *rt, const char *p, const am2z_state *in, const am2z_submit_desc *sid,
                                    am2z_status *status) {
     (void)rt, (void)p, (void)in, (void)sid;
     *status = AM2Z_STATUS_INVALID_ARGUMENT;

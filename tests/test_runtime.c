@@ -284,6 +284,44 @@ static void test_submit_wait_timeout(void) {
     am2z_runtime_free(rt);
 }
 
+/* The options desc: NULL and a zeroed desc are plain submit; session_id is honoured by
+   both the handle path and the blocking one. */
+static void test_submit_with_desc(void) {
+    am2z_runtime *rt = rt_new(2);
+    am2z_state *in = st("{\"n\":1}");
+    am2z_submit_desc d;
+    am2z_outcome out = {0};
+    am2z_execution *e;
+    am2z_status status = AM2Z_STATUS_IO;
+    reg(rt, proc("inc", p_inc));
+    e = am2z_runtime_submit_with(rt, "inc", in, NULL, &status);
+    CHECK(e != NULL);
+    CHECK_INT(status, AM2Z_STATUS_OK);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.session_id, "default");
+    CHECK_INT(am2z_value_get_int(out.state, "n", 0), 2);
+    am2z_execution_free(e);
+    memset(&d, 0, sizeof d);
+    d.session_id = "tenant-7";
+    e = am2z_runtime_submit_with(rt, "inc", in, &d, NULL);
+    CHECK(e != NULL);
+    CHECK_INT(am2z_execution_wait(e, -1, &out), AM2Z_STATUS_OK);
+    CHECK_STR(out.session_id, "tenant-7");
+    am2z_execution_free(e);
+    am2z_outcome_clear(&out);
+    out = am2z_runtime_execute_with(rt, "inc", in, &d);
+    CHECK(out.error == NULL);
+    CHECK_STR(out.session_id, "tenant-7");
+    am2z_outcome_clear(&out);
+    d.session_id = "bad id with spaces";
+    CHECK(am2z_runtime_submit_with(rt, "inc", in, &d, &status) == NULL);
+    CHECK_INT(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(am2z_runtime_submit_with(NULL, "inc", in, &d, &status) == NULL);
+    CHECK_INT(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 static void test_execute_many_order(void) {
     am2z_runtime *rt = rt_new(2);
     enum { N = 1000 };
@@ -1492,6 +1530,7 @@ int main(void) {
     T_RUN(test_execute_basic_and_unknown);
     T_RUN(test_execution_id);
     T_RUN(test_submit_wait_timeout);
+    T_RUN(test_submit_with_desc);
     T_RUN(test_execute_many_order);
     T_RUN(test_no_deadlock_one_worker);
     T_RUN(test_depth_limit);
