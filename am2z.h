@@ -10235,6 +10235,24 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
     return at == 0;
 }
 
+/* The mutex and condition a thread waiting on j blocks on are made only when a wait
+   outlasts its spin. Returns 0 (after a short sleep, so the caller retries) when they
+   cannot be made now. */
+static int am2z__lr_job_cv_setup(am2z__lr_job *j) {
+    if (j->cv_ready) return 1;
+    if (am2z__mutex_init(&j->mu) != 0) {
+        am2z__lr_sleep_ns(100000);
+        return 0;
+    }
+    if (am2z__cond_init(&j->cv) != 0) {
+        am2z__mutex_destroy(&j->mu);
+        am2z__lr_sleep_ns(100000);
+        return 0;
+    }
+    j->cv_ready = 1; /* published to wakers by the waiter's store to j->sleepers */
+    return 1;
+}
+
 /* Waits for top-level job j. The waiter enforces the current attempt's deadline. */
 static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_outcome *out, int move) {
     am2z__lr *lr = j->lr;
@@ -10298,18 +10316,8 @@ static am2z_status am2z__lr_job_wait(am2z__lr_job *j, int64_t timeout_ms, am2z_o
             else am2z__lr_relax();
             continue;
         }
-        if (!j->cv_ready) { /* most waits end while spinning: set up the blocking part late */
-            if (am2z__mutex_init(&j->mu) != 0) {
-                am2z__lr_sleep_ns(100000);
-                continue;
-            }
-            if (am2z__cond_init(&j->cv) != 0) {
-                am2z__mutex_destroy(&j->mu);
-                am2z__lr_sleep_ns(100000);
-                continue;
-            }
-            j->cv_ready = 1; /* published to wakers by the sleepers store below */
-        }
+        /* most waits end while spinning: the blocking part is set up late */
+        if (!am2z__lr_job_cv_setup(j)) continue;
         am2z__mutex_lock(&j->mu);
         AM2Z__LR_ST(&j->sleepers, 1);
         if (AM2Z__LR_LD(&j->word) == w) am2z__cond_wait_until(&j->cv, &j->mu, wake);
@@ -10339,18 +10347,7 @@ static void am2z__lr_owner_park(const am2z__lr_frame *pf, am2z__lr_job *const *k
     int done = 0;
     if (pf->job) {
         am2z__lr_job *j = pf->job;
-        if (!j->cv_ready) { /* set up by the thread running j, which is the one that waits */
-            if (am2z__mutex_init(&j->mu) != 0) {
-                am2z__lr_sleep_ns(100000);
-                return;
-            }
-            if (am2z__cond_init(&j->cv) != 0) {
-                am2z__mutex_destroy(&j->mu);
-                am2z__lr_sleep_ns(100000);
-                return;
-            }
-            j->cv_ready = 1; /* published to wakers by the sleepers store below */
-        }
+        if (!am2z__lr_job_cv_setup(j)) return; /* by the thread running j: the one that waits */
         sleepers = &j->sleepers;
         mu = &j->mu;
         cv = &j->cv;

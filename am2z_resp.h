@@ -1612,6 +1612,24 @@ static const char *am2z__resp_type_word(int type) {
     }
 }
 
+/* The length of a bulk-like type or the count of an aggregate, from its header line.
+   -1 is RESP2's null bulk string / null array and valid only for '$' and '*'; streamed
+   ("?") types are refused. */
+static am2z_status am2z__resp_count(am2z_resp_reader *rd, const char *p, size_t n, int type, size_t at,
+                                    int64_t *count) {
+    int bulk = type == '$' || type == '!' || type == '=';
+    const char *what = bulk ? "length" : "count";
+    if (n == 1 && p[0] == '?')
+        return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: streamed %s are not supported",
+                               bulk ? "strings" : "aggregates");
+    if (!am2z__resp_int(p, n, count))
+        return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad %s %s", am2z__resp_type_word(type), what);
+    if (*count < -1 || (*count == -1 && type != '$' && type != '*'))
+        return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: %s %s %lld is invalid",
+                               am2z__resp_type_word(type), what, (long long)*count);
+    return AM2Z_STATUS_OK;
+}
+
 AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out) {
     if (out) am2z_reply_clear(out);
     if (!rd || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resp: next without a reader or reply");
@@ -1622,9 +1640,9 @@ AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out
         const char *p;
         int type;
         int64_t count;
+        am2z_status st;
         if (rd->in_bulk) {
-            am2z_status st = am2z__resp_bulk(rd);
-            if (st != AM2Z_STATUS_OK) return st;
+            if ((st = am2z__resp_bulk(rd)) != AM2Z_STATUS_OK) return st;
             goto value_done;
         }
         if (rd->start == rd->end) return AM2Z_STATUS_NEED_MORE;
@@ -1687,17 +1705,11 @@ AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out
             node->integer = p[0] == 't';
             break;
         case '$': case '!': case '=':
-            if (n == 1 && p[0] == '?')
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: streamed strings are not supported");
-            if (!am2z__resp_int(p, n, &count))
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad %s length", am2z__resp_type_word(type));
-            if (count == -1 && type == '$') {
+            if ((st = am2z__resp_count(rd, p, n, type, at, &count)) != AM2Z_STATUS_OK) return st;
+            if (count == -1) {
                 node->type = AM2Z_REPLY_NIL;
                 break;
             }
-            if (count < 0)
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: %s length %lld is invalid",
-                                       am2z__resp_type_word(type), (long long)count);
             if ((uint64_t)count > (uint64_t)rd->lim.max_bulk)
                 return am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, at, "resp: bulk limit %zu exceeded", rd->lim.max_bulk);
             node->type = type == '$' ? AM2Z_REPLY_BULK : type == '!' ? AM2Z_REPLY_ERROR : AM2Z_REPLY_VERBATIM;
@@ -1708,17 +1720,11 @@ AM2Z_API am2z_status am2z_resp_reader_next(am2z_resp_reader *rd, am2z_reply *out
             rd->bulk_cap = 0;
             continue;
         default: /* '*', '~', '%', '>', '|' */
-            if (n == 1 && p[0] == '?')
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: streamed aggregates are not supported");
-            if (!am2z__resp_int(p, n, &count))
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: bad %s count", am2z__resp_type_word(type));
-            if (count == -1 && type == '*') {
+            if ((st = am2z__resp_count(rd, p, n, type, at, &count)) != AM2Z_STATUS_OK) return st;
+            if (count == -1) {
                 node->type = AM2Z_REPLY_NIL;
                 break;
             }
-            if (count < 0)
-                return am2z__resp_fail(rd, AM2Z_STATUS_PROTOCOL, at, "resp: %s count %lld is invalid",
-                                       am2z__resp_type_word(type), (long long)count);
             if ((uint64_t)count > (uint64_t)rd->lim.max_elements / ((type == '%' || type == '|') ? 2 : 1))
                 return am2z__resp_fail(rd, AM2Z_STATUS_LIMIT, at, "resp: element limit %zu exceeded", rd->lim.max_elements);
             node->type = type == '*' ? AM2Z_REPLY_ARRAY : type == '~' ? AM2Z_REPLY_SET
