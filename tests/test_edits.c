@@ -8,17 +8,11 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
+#include "fixture.h"
 #include "edit_cases.h"
 
 static t_redis server;
 static int port;
-
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 
 /* Registers every edit case on rt, runs each in session "shop" on a state that carries
    an order, and checks the outcome: a failure with the expected message, a single
@@ -57,7 +51,7 @@ static void run_cases(am2z_runtime *rt) {
 }
 
 static void test_local_runtime(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_local_desc d;
     am2z_runtime *rt;
     memset(&d, 0, sizeof d);
@@ -71,7 +65,7 @@ static void test_local_runtime(void) {
 }
 
 static void test_queue_runtime(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_runtime *rt;
     if (!port) T_SKIP("no redis-server");

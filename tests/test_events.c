@@ -15,6 +15,7 @@
 #include "proc.h"
 #include "t.h"
 #include "../am2z_resp.h"
+#include "fixture.h"
 
 static int g_port;                 /* redis-server of this run, 0 when unavailable */
 static char g_node_path[1024];     /* NODE_PATH entry for the peer, "" when unavailable */
@@ -532,7 +533,6 @@ static void test_failed_reason_is_readable(void) {
 int main(void) {
     static tp_proc redis;
     am2z_logger_desc ld;
-    int rc;
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_WARN;
     g_quiet = am2z_logger_new(&ld, NULL);
@@ -540,11 +540,7 @@ int main(void) {
     g_port = tp_redis_start(&redis);
     if (!g_port) fprintf(stderr, "test_events: could not start redis-server\n");
     snprintf(g_port_s, sizeof g_port_s, "%d", g_port);
-    rc = tp_capture("sh tests/interop/setup.sh", g_node_path, sizeof g_node_path);
-    if (rc != 0) {
-        fprintf(stderr, "test_events: %s\n", rc == 2 ? "node or npm missing" : "installing the BullMQ peer failed");
-        g_node_path[0] = '\0';
-    }
+    fx_node_peer(g_node_path, sizeof g_node_path, "test_events");
 
     T_RUN(test_queue_events_follow_am2z_jobs);
     T_RUN(test_node_worker_result_reaches_caller);

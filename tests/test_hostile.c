@@ -8,18 +8,12 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
+#include "fixture.h"
 
 static int port;
 static t_redis server;
 
 /* -- helpers -- */
-
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 
 /* A logger that counts its entries of warn and above, and those that contain a word. */
 typedef struct counting {
@@ -55,28 +49,11 @@ static am2z_queue_desc qdesc(int p, int concurrency, am2z_logger *lg) {
     return d;
 }
 
-static am2z_redis *conn_to(int p) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = p;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
 static void cmd(am2z_redis *r, const char *fmt, const char *a, const char *b) {
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     am2z_redis_command(r, &rep, fmt, a, b);
     am2z_reply_clear(&rep);
-}
-
-static void flushall(void) {
-    am2z_redis *r = conn_to(port);
-    if (r) cmd(r, "FLUSHALL", NULL, NULL);
-    am2z_redis_free(r);
 }
 
 static int64_t now_ms(void) { return am2z_monotonic_ns() / 1000000; }
@@ -149,10 +126,10 @@ static void test_attempts_out_of_range(void) {
     /* a processor allowed 3 attempts runs at most 3 times, whatever atm the hash holds;
        before, atm=-1000 gave it ~1000 runs and 2147483647 overflowed an int */
     static const char *const atms[] = {"-1000", "2147483647", "1e30", "-1e300", "nan", "abc", "99999999999999999999999"};
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(port, 1, lg);
     am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_redis *r = conn_to(port);
+    am2z_redis *r = fx_conn(port);
     am2z_processor_desc pd;
     size_t i;
     CHECK(rt && r);
@@ -187,10 +164,10 @@ static void test_numbers_of_other_fields(void) {
        text, deadlines beyond any clock: each job still runs (before: the fetch and the
        stalled scan failed for the whole queue on every try, and the deadline arithmetic
        overflowed) */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(port, 1, lg);
     am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_redis *r = conn_to(port);
+    am2z_redis *r = fx_conn(port);
     char buf[256];
     am2z_value *v;
     CHECK(rt && r);
@@ -230,10 +207,10 @@ static void test_call_depth_validated(void) {
     /* a negative or huge callDepth is a broken job (ValidationError), not a deep one; before,
        -7 gave "Maximum call depth exceeded: -7 >= 10" and 4294967296 ran as depth 0 */
     static const char *const depths[] = {"-7", "4294967296", "1.5", "\"3\"", "1e30"};
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(port, 1, lg);
     am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_redis *r = conn_to(port);
+    am2z_redis *r = fx_conn(port);
     size_t i;
     CHECK(rt && r);
     if (!rt || !r) goto out;
@@ -268,7 +245,7 @@ static void test_missing_hash_visible(void) {
     am2z_logger *lg;
     am2z_queue_desc d;
     am2z_runtime *rt;
-    am2z_redis *r = conn_to(port);
+    am2z_redis *r = fx_conn(port);
     am2z_value *stats;
     char buf[64];
     memset(&c, 0, sizeof c);
@@ -357,7 +334,7 @@ static void test_frozen_execute_and_free(void) {
        5 s command timeout; free returns after the stop's 500 ms for its last commands,
        not after the command timeouts of every thread (before: 5 s and more than 10 s) */
     t_redis s;
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_runtime *rt = NULL;
     am2z_processor_desc pd;
@@ -404,7 +381,7 @@ static void test_frozen_register(void) {
     /* register's Redis work shares one command timeout (1.5 s here; before it waited one
        per step: 3 s with workers) */
     t_redis s;
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_runtime *rt = NULL;
     int64_t t0, took;
@@ -450,7 +427,7 @@ static void test_loading_keeps_blmove(void) {
        good */
     static const char *const extra[] = {"--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024", NULL};
     t_redis s;
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_runtime *rt = NULL;
     am2z_redis *r = NULL;
@@ -460,7 +437,7 @@ static void test_loading_keeps_blmove(void) {
     int saw_loading = 0;
     memset(&rep, 0, sizeof rep);
     T_REDIS_START(&s, (const char *const *)extra);
-    r = conn_to(s.port);
+    r = fx_conn(s.port);
     CHECK(r != NULL);
     if (!r) goto out;
     am2z_redis_command(r, &rep, "EVAL %s 0", "for i = 1, 2000 do redis.call('SET', 'k' .. i, i) end");
@@ -670,7 +647,7 @@ static void test_pool_slot_after_connect_timeout(void) {
     fake_stop(&f);
 }
 
-#define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
 
 static void start_server(void) {
     T_REDIS_START(&server, NULL);
@@ -687,10 +664,10 @@ static am2z_result never_runs(am2z_ctx *ctx, const am2z_state *in) {
    chaos run, where one caller of 100,000 waited out its deadline. Played here without a
    crash: a result put in the receiver's taken list, and its connection killed. */
 static void test_taken_result_read_again(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(port, AM2Z_QUEUE_NO_WORKERS, lg);
     am2z_runtime *rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_redis *r = conn_to(port);
+    am2z_redis *r = fx_conn(port);
     am2z_state *in = am2z_state_parse("default", "{\"x\":1}", AM2Z_NTS, NULL);
     am2z_execution *e = NULL;
     am2z_outcome out = {0};

@@ -10,6 +10,7 @@
 #include "proc.h"
 #include "t.h"
 #include "../am2z_resp.h"
+#include "fixture.h"
 
 static int g_port;                 /* redis-server of this run, 0 when unavailable */
 static char g_node_path[1024];     /* NODE_PATH entry for the peer, "" when unavailable */
@@ -430,7 +431,6 @@ static void test_job_counts_agree(void) {
 int main(void) {
     static tp_proc redis;
     am2z_logger_desc ld;
-    int rc;
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_WARN;
     g_quiet = am2z_logger_new(&ld, NULL);
@@ -438,11 +438,7 @@ int main(void) {
     g_port = tp_redis_start(&redis);
     if (!g_port) fprintf(stderr, "test_interop: could not start redis-server\n");
     snprintf(g_port_s, sizeof g_port_s, "%d", g_port);
-    rc = tp_capture("sh tests/interop/setup.sh", g_node_path, sizeof g_node_path);
-    if (rc != 0) {
-        fprintf(stderr, "test_interop: %s\n", rc == 2 ? "node or npm missing" : "installing the BullMQ peer failed");
-        g_node_path[0] = '\0';
-    }
+    fx_node_peer(g_node_path, sizeof g_node_path, "test_interop");
 
     T_RUN(test_node_job_runs_on_am2z_worker);
     T_RUN(test_node_pause_is_respected);

@@ -8,18 +8,12 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "proc.h"
+#include "fixture.h"
 
 static int port;
 static t_redis server;
 
 /* -- helpers -- */
-
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 
 static am2z_queue_desc qdesc(int concurrency) {
     am2z_queue_desc d;
@@ -37,27 +31,6 @@ static am2z_runtime *rt_new(int concurrency, am2z_logger *lg) {
     am2z_queue_desc d = qdesc(concurrency);
     d.logger = lg;
     return am2z_queue_runtime_new(&d, NULL);
-}
-
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
-static void flushall(void) {
-    am2z_redis *r = conn();
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    if (!r) return;
-    am2z_redis_command(r, &rep, "FLUSHALL");
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
 }
 
 /* Number of keys matching pattern (SCAN). */
@@ -175,7 +148,7 @@ static void reg(am2z_runtime *rt, am2z_processor *p) {
 
 static void test_desc_limits(void) {
     am2z_queue_desc d = qdesc(AM2Z_QUEUE_MAX_WORKERS + 1);
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_status st = AM2Z_STATUS_OK;
     d.logger = lg;
     CHECK(am2z_queue_runtime_new(&d, &st) == NULL);
@@ -198,11 +171,11 @@ static void test_desc_limits(void) {
 }
 
 static void test_execute_and_layout(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(41);
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     char qn[128], key[256];
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
@@ -262,7 +235,7 @@ static void test_execute_and_layout(void) {
 }
 
 static void test_submit_wait_many(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_execution *e;
@@ -303,7 +276,7 @@ static void test_submit_wait_many(void) {
 
 static void test_two_instances(void) {
     /* a pure producer and a worker runtime: results travel through the reply list */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *work = rt_new(2, lg);
     am2z_state *in = st_count(5);
     am2z_outcome out = {0};
@@ -332,7 +305,7 @@ static void test_two_instances(void) {
 }
 
 static void test_nested_depth(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(2);
     am2z_runtime *rt;
     am2z_state *in;
@@ -360,7 +333,7 @@ static void test_nested_depth(void) {
 }
 
 static void test_retries(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
@@ -413,12 +386,12 @@ static int retry_all(const am2z_error *e, int attempt, void *ud) {
 }
 
 static void test_retries_exhausted(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     char key[200];
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
@@ -456,7 +429,7 @@ static void test_retries_exhausted(void) {
 }
 
 static void test_timeout_cancel(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
@@ -494,7 +467,7 @@ static void test_timeout_cancel(void) {
 }
 
 static void test_composites(int concurrency) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(concurrency, lg);
     am2z_processor *inc = plain("inc", p_inc), *dbl = plain("double", p_double), *add = plain("add10", p_add10);
     am2z_processor *steps[3], *chain, *par, *outer, *branches[3];
@@ -502,7 +475,7 @@ static void test_composites(int concurrency) {
     am2z_parallel_desc pdsc;
     am2z_state *in = st_count(5);
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); return; }
     /* constructors consume: inc is used three times, dbl twice */
@@ -570,13 +543,13 @@ static long client_count(am2z_redis *r) {
 }
 
 static void test_sessions(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor *inc = plain("inc", p_inc), *dbl = plain("double", p_double), *steps[2], *chain;
     am2z_chain_desc cd;
     am2z_state *in = st_count(1);
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_value *v;
     long clients0, keys0;
     int i, bad = 0;
@@ -639,13 +612,13 @@ static void test_sessions(void) {
 }
 
 static void test_stop_session_cancels(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e1, *e2;
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     int before = __atomic_load_n(&saw_cancel, __ATOMIC_SEQ_CST);
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -691,11 +664,11 @@ static am2z_state *upd_none(const am2z_state *cur, void *ud) {
 }
 
 static void test_state_manager(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
     am2z_state *s = NULL, *in = am2z_state_parse("st", "{\"b\":1,\"a\":[1,2]}", AM2Z_NTS, NULL);
     int64_t ver = 0;
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep;
     int i;
     memset(&rep, 0, sizeof rep);
@@ -763,9 +736,9 @@ static const char *raw_field(am2z_redis *r, const char *id, const char *field, a
 }
 
 static void test_bad_and_foreign_jobs(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep;
     am2z_value *v;
     CHECK(rt && r);
@@ -796,9 +769,9 @@ static void test_bad_and_foreign_jobs(void) {
 
 static void test_foreign_finish(void) {
     /* a job finished by someone else (no am2z reply): the caller reads the job hash */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_state *in = st_count(1);
     am2z_execution *e;
     am2z_outcome out = {0};
@@ -832,9 +805,9 @@ static void test_foreign_finish(void) {
 
 static void test_stalled_recovery(void) {
     /* a job left active with an expired lock (a dead worker) is recovered and run */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt;
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep;
     int i;
     memset(&rep, 0, sizeof rep);
@@ -867,13 +840,13 @@ static void test_stalled_recovery(void) {
 
 static void test_rate_limit(void) {
     /* 2 per minute: two run at once, the third waits for the window (BullMQ's limiter key) */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
     am2z_execution *e[3];
     am2z_outcome out = {0};
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     int i;
     CHECK(rt && r);
     if (!rt || !r) { am2z_runtime_free(rt); am2z_redis_free(r); am2z_logger_release(lg); am2z_value_release(in); return; }
@@ -907,7 +880,7 @@ static am2z_result p_nap(am2z_ctx *ctx, const am2z_state *in) {
 static void test_stop_puts_jobs_back(void) {
     /* a worker that stops mid-job gives the job back (attempt not counted); another
        worker finishes it and the caller in a third runtime gets the result */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *a = rt_new(1, lg), *b;
     am2z_state *in = st_count(1);
     am2z_execution *e;
@@ -948,9 +921,9 @@ static long long evalsha_calls(am2z_redis *r) {
 
 static void test_batching(void) {
     /* a deep queue of quick jobs is served AM2Z_QUEUE_BATCH jobs per script call */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_state *ins[400];
     am2z_outcome outs[400] = {{0}};
     am2z_reply rep;
@@ -981,7 +954,7 @@ static void test_batching(void) {
 }
 
 static void test_restart(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
     am2z_outcome out = {0};
@@ -1004,10 +977,10 @@ static void test_restart(void) {
 
 static void test_retention(void) {
     /* keep_completed by count, and KEEP_NONE, hold while jobs complete in batches */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(2);
     am2z_runtime *rt;
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_state *ins[300];
     am2z_outcome outs[300] = {{0}};
     size_t i;
@@ -1031,7 +1004,7 @@ static void test_retention(void) {
         CHECK_INT(scan_count(r, "bull:am2z~inc:inc-*"), pass == 0 ? 10 : 0);
         CHECK_INT(cmd_int(r, "LLEN %s", "bull:am2z~inc:active"), 0);
         am2z_runtime_free(rt);
-        flushall();
+        fx_flushall(port);
     }
     for (i = 0; i < 300; i++) am2z_value_release(ins[i]);
     am2z_redis_free(r);
@@ -1041,10 +1014,10 @@ static void test_retention(void) {
 static void test_stop_idle_session(void) {
     /* stopping a session none of whose jobs runs is one script call (cancel and drop
        together), and still deletes every key of it */
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(1);
     am2z_runtime *rt;
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_state *in = st_count(1);
     am2z_reply rep;
     am2z_outcome out = {0};
@@ -1080,7 +1053,7 @@ static void test_stop_without_redis(void) {
     /* Q2 F3: a runtime whose Redis died must still stop within its grace period (it
        took ~8 s: the threads retried connecting with a backoff stop did not interrupt) */
     static t_redis gone;
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(4);
     am2z_runtime *rt;
     am2z_state *in = st_count(1);
@@ -1129,7 +1102,7 @@ static int wait_set(int *flag, int ms) {
 /* submit's status and detail, the handle's id, the outcome's execution and session,
    and metadata.sessionId of the output. */
 static void test_api_submit_and_outcome(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_processor_desc none;
@@ -1178,7 +1151,7 @@ static void test_api_submit_and_outcome(void) {
 }
 
 static void test_api_detach_and_free(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_execution *e;
@@ -1205,7 +1178,7 @@ static void test_api_detach_and_free(void) {
 
 /* Reusing outcomes without clearing them does not leak (LeakSanitizer checks). */
 static void test_api_outcome_reuse(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     const am2z_state *ins[2];
@@ -1251,7 +1224,7 @@ static am2z_result p_stop_self(am2z_ctx *ctx, const am2z_state *in) {
 }
 
 static void test_callbacks_refused(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
     am2z_processor_desc d;
@@ -1280,7 +1253,7 @@ static void test_callbacks_refused(void) {
 /* Durations of absurd length (a wait, a processor timeout, a grace period of INT64_MAX
    ms) are capped, not multiplied into a signed overflow (UBSan stops the test otherwise). */
 static void test_huge_durations(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
     am2z_processor_desc d;
@@ -1308,7 +1281,7 @@ static void test_huge_durations(void) {
 }
 
 static void test_api_queries(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_state *in = st_count(1);
     am2z_runtime_settings c;
@@ -1364,8 +1337,8 @@ static void test_api_queries(void) {
    over 100 create/free cycles, some of them with results travelling through a reply
    list (a producer instance and a worker instance). */
 static void test_instance_keys_freed(void) {
-    am2z_logger *lg = quiet();
-    am2z_redis *r = conn();
+    am2z_logger *lg = fx_quiet();
+    am2z_redis *r = fx_conn(port);
     am2z_state *in = st_count(1);
     am2z_queue_desc d = qdesc(2);
     long keys1 = -1, keys;
@@ -1422,7 +1395,7 @@ static int crash_child(int child_port) {
     am2z_execution *e;
     am2z_state *in = st_count(1);
     port = child_port;
-    lg = quiet();
+    lg = fx_quiet();
     rt = rt_new(1, lg);
     if (!rt) return 2;
     am2z_runtime_register(rt, plain("hold", p_hold));
@@ -1440,7 +1413,7 @@ static void test_instance_keys_after_crash(void) {
     char self[512], port_s[16], line[256], pat[128];
     char *argv[4];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     long left = -1;
     int64_t t0;
     CHECK(n > 0 && r != NULL);
@@ -1471,9 +1444,9 @@ static am2z_result p_counted(am2z_ctx *ctx, const am2z_state *in) {
     return p_inc(ctx, in);
 }
 static void test_free_before_start(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg), *work;
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_state *in = st_count(1);
     am2z_execution *e[3];
     int i;
@@ -1505,7 +1478,7 @@ static void test_free_before_start(void) {
 /* Item 9: am2z_runtime_free stays prompt after Redis restarted under the runtime. */
 static void test_free_after_redis_restart(void) {
     static t_redis srv;
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d = qdesc(4);
     am2z_runtime *rt;
     am2z_state *in = st_count(1);
@@ -1543,7 +1516,7 @@ static am2z_result p_backoff(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_retain(in));
 }
 static void test_retry_delay_precise(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg);
     am2z_processor_desc pd;
     am2z_state *in = st_count(0);
@@ -1580,7 +1553,7 @@ static void test_retry_delay_precise(void) {
 /* Item 6: stop_session and session_stats of a session that never existed (or was
    stopped) say so: NOT_FOUND and NULL. */
 static void test_unknown_session(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(1, lg);
     am2z_state *in = st_count(1);
     am2z_outcome out = {0};
@@ -1631,7 +1604,7 @@ static int64_t stat_of(am2z_runtime *rt, const char *what) {
     return v;
 }
 static void test_stats_settled(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(2, lg), *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, lg);
     am2z_state *in = st_count(1);
     int i, bad = 0;
@@ -1660,7 +1633,7 @@ static void test_stats_settled(void) {
     am2z_logger_release(lg);
 }
 
-#define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
 
 static void start_server(void) {
     T_REDIS_START(&server, NULL);

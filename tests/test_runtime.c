@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "fixture.h"
 #include <pthread.h>
 #include <time.h>
 
@@ -26,15 +27,8 @@ static int poll_sleep(am2z_ctx *ctx, int ms) {
     return 0;
 }
 
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
-
 static am2z_runtime *rt_new(int workers) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_local_desc d;
     am2z_runtime *rt;
     memset(&d, 0, sizeof d);
@@ -1052,7 +1046,7 @@ static void test_rate_limit_and_delay(void) {
 }
 
 static void test_queue_capacity_and_desc_limits(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_local_desc ld;
     am2z_runtime *rt;
     am2z_execution *blk, *q1, *q2, *q3;

@@ -14,6 +14,7 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "proc.h"
+#include "fixture.h"
 
 static int port;
 static t_redis server;
@@ -35,30 +36,10 @@ static am2z_runtime *rt_new(int concurrency, int64_t refresh_ms, am2z_logger *lg
     return am2z_queue_runtime_new(&d, NULL);
 }
 
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
-static void flushall(void) {
-    am2z_redis *r = conn();
-    am2z_reply rep = {0};
-    if (!r) return;
-    am2z_redis_command(r, &rep, "FLUSHALL");
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
-
 /* An integer reply of a one-argument command on key ("ZCARD %s"), -1 on failure; for
    string replies (HGET) the number in them, 0 when nil. */
 static long long redis_int(const char *fmt, const char *key) {
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep = {0};
     long long v = -1;
     if (!r) return -1;
@@ -344,7 +325,7 @@ static void test_undeclared_not_found(void) {
    clamped, never crash or hang a caller. */
 static void test_hostile_settings(void) {
     am2z_runtime *call = rt_new(AM2Z_QUEUE_NO_WORKERS, -1, NULL);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep = {0};
     am2z_state *in = input(1);
     am2z_outcome out;
@@ -605,7 +586,7 @@ static void test_node_job_opts(void) {
     snprintf(prefix, sizeof prefix, "bull:%s:failed", q);
     CHECK_INT(redis_int("ZCARD %s", prefix), 1);
     {
-        am2z_redis *r = conn();
+        am2z_redis *r = fx_conn(port);
         am2z_reply rep = {0};
         CHECK(r && am2z_redis_command(r, &rep, "HGET %s failedReason", jobkey) == AM2Z_STATUS_OK);
         CHECK(strstr(am2z_reply_str(&rep), "timed out after 300ms") != NULL);
@@ -615,7 +596,7 @@ static void test_node_job_opts(void) {
     am2z_runtime_free(work);
 }
 
-#define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
 
 static void start_server(void) {
     T_REDIS_START(&server, NULL);
@@ -624,18 +605,13 @@ static void start_server(void) {
 
 int main(void) {
     am2z_logger_desc ld;
-    int rc;
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_ERROR;
     g_quiet = am2z_logger_new(&ld, NULL);
     T_RUN(start_server);
     if (!port) { am2z_logger_release(g_quiet); return t_done(); }
     snprintf(g_port_s, sizeof g_port_s, "%d", port);
-    rc = tp_capture("sh tests/interop/setup.sh", g_node_path, sizeof g_node_path);
-    if (rc != 0) {
-        fprintf(stderr, "test_settings: %s\n", rc == 2 ? "node or npm missing" : "installing the BullMQ peer failed");
-        g_node_path[0] = '\0';
-    }
+    fx_node_peer(g_node_path, sizeof g_node_path, "test_settings");
     RUN(test_declared_caller_gets_worker_settings);
     RUN(test_rate_limit_across_producers);
     RUN(test_overrides);
