@@ -2173,6 +2173,9 @@ static uint32_t am2z__seed(void) {
 static uint32_t am2z__keyhash(const char *k, size_t n) {
     return (uint32_t)am2z__hash_bytes(k, n, am2z__seed());
 }
+/* Processor names and session ids index the runtimes' tables; they can come from
+   outside (a tenant id), so they get the seeded hash too. */
+static uint64_t am2z__strhash(const char *s) { return am2z__hash_bytes(s, strlen(s), am2z__seed()); }
 
 /* ---- growable arrays ---- */
 
@@ -6675,15 +6678,6 @@ struct am2z_runtime {
     int next_handler_id;
 };
 
-static uint64_t am2z__rt_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 /* ---- registry ---- */
 
 #define AM2Z__RT_NPOS ((size_t)-1)
@@ -6692,7 +6686,7 @@ static size_t am2z__reg_find(const am2z_runtime *rt, const char *name) {
     size_t mask, i, v;
     if (!rt->reg_index_cap) return AM2Z__RT_NPOS;
     mask = rt->reg_index_cap - 1;
-    for (i = (size_t)am2z__rt_hash(name) & mask;; i = (i + 1) & mask) {
+    for (i = (size_t)am2z__strhash(name) & mask;; i = (i + 1) & mask) {
         v = rt->reg_index[i];
         if (!v) return AM2Z__RT_NPOS;
         if (strcmp(am2z_processor_name(rt->reg[v - 1]), name) == 0) return v - 1;
@@ -6701,7 +6695,7 @@ static size_t am2z__reg_find(const am2z_runtime *rt, const char *name) {
 
 static void am2z__reg_index_put(am2z_runtime *rt, size_t pos) {
     size_t mask = rt->reg_index_cap - 1, i;
-    for (i = (size_t)am2z__rt_hash(am2z_processor_name(rt->reg[pos])) & mask; rt->reg_index[i];
+    for (i = (size_t)am2z__strhash(am2z_processor_name(rt->reg[pos])) & mask; rt->reg_index[i];
          i = (i + 1) & mask) {
     }
     rt->reg_index[i] = pos + 1;
@@ -8987,15 +8981,6 @@ static void am2z__lr_sleep_ns(int64_t ns) {
     nanosleep(&ts, NULL);
 }
 
-static uint64_t am2z__lr_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static am2z_value *am2z__lr_str(const char *s) { return s ? am2z_value_string(s) : am2z_value_null(); }
 
 static int am2z__lr_wants(const am2z__lr *lr, const char *event) {
@@ -9103,7 +9088,7 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     size_t mask, i;
     am2z__lr_pstat *ps;
     if (sh->last && strcmp(sh->last->name, name) == 0) return sh->last;
-    h = am2z__lr_hash(name);
+    h = am2z__strhash(name);
     if (sh->cap) {
         mask = sh->cap - 1;
         for (i = (size_t)h & mask; (ps = sh->tab[i]) != NULL; i = (i + 1) & mask)
@@ -9290,7 +9275,7 @@ static am2z__lr_session *am2z__lr_session_find_locked(am2z__lr *lr, const char *
 /* The session `id` (retained), created on first use (emitting "session:created").
    NULL when it is being stopped (*stopping = 1) or when out of memory. */
 static am2z__lr_session *am2z__lr_session_acquire(am2z__lr *lr, const char *id, int *stopping) {
-    uint64_t h = am2z__lr_hash(id);
+    uint64_t h = am2z__strhash(id);
     am2z__lr_session *s;
     *stopping = 0;
     am2z__mutex_lock(&lr->smu);
@@ -11199,7 +11184,7 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     int64_t until;
     int unlinked;
     am2z__mutex_lock(&lr->smu);
-    s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
+    s = am2z__lr_session_find_locked(lr, sid, am2z__strhash(sid));
     if (!s || AM2Z__LR_LD(&s->stopping)) {
         am2z__mutex_unlock(&lr->smu);
         return s ? AM2Z_STATUS_OK : AM2Z_STATUS_NOT_FOUND;
@@ -11649,7 +11634,7 @@ static am2z_value *am2z__lr_op_session_stats(am2z_runtime *rt, const char *sid) 
     am2z__lr_session *s;
     am2z_value *v;
     am2z__mutex_lock(&lr->smu);
-    s = am2z__lr_session_find_locked(lr, sid, am2z__lr_hash(sid));
+    s = am2z__lr_session_find_locked(lr, sid, am2z__strhash(sid));
     if (s) am2z__atomic_inc(&s->refs);
     am2z__mutex_unlock(&lr->smu);
     if (!s) return NULL;
