@@ -7981,7 +7981,7 @@ static const am2z_runtime_ops am2z__qops = {
     am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution, am2z__qop_detach,
     am2z__qop_execute, am2z__qop_execute_many, am2z__qop_stop_session, am2z__qop_stats,
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
-    am2z__qop_destroy};
+    am2z__qop_destroy, NULL, NULL, NULL};
 
 /* -- construction -- */
 
