@@ -15,7 +15,8 @@ static am2z_runtime *g_rt;
 static int64_t g_at[MAXRUNS];     /* am2z_ctx_now_ms at the start */
 static int64_t g_val[MAXRUNS];    /* the input's "v" */
 static char g_sess[MAXRUNS][32];
-static int g_runs;                /* atomic: the local runtime's workers write it */
+static int g_runs;                /* atomic: runs started (the local runtime's workers) */
+static int g_done;                /* atomic: runs whose record is written */
 static int64_t g_slow_ms;         /* the next run moves the virtual clock this much (once) */
 
 static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
@@ -25,6 +26,7 @@ static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
         g_val[n] = am2z_value_get_int(in, "v", -1);
         snprintf(g_sess[n], sizeof g_sess[n], "%s", am2z_ctx_meta(ctx)->session_id);
     }
+    __atomic_fetch_add(&g_done, 1, __ATOMIC_SEQ_CST); /* publishes the record */
     if (g_slow_ms) { /* work that takes long: the slots it passes are missed */
         int64_t ms = g_slow_ms;
         g_slow_ms = 0;
@@ -35,10 +37,11 @@ static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
 
 static void reset(void) {
     __atomic_store_n(&g_runs, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&g_done, 0, __ATOMIC_SEQ_CST);
     g_slow_ms = 0;
 }
 
-static int runs(void) { return __atomic_load_n(&g_runs, __ATOMIC_SEQ_CST); }
+static int runs(void) { return __atomic_load_n(&g_done, __ATOMIC_SEQ_CST); }
 
 static am2z_state *S(int v) {
     char text[64];
