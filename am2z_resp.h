@@ -8588,7 +8588,7 @@ static int am2z__qsched_read(const am2z_reply *rep, const char *id, am2z__sched 
 
 /* Claims slot (due at now) of schedule id for this process, if nobody did. */
 static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, int64_t slot, int64_t now) {
-    am2z_reply rep = am2z__qrep0(), hrep = am2z__qrep0();
+    am2z_reply rep = am2z__qrep0(), hrep = am2z__qrep0(), crep = am2z__qrep0(); /* hrep: ver, data */
     am2z__sched s;
     am2z__qset set;
     am2z__qqueue *qu = NULL;
@@ -8654,15 +8654,16 @@ static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, 
     for (i = 0; i < 18; i++) lens[i] = strlen(argv[i]);
     lens[16] = env.n;
     lens[17] = opts.n;
-    if (am2z__qeval(r, &hrep, q->s_sched[2], 18, argv, lens) != AM2Z_STATUS_OK)
+    if (am2z__qeval(r, &crep, q->s_sched[2], 18, argv, lens) != AM2Z_STATUS_OK)
         am2z_log_warn(q->logger, "queue runtime: schedule '%s': claiming slot %lld failed: %s", id, (long long)slot,
-                      hrep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&hrep) : am2z_status_detail());
+                      crep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&crep) : am2z_status_detail());
 done:
     am2z__qsb_free(&env);
     am2z__qsb_free(&opts);
     am2z__qqueue_release(qu);
     am2z_reply_clear(&rep);
     am2z_reply_clear(&hrep);
+    am2z_reply_clear(&crep);
 }
 
 /* The timer's tick (processes with workers): claims every due slot, returns the

@@ -241,7 +241,8 @@ static void test_limit_in_session(void) {
 
 /* Three worker processes, a 200 ms schedule for 5 s: every slot runs exactly once; a
    worker killed (-9) and replaced changes nothing; all workers killed for 0.7 s: the
-   slots missed are skipped (at most one runs, late), then every slot once again. */
+   slots missed are skipped but one, run late by the first worker back, then every slot
+   runs once again. */
 static void test_three_workers_each_slot_once(void) {
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
@@ -290,8 +291,10 @@ static void test_three_workers_each_slot_once(void) {
         n = redis_int(r, "HGET test:runs %s%s", id, "");
         if (n < 0) n = 0;
         if (n > 1) twice++;
-        if (slot > down_from - 200 && slot < down_to + 250) { /* the outage: skipped, one may run late */
+        if (slot >= down_from - 50 && slot < down_to) { /* the outage: skipped, but for one late run */
             outage_runs += (int)n;
+        } else if (slot < down_to + 250) { /* the first slots after the restart: the late run's neighbours */
+            if (n > 1) twice++;
         } else if (n != 1) {
             missing++;
             fprintf(stderr, "  slot t0%+lld ran %lld times\n", (long long)(slot - t0), (long long)n);
@@ -311,7 +314,7 @@ static void test_three_workers_each_slot_once(void) {
     CHECK_INT(twice, 0);
     CHECK_INT(missing, 0);
     CHECK_INT(bad_ids, 0);
-    CHECK(outage_runs <= 1);
+    CHECK_INT(outage_runs, 1); /* the slot due when the workers died, run late by the first one back */
     /* the last slot was end: the schedule is done and gone from Redis */
     CHECK_INT(redis_int(r, "ZCARD %s%s", "bull:am2z~tick:", "repeat"), 0);
     CHECK_INT(redis_int(r, "HLEN %s%s", "bull:am2z:schedules", ""), 0);
