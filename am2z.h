@@ -1766,8 +1766,10 @@ AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2
    that is not an inline runtime. */
 AM2Z_API int64_t am2z_inline_now_ms(am2z_runtime *rt);
 /* Moves the virtual clock ms (>= 0) forward, instantly; from a processor it stands for
-   work that takes that long (its deadline may pass). AM2Z_STATUS_INVALID_ARGUMENT (with
-   a detail) for another kind of runtime, a real clock or a negative ms. */
+   work that takes that long (its deadline may pass). On the way it runs every schedule
+   slot (section 7e) due up to the new time, each at its own time (0 ms: those due now),
+   except from inside a processor or on a stopped runtime. AM2Z_STATUS_INVALID_ARGUMENT
+   (with a detail) for another kind of runtime, a real clock or a negative ms. */
 AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms);
 
 /* A stub: what a stubbed processor does instead of its function, on each attempt.
@@ -8658,7 +8660,6 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
 }
 #endif /* AM2Z_NO_FILE_STORE */
 
-#ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 7e. schedules =================================================================== */
 /* The parts every runtime shares: the desc check, one schedule's slot arithmetic, a
    table of schedules in memory (local and inline) and a timer thread (local, queue). */
@@ -9085,6 +9086,7 @@ AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt) {
     return rt->ops->schedule_list(rt);
 }
 
+#ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
    - EXACT: every execution that a caller waits for runs on a worker thread, never on

@@ -8384,10 +8384,12 @@ static const char *const am2z__qlua_sched_upsert[] = {
     NULL
 };
 static const char *const am2z__qlua_sched_remove[] = {
-    "-- ARGV: C B id: returns 1, or 0 when there is no such schedule",
+    "-- ARGV: C B id [gone]: returns 1, or 0 when there is no such schedule. With gone '1'",
+    "-- only a schedule whose scheduler hash was deleted by another client (Bull Board).",
     "local idx = ARGV[1] .. 'schedules'",
     "local old = redis.call('HGET', idx, ARGV[3])",
     "if not old then return 0 end",
+    "if ARGV[4] == '1' and redis.call('EXISTS', ARGV[2] .. ':' .. old .. ':repeat:' .. ARGV[3]) == 1 then return 0 end",
     "redis.call('HDEL', idx, ARGV[3])",
     "redis.call('ZREM', ARGV[1] .. 'schedules:due', ARGV[3])",
     "redis.call('ZREM', ARGV[2] .. ':' .. old .. ':repeat', ARGV[3])",
@@ -8601,9 +8603,14 @@ static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, 
     if (am2z_redis_command(r, &rep, "HGET %s%s %s", q->C, "schedules", id) != AM2Z_STATUS_OK ||
         rep.type != AM2Z_REPLY_BULK || !(qn = am2z_reply_str(&rep)) || strchr(qn, ':'))
         goto done;
-    if (am2z_redis_command(r, &hrep, "HGETALL %s:%s:repeat:%s", q->bull, qn, id) != AM2Z_STATUS_OK ||
-        !am2z__qsched_read(&hrep, id, &s, &ver, &data, &datan))
+    if (am2z_redis_command(r, &hrep, "HGETALL %s:%s:repeat:%s", q->bull, qn, id) != AM2Z_STATUS_OK) goto done;
+    if (hrep.type == AM2Z_REPLY_ARRAY && hrep.len == 0) { /* removed by another client: forget it */
+        const char *gone[4];
+        gone[0] = q->C; gone[1] = q->bull; gone[2] = id; gone[3] = "1";
+        am2z__qeval(r, &crep, q->s_sched[1], 4, gone, NULL);
         goto done;
+    }
+    if (!am2z__qsched_read(&hrep, id, &s, &ver, &data, &datan)) goto done;
     /* a processor this process neither registered nor declared: its settings (the
        deadline) are unknown here; a process that knows it claims the slot */
     if (am2z__qsettings(q, s.processor, &set) != AM2Z_STATUS_OK) goto done;
@@ -8673,7 +8680,7 @@ static int64_t am2z__qsched_tick(void *user_data, int64_t now) {
     am2z_reply rep = am2z__qrep0();
     am2z_redis *r;
     int64_t next = 0;
-    size_t i;
+    size_t i, claimed = 0;
     if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) || !am2z__qsched_scripts(q) || !(r = am2z__qborrow(q, NULL)))
         return 0;
     if (am2z_redis_command(r, &rep, "ZRANGEBYSCORE %s%s -inf %lld WITHSCORES LIMIT 0 %d", q->C, "schedules:due",
@@ -8682,12 +8689,16 @@ static int64_t am2z__qsched_tick(void *user_data, int64_t now) {
             const char *id = am2z__qel(&rep, i, NULL);
             int64_t slot = am2z__qel_num(&rep, i + 1, 0, AM2Z__QMAX_MS, 0);
             if (id && slot > 0 && am2z__sched_id_ok(id)) am2z__qsched_claim_one(q, r, id, slot, now);
+            claimed++;
         }
     am2z_reply_clear(&rep);
     if (am2z_redis_command(r, &rep, "ZRANGE %s%s 0 0 WITHSCORES", q->C, "schedules:due") == AM2Z_STATUS_OK)
         next = am2z__qel_num(&rep, 1, 0, AM2Z__QMAX_MS, 0);
     am2z_reply_clear(&rep);
     am2z_redis_pool_put(q->pool, r);
+    /* still due: more than a batch (go on at once), or a schedule this process cannot
+       claim (an unknown processor: look again after the poll interval, no busy loop) */
+    if (next && next <= now) next = claimed == AM2Z__QSCHED_BATCH ? now : 0;
     return next;
 }
 

@@ -11,7 +11,9 @@
 static t_redis server;
 static int port;
 static am2z_logger *g_quiet;
-static am2z_redis *g_rec; /* a worker's connection for recording runs (one worker thread) */
+static am2z_redis *g_rec; /* atomic: the connection runs are recorded on (one worker thread) */
+
+static void set_rec(am2z_redis *r) { __atomic_store_n(&g_rec, r, __ATOMIC_SEQ_CST); }
 
 static am2z_redis *conn(void) {
     am2z_redis_desc d;
@@ -40,11 +42,12 @@ static am2z_runtime *rt_new(int concurrency) {
 /* Counts its run in the hash test:runs under its execution id (repeat:<id>:<slot>). */
 static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
     am2z_reply rep;
+    am2z_redis *rec = __atomic_load_n(&g_rec, __ATOMIC_SEQ_CST);
     memset(&rep, 0, sizeof rep);
-    if (g_rec) {
-        am2z_redis_command(g_rec, &rep, "HINCRBY test:runs %s 1", am2z_ctx_meta(ctx)->execution_id);
+    if (rec) {
+        am2z_redis_command(rec, &rep, "HINCRBY test:runs %s 1", am2z_ctx_meta(ctx)->execution_id);
         am2z_reply_clear(&rep);
-        am2z_redis_command(g_rec, &rep, "HSET test:session %s %s", am2z_ctx_meta(ctx)->execution_id,
+        am2z_redis_command(rec, &rep, "HSET test:session %s %s", am2z_ctx_meta(ctx)->execution_id,
                            am2z_ctx_meta(ctx)->session_id);
         am2z_reply_clear(&rep);
     }
@@ -68,7 +71,7 @@ static int worker_main(int p) {
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_ERROR;
     g_quiet = am2z_logger_new(&ld, NULL);
-    g_rec = conn();
+    set_rec(conn());
     rt = rt_new(1);
     if (!rt || !g_rec || am2z_runtime_register(rt, tick_proc()) != AM2Z_STATUS_OK) {
         fprintf(stderr, "worker: setup failed: %s\n", am2z_status_detail());
@@ -207,17 +210,16 @@ static void test_layout_list_remove(void) {
 static void test_limit_in_session(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
-    am2z_redis *r = conn();
+    am2z_redis *r = conn(), *rec = conn();
     am2z_value *l;
     int64_t until = am2z_now_ms() + 5000;
-    g_rec = r;
+    set_rec(rec);
     CHECK_INT(am2z_runtime_register(rt, tick_proc()), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_schedule_upsert(rt, &(am2z_schedule_desc){.id = "three", .processor = "tick", .input = in,
                                                                     .every_ms = 100, .limit = 3, .session_id = "s-3"}),
               AM2Z_STATUS_OK);
     while (redis_int(r, "HLEN %s%s", "test:runs", "") < 3 && am2z_now_ms() < until) tp_sleep_ms(20);
     tp_sleep_ms(400); /* no fourth */
-    g_rec = NULL;
     CHECK_INT(redis_int(r, "HLEN %s%s", "test:runs", ""), 3);
     l = am2z_runtime_schedule_list(rt); /* done: gone */
     CHECK_INT(am2z_value_len(l), 0);
@@ -237,6 +239,44 @@ static void test_limit_in_session(void) {
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(rt);
+    set_rec(NULL);
+    am2z_redis_free(rec);
+}
+
+/* A scheduler removed the way Bull Board removes one (ZREM repeat + DEL of its hash) is
+   forgotten by am2z too: no more runs, not listed. */
+static void test_removed_by_another_client(void) {
+    am2z_runtime *rt = rt_new(1);
+    am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
+    am2z_redis *r = conn(), *rec = conn();
+    am2z_reply rep;
+    am2z_value *l;
+    int64_t n, until = am2z_now_ms() + 5000;
+    memset(&rep, 0, sizeof rep);
+    set_rec(rec);
+    CHECK_INT(am2z_runtime_register(rt, tick_proc()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_schedule_upsert(rt, &(am2z_schedule_desc){.id = "gone", .processor = "tick", .input = in,
+                                                                    .every_ms = 50}),
+              AM2Z_STATUS_OK);
+    while (redis_int(r, "HLEN %s%s", "test:runs", "") < 2 && am2z_now_ms() < until) tp_sleep_ms(10);
+    CHECK(am2z_redis_command(r, &rep, "ZREM bull:am2z~tick:repeat gone") == AM2Z_STATUS_OK);
+    am2z_reply_clear(&rep);
+    CHECK(am2z_redis_command(r, &rep, "DEL bull:am2z~tick:repeat:gone") == AM2Z_STATUS_OK);
+    am2z_reply_clear(&rep);
+    tp_sleep_ms(300);
+    n = redis_int(r, "HLEN %s%s", "test:runs", "");
+    tp_sleep_ms(300);
+    CHECK_INT(redis_int(r, "HLEN %s%s", "test:runs", ""), n);
+    CHECK_INT(redis_int(r, "HLEN %s%s", "bull:am2z:schedules", ""), 0);
+    CHECK_INT(redis_int(r, "ZCARD %s%s", "bull:am2z:schedules:due", ""), 0);
+    l = am2z_runtime_schedule_list(rt);
+    CHECK_INT(am2z_value_len(l), 0);
+    am2z_value_release(l);
+    am2z_value_release(in);
+    am2z_redis_free(r);
+    am2z_runtime_free(rt);
+    set_rec(NULL);
+    am2z_redis_free(rec);
 }
 
 /* Three worker processes, a 200 ms schedule for 5 s: every slot runs exactly once; a
@@ -349,6 +389,7 @@ int main(int argc, char **argv) {
     if (port) {
         RUN(test_layout_list_remove);
         RUN(test_limit_in_session);
+        RUN(test_removed_by_another_client);
         RUN(test_three_workers_each_slot_once);
         t_redis_stop(&server);
     }
