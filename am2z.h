@@ -57,6 +57,8 @@
           declarations only, implemented with 7)
        7c stores       durable key-value storage: the interface, a memory store and a
                        crash-safe file journal (checkpoints of durable executions)
+       7e schedules    run a processor every N ms or on a cron expression: upsert,
+                       remove, list (local, inline on its virtual clock, queue)
        8  local        the pthread worker-pool runtime
        9  inline       the single-threaded runtime: same API, runs on the calling thread,
                        optional virtual clock, stubs and recorded calls for unit tests
@@ -92,6 +94,9 @@
        AM2Z_SESSION_ID_MAX    bytes of a session id (128; outcomes hold a copy)
        AM2Z_REGISTER_MAX_DEPTH composite nesting that registration walks (64)
        AM2Z_CRON_MAX_LENGTH   bytes of a cron expression (256)
+       AM2Z_SCHEDULE_ID_MAX   bytes of a schedule id (128)
+       AM2Z_SCHEDULE_MAX      schedules per runtime (queue: per prefix in Redis) (1024)
+       AM2Z_SCHEDULE_MIN_EVERY_MS  shortest every_ms of a schedule (10)
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
@@ -1273,6 +1278,8 @@ struct am2z_execution {
     const char *id;             /* the runtime's storage, valid while the handle lives */
 };
 
+typedef struct am2z_schedule_desc am2z_schedule_desc; /* section 7e */
+
 typedef struct am2z_runtime_ops {
     am2z_status (*start)(am2z_runtime *rt);
     am2z_status (*stop)(am2z_runtime *rt, int64_t grace_ms);
@@ -1297,6 +1304,13 @@ typedef struct am2z_runtime_ops {
     void (*registered)(am2z_runtime *rt, am2z_processor *p);
     void (*unregistered)(am2z_runtime *rt, const char *name);
     void (*destroy)(am2z_runtime *rt); /* frees the runtime's own data, not rt */
+    /* Optional schedules (section 7e; NULL: AM2Z_STATUS_INVALID_ARGUMENT "not supported
+       by this runtime"). desc is checked already (am2z__sched_check): the runtime checks
+       only what it alone knows (the processor, its own limits). list returns an array
+       sorted by id (NULL with a detail on failure). */
+    am2z_status (*schedule_upsert)(am2z_runtime *rt, const am2z_schedule_desc *desc);
+    am2z_status (*schedule_remove)(am2z_runtime *rt, const char *id);
+    am2z_value *(*schedule_list)(am2z_runtime *rt);
 } am2z_runtime_ops;
 
 /* ops and settings->kind are borrowed for the runtime's lifetime (settings is copied);
@@ -1450,6 +1464,82 @@ typedef struct am2z_file_store_info {
 /* All zero when store is not a file store. */
 AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 #endif
+
+/* ==== 7e. schedules =================================================================== */
+/* A schedule runs a processor on a fixed input again and again: every N ms, or at the
+   times of a cron expression (section 6b), between a start and an end, at most limit
+   times. Each run is a detached execution (am2z_execution_detach): its outcome goes
+   nowhere, events and stats see it as any other. Schedules are kept by id: upsert
+   creates or replaces one, remove deletes it, list shows them.
+
+   SLOTS  A schedule fires at slots, times in ms since the Unix epoch, UTC:
+     every_ms   start_at + k x every_ms when start_at is set, else the multiples of
+                every_ms since the epoch (so every process computes the same slots);
+     cron       each minute the expression matches (UTC, no time-zone database).
+   The first slot is the first one at or after max(start_at, the upsert's time); no slot
+   after end_at fires; after limit runs the schedule is done and disappears from list.
+   Upserting an existing id replaces it: the new definition's slots from now on, its run
+   count back to 0.
+   MISSED SLOTS ARE SKIPPED  After each run the next slot is the first one after both the
+   slot just run and the time it was claimed. A slot that passed while nothing could run
+   it (a stopped runtime, every worker down, a clock jump) runs once, late, when the
+   schedule is next looked at; the others that passed meanwhile never run: no burst of
+   catch-up runs.
+   RUNTIMES
+     local   a thread of the runtime's own (made at the first upsert, stopped with the
+             runtime, made again by start) claims each slot on time and submits it.
+     inline  slots fire while am2z_inline_advance moves the virtual clock: each at its
+             own time, in order, run at once on the calling thread (a run that moves the
+             clock makes the slots it passes late, as above). Needs a virtual clock
+             (am2z_inline_desc.virtual_clock_ms): on the real clock upsert refuses.
+     queue   schedules live in Redis (am2z_resp.h 4.10), in BullMQ v6's job-scheduler
+             layout, so Bull Board lists them and any process may upsert, remove or list
+             them; every process with workers claims due slots, each exactly once.
+   Schedules of a local or inline runtime live in memory: gone with the runtime.
+   THREADING  Thread-safe as the rest of section 7 (inline: its one thread). Upsert and
+   remove from inside a processor or handler are allowed. */
+#ifndef AM2Z_SCHEDULE_ID_MAX
+#define AM2Z_SCHEDULE_ID_MAX 128 /* bytes of a schedule id */
+#endif
+#ifndef AM2Z_SCHEDULE_MAX
+#define AM2Z_SCHEDULE_MAX 1024 /* schedules of one runtime (queue: of one prefix in Redis) */
+#endif
+#ifndef AM2Z_SCHEDULE_MIN_EVERY_MS
+#define AM2Z_SCHEDULE_MIN_EVERY_MS 10 /* a shorter period is refused: a timer, not a spin loop */
+#endif
+
+/* What a schedule runs and when; zero fields take the defaults. Every pointer is borrowed
+   for the call: the runtime keeps its own copies (a reference to input). */
+struct am2z_schedule_desc {
+    const char *id;             /* required: 1..AM2Z_SCHEDULE_ID_MAX bytes of [A-Za-z0-9_.-]
+                                   (no ':', so the queue runtime's job ids stay parseable) */
+    const char *processor;      /* required: registered (queue runtime: or declared) */
+    const am2z_state *input;    /* required: the input of every run */
+    const char *session_id;     /* NULL: "default" */
+    int64_t every_ms;           /* > 0: a slot every every_ms (>= AM2Z_SCHEDULE_MIN_EVERY_MS) */
+    const char *cron;           /* or: a 5-field cron expression (section 6b), UTC */
+    int64_t start_at;           /* epoch ms: no slot before; 0: from now (every_ms: the
+                                   slots are then the multiples of every_ms) */
+    int64_t end_at;             /* epoch ms: no slot after; 0: no end */
+    int64_t limit;              /* at most this many runs; 0: no limit */
+};
+
+/* Creates the schedule desc->id, or replaces the one with that id. AM2Z_STATUS_OK;
+   AM2Z_STATUS_INVALID_ARGUMENT (the detail says what: a missing field, a bad id, both
+   or neither of every_ms and cron, every_ms under AM2Z_SCHEDULE_MIN_EVERY_MS, a bad
+   cron expression (with its field and am2z_status_offset), a negative time or limit,
+   end_at before start_at, no slot left before end_at, a runtime without schedules);
+   AM2Z_STATUS_NOT_FOUND (processor neither registered nor declared); AM2Z_STATUS_LIMIT
+   (AM2Z_SCHEDULE_MAX schedules exist already); AM2Z_STATUS_NO_MEMORY; a queue runtime
+   also the connection's status. */
+AM2Z_API am2z_status am2z_runtime_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *desc);
+/* Deletes schedule id: no slot of it fires after this returns (a run already started
+   goes on). AM2Z_STATUS_NOT_FOUND when there is none. */
+AM2Z_API am2z_status am2z_runtime_schedule_remove(am2z_runtime *rt, const char *id);
+/* Every live schedule, sorted by id (a new reference; NULL with a detail on failure):
+   [{id, processor, sessionId, everyMs | cron, startAt?, endAt?, limit?, runs (slots
+   claimed since the upsert), nextAt (the next slot, epoch ms)}]. */
+AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt);
 
 /* ==== 8. local runtime ================================================================ */
 /* The local runtime runs processors on a pthread worker pool in this process.
@@ -1676,8 +1766,10 @@ AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2
    that is not an inline runtime. */
 AM2Z_API int64_t am2z_inline_now_ms(am2z_runtime *rt);
 /* Moves the virtual clock ms (>= 0) forward, instantly; from a processor it stands for
-   work that takes that long (its deadline may pass). AM2Z_STATUS_INVALID_ARGUMENT (with
-   a detail) for another kind of runtime, a real clock or a negative ms. */
+   work that takes that long (its deadline may pass). On the way it runs every schedule
+   slot (section 7e) due up to the new time, each at its own time (0 ms: those due now),
+   except from inside a processor or on a stopped runtime. AM2Z_STATUS_INVALID_ARGUMENT
+   (with a detail) for another kind of runtime, a real clock or a negative ms. */
 AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms);
 
 /* A stub: what a stubbed processor does instead of its function, on each attempt.
@@ -8562,6 +8654,432 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store) {
 }
 #endif /* AM2Z_NO_FILE_STORE */
 
+/* ==== 7e. schedules =================================================================== */
+/* The parts every runtime shares: the desc check, one schedule's slot arithmetic, a
+   table of schedules in memory (local and inline) and a timer thread (local, queue). */
+
+/* Non-zero for 1..AM2Z_SCHEDULE_ID_MAX bytes of [A-Za-z0-9_.-]. */
+AM2Z__PRIVATE int am2z__sched_id_ok(const char *id) {
+    size_t n;
+    if (!id || !*id) return 0;
+    for (n = 0; id[n]; n++) {
+        char c = id[n];
+        if (n >= AM2Z_SCHEDULE_ID_MAX) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* One schedule, as every runtime keeps it (the queue runtime rebuilds it from Redis). */
+typedef struct am2z__sched {
+    char id[AM2Z_SCHEDULE_ID_MAX + 1];
+    char processor[AM2Z_NAME_MAX + 1];
+    char session[AM2Z_SESSION_ID_MAX + 1];
+    char cron_text[AM2Z_CRON_MAX_LENGTH + 1]; /* "" for an every_ms schedule */
+    am2z_cron cron;
+    am2z_state *input;          /* one reference; NULL in the queue runtime's copies */
+    int64_t every_ms, start_at, end_at, limit;
+    int64_t runs;               /* slots claimed */
+    int64_t next_at;            /* the next slot; 0: done */
+} am2z__sched;
+
+/* Checks desc as far as no runtime is needed; fills *cron (may be NULL) for a cron one. */
+AM2Z__PRIVATE am2z_status am2z__sched_check(const am2z_schedule_desc *d, am2z_cron *cron) {
+    am2z_cron c;
+    am2z_status st;
+    const char *id;
+    if (!d) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule: NULL desc");
+    id = d->id ? d->id : "";
+    if (!am2z__sched_id_ok(d->id))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "schedule '%.*s': the id must be 1-%d bytes of [A-Za-z0-9_.-]", 64, id, AM2Z_SCHEDULE_ID_MAX);
+    if (!d->processor || !*d->processor || strlen(d->processor) > AM2Z_NAME_MAX)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': %s", id,
+                          d->processor && *d->processor ? "processor name too long" : "no processor");
+    if (!d->input) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': no input", id);
+    if (d->session_id && (!*d->session_id || strlen(d->session_id) > AM2Z_SESSION_ID_MAX))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': bad session id", id);
+    if ((d->every_ms != 0) == (d->cron != NULL))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': set exactly one of every_ms and cron", id);
+    if (d->every_ms && d->every_ms < AM2Z_SCHEDULE_MIN_EVERY_MS)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': every_ms %lld is under %d", id,
+                          (long long)d->every_ms, AM2Z_SCHEDULE_MIN_EVERY_MS);
+    if (d->start_at < 0 || d->end_at < 0 || d->limit < 0)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': %s is negative", id,
+                          d->start_at < 0 ? "start_at" : d->end_at < 0 ? "end_at" : "limit");
+    if (d->end_at && d->end_at < d->start_at)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': end_at is before start_at", id);
+    if (d->cron && (st = am2z_cron_parse(d->cron, AM2Z_NTS, &c)) != AM2Z_STATUS_OK)
+        return am2z__fail(st, am2z_status_offset(), "schedule '%s': %s", id, am2z_status_detail());
+    if (d->cron && cron) *cron = c;
+    return AM2Z_STATUS_OK;
+}
+
+/* The first slot of s after t (inclusive: at or after t), within end_at; 0: none. */
+AM2Z__PRIVATE int64_t am2z__sched_slot(const am2z__sched *s, int64_t t, int inclusive) {
+    int64_t slot = 0;
+    if (s->every_ms > 0) {
+        int64_t a = s->start_at, k;
+        if (t < a || (inclusive && t == a)) slot = a;
+        else {
+            k = (t - a) / s->every_ms;
+            slot = a + k * s->every_ms;
+            if (slot < t || !inclusive) slot += s->every_ms;
+        }
+    } else if (am2z_cron_next(&s->cron, inclusive ? t - 1 : t, &slot) != AM2Z_STATUS_OK) {
+        return 0;
+    }
+    return s->end_at && slot > s->end_at ? 0 : slot;
+}
+
+/* Claims s's due slot at now: counts the run and moves next_at past both the slot and
+   now (MISSED SLOTS ARE SKIPPED), or to 0 when the schedule is done. Returns the slot. */
+AM2Z__PRIVATE int64_t am2z__sched_claim(am2z__sched *s, int64_t now) {
+    int64_t slot = s->next_at;
+    s->runs++;
+    s->next_at = s->limit && s->runs >= s->limit ? 0 : am2z__sched_slot(s, slot > now ? slot : now, 0);
+    return slot;
+}
+
+/* Fills s (input not set) from a checked desc, its first slot from now. INVALID_ARGUMENT
+   when no slot is left. */
+AM2Z__PRIVATE am2z_status am2z__sched_init(am2z__sched *s, const am2z_schedule_desc *d, int64_t now) {
+    int64_t from = d->start_at > now ? d->start_at : now;
+    memset(s, 0, sizeof *s);
+    snprintf(s->id, sizeof s->id, "%s", d->id);
+    snprintf(s->processor, sizeof s->processor, "%s", d->processor);
+    snprintf(s->session, sizeof s->session, "%s", d->session_id ? d->session_id : "default");
+    if (d->cron) {
+        snprintf(s->cron_text, sizeof s->cron_text, "%s", d->cron);
+        am2z_cron_parse(d->cron, AM2Z_NTS, &s->cron); /* checked already */
+    }
+    s->every_ms = d->every_ms;
+    s->start_at = d->start_at;
+    s->end_at = d->end_at;
+    s->limit = d->limit;
+    if (!(s->next_at = am2z__sched_slot(s, from, 1)))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': no slot left to fire%s", d->id,
+                          d->end_at ? " before end_at" : "");
+    return AM2Z_STATUS_OK;
+}
+
+/* s as schedule_list shows it (a new reference, NULL when memory runs out). */
+AM2Z__PRIVATE am2z_value *am2z__sched_json(const am2z__sched *s) {
+    am2z_value *o = am2z_value_object();
+    o = am2z_value_set_key(o, "id", AM2Z_NTS, am2z_value_string(s->id));
+    o = am2z_value_set_key(o, "processor", AM2Z_NTS, am2z_value_string(s->processor));
+    o = am2z_value_set_key(o, "sessionId", AM2Z_NTS, am2z_value_string(s->session));
+    if (s->every_ms) o = am2z_value_set_key(o, "everyMs", AM2Z_NTS, am2z_value_int(s->every_ms));
+    else o = am2z_value_set_key(o, "cron", AM2Z_NTS, am2z_value_string(s->cron_text));
+    if (s->start_at) o = am2z_value_set_key(o, "startAt", AM2Z_NTS, am2z_value_int(s->start_at));
+    if (s->end_at) o = am2z_value_set_key(o, "endAt", AM2Z_NTS, am2z_value_int(s->end_at));
+    if (s->limit) o = am2z_value_set_key(o, "limit", AM2Z_NTS, am2z_value_int(s->limit));
+    o = am2z_value_set_key(o, "runs", AM2Z_NTS, am2z_value_int(s->runs));
+    return am2z_value_set_key(o, "nextAt", AM2Z_NTS, am2z_value_int(s->next_at));
+}
+
+/* -- a table of schedules in memory, sorted by id (local and inline runtimes) -- */
+
+typedef struct am2z__sched_tab {
+    am2z__mutex mu;
+    am2z__sched **v;
+    size_t n, cap;
+} am2z__sched_tab;
+
+/* A slot claimed from a table: what to submit, copied out of the lock. */
+typedef struct am2z__sched_fire {
+    char processor[AM2Z_NAME_MAX + 1];
+    char session[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state *input;          /* one reference, for the caller to release */
+    int64_t slot;
+} am2z__sched_fire;
+
+AM2Z__PRIVATE am2z__sched_tab *am2z__sched_tab_new(void) {
+    am2z__sched_tab *t = (am2z__sched_tab *)am2z__malloc(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    if (am2z__mutex_init(&t->mu) != 0) {
+        am2z__free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void am2z__sched_free(am2z__sched *s) {
+    if (!s) return;
+    am2z_value_release(s->input);
+    am2z__free(s);
+}
+
+AM2Z__PRIVATE void am2z__sched_tab_free(am2z__sched_tab *t) {
+    size_t i;
+    if (!t) return;
+    for (i = 0; i < t->n; i++) am2z__sched_free(t->v[i]);
+    am2z__free(t->v);
+    am2z__mutex_destroy(&t->mu);
+    am2z__free(t);
+}
+
+/* The position of id in t (under t->mu), or where it would go; *found set when there. */
+static size_t am2z__sched_tab_find(const am2z__sched_tab *t, const char *id, int *found) {
+    size_t lo = 0, hi = t->n;
+    *found = 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(t->v[mid]->id, id);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static void am2z__sched_tab_drop_locked(am2z__sched_tab *t, size_t i) {
+    am2z__sched_free(t->v[i]);
+    memmove(t->v + i, t->v + i + 1, (t->n - i - 1) * sizeof *t->v);
+    t->n--;
+}
+
+/* Creates or replaces desc->id (checked), first slot from now. */
+AM2Z__PRIVATE am2z_status am2z__sched_tab_upsert(am2z__sched_tab *t, const am2z_schedule_desc *d, int64_t now) {
+    am2z__sched *s = (am2z__sched *)am2z__malloc(sizeof *s);
+    am2z_status st;
+    size_t i;
+    int found;
+    if (!s) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+    if ((st = am2z__sched_init(s, d, now)) != AM2Z_STATUS_OK) {
+        am2z__free(s);
+        return st;
+    }
+    s->input = am2z_value_retain(d->input);
+    am2z__mutex_lock(&t->mu);
+    i = am2z__sched_tab_find(t, d->id, &found);
+    if (found) {
+        am2z__sched_free(t->v[i]);
+        t->v[i] = s;
+        am2z__mutex_unlock(&t->mu);
+        return AM2Z_STATUS_OK;
+    }
+    if (t->n >= AM2Z_SCHEDULE_MAX) {
+        am2z__mutex_unlock(&t->mu);
+        am2z__sched_free(s);
+        return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "schedule '%s': %d schedules exist already (AM2Z_SCHEDULE_MAX)",
+                          d->id, AM2Z_SCHEDULE_MAX);
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 8;
+        am2z__sched **v = (am2z__sched **)am2z__realloc(t->v, cap * sizeof *v);
+        if (!v) {
+            am2z__mutex_unlock(&t->mu);
+            am2z__sched_free(s);
+            return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+        }
+        t->v = v;
+        t->cap = cap;
+    }
+    memmove(t->v + i + 1, t->v + i, (t->n - i) * sizeof *t->v);
+    t->v[i] = s;
+    t->n++;
+    am2z__mutex_unlock(&t->mu);
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z__PRIVATE am2z_status am2z__sched_tab_remove(am2z__sched_tab *t, const char *id) {
+    size_t i;
+    int found = 0;
+    if (t) {
+        am2z__mutex_lock(&t->mu);
+        i = am2z__sched_tab_find(t, id, &found);
+        if (found) am2z__sched_tab_drop_locked(t, i);
+        am2z__mutex_unlock(&t->mu);
+    }
+    return found ? AM2Z_STATUS_OK : am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "schedule '%s': no such schedule", id);
+}
+
+AM2Z__PRIVATE am2z_value *am2z__sched_tab_list(am2z__sched_tab *t) {
+    am2z_value *a = am2z_value_array();
+    size_t i;
+    if (!t) return a;
+    am2z__mutex_lock(&t->mu);
+    for (i = 0; i < t->n && a; i++) a = am2z_value_append(a, "", am2z__sched_json(t->v[i]));
+    am2z__mutex_unlock(&t->mu);
+    if (!a) am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule_list: out of memory");
+    return a;
+}
+
+/* Claims the earliest slot due at now (<= now) into *f: 1, or 0 when none is due. A
+   schedule whose claim was its last leaves the table. */
+AM2Z__PRIVATE int am2z__sched_tab_due(am2z__sched_tab *t, int64_t now, am2z__sched_fire *f) {
+    size_t i, best = 0;
+    int any = 0;
+    am2z__sched *s;
+    if (!t) return 0;
+    am2z__mutex_lock(&t->mu);
+    for (i = 0; i < t->n; i++)
+        if (t->v[i]->next_at <= now && (!any || t->v[i]->next_at < t->v[best]->next_at)) {
+            best = i;
+            any = 1;
+        }
+    if (any) {
+        s = t->v[best];
+        memcpy(f->processor, s->processor, sizeof f->processor);
+        memcpy(f->session, s->session, sizeof f->session);
+        f->input = am2z_value_retain(s->input);
+        f->slot = am2z__sched_claim(s, now);
+        if (!s->next_at) am2z__sched_tab_drop_locked(t, best);
+    }
+    am2z__mutex_unlock(&t->mu);
+    return any;
+}
+
+/* The earliest next slot in t; 0 when t is empty. */
+AM2Z__PRIVATE int64_t am2z__sched_tab_next(am2z__sched_tab *t) {
+    int64_t next = 0;
+    size_t i;
+    if (!t) return 0;
+    am2z__mutex_lock(&t->mu);
+    for (i = 0; i < t->n; i++)
+        if (!next || t->v[i]->next_at < next) next = t->v[i]->next_at;
+    am2z__mutex_unlock(&t->mu);
+    return next;
+}
+
+#ifndef AM2Z_NO_THREADS
+/* -- the timer thread: calls tick when the next slot is due (local, queue) -- */
+
+/* tick claims what is due at now_ms and returns the next slot it knows of (epoch ms; 0:
+   none). The thread sleeps until then, at most cap_ms (a wall clock that jumps, or
+   schedules that another process adds, are seen within cap_ms), or until a kick. */
+typedef int64_t (*am2z__sched_tick_fn)(void *user_data, int64_t now_ms);
+typedef struct am2z__sched_timer {
+    am2z__mutex mu;
+    am2z__cond cv;
+    am2z__thread thread;
+    int running, quit, kicked;  /* under mu */
+    am2z__sched_tick_fn tick;
+    void *user_data;
+    int64_t cap_ms;
+} am2z__sched_timer;
+
+AM2Z__PRIVATE am2z__sched_timer *am2z__sched_timer_new(am2z__sched_tick_fn tick, void *user_data, int64_t cap_ms) {
+    am2z__sched_timer *t = (am2z__sched_timer *)am2z__malloc(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    if (am2z__mutex_init(&t->mu) != 0) {
+        am2z__free(t);
+        return NULL;
+    }
+    if (am2z__cond_init(&t->cv) != 0) {
+        am2z__mutex_destroy(&t->mu);
+        am2z__free(t);
+        return NULL;
+    }
+    t->tick = tick;
+    t->user_data = user_data;
+    t->cap_ms = cap_ms;
+    return t;
+}
+
+static void *am2z__sched_timer_main(void *arg) {
+    am2z__sched_timer *t = (am2z__sched_timer *)arg;
+    am2z__mutex_lock(&t->mu);
+    while (!t->quit) {
+        int64_t next, wait_ms;
+        t->kicked = 0;
+        am2z__mutex_unlock(&t->mu);
+        next = t->tick(t->user_data, am2z_now_ms());
+        am2z__mutex_lock(&t->mu);
+        wait_ms = next ? next - am2z_now_ms() : t->cap_ms;
+        if (wait_ms > t->cap_ms) wait_ms = t->cap_ms;
+        if (t->quit || t->kicked || wait_ms <= 0) continue;
+        am2z__cond_wait_until(&t->cv, &t->mu, am2z_monotonic_ns() + wait_ms * 1000000);
+    }
+    am2z__mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* Starts the thread unless it runs; AM2Z_STATUS_NO_MEMORY when it cannot be made. */
+AM2Z__PRIVATE am2z_status am2z__sched_timer_start(am2z__sched_timer *t) {
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z__mutex_lock(&t->mu);
+    if (!t->running) {
+        t->quit = 0;
+        t->running = am2z__thread_create(&t->thread, am2z__sched_timer_main, t) == 0;
+        if (!t->running) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedules: cannot start the timer thread");
+    }
+    am2z__mutex_unlock(&t->mu);
+    return st;
+}
+
+/* Makes the thread look at the schedules now (one was added or changed). */
+AM2Z__PRIVATE void am2z__sched_timer_kick(am2z__sched_timer *t) {
+    am2z__mutex_lock(&t->mu);
+    t->kicked = 1;
+    am2z__cond_broadcast(&t->cv);
+    am2z__mutex_unlock(&t->mu);
+}
+
+/* Ends the thread; a tick in progress finishes first. */
+AM2Z__PRIVATE void am2z__sched_timer_stop(am2z__sched_timer *t) {
+    int running;
+    if (!t) return;
+    am2z__mutex_lock(&t->mu);
+    running = t->running;
+    t->quit = 1;
+    t->running = 0;
+    am2z__cond_broadcast(&t->cv);
+    am2z__mutex_unlock(&t->mu);
+    if (running) am2z__thread_join(t->thread);
+}
+
+AM2Z__PRIVATE void am2z__sched_timer_free(am2z__sched_timer *t) {
+    if (!t) return;
+    am2z__sched_timer_stop(t);
+    am2z__cond_destroy(&t->cv);
+    am2z__mutex_destroy(&t->mu);
+    am2z__free(t);
+}
+#endif
+
+/* -- the public calls -- */
+
+static am2z_status am2z__sched_unsupported(am2z_runtime *rt, const char *what) {
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s: not supported by this runtime (%s)", what,
+                      rt->settings.kind ? rt->settings.kind : "custom");
+}
+
+AM2Z_API am2z_status am2z_runtime_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *desc) {
+    am2z_status st;
+    if (!rt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule_upsert: NULL runtime");
+    if ((st = am2z__sched_check(desc, NULL)) != AM2Z_STATUS_OK) return st;
+    if (!rt->ops->schedule_upsert) return am2z__sched_unsupported(rt, "schedule_upsert");
+    return rt->ops->schedule_upsert(rt, desc);
+}
+
+AM2Z_API am2z_status am2z_runtime_schedule_remove(am2z_runtime *rt, const char *id) {
+    if (!rt || !id) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule_remove: NULL %s", rt ? "id" : "runtime");
+    if (!rt->ops->schedule_remove) return am2z__sched_unsupported(rt, "schedule_remove");
+    if (!am2z__sched_id_ok(id)) return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "schedule '%.64s': no such schedule", id);
+    return rt->ops->schedule_remove(rt, id);
+}
+
+AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt) {
+    if (!rt) {
+        am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule_list: NULL runtime");
+        return NULL;
+    }
+    if (!rt->ops->schedule_list) {
+        am2z__sched_unsupported(rt, "schedule_list");
+        return NULL;
+    }
+    return rt->ops->schedule_list(rt);
+}
+
 #ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
@@ -8872,6 +9390,7 @@ struct am2z__lr {
     int metrics_running, metrics_quit;
     am2z__mutex mmu;
     am2z__cond mcv;
+    struct am2z__lr_sched *sched; /* atomic: schedules (7e), made at the first upsert */
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -11208,6 +11727,104 @@ static am2z_status am2z__lr_op_stop_session(am2z_runtime *rt, const char *sid, i
     return AM2Z_STATUS_OK;
 }
 
+/* ---- schedules (section 7e): a table and a timer thread of the runtime's own ---- */
+
+typedef struct am2z__lr_sched {
+    am2z__lr *lr;
+    am2z__sched_tab *tab;
+    am2z__sched_timer *timer;   /* runs while the runtime is started */
+    am2z_status last_fail;      /* the timer thread's: a failing submit is logged once */
+} am2z__lr_sched;
+
+/* The timer's tick: submits (detached) every slot due at now. */
+static int64_t am2z__lr_sched_tick(void *user_data, int64_t now) {
+    am2z__lr_sched *ls = (am2z__lr_sched *)user_data;
+    am2z__sched_fire f;
+    while (am2z__sched_tab_due(ls->tab, now, &f)) {
+        am2z_submit_desc d;
+        am2z_status st = AM2Z_STATUS_OK;
+        am2z_execution *e;
+        memset(&d, 0, sizeof d);
+        d.session_id = f.session;
+        e = am2z_runtime_submit_with(ls->lr->rt, f.processor, f.input, &d, &st);
+        if (e) am2z_execution_detach(e);
+        else if (st != ls->last_fail) /* once per change: a slot every few ms would flood the log */
+            am2z_log_warn(ls->lr->rt->logger, "schedule slot %lld of '%s' not run: %s", (long long)f.slot, f.processor,
+                          am2z_status_detail());
+        ls->last_fail = st;
+        am2z_value_release(f.input);
+    }
+    return am2z__sched_tab_next(ls->tab);
+}
+
+static void am2z__lr_sched_free(am2z__lr_sched *ls) {
+    if (!ls) return;
+    am2z__sched_timer_free(ls->timer); /* stops it first */
+    am2z__sched_tab_free(ls->tab);
+    am2z__free(ls);
+}
+
+/* lr's schedules, made on first use (two racing upserts: one wins); NULL: no memory. */
+static am2z__lr_sched *am2z__lr_sched_get(am2z__lr *lr) {
+    am2z__lr_sched *ls = am2z__atomic_load(&lr->sched, AM2Z__MO_ACQUIRE), *none = NULL;
+    if (ls) return ls;
+    if (!(ls = (am2z__lr_sched *)am2z__malloc(sizeof *ls))) return NULL;
+    memset(ls, 0, sizeof *ls);
+    ls->lr = lr;
+    ls->tab = am2z__sched_tab_new();
+    /* 1 s cap: a wall clock set back or forward is noticed within a second */
+    ls->timer = am2z__sched_timer_new(am2z__lr_sched_tick, ls, 1000);
+    if (!ls->tab || !ls->timer) {
+        am2z__lr_sched_free(ls);
+        return NULL;
+    }
+    if (!am2z__atomic_cas(&lr->sched, &none, ls, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
+        am2z__lr_sched_free(ls);
+        return none;
+    }
+    return ls;
+}
+
+/* start and stop (under lr->life): the timer runs while the runtime does. */
+static void am2z__lr_sched_resume(am2z__lr *lr) {
+    am2z__lr_sched *ls = am2z__atomic_load(&lr->sched, AM2Z__MO_ACQUIRE);
+    if (ls && am2z__sched_timer_start(ls->timer) != AM2Z_STATUS_OK)
+        am2z_log_error(lr->rt->logger, "local runtime: %s", am2z_status_detail());
+}
+
+static void am2z__lr_sched_pause(am2z__lr *lr) {
+    am2z__lr_sched *ls = am2z__atomic_load(&lr->sched, AM2Z__MO_ACQUIRE);
+    if (ls) am2z__sched_timer_stop(ls->timer);
+}
+
+static am2z_status am2z__lr_op_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *d) {
+    am2z__lr *lr = am2z__lr_of(rt);
+    am2z__lr_sched *ls;
+    am2z_status st;
+    if (!am2z_runtime_is_registered(rt, d->processor))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "schedule '%s': processor '%s' is not registered", d->id,
+                          d->processor);
+    if (!(ls = am2z__lr_sched_get(lr))) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+    if ((st = am2z__sched_tab_upsert(ls->tab, d, am2z_now_ms())) != AM2Z_STATUS_OK) return st;
+    /* a stopped runtime starts the timer in start */
+    if (AM2Z__LR_LD(&lr->running) && (st = am2z__sched_timer_start(ls->timer)) != AM2Z_STATUS_OK) {
+        am2z__sched_tab_remove(ls->tab, d->id);
+        return am2z__fail(st, AM2Z_NTS, "schedule '%s': cannot start the timer thread", d->id);
+    }
+    am2z__sched_timer_kick(ls->timer);
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_status am2z__lr_op_schedule_remove(am2z_runtime *rt, const char *id) {
+    am2z__lr_sched *ls = am2z__atomic_load(&am2z__lr_of(rt)->sched, AM2Z__MO_ACQUIRE);
+    return am2z__sched_tab_remove(ls ? ls->tab : NULL, id);
+}
+
+static am2z_value *am2z__lr_op_schedule_list(am2z_runtime *rt) {
+    am2z__lr_sched *ls = am2z__atomic_load(&am2z__lr_of(rt)->sched, AM2Z__MO_ACQUIRE);
+    return am2z__sched_tab_list(ls ? ls->tab : NULL);
+}
+
 static void *am2z__lr_worker_main(void *arg);
 
 /* Emits "metrics" (the stats snapshot) every metrics_ms until stop. */
@@ -11264,6 +11881,7 @@ static am2z_status am2z__lr_op_start(am2z_runtime *rt) {
     }
     lr->started = 1;
     AM2Z__LR_ST(&lr->running, 1);
+    am2z__lr_sched_resume(lr);
     if (lr->metrics_ms > 0) {
         lr->metrics_quit = 0;
         /* no thread for it: the runtime runs, without the event */
@@ -11290,6 +11908,7 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
     am2z__mutex_lock(&lr->qmu);
     AM2Z__LR_ST(&lr->running, 0); /* under qmu: no enqueue slips past it */
     am2z__mutex_unlock(&lr->qmu);
+    am2z__lr_sched_pause(lr); /* no slot fires while stopped */
     /* every session, retained, on a private list */
     am2z__mutex_lock(&lr->smu);
     for (i = 0; i < lr->stab_cap; i++)
@@ -11706,6 +12325,7 @@ static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
     }
     am2z__free(lr->prio);
     am2z__free(lr->delayed);
+    am2z__lr_sched_free(lr->sched);
     for (k = 0; k < workers_ready; k++) {
         am2z__lr_worker *w = &lr->workers[k];
         am2z__lr_shard_free(&w->shard);
@@ -11733,7 +12353,8 @@ static const am2z_runtime_ops am2z__lr_ops = {
     am2z__lr_op_wait,          am2z__lr_op_free,          am2z__lr_op_detach,        am2z__lr_op_execute,
     am2z__lr_op_execute_many,  am2z__lr_op_stop_session,  am2z__lr_op_stats,
     am2z__lr_op_session_stats, am2z__lr_op_active_sessions, am2z__lr_op_registered,
-    am2z__lr_op_unregistered,  am2z__lr_op_destroy};
+    am2z__lr_op_unregistered,  am2z__lr_op_destroy,       am2z__lr_op_schedule_upsert,
+    am2z__lr_op_schedule_remove, am2z__lr_op_schedule_list};
 
 static int am2z__lr_worker_init(am2z__lr *lr, int k) {
     am2z__lr_worker *w = &lr->workers[k];
@@ -11915,6 +12536,8 @@ struct am2z__il {
     am2z__il_pstat *pstats;
     am2z__il_stub *stubs;
     am2z_value *calls;              /* recorded attempts (record != 0) */
+    am2z__sched_tab *sched;         /* schedules (7e), made at the first upsert */
+    int firing;                     /* am2z_inline_advance is running due slots */
 };
 
 /* ---- clock and ids ---- */
@@ -12569,14 +13192,65 @@ static void am2z__il_destroy(am2z_runtime *rt) {
         am2z__il_stub_free(s);
     }
     am2z_value_release(il->calls);
+    am2z__sched_tab_free(il->sched);
     am2z__free(il);
+}
+
+/* ---- schedules (section 7e): slots fire as am2z_inline_advance moves the clock ---- */
+
+static am2z_status am2z__il_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *d) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    if (!il->virtual_clock)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "schedule '%s': the inline runtime fires schedules on a virtual clock only (set virtual_clock_ms)",
+                          d->id);
+    if (!am2z_runtime_is_registered(rt, d->processor))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "schedule '%s': processor '%s' is not registered", d->id,
+                          d->processor);
+    if (!il->sched && !(il->sched = am2z__sched_tab_new()))
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+    return am2z__sched_tab_upsert(il->sched, d, am2z__il_wall(il, am2z__il_ns(il)));
+}
+
+static am2z_status am2z__il_schedule_remove(am2z_runtime *rt, const char *id) {
+    return am2z__sched_tab_remove(((am2z__il *)rt->impl)->sched, id);
+}
+
+static am2z_value *am2z__il_schedule_list(am2z_runtime *rt) {
+    return am2z__sched_tab_list(((am2z__il *)rt->impl)->sched);
+}
+
+/* Moves the virtual clock to t_ns, running each slot due on the way at its own time
+   (detached, so at once). From inside a processor (its am2z_inline_advance stands for
+   work), or while stopped, it only moves the clock: the slots passed are then late. */
+static void am2z__il_sched_run_until(am2z__il *il, int64_t t_ns) {
+    int64_t next;
+    if (il->sched && !il->running && !il->firing && !il->stopped) {
+        il->firing = 1;
+        while ((next = am2z__sched_tab_next(il->sched)) != 0 && next <= t_ns / 1000000) {
+            am2z__sched_fire f;
+            am2z_submit_desc d;
+            am2z_execution *e;
+            am2z_status st = AM2Z_STATUS_OK;
+            if (next > il->vnow_ns / 1000000) il->vnow_ns = next * 1000000;
+            if (!am2z__sched_tab_due(il->sched, am2z__il_wall(il, il->vnow_ns), &f)) break;
+            memset(&d, 0, sizeof d);
+            d.session_id = f.session;
+            if ((e = am2z_runtime_submit_with(il->rt, f.processor, f.input, &d, &st)) != NULL) am2z_execution_detach(e);
+            else am2z_log_warn(il->rt->logger, "schedule slot %lld of '%s' not run: %s", (long long)f.slot, f.processor,
+                               am2z_status_detail());
+            am2z_value_release(f.input);
+        }
+        il->firing = 0;
+    }
+    if (t_ns > il->vnow_ns) il->vnow_ns = t_ns;
 }
 
 static const am2z_runtime_ops am2z__il_ops = {
     am2z__il_start, am2z__il_stop, am2z__il_submit, am2z__il_wait, am2z__il_free_execution, am2z__il_detach,
     NULL, NULL, /* execute and execute_many: submit + wait */
     am2z__il_stop_session, am2z__il_stats, am2z__il_session_stats, am2z__il_active_sessions,
-    NULL, NULL, am2z__il_destroy};
+    NULL, NULL, am2z__il_destroy, am2z__il_schedule_upsert, am2z__il_schedule_remove, am2z__il_schedule_list};
 
 /* ---- public functions ---- */
 
@@ -12648,7 +13322,7 @@ AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms) {
     if (ms > 0 && !am2z__il_after(il->vnow_ns, ms))
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_advance: %lld ms is past the clock's range",
                           (long long)ms);
-    if (ms > 0) il->vnow_ns = am2z__il_after(il->vnow_ns, ms);
+    am2z__il_sched_run_until(il, ms > 0 ? am2z__il_after(il->vnow_ns, ms) : il->vnow_ns);
     return AM2Z_STATUS_OK;
 }
 

@@ -461,6 +461,8 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
        4.8 lifecycle    am2z_queue_desc, am2z_queue_runtime_new, register (workers publish
                         settings), am2z_queue_declare, am2z_queue_settings, start, stop, free
        4.9 state manager  am2z_queue_state_get / set / update / delete
+       4.10 schedules   am2z.h section 7e in Redis: BullMQ's job schedulers, slots
+                        claimed once across processes
 */
 
 #ifdef __cplusplus
@@ -836,6 +838,44 @@ AM2Z_API am2z_status am2z_queue_state_update(am2z_runtime *rt, const char *sessi
                                              am2z_state_update_fn fn, void *user_data, int64_t ttl_ms,
                                              am2z_state **out, int64_t *version);
 AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *session_id);
+
+/* ---- 4.10 schedules ------------------------------------------------------------------ */
+/* SCHEDULES (am2z_runtime_schedule_upsert / _remove / _list, am2z.h section 7e)
+       Schedules live in Redis, so any process (a producer too) upserts, removes and lists
+       them and they outlive every process. The layout is BullMQ v6's job schedulers, in
+       the queue of the schedule's processor (its session's queue for a session other
+       than "default"), so Bull Board counts and lists them:
+           <bull>:<queue>:repeat          zset: schedule id -> next slot (epoch ms)
+           <bull>:<queue>:repeat:<id>     hash: name (processor), every | pattern + tz
+                                          "UTC", startDate, endDate, limit, ic (runs so
+                                          far), data (the input state, JSON), opts "{}",
+                                          and am2z's am2z.sessionId, am2z.v (the
+                                          definition's version)
+           <bull>:<queue>:repeat:<id>:<slot ms>  the job of one slot ("rjk" = id)
+       plus two keys of am2z's own: <bull>:<prefix>:schedules (hash: id -> queue, so an
+       id is unique per prefix) and <bull>:<prefix>:schedules:due (zset: id -> next
+       slot, what the claimers watch).
+       EXACTLY ONCE PER SLOT  Every process with workers runs a timer thread that sleeps
+       until the earliest next slot (at most AM2Z_QUEUE_SCHEDULE_POLL_MS, so schedules
+       upserted elsewhere are seen) and claims the due ones with one script: only when the
+       schedule's next slot and version are still the ones it read (a compare-and-set) does
+       it add the slot's job (deterministic id repeat:<id>:<slot>, added only if absent),
+       count the run and move the schedule to its next slot. Of many processes claiming a
+       slot one adds its job; the job then runs as any job does (at-least-once delivery,
+       4.5: a worker killed mid-job has its job recovered as stalled). A process claims
+       only schedules of processors it registered or declared (it needs their settings
+       for the job's deadline). With no worker process up, slots wait: the first process
+       back claims the last due slot once, late, and continues from now (MISSED SLOTS ARE
+       SKIPPED, section 7e). Only schedules made by am2z are run: a scheduler made by
+       Node's upsertJobScheduler in the same queue is listed by Bull Board, not by am2z.
+       Ids are at most AM2Z_QUEUE_SCHEDULE_ID_MAX bytes, so a slot's job id fits an
+       execution id (AM2Z_EXECUTION_ID_SIZE). */
+#ifndef AM2Z_QUEUE_SCHEDULE_ID_MAX
+#define AM2Z_QUEUE_SCHEDULE_ID_MAX 40 /* "repeat:" + id + ":" + 15 digits < AM2Z_EXECUTION_ID_SIZE */
+#endif
+#ifndef AM2Z_QUEUE_SCHEDULE_POLL_MS
+#define AM2Z_QUEUE_SCHEDULE_POLL_MS 100 /* longest sleep of a process's schedule timer */
+#endif
 
 #ifdef __cplusplus
 }
@@ -3238,6 +3278,9 @@ typedef struct am2z__qrt {
     size_t npres;               /* maintenance thread only */
     int64_t last_wait_ms;       /* atomic: the latest waiter's submission */
     int64_t clients_ms;         /* atomic: the last CLIENT LIST scan (ms) */
+    /* schedules (4.10) */
+    am2z__sched_timer *sched_timer; /* processes with workers: claims due slots */
+    am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -7749,6 +7792,8 @@ static void am2z__qop_unregistered(am2z_runtime *rt, const char *name) {
     am2z__qmaint_wake(q);
 }
 
+static void am2z__qsched_start(am2z__qrt *q); /* 4.10 */
+
 static am2z_status am2z__qop_start(am2z_runtime *rt) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     int i;
@@ -7828,6 +7873,7 @@ static am2z_status am2z__qop_start(am2z_runtime *rt) {
         return AM2Z_STATUS_NO_MEMORY;
     }
     q->have_threads = 1;
+    am2z__qsched_start(q);
     return AM2Z_STATUS_OK;
 }
 
@@ -7882,6 +7928,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
     until = am2z_monotonic_ns() + am2z__qns(AM2Z__QSTOP_SLACK_MS);
     if (!am2z__qlive_wait(&q->n_live_workers, until)) am2z__qabort(q);
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
+    am2z__sched_timer_stop(q->sched_timer); /* after a possible abort: a tick stuck in Redis ends */
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
     am2z__qguard_cut(q, &q->rguard);
     am2z__qguard_cut(q, &q->eguard);
@@ -7926,6 +7973,8 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
 static void am2z__qfree(am2z__qrt *q) {
     size_t i;
     int k;
+    am2z__sched_timer_free(q->sched_timer);
+    for (k = 0; k < 3; k++) am2z_redis_script_free(q->s_sched[k]);
     for (k = 0; q->workers && k < q->nworkers; k++) {
         am2z_redis_free(q->workers[k].conn);
         am2z__free(q->workers[k].ctl);
@@ -7983,11 +8032,15 @@ static void am2z__qop_destroy(am2z_runtime *rt) {
     am2z__qfree(q);
 }
 
+static am2z_status am2z__qop_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *d); /* 4.10 */
+static am2z_status am2z__qop_schedule_remove(am2z_runtime *rt, const char *id);
+static am2z_value *am2z__qop_schedule_list(am2z_runtime *rt);
+
 static const am2z_runtime_ops am2z__qops = {
     am2z__qop_start, am2z__qop_stop, am2z__qop_submit, am2z__qop_wait, am2z__qop_free_execution, am2z__qop_detach,
     am2z__qop_execute, am2z__qop_execute_many, am2z__qop_stop_session, am2z__qop_stats,
     am2z__qop_session_stats, am2z__qop_active_sessions, am2z__qop_registered, am2z__qop_unregistered,
-    am2z__qop_destroy};
+    am2z__qop_destroy, am2z__qop_schedule_upsert, am2z__qop_schedule_remove, am2z__qop_schedule_list};
 
 /* -- construction -- */
 
@@ -8311,6 +8364,409 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
     return st;
 }
 
+/* ---- 4.10 schedules: BullMQ's job schedulers, each slot claimed once ---------------- */
+
+#define AM2Z__QSCHED_BATCH 64 /* due schedules one tick claims; the rest on the next tick */
+
+/* The scripts; each starts with the library (num, busy, ready, wake). */
+static const char *const am2z__qlua_sched_upsert[] = {
+    "-- ARGV: C B id queue P next max, then the scheduler hash's field/value pairs.",
+    "-- Creates or replaces schedule id (its old definition may be in another queue):",
+    "-- returns 1 created, 2 replaced, -1 when max schedules exist already.",
+    "local C, B, id, qn, P, nxt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]",
+    "local idx = C .. 'schedules'",
+    "local old = redis.call('HGET', idx, id)",
+    "if not old and redis.call('HLEN', idx) >= tonumber(ARGV[7]) then return -1 end",
+    "if old then",
+    "  redis.call('ZREM', B .. ':' .. old .. ':repeat', id)",
+    "  redis.call('DEL', B .. ':' .. old .. ':repeat:' .. id)",
+    "end",
+    "redis.call('HSET', idx, id, qn)",
+    "redis.call('ZADD', C .. 'schedules:due', nxt, id)",
+    "redis.call('ZADD', P .. 'repeat', nxt, id)",
+    "redis.call('HSET', P .. 'repeat:' .. id, unpack(ARGV, 8))",
+    "if old then return 2 end",
+    "return 1",
+    NULL
+};
+static const char *const am2z__qlua_sched_remove[] = {
+    "-- ARGV: C B id [gone]: returns 1, or 0 when there is no such schedule. With gone '1'",
+    "-- only a schedule whose scheduler hash was deleted by another client (Bull Board).",
+    "local idx = ARGV[1] .. 'schedules'",
+    "local old = redis.call('HGET', idx, ARGV[3])",
+    "if not old then return 0 end",
+    "if ARGV[4] == '1' and redis.call('EXISTS', ARGV[2] .. ':' .. old .. ':repeat:' .. ARGV[3]) == 1 then return 0 end",
+    "redis.call('HDEL', idx, ARGV[3])",
+    "redis.call('ZREM', ARGV[1] .. 'schedules:due', ARGV[3])",
+    "redis.call('ZREM', ARGV[2] .. ':' .. old .. ':repeat', ARGV[3])",
+    "redis.call('DEL', ARGV[2] .. ':' .. old .. ':repeat:' .. ARGV[3])",
+    "return 1",
+    NULL
+};
+static const char *const am2z__qlua_sched_claim[] = {
+    "-- ARGV: C P id version slot next now events wakekey wakemember sessionqueues queue",
+    "--       sessions sid priority name data opts",
+    "-- Claims slot of schedule id if it is still the schedule's next slot under that version",
+    "-- (the compare-and-set that makes each slot run once, whoever else claims it): adds the",
+    "-- job repeat:<id>:<slot> to wait unless it exists, counts the run (ic) and moves the",
+    "-- schedule to next (0: done, deleted). Returns 1 (job added), 2 (it existed), 0 (not ours).",
+    "local C, P, id, slot, nxt, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7]",
+    "local hk = P .. 'repeat:' .. id",
+    "local sc = redis.call('ZSCORE', C .. 'schedules:due', id)",
+    "if not sc or tonumber(sc) ~= tonumber(slot) or redis.call('HGET', hk, 'am2z.v') ~= ARGV[4] then return 0 end",
+    "local jid = 'repeat:' .. id .. ':' .. slot",
+    "local out = 2",
+    "if redis.call('EXISTS', P .. jid) == 0 then",
+    "  redis.call('HSET', P .. jid, 'name', ARGV[16], 'data', ARGV[17], 'opts', ARGV[18], 'timestamp', now,",
+    "             'delay', 0, 'priority', ARGV[15], 'rjk', id)",
+    "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
+    "  if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
+    "  busy(P, ARGV[8], 'added', 'jobId', jid, 'name', ARGV[16])",
+    "  if ARGV[11] ~= '' then",
+    "    redis.call('SADD', ARGV[11], ARGV[12])",
+    "    redis.call('SADD', ARGV[13], ARGV[14])",
+    "  end",
+    "  ready(P, jid, tonumber(ARGV[15]))",
+    "  busy(P, ARGV[8], 'waiting', 'jobId', jid)",
+    "  if not m[1] then wake(P, ARGV[9], ARGV[10]) end",
+    "  out = 1",
+    "end",
+    "if nxt == '0' then",
+    "  redis.call('HDEL', C .. 'schedules', id)",
+    "  redis.call('ZREM', C .. 'schedules:due', id)",
+    "  redis.call('ZREM', P .. 'repeat', id)",
+    "  redis.call('DEL', hk)",
+    "else",
+    "  redis.call('HINCRBY', hk, 'ic', 1)",
+    "  redis.call('ZADD', C .. 'schedules:due', nxt, id)",
+    "  redis.call('ZADD', P .. 'repeat', nxt, id)",
+    "end",
+    "return out",
+    NULL
+};
+
+/* The three scripts, made on first use (a producer upserts without ever starting a
+   timer); 0 when memory ran out. */
+static int am2z__qsched_scripts(am2z__qrt *q) {
+    static const char *const *const bodies[3] = {am2z__qlua_sched_upsert, am2z__qlua_sched_remove, am2z__qlua_sched_claim};
+    int i;
+    for (i = 0; i < 3; i++) {
+        am2z_redis_script *none = NULL, *s;
+        if (am2z__atomic_load(&q->s_sched[i], AM2Z__MO_ACQUIRE)) continue;
+        if (!(s = am2z__qscript(bodies[i]))) return 0;
+        if (!am2z__atomic_cas(&q->s_sched[i], &none, s, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) am2z_redis_script_free(s);
+    }
+    return 1;
+}
+
+/* The global queue for session "default", else the session's (retained; NULL: memory). */
+static am2z__qqueue *am2z__qsched_queue(am2z__qrt *q, const char *proc, const char *session) {
+    return am2z__qqueue_get(q, proc, session && strcmp(session, "default") != 0 ? session : NULL, 0);
+}
+
+static am2z_status am2z__qsched_fail(am2z_status st, const char *id, const char *what) {
+    return am2z__fail(st, AM2Z_NTS, "schedule '%s': %s (%s)", id, what, am2z_status_detail());
+}
+
+static am2z_status am2z__qop_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *d) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z__qset set;
+    am2z__sched s;
+    am2z__qqueue *qu;
+    am2z_reply rep = am2z__qrep0();
+    am2z_redis *r;
+    char *data, ver[AM2Z_EXECUTION_ID_SIZE], next_s[24], max_s[24], start_s[24], end_s[24], limit_s[24], every_s[24];
+    const char *argv[32];
+    size_t argc = 0;
+    am2z_status st;
+    if (strlen(d->id) > AM2Z_QUEUE_SCHEDULE_ID_MAX)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "schedule '%s': the queue runtime takes ids of up to %d bytes (its job ids are "
+                          "repeat:<id>:<slot>, and execution ids %d)", d->id, AM2Z_QUEUE_SCHEDULE_ID_MAX,
+                          AM2Z_EXECUTION_ID_SIZE - 1);
+    if (!am2z__qname_ok(d->processor) || am2z__qsettings(q, d->processor, &set) != AM2Z_STATUS_OK)
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS,
+                          "schedule '%s': processor '%s' is neither registered nor declared here (or has no "
+                          "published settings)", d->id, d->processor);
+    if (d->session_id && !am2z__qname_ok(d->session_id))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "schedule '%s': bad session id", d->id);
+    if ((st = am2z__sched_init(&s, d, am2z_now_ms())) != AM2Z_STATUS_OK) return st;
+    if (!am2z__qsched_scripts(q) || !(qu = am2z__qsched_queue(q, d->processor, d->session_id)))
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+    if (!(data = am2z_json_write(d->input, AM2Z_JSON_COMPACT, NULL))) {
+        am2z__qqueue_release(qu);
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", d->id);
+    }
+    am2z_execution_id_generate("v", ver); /* this definition's version: claims check it */
+    snprintf(next_s, sizeof next_s, "%lld", (long long)s.next_at);
+    snprintf(max_s, sizeof max_s, "%d", AM2Z_SCHEDULE_MAX);
+    argv[argc++] = q->C; argv[argc++] = q->bull; argv[argc++] = d->id; argv[argc++] = qu->name;
+    argv[argc++] = qu->P; argv[argc++] = next_s; argv[argc++] = max_s;
+    /* BullMQ's scheduler hash (name, every | pattern + tz, startDate, endDate, limit, ic,
+       data, opts), and am2z's own fields */
+    argv[argc++] = "name"; argv[argc++] = d->processor;
+    if (d->every_ms) {
+        snprintf(every_s, sizeof every_s, "%lld", (long long)d->every_ms);
+        argv[argc++] = "every"; argv[argc++] = every_s;
+    } else {
+        argv[argc++] = "pattern"; argv[argc++] = d->cron;
+        argv[argc++] = "tz"; argv[argc++] = "UTC";
+    }
+    if (d->start_at) {
+        snprintf(start_s, sizeof start_s, "%lld", (long long)d->start_at);
+        argv[argc++] = "startDate"; argv[argc++] = start_s;
+    }
+    if (d->end_at) {
+        snprintf(end_s, sizeof end_s, "%lld", (long long)d->end_at);
+        argv[argc++] = "endDate"; argv[argc++] = end_s;
+    }
+    if (d->limit) {
+        snprintf(limit_s, sizeof limit_s, "%lld", (long long)d->limit);
+        argv[argc++] = "limit"; argv[argc++] = limit_s;
+    }
+    argv[argc++] = "ic"; argv[argc++] = "0";
+    argv[argc++] = "data"; argv[argc++] = data;
+    argv[argc++] = "opts"; argv[argc++] = "{}";
+    argv[argc++] = "am2z.sessionId"; argv[argc++] = s.session;
+    argv[argc++] = "am2z.v"; argv[argc++] = ver;
+    if (!(r = am2z__qborrow(q, &st))) {
+        st = am2z__qsched_fail(AM2Z_STATUS_IO, d->id, "no Redis connection");
+    } else {
+        st = am2z__qeval(r, &rep, q->s_sched[0], argc, argv, NULL);
+        am2z_redis_pool_put(q->pool, r);
+        if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, d->id, "Redis refused the upsert");
+        else if (rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1)
+            st = am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "schedule '%s': %d schedules exist already (AM2Z_SCHEDULE_MAX)",
+                            d->id, AM2Z_SCHEDULE_MAX);
+    }
+    am2z_reply_clear(&rep);
+    am2z_free(data);
+    am2z__qqueue_release(qu);
+    if (st == AM2Z_STATUS_OK && q->sched_timer) am2z__sched_timer_kick(q->sched_timer);
+    return st;
+}
+
+static am2z_status am2z__qop_schedule_remove(am2z_runtime *rt, const char *id) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_reply rep = am2z__qrep0();
+    const char *argv[3];
+    am2z_redis *r;
+    am2z_status st;
+    if (!am2z__qsched_scripts(q)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", id);
+    if (!(r = am2z__qborrow(q, &st))) return am2z__qsched_fail(AM2Z_STATUS_IO, id, "no Redis connection");
+    argv[0] = q->C; argv[1] = q->bull; argv[2] = id;
+    st = am2z__qeval(r, &rep, q->s_sched[1], 3, argv, NULL);
+    am2z_redis_pool_put(q->pool, r);
+    if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, id, "Redis refused the remove");
+    else if (rep.type != AM2Z_REPLY_INTEGER || rep.integer != 1)
+        st = am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "schedule '%s': no such schedule", id);
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+/* Schedule id as stored in Redis: its scheduler hash (HGETALL of B:<queue>:repeat:<id>)
+   into *s, the processor's name, the definition's version and its data (borrowed from
+   rep); 0 when the hash is gone or broken. */
+static int am2z__qsched_read(const am2z_reply *rep, const char *id, am2z__sched *s, const char **ver,
+                             const char **data, size_t *datan) {
+    size_t i, n;
+    memset(s, 0, sizeof *s);
+    *ver = *data = NULL;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    snprintf(s->session, sizeof s->session, "default");
+    for (i = 0; rep->type == AM2Z_REPLY_ARRAY && i + 1 < rep->len; i += 2) {
+        const char *k = am2z__qel(rep, i, NULL), *v = am2z__qel(rep, i + 1, &n);
+        if (!k || !v) continue;
+        if (!strcmp(k, "name")) snprintf(s->processor, sizeof s->processor, "%s", v);
+        else if (!strcmp(k, "every")) s->every_ms = am2z__qnum(v, n, 0, AM2Z__QMAX_MS, 0);
+        else if (!strcmp(k, "pattern")) {
+            snprintf(s->cron_text, sizeof s->cron_text, "%s", v);
+            if (am2z_cron_parse(v, n, &s->cron) != AM2Z_STATUS_OK) return 0;
+        } else if (!strcmp(k, "startDate")) s->start_at = am2z__qnum(v, n, 0, AM2Z__QMAX_MS, 0);
+        else if (!strcmp(k, "endDate")) s->end_at = am2z__qnum(v, n, 0, AM2Z__QMAX_MS, 0);
+        else if (!strcmp(k, "limit")) s->limit = am2z__qnum(v, n, 0, INT64_MAX, 0);
+        else if (!strcmp(k, "ic")) s->runs = am2z__qnum(v, n, 0, INT64_MAX, 0);
+        else if (!strcmp(k, "am2z.sessionId") && am2z__qname_ok(v)) snprintf(s->session, sizeof s->session, "%s", v);
+        else if (!strcmp(k, "am2z.v")) *ver = v;
+        else if (!strcmp(k, "data")) { *data = v; *datan = n; }
+    }
+    /* every_ms schedules of other clients may be shorter: not ours to run */
+    return s->processor[0] && *ver && *data && (s->cron_text[0] || s->every_ms >= AM2Z_SCHEDULE_MIN_EVERY_MS);
+}
+
+/* Claims slot (due at now) of schedule id for this process, if nobody did. */
+static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, int64_t slot, int64_t now) {
+    am2z_reply rep = am2z__qrep0(), hrep = am2z__qrep0(), crep = am2z__qrep0(); /* hrep: ver, data */
+    am2z__sched s;
+    am2z__qset set;
+    am2z__qqueue *qu = NULL;
+    am2z__qsb env = am2z__qsb0(), opts = am2z__qsb0();
+    const char *qn, *ver, *data, *argv[18];
+    char jid[AM2Z_EXECUTION_ID_SIZE], slot_s[24], next_s[24], now_s[24], prio_s[24];
+    size_t datan = 0, lens[18], i;
+    int64_t deadline;
+    int prio;
+    if (am2z_redis_command(r, &rep, "HGET %s%s %s", q->C, "schedules", id) != AM2Z_STATUS_OK ||
+        rep.type != AM2Z_REPLY_BULK || !(qn = am2z_reply_str(&rep)) || strchr(qn, ':'))
+        goto done;
+    if (am2z_redis_command(r, &hrep, "HGETALL %s:%s:repeat:%s", q->bull, qn, id) != AM2Z_STATUS_OK) goto done;
+    if (hrep.type == AM2Z_REPLY_ARRAY && hrep.len == 0) { /* removed by another client: forget it */
+        const char *gone[4];
+        gone[0] = q->C; gone[1] = q->bull; gone[2] = id; gone[3] = "1";
+        am2z__qeval(r, &crep, q->s_sched[1], 4, gone, NULL);
+        goto done;
+    }
+    if (!am2z__qsched_read(&hrep, id, &s, &ver, &data, &datan)) goto done;
+    /* a processor this process neither registered nor declared: its settings (the
+       deadline) are unknown here; a process that knows it claims the slot */
+    if (am2z__qsettings(q, s.processor, &set) != AM2Z_STATUS_OK) goto done;
+    if (!(qu = am2z__qsched_queue(q, s.processor, s.session)) || strcmp(qu->name, qn) != 0) goto done;
+    s.next_at = slot;
+    am2z__sched_claim(&s, now);
+    snprintf(jid, sizeof jid, "repeat:%s:%lld", id, (long long)slot);
+    deadline = am2z__qsat(now, am2z__qbudget(q, &set));
+    /* the job: an am2z envelope without a caller (detached), as am2z__qadd_prep writes one */
+    am2z__qsb_str(&env, "{\"am2z\":1,\"processorName\":");
+    am2z__qsb_jstr(&env, s.processor);
+    am2z__qsb_str(&env, ",\"executionId\":");
+    am2z__qsb_jstr(&env, jid);
+    am2z__qsb_str(&env, ",\"sessionId\":");
+    am2z__qsb_jstr(&env, s.session);
+    am2z__qsb_str(&env, ",\"callDepth\":0,\"deadline\":");
+    am2z__qsb_i64(&env, deadline);
+    am2z__qsb_str(&env, ",\"timeoutMs\":");
+    am2z__qsb_i64(&env, set.timeout_ms > 0 ? set.timeout_ms : q->default_timeout_ms);
+    am2z__qsb_str(&env, ",\"state\":");
+    am2z__qsb_put(&env, data, datan);
+    am2z__qsb_str(&env, "}");
+    prio = set.priority > 0 ? (set.priority > 2097151 ? 2097151 : set.priority) : 0;
+    am2z__qsb_str(&opts, "{\"attempts\":");
+    am2z__qsb_i64(&opts, set.retry.max_attempts > 0 ? set.retry.max_attempts : 1);
+    am2z__qsb_str(&opts, ",\"backoff\":");
+    am2z__qsb_backoff(&opts, &set.retry);
+    am2z__qsb_str(&opts, ",\"priority\":");
+    am2z__qsb_i64(&opts, prio);
+    am2z__qsb_str(&opts, ",\"jobId\":");
+    am2z__qsb_jstr(&opts, jid);
+    am2z__qsb_str(&opts, ",\"repeatJobKey\":");
+    am2z__qsb_jstr(&opts, id);
+    am2z__qsb_str(&opts, ",\"removeOnComplete\":");
+    am2z__qkeep_json(&opts, q->keep_c, q->keep_c_age);
+    am2z__qsb_str(&opts, ",\"removeOnFail\":");
+    am2z__qkeep_json(&opts, q->keep_f, q->keep_f_age);
+    am2z__qsb_str(&opts, "}");
+    if (env.bad || opts.bad) goto done;
+    snprintf(slot_s, sizeof slot_s, "%lld", (long long)slot);
+    snprintf(next_s, sizeof next_s, "%lld", (long long)s.next_at);
+    snprintf(now_s, sizeof now_s, "%lld", (long long)now);
+    snprintf(prio_s, sizeof prio_s, "%d", prio);
+    argv[0] = q->C; argv[1] = qu->P; argv[2] = id; argv[3] = ver; argv[4] = slot_s; argv[5] = next_s;
+    argv[6] = now_s; argv[7] = am2z__qev_level(q, qu); argv[8] = qu->wk; argv[9] = qu->wm; argv[10] = qu->sset;
+    argv[11] = qu->name; argv[12] = qu->session ? q->sessions_key : ""; argv[13] = qu->session ? qu->session : "";
+    argv[14] = prio_s; argv[15] = s.processor; argv[16] = env.p; argv[17] = opts.p;
+    for (i = 0; i < 18; i++) lens[i] = strlen(argv[i]);
+    lens[16] = env.n;
+    lens[17] = opts.n;
+    if (am2z__qeval(r, &crep, q->s_sched[2], 18, argv, lens) != AM2Z_STATUS_OK)
+        am2z_log_warn(q->logger, "queue runtime: schedule '%s': claiming slot %lld failed: %s", id, (long long)slot,
+                      crep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&crep) : am2z_status_detail());
+done:
+    am2z__qsb_free(&env);
+    am2z__qsb_free(&opts);
+    am2z__qqueue_release(qu);
+    am2z_reply_clear(&rep);
+    am2z_reply_clear(&hrep);
+    am2z_reply_clear(&crep);
+}
+
+/* The timer's tick (processes with workers): claims every due slot, returns the
+   earliest next slot of all schedules (0: none; the timer then polls). */
+static int64_t am2z__qsched_tick(void *user_data, int64_t now) {
+    am2z__qrt *q = (am2z__qrt *)user_data;
+    am2z_reply rep = am2z__qrep0();
+    am2z_redis *r;
+    int64_t next = 0;
+    size_t i, claimed = 0;
+    if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) || !am2z__qsched_scripts(q) || !(r = am2z__qborrow(q, NULL)))
+        return 0;
+    if (am2z_redis_command(r, &rep, "ZRANGEBYSCORE %s%s -inf %lld WITHSCORES LIMIT 0 %d", q->C, "schedules:due",
+                           (long long)now, AM2Z__QSCHED_BATCH) == AM2Z_STATUS_OK)
+        for (i = 0; rep.type == AM2Z_REPLY_ARRAY && i + 1 < rep.len; i += 2) {
+            const char *id = am2z__qel(&rep, i, NULL);
+            int64_t slot = am2z__qel_num(&rep, i + 1, 0, AM2Z__QMAX_MS, 0);
+            if (id && slot > 0 && am2z__sched_id_ok(id)) am2z__qsched_claim_one(q, r, id, slot, now);
+            claimed++;
+        }
+    am2z_reply_clear(&rep);
+    if (am2z_redis_command(r, &rep, "ZRANGE %s%s 0 0 WITHSCORES", q->C, "schedules:due") == AM2Z_STATUS_OK)
+        next = am2z__qel_num(&rep, 1, 0, AM2Z__QMAX_MS, 0);
+    am2z_reply_clear(&rep);
+    am2z_redis_pool_put(q->pool, r);
+    /* still due: more than a batch (go on at once), or a schedule this process cannot
+       claim (an unknown processor: look again after the poll interval, no busy loop) */
+    if (next && next <= now) next = claimed == AM2Z__QSCHED_BATCH ? now : 0;
+    return next;
+}
+
+/* Starts the timer of a process with workers (from start); stop ends it. */
+static void am2z__qsched_start(am2z__qrt *q) {
+    if (q->nworkers <= 0) return;
+    if (!q->sched_timer) q->sched_timer = am2z__sched_timer_new(am2z__qsched_tick, q, AM2Z_QUEUE_SCHEDULE_POLL_MS);
+    if (!q->sched_timer || am2z__sched_timer_start(q->sched_timer) != AM2Z_STATUS_OK)
+        am2z_log_error(q->logger, "queue runtime: no thread for schedules: this process claims no slots");
+}
+
+static int am2z__qsched_cmp(const void *a, const void *b) {
+    return strcmp(am2z_value_get_string(*(const am2z_value *const *)a, "id", ""),
+                  am2z_value_get_string(*(const am2z_value *const *)b, "id", ""));
+}
+
+static am2z_value *am2z__qop_schedule_list(am2z_runtime *rt) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    am2z_reply idx = am2z__qrep0(), rep = am2z__qrep0();
+    am2z_value **items = NULL, *out = NULL;
+    am2z_redis *r;
+    am2z_status st;
+    size_t i, n = 0;
+    if (!(r = am2z__qborrow(q, &st))) {
+        am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "schedule_list: no Redis connection (%s)", am2z_status_detail());
+        return NULL;
+    }
+    if ((st = am2z_redis_command(r, &idx, "HGETALL %s%s", q->C, "schedules")) != AM2Z_STATUS_OK) {
+        am2z_redis_pool_put(q->pool, r);
+        am2z__fail(st, AM2Z_NTS, "schedule_list: %s", am2z_status_detail());
+        return NULL;
+    }
+    items = (am2z_value **)am2z__malloc((idx.len / 2 + 1) * sizeof *items);
+    for (i = 0; items && i + 1 < idx.len; i += 2) {
+        const char *id = am2z__qel(&idx, i, NULL), *qn = am2z__qel(&idx, i + 1, NULL), *ver, *data;
+        am2z__sched s;
+        size_t datan;
+        if (!id || !qn || !am2z__sched_id_ok(id)) continue;
+        if (am2z_redis_command(r, &rep, "HGETALL %s:%s:repeat:%s", q->bull, qn, id) == AM2Z_STATUS_OK &&
+            am2z__qsched_read(&rep, id, &s, &ver, &data, &datan)) {
+            am2z_reply_clear(&rep);
+            if (am2z_redis_command(r, &rep, "ZSCORE %s%s %s", q->C, "schedules:due", id) == AM2Z_STATUS_OK)
+                s.next_at = am2z__qnum(am2z_reply_str(&rep), rep.len, 0, AM2Z__QMAX_MS, 0);
+            if ((items[n] = am2z__sched_json(&s)) != NULL) n++;
+        }
+        am2z_reply_clear(&rep);
+    }
+    am2z_redis_pool_put(q->pool, r);
+    am2z_reply_clear(&idx);
+    if (items) {
+        qsort(items, n, sizeof *items, am2z__qsched_cmp);
+        out = am2z_value_array();
+        for (i = 0; i < n; i++) {
+            if (out) out = am2z_value_append(out, "", items[i]);
+            else am2z_value_release(items[i]);
+        }
+    }
+    am2z__free(items);
+    if (!out) am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule_list: out of memory");
+    return out;
+}
+
 #undef AM2Z__QMAGIC
 #undef AM2Z__QMAX_WAIT_MS
 #undef AM2Z__QBUCKETS
@@ -8321,6 +8777,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #undef AM2Z__QMAX_MS
 #undef AM2Z__QMAX_COUNT
 #undef AM2Z__QSTOP_SLACK_MS
+#undef AM2Z__QSCHED_BATCH
 
 #ifdef __cplusplus
 }
