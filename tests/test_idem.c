@@ -132,8 +132,8 @@ static void test_local_50_threads_one_run(void) {
         CHECK_STR(c[i].out.execution_id, c[0].out.execution_id);
         CHECK(am2z_value_equal(c[i].out.state, c[0].out.state));
         CHECK_INT(c[i].out.started_at, c[0].out.started_at);
-        am2z_outcome_clear(&c[i].out);
     }
+    for (i = 0; i < 50; i++) am2z_outcome_clear(&c[i].out);
     am2z_runtime_free(rt);
 }
 
@@ -339,8 +339,8 @@ static void test_inline_50_one_run(void) {
         CHECK(out[i].error == NULL);
         CHECK_STR(out[i].execution_id, out[0].execution_id);
         CHECK(am2z_value_equal(out[i].state, out[0].state));
-        am2z_outcome_clear(&out[i]);
     }
+    for (i = 0; i < 50; i++) am2z_outcome_clear(&out[i]);
     CHECK_INT(exec_key(rt, "order-43", "{}", 0, 0, NULL), 2); /* another key runs */
     am2z_value_release(in);
     am2z_runtime_free(rt);
