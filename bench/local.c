@@ -208,7 +208,7 @@ static void run_idem(am2z_runtime *rt, const am2z_state *in, int64_t *ns) {
     for (r = 0; r < ROUNDS; r++)
         for (m = 0; m < 3; m++) v[(m + r) % 3][r] = run_keyed(rt, in, n, ns, (m + r) % 3) / 1e3;
     loadavg(la, sizeof la);
-    printf("%-16s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.2fx); load average %s\n",
+    printf("%-16s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.3fx); load average %s\n",
            "idempotent exec", median3(v[0]), median3(v[1]), median3(v[1]) / median3(v[0]), median3(v[2]),
            median3(v[2]) / median3(v[0]), la);
 }
