@@ -478,7 +478,11 @@ extern "C" {
                     marker,events,meta,stalled,stalled-check,<id>,<id>:lock,<id>:logs}
                     with <bull> = bull_prefix ("bull"). Job id = execution id
                     ("<processor>-<ms>-<random>"), stable across attempts: use it as the
-                    idempotency key of side effects.
+                    idempotency key of side effects. With am2z_submit_desc.idempotency_key:
+                    "<processor>-i-<32 hex of SHA-256(processor, session, key)>" (am2z.h 7,
+                    IDEMPOTENCY; opts then carry am2zKeepMs and am2zForget); the add script
+                    finds such a job instead of adding it again (event "duplicated", as
+                    BullMQ's add of an existing custom id).
        job hash     name (processor), data, opts (JSON: attempts, backoff, priority, delay,
                     jobId, removeOnComplete, removeOnFail), timestamp, delay, priority,
                     processedOn, ats, atm, stc, finishedOn, returnvalue (the output state as
@@ -496,6 +500,8 @@ extern "C" {
                     published (SETTINGS in 4.3); the rate limit goes to its queue's meta
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
+                    <bull>:<queue>:<id>:callers  an idempotent job's callers of other
+                    processes (their reply lists), answered and deleted when it finishes
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
                     <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
@@ -563,6 +569,11 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        machines in sync (NTP). Retries: should_retry and the backoff are evaluated by the
        worker that ran the failed attempt; the retry waits in the delayed set; the caller
        gets the final outcome with every attempt's error.
+       Per call (am2z_submit_desc): delay_ms / run_at_ms put the job in the delayed set
+       (its deadline moves with it); an idempotency key makes the job id (LAYOUT), so one
+       job runs per key across processes: the add script finds it, answers a finished one
+       from its hash, or registers the caller on a running one, which the complete and
+       fail scripts answer too (am2z.h section 7, IDEMPOTENCY).
        Queue options: priority (0, the default, runs first, then 1, 2, ...; FIFO within a
        priority) and delay_ms map to BullMQ's prioritized and delayed sets;
        rate_limit_per_minute to the queue's limiter (meta max/duration, written by the
@@ -3751,6 +3762,7 @@ static const char *const am2z__qlua_add[] = {
     "    local ok, o = pcall(cjson.decode, f[7] or '{}')",
     "    if not ok or type(o) ~= 'table' then o = {} end",
     "    if tonumber(ts) - (tonumber(f[2]) or 0) < (tonumber(o.am2zKeepMs) or 0) and (f[3] or o.am2zForget ~= 1) then",
+    "      event(P, ARGV[6], 'duplicated', 'jobId', id)",
     "      return {'done', f[2], f[3] or false, f[4] or false, f[5] or false, f[6] or false}",
     "    end",
     "    redis.call('ZREM', P .. 'completed', id)",
@@ -3762,6 +3774,7 @@ static const char *const am2z__qlua_add[] = {
     "      redis.call('SADD', P .. id .. ':callers', d.replyTo)",
     "      redis.call('PEXPIREAT', P .. id .. ':callers', num((tonumber(d.deadline) or tonumber(ts)) + 60000))",
     "    end",
+    "    event(P, ARGV[6], 'duplicated', 'jobId', id)",
     "    return {'joined'}",
     "  end",
     "end",
