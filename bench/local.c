@@ -198,8 +198,8 @@ static double run_keyed(am2z_runtime *rt, const am2z_state *in, size_t n, int64_
     return summarize(ns, n).p50;
 }
 
-/* The idempotency line: medians over ROUNDS interleaved rounds, exact mode. */
-static void run_idem(am2z_runtime *rt, const am2z_state *in, int64_t *ns) {
+/* The idempotency line of one mode: medians over ROUNDS interleaved rounds. */
+static void run_idem(am2z_runtime *rt, const char *mode, const am2z_state *in, int64_t *ns) {
     double v[3][ROUNDS];
     size_t n = iters(50000);
     int r, m;
@@ -208,8 +208,8 @@ static void run_idem(am2z_runtime *rt, const am2z_state *in, int64_t *ns) {
     for (r = 0; r < ROUNDS; r++)
         for (m = 0; m < 3; m++) v[(m + r) % 3][r] = run_keyed(rt, in, n, ns, (m + r) % 3) / 1e3;
     loadavg(la, sizeof la);
-    printf("%-16s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.3fx); load average %s\n",
-           "idempotent exec", median3(v[0]), median3(v[1]), median3(v[1]) / median3(v[0]), median3(v[2]),
+    printf("%-16s %-12s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.3fx); "
+           "load average %s\n", "idempotent exec", mode, median3(v[0]), median3(v[1]), median3(v[1]) / median3(v[0]), median3(v[2]),
            median3(v[2]) / median3(v[0]), la);
 }
 
@@ -385,7 +385,8 @@ int main(int argc, char **argv) {
     if (!rt[0] || !rt[1] || !in || !ns || !ins || !outs) return 1;
     for (i = 0; i < many; i++) ins[i] = in;
     if (idem_only) {
-        run_idem(rt[0], in, ns);
+        run_idem(rt[0], mode_name[0], in, ns);
+        run_idem(rt[1], mode_name[1], in, ns);
         free(ns);
         free(ins);
         free(outs);
@@ -442,7 +443,8 @@ int main(int argc, char **argv) {
     for (i = 0; i < many; i++) am2z_value_release(edit(in));
     printf("%-16s %-12s %8.2f M/s  (one thread, direct)\n", "baseline loop", "",
            (double)many / ((double)(am2z_monotonic_ns() - t0) / 1e9) / 1e6);
-    run_idem(rt[0], in, ns);
+    run_idem(rt[0], mode_name[0], in, ns);
+    run_idem(rt[1], mode_name[1], in, ns);
     loadavg(la, sizeof la);
     printf("load average after the rounds: %s\n", la);
     if (!contend) {
