@@ -1,9 +1,11 @@
 /* Idempotency keys and per-call delays (am2z_submit_desc, issue 13) on the local and the
-   inline runtime. */
+   inline runtime. Built with AM2Z_NO_THREADS too (tests/run.sh): the inline part then. */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#ifndef AM2Z_NO_THREADS
 #include <pthread.h>
+#endif
 #include <time.h>
 
 static int g_runs; /* processor runs, counted with atomics */
@@ -35,6 +37,7 @@ static am2z_logger *quiet(void) {
     return am2z_logger_new(&d, NULL);
 }
 
+#ifndef AM2Z_NO_THREADS
 static am2z_runtime *local_new(void) {
     am2z_logger *lg = quiet();
     am2z_local_desc d;
@@ -52,6 +55,8 @@ static am2z_runtime *local_new(void) {
     __atomic_store_n(&g_runs, 0, __ATOMIC_SEQ_CST);
     return rt;
 }
+
+#endif
 
 static am2z_runtime *inline_new(void) {
     am2z_logger *lg = quiet();
@@ -98,6 +103,7 @@ static int64_t exec_key(am2z_runtime *rt, const char *key, const char *json, int
 }
 
 /* ---- local runtime ---- */
+#ifndef AM2Z_NO_THREADS
 
 typedef struct {
     am2z_runtime *rt;
@@ -269,6 +275,8 @@ static void test_local_delay(void) {
     am2z_runtime_free(rt);
 }
 
+#endif
+
 /* Bad per-call options: a clear status and a detail naming the field; no run. */
 static void check_bad(am2z_runtime *rt, am2z_submit_desc d, const char *field) {
     am2z_state *in = st("{}");
@@ -308,12 +316,14 @@ static void test_bad_input(am2z_runtime *rt) {
     check_bad(rt, d, "run_at_ms");
 }
 
+#ifndef AM2Z_NO_THREADS
 static void test_local_bad_input(void) {
     am2z_runtime *rt = local_new();
     test_bad_input(rt);
     CHECK_INT(runs(), 1);
     am2z_runtime_free(rt);
 }
+#endif
 
 /* ---- inline runtime (virtual clock: delays and expiry take no real time) ---- */
 
@@ -461,6 +471,7 @@ static void test_inline_bad_input(void) {
 }
 
 int main(void) {
+#ifndef AM2Z_NO_THREADS
     T_RUN(test_local_50_threads_one_run);
     T_RUN(test_local_different_keys);
     T_RUN(test_local_expiry);
@@ -468,6 +479,7 @@ int main(void) {
     T_RUN(test_local_free_and_detach);
     T_RUN(test_local_delay);
     T_RUN(test_local_bad_input);
+#endif
     T_RUN(test_inline_50_one_run);
     T_RUN(test_inline_expiry);
     T_RUN(test_inline_failures);
