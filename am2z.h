@@ -97,6 +97,10 @@
        AM2Z_SCHEDULE_ID_MAX   bytes of a schedule id (128)
        AM2Z_SCHEDULE_MAX      schedules per runtime (queue: per prefix in Redis) (1024)
        AM2Z_SCHEDULE_MIN_EVERY_MS  shortest every_ms of a schedule (10)
+       AM2Z_IDEMPOTENCY_KEY_MAX bytes of an idempotency key (256)
+       AM2Z_IDEMPOTENCY_MAX_KEYS keys a runtime remembers in one process (10000)
+       AM2Z_IDEMPOTENCY_KEEP_MS default am2z_submit_desc.keep_ms (3600000, 1 h)
+       AM2Z_SUBMIT_DELAY_MAX_MS how far ahead delay_ms / run_at_ms may reach (366 days)
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
@@ -1166,7 +1170,56 @@ AM2Z_API am2z_execution *am2z_runtime_submit(am2z_runtime *rt, const char *proce
    it never ignores one. */
 typedef struct am2z_submit_desc {
     const char *session_id;      /* NULL: "default" */
+    /* -- idempotency (issue 13): see IDEMPOTENCY below -- */
+    const char *idempotency_key; /* borrowed for the call; NULL: none. 1..AM2Z_IDEMPOTENCY_KEY_MAX
+                                    bytes, any but NUL. Scope: (processor, session, key) */
+    int64_t keep_ms;             /* how long a finished run keeps answering its key, from its
+                                    end: 0: AM2Z_IDEMPOTENCY_KEEP_MS (1 h); < 0: not at all (the
+                                    key only joins a run in progress). The running call's counts */
+    int forget_failures;         /* 0 (default): a failed run is remembered like a success (its
+                                    failure is the answer until keep_ms); 1: a failure is not
+                                    kept, the next call with the key runs again. The running
+                                    call's counts */
+    /* -- running later (issue 13 section 2) -- */
+    int64_t delay_ms;            /* start the first attempt this much later (>= 0; replaces the
+                                    processor's queue.delay_ms for this call when > 0) */
+    int64_t run_at_ms;           /* or at this epoch ms (the runtime's clock: virtual on an
+                                    inline runtime with one); in the past: now. Not with delay_ms */
 } am2z_submit_desc;
+/* IDEMPOTENCY  While a run with the same (processor, session, idempotency_key) runs, or
+   within its keep_ms after it finished, a submit or execute with the key does not run the
+   processor again: it gets a handle on that run and the same outcome (its wait waits for
+   the run if it still runs; the handle's id is the run's execution id). Its input and
+   other options are not looked at. Different keys, sessions or processors run apart.
+     Local and inline runtimes (and any runtime built on 7b): a table per runtime. A
+   finished key is dropped when it is looked up after it expired, and every expired key
+   when the table holds AM2Z_IDEMPOTENCY_MAX_KEYS keys; a table full of live keys refuses
+   a new key with AM2Z_STATUS_LIMIT. Freeing the last handle of an unfinished run cancels
+   it (as am2z_execution_free does) and forgets the key; detaching it lets it run, and its
+   outcome answers the key from when it is collected (by the next call with the key, or
+   when the table is full) until keep_ms after it ended. A run that waits for its own key
+   waits for itself (the inline runtime says so: AM2Z_STATUS_TIMEOUT).
+     Queue runtime: the same in one process, and across processes atomically: the job id
+   is derived from the key ("<processor>-i-<32 hex of SHA-256(session, key)>"), so the add
+   script finds the existing job and adds none; a caller of another process is registered
+   on that job and the finishing script answers it too. The job hash is the record: the
+   queue's retention (keep_completed / keep_failed) may remove it before keep_ms ends,
+   after which the key runs again; keep retention >= keep_ms for keys you rely on.
+   Bad input (AM2Z_STATUS_INVALID_ARGUMENT, the detail names the field): an empty or too
+   long key, a negative delay_ms or run_at_ms, both set, a time more than
+   AM2Z_SUBMIT_DELAY_MAX_MS ahead. */
+#ifndef AM2Z_IDEMPOTENCY_KEY_MAX
+#define AM2Z_IDEMPOTENCY_KEY_MAX 256 /* bytes of an idempotency key */
+#endif
+#ifndef AM2Z_IDEMPOTENCY_MAX_KEYS
+#define AM2Z_IDEMPOTENCY_MAX_KEYS 10000 /* keys one runtime (one process) remembers */
+#endif
+#ifndef AM2Z_IDEMPOTENCY_KEEP_MS
+#define AM2Z_IDEMPOTENCY_KEEP_MS 3600000 /* default keep_ms: 1 h */
+#endif
+#ifndef AM2Z_SUBMIT_DELAY_MAX_MS
+#define AM2Z_SUBMIT_DELAY_MAX_MS 31622400000LL /* delay_ms / run_at_ms at most 366 days ahead */
+#endif
 /* am2z_runtime_submit with options; desc NULL is a zeroed desc. Same ownership, status
    and failures as am2z_runtime_submit. */
 AM2Z_API am2z_execution *am2z_runtime_submit_with(am2z_runtime *rt, const char *processor,
@@ -1276,6 +1329,8 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt);
 struct am2z_execution {
     am2z_runtime *rt;
     const char *id;             /* the runtime's storage, valid while the handle lives */
+    const struct am2z_runtime_ops *ops; /* NULL (what a runtime leaves): rt's ops; the runtime
+                                           layer's own for handles it makes (idempotency) */
 };
 
 typedef struct am2z_schedule_desc am2z_schedule_desc; /* section 7e */
@@ -6768,6 +6823,7 @@ struct am2z_runtime {
     am2z__handler_set *handlers;
     int handler_total;
     int next_handler_id;
+    struct am2z__idem_table *idem; /* idempotency keys: made on first use (atomic), freed by free */
 };
 
 /* ---- registry ---- */
@@ -7480,6 +7536,416 @@ AM2Z_API am2z_outcome am2z_runtime_execute(am2z_runtime *rt, const char *process
     return am2z_runtime_execute_in_session(rt, processor, input, NULL);
 }
 
+/* ---- idempotency keys (am2z_submit_desc; IDEMPOTENCY in 7) ---- */
+/* One record per (processor, session, key) in a table per runtime, made on first use.
+   The record owns the runtime's handle of its run; the handles callers get (one per
+   submit) share the record. Whoever waits first drives the run's own wait; the others
+   sleep on the table's condition until the outcome is in the record. */
+
+#define AM2Z__IDEM_BUCKETS 1024
+
+typedef struct am2z__idem {
+    struct am2z__idem *next;    /* bucket chain (while linked) */
+    char *key;                  /* processor \x1f session \x1f key */
+    uint64_t hash;
+    am2z_execution *run;        /* the runtime's handle; NULL while the submit runs, once the
+                                   outcome is in, or when the submit failed */
+    am2z_outcome out;           /* when done */
+    int linked, done, driving, handles, refs, forget_failures;
+    int64_t keep_ms, expires_at; /* done: the outcome answers until expires_at (runtime clock) */
+    char id[AM2Z_EXECUTION_ID_SIZE];
+} am2z__idem;
+
+typedef struct am2z__idem_table {
+    am2z__mutex mu;             /* guards everything here and in the records */
+    am2z__cond cv;              /* broadcast when a record gets its outcome or loses its driver */
+    am2z__idem *buckets[AM2Z__IDEM_BUCKETS];
+    size_t count;
+} am2z__idem_table;
+
+typedef struct am2z__idem_handle {
+    am2z_execution head;        /* head.ops = &am2z__idem_ops */
+    am2z__idem *rec;            /* one reference */
+} am2z__idem_handle;
+
+/* The runtime's clock (epoch ms): virtual on an inline runtime with one. */
+AM2Z__PRIVATE int64_t am2z__rt_now_ms(am2z_runtime *rt) {
+    return rt->settings.kind && strcmp(rt->settings.kind, "inline") == 0 ? am2z_inline_now_ms(rt) : am2z_now_ms();
+}
+
+static int am2z__rt_is_inline(const am2z_runtime *rt) {
+    return rt->settings.kind && strcmp(rt->settings.kind, "inline") == 0;
+}
+
+static void am2z__idem_release(am2z__idem *r) { /* lock held, or r unreachable */
+    if (--r->refs) return;
+    am2z_outcome_clear(&r->out);
+    am2z__free(r->key);
+    am2z__free(r);
+}
+
+static void am2z__idem_unlink(am2z__idem_table *t, am2z__idem *r) {
+    am2z__idem **pp = &t->buckets[r->hash % AM2Z__IDEM_BUCKETS];
+    if (!r->linked) return;
+    while (*pp != r) pp = &(*pp)->next;
+    *pp = r->next;
+    r->linked = 0;
+    t->count--;
+    am2z__idem_release(r); /* the table's reference */
+}
+
+/* A copy of from into out (empty). */
+static void am2z__idem_copy(const am2z_outcome *from, am2z_outcome *out) {
+    size_t i;
+    *out = *from;
+    out->state = am2z_value_retain(from->state);
+    out->error = am2z_error_retain(from->error);
+    out->attempt_errors = NULL;
+    out->attempt_error_count = 0;
+    if (from->attempt_error_count &&
+        (out->attempt_errors = (am2z_error **)am2z__malloc(from->attempt_error_count * sizeof *out->attempt_errors))) {
+        for (i = 0; i < from->attempt_error_count; i++) out->attempt_errors[i] = am2z_error_retain(from->attempt_errors[i]);
+        out->attempt_error_count = from->attempt_error_count;
+    }
+}
+
+/* Puts a run's outcome (moved) into r; a failure not to remember leaves the table. The
+   window counts from the run's end (start + duration: the runtime's clock). */
+static void am2z__idem_finish(am2z__idem_table *t, am2z__idem *r, am2z_outcome *out) {
+    int64_t end = out->started_at + (int64_t)out->duration_ms;
+    r->out = *out;
+    memset(out, 0, sizeof *out);
+    r->done = 1;
+    r->expires_at = r->keep_ms < 0 ? INT64_MIN : end > INT64_MAX - r->keep_ms ? INT64_MAX : end + r->keep_ms;
+    if (r->out.error && r->forget_failures) am2z__idem_unlink(t, r);
+}
+
+/* Drops the expired records of chains [from, to): one chain at each lookup, every chain
+   when the table is full. Lock held. */
+static void am2z__idem_prune(am2z__idem_table *t, size_t from, size_t to, int64_t now) {
+    size_t b;
+    for (b = from; b < to; b++) {
+        am2z__idem *r = t->buckets[b], *next;
+        for (; r; r = next) {
+            next = r->next;
+            if (r->done && now >= r->expires_at) am2z__idem_unlink(t, r);
+        }
+    }
+}
+
+/* A detached run nobody waits for has its outcome collected only when asked: when the
+   table is full, up to 64 of them are asked without waiting, outside the lock (a local
+   runtime's wait may run the job on this thread). Lock held on entry and on return. */
+static void am2z__idem_harvest(am2z_runtime *rt, am2z__idem_table *t) {
+    am2z__idem *c[64];
+    size_t n = 0, b, i;
+    for (b = 0; b < AM2Z__IDEM_BUCKETS && n < 64; b++) {
+        am2z__idem *r;
+        for (r = t->buckets[b]; r && n < 64; r = r->next)
+            if (!r->done && r->run && !r->driving && !r->handles) {
+                r->driving = 1;
+                r->refs++;
+                c[n++] = r;
+            }
+    }
+    am2z__mutex_unlock(&t->mu);
+    for (i = 0; i < n; i++) {
+        am2z_outcome o;
+        am2z_execution *run = c[i]->run;
+        memset(&o, 0, sizeof o);
+        if (rt->ops->wait(run, 0, &o) == AM2Z_STATUS_OK) {
+            rt->ops->free_execution(run);
+            am2z__mutex_lock(&t->mu);
+            c[i]->run = NULL;
+            am2z__idem_finish(t, c[i], &o);
+            am2z__mutex_unlock(&t->mu);
+        } else {
+            am2z_outcome_clear(&o);
+        }
+    }
+    am2z__mutex_lock(&t->mu);
+    for (i = 0; i < n; i++) {
+        c[i]->driving = 0;
+        am2z__idem_release(c[i]);
+    }
+    am2z__cond_broadcast(&t->cv);
+}
+
+static am2z__idem_table *am2z__idem_table_of(am2z_runtime *rt) {
+    am2z__idem_table *t = am2z__atomic_load(&rt->idem, AM2Z__MO_ACQUIRE), *none = NULL;
+    if (t) return t;
+    t = (am2z__idem_table *)am2z__malloc(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    if (am2z__mutex_init(&t->mu) != 0) {
+        am2z__free(t);
+        return NULL;
+    }
+    if (am2z__cond_init(&t->cv) != 0) {
+        am2z__mutex_destroy(&t->mu);
+        am2z__free(t);
+        return NULL;
+    }
+    if (am2z__atomic_cas(&rt->idem, &none, t, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) return t;
+    am2z__cond_destroy(&t->cv); /* another thread made it first: none is that one */
+    am2z__mutex_destroy(&t->mu);
+    am2z__free(t);
+    return none;
+}
+
+/* At runtime free (stopped): every record's run is freed, then the table. */
+static void am2z__idem_table_free(am2z_runtime *rt) {
+    am2z__idem_table *t = rt->idem;
+    size_t b;
+    if (!t) return;
+    for (b = 0; b < AM2Z__IDEM_BUCKETS; b++)
+        while (t->buckets[b]) {
+            am2z__idem *r = t->buckets[b];
+            if (r->run) rt->ops->free_execution(r->run);
+            r->run = NULL;
+            am2z__idem_unlink(t, r);
+        }
+    am2z__cond_destroy(&t->cv);
+    am2z__mutex_destroy(&t->mu);
+    am2z__free(t);
+    rt->idem = NULL;
+}
+
+static am2z_status am2z__idem_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out);
+static void am2z__idem_free(am2z_execution *e);
+static void am2z__idem_detach(am2z_execution *e);
+static const am2z_runtime_ops am2z__idem_ops = {NULL, NULL, NULL, am2z__idem_wait, am2z__idem_free, am2z__idem_detach,
+                                                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+
+/* A new caller handle on r; NULL when out of memory. Lock held. */
+static am2z_execution *am2z__idem_handle_new(am2z_runtime *rt, am2z__idem *r) {
+    am2z__idem_handle *h = (am2z__idem_handle *)am2z__malloc(sizeof *h);
+    if (!h) return NULL;
+    memset(h, 0, sizeof *h);
+    h->head.rt = rt;
+    h->head.id = r->id;
+    h->head.ops = &am2z__idem_ops;
+    h->rec = r;
+    r->refs++;
+    r->handles++;
+    return &h->head;
+}
+
+/* The per-call checks every runtime shares (now: the runtime's clock). */
+static am2z_status am2z__submit_desc_check(const char *processor, const am2z_submit_desc *d, int64_t now) {
+    const char *bad = NULL;
+    if (d->idempotency_key && (!d->idempotency_key[0] || strlen(d->idempotency_key) > AM2Z_IDEMPOTENCY_KEY_MAX))
+        bad = "idempotency_key must be 1..AM2Z_IDEMPOTENCY_KEY_MAX bytes";
+    else if (d->delay_ms < 0) bad = "delay_ms is negative";
+    else if (d->run_at_ms < 0) bad = "run_at_ms is negative";
+    else if (d->delay_ms && d->run_at_ms) bad = "set delay_ms or run_at_ms, not both";
+    else if (d->delay_ms > AM2Z_SUBMIT_DELAY_MAX_MS) bad = "delay_ms is more than AM2Z_SUBMIT_DELAY_MAX_MS";
+    else if (d->run_at_ms > now && d->run_at_ms - now > AM2Z_SUBMIT_DELAY_MAX_MS)
+        bad = "run_at_ms is more than AM2Z_SUBMIT_DELAY_MAX_MS ahead";
+    if (!bad) return AM2Z_STATUS_OK;
+    return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit '%s': %s", processor ? processor : "(null)", bad);
+}
+
+/* The delay a checked desc asks for, in ms from now (the runtime's clock, epoch ms);
+   0: none (the processor's queue.delay_ms applies). */
+AM2Z__PRIVATE int64_t am2z__submit_delay(const am2z_submit_desc *d, int64_t now) {
+    if (d->run_at_ms) return d->run_at_ms > now ? d->run_at_ms - now : 0;
+    return d->delay_ms;
+}
+
+/* The existing record of key in t, with a new handle; NULL (*found 0) when none. Lock held. */
+static am2z_execution *am2z__idem_attach(am2z_runtime *rt, am2z__idem_table *t, const char *key, uint64_t hash,
+                                         int *found) {
+    am2z__idem *r;
+    for (r = t->buckets[hash % AM2Z__IDEM_BUCKETS]; r; r = r->next)
+        if (r->hash == hash && strcmp(r->key, key) == 0) break;
+    *found = r != NULL;
+    return r ? am2z__idem_handle_new(rt, r) : NULL;
+}
+
+/* submit with an idempotency key: a handle on the key's record, or a new record whose run
+   is submitted here. */
+static am2z_execution *am2z__idem_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
+                                         const am2z_submit_desc *desc, am2z_status *status) {
+    am2z__idem_table *t;
+    const char *sid = desc->session_id ? desc->session_id : "default";
+    size_t pn, sn = strlen(sid), kn = strlen(desc->idempotency_key);
+    am2z__idem *fresh;
+    am2z_execution *h, *run;
+    am2z_status st = AM2Z_STATUS_OK;
+    char *key;
+    uint64_t hash;
+    int64_t now;
+    int found = 0;
+    if (!processor || !input) /* the runtime's own refusal */
+        return rt->ops->submit(rt, processor, input, desc, status ? status : &st);
+    pn = strlen(processor);
+    t = am2z__idem_table_of(rt);
+    key = (char *)am2z__malloc(pn + sn + kn + 3);
+    if (!t || !key) {
+        am2z__free(key);
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NO_MEMORY, processor, sid));
+    }
+    memcpy(key, processor, pn);
+    key[pn] = '\x1f';
+    memcpy(key + pn + 1, sid, sn);
+    key[pn + 1 + sn] = '\x1f';
+    memcpy(key + pn + sn + 2, desc->idempotency_key, kn + 1);
+    hash = am2z__hash_bytes(key, pn + sn + kn + 2, 0x6964656dULL);
+    now = am2z__rt_now_ms(rt);
+    am2z__mutex_lock(&t->mu);
+    am2z__idem_prune(t, hash % AM2Z__IDEM_BUCKETS, hash % AM2Z__IDEM_BUCKETS + 1, now);
+    h = am2z__idem_attach(rt, t, key, hash, &found);
+    if (!found && t->count >= AM2Z_IDEMPOTENCY_MAX_KEYS) {
+        am2z__idem_harvest(rt, t); /* unlocks meanwhile: look again after */
+        am2z__idem_prune(t, 0, AM2Z__IDEM_BUCKETS, now);
+        h = am2z__idem_attach(rt, t, key, hash, &found);
+    }
+    if (found || t->count >= AM2Z_IDEMPOTENCY_MAX_KEYS) {
+        am2z__mutex_unlock(&t->mu);
+        am2z__free(key);
+        if (found && h) {
+            if (status) *status = AM2Z_STATUS_OK;
+            return h;
+        }
+        if (found) return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NO_MEMORY, processor, sid));
+        return (am2z_execution *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "submit '%s': %d idempotency keys are live "
+                           "(AM2Z_IDEMPOTENCY_MAX_KEYS); none has expired", processor, AM2Z_IDEMPOTENCY_MAX_KEYS));
+    }
+    fresh = (am2z__idem *)am2z__malloc(sizeof *fresh);
+    if (fresh) {
+        memset(fresh, 0, sizeof *fresh);
+        fresh->key = key;
+        fresh->hash = hash;
+        fresh->refs = 1; /* the table's */
+        fresh->keep_ms = desc->keep_ms ? desc->keep_ms : AM2Z_IDEMPOTENCY_KEEP_MS;
+        fresh->forget_failures = desc->forget_failures;
+        h = am2z__idem_handle_new(rt, fresh);
+    }
+    if (!fresh || !h) {
+        am2z__mutex_unlock(&t->mu);
+        am2z__free(fresh);
+        am2z__free(key);
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NO_MEMORY, processor, sid));
+    }
+    fresh->linked = 1;
+    fresh->next = t->buckets[hash % AM2Z__IDEM_BUCKETS];
+    t->buckets[hash % AM2Z__IDEM_BUCKETS] = fresh;
+    t->count++;
+    fresh->driving = 1; /* until the run exists: attachers sleep */
+    am2z__mutex_unlock(&t->mu);
+    run = rt->ops->submit(rt, processor, input, desc, &st); /* may block (queue): not under the lock */
+    am2z__mutex_lock(&t->mu);
+    fresh->driving = 0;
+    if (run) {
+        snprintf(fresh->id, sizeof fresh->id, "%s", am2z_execution_id(run));
+        fresh->run = run;
+    } else { /* nothing runs: attachers get the failure, the key is forgotten */
+        char detail[256];
+        am2z_outcome o;
+        snprintf(detail, sizeof detail, "%s", am2z_status_detail());
+        o = am2z__outcome_failed(processor, desc->session_id, input, am2z__runtime_status_error(rt, processor, st));
+        memcpy(fresh->id, o.execution_id, sizeof fresh->id);
+        fresh->forget_failures = 1;
+        am2z__idem_finish(t, fresh, &o);
+        fresh->handles--;
+        am2z__idem_release(fresh);
+        am2z__free(h);
+        h = NULL;
+        am2z__fail(st, AM2Z_NTS, "%s", detail);
+    }
+    am2z__cond_broadcast(&t->cv);
+    am2z__mutex_unlock(&t->mu);
+    if (status) *status = h ? AM2Z_STATUS_OK : st;
+    return h;
+}
+
+static am2z_status am2z__idem_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
+    am2z__idem *r = ((am2z__idem_handle *)e)->rec;
+    am2z_runtime *rt = e->rt;
+    am2z__idem_table *t = rt->idem;
+    int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + (timeout_ms > INT64_MAX / 4000000 ? INT64_MAX / 4 : timeout_ms * 1000000);
+    am2z_status st;
+    am2z__mutex_lock(&t->mu);
+    for (;;) {
+        if (r->done) {
+            am2z__idem_copy(&r->out, out);
+            am2z__mutex_unlock(&t->mu);
+            return AM2Z_STATUS_OK;
+        }
+        if (r->run && !r->driving) { /* drive: wait on the run's own handle */
+            am2z_execution *run = r->run;
+            am2z_outcome o;
+            int64_t left = until < 0 ? -1 : (until - am2z_monotonic_ns()) / 1000000;
+            r->driving = 1;
+            am2z__mutex_unlock(&t->mu);
+            memset(&o, 0, sizeof o);
+            st = rt->ops->wait(run, until >= 0 && left < 0 ? 0 : left, &o);
+            if (st == AM2Z_STATUS_OK) rt->ops->free_execution(run);
+            else am2z_outcome_clear(&o);
+            am2z__mutex_lock(&t->mu);
+            r->driving = 0;
+            if (st == AM2Z_STATUS_OK) {
+                r->run = NULL;
+                am2z__idem_finish(t, r, &o);
+            }
+            am2z__cond_broadcast(&t->cv); /* the outcome, or another waiter may drive */
+            if (st == AM2Z_STATUS_OK) continue;
+            am2z__mutex_unlock(&t->mu);
+            return st;
+        }
+        if (am2z__rt_is_inline(rt) || (until >= 0 && am2z_monotonic_ns() >= until)) {
+            am2z__mutex_unlock(&t->mu);
+            return am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS, am2z__rt_is_inline(rt)
+                              ? "wait '%s': the run of this idempotency key is running further up this "
+                                "thread's stack (it would wait for itself)"
+                              : "wait '%s': still running", r->id);
+        }
+        am2z__cond_wait_until(&t->cv, &t->mu, until < 0 ? am2z_monotonic_ns() + 1000000000 : until);
+    }
+}
+
+/* The last handle of an unfinished run: freeing cancels the run and forgets the key;
+   detaching leaves the run to the record (inline: it runs now, as its detach does). */
+static void am2z__idem_drop(am2z_execution *e, int detach) {
+    am2z__idem *r = ((am2z__idem_handle *)e)->rec;
+    am2z_runtime *rt = e->rt;
+    am2z__idem_table *t = rt->idem;
+    am2z_execution *cancel = NULL;
+    am2z__mutex_lock(&t->mu);
+    if (--r->handles == 0 && !r->done && r->run && !r->driving) {
+        if (!detach) {
+            cancel = r->run;
+            r->run = NULL;
+            am2z__idem_unlink(t, r);
+        } else if (am2z__rt_is_inline(rt)) {
+            am2z_execution *run = r->run;
+            am2z_outcome o;
+            am2z_status st;
+            memset(&o, 0, sizeof o);
+            r->driving = 1;
+            am2z__mutex_unlock(&t->mu);
+            st = rt->ops->wait(run, -1, &o);
+            if (st == AM2Z_STATUS_OK) rt->ops->free_execution(run);
+            else am2z_outcome_clear(&o);
+            am2z__mutex_lock(&t->mu);
+            r->driving = 0;
+            if (st == AM2Z_STATUS_OK) {
+                r->run = NULL;
+                am2z__idem_finish(t, r, &o);
+            }
+        }
+    }
+    am2z__idem_release(r);
+    am2z__mutex_unlock(&t->mu);
+    if (cancel) rt->ops->free_execution(cancel);
+    am2z__free(e);
+}
+
+static void am2z__idem_free(am2z_execution *e) { am2z__idem_drop(e, 0); }
+static void am2z__idem_detach(am2z_execution *e) { am2z__idem_drop(e, 1); }
+
 AM2Z_API am2z_execution *am2z_runtime_submit_with(am2z_runtime *rt, const char *processor,
                                                   const am2z_state *input, const am2z_submit_desc *desc,
                                                   am2z_status *status) {
@@ -7492,6 +7958,9 @@ AM2Z_API am2z_execution *am2z_runtime_submit_with(am2z_runtime *rt, const char *
         memset(&zero, 0, sizeof zero);
         desc = &zero;
     }
+    if (am2z__submit_desc_check(processor, desc, am2z__rt_now_ms(rt)) != AM2Z_STATUS_OK)
+        return (am2z_execution *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    if (desc->idempotency_key) return am2z__idem_submit(rt, processor, input, desc, status);
     e = rt->ops->submit(rt, processor, input, desc, &st);
     if (status) *status = e ? AM2Z_STATUS_OK : st;
     return e;
@@ -7519,8 +7988,8 @@ AM2Z_API am2z_outcome am2z_runtime_execute_with(am2z_runtime *rt, const char *pr
     if (!(e = am2z_runtime_submit_with(rt, processor, input, desc, &st)))
         return am2z__outcome_failed(processor, sid, input, am2z__runtime_status_error(rt, processor, st));
     memset(&out, 0, sizeof out);
-    st = rt->ops->wait(e, -1, &out);
-    rt->ops->free_execution(e);
+    st = am2z_execution_wait(e, -1, &out);
+    am2z_execution_free(e);
     if (st != AM2Z_STATUS_OK)
         return am2z__outcome_failed(processor, sid, input, am2z__runtime_status_error(rt, processor, st));
     return out;
@@ -7531,15 +8000,15 @@ AM2Z_API const char *am2z_execution_id(const am2z_execution *e) { return e && e-
 AM2Z_API am2z_status am2z_execution_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
     if (!e || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "wait: NULL handle or outcome");
     am2z_outcome_clear(out);
-    return e->rt->ops->wait(e, timeout_ms, out);
+    return (e->ops ? e->ops : e->rt->ops)->wait(e, timeout_ms, out);
 }
 
 AM2Z_API void am2z_execution_free(am2z_execution *e) {
-    if (e) e->rt->ops->free_execution(e);
+    if (e) (e->ops ? e->ops : e->rt->ops)->free_execution(e);
 }
 
 AM2Z_API void am2z_execution_detach(am2z_execution *e) {
-    if (e) e->rt->ops->detach(e);
+    if (e) (e->ops ? e->ops : e->rt->ops)->detach(e);
 }
 
 #define AM2Z__RT_MANY_WINDOW 256
@@ -7933,6 +8402,7 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
         return;
     }
     am2z_runtime_stop(rt, 0);
+    am2z__idem_table_free(rt);
     if (rt->ops->destroy) rt->ops->destroy(rt);
     for (i = 0; i < rt->reg_count; i++) am2z_processor_release(rt->reg[i]);
     am2z__free(rt->reg);
@@ -11399,9 +11869,10 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
 static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
 
 /* Creates and queues a top-level job; NULL with *st on failure. With here, a job whose
-   caller runs it (am2z__lr_here) is not queued and *here is set. */
+   caller runs it (am2z__lr_here) is not queued and *here is set. delay_ms > 0: the
+   call's own delay (am2z_submit_desc), instead of the processor's queue.delay_ms. */
 static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
-                                         am2z_status *st, int *here) {
+                                         am2z_status *st, int *here, int64_t delay_ms) {
     am2z_processor *p;
     am2z__lr_session *s;
     am2z__lr_job *j;
@@ -11450,7 +11921,8 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
         *st = AM2Z_STATUS_OK;
         return j;
     }
-    *st = am2z__lr_enqueue(lr, j, d->queue.delay_ms > 0 ? am2z__lr_deadline(0, d->queue.delay_ms) : 0, 1);
+    if (delay_ms <= 0) delay_ms = d->queue.delay_ms;
+    *st = am2z__lr_enqueue(lr, j, delay_ms > 0 ? am2z__lr_deadline(0, delay_ms) : 0, 1);
     if (*st != AM2Z_STATUS_OK) {
         am2z__submit_fail(*st, name, sid);
         am2z__atomic_sub(&s->submitted, 1, AM2Z__MO_RELAXED);
@@ -11474,7 +11946,8 @@ static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const c
 static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
                                           const am2z_submit_desc *desc, am2z_status *st) {
     am2z_status tmp;
-    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st ? st : &tmp, NULL);
+    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st ? st : &tmp, NULL,
+                                          am2z__submit_delay(desc, am2z_now_ms()));
     return j ? &j->base : NULL;
 }
 
@@ -11497,7 +11970,7 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
     int here = 0;
-    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here);
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here, 0);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
     if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
@@ -12520,6 +12993,8 @@ typedef struct am2z__il_exec {
     am2z__il_session *session;
     int phase, cancel, detached, freed;
     am2z_outcome out;               /* ids at once; the rest when DONE */
+    int64_t not_before_ns;          /* am2z_submit_desc delay_ms / run_at_ms: the clock first
+                                       passes this (0: none) */
 } am2z__il_exec;
 
 struct am2z__il {
@@ -12945,6 +13420,7 @@ static void am2z__il_run(am2z__il_exec *x) {
     am2z__il *il = x->il;
     am2z_result r;
     am2z__il_unlink_pending(x);
+    if (x->not_before_ns) am2z__il_pass(il, x->not_before_ns);
     x->phase = AM2Z__IL_RUNNING;
     x->next = il->running;
     il->running = x;
@@ -13053,6 +13529,7 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     s->submitted++;
     s->running++;
     am2z__il_new_id(il, processor, x->out.execution_id);
+    x->not_before_ns = am2z__il_after(am2z__il_ns(il), am2z__submit_delay(desc, am2z__il_wall(il, am2z__il_ns(il))));
     am2z__outcome_session(&x->out, sid);
     x->out.started_at = am2z__il_wall(il, am2z__il_ns(il)); /* until an attempt starts */
     x->prev = il->pending_tail;

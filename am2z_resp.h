@@ -480,7 +480,11 @@ extern "C" {
                     marker,events,meta,stalled,stalled-check,<id>,<id>:lock,<id>:logs}
                     with <bull> = bull_prefix ("bull"). Job id = execution id
                     ("<processor>-<ms>-<random>"), stable across attempts: use it as the
-                    idempotency key of side effects.
+                    idempotency key of side effects. With am2z_submit_desc.idempotency_key:
+                    "<processor>-i-<32 hex of SHA-256(processor, session, key)>" (am2z.h 7,
+                    IDEMPOTENCY; opts then carry am2zKeepMs and am2zForget); the add script
+                    finds such a job instead of adding it again (event "duplicated", as
+                    BullMQ's add of an existing custom id).
        job hash     name (processor), data, opts (JSON: attempts, backoff, priority, delay,
                     jobId, removeOnComplete, removeOnFail), timestamp, delay, priority,
                     processedOn, ats, atm, stc, finishedOn, returnvalue (the output state as
@@ -498,6 +502,8 @@ extern "C" {
                     published (SETTINGS in 4.3); the rate limit goes to its queue's meta
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
+                    <bull>:<queue>:<id>:callers  an idempotent job's callers of other
+                    processes (their reply lists), answered and deleted when it finishes
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
                     <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
@@ -565,6 +571,11 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        machines in sync (NTP). Retries: should_retry and the backoff are evaluated by the
        worker that ran the failed attempt; the retry waits in the delayed set; the caller
        gets the final outcome with every attempt's error.
+       Per call (am2z_submit_desc): delay_ms / run_at_ms put the job in the delayed set
+       (its deadline moves with it); an idempotency key makes the job id (LAYOUT), so one
+       job runs per key across processes: the add script finds it, answers a finished one
+       from its hash, or registers the caller on a running one, which the complete and
+       fail scripts answer too (am2z.h section 7, IDEMPOTENCY).
        Queue options: priority (0, the default, runs first, then 1, 2, ...; FIFO within a
        priority) and delay_ms map to BullMQ's prioritized and delayed sets;
        rate_limit_per_minute to the queue's limiter (meta max/duration, written by the
@@ -3737,6 +3748,15 @@ static const char *const am2z__qlua_lib[] = {
     "    if redis.call('LPUSH', key, unpack(msgs, i, j)) == j then redis.call('PEXPIRE', key, ttl) end",
     "  end",
     "end",
+    "-- An idempotent job's id: '<processor>-i-<hex>' (no execution id has that shape).",
+    "local function idem(id) return string.find(id, '%-i%-%x+$') ~= nil end",
+    "-- An idempotent job: callers of other processes that joined it (the add script put their",
+    "-- reply lists in <id>:callers) get its result msg too.",
+    "local function callers(P, id, msg, ttl)",
+    "  local ks = redis.call('SMEMBERS', P .. id .. ':callers')",
+    "  for i = 1, #ks do reply(ks[i], {msg}, ttl) end",
+    "  if #ks > 0 then redis.call('DEL', P .. id .. ':callers') end",
+    "end",
     "-- Deletes every key of a session: its queues (names) with every job in them, its state,",
     "-- its registrations. Returns the number of keys deleted (at least 2).",
     "local function dropsession(C, B, sid, sessions, state, sset, names)",
@@ -3778,9 +3798,36 @@ static const char *const am2z__qlua_add[] = {
     "-- Returns the number of jobs added, or -1 (a child's session is gone). With a take token",
     "-- the first job goes straight to active, locked for the caller (a parent running its",
     "-- first child itself), and the reply is {count, job as take returns it}.",
-    "-- Ids are unique execution ids.",
+    "-- Ids are unique execution ids, or an idempotent job's ('<processor>-i-<hex>', sent alone):",
+    "-- when that job exists it is not added again; the reply is {'done', finishedOn, returnvalue,",
+    "-- failedReason, atm, stacktrace} while its outcome is kept (opts am2zKeepMs, am2zForget),",
+    "-- else {'joined'} with the caller's reply list (data replyTo) in <id>:callers, which the",
+    "-- finish scripts answer. An expired one is deleted and the job added afresh.",
     "local P, ts, delay = ARGV[1], ARGV[3], tonumber(ARGV[4])",
     "if ARGV[13] == '1' and redis.call('SISMEMBER', ARGV[11], ARGV[12]) == 0 then return -1 end",
+    "if #ARGV == 19 and idem(ARGV[17]) then",
+    "  local id = ARGV[17]",
+    "  local f = redis.call('HMGET', P .. id, 'name', 'finishedOn', 'returnvalue', 'failedReason', 'atm', 'stacktrace', 'opts')",
+    "  if f[1] and f[2] then",
+    "    local ok, o = pcall(cjson.decode, f[7] or '{}')",
+    "    if not ok or type(o) ~= 'table' then o = {} end",
+    "    if tonumber(ts) - (tonumber(f[2]) or 0) < (tonumber(o.am2zKeepMs) or 0) and (f[3] or o.am2zForget ~= 1) then",
+    "      event(P, ARGV[6], 'duplicated', 'jobId', id)",
+    "      return {'done', f[2], f[3] or false, f[4] or false, f[5] or false, f[6] or false}",
+    "    end",
+    "    redis.call('ZREM', P .. 'completed', id)",
+    "    redis.call('ZREM', P .. 'failed', id)",
+    "    redis.call('DEL', P .. id, P .. id .. ':lock', P .. id .. ':logs', P .. id .. ':callers')",
+    "  elseif f[1] then",
+    "    local ok, d = pcall(cjson.decode, ARGV[18])",
+    "    if ok and type(d) == 'table' and type(d.replyTo) == 'string' then",
+    "      redis.call('SADD', P .. id .. ':callers', d.replyTo)",
+    "      redis.call('PEXPIREAT', P .. id .. ':callers', num((tonumber(d.deadline) or tonumber(ts)) + 60000))",
+    "    end",
+    "    event(P, ARGV[6], 'duplicated', 'jobId', id)",
+    "    return {'joined'}",
+    "  end",
+    "end",
     "local ids = {}",
     "for i = 17, #ARGV, 3 do",
     "  local id = ARGV[i]",
@@ -3872,6 +3919,7 @@ static const char *const am2z__qlua_complete[] = {
     "        if not replies[rk] then replies[rk] = {}; rkeys[#rkeys + 1] = rk end",
     "        replies[rk][#replies[rk] + 1] = ARGV[i + 4] .. rv .. '}'",
     "      end",
+    "      if ARGV[i + 4] ~= '' and idem(id) then callers(P, id, ARGV[i + 4] .. rv .. '}', ARGV[5]) end",
     "    else",
     "      lost[#lost + 1] = id",
     "    end",
@@ -3902,6 +3950,7 @@ static const char *const am2z__qlua_fail[] = {
     "event(P, ARGV[12], 'failed', 'jobId', id, 'failedReason', ARGV[6], 'prev', 'active', 'am2z', '1')",
     "if ARGV[15] == '1' then event(P, ARGV[12], 'retries-exhausted', 'jobId', id, 'attemptsMade', ARGV[14]) end",
     "if ARGV[8] ~= '' then reply(ARGV[8], {ARGV[9]}, ARGV[13]) end",
+    "if ARGV[9] ~= '' and idem(id) then callers(P, id, ARGV[9], ARGV[13]) end",
     "drained(P, ARGV[12])",
     "return 1",
     NULL
@@ -4923,6 +4972,37 @@ static void am2z__qkeep_json(am2z__qsb *b, int64_t count, int64_t age) {
     am2z__qsb_str(b, "}");
 }
 
+/* -- idempotent jobs (am2z_submit_desc.idempotency_key; IDEMPOTENCY in am2z.h 7) -- */
+
+/* The job id of a key: "<processor, cut to fit>-i-<32 hex of SHA-256(processor NUL
+   session NUL key)>": the same in every process, and never an execution id's shape. */
+static void am2z__qidem_id(const char *proc, const char *session, const char *key, char id[AM2Z_EXECUTION_ID_SIZE]) {
+    am2z_sha256_ctx c;
+    unsigned char dg[AM2Z_SHA256_SIZE];
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    size_t n = strlen(proc), max = AM2Z_EXECUTION_ID_SIZE - 1 - 3 - 32;
+    am2z_sha256_init(&c);
+    am2z_sha256_update(&c, proc, n + 1);
+    am2z_sha256_update(&c, session, strlen(session) + 1);
+    am2z_sha256_update(&c, key, strlen(key));
+    am2z_sha256_final(&c, dg);
+    am2z_sha256_to_hex(dg, hex);
+    if (n > max) n = max;
+    memcpy(id, proc, n);
+    memcpy(id + n, "-i-", 3);
+    memcpy(id + n + 3, hex, 32);
+    id[n + 35] = '\0';
+}
+
+/* Non-zero for an idempotent job's id (what the scripts match as '%-i%-%x+$'). */
+static int am2z__qidem_is(const char *id) {
+    size_t n = strlen(id), i;
+    if (n < 35 || memcmp(id + n - 35, "-i-", 3) != 0) return 0;
+    for (i = n - 32; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
+    return 1;
+}
+
 /* One prepared add: the waiter (in the table) and the script's arguments. Adds of the
    same queue are sent together: argv[0..AM2Z__QADD_SHARED) is shared, then (id, data, opts)
    per job. */
@@ -4947,11 +5027,12 @@ static void am2z__qadd_free(am2z__qadd *a) {
    declared here, or no settings published), INVALID_ARGUMENT (bad session name),
    NO_MEMORY. */
 static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc, const am2z_state *input,
-                                   const char *session, const am2z__qrun *parent, am2z__qnotify *group) {
+                                   const char *session, const am2z__qrun *parent, am2z__qnotify *group,
+                                   const am2z_submit_desc *desc) {
     am2z__qset set;
     am2z__qwait *w;
     const char *meta_session;
-    int64_t now = am2z_now_ms(), budget, deadline, delay;
+    int64_t now = am2z_now_ms(), budget, deadline, delay, call_delay = 0;
     int prio;
     am2z_status st;
     memset(a, 0, sizeof *a);
@@ -4967,13 +5048,16 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     w->q = q;
     w->refs = 1;
     w->nt = group ? group : &w->own;
-    am2z_execution_id_generate(proc, w->id);
     meta_session = session ? session : parent ? parent->session : "default";
+    if (desc && desc->idempotency_key) am2z__qidem_id(proc, meta_session, desc->idempotency_key, w->id);
+    else am2z_execution_id_generate(proc, w->id);
     w->session = am2z__strdup(meta_session);
     w->input = am2z_value_retain(input);
     w->submitted_ms = now;
     w->started_ns = am2z_monotonic_ns();
     budget = am2z__qbudget(q, &set);
+    if (desc && (call_delay = am2z__submit_delay(desc, now)) > 0) /* the call's delay replaces the processor's */
+        budget = am2z__qsat(budget, call_delay - (set.delay_ms > 0 ? set.delay_ms : 0));
     deadline = am2z__qsat(now, budget);
     if (parent && parent->deadline_ns) {
         int64_t left = (parent->deadline_ns - w->started_ns) / 1000000;
@@ -5010,7 +5094,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     /* opts, as BullMQ names them */
     prio = set.priority > 0 ? set.priority : 0;
     if (prio > 2097151) prio = 2097151;
-    delay = set.delay_ms > 0 ? set.delay_ms : 0;
+    delay = call_delay > 0 ? call_delay : set.delay_ms > 0 ? set.delay_ms : 0;
     am2z__qsb_str(&a->opts, "{\"attempts\":");
     am2z__qsb_i64(&a->opts, set.retry.max_attempts > 0 ? set.retry.max_attempts : 1);
     am2z__qsb_str(&a->opts, ",\"backoff\":");
@@ -5025,6 +5109,11 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qkeep_json(&a->opts, q->keep_c, q->keep_c_age);
     am2z__qsb_str(&a->opts, ",\"removeOnFail\":");
     am2z__qkeep_json(&a->opts, q->keep_f, q->keep_f_age);
+    if (desc && desc->idempotency_key) { /* read by the add script when the key comes again */
+        am2z__qsb_str(&a->opts, ",\"am2zKeepMs\":");
+        am2z__qsb_i64(&a->opts, desc->keep_ms < 0 ? 0 : desc->keep_ms ? desc->keep_ms : AM2Z_IDEMPOTENCY_KEEP_MS);
+        am2z__qsb_str(&a->opts, desc->forget_failures ? ",\"am2zForget\":1" : ",\"am2zForget\":0");
+    }
     am2z__qsb_str(&a->opts, "}");
     if (a->data.bad || a->opts.bad) {
         am2z__qadd_free(a);
@@ -5169,6 +5258,36 @@ static void am2z__qadd_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a, size_t n
         }
 }
 
+static void am2z__qforeign_deliver(am2z__qwait *t, const char *rv, size_t rvn, const char *fr, size_t frn,
+                                   const char *stk, size_t stn, int atm);
+
+/* Sends the add of an idempotent job (alone in its script call). The script adds it, or
+   finds it: finished and kept ({'done', ...}: the outcome from its hash, delivered now)
+   or not finished ({'joined'}: the finish scripts answer this caller). */
+static am2z_status am2z__qidem_send(am2z__qrt *q, am2z_redis *r, am2z__qadd *a) {
+    size_t *lens = NULL;
+    const char **argv = am2z__qadd_argv(a, 1, &lens);
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = argv ? am2z__qeval(r, &rep, q->s_add, AM2Z__QADD_SHARED + 3, argv, lens) : AM2Z_STATUS_NO_MEMORY;
+    const char *tag = st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY ? am2z__qel(&rep, 0, NULL) : NULL;
+    if (tag && strcmp(tag, "done") == 0 && rep.len == 6) {
+        size_t rvn = 0, frn = 0, stn = 0;
+        const char *rv = am2z__qel(&rep, 2, &rvn), *fr = am2z__qel(&rep, 3, &frn), *stk = am2z__qel(&rep, 5, &stn);
+        am2z__qwait *t = am2z__qwait_take(q, a->w->id, strlen(a->w->id));
+        if (t) am2z__qforeign_deliver(t, rv, rvn, fr, frn, stk, stn, (int)am2z__qel_num(&rep, 4, 0, AM2Z__QMAX_COUNT, 0));
+    } else if (!tag || strcmp(tag, "joined") != 0) {
+        st = am2z__qadd_result(q, st, &rep, r, 1);
+    }
+    am2z_reply_clear(&rep);
+    am2z__free(argv);
+    am2z__free(lens);
+    if (st != AM2Z_STATUS_OK) {
+        am2z__qwait *t = am2z__qwait_take(q, a->w->id, strlen(a->w->id));
+        if (t) am2z__qwait_release(t);
+    }
+    return st;
+}
+
 /* Emits session:created the first time this process uses a session. */
 static void am2z__qsession_used(am2z__qrt *q, const char *session) {
     size_t i;
@@ -5243,7 +5362,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z_redis *r;
     if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
-    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL);
+    st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL, desc);
     if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__qsubmit_fail(q, st, proc, session));
     /* adding the job ends by the execution's deadline too: a Redis that stopped answering
        cannot hold the caller past it */
@@ -5252,7 +5371,8 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
         if (t) am2z__qwait_release(t);
         if (st != AM2Z_STATUS_TIMEOUT) st = AM2Z_STATUS_IO;
     } else {
-        am2z__qadd_send(q, r, &a, 1, &st, NULL);
+        if (desc->idempotency_key) st = am2z__qidem_send(q, r, &a);
+        else am2z__qadd_send(q, r, &a, 1, &st, NULL);
         am2z_redis_pool_put(q->pool, r);
     }
     am2z__qadd_free(&a);
@@ -5285,13 +5405,14 @@ static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_ou
 }
 
 /* Frees a handle. An execution still waiting for its outcome is ended; its job is
-   removed when no worker took it yet (remove script), or told to cancel. */
+   removed when no worker took it yet (remove script), or told to cancel. An idempotent
+   job is left alone: callers of other processes may have joined it. */
 static void am2z__qop_free_execution(am2z_execution *e) {
     am2z__qwait *w = (am2z__qwait *)e, *t;
     if (!w) return;
     if ((t = am2z__qwait_take(w->q, w->id, strlen(w->id))) != NULL) {
         am2z__qrt *q = w->q;
-        am2z_redis *r = am2z__qborrow(q, NULL);
+        am2z_redis *r = am2z__qidem_is(w->id) ? NULL : am2z__qborrow(q, NULL);
         t->error = am2z_error_cancelled("the execution was freed before it finished");
         if (r) {
             am2z_reply rep = am2z__qrep0();
@@ -5367,7 +5488,7 @@ static void am2z__qmany_send(am2z__qrt *q, am2z_redis **r, const char *proc, con
                              am2z_status *sts, am2z_status *ret) {
     size_t i, j, n = to - from;
     for (i = 0; i < n; i++) {
-        sts[i] = am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL)
+        sts[i] = am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? am2z__qadd_prep(q, &adds[i], proc, inputs[from + i], session, NULL, NULL, NULL)
                                                 : AM2Z_STATUS_NOT_STARTED;
         if (sts[i] != AM2Z_STATUS_OK) adds[i].w = NULL;
     }
@@ -5963,7 +6084,7 @@ static void am2z__qjr_complete(am2z__qjobrun *jr) {
     d = &b->d[b->n];
     memset(d, 0, sizeof *d);
     d->rv = am2z_json_write(jr->out_state, AM2Z_JSON_COMPACT, &d->rvn);
-    if (*jr->rkey) {
+    if (*jr->rkey || am2z__qidem_is(jr->id)) { /* idempotent: for the callers that joined */
         am2z__qreply_head(&head, jr->exec_id, 1, jr->attempt, jr->errs, jr->nerrs);
         am2z__qsb_str(&head, ",\"state\":");
     }
@@ -6063,7 +6184,7 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
     int max_attempts = jr->p ? am2z_processor_desc_of(jr->p)->retry.max_attempts : 1;
     am2z__qkeep(q, jr->opts, jr->optsn, 1, kc, ka);
-    if (*jr->rkey) {
+    if (*jr->rkey || am2z__qidem_is(jr->id)) { /* idempotent: for the callers that joined */
         am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, jr->errs, jr->nerrs);
         am2z__qsb_str(&msg, ",\"error\":");
         am2z__qsb_json(&msg, ej);
@@ -6293,7 +6414,7 @@ static void am2z__qcall_many(am2z_ctx *ctx, const char *const *names, const am2z
     }
     /* 1. register a waiter per child, add the jobs (pipelined) */
     for (i = 0; i < count; i++) {
-        sts[i] = am2z__qadd_prep(q, &adds[i], names[i], inputs[i], run->qu->session, run, &group);
+        sts[i] = am2z__qadd_prep(q, &adds[i], names[i], inputs[i], run->qu->session, run, &group, NULL);
         kids[i] = sts[i] == AM2Z_STATUS_OK ? adds[i].w : NULL;
     }
     if (!am2z_redis_is_connected(w->conn)) am2z__qensure(q, w->conn);

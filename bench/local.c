@@ -11,6 +11,10 @@
    a long run of 10 M executions. The rounds interleave the modes (exact first in odd
    rounds, cooperative first in even ones): a single run varies +-50% on a shared VM.
    AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations (the long run included).
+       ./build/bench/local --idem      only the idempotency line: the p50 of a trivial
+                                       execute_with a fresh idempotency key (a run) and
+                                       with a finished key (an answer, no run) against
+                                       a plain execute in the same rounds, as ratios
    AM2Z_BENCH_SPIN_NS sets am2z_local_desc.spin_ns (-1: no spin).
    The handoff floor is a bare two-thread ping-pong on an atomic: no runtime can hand work
    to another thread and get the answer back faster on this machine.
@@ -161,6 +165,54 @@ static lat run_execute(am2z_runtime *rt, const char *name, const am2z_state *in,
     return summarize(ns, n);
 }
 
+/* p50 (ns) of n execute_with of "trivial" with mode 0: no key, 1: a fresh key each
+   (keep_ms < 0, so the table stays small: the key's own cost, then a run), 2: one
+   finished key (answered from the table, no run). */
+static double run_keyed(am2z_runtime *rt, const am2z_state *in, size_t n, int64_t *ns, int mode) {
+    static unsigned long fresh;
+    size_t i, bad = 0;
+    char key[32];
+    am2z_submit_desc d;
+    memset(&d, 0, sizeof d);
+    d.keep_ms = mode == 1 ? -1 : 0;
+    if (mode == 2) {
+        am2z_outcome o;
+        d.idempotency_key = "bench-finished";
+        o = am2z_runtime_execute_with(rt, "trivial", in, &d);
+        am2z_outcome_clear(&o);
+    }
+    for (i = 0; i < n; i++) {
+        int64_t t0;
+        am2z_outcome out;
+        if (mode == 1) {
+            snprintf(key, sizeof key, "k%lu", fresh++);
+            d.idempotency_key = key;
+        }
+        t0 = am2z_monotonic_ns();
+        out = mode ? am2z_runtime_execute_with(rt, "trivial", in, &d) : am2z_runtime_execute(rt, "trivial", in);
+        ns[i] = am2z_monotonic_ns() - t0;
+        bad += out.error != NULL;
+        am2z_outcome_clear(&out);
+    }
+    if (bad) fprintf(stderr, "keyed mode %d: %zu bad outcomes\n", mode, bad);
+    return summarize(ns, n).p50;
+}
+
+/* The idempotency line of one mode: medians over ROUNDS interleaved rounds. */
+static void run_idem(am2z_runtime *rt, const char *mode, const am2z_state *in, int64_t *ns) {
+    double v[3][ROUNDS];
+    size_t n = iters(50000);
+    int r, m;
+    char la[128];
+    run_keyed(rt, in, n / 4, ns, 0); /* warm-up */
+    for (r = 0; r < ROUNDS; r++)
+        for (m = 0; m < 3; m++) v[(m + r) % 3][r] = run_keyed(rt, in, n, ns, (m + r) % 3) / 1e3;
+    loadavg(la, sizeof la);
+    printf("%-16s %-12s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.3fx); "
+           "load average %s\n", "idempotent exec", mode, median3(v[0]), median3(v[1]), median3(v[1]) / median3(v[0]), median3(v[2]),
+           median3(v[2]) / median3(v[0]), la);
+}
+
 /* Executions per second of one execute_many over many inputs. */
 static double run_many(am2z_runtime *rt, const am2z_state **ins, am2z_outcome *outs, size_t many) {
     size_t i, bad = 0;
@@ -306,11 +358,12 @@ int main(int argc, char **argv) {
     long rss_start = rss_kb(), rss0, rss1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int contend = argc > 1 && strcmp(argv[1], "--contend") == 0, nhogs = 0, r, m, c, k;
+    int idem_only = argc > 1 && strcmp(argv[1], "--idem") == 0;
     pthread_t hogs[512];
     char la[128];
 
-    if (argc > 1 && !contend) {
-        fprintf(stderr, "usage: %s [--contend]\n", argv[0]);
+    if (argc > 1 && !contend && !idem_only) {
+        fprintf(stderr, "usage: %s [--contend | --idem]\n", argv[0]);
         return 2;
     }
     if (sc) scale = atof(sc) > 0 ? atof(sc) : 1.0;
@@ -331,6 +384,17 @@ int main(int argc, char **argv) {
     outs = (am2z_outcome *)calloc(many, sizeof *outs); /* outcomes start zeroed */
     if (!rt[0] || !rt[1] || !in || !ns || !ins || !outs) return 1;
     for (i = 0; i < many; i++) ins[i] = in;
+    if (idem_only) {
+        run_idem(rt[0], mode_name[0], in, ns);
+        run_idem(rt[1], mode_name[1], in, ns);
+        free(ns);
+        free(ins);
+        free(outs);
+        am2z_value_release(in);
+        am2z_runtime_free(rt[0]);
+        am2z_runtime_free(rt[1]);
+        return 0;
+    }
 
     loadavg(la, sizeof la);
     printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns, %s, load average %s\n", ncpu,
@@ -379,6 +443,8 @@ int main(int argc, char **argv) {
     for (i = 0; i < many; i++) am2z_value_release(edit(in));
     printf("%-16s %-12s %8.2f M/s  (one thread, direct)\n", "baseline loop", "",
            (double)many / ((double)(am2z_monotonic_ns() - t0) / 1e9) / 1e6);
+    run_idem(rt[0], mode_name[0], in, ns);
+    run_idem(rt[1], mode_name[1], in, ns);
     loadavg(la, sizeof la);
     printf("load average after the rounds: %s\n", la);
     if (!contend) {

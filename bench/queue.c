@@ -18,6 +18,10 @@
    QueueEvents), installed by tests/interop/setup.sh. Without node the am2z numbers are
    printed alone. Sizes: AM2Z_BENCH_RT (round trips, 2000), AM2Z_BENCH_N (jobs per
    throughput run, 20000), AM2Z_BENCH_SESSIONS (200).
+   `queue --idem` runs only the idempotency line: the in-process round trip p50 with a
+   fresh idempotency key per execute (the add script's key lookup, then a run) against a
+   plain one, interleaved over 3 rounds (median each), as a ratio, with the load average.
+   The full run prints it too.
    Internal mode: `queue worker PORT CONCURRENCY` is one worker process. */
 #include "../tests/proc.h"
 #define AM2Z_RESP_IMPLEMENTATION
@@ -149,6 +153,65 @@ static int round_trip(am2z_runtime *rt, int n, double *p50, double *p99) {
     free(t);
     am2z_value_release(in);
     return ok;
+}
+
+/* p50 (ms) of n sequential executes of noop, each with a fresh idempotency key (keyed)
+   or none. */
+static double keyed_p50(am2z_runtime *rt, int n, int keyed) {
+    static unsigned long fresh;
+    double *t = (double *)calloc((size_t)n, sizeof *t), p50 = -1;
+    am2z_state *in = am2z_state_new("default", am2z_value_object(), NULL);
+    am2z_submit_desc d;
+    char key[32];
+    int i, ok = 1;
+    memset(&d, 0, sizeof d);
+    d.keep_ms = keyed ? 60000 : 0; /* plain: a zeroed desc, the runtime's own execute */
+    for (i = 0; t && in && i < n && ok; i++) {
+        int64_t t0;
+        am2z_outcome out;
+        snprintf(key, sizeof key, "bench-%lu", fresh++);
+        d.idempotency_key = keyed ? key : NULL;
+        t0 = am2z_monotonic_ns();
+        out = am2z_runtime_execute_with(rt, "noop", in, &d);
+        t[i] = (double)(am2z_monotonic_ns() - t0) / 1e6;
+        if (out.error) {
+            fprintf(stderr, "bench: keyed round trip failed: %s\n", out.error->message);
+            ok = 0;
+        }
+        am2z_outcome_clear(&out);
+    }
+    if (ok && t && in) {
+        qsort(t, (size_t)n, sizeof *t, cmp_double);
+        p50 = t[n / 2];
+    }
+    free(t);
+    am2z_value_release(in);
+    return p50;
+}
+
+static double loadavg(void);
+
+/* The idempotency line (see the top): 0 when a measurement failed. */
+static int idem_line(int n) {
+    am2z_runtime *rt = runtime(1);
+    double v[2][3], tmp;
+    int r, k, ok = rt != NULL;
+    for (r = 0; r < 3 && ok; r++)
+        for (k = 0; k < 2; k++) {
+            int keyed = (k + r) % 2;
+            v[keyed][r] = keyed_p50(rt, n, keyed);
+            ok &= v[keyed][r] >= 0;
+        }
+    am2z_runtime_free(rt);
+    if (!ok) return 0;
+    for (k = 0; k < 2; k++) { /* median of 3 */
+        if (v[k][0] > v[k][1]) { tmp = v[k][0]; v[k][0] = v[k][1]; v[k][1] = tmp; }
+        if (v[k][1] > v[k][2]) { tmp = v[k][1]; v[k][1] = v[k][2]; v[k][2] = tmp; }
+        if (v[k][0] > v[k][1]) { tmp = v[k][0]; v[k][0] = v[k][1]; v[k][1] = tmp; }
+    }
+    printf("idempotent execute, in-process round trip p50: plain %.3f ms, fresh key %.3f ms (%.2fx); "
+           "load average %.2f\n", v[0][1], v[1][1], v[1][1] / v[0][1], loadavg());
+    return 1;
 }
 
 /* Two worker processes with `concurrency` each; n executions from this process. */
@@ -331,6 +394,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: redis-server is needed\n");
         return 1;
     }
+    if (argc == 2 && strcmp(argv[1], "--idem") == 0) {
+        flushall();
+        ok = idem_line(n_rt / 2 > 10 ? n_rt / 2 : 10);
+        tp_stop(&redis, SIGKILL, 2000);
+        am2z_logger_release(g_quiet);
+        return ok ? 0 : 1;
+    }
     memset(&ours, 0, sizeof ours);
     memset(&theirs, 0, sizeof theirs);
     printf("queue bench: redis-server 127.0.0.1:%d, %d round trips, %d jobs per throughput run, "
@@ -386,6 +456,8 @@ int main(int argc, char **argv) {
     row("throughput, 2 workers x 64", "jobs/s", ours.tput_c64, theirs.tput_c64, have_theirs, 1, 40000);
     row("worker peak RSS, concurrency 64", "MB", ours.rss_c64, theirs.rss_c64, have_theirs, 0, 16);
     row("session create + job + stop", "ms", ours.session_ms, theirs.session_ms, have_theirs, 0, 0.5);
+    flushall();
+    ok &= idem_line(n_rt / 2 > 10 ? n_rt / 2 : 10);
     printf("load average at the end: %.2f (2 cores; above ~0.5 the figures are disturbed)\n", loadavg());
     if (!ok) fprintf(stderr, "bench: some am2z measurements failed (see above)\n");
 
