@@ -9402,7 +9402,7 @@ AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am
             resume = 1;
         } else if (e) {
             e->parked = 1;
-            e->until = dx->park_until;
+            e->until = am2z__atomic_load(&dx->park_until, AM2Z__MO_SEQ_CST);
             if (e->until && !g->timer_started && !g->stopping)
                 timer = g->timer_started = am2z__thread_create(&g->timer, am2z__dur_timer_main, g) == 0;
             am2z__cond_broadcast(&g->cv);
@@ -9682,7 +9682,7 @@ static am2z_result am2z__wait_fn(am2z_ctx *ctx, const am2z_state *input) {
         if (w->fallback) return am2z__wait_merge(input, w->merge_path, w->fallback);
         return am2z_fail(am2z_error_with_retryable(am2z_error_timeout("wait for signal", w->timeout_ms), 0));
     }
-    s->dx->park_until = until;
+    am2z__atomic_store(&s->dx->park_until, until, AM2Z__MO_SEQ_CST);
     am2z__atomic_store(&s->dx->parked, 1, AM2Z__MO_SEQ_CST);
     return am2z_fail(am2z_error_business(AM2Z__DUR_WAITING, AM2Z_SEVERITY_LOW,
                                          "durable execution '%s' waits for signal '%s'", s->dx->id, w->signal));

@@ -433,6 +433,7 @@ static void test_compensation_progress(void) {
     am2z_state *in = empty_state();
     am2z_outcome out;
     char rec[512];
+    memset(&out, 0, sizeof out);
     CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
     /* what a run that died after the refund left behind */
     snprintf(rec, sizeof rec, "%s", "{\"processor\":\"order\",\"input\":{},\"sessionId\":\"default\",\"startedAt\":1}");
