@@ -5,7 +5,8 @@
    step ran once (the one in flight at most twice); a stopped runtime's execution
    resumes in the next one; compensation order, a failing compensation, durable
    compensation progress; wait steps: approve, reject, timeout, fallback, a signal before
-   the wait, a signal from another thread, 1,000 parked executions holding no thread; a
+   the wait, a signal from another thread and from another process (through the
+   journal), 1,000 parked executions holding no thread; a
    corrupted journal tail detected and cut; bad input refused with a clear status. */
 #define _DEFAULT_SOURCE /* usleep */
 #define _POSIX_C_SOURCE 200809L
@@ -592,6 +593,44 @@ static void test_signals(void) {
     am2z_store_free(store);
 }
 
+/* Child: phase 0 starts expense "xp-1" in the journal (it parks) and exits; phase 1, in
+   another process, signals it and resumes it: the file store's lock admits one process
+   at a time, so a signal from another program goes through the journal. */
+static void child_expense(int phase) {
+    am2z_store *store = open_journal();
+    am2z_runtime *rt = store ? runtime_on(store) : NULL;
+    am2z_outcome out;
+    int rc = 0;
+    if (!rt || am2z_runtime_register(rt, expense_chain("exp", 0, NULL))) _exit(10);
+    if (phase == 0) {
+        out = run_durable(rt, "exp", "xp-1");
+        rc = is_waiting(&out) ? 0 : 11;
+    } else {
+        am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"other process\"}", AM2Z_NTS, NULL, NULL);
+        memset(&out, 0, sizeof out);
+        if (am2z_runtime_signal(rt, "xp-1", "approval", yes) || am2z_runtime_resume(rt, "xp-1", NULL) ||
+            am2z_runtime_durable_outcome(rt, "xp-1", 10000, &out))
+            rc = 12;
+        else if (out.error || !am2z_value_get_bool(out.state, "paid", 0) ||
+                 strcmp(am2z_value_get_string(out.state, "approval.by", ""), "other process") != 0)
+            rc = 13;
+        am2z_value_release(yes);
+    }
+    am2z_outcome_clear(&out);
+    am2z_runtime_free(rt);
+    am2z_store_free(store);
+    _exit(rc);
+}
+
+static void test_signal_from_another_process(void) {
+    pid_t pid;
+    fresh_files();
+    if ((pid = fork()) == 0) child_expense(0);
+    CHECK_INT(wait_exit(pid), 0);
+    if ((pid = fork()) == 0) child_expense(1);
+    CHECK_INT(wait_exit(pid), 0);
+}
+
 static int thread_count(void) {
     DIR *d = opendir("/proc/self/task");
     struct dirent *e;
@@ -766,7 +805,8 @@ int main(void) {
     snprintf(journal, sizeof journal, "%s/journal", dir);
     snprintf(effects, sizeof effects, "%s/effects", dir);
     snprintf(result, sizeof result, "%s/result", dir);
-    T_RUN(test_kill9_every_boundary); /* first: forks while this process has no threads */
+    T_RUN(test_kill9_every_boundary); /* first: these fork while this process has no threads */
+    T_RUN(test_signal_from_another_process);
     T_RUN(test_stop_and_resume);
     T_RUN(test_compensation);
     T_RUN(test_compensation_progress);
