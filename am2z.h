@@ -1514,8 +1514,11 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
    - Cancelling a durable execution (am2z_runtime_stop, stop_session, freeing its handle)
      does not finish it: no done record, so resume continues it. Every other outcome
      (success, failure, TimeoutError) is final and recorded.
-   - Two runs of one id at once in one runtime are refused (AM2Z_STATUS_EXISTS). One
-     store per process (the file store takes a lock): two processes never run one id.
+   - A durable chain that compensated stays failed: a re-run of it (a retry of what
+     encloses it, a resume) returns the same failure without running anything.
+   - Two runs of one id at once in one runtime are refused (AM2Z_STATUS_EXISTS). The
+     file store admits one process per journal, so two processes never run one id; a
+     custom store shared between processes gives no such guarantee.
 
    SIGNALS  am2z_wait_signal_new makes a chain step that waits for a named signal. With
    no payload stored yet it records its wait and parks the execution: the attempt
@@ -9394,7 +9397,7 @@ AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am
     am2z_status st;
     if (!state && am2z__atomic_load(&dx->parked, AM2Z__MO_SEQ_CST) && am2z__dur_is_waiting(err)) {
         am2z__dent *e;
-        int resume = 0, timer = 0;
+        int resume = 0, no_timer = 0;
         am2z__mutex_lock(&g->mu);
         e = am2z__dur_find_locked(g, dx->id);
         if (e && e->signalled) { /* a signal came while it ran: go on at once */
@@ -9404,11 +9407,12 @@ AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am
             e->parked = 1;
             e->until = am2z__atomic_load(&dx->park_until, AM2Z__MO_SEQ_CST);
             if (e->until && !g->timer_started && !g->stopping)
-                timer = g->timer_started = am2z__thread_create(&g->timer, am2z__dur_timer_main, g) == 0;
+                g->timer_started = am2z__thread_create(&g->timer, am2z__dur_timer_main, g) == 0;
+            no_timer = e->until && !g->timer_started;
             am2z__cond_broadcast(&g->cv);
         }
         am2z__mutex_unlock(&g->mu);
-        if (e && e->until && !timer && !g->timer_started)
+        if (no_timer)
             am2z_log_error(am2z_runtime_logger(g->rt), "durable execution '%s': no timer thread for its wait timeout",
                            dx->id);
         if (resume) am2z__dur_resubmit(g, dx->id);
@@ -9666,7 +9670,8 @@ static am2z_result am2z__wait_fn(am2z_ctx *ctx, const am2z_state *input) {
     if (st == AM2Z_STATUS_OK) {
         until = am2z_value_get_int(v, "until", 0);
     } else if (st == AM2Z_STATUS_NOT_FOUND) { /* the first time: the timeout starts now */
-        until = w->timeout_ms ? now + w->timeout_ms : 0;
+        /* capped (~3 years) so the sum cannot overflow */
+        until = w->timeout_ms ? now + (w->timeout_ms < 100000000000 ? w->timeout_ms : 100000000000) : 0;
         v = am2z_value_set(am2z_value_object(), "signal", am2z_value_string(w->signal));
         v = am2z_value_set(v, "until", am2z_value_int(until));
         st = v ? am2z__dur_put_json(s->dx->store, key, v) : AM2Z_STATUS_NO_MEMORY;
