@@ -6229,8 +6229,9 @@ static am2z_value *am2z__chain_compensate(const am2z_processor *p, am2z_ctx *ctx
     return results;
 }
 
-/* Ends chain p with step i's failure err (consumed): compensates when p has
-   compensations before i and the chain was not cancelled, then fails with the details
+/* Ends chain p with step i's failure err (consumed): compensates steps next .. 0 (next
+   is i - 1, or i when step i succeeded but its checkpoint failed) when p has
+   compensations there and the chain was not cancelled, then fails with the details
    (results: compensations already run, consumed, NULL: none yet; partial: the state
    before step i, consumed). */
 static am2z_result am2z__chain_failed(const am2z_processor *p, am2z_ctx *ctx, am2z__dx *dx, const char *P,
@@ -6241,7 +6242,7 @@ static am2z_result am2z__chain_failed(const am2z_processor *p, am2z_ctx *ctx, am
     am2z_value *d, *ej = NULL;
     size_t j;
     int any = 0, ok = 1;
-    for (j = 0; p->compensations && j < i; j++) any |= p->compensations[j] != NULL;
+    for (j = 0; p->compensations && (long)j <= next; j++) any |= p->compensations[j] != NULL;
     if (any && !(dx && am2z__atomic_load(&dx->parked, AM2Z__MO_SEQ_CST)) && !am2z_ctx_cancelled(ctx) &&
         (!err || err->kind != AM2Z_ERROR_CANCELLED)) {
         ej = am2z_error_to_json(err);
@@ -6281,7 +6282,7 @@ static am2z_result am2z__chain_resume_undo(const am2z_processor *p, am2z_ctx *ct
     const am2z_value *results = am2z_value_get(undo, "results");
     am2z_error *err = am2z_error_from_json(am2z_value_get(undo, "error"));
     am2z_result r;
-    if (failed < 0 || (size_t)failed >= p->step_count || next >= failed || !results) {
+    if (failed < 0 || (size_t)failed >= p->step_count || next > failed || !results) {
         am2z_error_release(err);
         am2z_value_release(undo);
         return am2z__composite_fail(p, ctx, am2z_error_validation("undo", NULL, "corrupt compensation record"),
@@ -6354,9 +6355,13 @@ static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const
                  : am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "durable: key too long");
             if (st == AM2Z_STATUS_OK && !am2z__atomic_load(&dx->finished, AM2Z__MO_SEQ_CST))
                 st = am2z__dur_put_json(dx->store, key, r.state);
-            if (st != AM2Z_STATUS_OK) {
-                am2z_result_clear(&r);
+            if (st != AM2Z_STATUS_OK) { /* step i's effect happened: it is compensated too */
+                if (after) after[i] = r.state;
+                else am2z_value_release(r.state);
                 r = am2z_fail(am2z__dur_store_error(st, "checkpoint", key));
+                r = am2z__chain_failed(p, ctx, dx, P, after, input, i, r.error, cur, (long)i, NULL);
+                cur = NULL;
+                break;
             }
         }
         if (!r.state) {
