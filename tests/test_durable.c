@@ -769,6 +769,14 @@ static void test_store_failure_and_bad_input(void) {
     CHECK_INT(g_runs[1], 1);
     CHECK_INT(g_runs[2], 0); /* never past a checkpoint that was not written */
     am2z_outcome_clear(&out);
+    /* a saga whose step 1 ran but could not be checkpointed: it is compensated too */
+    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    g_puts_left = 2; /* the start record and step 0's checkpoint */
+    g_log[0] = '\0';
+    out = am2z_runtime_execute_with(rt, "order", in, &(am2z_submit_desc){.durable = 1, .execution_id = "flaky-saga"});
+    CHECK_STR(g_log, "reserve,charge,refund,release");
+    CHECK(out.error && strstr(am2z_error_root_cause(out.error)->message, "x/flaky-saga/c/0/1") != NULL);
+    am2z_outcome_clear(&out);
     g_puts_left = 0; /* the start record cannot be written: submit fails */
     CHECK(am2z_runtime_submit_with(rt, "f", in, &(am2z_submit_desc){.durable = 1, .execution_id = "flaky2"},
                                    NULL) == NULL);
