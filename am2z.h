@@ -57,6 +57,7 @@
           declarations only, implemented with 7)
        7c stores       durable key-value storage: the interface, a memory store and a
                        crash-safe file journal (checkpoints of durable executions)
+       7d durable      durable executions: checkpoint and resume, signals, wait steps
        7e schedules    run a processor every N ms or on a cron expression: upsert,
                        remove, list (local, inline on its virtual clock, queue)
        8  local        the pthread worker-pool runtime
@@ -911,13 +912,26 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress);
    totalProcessors, stepCompleted: true}. The first failure stops the chain with a
    ProcessorExecutionError of the chain: cause = the step's error, partial_state = the
    state before that step, details {failedProcessor, failedStep (0-based),
-   completedSteps}. A cancelled chain stops before its next step the same way. */
+   completedSteps}. A cancelled chain stops before its next step the same way.
+   COMPENSATION (saga): when step k fails (after its own retries) and the chain is not
+   cancelled, the compensations of steps k-1 .. 0 that exist run in that order, each
+   called (a nested call, with its processor's retries) with the state as it was after
+   its step; a failing compensation is reported and the others still run. The chain's
+   error is then the same ProcessorExecutionError (cause = step k's error) whose details
+   add "compensations": [{step, processor, ok, error?: am2z_error_to_json}...] in the
+   order they ran and "compensated": true when every one succeeded. In a durable
+   execution (section 7d) compensation progress is checkpointed: a resumed chain goes
+   on with the next compensation and never runs a step again. */
 typedef struct am2z_chain_desc {
     const char *name;
     am2z_processor *const *steps;  /* at least one; each consumed */
     size_t count;
-    int64_t timeout_ms;            /* 0: the sum of the steps' timeouts */
+    int64_t timeout_ms;            /* 0: the sum of the steps' timeouts (compensations
+                                      included) */
     const char *description;
+    /* Saga: NULL, or count entries: compensations[k] undoes step k (NULL: nothing to
+       undo); each consumed, registered with the chain. See COMPENSATION below. */
+    am2z_processor *const *compensations;
 } am2z_chain_desc;
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status);
 
@@ -1185,6 +1199,12 @@ typedef struct am2z_submit_desc {
                                     processor's queue.delay_ms for this call when > 0) */
     int64_t run_at_ms;           /* or at this epoch ms (the runtime's clock: virtual on an
                                     inline runtime with one); in the past: now. Not with delay_ms */
+    /* Durable executions (section 7d; local runtime with am2z_local_desc.store): */
+    const char *execution_id;    /* copied; the durable execution's id, [A-Za-z0-9_.:-],
+                                    1..AM2Z_DURABLE_MAX_ID bytes; NULL: a generated one.
+                                    Only with durable */
+    int durable;                 /* non-zero: checkpoint every chain step through the
+                                    runtime's store, resumable after a crash (7d) */
 } am2z_submit_desc;
 /* IDEMPOTENCY  While a run with the same (processor, session, idempotency_key) runs, or
    within its keep_ms after it finished, a submit or execute with the key does not run the
@@ -1520,6 +1540,115 @@ typedef struct am2z_file_store_info {
 AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 #endif
 
+/* ==== 7d. durable executions ========================================================== */
+/* A durable execution survives the death of its process: run it with
+   am2z_submit_desc{.durable = 1, .execution_id = "order-42"} on a local runtime that has
+   a store (am2z_local_desc.store: am2z_file_store_new for crashes, the memory store for
+   tests). Local runtime only for now: the inline and queue runtimes refuse .durable.
+
+   RECORDS (keys of the store; <id> is the execution id, <P> a chain's position)
+     x/<id>/start        {processor, input, sessionId, startedAt}, written before it runs
+     x/<id>/c/<P>/<k>    the state after step k of the chain at P, written (fsync with
+                         the file store) after step k succeeds and before step k+1 starts
+     x/<id>/c/<P>/undo   compensation progress of that chain {failedStep, error, next,
+                         results}
+     x/<id>/w/<P>/<k>    a wait step's {signal, until}
+     x/<id>/s/<name>     a signal's payload
+     x/<id>/done         the outcome {ok, state, error?, attempts, durationMs, startedAt,
+                         sessionId}; written when the execution ends, the other records
+                         of <id> are then removed. It stays until am2z_runtime_forget.
+   <P> is "0" for the chain the execution runs (or the first one it reaches), and
+   "<parent P>.<step>.<n>" for the n-th chain reached from inside step <step>: the same
+   processors given the same input reach the same positions, so a resumed run finds its
+   checkpoints. Chains reached through a parallel or a batch branch are not
+   checkpointed: the parallel or batch is one step of its enclosing durable chain.
+
+   RESUME  Running an execution again with the same id is resuming it: its recorded
+   processor and input are used, a chain skips the steps it has checkpoints for (their
+   recorded state feeds the next step) and continues. am2z_runtime_resume does that at
+   start-up for one id or every unfinished one.
+
+   GUARANTEES (plainly)
+   - A chain step whose checkpoint was written never runs again for that execution:
+     at most once after it completed.
+   - The step that was running when the process died runs again on resume: at least
+     once, at most twice per crash. Its side effects therefore need an idempotency key:
+     am2z_ctx_idempotency_key(ctx) is "<id>/<P>/<k>" (and "<id>/<P>/<k>/undo" in a
+     compensation), the same in every run of that step.
+   - A processor that is not a chain (or a chain in a parallel/batch branch) is one unit:
+     it runs again as a whole when the process dies inside it.
+   - A store failure fails the execution with a permanent ProcessorExecutionError whose
+     cause says which record could not be written; a step never runs on after a
+     checkpoint that was not written.
+   - Cancelling a durable execution (am2z_runtime_stop, stop_session, freeing its handle)
+     does not finish it: no done record, so resume continues it. Every other outcome
+     (success, failure, TimeoutError) is final and recorded.
+   - A durable chain that compensated stays failed: a re-run of it (a retry of what
+     encloses it, a resume) returns the same failure without running anything.
+   - Two runs of one id at once in one runtime are refused (AM2Z_STATUS_EXISTS). The
+     file store admits one process per journal, so two processes never run one id; a
+     custom store shared between processes gives no such guarantee.
+
+   SIGNALS  am2z_wait_signal_new makes a chain step that waits for a named signal. With
+   no payload stored yet it records its wait and parks the execution: the attempt
+   returns at once, no thread is held, the execution's handle finishes with a
+   BusinessError code "AM2Z_WAITING" (not final: no done record; read the final outcome
+   with am2z_runtime_durable_outcome). am2z_runtime_signal stores the payload (so a
+   signal sent before the wait, even before the execution starts, is never lost) and
+   resumes a parked execution on the runtime's workers; the wait step merges the payload
+   at its merge_path. Past its timeout (counted from the first time the step ran, kept
+   across restarts) a resume ends the wait with TimeoutError or the step's fallback; one
+   timer thread per runtime, started on the first timed wait, does those resumes. A
+   signal name holds one payload per execution (a second signal replaces an unread one);
+   use one name per wait. */
+#ifndef AM2Z_DURABLE_MAX_ID
+#define AM2Z_DURABLE_MAX_ID 63      /* bytes of a durable execution id */
+#endif
+#ifndef AM2Z_DURABLE_MAX_PATH
+#define AM2Z_DURABLE_MAX_PATH 128   /* bytes of a chain position <P> (nesting depth) */
+#endif
+
+/* Resumes the unfinished durable executions of rt's store (execution_id NULL: every
+   one with a start record and no done record that is not running; else that one) on
+   rt's workers, detached. *resumed (may be NULL) gets how many were started.
+   AM2Z_STATUS_INVALID_ARGUMENT (no store on rt, a bad id), AM2Z_STATUS_NOT_FOUND (that
+   id has no start record or is finished), the store's failure, or the first submit
+   failure (the others are still tried). */
+AM2Z_API am2z_status am2z_runtime_resume(am2z_runtime *rt, const char *execution_id, size_t *resumed);
+/* Delivers signal `name` (a processor-name-like string) with payload (borrowed; any JSON
+   value, NULL: null) to the durable execution execution_id: stored first (fsync), then
+   a parked execution is resumed. Thread-safe. AM2Z_STATUS_INVALID_ARGUMENT (no store,
+   bad id or name), AM2Z_STATUS_NOT_FOUND (the execution has finished), or the store's
+   failure. */
+AM2Z_API am2z_status am2z_runtime_signal(am2z_runtime *rt, const char *execution_id, const char *name,
+                                         const am2z_value *payload);
+/* The recorded outcome of a finished durable execution, waiting up to timeout_ms (< 0:
+   no limit) for it to finish. AM2Z_STATUS_OK with *out filled (cleared first; clear it
+   after), AM2Z_STATUS_TIMEOUT (not finished yet), AM2Z_STATUS_NOT_FOUND (the store
+   knows nothing of that id), AM2Z_STATUS_INVALID_ARGUMENT, the store's failure. */
+AM2Z_API am2z_status am2z_runtime_durable_outcome(am2z_runtime *rt, const char *execution_id, int64_t timeout_ms,
+                                                  am2z_outcome *out);
+/* Removes every record of a finished execution (its done record included), so the id
+   may be used again. AM2Z_STATUS_CONFLICT while it runs or is parked. */
+AM2Z_API am2z_status am2z_runtime_forget(am2z_runtime *rt, const char *execution_id);
+/* The idempotency key of the durable chain step (or compensation) being run, borrowed for
+   the call: "<execution id>/<P>/<k>" (see GUARANTEES); NULL outside a durable chain step. */
+AM2Z_API const char *am2z_ctx_idempotency_key(const am2z_ctx *ctx);
+
+typedef struct am2z_wait_signal_desc {
+    const char *name;           /* the step's processor name (required) */
+    const char *signal;         /* the signal it waits for (required; a name) */
+    const char *merge_path;     /* where the payload goes in the state (required, a path) */
+    int64_t timeout_ms;         /* 0: waits forever */
+    const am2z_value *fallback; /* retained: merged at merge_path on timeout instead of
+                                   failing with TimeoutError; NULL: TimeoutError */
+    const char *description;
+} am2z_wait_signal_desc;
+/* A processor that is a wait step (see SIGNALS). Outside a durable chain it fails with a
+   ValidationError. NULL with *status AM2Z_STATUS_INVALID_ARGUMENT (bad name, signal or
+   path, negative timeout) or AM2Z_STATUS_NO_MEMORY. */
+AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc, am2z_status *status);
+
 /* ==== 7e. schedules =================================================================== */
 /* A schedule runs a processor on a fixed input again and again: every N ms, or at the
    times of a cron expression (section 6b), between a start and an end, at most limit
@@ -1744,6 +1873,9 @@ typedef struct am2z_local_desc {
     am2z_deadlines deadlines;   /* top-level timeouts (see DEADLINES above): default
                                    EXACT; COOPERATIVE runs processors on the caller's
                                    thread. A processor's own desc.deadlines overrides it */
+    am2z_store *store;          /* borrowed, must outlive the runtime: where durable
+                                   executions checkpoint (section 7d); NULL: a durable
+                                   submit fails with AM2Z_STATUS_INVALID_ARGUMENT */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5532,6 +5664,13 @@ struct am2z_processor {
     char *results_path;
     char *errors_path;          /* settle-all: results_path + "Errors" */
     am2z_batch_mode mode;
+    /* chain: the first step_count children are its steps, then its compensations;
+       compensations (NULL when none) has step_count entries, borrowed from children */
+    size_t step_count;
+    am2z_processor **compensations;
+    /* freed with the processor (a wait step's settings, section 7d) */
+    void *owned;
+    void (*owned_free)(void *owned);
 };
 
 /* Every processor that must be registered together with p (borrowed; *out stays valid
@@ -5603,6 +5742,8 @@ static void am2z__processor_free(am2z_processor *p) {
     am2z__free(p->items_path);
     am2z__free(p->results_path);
     am2z__free(p->errors_path);
+    am2z__free(p->compensations);
+    if (p->owned_free) p->owned_free(p->owned);
     am2z__free(p);
 }
 
@@ -5779,6 +5920,102 @@ AM2Z_API int64_t am2z_processor_timeout_ms(const am2z_processor *p, int64_t defa
     return default_ms;
 }
 
+/* ---- durable scopes (section 7d) ----
+   A durable execution's chains find their checkpoints through a thread-local scope:
+   the runtime sets the root at a durable top-level attempt, a chain sets one per step
+   it calls. Nested calls made with am2z_ctx_call run on the calling thread on every
+   runtime, so the scope follows the chain's steps; calls made several at a time (a
+   parallel, a batch, call_many) run anywhere and see no scope, so what they reach is
+   not checkpointed (documented in 7d). */
+typedef struct am2z__dreg am2z__dreg;
+typedef struct am2z__dx {
+    int refs;                  /* atomic */
+    am2z__dreg *reg;           /* borrowed: the runtime's registry outlives its jobs */
+    am2z_store *store;         /* borrowed */
+    char id[AM2Z_DURABLE_MAX_ID + 1];
+    int parked;                /* atomic: a wait step parked the current attempt */
+    int64_t park_until;        /* with parked: epoch ms when the wait times out, 0: never */
+    int finished;              /* atomic: the outcome is recorded */
+} am2z__dx;
+
+typedef struct am2z__dscope {
+    am2z__dx *dx;
+    char path[AM2Z_DURABLE_MAX_PATH + 1]; /* the chain position P of the step run ("": root) */
+    long step;                 /* the step being run; -1 at the root */
+    unsigned calls;            /* chains reached from this step so far */
+    char key[AM2Z_DURABLE_MAX_ID + AM2Z_DURABLE_MAX_PATH + 32]; /* its idempotency key */
+} am2z__dscope;
+
+static AM2Z__TLS am2z__dscope *am2z__dur_cur;
+
+/* Swaps the calling thread's scope for s; returns the previous one (to restore). */
+AM2Z__PRIVATE void *am2z__dur_swap(void *s) {
+    am2z__dscope *old = am2z__dur_cur;
+    am2z__dur_cur = (am2z__dscope *)s;
+    return old;
+}
+
+/* Fills root as the root scope of dx and makes it current; returns the previous one. */
+AM2Z__PRIVATE void *am2z__dur_enter_root(void *root, am2z__dx *dx) {
+    am2z__dscope *r = (am2z__dscope *)root;
+    if (!dx) return am2z__dur_swap(NULL);
+    memset(r, 0, sizeof *r);
+    r->dx = dx;
+    r->step = -1;
+    am2z__atomic_store(&dx->parked, 0, AM2Z__MO_SEQ_CST);
+    return am2z__dur_swap(r);
+}
+
+/* "x/<id>/<kind>/<P>/<tail>" into buf; 0 when it does not fit. */
+static int am2z__dur_key(char *buf, size_t cap, const am2z__dx *dx, const char *kind, const char *P,
+                         const char *tail) {
+    int n = snprintf(buf, cap, "x/%s/%s/%s/%s", dx->id, kind, P, tail);
+    return n > 0 && (size_t)n < cap && (size_t)n <= AM2Z_STORE_MAX_KEY;
+}
+
+/* A permanent failure for a record that could not be read or written (st's detail is
+   the thread's). */
+static am2z_error *am2z__dur_store_error(am2z_status st, const char *op, const char *key) {
+    char what[AM2Z_STORE_MAX_KEY + 64];
+    snprintf(what, sizeof what, "durable %s '%s'", op, key);
+    return am2z_error_with_retryable(am2z_error_from_status(st, what), 0);
+}
+
+/* Writes v as JSON under key; OK or the failure (detail set). */
+static am2z_status am2z__dur_put_json(am2z_store *store, const char *key, const am2z_value *v) {
+    size_t len = 0;
+    char *text = am2z_json_write(v, 0, &len);
+    am2z_status st;
+    if (!text) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: cannot write '%s' as JSON", key);
+    st = am2z_store_put(store, key, text, len);
+    am2z__free(text);
+    if (st != AM2Z_STATUS_OK) { /* a custom store may not say why: the status and key at least */
+        char why[256];
+        snprintf(why, sizeof why, "%s", am2z_status_last() == st ? am2z_status_detail() : am2z_status_string(st));
+        return am2z__fail(st, AM2Z_NTS, "durable: write '%s': %s", key, why);
+    }
+    return st;
+}
+
+/* Reads the JSON value under key: OK with *out, NOT_FOUND, or the failure. */
+static am2z_status am2z__dur_get_json(am2z_store *store, const char *key, am2z_value **out) {
+    void *text = NULL;
+    size_t len = 0;
+    am2z_status st = am2z_store_get(store, key, &text, &len);
+    *out = NULL;
+    if (st != AM2Z_STATUS_OK) return st;
+    *out = am2z_json_parse((const char *)text, len, NULL, &st);
+    am2z__free(text);
+    if (!*out && st == AM2Z_STATUS_OK) st = AM2Z_STATUS_NO_MEMORY;
+    return st;
+}
+
+AM2Z_API const char *am2z_ctx_idempotency_key(const am2z_ctx *ctx) {
+    am2z__dscope *s = am2z__dur_cur;
+    (void)ctx;
+    return s && s->dx && s->step >= 0 ? s->key : NULL;
+}
+
 /* ---- context ---- */
 
 AM2Z_API const am2z_meta *am2z_ctx_meta(const am2z_ctx *ctx) { return ctx ? &ctx->meta : NULL; }
@@ -5855,7 +6092,13 @@ AM2Z_API void am2z_ctx_call_many(am2z_ctx *ctx, const char *const *processors, c
         return;
     }
     if (count == 0) return;
-    ctx->ops->call_many(ctx, processors, inputs, count, results);
+    if (count > 1 && am2z__dur_cur) { /* run anywhere: no durable scope (7d) */
+        void *scope = am2z__dur_swap(NULL);
+        ctx->ops->call_many(ctx, processors, inputs, count, results);
+        am2z__dur_swap(scope);
+    } else {
+        ctx->ops->call_many(ctx, processors, inputs, count, results);
+    }
     for (i = 0; i < count; i++)
         results[i] = am2z__proc_normalize(results[i], processors[i], NULL);
 }
@@ -6002,46 +6245,295 @@ static am2z_result am2z__composite_fail(const am2z_processor *p, am2z_ctx *ctx, 
 
 AM2Z_API am2z_processor *am2z_chain_new(const am2z_chain_desc *desc, am2z_status *status) {
     am2z_status st;
+    am2z_processor **all, *p;
+    size_t i, n, extra = 0;
     if (!desc) return (am2z_processor *)am2z__put_status(status,
             am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "chain: NULL desc"));
+    for (i = 0; desc->compensations && desc->steps && i < desc->count; i++) extra += desc->compensations[i] != NULL;
     st = am2z__composite_check("chain", desc->name, "step", desc->steps, desc->count, desc->timeout_ms);
-    if (st != AM2Z_STATUS_OK) return (am2z_processor *)am2z__put_status(status, st);
-    return am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
-                               desc->description ? NULL
-                                                 : am2z__proc_describe("Sequential chain: ", desc->steps, desc->count,
-                                                                       " -> ", ""),
-                               desc->steps, desc->count, desc->timeout_ms, status);
+    if (st != AM2Z_STATUS_OK) {
+        if (desc->steps) am2z__proc_release_all(desc->compensations, desc->count);
+        return (am2z_processor *)am2z__put_status(status, st);
+    }
+    /* the compensations follow the steps among the children, so registration and
+       the processor's lifetime take care of them */
+    n = desc->count;
+    all = (am2z_processor **)am2z__malloc((n + extra) * sizeof *all);
+    if (!all) {
+        am2z__proc_release_all(desc->steps, n);
+        am2z__proc_release_all(desc->compensations, n);
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "chain '%s': out of memory", desc->name));
+    }
+    memcpy(all, desc->steps, n * sizeof *all);
+    for (i = 0, extra = n; desc->compensations && i < n; i++)
+        if (desc->compensations[i]) all[extra++] = desc->compensations[i];
+    p = am2z__composite_new(AM2Z__KIND_CHAIN, desc->name, desc->description,
+                            desc->description ? NULL
+                                              : am2z__proc_describe("Sequential chain: ", desc->steps, n, " -> ", ""),
+                            all, extra, desc->timeout_ms, status);
+    am2z__free(all);
+    if (!p) return NULL;
+    p->step_count = n;
+    if (extra > n) {
+        p->compensations = (am2z_processor **)am2z__malloc(n * sizeof *p->compensations);
+        if (!p->compensations) {
+            am2z_processor_release(p);
+            return (am2z_processor *)am2z__put_status(status,
+                    am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "chain '%s': out of memory", desc->name));
+        }
+        for (i = 0, extra = n; i < n; i++)
+            p->compensations[i] = desc->compensations[i] ? p->children[extra++] : NULL;
+    }
+    return p;
+}
+
+/* The chain's position P (see 7d RECORDS) under scope s into buf; 0 when too long. */
+static int am2z__chain_position(am2z__dscope *s, char *buf) {
+    int n = s->step < 0 ? snprintf(buf, AM2Z_DURABLE_MAX_PATH + 1, "%u", s->calls)
+                        : snprintf(buf, AM2Z_DURABLE_MAX_PATH + 1, "%s.%ld.%u", s->path, s->step, s->calls);
+    s->calls++;
+    return n > 0 && n <= AM2Z_DURABLE_MAX_PATH;
+}
+
+/* Makes t the scope of step k of the chain at P (undo: its compensation). */
+static void am2z__chain_scope(am2z__dscope *t, am2z__dx *dx, const char *P, size_t k, int undo) {
+    memset(t, 0, sizeof *t);
+    t->dx = dx;
+    memcpy(t->path, P, strlen(P) + 1);
+    t->step = (long)k;
+    snprintf(t->key, sizeof t->key, "%s/%s/%lu%s", dx->id, P, (unsigned long)k, undo ? "/undo" : "");
+}
+
+/* The state after step k of the durable chain at P: OK with *out, or a failure. */
+static am2z_status am2z__chain_load(am2z__dx *dx, const char *P, size_t k, am2z_state **out, char *key) {
+    char tail[32];
+    void *text = NULL;
+    size_t len = 0;
+    am2z_status st;
+    snprintf(tail, sizeof tail, "%lu", (unsigned long)k);
+    *out = NULL;
+    if (!am2z__dur_key(key, AM2Z_STORE_MAX_KEY + 1, dx, "c", P, tail))
+        return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "durable: key too long");
+    st = am2z_store_get(dx->store, key, &text, &len);
+    if (st != AM2Z_STATUS_OK) return st;
+    *out = am2z_state_parse(NULL, (const char *)text, len, &st);
+    am2z__free(text);
+    return st;
+}
+
+/* Chain p's state before step i: the input, or the state after step i - 1. */
+static am2z_state *am2z__chain_before(am2z__dx *dx, const char *P, am2z_state **after, size_t i,
+                                      const am2z_state *input) {
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_state *s = NULL;
+    if (i == 0) return am2z_value_retain(input);
+    if (after && after[i - 1]) return am2z_value_retain(after[i - 1]);
+    if (dx) am2z__chain_load(dx, P, i - 1, &s, key);
+    return s;
+}
+
+/* Runs the compensations of steps next .. 0 (see COMPENSATION): each result appended to
+   results (consumed, returned). Durable: the progress record is written after each. */
+static am2z_value *am2z__chain_compensate(const am2z_processor *p, am2z_ctx *ctx, am2z__dx *dx, const char *P,
+                                          am2z_state **after, const am2z_state *input, size_t failed,
+                                          long next, const am2z_value *err_json, am2z_value *results) {
+    am2z__dscope *outer = am2z__dur_cur, t;
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    long j;
+    for (j = next; j >= 0; j--) {
+        am2z_processor *c = p->compensations[j];
+        am2z_state *s;
+        am2z_result r;
+        am2z_value *one;
+        if (!c) continue;
+        s = am2z__chain_before(dx, P, after, (size_t)j + 1, input);
+        one = am2z_value_set(am2z_value_object(), "step", am2z_value_int(j));
+        one = am2z_value_set(one, "processor", am2z_value_string(c->desc.name));
+        if (s) {
+            if (dx) {
+                am2z__chain_scope(&t, dx, P, (size_t)j, 1);
+                am2z__dur_cur = &t;
+            }
+            r = am2z_ctx_call(ctx, c->desc.name, s);
+            am2z__dur_cur = outer;
+        } else {
+            r = am2z_fail(am2z_error_validation("state", NULL, "the state after this step is lost"));
+        }
+        one = am2z_value_set(one, "ok", am2z_value_bool(r.state != NULL));
+        if (r.error) one = am2z_value_set(one, "error", am2z_error_to_json(r.error));
+        am2z_result_clear(&r);
+        am2z_value_release(s);
+        results = am2z_value_append(results, "", one);
+        if (dx && am2z__dur_key(key, sizeof key, dx, "c", P, "undo")) {
+            am2z_value *rec = am2z_value_set(am2z_value_object(), "failedStep", am2z_value_int((int64_t)failed));
+            rec = am2z_value_set(rec, "error", am2z_value_retain(err_json));
+            rec = am2z_value_set(rec, "next", am2z_value_int(j - 1));
+            rec = am2z_value_set(rec, "results", am2z_value_retain(results));
+            /* a record that cannot be written costs a re-run of this compensation after
+               a crash; the compensations go on either way */
+            if (rec) am2z__dur_put_json(dx->store, key, rec);
+            am2z_value_release(rec);
+        }
+    }
+    return results;
+}
+
+/* Ends chain p with step i's failure err (consumed): compensates steps next .. 0 (next
+   is i - 1, or i when step i succeeded but its checkpoint failed) when p has
+   compensations there and the chain was not cancelled, then fails with the details
+   (results: compensations already run, consumed, NULL: none yet; partial: the state
+   before step i, consumed). */
+static am2z_result am2z__chain_failed(const am2z_processor *p, am2z_ctx *ctx, am2z__dx *dx, const char *P,
+                                      am2z_state **after, const am2z_state *input, size_t i, am2z_error *err,
+                                      am2z_state *partial, long next, am2z_value *results) {
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    const char *step = p->children[i]->desc.name;
+    am2z_value *d, *ej = NULL;
+    size_t j;
+    int any = 0, ok = 1;
+    for (j = 0; p->compensations && (long)j <= next; j++) any |= p->compensations[j] != NULL;
+    if (any && !(dx && am2z__atomic_load(&dx->parked, AM2Z__MO_SEQ_CST)) && !am2z_ctx_cancelled(ctx) &&
+        (!err || err->kind != AM2Z_ERROR_CANCELLED)) {
+        ej = am2z_error_to_json(err);
+        if (!results) {
+            results = am2z_value_array();
+            if (dx && am2z__dur_key(key, sizeof key, dx, "c", P, "undo")) {
+                /* before the first compensation: a resumed chain compensates, it does not
+                   run step i again */
+                am2z_value *rec = am2z_value_set(am2z_value_object(), "failedStep", am2z_value_int((int64_t)i));
+                rec = am2z_value_set(rec, "error", am2z_value_retain(ej));
+                rec = am2z_value_set(rec, "next", am2z_value_int(next));
+                rec = am2z_value_set(rec, "results", am2z_value_retain(results));
+                if (rec) am2z__dur_put_json(dx->store, key, rec);
+                am2z_value_release(rec);
+            }
+        }
+        results = am2z__chain_compensate(p, ctx, dx, P, after, input, i, next, ej, results);
+        am2z_value_release(ej);
+    }
+    d = am2z_value_set(am2z_value_object(), "failedProcessor", am2z_value_string(step));
+    d = am2z_value_set(d, "failedStep", am2z_value_int((int64_t)i));
+    d = am2z_value_set(d, "completedSteps", am2z_value_int((int64_t)i));
+    if (results) {
+        for (j = 0; j < am2z_value_len(results); j++)
+            ok &= am2z_value_get_bool(am2z_value_at(results, j), "ok", 0);
+        d = am2z_value_set(d, "compensations", results);
+        d = am2z_value_set(d, "compensated", am2z_value_bool(ok));
+    }
+    return am2z__composite_fail(p, ctx, err, partial, d);
+}
+
+/* A chain resumed after its failure: the recorded compensation progress (undo, read
+   from the store) is taken up where it stopped. */
+static am2z_result am2z__chain_resume_undo(const am2z_processor *p, am2z_ctx *ctx, am2z__dx *dx, const char *P,
+                                           const am2z_state *input, am2z_value *undo) {
+    int64_t failed = am2z_value_get_int(undo, "failedStep", -1), next = am2z_value_get_int(undo, "next", -1);
+    const am2z_value *results = am2z_value_get(undo, "results");
+    am2z_error *err = am2z_error_from_json(am2z_value_get(undo, "error"));
+    am2z_result r;
+    if (failed < 0 || (size_t)failed >= p->step_count || next > failed || !results) {
+        am2z_error_release(err);
+        am2z_value_release(undo);
+        return am2z__composite_fail(p, ctx, am2z_error_validation("undo", NULL, "corrupt compensation record"),
+                                    NULL, NULL);
+    }
+    if (!err) err = am2z_error_validation("error", NULL, "the recorded failure could not be read");
+    r = am2z__chain_failed(p, ctx, dx, P, NULL, input, (size_t)failed, err,
+                           am2z__chain_before(dx, P, NULL, (size_t)failed, input), (long)next,
+                           am2z_value_retain(results));
+    am2z_value_release(undo);
+    return r;
 }
 
 static am2z_result am2z__chain_run(const am2z_processor *p, am2z_ctx *ctx, const am2z_state *input) {
-    am2z_state *cur = am2z_value_retain(input);
+    am2z__dscope *outer = am2z__dur_cur, t;
+    am2z__dx *dx = outer ? outer->dx : NULL;
+    char P[AM2Z_DURABLE_MAX_PATH + 1], key[AM2Z_STORE_MAX_KEY + 1], tail[32];
+    am2z_state *cur = NULL, **after = NULL;
     am2z_result r;
     am2z_value *d;
-    size_t i;
-    for (i = 0; i < p->child_count; i++) {
+    am2z_status st;
+    size_t i = 0, n = p->step_count;
+    if (dx) {
+        am2z_value *undo = NULL;
+        if (!am2z__chain_position(outer, P) || !am2z__dur_key(key, sizeof key, dx, "c", P, "undo"))
+            return am2z__composite_fail(p, ctx, am2z_error_resource("durable chain position", AM2Z_DURABLE_MAX_PATH,
+                                                                    AM2Z_DURABLE_MAX_PATH + 1), NULL, NULL);
+        st = am2z__dur_get_json(dx->store, key, &undo);
+        if (st == AM2Z_STATUS_OK) return am2z__chain_resume_undo(p, ctx, dx, P, input, undo);
+        if (st != AM2Z_STATUS_NOT_FOUND) return am2z__composite_fail(p, ctx, am2z__dur_store_error(st, "read", key), NULL, NULL);
+        /* skip the steps already checkpointed */
+        for (;;) {
+            am2z_state *s = NULL;
+            if (i == n) break;
+            st = am2z__chain_load(dx, P, i, &s, key);
+            if (st == AM2Z_STATUS_NOT_FOUND) break;
+            if (st != AM2Z_STATUS_OK) {
+                am2z_value_release(cur);
+                return am2z__composite_fail(p, ctx, am2z__dur_store_error(st, "read", key), NULL, NULL);
+            }
+            am2z_value_release(cur);
+            cur = s;
+            i++;
+        }
+    }
+    if (!cur) cur = am2z_value_retain(input);
+    if (p->compensations) {
+        after = (am2z_state **)am2z__malloc(n * sizeof *after);
+        if (!after) {
+            am2z_value_release(cur);
+            return am2z__proc_oom();
+        }
+        memset(after, 0, n * sizeof *after);
+    }
+    for (; i < n; i++) {
         const char *step = p->children[i]->desc.name;
         if (am2z_ctx_cancelled(ctx)) {
             r = am2z_fail(am2z_error_cancelled("chain cancelled before its next step"));
         } else {
+            if (dx) {
+                am2z__chain_scope(&t, dx, P, i, 0);
+                am2z__dur_cur = &t;
+            }
             r = am2z_ctx_call(ctx, step, cur);
+            am2z__dur_cur = outer;
+        }
+        if (r.state && dx) {
+            snprintf(tail, sizeof tail, "%lu", (unsigned long)i);
+            st = am2z__dur_key(key, sizeof key, dx, "c", P, tail) ? AM2Z_STATUS_OK
+                 : am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "durable: key too long");
+            if (st == AM2Z_STATUS_OK && !am2z__atomic_load(&dx->finished, AM2Z__MO_SEQ_CST))
+                st = am2z__dur_put_json(dx->store, key, r.state);
+            if (st != AM2Z_STATUS_OK) { /* step i's effect happened: it is compensated too */
+                if (after) after[i] = r.state;
+                else am2z_value_release(r.state);
+                r = am2z_fail(am2z__dur_store_error(st, "checkpoint", key));
+                r = am2z__chain_failed(p, ctx, dx, P, after, input, i, r.error, cur, (long)i, NULL);
+                cur = NULL;
+                break;
+            }
         }
         if (!r.state) {
-            d = am2z_value_set(am2z_value_object(), "failedProcessor", am2z_value_string(step));
-            d = am2z_value_set(d, "failedStep", am2z_value_int((int64_t)i));
-            d = am2z_value_set(d, "completedSteps", am2z_value_int((int64_t)i));
-            return am2z__composite_fail(p, ctx, r.error, cur, d);
+            r = am2z__chain_failed(p, ctx, dx, dx ? P : "", after, input, i, r.error, cur, (long)i - 1, NULL);
+            cur = NULL;
+            break;
         }
+        if (after) after[i] = am2z_value_retain(r.state);
         am2z_value_release(cur);
         cur = r.state;
         if (!am2z__ctx_wants(ctx, "processor:completed")) continue;
         d = am2z_value_set(am2z_value_object(), "processorName", am2z_value_string(step));
         d = am2z_value_set(d, "chainName", am2z_value_string(p->desc.name));
         d = am2z_value_set(d, "chainPosition", am2z_value_int((int64_t)i + 1));
-        d = am2z_value_set(d, "totalProcessors", am2z_value_int((int64_t)p->child_count));
+        d = am2z_value_set(d, "totalProcessors", am2z_value_int((int64_t)n));
         d = am2z_value_set(d, "stepCompleted", am2z_value_bool(1));
         if (d) am2z_ctx_emit(ctx, "processor:completed", d);
     }
-    return am2z_ok(cur);
+    if (cur) r = am2z_ok(cur);
+    for (i = 0; after && i < n; i++) am2z_value_release(after[i]);
+    am2z__free(after);
+    return r;
 }
 
 /* ---- parallel and the 3-way merge ---- */
@@ -6824,6 +7316,7 @@ struct am2z_runtime {
     int handler_total;
     int next_handler_id;
     struct am2z__idem_table *idem; /* idempotency keys: made on first use (atomic), freed by free */
+    am2z__dreg *dreg;           /* durable executions (7d): set by a runtime with a store */
 };
 
 /* ---- registry ---- */
@@ -9551,6 +10044,683 @@ AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt) {
 }
 
 #ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
+/* ==== 7d. durable executions ========================================================== */
+/* The per-runtime registry of the durable executions this process runs or has parked:
+   it refuses a second run of one id, hands a signal to a parked execution (or marks a
+   running one, so the wait that parks it resumes at once), and runs the timer that
+   resumes timed-out waits. The records themselves are the store's (7c); the chain
+   side is section 6 (am2z__chain_run) and the scopes section 5. */
+
+typedef struct am2z__dent {
+    char id[AM2Z_DURABLE_MAX_ID + 1];
+    int parked;                /* 0: running here, 1: parked */
+    int signalled;             /* a signal arrived while it ran */
+    int64_t until;             /* parked: epoch ms its wait times out, 0: never */
+    struct am2z__dent *next;
+} am2z__dent;
+
+struct am2z__dreg {
+    am2z_runtime *rt;
+    am2z_store *store;         /* borrowed */
+    /* starts a run of id (claimed by the caller) on the runtime's workers, detached */
+    am2z_status (*resubmit)(am2z_runtime *rt, const char *id);
+    am2z__mutex mu;
+    am2z__cond cv;             /* an outcome was recorded; a parked entry changed */
+    am2z__dent *entries;       /* under mu */
+    am2z__thread timer;
+    int timer_started, stopping; /* under mu */
+};
+
+#define AM2Z__DUR_WAITING "AM2Z_WAITING"
+
+/* Ids are also key parts: no '/', nothing a shell or a log would mangle. */
+static int am2z__dur_id_ok(const char *id) {
+    size_t n = 0;
+    if (!id) return 0;
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-' || c == ':'))
+            return 0;
+    }
+    return n >= 1 && n <= AM2Z_DURABLE_MAX_ID;
+}
+
+static am2z__dent *am2z__dur_find_locked(am2z__dreg *g, const char *id) {
+    am2z__dent *e;
+    for (e = g->entries; e; e = e->next)
+        if (!strcmp(e->id, id)) return e;
+    return NULL;
+}
+
+static void am2z__dur_unclaim(am2z__dreg *g, const char *id) {
+    am2z__dent **pp, *e;
+    am2z__mutex_lock(&g->mu);
+    for (pp = &g->entries; (e = *pp) != NULL; pp = &e->next)
+        if (!strcmp(e->id, id)) {
+            *pp = e->next;
+            am2z__free(e);
+            break;
+        }
+    am2z__cond_broadcast(&g->cv);
+    am2z__mutex_unlock(&g->mu);
+}
+
+/* Claims id for a run: 1, or 0 when it runs already (or out of memory: *oom). A
+   parked id is claimed back (a run that finds no signal parks again). */
+static int am2z__dur_claim(am2z__dreg *g, const char *id, int *oom) {
+    am2z__dent *e;
+    int ok = 1;
+    *oom = 0;
+    am2z__mutex_lock(&g->mu);
+    e = am2z__dur_find_locked(g, id);
+    if (e && !e->parked) {
+        ok = 0;
+    } else if (e) {
+        e->parked = 0;
+        e->signalled = 0;
+    } else if ((e = (am2z__dent *)am2z__malloc(sizeof *e)) != NULL) {
+        memset(e, 0, sizeof *e);
+        memcpy(e->id, id, strlen(id) + 1);
+        e->next = g->entries;
+        g->entries = e;
+    } else {
+        ok = 0;
+        *oom = 1;
+    }
+    am2z__mutex_unlock(&g->mu);
+    return ok;
+}
+
+static void am2z__dur_resubmit(am2z__dreg *g, const char *id) {
+    if (g->resubmit(g->rt, id) == AM2Z_STATUS_OK) return;
+    am2z_log_warn(am2z_runtime_logger(g->rt), "durable execution '%s' not resumed (%s): am2z_runtime_resume "
+                  "continues it", id, am2z_status_detail());
+    am2z__dur_unclaim(g, id);
+}
+
+static void *am2z__dur_timer_main(void *arg) {
+    am2z__dreg *g = (am2z__dreg *)arg;
+    char due[16][AM2Z_DURABLE_MAX_ID + 1];
+    am2z__mutex_lock(&g->mu);
+    while (!g->stopping) {
+        int64_t now = am2z_now_ms(), next = INT64_MAX;
+        size_t n = 0, i;
+        am2z__dent *e;
+        for (e = g->entries; e; e = e->next) {
+            if (!e->parked || !e->until) continue;
+            if (e->until <= now && n < 16) {
+                e->parked = 0; /* claimed for the resume */
+                memcpy(due[n++], e->id, sizeof due[0]);
+            } else if (e->until < next) {
+                next = e->until;
+            }
+        }
+        if (n) {
+            am2z__mutex_unlock(&g->mu);
+            for (i = 0; i < n; i++) am2z__dur_resubmit(g, due[i]);
+            am2z__mutex_lock(&g->mu);
+            continue;
+        }
+        am2z__cond_wait_until(&g->cv, &g->mu,
+                              next == INT64_MAX ? INT64_MAX : am2z_monotonic_ns() + (next - now) * 1000000);
+    }
+    am2z__mutex_unlock(&g->mu);
+    return NULL;
+}
+
+AM2Z__PRIVATE am2z__dreg *am2z__dreg_new(am2z_runtime *rt, am2z_store *store,
+                                         am2z_status (*resubmit)(am2z_runtime *rt, const char *id)) {
+    am2z__dreg *g = (am2z__dreg *)am2z__malloc(sizeof *g);
+    if (!g) return NULL;
+    memset(g, 0, sizeof *g);
+    g->rt = rt;
+    g->store = store;
+    g->resubmit = resubmit;
+    if (am2z__mutex_init(&g->mu) != 0) {
+        am2z__free(g);
+        return NULL;
+    }
+    if (am2z__cond_init(&g->cv) != 0) {
+        am2z__mutex_destroy(&g->mu);
+        am2z__free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Stops the timer and frees the registry (the runtime is stopped: nothing runs). */
+AM2Z__PRIVATE void am2z__dreg_free(am2z__dreg *g) {
+    am2z__dent *e;
+    int join;
+    if (!g) return;
+    am2z__mutex_lock(&g->mu);
+    g->stopping = 1;
+    join = g->timer_started;
+    am2z__cond_broadcast(&g->cv);
+    am2z__mutex_unlock(&g->mu);
+    if (join) am2z__thread_join(g->timer);
+    while ((e = g->entries) != NULL) {
+        g->entries = e->next;
+        am2z__free(e);
+    }
+    am2z__cond_destroy(&g->cv);
+    am2z__mutex_destroy(&g->mu);
+    am2z__free(g);
+}
+
+AM2Z__PRIVATE void am2z__dx_release(am2z__dx *dx) {
+    if (dx && am2z__atomic_dec(&dx->refs) == 0) am2z__free(dx);
+}
+
+static am2z_status am2z__dur_key_of(char *buf, const char *id, const char *what) {
+    int n = snprintf(buf, AM2Z_STORE_MAX_KEY + 1, "x/%s/%s", id, what);
+    if (n <= 0 || n > AM2Z_STORE_MAX_KEY) return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "durable: key too long");
+    return AM2Z_STATUS_OK;
+}
+
+/* OK when key exists, NOT_FOUND, or the store's failure. */
+static am2z_status am2z__dur_has(am2z_store *store, const char *key) {
+    void *v = NULL;
+    size_t len;
+    am2z_status st = am2z_store_get(store, key, &v, &len);
+    am2z__free(v);
+    return st;
+}
+
+/* Begins a run of durable execution id (generated into id_out when NULL): claims it
+   (unless claimed), then reads its start record, or writes one for a new execution.
+   On OK: *run_input (a new reference), run_name and run_sid are what to run (the
+   recorded ones on a resume; name NULL: the recorded processor). NULL with *st and the
+   detail on failure (the claim undone). */
+AM2Z__PRIVATE am2z__dx *am2z__dur_begin(am2z__dreg *g, const char *name, const am2z_state *input, const char *sid,
+                                        const char *id, int claimed, am2z_state **run_input,
+                                        char run_name[AM2Z_NAME_MAX + 1], char run_sid[AM2Z_SESSION_ID_MAX + 1],
+                                        am2z_status *st) {
+    char gen[AM2Z_EXECUTION_ID_SIZE], key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_value *rec = NULL;
+    am2z__dx *dx;
+    int oom;
+    *run_input = NULL;
+    if (!id && name) {
+        am2z_execution_id_generate(name, gen);
+        id = gen;
+    }
+    if (!am2z__dur_id_ok(id)) {
+        *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                         "durable: execution_id '%s' is not 1..%d bytes of [A-Za-z0-9_.:-]", id ? id : "(null)",
+                         AM2Z_DURABLE_MAX_ID);
+        return NULL;
+    }
+    am2z__dur_key_of(key, id, "done");
+    *st = am2z__dur_has(g->store, key);
+    if (*st == AM2Z_STATUS_NOT_FOUND) *st = AM2Z_STATUS_OK;
+    else if (*st == AM2Z_STATUS_OK) *st = AM2Z_STATUS_EXISTS;
+    if (*st == AM2Z_STATUS_EXISTS) {
+        *st = am2z__fail(AM2Z_STATUS_EXISTS, AM2Z_NTS,
+                         "durable execution '%s' has finished: am2z_runtime_durable_outcome reads its outcome", id);
+        return NULL;
+    }
+    if (*st != AM2Z_STATUS_OK) return NULL;
+    if (!claimed && !am2z__dur_claim(g, id, &oom)) {
+        *st = oom ? am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory")
+                  : am2z__fail(AM2Z_STATUS_EXISTS, AM2Z_NTS, "durable execution '%s' is running", id);
+        return NULL;
+    }
+    am2z__dur_key_of(key, id, "start");
+    *st = am2z__dur_get_json(g->store, key, &rec);
+    if (*st == AM2Z_STATUS_OK) { /* a resume: what was recorded runs */
+        const char *rn = am2z_value_get_string(rec, "processor", ""), *rs = am2z_value_get_string(rec, "sessionId", "");
+        const am2z_value *ri = am2z_value_get(rec, "input");
+        if (name && strcmp(name, rn) != 0) {
+            *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                             "durable execution '%s' runs processor '%s', not '%s'", id, rn, name);
+        } else if (!*rn || strlen(rn) > AM2Z_NAME_MAX || strlen(rs) > AM2Z_SESSION_ID_MAX || !ri) {
+            *st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "durable execution '%s': corrupt start record", id);
+        } else {
+            memcpy(run_name, rn, strlen(rn) + 1);
+            memcpy(run_sid, rs, strlen(rs) + 1);
+            *run_input = am2z_value_retain(ri);
+        }
+    } else if (*st == AM2Z_STATUS_NOT_FOUND && name && input) { /* new: record it first */
+        const char *s = sid ? sid : "default";
+        rec = am2z_value_set(am2z_value_object(), "processor", am2z_value_string(name));
+        rec = am2z_value_set(rec, "input", am2z_value_retain(input));
+        rec = am2z_value_set(rec, "sessionId", am2z_value_string(s));
+        rec = am2z_value_set(rec, "startedAt", am2z_value_int(am2z_now_ms()));
+        *st = rec ? am2z__dur_put_json(g->store, key, rec) : AM2Z_STATUS_NO_MEMORY;
+        if (*st == AM2Z_STATUS_OK && strlen(name) <= AM2Z_NAME_MAX && strlen(s) <= AM2Z_SESSION_ID_MAX) {
+            memcpy(run_name, name, strlen(name) + 1);
+            memcpy(run_sid, s, strlen(s) + 1);
+            *run_input = am2z_value_retain(input);
+        } else if (*st == AM2Z_STATUS_OK) {
+            *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "durable: processor or session name too long");
+        }
+    } else if (*st == AM2Z_STATUS_NOT_FOUND) {
+        *st = am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "durable execution '%s' has no start record", id);
+    }
+    am2z_value_release(rec);
+    dx = *st == AM2Z_STATUS_OK ? (am2z__dx *)am2z__malloc(sizeof *dx) : NULL;
+    if (*st == AM2Z_STATUS_OK && !dx) *st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory");
+    if (!dx) {
+        am2z_value_release(*run_input);
+        *run_input = NULL;
+        am2z__dur_unclaim(g, id);
+        return NULL;
+    }
+    memset(dx, 0, sizeof *dx);
+    dx->refs = 1;
+    dx->reg = g;
+    dx->store = g->store;
+    memcpy(dx->id, id, strlen(id) + 1);
+    return dx;
+}
+
+/* A begun run that was never submitted. */
+AM2Z__PRIVATE void am2z__dur_abort(am2z__dx *dx) {
+    am2z__dur_unclaim(dx->reg, dx->id);
+    am2z__dx_release(dx);
+}
+
+typedef struct am2z__dur_keys {
+    char **keys;
+    size_t n, cap;
+    int failed;
+} am2z__dur_keys;
+
+static int am2z__dur_collect(const char *key, const void *value, size_t len, void *user_data) {
+    am2z__dur_keys *k = (am2z__dur_keys *)user_data;
+    (void)value;
+    (void)len;
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 16;
+        char **nk = (char **)am2z__realloc(k->keys, cap * sizeof *nk);
+        if (!nk) {
+            k->failed = 1;
+            return 1;
+        }
+        k->keys = nk;
+        k->cap = cap;
+    }
+    if (!(k->keys[k->n] = am2z__strdup(key))) {
+        k->failed = 1;
+        return 1;
+    }
+    k->n++;
+    return 0;
+}
+
+/* Removes the records of id under prefix "x/<id>/" except `keep` (NULL: all). */
+static am2z_status am2z__dur_remove_all(am2z_store *store, const char *id, const char *keep) {
+    char prefix[AM2Z_STORE_MAX_KEY + 1];
+    am2z__dur_keys k;
+    am2z_status st, st2 = AM2Z_STATUS_OK;
+    size_t i;
+    memset(&k, 0, sizeof k);
+    snprintf(prefix, sizeof prefix, "x/%s/", id);
+    st = am2z_store_scan(store, prefix, am2z__dur_collect, &k);
+    if (st == AM2Z_STATUS_OK && k.failed) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory");
+    for (i = 0; i < k.n; i++) {
+        if (st == AM2Z_STATUS_OK && (!keep || strcmp(k.keys[i], keep) != 0) && st2 == AM2Z_STATUS_OK)
+            st2 = am2z_store_remove(store, k.keys[i]);
+        am2z__free(k.keys[i]);
+    }
+    am2z__free(k.keys);
+    return st != AM2Z_STATUS_OK ? st : st2;
+}
+
+static int am2z__dur_is_waiting(const am2z_error *err) {
+    const am2z_error *root = am2z_error_root_cause(err);
+    return root && root->code && !strcmp(root->code, AM2Z__DUR_WAITING);
+}
+
+/* The end of a durable execution's run (the runtime's final outcome): parked, left
+   unfinished (cancelled), or recorded as done. state and err borrowed. */
+AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am2z_error *err, int cancelled,
+                                 int attempts, double duration_ms, int64_t started_at, const char *sid) {
+    am2z__dreg *g = dx->reg;
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_value *rec;
+    am2z_status st;
+    if (!state && am2z__atomic_load(&dx->parked, AM2Z__MO_SEQ_CST) && am2z__dur_is_waiting(err)) {
+        am2z__dent *e;
+        int resume = 0, no_timer = 0;
+        am2z__mutex_lock(&g->mu);
+        e = am2z__dur_find_locked(g, dx->id);
+        if (e && e->signalled) { /* a signal came while it ran: go on at once */
+            e->signalled = 0;
+            resume = 1;
+        } else if (e) {
+            e->parked = 1;
+            e->until = am2z__atomic_load(&dx->park_until, AM2Z__MO_SEQ_CST);
+            if (e->until && !g->timer_started && !g->stopping)
+                g->timer_started = am2z__thread_create(&g->timer, am2z__dur_timer_main, g) == 0;
+            no_timer = e->until && !g->timer_started;
+            am2z__cond_broadcast(&g->cv);
+        }
+        am2z__mutex_unlock(&g->mu);
+        if (no_timer)
+            am2z_log_error(am2z_runtime_logger(g->rt), "durable execution '%s': no timer thread for its wait timeout",
+                           dx->id);
+        if (resume) am2z__dur_resubmit(g, dx->id);
+        return;
+    }
+    if (cancelled) { /* not finished: resume continues it */
+        am2z__dur_unclaim(g, dx->id);
+        return;
+    }
+    rec = am2z_value_set(am2z_value_object(), "ok", am2z_value_bool(state != NULL));
+    if (state) rec = am2z_value_set(rec, "state", am2z_value_retain(state));
+    if (err) rec = am2z_value_set(rec, "error", am2z_error_to_json(err));
+    rec = am2z_value_set(rec, "attempts", am2z_value_int(attempts));
+    rec = am2z_value_set(rec, "durationMs", am2z_value_double(duration_ms));
+    rec = am2z_value_set(rec, "startedAt", am2z_value_int(started_at));
+    rec = am2z_value_set(rec, "sessionId", am2z_value_string(sid ? sid : "default"));
+    am2z__dur_key_of(key, dx->id, "done");
+    st = rec ? am2z__dur_put_json(dx->store, key, rec) : AM2Z_STATUS_NO_MEMORY;
+    am2z_value_release(rec);
+    if (st == AM2Z_STATUS_OK) {
+        am2z__atomic_store(&dx->finished, 1, AM2Z__MO_SEQ_CST);
+        st = am2z__dur_remove_all(dx->store, dx->id, key);
+        if (st != AM2Z_STATUS_OK)
+            am2z_log_warn(am2z_runtime_logger(g->rt), "durable execution '%s': old records not removed: %s", dx->id,
+                          am2z_status_detail());
+    } else {
+        am2z_log_error(am2z_runtime_logger(g->rt), "durable execution '%s': outcome not recorded (%s); "
+                       "am2z_runtime_resume runs it again", dx->id, am2z_status_detail());
+    }
+    am2z__dur_unclaim(g, dx->id);
+}
+
+static am2z__dreg *am2z__dur_reg(am2z_runtime *rt, const char *op) {
+    if (rt && rt->dreg) return rt->dreg;
+    am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s: the runtime has no store (am2z_local_desc.store)", op);
+    return NULL;
+}
+
+typedef struct am2z__dur_scan {
+    am2z__dur_keys started, done;
+} am2z__dur_scan;
+
+static int am2z__dur_scan_fn(const char *key, const void *value, size_t len, void *user_data) {
+    am2z__dur_scan *s = (am2z__dur_scan *)user_data;
+    size_t n = strlen(key);
+    if (n > 8 && !strcmp(key + n - 6, "/start")) return am2z__dur_collect(key, value, len, &s->started);
+    if (n > 7 && !strcmp(key + n - 5, "/done")) return am2z__dur_collect(key, value, len, &s->done);
+    return 0;
+}
+
+/* The id part of "x/<id>/start" (in place). */
+static char *am2z__dur_id_of(char *key) {
+    char *slash = strchr(key + 2, '/');
+    if (slash) *slash = '\0';
+    return key + 2;
+}
+
+AM2Z_API am2z_status am2z_runtime_resume(am2z_runtime *rt, const char *execution_id, size_t *resumed) {
+    am2z__dreg *g = am2z__dur_reg(rt, "resume");
+    am2z__dur_scan s;
+    am2z_status st, first = AM2Z_STATUS_OK;
+    size_t i, j, n = 0;
+    int oom;
+    if (resumed) *resumed = 0;
+    if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (execution_id) {
+        char key[AM2Z_STORE_MAX_KEY + 1];
+        if (!am2z__dur_id_ok(execution_id))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resume: bad execution id");
+        am2z__dur_key_of(key, execution_id, "done");
+        st = am2z__dur_has(g->store, key);
+        if (st == AM2Z_STATUS_OK)
+            return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "resume: durable execution '%s' has finished",
+                              execution_id);
+        if (!am2z__dur_claim(g, execution_id, &oom))
+            return oom ? AM2Z_STATUS_NO_MEMORY : AM2Z_STATUS_OK; /* running already */
+        st = g->resubmit(rt, execution_id);
+        if (st != AM2Z_STATUS_OK) am2z__dur_unclaim(g, execution_id);
+        else if (resumed) *resumed = 1;
+        return st;
+    }
+    memset(&s, 0, sizeof s);
+    st = am2z_store_scan(g->store, "x/", am2z__dur_scan_fn, &s);
+    if (st == AM2Z_STATUS_OK && (s.started.failed || s.done.failed))
+        st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "resume: out of memory");
+    for (i = 0; i < s.started.n; i++) {
+        char *id = am2z__dur_id_of(s.started.keys[i]);
+        int done = 0;
+        for (j = 0; j < s.done.n && !done; j++) done = !strcmp(am2z__dur_id_of(s.done.keys[j]), id);
+        if (st != AM2Z_STATUS_OK || done || !am2z__dur_id_ok(id) || !am2z__dur_claim(g, id, &oom)) continue;
+        if (g->resubmit(rt, id) == AM2Z_STATUS_OK) {
+            n++;
+        } else {
+            if (first == AM2Z_STATUS_OK) first = am2z_status_last();
+            am2z__dur_unclaim(g, id);
+        }
+    }
+    for (i = 0; i < s.started.n; i++) am2z__free(s.started.keys[i]);
+    for (i = 0; i < s.done.n; i++) am2z__free(s.done.keys[i]);
+    am2z__free(s.started.keys);
+    am2z__free(s.done.keys);
+    if (resumed) *resumed = n;
+    return st != AM2Z_STATUS_OK ? st : first;
+}
+
+AM2Z_API am2z_status am2z_runtime_signal(am2z_runtime *rt, const char *execution_id, const char *name,
+                                         const am2z_value *payload) {
+    am2z__dreg *g = am2z__dur_reg(rt, "signal");
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_value *null = NULL;
+    am2z__dent *e;
+    am2z_status st;
+    int resume = 0;
+    if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!am2z__dur_id_ok(execution_id) || am2z__proc_name_why(name))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "signal: bad execution id or signal name '%s'",
+                          name ? name : "(null)");
+    am2z__dur_key_of(key, execution_id, "done");
+    st = am2z__dur_has(g->store, key);
+    if (st == AM2Z_STATUS_OK)
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "signal '%s': durable execution '%s' has finished", name,
+                          execution_id);
+    if (st != AM2Z_STATUS_NOT_FOUND) return st;
+    snprintf(key, sizeof key, "x/%s/s/%s", execution_id, name);
+    if (!payload) payload = null = am2z_value_null();
+    st = am2z__dur_put_json(g->store, key, payload);
+    am2z_value_release(null);
+    if (st != AM2Z_STATUS_OK) return st;
+    am2z__mutex_lock(&g->mu);
+    e = am2z__dur_find_locked(g, execution_id);
+    if (e && e->parked) {
+        e->parked = 0; /* claimed for the resume */
+        resume = 1;
+    } else if (e) {
+        e->signalled = 1;
+    }
+    am2z__mutex_unlock(&g->mu);
+    if (resume) am2z__dur_resubmit(g, execution_id);
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_durable_outcome(am2z_runtime *rt, const char *execution_id, int64_t timeout_ms,
+                                                  am2z_outcome *out) {
+    am2z__dreg *g = am2z__dur_reg(rt, "durable_outcome");
+    char key[AM2Z_STORE_MAX_KEY + 1], start[AM2Z_STORE_MAX_KEY + 1];
+    int64_t until = timeout_ms < 0 ? INT64_MAX : am2z_monotonic_ns() + (timeout_ms > 100000000 ? 100000000 : timeout_ms) * 1000000;
+    am2z_value *rec = NULL;
+    am2z_status st;
+    if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!out || !am2z__dur_id_ok(execution_id))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "durable_outcome: NULL outcome or bad id");
+    am2z_outcome_clear(out);
+    am2z__dur_key_of(key, execution_id, "done");
+    am2z__dur_key_of(start, execution_id, "start");
+    for (;;) {
+        int known;
+        st = am2z__dur_get_json(g->store, key, &rec);
+        if (st == AM2Z_STATUS_OK) break;
+        if (st != AM2Z_STATUS_NOT_FOUND) return st;
+        st = am2z__dur_has(g->store, start);
+        am2z__mutex_lock(&g->mu);
+        known = st == AM2Z_STATUS_OK || am2z__dur_find_locked(g, execution_id) != NULL;
+        if (known && am2z_monotonic_ns() < until) /* slices: a record written between the get and the wait */
+            am2z__cond_wait_until(&g->cv, &g->mu,
+                                  until - am2z_monotonic_ns() > 100000000 ? am2z_monotonic_ns() + 100000000 : until);
+        am2z__mutex_unlock(&g->mu);
+        if (!known && am2z__dur_get_json(g->store, key, &rec) == AM2Z_STATUS_OK) break; /* finished meanwhile */
+        if (!known)
+            return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "durable_outcome: no durable execution '%s'",
+                              execution_id);
+        if (am2z_monotonic_ns() >= until) {
+            st = am2z__dur_get_json(g->store, key, &rec);
+            if (st == AM2Z_STATUS_OK) break;
+            return am2z__fail(AM2Z_STATUS_TIMEOUT, AM2Z_NTS, "durable_outcome: '%s' has not finished", execution_id);
+        }
+    }
+    {
+        const char *sid = am2z_value_get_string(rec, "sessionId", "default");
+        const am2z_value *s = am2z_value_get(rec, "state"), *e = am2z_value_get(rec, "error");
+        out->state = s ? am2z_value_retain(s) : NULL;
+        out->error = e ? am2z_error_from_json(e) : NULL;
+        out->attempts = (int)am2z_value_get_int(rec, "attempts", 0);
+        out->duration_ms = am2z_value_get_double(rec, "durationMs", 0);
+        out->started_at = am2z_value_get_int(rec, "startedAt", 0);
+        snprintf(out->execution_id, sizeof out->execution_id, "%s", execution_id);
+        am2z__outcome_session(out, sid);
+        if (!am2z_value_get_bool(rec, "ok", 0) && !out->error)
+            out->error = am2z_error_validation("outcome", NULL, "the recorded failure could not be read");
+    }
+    am2z_value_release(rec);
+    return AM2Z_STATUS_OK;
+}
+
+AM2Z_API am2z_status am2z_runtime_forget(am2z_runtime *rt, const char *execution_id) {
+    am2z__dreg *g = am2z__dur_reg(rt, "forget");
+    int busy;
+    if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (!am2z__dur_id_ok(execution_id)) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "forget: bad id");
+    am2z__mutex_lock(&g->mu);
+    busy = am2z__dur_find_locked(g, execution_id) != NULL;
+    am2z__mutex_unlock(&g->mu);
+    if (busy)
+        return am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "forget: durable execution '%s' runs or waits",
+                          execution_id);
+    return am2z__dur_remove_all(g->store, execution_id, NULL);
+}
+
+/* ---- wait steps ---- */
+
+typedef struct am2z__wait_cfg {
+    char *signal;
+    char *merge_path;
+    int64_t timeout_ms;
+    am2z_value *fallback;
+} am2z__wait_cfg;
+
+static void am2z__wait_cfg_free(void *p) {
+    am2z__wait_cfg *w = (am2z__wait_cfg *)p;
+    if (!w) return;
+    am2z__free(w->signal);
+    am2z__free(w->merge_path);
+    am2z_value_release(w->fallback);
+    am2z__free(w);
+}
+
+static am2z_result am2z__wait_merge(const am2z_state *input, const char *path, const am2z_value *v) {
+    am2z_value *s = am2z_value_set(am2z_value_retain(input), path, am2z_value_retain(v));
+    return s ? am2z_ok(s) : am2z_fail(am2z_error_from_status(am2z_status_last(), "wait step merge"));
+}
+
+static am2z_result am2z__wait_fn(am2z_ctx *ctx, const am2z_state *input) {
+    const am2z__wait_cfg *w = (const am2z__wait_cfg *)am2z_ctx_user_data(ctx);
+    am2z__dscope *s = am2z__dur_cur;
+    char key[AM2Z_STORE_MAX_KEY + 1], tail[32];
+    am2z_value *v = NULL;
+    am2z_result r;
+    am2z_status st;
+    int64_t until, now;
+    if (!s || !s->dx || s->step < 0)
+        return am2z_fail(am2z_error_validation("wait", NULL, "a wait step runs only as a step of a durable chain "
+                                                             "(am2z_submit_desc.durable)"));
+    snprintf(key, sizeof key, "x/%s/s/%s", s->dx->id, w->signal);
+    st = am2z__dur_get_json(s->dx->store, key, &v);
+    if (st == AM2Z_STATUS_OK) {
+        r = am2z__wait_merge(input, w->merge_path, v);
+        am2z_value_release(v);
+        return r;
+    }
+    if (st != AM2Z_STATUS_NOT_FOUND) return am2z_fail(am2z__dur_store_error(st, "read", key));
+    snprintf(tail, sizeof tail, "%ld", s->step);
+    if (!am2z__dur_key(key, sizeof key, s->dx, "w", s->path, tail))
+        return am2z_fail(am2z__dur_store_error(AM2Z_STATUS_LIMIT, "write", "wait"));
+    now = am2z_ctx_now_ms(ctx);
+    st = am2z__dur_get_json(s->dx->store, key, &v);
+    if (st == AM2Z_STATUS_OK) {
+        until = am2z_value_get_int(v, "until", 0);
+    } else if (st == AM2Z_STATUS_NOT_FOUND) { /* the first time: the timeout starts now */
+        /* capped (~3 years) so the sum cannot overflow */
+        until = w->timeout_ms ? now + (w->timeout_ms < 100000000000 ? w->timeout_ms : 100000000000) : 0;
+        v = am2z_value_set(am2z_value_object(), "signal", am2z_value_string(w->signal));
+        v = am2z_value_set(v, "until", am2z_value_int(until));
+        st = v ? am2z__dur_put_json(s->dx->store, key, v) : AM2Z_STATUS_NO_MEMORY;
+        if (st != AM2Z_STATUS_OK) {
+            am2z_value_release(v);
+            return am2z_fail(am2z__dur_store_error(st, "write", key));
+        }
+    } else {
+        return am2z_fail(am2z__dur_store_error(st, "read", key));
+    }
+    am2z_value_release(v);
+    if (until && now >= until) {
+        if (w->fallback) return am2z__wait_merge(input, w->merge_path, w->fallback);
+        return am2z_fail(am2z_error_with_retryable(am2z_error_timeout("wait for signal", w->timeout_ms), 0));
+    }
+    am2z__atomic_store(&s->dx->park_until, until, AM2Z__MO_SEQ_CST);
+    am2z__atomic_store(&s->dx->parked, 1, AM2Z__MO_SEQ_CST);
+    return am2z_fail(am2z_error_business(AM2Z__DUR_WAITING, AM2Z_SEVERITY_LOW,
+                                         "durable execution '%s' waits for signal '%s'", s->dx->id, w->signal));
+}
+
+AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc, am2z_status *status) {
+    am2z_processor_desc pd;
+    am2z__wait_cfg *w;
+    am2z_processor *p;
+    const char *why = NULL;
+    if (!desc) why = "NULL desc";
+    else if (am2z__proc_name_why(desc->signal)) why = "signal must be a name ([A-Za-z0-9_.-], 1..AM2Z_NAME_MAX bytes)";
+    else if (!desc->merge_path || !*desc->merge_path) why = "no merge_path";
+    else if (desc->timeout_ms < 0) why = "negative timeout_ms";
+    if (why)
+        return (am2z_processor *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                     "wait step '%s': %s",
+                                                                     desc && desc->name ? desc->name : "(null)", why));
+    w = (am2z__wait_cfg *)am2z__malloc(sizeof *w);
+    if (w) {
+        memset(w, 0, sizeof *w);
+        w->signal = am2z__strdup(desc->signal);
+        w->merge_path = am2z__strdup(desc->merge_path);
+        w->timeout_ms = desc->timeout_ms;
+        w->fallback = am2z_value_retain(desc->fallback);
+    }
+    if (!w || !w->signal || !w->merge_path) {
+        am2z__wait_cfg_free(w);
+        return (am2z_processor *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "wait step: out of memory"));
+    }
+    memset(&pd, 0, sizeof pd);
+    pd.name = desc->name;
+    pd.fn = am2z__wait_fn;
+    pd.description = desc->description;
+    pd.user_data = w;
+    p = am2z_processor_new(&pd, status);
+    if (!p) {
+        am2z__wait_cfg_free(w);
+        return NULL;
+    }
+    p->owned = w;
+    p->owned_free = am2z__wait_cfg_free;
+    return p;
+}
+
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
    - EXACT: every execution that a caller waits for runs on a worker thread, never on
@@ -9760,6 +10930,7 @@ struct am2z__lr_job {
     am2z__mutex mu;     /* top only: the waiter blocks on cv */
     am2z__cond cv;
     am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
+    am2z__dx *dx;           /* top: its durable execution (7d), or NULL; owned */
 };
 
 /* A worker's view of one execute_many: the item it runs with that item's deadline
@@ -10419,6 +11590,7 @@ static void am2z__lr_job_destroy(am2z__lr_job *j) {
     am2z__lr_job_release(j->parent);
     am2z__lr_batch_release(j->pbatch);
     if (j->top) am2z__lr_session_release(j->session);
+    am2z__dx_release(j->dx);
     if (j->cv_ready) {
         am2z__mutex_destroy(&j->mu);
         am2z__cond_destroy(&j->cv);
@@ -10871,6 +12043,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_state *moved = NULL;
     am2z__lr_shard *sh;
     am2z__lr_link link;
+    am2z__dscope root;
     am2z_ctx ctx;
     am2z_result r;
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
@@ -10904,7 +12077,13 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     link.frame = f;
     link.prev = am2z__lr_stack;
     am2z__lr_stack = &link;
-    r = am2z_processor_invoke(p, &ctx, input);
+    if (depth == 0) { /* a top-level attempt: its own durable scope, or none (7d) */
+        void *outer = am2z__dur_enter_root(&root, f->job ? f->job->dx : NULL);
+        r = am2z_processor_invoke(p, &ctx, input);
+        am2z__dur_swap(outer);
+    } else {
+        r = am2z_processor_invoke(p, &ctx, input);
+    }
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
     if (r.state) {
@@ -11046,6 +12225,9 @@ static void am2z__lr_finish(am2z__lr *lr, am2z__lr_job *j, int word_attempt, am2
                       0, lat);
     /* every count before the outcome shows: whoever holds the outcome sees them settled
        (a stop that saw running drop may find the job RESOLVING: it leaves it alone) */
+    if (j->dx) /* recorded before anyone can hold the outcome */
+        am2z__dur_end(j->dx, state, err, cancelled, AM2Z__LR_LD(&j->started_attempts), (double)lat / 1e6,
+                      am2z__lr_wall(lr, first ? first : j->created_ns), j->session->id);
     am2z__lr_session_count(j->session, state ? 1 : 0, !state && !cancelled, !state && cancelled);
     am2z__lr_session_done(j->session);
     am2z__lr_claim_spin(lr);
@@ -11378,6 +12560,7 @@ static void am2z__lr_run_kid(am2z__lr_worker *w, am2z__lr_job *k) {
    0 when there is none. */
 static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w) {
     am2z__lr_job *k = NULL;
+    void *scope;
     if (am2z__lr_helping >= AM2Z__LR_HELP_DEPTH || !AM2Z__LR_LD(&lr->lane_n)) return 0;
     am2z__mutex_lock(&lr->qmu);
     k = am2z__lr_list_pop(&lr->lane_head, &lr->lane_tail);
@@ -11388,7 +12571,9 @@ static int am2z__lr_help(am2z__lr *lr, am2z__lr_worker *w) {
     am2z__mutex_unlock(&lr->qmu);
     if (!k) return 0;
     am2z__lr_helping++;
+    scope = am2z__dur_swap(NULL); /* another execution's call: not in our durable scope */
     am2z__lr_run_kid(w, k);
+    am2z__dur_swap(scope);
     am2z__lr_helping--;
     return 1;
 }
@@ -11872,7 +13057,7 @@ static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime
    caller runs it (am2z__lr_here) is not queued and *here is set. delay_ms > 0: the
    call's own delay (am2z_submit_desc), instead of the processor's queue.delay_ms. */
 static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
-                                         am2z_status *st, int *here, int64_t delay_ms) {
+                                         am2z_status *st, int *here, int64_t delay_ms, am2z__dx *dx) {
     am2z_processor *p;
     am2z__lr_session *s;
     am2z__lr_job *j;
@@ -11914,6 +13099,10 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->created_ns = am2z__lr_now();
     j->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
     am2z__execution_id_at(name, am2z__lr_wall(lr, j->created_ns), j->exec_id);
+    if (dx) { /* the job owns dx once it is returned; on failure the caller keeps it */
+        j->dx = dx;
+        memcpy(j->exec_id, dx->id, strlen(dx->id) + 1);
+    }
     am2z__atomic_add(&s->submitted, 1, AM2Z__MO_RELAXED);
     am2z__atomic_add(&s->running, 1, AM2Z__MO_SEQ_CST);
     am2z__lr_live_add(s, &j->live, 1);
@@ -11927,6 +13116,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
         am2z__submit_fail(*st, name, sid);
         am2z__atomic_sub(&s->submitted, 1, AM2Z__MO_RELAXED);
         am2z__lr_session_done(s);
+        j->dx = NULL;
         am2z__lr_job_release(j);
         return NULL;
     }
@@ -11943,11 +13133,59 @@ static am2z_error *am2z__lr_submit_error(am2z__lr *lr, const char *name, const c
     return am2z__runtime_status_error(lr->rt, name, st);
 }
 
+/* A durable submit (7d): begins the run (claim, start record), then submits the job
+   that owns it. id claimed: a resume whose claim the caller holds. */
+static am2z__lr_job *am2z__lr_submit_durable(am2z__lr *lr, const char *name, const am2z_state *input,
+                                             const char *sid, const char *id, int claimed, am2z_status *st) {
+    char run_name[AM2Z_NAME_MAX + 1], run_sid[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state *run_input = NULL;
+    am2z__lr_job *j;
+    am2z__dx *dx;
+    if (!lr->rt->dreg) {
+        *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                         "submit '%s': durable needs a store (am2z_local_desc.store)", name ? name : "(null)");
+        return NULL;
+    }
+    if (!claimed && (!name || !input)) {
+        *st = am2z__submit_fail(AM2Z_STATUS_INVALID_ARGUMENT, name, sid);
+        return NULL;
+    }
+    dx = am2z__dur_begin(lr->rt->dreg, name, input, sid, id, claimed, &run_input, run_name, run_sid, st);
+    if (!dx) return NULL;
+    j = am2z__lr_submit_job(lr, run_name, run_input, run_sid, st, NULL, 0, dx);
+    am2z_value_release(run_input);
+    if (!j) am2z__dur_abort(dx);
+    return j;
+}
+
+/* The registry's resume of a claimed id: a detached durable run. */
+static am2z_status am2z__lr_resubmit(am2z_runtime *rt, const char *id) {
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z__lr_job *j = am2z__lr_submit_durable(am2z__lr_of(rt), NULL, NULL, NULL, id, 1, &st);
+    if (j) am2z__lr_job_release(j); /* detached: the queue and the worker keep it going */
+    return st;
+}
+
 static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, const am2z_state *input,
                                           const am2z_submit_desc *desc, am2z_status *st) {
     am2z_status tmp;
-    am2z__lr_job *j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st ? st : &tmp, NULL,
-                                          am2z__submit_delay(desc, am2z_now_ms()));
+    am2z__lr_job *j;
+    if (!st) st = &tmp;
+    if (desc->execution_id && !desc->durable) {
+        *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit '%s': execution_id is only for durable",
+                         name ? name : "(null)");
+        return NULL;
+    }
+    if (desc->durable && (desc->delay_ms || desc->run_at_ms)) { /* a resume would not know the delay */
+        *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                         "submit '%s': delay_ms / run_at_ms are not supported with durable (local runtime)",
+                         name ? name : "(null)");
+        return NULL;
+    }
+    if (desc->durable) j = am2z__lr_submit_durable(am2z__lr_of(rt), name, input, desc->session_id,
+                                                   desc->execution_id, 0, st);
+    else j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st, NULL,
+                                  am2z__submit_delay(desc, am2z_now_ms()), NULL);
     return j ? &j->base : NULL;
 }
 
@@ -11970,7 +13208,7 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
     int here = 0;
-    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here, 0);
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here, 0, NULL);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
     if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
@@ -12818,6 +14056,8 @@ static void am2z__lr_free(am2z__lr *lr, int workers_ready) {
 
 static void am2z__lr_op_destroy(am2z_runtime *rt) {
     am2z__lr *lr = am2z__lr_of(rt);
+    am2z__dreg_free(rt->dreg);
+    rt->dreg = NULL;
     am2z__lr_free(lr, lr->nworkers);
 }
 
@@ -12937,6 +14177,11 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                 am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
     }
     lr->rt = rt;
+    if (d.store && !(rt->dreg = am2z__dreg_new(rt, d.store, am2z__lr_resubmit))) {
+        am2z_runtime_free(rt);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "local runtime: out of memory"));
+    }
     if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
         am2z_runtime_free(rt);
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
@@ -13509,6 +14754,9 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     am2z_processor *p = NULL;
     am2z__il_session *s = NULL;
     am2z__il_exec *x = NULL;
+    if (desc->durable || desc->execution_id)
+        return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                "submit '%s': durable / execution_id: not supported by the inline runtime", processor ? processor : "(null)"));
     if (!processor || !input || !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
     else if (il->stopped) st = AM2Z_STATUS_NOT_STARTED;
     else if (!(p = am2z_runtime_lookup(rt, processor))) st = AM2Z_STATUS_NOT_FOUND;

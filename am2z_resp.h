@@ -5360,6 +5360,9 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
+    if (desc->durable || desc->execution_id)
+        return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                "submit '%s': durable / execution_id: not supported by the queue runtime yet", proc ? proc : "(null)"));
     if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL, desc);
