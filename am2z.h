@@ -1717,8 +1717,8 @@ struct am2z_schedule_desc {
    (AM2Z_SCHEDULE_MAX schedules exist already); AM2Z_STATUS_NO_MEMORY; a queue runtime
    also the connection's status. */
 AM2Z_API am2z_status am2z_runtime_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *desc);
-/* Deletes schedule id: no slot of it fires after this returns (a run already started
-   goes on). AM2Z_STATUS_NOT_FOUND when there is none. */
+/* Deletes schedule id: no slot of it is claimed after this returns (a slot claimed just
+   before, and a run already started, go on). AM2Z_STATUS_NOT_FOUND when there is none. */
 AM2Z_API am2z_status am2z_runtime_schedule_remove(am2z_runtime *rt, const char *id);
 /* Every live schedule, sorted by id (a new reference; NULL with a detail on failure):
    [{id, processor, sessionId, everyMs | cron, startAt?, endAt?, limit?, runs (slots

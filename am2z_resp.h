@@ -60,6 +60,8 @@
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
        AM2Z_QUEUE_BATCH        jobs a worker takes at once from a deep queue (default 16)
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
+       AM2Z_QUEUE_SCHEDULE_ID_MAX bytes of a schedule id on the queue runtime (default 40)
+       AM2Z_QUEUE_SCHEDULE_POLL_MS longest sleep of a process's schedule timer (default 100)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an

@@ -200,6 +200,24 @@ static void test_layout_list_remove(void) {
     l = am2z_runtime_schedule_list(work);
     CHECK_INT(am2z_value_len(l), 0);
     am2z_value_release(l);
+    /* AM2Z_SCHEDULE_MAX holds per prefix in Redis: the next new id is refused */
+    {
+        int i, made = 0;
+        am2z_status st = AM2Z_STATUS_OK;
+        for (i = 0; i <= AM2Z_SCHEDULE_MAX && st == AM2Z_STATUS_OK; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "m%d", i);
+            st = am2z_runtime_schedule_upsert(prod, &(am2z_schedule_desc){.id = id, .processor = "tick", .input = in,
+                                                                         .every_ms = 3600000});
+            if (st == AM2Z_STATUS_OK) made++;
+        }
+        CHECK_INT(st, AM2Z_STATUS_LIMIT);
+        CHECK_INT(made, AM2Z_SCHEDULE_MAX);
+        CHECK(strstr(am2z_status_detail(), "AM2Z_SCHEDULE_MAX") != NULL);
+        CHECK_INT(am2z_runtime_schedule_upsert(prod, &(am2z_schedule_desc){.id = "m0", .processor = "tick", .input = in,
+                                                                          .every_ms = 60000}),
+                  AM2Z_STATUS_OK); /* replacing one still works */
+    }
     am2z_value_release(in);
     am2z_redis_free(r);
     am2z_runtime_free(prod);

@@ -1,7 +1,7 @@
 /* Schedules (am2z.h section 7e) on the inline runtime (slots fire on the virtual clock,
    so the times are exact) and on the local runtime (its timer thread): every_ms and cron
    slots, start/end/limit, upsert replacing, remove, missed slots skipped, bad input. */
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "../am2z.h"
 #include "t.h"
 #include <time.h>
