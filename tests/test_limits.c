@@ -70,7 +70,7 @@ static am2z_result p_slow(am2z_ctx *ctx, const am2z_state *in) {
     __atomic_sub_fetch(&g_now[t], 1, __ATOMIC_SEQ_CST);
     if (g_fail_first && am2z_ctx_meta(ctx)->attempt == 1)
         return am2z_fail(am2z_error_network("flaky", 503, NULL));
-    if (i >= 0 && i < 128) g_done_at[t][i] = __atomic_add_fetch(&g_seq, 1, __ATOMIC_SEQ_CST);
+    if (i >= 0 && i < 128) __atomic_store_n(&g_done_at[t][i], __atomic_add_fetch(&g_seq, 1, __ATOMIC_SEQ_CST), __ATOMIC_SEQ_CST);
     return am2z_ok(am2z_value_retain((am2z_state *)in));
 }
 
