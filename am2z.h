@@ -96,6 +96,7 @@
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
+       AM2Z_MAX_CONCURRENCY   largest global_concurrency / session_concurrency (1,000,000)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
 

@@ -493,7 +493,8 @@ extern "C" {
                     must be the processor's name.
        settings     <bull>:<prefix>~<processor>:am2z:settings  hash {version, settings
                     (JSON), instance, publishedAt}: what the workers of the processor
-                    published (SETTINGS in 4.3); the rate limit goes to its queue's meta
+                    published (SETTINGS in 4.3); the rate limit and global concurrency
+                    go to its queue's meta (max/duration, concurrency: BullMQ's fields)
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
@@ -568,7 +569,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        rate_limit_per_minute to the queue's limiter (meta max/duration, written by the
        workers when they register, so it holds for every producer's jobs, Node's too);
        concurrency limits the jobs of a processor per process
-       (children run inline by a waiting parent do not count, so they cannot deadlock).
+       (children run inline by a waiting parent do not count, so they cannot deadlock);
+       global_concurrency and session_concurrency hold across processes (LIMITS).
        Retention: keep_* by count and age (seconds, as BullMQ), or the job's own
        removeOnComplete/removeOnFail; count trimming runs in batches of count/16.
        Children (ctx calls, composites) are jobs on the queues of their processors (the
@@ -582,11 +584,12 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        runtime with workers (concurrency >= 1) publishes them when it registers the
        processor: the settings hash of its queue (LAYOUT) gets the settings JSON
        {"timeoutMs","attempts","backoff":{"type","delay","multiplier","maxDelay","jitter"},
-       "priority","delay","rateLimitPerMinute"}, the publishing instance and time, and a
+       "priority","delay","rateLimitPerMinute"[,"globalConcurrency"][,"sessionConcurrency"]}
+       (the last two only when set), the publishing instance and time, and a
        version that counts the changes (the same settings published again change
-       nothing); the rate limit is written to the queue's meta max/duration as BullMQ
-       keeps it (and removed when settings that had one are replaced by settings
-       without). When workers disagree (a rolling deploy), the newest registration wins:
+       nothing); the rate limit is written to the queue's meta max/duration and
+       global_concurrency to its meta concurrency, as BullMQ keeps them (each removed
+       when settings that had one are replaced by settings without). When workers disagree (a rolling deploy), the newest registration wins:
        it replaces the settings for every caller and job, and its process logs a warning
        naming both settings and the instance it replaced. Settings stay in Redis when
        workers stop; a restarted worker publishes again. should_retry and concurrency
@@ -613,6 +616,37 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        honoured (delay and priority by where BullMQ's add puts the job); what the job
        does not say (a Node job's timeout, its attempts when 0) comes from the
        published settings.
+   LIMITS THAT HOLD ACROSS PROCESSES
+       global_concurrency (am2z_queue_config) caps the running jobs of a processor's
+       queue in all processes together, BullMQ's global concurrency: the workers
+       publish it (SETTINGS) into the queue's meta "concurrency", and the fetch script
+       (the one atomic move to active, run by every am2z worker; Node's moveToActive
+       reads the same field) takes a job only while LLEN active < concurrency, and at
+       most that many in one batch. A Node Queue.setGlobalConcurrency on the queue is
+       the same field; the workers' registration overwrites it when they set a cap.
+       session_concurrency (am2z_queue_desc, a tenant limit) caps the running jobs of
+       each session queue (<prefix>~<processor>~<session>: one per processor and
+       session) the same way: the caller writes min(global_concurrency,
+       session_concurrency) of the published settings into the session queue's meta
+       concurrency when it adds jobs (removed when both are 0). So the cap is per
+       processor and session, and global_concurrency bounds the processor's global
+       queue (executions without a session, Node's jobs) and each session queue, not
+       their sum: with S busy sessions up to S x cap jobs of one processor run.
+       Fairness: sessions never share a queue, so one session's backlog never sits in
+       front of another's jobs; workers take the queues that have work in turn (wake
+       keys, then each queue's marker), and a session at its cap is skipped until one
+       of its jobs ends.
+       A job that cannot start stays in wait (or prioritized); nothing polls. A worker
+       that finds the queue full goes back to BZPOPMIN on the markers, having used up
+       the marker; the script that frees a slot (complete, final fail, a retry's
+       backoff) adds the marker (and the wake key) again when jobs wait and a slot is
+       free, and a worker that just finished a job takes the next one itself in the
+       same script call. A fetch that fills the last slot does not wake another worker.
+       Not counted: children the waiting parent runs itself (its first child and the
+       ones it claims), which run in the parent's turn so a parent cannot deadlock on
+       its own cap (they are in active, so others wait for them). Bounds: 0..
+       AM2Z_MAX_CONCURRENCY; larger or negative values are refused. The per-process
+       concurrency still applies on top.
    FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
        ends the wait with a CancelledError and, when no worker has taken its job yet
        (wait, prioritized or delayed, a retry's backoff included), removes the job and its
