@@ -589,8 +589,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        version that counts the changes (the same settings published again change
        nothing); the rate limit is written to the queue's meta max/duration and
        global_concurrency to its meta concurrency, as BullMQ keeps them (each removed
-       when settings that had one are replaced by settings without). When workers disagree (a rolling deploy), the newest registration wins:
-       it replaces the settings for every caller and job, and its process logs a warning
+       when settings that had one are replaced by settings without). When workers
+       disagree (a rolling deploy), the newest registration wins: it replaces the
+       settings for every caller and job, and its process logs a warning
        naming both settings and the instance it replaced. Settings stay in Redis when
        workers stop; a restarted worker publishes again. should_retry and concurrency
        are code and per process: they stay the worker's own.

@@ -227,6 +227,8 @@ static void test_global_concurrency_two_processes(void) {
     CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow:meta", "concurrency"), 3);
     submit_n(rt, e, 40, NULL, 60);
     CHECK_INT(wait_all(e, 40), 40);
+    printf("  2 processes x 8 threads, global_concurrency 3: max %lld at once\n",
+           redis_num("GET %s", "max:all", NULL));
     /* 16 worker threads, at most 3 at once: reached, never exceeded */
     CHECK_INT(redis_num("GET %s", "max:all", NULL), 3);
     CHECK_INT(redis_num("GET %s", "now:all", NULL), 0);
