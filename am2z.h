@@ -106,6 +106,7 @@
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
+       AM2Z_MAX_CONCURRENCY   largest global_concurrency / session_concurrency (1,000,000)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
 
@@ -799,7 +800,20 @@ typedef struct am2z_queue_config {
                               priority), as in BullMQ */
     int rate_limit_per_minute; /* 0 = unlimited */
     int64_t delay_ms;      /* start each execution this much later */
+    int global_concurrency; /* max simultaneous executions of this processor in ALL
+                              processes together; 0 = unlimited, at most
+                              AM2Z_MAX_CONCURRENCY. Queue runtime: BullMQ's global
+                              concurrency (the queue's meta "concurrency", checked
+                              atomically when a job moves to active; 4.3 of
+                              am2z_resp.h). Local runtime: one process, so it caps like
+                              concurrency (the smaller one holds). Inline: one at a time */
 } am2z_queue_config;
+
+#ifndef AM2Z_MAX_CONCURRENCY
+/* Largest global_concurrency / session_concurrency accepted (as BullMQ, whose scripts
+   read the queue's meta concurrency as a number; larger values are refused). */
+#define AM2Z_MAX_CONCURRENCY 1000000
+#endif
 
 /* Who enforces a top-level execution's timeout (am2z_processor_desc.deadlines,
    am2z_local_desc.deadlines; the local runtime's section 8 says what each costs). */
@@ -1778,11 +1792,25 @@ AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt);
      first, then 1, 2, ... (FIFO within a priority), as in BullMQ. concurrency caps the
      processor's simultaneous top-level executions; nested calls run inside their
      caller's turn and never wait for a slot, so a processor calling itself cannot
-     deadlock.
+     deadlock. global_concurrency caps them the same way here (one process holds
+     them all; the smaller of the two holds).
      rate_limit_per_minute spaces starts at least 60000/rate ms apart, measured between
      real starts (a one-token bucket; executions wait in line, never fail), nested calls
      included, also when a waiting call runs other queued calls meanwhile. delay_ms
      postpones the first attempt of a top-level execution and each nested call.
+   - SESSION LIMITS: session_concurrency caps the top-level executions of one session
+     (tenant) that run at once; 0 (default) = no cap. An execution holds a session slot
+     while an attempt runs (not during a retry's backoff); nested calls run in their
+     caller's slot and never wait for one. Fairness: an execution whose session is at
+     its cap leaves the run queue and waits in its session's own line (FIFO), so the
+     queued work of every other session runs first, in submission order; when a slot of
+     the session frees, its next waiting execution goes to the front of the queue. A
+     session slot is taken before a processor slot (concurrency, global_concurrency), so
+     a session at its cap never holds a processor slot another session could use. Two
+     bypasses, both to avoid deadlock, as for concurrency: a processor waiting for an
+     execution it submitted itself runs it (in its own slot), and a cap also makes
+     COOPERATIVE executions and execute_many go through the queue. The inline runtime
+     runs one execution at a time, so every cap >= 1 holds there.
    - Sessions: NULL means "default"; first use emits "session:created"; see
      am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
      another session runs with it rewritten, so an outcome's state always names the
@@ -1876,6 +1904,9 @@ typedef struct am2z_local_desc {
     am2z_store *store;          /* borrowed, must outlive the runtime: where durable
                                    executions checkpoint (section 7d); NULL: a durable
                                    submit fails with AM2Z_STATUS_INVALID_ARGUMENT */
+    int session_concurrency;    /* max top-level executions of one session running at once
+                                   (a tenant limit, see SESSION LIMITS above); 0 = unlimited,
+                                   at most AM2Z_MAX_CONCURRENCY */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -5792,6 +5823,8 @@ static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
     if (desc->queue.concurrency < 0 || desc->queue.priority < 0 || desc->queue.rate_limit_per_minute < 0 ||
         desc->queue.delay_ms < 0)
         return "negative queue concurrency, priority, rate_limit_per_minute or delay_ms";
+    if (desc->queue.global_concurrency < 0 || desc->queue.global_concurrency > AM2Z_MAX_CONCURRENCY)
+        return "queue global_concurrency outside 0..AM2Z_MAX_CONCURRENCY";
     if (desc->dependency_count && !desc->dependencies) return "dependency_count without dependencies";
     if (desc->deadlines < AM2Z_DEADLINES_DEFAULT || desc->deadlines > AM2Z_DEADLINES_COOPERATIVE)
         return "deadlines is not an am2z_deadlines value";
@@ -10791,6 +10824,9 @@ enum {
     AM2Z__LR_IT_PENDING = 0, AM2Z__LR_IT_CLAIMED, AM2Z__LR_IT_RUNNING,
     AM2Z__LR_IT_WRITING, AM2Z__LR_IT_DONE, AM2Z__LR_IT_ABANDONED
 };
+/* The slots a job holds (has_slot): its processor's concurrency, its session's. */
+#define AM2Z__LR_PSLOT 1
+#define AM2Z__LR_SSLOT 2
 /* Why an execution was cancelled. */
 enum { AM2Z__LR_CANCEL_FREED = 1, AM2Z__LR_CANCEL_SESSION, AM2Z__LR_CANCEL_STOP, AM2Z__LR_CANCEL_PARENT };
 
@@ -10870,6 +10906,9 @@ struct am2z__lr_session {
     am2z__lr_srec *srecs;   /* per-processor counters (under mu) */
     am2z__lr_stable *srt;   /* atomic: their index */
     am2z__lr_live live;     /* list head */
+    /* session_concurrency (under lr->qmu): slots in use, jobs waiting for one */
+    int slots;
+    am2z__lr_job *wait_head, *wait_tail;
 };
 
 /* Queue state of a processor with a concurrency or rate limit (under lr->qmu). */
@@ -10907,7 +10946,8 @@ struct am2z__lr_job {
     int64_t end_ns;
     am2z_state *out_state;  /* the outcome, readable once the phase is DONE */
     am2z_error *out_error;
-    int has_slot, has_token; /* under qmu: concurrency slot held, rate-limited start reserved */
+    int has_slot, has_token; /* under qmu: slots held (AM2Z__LR_PSLOT | AM2Z__LR_SSLOT),
+                                rate-limited start reserved */
     int depth;
     int priority;
     /* the rest is mostly the submitter's */
@@ -11032,6 +11072,7 @@ struct am2z__lr {
     am2z__mutex mmu;
     am2z__cond mcv;
     struct am2z__lr_sched *sched; /* atomic: schedules (7e), made at the first upsert */
+    int session_limit;        /* resolved am2z_local_desc.session_concurrency; 0: none */
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -11106,14 +11147,23 @@ static void am2z__lr_est_put(am2z__lr *lr, const void *p, int64_t ns) {
     if (ns > old + old / 2 || ns < old - old / 2) am2z__atomic_store(&e->ns, (old + ns) / 2, AM2Z__MO_RELAXED);
 }
 
+/* A processor's concurrency limit in this process: concurrency or global_concurrency
+   (one process holds every execution here), the smaller one; 0 = none. */
+static int am2z__lr_conc(const am2z_queue_config *q) {
+    if (q->global_concurrency > 0 && (q->concurrency <= 0 || q->global_concurrency < q->concurrency))
+        return q->global_concurrency;
+    return q->concurrency > 0 ? q->concurrency : 0;
+}
+
 /* Non-zero when a top-level execution of p runs on the thread that waits for it
    (cooperative deadline): its own desc.deadlines, else the runtime's, and no queue
-   option (those need the queue, where workers take executions in order). */
+   option or session limit (those need the queue, where workers take executions in
+   order). */
 static int am2z__lr_here(const am2z__lr *lr, const am2z_processor *p) {
     const am2z_processor_desc *d = am2z_processor_desc_of(p);
     int mode = d->deadlines ? (int)d->deadlines : lr->deadlines;
-    return mode == AM2Z_DEADLINES_COOPERATIVE && !d->queue.concurrency && !d->queue.rate_limit_per_minute &&
-           !d->queue.delay_ms && !d->queue.priority;
+    return mode == AM2Z_DEADLINES_COOPERATIVE && !am2z__lr_conc(&d->queue) && !d->queue.rate_limit_per_minute &&
+           !d->queue.delay_ms && !d->queue.priority && !lr->session_limit;
 }
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
@@ -11800,16 +11850,32 @@ static am2z__lr_pinfo *am2z__lr_pinfo_get_locked(am2z__lr *lr, am2z_processor *p
     return pi;
 }
 
-/* Gives j's concurrency slot to the next waiting job. */
+/* Gives j's session slot to the next job of its session waiting for one. */
+static void am2z__lr_sslot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
+    am2z__lr_session *s = j->session;
+    am2z__lr_job *k;
+    j->has_slot &= ~AM2Z__LR_SSLOT;
+    s->slots--;
+    if ((k = am2z__lr_list_pop(&s->wait_head, &s->wait_tail)) != NULL) {
+        s->slots++;
+        k->has_slot |= AM2Z__LR_SSLOT;
+        am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
+        am2z__lr_work(lr, 1);
+        am2z__lr_wake_locked(lr, 1);
+    }
+}
+
+/* Gives j's concurrency slots (processor, session) to the next waiting jobs. */
 static void am2z__lr_slot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
     am2z__lr_pinfo *pi = j->pinfo;
     am2z__lr_job *k;
-    if (!j->has_slot) return;
-    j->has_slot = 0;
+    if (j->has_slot & AM2Z__LR_SSLOT) am2z__lr_sslot_release_locked(lr, j);
+    if (!(j->has_slot & AM2Z__LR_PSLOT)) return;
+    j->has_slot &= ~AM2Z__LR_PSLOT;
     pi->running--;
     while ((k = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
         pi->running++;
-        k->has_slot = 1;
+        k->has_slot |= AM2Z__LR_PSLOT;
         am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
         am2z__lr_work(lr, 1);
         am2z__lr_wake_locked(lr, 1);
@@ -11827,17 +11893,30 @@ static int64_t am2z__lr_rate_start_locked(am2z__lr_pinfo *pi, int64_t interval, 
     return 0;
 }
 
-/* Applies j's concurrency limit and rate limit; 0 when j was parked or delayed. */
+/* Applies j's session limit, concurrency limit and rate limit; 0 when j was parked or
+   delayed. The session slot comes first and a job waits for it holding nothing, so a
+   session at its limit never holds a processor slot another session could use (a job
+   of it waiting for a processor slot holds its session's slot). */
 static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
     am2z__lr_pinfo *pi = j->pinfo;
-    if (q->concurrency > 0 && !j->has_slot) {
-        if (pi->running >= q->concurrency) {
+    int conc = am2z__lr_conc(q);
+    if (lr->session_limit > 0 && !(j->has_slot & AM2Z__LR_SSLOT)) {
+        am2z__lr_session *s = j->session;
+        if (s->slots >= lr->session_limit) {
+            am2z__lr_list_push(&s->wait_head, &s->wait_tail, j);
+            return 0;
+        }
+        s->slots++;
+        j->has_slot |= AM2Z__LR_SSLOT;
+    }
+    if (conc > 0 && !(j->has_slot & AM2Z__LR_PSLOT)) {
+        if (pi->running >= conc) {
             am2z__lr_list_push(&pi->wait_head, &pi->wait_tail, j);
             return 0;
         }
         pi->running++;
-        j->has_slot = 1;
+        j->has_slot |= AM2Z__LR_PSLOT;
     }
     if (q->rate_limit_per_minute > 0) {
         int64_t interval = (int64_t)60000000000 / q->rate_limit_per_minute, wait;
@@ -11917,12 +11996,12 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
         /* resolved meanwhile, or an entry left behind by an attempt its waiter ran (the
            next attempt, not due yet, has its own entry in the delayed heap) */
         if ((AM2Z__LR_LD(&j->word) & 3) != AM2Z__LR_QUEUED || AM2Z__LR_LD(&j->due_ns) > now) {
-            if (j->pinfo) am2z__lr_slot_release_locked(lr, j);
+            if (j->has_slot) am2z__lr_slot_release_locked(lr, j);
             lr->queued--;
             am2z__lr_drop_locked(j, drop);
             continue;
         }
-        if (j->pinfo && !am2z__lr_gate_locked(lr, j, now)) continue;
+        if ((j->pinfo || lr->session_limit > 0) && !am2z__lr_gate_locked(lr, j, now)) continue;
         lr->queued--;
         *jp = j;
         return 1;
@@ -11943,7 +12022,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
     /* Fast path: nothing waiting, a worker spinning, no queue options: hand the job to
        it through one atomic slot instead of the locked queue. */
-    if (!delay_ns && j->priority <= 0 && !q->concurrency && !q->rate_limit_per_minute &&
+    if (!delay_ns && j->priority <= 0 && !am2z__lr_conc(q) && !q->rate_limit_per_minute && !lr->session_limit &&
         AM2Z__LR_LD(&lr->spinners) > 0 && AM2Z__LR_LD(&lr->work) == 0 && AM2Z__LR_LD(&lr->running)) {
         am2z__lr_job *none = NULL;
         am2z__atomic_inc(&j->refs);
@@ -11967,7 +12046,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
         am2z__mutex_unlock(&lr->qmu);
         return AM2Z_STATUS_LIMIT;
     }
-    if (first && (q->concurrency > 0 || q->rate_limit_per_minute > 0)) {
+    if (first && (am2z__lr_conc(q) > 0 || q->rate_limit_per_minute > 0)) {
         j->pinfo = am2z__lr_pinfo_get_locked(lr, j->proc);
         if (!j->pinfo) {
             am2z__mutex_unlock(&lr->qmu);
@@ -13241,8 +13320,8 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     if (st == AM2Z_STATUS_OK) {
         d = am2z_processor_desc_of(p);
         /* retries and queue options need the job machinery: the generic path */
-        if (d->retry.max_attempts > 1 || d->queue.concurrency || d->queue.priority || d->queue.rate_limit_per_minute ||
-            d->queue.delay_ms) {
+        if (d->retry.max_attempts > 1 || am2z__lr_conc(&d->queue) || d->queue.priority ||
+            d->queue.rate_limit_per_minute || d->queue.delay_ms || lr->session_limit) {
             am2z_processor_release(p);
             return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
         }
@@ -13672,6 +13751,13 @@ static am2z_status am2z__lr_op_stop(am2z_runtime *rt, int64_t grace_ms) {
             am2z__lr_drop_locked(j, &drop);
         }
         pi->running = 0;
+    }
+    for (s = list; s; s = s->tmp) {
+        while ((j = am2z__lr_list_pop(&s->wait_head, &s->wait_tail)) != NULL) {
+            j->has_slot = 0;
+            am2z__lr_drop_locked(j, &drop);
+        }
+        s->slots = 0;
     }
     lr->queued = 0;
     am2z__atomic_store(&lr->work, 0, AM2Z__MO_SEQ_CST);
@@ -14117,6 +14203,11 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "local runtime: negative default_timeout_ms, max_call_depth or "
                                                    "metrics_interval_ms"));
+    if (d.session_concurrency < 0 || d.session_concurrency > AM2Z_MAX_CONCURRENCY)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "local runtime: session_concurrency %d is outside "
+                                                   "0..AM2Z_MAX_CONCURRENCY (%d)", d.session_concurrency,
+                                                   AM2Z_MAX_CONCURRENCY));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
@@ -14132,6 +14223,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->metrics_ms = d.metrics_interval_ms > AM2Z__LR_MAX_TIMEOUT_MS ? AM2Z__LR_MAX_TIMEOUT_MS : d.metrics_interval_ms;
     lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
     lr->deadlines = d.deadlines ? (int)d.deadlines : (int)AM2Z_DEADLINES_EXACT;
+    lr->session_limit = d.session_concurrency;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;

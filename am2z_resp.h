@@ -501,7 +501,8 @@ extern "C" {
                     must be the processor's name.
        settings     <bull>:<prefix>~<processor>:am2z:settings  hash {version, settings
                     (JSON), instance, publishedAt}: what the workers of the processor
-                    published (SETTINGS in 4.3); the rate limit goes to its queue's meta
+                    published (SETTINGS in 4.3); the rate limit and global concurrency
+                    go to its queue's meta (max/duration, concurrency: BullMQ's fields)
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
                     <bull>:<queue>:<id>:callers  an idempotent job's callers of other
@@ -583,7 +584,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        rate_limit_per_minute to the queue's limiter (meta max/duration, written by the
        workers when they register, so it holds for every producer's jobs, Node's too);
        concurrency limits the jobs of a processor per process
-       (children run inline by a waiting parent do not count, so they cannot deadlock).
+       (children run inline by a waiting parent do not count, so they cannot deadlock);
+       global_concurrency and session_concurrency hold across processes (LIMITS).
        Retention: keep_* by count and age (seconds, as BullMQ), or the job's own
        removeOnComplete/removeOnFail; count trimming runs in batches of count/16.
        Children (ctx calls, composites) are jobs on the queues of their processors (the
@@ -597,12 +599,14 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        runtime with workers (concurrency >= 1) publishes them when it registers the
        processor: the settings hash of its queue (LAYOUT) gets the settings JSON
        {"timeoutMs","attempts","backoff":{"type","delay","multiplier","maxDelay","jitter"},
-       "priority","delay","rateLimitPerMinute"}, the publishing instance and time, and a
+       "priority","delay","rateLimitPerMinute"[,"globalConcurrency"][,"sessionConcurrency"]}
+       (the last two only when set), the publishing instance and time, and a
        version that counts the changes (the same settings published again change
-       nothing); the rate limit is written to the queue's meta max/duration as BullMQ
-       keeps it (and removed when settings that had one are replaced by settings
-       without). When workers disagree (a rolling deploy), the newest registration wins:
-       it replaces the settings for every caller and job, and its process logs a warning
+       nothing); the rate limit is written to the queue's meta max/duration and
+       global_concurrency to its meta concurrency, as BullMQ keeps them (each removed
+       when settings that had one are replaced by settings without). When workers
+       disagree (a rolling deploy), the newest registration wins: it replaces the
+       settings for every caller and job, and its process logs a warning
        naming both settings and the instance it replaced. Settings stay in Redis when
        workers stop; a restarted worker publishes again. should_retry and concurrency
        are code and per process: they stay the worker's own.
@@ -628,6 +632,37 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        honoured (delay and priority by where BullMQ's add puts the job); what the job
        does not say (a Node job's timeout, its attempts when 0) comes from the
        published settings.
+   LIMITS THAT HOLD ACROSS PROCESSES
+       global_concurrency (am2z_queue_config) caps the running jobs of a processor's
+       queue in all processes together, BullMQ's global concurrency: the workers
+       publish it (SETTINGS) into the queue's meta "concurrency", and the fetch script
+       (the one atomic move to active, run by every am2z worker; Node's moveToActive
+       reads the same field) takes a job only while LLEN active < concurrency, and at
+       most that many in one batch. A Node Queue.setGlobalConcurrency on the queue is
+       the same field; the workers' registration overwrites it when they set a cap.
+       session_concurrency (am2z_queue_desc, a tenant limit) caps the running jobs of
+       each session queue (<prefix>~<processor>~<session>: one per processor and
+       session) the same way: the caller writes min(global_concurrency,
+       session_concurrency) of the published settings into the session queue's meta
+       concurrency when it adds jobs (removed when both are 0). So the cap is per
+       processor and session, and global_concurrency bounds the processor's global
+       queue (executions without a session, Node's jobs) and each session queue, not
+       their sum: with S busy sessions up to S x cap jobs of one processor run.
+       Fairness: sessions never share a queue, so one session's backlog never sits in
+       front of another's jobs; workers take the queues that have work in turn (wake
+       keys, then each queue's marker), and a session at its cap is skipped until one
+       of its jobs ends.
+       A job that cannot start stays in wait (or prioritized); nothing polls. A worker
+       that finds the queue full goes back to BZPOPMIN on the markers, having used up
+       the marker; the script that frees a slot (complete, final fail, a retry's
+       backoff) adds the marker (and the wake key) again when jobs wait and a slot is
+       free, and a worker that just finished a job takes the next one itself in the
+       same script call. A fetch that fills the last slot does not wake another worker.
+       Not counted: children the waiting parent runs itself (its first child and the
+       ones it claims), which run in the parent's turn so a parent cannot deadlock on
+       its own cap (they are in active, so others wait for them). Bounds: 0..
+       AM2Z_MAX_CONCURRENCY; larger or negative values are refused. The per-process
+       concurrency still applies on top.
    FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
        ends the wait with a CancelledError and, when no worker has taken its job yet
        (wait, prioritized or delayed, a retry's backoff included), removes the job and its
@@ -792,6 +827,10 @@ typedef struct am2z_queue_desc {
     am2z_logger *logger;          /* borrowed (retained); default: info to stderr */
     int64_t settings_refresh_ms;  /* how old cached published settings may get before a
                                      call checks their version; default 1000; < 0: every call */
+    int session_concurrency;      /* max jobs of one processor in one session running at once
+                                     in all processes (LIMITS in 4.3); 0 = unlimited, at most
+                                     AM2Z_MAX_CONCURRENCY. Published by the workers with the
+                                     settings of each processor they register */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -3294,6 +3333,7 @@ typedef struct am2z__qrt {
     /* schedules (4.10) */
     am2z__sched_timer *sched_timer; /* processes with workers: claims due slots */
     am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
+    int session_conc;           /* desc.session_concurrency (published with the settings) */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -3607,6 +3647,14 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('ZADD', P .. 'marker', 0, '0')",
     "  if wk ~= '' then redis.call('ZADD', wk, 0, wm) end",
     "end",
+    "-- A job left active: with a global concurrency (meta concurrency) a worker that found",
+    "-- the queue full went back to sleep, so a freed slot wakes one while jobs wait.",
+    "local function freed(P, wk, wm)",
+    "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency')",
+    "  local cap = int(m[2], 1000000)",
+    "  if m[1] or not cap or redis.call('LLEN', P .. 'active') >= cap then return end",
+    "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
+    "end",
     "local function promote(P, now, wk, wm, ev)",
     "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', 0, num((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)",
     "  if #due == 0 then return end",
@@ -3650,8 +3698,9 @@ static const char *const am2z__qlua_lib[] = {
     "  if prom == '1' then promote(P, tonumber(now), wk, wm, ev) end",
     "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency', 'max', 'duration')",
     "  if m[1] then return {0} end",
-    "  if int(m[2], 1000000) then",
-    "    k = math.min(k, int(m[2], 1000000) - redis.call('LLEN', P .. 'active'))",
+    "  local cap = int(m[2], 1000000)",
+    "  if cap then",
+    "    k = math.min(k, cap - redis.call('LLEN', P .. 'active'))",
     "    if k <= 0 then return {0} end",
     "  end",
     "  local lk = P .. 'limiter'",
@@ -3682,8 +3731,9 @@ static const char *const am2z__qlua_lib[] = {
     "  if max and redis.call('INCRBY', lk, #order) == #order then",
     "    redis.call('PEXPIRE', lk, math.max(int(m[4], 86400000) or 60000, 1))",
     "  end",
-    "  -- more waiting: wake the next worker",
-    "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
+    "  -- more waiting and a free slot: wake the next worker (a full queue is woken by freed)",
+    "  if (not cap or redis.call('LLEN', P .. 'active') < cap) and",
+    "     (redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1) then wake(P, wk, wm) end",
     "  -- one EXISTS for the batch's cancel keys; each job's own only when one is set",
     "  if C ~= '' then",
     "    local ck = {}",
@@ -3796,7 +3846,8 @@ static const char *const am2z__qlua_lib[] = {
    goes straight to active, locked for its caller (a parent running its first child). */
 static const char *const am2z__qlua_add[] = {
     "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
-    "--       sessions sid child ratemax taketoken lockms, then (id data opts) per job.",
+    "--       sessions sid child ratemax taketoken lockms concurrency ('': leave meta's, '0':",
+    "--       remove it), then (id data opts) per job.",
     "-- Returns the number of jobs added, or -1 (a child's session is gone). With a take token",
     "-- the first job goes straight to active, locked for the caller (a parent running its",
     "-- first child itself), and the reply is {count, job as take returns it}.",
@@ -3807,8 +3858,8 @@ static const char *const am2z__qlua_add[] = {
     "-- finish scripts answer. An expired one is deleted and the job added afresh.",
     "local P, ts, delay = ARGV[1], ARGV[3], tonumber(ARGV[4])",
     "if ARGV[13] == '1' and redis.call('SISMEMBER', ARGV[11], ARGV[12]) == 0 then return -1 end",
-    "if #ARGV == 19 and idem(ARGV[17]) then",
-    "  local id = ARGV[17]",
+    "if #ARGV == 20 and idem(ARGV[18]) then",
+    "  local id = ARGV[18]",
     "  local f = redis.call('HMGET', P .. id, 'name', 'finishedOn', 'returnvalue', 'failedReason', 'atm', 'stacktrace', 'opts')",
     "  if f[1] and f[2] then",
     "    local ok, o = pcall(cjson.decode, f[7] or '{}')",
@@ -3821,7 +3872,7 @@ static const char *const am2z__qlua_add[] = {
     "    redis.call('ZREM', P .. 'failed', id)",
     "    redis.call('DEL', P .. id, P .. id .. ':lock', P .. id .. ':logs', P .. id .. ':callers')",
     "  elseif f[1] then",
-    "    local ok, d = pcall(cjson.decode, ARGV[18])",
+    "    local ok, d = pcall(cjson.decode, ARGV[19])",
     "    if ok and type(d) == 'table' and type(d.replyTo) == 'string' then",
     "      redis.call('SADD', P .. id .. ':callers', d.replyTo)",
     "      redis.call('PEXPIREAT', P .. id .. ':callers', num((tonumber(d.deadline) or tonumber(ts)) + 60000))",
@@ -3831,7 +3882,7 @@ static const char *const am2z__qlua_add[] = {
     "  end",
     "end",
     "local ids = {}",
-    "for i = 17, #ARGV, 3 do",
+    "for i = 18, #ARGV, 3 do",
     "  local id = ARGV[i]",
     "  redis.call('HSET', P .. id, 'name', ARGV[2], 'data', ARGV[i + 1], 'opts', ARGV[i + 2], 'timestamp', ts,",
     "             'delay', ARGV[4], 'priority', ARGV[5])",
@@ -3842,6 +3893,8 @@ static const char *const am2z__qlua_add[] = {
     "EVMAX[P] = tonumber(m[2]) or 10000",
     "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
     "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
+    "if ARGV[17] == '0' then redis.call('HDEL', P .. 'meta', 'concurrency')",
+    "elseif ARGV[17] ~= '' then redis.call('HSET', P .. 'meta', 'concurrency', ARGV[17]) end",
     "if ARGV[9] ~= '' then",
     "  redis.call('SADD', ARGV[9], ARGV[10])",
     "  redis.call('SADD', ARGV[11], ARGV[12])",
@@ -3932,15 +3985,15 @@ static const char *const am2z__qlua_complete[] = {
     "local k = tonumber(ARGV[6])",
     "local nxt = {0}",
     "if k > 0 then nxt = fetch(P, C, ARGV[7], ARGV[8], now, ARGV[9], ARGV[10], ARGV[11], k, ARGV[4]) end",
-    "if #mine > 0 and nxt[1] == 0 then drained(P, ARGV[4]) end",
+    "if #mine > 0 and nxt[1] == 0 then drained(P, ARGV[4]); freed(P, ARGV[10], ARGV[11]) end",
     "return {lost, nxt}",
     NULL
 };
 /* Script "fail": a job active -> failed (failedReason, stacktrace, retention, reply). */
 static const char *const am2z__qlua_fail[] = {
     "-- ARGV: P C id token now failedreason stacktrace replykey replymsg keepcount keepage events",
-    "--       replyttl attemptsmade exhausted (1: its attempts are used up): returns 1, or -1",
-    "--       when the job is no longer ours",
+    "--       replyttl attemptsmade exhausted (1: its attempts are used up) wakekey wakemember:",
+    "--       returns 1, or -1 when the job is no longer ours",
     "local P, C, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]",
     "if not release(P, id, ARGV[4]) then return -1 end",
     "local count = tonumber(ARGV[10])",
@@ -3954,6 +4007,7 @@ static const char *const am2z__qlua_fail[] = {
     "if ARGV[8] ~= '' then reply(ARGV[8], {ARGV[9]}, ARGV[13]) end",
     "if ARGV[9] ~= '' and idem(id) then callers(P, id, ARGV[9], ARGV[13]) end",
     "drained(P, ARGV[12])",
+    "freed(P, ARGV[16], ARGV[17])",
     "return 1",
     NULL
 };
@@ -3971,7 +4025,7 @@ static const char *const am2z__qlua_retry[] = {
     "if delay > 0 then",
     "  local due = tonumber(now) + delay",
     "  redis.call('ZADD', P .. 'delayed', num(due * 4096), id)",
-    "  if not paused then delaymark(P) end",
+    "  if not paused then delaymark(P); freed(P, ARGV[10], ARGV[11]) end",
     "  event(P, ARGV[9], 'delayed', 'jobId', id, 'delay', num(due))",
     "else",
     "  ready(P, id, int(redis.call('HGET', jk, 'priority'), 2097152) or 0)",
@@ -4176,18 +4230,22 @@ static const char *const am2z__qlua_state[] = {
 };
 /* Script "settings": a worker publishes a processor's settings (SETTINGS in 4.3). */
 static const char *const am2z__qlua_settings[] = {
-    "-- ARGV: settingskey metakey settings instance now ratelimit. Returns {version, 1 when it",
+    "-- ARGV: settingskey metakey settings instance now ratelimit globalconcurrency. Returns",
+    "-- {version, 1 when it",
     "-- replaced different settings, the replaced settings, their instance} ('' when none).",
     "local k, meta, s = ARGV[1], ARGV[2], ARGV[3]",
     "local old = redis.call('HMGET', k, 'settings', 'instance', 'version')",
     "local rate = tonumber(ARGV[6]) or 0",
+    "local conc = tonumber(ARGV[7]) or 0",
     "if rate > 0 then redis.call('HSET', meta, 'max', rate, 'duration', 60000) end",
+    "if conc > 0 then redis.call('HSET', meta, 'concurrency', conc) end",
     "if old[1] == s then return {tonumber(old[3]) or 0, 0, '', ''} end",
-    "if rate <= 0 and old[1] then",
+    "if (rate <= 0 or conc <= 0) and old[1] then",
     "  -- only a limit that published settings set is removed: BullMQ's own stays",
     "  local ok, o = pcall(cjson.decode, old[1])",
-    "  if ok and type(o) == 'table' and (tonumber(o.rateLimitPerMinute) or 0) > 0 then",
-    "    redis.call('HDEL', meta, 'max', 'duration')",
+    "  if ok and type(o) == 'table' then",
+    "    if rate <= 0 and (tonumber(o.rateLimitPerMinute) or 0) > 0 then redis.call('HDEL', meta, 'max', 'duration') end",
+    "    if conc <= 0 and (tonumber(o.globalConcurrency) or 0) > 0 then redis.call('HDEL', meta, 'concurrency') end",
     "  end",
     "end",
     "local v = redis.call('HINCRBY', k, 'version', 1)",
@@ -4519,6 +4577,8 @@ typedef struct am2z__qset {
     int priority;
     int64_t delay_ms;
     int rate;                   /* rate limit per minute, 0: none */
+    int global_conc;            /* am2z_queue_config.global_concurrency, 0: none */
+    int session_conc;           /* the workers' am2z_queue_desc.session_concurrency, 0: none */
 } am2z__qset;
 
 /* What this process knows about one processor's published settings. */
@@ -4543,6 +4603,8 @@ static void am2z__qset_of(const am2z__qrt *q, const am2z_processor *p, am2z__qse
     s->priority = d->queue.priority;
     s->delay_ms = d->queue.delay_ms;
     s->rate = d->queue.rate_limit_per_minute;
+    s->global_conc = d->queue.global_concurrency;
+    s->session_conc = q->session_conc;
 }
 
 /* A non-negative number with up to 6 decimals, independent of the C locale. */
@@ -4592,6 +4654,9 @@ static void am2z__qsb_settings(am2z__qsb *b, const am2z__qset *s) {
     am2z__qsb_i64(b, s->delay_ms);
     am2z__qsb_str(b, ",\"rateLimitPerMinute\":");
     am2z__qsb_i64(b, s->rate);
+    /* the limits only when set, so settings without them read as before */
+    if (s->global_conc > 0) { am2z__qsb_str(b, ",\"globalConcurrency\":"); am2z__qsb_i64(b, s->global_conc); }
+    if (s->session_conc > 0) { am2z__qsb_str(b, ",\"sessionConcurrency\":"); am2z__qsb_i64(b, s->session_conc); }
     am2z__qsb_str(b, "}");
 }
 
@@ -4645,6 +4710,10 @@ static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
         s->priority = am2z__qget_int(v, "priority", 0);
         s->delay_ms = am2z__qget_nonneg(v, "delay", 0);
         s->rate = am2z__qget_int(v, "rateLimitPerMinute", 0);
+        s->global_conc = am2z__qget_int(v, "globalConcurrency", 0);
+        s->session_conc = am2z__qget_int(v, "sessionConcurrency", 0);
+        if (s->global_conc > AM2Z_MAX_CONCURRENCY) s->global_conc = AM2Z_MAX_CONCURRENCY;
+        if (s->session_conc > AM2Z_MAX_CONCURRENCY) s->session_conc = AM2Z_MAX_CONCURRENCY;
     }
     am2z_value_release(v);
     return ok;
@@ -4817,8 +4886,8 @@ static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p, int64_t cap_ns
     am2z__qpub *e;
     am2z_reply rep = am2z__qrep0();
     am2z_redis *r;
-    char *key = NULL, *meta = NULL, now[24], rate[24];
-    const char *argv[6];
+    char *key = NULL, *meta = NULL, now[24], rate[24], conc[24];
+    const char *argv[7];
     am2z__qset_of(q, p, &set);
     am2z__qsb_settings(&js, &set);
     am2z__mutex_lock(&q->setmu);
@@ -4838,8 +4907,10 @@ static void am2z__qpublish(am2z__qrt *q, const am2z_processor *p, int64_t cap_ns
     }
     snprintf(now, sizeof now, "%lld", (long long)am2z_now_ms());
     snprintf(rate, sizeof rate, "%d", set.rate);
+    snprintf(conc, sizeof conc, "%d", set.global_conc);
     argv[0] = key; argv[1] = meta; argv[2] = js.p; argv[3] = q->instance; argv[4] = now; argv[5] = rate;
-    if (am2z__qeval(r, &rep, q->s_settings, 6, argv, NULL) != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY ||
+    argv[6] = conc;
+    if (am2z__qeval(r, &rep, q->s_settings, 7, argv, NULL) != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY ||
         rep.len != 4) {
         am2z_log_warn(q->logger, "queue runtime: publishing the settings of '%s' failed: %s", name,
                       rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
@@ -5008,12 +5079,12 @@ static int am2z__qidem_is(const char *id) {
 /* One prepared add: the waiter (in the table) and the script's arguments. Adds of the
    same queue are sent together: argv[0..AM2Z__QADD_SHARED) is shared, then (id, data, opts)
    per job. */
-#define AM2Z__QADD_SHARED 16
+#define AM2Z__QADD_SHARED 17
 #define AM2Z__QADD_GROUP 128 /* jobs per add script call */
 typedef struct am2z__qadd {
     am2z__qwait *w;
     am2z__qsb data, opts;
-    char ts[24], delay[24], prio[24], rate[24], child[2];
+    char ts[24], delay[24], prio[24], rate[24], child[2], conc[24];
     char take[64];              /* set: the job goes straight to the caller (locked) */
     const char *argv[AM2Z__QADD_SHARED];
 } am2z__qadd;
@@ -5021,6 +5092,16 @@ typedef struct am2z__qadd {
 static void am2z__qadd_free(am2z__qadd *a) {
     am2z__qsb_free(&a->data);
     am2z__qsb_free(&a->opts);
+}
+
+/* The meta concurrency an add writes (the add script's ARGV[17]): a session queue gets
+   the smaller of global_concurrency and session_concurrency ("0": none, removed); the
+   global queue's is the workers' (the settings script), so an add leaves it (""). */
+static void am2z__qadd_conc(const am2z__qset *set, int session_queue, char out[24]) {
+    int cap = set->global_conc;
+    if (set->session_conc > 0 && (cap <= 0 || set->session_conc < cap)) cap = set->session_conc;
+    if (session_queue) snprintf(out, 24, "%d", cap > 0 ? cap : 0);
+    else out[0] = 0;
 }
 
 /* Registers the waiter of a new execution and prepares its job. parent: the running job
@@ -5127,6 +5208,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     snprintf(a->prio, sizeof a->prio, "%d", prio);
     a->child[0] = parent && session ? '1' : '0';
     if (set.rate > 0) snprintf(a->rate, sizeof a->rate, "%d", set.rate);
+    am2z__qadd_conc(&set, session != NULL, a->conc);
     a->argv[0] = w->qu->P;
     a->argv[1] = w->qu->proc;
     a->argv[2] = a->ts;
@@ -5143,6 +5225,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     a->argv[13] = a->rate;
     a->argv[14] = a->take;
     a->argv[15] = q->lock_s;
+    a->argv[16] = a->conc;
     a->w = w;
     am2z__qwait_insert(q, w);
     return AM2Z_STATUS_OK;
@@ -6183,8 +6266,8 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     am2z__qrt *q = jr->w->q;
     am2z__qqueue *qu = jr->qu;
     am2z__qsb msg = am2z__qsb0();
-    const char *argv[15];
-    size_t lens[15], i;
+    const char *argv[17];
+    size_t lens[17], i;
     char kc[24], ka[24];
     am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
     int max_attempts = jr->p ? am2z_processor_desc_of(jr->p)->retry.max_attempts : 1;
@@ -6200,11 +6283,12 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     argv[9] = kc; argv[10] = ka; argv[11] = am2z__qev_level(q, qu); argv[12] = q->reply_ttl_s;
     argv[13] = jr->atm_s;
     argv[14] = jr->attempt >= (max_attempts > 0 ? max_attempts : 1) ? "1" : "0"; /* retries-exhausted */
-    for (i = 0; i < 15; i++) lens[i] = strlen(argv[i]);
+    argv[15] = qu->wk; argv[16] = qu->wm; /* a freed global-concurrency slot wakes a worker */
+    for (i = 0; i < 17; i++) lens[i] = strlen(argv[i]);
     lens[6] = stn;
     lens[8] = msg.n;
     am2z__atomic_inc(&q->n_failed); /* counted before its caller can hold the outcome */
-    am2z__qfinish(jr->w, q->s_fail, argv, lens, 15, qu);
+    am2z__qfinish(jr->w, q->s_fail, argv, lens, 17, qu);
     am2z__qsb_free(&msg);
     if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->errs[jr->nerrs - 1], jr->errs, jr->nerrs, jr->attempt);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:failed")) {
@@ -8198,6 +8282,11 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "queue runtime: concurrency %d is above AM2Z_QUEUE_MAX_WORKERS (%d)",
                                                    d.concurrency, AM2Z_QUEUE_MAX_WORKERS));
+    if (d.session_concurrency < 0 || d.session_concurrency > AM2Z_MAX_CONCURRENCY)
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: session_concurrency %d is outside "
+                                                   "0..AM2Z_MAX_CONCURRENCY (%d)", d.session_concurrency,
+                                                   AM2Z_MAX_CONCURRENCY));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
     q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
     if (!q) {
@@ -8242,6 +8331,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->foreign_poll_ms = d.foreign_poll_ms > 0 ? d.foreign_poll_ms : d.foreign_poll_ms < 0 ? -1 : 10000;
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
+    q->session_conc = d.session_concurrency;
     q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
                              : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
     snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);
