@@ -15,7 +15,7 @@ static void sleep_ms(int64_t ms) {
 }
 
 /* What the processor does: 0 succeed, 1 a retryable NetworkError, 2 a permanent
-   ValidationError, 3 succeed after sleeping 300 ms (a slow probe). */
+   ValidationError, 3 succeed after sleeping 1 s (a slow probe). */
 static int g_mode;
 static int g_calls; /* attempts that reached the processor (atomic) */
 
@@ -25,7 +25,7 @@ static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
     __atomic_add_fetch(&g_calls, 1, __ATOMIC_SEQ_CST);
     if (mode == 1) return am2z_fail(am2z_error_network("db:5432", 0, NULL));
     if (mode == 2) return am2z_fail(am2z_error_validation("id", NULL, "missing"));
-    if (mode == 3) sleep_ms(300);
+    if (mode == 3) sleep_ms(1000);
     return am2z_ok(am2z_value_retain(in));
 }
 
@@ -101,7 +101,7 @@ static void pass_time(am2z_runtime *rt, int virt, int64_t ms) {
 
 /* The whole life of a breaker on one runtime. */
 static void lifecycle(int virt) {
-    int64_t open_ms = virt ? 5000 : 300;
+    int64_t open_ms = virt ? 5000 : 1000; /* local: room for a loaded machine */
     am2z_runtime *rt = make_rt(virt);
     evlog l;
     int i, att = 0;
@@ -344,7 +344,7 @@ static void test_probe_limit_local(void) {
     CHECK_INT(run(rt, NULL), AM2Z_ERROR_NETWORK);
     CHECK_INT(l.opened, 1);
     sleep_ms(150);
-    set_mode(3); /* the probe takes 300 ms */
+    set_mode(3); /* the probe takes 1 s */
     e = am2z_runtime_submit(rt, "flaky", in, NULL, NULL);
     CHECK(e != NULL);
     t0 = am2z_now_ms();

@@ -124,7 +124,7 @@ static int child(int child_port) {
     port = child_port;
     memset(&l, 0, sizeof l);
     rt = rt_new(lg);
-    if (!rt || am2z_runtime_register(rt, dep_proc(3, 5000, 1)) != AM2Z_STATUS_OK) return 2;
+    if (!rt || am2z_runtime_register(rt, dep_proc(3, 8000, 1)) != AM2Z_STATUS_OK) return 2;
     am2z_runtime_on(rt, "*", on_breaker, &l);
     for (i = 0; i < 5; i++) {
         if (run(rt, NULL, &e, NULL) == AM2Z_ERROR_CIRCUIT_OPEN) {
@@ -159,7 +159,7 @@ static void test_shared_across_processes(void) {
     g_mode = 1;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
-    CHECK_INT(am2z_runtime_register(rt, dep_proc(3, 5000, 1)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, dep_proc(3, 8000, 1)), AM2Z_STATUS_OK);
     am2z_runtime_on(rt, "*", on_breaker, &l);
     /* process A: three failures open the breaker, in Redis */
     for (i = 0; i < 3; i++) CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK);
@@ -203,7 +203,7 @@ static void test_probe_failure_reopens(void) {
     g_mode = 1;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
-    CHECK_INT(am2z_runtime_register(rt, dep_proc(2, 400, 1)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, dep_proc(2, 1500, 1)), AM2Z_STATUS_OK);
     am2z_runtime_on(rt, "*", on_breaker, &l);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK);
@@ -211,7 +211,7 @@ static void test_probe_failure_reopens(void) {
     CHECK_INT(run(rt, NULL, &e, NULL), AM2Z_ERROR_CIRCUIT_OPEN);
     CHECK(e && am2z_value_get_int(e->details, "retryAfterMs", -1) > 0);
     am2z_error_release(e);
-    t_redis_sleep_ms(500);
+    t_redis_sleep_ms(1600);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK); /* the probe ran and failed */
     CHECK_INT(g_calls, 3);
     CHECK_INT(l.half, 1);
