@@ -15,7 +15,8 @@ static void sleep_ms(int64_t ms) {
 }
 
 /* What the processor does: 0 succeed, 1 a retryable NetworkError, 2 a permanent
-   ValidationError, 3 succeed after sleeping 1 s (a slow probe). */
+   ValidationError, 3 succeed after sleeping 1 s (a slow probe), 4 fail with a
+   NetworkError after sleeping 1.5 s (a hung probe). */
 static int g_mode;
 static int g_calls; /* attempts that reached the processor (atomic) */
 
@@ -26,6 +27,10 @@ static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
     if (mode == 1) return am2z_fail(am2z_error_network("db:5432", 0, NULL));
     if (mode == 2) return am2z_fail(am2z_error_validation("id", NULL, "missing"));
     if (mode == 3) sleep_ms(1000);
+    if (mode == 4) {
+        sleep_ms(1500);
+        return am2z_fail(am2z_error_network("db:5432", 0, NULL));
+    }
     return am2z_ok(am2z_value_retain(in));
 }
 
@@ -363,6 +368,43 @@ static void test_probe_limit_local(void) {
     am2z_runtime_free(rt);
 }
 
+/* A probe that outlives the open time frees its slot: the next attempt probes (and
+   closes the breaker), and the hung probe's late failure is ignored. */
+static void test_hung_probe_local(void) {
+    am2z_runtime *rt = make_rt(0);
+    am2z_state *in = input();
+    am2z_execution *e;
+    am2z_outcome out = {0};
+    evlog l;
+    int64_t t0;
+    memset(&l, 0, sizeof l);
+    g_calls = 0;
+    set_mode(1);
+    CHECK_INT(am2z_runtime_register(rt, flaky_proc(1, 60000, 500, 1, 1)), AM2Z_STATUS_OK);
+    am2z_runtime_on(rt, "*", on_breaker, &l);
+    CHECK_INT(run(rt, NULL), AM2Z_ERROR_NETWORK);
+    sleep_ms(600);
+    set_mode(4);
+    e = am2z_runtime_submit(rt, "flaky", in, NULL, NULL); /* the probe that hangs 1.5 s */
+    CHECK(e != NULL);
+    t0 = am2z_now_ms();
+    while (calls() < 2 && am2z_now_ms() - t0 < 5000) sleep_ms(1);
+    CHECK_INT(calls(), 2);
+    set_mode(0);
+    sleep_ms(600); /* its slot expired with the open time */
+    CHECK_INT(run(rt, NULL), AM2Z_ERROR_NONE); /* a new probe, which closes it */
+    CHECK_INT(l.closed, 1);
+    CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error && out.error->kind == AM2Z_ERROR_NETWORK);
+    CHECK_INT(l.opened, 1); /* the late failure of the old round changed nothing */
+    CHECK_INT(run(rt, NULL), AM2Z_ERROR_NONE);
+    CHECK_INT(calls(), 4);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+}
+
 int main(void) {
     T_RUN(test_error_kind);
     T_RUN(test_bad_policies);
@@ -372,5 +414,6 @@ int main(void) {
     T_RUN(test_timeouts_count);
     T_RUN(test_retries);
     T_RUN(test_probe_limit_local);
+    T_RUN(test_hung_probe_local);
     return t_done();
 }
