@@ -3,6 +3,7 @@
    (calls counted: none reaches the processor), half-open probes that close or reopen,
    the events, and how retries treat an open breaker. The inline runtime runs on its
    virtual clock (instant); the local one on the real clock with short open times. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep under -std=c99 */
 #include "../am2z.h"
 #include "t.h"
 #include <time.h>
