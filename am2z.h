@@ -102,6 +102,8 @@
        AM2Z_IDEMPOTENCY_MAX_KEYS keys a runtime remembers in one process (10000)
        AM2Z_IDEMPOTENCY_KEEP_MS default am2z_submit_desc.keep_ms (3600000, 1 h)
        AM2Z_SUBMIT_DELAY_MAX_MS how far ahead delay_ms / run_at_ms may reach (366 days)
+       AM2Z_BREAKER_MAX_THRESHOLD  a breaker's failure_threshold, half_open_probes (1000)
+       AM2Z_BREAKER_MAX_MS    a breaker's window_ms and open_ms (365 days)
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
@@ -445,7 +447,8 @@ typedef enum am2z_error_kind {
     AM2Z_ERROR_CONFIGURATION,       /* INVALID_CONFIGURATION      configuration critical no */
     AM2Z_ERROR_BUSINESS,            /* caller's code              business    caller's no  */
     AM2Z_ERROR_CALL_DEPTH,          /* CALL_DEPTH_EXCEEDED        execution   high     no  */
-    AM2Z_ERROR_CANCELLED            /* EXECUTION_CANCELLED        execution   medium   no  */
+    AM2Z_ERROR_CANCELLED,           /* EXECUTION_CANCELLED        execution   medium   no  */
+    AM2Z_ERROR_CIRCUIT_OPEN         /* CIRCUIT_OPEN               resource    medium   yes */
 } am2z_error_kind;
 
 typedef enum am2z_error_category {
@@ -494,7 +497,10 @@ typedef struct am2z_error {
      business       the formatted message, code (NULL: "BUSINESS_ERROR"), severity
                     (DEFAULT: medium)  {}
      call_depth     "Maximum call depth exceeded: <current> >= <max>"  {maxDepth, currentDepth}
-     cancelled      "Execution cancelled" + ": <reason>"  {reason?} */
+     cancelled      "Execution cancelled" + ": <reason>"  {reason?}
+     circuit_open   "Circuit breaker of processor '<name>' is open; retry after <ms>ms"
+                    {processorName, retryAt (epoch ms), retryAfterMs}: retryable, but
+                    not before retryAt (see am2z_breaker_policy, RETRIES); sets processor */
 AM2Z_API am2z_error *am2z_error_validation(const char *field, const am2z_value *value, const char *reason);
 AM2Z_API am2z_error *am2z_error_not_found(const char *processor, const am2z_value *available_names);
 /* cause and partial_state are consumed (both may be NULL). retryable = the cause's
@@ -514,6 +520,8 @@ AM2Z_API am2z_error *am2z_error_business(const char *code, am2z_severity severit
     AM2Z_PRINTF(3, 4);
 AM2Z_API am2z_error *am2z_error_call_depth(int max_depth, int current_depth);
 AM2Z_API am2z_error *am2z_error_cancelled(const char *reason);
+/* retry_after_ms < 0 reads 0. */
+AM2Z_API am2z_error *am2z_error_circuit_open(const char *processor, int64_t retry_at, int64_t retry_after_ms);
 
 /* Copy-on-write setters: err is consumed and the edited error returned: err itself,
    edited in place, when the caller held the only reference, else a copy (the shared
@@ -794,6 +802,46 @@ typedef struct am2z_retry_policy {
     void *user_data;
 } am2z_retry_policy;
 
+/* A circuit breaker: am2z_processor_desc.breaker; all zero means none.
+   CLOSED  attempts run; failed attempts are counted: an attempt that timed out, or whose
+           error is retryable (a transient failure: network, resource, timeout, or any
+           error marked with am2z_error_with_retryable). Permanent errors (validation,
+           business, cancelled, ...) say nothing about a dependency's health and are not
+           counted; successes do not reset the count. failure_threshold failures within
+           window_ms (the last failure_threshold failure times are kept) open it.
+   OPEN    for open_ms every attempt fails at once with a CircuitOpenError (details
+           retryAt, retryAfterMs) and the processor is not called.
+   HALF-OPEN  then up to half_open_probes attempts run at a time as probes: a probe's
+           success closes the breaker (the count starts afresh), its counted failure opens
+           it again for open_ms, any other end (a permanent error, a cancel) frees its
+           slot. Attempts beyond the probes fail fast (retryAt: when the probes' slots
+           expire). A probe that does not end within open_ms (a hung processor, a crashed
+           worker) frees its slot then; its late end is ignored.
+   SCOPE   one breaker per runtime and processor name, checked before each attempt
+           (top-level, nested or execute_many) and fed by its end, timeouts included.
+           Local and inline runtimes keep it in the process (inline: on its virtual
+           clock, so tests need not wait); the queue runtime keeps it in Redis, shared
+           by every process (am2z_resp.h, BREAKERS). Composites have none of their own:
+           put it on the processor that calls the dependency.
+   RETRIES A CircuitOpenError is not retried within its execution unless the backoff
+           before the next attempt reaches past retryAt (am2z_retry_delay_ms returns -1
+           otherwise): the execution fails fast instead of spending its attempts on a
+           breaker that is still open; its caller may try again at retryAt.
+   EVENTS  (section 7) processor:breaker:opened, processor:breaker:half-open,
+           processor:breaker:closed. */
+#ifndef AM2Z_BREAKER_MAX_THRESHOLD
+#define AM2Z_BREAKER_MAX_THRESHOLD 1000 /* failure_threshold and half_open_probes at most */
+#endif
+#ifndef AM2Z_BREAKER_MAX_MS
+#define AM2Z_BREAKER_MAX_MS ((int64_t)365 * 24 * 3600 * 1000) /* window_ms and open_ms at most */
+#endif
+typedef struct am2z_breaker_policy {
+    int failure_threshold;  /* counted failures within window_ms that open it; 0: no breaker */
+    int64_t window_ms;      /* the rolling window; 0: 60000 */
+    int64_t open_ms;        /* how long it stays open before probing; 0: 30000 */
+    int half_open_probes;   /* probes allowed at a time while half-open; 0: 1 */
+} am2z_breaker_policy;
+
 typedef struct am2z_queue_config {
     int concurrency;       /* max simultaneous executions of this processor; 0 = unlimited */
     int priority;          /* 0 (default) runs first, then 1, 2, ... (FIFO within a
@@ -840,6 +888,7 @@ typedef struct am2z_processor_desc {
                                     the runtime (am2z_local_desc.deadlines); EXACT for a
                                     processor that may ignore cancellation. Composites
                                     follow the runtime */
+    am2z_breaker_policy breaker; /* zero: no circuit breaker (see am2z_breaker_policy) */
 } am2z_processor_desc;
 
 #ifndef AM2Z_NAME_MAX
@@ -850,7 +899,8 @@ typedef struct am2z_processor_desc {
    on failure). Returns the processor with *status (may be NULL) AM2Z_STATUS_OK, or NULL
    with AM2Z_STATUS_INVALID_ARGUMENT when the desc is invalid (no name, a name with other
    characters or longer than AM2Z_NAME_MAX, no fn, a negative timeout / count / delay /
-   priority, jitter outside 0..1, a NULL dependency) or AM2Z_STATUS_NO_MEMORY; the detail
+   priority, jitter outside 0..1, a NULL dependency, a breaker field negative or above
+   its limit, or set without failure_threshold) or AM2Z_STATUS_NO_MEMORY; the detail
    names the processor and the reason. Processors are immutable: share them freely. */
 AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2z_status *status);
 AM2Z_API am2z_processor *am2z_processor_retain(const am2z_processor *p); /* NULL stays NULL */
@@ -864,7 +914,9 @@ AM2Z_API const am2z_processor_desc *am2z_processor_desc_of(const am2z_processor 
    policy says stop: attempts used up (max_attempts <= 0 counts as 1), should_retry
    says no, or (without should_retry) err is NULL or not retryable. Otherwise, before
    jitter: FIXED delay, LINEAR delay * attempt, EXPONENTIAL / DEFAULT
-   delay * multiplier^(attempt-1), each capped at max_delay_ms. Thread-safe (jitter
+   delay * multiplier^(attempt-1), each capped at max_delay_ms. A CircuitOpenError
+   whose details.retryAfterMs exceeds that delay gives -1 (see am2z_breaker_policy,
+   RETRIES). Thread-safe (jitter
    uses a lock-free generator, not rand()). Both runtimes use it. */
 AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z_error *err, int attempt);
 
@@ -1110,6 +1162,13 @@ AM2Z_API am2z_status am2z_cron_next(const am2z_cron *cron, int64_t after_ms, int
      processor:job:retrying   {processorName, executionId, sessionId, attempt (the one
                                that failed), delayMs, error}
      session:created, session:cleanup  {sessionId}
+     processor:breaker:opened {processorName, failures (counted ones that opened it: the
+                               threshold, or 1 when a probe failed), probe (0/1), windowMs,
+                               openMs, retryAt (epoch ms)}
+     processor:breaker:half-open  {processorName, probes (allowed at a time), retryAt}
+     processor:breaker:closed {processorName}
+                              (am2z_breaker_policy; emitted by the thread whose attempt
+                              made the change; on a queue runtime, in that process only)
      processor:completed, merge:conflict, processor:progress  (section 6 / am2z_ctx_*)
      metrics                  the am2z_runtime_stats snapshot, every metrics interval
                               (local runtime: am2z_local_desc.metrics_interval_ms; off
@@ -4641,7 +4700,8 @@ static const am2z__error_kind_info am2z__error_kinds[] = {
     {"ConfigurationError", "INVALID_CONFIGURATION", AM2Z_CATEGORY_CONFIGURATION, AM2Z_SEVERITY_CRITICAL, 0},
     {"BusinessError", "BUSINESS_ERROR", AM2Z_CATEGORY_BUSINESS, AM2Z_SEVERITY_MEDIUM, 0},
     {"CallDepthExceededError", "CALL_DEPTH_EXCEEDED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_HIGH, 0},
-    {"CancelledError", "EXECUTION_CANCELLED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_MEDIUM, 0}
+    {"CancelledError", "EXECUTION_CANCELLED", AM2Z_CATEGORY_EXECUTION, AM2Z_SEVERITY_MEDIUM, 0},
+    {"CircuitOpenError", "CIRCUIT_OPEN", AM2Z_CATEGORY_RESOURCE, AM2Z_SEVERITY_MEDIUM, 1}
 };
 #define AM2Z__ERROR_KIND_COUNT ((int)(sizeof am2z__error_kinds / sizeof am2z__error_kinds[0]))
 
@@ -4909,6 +4969,21 @@ AM2Z_API am2z_error *am2z_error_cancelled(const char *reason) {
                             reason ? am2z__err_fmt("Execution cancelled: %s", reason)
                                    : am2z__strdup("Execution cancelled"),
                             d, NULL, NULL);
+}
+
+AM2Z_API am2z_error *am2z_error_circuit_open(const char *processor, int64_t retry_at, int64_t retry_after_ms) {
+    am2z_value *d;
+    am2z_error *e;
+    processor = am2z__or_unknown(processor);
+    if (retry_after_ms < 0) retry_after_ms = 0;
+    d = am2z_value_set_key(am2z_value_object(), "processorName", AM2Z_NTS, am2z_value_string(processor));
+    d = am2z_value_set_key(d, "retryAt", AM2Z_NTS, am2z_value_int(retry_at));
+    d = am2z_value_set_key(d, "retryAfterMs", AM2Z_NTS, am2z_value_int(retry_after_ms));
+    e = am2z__error_make(AM2Z_ERROR_CIRCUIT_OPEN, NULL,
+                         am2z__err_fmt("Circuit breaker of processor '%s' is open; retry after %lldms", processor,
+                                       (long long)retry_after_ms),
+                         d, NULL, NULL);
+    return e ? am2z_error_with_location(e, processor, NULL) : NULL;
 }
 
 /* A failure error for a misused Result helper: a ProcessorExecutionError without a
@@ -5810,6 +5885,20 @@ static am2z_processor *am2z__processor_alloc(am2z__processor_kind kind, const ch
     return p;
 }
 
+/* Why a breaker policy is refused, or NULL. A field set without failure_threshold would
+   be silently ignored, so it is refused too. */
+static const char *am2z__breaker_invalid(const am2z_breaker_policy *b) {
+    if (b->failure_threshold < 0 || b->window_ms < 0 || b->open_ms < 0 || b->half_open_probes < 0)
+        return "negative breaker failure_threshold, window_ms, open_ms or half_open_probes";
+    if (b->failure_threshold == 0 && (b->window_ms || b->open_ms || b->half_open_probes))
+        return "breaker window_ms, open_ms or half_open_probes set without failure_threshold (0: no breaker)";
+    if (b->failure_threshold > AM2Z_BREAKER_MAX_THRESHOLD || b->half_open_probes > AM2Z_BREAKER_MAX_THRESHOLD)
+        return "breaker failure_threshold or half_open_probes above AM2Z_BREAKER_MAX_THRESHOLD";
+    if (b->window_ms > AM2Z_BREAKER_MAX_MS || b->open_ms > AM2Z_BREAKER_MAX_MS)
+        return "breaker window_ms or open_ms above AM2Z_BREAKER_MAX_MS";
+    return NULL;
+}
+
 /* Why desc cannot make a processor, or NULL when it can. */
 static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
     const am2z_retry_policy *rp = &desc->retry;
@@ -5828,7 +5917,7 @@ static const char *am2z__processor_invalid(const am2z_processor_desc *desc) {
     if (desc->dependency_count && !desc->dependencies) return "dependency_count without dependencies";
     if (desc->deadlines < AM2Z_DEADLINES_DEFAULT || desc->deadlines > AM2Z_DEADLINES_COOPERATIVE)
         return "deadlines is not an am2z_deadlines value";
-    return NULL;
+    return am2z__breaker_invalid(&desc->breaker);
 }
 
 AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2z_status *status) {
@@ -5861,6 +5950,12 @@ AM2Z_API am2z_processor *am2z_processor_new(const am2z_processor_desc *desc, am2
     p->desc.queue = desc->queue;
     p->desc.user_data = desc->user_data;
     p->desc.deadlines = desc->deadlines;
+    p->desc.breaker = desc->breaker;
+    if (p->desc.breaker.failure_threshold) { /* defaults resolved here, once */
+        if (!p->desc.breaker.window_ms) p->desc.breaker.window_ms = 60000;
+        if (!p->desc.breaker.open_ms) p->desc.breaker.open_ms = 30000;
+        if (!p->desc.breaker.half_open_probes) p->desc.breaker.half_open_probes = 1;
+    }
     p->desc.dependencies = p->children;
     p->desc.dependency_count = p->child_count;
     return p;
@@ -5894,6 +5989,13 @@ static double am2z__proc_random01(void) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* An open breaker's error whose open time outlasts a backoff of delay ms: retrying
+   then would only fail fast again (am2z_breaker_policy, RETRIES). */
+static int am2z__breaker_outlasts(const am2z_error *err, double delay) {
+    return err && err->kind == AM2Z_ERROR_CIRCUIT_OPEN &&
+           (double)am2z_value_as_int(am2z_value_get(err->details, "retryAfterMs"), 0) > delay;
+}
+
 AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z_error *err, int attempt) {
     int max_attempts = policy && policy->max_attempts > 0 ? policy->max_attempts : 1;
     double base, mult, cap, d, jitter;
@@ -5905,7 +6007,7 @@ AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z
     } else if (!err || !err->retryable) {
         return -1;
     }
-    if (policy->delay_ms < 0) return 0;
+    if (policy->delay_ms < 0) return am2z__breaker_outlasts(err, 0) ? -1 : 0;
     base = policy->delay_ms > 0 ? (double)policy->delay_ms : 100.0;
     mult = policy->multiplier > 0 ? policy->multiplier : 2.0;
     cap = policy->max_delay_ms > 0 ? (double)policy->max_delay_ms : 30000.0;
@@ -5921,6 +6023,7 @@ AM2Z_API int64_t am2z_retry_delay_ms(const am2z_retry_policy *policy, const am2z
     if (!(d <= cap)) d = cap; /* also catches overflow to infinity */
     jitter = policy->jitter;
     if (jitter > 0) d -= d * (jitter < 1 ? jitter : 1) * am2z__proc_random01();
+    if (am2z__breaker_outlasts(err, d)) return -1;
     return d > 0 ? (int64_t)d : 0;
 }
 
@@ -7350,6 +7453,8 @@ struct am2z_runtime {
     int next_handler_id;
     struct am2z__idem_table *idem; /* idempotency keys: made on first use (atomic), freed by free */
     am2z__dreg *dreg;           /* durable executions (7d): set by a runtime with a store */
+    am2z__mutex br_lock;        /* circuit breakers of the local and inline runtimes */
+    struct am2z__breaker *breakers;
 };
 
 /* ---- registry ---- */
@@ -7987,6 +8092,14 @@ AM2Z_API am2z_runtime *am2z_runtime_new(const am2z_runtime_ops *ops, void *impl,
         return NULL;
     }
     if (am2z__cond_init(&rt->ev_cv) != 0) {
+        am2z__mutex_destroy(&rt->ev_lock);
+        am2z__rwlock_destroy(&rt->reg_lock);
+        am2z_logger_release(rt->logger);
+        am2z__free(rt);
+        return NULL;
+    }
+    if (am2z__mutex_init(&rt->br_lock) != 0) {
+        am2z__cond_destroy(&rt->ev_cv);
         am2z__mutex_destroy(&rt->ev_lock);
         am2z__rwlock_destroy(&rt->reg_lock);
         am2z_logger_release(rt->logger);
@@ -8919,6 +9032,174 @@ AM2Z_API am2z_status am2z_runtime_metrics_text(am2z_runtime *rt, const char *pre
     return AM2Z_STATUS_OK;
 }
 
+/* ---- circuit breakers (local and inline runtimes; the queue runtime keeps them in
+   Redis) ----
+   One record per processor name, made on first use, under rt->br_lock. enter runs
+   before an attempt and leave after it with the ticket enter gave: -1 no breaker, 0 an
+   attempt of a closed breaker, > 0 a probe of the half-open round with that
+   generation (every state change bumps it, so a late probe of an earlier round is
+   ignored). Events are emitted after the lock is released. */
+
+enum { AM2Z__BR_CLOSED, AM2Z__BR_OPEN, AM2Z__BR_HALF };
+
+typedef struct am2z__breaker {
+    struct am2z__breaker *next;
+    char *name;
+    int state, gen, probes;      /* probes: running in this half-open round */
+    int64_t until;               /* open: when it turns half-open; half-open: when the round's probes expire */
+    int64_t *fails;              /* ring of the last cap failure times (closed) */
+    int cap, nfail, head;
+} am2z__breaker;
+
+/* The change a call made, to emit once unlocked. */
+typedef struct am2z__br_change {
+    const char *event;           /* NULL: none */
+    int failures, probe, probes;
+    int64_t retry_at;
+} am2z__br_change;
+
+static am2z__breaker *am2z__breaker_get_locked(am2z_runtime *rt, const char *name, int cap) {
+    am2z__breaker *b;
+    for (b = rt->breakers; b; b = b->next)
+        if (strcmp(b->name, name) == 0) break;
+    if (!b) {
+        b = (am2z__breaker *)am2z__malloc(sizeof *b);
+        if (!b) return NULL;
+        memset(b, 0, sizeof *b);
+        b->gen = 1;
+        if (!(b->name = am2z__strdup(name))) { am2z__free(b); return NULL; }
+        b->next = rt->breakers;
+        rt->breakers = b;
+    }
+    if (b->cap != cap) { /* first use, or re-registered with another threshold: count afresh */
+        int64_t *f = (int64_t *)am2z__malloc((size_t)cap * sizeof *f);
+        if (!f) return NULL;
+        am2z__free(b->fails);
+        b->fails = f;
+        b->cap = cap;
+        b->nfail = b->head = 0;
+    }
+    return b;
+}
+
+static void am2z__breaker_set_locked(am2z__breaker *b, int state, int64_t until) {
+    b->state = state;
+    b->until = until;
+    b->gen = b->gen == INT_MAX ? 1 : b->gen + 1;
+    b->probes = 0;
+    b->nfail = b->head = 0;
+}
+
+static void am2z__breaker_emit(am2z_runtime *rt, const char *name, const am2z_breaker_policy *pol,
+                               const am2z__br_change *c) {
+    am2z_value *d;
+    if (!c->event || !am2z__runtime_has_handlers(rt, c->event)) return;
+    d = am2z_value_set(am2z_value_object(), "processorName", am2z_value_string(name));
+    if (strcmp(c->event, "processor:breaker:opened") == 0) {
+        d = am2z_value_set(d, "failures", am2z_value_int(c->failures));
+        d = am2z_value_set(d, "probe", am2z_value_int(c->probe));
+        d = am2z_value_set(d, "windowMs", am2z_value_int(pol->window_ms));
+        d = am2z_value_set(d, "openMs", am2z_value_int(pol->open_ms));
+        d = am2z_value_set(d, "retryAt", am2z_value_int(c->retry_at));
+    } else if (strcmp(c->event, "processor:breaker:half-open") == 0) {
+        d = am2z_value_set(d, "probes", am2z_value_int(c->probes));
+        d = am2z_value_set(d, "retryAt", am2z_value_int(c->retry_at));
+    }
+    if (d) am2z_runtime_emit(rt, c->event, d);
+    am2z_value_release(d);
+}
+
+/* Before an attempt of p at now_ms (the runtime's clock, epoch ms): NULL when it may
+   run (*ticket set), else the CircuitOpenError to fail it with. Out of memory lets
+   the attempt run unguarded (ticket -1): a breaker must not fail calls by itself. */
+static am2z_error *am2z__breaker_enter(am2z_runtime *rt, const am2z_processor *p, const char *exec_id,
+                                       int64_t now_ms, int *ticket) {
+    const am2z_breaker_policy *pol = &am2z_processor_desc_of(p)->breaker;
+    const char *name = am2z_processor_name(p);
+    am2z__br_change c;
+    am2z__breaker *b;
+    int64_t retry_at = 0;
+    *ticket = -1;
+    if (pol->failure_threshold <= 0) return NULL;
+    memset(&c, 0, sizeof c);
+    am2z__mutex_lock(&rt->br_lock);
+    b = am2z__breaker_get_locked(rt, name, pol->failure_threshold);
+    if (b && b->state == AM2Z__BR_CLOSED) {
+        *ticket = 0;
+    } else if (b) {
+        if (now_ms >= b->until) { /* open time over, or the round's probes expired: a new round */
+            if (b->state == AM2Z__BR_OPEN) {
+                c.event = "processor:breaker:half-open";
+                c.probes = pol->half_open_probes;
+                c.retry_at = now_ms + pol->open_ms;
+            }
+            am2z__breaker_set_locked(b, AM2Z__BR_HALF, now_ms + pol->open_ms);
+        }
+        if (b->state == AM2Z__BR_HALF && b->probes < pol->half_open_probes) {
+            b->probes++;
+            *ticket = b->gen;
+        } else {
+            retry_at = b->until;
+        }
+    }
+    am2z__mutex_unlock(&rt->br_lock);
+    am2z__breaker_emit(rt, name, pol, &c);
+    if (*ticket >= 0 || !b) return NULL;
+    return am2z_error_with_location(am2z_error_circuit_open(name, retry_at, retry_at - now_ms), name, exec_id);
+}
+
+/* After the attempt enter admitted with ticket: err its error (NULL: success), late
+   when it ended past its deadline (a timeout whatever it returned). */
+static void am2z__breaker_leave(am2z_runtime *rt, const am2z_processor *p, int ticket, const am2z_error *err,
+                                int late, int64_t now_ms) {
+    const am2z_breaker_policy *pol = &am2z_processor_desc_of(p)->breaker;
+    const char *name = am2z_processor_name(p);
+    int counted = late || (err && err->kind != AM2Z_ERROR_CIRCUIT_OPEN && err->kind != AM2Z_ERROR_CANCELLED &&
+                           (err->retryable || err->kind == AM2Z_ERROR_TIMEOUT));
+    am2z__br_change c;
+    am2z__breaker *b;
+    if (ticket < 0 || pol->failure_threshold <= 0) return;
+    memset(&c, 0, sizeof c);
+    am2z__mutex_lock(&rt->br_lock);
+    b = am2z__breaker_get_locked(rt, name, pol->failure_threshold);
+    if (b && ticket > 0 && b->state == AM2Z__BR_HALF && b->gen == ticket) { /* a probe of this round */
+        if (counted) {
+            am2z__breaker_set_locked(b, AM2Z__BR_OPEN, now_ms + pol->open_ms);
+            c.event = "processor:breaker:opened";
+            c.failures = c.probe = 1;
+            c.retry_at = b->until;
+        } else if (!err && !late) {
+            am2z__breaker_set_locked(b, AM2Z__BR_CLOSED, 0);
+            c.event = "processor:breaker:closed";
+        } else if (b->probes > 0) {
+            b->probes--;
+        }
+    } else if (b && ticket == 0 && counted && b->state == AM2Z__BR_CLOSED) {
+        b->fails[b->head] = now_ms;
+        b->head = (b->head + 1) % b->cap;
+        if (b->nfail < b->cap) b->nfail++;
+        /* full ring: fails[head] is the oldest of the last cap failures */
+        if (b->nfail == b->cap && now_ms - b->fails[b->head] <= pol->window_ms) {
+            am2z__breaker_set_locked(b, AM2Z__BR_OPEN, now_ms + pol->open_ms);
+            c.event = "processor:breaker:opened";
+            c.failures = pol->failure_threshold;
+            c.retry_at = b->until;
+        }
+    }
+    am2z__mutex_unlock(&rt->br_lock);
+    am2z__breaker_emit(rt, name, pol, &c);
+}
+
+static void am2z__breakers_free(am2z_runtime *rt) {
+    while (rt->breakers) {
+        am2z__breaker *b = rt->breakers;
+        rt->breakers = b->next;
+        am2z__free(b->fails);
+        am2z__free(b->name);
+        am2z__free(b);
+    }
+}
+
 AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     size_t i;
     if (!rt) return;
@@ -8937,6 +9218,8 @@ AM2Z_API void am2z_runtime_free(am2z_runtime *rt) {
     am2z__rwlock_destroy(&rt->reg_lock);
     am2z__mutex_destroy(&rt->ev_lock);
     am2z__cond_destroy(&rt->ev_cv);
+    am2z__breakers_free(rt);
+    am2z__mutex_destroy(&rt->br_lock);
     am2z_logger_release(rt->logger);
     am2z__free(rt);
 }
@@ -12125,6 +12408,11 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z__dscope root;
     am2z_ctx ctx;
     am2z_result r;
+    am2z_error *open;
+    int ticket;
+    /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
+    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL)
+        return am2z__lr_fail(open);
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
@@ -12165,6 +12453,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     }
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
+    if (ticket >= 0) { /* a late result becomes a TimeoutError in the caller: count it as one */
+        int64_t end = am2z__lr_now();
+        am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && end > f->deadline_ns, am2z__lr_wall(lr, end));
+    }
     if (r.state) {
         r.state = am2z_state_bump(r.state);
         if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
@@ -14623,6 +14915,8 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
     int64_t timeout = am2z_processor_timeout_ms(p, il->default_timeout_ms), first, s, end, delay;
     am2z_ctx ctx;
     am2z_result r;
+    am2z_error *open;
+    int ticket;
     memset(&ctx, 0, sizeof ctx);
     ctx.ops = il->virtual_clock ? &am2z__il_ctx_ops_virtual : &am2z__il_ctx_ops;
     ctx.runtime_data = x;
@@ -14649,7 +14943,11 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
         ctx.deadline_ns = am2z__il_after(s, timeout);
         if (deadline_ns && (!ctx.deadline_ns || deadline_ns < ctx.deadline_ns)) ctx.deadline_ns = deadline_ns;
         ctx.meta.started_at = am2z__il_wall(il, s);
-        r = am2z__il_attempt(il, x, p, input, &ctx);
+        /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
+        if ((open = am2z__breaker_enter(il->rt, p, exec_id, ctx.meta.started_at, &ticket)) != NULL)
+            r = am2z_fail(open);
+        else
+            r = am2z__il_attempt(il, x, p, input, &ctx);
         end = am2z__il_ns(il);
         if (x->cancel) { /* stopped meanwhile: whatever it returned is discarded */
             am2z_result_clear(&r);
@@ -14658,6 +14956,7 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
             am2z_result_clear(&r);
             r = am2z_fail(am2z__il_timeout_error(d->name, exec_id, timeout));
         }
+        if (!open) am2z__breaker_leave(il->rt, p, ticket, r.error, 0, am2z__il_wall(il, end));
         am2z__il_record(il, &ctx.meta, s, end, r.error, ctx.processor != p);
         if (top) {
             top->attempts = ctx.meta.attempt;

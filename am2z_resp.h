@@ -503,6 +503,8 @@ extern "C" {
                     (JSON), instance, publishedAt}: what the workers of the processor
                     published (SETTINGS in 4.3); the rate limit and global concurrency
                     go to its queue's meta (max/duration, concurrency: BullMQ's fields)
+       breaker      <bull>:<prefix>~<processor>:am2z:breaker  hash {state, gen, until,
+                    probes, fails}: the processor's circuit breaker (BREAKERS in 4.4)
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
                     <bull>:<prefix>:cancel:<execution id>  cancel flag (with TTL)
                     <bull>:<queue>:<id>:callers  an idempotent job's callers of other
@@ -687,7 +689,23 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        the maintenance thread of each process with workers sleeps until the earliest due
        time it knows of and then wakes a worker through the queue's marker (BullMQ's
        {due, "1"} entry). Workers do not rely on Redis ending their blocking commands on
-       time: Redis does that only as precisely as its hz (100 ms by default). */
+       time: Redis does that only as precisely as its hz (100 ms by default).
+   BREAKERS (am2z_breaker_policy in am2z.h)
+       A processor's breaker is shared by every process that runs it: one hash per
+       processor (LAYOUT), across its sessions, that a small script reads and writes
+       atomically on the worker's connection: once before each attempt (closed: run;
+       open: the attempt fails with a CircuitOpenError without running the processor;
+       half-open: take a probe slot or fail fast) and once after it (a counted failure,
+       a timeout included, a probe's end). That is two round trips per attempt, for
+       processors with a breaker only. Each process passes its own policy, so give
+       every worker of a processor the same one. Times are the workers' clocks:
+       keep them in sync. A failed fast attempt is a failed attempt of the job (Node and
+       Bull Board show "CircuitOpenError: ..."); the retry policy ends the execution
+       unless its backoff outlasts the open time, and within the execution's deadline.
+       When Redis does not answer the breaker script, the attempt runs unguarded (an
+       outage is logged, not failed on the breaker's account). The events go to the
+       handlers of the process whose attempt made the change. The hash expires after
+       2 x (window_ms + open_ms) + 60 s without a change. */
 
 /* ---- 4.5 delivery -------------------------------------------------------------------- */
 /* DELIVERY IS AT-LEAST-ONCE
@@ -3334,6 +3352,7 @@ typedef struct am2z__qrt {
     am2z__sched_timer *sched_timer; /* processes with workers: claims due slots */
     am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
     int session_conc;           /* desc.session_concurrency (published with the settings) */
+    am2z_redis_script *s_breaker; /* circuit breakers (4.4) */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -5910,6 +5929,8 @@ typedef struct am2z__qjobrun {
     am2z_error *err;            /* this attempt's failure */
     am2z_error **errs;          /* every attempt's error (room for one more) */
     size_t nerrs;
+    int breaker;                /* the breaker admitted the attempt: report its end */
+    int64_t breaker_ticket;     /* 0: closed, > 0: a half-open probe of that generation */
 } am2z__qjobrun;
 
 static void am2z__qjr_clear(am2z__qjobrun *jr) {
@@ -6329,6 +6350,151 @@ static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
     am2z__qsb_free(&reason);
 }
 
+/* -- circuit breakers, shared by every process (am2z_breaker_policy; BREAKERS in 4.4) --
+   The breaker of a processor is one hash, <bull>:<prefix>~<processor>:am2z:breaker
+   {state closed|open|half-open, gen, until, probes, fails}, read and written only by
+   the script below: "enter" before an attempt, "leave" after it, each atomic, so two
+   processes never both take the last probe slot nor both open it. The state machine is
+   the in-process one of am2z.h (section 7's breakers), step for step. Times are the
+   callers' clocks (epoch ms), as the other scripts' "now". */
+static const char *const am2z__qlua_breaker[] = {
+    "-- ARGV: key op(enter|leave) now threshold window_ms open_ms probes ticket outcome(0 ok, 1 counted failure, 2 other)",
+    "-- enter: {1, ticket (0: closed, > 0: a probe), 0, change} or {0, 0, retryAt, change}",
+    "-- leave: {0, 0, retryAt, change}; change: '' | opened | reopened | half-open | closed",
+    "local k, now = ARGV[1], tonumber(ARGV[3])",
+    "local th, win, om, maxp = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])",
+    "local h = redis.call('HMGET', k, 'state', 'gen', 'until', 'probes', 'fails')",
+    "local st, gen, til, probes = h[1] or 'closed', tonumber(h[2] or '1'), tonumber(h[3] or '0'), tonumber(h[4] or '0')",
+    "local ttl = 2 * (win + om) + 60000",
+    "local function set(s, u)",
+    "  redis.call('HSET', k, 'state', s, 'gen', gen + 1, 'until', u, 'probes', 0, 'fails', '')",
+    "  redis.call('PEXPIRE', k, ttl)",
+    "end",
+    "if ARGV[2] == 'enter' then",
+    "  if st == 'closed' then return {1, 0, 0, ''} end",
+    "  local change = ''",
+    "  if now >= til then",
+    "    if st == 'open' then change = 'half-open' end",
+    "    set('half-open', now + om)",
+    "    gen, til, probes = gen + 1, now + om, 0",
+    "  end",
+    "  if st == 'open' and change == '' then return {0, 0, til, ''} end",
+    "  if probes >= maxp then return {0, 0, til, change} end",
+    "  redis.call('HSET', k, 'probes', probes + 1)",
+    "  return {1, gen, 0, change}",
+    "end",
+    "local ticket, outcome = tonumber(ARGV[8]), ARGV[9]",
+    "if ticket > 0 then",
+    "  if st ~= 'half-open' or gen ~= ticket then return {0, 0, 0, ''} end",
+    "  if outcome == '1' then set('open', now + om) return {0, 0, now + om, 'reopened'} end",
+    "  if outcome == '0' then set('closed', 0) return {0, 0, 0, 'closed'} end",
+    "  if probes > 0 then redis.call('HSET', k, 'probes', probes - 1) end",
+    "  return {0, 0, 0, ''}",
+    "end",
+    "if outcome ~= '1' or st ~= 'closed' then return {0, 0, 0, ''} end",
+    "local t = {}",
+    "for x in string.gmatch(h[5] or '', '%d+') do t[#t + 1] = x end",
+    "t[#t + 1] = ARGV[3]",
+    "while #t > th do table.remove(t, 1) end",
+    "if #t >= th and now - tonumber(t[1]) <= win then set('open', now + om) return {0, 0, now + om, 'opened'} end",
+    "redis.call('HSET', k, 'fails', table.concat(t, ' '))",
+    "redis.call('PEXPIRE', k, ttl)",
+    "return {0, 0, 0, ''}",
+    NULL
+};
+
+/* Runs the breaker script for jr's processor; 1 with *rep filled, 0 when Redis did not
+   answer (logged as an outage: the attempt then runs unguarded, a breaker must not fail
+   calls by itself). */
+static int am2z__qbreaker_eval(am2z__qjobrun *jr, const char *op, int64_t ticket, int outcome, am2z_reply *rep) {
+    am2z__qrt *q = jr->w->q;
+    const am2z_breaker_policy *pol = &am2z_processor_desc_of(jr->p)->breaker;
+    char key[3 * AM2Z_NAME_MAX + 64], now[24], th[24], win[24], om[24], pr[24], tk[24], oc[4];
+    const char *argv[9];
+    snprintf(key, sizeof key, "%s:%s~%s:am2z:breaker", q->bull, q->prefix, jr->qu->proc);
+    snprintf(now, sizeof now, "%lld", (long long)am2z_now_ms());
+    snprintf(th, sizeof th, "%d", pol->failure_threshold);
+    snprintf(win, sizeof win, "%lld", (long long)pol->window_ms);
+    snprintf(om, sizeof om, "%lld", (long long)pol->open_ms);
+    snprintf(pr, sizeof pr, "%d", pol->half_open_probes);
+    snprintf(tk, sizeof tk, "%lld", (long long)ticket);
+    snprintf(oc, sizeof oc, "%d", outcome);
+    argv[0] = key; argv[1] = op; argv[2] = now; argv[3] = th; argv[4] = win; argv[5] = om; argv[6] = pr;
+    argv[7] = tk; argv[8] = oc;
+    if (am2z__qeval(jr->w->conn, rep, q->s_breaker, 9, argv, NULL) != AM2Z_STATUS_OK || rep->type != AM2Z_REPLY_ARRAY ||
+        rep->len != 4) {
+        am2z__qdown(q, rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_status_detail());
+        am2z_reply_clear(rep);
+        return 0;
+    }
+    return 1;
+}
+
+/* The change the script reported, as section 7's event (this process only). */
+static void am2z__qbreaker_event(am2z__qjobrun *jr, const am2z_reply *rep) {
+    const am2z_breaker_policy *pol = &am2z_processor_desc_of(jr->p)->breaker;
+    size_t n = 0;
+    const char *ch = am2z__qel(rep, 3, &n);
+    am2z__br_change c;
+    memset(&c, 0, sizeof c);
+    c.retry_at = am2z__qel_int(rep, 2);
+    if (!ch || !n) return;
+    if (n == 6 && memcmp(ch, "opened", 6) == 0) {
+        c.event = "processor:breaker:opened";
+        c.failures = pol->failure_threshold;
+    } else if (n == 8 && memcmp(ch, "reopened", 8) == 0) {
+        c.event = "processor:breaker:opened";
+        c.failures = c.probe = 1;
+    } else if (n == 9 && memcmp(ch, "half-open", 9) == 0) {
+        c.event = "processor:breaker:half-open";
+        c.probes = pol->half_open_probes;
+        c.retry_at = am2z_now_ms() + pol->open_ms;
+    } else if (n == 6 && memcmp(ch, "closed", 6) == 0) {
+        c.event = "processor:breaker:closed";
+    }
+    am2z__breaker_emit(jr->w->q->rt, jr->qu->proc, pol, &c);
+}
+
+/* Before the attempt: an open breaker fails it with a CircuitOpenError (jr->err; it
+   then goes through the retry policy as any failed attempt, which does not retry it
+   unless the backoff outlasts the open time). */
+static void am2z__qbreaker_enter(am2z__qjobrun *jr) {
+    am2z_reply rep = am2z__qrep0();
+    int64_t now, retry_at;
+    if (!jr->p || am2z_processor_desc_of(jr->p)->breaker.failure_threshold <= 0) return;
+    if (!am2z__qbreaker_eval(jr, "enter", 0, 0, &rep)) return;
+    am2z__qbreaker_event(jr, &rep);
+    if (am2z__qel_int(&rep, 0) == 1) {
+        jr->breaker = 1;
+        jr->breaker_ticket = am2z__qel_int(&rep, 1);
+    } else {
+        now = am2z_now_ms();
+        retry_at = am2z__qel_int(&rep, 2);
+        jr->err = am2z_error_with_location(am2z_error_circuit_open(jr->qu->proc, retry_at, retry_at - now), jr->qu->proc,
+                                           jr->exec_id);
+        if (!jr->err) jr->err = am2z_error_with_location(am2z_error_resource("memory", 0, 0), jr->qu->proc, jr->exec_id);
+        jr->ran = 1; /* the retry policy decides, as after any attempt */
+    }
+    am2z_reply_clear(&rep);
+}
+
+/* After the attempt enter admitted: its outcome, timeouts counted (am2z_breaker_policy). */
+static void am2z__qbreaker_leave(am2z__qjobrun *jr) {
+    am2z_reply rep = am2z__qrep0();
+    const am2z_error *e = jr->err;
+    int outcome;
+    if (!jr->breaker) return;
+    if (!e) outcome = 0;
+    else if (jr->cancelled == AM2Z__QCANCEL_DEADLINE || e->kind == AM2Z_ERROR_TIMEOUT ||
+             (e->retryable && e->kind != AM2Z_ERROR_CIRCUIT_OPEN && e->kind != AM2Z_ERROR_CANCELLED))
+        outcome = 1;
+    else outcome = 2;
+    if (jr->cancelled == AM2Z__QCANCEL_KEY || jr->cancelled == AM2Z__QCANCEL_STOPPING) outcome = 2;
+    if (!am2z__qbreaker_eval(jr, "leave", jr->breaker_ticket, outcome, &rep)) return;
+    am2z__qbreaker_event(jr, &rep);
+    am2z_reply_clear(&rep);
+}
+
 /* Runs the fetched job (consumed) on worker w and finishes it. parent: the run that
    claimed it inline, or NULL. batch: where a success waits for the next complete call
    (NULL: complete it now); failures and retries are finished at once. */
@@ -6336,7 +6502,9 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     am2z__qjobrun jr;
     if (!am2z__qjr_decode(&jr, w, job, parent, batch)) return;
     am2z__qjr_resolve(&jr);
+    if (!jr.err) am2z__qbreaker_enter(&jr);
     if (!jr.err && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
+    am2z__qbreaker_leave(&jr);
     snprintf(jr.now_s, sizeof jr.now_s, "%lld", (long long)am2z_now_ms());
     snprintf(jr.atm_s, sizeof jr.atm_s, "%d", jr.attempt);
     jr.direct = jr.reply_to && strcmp(jr.reply_to, w->q->reply_key) == 0;
@@ -8198,6 +8366,7 @@ static void am2z__qfree(am2z__qrt *q) {
     am2z_redis_free(q->econn);
     am2z__qpresence_drop(q);
     am2z_redis_script_free(q->s_progress);
+    am2z_redis_script_free(q->s_breaker);
     am2z__qnotify_destroy(&q->ent);
     for (i = 0; i < AM2Z__QBUCKETS; i++)
         while (q->queues[i]) {
@@ -8371,6 +8540,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_take = am2z__qscript(am2z__qlua_take);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->s_progress = am2z__qscript(am2z__qlua_progress);
+    q->s_breaker = am2z__qscript(am2z__qlua_breaker);
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
     if (pipe(q->abort_pipe) == 0) {
         for (i = 0; i < 2; i++) {
@@ -8385,7 +8555,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress ||
-        !q->s_take || !q->taken_key) {
+        !q->s_take || !q->taken_key || !q->s_breaker) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (q->abort_pipe[0] < 0) {
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));
