@@ -52,6 +52,7 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
+       AM2Z_REDIS_MAX_SENTINELS  entries of am2z_redis_desc.sentinels (default 16)
        AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
                                leave max_buffer 0 (default 1 MiB): a server sending a line
                                without CR LF costs a connection at most this much
@@ -117,6 +118,9 @@
 #endif
 #ifndef AM2Z_REDIS_MAX_BUFFER
 #define AM2Z_REDIS_MAX_BUFFER ((size_t)1 << 20)
+#endif
+#ifndef AM2Z_REDIS_MAX_SENTINELS
+#define AM2Z_REDIS_MAX_SENTINELS 16
 #endif
 
 #include <stdarg.h>
@@ -328,6 +332,13 @@ typedef struct am2z_redis_desc {
     am2z_resp_limits limits;      /* the reply reader's; max_buffer 0: AM2Z_REDIS_MAX_BUFFER
                                      (1 MiB), which bounds what an unterminated line or
                                      unparsed replies cost; string values are not counted */
+    /* Sentinel (SENTINEL below): with n_sentinels > 0 every connect finds the master
+       through the sentinels; host, port and unix_path are then unused. */
+    const char *const *sentinels; /* n_sentinels "host:port" ("[::1]:26379"); borrowed, copied */
+    int n_sentinels;              /* 0: no Sentinel; 1..AM2Z_REDIS_MAX_SENTINELS */
+    const char *sentinel_master;  /* the master name the sentinels monitor; required with them */
+    const char *sentinel_user;    /* AUTH to the sentinels (their own ACL); NULL: AUTH password */
+    const char *sentinel_password;/* NULL: no AUTH to the sentinels */
 } am2z_redis_desc;
 
 typedef struct am2z_redis am2z_redis;
@@ -345,6 +356,27 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
    Bound: connect_timeout_ms for the whole of it (socket, transport and handshake), once
    the name is resolved: name resolution is not covered (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
+/* SENTINEL (desc.n_sentinels > 0). A connect asks the sentinels in turn, starting with
+   the one whose answer last led to the master, SENTINEL get-master-addr-by-name
+   <sentinel_master>, connects to the address the first one answers (as above: AUTH,
+   SETNAME, SELECT) and sends ROLE: an instance that is not the master (a sentinel that
+   has not seen the failover yet, a demoted master) is dropped and the next sentinel is
+   asked; an address that failed once in a connect is not tried again in it. OK once a
+   master answers ROLE "master"; otherwise the last failure, its detail prefixed with
+   "redis sentinel <name>: no master through N sentinels; last: ", and r is not
+   connected: IO when no sentinel answered, none knew the name (nil) or no answered
+   address was a reachable master, TIMEOUT, SERVER (a sentinel or the master refused
+   AUTH), PROTOCOL (a sentinel's answer is not [host, port]). am2z_redis_reconnect and
+   auto_reconnect go through the sentinels again, so after a failover they find the new
+   master once a sentinel names it (down-after-milliseconds + the election, ~1-3 s with
+   small settings). The sentinels reconfigure a demoted master as a replica and close its
+   clients' connections (CLIENT KILL), so connections made before the failover fail with
+   IO and are made again by their owners (the queue runtime's threads do so by
+   themselves). A sentinel connection uses the desc's transport, connect timeout and
+   limits, sentinel_user/sentinel_password, no db and no name.
+   Bound: connect_timeout_ms for each sentinel asked (its connect, its answer, the
+   master's connect and ROLE together), so at most n_sentinels x connect_timeout_ms, and
+   always the caller's deadline (a pool's cap) and the abort of a stopping owner. */
 /* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
    sleeping between tries: reconnect_base_ms, doubled each time up to reconnect_max_ms,
    each sleep cut by a random amount of up to half (jitter). Other failures (a refused
@@ -2028,6 +2060,9 @@ struct am2z_redis {
     int abort_fd;              /* readable: every wait fails at once (an owner stopping); -1: none */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
+    char **sentinels;          /* one block, the array then the strings: copies of desc.sentinels */
+    char *sentinel_master, *sentinel_user, *sentinel_password;
+    int sentinel_next;         /* the sentinel asked first: the last whose answer was the master */
 };
 
 struct am2z_redis_script {
@@ -2207,6 +2242,83 @@ static char *am2z__redis_dup(const char *s, int *ok) {
     return d;
 }
 
+static void am2z__redis_set_endpoint(am2z_redis *r) {
+    if (r->unix_path) snprintf(r->endpoint, sizeof r->endpoint, "unix:%s", r->unix_path);
+    else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
+    else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
+}
+
+/* "host:port" or "[v6]:port" into host (size bytes) and *port (1..65535); 0 if malformed. */
+static int am2z__redis_hostport(const char *s, char *host, size_t size, int *port) {
+    const char *colon = s ? strrchr(s, ':') : NULL, *h = s, *end = colon;
+    long v = 0;
+    int digits = 0;
+    if (!colon) return 0;
+    if (*s == '[') {
+        if (colon == s || colon[-1] != ']') return 0;
+        h = s + 1;
+        end = colon - 1;
+    } else if (memchr(s, ':', (size_t)(colon - s))) {
+        return 0; /* an IPv6 literal needs brackets: which colon starts the port? */
+    }
+    for (colon++; *colon >= '0' && *colon <= '9' && v <= 65535; colon++, digits++) v = v * 10 + (*colon - '0');
+    if (*colon || !digits || v < 1 || v > 65535 || end == h || (size_t)(end - h) >= size) return 0;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = 0;
+    *port = (int)v;
+    return 1;
+}
+
+/* INVALID_ARGUMENT with a detail naming what is wrong with desc's sentinel fields. */
+static am2z_status am2z__redis_sentinel_check(const am2z_redis_desc *d) {
+    char host[256];
+    int i, port;
+    if (d->n_sentinels < 0 || d->n_sentinels > AM2Z_REDIS_MAX_SENTINELS)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: n_sentinels %d is outside 0..AM2Z_REDIS_MAX_SENTINELS (%d)", d->n_sentinels,
+                          AM2Z_REDIS_MAX_SENTINELS);
+    if (!d->sentinels)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: n_sentinels is %d but sentinels is NULL",
+                          d->n_sentinels);
+    if (!d->sentinel_master || !*d->sentinel_master)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: sentinels given without sentinel_master (the name they monitor)");
+    for (i = 0; i < d->n_sentinels; i++)
+        if (!am2z__redis_hostport(d->sentinels[i], host, sizeof host, &port))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                              "redis: sentinel %d \"%.200s\" is not host:port (port 1..65535, [IPv6]:port)", i,
+                              d->sentinels[i] ? d->sentinels[i] : "(null)");
+    return AM2Z_STATUS_OK;
+}
+
+/* Copies the checked sentinel fields of r->desc into r (one block for the list), pointing
+   r->desc at the copies; clears *ok when out of memory. */
+static void am2z__redis_sentinel_copy(am2z_redis *r, int *ok) {
+    size_t bytes = (size_t)r->desc.n_sentinels * sizeof(char *);
+    char *at;
+    int i;
+    for (i = 0; i < r->desc.n_sentinels; i++) bytes += strlen(r->desc.sentinels[i]) + 1;
+    r->sentinels = (char **)am2z__malloc(bytes);
+    r->sentinel_master = am2z__redis_dup(r->desc.sentinel_master, ok);
+    r->sentinel_user = am2z__redis_dup(r->desc.sentinel_user, ok);
+    r->sentinel_password = am2z__redis_dup(r->desc.sentinel_password, ok);
+    if (!r->sentinels) {
+        *ok = 0;
+        return;
+    }
+    at = (char *)(r->sentinels + r->desc.n_sentinels);
+    for (i = 0; i < r->desc.n_sentinels; i++) {
+        size_t n = strlen(r->desc.sentinels[i]) + 1;
+        r->sentinels[i] = at;
+        memcpy(at, r->desc.sentinels[i], n);
+        at += n;
+    }
+    r->desc.sentinels = (const char *const *)r->sentinels;
+    r->desc.sentinel_master = r->sentinel_master;
+    r->desc.sentinel_user = r->sentinel_user;
+    r->desc.sentinel_password = r->sentinel_password;
+}
+
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status) {
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
@@ -2220,6 +2332,8 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (desc && desc->db < 0)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis: db %d is negative", desc->db));
+    if (desc && desc->n_sentinels && am2z__redis_sentinel_check(desc) != AM2Z_STATUS_OK)
+        return (am2z_redis *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
     r = (am2z_redis *)am2z__malloc(sizeof *r);
     if (!r) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
     memset(r, 0, sizeof *r);
@@ -2227,7 +2341,8 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     r->fd = -1;
     r->abort_fd = -1;
     r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
-    r->unix_path = am2z__redis_dup(r->desc.unix_path, &ok);
+    r->unix_path = am2z__redis_dup(r->desc.n_sentinels > 0 ? NULL : r->desc.unix_path, &ok);
+    if (r->desc.n_sentinels > 0) am2z__redis_sentinel_copy(r, &ok);
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
@@ -2249,9 +2364,8 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (r->desc.reconnect_attempts <= 0) r->desc.reconnect_attempts = 10;
     if (r->desc.reconnect_base_ms <= 0) r->desc.reconnect_base_ms = 50;
     if (r->desc.reconnect_max_ms <= 0) r->desc.reconnect_max_ms = 2000;
-    if (r->unix_path) snprintf(r->endpoint, sizeof r->endpoint, "unix:%s", r->unix_path);
-    else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
-    else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
+    if (r->sentinels) snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+    else am2z__redis_set_endpoint(r);
     r->rng = (uint64_t)am2z_monotonic_ns() ^ (uint64_t)(uintptr_t)r ^ 0x9E3779B97F4A7C15ull;
     if (status) *status = AM2Z_STATUS_OK;
     return r;
@@ -2267,6 +2381,10 @@ AM2Z_API void am2z_redis_free(am2z_redis *r) {
     am2z__free(r->user);
     am2z__free(r->password);
     am2z__free(r->client_name);
+    am2z__free(r->sentinels);
+    am2z__free(r->sentinel_master);
+    am2z__free(r->sentinel_user);
+    am2z__free(r->sentinel_password);
     am2z__free(r);
 }
 
@@ -2334,7 +2452,7 @@ static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
     }
 }
 
-AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
+static am2z_status am2z__redis_connect_direct(am2z_redis *r) {
     int64_t deadline;
     am2z_status st;
     am2z_reply reply;
@@ -2420,6 +2538,137 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     return st;
 nomem:
     return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
+}
+
+/* ---- sentinel ---- */
+
+/* Asks sentinel i for the master's address, every wait ending by cap (monotonic ns; 0:
+   none); OK with host (size bytes) and *port. */
+static am2z_status am2z__redis_sentinel_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+    am2z_redis_desc d;
+    am2z_redis *s;
+    am2z_reply rep;
+    am2z_status st;
+    char shost[256];
+    const char *argv[3];
+    const am2z_reply *h, *p;
+    memset(&d, 0, sizeof d);
+    (void)am2z__redis_hostport(r->sentinels[i], shost, sizeof shost, &d.port); /* checked by am2z_redis_new */
+    d.host = shost;
+    d.user = r->sentinel_user;
+    d.password = r->sentinel_password;
+    d.connect_timeout_ms = r->desc.connect_timeout_ms;
+    d.command_timeout_ms = r->desc.connect_timeout_ms;
+    d.transport = r->desc.transport;
+    d.limits = r->desc.limits;
+    s = am2z_redis_new(&d, &st);
+    if (!s) return st;
+    s->cap_ns = cap;
+    s->abort_fd = r->abort_fd;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "SENTINEL";
+    argv[1] = "get-master-addr-by-name";
+    argv[2] = r->sentinel_master;
+    st = am2z_redis_connect(s);
+    if (st == AM2Z_STATUS_OK) st = am2z_redis_command_argv(s, &rep, 3, argv, NULL);
+    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL) {
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "redis sentinel %s: does not know master '%s'", s->endpoint,
+                        r->sentinel_master);
+    } else if (st == AM2Z_STATUS_OK) {
+        long v;
+        char *end = NULL;
+        h = am2z_reply_at(&rep, 0);
+        p = am2z_reply_at(&rep, 1);
+        v = p && p->type == AM2Z_REPLY_BULK ? strtol(am2z_reply_str(p), &end, 10) : 0;
+        if (rep.type != AM2Z_REPLY_ARRAY || rep.len != 2 || h->type != AM2Z_REPLY_BULK || !h->len || h->len >= size ||
+            v < 1 || v > 65535 || *end)
+            st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS,
+                            "redis sentinel %s: get-master-addr-by-name answered a %s, not [host, port]", s->endpoint,
+                            am2z_reply_type_name(rep.type));
+        else {
+            memcpy(host, am2z_reply_str(h), h->len + 1);
+            *port = (int)v;
+        }
+    }
+    am2z_reply_clear(&rep);
+    am2z_redis_free(s);
+    return st;
+}
+
+/* Connects r to host:port and checks that it is the master (ROLE). */
+static am2z_status am2z__redis_sentinel_master(am2z_redis *r, const char *host, int port) {
+    am2z_status st;
+    am2z_reply rep;
+    const char *argv[1];
+    const am2z_reply *role;
+    if (strcmp(host, r->host) != 0) {
+        char *h = am2z__strdup(host);
+        if (!h) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory");
+        am2z__free(r->host);
+        r->host = h;
+        r->desc.host = h;
+    }
+    r->desc.port = port;
+    am2z__redis_set_endpoint(r);
+    st = am2z__redis_connect_direct(r);
+    if (st != AM2Z_STATUS_OK) return st;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "ROLE";
+    st = am2z_redis_command_argv(r, &rep, 1, argv, NULL);
+    role = am2z_reply_at(&rep, 0);
+    if (st == AM2Z_STATUS_OK && (!role || strcmp(am2z_reply_str(role), "master") != 0))
+        st = am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "ROLE is '%.32s', not master (a sentinel not yet told of a "
+                              "failover, or a demoted master)", role ? am2z_reply_str(role) : "?");
+    else if (st == AM2Z_STATUS_SERVER)
+        am2z__redis_close(r); /* ROLE refused (ACL): the role is unknown, so not trusted */
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+static am2z_status am2z__redis_sentinel_connect(am2z_redis *r) {
+    am2z_status st, failed = AM2Z_STATUS_IO;
+    int64_t cap = r->cap_ns;
+    char host[256], tried[AM2Z_REDIS_MAX_SENTINELS][64], last[512];
+    int k, port = 0, ntried = 0;
+    am2z__redis_close(r);
+    last[0] = 0;
+    for (k = 0; k < r->desc.n_sentinels; k++) {
+        int i = (r->sentinel_next + k) % r->desc.n_sentinels, j;
+        int64_t step = am2z__deadline(r->desc.connect_timeout_ms);
+        struct pollfd pfd;
+        pfd.fd = r->abort_fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (k > 0 && ((cap > 0 && am2z_monotonic_ns() >= cap) || (r->abort_fd >= 0 && poll(&pfd, 1, 0) > 0)))
+            break; /* the caller's deadline passed or its owner stops: last says why */
+        if (step < 0 || (cap > 0 && cap < step)) step = cap > 0 ? cap : 0;
+        st = am2z__redis_sentinel_ask(r, i, step, host, sizeof host, &port);
+        if (st == AM2Z_STATUS_OK) {
+            char addr[64];
+            snprintf(addr, sizeof addr, "%.40s:%d", host, port);
+            for (j = 0; j < ntried && strcmp(tried[j], addr) != 0; j++) {}
+            if (j < ntried) continue; /* failed already in this connect; last keeps why */
+            memcpy(tried[ntried++], addr, sizeof addr);
+            r->cap_ns = step;
+            st = am2z__redis_sentinel_master(r, host, port);
+            r->cap_ns = cap;
+            if (st == AM2Z_STATUS_OK) {
+                r->sentinel_next = i;
+                return st;
+            }
+        }
+        failed = st;
+        snprintf(last, sizeof last, "%s", am2z_status_detail());
+    }
+    am2z__redis_close(r);
+    snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+    return am2z__fail(failed, AM2Z_NTS, "redis sentinel %s: no master through %d sentinel%s; last: %s", r->sentinel_master,
+                      r->desc.n_sentinels, r->desc.n_sentinels == 1 ? "" : "s", last);
+}
+
+AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
+    if (r && r->sentinels) return am2z__redis_sentinel_connect(r);
+    return am2z__redis_connect_direct(r);
 }
 
 static uint64_t am2z__redis_rand(am2z_redis *r) {
@@ -2777,6 +3026,14 @@ AM2Z_API am2z_redis_pool *am2z_redis_pool_new(const am2z_redis_desc *desc, int m
    stopped answering. fd must stay open while r lives. */
 static void am2z__redis_abort_fd(am2z_redis *r, int fd) {
     if (r) r->abort_fd = fd;
+}
+
+/* Points d's sentinel fields at the pool's copies, which live as long as the pool. */
+static void am2z__redis_pool_keep_sentinels(const am2z_redis_pool *p, am2z_redis_desc *d) {
+    d->sentinels = p->proto->desc.sentinels;
+    d->sentinel_master = p->proto->desc.sentinel_master;
+    d->sentinel_user = p->proto->desc.sentinel_user;
+    d->sentinel_password = p->proto->desc.sentinel_password;
 }
 
 /* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
@@ -4649,9 +4906,12 @@ static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *o
         am2z__mutex_lock(&q->setmu);
         e = p ? am2z__qpub_get(q, proc) : am2z__qpub_find(q, proc);
         if (e && !p && !e->declared) e = NULL; /* neither registered nor declared (any more) */
-        if (e && round == 0 &&
-            (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
-            e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
+        if (e && round == 0 && (!e->checked_ns || (!e->have && !p) || q->settings_refresh_ms < 0 ||
+                                now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
+            /* one thread refreshes; the others use what is cached meanwhile, but with
+               nothing cached for a declared name each reads: concurrent first calls were
+               told "not published" */
+            e->checked_ns = now;
             known = e->have ? e->version : 0;
             /* with settings cached, a Redis that does not answer at once keeps them: the
                check must not hold a call past its deadline (the first read has to wait) */
@@ -7997,7 +8257,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     am2z_logger *lg;
     am2z_runtime *rt;
     am2z_redis *probe;
-    am2z_status st = AM2Z_STATUS_OK;
+    am2z_status st = AM2Z_STATUS_OK, pool_st = AM2Z_STATUS_OK;
     char seed[128];
     char hex[2 * AM2Z_SHA256_SIZE + 1];
     static int counter;
@@ -8096,7 +8356,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_take = am2z__qscript(am2z__qlua_take);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->s_progress = am2z__qscript(am2z__qlua_progress);
-    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16, &pool_st);
+    if (q->pool) am2z__redis_pool_keep_sentinels(q->pool, &q->rdesc); /* the caller's list may go */
     if (pipe(q->abort_pipe) == 0) {
         for (i = 0; i < 2; i++) {
             (void)fcntl(q->abort_pipe[i], F_SETFD, FD_CLOEXEC);
@@ -8107,14 +8368,18 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
         q->abort_pipe[0] = q->abort_pipe[1] = -1;
     }
     rt = NULL;
-    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
+    if (!q->pool && pool_st == AM2Z_STATUS_INVALID_ARGUMENT) {
+        st = pool_st; /* a bad desc.redis, with its detail */
+    } else if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress ||
         !q->s_take || !q->taken_key) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (q->abort_pipe[0] < 0) {
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));
-    } else if (!(probe = am2z__qborrow(q, &st))) {
+    } else if (!(probe = am2z__qborrow(q, &st)) && q->rdesc.n_sentinels > 0) {
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis: %s", am2z_status_detail());
+    } else if (!probe) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
                         q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
                         q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
