@@ -461,6 +461,29 @@ AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r);
 /* Frees the pool and its idle connections; every connection must have been put back. */
 AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 
+/* CLUSTER (building blocks; the queue runtime does not follow a cluster yet: see
+   README, "Redis Cluster"). Redis Cluster puts key k in slot CRC16(k) mod 16384
+   (CRC16-CCITT/XMODEM), where k is only the part between the first '{' and the next '}'
+   when that part is not empty (a hash tag): keys sharing a tag share a slot, which every
+   key of one Lua script must. A queue runtime whose desc.bull_prefix is a tag
+   ("{am2z}") puts every key it writes in one slot (BullMQ's advice for Cluster). */
+#define AM2Z_REDIS_SLOTS 16384
+/* The slot (0..16383) of the len bytes of key (borrowed; AM2Z_NTS for a C string). */
+AM2Z_API int am2z_redis_key_slot(const char *key, size_t len);
+/* A redirection a cluster node answered instead of running the command. */
+typedef struct am2z_redis_redirect {
+    int ask;          /* 1: ASK (send ASKING then the command to that node, once);
+                         0: MOVED (the slot lives there now: refresh the slot map) */
+    int slot;         /* 0..16383 */
+    char host[256];   /* "" when the node announced none: the host of the node that answered */
+    int port;         /* 1..65535 */
+} am2z_redis_redirect;
+/* Parses an error reply "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (IPv6
+   hosts as Redis sends them, the port after the last ':') into *out. AM2Z_STATUS_OK;
+   NOT_FOUND when reply is no redirection (another error, another type); PROTOCOL when it
+   starts like one but is malformed (slot outside 0..16383, no port, a host over 255 bytes). */
+AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out);
+
 #ifdef __cplusplus
 }
 #endif
@@ -3115,6 +3138,59 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
     am2z__mutex_destroy(&p->mu);
     am2z__cond_destroy(&p->cv);
     am2z__free(p);
+}
+
+/* ---- cluster ---- */
+
+AM2Z_API int am2z_redis_key_slot(const char *key, size_t len) {
+    size_t i, start = 0, end;
+    unsigned crc = 0;
+    if (!key) return 0;
+    if (len == AM2Z_NTS) len = strlen(key);
+    end = len;
+    for (i = 0; i < len && key[i] != '{'; i++) {}
+    if (i < len) { /* a tag: the bytes up to the next '}', when there are any */
+        size_t j;
+        for (j = i + 1; j < len && key[j] != '}'; j++) {}
+        if (j < len && j > i + 1) {
+            start = i + 1;
+            end = j;
+        }
+    }
+    for (i = start; i < end; i++) { /* CRC16-CCITT (XMODEM): poly 0x1021, init 0, no reflection */
+        int b;
+        crc ^= (unsigned)(unsigned char)key[i] << 8;
+        for (b = 0; b < 8; b++) crc = crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1;
+        crc &= 0xFFFF;
+    }
+    return (int)(crc & (AM2Z_REDIS_SLOTS - 1));
+}
+
+AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out) {
+    const char *s, *sp, *colon;
+    long slot = 0, port = 0;
+    size_t hlen;
+    int ask;
+    if (!reply || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: parse_redirect of NULL");
+    s = am2z_reply_str(reply);
+    ask = strncmp(s, "ASK ", 4) == 0;
+    if (reply->type != AM2Z_REPLY_ERROR || (!ask && strncmp(s, "MOVED ", 6) != 0))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "redis: not a MOVED or ASK redirection");
+    s += ask ? 4 : 6;
+    for (sp = s; *sp >= '0' && *sp <= '9' && slot < AM2Z_REDIS_SLOTS; sp++) slot = slot * 10 + (*sp - '0');
+    colon = *sp == ' ' ? strrchr(sp + 1, ':') : NULL;
+    if (sp == s || slot >= AM2Z_REDIS_SLOTS || !colon)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis: malformed redirection \"%.100s\"", am2z_reply_str(reply));
+    hlen = (size_t)(colon - (sp + 1));
+    for (s = colon + 1; *s >= '0' && *s <= '9' && port <= 65535; s++) port = port * 10 + (*s - '0');
+    if (*s || s == colon + 1 || port < 1 || port > 65535 || hlen >= sizeof out->host)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis: malformed redirection \"%.100s\"", am2z_reply_str(reply));
+    out->ask = ask;
+    out->slot = (int)slot;
+    memcpy(out->host, sp + 1, hlen);
+    out->host[hlen] = 0;
+    out->port = (int)port;
+    return AM2Z_STATUS_OK;
 }
 
 #undef AM2Z__SEND_FLAGS
