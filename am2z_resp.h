@@ -52,7 +52,8 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
-       AM2Z_REDIS_MAX_SENTINELS  entries of am2z_redis_desc.sentinels (default 16)
+       AM2Z_REDIS_MAX_SENTINELS  entries of am2z_redis_desc.sentinels and of its
+                               cluster_nodes (default 16)
        AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
                                leave max_buffer 0 (default 1 MiB): a server sending a line
                                without CR LF costs a connection at most this much
@@ -339,6 +340,13 @@ typedef struct am2z_redis_desc {
     const char *sentinel_master;  /* the master name the sentinels monitor; required with them */
     const char *sentinel_user;    /* AUTH to the sentinels (their own ACL); NULL: AUTH password */
     const char *sentinel_password;/* NULL: no AUTH to the sentinels */
+    /* Cluster (CLUSTER below): with n_cluster_nodes > 0 every connect finds the master
+       serving the slot of cluster_key; host, port and unix_path are then unused. */
+    const char *const *cluster_nodes; /* n_cluster_nodes "host:port" seeds; borrowed, copied */
+    int n_cluster_nodes;          /* 0: no Cluster; 1..AM2Z_REDIS_MAX_SENTINELS */
+    const char *cluster_key;      /* the key ("{am2z}") whose slot the connection serves;
+                                     required with cluster_nodes (the queue runtime sets
+                                     its bull_prefix) */
 } am2z_redis_desc;
 
 typedef struct am2z_redis am2z_redis;
@@ -2088,6 +2096,11 @@ struct am2z_redis {
     char **sentinels;          /* one block, the array then the strings: copies of desc.sentinels */
     char *sentinel_master, *sentinel_user, *sentinel_password;
     int sentinel_next;         /* the sentinel asked first: the last whose answer was the master */
+    char **cnodes;             /* as sentinels, copies of desc.cluster_nodes */
+    char *cluster_key;
+    int cluster_slot;          /* of cluster_key */
+    int cnode_next;            /* the seed asked first: the last whose answer was the master */
+    int moved;                 /* a MOVED came: closed once the replies owed are read */
 };
 
 struct am2z_redis_script {
@@ -2222,6 +2235,14 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
                 continue;
             }
             r->pending--;
+            /* cluster: the slot moved; the connection closes once the replies owed are
+               read, so its owner's next connect asks the nodes where it went */
+            if (r->cnodes && reply->type == AM2Z_REPLY_ERROR && strncmp(am2z_reply_str(reply), "MOVED ", 6) == 0)
+                r->moved = 1;
+            if (r->moved && !r->pending) {
+                r->moved = 0;
+                am2z__redis_close(r);
+            }
             if (reply->type == AM2Z_REPLY_ERROR) /* the detail is the server's message itself */
                 return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s", (int)(reply->len > 255 ? 255 : reply->len),
                                   am2z_reply_str(reply));
@@ -2316,28 +2337,66 @@ static am2z_status am2z__redis_sentinel_check(const am2z_redis_desc *d) {
     return AM2Z_STATUS_OK;
 }
 
+/* As am2z__redis_sentinel_check, for the cluster fields. */
+static am2z_status am2z__redis_cluster_check(const am2z_redis_desc *d) {
+    char host[256];
+    int i, port;
+    if (d->n_cluster_nodes < 0 || d->n_cluster_nodes > AM2Z_REDIS_MAX_SENTINELS)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: n_cluster_nodes %d is outside 0..AM2Z_REDIS_MAX_SENTINELS (%d)", d->n_cluster_nodes,
+                          AM2Z_REDIS_MAX_SENTINELS);
+    if (!d->cluster_nodes)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: n_cluster_nodes is %d but cluster_nodes is NULL",
+                          d->n_cluster_nodes);
+    if (d->n_sentinels)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: both sentinels and cluster_nodes are set");
+    if (!d->cluster_key)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: cluster_nodes given without cluster_key (the key whose slot to serve)");
+    for (i = 0; i < d->n_cluster_nodes; i++)
+        if (!am2z__redis_hostport(d->cluster_nodes[i], host, sizeof host, &port))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                              "redis: cluster node %d \"%.200s\" is not host:port (port 1..65535, [IPv6]:port)", i,
+                              d->cluster_nodes[i] ? d->cluster_nodes[i] : "(null)");
+    return AM2Z_STATUS_OK;
+}
+
+/* n strings copied into one block: the array, then the strings; NULL clears *ok. */
+static char **am2z__redis_list_dup(const char *const *list, int n, int *ok) {
+    size_t bytes = (size_t)n * sizeof(char *);
+    char **out, *at;
+    int i;
+    for (i = 0; i < n; i++) bytes += strlen(list[i]) + 1;
+    out = (char **)am2z__malloc(bytes);
+    if (!out) {
+        *ok = 0;
+        return NULL;
+    }
+    at = (char *)(out + n);
+    for (i = 0; i < n; i++) {
+        size_t len = strlen(list[i]) + 1;
+        out[i] = at;
+        memcpy(at, list[i], len);
+        at += len;
+    }
+    return out;
+}
+
+static void am2z__redis_cluster_copy(am2z_redis *r, int *ok) {
+    r->cnodes = am2z__redis_list_dup(r->desc.cluster_nodes, r->desc.n_cluster_nodes, ok);
+    r->cluster_key = am2z__redis_dup(r->desc.cluster_key, ok);
+    r->cluster_slot = am2z_redis_key_slot(r->desc.cluster_key, AM2Z_NTS);
+    r->desc.cluster_nodes = (const char *const *)r->cnodes;
+    r->desc.cluster_key = r->cluster_key;
+}
+
 /* Copies the checked sentinel fields of r->desc into r (one block for the list), pointing
    r->desc at the copies; clears *ok when out of memory. */
 static void am2z__redis_sentinel_copy(am2z_redis *r, int *ok) {
-    size_t bytes = (size_t)r->desc.n_sentinels * sizeof(char *);
-    char *at;
-    int i;
-    for (i = 0; i < r->desc.n_sentinels; i++) bytes += strlen(r->desc.sentinels[i]) + 1;
-    r->sentinels = (char **)am2z__malloc(bytes);
+    r->sentinels = am2z__redis_list_dup(r->desc.sentinels, r->desc.n_sentinels, ok);
     r->sentinel_master = am2z__redis_dup(r->desc.sentinel_master, ok);
     r->sentinel_user = am2z__redis_dup(r->desc.sentinel_user, ok);
     r->sentinel_password = am2z__redis_dup(r->desc.sentinel_password, ok);
-    if (!r->sentinels) {
-        *ok = 0;
-        return;
-    }
-    at = (char *)(r->sentinels + r->desc.n_sentinels);
-    for (i = 0; i < r->desc.n_sentinels; i++) {
-        size_t n = strlen(r->desc.sentinels[i]) + 1;
-        r->sentinels[i] = at;
-        memcpy(at, r->desc.sentinels[i], n);
-        at += n;
-    }
     r->desc.sentinels = (const char *const *)r->sentinels;
     r->desc.sentinel_master = r->sentinel_master;
     r->desc.sentinel_user = r->sentinel_user;
@@ -2359,6 +2418,8 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
                                                    "redis: db %d is negative", desc->db));
     if (desc && desc->n_sentinels && am2z__redis_sentinel_check(desc) != AM2Z_STATUS_OK)
         return (am2z_redis *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    if (desc && desc->n_cluster_nodes && am2z__redis_cluster_check(desc) != AM2Z_STATUS_OK)
+        return (am2z_redis *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
     r = (am2z_redis *)am2z__malloc(sizeof *r);
     if (!r) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
     memset(r, 0, sizeof *r);
@@ -2366,8 +2427,9 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     r->fd = -1;
     r->abort_fd = -1;
     r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
-    r->unix_path = am2z__redis_dup(r->desc.n_sentinels > 0 ? NULL : r->desc.unix_path, &ok);
+    r->unix_path = am2z__redis_dup(r->desc.n_sentinels > 0 || r->desc.n_cluster_nodes > 0 ? NULL : r->desc.unix_path, &ok);
     if (r->desc.n_sentinels > 0) am2z__redis_sentinel_copy(r, &ok);
+    if (r->desc.n_cluster_nodes > 0) am2z__redis_cluster_copy(r, &ok);
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
@@ -2390,6 +2452,7 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (r->desc.reconnect_base_ms <= 0) r->desc.reconnect_base_ms = 50;
     if (r->desc.reconnect_max_ms <= 0) r->desc.reconnect_max_ms = 2000;
     if (r->sentinels) snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+    else if (r->cnodes) snprintf(r->endpoint, sizeof r->endpoint, "cluster slot %d", r->cluster_slot);
     else am2z__redis_set_endpoint(r);
     r->rng = (uint64_t)am2z_monotonic_ns() ^ (uint64_t)(uintptr_t)r ^ 0x9E3779B97F4A7C15ull;
     if (status) *status = AM2Z_STATUS_OK;
@@ -2410,6 +2473,8 @@ AM2Z_API void am2z_redis_free(am2z_redis *r) {
     am2z__free(r->sentinel_master);
     am2z__free(r->sentinel_user);
     am2z__free(r->sentinel_password);
+    am2z__free(r->cnodes);
+    am2z__free(r->cluster_key);
     am2z__free(r);
 }
 
@@ -2565,63 +2630,110 @@ nomem:
     return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
 }
 
-/* ---- sentinel ---- */
+/* ---- sentinel and cluster: finding the master ---- */
 
-/* Asks sentinel i for the master's address, every wait ending by cap (monotonic ns; 0:
-   none); OK with host (size bytes) and *port. */
-static am2z_status am2z__redis_sentinel_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+/* A connection to a sentinel or a seed node ("host:port", checked by am2z_redis_new):
+   r's transport, limits and connect timeout (also per reply), every wait ending by cap
+   (monotonic ns; 0: none) or r's abort. NULL with the status when it cannot connect. */
+static am2z_redis *am2z__redis_side(am2z_redis *r, const char *spec, const char *user, const char *password,
+                                    int64_t cap, am2z_status *st) {
     am2z_redis_desc d;
     am2z_redis *s;
-    am2z_reply rep;
-    am2z_status st;
-    char shost[256];
-    const char *argv[3];
-    const am2z_reply *h, *p;
+    char host[256];
     memset(&d, 0, sizeof d);
-    (void)am2z__redis_hostport(r->sentinels[i], shost, sizeof shost, &d.port); /* checked by am2z_redis_new */
-    d.host = shost;
-    d.user = r->sentinel_user;
-    d.password = r->sentinel_password;
+    (void)am2z__redis_hostport(spec, host, sizeof host, &d.port);
+    d.host = host;
+    d.user = user;
+    d.password = password;
     d.connect_timeout_ms = r->desc.connect_timeout_ms;
     d.command_timeout_ms = r->desc.connect_timeout_ms;
     d.transport = r->desc.transport;
     d.limits = r->desc.limits;
-    s = am2z_redis_new(&d, &st);
-    if (!s) return st;
+    if (!(s = am2z_redis_new(&d, st))) return NULL;
     s->cap_ns = cap;
     s->abort_fd = r->abort_fd;
+    if ((*st = am2z_redis_connect(s)) != AM2Z_STATUS_OK) {
+        am2z_redis_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Copies a [host, port] pair (bulk strings, or a bulk and an integer) into host/port. */
+static int am2z__redis_addr_of(const am2z_reply *h, const am2z_reply *p, char *host, size_t size, int *port) {
+    long v = 0;
+    char *end = NULL;
+    if (!h || !p || h->type != AM2Z_REPLY_BULK || h->len >= size) return 0;
+    if (p->type == AM2Z_REPLY_INTEGER) v = p->integer > 0 && p->integer <= 65535 ? (long)p->integer : 0;
+    else if (p->type == AM2Z_REPLY_BULK && (v = strtol(am2z_reply_str(p), &end, 10)) != 0 && *end) v = 0;
+    if (v < 1 || v > 65535) return 0;
+    memcpy(host, am2z_reply_str(h), h->len + 1);
+    *port = (int)v;
+    return 1;
+}
+
+/* Asks sentinel i for the master's address; OK with host (size bytes) and *port. */
+static am2z_status am2z__redis_sentinel_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+    am2z_reply rep;
+    am2z_status st;
+    const char *argv[3];
+    am2z_redis *s = am2z__redis_side(r, r->sentinels[i], r->sentinel_user, r->sentinel_password, cap, &st);
+    if (!s) return st;
     memset(&rep, 0, sizeof rep);
     argv[0] = "SENTINEL";
     argv[1] = "get-master-addr-by-name";
     argv[2] = r->sentinel_master;
-    st = am2z_redis_connect(s);
-    if (st == AM2Z_STATUS_OK) st = am2z_redis_command_argv(s, &rep, 3, argv, NULL);
-    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL) {
+    st = am2z_redis_command_argv(s, &rep, 3, argv, NULL);
+    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL)
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "redis sentinel %s: does not know master '%s'", s->endpoint,
                         r->sentinel_master);
-    } else if (st == AM2Z_STATUS_OK) {
-        long v;
-        char *end = NULL;
-        h = am2z_reply_at(&rep, 0);
-        p = am2z_reply_at(&rep, 1);
-        v = p && p->type == AM2Z_REPLY_BULK ? strtol(am2z_reply_str(p), &end, 10) : 0;
-        if (rep.type != AM2Z_REPLY_ARRAY || rep.len != 2 || h->type != AM2Z_REPLY_BULK || !h->len || h->len >= size ||
-            v < 1 || v > 65535 || *end)
-            st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS,
-                            "redis sentinel %s: get-master-addr-by-name answered a %s, not [host, port]", s->endpoint,
-                            am2z_reply_type_name(rep.type));
-        else {
-            memcpy(host, am2z_reply_str(h), h->len + 1);
-            *port = (int)v;
-        }
-    }
+    else if (st == AM2Z_STATUS_OK && (rep.type != AM2Z_REPLY_ARRAY || rep.len != 2 ||
+                                      !am2z__redis_addr_of(am2z_reply_at(&rep, 0), am2z_reply_at(&rep, 1), host, size, port)))
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS,
+                        "redis sentinel %s: get-master-addr-by-name answered a %s, not [host, port]", s->endpoint,
+                        am2z_reply_type_name(rep.type));
     am2z_reply_clear(&rep);
     am2z_redis_free(s);
     return st;
 }
 
-/* Connects r to host:port and checks that it is the master (ROLE). */
-static am2z_status am2z__redis_sentinel_master(am2z_redis *r, const char *host, int port) {
+/* Asks seed node i (CLUSTER SLOTS) which master serves r's slot; OK with host/port. A
+   master announced without an address ("") is on the seed's host. */
+static am2z_status am2z__redis_cluster_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+    am2z_reply rep;
+    am2z_status st;
+    const char *argv[2];
+    size_t k;
+    int found = 0;
+    am2z_redis *s = am2z__redis_side(r, r->cnodes[i], r->user, r->password, cap, &st);
+    if (!s) return st;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "CLUSTER";
+    argv[1] = "SLOTS";
+    st = am2z_redis_command_argv(s, &rep, 2, argv, NULL);
+    for (k = 0; st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && k < rep.len && !found; k++) {
+        /* [start, end, [host, port, id, ...] (the master), replicas...] */
+        const am2z_reply *e = am2z_reply_at(&rep, k), *m = am2z_reply_at(e, 2);
+        const am2z_reply *lo = am2z_reply_at(e, 0), *hi = am2z_reply_at(e, 1);
+        if (!lo || !hi || lo->type != AM2Z_REPLY_INTEGER || hi->type != AM2Z_REPLY_INTEGER ||
+            lo->integer > r->cluster_slot || r->cluster_slot > hi->integer)
+            continue;
+        found = am2z__redis_addr_of(am2z_reply_at(m, 0), am2z_reply_at(m, 1), host, size, port) ? 1 : -1;
+        if (found > 0 && !host[0]) snprintf(host, size, "%s", s->host);
+    }
+    if (st == AM2Z_STATUS_OK && found < 0)
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis cluster node %s: CLUSTER SLOTS names no [host, port] "
+                        "for slot %d", s->endpoint, r->cluster_slot);
+    else if (st == AM2Z_STATUS_OK && !found)
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "redis cluster node %s: no master serves slot %d", s->endpoint,
+                        r->cluster_slot);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(s);
+    return st;
+}
+
+/* Connects r to host:port and checks that it is a master (ROLE). */
+static am2z_status am2z__redis_connect_master(am2z_redis *r, const char *host, int port) {
     am2z_status st;
     am2z_reply rep;
     const char *argv[1];
@@ -2642,23 +2754,29 @@ static am2z_status am2z__redis_sentinel_master(am2z_redis *r, const char *host, 
     st = am2z_redis_command_argv(r, &rep, 1, argv, NULL);
     role = am2z_reply_at(&rep, 0);
     if (st == AM2Z_STATUS_OK && (!role || strcmp(am2z_reply_str(role), "master") != 0))
-        st = am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "ROLE is '%.32s', not master (a sentinel not yet told of a "
-                              "failover, or a demoted master)", role ? am2z_reply_str(role) : "?");
+        st = am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "ROLE is '%.32s', not master (a %s not yet told of a "
+                              "failover, or a demoted master)", role ? am2z_reply_str(role) : "?",
+                              r->sentinels ? "sentinel" : "node");
     else if (st == AM2Z_STATUS_SERVER)
         am2z__redis_close(r); /* ROLE refused (ACL): the role is unknown, so not trusted */
     am2z_reply_clear(&rep);
     return st;
 }
 
-static am2z_status am2z__redis_sentinel_connect(am2z_redis *r) {
+/* Asks the sentinels (or seed nodes) in turn, from the one that last led to the master,
+   and connects to the first master named; see SENTINEL and CLUSTER in the declarations. */
+static am2z_status am2z__redis_find_master(am2z_redis *r) {
     am2z_status st, failed = AM2Z_STATUS_IO;
     int64_t cap = r->cap_ns;
+    int n = r->sentinels ? r->desc.n_sentinels : r->desc.n_cluster_nodes;
+    int *next = r->sentinels ? &r->sentinel_next : &r->cnode_next;
     char host[256], tried[AM2Z_REDIS_MAX_SENTINELS][64], last[512];
     int k, port = 0, ntried = 0;
     am2z__redis_close(r);
+    r->moved = 0;
     last[0] = 0;
-    for (k = 0; k < r->desc.n_sentinels; k++) {
-        int i = (r->sentinel_next + k) % r->desc.n_sentinels, j;
+    for (k = 0; k < n; k++) {
+        int i = (*next + k) % n, j;
         int64_t step = am2z__deadline(r->desc.connect_timeout_ms);
         struct pollfd pfd;
         pfd.fd = r->abort_fd;
@@ -2667,7 +2785,8 @@ static am2z_status am2z__redis_sentinel_connect(am2z_redis *r) {
         if (k > 0 && ((cap > 0 && am2z_monotonic_ns() >= cap) || (r->abort_fd >= 0 && poll(&pfd, 1, 0) > 0)))
             break; /* the caller's deadline passed or its owner stops: last says why */
         if (step < 0 || (cap > 0 && cap < step)) step = cap > 0 ? cap : 0;
-        st = am2z__redis_sentinel_ask(r, i, step, host, sizeof host, &port);
+        st = r->sentinels ? am2z__redis_sentinel_ask(r, i, step, host, sizeof host, &port)
+                          : am2z__redis_cluster_ask(r, i, step, host, sizeof host, &port);
         if (st == AM2Z_STATUS_OK) {
             char addr[64];
             snprintf(addr, sizeof addr, "%.40s:%d", host, port);
@@ -2675,10 +2794,10 @@ static am2z_status am2z__redis_sentinel_connect(am2z_redis *r) {
             if (j < ntried) continue; /* failed already in this connect; last keeps why */
             memcpy(tried[ntried++], addr, sizeof addr);
             r->cap_ns = step;
-            st = am2z__redis_sentinel_master(r, host, port);
+            st = am2z__redis_connect_master(r, host, port);
             r->cap_ns = cap;
             if (st == AM2Z_STATUS_OK) {
-                r->sentinel_next = i;
+                *next = i;
                 return st;
             }
         }
@@ -2686,13 +2805,18 @@ static am2z_status am2z__redis_sentinel_connect(am2z_redis *r) {
         snprintf(last, sizeof last, "%s", am2z_status_detail());
     }
     am2z__redis_close(r);
-    snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
-    return am2z__fail(failed, AM2Z_NTS, "redis sentinel %s: no master through %d sentinel%s; last: %s", r->sentinel_master,
-                      r->desc.n_sentinels, r->desc.n_sentinels == 1 ? "" : "s", last);
+    if (r->sentinels) {
+        snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+        return am2z__fail(failed, AM2Z_NTS, "redis sentinel %s: no master through %d sentinel%s; last: %s",
+                          r->sentinel_master, n, n == 1 ? "" : "s", last);
+    }
+    snprintf(r->endpoint, sizeof r->endpoint, "cluster slot %d", r->cluster_slot);
+    return am2z__fail(failed, AM2Z_NTS, "redis cluster: no master for slot %d through %d node%s; last: %s",
+                      r->cluster_slot, n, n == 1 ? "" : "s", last);
 }
 
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
-    if (r && r->sentinels) return am2z__redis_sentinel_connect(r);
+    if (r && (r->sentinels || r->cnodes)) return am2z__redis_find_master(r);
     return am2z__redis_connect_direct(r);
 }
 
@@ -3053,12 +3177,14 @@ static void am2z__redis_abort_fd(am2z_redis *r, int fd) {
     if (r) r->abort_fd = fd;
 }
 
-/* Points d's sentinel fields at the pool's copies, which live as long as the pool. */
+/* Points d's sentinel and cluster fields at the pool's copies, which live as long as the pool. */
 static void am2z__redis_pool_keep_sentinels(const am2z_redis_pool *p, am2z_redis_desc *d) {
     d->sentinels = p->proto->desc.sentinels;
     d->sentinel_master = p->proto->desc.sentinel_master;
     d->sentinel_user = p->proto->desc.sentinel_user;
     d->sentinel_password = p->proto->desc.sentinel_password;
+    d->cluster_nodes = p->proto->desc.cluster_nodes;
+    d->cluster_key = p->proto->desc.cluster_key;
 }
 
 /* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
@@ -8343,6 +8469,11 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     int i;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
+    if (d.redis.n_cluster_nodes > 0 &&
+        (!d.bull_prefix || d.bull_prefix[0] != '{' || !strchr(d.bull_prefix + 1, '}') || d.bull_prefix[1] == '}'))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: with cluster_nodes the bull prefix must start with a "
+                                                   "hash tag (\"{am2z}\"), so that every key lies in one slot"));
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
@@ -8434,6 +8565,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_take = am2z__qscript(am2z__qlua_take);
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->s_progress = am2z__qscript(am2z__qlua_progress);
+    if (q->rdesc.n_cluster_nodes > 0 && !q->rdesc.cluster_key) q->rdesc.cluster_key = q->bull; /* its one slot */
     q->pool = am2z_redis_pool_new(&q->rdesc, 16, &pool_st);
     if (q->pool) am2z__redis_pool_keep_sentinels(q->pool, &q->rdesc); /* the caller's list may go */
     if (pipe(q->abort_pipe) == 0) {
