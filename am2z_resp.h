@@ -469,12 +469,22 @@ AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r);
 /* Frees the pool and its idle connections; every connection must have been put back. */
 AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
 
-/* CLUSTER (building blocks; the queue runtime does not follow a cluster yet: see
-   README, "Redis Cluster"). Redis Cluster puts key k in slot CRC16(k) mod 16384
-   (CRC16-CCITT/XMODEM), where k is only the part between the first '{' and the next '}'
-   when that part is not empty (a hash tag): keys sharing a tag share a slot, which every
-   key of one Lua script must. A queue runtime whose desc.bull_prefix is a tag
-   ("{am2z}") puts every key it writes in one slot (BullMQ's advice for Cluster). */
+/* CLUSTER, one slot per connection (desc.n_cluster_nodes > 0). Redis Cluster puts key k
+   in slot CRC16(k) mod 16384 (CRC16-CCITT/XMODEM), where k is only the part between the
+   first '{' and the next '}' when that part is not empty (a hash tag): keys sharing a tag
+   share a slot, which every key of one Lua script must. A connection serves the slot of
+   desc.cluster_key: a connect asks the seed nodes in turn (CLUSTER SLOTS), starting with
+   the one that last led to the master, for the master serving that slot, connects and
+   checks ROLE, as SENTINEL does (same bound: connect_timeout_ms per node asked, the
+   caller's deadline, the owner's abort; same failures, "redis cluster: no master for
+   slot N through N nodes; last: ..."). A MOVED reply is returned (SERVER) and the
+   connection closes once every reply owed is read, so the owner's next connect reads the
+   slot map again (a failover or a resharding moved the slot). ASK and TRYAGAIN (a slot
+   being migrated) are returned as they come; nothing is re-sent. The queue runtime
+   (cluster_nodes in its desc.redis) serves the slot of its bull prefix, which must start
+   with a tag ("{am2z}": every key it writes then lies in one slot, BullMQ's advice for
+   Cluster). One slot means one master does all the runtime's work: see README "Redis
+   Cluster" for what one slot per queue needs. */
 #define AM2Z_REDIS_SLOTS 16384
 /* The slot (0..16383) of the len bytes of key (borrowed; AM2Z_NTS for a C string). */
 AM2Z_API int am2z_redis_key_slot(const char *key, size_t len);
