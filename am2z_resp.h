@@ -820,9 +820,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* Zero fields take the defaults. Strings are copied. */
 typedef struct am2z_queue_desc {
     am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts,
-                                     limits (see MEMORY in 4.8), or sentinels (section 3,
-                                     SENTINEL: each connect then takes up to n_sentinels x
-                                     connect_timeout_ms);
+                                     limits (see MEMORY in 4.8), or sentinels or
+                                     cluster_nodes (section 3, SENTINEL and CLUSTER: each
+                                     connect then takes up to n x connect_timeout_ms);
                                      unset host/port/password/db come from REDIS_HOST,
                                      REDIS_PORT, REDIS_PASSWORD, REDIS_DB when set */
     const char *prefix;           /* am2z prefix of queue names; default "am2z" */
