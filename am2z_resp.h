@@ -52,6 +52,8 @@
        AM2Z_RESP_MAX_BUFFER    bytes fed to a reader and not yet parsed (default 64 MiB);
                                string payloads are moved out as they arrive, so this
                                bounds unterminated lines and unread data, not values
+       AM2Z_REDIS_MAX_SENTINELS  entries of am2z_redis_desc.sentinels and of its
+                               cluster_nodes (default 16)
        AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
                                leave max_buffer 0 (default 1 MiB): a server sending a line
                                without CR LF costs a connection at most this much
@@ -119,6 +121,9 @@
 #endif
 #ifndef AM2Z_REDIS_MAX_BUFFER
 #define AM2Z_REDIS_MAX_BUFFER ((size_t)1 << 20)
+#endif
+#ifndef AM2Z_REDIS_MAX_SENTINELS
+#define AM2Z_REDIS_MAX_SENTINELS 16
 #endif
 
 #include <stdarg.h>
@@ -330,6 +335,20 @@ typedef struct am2z_redis_desc {
     am2z_resp_limits limits;      /* the reply reader's; max_buffer 0: AM2Z_REDIS_MAX_BUFFER
                                      (1 MiB), which bounds what an unterminated line or
                                      unparsed replies cost; string values are not counted */
+    /* Sentinel (SENTINEL below): with n_sentinels > 0 every connect finds the master
+       through the sentinels; host, port and unix_path are then unused. */
+    const char *const *sentinels; /* n_sentinels "host:port" ("[::1]:26379"); borrowed, copied */
+    int n_sentinels;              /* 0: no Sentinel; 1..AM2Z_REDIS_MAX_SENTINELS */
+    const char *sentinel_master;  /* the master name the sentinels monitor; required with them */
+    const char *sentinel_user;    /* AUTH to the sentinels (their own ACL); NULL: AUTH password */
+    const char *sentinel_password;/* NULL: no AUTH to the sentinels */
+    /* Cluster (CLUSTER below): with n_cluster_nodes > 0 every connect finds the master
+       serving the slot of cluster_key; host, port and unix_path are then unused. */
+    const char *const *cluster_nodes; /* n_cluster_nodes "host:port" seeds; borrowed, copied */
+    int n_cluster_nodes;          /* 0: no Cluster; 1..AM2Z_REDIS_MAX_SENTINELS */
+    const char *cluster_key;      /* the key ("{am2z}") whose slot the connection serves;
+                                     required with cluster_nodes (the queue runtime sets
+                                     its bull_prefix) */
 } am2z_redis_desc;
 
 typedef struct am2z_redis am2z_redis;
@@ -347,6 +366,27 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
    Bound: connect_timeout_ms for the whole of it (socket, transport and handshake), once
    the name is resolved: name resolution is not covered (getaddrinfo has none). */
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r);
+/* SENTINEL (desc.n_sentinels > 0). A connect asks the sentinels in turn, starting with
+   the one whose answer last led to the master, SENTINEL get-master-addr-by-name
+   <sentinel_master>, connects to the address the first one answers (as above: AUTH,
+   SETNAME, SELECT) and sends ROLE: an instance that is not the master (a sentinel that
+   has not seen the failover yet, a demoted master) is dropped and the next sentinel is
+   asked; an address that failed once in a connect is not tried again in it. OK once a
+   master answers ROLE "master"; otherwise the last failure, its detail prefixed with
+   "redis sentinel <name>: no master through N sentinels; last: ", and r is not
+   connected: IO when no sentinel answered, none knew the name (nil) or no answered
+   address was a reachable master, TIMEOUT, SERVER (a sentinel or the master refused
+   AUTH), PROTOCOL (a sentinel's answer is not [host, port]). am2z_redis_reconnect and
+   auto_reconnect go through the sentinels again, so after a failover they find the new
+   master once a sentinel names it (down-after-milliseconds + the election, ~1-3 s with
+   small settings). The sentinels reconfigure a demoted master as a replica and close its
+   clients' connections (CLIENT KILL), so connections made before the failover fail with
+   IO and are made again by their owners (the queue runtime's threads do so by
+   themselves). A sentinel connection uses the desc's transport, connect timeout and
+   limits, sentinel_user/sentinel_password, no db and no name.
+   Bound: connect_timeout_ms for each sentinel asked (its connect, its answer, the
+   master's connect and ROLE together), so at most n_sentinels x connect_timeout_ms, and
+   always the caller's deadline (a pool's cap) and the abort of a stopping owner. */
 /* Connects with up to desc.reconnect_attempts tries while they fail with IO or TIMEOUT,
    sleeping between tries: reconnect_base_ms, doubled each time up to reconnect_max_ms,
    each sleep cut by a random amount of up to half (jitter). Other failures (a refused
@@ -430,6 +470,39 @@ AM2Z_API am2z_redis *am2z_redis_pool_get(am2z_redis_pool *p, int64_t timeout_ms,
 AM2Z_API void am2z_redis_pool_put(am2z_redis_pool *p, am2z_redis *r);
 /* Frees the pool and its idle connections; every connection must have been put back. */
 AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
+
+/* CLUSTER, one slot per connection (desc.n_cluster_nodes > 0). Redis Cluster puts key k
+   in slot CRC16(k) mod 16384 (CRC16-CCITT/XMODEM), where k is only the part between the
+   first '{' and the next '}' when that part is not empty (a hash tag): keys sharing a tag
+   share a slot, which every key of one Lua script must. A connection serves the slot of
+   desc.cluster_key: a connect asks the seed nodes in turn (CLUSTER SLOTS), starting with
+   the one that last led to the master, for the master serving that slot, connects and
+   checks ROLE, as SENTINEL does (same bound: connect_timeout_ms per node asked, the
+   caller's deadline, the owner's abort; same failures, "redis cluster: no master for
+   slot N through N nodes; last: ..."). A MOVED reply is returned (SERVER) and the
+   connection closes once every reply owed is read, so the owner's next connect reads the
+   slot map again (a failover or a resharding moved the slot). ASK and TRYAGAIN (a slot
+   being migrated) are returned as they come; nothing is re-sent. The queue runtime
+   (cluster_nodes in its desc.redis) serves the slot of its bull prefix, which must start
+   with a tag ("{am2z}": every key it writes then lies in one slot, BullMQ's advice for
+   Cluster). One slot means one master does all the runtime's work: see README "Redis
+   Cluster" for what one slot per queue needs. */
+#define AM2Z_REDIS_SLOTS 16384
+/* The slot (0..16383) of the len bytes of key (borrowed; AM2Z_NTS for a C string). */
+AM2Z_API int am2z_redis_key_slot(const char *key, size_t len);
+/* A redirection a cluster node answered instead of running the command. */
+typedef struct am2z_redis_redirect {
+    int ask;          /* 1: ASK (send ASKING then the command to that node, once);
+                         0: MOVED (the slot lives there now: refresh the slot map) */
+    int slot;         /* 0..16383 */
+    char host[256];   /* "" when the node announced none: the host of the node that answered */
+    int port;         /* 1..65535 */
+} am2z_redis_redirect;
+/* Parses an error reply "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (IPv6
+   hosts as Redis sends them, the port after the last ':') into *out. AM2Z_STATUS_OK;
+   NOT_FOUND when reply is no redirection (another error, another type); PROTOCOL when it
+   starts like one but is malformed (slot outside 0..16383, no port, a host over 255 bytes). */
+AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out);
 
 #ifdef __cplusplus
 }
@@ -815,7 +888,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
 /* Zero fields take the defaults. Strings are copied. */
 typedef struct am2z_queue_desc {
     am2z_redis_desc redis;        /* host, port, unix_path, user, password, db, timeouts,
-                                     limits (see MEMORY in 4.8);
+                                     limits (see MEMORY in 4.8), or sentinels or
+                                     cluster_nodes (section 3, SENTINEL and CLUSTER: each
+                                     connect then takes up to n x connect_timeout_ms);
                                      unset host/port/password/db come from REDIS_HOST,
                                      REDIS_PORT, REDIS_PASSWORD, REDIS_DB when set */
     const char *prefix;           /* am2z prefix of queue names; default "am2z" */
@@ -2144,6 +2219,14 @@ struct am2z_redis {
     int abort_fd;              /* readable: every wait fails at once (an owner stopping); -1: none */
     char endpoint[300];
     uint64_t rng;              /* backoff jitter */
+    char **sentinels;          /* one block, the array then the strings: copies of desc.sentinels */
+    char *sentinel_master, *sentinel_user, *sentinel_password;
+    int sentinel_next;         /* the sentinel asked first: the last whose answer was the master */
+    char **cnodes;             /* as sentinels, copies of desc.cluster_nodes */
+    char *cluster_key;
+    int cluster_slot;          /* of cluster_key */
+    int cnode_next;            /* the seed asked first: the last whose answer was the master */
+    int moved;                 /* a MOVED came: closed once the replies owed are read */
 };
 
 struct am2z_redis_script {
@@ -2278,6 +2361,14 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
                 continue;
             }
             r->pending--;
+            /* cluster: the slot moved; the connection closes once the replies owed are
+               read, so its owner's next connect asks the nodes where it went */
+            if (r->cnodes && reply->type == AM2Z_REPLY_ERROR && strncmp(am2z_reply_str(reply), "MOVED ", 6) == 0)
+                r->moved = 1;
+            if (r->moved && !r->pending) {
+                r->moved = 0;
+                am2z__redis_close(r);
+            }
             if (reply->type == AM2Z_REPLY_ERROR) /* the detail is the server's message itself */
                 return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s", (int)(reply->len > 255 ? 255 : reply->len),
                                   am2z_reply_str(reply));
@@ -2323,6 +2414,121 @@ static char *am2z__redis_dup(const char *s, int *ok) {
     return d;
 }
 
+static void am2z__redis_set_endpoint(am2z_redis *r) {
+    if (r->unix_path) snprintf(r->endpoint, sizeof r->endpoint, "unix:%s", r->unix_path);
+    else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
+    else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
+}
+
+/* "host:port" or "[v6]:port" into host (size bytes) and *port (1..65535); 0 if malformed. */
+static int am2z__redis_hostport(const char *s, char *host, size_t size, int *port) {
+    const char *colon = s ? strrchr(s, ':') : NULL, *h = s, *end = colon;
+    long v = 0;
+    int digits = 0;
+    if (!colon) return 0;
+    if (*s == '[') {
+        if (colon == s || colon[-1] != ']') return 0;
+        h = s + 1;
+        end = colon - 1;
+    } else if (memchr(s, ':', (size_t)(colon - s))) {
+        return 0; /* an IPv6 literal needs brackets: which colon starts the port? */
+    }
+    for (colon++; *colon >= '0' && *colon <= '9' && v <= 65535; colon++, digits++) v = v * 10 + (*colon - '0');
+    if (*colon || !digits || v < 1 || v > 65535 || end == h || (size_t)(end - h) >= size) return 0;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = 0;
+    *port = (int)v;
+    return 1;
+}
+
+/* INVALID_ARGUMENT with a detail naming what is wrong with desc's sentinel fields. */
+static am2z_status am2z__redis_sentinel_check(const am2z_redis_desc *d) {
+    char host[256];
+    int i, port;
+    if (d->n_sentinels < 0 || d->n_sentinels > AM2Z_REDIS_MAX_SENTINELS)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: n_sentinels %d is outside 0..AM2Z_REDIS_MAX_SENTINELS (%d)", d->n_sentinels,
+                          AM2Z_REDIS_MAX_SENTINELS);
+    if (!d->sentinels)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: n_sentinels is %d but sentinels is NULL",
+                          d->n_sentinels);
+    if (!d->sentinel_master || !*d->sentinel_master)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: sentinels given without sentinel_master (the name they monitor)");
+    for (i = 0; i < d->n_sentinels; i++)
+        if (!am2z__redis_hostport(d->sentinels[i], host, sizeof host, &port))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                              "redis: sentinel %d \"%.200s\" is not host:port (port 1..65535, [IPv6]:port)", i,
+                              d->sentinels[i] ? d->sentinels[i] : "(null)");
+    return AM2Z_STATUS_OK;
+}
+
+/* As am2z__redis_sentinel_check, for the cluster fields. */
+static am2z_status am2z__redis_cluster_check(const am2z_redis_desc *d) {
+    char host[256];
+    int i, port;
+    if (d->n_cluster_nodes < 0 || d->n_cluster_nodes > AM2Z_REDIS_MAX_SENTINELS)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: n_cluster_nodes %d is outside 0..AM2Z_REDIS_MAX_SENTINELS (%d)", d->n_cluster_nodes,
+                          AM2Z_REDIS_MAX_SENTINELS);
+    if (!d->cluster_nodes)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: n_cluster_nodes is %d but cluster_nodes is NULL",
+                          d->n_cluster_nodes);
+    if (d->n_sentinels)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: both sentinels and cluster_nodes are set");
+    if (!d->cluster_key)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "redis: cluster_nodes given without cluster_key (the key whose slot to serve)");
+    for (i = 0; i < d->n_cluster_nodes; i++)
+        if (!am2z__redis_hostport(d->cluster_nodes[i], host, sizeof host, &port))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                              "redis: cluster node %d \"%.200s\" is not host:port (port 1..65535, [IPv6]:port)", i,
+                              d->cluster_nodes[i] ? d->cluster_nodes[i] : "(null)");
+    return AM2Z_STATUS_OK;
+}
+
+/* n strings copied into one block: the array, then the strings; NULL clears *ok. */
+static char **am2z__redis_list_dup(const char *const *list, int n, int *ok) {
+    size_t bytes = (size_t)n * sizeof(char *);
+    char **out, *at;
+    int i;
+    for (i = 0; i < n; i++) bytes += strlen(list[i]) + 1;
+    out = (char **)am2z__malloc(bytes);
+    if (!out) {
+        *ok = 0;
+        return NULL;
+    }
+    at = (char *)(out + n);
+    for (i = 0; i < n; i++) {
+        size_t len = strlen(list[i]) + 1;
+        out[i] = at;
+        memcpy(at, list[i], len);
+        at += len;
+    }
+    return out;
+}
+
+static void am2z__redis_cluster_copy(am2z_redis *r, int *ok) {
+    r->cnodes = am2z__redis_list_dup(r->desc.cluster_nodes, r->desc.n_cluster_nodes, ok);
+    r->cluster_key = am2z__redis_dup(r->desc.cluster_key, ok);
+    r->cluster_slot = am2z_redis_key_slot(r->desc.cluster_key, AM2Z_NTS);
+    r->desc.cluster_nodes = (const char *const *)r->cnodes;
+    r->desc.cluster_key = r->cluster_key;
+}
+
+/* Copies the checked sentinel fields of r->desc into r (one block for the list), pointing
+   r->desc at the copies; clears *ok when out of memory. */
+static void am2z__redis_sentinel_copy(am2z_redis *r, int *ok) {
+    r->sentinels = am2z__redis_list_dup(r->desc.sentinels, r->desc.n_sentinels, ok);
+    r->sentinel_master = am2z__redis_dup(r->desc.sentinel_master, ok);
+    r->sentinel_user = am2z__redis_dup(r->desc.sentinel_user, ok);
+    r->sentinel_password = am2z__redis_dup(r->desc.sentinel_password, ok);
+    r->desc.sentinels = (const char *const *)r->sentinels;
+    r->desc.sentinel_master = r->sentinel_master;
+    r->desc.sentinel_user = r->sentinel_user;
+    r->desc.sentinel_password = r->sentinel_password;
+}
+
 AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *status) {
     am2z_redis *r;
     am2z_status st = AM2Z_STATUS_OK;
@@ -2336,6 +2542,10 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (desc && desc->db < 0)
         return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "redis: db %d is negative", desc->db));
+    if (desc && desc->n_sentinels && am2z__redis_sentinel_check(desc) != AM2Z_STATUS_OK)
+        return (am2z_redis *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
+    if (desc && desc->n_cluster_nodes && am2z__redis_cluster_check(desc) != AM2Z_STATUS_OK)
+        return (am2z_redis *)am2z__put_status(status, AM2Z_STATUS_INVALID_ARGUMENT);
     r = (am2z_redis *)am2z__malloc(sizeof *r);
     if (!r) return (am2z_redis *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory"));
     memset(r, 0, sizeof *r);
@@ -2343,7 +2553,9 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     r->fd = -1;
     r->abort_fd = -1;
     r->host = am2z__redis_dup(r->desc.host ? r->desc.host : "127.0.0.1", &ok);
-    r->unix_path = am2z__redis_dup(r->desc.unix_path, &ok);
+    r->unix_path = am2z__redis_dup(r->desc.n_sentinels > 0 || r->desc.n_cluster_nodes > 0 ? NULL : r->desc.unix_path, &ok);
+    if (r->desc.n_sentinels > 0) am2z__redis_sentinel_copy(r, &ok);
+    if (r->desc.n_cluster_nodes > 0) am2z__redis_cluster_copy(r, &ok);
     r->user = am2z__redis_dup(r->desc.user, &ok);
     r->password = am2z__redis_dup(r->desc.password, &ok);
     r->client_name = am2z__redis_dup(r->desc.client_name, &ok);
@@ -2365,9 +2577,9 @@ AM2Z_API am2z_redis *am2z_redis_new(const am2z_redis_desc *desc, am2z_status *st
     if (r->desc.reconnect_attempts <= 0) r->desc.reconnect_attempts = 10;
     if (r->desc.reconnect_base_ms <= 0) r->desc.reconnect_base_ms = 50;
     if (r->desc.reconnect_max_ms <= 0) r->desc.reconnect_max_ms = 2000;
-    if (r->unix_path) snprintf(r->endpoint, sizeof r->endpoint, "unix:%s", r->unix_path);
-    else if (strchr(r->host, ':')) snprintf(r->endpoint, sizeof r->endpoint, "[%s]:%d", r->host, r->desc.port);
-    else snprintf(r->endpoint, sizeof r->endpoint, "%s:%d", r->host, r->desc.port);
+    if (r->sentinels) snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+    else if (r->cnodes) snprintf(r->endpoint, sizeof r->endpoint, "cluster slot %d", r->cluster_slot);
+    else am2z__redis_set_endpoint(r);
     r->rng = (uint64_t)am2z_monotonic_ns() ^ (uint64_t)(uintptr_t)r ^ 0x9E3779B97F4A7C15ull;
     if (status) *status = AM2Z_STATUS_OK;
     return r;
@@ -2383,6 +2595,12 @@ AM2Z_API void am2z_redis_free(am2z_redis *r) {
     am2z__free(r->user);
     am2z__free(r->password);
     am2z__free(r->client_name);
+    am2z__free(r->sentinels);
+    am2z__free(r->sentinel_master);
+    am2z__free(r->sentinel_user);
+    am2z__free(r->sentinel_password);
+    am2z__free(r->cnodes);
+    am2z__free(r->cluster_key);
     am2z__free(r);
 }
 
@@ -2450,7 +2668,7 @@ static am2z_status am2z__redis_open_socket(am2z_redis *r, int64_t deadline) {
     }
 }
 
-AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
+static am2z_status am2z__redis_connect_direct(am2z_redis *r) {
     int64_t deadline;
     am2z_status st;
     am2z_reply reply;
@@ -2536,6 +2754,196 @@ AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
     return st;
 nomem:
     return am2z__redis_fail(r, AM2Z_STATUS_NO_MEMORY, 0, "out of memory");
+}
+
+/* ---- sentinel and cluster: finding the master ---- */
+
+/* A connection to a sentinel or a seed node ("host:port", checked by am2z_redis_new):
+   r's transport, limits and connect timeout (also per reply), every wait ending by cap
+   (monotonic ns; 0: none) or r's abort. NULL with the status when it cannot connect. */
+static am2z_redis *am2z__redis_side(am2z_redis *r, const char *spec, const char *user, const char *password,
+                                    int64_t cap, am2z_status *st) {
+    am2z_redis_desc d;
+    am2z_redis *s;
+    char host[256];
+    memset(&d, 0, sizeof d);
+    (void)am2z__redis_hostport(spec, host, sizeof host, &d.port);
+    d.host = host;
+    d.user = user;
+    d.password = password;
+    d.connect_timeout_ms = r->desc.connect_timeout_ms;
+    d.command_timeout_ms = r->desc.connect_timeout_ms;
+    d.transport = r->desc.transport;
+    d.limits = r->desc.limits;
+    if (!(s = am2z_redis_new(&d, st))) return NULL;
+    s->cap_ns = cap;
+    s->abort_fd = r->abort_fd;
+    if ((*st = am2z_redis_connect(s)) != AM2Z_STATUS_OK) {
+        am2z_redis_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Copies a [host, port] pair (bulk strings, or a bulk and an integer) into host/port. */
+static int am2z__redis_addr_of(const am2z_reply *h, const am2z_reply *p, char *host, size_t size, int *port) {
+    long v = 0;
+    char *end = NULL;
+    if (!h || !p || h->type != AM2Z_REPLY_BULK || h->len >= size) return 0;
+    if (p->type == AM2Z_REPLY_INTEGER) v = p->integer > 0 && p->integer <= 65535 ? (long)p->integer : 0;
+    else if (p->type == AM2Z_REPLY_BULK && (v = strtol(am2z_reply_str(p), &end, 10)) != 0 && *end) v = 0;
+    if (v < 1 || v > 65535) return 0;
+    memcpy(host, am2z_reply_str(h), h->len + 1);
+    *port = (int)v;
+    return 1;
+}
+
+/* Asks sentinel i for the master's address; OK with host (size bytes) and *port. */
+static am2z_status am2z__redis_sentinel_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+    am2z_reply rep;
+    am2z_status st;
+    const char *argv[3];
+    am2z_redis *s = am2z__redis_side(r, r->sentinels[i], r->sentinel_user, r->sentinel_password, cap, &st);
+    if (!s) return st;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "SENTINEL";
+    argv[1] = "get-master-addr-by-name";
+    argv[2] = r->sentinel_master;
+    st = am2z_redis_command_argv(s, &rep, 3, argv, NULL);
+    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL)
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "redis sentinel %s: does not know master '%s'", s->endpoint,
+                        r->sentinel_master);
+    else if (st == AM2Z_STATUS_OK && (rep.type != AM2Z_REPLY_ARRAY || rep.len != 2 ||
+                                      !am2z__redis_addr_of(am2z_reply_at(&rep, 0), am2z_reply_at(&rep, 1), host, size, port)))
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS,
+                        "redis sentinel %s: get-master-addr-by-name answered a %s, not [host, port]", s->endpoint,
+                        am2z_reply_type_name(rep.type));
+    am2z_reply_clear(&rep);
+    am2z_redis_free(s);
+    return st;
+}
+
+/* Asks seed node i (CLUSTER SLOTS) which master serves r's slot; OK with host/port. A
+   master announced without an address ("") is on the seed's host. */
+static am2z_status am2z__redis_cluster_ask(am2z_redis *r, int i, int64_t cap, char *host, size_t size, int *port) {
+    am2z_reply rep;
+    am2z_status st;
+    const char *argv[2];
+    size_t k;
+    int found = 0;
+    am2z_redis *s = am2z__redis_side(r, r->cnodes[i], r->user, r->password, cap, &st);
+    if (!s) return st;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "CLUSTER";
+    argv[1] = "SLOTS";
+    st = am2z_redis_command_argv(s, &rep, 2, argv, NULL);
+    for (k = 0; st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && k < rep.len && !found; k++) {
+        /* [start, end, [host, port, id, ...] (the master), replicas...] */
+        const am2z_reply *e = am2z_reply_at(&rep, k), *m = am2z_reply_at(e, 2);
+        const am2z_reply *lo = am2z_reply_at(e, 0), *hi = am2z_reply_at(e, 1);
+        if (!lo || !hi || lo->type != AM2Z_REPLY_INTEGER || hi->type != AM2Z_REPLY_INTEGER ||
+            lo->integer > r->cluster_slot || r->cluster_slot > hi->integer)
+            continue;
+        found = am2z__redis_addr_of(am2z_reply_at(m, 0), am2z_reply_at(m, 1), host, size, port) ? 1 : -1;
+        if (found > 0 && !host[0]) snprintf(host, size, "%s", s->host);
+    }
+    if (st == AM2Z_STATUS_OK && found < 0)
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis cluster node %s: CLUSTER SLOTS names no [host, port] "
+                        "for slot %d", s->endpoint, r->cluster_slot);
+    else if (st == AM2Z_STATUS_OK && !found)
+        st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "redis cluster node %s: no master serves slot %d", s->endpoint,
+                        r->cluster_slot);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(s);
+    return st;
+}
+
+/* Connects r to host:port and checks that it is a master (ROLE). */
+static am2z_status am2z__redis_connect_master(am2z_redis *r, const char *host, int port) {
+    am2z_status st;
+    am2z_reply rep;
+    const char *argv[1];
+    const am2z_reply *role;
+    if (strcmp(host, r->host) != 0) {
+        char *h = am2z__strdup(host);
+        if (!h) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis: out of memory");
+        am2z__free(r->host);
+        r->host = h;
+        r->desc.host = h;
+    }
+    r->desc.port = port;
+    am2z__redis_set_endpoint(r);
+    st = am2z__redis_connect_direct(r);
+    if (st != AM2Z_STATUS_OK) return st;
+    memset(&rep, 0, sizeof rep);
+    argv[0] = "ROLE";
+    st = am2z_redis_command_argv(r, &rep, 1, argv, NULL);
+    role = am2z_reply_at(&rep, 0);
+    if (st == AM2Z_STATUS_OK && (!role || strcmp(am2z_reply_str(role), "master") != 0))
+        st = am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "ROLE is '%.32s', not master (a %s not yet told of a "
+                              "failover, or a demoted master)", role ? am2z_reply_str(role) : "?",
+                              r->sentinels ? "sentinel" : "node");
+    else if (st == AM2Z_STATUS_SERVER)
+        am2z__redis_close(r); /* ROLE refused (ACL): the role is unknown, so not trusted */
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+/* Asks the sentinels (or seed nodes) in turn, from the one that last led to the master,
+   and connects to the first master named; see SENTINEL and CLUSTER in the declarations. */
+static am2z_status am2z__redis_find_master(am2z_redis *r) {
+    am2z_status st, failed = AM2Z_STATUS_IO;
+    int64_t cap = r->cap_ns;
+    int n = r->sentinels ? r->desc.n_sentinels : r->desc.n_cluster_nodes;
+    int *next = r->sentinels ? &r->sentinel_next : &r->cnode_next;
+    char host[256], tried[AM2Z_REDIS_MAX_SENTINELS][64], last[512];
+    int k, port = 0, ntried = 0;
+    am2z__redis_close(r);
+    r->moved = 0;
+    last[0] = 0;
+    for (k = 0; k < n; k++) {
+        int i = (*next + k) % n, j;
+        int64_t step = am2z__deadline(r->desc.connect_timeout_ms);
+        struct pollfd pfd;
+        pfd.fd = r->abort_fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (k > 0 && ((cap > 0 && am2z_monotonic_ns() >= cap) || (r->abort_fd >= 0 && poll(&pfd, 1, 0) > 0)))
+            break; /* the caller's deadline passed or its owner stops: last says why */
+        if (step < 0 || (cap > 0 && cap < step)) step = cap > 0 ? cap : 0;
+        st = r->sentinels ? am2z__redis_sentinel_ask(r, i, step, host, sizeof host, &port)
+                          : am2z__redis_cluster_ask(r, i, step, host, sizeof host, &port);
+        if (st == AM2Z_STATUS_OK) {
+            char addr[64];
+            snprintf(addr, sizeof addr, "%.40s:%d", host, port);
+            for (j = 0; j < ntried && strcmp(tried[j], addr) != 0; j++) {}
+            if (j < ntried) continue; /* failed already in this connect; last keeps why */
+            memcpy(tried[ntried++], addr, sizeof addr);
+            r->cap_ns = step;
+            st = am2z__redis_connect_master(r, host, port);
+            r->cap_ns = cap;
+            if (st == AM2Z_STATUS_OK) {
+                *next = i;
+                return st;
+            }
+        }
+        failed = st;
+        snprintf(last, sizeof last, "%s", am2z_status_detail());
+    }
+    am2z__redis_close(r);
+    if (r->sentinels) {
+        snprintf(r->endpoint, sizeof r->endpoint, "%s (sentinel)", r->sentinel_master);
+        return am2z__fail(failed, AM2Z_NTS, "redis sentinel %s: no master through %d sentinel%s; last: %s",
+                          r->sentinel_master, n, n == 1 ? "" : "s", last);
+    }
+    snprintf(r->endpoint, sizeof r->endpoint, "cluster slot %d", r->cluster_slot);
+    return am2z__fail(failed, AM2Z_NTS, "redis cluster: no master for slot %d through %d node%s; last: %s",
+                      r->cluster_slot, n, n == 1 ? "" : "s", last);
+}
+
+AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
+    if (r && (r->sentinels || r->cnodes)) return am2z__redis_find_master(r);
+    return am2z__redis_connect_direct(r);
 }
 
 static uint64_t am2z__redis_rand(am2z_redis *r) {
@@ -2895,6 +3303,16 @@ static void am2z__redis_abort_fd(am2z_redis *r, int fd) {
     if (r) r->abort_fd = fd;
 }
 
+/* Points d's sentinel and cluster fields at the pool's copies, which live as long as the pool. */
+static void am2z__redis_pool_keep_sentinels(const am2z_redis_pool *p, am2z_redis_desc *d) {
+    d->sentinels = p->proto->desc.sentinels;
+    d->sentinel_master = p->proto->desc.sentinel_master;
+    d->sentinel_user = p->proto->desc.sentinel_user;
+    d->sentinel_password = p->proto->desc.sentinel_password;
+    d->cluster_nodes = p->proto->desc.cluster_nodes;
+    d->cluster_key = p->proto->desc.cluster_key;
+}
+
 /* Connections the pool hands out from now on get am2z__redis_abort_fd(fd). Call it
    before the pool is shared between threads. */
 static void am2z__redis_pool_abort_fd(am2z_redis_pool *p, int fd) {
@@ -2974,6 +3392,59 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p) {
     am2z__mutex_destroy(&p->mu);
     am2z__cond_destroy(&p->cv);
     am2z__free(p);
+}
+
+/* ---- cluster ---- */
+
+AM2Z_API int am2z_redis_key_slot(const char *key, size_t len) {
+    size_t i, start = 0, end;
+    unsigned crc = 0;
+    if (!key) return 0;
+    if (len == AM2Z_NTS) len = strlen(key);
+    end = len;
+    for (i = 0; i < len && key[i] != '{'; i++) {}
+    if (i < len) { /* a tag: the bytes up to the next '}', when there are any */
+        size_t j;
+        for (j = i + 1; j < len && key[j] != '}'; j++) {}
+        if (j < len && j > i + 1) {
+            start = i + 1;
+            end = j;
+        }
+    }
+    for (i = start; i < end; i++) { /* CRC16-CCITT (XMODEM): poly 0x1021, init 0, no reflection */
+        int b;
+        crc ^= (unsigned)(unsigned char)key[i] << 8;
+        for (b = 0; b < 8; b++) crc = crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1;
+        crc &= 0xFFFF;
+    }
+    return (int)(crc & (AM2Z_REDIS_SLOTS - 1));
+}
+
+AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out) {
+    const char *s, *sp, *colon;
+    long slot = 0, port = 0;
+    size_t hlen;
+    int ask;
+    if (!reply || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: parse_redirect of NULL");
+    s = am2z_reply_str(reply);
+    ask = strncmp(s, "ASK ", 4) == 0;
+    if (reply->type != AM2Z_REPLY_ERROR || (!ask && strncmp(s, "MOVED ", 6) != 0))
+        return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "redis: not a MOVED or ASK redirection");
+    s += ask ? 4 : 6;
+    for (sp = s; *sp >= '0' && *sp <= '9' && slot < AM2Z_REDIS_SLOTS; sp++) slot = slot * 10 + (*sp - '0');
+    colon = *sp == ' ' ? strrchr(sp + 1, ':') : NULL;
+    if (sp == s || slot >= AM2Z_REDIS_SLOTS || !colon)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis: malformed redirection \"%.100s\"", am2z_reply_str(reply));
+    hlen = (size_t)(colon - (sp + 1));
+    for (s = colon + 1; *s >= '0' && *s <= '9' && port <= 65535; s++) port = port * 10 + (*s - '0');
+    if (*s || s == colon + 1 || port < 1 || port > 65535 || hlen >= sizeof out->host)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis: malformed redirection \"%.100s\"", am2z_reply_str(reply));
+    out->ask = ask;
+    out->slot = (int)slot;
+    memcpy(out->host, sp + 1, hlen);
+    out->host[hlen] = 0;
+    out->port = (int)port;
+    return AM2Z_STATUS_OK;
 }
 
 #undef AM2Z__SEND_FLAGS
@@ -4837,9 +5308,12 @@ static am2z_status am2z__qsettings(am2z__qrt *q, const char *proc, am2z__qset *o
         am2z__mutex_lock(&q->setmu);
         e = p ? am2z__qpub_get(q, proc) : am2z__qpub_find(q, proc);
         if (e && !p && !e->declared) e = NULL; /* neither registered nor declared (any more) */
-        if (e && round == 0 &&
-            (!e->checked_ns || q->settings_refresh_ms < 0 || now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
-            e->checked_ns = now; /* one thread refreshes; the others use what is cached meanwhile */
+        if (e && round == 0 && (!e->checked_ns || (!e->have && !p) || q->settings_refresh_ms < 0 ||
+                                now - e->checked_ns >= q->settings_refresh_ms * 1000000)) {
+            /* one thread refreshes; the others use what is cached meanwhile, but with
+               nothing cached for a declared name each reads: concurrent first calls were
+               told "not published" */
+            e->checked_ns = now;
             known = e->have ? e->version : 0;
             /* with settings cached, a Redis that does not answer at once keeps them: the
                check must not hold a call past its deadline (the first read has to wait) */
@@ -8435,7 +8909,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     am2z_logger *lg;
     am2z_runtime *rt;
     am2z_redis *probe;
-    am2z_status st = AM2Z_STATUS_OK;
+    am2z_status st = AM2Z_STATUS_OK, pool_st = AM2Z_STATUS_OK;
     char seed[128];
     char hex[2 * AM2Z_SHA256_SIZE + 1];
     static int counter;
@@ -8443,6 +8917,11 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     int i;
     if (desc) d = *desc;
     else memset(&d, 0, sizeof d);
+    if (d.redis.n_cluster_nodes > 0 &&
+        (!d.bull_prefix || d.bull_prefix[0] != '{' || !strchr(d.bull_prefix + 1, '}') || d.bull_prefix[1] == '}'))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: with cluster_nodes the bull prefix must start with a "
+                                                   "hash tag (\"{am2z}\"), so that every key lies in one slot"));
     if ((d.prefix && !am2z__qname_ok(d.prefix)) || (d.bull_prefix && !am2z__qprefix_ok(d.bull_prefix)))
         return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                                                    "queue runtime: the prefix must be 1..%d bytes of [A-Za-z0-9_.-] "
@@ -8541,7 +9020,9 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->s_settings = am2z__qscript(am2z__qlua_settings);
     q->s_progress = am2z__qscript(am2z__qlua_progress);
     q->s_breaker = am2z__qscript(am2z__qlua_breaker);
-    q->pool = am2z_redis_pool_new(&q->rdesc, 16, NULL);
+    if (q->rdesc.n_cluster_nodes > 0 && !q->rdesc.cluster_key) q->rdesc.cluster_key = q->bull; /* its one slot */
+    q->pool = am2z_redis_pool_new(&q->rdesc, 16, &pool_st);
+    if (q->pool) am2z__redis_pool_keep_sentinels(q->pool, &q->rdesc); /* the caller's list may go */
     if (pipe(q->abort_pipe) == 0) {
         for (i = 0; i < 2; i++) {
             (void)fcntl(q->abort_pipe[i], F_SETFD, FD_CLOEXEC);
@@ -8552,14 +9033,18 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
         q->abort_pipe[0] = q->abort_pipe[1] = -1;
     }
     rt = NULL;
-    if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
+    if (!q->pool && pool_st == AM2Z_STATUS_INVALID_ARGUMENT) {
+        st = pool_st; /* a bad desc.redis, with its detail */
+    } else if (!q->prefix || !q->bull || !q->C || !q->reply_key || !q->sessions_key || !q->s_add || !q->s_fetch ||
         !q->s_complete || !q->s_fail || !q->s_retry || !q->s_extend || !q->s_stalled || !q->s_claim || !q->s_drop ||
         !q->s_cancelq || !q->s_state || !q->s_due || !q->s_remove || !q->s_settings || !q->pool || !q->s_progress ||
         !q->s_take || !q->taken_key || !q->s_breaker) {
         st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "queue runtime: out of memory");
     } else if (q->abort_pipe[0] < 0) {
         st = am2z__fail(AM2Z_STATUS_IO, AM2Z_NTS, "queue runtime: pipe: %s", strerror(errno));
-    } else if (!(probe = am2z__qborrow(q, &st))) {
+    } else if (!(probe = am2z__qborrow(q, &st)) && q->rdesc.n_sentinels > 0) {
+        st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis: %s", am2z_status_detail());
+    } else if (!probe) {
         st = am2z__fail(st, AM2Z_NTS, "queue runtime: cannot connect to Redis at %s:%d: %s",
                         q->rdesc.unix_path ? q->rdesc.unix_path : q->rdesc.host ? q->rdesc.host : "127.0.0.1",
                         q->rdesc.port ? q->rdesc.port : 6379, am2z_status_string(st));
