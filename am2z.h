@@ -1481,10 +1481,11 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
      inline runtime that has one). A span whose processor still runs (a late attempt
      after a timeout) has status AM2Z_TRACE_RUNNING and end_ns 0, until it returns.
      An attempt whose late result the runtime discarded is FAILED with "TimeoutError".
-   - QUEUE RUNTIME  Nested calls that run as jobs on other workers (other processes)
-     record their spans there; the spans come back with the job's result and join the
-     caller's trace under the calling span (ids renumbered), with `worker` naming the
-     process that ran them ("" for spans of this process).
+   - QUEUE RUNTIME  Every step runs as a job, maybe in another process; each attempt's
+     span is collected by execution id through Redis (am2z_resp.h, TRACES) into the
+     caller's outcome, with `worker` naming the instance that ran it ("" for this
+     process). Spans of attempts still running when the outcome arrives (a late child
+     after its caller's timeout) are not in it.
    - WALK  am2z_trace_count + am2z_trace_span_at (by value; its strings borrowed from
      the trace), or am2z_trace_to_json.
    - RENDER  am2z_trace_ascii (a terminal timeline), am2z_trace_mermaid (a Gantt chart
@@ -1723,7 +1724,8 @@ typedef struct am2z_local_desc {
                                    EXACT; COOPERATIVE runs processors on the caller's
                                    thread. A processor's own desc.deadlines overrides it */
     int trace;                  /* non-zero: trace every top-level execution (section 7d;
-                                   execute_many's items are not traced) */
+                                   not the items of an execute_many of a processor
+                                   without retries or queue options, which skip jobs) */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.

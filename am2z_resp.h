@@ -613,6 +613,17 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        honoured (delay and priority by where BullMQ's add puts the job); what the job
        does not say (a Node job's timeout, its attempts when 0) comes from the
        published settings.
+   TRACES (am2z.h 7d; am2z_submit_desc.trace or am2z_queue_desc.trace)
+       A traced execution's job carries "traceRoot" (its execution id) in its envelope,
+       and every job it causes carries it too, with "traceParent" = "<execution id of
+       the calling job>#<its attempt>". The worker that runs an attempt of such a job
+       pushes the attempt's span, {gid "<execution id>#<attempt>", pgid, worker (its
+       instance id), span}, to the list <C>trace:<root> (its TTL: cancel_ttl_ms) before
+       it completes, retries or fails the job, so the span is there before the result can
+       reach a caller. The caller's wait then reads the list, rebuilds the tree (parents
+       by gid), puts it in outcome.trace and deletes the list: one RPUSH per traced
+       attempt (+ PEXPIRE on the first), one LRANGE and DEL per traced execution; an
+       untraced job costs nothing. Jobs of Node producers carry no traceRoot.
    FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
        ends the wait with a CancelledError and, when no worker has taken its job yet
        (wait, prioritized or delayed, a retry's backoff included), removes the job and its
