@@ -301,11 +301,11 @@ static void test_mermaid(void) {
                                   "price :s4, 100, 300", "stock :s5, 300, 400",
                                   "charge BusinessError :crit, s6, 400, 450", "charge attempt 2 :s7, 1450, 1550",
                                   "ship :s8, 1550, 1650"};
-    char *text = NULL, *line, *save = NULL;
+    char *text = NULL, *line;
     size_t n = 0, k = 0;
     CHECK_INT(am2z_trace_mermaid(t, &text, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, strlen(text));
-    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), n++) {
+    for (line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         if (k == 0) CHECK_STR(line, "gantt");
         else if (k == 1) CHECK_STR(line, "    dateFormat x");
         else if (k == 2) CHECK(!strncmp(line, "    axisFormat ", 15));
