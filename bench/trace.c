@@ -1,9 +1,11 @@
 /* bench/trace.c - what tracing (am2z.h section 7d) costs per step, on vs off in the same
    run. A chain of 10 trivial steps (11 spans per execution: the chain and its steps) on
    the inline runtime (one thread: no hand-off noise) and on the local runtime in
-   COOPERATIVE mode (the caller's thread runs it); each measured as the median over 5
-   interleaved rounds (off first in odd rounds, on first in even ones) of the mean time
-   per execution over a batch, then divided by 11 steps. A traced execution also builds
+   COOPERATIVE mode (the caller's thread runs it); each measured as the median over 7
+   interleaved rounds (off first in odd rounds, on first in even ones) of the mean CPU
+   time of the calling thread per execution over a batch, then divided by 11 steps. CPU
+   time, not wall time: on a shared machine the wall time of a batch varies by more than
+   tracing costs (both run on the calling thread). A traced execution also builds
    its trace and frees it (am2z_outcome_clear): both are in the "on" figure.
    Build and run: make bench (or cc -std=c99 -O2 -I. bench/trace.c -pthread -lm && ./a.out)
    AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations. */
@@ -14,9 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUNDS 5
+#define ROUNDS 7
 #define STEPS 10
 #define SPANS (STEPS + 1)
+
+#include <time.h>
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static am2z_result step(am2z_ctx *ctx, const am2z_state *in) {
     am2z_edit e = am2z_edit_begin(in);
@@ -44,7 +54,7 @@ static void setup(am2z_runtime *rt) {
 static double batch(am2z_runtime *rt, const am2z_state *in, size_t iters, int trace) {
     int64_t t0;
     size_t i;
-    t0 = am2z_monotonic_ns();
+    t0 = thread_cpu_ns();
     for (i = 0; i < iters; i++) {
         am2z_outcome out = am2z_runtime_execute(rt, "chain10", in);
         if (out.error || am2z_value_get_int(out.state, "n", 0) != STEPS || (trace && am2z_trace_count(out.trace) != SPANS)) {
@@ -53,7 +63,7 @@ static double batch(am2z_runtime *rt, const am2z_state *in, size_t iters, int tr
         }
         am2z_outcome_clear(&out);
     }
-    return (double)(am2z_monotonic_ns() - t0) / (double)iters;
+    return (double)(thread_cpu_ns() - t0) / (double)iters;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -83,7 +93,7 @@ static void run(const char *label, am2z_runtime *rt, am2z_runtime *rt_on, size_t
     qsort(on, ROUNDS, sizeof *on, cmp);
     moff = off[ROUNDS / 2];
     mon = on[ROUNDS / 2];
-    printf("%-22s off %7.0f ns/step  on %7.0f ns/step  tracing +%5.0f ns/step (+%.0f%%)\n", label, moff / SPANS,
+    printf("%-22s off %6.0f ns/step  on %6.0f ns/step  tracing %+5.0f ns/step (%+.0f%%)\n", label, moff / SPANS,
            mon / SPANS, (mon - moff) / SPANS, 100.0 * (mon - moff) / moff);
     am2z_value_release(in);
 }
@@ -101,7 +111,7 @@ int main(void) {
         la[strcspn(la, "\n")] = 0;
         fclose(f);
     }
-    printf("trace cost per step (chain of %d: %d spans/execution), %zu executions x %d rounds, load %s\n", STEPS,
+    printf("trace cost per step, CPU time (chain of %d: %d spans/execution), %zu executions x %d rounds, load %s\n", STEPS,
            SPANS, iters, ROUNDS, la);
     rt = am2z_inline_runtime_new(&(am2z_inline_desc){.logger = quiet}, NULL);
     rt_on = am2z_inline_runtime_new(&(am2z_inline_desc){.logger = quiet, .trace = 1}, NULL);
