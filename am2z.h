@@ -97,6 +97,8 @@
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
+       AM2Z_TRACE_MAX_SPANS   spans one trace keeps by default; later ones are counted as
+                              dropped (100000; am2z_submit_desc.trace_max_spans per call)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
@@ -1474,7 +1476,7 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
    (am2z_submit_desc.trace) or per runtime (the `trace` field of am2z_local_desc,
    am2z_inline_desc, am2z_queue_desc): the outcome then holds the trace
    (am2z_outcome.trace, a reference released by am2z_outcome_clear; retain it to keep
-   it). Off, it costs one pointer test per attempt and no allocation.
+   it). Off, it costs a few pointer tests per attempt and no allocation.
    - SPANS  One span per attempt. id counts from 1 in recording order; parent is the
      span of the attempt that made the call (0 for the top-level attempts). Times are
      nanoseconds since the Unix epoch on the runtime's clock (the virtual clock on an
@@ -1781,6 +1783,9 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
      times).
    - Stubs (am2z_inline_stub) replace what a registered processor does, by name, keeping
      its timeout and retry policy; recorded calls (am2z_inline_calls) list every attempt.
+   - Traces (section 7d; am2z_inline_desc.trace or am2z_submit_desc.trace): the tree of
+     an execution's attempts in its outcome. On a virtual clock every time in it is
+     exact, so a test can assert on the spans or compare am2z_trace_ascii's timeline whole.
    THREADING  Unlike section 7's runtimes, an inline runtime belongs to one thread: make
    every call on it from the thread that created it. */
 
@@ -9009,7 +9014,7 @@ AM2Z_API am2z_status am2z_trace_add_json(am2z_trace *t, const am2z_value *spans,
                                          const char *worker) {
     const am2z_value *arr = am2z_value_type(spans) == AM2Z_TYPE_OBJECT ? am2z_value_find(spans, "spans", 5) : spans;
     size_t i, n = am2z_value_len(arr);
-    uint32_t *ids; /* remote id - 1 -> our id (0: dropped here) */
+    uint32_t *ids = NULL; /* remote id - 1 -> our id (0: dropped here) */
     int depth = 0;
     am2z_trace_span s, *got;
     const char *bad = "span";
@@ -9035,9 +9040,9 @@ AM2Z_API am2z_status am2z_trace_add_json(am2z_trace *t, const am2z_value *spans,
         got = am2z__trace_push(t, &s);
         ids[i] = got ? got->id : 0;
     }
-    t->dropped += (size_t)am2z_value_get_int(spans, "dropped", 0);
+    if (am2z_value_get_int(spans, "dropped", 0) > 0) t->dropped += (size_t)am2z_value_get_int(spans, "dropped", 0);
     am2z__mutex_unlock(&t->mu);
-    if (n) am2z__free(ids);
+    am2z__free(ids);
     return AM2Z_STATUS_OK;
 }
 
