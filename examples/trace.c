@@ -53,8 +53,10 @@ int main(int argc, char **argv) {
     ok = out.error == NULL && am2z_trace_count(out.trace) == 8;
     if (am2z_trace_ascii(out.trace, 48, &text, NULL) == AM2Z_STATUS_OK) printf("%s\n", text);
     am2z_free(text);
+    text = NULL;
     if (am2z_trace_mermaid(out.trace, &text, NULL) == AM2Z_STATUS_OK) printf("```mermaid\n%s```\n", text);
     am2z_free(text);
+    text = NULL;
     if (argc > 1 && am2z_trace_chrome(out.trace, &text, NULL) == AM2Z_STATUS_OK) {
         FILE *f = fopen(argv[1], "w");
         ok = ok && f && fputs(text, f) >= 0;
