@@ -24,7 +24,8 @@ static am2z_result step(am2z_ctx *ctx, const am2z_state *in) {
 /* The card is declined on the first attempt (retryable), then charged. */
 static am2z_result charge(am2z_ctx *ctx, const am2z_state *in) {
     if (am2z_ctx_meta(ctx)->attempt == 1) {
-        step(ctx, in); /* the gateway takes its time to say no */
+        am2z_result r = step(ctx, in); /* the gateway takes its time to say no */
+        am2z_result_clear(&r);
         return am2z_fail(am2z_error_with_retryable(am2z_error_network("gateway", 503, NULL), 1));
     }
     return step(ctx, in);
