@@ -60,6 +60,8 @@
        7d durable      durable executions: checkpoint and resume, signals, wait steps
        7e schedules    run a processor every N ms or on a cron expression: upsert,
                        remove, list (local, inline on its virtual clock, queue)
+       7f traces       opt-in record of every step of an execution tree; walk it or
+                       render it (ASCII timeline, Mermaid Gantt, Chrome trace JSON)
        8  local        the pthread worker-pool runtime
        9  inline       the single-threaded runtime: same API, runs on the calling thread,
                        optional virtual clock, stubs and recorded calls for unit tests
@@ -107,6 +109,8 @@
        AM2Z_STORE_MAX_KEY     bytes of a store key (1024)
        AM2Z_STORE_MAX_VALUE   bytes of a store value (64 MiB)
        AM2Z_METRICS_PREFIX_MAX bytes of am2z_runtime_metrics_text's metric prefix (64)
+       AM2Z_TRACE_MAX_SPANS   spans one trace keeps by default; later ones are counted as
+                              dropped (100000; am2z_submit_desc.trace_max_spans per call)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_MAX_CONCURRENCY   largest global_concurrency / session_concurrency (1,000,000)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
@@ -667,6 +671,8 @@ typedef struct am2z_outcome {
     int64_t started_at;          /* when the first attempt started (submission if none ran) */
     char execution_id[AM2Z_EXECUTION_ID_SIZE];
     char session_id[AM2Z_SESSION_ID_MAX + 1];
+    struct am2z_trace *trace;    /* the execution's trace when tracing was on (section 7f),
+                                    else NULL; a reference released by am2z_outcome_clear */
 } am2z_outcome;
 AM2Z_API void am2z_outcome_clear(am2z_outcome *out);
 /* The outcome as a processor result, in one call (e.g. to return what a submitted
@@ -1278,6 +1284,10 @@ typedef struct am2z_submit_desc {
                                     Only with durable */
     int durable;                 /* non-zero: checkpoint every chain step through the
                                     runtime's store, resumable after a crash (7d) */
+    int trace;                   /* non-zero: record the execution's trace into
+                                    outcome.trace (section 7f); the runtime's own trace
+                                    option turns it on for every execution */
+    size_t trace_max_spans;      /* spans the trace keeps; 0: AM2Z_TRACE_MAX_SPANS */
 } am2z_submit_desc;
 /* IDEMPOTENCY  While a run with the same (processor, session, idempotency_key) runs, or
    within its keep_ms after it finished, a submit or execute with the key does not run the
@@ -1505,6 +1515,13 @@ struct am2z_ctx {
     am2z_meta meta;
     int64_t deadline_ns;         /* am2z_monotonic_ns() deadline (ops->now_ns's when set);
                                     0 = none */
+    /* Tracing (section 7f), all zero when off. The runtime sets trace (borrowed: the
+       execution holds it) and trace_parent (the calling attempt's span, 0 at the top
+       level); am2z_processor_invoke records the attempt's span and leaves its id in
+       trace_span (0: none), the parent of the calls the attempt makes. */
+    struct am2z_trace *trace;
+    uint32_t trace_parent;
+    uint32_t trace_span;
 };
 
 /* Runs one attempt of p (any kind: composites run their children through ctx->ops)
@@ -1798,6 +1815,115 @@ AM2Z_API am2z_status am2z_runtime_schedule_remove(am2z_runtime *rt, const char *
    claimed since the upsert), nextAt (the next slot, epoch ms)}]. */
 AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt);
 
+/* ==== 7f. traces ====================================================================== */
+/* A trace records every step of one execution tree: each attempt of the top-level
+   processor and of everything it calls (composite children, am2z_ctx_call), with its
+   parent, attempt, session, start and end, outcome, error kind, the backoff before the
+   next attempt and the merge conflicts its merge saw. Opt in per execution
+   (am2z_submit_desc.trace) or per runtime (the `trace` field of am2z_local_desc,
+   am2z_inline_desc, am2z_queue_desc): the outcome then holds the trace
+   (am2z_outcome.trace, a reference released by am2z_outcome_clear; retain it to keep
+   it). Off, it costs a few pointer tests per attempt and no allocation.
+   - SPANS  One span per attempt. id counts from 1 in recording order; parent is the
+     span of the attempt that made the call (0 for the top-level attempts). Times are
+     nanoseconds since the Unix epoch on the runtime's clock (the virtual clock on an
+     inline runtime that has one). A span whose processor still runs (a late attempt
+     after a timeout) has status AM2Z_TRACE_RUNNING and end_ns 0, until it returns.
+     An attempt whose late result the runtime discarded is FAILED with "TimeoutError".
+   - QUEUE RUNTIME  Every step runs as a job, maybe in another process; each attempt's
+     span is collected by execution id through Redis (am2z_resp.h, TRACES) into the
+     caller's outcome, with `worker` naming the instance that ran it ("" for this
+     process). Spans of attempts still running when the outcome arrives (a late child
+     after its caller's timeout) are not in it.
+   - WALK  am2z_trace_count + am2z_trace_span_at (by value; its strings borrowed from
+     the trace), or am2z_trace_to_json.
+   - RENDER  am2z_trace_ascii (a terminal timeline), am2z_trace_mermaid (a Gantt chart
+     for Markdown), am2z_trace_chrome (trace-event JSON for Perfetto / chrome://tracing).
+   THREADING  A trace is reference counted and locked: reading it while the execution
+   still runs is safe (a snapshot of the spans so far). */
+
+typedef struct am2z_trace am2z_trace;
+
+#ifndef AM2Z_TRACE_MAX_SPANS
+#define AM2Z_TRACE_MAX_SPANS 100000 /* default spans kept per trace; more are counted, dropped */
+#endif
+
+typedef enum am2z_trace_status {
+    AM2Z_TRACE_RUNNING = 0, /* not ended yet */
+    AM2Z_TRACE_OK,
+    AM2Z_TRACE_FAILED
+} am2z_trace_status;
+
+typedef struct am2z_trace_span {
+    uint32_t id;                /* 1.. in recording order */
+    uint32_t parent;            /* the calling attempt's span; 0: top level */
+    const char *processor;      /* borrowed from the trace, like every string here */
+    const char *execution_id;   /* the call's id, shared by its attempts */
+    const char *session_id;
+    const char *worker;         /* "" in the process that holds the trace, else the
+                                   worker id of the process that ran it (queue) */
+    int attempt;                /* 1-based */
+    int call_depth;             /* 0 for the top level */
+    int64_t start_ns, end_ns;   /* ns since the Unix epoch, runtime clock; end 0: running */
+    am2z_trace_status status;
+    const char *error_kind;     /* "TimeoutError", ...; NULL unless FAILED */
+    int64_t retry_delay_ms;     /* -1: no retry followed; else the backoff before the next
+                                   attempt */
+    int merge_conflicts;        /* members of this attempt's merge set by several branches */
+} am2z_trace_span;
+
+/* A new empty trace (refcount 1) keeping at most max_spans spans (0: AM2Z_TRACE_MAX_SPANS);
+   runtimes make one per traced execution; a program needs it only to build one by hand
+   (am2z_trace_add_json). NULL when memory runs out. */
+AM2Z_API am2z_trace *am2z_trace_new(size_t max_spans);
+AM2Z_API am2z_trace *am2z_trace_retain(am2z_trace *t); /* NULL stays NULL */
+AM2Z_API void am2z_trace_release(am2z_trace *t);
+/* Spans recorded (0 for NULL), and spans dropped because max_spans was reached or
+   memory ran out. */
+AM2Z_API size_t am2z_trace_count(const am2z_trace *t);
+AM2Z_API size_t am2z_trace_dropped(const am2z_trace *t);
+/* Copies span i (0 <= i < count, recording order) into *out. AM2Z_STATUS_NOT_FOUND
+   past the end, AM2Z_STATUS_INVALID_ARGUMENT for NULL. */
+AM2Z_API am2z_status am2z_trace_span_at(const am2z_trace *t, size_t i, am2z_trace_span *out);
+/* The trace as JSON (a new reference; NULL when memory runs out or t is NULL):
+   {"spans": [{id, parent, processor, executionId, sessionId, worker, attempt,
+   callDepth, startNs, endNs, status ("running"|"ok"|"failed"), errorKind (failed only),
+   retryDelayMs (when retried), mergeConflicts (when > 0)}, ...], "dropped": n}. */
+AM2Z_API am2z_value *am2z_trace_to_json(const am2z_trace *t);
+/* Adds the spans of a to_json value (or of its "spans" array) to t, renumbered after
+   t's, their top-level spans (parent 0) under span `parent` of t (0: top level) with
+   call_depth shifted below it, and `worker` set where they have none. How a queue
+   runtime joins the spans of a remote job. AM2Z_STATUS_INVALID_ARGUMENT (detail names
+   the member) for a malformed span: nothing is added then. */
+AM2Z_API am2z_status am2z_trace_add_json(am2z_trace *t, const am2z_value *spans, uint32_t parent,
+                                         const char *worker);
+
+/* The renderers: NUL-terminated text the caller frees with am2z_free, *len (len may be
+   NULL) its length. AM2Z_STATUS_INVALID_ARGUMENT for NULL t or out, AM2Z_STATUS_NO_MEMORY.
+   Steps are shown in tree order: children under their parent, by start time. */
+/* One line per span: the processor indented two spaces per level (with #attempt after
+   the first), the outcome ("ok", the error kind, "running"), a bar of '=' ('!' when
+   failed) on a common time scale, the duration, "retry +N ms" when one followed.
+   width: the bar's columns (0: 50; at most 1000). */
+AM2Z_API am2z_status am2z_trace_ascii(const am2z_trace *t, int width, char **out, size_t *len);
+/* A Mermaid Gantt chart ("gantt", dateFormat x, ms from the first start), one section
+   per top-level attempt, one task per span (failed: crit); paste it in a ```mermaid
+   block. */
+AM2Z_API am2z_status am2z_trace_mermaid(const am2z_trace *t, char **out, size_t *len);
+/* Chrome trace-event JSON: {"traceEvents":[{"name","cat":"am2z","ph":"X","ts","dur"
+   (microseconds, ts from the first start),"pid","tid","args":{span fields}}, ...],
+   "displayTimeUnit":"ms"}, plus "M" metadata events naming each process. pid 1 is this
+   process, 2.. the remote workers; tids are lanes in which the spans nest. */
+AM2Z_API am2z_status am2z_trace_chrome(const am2z_trace *t, char **out, size_t *len);
+
+/* For runtime implementers (7b): am2z_processor_invoke opens and closes a span for a
+   ctx with a trace; runtimes set ctx->trace and ctx->trace_parent and read the span id
+   back from ctx->trace_span. Each does nothing for NULL t or span 0. */
+/* Records that the attempt of span `span` failed with kind (a late result discarded). */
+AM2Z_API void am2z_trace_fail(am2z_trace *t, uint32_t span, const char *error_kind);
+/* Records the backoff before the next attempt of span's call. */
+AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms);
+
 /* ==== 8. local runtime ================================================================ */
 /* The local runtime runs processors on a pthread worker pool in this process.
    - DEADLINES: who runs a top-level execution, and so how exact its timeout is. Chosen
@@ -1966,6 +2092,9 @@ typedef struct am2z_local_desc {
     int session_concurrency;    /* max top-level executions of one session running at once
                                    (a tenant limit, see SESSION LIMITS above); 0 = unlimited,
                                    at most AM2Z_MAX_CONCURRENCY */
+    int trace;                  /* non-zero: trace every top-level execution (section 7f;
+                                   not the items of an execute_many of a processor
+                                   without retries or queue options, which skip jobs) */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -2021,6 +2150,9 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
      times).
    - Stubs (am2z_inline_stub) replace what a registered processor does, by name, keeping
      its timeout and retry policy; recorded calls (am2z_inline_calls) list every attempt.
+   - Traces (section 7f; am2z_inline_desc.trace or am2z_submit_desc.trace): the tree of
+     an execution's attempts in its outcome. On a virtual clock every time in it is
+     exact, so a test can assert on the spans or compare am2z_trace_ascii's timeline whole.
    THREADING  Unlike section 7's runtimes, an inline runtime belongs to one thread: make
    every call on it from the thread that created it. */
 
@@ -2032,6 +2164,7 @@ typedef struct am2z_inline_desc {
     int record_calls;           /* non-zero: record every attempt for am2z_inline_calls
                                    (one small object each, kept until cleared) */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
+    int trace;                  /* non-zero: trace every execution (section 7f) */
 } am2z_inline_desc;
 
 /* NULL desc: all defaults. The runtime is started; free it with am2z_runtime_free.
@@ -6259,6 +6392,11 @@ AM2Z_API void am2z_ctx_progress(am2z_ctx *ctx, double progress) {
     if (d) am2z_ctx_emit(ctx, "processor:progress", d);
 }
 
+/* Tracing hooks (section 7f), used by invoke (7b) and the merge (6). */
+static void am2z__trace_open(am2z_ctx *ctx);
+static void am2z__trace_close(am2z_ctx *ctx, const am2z_error *err);
+static void am2z__trace_conflicts(am2z_ctx *ctx, size_t n);
+
 /* ==== 6. composition ================================================================== */
 
 /* A growable byte buffer for descriptions and JSON Pointer paths. A failed append sets
@@ -6848,6 +6986,7 @@ AM2Z_API am2z_result am2z_merge_3way(am2z_ctx *ctx, const am2z_state *input, con
         am2z_value_release(m.conflicts);
         return am2z__proc_oom();
     }
+    if (ctx && ctx->trace) am2z__trace_conflicts(ctx, am2z_value_len(m.conflicts));
     n = am2z__ctx_wants(ctx, "merge:conflict") ? am2z_value_len(m.conflicts) : 0;
     for (i = 0; i < n; i++) {
         const am2z_value *c = am2z_value_at(m.conflicts, i);
@@ -7951,6 +8090,7 @@ AM2Z_API void am2z_outcome_clear(am2z_outcome *out) {
     am2z_error_release(out->error);
     for (i = 0; i < out->attempt_error_count; i++) am2z_error_release(out->attempt_errors[i]);
     am2z__free(out->attempt_errors);
+    am2z_trace_release(out->trace);
     memset(out, 0, sizeof *out);
 }
 
@@ -8059,11 +8199,14 @@ AM2Z_API am2z_result am2z_processor_invoke(const am2z_processor *p, am2z_ctx *ct
     am2z__inside frame;
     am2z_result r;
     if (!p) return am2z_fail(am2z_error_configuration("processor", "NULL processor"));
+    if (ctx && ctx->trace) am2z__trace_open(ctx); /* tracing off: this test is its cost */
     am2z__runtime_enter(ctx ? ctx->runtime : NULL, &frame);
     if (p->kind == AM2Z__KIND_PLAIN) r = p->desc.fn(ctx, input);
     else r = am2z__composite_run(p, ctx, input);
     am2z__runtime_leave(&frame);
-    return am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
+    r = am2z__proc_normalize(r, p->desc.name, ctx ? ctx->meta.execution_id : NULL);
+    if (ctx && ctx->trace && ctx->trace_span) am2z__trace_close(ctx, r.error);
+    return r;
 }
 
 /* ---- runtime object and dispatch ---- */
@@ -10359,6 +10502,635 @@ AM2Z_API am2z_value *am2z_runtime_schedule_list(am2z_runtime *rt) {
     return rt->ops->schedule_list(rt);
 }
 
+/* ==== 7f. traces ====================================================================== */
+
+/* Strings live in chunks that never move, so a span's pointers stay valid for the
+   trace's life while the span array grows. */
+typedef struct am2z__tchunk {
+    struct am2z__tchunk *next;
+    size_t used, cap; /* bytes after the header */
+} am2z__tchunk;
+
+#define AM2Z__TRACE_CHUNK 4096
+
+struct am2z_trace {
+    int refs;                 /* atomic */
+    am2z__mutex mu;           /* guards everything below */
+    am2z_trace_span *spans;
+    size_t count, cap, max, dropped;
+    am2z__tchunk *chunks;
+};
+
+AM2Z_API am2z_trace *am2z_trace_new(size_t max_spans) {
+    am2z_trace *t = (am2z_trace *)am2z__malloc(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    if (am2z__mutex_init(&t->mu) != 0) {
+        am2z__free(t);
+        return NULL;
+    }
+    t->refs = 1;
+    t->max = max_spans ? max_spans : AM2Z_TRACE_MAX_SPANS;
+    return t;
+}
+
+AM2Z_API am2z_trace *am2z_trace_retain(am2z_trace *t) {
+    if (t) am2z__atomic_inc(&t->refs);
+    return t;
+}
+
+AM2Z_API void am2z_trace_release(am2z_trace *t) {
+    am2z__tchunk *c, *next;
+    if (!t || am2z__atomic_dec(&t->refs) != 0) return;
+    for (c = t->chunks; c; c = next) {
+        next = c->next;
+        am2z__free(c);
+    }
+    am2z__free(t->spans);
+    am2z__mutex_destroy(&t->mu);
+    am2z__free(t);
+}
+
+/* Under mu: a copy of s kept with the trace; the previous span's copy when equal (a
+   call's attempts and a tree's session repeat). NULL for NULL or no memory. */
+static const char *am2z__trace_str(am2z_trace *t, const char *s, const char *prev) {
+    size_t n;
+    am2z__tchunk *c;
+    char *at;
+    if (!s) return NULL;
+    if (!*s) return "";
+    if (prev && strcmp(prev, s) == 0) return prev;
+    n = strlen(s) + 1;
+    c = t->chunks;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > AM2Z__TRACE_CHUNK / 4 ? n : AM2Z__TRACE_CHUNK;
+        c = (am2z__tchunk *)am2z__malloc(sizeof *c + cap);
+        if (!c) return NULL;
+        c->cap = cap;
+        c->used = 0;
+        if (cap == n && t->chunks) { /* a big string: keep filling the current chunk */
+            c->next = t->chunks->next;
+            t->chunks->next = c;
+        } else {
+            c->next = t->chunks;
+            t->chunks = c;
+        }
+    }
+    at = (char *)(c + 1) + c->used;
+    memcpy(at, s, n);
+    c->used += n;
+    return at;
+}
+
+/* Under mu: a new span with its strings copied; NULL when full or out of memory
+   (counted in dropped). */
+static am2z_trace_span *am2z__trace_push(am2z_trace *t, const am2z_trace_span *s) {
+    const am2z_trace_span *last = t->count ? &t->spans[t->count - 1] : NULL;
+    am2z_trace_span *n;
+    if (t->count >= t->max) goto drop;
+    if (t->count == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        void *p;
+        if (cap > t->max) cap = t->max;
+        if (!(p = am2z__realloc(t->spans, cap * sizeof *t->spans))) goto drop;
+        t->spans = (am2z_trace_span *)p;
+        t->cap = cap;
+        last = t->count ? &t->spans[t->count - 1] : NULL;
+    }
+    n = &t->spans[t->count];
+    *n = *s;
+    n->processor = am2z__trace_str(t, s->processor ? s->processor : "", last ? last->processor : NULL);
+    n->execution_id = am2z__trace_str(t, s->execution_id ? s->execution_id : "", last ? last->execution_id : NULL);
+    n->session_id = am2z__trace_str(t, s->session_id ? s->session_id : "", last ? last->session_id : NULL);
+    n->worker = am2z__trace_str(t, s->worker ? s->worker : "", last ? last->worker : NULL);
+    n->error_kind = am2z__trace_str(t, s->error_kind, NULL);
+    if (!n->processor || !n->execution_id || !n->session_id || !n->worker || (s->error_kind && !n->error_kind))
+        goto drop;
+    n->id = (uint32_t)++t->count;
+    return n;
+drop:
+    t->dropped++;
+    return NULL;
+}
+
+static int64_t am2z__trace_clock(const am2z_ctx *ctx) {
+    struct timespec ts;
+    if (ctx->ops && ctx->ops->now_ns) return ctx->ops->now_ns(ctx);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Opens ctx's span (am2z_processor_invoke): ctx->trace_span gets its id (0: dropped). */
+static void am2z__trace_open(am2z_ctx *ctx) {
+    am2z_trace_span s, *n;
+    am2z_trace *t = ctx->trace;
+    memset(&s, 0, sizeof s);
+    s.parent = ctx->trace_parent;
+    s.processor = ctx->meta.processor;
+    s.execution_id = ctx->meta.execution_id;
+    s.session_id = ctx->meta.session_id;
+    s.attempt = ctx->meta.attempt;
+    s.call_depth = ctx->meta.call_depth;
+    s.start_ns = am2z__trace_clock(ctx);
+    s.retry_delay_ms = -1;
+    am2z__mutex_lock(&t->mu);
+    n = am2z__trace_push(t, &s);
+    ctx->trace_span = n ? n->id : 0;
+    am2z__mutex_unlock(&t->mu);
+}
+
+static void am2z__trace_close(am2z_ctx *ctx, const am2z_error *err) {
+    int64_t end = am2z__trace_clock(ctx);
+    am2z_trace *t = ctx->trace;
+    am2z_trace_span *s;
+    am2z__mutex_lock(&t->mu);
+    s = &t->spans[ctx->trace_span - 1];
+    s->end_ns = end > s->start_ns ? end : s->start_ns;
+    if (s->status != AM2Z_TRACE_FAILED) { /* a runtime's verdict (am2z_trace_fail) stands */
+        s->status = err ? AM2Z_TRACE_FAILED : AM2Z_TRACE_OK;
+        if (err) s->error_kind = am2z__trace_str(t, am2z_error_kind_name(err->kind), NULL);
+    }
+    am2z__mutex_unlock(&t->mu);
+}
+
+/* Merge conflicts of ctx's attempt (section 6's merge). */
+static void am2z__trace_conflicts(am2z_ctx *ctx, size_t n) {
+    am2z_trace *t = ctx->trace;
+    if (!ctx->trace_span || !n) return;
+    am2z__mutex_lock(&t->mu);
+    t->spans[ctx->trace_span - 1].merge_conflicts += (int)n;
+    am2z__mutex_unlock(&t->mu);
+}
+
+AM2Z_API void am2z_trace_fail(am2z_trace *t, uint32_t span, const char *error_kind) {
+    am2z_trace_span *s;
+    if (!t || !span) return;
+    am2z__mutex_lock(&t->mu);
+    if (span <= t->count) {
+        s = &t->spans[span - 1];
+        s->status = AM2Z_TRACE_FAILED;
+        s->error_kind = am2z__trace_str(t, error_kind ? error_kind : "Error", s->error_kind);
+    }
+    am2z__mutex_unlock(&t->mu);
+}
+
+AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms) {
+    if (!t || !span) return;
+    am2z__mutex_lock(&t->mu);
+    if (span <= t->count) t->spans[span - 1].retry_delay_ms = delay_ms < 0 ? 0 : delay_ms;
+    am2z__mutex_unlock(&t->mu);
+}
+
+AM2Z_API size_t am2z_trace_count(const am2z_trace *t) {
+    size_t n;
+    if (!t) return 0;
+    am2z__mutex_lock(&((am2z_trace *)t)->mu);
+    n = t->count;
+    am2z__mutex_unlock(&((am2z_trace *)t)->mu);
+    return n;
+}
+
+AM2Z_API size_t am2z_trace_dropped(const am2z_trace *t) {
+    size_t n;
+    if (!t) return 0;
+    am2z__mutex_lock(&((am2z_trace *)t)->mu);
+    n = t->dropped;
+    am2z__mutex_unlock(&((am2z_trace *)t)->mu);
+    return n;
+}
+
+AM2Z_API am2z_status am2z_trace_span_at(const am2z_trace *t, size_t i, am2z_trace_span *out) {
+    am2z_status st = AM2Z_STATUS_OK;
+    if (!t || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_span_at: NULL argument");
+    am2z__mutex_lock(&((am2z_trace *)t)->mu);
+    if (i < t->count) *out = t->spans[i];
+    else st = AM2Z_STATUS_NOT_FOUND;
+    am2z__mutex_unlock(&((am2z_trace *)t)->mu);
+    if (st) am2z__fail(st, AM2Z_NTS, "trace_span_at: span %zu of %zu", i, t->count);
+    return st;
+}
+
+/* A consistent copy of the spans (strings still the trace's), for readers that work
+   without the lock; NULL with *n 0 when there are none or memory ran out. */
+static am2z_trace_span *am2z__trace_snapshot(const am2z_trace *t, size_t *n) {
+    am2z_trace_span *c = NULL;
+    am2z__mutex_lock(&((am2z_trace *)t)->mu);
+    *n = t->count;
+    if (*n && (c = (am2z_trace_span *)am2z__malloc(*n * sizeof *c)) != NULL) memcpy(c, t->spans, *n * sizeof *c);
+    am2z__mutex_unlock(&((am2z_trace *)t)->mu);
+    if (!c) *n = 0;
+    return c;
+}
+
+static const char *am2z__trace_status_name(am2z_trace_status s) {
+    return s == AM2Z_TRACE_OK ? "ok" : s == AM2Z_TRACE_FAILED ? "failed" : "running";
+}
+
+static am2z_value *am2z__trace_span_json(const am2z_trace_span *s) {
+    am2z_value *v = am2z_value_object();
+    v = am2z_value_set(v, "id", am2z_value_int(s->id));
+    v = am2z_value_set(v, "parent", am2z_value_int(s->parent));
+    v = am2z_value_set(v, "processor", am2z_value_string(s->processor));
+    v = am2z_value_set(v, "executionId", am2z_value_string(s->execution_id));
+    v = am2z_value_set(v, "sessionId", am2z_value_string(s->session_id));
+    v = am2z_value_set(v, "worker", am2z_value_string(s->worker));
+    v = am2z_value_set(v, "attempt", am2z_value_int(s->attempt));
+    v = am2z_value_set(v, "callDepth", am2z_value_int(s->call_depth));
+    v = am2z_value_set(v, "startNs", am2z_value_int(s->start_ns));
+    v = am2z_value_set(v, "endNs", am2z_value_int(s->end_ns));
+    v = am2z_value_set(v, "status", am2z_value_string(am2z__trace_status_name(s->status)));
+    if (s->error_kind) v = am2z_value_set(v, "errorKind", am2z_value_string(s->error_kind));
+    if (s->retry_delay_ms >= 0) v = am2z_value_set(v, "retryDelayMs", am2z_value_int(s->retry_delay_ms));
+    if (s->merge_conflicts) v = am2z_value_set(v, "mergeConflicts", am2z_value_int(s->merge_conflicts));
+    return v;
+}
+
+AM2Z_API am2z_value *am2z_trace_to_json(const am2z_trace *t) {
+    am2z_trace_span *s;
+    am2z_value *arr, *v;
+    size_t i, n, dropped;
+    if (!t) return NULL;
+    s = am2z__trace_snapshot(t, &n);
+    dropped = am2z_trace_dropped(t);
+    arr = am2z_value_array();
+    for (i = 0; i < n && arr; i++) arr = am2z_value_append(arr, "", am2z__trace_span_json(&s[i]));
+    am2z__free(s);
+    v = am2z_value_set(am2z_value_object(), "spans", arr);
+    return am2z_value_set(v, "dropped", am2z_value_int((int64_t)dropped));
+}
+
+/* An integer member >= lo of a to_json span into *out; 0 when missing or out of range. */
+static int am2z__trace_int(const am2z_value *v, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    const am2z_value *m = am2z_value_find(v, key, AM2Z_NTS);
+    if (am2z_value_type(m) != AM2Z_TYPE_INT) return 0;
+    *out = am2z_value_as_int(m, 0);
+    return *out >= lo && *out <= hi;
+}
+
+/* One span of a to_json value into *s (strings borrowed from v); 0 when malformed,
+   with *bad naming the member. */
+static int am2z__trace_span_from(const am2z_value *v, am2z_trace_span *s, const char **bad) {
+    const char *st = am2z_value_get_string(v, "status", "");
+    int64_t id, parent, attempt, depth, start, end, conflicts;
+    memset(s, 0, sizeof s[0]);
+    if (am2z_value_type(v) != AM2Z_TYPE_OBJECT) return *bad = "span", 0;
+    if (!am2z__trace_int(v, "id", 1, UINT32_MAX, &id)) return *bad = "id", 0;
+    if (!am2z__trace_int(v, "parent", 0, UINT32_MAX, &parent)) return *bad = "parent", 0;
+    if (!am2z__trace_int(v, "attempt", 1, INT32_MAX, &attempt)) return *bad = "attempt", 0;
+    if (!am2z__trace_int(v, "callDepth", 0, INT32_MAX, &depth)) return *bad = "callDepth", 0;
+    if (!am2z__trace_int(v, "startNs", 0, INT64_MAX, &start)) return *bad = "startNs", 0;
+    if (!am2z__trace_int(v, "endNs", 0, INT64_MAX, &end)) return *bad = "endNs", 0;
+    conflicts = am2z_value_get_int(v, "mergeConflicts", 0);
+    if (conflicts < 0 || conflicts > INT32_MAX) return *bad = "mergeConflicts", 0;
+    if (!(s->processor = am2z_value_get_string(v, "processor", NULL))) return *bad = "processor", 0;
+    if (!strcmp(st, "ok")) s->status = AM2Z_TRACE_OK;
+    else if (!strcmp(st, "failed")) s->status = AM2Z_TRACE_FAILED;
+    else if (strcmp(st, "running") != 0) return *bad = "status", 0;
+    s->id = (uint32_t)id;
+    s->parent = (uint32_t)parent;
+    s->attempt = (int)attempt;
+    s->call_depth = (int)depth;
+    s->start_ns = start;
+    s->end_ns = end;
+    s->merge_conflicts = (int)conflicts;
+    s->execution_id = am2z_value_get_string(v, "executionId", "");
+    s->session_id = am2z_value_get_string(v, "sessionId", "");
+    s->worker = am2z_value_get_string(v, "worker", "");
+    s->error_kind = s->status == AM2Z_TRACE_FAILED ? am2z_value_get_string(v, "errorKind", "Error") : NULL;
+    s->retry_delay_ms = am2z_value_get_int(v, "retryDelayMs", -1);
+    return 1;
+}
+
+AM2Z_API am2z_status am2z_trace_add_json(am2z_trace *t, const am2z_value *spans, uint32_t parent,
+                                         const char *worker) {
+    const am2z_value *arr = am2z_value_type(spans) == AM2Z_TYPE_OBJECT ? am2z_value_find(spans, "spans", 5) : spans;
+    size_t i, n = am2z_value_len(arr);
+    uint32_t *ids = NULL; /* remote id - 1 -> our id (0: dropped here) */
+    int depth = 0;
+    am2z_trace_span s, *got;
+    const char *bad = "span";
+    if (!t || am2z_value_type(arr) != AM2Z_TYPE_ARRAY)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_add_json: %s", t ? "no spans array" : "NULL trace");
+    for (i = 0; i < n; i++) { /* all or nothing: check first */
+        if (!am2z__trace_span_from(am2z_value_at(arr, i), &s, &bad))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_add_json: span %zu: bad %s", i, bad);
+        if (s.id != i + 1 || s.parent > i) /* ids in order, parents before children */
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_add_json: span %zu: bad id or parent", i);
+    }
+    if (n && !(ids = (uint32_t *)am2z__malloc(n * sizeof *ids)))
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_add_json: out of memory");
+    am2z__mutex_lock(&t->mu);
+    if (parent && parent <= t->count) depth = t->spans[parent - 1].call_depth + 1;
+    else parent = 0;
+    for (i = 0; i < n; i++) {
+        am2z__trace_span_from(am2z_value_at(arr, i), &s, &bad);
+        /* a remote span dropped here leaves its children under the calling span */
+        s.parent = s.parent && ids[s.parent - 1] ? ids[s.parent - 1] : parent;
+        s.call_depth += depth;
+        if (worker && !*s.worker) s.worker = worker;
+        got = am2z__trace_push(t, &s);
+        ids[i] = got ? got->id : 0;
+    }
+    if (am2z_value_get_int(spans, "dropped", 0) > 0) t->dropped += (size_t)am2z_value_get_int(spans, "dropped", 0);
+    am2z__mutex_unlock(&t->mu);
+    am2z__free(ids);
+    return AM2Z_STATUS_OK;
+}
+
+/* ---- renderers ---- */
+
+/* Spans in tree order (children under their parent, by start), with each one's level;
+   built from a snapshot. */
+typedef struct am2z__tview {
+    am2z_trace_span *s;
+    size_t n;
+    size_t *order;   /* indexes into s, tree order */
+    int *level;      /* by index into s */
+    int64_t t0, t1;  /* first start, last end (or start) */
+} am2z__tview;
+
+static int am2z__tview_before(const am2z_trace_span *a, const am2z_trace_span *b) {
+    return a->start_ns != b->start_ns ? a->start_ns < b->start_ns : a->id < b->id;
+}
+
+static void am2z__tview_free(am2z__tview *v) {
+    am2z__free(v->s);
+    am2z__free(v->order);
+    am2z__free(v->level);
+}
+
+/* 0 when memory runs out. Spans whose parent is missing (dropped) count as top level. */
+static int am2z__tview_make(const am2z_trace *t, am2z__tview *v) {
+    size_t i, k, top = 0, *stack = NULL, *kids = NULL, *first = NULL, sp = 0;
+    memset(v, 0, sizeof *v);
+    v->s = am2z__trace_snapshot(t, &v->n);
+    if (!v->n) return 1;
+    v->order = (size_t *)am2z__malloc(v->n * sizeof *v->order);
+    v->level = (int *)am2z__malloc(v->n * sizeof *v->level);
+    stack = (size_t *)am2z__malloc(v->n * sizeof *stack);
+    kids = (size_t *)am2z__malloc(v->n * sizeof *kids);   /* next sibling, sorted */
+    first = (size_t *)am2z__malloc((v->n + 1) * sizeof *first); /* first child by id; [0] roots */
+    if (!v->order || !v->level || !stack || !kids || !first) {
+        am2z__free(stack);
+        am2z__free(kids);
+        am2z__free(first);
+        am2z__tview_free(v);
+        return 0;
+    }
+    for (i = 0; i <= v->n; i++) first[i] = (size_t)-1;
+    v->t0 = v->s[0].start_ns;
+    v->t1 = v->s[0].start_ns;
+    /* insert each span into its parent's child list, kept sorted by start (insertion
+       sort per list: traces are mostly recorded in start order already) */
+    for (i = 0; i < v->n; i++) {
+        am2z_trace_span *s = &v->s[i];
+        size_t p = s->parent && s->parent <= v->n && s->parent != s->id ? s->parent : 0, *at = &first[p];
+        if (p && p > i) p = 0, at = &first[0]; /* a parent recorded later: malformed, top */
+        while (*at != (size_t)-1 && !am2z__tview_before(s, &v->s[*at])) at = &kids[*at];
+        kids[i] = *at;
+        *at = i;
+        if (s->start_ns < v->t0) v->t0 = s->start_ns;
+        if (s->start_ns > v->t1) v->t1 = s->start_ns;
+        if (s->end_ns > v->t1) v->t1 = s->end_ns;
+    }
+    /* depth-first walk: push the roots, then each span's children, in reverse order */
+    for (k = first[0]; k != (size_t)-1; k = kids[k]) {
+        stack[sp++] = k;
+        v->level[k] = 0;
+    }
+    for (i = 0; i < sp / 2; i++) { /* reverse so the earliest pops first */
+        size_t x = stack[i];
+        stack[i] = stack[sp - 1 - i];
+        stack[sp - 1 - i] = x;
+    }
+    while (sp) {
+        size_t cur = stack[--sp], from = sp;
+        v->order[top++] = cur;
+        for (k = first[cur + 1]; k != (size_t)-1; k = kids[k]) {
+            stack[sp++] = k;
+            v->level[k] = v->level[cur] + 1;
+        }
+        for (i = 0; i < (sp - from) / 2; i++) {
+            size_t x = stack[from + i];
+            stack[from + i] = stack[sp - 1 - i];
+            stack[sp - 1 - i] = x;
+        }
+    }
+    v->n = top; /* every span is reached: parents come before children by id */
+    am2z__free(stack);
+    am2z__free(kids);
+    am2z__free(first);
+    return 1;
+}
+
+static am2z_status am2z__trace_text_done(am2z__vec *b, const char *what, char **out, size_t *len) {
+    am2z__vec_putc(b, 0);
+    if (b->failed) {
+        am2z__vec_free(b);
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "%s: out of memory", what);
+    }
+    *out = (char *)b->p;
+    if (len) *len = b->n - 1;
+    return AM2Z_STATUS_OK;
+}
+
+static void am2z__trace_printf(am2z__vec *b, const char *fmt, ...) AM2Z_PRINTF(2, 3);
+static void am2z__trace_printf(am2z__vec *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    am2z__vec_vprintf(b, 4096, fmt, ap);
+    va_end(ap);
+}
+
+/* A duration for people: "850 ns", "12.3 us", "4.56 ms", "1.23 s". */
+static void am2z__trace_dur(char *buf, size_t size, int64_t ns) {
+    if (ns < 1000) snprintf(buf, size, "%lld ns", (long long)ns);
+    else if (ns < 1000000) snprintf(buf, size, "%.1f us", (double)ns / 1e3);
+    else if (ns < 1000000000) snprintf(buf, size, "%.2f ms", (double)ns / 1e6);
+    else snprintf(buf, size, "%.2f s", (double)ns / 1e9);
+}
+
+static const char *am2z__trace_outcome(const am2z_trace_span *s) {
+    if (s->status == AM2Z_TRACE_FAILED) return s->error_kind ? s->error_kind : "failed";
+    return am2z__trace_status_name(s->status);
+}
+
+AM2Z_API am2z_status am2z_trace_ascii(const am2z_trace *t, int width, char **out, size_t *len) {
+    am2z__tview v;
+    am2z__vec b;
+    size_t i, label = 9, kind = 7;
+    int64_t span_ns;
+    char d[32], lbl[AM2Z_NAME_MAX + 64];
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    if (!t || !out || width < 0 || width > 1000)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_ascii: %s",
+                          t && out ? "width is not 0 to 1000" : "NULL argument");
+    if (!width) width = 50;
+    if (!am2z__tview_make(t, &v)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_ascii: out of memory");
+    for (i = 0; i < v.n; i++) { /* column widths */
+        const am2z_trace_span *s = &v.s[v.order[i]];
+        size_t l = 2 * (size_t)v.level[v.order[i]] + strlen(s->processor) + (s->attempt > 1 ? 4 : 0);
+        if (l > label) label = l < 60 ? l : 60;
+        if (strlen(am2z__trace_outcome(s)) > kind) kind = strlen(am2z__trace_outcome(s));
+    }
+    span_ns = v.t1 > v.t0 ? v.t1 - v.t0 : 1;
+    am2z__vec_init(&b, NULL, 0);
+    am2z__trace_dur(d, sizeof d, v.n ? v.t1 - v.t0 : 0);
+    am2z__trace_printf(&b, "%-*s %-*s |0%*s|%s\n", (int)label, "step", (int)kind, "outcome", width - 1, d,
+                       v.n ? "" : " (no steps)");
+    for (i = 0; i < v.n; i++) {
+        const am2z_trace_span *s = &v.s[v.order[i]];
+        int64_t end = s->end_ns ? s->end_ns : v.t1;
+        int a = (int)((double)(s->start_ns - v.t0) * width / (double)span_ns), z, c;
+        z = (int)((double)(end - v.t0) * width / (double)span_ns + 0.5);
+        if (a >= width) a = width - 1;
+        if (z <= a) z = a + 1; /* every step gets at least one column */
+        if (z > width) z = width;
+        if (s->attempt > 1) snprintf(lbl, sizeof lbl, "%*s%s #%d", 2 * v.level[v.order[i]], "", s->processor, s->attempt);
+        else snprintf(lbl, sizeof lbl, "%*s%s", 2 * v.level[v.order[i]], "", s->processor);
+        am2z__trace_printf(&b, "%-*.*s %-*s |", (int)label, (int)label, lbl, (int)kind, am2z__trace_outcome(s));
+        for (c = 0; c < width; c++)
+            am2z__vec_putc(&b, c < a || c >= z ? ' ' : s->status == AM2Z_TRACE_FAILED ? '!' : s->end_ns ? '=' : '>');
+        am2z__trace_dur(d, sizeof d, end - s->start_ns);
+        am2z__trace_printf(&b, "| %s", d);
+        if (s->retry_delay_ms >= 0) am2z__trace_printf(&b, "  retry +%lld ms", (long long)s->retry_delay_ms);
+        if (s->merge_conflicts) am2z__trace_printf(&b, "  %d merge conflict%s", s->merge_conflicts, s->merge_conflicts > 1 ? "s" : "");
+        if (*s->worker) am2z__trace_printf(&b, "  @%s", s->worker);
+        am2z__vec_putc(&b, '\n');
+    }
+    am2z__tview_free(&v);
+    return am2z__trace_text_done(&b, "trace_ascii", out, len);
+}
+
+/* A Mermaid task name: no ':' (the field separator), '#', ';' or newline. */
+static void am2z__trace_mm_name(am2z__vec *b, const char *s) {
+    for (; *s; s++) am2z__vec_putc(b, *s == ':' || *s == '#' || *s == ';' || *s == '\n' || *s == '\r' ? ' ' : *s);
+}
+
+AM2Z_API am2z_status am2z_trace_mermaid(const am2z_trace *t, char **out, size_t *len) {
+    am2z__tview v;
+    am2z__vec b;
+    size_t i;
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    if (!t || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_mermaid: NULL argument");
+    if (!am2z__tview_make(t, &v)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_mermaid: out of memory");
+    am2z__vec_init(&b, NULL, 0);
+    am2z__vec_puts(&b, "gantt\n    dateFormat x\n    axisFormat %S.%L s\n");
+    if (v.n) {
+        am2z__vec_puts(&b, "    title ");
+        am2z__trace_mm_name(&b, v.s[v.order[0]].execution_id);
+        am2z__vec_putc(&b, '\n');
+    }
+    for (i = 0; i < v.n; i++) {
+        const am2z_trace_span *s = &v.s[v.order[i]];
+        /* whole ms from the first start (dateFormat x); at least 1 ms so a step shows */
+        int64_t a = (s->start_ns - v.t0) / 1000000, z = ((s->end_ns ? s->end_ns : v.t1) - v.t0 + 999999) / 1000000;
+        if (z <= a) z = a + 1;
+        if (v.level[v.order[i]] == 0) {
+            am2z__vec_puts(&b, "    section ");
+            am2z__trace_mm_name(&b, s->processor);
+            if (s->attempt > 1) am2z__trace_printf(&b, " attempt %d", s->attempt);
+            am2z__vec_putc(&b, '\n');
+        }
+        am2z__vec_puts(&b, "    ");
+        am2z__trace_mm_name(&b, s->processor);
+        if (s->attempt > 1) am2z__trace_printf(&b, " attempt %d", s->attempt);
+        if (s->status != AM2Z_TRACE_OK) {
+            am2z__vec_putc(&b, ' ');
+            am2z__trace_mm_name(&b, am2z__trace_outcome(s));
+        }
+        am2z__trace_printf(&b, " :%ss%u, %lld, %lld\n", s->status == AM2Z_TRACE_FAILED ? "crit, " : s->end_ns ? "" : "active, ",
+                           (unsigned)s->id, (long long)a, (long long)z);
+    }
+    am2z__tview_free(&v);
+    return am2z__trace_text_done(&b, "trace_mermaid", out, len);
+}
+
+/* Chrome lanes: a span goes on its parent's lane when that lane is free at its start
+   (only its ancestors still open there), else on the first such lane, so the
+   complete events of one tid always nest. */
+AM2Z_API am2z_status am2z_trace_chrome(const am2z_trace *t, char **out, size_t *len) {
+    am2z__tview v;
+    am2z_value *ev, *e, *args, *doc;
+    size_t i, k, nlanes = 0, nworkers = 0;
+    size_t *under = NULL, *lane_top = NULL; /* the span open below each placed one; each lane's last */
+    const char **workers = NULL;
+    char *text;
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    if (!t || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "trace_chrome: NULL argument");
+    if (!am2z__tview_make(t, &v)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_chrome: out of memory");
+    under = (size_t *)am2z__malloc((v.n + 1) * sizeof *under);
+    lane_top = (size_t *)am2z__malloc((v.n + 1) * sizeof *lane_top);
+    workers = (const char **)am2z__malloc((v.n + 1) * sizeof *workers);
+    if (!under || !lane_top || !workers) goto oom;
+    workers[0] = "";
+    nworkers = 1;
+    ev = am2z_value_array();
+    for (i = 0; i < v.n; i++) {
+        const am2z_trace_span *s = &v.s[v.order[i]];
+        size_t idx = v.order[i], lane = (size_t)-1, pid;
+        int64_t end = s->end_ns ? s->end_ns : v.t1;
+        /* spans come in tree order, so a lane's open spans form a stack: pop those that
+           ended by our start; the lane is ours when what is left is an ancestor */
+        for (k = 0; k < nlanes && lane == (size_t)-1; k++) {
+            size_t o = lane_top[k], up = idx;
+            while (o != (size_t)-1 && v.s[o].end_ns && v.s[o].end_ns <= s->start_ns) o = under[o];
+            while (o != (size_t)-1 && up != o && v.s[up].parent && v.s[up].parent - 1 < up) up = v.s[up].parent - 1;
+            if (o == (size_t)-1 || up == o) {
+                lane = k;
+                under[idx] = o;
+            }
+        }
+        if (lane == (size_t)-1) {
+            lane = nlanes++;
+            under[idx] = (size_t)-1;
+        }
+        lane_top[lane] = idx;
+        for (pid = 0; pid < nworkers && strcmp(workers[pid], s->worker) != 0; pid++) {}
+        if (pid == nworkers) workers[nworkers++] = s->worker;
+        args = am2z__trace_span_json(s);
+        e = am2z_value_set(am2z_value_object(), "name", am2z_value_string(s->processor));
+        e = am2z_value_set(e, "cat", am2z_value_string("am2z"));
+        e = am2z_value_set(e, "ph", am2z_value_string("X"));
+        e = am2z_value_set(e, "ts", am2z_value_double((double)(s->start_ns - v.t0) / 1e3));
+        e = am2z_value_set(e, "dur", am2z_value_double((double)(end - s->start_ns) / 1e3));
+        e = am2z_value_set(e, "pid", am2z_value_int((int64_t)pid + 1));
+        e = am2z_value_set(e, "tid", am2z_value_int((int64_t)lane + 1));
+        e = am2z_value_set(e, "args", args);
+        ev = am2z_value_append(ev, "", e);
+    }
+    for (k = 0; k < nworkers; k++) { /* process names for the viewer */
+        e = am2z_value_set(am2z_value_object(), "name", am2z_value_string("process_name"));
+        e = am2z_value_set(e, "ph", am2z_value_string("M"));
+        e = am2z_value_set(e, "pid", am2z_value_int((int64_t)k + 1));
+        e = am2z_value_set(e, "tid", am2z_value_int(1));
+        e = am2z_value_set(e, "args", am2z_value_set(am2z_value_object(), "name",
+                                                     am2z_value_stringf("am2z %s", k ? workers[k] : "caller")));
+        ev = am2z_value_append(ev, "", e);
+    }
+    doc = am2z_value_set(am2z_value_object(), "traceEvents", ev);
+    doc = am2z_value_set(doc, "displayTimeUnit", am2z_value_string("ms"));
+    doc = am2z_value_set(doc, "otherData", am2z_value_set(am2z_value_object(), "startNs", am2z_value_int(v.t0)));
+    text = am2z_json_write(doc, AM2Z_JSON_COMPACT, len);
+    am2z_value_release(doc);
+    am2z__free(under);
+    am2z__free(lane_top);
+    am2z__free((void *)workers);
+    am2z__tview_free(&v);
+    if (!text) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_chrome: out of memory");
+    *out = text;
+    return AM2Z_STATUS_OK;
+oom:
+    am2z__free(under);
+    am2z__free(lane_top);
+    am2z__free((void *)workers);
+    am2z__tview_free(&v);
+    return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_chrome: out of memory");
+}
+
 #ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 7d. durable executions ========================================================== */
 /* The per-runtime registry of the durable executions this process runs or has parked:
@@ -11254,6 +12026,9 @@ struct am2z__lr_job {
     am2z__cond cv;
     am2z__lr_srec *srec;    /* top: the session's counters of proc (NULL: out of memory) */
     am2z__dx *dx;           /* top: its durable execution (7d), or NULL; owned */
+    am2z_trace *trace;      /* top: owned, NULL when not traced; nested: the parent's */
+    uint32_t trace_parent;  /* nested: the calling attempt's span */
+    uint32_t trace_span;    /* top: the span of the attempt that last ended */
 };
 
 /* A worker's view of one execute_many: the item it runs with that item's deadline
@@ -11356,6 +12131,7 @@ struct am2z__lr {
     am2z__cond mcv;
     struct am2z__lr_sched *sched; /* atomic: schedules (7e), made at the first upsert */
     int session_limit;        /* resolved am2z_local_desc.session_concurrency; 0: none */
+    int trace;                 /* desc.trace: trace every top-level execution */
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -11369,6 +12145,9 @@ typedef struct am2z__lr_frame {
     am2z__lr_session *session;
     int64_t deadline_ns;
     am2z_logger *logger;      /* the execution's child logger, made on first use */
+    am2z_trace *trace;        /* the execution's trace (borrowed from its job) or NULL */
+    uint32_t trace_span;      /* the span calls from here hang under: the parent's until
+                                 this frame's attempt starts, then its own */
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
@@ -11924,6 +12703,7 @@ static void am2z__lr_job_destroy(am2z__lr_job *j) {
     am2z__lr_batch_release(j->pbatch);
     if (j->top) am2z__lr_session_release(j->session);
     am2z__dx_release(j->dx);
+    if (j->top) am2z_trace_release(j->trace);
     if (j->cv_ready) {
         am2z__mutex_destroy(&j->mu);
         am2z__cond_destroy(&j->cv);
@@ -12431,6 +13211,8 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.meta.call_depth = depth;
     ctx.meta.started_at = am2z__lr_wall(lr, start_ns);
     ctx.deadline_ns = f->deadline_ns;
+    ctx.trace = f->trace;
+    ctx.trace_parent = f->trace_span;
     f->logger = NULL;
     sh = am2z__lr_shard_enter(lr);
     am2z__lr_add(&sh->started, 1);
@@ -12451,6 +13233,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     } else {
         r = am2z_processor_invoke(p, &ctx, input);
     }
+    if (f->trace) f->trace_span = ctx.trace_span;
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
     if (ticket >= 0) { /* a late result becomes a TimeoutError in the caller: count it as one */
@@ -12558,6 +13341,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         if (dl && end > dl) { /* late: discard whatever it returned */
             am2z_result_clear(&r);
             r = am2z__lr_fail(am2z__lr_timeout_error(p, id, timeout));
+            am2z_trace_fail(f.trace, f.trace_span, "TimeoutError");
         }
         if (r.state) {
             am2z__lr_stat(lr, rec, name, 0, end - first);
@@ -12569,6 +13353,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         if (delay < 0) break;
         am2z__lr_stat(lr, rec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, id, pf->session->id, r.error, att, delay);
+        am2z_trace_retry(f.trace, f.trace_span, delay);
         if (delay > 0 && !am2z__lr_wait_for(pf, am2z__lr_deadline(am2z__lr_now(), delay))) break;
         am2z_result_clear(&r);
     }
@@ -12621,6 +13406,7 @@ static void am2z__lr_resolve(am2z__lr *lr, am2z__lr_job *j, int attempt, am2z_re
         const char *name = am2z_processor_name(j->proc);
         am2z__lr_stat(lr, j->srec, name, 2, 0);
         am2z__lr_emit_retrying(lr, name, j->exec_id, j->session->id, r.error, attempt, delay);
+        am2z_trace_retry(j->trace, j->trace_span, delay);
         /* due first: a worker waiting for j may run it itself once due */
         AM2Z__LR_ST(&j->due_ns, am2z__lr_deadline(am2z__lr_now(), delay));
         am2z__lr_job_set(j, AM2Z__LR_WORD(attempt + 1, AM2Z__LR_QUEUED));
@@ -12694,7 +13480,9 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
         f.attempt = att;
         f.session = j->session;
         f.deadline_ns = dl;
+        f.trace = j->trace;
         r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
+        if (j->trace) j->trace_span = f.trace_span;
     }
     end = am2z__lr_now();
     am2z__lr_est_put(lr, j->proc, end - start);
@@ -12706,6 +13494,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     if (dl && end > dl) {
         am2z_result_clear(&r);
         r = am2z__lr_fail(am2z__lr_timeout_error(j->proc, j->exec_id, j->timeout_ms));
+        am2z_trace_fail(j->trace, j->trace_span, "TimeoutError");
     }
     if (am2z__lr_job_cas(j, AM2Z__LR_WORD(att, AM2Z__LR_RUNNING), AM2Z__LR_WORD(att, AM2Z__LR_RESOLVING))) {
         if (w) w->concluding = !am2z__lr_helping;
@@ -12746,6 +13535,7 @@ static void am2z__lr_job_outcome(am2z__lr_job *j, am2z_outcome *out, int move) {
     out->started_at = am2z__lr_wall(j->lr, first ? first : j->created_ns);
     memcpy(out->execution_id, j->exec_id, sizeof out->execution_id);
     am2z__outcome_session(out, j->session->id);
+    out->trace = am2z_trace_retain(j->trace);
 }
 
 /* A queued job its waiter wants to run itself: 1 when its rate limit allows a start
@@ -12922,6 +13712,8 @@ static void am2z__lr_run_kid(am2z__lr_worker *w, am2z__lr_job *k) {
     f.attempt = 1;
     f.session = k->session;
     f.deadline_ns = k->deadline_ns;
+    f.trace = k->trace;
+    f.trace_span = k->trace_parent;
     r = am2z__lr_run_call(&f, k->proc, k->input, k->depth);
     am2z__lr_kid_finish(k, r);
     am2z__lr_job_release(k);
@@ -12986,6 +13778,8 @@ static am2z__lr_job *am2z__lr_kid_new(const am2z__lr_frame *pf, am2z_processor *
     k->depth = depth;
     k->deadline_ns = pf->deadline_ns;
     k->word = AM2Z__LR_WORD(1, AM2Z__LR_QUEUED);
+    k->trace = pf->trace; /* alive while the parent job is, which k holds */
+    k->trace_parent = pf->trace_span;
     return k;
 }
 
@@ -12994,6 +13788,7 @@ static void am2z__ctx_call_many_lr(am2z_ctx *ctx, const char *const *names, cons
     am2z__lr_frame *pf = (am2z__lr_frame *)ctx->runtime_data;
     am2z__lr *lr = pf->lr;
     int depth = ctx->meta.call_depth + 1, queued = 0, wake = 0;
+    if (pf->trace) pf->trace_span = ctx->trace_span; /* the calls hang under this attempt */
     am2z_processor *pstack[8];
     am2z__lr_job *kstack[8];
     int ostack[8];
@@ -13425,10 +14220,13 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
 static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
 
 /* Creates and queues a top-level job; NULL with *st on failure. With here, a job whose
-   caller runs it (am2z__lr_here) is not queued and *here is set. delay_ms > 0: the
-   call's own delay (am2z_submit_desc), instead of the processor's queue.delay_ms. */
+   caller runs it (am2z__lr_here) is not queued and *here is set. desc (may be NULL):
+   the call's own delay, instead of the processor's queue.delay_ms, and its trace. dx:
+   the durable execution a resume continues, or NULL. */
 static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const am2z_state *input, const char *sid,
-                                         am2z_status *st, int *here, int64_t delay_ms, am2z__dx *dx) {
+                                         am2z_status *st, int *here, const am2z_submit_desc *desc, am2z__dx *dx) {
+    int64_t delay_ms = desc ? am2z__submit_delay(desc, am2z_now_ms()) : 0;
+    am2z_trace *tr = NULL;
     am2z_processor *p;
     am2z__lr_session *s;
     am2z__lr_job *j;
@@ -13453,8 +14251,10 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
         *st = am2z__submit_fail(stopping ? AM2Z_STATUS_CANCELLED : AM2Z_STATUS_NO_MEMORY, name, sid);
         return NULL;
     }
-    j = am2z__lr_job_new(lr, 1);
+    if (lr->trace || (desc && desc->trace)) tr = am2z_trace_new(desc ? desc->trace_max_spans : 0);
+    j = tr || !(lr->trace || (desc && desc->trace)) ? am2z__lr_job_new(lr, 1) : NULL;
     if (!j) {
+        am2z_trace_release(tr);
         am2z_processor_release(p);
         am2z__lr_session_release(s);
         *st = am2z__submit_fail(AM2Z_STATUS_NO_MEMORY, name, sid);
@@ -13464,6 +14264,7 @@ static am2z__lr_job *am2z__lr_submit_job(am2z__lr *lr, const char *name, const a
     j->proc = p;
     j->input = am2z_value_retain(input);
     j->session = s;
+    j->trace = tr;
     j->srec = am2z__lr_srec_get(s, am2z_processor_name(p));
     j->priority = d->queue.priority > 0 ? d->queue.priority : 0;
     j->timeout_ms = am2z_processor_timeout_ms(p, lr->default_timeout_ms);
@@ -13523,7 +14324,7 @@ static am2z__lr_job *am2z__lr_submit_durable(am2z__lr *lr, const char *name, con
     }
     dx = am2z__dur_begin(lr->rt->dreg, name, input, sid, id, claimed, &run_input, run_name, run_sid, st);
     if (!dx) return NULL;
-    j = am2z__lr_submit_job(lr, run_name, run_input, run_sid, st, NULL, 0, dx);
+    j = am2z__lr_submit_job(lr, run_name, run_input, run_sid, st, NULL, NULL, dx);
     am2z_value_release(run_input);
     if (!j) am2z__dur_abort(dx);
     return j;
@@ -13547,16 +14348,15 @@ static am2z_execution *am2z__lr_op_submit(am2z_runtime *rt, const char *name, co
                          name ? name : "(null)");
         return NULL;
     }
-    if (desc->durable && (desc->delay_ms || desc->run_at_ms)) { /* a resume would not know the delay */
+    if (desc->durable && (desc->delay_ms || desc->run_at_ms || desc->trace)) { /* a resume knows neither */
         *st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                         "submit '%s': delay_ms / run_at_ms are not supported with durable (local runtime)",
+                         "submit '%s': delay_ms / run_at_ms / trace are not supported with durable (local runtime)",
                          name ? name : "(null)");
         return NULL;
     }
     if (desc->durable) j = am2z__lr_submit_durable(am2z__lr_of(rt), name, input, desc->session_id,
                                                    desc->execution_id, 0, st);
-    else j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st, NULL,
-                                  am2z__submit_delay(desc, am2z_now_ms()), NULL);
+    else j = am2z__lr_submit_job(am2z__lr_of(rt), name, input, desc->session_id, st, NULL, desc, NULL);
     return j ? &j->base : NULL;
 }
 
@@ -13579,7 +14379,7 @@ static am2z_outcome am2z__lr_op_execute(am2z_runtime *rt, const char *name, cons
     am2z__lr *lr = am2z__lr_of(rt);
     am2z_status st = AM2Z_STATUS_OK;
     int here = 0;
-    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here, 0, NULL);
+    am2z__lr_job *j = am2z__lr_submit_job(lr, name, input, sid, &st, &here, NULL, NULL);
     am2z_outcome out;
     if (!j) return am2z__outcome_failed(name, sid, input, am2z__lr_submit_error(lr, name, sid, st));
     if (here) { /* cooperative: this thread runs it (retries too, in the wait below) */
@@ -14516,6 +15316,7 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
     lr->deadlines = d.deadlines ? (int)d.deadlines : (int)AM2Z_DEADLINES_EXACT;
     lr->session_limit = d.session_concurrency;
+    lr->trace = d.trace;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;
     lr->ext.shared = 1;
@@ -14642,6 +15443,7 @@ struct am2z__il {
     am2z_value *calls;              /* recorded attempts (record != 0) */
     am2z__sched_tab *sched;         /* schedules (7e), made at the first upsert */
     int firing;                     /* am2z_inline_advance is running due slots */
+    int trace;                      /* desc.trace: trace every execution */
 };
 
 /* ---- clock and ids ---- */
@@ -14909,7 +15711,8 @@ static int am2z__il_queue_wait(am2z__il *il, const am2z__il_exec *x, const am2z_
    between them; events, stats and the trace of every attempt. deadline_ns is the
    caller's (0: none); no wait or attempt runs past it. */
 static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_processor *p, const am2z_state *input,
-                                 int depth, int64_t deadline_ns, const char *exec_id, am2z_outcome *top) {
+                                 int depth, int64_t deadline_ns, const char *exec_id, am2z_outcome *top,
+                                 uint32_t trace_parent) {
     const am2z_processor_desc *d = am2z_processor_desc_of(p);
     am2z__il_pstat *ps = am2z__il_pstat_get(il, d->name);
     int64_t timeout = am2z_processor_timeout_ms(p, il->default_timeout_ms), first, s, end, delay;
@@ -14926,6 +15729,8 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
     ctx.meta.execution_id = exec_id;
     ctx.meta.session_id = x->session->id;
     ctx.meta.call_depth = depth;
+    ctx.trace = x->out.trace; /* the top-level outcome holds the execution's trace */
+    ctx.trace_parent = trace_parent;
     first = am2z__il_ns(il);
     if (!ps) {
         r = am2z_fail(am2z_error_resource("memory", 0, 0));
@@ -14957,6 +15762,7 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
             r = am2z_fail(am2z__il_timeout_error(d->name, exec_id, timeout));
         }
         if (!open) am2z__breaker_leave(il->rt, p, ticket, r.error, 0, am2z__il_wall(il, end));
+        if (ctx.trace && r.error) am2z_trace_fail(ctx.trace, ctx.trace_span, am2z_error_kind_name(r.error->kind));
         am2z__il_record(il, &ctx.meta, s, end, r.error, ctx.processor != p);
         if (top) {
             top->attempts = ctx.meta.attempt;
@@ -14971,6 +15777,7 @@ static am2z_result am2z__il_call(am2z__il *il, am2z__il_exec *x, const am2z_proc
         if (x->cancel || (delay = am2z_retry_delay_ms(&d->retry, r.error, ctx.meta.attempt)) < 0) break;
         ps->retried++;
         am2z__il_emit_retrying(il, &ctx.meta, r.error, delay);
+        am2z_trace_retry(ctx.trace, ctx.trace_span, delay);
         if (!am2z__il_wait_until(il, x, deadline_ns, delay > 0 ? am2z__il_after(am2z__il_ns(il), delay) : 0)) break;
         am2z_result_clear(&r);
     }
@@ -15000,7 +15807,7 @@ static void am2z__il_call_many(am2z_ctx *ctx, const char *const *names, const am
             results[i] = am2z_fail(am2z__runtime_not_found(il->rt, names[i]));
         else {
             am2z__il_new_id(il, names[i], id);
-            results[i] = am2z__il_call(il, x, p, inputs[i], depth, ctx->deadline_ns, id, NULL);
+            results[i] = am2z__il_call(il, x, p, inputs[i], depth, ctx->deadline_ns, id, NULL, ctx->trace_span);
             am2z_processor_release(p);
         }
     }
@@ -15060,7 +15867,7 @@ static void am2z__il_run(am2z__il_exec *x) {
     x->phase = AM2Z__IL_RUNNING;
     x->next = il->running;
     il->running = x;
-    r = am2z__il_call(il, x, x->proc, x->input, 0, 0, x->out.execution_id, &x->out);
+    r = am2z__il_call(il, x, x->proc, x->input, 0, 0, x->out.execution_id, &x->out, 0);
     il->running = x->next;
     x->next = NULL;
     if (r.state) x->out.state = r.state;
@@ -15148,13 +15955,17 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     if (desc->durable || desc->execution_id)
         return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                 "submit '%s': durable / execution_id: not supported by the inline runtime", processor ? processor : "(null)"));
+    am2z_trace *tr = NULL;
     if (!processor || !input || !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
     else if (il->stopped) st = AM2Z_STATUS_NOT_STARTED;
     else if (!(p = am2z_runtime_lookup(rt, processor))) st = AM2Z_STATUS_NOT_FOUND;
-    else if (!(x = (am2z__il_exec *)am2z__malloc(sizeof *x)) || !(s = am2z__il_session_get(il, sid)))
+    else if (!(x = (am2z__il_exec *)am2z__malloc(sizeof *x)) ||
+             ((il->trace || desc->trace) && !(tr = am2z_trace_new(desc->trace_max_spans))) ||
+             !(s = am2z__il_session_get(il, sid)))
         st = AM2Z_STATUS_NO_MEMORY;
     if (st != AM2Z_STATUS_OK) {
         am2z_processor_release(p);
+        am2z_trace_release(tr);
         am2z__free(x);
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(st, processor, desc->session_id));
     }
@@ -15165,6 +15976,7 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     x->proc = p;
     x->input = am2z_value_retain(input);
     x->session = s; /* session_get's reference */
+    x->out.trace = tr;
     s->submitted++;
     s->running++;
     am2z__il_new_id(il, processor, x->out.execution_id);
@@ -15186,6 +15998,7 @@ static void am2z__il_copy_outcome(const am2z__il_exec *x, am2z_outcome *out) {
     *out = x->out;
     out->state = am2z_value_retain(x->out.state);
     out->error = am2z_error_retain(x->out.error);
+    out->trace = am2z_trace_retain(x->out.trace);
     out->attempt_errors = NULL;
     out->attempt_error_count = 0;
     if (!x->out.attempt_error_count) return;
@@ -15395,6 +16208,7 @@ AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2
     il->default_timeout_ms = d.default_timeout_ms ? d.default_timeout_ms : 60000;
     il->max_depth = d.max_call_depth ? d.max_call_depth : AM2Z_MAX_CALL_DEPTH;
     il->record = d.record_calls != 0;
+    il->trace = d.trace != 0;
     il->virtual_clock = d.virtual_clock_ms > 0;
     il->vnow_ns = d.virtual_clock_ms * 1000000;
     il->wall_offset_ms = am2z_now_ms() - am2z_monotonic_ns() / 1000000;

@@ -738,6 +738,17 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        its own cap (they are in active, so others wait for them). Bounds: 0..
        AM2Z_MAX_CONCURRENCY; larger or negative values are refused. The per-process
        concurrency still applies on top.
+   TRACES (am2z.h 7f; am2z_submit_desc.trace or am2z_queue_desc.trace)
+       A traced execution's job carries "traceRoot" (its execution id) in its envelope,
+       and every job it causes carries it too, with "traceParent" = "<execution id of
+       the calling job>#<its attempt>". The worker that runs an attempt of such a job
+       pushes the attempt's span, {gid "<execution id>#<attempt>", pgid, worker (its
+       instance id), span}, to the list <C>trace:<root> (its TTL: cancel_ttl_ms) before
+       it completes, retries or fails the job, so the span is there before the result can
+       reach a caller. The caller's wait then reads the list, rebuilds the tree (parents
+       by gid), puts it in outcome.trace and deletes the list: one RPUSH per traced
+       attempt (+ PEXPIRE on the first), one LRANGE and DEL per traced execution; an
+       untraced job costs nothing. Jobs of Node producers carry no traceRoot.
    FREEING AN EXECUTION (am2z_execution_free of a handle whose outcome was not taken)
        ends the wait with a CancelledError and, when no worker has taken its job yet
        (wait, prioritized or delayed, a retry's backoff included), removes the job and its
@@ -924,6 +935,8 @@ typedef struct am2z_queue_desc {
                                      in all processes (LIMITS in 4.3); 0 = unlimited, at most
                                      AM2Z_MAX_CONCURRENCY. Published by the workers with the
                                      settings of each processor they register */
+    int trace;                    /* non-zero: trace every execution this process submits
+                                     (am2z.h 7f; TRACES in 4.3) */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -3668,6 +3681,8 @@ typedef struct am2z__qwait {
     int attempts;
     char *raw;
     size_t raw_len;
+    int trace;                  /* top-level and traced: collect its spans (TRACES) */
+    size_t trace_max;           /* am2z_submit_desc.trace_max_spans */
 } am2z__qwait;
 
 struct am2z__qworker;
@@ -3696,6 +3711,7 @@ typedef struct am2z__qrun {
     int depth;
     am2z_logger *child;         /* the ctx's child logger, made on first use */
     am2z_ctx ctx;
+    const char *trace_root;     /* the traced execution this run belongs to, or NULL */
 } am2z__qrun;
 
 /* A success waiting for the next complete call (several jobs finish in one call). */
@@ -3824,6 +3840,7 @@ typedef struct am2z__qrt {
     am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
     int session_conc;           /* desc.session_concurrency (published with the settings) */
     am2z_redis_script *s_breaker; /* circuit breakers (4.4) */
+    int trace;                  /* desc.trace */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -5597,6 +5614,87 @@ static void am2z__qadd_conc(const am2z__qset *set, int session_queue, char out[2
     else out[0] = 0;
 }
 
+/* -- traces (TRACES) -- */
+
+/* The trace fields of a job's envelope: a traced top-level execution names itself as
+   the root; a call from a traced run names the root and the calling attempt
+   ("<execution id>#<attempt>"), under which the callee's span goes. */
+static void am2z__qtrace_envelope(am2z__qrt *q, am2z__qadd *a, am2z__qwait *w, const am2z__qrun *parent,
+                                  const am2z_submit_desc *desc) {
+    char gid[96];
+    if (parent ? !parent->trace_root : !q->trace && !(desc && desc->trace)) return;
+    am2z__qsb_str(&a->data, ",\"traceRoot\":");
+    am2z__qsb_jstr(&a->data, parent ? parent->trace_root : w->id);
+    if (!parent) {
+        w->trace = 1;
+        w->trace_max = desc ? desc->trace_max_spans : 0;
+        return;
+    }
+    snprintf(gid, sizeof gid, "%s#%d", parent->exec_id, parent->ctx.meta.attempt);
+    am2z__qsb_str(&a->data, ",\"traceParent\":");
+    am2z__qsb_jstr(&a->data, gid);
+}
+
+typedef struct am2z__qtspan {
+    am2z_value *v;      /* the pushed item {gid, pgid, worker, span} */
+    int64_t depth, start;
+} am2z__qtspan;
+
+static int am2z__qtspan_cmp(const void *a, const void *b) {
+    const am2z__qtspan *x = (const am2z__qtspan *)a, *y = (const am2z__qtspan *)b;
+    if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* The spans the workers pushed for traced execution w, as its outcome's trace (parents
+   first: sorted by depth, then start), and the list deleted. A span that cannot be read
+   is left out; so is a part of the tree whose attempt still runs. */
+static void am2z__qtrace_collect(am2z__qwait *w, am2z_outcome *out) {
+    am2z__qrt *q = w->q;
+    char *key = am2z__qcat(q->C, "trace:", w->id, NULL);
+    am2z_redis *r = key ? am2z__qborrow(q, NULL) : NULL;
+    am2z_reply rep = am2z__qrep0(), del = am2z__qrep0();
+    am2z__qtspan *sp = NULL;
+    am2z_value *arr = am2z_value_array();
+    size_t i, k, n = 0;
+    out->trace = am2z_trace_new(w->trace_max);
+    if (r && am2z_redis_command(r, &rep, "LRANGE %s 0 -1", key) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY) {
+        am2z_redis_command(r, &del, "DEL %s", key);
+        if (rep.len) sp = (am2z__qtspan *)am2z__malloc(rep.len * sizeof *sp);
+        for (i = 0; sp && i < rep.len; i++) {
+            am2z_value *v = am2z_json_parse(am2z_reply_str(&rep.element[i]), rep.element[i].len, NULL, NULL);
+            if (am2z_value_type(am2z_value_get(v, "span")) != AM2Z_TYPE_OBJECT || !am2z_value_get_string(v, "gid", NULL)) {
+                am2z_value_release(v);
+                continue;
+            }
+            sp[n].v = v;
+            sp[n].depth = am2z_value_get_int(v, "span.callDepth", 0);
+            sp[n].start = am2z_value_get_int(v, "span.startNs", 0);
+            n++;
+        }
+        if (n) qsort(sp, n, sizeof *sp, am2z__qtspan_cmp);
+    }
+    if (r) am2z_redis_pool_put(q->pool, r);
+    for (i = 0; i < n; i++) { /* renumbered 1..n, parents by gid */
+        const char *pgid = am2z_value_get_string(sp[i].v, "pgid", ""), *wk = am2z_value_get_string(sp[i].v, "worker", "");
+        am2z_value *s = am2z_value_retain(am2z_value_get(sp[i].v, "span"));
+        int64_t parent = 0;
+        for (k = 0; k < i && !parent; k++)
+            if (!strcmp(pgid, am2z_value_get_string(sp[k].v, "gid", ""))) parent = (int64_t)k + 1;
+        s = am2z_value_set(s, "id", am2z_value_int((int64_t)i + 1));
+        s = am2z_value_set(s, "parent", am2z_value_int(parent));
+        s = am2z_value_set(s, "worker", am2z_value_string(strcmp(wk, q->instance) ? wk : ""));
+        arr = am2z_value_append(arr, "", s);
+    }
+    if (out->trace && arr) am2z_trace_add_json(out->trace, arr, 0, NULL);
+    for (i = 0; i < n; i++) am2z_value_release(sp[i].v);
+    am2z__free(sp);
+    am2z_value_release(arr);
+    am2z_reply_clear(&rep);
+    am2z_reply_clear(&del);
+    am2z__free(key);
+}
+
 /* Registers the waiter of a new execution and prepares its job. parent: the running job
    that calls (NULL for a top-level execution); group: the notify of a call_many (NULL:
    the waiter's own). Returns AM2Z_STATUS_OK, or NOT_FOUND (neither registered nor
@@ -5664,6 +5762,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
         am2z__qsb_str(&a->data, ",\"parentExecutionId\":");
         am2z__qsb_jstr(&a->data, parent->exec_id);
     }
+    am2z__qtrace_envelope(q, a, w, parent, desc);
     am2z__qsb_str(&a->data, ",\"state\":");
     am2z__qsb_json(&a->data, input);
     am2z__qsb_str(&a->data, "}");
@@ -5982,6 +6081,7 @@ static am2z_status am2z__qop_wait(am2z_execution *e, int64_t timeout_ms, am2z_ou
     }
     am2z__qwait_outcome(w, out);
     w->taken = 1;
+    if (w->trace) am2z__qtrace_collect(w, out);
     return AM2Z_STATUS_OK;
 }
 
@@ -6405,6 +6505,9 @@ typedef struct am2z__qjobrun {
     size_t nerrs;
     int breaker;                /* the breaker admitted the attempt: report its end */
     int64_t breaker_ticket;     /* 0: closed, > 0: a half-open probe of that generation */
+    const char *trace_root, *trace_parent; /* from env (TRACES), or NULL */
+    am2z_trace *trace;          /* this attempt's span until pushed */
+    uint32_t trace_span;
 } am2z__qjobrun;
 
 static void am2z__qjr_clear(am2z__qjobrun *jr) {
@@ -6416,7 +6519,46 @@ static void am2z__qjr_clear(am2z__qjobrun *jr) {
     for (i = 0; i < jr->nerrs; i++) am2z_error_release(jr->errs[i]);
     am2z__free(jr->errs);
     am2z_processor_release(jr->p);
+    am2z_trace_release(jr->trace);
     am2z__qjob_clear(jr->job);
+}
+
+/* TRACES: a traced attempt's span goes to the root's list before its result can reach
+   anyone (so its caller finds it there), with the backoff when a retry follows (delay
+   >= 0). Once per attempt: the trace is released here. */
+static void am2z__qtrace_push(am2z__qjobrun *jr, int64_t delay) {
+    am2z__qrt *q = jr->w->q;
+    am2z_value *all, *item;
+    am2z_redis *r;
+    am2z_reply rep = am2z__qrep0();
+    char gid[96], *key, *text;
+    size_t n = 0;
+    if (!jr->trace) return;
+    if (delay >= 0) am2z_trace_retry(jr->trace, jr->trace_span, delay);
+    all = am2z_trace_to_json(jr->trace);
+    am2z_trace_release(jr->trace);
+    jr->trace = NULL;
+    snprintf(gid, sizeof gid, "%s#%d", jr->exec_id, jr->attempt);
+    item = am2z_value_set(am2z_value_object(), "gid", am2z_value_string(gid));
+    item = am2z_value_set(item, "pgid", am2z_value_string(jr->trace_parent ? jr->trace_parent : ""));
+    item = am2z_value_set(item, "worker", am2z_value_string(q->instance));
+    item = am2z_value_set(item, "span", am2z_value_retain(am2z_value_get(all, "spans[0]")));
+    text = am2z_json_write(item, AM2Z_JSON_COMPACT, &n);
+    key = am2z__qcat(q->C, "trace:", jr->trace_root, NULL);
+    if (text && key && am2z_value_get(all, "spans[0]") && (r = am2z__qborrow(q, NULL)) != NULL) {
+        /* the list lives as long as a cancel key: long enough for any caller to read it */
+        if (am2z_redis_command(r, &rep, "RPUSH %s %b", key, text, n) == AM2Z_STATUS_OK && rep.integer == 1) {
+            char ttl[24];
+            snprintf(ttl, sizeof ttl, "%lld", (long long)q->cancel_ttl_ms);
+            am2z_redis_command(r, &rep, "PEXPIRE %s %s", key, ttl);
+        }
+        am2z_redis_pool_put(q->pool, r);
+    }
+    am2z_reply_clear(&rep);
+    am2z__free(key);
+    am2z_free(text);
+    am2z_value_release(item);
+    am2z_value_release(all);
 }
 
 /* Step 1: the fields of the fetched job and the errors of its earlier attempts (they
@@ -6495,6 +6637,8 @@ static void am2z__qjr_envelope(am2z__qjobrun *jr) {
         if (jr->job_timeout_ms > AM2Z__QMAX_MS) jr->job_timeout_ms = AM2Z__QMAX_MS;
         jr->from_am2z = 1;
         jr->reply_to = am2z_value_get_string(jr->env, "replyTo", NULL);
+        jr->trace_root = am2z_value_get_string(jr->env, "traceRoot", NULL);
+        jr->trace_parent = am2z_value_get_string(jr->env, "traceParent", NULL);
         if (depth < 0 || depth > INT_MAX) {
             /* no depth a runtime hands out: a broken or forged job, not a deep one */
             jr->err = am2z_error_validation("callDepth", cd, "callDepth must be an integer >= 0");
@@ -6612,6 +6756,10 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
     run.ctx.meta.call_depth = jr->depth;
     run.ctx.meta.started_at = now_ms;
     run.ctx.deadline_ns = run.deadline_ns;
+    if (jr->trace_root && (jr->trace = am2z_trace_new(0)) != NULL) {
+        run.ctx.trace = jr->trace;
+        run.trace_root = jr->trace_root;
+    }
     am2z__qrun_add(q, &run);
     am2z__atomic_inc(&q->n_running);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:started")) {
@@ -6621,6 +6769,7 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
         am2z_value_release(ev);
     }
     res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+    jr->trace_span = run.ctx.trace_span;
     am2z__atomic_dec(&q->n_running);
     am2z__qrun_remove(q, &run);
     am2z_logger_release(run.child);
@@ -6649,6 +6798,7 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
             if (!jr->out_state) jr->err = am2z_error_resource("memory", 0, 0);
         }
     }
+    if (jr->err) am2z_trace_fail(jr->trace, jr->trace_span, am2z_error_kind_name(jr->err->kind));
     return 1;
 }
 
@@ -6816,6 +6966,7 @@ static void am2z__qjr_retry_or_fail(am2z__qjobrun *jr) {
         delay = am2z_retry_delay_ms(&rp, jr->errs[jr->nerrs - 1], jr->attempt);
         if (delay >= 0 && jr->deadline_ms && am2z_now_ms() + delay >= jr->deadline_ms) delay = -1;
     }
+    am2z__qtrace_push(jr, delay);
     stj = am2z__qstack_json(jr->errs, jr->nerrs, &stn);
     if (!stj) { stj = am2z__strdup("[]"); stn = 2; }
     if (stj && delay >= 0) am2z__qjr_retry(jr, delay, reason.bad ? "failed" : reason.p, stj, stn);
@@ -6983,6 +7134,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     snprintf(jr.atm_s, sizeof jr.atm_s, "%d", jr.attempt);
     jr.direct = jr.reply_to && strcmp(jr.reply_to, w->q->reply_key) == 0;
     jr.rkey = jr.reply_to && !jr.direct ? jr.reply_to : "";
+    if (!jr.err) am2z__qtrace_push(&jr, -1); /* before the result can reach its caller */
     if (!jr.err) am2z__qjr_complete(&jr);
     if (jr.err && jr.cancelled == AM2Z__QCANCEL_STOPPING) am2z__qjr_give_back(&jr);
     if (jr.err) am2z__qjr_retry_or_fail(&jr);
@@ -8980,6 +9132,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
     q->session_conc = d.session_concurrency;
+    q->trace = d.trace != 0;
     q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
                              : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
     snprintf(q->lock_s, sizeof q->lock_s, "%lld", (long long)q->lock_ms);

@@ -1,6 +1,8 @@
 /* workflow_test.c - a unit test of a workflow on the inline runtime (am2z.h section 9): a
    virtual clock, so 1 s retry backoffs take no time; a stub in place of the payment
-   gateway; checks on the outcome and on the recorded calls.
+   gateway; checks on the outcome, on the recorded calls, and on the execution's trace
+   (section 7d: the tree of steps, with each retry's backoff), which it also prints as an
+   ASCII timeline.
    Build: make examples, or without threads (no -pthread):
           cc -std=c99 -DAM2Z_NO_THREADS -I. examples/workflow_test.c -lm
    Exit status 0 when every expectation holds. */
@@ -53,6 +55,22 @@ int main(void) {
     EXPECT(strcmp(am2z_value_get_string(calls, "[1].error", ""), "NetworkError") == 0);
     EXPECT(am2z_value_get_int(calls, "[3].attempt", 0) == 3);
     EXPECT(am2z_value_get_int(calls, "[3].startedAt", 0) == 1700000002000);
+
+    /* the same run traced: a tree of spans to assert on, and a timeline to read */
+    am2z_outcome_clear(&out);
+    st = am2z_inline_stub(rt, "charge", &(am2z_inline_stub_desc){.error = busy, .fail_times = 2, .state = paid});
+    out = am2z_runtime_execute_with(rt, "checkout", in, &(am2z_submit_desc){.trace = 1});
+    am2z_trace_span s;
+    EXPECT(am2z_trace_count(out.trace) == 5);        // checkout, reserve, charge x3
+    EXPECT(am2z_trace_span_at(out.trace, 2, &s) == AM2Z_STATUS_OK);
+    EXPECT(strcmp(s.processor, "charge") == 0 && s.parent == 1 && s.status == AM2Z_TRACE_FAILED);
+    EXPECT(strcmp(s.error_kind, "NetworkError") == 0 && s.retry_delay_ms == 1000);
+    EXPECT(am2z_trace_span_at(out.trace, 4, &s) == AM2Z_STATUS_OK);
+    EXPECT(s.attempt == 3 && s.status == AM2Z_TRACE_OK && s.retry_delay_ms == -1);
+    char *timeline = NULL;
+    EXPECT(am2z_trace_ascii(out.trace, 40, &timeline, NULL) == AM2Z_STATUS_OK);
+    if (timeline) printf("%s", timeline);
+    am2z_free(timeline);
 
     am2z_value_release(calls);
     am2z_outcome_clear(&out);
