@@ -2527,6 +2527,16 @@ AM2Z__PRIVATE int am2z__cond_wait_until(am2z__cond *c, am2z__mutex *m, int64_t u
 }
 #endif /* AM2Z_NO_THREADS */
 
+/* A mutex and the condition waited on with it, made together: 0, or -1 with neither. */
+AM2Z__PRIVATE int am2z__mutex_cond_init(am2z__mutex *m, am2z__cond *c) {
+    if (am2z__mutex_init(m) != 0) return -1;
+    if (am2z__cond_init(c) != 0) {
+        am2z__mutex_destroy(m);
+        return -1;
+    }
+    return 0;
+}
+
 /* ==== 1. values ======================================================================= */
 
 /* Representation. A value pointer is one of
@@ -8459,12 +8469,7 @@ static am2z__idem_table *am2z__idem_table_of(am2z_runtime *rt) {
     t = (am2z__idem_table *)am2z__malloc(sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
-    if (am2z__mutex_init(&t->mu) != 0) {
-        am2z__free(t);
-        return NULL;
-    }
-    if (am2z__cond_init(&t->cv) != 0) {
-        am2z__mutex_destroy(&t->mu);
+    if (am2z__mutex_cond_init(&t->mu, &t->cv) != 0) {
         am2z__free(t);
         return NULL;
     }
@@ -10392,12 +10397,7 @@ AM2Z__PRIVATE am2z__sched_timer *am2z__sched_timer_new(am2z__sched_tick_fn tick,
     am2z__sched_timer *t = (am2z__sched_timer *)am2z__malloc(sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
-    if (am2z__mutex_init(&t->mu) != 0) {
-        am2z__free(t);
-        return NULL;
-    }
-    if (am2z__cond_init(&t->cv) != 0) {
-        am2z__mutex_destroy(&t->mu);
+    if (am2z__mutex_cond_init(&t->mu, &t->cv) != 0) {
         am2z__free(t);
         return NULL;
     }
@@ -11265,12 +11265,7 @@ AM2Z__PRIVATE am2z__dreg *am2z__dreg_new(am2z_runtime *rt, am2z_store *store,
     g->rt = rt;
     g->store = store;
     g->resubmit = resubmit;
-    if (am2z__mutex_init(&g->mu) != 0) {
-        am2z__free(g);
-        return NULL;
-    }
-    if (am2z__cond_init(&g->cv) != 0) {
-        am2z__mutex_destroy(&g->mu);
+    if (am2z__mutex_cond_init(&g->mu, &g->cv) != 0) {
         am2z__free(g);
         return NULL;
     }
@@ -13557,12 +13552,7 @@ static int am2z__lr_job_may_start(am2z__lr *lr, am2z__lr_job *j, int64_t now, in
    cannot be made now. */
 static int am2z__lr_job_cv_setup(am2z__lr_job *j) {
     if (j->cv_ready) return 1;
-    if (am2z__mutex_init(&j->mu) != 0) {
-        am2z__lr_sleep_ns(100000);
-        return 0;
-    }
-    if (am2z__cond_init(&j->cv) != 0) {
-        am2z__mutex_destroy(&j->mu);
+    if (am2z__mutex_cond_init(&j->mu, &j->cv) != 0) {
         am2z__lr_sleep_ns(100000);
         return 0;
     }
@@ -14433,13 +14423,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         memset(b, 0, sizeof *b);
         b->items = (unsigned char *)am2z__malloc(count);
         b->slots = (am2z__lr_bslot *)am2z__malloc(((size_t)lr->nworkers + 1) * sizeof *b->slots);
-        if (!b->items || !b->slots || am2z__mutex_init(&b->mu) != 0) {
-            am2z__free(b->items);
-            am2z__free(b->slots);
-            am2z__free(b);
-            b = NULL;
-        } else if (am2z__cond_init(&b->cv) != 0) {
-            am2z__mutex_destroy(&b->mu);
+        if (!b->items || !b->slots || am2z__mutex_cond_init(&b->mu, &b->cv) != 0) {
             am2z__free(b->items);
             am2z__free(b->slots);
             am2z__free(b);
@@ -15251,18 +15235,8 @@ static int am2z__lr_worker_init(am2z__lr *lr, int k) {
     am2z__lr_worker *w = &lr->workers[k];
     w->lr = lr;
     w->index = k;
-    if (am2z__mutex_init(&w->shard.mu) != 0) return 0;
-    if (am2z__cond_init(&w->cv) != 0) {
-        am2z__mutex_destroy(&w->shard.mu);
-        return 0;
-    }
-    if (am2z__mutex_init(&w->pmu) != 0) {
-        am2z__cond_destroy(&w->cv);
-        am2z__mutex_destroy(&w->shard.mu);
-        return 0;
-    }
-    if (am2z__cond_init(&w->pcv) != 0) {
-        am2z__mutex_destroy(&w->pmu);
+    if (am2z__mutex_cond_init(&w->shard.mu, &w->cv) != 0) return 0;
+    if (am2z__mutex_cond_init(&w->pmu, &w->pcv) != 0) {
         am2z__cond_destroy(&w->cv);
         am2z__mutex_destroy(&w->shard.mu);
         return 0;

@@ -3851,9 +3851,7 @@ static uint32_t am2z__qhash(const char *s, size_t n) {
 }
 
 static int am2z__qnotify_init(am2z__qnotify *n) {
-    if (am2z__mutex_init(&n->mu) != 0) return 0;
-    if (am2z__cond_init(&n->cv) != 0) { am2z__mutex_destroy(&n->mu); return 0; }
-    return 1;
+    return am2z__mutex_cond_init(&n->mu, &n->cv) == 0;
 }
 static void am2z__qnotify_destroy(am2z__qnotify *n) {
     am2z__cond_destroy(&n->cv);

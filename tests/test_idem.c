@@ -7,6 +7,7 @@
 #include <pthread.h>
 #endif
 #include <time.h>
+#include "fixture.h"
 
 static int g_runs; /* processor runs, counted with atomics */
 
@@ -30,16 +31,9 @@ static am2z_result p_count(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "run", am2z_value_int(n)));
 }
 
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
-
 #ifndef AM2Z_NO_THREADS
 static am2z_runtime *local_new(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_local_desc d;
     am2z_runtime *rt;
     am2z_processor_desc pd;
@@ -59,7 +53,7 @@ static am2z_runtime *local_new(void) {
 #endif
 
 static am2z_runtime *inline_new(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_inline_desc d;
     am2z_runtime *rt;
     am2z_processor_desc pd;

@@ -7,6 +7,7 @@
 #include "t.h"
 #include <pthread.h>
 #include <time.h>
+#include "fixture.h"
 
 static void msleep(int ms) {
     struct timespec ts;
@@ -15,15 +16,8 @@ static void msleep(int ms) {
     nanosleep(&ts, NULL);
 }
 
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
-
 static am2z_runtime *rt_new(int workers, int session_concurrency, am2z_deadlines dl) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_local_desc d;
     am2z_runtime *rt;
     memset(&d, 0, sizeof d);

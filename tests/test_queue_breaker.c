@@ -9,16 +9,11 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "proc.h"
+#include "fixture.h"
 
 static int port;
 static t_redis server;
 
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 static am2z_runtime *rt_new(am2z_logger *lg) {
     am2z_queue_desc d;
     memset(&d, 0, sizeof d);
@@ -28,28 +23,9 @@ static am2z_runtime *rt_new(am2z_logger *lg) {
     d.logger = lg;
     return am2z_queue_runtime_new(&d, NULL);
 }
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-static void flushall(void) {
-    am2z_redis *r = conn();
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    if (!r) return;
-    am2z_redis_command(r, &rep, "FLUSHALL");
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
 /* HGET key field into buf ("" when absent). */
 static const char *hget(const char *key, const char *field, char *buf, size_t size) {
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     buf[0] = 0;
@@ -115,7 +91,7 @@ static am2z_error_kind run(am2z_runtime *rt, int *attempts, am2z_error **out_err
    closes it. Prints "open <fail-fast count> calls <calls>", then
    "probe <kind> calls <calls> half <n> closed <n>". */
 static int child(int child_port) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt;
     am2z_error *e = NULL;
     evlog l;
@@ -146,7 +122,7 @@ static int child(int child_port) {
 }
 
 static void test_shared_across_processes(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(lg);
     evlog l;
     tp_proc proc;
@@ -193,7 +169,7 @@ static void test_shared_across_processes(void) {
 
 /* A failed probe reopens it; meanwhile nothing reaches the processor. */
 static void test_probe_failure_reopens(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(lg);
     am2z_error *e = NULL;
     char buf[64];
@@ -228,7 +204,7 @@ static void test_probe_failure_reopens(void) {
 
 /* The retry policy's attempts are not spent on an open breaker: 2 attempts of 5. */
 static void test_retries_not_spent(void) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_runtime *rt = rt_new(lg);
     int att = 0;
     g_calls = 0;
@@ -243,7 +219,7 @@ static void test_retries_not_spent(void) {
     am2z_logger_release(lg);
 }
 
-#define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
 
 static void start_server(void) {
     T_REDIS_START(&server, NULL);

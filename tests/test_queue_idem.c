@@ -9,17 +9,11 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include "fixture.h"
 
 static int port;
 static t_redis server;
 static char runs_path[256]; /* a file that gets one byte per processor run (any process) */
-
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 
 static long runs(void) {
     struct stat sb;
@@ -53,7 +47,7 @@ static am2z_result p_once(am2z_ctx *ctx, const am2z_state *in) {
 
 /* concurrency 0: a caller only (no workers), which cannot run the job itself. */
 static am2z_runtime *rt_new(int concurrency) {
-    am2z_logger *lg = quiet();
+    am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_processor_desc pd;
     am2z_runtime *rt;
@@ -75,27 +69,8 @@ static am2z_runtime *rt_new(int concurrency) {
     return rt;
 }
 
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) {
-        am2z_redis_free(r);
-        r = NULL;
-    }
-    return r;
-}
-
 static void reset(void) {
-    am2z_redis *r = conn();
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    if (r) am2z_redis_command(r, &rep, "FLUSHALL");
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
+    fx_flushall(port);
     unlink(runs_path);
 }
 
@@ -307,7 +282,7 @@ static void test_delayed_job(void) {
     int i;
     reset();
     rt = rt_new(1);
-    r = conn();
+    r = fx_conn(port);
     CHECK(rt && r);
     if (!rt || !r) {
         am2z_runtime_free(rt);

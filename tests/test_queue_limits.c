@@ -16,33 +16,16 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "proc.h"
+#include "fixture.h"
 
 static int port;
 static t_redis server;
 static am2z_logger *g_quiet;
 static char g_exe[1024];
 
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
-
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
 /* The integer (or number in a string) a command answers, -1 on failure, 0 for nil. */
 static long long redis_num(const char *fmt, const char *a, const char *b) {
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep = {0};
     long long v = -1;
     if (!r) return -1;
@@ -64,7 +47,7 @@ static const char count_lua[] =
 static am2z_redis_script *g_count;
 
 static void count(const char *tag, int d) {
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep = {0};
     char now_k[160], max_k[160], ds[8];
     const char *argv[3];
@@ -109,7 +92,7 @@ static int worker_main(const char *spec) {
     d.redis.port = port;
     d.concurrency = 8;
     d.session_concurrency = session;
-    d.logger = quiet();
+    d.logger = fx_quiet();
     rt = am2z_queue_runtime_new(&d, NULL);
     am2z_logger_release(d.logger);
     memset(&pd, 0, sizeof pd);
@@ -151,7 +134,7 @@ static int start_workers(tp_proc *w, int n, int global, int session, int local) 
 }
 
 static void redis_do(const char *cmd) {
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_reply rep = {0};
     if (r) { am2z_redis_command(r, &rep, cmd); am2z_reply_clear(&rep); am2z_redis_free(r); }
 }
@@ -340,7 +323,7 @@ int main(int argc, char **argv) {
     n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
     if (n <= 0) { fprintf(stderr, "no /proc/self/exe\n"); return 1; }
     g_exe[n] = 0;
-    g_quiet = quiet();
+    g_quiet = fx_quiet();
     T_RUN(start_server);
     if (port) {
         T_RUN(test_global_concurrency_two_processes);

@@ -7,6 +7,7 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "proc.h"
+#include "fixture.h"
 
 static t_redis server;
 static int port;
@@ -14,20 +15,6 @@ static am2z_logger *g_quiet;
 static am2z_redis *g_rec; /* atomic: the connection runs are recorded on (one worker thread) */
 
 static void set_rec(am2z_redis *r) { __atomic_store_n(&g_rec, r, __ATOMIC_SEQ_CST); }
-
-static am2z_redis *conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) {
-        am2z_redis_free(r);
-        return NULL;
-    }
-    return r;
-}
 
 static am2z_runtime *rt_new(int concurrency) {
     am2z_queue_desc d;
@@ -71,7 +58,7 @@ static int worker_main(int p) {
     memset(&ld, 0, sizeof ld);
     ld.min_level = AM2Z_LOG_ERROR;
     g_quiet = am2z_logger_new(&ld, NULL);
-    set_rec(conn());
+    set_rec(fx_conn(port));
     rt = rt_new(1);
     if (!rt || !g_rec || am2z_runtime_register(rt, tick_proc()) != AM2Z_STATUS_OK) {
         fprintf(stderr, "worker: setup failed: %s\n", am2z_status_detail());
@@ -108,15 +95,6 @@ static int64_t redis_int(am2z_redis *r, const char *fmt, const char *a, const ch
     return v;
 }
 
-static void flushall(void) {
-    am2z_redis *r = conn();
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    if (r) am2z_redis_command(r, &rep, "FLUSHALL");
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
-
 static void sleep_until_ms(int64_t t) {
     int64_t now = am2z_now_ms();
     if (t > now) tp_sleep_ms((long)(t - now));
@@ -128,7 +106,7 @@ static void sleep_until_ms(int64_t t) {
 static void test_layout_list_remove(void) {
     am2z_runtime *work = rt_new(1), *prod = rt_new(AM2Z_QUEUE_NO_WORKERS);
     am2z_state *in = am2z_state_parse(NULL, "{\"n\":1}", AM2Z_NTS, NULL);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     am2z_value *l;
     am2z_reply rep;
     char longid[AM2Z_QUEUE_SCHEDULE_ID_MAX + 2];
@@ -228,7 +206,7 @@ static void test_layout_list_remove(void) {
 static void test_limit_in_session(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
-    am2z_redis *r = conn(), *rec = conn();
+    am2z_redis *r = fx_conn(port), *rec = fx_conn(port);
     am2z_value *l;
     int64_t until = am2z_now_ms() + 5000;
     set_rec(rec);
@@ -266,7 +244,7 @@ static void test_limit_in_session(void) {
 static void test_removed_by_another_client(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
-    am2z_redis *r = conn(), *rec = conn();
+    am2z_redis *r = fx_conn(port), *rec = fx_conn(port);
     am2z_reply rep;
     am2z_value *l;
     int64_t n, until = am2z_now_ms() + 5000;
@@ -304,7 +282,7 @@ static void test_removed_by_another_client(void) {
 static void test_three_workers_each_slot_once(void) {
     am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
-    am2z_redis *r = conn();
+    am2z_redis *r = fx_conn(port);
     tp_proc w[5];
     int64_t t0, first, end, down_from, down_to, slot;
     am2z_status st = AM2Z_STATUS_NOT_FOUND;
@@ -395,7 +373,7 @@ static void start_server(void) {
     port = server.port;
 }
 
-#define RUN(fn) do { flushall(); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
 
 int main(int argc, char **argv) {
     am2z_logger_desc ld;

@@ -19,6 +19,7 @@
 #include "redis_harness.h"
 #include <pthread.h>
 #include <poll.h>
+#include "fixture.h"
 
 #define NSENT 3
 #define MASTER_NAME "m1"
@@ -38,13 +39,6 @@ static const char *sent_list[NSENT];
 static long long now_ms(void) { return am2z_monotonic_ns() / 1000000; }
 
 /* -- helpers -- */
-
-static am2z_logger *quiet(void) {
-    am2z_logger_desc d;
-    memset(&d, 0, sizeof d);
-    d.sink = AM2Z_SINK_SILENT;
-    return am2z_logger_new(&d, NULL);
-}
 
 static am2z_redis *conn_port(int port) {
     am2z_redis_desc d;
@@ -562,7 +556,7 @@ static void test_failover(void) {
 
 int main(void) {
     int rc;
-    g_quiet = quiet();
+    g_quiet = fx_quiet();
     T_RUN(test_desc_checks);
     T_RUN(test_no_sentinel_answers);
     rc = t_redis_installed() ? cluster_start() : T_REDIS_MISSING;
