@@ -10387,7 +10387,7 @@ typedef struct am2z__sched_timer {
     am2z__mutex mu;
     am2z__cond cv;
     am2z__thread thread;
-    int running, quit, kicked;  /* under mu */
+    int running, quit, kicked, ticking;  /* under mu */
     am2z__sched_tick_fn tick;
     void *user_data;
     int64_t cap_ms;
@@ -10413,9 +10413,12 @@ static void *am2z__sched_timer_main(void *arg) {
     while (!t->quit) {
         int64_t next, wait_ms;
         t->kicked = 0;
+        t->ticking = 1;
         am2z__mutex_unlock(&t->mu);
         next = t->tick(t->user_data, am2z_now_ms());
         am2z__mutex_lock(&t->mu);
+        t->ticking = 0;
+        am2z__cond_broadcast(&t->cv); /* for am2z__sched_timer_quiesce */
         wait_ms = next ? next - am2z_now_ms() : t->cap_ms;
         if (wait_ms > t->cap_ms) wait_ms = t->cap_ms;
         if (t->quit || t->kicked || wait_ms <= 0) continue;
@@ -10444,6 +10447,21 @@ AM2Z__PRIVATE void am2z__sched_timer_kick(am2z__sched_timer *t) {
     t->kicked = 1;
     am2z__cond_broadcast(&t->cv);
     am2z__mutex_unlock(&t->mu);
+}
+
+/* Asks the thread to end and waits until until_ns (monotonic) for a tick in progress to
+   finish: 0 when one still runs then (stuck in a store or server: the caller cuts it
+   loose before it joins with am2z__sched_timer_stop). */
+AM2Z__PRIVATE int am2z__sched_timer_quiesce(am2z__sched_timer *t, int64_t until_ns) {
+    int idle;
+    if (!t) return 1;
+    am2z__mutex_lock(&t->mu);
+    t->quit = 1;
+    am2z__cond_broadcast(&t->cv);
+    while (t->ticking && am2z_monotonic_ns() < until_ns) am2z__cond_wait_until(&t->cv, &t->mu, until_ns);
+    idle = !t->ticking;
+    am2z__mutex_unlock(&t->mu);
+    return idle;
 }
 
 /* Ends the thread; a tick in progress finishes first. */
@@ -12908,36 +12926,29 @@ static am2z__lr_pinfo *am2z__lr_pinfo_get_locked(am2z__lr *lr, am2z_processor *p
     return pi;
 }
 
-/* Gives j's session slot to the next job of its session waiting for one. */
-static void am2z__lr_sslot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
-    am2z__lr_session *s = j->session;
-    am2z__lr_job *k;
-    j->has_slot &= ~AM2Z__LR_SSLOT;
-    s->slots--;
-    if ((k = am2z__lr_list_pop(&s->wait_head, &s->wait_tail)) != NULL) {
-        s->slots++;
-        k->has_slot |= AM2Z__LR_SSLOT;
-        am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
-        am2z__lr_work(lr, 1);
-        am2z__lr_wake_locked(lr, 1);
-    }
+/* Hands a freed slot (bit) to the first job of a waiting line, which goes to the front
+   of the run queue; 0 when nobody waits. */
+static int am2z__lr_slot_pass_locked(am2z__lr *lr, am2z__lr_job **head, am2z__lr_job **tail, int bit) {
+    am2z__lr_job *k = am2z__lr_list_pop(head, tail);
+    if (!k) return 0;
+    k->has_slot |= bit;
+    am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
+    am2z__lr_work(lr, 1);
+    am2z__lr_wake_locked(lr, 1);
+    return 1;
 }
 
 /* Gives j's concurrency slots (processor, session) to the next waiting jobs. */
 static void am2z__lr_slot_release_locked(am2z__lr *lr, am2z__lr_job *j) {
-    am2z__lr_pinfo *pi = j->pinfo;
-    am2z__lr_job *k;
-    if (j->has_slot & AM2Z__LR_SSLOT) am2z__lr_sslot_release_locked(lr, j);
-    if (!(j->has_slot & AM2Z__LR_PSLOT)) return;
-    j->has_slot &= ~AM2Z__LR_PSLOT;
-    pi->running--;
-    while ((k = am2z__lr_list_pop(&pi->wait_head, &pi->wait_tail)) != NULL) {
-        pi->running++;
-        k->has_slot |= AM2Z__LR_PSLOT;
-        am2z__lr_list_push(&lr->front_head, &lr->front_tail, k);
-        am2z__lr_work(lr, 1);
-        am2z__lr_wake_locked(lr, 1);
-        break;
+    if (j->has_slot & AM2Z__LR_SSLOT) {
+        am2z__lr_session *s = j->session;
+        j->has_slot &= ~AM2Z__LR_SSLOT;
+        if (!am2z__lr_slot_pass_locked(lr, &s->wait_head, &s->wait_tail, AM2Z__LR_SSLOT)) s->slots--;
+    }
+    if (j->has_slot & AM2Z__LR_PSLOT) {
+        am2z__lr_pinfo *pi = j->pinfo;
+        j->has_slot &= ~AM2Z__LR_PSLOT;
+        if (!am2z__lr_slot_pass_locked(lr, &pi->wait_head, &pi->wait_tail, AM2Z__LR_PSLOT)) pi->running--;
     }
 }
 

@@ -8928,7 +8928,8 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
        answering is given up on. Each step gets at least 100 ms of it. */
     while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0) am2z__qsleep_ms(2);
     until = am2z_monotonic_ns() + am2z__qns(AM2Z__QSTOP_SLACK_MS);
-    if (!am2z__qlive_wait(&q->n_live_workers, until)) am2z__qabort(q);
+    if (!am2z__qlive_wait(&q->n_live_workers, until) || !am2z__sched_timer_quiesce(q->sched_timer, until))
+        am2z__qabort(q);
     for (i = 0; i < q->nworkers; i++) am2z__thread_join(q->workers[i].thread);
     am2z__sched_timer_stop(q->sched_timer); /* after a possible abort: a tick stuck in Redis ends */
     am2z__atomic_store(&q->rx_stop, 1, AM2Z__MO_RELEASE);
