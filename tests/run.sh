@@ -100,7 +100,7 @@ run_check nothreads-example sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examp
 
 # The language mode matters to the compiler, not to what the tests do: the C99 builds and
 # clang's -O2 build are compiled warning-free and not run (gcc -O2 and clang's sanitizer
-# builds run every test), which keeps make test within 20 minutes on 2 cores.
+# builds run every test), which shortens make test (target: 20 minutes on 2 cores).
 RUN_TESTS=0
 build_and_run gcc-c99   gcc   -std=c99 -O2
 build_and_run clang-c99 clang -std=c99 -O2
