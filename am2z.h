@@ -8550,6 +8550,27 @@ static am2z_execution *am2z__idem_attach(am2z_runtime *rt, am2z__idem_table *t, 
     return r ? am2z__idem_handle_new(rt, r) : NULL;
 }
 
+/* Waits on r's run through its own handle (t->mu held on entry and on return, dropped
+   while waiting) and, once it ended, records its outcome for every caller of the key. */
+static am2z_status am2z__idem_drive(am2z_runtime *rt, am2z__idem_table *t, am2z__idem *r, int64_t timeout_ms) {
+    am2z_execution *run = r->run;
+    am2z_outcome o;
+    am2z_status st;
+    memset(&o, 0, sizeof o);
+    r->driving = 1;
+    am2z__mutex_unlock(&t->mu);
+    st = rt->ops->wait(run, timeout_ms, &o);
+    if (st == AM2Z_STATUS_OK) rt->ops->free_execution(run);
+    else am2z_outcome_clear(&o);
+    am2z__mutex_lock(&t->mu);
+    r->driving = 0;
+    if (st == AM2Z_STATUS_OK) {
+        r->run = NULL;
+        am2z__idem_finish(t, r, &o);
+    }
+    return st;
+}
+
 /* submit with an idempotency key: a handle on the key's record, or a new record whose run
    is submitted here. */
 static am2z_execution *am2z__idem_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
@@ -8661,22 +8682,9 @@ static am2z_status am2z__idem_wait(am2z_execution *e, int64_t timeout_ms, am2z_o
             am2z__mutex_unlock(&t->mu);
             return AM2Z_STATUS_OK;
         }
-        if (r->run && !r->driving) { /* drive: wait on the run's own handle */
-            am2z_execution *run = r->run;
-            am2z_outcome o;
+        if (r->run && !r->driving) {
             int64_t left = until < 0 ? -1 : (until - am2z_monotonic_ns()) / 1000000;
-            r->driving = 1;
-            am2z__mutex_unlock(&t->mu);
-            memset(&o, 0, sizeof o);
-            st = rt->ops->wait(run, until >= 0 && left < 0 ? 0 : left, &o);
-            if (st == AM2Z_STATUS_OK) rt->ops->free_execution(run);
-            else am2z_outcome_clear(&o);
-            am2z__mutex_lock(&t->mu);
-            r->driving = 0;
-            if (st == AM2Z_STATUS_OK) {
-                r->run = NULL;
-                am2z__idem_finish(t, r, &o);
-            }
+            st = am2z__idem_drive(rt, t, r, until >= 0 && left < 0 ? 0 : left);
             am2z__cond_broadcast(&t->cv); /* the outcome, or another waiter may drive */
             if (st == AM2Z_STATUS_OK) continue;
             am2z__mutex_unlock(&t->mu);
@@ -8707,21 +8715,7 @@ static void am2z__idem_drop(am2z_execution *e, int detach) {
             r->run = NULL;
             am2z__idem_unlink(t, r);
         } else if (am2z__rt_is_inline(rt)) {
-            am2z_execution *run = r->run;
-            am2z_outcome o;
-            am2z_status st;
-            memset(&o, 0, sizeof o);
-            r->driving = 1;
-            am2z__mutex_unlock(&t->mu);
-            st = rt->ops->wait(run, -1, &o);
-            if (st == AM2Z_STATUS_OK) rt->ops->free_execution(run);
-            else am2z_outcome_clear(&o);
-            am2z__mutex_lock(&t->mu);
-            r->driving = 0;
-            if (st == AM2Z_STATUS_OK) {
-                r->run = NULL;
-                am2z__idem_finish(t, r, &o);
-            }
+            (void)am2z__idem_drive(rt, t, r, -1);
         }
     }
     am2z__idem_release(r);
