@@ -2165,6 +2165,8 @@ typedef struct am2z_inline_desc {
                                    (one small object each, kept until cleared) */
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
     int trace;                  /* non-zero: trace every execution (section 7f) */
+    am2z_store *store;          /* borrowed, outlives the runtime; NULL: no durable
+                                   executions. Set: section 7d works here (DURABLE below) */
 } am2z_inline_desc;
 
 /* NULL desc: all defaults. The runtime is started; free it with am2z_runtime_free.
@@ -11143,7 +11145,6 @@ oom:
     return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "trace_chrome: out of memory");
 }
 
-#ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 7d. durable executions ========================================================== */
 /* The per-runtime registry of the durable executions this process runs or has parked:
    it refuses a second run of one id, hands a signal to a parked execution (or marks a
@@ -11157,6 +11158,8 @@ typedef struct am2z__dent {
     int signalled;             /* a signal arrived while it ran */
     int64_t until;             /* parked: epoch ms its wait times out, 0: never */
     struct am2z__dent *next;
+    int due;                   /* parked: resume at the runtime's next chance (a resume
+                                  asked from a thread that may not run it; see poll) */
 } am2z__dent;
 
 struct am2z__dreg {
@@ -11169,6 +11172,12 @@ struct am2z__dreg {
     am2z__dent *entries;       /* under mu */
     am2z__thread timer;
     int timer_started, stopping; /* under mu */
+    /* NULL: the timer thread resumes expired waits. Set by a runtime that runs resumes
+       on its own thread only (inline, section 9): it resumes expired and due entries
+       itself (am2z__dur_take_due) and no timer starts; am2z_runtime_durable_outcome
+       calls it before each wait, and does not wait when it returns 0 (nothing but the
+       calling thread could finish an execution). */
+    int (*poll)(am2z_runtime *rt);
 };
 
 #define AM2Z__DUR_WAITING "AM2Z_WAITING"
@@ -11219,6 +11228,7 @@ static int am2z__dur_claim(am2z__dreg *g, const char *id, int *oom) {
     } else if (e) {
         e->parked = 0;
         e->signalled = 0;
+        e->due = 0;
     } else if ((e = (am2z__dent *)am2z__malloc(sizeof *e)) != NULL) {
         memset(e, 0, sizeof *e);
         memcpy(e->id, id, strlen(id) + 1);
@@ -11488,9 +11498,9 @@ AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am
         } else if (e) {
             e->parked = 1;
             e->until = am2z__atomic_load(&dx->park_until, AM2Z__MO_SEQ_CST);
-            if (e->until && !g->timer_started && !g->stopping)
+            if (e->until && !g->timer_started && !g->stopping && !g->poll)
                 g->timer_started = am2z__thread_create(&g->timer, am2z__dur_timer_main, g) == 0;
-            no_timer = e->until && !g->timer_started;
+            no_timer = e->until && !g->timer_started && !g->poll;
             am2z__cond_broadcast(&g->cv);
         }
         am2z__mutex_unlock(&g->mu);
@@ -11651,6 +11661,7 @@ AM2Z_API am2z_status am2z_runtime_durable_outcome(am2z_runtime *rt, const char *
     am2z__dur_key_of(start, execution_id, "start");
     for (;;) {
         int known;
+        if (g->poll && !g->poll(g->rt) && until > am2z_monotonic_ns()) until = am2z_monotonic_ns();
         st = am2z__dur_get_json(g->store, key, &rec);
         if (st == AM2Z_STATUS_OK) break;
         if (st != AM2Z_STATUS_NOT_FOUND) return st;
@@ -11700,6 +11711,45 @@ AM2Z_API am2z_status am2z_runtime_forget(am2z_runtime *rt, const char *execution
         return am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "forget: durable execution '%s' runs or waits",
                           execution_id);
     return am2z__dur_remove_all(g->store, execution_id, NULL);
+}
+
+/* ---- resumes run by the runtime's own thread (inline runtime) ---- */
+
+/* id (claimed for a resume by a thread that may not run it) is parked again, due: the
+   runtime's poll resumes it. */
+AM2Z__PRIVATE void am2z__dur_requeue(am2z__dreg *g, const char *id) {
+    am2z__dent *e;
+    am2z__mutex_lock(&g->mu);
+    if ((e = am2z__dur_find_locked(g, id)) != NULL && !e->parked) {
+        e->parked = 1;
+        e->due = 1;
+    }
+    am2z__cond_broadcast(&g->cv);
+    am2z__mutex_unlock(&g->mu);
+}
+
+/* Claims one parked entry to resume at now_ms (due, or its wait expired): 1 with its id
+   in id_out. 0 when none; *next_until (may be NULL) then gets the earliest later wait
+   timeout, INT64_MAX when none. */
+AM2Z__PRIVATE int am2z__dur_take_due(am2z__dreg *g, int64_t now_ms, char id_out[AM2Z_DURABLE_MAX_ID + 1],
+                                     int64_t *next_until) {
+    int64_t next = INT64_MAX;
+    am2z__dent *e;
+    am2z__mutex_lock(&g->mu);
+    for (e = g->entries; e; e = e->next) {
+        if (!e->parked) continue;
+        if (e->due || (e->until && e->until <= now_ms)) {
+            e->parked = 0; /* claimed for the resume */
+            e->due = 0;
+            memcpy(id_out, e->id, sizeof e->id);
+            am2z__mutex_unlock(&g->mu);
+            return 1;
+        }
+        if (e->until && e->until < next) next = e->until;
+    }
+    am2z__mutex_unlock(&g->mu);
+    if (next_until) *next_until = next;
+    return 0;
 }
 
 /* ---- wait steps ---- */
@@ -11816,6 +11866,7 @@ AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc,
     return p;
 }
 
+#ifndef AM2Z_NO_THREADS /* the local runtime is a pool of threads */
 /* ==== 8. local runtime ================================================================ */
 /* Design (the why; the header's section 8 comment has the what):
    - EXACT: every execution that a caller waits for runs on a worker thread, never on
@@ -15404,6 +15455,7 @@ typedef struct am2z__il_exec {
     am2z_outcome out;               /* ids at once; the rest when DONE */
     int64_t not_before_ns;          /* am2z_submit_desc delay_ms / run_at_ms: the clock first
                                        passes this (0: none) */
+    am2z__dx *dx;                   /* a durable run (7d), owned; NULL: not durable */
 } am2z__il_exec;
 
 struct am2z__il {
@@ -15423,7 +15475,11 @@ struct am2z__il {
     am2z__sched_tab *sched;         /* schedules (7e), made at the first upsert */
     int firing;                     /* am2z_inline_advance is running due slots */
     int trace;                      /* desc.trace: trace every execution */
+    const void *owner;              /* the creating thread's &am2z__il_mark (7d resumes) */
 };
+
+/* Its address differs per thread: the owner check of the resumes a signal asks for. */
+static AM2Z__TLS char am2z__il_mark;
 
 /* ---- clock and ids ---- */
 
@@ -15621,7 +15677,14 @@ static am2z_result am2z__il_attempt(am2z__il *il, am2z__il_exec *x, const am2z_p
         am2z__il_emit(il, "processor:job:started", d);
     }
     il->attempts_running++;
-    r = am2z_processor_invoke(ctx->processor, ctx, input);
+    if (ctx->meta.call_depth == 0) { /* a top-level attempt: its own durable scope, or none (7d) */
+        am2z__dscope root;
+        void *outer = am2z__dur_enter_root(&root, x->dx);
+        r = am2z_processor_invoke(ctx->processor, ctx, input);
+        am2z__dur_swap(outer);
+    } else {
+        r = am2z_processor_invoke(ctx->processor, ctx, input);
+    }
     il->attempts_running--;
     am2z_value_release(moved);
     if (r.state) {
@@ -15799,6 +15862,7 @@ static void am2z__il_session_release(am2z__il_session *s) {
 }
 
 static void am2z__il_exec_free(am2z__il_exec *x) {
+    am2z__dx_release(x->dx);
     am2z_processor_release(x->proc);
     am2z_value_release(x->input);
     am2z__il_session_release(x->session);
@@ -15819,6 +15883,9 @@ static void am2z__il_unlink_pending(am2z__il_exec *x) {
 /* x is DONE with its outcome: settles the session's counts, frees a handle nobody holds. */
 static void am2z__il_settle(am2z__il_exec *x) {
     am2z__il_session *s = x->session;
+    if (x->dx) /* parked, left resumable (cancelled) or recorded, before anyone reads it (7d) */
+        am2z__dur_end(x->dx, x->out.error ? NULL : x->out.state, x->out.error, x->cancel != 0, x->out.attempts,
+                      x->out.duration_ms, x->out.started_at, s->id);
     x->phase = AM2Z__IL_DONE;
     s->running--;
     if (!x->out.error) s->completed++;
@@ -15923,6 +15990,10 @@ static am2z_status am2z__il_stop(am2z_runtime *rt, int64_t grace_ms) {
     return AM2Z_STATUS_OK;
 }
 
+static am2z_execution *am2z__il_submit_durable(am2z__il *il, const char *processor, const am2z_state *input,
+                                               const am2z_submit_desc *desc, const char *resume_id,
+                                               am2z_status *status);
+
 static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, const am2z_state *input,
                                        const am2z_submit_desc *desc, am2z_status *status) {
     am2z__il *il = (am2z__il *)rt->impl;
@@ -15931,10 +16002,8 @@ static am2z_execution *am2z__il_submit(am2z_runtime *rt, const char *processor, 
     am2z_processor *p = NULL;
     am2z__il_session *s = NULL;
     am2z__il_exec *x = NULL;
-    if (desc->durable || desc->execution_id)
-        return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                "submit '%s': durable / execution_id: not supported by the inline runtime", processor ? processor : "(null)"));
     am2z_trace *tr = NULL;
+    if (desc->durable || desc->execution_id) return am2z__il_submit_durable(il, processor, input, desc, NULL, status);
     if (!processor || !input || !am2z__session_id_ok(sid)) st = AM2Z_STATUS_INVALID_ARGUMENT;
     else if (il->stopped) st = AM2Z_STATUS_NOT_STARTED;
     else if (!(p = am2z_runtime_lookup(rt, processor))) st = AM2Z_STATUS_NOT_FOUND;
@@ -16101,6 +16170,8 @@ static void am2z__il_destroy(am2z_runtime *rt) {
     }
     am2z_value_release(il->calls);
     am2z__sched_tab_free(il->sched);
+    am2z__dreg_free(rt->dreg);
+    rt->dreg = NULL;
     am2z__free(il);
 }
 
@@ -16154,6 +16225,101 @@ static void am2z__il_sched_run_until(am2z__il *il, int64_t t_ns) {
     if (t_ns > il->vnow_ns) il->vnow_ns = t_ns;
 }
 
+/* ---- durable executions (section 7d) ----
+   The records, scopes, chain checkpoints, compensation and wait steps are 7d's. What is
+   the inline runtime's: a durable run is an execution record like any other (it runs
+   when waited for or detached), resumes run at once on the owner's thread, and there is
+   no timer thread: am2z_inline_advance resumes expired waits at their own time, and
+   am2z_runtime_durable_outcome (poll) the ones due on the real clock. A resume asked
+   from another thread (a signal) is queued (am2z__dur_requeue) for the owner's next
+   am2z_inline_advance, durable_outcome, resume or signal. */
+
+/* A durable submit (desc) or the resume of the claimed resume_id (desc NULL). */
+static am2z_execution *am2z__il_submit_durable(am2z__il *il, const char *processor, const am2z_state *input,
+                                               const am2z_submit_desc *desc, const char *resume_id,
+                                               am2z_status *status) {
+    char run_name[AM2Z_NAME_MAX + 1], run_sid[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state *run_input = NULL;
+    am2z_submit_desc d;
+    am2z_execution *e;
+    am2z__dx *dx;
+    am2z_status st = AM2Z_STATUS_OK;
+    const char *why = NULL;
+    if (!il->rt->dreg) why = "durable needs a store (am2z_inline_desc.store)";
+    else if (desc && desc->execution_id && !desc->durable) why = "execution_id is only for durable";
+    else if (desc && (desc->delay_ms || desc->run_at_ms || desc->trace)) /* a resume knows neither */
+        why = "delay_ms / run_at_ms / trace are not supported with durable (inline runtime)";
+    if (why)
+        return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                                     "submit '%s': %s", processor ? processor : "(null)", why));
+    if (desc && (!processor || !input))
+        return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_INVALID_ARGUMENT, processor,
+                                                                            desc->session_id));
+    dx = am2z__dur_begin(il->rt->dreg, processor, input, desc ? desc->session_id : NULL,
+                         desc ? desc->execution_id : resume_id, !desc, &run_input, run_name, run_sid, &st);
+    if (!dx) return (am2z_execution *)am2z__put_status(status, st);
+    memset(&d, 0, sizeof d);
+    d.session_id = run_sid;
+    e = am2z__il_submit(il->rt, run_name, run_input, &d, &st);
+    am2z_value_release(run_input);
+    if (!e) {
+        am2z__dur_abort(dx);
+        return (am2z_execution *)am2z__put_status(status, st);
+    }
+    ((am2z__il_exec *)e)->dx = dx;
+    memcpy(((am2z__il_exec *)e)->out.execution_id, dx->id, strlen(dx->id) + 1);
+    if (status) *status = AM2Z_STATUS_OK;
+    return e;
+}
+
+/* The registry's resume of a claimed id: on the owner's thread it runs now (detached);
+   from another thread it is queued for the owner. */
+static am2z_status am2z__il_resubmit(am2z_runtime *rt, const char *id) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z_execution *e;
+    if (il->owner != &am2z__il_mark) {
+        am2z__dur_requeue(rt->dreg, id);
+        return AM2Z_STATUS_OK;
+    }
+    e = am2z__il_submit_durable(il, NULL, NULL, NULL, id, &st);
+    if (!e) return st;
+    am2z__il_detach(e);
+    return AM2Z_STATUS_OK;
+}
+
+/* Resumes what is due now (queued signals, waits expired on the clock) when called on
+   the owner's thread; whether waiting could help (0 without threads). */
+static int am2z__il_poll(am2z_runtime *rt) {
+    am2z__il *il = (am2z__il *)rt->impl;
+    char id[AM2Z_DURABLE_MAX_ID + 1];
+    if (il->owner == &am2z__il_mark && !il->stopped)
+        while (am2z__dur_take_due(rt->dreg, am2z__il_wall(il, am2z__il_ns(il)), id, NULL)) am2z__dur_resubmit(rt->dreg, id);
+#ifdef AM2Z_NO_THREADS
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+/* am2z_inline_advance: moves the virtual clock to t_ns, resuming the due durable
+   executions (each expired wait at its own time) and firing the schedule slots on the
+   way, in time order. From inside a processor or while stopped it only moves the clock. */
+static void am2z__il_advance_to(am2z__il *il, int64_t t_ns) {
+    am2z__dreg *g = il->rt->dreg;
+    char id[AM2Z_DURABLE_MAX_ID + 1];
+    int64_t next;
+    while (g && !il->running && !il->stopped && il->owner == &am2z__il_mark) {
+        if (am2z__dur_take_due(g, il->vnow_ns / 1000000, id, &next)) {
+            am2z__dur_resubmit(g, id);
+            continue;
+        }
+        if (next == INT64_MAX || next > t_ns / 1000000) break;
+        am2z__il_sched_run_until(il, next * 1000000);
+    }
+    am2z__il_sched_run_until(il, t_ns);
+}
+
 static const am2z_runtime_ops am2z__il_ops = {
     am2z__il_start, am2z__il_stop, am2z__il_submit, am2z__il_wait, am2z__il_free_execution, am2z__il_detach,
     NULL, NULL, /* execute and execute_many: submit + wait */
@@ -16204,6 +16370,13 @@ AM2Z_API am2z_runtime *am2z_inline_runtime_new(const am2z_inline_desc *desc, am2
                 am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline runtime: out of memory"));
     }
     il->rt = rt;
+    il->owner = &am2z__il_mark;
+    if (d.store && !(rt->dreg = am2z__dreg_new(rt, d.store, am2z__il_resubmit))) {
+        am2z_runtime_free(rt);
+        return (am2z_runtime *)am2z__put_status(status,
+                am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "inline runtime: out of memory"));
+    }
+    if (rt->dreg) rt->dreg->poll = am2z__il_poll;
     am2z_runtime_start(rt); /* cannot fail: nothing to start */
     if (status) *status = AM2Z_STATUS_OK;
     return rt;
@@ -16231,7 +16404,7 @@ AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms) {
     if (ms > 0 && !am2z__il_after(il->vnow_ns, ms))
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "inline_advance: %lld ms is past the clock's range",
                           (long long)ms);
-    am2z__il_sched_run_until(il, ms > 0 ? am2z__il_after(il->vnow_ns, ms) : il->vnow_ns);
+    am2z__il_advance_to(il, ms > 0 ? am2z__il_after(il->vnow_ns, ms) : il->vnow_ns);
     return AM2Z_STATUS_OK;
 }
 
