@@ -6646,6 +6646,12 @@ static am2z_value *am2z__chain_compensate(const am2z_processor *p, am2z_ctx *ctx
         } else {
             r = am2z_fail(am2z_error_validation("state", NULL, "the state after this step is lost"));
         }
+        if (dx && am2z_ctx_cancelled(ctx)) { /* stopped: no result to record, a resume runs it again */
+            am2z_result_clear(&r);
+            am2z_value_release(s);
+            am2z_value_release(one);
+            break;
+        }
         one = am2z_value_set(one, "ok", am2z_value_bool(r.state != NULL));
         if (r.error) one = am2z_value_set(one, "error", am2z_error_to_json(r.error));
         am2z_result_clear(&r);
