@@ -83,7 +83,7 @@ run_check examples     sh -c "make -s -j2 examples CC=cc"
 # AM2Z_NO_THREADS: the tests of the parts that need no threads, built without -pthread.
 # No pthread symbol may be referenced: checked on the implementation's object and on each
 # test program (glibc 2.34+ has pthreads in libc, so linking alone would not tell).
-NOTHREADS_TESTS="test_json test_errors test_state test_logging test_compose test_inline test_cron test_store test_idem test_trace"
+NOTHREADS_TESTS="test_json test_errors test_state test_logging test_compose test_inline test_cron test_store test_idem test_trace test_inline_durable"
 echo "== no-threads (cc -std=c99 -DAM2Z_NO_THREADS, no -pthread)"
 mkdir -p "$B/nothreads"
 cc -std=c99 $WARN -O2 -DAM2Z_NO_THREADS -I. -c tests/impl_nothreads.c -o "$B/nothreads/impl.o" ||
@@ -97,6 +97,7 @@ for t in $NOTHREADS_TESTS; do
 done
 # the README's "Without threads" command, as written there
 run_check nothreads-example sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/workflow_test.c -lm -o $B/nothreads/workflow_test && ./$B/nothreads/workflow_test && nm -u $B/nothreads/workflow_test > $B/nothreads/workflow_test.syms && ! grep -i pthread $B/nothreads/workflow_test.syms"
+run_check nothreads-example-approval sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/approval_test.c -lm -o $B/nothreads/approval_test && ./$B/nothreads/approval_test"
 
 # The language mode matters to the compiler, not to what the tests do: the C99 builds and
 # clang's -O2 build are compiled warning-free and not run (gcc -O2 and clang's sanitizer

@@ -224,7 +224,7 @@ static pid_t spawn_child(int kill_step, int kill_after, int *pipe_rd) {
    over the journal. */
 static void test_kill9_every_boundary(void) {
     char got[256], log[4096];
-    int b, after, k, fd;
+    int b, after, k, fd = -1;
     for (after = 0; after <= 1; after++)
         for (b = 0; b < STEPS; b++) {
             struct pollfd pf;
@@ -553,7 +553,7 @@ static int g_sig_delay_ms;
 static void *signal_from_thread(void *arg) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"thread\"}", AM2Z_NTS, NULL, NULL);
     if (g_sig_delay_ms) usleep(g_sig_delay_ms * 1000);
-    *(am2z_status *)arg = am2z_runtime_signal(g_sig_rt, (const char *)"thr-1", "approval", yes);
+    *(am2z_status *)arg = am2z_runtime_signal(g_sig_rt, "thr-1", "approval", yes);
     am2z_value_release(yes);
     return NULL;
 }
