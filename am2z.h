@@ -1278,7 +1278,7 @@ typedef struct am2z_submit_desc {
                                     processor's queue.delay_ms for this call when > 0) */
     int64_t run_at_ms;           /* or at this epoch ms (the runtime's clock: virtual on an
                                     inline runtime with one); in the past: now. Not with delay_ms */
-    /* Durable executions (section 7d; local runtime with am2z_local_desc.store): */
+    /* Durable executions (section 7d; local / inline runtime with a desc .store): */
     const char *execution_id;    /* copied; the durable execution's id, [A-Za-z0-9_.:-],
                                     1..AM2Z_DURABLE_MAX_ID bytes; NULL: a generated one.
                                     Only with durable */
@@ -1634,7 +1634,8 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 /* A durable execution survives the death of its process: run it with
    am2z_submit_desc{.durable = 1, .execution_id = "order-42"} on a local runtime that has
    a store (am2z_local_desc.store: am2z_file_store_new for crashes, the memory store for
-   tests). Local runtime only for now: the inline and queue runtimes refuse .durable.
+   tests). Also on the inline runtime (am2z_inline_desc.store; section 9, DURABLE); the
+   queue runtime refuses .durable for now.
 
    RECORDS (keys of the store; <id> is the execution id, <P> a chain's position)
      x/<id>/start        {processor, input, sessionId, startedAt}, written before it runs
@@ -1688,7 +1689,8 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
    resumes a parked execution on the runtime's workers; the wait step merges the payload
    at its merge_path. Past its timeout (counted from the first time the step ran, kept
    across restarts) a resume ends the wait with TimeoutError or the step's fallback; one
-   timer thread per runtime, started on the first timed wait, does those resumes. A
+   timer thread per runtime, started on the first timed wait, does those resumes (on
+   the inline runtime am2z_inline_advance does, see section 9). A
    signal name holds one payload per execution (a second signal replaces an unread one);
    use one name per wait. */
 #ifndef AM2Z_DURABLE_MAX_ID
@@ -2153,8 +2155,21 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
    - Traces (section 7f; am2z_inline_desc.trace or am2z_submit_desc.trace): the tree of
      an execution's attempts in its outcome. On a virtual clock every time in it is
      exact, so a test can assert on the spans or compare am2z_trace_ascii's timeline whole.
+   - Durable executions (am2z_inline_desc.store): section 7d as on the local runtime
+     (same records: a store written by one runtime resumes on the other), on one
+     thread. A durable submit runs when waited for or detached like any execution; a
+     resume (am2z_runtime_resume, a signal to a parked execution, a signal that came
+     while it ran) runs at once, detached, before the call returns. No timer thread:
+     on a virtual clock a wait's timeout is virtual time and am2z_inline_advance
+     resumes each expired wait at its own time (a 3-day wait in microseconds); on the
+     real clock an expired wait resumes at the next am2z_runtime_durable_outcome or
+     resume.
    THREADING  Unlike section 7's runtimes, an inline runtime belongs to one thread: make
-   every call on it from the thread that created it. */
+   every call on it from the thread that created it. One exception, am2z_runtime_signal
+   to a durable execution: from another thread it stores the payload and queues the
+   resume, never runs it there; the owner's next am2z_inline_advance,
+   am2z_runtime_durable_outcome, resume or signal runs it (durable_outcome's timeout_ms
+   waits for such a signal; without threads it does not wait). */
 
 typedef struct am2z_inline_desc {
     int64_t virtual_clock_ms;   /* 0 (default): the real clock. > 0: a virtual clock that
@@ -2166,7 +2181,7 @@ typedef struct am2z_inline_desc {
     am2z_logger *logger;        /* borrowed (retained); default: info to stderr */
     int trace;                  /* non-zero: trace every execution (section 7f) */
     am2z_store *store;          /* borrowed, outlives the runtime; NULL: no durable
-                                   executions. Set: section 7d works here (DURABLE below) */
+                                   executions. Set: section 7d works here (see above) */
 } am2z_inline_desc;
 
 /* NULL desc: all defaults. The runtime is started; free it with am2z_runtime_free.
@@ -2180,7 +2195,8 @@ AM2Z_API int64_t am2z_inline_now_ms(am2z_runtime *rt);
 /* Moves the virtual clock ms (>= 0) forward, instantly; from a processor it stands for
    work that takes that long (its deadline may pass). On the way it runs every schedule
    slot (section 7e) due up to the new time, each at its own time (0 ms: those due now),
-   except from inside a processor or on a stopped runtime. AM2Z_STATUS_INVALID_ARGUMENT
+   and resumes the durable executions due (a wait that times out, at its time; a signal
+   queued by another thread), except from inside a processor or on a stopped runtime. AM2Z_STATUS_INVALID_ARGUMENT
    (with a detail) for another kind of runtime, a real clock or a negative ms. */
 AM2Z_API am2z_status am2z_inline_advance(am2z_runtime *rt, int64_t ms);
 
@@ -11545,7 +11561,7 @@ AM2Z__PRIVATE void am2z__dur_end(am2z__dx *dx, const am2z_state *state, const am
 
 static am2z__dreg *am2z__dur_reg(am2z_runtime *rt, const char *op) {
     if (rt && rt->dreg) return rt->dreg;
-    am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s: the runtime has no store (am2z_local_desc.store)", op);
+    am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "%s: the runtime has no store (am2z_local_desc / am2z_inline_desc .store)", op);
     return NULL;
 }
 
