@@ -16260,7 +16260,8 @@ static void am2z__il_sched_run_until(am2z__il *il, int64_t t_ns) {
 static am2z_execution *am2z__il_submit_durable(am2z__il *il, const char *processor, const am2z_state *input,
                                                const am2z_submit_desc *desc, const char *resume_id,
                                                am2z_status *status) {
-    char run_name[AM2Z_NAME_MAX + 1], run_sid[AM2Z_SESSION_ID_MAX + 1];
+    char run_name[AM2Z_NAME_MAX + 1], run_sid[AM2Z_SESSION_ID_MAX + 1], gen[AM2Z_EXECUTION_ID_SIZE];
+    const char *id = desc ? desc->execution_id : resume_id;
     am2z_state *run_input = NULL;
     am2z_submit_desc d;
     am2z_execution *e;
@@ -16277,8 +16278,12 @@ static am2z_execution *am2z__il_submit_durable(am2z__il *il, const char *process
     if (desc && (!processor || !input))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_INVALID_ARGUMENT, processor,
                                                                             desc->session_id));
-    dx = am2z__dur_begin(il->rt->dreg, processor, input, desc ? desc->session_id : NULL,
-                         desc ? desc->execution_id : resume_id, !desc, &run_input, run_name, run_sid, &st);
+    if (!id && il->virtual_clock) { /* "<processor>-<virtual ms>-<n>": a rerun gives the same ids */
+        am2z__il_new_id(il, processor, gen);
+        id = gen;
+    }
+    dx = am2z__dur_begin(il->rt->dreg, processor, input, desc ? desc->session_id : NULL, id, !desc, &run_input,
+                         run_name, run_sid, &st);
     if (!dx) return (am2z_execution *)am2z__put_status(status, st);
     memset(&d, 0, sizeof d);
     d.session_id = run_sid;

@@ -652,6 +652,12 @@ static void test_refusals(void) {
        does not wait at all */
     CHECK_INT(am2z_runtime_durable_outcome(rt, "dup", 30, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "unknown", 0, &out), AM2Z_STATUS_NOT_FOUND);
+    /* no execution_id: on the virtual clock the generated one is the inline runtime's
+       deterministic "<processor>-<virtual ms>-<n>" */
+    e = am2z_runtime_submit_with(rt, "exp", in, &(am2z_submit_desc){.durable = 1}, NULL);
+    CHECK(e != NULL);
+    if (e) CHECK(strncmp(am2z_execution_id(e), "exp-1700000000000-", 18) == 0);
+    am2z_execution_free(e);
     /* a wait step outside a durable chain fails with a ValidationError */
     out = am2z_runtime_execute(rt, "exp", in);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_VALIDATION);
