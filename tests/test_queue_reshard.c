@@ -22,6 +22,9 @@
 #include "redis_harness.h"
 #include <pthread.h>
 
+/* private (am2z_resp.h section 3): a failed call as the queue runtime reports it */
+am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st);
+
 #define NNODES 3
 
 static t_redis node0, node1, node2;
@@ -295,6 +298,15 @@ static void test_ask_tryagain_moved(void) {
         T_FAIL_("detail: %s", am2z_status_detail());
     if (ms < 250 || ms > 3000) T_FAIL_("TRYAGAIN retried for %lld ms; the deadline was 400 ms", ms);
     CHECK(am2z_redis_is_connected(r)); /* an error reply: the stream is intact */
+    {
+        am2z_error *e = am2z__redis_error(r, st); /* the runtime's view: transient, retryable */
+        CHECK(e != NULL);
+        if (e) {
+            CHECK_STR(e->name, "NetworkError");
+            CHECK(e->retryable);
+        }
+        am2z_error_release(e);
+    }
     /* a keyless script naming its key by ARGV is refused before it runs while the slot
        migrates (the guard keys): no INCR happened */
     t0 = now_ms();
