@@ -454,7 +454,8 @@ AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len
 AM2Z_API void am2z_redis_script_free(am2z_redis_script *s);
 AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s); /* 40 hex chars; borrowed */
 /* EVALSHA sha numkeys keys... args...: argv holds the numkeys keys, then the arguments
-   (argc in total); status as for _command. */
+   (argc in total); status as for _command. On a cluster connection numkeys 0 declares
+   the slot's two guard keys instead (CLUSTER, SCRIPTS below). */
 AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const am2z_redis_script *s,
                                         size_t numkeys, size_t argc, const char *const *argv,
                                         const size_t *argvlen);
@@ -905,7 +906,10 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        bytes buffered for replies not yet parsed are at most
            (concurrency + 18) x max_buffer      (19 MiB at concurrency 1 by default)
        whatever a server sends; the values of parsed replies (job data, results) come on
-       top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
+       top, bounded by limits.max_bulk per string and by the runtime's batch sizes. On a
+       Redis Cluster each connection may hold a second one, to the node an ASK or MOVED
+       named (section 3, CLUSTER), with a reader of its own: twice that bound, plus a
+       copy of each command sent and not yet answered (a batch's adds at most).
    KEYS OF AN INSTANCE
        A runtime instance owns three kinds of keys: its reply list (reply:<instance>), the
        list of results its receiver took from it (reply:<instance>:taken, read again
