@@ -57,6 +57,10 @@
        AM2Z_REDIS_MAX_BUFFER   the same bound for a connection's reader, whose desc.limits
                                leave max_buffer 0 (default 1 MiB): a server sending a line
                                without CR LF costs a connection at most this much
+       AM2Z_REDIS_MAX_REDIRECTS  ASK and MOVED hops one command of a cluster connection
+                               follows before its last redirection is returned (default 16)
+       AM2Z_REDIS_CLUSTER_RETRY_MS  how long a cluster connection retries a TRYAGAIN when
+                               the call has no deadline of its own (default 30000)
        AM2Z_SHA256_PORTABLE_ONLY  build only the portable C SHA-256 (no cpuid, no
                                x86 code paths)
        AM2Z_QUEUE_MAX_WORKERS  worker threads of one queue runtime (default 1024)
@@ -124,6 +128,12 @@
 #endif
 #ifndef AM2Z_REDIS_MAX_SENTINELS
 #define AM2Z_REDIS_MAX_SENTINELS 16
+#endif
+#ifndef AM2Z_REDIS_MAX_REDIRECTS
+#define AM2Z_REDIS_MAX_REDIRECTS 16
+#endif
+#ifndef AM2Z_REDIS_CLUSTER_RETRY_MS
+#define AM2Z_REDIS_CLUSTER_RETRY_MS 30000
 #endif
 
 #include <stdarg.h>
@@ -403,7 +413,8 @@ AM2Z_API void am2z_redis_free(am2z_redis *r);
    TIMEOUT / PROTOCOL / LIMIT / NO_MEMORY with *reply empty: then the connection is
    closed, because the stream is in an unknown place (a late or half-read reply must
    never be taken for the next command's), and must reconnect. A failed command is never
-   re-sent automatically. INVALID_ARGUMENT (a bad format, or replies of appended
+   re-sent automatically (a cluster connection re-sends a command a node redirected, which
+   did not run: CLUSTER below). INVALID_ARGUMENT (a bad format, or replies of appended
    commands still unread) leaves the connection as it was. */
 AM2Z_API am2z_status am2z_redis_command(am2z_redis *r, am2z_reply *reply, const char *fmt, ...);
 AM2Z_API am2z_status am2z_redis_vcommand(am2z_redis *r, am2z_reply *reply, const char *fmt, va_list ap);
@@ -443,7 +454,8 @@ AM2Z_API am2z_redis_script *am2z_redis_script_new(const char *source, size_t len
 AM2Z_API void am2z_redis_script_free(am2z_redis_script *s);
 AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s); /* 40 hex chars; borrowed */
 /* EVALSHA sha numkeys keys... args...: argv holds the numkeys keys, then the arguments
-   (argc in total); status as for _command. */
+   (argc in total); status as for _command. On a cluster connection numkeys 0 declares
+   the slot's two guard keys instead (CLUSTER, SCRIPTS below). */
 AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const am2z_redis_script *s,
                                         size_t numkeys, size_t argc, const char *const *argv,
                                         const size_t *argvlen);
@@ -479,10 +491,37 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
    the one that last led to the master, for the master serving that slot, connects and
    checks ROLE, as SENTINEL does (same bound: connect_timeout_ms per node asked, the
    caller's deadline, the owner's abort; same failures, "redis cluster: no master for
-   slot N through N nodes; last: ..."). A MOVED reply is returned (SERVER) and the
-   connection closes once every reply owed is read, so the owner's next connect reads the
-   slot map again (a failover or a resharding moved the slot). ASK and TRYAGAIN (a slot
-   being migrated) are returned as they come; nothing is re-sent. The queue runtime
+   slot N through N nodes; last: ..."). Redirections are followed, so a live resharding
+   of the slot (CLUSTER SETSLOT IMPORTING / MIGRATING, MIGRATE of its keys, SETSLOT NODE)
+   is invisible to the caller. A node that answers MOVED, ASK or TRYAGAIN did not run the
+   command (Redis checks the keys a command names before it runs it: the cluster
+   specification's "ASK redirection" and the TRYAGAIN error reference), so re-sending it
+   cannot run it twice; the connection keeps a copy of every command whose reply is owed
+   (pipelines too) for that:
+     ASK      ASKING + the command to the node named (a second connection of r, kept for
+              the next redirection); its reply is the command's;
+     MOVED    the command to the node named, as ASK without ASKING; and r closes once the
+              replies owed are read, so its next command (or connect) reads the slot map
+              again and reconnects (one try, auto_reconnect or not);
+     TRYAGAIN (a command naming several keys of the slot, some moved already) sent again
+              to the node that answered, after 2 ms doubling to 100 ms (with jitter),
+              until the call's deadline (its timeout and the caller's), or
+              AM2Z_REDIS_CLUSTER_RETRY_MS when it has none; then the TRYAGAIN reply is
+              returned (SERVER, the detail saying how long it was retried).
+   At most AM2Z_REDIS_MAX_REDIRECTS ASK/MOVED hops per command (then the last is
+   returned). A redirected command of a pipeline runs after the later commands of that
+   pipeline that needed no redirection. A failure of the second connection fails the
+   command as any I/O failure does (r closes).
+   SCRIPTS on a cluster connection: EVALSHA (and its EVAL fallback) with numkeys 0 is
+   sent with two declared keys of r's slot that are never written ("<cluster_key>~am2z-
+   guard-1", "-2" when cluster_key has a hash tag). A script that declares no keys but
+   reaches keys of the slot by name (the queue runtime's do) would otherwise run on the
+   migrating node and fail halfway at the first key already moved, keeping the writes it
+   made before (Redis does not roll a script back); with the guard keys Redis refuses it
+   before it runs (ASK, then TRYAGAIN at the importing node) for as long as the slot is
+   being migrated, and the retry above runs it once the migration ends. KEYS is then
+   {guard1, guard2}; ARGV is unchanged. A script with numkeys > 0 is sent as given.
+   The queue runtime
    (cluster_nodes in its desc.redis) serves the slot of its bull prefix, which must start
    with a tag ("{am2z}": every key it writes then lies in one slot, BullMQ's advice for
    Cluster). One slot means one master does all the runtime's work: see README "Redis
@@ -867,7 +906,10 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        bytes buffered for replies not yet parsed are at most
            (concurrency + 18) x max_buffer      (19 MiB at concurrency 1 by default)
        whatever a server sends; the values of parsed replies (job data, results) come on
-       top, bounded by limits.max_bulk per string and by the runtime's batch sizes.
+       top, bounded by limits.max_bulk per string and by the runtime's batch sizes. On a
+       Redis Cluster each connection may hold a second one, to the node an ASK or MOVED
+       named (section 3, CLUSTER), with a reader of its own: twice that bound, plus a
+       copy of each command sent and not yet answered (a batch's adds at most).
    KEYS OF AN INSTANCE
        A runtime instance owns three kinds of keys: its reply list (reply:<instance>), the
        list of results its receiver took from it (reply:<instance>:taken, read again
@@ -2240,6 +2282,14 @@ struct am2z_redis {
     int cluster_slot;          /* of cluster_key */
     int cnode_next;            /* the seed asked first: the last whose answer was the master */
     int moved;                 /* a MOVED came: closed once the replies owed are read */
+    /* cluster redirections (CLUSTER in the declarations; cnodes set) */
+    am2z_resp_buf sent;        /* copies of the commands whose replies are owed, oldest first,
+                                  each a size_t length then its bytes; empty while none is owed */
+    size_t sent_at;            /* offset in sent of the oldest command still owed */
+    am2z_redis *side;          /* owned: the node the last ASK/MOVED named (or ours, for a
+                                  TRYAGAIN while replies are owed); NULL: none */
+    int reconnect_once;        /* closed after a MOVED: the next command reconnects first */
+    char guard[2][300];        /* two never-written keys of cluster_slot, declared by keyless scripts */
 };
 
 struct am2z_redis_script {
@@ -2278,6 +2328,12 @@ static void am2z__redis_close(am2z_redis *r) {
     r->pending = 0;
     r->just_sent = 0;
     if (r->rd) am2z_resp_reader_reset(r->rd);
+    r->sent.len = 0;
+    r->sent_at = 0;
+    if (r->side) {
+        am2z_redis_free(r->side);
+        r->side = NULL;
+    }
 }
 
 /* Records a failure as the thread's status detail, "redis <endpoint>: <what>", followed
@@ -2363,8 +2419,9 @@ static am2z_status am2z__redis_reader_failed(am2z_redis *r, am2z_status st) {
     return am2z__fail(st, offset, "redis %s: %s", r->endpoint, am2z_status_detail());
 }
 
-/* Reads one reply owed by an earlier command. RESP3 pushes in between go to on_push. */
-static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t deadline) {
+/* Reads one reply owed by an earlier command. RESP3 pushes in between go to on_push.
+   am2z__redis_read (CLUSTER, at the end of this section) also follows redirections. */
+static am2z_status am2z__redis_read1(am2z_redis *r, am2z_reply *reply, int64_t deadline) {
     for (;;) {
         am2z_status st = am2z_resp_reader_next(r->rd, reply);
         if (st == AM2Z_STATUS_OK) {
@@ -2374,14 +2431,6 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
                 continue;
             }
             r->pending--;
-            /* cluster: the slot moved; the connection closes once the replies owed are
-               read, so its owner's next connect asks the nodes where it went */
-            if (r->cnodes && reply->type == AM2Z_REPLY_ERROR && strncmp(am2z_reply_str(reply), "MOVED ", 6) == 0)
-                r->moved = 1;
-            if (r->moved && !r->pending) {
-                r->moved = 0;
-                am2z__redis_close(r);
-            }
             if (reply->type == AM2Z_REPLY_ERROR) /* the detail is the server's message itself */
                 return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s", (int)(reply->len > 255 ? 255 : reply->len),
                                   am2z_reply_str(reply));
@@ -2417,6 +2466,26 @@ static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t de
             }
         }
     }
+}
+
+static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t deadline);
+
+/* One more reply is owed, for the command encoded in r->out from offset `from`; a
+   cluster connection keeps a copy of it, to send it again if a node redirects it. On
+   NO_MEMORY the command is taken back out of r->out (the stream is intact). */
+static am2z_status am2z__redis_owe(am2z_redis *r, size_t from) {
+    if (r->cnodes) {
+        size_t n = r->out.len - from;
+        if (!am2z__buf_reserve(&r->sent, sizeof n + n)) {
+            r->out.len = from;
+            return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis %s: out of memory", r->endpoint);
+        }
+        memcpy(r->sent.data + r->sent.len, &n, sizeof n);
+        memcpy(r->sent.data + r->sent.len + sizeof n, r->out.data + from, n);
+        r->sent.len += sizeof n + n;
+    }
+    r->pending++;
+    return AM2Z_STATUS_OK;
 }
 
 static char *am2z__redis_dup(const char *s, int *ok) {
@@ -2521,12 +2590,36 @@ static char **am2z__redis_list_dup(const char *const *list, int n, int *ok) {
     return out;
 }
 
+/* Two keys of r's slot nobody writes, which keyless scripts declare (CLUSTER, SCRIPTS in
+   the declarations): the cluster key with a suffix when that keeps its slot (a hash tag
+   decides it), else "{am2z-guard-N}" for the first N that hashes to the slot (about
+   16,384 tries, once per connection; every slot has one below 2^18, 255,793 being the
+   largest first N). */
+static void am2z__redis_guard_keys(am2z_redis *r) {
+    size_t n = strlen(r->cluster_key);
+    char tag[32];
+    unsigned i;
+    int g;
+    if (n + 20 < sizeof r->guard[0]) {
+        for (g = 0; g < 2; g++) snprintf(r->guard[g], sizeof r->guard[g], "%s~am2z-guard-%d", r->cluster_key, g + 1);
+        if (am2z_redis_key_slot(r->guard[0], AM2Z_NTS) == r->cluster_slot &&
+            am2z_redis_key_slot(r->guard[1], AM2Z_NTS) == r->cluster_slot)
+            return;
+    }
+    for (i = 0; i < (1u << 18); i++) {
+        snprintf(tag, sizeof tag, "am2z-guard-%u", i);
+        if (am2z_redis_key_slot(tag, AM2Z_NTS) == r->cluster_slot) break;
+    }
+    for (g = 0; g < 2; g++) snprintf(r->guard[g], sizeof r->guard[g], "{%s}~%d", tag, g + 1);
+}
+
 static void am2z__redis_cluster_copy(am2z_redis *r, int *ok) {
     r->cnodes = am2z__redis_list_dup(r->desc.cluster_nodes, r->desc.n_cluster_nodes, ok);
     r->cluster_key = am2z__redis_dup(r->desc.cluster_key, ok);
     r->cluster_slot = am2z_redis_key_slot(r->desc.cluster_key, AM2Z_NTS);
     r->desc.cluster_nodes = (const char *const *)r->cnodes;
     r->desc.cluster_key = r->cluster_key;
+    if (r->cluster_key) am2z__redis_guard_keys(r);
 }
 
 /* Copies the checked sentinel fields of r->desc into r (one block for the list), pointing
@@ -2614,6 +2707,7 @@ AM2Z_API void am2z_redis_free(am2z_redis *r) {
     am2z__free(r->sentinel_password);
     am2z__free(r->cnodes);
     am2z__free(r->cluster_key);
+    am2z_resp_buf_clear(&r->sent);
     am2z__free(r);
 }
 
@@ -2955,8 +3049,10 @@ static am2z_status am2z__redis_find_master(am2z_redis *r) {
 }
 
 AM2Z_API am2z_status am2z_redis_connect(am2z_redis *r) {
-    if (r && (r->sentinels || r->cnodes)) return am2z__redis_find_master(r);
-    return am2z__redis_connect_direct(r);
+    am2z_status st;
+    if (!r || !(r->sentinels || r->cnodes)) return am2z__redis_connect_direct(r);
+    if ((st = am2z__redis_find_master(r)) == AM2Z_STATUS_OK) r->reconnect_once = 0;
+    return st;
 }
 
 static uint64_t am2z__redis_rand(am2z_redis *r) {
@@ -3001,7 +3097,8 @@ static am2z_status am2z__redis_encode_failed(const am2z_redis *r, am2z_status st
    for it) and, unless appending to a pipeline, no unread replies. */
 static am2z_status am2z__redis_ready(am2z_redis *r, int appending) {
     if (r->fd < 0) {
-        if (!r->desc.auto_reconnect) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected");
+        /* closed after a MOVED: the slot map is read again (CLUSTER) */
+        if (!r->desc.auto_reconnect && !r->reconnect_once) return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "not connected");
         return am2z_redis_connect(r);
     }
     if (!appending && r->pending)
@@ -3014,7 +3111,7 @@ static am2z_status am2z__redis_roundtrip(am2z_redis *r, am2z_reply *reply, int64
     int64_t deadline = am2z__deadline(timeout_ms);
     am2z_status st;
     r->last_timeout_ms = timeout_ms;
-    r->pending++;
+    if ((st = am2z__redis_owe(r, 0)) != AM2Z_STATUS_OK) return st;
     st = am2z__redis_flush(r, deadline);
     if (st != AM2Z_STATUS_OK) return st;
     return am2z__redis_read(r, reply, deadline);
@@ -3086,24 +3183,26 @@ AM2Z_API am2z_status am2z_redis_append(am2z_redis *r, const char *fmt, ...) {
     va_list ap;
     am2z_status st;
     if (!r || !fmt) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: append without a connection or format");
+    size_t from;
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
+    from = r->out.len;
     va_start(ap, fmt);
     st = am2z_resp_append_vfmt(&r->out, fmt, ap);
     va_end(ap);
     if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
-    r->pending++;
-    return AM2Z_STATUS_OK;
+    return am2z__redis_owe(r, from);
 }
 
 AM2Z_API am2z_status am2z_redis_append_argv(am2z_redis *r, size_t argc, const char *const *argv,
                                             const size_t *argvlen) {
     am2z_status st;
+    size_t from;
     if (!r) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: append without a connection");
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
+    from = r->out.len;
     st = am2z__resp_append2(&r->out, 0, NULL, NULL, argc, argv, argvlen);
     if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
-    r->pending++;
-    return AM2Z_STATUS_OK;
+    return am2z__redis_owe(r, from);
 }
 
 AM2Z_API am2z_status am2z_redis_flush(am2z_redis *r) {
@@ -3206,29 +3305,46 @@ AM2Z_API void am2z_redis_script_free(am2z_redis_script *s) { am2z__free(s); }
 
 AM2Z_API const char *am2z_redis_script_sha(const am2z_redis_script *s) { return s ? s->sha : ""; }
 
+/* The arguments before a script call's keys: EVALSHA sha (eval: EVAL source) numkeys,
+   and for a keyless script on a cluster connection its two guard keys declared
+   (CLUSTER, SCRIPTS in the declarations). nk: 24 bytes for numkeys. Returns how many. */
+static size_t am2z__redis_script_pre(const am2z_redis *r, int eval, const am2z_redis_script *s, size_t numkeys,
+                                     char *nk, const char **pre, size_t *prelen) {
+    int guard = r->cnodes && numkeys == 0;
+    pre[0] = eval ? "EVAL" : "EVALSHA";
+    prelen[0] = eval ? 4 : 7;
+    pre[1] = eval ? s->source : s->sha;
+    prelen[1] = eval ? s->len : 40;
+    pre[2] = nk;
+    prelen[2] = am2z__u64_str(nk, guard ? 2 : numkeys);
+    if (!guard) return 3;
+    pre[3] = r->guard[0];
+    prelen[3] = strlen(r->guard[0]);
+    pre[4] = r->guard[1];
+    prelen[4] = strlen(r->guard[1]);
+    return 5;
+}
+
 AM2Z_API am2z_status am2z_redis_evalsha(am2z_redis *r, am2z_reply *reply, const am2z_redis_script *s,
                                         size_t numkeys, size_t argc, const char *const *argv,
                                         const size_t *argvlen) {
     char nk[24];
-    const char *pre[3];
-    size_t prelen[3];
+    const char *pre[5];
+    size_t prelen[5], npre;
     am2z_status st;
     am2z_reply_clear(reply);
     if (!r || !reply || !s || numkeys > argc)
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                           "redis: evalsha without a connection, reply or script, or numkeys %zu > argc %zu", numkeys, argc);
-    prelen[2] = am2z__u64_str(nk, numkeys);
-    pre[0] = "EVALSHA"; prelen[0] = 7;
-    pre[1] = s->sha; prelen[1] = 40;
-    pre[2] = nk;
-    st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, 3, pre, prelen, argc, argv, argvlen);
+    npre = am2z__redis_script_pre(r, 0, s, numkeys, nk, pre, prelen);
+    st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, npre, pre, prelen, argc, argv, argvlen);
     if (st == AM2Z_STATUS_SERVER && reply->len >= 8 && memcmp(am2z_reply_str(reply), "NOSCRIPT", 8) == 0) {
-        /* the server does not know the script (new, restarted or flushed): EVAL sends
-           the source and caches it, so the next EVALSHA succeeds */
+        /* the server does not know the script (new, restarted or flushed, or a cluster
+           node the slot just moved to): EVAL sends the source and caches it, so the next
+           EVALSHA succeeds */
         am2z_reply_clear(reply);
-        pre[0] = "EVAL"; prelen[0] = 4;
-        pre[1] = s->source; prelen[1] = s->len;
-        st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, 3, pre, prelen, argc, argv, argvlen);
+        npre = am2z__redis_script_pre(r, 1, s, numkeys, nk, pre, prelen);
+        st = am2z__redis_argv(r, reply, r->desc.command_timeout_ms, npre, pre, prelen, argc, argv, argvlen);
     }
     return st;
 }
@@ -3254,21 +3370,18 @@ AM2Z_API am2z_status am2z_redis_append_evalsha(am2z_redis *r, const am2z_redis_s
                                                size_t numkeys, size_t argc, const char *const *argv,
                                                const size_t *argvlen) {
     char nk[24];
-    const char *pre[3];
-    size_t prelen[3];
+    const char *pre[5];
+    size_t prelen[5], npre, from;
     am2z_status st;
     if (!r || !s || numkeys > argc)
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
                           "redis: evalsha without a connection or script, or numkeys %zu > argc %zu", numkeys, argc);
     if ((st = am2z__redis_ready(r, 1)) != AM2Z_STATUS_OK) return st;
-    prelen[2] = am2z__u64_str(nk, numkeys);
-    pre[0] = "EVALSHA"; prelen[0] = 7;
-    pre[1] = s->sha; prelen[1] = 40;
-    pre[2] = nk;
-    st = am2z__resp_append2(&r->out, 3, pre, prelen, argc, argv, argvlen);
+    npre = am2z__redis_script_pre(r, 0, s, numkeys, nk, pre, prelen);
+    from = r->out.len;
+    st = am2z__resp_append2(&r->out, npre, pre, prelen, argc, argv, argvlen);
     if (st != AM2Z_STATUS_OK) return am2z__redis_encode_failed(r, st);
-    r->pending++;
-    return AM2Z_STATUS_OK;
+    return am2z__redis_owe(r, from);
 }
 
 /* ---- pool ---- */
@@ -3458,6 +3571,166 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
     out->host[hlen] = 0;
     out->port = (int)port;
     return AM2Z_STATUS_OK;
+}
+
+/* ---- cluster: following redirections (CLUSTER in the declarations) ---- */
+
+static int am2z__redis_redirected(const am2z_reply *reply) {
+    const char *m = am2z_reply_str(reply);
+    return reply->type == AM2Z_REPLY_ERROR && (strncmp(m, "ASK ", 4) == 0 || strncmp(m, "MOVED ", 6) == 0 ||
+                                               (strncmp(m, "TRYAGAIN", 8) == 0 && (m[8] == ' ' || !m[8])));
+}
+
+/* Sleeps ms, cut short when r's owner aborts; 0 when it did. */
+static int am2z__redis_pause(am2z_redis *r, int64_t ms) {
+    struct pollfd pfd;
+    if (r->abort_fd < 0) {
+        am2z__redis_sleep_ms(ms);
+        return 1;
+    }
+    pfd.fd = r->abort_fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    return !(poll(&pfd, 1, (int)ms) > 0 && pfd.revents);
+}
+
+/* r->side connected to host:port (made again when it serves another node or broke), with
+   r's desc (protocol, AUTH, name, transport, timeouts, limits) minus the cluster fields;
+   its waits end by cap (monotonic ns; 0: none) and r's abort. NULL with *st on failure. */
+static am2z_redis *am2z__redis_side_for(am2z_redis *r, const char *host, int port, int64_t cap, am2z_status *st) {
+    am2z_redis *s = r->side;
+    if (s && (s->fd < 0 || s->desc.port != port || strcmp(s->host, host) != 0)) {
+        am2z_redis_free(s);
+        r->side = s = NULL;
+    }
+    if (!s) {
+        am2z_redis_desc d = r->desc;
+        d.host = host;
+        d.port = port;
+        d.unix_path = NULL;
+        d.cluster_nodes = NULL;
+        d.n_cluster_nodes = 0;
+        d.cluster_key = NULL;
+        d.auto_reconnect = 0;
+        if (!(s = am2z_redis_new(&d, st))) return NULL;
+        s->cap_ns = cap;
+        s->abort_fd = r->abort_fd;
+        if ((*st = am2z_redis_connect(s)) != AM2Z_STATUS_OK) {
+            am2z_redis_free(s);
+            return NULL;
+        }
+        r->side = s;
+    }
+    s->cap_ns = cap;
+    s->abort_fd = r->abort_fd;
+    return s;
+}
+
+/* Sends the encoded command cmd (len bytes) on c, which owes no reply, after ASKING when
+   asking, and reads its reply. */
+static am2z_status am2z__redis_send_raw(am2z_redis *c, int asking, const char *cmd, size_t len, int64_t deadline,
+                                        am2z_reply *reply) {
+    static const char ask[] = "*1\r\n$6\r\nASKING\r\n";
+    am2z_status st;
+    if ((asking && !am2z__buf_put(&c->out, ask, sizeof ask - 1)) || !am2z__buf_put(&c->out, cmd, len)) {
+        c->out.len = 0;
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis %s: out of memory", c->endpoint);
+    }
+    c->pending += asking ? 2 : 1;
+    st = am2z__redis_flush(c, deadline);
+    if (st == AM2Z_STATUS_OK && asking) {
+        /* an ASKING refused leaves the command's own reply to say why (a MOVED) */
+        st = am2z__redis_read1(c, reply, deadline);
+        if (st == AM2Z_STATUS_SERVER) st = AM2Z_STATUS_OK;
+        am2z_reply_clear(reply);
+    }
+    return st == AM2Z_STATUS_OK ? am2z__redis_read1(c, reply, deadline) : st;
+}
+
+/* *reply, the answer to cmd (len bytes, r's copy of it), is a redirection: follows ASK
+   and MOVED, waits and sends again on TRYAGAIN, until an answer that is none, the hop
+   limit or the deadline (ns; -1: none) or r's cap; *reply and the status are then the
+   last answer's. Sending again is safe: a node that redirects did not run the command. */
+static am2z_status am2z__redis_redo(am2z_redis *r, am2z_reply *reply, const char *cmd, size_t len,
+                                    int64_t deadline) {
+    char host[256];
+    int port = r->desc.port, asking = 0, hops = 0, sends = 1;
+    int64_t cap = r->cap_ns > 0 && (deadline < 0 || r->cap_ns < deadline) ? r->cap_ns : deadline > 0 ? deadline : 0;
+    int64_t start = am2z_monotonic_ns(), pause = 2;
+    int64_t until = cap > 0 ? cap : start + (int64_t)AM2Z_REDIS_CLUSTER_RETRY_MS * 1000000;
+    am2z_status st = AM2Z_STATUS_SERVER;
+    snprintf(host, sizeof host, "%s", r->host);
+    for (;;) {
+        const char *m = am2z_reply_str(reply);
+        am2z_redis_redirect rd;
+        am2z_redis *c = r;
+        if (strncmp(m, "TRYAGAIN", 8) == 0) {
+            int64_t d = pause - (int64_t)(am2z__redis_rand(r) % (uint64_t)(pause / 2 + 1));
+            if (am2z_monotonic_ns() + d * 1000000 >= until)
+                return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s (slot %d is being migrated: sent %d times in "
+                                  "%lld ms, until %s)", (int)(reply->len > 100 ? 100 : reply->len), m, r->cluster_slot,
+                                  sends, (long long)((am2z_monotonic_ns() - start) / 1000000),
+                                  cap > 0 ? "the call's deadline" : "AM2Z_REDIS_CLUSTER_RETRY_MS");
+            if (!am2z__redis_pause(r, d)) {
+                am2z_reply_clear(reply);
+                return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "TRYAGAIN retry cut loose: its owner is stopping");
+            }
+            if (pause < 100) pause *= 2;
+        } else if (am2z_redis_parse_redirect(reply, &rd) == AM2Z_STATUS_OK) {
+            if (++hops > AM2Z_REDIS_MAX_REDIRECTS)
+                return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s (slot %d: %d redirections followed, "
+                                  "AM2Z_REDIS_MAX_REDIRECTS)", (int)(reply->len > 100 ? 100 : reply->len), m,
+                                  r->cluster_slot, hops - 1);
+            if (rd.host[0]) memcpy(host, rd.host, sizeof host); /* "": the node that answered */
+            port = rd.port;
+            asking = rd.ask;
+            if (!rd.ask) r->moved = 1; /* the slot map changed: r closes once the replies owed are read */
+        } else {
+            return st; /* the command's own answer (its detail set by the read) */
+        }
+        am2z_reply_clear(reply);
+        /* r itself while it owes nothing and still serves that node; else the side connection */
+        if (asking || port != r->desc.port || strcmp(host, r->host) != 0 || r->fd < 0 || r->pending || r->moved)
+            c = am2z__redis_side_for(r, host, port, cap, &st);
+        if (c) st = am2z__redis_send_raw(c, asking, cmd, len, deadline, reply);
+        else if (st == AM2Z_STATUS_SERVER) st = AM2Z_STATUS_IO; /* the node refused AUTH: no reply to give */
+        sends++;
+        if (st == AM2Z_STATUS_OK) return st;
+        if (st != AM2Z_STATUS_SERVER) {
+            /* as any failed command: r closes (the detail, already recorded, names the node) */
+            char why[300];
+            snprintf(why, sizeof why, "%s", am2z_status_detail());
+            am2z__redis_close(r);
+            return am2z__fail(st, AM2Z_NTS, "%s", why);
+        }
+    }
+}
+
+/* Reads one reply owed (am2z__redis_read1); on a cluster connection takes the copy of its
+   command off r->sent and follows a redirection (am2z__redis_redo). */
+static am2z_status am2z__redis_read(am2z_redis *r, am2z_reply *reply, int64_t deadline) {
+    am2z_status st = am2z__redis_read1(r, reply, deadline);
+    const char *cmd = NULL;
+    size_t len = 0;
+    if (!r->cnodes || (st != AM2Z_STATUS_OK && st != AM2Z_STATUS_SERVER)) return st;
+    if (r->sent_at < r->sent.len) { /* none for the connect's own commands */
+        memcpy(&len, r->sent.data + r->sent_at, sizeof len);
+        cmd = r->sent.data + r->sent_at + sizeof len;
+        r->sent_at += sizeof len + len;
+    }
+    if (st == AM2Z_STATUS_SERVER && strncmp(am2z_reply_str(reply), "MOVED ", 6) == 0) r->moved = 1;
+    if (st == AM2Z_STATUS_SERVER && cmd && am2z__redis_redirected(reply)) st = am2z__redis_redo(r, reply, cmd, len, deadline);
+    if (r->fd >= 0 && !r->pending) {
+        r->sent.len = 0;
+        r->sent_at = 0;
+        if (r->moved) {
+            /* the slot moved: the next command or connect asks the nodes where it went */
+            r->moved = 0;
+            r->reconnect_once = 1;
+            am2z__redis_close(r);
+        }
+    }
+    return st;
 }
 
 #undef AM2Z__SEND_FLAGS

@@ -11,8 +11,8 @@
        that one slot, so its Lua scripts run on a cluster node;
      - cluster_nodes + cluster_key: bad descs refused; a connect finds the slot's master
        from seeds (a dead seed skipped); after the slot is given to another master a
-       command gets MOVED, the connection closes, and the next connect lands on the new
-       owner;
+       command's MOVED is followed, the connection closes, and the next connect lands on
+       the new owner;
      - a queue runtime given only the seeds runs jobs from 3 caller threads while the
        slot's master is killed with kill -9 and its replica (added here) takes over:
        every call answered (lost 0, wrong 0), and the calls after the failover succeed.
@@ -409,8 +409,8 @@ static void test_cluster_connect_and_moved(void) {
             am2z_redis_free(a);
         }
     }
-    CHECK_INT(am2z_redis_command(r, &rep, "SET %s:a 2", key), AM2Z_STATUS_SERVER);
-    CHECK(strncmp(am2z_reply_str(&rep), "MOVED ", 6) == 0);
+    /* the MOVED is followed to the new owner (test_queue_reshard.c has the details) */
+    CHECK_INT(am2z_redis_command(r, &rep, "SET %s:a 2", key), AM2Z_STATUS_OK);
     CHECK(!am2z_redis_is_connected(r)); /* closed once the MOVED was read: the next connect asks */
     CHECK_INT(am2z_redis_connect(r), AM2Z_STATUS_OK);
     CHECK_INT(server_port(r), to);
