@@ -15,15 +15,6 @@ static int port;
 static am2z_logger *g_quiet;
 static am2z_redis *g_rec; /* atomic: where runs are recorded (the worker process's) */
 
-static am2z_runtime *rt_new(int concurrency, am2z_logger *logger) {
-    am2z_queue_desc d;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
-    d.logger = logger;
-    return am2z_queue_runtime_new(&d, NULL);
-}
 
 /* Records when it ran (epoch ms) in the hash test:at under its execution id. */
 static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
@@ -52,7 +43,7 @@ static int worker_main(int p) {
     port = p;
     g_quiet = fx_quiet();
     __atomic_store_n(&g_rec, fx_conn(port), __ATOMIC_SEQ_CST);
-    rt = rt_new(1, g_quiet);
+    rt = fx_queue_rt(port, 1, g_quiet);
     if (!rt || !g_rec || am2z_runtime_register(rt, tick_proc()) != AM2Z_STATUS_OK) {
         fprintf(stderr, "worker: setup failed: %s\n", am2z_status_detail());
         return 1;
@@ -62,17 +53,6 @@ static int worker_main(int p) {
     for (;;) tp_sleep_ms(1000);
 }
 
-static int spawn_worker(tp_proc *w) {
-    char port_s[16], line[64];
-    char *argv[4];
-    snprintf(port_s, sizeof port_s, "%d", port);
-    argv[0] = (char *)"/proc/self/exe";
-    argv[1] = (char *)"worker";
-    argv[2] = port_s;
-    argv[3] = NULL;
-    if (tp_spawn(w, argv, NULL, 1) != 0) return 0;
-    return tp_readline(w, line, sizeof line, 10000) > 0 && strcmp(line, "ready") == 0;
-}
 
 /* ---- helpers ---- */
 
@@ -118,7 +98,7 @@ static int64_t hget_int(am2z_redis *r, const char *key, const char *field) {
    worker's wait would end by itself (AM2Z_QUEUE_SCHEDULE_POLL_MS, 10 s), runs at its
    first slot. */
 static void test_idle_worker_then_upsert_elsewhere(void) {
-    am2z_runtime *prod = rt_new(AM2Z_QUEUE_NO_WORKERS, g_quiet);
+    am2z_runtime *prod = fx_queue_rt(port, AM2Z_QUEUE_NO_WORKERS, g_quiet);
     am2z_state *in = am2z_state_parse(NULL, "{}", AM2Z_NTS, NULL);
     am2z_redis *r = fx_conn(port);
     tp_proc w;
@@ -127,7 +107,7 @@ static void test_idle_worker_then_upsert_elsewhere(void) {
     int64_t slot, ran, until;
     memset(&w, 0, sizeof w);
     CHECK(prod && in && r);
-    CHECK(spawn_worker(&w));
+    CHECK(fx_spawn_ready(&w, "worker", port));
     tp_sleep_ms(500); /* its start-up commands */
     a = commandstats(r);
     tp_sleep_ms(2000);
@@ -180,7 +160,7 @@ static void test_stop_cuts_the_wait(void) {
     ld.min_level = AM2Z_LOG_WARN;
     ld.callback = count_give_up;
     lg = am2z_logger_new(&ld, NULL);
-    rt = rt_new(1, lg);
+    rt = fx_queue_rt(port, 1, lg);
     __atomic_store_n(&g_rec, rec, __ATOMIC_SEQ_CST);
     CHECK(lg && rt && r && rec);
     CHECK_INT(am2z_runtime_register(rt, tick_proc()), AM2Z_STATUS_OK);
