@@ -67,7 +67,8 @@
        AM2Z_QUEUE_BATCH        jobs a worker takes at once from a deep queue (default 16)
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
        AM2Z_QUEUE_SCHEDULE_ID_MAX bytes of a schedule id on the queue runtime (default 40)
-       AM2Z_QUEUE_SCHEDULE_POLL_MS longest sleep of a process's schedule timer (default 100)
+       AM2Z_QUEUE_SCHEDULE_POLL_MS longest wait of a process's schedule timer in Redis
+                               (default 10000; an upsert anywhere ends it at once)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
@@ -1055,9 +1056,12 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
        plus two keys of am2z's own: <bull>:<prefix>:schedules (hash: id -> queue, so an
        id is unique per prefix) and <bull>:<prefix>:schedules:due (zset: id -> next
        slot, what the claimers watch).
-       EXACTLY ONCE PER SLOT  Every process with workers runs a timer thread that sleeps
-       until the earliest next slot (at most AM2Z_QUEUE_SCHEDULE_POLL_MS, so schedules
-       upserted elsewhere are seen) and claims the due ones with one script: only when the
+       EXACTLY ONCE PER SLOT  Every process with workers runs a timer thread that waits in
+       Redis (XREAD BLOCK on the stream <bull>:<prefix>:schedules:wake, to which every
+       upsert and remove adds an entry) until the earliest next slot, at most
+       AM2Z_QUEUE_SCHEDULE_POLL_MS, so an idle timer sends three commands per that time and
+       a schedule upserted by any process is seen at once; it claims the due ones with one
+       script: only when the
        schedule's next slot and version are still the ones it read (a compare-and-set) does
        it add the slot's job (deterministic id repeat:<id>:<slot>, added only if absent),
        count the run and move the schedule to its next slot. Of many processes claiming a
@@ -1074,7 +1078,7 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #define AM2Z_QUEUE_SCHEDULE_ID_MAX 40 /* "repeat:" + id + ":" + 15 digits < AM2Z_EXECUTION_ID_SIZE */
 #endif
 #ifndef AM2Z_QUEUE_SCHEDULE_POLL_MS
-#define AM2Z_QUEUE_SCHEDULE_POLL_MS 100 /* longest sleep of a process's schedule timer */
+#define AM2Z_QUEUE_SCHEDULE_POLL_MS 10000 /* longest wait of a process's schedule timer in Redis */
 #endif
 
 #ifdef __cplusplus
@@ -4114,6 +4118,11 @@ typedef struct am2z__qrt {
     int session_conc;           /* desc.session_concurrency (published with the settings) */
     am2z_redis_script *s_breaker; /* circuit breakers (4.4) */
     int trace;                  /* desc.trace */
+    /* the schedule timer's (4.10): its connection (blocks in XREAD), guard, and the id of
+       the last <C>schedules:wake entry it saw ("": not read yet) */
+    am2z_redis *sconn;
+    am2z__qguard sguard;
+    char sched_cursor[48];
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -9189,6 +9198,7 @@ static am2z_status am2z__qop_stop(am2z_runtime *rt, int64_t grace_ms) {
        restarted or went away cannot delay the stop */
     am2z__atomic_store(&q->running, 0, AM2Z__MO_RELEASE);
     for (i = 0; i < q->nworkers; i++) am2z__qguard_cut(q, &q->workers[i].guard);
+    am2z__qguard_cut(q, &q->sguard); /* the schedule timer's wait in Redis */
     while (am2z__atomic_load(&q->n_running, AM2Z__MO_ACQUIRE) > 0 && am2z_monotonic_ns() < until) am2z__qsleep_ms(2);
     am2z__mutex_lock(&q->runmu);
     for (x = q->runs.next; x != &q->runs; x = x->next) {
@@ -9250,6 +9260,7 @@ static void am2z__qfree(am2z__qrt *q) {
     size_t i;
     int k;
     am2z__sched_timer_free(q->sched_timer);
+    am2z_redis_free(q->sconn);
     for (k = 0; k < 3; k++) am2z_redis_script_free(q->s_sched[k]);
     for (k = 0; q->workers && k < q->nworkers; k++) {
         am2z_redis_free(q->workers[k].conn);
@@ -9426,6 +9437,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     am2z__mutex_init(&q->cutmu);
     am2z__mutex_init(&q->setmu);
     am2z__qguard_init(&q->rguard);
+    am2z__qguard_init(&q->sguard);
     am2z__qnotify_init(&q->mnt);
     am2z__qnotify_init(&q->ent);
     q->s_add = am2z__qscript(am2z__qlua_add);
@@ -9663,6 +9675,8 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 /* ---- 4.10 schedules: BullMQ's job schedulers, each slot claimed once ---------------- */
 
 #define AM2Z__QSCHED_BATCH 64 /* due schedules one tick claims; the rest on the next tick */
+#define AM2Z__QSCHED_RETRY_MS 100 /* the timer's next try after Redis failed it */
+#define AM2Z__QSCHED_WAKE_LEN 16 /* entries kept in <C>schedules:wake (timers need the last) */
 
 /* The scripts; each starts with the library (num, busy, ready, wake). */
 static const char *const am2z__qlua_sched_upsert[] = {
@@ -9764,6 +9778,17 @@ static am2z_status am2z__qsched_fail(am2z_status st, const char *id, const char 
     return am2z__fail(st, AM2Z_NTS, "schedule '%s': %s (%s)", id, what, am2z_status_detail());
 }
 
+/* Ends the timers' waits in every process (am2z__qsched_wait) after an upsert or remove.
+   Best effort: a timer that misses it looks again within AM2Z_QUEUE_SCHEDULE_POLL_MS. */
+static void am2z__qsched_wake(am2z__qrt *q, am2z_redis *r) {
+    am2z_reply rep = am2z__qrep0();
+    if (am2z_redis_command(r, &rep, "XADD %s%s MAXLEN %d * w 1", q->C, "schedules:wake", AM2Z__QSCHED_WAKE_LEN) !=
+        AM2Z_STATUS_OK)
+        am2z_log_warn(q->logger, "queue runtime: schedules: waking the other processes' timers failed (%s): they "
+                      "see the change within AM2Z_QUEUE_SCHEDULE_POLL_MS", am2z_status_detail());
+    am2z_reply_clear(&rep);
+}
+
 static am2z_status am2z__qop_schedule_upsert(am2z_runtime *rt, const am2z_schedule_desc *d) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z__qset set;
@@ -9829,6 +9854,7 @@ static am2z_status am2z__qop_schedule_upsert(am2z_runtime *rt, const am2z_schedu
         st = am2z__qsched_fail(AM2Z_STATUS_IO, d->id, "no Redis connection");
     } else {
         st = am2z__qeval(r, &rep, q->s_sched[0], argc, argv, NULL);
+        if (st == AM2Z_STATUS_OK) am2z__qsched_wake(q, r);
         am2z_redis_pool_put(q->pool, r);
         if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, d->id, "Redis refused the upsert");
         else if (rep.type == AM2Z_REPLY_INTEGER && rep.integer == -1)
@@ -9852,6 +9878,7 @@ static am2z_status am2z__qop_schedule_remove(am2z_runtime *rt, const char *id) {
     if (!(r = am2z__qborrow(q, &st))) return am2z__qsched_fail(AM2Z_STATUS_IO, id, "no Redis connection");
     argv[0] = q->C; argv[1] = q->bull; argv[2] = id;
     st = am2z__qeval(r, &rep, q->s_sched[1], 3, argv, NULL);
+    if (st == AM2Z_STATUS_OK) am2z__qsched_wake(q, r);
     am2z_redis_pool_put(q->pool, r);
     if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, id, "Redis refused the remove");
     else if (rep.type != AM2Z_REPLY_INTEGER || rep.integer != 1)
@@ -9975,40 +10002,97 @@ done:
     am2z_reply_clear(&crep);
 }
 
-/* The timer's tick (processes with workers): claims every due slot, returns the
-   earliest next slot of all schedules (0: none; the timer then polls). */
+/* The id of the last entry of <C>schedules:wake ("0-0": none) into q->sched_cursor, so
+   the timer's first wait sees every wake-up after its first look at the schedules. */
+static int am2z__qsched_cursor(am2z__qrt *q, am2z_redis *r) {
+    am2z_reply rep = am2z__qrep0();
+    const char *id;
+    size_t n = 0;
+    int ok = am2z_redis_command(r, &rep, "XREVRANGE %s%s + - COUNT 1", q->C, "schedules:wake") == AM2Z_STATUS_OK &&
+             rep.type == AM2Z_REPLY_ARRAY;
+    if (ok) {
+        id = am2z__qel(am2z_reply_at(&rep, 0), 0, &n);
+        snprintf(q->sched_cursor, sizeof q->sched_cursor, "%s", id && n < sizeof q->sched_cursor ? id : "0-0");
+    }
+    am2z_reply_clear(&rep);
+    return ok;
+}
+
+/* Waits in Redis up to wait_ms for an entry of <C>schedules:wake after the cursor (an
+   upsert or remove in any process), or until stop cuts the wait; 0 when Redis failed. */
+static int am2z__qsched_wait(am2z__qrt *q, am2z_redis *r, int64_t wait_ms) {
+    am2z_reply rep = am2z__qrep0();
+    const am2z_reply *entries = NULL;
+    char blk[24], cnt[16], key[512];
+    const char *argv[8];
+    am2z_status st;
+    snprintf(blk, sizeof blk, "%lld", (long long)wait_ms);
+    snprintf(cnt, sizeof cnt, "%d", AM2Z__QSCHED_WAKE_LEN);
+    if ((size_t)snprintf(key, sizeof key, "%s%s", q->C, "schedules:wake") >= sizeof key) return 0;
+    argv[0] = "XREAD"; argv[1] = "COUNT"; argv[2] = cnt; argv[3] = "BLOCK"; argv[4] = blk;
+    argv[5] = "STREAMS"; argv[6] = key; argv[7] = q->sched_cursor;
+    if (!am2z__qguard_enter(q, &q->sguard, r)) return 1; /* stopping */
+    st = am2z_redis_blocking_argv(r, &rep, wait_ms + 5000, 8, argv, NULL);
+    am2z__qguard_leave(q, &q->sguard);
+    /* RESP2: [[key, entries]]; RESP3: {key: entries}. An entry is [id, [field, value]]. */
+    if (rep.type == AM2Z_REPLY_MAP) entries = am2z_reply_at(&rep, 1);
+    else if (rep.type == AM2Z_REPLY_ARRAY) entries = am2z_reply_at(am2z_reply_at(&rep, 0), 1);
+    if (entries && entries->len > 0) {
+        size_t n = 0;
+        const char *id = am2z__qel(am2z_reply_at(entries, entries->len - 1), 0, &n);
+        if (id && n < sizeof q->sched_cursor) snprintf(q->sched_cursor, sizeof q->sched_cursor, "%s", id);
+    }
+    am2z_reply_clear(&rep);
+    return st == AM2Z_STATUS_OK;
+}
+
+/* The timer's tick (processes with workers), on the timer's own connection: claims every
+   due slot, then waits in Redis until the earliest next slot, at most
+   AM2Z_QUEUE_SCHEDULE_POLL_MS, or until a wake-up (am2z__qsched_wake); returns now (tick
+   again at once), or 0 when Redis failed (the timer retries after AM2Z__QSCHED_RETRY_MS). */
 static int64_t am2z__qsched_tick(void *user_data, int64_t now) {
     am2z__qrt *q = (am2z__qrt *)user_data;
     am2z_reply rep = am2z__qrep0();
-    am2z_redis *r;
-    int64_t next = 0;
+    am2z_redis *r = q->sconn;
+    int64_t next = 0, wait_ms;
     size_t i, claimed = 0;
-    if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) || !am2z__qsched_scripts(q) || !(r = am2z__qborrow(q, NULL)))
+    int ok;
+    if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) || !am2z__qsched_scripts(q) || !r || !am2z__qensure(q, r) ||
+        (!q->sched_cursor[0] && !am2z__qsched_cursor(q, r)))
         return 0;
-    if (am2z_redis_command(r, &rep, "ZRANGEBYSCORE %s%s -inf %lld WITHSCORES LIMIT 0 %d", q->C, "schedules:due",
-                           (long long)now, AM2Z__QSCHED_BATCH) == AM2Z_STATUS_OK)
-        for (i = 0; rep.type == AM2Z_REPLY_ARRAY && i + 1 < rep.len; i += 2) {
-            const char *id = am2z__qel(&rep, i, NULL);
-            int64_t slot = am2z__qel_num(&rep, i + 1, 0, AM2Z__QMAX_MS, 0);
-            if (id && slot > 0 && am2z__sched_id_ok(id)) am2z__qsched_claim_one(q, r, id, slot, now);
-            claimed++;
-        }
+    ok = am2z_redis_command(r, &rep, "ZRANGEBYSCORE %s%s -inf %lld WITHSCORES LIMIT 0 %d", q->C, "schedules:due",
+                            (long long)now, AM2Z__QSCHED_BATCH) == AM2Z_STATUS_OK;
+    for (i = 0; ok && rep.type == AM2Z_REPLY_ARRAY && i + 1 < rep.len; i += 2) {
+        const char *id = am2z__qel(&rep, i, NULL);
+        int64_t slot = am2z__qel_num(&rep, i + 1, 0, AM2Z__QMAX_MS, 0);
+        if (id && slot > 0 && am2z__sched_id_ok(id)) am2z__qsched_claim_one(q, r, id, slot, now);
+        claimed++;
+    }
     am2z_reply_clear(&rep);
-    if (am2z_redis_command(r, &rep, "ZRANGE %s%s 0 0 WITHSCORES", q->C, "schedules:due") == AM2Z_STATUS_OK)
-        next = am2z__qel_num(&rep, 1, 0, AM2Z__QMAX_MS, 0);
+    if (!ok || !am2z_redis_is_connected(r)) return 0; /* a claim lost the connection: retry soon */
+    if (claimed == AM2Z__QSCHED_BATCH) return now;     /* more than a batch due: go on at once */
+    /* the next slot after now: a due schedule this process cannot claim (an unknown
+       processor) is looked at again at the next wake-up, not in a busy loop */
+    if (am2z_redis_command(r, &rep, "ZRANGEBYSCORE %s%s (%lld +inf WITHSCORES LIMIT 0 1", q->C, "schedules:due",
+                           (long long)now) != AM2Z_STATUS_OK) {
+        am2z_reply_clear(&rep);
+        return 0;
+    }
+    next = am2z__qel_num(&rep, 1, 0, AM2Z__QMAX_MS, 0);
     am2z_reply_clear(&rep);
-    am2z_redis_pool_put(q->pool, r);
-    /* still due: more than a batch (go on at once), or a schedule this process cannot
-       claim (an unknown processor: look again after the poll interval, no busy loop) */
-    if (next && next <= now) next = claimed == AM2Z__QSCHED_BATCH ? now : 0;
-    return next;
+    wait_ms = next ? next - am2z_now_ms() : AM2Z_QUEUE_SCHEDULE_POLL_MS;
+    if (wait_ms > AM2Z_QUEUE_SCHEDULE_POLL_MS) wait_ms = AM2Z_QUEUE_SCHEDULE_POLL_MS;
+    if (wait_ms > 0 && !am2z__qsched_wait(q, r, wait_ms)) return 0;
+    return now;
 }
 
 /* Starts the timer of a process with workers (from start); stop ends it. */
 static void am2z__qsched_start(am2z__qrt *q) {
+    am2z__qguard_init(&q->sguard); /* stop cuts it, timer or not */
     if (q->nworkers <= 0) return;
-    if (!q->sched_timer) q->sched_timer = am2z__sched_timer_new(am2z__qsched_tick, q, AM2Z_QUEUE_SCHEDULE_POLL_MS);
-    if (!q->sched_timer || am2z__sched_timer_start(q->sched_timer) != AM2Z_STATUS_OK)
+    if (!q->sconn) q->sconn = am2z__qconn(q, "schedules");
+    if (!q->sched_timer) q->sched_timer = am2z__sched_timer_new(am2z__qsched_tick, q, AM2Z__QSCHED_RETRY_MS);
+    if (!q->sconn || !q->sched_timer || am2z__sched_timer_start(q->sched_timer) != AM2Z_STATUS_OK)
         am2z_log_error(q->logger, "queue runtime: no thread for schedules: this process claims no slots");
 }
 
@@ -10074,6 +10158,8 @@ static am2z_value *am2z__qop_schedule_list(am2z_runtime *rt) {
 #undef AM2Z__QMAX_COUNT
 #undef AM2Z__QSTOP_SLACK_MS
 #undef AM2Z__QSCHED_BATCH
+#undef AM2Z__QSCHED_RETRY_MS
+#undef AM2Z__QSCHED_WAKE_LEN
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* fixture.h - what several test programs need from am2z itself: a silent logger, and
-   with am2z_resp.h a connection to the test's redis-server and a way to empty it.
-   Include after am2z.h / am2z_resp.h (and after proc.h for fx_node_peer). */
+   with am2z_resp.h a connection to the test's redis-server and a way to empty it (with
+   redis_harness.h too: the failover tests' chaos callers). Include after am2z.h /
+   am2z_resp.h (and after redis_harness.h, proc.h for what needs them). */
 #ifndef AM2Z_TEST_FIXTURE_H
 #define AM2Z_TEST_FIXTURE_H
 
@@ -15,6 +16,18 @@ static inline am2z_logger *fx_quiet(void) {
 }
 
 #ifdef AM2Z_RESP_H_INCLUDED
+/* A queue runtime on the redis-server on 127.0.0.1:port with concurrency worker threads
+   (AM2Z_QUEUE_NO_WORKERS: a producer); logger borrowed (NULL: the default). */
+static inline am2z_runtime *fx_queue_rt(int port, int concurrency, am2z_logger *logger) {
+    am2z_queue_desc d;
+    memset(&d, 0, sizeof d);
+    d.redis.host = "127.0.0.1";
+    d.redis.port = port;
+    d.concurrency = concurrency;
+    d.logger = logger;
+    return am2z_queue_runtime_new(&d, NULL);
+}
+
 /* A connected client of the redis-server on 127.0.0.1:port, or NULL. */
 static inline am2z_redis *fx_conn(int port) {
     am2z_redis_desc d;
@@ -42,7 +55,164 @@ static inline void fx_flushall(int port) {
 }
 #endif
 
+#if defined(AM2Z_RESP_H_INCLUDED) && defined(AM2Z_REDIS_HARNESS_H)
+#include <pthread.h>
+
+/* Chaos callers, for the failover tests: FX_CALLERS threads that execute processor proc
+   on rt in a loop, call k of caller i with the input {"n": i * 1000000 + k}, and record
+   every call (start, end, right / error / wrong), so the test can count calls lost (never
+   returned), wrong and failed around its failover. check says whether out is the right
+   result for n. Between a failed call and the next: 20 ms (no spinning while Redis is
+   away). */
+#define FX_CALLERS 3
+typedef struct fx_call {
+    long long start_ms, end_ms; /* monotonic; end_ms (atomic) 0 while the call runs */
+    int ok;                     /* 1 right result, 0 error, -1 wrong result */
+    char err[48];               /* the error's name */
+} fx_call;
+struct fx_callers;
+typedef struct fx_caller_arg { struct fx_callers *c; int id; } fx_caller_arg;
+typedef struct fx_callers {
+    am2z_runtime *rt;           /* borrowed */
+    const char *proc;           /* borrowed */
+    int (*check)(const am2z_state *out, int64_t n);
+    const char *verbose_env;    /* when this variable is set, every error is printed */
+    fx_call *calls;             /* borrowed array of max records */
+    int max;
+    int ncalls, stop, done;     /* atomic */
+    int started;
+    pthread_t th[FX_CALLERS];
+    fx_caller_arg args[FX_CALLERS];
+} fx_callers;
+
+static inline long long fx_now_ms(void) { return (long long)(am2z_monotonic_ns() / 1000000); }
+
+static inline void *fx_caller_main(void *arg) {
+    fx_caller_arg *a = (fx_caller_arg *)arg;
+    fx_callers *c = a->c;
+    int64_t base = (int64_t)a->id * 1000000;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+        int k = __atomic_fetch_add(&c->ncalls, 1, __ATOMIC_ACQ_REL);
+        int64_t n = base + k;
+        fx_call *r = &c->calls[k];
+        am2z_state *in;
+        am2z_outcome out;
+        if (k >= c->max) break;
+        in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(n)), NULL);
+        r->start_ms = fx_now_ms();
+        out = am2z_runtime_execute(c->rt, c->proc, in);
+        if (!out.error) {
+            r->ok = c->check(out.state, n) ? 1 : -1;
+        } else {
+            r->ok = 0;
+            snprintf(r->err, sizeof r->err, "%s", out.error->name ? out.error->name : "?");
+            if (c->verbose_env && getenv(c->verbose_env))
+                fprintf(stderr, "  %lld %s: %s\n", fx_now_ms(), out.error->name, out.error->message);
+        }
+        __atomic_store_n(&r->end_ms, fx_now_ms(), __ATOMIC_RELEASE); /* publishes the record */
+        am2z_outcome_clear(&out);
+        am2z_value_release(in);
+        if (!r->ok) t_redis_sleep_ms(20);
+    }
+    __atomic_add_fetch(&c->done, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+/* Starts the callers of proc on rt into calls[max] (borrowed, zeroed); their errors are
+   printed when the variable verbose_env is set. */
+static inline void fx_callers_start(fx_callers *c, am2z_runtime *rt, const char *proc,
+                                    int (*check)(const am2z_state *, int64_t), fx_call *calls, int max,
+                                    const char *verbose_env) {
+    int i;
+    memset(c, 0, sizeof *c);
+    c->rt = rt;
+    c->proc = proc;
+    c->check = check;
+    c->calls = calls;
+    c->max = max;
+    c->verbose_env = verbose_env;
+    for (i = 0; i < FX_CALLERS; i++) {
+        c->args[i].c = c;
+        c->args[i].id = i + 1;
+        c->started += pthread_create(&c->th[c->started], NULL, fx_caller_main, &c->args[i]) == 0;
+    }
+}
+
+/* Calls begun at or after t (monotonic ms) that returned the right result. */
+static inline int fx_callers_ok_after(const fx_callers *c, long long t) {
+    int i, n = 0, total = __atomic_load_n(&c->ncalls, __ATOMIC_ACQUIRE);
+    if (total > c->max) total = c->max;
+    for (i = 0; i < total; i++)
+        if (__atomic_load_n(&c->calls[i].end_ms, __ATOMIC_ACQUIRE) && c->calls[i].start_ms >= t && c->calls[i].ok == 1)
+            n++;
+    return n;
+}
+
+/* Stops the callers: every one must come back within timeout_ms (each call is bounded by
+   its deadline); a caller that does not is a lost call, and, as a hung thread cannot be
+   joined, the test program ends there (exit 1, the servers die with it). */
+static inline void fx_callers_stop(fx_callers *c, const char *test, long long timeout_ms) {
+    long long until = fx_now_ms() + timeout_ms;
+    int i;
+    __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&c->done, __ATOMIC_ACQUIRE) < c->started && fx_now_ms() < until) t_redis_sleep_ms(20);
+    if (__atomic_load_n(&c->done, __ATOMIC_ACQUIRE) < c->started) {
+        fprintf(stderr, "FAIL %s: %d caller(s) never returned (lost)\n", test,
+                c->started - __atomic_load_n(&c->done, __ATOMIC_ACQUIRE));
+        _exit(1);
+    }
+    for (i = 0; i < c->started; i++) pthread_join(c->th[i], NULL);
+}
+
+/* The count of the stopped callers' calls around a failover: the node was killed at
+   t_kill and the new one serves from t_new (monotonic ms). late_fail: failed calls begun
+   2 s or more after t_new; early_fail: failed calls that ended before t_kill. errs: the
+   error names seen, once each. */
+typedef struct fx_tally {
+    int ok, err, wrong, lost, late_fail, early_fail;
+    char errs[256];
+} fx_tally;
+static inline fx_tally fx_callers_tally(const fx_callers *c, long long t_kill, long long t_new) {
+    fx_tally t;
+    int i, total = c->ncalls < c->max ? c->ncalls : c->max;
+    memset(&t, 0, sizeof t);
+    for (i = 0; i < total; i++) {
+        const fx_call *r = &c->calls[i];
+        if (!r->start_ms) continue; /* a number taken when stopping, not a call */
+        if (!r->end_ms) t.lost++;
+        else if (r->ok == 1) t.ok++;
+        else if (r->ok < 0) t.wrong++;
+        else {
+            t.err++;
+            if (!strstr(t.errs, r->err) && strlen(t.errs) + strlen(r->err) + 2 < sizeof t.errs) {
+                strcat(t.errs, r->err);
+                strcat(t.errs, " ");
+            }
+            if (r->start_ms >= t_new + 2000) t.late_fail++;
+            if (r->end_ms < t_kill) t.early_fail++;
+        }
+    }
+    fprintf(stderr, "  calls %d: ok %d, errors %d (%s), wrong %d, lost %d; ok after the failover %d\n",
+            t.ok + t.err + t.wrong + t.lost, t.ok, t.err, t.errs, t.wrong, t.lost, fx_callers_ok_after(c, t_new + 2000));
+    return t;
+}
+#endif /* AM2Z_RESP_H_INCLUDED && AM2Z_REDIS_HARNESS_H */
+
 #ifdef AM2Z_TESTS_PROC_H
+/* Runs this program again as "<role> <port>", its stdout captured into w; 1 once it
+   printed "ready" (within 10 s). */
+static inline int fx_spawn_ready(tp_proc *w, const char *role, int port) {
+    char port_s[16], line[64];
+    char *argv[4];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    argv[0] = (char *)"/proc/self/exe";
+    argv[1] = (char *)role;
+    argv[2] = port_s;
+    argv[3] = NULL;
+    if (tp_spawn(w, argv, NULL, 1) != 0) return 0;
+    return tp_readline(w, line, sizeof line, 10000) > 0 && strcmp(line, "ready") == 0;
+}
+
 /* Installs the BullMQ peer (tests/interop/setup.sh) and writes its NODE_PATH entry to
    path; "" (and a line on stderr naming who) when node/npm are missing or the install
    failed, so the caller skips or, under CI, fails the Node cases. */

@@ -2,7 +2,8 @@
    checks, CircuitOpenError, opening after N counted failures, failing fast while open
    (calls counted: none reaches the processor), half-open probes that close or reopen,
    the events, and how retries treat an open breaker. The inline runtime runs on its
-   virtual clock (instant); the local one on the real clock with short open times. */
+   virtual clock (instant); the local one on the real clock with short open times, its
+   long-running probes held by a gate the test opens (no fixed sleeps). */
 #define _POSIX_C_SOURCE 200809L /* nanosleep under -std=c99 */
 #include "../am2z.h"
 #include "t.h"
@@ -16,10 +17,18 @@ static void sleep_ms(int64_t ms) {
 }
 
 /* What the processor does: 0 succeed, 1 a retryable NetworkError, 2 a permanent
-   ValidationError, 3 succeed after sleeping 1 s (a slow probe), 4 fail with a
-   NetworkError after sleeping 1.5 s (a hung probe). */
+   ValidationError, 3 succeed once the gate opens (a slow probe), 4 fail with a
+   NetworkError once the gate opens (a hung probe). */
 static int g_mode;
 static int g_calls; /* attempts that reached the processor (atomic) */
+static int g_gate;  /* atomic: 1 lets modes 3 and 4 return */
+
+/* Waits for the gate (at most 10 s: a test that forgot it fails, it does not hang). */
+static void wait_gate(void) {
+    int64_t until = am2z_now_ms() + 10000;
+    while (!__atomic_load_n(&g_gate, __ATOMIC_SEQ_CST) && am2z_now_ms() < until) sleep_ms(1);
+}
+static void set_gate(int open) { __atomic_store_n(&g_gate, open, __ATOMIC_SEQ_CST); }
 
 static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
     int mode = __atomic_load_n(&g_mode, __ATOMIC_SEQ_CST);
@@ -27,9 +36,9 @@ static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
     __atomic_add_fetch(&g_calls, 1, __ATOMIC_SEQ_CST);
     if (mode == 1) return am2z_fail(am2z_error_network("db:5432", 0, NULL));
     if (mode == 2) return am2z_fail(am2z_error_validation("id", NULL, "missing"));
-    if (mode == 3) sleep_ms(1000);
+    if (mode == 3) wait_gate();
     if (mode == 4) {
-        sleep_ms(1500);
+        wait_gate();
         return am2z_fail(am2z_error_network("db:5432", 0, NULL));
     }
     return am2z_ok(am2z_value_retain(in));
@@ -107,7 +116,7 @@ static void pass_time(am2z_runtime *rt, int virt, int64_t ms) {
 
 /* The whole life of a breaker on one runtime. */
 static void lifecycle(int virt) {
-    int64_t open_ms = virt ? 5000 : 1000; /* local: room for a loaded machine */
+    int64_t open_ms = virt ? 5000 : 400; /* local: 10 fail-fast calls take a few ms of it */
     am2z_runtime *rt = make_rt(virt);
     evlog l;
     int i, att = 0;
@@ -333,31 +342,47 @@ static void test_bad_policies(void) {
     am2z_processor_release(p);
 }
 
-/* Local runtime, concurrent: while one probe runs, other attempts fail fast; the
-   probe's success closes it. */
-static void test_probe_limit_local(void) {
+/* Local runtime: a breaker (threshold 1, one probe, open_ms) that one failure opened;
+   its events go to *l. */
+static am2z_runtime *opened_local(int64_t open_ms, evlog *l) {
     am2z_runtime *rt = make_rt(0);
-    am2z_state *in = input();
-    am2z_execution *e;
-    am2z_outcome out = {0};
-    evlog l;
-    int64_t t0;
-    memset(&l, 0, sizeof l);
+    memset(l, 0, sizeof *l);
     g_calls = 0;
     set_mode(1);
-    CHECK_INT(am2z_runtime_register(rt, flaky_proc(1, 60000, 100, 1, 1)), AM2Z_STATUS_OK);
-    am2z_runtime_on(rt, "*", on_breaker, &l);
+    set_gate(0);
+    CHECK_INT(am2z_runtime_register(rt, flaky_proc(1, 60000, open_ms, 1, 1)), AM2Z_STATUS_OK);
+    am2z_runtime_on(rt, "*", on_breaker, l);
     CHECK_INT(run(rt, NULL), AM2Z_ERROR_NETWORK);
-    CHECK_INT(l.opened, 1);
-    sleep_ms(150);
-    set_mode(3); /* the probe takes 1 s */
+    CHECK_INT(l->opened, 1);
+    return rt;
+}
+
+/* Past the open time, submits a probe that runs in mode (3 or 4: held by the gate) and
+   returns once it reached the processor. */
+static am2z_execution *probe_started(am2z_runtime *rt, int64_t open_ms, int mode, const am2z_state *in) {
+    am2z_execution *e;
+    int64_t t0;
+    sleep_ms(open_ms + 50);
+    set_mode(mode);
     e = am2z_runtime_submit(rt, "flaky", in, NULL, NULL);
     CHECK(e != NULL);
     t0 = am2z_now_ms();
     while (calls() < 2 && am2z_now_ms() - t0 < 5000) sleep_ms(1);
     CHECK_INT(calls(), 2);
+    return e;
+}
+
+/* Local runtime, concurrent: while one probe runs, other attempts fail fast; the
+   probe's success closes it. */
+static void test_probe_limit_local(void) {
+    am2z_state *in = input();
+    am2z_outcome out = {0};
+    evlog l;
+    am2z_runtime *rt = opened_local(300, &l); /* the check below runs within 300 ms of the probe's start */
+    am2z_execution *e = probe_started(rt, 300, 3, in);
     CHECK_INT(run(rt, NULL), AM2Z_ERROR_CIRCUIT_OPEN); /* the one probe slot is taken */
     CHECK_INT(calls(), 2);
+    set_gate(1);
     CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
     CHECK_INT(l.closed, 1);
@@ -372,29 +397,16 @@ static void test_probe_limit_local(void) {
 /* A probe that outlives the open time frees its slot: the next attempt probes (and
    closes the breaker), and the hung probe's late failure is ignored. */
 static void test_hung_probe_local(void) {
-    am2z_runtime *rt = make_rt(0);
     am2z_state *in = input();
-    am2z_execution *e;
     am2z_outcome out = {0};
     evlog l;
-    int64_t t0;
-    memset(&l, 0, sizeof l);
-    g_calls = 0;
-    set_mode(1);
-    CHECK_INT(am2z_runtime_register(rt, flaky_proc(1, 60000, 500, 1, 1)), AM2Z_STATUS_OK);
-    am2z_runtime_on(rt, "*", on_breaker, &l);
-    CHECK_INT(run(rt, NULL), AM2Z_ERROR_NETWORK);
-    sleep_ms(600);
-    set_mode(4);
-    e = am2z_runtime_submit(rt, "flaky", in, NULL, NULL); /* the probe that hangs 1.5 s */
-    CHECK(e != NULL);
-    t0 = am2z_now_ms();
-    while (calls() < 2 && am2z_now_ms() - t0 < 5000) sleep_ms(1);
-    CHECK_INT(calls(), 2);
+    am2z_runtime *rt = opened_local(200, &l);
+    am2z_execution *e = probe_started(rt, 200, 4, in); /* the probe that hangs until the gate opens */
     set_mode(0);
-    sleep_ms(600); /* its slot expired with the open time */
+    sleep_ms(250); /* its slot expired with the open time */
     CHECK_INT(run(rt, NULL), AM2Z_ERROR_NONE); /* a new probe, which closes it */
     CHECK_INT(l.closed, 1);
+    set_gate(1);
     CHECK_INT(am2z_execution_wait(e, 10000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && out.error->kind == AM2Z_ERROR_NETWORK);
     CHECK_INT(l.opened, 1); /* the late failure of the old round changed nothing */

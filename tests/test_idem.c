@@ -31,17 +31,9 @@ static am2z_result p_count(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "run", am2z_value_int(n)));
 }
 
-#ifndef AM2Z_NO_THREADS
-static am2z_runtime *local_new(void) {
-    am2z_logger *lg = fx_quiet();
-    am2z_local_desc d;
-    am2z_runtime *rt;
+/* rt with the processor "count"; the run count starts afresh. */
+static am2z_runtime *with_count(am2z_runtime *rt) {
     am2z_processor_desc pd;
-    memset(&d, 0, sizeof d);
-    d.workers = 4;
-    d.logger = lg;
-    rt = am2z_local_runtime_new(&d, NULL);
-    am2z_logger_release(lg);
     memset(&pd, 0, sizeof pd);
     pd.name = "count";
     pd.fn = p_count;
@@ -50,24 +42,28 @@ static am2z_runtime *local_new(void) {
     return rt;
 }
 
+#ifndef AM2Z_NO_THREADS
+static am2z_runtime *local_new(void) {
+    am2z_local_desc d;
+    am2z_runtime *rt;
+    memset(&d, 0, sizeof d);
+    d.workers = 4;
+    d.logger = fx_quiet();
+    rt = am2z_local_runtime_new(&d, NULL);
+    am2z_logger_release(d.logger); /* the runtime holds its own reference */
+    return with_count(rt);
+}
 #endif
 
 static am2z_runtime *inline_new(void) {
-    am2z_logger *lg = fx_quiet();
     am2z_inline_desc d;
     am2z_runtime *rt;
-    am2z_processor_desc pd;
     memset(&d, 0, sizeof d);
     d.virtual_clock_ms = 1700000000000LL;
-    d.logger = lg;
+    d.logger = fx_quiet();
     rt = am2z_inline_runtime_new(&d, NULL);
-    am2z_logger_release(lg);
-    memset(&pd, 0, sizeof pd);
-    pd.name = "count";
-    pd.fn = p_count;
-    CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    __atomic_store_n(&g_runs, 0, __ATOMIC_SEQ_CST);
-    return rt;
+    am2z_logger_release(d.logger);
+    return with_count(rt);
 }
 
 static am2z_state *st(const char *json) { return am2z_state_parse("t", json, AM2Z_NTS, NULL); }

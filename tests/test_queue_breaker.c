@@ -87,8 +87,9 @@ static am2z_error_kind run(am2z_runtime *rt, int *attempts, am2z_error **out_err
 }
 
 /* The child (process B): the breaker process A opened is open here too; its attempts
-   fail fast without calling dep; once the open time is over, its probe succeeds and
-   closes it. Prints "open <fail-fast count> calls <calls>", then
+   fail fast without calling dep; once the open time is over (A ends it early: it moves
+   the breaker's end to now and sets test:go, rather than both waiting 8 s), its probe
+   succeeds and closes it. Prints "open <fail-fast count> calls <calls>", then
    "probe <kind> calls <calls> half <n> closed <n>". */
 static int child(int child_port) {
     am2z_logger *lg = fx_quiet();
@@ -96,23 +97,22 @@ static int child(int child_port) {
     am2z_error *e = NULL;
     evlog l;
     int i, fast = 0;
-    int64_t retry_at = 0;
+    int64_t until = am2z_now_ms() + 20000;
+    char go[8];
     port = child_port;
     memset(&l, 0, sizeof l);
     rt = rt_new(lg);
     if (!rt || am2z_runtime_register(rt, dep_proc(3, 8000, 1)) != AM2Z_STATUS_OK) return 2;
     am2z_runtime_on(rt, "*", on_breaker, &l);
     for (i = 0; i < 5; i++) {
-        if (run(rt, NULL, &e, NULL) == AM2Z_ERROR_CIRCUIT_OPEN) {
+        if (run(rt, NULL, &e, NULL) == AM2Z_ERROR_CIRCUIT_OPEN && am2z_value_get_int(e->details, "retryAt", 0) > 0)
             fast++;
-            retry_at = am2z_value_get_int(e->details, "retryAt", 0);
-        }
         am2z_error_release(e);
         e = NULL;
     }
     printf("open %d calls %d\n", fast, __atomic_load_n(&g_calls, __ATOMIC_SEQ_CST));
     fflush(stdout);
-    while (am2z_now_ms() < retry_at + 50) t_redis_sleep_ms(20);
+    while (!hget("test:go", "go", go, sizeof go)[0] && am2z_now_ms() < until) t_redis_sleep_ms(5);
     i = (int)run(rt, NULL, NULL, NULL);
     printf("probe %d calls %d half %d closed %d\n", i, __atomic_load_n(&g_calls, __ATOMIC_SEQ_CST), l.half, l.closed);
     fflush(stdout);
@@ -160,6 +160,17 @@ static void test_shared_across_processes(void) {
     CHECK_INT(tp_spawn(&proc, argv, NULL, 1), 0);
     CHECK_INT(tp_readline(&proc, line, sizeof line, 30000), 1);
     CHECK_STR(line, "open 5 calls 0");
+    {   /* the open time ends now (the breaker's "until"), and B goes on */
+        am2z_redis *r = fx_conn(port);
+        am2z_reply rep;
+        memset(&rep, 0, sizeof rep);
+        CHECK(r && am2z_redis_command(r, &rep, "HSET %s until %lld", BREAKER_KEY, (long long)am2z_now_ms()) ==
+                       AM2Z_STATUS_OK);
+        am2z_reply_clear(&rep);
+        CHECK(r && am2z_redis_command(r, &rep, "HSET test:go go 1") == AM2Z_STATUS_OK);
+        am2z_reply_clear(&rep);
+        am2z_redis_free(r);
+    }
     CHECK_INT(tp_readline(&proc, line, sizeof line, 30000), 1);
     CHECK_STR(line, "probe 0 calls 1 half 1 closed 1");
     CHECK_INT(tp_wait(&proc, 20000), 0);
@@ -179,7 +190,7 @@ static void test_probe_failure_reopens(void) {
     g_mode = 1;
     CHECK(rt != NULL);
     if (!rt) { am2z_logger_release(lg); return; }
-    CHECK_INT(am2z_runtime_register(rt, dep_proc(2, 1500, 1)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, dep_proc(2, 600, 1)), AM2Z_STATUS_OK); /* 3 runs take a few ms of it */
     am2z_runtime_on(rt, "*", on_breaker, &l);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK);
@@ -187,7 +198,7 @@ static void test_probe_failure_reopens(void) {
     CHECK_INT(run(rt, NULL, &e, NULL), AM2Z_ERROR_CIRCUIT_OPEN);
     CHECK(e && am2z_value_get_int(e->details, "retryAfterMs", -1) > 0);
     am2z_error_release(e);
-    t_redis_sleep_ms(1600);
+    t_redis_sleep_ms(700);
     CHECK_INT(run(rt, NULL, NULL, NULL), AM2Z_ERROR_NETWORK); /* the probe ran and failed */
     CHECK_INT(g_calls, 3);
     CHECK_INT(l.half, 1);

@@ -21,7 +21,7 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
-#include <pthread.h>
+#include "fixture.h"
 
 #define NNODES 3
 
@@ -428,52 +428,12 @@ static void test_cluster_connect_and_moved(void) {
 
 /* -- a failover of the runtime's slot while jobs run -- */
 
-#define CALLERS 3
 #define MAX_CALLS 100000
-typedef struct call_rec {
-    long long start_ms, end_ms;
-    int ok; /* 1 right result, 0 error, -1 wrong result */
-    char err[48];
-} call_rec;
-static call_rec calls[MAX_CALLS];
-static int ncalls, stop_calls, callers_done;
-static am2z_runtime *producer;
+static fx_call calls[MAX_CALLS];
 
 static long long now_ms(void) { return am2z_monotonic_ns() / 1000000; }
 
-static void *caller_main(void *arg) {
-    int64_t base = (int64_t)(intptr_t)arg * 1000000;
-    while (!__atomic_load_n(&stop_calls, __ATOMIC_ACQUIRE)) {
-        int k = __atomic_fetch_add(&ncalls, 1, __ATOMIC_ACQ_REL);
-        int64_t n = base + k;
-        am2z_state *in;
-        am2z_outcome out;
-        if (k >= MAX_CALLS) break;
-        in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(n)), NULL);
-        calls[k].start_ms = now_ms();
-        out = am2z_runtime_execute(producer, "twice", in);
-        if (!out.error) {
-            calls[k].ok = am2z_value_get_int(out.state, "n", -1) == 2 * n ? 1 : -1;
-        } else {
-            snprintf(calls[k].err, sizeof calls[k].err, "%s", out.error->name ? out.error->name : "?");
-            if (getenv("CLUSTER_VERBOSE")) fprintf(stderr, "  %lld %s: %s\n", now_ms(), out.error->name, out.error->message);
-        }
-        __atomic_store_n(&calls[k].end_ms, now_ms(), __ATOMIC_RELEASE); /* publishes the record */
-        am2z_outcome_clear(&out);
-        am2z_value_release(in);
-        if (!calls[k].ok) t_redis_sleep_ms(20);
-    }
-    __atomic_add_fetch(&callers_done, 1, __ATOMIC_ACQ_REL);
-    return NULL;
-}
-
-static int count_ok_after(long long t) {
-    int i, n = 0, total = __atomic_load_n(&ncalls, __ATOMIC_ACQUIRE);
-    if (total > MAX_CALLS) total = MAX_CALLS;
-    for (i = 0; i < total; i++)
-        if (__atomic_load_n(&calls[i].end_ms, __ATOMIC_ACQUIRE) && calls[i].start_ms >= t && calls[i].ok == 1) n++;
-    return n;
-}
+static int twice_right(const am2z_state *out, int64_t n) { return am2z_value_get_int(out, "n", -1) == 2 * n; }
 
 static int replica_up(int port) {
     am2z_redis *r = conn_port(port);
@@ -488,14 +448,15 @@ static int replica_up(int port) {
 }
 
 static void test_cluster_failover(void) {
-    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), owner = slot_owner(slot), i, started = 0;
-    int n_ok = 0, n_err = 0, n_wrong = 0, n_lost = 0, late_fail = 0, early_fail = 0, total;
-    char id[64], cmd[512], errs[256] = "";
+    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), owner = slot_owner(slot), i;
+    char id[64], cmd[512];
     t_redis *victim = NULL;
     am2z_queue_desc qd;
     am2z_runtime *worker;
     am2z_processor_desc pd;
-    pthread_t th[CALLERS];
+    am2z_runtime *producer;
+    fx_callers cs;
+    fx_tally tally;
     long long until, t_kill, t_new = 0;
     for (i = 0; i < NNODES; i++)
         if (nodes[i]->port == owner) victim = nodes[i];
@@ -532,10 +493,10 @@ static void test_cluster_failover(void) {
     pd.timeout_ms = 3000;
     CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_queue_declare(producer, "twice", NULL), AM2Z_STATUS_OK);
-    for (i = 0; i < CALLERS; i++) started += pthread_create(&th[i], NULL, caller_main, (void *)(intptr_t)(i + 1)) == 0;
+    fx_callers_start(&cs, producer, "twice", twice_right, calls, MAX_CALLS, "CLUSTER_VERBOSE");
     until = now_ms() + 15000;
-    while (count_ok_after(0) < 30 && now_ms() < until) t_redis_sleep_ms(20);
-    CHECK(count_ok_after(0) >= 30);
+    while (fx_callers_ok_after(&cs, 0) < 30 && now_ms() < until) t_redis_sleep_ms(20);
+    CHECK(fx_callers_ok_after(&cs, 0) >= 30);
     t_kill = now_ms();
     t_redis_kill(victim); /* kill -9 the slot's master mid-run */
     until = now_ms() + 30000;
@@ -544,39 +505,14 @@ static void test_cluster_failover(void) {
     t_new = now_ms();
     fprintf(stderr, "  the replica took the slot %lld ms after the kill\n", t_new - t_kill);
     until = now_ms() + 20000;
-    while (count_ok_after(t_new + 2000) < 60 && now_ms() < until) t_redis_sleep_ms(50);
-    __atomic_store_n(&stop_calls, 1, __ATOMIC_RELEASE);
-    until = now_ms() + 20000;
-    while (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started && now_ms() < until) t_redis_sleep_ms(20);
-    if (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started) {
-        fprintf(stderr, "FAIL test_cluster_failover: %d caller(s) never returned (lost)\n",
-                started - __atomic_load_n(&callers_done, __ATOMIC_ACQUIRE));
-        _exit(1); /* a hung thread cannot be joined; the servers die with us (PDEATHSIG) */
-    }
-    for (i = 0; i < started; i++) pthread_join(th[i], NULL);
-    total = ncalls < MAX_CALLS ? ncalls : MAX_CALLS;
-    for (i = 0; i < total; i++) {
-        if (!calls[i].start_ms) continue;
-        if (!calls[i].end_ms) n_lost++;
-        else if (calls[i].ok == 1) n_ok++;
-        else if (calls[i].ok < 0) n_wrong++;
-        else {
-            n_err++;
-            if (!strstr(errs, calls[i].err) && strlen(errs) + strlen(calls[i].err) + 2 < sizeof errs) {
-                strcat(errs, calls[i].err);
-                strcat(errs, " ");
-            }
-            if (calls[i].start_ms >= t_new + 2000) late_fail++;
-            if (calls[i].end_ms < t_kill) early_fail++;
-        }
-    }
-    fprintf(stderr, "  calls %d: ok %d, errors %d (%s), wrong %d, lost %d; ok after the failover %d\n",
-            n_ok + n_err + n_wrong + n_lost, n_ok, n_err, errs, n_wrong, n_lost, count_ok_after(t_new + 2000));
-    CHECK_INT(n_lost, 0);
-    CHECK_INT(n_wrong, 0);
-    CHECK_INT(late_fail, 0);
-    CHECK_INT(early_fail, 0);
-    CHECK(count_ok_after(t_new + 2000) >= 60);
+    while (fx_callers_ok_after(&cs, t_new + 2000) < 60 && now_ms() < until) t_redis_sleep_ms(50);
+    fx_callers_stop(&cs, "test_cluster_failover", 20000);
+    tally = fx_callers_tally(&cs, t_kill, t_new);
+    CHECK_INT(tally.lost, 0);
+    CHECK_INT(tally.wrong, 0);
+    CHECK_INT(tally.late_fail, 0);
+    CHECK_INT(tally.early_fail, 0);
+    CHECK(fx_callers_ok_after(&cs, t_new + 2000) >= 60);
     for (i = 0; i < 20; i++) {
         am2z_state *in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(i)), NULL);
         am2z_outcome out = am2z_runtime_execute(producer, "twice", in);
@@ -587,7 +523,6 @@ static void test_cluster_failover(void) {
     }
     am2z_runtime_free(producer);
     am2z_runtime_free(worker);
-    producer = NULL;
 }
 
 int main(void) {

@@ -16,15 +16,7 @@ static am2z_redis *g_rec; /* atomic: the connection runs are recorded on (one wo
 
 static void set_rec(am2z_redis *r) { __atomic_store_n(&g_rec, r, __ATOMIC_SEQ_CST); }
 
-static am2z_runtime *rt_new(int concurrency) {
-    am2z_queue_desc d;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
-    d.logger = g_quiet;
-    return am2z_queue_runtime_new(&d, NULL);
-}
+static am2z_runtime *rt_new(int concurrency) { return fx_queue_rt(port, concurrency, g_quiet); }
 
 /* Counts its run in the hash test:runs under its execution id (repeat:<id>:<slot>). */
 static am2z_result tick(am2z_ctx *ctx, const am2z_state *in) {
@@ -69,17 +61,6 @@ static int worker_main(int p) {
     for (;;) tp_sleep_ms(1000); /* until killed */
 }
 
-static int spawn_worker(tp_proc *w) {
-    char port_s[16], line[64];
-    char *argv[4];
-    snprintf(port_s, sizeof port_s, "%d", port);
-    argv[0] = (char *)"/proc/self/exe";
-    argv[1] = (char *)"worker";
-    argv[2] = port_s;
-    argv[3] = NULL;
-    if (tp_spawn(w, argv, NULL, 1) != 0) return 0;
-    return tp_readline(w, line, sizeof line, 10000) > 0 && strcmp(line, "ready") == 0;
-}
 
 /* ---- helpers ---- */
 
@@ -291,7 +272,7 @@ static void test_three_workers_each_slot_once(void) {
     memset(&rep, 0, sizeof rep);
     memset(w, 0, sizeof w);
     CHECK(prod && r);
-    for (i = 0; i < 3; i++) CHECK(spawn_worker(&w[i]));
+    for (i = 0; i < 3; i++) CHECK(fx_spawn_ready(&w[i], "worker", port));
     CHECK_INT(am2z_queue_declare(prod, "tick", NULL), AM2Z_STATUS_OK);
     /* start on a whole second, so the phases below fall between slots */
     t0 = (am2z_now_ms() / 1000 + 1) * 1000;
@@ -308,7 +289,7 @@ static void test_three_workers_each_slot_once(void) {
     sleep_until_ms(t0 + 1300);
     CHECK_INT(redis_int(r, "ZCARD %s%s", "bull:am2z~tick:", "repeat"), 1); /* Bull Board's count */
     tp_stop(&w[0], SIGKILL, 2000);
-    CHECK(spawn_worker(&w[3]));
+    CHECK(fx_spawn_ready(&w[3], "worker", port));
     /* every worker killed for a while, then one new one */
     sleep_until_ms(t0 + 2500);
     down_from = am2z_now_ms();
@@ -316,7 +297,7 @@ static void test_three_workers_each_slot_once(void) {
     tp_stop(&w[2], SIGKILL, 2000);
     tp_stop(&w[3], SIGKILL, 2000);
     sleep_until_ms(t0 + 3200);
-    CHECK(spawn_worker(&w[4]));
+    CHECK(fx_spawn_ready(&w[4], "worker", port));
     down_to = am2z_now_ms();
     sleep_until_ms(end + 1500); /* the last slot's run is done */
     /* count the runs of every slot */

@@ -402,63 +402,20 @@ static am2z_result p_square(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "sq", am2z_value_int(n * n)));
 }
 
-#define CALLERS 3
 #define MAX_CALLS 20000
+static fx_call calls[MAX_CALLS];
 
-typedef struct call_rec {
-    long long start_ms, end_ms;
-    int ok;                /* 1 right result, 0 error, -1 wrong result */
-    char err[48];          /* the error's name */
-} call_rec;
-
-static call_rec calls[MAX_CALLS];
-static int ncalls, stop_calls, callers_done;
-static am2z_runtime *producer;
-
-static void *caller_main(void *arg) {
-    int64_t base = (int64_t)(intptr_t)arg * 1000000;
-    while (!__atomic_load_n(&stop_calls, __ATOMIC_ACQUIRE)) {
-        int k = __atomic_fetch_add(&ncalls, 1, __ATOMIC_ACQ_REL);
-        int64_t n = base + k;
-        am2z_state *in;
-        am2z_outcome out;
-        if (k >= MAX_CALLS) break;
-        in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(n)), NULL);
-        calls[k].start_ms = now_ms();
-        out = am2z_runtime_execute(producer, "square", in);
-        if (!out.error) {
-            calls[k].ok = am2z_value_get_int(out.state, "sq", -1) == n * n ? 1 : -1;
-        } else {
-            calls[k].ok = 0;
-            snprintf(calls[k].err, sizeof calls[k].err, "%s", out.error->name ? out.error->name : "?");
-            if (getenv("SENTINEL_VERBOSE")) fprintf(stderr, "  %lld %s: %s\n", now_ms(), out.error->name, out.error->message);
-        }
-        __atomic_store_n(&calls[k].end_ms, now_ms(), __ATOMIC_RELEASE); /* publishes the record */
-        am2z_outcome_clear(&out);
-        am2z_value_release(in);
-        if (!calls[k].ok) t_redis_sleep_ms(20); /* no spinning while Redis is away */
-    }
-    __atomic_add_fetch(&callers_done, 1, __ATOMIC_ACQ_REL);
-    return NULL;
-}
-
-static int count_ok_after(long long t) {
-    int i, n = 0, total = __atomic_load_n(&ncalls, __ATOMIC_ACQUIRE);
-    if (total > MAX_CALLS) total = MAX_CALLS;
-    for (i = 0; i < total; i++)
-        if (__atomic_load_n(&calls[i].end_ms, __ATOMIC_ACQUIRE) && calls[i].start_ms >= t && calls[i].ok == 1) n++;
-    return n;
-}
+static int square_right(const am2z_state *out, int64_t n) { return am2z_value_get_int(out, "sq", -1) == n * n; }
 
 static void test_failover(void) {
     am2z_queue_desc qd;
     am2z_runtime *worker;
     am2z_processor_desc pd;
-    pthread_t th[CALLERS];
+    am2z_runtime *producer;
+    fx_callers cs;
+    fx_tally tally;
     long long t_kill, t_new = 0, until;
-    int i, j, started = 0, n_ok = 0, n_err = 0, n_wrong = 0, n_lost = 0, late_fail = 0, early_fail = 0, odd = 0, total,
-        new_port = 0;
-    char errs[256] = "";
+    int i, j, odd = 0, new_port = 0;
     memset(&qd, 0, sizeof qd);
     qd.redis = sentinel_desc(sent_list, NSENT, 1000);
     qd.lock_duration_ms = 2000;
@@ -481,11 +438,11 @@ static void test_failover(void) {
     pd.timeout_ms = 3000; /* a job lost with the master answers its caller by then */
     CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_queue_declare(producer, "square", NULL), AM2Z_STATUS_OK);
-    for (i = 0; i < CALLERS; i++) started += pthread_create(&th[i], NULL, caller_main, (void *)(intptr_t)(i + 1)) == 0;
-    CHECK_INT(started, CALLERS);
+    fx_callers_start(&cs, producer, "square", square_right, calls, MAX_CALLS, "SENTINEL_VERBOSE");
+    CHECK_INT(cs.started, FX_CALLERS);
     until = now_ms() + 15000;
-    while (count_ok_after(0) < 30 && now_ms() < until) t_redis_sleep_ms(20);
-    CHECK(count_ok_after(0) >= 30);
+    while (fx_callers_ok_after(&cs, 0) < 30 && now_ms() < until) t_redis_sleep_ms(20);
+    CHECK(fx_callers_ok_after(&cs, 0) >= 30);
     t_kill = now_ms();
     if (getenv("SENTINEL_VERBOSE")) fprintf(stderr, "  %lld kill\n", t_kill);
     t_redis_kill(&master); /* kill -9 mid-run */
@@ -502,44 +459,21 @@ static void test_failover(void) {
     fprintf(stderr, "  sentinels named the new master %lld ms after the kill\n", t_new - t_kill);
     /* callers keep going: wait for results from calls that began after the failover */
     until = now_ms() + 20000;
-    while (count_ok_after(t_new + 2000) < 60 && now_ms() < until) t_redis_sleep_ms(50);
-    __atomic_store_n(&stop_calls, 1, __ATOMIC_RELEASE);
+    while (fx_callers_ok_after(&cs, t_new + 2000) < 60 && now_ms() < until) t_redis_sleep_ms(50);
     /* every caller must come back: an execution is bounded by its 3 s deadline */
-    until = now_ms() + 20000;
-    while (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started && now_ms() < until) t_redis_sleep_ms(20);
-    if (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started) {
-        fprintf(stderr, "FAIL test_failover: %d caller(s) never returned (lost)\n",
-                started - __atomic_load_n(&callers_done, __ATOMIC_ACQUIRE));
-        _exit(1); /* cannot join a hung thread; the servers die with us (PDEATHSIG) */
-    }
-    for (i = 0; i < started; i++) pthread_join(th[i], NULL);
-    total = ncalls < MAX_CALLS ? ncalls : MAX_CALLS;
-    for (i = 0; i < total; i++) {
-        if (!calls[i].start_ms) continue; /* a number taken when stopping, not a call */
-        if (!calls[i].end_ms) n_lost++;
-        else if (calls[i].ok == 1) n_ok++;
-        else if (calls[i].ok < 0) n_wrong++;
-        else {
-            n_err++;
-            if (!strstr(errs, calls[i].err) && strlen(errs) + strlen(calls[i].err) + 2 < sizeof errs) {
-                strcat(errs, calls[i].err);
-                strcat(errs, " ");
-            }
-            /* a call begun well after the sentinels named the new master must succeed */
-            if (calls[i].start_ms >= t_new + 2000) late_fail++;
-            if (calls[i].end_ms < t_kill) early_fail++;
-            /* the errors say what happened: Redis unreachable, or a job lost with the master */
-            if (strcmp(calls[i].err, "NetworkError") != 0 && strcmp(calls[i].err, "TimeoutError") != 0) odd++;
-        }
-    }
-    fprintf(stderr, "  calls %d: ok %d, errors %d (%s), wrong %d, lost %d; ok after the failover %d\n", n_ok + n_err +
-            n_wrong + n_lost, n_ok, n_err, errs, n_wrong, n_lost, count_ok_after(t_new + 2000));
-    CHECK_INT(n_lost, 0);
-    CHECK_INT(n_wrong, 0);
-    CHECK_INT(late_fail, 0);
-    CHECK_INT(early_fail, 0);
+    fx_callers_stop(&cs, "test_failover", 20000);
+    tally = fx_callers_tally(&cs, t_kill, t_new);
+    /* the errors say what happened: Redis unreachable, or a job lost with the master */
+    for (i = 0; i < MAX_CALLS && i < cs.ncalls; i++)
+        if (calls[i].end_ms && calls[i].ok == 0 && strcmp(calls[i].err, "NetworkError") != 0 &&
+            strcmp(calls[i].err, "TimeoutError") != 0)
+            odd++;
+    CHECK_INT(tally.lost, 0);
+    CHECK_INT(tally.wrong, 0);
+    CHECK_INT(tally.late_fail, 0); /* a call begun well after the sentinels named the new master must succeed */
+    CHECK_INT(tally.early_fail, 0);
     CHECK_INT(odd, 0);
-    CHECK(count_ok_after(t_new + 2000) >= 60);
+    CHECK(fx_callers_ok_after(&cs, t_new + 2000) >= 60);
     /* and new work submitted now runs on the promoted replica */
     for (i = 0; i < 20; i++) {
         am2z_state *in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(i)), NULL);
@@ -551,7 +485,6 @@ static void test_failover(void) {
     }
     am2z_runtime_free(producer);
     am2z_runtime_free(worker);
-    producer = NULL;
 }
 
 int main(void) {

@@ -77,12 +77,16 @@ static am2z_state *input(int x) {
 /* -- processors (run by the worker runtimes) -- */
 
 /* Sleeps input.sleep_ms without looking at cancellation: only the timeout can end its
-   execution early for the caller. */
+   execution early for the caller. A test that has seen what it needs releases the runs
+   still sleeping (release_stubborn), so freeing the runtime does not wait them out. */
+static int g_released; /* atomic; RUN resets it */
 static am2z_result stubborn(am2z_ctx *ctx, const am2z_state *in) {
+    int64_t ms = am2z_value_get_int(in, "sleep_ms", 0), t;
     (void)ctx;
-    tp_sleep_ms((long)am2z_value_get_int(in, "sleep_ms", 0));
+    for (t = 0; t < ms && !__atomic_load_n(&g_released, __ATOMIC_SEQ_CST); t += 5) tp_sleep_ms(5);
     return am2z_ok(am2z_value_retain(in));
 }
+static void release_stubborn(void) { __atomic_store_n(&g_released, 1, __ATOMIC_SEQ_CST); }
 
 /* Fails (retryable) until its third attempt. */
 static am2z_result flaky(am2z_ctx *ctx, const am2z_state *in) {
@@ -140,6 +144,7 @@ static void test_declared_caller_gets_worker_settings(void) {
     CHECK(out.duration_ms < 2000);
     fprintf(stderr, "  declared caller: timeout after %.0f ms (workers: 300 ms)\n", out.duration_ms);
     am2z_outcome_clear(&out);
+    release_stubborn();
 
     /* The workers' three attempts, not the caller's default of one. */
     out = am2z_runtime_execute(call, "flaky", in);
@@ -215,7 +220,7 @@ static void test_overrides(void) {
     am2z_runtime *work = rt_new(2, 0, NULL), *call = rt_new(AM2Z_QUEUE_NO_WORKERS, 0, NULL);
     am2z_retry_policy three;
     am2z_call_overrides ov;
-    am2z_state *in = with_sleep(1500);
+    am2z_state *in = with_sleep(1500), *in2 = with_sleep(400);
     am2z_outcome out;
     am2z_runtime *local = am2z_local_runtime_new(NULL, NULL);
     CHECK(work && call && local);
@@ -233,11 +238,13 @@ static void test_overrides(void) {
     out = am2z_runtime_execute(call, "patient", in);
     CHECK_INT(kind_of(&out), AM2Z_ERROR_TIMEOUT);
     am2z_outcome_clear(&out);
-    /* declaring again replaces the overrides: the workers' 10 s again */
+    /* declaring again replaces the overrides: the workers' 10 s again (a run of 400 ms
+       would time out under the 200 ms) */
     CHECK_INT(am2z_queue_declare(call, "patient", NULL), AM2Z_STATUS_OK);
-    out = am2z_runtime_execute(call, "patient", in);
+    out = am2z_runtime_execute(call, "patient", in2);
     CHECK(out.error == NULL);
     am2z_outcome_clear(&out);
+    release_stubborn(); /* the first run, which the caller left at 200 ms */
 
     /* one attempt instead of the workers' three */
     memset(&ov, 0, sizeof ov);
@@ -261,6 +268,7 @@ static void test_overrides(void) {
     CHECK_INT(am2z_queue_declare(NULL, "patient", NULL), AM2Z_STATUS_INVALID_ARGUMENT);
 out:
     am2z_value_release(in);
+    am2z_value_release(in2);
     am2z_runtime_free(local);
     am2z_runtime_free(call);
     am2z_runtime_free(work);
@@ -381,7 +389,7 @@ static void test_disagreeing_workers(void) {
     am2z_logger_desc ld;
     am2z_logger *lg;
     am2z_runtime *a, *b = NULL, *c = NULL, *d = NULL, *call;
-    am2z_state *in = with_sleep(800);
+    am2z_state *in = with_sleep(500); /* > 300 ms: only the 5 s timeout lets it finish */
     am2z_outcome out;
     am2z_value *pub;
     int i;
@@ -437,6 +445,7 @@ static void test_disagreeing_workers(void) {
     CHECK_INT(kind_of(&out), AM2Z_ERROR_TIMEOUT);
     am2z_outcome_clear(&out);
 out:
+    release_stubborn();
     am2z_value_release(in);
     am2z_runtime_free(call);
     am2z_runtime_free(d);
@@ -593,10 +602,11 @@ static void test_node_job_opts(void) {
         am2z_reply_clear(&rep);
         am2z_redis_free(r);
     }
+    release_stubborn();
     am2z_runtime_free(work);
 }
 
-#define RUN(fn) do { fx_flushall(port); T_RUN(fn); } while (0)
+#define RUN(fn) do { fx_flushall(port); __atomic_store_n(&g_released, 0, __ATOMIC_SEQ_CST); T_RUN(fn); } while (0)
 
 static void start_server(void) {
     T_REDIS_START(&server, NULL);
