@@ -8,9 +8,13 @@ B=build/t
 mkdir -p "$B"
 PASSED=0 FAILED=0 SKIPPED=0
 WARN="-Wall -Wextra -Wpedantic -Werror"
+JOBS=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}
+START=$(date +%s)
+elapsed() { echo "$(($(date +%s) - START)) s"; }
 LIBS="-pthread -lm"
 
 finish() {
+    echo "(make test took $(elapsed))"
     if [ "$SKIPPED" -gt 0 ]; then echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     else echo "$PASSED passed, $FAILED failed"; fi
     [ "$FAILED" -eq 0 ] && exit 0 || exit 1
@@ -48,13 +52,18 @@ build_and_run() {
     cfg=$1 cc=$2; shift 2
     flags="$*"
     have "$cc" || { echo "== $cfg: $cc not installed, configuration left out"; return 0; }
-    echo "== $cfg ($cc $flags)"
+    echo "== $cfg ($cc $flags) [$(elapsed)]"
     mkdir -p "$B/$cfg"
     $cc $flags $WARN -I. -c tests/impl.c -o "$B/$cfg/impl.o" || fail "$cfg: build tests/impl.c"
+    # the test programs are built JOBS at a time (the compiler is the slow part), then run
+    # one at a time (their timing must not depend on a neighbour)
+    ls tests/test_*.c | xargs -P "$JOBS" -I{} sh -c \
+        "$cc $flags $WARN -I. -o \"$B/$cfg/\$(basename {} .c)\" {} \"$B/$cfg/impl.o\" $LIBS" ||
+        fail "$cfg: build of the test programs (compiler errors above)"
+    echo "  $cfg: built at $(elapsed)"
+    [ "$RUN_TESTS" = 1 ] || return 0
     for src in tests/test_*.c; do
         t=$(basename "$src" .c)
-        $cc $flags $WARN -I. -o "$B/$cfg/$t" "$src" "$B/$cfg/impl.o" $LIBS || fail "$cfg: build $t"
-        [ "$RUN_TESTS" = 1 ] || continue
         # Tests against a live redis-server add little per compiler dialect; they run in the
         # configurations that can find different bugs (one plain, the sanitizers).
         case "$t:$cfg" in
@@ -69,7 +78,7 @@ build_and_run() {
     done
 }
 
-echo "== compile checks"
+echo "== compile checks [$(elapsed)]"
 run_check cxx-header   g++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/impl_cxx.o"
 have clang++ && run_check clangxx-header clang++ -std=c++11 -x c++ $WARN -I. -c tests/impl.c -o "$B/impl_clangxx.o"
 run_check two-tu       sh -c "cc -std=c99 $WARN -I. -o $B/two_tu tests/compile/tu_a.c tests/compile/tu_b.c $LIBS && ./$B/two_tu"
@@ -84,7 +93,7 @@ run_check examples     sh -c "make -s -j2 examples CC=cc"
 # No pthread symbol may be referenced: checked on the implementation's object and on each
 # test program (glibc 2.34+ has pthreads in libc, so linking alone would not tell).
 NOTHREADS_TESTS="test_json test_errors test_state test_logging test_compose test_inline test_cron test_store test_idem test_trace test_inline_durable"
-echo "== no-threads (cc -std=c99 -DAM2Z_NO_THREADS, no -pthread)"
+echo "== no-threads (cc -std=c99 -DAM2Z_NO_THREADS, no -pthread) [$(elapsed)]"
 mkdir -p "$B/nothreads"
 cc -std=c99 $WARN -O2 -DAM2Z_NO_THREADS -I. -c tests/impl_nothreads.c -o "$B/nothreads/impl.o" ||
     fail "nothreads: build tests/impl_nothreads.c"
@@ -113,7 +122,7 @@ build_and_run asan-ubsan clang -std=c11 -O1 -g -fno-omit-frame-pointer \
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" export TSAN_OPTIONS
 build_and_run tsan clang -std=c11 -O1 -g -fsanitize=thread
 
-echo "== examples"
+echo "== examples [$(elapsed)]"
 for e in build/examples/*; do
     [ -x "$e" ] || continue
     case "$(basename "$e")" in worker|producer|top|metrics_server) continue;; esac  # need a Redis or serve until stopped; run by their own tests
@@ -122,37 +131,37 @@ done
 
 VALGRIND_TESTS=${VALGRIND_TESTS:-"test_json test_state test_errors test_logging test_resp test_sha256 test_compose test_runtime test_contracts test_cron test_store test_inline test_metrics"}
 if have valgrind; then
-    echo "== valgrind (leak check)"
+    echo "== valgrind (leak check) [$(elapsed)]"
     for t in $VALGRIND_TESTS; do
         [ -x "$B/gcc-c11/$t" ] || continue
         run_counted "valgrind-$t" valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
             --error-exitcode=99 "./$B/gcc-c11/$t"
     done
 else
-    echo "== valgrind not installed: leak checks left out"
+    echo "== valgrind not installed: leak checks left out [$(elapsed)]"
 fi
 
 for s in tests/test_*.sh; do
     [ -f "$s" ] || continue
-    echo "== $s"
+    echo "== $s [$(elapsed)]"
     run_counted "$(basename "$s" .sh)" sh "$s"
 done
 
 # The chaos run's short form (make chaos runs the long one): workers killed with kill -9
 # every 2 s and Redis killed and restarted from its AOF while 3,000 executions run.
-echo "== chaos, short form (tests/chaos.sh)"
+echo "== chaos, short form (tests/chaos.sh) [$(elapsed)]"
 run_counted chaos env CHAOS_JOBS=3000 CHAOS_REDIS_KILLS=1 sh tests/chaos.sh
 
 # The unit tests that need no Redis cross-compiled and run under qemu-user: here the short
 # form, armhf (32-bit) and s390x (big-endian); make portability runs the whole matrix (i386,
 # aarch64 and the static musl examples too). A target whose toolchain is missing is a skip.
-echo "== portability, short form (tests/portability.sh)"
+echo "== portability, short form (tests/portability.sh) [$(elapsed)]"
 run_counted portability env PORTABILITY_TARGETS="${PORTABILITY_TARGETS:-armhf s390x}" sh tests/portability.sh
 
 if have clang; then
-    echo "== fuzz smoke (corpus replay)"
+    echo "== fuzz smoke (corpus replay) [$(elapsed)]"
     run_check fuzz-smoke sh tests/fuzz.sh smoke
 else
-    echo "== clang not installed: fuzz corpus replay left out"
+    echo "== clang not installed: fuzz corpus replay left out [$(elapsed)]"
 fi
 finish
