@@ -937,6 +937,9 @@ typedef struct am2z_queue_desc {
                                      settings of each processor they register */
     int trace;                    /* non-zero: trace every execution this process submits
                                      (am2z.h 7f; TRACES in 4.3) */
+    am2z_rate session_rate;       /* starts of one processor's jobs in one session, in all
+                                     processes (LIMITS in 4.3); {0, 0}: none. Published by
+                                     the workers with the settings like session_concurrency */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -3839,6 +3842,7 @@ typedef struct am2z__qrt {
     am2z__sched_timer *sched_timer; /* processes with workers: claims due slots */
     am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
     int session_conc;           /* desc.session_concurrency (published with the settings) */
+    am2z_rate session_rate;     /* desc.session_rate (published with the settings) */
     am2z_redis_script *s_breaker; /* circuit breakers (4.4) */
     int trace;                  /* desc.trace */
 } am2z__qrt;
@@ -4182,17 +4186,22 @@ static const char *const am2z__qlua_lib[] = {
     "  return s",
     "end",
     "local function squeue(s, sid) if sid == '' then return s.G end return string.sub(s.G, 1, -2) .. '~' .. sid .. ':' end",
-    "-- Slots in use: an entry not seen alive for lockms has its lock looked at (only when the",
-    "-- set is full, so a fetch below the cap pays one ZCARD).",
+    "-- Entries not seen alive for ms have their lock looked at: gone, the slot is freed.",
+    "-- Returns how many were freed.",
+    "local function reap(s, now, ms)",
+    "  local old = redis.call('ZRANGEBYSCORE', s.run, '-inf', num(now - ms), 'LIMIT', 0, 1000)",
+    "  local n = 0",
+    "  for i = 1, #old do",
+    "    if redis.call('EXISTS', old[i] .. ':lock') == 1 then redis.call('ZADD', s.run, now, old[i])",
+    "    else redis.call('ZREM', s.run, old[i]); n = n + 1 end",
+    "  end",
+    "  return n",
+    "end",
+    "-- Slots in use; a full set is reaped first (so a fetch below the cap pays one ZCARD).",
     "local function inuse(s, cap, now, lockms)",
     "  local n = redis.call('ZCARD', s.run)",
     "  if n < cap then return n end",
-    "  local old = redis.call('ZRANGEBYSCORE', s.run, '-inf', num(now - lockms), 'LIMIT', 0, 1000)",
-    "  for i = 1, #old do",
-    "    if redis.call('EXISTS', old[i] .. ':lock') == 1 then redis.call('ZADD', s.run, now, old[i])",
-    "    else redis.call('ZREM', s.run, old[i]); n = n - 1 end",
-    "  end",
-    "  return n",
+    "  return n - reap(s, now, lockms)",
     "end",
     "-- The first n blocked queues that could start a job now; the others leave the list.",
     "local function heads(s, n)",
@@ -4238,6 +4247,12 @@ static const char *const am2z__qlua_lib[] = {
     "  redis.call('ZADD', s.run, unpack(sc))",
     "  redis.call('ZREM', s.blk, wm)",
     "end",
+    "-- n slots were freed: the first n blocked queues that can use one are woken.",
+    "local function give(s, n)",
+    "  if n == 0 or redis.call('EXISTS', s.blk) == 0 then return end",
+    "  local h = heads(s, n)",
+    "  for i = 1, #h do wake(squeue(s, h[i]), h[i] == '' and '' or s.wk, h[i]) end",
+    "end",
     "-- Jobs of queue P left active: their slots go to the blocked queues, oldest first (a",
     "-- worker of session A is woken by a job of session B that ended).",
     "local function unslot(P, ids)",
@@ -4247,9 +4262,13 @@ static const char *const am2z__qlua_lib[] = {
     "  for i = 1, #ids do keys[i] = P .. ids[i] end",
     "  local n = 0",
     "  for i = 1, #keys, 500 do n = n + redis.call('ZREM', s.run, unpack(keys, i, math.min(i + 499, #keys))) end",
-    "  if n == 0 or redis.call('EXISTS', s.blk) == 0 then return end",
-    "  local h = heads(s, n)",
-    "  for i = 1, #h do wake(squeue(s, h[i]), h[i] == '' and '' or s.wk, h[i]) end",
+    "  give(s, n)",
+    "end",
+    "-- The stalled scan's repair: slots of dead workers (leases gone) go to blocked queues",
+    "-- even when no fetch comes to reap them.",
+    "local function reslot(P, now, ms)",
+    "  local s = slots(P)",
+    "  if s then give(s, reap(s, now, ms)) end",
     "end",
     "local function promote(P, now, wk, wm, ev)",
     "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', 0, num((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)",
@@ -4447,7 +4466,8 @@ static const char *const am2z__qlua_lib[] = {
    goes straight to active, locked for its caller (a parent running its first child). */
 static const char *const am2z__qlua_add[] = {
     "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
-    "--       sessions sid child ratemax taketoken lockms concurrency ('': leave meta's, '0':",
+    "--       sessions sid child ratemax ('max' per minute or 'max:per_ms') taketoken lockms",
+    "--       concurrency ('': leave meta's, '0':",
     "--       remove it), then (id data opts) per job.",
     "-- Returns the number of jobs added, or -1 (a child's session is gone). With a take token",
     "-- the first job goes straight to active, locked for the caller (a parent running its",
@@ -4493,7 +4513,10 @@ static const char *const am2z__qlua_add[] = {
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
     "EVMAX[P] = tonumber(m[2]) or 10000",
     "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
-    "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
+    "if ARGV[14] ~= '' then",
+    "  local mx, per = string.match(ARGV[14], '^(%d+):?(%d*)$')",
+    "  redis.call('HSET', P .. 'meta', 'max', mx or 1, 'duration', tonumber(per) or 60000)",
+    "end",
     "if ARGV[17] == '0' then redis.call('HDEL', P .. 'meta', 'concurrency')",
     "elseif ARGV[17] ~= '' then redis.call('HSET', P .. 'meta', 'concurrency', ARGV[17]) end",
     "if ARGV[9] ~= '' then",
@@ -4680,6 +4703,7 @@ static const char *const am2z__qlua_stalled[] = {
     "end",
     "if #out > 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then wake(P, ARGV[7], ARGV[8]) end",
     "unslot(P, out)",
+    "reslot(P, tonumber(now), tonumber(ARGV[4]))",
     "redis.call('DEL', P .. 'stalled')",
     "local act = redis.call('LRANGE', P .. 'active', 0, -1)",
     "bulk('SADD', P .. 'stalled', act)",
@@ -5182,6 +5206,7 @@ typedef struct am2z__qset {
     int rate;                   /* rate limit per minute, 0: none */
     int global_conc;            /* am2z_queue_config.global_concurrency, 0: none */
     int session_conc;           /* the workers' am2z_queue_desc.session_concurrency, 0: none */
+    am2z_rate session_rate;     /* the workers' am2z_queue_desc.session_rate, max 0: none */
 } am2z__qset;
 
 /* What this process knows about one processor's published settings. */
@@ -5208,6 +5233,7 @@ static void am2z__qset_of(const am2z__qrt *q, const am2z_processor *p, am2z__qse
     s->rate = d->queue.rate_limit_per_minute;
     s->global_conc = d->queue.global_concurrency;
     s->session_conc = q->session_conc;
+    s->session_rate = q->session_rate;
 }
 
 /* A non-negative number with up to 6 decimals, independent of the C locale. */
@@ -5260,6 +5286,13 @@ static void am2z__qsb_settings(am2z__qsb *b, const am2z__qset *s) {
     /* the limits only when set, so settings without them read as before */
     if (s->global_conc > 0) { am2z__qsb_str(b, ",\"globalConcurrency\":"); am2z__qsb_i64(b, s->global_conc); }
     if (s->session_conc > 0) { am2z__qsb_str(b, ",\"sessionConcurrency\":"); am2z__qsb_i64(b, s->session_conc); }
+    if (s->session_rate.max > 0) {
+        am2z__qsb_str(b, ",\"sessionRate\":{\"max\":");
+        am2z__qsb_i64(b, s->session_rate.max);
+        am2z__qsb_str(b, ",\"perMs\":");
+        am2z__qsb_i64(b, s->session_rate.per_ms);
+        am2z__qsb_str(b, "}");
+    }
     am2z__qsb_str(b, "}");
 }
 
@@ -5301,6 +5334,14 @@ static int am2z__qbackoff_parse(const am2z_value *bo, am2z_retry_policy *rp) {
     return 1;
 }
 
+/* Published {"max","perMs"} into r when valid (data from Redis); else r stays none. */
+static void am2z__qset_rate_parse(const am2z_value *o, am2z_rate *r) {
+    am2z_rate x;
+    x.max = am2z__qget_int(o, "max", 0);
+    x.per_ms = am2z__qget_nonneg(o, "perMs", 0);
+    if (x.max > 0 && !am2z__rate_bad(&x)) *r = x;
+}
+
 /* Published settings JSON into s; 0 when it is not an object. */
 static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
     am2z_value *v = am2z_json_parse(json, len, NULL, NULL);
@@ -5317,6 +5358,7 @@ static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
         s->session_conc = am2z__qget_int(v, "sessionConcurrency", 0);
         if (s->global_conc > AM2Z_MAX_CONCURRENCY) s->global_conc = AM2Z_MAX_CONCURRENCY;
         if (s->session_conc > AM2Z_MAX_CONCURRENCY) s->session_conc = AM2Z_MAX_CONCURRENCY;
+        am2z__qset_rate_parse(am2z_value_find(v, "sessionRate", 11), &s->session_rate);
     }
     am2z_value_release(v);
     return ok;
@@ -5690,7 +5732,7 @@ static int am2z__qidem_is(const char *id) {
 typedef struct am2z__qadd {
     am2z__qwait *w;
     am2z__qsb data, opts;
-    char ts[24], delay[24], prio[24], rate[24], child[2], conc[24];
+    char ts[24], delay[24], prio[24], rate[48], child[2], conc[24];
     char take[64];              /* set: the job goes straight to the caller (locked) */
     const char *argv[AM2Z__QADD_SHARED];
 } am2z__qadd;
@@ -5896,6 +5938,8 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     snprintf(a->prio, sizeof a->prio, "%d", prio);
     a->child[0] = parent && session ? '1' : '0';
     if (set.rate > 0) snprintf(a->rate, sizeof a->rate, "%d", set.rate);
+    if (session && set.session_rate.max > 0) /* the session queue's limiter: "max:per_ms" */
+        snprintf(a->rate, sizeof a->rate, "%d:%lld", set.session_rate.max, (long long)set.session_rate.per_ms);
     am2z__qadd_conc(&set, session != NULL, a->conc);
     a->argv[0] = w->qu->P;
     a->argv[1] = w->qu->proc;
@@ -9184,6 +9228,9 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
                                                    "queue runtime: session_concurrency %d is outside "
                                                    "0..AM2Z_MAX_CONCURRENCY (%d)", d.session_concurrency,
                                                    AM2Z_MAX_CONCURRENCY));
+    if (am2z__rate_bad(&d.session_rate))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: session_rate.%s", am2z__rate_bad(&d.session_rate)));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
     q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
     if (!q) {
@@ -9229,6 +9276,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
     q->session_conc = d.session_concurrency;
+    q->session_rate = d.session_rate;
     q->trace = d.trace != 0;
     q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
                              : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
