@@ -855,10 +855,11 @@ typedef struct am2z_queue_config {
     int rate_limit_per_minute; /* 0 = unlimited */
     int64_t delay_ms;      /* start each execution this much later */
     int global_concurrency; /* max simultaneous executions of this processor in ALL
-                              processes together; 0 = unlimited, at most
+                              processes and sessions together; 0 = unlimited, at most
                               AM2Z_MAX_CONCURRENCY. Queue runtime: BullMQ's global
-                              concurrency (the queue's meta "concurrency", checked
-                              atomically when a job moves to active; 4.3 of
+                              concurrency (the global queue's meta "concurrency"),
+                              counted over the processor's global and session queues
+                              atomically when a job moves to active (LIMITS in 4.3 of
                               am2z_resp.h). Local runtime: one process, so it caps like
                               concurrency (the smaller one holds). Inline: one at a time */
 } am2z_queue_config;
@@ -2011,6 +2012,12 @@ AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms);
      execution it submitted itself runs it (in its own slot), and a cap also makes
      COOPERATIVE executions and execute_many go through the queue. The inline runtime
      runs one execution at a time, so every cap >= 1 holds there.
+     session_rate {max, per_ms} caps the starts of one session's top-level attempts:
+     at most max in each window of per_ms, a fixed window opened by the first start
+     after the last one closed (BullMQ's limiter); an execution over it waits for the
+     next window in the delayed heap (no worker sleeps), holding its session slot but
+     no processor slot, so only its own session waits. {0, 0}: none; bad values are
+     refused (am2z_rate). Not on the inline runtime (its desc has no session limits).
    - Sessions: NULL means "default"; first use emits "session:created"; see
      am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
      another session runs with it rewritten, so an outcome's state always names the

@@ -576,6 +576,10 @@ extern "C" {
                     (JSON), instance, publishedAt}: what the workers of the processor
                     published (SETTINGS in 4.3); the rate limit and global concurrency
                     go to its queue's meta (max/duration, concurrency: BullMQ's fields)
+       slots        <bull>:<prefix>~<processor>:am2z:running  zset of '<queue key prefix><job
+                    id>' (score: when last seen alive) and ...:am2z:blocked  zset of the
+                    queues waiting for a slot (session id, '' for the global queue): the
+                    processor-wide global_concurrency (LIMITS in 4.3)
        breaker      <bull>:<prefix>~<processor>:am2z:breaker  hash {state, gen, until,
                     probes, fails}: the processor's circuit breaker (BREAKERS in 4.4)
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
@@ -708,36 +712,57 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        does not say (a Node job's timeout, its attempts when 0) comes from the
        published settings.
    LIMITS THAT HOLD ACROSS PROCESSES
-       global_concurrency (am2z_queue_config) caps the running jobs of a processor's
-       queue in all processes together, BullMQ's global concurrency: the workers
-       publish it (SETTINGS) into the queue's meta "concurrency", and the fetch script
-       (the one atomic move to active, run by every am2z worker; Node's moveToActive
-       reads the same field) takes a job only while LLEN active < concurrency, and at
-       most that many in one batch. A Node Queue.setGlobalConcurrency on the queue is
-       the same field; the workers' registration overwrites it when they set a cap.
+       global_concurrency (am2z_queue_config) caps the running jobs of a processor in
+       all processes together and in all its queues: its global queue (executions
+       without a session, Node's jobs) and every session queue. The workers publish it
+       (SETTINGS) into the global queue's meta "concurrency", BullMQ's global
+       concurrency, and the fetch script (the one atomic move to active, run by every
+       am2z worker) takes a job of any of the processor's queues only while the
+       processor has a free slot, at most that many in one batch. The slots are a
+       zset per processor, <bull>:<prefix>~<processor>:am2z:running, of the jobs a
+       fetch took under the cap; finishing, failing, retrying and stalled recovery
+       remove a job from it. It cannot drift: a job's lock is its lease, and an entry
+       whose lock is gone (a worker killed mid-job: its locks expire after
+       lock_duration_ms) frees its slot the next time the set is found full, or at the
+       next stalled scan, whichever comes first; only entries not seen alive for a lock
+       duration are looked at, so a fetch below the cap costs one ZCARD.
+       A queue that finds the cap full goes into <bull>:<prefix>~<processor>:am2z:blocked
+       (by time) and gets the next free slots, oldest first: a slot freed by a job of
+       session B wakes a worker for session A's queue, and a worker that just finished
+       a job takes the next one of its own queue only when no queue is blocked before
+       it, so a tenant with a backlog cannot keep the slots from the others. Node
+       workers on the global queue see the same meta field but count only that queue's
+       active list (BullMQ's rule), so their jobs are not in the processor-wide count.
+       A Node Queue.setGlobalConcurrency on the global queue is the same field; the
+       workers' registration overwrites it when they set a cap.
        session_concurrency (am2z_queue_desc, a tenant limit) caps the running jobs of
        each session queue (<prefix>~<processor>~<session>: one per processor and
-       session) the same way: the caller writes min(global_concurrency,
-       session_concurrency) of the published settings into the session queue's meta
-       concurrency when it adds jobs (removed when both are 0). So the cap is per
-       processor and session, and global_concurrency bounds the processor's global
-       queue (executions without a session, Node's jobs) and each session queue, not
-       their sum: with S busy sessions up to S x cap jobs of one processor run.
+       session): the caller writes min(global_concurrency, session_concurrency) of the
+       published settings into the session queue's meta concurrency when it adds jobs
+       (removed when both are 0), which the fetch script checks against the queue's
+       active list. session_rate (am2z_queue_desc, {max, per_ms}) caps the starts of a
+       processor's jobs in one session: BullMQ's rate limiter on the session queue
+       (meta max/duration, its "limiter" key: a fixed window opened by the first start
+       after the last one closed), written by the caller at each add like the session
+       cap; the processor's own rate_limit_per_minute still limits its global queue
+       (and the session queues of a processor whose workers set no session_rate).
        Fairness: sessions never share a queue, so one session's backlog never sits in
        front of another's jobs; workers take the queues that have work in turn (wake
-       keys, then each queue's marker), and a session at its cap is skipped until one
-       of its jobs ends.
+       keys, then each queue's marker), and a session at its cap or rate is skipped
+       until one of its jobs ends or its window opens.
        A job that cannot start stays in wait (or prioritized); nothing polls. A worker
        that finds the queue full goes back to BZPOPMIN on the markers, having used up
        the marker; the script that frees a slot (complete, final fail, a retry's
-       backoff) adds the marker (and the wake key) again when jobs wait and a slot is
-       free, and a worker that just finished a job takes the next one itself in the
-       same script call. A fetch that fills the last slot does not wake another worker.
+       backoff, stalled recovery) adds the marker (and the wake key) again when jobs
+       wait and a slot is free, and a worker that just finished a job takes the next
+       one itself in the same script call. A fetch that fills the last slot does not
+       wake another worker.
        Not counted: children the waiting parent runs itself (its first child and the
        ones it claims), which run in the parent's turn so a parent cannot deadlock on
-       its own cap (they are in active, so others wait for them). Bounds: 0..
-       AM2Z_MAX_CONCURRENCY; larger or negative values are refused. The per-process
-       concurrency still applies on top.
+       its own cap. Bounds: 0..AM2Z_MAX_CONCURRENCY; session_rate max 1..AM2Z_RATE_MAX,
+       per_ms 1..AM2Z_RATE_MAX_PER_MS (or both 0); other values are refused. The
+       per-process concurrency still applies on top.
+       Cost in Redis (bench/queue, same run): see README "Limits".
    TRACES (am2z.h 7f; am2z_submit_desc.trace or am2z_queue_desc.trace)
        A traced execution's job carries "traceRoot" (its execution id) in its envelope,
        and every job it causes carries it too, with "traceParent" = "<execution id of
@@ -4223,10 +4248,11 @@ static const char *const am2z__qlua_lib[] = {
     "end",
     "-- How many of k jobs queue P (session wm) may take under its processor's cap: the free",
     "-- slots not owed to queues blocked before it. 0 puts it in the blocked list.",
-    "local function gate(P, wm, k, now, lockms)",
+    "local function gate(P, wm, k, now, lockms, own)",
     "  local s = slots(P)",
-    "  local cap = s and int(redis.call('HGET', s.G .. 'meta', 'concurrency'), 1000000)",
-    "  if not cap then return k end",
+    "  local cap = own -- the global queue's own meta concurrency, read by fetch already",
+    "  if s and wm ~= '' then cap = int(redis.call('HGET', s.G .. 'meta', 'concurrency'), 1000000) end",
+    "  if not s or not cap then return k end",
     "  local free = cap - inuse(s, cap, tonumber(now), tonumber(lockms))",
     "  if free > 0 and redis.call('EXISTS', s.blk) == 1 then",
     "    local h = heads(s, free)",
@@ -4330,7 +4356,7 @@ static const char *const am2z__qlua_lib[] = {
     "    k = math.min(k, max - used)",
     "  end",
     "  local capped",
-    "  k, capped = gate(P, wm, k, now, lockms)",
+    "  k, capped = gate(P, wm, k, now, lockms, cap)",
     "  if k <= 0 then return {0} end",
     "  local order = {}",
     "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",

@@ -277,7 +277,7 @@ static void test_session_rate(void) {
     tp_proc w[1];
     am2z_execution *a[40], *b[5];
     am2z_runtime *rt;
-    long long t0, tb, done_a_at_b, done_a_2s;
+    long long t0, tb, t2, done_a_at_b, done_a_2s;
     memset(w, 0, sizeof w);
     if (!start_workers(w, 1, 0, 10, 1000, 0)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
     rt = producer();
@@ -291,13 +291,14 @@ static void test_session_rate(void) {
     done_a_at_b = redis_num("GET %s", "done:tenant-a", NULL);
     while (tp_now_ms() - t0 < 2000) tp_sleep_ms(10);
     done_a_2s = redis_num("GET %s", "done:tenant-a", NULL);
+    t2 = tp_now_ms() - t0; /* late on a loaded machine: the windows begun by then count */
     printf("  session_rate 10/s: tenant B's 5 jobs in %lld ms (A had %lld done then), A ran %lld in 2 s\n", tb,
            done_a_at_b, done_a_2s);
     /* B is not behind A's backlog: done long before A's 40 jobs could be (4 s at 10/s) */
     CHECK(tb < 3000);
     CHECK(done_a_at_b < 40);
-    /* A within its rate: at most 3 windows of 10 in 2 s (fixed windows), and it runs */
-    CHECK(done_a_2s <= 30);
+    /* A within its rate: 3 windows of 10 begin in 2 s (fixed windows), and it runs */
+    CHECK(done_a_2s <= 10 * (1 + t2 / 1000));
     CHECK(done_a_2s >= 5);
     CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow~tenant-a:meta", "max"), 10);
     CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow~tenant-a:meta", "duration"), 1000);
