@@ -5,8 +5,11 @@
 
        plain      4 worker threads in the process, N no-op jobs of a processor without a
                   cap on its global queue (what every job pays for the cap's existence);
-       capped     the same with global_concurrency 2 over 4 sessions' queues (the slot
-                  zset, the blocked list and the wake-ups at work).
+       capped     the same with global_concurrency 2 on its global queue (both builds
+                  enforce the same cap there);
+       sessions   the same over 4 sessions' queues (the slot zset, the blocked list and
+                  the wake-ups at work; a build that capped each queue alone ran up to
+                  4 x 2 at once there, so it did less limiting).
 
    For each: Redis CPU time of EVALSHA per job (INFO commandstats, usec / jobs) and
    jobs/s from the first submit to the last result. `limits --vs OTHER` runs 3 rounds,
@@ -85,7 +88,7 @@ static int line(am2z_runtime *rt, const char *name, int nsess, int n, double *us
     return ok == n;
 }
 
-/* One round on a fresh redis-server: prints "plain_us plain_rate capped_us capped_rate". */
+/* One round on a fresh redis-server: prints usec/job and jobs/s of each line. */
 static int one(int n) {
     tp_proc redis;
     am2z_queue_desc d;
@@ -93,7 +96,7 @@ static int one(int n) {
     am2z_logger_desc ld;
     am2z_logger *quiet;
     am2z_runtime *rt;
-    double v[4] = {0, 0, 0, 0};
+    double v[6] = {0, 0, 0, 0, 0, 0};
     int ok;
     if (!(g_port = tp_redis_start(&redis))) return 0;
     memset(&ld, 0, sizeof ld);
@@ -113,11 +116,12 @@ static int one(int n) {
     pd.queue.global_concurrency = 2;
     ok = ok && am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) == AM2Z_STATUS_OK;
     ok = ok && line(rt, "plain", 0, n, &v[0], &v[1]);
-    ok = ok && line(rt, "capped", 4, n, &v[2], &v[3]);
+    ok = ok && line(rt, "capped", 0, n, &v[2], &v[3]);
+    ok = ok && line(rt, "capped", 4, n, &v[4], &v[5]);
     am2z_runtime_free(rt);
     am2z_logger_release(quiet);
     tp_stop(&redis, SIGKILL, 2000);
-    if (ok) printf("%.2f %.0f %.2f %.0f\n", v[0], v[1], v[2], v[3]);
+    if (ok) printf("%.2f %.0f %.2f %.0f %.2f %.0f\n", v[0], v[1], v[2], v[3], v[4], v[5]);
     return ok;
 }
 
@@ -131,7 +135,7 @@ static double loadavg(void) {
     return l;
 }
 
-/* Runs exe --one n and reads its four numbers; 0 on failure. */
+/* Runs exe --one n and reads its six numbers; 0 on failure. */
 static int run_round(const char *exe, int n, double *v) {
     tp_proc p;
     char ns[16], out[128];
@@ -144,7 +148,7 @@ static int run_round(const char *exe, int n, double *v) {
     if (tp_spawn(&p, argv, NULL, 1) != 0) return 0;
     if (tp_readline(&p, out, sizeof out, 300000) != 1) { tp_stop(&p, SIGKILL, 1000); return 0; }
     tp_wait(&p, 10000);
-    return sscanf(out, "%lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3]) == 4;
+    return sscanf(out, "%lf %lf %lf %lf %lf %lf", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) == 6;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -162,15 +166,16 @@ static double median3(double a, double b, double c) {
 int main(int argc, char **argv) {
     const char *e = getenv("AM2Z_BENCH_N");
     int n = e && atoi(e) > 0 ? atoi(e) : 4000, i, k;
-    double ours[3][4], theirs[3][4];
+    double ours[3][6], theirs[3][6];
     char self[1024];
     ssize_t len;
-    static const char *const names[4] = {"plain: EVALSHA usec/job", "plain: jobs/s", "capped, 4 sessions: usec/job",
-                                         "capped, 4 sessions: jobs/s"};
+    static const char *const names[6] = {"plain: EVALSHA usec/job", "plain: jobs/s", "capped 2: usec/job",
+                                         "capped 2: jobs/s", "capped 2, 4 sessions: usec/job",
+                                         "capped 2, 4 sessions: jobs/s"};
     if (argc == 3 && strcmp(argv[1], "--one") == 0) return one(atoi(argv[2])) ? 0 : 1;
     if (argc != 3 || strcmp(argv[1], "--vs") != 0) {
         printf("limits bench: %d jobs per line, load average %.2f\n", n, loadavg());
-        printf("plain_us plain_jobs/s capped_us capped_jobs/s\n");
+        printf("usec/job and jobs/s: plain, capped 2, capped 2 over 4 sessions\n");
         fflush(stdout);
         return one(n) ? 0 : 1;
     }
@@ -185,7 +190,7 @@ int main(int argc, char **argv) {
         }
     }
     printf("%-30s %12s %12s\n", "(medians)", "this build", "other");
-    for (k = 0; k < 4; k++)
+    for (k = 0; k < 6; k++)
         printf("%-30s %12.2f %12.2f\n", names[k], median3(ours[0][k], ours[1][k], ours[2][k]),
                median3(theirs[0][k], theirs[1][k], theirs[2][k]));
     printf("load average at the end %.2f\n", loadavg());
