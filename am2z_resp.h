@@ -762,7 +762,7 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        its own cap. Bounds: 0..AM2Z_MAX_CONCURRENCY; session_rate max 1..AM2Z_RATE_MAX,
        per_ms 1..AM2Z_RATE_MAX_PER_MS (or both 0); other values are refused. The
        per-process concurrency still applies on top.
-       Cost in Redis (bench/queue, same run): see README "Limits".
+       Cost in Redis: bench/limits (README, "Limits and known gaps").
    TRACES (am2z.h 7f; am2z_submit_desc.trace or am2z_queue_desc.trace)
        A traced execution's job carries "traceRoot" (its execution id) in its envelope,
        and every job it causes carries it too, with "traceParent" = "<execution id of
