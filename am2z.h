@@ -113,6 +113,8 @@
                               dropped (100000; am2z_submit_desc.trace_max_spans per call)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_MAX_CONCURRENCY   largest global_concurrency / session_concurrency (1,000,000)
+       AM2Z_RATE_MAX          largest am2z_rate.max, a session_rate's starts (1,000,000,000)
+       AM2Z_RATE_MAX_PER_MS   longest am2z_rate.per_ms, a session_rate's window (1 day)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
 

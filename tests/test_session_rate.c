@@ -141,6 +141,16 @@ static void test_bad_values(void) {
     d.session_rate.per_ms = AM2Z_RATE_MAX_PER_MS + 1;
     CHECK(am2z_local_runtime_new(&d, &s) == NULL);
     CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    d.session_rate.max = AM2Z_RATE_MAX + 1;
+    d.session_rate.per_ms = AM2Z_RATE_MAX_PER_MS;
+    CHECK(am2z_local_runtime_new(&d, &s) == NULL);
+    CHECK(strstr(am2z_status_detail(), "session_rate.max") != NULL);
+    d.session_rate.max = AM2Z_RATE_MAX; /* the limits themselves are accepted */
+    {
+        am2z_runtime *rt = am2z_local_runtime_new(&d, &s);
+        CHECK(rt != NULL);
+        am2z_runtime_free(rt);
+    }
 }
 
 int main(void) {
