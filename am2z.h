@@ -113,6 +113,8 @@
                               dropped (100000; am2z_submit_desc.trace_max_spans per call)
        AM2Z_LOCAL_MAX_WORKERS worker threads of one local runtime (256)
        AM2Z_MAX_CONCURRENCY   largest global_concurrency / session_concurrency (1,000,000)
+       AM2Z_RATE_MAX          largest am2z_rate.max, a session_rate's starts (1,000,000,000)
+       AM2Z_RATE_MAX_PER_MS   longest am2z_rate.per_ms, a session_rate's window (1 day)
        AM2Z_LOCAL_SPIN_NS     default am2z_local_desc.spin_ns: how long a waiting thread
                               spins before it blocks (200 us)
 
@@ -855,10 +857,11 @@ typedef struct am2z_queue_config {
     int rate_limit_per_minute; /* 0 = unlimited */
     int64_t delay_ms;      /* start each execution this much later */
     int global_concurrency; /* max simultaneous executions of this processor in ALL
-                              processes together; 0 = unlimited, at most
+                              processes and sessions together; 0 = unlimited, at most
                               AM2Z_MAX_CONCURRENCY. Queue runtime: BullMQ's global
-                              concurrency (the queue's meta "concurrency", checked
-                              atomically when a job moves to active; 4.3 of
+                              concurrency (the global queue's meta "concurrency"),
+                              counted over the processor's global and session queues
+                              atomically when a job moves to active (LIMITS in 4.3 of
                               am2z_resp.h). Local runtime: one process, so it caps like
                               concurrency (the smaller one holds). Inline: one at a time */
 } am2z_queue_config;
@@ -867,6 +870,21 @@ typedef struct am2z_queue_config {
 /* Largest global_concurrency / session_concurrency accepted (as BullMQ, whose scripts
    read the queue's meta concurrency as a number; larger values are refused). */
 #define AM2Z_MAX_CONCURRENCY 1000000
+#endif
+
+/* A rate limit: at most max starts in each window of per_ms, a fixed window opened by
+   the first start after the previous one closed (BullMQ's limiter). {0, 0}: none; max
+   in 1..AM2Z_RATE_MAX with per_ms in 1..AM2Z_RATE_MAX_PER_MS, anything else is refused.
+   am2z_local_desc.session_rate and am2z_queue_desc.session_rate use it per session. */
+typedef struct am2z_rate {
+    int max;                /* starts per window */
+    int64_t per_ms;         /* the window */
+} am2z_rate;
+#ifndef AM2Z_RATE_MAX
+#define AM2Z_RATE_MAX 1000000000 /* largest am2z_rate.max (the limiter scripts clamp to it) */
+#endif
+#ifndef AM2Z_RATE_MAX_PER_MS
+#define AM2Z_RATE_MAX_PER_MS 86400000 /* longest am2z_rate.per_ms: one day */
 #endif
 
 /* Who enforces a top-level execution's timeout (am2z_processor_desc.deadlines,
@@ -1998,6 +2016,12 @@ AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms);
      execution it submitted itself runs it (in its own slot), and a cap also makes
      COOPERATIVE executions and execute_many go through the queue. The inline runtime
      runs one execution at a time, so every cap >= 1 holds there.
+     session_rate {max, per_ms} caps the starts of one session's top-level attempts:
+     at most max in each window of per_ms, a fixed window opened by the first start
+     after the last one closed (BullMQ's limiter); an execution over it waits for the
+     next window in the delayed heap (no worker sleeps), holding its session slot but
+     no processor slot, so only its own session waits. {0, 0}: none; bad values are
+     refused (am2z_rate). Not on the inline runtime (its desc has no session limits).
    - Sessions: NULL means "default"; first use emits "session:created"; see
      am2z_runtime_stop_session. A top-level input whose metadata.sessionId names
      another session runs with it rewritten, so an outcome's state always names the
@@ -2097,6 +2121,8 @@ typedef struct am2z_local_desc {
     int trace;                  /* non-zero: trace every top-level execution (section 7f;
                                    not the items of an execute_many of a processor
                                    without retries or queue options, which skip jobs) */
+    am2z_rate session_rate;     /* starts of top-level executions of one session (a tenant
+                                   limit, see SESSION LIMITS above); {0, 0}: none */
 } am2z_local_desc;
 
 /* NULL desc: all defaults. The runtime is started. Free with am2z_runtime_free.
@@ -8150,6 +8176,14 @@ AM2Z__PRIVATE void am2z__outcome_session(am2z_outcome *out, const char *session_
     out->session_id[n] = '\0';
 }
 
+/* Why r is not a valid am2z_rate, or NULL when it is ({0, 0} included). */
+AM2Z__PRIVATE const char *am2z__rate_bad(const am2z_rate *r) {
+    if (!r->max && !r->per_ms) return NULL;
+    if (r->max < 1 || r->max > AM2Z_RATE_MAX) return "max is outside 1..AM2Z_RATE_MAX";
+    if (r->per_ms < 1 || r->per_ms > AM2Z_RATE_MAX_PER_MS) return "per_ms is outside 1..AM2Z_RATE_MAX_PER_MS";
+    return NULL;
+}
+
 /* Non-zero when id is a legal session id (1..AM2Z_SESSION_ID_MAX of [A-Za-z0-9_.-]). */
 AM2Z__PRIVATE int am2z__session_id_ok(const char *id) {
     size_t n = 0;
@@ -12044,6 +12078,9 @@ struct am2z__lr_session {
     /* session_concurrency (under lr->qmu): slots in use, jobs waiting for one */
     int slots;
     am2z__lr_job *wait_head, *wait_tail;
+    /* session_rate (under lr->qmu): the window's start and the starts in it */
+    int64_t rate_from_ns;
+    int rate_used;
 };
 
 /* Queue state of a processor with a concurrency or rate limit (under lr->qmu). */
@@ -12109,6 +12146,7 @@ struct am2z__lr_job {
     am2z_trace *trace;      /* top: owned, NULL when not traced; nested: the parent's */
     uint32_t trace_parent;  /* nested: the calling attempt's span */
     uint32_t trace_span;    /* top: the span of the attempt that last ended */
+    int has_stoken;         /* under qmu: this attempt's start counted in its session's rate */
 };
 
 /* A worker's view of one execute_many: the item it runs with that item's deadline
@@ -12212,6 +12250,8 @@ struct am2z__lr {
     struct am2z__lr_sched *sched; /* atomic: schedules (7e), made at the first upsert */
     int session_limit;        /* resolved am2z_local_desc.session_concurrency; 0: none */
     int trace;                 /* desc.trace: trace every top-level execution */
+    am2z_rate session_rate;   /* am2z_local_desc.session_rate; max 0: none */
+    int tenant_gate;          /* session_limit or session_rate: top-level jobs pass the gate */
 };
 
 /* Where a (nested) attempt runs: what cancels it and what its calls inherit. */
@@ -12305,7 +12345,7 @@ static int am2z__lr_here(const am2z__lr *lr, const am2z_processor *p) {
     const am2z_processor_desc *d = am2z_processor_desc_of(p);
     int mode = d->deadlines ? (int)d->deadlines : lr->deadlines;
     return mode == AM2Z_DEADLINES_COOPERATIVE && !am2z__lr_conc(&d->queue) && !d->queue.rate_limit_per_minute &&
-           !d->queue.delay_ms && !d->queue.priority && !lr->session_limit;
+           !d->queue.delay_ms && !d->queue.priority && !lr->tenant_gate;
 }
 
 /* One step of a spin-wait. No sched_yield: on a busy host it hands the CPU to another
@@ -13029,6 +13069,22 @@ static int64_t am2z__lr_rate_start_locked(am2z__lr_pinfo *pi, int64_t interval, 
     return 0;
 }
 
+/* Counts j's start in its session's rate window (1), or delays j to the window's end
+   (0). Fixed windows as BullMQ's limiter: the first start after a window closed opens
+   the next. The session slot is kept meanwhile: only the session's own jobs wait for it. */
+static int am2z__lr_session_rate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
+    am2z__lr_session *s = j->session;
+    int64_t per = lr->session_rate.per_ms * 1000000;
+    if (!s->rate_used || now - s->rate_from_ns >= per) {
+        s->rate_from_ns = now;
+        s->rate_used = 0;
+    }
+    if (s->rate_used >= lr->session_rate.max) return !am2z__lr_delay_locked(lr, j, s->rate_from_ns + per);
+    s->rate_used++;
+    j->has_stoken = 1;
+    return 1;
+}
+
 /* Applies j's session limit, concurrency limit and rate limit; 0 when j was parked or
    delayed. The session slot comes first and a job waits for it holding nothing, so a
    session at its limit never holds a processor slot another session could use (a job
@@ -13046,6 +13102,7 @@ static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
         s->slots++;
         j->has_slot |= AM2Z__LR_SSLOT;
     }
+    if (lr->session_rate.max > 0 && !j->has_stoken && !am2z__lr_session_rate_locked(lr, j, now)) return 0;
     if (conc > 0 && !(j->has_slot & AM2Z__LR_PSLOT)) {
         if (pi->running >= conc) {
             am2z__lr_list_push(&pi->wait_head, &pi->wait_tail, j);
@@ -13067,6 +13124,7 @@ static int am2z__lr_gate_locked(am2z__lr *lr, am2z__lr_job *j, int64_t now) {
         if ((wait = am2z__lr_rate_start_locked(pi, interval, now)) != 0 && am2z__lr_delay_locked(lr, j, wait)) return 0;
     }
     j->has_token = 0;
+    j->has_stoken = 0;
     return 1;
 }
 
@@ -13137,7 +13195,7 @@ static int am2z__lr_take_locked(am2z__lr *lr, int64_t now, am2z__lr_job **jp, am
             am2z__lr_drop_locked(j, drop);
             continue;
         }
-        if ((j->pinfo || lr->session_limit > 0) && !am2z__lr_gate_locked(lr, j, now)) continue;
+        if ((j->pinfo || lr->tenant_gate) && !am2z__lr_gate_locked(lr, j, now)) continue;
         lr->queued--;
         *jp = j;
         return 1;
@@ -13158,7 +13216,7 @@ static am2z_status am2z__lr_enqueue(am2z__lr *lr, am2z__lr_job *j, int64_t delay
     const am2z_queue_config *q = &am2z_processor_desc_of(j->proc)->queue;
     /* Fast path: nothing waiting, a worker spinning, no queue options: hand the job to
        it through one atomic slot instead of the locked queue. */
-    if (!delay_ns && j->priority <= 0 && !am2z__lr_conc(q) && !q->rate_limit_per_minute && !lr->session_limit &&
+    if (!delay_ns && j->priority <= 0 && !am2z__lr_conc(q) && !q->rate_limit_per_minute && !lr->tenant_gate &&
         AM2Z__LR_LD(&lr->spinners) > 0 && AM2Z__LR_LD(&lr->work) == 0 && AM2Z__LR_LD(&lr->running)) {
         am2z__lr_job *none = NULL;
         am2z__atomic_inc(&j->refs);
@@ -14481,7 +14539,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
         d = am2z_processor_desc_of(p);
         /* retries and queue options need the job machinery: the generic path */
         if (d->retry.max_attempts > 1 || am2z__lr_conc(&d->queue) || d->queue.priority ||
-            d->queue.rate_limit_per_minute || d->queue.delay_ms || lr->session_limit) {
+            d->queue.rate_limit_per_minute || d->queue.delay_ms || lr->tenant_gate) {
             am2z_processor_release(p);
             return am2z__runtime_execute_many_generic(rt, name, inputs, count, sid, outs);
         }
@@ -15352,6 +15410,9 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
                                                    "local runtime: session_concurrency %d is outside "
                                                    "0..AM2Z_MAX_CONCURRENCY (%d)", d.session_concurrency,
                                                    AM2Z_MAX_CONCURRENCY));
+    if (am2z__rate_bad(&d.session_rate))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "local runtime: session_rate.%s", am2z__rate_bad(&d.session_rate)));
     if (!d.workers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.workers = n < 1 ? 1 : n > AM2Z_LOCAL_MAX_WORKERS ? AM2Z_LOCAL_MAX_WORKERS : (int)n;
@@ -15368,6 +15429,8 @@ AM2Z_API am2z_runtime *am2z_local_runtime_new(const am2z_local_desc *desc, am2z_
     lr->spin_ns = d.spin_ns == AM2Z_LOCAL_SPIN_OFF ? 0 : d.spin_ns ? d.spin_ns : (int64_t)AM2Z_LOCAL_SPIN_NS;
     lr->deadlines = d.deadlines ? (int)d.deadlines : (int)AM2Z_DEADLINES_EXACT;
     lr->session_limit = d.session_concurrency;
+    lr->session_rate = d.session_rate;
+    lr->tenant_gate = d.session_concurrency > 0 || d.session_rate.max > 0;
     lr->trace = d.trace;
     lr->created_ns = am2z__lr_now();
     lr->wall_offset_ms = am2z_now_ms() - lr->created_ns / 1000000;

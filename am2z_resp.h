@@ -616,6 +616,10 @@ extern "C" {
                     (JSON), instance, publishedAt}: what the workers of the processor
                     published (SETTINGS in 4.3); the rate limit and global concurrency
                     go to its queue's meta (max/duration, concurrency: BullMQ's fields)
+       slots        <bull>:<prefix>~<processor>:am2z:running  zset of '<queue key prefix><job
+                    id>' (score: when last seen alive) and ...:am2z:blocked  zset of the
+                    queues waiting for a slot (session id, '' for the global queue): the
+                    processor-wide global_concurrency (LIMITS in 4.3)
        breaker      <bull>:<prefix>~<processor>:am2z:breaker  hash {state, gen, until,
                     probes, fails}: the processor's circuit breaker (BREAKERS in 4.4)
        am2z keys    <bull>:<prefix>:reply:<instance>  results for one runtime instance
@@ -748,36 +752,57 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        does not say (a Node job's timeout, its attempts when 0) comes from the
        published settings.
    LIMITS THAT HOLD ACROSS PROCESSES
-       global_concurrency (am2z_queue_config) caps the running jobs of a processor's
-       queue in all processes together, BullMQ's global concurrency: the workers
-       publish it (SETTINGS) into the queue's meta "concurrency", and the fetch script
-       (the one atomic move to active, run by every am2z worker; Node's moveToActive
-       reads the same field) takes a job only while LLEN active < concurrency, and at
-       most that many in one batch. A Node Queue.setGlobalConcurrency on the queue is
-       the same field; the workers' registration overwrites it when they set a cap.
+       global_concurrency (am2z_queue_config) caps the running jobs of a processor in
+       all processes together and in all its queues: its global queue (executions
+       without a session, Node's jobs) and every session queue. The workers publish it
+       (SETTINGS) into the global queue's meta "concurrency", BullMQ's global
+       concurrency, and the fetch script (the one atomic move to active, run by every
+       am2z worker) takes a job of any of the processor's queues only while the
+       processor has a free slot, at most that many in one batch. The slots are a
+       zset per processor, <bull>:<prefix>~<processor>:am2z:running, of the jobs a
+       fetch took under the cap; finishing, failing, retrying and stalled recovery
+       remove a job from it. It cannot drift: a job's lock is its lease, and an entry
+       whose lock is gone (a worker killed mid-job: its locks expire after
+       lock_duration_ms) frees its slot the next time the set is found full, or at the
+       next stalled scan, whichever comes first; only entries not seen alive for a lock
+       duration are looked at, so a fetch below the cap costs one ZCARD.
+       A queue that finds the cap full goes into <bull>:<prefix>~<processor>:am2z:blocked
+       (by time) and gets the next free slots, oldest first: a slot freed by a job of
+       session B wakes a worker for session A's queue, and a worker that just finished
+       a job takes the next one of its own queue only when no queue is blocked before
+       it, so a tenant with a backlog cannot keep the slots from the others. Node
+       workers on the global queue see the same meta field but count only that queue's
+       active list (BullMQ's rule), so their jobs are not in the processor-wide count.
+       A Node Queue.setGlobalConcurrency on the global queue is the same field; the
+       workers' registration overwrites it when they set a cap.
        session_concurrency (am2z_queue_desc, a tenant limit) caps the running jobs of
        each session queue (<prefix>~<processor>~<session>: one per processor and
-       session) the same way: the caller writes min(global_concurrency,
-       session_concurrency) of the published settings into the session queue's meta
-       concurrency when it adds jobs (removed when both are 0). So the cap is per
-       processor and session, and global_concurrency bounds the processor's global
-       queue (executions without a session, Node's jobs) and each session queue, not
-       their sum: with S busy sessions up to S x cap jobs of one processor run.
+       session): the caller writes min(global_concurrency, session_concurrency) of the
+       published settings into the session queue's meta concurrency when it adds jobs
+       (removed when both are 0), which the fetch script checks against the queue's
+       active list. session_rate (am2z_queue_desc, {max, per_ms}) caps the starts of a
+       processor's jobs in one session: BullMQ's rate limiter on the session queue
+       (meta max/duration, its "limiter" key: a fixed window opened by the first start
+       after the last one closed), written by the caller at each add like the session
+       cap; the processor's own rate_limit_per_minute still limits its global queue
+       (and the session queues of a processor whose workers set no session_rate).
        Fairness: sessions never share a queue, so one session's backlog never sits in
        front of another's jobs; workers take the queues that have work in turn (wake
-       keys, then each queue's marker), and a session at its cap is skipped until one
-       of its jobs ends.
+       keys, then each queue's marker), and a session at its cap or rate is skipped
+       until one of its jobs ends or its window opens.
        A job that cannot start stays in wait (or prioritized); nothing polls. A worker
        that finds the queue full goes back to BZPOPMIN on the markers, having used up
        the marker; the script that frees a slot (complete, final fail, a retry's
-       backoff) adds the marker (and the wake key) again when jobs wait and a slot is
-       free, and a worker that just finished a job takes the next one itself in the
-       same script call. A fetch that fills the last slot does not wake another worker.
+       backoff, stalled recovery) adds the marker (and the wake key) again when jobs
+       wait and a slot is free, and a worker that just finished a job takes the next
+       one itself in the same script call. A fetch that fills the last slot does not
+       wake another worker.
        Not counted: children the waiting parent runs itself (its first child and the
        ones it claims), which run in the parent's turn so a parent cannot deadlock on
-       its own cap (they are in active, so others wait for them). Bounds: 0..
-       AM2Z_MAX_CONCURRENCY; larger or negative values are refused. The per-process
-       concurrency still applies on top.
+       its own cap. Bounds: 0..AM2Z_MAX_CONCURRENCY; session_rate max 1..AM2Z_RATE_MAX,
+       per_ms 1..AM2Z_RATE_MAX_PER_MS (or both 0); other values are refused. The
+       per-process concurrency still applies on top.
+       Cost in Redis: bench/limits (README, "Limits and known gaps").
    TRACES (am2z.h 7f; am2z_submit_desc.trace or am2z_queue_desc.trace)
        A traced execution's job carries "traceRoot" (its execution id) in its envelope,
        and every job it causes carries it too, with "traceParent" = "<execution id of
@@ -980,6 +1005,9 @@ typedef struct am2z_queue_desc {
                                      settings of each processor they register */
     int trace;                    /* non-zero: trace every execution this process submits
                                      (am2z.h 7f; TRACES in 4.3) */
+    am2z_rate session_rate;       /* starts of one processor's jobs in one session, in all
+                                     processes (LIMITS in 4.3); {0, 0}: none. Published by
+                                     the workers with the settings like session_concurrency */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -4116,6 +4144,7 @@ typedef struct am2z__qrt {
     am2z__sched_timer *sched_timer; /* processes with workers: claims due slots */
     am2z_redis_script *s_sched[3];  /* atomic: upsert, remove, claim; made on first use */
     int session_conc;           /* desc.session_concurrency (published with the settings) */
+    am2z_rate session_rate;     /* desc.session_rate (published with the settings) */
     am2z_redis_script *s_breaker; /* circuit breakers (4.4) */
     int trace;                  /* desc.trace */
     /* the schedule timer's (4.10): its connection (blocks in XREAD), guard, and the id of
@@ -4436,11 +4465,126 @@ static const char *const am2z__qlua_lib[] = {
     "end",
     "-- A job left active: with a global concurrency (meta concurrency) a worker that found",
     "-- the queue full went back to sleep, so a freed slot wakes one while jobs wait.",
+    "local blocked -- (P, wm): the queue waits for a processor slot (PROCESSOR-WIDE CAP below)",
     "local function freed(P, wk, wm)",
+    "  if blocked(P, wm) then return end -- a freed processor slot wakes it (give), not its own",
     "  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency')",
     "  local cap = int(m[2], 1000000)",
     "  if m[1] or not cap or redis.call('LLEN', P .. 'active') >= cap then return end",
     "  if redis.call('LLEN', P .. 'wait') > 0 or redis.call('EXISTS', P .. 'prioritized') == 1 then wake(P, wk, wm) end",
+    "end",
+    "-- PROCESSOR-WIDE CAP (LIMITS in 4.3): a processor's global concurrency (its global queue's",
+    "-- meta concurrency) counts its jobs in all its queues, session queues included. G..",
+    "-- 'am2z:running' (zset, score: when last seen alive) holds '<queue P><id>' of each job a",
+    "-- fetch took under the cap; the job's lock is its lease, so an entry whose lock is gone",
+    "-- frees its slot although no script removed it (a worker killed mid-job): the set",
+    "-- cannot drift. G..'am2z:blocked' (zset by time) holds the queues (session id, '' for",
+    "-- G) that found the cap full: they get the next free slots, oldest first.",
+    "local SLOTS = {}",
+    "local function slots(P)",
+    "  local s = SLOTS[P]",
+    "  if s == nil then",
+    "    local b, pre, proc = string.match(P, '^(.*:)([%w_.-]+)~([%w_.-]+)[^:]*:$')",
+    "    s = false",
+    "    if b then",
+    "      local G = b .. pre .. '~' .. proc .. ':'",
+    "      s = {G = G, run = G .. 'am2z:running', blk = G .. 'am2z:blocked', wk = b .. pre .. ':wake:' .. proc}",
+    "    end",
+    "    SLOTS[P] = s",
+    "  end",
+    "  return s",
+    "end",
+    "blocked = function(P, wm)",
+    "  local s = slots(P)",
+    "  return s and redis.call('ZSCORE', s.blk, wm) ~= false",
+    "end",
+    "local function squeue(s, sid) if sid == '' then return s.G end return string.sub(s.G, 1, -2) .. '~' .. sid .. ':' end",
+    "-- Entries not seen alive for ms have their lock looked at: gone, the slot is freed.",
+    "-- Returns how many were freed.",
+    "local function reap(s, now, ms)",
+    "  local old = redis.call('ZRANGEBYSCORE', s.run, '-inf', num(now - ms), 'LIMIT', 0, 1000)",
+    "  local n = 0",
+    "  for i = 1, #old do",
+    "    if redis.call('EXISTS', old[i] .. ':lock') == 1 then redis.call('ZADD', s.run, now, old[i])",
+    "    else redis.call('ZREM', s.run, old[i]); n = n + 1 end",
+    "  end",
+    "  return n",
+    "end",
+    "-- Slots in use; a full set is reaped first (so a fetch below the cap pays one ZCARD).",
+    "local function inuse(s, cap, now, lockms)",
+    "  local n = redis.call('ZCARD', s.run)",
+    "  if n < cap then return n end",
+    "  return n - reap(s, now, lockms)",
+    "end",
+    "-- The first n blocked queues that could start a job now (not paused, below their own",
+    "-- cap and rate, jobs waiting); the others leave the list (their own wake-ups remain).",
+    "local function heads(s, n)",
+    "  local out = {}",
+    "  while #out < n do",
+    "    local b = redis.call('ZRANGE', s.blk, #out, n - 1)",
+    "    if #b == 0 then break end",
+    "    for j = 1, #b do",
+    "      local Q = squeue(s, b[j])",
+    "      local m = redis.call('HMGET', Q .. 'meta', 'paused', 'concurrency', 'max')",
+    "      local c, mx = int(m[2], 1000000), int(m[3], 1000000000)",
+    "      if not m[1] and (not c or redis.call('LLEN', Q .. 'active') < c) and",
+    "         (not mx or (int(redis.call('GET', Q .. 'limiter'), 1000000000) or 0) < mx) and",
+    "         (redis.call('LLEN', Q .. 'wait') > 0 or redis.call('EXISTS', Q .. 'prioritized') == 1) then",
+    "        out[#out + 1] = b[j]",
+    "      else redis.call('ZREM', s.blk, b[j]) end",
+    "    end",
+    "  end",
+    "  return out",
+    "end",
+    "-- How many of k jobs queue P (session wm) may take under its processor's cap: the free",
+    "-- slots not owed to queues blocked before it. 0 puts it in the blocked list.",
+    "local function gate(P, wm, k, now, lockms, own)",
+    "  local s = slots(P)",
+    "  local cap = own -- the global queue's own meta concurrency, read by fetch already",
+    "  if s and wm ~= '' then cap = int(redis.call('HGET', s.G .. 'meta', 'concurrency'), 1000000) end",
+    "  if not s or not cap then return k end",
+    "  local free = cap - inuse(s, cap, tonumber(now), tonumber(lockms))",
+    "  if free > 0 and redis.call('EXISTS', s.blk) == 1 then",
+    "    local h = heads(s, free)",
+    "    local ahead = #h",
+    "    for i = 1, #h do if h[i] == wm then ahead = i - 1; break end end",
+    "    free = free - ahead",
+    "    -- they are woken again (a marker is set once), so a lost wake-up cannot hold slots",
+    "    if free <= 0 then for i = 1, ahead do wake(squeue(s, h[i]), h[i] == '' and '' or s.wk, h[i]) end end",
+    "  end",
+    "  if free <= 0 then redis.call('ZADD', s.blk, 'NX', now, wm); return 0, true end",
+    "  return math.min(k, free), true",
+    "end",
+    "-- Jobs of queue P (session wm) took slots of its processor's cap (gate said there is one).",
+    "local function held(P, wm, ids, now)",
+    "  local s = slots(P)",
+    "  local sc = {}",
+    "  for i = 1, #ids do sc[#sc + 1] = now; sc[#sc + 1] = P .. ids[i] end",
+    "  redis.call('ZADD', s.run, unpack(sc))",
+    "  redis.call('ZREM', s.blk, wm)",
+    "end",
+    "-- n slots were freed: the first n blocked queues that can use one are woken.",
+    "local function give(s, n)",
+    "  if n == 0 or redis.call('EXISTS', s.blk) == 0 then return end",
+    "  local h = heads(s, n)",
+    "  for i = 1, #h do wake(squeue(s, h[i]), h[i] == '' and '' or s.wk, h[i]) end",
+    "end",
+    "-- Jobs of queue P left active: their slots go to the blocked queues, oldest first (a",
+    "-- worker of session A is woken by a job of session B that ended).",
+    "local function unslot(P, ids)",
+    "  local s = slots(P)",
+    "  if not s or #ids == 0 then return end",
+    "  local keys = {}",
+    "  for i = 1, #ids do keys[i] = P .. ids[i] end",
+    "  local n = 0",
+    "  for i = 1, #keys, 500 do n = n + redis.call('ZREM', s.run, unpack(keys, i, math.min(i + 499, #keys))) end",
+    "  give(s, n)",
+    "end",
+    "-- The stalled scan's repair: slots of dead workers (leases gone) go to blocked queues",
+    "-- even when no fetch comes to reap them.",
+    "local function reslot(P, now, ms)",
+    "  local s = slots(P)",
+    "  if s then give(s, reap(s, now, ms)) end",
     "end",
     "local function promote(P, now, wk, wm, ev)",
     "  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', 0, num((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)",
@@ -4501,6 +4645,9 @@ static const char *const am2z__qlua_lib[] = {
     "    end",
     "    k = math.min(k, max - used)",
     "  end",
+    "  local capped",
+    "  k, capped = gate(P, wm, k, now, lockms, cap)",
+    "  if k <= 0 then return {0} end",
     "  local order = {}",
     "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",
     "  if #w > 0 then redis.call('LTRIM', P .. 'wait', 0, -#w - 1) end",
@@ -4515,6 +4662,7 @@ static const char *const am2z__qlua_lib[] = {
     "    return {0}",
     "  end",
     "  redis.call('LPUSH', P .. 'active', unpack(order))",
+    "  if capped then held(P, wm, order, now) end",
     "  if max and redis.call('INCRBY', lk, #order) == #order then",
     "    redis.call('PEXPIRE', lk, math.max(int(m[4], 86400000) or 60000, 1))",
     "  end",
@@ -4538,6 +4686,7 @@ static const char *const am2z__qlua_lib[] = {
     "  if redis.call('GET', lk) ~= tok then return false end",
     "  redis.call('DEL', lk)",
     "  redis.call('SREM', P .. 'stalled', id)",
+    "  unslot(P, {id})",
     "  return redis.call('LREM', P .. 'active', -1, id) == 1",
     "end",
     "-- BullMQ's 'drained': a finish left nothing waiting, running or prioritized.",
@@ -4633,7 +4782,8 @@ static const char *const am2z__qlua_lib[] = {
    goes straight to active, locked for its caller (a parent running its first child). */
 static const char *const am2z__qlua_add[] = {
     "-- ARGV: P name timestamp delay priority events wakekey wakemember sessionqueues queue",
-    "--       sessions sid child ratemax taketoken lockms concurrency ('': leave meta's, '0':",
+    "--       sessions sid child ratemax ('max' per minute or 'max:per_ms') taketoken lockms",
+    "--       concurrency ('': leave meta's, '0':",
     "--       remove it), then (id data opts) per job.",
     "-- Returns the number of jobs added, or -1 (a child's session is gone). With a take token",
     "-- the first job goes straight to active, locked for the caller (a parent running its",
@@ -4679,7 +4829,10 @@ static const char *const am2z__qlua_add[] = {
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
     "EVMAX[P] = tonumber(m[2]) or 10000",
     "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
-    "if ARGV[14] ~= '' then redis.call('HSET', P .. 'meta', 'max', ARGV[14], 'duration', 60000) end",
+    "if ARGV[14] ~= '' then",
+    "  local mx, per = string.match(ARGV[14], '^(%d+):?(%d*)$')",
+    "  redis.call('HSET', P .. 'meta', 'max', mx or 1, 'duration', tonumber(per) or 60000)",
+    "end",
     "if ARGV[17] == '0' then redis.call('HDEL', P .. 'meta', 'concurrency')",
     "elseif ARGV[17] ~= '' then redis.call('HSET', P .. 'meta', 'concurrency', ARGV[17]) end",
     "if ARGV[9] ~= '' then",
@@ -4768,6 +4921,7 @@ static const char *const am2z__qlua_complete[] = {
     "  end",
     "  for j = 1, #order do keep(P, C, 'completed', order[j][3], now, order[j][1], order[j][2]) end",
     "  for j = 1, #rkeys do reply(rkeys[j], replies[rkeys[j]], ARGV[5]) end",
+    "  unslot(P, ids)",
     "end",
     "local k = tonumber(ARGV[6])",
     "local nxt = {0}",
@@ -4864,6 +5018,8 @@ static const char *const am2z__qlua_stalled[] = {
     "  end",
     "end",
     "if #out > 0 and redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then wake(P, ARGV[7], ARGV[8]) end",
+    "unslot(P, out)",
+    "reslot(P, tonumber(now), tonumber(ARGV[4]))",
     "redis.call('DEL', P .. 'stalled')",
     "local act = redis.call('LRANGE', P .. 'active', 0, -1)",
     "bulk('SADD', P .. 'stalled', act)",
@@ -5366,6 +5522,7 @@ typedef struct am2z__qset {
     int rate;                   /* rate limit per minute, 0: none */
     int global_conc;            /* am2z_queue_config.global_concurrency, 0: none */
     int session_conc;           /* the workers' am2z_queue_desc.session_concurrency, 0: none */
+    am2z_rate session_rate;     /* the workers' am2z_queue_desc.session_rate, max 0: none */
 } am2z__qset;
 
 /* What this process knows about one processor's published settings. */
@@ -5392,6 +5549,7 @@ static void am2z__qset_of(const am2z__qrt *q, const am2z_processor *p, am2z__qse
     s->rate = d->queue.rate_limit_per_minute;
     s->global_conc = d->queue.global_concurrency;
     s->session_conc = q->session_conc;
+    s->session_rate = q->session_rate;
 }
 
 /* A non-negative number with up to 6 decimals, independent of the C locale. */
@@ -5444,6 +5602,13 @@ static void am2z__qsb_settings(am2z__qsb *b, const am2z__qset *s) {
     /* the limits only when set, so settings without them read as before */
     if (s->global_conc > 0) { am2z__qsb_str(b, ",\"globalConcurrency\":"); am2z__qsb_i64(b, s->global_conc); }
     if (s->session_conc > 0) { am2z__qsb_str(b, ",\"sessionConcurrency\":"); am2z__qsb_i64(b, s->session_conc); }
+    if (s->session_rate.max > 0) {
+        am2z__qsb_str(b, ",\"sessionRate\":{\"max\":");
+        am2z__qsb_i64(b, s->session_rate.max);
+        am2z__qsb_str(b, ",\"perMs\":");
+        am2z__qsb_i64(b, s->session_rate.per_ms);
+        am2z__qsb_str(b, "}");
+    }
     am2z__qsb_str(b, "}");
 }
 
@@ -5485,6 +5650,14 @@ static int am2z__qbackoff_parse(const am2z_value *bo, am2z_retry_policy *rp) {
     return 1;
 }
 
+/* Published {"max","perMs"} into r when valid (data from Redis); else r stays none. */
+static void am2z__qset_rate_parse(const am2z_value *o, am2z_rate *r) {
+    am2z_rate x;
+    x.max = am2z__qget_int(o, "max", 0);
+    x.per_ms = am2z__qget_nonneg(o, "perMs", 0);
+    if (x.max > 0 && !am2z__rate_bad(&x)) *r = x;
+}
+
 /* Published settings JSON into s; 0 when it is not an object. */
 static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
     am2z_value *v = am2z_json_parse(json, len, NULL, NULL);
@@ -5501,6 +5674,7 @@ static int am2z__qset_parse(const char *json, size_t len, am2z__qset *s) {
         s->session_conc = am2z__qget_int(v, "sessionConcurrency", 0);
         if (s->global_conc > AM2Z_MAX_CONCURRENCY) s->global_conc = AM2Z_MAX_CONCURRENCY;
         if (s->session_conc > AM2Z_MAX_CONCURRENCY) s->session_conc = AM2Z_MAX_CONCURRENCY;
+        am2z__qset_rate_parse(am2z_value_find(v, "sessionRate", 11), &s->session_rate);
     }
     am2z_value_release(v);
     return ok;
@@ -5874,7 +6048,7 @@ static int am2z__qidem_is(const char *id) {
 typedef struct am2z__qadd {
     am2z__qwait *w;
     am2z__qsb data, opts;
-    char ts[24], delay[24], prio[24], rate[24], child[2], conc[24];
+    char ts[24], delay[24], prio[24], rate[48], child[2], conc[24];
     char take[64];              /* set: the job goes straight to the caller (locked) */
     const char *argv[AM2Z__QADD_SHARED];
 } am2z__qadd;
@@ -6080,6 +6254,8 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     snprintf(a->prio, sizeof a->prio, "%d", prio);
     a->child[0] = parent && session ? '1' : '0';
     if (set.rate > 0) snprintf(a->rate, sizeof a->rate, "%d", set.rate);
+    if (session && set.session_rate.max > 0) /* the session queue's limiter: "max:per_ms" */
+        snprintf(a->rate, sizeof a->rate, "%d:%lld", set.session_rate.max, (long long)set.session_rate.per_ms);
     am2z__qadd_conc(&set, session != NULL, a->conc);
     a->argv[0] = w->qu->P;
     a->argv[1] = w->qu->proc;
@@ -9370,6 +9546,9 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
                                                    "queue runtime: session_concurrency %d is outside "
                                                    "0..AM2Z_MAX_CONCURRENCY (%d)", d.session_concurrency,
                                                    AM2Z_MAX_CONCURRENCY));
+    if (am2z__rate_bad(&d.session_rate))
+        return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                                                   "queue runtime: session_rate.%s", am2z__rate_bad(&d.session_rate)));
     lg = d.logger ? am2z_logger_retain(d.logger) : am2z_logger_new(NULL, NULL);
     q = lg ? (am2z__qrt *)am2z__malloc(sizeof *q) : NULL;
     if (!q) {
@@ -9415,6 +9594,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->reply_ttl_ms = d.reply_ttl_ms > 0 ? d.reply_ttl_ms : 86400000;
     q->cancel_ttl_ms = d.cancel_ttl_ms > 0 ? d.cancel_ttl_ms : 600000;
     q->session_conc = d.session_concurrency;
+    q->session_rate = d.session_rate;
     q->trace = d.trace != 0;
     q->settings_refresh_ms = d.settings_refresh_ms > AM2Z__QMAX_WAIT_MS ? AM2Z__QMAX_WAIT_MS
                              : d.settings_refresh_ms > 0 ? d.settings_refresh_ms : d.settings_refresh_ms < 0 ? -1 : 1000;
