@@ -11169,6 +11169,11 @@ struct am2z__dreg {
     am2z__dent *entries;       /* under mu */
     am2z__thread timer;
     int timer_started, stopping; /* under mu */
+    /* set by a runtime whose executions run in other processes too (the queue runtime,
+       am2z_resp.h 4.11): it moves parked execution id on in its own store and queues;
+       1 when it moved one, 0 when there was nothing to move (*st: OK or the failure).
+       resume and signal use it instead of this registry's parked entries. */
+    int (*wake)(am2z_runtime *rt, const char *id, am2z_status *st);
 };
 
 #define AM2Z__DUR_WAITING "AM2Z_WAITING"
@@ -11560,6 +11565,14 @@ AM2Z_API am2z_status am2z_runtime_resume(am2z_runtime *rt, const char *execution
     int oom;
     if (resumed) *resumed = 0;
     if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (g->wake) { /* its workers resume by themselves: a parked one is moved on now */
+        if (!execution_id) return AM2Z_STATUS_OK;
+        if (!am2z__dur_id_ok(execution_id))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resume: bad execution id");
+        n = (size_t)g->wake(rt, execution_id, &st);
+        if (resumed) *resumed = n;
+        return st;
+    }
     if (execution_id) {
         char key[AM2Z_STORE_MAX_KEY + 1];
         if (!am2z__dur_id_ok(execution_id))
@@ -11623,6 +11636,10 @@ AM2Z_API am2z_status am2z_runtime_signal(am2z_runtime *rt, const char *execution
     st = am2z__dur_put_json(g->store, key, payload);
     am2z_value_release(null);
     if (st != AM2Z_STATUS_OK) return st;
+    if (g->wake) {
+        g->wake(rt, execution_id, &st);
+        return st;
+    }
     am2z__mutex_lock(&g->mu);
     e = am2z__dur_find_locked(g, execution_id);
     if (e && e->parked) {
@@ -11696,6 +11713,14 @@ AM2Z_API am2z_status am2z_runtime_forget(am2z_runtime *rt, const char *execution
     am2z__mutex_lock(&g->mu);
     busy = am2z__dur_find_locked(g, execution_id) != NULL;
     am2z__mutex_unlock(&g->mu);
+    if (g->wake && !busy) { /* runs in any process: started and not done is busy */
+        char key[AM2Z_STORE_MAX_KEY + 1];
+        am2z__dur_key_of(key, execution_id, "done");
+        if (am2z__dur_has(g->store, key) == AM2Z_STATUS_NOT_FOUND) {
+            am2z__dur_key_of(key, execution_id, "start");
+            busy = am2z__dur_has(g->store, key) == AM2Z_STATUS_OK;
+        }
+    }
     if (busy)
         return am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "forget: durable execution '%s' runs or waits",
                           execution_id);
