@@ -10060,8 +10060,10 @@ static am2z_status am2z__qstore_scan(void *ud, const char *prefix, am2z_store_sc
     return st;
 }
 
+static void am2z__qstore_close(void *ud) { am2z__free(ud); }
+
 static const am2z_store_ops am2z__qstore_ops = {am2z__qstore_put, am2z__qstore_get, am2z__qstore_remove,
-                                                am2z__qstore_scan, NULL};
+                                                am2z__qstore_scan, am2z__qstore_close};
 
 /* Script "park": a durable job whose wait step parked it, active -> delayed until the
    wait's timeout, or -> wait when a signal came while it ran; answers its callers. */
