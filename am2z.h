@@ -1278,7 +1278,8 @@ typedef struct am2z_submit_desc {
                                     processor's queue.delay_ms for this call when > 0) */
     int64_t run_at_ms;           /* or at this epoch ms (the runtime's clock: virtual on an
                                     inline runtime with one); in the past: now. Not with delay_ms */
-    /* Durable executions (section 7d; local runtime with am2z_local_desc.store): */
+    /* Durable executions (section 7d; local runtime with am2z_local_desc.store, queue
+       runtime with its records in Redis): */
     const char *execution_id;    /* copied; the durable execution's id, [A-Za-z0-9_.:-],
                                     1..AM2Z_DURABLE_MAX_ID bytes; NULL: a generated one.
                                     Only with durable */
@@ -1634,7 +1635,8 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 /* A durable execution survives the death of its process: run it with
    am2z_submit_desc{.durable = 1, .execution_id = "order-42"} on a local runtime that has
    a store (am2z_local_desc.store: am2z_file_store_new for crashes, the memory store for
-   tests). Local runtime only for now: the inline and queue runtimes refuse .durable.
+   tests), or on a queue runtime (am2z_resp.h 4.11: records in Redis, resumed by the
+   workers of any process). The inline runtime refuses .durable for now.
 
    RECORDS (keys of the store; <id> is the execution id, <P> a chain's position)
      x/<id>/start        {processor, input, sessionId, startedAt}, written before it runs
