@@ -5839,7 +5839,9 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qkeep_json(&a->opts, q->keep_f, q->keep_f_age);
     if (desc && (desc->idempotency_key || w->durable)) { /* read by the add script when the key comes again */
         am2z__qsb_str(&a->opts, ",\"am2zKeepMs\":");
-        am2z__qsb_i64(&a->opts, desc->keep_ms < 0 ? 0 : desc->keep_ms ? desc->keep_ms : AM2Z_IDEMPOTENCY_KEEP_MS);
+        /* durable: the done record answers a finished id; a forgotten one runs afresh */
+        am2z__qsb_i64(&a->opts, w->durable || desc->keep_ms < 0 ? 0 : desc->keep_ms ? desc->keep_ms
+                                                                                   : AM2Z_IDEMPOTENCY_KEEP_MS);
         am2z__qsb_str(&a->opts, desc->forget_failures ? ",\"am2zForget\":1" : ",\"am2zForget\":0");
     }
     am2z__qsb_str(&a->opts, "}");

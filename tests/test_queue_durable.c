@@ -6,7 +6,8 @@
    completed step ran once (the one in flight at most twice, never a third time by its
    orphaned child job); compensation across two processes; wait steps: approve (the
    parked execution a delayed job in Redis, its worker thread free), timeout, fallback,
-   a signal before the wait, a signal from another process; a store failure and a
+   a signal before the wait, a signal from another process; 100 parked executions hold
+   no thread and no connection; a store failure and a
    corrupted record fail the execution with a clear cause; bad input. */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z_resp.h"
@@ -435,6 +436,9 @@ static void test_signals(void) {
     CHECK_INT(am2z_runtime_signal(rt, "exp-1", "approval", yes), AM2Z_STATUS_NOT_FOUND);
     CHECK_INT(am2z_runtime_forget(rt, "exp-1"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-1", 0, &out), AM2Z_STATUS_NOT_FOUND);
+    out = run_durable(rt, "exp", "exp-1"); /* a forgotten id runs afresh */
+    CHECK(is_waiting(&out));
+    am2z_outcome_clear(&out);
 
     /* timeout: TimeoutError, or the fallback; the job was due at the wait's end */
     t0 = am2z_now_ms();
@@ -485,6 +489,74 @@ static void test_signals(void) {
 
     am2z_value_release(yes);
     am2z_value_release(fb);
+    am2z_runtime_free(rt);
+}
+
+/* ---- many parked ---- */
+
+static int thread_count(void) {
+    char path[64], line[256];
+    int n = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)getpid());
+    if (!(f = fopen(path, "r"))) return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
+    fclose(f);
+    return n;
+}
+
+static long long redis_int(const char *cmd) {
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    long long v = -1;
+    memset(&rep, 0, sizeof rep);
+    if (r && am2z_redis_command(r, &rep, cmd) == AM2Z_STATUS_OK) {
+        if (rep.type == AM2Z_REPLY_INTEGER) v = rep.integer;
+        else { /* CLIENT LIST: one line per connection */
+            const char *p = am2z_reply_str(&rep);
+            for (v = 0; (p = strchr(p, '\n')) != NULL; p++) v++;
+        }
+    }
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return v;
+}
+
+/* 100 parked executions: 100 delayed jobs, not one more thread or connection, and the
+   one worker thread still runs other work. */
+static void test_hundred_parked(void) {
+    am2z_runtime *rt;
+    am2z_outcome out;
+    am2z_state *in = state_of("{}");
+    char id[32];
+    int i, waiting = 0, threads;
+    long long conns;
+    fresh();
+    rt = rt_new(1);
+    CHECK(rt != NULL);
+    if (!rt) return;
+    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc("quick", quick_fn, NULL)), AM2Z_STATUS_OK);
+    out = run_durable(rt, "exp", "many-0"); /* the runtime's threads and pool warmed up */
+    waiting += is_waiting(&out);
+    am2z_outcome_clear(&out);
+    threads = thread_count();
+    conns = redis_int("CLIENT LIST");
+    for (i = 1; i < 100; i++) {
+        snprintf(id, sizeof id, "many-%d", i);
+        out = run_durable(rt, "exp", id);
+        waiting += is_waiting(&out);
+        am2z_outcome_clear(&out);
+    }
+    CHECK_INT(waiting, 100);
+    CHECK_INT(redis_int("ZCARD bull:am2z~exp:delayed"), 100);
+    CHECK_INT(thread_count(), threads);
+    CHECK(redis_int("CLIENT LIST") <= conns + 1); /* this count's own connection at most */
+    out = am2z_runtime_execute(rt, "quick", in);
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    am2z_value_release(in);
     am2z_runtime_free(rt);
 }
 
@@ -591,6 +663,7 @@ int main(void) {
     T_RUN(test_kill9_every_boundary); /* first: these fork while this process has no threads */
     T_RUN(test_compensation_across_processes);
     T_RUN(test_signals);
+    T_RUN(test_hundred_parked);
     T_RUN(test_store_failures);
     T_RUN(test_bad_input);
     unlink(effects);
