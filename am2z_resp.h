@@ -64,6 +64,8 @@
        AM2Z_QUEUE_STATE_RETRIES compare-and-set rounds of am2z_queue_state_update (default 10)
        AM2Z_QUEUE_SCHEDULE_ID_MAX bytes of a schedule id on the queue runtime (default 40)
        AM2Z_QUEUE_SCHEDULE_POLL_MS longest sleep of a process's schedule timer (default 100)
+       AM2Z_QUEUE_PARK_MAX_MS  how long a durable execution waiting for a signal without a
+                               timeout stays parked before it looks again (default 365 days)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
