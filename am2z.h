@@ -1296,7 +1296,8 @@ typedef struct am2z_submit_desc {
                                     processor's queue.delay_ms for this call when > 0) */
     int64_t run_at_ms;           /* or at this epoch ms (the runtime's clock: virtual on an
                                     inline runtime with one); in the past: now. Not with delay_ms */
-    /* Durable executions (section 7d; local / inline runtime with a desc .store): */
+    /* Durable executions (section 7d; local / inline runtime with a desc .store, queue
+       runtime with its records in Redis): */
     const char *execution_id;    /* copied; the durable execution's id, [A-Za-z0-9_.:-],
                                     1..AM2Z_DURABLE_MAX_ID bytes; NULL: a generated one.
                                     Only with durable */
@@ -1652,8 +1653,9 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
 /* A durable execution survives the death of its process: run it with
    am2z_submit_desc{.durable = 1, .execution_id = "order-42"} on a local runtime that has
    a store (am2z_local_desc.store: am2z_file_store_new for crashes, the memory store for
-   tests). Also on the inline runtime (am2z_inline_desc.store; section 9, DURABLE); the
-   queue runtime refuses .durable for now.
+   tests). Also on the inline runtime (am2z_inline_desc.store; section 9, DURABLE) and on
+   a queue runtime (am2z_resp.h 4.11: records in Redis, resumed by the workers of any
+   process).
 
    RECORDS (keys of the store; <id> is the execution id, <P> a chain's position)
      x/<id>/start        {processor, input, sessionId, startedAt}, written before it runs
@@ -11234,6 +11236,11 @@ struct am2z__dreg {
        calls it before each wait, and does not wait when it returns 0 (nothing but the
        calling thread could finish an execution). */
     int (*poll)(am2z_runtime *rt);
+    /* set by a runtime whose executions run in other processes too (the queue runtime,
+       am2z_resp.h 4.11): it moves parked execution id on in its own store and queues;
+       1 when it moved one, 0 when there was nothing to move (*st: OK or the failure).
+       resume and signal use it instead of this registry's parked entries. */
+    int (*wake)(am2z_runtime *rt, const char *id, am2z_status *st);
 };
 
 #define AM2Z__DUR_WAITING "AM2Z_WAITING"
@@ -11626,6 +11633,14 @@ AM2Z_API am2z_status am2z_runtime_resume(am2z_runtime *rt, const char *execution
     int oom;
     if (resumed) *resumed = 0;
     if (!g) return AM2Z_STATUS_INVALID_ARGUMENT;
+    if (g->wake) { /* its workers resume by themselves: a parked one is moved on now */
+        if (!execution_id) return AM2Z_STATUS_OK;
+        if (!am2z__dur_id_ok(execution_id))
+            return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "resume: bad execution id");
+        n = (size_t)g->wake(rt, execution_id, &st);
+        if (resumed) *resumed = n;
+        return st;
+    }
     if (execution_id) {
         char key[AM2Z_STORE_MAX_KEY + 1];
         if (!am2z__dur_id_ok(execution_id))
@@ -11689,6 +11704,10 @@ AM2Z_API am2z_status am2z_runtime_signal(am2z_runtime *rt, const char *execution
     st = am2z__dur_put_json(g->store, key, payload);
     am2z_value_release(null);
     if (st != AM2Z_STATUS_OK) return st;
+    if (g->wake) {
+        g->wake(rt, execution_id, &st);
+        return st;
+    }
     am2z__mutex_lock(&g->mu);
     e = am2z__dur_find_locked(g, execution_id);
     if (e && e->parked) {
@@ -11763,6 +11782,14 @@ AM2Z_API am2z_status am2z_runtime_forget(am2z_runtime *rt, const char *execution
     am2z__mutex_lock(&g->mu);
     busy = am2z__dur_find_locked(g, execution_id) != NULL;
     am2z__mutex_unlock(&g->mu);
+    if (g->wake && !busy) { /* runs in any process: started and not done is busy */
+        char key[AM2Z_STORE_MAX_KEY + 1];
+        am2z__dur_key_of(key, execution_id, "done");
+        if (am2z__dur_has(g->store, key) == AM2Z_STATUS_NOT_FOUND) {
+            am2z__dur_key_of(key, execution_id, "start");
+            busy = am2z__dur_has(g->store, key) == AM2Z_STATUS_OK;
+        }
+    }
     if (busy)
         return am2z__fail(AM2Z_STATUS_CONFLICT, AM2Z_NTS, "forget: durable execution '%s' runs or waits",
                           execution_id);

@@ -69,6 +69,8 @@
        AM2Z_QUEUE_SCHEDULE_ID_MAX bytes of a schedule id on the queue runtime (default 40)
        AM2Z_QUEUE_SCHEDULE_POLL_MS longest wait of a process's schedule timer in Redis
                                (default 10000; an upsert anywhere ends it at once)
+       AM2Z_QUEUE_PARK_MAX_MS  how long a durable execution waiting for a signal without a
+                               timeout stays parked before it looks again (default 365 days)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
@@ -578,6 +580,8 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
        4.9 state manager  am2z_queue_state_get / set / update / delete
        4.10 schedules   am2z.h section 7e in Redis: BullMQ's job schedulers, slots
                         claimed once across processes
+       4.11 durable     am2z.h section 7d in Redis: checkpoints next to the job, a
+                        stalled durable job continued elsewhere, parked waits
 */
 
 #ifdef __cplusplus
@@ -1107,6 +1111,42 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
 #endif
 #ifndef AM2Z_QUEUE_SCHEDULE_POLL_MS
 #define AM2Z_QUEUE_SCHEDULE_POLL_MS 10000 /* longest wait of a process's schedule timer in Redis */
+#endif
+
+/* ---- 4.11 durable executions --------------------------------------------------------- */
+/* DURABLE EXECUTIONS (am2z.h section 7d) on the queue runtime: submit with
+   am2z_submit_desc{.durable = 1, .execution_id = "order-42"} (no id: one is generated;
+   not with idempotency_key or trace). No store to configure: the records live in Redis,
+   in the hash <bull>:<prefix>:x:<execution id> (field = the record's name after
+   "x/<id>/", value = SHA-256 hex of the bytes, then the bytes; a mismatch fails the read
+   with AM2Z_STATUS_PROTOCOL), in the slot of every other key of the runtime.
+       Job      one per execution: "<id, cut to 28>-i-<32 hex of SHA-256(id)>". A second
+                submit of a running id joins it (its caller gets the same outcome); a
+                finished id is refused (AM2Z_STATUS_EXISTS). The job carries no
+                deadline: the caller's handle still ends with a TimeoutError at the
+                usual deadline, but nothing is cancelled, and the execution goes on.
+       Crashes  a worker killed mid-execution leaves its job active; the stalled scan
+                (4.5) puts it back and another worker continues from the last
+                checkpoint. Each such recovery counts toward max_stalled_count
+                (default 1): raise it to the crashes an execution should survive.
+       Waits    a parked execution is its job in the delayed set (Bull Board shows it
+                delayed), due at the wait's timeout (no timeout:
+                AM2Z_QUEUE_PARK_MAX_MS, after which it parks again); it holds no thread
+                and no connection. am2z_runtime_signal from any process stores the
+                payload, then moves the job to wait (or marks a running one, whose
+                park then goes straight back to wait), so a signal is never lost.
+                At the due time a worker runs it: the wait ends with TimeoutError or
+                its fallback.
+       Resume   automatic (the workers). am2z_runtime_resume(rt, NULL) does nothing
+                (0); with an id it moves that execution's parked job to wait now (its
+                wait step looks again): *resumed 1 when it did.
+       Outcome  am2z_runtime_durable_outcome reads the done record from Redis in any
+                process (polling every 100 ms while it waits); am2z_runtime_forget
+                deletes the records of a finished id (CONFLICT while it has a start
+                record and no done record). Done records stay until forgotten.
+   stop_session deletes a session's jobs: a durable execution in it is not continued. */
+#ifndef AM2Z_QUEUE_PARK_MAX_MS
+#define AM2Z_QUEUE_PARK_MAX_MS ((int64_t)31536000000) /* 365 days: a wait without timeout parks this long, then again */
 #endif
 
 #ifdef __cplusplus
@@ -3988,6 +4028,7 @@ typedef struct am2z__qwait {
     size_t raw_len;
     int trace;                  /* top-level and traced: collect its spans (TRACES) */
     size_t trace_max;           /* am2z_submit_desc.trace_max_spans */
+    int durable;                /* a durable execution (4.11): its deadline cancels nothing */
 } am2z__qwait;
 
 struct am2z__qworker;
@@ -4152,6 +4193,9 @@ typedef struct am2z__qrt {
     am2z_redis *sconn;
     am2z__qguard sguard;
     char sched_cursor[48];
+    /* durable executions (4.11) */
+    am2z_store *dx_store;       /* the records in Redis; the registry (rt->dreg) uses it */
+    am2z_redis_script *s_park, *s_dwake;
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -5300,6 +5344,13 @@ static void am2z__qcancel_keys(am2z__qrt *q, am2z_redis *conn, const char *const
     if (!conn) am2z_redis_pool_put(q->pool, r);
 }
 
+/* durable executions (4.11), used by submit */
+static void am2z__qdx_job_id(const char *id, char out[AM2Z_EXECUTION_ID_SIZE]);
+static am2z_status am2z__qdx_prep(am2z__qrt *q, const char *proc, const am2z_state *input, const am2z_submit_desc *desc,
+                                  am2z_submit_desc *dd, char gen[AM2Z_EXECUTION_ID_SIZE]);
+static int am2z__qdx_init(am2z__qrt *q);
+static void am2z__qdx_free(am2z__qrt *q);
+
 /* ---- 4.3 execution across processes: waiters, adding jobs, submit and wait ----------- */
 
 /* -- waiters -- */
@@ -6178,7 +6229,9 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     w->nt = group ? group : &w->own;
     meta_session = session ? session : parent ? parent->session : "default";
     if (desc && desc->idempotency_key) am2z__qidem_id(proc, meta_session, desc->idempotency_key, w->id);
+    else if (desc && desc->durable) am2z__qdx_job_id(desc->execution_id, w->id);
     else am2z_execution_id_generate(proc, w->id);
+    w->durable = desc && desc->durable;
     w->session = am2z__strdup(meta_session);
     w->input = am2z_value_retain(input);
     w->submitted_ms = now;
@@ -6207,7 +6260,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qsb_str(&a->data, ",\"callDepth\":");
     am2z__qsb_i64(&a->data, parent ? parent->depth + 1 : 0);
     am2z__qsb_str(&a->data, ",\"deadline\":");
-    am2z__qsb_i64(&a->data, deadline);
+    am2z__qsb_i64(&a->data, w->durable ? 0 : deadline); /* durable: run however late (4.11) */
     am2z__qsb_str(&a->data, ",\"timeoutMs\":");
     am2z__qsb_i64(&a->data, set.timeout_ms > 0 ? set.timeout_ms : q->default_timeout_ms);
     am2z__qsb_str(&a->data, ",\"replyTo\":");
@@ -6215,6 +6268,10 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     if (parent) {
         am2z__qsb_str(&a->data, ",\"parentExecutionId\":");
         am2z__qsb_jstr(&a->data, parent->exec_id);
+    }
+    if (w->durable) {
+        am2z__qsb_str(&a->data, ",\"durableId\":");
+        am2z__qsb_jstr(&a->data, desc->execution_id);
     }
     am2z__qtrace_envelope(q, a, w, parent, desc);
     am2z__qsb_str(&a->data, ",\"state\":");
@@ -6238,9 +6295,11 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
     am2z__qkeep_json(&a->opts, q->keep_c, q->keep_c_age);
     am2z__qsb_str(&a->opts, ",\"removeOnFail\":");
     am2z__qkeep_json(&a->opts, q->keep_f, q->keep_f_age);
-    if (desc && desc->idempotency_key) { /* read by the add script when the key comes again */
+    if (desc && (desc->idempotency_key || w->durable)) { /* read by the add script when the key comes again */
         am2z__qsb_str(&a->opts, ",\"am2zKeepMs\":");
-        am2z__qsb_i64(&a->opts, desc->keep_ms < 0 ? 0 : desc->keep_ms ? desc->keep_ms : AM2Z_IDEMPOTENCY_KEEP_MS);
+        /* durable: the done record answers a finished id; a forgotten one runs afresh */
+        am2z__qsb_i64(&a->opts, w->durable || desc->keep_ms < 0 ? 0 : desc->keep_ms ? desc->keep_ms
+                                                                                   : AM2Z_IDEMPOTENCY_KEEP_MS);
         am2z__qsb_str(&a->opts, desc->forget_failures ? ",\"am2zForget\":1" : ",\"am2zForget\":0");
     }
     am2z__qsb_str(&a->opts, "}");
@@ -6482,7 +6541,7 @@ static void am2z__qexpire(am2z__qwait *w, am2z_error *err) {
     am2z__qwait *t = am2z__qwait_take(w->q, w->id, strlen(w->id));
     if (!t) { am2z_error_release(err); return; }
     t->error = err;
-    am2z__qcancel_later(w->q, w->id);
+    if (!t->durable) am2z__qcancel_later(w->q, w->id);
     am2z__qwait_signal(t);
 }
 
@@ -6493,11 +6552,13 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
     am2z__qadd a;
     am2z_status st;
     am2z_redis *r;
-    if (desc->durable || desc->execution_id)
-        return (am2z_execution *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
-                "submit '%s': durable / execution_id: not supported by the queue runtime yet", proc ? proc : "(null)"));
+    am2z_submit_desc dd;        /* a durable desc with its execution id */
+    char gen[AM2Z_EXECUTION_ID_SIZE];
     if (!am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE))
         return (am2z_execution *)am2z__put_status(status, am2z__submit_fail(AM2Z_STATUS_NOT_STARTED, proc, session));
+    if ((desc->durable || desc->execution_id) && (st = am2z__qdx_prep(q, proc, input, desc, &dd, gen)) != AM2Z_STATUS_OK)
+        return (am2z_execution *)am2z__put_status(status, st);
+    if (desc->durable) desc = &dd;
     st = !proc || !input ? AM2Z_STATUS_INVALID_ARGUMENT : am2z__qadd_prep(q, &a, proc, input, session, NULL, NULL, desc);
     if (st != AM2Z_STATUS_OK) return (am2z_execution *)am2z__put_status(status, am2z__qsubmit_fail(q, st, proc, session));
     /* adding the job ends by the execution's deadline too: a Redis that stopped answering
@@ -6507,7 +6568,7 @@ static am2z_execution *am2z__qop_submit(am2z_runtime *rt, const char *proc, cons
         if (t) am2z__qwait_release(t);
         if (st != AM2Z_STATUS_TIMEOUT) st = AM2Z_STATUS_IO;
     } else {
-        if (desc->idempotency_key) st = am2z__qidem_send(q, r, &a);
+        if (desc->idempotency_key || desc->durable) st = am2z__qidem_send(q, r, &a);
         else am2z__qadd_send(q, r, &a, 1, &st, NULL);
         am2z_redis_pool_put(q->pool, r);
     }
@@ -6964,7 +7025,13 @@ typedef struct am2z__qjobrun {
     const char *trace_root, *trace_parent; /* from env (TRACES), or NULL */
     am2z_trace *trace;          /* this attempt's span until pushed */
     uint32_t trace_span;
+    am2z__dx *dx;               /* a durable job's run (4.11), or NULL; owned */
 } am2z__qjobrun;
+
+/* durable executions (4.11) */
+static void am2z__qdx_begin(am2z__qjobrun *jr);
+static void am2z__qdx_end(am2z__qjobrun *jr, const am2z_state *state, const am2z_error *err);
+static int am2z__qdx_park(am2z__qjobrun *jr);
 
 static void am2z__qjr_clear(am2z__qjobrun *jr) {
     size_t i;
@@ -6976,6 +7043,7 @@ static void am2z__qjr_clear(am2z__qjobrun *jr) {
     am2z__free(jr->errs);
     am2z_processor_release(jr->p);
     am2z_trace_release(jr->trace);
+    if (jr->dx) am2z__dur_abort(jr->dx); /* not final: the next attempt continues it */
     am2z__qjob_clear(jr->job);
 }
 
@@ -7224,7 +7292,14 @@ static int am2z__qjr_attempt(am2z__qjobrun *jr) {
         am2z_runtime_emit(q->rt, "processor:job:started", ev);
         am2z_value_release(ev);
     }
-    res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+    if (jr->depth == 0) { /* a top-level attempt: its durable scope, or none (am2z.h 7d) */
+        am2z__dscope root;
+        void *outer = am2z__dur_enter_root(&root, jr->dx);
+        res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+        am2z__dur_swap(outer);
+    } else {
+        res = am2z_processor_invoke(jr->p, &run.ctx, jr->input);
+    }
     jr->trace_span = run.ctx.trace_span;
     am2z__atomic_dec(&q->n_running);
     am2z__qrun_remove(q, &run);
@@ -7269,6 +7344,7 @@ static void am2z__qjr_complete(am2z__qjobrun *jr) {
     am2z__qdone *d;
     am2z__qsb head = am2z__qsb0();
     double exec_ms = (double)(am2z_monotonic_ns() - jr->t0) / 1e6;
+    am2z__qdx_end(jr, jr->out_state, NULL); /* recorded before its callers can hold it */
     one.n = 0;
     d = &b->d[b->n];
     memset(d, 0, sizeof *d);
@@ -7372,6 +7448,7 @@ static void am2z__qjr_fail(am2z__qjobrun *jr, const char *reason, const char *st
     char kc[24], ka[24];
     am2z_value *ej = am2z_error_to_json(jr->errs[jr->nerrs - 1]);
     int max_attempts = jr->p ? am2z_processor_desc_of(jr->p)->retry.max_attempts : 1;
+    am2z__qdx_end(jr, NULL, jr->errs[jr->nerrs - 1]);
     am2z__qkeep(q, jr->opts, jr->optsn, 1, kc, ka);
     if (*jr->rkey || am2z__qidem_is(jr->id)) { /* idempotent: for the callers that joined */
         am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, jr->errs, jr->nerrs);
@@ -7583,13 +7660,15 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     am2z__qjobrun jr;
     if (!am2z__qjr_decode(&jr, w, job, parent, batch)) return;
     am2z__qjr_resolve(&jr);
-    if (!jr.err) am2z__qbreaker_enter(&jr);
-    if (!jr.err && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
+    if (!jr.err) am2z__qdx_begin(&jr); /* may end it with its recorded outcome */
+    if (!jr.err && !jr.out_state) am2z__qbreaker_enter(&jr);
+    if (!jr.err && !jr.out_state && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
     am2z__qbreaker_leave(&jr);
     snprintf(jr.now_s, sizeof jr.now_s, "%lld", (long long)am2z_now_ms());
     snprintf(jr.atm_s, sizeof jr.atm_s, "%d", jr.attempt);
     jr.direct = jr.reply_to && strcmp(jr.reply_to, w->q->reply_key) == 0;
     jr.rkey = jr.reply_to && !jr.direct ? jr.reply_to : "";
+    if (am2z__qdx_park(&jr)) { am2z__qjr_clear(&jr); return; }
     if (!jr.err) am2z__qtrace_push(&jr, -1); /* before the result can reach its caller */
     if (!jr.err) am2z__qjr_complete(&jr);
     if (jr.err && jr.cancelled == AM2Z__QCANCEL_STOPPING) am2z__qjr_give_back(&jr);
@@ -9493,6 +9572,7 @@ static void am2z__qop_destroy(am2z_runtime *rt) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     if (!q) return;
     if (q->have_threads) am2z__qop_stop(rt, 0);
+    am2z__qdx_free(q);
     am2z__qfree(q);
 }
 
@@ -9675,7 +9755,7 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
         rt = am2z_runtime_new(&am2z__qops, q, lg, &set);
         if (rt) {
             q->rt = rt;
-            if (am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
+            if (!am2z__qdx_init(q) || am2z_runtime_start(rt) != AM2Z_STATUS_OK) {
                 am2z_runtime_free(rt);
                 return (am2z_runtime *)am2z__put_status(status, am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS,
                                                            "queue runtime: cannot start its threads"));
@@ -10329,6 +10409,480 @@ static am2z_value *am2z__qop_schedule_list(am2z_runtime *rt) {
 
 #undef AM2Z__QMAGIC
 #undef AM2Z__QMAX_WAIT_MS
+/* ---- 4.11 durable executions: am2z.h 7d with its records in Redis ------------------- */
+/* The mechanism is am2z.h 7d's (the thread-local scope am2z__chain_run reads, the
+   records x/<id>/..., compensation progress, wait steps, the registry that refuses a
+   second run of an id in this process); this part gives it a store in Redis and the
+   three moves only a queue can make: the job of an execution, its park in the delayed
+   set, and a signal that moves it back to wait.
+   - Store: record "x/<id>/<rest>" is field <rest> of the hash <C>x:<id> (every key of a
+     runtime starts with the bull prefix, the hash tag of a cluster: one slot with the
+     jobs). A value is stored as the 64 hex digits of its SHA-256 and its bytes; a get
+     that finds them disagreeing fails with AM2Z_STATUS_PROTOCOL naming the record.
+   - Job: one per execution, id "<id cut to 28>-i-<32 hex of SHA-256(NUL-salted id)>",
+     an idempotent job's shape, so the add script never adds it twice: a second submit
+     joins the running job (its finish answers every caller), as an idempotency key
+     does. Its data carries "durableId" and no deadline: a job recovered from a dead
+     worker is run however late; each attempt keeps its timeout.
+   - Worker: at depth 0 a job with "durableId" begins the run (claim in this process,
+     start record written by the submit), runs under the root scope, and ends it: done
+     record on the final outcome, nothing on a retry, a give-back or a lost lock (the
+     next attempt continues from the checkpoints), a park when a wait step parked it.
+   - Park: the park script moves the job active -> delayed with the wait's timeout as
+     due time (no timeout: AM2Z_QUEUE_PARK_MAX_MS), unless a signal came while it ran
+     (field am2zSig of the job hash), then -> wait at once. The callers get the
+     "AM2Z_WAITING" outcome, as on the local runtime.
+   - Signal / resume(id): the payload is stored first (am2z.h), then the wake script moves
+     a delayed job to wait, or marks a running one (am2zSig). The job's queue is found
+     from the start record (processor, queue session). */
+
+typedef struct am2z__qstore { am2z__qrt *q; } am2z__qstore;
+
+/* "x/<id>/<rest>" -> the hash key <C>x:<id> (hkey, cap bytes) and *field = <rest>. */
+static am2z_status am2z__qstore_split(const am2z__qrt *q, const char *key, char *hkey, size_t cap,
+                                      const char **field) {
+    const char *id = key + 2, *slash;
+    int n;
+    if (strncmp(key, "x/", 2) != 0 || !(slash = strchr(id, '/')) || slash == id)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis store: key '%s' is not x/<id>/<name>", key);
+    n = snprintf(hkey, cap, "%sx:%.*s", q->C, (int)(slash - id), id);
+    if (n <= 0 || (size_t)n >= cap) return am2z__fail(AM2Z_STATUS_LIMIT, AM2Z_NTS, "redis store: key too long");
+    *field = slash + 1;
+    return AM2Z_STATUS_OK;
+}
+
+/* One command on a pooled connection; the status with a detail naming what and key. */
+static am2z_status am2z__qstore_run(am2z__qrt *q, am2z_reply *rep, size_t argc, const char *const *argv,
+                                    const size_t *lens, const char *what, const char *key) {
+    am2z_status st;
+    am2z_redis *r = am2z__qborrow(q, &st);
+    if (!r) return am2z__fail(st, AM2Z_NTS, "redis store: %s '%s': no connection (%s)", what, key, am2z_status_string(st));
+    st = am2z_redis_command_argv(r, rep, argc, argv, lens);
+    am2z_redis_pool_put(q->pool, r);
+    if (st != AM2Z_STATUS_OK)
+        return am2z__fail(st, AM2Z_NTS, "redis store: %s '%s': %s", what, key,
+                          rep->type == AM2Z_REPLY_ERROR ? am2z_reply_str(rep) : am2z_status_string(st));
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value, size_t len) {
+    am2z__qrt *q = ((am2z__qstore *)ud)->q;
+    char hkey[AM2Z_STORE_MAX_KEY + 256], *v;
+    const char *field, *argv[4];
+    size_t lens[4];
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
+    if (st != AM2Z_STATUS_OK) return st;
+    if (!(v = (char *)am2z__malloc(len + 2 * AM2Z_SHA256_SIZE + 1)))
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
+    am2z_sha256_hex(value, len, v);
+    if (len) memcpy(v + 2 * AM2Z_SHA256_SIZE, value, len);
+    argv[0] = "HSET"; argv[1] = hkey; argv[2] = field; argv[3] = v;
+    lens[0] = 4; lens[1] = strlen(hkey); lens[2] = strlen(field); lens[3] = len + 2 * AM2Z_SHA256_SIZE;
+    st = am2z__qstore_run(q, &rep, 4, argv, lens, "write", key);
+    am2z__free(v);
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+/* A stored value (digest + bytes) checked and copied into *value (NUL-terminated). */
+static am2z_status am2z__qstore_value(const char *key, const char *s, size_t n, void **value, size_t *len) {
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    char *out;
+    if (n < 2 * AM2Z_SHA256_SIZE)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis store: record '%s' is too short to hold its digest", key);
+    am2z_sha256_hex(s + 2 * AM2Z_SHA256_SIZE, n - 2 * AM2Z_SHA256_SIZE, hex);
+    if (memcmp(hex, s, 2 * AM2Z_SHA256_SIZE) != 0)
+        return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis store: record '%s' does not match its SHA-256", key);
+    n -= 2 * AM2Z_SHA256_SIZE;
+    if (!(out = (char *)am2z__malloc(n + 1))) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
+    if (n) memcpy(out, s + 2 * AM2Z_SHA256_SIZE, n);
+    out[n] = '\0';
+    *value = out;
+    *len = n;
+    return AM2Z_STATUS_OK;
+}
+
+static am2z_status am2z__qstore_get(void *ud, const char *key, void **value, size_t *len) {
+    am2z__qrt *q = ((am2z__qstore *)ud)->q;
+    char hkey[AM2Z_STORE_MAX_KEY + 256];
+    const char *field, *argv[3];
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
+    *value = NULL;
+    *len = 0;
+    if (st != AM2Z_STATUS_OK) return st;
+    argv[0] = "HGET"; argv[1] = hkey; argv[2] = field;
+    st = am2z__qstore_run(q, &rep, 3, argv, NULL, "read", key);
+    if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL) st = AM2Z_STATUS_NOT_FOUND;
+    else if (st == AM2Z_STATUS_OK && rep.type != AM2Z_REPLY_BULK && rep.type != AM2Z_REPLY_STRING)
+        st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis store: read '%s': not a string", key);
+    else if (st == AM2Z_STATUS_OK) st = am2z__qstore_value(key, am2z_reply_str(&rep), rep.len, value, len);
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+static am2z_status am2z__qstore_remove(void *ud, const char *key) {
+    am2z__qrt *q = ((am2z__qstore *)ud)->q;
+    char hkey[AM2Z_STORE_MAX_KEY + 256];
+    const char *field, *argv[3];
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
+    if (st != AM2Z_STATUS_OK) return st;
+    argv[0] = "HDEL"; argv[1] = hkey; argv[2] = field;
+    st = am2z__qstore_run(q, &rep, 3, argv, NULL, "remove", key);
+    am2z_reply_clear(&rep);
+    return st;
+}
+
+/* The records of one hash whose key starts with prefix, to fn. 1 when fn stopped. */
+static int am2z__qstore_scan_hash(am2z__qrt *q, const char *hkey, const char *prefix, am2z_store_scan_fn fn,
+                                  void *fn_data, am2z_status *st) {
+    const char *argv[2];
+    am2z_reply rep = am2z__qrep0();
+    size_t i, cn = strlen(q->C) + 2;
+    int stop = 0;
+    argv[0] = "HGETALL"; argv[1] = hkey;
+    *st = am2z__qstore_run(q, &rep, 2, argv, NULL, "scan", hkey);
+    for (i = 0; *st == AM2Z_STATUS_OK && !stop && i + 1 < rep.len; i += 2) {
+        size_t fl = 0, vl = 0;
+        const char *f = am2z__qel(&rep, i, &fl), *v = am2z__qel(&rep, i + 1, &vl);
+        char key[AM2Z_STORE_MAX_KEY + 1];
+        void *val = NULL;
+        size_t len = 0;
+        int n;
+        if (!f || !v) continue;
+        n = snprintf(key, sizeof key, "x/%s/%.*s", hkey + cn, (int)fl, f);
+        if (n <= 0 || (size_t)n >= sizeof key || strncmp(key, prefix, strlen(prefix)) != 0) continue;
+        *st = am2z__qstore_value(key, v, vl, &val, &len);
+        if (*st == AM2Z_STATUS_OK) stop = fn(key, val, len, fn_data);
+        am2z__free(val);
+    }
+    am2z_reply_clear(&rep);
+    return stop;
+}
+
+/* prefix "x/<id>/...": that execution's hash; otherwise every x:<id> hash (SCAN). */
+static am2z_status am2z__qstore_scan(void *ud, const char *prefix, am2z_store_scan_fn fn, void *fn_data) {
+    am2z__qrt *q = ((am2z__qstore *)ud)->q;
+    char hkey[AM2Z_STORE_MAX_KEY + 256], cursor[32] = "0", *match;
+    const char *field, *argv[6];
+    am2z_status st = AM2Z_STATUS_OK;
+    if (!prefix) prefix = "";
+    if (strncmp(prefix, "x/", 2) == 0 && strchr(prefix + 2, '/')) {
+        if ((st = am2z__qstore_split(q, prefix, hkey, sizeof hkey, &field)) != AM2Z_STATUS_OK) return st;
+        am2z__qstore_scan_hash(q, hkey, prefix, fn, fn_data, &st);
+        return st;
+    }
+    if (!(match = am2z__qcat(q->C, "x:*", NULL, NULL)))
+        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
+    do {
+        am2z_reply rep = am2z__qrep0();
+        const am2z_reply *keys;
+        size_t i, cl = 0;
+        const char *c;
+        int stop = 0;
+        argv[0] = "SCAN"; argv[1] = cursor; argv[2] = "MATCH"; argv[3] = match; argv[4] = "COUNT"; argv[5] = "200";
+        st = am2z__qstore_run(q, &rep, 6, argv, NULL, "scan", prefix);
+        c = st == AM2Z_STATUS_OK ? am2z__qel(&rep, 0, &cl) : NULL;
+        keys = am2z_reply_at(&rep, 1);
+        if (st == AM2Z_STATUS_OK && (!c || cl >= sizeof cursor || !keys))
+            st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis store: unexpected SCAN answer");
+        if (st == AM2Z_STATUS_OK) snprintf(cursor, sizeof cursor, "%s", c);
+        for (i = 0; st == AM2Z_STATUS_OK && !stop && keys && i < keys->len; i++) {
+            size_t kl = 0;
+            const char *k = am2z__qel(keys, i, &kl);
+            if (k && kl < sizeof hkey) stop = am2z__qstore_scan_hash(q, k, prefix, fn, fn_data, &st);
+        }
+        am2z_reply_clear(&rep);
+        if (stop) break;
+    } while (st == AM2Z_STATUS_OK && strcmp(cursor, "0") != 0);
+    am2z__free(match);
+    return st;
+}
+
+static void am2z__qstore_close(void *ud) { am2z__free(ud); }
+
+static const am2z_store_ops am2z__qstore_ops = {am2z__qstore_put, am2z__qstore_get, am2z__qstore_remove,
+                                                am2z__qstore_scan, am2z__qstore_close};
+
+/* Script "park": a durable job whose wait step parked it, active -> delayed until the
+   wait's timeout, or -> wait when a signal came while it ran; answers its callers. */
+static const char *const am2z__qlua_park[] = {
+    "-- ARGV: P C id token now due events wakekey wakemember replykey replymsg replyttl:",
+    "-- returns 1 (parked), 2 (signalled meanwhile: back in wait), -1 (no longer ours)",
+    "local P, id = ARGV[1], ARGV[3]",
+    "if not release(P, id, ARGV[4]) then return -1 end",
+    "if ARGV[10] ~= '' then reply(ARGV[10], {ARGV[11]}, ARGV[12]) end",
+    "if ARGV[11] ~= '' then callers(P, id, ARGV[11], ARGV[12]) end",
+    "local paused = redis.call('HEXISTS', P .. 'meta', 'paused') == 1",
+    "if redis.call('HDEL', P .. id, 'am2zSig') == 1 then",
+    "  ready(P, id, int(redis.call('HGET', P .. id, 'priority'), 2097152) or 0)",
+    "  if not paused then wake(P, ARGV[8], ARGV[9]) end",
+    "  event(P, ARGV[7], 'waiting', 'jobId', id, 'prev', 'active')",
+    "  return 2",
+    "end",
+    "local due = tonumber(ARGV[6])",
+    "redis.call('HSET', P .. id, 'delay', num(due - tonumber(ARGV[5])))",
+    "redis.call('ZADD', P .. 'delayed', num(due * 4096), id)",
+    "if not paused then delaymark(P); freed(P, ARGV[8], ARGV[9]) end",
+    "event(P, ARGV[7], 'delayed', 'jobId', id, 'delay', num(due))",
+    "return 1",
+    NULL
+};
+/* Script "wake": a signal for a durable job: delayed (parked) -> wait, or a running one
+   marked (am2zSig) so its park goes back to wait. */
+static const char *const am2z__qlua_wake[] = {
+    "-- ARGV: P id events wakekey wakemember: returns 1 (moved to wait), 2 (marked), 0",
+    "local P, id = ARGV[1], ARGV[2]",
+    "if redis.call('EXISTS', P .. id) == 0 then return 0 end",
+    "if redis.call('ZREM', P .. 'delayed', id) == 1 then",
+    "  ready(P, id, int(redis.call('HGET', P .. id, 'priority'), 2097152) or 0)",
+    "  redis.call('HSET', P .. id, 'delay', 0)",
+    "  if redis.call('HEXISTS', P .. 'meta', 'paused') == 0 then wake(P, ARGV[4], ARGV[5]) end",
+    "  event(P, ARGV[3], 'waiting', 'jobId', id, 'prev', 'delayed')",
+    "  return 1",
+    "end",
+    "if redis.call('EXISTS', P .. id .. ':lock') == 1 then",
+    "  redis.call('HSET', P .. id, 'am2zSig', 1)",
+    "  return 2",
+    "end",
+    "return 0",
+    NULL
+};
+
+/* The job id of durable execution id (see above): the same in every process. */
+static void am2z__qdx_job_id(const char *id, char out[AM2Z_EXECUTION_ID_SIZE]) {
+    static const char salt[] = "am2z durable"; /* with its NUL: no idempotency key hashes alike */
+    am2z_sha256_ctx c;
+    unsigned char dg[AM2Z_SHA256_SIZE];
+    char hex[2 * AM2Z_SHA256_SIZE + 1];
+    size_t n = strlen(id), max = AM2Z_EXECUTION_ID_SIZE - 1 - 3 - 32;
+    am2z_sha256_init(&c);
+    am2z_sha256_update(&c, salt, sizeof salt);
+    am2z_sha256_update(&c, id, n);
+    am2z_sha256_final(&c, dg);
+    am2z_sha256_to_hex(dg, hex);
+    if (n > max) n = max;
+    memcpy(out, id, n);
+    memcpy(out + n, "-i-", 3);
+    memcpy(out + n + 3, hex, 32);
+    out[n + 35] = '\0';
+}
+
+/* The wake hook of the registry (am2z.h 7d): the job of id, found through its start
+   record, moved from delayed to wait (1) or marked while it runs (0). */
+static int am2z__qdx_wake(am2z_runtime *rt, const char *id, am2z_status *st) {
+    am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
+    char key[AM2Z_STORE_MAX_KEY + 1], job[AM2Z_EXECUTION_ID_SIZE];
+    am2z_value *rec = NULL;
+    am2z__qqueue *qu = NULL;
+    am2z_reply rep = am2z__qrep0();
+    const char *proc, *qs, *argv[5];
+    am2z_redis *r;
+    int moved = 0;
+    am2z__dur_key_of(key, id, "start");
+    *st = am2z__dur_get_json(rt->dreg->store, key, &rec);
+    if (*st == AM2Z_STATUS_NOT_FOUND) { /* not started yet: the payload waits for it */
+        *st = AM2Z_STATUS_OK;
+        return 0;
+    }
+    if (*st != AM2Z_STATUS_OK) return 0;
+    proc = am2z_value_get_string(rec, "processor", "");
+    qs = am2z_value_get_string(rec, "queueSession", "");
+    if (!am2z__qname_ok(proc) || (*qs && !am2z__qname_ok(qs))) {
+        *st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "durable execution '%s': corrupt start record", id);
+    } else if (!(qu = am2z__qqueue_get(q, proc, *qs ? qs : NULL, 0))) {
+        *st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory");
+    } else if ((r = am2z__qborrow(q, st)) != NULL) {
+        am2z__qdx_job_id(id, job);
+        argv[0] = qu->P; argv[1] = job; argv[2] = am2z__qev_level(q, qu); argv[3] = qu->wk; argv[4] = qu->wm;
+        *st = am2z__qeval(r, &rep, q->s_dwake, 5, argv, NULL);
+        am2z_redis_pool_put(q->pool, r);
+        if (*st != AM2Z_STATUS_OK)
+            *st = am2z__fail(*st, AM2Z_NTS, "durable execution '%s': moving its job on: %s", id,
+                             rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_string(*st));
+        moved = *st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER && rep.integer == 1;
+        if (moved) am2z__qnote_due(q, qu, am2z_now_ms());
+    } else {
+        *st = am2z__fail(*st, AM2Z_NTS, "durable execution '%s': no connection to Redis", id);
+    }
+    am2z_reply_clear(&rep);
+    if (qu) am2z__qqueue_release(qu);
+    am2z_value_release(rec);
+    return moved;
+}
+
+/* The registry's resubmit (used only by its timer and local signals, which the wake
+   hook replaces here): a wake. */
+static am2z_status am2z__qdx_resubmit(am2z_runtime *rt, const char *id) {
+    am2z_status st = AM2Z_STATUS_OK;
+    am2z__qdx_wake(rt, id, &st);
+    return st;
+}
+
+/* Made with the runtime: the store, the registry and the two scripts. 0: out of memory. */
+static int am2z__qdx_init(am2z__qrt *q) {
+    am2z__qstore *ud = (am2z__qstore *)am2z__malloc(sizeof *ud);
+    if (!ud) return 0;
+    ud->q = q;
+    q->dx_store = am2z_store_new(&am2z__qstore_ops, ud, NULL);
+    if (!q->dx_store) {
+        am2z__free(ud);
+        return 0;
+    }
+    q->s_park = am2z__qscript(am2z__qlua_park);
+    q->s_dwake = am2z__qscript(am2z__qlua_wake);
+    q->rt->dreg = am2z__dreg_new(q->rt, q->dx_store, am2z__qdx_resubmit);
+    if (q->rt->dreg) q->rt->dreg->wake = am2z__qdx_wake;
+    return q->s_park && q->s_dwake && q->rt->dreg;
+}
+
+static void am2z__qdx_free(am2z__qrt *q) {
+    if (q->rt) {
+        am2z__dreg_free(q->rt->dreg);
+        q->rt->dreg = NULL;
+    }
+    am2z_store_free(q->dx_store);
+    am2z_redis_script_free(q->s_park);
+    am2z_redis_script_free(q->s_dwake);
+    q->dx_store = NULL;
+    q->s_park = q->s_dwake = NULL;
+}
+
+/* Submit side: the start record of execution id (written once: a second submit of a
+   running id must name the same processor), refused when it has finished. */
+static am2z_status am2z__qdx_start(am2z__qrt *q, const char *id, const char *proc, const am2z_state *input,
+                                   const char *session) {
+    am2z__dreg *g = q->rt->dreg;
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_value *rec = NULL;
+    am2z_status st;
+    if (!g) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory");
+    if (!am2z__dur_id_ok(id))
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "durable: execution_id '%s' is not 1..%d bytes of [A-Za-z0-9_.:-]", id, AM2Z_DURABLE_MAX_ID);
+    am2z__dur_key_of(key, id, "done");
+    st = am2z__dur_has(g->store, key);
+    if (st == AM2Z_STATUS_OK)
+        return am2z__fail(AM2Z_STATUS_EXISTS, AM2Z_NTS,
+                          "durable execution '%s' has finished: am2z_runtime_durable_outcome reads its outcome", id);
+    if (st != AM2Z_STATUS_NOT_FOUND) return st;
+    am2z__dur_key_of(key, id, "start");
+    st = am2z__dur_get_json(g->store, key, &rec);
+    if (st == AM2Z_STATUS_OK) {
+        const char *rn = am2z_value_get_string(rec, "processor", "");
+        if (strcmp(rn, proc) != 0)
+            st = am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "durable execution '%s' runs processor '%s', not '%s'",
+                            id, rn, proc);
+    } else if (st == AM2Z_STATUS_NOT_FOUND) {
+        rec = am2z_value_set(am2z_value_object(), "processor", am2z_value_string(proc));
+        rec = am2z_value_set(rec, "input", am2z_value_retain(input));
+        rec = am2z_value_set(rec, "sessionId", am2z_value_string(session ? session : "default"));
+        rec = am2z_value_set(rec, "queueSession", am2z_value_string(session ? session : ""));
+        rec = am2z_value_set(rec, "startedAt", am2z_value_int(am2z_now_ms()));
+        st = rec ? am2z__dur_put_json(g->store, key, rec) : AM2Z_STATUS_NO_MEMORY;
+    }
+    am2z_value_release(rec);
+    return st;
+}
+
+/* Submit side: checks a durable desc, fills dd (its id generated into gen when it has
+   none) and writes the start record. */
+static am2z_status am2z__qdx_prep(am2z__qrt *q, const char *proc, const am2z_state *input, const am2z_submit_desc *desc,
+                                  am2z_submit_desc *dd, char gen[AM2Z_EXECUTION_ID_SIZE]) {
+    if (!desc->durable)
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "submit '%s': execution_id is only for durable",
+                          proc ? proc : "(null)");
+    if (desc->idempotency_key || desc->trace) /* the key would pick the job id too; a resume is no trace root */
+        return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS,
+                          "submit '%s': idempotency_key / trace are not supported with durable (queue runtime)",
+                          proc ? proc : "(null)");
+    if (!proc || !input) return am2z__submit_fail(AM2Z_STATUS_INVALID_ARGUMENT, proc, desc->session_id);
+    if (!am2z__qname_ok(proc)) return am2z__qsubmit_fail(q, AM2Z_STATUS_NOT_FOUND, proc, desc->session_id);
+    *dd = *desc;
+    if (!dd->execution_id) {
+        am2z_execution_id_generate(proc, gen);
+        dd->execution_id = gen;
+    }
+    return am2z__qdx_start(q, dd->execution_id, proc, input, desc->session_id);
+}
+
+/* Worker side, after resolve: a top-level job with "durableId" begins its run (the
+   claim in this process and the start record). A failure fails the job with why. */
+static void am2z__qdx_begin(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    const char *id = jr->env && jr->depth == 0 ? am2z_value_get_string(jr->env, "durableId", NULL) : NULL;
+    char name[AM2Z_NAME_MAX + 1], sid[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state *rin = NULL;
+    am2z_status st = AM2Z_STATUS_OK;
+    if (!id) return;
+    if (!q->rt->dreg) st = am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable: out of memory");
+    else jr->dx = am2z__dur_begin(q->rt->dreg, jr->qu->proc, jr->input, jr->session, id, 0, &rin, name, sid, &st);
+    am2z_value_release(rin); /* the job's own input is the recorded one */
+    if (!jr->dx && st == AM2Z_STATUS_EXISTS) { /* its worker died between the done record and the job's end */
+        am2z_outcome o = {0};
+        if (am2z_runtime_durable_outcome(q->rt, id, 0, &o) == AM2Z_STATUS_OK) { /* end the job with it */
+            jr->out_state = o.state;
+            jr->err = am2z_error_with_retryable(o.error, 0); /* final: it was recorded */
+            o.state = NULL;
+            o.error = NULL;
+            am2z_outcome_clear(&o);
+            return;
+        }
+        am2z_outcome_clear(&o);
+    }
+    if (!jr->dx) {
+        char what[160];
+        snprintf(what, sizeof what, "durable execution '%.80s' cannot run here", id);
+        jr->err = am2z_error_with_location(am2z_error_with_retryable(am2z_error_from_status(st, what), 0),
+                                           jr->qu->proc, jr->exec_id);
+    }
+}
+
+/* The final outcome of a durable job (complete, fail): recorded, the run ended. */
+static void am2z__qdx_end(am2z__qjobrun *jr, const am2z_state *state, const am2z_error *err) {
+    if (!jr->dx) return;
+    am2z__dur_end(jr->dx, state, err, 0, jr->attempt, (double)(am2z_monotonic_ns() - jr->t0) / 1e6,
+                  am2z_now_ms() - (am2z_monotonic_ns() - jr->t0) / 1000000, jr->session);
+    am2z__dx_release(jr->dx);
+    jr->dx = NULL;
+}
+
+/* After the attempt: a durable job a wait step parked goes to the delayed set until the
+   wait's timeout (park script); 1 when it did (nothing else finishes the job). */
+static int am2z__qdx_park(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z__qqueue *qu = jr->qu;
+    am2z__qsb msg = am2z__qsb0();
+    am2z_value *ej;
+    int64_t until, now = am2z_now_ms();
+    char due[24];
+    const char *argv[12];
+    size_t lens[12], i;
+    if (!jr->dx || !jr->err || !am2z__atomic_load(&jr->dx->parked, AM2Z__MO_SEQ_CST) || !am2z__dur_is_waiting(jr->err))
+        return 0;
+    until = am2z__atomic_load(&jr->dx->park_until, AM2Z__MO_SEQ_CST);
+    if (!until || until - now > AM2Z_QUEUE_PARK_MAX_MS) until = now + AM2Z_QUEUE_PARK_MAX_MS;
+    if (until <= now) until = now + 1;
+    snprintf(due, sizeof due, "%lld", (long long)until);
+    ej = am2z_error_to_json(jr->err);
+    am2z__qreply_head(&msg, jr->exec_id, 0, jr->attempt, &jr->err, 1);
+    am2z__qsb_str(&msg, ",\"error\":");
+    am2z__qsb_json(&msg, ej);
+    am2z__qsb_str(&msg, "}");
+    am2z_value_release(ej);
+    argv[0] = qu->P; argv[1] = q->C; argv[2] = jr->id; argv[3] = jr->job->token; argv[4] = jr->now_s;
+    argv[5] = due; argv[6] = am2z__qev_level(q, qu); argv[7] = qu->wk; argv[8] = qu->wm;
+    argv[9] = msg.bad ? "" : jr->rkey; argv[10] = msg.bad ? "" : msg.p; argv[11] = q->reply_ttl_s;
+    for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    am2z__qfinish(jr->w, q->s_park, argv, lens, 12, qu);
+    am2z__qsb_free(&msg);
+    am2z__qnote_due(q, qu, until);
+    if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->err, &jr->err, 1, jr->attempt);
+    return 1;
+}
+
 #undef AM2Z__QBUCKETS
 #undef AM2Z__QCTL_TTL_MS
 #undef AM2Z__QADD_SHARED

@@ -6,22 +6,30 @@
    Build and run: make bench (or cc -std=c99 -O2 -I. bench/durable.c -pthread -lm && ./a.out)
    A durable execution writes 12 records (start, 10 checkpoints, done) and removes 11,
    so the file store with fsync pays ~23 fsyncs per execution: its figure is the disk's.
+   The queue runtime's pair (plain submit + wait, durable) runs against a private
+   redis-server (left out when none is installed): there every step is a child job and a
+   durable execution adds its records' round trips (start, 10 checkpoints, done, the
+   removal) to Redis.
    AM2Z_BENCH_SCALE=0.1 runs a tenth of the iterations; AM2Z_BENCH_DIR picks the
    journal's directory (default /tmp). */
 #define _POSIX_C_SOURCE 200809L
-#define AM2Z_IMPLEMENTATION
-#include "am2z.h"
+#include "../tests/proc.h"
+#define AM2Z_RESP_IMPLEMENTATION
+#include "../am2z_resp.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define ROUNDS 3
-#define CASES 4
+#define CASES 6
+#define QUEUE_CASE 4 /* cases from here on run on the queue runtime */
 
 static const char *const case_name[CASES] = {"plain (submit + wait)", "durable, memory store",
-                                             "durable, file store, no fsync", "durable, file store, fsync"};
-static const int case_iters[CASES] = {20000, 5000, 2000, 60};
+                                             "durable, file store, no fsync", "durable, file store, fsync",
+                                             "Redis: plain (submit + wait)", "Redis: durable"};
+static const int case_iters[CASES] = {20000, 5000, 2000, 60, 300, 300};
+static int g_port; /* the private redis-server's; 0: none */
 
 static am2z_result step(am2z_ctx *ctx, const am2z_state *in) {
     am2z_edit e = am2z_edit_begin(in);
@@ -70,14 +78,23 @@ static double run_case(int c, int n, int round, const char *journal) {
     fd.no_fsync = c == 2;
     unlink(journal);
     if (c == 1) store = am2z_memory_store_new(NULL);
-    if (c >= 2) store = am2z_file_store_new(&fd, NULL);
-    rt = am2z_local_runtime_new(&(am2z_local_desc){.workers = 2, .store = store}, NULL);
-    if ((c && !store) || !rt || am2z_runtime_register(rt, chain10())) return -1;
+    if (c == 2 || c == 3) store = am2z_file_store_new(&fd, NULL);
+    if (c >= QUEUE_CASE) {
+        am2z_queue_desc qd;
+        memset(&qd, 0, sizeof qd);
+        qd.redis.host = "127.0.0.1";
+        qd.redis.port = g_port;
+        qd.concurrency = 2;
+        rt = am2z_queue_runtime_new(&qd, NULL);
+    } else {
+        rt = am2z_local_runtime_new(&(am2z_local_desc){.workers = 2, .store = store}, NULL);
+    }
+    if ((c && c < QUEUE_CASE && !store) || !rt || am2z_runtime_register(rt, chain10())) return -1;
     t0 = am2z_monotonic_ns();
     for (i = 0; i < n; i++) {
         am2z_outcome out;
         snprintf(id, sizeof id, "r%d-%d", round, i);
-        if (c == 0) { /* submit + wait: the path a durable execute takes, without the store */
+        if (c == 0 || c == QUEUE_CASE) { /* submit + wait: the path a durable execute takes, without the store */
             am2z_execution *e = am2z_runtime_submit(rt, "chain10", in, NULL, NULL);
             memset(&out, 0, sizeof out);
             if (!e || am2z_execution_wait(e, -1, &out) != AM2Z_STATUS_OK) bad = 1;
@@ -101,21 +118,30 @@ int main(void) {
     int c, r;
     if (scale <= 0) scale = 1.0;
     snprintf(journal, sizeof journal, "%s/am2z_bench_durable_%d.journal", dir ? dir : "/tmp", (int)getpid());
-    printf("10-step chain on the local runtime (2 workers), execute one at a time; load average %.2f\n", loadavg());
+    static tp_proc redis;
+    if (!(g_port = tp_redis_start(&redis)))
+        fprintf(stderr, "bench: no redis-server: the queue runtime's lines are left out\n");
+    printf("10-step chain on the local runtime (2 workers) and the queue runtime (2 workers, private "
+           "redis-server), execute one at a time; load average %.2f\n", loadavg());
     for (r = 0; r < ROUNDS; r++)
         for (c = 0; c < CASES; c++) {
             int n = (int)(case_iters[c] * scale);
+            if (c >= QUEUE_CASE && !g_port) continue;
             us[c][r] = run_case(c, n < 5 ? 5 : n, r, journal);
             if (us[c][r] < 0) {
                 fprintf(stderr, "%s: failed\n", case_name[c]);
+                if (g_port) tp_stop(&redis, SIGKILL, 2000);
                 return 1;
             }
         }
     for (c = 0; c < CASES; c++) {
+        int base = c >= QUEUE_CASE ? QUEUE_CASE : 0; /* each runtime against its own plain case */
+        if (c >= QUEUE_CASE && !g_port) continue;
         qsort(us[c], ROUNDS, sizeof us[c][0], cmp_double);
         printf("  %-32s %10.1f us per execution  (x%.1f of plain; rounds %.1f .. %.1f)\n", case_name[c],
-               us[c][1], us[c][1] / us[0][1], us[c][0], us[c][ROUNDS - 1]);
+               us[c][1], us[c][1] / us[base][1], us[c][0], us[c][ROUNDS - 1]);
     }
+    if (g_port) tp_stop(&redis, SIGKILL, 2000);
     printf("load average at the end: %.2f (2 cores shared with other work: above ~1 the figures are disturbed)\n",
            loadavg());
     return 0;

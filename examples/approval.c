@@ -1,4 +1,5 @@
-/* approval.c - a durable expense workflow on the local runtime with the file store:
+/* approval.c - a durable expense workflow on the local runtime with the file store, or
+   on Redis (the queue runtime):
    validate -> wait for approval (a signal) -> pay (compensated by a refund) -> notify.
    The execution survives its process: the first command parks it in the journal and
    exits; a second command, later, delivers the approval and finishes it.
@@ -10,14 +11,17 @@
      approval status  JOURNAL ID               prints its outcome if it finished
      approval                                  the demo: all of the above in a temporary
                                                journal; exit status 0 when it behaves
+   JOURNAL "redis:HOST:PORT" runs the same commands on Redis instead: the execution is a
+   job there, parked as a delayed job while it waits; `approve` signals it and its own
+   workers (or those of any other process serving "expense") finish it.
    The two commands share the journal one after the other, not at once: the file store
    takes a lock, so while one command holds the journal the other says "busy". A signal
    sent to an execution that no process is running is stored in the journal and read by
    the wait step when the execution resumes; that is what `approve` does (signal, then
    am2z_runtime_resume). A service that stays up would call am2z_runtime_signal from its
    own request handler instead (any thread). */
-#define AM2Z_IMPLEMENTATION
-#include "am2z.h"
+#define AM2Z_RESP_IMPLEMENTATION
+#include "am2z_resp.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,13 +79,27 @@ static am2z_processor *plain(const char *name, am2z_processor_fn fn) {
 static int open_all(const char *journal, am2z_store **store, am2z_runtime **rt) {
     am2z_status st;
     *rt = NULL;
-    *store = am2z_file_store_new(&(am2z_file_store_desc){.path = journal}, &st);
-    if (!*store) {
+    *store = NULL;
+    if (!strncmp(journal, "redis:", 6)) { /* redis:HOST:PORT: the records live in Redis */
+        char host[256];
+        const char *colon = strrchr(journal + 6, ':');
+        am2z_queue_desc qd;
+        memset(&qd, 0, sizeof qd);
+        snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - journal - 6) : 255, journal + 6);
+        qd.redis.host = host;
+        qd.redis.port = colon ? atoi(colon + 1) : 6379;
+        qd.concurrency = 2;
+        if (!(*rt = am2z_queue_runtime_new(&qd, &st))) {
+            fprintf(stderr, "cannot start on Redis: %s\n", am2z_status_detail());
+            return 0;
+        }
+    } else if (!(*store = am2z_file_store_new(&(am2z_file_store_desc){.path = journal}, &st))) {
         fprintf(stderr, "%s: %s\n", st == AM2Z_STATUS_CONFLICT ? "journal busy" : "cannot open the journal",
                 am2z_status_detail());
         return 0;
+    } else {
+        *rt = am2z_local_runtime_new(&(am2z_local_desc){.workers = 2, .store = *store}, NULL);
     }
-    *rt = am2z_local_runtime_new(&(am2z_local_desc){.workers = 2, .store = *store}, NULL);
     st = *rt ? am2z_runtime_register(*rt, am2z_chain_new(&(am2z_chain_desc){
                    .name = "expense", .count = 4,
                    .steps = (am2z_processor *[]){
@@ -151,7 +169,8 @@ static int cmd_decide(const char *journal, const char *id, int approved) {
     payload = am2z_value_set(payload, "by", am2z_value_string("the manager"));
     memset(&out, 0, sizeof out);
     /* stored in the journal first, then the execution resumes in this process and its
-       wait step finds the payload */
+       wait step finds the payload (on Redis the signal moves the job to wait, resume
+       does nothing more, and this process's workers take it) */
     if ((st = am2z_runtime_signal(rt, id, "approval", payload)) != AM2Z_STATUS_OK ||
         (st = am2z_runtime_resume(rt, id, NULL)) != AM2Z_STATUS_OK ||
         (st = am2z_runtime_durable_outcome(rt, id, 60000, &out)) != AM2Z_STATUS_OK)
