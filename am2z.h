@@ -4746,11 +4746,43 @@ static const am2z_value *am2z__meta_get(const am2z_state *s, const char *key, si
     return am2z_value_find(am2z_value_find(s, "metadata", 8), key, klen);
 }
 
+/* The metadata object of s when it has the layout am2z__meta_new makes, which every
+   state a runtime passes on keeps: "metadata" the first member, its fields version,
+   sessionId, createdAt, lastUpdated in that order and well-formed. The runtimes read
+   and bump it on every step: by position, instead of up to nine key searches. NULL:
+   another layout, which the general path handles. */
+static am2z__obj *am2z__meta_fast(const am2z_value *s) {
+    const am2z__member *m;
+    const char *k;
+    am2z__obj *o;
+    if (am2z__type(s) != AM2Z_TYPE_OBJECT || AM2Z__OBJ(s)->len == 0) return NULL;
+    m = am2z__mems(AM2Z__OBJ(s));
+    if (m[0].klen != 8 || memcmp(am2z__keys(AM2Z__OBJ(s)) + m[0].koff, "metadata", 8) != 0 ||
+        am2z__type(m[0].val) != AM2Z_TYPE_OBJECT || AM2Z__OBJ(m[0].val)->len != 4)
+        return NULL;
+    o = AM2Z__OBJ(m[0].val);
+    m = am2z__mems(o);
+    k = am2z__keys(o);
+    if (m[0].klen != 7 || memcmp(k + m[0].koff, "version", 7) != 0 || m[1].klen != 9 ||
+        memcmp(k + m[1].koff, "sessionId", 9) != 0 || m[2].klen != 9 || memcmp(k + m[2].koff, "createdAt", 9) != 0 ||
+        m[3].klen != 11 || memcmp(k + m[3].koff, "lastUpdated", 11) != 0)
+        return NULL;
+    if (!AM2Z__TAGGED(m[0].val) || am2z__untag(m[0].val) < 0 || am2z__type(m[1].val) != AM2Z_TYPE_STRING ||
+        am2z__type(m[2].val) != AM2Z_TYPE_INT || am2z__type(m[3].val) != AM2Z_TYPE_INT)
+        return NULL;
+    return o;
+}
+
 AM2Z_API int64_t am2z_state_version(const am2z_state *s) {
+    const am2z__obj *m = am2z__meta_fast(s);
+    if (m) return am2z__untag(am2z__mems(m)[0].val);
     return am2z_value_as_int(am2z__meta_get(s, "version", 7), 0);
 }
 AM2Z_API const char *am2z_state_session_id(const am2z_state *s) {
-    const char *id = am2z_value_as_string(am2z__meta_get(s, "sessionId", 9), NULL);
+    const am2z__obj *m = am2z__meta_fast(s);
+    const char *id;
+    if (m) return am2z__bytes(AM2Z__STR(am2z__mems(m)[1].val));
+    id = am2z_value_as_string(am2z__meta_get(s, "sessionId", 9), NULL);
     return id ? id : "";
 }
 AM2Z_API int64_t am2z_state_created_at(const am2z_state *s) {
@@ -4758,6 +4790,32 @@ AM2Z_API int64_t am2z_state_created_at(const am2z_state *s) {
 }
 AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
     return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
+}
+
+/* am2z__state_bump_at of s (consumed), whose metadata am2z__meta_fast found: version and
+   lastUpdated are members 0 and 3, written in place in a metadata object of its own. */
+static am2z_state *am2z__state_bump_fast(am2z_state *s, int64_t now) {
+    int64_t version = am2z__untag(am2z__mems(am2z__meta_fast(s))[0].val);
+    am2z_value *meta, *ver, *up;
+    am2z__member *m;
+    s = am2z__own(s, 0, 0);
+    if (!s) return NULL;
+    meta = am2z__own(am2z__mems(AM2Z__OBJ(s))[0].val, 0, 0);
+    am2z__mems(AM2Z__OBJ(s))[0].val = meta;
+    ver = am2z_value_int(version < INT64_MAX ? version + 1 : version);
+    up = am2z_value_int(now);
+    if (!meta || !ver || !up) {
+        am2z_value_release(ver);
+        am2z_value_release(up);
+        am2z_value_release(s);
+        return NULL;
+    }
+    m = am2z__mems(AM2Z__OBJ(meta));
+    am2z_value_release(m[0].val);
+    m[0].val = ver;
+    am2z_value_release(m[3].val);
+    m[3].val = up;
+    return s;
 }
 
 /* am2z_state_bump with lastUpdated = now (a runtime's clock, which may be virtual). */
@@ -4770,6 +4828,7 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
         am2z_value_release(s);
         return NULL;
     }
+    if (am2z__meta_fast(s)) return am2z__state_bump_fast(s, now);
     version = am2z_state_version(s);
     if (version < INT64_MAX) version++;
     i = am2z__obj_find(AM2Z__OBJ(s), "metadata", 8);
@@ -12155,6 +12214,8 @@ typedef struct am2z__lr_frame {
     am2z_trace *trace;        /* the execution's trace (borrowed from its job) or NULL */
     uint32_t trace_span;      /* the span calls from here hang under: the parent's until
                                  this frame's attempt starts, then its own */
+    int64_t end_ns;           /* when the last attempt's processor returned (set by
+                                 am2z__lr_attempt: its callers need no clock read of their own) */
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
@@ -13191,8 +13252,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_error *open;
     int ticket;
     /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
-    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL)
+    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL) {
+        f->end_ns = am2z__lr_now();
         return am2z__lr_fail(open);
+    }
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
@@ -13236,12 +13299,12 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     if (f->trace) f->trace_span = ctx.trace_span;
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
-    if (ticket >= 0) { /* a late result becomes a TimeoutError in the caller: count it as one */
-        int64_t end = am2z__lr_now();
-        am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && end > f->deadline_ns, am2z__lr_wall(lr, end));
-    }
+    f->end_ns = am2z__lr_now();
+    if (ticket >= 0) /* a late result becomes a TimeoutError in the caller: count it as one */
+        am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && f->end_ns > f->deadline_ns,
+                            am2z__lr_wall(lr, f->end_ns));
     if (r.state) {
-        r.state = am2z_state_bump(r.state);
+        r.state = am2z__state_bump_at(r.state, am2z__lr_wall(lr, f->end_ns));
         if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
@@ -13336,7 +13399,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         f = *pf;
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
-        end = am2z__lr_now();
+        end = f.end_ns;
         am2z__lr_est_put(lr, p, end - s);
         if (dl && end > dl) { /* late: discard whatever it returned */
             am2z_result_clear(&r);
@@ -13472,6 +13535,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     AM2Z__LR_ST(&j->started_attempts, att);
     if (AM2Z__LR_LD(&j->cancel)) {
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&j->cancel), j->proc, j->exec_id, j->session->id));
+        end = am2z__lr_now();
     } else {
         memset(&f, 0, sizeof f);
         f.lr = lr;
@@ -13483,8 +13547,8 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
         f.trace = j->trace;
         r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
         if (j->trace) j->trace_span = f.trace_span;
+        end = f.end_ns;
     }
-    end = am2z__lr_now();
     am2z__lr_est_put(lr, j->proc, end - start);
     if (j->has_slot) {
         am2z__mutex_lock(&lr->qmu);
@@ -14023,7 +14087,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
     }
-    end = am2z__lr_now();
+    end = in ? f.end_ns : s;
     am2z__lr_est_put(lr, b->proc, end - s);
     if (end > dl) {
         am2z_result_clear(&r);
