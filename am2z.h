@@ -11920,6 +11920,7 @@ AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc,
 #define AM2Z__LR_HIST 168          /* latency buckets: 4 per power of two of nanoseconds */
 #define AM2Z__LR_MAX_TIMEOUT_MS ((int64_t)100000000000) /* deadlines are capped (~3 years) */
 #define AM2Z__LR_EST 256           /* duration estimates kept (direct-mapped by processor) */
+#define AM2Z__LR_PCACHE 64         /* a stats shard's cache of processor records */
 /* A call shorter than this runs on the thread that makes it: handing it over and taking
    the result back costs more (~1 us between two running threads, measured). */
 #define AM2Z__LR_SHORT_NS 5000
@@ -11988,7 +11989,10 @@ typedef struct am2z__lr_shard {
     am2z__lr_pstat **tab; /* open addressing by name hash */
     size_t cap, count;
     int shared;           /* ext: every access holds mu */
-    am2z__lr_pstat *last; /* owner's cache of the last record used */
+    /* owner's cache of records by the caller's name pointer, direct-mapped (the name is
+       compared too: an address may be reused); a chain's steps alternate names */
+    const char *ckey[AM2Z__LR_PCACHE];
+    am2z__lr_pstat *cval[AM2Z__LR_PCACHE];
     int64_t started, ended; /* attempts, for "running" */
 } am2z__lr_shard;
 
@@ -12422,17 +12426,27 @@ static void am2z__lr_shard_leave(am2z__lr_shard *sh) {
     if (sh->shared) am2z__mutex_unlock(&sh->mu);
 }
 
+/* Counts an attempt's start (end 0) or end for "running": a worker in its own shard, any
+   other thread with an atomic add to the shared one (the only writes of ext's two
+   counters), which needs no lock. */
+static void am2z__lr_tick(am2z__lr *lr, int end) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    if (w) am2z__lr_add(end ? &w->shard.ended : &w->shard.started, 1);
+    else am2z__atomic_add(end ? &lr->ext.ended : &lr->ext.started, 1, AM2Z__MO_RELAXED);
+}
+
 /* The shard's record for name, created on first use; NULL when out of memory. */
 static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) {
     uint64_t h;
     size_t mask, i;
     am2z__lr_pstat *ps;
-    if (sh->last && strcmp(sh->last->name, name) == 0) return sh->last;
+    size_t c = (size_t)(((uint64_t)(uintptr_t)name * 0x9E3779B97F4A7C15ull) >> 56) & (AM2Z__LR_PCACHE - 1);
+    if (sh->ckey[c] == name && strcmp(sh->cval[c]->name, name) == 0) return sh->cval[c];
     h = am2z__strhash(name);
     if (sh->cap) {
         mask = sh->cap - 1;
         for (i = (size_t)h & mask; (ps = sh->tab[i]) != NULL; i = (i + 1) & mask)
-            if (ps->hash == h && strcmp(ps->name, name) == 0) return sh->last = ps;
+            if (ps->hash == h && strcmp(ps->name, name) == 0) goto found;
     }
     ps = (am2z__lr_pstat *)am2z__malloc(sizeof *ps);
     if (!ps) return NULL;
@@ -12470,7 +12484,10 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     sh->tab[i] = ps;
     sh->count++;
     if (!sh->shared) am2z__mutex_unlock(&sh->mu);
-    return sh->last = ps;
+found:
+    sh->ckey[c] = name;
+    sh->cval[c] = ps;
+    return ps;
 }
 
 /* kind: 0 completed, 1 failed (both with a latency), 2 retried; counted for the
@@ -13244,7 +13261,6 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z__lr *lr = f->lr;
     const char *sid = f->session->id;
     am2z_state *moved = NULL;
-    am2z__lr_shard *sh;
     am2z__lr_link link;
     am2z__dscope root;
     am2z_ctx ctx;
@@ -13277,9 +13293,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.trace = f->trace;
     ctx.trace_parent = f->trace_span;
     f->logger = NULL;
-    sh = am2z__lr_shard_enter(lr);
-    am2z__lr_add(&sh->started, 1);
-    am2z__lr_shard_leave(sh);
+    am2z__lr_tick(lr, 0);
     if (am2z__lr_wants(lr, "processor:job:started")) {
         am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
         d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
@@ -13309,9 +13323,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
-    sh = am2z__lr_shard_enter(lr);
-    am2z__lr_add(&sh->ended, 1);
-    am2z__lr_shard_leave(sh);
+    am2z__lr_tick(lr, 1);
     if (f->logger) am2z_logger_release(f->logger);
     f->logger = NULL;
     return r;
@@ -13984,8 +13996,13 @@ static void am2z__ctx_emit_lr(am2z_ctx *ctx, const char *event, am2z_value *data
     am2z_value_release(data);
 }
 
+/* am2z_ctx_cancelled has just checked ctx->deadline_ns, the frame's deadline, against
+   the clock: what is left are the owners (a second clock read per check, and a chain
+   checks before every step). */
 static int am2z__ctx_cancelled_lr(const am2z_ctx *ctx) {
-    return am2z__lr_frame_cancelled((const am2z__lr_frame *)ctx->runtime_data, am2z__lr_now());
+    const am2z__lr_frame *f = (const am2z__lr_frame *)ctx->runtime_data;
+    if (ctx->deadline_ns != f->deadline_ns) return am2z__lr_frame_cancelled(f, am2z__lr_now());
+    return am2z__lr_owner_cancelled(f->job, f->attempt, f->batch, f->index);
 }
 
 static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event) {
@@ -16372,6 +16389,7 @@ AM2Z_API void am2z_inline_calls_clear(am2z_runtime *rt) {
 #undef AM2Z__LR_HIST
 #undef AM2Z__LR_MAX_TIMEOUT_MS
 #undef AM2Z__LR_EST
+#undef AM2Z__LR_PCACHE
 #undef AM2Z__LR_SHORT_NS
 #undef AM2Z__LR_WAKE_NS
 #undef AM2Z__LR_PAUSE
