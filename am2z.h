@@ -14068,8 +14068,10 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
 }
 
 /* Runs item k if nobody claimed it, on worker w or (w NULL) the caller's thread, which
-   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). */
-static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok) {
+   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). *clock:
+   the end of the item this thread ran just before in the same chunk, which is this
+   one's start (one clock read per item, not two), or 0; set to this item's end. */
+static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok, int64_t *clock) {
     am2z__lr *lr = b->lr;
     am2z__lr_bslot *slot = &b->slots[si];
     unsigned char e = AM2Z__LR_IT_PENDING;
@@ -14084,7 +14086,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size
         return 0;
     /* the caller cannot return while the item is claimed, so inputs[k] is alive */
     in = am2z_value_retain(b->inputs[k]);
-    s = am2z__lr_now();
+    s = *clock ? *clock : am2z__lr_now();
     dl = am2z__lr_deadline(s, b->timeout_ms);
     AM2Z__LR_ST(&slot->seq, AM2Z__LR_LD(&slot->seq) + 1);
     AM2Z__LR_ST(&slot->item, k + 1);
@@ -14105,6 +14107,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size
         r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
     }
     end = in ? f.end_ns : s;
+    *clock = end;
     am2z__lr_est_put(lr, b->proc, end - s);
     if (end > dl) {
         am2z_result_clear(&r);
@@ -14143,11 +14146,12 @@ static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int
    item that timed out. Consumes a reference to b. */
 static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, int sweep) {
     size_t i, k, end, done = 0;
-    int64_t ok = 0, failed = 0;
+    int64_t ok = 0, failed = 0, clock;
     int good = 0;
     for (k = 0; sweep && k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
         if (AM2Z__LR_LD(&b->items[k]) != AM2Z__LR_IT_PENDING) continue;
-        if (am2z__lr_run_item(w, si, b, k, &good)) {
+        clock = 0;
+        if (am2z__lr_run_item(w, si, b, k, &good, &clock)) {
             done++;
             if (good) ok++;
             else failed++;
@@ -14159,9 +14163,10 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, in
     while (!AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
         i = am2z__atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, AM2Z__MO_RELAXED);
         if (i >= b->count) break;
+        clock = 0;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
-            if (!am2z__lr_run_item(w, si, b, k, &good)) continue;
+            if (!am2z__lr_run_item(w, si, b, k, &good, &clock)) continue;
             done++;
             if (good) ok++;
             else failed++;
