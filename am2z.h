@@ -428,7 +428,9 @@ AM2Z_API const char *am2z_state_session_id(const am2z_state *s); /* borrowed */
 AM2Z_API int64_t am2z_state_created_at(const am2z_state *s);
 AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s);
 /* s consumed; returns the state with version + 1 and lastUpdated = now (the runtimes
-   call this after every successful step). In place, without allocating, when the
+   bump after every successful step with their own clock: the local runtime's is the
+   wall clock read at its start plus the monotonic time since, as for started_at; the
+   inline runtime's may be virtual). In place, without allocating, when the
    caller holds the only reference to s and to its metadata object (a copy of a state
    shares the metadata until one of them is bumped); a state without well-formed
    metadata gets fresh metadata that continues its version. NULL when s is not an
