@@ -430,7 +430,9 @@ AM2Z_API const char *am2z_state_session_id(const am2z_state *s); /* borrowed */
 AM2Z_API int64_t am2z_state_created_at(const am2z_state *s);
 AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s);
 /* s consumed; returns the state with version + 1 and lastUpdated = now (the runtimes
-   call this after every successful step). In place, without allocating, when the
+   bump after every successful step with their own clock: the local runtime's is the
+   wall clock read at its start plus the monotonic time since, as for started_at; the
+   inline runtime's may be virtual). In place, without allocating, when the
    caller holds the only reference to s and to its metadata object (a copy of a state
    shares the metadata until one of them is bumped); a state without well-formed
    metadata gets fresh metadata that continues its version. NULL when s is not an
@@ -4792,11 +4794,43 @@ static const am2z_value *am2z__meta_get(const am2z_state *s, const char *key, si
     return am2z_value_find(am2z_value_find(s, "metadata", 8), key, klen);
 }
 
+/* The metadata object of s when it has the layout am2z__meta_new makes, which every
+   state a runtime passes on keeps: "metadata" the first member, its fields version,
+   sessionId, createdAt, lastUpdated in that order and well-formed. The runtimes read
+   and bump it on every step: by position, instead of up to nine key searches. NULL:
+   another layout, which the general path handles. */
+static am2z__obj *am2z__meta_fast(const am2z_value *s) {
+    const am2z__member *m;
+    const char *k;
+    am2z__obj *o;
+    if (am2z__type(s) != AM2Z_TYPE_OBJECT || AM2Z__OBJ(s)->len == 0) return NULL;
+    m = am2z__mems(AM2Z__OBJ(s));
+    if (m[0].klen != 8 || memcmp(am2z__keys(AM2Z__OBJ(s)) + m[0].koff, "metadata", 8) != 0 ||
+        am2z__type(m[0].val) != AM2Z_TYPE_OBJECT || AM2Z__OBJ(m[0].val)->len != 4)
+        return NULL;
+    o = AM2Z__OBJ(m[0].val);
+    m = am2z__mems(o);
+    k = am2z__keys(o);
+    if (m[0].klen != 7 || memcmp(k + m[0].koff, "version", 7) != 0 || m[1].klen != 9 ||
+        memcmp(k + m[1].koff, "sessionId", 9) != 0 || m[2].klen != 9 || memcmp(k + m[2].koff, "createdAt", 9) != 0 ||
+        m[3].klen != 11 || memcmp(k + m[3].koff, "lastUpdated", 11) != 0)
+        return NULL;
+    if (!AM2Z__TAGGED(m[0].val) || am2z__untag(m[0].val) < 0 || am2z__type(m[1].val) != AM2Z_TYPE_STRING ||
+        am2z__type(m[2].val) != AM2Z_TYPE_INT || am2z__type(m[3].val) != AM2Z_TYPE_INT)
+        return NULL;
+    return o;
+}
+
 AM2Z_API int64_t am2z_state_version(const am2z_state *s) {
+    const am2z__obj *m = am2z__meta_fast(s);
+    if (m) return am2z__untag(am2z__mems(m)[0].val);
     return am2z_value_as_int(am2z__meta_get(s, "version", 7), 0);
 }
 AM2Z_API const char *am2z_state_session_id(const am2z_state *s) {
-    const char *id = am2z_value_as_string(am2z__meta_get(s, "sessionId", 9), NULL);
+    const am2z__obj *m = am2z__meta_fast(s);
+    const char *id;
+    if (m) return am2z__bytes(AM2Z__STR(am2z__mems(m)[1].val));
+    id = am2z_value_as_string(am2z__meta_get(s, "sessionId", 9), NULL);
     return id ? id : "";
 }
 AM2Z_API int64_t am2z_state_created_at(const am2z_state *s) {
@@ -4804,6 +4838,32 @@ AM2Z_API int64_t am2z_state_created_at(const am2z_state *s) {
 }
 AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
     return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
+}
+
+/* am2z__state_bump_at of s (consumed), whose metadata am2z__meta_fast found: version and
+   lastUpdated are members 0 and 3, written in place in a metadata object of its own. */
+static am2z_state *am2z__state_bump_fast(am2z_state *s, int64_t now) {
+    int64_t version = am2z__untag(am2z__mems(am2z__meta_fast(s))[0].val);
+    am2z_value *meta, *ver, *up;
+    am2z__member *m;
+    s = am2z__own(s, 0, 0);
+    if (!s) return NULL;
+    meta = am2z__own(am2z__mems(AM2Z__OBJ(s))[0].val, 0, 0);
+    am2z__mems(AM2Z__OBJ(s))[0].val = meta;
+    ver = am2z_value_int(version < INT64_MAX ? version + 1 : version);
+    up = am2z_value_int(now);
+    if (!meta || !ver || !up) {
+        am2z_value_release(ver);
+        am2z_value_release(up);
+        am2z_value_release(s);
+        return NULL;
+    }
+    m = am2z__mems(AM2Z__OBJ(meta));
+    am2z_value_release(m[0].val);
+    m[0].val = ver;
+    am2z_value_release(m[3].val);
+    m[3].val = up;
+    return s;
 }
 
 /* am2z_state_bump with lastUpdated = now (a runtime's clock, which may be virtual). */
@@ -4816,6 +4876,7 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
         am2z_value_release(s);
         return NULL;
     }
+    if (am2z__meta_fast(s)) return am2z__state_bump_fast(s, now);
     version = am2z_state_version(s);
     if (version < INT64_MAX) version++;
     i = am2z__obj_find(AM2Z__OBJ(s), "metadata", 8);
@@ -11995,6 +12056,7 @@ AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc,
 #define AM2Z__LR_HIST 168          /* latency buckets: 4 per power of two of nanoseconds */
 #define AM2Z__LR_MAX_TIMEOUT_MS ((int64_t)100000000000) /* deadlines are capped (~3 years) */
 #define AM2Z__LR_EST 256           /* duration estimates kept (direct-mapped by processor) */
+#define AM2Z__LR_PCACHE 64         /* a stats shard's cache of processor records */
 /* A call shorter than this runs on the thread that makes it: handing it over and taking
    the result back costs more (~1 us between two running threads, measured). */
 #define AM2Z__LR_SHORT_NS 5000
@@ -12063,7 +12125,10 @@ typedef struct am2z__lr_shard {
     am2z__lr_pstat **tab; /* open addressing by name hash */
     size_t cap, count;
     int shared;           /* ext: every access holds mu */
-    am2z__lr_pstat *last; /* owner's cache of the last record used */
+    /* owner's cache of records by the caller's name pointer, direct-mapped (the name is
+       compared too: an address may be reused); a chain's steps alternate names */
+    const char *ckey[AM2Z__LR_PCACHE];
+    am2z__lr_pstat *cval[AM2Z__LR_PCACHE];
     int64_t started, ended; /* attempts, for "running" */
 } am2z__lr_shard;
 
@@ -12295,6 +12360,8 @@ typedef struct am2z__lr_frame {
     am2z_trace *trace;        /* the execution's trace (borrowed from its job) or NULL */
     uint32_t trace_span;      /* the span calls from here hang under: the parent's until
                                  this frame's attempt starts, then its own */
+    int64_t end_ns;           /* when the last attempt's processor returned (set by
+                                 am2z__lr_attempt: its callers need no clock read of their own) */
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
@@ -12501,17 +12568,27 @@ static void am2z__lr_shard_leave(am2z__lr_shard *sh) {
     if (sh->shared) am2z__mutex_unlock(&sh->mu);
 }
 
+/* Counts an attempt's start (end 0) or end for "running": a worker in its own shard, any
+   other thread with an atomic add to the shared one (the only writes of ext's two
+   counters), which needs no lock. */
+static void am2z__lr_tick(am2z__lr *lr, int end) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    if (w) am2z__lr_add(end ? &w->shard.ended : &w->shard.started, 1);
+    else am2z__atomic_add(end ? &lr->ext.ended : &lr->ext.started, 1, AM2Z__MO_RELAXED);
+}
+
 /* The shard's record for name, created on first use; NULL when out of memory. */
 static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) {
     uint64_t h;
     size_t mask, i;
     am2z__lr_pstat *ps;
-    if (sh->last && strcmp(sh->last->name, name) == 0) return sh->last;
+    size_t c = (size_t)(((uint64_t)(uintptr_t)name * 0x9E3779B97F4A7C15ull) >> 56) & (AM2Z__LR_PCACHE - 1);
+    if (sh->ckey[c] == name && strcmp(sh->cval[c]->name, name) == 0) return sh->cval[c];
     h = am2z__strhash(name);
     if (sh->cap) {
         mask = sh->cap - 1;
         for (i = (size_t)h & mask; (ps = sh->tab[i]) != NULL; i = (i + 1) & mask)
-            if (ps->hash == h && strcmp(ps->name, name) == 0) return sh->last = ps;
+            if (ps->hash == h && strcmp(ps->name, name) == 0) goto found;
     }
     ps = (am2z__lr_pstat *)am2z__malloc(sizeof *ps);
     if (!ps) return NULL;
@@ -12549,7 +12626,10 @@ static am2z__lr_pstat *am2z__lr_pstat_get(am2z__lr_shard *sh, const char *name) 
     sh->tab[i] = ps;
     sh->count++;
     if (!sh->shared) am2z__mutex_unlock(&sh->mu);
-    return sh->last = ps;
+found:
+    sh->ckey[c] = name;
+    sh->cval[c] = ps;
+    return ps;
 }
 
 /* kind: 0 completed, 1 failed (both with a latency), 2 retried; counted for the
@@ -13341,7 +13421,6 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z__lr *lr = f->lr;
     const char *sid = f->session->id;
     am2z_state *moved = NULL;
-    am2z__lr_shard *sh;
     am2z__lr_link link;
     am2z__dscope root;
     am2z_ctx ctx;
@@ -13349,8 +13428,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_error *open;
     int ticket;
     /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
-    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL)
+    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL) {
+        f->end_ns = am2z__lr_now();
         return am2z__lr_fail(open);
+    }
     if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
@@ -13372,9 +13453,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.trace = f->trace;
     ctx.trace_parent = f->trace_span;
     f->logger = NULL;
-    sh = am2z__lr_shard_enter(lr);
-    am2z__lr_add(&sh->started, 1);
-    am2z__lr_shard_leave(sh);
+    am2z__lr_tick(lr, 0);
     if (am2z__lr_wants(lr, "processor:job:started")) {
         am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
         d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
@@ -13394,19 +13473,17 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     if (f->trace) f->trace_span = ctx.trace_span;
     am2z__lr_stack = link.prev;
     am2z_value_release(moved);
-    if (ticket >= 0) { /* a late result becomes a TimeoutError in the caller: count it as one */
-        int64_t end = am2z__lr_now();
-        am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && end > f->deadline_ns, am2z__lr_wall(lr, end));
-    }
+    f->end_ns = am2z__lr_now();
+    if (ticket >= 0) /* a late result becomes a TimeoutError in the caller: count it as one */
+        am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && f->end_ns > f->deadline_ns,
+                            am2z__lr_wall(lr, f->end_ns));
     if (r.state) {
-        r.state = am2z_state_bump(r.state);
+        r.state = am2z__state_bump_at(r.state, am2z__lr_wall(lr, f->end_ns));
         if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
-    sh = am2z__lr_shard_enter(lr);
-    am2z__lr_add(&sh->ended, 1);
-    am2z__lr_shard_leave(sh);
+    am2z__lr_tick(lr, 1);
     if (f->logger) am2z_logger_release(f->logger);
     f->logger = NULL;
     return r;
@@ -13494,7 +13571,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         f = *pf;
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
-        end = am2z__lr_now();
+        end = f.end_ns;
         am2z__lr_est_put(lr, p, end - s);
         if (dl && end > dl) { /* late: discard whatever it returned */
             am2z_result_clear(&r);
@@ -13630,6 +13707,7 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
     AM2Z__LR_ST(&j->started_attempts, att);
     if (AM2Z__LR_LD(&j->cancel)) {
         r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&j->cancel), j->proc, j->exec_id, j->session->id));
+        end = am2z__lr_now();
     } else {
         memset(&f, 0, sizeof f);
         f.lr = lr;
@@ -13641,8 +13719,8 @@ static void am2z__lr_run_job(am2z__lr_worker *w, am2z__lr_job *j, int waiter) {
         f.trace = j->trace;
         r = am2z__lr_attempt(&f, j->proc, j->input, j->exec_id, att, 0, start);
         if (j->trace) j->trace_span = f.trace_span;
+        end = f.end_ns;
     }
-    end = am2z__lr_now();
     am2z__lr_est_put(lr, j->proc, end - start);
     if (j->has_slot) {
         am2z__mutex_lock(&lr->qmu);
@@ -14078,8 +14156,13 @@ static void am2z__ctx_emit_lr(am2z_ctx *ctx, const char *event, am2z_value *data
     am2z_value_release(data);
 }
 
+/* am2z_ctx_cancelled has just checked ctx->deadline_ns, the frame's deadline, against
+   the clock: what is left are the owners (a second clock read per check, and a chain
+   checks before every step). */
 static int am2z__ctx_cancelled_lr(const am2z_ctx *ctx) {
-    return am2z__lr_frame_cancelled((const am2z__lr_frame *)ctx->runtime_data, am2z__lr_now());
+    const am2z__lr_frame *f = (const am2z__lr_frame *)ctx->runtime_data;
+    if (ctx->deadline_ns != f->deadline_ns) return am2z__lr_frame_cancelled(f, am2z__lr_now());
+    return am2z__lr_owner_cancelled(f->job, f->attempt, f->batch, f->index);
 }
 
 static int am2z__ctx_wants_lr(const am2z_ctx *ctx, const char *event) {
@@ -14145,8 +14228,10 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
 }
 
 /* Runs item k if nobody claimed it, on worker w or (w NULL) the caller's thread, which
-   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). */
-static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok) {
+   publishes it in slot `si`; returns 1 when this call resolved it (ok in *ok). *clock:
+   the end of the item this thread ran just before in the same chunk, which is this
+   one's start (one clock read per item, not two), or 0; set to this item's end. */
+static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size_t k, int *ok, int64_t *clock) {
     am2z__lr *lr = b->lr;
     am2z__lr_bslot *slot = &b->slots[si];
     unsigned char e = AM2Z__LR_IT_PENDING;
@@ -14161,7 +14246,7 @@ static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size
         return 0;
     /* the caller cannot return while the item is claimed, so inputs[k] is alive */
     in = am2z_value_retain(b->inputs[k]);
-    s = am2z__lr_now();
+    s = *clock ? *clock : am2z__lr_now();
     dl = am2z__lr_deadline(s, b->timeout_ms);
     AM2Z__LR_ST(&slot->seq, AM2Z__LR_LD(&slot->seq) + 1);
     AM2Z__LR_ST(&slot->item, k + 1);
@@ -14181,7 +14266,8 @@ static int am2z__lr_run_item(am2z__lr_worker *w, int si, am2z__lr_batch *b, size
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
     }
-    end = am2z__lr_now();
+    end = in ? f.end_ns : s;
+    *clock = end;
     am2z__lr_est_put(lr, b->proc, end - s);
     if (end > dl) {
         am2z_result_clear(&r);
@@ -14220,11 +14306,12 @@ static void am2z__lr_batch_flush(am2z__lr_batch *b, size_t done, int64_t ok, int
    item that timed out. Consumes a reference to b. */
 static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, int sweep) {
     size_t i, k, end, done = 0;
-    int64_t ok = 0, failed = 0;
+    int64_t ok = 0, failed = 0, clock;
     int good = 0;
     for (k = 0; sweep && k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
         if (AM2Z__LR_LD(&b->items[k]) != AM2Z__LR_IT_PENDING) continue;
-        if (am2z__lr_run_item(w, si, b, k, &good)) {
+        clock = 0;
+        if (am2z__lr_run_item(w, si, b, k, &good, &clock)) {
             done++;
             if (good) ok++;
             else failed++;
@@ -14236,9 +14323,10 @@ static void am2z__lr_run_batch(am2z__lr_worker *w, int si, am2z__lr_batch *b, in
     while (!AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
         i = am2z__atomic_fetch_add(&b->next, AM2Z__LR_CHUNK, AM2Z__MO_RELAXED);
         if (i >= b->count) break;
+        clock = 0;
         end = b->count - i < AM2Z__LR_CHUNK ? b->count : i + AM2Z__LR_CHUNK;
         for (k = i; k < end; k++) {
-            if (!am2z__lr_run_item(w, si, b, k, &good)) continue;
+            if (!am2z__lr_run_item(w, si, b, k, &good, &clock)) continue;
             done++;
             if (good) ok++;
             else failed++;
@@ -16598,6 +16686,7 @@ AM2Z_API void am2z_inline_calls_clear(am2z_runtime *rt) {
 #undef AM2Z__LR_HIST
 #undef AM2Z__LR_MAX_TIMEOUT_MS
 #undef AM2Z__LR_EST
+#undef AM2Z__LR_PCACHE
 #undef AM2Z__LR_SHORT_NS
 #undef AM2Z__LR_WAKE_NS
 #undef AM2Z__LR_PAUSE
