@@ -3652,6 +3652,8 @@ typedef struct am2z__qqueue {
     int64_t listened_ms;        /* atomic: when a QueueEvents of it was last seen (ms), 0 never */
     int scanned;                /* atomic: its first waiter had CLIENT LIST looked at */
     char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
+    int64_t take_k;             /* atomic: jobs per round the last thread serving it ended with
+                                   (0: none yet); a woken thread takes at most this many */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -7275,16 +7277,21 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
 }
 
 /* Fetch with a concurrency slot of the queue's processor (kept while the jobs run, one
-   after the other on this thread): as many jobs as this thread takes per round (w->k, one
-   for a processor with a concurrency limit) into jobs (room for AM2Z_QUEUE_BATCH): the
-   count, 0 none, -1 error. Taking a round's worth at once, not one, matters when many
+   after the other on this thread) into jobs (room for AM2Z_QUEUE_BATCH): as many as a
+   round of this queue last took (qu->take_k, learned by am2z__qserve: one once its jobs
+   are slow) and this thread takes (w->k), one for a processor with a concurrency limit.
+   The count, 0 none, -1 error. Taking a round's worth at once, not one, matters when many
    threads serve a deep queue: each woken thread that took one job woke the next one. */
 static int am2z__qtake(am2z__qworker *w, am2z__qqueue *qu, int promote, am2z__qjob *jobs) {
     am2z__qproc *pr = am2z__qproc_find(w->q, qu->proc);
+    int64_t k;
     int r;
     if (!pr) return 0;
     if (!am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); return 0; }
-    r = am2z__qfetch(w, qu, promote, pr->limit > 0 || w->k < 1 ? 1 : w->k, jobs);
+    k = am2z__atomic_load(&qu->take_k, AM2Z__MO_ACQUIRE);
+    if (pr->limit > 0 || k < 1) k = 1;
+    if ((size_t)k > w->k) k = (int64_t)w->k;
+    r = am2z__qfetch(w, qu, promote, k < 1 ? 1 : (size_t)k, jobs);
     if (r < 1) am2z__qproc_unreserve(pr);
     am2z__qproc_release(pr);
     return r;
@@ -7321,6 +7328,7 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
         if (!n) break;
         rounds++;
     }
+    am2z__atomic_store(&qu->take_k, (int64_t)w->k, AM2Z__MO_RELEASE);
     am2z__qqueue_release(qu);
     am2z__qproc_unreserve(pr);
     am2z__qproc_release(pr);
