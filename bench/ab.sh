@@ -13,11 +13,11 @@ while [ $i -lt "$rounds" ]; do
     done
     i=$((i + 1))
 done
-awk '{ for (f = 2; f < NF; f += 2) { v[$1, $f, ++n[$1, $f]] = $(f + 1); name[f] = $f } }
-     function med(x, k,   m, i, j, t, a) { m = n[x, k]; for (i = 1; i <= m; i++) a[i] = v[x, k, i]
+awk '{ for (f = 2; f < NF; f += 2) { v[$1, $f, ++n[$1, $f]] = $(f + 1); if (!(f in name)) { name[f] = $f; nn++ } } }
+     function med(x, k,   m, i, j, t, a) { m = n[x, k]; for (i = 1; i <= m; i++) a[i] = v[x, k, i] + 0
          for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
          return a[int((m + 1) / 2)] }
      END { printf "%-8s %12s %12s %8s\n", "median", "A", "B", "B/A"
-           for (f = 2; f in name; f += 2) { k = name[f]; ma = med("A", k); mb = med("B", k)
-               printf "%-8s %12s %12s %8.2f\n", k, ma, mb, ma > 0 ? mb / ma : 0 } }' "$out"
+           for (i = 1; i <= nn; i++) { k = name[2 * i]; ma = med("A", k); mb = med("B", k)
+               printf "%-8s %12s %12s %8.2f\n", k, ma, mb, (ma > 0 ? mb / ma : 0) } }' "$out"
 rm -f "$out"

@@ -365,7 +365,7 @@ static void script_name(const char *sha, char *out, size_t size) {
         {"stalled", am2z__qlua_stalled}, {"claim", am2z__qlua_claim}, {"drop", am2z__qlua_drop},
         {"cancelq", am2z__qlua_cancelq}, {"state", am2z__qlua_state}, {"due", am2z__qlua_due},
         {"remove", am2z__qlua_remove}, {"take", am2z__qlua_take}, {"settings", am2z__qlua_settings},
-        {"progress", am2z__qlua_progress}};
+        {"progress", am2z__qlua_progress}, {"breaker", am2z__qlua_breaker}};
     size_t i;
     for (i = 0; i < sizeof s / sizeof s[0]; i++) {
         am2z_redis_script *sc = am2z__qscript(s[i].body);
