@@ -620,7 +620,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        A producer adds up to 128 jobs per call; a worker completes its finished jobs and
        takes the next ones of the queue in one call, up to AM2Z_QUEUE_BATCH jobs at a time
        while the queue is deep and the jobs are quick (under 1 ms each; one at a time
-       again once they take over 5 ms). */
+       again once they take over 5 ms); a thread woken for a queue takes as many as the
+       last round there ended with. Each script carries only the definitions of the
+       shared Lua library it uses (Redis runs a script's whole text on every call). */
 
 /* ---- 4.3 execution across processes -------------------------------------------------- */
 /* EXECUTION ACROSS PROCESSES
