@@ -4778,10 +4778,11 @@ static const char *const am2z__qlua_progress[] = {
 /* A script carries only the lib definitions it uses: Redis runs a script's whole text on
    every call, and each definition costs it a closure (the full lib is ~19k instructions
    per call, more than a small script's own work). A definition is a top-level
-   "local function NAME" or "local NAME =" with its indented lines and closing "end";
-   it is kept when NAME appears as a word in the body or in a kept definition after it
-   (the lib defines before use; comment lines do not count). Top-level comment lines are
-   left out; any other top-level statement is always kept. */
+   "local function NAME" or "local NAME =" with the lines up to the next top-level
+   "local"; it is kept when NAME appears as a word in the body or in a kept definition
+   after it (the lib defines before use; comment lines do not count). Kept always: any
+   other "local" statement, and a definition followed by a top-level line that is not
+   its closing end, } or ) nor a comment (a statement of its own). */
 static int am2z__qident(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
@@ -4803,7 +4804,11 @@ static int am2z__qlib_name(const char *line, char *name, size_t size) {
     name[e - p] = 0;
     return 1;
 }
-static int am2z__qlib_cont(const char *line) { return line[0] == ' ' || strncmp(line, "end", 3) == 0; }
+static int am2z__qlib_cont(const char *line) { return strncmp(line, "local ", 6) != 0; }
+static int am2z__qlib_stmt(const char *line) { /* a top-level line that is no closing one */
+    return line[0] != ' ' && strncmp(line, "end", 3) != 0 && line[0] != '}' && line[0] != ')' &&
+           strncmp(line, "--", 2) != 0;
+}
 static am2z_redis_script *am2z__qscript(const char *const *body) {
     am2z__qsb b = am2z__qsb0();
     const char *const *l;
@@ -4816,9 +4821,12 @@ static am2z_redis_script *am2z__qscript(const char *const *body) {
     memset(keep, 0, n + 1);
     for (i = n; i-- > 0;) { /* the definitions starting at line i, last first */
         const char *line = am2z__qlua_lib[i];
-        if (am2z__qlib_cont(line) || strncmp(line, "--", 2) == 0) continue;
+        if (strncmp(line, "local ", 6) != 0) continue; /* a comment, or inside a definition */
         keep[i] = 1;
         if (!am2z__qlib_name(line, name, sizeof name)) continue; /* not a definition: kept */
+        for (j = i + 1; j < n && am2z__qlib_cont(am2z__qlua_lib[j]); j++)
+            if (am2z__qlib_stmt(am2z__qlua_lib[j])) break;
+        if (j < n && am2z__qlib_cont(am2z__qlua_lib[j])) continue; /* a statement of its own: kept */
         keep[i] = 0;
         for (l = body; *l && !keep[i]; l++) keep[i] = (unsigned char)am2z__qword(*l, name, strlen(name));
         for (j = i + 1; j < n && !keep[i]; j++) {
