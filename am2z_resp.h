@@ -668,7 +668,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        A producer adds up to 128 jobs per call; a worker completes its finished jobs and
        takes the next ones of the queue in one call, up to AM2Z_QUEUE_BATCH jobs at a time
        while the queue is deep and the jobs are quick (under 1 ms each; one at a time
-       again once they take over 5 ms). */
+       again once they take over 5 ms); a thread woken for a queue takes as many as the
+       last round there ended with. Each script carries only the definitions of the
+       shared Lua library it uses (Redis runs a script's whole text on every call). */
 
 /* ---- 4.3 execution across processes -------------------------------------------------- */
 /* EXECUTION ACROSS PROCESSES
@@ -3997,6 +3999,8 @@ typedef struct am2z__qqueue {
     int64_t listened_ms;        /* atomic: when a QueueEvents of it was last seen (ms), 0 never */
     int scanned;                /* atomic: its first waiter had CLIENT LIST looked at */
     char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
+    int64_t take_k;             /* atomic: jobs per round the last thread serving it ended with
+                                   (0: none yet); a woken thread takes at most this many */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -4503,9 +4507,10 @@ static const char *const am2z__qlua_lib[] = {
     "    redis.call('LPUSH', P .. 'wait', id)",
     "  end",
     "end",
+    "-- Numbers passed to redis.call cost Redis a printf each (Redis 7.0): constants are strings.",
     "local function wake(P, wk, wm)",
-    "  redis.call('ZADD', P .. 'marker', 0, '0')",
-    "  if wk ~= '' then redis.call('ZADD', wk, 0, wm) end",
+    "  redis.call('ZADD', P .. 'marker', '0', '0')",
+    "  if wk ~= '' then redis.call('ZADD', wk, '0', wm) end",
     "end",
     "-- A job left active: with a global concurrency (meta concurrency) a worker that found",
     "-- the queue full went back to sleep, so a freed slot wakes one while jobs wait.",
@@ -4693,8 +4698,8 @@ static const char *const am2z__qlua_lib[] = {
     "  k, capped = gate(P, wm, k, now, lockms, cap)",
     "  if k <= 0 then return {0} end",
     "  local order = {}",
-    "  local w = redis.call('LRANGE', P .. 'wait', -k, -1)",
-    "  if #w > 0 then redis.call('LTRIM', P .. 'wait', 0, -#w - 1) end",
+    "  local w = redis.call('LRANGE', P .. 'wait', -k, '-1')",
+    "  if #w > 0 then redis.call('LTRIM', P .. 'wait', '0', -#w - 1) end",
     "  for i = #w, 1, -1 do order[#order + 1] = w[i] end",
     "  if #order < k then",
     "    local z = redis.call('ZPOPMIN', P .. 'prioritized', k - #order)",
@@ -5252,11 +5257,76 @@ static const char *const am2z__qlua_progress[] = {
     "return 1",
     NULL
 };
+/* A script carries only the lib definitions it uses: Redis runs a script's whole text on
+   every call, and each definition costs it a closure (the full lib is ~19k instructions
+   per call, more than a small script's own work). A definition is a top-level
+   "local function NAME" or "local NAME =" with the lines up to the next top-level
+   "local"; it is kept when NAME appears as a word in the body or in a kept definition
+   after it (the lib defines before use; comment lines do not count). Kept always: any
+   other "local" statement, and a definition followed by a top-level line that is not
+   its closing end, } or ) nor a comment (a statement of its own). */
+static int am2z__qident(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+static int am2z__qword(const char *line, const char *name, size_t n) {
+    const char *p = line;
+    while (*p == ' ') p++;
+    if (p[0] == '-' && p[1] == '-') return 0; /* a comment line */
+    for (p = strstr(line, name); p; p = strstr(p + 1, name))
+        if (!am2z__qident(p > line ? p[-1] : ' ') && !am2z__qident(p[n])) return 1;
+    return 0;
+}
+static int am2z__qlib_name(const char *line, char *name, size_t size) {
+    const char *p = line + 6, *e;
+    if (strncmp(line, "local ", 6) != 0) return 0;
+    if (strncmp(p, "function ", 9) == 0) p += 9;
+    for (e = p; am2z__qident(*e); e++) {}
+    if (e == p || (size_t)(e - p) >= size || (*e != '(' && strncmp(e, " =", 2) != 0)) return 0;
+    memcpy(name, p, (size_t)(e - p));
+    name[e - p] = 0;
+    return 1;
+}
+static int am2z__qlib_cont(const char *line) { return strncmp(line, "local ", 6) != 0; }
+static int am2z__qlib_stmt(const char *line) { /* a top-level line that is no closing one */
+    return line[0] != ' ' && strncmp(line, "end", 3) != 0 && line[0] != '}' && line[0] != ')' &&
+           strncmp(line, "--", 2) != 0;
+}
 static am2z_redis_script *am2z__qscript(const char *const *body) {
     am2z__qsb b = am2z__qsb0();
     const char *const *l;
     am2z_redis_script *s = NULL;
-    for (l = am2z__qlua_lib; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
+    size_t n = 0, i, j, k;
+    unsigned char *keep;
+    char name[64];
+    while (am2z__qlua_lib[n]) n++;
+    if (!(keep = (unsigned char *)am2z__malloc(n + 1))) return NULL;
+    memset(keep, 0, n + 1);
+    for (i = n; i-- > 0;) { /* the definitions starting at line i, last first */
+        const char *line = am2z__qlua_lib[i];
+        if (strncmp(line, "local ", 6) != 0) continue; /* a comment, or inside a definition */
+        keep[i] = 1;
+        if (!am2z__qlib_name(line, name, sizeof name)) continue; /* not a definition: kept */
+        for (j = i + 1; j < n && am2z__qlib_cont(am2z__qlua_lib[j]); j++)
+            if (am2z__qlib_stmt(am2z__qlua_lib[j])) break;
+        if (j < n && am2z__qlib_cont(am2z__qlua_lib[j])) continue; /* a statement of its own: kept */
+        keep[i] = 0;
+        for (l = body; *l && !keep[i]; l++) keep[i] = (unsigned char)am2z__qword(*l, name, strlen(name));
+        for (j = i + 1; j < n && !keep[i]; j++) {
+            if (!keep[j]) continue;
+            for (k = j + 1; k < n && am2z__qlib_cont(am2z__qlua_lib[k]); k++) {}
+            for (; j < k && !keep[i]; j++) keep[i] = (unsigned char)am2z__qword(am2z__qlua_lib[j], name, strlen(name));
+            j--;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!keep[i]) continue;
+        for (j = i; j < n && (j == i || am2z__qlib_cont(am2z__qlua_lib[j])); j++) {
+            am2z__qsb_str(&b, am2z__qlua_lib[j]);
+            am2z__qsb_put(&b, "\n", 1);
+        }
+        i = j - 1;
+    }
+    am2z__free(keep);
     for (l = body; *l; l++) { am2z__qsb_str(&b, *l); am2z__qsb_put(&b, "\n", 1); }
     if (!b.bad) s = am2z_redis_script_new(b.p, b.n, NULL);
     am2z__qsb_free(&b);
@@ -7753,34 +7823,42 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     return (int)n;
 }
 
-/* Fetch of one job with a concurrency slot of the queue's processor (kept while the job
-   runs): 1 job, 0 none, -1 error. */
-static int am2z__qtake(am2z__qworker *w, am2z__qqueue *qu, int promote, am2z__qjob *job) {
+/* Fetch with a concurrency slot of the queue's processor (kept while the jobs run, one
+   after the other on this thread) into jobs (room for AM2Z_QUEUE_BATCH): as many as a
+   round of this queue last took (qu->take_k, learned by am2z__qserve: one once its jobs
+   are slow) and this thread takes (w->k), one for a processor with a concurrency limit.
+   The count, 0 none, -1 error. Taking a round's worth at once, not one, matters when many
+   threads serve a deep queue: each woken thread that took one job woke the next one. */
+static int am2z__qtake(am2z__qworker *w, am2z__qqueue *qu, int promote, am2z__qjob *jobs) {
     am2z__qproc *pr = am2z__qproc_find(w->q, qu->proc);
+    int64_t k;
     int r;
     if (!pr) return 0;
     if (!am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); return 0; }
-    r = am2z__qfetch(w, qu, promote, 1, job);
-    if (r != 1) am2z__qproc_unreserve(pr);
+    k = am2z__atomic_load(&qu->take_k, AM2Z__MO_ACQUIRE);
+    if (pr->limit > 0 || k < 1) k = 1;
+    if ((size_t)k > w->k) k = (int64_t)w->k;
+    r = am2z__qfetch(w, qu, promote, k < 1 ? 1 : (size_t)k, jobs);
+    if (r < 1) am2z__qproc_unreserve(pr);
     am2z__qproc_release(pr);
     return r;
 }
 
-/* Runs a job taken with am2z__qtake, then keeps serving its queue for a few rounds: each
+/* Runs the n jobs taken with am2z__qtake, then keeps serving their queue for a few rounds: each
    round's successes complete in one script call that also takes the next jobs. A thread
    takes more jobs per round (up to AM2Z_QUEUE_BATCH) while the queue is deep and its jobs
    are quick, and goes back to one at a time as soon as they are not. A processor with a
    concurrency limit is served one job at a time. Then gives the slot back. */
-static void am2z__qserve(am2z__qworker *w, am2z__qjob *first) {
+static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
     am2z__qrt *q = w->q;
     am2z__qqueue *qu = first->qu;
     am2z__qproc *pr = am2z__qproc_find(q, qu->proc);
     am2z__qjob jobs[AM2Z_QUEUE_BATCH];
     am2z__qbatch *b = &w->batch;
-    size_t n = 1, i, k;
+    size_t i, k;
     int rounds = 0;
     am2z__atomic_inc(&qu->refs);
-    jobs[0] = *first;
+    for (i = 0; i < n; i++) jobs[i] = first[i];
     for (;;) {
         int64_t t0 = am2z_monotonic_ns(), per_job;
         b->n = 0;
@@ -7797,6 +7875,7 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first) {
         if (!n) break;
         rounds++;
     }
+    am2z__atomic_store(&qu->take_k, (int64_t)w->k, AM2Z__MO_RELEASE);
     am2z__qqueue_release(qu);
     am2z__qproc_unreserve(pr);
     am2z__qproc_release(pr);
@@ -7999,23 +8078,25 @@ static void am2z__qsnap(am2z__qworker *w) {
     am2z__mutex_unlock(&q->mu);
 }
 
-/* Takes a job from a queue whose delayed job is due; 1 when one was taken. */
-static int am2z__qpoll_due(am2z__qworker *w, am2z__qjob *job) {
+/* Takes jobs (am2z__qtake) from a queue whose delayed job is due: how many. */
+static int am2z__qpoll_due(am2z__qworker *w, am2z__qjob *jobs) {
     int64_t now = am2z_now_ms();
     size_t i;
     for (i = 0; i < w->nsnap; i++) {
         am2z__qqueue *u = w->snap[i];
         int64_t due = am2z__atomic_load(&u->next_due, AM2Z__MO_ACQUIRE);
         if (due && due <= now && am2z__atomic_cas(&u->next_due, &due, 0, AM2Z__MO_ACQ_REL, AM2Z__MO_ACQUIRE)) {
-            if (am2z__qtake(w, u, 1, job) == 1) return 1;
+            int r = am2z__qtake(w, u, 1, jobs);
+            if (r > 0) return r;
         }
     }
     return 0;
 }
 
 /* Blocks on the markers of every served queue (and the wake keys of the processors and
-   this thread's control key) until one shows work; then fetches. 1 job, 0 none, -1 error. */
-static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
+   this thread's control key) until one shows work; then takes jobs (am2z__qtake): how
+   many, 0 none, -1 error. */
+static int am2z__qblock(am2z__qworker *w, am2z__qjob *jobs) {
     am2z__qrt *q = w->q;
     size_t argc = 0, i, n = w->nsnap;
     const char **argv = (const char **)am2z__malloc((n + w->nprocs + 3) * sizeof *argv);
@@ -8067,7 +8148,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
                 /* a session queue of this processor has work */
                 if (member && am2z__qname_ok(member) && am2z__qname_ok(key + cl + 5)) {
                     am2z__qqueue *u = am2z__qqueue_get(q, key + cl + 5, member, 1);
-                    if (u) { r = am2z__qtake(w, u, 0, job); am2z__qqueue_release(u); }
+                    if (u) { r = am2z__qtake(w, u, 0, jobs); am2z__qqueue_release(u); }
                 }
             } else {
                 for (i = 0; i < n; i++)
@@ -8078,12 +8159,12 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
                         /* a delayed job (or a rate-limit window) due at score */
                         if (score <= am2z_now_ms()) {
                             am2z__atomic_store(&u->next_due, 0, AM2Z__MO_RELEASE);
-                            r = am2z__qtake(w, u, 1, job);
+                            r = am2z__qtake(w, u, 1, jobs);
                         } else {
                             am2z__qnote_due(q, u, score);
                         }
                     } else {
-                        r = am2z__qtake(w, u, 0, job);
+                        r = am2z__qtake(w, u, 0, jobs);
                     }
                 }
             }
@@ -8096,7 +8177,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *job) {
 static void *am2z__qworker_main(void *arg) {
     am2z__qworker *w = (am2z__qworker *)arg;
     am2z__qrt *q = w->q;
-    am2z__qjob job;
+    am2z__qjob jobs[AM2Z_QUEUE_BATCH];
     while (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) {
         int got;
         if (!am2z_redis_is_connected(w->conn) && !am2z__qensure(q, w->conn)) {
@@ -8104,13 +8185,13 @@ static void *am2z__qworker_main(void *arg) {
             continue;
         }
         am2z__qsnap(w);
-        got = am2z__qpoll_due(w, &job);
-        if (!got) got = am2z__qblock(w, &job);
+        got = am2z__qpoll_due(w, jobs);
+        if (!got) got = am2z__qblock(w, jobs);
         if (got < 0) {
             if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE)) am2z__qsleep_ms(20); /* else: cut loose by stop */
             continue;
         }
-        if (got == 1) am2z__qserve(w, &job);
+        if (got > 0) am2z__qserve(w, jobs, (size_t)got);
     }
     am2z__qsnap_release(w);
     am2z__atomic_dec(&q->n_live_workers);

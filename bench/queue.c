@@ -22,12 +22,18 @@
    fresh idempotency key per execute (the add script's key lookup, then a run) against a
    plain one, interleaved over 3 rounds (median each), as a ratio, with the load average.
    The full run prints it too.
+   `queue --quick` prints am2z's round trips and throughputs on one line (bench/ab.sh runs
+   two builds of it interleaved); `queue --cost [rt1|rt2|c1|c4|c64]` counts what Redis does
+   per job (see "Redis cost per job" below; bench/redis-cost.sh adds callgrind's
+   instruction count).
    Internal mode: `queue worker PORT CONCURRENCY` is one worker process. */
 #include "../tests/proc.h"
 #define AM2Z_RESP_IMPLEMENTATION
 #include "../am2z_resp.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <strings.h>
 #include <pthread.h>
 
 static int g_port;
@@ -214,6 +220,25 @@ static int idem_line(int n) {
     return 1;
 }
 
+/* CPU seconds (user + system) of process pid so far; -1 when unknown. */
+static double proc_cpu(pid_t pid) {
+    char path[64], buf[1024], *p;
+    FILE *f;
+    unsigned long ut = 0, st = 0;
+    size_t n;
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    if (!(f = fopen(path, "r"))) return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* fields after the command's closing parenthesis: state is 3, utime 14, stime 15 */
+    if (!(p = strrchr(buf, ')')) || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double g_workers_cpu, g_caller_cpu; /* of the last throughput run, CPU seconds */
+
 /* Two worker processes with `concurrency` each; n executions from this process. */
 static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb) {
     tp_proc w[2];
@@ -240,6 +265,8 @@ static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb
         goto done;
     }
     *jobs_per_s = n / ((double)(am2z_monotonic_ns() - t0) / 1e9);
+    g_workers_cpu = proc_cpu(w[0].pid) + proc_cpu(w[1].pid);
+    g_caller_cpu = proc_cpu(getpid());
     for (i = 0; i < n; i++) {
         if (outs[i].error) failed++;
         am2z_outcome_clear(&outs[i]);
@@ -281,6 +308,224 @@ static int sessions(am2z_runtime *rt, int n, double *ms) {
     }
     *ms = (double)(am2z_monotonic_ns() - t0) / 1e6 / n;
     am2z_value_release(in);
+    return ok;
+}
+
+/* ---- Redis cost per job (`queue --cost`) ------------------------------------------------ */
+/* What Redis does per job, counted rather than timed: before a scenario the stats are reset
+   and every command is logged (slowlog-log-slower-than 0; AM2Z_BENCH_SLOWLOG=2 leaves it
+   off); after it, INFO commandstats gives the commands run per job (those inside scripts
+   included) and SLOWLOG the calls from clients (round trips) and their server time per
+   script, scripts' own commands apart (their client is Lua's, without an address). Redis's own time per
+   call is noisy on a shared machine; the counts are exact. bench/redis-cost.sh runs the
+   same under callgrind for instructions per job. */
+
+static int env_int(const char *name, int def);
+
+static am2z_redis *admin(void) {
+    am2z_redis_desc d;
+    am2z_redis *r;
+    memset(&d, 0, sizeof d);
+    d.host = "127.0.0.1";
+    d.port = g_port;
+    d.command_timeout_ms = 600000; /* a server under callgrind is ~50x slower */
+    r = am2z_redis_new(&d, NULL);
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
+    return r;
+}
+
+typedef struct cost_row { char name[48]; double calls, usec, inner; } cost_row; /* inner: commands a script ran */
+
+static void cost_add(cost_row *rows, int *n, int max, const char *name, double calls, double usec,
+                     double inner) {
+    int i;
+    for (i = 0; i < *n; i++)
+        if (strcmp(rows[i].name, name) == 0) break;
+    if (i == *n) {
+        if (*n == max) return;
+        snprintf(rows[i].name, sizeof rows[i].name, "%s", name);
+        rows[i].calls = rows[i].usec = rows[i].inner = 0;
+        (*n)++;
+    }
+    rows[i].calls += calls;
+    rows[i].usec += usec;
+    rows[i].inner += inner;
+}
+
+static int cost_cmp(const void *a, const void *b) {
+    const cost_row *x = (const cost_row *)a, *y = (const cost_row *)b;
+    return x->calls < y->calls ? 1 : x->calls > y->calls ? -1 : strcmp(x->name, y->name);
+}
+
+/* The name of the script with this SHA (am2z's own scripts), else the SHA's start. */
+static void script_name(const char *sha, char *out, size_t size) {
+    static const struct { const char *name; const char *const *body; } s[] = {
+        {"add", am2z__qlua_add}, {"fetch", am2z__qlua_fetch}, {"complete", am2z__qlua_complete},
+        {"fail", am2z__qlua_fail}, {"retry", am2z__qlua_retry}, {"extend", am2z__qlua_extend},
+        {"stalled", am2z__qlua_stalled}, {"claim", am2z__qlua_claim}, {"drop", am2z__qlua_drop},
+        {"cancelq", am2z__qlua_cancelq}, {"state", am2z__qlua_state}, {"due", am2z__qlua_due},
+        {"remove", am2z__qlua_remove}, {"take", am2z__qlua_take}, {"settings", am2z__qlua_settings},
+        {"progress", am2z__qlua_progress}, {"breaker", am2z__qlua_breaker}};
+    size_t i;
+    for (i = 0; i < sizeof s / sizeof s[0]; i++) {
+        am2z_redis_script *sc = am2z__qscript(s[i].body);
+        int same = sc && strcmp(am2z_redis_script_sha(sc), sha) == 0;
+        am2z_redis_script_free(sc);
+        if (same) { snprintf(out, size, "script %s", s[i].name); return; }
+    }
+    snprintf(out, size, "script %.8s", sha);
+}
+
+/* Redis's CPU seconds (user + system) so far. */
+static double redis_cpu(am2z_redis *r) {
+    am2z_reply rep;
+    double cpu = -1;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "INFO cpu") == AM2Z_STATUS_OK) {
+        const char *u = strstr(am2z_reply_str(&rep), "used_cpu_user:"), *s = strstr(am2z_reply_str(&rep), "used_cpu_sys:");
+        cpu = (u ? atof(u + 14) : 0) + (s ? atof(s + 13) : 0);
+    }
+    am2z_reply_clear(&rep);
+    return cpu;
+}
+
+static double g_cpu0; /* redis_cpu at the start of a scenario */
+
+static void cost_begin(am2z_redis *r) {
+    am2z_reply rep;
+    memset(&rep, 0, sizeof rep);
+    g_cpu0 = redis_cpu(r);
+    am2z_redis_command(r, &rep, "FLUSHALL");
+    am2z_redis_command(r, &rep, "CONFIG SET slowlog-max-len 2000000");
+    /* the slowlog costs Redis work of its own: bench/redis-cost.sh turns it off */
+    if (env_int("AM2Z_BENCH_SLOWLOG", 1) != 2)
+        am2z_redis_command(r, &rep, "CONFIG SET slowlog-log-slower-than 0");
+    am2z_redis_command(r, &rep, "SLOWLOG RESET");
+    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
+    am2z_reply_clear(&rep);
+}
+
+/* Prints the per-job table of the scenario just run (jobs: how many ran). */
+static void cost_end(am2z_redis *r, const char *scenario, int jobs) {
+    enum { MAX = 64 };
+    static cost_row top[MAX], all[MAX];
+    int ntop = 0, nall = 0, i;
+    double tcalls = 0, tusec = 0, acalls = 0, cpu = 0, nested = 0;
+    am2z_reply rep;
+    const char *p;
+    memset(&rep, 0, sizeof rep);
+    am2z_redis_command(r, &rep, "CONFIG SET slowlog-log-slower-than 10000");
+    /* The slowlog, oldest first: a script's own commands (client "?:0") are logged before
+       the script's entry, so they are counted for the next script entry. The bench's own
+       admin commands are left out. */
+    if (am2z_redis_command(r, &rep, "SLOWLOG GET -1") == AM2Z_STATUS_OK)
+        for (i = (int)rep.len - 1; i >= 0; i--) {
+            const am2z_reply *e = am2z_reply_at(&rep, (size_t)i), *args = am2z_reply_at(e, 3);
+            const char *cmd = am2z_reply_str(am2z_reply_at(args, 0));
+            char name[48];
+            double us = (double)am2z_reply_at(e, 2)->integer;
+            size_t k;
+            if (!args || args->len == 0) continue;
+            if (strcasecmp(cmd, "config") == 0 || strcasecmp(cmd, "slowlog") == 0) continue;
+            if (strcmp(am2z_reply_str(am2z_reply_at(e, 4)), "?:0") == 0) {
+                nested++;
+                continue;
+            }
+            if (strcasecmp(cmd, "evalsha") == 0 && args->len > 1)
+                script_name(am2z_reply_str(am2z_reply_at(args, 1)), name, sizeof name);
+            else
+                snprintf(name, sizeof name, "%s", cmd);
+            for (k = 0; name[k]; k++) name[k] = (char)tolower((unsigned char)name[k]);
+            cost_add(top, &ntop, MAX, name, 1, us, nested);
+            nested = 0;
+            tcalls += 1;
+            tusec += us;
+        }
+    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_STATUS_OK)
+        for (p = am2z_reply_str(&rep); (p = strstr(p, "cmdstat_")) != NULL;) {
+            char name[48];
+            double calls = 0, usec = 0;
+            if (sscanf(p, "cmdstat_%47[^:]:calls=%lf,usec=%lf", name, &calls, &usec) == 3 &&
+                strcmp(name, "config") != 0 && strcmp(name, "slowlog") != 0 && strcmp(name, "info") != 0 &&
+                strcmp(name, "flushall") != 0) {
+                cost_add(all, &nall, MAX, name, calls, usec, 0);
+                acalls += calls;
+            }
+            p += 8;
+        }
+    am2z_reply_clear(&rep);
+    cpu = redis_cpu(r) - g_cpu0;
+    qsort(top, (size_t)ntop, sizeof top[0], cost_cmp);
+    qsort(all, (size_t)nall, sizeof all[0], cost_cmp);
+    printf("\n%s: %d jobs; per job: %.2f calls from clients (%.1f us in Redis), %.2f commands counting "
+           "those inside scripts; Redis CPU %.1f us (user + system, with the slowlog's own); load average %.2f\n",
+           scenario, jobs, tcalls / jobs, tusec / jobs, acalls / jobs, cpu * 1e6 / jobs, loadavg());
+    printf("  %-22s %10s %10s %10s %14s\n", "from clients", "calls/job", "us/job", "us/call", "commands/call");
+    for (i = 0; i < ntop; i++)
+        printf("  %-22s %10.3f %10.2f %10.2f %14.1f\n", top[i].name, top[i].calls / jobs, top[i].usec / jobs,
+               top[i].usec / top[i].calls, top[i].inner / top[i].calls);
+    printf("  %-22s %10s\n", "all commands", "calls/job");
+    for (i = 0; i < nall; i++)
+        if (all[i].calls / jobs >= 0.01) printf("  %-22s %10.3f\n", all[i].name, all[i].calls / jobs);
+    fflush(stdout);
+}
+
+/* `queue --cost [SCENARIO]`: rt1 (in-process round trips), rt2 (across processes), c1, c4,
+   c64 (throughput with 2 worker processes); all when none is named. */
+static int cost_main(const char *only, int n_rt, int n) {
+    static const char *const names[] = {"rt1", "rt2", "c1", "c4", "c64"};
+    am2z_redis *r = admin();
+    int i, ok = r != NULL;
+    for (i = 0; i < 5 && ok; i++) {
+        double a, b;
+        if (only && strcmp(only, names[i]) != 0) continue;
+        cost_begin(r);
+        if (i == 0) {
+            am2z_runtime *rt = runtime(1);
+            ok = rt && round_trip(rt, n_rt, &a, &b);
+            am2z_runtime_free(rt);
+            cost_end(r, names[i], n_rt + (n_rt < 200 ? n_rt : 200));
+        } else if (i == 1) {
+            tp_proc w;
+            am2z_runtime *caller = NULL;
+            ok = start_worker(&w, 1) && (caller = runtime(AM2Z_QUEUE_NO_WORKERS)) != NULL &&
+                 round_trip(caller, n_rt, &a, &b);
+            am2z_runtime_free(caller);
+            tp_stop(&w, SIGTERM, 60000);
+            cost_end(r, names[i], n_rt + (n_rt < 200 ? n_rt : 200));
+        } else {
+            ok = throughput(i == 2 ? 1 : i == 3 ? 4 : 64, n, &a, &b);
+            printf("\n%s: %.0f jobs/s; CPU per job: workers %.1f us, caller %.1f us (start-up included)",
+                   names[i], a, g_workers_cpu * 1e6 / n, g_caller_cpu * 1e6 / n);
+            cost_end(r, names[i], n);
+        }
+    }
+    am2z_redis_free(r);
+    return ok;
+}
+
+/* `queue --quick`: am2z's figures alone, one line (for bench/ab.sh, which interleaves two
+   builds): round trip p50 in-process and across processes (ms), throughput with 2 workers
+   x 1, 4, 64 (jobs/s), and the load average. */
+static int quick_main(int n_rt, int n) {
+    double rt1 = -1, rt2 = -1, c[3] = {-1, -1, -1}, p99, rss;
+    am2z_runtime *rt;
+    tp_proc w;
+    int ok = 1, i;
+    flushall();
+    if ((rt = runtime(1)) != NULL) ok &= round_trip(rt, n_rt, &rt1, &p99);
+    am2z_runtime_free(rt);
+    flushall();
+    if (start_worker(&w, 1)) {
+        if ((rt = runtime(AM2Z_QUEUE_NO_WORKERS)) != NULL) ok &= round_trip(rt, n_rt, &rt2, &p99);
+        am2z_runtime_free(rt);
+        tp_stop(&w, SIGTERM, 10000);
+    }
+    for (i = 0; i < 3; i++) {
+        flushall();
+        ok &= throughput(i == 0 ? 1 : i == 1 ? 4 : 64, n, &c[i], &rss);
+    }
+    printf("rt1_ms %.3f rt2_ms %.3f c1 %.0f c4 %.0f c64 %.0f load %.2f\n", rt1, rt2, c[0], c[1], c[2], loadavg());
     return ok;
 }
 
@@ -390,9 +635,26 @@ int main(int argc, char **argv) {
         return rc;
     }
 
+    if (argc >= 2 && strcmp(argv[1], "--cost") == 0) { /* AM2Z_BENCH_PORT: a server of yours */
+        int ext = env_int("AM2Z_BENCH_PORT", 0);
+        if (!(g_port = ext ? ext : tp_redis_start(&redis))) {
+            fprintf(stderr, "bench: redis-server is needed\n");
+            return 1;
+        }
+        ok = cost_main(argc >= 3 ? argv[2] : NULL, env_int("AM2Z_BENCH_RT", 1000), env_int("AM2Z_BENCH_N", 5000));
+        if (!ext) tp_stop(&redis, SIGKILL, 2000);
+        am2z_logger_release(g_quiet);
+        return ok ? 0 : 1;
+    }
     if (!(g_port = tp_redis_start(&redis))) {
         fprintf(stderr, "bench: redis-server is needed\n");
         return 1;
+    }
+    if (argc == 2 && strcmp(argv[1], "--quick") == 0) {
+        ok = quick_main(n_rt, n);
+        tp_stop(&redis, SIGKILL, 2000);
+        am2z_logger_release(g_quiet);
+        return ok ? 0 : 1;
     }
     if (argc == 2 && strcmp(argv[1], "--idem") == 0) {
         flushall();
