@@ -10902,7 +10902,8 @@ static void am2z__qdx_begin(am2z__qjobrun *jr) {
     else jr->dx = am2z__dur_begin(q->rt->dreg, jr->qu->proc, jr->input, jr->session, id, 0, &rin, name, sid, &st);
     am2z_value_release(rin); /* the job's own input is the recorded one */
     if (!jr->dx && st == AM2Z_STATUS_EXISTS) { /* its worker died between the done record and the job's end */
-        am2z_outcome o = {0};
+        am2z_outcome o;
+        memset(&o, 0, sizeof o);
         if (am2z_runtime_durable_outcome(q->rt, id, 0, &o) == AM2Z_STATUS_OK) { /* end the job with it */
             jr->out_state = o.state;
             jr->err = am2z_error_with_retryable(o.error, 0); /* final: it was recorded */
