@@ -10546,21 +10546,28 @@ static am2z_status am2z__qstore_run(am2z__qrt *q, am2z_reply *rep, size_t argc, 
     return AM2Z_STATUS_OK;
 }
 
-static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value, size_t len) {
-    am2z__qrt *q = ((am2z__qstore *)ud)->q;
-    char hkey[AM2Z_STORE_MAX_KEY + 256], *v;
-    const char *field, *argv[4];
+/* cmd ("HGET", "HDEL", or "HSET" with the value v of vlen bytes) on the hash field of
+   record key. */
+static am2z_status am2z__qstore_field(am2z__qrt *q, am2z_reply *rep, const char *cmd, const char *key,
+                                      const char *v, size_t vlen, const char *what) {
+    char hkey[AM2Z_STORE_MAX_KEY + 256];
+    const char *argv[4];
     size_t lens[4];
-    am2z_reply rep = am2z__qrep0();
-    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
+    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &argv[2]);
     if (st != AM2Z_STATUS_OK) return st;
-    if (!(v = (char *)am2z__malloc(len + 2 * AM2Z_SHA256_SIZE + 1)))
-        return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
-    am2z_sha256_hex(value, len, v);
+    argv[0] = cmd; argv[1] = hkey; argv[3] = v;
+    lens[0] = strlen(cmd); lens[1] = strlen(hkey); lens[2] = strlen(argv[2]); lens[3] = vlen;
+    return am2z__qstore_run(q, rep, v ? 4 : 3, argv, lens, what, key);
+}
+
+static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value, size_t len) {
+    char *v = (char *)am2z__malloc(len + 2 * AM2Z_SHA256_SIZE + 1);
+    am2z_reply rep = am2z__qrep0();
+    am2z_status st;
+    if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
+    am2z_sha256_hex(value, len, v); /* the digest first: a read checks the bytes after it */
     if (len) memcpy(v + 2 * AM2Z_SHA256_SIZE, value, len);
-    argv[0] = "HSET"; argv[1] = hkey; argv[2] = field; argv[3] = v;
-    lens[0] = 4; lens[1] = strlen(hkey); lens[2] = strlen(field); lens[3] = len + 2 * AM2Z_SHA256_SIZE;
-    st = am2z__qstore_run(q, &rep, 4, argv, lens, "write", key);
+    st = am2z__qstore_field(((am2z__qstore *)ud)->q, &rep, "HSET", key, v, len + 2 * AM2Z_SHA256_SIZE, "write");
     am2z__free(v);
     am2z_reply_clear(&rep);
     return st;
@@ -10585,16 +10592,10 @@ static am2z_status am2z__qstore_value(const char *key, const char *s, size_t n, 
 }
 
 static am2z_status am2z__qstore_get(void *ud, const char *key, void **value, size_t *len) {
-    am2z__qrt *q = ((am2z__qstore *)ud)->q;
-    char hkey[AM2Z_STORE_MAX_KEY + 256];
-    const char *field, *argv[3];
     am2z_reply rep = am2z__qrep0();
-    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
+    am2z_status st = am2z__qstore_field(((am2z__qstore *)ud)->q, &rep, "HGET", key, NULL, 0, "read");
     *value = NULL;
     *len = 0;
-    if (st != AM2Z_STATUS_OK) return st;
-    argv[0] = "HGET"; argv[1] = hkey; argv[2] = field;
-    st = am2z__qstore_run(q, &rep, 3, argv, NULL, "read", key);
     if (st == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_NIL) st = AM2Z_STATUS_NOT_FOUND;
     else if (st == AM2Z_STATUS_OK && rep.type != AM2Z_REPLY_BULK && rep.type != AM2Z_REPLY_STRING)
         st = am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis store: read '%s': not a string", key);
@@ -10604,14 +10605,8 @@ static am2z_status am2z__qstore_get(void *ud, const char *key, void **value, siz
 }
 
 static am2z_status am2z__qstore_remove(void *ud, const char *key) {
-    am2z__qrt *q = ((am2z__qstore *)ud)->q;
-    char hkey[AM2Z_STORE_MAX_KEY + 256];
-    const char *field, *argv[3];
     am2z_reply rep = am2z__qrep0();
-    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &field);
-    if (st != AM2Z_STATUS_OK) return st;
-    argv[0] = "HDEL"; argv[1] = hkey; argv[2] = field;
-    st = am2z__qstore_run(q, &rep, 3, argv, NULL, "remove", key);
+    am2z_status st = am2z__qstore_field(((am2z__qstore *)ud)->q, &rep, "HDEL", key, NULL, 0, "remove");
     am2z_reply_clear(&rep);
     return st;
 }
