@@ -3626,8 +3626,9 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
     size_t hlen;
     int ask;
     if (!reply || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: parse_redirect of NULL");
-    s = am2z_reply_str(reply);
-    ask = strncmp(s, "ASK ", 4) == 0;
+    s = reply->ext ? reply->ext : reply->small; /* not am2z_reply_str: its "" for other types trips gcc's
+                                                   -Wstring-compare once inlined */
+    ask = reply->type == AM2Z_REPLY_ERROR && strncmp(s, "ASK ", 4) == 0;
     if (reply->type != AM2Z_REPLY_ERROR || (!ask && strncmp(s, "MOVED ", 6) != 0))
         return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "redis: not a MOVED or ASK redirection");
     s += ask ? 4 : 6;
