@@ -47,35 +47,44 @@ run_check() { # name, command...
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# configuration name, compiler, flags
-build_and_run() {
-    cfg=$1 cc=$2; shift 2
+# Builds configuration cfg: tests/impl.c, then the test programs `jobs` at a time; with
+# mode "check" each test program is only compiled (-fsyntax-only), not linked. Returns 1
+# on a build failure (it may run in the background, where it cannot stop the script).
+build_config() { # cfg, mode (link|check), jobs, compiler, flags...
+    cfg=$1 mode=$2 jobs=$3 cc=$4; shift 4
     flags="$*"
-    have "$cc" || { echo "== $cfg: $cc not installed, configuration left out"; return 0; }
-    echo "== $cfg ($cc $flags) [$(elapsed)]"
     mkdir -p "$B/$cfg"
-    $cc $flags $WARN -I. -c tests/impl.c -o "$B/$cfg/impl.o" || fail "$cfg: build tests/impl.c"
-    # the test programs are built JOBS at a time (the compiler is the slow part), then run
-    # one at a time (their timing must not depend on a neighbour)
-    ls tests/test_*.c | xargs -P "$JOBS" -I{} sh -c \
-        "$cc $flags $WARN -I. -o \"$B/$cfg/\$(basename {} .c)\" {} \"$B/$cfg/impl.o\" $LIBS" ||
-        fail "$cfg: build of the test programs (compiler errors above)"
-    echo "  $cfg: built at $(elapsed)"
-    [ "$RUN_TESTS" = 1 ] || return 0
+    $cc $flags $WARN -I. -c tests/impl.c -o "$B/$cfg/impl.o" || return 1
+    if [ "$mode" = check ]; then
+        ls tests/test_*.c | xargs -P "$jobs" -I{} $cc $flags $WARN -I. -fsyntax-only {} || return 1
+    else
+        ls tests/test_*.c | xargs -P "$jobs" -I{} sh -c \
+            "$cc $flags $WARN -I. -o \"$B/$cfg/\$(basename {} .c)\" {} \"$B/$cfg/impl.o\" $LIBS" || return 1
+    fi
+}
+
+# Runs every test program of a built configuration, one at a time (their timing must not
+# depend on a neighbour).
+run_config() { # cfg
+    cfg=$1
+    echo "== $cfg: running the tests [$(elapsed)]"
     for src in tests/test_*.c; do
         t=$(basename "$src" .c)
-        # Tests against a live redis-server add little per compiler dialect; they run in the
-        # configurations that can find different bugs (one plain, the sanitizers).
+        # The kill -9 and failover tests (Redis Cluster, Sentinel, resharding, durable
+        # workers killed at each step) are mostly waiting: the sanitizer builds run them.
         case "$t:$cfg" in
-            test_redis*:gcc-c99|test_redis*:clang-*|test_queue*:gcc-c99|test_queue*:clang-*|\
-            test_interop*:gcc-c99|test_interop*:clang-*|test_edits*:gcc-c99|test_edits*:clang-*|\
-            test_settings*:gcc-c99|test_settings*:clang-*|\
-            test_hostile*:gcc-c99|test_hostile*:clang-*|\
-            test_events*:gcc-c99|test_events*:clang-*)
-                echo "  $cfg-$t: built (runs in gcc-c11, asan-ubsan and tsan)"; continue;;
+            test_queue_cluster:gcc-c11|test_queue_sentinel:gcc-c11|test_queue_reshard:gcc-c11|\
+            test_queue_durable:gcc-c11)
+                echo "  $cfg-$t: built (runs in asan-ubsan and tsan)"; continue;;
         esac
         run_counted "$cfg-$t" "./$B/$cfg/$t"
     done
+}
+
+# Waits for a background build; its log and a failure when it failed.
+join_build() { # name, pid
+    if wait "$2"; then PASSED=$((PASSED + 1)); echo "  $1: ok [$(elapsed)]"
+    else cat "$B/$1.log" >&2; fail "$1"; fi
 }
 
 echo "== compile checks [$(elapsed)]"
@@ -108,19 +117,36 @@ done
 run_check nothreads-example sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/workflow_test.c -lm -o $B/nothreads/workflow_test && ./$B/nothreads/workflow_test && nm -u $B/nothreads/workflow_test > $B/nothreads/workflow_test.syms && ! grep -i pthread $B/nothreads/workflow_test.syms"
 run_check nothreads-example-approval sh -c "cc -std=c99 $WARN -DAM2Z_NO_THREADS -I. examples/approval_test.c -lm -o $B/nothreads/approval_test && ./$B/nothreads/approval_test"
 
-# The language mode matters to the compiler, not to what the tests do: the C99 builds and
-# clang's -O2 build are compiled warning-free and not run (gcc -O2 and clang's sanitizer
-# builds run every test), which shortens make test (target: 20 minutes on 2 cores).
-RUN_TESTS=0
-build_and_run gcc-c99   gcc   -std=c99 -O2
-build_and_run clang-c99 clang -std=c99 -O2
-build_and_run clang-c11 clang -std=c11 -O2
-RUN_TESTS=1
-build_and_run gcc-c11   gcc   -std=c11 -O2
-build_and_run asan-ubsan clang -std=c11 -O1 -g -fno-omit-frame-pointer \
-    -fsanitize=address,undefined -fno-sanitize-recover=all
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" export TSAN_OPTIONS
-build_and_run tsan clang -std=c11 -O1 -g -fsanitize=thread
+# Configurations. gcc -O2 and clang's two sanitizer builds run every test; the language
+# mode matters to the compiler, not to what the tests do, so the C99 builds and clang -O2
+# are compiled warning-free and not run. Test runs mostly wait (Redis, timers, child
+# processes), so the next builds compile in the background while they run: make test's
+# target is 20 minutes on 2 cores.
+ASAN_FLAGS="-std=c11 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+TSAN_FLAGS="-std=c11 -O1 -g -fsanitize=thread"
+echo "== gcc-c11 (gcc -std=c11 -O2) [$(elapsed)]"
+run_check build-gcc-c11 build_config gcc-c11 link "$JOBS" gcc -std=c11 -O2
+if have clang; then
+    echo "  building asan-ubsan (clang $ASAN_FLAGS) and tsan (clang $TSAN_FLAGS) in the background"
+    ( build_config asan-ubsan link "$JOBS" clang $ASAN_FLAGS && build_config tsan link "$JOBS" clang $TSAN_FLAGS ) \
+        >"$B/build-sanitizers.log" 2>&1 &
+    SANITIZERS=$!
+fi
+run_config gcc-c11
+if have clang; then
+    join_build build-sanitizers "$SANITIZERS"
+    echo "  building gcc-c99, clang-c99 and clang-c11 (compile only) in the background"
+    ( build_config gcc-c99 check 1 gcc -std=c99 -O2 && build_config clang-c99 check 1 clang -std=c99 -O2 &&
+      build_config clang-c11 check 1 clang -std=c11 -O2 ) >"$B/build-compile-only.log" 2>&1 &
+    COMPILE_ONLY=$!
+    run_config asan-ubsan
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" export TSAN_OPTIONS
+    run_config tsan
+    join_build build-compile-only "$COMPILE_ONLY"
+else
+    echo "== clang not installed: the sanitizer builds and clang's compile checks left out"
+    run_check build-gcc-c99 build_config gcc-c99 check "$JOBS" gcc -std=c99 -O2
+fi
 
 echo "== examples [$(elapsed)]"
 for e in build/examples/*; do
