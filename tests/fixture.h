@@ -5,6 +5,7 @@
 #ifndef AM2Z_TEST_FIXTURE_H
 #define AM2Z_TEST_FIXTURE_H
 
+#include <stdlib.h>
 #include <string.h>
 
 /* A logger that writes nothing; release it with am2z_logger_release. */
@@ -28,19 +29,77 @@ static inline am2z_runtime *fx_queue_rt(int port, int concurrency, am2z_logger *
     return am2z_queue_runtime_new(&d, NULL);
 }
 
-/* A connected client of the redis-server on 127.0.0.1:port, or NULL. */
-static inline am2z_redis *fx_conn(int port) {
+/* A connected client of the redis-server on 127.0.0.1:port with these connect and
+   command timeouts (0: the defaults), or NULL. */
+static inline am2z_redis *fx_conn_timeout(int port, int64_t connect_ms, int64_t command_ms) {
     am2z_redis_desc d;
     am2z_redis *r;
     memset(&d, 0, sizeof d);
     d.host = "127.0.0.1";
     d.port = port;
+    d.connect_timeout_ms = connect_ms;
+    d.command_timeout_ms = command_ms;
     r = am2z_redis_new(&d, NULL);
     if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
     }
     return r;
+}
+
+/* A connected client of the redis-server on 127.0.0.1:port, or NULL. */
+static inline am2z_redis *fx_conn(int port) { return fx_conn_timeout(port, 0, 0); }
+
+/* The port the server on r's connection listens on (CONFIG GET port), 0 on failure. */
+static inline int fx_server_port(am2z_redis *r) {
+    am2z_reply rep;
+    int port = 0;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "CONFIG GET port") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
+        rep.len == 2)
+        port = atoi(am2z_reply_str(am2z_reply_at(&rep, 1)));
+    am2z_reply_clear(&rep);
+    return port;
+}
+
+/* 1 when the replica on 127.0.0.1:port has its link to its master up. */
+static inline int fx_replica_up(int port) {
+    am2z_redis *r = fx_conn_timeout(port, 1000, 2000);
+    am2z_reply rep;
+    int up = 0;
+    memset(&rep, 0, sizeof rep);
+    if (r && am2z_redis_command(r, &rep, "INFO replication") == AM2Z_STATUS_OK)
+        up = strstr(am2z_reply_str(&rep), "master_link_status:up") != NULL;
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return up;
+}
+
+/* The integer (or number in a string) a command on the server at port answers, -1 on
+   failure, 0 for nil. */
+static inline long long fx_redis_num(int port, const char *fmt, const char *a, const char *b) {
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    long long v = -1;
+    memset(&rep, 0, sizeof rep);
+    if (!r) return -1;
+    if (am2z_redis_command(r, &rep, fmt, a, b) == AM2Z_STATUS_OK)
+        v = rep.type == AM2Z_REPLY_INTEGER ? rep.integer : rep.type == AM2Z_REPLY_NIL ? 0
+            : strtoll(am2z_reply_str(&rep), NULL, 10);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return v;
+}
+
+/* One command without arguments on the server at port, its answer dropped. */
+static inline void fx_redis_do(int port, const char *cmd) {
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    memset(&rep, 0, sizeof rep);
+    if (!r) return;
+    am2z_redis_command(r, &rep, cmd);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
 }
 
 /* FLUSHALL, so each test case starts from an empty server. */

@@ -20,125 +20,24 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
+#include "fixture.h"
+#include "cluster_harness.h"
 #include <pthread.h>
 
 /* private (am2z_resp.h section 3): a failed call as the queue runtime reports it */
 am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st);
 
-#define NNODES 3
+#define NNODES FX_CLUSTER_NODES
 
 static t_redis node0, node1, node2;
-static t_redis *const nodes[NNODES] = {&node0, &node1, &node2};
-static char seed_spec[NNODES][32];
-static const char *seeds[NNODES];
-static const char *node_extra[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                   "--cluster-node-timeout", "2000", NULL};
+static fx_cluster cl = {{&node0, &node1, &node2}, {"", "", ""}, {NULL, NULL, NULL}};
 static am2z_logger *g_quiet;
 
 static long long now_ms(void) { return am2z_monotonic_ns() / 1000000; }
 
-static am2z_redis *conn_port(int port) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    d.connect_timeout_ms = 2000;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
-/* The port of the master serving slot, 0 if none. */
-static int slot_owner(int slot) {
-    am2z_redis *r = conn_port(nodes[0]->port);
-    am2z_reply rep;
-    size_t i;
-    int port = 0;
-    memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_command(r, &rep, "CLUSTER SLOTS") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
-        for (i = 0; i < rep.len; i++) {
-            const am2z_reply *e = am2z_reply_at(&rep, i), *m = am2z_reply_at(e, 2);
-            if (e && m && am2z_reply_at(e, 0)->integer <= slot && slot <= am2z_reply_at(e, 1)->integer)
-                port = (int)am2z_reply_at(m, 1)->integer;
-        }
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return port;
-}
-
-static int cluster_ok(int port) {
-    am2z_redis *r = conn_port(port);
-    am2z_reply rep;
-    int ok = 0;
-    memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_command(r, &rep, "CLUSTER INFO") == AM2Z_STATUS_OK)
-        ok = strstr(am2z_reply_str(&rep), "cluster_state:ok") != NULL;
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return ok;
-}
-
-static int cluster_start(void) {
-    char cmd[512];
-    int i, n;
-    long long until;
-    for (i = 0; i < NNODES; i++)
-        if (t_redis_start(nodes[i], node_extra) != 0) return -1;
-    n = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
-    for (i = 0; i < NNODES; i++) n += snprintf(cmd + n, sizeof cmd - (size_t)n, " 127.0.0.1:%d", nodes[i]->port);
-    snprintf(cmd + n, sizeof cmd - (size_t)n, " --cluster-yes >%s/create.log 2>&1", nodes[0]->dir);
-    if (system(cmd) != 0) return -1;
-    until = now_ms() + 15000;
-    while (now_ms() < until) {
-        int ok = 1;
-        for (i = 0; i < NNODES && ok; i++) ok = cluster_ok(nodes[i]->port);
-        if (ok) {
-            for (i = 0; i < NNODES; i++) {
-                snprintf(seed_spec[i], sizeof seed_spec[i], "127.0.0.1:%d", nodes[i]->port);
-                seeds[i] = seed_spec[i];
-            }
-            return 0;
-        }
-        t_redis_sleep_ms(100);
-    }
-    return -1;
-}
-
-static void cluster_stop(void) {
-    int i;
-    char path[256];
-    for (i = 0; i < NNODES; i++) {
-        t_redis_reap(nodes[i], SIGKILL);
-        snprintf(path, sizeof path, "%s/nodes.conf", nodes[i]->dir); unlink(path);
-        snprintf(path, sizeof path, "%s/create.log", nodes[i]->dir); unlink(path);
-        t_redis_stop(nodes[i]);
-    }
-}
-
-static void node_id(int port, char *id, size_t size) {
-    am2z_redis *r = conn_port(port);
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    id[0] = 0;
-    if (r && am2z_redis_command(r, &rep, "CLUSTER MYID") == AM2Z_STATUS_OK) snprintf(id, size, "%s", am2z_reply_str(&rep));
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
-
-static int server_port(am2z_redis *r) {
-    am2z_reply rep;
-    int port = 0;
-    memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, "CONFIG GET port") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 2)
-        port = atoi(am2z_reply_str(am2z_reply_at(&rep, 1)));
-    am2z_reply_clear(&rep);
-    return port;
-}
-
 /* One admin command on the node at port; 0 when it answered OK-ish (not an error). */
 static int admin(int port, am2z_reply *rep, const char *fmt, const char *a, const char *b) {
-    am2z_redis *r = conn_port(port);
+    am2z_redis *r = fx_cluster_conn(port);
     int rc = -1;
     if (r && am2z_redis_command(r, rep, fmt, a, b) == AM2Z_STATUS_OK) rc = 0;
     else if (getenv("RESHARD_VERBOSE")) fprintf(stderr, "  admin on %d: %s\n", port, am2z_reply_str(rep));
@@ -152,8 +51,8 @@ static void migration_open(int slot, int from, int to) {
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     snprintf(s, sizeof s, "%d", slot);
-    node_id(from, from_id, sizeof from_id);
-    node_id(to, to_id, sizeof to_id);
+    fx_node_id(from, from_id, sizeof from_id);
+    fx_node_id(to, to_id, sizeof to_id);
     /* the target first, so it accepts ASKING before the source sends anyone there */
     if (admin(to, &rep, "CLUSTER SETSLOT %s IMPORTING %s", s, from_id)) T_FAIL_("IMPORTING: %s", am2z_reply_str(&rep));
     if (admin(from, &rep, "CLUSTER SETSLOT %s MIGRATING %s", s, to_id)) T_FAIL_("MIGRATING: %s", am2z_reply_str(&rep));
@@ -181,18 +80,18 @@ static void migration_close(int slot, int from, int to) {
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     snprintf(s, sizeof s, "%d", slot);
-    node_id(to, to_id, sizeof to_id);
+    fx_node_id(to, to_id, sizeof to_id);
     if (admin(to, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id)) T_FAIL_("NODE on target: %s", am2z_reply_str(&rep));
     if (admin(from, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id)) T_FAIL_("NODE on source: %s", am2z_reply_str(&rep));
     for (i = 0; i < NNODES; i++)
-        if (nodes[i]->port != from && nodes[i]->port != to) admin(nodes[i]->port, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id);
+        if (cl.nodes[i]->port != from && cl.nodes[i]->port != to) admin(cl.nodes[i]->port, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id);
     am2z_reply_clear(&rep);
 }
 
 static int other_master(int port) {
     int i;
     for (i = 0; i < NNODES; i++)
-        if (nodes[i]->port != port) return nodes[i]->port;
+        if (cl.nodes[i]->port != port) return cl.nodes[i]->port;
     return 0;
 }
 
@@ -200,7 +99,7 @@ static am2z_redis *cluster_conn(const char *key, int64_t command_timeout_ms) {
     am2z_redis_desc d;
     am2z_redis *r;
     memset(&d, 0, sizeof d);
-    d.cluster_nodes = seeds;
+    d.cluster_nodes = cl.seeds;
     d.n_cluster_nodes = NNODES;
     d.cluster_key = key;
     d.connect_timeout_ms = 2000;
@@ -243,8 +142,8 @@ static void *script_main(void *arg) {
 }
 
 static void test_ask_tryagain_moved(void) {
-    int slot = am2z_redis_key_slot(TAG, AM2Z_NTS), from = slot_owner(slot), to = other_master(from);
-    am2z_redis *src = conn_port(from), *r = NULL, *q = NULL;
+    int slot = am2z_redis_key_slot(TAG, AM2Z_NTS), from = fx_slot_owner(&cl, slot), to = other_master(from);
+    am2z_redis *src = fx_cluster_conn(from), *r = NULL, *q = NULL;
     am2z_reply rep;
     am2z_status st;
     script_call call;
@@ -261,7 +160,7 @@ static void test_ask_tryagain_moved(void) {
     r = cluster_conn(TAG, 400);
     call.s = am2z_redis_script_new(counter_script, AM2Z_NTS, NULL);
     if (!r || !call.s) goto done;
-    CHECK_INT(server_port(r), from);
+    CHECK_INT(fx_server_port(r), from);
     migration_open(slot, from, to);
     migrate_key(src, to, TAG ":a", strlen(TAG ":a"));
     migrate_key(src, to, TAG ":count", strlen(TAG ":count"));
@@ -315,7 +214,7 @@ static void test_ask_tryagain_moved(void) {
     CHECK_INT(st, AM2Z_STATUS_SERVER);
     CHECK(strncmp(am2z_reply_str(&rep), "TRYAGAIN", 8) == 0);
     if (ms < 250 || ms > 3000) T_FAIL_("script retried for %lld ms; the deadline was 400 ms", ms);
-    q = conn_port(to);
+    q = fx_cluster_conn(to);
     CHECK(q != NULL);
     if (q) {
         CHECK_INT(am2z_redis_append(q, "ASKING"), AM2Z_STATUS_OK);
@@ -345,7 +244,7 @@ static void test_ask_tryagain_moved(void) {
     CHECK(!am2z_redis_is_connected(r)); /* closed after the MOVED: the next command asks the seeds */
     CHECK_INT(am2z_redis_command(r, &rep, "GET %s", TAG ":c"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "3");
-    CHECK_INT(server_port(r), to);
+    CHECK_INT(fx_server_port(r), to);
 done:
     am2z_reply_clear(&rep);
     am2z_redis_script_free(call.s);
@@ -410,7 +309,7 @@ static int count_ok_after(long long t) {
 
 /* Keys of slot on the node at port (CLUSTER COUNTKEYSINSLOT). */
 static long long keys_in_slot(int port, int slot) {
-    am2z_redis *r = conn_port(port);
+    am2z_redis *r = fx_cluster_conn(port);
     am2z_reply rep;
     char s[16];
     long long n = -1;
@@ -423,7 +322,7 @@ static long long keys_in_slot(int port, int slot) {
 }
 
 static void test_queue_reshard(void) {
-    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), from = slot_owner(slot), to = other_master(from);
+    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), from = fx_slot_owner(&cl, slot), to = other_master(from);
     int i, started = 0, n_ok = 0, n_err = 0, n_wrong = 0, n_lost = 0, dup = 0, total, overlapped = 0;
     long long until, t_open, t_close, longest = 0, moved = 0;
     char s[16];
@@ -434,7 +333,7 @@ static void test_queue_reshard(void) {
     pthread_t th[CALLERS];
     snprintf(s, sizeof s, "%d", slot);
     memset(&qd, 0, sizeof qd);
-    qd.redis.cluster_nodes = seeds;
+    qd.redis.cluster_nodes = cl.seeds;
     qd.redis.n_cluster_nodes = NNODES;
     qd.redis.connect_timeout_ms = 2000;
     qd.bull_prefix = "{am2z}";
@@ -461,7 +360,7 @@ static void test_queue_reshard(void) {
     CHECK(count_ok_after(0) >= 100);
 
     /* the migration, key by key, while the callers run */
-    src = conn_port(from);
+    src = fx_cluster_conn(from);
     CHECK(src != NULL);
     t_open = now_ms();
     migration_open(slot, from, to);
@@ -489,7 +388,7 @@ static void test_queue_reshard(void) {
     fprintf(stderr, "  %lld keys migrated one by one in %lld ms\n", moved, t_close - t_open);
     CHECK(moved >= 10);
     CHECK_INT(keys_in_slot(from, slot), 0);
-    CHECK_INT(slot_owner(slot), to);
+    CHECK_INT(fx_slot_owner(&cl, slot), to);
     am2z_redis_free(src);
 
     until = now_ms() + 20000;
@@ -530,23 +429,12 @@ static void test_queue_reshard(void) {
 }
 
 int main(void) {
-    int rc;
-    g_quiet = am2z_logger_new(&(am2z_logger_desc){.sink = AM2Z_SINK_SILENT}, NULL);
-    rc = t_redis_installed() && system("command -v redis-cli >/dev/null 2>&1") == 0 ? cluster_start() : T_REDIS_MISSING;
-    if (rc == T_REDIS_MISSING && getenv("CI")) {
-        fprintf(stderr, "FAIL: redis-server or redis-cli is not installed, and CI is set\n");
-        t_failed++;
-    } else if (rc == T_REDIS_MISSING) {
-        fprintf(stderr, "SKIP test_queue_reshard: redis-server or redis-cli is not installed: the tests did NOT run\n");
-        t_skipped += 2;
-    } else if (rc != 0) {
-        fprintf(stderr, "FAIL: the 3-master cluster did not form (see %s/create.log)\n", nodes[0]->dir);
-        t_failed++;
-    } else {
+    g_quiet = fx_quiet();
+    if (fx_cluster_require(&cl, "test_queue_reshard", 2)) {
         T_RUN(test_ask_tryagain_moved);
         T_RUN(test_queue_reshard);
     }
-    cluster_stop();
+    fx_cluster_stop(&cl);
     am2z_logger_release(g_quiet);
     return t_done();
 }
