@@ -117,6 +117,32 @@ static inline void fx_flushall(int port) {
 #if defined(AM2Z_RESP_H_INCLUDED) && defined(AM2Z_REDIS_HARNESS_H)
 #include <pthread.h>
 
+/* The failover tests' pair of queue runtimes on qd (its concurrency overwritten): a worker
+   with 2 threads running processor name (fn, timeout_ms) and a producer that declared its
+   queue. 1 when both are up; 0 (a failed case, nothing left to free) otherwise. */
+static inline int fx_worker_producer(am2z_queue_desc *qd, const char *name, am2z_processor_fn fn,
+                                     int64_t timeout_ms, am2z_runtime **worker, am2z_runtime **producer) {
+    am2z_processor_desc pd;
+    qd->concurrency = 2;
+    *worker = am2z_queue_runtime_new(qd, NULL);
+    qd->concurrency = AM2Z_QUEUE_NO_WORKERS;
+    *producer = am2z_queue_runtime_new(qd, NULL);
+    if (!*worker || !*producer) {
+        T_FAIL_("runtime: %s", am2z_status_detail());
+        am2z_runtime_free(*worker);
+        am2z_runtime_free(*producer);
+        *worker = *producer = NULL;
+        return 0;
+    }
+    memset(&pd, 0, sizeof pd);
+    pd.name = name;
+    pd.fn = fn;
+    pd.timeout_ms = timeout_ms;
+    CHECK_INT(am2z_runtime_register(*worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_declare(*producer, name, NULL), AM2Z_STATUS_OK);
+    return 1;
+}
+
 /* Chaos callers, for the failover tests: FX_CALLERS threads that execute processor proc
    on rt in a loop, call k of caller i with the input {"n": i * 1000000 + k}, and record
    every call (start, end, right / error / wrong), so the test can count calls lost (never

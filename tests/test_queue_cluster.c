@@ -334,7 +334,6 @@ static void test_cluster_failover(void) {
     t_redis *victim = NULL;
     am2z_queue_desc qd;
     am2z_runtime *worker;
-    am2z_processor_desc pd;
     am2z_runtime *producer;
     fx_callers cs;
     fx_tally tally;
@@ -358,22 +357,7 @@ static void test_cluster_failover(void) {
     qd.logger = g_quiet;
     qd.lock_duration_ms = 2000;
     qd.stalled_interval_ms = 500;
-    qd.concurrency = 2;
-    worker = am2z_queue_runtime_new(&qd, NULL);
-    qd.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    producer = am2z_queue_runtime_new(&qd, NULL);
-    if (!worker || !producer) {
-        T_FAIL_("runtime: %s", am2z_status_detail());
-        am2z_runtime_free(worker);
-        am2z_runtime_free(producer);
-        return;
-    }
-    memset(&pd, 0, sizeof pd);
-    pd.name = "twice";
-    pd.fn = p_twice;
-    pd.timeout_ms = 3000;
-    CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_declare(producer, "twice", NULL), AM2Z_STATUS_OK);
+    if (!fx_worker_producer(&qd, "twice", p_twice, 3000, &worker, &producer)) return;
     fx_callers_start(&cs, producer, "twice", twice_right, calls, MAX_CALLS, "CLUSTER_VERBOSE");
     until = now_ms() + 15000;
     while (fx_callers_ok_after(&cs, 0) < 30 && now_ms() < until) t_redis_sleep_ms(20);

@@ -255,17 +255,9 @@ done:
 
 /* -- the queue runtime while its slot migrates -- */
 
-#define CALLERS 3
 #define MAX_CALLS 100000
-typedef struct call_rec {
-    long long start_ms, end_ms;
-    int ok; /* 1 right result, 0 error, -1 wrong result */
-    char err[64];
-} call_rec;
-static call_rec calls[MAX_CALLS];
+static fx_call calls[MAX_CALLS];
 static int runs[MAX_CALLS]; /* processor runs per call index: more than 1 is a duplicate */
-static int ncalls, stop_calls, callers_done;
-static am2z_runtime *producer;
 
 static am2z_result p_twice(am2z_ctx *ctx, const am2z_state *in) {
     int64_t n = am2z_value_get_int(in, "n", 0);
@@ -274,38 +266,7 @@ static am2z_result p_twice(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "n", am2z_value_int(2 * n)));
 }
 
-static void *caller_main(void *arg) {
-    int64_t base = (int64_t)(intptr_t)arg * 1000000;
-    while (!__atomic_load_n(&stop_calls, __ATOMIC_ACQUIRE)) {
-        int k = __atomic_fetch_add(&ncalls, 1, __ATOMIC_ACQ_REL);
-        int64_t n = base + k;
-        am2z_state *in;
-        am2z_outcome out;
-        if (k >= MAX_CALLS) break;
-        in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(n)), NULL);
-        calls[k].start_ms = now_ms();
-        out = am2z_runtime_execute(producer, "twice", in);
-        if (!out.error) {
-            calls[k].ok = am2z_value_get_int(out.state, "n", -1) == 2 * n ? 1 : -1;
-        } else {
-            snprintf(calls[k].err, sizeof calls[k].err, "%s", out.error->name ? out.error->name : "?");
-            fprintf(stderr, "  call %d failed at %lld: %s: %s\n", k, now_ms(), out.error->name, out.error->message);
-        }
-        __atomic_store_n(&calls[k].end_ms, now_ms(), __ATOMIC_RELEASE);
-        am2z_outcome_clear(&out);
-        am2z_value_release(in);
-    }
-    __atomic_add_fetch(&callers_done, 1, __ATOMIC_ACQ_REL);
-    return NULL;
-}
-
-static int count_ok_after(long long t) {
-    int i, n = 0, total = __atomic_load_n(&ncalls, __ATOMIC_ACQUIRE);
-    if (total > MAX_CALLS) total = MAX_CALLS;
-    for (i = 0; i < total; i++)
-        if (__atomic_load_n(&calls[i].end_ms, __ATOMIC_ACQUIRE) && calls[i].start_ms >= t && calls[i].ok == 1) n++;
-    return n;
-}
+static int twice_right(const am2z_state *out, int64_t n) { return am2z_value_get_int(out, "n", -1) == 2 * n; }
 
 /* Keys of slot on the node at port (CLUSTER COUNTKEYSINSLOT). */
 static long long keys_in_slot(int port, int slot) {
@@ -323,14 +284,15 @@ static long long keys_in_slot(int port, int slot) {
 
 static void test_queue_reshard(void) {
     int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), from = fx_slot_owner(&cl, slot), to = other_master(from);
-    int i, started = 0, n_ok = 0, n_err = 0, n_wrong = 0, n_lost = 0, dup = 0, total, overlapped = 0;
+    int i, dup = 0, total, overlapped = 0;
     long long until, t_open, t_close, longest = 0, moved = 0;
     char s[16];
     am2z_queue_desc qd;
     am2z_runtime *worker;
-    am2z_processor_desc pd;
     am2z_redis *src;
-    pthread_t th[CALLERS];
+    am2z_runtime *producer;
+    fx_callers cs;
+    fx_tally tally;
     snprintf(s, sizeof s, "%d", slot);
     memset(&qd, 0, sizeof qd);
     qd.redis.cluster_nodes = cl.seeds;
@@ -338,26 +300,12 @@ static void test_queue_reshard(void) {
     qd.redis.connect_timeout_ms = 2000;
     qd.bull_prefix = "{am2z}";
     qd.logger = g_quiet;
-    qd.concurrency = 2;
-    worker = am2z_queue_runtime_new(&qd, NULL);
-    qd.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    producer = am2z_queue_runtime_new(&qd, NULL);
-    if (!worker || !producer) {
-        T_FAIL_("runtime: %s", am2z_status_detail());
-        am2z_runtime_free(worker);
-        am2z_runtime_free(producer);
-        return;
-    }
-    memset(&pd, 0, sizeof pd);
-    pd.name = "twice";
-    pd.fn = p_twice;
-    pd.timeout_ms = 20000; /* the calls' deadline: well past the migration window */
-    CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_declare(producer, "twice", NULL), AM2Z_STATUS_OK);
-    for (i = 0; i < CALLERS; i++) started += pthread_create(&th[i], NULL, caller_main, (void *)(intptr_t)(i + 1)) == 0;
+    /* 20 s: the calls' deadline, well past the migration window */
+    if (!fx_worker_producer(&qd, "twice", p_twice, 20000, &worker, &producer)) return;
+    fx_callers_start(&cs, producer, "twice", twice_right, calls, MAX_CALLS, "RESHARD_VERBOSE");
     until = now_ms() + 15000;
-    while (count_ok_after(0) < 100 && now_ms() < until) t_redis_sleep_ms(20);
-    CHECK(count_ok_after(0) >= 100);
+    while (fx_callers_ok_after(&cs, 0) < 100 && now_ms() < until) t_redis_sleep_ms(20);
+    CHECK(fx_callers_ok_after(&cs, 0) >= 100);
 
     /* the migration, key by key, while the callers run */
     src = fx_cluster_conn(from);
@@ -392,40 +340,27 @@ static void test_queue_reshard(void) {
     am2z_redis_free(src);
 
     until = now_ms() + 20000;
-    while (count_ok_after(t_close + 500) < 100 && now_ms() < until) t_redis_sleep_ms(50);
-    __atomic_store_n(&stop_calls, 1, __ATOMIC_RELEASE);
-    until = now_ms() + 30000;
-    while (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started && now_ms() < until) t_redis_sleep_ms(20);
-    if (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started) {
-        fprintf(stderr, "FAIL test_queue_reshard: %d caller(s) never returned (lost)\n",
-                started - __atomic_load_n(&callers_done, __ATOMIC_ACQUIRE));
-        _exit(1); /* a hung thread cannot be joined; the servers die with us (PDEATHSIG) */
-    }
-    for (i = 0; i < started; i++) pthread_join(th[i], NULL);
-    total = ncalls < MAX_CALLS ? ncalls : MAX_CALLS;
+    while (fx_callers_ok_after(&cs, t_close + 500) < 100 && now_ms() < until) t_redis_sleep_ms(50);
+    fx_callers_stop(&cs, "test_queue_reshard", 30000);
+    tally = fx_callers_tally(&cs, t_open, t_close);
+    total = cs.ncalls < MAX_CALLS ? cs.ncalls : MAX_CALLS;
     for (i = 0; i < total; i++) {
         if (!calls[i].start_ms) continue;
-        if (!calls[i].end_ms) n_lost++;
-        else if (calls[i].ok == 1) n_ok++;
-        else if (calls[i].ok < 0) n_wrong++;
-        else n_err++;
         if (runs[i] > 1) dup++;
         if (calls[i].end_ms && calls[i].end_ms - calls[i].start_ms > longest) longest = calls[i].end_ms - calls[i].start_ms;
         if (calls[i].start_ms <= t_close && calls[i].end_ms >= t_open) overlapped++;
     }
-    fprintf(stderr, "  calls %d: ok %d, errors %d, wrong %d, lost %d, duplicated %d; %d overlapped the "
-            "migration; longest call %lld ms (window %lld ms)\n", n_ok + n_err + n_wrong + n_lost, n_ok, n_err, n_wrong,
-            n_lost, dup, overlapped, longest, t_close - t_open);
-    CHECK_INT(n_lost, 0);
-    CHECK_INT(n_wrong, 0);
+    fprintf(stderr, "  duplicated %d; %d overlapped the migration; longest call %lld ms (window %lld ms)\n", dup,
+            overlapped, longest, t_close - t_open);
+    CHECK_INT(tally.lost, 0);
+    CHECK_INT(tally.wrong, 0);
     CHECK_INT(dup, 0);
-    CHECK_INT(n_err, 0);
-    CHECK(overlapped >= CALLERS);
+    CHECK_INT(tally.err, 0);
+    CHECK(overlapped >= FX_CALLERS);
     CHECK(longest <= t_close - t_open + 10000);
-    CHECK(count_ok_after(t_close + 500) >= 100);
+    CHECK(fx_callers_ok_after(&cs, t_close + 500) >= 100);
     am2z_runtime_free(producer);
     am2z_runtime_free(worker);
-    producer = NULL;
 }
 
 int main(void) {

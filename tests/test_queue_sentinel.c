@@ -372,7 +372,6 @@ static int square_right(const am2z_state *out, int64_t n) { return am2z_value_ge
 static void test_failover(void) {
     am2z_queue_desc qd;
     am2z_runtime *worker;
-    am2z_processor_desc pd;
     am2z_runtime *producer;
     fx_callers cs;
     fx_tally tally;
@@ -383,23 +382,8 @@ static void test_failover(void) {
     qd.lock_duration_ms = 2000;
     qd.stalled_interval_ms = 500;
     qd.logger = g_quiet;
-    qd.concurrency = 2;
-    worker = am2z_queue_runtime_new(&qd, NULL);
-    qd.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    producer = am2z_queue_runtime_new(&qd, NULL);
-    CHECK(worker && producer);
-    if (!worker || !producer) {
-        T_FAIL_("runtime: %s", am2z_status_detail());
-        am2z_runtime_free(worker);
-        am2z_runtime_free(producer);
-        return;
-    }
-    memset(&pd, 0, sizeof pd);
-    pd.name = "square";
-    pd.fn = p_square;
-    pd.timeout_ms = 3000; /* a job lost with the master answers its caller by then */
-    CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_declare(producer, "square", NULL), AM2Z_STATUS_OK);
+    /* 3 s: a job lost with the master answers its caller by then */
+    if (!fx_worker_producer(&qd, "square", p_square, 3000, &worker, &producer)) return;
     fx_callers_start(&cs, producer, "square", square_right, calls, MAX_CALLS, "SENTINEL_VERBOSE");
     CHECK_INT(cs.started, FX_CALLERS);
     until = now_ms() + 15000;
