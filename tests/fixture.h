@@ -5,6 +5,7 @@
 #ifndef AM2Z_TEST_FIXTURE_H
 #define AM2Z_TEST_FIXTURE_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,37 @@ static inline am2z_logger *fx_quiet(void) {
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_SILENT;
     return am2z_logger_new(&d, NULL);
+}
+
+/* Submits n executions of processor proc with input json (parsed each time), in session
+   sid (NULL: none), into e[0..n) (owned by the caller: fx_wait_all frees them). */
+static inline void fx_submit_n(am2z_runtime *rt, const char *proc, am2z_execution **e, int n, const char *sid,
+                               const char *json) {
+    am2z_submit_desc d;
+    int i;
+    memset(&d, 0, sizeof d);
+    d.session_id = sid;
+    for (i = 0; i < n; i++) {
+        am2z_state *in = am2z_state_parse(NULL, json, strlen(json), NULL);
+        e[i] = am2z_runtime_submit_with(rt, proc, in, &d, NULL);
+        am2z_value_release(in);
+    }
+}
+
+/* Waits up to ms for each of e[0..n), printing the errors, and frees them (e[i] NULL
+   after); the count that ended without an error. */
+static inline int fx_wait_all(am2z_execution **e, int n, int64_t ms) {
+    int i, ok = 0;
+    for (i = 0; i < n; i++) {
+        am2z_outcome out;
+        memset(&out, 0, sizeof out);
+        if (e[i] && am2z_execution_wait(e[i], ms, &out) == AM2Z_STATUS_OK && !out.error) ok++;
+        else if (out.error) fprintf(stderr, "job %d: %s\n", i, out.error->message);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e[i]);
+        e[i] = NULL;
+    }
+    return ok;
 }
 
 #ifdef AM2Z_RESP_H_INCLUDED
