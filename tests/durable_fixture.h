@@ -69,6 +69,31 @@ static inline int fx_runs_of(const char *log, int k, int *bad_key) {
     return n;
 }
 
+/* Up to cap - 1 bytes of the file at path into buf ("" when it cannot be read). */
+static inline void fx_read_file(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
+/* After a kill -9 at step b (after: once its side effect was logged) and the resume in
+   another process: the result file reads expect, and the side-effect log shows each
+   completed step ran once, the one in flight twice when killed after its effect;
+   *bad_key set when a line carries another step's key. */
+static inline void fx_check_ten_resumed(const char *result_path, const char *effects_path, const char *expect, int b,
+                                        int after, int *bad_key) {
+    char got[256], log[4096];
+    int k;
+    fx_read_file(result_path, got, sizeof got);
+    if (strcmp(got, expect) != 0) T_FAIL_("kill at step %d (after=%d): \"%s\"", b, after, got);
+    fx_read_file(effects_path, log, sizeof log);
+    for (k = 0; k < FX_STEPS; k++) {
+        int n = fx_runs_of(log, k, bad_key), want = after && k == b ? 2 : 1;
+        if (n != want) T_FAIL_("kill at step %d (after=%d): step %d ran %d times", b, after, k, n);
+    }
+}
+
 /* Writes a child's outcome to path as one line: "ok <trace> <sum>" or "failed <message>". */
 static inline void fx_write_result(const char *path, const am2z_outcome *out) {
     FILE *f = fopen(path, "w");
@@ -81,14 +106,6 @@ static inline void fx_write_result(const char *path, const am2z_outcome *out) {
         am2z_free(t);
     }
     fclose(f);
-}
-
-/* Up to cap - 1 bytes of the file at path into buf ("" when it cannot be read). */
-static inline void fx_read_file(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
 }
 
 /* The child's exit code, 100 + the signal that ended it, or -1. */

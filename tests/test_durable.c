@@ -126,8 +126,8 @@ static void fresh_files(void) {
 /* The uninterrupted run, then a kill -9 at every boundary: before step b (its
    predecessors checkpointed), and after step b's side effect (before its checkpoint). */
 static void test_kill9_every_boundary(void) {
-    char expect[256], got[256], log[4096];
-    int fd, b, after, k, bad_key = 0;
+    char expect[256];
+    int fd, b, after, bad_key = 0;
     pid_t pid;
     fresh_files();
     pid = spawn(0, -1, 0, &fd);
@@ -151,15 +151,7 @@ static void test_kill9_every_boundary(void) {
             pid = spawn(1, -1, 0, &fd);
             CHECK_INT(fx_wait_exit(pid), 0);
             close(fd);
-            fx_read_file(result, got, sizeof got);
-            if (strcmp(got, expect) != 0) T_FAIL_("kill at step %d (after=%d): \"%s\"", b, after, got);
-            fx_read_file(effects, log, sizeof log);
-            for (k = 0; k < STEPS; k++) {
-                int n = fx_runs_of(log, k, &bad_key);
-                /* completed steps once; the step in flight (killed after its effect) twice */
-                int want = after && k == b ? 2 : 1;
-                if (n != want) T_FAIL_("kill at step %d (after=%d): step %d ran %d times", b, after, k, n);
-            }
+            fx_check_ten_resumed(result, effects, expect, b, after, &bad_key);
         }
     CHECK(!bad_key);
 }

@@ -172,8 +172,8 @@ static void fresh(void) {
    predecessors checkpointed) for even b, after step b's side effect (before its
    checkpoint) for odd b; another process's worker finishes it. */
 static void test_kill9_every_boundary(void) {
-    char expect[256], got[256], log[4096];
-    int fd, b, k, bad_key = 0;
+    char expect[256];
+    int fd, b, bad_key = 0;
     pid_t pid;
     fresh();
     pid = spawn("ten", 1, -1, 0, &fd);
@@ -190,14 +190,7 @@ static void test_kill9_every_boundary(void) {
         pid = spawn("ten", 0, -1, 0, &fd); /* another process: serves and asks by id */
         CHECK_INT(fx_wait_exit(pid), 0);
         close(fd);
-        fx_read_file(result, got, sizeof got);
-        if (strcmp(got, expect) != 0) T_FAIL_("kill at step %d (after=%d): \"%s\"", b, after, got);
-        fx_read_file(effects, log, sizeof log);
-        for (k = 0; k < STEPS; k++) {
-            int n = fx_runs_of(log, k, &bad_key);
-            int want = after && k == b ? 2 : 1; /* the step in flight: again, once */
-            if (n != want) T_FAIL_("kill at step %d (after=%d): step %d ran %d times", b, after, k, n);
-        }
+        fx_check_ten_resumed(result, effects, expect, b, after, &bad_key);
     }
     CHECK(!bad_key);
 }
