@@ -39,17 +39,17 @@ static inline void fx_serve_until_stop(int port) {
     while (fx_redis_num(port, "EXISTS %s", "stop", NULL) == 0) tp_sleep_ms(50);
 }
 
-/* Spawns n workers, exe with env ("NAME=value") added to the environment; 1 once each
-   said "ready" (within 20 s), 0 otherwise (the ones started are in w, for
+/* Spawns n workers, this program again with env ("NAME=value") added to the environment;
+   1 once each said "ready" (within 20 s), 0 otherwise (the ones started are in w, for
    fx_end_workers). */
-static inline int fx_start_workers(tp_proc *w, int n, const char *exe, const char *env) {
+static inline int fx_start_workers(tp_proc *w, int n, const char *env) {
     const char *env_add[2];
     char *argv[2];
     char line[64];
     int i;
     env_add[0] = env;
     env_add[1] = NULL;
-    argv[0] = (char *)exe;
+    argv[0] = (char *)"/proc/self/exe";
     argv[1] = NULL;
     for (i = 0; i < n; i++) {
         if (tp_spawn(&w[i], argv, env_add, 1) != 0) return 0;

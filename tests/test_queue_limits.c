@@ -22,7 +22,6 @@
 static int port;
 static t_redis server;
 static am2z_logger *g_quiet;
-static char g_exe[1024];
 
 /* ---- the worker process ---- */
 
@@ -82,7 +81,7 @@ static int worker_main(const char *spec) {
 static int start_workers(tp_proc *w, int n, int global, int session, int local) {
     char env[96];
     snprintf(env, sizeof env, "AM2Z_LIMITS_WORKER=%d:%d:%d:%d", port, global, session, local);
-    return fx_start_workers(w, n, g_exe, env);
+    return fx_start_workers(w, n, env);
 }
 
 static void test_global_concurrency_two_processes(void) {
@@ -205,13 +204,9 @@ static void start_server(void) {
 
 int main(int argc, char **argv) {
     const char *spec = getenv("AM2Z_LIMITS_WORKER");
-    ssize_t n;
     (void)argc;
     (void)argv;
     if (spec) return worker_main(spec);
-    n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
-    if (n <= 0) { fprintf(stderr, "no /proc/self/exe\n"); return 1; }
-    g_exe[n] = 0;
     g_quiet = fx_quiet();
     T_RUN(start_server);
     if (port) {
