@@ -6,6 +6,8 @@
 #ifndef AM2Z_TEST_DURABLE_FIXTURE_H
 #define AM2Z_TEST_DURABLE_FIXTURE_H
 
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,23 @@ static inline void fx_stop_here(int fd) {
     char c = 'k';
     if (write(fd, &c, 1) != 1) _exit(3);
     for (;;) pause();
+}
+
+/* fork() with a pipe from the child to this process: in the child (0 returned) *pipe_wr
+   is the pipe's write end (for fx_stop_here); here *pipe_rd its read end (close it). */
+static inline pid_t fx_fork_piped(int *pipe_rd, int *pipe_wr) {
+    int fds[2];
+    pid_t pid;
+    if (pipe(fds) != 0) return -1;
+    pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        *pipe_wr = fds[1];
+        return 0;
+    }
+    close(fds[1]);
+    *pipe_rd = fds[0];
+    return pid;
 }
 
 /* Step k's work on in: {"sum": sum + k*k, "trace": [..., k]}. */
@@ -113,6 +132,19 @@ static inline int fx_wait_exit(pid_t pid) {
     int status = 0;
     if (waitpid(pid, &status, 0) != pid) return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* Waits up to timeout_ms for the child's "kill me" byte on fd, kills it with SIGKILL and
+   reaps it; 1 when it asked and died of the SIGKILL. */
+static inline int fx_kill_when_asked(pid_t pid, int fd, int timeout_ms) {
+    struct pollfd pf;
+    char c;
+    int ok;
+    pf.fd = fd;
+    pf.events = POLLIN;
+    ok = poll(&pf, 1, timeout_ms) == 1 && read(fd, &c, 1) == 1;
+    kill(pid, SIGKILL);
+    return fx_wait_exit(pid) == 100 + SIGKILL && ok;
 }
 
 /* ---- outcomes ---- */

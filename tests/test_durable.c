@@ -16,7 +16,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -101,19 +100,12 @@ static void child_run(int resume) {
 }
 
 static pid_t spawn(int resume, int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork();
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe);
     if (pid == 0) {
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         child_run(resume);
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
 }
 
@@ -137,16 +129,9 @@ static void test_kill9_every_boundary(void) {
     CHECK_STR(expect, "ok [0,1,2,3,4,5,6,7,8,9] 285");
     for (after = 0; after <= 1; after++)
         for (b = 0; b < STEPS; b++) {
-            struct pollfd pf;
-            char c;
             fresh_files();
             pid = spawn(0, b, after, &fd);
-            pf.fd = fd;
-            pf.events = POLLIN;
-            CHECK_INT(poll(&pf, 1, 10000), 1);
-            CHECK_INT(read(fd, &c, 1), 1);
-            kill(pid, SIGKILL);
-            CHECK_INT(fx_wait_exit(pid), 100 + SIGKILL);
+            CHECK(fx_kill_when_asked(pid, fd, 10000));
             close(fd);
             pid = spawn(1, -1, 0, &fd);
             CHECK_INT(fx_wait_exit(pid), 0);

@@ -14,7 +14,6 @@
 #include "t.h"
 #include "durable_fixture.h"
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -157,16 +156,11 @@ static am2z_store *open_journal(void) {
 
 /* Child: the 10-step chain on an inline runtime over the journal, stopped for the kill. */
 static pid_t spawn_child(int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork();
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe);
     if (pid == 0) {
         am2z_store *store;
         am2z_runtime *rt;
         am2z_outcome out;
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         store = open_journal();
@@ -175,8 +169,6 @@ static pid_t spawn_child(int kill_step, int kill_after, int *pipe_rd) {
         out = run_ten(rt);
         _exit(out.error ? 11 : 12); /* not reached: killed at the step */
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
 }
 
@@ -188,25 +180,16 @@ static void test_kill9_every_boundary(void) {
     int b, after, k, fd = -1;
     for (after = 0; after <= 1; after++)
         for (b = 0; b < STEPS; b++) {
-            struct pollfd pf;
             am2z_store *store;
             am2z_runtime *rt;
             am2z_outcome out;
             pid_t pid;
-            char c;
             size_t n = 0;
-            int status = 0;
             unlink(journal);
             unlink(effects);
             pid = spawn_child(b, after, &fd);
             CHECK(pid > 0);
-            pf.fd = fd;
-            pf.events = POLLIN;
-            CHECK_INT(poll(&pf, 1, 20000), 1);
-            CHECK_INT(read(fd, &c, 1), 1);
-            kill(pid, SIGKILL);
-            CHECK_INT(waitpid(pid, &status, 0), pid);
-            CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+            CHECK(fx_kill_when_asked(pid, fd, 20000));
             close(fd);
             store = open_journal();
             CHECK(store != NULL);

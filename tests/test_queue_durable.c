@@ -17,7 +17,6 @@
 #include "fixture.h"
 #include "durable_fixture.h"
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -134,32 +133,13 @@ static void child_main(const char *name, int submit) {
 }
 
 static pid_t spawn(const char *name, int submit, int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork(); /* this process has no threads: fork is safe */
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe); /* this process has no threads: fork is safe */
     if (pid == 0) {
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         child_main(name, submit);
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
-}
-
-/* Waits for the child's "kill me" byte and kills it with SIGKILL; 1 when it did. */
-static int kill_when_asked(pid_t pid, int fd) {
-    struct pollfd pf;
-    char c;
-    int ok;
-    pf.fd = fd;
-    pf.events = POLLIN;
-    ok = poll(&pf, 1, 60000) == 1 && read(fd, &c, 1) == 1;
-    kill(pid, SIGKILL);
-    return fx_wait_exit(pid) == 100 + SIGKILL && ok;
 }
 
 static void fresh(void) {
@@ -185,7 +165,7 @@ static void test_kill9_every_boundary(void) {
         int after = b % 2;
         fresh();
         pid = spawn("ten", 1, b, after, &fd);
-        CHECK(kill_when_asked(pid, fd));
+        CHECK(fx_kill_when_asked(pid, fd, 60000));
         close(fd);
         pid = spawn("ten", 0, -1, 0, &fd); /* another process: serves and asks by id */
         CHECK_INT(fx_wait_exit(pid), 0);
@@ -204,7 +184,7 @@ static void test_compensation_across_processes(void) {
     pid_t a, b;
     fresh();
     a = spawn("saga", 1, 2, 0, &fd);
-    CHECK(kill_when_asked(a, fd));
+    CHECK(fx_kill_when_asked(a, fd, 60000));
     close(fd);
     b = spawn("saga", 0, -1, 0, &fd);
     CHECK_INT(fx_wait_exit(b), 0);
