@@ -92,4 +92,22 @@ static inline am2z_runtime *fx_slow_producer(int port, am2z_logger *logger) {
     return rt;
 }
 
+/* fx_start_workers, then fx_slow_producer (logger borrowed): the producer, or NULL with
+   the case failed and the workers stopped (fx_stop_workers). */
+static inline am2z_runtime *fx_workers_and_producer(int port, tp_proc *w, int n, const char *env,
+                                                     am2z_logger *logger) {
+    am2z_runtime *rt;
+    if (!fx_start_workers(w, n, env)) {
+        T_FAIL_("%s did not start", n > 1 ? "workers" : "worker");
+        fx_stop_workers(port, w, n);
+        return NULL;
+    }
+    rt = fx_slow_producer(port, logger);
+    if (!rt) {
+        T_FAIL_("producer: %s", am2z_status_detail());
+        fx_stop_workers(port, w, n);
+    }
+    return rt;
+}
+
 #endif

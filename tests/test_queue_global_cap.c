@@ -87,10 +87,11 @@ static int worker_main(const char *spec) {
 
 /* ---- the test process ---- */
 
-static int start_workers(tp_proc *w, int n, int global, int rmax, long long rper, long long lock) {
-    char env[128];
+/* The workers' environment (a static buffer, valid until the next call). */
+static const char *worker_env(int global, int rmax, long long rper, long long lock) {
+    static char env[128];
     snprintf(env, sizeof env, "AM2Z_CAP_WORKER=%d:%d:%d:%lld:%lld", port, global, rmax, rper, lock);
-    return fx_start_workers(w, n, env);
+    return env;
 }
 
 static const char *const g_sessions[4] = {"s-a", "s-b", "s-c", "s-d"};
@@ -101,10 +102,8 @@ static void test_cap_spans_sessions(void) {
     am2z_runtime *rt;
     int i, ok = 0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 0, 0)) { T_FAIL_("workers did not start"); fx_stop_workers(port, w, 2); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    CHECK(rt != NULL);
-    if (!rt) { fx_stop_workers(port, w, 2); return; }
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 0, 0), g_quiet);
+    if (!rt) return;
     for (i = 0; i < 5; i++) fx_submit_n(rt, "slow", e[i], 8, i < 4 ? g_sessions[i] : NULL, "{\"ms\":60}");
     for (i = 0; i < 5; i++) ok += fx_wait_all(e[i], 8, 60000);
     CHECK_INT(ok, 40);
@@ -128,10 +127,8 @@ static void test_killed_worker_gives_slots_back(void) {
     long long t0;
     memset(w, 0, sizeof w);
     /* locks of 1 s (stalled check every 0.5 s), so a dead worker's jobs expire quickly */
-    if (!start_workers(w, 1, 3, 0, 0, 1000)) { T_FAIL_("worker did not start"); fx_stop_workers(port, w, 1); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    CHECK(rt != NULL);
-    if (!rt) { fx_stop_workers(port, w, 1); return; }
+    rt = fx_workers_and_producer(port, w, 1, worker_env(3, 0, 0, 1000), g_quiet);
+    if (!rt) return;
     fx_redis_do(port, "SET hold 1");
     fx_submit_n(rt, "slow", held, 1, "s-a", "{\"hold\":1}");
     fx_submit_n(rt, "slow", held + 1, 1, "s-b", "{\"hold\":1}");
@@ -144,7 +141,11 @@ static void test_killed_worker_gives_slots_back(void) {
     tp_stop(&w[0], SIGKILL, 1000);
     memset(&w[0], 0, sizeof w[0]);
     fx_redis_do(port, "DEL hold now:all max:all");
-    if (!start_workers(w, 1, 3, 0, 0, 1000)) { T_FAIL_("worker did not start"); fx_stop_workers(port, w, 1); return; }
+    if (!fx_start_workers(w, 1, worker_env(3, 0, 0, 1000))) {
+        T_FAIL_("worker did not start");
+        fx_stop_workers(port, w, 1);
+        return;
+    }
     /* new work in the sessions of the held jobs (the new worker serves, and so scans,
        the session queues it is woken for) and in others */
     fx_submit_n(rt, "slow", e, 3, "s-a", "{\"ms\":100}");
@@ -167,10 +168,8 @@ static void test_session_rate(void) {
     am2z_runtime *rt;
     long long t0, tb, t2, done_a_at_b, done_a_2s;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 0, 10, 1000, 0)) { T_FAIL_("worker did not start"); fx_stop_workers(port, w, 1); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    CHECK(rt != NULL);
-    if (!rt) { fx_stop_workers(port, w, 1); return; }
+    rt = fx_workers_and_producer(port, w, 1, worker_env(0, 10, 1000, 0), g_quiet);
+    if (!rt) return;
     t0 = tp_now_ms();
     fx_submit_n(rt, "slow", a, 40, "tenant-a", "{\"ms\":5}");
     fx_submit_n(rt, "slow", b, 5, "tenant-b", "{\"ms\":5}");

@@ -78,10 +78,11 @@ static int worker_main(const char *spec) {
 
 /* ---- the test process ---- */
 
-static int start_workers(tp_proc *w, int n, int global, int session, int local) {
-    char env[96];
+/* The workers' environment (a static buffer, valid until the next call). */
+static const char *worker_env(int global, int session, int local) {
+    static char env[96];
     snprintf(env, sizeof env, "AM2Z_LIMITS_WORKER=%d:%d:%d:%d", port, global, session, local);
-    return fx_start_workers(w, n, env);
+    return env;
 }
 
 static void test_global_concurrency_two_processes(void) {
@@ -91,10 +92,8 @@ static void test_global_concurrency_two_processes(void) {
     char pk[64];
     int i, ran = 0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 0)) { T_FAIL_("workers did not start"); fx_stop_workers(port, w, 2); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    CHECK(rt != NULL);
-    if (!rt) { fx_stop_workers(port, w, 2); return; }
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 0), g_quiet);
+    if (!rt) return;
     CHECK_INT(fx_redis_num(port, "HGET %s %s", "bull:am2z~slow:meta", "concurrency"), 3);
     fx_submit_n(rt, "slow", e, 40, NULL, "{\"ms\":60}");
     CHECK_INT(fx_wait_all(e, 40, 60000), 40);
@@ -108,9 +107,8 @@ static void test_global_concurrency_two_processes(void) {
     /* each process may run 2 (concurrency, per process): 2 + 2 without the shared cap,
        3 with it, and both processes run jobs */
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 2)) { T_FAIL_("workers did not start"); fx_stop_workers(port, w, 2); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    if (!rt) { fx_stop_workers(port, w, 2); return; }
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 2), g_quiet);
+    if (!rt) return;
     fx_submit_n(rt, "slow", e, 40, NULL, "{\"ms\":60}");
     CHECK_INT(fx_wait_all(e, 40, 60000), 40);
     CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 3);
@@ -123,7 +121,11 @@ static void test_global_concurrency_two_processes(void) {
     /* the workers' setting: re-registered without a cap, the meta's goes away */
     fx_end_workers(port, w, 2);
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 0, 0, 0)) { T_FAIL_("worker did not start"); fx_stop_workers(port, w, 1); return; }
+    if (!fx_start_workers(w, 1, worker_env(0, 0, 0))) {
+        T_FAIL_("worker did not start");
+        fx_stop_workers(port, w, 1);
+        return;
+    }
     CHECK_INT(fx_redis_num(port, "HEXISTS %s %s", "bull:am2z~slow:meta", "concurrency"), 0);
     fx_stop_workers(port, w, 1);
 }
@@ -139,9 +141,8 @@ static void test_failed_jobs_free_their_slot(void) {
     int i, failed = 0;
     long long t0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 1, 0, 0)) { T_FAIL_("worker did not start"); fx_stop_workers(port, w, 1); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    if (!rt) { fx_stop_workers(port, w, 1); return; }
+    rt = fx_workers_and_producer(port, w, 1, worker_env(1, 0, 0), g_quiet);
+    if (!rt) return;
     for (i = 0; i < 40; i++) {
         am2z_state *in = am2z_state_parse(NULL, "{\"ms\":5,\"fail\":1}", AM2Z_NTS, NULL);
         e[i] = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
@@ -166,10 +167,8 @@ static void test_session_concurrency_two_processes(void) {
     am2z_execution *a[20], *b[20];
     am2z_runtime *rt;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 0, 2, 0)) { T_FAIL_("workers did not start"); fx_stop_workers(port, w, 2); return; }
-    rt = fx_slow_producer(port, g_quiet);
-    CHECK(rt != NULL);
-    if (!rt) { fx_stop_workers(port, w, 2); return; }
+    rt = fx_workers_and_producer(port, w, 2, worker_env(0, 2, 0), g_quiet);
+    if (!rt) return;
     fx_submit_n(rt, "slow", a, 20, "tenant-a", "{\"ms\":50}");
     fx_submit_n(rt, "slow", b, 20, "tenant-b", "{\"ms\":50}");
     CHECK_INT(fx_wait_all(a, 20, 60000), 20);
