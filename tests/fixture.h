@@ -1,7 +1,8 @@
-/* fixture.h - what several test programs need from am2z itself: a silent logger, and
-   with am2z_resp.h a connection to the test's redis-server and a way to empty it (with
-   redis_harness.h too: the failover tests' chaos callers). Include after am2z.h /
-   am2z_resp.h (and after redis_harness.h, proc.h for what needs them). */
+/* fixture.h - what several test programs need from am2z itself: a silent logger, n
+   submissions and their wait; with am2z_resp.h connections to the test's redis-server,
+   one-line commands and a way to empty it (with redis_harness.h too: the failover tests'
+   worker + producer pair and chaos callers). Include after am2z.h / am2z_resp.h (and
+   after t.h, redis_harness.h, proc.h for what needs them). */
 #ifndef AM2Z_TEST_FIXTURE_H
 #define AM2Z_TEST_FIXTURE_H
 

@@ -1,6 +1,6 @@
 /* test_queue_reshard.c - a live resharding of a Redis Cluster slot, invisible to callers
    (am2z_resp.h section 3, CLUSTER: ASK, MOVED and TRYAGAIN are followed), against a
-   3-master cluster started here as tests/test_queue_cluster.c does:
+   3-master cluster started here (tests/cluster_harness.h, as tests/test_queue_cluster.c):
      - ASK: while a slot migrates, a plain GET of a key already moved is answered (ASKING
        on the importing node), one still on the source too, a pipeline mixing both and a
        new key (created on the importing node) as well;
