@@ -1,10 +1,13 @@
-/* fixture.h - what several test programs need from am2z itself: a silent logger, and
-   with am2z_resp.h a connection to the test's redis-server and a way to empty it (with
-   redis_harness.h too: the failover tests' chaos callers). Include after am2z.h /
-   am2z_resp.h (and after redis_harness.h, proc.h for what needs them). */
+/* fixture.h - what several test programs need from am2z itself: a silent logger, n
+   submissions and their wait; with am2z_resp.h connections to the test's redis-server,
+   one-line commands and a way to empty it (with redis_harness.h too: the failover tests'
+   worker + producer pair and chaos callers). Include after am2z.h / am2z_resp.h (and
+   after t.h, redis_harness.h, proc.h for what needs them). */
 #ifndef AM2Z_TEST_FIXTURE_H
 #define AM2Z_TEST_FIXTURE_H
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A logger that writes nothing; release it with am2z_logger_release. */
@@ -13,6 +16,37 @@ static inline am2z_logger *fx_quiet(void) {
     memset(&d, 0, sizeof d);
     d.sink = AM2Z_SINK_SILENT;
     return am2z_logger_new(&d, NULL);
+}
+
+/* Submits n executions of processor proc with input json (parsed each time), in session
+   sid (NULL: none), into e[0..n) (owned by the caller: fx_wait_all frees them). */
+static inline void fx_submit_n(am2z_runtime *rt, const char *proc, am2z_execution **e, int n, const char *sid,
+                               const char *json) {
+    am2z_submit_desc d;
+    int i;
+    memset(&d, 0, sizeof d);
+    d.session_id = sid;
+    for (i = 0; i < n; i++) {
+        am2z_state *in = am2z_state_parse(NULL, json, strlen(json), NULL);
+        e[i] = am2z_runtime_submit_with(rt, proc, in, &d, NULL);
+        am2z_value_release(in);
+    }
+}
+
+/* Waits up to ms for each of e[0..n), printing the errors, and frees them (e[i] NULL
+   after); the count that ended without an error. */
+static inline int fx_wait_all(am2z_execution **e, int n, int64_t ms) {
+    int i, ok = 0;
+    for (i = 0; i < n; i++) {
+        am2z_outcome out;
+        memset(&out, 0, sizeof out);
+        if (e[i] && am2z_execution_wait(e[i], ms, &out) == AM2Z_STATUS_OK && !out.error) ok++;
+        else if (out.error) fprintf(stderr, "job %d: %s\n", i, out.error->message);
+        am2z_outcome_clear(&out);
+        am2z_execution_free(e[i]);
+        e[i] = NULL;
+    }
+    return ok;
 }
 
 #ifdef AM2Z_RESP_H_INCLUDED
@@ -28,19 +62,77 @@ static inline am2z_runtime *fx_queue_rt(int port, int concurrency, am2z_logger *
     return am2z_queue_runtime_new(&d, NULL);
 }
 
-/* A connected client of the redis-server on 127.0.0.1:port, or NULL. */
-static inline am2z_redis *fx_conn(int port) {
+/* A connected client of the redis-server on 127.0.0.1:port with these connect and
+   command timeouts (0: the defaults), or NULL. */
+static inline am2z_redis *fx_conn_timeout(int port, int64_t connect_ms, int64_t command_ms) {
     am2z_redis_desc d;
     am2z_redis *r;
     memset(&d, 0, sizeof d);
     d.host = "127.0.0.1";
     d.port = port;
+    d.connect_timeout_ms = connect_ms;
+    d.command_timeout_ms = command_ms;
     r = am2z_redis_new(&d, NULL);
     if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) {
         am2z_redis_free(r);
         r = NULL;
     }
     return r;
+}
+
+/* A connected client of the redis-server on 127.0.0.1:port, or NULL. */
+static inline am2z_redis *fx_conn(int port) { return fx_conn_timeout(port, 0, 0); }
+
+/* The port the server on r's connection listens on (CONFIG GET port), 0 on failure. */
+static inline int fx_server_port(am2z_redis *r) {
+    am2z_reply rep;
+    int port = 0;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "CONFIG GET port") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
+        rep.len == 2)
+        port = atoi(am2z_reply_str(am2z_reply_at(&rep, 1)));
+    am2z_reply_clear(&rep);
+    return port;
+}
+
+/* 1 when the replica on 127.0.0.1:port has its link to its master up. */
+static inline int fx_replica_up(int port) {
+    am2z_redis *r = fx_conn_timeout(port, 1000, 2000);
+    am2z_reply rep;
+    int up = 0;
+    memset(&rep, 0, sizeof rep);
+    if (r && am2z_redis_command(r, &rep, "INFO replication") == AM2Z_STATUS_OK)
+        up = strstr(am2z_reply_str(&rep), "master_link_status:up") != NULL;
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return up;
+}
+
+/* The integer (or number in a string) a command on the server at port answers, -1 on
+   failure, 0 for nil. */
+static inline long long fx_redis_num(int port, const char *fmt, const char *a, const char *b) {
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    long long v = -1;
+    memset(&rep, 0, sizeof rep);
+    if (!r) return -1;
+    if (am2z_redis_command(r, &rep, fmt, a, b) == AM2Z_STATUS_OK)
+        v = rep.type == AM2Z_REPLY_INTEGER ? rep.integer : rep.type == AM2Z_REPLY_NIL ? 0
+            : strtoll(am2z_reply_str(&rep), NULL, 10);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return v;
+}
+
+/* One command without arguments on the server at port, its answer dropped. */
+static inline void fx_redis_do(int port, const char *cmd) {
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    memset(&rep, 0, sizeof rep);
+    if (!r) return;
+    am2z_redis_command(r, &rep, cmd);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
 }
 
 /* FLUSHALL, so each test case starts from an empty server. */
@@ -57,6 +149,32 @@ static inline void fx_flushall(int port) {
 
 #if defined(AM2Z_RESP_H_INCLUDED) && defined(AM2Z_REDIS_HARNESS_H)
 #include <pthread.h>
+
+/* The failover tests' pair of queue runtimes on qd (its concurrency overwritten): a worker
+   with 2 threads running processor name (fn, timeout_ms) and a producer that declared its
+   queue. 1 when both are up; 0 (a failed case, nothing left to free) otherwise. */
+static inline int fx_worker_producer(am2z_queue_desc *qd, const char *name, am2z_processor_fn fn,
+                                     int64_t timeout_ms, am2z_runtime **worker, am2z_runtime **producer) {
+    am2z_processor_desc pd;
+    qd->concurrency = 2;
+    *worker = am2z_queue_runtime_new(qd, NULL);
+    qd->concurrency = AM2Z_QUEUE_NO_WORKERS;
+    *producer = am2z_queue_runtime_new(qd, NULL);
+    if (!*worker || !*producer) {
+        T_FAIL_("runtime: %s", am2z_status_detail());
+        am2z_runtime_free(*worker);
+        am2z_runtime_free(*producer);
+        *worker = *producer = NULL;
+        return 0;
+    }
+    memset(&pd, 0, sizeof pd);
+    pd.name = name;
+    pd.fn = fn;
+    pd.timeout_ms = timeout_ms;
+    CHECK_INT(am2z_runtime_register(*worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_queue_declare(*producer, name, NULL), AM2Z_STATUS_OK);
+    return 1;
+}
 
 /* Chaos callers, for the failover tests: FX_CALLERS threads that execute processor proc
    on rt in a loop, call k of caller i with the input {"n": i * 1000000 + k}, and record

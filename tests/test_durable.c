@@ -12,10 +12,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "durable_fixture.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STEPS 10
+#define STEPS FX_STEPS
 
 static char dir[64];
 static char journal[128], effects[128], result[128];
@@ -34,19 +34,12 @@ static int g_kill_step = -1;  /* the step that stops the child */
 static int g_kill_after;      /* 0: at the step's start; 1: after its side effect */
 static int g_pipe = -1;       /* tells the parent "kill me now" */
 
-static void stop_here(void) {
-    char c = 'k';
-    if (write(g_pipe, &c, 1) != 1) _exit(3);
-    for (;;) pause(); /* the parent's kill -9 ends it */
-}
-
 static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
     int k = (int)(intptr_t)am2z_ctx_user_data(ctx);
     char line[256];
     const char *key = am2z_ctx_idempotency_key(ctx);
     int fd;
-    am2z_edit e;
-    if (k == g_kill_step && !g_kill_after) stop_here();
+    if (k == g_kill_step && !g_kill_after) fx_stop_here(g_pipe);
     /* the side effect: one line per run of the step, with its idempotency key */
     snprintf(line, sizeof line, "%d %s\n", k, key ? key : "-");
     fd = open(effects, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -54,23 +47,8 @@ static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
         if (write(fd, line, strlen(line)) < 0) k = -100;
         close(fd);
     }
-    if (k == g_kill_step && g_kill_after) stop_here();
-    e = am2z_edit_begin(in);
-    am2z_edit_set(&e, "sum", am2z_value_int(am2z_value_get_int(in, "sum", 0) + (int64_t)k * k));
-    am2z_edit_append(&e, "trace", am2z_value_int(k));
-    return am2z_edit_end(&e);
-}
-
-static am2z_processor *ten_chain(void) {
-    am2z_processor *steps[STEPS];
-    char name[16];
-    int k;
-    for (k = 0; k < STEPS; k++) {
-        snprintf(name, sizeof name, "s%d", k);
-        steps[k] = am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = step_fn,
-                                                             .user_data = (void *)(intptr_t)k}, NULL);
-    }
-    return am2z_chain_new(&(am2z_chain_desc){.name = "ten", .steps = steps, .count = STEPS}, NULL);
+    if (k == g_kill_step && g_kill_after) fx_stop_here(g_pipe);
+    return fx_ten_step(in, k);
 }
 
 static am2z_store *open_journal(void) {
@@ -95,20 +73,6 @@ static am2z_runtime *runtime_on(am2z_store *store) {
     return am2z_local_runtime_new(&d, NULL);
 }
 
-/* Writes the outcome's {trace, sum} to the result file: "ok <json>" or "failed <msg>". */
-static void write_result(const am2z_outcome *out) {
-    FILE *f = fopen(result, "w");
-    if (!f) return;
-    if (out->error) {
-        fprintf(f, "failed %s", out->error->message);
-    } else {
-        char *t = am2z_json_write(am2z_value_get(out->state, "trace"), 0, NULL);
-        fprintf(f, "ok %s %lld", t ? t : "?", (long long)am2z_value_get_int(out->state, "sum", -1));
-        am2z_free(t);
-    }
-    fclose(f);
-}
-
 /* Child: run (resume = 0) or resume (1) execution "job-1" on the journal; exits 0 when
    it got an outcome. */
 static void child_run(int resume) {
@@ -117,7 +81,7 @@ static void child_run(int resume) {
     am2z_outcome out;
     am2z_status st;
     size_t n = 0;
-    if (!rt || am2z_runtime_register(rt, ten_chain())) _exit(10);
+    if (!rt || am2z_runtime_register(rt, fx_ten_chain(step_fn, 0))) _exit(10);
     memset(&out, 0, sizeof out);
     if (!resume) {
         am2z_state *in = am2z_state_parse(NULL, "{\"sum\":0,\"trace\":[]}", AM2Z_NTS, NULL);
@@ -128,7 +92,7 @@ static void child_run(int resume) {
         st = am2z_runtime_durable_outcome(rt, "job-1", 10000, &out);
         if (st != AM2Z_STATUS_OK) _exit(12);
     }
-    write_result(&out);
+    fx_write_result(result, &out);
     am2z_outcome_clear(&out);
     am2z_runtime_free(rt);
     am2z_store_free(store);
@@ -136,53 +100,13 @@ static void child_run(int resume) {
 }
 
 static pid_t spawn(int resume, int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork();
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe);
     if (pid == 0) {
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         child_run(resume);
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
-}
-
-static int wait_exit(pid_t pid) {
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
-static void read_file(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
-/* How many times step k ran, from the side-effect log; also checks the keys. */
-static int runs_of(const char *log, int k, int *bad_key) {
-    char want[64];
-    const char *p = log;
-    int n = 0;
-    snprintf(want, sizeof want, "%d job-1/0/%d\n", k, k);
-    while ((p = strstr(p, want)) != NULL) {
-        if (p == log || p[-1] == '\n') n++;
-        p += strlen(want);
-    }
-    for (p = log; *p; p = strchr(p, '\n') + 1) { /* every line carries its step's key */
-        int s = atoi(p);
-        char line[64];
-        snprintf(line, sizeof line, "%d job-1/0/%d\n", s, s);
-        if (strncmp(p, line, strlen(line)) != 0) *bad_key = 1;
-        if (!strchr(p, '\n')) break;
-    }
-    return n;
 }
 
 static void fresh_files(void) {
@@ -194,40 +118,25 @@ static void fresh_files(void) {
 /* The uninterrupted run, then a kill -9 at every boundary: before step b (its
    predecessors checkpointed), and after step b's side effect (before its checkpoint). */
 static void test_kill9_every_boundary(void) {
-    char expect[256], got[256], log[4096];
-    int fd, b, after, k, bad_key = 0;
+    char expect[256];
+    int fd, b, after, bad_key = 0;
     pid_t pid;
     fresh_files();
     pid = spawn(0, -1, 0, &fd);
-    CHECK_INT(wait_exit(pid), 0);
+    CHECK_INT(fx_wait_exit(pid), 0);
     close(fd);
-    read_file(result, expect, sizeof expect);
+    fx_read_file(result, expect, sizeof expect);
     CHECK_STR(expect, "ok [0,1,2,3,4,5,6,7,8,9] 285");
     for (after = 0; after <= 1; after++)
         for (b = 0; b < STEPS; b++) {
-            struct pollfd pf;
-            char c;
             fresh_files();
             pid = spawn(0, b, after, &fd);
-            pf.fd = fd;
-            pf.events = POLLIN;
-            CHECK_INT(poll(&pf, 1, 10000), 1);
-            CHECK_INT(read(fd, &c, 1), 1);
-            kill(pid, SIGKILL);
-            CHECK_INT(wait_exit(pid), 100 + SIGKILL);
+            CHECK(fx_kill_when_asked(pid, fd, 10000));
             close(fd);
             pid = spawn(1, -1, 0, &fd);
-            CHECK_INT(wait_exit(pid), 0);
+            CHECK_INT(fx_wait_exit(pid), 0);
             close(fd);
-            read_file(result, got, sizeof got);
-            if (strcmp(got, expect) != 0) T_FAIL_("kill at step %d (after=%d): \"%s\"", b, after, got);
-            read_file(effects, log, sizeof log);
-            for (k = 0; k < STEPS; k++) {
-                int n = runs_of(log, k, &bad_key);
-                /* completed steps once; the step in flight (killed after its effect) twice */
-                int want = after && k == b ? 2 : 1;
-                if (n != want) T_FAIL_("kill at step %d (after=%d): step %d ran %d times", b, after, k, n);
-            }
+            fx_check_ten_resumed(result, effects, expect, b, after, &bad_key);
         }
     CHECK(!bad_key);
 }
@@ -343,7 +252,6 @@ static void log_add(const char *s) {
 
 static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
     const char *name = am2z_ctx_meta(ctx)->processor;
-    am2z_edit e;
     if (!strcmp(name, "ship") && (!g_fail_ship_once || g_fail_ship_once-- == 1)) {
         log_add("ship!");
         return am2z_fail(am2z_error_business("NO_STOCK", AM2Z_SEVERITY_DEFAULT, "out of stock"));
@@ -352,29 +260,7 @@ static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
         log_add("refund!");
         return am2z_fail(am2z_error_business("BANK_DOWN", AM2Z_SEVERITY_DEFAULT, "bank down"));
     }
-    /* a compensation sees the state after its step */
-    if (!strcmp(name, "refund") && !am2z_value_get_bool(in, "charged", 0)) log_add("refund-saw-wrong-state");
-    if (!strcmp(name, "release") && am2z_value_get_bool(in, "charged", 0)) log_add("release-saw-wrong-state");
-    log_add(name);
-    e = am2z_edit_begin(in);
-    if (!strcmp(name, "charge")) am2z_edit_set(&e, "charged", am2z_value_bool(1));
-    if (!strcmp(name, "reserve")) am2z_edit_set(&e, "reserved", am2z_value_bool(1));
-    return am2z_edit_end(&e);
-}
-
-static am2z_processor *saga_p(const char *name) {
-    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = saga_fn}, NULL);
-}
-
-static am2z_processor *saga_chain(void) {
-    return am2z_chain_new(&(am2z_chain_desc){
-        .name = "order", .count = 3,
-        .steps = (am2z_processor *[]){saga_p("reserve"), saga_p("charge"), saga_p("ship")},
-        .compensations = (am2z_processor *[]){saga_p("release"), saga_p("refund"), NULL}}, NULL);
-}
-
-static const am2z_value *comp_at(const am2z_outcome *out, size_t i) {
-    return am2z_value_at(am2z_value_get(out->error->details, "compensations"), i);
+    return fx_saga_step(in, name, log_add); /* a compensation sees the state after its step */
 }
 
 static void test_compensation(void) {
@@ -382,7 +268,7 @@ static void test_compensation(void) {
     am2z_runtime *rt = mem_runtime(&store);
     am2z_state *in = empty_state();
     am2z_outcome out;
-    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     /* the refund and the release run in reverse, each with the state after its step */
     g_log[0] = '\0';
     out = am2z_runtime_execute(rt, "order", in);
@@ -392,10 +278,10 @@ static void test_compensation(void) {
         CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
         CHECK_INT(am2z_value_get_int(out.error->details, "failedStep", -1), 2);
         CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 0), 1);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 0), "processor", ""), "refund");
-        CHECK_INT(am2z_value_get_int(comp_at(&out, 0), "step", -1), 1);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 1), "processor", ""), "release");
-        CHECK_INT(am2z_value_get_bool(comp_at(&out, 1), "ok", 0), 1);
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "processor", ""), "refund");
+        CHECK_INT(am2z_value_get_int(fx_comp_at(&out, 0), "step", -1), 1);
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
+        CHECK_INT(am2z_value_get_bool(fx_comp_at(&out, 1), "ok", 0), 1);
     }
     am2z_outcome_clear(&out);
     /* a failing compensation is reported and the others still run */
@@ -405,9 +291,9 @@ static void test_compensation(void) {
     CHECK_STR(g_log, "reserve,charge,ship!,refund!,release");
     if (out.error) {
         CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 1), 0);
-        CHECK_INT(am2z_value_get_bool(comp_at(&out, 0), "ok", 1), 0);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 0), "error.code", ""), "BANK_DOWN");
-        CHECK_INT(am2z_value_get_bool(comp_at(&out, 1), "ok", 0), 1);
+        CHECK_INT(am2z_value_get_bool(fx_comp_at(&out, 0), "ok", 1), 0);
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "error.code", ""), "BANK_DOWN");
+        CHECK_INT(am2z_value_get_bool(fx_comp_at(&out, 1), "ok", 0), 1);
     }
     am2z_outcome_clear(&out);
     g_fail_refund = 0;
@@ -435,7 +321,7 @@ static void test_compensation_progress(void) {
     am2z_outcome out;
     char rec[512];
     memset(&out, 0, sizeof out);
-    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     /* what a run that died after the refund left behind */
     snprintf(rec, sizeof rec, "%s", "{\"processor\":\"order\",\"input\":{},\"sessionId\":\"default\",\"startedAt\":1}");
     CHECK_INT(am2z_store_put(store, "x/saga-2/start", rec, strlen(rec)), AM2Z_STATUS_OK);
@@ -455,7 +341,7 @@ static void test_compensation_progress(void) {
     if (out.error) {
         CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
         CHECK_INT(am2z_value_len(am2z_value_get(out.error->details, "compensations")), 2);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 1), "processor", ""), "release");
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
     }
     am2z_outcome_clear(&out);
     am2z_value_release(in);
@@ -482,31 +368,6 @@ static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_edit_end(&e);
 }
 
-static am2z_processor *expense_chain(const char *name, int64_t timeout_ms, const am2z_value *fallback) {
-    char v[32], w[32], p[32];
-    snprintf(v, sizeof v, "%s.validate", name);
-    snprintf(w, sizeof w, "%s.wait", name);
-    snprintf(p, sizeof p, "%s.pay", name);
-    return am2z_chain_new(&(am2z_chain_desc){
-        .name = name, .count = 3,
-        .steps = (am2z_processor *[]){
-            am2z_processor_new(&(am2z_processor_desc){.name = v, .fn = validate_fn}, NULL),
-            am2z_wait_signal_new(&(am2z_wait_signal_desc){.name = w, .signal = "approval", .merge_path = "approval",
-                                                          .timeout_ms = timeout_ms, .fallback = fallback}, NULL),
-            am2z_processor_new(&(am2z_processor_desc){.name = p, .fn = pay_fn}, NULL)}}, NULL);
-}
-
-static am2z_outcome run_durable(am2z_runtime *rt, const char *proc, const char *id) {
-    am2z_state *in = empty_state();
-    am2z_outcome out = am2z_runtime_execute_with(rt, proc, in, &(am2z_submit_desc){.durable = 1, .execution_id = id});
-    am2z_value_release(in);
-    return out;
-}
-
-static int is_waiting(const am2z_outcome *out) {
-    return out->error && !strcmp(am2z_error_root_cause(out->error)->code, "AM2Z_WAITING");
-}
-
 static am2z_runtime *g_sig_rt;
 static void *signal_later(void *arg) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"thread\"}", AM2Z_NTS, NULL, NULL);
@@ -525,12 +386,12 @@ static void test_signals(void) {
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out;
     pthread_t th;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("expt", 150, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("expf", 150, fb)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 150, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 150, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* approve */
-    out = run_durable(rt, "exp", "exp-ok");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-ok");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_OK);
@@ -542,21 +403,21 @@ static void test_signals(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_NOT_FOUND); /* finished */
     /* reject */
-    out = run_durable(rt, "exp", "exp-no");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-no");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-no", "approval", no), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-no", 5000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && !strcmp(am2z_error_root_cause(out.error)->code, "REJECTED"));
     am2z_outcome_clear(&out);
     /* time out: TimeoutError, or the fallback */
-    out = run_durable(rt, "expt", "exp-late");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "expt", "exp-late");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-late", 5000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_TIMEOUT);
     am2z_outcome_clear(&out);
-    out = run_durable(rt, "expf", "exp-fb");
+    out = fx_run_durable(rt, "expf", "exp-fb");
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-fb", 5000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
@@ -564,13 +425,13 @@ static void test_signals(void) {
     am2z_outcome_clear(&out);
     /* a signal sent before the execution even starts is kept: no park at all */
     CHECK_INT(am2z_runtime_signal(rt, "exp-early", "approval", yes), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "exp-early");
+    out = fx_run_durable(rt, "exp", "exp-early");
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_bool(out.state, "paid", 0), 1);
     am2z_outcome_clear(&out);
     /* from another thread */
     g_sig_rt = rt;
-    out = run_durable(rt, "exp", "exp-thread");
+    out = fx_run_durable(rt, "exp", "exp-thread");
     am2z_outcome_clear(&out);
     CHECK_INT(pthread_create(&th, NULL, signal_later, NULL), 0);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-thread", 5000, &out), AM2Z_STATUS_OK);
@@ -601,10 +462,10 @@ static void child_expense(int phase) {
     am2z_runtime *rt = store ? runtime_on(store) : NULL;
     am2z_outcome out;
     int rc = 0;
-    if (!rt || am2z_runtime_register(rt, expense_chain("exp", 0, NULL))) _exit(10);
+    if (!rt || am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn))) _exit(10);
     if (phase == 0) {
-        out = run_durable(rt, "exp", "xp-1");
-        rc = is_waiting(&out) ? 0 : 11;
+        out = fx_run_durable(rt, "exp", "xp-1");
+        rc = fx_is_waiting(&out) ? 0 : 11;
     } else {
         am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"other process\"}", AM2Z_NTS, NULL, NULL);
         memset(&out, 0, sizeof out);
@@ -626,9 +487,9 @@ static void test_signal_from_another_process(void) {
     pid_t pid;
     fresh_files();
     if ((pid = fork()) == 0) child_expense(0);
-    CHECK_INT(wait_exit(pid), 0);
+    CHECK_INT(fx_wait_exit(pid), 0);
     if ((pid = fork()) == 0) child_expense(1);
-    CHECK_INT(wait_exit(pid), 0);
+    CHECK_INT(fx_wait_exit(pid), 0);
 }
 
 static int thread_count(void) {
@@ -650,15 +511,15 @@ static void test_thousand_parked(void) {
     am2z_outcome out;
     char id[32];
     int i, before, waiting = 0, paid = 0;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "park-first"); /* anything started lazily is started now */
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    out = fx_run_durable(rt, "exp", "park-first"); /* anything started lazily is started now */
     am2z_outcome_clear(&out);
     before = thread_count();
     CHECK(before > 0);
     for (i = 0; i < 1000; i++) {
         snprintf(id, sizeof id, "park-%d", i);
-        out = run_durable(rt, "exp", id);
-        waiting += is_waiting(&out);
+        out = fx_run_durable(rt, "exp", id);
+        waiting += fx_is_waiting(&out);
         am2z_outcome_clear(&out);
     }
     CHECK_INT(waiting, 1000);
@@ -692,9 +553,9 @@ static void test_corrupt_tail(void) {
     fresh_files();
     store = open_journal();
     rt = runtime_on(store);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "torn-1");
-    CHECK(is_waiting(&out));
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    out = fx_run_durable(rt, "exp", "torn-1");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     am2z_runtime_free(rt);
     am2z_store_free(store);
@@ -708,7 +569,7 @@ static void test_corrupt_tail(void) {
     if (!store) return;
     CHECK(am2z_file_store_info_get(store).torn_bytes_cut > 0);
     rt = runtime_on(store);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 1);
     CHECK_INT(am2z_runtime_signal(rt, "torn-1", "approval", yes), AM2Z_STATUS_OK);
@@ -770,7 +631,7 @@ static void test_store_failure_and_bad_input(void) {
     CHECK_INT(g_runs[2], 0); /* never past a checkpoint that was not written */
     am2z_outcome_clear(&out);
     /* a saga whose step 1 ran but could not be checkpointed: it is compensated too */
-    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     g_puts_left = 2; /* the start record and step 0's checkpoint */
     g_log[0] = '\0';
     out = am2z_runtime_execute_with(rt, "order", in, &(am2z_submit_desc){.durable = 1, .execution_id = "flaky-saga"});

@@ -12,8 +12,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
+#include "durable_fixture.h"
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -22,7 +22,7 @@
 #include <pthread.h>
 #endif
 
-#define STEPS 10
+#define STEPS FX_STEPS
 #define T0 1700000000000 /* the virtual clock's start */
 
 static char journal[128], effects[128];
@@ -44,17 +44,6 @@ static am2z_runtime *inline_on(am2z_store *store, int64_t clock_ms) {
 
 static am2z_state *empty_state(void) { return am2z_state_new(NULL, am2z_value_object(), NULL); }
 
-static am2z_outcome run_durable(am2z_runtime *rt, const char *proc, const char *id) {
-    am2z_state *in = empty_state();
-    am2z_outcome out = am2z_runtime_execute_with(rt, proc, in, &(am2z_submit_desc){.durable = 1, .execution_id = id});
-    am2z_value_release(in);
-    return out;
-}
-
-static int is_waiting(const am2z_outcome *out) {
-    return out->error && !strcmp(am2z_error_root_cause(out->error)->code, "AM2Z_WAITING");
-}
-
 /* ---- the 10-step chain ---- */
 
 static am2z_runtime *g_rt;      /* the runtime the steps run on */
@@ -64,19 +53,12 @@ static int g_kill_after;        /* 0: at the step's start; 1: after its side eff
 static int g_pipe = -1;         /* tells the parent "kill me now" */
 static int g_runs[STEPS];
 
-static void stop_here(void) {
-    char c = 'k';
-    if (write(g_pipe, &c, 1) != 1) _exit(3);
-    for (;;) pause(); /* the parent's kill -9 ends it */
-}
-
 static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
     int k = (int)(intptr_t)am2z_ctx_user_data(ctx);
     const char *key = am2z_ctx_idempotency_key(ctx);
     char line[128], want[64];
-    am2z_edit e;
     int fd;
-    if (k == g_kill_step && !g_kill_after) stop_here();
+    if (k == g_kill_step && !g_kill_after) fx_stop_here(g_pipe);
     g_runs[k]++;
     snprintf(want, sizeof want, "job-1/0/%d", k);
     if (!key || strcmp(key, want) != 0) /* the idempotency key is the execution id + position */
@@ -89,27 +71,12 @@ static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
             close(fd);
         }
     }
-    if (k == g_kill_step && g_kill_after) stop_here();
+    if (k == g_kill_step && g_kill_after) fx_stop_here(g_pipe);
     if (k == g_stop_step) { /* an interruption: the session stops while this step runs */
         g_stop_step = -1;
         am2z_runtime_stop_session(g_rt, "default", 0);
     }
-    e = am2z_edit_begin(in);
-    am2z_edit_set(&e, "sum", am2z_value_int(am2z_value_get_int(in, "sum", 0) + (int64_t)k * k));
-    am2z_edit_append(&e, "trace", am2z_value_int(k));
-    return am2z_edit_end(&e);
-}
-
-static am2z_processor *ten_chain(void) {
-    am2z_processor *steps[STEPS];
-    char name[16];
-    int k;
-    for (k = 0; k < STEPS; k++) {
-        snprintf(name, sizeof name, "s%d", k);
-        steps[k] = am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = step_fn,
-                                                             .user_data = (void *)(intptr_t)k}, NULL);
-    }
-    return am2z_chain_new(&(am2z_chain_desc){.name = "ten", .steps = steps, .count = STEPS}, NULL);
+    return fx_ten_step(in, k);
 }
 
 static am2z_outcome run_ten(am2z_runtime *rt) {
@@ -146,14 +113,14 @@ static void test_interrupt_every_step_fresh_runtime(void) {
         memset(g_runs, 0, sizeof g_runs);
         g_rt = rt;
         g_stop_step = b;
-        CHECK_INT(am2z_runtime_register(rt, ten_chain()), AM2Z_STATUS_OK);
+        CHECK_INT(am2z_runtime_register(rt, fx_ten_chain(step_fn, 0)), AM2Z_STATUS_OK);
         out = run_ten(rt);
         CHECK(out.error && out.error->kind == AM2Z_ERROR_CANCELLED);
         am2z_outcome_clear(&out);
         CHECK_INT(am2z_runtime_durable_outcome(rt, "job-1", 0, &out), AM2Z_STATUS_TIMEOUT); /* not finished */
         am2z_runtime_free(rt);
         rt = g_rt = inline_on(store, T0);
-        CHECK_INT(am2z_runtime_register(rt, ten_chain()), AM2Z_STATUS_OK);
+        CHECK_INT(am2z_runtime_register(rt, fx_ten_chain(step_fn, 0)), AM2Z_STATUS_OK);
         CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
         CHECK_INT(n, 1);
         /* the resume ran at once, on this thread */
@@ -168,13 +135,6 @@ static void test_interrupt_every_step_fresh_runtime(void) {
         am2z_store_free(store);
     }
     g_rt = NULL;
-}
-
-static void read_file(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
 }
 
 static int runs_in_log(const char *log, int k) {
@@ -196,26 +156,19 @@ static am2z_store *open_journal(void) {
 
 /* Child: the 10-step chain on an inline runtime over the journal, stopped for the kill. */
 static pid_t spawn_child(int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork();
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe);
     if (pid == 0) {
         am2z_store *store;
         am2z_runtime *rt;
         am2z_outcome out;
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         store = open_journal();
         rt = store ? inline_on(store, T0) : NULL;
-        if (!rt || am2z_runtime_register(rt, ten_chain())) _exit(10);
+        if (!rt || am2z_runtime_register(rt, fx_ten_chain(step_fn, 0))) _exit(10);
         out = run_ten(rt);
         _exit(out.error ? 11 : 12); /* not reached: killed at the step */
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
 }
 
@@ -227,31 +180,22 @@ static void test_kill9_every_boundary(void) {
     int b, after, k, fd = -1;
     for (after = 0; after <= 1; after++)
         for (b = 0; b < STEPS; b++) {
-            struct pollfd pf;
             am2z_store *store;
             am2z_runtime *rt;
             am2z_outcome out;
             pid_t pid;
-            char c;
             size_t n = 0;
-            int status = 0;
             unlink(journal);
             unlink(effects);
             pid = spawn_child(b, after, &fd);
             CHECK(pid > 0);
-            pf.fd = fd;
-            pf.events = POLLIN;
-            CHECK_INT(poll(&pf, 1, 20000), 1);
-            CHECK_INT(read(fd, &c, 1), 1);
-            kill(pid, SIGKILL);
-            CHECK_INT(waitpid(pid, &status, 0), pid);
-            CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+            CHECK(fx_kill_when_asked(pid, fd, 20000));
             close(fd);
             store = open_journal();
             CHECK(store != NULL);
             if (!store) return;
             rt = inline_on(store, T0);
-            CHECK_INT(am2z_runtime_register(rt, ten_chain()), AM2Z_STATUS_OK);
+            CHECK_INT(am2z_runtime_register(rt, fx_ten_chain(step_fn, 0)), AM2Z_STATUS_OK);
             CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
             CHECK_INT(n, 1);
             memset(&out, 0, sizeof out);
@@ -261,7 +205,7 @@ static void test_kill9_every_boundary(void) {
             am2z_outcome_clear(&out);
             am2z_runtime_free(rt);
             am2z_store_free(store);
-            read_file(effects, log, sizeof log);
+            fx_read_file(effects, log, sizeof log);
             for (k = 0; k < STEPS; k++) {
                 int want = after && k == b ? 2 : 1, runs = runs_in_log(log, k);
                 if (runs != want) T_FAIL_("kill at %d (after=%d): step %d ran %d times", b, after, k, runs);
@@ -282,7 +226,6 @@ static void log_add(const char *s) {
 
 static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
     const char *name = am2z_ctx_meta(ctx)->processor;
-    am2z_edit e;
     if (!strcmp(name, "ship")) {
         log_add("ship!");
         return am2z_fail(am2z_error_business("NO_STOCK", AM2Z_SEVERITY_DEFAULT, "out of stock"));
@@ -296,29 +239,7 @@ static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
         log_add("refund!");
         return am2z_fail(am2z_error_business("BANK_DOWN", AM2Z_SEVERITY_DEFAULT, "bank down"));
     }
-    /* a compensation sees the state after its step */
-    if (!strcmp(name, "refund") && !am2z_value_get_bool(in, "charged", 0)) log_add("refund-saw-wrong-state");
-    if (!strcmp(name, "release") && am2z_value_get_bool(in, "charged", 0)) log_add("release-saw-wrong-state");
-    log_add(name);
-    e = am2z_edit_begin(in);
-    if (!strcmp(name, "charge")) am2z_edit_set(&e, "charged", am2z_value_bool(1));
-    if (!strcmp(name, "reserve")) am2z_edit_set(&e, "reserved", am2z_value_bool(1));
-    return am2z_edit_end(&e);
-}
-
-static am2z_processor *saga_p(const char *name) {
-    return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = saga_fn}, NULL);
-}
-
-static am2z_processor *saga_chain(void) {
-    return am2z_chain_new(&(am2z_chain_desc){
-        .name = "order", .count = 3,
-        .steps = (am2z_processor *[]){saga_p("reserve"), saga_p("charge"), saga_p("ship")},
-        .compensations = (am2z_processor *[]){saga_p("release"), saga_p("refund"), NULL}}, NULL);
-}
-
-static const am2z_value *comp_at(const am2z_outcome *out, size_t i) {
-    return am2z_value_at(am2z_value_get(out->error->details, "compensations"), i);
+    return fx_saga_step(in, name, log_add); /* a compensation sees the state after its step */
 }
 
 static void test_compensation(void) {
@@ -326,10 +247,10 @@ static void test_compensation(void) {
     am2z_runtime *rt = g_rt = inline_on(store, T0);
     am2z_outcome out;
     size_t n = 0;
-    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     /* reverse order, each with the state after its step; recorded as the outcome */
     g_log[0] = '\0';
-    out = run_durable(rt, "order", "saga-1");
+    out = fx_run_durable(rt, "order", "saga-1");
     CHECK_STR(g_log, "reserve,charge,ship!,refund,release");
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "saga-1", 0, &out), AM2Z_STATUS_OK);
@@ -338,34 +259,34 @@ static void test_compensation(void) {
         CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
         CHECK_INT(am2z_value_get_int(out.error->details, "failedStep", -1), 2);
         CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 0), 1);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 0), "processor", ""), "refund");
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 1), "processor", ""), "release");
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "processor", ""), "refund");
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
     }
     am2z_outcome_clear(&out);
     /* a failing compensation is reported and the others still run */
     g_log[0] = '\0';
     g_fail_refund = 1;
-    out = run_durable(rt, "order", "saga-2");
+    out = fx_run_durable(rt, "order", "saga-2");
     g_fail_refund = 0;
     CHECK_STR(g_log, "reserve,charge,ship!,refund!,release");
     if (out.error) {
         CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 1), 0);
-        CHECK_STR(am2z_value_get_string(comp_at(&out, 0), "error.code", ""), "BANK_DOWN");
-        CHECK_INT(am2z_value_get_bool(comp_at(&out, 1), "ok", 0), 1);
+        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "error.code", ""), "BANK_DOWN");
+        CHECK_INT(am2z_value_get_bool(fx_comp_at(&out, 1), "ok", 0), 1);
     }
     am2z_outcome_clear(&out);
     /* interrupted inside the refund: a fresh runtime resumes the compensations, it runs
        neither a step nor the failed step again */
     g_log[0] = '\0';
     g_stop_in_refund = 1;
-    out = run_durable(rt, "order", "saga-3");
+    out = fx_run_durable(rt, "order", "saga-3");
     CHECK(out.error != NULL);
     am2z_outcome_clear(&out);
     CHECK_STR(g_log, "reserve,charge,ship!,refund-stopped,refund");
     am2z_runtime_free(rt);
     g_log[0] = '\0';
     rt = g_rt = inline_on(store, T0);
-    CHECK_INT(am2z_runtime_register(rt, saga_chain()), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, "saga-3", &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 1);
     CHECK_STR(g_log, "refund,release");
@@ -401,20 +322,6 @@ static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_edit_end(&e);
 }
 
-static am2z_processor *expense_chain(const char *name, int64_t timeout_ms, const am2z_value *fallback) {
-    char v[32], w[32], p[32];
-    snprintf(v, sizeof v, "%s.validate", name);
-    snprintf(w, sizeof w, "%s.wait", name);
-    snprintf(p, sizeof p, "%s.pay", name);
-    return am2z_chain_new(&(am2z_chain_desc){
-        .name = name, .count = 3,
-        .steps = (am2z_processor *[]){
-            am2z_processor_new(&(am2z_processor_desc){.name = v, .fn = validate_fn}, NULL),
-            am2z_wait_signal_new(&(am2z_wait_signal_desc){.name = w, .signal = "approval", .merge_path = "approval",
-                                                          .timeout_ms = timeout_ms, .fallback = fallback}, NULL),
-            am2z_processor_new(&(am2z_processor_desc){.name = p, .fn = pay_fn}, NULL)}}, NULL);
-}
-
 #define HOUR 3600000
 #define DAY (24 * (int64_t)HOUR)
 
@@ -426,12 +333,12 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     int64_t wall0 = am2z_monotonic_ns();
     am2z_outcome out;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", HOUR, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("expf", 3 * DAY, fb)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
     /* approve: parked, then the signal resumes it at once on this thread */
-    out = run_durable(rt, "exp", "exp-ok");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-ok");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_runtime_forget(rt, "exp-ok"), AM2Z_STATUS_CONFLICT); /* parked */
@@ -444,8 +351,8 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_NOT_FOUND); /* finished */
     /* reject */
-    out = run_durable(rt, "exp", "exp-no");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-no");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-no", "approval", no), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-no", 0, &out), AM2Z_STATUS_OK);
@@ -453,8 +360,8 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     /* a 1-hour timeout: one ms short it still waits, at the hour it ends in TimeoutError */
     g_pays = 0;
-    out = run_durable(rt, "exp", "exp-late");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-late");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_inline_advance(rt, HOUR - 1), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-late", 0, &out), AM2Z_STATUS_TIMEOUT);
@@ -466,8 +373,8 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     /* a 3-day wait with a fallback, passed by one advance of 5 days: the resume runs at
        the wait's own time, exactly 3 days after it started */
-    out = run_durable(rt, "expf", "exp-fb");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "expf", "exp-fb");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_inline_advance(rt, 5 * DAY), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-fb", 0, &out), AM2Z_STATUS_OK);
@@ -496,23 +403,23 @@ static void test_signal_before_and_restart(void) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out;
     size_t n = 0;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", HOUR, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "early", "approval", yes), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "early");
+    out = fx_run_durable(rt, "exp", "early");
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_bool(out.state, "approval.approved", 0), 1);
     am2z_outcome_clear(&out);
     /* parked in one runtime, approved through the next one */
-    out = run_durable(rt, "exp", "restart-ok");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "restart-ok");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     /* parked in one runtime, timed out in the next one (its clock 2 hours later) */
-    out = run_durable(rt, "exp", "restart-late");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "restart-late");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     am2z_runtime_free(rt);
     rt = inline_on(store, T0 + 2 * HOUR);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", HOUR, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "restart-ok", "approval", yes), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 2);
@@ -532,9 +439,9 @@ static void test_real_clock_timeout(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = inline_on(store, 0);
     am2z_outcome out;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 20, NULL)), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "real-1");
-    CHECK(is_waiting(&out));
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    out = fx_run_durable(rt, "exp", "real-1");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     usleep(60000);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "real-1", 0, &out), AM2Z_STATUS_OK);
@@ -564,10 +471,10 @@ static void test_signal_from_another_thread(void) {
     am2z_status st = AM2Z_STATUS_PROTOCOL;
     am2z_outcome out;
     pthread_t th;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
-    out = run_durable(rt, "exp", "thr-1");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "thr-1");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     g_sig_delay_ms = 0;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
@@ -580,8 +487,8 @@ static void test_signal_from_another_thread(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_forget(rt, "thr-1"), AM2Z_STATUS_OK);
     /* the owner waits in durable_outcome; a signal 50 ms later wakes it and it runs */
-    out = run_durable(rt, "exp", "thr-1");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "thr-1");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     g_sig_delay_ms = 50;
     st = AM2Z_STATUS_PROTOCOL;
@@ -593,7 +500,7 @@ static void test_signal_from_another_thread(void) {
     am2z_outcome_clear(&out);
     /* queued, then run by the owner's next advance */
     CHECK_INT(am2z_runtime_forget(rt, "thr-1"), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "thr-1");
+    out = fx_run_durable(rt, "exp", "thr-1");
     am2z_outcome_clear(&out);
     g_sig_delay_ms = 0;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
@@ -618,8 +525,8 @@ static void test_refusals(void) {
     am2z_outcome out;
     am2z_execution *e, *e2;
     int64_t t0 = am2z_monotonic_ns();
-    CHECK_INT(am2z_runtime_register(plain, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* no store: refused, the detail says what is missing */
     CHECK(am2z_runtime_submit_with(plain, "exp", in, &(am2z_submit_desc){.durable = 1}, NULL) == NULL);
     CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);

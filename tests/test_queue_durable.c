@@ -15,15 +15,15 @@
 #include "t.h"
 #include "redis_harness.h"
 #include "fixture.h"
+#include "durable_fixture.h"
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define STEPS 10
+#define STEPS FX_STEPS
 
 static int port;
 static t_redis server;
@@ -34,12 +34,6 @@ static char effects[128], result[128];
 static int g_kill_step = -1;  /* the step that stops its process */
 static int g_kill_after;      /* 0: at the step's start; 1: after its side effect */
 static int g_pipe = -1;       /* tells the parent "kill me now" */
-
-static void stop_here(void) {
-    char c = 'k';
-    if (write(g_pipe, &c, 1) != 1) _exit(3);
-    for (;;) pause(); /* the parent's kill -9 ends it */
-}
 
 static void log_effect(const char *line) {
     int fd = open(effects, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -52,15 +46,11 @@ static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
     int k = (int)(intptr_t)am2z_ctx_user_data(ctx);
     char line[256];
     const char *key = am2z_ctx_idempotency_key(ctx);
-    am2z_edit e;
-    if (k == g_kill_step && !g_kill_after) stop_here();
+    if (k == g_kill_step && !g_kill_after) fx_stop_here(g_pipe);
     snprintf(line, sizeof line, "%d %s\n", k, key ? key : "-");
     log_effect(line);
-    if (k == g_kill_step && g_kill_after) stop_here();
-    e = am2z_edit_begin(in);
-    am2z_edit_set(&e, "sum", am2z_value_int(am2z_value_get_int(in, "sum", 0) + (int64_t)k * k));
-    am2z_edit_append(&e, "trace", am2z_value_int(k));
-    return am2z_edit_end(&e);
+    if (k == g_kill_step && g_kill_after) fx_stop_here(g_pipe);
+    return fx_ten_step(in, k);
 }
 
 /* The saga: reserve (undone by release), pay (undone by refund), ship (fails, or stops
@@ -68,7 +58,7 @@ static am2z_result step_fn(am2z_ctx *ctx, const am2z_state *in) {
 static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
     const char *name = (const char *)am2z_ctx_user_data(ctx);
     char line[128];
-    if (!strcmp(name, "ship") && g_kill_step == 2) stop_here();
+    if (!strcmp(name, "ship") && g_kill_step == 2) fx_stop_here(g_pipe);
     snprintf(line, sizeof line, "%s %ld\n", name, (long)getpid());
     log_effect(line);
     if (!strcmp(name, "ship")) return am2z_fail(am2z_error_with_retryable(
@@ -78,17 +68,6 @@ static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
 
 static am2z_processor *proc(const char *name, am2z_processor_fn fn, void *ud) {
     return am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = fn, .user_data = ud, .timeout_ms = 1000}, NULL);
-}
-
-static am2z_processor *ten_chain(void) {
-    am2z_processor *steps[STEPS];
-    char name[16];
-    int k;
-    for (k = 0; k < STEPS; k++) {
-        snprintf(name, sizeof name, "s%d", k);
-        steps[k] = proc(name, step_fn, (void *)(intptr_t)k);
-    }
-    return am2z_chain_new(&(am2z_chain_desc){.name = "ten", .steps = steps, .count = STEPS}, NULL);
 }
 
 static am2z_processor *saga_chain(void) {
@@ -121,20 +100,6 @@ static am2z_runtime *rt_new(int concurrency) {
 
 static am2z_state *state_of(const char *json) { return am2z_state_parse(NULL, json, AM2Z_NTS, NULL); }
 
-/* The outcome as one line: "ok <trace> <sum>" or "failed <message>". */
-static void write_result(const am2z_outcome *out) {
-    FILE *f = fopen(result, "w");
-    if (!f) return;
-    if (out->error) {
-        fprintf(f, "failed %s", out->error->message);
-    } else {
-        char *t = am2z_json_write(am2z_value_get(out->state, "trace"), 0, NULL);
-        fprintf(f, "ok %s %lld", t ? t : "?", (long long)am2z_value_get_int(out->state, "sum", -1));
-        am2z_free(t);
-    }
-    fclose(f);
-}
-
 /* A worker process for chain `name` (execution "job-1"): submits it (submit = 1) or
    only serves, then waits for the recorded outcome and writes it. */
 static void child_main(const char *name, int submit) {
@@ -142,7 +107,8 @@ static void child_main(const char *name, int submit) {
     am2z_outcome out;
     am2z_status st;
     memset(&out, 0, sizeof out);
-    if (!rt || am2z_runtime_register(rt, !strcmp(name, "ten") ? ten_chain() : saga_chain())) _exit(10);
+    if (!rt || am2z_runtime_register(rt, !strcmp(name, "ten") ? fx_ten_chain(step_fn, 1000) : saga_chain()))
+        _exit(10);
     if (submit) {
         am2z_state *in = state_of("{\"sum\":0,\"trace\":[]}");
         am2z_execution *e = am2z_runtime_submit_with(rt, name, in, &(am2z_submit_desc){.durable = 1, .execution_id = "job-1"},
@@ -153,7 +119,7 @@ static void child_main(const char *name, int submit) {
     }
     st = am2z_runtime_durable_outcome(rt, "job-1", 60000, &out);
     if (st != AM2Z_STATUS_OK) _exit(12);
-    write_result(&out);
+    fx_write_result(result, &out);
     if (out.error) { /* the saga: its compensations, in order */
         char *d = am2z_json_write(am2z_value_get(out.error->details, "compensations"), AM2Z_JSON_COMPACT, NULL);
         FILE *f = fopen(result, "a");
@@ -167,66 +133,13 @@ static void child_main(const char *name, int submit) {
 }
 
 static pid_t spawn(const char *name, int submit, int kill_step, int kill_after, int *pipe_rd) {
-    int fds[2];
-    pid_t pid;
-    if (pipe(fds) != 0) return -1;
-    pid = fork(); /* this process has no threads: fork is safe */
+    pid_t pid = fx_fork_piped(pipe_rd, &g_pipe); /* this process has no threads: fork is safe */
     if (pid == 0) {
-        close(fds[0]);
-        g_pipe = fds[1];
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         child_main(name, submit);
     }
-    close(fds[1]);
-    *pipe_rd = fds[0];
     return pid;
-}
-
-static int wait_exit(pid_t pid) {
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
-/* Waits for the child's "kill me" byte and kills it with SIGKILL; 1 when it did. */
-static int kill_when_asked(pid_t pid, int fd) {
-    struct pollfd pf;
-    char c;
-    int ok;
-    pf.fd = fd;
-    pf.events = POLLIN;
-    ok = poll(&pf, 1, 60000) == 1 && read(fd, &c, 1) == 1;
-    kill(pid, SIGKILL);
-    return wait_exit(pid) == 100 + SIGKILL && ok;
-}
-
-static void read_file(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
-/* How many times step k ran, from the side-effect log; every line must carry its
-   step's idempotency key. */
-static int runs_of(const char *log, int k, int *bad_key) {
-    char want[64];
-    const char *p = log;
-    int n = 0;
-    snprintf(want, sizeof want, "%d job-1/0/%d\n", k, k);
-    while ((p = strstr(p, want)) != NULL) {
-        if (p == log || p[-1] == '\n') n++;
-        p += strlen(want);
-    }
-    for (p = log; *p; p = strchr(p, '\n') + 1) {
-        int s = atoi(p);
-        char line[64];
-        snprintf(line, sizeof line, "%d job-1/0/%d\n", s, s);
-        if (strncmp(p, line, strlen(line)) != 0) *bad_key = 1;
-        if (!strchr(p, '\n')) break;
-    }
-    return n;
 }
 
 static void fresh(void) {
@@ -239,32 +152,25 @@ static void fresh(void) {
    predecessors checkpointed) for even b, after step b's side effect (before its
    checkpoint) for odd b; another process's worker finishes it. */
 static void test_kill9_every_boundary(void) {
-    char expect[256], got[256], log[4096];
-    int fd, b, k, bad_key = 0;
+    char expect[256];
+    int fd, b, bad_key = 0;
     pid_t pid;
     fresh();
     pid = spawn("ten", 1, -1, 0, &fd);
-    CHECK_INT(wait_exit(pid), 0);
+    CHECK_INT(fx_wait_exit(pid), 0);
     close(fd);
-    read_file(result, expect, sizeof expect);
+    fx_read_file(result, expect, sizeof expect);
     CHECK_STR(expect, "ok [0,1,2,3,4,5,6,7,8,9] 285");
     for (b = 0; b < STEPS; b++) {
         int after = b % 2;
         fresh();
         pid = spawn("ten", 1, b, after, &fd);
-        CHECK(kill_when_asked(pid, fd));
+        CHECK(fx_kill_when_asked(pid, fd, 60000));
         close(fd);
         pid = spawn("ten", 0, -1, 0, &fd); /* another process: serves and asks by id */
-        CHECK_INT(wait_exit(pid), 0);
+        CHECK_INT(fx_wait_exit(pid), 0);
         close(fd);
-        read_file(result, got, sizeof got);
-        if (strcmp(got, expect) != 0) T_FAIL_("kill at step %d (after=%d): \"%s\"", b, after, got);
-        read_file(effects, log, sizeof log);
-        for (k = 0; k < STEPS; k++) {
-            int n = runs_of(log, k, &bad_key);
-            int want = after && k == b ? 2 : 1; /* the step in flight: again, once */
-            if (n != want) T_FAIL_("kill at step %d (after=%d): step %d ran %d times", b, after, k, n);
-        }
+        fx_check_ten_resumed(result, effects, expect, b, after, &bad_key);
     }
     CHECK(!bad_key);
 }
@@ -278,17 +184,17 @@ static void test_compensation_across_processes(void) {
     pid_t a, b;
     fresh();
     a = spawn("saga", 1, 2, 0, &fd);
-    CHECK(kill_when_asked(a, fd));
+    CHECK(fx_kill_when_asked(a, fd, 60000));
     close(fd);
     b = spawn("saga", 0, -1, 0, &fd);
-    CHECK_INT(wait_exit(b), 0);
+    CHECK_INT(fx_wait_exit(b), 0);
     close(fd);
-    read_file(result, got, sizeof got);
+    fx_read_file(result, got, sizeof got);
     CHECK(strncmp(got, "failed ", 7) == 0);
     CHECK(strstr(got, "\"step\":1,\"processor\":\"refund\",\"ok\":true") != NULL);
     CHECK(strstr(got, "\"step\":0,\"processor\":\"release\",\"ok\":true") != NULL);
     CHECK(strstr(got, "refund") < strstr(got, "release"));
-    read_file(effects, log, sizeof log);
+    fx_read_file(effects, log, sizeof log);
     snprintf(line, sizeof line, "reserve %ld\npay %ld\nship %ld\nrefund %ld\nrelease %ld\n", (long)a, (long)a, (long)b,
              (long)b, (long)b);
     CHECK_STR(log, line);
@@ -306,32 +212,6 @@ static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     if (!am2z_value_get_bool(in, "approval.approved", 0))
         return am2z_fail(am2z_error_with_retryable(am2z_error_business("REJECTED", AM2Z_SEVERITY_LOW, "rejected"), 0));
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "paid", am2z_value_bool(1)));
-}
-
-static am2z_processor *expense_chain(const char *name, int64_t timeout_ms, const am2z_value *fallback) {
-    char v[32], w[32], p[32];
-    snprintf(v, sizeof v, "%s.validate", name);
-    snprintf(w, sizeof w, "%s.wait", name);
-    snprintf(p, sizeof p, "%s.pay", name);
-    return am2z_chain_new(&(am2z_chain_desc){
-        .name = name, .count = 3,
-        .steps = (am2z_processor *[]){
-            am2z_processor_new(&(am2z_processor_desc){.name = v, .fn = validate_fn}, NULL),
-            am2z_wait_signal_new(&(am2z_wait_signal_desc){.name = w, .signal = "approval", .merge_path = "approval",
-                                                          .timeout_ms = timeout_ms, .fallback = fallback}, NULL),
-            am2z_processor_new(&(am2z_processor_desc){.name = p, .fn = pay_fn}, NULL)}}, NULL);
-}
-
-static am2z_outcome run_durable(am2z_runtime *rt, const char *name, const char *id) {
-    am2z_state *in = state_of("{}");
-    am2z_outcome out = am2z_runtime_execute_with(rt, name, in, &(am2z_submit_desc){.durable = 1, .execution_id = id});
-    am2z_value_release(in);
-    return out;
-}
-
-static int is_waiting(const am2z_outcome *out) {
-    const am2z_error *root = out->error ? am2z_error_root_cause(out->error) : NULL;
-    return root && root->code && !strcmp(root->code, "AM2Z_WAITING");
 }
 
 /* The score of the durable job of id in the delayed set of queue am2z~<name> (its due
@@ -403,14 +283,14 @@ static void test_signals(void) {
     rt = rt_new(1); /* one worker thread: a parked execution must not hold it */
     CHECK(rt != NULL);
     if (!rt) return;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("expt", 300, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("expf", 300, fb)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 300, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 300, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc("quick", quick_fn, NULL)), AM2Z_STATUS_OK);
 
     /* approve: parked as a delayed job (no timeout: due a year on), the thread free */
-    out = run_durable(rt, "exp", "exp-1");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-1");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     due = delayed_due("exp", "exp-1");
     CHECK(due > am2z_now_ms() + 300LL * 86400000);
@@ -437,22 +317,22 @@ static void test_signals(void) {
     CHECK_INT(am2z_runtime_signal(rt, "exp-1", "approval", yes), AM2Z_STATUS_NOT_FOUND);
     CHECK_INT(am2z_runtime_forget(rt, "exp-1"), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-1", 0, &out), AM2Z_STATUS_NOT_FOUND);
-    out = run_durable(rt, "exp", "exp-1"); /* a forgotten id runs afresh */
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-1"); /* a forgotten id runs afresh */
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
 
     /* timeout: TimeoutError, or the fallback; the job was due at the wait's end */
     t0 = am2z_now_ms();
-    out = run_durable(rt, "expt", "exp-2");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "expt", "exp-2");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     due = delayed_due("expt", "exp-2");
     CHECK(due >= t0 + 300 && due < t0 + 10000);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-2", 20000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_TIMEOUT);
     am2z_outcome_clear(&out);
-    out = run_durable(rt, "expf", "exp-3");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "expf", "exp-3");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-3", 20000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL && am2z_value_get_bool(out.state, "approval.auto", 0) &&
@@ -461,13 +341,13 @@ static void test_signals(void) {
 
     /* a signal before the execution exists is kept: the wait finds it, nothing parks */
     CHECK_INT(am2z_runtime_signal(rt, "exp-4", "approval", yes), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "exp-4");
+    out = fx_run_durable(rt, "exp", "exp-4");
     CHECK(out.error == NULL && am2z_value_get_bool(out.state, "paid", 0));
     am2z_outcome_clear(&out);
 
     /* resume of a parked id moves it to wait: it looks again and parks again */
-    out = run_durable(rt, "exp", "exp-5");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-5");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     {
         size_t n = 9;
@@ -478,12 +358,12 @@ static void test_signals(void) {
     }
 
     /* from another process */
-    out = run_durable(rt, "exp", "exp-remote");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-remote");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(write(go[1], "g", 1), 1);
     close(go[1]);
-    CHECK_INT(wait_exit(sig), 0);
+    CHECK_INT(fx_wait_exit(sig), 0);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-remote", 20000, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL && am2z_value_get_int(out.state, "approval.by", 0) == (int64_t)sig);
     am2z_outcome_clear(&out);
@@ -537,17 +417,17 @@ static void test_hundred_parked(void) {
     rt = rt_new(1);
     CHECK(rt != NULL);
     if (!rt) return;
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc("quick", quick_fn, NULL)), AM2Z_STATUS_OK);
-    out = run_durable(rt, "exp", "many-0"); /* the runtime's threads and pool warmed up */
-    waiting += is_waiting(&out);
+    out = fx_run_durable(rt, "exp", "many-0"); /* the runtime's threads and pool warmed up */
+    waiting += fx_is_waiting(&out);
     am2z_outcome_clear(&out);
     threads = thread_count();
     conns = redis_int("CLIENT LIST");
     for (i = 1; i < 100; i++) {
         snprintf(id, sizeof id, "many-%d", i);
-        out = run_durable(rt, "exp", id);
-        waiting += is_waiting(&out);
+        out = fx_run_durable(rt, "exp", id);
+        waiting += fx_is_waiting(&out);
         am2z_outcome_clear(&out);
     }
     CHECK_INT(waiting, 100);
@@ -587,7 +467,7 @@ static void test_recorded_outcome_ends_a_recovered_job(void) {
     CHECK_INT(am2z_runtime_register(rt, am2z_chain_new(&(am2z_chain_desc){
         .name = "once", .count = 1, .steps = (am2z_processor *[]){proc("once.count", counted_fn, NULL)}}, NULL)),
               AM2Z_STATUS_OK);
-    out = run_durable(rt, "once", "rec-1");
+    out = fx_run_durable(rt, "once", "rec-1");
     CHECK(out.error == NULL);
     am2z_outcome_clear(&out);
     CHECK_INT(__atomic_load_n(&g_counted_runs, __ATOMIC_SEQ_CST), 1);
@@ -654,9 +534,9 @@ static void test_store_failures(void) {
         .name = "sab", .count = 2,
         .steps = (am2z_processor *[]){proc("sab.break", sabotage_fn, NULL), proc("sab.after", quick_fn, NULL)}}, NULL)),
               AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, expense_chain("exp", 0, NULL)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* a checkpoint that cannot be written fails the execution, naming the record */
-    out = run_durable(rt, "sab", "sab-1");
+    out = fx_run_durable(rt, "sab", "sab-1");
     CHECK(out.error != NULL);
     js = error_text(out.error);
     CHECK(js && strstr(js, "durable checkpoint 'x/sab-1/c/0/0'") && strstr(js, "WRONGTYPE"));
@@ -666,8 +546,8 @@ static void test_store_failures(void) {
     CHECK(am2z_runtime_submit_with(rt, "sab", in, &(am2z_submit_desc){.durable = 1, .execution_id = "sab-1"}, &st) == NULL);
     CHECK(st != AM2Z_STATUS_OK && strstr(am2z_status_detail(), "x/sab-1/done") != NULL);
     /* a corrupted checkpoint (its SHA-256 no longer matches) fails the resumed run */
-    out = run_durable(rt, "exp", "exp-c");
-    CHECK(is_waiting(&out));
+    out = fx_run_durable(rt, "exp", "exp-c");
+    CHECK(fx_is_waiting(&out));
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_redis_command(r, &rep, "HGET bull:am2z:x:exp-c c/0/0"), AM2Z_STATUS_OK);
     CHECK(rep.len > 64);

@@ -17,55 +17,15 @@
 #include "redis_harness.h"
 #include "proc.h"
 #include "fixture.h"
+#include "limits_fixture.h"
 
 static int port;
 static t_redis server;
 static am2z_logger *g_quiet;
-static char g_exe[1024];
-
-/* The integer (or number in a string) a command answers, -1 on failure, 0 for nil. */
-static long long redis_num(const char *fmt, const char *a, const char *b) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    long long v = -1;
-    if (!r) return -1;
-    if (am2z_redis_command(r, &rep, fmt, a, b) == AM2Z_STATUS_OK)
-        v = rep.type == AM2Z_REPLY_INTEGER ? rep.integer : rep.type == AM2Z_REPLY_NIL ? 0
-            : strtoll(am2z_reply_str(&rep), NULL, 10);
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return v;
-}
-
-static void redis_do(const char *cmd) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    if (r) { am2z_redis_command(r, &rep, cmd); am2z_reply_clear(&rep); am2z_redis_free(r); }
-}
 
 /* ---- the worker process ---- */
 
-/* Counts one run in and out of "now:<tag>", keeping "max:<tag>" (atomically). */
-static const char count_lua[] =
-    "local n = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
-    "if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end\n"
-    "return n\n";
 static am2z_redis_script *g_count;
-
-static void count(const char *tag, int d) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    char now_k[160], max_k[160], ds[8];
-    const char *argv[3];
-    if (!r) return;
-    snprintf(now_k, sizeof now_k, "now:%s", tag);
-    snprintf(max_k, sizeof max_k, "max:%s", tag);
-    snprintf(ds, sizeof ds, "%d", d);
-    argv[0] = now_k; argv[1] = max_k; argv[2] = ds;
-    am2z_redis_evalsha(r, &rep, g_count, 2, 3, argv, NULL);
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
 
 /* A job of {"ms"} (or, with "hold", for as long as the key "hold" exists, at most 60 s),
    counted for the whole processor ("all") and per session; "done:<session>" counts the
@@ -73,25 +33,18 @@ static void count(const char *tag, int d) {
 static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
     const char *sid = am2z_ctx_meta(ctx)->session_id;
     char done_k[160];
-    am2z_redis *r;
-    count("all", 1);
-    count(sid, 1);
+    fx_count(port, g_count, "all", 1);
+    fx_count(port, g_count, sid, 1);
     if (am2z_value_get_int(in, "hold", 0)) {
         long long t0 = tp_now_ms();
-        while (redis_num("EXISTS %s", "hold", NULL) == 1 && tp_now_ms() - t0 < 60000) tp_sleep_ms(20);
+        while (fx_redis_num(port, "EXISTS %s", "hold", NULL) == 1 && tp_now_ms() - t0 < 60000) tp_sleep_ms(20);
     } else {
         tp_sleep_ms(am2z_value_get_int(in, "ms", 50));
     }
-    count(sid, -1);
-    count("all", -1);
+    fx_count(port, g_count, sid, -1);
+    fx_count(port, g_count, "all", -1);
     snprintf(done_k, sizeof done_k, "done:%s", sid);
-    r = fx_conn(port);
-    if (r) {
-        am2z_reply rep = {0};
-        am2z_redis_command(r, &rep, "INCR %s", done_k);
-        am2z_reply_clear(&rep);
-        am2z_redis_free(r);
-    }
+    fx_redis_num(port, "INCR %s", done_k, NULL);
     return am2z_ok(am2z_value_retain((am2z_state *)in));
 }
 
@@ -105,7 +58,7 @@ static int worker_main(const char *spec) {
     am2z_processor_desc pd;
     am2z_runtime *rt;
     if (sscanf(spec, "%d:%d:%d:%lld:%lld", &port, &global, &rmax, &rper, &lock) != 5) return 2;
-    g_count = am2z_redis_script_new(count_lua, strlen(count_lua), NULL);
+    g_count = am2z_redis_script_new(fx_count_lua, strlen(fx_count_lua), NULL);
     memset(&d, 0, sizeof d);
     d.redis.host = "127.0.0.1";
     d.redis.port = port;
@@ -124,9 +77,7 @@ static int worker_main(const char *spec) {
     pd.timeout_ms = 90000;
     pd.queue.global_concurrency = global;
     if (g_count && rt && am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) == AM2Z_STATUS_OK) {
-        printf("ready\n");
-        fflush(stdout);
-        while (redis_num("EXISTS %s", "stop", NULL) == 0) tp_sleep_ms(50);
+        fx_serve_until_stop(port);
         rc = 0;
     }
     am2z_runtime_free(rt);
@@ -136,73 +87,11 @@ static int worker_main(const char *spec) {
 
 /* ---- the test process ---- */
 
-static int start_workers(tp_proc *w, int n, int global, int rmax, long long rper, long long lock) {
-    char env_s[128];
-    const char *env[2];
-    char *argv[2];
-    char line[64];
-    int i;
-    snprintf(env_s, sizeof env_s, "AM2Z_CAP_WORKER=%d:%d:%d:%lld:%lld", port, global, rmax, rper, lock);
-    env[0] = env_s;
-    env[1] = NULL;
-    argv[0] = g_exe;
-    argv[1] = NULL;
-    for (i = 0; i < n; i++) {
-        if (tp_spawn(&w[i], argv, env, 1) != 0) return 0;
-        if (tp_readline(&w[i], line, sizeof line, 20000) != 1 || strcmp(line, "ready") != 0) return 0;
-    }
-    return 1;
-}
-
-/* Stops the workers (each exits 0 when it sees the key "stop"), then empties Redis. */
-static void stop_workers(tp_proc *w, int n) {
-    int i;
-    redis_do("SET stop 1");
-    for (i = 0; i < n; i++) {
-        if (w[i].pid && tp_wait(&w[i], 20000) != 0) T_FAIL_("worker %d did not stop cleanly", i);
-        tp_stop(&w[i], SIGKILL, 1000);
-    }
-    redis_do("FLUSHALL");
-}
-
-static am2z_runtime *producer(void) {
-    am2z_queue_desc d;
-    am2z_runtime *rt;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    d.settings_refresh_ms = -1;
-    d.logger = g_quiet;
-    rt = am2z_queue_runtime_new(&d, NULL);
-    if (rt) CHECK_INT(am2z_queue_declare(rt, "slow", NULL), AM2Z_STATUS_OK);
-    return rt;
-}
-
-/* Submits n jobs with input json in session sid (NULL: the global queue) into e. */
-static void submit_n(am2z_runtime *rt, am2z_execution **e, int n, const char *sid, const char *json) {
-    am2z_submit_desc d;
-    int i;
-    memset(&d, 0, sizeof d);
-    d.session_id = sid;
-    for (i = 0; i < n; i++) {
-        am2z_state *in = am2z_state_parse(NULL, json, strlen(json), NULL);
-        e[i] = am2z_runtime_submit_with(rt, "slow", in, &d, NULL);
-        am2z_value_release(in);
-    }
-}
-
-static int wait_all(am2z_execution **e, int n, int64_t ms) {
-    int i, ok = 0;
-    for (i = 0; i < n; i++) {
-        am2z_outcome out = {0};
-        if (e[i] && am2z_execution_wait(e[i], ms, &out) == AM2Z_STATUS_OK && !out.error) ok++;
-        else if (out.error) fprintf(stderr, "job %d: %s\n", i, out.error->message);
-        am2z_outcome_clear(&out);
-        am2z_execution_free(e[i]);
-        e[i] = NULL;
-    }
-    return ok;
+/* The workers' environment (a static buffer, valid until the next call). */
+static const char *worker_env(int global, int rmax, long long rper, long long lock) {
+    static char env[128];
+    snprintf(env, sizeof env, "AM2Z_CAP_WORKER=%d:%d:%d:%lld:%lld", port, global, rmax, rper, lock);
+    return env;
 }
 
 static const char *const g_sessions[4] = {"s-a", "s-b", "s-c", "s-d"};
@@ -213,24 +102,22 @@ static void test_cap_spans_sessions(void) {
     am2z_runtime *rt;
     int i, ok = 0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 0, 0)) { T_FAIL_("workers did not start"); stop_workers(w, 2); return; }
-    rt = producer();
-    CHECK(rt != NULL);
-    if (!rt) { stop_workers(w, 2); return; }
-    for (i = 0; i < 5; i++) submit_n(rt, e[i], 8, i < 4 ? g_sessions[i] : NULL, "{\"ms\":60}");
-    for (i = 0; i < 5; i++) ok += wait_all(e[i], 8, 60000);
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 0, 0), g_quiet);
+    if (!rt) return;
+    for (i = 0; i < 5; i++) fx_submit_n(rt, "slow", e[i], 8, i < 4 ? g_sessions[i] : NULL, "{\"ms\":60}");
+    for (i = 0; i < 5; i++) ok += fx_wait_all(e[i], 8, 60000);
     CHECK_INT(ok, 40);
     printf("  2 processes x 8 threads, 4 sessions + the global queue, global_concurrency 3: max %lld at once\n",
-           redis_num("GET %s", "max:all", NULL));
+           fx_redis_num(port, "GET %s", "max:all", NULL));
     /* 16 threads, 5 queues: at most 3 at once in all of them, and the cap is reached */
-    CHECK_INT(redis_num("GET %s", "max:all", NULL), 3);
-    CHECK_INT(redis_num("GET %s", "now:all", NULL), 0);
-    for (i = 0; i < 4; i++) CHECK_INT(redis_num("GET done:%s", g_sessions[i], NULL), 8);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 3);
+    CHECK_INT(fx_redis_num(port, "GET %s", "now:all", NULL), 0);
+    for (i = 0; i < 4; i++) CHECK_INT(fx_redis_num(port, "GET done:%s", g_sessions[i], NULL), 8);
     /* every slot given back, nobody left blocked */
-    CHECK_INT(redis_num("ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 0);
-    CHECK_INT(redis_num("ZCARD %s", "bull:am2z~slow:am2z:blocked", NULL), 0);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 0);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~slow:am2z:blocked", NULL), 0);
     am2z_runtime_free(rt);
-    stop_workers(w, 2);
+    fx_stop_workers(port, w, 2);
 }
 
 static void test_killed_worker_gives_slots_back(void) {
@@ -240,37 +127,39 @@ static void test_killed_worker_gives_slots_back(void) {
     long long t0;
     memset(w, 0, sizeof w);
     /* locks of 1 s (stalled check every 0.5 s), so a dead worker's jobs expire quickly */
-    if (!start_workers(w, 1, 3, 0, 0, 1000)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
-    rt = producer();
-    CHECK(rt != NULL);
-    if (!rt) { stop_workers(w, 1); return; }
-    redis_do("SET hold 1");
-    submit_n(rt, held, 1, "s-a", "{\"hold\":1}");
-    submit_n(rt, held + 1, 1, "s-b", "{\"hold\":1}");
-    submit_n(rt, held + 2, 1, NULL, "{\"hold\":1}");
+    rt = fx_workers_and_producer(port, w, 1, worker_env(3, 0, 0, 1000), g_quiet);
+    if (!rt) return;
+    fx_redis_do(port, "SET hold 1");
+    fx_submit_n(rt, "slow", held, 1, "s-a", "{\"hold\":1}");
+    fx_submit_n(rt, "slow", held + 1, 1, "s-b", "{\"hold\":1}");
+    fx_submit_n(rt, "slow", held + 2, 1, NULL, "{\"hold\":1}");
     t0 = tp_now_ms();
-    while (redis_num("GET %s", "now:all", NULL) < 3 && tp_now_ms() - t0 < 20000) tp_sleep_ms(20);
-    CHECK_INT(redis_num("GET %s", "now:all", NULL), 3);
-    CHECK_INT(redis_num("ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 3);
+    while (fx_redis_num(port, "GET %s", "now:all", NULL) < 3 && tp_now_ms() - t0 < 20000) tp_sleep_ms(20);
+    CHECK_INT(fx_redis_num(port, "GET %s", "now:all", NULL), 3);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 3);
     /* killed with the cap full: nothing removes its three slots but their leases */
     tp_stop(&w[0], SIGKILL, 1000);
     memset(&w[0], 0, sizeof w[0]);
-    redis_do("DEL hold now:all max:all");
-    if (!start_workers(w, 1, 3, 0, 0, 1000)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
+    fx_redis_do(port, "DEL hold now:all max:all");
+    if (!fx_start_workers(w, 1, worker_env(3, 0, 0, 1000))) {
+        T_FAIL_("worker did not start");
+        fx_stop_workers(port, w, 1);
+        return;
+    }
     /* new work in the sessions of the held jobs (the new worker serves, and so scans,
        the session queues it is woken for) and in others */
-    submit_n(rt, e, 3, "s-a", "{\"ms\":100}");
-    submit_n(rt, e + 3, 3, "s-b", "{\"ms\":100}");
-    submit_n(rt, e + 6, 3, "s-c", "{\"ms\":100}");
-    submit_n(rt, e + 9, 3, NULL, "{\"ms\":100}");
-    CHECK_INT(wait_all(e, 12, 60000), 12);
-    CHECK_INT(wait_all(held, 3, 60000), 3); /* recovered by the stalled check, run again */
+    fx_submit_n(rt, "slow", e, 3, "s-a", "{\"ms\":100}");
+    fx_submit_n(rt, "slow", e + 3, 3, "s-b", "{\"ms\":100}");
+    fx_submit_n(rt, "slow", e + 6, 3, "s-c", "{\"ms\":100}");
+    fx_submit_n(rt, "slow", e + 9, 3, NULL, "{\"ms\":100}");
+    CHECK_INT(fx_wait_all(e, 12, 60000), 12);
+    CHECK_INT(fx_wait_all(held, 3, 60000), 3); /* recovered by the stalled check, run again */
     printf("  after a kill -9 with 3 slots taken: max %lld at once in the next worker\n",
-           redis_num("GET %s", "max:all", NULL));
-    CHECK_INT(redis_num("GET %s", "max:all", NULL), 3); /* the full cap again */
-    CHECK_INT(redis_num("ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 0);
+           fx_redis_num(port, "GET %s", "max:all", NULL));
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 3); /* the full cap again */
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~slow:am2z:running", NULL), 0);
     am2z_runtime_free(rt);
-    stop_workers(w, 1);
+    fx_stop_workers(port, w, 1);
 }
 
 static void test_session_rate(void) {
@@ -279,18 +168,16 @@ static void test_session_rate(void) {
     am2z_runtime *rt;
     long long t0, tb, t2, done_a_at_b, done_a_2s;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 0, 10, 1000, 0)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
-    rt = producer();
-    CHECK(rt != NULL);
-    if (!rt) { stop_workers(w, 1); return; }
+    rt = fx_workers_and_producer(port, w, 1, worker_env(0, 10, 1000, 0), g_quiet);
+    if (!rt) return;
     t0 = tp_now_ms();
-    submit_n(rt, a, 40, "tenant-a", "{\"ms\":5}");
-    submit_n(rt, b, 5, "tenant-b", "{\"ms\":5}");
-    CHECK_INT(wait_all(b, 5, 30000), 5);
+    fx_submit_n(rt, "slow", a, 40, "tenant-a", "{\"ms\":5}");
+    fx_submit_n(rt, "slow", b, 5, "tenant-b", "{\"ms\":5}");
+    CHECK_INT(fx_wait_all(b, 5, 30000), 5);
     tb = tp_now_ms() - t0;
-    done_a_at_b = redis_num("GET %s", "done:tenant-a", NULL);
+    done_a_at_b = fx_redis_num(port, "GET %s", "done:tenant-a", NULL);
     while (tp_now_ms() - t0 < 2000) tp_sleep_ms(10);
-    done_a_2s = redis_num("GET %s", "done:tenant-a", NULL);
+    done_a_2s = fx_redis_num(port, "GET %s", "done:tenant-a", NULL);
     t2 = tp_now_ms() - t0; /* late on a loaded machine: the windows begun by then count */
     printf("  session_rate 10/s: tenant B's 5 jobs in %lld ms (A had %lld done then), A ran %lld in 2 s\n", tb,
            done_a_at_b, done_a_2s);
@@ -300,11 +187,11 @@ static void test_session_rate(void) {
     /* A within its rate: 3 windows of 10 begin in 2 s (fixed windows), and it runs */
     CHECK(done_a_2s <= 10 * (1 + t2 / 1000));
     CHECK(done_a_2s >= 5);
-    CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow~tenant-a:meta", "max"), 10);
-    CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow~tenant-a:meta", "duration"), 1000);
-    CHECK_INT(wait_all(a, 40, 60000), 40);
+    CHECK_INT(fx_redis_num(port, "HGET %s %s", "bull:am2z~slow~tenant-a:meta", "max"), 10);
+    CHECK_INT(fx_redis_num(port, "HGET %s %s", "bull:am2z~slow~tenant-a:meta", "duration"), 1000);
+    CHECK_INT(fx_wait_all(a, 40, 60000), 40);
     am2z_runtime_free(rt);
-    stop_workers(w, 1);
+    fx_stop_workers(port, w, 1);
 }
 
 static void test_bad_rate(void) {
@@ -334,13 +221,9 @@ static void start_server(void) {
 
 int main(int argc, char **argv) {
     const char *spec = getenv("AM2Z_CAP_WORKER");
-    ssize_t n;
     (void)argc;
     (void)argv;
     if (spec) return worker_main(spec);
-    n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
-    if (n <= 0) { fprintf(stderr, "no /proc/self/exe\n"); return 1; }
-    g_exe[n] = 0;
     g_quiet = fx_quiet();
     T_RUN(start_server);
     if (port) {

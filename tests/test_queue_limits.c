@@ -17,62 +17,28 @@
 #include "redis_harness.h"
 #include "proc.h"
 #include "fixture.h"
+#include "limits_fixture.h"
 
 static int port;
 static t_redis server;
 static am2z_logger *g_quiet;
-static char g_exe[1024];
-
-/* The integer (or number in a string) a command answers, -1 on failure, 0 for nil. */
-static long long redis_num(const char *fmt, const char *a, const char *b) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    long long v = -1;
-    if (!r) return -1;
-    if (am2z_redis_command(r, &rep, fmt, a, b) == AM2Z_STATUS_OK)
-        v = rep.type == AM2Z_REPLY_INTEGER ? rep.integer : rep.type == AM2Z_REPLY_NIL ? 0
-            : strtoll(am2z_reply_str(&rep), NULL, 10);
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return v;
-}
 
 /* ---- the worker process ---- */
 
-/* Counts one run in and out of "now:<tag>", keeping "max:<tag>" (atomically). */
-static const char count_lua[] =
-    "local n = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
-    "if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end\n"
-    "return n\n";
 static am2z_redis_script *g_count;
-
-static void count(const char *tag, int d) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    char now_k[160], max_k[160], ds[8];
-    const char *argv[3];
-    if (!r) return;
-    snprintf(now_k, sizeof now_k, "now:%s", tag);
-    snprintf(max_k, sizeof max_k, "max:%s", tag);
-    snprintf(ds, sizeof ds, "%d", d);
-    argv[0] = now_k; argv[1] = max_k; argv[2] = ds;
-    am2z_redis_evalsha(r, &rep, g_count, 2, 3, argv, NULL);
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
 
 /* A slow job: counted for the whole cap ("all"), per session and per process. */
 static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
     char pid_tag[32];
     const char *sid = am2z_ctx_meta(ctx)->session_id;
     snprintf(pid_tag, sizeof pid_tag, "pid%d", (int)getpid());
-    count("all", 1);
-    count(sid, 1);
-    count(pid_tag, 1);
+    fx_count(port, g_count, "all", 1);
+    fx_count(port, g_count, sid, 1);
+    fx_count(port, g_count, pid_tag, 1);
     tp_sleep_ms(am2z_value_get_int(in, "ms", 50));
-    count(pid_tag, -1);
-    count(sid, -1);
-    count("all", -1);
+    fx_count(port, g_count, pid_tag, -1);
+    fx_count(port, g_count, sid, -1);
+    fx_count(port, g_count, "all", -1);
     if (am2z_value_get_int(in, "fail", 0))
         return am2z_fail(am2z_error_business("NOPE", AM2Z_SEVERITY_DEFAULT, "fails on purpose"));
     return am2z_ok(am2z_value_retain((am2z_state *)in));
@@ -86,7 +52,7 @@ static int worker_main(const char *spec) {
     am2z_processor_desc pd;
     am2z_runtime *rt;
     if (sscanf(spec, "%d:%d:%d:%d", &port, &global, &session, &local) != 4) return 2;
-    g_count = am2z_redis_script_new(count_lua, strlen(count_lua), NULL);
+    g_count = am2z_redis_script_new(fx_count_lua, strlen(fx_count_lua), NULL);
     memset(&d, 0, sizeof d);
     d.redis.host = "127.0.0.1";
     d.redis.port = port;
@@ -102,9 +68,7 @@ static int worker_main(const char *spec) {
     pd.queue.global_concurrency = global;
     pd.queue.concurrency = local;
     if (g_count && rt && am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) == AM2Z_STATUS_OK) {
-        printf("ready\n");
-        fflush(stdout);
-        while (redis_num("EXISTS %s", "stop", NULL) == 0) tp_sleep_ms(50);
+        fx_serve_until_stop(port);
         rc = 0;
     }
     am2z_runtime_free(rt);
@@ -114,86 +78,11 @@ static int worker_main(const char *spec) {
 
 /* ---- the test process ---- */
 
-static int start_workers(tp_proc *w, int n, int global, int session, int local) {
-    char spec[64], env_s[96];
-    const char *env[2];
-    char *argv[2];
-    char line[64];
-    int i;
-    snprintf(spec, sizeof spec, "%d:%d:%d:%d", port, global, session, local);
-    snprintf(env_s, sizeof env_s, "AM2Z_LIMITS_WORKER=%s", spec);
-    env[0] = env_s;
-    env[1] = NULL;
-    argv[0] = g_exe;
-    argv[1] = NULL;
-    for (i = 0; i < n; i++) {
-        if (tp_spawn(&w[i], argv, env, 1) != 0) return 0;
-        if (tp_readline(&w[i], line, sizeof line, 20000) != 1 || strcmp(line, "ready") != 0) return 0;
-    }
-    return 1;
-}
-
-static void redis_do(const char *cmd) {
-    am2z_redis *r = fx_conn(port);
-    am2z_reply rep = {0};
-    if (r) { am2z_redis_command(r, &rep, cmd); am2z_reply_clear(&rep); am2z_redis_free(r); }
-}
-
-/* Stops the workers (each exits 0 when it sees the key "stop"); Redis keeps its keys. */
-static void end_workers(tp_proc *w, int n) {
-    int i;
-    redis_do("SET stop 1");
-    for (i = 0; i < n; i++) {
-        if (w[i].pid && tp_wait(&w[i], 20000) != 0) T_FAIL_("worker %d did not stop cleanly", i);
-        tp_stop(&w[i], SIGKILL, 1000);
-    }
-    redis_do("DEL stop");
-}
-
-static void stop_workers(tp_proc *w, int n) {
-    end_workers(w, n);
-    redis_do("FLUSHALL");
-}
-
-static am2z_runtime *producer(void) {
-    am2z_queue_desc d;
-    am2z_runtime *rt;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    d.settings_refresh_ms = -1;
-    d.logger = g_quiet;
-    rt = am2z_queue_runtime_new(&d, NULL);
-    if (rt) CHECK_INT(am2z_queue_declare(rt, "slow", NULL), AM2Z_STATUS_OK);
-    return rt;
-}
-
-/* Submits n jobs of ms each in session sid (NULL: the global queue) into e. */
-static void submit_n(am2z_runtime *rt, am2z_execution **e, int n, const char *sid, int ms) {
-    char json[32];
-    am2z_submit_desc d;
-    int i;
-    memset(&d, 0, sizeof d);
-    d.session_id = sid;
-    snprintf(json, sizeof json, "{\"ms\":%d}", ms);
-    for (i = 0; i < n; i++) {
-        am2z_state *in = am2z_state_parse(NULL, json, strlen(json), NULL);
-        e[i] = am2z_runtime_submit_with(rt, "slow", in, &d, NULL);
-        am2z_value_release(in);
-    }
-}
-
-static int wait_all(am2z_execution **e, int n) {
-    int i, ok = 0;
-    for (i = 0; i < n; i++) {
-        am2z_outcome out = {0};
-        if (e[i] && am2z_execution_wait(e[i], 60000, &out) == AM2Z_STATUS_OK && !out.error) ok++;
-        else if (out.error) fprintf(stderr, "job %d: %s\n", i, out.error->message);
-        am2z_outcome_clear(&out);
-        am2z_execution_free(e[i]);
-    }
-    return ok;
+/* The workers' environment (a static buffer, valid until the next call). */
+static const char *worker_env(int global, int session, int local) {
+    static char env[96];
+    snprintf(env, sizeof env, "AM2Z_LIMITS_WORKER=%d:%d:%d:%d", port, global, session, local);
+    return env;
 }
 
 static void test_global_concurrency_two_processes(void) {
@@ -203,41 +92,42 @@ static void test_global_concurrency_two_processes(void) {
     char pk[64];
     int i, ran = 0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 0)) { T_FAIL_("workers did not start"); stop_workers(w, 2); return; }
-    rt = producer();
-    CHECK(rt != NULL);
-    if (!rt) { stop_workers(w, 2); return; }
-    CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow:meta", "concurrency"), 3);
-    submit_n(rt, e, 40, NULL, 60);
-    CHECK_INT(wait_all(e, 40), 40);
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 0), g_quiet);
+    if (!rt) return;
+    CHECK_INT(fx_redis_num(port, "HGET %s %s", "bull:am2z~slow:meta", "concurrency"), 3);
+    fx_submit_n(rt, "slow", e, 40, NULL, "{\"ms\":60}");
+    CHECK_INT(fx_wait_all(e, 40, 60000), 40);
     printf("  2 processes x 8 threads, global_concurrency 3: max %lld at once\n",
-           redis_num("GET %s", "max:all", NULL));
+           fx_redis_num(port, "GET %s", "max:all", NULL));
     /* 16 worker threads, at most 3 at once: reached, never exceeded */
-    CHECK_INT(redis_num("GET %s", "max:all", NULL), 3);
-    CHECK_INT(redis_num("GET %s", "now:all", NULL), 0);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 3);
+    CHECK_INT(fx_redis_num(port, "GET %s", "now:all", NULL), 0);
     am2z_runtime_free(rt);
-    stop_workers(w, 2);
+    fx_stop_workers(port, w, 2);
     /* each process may run 2 (concurrency, per process): 2 + 2 without the shared cap,
        3 with it, and both processes run jobs */
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 3, 0, 2)) { T_FAIL_("workers did not start"); stop_workers(w, 2); return; }
-    rt = producer();
-    if (!rt) { stop_workers(w, 2); return; }
-    submit_n(rt, e, 40, NULL, 60);
-    CHECK_INT(wait_all(e, 40), 40);
-    CHECK_INT(redis_num("GET %s", "max:all", NULL), 3);
+    rt = fx_workers_and_producer(port, w, 2, worker_env(3, 0, 2), g_quiet);
+    if (!rt) return;
+    fx_submit_n(rt, "slow", e, 40, NULL, "{\"ms\":60}");
+    CHECK_INT(fx_wait_all(e, 40, 60000), 40);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 3);
     for (i = 0; i < 2; i++) {
         snprintf(pk, sizeof pk, "max:pid%d", (int)w[i].pid);
-        if (redis_num("GET %s", pk, NULL) > 0) ran++;
+        if (fx_redis_num(port, "GET %s", pk, NULL) > 0) ran++;
     }
     CHECK_INT(ran, 2);
     am2z_runtime_free(rt);
     /* the workers' setting: re-registered without a cap, the meta's goes away */
-    end_workers(w, 2);
+    fx_end_workers(port, w, 2);
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 0, 0, 0)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
-    CHECK_INT(redis_num("HEXISTS %s %s", "bull:am2z~slow:meta", "concurrency"), 0);
-    stop_workers(w, 1);
+    if (!fx_start_workers(w, 1, worker_env(0, 0, 0))) {
+        T_FAIL_("worker did not start");
+        fx_stop_workers(port, w, 1);
+        return;
+    }
+    CHECK_INT(fx_redis_num(port, "HEXISTS %s %s", "bull:am2z~slow:meta", "concurrency"), 0);
+    fx_stop_workers(port, w, 1);
 }
 
 /* A worker thread serves a queue for at most 32 jobs in a row, then sleeps again; the
@@ -251,9 +141,8 @@ static void test_failed_jobs_free_their_slot(void) {
     int i, failed = 0;
     long long t0;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 1, 1, 0, 0)) { T_FAIL_("worker did not start"); stop_workers(w, 1); return; }
-    rt = producer();
-    if (!rt) { stop_workers(w, 1); return; }
+    rt = fx_workers_and_producer(port, w, 1, worker_env(1, 0, 0), g_quiet);
+    if (!rt) return;
     for (i = 0; i < 40; i++) {
         am2z_state *in = am2z_state_parse(NULL, "{\"ms\":5,\"fail\":1}", AM2Z_NTS, NULL);
         e[i] = am2z_runtime_submit(rt, "slow", in, NULL, NULL);
@@ -268,9 +157,9 @@ static void test_failed_jobs_free_their_slot(void) {
     }
     CHECK_INT(failed, 40);
     if (tp_now_ms() - t0 > 10000) T_FAIL_("40 jobs of 5 ms took %lld ms", tp_now_ms() - t0);
-    CHECK_INT(redis_num("GET %s", "max:all", NULL), 1);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:all", NULL), 1);
     am2z_runtime_free(rt);
-    stop_workers(w, 1);
+    fx_stop_workers(port, w, 1);
 }
 
 static void test_session_concurrency_two_processes(void) {
@@ -278,20 +167,18 @@ static void test_session_concurrency_two_processes(void) {
     am2z_execution *a[20], *b[20];
     am2z_runtime *rt;
     memset(w, 0, sizeof w);
-    if (!start_workers(w, 2, 0, 2, 0)) { T_FAIL_("workers did not start"); stop_workers(w, 2); return; }
-    rt = producer();
-    CHECK(rt != NULL);
-    if (!rt) { stop_workers(w, 2); return; }
-    submit_n(rt, a, 20, "tenant-a", 50);
-    submit_n(rt, b, 20, "tenant-b", 50);
-    CHECK_INT(wait_all(a, 20), 20);
-    CHECK_INT(wait_all(b, 20), 20);
-    CHECK_INT(redis_num("GET %s", "max:tenant-a", NULL), 2);
-    CHECK_INT(redis_num("GET %s", "max:tenant-b", NULL), 2);
-    CHECK(redis_num("GET %s", "max:all", NULL) >= 3); /* the two sessions ran side by side */
-    CHECK_INT(redis_num("HGET %s %s", "bull:am2z~slow~tenant-a:meta", "concurrency"), 2);
+    rt = fx_workers_and_producer(port, w, 2, worker_env(0, 2, 0), g_quiet);
+    if (!rt) return;
+    fx_submit_n(rt, "slow", a, 20, "tenant-a", "{\"ms\":50}");
+    fx_submit_n(rt, "slow", b, 20, "tenant-b", "{\"ms\":50}");
+    CHECK_INT(fx_wait_all(a, 20, 60000), 20);
+    CHECK_INT(fx_wait_all(b, 20, 60000), 20);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:tenant-a", NULL), 2);
+    CHECK_INT(fx_redis_num(port, "GET %s", "max:tenant-b", NULL), 2);
+    CHECK(fx_redis_num(port, "GET %s", "max:all", NULL) >= 3); /* the two sessions ran side by side */
+    CHECK_INT(fx_redis_num(port, "HGET %s %s", "bull:am2z~slow~tenant-a:meta", "concurrency"), 2);
     am2z_runtime_free(rt);
-    stop_workers(w, 2);
+    fx_stop_workers(port, w, 2);
 }
 
 static void test_bad_values(void) {
@@ -316,13 +203,9 @@ static void start_server(void) {
 
 int main(int argc, char **argv) {
     const char *spec = getenv("AM2Z_LIMITS_WORKER");
-    ssize_t n;
     (void)argc;
     (void)argv;
     if (spec) return worker_main(spec);
-    n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
-    if (n <= 0) { fprintf(stderr, "no /proc/self/exe\n"); return 1; }
-    g_exe[n] = 0;
     g_quiet = fx_quiet();
     T_RUN(start_server);
     if (port) {

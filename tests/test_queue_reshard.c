@@ -1,6 +1,6 @@
 /* test_queue_reshard.c - a live resharding of a Redis Cluster slot, invisible to callers
    (am2z_resp.h section 3, CLUSTER: ASK, MOVED and TRYAGAIN are followed), against a
-   3-master cluster started here as tests/test_queue_cluster.c does:
+   3-master cluster started here (tests/cluster_harness.h, as tests/test_queue_cluster.c):
      - ASK: while a slot migrates, a plain GET of a key already moved is answered (ASKING
        on the importing node), one still on the source too, a pipeline mixing both and a
        new key (created on the importing node) as well;
@@ -20,125 +20,24 @@
 #include "../am2z_resp.h"
 #include "t.h"
 #include "redis_harness.h"
+#include "fixture.h"
+#include "cluster_harness.h"
 #include <pthread.h>
 
 /* private (am2z_resp.h section 3): a failed call as the queue runtime reports it */
 am2z_error *am2z__redis_error(const am2z_redis *r, am2z_status st);
 
-#define NNODES 3
+#define NNODES FX_CLUSTER_NODES
 
 static t_redis node0, node1, node2;
-static t_redis *const nodes[NNODES] = {&node0, &node1, &node2};
-static char seed_spec[NNODES][32];
-static const char *seeds[NNODES];
-static const char *node_extra[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                   "--cluster-node-timeout", "2000", NULL};
+static fx_cluster cl = {{&node0, &node1, &node2}, {"", "", ""}, {NULL, NULL, NULL}};
 static am2z_logger *g_quiet;
 
 static long long now_ms(void) { return am2z_monotonic_ns() / 1000000; }
 
-static am2z_redis *conn_port(int port) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    d.connect_timeout_ms = 2000;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
-/* The port of the master serving slot, 0 if none. */
-static int slot_owner(int slot) {
-    am2z_redis *r = conn_port(nodes[0]->port);
-    am2z_reply rep;
-    size_t i;
-    int port = 0;
-    memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_command(r, &rep, "CLUSTER SLOTS") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY)
-        for (i = 0; i < rep.len; i++) {
-            const am2z_reply *e = am2z_reply_at(&rep, i), *m = am2z_reply_at(e, 2);
-            if (e && m && am2z_reply_at(e, 0)->integer <= slot && slot <= am2z_reply_at(e, 1)->integer)
-                port = (int)am2z_reply_at(m, 1)->integer;
-        }
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return port;
-}
-
-static int cluster_ok(int port) {
-    am2z_redis *r = conn_port(port);
-    am2z_reply rep;
-    int ok = 0;
-    memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_command(r, &rep, "CLUSTER INFO") == AM2Z_STATUS_OK)
-        ok = strstr(am2z_reply_str(&rep), "cluster_state:ok") != NULL;
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return ok;
-}
-
-static int cluster_start(void) {
-    char cmd[512];
-    int i, n;
-    long long until;
-    for (i = 0; i < NNODES; i++)
-        if (t_redis_start(nodes[i], node_extra) != 0) return -1;
-    n = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
-    for (i = 0; i < NNODES; i++) n += snprintf(cmd + n, sizeof cmd - (size_t)n, " 127.0.0.1:%d", nodes[i]->port);
-    snprintf(cmd + n, sizeof cmd - (size_t)n, " --cluster-yes >%s/create.log 2>&1", nodes[0]->dir);
-    if (system(cmd) != 0) return -1;
-    until = now_ms() + 15000;
-    while (now_ms() < until) {
-        int ok = 1;
-        for (i = 0; i < NNODES && ok; i++) ok = cluster_ok(nodes[i]->port);
-        if (ok) {
-            for (i = 0; i < NNODES; i++) {
-                snprintf(seed_spec[i], sizeof seed_spec[i], "127.0.0.1:%d", nodes[i]->port);
-                seeds[i] = seed_spec[i];
-            }
-            return 0;
-        }
-        t_redis_sleep_ms(100);
-    }
-    return -1;
-}
-
-static void cluster_stop(void) {
-    int i;
-    char path[256];
-    for (i = 0; i < NNODES; i++) {
-        t_redis_reap(nodes[i], SIGKILL);
-        snprintf(path, sizeof path, "%s/nodes.conf", nodes[i]->dir); unlink(path);
-        snprintf(path, sizeof path, "%s/create.log", nodes[i]->dir); unlink(path);
-        t_redis_stop(nodes[i]);
-    }
-}
-
-static void node_id(int port, char *id, size_t size) {
-    am2z_redis *r = conn_port(port);
-    am2z_reply rep;
-    memset(&rep, 0, sizeof rep);
-    id[0] = 0;
-    if (r && am2z_redis_command(r, &rep, "CLUSTER MYID") == AM2Z_STATUS_OK) snprintf(id, size, "%s", am2z_reply_str(&rep));
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-}
-
-static int server_port(am2z_redis *r) {
-    am2z_reply rep;
-    int port = 0;
-    memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, "CONFIG GET port") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY && rep.len == 2)
-        port = atoi(am2z_reply_str(am2z_reply_at(&rep, 1)));
-    am2z_reply_clear(&rep);
-    return port;
-}
-
 /* One admin command on the node at port; 0 when it answered OK-ish (not an error). */
 static int admin(int port, am2z_reply *rep, const char *fmt, const char *a, const char *b) {
-    am2z_redis *r = conn_port(port);
+    am2z_redis *r = fx_cluster_conn(port);
     int rc = -1;
     if (r && am2z_redis_command(r, rep, fmt, a, b) == AM2Z_STATUS_OK) rc = 0;
     else if (getenv("RESHARD_VERBOSE")) fprintf(stderr, "  admin on %d: %s\n", port, am2z_reply_str(rep));
@@ -152,8 +51,8 @@ static void migration_open(int slot, int from, int to) {
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     snprintf(s, sizeof s, "%d", slot);
-    node_id(from, from_id, sizeof from_id);
-    node_id(to, to_id, sizeof to_id);
+    fx_node_id(from, from_id, sizeof from_id);
+    fx_node_id(to, to_id, sizeof to_id);
     /* the target first, so it accepts ASKING before the source sends anyone there */
     if (admin(to, &rep, "CLUSTER SETSLOT %s IMPORTING %s", s, from_id)) T_FAIL_("IMPORTING: %s", am2z_reply_str(&rep));
     if (admin(from, &rep, "CLUSTER SETSLOT %s MIGRATING %s", s, to_id)) T_FAIL_("MIGRATING: %s", am2z_reply_str(&rep));
@@ -181,18 +80,18 @@ static void migration_close(int slot, int from, int to) {
     am2z_reply rep;
     memset(&rep, 0, sizeof rep);
     snprintf(s, sizeof s, "%d", slot);
-    node_id(to, to_id, sizeof to_id);
+    fx_node_id(to, to_id, sizeof to_id);
     if (admin(to, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id)) T_FAIL_("NODE on target: %s", am2z_reply_str(&rep));
     if (admin(from, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id)) T_FAIL_("NODE on source: %s", am2z_reply_str(&rep));
     for (i = 0; i < NNODES; i++)
-        if (nodes[i]->port != from && nodes[i]->port != to) admin(nodes[i]->port, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id);
+        if (cl.nodes[i]->port != from && cl.nodes[i]->port != to) admin(cl.nodes[i]->port, &rep, "CLUSTER SETSLOT %s NODE %s", s, to_id);
     am2z_reply_clear(&rep);
 }
 
 static int other_master(int port) {
     int i;
     for (i = 0; i < NNODES; i++)
-        if (nodes[i]->port != port) return nodes[i]->port;
+        if (cl.nodes[i]->port != port) return cl.nodes[i]->port;
     return 0;
 }
 
@@ -200,7 +99,7 @@ static am2z_redis *cluster_conn(const char *key, int64_t command_timeout_ms) {
     am2z_redis_desc d;
     am2z_redis *r;
     memset(&d, 0, sizeof d);
-    d.cluster_nodes = seeds;
+    d.cluster_nodes = cl.seeds;
     d.n_cluster_nodes = NNODES;
     d.cluster_key = key;
     d.connect_timeout_ms = 2000;
@@ -243,8 +142,8 @@ static void *script_main(void *arg) {
 }
 
 static void test_ask_tryagain_moved(void) {
-    int slot = am2z_redis_key_slot(TAG, AM2Z_NTS), from = slot_owner(slot), to = other_master(from);
-    am2z_redis *src = conn_port(from), *r = NULL, *q = NULL;
+    int slot = am2z_redis_key_slot(TAG, AM2Z_NTS), from = fx_slot_owner(&cl, slot), to = other_master(from);
+    am2z_redis *src = fx_cluster_conn(from), *r = NULL, *q = NULL;
     am2z_reply rep;
     am2z_status st;
     script_call call;
@@ -261,7 +160,7 @@ static void test_ask_tryagain_moved(void) {
     r = cluster_conn(TAG, 400);
     call.s = am2z_redis_script_new(counter_script, AM2Z_NTS, NULL);
     if (!r || !call.s) goto done;
-    CHECK_INT(server_port(r), from);
+    CHECK_INT(fx_server_port(r), from);
     migration_open(slot, from, to);
     migrate_key(src, to, TAG ":a", strlen(TAG ":a"));
     migrate_key(src, to, TAG ":count", strlen(TAG ":count"));
@@ -315,7 +214,7 @@ static void test_ask_tryagain_moved(void) {
     CHECK_INT(st, AM2Z_STATUS_SERVER);
     CHECK(strncmp(am2z_reply_str(&rep), "TRYAGAIN", 8) == 0);
     if (ms < 250 || ms > 3000) T_FAIL_("script retried for %lld ms; the deadline was 400 ms", ms);
-    q = conn_port(to);
+    q = fx_cluster_conn(to);
     CHECK(q != NULL);
     if (q) {
         CHECK_INT(am2z_redis_append(q, "ASKING"), AM2Z_STATUS_OK);
@@ -345,7 +244,7 @@ static void test_ask_tryagain_moved(void) {
     CHECK(!am2z_redis_is_connected(r)); /* closed after the MOVED: the next command asks the seeds */
     CHECK_INT(am2z_redis_command(r, &rep, "GET %s", TAG ":c"), AM2Z_STATUS_OK);
     CHECK_STR(am2z_reply_str(&rep), "3");
-    CHECK_INT(server_port(r), to);
+    CHECK_INT(fx_server_port(r), to);
 done:
     am2z_reply_clear(&rep);
     am2z_redis_script_free(call.s);
@@ -356,17 +255,9 @@ done:
 
 /* -- the queue runtime while its slot migrates -- */
 
-#define CALLERS 3
 #define MAX_CALLS 100000
-typedef struct call_rec {
-    long long start_ms, end_ms;
-    int ok; /* 1 right result, 0 error, -1 wrong result */
-    char err[64];
-} call_rec;
-static call_rec calls[MAX_CALLS];
+static fx_call calls[MAX_CALLS];
 static int runs[MAX_CALLS]; /* processor runs per call index: more than 1 is a duplicate */
-static int ncalls, stop_calls, callers_done;
-static am2z_runtime *producer;
 
 static am2z_result p_twice(am2z_ctx *ctx, const am2z_state *in) {
     int64_t n = am2z_value_get_int(in, "n", 0);
@@ -375,42 +266,11 @@ static am2z_result p_twice(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_set(am2z_value_retain(in), "n", am2z_value_int(2 * n)));
 }
 
-static void *caller_main(void *arg) {
-    int64_t base = (int64_t)(intptr_t)arg * 1000000;
-    while (!__atomic_load_n(&stop_calls, __ATOMIC_ACQUIRE)) {
-        int k = __atomic_fetch_add(&ncalls, 1, __ATOMIC_ACQ_REL);
-        int64_t n = base + k;
-        am2z_state *in;
-        am2z_outcome out;
-        if (k >= MAX_CALLS) break;
-        in = am2z_state_new("t", am2z_value_set(am2z_value_object(), "n", am2z_value_int(n)), NULL);
-        calls[k].start_ms = now_ms();
-        out = am2z_runtime_execute(producer, "twice", in);
-        if (!out.error) {
-            calls[k].ok = am2z_value_get_int(out.state, "n", -1) == 2 * n ? 1 : -1;
-        } else {
-            snprintf(calls[k].err, sizeof calls[k].err, "%s", out.error->name ? out.error->name : "?");
-            fprintf(stderr, "  call %d failed at %lld: %s: %s\n", k, now_ms(), out.error->name, out.error->message);
-        }
-        __atomic_store_n(&calls[k].end_ms, now_ms(), __ATOMIC_RELEASE);
-        am2z_outcome_clear(&out);
-        am2z_value_release(in);
-    }
-    __atomic_add_fetch(&callers_done, 1, __ATOMIC_ACQ_REL);
-    return NULL;
-}
-
-static int count_ok_after(long long t) {
-    int i, n = 0, total = __atomic_load_n(&ncalls, __ATOMIC_ACQUIRE);
-    if (total > MAX_CALLS) total = MAX_CALLS;
-    for (i = 0; i < total; i++)
-        if (__atomic_load_n(&calls[i].end_ms, __ATOMIC_ACQUIRE) && calls[i].start_ms >= t && calls[i].ok == 1) n++;
-    return n;
-}
+static int twice_right(const am2z_state *out, int64_t n) { return am2z_value_get_int(out, "n", -1) == 2 * n; }
 
 /* Keys of slot on the node at port (CLUSTER COUNTKEYSINSLOT). */
 static long long keys_in_slot(int port, int slot) {
-    am2z_redis *r = conn_port(port);
+    am2z_redis *r = fx_cluster_conn(port);
     am2z_reply rep;
     char s[16];
     long long n = -1;
@@ -423,45 +283,32 @@ static long long keys_in_slot(int port, int slot) {
 }
 
 static void test_queue_reshard(void) {
-    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), from = slot_owner(slot), to = other_master(from);
-    int i, started = 0, n_ok = 0, n_err = 0, n_wrong = 0, n_lost = 0, dup = 0, total, overlapped = 0;
+    int slot = am2z_redis_key_slot("{am2z}", AM2Z_NTS), from = fx_slot_owner(&cl, slot), to = other_master(from);
+    int i, dup = 0, total, overlapped = 0;
     long long until, t_open, t_close, longest = 0, moved = 0;
     char s[16];
     am2z_queue_desc qd;
     am2z_runtime *worker;
-    am2z_processor_desc pd;
     am2z_redis *src;
-    pthread_t th[CALLERS];
+    am2z_runtime *producer;
+    fx_callers cs;
+    fx_tally tally;
     snprintf(s, sizeof s, "%d", slot);
     memset(&qd, 0, sizeof qd);
-    qd.redis.cluster_nodes = seeds;
+    qd.redis.cluster_nodes = cl.seeds;
     qd.redis.n_cluster_nodes = NNODES;
     qd.redis.connect_timeout_ms = 2000;
     qd.bull_prefix = "{am2z}";
     qd.logger = g_quiet;
-    qd.concurrency = 2;
-    worker = am2z_queue_runtime_new(&qd, NULL);
-    qd.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    producer = am2z_queue_runtime_new(&qd, NULL);
-    if (!worker || !producer) {
-        T_FAIL_("runtime: %s", am2z_status_detail());
-        am2z_runtime_free(worker);
-        am2z_runtime_free(producer);
-        return;
-    }
-    memset(&pd, 0, sizeof pd);
-    pd.name = "twice";
-    pd.fn = p_twice;
-    pd.timeout_ms = 20000; /* the calls' deadline: well past the migration window */
-    CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_declare(producer, "twice", NULL), AM2Z_STATUS_OK);
-    for (i = 0; i < CALLERS; i++) started += pthread_create(&th[i], NULL, caller_main, (void *)(intptr_t)(i + 1)) == 0;
+    /* 20 s: the calls' deadline, well past the migration window */
+    if (!fx_worker_producer(&qd, "twice", p_twice, 20000, &worker, &producer)) return;
+    fx_callers_start(&cs, producer, "twice", twice_right, calls, MAX_CALLS, "RESHARD_VERBOSE");
     until = now_ms() + 15000;
-    while (count_ok_after(0) < 100 && now_ms() < until) t_redis_sleep_ms(20);
-    CHECK(count_ok_after(0) >= 100);
+    while (fx_callers_ok_after(&cs, 0) < 100 && now_ms() < until) t_redis_sleep_ms(20);
+    CHECK(fx_callers_ok_after(&cs, 0) >= 100);
 
     /* the migration, key by key, while the callers run */
-    src = conn_port(from);
+    src = fx_cluster_conn(from);
     CHECK(src != NULL);
     t_open = now_ms();
     migration_open(slot, from, to);
@@ -489,64 +336,40 @@ static void test_queue_reshard(void) {
     fprintf(stderr, "  %lld keys migrated one by one in %lld ms\n", moved, t_close - t_open);
     CHECK(moved >= 10);
     CHECK_INT(keys_in_slot(from, slot), 0);
-    CHECK_INT(slot_owner(slot), to);
+    CHECK_INT(fx_slot_owner(&cl, slot), to);
     am2z_redis_free(src);
 
     until = now_ms() + 20000;
-    while (count_ok_after(t_close + 500) < 100 && now_ms() < until) t_redis_sleep_ms(50);
-    __atomic_store_n(&stop_calls, 1, __ATOMIC_RELEASE);
-    until = now_ms() + 30000;
-    while (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started && now_ms() < until) t_redis_sleep_ms(20);
-    if (__atomic_load_n(&callers_done, __ATOMIC_ACQUIRE) < started) {
-        fprintf(stderr, "FAIL test_queue_reshard: %d caller(s) never returned (lost)\n",
-                started - __atomic_load_n(&callers_done, __ATOMIC_ACQUIRE));
-        _exit(1); /* a hung thread cannot be joined; the servers die with us (PDEATHSIG) */
-    }
-    for (i = 0; i < started; i++) pthread_join(th[i], NULL);
-    total = ncalls < MAX_CALLS ? ncalls : MAX_CALLS;
+    while (fx_callers_ok_after(&cs, t_close + 500) < 100 && now_ms() < until) t_redis_sleep_ms(50);
+    fx_callers_stop(&cs, "test_queue_reshard", 30000);
+    tally = fx_callers_tally(&cs, t_open, t_close);
+    total = cs.ncalls < MAX_CALLS ? cs.ncalls : MAX_CALLS;
     for (i = 0; i < total; i++) {
         if (!calls[i].start_ms) continue;
-        if (!calls[i].end_ms) n_lost++;
-        else if (calls[i].ok == 1) n_ok++;
-        else if (calls[i].ok < 0) n_wrong++;
-        else n_err++;
         if (runs[i] > 1) dup++;
         if (calls[i].end_ms && calls[i].end_ms - calls[i].start_ms > longest) longest = calls[i].end_ms - calls[i].start_ms;
         if (calls[i].start_ms <= t_close && calls[i].end_ms >= t_open) overlapped++;
     }
-    fprintf(stderr, "  calls %d: ok %d, errors %d, wrong %d, lost %d, duplicated %d; %d overlapped the "
-            "migration; longest call %lld ms (window %lld ms)\n", n_ok + n_err + n_wrong + n_lost, n_ok, n_err, n_wrong,
-            n_lost, dup, overlapped, longest, t_close - t_open);
-    CHECK_INT(n_lost, 0);
-    CHECK_INT(n_wrong, 0);
+    fprintf(stderr, "  duplicated %d; %d overlapped the migration; longest call %lld ms (window %lld ms)\n", dup,
+            overlapped, longest, t_close - t_open);
+    CHECK_INT(tally.lost, 0);
+    CHECK_INT(tally.wrong, 0);
     CHECK_INT(dup, 0);
-    CHECK_INT(n_err, 0);
-    CHECK(overlapped >= CALLERS);
+    CHECK_INT(tally.err, 0);
+    CHECK(overlapped >= FX_CALLERS);
     CHECK(longest <= t_close - t_open + 10000);
-    CHECK(count_ok_after(t_close + 500) >= 100);
+    CHECK(fx_callers_ok_after(&cs, t_close + 500) >= 100);
     am2z_runtime_free(producer);
     am2z_runtime_free(worker);
-    producer = NULL;
 }
 
 int main(void) {
-    int rc;
-    g_quiet = am2z_logger_new(&(am2z_logger_desc){.sink = AM2Z_SINK_SILENT}, NULL);
-    rc = t_redis_installed() && system("command -v redis-cli >/dev/null 2>&1") == 0 ? cluster_start() : T_REDIS_MISSING;
-    if (rc == T_REDIS_MISSING && getenv("CI")) {
-        fprintf(stderr, "FAIL: redis-server or redis-cli is not installed, and CI is set\n");
-        t_failed++;
-    } else if (rc == T_REDIS_MISSING) {
-        fprintf(stderr, "SKIP test_queue_reshard: redis-server or redis-cli is not installed: the tests did NOT run\n");
-        t_skipped += 2;
-    } else if (rc != 0) {
-        fprintf(stderr, "FAIL: the 3-master cluster did not form (see %s/create.log)\n", nodes[0]->dir);
-        t_failed++;
-    } else {
+    g_quiet = fx_quiet();
+    if (fx_cluster_require(&cl, "test_queue_reshard", 2)) {
         T_RUN(test_ask_tryagain_moved);
         T_RUN(test_queue_reshard);
     }
-    cluster_stop();
+    fx_cluster_stop(&cl);
     am2z_logger_release(g_quiet);
     return t_done();
 }

@@ -40,22 +40,9 @@ static long long now_ms(void) { return am2z_monotonic_ns() / 1000000; }
 
 /* -- helpers -- */
 
-static am2z_redis *conn_port(int port) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = port;
-    d.connect_timeout_ms = 1000;
-    d.command_timeout_ms = 2000;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
 /* The master port sentinel s names, 0 when it names none or does not answer. */
 static int sentinel_master_port(int sport) {
-    am2z_redis *r = conn_port(sport);
+    am2z_redis *r = fx_conn_timeout(sport, 1000, 2000);
     am2z_reply rep;
     int port = 0;
     memset(&rep, 0, sizeof rep);
@@ -69,7 +56,7 @@ static int sentinel_master_port(int sport) {
 
 /* A field of SENTINEL MASTER (a flat name, value array) as a number, -1 when missing. */
 static long sentinel_field(int sport, const char *field) {
-    am2z_redis *r = conn_port(sport);
+    am2z_redis *r = fx_conn_timeout(sport, 1000, 2000);
     am2z_reply rep;
     long v = -1;
     size_t i;
@@ -82,31 +69,6 @@ static long sentinel_field(int sport, const char *field) {
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
     return v;
-}
-
-/* 1 when the replica's link to its master is up. */
-static int replica_linked(void) {
-    am2z_redis *r = conn_port(replica.port);
-    am2z_reply rep;
-    int up = 0;
-    memset(&rep, 0, sizeof rep);
-    if (r && am2z_redis_command(r, &rep, "INFO replication") == AM2Z_STATUS_OK)
-        up = strstr(am2z_reply_str(&rep), "master_link_status:up") != NULL;
-    am2z_reply_clear(&rep);
-    am2z_redis_free(r);
-    return up;
-}
-
-/* The port the server on r's connection listens on (CONFIG GET port), 0 on failure. */
-static int conn_server_port(am2z_redis *r) {
-    am2z_reply rep;
-    int port = 0;
-    memset(&rep, 0, sizeof rep);
-    if (am2z_redis_command(r, &rep, "CONFIG GET port") == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
-        rep.len == 2)
-        port = atoi(am2z_reply_str(am2z_reply_at(&rep, 1)));
-    am2z_reply_clear(&rep);
-    return port;
 }
 
 static int sentinel_start(sentinel_proc *s, int master_port) {
@@ -259,7 +221,7 @@ static int cluster_start(void) {
     }
     until = now_ms() + 20000;
     while (now_ms() < until && !ready) {
-        ready = replica_linked();
+        ready = fx_replica_up(replica.port);
         for (i = 0; i < NSENT && ready; i++)
             ready = sentinel_field(sents[i].port, "num-other-sentinels") >= NSENT - 1 &&
                     sentinel_field(sents[i].port, "num-slaves") >= 1;
@@ -375,13 +337,13 @@ static void test_role_check(void) {
     r = am2z_redis_new(&d, NULL);
     st = am2z_redis_connect(r);
     if (st != AM2Z_STATUS_OK) T_FAIL_("connect: %s", am2z_status_detail());
-    CHECK_INT(conn_server_port(r), master.port);
+    CHECK_INT(fx_server_port(r), master.port);
     memset(&rep, 0, sizeof rep);
     CHECK_INT(am2z_redis_command(r, &rep, "SET sentinel-test yes"), AM2Z_STATUS_OK); /* writable: the master */
     am2z_reply_clear(&rep);
     /* a reconnect asks the sentinel that led to the master first (the liar is not asked) */
     CHECK_INT(am2z_redis_connect(r), AM2Z_STATUS_OK);
-    CHECK_INT(conn_server_port(r), master.port);
+    CHECK_INT(fx_server_port(r), master.port);
     am2z_redis_free(r);
     d = sentinel_desc(list, 1, 2000);
     r = am2z_redis_new(&d, NULL);
@@ -410,7 +372,6 @@ static int square_right(const am2z_state *out, int64_t n) { return am2z_value_ge
 static void test_failover(void) {
     am2z_queue_desc qd;
     am2z_runtime *worker;
-    am2z_processor_desc pd;
     am2z_runtime *producer;
     fx_callers cs;
     fx_tally tally;
@@ -421,23 +382,8 @@ static void test_failover(void) {
     qd.lock_duration_ms = 2000;
     qd.stalled_interval_ms = 500;
     qd.logger = g_quiet;
-    qd.concurrency = 2;
-    worker = am2z_queue_runtime_new(&qd, NULL);
-    qd.concurrency = AM2Z_QUEUE_NO_WORKERS;
-    producer = am2z_queue_runtime_new(&qd, NULL);
-    CHECK(worker && producer);
-    if (!worker || !producer) {
-        T_FAIL_("runtime: %s", am2z_status_detail());
-        am2z_runtime_free(worker);
-        am2z_runtime_free(producer);
-        return;
-    }
-    memset(&pd, 0, sizeof pd);
-    pd.name = "square";
-    pd.fn = p_square;
-    pd.timeout_ms = 3000; /* a job lost with the master answers its caller by then */
-    CHECK_INT(am2z_runtime_register(worker, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_queue_declare(producer, "square", NULL), AM2Z_STATUS_OK);
+    /* 3 s: a job lost with the master answers its caller by then */
+    if (!fx_worker_producer(&qd, "square", p_square, 3000, &worker, &producer)) return;
     fx_callers_start(&cs, producer, "square", square_right, calls, MAX_CALLS, "SENTINEL_VERBOSE");
     CHECK_INT(cs.started, FX_CALLERS);
     until = now_ms() + 15000;

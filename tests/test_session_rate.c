@@ -54,31 +54,6 @@ static am2z_runtime *rt_new(int max, int64_t per_ms, int session_concurrency) {
     return rt;
 }
 
-static void submit_n(am2z_runtime *rt, am2z_execution **e, int n, const char *sid, int ms) {
-    am2z_submit_desc d;
-    char json[32];
-    int i;
-    memset(&d, 0, sizeof d);
-    d.session_id = sid;
-    snprintf(json, sizeof json, "{\"ms\":%d}", ms);
-    for (i = 0; i < n; i++) {
-        am2z_state *in = am2z_state_parse(NULL, json, strlen(json), NULL);
-        e[i] = am2z_runtime_submit_with(rt, "work", in, &d, NULL);
-        am2z_value_release(in);
-    }
-}
-
-static int wait_all(am2z_execution **e, int n) {
-    int i, ok = 0;
-    for (i = 0; i < n; i++) {
-        am2z_outcome out = {0};
-        if (e[i] && am2z_execution_wait(e[i], 30000, &out) == AM2Z_STATUS_OK && !out.error) ok++;
-        am2z_outcome_clear(&out);
-        am2z_execution_free(e[i]);
-    }
-    return ok;
-}
-
 /* 5 starts per 200 ms (25 a second): tenant A's 40 executions take about 1.6 s; tenant
    B's 5 are not behind them; A stays within its windows. */
 static void test_rate_per_tenant(void) {
@@ -89,9 +64,9 @@ static void test_rate_per_tenant(void) {
     CHECK(rt != NULL);
     if (!rt) return;
     t0 = now_ms();
-    submit_n(rt, a, 40, "tenant-a", 2);
-    submit_n(rt, b, 5, "tenant-b", 2);
-    CHECK_INT(wait_all(b, 5), 5);
+    fx_submit_n(rt, "work", a, 40, "tenant-a", "{\"ms\":2}");
+    fx_submit_n(rt, "work", b, 5, "tenant-b", "{\"ms\":2}");
+    CHECK_INT(fx_wait_all(b, 5, 30000), 5);
     tb = now_ms() - t0;
     done_b_at = __atomic_load_n(&g_done[1], __ATOMIC_SEQ_CST);
     done_a_at_b = __atomic_load_n(&g_done[0], __ATOMIC_SEQ_CST);
@@ -105,7 +80,7 @@ static void test_rate_per_tenant(void) {
     CHECK(done_a_at_b < 40);
     CHECK(done_a_500 <= 5 * (1 + t500 / 200)); /* 3 windows of 5 begin in 500 ms */
     CHECK(done_a_500 >= 5);      /* and A runs */
-    CHECK_INT(wait_all(a, 40), 40);
+    CHECK_INT(fx_wait_all(a, 40, 30000), 40);
     CHECK(now_ms() - t0 >= 7 * 200 - 50); /* 40 starts need 8 windows: 7 of them waited out */
     am2z_runtime_free(rt);
 }
@@ -118,8 +93,8 @@ static void test_rate_with_concurrency(void) {
     CHECK(rt != NULL);
     if (!rt) return;
     t0 = now_ms();
-    submit_n(rt, a, 9, "tenant-a", 5);
-    CHECK_INT(wait_all(a, 9), 9);
+    fx_submit_n(rt, "work", a, 9, "tenant-a", "{\"ms\":5}");
+    CHECK_INT(fx_wait_all(a, 9, 30000), 9);
     CHECK_INT(__atomic_load_n(&g_max[0], __ATOMIC_SEQ_CST), 1);
     CHECK(now_ms() - t0 >= 2 * 100 - 20); /* 9 starts: 3 windows */
     am2z_runtime_free(rt);
