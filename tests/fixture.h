@@ -310,7 +310,7 @@ static inline fx_tally fx_callers_tally(const fx_callers *c, long long t_kill, l
             if (r->end_ms < t_kill) t.early_fail++;
         }
     }
-    fprintf(stderr, "  calls %d: ok %d, errors %d (%s), wrong %d, lost %d; ok after the failover %d\n",
+    fprintf(stderr, "  calls %d: ok %d, errors %d (%s), wrong %d, lost %d; ok from 2 s after the disruption ended %d\n",
             t.ok + t.err + t.wrong + t.lost, t.ok, t.err, t.errs, t.wrong, t.lost, fx_callers_ok_after(c, t_new + 2000));
     return t;
 }
