@@ -6135,22 +6135,27 @@ static void am2z__qkeep_json(am2z__qsb *b, int64_t count, int64_t age) {
 
 /* The job id of a key: "<processor, cut to fit>-i-<32 hex of SHA-256(processor NUL
    session NUL key)>": the same in every process, and never an execution id's shape. */
-static void am2z__qidem_id(const char *proc, const char *session, const char *key, char id[AM2Z_EXECUTION_ID_SIZE]) {
-    am2z_sha256_ctx c;
+/* "<name, cut to fit>-i-<the first 32 hex of c's digest>" into id (c is finished). */
+static void am2z__qidem_shape(const char *name, am2z_sha256_ctx *c, char id[AM2Z_EXECUTION_ID_SIZE]) {
     unsigned char dg[AM2Z_SHA256_SIZE];
     char hex[2 * AM2Z_SHA256_SIZE + 1];
-    size_t n = strlen(proc), max = AM2Z_EXECUTION_ID_SIZE - 1 - 3 - 32;
-    am2z_sha256_init(&c);
-    am2z_sha256_update(&c, proc, n + 1);
-    am2z_sha256_update(&c, session, strlen(session) + 1);
-    am2z_sha256_update(&c, key, strlen(key));
-    am2z_sha256_final(&c, dg);
+    size_t n = strlen(name), max = AM2Z_EXECUTION_ID_SIZE - 1 - 3 - 32;
+    am2z_sha256_final(c, dg);
     am2z_sha256_to_hex(dg, hex);
     if (n > max) n = max;
-    memcpy(id, proc, n);
+    memcpy(id, name, n);
     memcpy(id + n, "-i-", 3);
     memcpy(id + n + 3, hex, 32);
     id[n + 35] = '\0';
+}
+
+static void am2z__qidem_id(const char *proc, const char *session, const char *key, char id[AM2Z_EXECUTION_ID_SIZE]) {
+    am2z_sha256_ctx c;
+    am2z_sha256_init(&c);
+    am2z_sha256_update(&c, proc, strlen(proc) + 1);
+    am2z_sha256_update(&c, session, strlen(session) + 1);
+    am2z_sha256_update(&c, key, strlen(key));
+    am2z__qidem_shape(proc, &c, id);
 }
 
 /* Non-zero for an idempotent job's id (what the scripts match as '%-i%-%x+$'). */
@@ -10732,19 +10737,10 @@ static const char *const am2z__qlua_wake[] = {
 static void am2z__qdx_job_id(const char *id, char out[AM2Z_EXECUTION_ID_SIZE]) {
     static const char salt[] = "am2z durable"; /* with its NUL: no idempotency key hashes alike */
     am2z_sha256_ctx c;
-    unsigned char dg[AM2Z_SHA256_SIZE];
-    char hex[2 * AM2Z_SHA256_SIZE + 1];
-    size_t n = strlen(id), max = AM2Z_EXECUTION_ID_SIZE - 1 - 3 - 32;
     am2z_sha256_init(&c);
     am2z_sha256_update(&c, salt, sizeof salt);
-    am2z_sha256_update(&c, id, n);
-    am2z_sha256_final(&c, dg);
-    am2z_sha256_to_hex(dg, hex);
-    if (n > max) n = max;
-    memcpy(out, id, n);
-    memcpy(out + n, "-i-", 3);
-    memcpy(out + n + 3, hex, 32);
-    out[n + 35] = '\0';
+    am2z_sha256_update(&c, id, strlen(id));
+    am2z__qidem_shape(id, &c, out);
 }
 
 /* The wake hook of the registry (am2z.h 7d): the job of id, found through its start

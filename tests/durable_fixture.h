@@ -33,6 +33,7 @@ static inline void fx_stop_here(int fd) {
 static inline pid_t fx_fork_piped(int *pipe_rd, int *pipe_wr) {
     int fds[2];
     pid_t pid;
+    *pipe_rd = -1;
     if (pipe(fds) != 0) return -1;
     pid = fork();
     if (pid == 0) {

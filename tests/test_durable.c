@@ -119,7 +119,7 @@ static void fresh_files(void) {
    predecessors checkpointed), and after step b's side effect (before its checkpoint). */
 static void test_kill9_every_boundary(void) {
     char expect[256];
-    int fd, b, after, bad_key = 0;
+    int fd = -1, b, after, bad_key = 0;
     pid_t pid;
     fresh_files();
     pid = spawn(0, -1, 0, &fd);
