@@ -78,7 +78,7 @@ static am2z_runtime *runtime_on(am2z_store *store) {
 static void child_run(int resume) {
     am2z_store *store = open_journal();
     am2z_runtime *rt = store ? runtime_on(store) : NULL;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_status st;
     size_t n = 0;
     if (!rt || am2z_runtime_register(rt, fx_ten_chain(step_fn, 0))) _exit(10);
@@ -184,7 +184,7 @@ static void test_stop_and_resume(void) {
     am2z_store *store;
     am2z_runtime *rt = mem_runtime(&store);
     am2z_execution *e;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in = empty_state();
     am2z_submit_desc d;
     size_t n = 0;
@@ -267,7 +267,7 @@ static void test_compensation(void) {
     am2z_store *store;
     am2z_runtime *rt = mem_runtime(&store);
     am2z_state *in = empty_state();
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     /* the refund and the release run in reverse, each with the state after its step */
     g_log[0] = '\0';
@@ -318,7 +318,7 @@ static void test_compensation_progress(void) {
     am2z_store *store;
     am2z_runtime *rt = mem_runtime(&store);
     am2z_state *in = empty_state();
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     char rec[512];
     memset(&out, 0, sizeof out);
     CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
@@ -384,7 +384,7 @@ static void test_signals(void) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"ann\"}", AM2Z_NTS, NULL, NULL);
     am2z_value *no = am2z_json_parse("{\"approved\":false}", AM2Z_NTS, NULL, NULL);
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     pthread_t th;
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 150, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
@@ -460,7 +460,7 @@ static void test_signals(void) {
 static void child_expense(int phase) {
     am2z_store *store = open_journal();
     am2z_runtime *rt = store ? runtime_on(store) : NULL;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     int rc = 0;
     if (!rt || am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn))) _exit(10);
     if (phase == 0) {
@@ -508,7 +508,7 @@ static void test_thousand_parked(void) {
     am2z_store *store;
     am2z_runtime *rt = mem_runtime(&store);
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     char id[32];
     int i, before, waiting = 0, paid = 0;
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
@@ -547,7 +547,7 @@ static void test_corrupt_tail(void) {
     am2z_store *store;
     am2z_runtime *rt;
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     size_t n = 0;
     int fd;
     fresh_files();
@@ -609,7 +609,7 @@ static const am2z_store_ops flaky_ops = {flaky_put, flaky_get, flaky_remove, fla
 static void test_store_failure_and_bad_input(void) {
     am2z_store *store;
     am2z_runtime *rt;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in = empty_state();
     am2z_runtime *plain = am2z_local_runtime_new(&(am2z_local_desc){.workers = 1, .logger = quiet()},
                                                  NULL);

@@ -108,7 +108,7 @@ static void test_interrupt_every_step_fresh_runtime(void) {
     for (b = 0; b < STEPS; b++) {
         am2z_store *store = am2z_memory_store_new(NULL);
         am2z_runtime *rt = inline_on(store, T0);
-        am2z_outcome out;
+        am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
         size_t n = 0;
         memset(g_runs, 0, sizeof g_runs);
         g_rt = rt;
@@ -160,7 +160,7 @@ static pid_t spawn_child(int kill_step, int kill_after, int *pipe_rd) {
     if (pid == 0) {
         am2z_store *store;
         am2z_runtime *rt;
-        am2z_outcome out;
+        am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
         g_kill_step = kill_step;
         g_kill_after = kill_after;
         store = open_journal();
@@ -182,7 +182,7 @@ static void test_kill9_every_boundary(void) {
         for (b = 0; b < STEPS; b++) {
             am2z_store *store;
             am2z_runtime *rt;
-            am2z_outcome out;
+            am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
             pid_t pid;
             size_t n = 0;
             unlink(journal);
@@ -245,7 +245,7 @@ static am2z_result saga_fn(am2z_ctx *ctx, const am2z_state *in) {
 static void test_compensation(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = g_rt = inline_on(store, T0);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     size_t n = 0;
     CHECK_INT(am2z_runtime_register(rt, fx_saga_chain(saga_fn)), AM2Z_STATUS_OK);
     /* reverse order, each with the state after its step; recorded as the outcome */
@@ -332,7 +332,7 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_value *no = am2z_json_parse("{\"approved\":false}", AM2Z_NTS, NULL, NULL);
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     int64_t wall0 = am2z_monotonic_ns();
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
@@ -401,7 +401,7 @@ static void test_signal_before_and_restart(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = inline_on(store, T0);
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     size_t n = 0;
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "early", "approval", yes), AM2Z_STATUS_OK);
@@ -438,7 +438,7 @@ static void test_signal_before_and_restart(void) {
 static void test_real_clock_timeout(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = inline_on(store, 0);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     out = fx_run_durable(rt, "exp", "real-1");
     CHECK(fx_is_waiting(&out));
@@ -469,7 +469,7 @@ static void test_signal_from_another_thread(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = g_sig_rt = inline_on(store, T0);
     am2z_status st = AM2Z_STATUS_PROTOCOL;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     pthread_t th;
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
@@ -522,7 +522,7 @@ static void test_refusals(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *plain = inline_on(NULL, T0), *rt = inline_on(store, T0);
     am2z_state *in = empty_state();
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_execution *e, *e2;
     int64_t t0 = am2z_monotonic_ns();
     CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);

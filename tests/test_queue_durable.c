@@ -104,7 +104,7 @@ static am2z_state *state_of(const char *json) { return am2z_state_parse(NULL, js
    only serves, then waits for the recorded outcome and writes it. */
 static void child_main(const char *name, int submit) {
     am2z_runtime *rt = rt_new(2);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_status st;
     memset(&out, 0, sizeof out);
     if (!rt || am2z_runtime_register(rt, !strcmp(name, "ten") ? fx_ten_chain(step_fn, 1000) : saga_chain()))
@@ -266,7 +266,7 @@ static void test_signals(void) {
     am2z_runtime *rt;
     am2z_value *yes = am2z_json_parse("{\"approved\":true,\"by\":\"ann\"}", AM2Z_NTS, NULL, NULL);
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in;
     int go[2];
     pid_t sig;
@@ -408,7 +408,7 @@ static long long redis_int(const char *cmd) {
    one worker thread still runs other work. */
 static void test_hundred_parked(void) {
     am2z_runtime *rt;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in = state_of("{}");
     char id[32];
     int i, waiting = 0, threads;
@@ -457,7 +457,7 @@ static void test_recorded_outcome_ends_a_recovered_job(void) {
     am2z_runtime *rt = rt_new(1);
     am2z_redis *r = fx_conn(port);
     am2z_reply rep;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     char job[AM2Z_EXECUTION_ID_SIZE + 1] = "";
     int i, back = 0;
     memset(&rep, 0, sizeof rep);
@@ -522,7 +522,7 @@ static void test_store_failures(void) {
     am2z_runtime *rt = rt_new(2);
     am2z_redis *r = fx_conn(port);
     am2z_reply rep;
-    am2z_outcome out;
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in = state_of("{}");
     am2z_status st;
     char *js;
