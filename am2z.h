@@ -4840,10 +4840,10 @@ AM2Z_API int64_t am2z_state_last_updated(const am2z_state *s) {
     return am2z_value_as_int(am2z__meta_get(s, "lastUpdated", 11), 0);
 }
 
-/* am2z__state_bump_at of s (consumed), whose metadata am2z__meta_fast found: version and
-   lastUpdated are members 0 and 3, written in place in a metadata object of its own. */
-static am2z_state *am2z__state_bump_fast(am2z_state *s, int64_t now) {
-    int64_t version = am2z__untag(am2z__mems(am2z__meta_fast(s))[0].val);
+/* am2z__state_bump_at of s (consumed), whose metadata am2z__meta_fast found (its version
+   passed in): version and lastUpdated are members 0 and 3, written in place in a metadata
+   object of its own. */
+static am2z_state *am2z__state_bump_fast(am2z_state *s, int64_t version, int64_t now) {
     am2z_value *meta, *ver, *up;
     am2z__member *m;
     s = am2z__own(s, 0, 0);
@@ -4868,6 +4868,7 @@ static am2z_state *am2z__state_bump_fast(am2z_state *s, int64_t now) {
 
 /* am2z_state_bump with lastUpdated = now (a runtime's clock, which may be virtual). */
 AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
+    const am2z__obj *fast;
     size_t i;
     int64_t version;
     am2z_value *meta;
@@ -4876,7 +4877,7 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
         am2z_value_release(s);
         return NULL;
     }
-    if (am2z__meta_fast(s)) return am2z__state_bump_fast(s, now);
+    if ((fast = am2z__meta_fast(s)) != NULL) return am2z__state_bump_fast(s, am2z__untag(am2z__mems(fast)[0].val), now);
     version = am2z_state_version(s);
     if (version < INT64_MAX) version++;
     i = am2z__obj_find(AM2Z__OBJ(s), "metadata", 8);
