@@ -5446,6 +5446,10 @@ static void am2z__qmaint_wake(am2z__qrt *q);
 static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
     uint32_t b = am2z__qhash(w->id, strlen(w->id)) % AM2Z__QBUCKETS;
     am2z__atomic_inc(&w->refs);
+    /* wait_since is stored before anything that makes the events reader follow the queue
+       (nwait, last_wait, the scan for BullMQ workers): the reader starts its cursor there. */
+    if (am2z__atomic_load(&w->qu->nwait, AM2Z__MO_ACQUIRE) == 0)
+        am2z__atomic_store(&w->qu->wait_since, w->submitted_ms, AM2Z__MO_RELEASE);
     am2z__atomic_store(&w->qu->last_wait, w->submitted_ms, AM2Z__MO_RELEASE);
     am2z__atomic_store(&q->last_wait_ms, w->submitted_ms, AM2Z__MO_RELEASE);
     if (!am2z__atomic_exchange(&w->qu->scanned, 1, AM2Z__MO_ACQ_REL)) {
@@ -5453,7 +5457,6 @@ static void am2z__qwait_insert(am2z__qrt *q, am2z__qwait *w) {
         am2z__qmaint_wake(q);                                    /* look for its BullMQ workers now */
     }
     if (am2z__atomic_inc(&w->qu->nwait) == 1) {
-        am2z__atomic_store(&w->qu->wait_since, w->submitted_ms, AM2Z__MO_RELEASE);
         if (am2z__atomic_load(&w->qu->foreign_ms, AM2Z__MO_ACQUIRE)) { /* the events reader may sleep */
             am2z__mutex_lock(&q->ent.mu);
             am2z__cond_broadcast(&q->ent.cv);
@@ -8747,9 +8750,13 @@ static size_t am2z__qev_followed(am2z__qrt *q, am2z__qqueue ***out) {
                 v = nv;
                 cap = nc;
             }
-            if (!u->cursor[0])
-                snprintf(u->cursor, sizeof u->cursor, "%lld-0",
-                         (long long)(am2z__atomic_load(&u->wait_since, AM2Z__MO_ACQUIRE) + q->skew_ms - AM2Z__QEV_SLACK_MS));
+            if (!u->cursor[0]) {
+                /* a stream id is never negative: an id Redis refuses would stall the queue's
+                   followers until it is no longer followed */
+                int64_t since = am2z__atomic_load(&u->wait_since, AM2Z__MO_ACQUIRE);
+                int64_t from = (since > 0 ? since : now) + q->skew_ms - AM2Z__QEV_SLACK_MS;
+                snprintf(u->cursor, sizeof u->cursor, "%lld-0", (long long)(from > 0 ? from : 0));
+            }
             am2z__atomic_inc(&u->refs);
             v[n++] = u;
         }
@@ -8782,8 +8789,9 @@ static void am2z__qev_entry(am2z__qrt *q, const am2z_reply *fields) {
     else am2z__qforeign_deliver(t, NULL, 0, fr, frn, NULL, 0, 1);
 }
 
-/* One XREAD round over the followed queues; 0 when the connection failed. */
-static int am2z__qev_read(am2z__qrt *q, am2z_redis *r, am2z__qqueue **v, size_t n) {
+/* One XREAD round over the followed queues; 0 when it failed (the connection, or Redis
+   refused it). *failing carries the last round's failure, so a lasting one warns once. */
+static int am2z__qev_read(am2z__qrt *q, am2z_redis *r, am2z__qqueue **v, size_t n, int *failing) {
     const char **argv = (const char **)am2z__malloc((6 + 2 * n) * sizeof *argv);
     char **keys = (char **)am2z__malloc((n + 1) * sizeof *keys), cnt[16], blk[16];
     am2z_reply rep = am2z__qrep0();
@@ -8827,14 +8835,17 @@ static int am2z__qev_read(am2z__qrt *q, am2z_redis *r, am2z__qqueue **v, size_t 
             am2z__qev_entry(q, am2z_reply_at(en, 1));
         }
     }
-    if (st != AM2Z_STATUS_OK && st != AM2Z_STATUS_NO_MEMORY && st != AM2Z_STATUS_SERVER &&
+    if (st == AM2Z_STATUS_SERVER) /* refused (a cursor, the key's type, an ACL): start over from each waiter */
+        for (i = 0; i < n; i++) v[i]->cursor[0] = 0;
+    if (st != AM2Z_STATUS_OK && st != AM2Z_STATUS_NO_MEMORY && !*failing &&
         !am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE))
         am2z_log_warn(q->logger, "queue runtime: events reader: %s", am2z_status_detail());
+    *failing = st != AM2Z_STATUS_OK && st != AM2Z_STATUS_NO_MEMORY;
     am2z_reply_clear(&rep);
     for (i = 0; keys && i < n; i++) am2z__free(keys[i]);
     am2z__free(keys);
     am2z__free(argv);
-    return st == AM2Z_STATUS_OK || st == AM2Z_STATUS_NO_MEMORY || st == AM2Z_STATUS_SERVER;
+    return st == AM2Z_STATUS_OK || st == AM2Z_STATUS_NO_MEMORY;
 }
 
 /* Redis's clock minus ours (ms): stream ids carry Redis's time. */
@@ -8851,6 +8862,7 @@ static void am2z__qev_skew(am2z__qrt *q, am2z_redis *r) {
 static void *am2z__qevreader_main(void *arg) {
     am2z__qrt *q = (am2z__qrt *)arg;
     am2z_redis *r = q->econn;
+    int failing = 0;
     while (!am2z__atomic_load(&q->rx_stop, AM2Z__MO_ACQUIRE)) {
         am2z__qqueue **v = NULL;
         size_t n = am2z__qev_followed(q, &v), i;
@@ -8863,7 +8875,7 @@ static void *am2z__qevreader_main(void *arg) {
             if (am2z_redis_connect(r) == AM2Z_STATUS_OK) am2z__qev_skew(q, r);
             else am2z__qsleep_ms(100);
             for (i = 0; i < n; i++) v[i]->cursor[0] = 0; /* the skew may have moved */
-        } else if (!am2z__qev_read(q, r, v, n)) {
+        } else if (!am2z__qev_read(q, r, v, n, &failing)) {
             am2z__qsleep_ms(20);
         }
         for (i = 0; i < n; i++) am2z__qqueue_release(v[i]);
