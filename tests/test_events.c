@@ -9,7 +9,9 @@
      c. Node's Queue.getWorkers() lists the am2z worker of a queue, and no longer after
         the runtime is freed;
      d. a failed job's failedReason reads "Kind: message" for Node and Bull Board, while
-        the am2z caller gets the structured error back.
+        the am2z caller gets the structured error back;
+     e. an events read Redis refuses (the key is not a stream) warns once, and the caller is
+        answered once the key is repaired (Redis only, no Node peer).
    The Node peer is installed once into a cache by tests/interop/setup.sh. Without node,
    npm or redis-server the cases say so and count as skipped (under CI=true they fail). */
 #include "proc.h"
@@ -429,6 +431,21 @@ static void test_node_worker_result_reaches_caller(void) {
 
 /* ---- c. Queue.getWorkers() lists am2z workers ------------------------------------------ */
 
+/* BullMQ names its connections <prefix>:<base64(queue)>[...]; out holds 4/3 of s + 1. */
+static void base64(const char *s, char *out) {
+    const char *const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i, o = 0, len = strlen(s);
+    for (i = 0; i < len; i += 3) {
+        unsigned v = (unsigned char)s[i] << 16 | (i + 1 < len ? (unsigned char)s[i + 1] << 8 : 0) |
+                     (i + 2 < len ? (unsigned char)s[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = i + 1 < len ? abc[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? abc[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
 static int lists_worker(const am2z_value *names, const char *want) {
     size_t i;
     for (i = 0; i < am2z_value_len(names); i++)
@@ -440,9 +457,7 @@ static int lists_worker(const am2z_value *names, const char *want) {
 static void test_get_workers_lists_am2z(void) {
     am2z_runtime *rt;
     char q[256], want[512], b64[400];
-    const char *const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     am2z_value *names = NULL;
-    size_t i, o = 0, len;
     int tries;
     NEED_PEER();
     rt = new_runtime(1, 0);
@@ -451,16 +466,7 @@ static void test_get_workers_lists_am2z(void) {
     CHECK(add_processor(rt, "evw", echo, NULL, NULL));
     CHECK_INT(am2z_queue_name(rt, "evw", NULL, q, sizeof q), AM2Z_STATUS_OK);
     /* the name BullMQ looks for: <prefix>:<base64(queue)>:w:<worker name> */
-    len = strlen(q);
-    for (i = 0; i < len; i += 3) {
-        unsigned v = (unsigned char)q[i] << 16 | (i + 1 < len ? (unsigned char)q[i + 1] << 8 : 0) |
-                     (i + 2 < len ? (unsigned char)q[i + 2] : 0);
-        b64[o++] = abc[v >> 18 & 63];
-        b64[o++] = abc[v >> 12 & 63];
-        b64[o++] = i + 1 < len ? abc[v >> 6 & 63] : '=';
-        b64[o++] = i + 2 < len ? abc[v & 63] : '=';
-    }
-    b64[o] = 0;
+    base64(q, b64);
     snprintf(want, sizeof want, "bull:%s:w:am2z-%s", b64, am2z_queue_instance_id(rt));
     for (tries = 0; tries < 20; tries++) { /* the maintenance thread names it within ~100 ms */
         const char *args[] = {"workers", g_port_s, "bull", q, NULL};
@@ -534,6 +540,85 @@ static void test_failed_reason_is_readable(void) {
     am2z_runtime_free(rt);
 }
 
+/* ---- e. a refused events read warns once and the caller is still answered ------------ */
+
+typedef struct reader_warnings { int n; } reader_warnings; /* n atomic */
+
+static void count_reader_warnings(const am2z_log_entry *e, void *user_data) {
+    if (e->level == AM2Z_LOG_WARN && strstr(e->message, "events reader") != NULL)
+        __atomic_fetch_add(&((reader_warnings *)user_data)->n, 1, __ATOMIC_ACQ_REL);
+}
+
+static void test_refused_events_read_recovers(void) {
+    am2z_runtime *rt;
+    am2z_queue_desc d;
+    am2z_logger_desc ld;
+    am2z_logger *log;
+    reader_warnings warned;
+    am2z_redis *r = NULL;
+    am2z_redis_desc rd;
+    am2z_reply rep;
+    am2z_execution *e;
+    am2z_state *in;
+    am2z_outcome out;
+    char q[256], b64[400];
+    int i;
+    if (!g_port) T_SKIP("redis-server not available");
+    memset(&rep, 0, sizeof rep);
+    memset(&out, 0, sizeof out);
+    warned.n = 0;
+    memset(&ld, 0, sizeof ld);
+    ld.min_level = AM2Z_LOG_WARN;
+    ld.sink = AM2Z_SINK_CALLBACK;
+    ld.callback = count_reader_warnings;
+    ld.user_data = &warned;
+    log = am2z_logger_new(&ld, NULL);
+    memset(&d, 0, sizeof d);
+    d.redis.host = "127.0.0.1";
+    d.redis.port = g_port;
+    d.concurrency = AM2Z_QUEUE_NO_WORKERS;
+    d.foreign_poll_ms = -1; /* the events stream is the only way back */
+    d.logger = log;
+    rt = am2z_queue_runtime_new(&d, NULL);
+    CHECK(rt != NULL && log != NULL);
+    if (!rt) { am2z_logger_release(log); return; }
+    CHECK(add_processor(rt, "evrefused", must_not_run, NULL, NULL));
+    CHECK_INT(am2z_queue_name(rt, "evrefused", NULL, q, sizeof q), AM2Z_STATUS_OK);
+    /* the foreign worker is this connection: named as a BullMQ worker, it finishes by hand */
+    memset(&rd, 0, sizeof rd);
+    rd.host = "127.0.0.1";
+    rd.port = g_port;
+    r = am2z_redis_new(&rd, NULL);
+    CHECK(r && am2z_redis_connect(r) == AM2Z_STATUS_OK);
+    base64(q, b64);
+    CHECK_INT(am2z_redis_command(r, &rep, "CLIENT SETNAME bull:%s", b64), AM2Z_STATUS_OK);
+    /* the events key is not a stream: every XREAD of it is refused (WRONGTYPE) */
+    CHECK_INT(am2z_redis_command(r, &rep, "SET bull:%s:events not-a-stream", q), AM2Z_STATUS_OK);
+
+    in = am2z_state_parse("default", "{\"a\":1}", AM2Z_NTS, NULL);
+    e = am2z_runtime_submit(rt, "evrefused", in, NULL, NULL);
+    CHECK(e != NULL);
+    for (i = 0; i < 100 && __atomic_load_n(&warned.n, __ATOMIC_ACQUIRE) == 0; i++) tp_sleep_ms(50);
+    tp_sleep_ms(300); /* a dozen more refused reads: still one warning */
+    CHECK_INT(__atomic_load_n(&warned.n, __ATOMIC_ACQUIRE), 1);
+
+    /* the key repaired, the foreign worker's finish reaches the caller */
+    CHECK_INT(am2z_redis_command(r, &rep, "DEL bull:%s:events", q), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_redis_command(r, &rep, "XADD bull:%s:events * event completed jobId %s returnvalue %s", q,
+                                 am2z_execution_id(e), "{\"by\":\"hand\"}"),
+              AM2Z_STATUS_OK);
+    CHECK_INT(e ? am2z_execution_wait(e, 10000, &out) : AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_STATUS_OK);
+    CHECK(out.error == NULL);
+    CHECK_STR(am2z_value_get_string(out.state, "by", NULL), "hand");
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    am2z_value_release(in);
+    am2z_runtime_free(rt);
+    am2z_logger_release(log);
+}
+
 int main(void) {
     static tp_proc redis;
     am2z_logger_desc ld;
@@ -550,6 +635,7 @@ int main(void) {
     T_RUN(test_node_worker_result_reaches_caller);
     T_RUN(test_get_workers_lists_am2z);
     T_RUN(test_failed_reason_is_readable);
+    T_RUN(test_refused_events_read_recovers);
 
     if (g_port) tp_stop(&redis, SIGKILL, 2000);
     am2z_logger_release(g_quiet);
