@@ -164,6 +164,33 @@ static inline am2z_outcome fx_run_durable(am2z_runtime *rt, const char *proc, co
     return out;
 }
 
+/* Runs processor proc durably as execution id and checks that it parked. */
+static inline void fx_check_parks(am2z_runtime *rt, const char *proc, const char *id) {
+    am2z_outcome out = fx_run_durable(rt, proc, id);
+    CHECK(fx_is_waiting(&out));
+    am2z_outcome_clear(&out);
+}
+
+/* Execution id of the chain "exp" (fx_expense_chain) parks: no outcome yet, and it
+   cannot be forgotten. */
+static inline void fx_check_parked(am2z_runtime *rt, const char *id) {
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
+    fx_check_parks(rt, "exp", id);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, id, 0, &out), AM2Z_STATUS_TIMEOUT);
+    CHECK_INT(am2z_runtime_forget(rt, id), AM2Z_STATUS_CONFLICT); /* parked: not finished */
+    am2z_outcome_clear(&out);
+}
+
+/* fx_check_parked, then the signal "approval" with v (borrowed) resumes it: its outcome
+   in *out (cleared first) within wait_ms (0 on the inline runtime, where the signal runs
+   it on the caller's thread). */
+static inline void fx_check_signalled(am2z_runtime *rt, const char *id, const am2z_value *v, int64_t wait_ms,
+                                      am2z_outcome *out) {
+    fx_check_parked(rt, id);
+    CHECK_INT(am2z_runtime_signal(rt, id, "approval", v), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, id, wait_ms, out), AM2Z_STATUS_OK);
+}
+
 /* Compensation i of a failed saga's outcome (its details' "compensations"), or NULL. */
 static inline const am2z_value *fx_comp_at(const am2z_outcome *out, size_t i) {
     return am2z_value_at(am2z_value_get(out->error->details, "compensations"), i);

@@ -390,12 +390,7 @@ static void test_signals(void) {
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 150, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 150, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* approve */
-    out = fx_run_durable(rt, "exp", "exp-ok");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_TIMEOUT);
-    CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 5000, &out), AM2Z_STATUS_OK);
+    fx_check_signalled(rt, "exp-ok", yes, 5000, &out);
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_bool(out.state, "paid", 0), 1);
     CHECK_STR(am2z_value_get_string(out.state, "approval.by", ""), "ann");
@@ -403,17 +398,11 @@ static void test_signals(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_NOT_FOUND); /* finished */
     /* reject */
-    out = fx_run_durable(rt, "exp", "exp-no");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_signal(rt, "exp-no", "approval", no), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-no", 5000, &out), AM2Z_STATUS_OK);
+    fx_check_signalled(rt, "exp-no", no, 5000, &out);
     CHECK(out.error && !strcmp(am2z_error_root_cause(out.error)->code, "REJECTED"));
     am2z_outcome_clear(&out);
     /* time out: TimeoutError, or the fallback */
-    out = fx_run_durable(rt, "expt", "exp-late");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "expt", "exp-late");
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-late", 5000, &out), AM2Z_STATUS_OK);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_TIMEOUT);
     am2z_outcome_clear(&out);
@@ -554,9 +543,7 @@ static void test_corrupt_tail(void) {
     store = open_journal();
     rt = runtime_on(store);
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    out = fx_run_durable(rt, "exp", "torn-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "torn-1");
     am2z_runtime_free(rt);
     am2z_store_free(store);
     /* half a record: a write cut by a crash */

@@ -337,11 +337,7 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
     /* approve: parked, then the signal resumes it at once on this thread */
-    out = fx_run_durable(rt, "exp", "exp-ok");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_TIMEOUT);
-    CHECK_INT(am2z_runtime_forget(rt, "exp-ok"), AM2Z_STATUS_CONFLICT); /* parked */
+    fx_check_parked(rt, "exp-ok");
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_OK);
     CHECK_INT(g_pays, 1);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_OK);
@@ -351,18 +347,12 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_NOT_FOUND); /* finished */
     /* reject */
-    out = fx_run_durable(rt, "exp", "exp-no");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_signal(rt, "exp-no", "approval", no), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-no", 0, &out), AM2Z_STATUS_OK);
+    fx_check_signalled(rt, "exp-no", no, 0, &out);
     CHECK(out.error && !strcmp(am2z_error_root_cause(out.error)->code, "REJECTED"));
     am2z_outcome_clear(&out);
     /* a 1-hour timeout: one ms short it still waits, at the hour it ends in TimeoutError */
     g_pays = 0;
-    out = fx_run_durable(rt, "exp", "exp-late");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "exp-late");
     CHECK_INT(am2z_inline_advance(rt, HOUR - 1), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-late", 0, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_inline_advance(rt, 1), AM2Z_STATUS_OK);
@@ -373,9 +363,7 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     /* a 3-day wait with a fallback, passed by one advance of 5 days: the resume runs at
        the wait's own time, exactly 3 days after it started */
-    out = fx_run_durable(rt, "expf", "exp-fb");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "expf", "exp-fb");
     CHECK_INT(am2z_inline_advance(rt, 5 * DAY), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-fb", 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
@@ -410,13 +398,9 @@ static void test_signal_before_and_restart(void) {
     CHECK_INT(am2z_value_get_bool(out.state, "approval.approved", 0), 1);
     am2z_outcome_clear(&out);
     /* parked in one runtime, approved through the next one */
-    out = fx_run_durable(rt, "exp", "restart-ok");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "restart-ok");
     /* parked in one runtime, timed out in the next one (its clock 2 hours later) */
-    out = fx_run_durable(rt, "exp", "restart-late");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "restart-late");
     am2z_runtime_free(rt);
     rt = inline_on(store, T0 + 2 * HOUR);
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
@@ -440,9 +424,7 @@ static void test_real_clock_timeout(void) {
     am2z_runtime *rt = inline_on(store, 0);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    out = fx_run_durable(rt, "exp", "real-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "real-1");
     usleep(60000);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "real-1", 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_TIMEOUT);
@@ -473,9 +455,7 @@ static void test_signal_from_another_thread(void) {
     pthread_t th;
     CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
-    out = fx_run_durable(rt, "exp", "thr-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "thr-1");
     g_sig_delay_ms = 0;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
     pthread_join(th, NULL);
@@ -487,9 +467,7 @@ static void test_signal_from_another_thread(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_forget(rt, "thr-1"), AM2Z_STATUS_OK);
     /* the owner waits in durable_outcome; a signal 50 ms later wakes it and it runs */
-    out = fx_run_durable(rt, "exp", "thr-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "thr-1");
     g_sig_delay_ms = 50;
     st = AM2Z_STATUS_PROTOCOL;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
