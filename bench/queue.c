@@ -320,8 +320,6 @@ static int sessions(am2z_runtime *rt, int n, double *ms) {
    call is noisy on a shared machine; the counts are exact. bench/redis-cost.sh runs the
    same under callgrind for instructions per job. */
 
-static int bench_env_int(const char *name, int def);
-
 static am2z_redis *admin(void) {
     am2z_redis_desc d;
     am2z_redis *r;

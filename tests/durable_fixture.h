@@ -191,6 +191,20 @@ static inline void fx_check_signalled(am2z_runtime *rt, const char *id, const am
     CHECK_INT(am2z_runtime_durable_outcome(rt, id, wait_ms, out), AM2Z_STATUS_OK);
 }
 
+/* Runs proc durably as the executions "<prefix>-<i>" for i from..to-1: how many parked. */
+static inline int fx_park_many(am2z_runtime *rt, const char *proc, const char *prefix, int from, int to) {
+    char id[64];
+    int i, waiting = 0;
+    for (i = from; i < to; i++) {
+        am2z_outcome out;
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        out = fx_run_durable(rt, proc, id);
+        waiting += fx_is_waiting(&out);
+        am2z_outcome_clear(&out);
+    }
+    return waiting;
+}
+
 /* Compensation i of a failed saga's outcome (its details' "compensations"), or NULL. */
 static inline const am2z_value *fx_comp_at(const am2z_outcome *out, size_t i) {
     return am2z_value_at(am2z_value_get(out->error->details, "compensations"), i);
@@ -198,6 +212,14 @@ static inline const am2z_value *fx_comp_at(const am2z_outcome *out, size_t i) {
 
 /* ---- the expense chain: "<name>.validate", "<name>.wait" for the signal "approval"
    (merged at "approval"; timeout_ms and fallback as given, fallback borrowed), "<name>.pay" ---- */
+
+/* The expense chain's validate step: marks the state "validated". */
+static inline am2z_result fx_validate_fn(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = am2z_edit_begin(in);
+    (void)ctx;
+    am2z_edit_set(&e, "validated", am2z_value_bool(1));
+    return am2z_edit_end(&e);
+}
 
 static inline am2z_processor *fx_expense_chain(const char *name, int64_t timeout_ms, const am2z_value *fallback,
                                                am2z_processor_fn validate_fn, am2z_processor_fn pay_fn) {

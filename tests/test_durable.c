@@ -351,13 +351,6 @@ static void test_compensation_progress(void) {
 
 /* ---- signals ---- */
 
-static am2z_result validate_fn(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_edit e = am2z_edit_begin(in);
-    (void)ctx;
-    am2z_edit_set(&e, "validated", am2z_value_bool(1));
-    return am2z_edit_end(&e);
-}
-
 static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     am2z_edit e;
     (void)ctx;
@@ -386,9 +379,9 @@ static void test_signals(void) {
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     pthread_t th;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 150, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 150, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 150, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 150, fb, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* approve */
     fx_check_signalled(rt, "exp-ok", yes, 5000, &out);
     CHECK(out.error == NULL);
@@ -451,7 +444,7 @@ static void child_expense(int phase) {
     am2z_runtime *rt = store ? runtime_on(store) : NULL;
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     int rc = 0;
-    if (!rt || am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn))) _exit(10);
+    if (!rt || am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn))) _exit(10);
     if (phase == 0) {
         out = fx_run_durable(rt, "exp", "xp-1");
         rc = fx_is_waiting(&out) ? 0 : 11;
@@ -499,19 +492,13 @@ static void test_thousand_parked(void) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     char id[32];
-    int i, before, waiting = 0, paid = 0;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    int i, before, paid = 0;
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     out = fx_run_durable(rt, "exp", "park-first"); /* anything started lazily is started now */
     am2z_outcome_clear(&out);
     before = thread_count();
     CHECK(before > 0);
-    for (i = 0; i < 1000; i++) {
-        snprintf(id, sizeof id, "park-%d", i);
-        out = fx_run_durable(rt, "exp", id);
-        waiting += fx_is_waiting(&out);
-        am2z_outcome_clear(&out);
-    }
-    CHECK_INT(waiting, 1000);
+    CHECK_INT(fx_park_many(rt, "exp", "park", 0, 1000), 1000);
     CHECK_INT(thread_count(), before);
     for (i = 0; i < 1000; i++) {
         snprintf(id, sizeof id, "park-%d", i);
@@ -542,7 +529,7 @@ static void test_corrupt_tail(void) {
     fresh_files();
     store = open_journal();
     rt = runtime_on(store);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     fx_check_parks(rt, "exp", "torn-1");
     am2z_runtime_free(rt);
     am2z_store_free(store);
@@ -556,7 +543,7 @@ static void test_corrupt_tail(void) {
     if (!store) return;
     CHECK(am2z_file_store_info_get(store).torn_bytes_cut > 0);
     rt = runtime_on(store);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 1);
     CHECK_INT(am2z_runtime_signal(rt, "torn-1", "approval", yes), AM2Z_STATUS_OK);

@@ -305,13 +305,6 @@ static void test_compensation(void) {
 /* ---- waiting for a signal on the virtual clock ---- */
 
 static int g_pays;
-static am2z_result validate_fn(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_edit e = am2z_edit_begin(in);
-    (void)ctx;
-    am2z_edit_set(&e, "validated", am2z_value_bool(1));
-    return am2z_edit_end(&e);
-}
-
 static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     am2z_edit e;
     g_pays++;
@@ -333,8 +326,8 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     int64_t wall0 = am2z_monotonic_ns();
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
     /* approve: parked, then the signal resumes it at once on this thread */
     fx_check_parked(rt, "exp-ok");
@@ -391,7 +384,7 @@ static void test_signal_before_and_restart(void) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     size_t n = 0;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "early", "approval", yes), AM2Z_STATUS_OK);
     out = fx_run_durable(rt, "exp", "early");
     CHECK(out.error == NULL);
@@ -403,7 +396,7 @@ static void test_signal_before_and_restart(void) {
     fx_check_parks(rt, "exp", "restart-late");
     am2z_runtime_free(rt);
     rt = inline_on(store, T0 + 2 * HOUR);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "restart-ok", "approval", yes), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 2);
@@ -423,7 +416,7 @@ static void test_real_clock_timeout(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = inline_on(store, 0);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     fx_check_parks(rt, "exp", "real-1");
     usleep(60000);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "real-1", 0, &out), AM2Z_STATUS_OK);
@@ -453,7 +446,7 @@ static void test_signal_from_another_thread(void) {
     am2z_status st = AM2Z_STATUS_PROTOCOL;
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     pthread_t th;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
     fx_check_parks(rt, "exp", "thr-1");
     g_sig_delay_ms = 0;
@@ -503,8 +496,8 @@ static void test_refusals(void) {
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_execution *e, *e2;
     int64_t t0 = am2z_monotonic_ns();
-    CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* no store: refused, the detail says what is missing */
     CHECK(am2z_runtime_submit_with(plain, "exp", in, &(am2z_submit_desc){.durable = 1}, NULL) == NULL);
     CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);
