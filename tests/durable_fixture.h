@@ -252,6 +252,20 @@ static inline am2z_result fx_saga_step(const am2z_state *in, const char *name, v
     return am2z_edit_end(&e);
 }
 
+/* out is the order saga's failure at "ship" (NO_STOCK), compensated: the refund (of step
+   1, "charge") ran first and the release after it, both fine. */
+static inline void fx_check_saga_compensated(const am2z_outcome *out) {
+    CHECK(out->error != NULL);
+    if (!out->error) return;
+    CHECK_STR(am2z_error_root_cause(out->error)->code, "NO_STOCK");
+    CHECK_INT(am2z_value_get_int(out->error->details, "failedStep", -1), 2);
+    CHECK_INT(am2z_value_get_bool(out->error->details, "compensated", 0), 1);
+    CHECK_STR(am2z_value_get_string(fx_comp_at(out, 0), "processor", ""), "refund");
+    CHECK_INT(am2z_value_get_int(fx_comp_at(out, 0), "step", -1), 1);
+    CHECK_STR(am2z_value_get_string(fx_comp_at(out, 1), "processor", ""), "release");
+    CHECK_INT(am2z_value_get_bool(fx_comp_at(out, 1), "ok", 0), 1);
+}
+
 /* The chain "order", every step and compensation fn (it tells them apart by name). */
 static inline am2z_processor *fx_saga_chain(am2z_processor_fn fn) {
     const char *const names[5] = {"reserve", "charge", "ship", "release", "refund"};

@@ -273,16 +273,7 @@ static void test_compensation(void) {
     g_log[0] = '\0';
     out = am2z_runtime_execute(rt, "order", in);
     CHECK_STR(g_log, "reserve,charge,ship!,refund,release");
-    CHECK(out.error != NULL);
-    if (out.error) {
-        CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
-        CHECK_INT(am2z_value_get_int(out.error->details, "failedStep", -1), 2);
-        CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 0), 1);
-        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "processor", ""), "refund");
-        CHECK_INT(am2z_value_get_int(fx_comp_at(&out, 0), "step", -1), 1);
-        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
-        CHECK_INT(am2z_value_get_bool(fx_comp_at(&out, 1), "ok", 0), 1);
-    }
+    fx_check_saga_compensated(&out);
     am2z_outcome_clear(&out);
     /* a failing compensation is reported and the others still run */
     g_log[0] = '\0';
@@ -337,12 +328,8 @@ static void test_compensation_progress(void) {
     CHECK_INT(am2z_runtime_resume(rt, "saga-2", NULL), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "saga-2", 5000, &out), AM2Z_STATUS_OK);
     CHECK_STR(g_log, "release");
-    CHECK(out.error != NULL);
-    if (out.error) {
-        CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
-        CHECK_INT(am2z_value_len(am2z_value_get(out.error->details, "compensations")), 2);
-        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
-    }
+    fx_check_saga_compensated(&out); /* the refund's result kept from the first process */
+    if (out.error) CHECK_INT(am2z_value_len(am2z_value_get(out.error->details, "compensations")), 2);
     am2z_outcome_clear(&out);
     am2z_value_release(in);
     am2z_runtime_free(rt);
