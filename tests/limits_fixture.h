@@ -140,6 +140,17 @@ static inline int fx_limits_serve(am2z_queue_desc *d, am2z_processor_desc *pd) {
     return rc;
 }
 
+/* A queue runtime with d's settings (on the server at port, set here) is refused with
+   AM2Z_STATUS_INVALID_ARGUMENT and a detail that names what. */
+static inline void fx_check_refused(am2z_queue_desc *d, const char *what) {
+    am2z_status s = AM2Z_STATUS_OK;
+    d->redis.host = "127.0.0.1";
+    d->redis.port = port;
+    CHECK(am2z_queue_runtime_new(d, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), what) != NULL);
+}
+
 static inline void fx_limits_start_server(void) {
     T_REDIS_START(&fx_server, NULL);
     port = fx_server.port;
