@@ -31,7 +31,7 @@ $(B)/examples/%: examples/%.c $(HEADERS) | $(B)/examples
 bench: $(addprefix $(B)/bench/,$(BENCHES))
 	@for b in $^; do echo "== $$b"; ./$$b || exit 1; done
 
-$(B)/bench/%: bench/%.c $(HEADERS) | $(B)/bench
+$(B)/bench/%: bench/%.c bench/bench.h $(HEADERS) | $(B)/bench
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
 
 # am2z's queue runtime against BullMQ 6.7 in one run (needs redis-server, node, npm);

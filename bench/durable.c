@@ -16,6 +16,7 @@
 #include "../tests/proc.h"
 #define AM2Z_RESP_IMPLEMENTATION
 #include "../am2z_resp.h"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,16 +48,6 @@ static am2z_processor *chain10(void) {
         steps[k] = am2z_processor_new(&(am2z_processor_desc){.name = name, .fn = step}, NULL);
     }
     return am2z_chain_new(&(am2z_chain_desc){.name = "chain10", .steps = steps, .count = 10}, NULL);
-}
-
-static double loadavg(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -112,17 +103,16 @@ static double run_case(int c, int n, int round, const char *journal) {
 }
 
 int main(void) {
-    const char *scale_env = getenv("AM2Z_BENCH_SCALE"), *dir = getenv("AM2Z_BENCH_DIR");
-    double scale = scale_env ? atof(scale_env) : 1.0, us[CASES][ROUNDS];
+    const char *dir = getenv("AM2Z_BENCH_DIR");
+    double scale = bench_scale(), us[CASES][ROUNDS];
     char journal[256];
     int c, r;
-    if (scale <= 0) scale = 1.0;
     snprintf(journal, sizeof journal, "%s/am2z_bench_durable_%d.journal", dir ? dir : "/tmp", (int)getpid());
     static tp_proc redis;
     if (!(g_port = tp_redis_start(&redis)))
         fprintf(stderr, "bench: no redis-server: the queue runtime's lines are left out\n");
     printf("10-step chain on the local runtime (2 workers) and the queue runtime (2 workers, private "
-           "redis-server), execute one at a time; load average %.2f\n", loadavg());
+           "redis-server), execute one at a time; load average %.2f\n", bench_loadavg());
     for (r = 0; r < ROUNDS; r++)
         for (c = 0; c < CASES; c++) {
             int n = (int)(case_iters[c] * scale);
@@ -143,6 +133,6 @@ int main(void) {
     }
     if (g_port) tp_stop(&redis, SIGKILL, 2000);
     printf("load average at the end: %.2f (2 cores shared with other work: above ~1 the figures are disturbed)\n",
-           loadavg());
+           bench_loadavg());
     return 0;
 }

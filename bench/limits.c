@@ -23,6 +23,7 @@
 #define AM2Z_BENCH_HDR "../am2z_resp.h"
 #endif
 #include AM2Z_BENCH_HDR
+#include "bench.h"
 
 static int g_port;
 
@@ -126,16 +127,6 @@ static int one(int n) {
     return ok;
 }
 
-static double loadavg(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
 /* Runs exe --one n and reads its six numbers; 0 on failure. */
 static int run_round(const char *exe, int n, double *v) {
     tp_proc p;
@@ -165,8 +156,7 @@ static double median3(double a, double b, double c) {
 }
 
 int main(int argc, char **argv) {
-    const char *e = getenv("AM2Z_BENCH_N");
-    int n = e && atoi(e) > 0 ? atoi(e) : 4000, i, k;
+    int n = bench_env_int("AM2Z_BENCH_N", 4000), i, k;
     double ours[3][6], theirs[3][6];
     char self[1024];
     ssize_t len;
@@ -175,7 +165,7 @@ int main(int argc, char **argv) {
                                          "capped 2, 4 sessions: jobs/s"};
     if (argc == 3 && strcmp(argv[1], "--one") == 0) return one(atoi(argv[2])) ? 0 : 1;
     if (argc != 3 || strcmp(argv[1], "--vs") != 0) {
-        printf("limits bench: %d jobs per line, load average %.2f\n", n, loadavg());
+        printf("limits bench: %d jobs per line, load average %.2f\n", n, bench_loadavg());
         printf("Redis CPU us/job and jobs/s: plain, capped 2, capped 2 over 4 sessions\n");
         fflush(stdout);
         return one(n) ? 0 : 1;
@@ -183,7 +173,7 @@ int main(int argc, char **argv) {
     len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len <= 0) return 1;
     self[len] = 0;
-    printf("limits bench: %d jobs per line, 3 interleaved rounds, load average %.2f\n", n, loadavg());
+    printf("limits bench: %d jobs per line, 3 interleaved rounds, load average %.2f\n", n, bench_loadavg());
     for (i = 0; i < 3; i++) {
         if (!run_round(self, n, ours[i]) || !run_round(argv[2], n, theirs[i])) {
             fprintf(stderr, "limits bench: round %d failed\n", i);
@@ -194,6 +184,6 @@ int main(int argc, char **argv) {
     for (k = 0; k < 6; k++)
         printf("%-30s %12.2f %12.2f\n", names[k], median3(ours[0][k], ours[1][k], ours[2][k]),
                median3(theirs[0][k], theirs[1][k], theirs[2][k]));
-    printf("load average at the end %.2f\n", loadavg());
+    printf("load average at the end %.2f\n", bench_loadavg());
     return 0;
 }

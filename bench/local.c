@@ -24,6 +24,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define AM2Z_IMPLEMENTATION
 #include "am2z.h"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,16 +61,6 @@ static void sleep_ns(long ns) {
     ts.tv_sec = ns / 1000000000L;
     ts.tv_nsec = ns % 1000000000L;
     nanosleep(&ts, NULL);
-}
-
-static void loadavg(char *buf, size_t n) {
-    FILE *f = fopen("/proc/loadavg", "r");
-    buf[0] = 0;
-    if (f) {
-        if (!fgets(buf, (int)n, f)) buf[0] = 0;
-        fclose(f);
-    }
-    buf[strcspn(buf, "\n")] = 0;
 }
 
 static long rss_kb(void) {
@@ -207,7 +198,7 @@ static void run_idem(am2z_runtime *rt, const char *mode, const am2z_state *in, i
     run_keyed(rt, in, n / 4, ns, 0); /* warm-up */
     for (r = 0; r < ROUNDS; r++)
         for (m = 0; m < 3; m++) v[(m + r) % 3][r] = run_keyed(rt, in, n, ns, (m + r) % 3) / 1e3;
-    loadavg(la, sizeof la);
+    bench_loadavg_line(la, sizeof la);
     printf("%-16s %-12s plain p50 %.2f us, fresh key %.2f us (%.2fx), finished key %.2f us (%.3fx); "
            "load average %s\n", "idempotent exec", mode, median3(v[0]), median3(v[1]), median3(v[1]) / median3(v[0]), median3(v[2]),
            median3(v[2]) / median3(v[0]), la);
@@ -346,7 +337,6 @@ static am2z_runtime *runtime(am2z_deadlines mode) {
 }
 
 int main(int argc, char **argv) {
-    const char *sc = getenv("AM2Z_BENCH_SCALE");
     am2z_runtime *rt[MODES];
     am2z_state *in;
     size_t i, many, chunk, longrun, done = 0, ran = 0;
@@ -366,7 +356,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s [--contend | --idem]\n", argv[0]);
         return 2;
     }
-    if (sc) scale = atof(sc) > 0 ? atof(sc) : 1.0;
+    scale = bench_scale();
 #if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD)
     if (!getenv("AM2Z_BENCH_DEFAULT_MALLOC")) {
         mallopt(M_TRIM_THRESHOLD, 1 << 30);
@@ -396,7 +386,7 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    loadavg(la, sizeof la);
+    bench_loadavg_line(la, sizeof la);
     printf("am2z local runtime, %ld CPUs, %d workers, spin %lld ns, %s, load average %s\n", ncpu,
            am2z_runtime_config(rt[0]).workers, (long long)am2z_runtime_config(rt[0]).spin_ns,
            contend ? "--contend" : "no --contend", la);
@@ -445,7 +435,7 @@ int main(int argc, char **argv) {
            (double)many / ((double)(am2z_monotonic_ns() - t0) / 1e9) / 1e6);
     run_idem(rt[0], mode_name[0], in, ns);
     run_idem(rt[1], mode_name[1], in, ns);
-    loadavg(la, sizeof la);
+    bench_loadavg_line(la, sizeof la);
     printf("load average after the rounds: %s\n", la);
     if (!contend) {
         run_cpu(rt[0], mode_name[0], in);

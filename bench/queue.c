@@ -30,6 +30,7 @@
 #include "../tests/proc.h"
 #define AM2Z_RESP_IMPLEMENTATION
 #include "../am2z_resp.h"
+#include "bench.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -195,7 +196,6 @@ static double keyed_p50(am2z_runtime *rt, int n, int keyed) {
     return p50;
 }
 
-static double loadavg(void);
 
 /* The idempotency line (see the top): 0 when a measurement failed. */
 static int idem_line(int n) {
@@ -216,7 +216,7 @@ static int idem_line(int n) {
         if (v[k][0] > v[k][1]) { tmp = v[k][0]; v[k][0] = v[k][1]; v[k][1] = tmp; }
     }
     printf("idempotent execute, in-process round trip p50: plain %.3f ms, fresh key %.3f ms (%.2fx); "
-           "load average %.2f\n", v[0][1], v[1][1], v[1][1] / v[0][1], loadavg());
+           "load average %.2f\n", v[0][1], v[1][1], v[1][1] / v[0][1], bench_loadavg());
     return 1;
 }
 
@@ -320,8 +320,6 @@ static int sessions(am2z_runtime *rt, int n, double *ms) {
    call is noisy on a shared machine; the counts are exact. bench/redis-cost.sh runs the
    same under callgrind for instructions per job. */
 
-static int env_int(const char *name, int def);
-
 static am2z_redis *admin(void) {
     am2z_redis_desc d;
     am2z_redis *r;
@@ -398,7 +396,7 @@ static void cost_begin(am2z_redis *r) {
     am2z_redis_command(r, &rep, "FLUSHALL");
     am2z_redis_command(r, &rep, "CONFIG SET slowlog-max-len 2000000");
     /* the slowlog costs Redis work of its own: bench/redis-cost.sh turns it off */
-    if (env_int("AM2Z_BENCH_SLOWLOG", 1) != 2)
+    if (bench_env_int("AM2Z_BENCH_SLOWLOG", 1) != 2)
         am2z_redis_command(r, &rep, "CONFIG SET slowlog-log-slower-than 0");
     am2z_redis_command(r, &rep, "SLOWLOG RESET");
     am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
@@ -459,7 +457,7 @@ static void cost_end(am2z_redis *r, const char *scenario, int jobs) {
     qsort(all, (size_t)nall, sizeof all[0], cost_cmp);
     printf("\n%s: %d jobs; per job: %.2f calls from clients (%.1f us in Redis), %.2f commands counting "
            "those inside scripts; Redis CPU %.1f us (user + system, with the slowlog's own); load average %.2f\n",
-           scenario, jobs, tcalls / jobs, tusec / jobs, acalls / jobs, cpu * 1e6 / jobs, loadavg());
+           scenario, jobs, tcalls / jobs, tusec / jobs, acalls / jobs, cpu * 1e6 / jobs, bench_loadavg());
     printf("  %-22s %10s %10s %10s %14s\n", "from clients", "calls/job", "us/job", "us/call", "commands/call");
     for (i = 0; i < ntop; i++)
         printf("  %-22s %10.3f %10.2f %10.2f %14.1f\n", top[i].name, top[i].calls / jobs, top[i].usec / jobs,
@@ -525,7 +523,7 @@ static int quick_main(int n_rt, int n) {
         flushall();
         ok &= throughput(i == 0 ? 1 : i == 1 ? 4 : 64, n, &c[i], &rss);
     }
-    printf("rt1_ms %.3f rt2_ms %.3f c1 %.0f c4 %.0f c64 %.0f load %.2f\n", rt1, rt2, c[0], c[1], c[2], loadavg());
+    printf("rt1_ms %.3f rt2_ms %.3f c1 %.0f c4 %.0f c64 %.0f load %.2f\n", rt1, rt2, c[0], c[1], c[2], bench_loadavg());
     return ok;
 }
 
@@ -599,28 +597,12 @@ static void row(const char *name, const char *unit, double ours, double theirs, 
            have_theirs ? theirs : NAN, ratio, tgt, verdict);
 }
 
-/* The 1-minute load average: a figure measured next to a busy build is not a figure. */
-static double loadavg(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
-static int env_int(const char *name, int def) {
-    const char *v = getenv(name);
-    return v && atoi(v) > 0 ? atoi(v) : def;
-}
-
 int main(int argc, char **argv) {
     static tp_proc redis;
     figures ours, theirs;
     char version[64] = "BullMQ";
-    int n_rt = env_int("AM2Z_BENCH_RT", 2000), n = env_int("AM2Z_BENCH_N", 20000);
-    int n_sessions = env_int("AM2Z_BENCH_SESSIONS", 200), have_theirs, ok = 1;
+    int n_rt = bench_env_int("AM2Z_BENCH_RT", 2000), n = bench_env_int("AM2Z_BENCH_N", 20000);
+    int n_sessions = bench_env_int("AM2Z_BENCH_SESSIONS", 200), have_theirs, ok = 1;
     am2z_runtime *rt;
     am2z_logger_desc ld;
 
@@ -636,12 +618,12 @@ int main(int argc, char **argv) {
     }
 
     if (argc >= 2 && strcmp(argv[1], "--cost") == 0) { /* AM2Z_BENCH_PORT: a server of yours */
-        int ext = env_int("AM2Z_BENCH_PORT", 0);
+        int ext = bench_env_int("AM2Z_BENCH_PORT", 0);
         if (!(g_port = ext ? ext : tp_redis_start(&redis))) {
             fprintf(stderr, "bench: redis-server is needed\n");
             return 1;
         }
-        ok = cost_main(argc >= 3 ? argv[2] : NULL, env_int("AM2Z_BENCH_RT", 1000), env_int("AM2Z_BENCH_N", 5000));
+        ok = cost_main(argc >= 3 ? argv[2] : NULL, bench_env_int("AM2Z_BENCH_RT", 1000), bench_env_int("AM2Z_BENCH_N", 5000));
         if (!ext) tp_stop(&redis, SIGKILL, 2000);
         am2z_logger_release(g_quiet);
         return ok ? 0 : 1;
@@ -666,7 +648,7 @@ int main(int argc, char **argv) {
     memset(&ours, 0, sizeof ours);
     memset(&theirs, 0, sizeof theirs);
     printf("queue bench: redis-server 127.0.0.1:%d, %d round trips, %d jobs per throughput run, "
-           "%d sessions; load average %.2f\n", g_port, n_rt, n, n_sessions, loadavg());
+           "%d sessions; load average %.2f\n", g_port, n_rt, n, n_sessions, bench_loadavg());
     fflush(stdout);
     have_theirs = bullmq(n_rt, n, n_sessions, &theirs, version, sizeof version);
 
@@ -720,7 +702,7 @@ int main(int argc, char **argv) {
     row("session create + job + stop", "ms", ours.session_ms, theirs.session_ms, have_theirs, 0, 0.5);
     flushall();
     ok &= idem_line(n_rt / 2 > 10 ? n_rt / 2 : 10);
-    printf("load average at the end: %.2f (2 cores; above ~0.5 the figures are disturbed)\n", loadavg());
+    printf("load average at the end: %.2f (2 cores; above ~0.5 the figures are disturbed)\n", bench_loadavg());
     if (!ok) fprintf(stderr, "bench: some am2z measurements failed (see above)\n");
 
     tp_stop(&redis, SIGKILL, 2000);

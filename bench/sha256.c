@@ -26,7 +26,7 @@ static double cpu_s(void) {
 }
 
 /* MB/s of hashing `size`-byte messages for ~0.2 s of CPU time, best of 3. */
-static double am2z_rate(const unsigned char *buf, size_t size) {
+static double sha256_rate(const unsigned char *buf, size_t size) {
     double best = 0;
     int rep;
     for (rep = 0; rep < 3; rep++) {
@@ -97,11 +97,11 @@ int main(void) {
         int round;
         for (round = 0; round < 3; round++) {
             am2z_sha256_select(AM2Z_SHA256_PORTABLE);
-            if ((x = am2z_rate(buf, sizes[s])) > port) port = x;
+            if ((x = sha256_rate(buf, sizes[s])) > port) port = x;
             if ((x = openssl_speed(sizes[s], 1)) > ossl_plain) ossl_plain = x;
             if (has_shani) {
                 am2z_sha256_select(AM2Z_SHA256_SHANI);
-                if ((x = am2z_rate(buf, sizes[s])) > ni) ni = x;
+                if ((x = sha256_rate(buf, sizes[s])) > ni) ni = x;
                 if ((x = openssl_speed(sizes[s], 0)) > ossl) ossl = x;
             }
         }

@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define AM2Z_IMPLEMENTATION
 #include "am2z.h"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,18 +100,11 @@ static void run(const char *label, am2z_runtime *rt, am2z_runtime *rt_on, size_t
 }
 
 int main(void) {
-    const char *sc = getenv("AM2Z_BENCH_SCALE");
-    double scale = sc ? atof(sc) : 1.0;
-    size_t iters = (size_t)(20000 * (scale > 0 ? scale : 1.0));
-    char la[64] = "?";
-    FILE *f = fopen("/proc/loadavg", "r");
+    size_t iters = (size_t)(20000 * bench_scale());
+    char la[64];
     am2z_logger *quiet = am2z_logger_new(&(am2z_logger_desc){.sink = AM2Z_SINK_SILENT}, NULL);
     am2z_runtime *rt, *rt_on;
-    if (f) {
-        if (!fgets(la, sizeof la, f)) strcpy(la, "?");
-        la[strcspn(la, "\n")] = 0;
-        fclose(f);
-    }
+    bench_loadavg_line(la, sizeof la);
     printf("trace cost per step, CPU time (chain of %d: %d spans/execution), %zu executions x %d rounds, load %s\n", STEPS,
            SPANS, iters, ROUNDS, la);
     rt = am2z_inline_runtime_new(&(am2z_inline_desc){.logger = quiet}, NULL);

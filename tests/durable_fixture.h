@@ -164,6 +164,47 @@ static inline am2z_outcome fx_run_durable(am2z_runtime *rt, const char *proc, co
     return out;
 }
 
+/* Runs processor proc durably as execution id and checks that it parked. */
+static inline void fx_check_parks(am2z_runtime *rt, const char *proc, const char *id) {
+    am2z_outcome out = fx_run_durable(rt, proc, id);
+    CHECK(fx_is_waiting(&out));
+    am2z_outcome_clear(&out);
+}
+
+/* Execution id of the chain "exp" (fx_expense_chain) parks: no outcome yet, and it
+   cannot be forgotten. */
+static inline void fx_check_parked(am2z_runtime *rt, const char *id) {
+    am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
+    fx_check_parks(rt, "exp", id);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, id, 0, &out), AM2Z_STATUS_TIMEOUT);
+    CHECK_INT(am2z_runtime_forget(rt, id), AM2Z_STATUS_CONFLICT); /* parked: not finished */
+    am2z_outcome_clear(&out);
+}
+
+/* fx_check_parked, then the signal "approval" with v (borrowed) resumes it: its outcome
+   in *out (cleared first) within wait_ms (0 on the inline runtime, where the signal runs
+   it on the caller's thread). */
+static inline void fx_check_signalled(am2z_runtime *rt, const char *id, const am2z_value *v, int64_t wait_ms,
+                                      am2z_outcome *out) {
+    fx_check_parked(rt, id);
+    CHECK_INT(am2z_runtime_signal(rt, id, "approval", v), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, id, wait_ms, out), AM2Z_STATUS_OK);
+}
+
+/* Runs proc durably as the executions "<prefix>-<i>" for i from..to-1: how many parked. */
+static inline int fx_park_many(am2z_runtime *rt, const char *proc, const char *prefix, int from, int to) {
+    char id[64];
+    int i, waiting = 0;
+    for (i = from; i < to; i++) {
+        am2z_outcome out;
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        out = fx_run_durable(rt, proc, id);
+        waiting += fx_is_waiting(&out);
+        am2z_outcome_clear(&out);
+    }
+    return waiting;
+}
+
 /* Compensation i of a failed saga's outcome (its details' "compensations"), or NULL. */
 static inline const am2z_value *fx_comp_at(const am2z_outcome *out, size_t i) {
     return am2z_value_at(am2z_value_get(out->error->details, "compensations"), i);
@@ -171,6 +212,14 @@ static inline const am2z_value *fx_comp_at(const am2z_outcome *out, size_t i) {
 
 /* ---- the expense chain: "<name>.validate", "<name>.wait" for the signal "approval"
    (merged at "approval"; timeout_ms and fallback as given, fallback borrowed), "<name>.pay" ---- */
+
+/* The expense chain's validate step: marks the state "validated". */
+static inline am2z_result fx_validate_fn(am2z_ctx *ctx, const am2z_state *in) {
+    am2z_edit e = am2z_edit_begin(in);
+    (void)ctx;
+    am2z_edit_set(&e, "validated", am2z_value_bool(1));
+    return am2z_edit_end(&e);
+}
 
 static inline am2z_processor *fx_expense_chain(const char *name, int64_t timeout_ms, const am2z_value *fallback,
                                                am2z_processor_fn validate_fn, am2z_processor_fn pay_fn) {
@@ -201,6 +250,20 @@ static inline am2z_result fx_saga_step(const am2z_state *in, const char *name, v
     if (!strcmp(name, "charge")) am2z_edit_set(&e, "charged", am2z_value_bool(1));
     if (!strcmp(name, "reserve")) am2z_edit_set(&e, "reserved", am2z_value_bool(1));
     return am2z_edit_end(&e);
+}
+
+/* out is the order saga's failure at "ship" (NO_STOCK), compensated: the refund (of step
+   1, "charge") ran first and the release after it, both fine. */
+static inline void fx_check_saga_compensated(const am2z_outcome *out) {
+    CHECK(out->error != NULL);
+    if (!out->error) return;
+    CHECK_STR(am2z_error_root_cause(out->error)->code, "NO_STOCK");
+    CHECK_INT(am2z_value_get_int(out->error->details, "failedStep", -1), 2);
+    CHECK_INT(am2z_value_get_bool(out->error->details, "compensated", 0), 1);
+    CHECK_STR(am2z_value_get_string(fx_comp_at(out, 0), "processor", ""), "refund");
+    CHECK_INT(am2z_value_get_int(fx_comp_at(out, 0), "step", -1), 1);
+    CHECK_STR(am2z_value_get_string(fx_comp_at(out, 1), "processor", ""), "release");
+    CHECK_INT(am2z_value_get_bool(fx_comp_at(out, 1), "ok", 0), 1);
 }
 
 /* The chain "order", every step and compensation fn (it tells them apart by name). */

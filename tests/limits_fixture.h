@@ -2,10 +2,16 @@
    test_queue_global_cap.c) share: worker processes (this program again, configured by an
    environment variable) that run the processor "slow" and count its simultaneous runs
    in Redis (INCR/DECR and a max, in one script), stopped through the key "stop", and a
-   producer that submits to them. Include after am2z_resp.h, t.h, redis_harness.h,
-   proc.h and fixture.h. */
+   producer that submits to them, and the main that plays both parts. Include after
+   am2z_resp.h, t.h, redis_harness.h, proc.h and fixture.h. */
 #ifndef AM2Z_TEST_LIMITS_FIXTURE_H
 #define AM2Z_TEST_LIMITS_FIXTURE_H
+
+/* The program's state, in the test process and in each worker process alike. */
+static int port;                   /* the private server's (a worker's: from its spec) */
+static t_redis fx_server;          /* the test process's private redis-server */
+static am2z_logger *g_quiet;       /* owned; the test process's quiet logger */
+static am2z_redis_script *g_count; /* owned; a worker's fx_count_lua */
 
 /* Counts one run in and out of "now:<tag>" (KEYS[1]), keeping "max:<tag>" (KEYS[2]). */
 static const char fx_count_lua[] =
@@ -108,6 +114,62 @@ static inline am2z_runtime *fx_workers_and_producer(int port, tp_proc *w, int n,
         fx_stop_workers(port, w, n);
     }
     return rt;
+}
+
+/* In a worker process: a queue runtime with d's settings (the server at port, 8 worker
+   threads and a quiet logger set here) serving the processor pd (named "slow" here; its
+   fn counts with g_count, made here) until the key "stop" exists. The exit code: 0, or 1
+   when it did not start. */
+static inline int fx_limits_serve(am2z_queue_desc *d, am2z_processor_desc *pd) {
+    am2z_runtime *rt;
+    int rc = 1;
+    g_count = am2z_redis_script_new(fx_count_lua, strlen(fx_count_lua), NULL);
+    d->redis.host = "127.0.0.1";
+    d->redis.port = port;
+    d->concurrency = 8;
+    d->logger = fx_quiet();
+    rt = am2z_queue_runtime_new(d, NULL);
+    am2z_logger_release(d->logger);
+    pd->name = "slow";
+    if (g_count && rt && am2z_runtime_register(rt, am2z_processor_new(pd, NULL)) == AM2Z_STATUS_OK) {
+        fx_serve_until_stop(port);
+        rc = 0;
+    }
+    am2z_runtime_free(rt);
+    am2z_redis_script_free(g_count);
+    return rc;
+}
+
+/* A queue runtime with d's settings (on the server at port, set here) is refused with
+   AM2Z_STATUS_INVALID_ARGUMENT and a detail that names what. */
+static inline void fx_check_refused(am2z_queue_desc *d, const char *what) {
+    am2z_status s = AM2Z_STATUS_OK;
+    d->redis.host = "127.0.0.1";
+    d->redis.port = port;
+    CHECK(am2z_queue_runtime_new(d, &s) == NULL);
+    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(am2z_status_detail(), what) != NULL);
+}
+
+static inline void fx_limits_start_server(void) {
+    T_REDIS_START(&fx_server, NULL);
+    port = fx_server.port;
+}
+
+/* The main of a limits test: a worker process (the environment variable env holds its
+   spec) returns worker(spec); the test process starts a private redis-server, runs
+   cases (the test's T_RUN lines) against it and prints the closing line. */
+static inline int fx_limits_main(const char *env, int (*worker)(const char *spec), void (*cases)(void)) {
+    const char *spec = getenv(env);
+    if (spec) return worker(spec);
+    g_quiet = fx_quiet();
+    T_RUN(fx_limits_start_server);
+    if (port) {
+        cases();
+        t_redis_stop(&fx_server);
+    }
+    am2z_logger_release(g_quiet);
+    return t_done();
 }
 
 #endif

@@ -254,14 +254,7 @@ static void test_compensation(void) {
     CHECK_STR(g_log, "reserve,charge,ship!,refund,release");
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "saga-1", 0, &out), AM2Z_STATUS_OK);
-    CHECK(out.error != NULL);
-    if (out.error) {
-        CHECK_STR(am2z_error_root_cause(out.error)->code, "NO_STOCK");
-        CHECK_INT(am2z_value_get_int(out.error->details, "failedStep", -1), 2);
-        CHECK_INT(am2z_value_get_bool(out.error->details, "compensated", 0), 1);
-        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 0), "processor", ""), "refund");
-        CHECK_STR(am2z_value_get_string(fx_comp_at(&out, 1), "processor", ""), "release");
-    }
+    fx_check_saga_compensated(&out);
     am2z_outcome_clear(&out);
     /* a failing compensation is reported and the others still run */
     g_log[0] = '\0';
@@ -305,13 +298,6 @@ static void test_compensation(void) {
 /* ---- waiting for a signal on the virtual clock ---- */
 
 static int g_pays;
-static am2z_result validate_fn(am2z_ctx *ctx, const am2z_state *in) {
-    am2z_edit e = am2z_edit_begin(in);
-    (void)ctx;
-    am2z_edit_set(&e, "validated", am2z_value_bool(1));
-    return am2z_edit_end(&e);
-}
-
 static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     am2z_edit e;
     g_pays++;
@@ -333,15 +319,11 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_value *fb = am2z_json_parse("{\"approved\":true,\"auto\":true}", AM2Z_NTS, NULL, NULL);
     int64_t wall0 = am2z_monotonic_ns();
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 3 * DAY, fb, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
     /* approve: parked, then the signal resumes it at once on this thread */
-    out = fx_run_durable(rt, "exp", "exp-ok");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_TIMEOUT);
-    CHECK_INT(am2z_runtime_forget(rt, "exp-ok"), AM2Z_STATUS_CONFLICT); /* parked */
+    fx_check_parked(rt, "exp-ok");
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_OK);
     CHECK_INT(g_pays, 1);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-ok", 0, &out), AM2Z_STATUS_OK);
@@ -351,18 +333,12 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_signal(rt, "exp-ok", "approval", yes), AM2Z_STATUS_NOT_FOUND); /* finished */
     /* reject */
-    out = fx_run_durable(rt, "exp", "exp-no");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
-    CHECK_INT(am2z_runtime_signal(rt, "exp-no", "approval", no), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-no", 0, &out), AM2Z_STATUS_OK);
+    fx_check_signalled(rt, "exp-no", no, 0, &out);
     CHECK(out.error && !strcmp(am2z_error_root_cause(out.error)->code, "REJECTED"));
     am2z_outcome_clear(&out);
     /* a 1-hour timeout: one ms short it still waits, at the hour it ends in TimeoutError */
     g_pays = 0;
-    out = fx_run_durable(rt, "exp", "exp-late");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "exp-late");
     CHECK_INT(am2z_inline_advance(rt, HOUR - 1), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-late", 0, &out), AM2Z_STATUS_TIMEOUT);
     CHECK_INT(am2z_inline_advance(rt, 1), AM2Z_STATUS_OK);
@@ -373,9 +349,7 @@ static void test_approve_reject_timeout_virtual_clock(void) {
     am2z_outcome_clear(&out);
     /* a 3-day wait with a fallback, passed by one advance of 5 days: the resume runs at
        the wait's own time, exactly 3 days after it started */
-    out = fx_run_durable(rt, "expf", "exp-fb");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "expf", "exp-fb");
     CHECK_INT(am2z_inline_advance(rt, 5 * DAY), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "exp-fb", 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error == NULL);
@@ -403,23 +377,19 @@ static void test_signal_before_and_restart(void) {
     am2z_value *yes = am2z_json_parse("{\"approved\":true}", AM2Z_NTS, NULL, NULL);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     size_t n = 0;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "early", "approval", yes), AM2Z_STATUS_OK);
     out = fx_run_durable(rt, "exp", "early");
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_bool(out.state, "approval.approved", 0), 1);
     am2z_outcome_clear(&out);
     /* parked in one runtime, approved through the next one */
-    out = fx_run_durable(rt, "exp", "restart-ok");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "restart-ok");
     /* parked in one runtime, timed out in the next one (its clock 2 hours later) */
-    out = fx_run_durable(rt, "exp", "restart-late");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "restart-late");
     am2z_runtime_free(rt);
     rt = inline_on(store, T0 + 2 * HOUR);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", HOUR, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_signal(rt, "restart-ok", "approval", yes), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_resume(rt, NULL, &n), AM2Z_STATUS_OK);
     CHECK_INT(n, 2);
@@ -439,10 +409,8 @@ static void test_real_clock_timeout(void) {
     am2z_store *store = am2z_memory_store_new(NULL);
     am2z_runtime *rt = inline_on(store, 0);
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    out = fx_run_durable(rt, "exp", "real-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 20, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    fx_check_parks(rt, "exp", "real-1");
     usleep(60000);
     CHECK_INT(am2z_runtime_durable_outcome(rt, "real-1", 0, &out), AM2Z_STATUS_OK);
     CHECK(out.error && am2z_error_root_cause(out.error)->kind == AM2Z_ERROR_TIMEOUT);
@@ -471,11 +439,9 @@ static void test_signal_from_another_thread(void) {
     am2z_status st = AM2Z_STATUS_PROTOCOL;
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     pthread_t th;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     g_pays = 0;
-    out = fx_run_durable(rt, "exp", "thr-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "thr-1");
     g_sig_delay_ms = 0;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
     pthread_join(th, NULL);
@@ -487,9 +453,7 @@ static void test_signal_from_another_thread(void) {
     am2z_outcome_clear(&out);
     CHECK_INT(am2z_runtime_forget(rt, "thr-1"), AM2Z_STATUS_OK);
     /* the owner waits in durable_outcome; a signal 50 ms later wakes it and it runs */
-    out = fx_run_durable(rt, "exp", "thr-1");
-    CHECK(fx_is_waiting(&out));
-    am2z_outcome_clear(&out);
+    fx_check_parks(rt, "exp", "thr-1");
     g_sig_delay_ms = 50;
     st = AM2Z_STATUS_PROTOCOL;
     CHECK_INT(pthread_create(&th, NULL, signal_from_thread, &st), 0);
@@ -525,8 +489,8 @@ static void test_refusals(void) {
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_execution *e, *e2;
     int64_t t0 = am2z_monotonic_ns();
-    CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(plain, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* no store: refused, the detail says what is missing */
     CHECK(am2z_runtime_submit_with(plain, "exp", in, &(am2z_submit_desc){.durable = 1}, NULL) == NULL);
     CHECK_INT(am2z_status_last(), AM2Z_STATUS_INVALID_ARGUMENT);

@@ -202,11 +202,6 @@ static void test_compensation_across_processes(void) {
 
 /* ---- wait steps ---- */
 
-static am2z_result validate_fn(am2z_ctx *ctx, const am2z_state *in) {
-    (void)ctx;
-    return am2z_ok(am2z_value_set(am2z_value_retain(in), "validated", am2z_value_bool(1)));
-}
-
 static am2z_result pay_fn(am2z_ctx *ctx, const am2z_state *in) {
     (void)ctx;
     if (!am2z_value_get_bool(in, "approval.approved", 0))
@@ -283,9 +278,9 @@ static void test_signals(void) {
     rt = rt_new(1); /* one worker thread: a parked execution must not hold it */
     CHECK(rt != NULL);
     if (!rt) return;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 300, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 300, fb, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expt", 300, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("expf", 300, fb, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc("quick", quick_fn, NULL)), AM2Z_STATUS_OK);
 
     /* approve: parked as a delayed job (no timeout: due a year on), the thread free */
@@ -410,26 +405,20 @@ static void test_hundred_parked(void) {
     am2z_runtime *rt;
     am2z_outcome out = {0}; /* durable_outcome clears what *out holds */
     am2z_state *in = state_of("{}");
-    char id[32];
-    int i, waiting = 0, threads;
+    int waiting = 0, threads;
     long long conns;
     fresh();
     rt = rt_new(1);
     CHECK(rt != NULL);
     if (!rt) return;
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc("quick", quick_fn, NULL)), AM2Z_STATUS_OK);
     out = fx_run_durable(rt, "exp", "many-0"); /* the runtime's threads and pool warmed up */
     waiting += fx_is_waiting(&out);
     am2z_outcome_clear(&out);
     threads = thread_count();
     conns = redis_int("CLIENT LIST");
-    for (i = 1; i < 100; i++) {
-        snprintf(id, sizeof id, "many-%d", i);
-        out = fx_run_durable(rt, "exp", id);
-        waiting += fx_is_waiting(&out);
-        am2z_outcome_clear(&out);
-    }
+    waiting += fx_park_many(rt, "exp", "many", 1, 100);
     CHECK_INT(waiting, 100);
     CHECK_INT(redis_int("ZCARD bull:am2z~exp:delayed"), 100);
     CHECK_INT(thread_count(), threads);
@@ -534,7 +523,7 @@ static void test_store_failures(void) {
         .name = "sab", .count = 2,
         .steps = (am2z_processor *[]){proc("sab.break", sabotage_fn, NULL), proc("sab.after", quick_fn, NULL)}}, NULL)),
               AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, fx_validate_fn, pay_fn)), AM2Z_STATUS_OK);
     /* a checkpoint that cannot be written fails the execution, naming the record */
     out = fx_run_durable(rt, "sab", "sab-1");
     CHECK(out.error != NULL);

@@ -19,13 +19,7 @@
 #include "fixture.h"
 #include "limits_fixture.h"
 
-static int port;
-static t_redis server;
-static am2z_logger *g_quiet;
-
 /* ---- the worker process ---- */
-
-static am2z_redis_script *g_count;
 
 /* A job of {"ms"} (or, with "hold", for as long as the key "hold" exists, at most 60 s),
    counted for the whole processor ("all") and per session; "done:<session>" counts the
@@ -52,37 +46,22 @@ static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
    "slow" with that global_concurrency (the session rate in the runtime desc), serves
    until the key "stop" exists. */
 static int worker_main(const char *spec) {
-    int global = 0, rmax = 0, rc = 1;
+    int global = 0, rmax = 0;
     long long rper = 0, lock = 0;
     am2z_queue_desc d;
     am2z_processor_desc pd;
-    am2z_runtime *rt;
     if (sscanf(spec, "%d:%d:%d:%lld:%lld", &port, &global, &rmax, &rper, &lock) != 5) return 2;
-    g_count = am2z_redis_script_new(fx_count_lua, strlen(fx_count_lua), NULL);
     memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = 8;
     d.session_rate.max = rmax;
     d.session_rate.per_ms = rper;
     d.lock_duration_ms = lock;
     d.stalled_interval_ms = lock ? lock / 2 : 0;
     d.max_stalled_count = 5;
-    d.logger = fx_quiet();
-    rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_logger_release(d.logger);
     memset(&pd, 0, sizeof pd);
-    pd.name = "slow";
     pd.fn = slow;
     pd.timeout_ms = 90000;
     pd.queue.global_concurrency = global;
-    if (g_count && rt && am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) == AM2Z_STATUS_OK) {
-        fx_serve_until_stop(port);
-        rc = 0;
-    }
-    am2z_runtime_free(rt);
-    am2z_redis_script_free(g_count);
-    return rc;
+    return fx_limits_serve(&d, &pd);
 }
 
 /* ---- the test process ---- */
@@ -196,43 +175,24 @@ static void test_session_rate(void) {
 
 static void test_bad_rate(void) {
     am2z_queue_desc d;
-    am2z_status s = AM2Z_STATUS_OK;
     memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
     d.session_rate.max = 10; /* no window */
-    CHECK(am2z_queue_runtime_new(&d, &s) == NULL);
-    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
-    CHECK(strstr(am2z_status_detail(), "session_rate.per_ms") != NULL);
+    fx_check_refused(&d, "session_rate.per_ms");
     d.session_rate.max = -1;
     d.session_rate.per_ms = 1000;
-    CHECK(am2z_queue_runtime_new(&d, &s) == NULL);
-    CHECK(strstr(am2z_status_detail(), "session_rate.max") != NULL);
+    fx_check_refused(&d, "session_rate.max");
     d.session_rate.max = 1;
     d.session_rate.per_ms = AM2Z_RATE_MAX_PER_MS + 1;
-    CHECK(am2z_queue_runtime_new(&d, &s) == NULL);
-    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    fx_check_refused(&d, "session_rate.per_ms");
 }
 
-static void start_server(void) {
-    T_REDIS_START(&server, NULL);
-    port = server.port;
+static void cases(void) {
+    T_RUN(test_cap_spans_sessions);
+    T_RUN(test_killed_worker_gives_slots_back);
+    T_RUN(test_session_rate);
+    T_RUN(test_bad_rate);
 }
 
-int main(int argc, char **argv) {
-    const char *spec = getenv("AM2Z_CAP_WORKER");
-    (void)argc;
-    (void)argv;
-    if (spec) return worker_main(spec);
-    g_quiet = fx_quiet();
-    T_RUN(start_server);
-    if (port) {
-        T_RUN(test_cap_spans_sessions);
-        T_RUN(test_killed_worker_gives_slots_back);
-        T_RUN(test_session_rate);
-        T_RUN(test_bad_rate);
-        t_redis_stop(&server);
-    }
-    am2z_logger_release(g_quiet);
-    return t_done();
+int main(void) {
+    return fx_limits_main("AM2Z_CAP_WORKER", worker_main, cases);
 }

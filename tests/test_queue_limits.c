@@ -19,13 +19,7 @@
 #include "fixture.h"
 #include "limits_fixture.h"
 
-static int port;
-static t_redis server;
-static am2z_logger *g_quiet;
-
 /* ---- the worker process ---- */
-
-static am2z_redis_script *g_count;
 
 /* A slow job: counted for the whole cap ("all"), per session and per process. */
 static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
@@ -47,33 +41,18 @@ static am2z_result slow(am2z_ctx *ctx, const am2z_state *in) {
 /* Env: AM2Z_LIMITS_WORKER=<port>:<global>:<session>:<per process>. Registers "slow"
    with that global_concurrency and concurrency, serves until the key "stop" exists. */
 static int worker_main(const char *spec) {
-    int global = 0, session = 0, local = 0, rc = 1;
+    int global = 0, session = 0, local = 0;
     am2z_queue_desc d;
     am2z_processor_desc pd;
-    am2z_runtime *rt;
     if (sscanf(spec, "%d:%d:%d:%d", &port, &global, &session, &local) != 4) return 2;
-    g_count = am2z_redis_script_new(fx_count_lua, strlen(fx_count_lua), NULL);
     memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = 8;
     d.session_concurrency = session;
-    d.logger = fx_quiet();
-    rt = am2z_queue_runtime_new(&d, NULL);
-    am2z_logger_release(d.logger);
     memset(&pd, 0, sizeof pd);
-    pd.name = "slow";
     pd.fn = slow;
     pd.timeout_ms = 30000;
     pd.queue.global_concurrency = global;
     pd.queue.concurrency = local;
-    if (g_count && rt && am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) == AM2Z_STATUS_OK) {
-        fx_serve_until_stop(port);
-        rc = 0;
-    }
-    am2z_runtime_free(rt);
-    am2z_redis_script_free(g_count);
-    return rc;
+    return fx_limits_serve(&d, &pd);
 }
 
 /* ---- the test process ---- */
@@ -183,38 +162,20 @@ static void test_session_concurrency_two_processes(void) {
 
 static void test_bad_values(void) {
     am2z_queue_desc d;
-    am2z_status s = AM2Z_STATUS_OK;
     memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
     d.session_concurrency = -1;
-    CHECK(am2z_queue_runtime_new(&d, &s) == NULL);
-    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
-    CHECK(strstr(am2z_status_detail(), "session_concurrency") != NULL);
+    fx_check_refused(&d, "session_concurrency");
     d.session_concurrency = AM2Z_MAX_CONCURRENCY + 1;
-    CHECK(am2z_queue_runtime_new(&d, &s) == NULL);
-    CHECK_INT(s, AM2Z_STATUS_INVALID_ARGUMENT);
+    fx_check_refused(&d, "session_concurrency");
 }
 
-static void start_server(void) {
-    T_REDIS_START(&server, NULL);
-    port = server.port;
+static void cases(void) {
+    T_RUN(test_global_concurrency_two_processes);
+    T_RUN(test_failed_jobs_free_their_slot);
+    T_RUN(test_session_concurrency_two_processes);
+    T_RUN(test_bad_values);
 }
 
-int main(int argc, char **argv) {
-    const char *spec = getenv("AM2Z_LIMITS_WORKER");
-    (void)argc;
-    (void)argv;
-    if (spec) return worker_main(spec);
-    g_quiet = fx_quiet();
-    T_RUN(start_server);
-    if (port) {
-        T_RUN(test_global_concurrency_two_processes);
-        T_RUN(test_failed_jobs_free_their_slot);
-        T_RUN(test_session_concurrency_two_processes);
-        T_RUN(test_bad_values);
-        t_redis_stop(&server);
-    }
-    am2z_logger_release(g_quiet);
-    return t_done();
+int main(void) {
+    return fx_limits_main("AM2Z_LIMITS_WORKER", worker_main, cases);
 }
