@@ -510,9 +510,15 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
               to the node that answered, after 2 ms doubling to 100 ms (with jitter),
               until the call's deadline (its timeout and the caller's), or
               AM2Z_REDIS_CLUSTER_RETRY_MS when it has none; then the TRYAGAIN reply is
-              returned (SERVER, the detail saying how long it was retried).
-   At most AM2Z_REDIS_MAX_REDIRECTS ASK/MOVED hops per command (then the last is
-   returned). A redirected command of a pipeline runs after the later commands of that
+              returned (SERVER, the detail saying how long it was retried and until
+              which bound), as soon as the next pause would pass that time (so up to
+              100 ms before it).
+   At most AM2Z_REDIS_MAX_REDIRECTS ASK/MOVED hops per command: the command is sent at
+   most 1 + AM2Z_REDIS_MAX_REDIRECTS times, then the last redirection is returned (SERVER,
+   *reply holding it, the detail naming AM2Z_REDIS_MAX_REDIRECTS). A malformed
+   redirection (am2z_redis_parse_redirect's PROTOCOL) is not followed: PROTOCOL, the
+   detail naming it and the node, *reply empty, and r closes (a node that breaks the
+   cluster protocol is not trusted further). A redirected command of a pipeline runs after the later commands of that
    pipeline that needed no redirection. A failure of the second connection fails the
    command as any I/O failure does (r closes).
    SCRIPTS on a cluster connection: EVALSHA (and its EVAL fallback) with numkeys 0 is
@@ -543,7 +549,8 @@ typedef struct am2z_redis_redirect {
 /* Parses an error reply "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (IPv6
    hosts as Redis sends them, the port after the last ':') into *out. AM2Z_STATUS_OK;
    NOT_FOUND when reply is no redirection (another error, another type); PROTOCOL when it
-   starts like one but is malformed (slot outside 0..16383, no port, a host over 255 bytes). */
+   starts like one but is malformed (a bare "MOVED", slot outside 0..16383, no port, a port
+   outside 1..65535, a host over 255 bytes). */
 AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out);
 
 #ifdef __cplusplus
