@@ -23,7 +23,7 @@
 #include <arpa/inet.h>
 
 #define KEY "{k}x"
-#define NODE_CONNS 8
+#define NODE_CONNS 16
 
 /* -- a responder: one listening socket and its connections, served by one thread -- */
 
@@ -422,7 +422,7 @@ static void test_tryagain_until_deadline(void) {
     CHECK_INT(st, AM2Z_STATUS_SERVER);
     CHECK(strncmp(am2z_reply_str(&rep), "TRYAGAIN", 8) == 0);
     if (!strstr(am2z_status_detail(), "until the call's deadline")) T_FAIL_("detail: %s", am2z_status_detail());
-    if (took < 200 || took > 1500) T_FAIL_("took %lld ms", (long long)took);
+    if (took < 200 || took > 3000) T_FAIL_("took %lld ms", (long long)took);
     CHECK(aload(&a.gets) >= 3); /* it did retry */
     CHECK(am2z_redis_is_connected(r)); /* TRYAGAIN is an answer: the stream is intact */
     am2z_reply_clear(&rep);
@@ -450,7 +450,7 @@ static void test_tryagain_retry_limit(void) {
     CHECK_INT(st, AM2Z_STATUS_SERVER);
     CHECK(strncmp(am2z_reply_str(&rep), "TRYAGAIN", 8) == 0);
     if (!strstr(am2z_status_detail(), "until AM2Z_REDIS_CLUSTER_RETRY_MS")) T_FAIL_("detail: %s", am2z_status_detail());
-    if (took < AM2Z_REDIS_CLUSTER_RETRY_MS - 100 || took > AM2Z_REDIS_CLUSTER_RETRY_MS + 2000)
+    if (took < AM2Z_REDIS_CLUSTER_RETRY_MS - 100 || took > AM2Z_REDIS_CLUSTER_RETRY_MS + 3000)
         T_FAIL_("took %lld ms", (long long)took);
     CHECK(aload(&a.gets) >= 5);
     am2z_reply_clear(&rep);
