@@ -518,9 +518,9 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
    *reply holding it, the detail naming AM2Z_REDIS_MAX_REDIRECTS). A malformed
    redirection (am2z_redis_parse_redirect's PROTOCOL) is not followed: PROTOCOL, the
    detail naming it and the node, *reply empty, and r closes (a node that breaks the
-   cluster protocol is not trusted further). A redirected command of a pipeline runs after the later commands of that
-   pipeline that needed no redirection. A failure of the second connection fails the
-   command as any I/O failure does (r closes).
+   cluster protocol is not trusted further). A redirected command of a pipeline runs
+   after the later commands of that pipeline that needed no redirection. A failure of
+   the second connection fails the command as any I/O failure does (r closes).
    SCRIPTS on a cluster connection: EVALSHA (and its EVAL fallback) with numkeys 0 is
    sent with two declared keys of r's slot that are never written ("<cluster_key>~am2z-
    guard-1", "-2" when cluster_key has a hash tag). A script that declares no keys but
