@@ -510,11 +510,17 @@ AM2Z_API void am2z_redis_pool_free(am2z_redis_pool *p);
               to the node that answered, after 2 ms doubling to 100 ms (with jitter),
               until the call's deadline (its timeout and the caller's), or
               AM2Z_REDIS_CLUSTER_RETRY_MS when it has none; then the TRYAGAIN reply is
-              returned (SERVER, the detail saying how long it was retried).
-   At most AM2Z_REDIS_MAX_REDIRECTS ASK/MOVED hops per command (then the last is
-   returned). A redirected command of a pipeline runs after the later commands of that
-   pipeline that needed no redirection. A failure of the second connection fails the
-   command as any I/O failure does (r closes).
+              returned (SERVER, the detail saying how long it was retried and until
+              which bound), as soon as the next pause would pass that time (so up to
+              100 ms before it).
+   At most AM2Z_REDIS_MAX_REDIRECTS ASK/MOVED hops per command: the command is sent at
+   most 1 + AM2Z_REDIS_MAX_REDIRECTS times, then the last redirection is returned (SERVER,
+   *reply holding it, the detail naming AM2Z_REDIS_MAX_REDIRECTS). A malformed
+   redirection (am2z_redis_parse_redirect's PROTOCOL) is not followed: PROTOCOL, the
+   detail naming it and the node, *reply empty, and r closes (a node that breaks the
+   cluster protocol is not trusted further). A redirected command of a pipeline runs
+   after the later commands of that pipeline that needed no redirection. A failure of
+   the second connection fails the command as any I/O failure does (r closes).
    SCRIPTS on a cluster connection: EVALSHA (and its EVAL fallback) with numkeys 0 is
    sent with two declared keys of r's slot that are never written ("<cluster_key>~am2z-
    guard-1", "-2" when cluster_key has a hash tag). A script that declares no keys but
@@ -543,7 +549,8 @@ typedef struct am2z_redis_redirect {
 /* Parses an error reply "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (IPv6
    hosts as Redis sends them, the port after the last ':') into *out. AM2Z_STATUS_OK;
    NOT_FOUND when reply is no redirection (another error, another type); PROTOCOL when it
-   starts like one but is malformed (slot outside 0..16383, no port, a host over 255 bytes). */
+   starts like one but is malformed (a bare "MOVED", slot outside 0..16383, no port, a port
+   outside 1..65535, a host over 255 bytes). */
 AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out);
 
 #ifdef __cplusplus
@@ -3620,6 +3627,12 @@ AM2Z_API int am2z_redis_key_slot(const char *key, size_t len) {
     return (int)(crc & (AM2Z_REDIS_SLOTS - 1));
 }
 
+/* 1 when s starts with the word w (then a space or its end). */
+static int am2z__redis_word(const char *s, const char *w) {
+    size_t n = strlen(w);
+    return strncmp(s, w, n) == 0 && (s[n] == ' ' || !s[n]);
+}
+
 AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_redis_redirect *out) {
     const char *s, *sp, *colon;
     long slot = 0, port = 0;
@@ -3628,10 +3641,11 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
     if (!reply || !out) return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "redis: parse_redirect of NULL");
     s = reply->ext ? reply->ext : reply->small; /* not am2z_reply_str: its "" for other types trips gcc's
                                                    -Wstring-compare once inlined */
-    ask = reply->type == AM2Z_REPLY_ERROR && strncmp(s, "ASK ", 4) == 0;
-    if (reply->type != AM2Z_REPLY_ERROR || (!ask && strncmp(s, "MOVED ", 6) != 0))
+    ask = reply->type == AM2Z_REPLY_ERROR && am2z__redis_word(s, "ASK");
+    if (reply->type != AM2Z_REPLY_ERROR || (!ask && !am2z__redis_word(s, "MOVED")))
         return am2z__fail(AM2Z_STATUS_NOT_FOUND, AM2Z_NTS, "redis: not a MOVED or ASK redirection");
-    s += ask ? 4 : 6;
+    s += ask ? 3 : 5;
+    if (*s == ' ') s++; /* a bare "MOVED" is malformed, not another error */
     for (sp = s; *sp >= '0' && *sp <= '9' && slot < AM2Z_REDIS_SLOTS; sp++) slot = slot * 10 + (*sp - '0');
     colon = *sp == ' ' ? strrchr(sp + 1, ':') : NULL;
     if (sp == s || slot >= AM2Z_REDIS_SLOTS || !colon)
@@ -3652,8 +3666,8 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
 
 static int am2z__redis_redirected(const am2z_reply *reply) {
     const char *m = am2z_reply_str(reply);
-    return reply->type == AM2Z_REPLY_ERROR && (strncmp(m, "ASK ", 4) == 0 || strncmp(m, "MOVED ", 6) == 0 ||
-                                               (strncmp(m, "TRYAGAIN", 8) == 0 && (m[8] == ' ' || !m[8])));
+    return reply->type == AM2Z_REPLY_ERROR &&
+           (am2z__redis_word(m, "ASK") || am2z__redis_word(m, "MOVED") || am2z__redis_word(m, "TRYAGAIN"));
 }
 
 /* Sleeps ms, cut short when r's owner aborts; 0 when it did. */
@@ -3739,7 +3753,7 @@ static am2z_status am2z__redis_redo(am2z_redis *r, am2z_reply *reply, const char
         const char *m = am2z_reply_str(reply);
         am2z_redis_redirect rd;
         am2z_redis *c = r;
-        if (strncmp(m, "TRYAGAIN", 8) == 0) {
+        if (am2z__redis_word(m, "TRYAGAIN")) {
             int64_t d = pause - (int64_t)(am2z__redis_rand(r) % (uint64_t)(pause / 2 + 1));
             if (am2z_monotonic_ns() + d * 1000000 >= until)
                 return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s (slot %d is being migrated: sent %d times in "
@@ -3750,8 +3764,19 @@ static am2z_status am2z__redis_redo(am2z_redis *r, am2z_reply *reply, const char
                 am2z_reply_clear(reply);
                 return am2z__redis_fail(r, AM2Z_STATUS_IO, 0, "TRYAGAIN retry cut loose: its owner is stopping");
             }
-            if (pause < 100) pause *= 2;
-        } else if (am2z_redis_parse_redirect(reply, &rd) == AM2Z_STATUS_OK) {
+            pause = pause * 2 < 100 ? pause * 2 : 100; /* 2, 4, ... 64, then 100 (not 128) */
+        } else if (!am2z__redis_redirected(reply)) {
+            return st; /* the command's own answer (its detail set by the read) */
+        } else if (am2z_redis_parse_redirect(reply, &rd) != AM2Z_STATUS_OK) {
+            /* a node that breaks the cluster protocol is not trusted further: as a reply
+               of the wrong type, the reply is dropped and r closes */
+            char why[104];
+            snprintf(why, sizeof why, "%.*s", (int)(reply->len > 100 ? 100 : reply->len), m);
+            am2z_reply_clear(reply);
+            am2z__redis_close(r);
+            return am2z__fail(AM2Z_STATUS_PROTOCOL, AM2Z_NTS, "redis %s:%d: malformed redirection \"%s\" (slot %d): "
+                              "not followed", host, port, why, r->cluster_slot);
+        } else {
             if (++hops > AM2Z_REDIS_MAX_REDIRECTS)
                 return am2z__fail(AM2Z_STATUS_SERVER, AM2Z_NTS, "%.*s (slot %d: %d redirections followed, "
                                   "AM2Z_REDIS_MAX_REDIRECTS)", (int)(reply->len > 100 ? 100 : reply->len), m,
@@ -3760,8 +3785,6 @@ static am2z_status am2z__redis_redo(am2z_redis *r, am2z_reply *reply, const char
             port = rd.port;
             asking = rd.ask;
             if (!rd.ask) r->moved = 1; /* the slot map changed: r closes once the replies owed are read */
-        } else {
-            return st; /* the command's own answer (its detail set by the read) */
         }
         am2z_reply_clear(reply);
         /* r itself while it owes nothing and still serves that node; else the side connection */
