@@ -1173,8 +1173,9 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
        Sessions stop_session deletes a session's jobs; each durable execution among
                 them (waiting, running, parked, delayed for a retry) then ends
                 cancelled: its done record says ok false with a CancelledError "the
-                session was stopped" (unless it finished during the grace period:
-                that outcome stays), its other records go, its keep starts. So a
+                session was stopped" (unless its outcome was recorded first: the
+                first recorded outcome of an execution always stays), its other
+                records go, its keep starts. So a
                 caller asking by id gets that outcome (not a TIMEOUT that never
                 ends); the id is finished (a new submit is refused until forgotten).
                 On the local runtime stop_session leaves durable executions
@@ -10689,8 +10690,7 @@ static am2z_status am2z__qdx_put_done(am2z__qrt *q, const char *key, const char 
     if (st != AM2Z_STATUS_OK) return st;
     snprintf(keep, sizeof keep, "%lld", (long long)q->dx_keep_ms);
     argv[0] = hkey; argv[2] = v; argv[3] = keep; argv[4] = nx ? "1" : "0";
-    for (i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
-    lens[2] = vlen;
+    for (i = 0; i < 5; i++) lens[i] = i == 2 ? vlen : strlen(argv[i]); /* v: not NUL-terminated */
     if (!(r = am2z__qborrow(q, &st)))
         return am2z__fail(st, AM2Z_NTS, "redis store: write '%s': no connection (%s)", key, am2z_status_string(st));
     st = am2z__qeval(r, &rep, q->s_dput, 5, argv, lens);
@@ -10712,7 +10712,8 @@ static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value
     if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
     am2z_sha256_hex(value, len, v); /* the digest first: a read checks the bytes after it */
     if (len) memcpy(v + 2 * AM2Z_SHA256_SIZE, value, len);
-    if (am2z__qdx_is_done(key)) st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 0, NULL); /* with its keep */
+    if (am2z__qdx_is_done(key)) /* with its keep; the first outcome recorded stays (a stopped session's may be first) */
+        st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 1, NULL);
     else st = am2z__qstore_field(q, &rep, "HSET", key, v, len + 2 * AM2Z_SHA256_SIZE, "write");
     am2z__free(v);
     am2z_reply_clear(&rep);
