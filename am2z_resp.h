@@ -4241,7 +4241,7 @@ typedef struct am2z__qrt {
     am2z_store *dx_store;       /* the records in Redis; the registry (rt->dreg) uses it */
     am2z_redis_script *s_park, *s_dwake;
     int64_t dx_keep_ms;         /* desc.durable_keep_ms resolved: > 0 the done record's TTL, 0 none */
-    am2z_redis_script *s_dput, *s_dsess; /* the done record's write; a stopped session's durable ids */
+    am2z_redis_script *s_dput;  /* the done record's write, with its keep */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -5183,19 +5183,21 @@ static const char *const am2z__qlua_drop[] = {
     NULL
 };
 /* Script "cancelq": a session stopping: its queues paused, its running jobs' cancel keys
-   set, its callers told "cancelled"; dropped at once when none of its jobs runs. */
+   set, its callers told "cancelled"; dropped at once when none of its jobs runs. It
+   also lists the durable executions among the jobs (4.11: they end cancelled). */
 static const char *const am2z__qlua_cancelq[] = {
     "-- ARGV: C bull sessionqueues ttl errorjson replyttl sid sessions state, then the queue",
     "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
     "-- running jobs and tells the caller of every job that it was cancelled; when none runs it",
     "-- also drops the session (saves stop_session a round trip). Returns {running jobs,",
-    "-- dropped (1/0), existed (1/0), queue names...}; a session that does not exist (not",
+    "-- dropped (1/0), existed (1/0), {durable ids of its jobs (4.11)}, queue names...}; a",
+    "-- session that does not exist (not",
     "-- registered, no queues, no state, unknown to this process) is left alone: {0, 0, 0}.",
     "local C, B, ttl, ej, rttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]",
     "local names = redis.call('SMEMBERS', ARGV[3])",
     "if #names == 0 and #ARGV < 10 and redis.call('SISMEMBER', ARGV[8], ARGV[7]) == 0 and",
     "   redis.call('EXISTS', ARGV[9]) == 0 then return {0, 0, 0} end",
-    "local active = 0",
+    "local active, dx, dxseen = 0, {}, {}",
     "for n = 1, #names do",
     "  local P = B .. ':' .. names[n] .. ':'",
     "  if redis.call('EXISTS', P .. 'meta') == 1 then",
@@ -5216,14 +5218,18 @@ static const char *const am2z__qlua_cancelq[] = {
     "      if ok and type(o) == 'table' and type(o.replyTo) == 'string' and type(o.executionId) == 'string' then",
     "        reply(o.replyTo, {o.executionId .. ' {\"ok\":false,\"attempts\":0,\"errors\":[],\"error\":' .. ej .. '}'}, rttl)",
     "      end",
+    "      if ok and type(o) == 'table' and type(o.durableId) == 'string' and not dxseen[o.durableId] then",
+    "        dxseen[o.durableId] = true",
+    "        dx[#dx + 1] = o.durableId",
+    "      end",
     "    end",
     "  end",
     "end",
-    "local out = {active, 0, 1}",
+    "local out = {active, 0, 1, dx}",
     "for n = 1, #names do out[#out + 1] = names[n] end",
     "if active == 0 then",
     "  local all, seen = {}, {}",
-    "  for n = 4, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
+    "  for n = 5, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
     "  for n = 10, #ARGV do if not seen[ARGV[n]] then seen[ARGV[n]] = true; all[#all + 1] = ARGV[n] end end",
     "  dropsession(C, B, ARGV[7], ARGV[8], ARGV[9], ARGV[3], all)",
     "  out[2] = 1",
@@ -5485,7 +5491,7 @@ static am2z_status am2z__qdx_prep(am2z__qrt *q, const char *proc, const am2z_sta
 static int am2z__qdx_init(am2z__qrt *q);
 static void am2z__qdx_free(am2z__qrt *q);
 /* and by stop_session */
-static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, am2z_redis *r, const char *sset, const am2z_value *names);
+static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, const am2z_reply *ids);
 static am2z_status am2z__qdx_session_stopped(am2z__qrt *q, const am2z_value *ids, const char *sid);
 
 /* ---- 4.3 execution across processes: waiters, adding jobs, submit and wait ----------- */
@@ -9151,7 +9157,6 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     /* 1. pause every queue of the session, cancel its jobs, tell their callers; drop the
        session at once when none of its jobs runs */
     names = am2z__qlocal_queues(q, sid, names);
-    dxids = am2z__qdx_session_ids(q, r, sset, names); /* before the jobs can go (4.11) */
     n = am2z_value_len(names);
     argv = (const char **)am2z__malloc((n + 9) * sizeof *argv);
     if (argv) {
@@ -9164,7 +9169,8 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
             active = am2z__qel_int(&rep, 0);
             dropped = am2z__qel_int(&rep, 1) == 1;
             existed = am2z__qel_int(&rep, 2) == 1;
-            for (i = 3; i < rep.len; i++) {
+            dxids = am2z__qdx_session_ids(q, am2z_reply_at(&rep, 3));
+            for (i = 4; i < rep.len; i++) {
                 const char *nm = am2z__qel(&rep, i, NULL);
                 if (nm) names = am2z__qname_add(names, nm);
             }
@@ -10874,37 +10880,6 @@ static const char *const am2z__qlua_wake[] = {
     NULL
 };
 
-/* Script "dsess": a session about to stop: the durable execution ids of its jobs that
-   have not finished (any queue of the session: wait, active, prioritized, delayed). */
-static const char *const am2z__qlua_dsess[] = {
-    "-- ARGV: bull sessionqueues, then the session's queue names this process knows",
-    "local B, seen, out = ARGV[1], {}, {}",
-    "local names = redis.call('SMEMBERS', ARGV[2])",
-    "for n = 3, #ARGV do names[#names + 1] = ARGV[n] end",
-    "for n = 1, #names do",
-    "  local P = B .. ':' .. names[n] .. ':'",
-    "  local w = redis.call('LRANGE', P .. 'active', 0, -1)",
-    "  local x = redis.call('LRANGE', P .. 'wait', 0, -1)",
-    "  for i = 1, #x do w[#w + 1] = x[i] end",
-    "  for _, z in ipairs({'prioritized', 'delayed'}) do",
-    "    x = redis.call('ZRANGE', P .. z, 0, -1)",
-    "    for i = 1, #x do w[#w + 1] = x[i] end",
-    "  end",
-    "  for i = 1, #w do",
-    "    local d = redis.call('HGET', P .. w[i], 'data')",
-    "    if d and string.find(d, '\"durableId\"', 1, true) then",
-    "      local ok, o = pcall(cjson.decode, d)",
-    "      if ok and type(o) == 'table' and type(o.durableId) == 'string' and not seen[o.durableId] then",
-    "        seen[o.durableId] = true",
-    "        out[#out + 1] = o.durableId",
-    "      end",
-    "    end",
-    "  end",
-    "end",
-    "return out",
-    NULL
-};
-
 /* The job id of durable execution id (see above): the same in every process. */
 static void am2z__qdx_job_id(const char *id, char out[AM2Z_EXECUTION_ID_SIZE]) {
     static const char salt[] = "am2z durable"; /* with its NUL: no idempotency key hashes alike */
@@ -10979,10 +10954,9 @@ static int am2z__qdx_init(am2z__qrt *q) {
     q->s_park = am2z__qscript(am2z__qlua_park);
     q->s_dwake = am2z__qscript(am2z__qlua_wake);
     q->s_dput = am2z__qscript(am2z__qlua_dput);
-    q->s_dsess = am2z__qscript(am2z__qlua_dsess);
     q->rt->dreg = am2z__dreg_new(q->rt, q->dx_store, am2z__qdx_resubmit);
     if (q->rt->dreg) q->rt->dreg->wake = am2z__qdx_wake;
-    return q->s_park && q->s_dwake && q->s_dput && q->s_dsess && q->rt->dreg;
+    return q->s_park && q->s_dwake && q->s_dput && q->rt->dreg;
 }
 
 static void am2z__qdx_free(am2z__qrt *q) {
@@ -10994,9 +10968,8 @@ static void am2z__qdx_free(am2z__qrt *q) {
     am2z_redis_script_free(q->s_park);
     am2z_redis_script_free(q->s_dwake);
     am2z_redis_script_free(q->s_dput);
-    am2z_redis_script_free(q->s_dsess);
     q->dx_store = NULL;
-    q->s_park = q->s_dwake = q->s_dput = q->s_dsess = NULL;
+    q->s_park = q->s_dwake = q->s_dput = NULL;
 }
 
 /* Submit side: the start record of execution id (written once: a second submit of a
@@ -11153,33 +11126,18 @@ static void am2z__qdx_stalled(am2z__qjobrun *jr) {
     am2z_value_release(env);
 }
 
-/* stop_session, before the session's jobs go: the durable execution ids among them (a
-   new array of strings; empty when Redis did not answer, logged). names: the session's
-   queues this process knows; sset: its queue set key. */
-static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, am2z_redis *r, const char *sset, const am2z_value *names) {
-    size_t n = am2z_value_len(names), i;
-    const char **argv = (const char **)am2z__malloc((n + 2) * sizeof *argv);
-    am2z_value *ids = am2z_value_array();
-    am2z_reply rep = am2z__qrep0();
-    if (!argv || !ids) {
-        am2z__free(argv);
-        am2z_log_error(q->logger, "queue runtime: stop_session: out of memory listing its durable executions");
-        return ids;
+/* stop_session: the durable execution ids of the session's jobs, as the cancel script
+   listed them before the jobs could go (ids: its array; a new array of strings). */
+static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, const am2z_reply *ids) {
+    am2z_value *out = am2z_value_array();
+    size_t i;
+    for (i = 0; out && ids && ids->type == AM2Z_REPLY_ARRAY && i < ids->len; i++) {
+        const char *id = am2z__qel(ids, i, NULL);
+        if (id && am2z__dur_id_ok(id)) out = am2z_value_append(out, "", am2z_value_string(id));
     }
-    argv[0] = q->bull; argv[1] = sset;
-    for (i = 0; i < n; i++) argv[2 + i] = am2z_value_as_string(am2z_value_at(names, i), NULL);
-    if (am2z__qeval(r, &rep, q->s_dsess, n + 2, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY) {
-        for (i = 0; i < rep.len; i++) {
-            const char *id = am2z__qel(&rep, i, NULL);
-            if (id && am2z__dur_id_ok(id)) ids = am2z_value_append(ids, "", am2z_value_string(id));
-        }
-    } else {
-        am2z_log_warn(q->logger, "queue runtime: stop_session: its durable executions could not be listed (%s): "
-                      "they stay unfinished", rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_detail());
-    }
-    am2z_reply_clear(&rep);
-    am2z__free(argv);
-    return ids;
+    if (!out) am2z_log_error(q->logger, "queue runtime: stop_session: out of memory: its durable executions stay "
+                                        "unfinished");
+    return out;
 }
 
 /* stop_session, once the session's jobs are gone: durable execution id ends cancelled
