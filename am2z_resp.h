@@ -871,7 +871,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        A worker that dies mid-job leaves a lock that expires after lock_duration_ms; a
        stalled scan (every stalled_interval_ms, one per queue across all processes) puts
        the job back, up to max_stalled_count times, then fails it ("job stalled more than
-       allowable limit"). So a processor can run more than once for one execution: make
+       allowable limit"; a durable job's stalls count only while it makes no progress,
+       4.11). So a processor can run more than once for one execution: make
        side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id. */
 
 /* ---- 4.6 sessions -------------------------------------------------------------------- */
