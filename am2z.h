@@ -1669,7 +1669,8 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
      x/<id>/s/<name>     a signal's payload
      x/<id>/done         the outcome {ok, state, error?, attempts, durationMs, startedAt,
                          sessionId}; written when the execution ends, the other records
-                         of <id> are then removed. It stays until am2z_runtime_forget.
+                         of <id> are then removed. It stays until am2z_runtime_forget
+                         (queue runtime: or its keep, am2z_resp.h 4.11).
    <P> is "0" for the chain the execution runs (or the first one it reaches), and
    "<parent P>.<step>.<n>" for the n-th chain reached from inside step <step>: the same
    processors given the same input reach the same positions, so a resumed run finds its
@@ -1694,8 +1695,9 @@ AM2Z_API am2z_file_store_info am2z_file_store_info_get(am2z_store *store);
      cause says which record could not be written; a step never runs on after a
      checkpoint that was not written.
    - Cancelling a durable execution (am2z_runtime_stop, stop_session, freeing its handle)
-     does not finish it: no done record, so resume continues it. Every other outcome
-     (success, failure, TimeoutError) is final and recorded.
+     does not finish it: no done record, so resume continues it (queue runtime:
+     stop_session deletes its job and ends it cancelled, am2z_resp.h 4.11). Every other
+     outcome (success, failure, TimeoutError) is final and recorded.
    - A durable chain that compensated stays failed: a re-run of it (a retry of what
      encloses it, a resume) returns the same failure without running anything.
    - Two runs of one id at once in one runtime are refused (AM2Z_STATUS_EXISTS). The

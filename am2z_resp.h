@@ -71,6 +71,10 @@
                                (default 10000; an upsert anywhere ends it at once)
        AM2Z_QUEUE_PARK_MAX_MS  how long a durable execution waiting for a signal without a
                                timeout stays parked before it looks again (default 365 days)
+       AM2Z_QUEUE_DURABLE_KEEP_MS  default am2z_queue_desc.durable_keep_ms: how long a finished
+                               durable execution's outcome stays in Redis (default 7 days)
+       AM2Z_QUEUE_DURABLE_KEEP_MAX_MS  the longest durable_keep_ms (default 100 years; more
+                               is taken as this)
 
    RESP READER RULES
        Lines end in CR LF; a lone CR or LF in a line is a PROTOCOL failure. Integers are an
@@ -874,7 +878,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        A worker that dies mid-job leaves a lock that expires after lock_duration_ms; a
        stalled scan (every stalled_interval_ms, one per queue across all processes) puts
        the job back, up to max_stalled_count times, then fails it ("job stalled more than
-       allowable limit"). So a processor can run more than once for one execution: make
+       allowable limit"; a durable job's stalls count only while it makes no progress,
+       4.11). So a processor can run more than once for one execution: make
        side effects idempotent by keying them on am2z_ctx_meta(ctx)->execution_id. */
 
 /* ---- 4.6 sessions -------------------------------------------------------------------- */
@@ -1021,6 +1026,11 @@ typedef struct am2z_queue_desc {
     am2z_rate session_rate;       /* starts of one processor's jobs in one session, in all
                                      processes (LIMITS in 4.3); {0, 0}: none. Published by
                                      the workers with the settings like session_concurrency */
+    int64_t durable_keep_ms;      /* how long the records of a finished durable execution
+                                     (its done record) stay in Redis (4.11); default
+                                     AM2Z_QUEUE_DURABLE_KEEP_MS (7 days, keep_failed_age_s's
+                                     default); < 0: until am2z_runtime_forget; at most
+                                     AM2Z_QUEUE_DURABLE_KEEP_MAX_MS */
 } am2z_queue_desc;
 
 /* Connects (one connection) and starts the threads. desc NULL: all defaults. Free with
@@ -1136,8 +1146,16 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
                 usual deadline, but nothing is cancelled, and the execution goes on.
        Crashes  a worker killed mid-execution leaves its job active; the stalled scan
                 (4.5) puts it back and another worker continues from the last
-                checkpoint. Each such recovery counts toward max_stalled_count
-                (default 1): raise it to the crashes an execution should survive.
+                checkpoint. A recovery counts toward max_stalled_count (default 1)
+                only while the execution makes no progress: a stall after a new
+                checkpoint (or compensation progress) since the job's previous stall
+                starts the count again at 1, so an execution survives any number of
+                crashes as long as each one comes after a step it had not completed
+                before. A step that crashes every time still fails at the limit: the
+                job fails with JOB_STALLED "job stalled more than allowable limit",
+                and that failure is the execution's recorded outcome. (max 0: the
+                first stall fails it, progress or not.) The mark is the job hash's
+                field am2zPg.
        Waits    a parked execution is its job in the delayed set (Bull Board shows it
                 delayed), due at the wait's timeout (no timeout:
                 AM2Z_QUEUE_PARK_MAX_MS, after which it parks again); it holds no thread
@@ -1152,10 +1170,32 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
        Outcome  am2z_runtime_durable_outcome reads the done record from Redis in any
                 process (polling every 100 ms while it waits); am2z_runtime_forget
                 deletes the records of a finished id (CONFLICT while it has a start
-                record and no done record). Done records stay until forgotten.
-   stop_session deletes a session's jobs: a durable execution in it is not continued. */
+                record and no done record).
+       Keep     a finished execution's hash (its done record) expires
+                durable_keep_ms after it finished (default 7 days, the default of
+                keep_failed_age_s; < 0: kept until forgotten). After that the id is
+                unknown: durable_outcome says NOT_FOUND and a submit runs it afresh,
+                as after am2z_runtime_forget. The records of an unfinished execution
+                (running, parked, stalled) never expire; nor does a signal stored
+                for an id that never starts.
+       Sessions stop_session deletes a session's jobs; each durable execution among
+                them (waiting, running, parked, delayed for a retry) then ends
+                cancelled: its done record says ok false with a CancelledError "the
+                session was stopped" (unless its outcome was recorded first: the
+                first recorded outcome of an execution always stays), its other
+                records go, its keep starts. So a
+                caller asking by id gets that outcome (not a TIMEOUT that never
+                ends); the id is finished (a new submit is refused until forgotten).
+                On the local runtime stop_session leaves durable executions
+                resumable (am2z.h 7d): its store is not the session's. */
 #ifndef AM2Z_QUEUE_PARK_MAX_MS
 #define AM2Z_QUEUE_PARK_MAX_MS ((int64_t)31536000000) /* 365 days: a wait without timeout parks this long, then again */
+#endif
+#ifndef AM2Z_QUEUE_DURABLE_KEEP_MS
+#define AM2Z_QUEUE_DURABLE_KEEP_MS ((int64_t)604800000) /* 7 days: a finished durable execution's outcome in Redis */
+#endif
+#ifndef AM2Z_QUEUE_DURABLE_KEEP_MAX_MS
+#define AM2Z_QUEUE_DURABLE_KEEP_MAX_MS ((int64_t)3155760000000) /* 100 years: the longest durable_keep_ms */
 #endif
 
 #ifdef __cplusplus
@@ -4224,6 +4264,8 @@ typedef struct am2z__qrt {
     /* durable executions (4.11) */
     am2z_store *dx_store;       /* the records in Redis; the registry (rt->dreg) uses it */
     am2z_redis_script *s_park, *s_dwake;
+    int64_t dx_keep_ms;         /* desc.durable_keep_ms resolved: > 0 the done record's TTL, 0 none */
+    am2z_redis_script *s_dput;  /* the done record's write, with its keep */
 } am2z__qrt;
 
 static uint32_t am2z__qhash(const char *s, size_t n) {
@@ -5067,10 +5109,27 @@ static const char *const am2z__qlua_extend[] = {
     NULL
 };
 /* Script "stalled": active jobs whose lock expired -> wait (marked to fail past
-   max_stalled_count); due delayed jobs promoted; one scan per interval per queue. */
+   max_stalled_count); due delayed jobs promoted; one scan per interval per queue. A
+   durable job (4.11) that checkpointed since its last stall starts counting again. */
 static const char *const am2z__qlua_stalled[] = {
     "-- ARGV: P C now interval maxstalled events wakekey wakemember",
     "local P, C, now = ARGV[1], ARGV[2], ARGV[3]",
+    "-- a durable job's progress: its checkpoints (c/...) and compensation progress; nil: not durable",
+    "local function dxprogress(id)",
+    "  local d = redis.call('HGET', P .. id, 'data')",
+    "  if not d or not string.find(d, '\"durableId\"', 1, true) then return nil end",
+    "  local ok, o = pcall(cjson.decode, d)",
+    "  if not ok or type(o) ~= 'table' or type(o.durableId) ~= 'string' then return nil end",
+    "  local h, n, u = C .. 'x:' .. o.durableId, 0, {}",
+    "  for _, f in ipairs(redis.call('HKEYS', h)) do",
+    "    if string.sub(f, 1, 2) == 'c/' then",
+    "      n = n + 1",
+    "      if string.sub(f, -5) == '/undo' then u[#u + 1] = string.sub(redis.call('HGET', h, f) or '', 1, 16) end",
+    "    end",
+    "  end",
+    "  table.sort(u)",
+    "  return n .. ':' .. table.concat(u, ',')",
+    "end",
     "if redis.call('EXISTS', P .. 'meta') == 0 then return -1 end",
     "if not redis.call('SET', P .. 'stalled-check', now, 'PX', ARGV[4], 'NX') then return {} end",
     "promote(P, tonumber(now), ARGV[7], ARGV[8], ARGV[6])",
@@ -5080,6 +5139,11 @@ static const char *const am2z__qlua_stalled[] = {
     "  local id = st[i]",
     "  if redis.call('EXISTS', P .. id .. ':lock') == 0 and redis.call('LREM', P .. 'active', 1, id) > 0 then",
     "    local stc = (int(redis.call('HGET', P .. id, 'stc'), 1000000) or 0) + 1",
+    "    local pg = dxprogress(id)",
+    "    if pg and pg ~= redis.call('HGET', P .. id, 'am2zPg') then",
+    "      redis.call('HSET', P .. id, 'am2zPg', pg)",
+    "      stc = 1",
+    "    end",
     "    redis.call('HSET', P .. id, 'stc', stc)",
     "    if stc > tonumber(ARGV[5]) then",
     "      redis.call('HSET', P .. id, 'defa', 'job stalled more than allowable limit')",
@@ -5143,19 +5207,21 @@ static const char *const am2z__qlua_drop[] = {
     NULL
 };
 /* Script "cancelq": a session stopping: its queues paused, its running jobs' cancel keys
-   set, its callers told "cancelled"; dropped at once when none of its jobs runs. */
+   set, its callers told "cancelled"; dropped at once when none of its jobs runs. It
+   also lists the durable executions among the jobs (4.11: they end cancelled). */
 static const char *const am2z__qlua_cancelq[] = {
     "-- ARGV: C bull sessionqueues ttl errorjson replyttl sid sessions state, then the queue",
     "-- names this process knows: pauses every queue of a session, sets the cancel key of its",
     "-- running jobs and tells the caller of every job that it was cancelled; when none runs it",
     "-- also drops the session (saves stop_session a round trip). Returns {running jobs,",
-    "-- dropped (1/0), existed (1/0), queue names...}; a session that does not exist (not",
+    "-- dropped (1/0), existed (1/0), {durable ids of its jobs (4.11)}, queue names...}; a",
+    "-- session that does not exist (not",
     "-- registered, no queues, no state, unknown to this process) is left alone: {0, 0, 0}.",
     "local C, B, ttl, ej, rttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]",
     "local names = redis.call('SMEMBERS', ARGV[3])",
     "if #names == 0 and #ARGV < 10 and redis.call('SISMEMBER', ARGV[8], ARGV[7]) == 0 and",
     "   redis.call('EXISTS', ARGV[9]) == 0 then return {0, 0, 0} end",
-    "local active = 0",
+    "local active, dx, dxseen = 0, {}, {}",
     "for n = 1, #names do",
     "  local P = B .. ':' .. names[n] .. ':'",
     "  if redis.call('EXISTS', P .. 'meta') == 1 then",
@@ -5176,14 +5242,18 @@ static const char *const am2z__qlua_cancelq[] = {
     "      if ok and type(o) == 'table' and type(o.replyTo) == 'string' and type(o.executionId) == 'string' then",
     "        reply(o.replyTo, {o.executionId .. ' {\"ok\":false,\"attempts\":0,\"errors\":[],\"error\":' .. ej .. '}'}, rttl)",
     "      end",
+    "      if ok and type(o) == 'table' and type(o.durableId) == 'string' and not dxseen[o.durableId] then",
+    "        dxseen[o.durableId] = true",
+    "        dx[#dx + 1] = o.durableId",
+    "      end",
     "    end",
     "  end",
     "end",
-    "local out = {active, 0, 1}",
+    "local out = {active, 0, 1, dx}",
     "for n = 1, #names do out[#out + 1] = names[n] end",
     "if active == 0 then",
     "  local all, seen = {}, {}",
-    "  for n = 4, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
+    "  for n = 5, #out do seen[out[n]] = true; all[#all + 1] = out[n] end",
     "  for n = 10, #ARGV do if not seen[ARGV[n]] then seen[ARGV[n]] = true; all[#all + 1] = ARGV[n] end end",
     "  dropsession(C, B, ARGV[7], ARGV[8], ARGV[9], ARGV[3], all)",
     "  out[2] = 1",
@@ -5444,6 +5514,9 @@ static am2z_status am2z__qdx_prep(am2z__qrt *q, const char *proc, const am2z_sta
                                   am2z_submit_desc *dd, char gen[AM2Z_EXECUTION_ID_SIZE]);
 static int am2z__qdx_init(am2z__qrt *q);
 static void am2z__qdx_free(am2z__qrt *q);
+/* and by stop_session */
+static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, const am2z_reply *ids);
+static am2z_status am2z__qdx_session_stopped(am2z__qrt *q, const am2z_value *ids, const char *sid);
 
 /* ---- 4.3 execution across processes: waiters, adding jobs, submit and wait ----------- */
 
@@ -7134,6 +7207,7 @@ typedef struct am2z__qjobrun {
 static void am2z__qdx_begin(am2z__qjobrun *jr);
 static void am2z__qdx_end(am2z__qjobrun *jr, const am2z_state *state, const am2z_error *err);
 static int am2z__qdx_park(am2z__qjobrun *jr);
+static void am2z__qdx_stalled(am2z__qjobrun *jr);
 
 static void am2z__qjr_clear(am2z__qjobrun *jr) {
     size_t i;
@@ -7763,6 +7837,7 @@ static void am2z__qrun_job(am2z__qworker *w, am2z__qjob *job, am2z__qrun *parent
     if (!am2z__qjr_decode(&jr, w, job, parent, batch)) return;
     am2z__qjr_resolve(&jr);
     if (!jr.err) am2z__qdx_begin(&jr); /* may end it with its recorded outcome */
+    else if (jr.defa) am2z__qdx_stalled(&jr); /* a durable one records its failure */
     if (!jr.err && !jr.out_state) am2z__qbreaker_enter(&jr);
     if (!jr.err && !jr.out_state && !am2z__qjr_attempt(&jr)) { am2z__qjr_clear(&jr); return; }
     am2z__qbreaker_leave(&jr);
@@ -9080,7 +9155,7 @@ static void am2z__qsession_forget(am2z__qrt *q, const char *session) {
 static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int64_t grace_ms) {
     am2z__qrt *q = (am2z__qrt *)am2z_runtime_impl(rt);
     am2z_redis *r;
-    am2z_value *names, *ej, *ev;
+    am2z_value *names, *ej, *ev, *dxids = NULL;
     am2z_error *ce;
     char *ejs, *sset, *skey, ttl[24];
     const char **argv;
@@ -9118,7 +9193,8 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
             active = am2z__qel_int(&rep, 0);
             dropped = am2z__qel_int(&rep, 1) == 1;
             existed = am2z__qel_int(&rep, 2) == 1;
-            for (i = 3; i < rep.len; i++) {
+            dxids = am2z__qdx_session_ids(q, am2z_reply_at(&rep, 3));
+            for (i = 4; i < rep.len; i++) {
                 const char *nm = am2z__qel(&rep, i, NULL);
                 if (nm) names = am2z__qname_add(names, nm);
             }
@@ -9134,6 +9210,7 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
         /* nothing to stop: no event, nothing deleted */
         am2z_redis_pool_put(q->pool, r);
         am2z__free(ejs); am2z__free(sset); am2z__free(skey); am2z_value_release(names); am2z_error_release(ce);
+        am2z_value_release(dxids);
         return AM2Z_STATUS_NOT_FOUND;
     }
     n = am2z_value_len(names);
@@ -9191,6 +9268,11 @@ static am2z_status am2z__qop_stop_session(am2z_runtime *rt, const char *sid, int
     }
     for (i = 0; i < n; i++) am2z__qqueue_forget(q, am2z_value_as_string(am2z_value_at(names, i), NULL));
     am2z_redis_pool_put(q->pool, r);
+    { /* 5. its durable executions end cancelled (4.11) */
+        am2z_status ds = am2z__qdx_session_stopped(q, dxids, sid);
+        if (st == AM2Z_STATUS_OK) st = ds;
+        am2z_value_release(dxids);
+    }
     am2z__free(ejs);
     am2z__free(sset);
     am2z__free(skey);
@@ -9785,6 +9867,8 @@ AM2Z_API am2z_runtime *am2z_queue_runtime_new(const am2z_queue_desc *desc, am2z_
     q->stalled_ms = d.stalled_interval_ms > 0 ? d.stalled_interval_ms : 30000;
     q->max_stalled = d.max_stalled_count > 0 ? d.max_stalled_count : d.max_stalled_count < 0 ? 0 : 1;
     q->keep_c = d.keep_completed ? d.keep_completed : 100;
+    q->dx_keep_ms = d.durable_keep_ms < 0 ? 0 : !d.durable_keep_ms ? AM2Z_QUEUE_DURABLE_KEEP_MS
+                  : d.durable_keep_ms > AM2Z_QUEUE_DURABLE_KEEP_MAX_MS ? AM2Z_QUEUE_DURABLE_KEEP_MAX_MS : d.durable_keep_ms;
     q->keep_c_age = d.keep_completed_age_s ? d.keep_completed_age_s : 86400;
     q->keep_f = d.keep_failed ? d.keep_failed : 1000;
     q->keep_f_age = d.keep_failed_age_s ? d.keep_failed_age_s : 604800;
@@ -10601,14 +10685,66 @@ static am2z_status am2z__qstore_field(am2z__qrt *q, am2z_reply *rep, const char 
     return am2z__qstore_run(q, rep, v ? 4 : 3, argv, lens, what, key);
 }
 
+/* Script "dput": the done record written (HSETNX when nx), then the hash's TTL set
+   (the keep, ms > 0): both at once, so no finished hash is left without its TTL. */
+static const char *const am2z__qlua_dput[] = {
+    "-- ARGV: hash field value keepms nx: returns 1 (written) or 0 (nx, and it was there)",
+    "if ARGV[5] == '1' then",
+    "  if redis.call('HSETNX', ARGV[1], ARGV[2], ARGV[3]) == 0 then return 0 end",
+    "else",
+    "  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])",
+    "end",
+    "if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', ARGV[1], ARGV[4]) end",
+    "return 1",
+    NULL
+};
+
+/* 1 when key is "x/<id>/done" (ids hold no '/'; a signal "s/done" is no done record). */
+static int am2z__qdx_is_done(const char *key) {
+    const char *slash = strchr(key + 2, '/');
+    return !strncmp(key, "x/", 2) && slash && !strcmp(slash, "/done");
+}
+
+/* The done record key with its stored value v (digest + bytes), through the dput
+   script: the hash then expires after the keep. nx: only when there is none yet;
+   *written (may be NULL) says whether it was written. */
+static am2z_status am2z__qdx_put_done(am2z__qrt *q, const char *key, const char *v, size_t vlen, int nx,
+                                      int *written) {
+    char hkey[AM2Z_STORE_MAX_KEY + 256], keep[24];
+    const char *argv[5];
+    size_t lens[5], i;
+    am2z_reply rep = am2z__qrep0();
+    am2z_redis *r;
+    am2z_status st = am2z__qstore_split(q, key, hkey, sizeof hkey, &argv[1]);
+    if (written) *written = 0;
+    if (st != AM2Z_STATUS_OK) return st;
+    snprintf(keep, sizeof keep, "%lld", (long long)q->dx_keep_ms);
+    argv[0] = hkey; argv[2] = v; argv[3] = keep; argv[4] = nx ? "1" : "0";
+    for (i = 0; i < 5; i++) lens[i] = i == 2 ? vlen : strlen(argv[i]); /* v: not NUL-terminated */
+    if (!(r = am2z__qborrow(q, &st)))
+        return am2z__fail(st, AM2Z_NTS, "redis store: write '%s': no connection (%s)", key, am2z_status_string(st));
+    st = am2z__qeval(r, &rep, q->s_dput, 5, argv, lens);
+    am2z_redis_pool_put(q->pool, r);
+    if (st != AM2Z_STATUS_OK)
+        st = am2z__fail(st, AM2Z_NTS, "redis store: write '%s': %s", key,
+                        rep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&rep) : am2z_status_string(st));
+    else if (written)
+        *written = rep.type == AM2Z_REPLY_INTEGER && rep.integer == 1;
+    am2z_reply_clear(&rep);
+    return st;
+}
+
 static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value, size_t len) {
     char *v = (char *)am2z__malloc(len + 2 * AM2Z_SHA256_SIZE + 1);
     am2z_reply rep = am2z__qrep0();
+    am2z__qrt *q = ((am2z__qstore *)ud)->q;
     am2z_status st;
     if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
     am2z_sha256_hex(value, len, v); /* the digest first: a read checks the bytes after it */
     if (len) memcpy(v + 2 * AM2Z_SHA256_SIZE, value, len);
-    st = am2z__qstore_field(((am2z__qstore *)ud)->q, &rep, "HSET", key, v, len + 2 * AM2Z_SHA256_SIZE, "write");
+    if (am2z__qdx_is_done(key)) /* with its keep; the first outcome recorded stays (a stopped session's may be first) */
+        st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 1, NULL);
+    else st = am2z__qstore_field(q, &rep, "HSET", key, v, len + 2 * AM2Z_SHA256_SIZE, "write");
     am2z__free(v);
     am2z_reply_clear(&rep);
     return st;
@@ -10841,9 +10977,10 @@ static int am2z__qdx_init(am2z__qrt *q) {
     }
     q->s_park = am2z__qscript(am2z__qlua_park);
     q->s_dwake = am2z__qscript(am2z__qlua_wake);
+    q->s_dput = am2z__qscript(am2z__qlua_dput);
     q->rt->dreg = am2z__dreg_new(q->rt, q->dx_store, am2z__qdx_resubmit);
     if (q->rt->dreg) q->rt->dreg->wake = am2z__qdx_wake;
-    return q->s_park && q->s_dwake && q->rt->dreg;
+    return q->s_park && q->s_dwake && q->s_dput && q->rt->dreg;
 }
 
 static void am2z__qdx_free(am2z__qrt *q) {
@@ -10854,8 +10991,9 @@ static void am2z__qdx_free(am2z__qrt *q) {
     am2z_store_free(q->dx_store);
     am2z_redis_script_free(q->s_park);
     am2z_redis_script_free(q->s_dwake);
+    am2z_redis_script_free(q->s_dput);
     q->dx_store = NULL;
-    q->s_park = q->s_dwake = NULL;
+    q->s_park = q->s_dwake = q->s_dput = NULL;
 }
 
 /* Submit side: the start record of execution id (written once: a second submit of a
@@ -10990,6 +11128,98 @@ static int am2z__qdx_park(am2z__qjobrun *jr) {
     am2z__qnote_due(q, qu, until);
     if (jr->direct) am2z__qdeliver(q, jr->exec_id, NULL, jr->err, &jr->err, 1, jr->attempt);
     return 1;
+}
+
+/* A durable job the stalled scan failed (stalled past max_stalled_count with no
+   progress): its run is begun so that the failure is recorded as its outcome (the fail
+   path's am2z__qdx_end); without it the execution would stay unfinished forever. */
+static void am2z__qdx_stalled(am2z__qjobrun *jr) {
+    am2z__qrt *q = jr->w->q;
+    am2z_value *env = jr->data && q->rt->dreg ? am2z_json_parse(jr->data, jr->datan, NULL, NULL) : NULL;
+    const char *id = am2z_value_get_string(env, "durableId", NULL);
+    char name[AM2Z_NAME_MAX + 1], sid[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state *rin = NULL;
+    am2z_status st = AM2Z_STATUS_OK;
+    if (id && am2z_value_get_int(env, "callDepth", 0) == 0 && !jr->dx) {
+        jr->dx = am2z__dur_begin(q->rt->dreg, jr->qu->proc, NULL, NULL, id, 0, &rin, name, sid, &st);
+        if (!jr->dx && st != AM2Z_STATUS_EXISTS) /* EXISTS: finished already, nothing to record */
+            am2z_log_error(q->logger, "durable execution '%s' stalled too often; its failure not recorded: %s", id,
+                           am2z_status_detail());
+    }
+    am2z_value_release(rin);
+    am2z_value_release(env);
+}
+
+/* stop_session: the durable execution ids of the session's jobs, as the cancel script
+   listed them before the jobs could go (ids: its array; a new array of strings). */
+static am2z_value *am2z__qdx_session_ids(am2z__qrt *q, const am2z_reply *ids) {
+    am2z_value *out = am2z_value_array();
+    size_t i;
+    for (i = 0; out && ids && ids->type == AM2Z_REPLY_ARRAY && i < ids->len; i++) {
+        const char *id = am2z__qel(ids, i, NULL);
+        if (id && am2z__dur_id_ok(id)) out = am2z_value_append(out, "", am2z_value_string(id));
+    }
+    if (!out) am2z_log_error(q->logger, "queue runtime: stop_session: out of memory: its durable executions stay "
+                                        "unfinished");
+    return out;
+}
+
+/* stop_session, once the session's jobs are gone: durable execution id ends cancelled
+   (its done record, unless it has one: a run that finished in the grace period keeps
+   its outcome), then its other records go. OK, or the failure (detail set). */
+static am2z_status am2z__qdx_session_end(am2z__qrt *q, const char *id, const char *sid) {
+    char key[AM2Z_STORE_MAX_KEY + 1];
+    am2z_value *start = NULL, *rec;
+    am2z_error *e;
+    char *text, *v = NULL;
+    size_t len = 0;
+    int written = 0;
+    int64_t t0;
+    am2z_status st;
+    am2z__dur_key_of(key, id, "start");
+    st = am2z__dur_get_json(q->dx_store, key, &start);
+    if (st == AM2Z_STATUS_NOT_FOUND) return AM2Z_STATUS_OK; /* forgotten meanwhile */
+    if (st != AM2Z_STATUS_OK) return st;
+    t0 = am2z_value_get_int(start, "startedAt", 0);
+    e = am2z_error_with_location(am2z_error_cancelled("the session was stopped"),
+                                 am2z_value_get_string(start, "processor", ""), id);
+    rec = am2z_value_set(am2z_value_object(), "ok", am2z_value_bool(0));
+    rec = am2z_value_set(rec, "error", am2z_error_to_json(e));
+    rec = am2z_value_set(rec, "attempts", am2z_value_int(0));
+    rec = am2z_value_set(rec, "durationMs", am2z_value_double(t0 ? (double)(am2z_now_ms() - t0) : 0));
+    rec = am2z_value_set(rec, "startedAt", am2z_value_int(t0));
+    rec = am2z_value_set(rec, "sessionId", am2z_value_string(am2z_value_get_string(start, "sessionId", sid)));
+    am2z_error_release(e);
+    am2z_value_release(start);
+    text = rec ? am2z_json_write(rec, 0, &len) : NULL;
+    am2z_value_release(rec);
+    if (text && (v = (char *)am2z__malloc(len + 2 * AM2Z_SHA256_SIZE + 1)) != NULL) {
+        am2z_sha256_hex(text, len, v);
+        memcpy(v + 2 * AM2Z_SHA256_SIZE, text, len);
+    }
+    am2z__free(text);
+    if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable execution '%s': out of memory", id);
+    am2z__dur_key_of(key, id, "done");
+    st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 1, &written);
+    am2z__free(v);
+    if (st == AM2Z_STATUS_OK && written) st = am2z__dur_remove_all(q->dx_store, id, key);
+    return st;
+}
+
+/* stop_session, once the session's jobs are gone: each of ids (from
+   am2z__qdx_session_ids) ends cancelled. OK, or the first failure (each logged). */
+static am2z_status am2z__qdx_session_stopped(am2z__qrt *q, const am2z_value *ids, const char *sid) {
+    am2z_status first = AM2Z_STATUS_OK;
+    size_t i;
+    for (i = 0; i < am2z_value_len(ids); i++) {
+        const char *id = am2z_value_as_string(am2z_value_at(ids, i), NULL);
+        am2z_status st = am2z__qdx_session_end(q, id, sid);
+        if (st == AM2Z_STATUS_OK) continue;
+        am2z_log_warn(q->logger, "queue runtime: stop_session '%s': durable execution '%s' not ended: %s", sid, id,
+                      am2z_status_detail());
+        if (first == AM2Z_STATUS_OK) first = st;
+    }
+    return first;
 }
 
 #undef AM2Z__QBUCKETS

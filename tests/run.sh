@@ -74,7 +74,7 @@ run_config() { # cfg
         # workers killed at each step) are mostly waiting: the sanitizer builds run them.
         case "$t:$cfg" in
             test_queue_cluster:gcc-c11|test_queue_sentinel:gcc-c11|test_queue_reshard:gcc-c11|\
-            test_queue_durable:gcc-c11)
+            test_queue_durable:gcc-c11|test_queue_durable_gaps:gcc-c11)
                 echo "  $cfg-$t: built (runs in asan-ubsan and tsan)"; continue;;
         esac
         run_counted "$cfg-$t" "./$B/$cfg/$t"
