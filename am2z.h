@@ -3170,6 +3170,17 @@ static am2z__obj *am2z__obj_copy(const am2z__obj *o, size_t extra, size_t kextra
     am2z__obj *n;
     size_t i;
     if (extra > 0xfffffffeu - o->len || kextra > SIZE_MAX / 4 - o->kused) return NULL;
+    if (o->len + extra == o->cap && o->kused + kextra == o->kcap) {
+        /* The same shape (a state's metadata on every bump): one copy of the block
+           behind the header, members, index and key bytes at the same offsets. */
+        size_t bytes = am2z__obj_bytes(o->cap, o->kcap);
+        n = (am2z__obj *)(void *)am2z__alloc(bytes, AM2Z_TYPE_OBJECT);
+        if (!n) return NULL;
+        memcpy((char *)n + sizeof(am2z_value), (const char *)o + sizeof(am2z_value), bytes - sizeof(am2z_value));
+        n->h.depth = o->h.depth;
+        for (i = 0; i < n->len; i++) am2z_value_retain(am2z__mems(n)[i].val);
+        return n;
+    }
     n = am2z__obj_alloc(o->len + extra, o->kused + kextra);
     if (!n) return NULL;
     if (o->len) memcpy(am2z__mems(n), am2z__mems(o), o->len * sizeof(am2z__member));
@@ -3518,6 +3529,17 @@ static const char *am2z__seg_key(const am2z__seg *seg, int pointer, char *buf, s
     return d;
 }
 
+/* The length of path when it is one plain key ("n", "user_id": no '.', '[', '\\', not
+   a pointer), which names an object's member as it is written; 0 otherwise. The
+   accessors take it without the segment parser (most paths a processor uses). */
+static size_t am2z__plain_key(const char *path) {
+    const char *p = path;
+    if (*p == '/') return 0;
+    for (; *p; p++)
+        if (*p == '.' || *p == '[' || *p == '\\') return 0;
+    return (size_t)(p - path);
+}
+
 /* Walks path: 1 = found (*out borrowed), 0 = absent, -1 = malformed path. */
 static int am2z__lookup(const am2z_value *v, const char *path, const am2z_value **out) {
     am2z__path it;
@@ -3528,6 +3550,12 @@ static int am2z__lookup(const am2z_value *v, const char *path, const am2z_value 
     size_t klen, i;
     *out = NULL;
     if (!v || !path) return 0;
+    if (am2z__type(v) == AM2Z_TYPE_OBJECT && (klen = am2z__plain_key(path)) != 0) {
+        i = am2z__obj_find(AM2Z__OBJ(v), path, klen);
+        if (i == AM2Z__NPOS) return 0;
+        *out = am2z__mems(AM2Z__OBJ(v))[i].val;
+        return 1;
+    }
     am2z__path_init(&it, path);
     while ((r = am2z__path_next(&it, &seg)) > 0) {
         switch (am2z__type(v)) {
@@ -3722,6 +3750,23 @@ static am2z_value *am2z__edit_path(am2z_value *v, const char *path, int op, am2z
         am2z_value_release(x);
         if (!path) return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, name, NULL, 0, "no path");
         return am2z__edit_null(name, path, AM2Z_NTS, missing);
+    }
+    if (op == AM2Z__EDIT_SET && am2z__type(v) == AM2Z_TYPE_OBJECT && am2z__depth(x) < AM2Z_VALUE_MAX_DEPTH) {
+        /* replacing a member named by a plain key: what am2z__edit does, unparsed */
+        size_t klen = am2z__plain_key(path), i = klen ? am2z__obj_find(AM2Z__OBJ(v), path, klen) : AM2Z__NPOS;
+        if (i != AM2Z__NPOS) {
+            am2z_value *old;
+            v = am2z__own(v, 0, 0);
+            if (!v) {
+                am2z_value_release(x);
+                return am2z__edit_fail(AM2Z_STATUS_NO_MEMORY, name, path, AM2Z_NTS, "out of memory");
+            }
+            old = am2z__mems(AM2Z__OBJ(v))[i].val;
+            am2z__mems(AM2Z__OBJ(v))[i].val = x;
+            am2z_value_release(old);
+            am2z__raise_depth(v, x);
+            return v;
+        }
     }
     am2z__path_init(&it, path);
     return am2z__edit(v, &it, op, x, AM2Z_VALUE_MAX_DEPTH);
