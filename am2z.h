@@ -14515,6 +14515,8 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
    stop (b->cancel, cancel_pending) stops the loop and the caller's wait resolves the
    items left. When a chunk's items turn out long, the rest is published as usual. */
 
+#define AM2Z__LR_SOLO_PROBE 4 /* items run alone before a processor's duration is known */
+
 /* A chunk's counts, added to the processor's stats at once. */
 typedef struct am2z__lr_solo_acc {
     int64_t ok, failed, sum_ns;
@@ -14598,10 +14600,11 @@ static void am2z__lr_solo_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, 
 
 /* Runs b's items in chunks until they end, a cancel, or a chunk whose items mostly
    took AM2Z__LR_SHORT_NS or more (the rest is then for the shared path; one slow item,
-   e.g. preempted, does not decide). With no estimate yet, the first chunk is one item. */
+   e.g. preempted or the first of a cold call, does not decide). With no estimate yet,
+   the first chunk is AM2Z__LR_SOLO_PROBE items. */
 static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est) {
     am2z__lr_solo_acc *a = (am2z__lr_solo_acc *)am2z__malloc(sizeof *a);
-    size_t k = 0, end, chunk = est < 0 ? 1 : AM2Z__LR_CHUNK, slow;
+    size_t k = 0, end, chunk = est < 0 ? AM2Z__LR_SOLO_PROBE : AM2Z__LR_CHUNK, slow;
     int64_t clock, t0, prev, n;
     if (!a) return; /* the shared path runs them */
     memset(a, 0, sizeof *a);
