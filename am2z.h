@@ -4953,6 +4953,24 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
 
 AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) { return am2z__state_bump_at(s, am2z_now_ms()); }
 
+/* The sessionId value (borrowed) of a state with the fast layout, else NULL. */
+static const am2z_value *am2z__meta_sid(const am2z_state *s) {
+    const am2z__obj *m = am2z__meta_fast(s);
+    return m ? am2z__mems(m)[1].val : NULL;
+}
+
+/* am2z__state_bump_at that also gives the result's sessionId value (borrowed; NULL
+   unless the fast layout): a runtime checking the session of every result compares it
+   with its input's by pointer instead of reading and comparing the id again. */
+static am2z_state *am2z__state_bump_sid(am2z_state *s, int64_t now, const am2z_value **sid) {
+    const am2z__obj *fast = am2z__meta_fast(s);
+    *sid = NULL;
+    if (!fast) return am2z__state_bump_at(s, now);
+    s = am2z__state_bump_fast(s, am2z__untag(am2z__mems(fast)[0].val), now);
+    if (s) *sid = am2z__mems(AM2Z__OBJ(am2z__mems(AM2Z__OBJ(s))[0].val))[1].val; /* the layout is kept */
+    return s;
+}
+
 /* The value representation stays private to sections 1 and 2. */
 #undef AM2Z__STATIC
 #undef AM2Z__INDEX_MIN
@@ -13466,6 +13484,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
                                     const char *exec_id, int attempt, int depth, int64_t start_ns) {
     am2z__lr *lr = f->lr;
     const char *sid = f->session->id;
+    const am2z_value *in_sid = NULL, *out_sid; /* sessionId values of input and result */
     am2z_state *moved = NULL;
     am2z__lr_link link;
     am2z__dscope root;
@@ -13478,10 +13497,13 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         f->end_ns = am2z__lr_now();
         return am2z__lr_fail(open);
     }
-    if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
+    if (depth == 0 && ((in_sid = am2z__meta_sid(input)) == NULL ||
+                       strcmp(am2z_value_as_string(in_sid, NULL), sid) != 0) &&
+        strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
         input = moved;
+        in_sid = NULL;
     }
     memset(&ctx, 0, sizeof ctx);
     ctx.ops = &am2z__lr_ctx_ops;
@@ -13524,8 +13546,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && f->end_ns > f->deadline_ns,
                             am2z__lr_wall(lr, f->end_ns));
     if (r.state) {
-        r.state = am2z__state_bump_at(r.state, am2z__lr_wall(lr, f->end_ns));
-        if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
+        r.state = am2z__state_bump_sid(r.state, am2z__lr_wall(lr, f->end_ns), &out_sid);
+        /* the input's sessionId value (checked above) kept by the bump: the same session */
+        if (r.state && depth == 0 && (!in_sid || out_sid != in_sid) &&
+            strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
