@@ -1366,7 +1366,8 @@ AM2Z_API void am2z_execution_free(am2z_execution *e);
    included); its outcome is discarded (events and stats still see it). stop_session
    still cancels it, and stopping the runtime ends it as it ends every execution. */
 AM2Z_API void am2z_execution_detach(am2z_execution *e);
-/* Runs count executions concurrently; outs[i] (filled for every i, clearing what it
+/* Runs count executions (concurrently, or on the calling thread where the runtime
+   finds that cheaper: section 8, COOPERATIVE); outs[i] (filled for every i, clearing what it
    held; clear each after) belongs to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT
    for NULL arrays; otherwise AM2Z_STATUS_OK and failures are in the outcomes. */
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
@@ -1963,7 +1964,11 @@ AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms);
      COOPERATIVE: execute, execute_many (its share of the items) and
      am2z_execution_wait on an execution no worker has started run the processor on the
      calling thread: no hand-off, no wake-up, ~1 us for a trivial execute also on a
-     loaded machine. The timeout is then cooperative: am2z_ctx_cancelled() turns true
+     loaded machine. execute_many of a processor whose items are short (under 5 us last
+     time, or not measured yet) runs them all on the calling thread, the workers taking
+     part only once a chunk of 32 shows its items mostly longer: for short items another
+     thread costs more than it gives (states sharing their input make every thread
+     write the same reference counts). The timeout is then cooperative: am2z_ctx_cancelled() turns true
      at the deadline and the outcome is a TimeoutError, but only once the processor
      returns; one that ignores cancellation holds its caller until then (and stop, from
      another thread, cancels it but cannot end it). Retries run on the waiting thread
@@ -12103,7 +12108,8 @@ AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc,
    - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
      claim chunks of indexes; each item has a one-byte state and each worker publishes
      the item it runs with its deadline, so the caller can time out one item while the
-     others go on.
+     others go on. COOPERATIVE short items run on the caller before the batch is
+     published (am2z__lr_run_solo), without that per-item synchronisation.
    - Every count is updated before the outcome is published (DONE), never after, so a
      caller holding an outcome sees it counted. A stop that saw "running" drop may
      find the job still RESOLVING: it then leaves it to its resolver.
