@@ -4958,6 +4958,7 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
 
 AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) { return am2z__state_bump_at(s, am2z_now_ms()); }
 
+#ifndef AM2Z_NO_THREADS /* for the local runtime */
 /* The sessionId value (borrowed) of a state with the fast layout, else NULL. */
 static const am2z_value *am2z__meta_sid(const am2z_state *s) {
     const am2z__obj *m = am2z__meta_fast(s);
@@ -4975,6 +4976,7 @@ static am2z_state *am2z__state_bump_sid(am2z_state *s, int64_t now, const am2z_v
     if (s) *sid = am2z__mems(AM2Z__OBJ(am2z__mems(AM2Z__OBJ(s))[0].val))[1].val; /* the layout is kept */
     return s;
 }
+#endif
 
 /* The value representation stays private to sections 1 and 2. */
 #undef AM2Z__STATIC
