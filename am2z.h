@@ -1366,7 +1366,8 @@ AM2Z_API void am2z_execution_free(am2z_execution *e);
    included); its outcome is discarded (events and stats still see it). stop_session
    still cancels it, and stopping the runtime ends it as it ends every execution. */
 AM2Z_API void am2z_execution_detach(am2z_execution *e);
-/* Runs count executions concurrently; outs[i] (filled for every i, clearing what it
+/* Runs count executions (concurrently, or on the calling thread where the runtime
+   finds that cheaper: section 8, COOPERATIVE); outs[i] (filled for every i, clearing what it
    held; clear each after) belongs to inputs[i] (borrowed). AM2Z_STATUS_INVALID_ARGUMENT
    for NULL arrays; otherwise AM2Z_STATUS_OK and failures are in the outcomes. */
 AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *processor,
@@ -1965,7 +1966,11 @@ AM2Z_API void am2z_trace_retry(am2z_trace *t, uint32_t span, int64_t delay_ms);
      COOPERATIVE: execute, execute_many (its share of the items) and
      am2z_execution_wait on an execution no worker has started run the processor on the
      calling thread: no hand-off, no wake-up, ~1 us for a trivial execute also on a
-     loaded machine. The timeout is then cooperative: am2z_ctx_cancelled() turns true
+     loaded machine. execute_many of a processor whose items are short (under 5 us last
+     time, or not measured yet) runs them all on the calling thread, the workers taking
+     part only once a chunk of 32 shows its items mostly longer: for short items another
+     thread costs more than it gives (states sharing their input make every thread
+     write the same reference counts). The timeout is then cooperative: am2z_ctx_cancelled() turns true
      at the deadline and the outcome is a TimeoutError, but only once the processor
      returns; one that ignores cancellation holds its caller until then (and stop, from
      another thread, cancels it but cannot end it). Retries run on the waiting thread
@@ -3172,6 +3177,17 @@ static am2z__obj *am2z__obj_copy(const am2z__obj *o, size_t extra, size_t kextra
     am2z__obj *n;
     size_t i;
     if (extra > 0xfffffffeu - o->len || kextra > SIZE_MAX / 4 - o->kused) return NULL;
+    if (o->len + extra == o->cap && o->kused + kextra == o->kcap) {
+        /* The same shape (a state's metadata on every bump): one copy of the block
+           behind the header, members, index and key bytes at the same offsets. */
+        size_t bytes = am2z__obj_bytes(o->cap, o->kcap);
+        n = (am2z__obj *)(void *)am2z__alloc(bytes, AM2Z_TYPE_OBJECT);
+        if (!n) return NULL;
+        memcpy((char *)n + sizeof(am2z_value), (const char *)o + sizeof(am2z_value), bytes - sizeof(am2z_value));
+        n->h.depth = o->h.depth;
+        for (i = 0; i < n->len; i++) am2z_value_retain(am2z__mems(n)[i].val);
+        return n;
+    }
     n = am2z__obj_alloc(o->len + extra, o->kused + kextra);
     if (!n) return NULL;
     if (o->len) memcpy(am2z__mems(n), am2z__mems(o), o->len * sizeof(am2z__member));
@@ -3520,6 +3536,17 @@ static const char *am2z__seg_key(const am2z__seg *seg, int pointer, char *buf, s
     return d;
 }
 
+/* The length of path when it is one plain key ("n", "user_id": no '.', '[', '\\', not
+   a pointer), which names an object's member as it is written; 0 otherwise. The
+   accessors take it without the segment parser (most paths a processor uses). */
+static size_t am2z__plain_key(const char *path) {
+    const char *p = path;
+    if (*p == '/') return 0;
+    for (; *p; p++)
+        if (*p == '.' || *p == '[' || *p == '\\') return 0;
+    return (size_t)(p - path);
+}
+
 /* Walks path: 1 = found (*out borrowed), 0 = absent, -1 = malformed path. */
 static int am2z__lookup(const am2z_value *v, const char *path, const am2z_value **out) {
     am2z__path it;
@@ -3530,6 +3557,12 @@ static int am2z__lookup(const am2z_value *v, const char *path, const am2z_value 
     size_t klen, i;
     *out = NULL;
     if (!v || !path) return 0;
+    if (am2z__type(v) == AM2Z_TYPE_OBJECT && (klen = am2z__plain_key(path)) != 0) {
+        i = am2z__obj_find(AM2Z__OBJ(v), path, klen);
+        if (i == AM2Z__NPOS) return 0;
+        *out = am2z__mems(AM2Z__OBJ(v))[i].val;
+        return 1;
+    }
     am2z__path_init(&it, path);
     while ((r = am2z__path_next(&it, &seg)) > 0) {
         switch (am2z__type(v)) {
@@ -3724,6 +3757,23 @@ static am2z_value *am2z__edit_path(am2z_value *v, const char *path, int op, am2z
         am2z_value_release(x);
         if (!path) return am2z__edit_fail(AM2Z_STATUS_INVALID_ARGUMENT, name, NULL, 0, "no path");
         return am2z__edit_null(name, path, AM2Z_NTS, missing);
+    }
+    if (op == AM2Z__EDIT_SET && am2z__type(v) == AM2Z_TYPE_OBJECT && am2z__depth(x) < AM2Z_VALUE_MAX_DEPTH) {
+        /* replacing a member named by a plain key: what am2z__edit does, unparsed */
+        size_t klen = am2z__plain_key(path), i = klen ? am2z__obj_find(AM2Z__OBJ(v), path, klen) : AM2Z__NPOS;
+        if (i != AM2Z__NPOS) {
+            am2z_value *old;
+            v = am2z__own(v, 0, 0);
+            if (!v) {
+                am2z_value_release(x);
+                return am2z__edit_fail(AM2Z_STATUS_NO_MEMORY, name, path, AM2Z_NTS, "out of memory");
+            }
+            old = am2z__mems(AM2Z__OBJ(v))[i].val;
+            am2z__mems(AM2Z__OBJ(v))[i].val = x;
+            am2z_value_release(old);
+            am2z__raise_depth(v, x);
+            return v;
+        }
     }
     am2z__path_init(&it, path);
     return am2z__edit(v, &it, op, x, AM2Z_VALUE_MAX_DEPTH);
@@ -4909,6 +4959,26 @@ AM2Z__PRIVATE am2z_state *am2z__state_bump_at(am2z_state *s, int64_t now) {
 }
 
 AM2Z_API am2z_state *am2z_state_bump(am2z_state *s) { return am2z__state_bump_at(s, am2z_now_ms()); }
+
+#ifndef AM2Z_NO_THREADS /* for the local runtime */
+/* The sessionId value (borrowed) of a state with the fast layout, else NULL. */
+static const am2z_value *am2z__meta_sid(const am2z_state *s) {
+    const am2z__obj *m = am2z__meta_fast(s);
+    return m ? am2z__mems(m)[1].val : NULL;
+}
+
+/* am2z__state_bump_at that also gives the result's sessionId value (borrowed; NULL
+   unless the fast layout): a runtime checking the session of every result compares it
+   with its input's by pointer instead of reading and comparing the id again. */
+static am2z_state *am2z__state_bump_sid(am2z_state *s, int64_t now, const am2z_value **sid) {
+    const am2z__obj *fast = am2z__meta_fast(s);
+    *sid = NULL;
+    if (!fast) return am2z__state_bump_at(s, now);
+    s = am2z__state_bump_fast(s, am2z__untag(am2z__mems(fast)[0].val), now);
+    if (s) *sid = am2z__mems(AM2Z__OBJ(am2z__mems(AM2Z__OBJ(s))[0].val))[1].val; /* the layout is kept */
+    return s;
+}
+#endif
 
 /* The value representation stays private to sections 1 and 2. */
 #undef AM2Z__STATIC
@@ -12042,7 +12112,8 @@ AM2Z_API am2z_processor *am2z_wait_signal_new(const am2z_wait_signal_desc *desc,
    - execute_many runs items straight from the caller's arrays (am2z__lr_batch): workers
      claim chunks of indexes; each item has a one-byte state and each worker publishes
      the item it runs with its deadline, so the caller can time out one item while the
-     others go on.
+     others go on. COOPERATIVE short items run on the caller before the batch is
+     published (am2z__lr_run_solo), without that per-item synchronisation.
    - Every count is updated before the outcome is published (DONE), never after, so a
      caller holding an outcome sees it counted. A stop that saw "running" drop may
      find the job still RESOLVING: it then leaves it to its resolver.
@@ -13423,6 +13494,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
                                     const char *exec_id, int attempt, int depth, int64_t start_ns) {
     am2z__lr *lr = f->lr;
     const char *sid = f->session->id;
+    const am2z_value *in_sid = NULL, *out_sid; /* sessionId values of input and result */
     am2z_state *moved = NULL;
     am2z__lr_link link;
     am2z__dscope root;
@@ -13435,10 +13507,13 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         f->end_ns = am2z__lr_now();
         return am2z__lr_fail(open);
     }
-    if (depth == 0 && strcmp(am2z_state_session_id(input), sid) != 0) {
+    if (depth == 0 && ((in_sid = am2z__meta_sid(input)) == NULL ||
+                       strcmp(am2z_value_as_string(in_sid, NULL), sid) != 0) &&
+        strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
         if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
         input = moved;
+        in_sid = NULL;
     }
     memset(&ctx, 0, sizeof ctx);
     ctx.ops = &am2z__lr_ctx_ops;
@@ -13481,8 +13556,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         am2z__breaker_leave(lr->rt, p, ticket, r.error, f->deadline_ns && f->end_ns > f->deadline_ns,
                             am2z__lr_wall(lr, f->end_ns));
     if (r.state) {
-        r.state = am2z__state_bump_at(r.state, am2z__lr_wall(lr, f->end_ns));
-        if (r.state && depth == 0 && strcmp(am2z_state_session_id(r.state), sid) != 0)
+        r.state = am2z__state_bump_sid(r.state, am2z__lr_wall(lr, f->end_ns), &out_sid);
+        /* the input's sessionId value (checked above) kept by the bump: the same session */
+        if (r.state && depth == 0 && (!in_sid || out_sid != in_sid) &&
+            strcmp(am2z_state_session_id(r.state), sid) != 0)
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
@@ -14459,6 +14536,132 @@ static void am2z__lr_batch_cancel(am2z__lr_batch *b, int reason, int only_pendin
     am2z__mutex_unlock(&b->mu);
 }
 
+/* ---- execute_many on the caller's thread alone ---- */
+/* A COOPERATIVE execute_many of a processor known to be short (its estimate under
+   AM2Z__LR_SHORT_NS) runs on the caller's thread before the batch is published to the
+   workers: handing short items to other threads costs more than it saves (measured:
+   two threads editing states that share their input ran slower than one, every
+   reference count of the shared input bouncing between CPUs). No other thread can
+   claim an unpublished item, so an item needs no claim or publication (two compare-
+   and-swaps and six fenced stores), no reference to its input, and the processor's
+   stats are added once per chunk. Its state byte still says RUNNING / DONE, so
+   am2z_ctx_cancelled and nested calls see the item as on the shared path; a cancel or
+   stop (b->cancel, cancel_pending) stops the loop and the caller's wait resolves the
+   items left. When a chunk's items turn out long, the rest is published as usual. */
+
+#define AM2Z__LR_SOLO_PROBE 4 /* items run alone before a processor's duration is known */
+
+/* A chunk's counts, added to the processor's stats at once. */
+typedef struct am2z__lr_solo_acc {
+    int64_t ok, failed, sum_ns;
+    int lo, hi;                   /* histogram buckets touched, lo > hi when none */
+    int64_t hist[AM2Z__LR_HIST];  /* zero outside [lo, hi] */
+} am2z__lr_solo_acc;
+
+static void am2z__lr_solo_flush(am2z__lr_batch *b, am2z__lr_solo_acc *a) {
+    am2z__lr_shard *sh;
+    am2z__lr_pstat *ps;
+    int i;
+    if (a->ok + a->failed == 0) return;
+    sh = am2z__lr_shard_enter(b->lr);
+    ps = am2z__lr_pstat_get(sh, am2z_processor_name(b->proc));
+    if (ps) {
+        am2z__lr_add(&ps->completed, a->ok);
+        am2z__lr_add(&ps->failed, a->failed);
+        am2z__lr_add(&ps->sum_ns, a->sum_ns);
+        for (i = a->lo; i <= a->hi; i++)
+            if (a->hist[i]) am2z__lr_add(&ps->hist[i], a->hist[i]);
+    }
+    am2z__lr_shard_leave(sh);
+    for (i = a->lo; i <= a->hi; i++) a->hist[i] = 0;
+    /* the session's counts, remaining and the slot's exact count, as a worker's chunk */
+    am2z__atomic_store(&b->slots[b->lr->nworkers].done,
+                       am2z__atomic_load(&b->slots[b->lr->nworkers].done, AM2Z__MO_RELAXED) +
+                           (size_t)(a->ok + a->failed), AM2Z__MO_RELEASE);
+    am2z__lr_batch_flush(b, (size_t)(a->ok + a->failed), a->ok, a->failed);
+    a->ok = a->failed = a->sum_ns = 0;
+    a->lo = AM2Z__LR_HIST;
+    a->hi = -1;
+}
+
+/* Runs item k of an unpublished batch on worker w (or NULL); *clock: its start (the
+   previous item's end), set to its end. */
+static void am2z__lr_solo_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int64_t *clock,
+                               am2z__lr_solo_acc *a) {
+    am2z__lr *lr = b->lr;
+    const am2z_state *in = b->inputs[k]; /* the caller's, alive: this is the caller */
+    const char *name = am2z_processor_name(b->proc);
+    int64_t s = *clock, dl = am2z__lr_deadline(s, b->timeout_ms), end;
+    am2z_result r;
+    am2z__lr_frame f;
+    char id[64];
+    int bk;
+    am2z__atomic_store(&b->items[k], (unsigned char)AM2Z__LR_IT_RUNNING, AM2Z__MO_RELAXED);
+    am2z__execution_id_at(name, am2z__lr_wall(lr, s), id);
+    if (!in) {
+        r = am2z__lr_fail(am2z_error_validation("input", NULL, "a state is required"));
+        end = s;
+    } else {
+        memset(&f, 0, sizeof f);
+        f.lr = lr;
+        f.worker = w;
+        f.batch = b;
+        f.index = k;
+        f.session = b->session;
+        f.deadline_ns = dl;
+        r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
+        end = f.end_ns;
+    }
+    if (dl && end > dl) {
+        am2z_result_clear(&r);
+        r = am2z__lr_fail(am2z__lr_timeout_error(b->proc, id, b->timeout_ms));
+    } else if (AM2Z__LR_LD(&b->cancel)) {
+        am2z_result_clear(&r);
+        r = am2z__lr_fail(am2z__lr_cancel_error(AM2Z__LR_LD(&b->cancel), b->proc, id, b->session->id));
+    }
+    *clock = end;
+    if (r.state) a->ok++;
+    else a->failed++;
+    bk = am2z__lr_bucket(end - s);
+    a->hist[bk]++;
+    if (bk < a->lo) a->lo = bk;
+    if (bk > a->hi) a->hi = bk;
+    a->sum_ns += end - s;
+    am2z__lr_emit_end(lr, name, id, b->session->id, r.error, 1, 0, end - s);
+    am2z__lr_item_outcome(lr, &b->outs[k], r, in, 1, s, end, id, b->session->id);
+    am2z__atomic_store(&b->items[k], (unsigned char)AM2Z__LR_IT_DONE, AM2Z__MO_RELAXED);
+}
+
+/* Runs b's items in chunks until they end, a cancel, or a chunk whose items mostly
+   took AM2Z__LR_SHORT_NS or more (the rest is then for the shared path; one slow item,
+   e.g. preempted or the first of a cold call, does not decide). With no estimate yet,
+   the first chunk is AM2Z__LR_SOLO_PROBE items. */
+static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est) {
+    am2z__lr_solo_acc *a = (am2z__lr_solo_acc *)am2z__malloc(sizeof *a);
+    size_t k = 0, end, chunk = est < 0 ? AM2Z__LR_SOLO_PROBE : AM2Z__LR_CHUNK, slow;
+    int64_t clock, t0, prev, n;
+    if (!a) return; /* the shared path runs them */
+    memset(a, 0, sizeof *a);
+    a->lo = AM2Z__LR_HIST;
+    a->hi = -1;
+    while (k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
+        end = b->count - k < chunk ? b->count : k + chunk;
+        clock = t0 = am2z__lr_now();
+        for (slow = 0; k < end && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
+            prev = clock;
+            am2z__lr_solo_item(w, b, k, &clock, a);
+            slow += clock - prev >= AM2Z__LR_SHORT_NS;
+        }
+        n = a->ok + a->failed;
+        if (n) am2z__lr_est_put(b->lr, b->proc, (clock - t0) / n);
+        am2z__lr_solo_flush(b, a);
+        if (slow * 2 > (size_t)n) break;
+        chunk = AM2Z__LR_CHUNK;
+    }
+    am2z__atomic_store(&b->next, k, AM2Z__MO_RELAXED); /* the workers' start once published */
+    am2z__free(a);
+}
+
 /* ---- runtime ops ---- */
 
 static am2z__lr *am2z__lr_of(am2z_runtime *rt) { return (am2z__lr *)am2z_runtime_impl(rt); }
@@ -14647,7 +14850,7 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z_error *err = NULL;
     am2z_status st = AM2Z_STATUS_OK;
     size_t i;
-    int stopping = 0, here;
+    int stopping = 0, here, publish = 1;
     int64_t est;
     p = name ? am2z_runtime_lookup(rt, name) : NULL; /* every outs[i] is written below */
     if (!p) st = name ? AM2Z_STATUS_NOT_FOUND : AM2Z_STATUS_INVALID_ARGUMENT;
@@ -14706,27 +14909,36 @@ static am2z_status am2z__lr_op_execute_many(am2z_runtime *rt, const char *name, 
     am2z__lr_live_add(s, &b->live, 2);
     here = am2z__lr_here(lr, p);
     est = am2z__lr_est_get(lr, p);
-    am2z__mutex_lock(&lr->qmu);
-    if (AM2Z__LR_LD(&lr->running)) {
-        b->qnext = lr->batches;
-        lr->batches = b;
-        b->linked = 1;
-        b->advertised = 1;
-        am2z__lr_work(lr, 1);
-        /* cooperative: this thread runs items too (its first chunk at once), and wakes
-           sleeping workers only for more than a chunk and long enough to pay for it */
-        if (!here ||
-            (count > AM2Z__LR_CHUNK && (est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)))
-            am2z__lr_wake_locked(lr, lr->nworkers);
-    } else {
-        b->cancel = AM2Z__LR_CANCEL_STOP;
-    }
-    am2z__mutex_unlock(&lr->qmu);
-    if (here && !AM2Z__LR_LD(&b->cancel)) {
-        am2z__atomic_inc(&b->refs);
+    if (here && est < AM2Z__LR_SHORT_NS) { /* short items (or not known yet): this thread alone */
         am2z__lr_helping++;
-        am2z__lr_run_batch(am2z__lr_me(lr), lr->nworkers, b, 0);
+        am2z__lr_run_solo(am2z__lr_me(lr), b, est);
         am2z__lr_helping--;
+        publish = am2z__atomic_load(&b->next, AM2Z__MO_RELAXED) < count && !AM2Z__LR_LD(&b->cancel) &&
+                  !AM2Z__LR_LD(&b->cancel_pending); /* else the wait resolves what a cancel left */
+    }
+    if (publish) {
+        am2z__mutex_lock(&lr->qmu);
+        if (AM2Z__LR_LD(&lr->running)) {
+            b->qnext = lr->batches;
+            lr->batches = b;
+            b->linked = 1;
+            b->advertised = 1;
+            am2z__lr_work(lr, 1);
+            /* cooperative: this thread runs items too (its first chunk at once), and wakes
+               sleeping workers only for more than a chunk and long enough to pay for it */
+            if (!here ||
+                (count > AM2Z__LR_CHUNK && (est < 0 || (double)est * (double)count >= 2.0 * AM2Z__LR_WAKE_NS)))
+                am2z__lr_wake_locked(lr, lr->nworkers);
+        } else {
+            b->cancel = AM2Z__LR_CANCEL_STOP;
+        }
+        am2z__mutex_unlock(&lr->qmu);
+        if (here && !AM2Z__LR_LD(&b->cancel)) {
+            am2z__atomic_inc(&b->refs);
+            am2z__lr_helping++;
+            am2z__lr_run_batch(am2z__lr_me(lr), lr->nworkers, b, 0);
+            am2z__lr_helping--;
+        }
     }
     am2z__lr_batch_wait(b);
     am2z__mutex_lock(&lr->qmu);

@@ -101,7 +101,7 @@ run_check examples     sh -c "make -s -j2 examples CC=cc"
 # AM2Z_NO_THREADS: the tests of the parts that need no threads, built without -pthread.
 # No pthread symbol may be referenced: checked on the implementation's object and on each
 # test program (glibc 2.34+ has pthreads in libc, so linking alone would not tell).
-NOTHREADS_TESTS="test_json test_errors test_state test_logging test_compose test_inline test_cron test_store test_idem test_trace test_inline_durable"
+NOTHREADS_TESTS="test_json test_errors test_state test_plain_key test_logging test_compose test_inline test_cron test_store test_idem test_trace test_inline_durable"
 echo "== no-threads (cc -std=c99 -DAM2Z_NO_THREADS, no -pthread) [$(elapsed)]"
 mkdir -p "$B/nothreads"
 cc -std=c99 $WARN -O2 -DAM2Z_NO_THREADS -I. -c tests/impl_nothreads.c -o "$B/nothreads/impl.o" ||
