@@ -4115,6 +4115,7 @@ typedef struct am2z__qworker {
     char *reg_key;
     char reg_member[192];       /* "<token>|<lock ms>|<ctl>": the job's lock is this worker's */
     int64_t reg_ms;             /* when the registration was last written (epoch ms) */
+    int handed;                 /* the job am2z__qblock took was handed to this thread */
     am2z_resp_reader *hrd;
 } am2z__qworker;
 
@@ -7046,8 +7047,9 @@ static int am2z__qidle_ok(am2z__qworker *w, am2z__qqueue *u);
 
 /* Completes the batch's jobs (one script call) and takes up to k next jobs of qu into
    jobs (k 0: none); returns how many were taken. Callers in this process get their
-   results directly once the call is done. idle: this round took fewer jobs than it asked for (a short queue), so the thread
-   registers for a hand-off right after the script when it may (HAND-OFF in 4.4) */
+   results directly once the call is done. idle: this round took fewer jobs than it
+   asked for (a short queue) or was handed its job, so the thread registers for a
+   hand-off right after the script when it may (HAND-OFF in 4.4). */
 static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *b, size_t k, am2z__qjob *jobs,
                               int idle) {
     am2z__qrt *q = w->q;
@@ -7072,7 +7074,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
         lens[argc + 4] = d->headn;
         argc += 8;
     }
-    st = am2z__qeval_w(w, &rep, q->s_complete, argc, argv, lens, idle && k && am2z__qidle_ok(w, qu) ? qu : NULL);
+    st = am2z__qeval_w(w, &rep, q->s_complete, argc, argv, lens, idle && am2z__qidle_ok(w, qu) ? qu : NULL);
     if (st != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
         /* the jobs stay locked and come back through the stalled scan */
         am2z_log_warn(q->logger, "queue runtime: completing %lu job(s) of %s failed: %s", (unsigned long)b->n, qu->name,
@@ -7972,6 +7974,7 @@ static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qj
     memcpy(jobs[0].token, tok, tn + 1);
     am2z__atomic_inc(&u->refs);
     jobs[0].qu = u;
+    w->handed = 1;
     r = 1;
 done:
     if (!r) am2z_log_warn(w->q->logger, "queue runtime: a job handed to this worker cannot run here; the stalled scan puts it back");
@@ -8043,7 +8046,8 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
     am2z__qjob jobs[AM2Z_QUEUE_BATCH];
     am2z__qbatch *b = &w->batch;
     size_t i, k;
-    int rounds = 0;
+    int rounds = 0, handed = w->handed;
+    w->handed = 0;
     am2z__atomic_inc(&qu->refs);
     for (i = 0; i < n; i++) jobs[i] = first[i];
     for (;;) {
@@ -8056,9 +8060,12 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
         else if (per_job < 1000000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
         if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
         k = rounds < 32 && am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? w->k : 0;
-        if (b->n) n = am2z__qcomplete(w, qu, b, k, jobs, n < k);
+        /* a handed job came to an empty queue: its complete takes nothing next (a job
+           added since was handed too, or marked the queue, which wakes this thread) */
+        if (b->n) n = am2z__qcomplete(w, qu, b, handed ? 0 : k, jobs, n < k || handed);
         else if (k) { int r = am2z__qfetch(w, qu, 0, k, jobs); n = r > 0 ? (size_t)r : 0; }
         else n = 0;
+        handed = 0;
         if (!n) {
             if (k && w->idle_qu != qu) { /* qu is empty: this thread waits for its next job (HAND-OFF) */
                 am2z__qqueue_release(w->idle_qu);
