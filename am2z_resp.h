@@ -570,7 +570,8 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
        4.3 execution across processes  waiters, adding jobs, deadlines, retries; submit,
                         wait, free, execute, execute_many
        4.4 workers      the job runner (decode, resolve, attempt, finish), fetching and
-                        serving queues, ctx calls (children), the worker threads
+                        serving queues, hand-off to idle workers, ctx calls (children),
+                        the worker threads
        4.5 delivery     at-least-once: the receiver, lock renewal, cancel keys, stalled
                         scans, jobs finished by foreign workers, due times
        4.6 sessions     execute_in_session, stop_session, session stats
@@ -631,7 +632,10 @@ extern "C" {
                     <bull>:<queue>:<id>:callers  an idempotent job's callers of other
                     processes (their reply lists), answered and deleted when it finishes
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
-                    <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
+                    <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance,
+                    and holds the jobs handed to it (HAND-OFF in 4.4)
+                    <bull>:<queue>:am2z:idle  zset: the am2z worker threads idle on a global
+                    queue ('<token>|<lock ms>|<their ctl key>', score: when registered)
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
        events       (desc.events) what Node's QueueEvents listens to, BullMQ's fields:
@@ -839,6 +843,26 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        named as BullMQ names a worker of its global queue, so Node's Queue.getWorkers()
        and Bull Board list it (session queues are not listed). am2z_ctx_progress writes
        the job's progress field and a progress event (a pooled connection).
+   HAND-OFF
+       A job added to an empty global queue (nothing waiting or prioritized, no priority,
+       delay, cap, rate limit or pause) goes straight to an idle am2z worker thread of the
+       queue when there is one: the add script moves it to active, locked with that
+       thread's token and lock duration (as a fetch would), and puts it in the thread's
+       wake-up key, on which the thread waits; the thread runs it without a fetch, so a
+       round trip costs the add, the wake-up and the complete (BullMQ's marker and fetch
+       are skipped; Node sees the same job hash and events: added, waiting, active,
+       completed). A thread is idle on the global queue it last emptied (or its only
+       one): it registers in <bull>:<queue>:am2z:idle in the same write as the complete
+       that emptied it or as its wait (at most every second), and takes the registration
+       out in the write of its next fetch and at stop; the add takes the newest one
+       registered within the last 5 s (a thread that waits refreshes it at least every
+       2 s). Not handed: session queues' jobs, a processor's with a per-process
+       concurrency limit, and any job while no am2z thread is idle: those wait as BullMQ
+       jobs do, for any worker (Node's too). A thread killed after a job was handed to
+       it leaves that job active and locked: its lock expires and the stalled scan puts
+       it back (DELIVERY, 4.5), as for a thread killed mid-job; so does a job handed to a
+       thread that is stopping. A thread busy elsewhere when a job was handed to it (it
+       was woken for another queue as the add ran) runs it when it next waits.
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due
@@ -948,7 +972,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        after a reconnect, so a result is never only in flight: a Redis or a connection
        that dies mid-read loses none) and its worker threads' wake-up keys
        (ctl:<instance>:<n>). free (and stop) deletes them. After a crash (kill -9)
-       nobody does: a wake-up key expires 2 s after it was set, and the two lists, which
+       nobody does: a wake-up key expires 2 s after it was set (lock_duration_ms after a
+       job was handed to it), its idle registration is taken by the next add or
+       ignored 5 s after it was written, and the two lists, which
        exist only while results wait for the instance, expire reply_ttl_ms after they
        were created. No other key depends on an instance:
        locks, cancel keys and stalled jobs have their own TTLs and recovery. */
