@@ -4028,6 +4028,7 @@ typedef struct am2z__qqueue {
     char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
     int64_t take_k;             /* atomic: jobs per round the last thread serving it ended with
                                    (0: none yet); a woken thread takes at most this many */
+    int nidle;                  /* atomic: threads of this process registered idle on it (HAND-OFF) */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -7879,12 +7880,14 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
 /* A registration is refreshed by a wait this long after it was written; the add script
    takes registrations up to 5000 ms old, and a wait lasts 2000 ms at most. */
 #define AM2Z__QIDLE_REFRESH_MS 1000
+#define AM2Z__QIDLE_PER_QUEUE 4 /* threads of a process registered idle on one queue at once */
 
 /* Appends the ZREM of this thread's registration (it is about to work): pipelined with
    the next command, so it costs no round trip. Returns the replies owed (0 or 1). */
 static void am2z__qidle_forget(am2z__qworker *w) {
     am2z__free(w->reg_key);
     w->reg_key = NULL;
+    if (w->reg_qu) am2z__atomic_dec(&w->reg_qu->nidle);
     am2z__qqueue_release(w->reg_qu);
     w->reg_qu = NULL;
 }
@@ -7950,12 +7953,17 @@ static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u) {
     char tok[64];
     if (w->reg_key && w->reg_qu != u) owed += am2z__qidle_drop(w);
     if (!w->reg_key) {
+        /* enough threads of this process idle there already: more would only add
+           registrations to write and drop at every wake-up of a busy queue */
+        if (am2z__atomic_inc(&u->nidle) > AM2Z__QIDLE_PER_QUEUE) { am2z__atomic_dec(&u->nidle); return owed; }
         am2z__qtoken(w->q, tok);
         /* a prefix too long for the entry: this thread is never handed a job */
         if ((size_t)snprintf(w->reg_member, sizeof w->reg_member, "%s|%s|%s", tok, w->q->lock_s, w->ctl) >=
                 sizeof w->reg_member ||
-            !(w->reg_key = am2z__qcat(u->P, "am2z:idle", NULL, NULL)))
+            !(w->reg_key = am2z__qcat(u->P, "am2z:idle", NULL, NULL))) {
+            am2z__atomic_dec(&u->nidle);
             return owed;
+        }
         am2z__atomic_inc(&u->refs);
         w->reg_qu = u;
     }
@@ -8439,6 +8447,7 @@ static void *am2z__qworker_main(void *arg) {
     }
     am2z__qqueue_release(w->idle_qu);
     w->idle_qu = NULL;
+    if (w->reg_qu) am2z__atomic_dec(&w->reg_qu->nidle);
     am2z__qqueue_release(w->reg_qu); /* reg_key stays: stop takes the registration out */
     w->reg_qu = NULL;
     am2z__qsnap_release(w);
