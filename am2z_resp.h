@@ -7993,15 +7993,15 @@ static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qj
     P = am2z__qel(&h, 0, NULL);
     tok = am2z__qel(&h, 1, &tn);
     if (!P || !tok || tn >= sizeof jobs[0].token) goto done;
+    /* the add consumed this registration (another one's job may come late: the thread
+       then stays registered, and a job handed meanwhile waits until it blocks again) */
+    if (w->reg_key && strncmp(w->reg_member, tok, tn) == 0 && w->reg_member[tn] == '|') am2z__qidle_forget(w);
     for (i = 0; i < w->nsnap && !u; i++)
         if (strcmp(w->snap[i]->P, P) == 0) u = w->snap[i];
     if (!u) goto done;
     pr = am2z__qproc_find(w->q, u->proc);
     if (!pr || !am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); goto done; }
     am2z__qproc_release(pr);
-    /* the add consumed this registration (another one's job may come late: the thread
-       then stays registered, and a job handed meanwhile waits until it blocks again) */
-    if (w->reg_key && strncmp(w->reg_member, tok, tn) == 0 && w->reg_member[tn] == '|') am2z__qidle_forget(w);
     memset(&jobs[0], 0, sizeof jobs[0]);
     jobs[0].rep = h.element[2];
     memset(&h.element[2], 0, sizeof h.element[2]);
