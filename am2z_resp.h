@@ -7914,9 +7914,11 @@ static am2z_status am2z__qeval_w(am2z__qworker *w, am2z_reply *rep, const am2z_r
         if (am2z_redis_read(w->conn, rep) != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) return AM2Z_STATUS_IO;
     if (st != AM2Z_STATUS_OK) return am2z__qeval(w->conn, rep, s, argc, argv, lens);
     st = am2z_redis_read(w->conn, rep);
-    if (after) {
+    if (st != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) return st; /* the pipeline went with it */
+    while (after-- > 0 && rst == AM2Z_STATUS_OK) {
         am2z_reply z = am2z__qrep0();
         rst = am2z_redis_read(w->conn, &z);
+        if (rst == AM2Z_STATUS_SERVER) rst = AM2Z_STATUS_OK; /* a refused registration: no hand-off, no harm */
         am2z_reply_clear(&z);
     }
     if (rst != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) { am2z_reply_clear(rep); return rst; }
