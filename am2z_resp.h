@@ -634,8 +634,9 @@ extern "C" {
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
                     <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance,
                     and holds the jobs handed to it (HAND-OFF in 4.4)
-                    <bull>:<queue>:am2z:idle  zset: the am2z worker threads idle on a global
-                    queue ('<token>|<lock ms>|<their ctl key>', score: when registered)
+                    <bull>:<queue>:am2z:idle:<instance>  zset: the worker threads of an
+                    instance idle on a global queue ('<token>|<lock ms>|<their ctl key>',
+                    score: when registered; the key expires 10 s after the last one)
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
        events       (desc.events) what Node's QueueEvents listens to, BullMQ's fields:
@@ -845,24 +846,29 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        the job's progress field and a progress event (a pooled connection).
    HAND-OFF
        A job added to an empty global queue (nothing waiting or prioritized, no priority,
-       delay, cap, rate limit or pause) goes straight to an idle am2z worker thread of the
-       queue when there is one: the add script moves it to active, locked with that
-       thread's token and lock duration (as a fetch would), and puts it in the thread's
-       wake-up key, on which the thread waits; the thread runs it without a fetch, so a
-       round trip costs the add, the wake-up and the complete (BullMQ's marker and fetch
-       are skipped; Node sees the same job hash and events: added, waiting, active,
-       completed). A thread is idle on the global queue it last emptied (or its only
-       one): it registers in <bull>:<queue>:am2z:idle in the same write as the complete
-       that emptied it or as its wait (at most every second), and takes the registration
-       out in the write of its next fetch and at stop; the add takes the newest one
-       registered within the last 5 s (a thread that waits refreshes it at least every
-       2 s). Not handed: session queues' jobs, a processor's with a per-process
-       concurrency limit, and any job while no am2z thread is idle: those wait as BullMQ
-       jobs do, for any worker (Node's too). A thread killed after a job was handed to
-       it leaves that job active and locked: its lock expires and the stalled scan puts
-       it back (DELIVERY, 4.5), as for a thread killed mid-job; so does a job handed to a
-       thread that is stopping. A thread busy elsewhere when a job was handed to it (it
-       was woken for another queue as the add ran) runs it when it next waits.
+       delay, cap, rate limit or pause) goes straight to an idle worker thread of the
+       process that adds it, when it has one: the add script moves it to active, locked
+       with that thread's token and lock duration (as a fetch would), and puts it in the
+       thread's wake-up key, on which the thread waits; the thread runs it without a
+       fetch, so an in-process round trip costs the add, the wake-up and the complete
+       (BullMQ's marker and fetch are skipped; Node sees the same job hash and events:
+       added, waiting, active, completed). A thread is idle on the global queue it last
+       emptied (or its only one): it registers in <bull>:<queue>:am2z:idle:<instance> in
+       the same write as the complete that emptied it or as its wait (at most every
+       second), and takes the registration out in the write of its next fetch and at
+       stop; the add takes the newest one registered within the last 5 s (a thread that
+       waits refreshes it at least every 2 s); at most 4 threads of a process register
+       on one queue. Only the adding process's own threads: a job handed to another
+       process that died since it registered would wait for its lock to expire and a
+       stalled scan (up to lock_duration_ms + 2 x stalled_interval_ms), while a process
+       that dies takes the callers of its own jobs with it (its handed jobs are
+       recovered like any job it was running: DELIVERY, 4.5). Not handed: jobs of other
+       processes' callers and of Node producers, session queues' jobs, a processor's
+       with a per-process concurrency limit, and any job while no thread is idle: those
+       wait as BullMQ jobs do, for any worker (Node's too). A job handed to a thread
+       that is stopping is recovered by the stalled scan too. A thread busy elsewhere
+       when a job was handed to it (woken for another queue as the add ran) runs it
+       when it next waits.
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due
@@ -973,8 +979,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        that dies mid-read loses none) and its worker threads' wake-up keys
        (ctl:<instance>:<n>). free (and stop) deletes them. After a crash (kill -9)
        nobody does: a wake-up key expires 2 s after it was set (lock_duration_ms after a
-       job was handed to it), its idle registration is taken by the next add or
-       ignored 5 s after it was written, and the two lists, which
+       job was handed to it), its idle registrations 10 s after they were written, and
+       the two lists, which
        exist only while results wait for the instance, expire reply_ttl_ms after they
        were created. No other key depends on an instance:
        locks, cancel keys and stalled jobs have their own TTLs and recovery. */
@@ -4882,15 +4888,20 @@ static const char *const am2z__qlua_add[] = {
     "-- finish scripts answer. An expired one is deleted and the job added afresh.",
     "local P, ts, delay = ARGV[1], ARGV[3], tonumber(ARGV[4])",
     "-- HAND-OFF (4.4): a job that would wait in an empty global queue without priority, cap or rate",
-    "-- goes to an idle am2z worker instead: P..'am2z:idle' (zset, score: when registered) holds",
-    "-- '<token>|<its lock ms>|<its wake-up key>' of workers blocked on that key; the newest one",
-    "-- registered within 5 s gets the job active and locked with its token, as RESP {P, token, job as take",
-    "-- returns it} in its wake-up key, so it runs it without a fetch. A worker that died",
-    "-- leaves the job locked: its lock expires and the stalled scan puts it back.",
+    "-- goes to an idle worker thread of the adding process (its instance, from the job's replyTo)",
+    "-- instead: P..'am2z:idle:'..instance (zset, score: when registered) holds '<token>|<its",
+    "-- lock ms>|<its wake-up key>' of threads blocked on that key; the newest one registered",
+    "-- within 5 s gets the job active and locked with its token, as RESP {P, token, job as",
+    "-- take returns it} in its wake-up key, so it runs it without a fetch. Only the adding",
+    "-- process's own threads: one that died took its caller with it (and the job's lock",
+    "-- expires: the stalled scan puts it back), never a caller's job sent to a dead process.",
     "-- A RESP bulk string; '%d', as a float's text costs Redis a printf of '%.14g'.",
     "local function resp(x) return '$' .. string.format('%d', #x) .. '\\r\\n' .. x .. '\\r\\n' end",
     "local function handoff(m, id, data, opts, ev, prio)",
     "  local ik = P .. 'am2z:idle'",
+    "  local inst = string.match(data, '\"replyTo\":\"[^\"]*reply:(%x+)\"')",
+    "  if not inst then return false end",
+    "  ik = ik .. ':' .. inst",
     "  if prio ~= '0' or m[3] or m[4] or ARGV[14] ~= '' or ARGV[17] ~= '' or redis.call('EXISTS', ik) == 0 or",
     "     redis.call('LLEN', P .. 'wait') > 0 or",
     "     redis.call('EXISTS', P .. 'prioritized') == 1 then return false end",
@@ -7881,6 +7892,7 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
    takes registrations up to 5000 ms old, and a wait lasts 2000 ms at most. */
 #define AM2Z__QIDLE_REFRESH_MS 1000
 #define AM2Z__QIDLE_PER_QUEUE 4 /* threads of a process registered idle on one queue at once */
+#define AM2Z__QIDLE_TTL_MS 10000 /* life of an instance's idle key after its last registration */
 
 /* Appends the ZREM of this thread's registration (it is about to work): pipelined with
    the next command, so it costs no round trip. Returns the replies owed (0 or 1). */
@@ -7962,7 +7974,7 @@ static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u) {
         /* a prefix too long for the entry: this thread is never handed a job */
         if ((size_t)snprintf(w->reg_member, sizeof w->reg_member, "%s|%s|%s", tok, w->q->lock_s, w->ctl) >=
                 sizeof w->reg_member ||
-            !(w->reg_key = am2z__qcat(u->P, "am2z:idle", NULL, NULL))) {
+            !(w->reg_key = am2z__qcat(u->P, "am2z:idle:", w->q->instance, NULL))) {
             am2z__atomic_dec(&u->nidle);
             return owed;
         }
@@ -7972,6 +7984,8 @@ static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u) {
     w->reg_ms = am2z_now_ms();
     if (am2z_redis_append(w->conn, "ZADD %s %lld %s", w->reg_key, (long long)w->reg_ms, w->reg_member) == AM2Z_STATUS_OK)
         owed++;
+    /* the key of a crashed instance goes by itself */
+    if (am2z_redis_append(w->conn, "PEXPIRE %s %d", w->reg_key, AM2Z__QIDLE_TTL_MS) == AM2Z_STATUS_OK) owed++;
     return owed;
 }
 

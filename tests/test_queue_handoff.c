@@ -3,11 +3,14 @@
      a. in one process, sequential executions are handed off: no fetch ever takes a job
         from wait (no LTRIM in any script), two script calls per job (add, complete)
         where a fetch made it three, and the job hash is BullMQ's as before;
-     b. a worker process killed (SIGKILL) after it registered as idle is handed a job
-        (it sits active and locked, never in wait); its lock expires, the stalled scan
-        puts it back and another worker process completes it;
-     c. a Node BullMQ worker still gets the jobs when no am2z worker is idle: the am2z
-        worker of the queue busy with a job, then freed (its registration goes with it).
+     b. a process killed (SIGKILL) while its own thread runs a job handed to it (never in
+        wait): the job's lock expires, the stalled scan puts it back and another worker
+        process completes it;
+     c. only the adding process's threads are handed jobs: another process's idle worker
+        is not (its job waits in wait);
+     d. a Node BullMQ worker still gets the jobs when no am2z worker is idle: the am2z
+        worker of the queue busy with a job handed to it, then freed (its registration
+        goes with it).
    The worker processes are this program again (AM2Z_HANDOFF_WORKER in the environment).
    Without node, npm the Node case says so and counts as skipped (under CI=true it fails). */
 #define _POSIX_C_SOURCE 200809L
@@ -23,7 +26,12 @@ static t_redis server;
 static am2z_logger *g_quiet;
 static char g_node_path[1024]; /* NODE_PATH entry for the BullMQ peer, "" when unavailable */
 
-#define IDLE_KEY "bull:am2z~hecho:am2z:idle"
+/* The idle key of processor proc for runtime rt's instance (a static buffer). */
+static const char *idle_key(am2z_runtime *rt, const char *proc) {
+    static char key[160];
+    snprintf(key, sizeof key, "bull:am2z~%s:am2z:idle:%s", proc, am2z_queue_instance_id(rt));
+    return key;
+}
 
 /* {"pid": the running process} over the input; with "hold": first sets the key
    "running", then waits until the key "release" exists (at most 20 s). */
@@ -62,14 +70,28 @@ static am2z_runtime *worker_rt(int concurrency, long long lock_ms, const char *n
     return rt;
 }
 
-/* Env: AM2Z_HANDOFF_WORKER=<port>:<lock ms>. One worker thread serving "hecho". */
+/* Env: AM2Z_HANDOFF_WORKER=<port>:<lock ms>:<mode>. One worker thread serving "hecho";
+   mode 1: once idle, it submits {"hold":1} itself (handed to its own thread) and prints
+   the job id before "ready". */
 static int worker_main(const char *spec) {
     long long lock = 0;
+    int mode = 0;
     am2z_runtime *rt;
-    if (sscanf(spec, "%d:%lld", &port, &lock) != 2) return 2;
+    if (sscanf(spec, "%d:%lld:%d", &port, &lock, &mode) != 3) return 2;
     g_quiet = fx_quiet();
     rt = worker_rt(1, lock, "hecho");
     if (!rt) return 1;
+    if (mode == 1) {
+        am2z_state *hold = am2z_state_parse(NULL, "{\"hold\":1}", AM2Z_NTS, NULL);
+        am2z_execution *e;
+        long long t0 = tp_now_ms();
+        while (fx_redis_num(port, "ZCARD %s", idle_key(rt, "hecho"), NULL) < 1 && tp_now_ms() - t0 < 10000) tp_sleep_ms(10);
+        e = am2z_runtime_submit(rt, "hecho", hold, NULL, NULL);
+        printf("%s\n", am2z_execution_id(e));
+        fflush(stdout);
+        am2z_execution_detach(e);
+        am2z_value_release(hold);
+    }
     fx_serve_until_stop(port);
     am2z_runtime_free(rt);
     am2z_logger_release(g_quiet);
@@ -110,7 +132,7 @@ static void test_handoff_in_process(void) {
     am2z_state *in = am2z_state_parse(NULL, "{\"x\":7}", AM2Z_NTS, NULL);
     am2z_outcome out;
     am2z_reply rep;
-    char id[AM2Z_EXECUTION_ID_SIZE] = "";
+    char id[AM2Z_EXECUTION_ID_SIZE] = "", key[160];
     long long evalsha, ltrim, popped;
     int i, bad = 0;
     const int n = 50;
@@ -120,7 +142,7 @@ static void test_handoff_in_process(void) {
     out = am2z_runtime_execute(rt, "hecho", in); /* the worker emptied the queue once */
     CHECK(out.error == NULL);
     am2z_outcome_clear(&out);
-    CHECK_INT(wait_num("ZCARD %s", IDLE_KEY, 1, 5000), 1);
+    CHECK_INT(wait_num("ZCARD %s", idle_key(rt, "hecho"), 1, 5000), 1);
     CHECK_INT(am2z_redis_command(r, &rep, "CONFIG RESETSTAT"), AM2Z_STATUS_OK);
     for (i = 0; i < n; i++) {
         out = am2z_runtime_execute(rt, "hecho", in);
@@ -150,9 +172,10 @@ static void test_handoff_in_process(void) {
     }
     CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~hecho:active", NULL), 0);
     CHECK_INT(fx_redis_num(port, "ZSCORE bull:am2z~hecho:completed %s", id, NULL) > 0, 1);
+    snprintf(key, sizeof key, "%s", idle_key(rt, "hecho"));
     am2z_runtime_free(rt);
     rt = NULL;
-    CHECK_INT(fx_redis_num(port, "EXISTS %s", IDLE_KEY, NULL), 0); /* freed: no longer registered */
+    CHECK_INT(fx_redis_num(port, "EXISTS %s", key, NULL), 0); /* freed: no longer registered */
 done:
     am2z_reply_clear(&rep);
     am2z_value_release(in);
@@ -161,64 +184,98 @@ done:
     fx_flushall(port);
 }
 
-/* ---- b. a worker killed after it was handed a job ---- */
+/* ---- b. a process killed while its thread runs a job handed to it ---- */
 
-static void test_dead_worker_job_recovered(void) {
+static void test_killed_process_job_recovered(void) {
     tp_proc w[2];
-    char env[64], ctl[256] = "";
-    am2z_runtime *rt = NULL;
-    am2z_execution *e = NULL;
-    am2z_outcome out;
-    am2z_reply rep;
+    char env[64], env2[64], id[AM2Z_EXECUTION_ID_SIZE + 8] = "", rv[256] = "", pid_s[32];
+    char *argv[2];
+    const char *env_add[2];
     am2z_redis *r = fx_conn(port);
-    am2z_state *in = am2z_state_parse(NULL, "{\"x\":1}", AM2Z_NTS, NULL);
-    const char *bar;
-    long long t_kill;
+    am2z_reply rep;
+    long long t_kill, t0;
     memset(w, 0, sizeof w);
-    memset(&out, 0, sizeof out);
     memset(&rep, 0, sizeof rep);
-    snprintf(env, sizeof env, "AM2Z_HANDOFF_WORKER=%d:1000", port);
-    CHECK(r && in);
-    if (!r || !in || !fx_start_workers(w, 1, env)) { T_FAIL_("worker did not start"); goto done; }
-    /* the worker registers when it first waits */
-    CHECK_INT(wait_num("ZCARD %s", IDLE_KEY, 1, 10000), 1);
-    CHECK_INT(am2z_redis_command(r, &rep, "ZRANGE %s 0 0", IDLE_KEY), AM2Z_STATUS_OK);
-    bar = rep.len == 1 ? strrchr(am2z_reply_str(&rep.element[0]), '|') : NULL;
-    CHECK(bar != NULL);
-    if (bar) snprintf(ctl, sizeof ctl, "%s", bar + 1);
+    CHECK(r != NULL);
+    if (!r) return;
+    snprintf(env, sizeof env, "AM2Z_HANDOFF_WORKER=%d:1000:1", port);
+    snprintf(env2, sizeof env2, "AM2Z_HANDOFF_WORKER=%d:1000:0", port);
+    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
+    argv[0] = (char *)"/proc/self/exe";
+    argv[1] = NULL;
+    env_add[0] = env;
+    env_add[1] = NULL;
+    if (tp_spawn(&w[0], argv, env_add, 1) != 0 || tp_readline(&w[0], id, sizeof id, 20000) != 1 || !id[0]) {
+        T_FAIL_("worker did not start");
+        goto done;
+    }
+    /* its own thread runs the job it was handed: active and locked, never taken from wait */
+    CHECK_INT(wait_num("EXISTS %s", "running", 1, 10000), 1);
+    CHECK_INT(cmd_calls(r, "zpopmax"), 1);
+    CHECK_INT(cmd_calls(r, "ltrim"), 0);
+    CHECK_INT(fx_redis_num(port, "EXISTS bull:am2z~hecho:%s:lock", id, NULL), 1);
     tp_stop(&w[0], SIGKILL, 1000);
     t_kill = tp_now_ms();
-    rt = fx_queue_rt(port, AM2Z_QUEUE_NO_WORKERS, g_quiet);
-    CHECK(rt && am2z_queue_declare(rt, "hecho", NULL) == AM2Z_STATUS_OK);
-    if (!rt) goto done;
-    e = am2z_runtime_submit(rt, "hecho", in, NULL, NULL);
-    CHECK(e != NULL);
-    if (!e) goto done;
-    /* handed to the dead worker: active and locked, in its wake-up key, never in wait */
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~hecho:wait", NULL), 0);
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~hecho:active", NULL), 1);
-    CHECK_INT(fx_redis_num(port, "EXISTS bull:am2z~hecho:%s:lock", am2z_execution_id(e), NULL), 1);
-    CHECK_INT(fx_redis_num(port, "ZCARD %s", ctl, NULL), 1);
+    fx_redis_do(port, "SET release 1");
     /* another worker process completes it once the lock expired and the scan put it back */
-    if (!fx_start_workers(w + 1, 1, env)) { T_FAIL_("second worker did not start"); goto done; }
-    CHECK_INT(am2z_execution_wait(e, 20000, &out), AM2Z_STATUS_OK);
-    CHECK(out.error == NULL);
-    CHECK_INT(am2z_value_get_int(out.state, "pid", 0), w[1].pid);
-    CHECK_INT(fx_redis_num(port, "HGET bull:am2z~hecho:%s stc", am2z_execution_id(e), NULL), 1);
-    printf("  job handed to a killed worker completed by another %lld ms after the kill (lock 1000 ms)\n",
+    if (!fx_start_workers(w + 1, 1, env2)) { T_FAIL_("second worker did not start"); goto done; }
+    t0 = tp_now_ms();
+    while (fx_redis_num(port, "HEXISTS bull:am2z~hecho:%s finishedOn", id, NULL) != 1 && tp_now_ms() - t0 < 20000)
+        tp_sleep_ms(20);
+    CHECK_INT(am2z_redis_command(r, &rep, "HGET bull:am2z~hecho:%s returnvalue", id), AM2Z_STATUS_OK);
+    snprintf(rv, sizeof rv, "%s", am2z_reply_str(&rep));
+    snprintf(pid_s, sizeof pid_s, "\"pid\":%ld", (long)w[1].pid);
+    CHECK(strstr(rv, pid_s) != NULL);
+    CHECK_INT(fx_redis_num(port, "HGET bull:am2z~hecho:%s stc", id, NULL), 1);
+    printf("  job handed to a killed process's thread completed by another %lld ms after the kill (lock 1000 ms)\n",
            tp_now_ms() - t_kill);
 done:
-    am2z_outcome_clear(&out);
-    am2z_execution_free(e);
-    am2z_runtime_free(rt);
     am2z_reply_clear(&rep);
     am2z_redis_free(r);
-    am2z_value_release(in);
     tp_stop(&w[0], SIGKILL, 1000);
     fx_stop_workers(port, w + 1, 1);
 }
 
-/* ---- c. a Node worker gets the jobs no idle am2z worker takes ---- */
+/* ---- c. only the adding process's threads ---- */
+
+static void test_other_process_not_handed(void) {
+    tp_proc w[1];
+    char env[64];
+    am2z_runtime *rt;
+    am2z_state *in = am2z_state_parse(NULL, "{\"x\":2}", AM2Z_NTS, NULL);
+    am2z_outcome out;
+    am2z_redis *r = fx_conn(port);
+    memset(w, 0, sizeof w);
+    snprintf(env, sizeof env, "AM2Z_HANDOFF_WORKER=%d:0:0", port);
+    rt = fx_workers_and_producer(port, w, 1, env, g_quiet);
+    CHECK(r != NULL);
+    if (!rt || !r) goto done;
+    CHECK_INT(am2z_queue_declare(rt, "hecho", NULL), AM2Z_STATUS_OK);
+    { /* the worker process is idle (registered) */
+        long long t0 = tp_now_ms();
+        am2z_reply rep;
+        memset(&rep, 0, sizeof rep);
+        while (tp_now_ms() - t0 < 10000 && am2z_redis_command(r, &rep, "KEYS bull:am2z~hecho:am2z:idle:*") == AM2Z_STATUS_OK &&
+               rep.len == 0)
+            tp_sleep_ms(20);
+        CHECK_INT(rep.len, 1);
+        am2z_reply_clear(&rep);
+    }
+    fx_redis_do(port, "CONFIG RESETSTAT");
+    out = am2z_runtime_execute(rt, "hecho", in);
+    CHECK(out.error == NULL);
+    CHECK_INT(am2z_value_get_int(out.state, "pid", 0), w[0].pid);
+    am2z_outcome_clear(&out);
+    CHECK_INT(cmd_calls(r, "zpopmax"), 0); /* no registration of this instance to take */
+    CHECK(cmd_calls(r, "ltrim") >= 1);     /* the worker fetched it from wait */
+done:
+    am2z_runtime_free(rt);
+    am2z_redis_free(r);
+    am2z_value_release(in);
+    fx_stop_workers(port, w, 1);
+}
+
+/* ---- d. a Node worker gets the jobs no idle am2z worker takes ---- */
 
 static int in_ci(void) {
     const char *ci = getenv("CI");
@@ -250,6 +307,7 @@ static void test_node_worker_when_none_idle(void) {
     am2z_state *hold, *in;
     am2z_outcome out;
     tp_proc node;
+    char key[160];
     int i;
     if (!g_node_path[0]) {
         if (in_ci()) { CHECK(g_node_path[0]); return; }
@@ -263,11 +321,12 @@ static void test_node_worker_when_none_idle(void) {
     in = am2z_state_parse(NULL, "{\"a\":1,\"b\":2}", AM2Z_NTS, NULL);
     CHECK(wrt && rt && am2z_queue_declare(rt, "nodesum", NULL) == AM2Z_STATUS_OK);
     if (!wrt || !rt) goto done;
-    CHECK_INT(wait_num("ZCARD %s", "bull:am2z~nodesum:am2z:idle", 1, 5000), 1);
-    /* the am2z worker is handed a job that holds it */
-    held = am2z_runtime_submit(rt, "nodesum", hold, NULL, NULL);
+    snprintf(key, sizeof key, "%s", idle_key(wrt, "nodesum"));
+    CHECK_INT(wait_num("ZCARD %s", key, 1, 5000), 1);
+    /* the am2z worker is handed a job (of its own process) that holds it */
+    held = am2z_runtime_submit(wrt, "nodesum", hold, NULL, NULL);
     CHECK_INT(wait_num("EXISTS %s", "running", 1, 10000), 1);
-    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~nodesum:am2z:idle", NULL), 0);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", key, NULL), 0);
     CHECK(node_start(&node));
     /* nobody idle in am2z: the jobs wait where BullMQ's worker takes them */
     for (i = 0; i < 3; i++) {
@@ -285,7 +344,7 @@ static void test_node_worker_when_none_idle(void) {
     /* freed, the am2z worker is no longer registered: every job goes to Node */
     am2z_runtime_free(wrt);
     wrt = NULL;
-    CHECK_INT(fx_redis_num(port, "EXISTS %s", "bull:am2z~nodesum:am2z:idle", NULL), 0);
+    CHECK_INT(fx_redis_num(port, "EXISTS %s", key, NULL), 0);
     for (i = 0; i < 3; i++) {
         out = am2z_runtime_execute(rt, "nodesum", in);
         CHECK(out.error == NULL);
@@ -311,7 +370,8 @@ int main(int argc, char **argv) {
     T_RUN(start_server);
     if (port) {
         T_RUN(test_handoff_in_process);
-        T_RUN(test_dead_worker_job_recovered);
+        T_RUN(test_killed_process_job_recovered);
+        T_RUN(test_other_process_not_handed);
         T_RUN(test_node_worker_when_none_idle);
         t_redis_stop(&server);
     }
