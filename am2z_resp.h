@@ -853,7 +853,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        fetch, so an in-process round trip costs the add, the wake-up and the complete
        (BullMQ's marker and fetch are skipped; Node sees the same job hash and events:
        added, waiting, active, completed). A thread is idle on the global queue it last
-       emptied (or its only one): it registers in <bull>:<queue>:am2z:idle:<instance> in
+       emptied (or its only one), when its process added a job to that queue in the last
+       10 s: it registers in <bull>:<queue>:am2z:idle:<instance> in
        the same write as the complete that emptied it or as its wait (at most every
        second), and takes the registration out in the write of its next fetch and at
        stop; the add takes the newest one registered within the last 5 s (a thread that
@@ -4035,6 +4036,7 @@ typedef struct am2z__qqueue {
     int64_t take_k;             /* atomic: jobs per round the last thread serving it ended with
                                    (0: none yet); a woken thread takes at most this many */
     int nidle;                  /* atomic: threads of this process registered idle on it (HAND-OFF) */
+    int64_t added_ms;           /* atomic: when this process last added a job to it (ms), 0 never */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -6407,6 +6409,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
         am2z__qwait_release(w);
         return AM2Z_STATUS_NO_MEMORY;
     }
+    am2z__atomic_store(&w->qu->added_ms, now, AM2Z__MO_RELAXED); /* its idle threads register (HAND-OFF) */
     /* data: the envelope, with the state last */
     am2z__qsb_str(&a->data, "{\"am2z\":1,\"processorName\":");
     am2z__qsb_jstr(&a->data, proc);
@@ -7893,6 +7896,7 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
 #define AM2Z__QIDLE_REFRESH_MS 1000
 #define AM2Z__QIDLE_PER_QUEUE 4 /* threads of a process registered idle on one queue at once */
 #define AM2Z__QIDLE_TTL_MS 10000 /* life of an instance's idle key after its last registration */
+#define AM2Z__QIDLE_RECENT_MS 10000 /* threads register on a queue this process added to this lately */
 
 /* Appends the ZREM of this thread's registration (it is about to work): pipelined with
    the next command, so it costs no round trip. Returns the replies owed (0 or 1). */
@@ -7941,12 +7945,14 @@ static am2z_status am2z__qeval_w(am2z__qworker *w, am2z_reply *rep, const am2z_r
 }
 
 /* Whether this thread may register on u: a global queue (a session's queues come and go
-   with the session, so no key of theirs is left behind) served here, whose processor has
-   no per-process concurrency limit (a handed job takes no slot first). */
+   with the session, so no key of theirs is left behind) served here, to which this
+   process added a job lately (only its own adds hand jobs to it), whose processor has no
+   per-process concurrency limit (a handed job takes no slot first). */
 static int am2z__qidle_ok(am2z__qworker *w, am2z__qqueue *u) {
     size_t i;
     int served = 0;
-    for (i = 0; u && !u->session && i < w->nsnap && !served; i++) served = w->snap[i] == u;
+    if (!u || am2z_now_ms() - am2z__atomic_load(&u->added_ms, AM2Z__MO_RELAXED) > AM2Z__QIDLE_RECENT_MS) return 0;
+    for (i = 0; !u->session && i < w->nsnap && !served; i++) served = w->snap[i] == u;
     for (i = 0; served && i < w->nprocs; i++)
         if (strcmp(w->procs[i]->name, u->proc) == 0) return w->procs[i]->limit <= 0;
     return 0;
