@@ -581,7 +581,8 @@ AM2Z_API am2z_status am2z_redis_parse_redirect(const am2z_reply *reply, am2z_red
        4.3 execution across processes  waiters, adding jobs, deadlines, retries; submit,
                         wait, free, execute, execute_many
        4.4 workers      the job runner (decode, resolve, attempt, finish), fetching and
-                        serving queues, ctx calls (children), the worker threads
+                        serving queues, hand-off to idle workers, ctx calls (children),
+                        the worker threads
        4.5 delivery     at-least-once: the receiver, lock renewal, cancel keys, stalled
                         scans, jobs finished by foreign workers, due times
        4.6 sessions     execute_in_session, stop_session, session stats
@@ -642,7 +643,11 @@ extern "C" {
                     <bull>:<queue>:<id>:callers  an idempotent job's callers of other
                     processes (their reply lists), answered and deleted when it finishes
                     <bull>:<prefix>:wake:<processor>  zset: sessions with new jobs
-                    <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance
+                    <bull>:<prefix>:ctl:<instance>:<n>  wakes worker thread n of an instance,
+                    and holds the jobs handed to it (HAND-OFF in 4.4)
+                    <bull>:<queue>:am2z:idle:<instance>  zset: the worker threads of an
+                    instance idle on a global queue ('<token>|<lock ms>|<their ctl key>',
+                    score: when registered; the key expires 10 s after the last one)
                     <bull>:<prefix>:sessions, session:<id> (its queues), state:<id>,
                     processors, queues
        events       (desc.events) what Node's QueueEvents listens to, BullMQ's fields:
@@ -850,6 +855,32 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        named as BullMQ names a worker of its global queue, so Node's Queue.getWorkers()
        and Bull Board list it (session queues are not listed). am2z_ctx_progress writes
        the job's progress field and a progress event (a pooled connection).
+   HAND-OFF
+       A job added to an empty global queue (nothing waiting or prioritized, no priority,
+       delay, cap, rate limit or pause) goes straight to an idle worker thread of the
+       process that adds it, when it has one: the add script moves it to active, locked
+       with that thread's token and lock duration (as a fetch would), and puts it in the
+       thread's wake-up key, on which the thread waits; the thread runs it without a
+       fetch, so an in-process round trip costs the add, the wake-up and the complete
+       (BullMQ's marker and fetch are skipped; Node sees the same job hash and events:
+       added, waiting, active, completed). A thread is idle on the global queue it last
+       emptied (or its only one), when its process added a job to that queue in the last
+       10 s: it registers in <bull>:<queue>:am2z:idle:<instance> in
+       the same write as the complete that emptied it or as its wait (at most every
+       second), and takes the registration out in the write of its next fetch and at
+       stop; the add takes the newest one registered within the last 5 s (a thread that
+       waits refreshes it at least every 2 s); at most 4 threads of a process register
+       on one queue. Only the adding process's own threads: a job handed to another
+       process that died since it registered would wait for its lock to expire and a
+       stalled scan (up to lock_duration_ms + 2 x stalled_interval_ms), while a process
+       that dies takes the callers of its own jobs with it (its handed jobs are
+       recovered like any job it was running: DELIVERY, 4.5). Not handed: jobs of other
+       processes' callers and of Node producers, session queues' jobs, a processor's
+       with a per-process concurrency limit, and any job while no thread is idle: those
+       wait as BullMQ jobs do, for any worker (Node's too). A job handed to a thread
+       that is stopping is recovered by the stalled scan too. A thread busy elsewhere
+       when a job was handed to it (woken for another queue as the add ran) runs it
+       when it next waits.
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due
@@ -960,7 +991,9 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        after a reconnect, so a result is never only in flight: a Redis or a connection
        that dies mid-read loses none) and its worker threads' wake-up keys
        (ctl:<instance>:<n>). free (and stop) deletes them. After a crash (kill -9)
-       nobody does: a wake-up key expires 2 s after it was set, and the two lists, which
+       nobody does: a wake-up key expires 2 s after it was set (lock_duration_ms after a
+       job was handed to it), its idle registrations 10 s after they were written, and
+       the two lists, which
        exist only while results wait for the instance, expire reply_ttl_ms after they
        were created. No other key depends on an instance:
        locks, cancel keys and stalled jobs have their own TTLs and recovery. */
@@ -4065,6 +4098,8 @@ typedef struct am2z__qqueue {
     char cursor[48];            /* the events reader's: last stream id read ("" not followed) */
     int64_t take_k;             /* atomic: jobs per round the last thread serving it ended with
                                    (0: none yet); a woken thread takes at most this many */
+    int nidle;                  /* atomic: threads of this process registered idle on it (HAND-OFF) */
+    int64_t added_ms;           /* atomic: when this process last added a job to it (ms), 0 never */
 } am2z__qqueue;
 
 typedef struct am2z__qnotify { am2z__mutex mu; am2z__cond cv; } am2z__qnotify;
@@ -4170,6 +4205,16 @@ typedef struct am2z__qworker {
     size_t rot;
     size_t k;                   /* jobs taken per round (adaptive, 1..AM2Z_QUEUE_BATCH) */
     am2z__qbatch batch;
+    /* HAND-OFF (4.4): the queue this thread last emptied (retained), where it registers as
+       idle when it blocks; its registration now (reg_key owned, NULL: none; reg_member
+       "<token>|<ctl>"); a reader for the jobs handed to it (owned, made on first use) */
+    am2z__qqueue *idle_qu;
+    am2z__qqueue *reg_qu;       /* retained while registered */
+    char *reg_key;
+    char reg_member[192];       /* "<token>|<lock ms>|<ctl>": the job's lock is this worker's */
+    int64_t reg_ms;             /* when the registration was last written (epoch ms) */
+    int handed;                 /* the job am2z__qblock took was handed to this thread */
+    am2z_resp_reader *hrd;
 } am2z__qworker;
 
 typedef struct am2z__qrt {
@@ -4909,6 +4954,42 @@ static const char *const am2z__qlua_add[] = {
     "-- else {'joined'} with the caller's reply list (data replyTo) in <id>:callers, which the",
     "-- finish scripts answer. An expired one is deleted and the job added afresh.",
     "local P, ts, delay = ARGV[1], ARGV[3], tonumber(ARGV[4])",
+    "-- HAND-OFF (4.4): a job that would wait in an empty global queue without priority, cap or rate",
+    "-- goes to an idle worker thread of the adding process (its instance, from the job's replyTo)",
+    "-- instead: P..'am2z:idle:'..instance (zset, score: when registered) holds '<token>|<its",
+    "-- lock ms>|<its wake-up key>' of threads blocked on that key; the newest one registered",
+    "-- within 5 s gets the job active and locked with its token, as RESP {P, token, job as",
+    "-- take returns it} in its wake-up key, so it runs it without a fetch. Only the adding",
+    "-- process's own threads: one that died took its caller with it (and the job's lock",
+    "-- expires: the stalled scan puts it back), never a caller's job sent to a dead process.",
+    "-- A RESP bulk string; '%d', as a float's text costs Redis a printf of '%.14g'.",
+    "local function resp(x) return '$' .. string.format('%d', #x) .. '\\r\\n' .. x .. '\\r\\n' end",
+    "local function handoff(m, id, data, opts, ev, prio)",
+    "  if prio ~= '0' or m[3] or m[4] or ARGV[14] ~= '' or ARGV[17] ~= '' then return false end",
+    "  -- the instance: the last 16 characters of replyTo (<C>reply:<instance>); plain finds,",
+    "  -- as a pattern tried at every position of data cost Redis ~17k instructions a job",
+    "  local _, e = string.find(data, '\"replyTo\":\"', 1, true)",
+    "  local q = e and string.find(data, '\"', e + 1, true)",
+    "  if not q or q - e <= 16 then return false end",
+    "  local ik = P .. 'am2z:idle:' .. string.sub(data, q - 16, q - 1)",
+    "  if redis.call('EXISTS', ik) == 0 or redis.call('LLEN', P .. 'wait') > 0 or",
+    "     redis.call('EXISTS', P .. 'prioritized') == 1 then return false end",
+    "  local z = redis.call('ZPOPMAX', ik)",
+    "  if tonumber(z[2]) < tonumber(ts) - 5000 then redis.call('DEL', ik); return false end",
+    "  local tok, lockms, key = string.match(z[1], '^([^|]+)|(%d+)|(.+)$')",
+    "  if not tok then return false end",
+    "  busy(P, ev, 'waiting', 'jobId', id)",
+    "  redis.call('LPUSH', P .. 'active', id)",
+    "  -- what take() does and returns, for a job just written (its first attempt)",
+    "  redis.call('SET', P .. id .. ':lock', tok, 'PX', lockms)",
+    "  redis.call('HSET', P .. id, 'processedOn', ts, 'ats', '1')",
+    "  busy(P, ev, 'active', 'jobId', id, 'prev', 'waiting')",
+    "  -- {1, id, ats 1, not cancelled, name, data, opts, atm, stc, defa, stacktrace (none yet), timestamp}",
+    "  redis.call('ZADD', key, '0', table.concat({'*3\\r\\n', resp(P), resp(tok), '*12\\r\\n:1\\r\\n', resp(id),",
+    "    ':1\\r\\n:0\\r\\n', resp(ARGV[2]), resp(data), resp(opts), '$-1\\r\\n$-1\\r\\n$-1\\r\\n$-1\\r\\n', resp(ts)}))",
+    "  redis.call('PEXPIRE', key, lockms)",
+    "  return true",
+    "end",
     "if ARGV[13] == '1' and redis.call('SISMEMBER', ARGV[11], ARGV[12]) == 0 then return -1 end",
     "if #ARGV == 20 and idem(ARGV[18]) then",
     "  local id = ARGV[18]",
@@ -4940,7 +5021,7 @@ static const char *const am2z__qlua_add[] = {
     "             'delay', ARGV[4], 'priority', ARGV[5])",
     "  ids[#ids + 1] = id",
     "end",
-    "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents')",
+    "local m = redis.call('HMGET', P .. 'meta', 'paused', 'opts.maxLenEvents', 'concurrency', 'max')",
     "if not m[2] then redis.call('HSET', P .. 'meta', 'opts.maxLenEvents', 10000) end",
     "EVMAX[P] = tonumber(m[2]) or 10000",
     "for i = 1, #ids do busy(P, ARGV[6], 'added', 'jobId', ids[i], 'name', ARGV[2]) end",
@@ -4961,6 +5042,7 @@ static const char *const am2z__qlua_add[] = {
     "  taken = take(P, '', ids[1], ARGV[15], ARGV[16], ts, ARGV[6])",
     "  first = 2",
     "end",
+    "if not taken and delay <= 0 and not m[1] and handoff(m, ids[1], ARGV[19], ARGV[20], ARGV[6], ARGV[5]) then first = 2 end",
     "if delay > 0 then",
     "  local due = tonumber(ts) + delay",
     "  for i = 1, #ids do",
@@ -6425,6 +6507,7 @@ static am2z_status am2z__qadd_prep(am2z__qrt *q, am2z__qadd *a, const char *proc
         am2z__qwait_release(w);
         return AM2Z_STATUS_NO_MEMORY;
     }
+    am2z__atomic_store(&w->qu->added_ms, now, AM2Z__MO_RELAXED); /* its idle threads register (HAND-OFF) */
     /* data: the envelope, with the state last */
     am2z__qsb_str(&a->data, "{\"am2z\":1,\"processorName\":");
     am2z__qsb_jstr(&a->data, proc);
@@ -7097,10 +7180,17 @@ static void am2z__qdone_clear(am2z__qdone *d) {
 static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep, const char *token, am2z__qjob *jobs,
                                  size_t max);
 
+static am2z_status am2z__qeval_w(am2z__qworker *w, am2z_reply *rep, const am2z_redis_script *s, size_t argc,
+                                 const char *const *argv, const size_t *lens, am2z__qqueue *reg);
+static int am2z__qidle_ok(am2z__qworker *w, am2z__qqueue *u);
+
 /* Completes the batch's jobs (one script call) and takes up to k next jobs of qu into
    jobs (k 0: none); returns how many were taken. Callers in this process get their
-   results directly once the call is done. */
-static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *b, size_t k, am2z__qjob *jobs) {
+   results directly once the call is done. idle: this round took fewer jobs than it
+   asked for (a short queue) or was handed its job, so the thread registers for a
+   hand-off right after the script when it may (HAND-OFF in 4.4). */
+static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *b, size_t k, am2z__qjob *jobs,
+                              int idle) {
     am2z__qrt *q = w->q;
     const char *argv[11 + 8 * AM2Z_QUEUE_BATCH];
     size_t lens[11 + 8 * AM2Z_QUEUE_BATCH], i, j, argc = 11, got = 0;
@@ -7123,7 +7213,7 @@ static size_t am2z__qcomplete(am2z__qworker *w, am2z__qqueue *qu, am2z__qbatch *
         lens[argc + 4] = d->headn;
         argc += 8;
     }
-    st = am2z__qeval(w->conn, &rep, q->s_complete, argc, argv, lens);
+    st = am2z__qeval_w(w, &rep, q->s_complete, argc, argv, lens, idle && am2z__qidle_ok(w, qu) ? qu : NULL);
     if (st != AM2Z_STATUS_OK || rep.type != AM2Z_REPLY_ARRAY || rep.len != 2) {
         /* the jobs stay locked and come back through the stalled scan */
         am2z_log_warn(q->logger, "queue runtime: completing %lu job(s) of %s failed: %s", (unsigned long)b->n, qu->name,
@@ -7556,7 +7646,7 @@ static void am2z__qjr_complete(am2z__qjobrun *jr) {
     }
     b->n++;
     am2z__atomic_inc(&q->n_completed); /* counted before its caller can hold the outcome */
-    if (!jr->batch) am2z__qcomplete(jr->w, qu, &one, 0, NULL);
+    if (!jr->batch) am2z__qcomplete(jr->w, qu, &one, 0, NULL, 0);
     if (am2z__runtime_has_handlers(q->rt, "processor:job:completed")) {
         am2z_value *ev = am2z_value_set(am2z__qevent(qu->proc, jr->exec_id, jr->id, jr->session), "attempts",
                                         am2z_value_int(jr->attempt));
@@ -7899,6 +7989,155 @@ static size_t am2z__qfetch_parse(am2z__qrt *q, am2z__qqueue *qu, am2z_reply *rep
     return n;
 }
 
+/* -- hand-off: an add gives a job straight to an idle worker (HAND-OFF in 4.4) -- */
+
+/* A registration is refreshed by a wait this long after it was written; the add script
+   takes registrations up to 5000 ms old, and a wait lasts 2000 ms at most. */
+#define AM2Z__QIDLE_REFRESH_MS 1000
+#define AM2Z__QIDLE_PER_QUEUE 4 /* threads of a process registered idle on one queue at once */
+#define AM2Z__QIDLE_TTL_MS 10000 /* life of an instance's idle key after its last registration */
+#define AM2Z__QIDLE_RECENT_MS 10000 /* threads register on a queue this process added to this lately */
+
+/* Appends the ZREM of this thread's registration (it is about to work): pipelined with
+   the next command, so it costs no round trip. Returns the replies owed (0 or 1). */
+static void am2z__qidle_forget(am2z__qworker *w) {
+    am2z__free(w->reg_key);
+    w->reg_key = NULL;
+    if (w->reg_qu) am2z__atomic_dec(&w->reg_qu->nidle);
+    am2z__qqueue_release(w->reg_qu);
+    w->reg_qu = NULL;
+}
+static size_t am2z__qidle_drop(am2z__qworker *w) {
+    size_t owed;
+    if (!w->reg_key) return 0;
+    owed = am2z_redis_append(w->conn, "ZREM %s %s", w->reg_key, w->reg_member) == AM2Z_STATUS_OK;
+    am2z__qidle_forget(w);
+    return owed;
+}
+
+/* am2z__qeval on the worker's connection, its registration dropped in the same write;
+   with reg, the thread registers on reg right after the script (also in that write), so
+   a caller told of the script's outcome finds the thread registered already. */
+static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u);
+static am2z_status am2z__qeval_w(am2z__qworker *w, am2z_reply *rep, const am2z_redis_script *s, size_t argc,
+                                 const char *const *argv, const size_t *lens, am2z__qqueue *reg) {
+    size_t before = am2z__qidle_drop(w), after = 0;
+    am2z_status st, rst = AM2Z_STATUS_OK;
+    if (!before && !reg) return am2z__qeval(w->conn, rep, s, argc, argv, lens);
+    st = am2z_redis_append_evalsha(w->conn, s, 0, argc, argv, lens);
+    if (st == AM2Z_STATUS_OK && reg) after = am2z__qidle_register(w, reg);
+    while (before-- > 0)
+        if (am2z_redis_read(w->conn, rep) != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) return AM2Z_STATUS_IO;
+    if (st != AM2Z_STATUS_OK) return am2z__qeval(w->conn, rep, s, argc, argv, lens);
+    st = am2z_redis_read(w->conn, rep);
+    if (st != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) return st; /* the pipeline went with it */
+    while (after-- > 0 && rst == AM2Z_STATUS_OK) {
+        am2z_reply z = am2z__qrep0();
+        rst = am2z_redis_read(w->conn, &z);
+        if (rst == AM2Z_STATUS_SERVER) rst = AM2Z_STATUS_OK; /* a refused registration: no hand-off, no harm */
+        am2z_reply_clear(&z);
+    }
+    if (rst != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) { am2z_reply_clear(rep); return rst; }
+    /* a pipeline has no NOSCRIPT fallback: a fresh server gets the script's source now */
+    if (st == AM2Z_STATUS_SERVER && strncmp(am2z_reply_str(rep), "NOSCRIPT", 8) == 0)
+        return am2z__qeval(w->conn, rep, s, argc, argv, lens);
+    return st;
+}
+
+/* Whether this thread may register on u: a global queue (a session's queues come and go
+   with the session, so no key of theirs is left behind) served here, to which this
+   process added a job lately (only its own adds hand jobs to it), whose processor has no
+   per-process concurrency limit (a handed job takes no slot first). */
+static int am2z__qidle_ok(am2z__qworker *w, am2z__qqueue *u) {
+    size_t i;
+    int served = 0;
+    if (!u || am2z_now_ms() - am2z__atomic_load(&u->added_ms, AM2Z__MO_RELAXED) > AM2Z__QIDLE_RECENT_MS) return 0;
+    for (i = 0; !u->session && i < w->nsnap && !served; i++) served = w->snap[i] == u;
+    for (i = 0; served && i < w->nprocs; i++)
+        if (strcmp(w->procs[i]->name, u->proc) == 0) return w->procs[i]->limit <= 0;
+    return 0;
+}
+
+/* The queue this thread registers on before it blocks: the one it last emptied, or its
+   only served queue; NULL when it may not (am2z__qidle_ok). */
+static am2z__qqueue *am2z__qidle_queue(am2z__qworker *w) {
+    am2z__qqueue *u = w->idle_qu ? w->idle_qu : w->nsnap == 1 ? w->snap[0] : NULL;
+    return am2z__qidle_ok(w, u) ? u : NULL;
+}
+
+/* Appends this thread's registration on u (a new token when it registers afresh; the
+   same entry, with a fresh score, while it stays registered there): how many replies are
+   owed (an old registration elsewhere is dropped first). */
+static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u) {
+    size_t owed = 0;
+    char tok[64];
+    if (w->reg_key && w->reg_qu != u) owed += am2z__qidle_drop(w);
+    if (!w->reg_key) {
+        /* enough threads of this process idle there already: more would only add
+           registrations to write and drop at every wake-up of a busy queue */
+        if (am2z__atomic_inc(&u->nidle) > AM2Z__QIDLE_PER_QUEUE) { am2z__atomic_dec(&u->nidle); return owed; }
+        am2z__qtoken(w->q, tok);
+        /* a prefix too long for the entry: this thread is never handed a job */
+        if ((size_t)snprintf(w->reg_member, sizeof w->reg_member, "%s|%s|%s", tok, w->q->lock_s, w->ctl) >=
+                sizeof w->reg_member ||
+            !(w->reg_key = am2z__qcat(u->P, "am2z:idle:", w->q->instance, NULL))) {
+            am2z__atomic_dec(&u->nidle);
+            return owed;
+        }
+        am2z__atomic_inc(&u->refs);
+        w->reg_qu = u;
+    }
+    w->reg_ms = am2z_now_ms();
+    if (am2z_redis_append(w->conn, "ZADD %s %lld %s", w->reg_key, (long long)w->reg_ms, w->reg_member) == AM2Z_STATUS_OK)
+        owed++;
+    /* the key of a crashed instance goes by itself */
+    if (am2z_redis_append(w->conn, "PEXPIRE %s %d", w->reg_key, AM2Z__QIDLE_TTL_MS) == AM2Z_STATUS_OK) owed++;
+    return owed;
+}
+
+/* A job an add handed to this thread (the member of its wake-up key: RESP {P, token, job
+   as take returns it}) into jobs[0], with a slot of its processor: 1, or 0 when it cannot
+   run here (a queue no longer served: its lock expires and the stalled scan puts it
+   back, as for a worker that died). */
+static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qjob *jobs) {
+    am2z_reply h = am2z__qrep0();
+    am2z__qqueue *u = NULL;
+    am2z__qproc *pr;
+    const char *P, *tok;
+    size_t i, tn = 0;
+    int r = 0;
+    if (!w->hrd && !(w->hrd = am2z_resp_reader_new(NULL, NULL))) return 0;
+    am2z_resp_reader_reset(w->hrd);
+    if (am2z_resp_reader_feed(w->hrd, msg, len) != AM2Z_STATUS_OK || am2z_resp_reader_next(w->hrd, &h) != AM2Z_STATUS_OK ||
+        h.type != AM2Z_REPLY_ARRAY || h.len != 3 || h.element[2].type != AM2Z_REPLY_ARRAY ||
+        am2z__qel_int(&h.element[2], 0) != 1 || h.element[2].len < AM2Z__QJ_COUNT)
+        goto done;
+    P = am2z__qel(&h, 0, NULL);
+    tok = am2z__qel(&h, 1, &tn);
+    if (!P || !tok || tn >= sizeof jobs[0].token) goto done;
+    /* the add consumed this registration (another one's job may come late: the thread
+       then stays registered, and a job handed meanwhile waits until it blocks again) */
+    if (w->reg_key && strncmp(w->reg_member, tok, tn) == 0 && w->reg_member[tn] == '|') am2z__qidle_forget(w);
+    for (i = 0; i < w->nsnap && !u; i++)
+        if (strcmp(w->snap[i]->P, P) == 0) u = w->snap[i];
+    if (!u) goto done;
+    pr = am2z__qproc_find(w->q, u->proc);
+    if (!pr || !am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); goto done; }
+    am2z__qproc_release(pr);
+    memset(&jobs[0], 0, sizeof jobs[0]);
+    jobs[0].rep = h.element[2];
+    memset(&h.element[2], 0, sizeof h.element[2]);
+    memcpy(jobs[0].token, tok, tn + 1);
+    am2z__atomic_inc(&u->refs);
+    jobs[0].qu = u;
+    w->handed = 1;
+    r = 1;
+done:
+    if (!r) am2z_log_warn(w->q->logger, "queue runtime: a job handed to this worker cannot run here; the stalled scan puts it back");
+    am2z_reply_clear(&h);
+    return r;
+}
+
 /* Fetches up to k jobs of qu: how many (0 none), or -1 on a connection or server failure. */
 static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t k, am2z__qjob *jobs) {
     am2z__qrt *q = w->q;
@@ -7915,7 +8154,7 @@ static int am2z__qfetch(am2z__qworker *w, am2z__qqueue *qu, int promote, size_t 
     am2z__qtoken(q, tok);
     argv[0] = qu->P; argv[1] = q->C; argv[2] = tok; argv[3] = q->lock_s; argv[4] = now_s;
     argv[5] = promote ? "1" : "0"; argv[6] = qu->wk; argv[7] = qu->wm; argv[8] = ks; argv[9] = am2z__qev_level(q, qu);
-    st = am2z__qeval(w->conn, &rep, q->s_fetch, 10, argv, NULL);
+    st = am2z__qeval_w(w, &rep, q->s_fetch, 10, argv, NULL, NULL);
     if (st != AM2Z_STATUS_OK) {
         if (am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) && !am2z_redis_is_connected(w->conn))
             am2z__qdown(q, am2z_status_detail());
@@ -7963,7 +8202,8 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
     am2z__qjob jobs[AM2Z_QUEUE_BATCH];
     am2z__qbatch *b = &w->batch;
     size_t i, k;
-    int rounds = 0;
+    int rounds = 0, handed = w->handed;
+    w->handed = 0;
     am2z__atomic_inc(&qu->refs);
     for (i = 0; i < n; i++) jobs[i] = first[i];
     for (;;) {
@@ -7976,10 +8216,20 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
         else if (per_job < 1000000 && n >= w->k && w->k < AM2Z_QUEUE_BATCH) w->k *= 2;
         if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
         k = rounds < 32 && am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? w->k : 0;
-        if (b->n) n = am2z__qcomplete(w, qu, b, k, jobs);
+        /* a handed job came to an empty queue: its complete takes nothing next (a job
+           added since was handed too, or marked the queue, which wakes this thread) */
+        if (b->n) n = am2z__qcomplete(w, qu, b, handed ? 0 : k, jobs, n < k || handed);
         else if (k) { int r = am2z__qfetch(w, qu, 0, k, jobs); n = r > 0 ? (size_t)r : 0; }
         else n = 0;
-        if (!n) break;
+        handed = 0;
+        if (!n) {
+            if (k && w->idle_qu != qu) { /* qu is empty: this thread waits for its next job (HAND-OFF) */
+                am2z__qqueue_release(w->idle_qu);
+                am2z__atomic_inc(&qu->refs);
+                w->idle_qu = qu;
+            }
+            break;
+        }
         rounds++;
     }
     am2z__atomic_store(&qu->take_k, (int64_t)w->k, AM2Z__MO_RELEASE);
@@ -8211,7 +8461,8 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *jobs) {
     int64_t now = am2z_now_ms(), wait_ms = 2000;
     am2z_reply rep = am2z__qrep0();
     am2z_status st;
-    int r = 0;
+    am2z__qqueue *u0;
+    int r = 0, reg_fresh = 0;
     if (!argv) { am2z__qsleep_ms(10); return 0; }
     argv[argc++] = "BZPOPMIN";
     argv[argc++] = w->ctl;
@@ -8233,7 +8484,21 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *jobs) {
     snprintf(tmo, sizeof tmo, "%.3f", (double)wait_ms / 1000.0);
     argv[argc++] = tmo;
     if (!am2z__qguard_enter(q, &w->guard, w->conn)) { am2z__free(argv); return 0; } /* stopping */
-    st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
+    u0 = am2z__qidle_queue(w);
+    if (u0 && u0 == w->reg_qu && now - w->reg_ms < AM2Z__QIDLE_REFRESH_MS) u0 = NULL, reg_fresh = 1;
+    if (u0 || (w->reg_key && !reg_fresh)) {
+        /* registered as idle in the same write as the wait (HAND-OFF) */
+        size_t owed = u0 ? am2z__qidle_register(w, u0) : am2z__qidle_drop(w);
+        st = am2z_redis_append_argv(w->conn, argc, argv, NULL);
+        while (owed-- > 0)
+            if (am2z_redis_read(w->conn, &rep) != AM2Z_STATUS_OK && !am2z_redis_is_connected(w->conn)) break;
+        if (st == AM2Z_STATUS_OK && am2z_redis_is_connected(w->conn))
+            st = am2z_redis_read_timeout(w->conn, &rep, wait_ms + 5000);
+        else if (st == AM2Z_STATUS_OK)
+            st = AM2Z_STATUS_IO;
+    } else {
+        st = am2z_redis_blocking_argv(w->conn, &rep, wait_ms + 5000, argc, argv, NULL);
+    }
     am2z__qguard_leave(q, &w->guard);
     am2z__free(argv);
     if (st != AM2Z_STATUS_OK) {
@@ -8249,7 +8514,9 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *jobs) {
         int64_t score = sc && sc->type == AM2Z_REPLY_DOUBLE
                             ? (sc->number >= 0 && sc->number < (double)AM2Z__QMAX_MS ? (int64_t)sc->number : 0)
                             : am2z__qel_num(&rep, 2, 0, AM2Z__QMAX_MS, 0);
-        if (key && strcmp(key, w->ctl) != 0) {
+        if (key && strcmp(key, w->ctl) == 0 && member && mn > 0 && member[0] == '*') {
+            r = am2z__qhanded(w, member, mn, jobs);
+        } else if (key && strcmp(key, w->ctl) != 0) {
             size_t cl = strlen(q->C);
             if (kn > cl + 5 && memcmp(key, q->C, cl) == 0 && memcmp(key + cl, "wake:", 5) == 0) {
                 /* a session queue of this processor has work */
@@ -8300,6 +8567,11 @@ static void *am2z__qworker_main(void *arg) {
         }
         if (got > 0) am2z__qserve(w, jobs, (size_t)got);
     }
+    am2z__qqueue_release(w->idle_qu);
+    w->idle_qu = NULL;
+    if (w->reg_qu) am2z__atomic_dec(&w->reg_qu->nidle);
+    am2z__qqueue_release(w->reg_qu); /* reg_key stays: stop takes the registration out */
+    w->reg_qu = NULL;
     am2z__qsnap_release(w);
     am2z__atomic_dec(&q->n_live_workers);
     return NULL;
@@ -9448,6 +9720,12 @@ static void am2z__qdel_own_keys(am2z__qrt *q, int64_t cap_ns) {
         am2z_redis *r = am2z__qborrow_until(q, cap_ns, NULL);
         am2z_status st;
         if (!r) break;
+        for (i = 0; q->workers && i < q->nworkers; i++) /* no job is handed to them any more */
+            if (q->workers[i].reg_key && am2z_redis_command(r, &rep, "ZREM %s %s", q->workers[i].reg_key,
+                                                            q->workers[i].reg_member) == AM2Z_STATUS_OK) {
+                am2z__free(q->workers[i].reg_key);
+                q->workers[i].reg_key = NULL;
+            }
         st = am2z_redis_command_argv(r, &rep, argc, argv, NULL);
         am2z_reply_clear(&rep);
         am2z_redis_pool_put(q->pool, r);
@@ -9724,6 +10002,8 @@ static void am2z__qfree(am2z__qrt *q) {
     for (k = 0; q->workers && k < q->nworkers; k++) {
         am2z_redis_free(q->workers[k].conn);
         am2z__free(q->workers[k].ctl);
+        am2z__free(q->workers[k].reg_key);
+        am2z_resp_reader_free(q->workers[k].hrd);
     }
     am2z__free(q->workers);
     am2z_redis_free(q->rconn);
