@@ -26,13 +26,17 @@
    two builds of it interleaved); `queue --cost [rt1|rt2|c1|c4|c64]` counts what Redis does
    per job (see "Redis cost per job" below; bench/redis-cost.sh adds callgrind's
    instruction count).
-   Internal mode: `queue worker PORT CONCURRENCY` is one worker process. */
+   `queue --floor` measures the floor under those figures (see "the floor" below) beside
+   am2z's, interleaved, with Redis's CPU time per job.
+   Internal modes: `queue worker PORT CONCURRENCY` is one worker process, `queue
+   floorworker PORT CONCURRENCY` one floor worker process. */
 #include "../tests/proc.h"
 #define AM2Z_RESP_IMPLEMENTATION
 #include "../am2z_resp.h"
 #include "bench.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <strings.h>
 #include <pthread.h>
@@ -502,6 +506,322 @@ static int cost_main(const char *only, int n_rt, int n) {
     return ok;
 }
 
+/* ---- the floor: the same Redis round trips with nothing in them ----------------------- */
+
+/* `queue --floor` answers "how close is am2z to what this machine and Redis allow?". A
+   floor job is the least any Redis queue with one script per add and per finish must do:
+   the caller runs a one-LPUSH script (the add), a worker blocked in BLPOP takes it (the
+   wake-up that delivers the job), the worker runs a one-LPUSH script (the finish), and the
+   caller learns of it: in-process by a condition variable (as am2z's in-process caller
+   does), across processes by its own BLPOP of the finish list. Each figure is measured
+   interleaved with am2z's (A B A B A B, medians), with Redis's CPU time per job. */
+
+static const char g_floor_lua[] = "return redis.call('LPUSH', KEYS[1], ARGV[1])";
+
+static am2z_redis *floor_conn(void) {
+    am2z_redis_desc d;
+    am2z_redis *r;
+    memset(&d, 0, sizeof d);
+    d.host = "127.0.0.1";
+    d.port = g_port;
+    r = am2z_redis_new(&d, NULL);
+    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
+    return r;
+}
+
+/* One floor script call: LPUSH key id. */
+static int floor_push(am2z_redis *r, const am2z_redis_script *s, const char *key, const char *id) {
+    const char *argv[2];
+    am2z_reply rep;
+    int ok;
+    argv[0] = key;
+    argv[1] = id;
+    memset(&rep, 0, sizeof rep);
+    ok = am2z_redis_evalsha(r, &rep, s, 1, 2, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER;
+    am2z_reply_clear(&rep);
+    return ok;
+}
+
+/* BLMPOP key for up to wait_ms, taking up to 16 jobs into *rep; the array of their ids
+   (borrowed from *rep), an empty reply on a timeout, NULL on a failure. */
+static const am2z_reply *floor_pop(am2z_redis *r, const char *key, int wait_ms, am2z_reply *rep) {
+    static const am2z_reply none;
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", wait_ms / 1000.0);
+    am2z_reply_clear(rep);
+    if (am2z_redis_blocking(r, rep, wait_ms + 2000, "BLMPOP %s 1 %s LEFT COUNT 16", secs, key) != AM2Z_STATUS_OK)
+        return NULL;
+    if (rep->type == AM2Z_REPLY_ARRAY && rep->len == 2 && am2z_reply_at(rep, 1)->type == AM2Z_REPLY_ARRAY)
+        return am2z_reply_at(rep, 1);
+    return rep->type == AM2Z_REPLY_NIL ? &none : NULL;
+}
+
+typedef struct floor_worker {
+    pthread_t thread;
+    am2z_redis_script *script;
+    volatile int *stop;
+    /* in-process only: the finish is signalled to the caller */
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    long *finished;
+} floor_worker;
+
+/* A floor worker thread: take up to 16 jobs from floor:q, run the finish script
+   (LPUSH floor:r) for each, repeat. */
+static void *floor_worker_main(void *arg) {
+    floor_worker *w = (floor_worker *)arg;
+    am2z_redis *r = floor_conn();
+    am2z_reply rep;
+    const am2z_reply *ids;
+    size_t i;
+    int ok = r != NULL;
+    memset(&rep, 0, sizeof rep);
+    while (ok && !*w->stop && (ok = (ids = floor_pop(r, "floor:q", 200, &rep)) != NULL)) {
+        for (i = 0; i < ids->len && ok; i++) {
+            ok = floor_push(r, w->script, "floor:r", am2z_reply_str(am2z_reply_at(ids, i)));
+            if (ok && w->mu) {
+                pthread_mutex_lock(w->mu);
+                (*w->finished)++;
+                pthread_cond_signal(w->cv);
+                pthread_mutex_unlock(w->mu);
+            }
+        }
+    }
+    if (w->mu) { /* the caller must not wait for a worker that has stopped */
+        pthread_mutex_lock(w->mu);
+        *w->finished = LONG_MAX;
+        pthread_cond_signal(w->cv);
+        pthread_mutex_unlock(w->mu);
+    }
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return NULL;
+}
+
+static volatile int g_floor_stop;
+
+/* `queue floorworker PORT CONCURRENCY`: a process of floor worker threads, until SIGTERM. */
+static int floor_worker_process(int concurrency) {
+    sigset_t stop;
+    int sig, i, n = 0;
+    floor_worker *w = (floor_worker *)calloc((size_t)concurrency, sizeof *w);
+    am2z_redis_script *s = am2z_redis_script_new(g_floor_lua, AM2Z_NTS, NULL);
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    if (!w || !s) return 1;
+    for (i = 0; i < concurrency; i++) {
+        w[i].script = s;
+        w[i].stop = &g_floor_stop;
+        if (pthread_create(&w[i].thread, NULL, floor_worker_main, &w[i]) == 0) n++;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    sigwait(&stop, &sig);
+    g_floor_stop = 1;
+    for (i = 0; i < n; i++) pthread_join(w[i].thread, NULL);
+    am2z_redis_script_free(s);
+    free(w);
+    return 0;
+}
+
+static int start_floor_worker(tp_proc *p, int concurrency) {
+    char port_s[16], conc_s[16], line[64];
+    char *argv[5];
+    snprintf(port_s, sizeof port_s, "%d", g_port);
+    snprintf(conc_s, sizeof conc_s, "%d", concurrency);
+    argv[0] = (char *)"/proc/self/exe";
+    argv[1] = (char *)"floorworker";
+    argv[2] = port_s;
+    argv[3] = conc_s;
+    argv[4] = NULL;
+    if (tp_spawn(p, argv, NULL, 1) != 0) return 0;
+    return tp_readline(p, line, sizeof line, 10000) == 1 && strcmp(line, "ready") == 0;
+}
+
+/* p50 (ms) of n sequential floor round trips: the worker is a thread of this process
+   (in_process) or a floor worker process. */
+static double floor_round_trip(int n, int in_process) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    volatile int stop = 0;
+    long finished = 0;
+    floor_worker w;
+    tp_proc proc;
+    am2z_redis *r = floor_conn();
+    am2z_redis_script *s = am2z_redis_script_new(g_floor_lua, AM2Z_NTS, NULL);
+    double *t = (double *)calloc((size_t)n, sizeof *t), p50 = -1;
+    int i, warm = n < 200 ? n : 200, started = 0, ok = r && s && t;
+    char id[64];
+    memset(&w, 0, sizeof w);
+    if (ok && in_process) {
+        w.script = s;
+        w.stop = &stop;
+        w.mu = &mu;
+        w.cv = &cv;
+        w.finished = &finished;
+        ok = started = pthread_create(&w.thread, NULL, floor_worker_main, &w) == 0;
+    } else if (ok) {
+        ok = started = start_floor_worker(&proc, 1);
+    }
+    for (i = 0; i < n + warm && ok; i++) {
+        int64_t t0 = am2z_monotonic_ns();
+        snprintf(id, sizeof id, "%d", i);
+        ok = floor_push(r, s, "floor:q", id);
+        if (ok && in_process) {
+            pthread_mutex_lock(&mu);
+            while (finished <= i) pthread_cond_wait(&cv, &mu);
+            ok = finished != LONG_MAX;
+            pthread_mutex_unlock(&mu);
+        } else if (ok) {
+            am2z_reply rep;
+            memset(&rep, 0, sizeof rep);
+            const am2z_reply *ids = floor_pop(r, "floor:r", 5000, &rep);
+            ok = ids && ids->len == 1;
+            am2z_reply_clear(&rep);
+        }
+        if (i >= warm) t[i - warm] = (double)(am2z_monotonic_ns() - t0) / 1e6;
+    }
+    if (started && in_process) {
+        stop = 1;
+        pthread_join(w.thread, NULL);
+    } else if (started) {
+        tp_stop(&proc, SIGTERM, 10000);
+    }
+    if (ok) {
+        qsort(t, (size_t)n, sizeof *t, cmp_double);
+        p50 = t[n / 2];
+    } else {
+        fprintf(stderr, "bench: the floor round trip failed\n");
+    }
+    free(t);
+    am2z_redis_script_free(s);
+    am2z_redis_free(r);
+    return p50;
+}
+
+/* Floor throughput (jobs/s): two floor worker processes of `concurrency` threads; this
+   process adds n jobs in pipelined batches of 256 and collects the n finishes. */
+static double floor_throughput(int concurrency, int n) {
+    tp_proc w[2];
+    am2z_redis *r = floor_conn();
+    am2z_redis_script *s = am2z_redis_script_new(g_floor_lua, AM2Z_NTS, NULL);
+    am2z_reply rep;
+    double rate = -1;
+    int i, got = 0, started = 0, ok = r && s;
+    int64_t t0;
+    char id[16];
+    memset(&rep, 0, sizeof rep);
+    for (i = 0; i < 2 && ok; i++) ok = started = start_floor_worker(&w[i], concurrency) ? i + 1 : 0;
+    ok = ok && am2z_redis_script_load(r, s) == AM2Z_STATUS_OK;
+    t0 = am2z_monotonic_ns();
+    for (i = 0; i < n && ok; i++) {
+        const char *argv[2];
+        snprintf(id, sizeof id, "%d", i);
+        argv[0] = "floor:q";
+        argv[1] = id;
+        ok = am2z_redis_append_evalsha(r, s, 1, 2, argv, NULL) == AM2Z_STATUS_OK;
+        if (ok && (i % 256 == 255 || i == n - 1))
+            while (ok && am2z_redis_pending(r) > 0) {
+                ok = am2z_redis_read(r, &rep) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_INTEGER;
+                am2z_reply_clear(&rep);
+            }
+    }
+    while (ok && got < n) {
+        ok = am2z_redis_blocking(r, &rep, 7000, "BLMPOP 5 1 floor:r LEFT COUNT 1000") == AM2Z_STATUS_OK &&
+             rep.type == AM2Z_REPLY_ARRAY && rep.len == 2;
+        if (ok) got += (int)am2z_reply_at(&rep, 1)->len;
+        am2z_reply_clear(&rep);
+    }
+    if (ok) rate = n / ((double)(am2z_monotonic_ns() - t0) / 1e9);
+    else fprintf(stderr, "bench: the floor throughput (x%d) failed after %d of %d\n", concurrency, got, n);
+    for (i = 0; i < started; i++) tp_stop(&w[i], SIGTERM, 10000);
+    am2z_redis_script_free(s);
+    am2z_redis_free(r);
+    return rate;
+}
+
+static void sort3(double *v) { qsort(v, 3, sizeof *v, cmp_double); }
+
+/* `queue --floor`: am2z against the floor, interleaved over 3 rounds, medians. Redis's CPU
+   per job (µs, from INFO cpu) is printed for the throughput runs. */
+static int floor_main(int n_rt, int n) {
+    enum { ROUNDS = 3, FIGS = 5 };
+    static const char *names[FIGS] = {"round trip p50, in-process (ms)", "round trip p50, 2 processes (ms)",
+                                      "throughput, 2 workers x 1 (jobs/s)", "throughput, 2 workers x 4 (jobs/s)",
+                                      "throughput, 2 workers x 64 (jobs/s)"};
+    static const int conc[3] = {1, 4, 64};
+    double ours[FIGS][ROUNDS], floor[FIGS][ROUNDS], cpu_ours[3][ROUNDS], cpu_floor[3][ROUNDS];
+    double ping[ROUNDS], p99, rss, la0 = bench_loadavg();
+    am2z_redis *ad = admin();
+    int rd, f, ok = ad != NULL;
+    for (rd = 0; rd < ROUNDS && ok; rd++) {
+        am2z_runtime *rt = NULL;
+        tp_proc w;
+        am2z_reply rep;
+        int64_t t0;
+        int i;
+        memset(&rep, 0, sizeof rep);
+        t0 = am2z_monotonic_ns();
+        for (i = 0; i < n_rt && ok; i++) {
+            ok = am2z_redis_command(ad, &rep, "PING") == AM2Z_STATUS_OK;
+            am2z_reply_clear(&rep);
+        }
+        ping[rd] = (double)(am2z_monotonic_ns() - t0) / 1e6 / n_rt;
+        flushall();
+        ok = ok && (rt = runtime(1)) != NULL && round_trip(rt, n_rt, &ours[0][rd], &p99);
+        am2z_runtime_free(rt);
+        rt = NULL;
+        flushall();
+        floor[0][rd] = floor_round_trip(n_rt, 1);
+        flushall();
+        if (ok && start_worker(&w, 1)) {
+            ok = (rt = runtime(AM2Z_QUEUE_NO_WORKERS)) != NULL && round_trip(rt, n_rt, &ours[1][rd], &p99);
+            am2z_runtime_free(rt);
+            tp_stop(&w, SIGTERM, 10000);
+        } else {
+            ok = 0;
+        }
+        flushall();
+        floor[1][rd] = floor_round_trip(n_rt, 0);
+        for (i = 0; i < 3 && ok; i++) {
+            double c0;
+            flushall();
+            c0 = redis_cpu(ad);
+            ok = throughput(conc[i], n, &ours[2 + i][rd], &rss);
+            cpu_ours[i][rd] = (redis_cpu(ad) - c0) * 1e6 / n;
+            flushall();
+            c0 = redis_cpu(ad);
+            floor[2 + i][rd] = floor_throughput(conc[i], n);
+            cpu_floor[i][rd] = (redis_cpu(ad) - c0) * 1e6 / n;
+        }
+        for (f = 0; f < FIGS; f++) ok = ok && floor[f][rd] > 0;
+        printf("round %d: load %.2f\n", rd + 1, bench_loadavg());
+        fflush(stdout);
+    }
+    am2z_redis_free(ad);
+    if (!ok) { fprintf(stderr, "bench: the floor comparison failed\n"); return 0; }
+    sort3(ping);
+    printf("\nfloor: one-LPUSH scripts for add and finish, BLPOP wake-ups; medians of %d interleaved rounds\n", ROUNDS);
+    printf("PING round trip on one connection: %.3f ms\n", ping[1]);
+    printf("%-38s %10s %10s %10s\n", "", "am2z", "floor", "am2z/floor");
+    for (f = 0; f < FIGS; f++) {
+        sort3(ours[f]);
+        sort3(floor[f]);
+        printf("%-38s %10.*f %10.*f %10.2f\n", names[f], f < 2 ? 3 : 0, ours[f][1], f < 2 ? 3 : 0,
+               floor[f][1], ours[f][1] / floor[f][1]);
+    }
+    for (f = 0; f < 3; f++) {
+        sort3(cpu_ours[f]);
+        sort3(cpu_floor[f]);
+        printf("Redis CPU per job, 2 workers x %-2d      %7.1f us %7.1f us %10.2f\n", conc[f], cpu_ours[f][1],
+               cpu_floor[f][1], cpu_ours[f][1] / cpu_floor[f][1]);
+    }
+    printf("load average: %.2f at the start, %.2f at the end (2 cores)\n", la0, bench_loadavg());
+    return 1;
+}
+
 /* `queue --quick`: am2z's figures alone, one line (for bench/ab.sh, which interleaves two
    builds): round trip p50 in-process and across processes (ms), throughput with 2 workers
    x 1, 4, 64 (jobs/s), and the load average. */
@@ -616,6 +936,11 @@ int main(int argc, char **argv) {
         am2z_logger_release(g_quiet);
         return rc;
     }
+    if (argc == 4 && strcmp(argv[1], "floorworker") == 0) {
+        g_port = atoi(argv[2]);
+        am2z_logger_release(g_quiet);
+        return floor_worker_process(atoi(argv[3]));
+    }
 
     if (argc >= 2 && strcmp(argv[1], "--cost") == 0) { /* AM2Z_BENCH_PORT: a server of yours */
         int ext = bench_env_int("AM2Z_BENCH_PORT", 0);
@@ -634,6 +959,12 @@ int main(int argc, char **argv) {
     }
     if (argc == 2 && strcmp(argv[1], "--quick") == 0) {
         ok = quick_main(n_rt, n);
+        tp_stop(&redis, SIGKILL, 2000);
+        am2z_logger_release(g_quiet);
+        return ok ? 0 : 1;
+    }
+    if (argc == 2 && strcmp(argv[1], "--floor") == 0) {
+        ok = floor_main(n_rt, n);
         tp_stop(&redis, SIGKILL, 2000);
         am2z_logger_release(g_quiet);
         return ok ? 0 : 1;
