@@ -27,7 +27,8 @@
    per job (see "Redis cost per job" below; bench/redis-cost.sh adds callgrind's
    instruction count).
    `queue --floor` measures the floor under those figures (see "the floor" below) beside
-   am2z's, interleaved, with Redis's CPU time per job.
+   am2z's, interleaved, with Redis's CPU time per job. `queue --soak` runs a million jobs
+   (AM2Z_BENCH_SOAK) and prints the caller's, the workers' and Redis's memory as it goes.
    Internal modes: `queue worker PORT CONCURRENCY` is one worker process, `queue
    floorworker PORT CONCURRENCY` one floor worker process. */
 #include "../tests/proc.h"
@@ -107,14 +108,16 @@ static int start_worker(tp_proc *p, int concurrency) {
     return tp_readline(p, line, sizeof line, 10000) == 1 && strcmp(line, "ready") == 0;
 }
 
-static double peak_rss_mb(pid_t pid) {
+/* A memory line of /proc/PID/status ("VmHWM:" the peak, "VmRSS:" now) in MB, -1 when
+   unreadable. */
+static double proc_mb(pid_t pid, const char *field) {
     char path[64], line[256];
     FILE *f;
     double mb = -1;
     snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
     if (!(f = fopen(path, "r"))) return -1;
     while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) mb = atof(line + 6) / 1024.0;
+        if (strncmp(line, field, strlen(field)) == 0) mb = atof(line + strlen(field)) / 1024.0;
     fclose(f);
     return mb;
 }
@@ -276,8 +279,8 @@ static int throughput(int concurrency, int n, double *jobs_per_s, double *rss_mb
         am2z_outcome_clear(&outs[i]);
     }
     if (failed) fprintf(stderr, "bench: %d of %d executions failed\n", failed, n);
-    *rss_mb = peak_rss_mb(w[0].pid);
-    if (peak_rss_mb(w[1].pid) > *rss_mb) *rss_mb = peak_rss_mb(w[1].pid);
+    *rss_mb = proc_mb(w[0].pid, "VmHWM:");
+    if (proc_mb(w[1].pid, "VmHWM:") > *rss_mb) *rss_mb = proc_mb(w[1].pid, "VmHWM:");
     ok = failed == 0;
 done:
     am2z_runtime_free(caller);
@@ -822,6 +825,74 @@ static int floor_main(int n_rt, int n) {
     return 1;
 }
 
+/* ---- memory over a million jobs -------------------------------------------------------- */
+
+/* Redis's used_memory in MB, -1 when unreadable. */
+static double redis_mb(am2z_redis *r) {
+    am2z_reply rep;
+    double mb = -1;
+    const char *m;
+    memset(&rep, 0, sizeof rep);
+    if (am2z_redis_command(r, &rep, "INFO memory") == AM2Z_STATUS_OK &&
+        (m = strstr(am2z_reply_str(&rep), "used_memory:")) != NULL)
+        mb = atof(m + 12) / (1024.0 * 1024.0);
+    am2z_reply_clear(&rep);
+    return mb;
+}
+
+/* `queue --soak`: `total` no-op jobs (AM2Z_BENCH_SOAK, 1,000,000) through two worker
+   processes of concurrency 4, executed from this process in chunks of 100,000; the RSS of
+   the caller and of both workers and Redis's used_memory after the first chunk and after
+   the last. Growth between the two is a leak (or an unbounded cache). */
+static int soak_main(int total) {
+    enum { CHUNK = 100000 };
+    tp_proc w[2];
+    am2z_runtime *caller = NULL;
+    am2z_state *in = am2z_state_new("default", am2z_value_object(), NULL);
+    const am2z_state **inputs = (const am2z_state **)calloc(CHUNK, sizeof *inputs);
+    am2z_outcome *outs = (am2z_outcome *)calloc(CHUNK, sizeof *outs);
+    am2z_redis *ad = admin();
+    double first[4] = {0, 0, 0, 0};
+    int i, done = 0, failed = 0, started = 0, ok = in && inputs && outs && ad;
+    int64_t t0 = am2z_monotonic_ns();
+    memset(w, 0, sizeof w);
+    for (i = 0; i < 2 && ok; i++) ok = started = start_worker(&w[i], 4) ? i + 1 : 0;
+    ok = ok && (caller = runtime(AM2Z_QUEUE_NO_WORKERS)) != NULL;
+    for (i = 0; i < CHUNK && ok; i++) inputs[i] = in;
+    printf("soak: %d jobs, 2 workers x 4, chunks of %d; load average %.2f\n", total, CHUNK, bench_loadavg());
+    printf("%10s %12s %12s %12s %12s\n", "jobs", "caller MB", "worker1 MB", "worker2 MB", "redis MB");
+    while (ok && done < total) {
+        int n = total - done < CHUNK ? total - done : CHUNK;
+        double now[4];
+        ok = am2z_runtime_execute_many(caller, "noop", inputs, (size_t)n, NULL, outs) == AM2Z_STATUS_OK;
+        for (i = 0; i < n && ok; i++) {
+            if (outs[i].error) failed++;
+            am2z_outcome_clear(&outs[i]);
+        }
+        done += n;
+        now[0] = proc_mb(getpid(), "VmRSS:");
+        now[1] = proc_mb(w[0].pid, "VmRSS:");
+        now[2] = proc_mb(w[1].pid, "VmRSS:");
+        now[3] = redis_mb(ad);
+        if (done == n) memcpy(first, now, sizeof first);
+        printf("%10d %12.1f %12.1f %12.1f %12.1f\n", done, now[0], now[1], now[2], now[3]);
+        fflush(stdout);
+        if (ok && done >= total)
+            printf("growth after the first chunk: caller %+.1f MB, workers %+.1f / %+.1f MB, redis %+.1f MB; "
+                   "%d failed; %.0f jobs/s; load average %.2f\n", now[0] - first[0], now[1] - first[1],
+                   now[2] - first[2], now[3] - first[3], failed, done / ((double)(am2z_monotonic_ns() - t0) / 1e9),
+                   bench_loadavg());
+    }
+    am2z_runtime_free(caller);
+    for (i = 0; i < started; i++) tp_stop(&w[i], SIGTERM, 10000);
+    am2z_redis_free(ad);
+    am2z_value_release(in);
+    free(inputs);
+    free(outs);
+    if (!ok) fprintf(stderr, "bench: the soak failed after %d jobs\n", done);
+    return ok && failed == 0;
+}
+
 /* `queue --quick`: am2z's figures alone, one line (for bench/ab.sh, which interleaves two
    builds): round trip p50 in-process and across processes (ms), throughput with 2 workers
    x 1, 4, 64 (jobs/s), and the load average. */
@@ -959,6 +1030,12 @@ int main(int argc, char **argv) {
     }
     if (argc == 2 && strcmp(argv[1], "--quick") == 0) {
         ok = quick_main(n_rt, n);
+        tp_stop(&redis, SIGKILL, 2000);
+        am2z_logger_release(g_quiet);
+        return ok ? 0 : 1;
+    }
+    if (argc == 2 && strcmp(argv[1], "--soak") == 0) {
+        ok = soak_main(bench_env_int("AM2Z_BENCH_SOAK", 1000000));
         tp_stop(&redis, SIGKILL, 2000);
         am2z_logger_release(g_quiet);
         return ok ? 0 : 1;
