@@ -94,19 +94,23 @@ static int worker_main(int concurrency) {
     return 0;
 }
 
-static int start_worker(tp_proc *p, int concurrency) {
+/* Starts this program as a worker process of the given role ("worker": am2z's,
+   "floorworker": the floor's) and waits for its "ready". */
+static int start_role(tp_proc *p, const char *role, int concurrency) {
     char port_s[16], conc_s[16], line[64];
-    char *argv[6];
+    char *argv[5];
     snprintf(port_s, sizeof port_s, "%d", g_port);
     snprintf(conc_s, sizeof conc_s, "%d", concurrency);
     argv[0] = (char *)"/proc/self/exe";
-    argv[1] = (char *)"worker";
+    argv[1] = (char *)role;
     argv[2] = port_s;
     argv[3] = conc_s;
     argv[4] = NULL;
     if (tp_spawn(p, argv, NULL, 1) != 0) return 0;
     return tp_readline(p, line, sizeof line, 10000) == 1 && strcmp(line, "ready") == 0;
 }
+
+static int start_worker(tp_proc *p, int concurrency) { return start_role(p, "worker", concurrency); }
 
 /* A memory line of /proc/PID/status ("VmHWM:" the peak, "VmRSS:" now) in MB, -1 when
    unreadable. */
@@ -521,17 +525,6 @@ static int cost_main(const char *only, int n_rt, int n) {
 
 static const char g_floor_lua[] = "return redis.call('LPUSH', KEYS[1], ARGV[1])";
 
-static am2z_redis *floor_conn(void) {
-    am2z_redis_desc d;
-    am2z_redis *r;
-    memset(&d, 0, sizeof d);
-    d.host = "127.0.0.1";
-    d.port = g_port;
-    r = am2z_redis_new(&d, NULL);
-    if (r && am2z_redis_connect(r) != AM2Z_STATUS_OK) { am2z_redis_free(r); r = NULL; }
-    return r;
-}
-
 /* One floor script call: LPUSH key id. */
 static int floor_push(am2z_redis *r, const am2z_redis_script *s, const char *key, const char *id) {
     const char *argv[2];
@@ -573,7 +566,7 @@ typedef struct floor_worker {
    (LPUSH floor:r) for each, repeat. */
 static void *floor_worker_main(void *arg) {
     floor_worker *w = (floor_worker *)arg;
-    am2z_redis *r = floor_conn();
+    am2z_redis *r = admin();
     am2z_reply rep;
     const am2z_reply *ids;
     size_t i;
@@ -629,20 +622,6 @@ static int floor_worker_process(int concurrency) {
     return 0;
 }
 
-static int start_floor_worker(tp_proc *p, int concurrency) {
-    char port_s[16], conc_s[16], line[64];
-    char *argv[5];
-    snprintf(port_s, sizeof port_s, "%d", g_port);
-    snprintf(conc_s, sizeof conc_s, "%d", concurrency);
-    argv[0] = (char *)"/proc/self/exe";
-    argv[1] = (char *)"floorworker";
-    argv[2] = port_s;
-    argv[3] = conc_s;
-    argv[4] = NULL;
-    if (tp_spawn(p, argv, NULL, 1) != 0) return 0;
-    return tp_readline(p, line, sizeof line, 10000) == 1 && strcmp(line, "ready") == 0;
-}
-
 /* p50 (ms) of n sequential floor round trips: the worker is a thread of this process
    (in_process) or a floor worker process. */
 static double floor_round_trip(int n, int in_process) {
@@ -652,7 +631,7 @@ static double floor_round_trip(int n, int in_process) {
     long finished = 0;
     floor_worker w;
     tp_proc proc;
-    am2z_redis *r = floor_conn();
+    am2z_redis *r = admin();
     am2z_redis_script *s = am2z_redis_script_new(g_floor_lua, AM2Z_NTS, NULL);
     double *t = (double *)calloc((size_t)n, sizeof *t), p50 = -1;
     int i, warm = n < 200 ? n : 200, started = 0, ok = r && s && t;
@@ -666,7 +645,7 @@ static double floor_round_trip(int n, int in_process) {
         w.finished = &finished;
         ok = started = pthread_create(&w.thread, NULL, floor_worker_main, &w) == 0;
     } else if (ok) {
-        ok = started = start_floor_worker(&proc, 1);
+        ok = started = start_role(&proc, "floorworker", 1);
     }
     for (i = 0; i < n + warm && ok; i++) {
         int64_t t0 = am2z_monotonic_ns();
@@ -708,7 +687,7 @@ static double floor_round_trip(int n, int in_process) {
    process adds n jobs in pipelined batches of 256 and collects the n finishes. */
 static double floor_throughput(int concurrency, int n) {
     tp_proc w[2];
-    am2z_redis *r = floor_conn();
+    am2z_redis *r = admin();
     am2z_redis_script *s = am2z_redis_script_new(g_floor_lua, AM2Z_NTS, NULL);
     am2z_reply rep;
     double rate = -1;
@@ -716,7 +695,7 @@ static double floor_throughput(int concurrency, int n) {
     int64_t t0;
     char id[16];
     memset(&rep, 0, sizeof rep);
-    for (i = 0; i < 2 && ok; i++) ok = started = start_floor_worker(&w[i], concurrency) ? i + 1 : 0;
+    for (i = 0; i < 2 && ok; i++) ok = started = start_role(&w[i], "floorworker", concurrency) ? i + 1 : 0;
     ok = ok && am2z_redis_script_load(r, s) == AM2Z_STATUS_OK;
     t0 = am2z_monotonic_ns();
     for (i = 0; i < n && ok; i++) {
