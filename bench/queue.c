@@ -785,7 +785,7 @@ static int floor_main(int n_rt, int n) {
     am2z_redis_free(ad);
     if (!ok) { fprintf(stderr, "bench: the floor comparison failed\n"); return 0; }
     sort3(ping);
-    printf("\nfloor: one-LPUSH scripts for add and finish, BLPOP wake-ups; medians of %d interleaved rounds\n", ROUNDS);
+    printf("\nfloor: one-LPUSH scripts for add and finish, BLMPOP wake-ups; medians of %d interleaved rounds\n", ROUNDS);
     printf("PING round trip on one connection: %.3f ms\n", ping[1]);
     printf("%-38s %10s %10s %10s\n", "", "am2z", "floor", "am2z/floor");
     for (f = 0; f < FIGS; f++) {

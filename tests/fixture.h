@@ -50,15 +50,21 @@ static inline int fx_wait_all(am2z_execution **e, int n, int64_t ms) {
 }
 
 #ifdef AM2Z_RESP_H_INCLUDED
-/* A queue runtime on the redis-server on 127.0.0.1:port with concurrency worker threads
-   (AM2Z_QUEUE_NO_WORKERS: a producer); logger borrowed (NULL: the default). */
+/* *d for a queue runtime on the redis-server on 127.0.0.1:port with concurrency worker
+   threads (AM2Z_QUEUE_NO_WORKERS: a producer); logger borrowed (NULL: the default); every
+   other field zero (its default), for the caller to set. */
+static inline void fx_queue_desc(am2z_queue_desc *d, int port, int concurrency, am2z_logger *logger) {
+    memset(d, 0, sizeof *d);
+    d->redis.host = "127.0.0.1";
+    d->redis.port = port;
+    d->concurrency = concurrency;
+    d->logger = logger;
+}
+
+/* A queue runtime with fx_queue_desc's settings. */
 static inline am2z_runtime *fx_queue_rt(int port, int concurrency, am2z_logger *logger) {
     am2z_queue_desc d;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
-    d.logger = logger;
+    fx_queue_desc(&d, port, concurrency, logger);
     return am2z_queue_runtime_new(&d, NULL);
 }
 

@@ -60,14 +60,10 @@ static am2z_runtime *rt_new(int concurrency, int64_t keep) {
     am2z_logger *lg = fx_quiet();
     am2z_queue_desc d;
     am2z_runtime *rt;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
+    fx_queue_desc(&d, port, concurrency, lg);
     d.lock_duration_ms = 2000;
     d.stalled_interval_ms = 300;
     d.durable_keep_ms = keep;
-    d.logger = lg;
     rt = am2z_queue_runtime_new(&d, NULL);
     am2z_logger_release(lg);
     return rt;

@@ -51,13 +51,9 @@ static am2z_runtime *worker_rt(int concurrency, long long lock_ms, const char *n
     am2z_queue_desc d;
     am2z_processor_desc pd;
     am2z_runtime *rt;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
+    fx_queue_desc(&d, port, concurrency, g_quiet);
     d.lock_duration_ms = lock_ms;
     d.stalled_interval_ms = lock_ms ? lock_ms / 2 : 0;
-    d.logger = g_quiet;
     rt = am2z_queue_runtime_new(&d, NULL);
     if (!rt) return NULL;
     memset(&pd, 0, sizeof pd);

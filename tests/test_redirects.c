@@ -213,6 +213,15 @@ static int node_listen(node *nd, int mode) {
     nd->to = nd->port;
     return 0;
 }
+/* Two listening nodes that name each other (a's redirections point at b and b's at a).
+   0 on success; on a failure nothing is left open. */
+static int node_pair(node *a, int mode_a, node *b, int mode_b) {
+    if (node_listen(a, mode_a) != 0) return -1;
+    if (node_listen(b, mode_b) != 0) { close(a->lfd); return -1; }
+    a->to = b->port;
+    b->to = a->port;
+    return 0;
+}
 static int node_run(node *nd) {
     nd->running = pthread_create(&nd->th, NULL, node_main, nd) == 0;
     return nd->running ? 0 : -1;
@@ -314,10 +323,7 @@ static void test_moved_ping_pong(void) {
         am2z_status st;
         int sends = AM2Z_REDIS_MAX_REDIRECTS + 1;
         memset(&rep, 0, sizeof rep);
-        if (node_listen(&a, mode) != 0) { T_FAIL_("responder"); return; }
-        if (node_listen(&b, mode) != 0) { T_FAIL_("responder"); close(a.lfd); return; }
-        a.to = b.port;
-        b.to = a.port;
+        if (node_pair(&a, mode, &b, mode) != 0) { T_FAIL_("responder"); return; }
         if (node_run(&a) != 0 || node_run(&b) != 0) { T_FAIL_("responder"); goto out; }
         if (!(r = client(a.port, 5000))) goto out;
         st = am2z_redis_command(r, &rep, "GET %s", KEY);
@@ -347,10 +353,7 @@ static void test_ask_sends_asking_first(void) {
     am2z_reply rep;
     int round;
     memset(&rep, 0, sizeof rep);
-    if (node_listen(&a, M_ASK) != 0) { T_FAIL_("responder"); return; }
-    if (node_listen(&b, M_IMPORTING) != 0) { T_FAIL_("responder"); close(a.lfd); return; }
-    a.to = b.port;
-    b.to = a.port;
+    if (node_pair(&a, M_ASK, &b, M_IMPORTING) != 0) { T_FAIL_("responder"); return; }
     if (node_run(&a) != 0 || node_run(&b) != 0) { T_FAIL_("responder"); goto out; }
     if (!(r = client(a.port, 5000))) goto out;
     for (round = 1; round <= 2; round++) {
@@ -380,10 +383,7 @@ static void test_error_after_ask_keeps_its_detail(void) {
     am2z_reply rep;
     am2z_status st;
     memset(&rep, 0, sizeof rep);
-    if (node_listen(&a, M_ASK) != 0) { T_FAIL_("responder"); return; }
-    if (node_listen(&b, M_IMPORTING) != 0) { T_FAIL_("responder"); close(a.lfd); return; }
-    a.to = b.port;
-    b.to = a.port;
+    if (node_pair(&a, M_ASK, &b, M_IMPORTING) != 0) { T_FAIL_("responder"); return; }
     b.raw = wrongtype;
     if (node_run(&a) != 0 || node_run(&b) != 0) { T_FAIL_("responder"); goto out; }
     if (!(r = client(a.port, 5000))) goto out;
@@ -505,10 +505,8 @@ static void test_malformed_redirects(void) {
             am2z_reply rep;
             am2z_status st;
             memset(&rep, 0, sizeof rep);
-            if (node_listen(&a, hop ? M_MOVED : M_RAW) != 0) { T_FAIL_("responder"); return; }
-            if (node_listen(&b, M_RAW) != 0) { T_FAIL_("responder"); close(a.lfd); return; }
+            if (node_pair(&a, hop ? M_MOVED : M_RAW, &b, M_RAW) != 0) { T_FAIL_("responder"); return; }
             a.raw = b.raw = bad[i];
-            a.to = b.port;
             if (node_run(&a) != 0 || node_run(&b) != 0) { T_FAIL_("responder"); goto next; }
             if (!(r = client(a.port, 5000))) goto next;
             st = am2z_redis_command(r, &rep, "GET %s", KEY);
