@@ -28,8 +28,12 @@ examples: $(addprefix $(B)/examples/,$(EXAMPLES))
 $(B)/examples/%: examples/%.c $(HEADERS) | $(B)/examples
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
 
+# Every bench, then the second half of issue 11's measures: the local runtime beside two
+# CPU-bound threads per CPU, the queue against its floor, and a million queue jobs' memory.
 bench: $(addprefix $(B)/bench/,$(BENCHES))
 	@for b in $^; do echo "== $$b"; ./$$b || exit 1; done
+	@for m in "local --contend" "queue --floor" "queue --soak"; do \
+	  echo "== $(B)/bench/$$m"; ./$(B)/bench/$$m || exit 1; done
 
 $(B)/bench/%: bench/%.c bench/bench.h $(HEADERS) | $(B)/bench
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -I. -o $@ $< $(LDFLAGS) $(LIBS)
