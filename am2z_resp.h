@@ -1209,8 +1209,10 @@ AM2Z_API am2z_status am2z_queue_state_delete(am2z_runtime *rt, const char *sessi
                 keep_failed_age_s; < 0: kept until forgotten). After that the id is
                 unknown: durable_outcome says NOT_FOUND and a submit runs it afresh,
                 as after am2z_runtime_forget. The records of an unfinished execution
-                (running, parked, stalled) never expire; nor does a signal stored
-                for an id that never starts.
+                (running, parked, stalled) never expire. A signal stored for an id
+                that has not started expires after durable_keep_ms too (a mistyped
+                id leaves nothing behind for good); the execution's start makes its
+                records permanent again.
        Sessions stop_session deletes a session's jobs; each durable execution among
                 them (waiting, running, parked, delayed for a retry) then ends
                 cancelled: its done record says ok false with a CancelledError "the
@@ -10965,32 +10967,43 @@ static am2z_status am2z__qstore_field(am2z__qrt *q, am2z_reply *rep, const char 
     return am2z__qstore_run(q, rep, v ? 4 : 3, argv, lens, what, key);
 }
 
-/* Script "dput": the done record written (HSETNX when nx), then the hash's TTL set
-   (the keep, ms > 0): both at once, so no finished hash is left without its TTL. */
+/* Script "dput": a record whose write also decides how long its execution's hash lives,
+   both in one step so no hash is left with the wrong TTL. */
 static const char *const am2z__qlua_dput[] = {
-    "-- ARGV: hash field value keepms nx: returns 1 (written) or 0 (nx, and it was there)",
-    "if ARGV[5] == '1' then",
+    "-- ARGV: hash field value keepms mode; returns 1 (written) or 0 (mode d, and it was there)",
+    "-- d: the done record, only when there is none (the first outcome stays); the hash then",
+    "--    expires after keepms (> 0)",
+    "-- s: a signal; while the execution has not started (no start field) the hash expires",
+    "--    after keepms, so a signal for an id that never starts does not stay forever",
+    "-- p: the start record; the hash persists (an unfinished execution's records never expire)",
+    "if ARGV[5] == 'd' then",
     "  if redis.call('HSETNX', ARGV[1], ARGV[2], ARGV[3]) == 0 then return 0 end",
-    "else",
-    "  redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])",
+    "  if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', ARGV[1], ARGV[4]) end",
+    "  return 1",
     "end",
-    "if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', ARGV[1], ARGV[4]) end",
+    "redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])",
+    "if ARGV[5] == 'p' then",
+    "  redis.call('PERSIST', ARGV[1])",
+    "elseif tonumber(ARGV[4]) > 0 and redis.call('HEXISTS', ARGV[1], 'start') == 0 then",
+    "  redis.call('PEXPIRE', ARGV[1], ARGV[4])",
+    "end",
     "return 1",
     NULL
 };
 
-/* 1 when key is "x/<id>/done" (ids hold no '/'; a signal "s/done" is no done record). */
-static int am2z__qdx_is_done(const char *key) {
-    const char *slash = strchr(key + 2, '/');
-    return !strncmp(key, "x/", 2) && slash && !strcmp(slash, "/done");
+/* The dput mode of record key ("x/<id>/<rest>"; ids hold no '/'): 'd' the done record,
+   's' a signal ("s/<name>"), 'p' the start record, 0 any other (a plain HSET). */
+static char am2z__qdx_put_mode(const char *key) {
+    const char *slash = strncmp(key, "x/", 2) ? NULL : strchr(key + 2, '/');
+    if (!slash) return 0;
+    return !strcmp(slash, "/done") ? 'd' : !strncmp(slash, "/s/", 3) ? 's' : !strcmp(slash, "/start") ? 'p' : 0;
 }
 
-/* The done record key with its stored value v (digest + bytes), through the dput
-   script: the hash then expires after the keep. nx: only when there is none yet;
-   *written (may be NULL) says whether it was written. */
-static am2z_status am2z__qdx_put_done(am2z__qrt *q, const char *key, const char *v, size_t vlen, int nx,
-                                      int *written) {
-    char hkey[AM2Z_STORE_MAX_KEY + 256], keep[24];
+/* Record key with its stored value v (digest + bytes) through the dput script in mode
+   ('d', 's' or 'p', above); *written (may be NULL) says whether it was written. */
+static am2z_status am2z__qdx_put(am2z__qrt *q, const char *key, const char *v, size_t vlen, char mode,
+                                 int *written) {
+    char hkey[AM2Z_STORE_MAX_KEY + 256], keep[24], m[2];
     const char *argv[5];
     size_t lens[5], i;
     am2z_reply rep = am2z__qrep0();
@@ -10999,7 +11012,9 @@ static am2z_status am2z__qdx_put_done(am2z__qrt *q, const char *key, const char 
     if (written) *written = 0;
     if (st != AM2Z_STATUS_OK) return st;
     snprintf(keep, sizeof keep, "%lld", (long long)q->dx_keep_ms);
-    argv[0] = hkey; argv[2] = v; argv[3] = keep; argv[4] = nx ? "1" : "0";
+    m[0] = mode;
+    m[1] = 0;
+    argv[0] = hkey; argv[2] = v; argv[3] = keep; argv[4] = m;
     for (i = 0; i < 5; i++) lens[i] = i == 2 ? vlen : strlen(argv[i]); /* v: not NUL-terminated */
     if (!(r = am2z__qborrow(q, &st)))
         return am2z__fail(st, AM2Z_NTS, "redis store: write '%s': no connection (%s)", key, am2z_status_string(st));
@@ -11022,8 +11037,8 @@ static am2z_status am2z__qstore_put(void *ud, const char *key, const void *value
     if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "redis store: out of memory");
     am2z_sha256_hex(value, len, v); /* the digest first: a read checks the bytes after it */
     if (len) memcpy(v + 2 * AM2Z_SHA256_SIZE, value, len);
-    if (am2z__qdx_is_done(key)) /* with its keep; the first outcome recorded stays (a stopped session's may be first) */
-        st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 1, NULL);
+    if (am2z__qdx_put_mode(key)) /* the records that decide the hash's TTL (dput) */
+        st = am2z__qdx_put(q, key, v, len + 2 * AM2Z_SHA256_SIZE, am2z__qdx_put_mode(key), NULL);
     else st = am2z__qstore_field(q, &rep, "HSET", key, v, len + 2 * AM2Z_SHA256_SIZE, "write");
     am2z__free(v);
     am2z_reply_clear(&rep);
@@ -11480,7 +11495,7 @@ static am2z_status am2z__qdx_session_end(am2z__qrt *q, const char *id, const cha
     am2z__free(text);
     if (!v) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "durable execution '%s': out of memory", id);
     am2z__dur_key_of(key, id, "done");
-    st = am2z__qdx_put_done(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 1, &written);
+    st = am2z__qdx_put(q, key, v, len + 2 * AM2Z_SHA256_SIZE, 'd', &written);
     am2z__free(v);
     if (st == AM2Z_STATUS_OK && written) st = am2z__dur_remove_all(q->dx_store, id, key);
     return st;

@@ -308,6 +308,49 @@ static void test_done_record_expires(void) {
     am2z_runtime_free(rt);
 }
 
+/* A signal stored before its execution starts expires after durable_keep_ms unless the
+   execution starts (a mistyped id must not stay forever); the start makes the records
+   permanent again, as an unfinished execution's are. */
+static void test_early_signal_expires(void) {
+    am2z_runtime *rt = rt_new(2, 1500);
+    am2z_outcome out;
+    long long t;
+    int i, gone = 0;
+    memset(&out, 0, sizeof out);
+    fresh();
+    CHECK(rt != NULL);
+    if (!rt) return;
+    CHECK_INT(am2z_runtime_register(rt, fx_expense_chain("exp", 0, NULL, validate_fn, pay_fn)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_signal(rt, "early-never", "approval", NULL), AM2Z_STATUS_OK);
+    t = pttl("early-never");
+    CHECK(t > 0 && t <= 1500);
+    /* a signal it does not wait for, then the start: parked, its records without a TTL */
+    CHECK_INT(am2z_runtime_signal(rt, "early-parked", "nudge", NULL), AM2Z_STATUS_OK);
+    CHECK(pttl("early-parked") > 0);
+    out = run_in(rt, "exp", "early-parked", NULL);
+    CHECK(fx_is_waiting(&out));
+    am2z_outcome_clear(&out);
+    CHECK_INT(pttl("early-parked"), -1);
+    /* the signal it waits for, stored first: it runs through, and its keep starts */
+    CHECK_INT(am2z_runtime_signal(rt, "early-ran", "approval", NULL), AM2Z_STATUS_OK);
+    out = run_in(rt, "exp", "early-ran", NULL);
+    CHECK(out.error == NULL && !fx_is_waiting(&out));
+    am2z_outcome_clear(&out);
+    t = pttl("early-ran");
+    CHECK(t > 0 && t <= 1500);
+    for (i = 0; i < 100 && !gone; i++) { /* 5 s at most */
+        t_redis_sleep_ms(50);
+        gone = pttl("early-never") == -2;
+    }
+    CHECK(gone);
+    CHECK_INT(pttl("early-parked"), -1); /* past the keep, still there */
+    CHECK_INT(am2z_runtime_signal(rt, "early-parked", "approval", NULL), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, "early-parked", 20000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    am2z_runtime_free(rt);
+}
+
 /* The default keep (7 days), < 0 (until forgotten), and the cap (100 years). */
 static void test_keep_settings(void) {
     static const int64_t keeps[3] = {0, -1, INT64_MAX};
@@ -430,6 +473,7 @@ int main(void) {
     T_RUN(test_crashes_with_progress); /* first: these fork while this process has no threads */
     T_RUN(test_crash_loop_fails_at_limit);
     T_RUN(test_done_record_expires);
+    T_RUN(test_early_signal_expires);
     T_RUN(test_keep_settings);
     T_RUN(test_stop_session_cancels);
     unlink(effects);
