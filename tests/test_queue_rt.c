@@ -1,14 +1,9 @@
 /* test_queue_rt.c - the round trip's Redis work, cut without changing what it writes
    (issue 11; docs/ARCHITECTURE.md "Round trip: where the time goes"), against a private
    redis-server:
-     a. the add script looks for an idle thread with one ZPOPMAX and no EXISTS first: a
-        process without one pays that single call and its job waits in wait;
-     b. a registration popped while the queue is busy (a job waiting) is put back, same
-        member and score, and its key keeps a TTL (popping the last one deleted it);
-     c. a stale registration (over 5 s old) is dropped with its key, the job waits;
-     d. a job handed to an idle thread is the RESP the worker reads, byte for byte what
+     a. a job handed to an idle thread is the RESP the worker reads, byte for byte what
         the job hash holds (name, data, opts, timestamp), locked with the thread's token;
-     e. an in-process round trip that empties the queue settles it with one read of the
+     b. an in-process round trip that empties the queue settles it with one read of the
         queue: no slot or meta read of freed() (ZSCORE, a second HMGET), and the result,
         the completed set and the events stream are what they were (completed, drained).
    Crash recovery and the deadline of handed jobs: tests/test_queue_handoff.c, test_queue.c. */
@@ -26,6 +21,12 @@ static am2z_logger *g_quiet;
 static am2z_result rt_echo(am2z_ctx *ctx, const am2z_state *in) {
     (void)ctx;
     return am2z_ok(am2z_value_retain((am2z_state *)in));
+}
+
+static am2z_result rt_fail(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    (void)in;
+    return am2z_fail(am2z_error_business("NOPE", AM2Z_SEVERITY_LOW, "fails on purpose"));
 }
 
 static am2z_runtime *worker_rt(int concurrency) {
@@ -46,7 +47,26 @@ static am2z_runtime *worker_rt(int concurrency) {
         am2z_runtime_free(rt);
         return NULL;
     }
+    pd.name = "rtfail";
+    pd.fn = rt_fail;
+    if (am2z_runtime_register(rt, am2z_processor_new(&pd, NULL)) != AM2Z_STATUS_OK) {
+        am2z_runtime_free(rt);
+        return NULL;
+    }
     return rt;
+}
+
+/* Events named ev in stream key. */
+static long long count_events(am2z_redis *r, const char *key, const char *ev) {
+    am2z_reply rep;
+    long long n = 0;
+    size_t i;
+    memset(&rep, 0, sizeof rep);
+    am2z_redis_command(r, &rep, "XRANGE %s - +", key);
+    for (i = 0; rep.type == AM2Z_REPLY_ARRAY && i < rep.len; i++)
+        if (strcmp(am2z_reply_str(am2z_reply_at(am2z_reply_at(&rep.element[i], 1), 1)), ev) == 0) n++;
+    am2z_reply_clear(&rep);
+    return n;
 }
 
 /* A process that only adds (no worker thread of its own), after a worker published the
@@ -81,14 +101,14 @@ static void idle_key(am2z_runtime *rt, char *key, size_t size) {
     snprintf(key, size, "bull:am2z~rtq:am2z:idle:%s", am2z_queue_instance_id(rt));
 }
 
-/* A registration of a thread that is not there, as a worker writes it (score: now - age). */
-static void fake_register(am2z_redis *r, am2z_runtime *rt, const char *tok, long long age_ms, char *member, size_t size) {
+/* A registration of a thread that is not there, as a worker writes it. */
+static void fake_register(am2z_redis *r, am2z_runtime *rt, const char *tok, char *member, size_t size) {
     am2z_reply rep;
     char key[160];
     memset(&rep, 0, sizeof rep);
     idle_key(rt, key, sizeof key);
     snprintf(member, size, "%s|30000|bull:am2z:ctl:%s:9", tok, am2z_queue_instance_id(rt));
-    am2z_redis_command(r, &rep, "ZADD %s %lld %s", key, (long long)am2z_now_ms() - age_ms, member);
+    am2z_redis_command(r, &rep, "ZADD %s %lld %s", key, (long long)am2z_now_ms(), member);
     am2z_redis_command(r, &rep, "PEXPIRE %s 10000", key);
     am2z_reply_clear(&rep);
 }
@@ -98,62 +118,7 @@ static void start_server(void) {
     port = server.port;
 }
 
-/* ---- a, b, c: no registration, a busy queue, a stale registration ---- */
-
-static void test_add_without_idle_thread(void) {
-    am2z_runtime *rt = caller_rt();
-    am2z_redis *r = fx_conn(port);
-    am2z_state *in = am2z_state_parse(NULL, "{\"x\":1}", AM2Z_NTS, NULL);
-    am2z_execution *e[3] = {NULL, NULL, NULL};
-    am2z_reply rep;
-    char key[160], member[256], ctl[160];
-    long long score, pttl;
-    int i;
-    memset(&rep, 0, sizeof rep);
-    CHECK(rt && r && in);
-    if (!rt || !r || !in) goto done;
-    idle_key(rt, key, sizeof key);
-    snprintf(ctl, sizeof ctl, "bull:am2z:ctl:%s:9", am2z_queue_instance_id(rt));
-    /* a. nobody registered: one ZPOPMAX, no EXISTS, the job waits */
-    e[0] = am2z_runtime_submit(rt, "rtq", in, NULL, NULL); /* settings read and cached */
-    CHECK(e[0] != NULL);
-    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
-    e[1] = am2z_runtime_submit(rt, "rtq", in, NULL, NULL);
-    CHECK(e[1] != NULL);
-    CHECK_INT(cmd_calls(r, "zpopmax"), 1);
-    CHECK_INT(cmd_calls(r, "exists"), 0);
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~rtq:wait", NULL), 2);
-    /* b. registered, but jobs wait: the registration goes back as it was, with a TTL */
-    fake_register(r, rt, "tokB", 0, member, sizeof member);
-    score = fx_redis_num(port, "ZSCORE %s %s", key, member);
-    e[2] = am2z_runtime_submit(rt, "rtq", in, NULL, NULL);
-    CHECK(e[2] != NULL);
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~rtq:wait", NULL), 3);
-    CHECK_INT(fx_redis_num(port, "ZCARD %s", key, NULL), 1);
-    CHECK_INT(fx_redis_num(port, "ZSCORE %s %s", key, member), score);
-    pttl = fx_redis_num(port, "PTTL %s", key, NULL);
-    CHECK(pttl > 0 && pttl <= 10000);
-    CHECK_INT(fx_redis_num(port, "EXISTS %s", ctl, NULL), 0); /* nothing handed */
-    /* c. a stale one (6 s old) in an empty queue: dropped with its key, the job waits */
-    for (i = 0; i < 3; i++) { am2z_execution_free(e[i]); e[i] = NULL; } /* removed from wait */
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~rtq:wait", NULL), 0);
-    am2z_redis_command(r, &rep, "DEL %s", key);
-    fake_register(r, rt, "tokC", 6000, member, sizeof member);
-    e[0] = am2z_runtime_submit(rt, "rtq", in, NULL, NULL);
-    CHECK(e[0] != NULL);
-    CHECK_INT(fx_redis_num(port, "EXISTS %s", key, NULL), 0);
-    CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~rtq:wait", NULL), 1);
-    CHECK_INT(fx_redis_num(port, "EXISTS %s", ctl, NULL), 0);
-done:
-    for (i = 0; i < 3; i++) am2z_execution_free(e[i]);
-    am2z_reply_clear(&rep);
-    am2z_value_release(in);
-    am2z_redis_free(r);
-    am2z_runtime_free(rt);
-    fx_flushall(port);
-}
-
-/* ---- d. the handed job, byte for byte ---- */
+/* ---- a. the handed job, byte for byte ---- */
 
 static int same_bulk(const am2z_reply *a, const am2z_reply *b) {
     return a && b && a->type == AM2Z_REPLY_BULK && b->type == AM2Z_REPLY_BULK && a->len == b->len &&
@@ -178,7 +143,7 @@ static void test_handed_payload(void) {
     if (!rt || !r || !in || !rd) goto done;
     idle_key(rt, key, sizeof key);
     snprintf(ctl, sizeof ctl, "bull:am2z:ctl:%s:9", am2z_queue_instance_id(rt));
-    fake_register(r, rt, "tokD", 0, member, sizeof member);
+    fake_register(r, rt, "tokD", member, sizeof member);
     e = am2z_runtime_submit(rt, "rtq", in, NULL, NULL);
     CHECK(e != NULL);
     if (!e) goto done;
@@ -235,12 +200,13 @@ done:
     fx_flushall(port);
 }
 
-/* ---- e. a round trip that empties the queue settles it with one read ---- */
+/* ---- b. a round trip that empties the queue settles it with one read ---- */
 
 static void test_round_trip_settles_once(void) {
     am2z_runtime *rt = worker_rt(1);
     am2z_redis *r = fx_conn(port);
     am2z_state *in = am2z_state_parse(NULL, "{\"x\":7}", AM2Z_NTS, NULL);
+    const char *ev = "bull:am2z~rtq:events", *fev = "bull:am2z~rtfail:events";
     am2z_outcome out;
     am2z_reply rep;
     char key[160], id[AM2Z_EXECUTION_ID_SIZE] = "";
@@ -257,10 +223,7 @@ static void test_round_trip_settles_once(void) {
     t0 = tp_now_ms();
     while (fx_redis_num(port, "ZCARD %s", key, NULL) < 1 && tp_now_ms() - t0 < 5000) tp_sleep_ms(10);
     completed0 = fx_redis_num(port, "ZCARD %s", "bull:am2z~rtq:completed", NULL);
-    am2z_redis_command(r, &rep, "XRANGE bull:am2z~rtq:events - +");
-    drained0 = 0;
-    for (i = 0; rep.type == AM2Z_REPLY_ARRAY && (size_t)i < rep.len; i++)
-        if (strstr(am2z_reply_str(am2z_reply_at(am2z_reply_at(&rep.element[i], 1), 1)), "drained")) drained0++;
+    drained0 = count_events(r, ev, "drained");
     am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
     for (i = 0; i < n; i++) {
         out = am2z_runtime_execute(rt, "rtq", in);
@@ -275,21 +238,21 @@ static void test_round_trip_settles_once(void) {
     CHECK_INT(cmd_calls(r, "zscore"), 0);
     CHECK(cmd_calls(r, "hmget") <= n + 2);
     CHECK(evalsha >= 2 * n && evalsha <= 2 * n + 10); /* add + complete per job */
-    /* what the complete wrote is unchanged: the job completed, a drained event per job */
+    /* what the complete wrote is unchanged: the job completed, its events, drained */
     CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~rtq:completed", NULL), completed0 + n);
     CHECK(fx_redis_num(port, "ZSCORE bull:am2z~rtq:completed %s", id, NULL) > 0);
     CHECK_INT(fx_redis_num(port, "LLEN %s", "bull:am2z~rtq:active", NULL), 0);
-    am2z_redis_command(r, &rep, "XRANGE bull:am2z~rtq:events - +");
-    {
-        long long drained = 0, completed = 0;
-        for (i = 0; rep.type == AM2Z_REPLY_ARRAY && (size_t)i < rep.len; i++) {
-            const char *ev = am2z_reply_str(am2z_reply_at(am2z_reply_at(&rep.element[i], 1), 1));
-            if (strcmp(ev, "drained") == 0) drained++;
-            if (strcmp(ev, "completed") == 0) completed++;
-        }
-        CHECK_INT(drained - drained0, n);
-        CHECK(completed >= n);
-    }
+    CHECK_INT(count_events(r, ev, "drained") - drained0, n);
+    CHECK(count_events(r, ev, "completed") >= n + 1);
+    /* a final failure settles its queue the same way: failed, then drained */
+    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
+    out = am2z_runtime_execute(rt, "rtfail", in);
+    CHECK(out.error != NULL);
+    am2z_outcome_clear(&out);
+    CHECK_INT(cmd_calls(r, "zscore"), 0);
+    CHECK_INT(count_events(r, fev, "failed"), 1);
+    CHECK_INT(count_events(r, fev, "drained"), 1);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~rtfail:failed", NULL), 1);
 done:
     am2z_reply_clear(&rep);
     am2z_value_release(in);
@@ -302,7 +265,6 @@ int main(void) {
     g_quiet = fx_quiet();
     T_RUN(start_server);
     if (port) {
-        T_RUN(test_add_without_idle_thread);
         T_RUN(test_handed_payload);
         T_RUN(test_round_trip_settles_once);
         t_redis_stop(&server);
