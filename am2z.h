@@ -12451,6 +12451,8 @@ typedef struct am2z__lr_frame {
                                  this frame's attempt starts, then its own */
     int64_t end_ns;           /* when the last attempt's processor returned (set by
                                  am2z__lr_attempt: its callers need no clock read of their own) */
+    int solo;                 /* an item of am2z__lr_run_solo, which counts its attempts'
+                                 starts and ends ("running") once per chunk */
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
@@ -12664,6 +12666,18 @@ static void am2z__lr_tick(am2z__lr *lr, int end) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     if (w) am2z__lr_add(end ? &w->shard.ended : &w->shard.started, 1);
     else am2z__atomic_add(end ? &lr->ext.ended : &lr->ext.started, 1, AM2Z__MO_RELAXED);
+}
+
+/* am2z__lr_tick of a run of attempts at once: starts and ends added (am2z__lr_run_solo). */
+static void am2z__lr_tick_n(am2z__lr *lr, int64_t starts, int64_t ends) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    if (w) {
+        am2z__lr_add(&w->shard.started, starts);
+        am2z__lr_add(&w->shard.ended, ends);
+    } else {
+        am2z__atomic_add(&lr->ext.started, starts, AM2Z__MO_RELAXED);
+        am2z__atomic_add(&lr->ext.ended, ends, AM2Z__MO_RELAXED);
+    }
 }
 
 /* The shard's record for name, created on first use; NULL when out of memory. */
@@ -13548,7 +13562,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.trace = f->trace;
     ctx.trace_parent = f->trace_span;
     f->logger = NULL;
-    am2z__lr_tick(lr, 0);
+    if (!f->solo) am2z__lr_tick(lr, 0);
     if (am2z__lr_wants(lr, "processor:job:started")) {
         am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
         d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
@@ -13580,7 +13594,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
-    am2z__lr_tick(lr, 1);
+    if (!f->solo) am2z__lr_tick(lr, 1);
     if (f->logger) am2z_logger_release(f->logger);
     f->logger = NULL;
     return r;
@@ -14324,7 +14338,11 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
     o->attempts = attempts;
     o->duration_ms = start ? (double)(end - start) / 1e6 : 0;
     o->started_at = am2z__lr_wall(lr, start ? start : end);
-    memcpy(o->execution_id, exec_id, sizeof o->execution_id); /* exec_id: a 64-byte buffer */
+    /* exec_id: a 64-byte buffer; two halves, which compilers copy with vector moves
+       where one 64-byte memcpy became a slow rep movs */
+    memcpy(o->execution_id, exec_id, sizeof o->execution_id / 2);
+    memcpy(o->execution_id + sizeof o->execution_id / 2, exec_id + sizeof o->execution_id / 2,
+           sizeof o->execution_id / 2);
     am2z__outcome_session(o, session_id);
 }
 
@@ -14675,8 +14693,10 @@ static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est
     a->frame.worker = w;
     a->frame.batch = b;
     a->frame.session = b->session;
+    a->frame.solo = 1;
     while (k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
         end = b->count - k < chunk ? b->count : k + chunk;
+        am2z__lr_tick_n(b->lr, 1, 0); /* "running" counts the chunk's item in progress */
         clock = t0 = am2z__lr_now();
         for (slow = 0; k < end && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
             prev = clock;
@@ -14684,6 +14704,7 @@ static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est
             slow += clock - prev >= AM2Z__LR_SHORT_NS;
         }
         n = a->ok + a->failed;
+        am2z__lr_tick_n(b->lr, n - 1, n); /* the chunk's attempts, started and ended */
         if (n) am2z__lr_est_put(b->lr, b->proc, (clock - t0) / n);
         am2z__lr_solo_flush(b, a);
         if (slow * 2 > (size_t)n) break;
