@@ -13492,7 +13492,7 @@ static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx);
 static const am2z_ctx_ops am2z__lr_ctx_ops = {am2z__ctx_call_many_lr, am2z__ctx_emit_lr, am2z__ctx_cancelled_lr,
                                               am2z__ctx_wants_lr, am2z__ctx_logger_lr, NULL};
 
-static const am2z_ctx am2z__lr_ctx0; /* all zero: a fresh attempt's ctx before it is filled in */
+static am2z_ctx am2z__lr_ctx0; /* all zero, never written: a fresh attempt's ctx before it is filled in */
 
 static int am2z__lr_item_cancelled(const am2z__lr_batch *b, size_t i) {
     return AM2Z__LR_LD(&b->cancel) || AM2Z__LR_LD(&b->items[i]) != AM2Z__LR_IT_RUNNING;
