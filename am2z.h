@@ -8236,11 +8236,30 @@ static AM2Z__TLS int64_t am2z__rt_id_ms = -1;
 static AM2Z__TLS char am2z__rt_id_digits[24];
 static AM2Z__TLS size_t am2z__rt_id_dlen;
 
-AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char buf[64]) {
+/* The random end of an execution id: 10 base-36 chars and the NUL, 11 bytes at tail.
+   A runtime that makes many ids of one processor in one millisecond keeps the rest
+   ("<processor>-<ms>-") and writes only this (am2z__lr_run_solo). */
+static void am2z__execution_id_tail(char *tail) {
     static const char digits36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    uint64_t r = am2z__rt_rng_next(), x, y;
+    uint32_t f = (uint32_t)r, g = (uint32_t)(r >> 32);
+    int i;
+    /* two 32-bit fractions, five base-36 digits each (multiply, keep the carry), the
+       two chains interleaved so that their multiplications overlap */
+    for (i = 0; i < 5; i++) {
+        x = (uint64_t)f * 36;
+        y = (uint64_t)g * 36;
+        tail[i] = digits36[x >> 32];
+        tail[i + 5] = digits36[y >> 32];
+        f = (uint32_t)x;
+        g = (uint32_t)y;
+    }
+    tail[10] = '\0';
+}
+
+AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char buf[64]) {
     size_t nlen = processor ? strlen(processor) : 0, len, i, room;
-    uint64_t r = am2z__rt_rng_next(), m;
-    uint32_t f = (uint32_t)r;
+    uint64_t m;
     if (ms < 0) ms = 0;
     if (ms != am2z__rt_id_ms) {
         char num[24];
@@ -8262,15 +8281,7 @@ AM2Z__PRIVATE void am2z__execution_id_at(const char *processor, int64_t ms, char
     memcpy(buf + len, am2z__rt_id_digits, am2z__rt_id_dlen);
     len += am2z__rt_id_dlen;
     buf[len++] = '-';
-    /* two 32-bit fractions, five base-36 digits each (multiply, keep the carry) */
-    for (i = 0; i < 10; i++) {
-        uint64_t x;
-        if (i == 5) f = (uint32_t)(r >> 32);
-        x = (uint64_t)f * 36;
-        buf[len++] = digits36[x >> 32];
-        f = (uint32_t)x;
-    }
-    buf[len] = '\0';
+    am2z__execution_id_tail(buf + len);
 }
 
 AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]) {
@@ -9031,7 +9042,11 @@ AM2Z_API am2z_status am2z_runtime_execute_many(am2z_runtime *rt, const char *pro
     size_t i;
     if (!rt || (count && (!inputs || !outs)))
         return am2z__fail(AM2Z_STATUS_INVALID_ARGUMENT, AM2Z_NTS, "execute_many: NULL runtime, inputs or outs");
-    for (i = 0; i < count; i++) am2z_outcome_clear(&outs[i]);
+    /* an outcome that holds nothing is zero already (outcomes start zeroed and are
+       cleared or filled, and a filled one holds a state or an error): a million
+       memsets of 264 bytes cost more than the runtime's own work per item */
+    for (i = 0; i < count; i++)
+        if (outs[i].state || outs[i].error || outs[i].attempt_errors || outs[i].trace) am2z_outcome_clear(&outs[i]);
     if (!count) return AM2Z_STATUS_OK;
     if (rt->ops->execute_many) return rt->ops->execute_many(rt, processor, inputs, count, session_id, outs);
     return am2z__runtime_execute_many_generic(rt, processor, inputs, count, session_id, outs);
@@ -12436,6 +12451,8 @@ typedef struct am2z__lr_frame {
                                  this frame's attempt starts, then its own */
     int64_t end_ns;           /* when the last attempt's processor returned (set by
                                  am2z__lr_attempt: its callers need no clock read of their own) */
+    int solo;                 /* an item of am2z__lr_run_solo, which counts its attempts'
+                                 starts and ends ("running") once per chunk */
 } am2z__lr_frame;
 
 static __thread am2z__lr_worker *am2z__lr_self;
@@ -12649,6 +12666,18 @@ static void am2z__lr_tick(am2z__lr *lr, int end) {
     am2z__lr_worker *w = am2z__lr_me(lr);
     if (w) am2z__lr_add(end ? &w->shard.ended : &w->shard.started, 1);
     else am2z__atomic_add(end ? &lr->ext.ended : &lr->ext.started, 1, AM2Z__MO_RELAXED);
+}
+
+/* am2z__lr_tick of a run of attempts at once: starts and ends added (am2z__lr_run_solo). */
+static void am2z__lr_tick_n(am2z__lr *lr, int64_t starts, int64_t ends) {
+    am2z__lr_worker *w = am2z__lr_me(lr);
+    if (w) {
+        am2z__lr_add(&w->shard.started, starts);
+        am2z__lr_add(&w->shard.ended, ends);
+    } else {
+        am2z__atomic_add(&lr->ext.started, starts, AM2Z__MO_RELAXED);
+        am2z__atomic_add(&lr->ext.ended, ends, AM2Z__MO_RELAXED);
+    }
 }
 
 /* The shard's record for name, created on first use; NULL when out of memory. */
@@ -13463,6 +13492,8 @@ static const am2z_logger *am2z__ctx_logger_lr(const am2z_ctx *ctx);
 static const am2z_ctx_ops am2z__lr_ctx_ops = {am2z__ctx_call_many_lr, am2z__ctx_emit_lr, am2z__ctx_cancelled_lr,
                                               am2z__ctx_wants_lr, am2z__ctx_logger_lr, NULL};
 
+static am2z_ctx am2z__lr_ctx0; /* all zero, never written: a fresh attempt's ctx before it is filled in */
+
 static int am2z__lr_item_cancelled(const am2z__lr_batch *b, size_t i) {
     return AM2Z__LR_LD(&b->cancel) || AM2Z__LR_LD(&b->items[i]) != AM2Z__LR_IT_RUNNING;
 }
@@ -13515,7 +13546,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         input = moved;
         in_sid = NULL;
     }
-    memset(&ctx, 0, sizeof ctx);
+    ctx = am2z__lr_ctx0; /* not a memset: compilers make that a slow rep stos here */
     ctx.ops = &am2z__lr_ctx_ops;
     ctx.runtime_data = f;
     ctx.runtime = lr->rt;
@@ -13531,7 +13562,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     ctx.trace = f->trace;
     ctx.trace_parent = f->trace_span;
     f->logger = NULL;
-    am2z__lr_tick(lr, 0);
+    if (!f->solo) am2z__lr_tick(lr, 0);
     if (am2z__lr_wants(lr, "processor:job:started")) {
         am2z_value *d = am2z__lr_event_base(ctx.meta.processor, exec_id, ctx.meta.session_id);
         d = am2z_value_set(d, "attempt", am2z_value_int(attempt));
@@ -13563,7 +13594,7 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
             r.state = am2z__state_in_session(r.state, sid);
         if (!r.state) r = am2z__lr_fail(am2z_error_resource("memory", 0, 0));
     }
-    am2z__lr_tick(lr, 1);
+    if (!f->solo) am2z__lr_tick(lr, 1);
     if (f->logger) am2z_logger_release(f->logger);
     f->logger = NULL;
     return r;
@@ -14286,10 +14317,14 @@ static void am2z__lr_batch_wake(am2z__lr_batch *b) {
 static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, const am2z_state *in,
                                   int attempts, int64_t start, int64_t end, const char *exec_id,
                                   const char *session_id) {
-    memset(o, 0, sizeof *o);
-    if (r.state) {
-        o->state = r.state;
-    } else {
+    /* field by field: a memset of the whole outcome (264 bytes) cost as much as the
+       rest of this function */
+    o->state = r.state;
+    o->error = NULL;
+    o->attempt_errors = NULL;
+    o->attempt_error_count = 0;
+    o->trace = NULL;
+    if (!r.state) {
         o->state = am2z_value_retain(r.error && r.error->partial_state ? r.error->partial_state : in);
         o->error = r.error;
         if (r.error && attempts) {
@@ -14303,7 +14338,11 @@ static void am2z__lr_item_outcome(am2z__lr *lr, am2z_outcome *o, am2z_result r, 
     o->attempts = attempts;
     o->duration_ms = start ? (double)(end - start) / 1e6 : 0;
     o->started_at = am2z__lr_wall(lr, start ? start : end);
-    memcpy(o->execution_id, exec_id, sizeof o->execution_id);
+    /* exec_id: a 64-byte buffer; two halves, which compilers copy with vector moves
+       where one 64-byte memcpy became a slow rep movs */
+    memcpy(o->execution_id, exec_id, sizeof o->execution_id / 2);
+    memcpy(o->execution_id + sizeof o->execution_id / 2, exec_id + sizeof o->execution_id / 2,
+           sizeof o->execution_id / 2);
     am2z__outcome_session(o, session_id);
 }
 
@@ -14556,6 +14595,10 @@ typedef struct am2z__lr_solo_acc {
     int64_t ok, failed, sum_ns;
     int lo, hi;                   /* histogram buckets touched, lo > hi when none */
     int64_t hist[AM2Z__LR_HIST];  /* zero outside [lo, hi] */
+    am2z__lr_frame frame;         /* the items' frame: the per-item fields are set per item */
+    char id[64];                  /* the last item's execution id, "<processor>-<ms>-<tail>" */
+    size_t id_tail;               /* where its random tail starts */
+    int64_t id_ms;                /* its millisecond; -1 before the first */
 } am2z__lr_solo_acc;
 
 static void am2z__lr_solo_flush(am2z__lr_batch *b, am2z__lr_solo_acc *a) {
@@ -14584,33 +14627,34 @@ static void am2z__lr_solo_flush(am2z__lr_batch *b, am2z__lr_solo_acc *a) {
     a->hi = -1;
 }
 
-/* Runs item k of an unpublished batch on worker w (or NULL); *clock: its start (the
-   previous item's end), set to its end. */
-static void am2z__lr_solo_item(am2z__lr_worker *w, am2z__lr_batch *b, size_t k, int64_t *clock,
-                               am2z__lr_solo_acc *a) {
+/* Runs item k of an unpublished batch (a->frame prepared by am2z__lr_run_solo); *clock:
+   its start (the previous item's end), set to its end. */
+static void am2z__lr_solo_item(am2z__lr_batch *b, size_t k, int64_t *clock, am2z__lr_solo_acc *a) {
     am2z__lr *lr = b->lr;
     const am2z_state *in = b->inputs[k]; /* the caller's, alive: this is the caller */
     const char *name = am2z_processor_name(b->proc);
-    int64_t s = *clock, dl = am2z__lr_deadline(s, b->timeout_ms), end;
+    int64_t s = *clock, dl = am2z__lr_deadline(s, b->timeout_ms), end, ms = am2z__lr_wall(lr, s);
     am2z_result r;
-    am2z__lr_frame f;
-    char id[64];
+    am2z__lr_frame *f = &a->frame;
+    const char *id = a->id;
     int bk;
     am2z__atomic_store(&b->items[k], (unsigned char)AM2Z__LR_IT_RUNNING, AM2Z__MO_RELAXED);
-    am2z__execution_id_at(name, am2z__lr_wall(lr, s), id);
+    if (ms != a->id_ms) { /* a new millisecond: the whole id, else its random tail alone */
+        am2z__execution_id_at(name, ms, a->id);
+        a->id_tail = strlen(a->id) - 10;
+        a->id_ms = ms;
+    } else {
+        am2z__execution_id_tail(a->id + a->id_tail);
+    }
     if (!in) {
         r = am2z__lr_fail(am2z_error_validation("input", NULL, "a state is required"));
         end = s;
     } else {
-        memset(&f, 0, sizeof f);
-        f.lr = lr;
-        f.worker = w;
-        f.batch = b;
-        f.index = k;
-        f.session = b->session;
-        f.deadline_ns = dl;
-        r = am2z__lr_attempt(&f, b->proc, in, id, 1, 0, s);
-        end = f.end_ns;
+        f->index = k;
+        f->deadline_ns = dl;
+        f->end_ns = s;
+        r = am2z__lr_attempt(f, b->proc, in, id, 1, 0, s);
+        end = f->end_ns;
     }
     if (dl && end > dl) {
         am2z_result_clear(&r);
@@ -14644,15 +14688,23 @@ static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est
     memset(a, 0, sizeof *a);
     a->lo = AM2Z__LR_HIST;
     a->hi = -1;
+    a->id_ms = -1;
+    a->frame.lr = b->lr;
+    a->frame.worker = w;
+    a->frame.batch = b;
+    a->frame.session = b->session;
+    a->frame.solo = 1;
     while (k < b->count && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending)) {
         end = b->count - k < chunk ? b->count : k + chunk;
+        am2z__lr_tick_n(b->lr, 1, 0); /* "running" counts the chunk's item in progress */
         clock = t0 = am2z__lr_now();
         for (slow = 0; k < end && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
             prev = clock;
-            am2z__lr_solo_item(w, b, k, &clock, a);
+            am2z__lr_solo_item(b, k, &clock, a);
             slow += clock - prev >= AM2Z__LR_SHORT_NS;
         }
         n = a->ok + a->failed;
+        am2z__lr_tick_n(b->lr, n - 1, n); /* the chunk's attempts, started and ended */
         if (n) am2z__lr_est_put(b->lr, b->proc, (clock - t0) / n);
         am2z__lr_solo_flush(b, a);
         if (slow * 2 > (size_t)n) break;
