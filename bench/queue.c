@@ -14,6 +14,9 @@
                        deleted): am2z execute_in_session + stop_session; BullMQ a Queue,
                        Worker and QueueEvents on a fresh queue, one job, close + obliterate.
 
+       Redis CPU       Redis's CPU time per job (INFO cpu) in each throughput run: on
+                       two cores shared with the workers, it is what bounds throughput.
+
    The BullMQ side is bench/bullmq/bench.js (same measurements with Queue / Worker /
    QueueEvents), installed by tests/interop/setup.sh. Without node the am2z numbers are
    printed alone. Sizes: AM2Z_BENCH_RT (round trips, 2000), AM2Z_BENCH_N (jobs per
@@ -901,6 +904,7 @@ static int quick_main(int n_rt, int n) {
 
 typedef struct figures {
     double rt_p50, rt_p99, rt2_p50, rt2_p99, tput_c1, tput_c4, tput_c64, rss_c64, session_ms;
+    double cpu_c1, cpu_c4, cpu_c64; /* Redis's CPU per job in the throughput runs, us */
 } figures;
 
 static int bullmq(int n_rt, int n, int n_sessions, figures *f, char *version, size_t vsize) {
@@ -943,6 +947,9 @@ static int bullmq(int n_rt, int n, int n_sessions, figures *f, char *version, si
     f->tput_c4 = am2z_value_get_double(v, "tput_c4", NAN);
     f->tput_c64 = am2z_value_get_double(v, "tput_c64", NAN);
     f->rss_c64 = am2z_value_get_double(v, "rss_c64_mb", NAN);
+    f->cpu_c1 = am2z_value_get_double(v, "cpu_c1_us", NAN);
+    f->cpu_c4 = am2z_value_get_double(v, "cpu_c4_us", NAN);
+    f->cpu_c64 = am2z_value_get_double(v, "cpu_c64_us", NAN);
     f->session_ms = am2z_value_get_double(v, "session_ms", NAN);
     snprintf(version, vsize, "BullMQ %s", am2z_value_get_string(v, "bullmq", "?"));
     am2z_value_release(v);
@@ -958,7 +965,7 @@ static void row(const char *name, const char *unit, double ours, double theirs, 
     const char *verdict = "";
     if (have_theirs && ours > 0 && theirs > 0)
         snprintf(ratio, sizeof ratio, "%.1fx %s", higher ? ours / theirs : theirs / ours,
-                 higher ? "more" : (strcmp(unit, "MB") == 0 ? "smaller" : "faster"));
+                 higher ? "more" : !strcmp(unit, "MB") ? "smaller" : !strcmp(unit, "us") ? "less" : "faster");
     if (target > 0) {
         snprintf(tgt, sizeof tgt, "%s %g", higher ? ">=" : "<=", target);
         verdict = (higher ? ours >= target : ours <= target) ? "met" : "MISSED";
@@ -1058,15 +1065,21 @@ int main(int argc, char **argv) {
         }
         tp_stop(&w, SIGTERM, 10000);
     }
-    flushall();
     {
-        double rss_small;
-        ok &= throughput(1, n, &ours.tput_c1, &rss_small);
-        flushall();
-        ok &= throughput(4, n, &ours.tput_c4, &rss_small);
+        static const int conc[3] = {1, 4, 64};
+        double *tput[3], *cpu[3], rss_small, c0;
+        am2z_redis *ad = admin();
+        int i;
+        tput[0] = &ours.tput_c1; tput[1] = &ours.tput_c4; tput[2] = &ours.tput_c64;
+        cpu[0] = &ours.cpu_c1; cpu[1] = &ours.cpu_c4; cpu[2] = &ours.cpu_c64;
+        for (i = 0; i < 3; i++) {
+            flushall();
+            c0 = ad ? redis_cpu(ad) : 0;
+            ok &= throughput(conc[i], n, tput[i], i == 2 ? &ours.rss_c64 : &rss_small);
+            *cpu[i] = ad ? (redis_cpu(ad) - c0) * 1e6 / n : NAN;
+        }
+        am2z_redis_free(ad);
     }
-    flushall();
-    ok &= throughput(64, n, &ours.tput_c64, &ours.rss_c64);
     flushall();
     if ((rt = runtime(1)) != NULL) {
         ok &= sessions(rt, n_sessions, &ours.session_ms);
@@ -1078,13 +1091,16 @@ int main(int argc, char **argv) {
 
     printf("\n%-30s %-7s %12s %12s  %-16s %-10s %s\n", "", "unit", "am2z", version, "am2z is",
            "target", "");
-    row("round trip p50, in-process", "ms", ours.rt_p50, theirs.rt_p50, have_theirs, 0, 0.15);
+    row("round trip p50, in-process", "ms", ours.rt_p50, theirs.rt_p50, have_theirs, 0, 0.12);
     row("round trip p99, in-process", "ms", ours.rt_p99, theirs.rt_p99, have_theirs, 0, 0);
-    row("round trip p50, 2 processes", "ms", ours.rt2_p50, theirs.rt2_p50, have_theirs, 0, 0);
+    row("round trip p50, 2 processes", "ms", ours.rt2_p50, theirs.rt2_p50, have_theirs, 0, 0.15);
     row("round trip p99, 2 processes", "ms", ours.rt2_p99, theirs.rt2_p99, have_theirs, 0, 0);
     row("throughput, 2 workers x 1", "jobs/s", ours.tput_c1, theirs.tput_c1, have_theirs, 1, 0);
     row("throughput, 2 workers x 4", "jobs/s", ours.tput_c4, theirs.tput_c4, have_theirs, 1, 0);
     row("throughput, 2 workers x 64", "jobs/s", ours.tput_c64, theirs.tput_c64, have_theirs, 1, 40000);
+    row("Redis CPU/job, 2 workers x 1", "us", ours.cpu_c1, theirs.cpu_c1, have_theirs, 0, 0);
+    row("Redis CPU/job, 2 workers x 4", "us", ours.cpu_c4, theirs.cpu_c4, have_theirs, 0, 0);
+    row("Redis CPU/job, 2 workers x 64", "us", ours.cpu_c64, theirs.cpu_c64, have_theirs, 0, 0);
     row("worker peak RSS, concurrency 64", "MB", ours.rss_c64, theirs.rss_c64, have_theirs, 0, 16);
     row("session create + job + stop", "ms", ours.session_ms, theirs.session_ms, have_theirs, 0, 0.5);
     flushall();

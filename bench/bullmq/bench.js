@@ -13,6 +13,7 @@
 //   tput_cC  two worker processes with concurrency C (1, 4 and 64); the caller adds N_TPUT
 //            no-op jobs (addBulk in chunks of 500) and waits until all are in `completed`;
 //            jobs/s from the first add to the last completion.
+//   cpu_cC_us  Redis's CPU time per job (INFO cpu) in each throughput run, in us.
 //   rss_c64  the larger peak RSS (VmHWM) of the two concurrency-64 workers, in MB.
 //   session  a session's queue created, used and dropped: new Queue, Worker and QueueEvents
 //            on a fresh queue name, one no-op job through it, then close them all and
@@ -98,6 +99,13 @@ async function roundTrip(port, n, inProcess) {
     return { p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
 }
 
+// Redis's CPU seconds so far (INFO cpu, user + sys): what the jobs cost the server.
+async function redisCpu(redis) {
+    const info = await redis.info('cpu');
+    const field = name => Number((info.match(new RegExp(`${name}:([0-9.]+)`)) || [0, 0])[1]);
+    return field('used_cpu_user') + field('used_cpu_sys');
+}
+
 // Completion is read from the `completed` set (ZCARD every 2 ms), not from QueueEvents: at
 // these rates a QueueEvents reader falls more than the stream's ~10k-entry trim behind and
 // misses completions (seen here), so counting events would hang. This spares BullMQ the
@@ -109,6 +117,7 @@ async function throughput(port, n, concurrency) {
     const q = new Queue(queue, { connection });
     const redis = new IORedis(connection);
     await q.waitUntilReady();
+    const cpu0 = await redisCpu(redis);
     const t0 = nowMs();
     for (let i = 0; i < n; i += 500) {
         const batch = [];
@@ -122,11 +131,12 @@ async function throughput(port, n, concurrency) {
         await new Promise(r => setTimeout(r, 2));
     }
     const seconds = (nowMs() - t0) / 1000;
+    const cpuUsPerJob = (await redisCpu(redis) - cpu0) * 1e6 / n;
     const rss = Math.max(...workers.map(w => peakRssMb(w.pid)));
     await Promise.all(workers.map(stopWorker));
     await redis.quit();
     await q.close();
-    return { jobsPerSec: n / seconds, rssMb: rss };
+    return { jobsPerSec: n / seconds, rssMb: rss, cpuUsPerJob };
 }
 
 // A session's queue: created, one no-op job through it, closed and deleted.
@@ -168,12 +178,17 @@ async function main([port, nRt = '2000', nTput = '20000', nSessions = '200']) {
     res.rt2_p50_ms = rt2.p50;
     res.rt2_p99_ms = rt2.p99;
     await flush();
-    res.tput_c1 = (await throughput(port, Number(nTput), 1)).jobsPerSec;
+    const c1 = await throughput(port, Number(nTput), 1);
+    res.tput_c1 = c1.jobsPerSec;
+    res.cpu_c1_us = c1.cpuUsPerJob;
     await flush();
-    res.tput_c4 = (await throughput(port, Number(nTput), 4)).jobsPerSec;
+    const c4 = await throughput(port, Number(nTput), 4);
+    res.tput_c4 = c4.jobsPerSec;
+    res.cpu_c4_us = c4.cpuUsPerJob;
     await flush();
     const c64 = await throughput(port, Number(nTput), 64);
     res.tput_c64 = c64.jobsPerSec;
+    res.cpu_c64_us = c64.cpuUsPerJob;
     res.rss_c64_mb = c64.rssMb;
     await flush();
     res.session_ms = await sessions(port, Number(nSessions));
