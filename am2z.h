@@ -14683,7 +14683,7 @@ static void am2z__lr_solo_item(am2z__lr_batch *b, size_t k, int64_t *clock, am2z
 static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est) {
     am2z__lr_solo_acc *a = (am2z__lr_solo_acc *)am2z__malloc(sizeof *a);
     size_t k = 0, end, chunk = est < 0 ? AM2Z__LR_SOLO_PROBE : AM2Z__LR_CHUNK, slow;
-    int64_t clock, t0, prev, n;
+    int64_t clock, t0, prev, n, fast_ns;
     if (!a) return; /* the shared path runs them */
     memset(a, 0, sizeof *a);
     a->lo = AM2Z__LR_HIST;
@@ -14698,14 +14698,18 @@ static void am2z__lr_run_solo(am2z__lr_worker *w, am2z__lr_batch *b, int64_t est
         end = b->count - k < chunk ? b->count : k + chunk;
         am2z__lr_tick_n(b->lr, 1, 0); /* "running" counts the chunk's item in progress */
         clock = t0 = am2z__lr_now();
-        for (slow = 0; k < end && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
+        for (slow = 0, fast_ns = 0; k < end && !AM2Z__LR_LD(&b->cancel) && !AM2Z__LR_LD(&b->cancel_pending); k++) {
             prev = clock;
             am2z__lr_solo_item(b, k, &clock, a);
-            slow += clock - prev >= AM2Z__LR_SHORT_NS;
+            if (clock - prev >= AM2Z__LR_SHORT_NS) slow++;
+            else fast_ns += clock - prev;
         }
         n = a->ok + a->failed;
         am2z__lr_tick_n(b->lr, n - 1, n); /* the chunk's attempts, started and ended */
-        if (n) am2z__lr_est_put(b->lr, b->proc, (clock - t0) / n);
+        /* the estimate follows the same rule: a few items preempted on a busy machine
+           must not make the next call publish short items to the workers */
+        if (slow * 2 > (size_t)n) am2z__lr_est_put(b->lr, b->proc, (clock - t0) / n);
+        else if (n) am2z__lr_est_put(b->lr, b->proc, fast_ns / (n - (int64_t)slow));
         am2z__lr_solo_flush(b, a);
         if (slow * 2 > (size_t)n) break;
         chunk = AM2Z__LR_CHUNK;

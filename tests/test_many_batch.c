@@ -13,44 +13,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
-#include <pthread.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "many_fixture.h"
 
-/* Under TSan an item takes longer than AM2Z__LR_SHORT_NS (5 us), so which thread runs
-   it is not asserted there; everything else is. */
-#if defined(__SANITIZE_THREAD__)
-#define SLOW_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SLOW_BUILD 1
-#endif
-#endif
-#ifndef SLOW_BUILD
-#define SLOW_BUILD 0
-#endif
-
-static __thread int on_caller; /* set on the thread that calls execute_many */
-static int ran_here, ran_elsewhere, running_low;
+static int running_low;
 static am2z_runtime *the_rt;
-
-static void note_thread(void) {
-    __atomic_add_fetch(on_caller ? &ran_here : &ran_elsewhere, 1, __ATOMIC_SEQ_CST);
-}
-
-static void spin_us(int64_t us) {
-    int64_t end = am2z_monotonic_ns() + us * 1000;
-    while (am2z_monotonic_ns() < end) {
-    }
-}
-
-static void msleep(int ms) {
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
 
 /* n + 1; fails for i % 10 == 9 */
 static am2z_result p_inc(am2z_ctx *ctx, const am2z_state *in) {
@@ -78,7 +44,6 @@ static am2z_result p_running(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_retain(in));
 }
 
-static int stop_asked;
 /* item 40 asks for the session's stop and waits (bounded) until it is cancelled */
 static am2z_result p_stoppable(am2z_ctx *ctx, const am2z_state *in) {
     int k;
@@ -89,54 +54,15 @@ static am2z_result p_stoppable(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_retain(in));
 }
 
-static am2z_processor *proc(const char *name, am2z_processor_fn fn) {
-    am2z_processor_desc d;
-    memset(&d, 0, sizeof d);
-    d.name = name;
-    d.fn = fn;
-    return am2z_processor_new(&d, NULL);
-}
-
 static am2z_runtime *rt_coop(void) {
-    am2z_local_desc d;
-    am2z_logger_desc ld;
-    am2z_runtime *rt;
-    memset(&ld, 0, sizeof ld);
-    ld.sink = AM2Z_SINK_SILENT;
-    memset(&d, 0, sizeof d);
-    d.workers = 2;
-    d.deadlines = AM2Z_DEADLINES_COOPERATIVE;
-    d.logger = am2z_logger_new(&ld, NULL);
-    rt = am2z_local_runtime_new(&d, NULL);
-    am2z_logger_release(d.logger);
+    am2z_runtime *rt = rt_coop_new();
     CHECK(rt != NULL);
-    CHECK_INT(am2z_runtime_register(rt, proc("inc", p_inc)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, proc("spin", p_spin)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, proc("running", p_running)), AM2Z_STATUS_OK);
-    CHECK_INT(am2z_runtime_register(rt, proc("stoppable", p_stoppable)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("inc", p_inc, 0)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("spin", p_spin, 0)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("running", p_running, 0)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("stoppable", p_stoppable, 0)), AM2Z_STATUS_OK);
     the_rt = rt;
     return rt;
-}
-
-static am2z_state **numbered(int n) {
-    am2z_state **ins = (am2z_state **)calloc((size_t)n, sizeof *ins);
-    char buf[48];
-    int i;
-    for (i = 0; i < n; i++) {
-        snprintf(buf, sizeof buf, "{\"i\":%d,\"n\":0}", i);
-        ins[i] = am2z_state_parse("bulk", buf, AM2Z_NTS, NULL);
-    }
-    return ins;
-}
-
-static void release_all(am2z_state **ins, am2z_outcome *outs, int n) {
-    int i;
-    for (i = 0; i < n; i++) {
-        am2z_outcome_clear(&outs[i]);
-        am2z_value_release(ins[i]);
-    }
-    free(ins);
-    free(outs);
 }
 
 static int64_t running_now(am2z_runtime *rt) {
@@ -181,7 +107,7 @@ static void test_failures_and_reused_outcomes(void) {
     am2z_runtime *rt = rt_coop();
     am2z_state **ins = numbered(N);
     am2z_outcome *outs = (am2z_outcome *)calloc(N, sizeof *outs);
-    am2z_state *kept[3];
+    am2z_state *kept[3] = {NULL, NULL, NULL};
     char first_id[AM2Z_EXECUTION_ID_SIZE];
     am2z_value *ps;
     int i, round, ok, failed, nulls;
@@ -276,15 +202,6 @@ static void test_ids_follow_the_millisecond(void) {
     free(ids);
     release_all(ins, outs, N);
     am2z_runtime_free(rt);
-}
-
-typedef struct stopper { am2z_runtime *rt; am2z_status st; } stopper;
-static void *stop_bulk(void *arg) {
-    stopper *s = (stopper *)arg;
-    int k;
-    for (k = 0; k < 4000 && !__atomic_load_n(&stop_asked, __ATOMIC_SEQ_CST); k++) msleep(1);
-    s->st = am2z_runtime_stop_session(s->rt, "bulk", 0);
-    return NULL;
 }
 
 /* stop_session in the middle of a chunk: the rest are CancelledErrors, the stats count
