@@ -141,6 +141,20 @@ static inline void fx_redis_do(int port, const char *cmd) {
     am2z_redis_free(r);
 }
 
+/* The calls= of a command in INFO commandstats (0 when it never ran). */
+static inline long long fx_cmd_calls(am2z_redis *r, const char *cmd) {
+    am2z_reply rep;
+    char key[64];
+    const char *p;
+    long long n = 0;
+    memset(&rep, 0, sizeof rep);
+    snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_STATUS_OK && (p = strstr(am2z_reply_str(&rep), key)))
+        n = strtoll(p + strlen(key), NULL, 10);
+    am2z_reply_clear(&rep);
+    return n;
+}
+
 /* FLUSHALL, so each test case starts from an empty server. */
 static inline void fx_flushall(int port) {
     am2z_redis *r = fx_conn(port);

@@ -98,20 +98,6 @@ static int worker_main(const char *spec) {
     return 0;
 }
 
-/* The calls= of a command in INFO commandstats (0 when it never ran). */
-static long long cmd_calls(am2z_redis *r, const char *cmd) {
-    am2z_reply rep;
-    char key[64];
-    const char *p;
-    long long n = 0;
-    memset(&rep, 0, sizeof rep);
-    snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_STATUS_OK && (p = strstr(am2z_reply_str(&rep), key)))
-        n = strtoll(p + strlen(key), NULL, 10);
-    am2z_reply_clear(&rep);
-    return n;
-}
-
 /* Polls until the command answers want (up to ms); the last answer. */
 static long long wait_num(const char *fmt, const char *a, long long want, long long ms) {
     long long t0 = tp_now_ms(), v;
@@ -151,9 +137,9 @@ static void test_handoff_in_process(void) {
         am2z_outcome_clear(&out);
     }
     CHECK_INT(bad, 0);
-    evalsha = cmd_calls(r, "evalsha");
-    ltrim = cmd_calls(r, "ltrim");
-    popped = cmd_calls(r, "zpopmax");
+    evalsha = fx_cmd_calls(r, "evalsha");
+    ltrim = fx_cmd_calls(r, "ltrim");
+    popped = fx_cmd_calls(r, "zpopmax");
     printf("  %d executions: %lld script calls, %lld hand-offs, %lld takes from wait\n", n, evalsha, popped, ltrim);
     /* no job fetched from wait, every add found the idle worker (2 spared for a registration
        that a very busy machine delivers after the caller's next add; without the hand-off
@@ -211,8 +197,8 @@ static void test_killed_process_job_recovered(void) {
     }
     /* its own thread runs the job it was handed: active and locked, never taken from wait */
     CHECK_INT(wait_num("EXISTS %s", "running", 1, 10000), 1);
-    CHECK_INT(cmd_calls(r, "zpopmax"), 1); /* the held job was handed (the warm-up one came from wait) */
-    CHECK_INT(cmd_calls(r, "ltrim"), 1);
+    CHECK_INT(fx_cmd_calls(r, "zpopmax"), 1); /* the held job was handed (the warm-up one came from wait) */
+    CHECK_INT(fx_cmd_calls(r, "ltrim"), 1);
     CHECK_INT(fx_redis_num(port, "EXISTS bull:am2z~hecho:%s:lock", id, NULL), 1);
     tp_stop(&w[0], SIGKILL, 1000);
     t_kill = tp_now_ms();
@@ -256,8 +242,8 @@ static void test_other_process_not_handed(void) {
     CHECK(out.error == NULL);
     CHECK_INT(am2z_value_get_int(out.state, "pid", 0), w[0].pid);
     am2z_outcome_clear(&out);
-    CHECK_INT(cmd_calls(r, "zpopmax"), 0); /* no registration of this instance to take */
-    CHECK(cmd_calls(r, "ltrim") >= 1);     /* the worker fetched it from wait */
+    CHECK_INT(fx_cmd_calls(r, "zpopmax"), 0); /* no registration of this instance to take */
+    CHECK(fx_cmd_calls(r, "ltrim") >= 1);     /* the worker fetched it from wait */
 done:
     am2z_runtime_free(rt);
     am2z_redis_free(r);

@@ -33,11 +33,7 @@ static am2z_runtime *worker_rt(int concurrency) {
     am2z_queue_desc d;
     am2z_processor_desc pd;
     am2z_runtime *rt;
-    memset(&d, 0, sizeof d);
-    d.redis.host = "127.0.0.1";
-    d.redis.port = port;
-    d.concurrency = concurrency;
-    d.logger = g_quiet;
+    fx_queue_desc(&d, port, concurrency, g_quiet);
     rt = am2z_queue_runtime_new(&d, NULL);
     if (!rt || concurrency < 1) return rt;
     memset(&pd, 0, sizeof pd);
@@ -81,20 +77,6 @@ static am2z_runtime *caller_rt(void) {
         return NULL;
     }
     return rt;
-}
-
-/* The calls= of a command in INFO commandstats (0 when it never ran). */
-static long long cmd_calls(am2z_redis *r, const char *cmd) {
-    am2z_reply rep;
-    char key[64];
-    const char *p;
-    long long n = 0;
-    memset(&rep, 0, sizeof rep);
-    snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-    if (am2z_redis_command(r, &rep, "INFO commandstats") == AM2Z_STATUS_OK && (p = strstr(am2z_reply_str(&rep), key)))
-        n = strtoll(p + strlen(key), NULL, 10);
-    am2z_reply_clear(&rep);
-    return n;
 }
 
 static void idle_key(am2z_runtime *rt, char *key, size_t size) {
@@ -232,11 +214,11 @@ static void test_round_trip_settles_once(void) {
         am2z_outcome_clear(&out);
     }
     CHECK_INT(bad, 0);
-    evalsha = cmd_calls(r, "evalsha");
+    evalsha = fx_cmd_calls(r, "evalsha");
     /* freed()'s reads (the blocked list's ZSCORE, the meta HMGET) are not made: the
        queue was found empty; the add's own HMGET of meta remains, one per job */
-    CHECK_INT(cmd_calls(r, "zscore"), 0);
-    CHECK(cmd_calls(r, "hmget") <= n + 2);
+    CHECK_INT(fx_cmd_calls(r, "zscore"), 0);
+    CHECK(fx_cmd_calls(r, "hmget") <= n + 2);
     CHECK(evalsha >= 2 * n && evalsha <= 2 * n + 10); /* add + complete per job */
     /* what the complete wrote is unchanged: the job completed, its events, drained */
     CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~rtq:completed", NULL), completed0 + n);
@@ -249,7 +231,7 @@ static void test_round_trip_settles_once(void) {
     out = am2z_runtime_execute(rt, "rtfail", in);
     CHECK(out.error != NULL);
     am2z_outcome_clear(&out);
-    CHECK_INT(cmd_calls(r, "zscore"), 0);
+    CHECK_INT(fx_cmd_calls(r, "zscore"), 0);
     CHECK_INT(count_events(r, fev, "failed"), 1);
     CHECK_INT(count_events(r, fev, "drained"), 1);
     CHECK_INT(fx_redis_num(port, "ZCARD %s", "bull:am2z~rtfail:failed", NULL), 1);
