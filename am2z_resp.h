@@ -866,8 +866,8 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        added, waiting, active, completed). A thread is idle on the global queue it last
        emptied (or its only one), when its process added a job to that queue in the last
        10 s: it registers in <bull>:<queue>:am2z:idle:<instance> in
-       the same write as the complete that emptied it or as its wait (at most every
-       second), and takes the registration out in the write of its next fetch and at
+       the same write as the complete of a handed job (which takes no next job) or as
+       its wait (at most every second), never while it may still take jobs, and takes the registration out in the write of its next fetch and at
        stop; the add takes the newest one registered within the last 5 s (a thread that
        waits refreshes it at least every 2 s); at most 4 threads of a process register
        on one queue. Only the adding process's own threads: a job handed to another
@@ -880,7 +880,10 @@ AM2Z_API const char *am2z_queue_instance_id(am2z_runtime *rt);
        wait as BullMQ jobs do, for any worker (Node's too). A job handed to a thread
        that is stopping is recovered by the stalled scan too. A thread busy elsewhere
        when a job was handed to it (woken for another queue as the add ran) runs it
-       when it next waits.
+       when it next waits; a handed job that waited past half its lock is first checked
+       (its lock renewed if still the thread's, else it is not run: the stalled scan
+       gave it to another worker), and the wake-up key that holds it is never given a
+       life shorter than the lock.
    DUE TIMES
        A delayed job (delay_ms, a retry's backoff) starts within a few ms of its due time:
        the maintenance thread of each process with workers sleeps until the earliest due
@@ -4990,8 +4993,9 @@ static const char *const am2z__qlua_add[] = {
     "  -- one format builds it ('%d': a float's text costs Redis a printf of '%.14g'; %s of a",
     "  -- string under 100 bytes stops at a NUL: P, tok, id, name and ts have none)",
     "  local nm = ARGV[2]",
-    "  redis.call('ZADD', key, '0', string.format('*3\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n*12\\r\\n:1\\r\\n$%d\\r\\n%s\\r\\n:1\\r\\n:0\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n$-1\\r\\n$-1\\r\\n$-1\\r\\n$-1\\r\\n$%d\\r\\n%s\\r\\n',",
+    "  redis.call('ZADD', key, ts, string.format('*3\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n*12\\r\\n:1\\r\\n$%d\\r\\n%s\\r\\n:1\\r\\n:0\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n$%d\\r\\n%s\\r\\n$-1\\r\\n$-1\\r\\n$-1\\r\\n$-1\\r\\n$%d\\r\\n%s\\r\\n',",
     "    #P, P, #tok, tok, #id, id, #nm, nm, #data, data, #opts, opts, #ts, ts))",
+    "  -- scored by when it was handed: a worker checks a late one's lock before it runs it",
     "  redis.call('PEXPIRE', key, lockms)",
     "  return true",
     "end",
@@ -8099,15 +8103,32 @@ static size_t am2z__qidle_register(am2z__qworker *w, am2z__qqueue *u) {
     return owed;
 }
 
-/* A job an add handed to this thread (the member of its wake-up key: RESP {P, token, job
-   as take returns it}) into jobs[0], with a slot of its processor: 1, or 0 when it cannot
-   run here (a queue no longer served: its lock expires and the stalled scan puts it
-   back, as for a worker that died). */
-static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qjob *jobs) {
+/* Whether the lock of a job handed at handed_ms is still this thread's: a job that
+   waited past half its lock (its thread was busy, or the wake-up key outlived it) is
+   checked and its lock renewed first, so one the stalled scan gave to another worker
+   meanwhile is not run a second time. */
+static int am2z__qhanded_lock_ok(am2z__qworker *w, const char *P, const char *id, const char *tok, int64_t handed_ms) {
+    am2z__qrt *q = w->q;
+    am2z_reply rep = am2z__qrep0();
+    const char *argv[4];
+    int ok;
+    if (am2z_now_ms() - handed_ms <= q->lock_ms / 2) return 1;
+    argv[0] = q->lock_s; argv[1] = P; argv[2] = id; argv[3] = tok;
+    ok = am2z__qeval(w->conn, &rep, q->s_extend, 4, argv, NULL) == AM2Z_STATUS_OK && rep.type == AM2Z_REPLY_ARRAY &&
+         rep.len == 0; /* extend returns the ids whose lock is not ours */
+    am2z_reply_clear(&rep);
+    return ok;
+}
+
+/* A job an add handed to this thread at handed_ms (the member of its wake-up key: RESP
+   {P, token, job as take returns it}) into jobs[0], with a slot of its processor: 1, or
+   0 when it cannot run here (a queue no longer served: its lock expires and the stalled
+   scan puts it back, as for a worker that died; or its lock is no longer ours). */
+static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, int64_t handed_ms, am2z__qjob *jobs) {
     am2z_reply h = am2z__qrep0();
     am2z__qqueue *u = NULL;
     am2z__qproc *pr;
-    const char *P, *tok;
+    const char *P, *tok, *id;
     size_t i, tn = 0;
     int r = 0;
     if (!w->hrd && !(w->hrd = am2z_resp_reader_new(NULL, NULL))) return 0;
@@ -8118,13 +8139,18 @@ static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qj
         goto done;
     P = am2z__qel(&h, 0, NULL);
     tok = am2z__qel(&h, 1, &tn);
-    if (!P || !tok || tn >= sizeof jobs[0].token) goto done;
+    id = am2z__qel(&h.element[2], 1, NULL);
+    if (!P || !tok || !id || tn >= sizeof jobs[0].token) goto done;
     /* the add consumed this registration (another one's job may come late: the thread
        then stays registered, and a job handed meanwhile waits until it blocks again) */
     if (w->reg_key && strncmp(w->reg_member, tok, tn) == 0 && w->reg_member[tn] == '|') am2z__qidle_forget(w);
     for (i = 0; i < w->nsnap && !u; i++)
         if (strcmp(w->snap[i]->P, P) == 0) u = w->snap[i];
     if (!u) goto done;
+    if (!am2z__qhanded_lock_ok(w, P, id, tok, handed_ms)) {
+        r = -1; /* another worker has it (or Redis is away): nothing to run, nothing to warn */
+        goto done;
+    }
     pr = am2z__qproc_find(w->q, u->proc);
     if (!pr || !am2z__qproc_reserve(pr)) { am2z__qproc_release(pr); goto done; }
     am2z__qproc_release(pr);
@@ -8139,7 +8165,7 @@ static int am2z__qhanded(am2z__qworker *w, const char *msg, size_t len, am2z__qj
 done:
     if (!r) am2z_log_warn(w->q->logger, "queue runtime: a job handed to this worker cannot run here; the stalled scan puts it back");
     am2z_reply_clear(&h);
-    return r;
+    return r > 0;
 }
 
 /* Fetches up to k jobs of qu: how many (0 none), or -1 on a connection or server failure. */
@@ -8221,8 +8247,11 @@ static void am2z__qserve(am2z__qworker *w, am2z__qjob *first, size_t n) {
         if (w->k > AM2Z_QUEUE_BATCH) w->k = AM2Z_QUEUE_BATCH;
         k = rounds < 32 && am2z__atomic_load(&q->running, AM2Z__MO_ACQUIRE) ? w->k : 0;
         /* a handed job came to an empty queue: its complete takes nothing next (a job
-           added since was handed too, or marked the queue, which wakes this thread) */
-        if (b->n) n = am2z__qcomplete(w, qu, b, handed ? 0 : k, jobs, n < k || handed);
+           added since was handed too, or marked the queue, which wakes this thread), so
+           the thread registers as idle in that write. A complete that may take jobs
+           must not: a job handed to a thread busy with them would wait, its lock
+           unrenewed (the thread registers when it blocks instead, in that write). */
+        if (b->n) n = am2z__qcomplete(w, qu, b, handed ? 0 : k, jobs, handed);
         else if (k) { int r = am2z__qfetch(w, qu, 0, k, jobs); n = r > 0 ? (size_t)r : 0; }
         else n = 0;
         handed = 0;
@@ -8519,7 +8548,7 @@ static int am2z__qblock(am2z__qworker *w, am2z__qjob *jobs) {
                             ? (sc->number >= 0 && sc->number < (double)AM2Z__QMAX_MS ? (int64_t)sc->number : 0)
                             : am2z__qel_num(&rep, 2, 0, AM2Z__QMAX_MS, 0);
         if (key && strcmp(key, w->ctl) == 0 && member && mn > 0 && member[0] == '*') {
-            r = am2z__qhanded(w, member, mn, jobs);
+            r = am2z__qhanded(w, member, mn, score, jobs);
         } else if (key && strcmp(key, w->ctl) != 0) {
             size_t cl = strlen(q->C);
             if (kn > cl + 5 && memcmp(key, q->C, cl) == 0 && memcmp(key + cl, "wake:", 5) == 0) {
@@ -9700,7 +9729,10 @@ static void am2z__qwake_workers(am2z__qrt *q, int64_t cap_ns) {
     if (!q->workers || !(r = am2z__qborrow_until(q, cap_ns, NULL))) return;
     for (i = 0; i < q->nworkers; i++) {
         if (am2z_redis_append(r, "ZADD %s 0 w", q->workers[i].ctl) == AM2Z_STATUS_OK) sent++;
-        if (am2z_redis_append(r, "PEXPIRE %s %d", q->workers[i].ctl, AM2Z__QCTL_TTL_MS) == AM2Z_STATUS_OK) sent++;
+        /* never shorter than a lock: the key may hold a job handed to that thread */
+        if (am2z_redis_append(r, "PEXPIRE %s %lld", q->workers[i].ctl,
+                              (long long)(q->lock_ms > AM2Z__QCTL_TTL_MS ? q->lock_ms : AM2Z__QCTL_TTL_MS)) == AM2Z_STATUS_OK)
+            sent++;
     }
     for (i = 0; i < sent; i++) { am2z_redis_read(r, &rep); am2z_reply_clear(&rep); }
     am2z_redis_pool_put(q->pool, r);

@@ -170,6 +170,78 @@ done:
     fx_flushall(port);
 }
 
+/* A thread that may still take jobs is not registered idle. One worker thread: a round
+   trip empties the queue (the thread registers); a handed job sleeps while a second
+   job is added (to wait: the thread is busy); the thread fetches it after the first,
+   and it adds a slow one, to wait too. The complete of the second job takes the slow
+   one and must not register the thread: else the next add hands a job to a thread busy
+   for as long as the slow job runs, its lock unrenewed (it came back through the
+   stalled scan with stc=1, no worker having died). */
+static am2z_runtime *g_busy_rt;
+static am2z_result hbusy(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    if (am2z_value_get_int(in, "sleep", 0)) tp_sleep_ms(300);
+    if (am2z_value_get_int(in, "sub", 0)) { /* while this thread is busy: into wait */
+        am2z_state *s = am2z_state_parse(NULL, "{\"hold\":1}", AM2Z_NTS, NULL);
+        am2z_execution_detach(am2z_runtime_submit(g_busy_rt, "hbusy", s, NULL, NULL));
+        am2z_value_release(s);
+    }
+    return hecho(ctx, in);
+}
+
+static void test_busy_thread_not_registered(void) {
+    am2z_queue_desc d;
+    am2z_processor_desc pd;
+    am2z_state *plain = am2z_state_parse(NULL, "{\"f\":1}", AM2Z_NTS, NULL);
+    am2z_state *sub = am2z_state_parse(NULL, "{\"sub\":1}", AM2Z_NTS, NULL);
+    am2z_state *sleepy = am2z_state_parse(NULL, "{\"sleep\":1}", AM2Z_NTS, NULL);
+    am2z_execution *e;
+    am2z_outcome out;
+    long long t0;
+    memset(&out, 0, sizeof out);
+    fx_flushall(port);
+    fx_queue_desc(&d, port, 1, g_quiet);
+    d.lock_duration_ms = 1500;
+    d.stalled_interval_ms = 750;
+    g_busy_rt = am2z_queue_runtime_new(&d, NULL);
+    CHECK(g_busy_rt != NULL);
+    if (!g_busy_rt) return;
+    memset(&pd, 0, sizeof pd);
+    pd.name = "hbusy";
+    pd.fn = hbusy;
+    pd.timeout_ms = 60000;
+    CHECK_INT(am2z_runtime_register(g_busy_rt, am2z_processor_new(&pd, NULL)), AM2Z_STATUS_OK);
+    out = am2z_runtime_execute(g_busy_rt, "hbusy", plain); /* the thread empties the queue once */
+    CHECK(out.error == NULL);
+    am2z_outcome_clear(&out);
+    t0 = tp_now_ms();
+    while (fx_redis_num(port, "ZCARD %s", idle_key(g_busy_rt, "hbusy"), NULL) < 1 && tp_now_ms() - t0 < 10000)
+        tp_sleep_ms(10);
+    e = am2z_runtime_submit(g_busy_rt, "hbusy", sleepy, NULL, NULL); /* handed; sleeps 300 ms */
+    tp_sleep_ms(50);
+    am2z_execution_detach(am2z_runtime_submit(g_busy_rt, "hbusy", sub, NULL, NULL)); /* to wait */
+    CHECK_INT(am2z_execution_wait(e, 20000, &out), AM2Z_STATUS_OK);
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    t0 = tp_now_ms();
+    while (fx_redis_num(port, "EXISTS %s", "running", NULL) == 0 && tp_now_ms() - t0 < 10000) tp_sleep_ms(10);
+    CHECK_INT(fx_redis_num(port, "EXISTS %s", "running", NULL), 1);
+    CHECK_INT(fx_redis_num(port, "ZCARD %s", idle_key(g_busy_rt, "hbusy"), NULL), 0); /* busy: not idle */
+    e = am2z_runtime_submit(g_busy_rt, "hbusy", plain, NULL, NULL); /* waits for the thread, in wait */
+    tp_sleep_ms(100);
+    fx_redis_do(port, "SET release 1");
+    CHECK_INT(am2z_execution_wait(e, 20000, &out), AM2Z_STATUS_OK);
+    CHECK(out.error == NULL);
+    CHECK_INT(fx_redis_num(port, "HGET bull:am2z~hbusy:%s stc", out.execution_id, NULL), 0); /* never stalled */
+    am2z_outcome_clear(&out);
+    am2z_execution_free(e);
+    am2z_runtime_free(g_busy_rt);
+    fx_redis_do(port, "DEL running release"); /* the next cases hold jobs with them */
+    am2z_value_release(plain);
+    am2z_value_release(sub);
+    am2z_value_release(sleepy);
+}
+
 /* ---- b. a process killed while its thread runs a job handed to it ---- */
 
 static void test_killed_process_job_recovered(void) {
@@ -349,6 +421,7 @@ int main(int argc, char **argv) {
     T_RUN(start_server);
     if (port) {
         T_RUN(test_handoff_in_process);
+        T_RUN(test_busy_thread_not_registered);
         T_RUN(test_killed_process_job_recovered);
         T_RUN(test_other_process_not_handed);
         T_RUN(test_node_worker_when_none_idle);

@@ -18,8 +18,11 @@ static int port;
 static t_redis server;
 static am2z_logger *g_quiet;
 
+static int g_runs; /* atomic: rt_echo's runs */
+
 static am2z_result rt_echo(am2z_ctx *ctx, const am2z_state *in) {
     (void)ctx;
+    __atomic_add_fetch(&g_runs, 1, __ATOMIC_SEQ_CST);
     return am2z_ok(am2z_value_retain((am2z_state *)in));
 }
 
@@ -182,6 +185,77 @@ done:
     fx_flushall(port);
 }
 
+/* ---- c. a handed job that waited past half its lock ---- */
+
+/* A job handed long ago (its wake-up key outlived the lock, or its thread was busy) runs
+   only while its lock is still the handed token: a worker pops it, finds the lock
+   another worker's (the stalled scan gave the job away meanwhile) and does not run it;
+   with the lock still its own it renews it and runs the job. */
+static void test_late_handed_job_checks_its_lock(void) {
+    am2z_runtime *rt = caller_rt(), *w = NULL;
+    am2z_redis *r = fx_conn(port);
+    am2z_state *in = am2z_state_parse(NULL, "{\"late\":1}", AM2Z_NTS, NULL);
+    am2z_execution *e = NULL;
+    am2z_reply rep, tmp;
+    char key[160], member[256], ctl[160], wctl[160], jk[200], old_ms[32];
+    const char *argv[4];
+    size_t lens[4];
+    long long t0;
+    int round, runs;
+    memset(&rep, 0, sizeof rep);
+    memset(&tmp, 0, sizeof tmp);
+    CHECK(rt && r && in);
+    if (!rt || !r || !in) goto done;
+    idle_key(rt, key, sizeof key);
+    snprintf(ctl, sizeof ctl, "bull:am2z:ctl:%s:9", am2z_queue_instance_id(rt));
+    fake_register(r, rt, "tokL", member, sizeof member);
+    e = am2z_runtime_submit(rt, "rtq", in, NULL, NULL);
+    CHECK(e != NULL);
+    if (!e) goto done;
+    snprintf(jk, sizeof jk, "bull:am2z~rtq:%s", am2z_execution_id(e));
+    CHECK_INT(am2z_redis_command(r, &rep, "ZRANGE %s 0 -1", ctl), AM2Z_STATUS_OK); /* the handed member */
+    CHECK(rep.type == AM2Z_REPLY_ARRAY && rep.len == 1);
+    if (rep.type != AM2Z_REPLY_ARRAY || rep.len != 1) goto done;
+    w = worker_rt(1);
+    CHECK(w != NULL);
+    if (!w) goto done;
+    snprintf(wctl, sizeof wctl, "bull:am2z:ctl:%s:0", am2z_queue_instance_id(w));
+    snprintf(old_ms, sizeof old_ms, "%lld", (long long)am2z_now_ms() - 60000); /* a minute ago */
+    for (round = 0; round < 2; round++) {
+        /* round 0: the stalled scan gave the job to another worker; round 1: still ours */
+        CHECK_INT(am2z_redis_command(r, &tmp, "SET %s:lock %s PX 30000", jk, round ? "tokL" : "other"),
+                  AM2Z_STATUS_OK);
+        runs = __atomic_load_n(&g_runs, __ATOMIC_SEQ_CST);
+        argv[0] = "ZADD"; argv[1] = wctl; argv[2] = old_ms; argv[3] = am2z_reply_str(&rep.element[0]);
+        lens[0] = 4; lens[1] = strlen(wctl); lens[2] = strlen(old_ms); lens[3] = rep.element[0].len;
+        CHECK_INT(am2z_redis_command_argv(r, &tmp, 4, argv, lens), AM2Z_STATUS_OK);
+        t0 = tp_now_ms();
+        while (fx_redis_num(port, "EXISTS %s", wctl, NULL) == 1 && tp_now_ms() - t0 < 5000) tp_sleep_ms(10);
+        CHECK_INT(fx_redis_num(port, "EXISTS %s", wctl, NULL), 0); /* the worker popped it */
+        if (round == 0) {
+            tp_sleep_ms(300);
+            CHECK_INT(__atomic_load_n(&g_runs, __ATOMIC_SEQ_CST), runs); /* not run */
+            CHECK_INT(fx_redis_num(port, "HEXISTS %s finishedOn", jk, NULL), 0);
+            CHECK_INT(am2z_redis_command(r, &tmp, "GET %s:lock", jk), AM2Z_STATUS_OK);
+            CHECK_STR(am2z_reply_str(&tmp), "other"); /* left to its owner */
+        } else {
+            t0 = tp_now_ms();
+            while (fx_redis_num(port, "HEXISTS %s finishedOn", jk, NULL) != 1 && tp_now_ms() - t0 < 5000) tp_sleep_ms(10);
+            CHECK_INT(fx_redis_num(port, "HEXISTS %s finishedOn", jk, NULL), 1); /* renewed and run */
+            CHECK_INT(__atomic_load_n(&g_runs, __ATOMIC_SEQ_CST), runs + 1);
+        }
+    }
+done:
+    am2z_execution_detach(e);
+    am2z_reply_clear(&tmp);
+    am2z_reply_clear(&rep);
+    am2z_value_release(in);
+    am2z_redis_free(r);
+    am2z_runtime_free(w);
+    am2z_runtime_free(rt);
+    fx_flushall(port);
+}
+
 /* ---- b. a round trip that empties the queue settles it with one read ---- */
 
 static void test_round_trip_settles_once(void) {
@@ -249,6 +323,7 @@ int main(void) {
     if (port) {
         T_RUN(test_handed_payload);
         T_RUN(test_round_trip_settles_once);
+        T_RUN(test_late_handed_job_checks_its_lock);
         t_redis_stop(&server);
     }
     am2z_logger_release(g_quiet);
