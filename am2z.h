@@ -2463,7 +2463,9 @@ AM2Z_API int64_t am2z_monotonic_ns(void) {
    objects. C11 <stdatomic.h> is not the default because its operations need
    _Atomic-qualified objects, which the structs shared with C++ callers cannot declare.
    add/sub return the new value, fetch_add the old one; cas is strong and returns
-   non-zero on success, storing the current value in *expected otherwise. */
+   non-zero on success, storing the current value in *expected otherwise. A field that
+   threads race to publish by cas is read only through am2z__atomic_load: clang 14's TSan
+   does not count a failed cas's acquire, so a plain read after it is reported as a race. */
 #define AM2Z__MO_RELAXED __ATOMIC_RELAXED
 #define AM2Z__MO_ACQUIRE __ATOMIC_ACQUIRE
 #define AM2Z__MO_RELEASE __ATOMIC_RELEASE
@@ -8687,7 +8689,7 @@ static am2z__idem_table *am2z__idem_table_of(am2z_runtime *rt) {
 
 /* At runtime free (stopped): every record's run is freed, then the table. */
 static void am2z__idem_table_free(am2z_runtime *rt) {
-    am2z__idem_table *t = rt->idem;
+    am2z__idem_table *t = am2z__atomic_load(&rt->idem, AM2Z__MO_ACQUIRE);
     size_t b;
     if (!t) return;
     for (b = 0; b < AM2Z__IDEM_BUCKETS; b++)
@@ -8877,7 +8879,7 @@ static am2z_execution *am2z__idem_submit(am2z_runtime *rt, const char *processor
 static am2z_status am2z__idem_wait(am2z_execution *e, int64_t timeout_ms, am2z_outcome *out) {
     am2z__idem *r = ((am2z__idem_handle *)e)->rec;
     am2z_runtime *rt = e->rt;
-    am2z__idem_table *t = rt->idem;
+    am2z__idem_table *t = am2z__atomic_load(&rt->idem, AM2Z__MO_ACQUIRE);
     int64_t until = timeout_ms < 0 ? -1 : am2z_monotonic_ns() + (timeout_ms > INT64_MAX / 4000000 ? INT64_MAX / 4 : timeout_ms * 1000000);
     am2z_status st;
     am2z__mutex_lock(&t->mu);
@@ -8911,7 +8913,7 @@ static am2z_status am2z__idem_wait(am2z_execution *e, int64_t timeout_ms, am2z_o
 static void am2z__idem_drop(am2z_execution *e, int detach) {
     am2z__idem *r = ((am2z__idem_handle *)e)->rec;
     am2z_runtime *rt = e->rt;
-    am2z__idem_table *t = rt->idem;
+    am2z__idem_table *t = am2z__atomic_load(&rt->idem, AM2Z__MO_ACQUIRE);
     am2z_execution *cancel = NULL;
     am2z__mutex_lock(&t->mu);
     if (--r->handles == 0 && !r->done && r->run && !r->driving) {

@@ -10635,7 +10635,7 @@ static am2z_status am2z__qop_schedule_upsert(am2z_runtime *rt, const am2z_schedu
     if (!(r = am2z__qborrow(q, &st))) {
         st = am2z__qsched_fail(AM2Z_STATUS_IO, d->id, "no Redis connection");
     } else {
-        st = am2z__qeval(r, &rep, q->s_sched[0], argc, argv, NULL);
+        st = am2z__qeval(r, &rep, am2z__atomic_load(&q->s_sched[0], AM2Z__MO_ACQUIRE), argc, argv, NULL);
         if (st == AM2Z_STATUS_OK) am2z__qsched_wake(q, r);
         am2z_redis_pool_put(q->pool, r);
         if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, d->id, "Redis refused the upsert");
@@ -10659,7 +10659,7 @@ static am2z_status am2z__qop_schedule_remove(am2z_runtime *rt, const char *id) {
     if (!am2z__qsched_scripts(q)) return am2z__fail(AM2Z_STATUS_NO_MEMORY, AM2Z_NTS, "schedule '%s': out of memory", id);
     if (!(r = am2z__qborrow(q, &st))) return am2z__qsched_fail(AM2Z_STATUS_IO, id, "no Redis connection");
     argv[0] = q->C; argv[1] = q->bull; argv[2] = id;
-    st = am2z__qeval(r, &rep, q->s_sched[1], 3, argv, NULL);
+    st = am2z__qeval(r, &rep, am2z__atomic_load(&q->s_sched[1], AM2Z__MO_ACQUIRE), 3, argv, NULL);
     if (st == AM2Z_STATUS_OK) am2z__qsched_wake(q, r);
     am2z_redis_pool_put(q->pool, r);
     if (st != AM2Z_STATUS_OK) st = am2z__qsched_fail(st, id, "Redis refused the remove");
@@ -10718,7 +10718,7 @@ static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, 
     if (hrep.type == AM2Z_REPLY_ARRAY && hrep.len == 0) { /* removed by another client: forget it */
         const char *gone[4];
         gone[0] = q->C; gone[1] = q->bull; gone[2] = id; gone[3] = "1";
-        am2z__qeval(r, &crep, q->s_sched[1], 4, gone, NULL);
+        am2z__qeval(r, &crep, am2z__atomic_load(&q->s_sched[1], AM2Z__MO_ACQUIRE), 4, gone, NULL);
         goto done;
     }
     if (!am2z__qsched_read(&hrep, id, &s, &ver, &data, &datan)) goto done;
@@ -10772,7 +10772,7 @@ static void am2z__qsched_claim_one(am2z__qrt *q, am2z_redis *r, const char *id, 
     for (i = 0; i < 18; i++) lens[i] = strlen(argv[i]);
     lens[16] = env.n;
     lens[17] = opts.n;
-    if (am2z__qeval(r, &crep, q->s_sched[2], 18, argv, lens) != AM2Z_STATUS_OK)
+    if (am2z__qeval(r, &crep, am2z__atomic_load(&q->s_sched[2], AM2Z__MO_ACQUIRE), 18, argv, lens) != AM2Z_STATUS_OK)
         am2z_log_warn(q->logger, "queue runtime: schedule '%s': claiming slot %lld failed: %s", id, (long long)slot,
                       crep.type == AM2Z_REPLY_ERROR ? am2z_reply_str(&crep) : am2z_status_detail());
 done:
