@@ -13682,6 +13682,7 @@ static am2z_result am2z__lr_run_call(const am2z__lr_frame *pf, am2z_processor *p
         dl = am2z__lr_deadline(s, timeout);
         if (pf->deadline_ns && (!dl || pf->deadline_ns < dl)) dl = pf->deadline_ns;
         f = *pf;
+        f.solo = 0; /* a solo chunk counts only its items: this attempt counts itself */
         f.deadline_ns = dl;
         r = am2z__lr_attempt(&f, p, input, id, att, depth, s);
         end = f.end_ns;

@@ -1,7 +1,8 @@
 /* test_many_batch.c - the per-item savings of COOPERATIVE execute_many on the caller's
    thread (am2z.h section 8, am2z__lr_run_solo) keep every contract around them:
    - "running" counts the chunk's item in progress (it is added per chunk, not per item)
-     and settles to 0, with failing items, NULL inputs and a stop_session mid-chunk;
+     and settles to 0, with failing items, NULL inputs and a stop_session mid-chunk; a
+     nested call an item makes counts as its own attempt, as on the job path;
    - each item's execution id is its own: the "<processor>-<ms>-" prefix is kept per
      millisecond and only the random tail is written per item, so the id's millisecond
      must still be the item's start (outcome.started_at) across millisecond changes;
@@ -17,6 +18,13 @@
 
 static int running_low;
 static am2z_runtime *the_rt;
+
+static int64_t running_now_of(am2z_runtime *rt) {
+    am2z_value *st = am2z_runtime_stats(rt);
+    int64_t r = am2z_value_get_int(st, "running", -1);
+    am2z_value_release(st);
+    return r;
+}
 
 /* n + 1; fails for i % 10 == 9 */
 static am2z_result p_inc(am2z_ctx *ctx, const am2z_state *in) {
@@ -54,6 +62,23 @@ static am2z_result p_stoppable(am2z_ctx *ctx, const am2z_state *in) {
     return am2z_ok(am2z_value_retain(in));
 }
 
+/* the nested call of "outer": "running" counts the caller's attempt and its own */
+static int nested_running_min = 100;
+static am2z_result p_inner(am2z_ctx *ctx, const am2z_state *in) {
+    int64_t r = running_now_of(the_rt);
+    int old = __atomic_load_n(&nested_running_min, __ATOMIC_SEQ_CST);
+    (void)ctx;
+    while (r < old && !__atomic_compare_exchange_n(&nested_running_min, &old, (int)r, 0, __ATOMIC_SEQ_CST,
+                                                   __ATOMIC_SEQ_CST)) {
+    }
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static am2z_result p_outer(am2z_ctx *ctx, const am2z_state *in) {
+    note_thread();
+    return am2z_ctx_call(ctx, "inner", in);
+}
+
 static am2z_runtime *rt_coop(void) {
     am2z_runtime *rt = rt_coop_new();
     CHECK(rt != NULL);
@@ -61,16 +86,13 @@ static am2z_runtime *rt_coop(void) {
     CHECK_INT(am2z_runtime_register(rt, proc_new("spin", p_spin, 0)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc_new("running", p_running, 0)), AM2Z_STATUS_OK);
     CHECK_INT(am2z_runtime_register(rt, proc_new("stoppable", p_stoppable, 0)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("inner", p_inner, 0)), AM2Z_STATUS_OK);
+    CHECK_INT(am2z_runtime_register(rt, proc_new("outer", p_outer, 0)), AM2Z_STATUS_OK);
     the_rt = rt;
     return rt;
 }
 
-static int64_t running_now(am2z_runtime *rt) {
-    am2z_value *st = am2z_runtime_stats(rt);
-    int64_t r = am2z_value_get_int(st, "running", -1);
-    am2z_value_release(st);
-    return r;
-}
+static int64_t running_now(am2z_runtime *rt) { return running_now_of(rt); }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
@@ -96,6 +118,35 @@ static void test_running_counts_the_item_in_progress(void) {
     ps = am2z_runtime_processor_stats(rt, "running");
     CHECK_INT(am2z_value_get_int(ps, "completed", -1), N);
     am2z_value_release(ps);
+    release_all(ins, outs, N);
+    am2z_runtime_free(rt);
+}
+
+/* a nested call made by an item run on the caller's thread is an attempt of its own:
+   "running" counts it beside the item's, as it does for an item run by a worker */
+static void test_running_counts_nested_calls(void) {
+    enum { N = 4 }; /* the first chunk of a processor with no estimate yet: all on the caller */
+    am2z_runtime *rt = rt_coop();
+    am2z_state **ins = numbered(N);
+    am2z_outcome *outs = (am2z_outcome *)calloc(N, sizeof *outs);
+    int i, good = 0;
+    on_caller = 1;
+    ran_here = ran_elsewhere = 0;
+    nested_running_min = 100;
+    CHECK_INT(am2z_runtime_execute_many(rt, "outer", (const am2z_state *const *)ins, N, "bulk", outs),
+              AM2Z_STATUS_OK);
+    on_caller = 0;
+    for (i = 0; i < N; i++) good += outs[i].error == NULL;
+    CHECK_INT(good, N);
+    CHECK_INT(ran_here, N);
+    CHECK_INT(__atomic_load_n(&nested_running_min, __ATOMIC_SEQ_CST), 2);
+    CHECK_INT(running_now(rt), 0);
+    am2z_outcome_clear(&outs[0]);
+    nested_running_min = 100;
+    outs[0] = am2z_runtime_execute_in_session(rt, "outer", ins[0], "bulk"); /* the same on the job path */
+    CHECK(outs[0].error == NULL);
+    CHECK_INT(__atomic_load_n(&nested_running_min, __ATOMIC_SEQ_CST), 2);
+    CHECK_INT(running_now(rt), 0);
     release_all(ins, outs, N);
     am2z_runtime_free(rt);
 }
@@ -244,6 +295,7 @@ static void test_stop_mid_chunk(void) {
 
 int main(void) {
     T_RUN(test_running_counts_the_item_in_progress);
+    T_RUN(test_running_counts_nested_calls);
     T_RUN(test_failures_and_reused_outcomes);
     T_RUN(test_ids_follow_the_millisecond);
     T_RUN(test_stop_mid_chunk);
