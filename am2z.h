@@ -13544,7 +13544,10 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
                        strcmp(am2z_value_as_string(in_sid, NULL), sid) != 0) &&
         strcmp(am2z_state_session_id(input), sid) != 0) {
         moved = am2z__state_in_session(am2z_value_retain(input), sid);
-        if (!moved) return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
+        if (!moved) { /* its callers take end_ns as the attempt's end */
+            f->end_ns = am2z__lr_now();
+            return am2z__lr_fail(am2z_error_resource("memory", 0, 0));
+        }
         input = moved;
         in_sid = NULL;
     }
