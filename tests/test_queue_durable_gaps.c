@@ -6,8 +6,9 @@
      stall came after new checkpoints; a step that crashes its worker every time still
      fails at the limit, and that failure is the execution's recorded outcome;
    - keep: a finished execution's records expire after durable_keep_ms (the id is then
-     unknown and runs afresh), a parked one's never; the default keep, "forever" (< 0)
-     and the cap;
+     unknown and runs afresh), a parked one's never, nor a finished one's when a late
+     submit's start record write comes after it; the default keep, "forever" (< 0) and
+     the cap;
    - stop_session: the session's durable executions (parked, running) end cancelled,
      recorded, with only their done record left; a finished one keeps its outcome; one
      in another session is untouched. */
@@ -18,6 +19,7 @@
 #include "fixture.h"
 #include "durable_fixture.h"
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -351,6 +353,127 @@ static void test_early_signal_expires(void) {
     am2z_runtime_free(rt);
 }
 
+/* A submit reads the done record (none yet), then the start record (none: another
+   process's run of the id started and already finished, its start record removed with
+   its other records), then writes its start record. That write must not revive the
+   finished execution: its records keep their TTL, and no start record is left beside
+   the done one. The other run is played by raw commands queued behind CLIENT PAUSE
+   WRITE (reads go on, writes wait in arrival order): the run's end first, then the
+   submit's start record write. */
+typedef struct raw_call {
+    const char *argv[6];
+    size_t argc;
+    am2z_status st;
+} raw_call;
+
+static void *raw_call_main(void *arg) {
+    raw_call *c = (raw_call *)arg;
+    am2z_redis *r = fx_conn(port);
+    am2z_reply rep;
+    memset(&rep, 0, sizeof rep);
+    c->st = r ? am2z_redis_command_argv(r, &rep, c->argc, c->argv, NULL) : AM2Z_STATUS_IO;
+    am2z_reply_clear(&rep);
+    am2z_redis_free(r);
+    return NULL;
+}
+
+typedef struct submitter {
+    am2z_runtime *rt;
+    const char *id;
+    am2z_status st;
+} submitter;
+
+static void *submit_main(void *arg) {
+    submitter *s = (submitter *)arg;
+    am2z_state *in = state_of("{}");
+    am2z_execution *e = am2z_runtime_submit_with(s->rt, "q1", in, &(am2z_submit_desc){.durable = 1,
+                                                 .execution_id = s->id}, &s->st);
+    if (e) am2z_execution_detach(e);
+    am2z_value_release(in);
+    return NULL;
+}
+
+/* Waits (5 s at most) until a client waits behind the pause with command cmd. */
+static int paused_client(am2z_redis *admin, const char *cmd) {
+    char want[32];
+    int i, ok = 0;
+    snprintf(want, sizeof want, " cmd=%s ", cmd);
+    for (i = 0; i < 500 && !ok; i++) {
+        am2z_reply rep;
+        memset(&rep, 0, sizeof rep);
+        if (am2z_redis_command(admin, &rep, "CLIENT LIST") == AM2Z_STATUS_OK) {
+            const char *line = am2z_reply_str(&rep);
+            while (line && *line && !ok) { /* a postponed client: flags with b(locked) */
+                const char *eol = strchr(line, '\n'), *c = strstr(line, want), *f = strstr(line, " flags=");
+                size_t n = eol ? (size_t)(eol - line) : strlen(line);
+                ok = c && f && c < line + n && f < line + n && memchr(f + 7, 'b', strcspn(f + 7, " ")) != NULL;
+                line = eol ? eol + 1 : NULL;
+            }
+        }
+        am2z_reply_clear(&rep);
+        if (!ok) t_redis_sleep_ms(10);
+    }
+    return ok;
+}
+
+static void test_start_after_finish_keeps_ttl(void) {
+    static const char json[] = "{\"ok\":true,\"state\":{},\"attempts\":1,\"durationMs\":1,\"startedAt\":1,"
+                               "\"sessionId\":\"default\"}";
+    am2z_runtime *rt = rt_new(AM2Z_QUEUE_NO_WORKERS, 60000);
+    am2z_redis *admin = fx_conn(port);
+    am2z_reply rep;
+    char done[2 * AM2Z_SHA256_SIZE + sizeof json];
+    raw_call end;
+    submitter sub;
+    am2z_outcome out;
+    pthread_t te, ts;
+    long long t;
+    memset(&rep, 0, sizeof rep);
+    memset(&out, 0, sizeof out);
+    fresh();
+    CHECK(rt != NULL && admin != NULL);
+    if (!rt || !admin) return;
+    CHECK_INT(am2z_runtime_register(rt, chain1("q1", "q1.s", quick_fn)), AM2Z_STATUS_OK);
+    am2z_sha256_hex(json, strlen(json), done); /* a done record as dput stores it: digest + JSON */
+    memcpy(done + 2 * AM2Z_SHA256_SIZE, json, sizeof json);
+    /* the other run's end: its done record with the keep as TTL, its start record gone */
+    end.argv[0] = "EVAL";
+    end.argv[1] = "redis.call('HSET', KEYS[1], 'done', ARGV[1]); redis.call('PEXPIRE', KEYS[1], ARGV[2]);"
+                  "redis.call('HDEL', KEYS[1], 'start')";
+    end.argv[2] = "1";
+    end.argv[3] = "bull:am2z:x:race-1";
+    end.argv[4] = done;
+    end.argv[5] = "60000";
+    end.argc = 6;
+    end.st = AM2Z_STATUS_IO;
+    sub.rt = rt;
+    sub.id = "race-warm";
+    sub.st = AM2Z_STATUS_IO;
+    submit_main(&sub); /* another id first: the submit's connections and scripts are ready */
+    CHECK_INT(sub.st, AM2Z_STATUS_OK);
+    sub.id = "race-1";
+    sub.st = AM2Z_STATUS_IO;
+    CHECK_INT(am2z_redis_command(admin, &rep, "CLIENT PAUSE 10000 WRITE"), AM2Z_STATUS_OK);
+    CHECK(pthread_create(&te, NULL, raw_call_main, &end) == 0);
+    CHECK(paused_client(admin, "eval"));
+    CHECK(pthread_create(&ts, NULL, submit_main, &sub) == 0); /* reads both records, waits to write */
+    CHECK(paused_client(admin, "evalsha"));
+    CHECK_INT(am2z_redis_command(admin, &rep, "CLIENT UNPAUSE"), AM2Z_STATUS_OK);
+    pthread_join(te, NULL);
+    pthread_join(ts, NULL);
+    CHECK_INT(end.st, AM2Z_STATUS_OK);
+    CHECK_INT(sub.st, AM2Z_STATUS_OK);
+    t = pttl("race-1");
+    CHECK(t > 0 && t <= 60000);
+    CHECK_INT(fx_redis_num(port, "HEXISTS bull:am2z:x:%s %s", "race-1", "start"), 0);
+    CHECK_INT(am2z_runtime_durable_outcome(rt, "race-1", 0, &out), AM2Z_STATUS_OK); /* the other run's */
+    CHECK(out.error == NULL && out.attempts == 1);
+    am2z_outcome_clear(&out);
+    am2z_reply_clear(&rep);
+    am2z_redis_free(admin);
+    am2z_runtime_free(rt);
+}
+
 /* The default keep (7 days), < 0 (until forgotten), and the cap (100 years). */
 static void test_keep_settings(void) {
     static const int64_t keeps[3] = {0, -1, INT64_MAX};
@@ -474,6 +597,7 @@ int main(void) {
     T_RUN(test_crash_loop_fails_at_limit);
     T_RUN(test_done_record_expires);
     T_RUN(test_early_signal_expires);
+    T_RUN(test_start_after_finish_keeps_ttl);
     T_RUN(test_keep_settings);
     T_RUN(test_stop_session_cancels);
     unlink(effects);
