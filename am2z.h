@@ -8216,11 +8216,31 @@ AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_
 static AM2Z__TLS uint64_t am2z__rt_rng_state;
 static uint64_t am2z__rt_rng_seed_counter;
 
+#ifndef AM2Z_NO_THREADS
+/* A forked child inherits the forking thread's generator and would make its parent's
+   ids again (a pre-fork server's processes share one Redis, where ids name jobs): the
+   child's fork handler counts the fork, and a generator seeded before it seeds again.
+   Written only in a child that has one thread, read by threads it starts later. */
+static unsigned am2z__rt_rng_forks;
+static AM2Z__TLS unsigned am2z__rt_rng_seen;
+static pthread_once_t am2z__rt_rng_once = PTHREAD_ONCE_INIT;
+static void am2z__rt_rng_forked(void) { am2z__rt_rng_forks++; }
+static void am2z__rt_rng_hook(void) { pthread_atfork(NULL, NULL, am2z__rt_rng_forked); }
+#endif
+
 static uint64_t am2z__rt_rng_next(void) {
     uint64_t x = am2z__rt_rng_state;
+#ifndef AM2Z_NO_THREADS
+    if (am2z__rt_rng_seen != am2z__rt_rng_forks) x = 0;
+#endif
     if (!x) {
+#ifndef AM2Z_NO_THREADS
+        pthread_once(&am2z__rt_rng_once, am2z__rt_rng_hook);
+        am2z__rt_rng_seen = am2z__rt_rng_forks;
+#endif
         x = (uint64_t)am2z_monotonic_ns() ^ ((uint64_t)am2z_now_ms() << 20) ^
             ((uint64_t)(size_t)&am2z__rt_rng_state * 0x9E3779B97F4A7C15ull) ^
+            ((uint64_t)getpid() * 0x94D049BB133111EBull) ^
             (am2z__atomic_add(&am2z__rt_rng_seed_counter, 1, AM2Z__MO_RELAXED) * 0xD1B54A32D192ED03ull);
         if (!x) x = 0x2545F4914F6CDD1Dull;
     }

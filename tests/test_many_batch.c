@@ -5,7 +5,8 @@
      nested call an item makes counts as its own attempt, as on the job path;
    - each item's execution id is its own: the "<processor>-<ms>-" prefix is kept per
      millisecond and only the random tail is written per item, so the id's millisecond
-     must still be the item's start (outcome.started_at) across millisecond changes;
+     must still be the item's start (outcome.started_at) across millisecond changes,
+     and a forked child's random tails are not its parent's;
    - outcomes are filled field by field and the caller's pre-clear skips empty ones: a
      second call into the same array releases what the first one left (ASan would see
      a leak), and a failing item still reports its error, its attempts and its
@@ -15,6 +16,8 @@
 #include "../am2z.h"
 #include "t.h"
 #include "many_fixture.h"
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int running_low;
 static am2z_runtime *the_rt;
@@ -293,7 +296,37 @@ static void test_stop_mid_chunk(void) {
     am2z_runtime_free(rt);
 }
 
+/* a forked child does not make its parent's ids: the thread that forked had seeded its
+   generator, which the child inherits (a pre-fork server's workers share one Redis,
+   where ids name jobs) */
+static void test_ids_after_fork(void) {
+    enum { K = 64 };
+    char mine[K][AM2Z_EXECUTION_ID_SIZE], theirs[K][AM2Z_EXECUTION_ID_SIZE];
+    int fd[2], i, j, same = 0;
+    size_t got = 0;
+    ssize_t n;
+    pid_t pid;
+    am2z_execution_id_generate("f", mine[0]); /* this thread's generator is seeded */
+    CHECK(pipe(fd) == 0);
+    pid = fork();
+    if (pid == 0) {
+        for (i = 0; i < K; i++) am2z_execution_id_generate("f", theirs[i]);
+        _exit(write(fd[1], theirs, sizeof theirs) == (ssize_t)sizeof theirs ? 0 : 1);
+    }
+    CHECK(pid > 0);
+    for (i = 0; i < K; i++) am2z_execution_id_generate("f", mine[i]);
+    while (got < sizeof theirs && (n = read(fd[0], (char *)theirs + got, sizeof theirs - got)) > 0) got += (size_t)n;
+    waitpid(pid, NULL, 0);
+    close(fd[0]);
+    close(fd[1]);
+    CHECK_INT((long)got, (long)sizeof theirs);
+    for (i = 0; i < K; i++) /* the random tails: the millisecond may well be the same */
+        for (j = 0; j < K; j++) same += strcmp(mine[i] + strlen(mine[i]) - 10, theirs[j] + strlen(theirs[j]) - 10) == 0;
+    CHECK_INT(same, 0);
+}
+
 int main(void) {
+    T_RUN(test_ids_after_fork); /* first: no thread of a runtime has run yet */
     T_RUN(test_running_counts_the_item_in_progress);
     T_RUN(test_running_counts_nested_calls);
     T_RUN(test_failures_and_reused_outcomes);
