@@ -13555,11 +13555,8 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
     am2z_result r;
     am2z_error *open;
     int ticket;
-    /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
-    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL) {
-        f->end_ns = am2z__lr_now();
-        return am2z__lr_fail(open);
-    }
+    /* Moved before the breaker admits the attempt: an attempt that fails for want of
+       memory here must not hold a half-open breaker's probe. */
     if (depth == 0 && ((in_sid = am2z__meta_sid(input)) == NULL ||
                        strcmp(am2z_value_as_string(in_sid, NULL), sid) != 0) &&
         strcmp(am2z_state_session_id(input), sid) != 0) {
@@ -13570,6 +13567,12 @@ static am2z_result am2z__lr_attempt(am2z__lr_frame *f, const am2z_processor *p, 
         }
         input = moved;
         in_sid = NULL;
+    }
+    /* an open breaker fails the attempt before it starts (am2z_breaker_policy) */
+    if ((open = am2z__breaker_enter(lr->rt, p, exec_id, am2z__lr_wall(lr, start_ns), &ticket)) != NULL) {
+        am2z_value_release(moved);
+        f->end_ns = am2z__lr_now();
+        return am2z__lr_fail(open);
     }
     ctx = am2z__lr_ctx0; /* not a memset: compilers make that a slow rep stos here */
     ctx.ops = &am2z__lr_ctx_ops;

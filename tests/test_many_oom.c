@@ -3,7 +3,8 @@
    duration: every allocation the caller's thread makes during the call is failed in
    turn, on the job path (execute_in_session) and on the shared execute_many path
    (am2z__lr_run_item), and each outcome must say it took 0..60 s, not minus the
-   machine's uptime. */
+   machine's uptime. And an attempt that fails that way does not keep a half-open
+   circuit breaker's probe: the next call is admitted. */
 #define _POSIX_C_SOURCE 200809L
 #include "../am2z.h"
 #include "t.h"
@@ -111,6 +112,65 @@ static void test_batch_path(void) {
     am2z_runtime_free(rt);
 }
 
+/* fails with a NetworkError (counted by a breaker) when the input says "fail" */
+static am2z_result p_guarded(am2z_ctx *ctx, const am2z_state *in) {
+    (void)ctx;
+    if (am2z_value_get_int(in, "fail", 0)) return am2z_fail(am2z_error_network("db:5432", 0, NULL));
+    return am2z_ok(am2z_value_retain(in));
+}
+
+static am2z_error_kind kind_of(am2z_runtime *rt, const am2z_state *in) {
+    am2z_outcome o = am2z_runtime_execute_in_session(rt, "guarded", in, "bulk");
+    am2z_error_kind k = o.error ? o.error->kind : AM2Z_ERROR_NONE;
+    am2z_outcome_clear(&o);
+    return k;
+}
+
+/* Each allocation of a half-open breaker's probe attempt is failed in turn; whatever the
+   failed call returned, the call after it is not refused as CIRCUIT_OPEN (one probe per
+   round: an attempt that kept its probe would refuse it for open_ms). */
+static void test_half_open_probe_given_back(void) {
+    am2z_state *bad = am2z_state_parse("other", "{\"fail\":1}", AM2Z_NTS, NULL);
+    am2z_state *good = am2z_state_parse("other", "{\"fail\":0}", AM2Z_NTS, NULL);
+    am2z_processor_desc d;
+    long k;
+    int refused = 0, runs = 0, memory = 0;
+    memset(&d, 0, sizeof d);
+    d.name = "guarded";
+    d.fn = p_guarded;
+    d.retry.max_attempts = 1; /* a retry would take the probe and hide a kept one */
+    d.breaker.failure_threshold = 1;
+    d.breaker.window_ms = 60000;
+    d.breaker.open_ms = 30;
+    d.breaker.half_open_probes = 1;
+    for (k = 1; k < 500; k++) {
+        am2z_runtime *rt = rt_coop_new();
+        am2z_error_kind first;
+        CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&d, NULL)), AM2Z_STATUS_OK);
+        CHECK_INT(kind_of(rt, bad), AM2Z_ERROR_NETWORK); /* opens the breaker */
+        msleep(40);                                      /* past open_ms: half-open next */
+        count = 0;
+        fail_at = k;
+        failed = 0;
+        armed = 1;
+        first = kind_of(rt, good);
+        armed = 0;
+        runs++;
+        if (first == AM2Z_ERROR_RESOURCE) memory++;
+        if (kind_of(rt, good) == AM2Z_ERROR_CIRCUIT_OPEN) {
+            if (!refused) fprintf(stderr, "allocation %ld failed: the next call was refused\n", k);
+            refused++;
+        }
+        am2z_runtime_free(rt);
+        if (!failed) break;
+    }
+    CHECK(runs > 1 && runs < 500);
+    CHECK(memory > 0); /* some failed allocation did fail the attempt */
+    CHECK_INT(refused, 0);
+    am2z_value_release(bad);
+    am2z_value_release(good);
+}
+
 int main(void) {
     am2z_allocator a;
     a.alloc_fn = a_alloc;
@@ -120,5 +180,6 @@ int main(void) {
     am2z_set_allocator(&a);
     T_RUN(test_job_path);
     T_RUN(test_batch_path);
+    T_RUN(test_half_open_probe_given_back);
     return t_done();
 }
