@@ -291,6 +291,10 @@ static void test_stop_mid_chunk(void) {
     ps = am2z_runtime_processor_stats(rt, "stoppable");
     CHECK_INT(am2z_value_get_int(ps, "completed", -1) + am2z_value_get_int(ps, "failed", -1), 8 + N);
     am2z_value_release(ps);
+    /* item 40 run by a worker is abandoned by the cancel and counts in "running" until
+       its processor returns (section 8: stats' one exception) */
+    if (SLOW_BUILD)
+        for (i = 0; i < 20000 && running_now(rt) != 0; i++) msleep(1);
     CHECK_INT(running_now(rt), 0);
     release_all(ins, outs, N);
     am2z_runtime_free(rt);

@@ -86,6 +86,9 @@ static int worker_main(const char *spec) {
         am2z_outcome_clear(&out);
         am2z_value_release(warm);
         while (fx_redis_num(port, "ZCARD %s", idle_key(rt, "hecho"), NULL) < 1 && tp_now_ms() - t0 < 10000) tp_sleep_ms(10);
+        /* the parent's command counts are the held job's alone: the warm-up came from wait,
+           or was handed when the thread began a wait (and registered) as it was being added */
+        fx_redis_do(port, "CONFIG RESETSTAT");
         e = am2z_runtime_submit(rt, "hecho", hold, NULL, NULL);
         printf("%s\n", am2z_execution_id(e));
         fflush(stdout);
@@ -258,7 +261,6 @@ static void test_killed_process_job_recovered(void) {
     if (!r) return;
     snprintf(env, sizeof env, "AM2Z_HANDOFF_WORKER=%d:1000:1", port);
     snprintf(env2, sizeof env2, "AM2Z_HANDOFF_WORKER=%d:1000:0", port);
-    am2z_redis_command(r, &rep, "CONFIG RESETSTAT");
     argv[0] = (char *)"/proc/self/exe";
     argv[1] = NULL;
     env_add[0] = env;
@@ -269,8 +271,8 @@ static void test_killed_process_job_recovered(void) {
     }
     /* its own thread runs the job it was handed: active and locked, never taken from wait */
     CHECK_INT(wait_num("EXISTS %s", "running", 1, 10000), 1);
-    CHECK_INT(fx_cmd_calls(r, "zpopmax"), 1); /* the held job was handed (the warm-up one came from wait) */
-    CHECK_INT(fx_cmd_calls(r, "ltrim"), 1);
+    CHECK_INT(fx_cmd_calls(r, "zpopmax"), 1); /* the held job was handed, never fetched */
+    CHECK_INT(fx_cmd_calls(r, "ltrim"), 0);
     CHECK_INT(fx_redis_num(port, "EXISTS bull:am2z~hecho:%s:lock", id, NULL), 1);
     tp_stop(&w[0], SIGKILL, 1000);
     t_kill = tp_now_ms();
