@@ -1506,7 +1506,10 @@ AM2Z_API am2z_processor *am2z_runtime_lookup(am2z_runtime *rt, const char *name)
    off barrier and the CALLBACKS guard: the one way a runtime calls handlers. One atomic
    load when no handler is registered. */
 AM2Z_API void am2z_runtime_emit(am2z_runtime *rt, const char *event, const am2z_value *data);
-/* A new execution id "<processor>-<ms>-<random>", written to buf. */
+/* A new execution id "<processor>-<ms>-<random>", written to buf. The random part comes
+   from a per-thread generator seeded from the clock, the thread and the pid; a child
+   process seeds again after fork (not in AM2Z_NO_THREADS builds, which have no fork
+   hook), so processes forked from one parent do not repeat its ids in a shared Redis. */
 AM2Z_API void am2z_execution_id_generate(const char *processor, char buf[AM2Z_EXECUTION_ID_SIZE]);
 
 /* How a runtime serves the ctx functions of the executions it runs. */
