@@ -31,6 +31,14 @@ static void *a_realloc(void *p, size_t n, void *ud) {
     }
     return realloc(p, n);
 }
+/* From now on this thread's allocation number k fails. */
+static void arm(long k) {
+    count = 0;
+    fail_at = k;
+    failed = 0;
+    armed = 1;
+}
+
 static void a_free(void *p, void *ud) {
     (void)ud;
     free(p);
@@ -54,10 +62,7 @@ static void test_job_path(void) {
     CHECK_INT(am2z_runtime_register(rt, proc_new("slow", p_slow, 0)), AM2Z_STATUS_OK);
     for (k = 1; k < 2000; k++) {
         am2z_outcome o;
-        count = 0;
-        fail_at = k;
-        failed = 0;
-        armed = 1;
+        arm(k);
         o = am2z_runtime_execute_in_session(rt, "slow", in, "bulk");
         armed = 0;
         runs++;
@@ -88,10 +93,7 @@ static void test_batch_path(void) {
        runs them through the shared path */
     CHECK_INT(am2z_runtime_execute_many(rt, "slow", (const am2z_state *const *)ins, N, "other", outs), AM2Z_STATUS_OK);
     for (k = 1; k < 2000; k++) {
-        count = 0;
-        fail_at = k;
-        failed = 0;
-        armed = 1;
+        arm(k);
         CHECK_INT(am2z_runtime_execute_many(rt, "slow", (const am2z_state *const *)ins, N, "bulk", outs),
                   AM2Z_STATUS_OK);
         armed = 0;
@@ -149,10 +151,7 @@ static void test_half_open_probe_given_back(void) {
         CHECK_INT(am2z_runtime_register(rt, am2z_processor_new(&d, NULL)), AM2Z_STATUS_OK);
         CHECK_INT(kind_of(rt, bad), AM2Z_ERROR_NETWORK); /* opens the breaker */
         msleep(40);                                      /* past open_ms: half-open next */
-        count = 0;
-        fail_at = k;
-        failed = 0;
-        armed = 1;
+        arm(k);
         first = kind_of(rt, good);
         armed = 0;
         runs++;
